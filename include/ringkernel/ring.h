@@ -1,0 +1,430 @@
+/* ringkernel/ring.h — lock-free rings that live in any memory, usable from host and device.
+ *
+ * A ring is a POD header (four 128-byte lines) followed by `capacity` fixed-size slots and, for
+ * MPSC rings, one 64-bit sequence word per slot. rk_ring_memsize() + rk_ring_init() place a ring in
+ * caller memory: ordinary host memory (CPU backend), pinned host-mapped memory (host<->device) or
+ * device global memory (K2K). The structure holds offsets, never pointers, so the host and the
+ * device address the same ring through their own base pointers.
+ *
+ * Ordering (ARCHITECTURE §4; every access below names its pair):
+ *  - free-running 64-bit indices, masked on access; capacity is a power of two;
+ *  - SPSC: the producer writes the slot, then store-releases `tail`; the consumer load-acquires
+ *    `tail`, reads the slot, then store-releases `head`; the producer load-acquires `head` before it
+ *    reuses a slot. Each side caches the other's index and re-reads it only when the cache says
+ *    full/empty, so a steady stream touches the other side's line once per wrap, not per message;
+ *  - MPSC: producers claim a position by compare-and-swap on `claim` only after they have seen free
+ *    capacity (claim only what you will publish: every failure happens before the claim), write the
+ *    slot, then store-release the slot's sequence word = position + 1. The consumer load-acquires the
+ *    sequence word and compares by signed 64-bit difference. The consumer never performs a
+ *    read-modify-write, so a device can consume a ring that host threads produce into over PCIe;
+ *  - only loads and stores cross the bus: `claim` and the producers' shared head cache are touched
+ *    by producers of one side only.
+ * The functions here never block; src/queue adds blocking waits with spin -> yield -> park. */
+#ifndef RINGKERNEL_RING_H
+#define RINGKERNEL_RING_H
+
+#include "ringkernel/atomic.h"
+#include "ringkernel/common.h"
+#include "ringkernel/error.h"
+
+RK_EXTERN_C_BEGIN
+
+#define RK_RING_MAGIC 0x474e4952u /* "RING" */
+#define RK_RING_SPSC 0u           /**< one producer, one consumer */
+#define RK_RING_MPSC 1u           /**< many producers (of one side), one consumer */
+#define RK_RING_SLOT_ALIGN 64u    /**< slot sizes are multiples of one 64-byte line */
+#define RK_RING_MIN_SLOT 64u      /**< a slot holds at least an envelope */
+#define RK_RING_MAX_SLOT (1u << 24)
+#define RK_RING_MAX_CAPACITY (1ull << 32)
+#define RK_RING_CLOSED (1ull << 63) /**< set in `claim` when the ring is closed to producers */
+
+/** The ring header: 512 bytes, four lines, each written by one party only. */
+typedef struct rk_ring {
+  /* line 0: configuration, written once by rk_ring_init, read-only afterwards */
+  RK_ALIGNAS(128) uint32_t magic;
+  uint32_t mode;
+  uint32_t slot_size;
+  uint32_t reserved0;
+  uint64_t capacity;
+  uint64_t mask;
+  uint64_t slots_offset; /* bytes from the ring's start to slot 0 */
+  uint64_t seq_offset;   /* bytes from the ring's start to the MPSC sequence words (0: SPSC) */
+  uint8_t pad0[RK_LINE - 48];
+  /* line 1: producer side */
+  volatile uint64_t tail;        /* SPSC: published producer index (store-release by producer) */
+  volatile uint64_t claim;       /* next position to claim (MPSC CAS) | RK_RING_CLOSED */
+  volatile uint64_t prod_head;   /* producers' cached view of `head` (never authoritative) */
+  uint8_t pad1[RK_LINE - 24];
+  /* line 2: consumer side */
+  volatile uint64_t head;        /* consumed index (store-release by the consumer) */
+  volatile uint64_t cons_tail;   /* consumer's cached view of `tail` (SPSC) */
+  uint8_t pad2[RK_LINE - 16];
+  /* line 3: host parking words (CPU backend and host waiters only; see src/queue) */
+  volatile uint32_t cons_sleeping; /* consumer parked or about to park (written by the consumer) */
+  volatile uint32_t prod_sleeping; /* number of producers parked or about to park */
+  volatile uint32_t cons_wake;     /* futex word: bumped by producers to wake the consumer */
+  volatile uint32_t prod_wake;     /* futex word: bumped by the consumer to wake producers */
+  uint8_t pad3[RK_LINE - 16];
+} rk_ring;
+
+RK_STATIC_ASSERT(sizeof(rk_ring) == 4 * RK_LINE, "ring header is four lines");
+RK_ASSERT_OFFSET(rk_ring, capacity, 16);
+RK_ASSERT_OFFSET(rk_ring, slots_offset, 32);
+RK_ASSERT_OFFSET(rk_ring, tail, RK_LINE);
+RK_ASSERT_OFFSET(rk_ring, claim, RK_LINE + 8);
+RK_ASSERT_OFFSET(rk_ring, head, 2 * RK_LINE);
+RK_ASSERT_OFFSET(rk_ring, cons_sleeping, 3 * RK_LINE);
+
+/* ------------------------------------ layout -------------------------------------------------- */
+
+RK_INLINE RK_HD int rk_ring__pow2(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+/** Check a ring geometry. Returns 0 or RK_EINVAL (capacity zero, not a power of two or above
+ *  RK_RING_MAX_CAPACITY; slot smaller than an envelope, not a multiple of 64 or above
+ *  RK_RING_MAX_SLOT; unknown mode). */
+RK_INLINE RK_HD int rk_ring_check_geometry(uint64_t capacity, uint32_t slot_size, uint32_t mode) {
+  if (!rk_ring__pow2(capacity) || capacity > RK_RING_MAX_CAPACITY) return RK_EINVAL;
+  if (slot_size < RK_RING_MIN_SLOT || slot_size > RK_RING_MAX_SLOT) return RK_EINVAL;
+  if (slot_size % RK_RING_SLOT_ALIGN != 0) return RK_EINVAL;
+  if (mode != RK_RING_SPSC && mode != RK_RING_MPSC) return RK_EINVAL;
+  return RK_OK;
+}
+
+/** Bytes a ring of this geometry needs (header + slots + sequence words), or 0 if the geometry is
+ *  invalid (see rk_ring_check_geometry). */
+RK_INLINE RK_HD size_t rk_ring_memsize(uint64_t capacity, uint32_t slot_size, uint32_t mode) {
+  size_t n;
+  if (rk_ring_check_geometry(capacity, slot_size, mode) != RK_OK) return 0;
+  n = sizeof(rk_ring) + (size_t)capacity * slot_size;
+  if (mode == RK_RING_MPSC) n += (size_t)capacity * sizeof(uint64_t);
+  return n;
+}
+
+RK_INLINE RK_HD uint8_t *rk_ring_slot(rk_ring *r, uint64_t pos) {
+  return RK_CAST(uint8_t *, r) + r->slots_offset + (size_t)((pos & r->mask) * r->slot_size);
+}
+RK_INLINE RK_HD volatile uint64_t *rk_ring__seq(rk_ring *r, uint64_t pos) {
+  return RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset) + (pos & r->mask);
+}
+
+/**
+ * Initialise a ring in caller memory (host memory, pinned mapped memory or device memory written
+ * from the host before use). mem must be 128-byte aligned and at least rk_ring_memsize() bytes.
+ * Errors: RK_EINVAL (NULL, misaligned, too small, bad geometry). Not thread-safe: no one may use
+ * the ring until init returns and the ring is published to its users.
+ */
+RK_INLINE int rk_ring_init(void *mem, size_t mem_size, uint64_t capacity, uint32_t slot_size,
+                           uint32_t mode) {
+  rk_ring *r = RK_CAST(rk_ring *, mem);
+  size_t need = rk_ring_memsize(capacity, slot_size, mode);
+  uint64_t i;
+  uint8_t *b = RK_CAST(uint8_t *, mem);
+  if (mem == NULL || need == 0 || mem_size < need) return RK_EINVAL;
+  if ((RK_CAST(uintptr_t, mem) & (RK_LINE - 1)) != 0) return RK_EINVAL;
+  for (i = 0; i < sizeof(rk_ring); i++) b[i] = 0;
+  r->magic = RK_RING_MAGIC;
+  r->mode = mode;
+  r->slot_size = slot_size;
+  r->capacity = capacity;
+  r->mask = capacity - 1;
+  r->slots_offset = sizeof(rk_ring);
+  r->seq_offset = mode == RK_RING_MPSC ? sizeof(rk_ring) + capacity * slot_size : 0;
+  if (mode == RK_RING_MPSC) {
+    /* Position p is published when seq == p + 1; before the first lap, seq[i] = i + 1 - capacity
+     * (wrapping), which is "not yet" by signed difference for position i. */
+    for (i = 0; i < capacity; i++) *rk_ring__seq(r, i) = i + 1 - capacity;
+  }
+  return RK_OK;
+}
+
+/** Sanity check of a ring header (magic and geometry). Returns 0 or RK_ECORRUPT/RK_EINVAL. */
+RK_INLINE RK_HD int rk_ring_check(const rk_ring *r) {
+  if (r == NULL) return RK_EINVAL;
+  if (r->magic != RK_RING_MAGIC) return RK_ECORRUPT;
+  if (rk_ring_check_geometry(r->capacity, r->slot_size, r->mode) != RK_OK) return RK_ECORRUPT;
+  if (r->mask != r->capacity - 1) return RK_ECORRUPT;
+  return RK_OK;
+}
+
+/* Copies within the ring code: memcpy on the host (the compiler inlines fixed sizes), a word loop on
+ * the device (no string.h under NVRTC). Slots are 64-byte aligned; callers' buffers may not be. */
+RK_INLINE RK_HD void rk_ring__copy(void *dst, const void *src, size_t len) {
+#if defined(__CUDA_ARCH__)
+  uint8_t *d = RK_CAST(uint8_t *, dst);
+  const uint8_t *s = RK_CAST(const uint8_t *, src);
+  size_t i = 0;
+  if (((RK_CAST(uintptr_t, d) | RK_CAST(uintptr_t, s)) & 7) == 0)
+    for (; i + 8 <= len; i += 8)
+      *RK_CAST(uint64_t *, d + i) = *RK_CAST(const uint64_t *, s + i);
+  for (; i < len; i++) d[i] = s[i];
+#else
+  __builtin_memcpy(dst, src, len);
+#endif
+}
+
+/* ------------------------------------ SPSC producer ------------------------------------------- */
+/* The producers' view of head, in one place: head is written by the consumer, which may be on the
+ * other side of PCIe, so it is read at system scope. Pairs with the consumer's store-release of head
+ * in rk_ring_release_n: the slots it freed have been read before a producer overwrites them. */
+RK_INLINE RK_HD uint64_t rk_ring_load_acquire_head(const rk_ring *r) {
+  return rk_load_acquire_sys_u64(&r->head);
+}
+
+
+/** Free slots the (single) producer can fill right now, refreshing its cached head only when the
+ *  cache says fewer than `want` are free. */
+RK_INLINE RK_HD uint64_t rk_ring__spsc_free(rk_ring *r, uint64_t t, uint64_t want) {
+  uint64_t h = r->prod_head; /* producer-private cache */
+  if (r->capacity - (t - h) < want) {
+    h = rk_ring_load_acquire_head(r);
+    r->prod_head = h;
+  }
+  return r->capacity - (t - h);
+}
+
+/**
+ * SPSC: reserve up to n consecutive free slots for in-place filling. Returns the number reserved
+ * (0 when full) and the first position in *pos; slot i is rk_ring_slot(r, *pos + i). Publish with
+ * rk_ring_commit_n. Single producer only.
+ */
+RK_INLINE RK_HD uint32_t rk_ring_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos) {
+  uint64_t t = r->tail; /* own word: plain read */
+  uint64_t avail = rk_ring__spsc_free(r, t, n ? n : 1);
+  *pos = t;
+  return (uint32_t)(avail < n ? avail : n);
+}
+/** SPSC: publish k slots previously reserved. Single producer only. */
+RK_INLINE RK_HD void rk_ring_commit_n(rk_ring *r, uint32_t k) {
+  /* pairs with the consumer's load-acquire of tail: slot contents are visible before the index. */
+  rk_store_release_sys_u64(&r->tail, r->tail + k);
+}
+/** SPSC: reserve one slot; returns its address or NULL when the ring is full. */
+RK_INLINE RK_HD void *rk_ring_reserve(rk_ring *r) {
+  uint64_t pos;
+  return rk_ring_reserve_n(r, 1, &pos) ? rk_ring_slot(r, pos) : NULL;
+}
+RK_INLINE RK_HD void rk_ring_commit(rk_ring *r) { rk_ring_commit_n(r, 1); }
+
+/** SPSC: copy one message of len bytes (len <= slot_size) into the ring.
+ *  Returns 0, RK_EAGAIN (full), RK_EMSGSIZE, RK_ECLOSED. Single producer only. */
+RK_INLINE RK_HD int rk_ring_push(rk_ring *r, const void *msg, uint32_t len) {
+  uint64_t t = r->tail;
+  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  if (RK_UNLIKELY(r->claim & RK_RING_CLOSED)) return RK_ECLOSED;
+  if (RK_UNLIKELY(rk_ring__spsc_free(r, t, 1) == 0)) return RK_EAGAIN;
+  rk_ring__copy(rk_ring_slot(r, t), msg, len);
+  rk_store_release_sys_u64(&r->tail, t + 1); /* pairs with consumer's acquire of tail */
+  return RK_OK;
+}
+/** SPSC: copy up to n messages, each `len` bytes, laid out `len` bytes apart in msgs, publishing
+ *  the index once. Returns the number pushed (0 when full) or RK_EMSGSIZE/RK_ECLOSED. */
+RK_INLINE RK_HD int rk_ring_push_n(rk_ring *r, const void *msgs, uint32_t len, uint32_t n) {
+  uint64_t pos;
+  uint32_t k, i;
+  const uint8_t *src = RK_CAST(const uint8_t *, msgs);
+  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  if (RK_UNLIKELY(r->claim & RK_RING_CLOSED)) return RK_ECLOSED;
+  k = rk_ring_reserve_n(r, n, &pos);
+  for (i = 0; i < k; i++) rk_ring__copy(rk_ring_slot(r, pos + i), src + (size_t)i * len, len);
+  if (k) rk_ring_commit_n(r, k);
+  return (int)k;
+}
+
+/* ------------------------------------ MPSC producers ------------------------------------------ */
+
+/**
+ * MPSC: claim up to n consecutive positions. Capacity is checked first and the claim is a single
+ * compare-and-swap, so nothing is claimed that cannot be published. On success returns the number
+ * claimed (>= 1) with the first position in *pos: the caller MUST fill and publish every one of them
+ * with rk_ring_mpsc_commit_n (an unpublished claim wedges the consumer). Returns 0 when full,
+ * RK_ECLOSED when closed. Any number of producer threads of one side.
+ */
+RK_INLINE RK_HD int rk_ring_mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos) {
+  /* claim: relaxed — ordering with the consumer comes from the head acquire and seq release. */
+  uint64_t c = rk_load_relaxed_dev_u64(&r->claim);
+  uint64_t h, free_slots, k;
+  if (n == 0) n = 1;
+  for (;;) {
+    if (c & RK_RING_CLOSED) return RK_ECLOSED;
+    /* pairs with the store-release of prod_head below (by whichever producer refreshed it), which
+     * carries the consumer's release of head transitively. */
+    h = rk_load_acquire_dev_u64(&r->prod_head);
+    if (r->capacity - (c - h) < n) {
+      h = rk_ring_load_acquire_head(r); /* pairs with the consumer's release of head */
+      rk_store_release_dev_u64(&r->prod_head, h);
+    }
+    free_slots = r->capacity - (c - h);
+    if (free_slots == 0 || free_slots > r->capacity) {
+      /* full, or our view of claim is older than head (another producer raced ahead): re-read */
+      uint64_t c2 = rk_load_relaxed_dev_u64(&r->claim);
+      if (c2 == c) return 0;
+      c = c2;
+      continue;
+    }
+    k = free_slots < n ? free_slots : n;
+    if (rk_cas_relaxed_dev_u64(&r->claim, &c, c + k)) break;
+    /* c now holds the current claim word; loop re-checks closed and capacity */
+  }
+  *pos = c;
+  return (int)k;
+}
+/** MPSC: publish k claimed positions starting at pos (the slots must be filled). */
+RK_INLINE RK_HD void rk_ring_mpsc_commit_n(rk_ring *r, uint64_t pos, uint32_t k) {
+  uint32_t i;
+  /* pairs with the consumer's load-acquire of the sequence word: the slot is written first. */
+  for (i = 0; i < k; i++) rk_store_release_sys_u64(rk_ring__seq(r, pos + i), pos + i + 1);
+}
+/** MPSC: claim one slot; returns its address (and position in *pos) or NULL with *err set to
+ *  RK_EAGAIN (full) or RK_ECLOSED. Publish with rk_ring_mpsc_commit(r, *pos). */
+RK_INLINE RK_HD void *rk_ring_mpsc_reserve(rk_ring *r, uint64_t *pos, int *err) {
+  int k = rk_ring_mpsc_reserve_n(r, 1, pos);
+  if (k == 1) {
+    if (err) *err = RK_OK;
+    return rk_ring_slot(r, *pos);
+  }
+  if (err) *err = k == 0 ? RK_EAGAIN : k;
+  return NULL;
+}
+RK_INLINE RK_HD void rk_ring_mpsc_commit(rk_ring *r, uint64_t pos) { rk_ring_mpsc_commit_n(r, pos, 1); }
+
+/** MPSC: copy one message in. Returns 0, RK_EAGAIN, RK_EMSGSIZE, RK_ECLOSED. Thread-safe among
+ *  producers of one side. */
+RK_INLINE RK_HD int rk_ring_mpsc_push(rk_ring *r, const void *msg, uint32_t len) {
+  uint64_t pos;
+  int k;
+  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  k = rk_ring_mpsc_reserve_n(r, 1, &pos);
+  if (k <= 0) return k == 0 ? RK_EAGAIN : k;
+  rk_ring__copy(rk_ring_slot(r, pos), msg, len);
+  rk_ring_mpsc_commit_n(r, pos, 1);
+  return RK_OK;
+}
+/** MPSC: copy up to n messages of len bytes with one claim. Returns the number pushed or an error. */
+RK_INLINE RK_HD int rk_ring_mpsc_push_n(rk_ring *r, const void *msgs, uint32_t len, uint32_t n) {
+  uint64_t pos;
+  int k, i;
+  const uint8_t *src = RK_CAST(const uint8_t *, msgs);
+  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  if (n == 0) return 0;
+  k = rk_ring_mpsc_reserve_n(r, n, &pos);
+  if (k <= 0) return k;
+  for (i = 0; i < k; i++) rk_ring__copy(rk_ring_slot(r, pos + i), src + (size_t)i * len, len);
+  rk_ring_mpsc_commit_n(r, pos, (uint32_t)k);
+  return k;
+}
+
+/* ------------------------------------ consumer ------------------------------------------------ */
+
+/**
+ * Consumer: find up to n consecutive published slots starting at the head, without consuming
+ * them. Returns the number ready (0 when empty) and the first position in *pos; read them in place
+ * with rk_ring_slot and hand them back with rk_ring_release_n. Works for SPSC and MPSC rings.
+ * Single consumer only.
+ */
+RK_INLINE RK_HD uint32_t rk_ring_peek_n(rk_ring *r, uint32_t n, uint64_t *pos) {
+  uint64_t h = r->head; /* own word: plain read */
+  uint32_t k = 0;
+  *pos = h;
+  if (r->mode == RK_RING_SPSC) {
+    uint64_t t = r->cons_tail; /* consumer-private cache */
+    if (t - h < (n ? n : 1)) {
+      t = rk_load_acquire_sys_u64(&r->tail); /* pairs with the producer's release of tail */
+      r->cons_tail = t;
+    }
+    k = (uint32_t)(t - h < n ? t - h : n);
+  } else {
+    while (k < n) {
+      /* pairs with the producer's store-release in rk_ring_mpsc_commit_n */
+      uint64_t s = rk_load_acquire_sys_u64(rk_ring__seq(r, h + k));
+      if ((int64_t)(s - (h + k + 1)) < 0) break; /* not yet published */
+      k++;
+    }
+  }
+  return k;
+}
+/** Consumer: hand back k slots read since rk_ring_peek_n. */
+RK_INLINE RK_HD void rk_ring_release_n(rk_ring *r, uint32_t k) {
+  /* pairs with the producers' load-acquire of head: the slots have been read before reuse. */
+  rk_store_release_sys_u64(&r->head, r->head + k);
+}
+/** Consumer: the next published slot, or NULL when empty. Release it with rk_ring_release. */
+RK_INLINE RK_HD void *rk_ring_peek(rk_ring *r) {
+  uint64_t pos;
+  return rk_ring_peek_n(r, 1, &pos) ? rk_ring_slot(r, pos) : NULL;
+}
+RK_INLINE RK_HD void rk_ring_release(rk_ring *r) { rk_ring_release_n(r, 1); }
+
+/** Consumer: copy the next message's first len bytes (len <= slot_size) out and consume it.
+ *  Returns 0, RK_EAGAIN (empty) or RK_EMSGSIZE. */
+RK_INLINE RK_HD int rk_ring_pop(rk_ring *r, void *buf, uint32_t len) {
+  uint64_t pos;
+  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  if (!rk_ring_peek_n(r, 1, &pos)) return RK_EAGAIN;
+  rk_ring__copy(buf, rk_ring_slot(r, pos), len);
+  rk_ring_release_n(r, 1);
+  return RK_OK;
+}
+/** Consumer: copy out up to n messages of len bytes each into buf (len bytes apart), releasing
+ *  them with one index publication. Returns the number popped (0 when empty) or RK_EMSGSIZE. */
+RK_INLINE RK_HD int rk_ring_pop_n(rk_ring *r, void *buf, uint32_t len, uint32_t n) {
+  uint64_t pos;
+  uint32_t k, i;
+  uint8_t *dst = RK_CAST(uint8_t *, buf);
+  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  k = rk_ring_peek_n(r, n, &pos);
+  for (i = 0; i < k; i++) rk_ring__copy(dst + (size_t)i * len, rk_ring_slot(r, pos + i), len);
+  if (k) rk_ring_release_n(r, k);
+  return (int)k;
+}
+
+/* ------------------------------------ state --------------------------------------------------- */
+
+/** Messages published or claimed and not yet consumed (an estimate while others run). */
+RK_INLINE RK_HD uint64_t rk_ring_count(const rk_ring *r) {
+  uint64_t h = rk_load_acquire_sys_u64(&r->head);
+  uint64_t t = r->mode == RK_RING_SPSC ? rk_load_acquire_sys_u64(&r->tail)
+                                       : (rk_load_relaxed_dev_u64(&r->claim) & ~RK_RING_CLOSED);
+  return t - h;
+}
+
+/**
+ * Close the ring to producers and return the final producer index in *final_pos: every position
+ * below it was (MPSC: claimed and will be) published; a consumer that drains to it has lost
+ * nothing. Later pushes return RK_ECLOSED. MPSC: any producer-side thread; SPSC: the producer.
+ * Returns 0, or RK_ECLOSED if it was already closed (*final_pos is still set).
+ */
+RK_INLINE RK_HD int rk_ring_close(rk_ring *r, uint64_t *final_pos) {
+  uint64_t c = rk_load_relaxed_dev_u64(&r->claim);
+  if (r->mode == RK_RING_SPSC) {
+    if (c & RK_RING_CLOSED) {
+      if (final_pos) *final_pos = c & ~RK_RING_CLOSED;
+      return RK_ECLOSED;
+    }
+    c = r->tail;
+    /* pairs with rk_ring_closed's acquire: tail up to c is published before the close is seen */
+    rk_store_release_dev_u64(&r->claim, c | RK_RING_CLOSED);
+    if (final_pos) *final_pos = c;
+    return RK_OK;
+  }
+  for (;;) {
+    if (c & RK_RING_CLOSED) {
+      if (final_pos) *final_pos = c & ~RK_RING_CLOSED;
+      return RK_ECLOSED;
+    }
+    if (rk_cas_acq_rel_dev_u64(&r->claim, &c, c | RK_RING_CLOSED)) break;
+  }
+  if (final_pos) *final_pos = c;
+  return RK_OK;
+}
+/** Nonzero when the ring is closed; *final_pos (may be NULL) receives the final index. */
+RK_INLINE RK_HD int rk_ring_closed(const rk_ring *r, uint64_t *final_pos) {
+  uint64_t c = rk_load_acquire_dev_u64(&r->claim); /* pairs with rk_ring_close */
+  if (final_pos) *final_pos = c & ~RK_RING_CLOSED;
+  return (c & RK_RING_CLOSED) != 0;
+}
+/** The consumer's head (next position it will read). */
+RK_INLINE RK_HD uint64_t rk_ring_head(const rk_ring *r) { return rk_load_acquire_sys_u64(&r->head); }
+
+RK_EXTERN_C_END
+
+#endif /* RINGKERNEL_RING_H */

@@ -1,0 +1,212 @@
+/* ring_wait.c — host-side ring allocation and blocking waits: spin, then yield, then park.
+ *
+ * Parking protocol (ARCHITECTURE §4), consumer side:
+ *   w = cons_wake; cons_sleeping = 1; full fence; re-check the ring; futex_wait(cons_wake, w)
+ * producer side (rk_ring_notify_consumer), after publishing:
+ *   full fence; if cons_sleeping: cons_wake++; futex_wake(cons_wake)
+ * Either the consumer's re-check sees the publication or the producer sees the flag (both sides
+ * fence between their store and their load: a Dekker pair). The futex compares cons_wake with the
+ * value read before the flag was raised, so a wake between the re-check and the sleep is not lost.
+ * Producers waiting for space use the mirror image with prod_sleeping / prod_wake. */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <time.h>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include "ringkernel/atomic.h"
+#include "ringkernel/error.h"
+#include "ringkernel/queue.h"
+#include "ringkernel/ring.h"
+
+#define RK_SPIN_ITERS 256  /* ~1-2 µs of pause: covers a message in flight */
+#define RK_YIELD_ITERS 16  /* then give the core away a few times before sleeping */
+
+int rk_ring_create(rk_ring **out, uint64_t capacity, uint32_t slot_size, uint32_t mode) {
+  size_t n;
+  void *mem;
+  int rc;
+  if (out == NULL) return RK_EINVAL;
+  *out = NULL;
+  n = rk_ring_memsize(capacity, slot_size, mode);
+  if (n == 0) return RK_EINVAL;
+  n = (n + RK_LINE - 1) & ~(size_t)(RK_LINE - 1);
+  mem = aligned_alloc(RK_LINE, n);
+  if (mem == NULL) return RK_ENOMEM;
+  rc = rk_ring_init(mem, n, capacity, slot_size, mode);
+  if (rc != RK_OK) {
+    free(mem);
+    return rc;
+  }
+  *out = (rk_ring *)mem;
+  return RK_OK;
+}
+
+void rk_ring_destroy(rk_ring *r) { free(r); }
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Sleep on *word while it still equals `expected`, at most `ns` (ns < 0: forever). */
+static void park(volatile uint32_t *word, uint32_t expected, int64_t ns) {
+#if defined(__linux__)
+  struct timespec ts, *tsp = NULL;
+  if (ns >= 0) {
+    ts.tv_sec = ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    tsp = &ts;
+  }
+  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, tsp, NULL, 0);
+#else
+  (void)word;
+  (void)expected;
+  struct timespec ts = {0, ns >= 0 && ns < 50000 ? ns : 50000};
+  nanosleep(&ts, NULL);
+#endif
+}
+
+static void unpark(volatile uint32_t *word, int all) {
+  /* RMW on a host-only word: several producers may bump cons_wake at once. */
+  __atomic_fetch_add(word, 1, __ATOMIC_RELEASE);
+#if defined(__linux__)
+  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, all ? 0x7fffffff : 1, NULL, NULL, 0);
+#endif
+}
+
+void rk_ring_notify_consumer(rk_ring *r) {
+  if (r == NULL) return;
+  rk_fence_seq_cst_sys(); /* Dekker pair with the fence in wait_until (consumer side) */
+  if (rk_load_relaxed_sys_u32(&r->cons_sleeping)) unpark(&r->cons_wake, 0);
+}
+
+void rk_ring_notify_producers(rk_ring *r) {
+  if (r == NULL) return;
+  rk_fence_seq_cst_sys(); /* Dekker pair with the fence in wait_until (producer side) */
+  if (rk_load_relaxed_sys_u32(&r->prod_sleeping)) unpark(&r->prod_wake, 1);
+}
+
+void rk_ring_wake_all(rk_ring *r) {
+  if (r == NULL) return;
+  rk_fence_seq_cst_sys();
+  unpark(&r->cons_wake, 1);
+  unpark(&r->prod_wake, 1);
+}
+
+/* Readiness predicates. They return 1 ready, 0 not yet, or a negative error. */
+static int consumer_ready(rk_ring *r) {
+  uint64_t pos, fin;
+  if (rk_ring_peek_n(r, 1, &pos)) return 1;
+  if (rk_ring_closed(r, &fin) && rk_ring_head(r) >= fin) return RK_ECLOSED;
+  return 0;
+}
+
+static int producer_ready(rk_ring *r) {
+  uint64_t t, h;
+  uint64_t c = rk_load_relaxed_dev_u64(&r->claim);
+  if (c & RK_RING_CLOSED) return RK_ECLOSED;
+  /* pairs with the consumer's release of head */
+  h = rk_ring_load_acquire_head(r);
+  t = r->mode == RK_RING_SPSC ? r->tail : c;
+  return t - h < r->capacity ? 1 : 0;
+}
+
+/* Spin, yield, park until ready(r) != 0 or the timeout. `consumer` selects which flag to raise. */
+static int wait_until(rk_ring *r, int (*ready)(rk_ring *), int consumer, int64_t timeout_ns) {
+  uint64_t start = 0, deadline = 0;
+  int i, rc;
+  volatile uint32_t *sleeping = consumer ? &r->cons_sleeping : &r->prod_sleeping;
+  volatile uint32_t *wake = consumer ? &r->cons_wake : &r->prod_wake;
+
+  if ((rc = ready(r)) != 0) return rc < 0 ? rc : RK_OK;
+  if (timeout_ns == 0) return RK_ETIMEDOUT;
+  for (i = 0; i < RK_SPIN_ITERS; i++) {
+    rk_cpu_relax();
+    if ((rc = ready(r)) != 0) return rc < 0 ? rc : RK_OK;
+  }
+  start = now_ns();
+  if (timeout_ns > 0) deadline = start + (uint64_t)timeout_ns;
+  for (i = 0; i < RK_YIELD_ITERS; i++) {
+    sched_yield();
+    if ((rc = ready(r)) != 0) return rc < 0 ? rc : RK_OK;
+  }
+  for (;;) {
+    int64_t left = -1;
+    uint32_t w;
+    if (timeout_ns > 0) {
+      uint64_t now = now_ns();
+      if (now >= deadline) return RK_ETIMEDOUT;
+      left = (int64_t)(deadline - now);
+    }
+    w = __atomic_load_n(wake, __ATOMIC_ACQUIRE); /* pairs with unpark's release increment */
+    if (consumer)
+      rk_store_relaxed_sys_u32(sleeping, 1); /* single consumer: a flag */
+    else
+      __atomic_fetch_add(sleeping, 1, __ATOMIC_RELAXED); /* producers: a count */
+    rk_fence_seq_cst_sys(); /* Dekker pair with the fence in rk_ring_notify_* */
+    rc = ready(r);
+    if (rc == 0) park(wake, w, left);
+    if (consumer)
+      rk_store_relaxed_sys_u32(sleeping, 0);
+    else
+      __atomic_fetch_sub(sleeping, 1, __ATOMIC_RELAXED);
+    if (rc == 0) rc = ready(r);
+    if (rc != 0) return rc < 0 ? rc : RK_OK;
+  }
+}
+
+int rk_ring_wait_readable(rk_ring *r, int64_t timeout_ns) {
+  if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
+  return wait_until(r, consumer_ready, 1, timeout_ns);
+}
+
+int rk_ring_wait_writable(rk_ring *r, int64_t timeout_ns) {
+  if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
+  return wait_until(r, producer_ready, 0, timeout_ns);
+}
+
+int rk_ring_push_wait(rk_ring *r, const void *msg, uint32_t len, int64_t timeout_ns) {
+  uint64_t start = 0;
+  int rc;
+  if (rk_ring_check(r) != RK_OK || (msg == NULL && len > 0)) return RK_EINVAL;
+  if (len > r->slot_size) return RK_EMSGSIZE;
+  for (;;) {
+    rc = r->mode == RK_RING_MPSC ? rk_ring_mpsc_push(r, msg, len) : rk_ring_push(r, msg, len);
+    if (rc == RK_OK) {
+      rk_ring_notify_consumer(r);
+      return RK_OK;
+    }
+    if (rc != RK_EAGAIN) return rc;
+    /* Full: nothing was claimed (the claim happens only after capacity is seen), so waiting or
+     * timing out here loses and wedges nothing. */
+    if (timeout_ns > 0 && start == 0) start = now_ns();
+    {
+      int64_t left = timeout_ns;
+      if (timeout_ns > 0) {
+        uint64_t el = now_ns() - start;
+        if (el >= (uint64_t)timeout_ns) return RK_ETIMEDOUT;
+        left = timeout_ns - (int64_t)el;
+      }
+      rc = rk_ring_wait_writable(r, left);
+      if (rc != RK_OK) return rc;
+    }
+  }
+}
+
+int rk_ring_pop_wait(rk_ring *r, void *buf, uint32_t len, int64_t timeout_ns) {
+  int rc;
+  if (rk_ring_check(r) != RK_OK || (buf == NULL && len > 0)) return RK_EINVAL;
+  if (len > r->slot_size) return RK_EMSGSIZE;
+  rc = rk_ring_wait_readable(r, timeout_ns);
+  if (rc != RK_OK) return rc;
+  rc = rk_ring_pop(r, buf, len);
+  if (rc == RK_OK) rk_ring_notify_producers(r);
+  return rc;
+}
