@@ -11,5 +11,10 @@
 #include "ringkernel/envelope.h"
 #include "ringkernel/ring.h"
 #include "ringkernel/queue.h"
+#include "ringkernel/control.h"
+#include "ringkernel/message.h"
+#include "ringkernel/kernel.h"
+#include "ringkernel/builtins.h"
+#include "ringkernel/runtime.h"
 
 #endif /* RINGKERNEL_H */

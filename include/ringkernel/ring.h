@@ -249,7 +249,11 @@ RK_INLINE RK_HD int rk_ring_mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos
     /* pairs with the store-release of prod_head below (by whichever producer refreshed it), which
      * carries the consumer's release of head transitively. */
     h = rk_load_acquire_dev_u64(&r->prod_head);
-    if (r->capacity - (c - h) < n) {
+    /* Refresh when the cache shows too little room, or shows nonsense: a producer preempted between
+     * reading head and storing it below leaves prod_head behind, possibly by more than a lap; then
+     * capacity - (c - h) wraps to a huge count that would never call for a refresh and every
+     * producer would report "full" forever. */
+    if (c - h > r->capacity || r->capacity - (c - h) < n) {
       h = rk_ring_load_acquire_head(r); /* pairs with the consumer's release of head */
       rk_store_release_dev_u64(&r->prod_head, h);
     }

@@ -23,6 +23,7 @@
 #include "ringkernel/error.h"
 #include "ringkernel/queue.h"
 #include "ringkernel/ring.h"
+#include "queue/internal.h"
 
 #define RK_SPIN_ITERS 256  /* ~1-2 µs of pause: covers a message in flight */
 #define RK_YIELD_ITERS 16  /* then give the core away a few times before sleeping */
@@ -49,7 +50,7 @@ int rk_ring_create(rk_ring **out, uint64_t capacity, uint32_t slot_size, uint32_
 
 void rk_ring_destroy(rk_ring *r) { free(r); }
 
-static uint64_t now_ns(void) {
+uint64_t rk__now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
@@ -83,13 +84,13 @@ static void unpark(volatile uint32_t *word, int all) {
 
 void rk_ring_notify_consumer(rk_ring *r) {
   if (r == NULL) return;
-  rk_fence_seq_cst_sys(); /* Dekker pair with the fence in wait_until (consumer side) */
+  rk_fence_seq_cst_sys(); /* Dekker pair with the fence in rk__ring_wait (consumer side) */
   if (rk_load_relaxed_sys_u32(&r->cons_sleeping)) unpark(&r->cons_wake, 0);
 }
 
 void rk_ring_notify_producers(rk_ring *r) {
   if (r == NULL) return;
-  rk_fence_seq_cst_sys(); /* Dekker pair with the fence in wait_until (producer side) */
+  rk_fence_seq_cst_sys(); /* Dekker pair with the fence in rk__ring_wait (producer side) */
   if (rk_load_relaxed_sys_u32(&r->prod_sleeping)) unpark(&r->prod_wake, 1);
 }
 
@@ -101,14 +102,16 @@ void rk_ring_wake_all(rk_ring *r) {
 }
 
 /* Readiness predicates. They return 1 ready, 0 not yet, or a negative error. */
-static int consumer_ready(rk_ring *r) {
+static int consumer_ready(void *arg) {
+  rk_ring *r = (rk_ring *)arg;
   uint64_t pos, fin;
   if (rk_ring_peek_n(r, 1, &pos)) return 1;
   if (rk_ring_closed(r, &fin) && rk_ring_head(r) >= fin) return RK_ECLOSED;
   return 0;
 }
 
-static int producer_ready(rk_ring *r) {
+static int producer_ready(void *arg) {
+  rk_ring *r = (rk_ring *)arg;
   uint64_t t, h;
   uint64_t c = rk_load_relaxed_dev_u64(&r->claim);
   if (c & RK_RING_CLOSED) return RK_ECLOSED;
@@ -118,30 +121,31 @@ static int producer_ready(rk_ring *r) {
   return t - h < r->capacity ? 1 : 0;
 }
 
-/* Spin, yield, park until ready(r) != 0 or the timeout. `consumer` selects which flag to raise. */
-static int wait_until(rk_ring *r, int (*ready)(rk_ring *), int consumer, int64_t timeout_ns) {
+/* Spin, yield, park until ready(arg) != 0 or the timeout. `consumer` selects which flag to raise
+ * and which wake word to sleep on. Shared with the CPU backend's lane workers (internal.h). */
+int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns) {
   uint64_t start = 0, deadline = 0;
   int i, rc;
   volatile uint32_t *sleeping = consumer ? &r->cons_sleeping : &r->prod_sleeping;
   volatile uint32_t *wake = consumer ? &r->cons_wake : &r->prod_wake;
 
-  if ((rc = ready(r)) != 0) return rc < 0 ? rc : RK_OK;
+  if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
   if (timeout_ns == 0) return RK_ETIMEDOUT;
   for (i = 0; i < RK_SPIN_ITERS; i++) {
     rk_cpu_relax();
-    if ((rc = ready(r)) != 0) return rc < 0 ? rc : RK_OK;
+    if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
   }
-  start = now_ns();
+  start = rk__now_ns();
   if (timeout_ns > 0) deadline = start + (uint64_t)timeout_ns;
   for (i = 0; i < RK_YIELD_ITERS; i++) {
     sched_yield();
-    if ((rc = ready(r)) != 0) return rc < 0 ? rc : RK_OK;
+    if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
   }
   for (;;) {
     int64_t left = -1;
     uint32_t w;
     if (timeout_ns > 0) {
-      uint64_t now = now_ns();
+      uint64_t now = rk__now_ns();
       if (now >= deadline) return RK_ETIMEDOUT;
       left = (int64_t)(deadline - now);
     }
@@ -151,25 +155,25 @@ static int wait_until(rk_ring *r, int (*ready)(rk_ring *), int consumer, int64_t
     else
       __atomic_fetch_add(sleeping, 1, __ATOMIC_RELAXED); /* producers: a count */
     rk_fence_seq_cst_sys(); /* Dekker pair with the fence in rk_ring_notify_* */
-    rc = ready(r);
+    rc = ready(arg);
     if (rc == 0) park(wake, w, left);
     if (consumer)
       rk_store_relaxed_sys_u32(sleeping, 0);
     else
       __atomic_fetch_sub(sleeping, 1, __ATOMIC_RELAXED);
-    if (rc == 0) rc = ready(r);
+    if (rc == 0) rc = ready(arg);
     if (rc != 0) return rc < 0 ? rc : RK_OK;
   }
 }
 
 int rk_ring_wait_readable(rk_ring *r, int64_t timeout_ns) {
   if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
-  return wait_until(r, consumer_ready, 1, timeout_ns);
+  return rk__ring_wait(r, 1, consumer_ready, r, timeout_ns);
 }
 
 int rk_ring_wait_writable(rk_ring *r, int64_t timeout_ns) {
   if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
-  return wait_until(r, producer_ready, 0, timeout_ns);
+  return rk__ring_wait(r, 0, producer_ready, r, timeout_ns);
 }
 
 int rk_ring_push_wait(rk_ring *r, const void *msg, uint32_t len, int64_t timeout_ns) {
@@ -186,11 +190,11 @@ int rk_ring_push_wait(rk_ring *r, const void *msg, uint32_t len, int64_t timeout
     if (rc != RK_EAGAIN) return rc;
     /* Full: nothing was claimed (the claim happens only after capacity is seen), so waiting or
      * timing out here loses and wedges nothing. */
-    if (timeout_ns > 0 && start == 0) start = now_ns();
+    if (timeout_ns > 0 && start == 0) start = rk__now_ns();
     {
       int64_t left = timeout_ns;
       if (timeout_ns > 0) {
-        uint64_t el = now_ns() - start;
+        uint64_t el = rk__now_ns() - start;
         if (el >= (uint64_t)timeout_ns) return RK_ETIMEDOUT;
         left = timeout_ns - (int64_t)el;
       }

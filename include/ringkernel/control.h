@@ -1,0 +1,99 @@
+/* ringkernel/control.h — the control block: how the host commands a resident kernel and how the
+ * kernel reports back. Shared by the CPU backend (ordinary memory) and the CUDA backend (pinned
+ * host-mapped memory), so it is a POD pinned by static asserts.
+ *
+ * Single writer per word (ARCHITECTURE §4, §8): the host writes only the host line; each lane
+ * writes only its own lane line. Nothing ever reads a whole block, changes a field and writes it
+ * back. Every command is acknowledged: the host writes the command's argument words, then
+ * store-releases cmd_seq; a lane load-acquires cmd_seq, applies the command, then store-releases
+ * ack_seq = cmd_seq in its own line; the host waits (with a timeout) until every lane acknowledged. */
+#ifndef RINGKERNEL_CONTROL_H
+#define RINGKERNEL_CONTROL_H
+
+#include "ringkernel/common.h"
+
+RK_EXTERN_C_BEGIN
+
+/** Kernel (and lane) states. */
+typedef enum rk_kernel_state {
+  RK_STATE_LAUNCHED = 1,    /**< resident, polling only its control word */
+  RK_STATE_ACTIVE = 2,      /**< consuming messages */
+  RK_STATE_INACTIVE = 3,    /**< resident, not consuming; state kept */
+  RK_STATE_TERMINATING = 4, /**< draining what was accepted, then exiting */
+  RK_STATE_TERMINATED = 5,  /**< exited; replies already produced can still be received */
+  RK_STATE_FAULTED = 6      /**< an error or a stalled heartbeat; see rk_kernel_error */
+} rk_kernel_state;
+
+/** Commands written by the host. */
+typedef enum rk_command {
+  RK_CMD_NONE = 0,
+  RK_CMD_ACTIVATE = 1,
+  RK_CMD_DEACTIVATE = 2,
+  RK_CMD_TERMINATE = 3 /**< drain each lane's inbox to its drain_to index, then exit */
+} rk_command;
+
+#define RK_MAX_LANES 64
+
+/** Host-written line (one per kernel). */
+typedef struct rk_control_host {
+  RK_ALIGNAS(128) volatile uint32_t cmd_seq; /**< bumped (store-release) after cmd is written */
+  volatile uint32_t cmd;                      /**< rk_command */
+  volatile uint32_t abort;                    /**< nonzero: exit now, drain nothing */
+  volatile uint32_t reserved0;
+  volatile uint64_t clock_offset_ns;          /**< device: CLOCK_REALTIME - %globaltimer */
+  uint8_t pad[RK_LINE - 24];
+} rk_control_host;
+
+/** Lane-written line (one per lane). Counters are single-writer: the lane. */
+typedef struct rk_lane_status {
+  RK_ALIGNAS(128) volatile uint32_t ack_seq; /**< last cmd_seq applied (store-release) */
+  volatile uint32_t state;                    /**< rk_kernel_state of this lane */
+  volatile uint64_t heartbeat;                /**< bumped on every loop iteration with work */
+  volatile int32_t error;                     /**< RK_E* of a fault, 0 otherwise */
+  volatile uint32_t checked_in;               /**< 1 once the lane runs (co-residency proof) */
+  volatile uint64_t msgs_in;                  /**< messages taken from the inbox */
+  volatile uint64_t msgs_out;                 /**< replies published */
+  volatile uint64_t invalid;                  /**< envelopes refused by validation */
+  volatile uint64_t clock_rejected;           /**< stamps refused by the drift bound */
+  volatile uint64_t handler_errors;           /**< handlers that returned an error */
+  volatile uint64_t outbox_stalls;            /**< times the lane stopped taking input: outbox full */
+  volatile uint64_t k2k_in;
+  volatile uint64_t k2k_out;
+  uint8_t pad[RK_LINE - 88];
+} rk_lane_status;
+
+/** Per-lane host-written drain target for terminate (the inbox's final producer index). */
+typedef struct rk_lane_command {
+  RK_ALIGNAS(128) volatile uint64_t drain_to;
+  uint8_t pad[RK_LINE - 8];
+} rk_lane_command;
+
+RK_STATIC_ASSERT(sizeof(rk_control_host) == RK_LINE, "host control line");
+RK_STATIC_ASSERT(sizeof(rk_lane_status) == RK_LINE, "lane status line");
+RK_STATIC_ASSERT(sizeof(rk_lane_command) == RK_LINE, "lane command line");
+RK_ASSERT_OFFSET(rk_control_host, clock_offset_ns, 16);
+RK_ASSERT_OFFSET(rk_lane_status, heartbeat, 8);
+RK_ASSERT_OFFSET(rk_lane_status, msgs_in, 24);
+RK_ASSERT_OFFSET(rk_lane_status, k2k_out, 80);
+
+/** The whole control block of a kernel with n lanes: one host line, then n lane command lines,
+ *  then n lane status lines. rk_control_size(n) bytes. */
+typedef struct rk_control {
+  rk_control_host host;
+  /* followed by rk_lane_command[lanes] then rk_lane_status[lanes] */
+} rk_control;
+
+RK_INLINE RK_HD size_t rk_control_size(uint32_t lanes) {
+  return sizeof(rk_control_host) + (size_t)lanes * (sizeof(rk_lane_command) + sizeof(rk_lane_status));
+}
+RK_INLINE RK_HD rk_lane_command *rk_control_lane_cmd(rk_control *c, uint32_t lane) {
+  return RK_CAST(rk_lane_command *, RK_CAST(uint8_t *, c) + sizeof(rk_control_host)) + lane;
+}
+RK_INLINE RK_HD rk_lane_status *rk_control_lane(rk_control *c, uint32_t lanes, uint32_t lane) {
+  return RK_CAST(rk_lane_status *, RK_CAST(uint8_t *, c) + sizeof(rk_control_host) +
+                                      (size_t)lanes * sizeof(rk_lane_command)) + lane;
+}
+
+RK_EXTERN_C_END
+
+#endif /* RINGKERNEL_CONTROL_H */

@@ -1,0 +1,75 @@
+/* ringkernel/kernel.h — the kernel dialect: how a ring-kernel handler is written.
+ *
+ * A handler is written once and compiled by cc for the CPU backend and by nvcc or NVRTC for the
+ * CUDA backend, unchanged:
+ *
+ *     RK_HANDLER(my_echo)(rk_ctx *ctx, const rk_msg *in) {
+ *       return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
+ *     }
+ *
+ * All threads of a lane run the handler on the same message (on the CPU a lane has 1..n threads,
+ * on the GPU it is a block). Dialect rules:
+ *  - rk_sync, rk_reply, rk_reply_reserve and rk_reply_commit are collective: every thread of the
+ *    lane calls them, in control flow that is uniform across the lane;
+ *  - share data between the lane's threads only through rk_scratch (and the state);
+ *  - never spin on RK_EAGAIN: return, and let the sender's backpressure act;
+ *  - a handler returning a negative RK_E* code produces an error reply (flag RK_ENV_F_ERROR, the
+ *    code in the payload) and is counted; it never stops the kernel;
+ *  - a request sent with RK_SEND_NO_REPLY gets no reply: rk_reply then does nothing and returns 0.
+ *
+ * Work splitting across the lane's threads:
+ *     for (i = rk_thread(ctx); i < n; i += rk_threads(ctx)) out[i] = a[i] + b[i];
+ */
+#ifndef RINGKERNEL_KERNEL_H
+#define RINGKERNEL_KERNEL_H
+
+#include "ringkernel/common.h"
+#include "ringkernel/error.h"
+#include "ringkernel/hlc.h"
+#include "ringkernel/message.h"
+
+RK_EXTERN_C_BEGIN
+
+/** The handler's view of its kernel, lane and current message. Opaque. */
+typedef struct rk_ctx rk_ctx;
+
+/** A handler: returns 0 or a negative RK_E* code (sent back as an error reply). */
+typedef int (*rk_handler_fn)(rk_ctx *ctx, const rk_msg *in);
+
+/** Declare a handler: RK_HANDLER(name)(rk_ctx *ctx, const rk_msg *in) { ... } */
+#define RK_HANDLER(name) RK_DEVICE int name
+
+/* The device implementations of these functions come with the CUDA backend (src/device); the host
+ * ones with the CPU backend. The declarations are the contract for both. */
+/** The kernel's persistent state (state_size bytes, kept across deactivate/activate). */
+RK_API RK_DEVICE void *rk_state(rk_ctx *ctx);
+/** Lane-shared scratch memory (scratch_size bytes of the kernel descriptor); *size may be NULL. */
+RK_API RK_DEVICE void *rk_scratch(rk_ctx *ctx, size_t *size);
+/** A fresh kernel-clock stamp (a local event: strictly greater than any stamp seen so far). */
+RK_API RK_DEVICE rk_hlc rk_now(rk_ctx *ctx);
+/** This thread's index in its lane, and the lane's thread count. */
+RK_API RK_DEVICE uint32_t rk_thread(rk_ctx *ctx);
+RK_API RK_DEVICE uint32_t rk_threads(rk_ctx *ctx);
+/** Barrier across the lane's threads (collective). */
+RK_API RK_DEVICE void rk_sync(rk_ctx *ctx);
+/** The lane index, the lane count, and this kernel's id. */
+RK_API RK_DEVICE uint32_t rk_lane(rk_ctx *ctx);
+RK_API RK_DEVICE uint32_t rk_lanes(rk_ctx *ctx);
+RK_API RK_DEVICE uint32_t rk_self(rk_ctx *ctx);
+
+/** Reply to the current message (collective; one thread publishes). Returns 0, RK_EMSGSIZE (len
+ *  above the slot's payload), RK_EAGAIN (outbox full: only possible for a second reply). */
+RK_API RK_DEVICE int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len);
+/** Reserve a reply of len bytes in the outbox and return where to write it (the same pointer in
+ *  every thread), or NULL (no reply wanted, or RK_EMSGSIZE/RK_EAGAIN). Collective. */
+RK_API RK_DEVICE void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len);
+/** Publish the reply reserved with rk_reply_reserve (collective: barrier, then one thread
+ *  publishes). Returns 0 or RK_ESTATE when nothing was reserved. */
+RK_API RK_DEVICE int rk_reply_commit(rk_ctx *ctx);
+
+/** Reply with a typed message: sizes are checked at compile time. */
+#define rk_reply_typed(ctx, T, ptr) (RK__CHECK_TYPED(T, ptr), rk_reply((ctx), T##_TYPE, (ptr), (uint32_t)sizeof(T)))
+
+RK_EXTERN_C_END
+
+#endif /* RINGKERNEL_KERNEL_H */

@@ -1,0 +1,279 @@
+/* ringkernel/runtime.h — the host API: runtimes, ring kernels, messages.
+ *
+ * A runtime drives one backend (CUDA when a GPU is usable, else CPU worker threads that run the
+ * very same dispatch loop and handlers). A ring kernel is a resident actor: launched once, it keeps
+ * its state between messages and polls its lanes' inbound rings. Lifecycle:
+ *     launch -> activate <-> deactivate -> terminate        (states in ringkernel/control.h)
+ *
+ * Threads: unless a function says otherwise, it may be called from any thread, concurrently with
+ * any other function on the same runtime or kernel, except the destroy functions (which need the
+ * object no longer in use) and rk_runtime_create/destroy with an application loop (loop thread).
+ * Errors: every function returns 0 or a negative RK_E* code; rk_runtime_last_error() gives the
+ * detail of the last failure on that runtime (CUDA or system message included). */
+#ifndef RINGKERNEL_RUNTIME_H
+#define RINGKERNEL_RUNTIME_H
+
+#include "ringkernel/common.h"
+#include "ringkernel/control.h"
+#include "ringkernel/error.h"
+#include "ringkernel/hlc.h"
+#include "ringkernel/kernel.h"
+#include "ringkernel/message.h"
+
+RK_EXTERN_C_BEGIN
+
+#if !defined(__CUDACC_RTC__)
+
+struct uv_loop_s; /* libuv's uv_loop_t; <uv.h> is not needed to use this header */
+
+typedef struct rk_runtime rk_runtime;
+typedef struct rk_kernel rk_kernel;
+
+typedef enum rk_backend {
+  RK_BACKEND_AUTO = 0, /**< CUDA when a usable GPU is found, else CPU (rk_runtime_backend says why) */
+  RK_BACKEND_CPU = 1,  /**< persistent worker threads */
+  RK_BACKEND_CUDA = 2  /**< persistent CUDA kernels; RK_ENODEV with the reason when unavailable */
+} rk_backend;
+
+typedef enum rk_log_level { RK_LOG_ERROR = 0, RK_LOG_WARN = 1, RK_LOG_INFO = 2, RK_LOG_DEBUG = 3 } rk_log_level;
+/** Log sink; called from any runtime thread, must be thread-safe. */
+typedef void (*rk_log_fn)(void *user, rk_log_level level, const char *message);
+
+/** Runtime options. Start from RK_RUNTIME_OPTIONS_INIT; fields may be added at the end. */
+typedef struct rk_runtime_options {
+  uint32_t size;                /**< sizeof(rk_runtime_options) */
+  rk_backend backend;           /**< default RK_BACKEND_AUTO */
+  int device;                   /**< CUDA device ordinal (default 0) */
+  uint32_t node_id;             /**< HLC node id of the runtime clock; 0: derived from pid and time */
+  uint64_t max_offset_us;       /**< HLC drift bound; 0: 500 ms */
+  struct uv_loop_s *loop;       /**< application loop to join; NULL: the runtime runs its own thread */
+  rk_log_fn log;                /**< NULL: errors and warnings to stderr */
+  void *log_user;
+  rk_log_level log_level;       /**< default RK_LOG_WARN */
+  uint64_t watchdog_interval_ns; /**< heartbeat check period; 0: 50 ms */
+  uint64_t watchdog_stall_ns;    /**< a lane with work and no heartbeat for this long faults; 0: 2 s */
+} rk_runtime_options;
+
+#define RK_RUNTIME_OPTIONS_INIT \
+  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0 }
+
+/** What a full inbox does to a sender. */
+typedef enum rk_backpressure {
+  RK_BACKPRESSURE_DEFAULT = 0, /**< the descriptor's policy (BLOCK if it says nothing) */
+  RK_BACKPRESSURE_BLOCK = 1,   /**< wait up to the send timeout, then RK_ETIMEDOUT */
+  RK_BACKPRESSURE_REJECT = 2   /**< return RK_EAGAIN at once */
+} rk_backpressure;
+
+typedef int (*rk_state_init_fn)(void *state, size_t size, void *user);
+
+/** A kernel: its handler(s), state and geometry. Built-ins: rk_builtin_echo, ... (below). */
+typedef struct rk_kernel_desc {
+  uint32_t size;                /**< sizeof(rk_kernel_desc) */
+  const char *name;             /**< for telemetry and errors */
+  rk_handler_fn handler;        /**< CPU backend handler */
+  const void *cuda_image;       /**< CUDA backend: embedded fatbin/cubin/PTX with the kernel */
+  const char *cuda_entry;       /**< CUDA backend: entry point in cuda_image */
+  const char *cuda_source;      /**< CUDA backend: handler source for NVRTC (see kernel.h) */
+  const char *cuda_handler;     /**< name of the handler function in cuda_source */
+  size_t state_size;            /**< bytes of persistent state (zeroed, then state_init) */
+  rk_state_init_fn state_init;  /**< optional: initialise the state once at launch */
+  void *state_init_user;
+  size_t scratch_size;          /**< lane-shared scratch bytes (rk_scratch) */
+  uint32_t lanes;               /**< default lanes (blocks); 0: 1 */
+  uint32_t threads_per_lane;    /**< default threads per lane; 0: 1 */
+  uint32_t inbox_capacity;      /**< slots per lane inbox (power of two); 0: 1024 */
+  uint32_t outbox_capacity;     /**< slots per lane outbox (power of two); 0: inbox_capacity */
+  uint32_t slot_size;           /**< bytes per slot incl. the 64-byte envelope (multiple of 64); 0: 256 */
+  rk_backpressure backpressure; /**< default BLOCK */
+  const rk_msg_type *const *types; /**< accepted message types (NULL: any type, any size) */
+  uint32_t n_types;
+} rk_kernel_desc;
+
+/** Per-launch overrides. Zero fields take the descriptor's values. Start from
+ *  RK_LAUNCH_OPTIONS_INIT; fields may be added at the end. */
+typedef struct rk_launch_options {
+  uint32_t size;
+  uint32_t lanes;
+  uint32_t threads_per_lane;
+  uint32_t inbox_capacity;
+  uint32_t outbox_capacity;
+  uint32_t slot_size;
+  rk_backpressure backpressure;
+  int64_t send_timeout_ns;      /**< BLOCK policy wait; 0: 1 s; negative: forever */
+  uint64_t launch_timeout_ns;   /**< lanes must check in within this; 0: 5 s */
+} rk_launch_options;
+
+#define RK_LAUNCH_OPTIONS_INIT { sizeof(rk_launch_options), 0, 0, 0, 0, 0, RK_BACKPRESSURE_DEFAULT, 0, 0 }
+
+/* ---------------------------------------- runtime -------------------------------------------- */
+
+/** Create a runtime. opts may be NULL (defaults). With RK_BACKEND_AUTO a machine without a usable
+ *  GPU gets the CPU backend (rk_runtime_backend_reason says why).
+ *  Errors: RK_EINVAL (bad options), RK_ENODEV (CUDA requested, unavailable: reason in
+ *  *out's... no runtime is returned, so the reason goes to the log), RK_ENOTSUP (hostile CUDA
+ *  environment), RK_ENOMEM, RK_ESYS. With opts->loop set, call from the loop's thread. */
+RK_API int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts);
+/** Terminate every kernel (1 s each), stop the service thread, free everything. NULL accepted.
+ *  With an application loop: call from the loop's thread. */
+RK_API void rk_runtime_destroy(rk_runtime *rt);
+/** The backend in use (never AUTO), and why it was chosen. */
+RK_API rk_backend rk_runtime_backend(const rk_runtime *rt);
+RK_API const char *rk_runtime_backend_reason(const rk_runtime *rt);
+/** Name of a backend ("cpu", "cuda", "auto"). */
+RK_API const char *rk_backend_name(rk_backend b);
+/** Detail of the last failure on this runtime (thread-local per runtime is not promised: the last
+ *  failure of any thread). Never NULL. */
+RK_API const char *rk_runtime_last_error(const rk_runtime *rt);
+/** The runtime's HLC (stamps host sends, merges replies). */
+RK_API rk_clock *rk_runtime_clock(rk_runtime *rt);
+/** Counters of every kernel as JSON into buf (NUL-terminated when len > 0). Returns the length
+ *  the full text needs (excluding NUL), like snprintf, or RK_EINVAL. */
+RK_API int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len);
+
+/* ---------------------------------------- kernels -------------------------------------------- */
+
+/** Launch a kernel: allocate its state, rings and control block, start its lanes and wait until
+ *  every lane has checked in. The kernel is resident and RK_STATE_LAUNCHED (not consuming).
+ *  opts may be NULL. Errors: RK_EINVAL (bad descriptor/geometry), RK_ENOMEM, RK_ENORESOURCE
+ *  (lanes did not check in within the launch timeout), RK_ENOTSUP (no handler for this backend). */
+RK_API int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
+                            rk_kernel **out);
+/** LAUNCHED or INACTIVE -> ACTIVE. RK_ESTATE otherwise; RK_ETIMEDOUT if a lane did not acknowledge. */
+RK_API int rk_kernel_activate(rk_kernel *k);
+/** ACTIVE -> INACTIVE (messages queue up; the state is kept). RK_ESTATE otherwise. */
+RK_API int rk_kernel_deactivate(rk_kernel *k);
+/** Close the kernel to new messages, process everything already accepted, then stop. Replies
+ *  produced while draining can still be received. timeout_ns < 0 waits forever.
+ *  Errors: RK_ESTATE (already terminated), RK_ETIMEDOUT (the lanes were told to abort). */
+RK_API int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns);
+/** Terminate if needed (1 s) and free the kernel. NULL accepted. No other thread may use k. */
+RK_API void rk_kernel_destroy(rk_kernel *k);
+/** Current state (the worst lane's: FAULTED wins). 0 for NULL. */
+RK_API rk_kernel_state rk_kernel_state_of(const rk_kernel *k);
+/** Name of a state ("ACTIVE", ...). */
+RK_API const char *rk_state_name(rk_kernel_state s);
+/** The fault of a FAULTED kernel: returns its RK_E* code (0 if none) and copies the message. */
+RK_API int rk_kernel_error(const rk_kernel *k, char *buf, size_t len);
+/** The kernel's id (its HLC node id and envelope dst), name and lane count. */
+RK_API uint32_t rk_kernel_id(const rk_kernel *k);
+RK_API const char *rk_kernel_name(const rk_kernel *k);
+RK_API uint32_t rk_kernel_lanes(const rk_kernel *k);
+
+/* ---------------------------------------- messages ------------------------------------------- */
+
+/* Send flags. */
+#define RK_SEND_NO_REPLY 0x1u /**< the kernel produces no reply */
+#define RK_SEND_CHECKSUM 0x2u /**< seal the payload with CRC32C; the kernel verifies it */
+#define RK_SEND_NOWAIT 0x4u   /**< REJECT policy for this send: RK_EAGAIN when the inbox is full */
+#define RK_SEND_KEYED 0x8u    /**< (rk_send_item) route by key: same key -> same lane -> ordered */
+
+/** Send one message to the kernel, round-robin over its lanes. *msg_id (may be NULL) receives the
+ *  message id that its reply's correlation id will carry.
+ *  Errors: RK_EINVAL (NULL, type 0, payload NULL with len > 0, type not declared by a typed
+ *  kernel), RK_EMSGSIZE (len above the slot's payload, or not the declared size of the type),
+ *  RK_EAGAIN (full, REJECT policy or RK_SEND_NOWAIT), RK_ETIMEDOUT (full for the whole send
+ *  timeout, BLOCK policy), RK_ECLOSED (terminating/terminated), RK_ESTATE (faulted).
+ *  A failed send has claimed nothing: the kernel never sees it. */
+RK_API int rk_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags,
+                   uint64_t *msg_id);
+/** Send with a lane key: messages with the same key go to the same lane, in order. */
+RK_API int rk_send_key(rk_kernel *k, uint64_t key, uint32_t type, const void *payload, uint32_t len,
+                       uint32_t flags, uint64_t *msg_id);
+
+/** One message of a batch. */
+typedef struct rk_send_item {
+  uint32_t type;
+  uint32_t len;
+  const void *payload;
+  uint64_t key;    /**< used with RK_SEND_KEYED in flags */
+  uint32_t flags;  /**< RK_SEND_* for this item */
+  uint64_t msg_id; /**< out: the message id */
+} rk_send_item;
+
+/** Send up to n messages, claiming ring slots in groups (one claim per lane run). Returns the
+ *  number sent (items [0, ret) were accepted, in order) or a negative error when none was. The
+ *  first failure stops the batch. */
+RK_API int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n);
+
+/** Receive the next reply not claimed by an rk_call waiter, from any lane. The payload is copied
+ *  into buf (truncated to buf_len: msg->len says what was copied). timeout_ns: < 0 forever, 0 poll.
+ *  Errors: RK_EINVAL, RK_ETIMEDOUT (nothing arrived), RK_EAGAIN (timeout 0 and nothing ready),
+ *  RK_ECLOSED (terminated and every reply received). Replies with a failed HLC merge are still
+ *  delivered (status RK_ECLOCK). */
+RK_API int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t timeout_ns);
+/** Receive up to n replies at once: msgs[i].payload points into bufs + i * buf_len. Returns the
+ *  number received (>= 1) or an error as rk_recv. */
+RK_API int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint32_t n,
+                         int64_t timeout_ns);
+
+/** Request/reply: send, then wait for the reply whose correlation id is this request's id.
+ *  Concurrent callers each get their own reply. Returns 0, RK_EHANDLER (an error reply: its code
+ *  in reply->status), RK_ETIMEDOUT (no reply in time; a late reply is then discarded and counted),
+ *  or any rk_send error. */
+RK_API int rk_call(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply,
+                   void *buf, uint32_t buf_len, int64_t timeout_ns);
+RK_API int rk_call_key(rk_kernel *k, uint64_t key, uint32_t type, const void *req, uint32_t req_len,
+                       rk_msg *reply, void *buf, uint32_t buf_len, int64_t timeout_ns);
+
+/** Asynchronous receive: replies not claimed by rk_call are delivered to cb on the runtime's loop
+ *  thread (the service thread, or the application loop). msg->payload is valid during the call.
+ *  While started, rk_recv on this kernel returns RK_ESTATE. */
+typedef void (*rk_recv_cb)(rk_kernel *k, const rk_msg *msg, void *user);
+RK_API int rk_recv_start(rk_kernel *k, rk_recv_cb cb, void *user);
+/** Stop callbacks; after it returns no callback is running or will run. RK_ESTATE if not started.
+ *  Must not be called from inside the callback. */
+RK_API int rk_recv_stop(rk_kernel *k);
+
+/* Typed helpers: sizes checked at compile time (and by the runtime). */
+#define rk_send_typed(k, T, ptr, flags, id) \
+  (RK__CHECK_TYPED(T, ptr), rk_send((k), T##_TYPE, (ptr), (uint32_t)sizeof(T), (flags), (id)))
+#define rk_call_typed(k, T, ptr, reply, buf, buf_len, timeout) \
+  (RK__CHECK_TYPED(T, ptr), rk_call((k), T##_TYPE, (ptr), (uint32_t)sizeof(T), (reply), (buf), (buf_len), (timeout)))
+
+/* ---------------------------------------- telemetry ------------------------------------------ */
+
+#define RK_LATENCY_BUCKETS 48 /**< bucket i counts latencies in [2^i, 2^(i+1)) ns */
+
+/** Counters of one kernel (ARCHITECTURE §10). Lane counters are summed; depths are per lane. */
+typedef struct rk_kernel_stats {
+  uint32_t size;              /**< set by the caller to sizeof(rk_kernel_stats) */
+  rk_kernel_state state;
+  uint32_t lanes;
+  uint64_t sent;              /**< accepted by rk_send* */
+  uint64_t send_rejected;     /**< RK_EAGAIN from a full inbox */
+  uint64_t send_timeouts;     /**< RK_ETIMEDOUT from a full inbox */
+  uint64_t send_invalid;      /**< refused by argument or type checks */
+  uint64_t msgs_in;           /**< taken by the kernel */
+  uint64_t msgs_out;          /**< replies published by the kernel */
+  uint64_t received;          /**< replies delivered to the host (call, recv, callbacks) */
+  uint64_t late_replies;      /**< replies to rk_call waiters that had timed out (discarded) */
+  uint64_t k2k_in, k2k_out;
+  uint64_t invalid;           /**< envelopes refused by the kernel */
+  uint64_t clock_rejected;    /**< stamps refused by the drift bound */
+  uint64_t handler_errors;
+  uint64_t outbox_stalls;     /**< the lane stopped taking input because its outbox was full */
+  uint64_t heartbeat_age_ns;  /**< oldest lane heartbeat age (0 while idle lanes are parked) */
+  uint64_t inbox_depth[RK_MAX_LANES];
+  uint64_t outbox_depth[RK_MAX_LANES];
+  uint64_t latency_count;     /**< samples in the histogram (end to end, host send -> host receive) */
+  uint64_t latency_hist[RK_LATENCY_BUCKETS];
+  uint64_t latency_p50_ns, latency_p99_ns; /**< from the histogram (bucket upper bounds) */
+} rk_kernel_stats;
+
+/** Snapshot a kernel's counters. stats->size must be set. Errors: RK_EINVAL. */
+RK_API int rk_kernel_stats_get(rk_kernel *k, rk_kernel_stats *stats);
+
+/* ---------------------------------------- built-in kernels ----------------------------------- */
+
+/** echo: replies with the request's type and payload. Untyped. */
+RK_API extern const rk_kernel_desc rk_builtin_echo;
+/** vector_add: rk_vadd_req in, rk_vadd_reply out (sum and the kernel's stamp). */
+RK_API extern const rk_kernel_desc rk_builtin_vector_add;
+/** counter: stateful; rk_counter_add in, rk_counter_value out (running total, messages seen). */
+RK_API extern const rk_kernel_desc rk_builtin_counter;
+
+#endif /* !__CUDACC_RTC__ */
+
+RK_EXTERN_C_END
+
+#endif /* RINGKERNEL_RUNTIME_H */

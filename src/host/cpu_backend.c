@@ -1,0 +1,388 @@
+/* cpu_backend.c — the CPU backend: persistent worker threads running the same dispatch loop the
+ * device runs (poll inbox -> validate -> merge HLC -> handler -> replies), on ordinary memory.
+ *
+ * Each lane has 1..n threads. Thread 0 (the leader) owns the lane's end of every ring and its
+ * status line: it polls the control block, takes messages, publishes replies. With n > 1 threads
+ * the others wait at the lane barrier and run the handler on the leader's message, so handler code
+ * written for cooperating GPU threads (rk_thread / rk_threads / rk_sync) is exercised here, under
+ * TSan too. Idle lanes spin briefly, yield, then park on the inbox's futex; producers and commands
+ * wake them (the Dekker protocol of src/queue/ring_wait.c), so an idle kernel burns no core. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/internal.h"
+
+#define RK_LANE_BATCH 32           /* messages taken per inbox index access */
+#define RK_LANE_PARK_NS 20000000   /* parked lanes re-check their control word this often */
+
+/* Single-writer counters (the lane leader writes, anyone reads): a load and a store, never an
+ * RMW, because on the device the same words live across PCIe (ARCHITECTURE §4). Readers pair
+ * with nothing: counters are statistics. */
+static inline void count_add(volatile uint64_t *c, uint64_t n) {
+  rk_store_relaxed_sys_u64(c, rk_load_relaxed_sys_u64(c) + n);
+}
+
+uint32_t rk__payload_max(const rk_kernel *k) { return k->slot_size - RK_ENVELOPE_SIZE; }
+
+/* ---------------------------------------- replies -------------------------------------------- */
+
+/* The slot for the next reply of this batch, or NULL when the outbox is full. Replies are
+ * staged (reserved) during a batch and published together at its end (rk_ring_commit_n). */
+static void *reply_slot(rk__lane *l) {
+  uint64_t pos;
+  uint32_t want = l->out_pending + 1;
+  if (rk_ring_reserve_n(l->outbox, want, &pos) < want) return NULL;
+  return rk_ring_slot(l->outbox, pos + l->out_pending);
+}
+
+static void reply_header(rk__lane *l, rk_envelope *e, const rk_msg *in, uint32_t type, uint32_t len,
+                         uint16_t flags) {
+  rk_kernel *k = l->k;
+  rk_envelope_init(e, type, len, (uint16_t)(RK_ENV_F_REPLY | flags));
+  e->msg_id = ((uint64_t)(l->index + 1) << 48) | ++l->next_reply_id;
+  e->correlation_id = in->env.msg_id;
+  e->src = k->id;
+  e->dst = in->env.src;
+  e->node = k->id;
+  e->lane = (uint16_t)l->index;
+  e->priority = in->env.priority;
+}
+
+static void reply_publish_staged(rk__lane *l, rk_envelope *e) {
+  rk_hlc stamp;
+  rk_clock_tick(l->k->clock, &stamp); /* send rule: after every stamp this kernel has seen */
+  e->hlc = stamp;
+  l->out_pending++;
+  l->replied = 1;
+  count_add(&l->status->msgs_out, 1);
+}
+
+static int reply_put(rk__lane *l, const rk_msg *in, uint32_t type, uint16_t flags, const void *payload,
+                     uint32_t len) {
+  rk_envelope *e;
+  if (in->env.flags & RK_ENV_F_NO_REPLY) return RK_OK;
+  if (len > rk__payload_max(l->k)) return RK_EMSGSIZE;
+  e = (rk_envelope *)reply_slot(l);
+  if (e == NULL) return RK_EAGAIN;
+  reply_header(l, e, in, type, len, flags);
+  if (len) memcpy(e + 1, payload, len);
+  reply_publish_staged(l, e);
+  return RK_OK;
+}
+
+static void error_reply(rk__lane *l, const rk_msg *in, int code) {
+  int32_t c = code;
+  if (reply_put(l, in, in->env.type, RK_ENV_F_ERROR, &c, sizeof c) != RK_OK)
+    rk__log(l->k->rt, RK_LOG_WARN, "kernel %s lane %u: error reply (%s) dropped: outbox full", l->k->name,
+            l->index, rk_err_name(code));
+}
+
+/* Publish the replies staged in this batch and wake whoever consumes the outbox. */
+static void flush_replies(rk__lane *l) {
+  if (l->out_pending == 0) return;
+  rk_ring_commit_n(l->outbox, l->out_pending); /* release: slots before the index */
+  l->out_pending = 0;
+  rk_ring_notify_consumer(l->outbox);
+  if (l->k->cb_active) rk__service_wake(l->k->rt);
+}
+
+/* ---------------------------------------- the dialect (host side) ---------------------------- */
+
+static inline void lane_sync(rk__lane *l) {
+  if (l->nthreads > 1) uv_barrier_wait(&l->barrier);
+}
+
+void *rk_state(rk_ctx *ctx) { return ctx ? ctx->k->state : NULL; }
+void *rk_scratch(rk_ctx *ctx, size_t *size) {
+  if (size) *size = ctx ? ctx->k->desc.scratch_size : 0;
+  return ctx ? ctx->lane->scratch : NULL;
+}
+rk_hlc rk_now(rk_ctx *ctx) {
+  rk_hlc t = 0;
+  if (ctx) rk_clock_tick(ctx->k->clock, &t);
+  return t;
+}
+uint32_t rk_thread(rk_ctx *ctx) { return ctx ? ctx->thread : 0; }
+uint32_t rk_threads(rk_ctx *ctx) { return ctx ? ctx->lane->nthreads : 1; }
+void rk_sync(rk_ctx *ctx) {
+  if (ctx) lane_sync(ctx->lane);
+}
+uint32_t rk_lane(rk_ctx *ctx) { return ctx ? ctx->lane->index : 0; }
+uint32_t rk_lanes(rk_ctx *ctx) { return ctx ? ctx->k->lanes : 0; }
+uint32_t rk_self(rk_ctx *ctx) { return ctx ? ctx->k->id : 0; }
+
+/* Collective calls: barrier (the lane's writes are done), the leader acts, barrier (its result is
+ * visible to all). The barriers order the plain shared fields (coll_rc, coll_ptr). */
+int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len) {
+  rk__lane *l;
+  if (ctx == NULL) return RK_EINVAL;
+  l = ctx->lane;
+  lane_sync(l);
+  if (ctx->thread == 0) {
+    if (payload == NULL && len > 0)
+      l->coll_rc = RK_EINVAL;
+    else
+      l->coll_rc = reply_put(l, l->cur, type, 0, payload, len);
+  }
+  lane_sync(l);
+  return l->coll_rc;
+}
+
+void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len) {
+  rk__lane *l;
+  if (ctx == NULL) return NULL;
+  l = ctx->lane;
+  lane_sync(l);
+  if (ctx->thread == 0) {
+    rk_envelope *e = NULL;
+    l->coll_ptr = NULL;
+    if (!(l->cur->env.flags & RK_ENV_F_NO_REPLY) && len <= rk__payload_max(l->k) && l->reserved_slot == NULL)
+      e = (rk_envelope *)reply_slot(l);
+    if (e) {
+      reply_header(l, e, l->cur, type, len, 0);
+      l->reserved_slot = e;
+      l->coll_ptr = e + 1;
+    }
+  }
+  lane_sync(l);
+  return l->coll_ptr;
+}
+
+int rk_reply_commit(rk_ctx *ctx) {
+  rk__lane *l;
+  if (ctx == NULL) return RK_EINVAL;
+  l = ctx->lane;
+  lane_sync(l);
+  if (ctx->thread == 0) {
+    if (l->reserved_slot) {
+      reply_publish_staged(l, (rk_envelope *)l->reserved_slot);
+      l->reserved_slot = NULL;
+      l->coll_rc = RK_OK;
+    } else {
+      l->coll_rc = (l->cur->env.flags & RK_ENV_F_NO_REPLY) ? RK_OK : RK_ESTATE;
+    }
+  }
+  lane_sync(l);
+  return l->coll_rc;
+}
+
+/* ---------------------------------------- dispatch ------------------------------------------- */
+
+static int run_handler(rk__lane *l, const rk_msg *m) {
+  int rc;
+  l->cur = m;
+  l->replied = 0;
+  l->reserved_slot = NULL;
+  if (l->nthreads > 1) uv_barrier_wait(&l->barrier); /* followers start on l->cur */
+  rc = l->k->desc.handler(&l->ctxs[0], m);
+  if (l->nthreads > 1) uv_barrier_wait(&l->barrier); /* followers done */
+  l->reserved_slot = NULL; /* a reservation never committed publishes nothing */
+  return rc;
+}
+
+static void handle_one(rk__lane *l, rk_envelope *e) {
+  rk_kernel *k = l->k;
+  rk_msg m;
+  int chk, rc;
+  memset(&m, 0, sizeof m);
+  chk = rk_envelope_validate(e, NULL, rk__payload_max(k), k->id);
+  if (chk != RK_ENV_OK) {
+    count_add(&l->status->invalid, 1);
+    rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: refused message: %s", k->name, l->index,
+            rk_envelope_check_name(chk));
+    /* A header that passed magic/version/flag/reserved checks is trustworthy enough to answer. */
+    if (chk >= RK_ENV_BAD_LENGTH) {
+      m.env = *e;
+      m.env.payload_len = 0;
+      error_reply(l, &m, RK_ECORRUPT);
+    }
+    return;
+  }
+  m.env = *e;
+  m.payload = e->payload_len ? (const void *)(e + 1) : NULL;
+  m.len = e->payload_len;
+  if (rk_clock_recv(k->clock, e->hlc, NULL) == RK_ECLOCK) { /* the kernel clock does not move */
+    count_add(&l->status->clock_rejected, 1);
+    error_reply(l, &m, RK_ECLOCK);
+    return;
+  }
+  rc = run_handler(l, &m);
+  if (rc < 0) {
+    count_add(&l->status->handler_errors, 1);
+    if (!l->replied) error_reply(l, &m, rc);
+  }
+}
+
+/* Does the outbox have room for the reply this message may produce? */
+static int outbox_room(rk__lane *l, const rk_envelope *e) {
+  if (e->magic == RK_ENVELOPE_MAGIC && (e->flags & RK_ENV_F_NO_REPLY)) return 1;
+  return reply_slot(l) != NULL;
+}
+
+/* Take up to a batch from the inbox. Returns messages consumed (0: none ready). Sets *stalled
+ * when a full outbox stopped it (ARCHITECTURE §3: the lane stops taking input). */
+static uint32_t process_batch(rk__lane *l, int *stalled) {
+  uint64_t pos;
+  uint32_t n = rk_ring_peek_n(l->inbox, RK_LANE_BATCH, &pos), i;
+  *stalled = 0;
+  for (i = 0; i < n; i++) {
+    rk_envelope *e = (rk_envelope *)rk_ring_slot(l->inbox, pos + i);
+    if (!outbox_room(l, e)) {
+      *stalled = 1;
+      break;
+    }
+    handle_one(l, e);
+  }
+  if (i) {
+    rk_ring_release_n(l->inbox, i); /* release: the slots were read */
+    rk_ring_notify_producers(l->inbox);
+    count_add(&l->status->msgs_in, i);
+  }
+  flush_replies(l);
+  return i;
+}
+
+typedef struct lane_wait {
+  rk__lane *l;
+  uint32_t ack;
+  int consuming;
+} lane_wait;
+
+/* Idle-wait predicate: a command, an abort, or (when consuming) a message. */
+static int lane_ready(void *arg) {
+  lane_wait *w = (lane_wait *)arg;
+  rk_control_host *h = &w->l->k->ctl->host;
+  uint64_t pos;
+  if (rk_load_acquire_sys_u32(&h->cmd_seq) != w->ack) return 1; /* pairs with the host's release */
+  if (rk_load_relaxed_sys_u32(&h->abort)) return 1;
+  if (w->consuming && rk_ring_peek_n(w->l->inbox, 1, &pos)) return 1;
+  return 0;
+}
+
+/* Outbox-full wait predicate: room again, or a command/abort. */
+static int outbox_ready(void *arg) {
+  lane_wait *w = (lane_wait *)arg;
+  rk_control_host *h = &w->l->k->ctl->host;
+  uint64_t pos;
+  if (rk_load_acquire_sys_u32(&h->cmd_seq) != w->ack) return 1;
+  if (rk_load_relaxed_sys_u32(&h->abort)) return 1;
+  return rk_ring_reserve_n(w->l->outbox, 1, &pos) > 0;
+}
+
+static void follower_main(struct rk_ctx *ctx) {
+  rk__lane *l = ctx->lane;
+  for (;;) {
+    uv_barrier_wait(&l->barrier); /* the leader has set l->cur or bcast_exit */
+    if (l->bcast_exit) return;
+    (void)l->k->desc.handler(ctx, l->cur);
+    uv_barrier_wait(&l->barrier);
+  }
+}
+
+static void lane_main(void *arg) {
+  struct rk_ctx *ctx = (struct rk_ctx *)arg;
+  rk__lane *l = ctx->lane;
+  rk_kernel *k = l->k;
+  rk_control_host *h = &k->ctl->host;
+  rk_lane_status *st = l->status;
+  uint32_t ack = 0, state = RK_STATE_LAUNCHED;
+  uint64_t drain_to = 0;
+  int was_stalled = 0;
+
+  if (ctx->thread != 0) {
+    follower_main(ctx);
+    return;
+  }
+  rk_store_relaxed_sys_u32(&st->state, state);
+  rk_store_release_sys_u32(&st->checked_in, 1); /* pairs with the host's acquire in launch */
+
+  for (;;) {
+    uint32_t seq = rk_load_acquire_sys_u32(&h->cmd_seq); /* pairs with the host's release */
+    uint32_t got = 0;
+    int stalled = 0;
+    if (seq != ack) {
+      uint32_t cmd = rk_load_relaxed_sys_u32(&h->cmd); /* ordered by the acquire of cmd_seq */
+      if (cmd == RK_CMD_ACTIVATE && (state == RK_STATE_LAUNCHED || state == RK_STATE_INACTIVE))
+        state = RK_STATE_ACTIVE;
+      else if (cmd == RK_CMD_DEACTIVATE && state == RK_STATE_ACTIVE)
+        state = RK_STATE_INACTIVE;
+      else if (cmd == RK_CMD_TERMINATE) {
+        drain_to = rk_load_relaxed_sys_u64(&l->cmd->drain_to); /* ordered by the cmd_seq acquire */
+        state = RK_STATE_TERMINATING;
+      }
+      rk_store_relaxed_sys_u32(&st->state, state);
+      ack = seq;
+      rk_store_release_sys_u32(&st->ack_seq, ack); /* pairs with the host's acquire in command() */
+    }
+    if (rk_load_relaxed_sys_u32(&h->abort)) break;
+    if (state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING) {
+      got = process_batch(l, &stalled);
+      if (got) rk_store_relaxed_sys_u64(&st->heartbeat, rk_load_relaxed_sys_u64(&st->heartbeat) + 1);
+      if (state == RK_STATE_TERMINATING && l->inbox->head >= drain_to) break; /* drained */
+    }
+    if (stalled) {
+      lane_wait w = {l, ack, 0};
+      if (!was_stalled) count_add(&st->outbox_stalls, 1);
+      was_stalled = 1;
+      rk_store_relaxed_sys_u64(&st->heartbeat, rk_load_relaxed_sys_u64(&st->heartbeat) + 1);
+      (void)rk__ring_wait(l->outbox, 0, outbox_ready, &w, RK_LANE_PARK_NS);
+      continue;
+    }
+    was_stalled = 0;
+    if (got) continue;
+    {
+      lane_wait w = {l, ack, state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING};
+      (void)rk__ring_wait(l->inbox, 1, lane_ready, &w, RK_LANE_PARK_NS);
+    }
+  }
+
+  /* No more replies from this lane: close the outbox so receivers can tell "drained" apart from
+   * "not yet", and wake them. */
+  flush_replies(l);
+  rk_ring_close(l->outbox, NULL);
+  rk_ring_wake_all(l->outbox);
+  if (l->nthreads > 1) {
+    l->bcast_exit = 1;
+    uv_barrier_wait(&l->barrier);
+  }
+  rk_store_release_sys_u32(&st->state, RK_STATE_TERMINATED); /* pairs with the host's acquire */
+  rk_ring_wake_all(l->inbox);
+}
+
+static int cpu_start(rk_kernel *k) {
+  uint32_t i, t;
+  for (i = 0; i < k->lanes; i++) {
+    rk__lane *l = &k->lane[i];
+    l->nthreads = k->threads;
+    l->threads = (uv_thread_t *)calloc(l->nthreads, sizeof *l->threads);
+    l->ctxs = (struct rk_ctx *)calloc(l->nthreads, sizeof *l->ctxs);
+    if (l->threads == NULL || l->ctxs == NULL) return RK_ENOMEM;
+    if (l->nthreads > 1 && uv_barrier_init(&l->barrier, l->nthreads) != 0) return RK_ESYS;
+    for (t = 0; t < l->nthreads; t++) {
+      l->ctxs[t].k = k;
+      l->ctxs[t].lane = l;
+      l->ctxs[t].thread = t;
+    }
+    for (t = 0; t < l->nthreads; t++) {
+      if (uv_thread_create(&l->threads[t], lane_main, &l->ctxs[t]) != 0) {
+        /* Threads already started of this lane are told to leave through the abort word by the
+         * caller; followers are released by the leader's exit broadcast. */
+        return rk__fail(k->rt, RK_ESYS, "kernel %s: cannot start thread %u of lane %u", k->name, t, i);
+      }
+      l->started++;
+    }
+  }
+  return RK_OK;
+}
+
+static void cpu_join(rk_kernel *k) {
+  uint32_t i, t;
+  for (i = 0; i < k->lanes; i++) {
+    rk__lane *l = &k->lane[i];
+    for (t = 0; t < l->started; t++) uv_thread_join(&l->threads[t]);
+    if (l->nthreads > 1 && l->started == l->nthreads) uv_barrier_destroy(&l->barrier);
+    l->started = 0;
+  }
+}
+
+const rk_backend_ops rk__cpu_backend = {"cpu", cpu_start, cpu_join};

@@ -1,0 +1,173 @@
+/* host/internal.h — the runtime's and kernels' internal structures, shared by the host files
+ * (runtime.c, kernel.c, messaging.c, cpu_backend.c, telemetry.c). Not installed. */
+#ifndef RK_HOST_INTERNAL_H
+#define RK_HOST_INTERNAL_H
+
+#include <stdarg.h>
+#include <uv.h>
+
+#include "queue/internal.h"
+#include "ringkernel.h"
+
+/* Bit 63 of a message id marks an rk_call request: a reply to it that finds no waiter is late
+ * (its caller timed out) and is discarded and counted, never handed to rk_recv. */
+#define RK__CALL_BIT (1ull << 63)
+
+typedef struct rk__lane rk__lane;
+typedef struct rk_waiter rk_waiter;
+typedef struct rk_pending rk_pending;
+
+/* Backend operations: how lanes run. The control-block protocol, rings and dispatch rules are
+ * shared; a backend only starts the lanes, tells when they exited and releases them. */
+typedef struct rk_backend_ops {
+  const char *name;
+  int (*start)(rk_kernel *k);   /* start every lane; lanes check in through the control block */
+  void (*join)(rk_kernel *k);   /* after every lane reported TERMINATED: reclaim the lanes */
+} rk_backend_ops;
+
+extern const rk_backend_ops rk__cpu_backend;
+
+/* A thread's view while it runs a handler (the opaque rk_ctx of kernel.h). */
+struct rk_ctx {
+  rk_kernel *k;
+  rk__lane *lane;
+  uint32_t thread;
+};
+
+struct rk__lane {
+  rk_kernel *k;
+  uint32_t index;
+  rk_ring *inbox;  /* MPSC: host threads produce, the lane consumes */
+  rk_ring *outbox; /* SPSC: the lane produces replies, one host drainer at a time consumes */
+  rk_lane_status *status;
+  rk_lane_command *cmd;
+  uv_mutex_t drain_lock; /* held by whoever consumes the outbox (ARCHITECTURE §3) */
+  /* worker side */
+  uv_thread_t *threads;
+  struct rk_ctx *ctxs;
+  uint32_t nthreads;
+  uint32_t started;
+  uv_barrier_t barrier; /* rk_sync, when nthreads > 1 */
+  void *scratch;
+  /* the message the lane's threads are working on (written by thread 0 before a barrier) */
+  const rk_msg *cur;
+  int bcast_exit;
+  int handler_rc[1];
+  /* reply staging (thread 0): reserved, uncommitted slots of the outbox */
+  uint32_t out_pending;
+  void *reserved_slot;  /* rk_reply_reserve's slot, until rk_reply_commit */
+  int replied;          /* a reply was produced for the current message */
+  int coll_rc;          /* result broadcast by collective calls */
+  void *coll_ptr;
+  uint64_t next_reply_id;
+  /* watchdog (service thread only) */
+  uint64_t wd_heartbeat;
+  volatile uint64_t wd_changed_ns; /* atomics: read by rk_kernel_stats_get on any thread */
+};
+
+struct rk_waiter {
+  uint64_t id;
+  rk_msg *out;
+  void *buf;
+  uint32_t buf_len;
+  int done;
+  uint64_t sent_ns;
+  rk_waiter *next;
+};
+
+struct rk_pending {
+  rk_pending *next;
+  rk_msg msg;
+  uint8_t data[]; /* payload copy */
+};
+
+struct rk_kernel {
+  rk_runtime *rt;
+  rk_kernel *next; /* runtime's list, under rt->lock */
+  rk_kernel_desc desc;
+  char name[64];
+  uint32_t id;
+  uint32_t lanes, threads, inbox_cap, outbox_cap, slot_size;
+  rk_backpressure backpressure;
+  int64_t send_timeout_ns;
+  uint64_t launch_timeout_ns;
+  const rk_backend_ops *ops;
+
+  rk_control *ctl;
+  void *ctl_mem;
+  rk__lane *lane;
+  void *state;
+  rk_clock *clock; /* the kernel clock (node id = kernel id) */
+
+  uv_mutex_t ctl_lock;   /* serialises lifecycle commands */
+  uv_mutex_t fault_lock; /* first fault wins */
+  uint32_t cmd_seq;    /* last command sequence written (under ctl_lock) */
+  volatile uint32_t hstate; /* host view: rk_kernel_state (atomics) */
+  volatile int fault_code;
+  char fault_msg[256]; /* written once, before fault_code is published (release) */
+
+  /* host-side counters (many writers: atomic adds) */
+  volatile uint64_t sent, send_rejected, send_timeouts, send_invalid, received, late_replies;
+  volatile uint32_t rr;
+  volatile uint64_t latency_hist[RK_LATENCY_BUCKETS];
+
+  /* reply demultiplexing */
+  uv_mutex_t reply_lock;
+  uv_cond_t reply_cond;
+  rk_waiter *waiters;
+  rk_pending *pend_head, *pend_tail;
+  uint64_t pend_count;
+
+  /* asynchronous receive */
+  uv_mutex_t cb_lock;
+  rk_recv_cb cb;
+  void *cb_user;
+  volatile int cb_active;
+  volatile int refs; /* service-thread passes in progress */
+};
+
+struct rk_runtime {
+  rk_runtime_options opts;
+  rk_backend backend;
+  char backend_reason[320];
+  rk_clock *clock;
+  uint32_t node_id;
+  volatile uint64_t next_msg_id;
+  volatile uint32_t next_kernel_id;
+
+  uv_mutex_t lock; /* kernels list, last_error */
+  rk_kernel *kernels;
+  char last_error[512];
+
+  /* service loop */
+  uv_loop_t own_loop;
+  uv_loop_t *loop;
+  int own_thread;
+  uv_thread_t service;
+  struct rk__handles *handles; /* freed by their close callbacks */
+  volatile int stopping;
+};
+
+/* runtime.c */
+void rk__log(rk_runtime *rt, rk_log_level level, const char *fmt, ...);
+int rk__fail(rk_runtime *rt, int code, const char *fmt, ...);
+void rk__service_wake(rk_runtime *rt);
+uint64_t rk__msg_id(rk_runtime *rt);
+
+/* runtime.c: sleep at least ns nanoseconds (back-off only). */
+void rk__sleep_ns(uint64_t ns);
+
+/* kernel.c */
+void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...);
+int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, int *got,
+                   rk_recv_cb cb, void *cb_user);
+void rk__latency_add(rk_kernel *k, uint64_t ns);
+void rk__dispatch_callbacks(rk_kernel *k);
+
+/* telemetry.c */
+void rk__watchdog(rk_runtime *rt);
+
+/* cpu_backend.c */
+uint32_t rk__payload_max(const rk_kernel *k);
+
+#endif

@@ -1,0 +1,398 @@
+/* kernel.c — launching ring kernels and driving their lifecycle through the control block.
+ *
+ * Lifecycle commands follow ARCHITECTURE §8: the host writes the command (and, for terminate,
+ * each lane's drain target), store-releases cmd_seq, wakes parked lanes, and waits with a timeout
+ * until every lane store-released ack_seq == cmd_seq. Terminate first closes every inbox's claim
+ * word, so the drain target is final: everything accepted before terminate is processed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/internal.h"
+
+#define RK_DEFAULT_INBOX 1024u
+#define RK_DEFAULT_SLOT 256u
+#define RK_DEFAULT_SEND_TIMEOUT_NS 1000000000ll
+#define RK_DEFAULT_LAUNCH_TIMEOUT_NS 5000000000ull
+#define RK_COMMAND_TIMEOUT_NS 5000000000ull
+
+const char *rk_state_name(rk_kernel_state s) {
+  switch (s) {
+    case RK_STATE_LAUNCHED: return "LAUNCHED";
+    case RK_STATE_ACTIVE: return "ACTIVE";
+    case RK_STATE_INACTIVE: return "INACTIVE";
+    case RK_STATE_TERMINATING: return "TERMINATING";
+    case RK_STATE_TERMINATED: return "TERMINATED";
+    case RK_STATE_FAULTED: return "FAULTED";
+    default: return "UNKNOWN";
+  }
+}
+
+static void set_hstate(rk_kernel *k, uint32_t s) { rk_store_release_sys_u32(&k->hstate, s); }
+
+void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...) {
+  va_list ap;
+  int expected = 0;
+  char msg[256];
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  uv_mutex_lock(&k->fault_lock); /* its own lock: callers may hold rt->lock or ctl_lock */
+  /* The first fault wins; its message is written before the code is published (release). */
+  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) == expected) {
+    memcpy(k->fault_msg, msg, sizeof msg);
+    __atomic_store_n(&k->fault_code, code, __ATOMIC_RELEASE); /* pairs with rk_kernel_error */
+  }
+  uv_mutex_unlock(&k->fault_lock);
+  rk__log(k->rt, RK_LOG_ERROR, "kernel %s FAULTED: %s", k->name, msg);
+}
+
+rk_kernel_state rk_kernel_state_of(const rk_kernel *k) {
+  if (k == NULL) return (rk_kernel_state)0;
+  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) return RK_STATE_FAULTED;
+  return (rk_kernel_state)rk_load_acquire_sys_u32(&k->hstate);
+}
+
+int rk_kernel_error(const rk_kernel *k, char *buf, size_t len) {
+  int code;
+  if (k == NULL) return RK_EINVAL;
+  code = __atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE); /* pairs with rk__kernel_fault */
+  if (buf && len) {
+    if (code)
+      snprintf(buf, len, "%s", k->fault_msg);
+    else
+      buf[0] = '\0';
+  }
+  return code;
+}
+
+uint32_t rk_kernel_id(const rk_kernel *k) { return k ? k->id : 0; }
+const char *rk_kernel_name(const rk_kernel *k) { return k ? k->name : NULL; }
+uint32_t rk_kernel_lanes(const rk_kernel *k) { return k ? k->lanes : 0; }
+
+/* ---------------------------------------- launch -------------------------------------------- */
+
+static int pick(uint32_t over, uint32_t desc, uint32_t dflt) { return (int)(over ? over : desc ? desc : dflt); }
+
+static void kernel_free(rk_kernel *k) {
+  uint32_t i;
+  if (k == NULL) return;
+  if (k->lane) {
+    for (i = 0; i < k->lanes; i++) {
+      rk_ring_destroy(k->lane[i].inbox);
+      rk_ring_destroy(k->lane[i].outbox);
+      free(k->lane[i].threads);
+      free(k->lane[i].ctxs);
+      free(k->lane[i].scratch);
+      uv_mutex_destroy(&k->lane[i].drain_lock);
+    }
+    free(k->lane);
+  }
+  while (k->pend_head) {
+    rk_pending *p = k->pend_head;
+    k->pend_head = p->next;
+    free(p);
+  }
+  free(k->ctl_mem);
+  free(k->state);
+  rk_clock_destroy(k->clock);
+  uv_mutex_destroy(&k->ctl_lock);
+  uv_mutex_destroy(&k->fault_lock);
+  uv_mutex_destroy(&k->reply_lock);
+  uv_cond_destroy(&k->reply_cond);
+  uv_mutex_destroy(&k->cb_lock);
+  free(k);
+}
+
+/* Wait until pred(k, arg) holds for every lane, or the timeout. Spin, then sleep in short steps:
+ * lifecycle commands are rare, and their latency is bounded by the lanes' park interval anyway. */
+static int wait_lanes(rk_kernel *k, int (*pred)(rk__lane *, uint32_t), uint32_t arg, uint64_t timeout_ns) {
+  uint64_t start = rk__now_ns();
+  uint32_t spins = 0, i;
+  for (;;) {
+    int all = 1;
+    for (i = 0; i < k->lanes && all; i++) all = pred(&k->lane[i], arg);
+    if (all) return RK_OK;
+    if (rk__now_ns() - start >= timeout_ns) return RK_ETIMEDOUT;
+    if (++spins < 64)
+      rk_cpu_relax();
+    else
+      rk__sleep_ns(spins < 1000 ? 2000 : 50000);
+  }
+}
+
+static int lane_checked_in(rk__lane *l, uint32_t unused) {
+  (void)unused;
+  return rk_load_acquire_sys_u32(&l->status->checked_in) != 0; /* pairs with the lane's release */
+}
+static int lane_acked(rk__lane *l, uint32_t seq) {
+  /* pairs with the lane's store-release of ack_seq; an exited lane acknowledges nothing more */
+  return rk_load_acquire_sys_u32(&l->status->ack_seq) == seq ||
+         rk_load_acquire_sys_u32(&l->status->state) == RK_STATE_TERMINATED;
+}
+static int lane_terminated(rk__lane *l, uint32_t unused) {
+  (void)unused;
+  return rk_load_acquire_sys_u32(&l->status->state) == RK_STATE_TERMINATED;
+}
+
+static void wake_lanes(rk_kernel *k) {
+  uint32_t i;
+  for (i = 0; i < k->lanes; i++) rk_ring_wake_all(k->lane[i].inbox);
+}
+
+/* Write a command, publish it, wake the lanes, wait for every acknowledgement. ctl_lock held. */
+static int command(rk_kernel *k, uint32_t cmd, uint64_t timeout_ns) {
+  uint32_t seq = ++k->cmd_seq;
+  rk_store_relaxed_sys_u32(&k->ctl->host.cmd, cmd);
+  rk_store_release_sys_u32(&k->ctl->host.cmd_seq, seq); /* pairs with the lanes' acquire */
+  wake_lanes(k);
+  return wait_lanes(k, lane_acked, seq, timeout_ns);
+}
+
+static void abort_lanes(rk_kernel *k) {
+  rk_store_release_sys_u32(&k->ctl->host.abort, 1); /* lanes read it relaxed, after cmd_seq */
+  wake_lanes(k);
+}
+
+static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
+  uint32_t i;
+  if (d->size < sizeof(rk_kernel_desc)) return rk__fail(rt, RK_EINVAL, "kernel descriptor: size field not set");
+  if (d->types == NULL && d->n_types)
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: n_types without types", d->name ? d->name : "?");
+  for (i = 0; i < d->n_types; i++)
+    if (d->types[i] == NULL || d->types[i]->id == 0)
+      return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: message type %u is NULL or has id 0",
+                      d->name ? d->name : "?", i);
+  return RK_OK;
+}
+
+int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
+                     rk_kernel **out) {
+  rk_launch_options o = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k = NULL;
+  uint32_t i;
+  int rc;
+  size_t csize;
+
+  if (out) *out = NULL;
+  if (rt == NULL || desc == NULL || out == NULL) return rt ? rk__fail(rt, RK_EINVAL, "rk_kernel_launch: NULL argument") : RK_EINVAL;
+  if (opts) {
+    if (opts->size < 2 * sizeof(uint32_t))
+      return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: launch options size not set");
+    memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
+  }
+  if ((rc = check_desc(rt, desc)) != RK_OK) return rc;
+  if (desc->handler == NULL)
+    return rk__fail(rt, RK_ENOTSUP, "kernel %s has no handler for the %s backend", desc->name ? desc->name : "?",
+                    rk_backend_name(rt->backend));
+
+  k = (rk_kernel *)calloc(1, sizeof *k);
+  if (k == NULL) return rk__fail(rt, RK_ENOMEM, "rk_kernel_launch: out of memory");
+  k->rt = rt;
+  k->desc = *desc;
+  snprintf(k->name, sizeof k->name, "%s", desc->name ? desc->name : "kernel");
+  k->lanes = (uint32_t)pick(o.lanes, desc->lanes, 1);
+  k->threads = (uint32_t)pick(o.threads_per_lane, desc->threads_per_lane, 1);
+  k->inbox_cap = (uint32_t)pick(o.inbox_capacity, desc->inbox_capacity, RK_DEFAULT_INBOX);
+  k->outbox_cap = (uint32_t)pick(o.outbox_capacity, desc->outbox_capacity, k->inbox_cap);
+  k->slot_size = (uint32_t)pick(o.slot_size, desc->slot_size, RK_DEFAULT_SLOT);
+  k->backpressure = o.backpressure ? o.backpressure : desc->backpressure ? desc->backpressure : RK_BACKPRESSURE_BLOCK;
+  k->send_timeout_ns = o.send_timeout_ns ? o.send_timeout_ns : RK_DEFAULT_SEND_TIMEOUT_NS;
+  k->launch_timeout_ns = o.launch_timeout_ns ? o.launch_timeout_ns : RK_DEFAULT_LAUNCH_TIMEOUT_NS;
+  k->ops = &rk__cpu_backend;
+  uv_mutex_init(&k->ctl_lock);
+  uv_mutex_init(&k->fault_lock);
+  uv_mutex_init(&k->reply_lock);
+  uv_cond_init(&k->reply_cond);
+  uv_mutex_init(&k->cb_lock);
+
+  if (k->lanes == 0 || k->lanes > RK_MAX_LANES) {
+    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u lanes (1..%u)", k->name, k->lanes, RK_MAX_LANES);
+    goto fail_early;
+  }
+  if (k->threads == 0 || k->threads > 1024) {
+    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u threads per lane (1..1024)", k->name, k->threads);
+    goto fail_early;
+  }
+  if (rk_ring_check_geometry(k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||
+      rk_ring_check_geometry(k->outbox_cap, k->slot_size, RK_RING_SPSC) != RK_OK) {
+    rc = rk__fail(rt, RK_EINVAL,
+                  "kernel %s: bad ring geometry (capacities %u/%u must be powers of two; slot %u must be a "
+                  "multiple of 64, at least 64)", k->name, k->inbox_cap, k->outbox_cap, k->slot_size);
+    goto fail_early;
+  }
+  for (i = 0; i < desc->n_types; i++)
+    if (desc->types[i]->size > k->slot_size - RK_ENVELOPE_SIZE) {
+      rc = rk__fail(rt, RK_EMSGSIZE, "kernel %s: message type %s (%u bytes) does not fit a %u-byte slot",
+                    k->name, desc->types[i]->name ? desc->types[i]->name : "?", desc->types[i]->size, k->slot_size);
+      goto fail_early;
+    }
+
+  k->id = __atomic_add_fetch(&rt->next_kernel_id, 1, __ATOMIC_RELAXED);
+  if ((rc = rk_clock_create(&k->clock, k->id, rt->opts.max_offset_us)) != RK_OK) goto fail_early;
+  if (desc->state_size) {
+    k->state = calloc(1, desc->state_size);
+    if (k->state == NULL) {
+      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate %zu bytes of state", k->name, desc->state_size);
+      goto fail_early;
+    }
+    if (desc->state_init && (rc = desc->state_init(k->state, desc->state_size, desc->state_init_user)) != RK_OK) {
+      rc = rk__fail(rt, rc < 0 ? rc : RK_EINVAL, "kernel %s: state initialiser failed", k->name);
+      goto fail_early;
+    }
+  }
+  csize = rk_control_size(k->lanes);
+  k->ctl_mem = aligned_alloc(RK_LINE, (csize + RK_LINE - 1) & ~(size_t)(RK_LINE - 1));
+  k->lane = (rk__lane *)calloc(k->lanes, sizeof *k->lane);
+  if (k->ctl_mem == NULL || k->lane == NULL) {
+    rc = rk__fail(rt, RK_ENOMEM, "kernel %s: out of memory", k->name);
+    goto fail_early;
+  }
+  memset(k->ctl_mem, 0, csize);
+  k->ctl = (rk_control *)k->ctl_mem;
+  for (i = 0; i < k->lanes; i++) {
+    rk__lane *l = &k->lane[i];
+    l->k = k;
+    l->index = i;
+    l->status = rk_control_lane(k->ctl, k->lanes, i);
+    l->cmd = rk_control_lane_cmd(k->ctl, i);
+    uv_mutex_init(&l->drain_lock);
+    if (rk_ring_create(&l->inbox, k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||
+        rk_ring_create(&l->outbox, k->outbox_cap, k->slot_size, RK_RING_SPSC) != RK_OK) {
+      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate the rings of lane %u", k->name, i);
+      goto fail_early;
+    }
+    if (desc->scratch_size && (l->scratch = calloc(1, desc->scratch_size)) == NULL) {
+      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate scratch", k->name);
+      goto fail_early;
+    }
+  }
+  set_hstate(k, RK_STATE_LAUNCHED);
+
+  rc = k->ops->start(k);
+  if (rc == RK_OK) {
+    rc = wait_lanes(k, lane_checked_in, 0, k->launch_timeout_ns);
+    if (rc != RK_OK)
+      rc = rk__fail(rt, RK_ENORESOURCE, "kernel %s: not every lane checked in within %llu ms", k->name,
+                    (unsigned long long)(k->launch_timeout_ns / 1000000));
+  }
+  if (rc != RK_OK) {
+    abort_lanes(k);
+    k->ops->join(k);
+    goto fail_early;
+  }
+
+  uv_mutex_lock(&rt->lock);
+  k->next = rt->kernels;
+  rt->kernels = k;
+  uv_mutex_unlock(&rt->lock);
+  rk__log(rt, RK_LOG_INFO, "kernel %s (id %u) launched: %u lanes x %u threads, slots %u x %u B", k->name, k->id,
+          k->lanes, k->threads, k->inbox_cap, k->slot_size);
+  *out = k;
+  return RK_OK;
+
+fail_early:
+  kernel_free(k);
+  return rc;
+}
+
+/* ---------------------------------------- lifecycle ------------------------------------------ */
+
+static int transition(rk_kernel *k, uint32_t cmd, const char *what) {
+  uint32_t s;
+  int rc;
+  if (k == NULL) return RK_EINVAL;
+  uv_mutex_lock(&k->ctl_lock);
+  s = rk_load_acquire_sys_u32(&k->hstate);
+  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) s = RK_STATE_FAULTED;
+  if ((cmd == RK_CMD_ACTIVATE && s != RK_STATE_LAUNCHED && s != RK_STATE_INACTIVE) ||
+      (cmd == RK_CMD_DEACTIVATE && s != RK_STATE_ACTIVE)) {
+    uv_mutex_unlock(&k->ctl_lock);
+    return rk__fail(k->rt, RK_ESTATE, "kernel %s: cannot %s in state %s", k->name, what,
+                    rk_state_name((rk_kernel_state)s));
+  }
+  rc = command(k, cmd, RK_COMMAND_TIMEOUT_NS);
+  if (rc == RK_OK)
+    set_hstate(k, cmd == RK_CMD_ACTIVATE ? RK_STATE_ACTIVE : RK_STATE_INACTIVE);
+  else
+    rk__kernel_fault(k, RK_ETIMEDOUT, "a lane did not acknowledge %s", what);
+  uv_mutex_unlock(&k->ctl_lock);
+  return rc;
+}
+
+int rk_kernel_activate(rk_kernel *k) { return transition(k, RK_CMD_ACTIVATE, "activate"); }
+int rk_kernel_deactivate(rk_kernel *k) { return transition(k, RK_CMD_DEACTIVATE, "deactivate"); }
+
+int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
+  uint32_t s, i;
+  int rc;
+  uint64_t t = timeout_ns < 0 ? UINT64_MAX : (uint64_t)timeout_ns;
+  if (k == NULL) return RK_EINVAL;
+  uv_mutex_lock(&k->ctl_lock);
+  s = rk_load_acquire_sys_u32(&k->hstate);
+  if (s == RK_STATE_TERMINATED || s == RK_STATE_TERMINATING) {
+    uv_mutex_unlock(&k->ctl_lock);
+    return rk__fail(k->rt, RK_ESTATE, "kernel %s: already %s", k->name, rk_state_name((rk_kernel_state)s));
+  }
+  set_hstate(k, RK_STATE_TERMINATING);
+  /* Close every inbox: the claim word's final value is the drain target, so everything accepted
+   * before this point will be processed and nothing after it can be accepted. */
+  for (i = 0; i < k->lanes; i++) {
+    uint64_t fin = 0;
+    rk_ring_close(k->lane[i].inbox, &fin);
+    rk_store_relaxed_sys_u64(&k->lane[i].cmd->drain_to, fin); /* published by cmd_seq's release */
+  }
+  rc = command(k, RK_CMD_TERMINATE, t);
+  if (rc == RK_OK) rc = wait_lanes(k, lane_terminated, 0, t);
+  if (rc != RK_OK) {
+    abort_lanes(k);
+    if (wait_lanes(k, lane_terminated, 0, 1000000000ull) != RK_OK) {
+      /* A handler that never returns: its thread cannot be joined. Keep everything allocated. */
+      rk__kernel_fault(k, RK_ETIMEDOUT, "terminate: lanes still running after abort");
+      uv_mutex_unlock(&k->ctl_lock);
+      return rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out; lanes still running", k->name);
+    }
+    rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out before the inbox drained; aborted", k->name);
+  }
+  k->ops->join(k);
+  for (i = 0; i < k->lanes; i++) rk_ring_wake_all(k->lane[i].inbox); /* blocked senders: ECLOSED */
+  set_hstate(k, RK_STATE_TERMINATED);
+  uv_mutex_unlock(&k->ctl_lock);
+  /* Receivers waiting for replies that will never come learn it now. */
+  uv_mutex_lock(&k->reply_lock);
+  uv_cond_broadcast(&k->reply_cond);
+  uv_mutex_unlock(&k->reply_lock);
+  return rc;
+}
+
+void rk_kernel_destroy(rk_kernel *k) {
+  rk_runtime *rt;
+  rk_kernel **pp;
+  uint32_t s;
+  if (k == NULL) return;
+  rt = k->rt;
+  if (k->cb_active) rk_recv_stop(k);
+  s = rk_load_acquire_sys_u32(&k->hstate);
+  if (s != RK_STATE_TERMINATED && rk_kernel_terminate(k, 1000000000ll) != RK_OK &&
+      rk_load_acquire_sys_u32(&k->hstate) != RK_STATE_TERMINATED) {
+    rk__log(rt, RK_LOG_ERROR, "kernel %s: lanes did not stop; its memory is kept", k->name);
+    uv_mutex_lock(&rt->lock);
+    for (pp = &rt->kernels; *pp; pp = &(*pp)->next)
+      if (*pp == k) {
+        *pp = k->next;
+        break;
+      }
+    uv_mutex_unlock(&rt->lock);
+    return;
+  }
+  uv_mutex_lock(&rt->lock);
+  for (pp = &rt->kernels; *pp; pp = &(*pp)->next)
+    if (*pp == k) {
+      *pp = k->next;
+      break;
+    }
+  uv_mutex_unlock(&rt->lock);
+  /* The service thread may be in a pass over this kernel: wait for it to leave. */
+  while (__atomic_load_n(&k->refs, __ATOMIC_ACQUIRE) != 0) rk__sleep_ns(50000);
+  kernel_free(k);
+}

@@ -1,0 +1,554 @@
+/* messaging.c — sending to kernels and receiving their replies.
+ *
+ * Send (ARCHITECTURE §3): check the arguments and the declared type, pick the lane (key or
+ * round-robin), claim an inbox slot (only after capacity was seen; a full inbox waits or refuses
+ * before anything is claimed), build the envelope in the slot, stamp it with a tick of the runtime
+ * clock, copy the payload, publish, wake the lane if it is parked.
+ *
+ * Receive: each lane's outbox has one consumer at a time — whoever holds that lane's drain_lock
+ * (an rk_call caller, an rk_recv caller, or the service thread for callbacks). The drainer hands
+ * each reply to the rk_call waiter whose request id it names, or else to its own caller, the
+ * callback, or the kernel's pending list; every reply received merges its stamp into the runtime
+ * clock. Nothing is dropped except a reply to an rk_call whose caller gave up (counted). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/internal.h"
+
+#define RK_DRAIN_BATCH 64
+
+static inline void add(volatile uint64_t *c, uint64_t n) {
+  __atomic_fetch_add(c, n, __ATOMIC_RELAXED); /* host-only statistics counters */
+}
+
+void rk__latency_add(rk_kernel *k, uint64_t ns) {
+  uint32_t b = 0;
+  while (b + 1 < RK_LATENCY_BUCKETS && (ns >> (b + 1)) != 0) b++;
+  add(&k->latency_hist[b], 1);
+}
+
+/* ---------------------------------------- send ----------------------------------------------- */
+
+static int check_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len) {
+  uint32_t i, s;
+  if (type == 0) return rk__fail(k->rt, RK_EINVAL, "send to %s: message type 0 is reserved", k->name);
+  if (payload == NULL && len > 0) return rk__fail(k->rt, RK_EINVAL, "send to %s: NULL payload with length %u", k->name, len);
+  if (len > rk__payload_max(k))
+    return rk__fail(k->rt, RK_EMSGSIZE, "send to %s: %u-byte payload exceeds the slot's %u bytes", k->name, len,
+                    rk__payload_max(k));
+  if (k->desc.types) {
+    for (i = 0; i < k->desc.n_types; i++)
+      if (k->desc.types[i]->id == type) break;
+    if (i == k->desc.n_types)
+      return rk__fail(k->rt, RK_EINVAL, "send to %s: message type %u is not one the kernel declares", k->name, type);
+    if (len != k->desc.types[i]->size)
+      return rk__fail(k->rt, RK_EMSGSIZE, "send to %s: %s is %u bytes, got %u", k->name,
+                      k->desc.types[i]->name ? k->desc.types[i]->name : "message", k->desc.types[i]->size, len);
+  }
+  s = rk_load_acquire_sys_u32(&k->hstate);
+  if (s == RK_STATE_TERMINATING || s == RK_STATE_TERMINATED)
+    return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is %s", k->name, rk_state_name((rk_kernel_state)s));
+  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0)
+    return rk__fail(k->rt, RK_ESTATE, "send to %s: kernel is FAULTED", k->name);
+  return RK_OK;
+}
+
+static void fill(rk_kernel *k, rk__lane *l, rk_envelope *e, uint32_t type, const void *payload, uint32_t len,
+                 uint32_t flags, uint64_t id) {
+  rk_hlc stamp;
+  uint16_t f = (uint16_t)(flags & RK_SEND_NO_REPLY ? RK_ENV_F_NO_REPLY : 0);
+  rk_envelope_init(e, type, len, f);
+  e->msg_id = id;
+  e->src = 0;
+  e->dst = k->id;
+  e->node = k->rt->node_id;
+  e->lane = (uint16_t)l->index;
+  rk_clock_tick(k->rt->clock, &stamp); /* send rule on the runtime clock */
+  e->hlc = stamp;
+  if (len) memcpy(e + 1, payload, len);
+  if (flags & RK_SEND_CHECKSUM) rk_envelope_seal(e, e + 1);
+}
+
+/* Claim n (>= 1) slots of lane l's inbox, honouring the backpressure policy. Returns the count
+ * claimed (the caller must publish all) or an error; nothing is claimed on error. */
+static int claim(rk_kernel *k, rk__lane *l, uint32_t n, uint32_t flags, uint64_t *pos) {
+  int64_t timeout = k->send_timeout_ns;
+  uint64_t start = 0;
+  int reject = k->backpressure == RK_BACKPRESSURE_REJECT || (flags & RK_SEND_NOWAIT);
+  for (;;) {
+    int got = rk_ring_mpsc_reserve_n(l->inbox, n, pos);
+    if (got > 0) return got;
+    if (got == RK_ECLOSED) return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is terminating", k->name);
+    if (got < 0) return got;
+    if (reject) {
+      add(&k->send_rejected, 1);
+      return rk__fail(k->rt, RK_EAGAIN, "send to %s: lane %u inbox full", k->name, l->index);
+    }
+    if (start == 0) start = rk__now_ns();
+    {
+      int64_t left = timeout;
+      int rc;
+      if (timeout >= 0) {
+        uint64_t el = rk__now_ns() - start;
+        if (el >= (uint64_t)timeout) {
+          add(&k->send_timeouts, 1);
+          return rk__fail(k->rt, RK_ETIMEDOUT, "send to %s: lane %u inbox full for %lld ms", k->name, l->index,
+                          (long long)(timeout / 1000000));
+        }
+        left = timeout - (int64_t)el;
+      }
+      rc = rk_ring_wait_writable(l->inbox, left);
+      if (rc == RK_ECLOSED) return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is terminating", k->name);
+    }
+  }
+}
+
+static uint32_t lane_for(rk_kernel *k, int keyed, uint64_t key) {
+  if (k->lanes == 1) return 0;
+  if (keyed) {
+    /* splitmix64 finaliser: neighbouring keys spread over lanes */
+    key ^= key >> 30;
+    key *= 0xbf58476d1ce4e5b9ull;
+    key ^= key >> 27;
+    key *= 0x94d049bb133111ebull;
+    key ^= key >> 31;
+    return (uint32_t)(key % k->lanes);
+  }
+  return __atomic_fetch_add(&k->rr, 1, __ATOMIC_RELAXED) % k->lanes;
+}
+
+static int send_on(rk_kernel *k, rk__lane *l, uint32_t type, const void *payload, uint32_t len, uint32_t flags,
+                   uint64_t id) {
+  uint64_t pos;
+  int rc = claim(k, l, 1, flags, &pos);
+  if (rc < 0) return rc;
+  fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos), type, payload, len, flags, id);
+  rk_ring_mpsc_commit(l->inbox, pos);
+  rk_ring_notify_consumer(l->inbox);
+  add(&k->sent, 1);
+  return RK_OK;
+}
+
+static int send_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, const void *payload, uint32_t len,
+                       uint32_t flags, uint64_t *msg_id) {
+  uint64_t id;
+  int rc;
+  if (k == NULL) return RK_EINVAL;
+  if ((rc = check_send(k, type, payload, len)) != RK_OK) {
+    if (rc != RK_ECLOSED && rc != RK_ESTATE) add(&k->send_invalid, 1);
+    return rc;
+  }
+  id = rk__msg_id(k->rt);
+  rc = send_on(k, &k->lane[lane_for(k, keyed, key)], type, payload, len, flags, id);
+  if (rc == RK_OK && msg_id) *msg_id = id;
+  return rc;
+}
+
+int rk_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t *msg_id) {
+  return send_common(k, 0, 0, type, payload, len, flags, msg_id);
+}
+
+int rk_send_key(rk_kernel *k, uint64_t key, uint32_t type, const void *payload, uint32_t len, uint32_t flags,
+                uint64_t *msg_id) {
+  return send_common(k, 1, key, type, payload, len, flags, msg_id);
+}
+
+int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
+  uint32_t i = 0, j;
+  int rc = RK_OK;
+  if (k == NULL || (items == NULL && n > 0)) return RK_EINVAL;
+  if (n == 0) return 0;
+  /* Runs of consecutive items bound for the same lane share one claim. Round-robin items of a run
+   * all go to the lane of its first item (ordering within the batch is kept per lane). */
+  while (i < n) {
+    uint32_t lane_idx = lane_for(k, items[i].flags & RK_SEND_KEYED, items[i].key), run = 1;
+    rk__lane *l = &k->lane[lane_idx];
+    uint64_t pos;
+    int got;
+    if ((rc = check_send(k, items[i].type, items[i].payload, items[i].len)) != RK_OK) {
+      if (rc != RK_ECLOSED && rc != RK_ESTATE) add(&k->send_invalid, 1);
+      break;
+    }
+    while (i + run < n && run < 64) {
+      const rk_send_item *it = &items[i + run];
+      if ((it->flags & RK_SEND_KEYED) && lane_for(k, 1, it->key) != lane_idx) break;
+      if (check_send(k, it->type, it->payload, it->len) != RK_OK) break;
+      run++;
+    }
+    got = claim(k, l, run, items[i].flags, &pos);
+    if (got < 0) {
+      rc = got;
+      break;
+    }
+    for (j = 0; j < (uint32_t)got; j++) {
+      rk_send_item *it = &items[i + j];
+      it->msg_id = rk__msg_id(k->rt);
+      fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos + j), it->type, it->payload, it->len, it->flags,
+           it->msg_id);
+    }
+    rk_ring_mpsc_commit_n(l->inbox, pos, (uint32_t)got);
+    rk_ring_notify_consumer(l->inbox);
+    add(&k->sent, (uint64_t)got);
+    i += (uint32_t)got;
+  }
+  return i > 0 ? (int)i : rc;
+}
+
+/* ---------------------------------------- receive -------------------------------------------- */
+
+static void to_msg(const rk_envelope *e, rk_msg *m, void *buf, uint32_t buf_len) {
+  uint32_t n = e->payload_len < buf_len ? e->payload_len : buf_len;
+  m->env = *e;
+  m->len = n;
+  m->payload = n ? buf : NULL;
+  if (n) memcpy(buf, e + 1, n);
+  m->status = 0;
+  if ((e->flags & RK_ENV_F_ERROR) && e->payload_len >= sizeof(int32_t)) {
+    int32_t c;
+    memcpy(&c, e + 1, sizeof c);
+    m->status = c;
+  }
+}
+
+/* Drain the outbox of lane l (drain_lock held). Each reply goes to its rk_call waiter; else, when
+ * `direct` is given and nothing is pending, into *direct (sets *got, stops); else to the callback;
+ * else to the pending list. Returns the number of replies taken from the ring. */
+int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, int *got, rk_recv_cb cb,
+                   void *cb_user) {
+  uint64_t pos;
+  uint32_t n, i, taken = 0;
+  int woke = 0;
+  if (got) *got = 0;
+  for (;;) {
+    n = rk_ring_peek_n(l->outbox, RK_DRAIN_BATCH, &pos);
+    if (n == 0) break;
+    for (i = 0; i < n; i++) {
+      const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
+      rk_waiter *w, **pw;
+      int clock_rc = rk_clock_recv(k->rt->clock, e->hlc, NULL); /* receive rule on the runtime clock */
+      uv_mutex_lock(&k->reply_lock);
+      for (pw = &k->waiters; (w = *pw) != NULL; pw = &w->next)
+        if (w->id == e->correlation_id) break;
+      if (w) {
+        *pw = w->next;
+        to_msg(e, w->out, w->buf, w->buf_len);
+        if (clock_rc == RK_ECLOCK && w->out->status == 0) w->out->status = RK_ECLOCK;
+        rk__latency_add(k, rk__now_ns() - w->sent_ns);
+        w->done = 1;
+        woke = 1;
+        add(&k->received, 1);
+        uv_mutex_unlock(&k->reply_lock);
+        continue;
+      }
+      if (e->correlation_id & RK__CALL_BIT) {
+        add(&k->late_replies, 1); /* its caller timed out: discard, counted */
+        uv_mutex_unlock(&k->reply_lock);
+        continue;
+      }
+      if (direct && got && !*got && k->pend_head == NULL) {
+        uv_mutex_unlock(&k->reply_lock);
+        to_msg(e, direct, buf, buf_len);
+        if (clock_rc == RK_ECLOCK && direct->status == 0) direct->status = RK_ECLOCK;
+        add(&k->received, 1);
+        *got = 1;
+        i++;
+        break;
+      }
+      if (cb && k->pend_head == NULL) {
+        rk_msg m;
+        uv_mutex_unlock(&k->reply_lock);
+        m.env = *e;
+        m.payload = e->payload_len ? (const void *)(e + 1) : NULL;
+        m.len = e->payload_len;
+        m.status = 0;
+        if ((e->flags & RK_ENV_F_ERROR) && e->payload_len >= sizeof(int32_t)) memcpy(&m.status, e + 1, sizeof(int32_t));
+        if (clock_rc == RK_ECLOCK && m.status == 0) m.status = RK_ECLOCK;
+        add(&k->received, 1);
+        cb(k, &m, cb_user);
+        continue;
+      }
+      {
+        rk_pending *p = (rk_pending *)malloc(sizeof *p + e->payload_len);
+        if (p == NULL) {
+          /* Keep the reply in the ring rather than lose it: stop draining here. */
+          uv_mutex_unlock(&k->reply_lock);
+          rk__log(k->rt, RK_LOG_ERROR, "kernel %s: out of memory while queueing a reply", k->name);
+          goto stop;
+        }
+        p->next = NULL;
+        to_msg(e, &p->msg, p->data, e->payload_len);
+        if (clock_rc == RK_ECLOCK && p->msg.status == 0) p->msg.status = RK_ECLOCK;
+        if (k->pend_tail)
+          k->pend_tail->next = p;
+        else
+          k->pend_head = p;
+        k->pend_tail = p;
+        k->pend_count++;
+        woke = 1;
+        uv_mutex_unlock(&k->reply_lock);
+      }
+    }
+  stop:
+    if (i) {
+      rk_ring_release_n(l->outbox, i);
+      rk_ring_notify_producers(l->outbox); /* a lane stalled on a full outbox resumes */
+      taken += i;
+    }
+    if (i < n || (got && *got)) break;
+  }
+  if (woke) {
+    uv_mutex_lock(&k->reply_lock);
+    uv_cond_broadcast(&k->reply_cond);
+    uv_mutex_unlock(&k->reply_lock);
+  }
+  return (int)taken;
+}
+
+/* Pop the oldest pending reply into m (reply_lock held). */
+static int pop_pending(rk_kernel *k, rk_msg *m, void *buf, uint32_t buf_len) {
+  rk_pending *p = k->pend_head;
+  uint32_t n;
+  if (p == NULL) return 0;
+  k->pend_head = p->next;
+  if (k->pend_head == NULL) k->pend_tail = NULL;
+  k->pend_count--;
+  n = p->msg.len < buf_len ? p->msg.len : buf_len;
+  *m = p->msg;
+  m->len = n;
+  m->payload = n ? buf : NULL;
+  if (n) memcpy(buf, p->data, n);
+  add(&k->received, 1);
+  free(p);
+  return 1;
+}
+
+/* Terminated and every outbox empty: no reply will ever come. Read-only (no drain lock). */
+static int all_lanes_done(rk_kernel *k) {
+  uint32_t i;
+  if (rk_load_acquire_sys_u32(&k->hstate) != RK_STATE_TERMINATED) return 0;
+  for (i = 0; i < k->lanes; i++)
+    if (rk_ring_count(k->lane[i].outbox) != 0) return 0;
+  return 1;
+}
+
+int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t timeout_ns) {
+  return rk_recv_batch(k, msg, buf, buf_len, 1, timeout_ns);
+}
+
+int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint32_t n, int64_t timeout_ns) {
+  uint64_t start = 0;
+  uint32_t got_total = 0, spins = 0, first_lane;
+  if (k == NULL || msgs == NULL || n == 0 || (bufs == NULL && buf_len > 0)) return RK_EINVAL;
+  if (k->cb_active) return rk__fail(k->rt, RK_ESTATE, "rk_recv on %s: callbacks are started", k->name);
+  first_lane = __atomic_fetch_add(&k->rr, 0, __ATOMIC_RELAXED);
+  for (;;) {
+    uint32_t i;
+    /* 1. replies queued by other drainers */
+    uv_mutex_lock(&k->reply_lock);
+    while (got_total < n && pop_pending(k, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len))
+      got_total++;
+    uv_mutex_unlock(&k->reply_lock);
+    /* 2. drain lanes directly into the caller's buffers */
+    for (i = 0; i < k->lanes && got_total < n; i++) {
+      rk__lane *l = &k->lane[(first_lane + i) % k->lanes];
+      if (uv_mutex_trylock(&l->drain_lock) != 0) continue;
+      while (got_total < n) {
+        int got = 0;
+        rk__drain_lane(k, l, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len, &got, NULL,
+                       NULL);
+        if (!got) break;
+        got_total++;
+      }
+      uv_mutex_unlock(&l->drain_lock);
+    }
+    if (got_total > 0) return (int)got_total;
+    if (timeout_ns == 0) return RK_EAGAIN;
+    if (all_lanes_done(k)) {
+      uv_mutex_lock(&k->reply_lock);
+      i = k->pend_head == NULL;
+      uv_mutex_unlock(&k->reply_lock);
+      if (i) return RK_ECLOSED;
+    }
+    if (start == 0) start = rk__now_ns();
+    if (timeout_ns > 0 && rk__now_ns() - start >= (uint64_t)timeout_ns) return RK_ETIMEDOUT;
+    /* 3. wait: on a single-lane kernel park on its outbox (woken by the lane's publish); else
+     * back off (spin, yield, short sleeps). */
+    if (k->lanes == 1 && uv_mutex_trylock(&k->lane[0].drain_lock) == 0) {
+      int64_t left = 1000000; /* re-check pending/terminate at least every ms */
+      if (timeout_ns > 0) {
+        uint64_t el = rk__now_ns() - start;
+        if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
+      }
+      (void)rk_ring_wait_readable(k->lane[0].outbox, left);
+      uv_mutex_unlock(&k->lane[0].drain_lock);
+    } else if (++spins < 256) {
+      rk_cpu_relax();
+    } else if (spins < 512) {
+      sched_yield();
+    } else {
+      rk__sleep_ns(20000);
+    }
+  }
+}
+
+static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, const void *req, uint32_t req_len,
+                       rk_msg *reply, void *buf, uint32_t buf_len, int64_t timeout_ns) {
+  rk_waiter w, **pw;
+  rk__lane *l;
+  uint64_t start;
+  int rc;
+  if (k == NULL || reply == NULL || (buf == NULL && buf_len > 0)) return RK_EINVAL;
+  if ((rc = check_send(k, type, req, req_len)) != RK_OK) {
+    if (rc != RK_ECLOSED && rc != RK_ESTATE) add(&k->send_invalid, 1);
+    return rc;
+  }
+  memset(&w, 0, sizeof w);
+  w.id = rk__msg_id(k->rt) | RK__CALL_BIT;
+  w.out = reply;
+  w.buf = buf;
+  w.buf_len = buf_len;
+  l = &k->lane[lane_for(k, keyed, key)];
+  /* Register before sending: the reply may arrive before send_on returns. */
+  uv_mutex_lock(&k->reply_lock);
+  w.next = k->waiters;
+  k->waiters = &w;
+  uv_mutex_unlock(&k->reply_lock);
+  start = w.sent_ns = rk__now_ns();
+  rc = send_on(k, l, type, req, req_len, 0, w.id);
+  if (rc == RK_OK) {
+    for (;;) {
+      int done;
+      uv_mutex_lock(&k->reply_lock);
+      done = w.done;
+      uv_mutex_unlock(&k->reply_lock);
+      if (done) break;
+      if (timeout_ns >= 0 && rk__now_ns() - start >= (uint64_t)timeout_ns) {
+        rc = RK_ETIMEDOUT;
+        break;
+      }
+      if (uv_mutex_trylock(&l->drain_lock) == 0) {
+        /* We are this outbox's consumer: drain (delivering to every waiter), then park on it. */
+        for (;;) {
+          int64_t left = 1000000;
+          rk__drain_lane(k, l, NULL, NULL, 0, NULL, NULL, NULL);
+          uv_mutex_lock(&k->reply_lock);
+          done = w.done;
+          uv_mutex_unlock(&k->reply_lock);
+          if (done) break;
+          if (timeout_ns >= 0) {
+            uint64_t el = rk__now_ns() - start;
+            if (el >= (uint64_t)timeout_ns) break;
+            if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
+          }
+          if (rk_ring_wait_readable(l->outbox, left) == RK_ECLOSED) {
+            rk__drain_lane(k, l, NULL, NULL, 0, NULL, NULL, NULL);
+            break;
+          }
+        }
+        uv_mutex_unlock(&l->drain_lock);
+        /* Hand the outbox over: other callers of this lane retry the lock. */
+        uv_mutex_lock(&k->reply_lock);
+        uv_cond_broadcast(&k->reply_cond);
+        done = w.done;
+        uv_mutex_unlock(&k->reply_lock);
+        if (done) break;
+        if (rk_load_acquire_sys_u32(&k->hstate) == RK_STATE_TERMINATED && rk_ring_closed(l->outbox, NULL) &&
+            rk_ring_count(l->outbox) == 0) {
+          rc = RK_ECLOSED; /* the lane exited without answering (aborted) */
+          break;
+        }
+      } else {
+        /* Someone else drains this outbox and will hand us our reply. */
+        uv_mutex_lock(&k->reply_lock);
+        if (!w.done) uv_cond_timedwait(&k->reply_cond, &k->reply_lock, 200000);
+        uv_mutex_unlock(&k->reply_lock);
+      }
+    }
+  }
+  /* Leave the waiter list (a late reply then finds no waiter and is counted, not delivered). */
+  uv_mutex_lock(&k->reply_lock);
+  for (pw = &k->waiters; *pw; pw = &(*pw)->next)
+    if (*pw == &w) {
+      *pw = w.next;
+      break;
+    }
+  if (w.done) rc = RK_OK;
+  uv_mutex_unlock(&k->reply_lock);
+  if (rc == RK_OK && (reply->env.flags & RK_ENV_F_ERROR)) rc = RK_EHANDLER;
+  if (rc == RK_ETIMEDOUT) rk__fail(k->rt, RK_ETIMEDOUT, "call to %s: no reply within %lld us", k->name,
+                                   (long long)(timeout_ns / 1000));
+  return rc;
+}
+
+int rk_call(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply, void *buf,
+            uint32_t buf_len, int64_t timeout_ns) {
+  return call_common(k, 0, 0, type, req, req_len, reply, buf, buf_len, timeout_ns);
+}
+
+int rk_call_key(rk_kernel *k, uint64_t key, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply,
+                void *buf, uint32_t buf_len, int64_t timeout_ns) {
+  return call_common(k, 1, key, type, req, req_len, reply, buf, buf_len, timeout_ns);
+}
+
+/* ---------------------------------------- callbacks ------------------------------------------ */
+
+int rk_recv_start(rk_kernel *k, rk_recv_cb cb, void *user) {
+  if (k == NULL || cb == NULL) return RK_EINVAL;
+  uv_mutex_lock(&k->cb_lock);
+  if (k->cb_active) {
+    uv_mutex_unlock(&k->cb_lock);
+    return rk__fail(k->rt, RK_ESTATE, "rk_recv_start on %s: already started", k->name);
+  }
+  k->cb = cb;
+  k->cb_user = user;
+  __atomic_store_n(&k->cb_active, 1, __ATOMIC_RELEASE); /* lanes read it to wake the service */
+  uv_mutex_unlock(&k->cb_lock);
+  rk__service_wake(k->rt);
+  return RK_OK;
+}
+
+int rk_recv_stop(rk_kernel *k) {
+  if (k == NULL) return RK_EINVAL;
+  uv_mutex_lock(&k->cb_lock); /* the service thread holds it while it dispatches */
+  if (!k->cb_active) {
+    uv_mutex_unlock(&k->cb_lock);
+    return rk__fail(k->rt, RK_ESTATE, "rk_recv_stop on %s: not started", k->name);
+  }
+  __atomic_store_n(&k->cb_active, 0, __ATOMIC_RELEASE);
+  k->cb = NULL;
+  k->cb_user = NULL;
+  uv_mutex_unlock(&k->cb_lock);
+  return RK_OK;
+}
+
+/* Service thread: deliver queued and new replies of k to its callback. */
+void rk__dispatch_callbacks(rk_kernel *k) {
+  uint32_t i;
+  uv_mutex_lock(&k->cb_lock);
+  if (k->cb_active && k->cb) {
+    /* replies parked on the pending list first, in order */
+    for (;;) {
+      rk_pending *p;
+      uv_mutex_lock(&k->reply_lock);
+      p = k->pend_head;
+      if (p) {
+        k->pend_head = p->next;
+        if (k->pend_head == NULL) k->pend_tail = NULL;
+        k->pend_count--;
+      }
+      uv_mutex_unlock(&k->reply_lock);
+      if (p == NULL) break;
+      p->msg.payload = p->msg.len ? p->data : NULL;
+      add(&k->received, 1);
+      k->cb(k, &p->msg, k->cb_user);
+      free(p);
+    }
+    for (i = 0; i < k->lanes; i++) {
+      rk__lane *l = &k->lane[i];
+      if (uv_mutex_trylock(&l->drain_lock) != 0) continue;
+      rk__drain_lane(k, l, NULL, NULL, 0, NULL, k->cb, k->cb_user);
+      uv_mutex_unlock(&l->drain_lock);
+    }
+  }
+  uv_mutex_unlock(&k->cb_lock);
+}

@@ -1,0 +1,289 @@
+/* runtime.c — runtime creation and destruction, backend choice, logging and last-error, and the
+ * libuv service loop (watchdog timer, callback delivery through uv_async).
+ *
+ * The service loop runs on the runtime's own thread, or on the application's loop when one is
+ * given (then create/destroy are called on that loop's thread, as libuv requires). Lane workers
+ * wake it with uv_async_send, which is thread-safe and coalesces. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "host/internal.h"
+
+#if defined(RK_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+#define RK_DEFAULT_WATCHDOG_INTERVAL_NS 50000000ull
+#define RK_DEFAULT_WATCHDOG_STALL_NS 2000000000ull
+
+struct rk__handles {
+  uv_async_t async;
+  uv_timer_t timer;
+  rk_runtime *rt; /* NULL once the runtime is gone */
+  int open;
+};
+
+void rk__sleep_ns(uint64_t ns) {
+  struct timespec ts;
+  ts.tv_sec = (time_t)(ns / 1000000000u);
+  ts.tv_nsec = (long)(ns % 1000000000u);
+  nanosleep(&ts, NULL);
+}
+
+const char *rk_backend_name(rk_backend b) {
+  switch (b) {
+    case RK_BACKEND_AUTO: return "auto";
+    case RK_BACKEND_CPU: return "cpu";
+    case RK_BACKEND_CUDA: return "cuda";
+    default: return "unknown";
+  }
+}
+
+static const char *level_name(rk_log_level l) {
+  static const char *names[] = {"error", "warn", "info", "debug"};
+  return (unsigned)l < 4 ? names[l] : "log";
+}
+
+static void vlog(const rk_runtime_options *o, rk_log_level level, const char *fmt, va_list ap) {
+  char msg[512];
+  if (level > o->log_level) return;
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  if (o->log)
+    o->log(o->log_user, level, msg);
+  else
+    fprintf(stderr, "ringkernel %s: %s\n", level_name(level), msg);
+}
+
+void rk__log(rk_runtime *rt, rk_log_level level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(&rt->opts, level, fmt, ap);
+  va_end(ap);
+}
+
+int rk__fail(rk_runtime *rt, int code, const char *fmt, ...) {
+  va_list ap;
+  char msg[400];
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  uv_mutex_lock(&rt->lock);
+  snprintf(rt->last_error, sizeof rt->last_error, "%s: %s", rk_err_name(code), msg);
+  uv_mutex_unlock(&rt->lock);
+  rk__log(rt, RK_LOG_DEBUG, "%s: %s", rk_err_name(code), msg);
+  return code;
+}
+
+const char *rk_runtime_last_error(const rk_runtime *rt) {
+  /* The buffer is rewritten under rt->lock; a reader racing with a failure in another thread may
+   * see the newer message, never a torn pointer. Copy it out if you need it stable. */
+  return rt ? rt->last_error : "no runtime";
+}
+
+uint64_t rk__msg_id(rk_runtime *rt) {
+  return __atomic_add_fetch(&rt->next_msg_id, 1, __ATOMIC_RELAXED) & ~RK__CALL_BIT;
+}
+
+rk_backend rk_runtime_backend(const rk_runtime *rt) { return rt ? rt->backend : RK_BACKEND_AUTO; }
+const char *rk_runtime_backend_reason(const rk_runtime *rt) { return rt ? rt->backend_reason : ""; }
+rk_clock *rk_runtime_clock(rk_runtime *rt) { return rt ? rt->clock : NULL; }
+
+/* ---------------------------------------- backend choice ------------------------------------- */
+
+/* Probe CUDA: 1 usable device, 0 none (reason written). The CUDA backend proper lives in the CUDA
+ * issue's code; until it is built in, a found device is reported and the CPU backend used. */
+static int cuda_probe(int device, char *reason, size_t len) {
+#if defined(RK_HAVE_CUDA)
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    snprintf(reason, len, "no usable CUDA driver (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
+    return 0;
+  }
+  if (n == 0) {
+    snprintf(reason, len, "no CUDA device present");
+    return 0;
+  }
+  if (device < 0 || device >= n) {
+    snprintf(reason, len, "CUDA device %d requested, %d present", device, n);
+    return 0;
+  }
+  snprintf(reason, len, "CUDA device %d present, but this build has no CUDA backend yet", device);
+  return 0;
+#else
+  (void)device;
+  snprintf(reason, len, "built without CUDA");
+  return 0;
+#endif
+}
+
+/* ---------------------------------------- service loop --------------------------------------- */
+
+/* Run fn over a snapshot of the kernel list; each kernel is pinned by refs while it is used. */
+static void for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *)) {
+  rk_kernel *ks[256], *k;
+  int n = 0, i;
+  uv_mutex_lock(&rt->lock);
+  for (k = rt->kernels; k && n < 256; k = k->next) {
+    __atomic_add_fetch(&k->refs, 1, __ATOMIC_ACQUIRE);
+    ks[n++] = k;
+  }
+  uv_mutex_unlock(&rt->lock);
+  for (i = 0; i < n; i++) {
+    fn(ks[i]);
+    __atomic_sub_fetch(&ks[i]->refs, 1, __ATOMIC_RELEASE); /* pairs with rk_kernel_destroy */
+  }
+}
+
+static void on_close(uv_handle_t *h) {
+  struct rk__handles *hs = (struct rk__handles *)h->data;
+  if (--hs->open == 0) free(hs);
+}
+
+static void close_handles(struct rk__handles *hs) {
+  uv_close((uv_handle_t *)&hs->async, on_close);
+  uv_close((uv_handle_t *)&hs->timer, on_close);
+}
+
+static void on_async(uv_async_t *a) {
+  struct rk__handles *hs = (struct rk__handles *)a->data;
+  rk_runtime *rt = hs->rt;
+  if (rt == NULL) return;
+  if (__atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE) && rt->own_thread) {
+    close_handles(hs);
+    return;
+  }
+  for_each_kernel(rt, rk__dispatch_callbacks);
+}
+
+static void on_timer(uv_timer_t *t) {
+  struct rk__handles *hs = (struct rk__handles *)t->data;
+  rk_runtime *rt = hs->rt;
+  if (rt == NULL) return;
+  rk__watchdog(rt);
+  for_each_kernel(rt, rk__dispatch_callbacks); /* anything a coalesced wake-up left behind */
+}
+
+static void service_main(void *arg) {
+  rk_runtime *rt = (rk_runtime *)arg;
+  uv_run(rt->loop, UV_RUN_DEFAULT);
+}
+
+void rk__service_wake(rk_runtime *rt) {
+  if (rt->handles) uv_async_send(&rt->handles->async);
+}
+
+/* ---------------------------------------- create / destroy ----------------------------------- */
+
+int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
+  rk_runtime_options o = RK_RUNTIME_OPTIONS_INIT;
+  rk_runtime *rt;
+  int rc, cuda_ok;
+  char reason[256];
+  uint64_t interval;
+
+  if (out == NULL) return RK_EINVAL;
+  *out = NULL;
+  if (opts) {
+    if (opts->size == 0 || opts->size > sizeof o) return RK_EINVAL;
+    memcpy(&o, opts, opts->size);
+    o.size = sizeof o;
+  }
+  if (o.backend != RK_BACKEND_AUTO && o.backend != RK_BACKEND_CPU && o.backend != RK_BACKEND_CUDA) return RK_EINVAL;
+  if ((unsigned)o.log_level > RK_LOG_DEBUG) o.log_level = RK_LOG_DEBUG;
+
+  cuda_ok = o.backend == RK_BACKEND_CPU ? 0 : cuda_probe(o.device, reason, sizeof reason);
+  if (o.backend == RK_BACKEND_CUDA && !cuda_ok) {
+    rk_runtime tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.opts = o;
+    rk__log(&tmp, RK_LOG_ERROR, "RK_BACKEND_CUDA unavailable: %s", reason);
+    return RK_ENODEV;
+  }
+
+  rt = (rk_runtime *)calloc(1, sizeof *rt);
+  if (rt == NULL) return RK_ENOMEM;
+  rt->opts = o;
+  uv_mutex_init(&rt->lock);
+  snprintf(rt->last_error, sizeof rt->last_error, "no error");
+  rt->backend = RK_BACKEND_CPU;
+  if (o.backend == RK_BACKEND_CPU)
+    snprintf(rt->backend_reason, sizeof rt->backend_reason, "CPU backend requested");
+  else
+    snprintf(rt->backend_reason, sizeof rt->backend_reason, "CPU backend: %s", reason);
+  rt->node_id = o.node_id ? o.node_id : (uint32_t)(((uint32_t)getpid() << 16) ^ (uint32_t)rk_realtime_us()) | 0x80000000u;
+  if ((rc = rk_clock_create(&rt->clock, rt->node_id, o.max_offset_us)) != RK_OK) goto fail;
+
+  rt->handles = (struct rk__handles *)calloc(1, sizeof *rt->handles);
+  if (rt->handles == NULL) {
+    rc = RK_ENOMEM;
+    goto fail;
+  }
+  rt->handles->rt = rt;
+  if (o.loop) {
+    rt->loop = (uv_loop_t *)o.loop;
+  } else {
+    if (uv_loop_init(&rt->own_loop) != 0) {
+      rc = RK_ESYS;
+      goto fail;
+    }
+    rt->loop = &rt->own_loop;
+    rt->own_thread = 1;
+  }
+  uv_async_init(rt->loop, &rt->handles->async, on_async);
+  uv_timer_init(rt->loop, &rt->handles->timer);
+  rt->handles->async.data = rt->handles;
+  rt->handles->timer.data = rt->handles;
+  rt->handles->open = 2;
+  interval = o.watchdog_interval_ns ? o.watchdog_interval_ns : RK_DEFAULT_WATCHDOG_INTERVAL_NS;
+  uv_timer_start(&rt->handles->timer, on_timer, (interval + 999999) / 1000000, (interval + 999999) / 1000000);
+  if (rt->own_thread && uv_thread_create(&rt->service, service_main, rt) != 0) {
+    close_handles(rt->handles);
+    uv_run(rt->loop, UV_RUN_DEFAULT);
+    rt->handles = NULL;
+    uv_loop_close(rt->loop);
+    rc = RK_ESYS;
+    goto fail;
+  }
+  rk__log(rt, RK_LOG_INFO, "runtime created: %s backend (%s), node %u", rk_backend_name(rt->backend),
+          rt->backend_reason, rt->node_id);
+  *out = rt;
+  return RK_OK;
+
+fail:
+  free(rt->handles);
+  rk_clock_destroy(rt->clock);
+  uv_mutex_destroy(&rt->lock);
+  free(rt);
+  return rc;
+}
+
+void rk_runtime_destroy(rk_runtime *rt) {
+  if (rt == NULL) return;
+  for (;;) {
+    rk_kernel *k;
+    uv_mutex_lock(&rt->lock);
+    k = rt->kernels;
+    uv_mutex_unlock(&rt->lock);
+    if (k == NULL) break;
+    rk_kernel_destroy(k);
+  }
+  if (rt->own_thread) {
+    __atomic_store_n(&rt->stopping, 1, __ATOMIC_RELEASE);
+    uv_async_send(&rt->handles->async);
+    uv_thread_join(&rt->service); /* the loop ends once its handles are closed */
+    uv_loop_close(rt->loop);
+  } else if (rt->handles) {
+    /* Application loop: close our handles; their memory is freed by the close callbacks when the
+     * application's loop next runs. */
+    rt->handles->rt = NULL;
+    close_handles(rt->handles);
+  }
+  rk_clock_destroy(rt->clock);
+  uv_mutex_destroy(&rt->lock);
+  free(rt);
+}

@@ -1,0 +1,205 @@
+/* telemetry.c — the watchdog and the counters of ARCHITECTURE §10, as a struct and as JSON.
+ *
+ * The watchdog runs on the service loop's timer: a lane whose heartbeat has not moved for
+ * watchdog_stall_ns while its inbox holds work faults the kernel (RK_ETIMEDOUT, "stalled"); an idle
+ * parked lane has no work and is never faulted. */
+#include <stdio.h>
+#include <string.h>
+
+#include "host/internal.h"
+
+#define RK_DEFAULT_WATCHDOG_STALL_NS 2000000000ull
+
+static void watch_kernel(rk_kernel *k) {
+  uint64_t now = rk__now_ns();
+  uint64_t stall = k->rt->opts.watchdog_stall_ns ? k->rt->opts.watchdog_stall_ns : RK_DEFAULT_WATCHDOG_STALL_NS;
+  uint32_t s = rk_load_acquire_sys_u32(&k->hstate), i;
+  if (s != RK_STATE_ACTIVE && s != RK_STATE_TERMINATING) return;
+  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) return;
+  for (i = 0; i < k->lanes; i++) {
+    rk__lane *l = &k->lane[i];
+    uint64_t hb = rk_load_relaxed_sys_u64(&l->status->heartbeat); /* statistics: no pairing */
+    uint64_t depth = rk_ring_count(l->inbox);
+    uint64_t changed = __atomic_load_n(&l->wd_changed_ns, __ATOMIC_RELAXED);
+    if (hb != l->wd_heartbeat || depth == 0 || changed == 0) {
+      l->wd_heartbeat = hb;
+      __atomic_store_n(&l->wd_changed_ns, now, __ATOMIC_RELAXED); /* statistics for stats_get */
+      continue;
+    }
+    if (now - changed >= stall) {
+      rk__kernel_fault(k, RK_ETIMEDOUT, "lane %u stalled: no heartbeat for %llu ms with %llu messages waiting", i,
+                       (unsigned long long)((now - changed) / 1000000), (unsigned long long)depth);
+      return;
+    }
+  }
+}
+
+void rk__watchdog(rk_runtime *rt) {
+  rk_kernel *k;
+  uv_mutex_lock(&rt->lock);
+  for (k = rt->kernels; k; k = k->next) watch_kernel(k);
+  uv_mutex_unlock(&rt->lock);
+}
+
+static uint64_t hist_quantile(const uint64_t *h, uint64_t total, double q) {
+  uint64_t target = (uint64_t)(q * (double)total + 0.5), acc = 0;
+  uint32_t b;
+  if (total == 0) return 0;
+  if (target == 0) target = 1;
+  for (b = 0; b < RK_LATENCY_BUCKETS; b++) {
+    acc += h[b];
+    if (acc >= target) return (2ull << b) - 1; /* upper bound of bucket b */
+  }
+  return UINT64_MAX;
+}
+
+int rk_kernel_stats_get(rk_kernel *k, rk_kernel_stats *st) {
+  uint32_t i, b;
+  uint64_t now = rk__now_ns();
+  if (k == NULL || st == NULL || st->size < sizeof(rk_kernel_stats)) return RK_EINVAL;
+  memset(st, 0, sizeof *st);
+  st->size = sizeof *st;
+  st->state = rk_kernel_state_of(k);
+  st->lanes = k->lanes;
+#define LD(x) __atomic_load_n(&k->x, __ATOMIC_RELAXED)
+  st->sent = LD(sent);
+  st->send_rejected = LD(send_rejected);
+  st->send_timeouts = LD(send_timeouts);
+  st->send_invalid = LD(send_invalid);
+  st->received = LD(received);
+  st->late_replies = LD(late_replies);
+#undef LD
+  for (i = 0; i < k->lanes; i++) {
+    rk_lane_status *ls = k->lane[i].status;
+    st->msgs_in += rk_load_relaxed_sys_u64(&ls->msgs_in);
+    st->msgs_out += rk_load_relaxed_sys_u64(&ls->msgs_out);
+    st->invalid += rk_load_relaxed_sys_u64(&ls->invalid);
+    st->clock_rejected += rk_load_relaxed_sys_u64(&ls->clock_rejected);
+    st->handler_errors += rk_load_relaxed_sys_u64(&ls->handler_errors);
+    st->outbox_stalls += rk_load_relaxed_sys_u64(&ls->outbox_stalls);
+    st->k2k_in += rk_load_relaxed_sys_u64(&ls->k2k_in);
+    st->k2k_out += rk_load_relaxed_sys_u64(&ls->k2k_out);
+    st->inbox_depth[i] = rk_ring_count(k->lane[i].inbox);
+    st->outbox_depth[i] = rk_ring_count(k->lane[i].outbox);
+    {
+      uint64_t changed = __atomic_load_n(&k->lane[i].wd_changed_ns, __ATOMIC_RELAXED);
+      if (st->inbox_depth[i] && changed && now > changed && now - changed > st->heartbeat_age_ns)
+        st->heartbeat_age_ns = now - changed;
+    }
+  }
+  for (b = 0; b < RK_LATENCY_BUCKETS; b++) {
+    st->latency_hist[b] = __atomic_load_n(&k->latency_hist[b], __ATOMIC_RELAXED);
+    st->latency_count += st->latency_hist[b];
+  }
+  st->latency_p50_ns = hist_quantile(st->latency_hist, st->latency_count, 0.50);
+  st->latency_p99_ns = hist_quantile(st->latency_hist, st->latency_count, 0.99);
+  return RK_OK;
+}
+
+/* snprintf into a moving window; counts what the full text needs even when it does not fit. */
+typedef struct jbuf {
+  char *p;
+  size_t left;
+  size_t need;
+} jbuf;
+
+static void jprintf(jbuf *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void jprintf(jbuf *j, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  n = vsnprintf(j->p, j->left, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  j->need += (size_t)n;
+  if ((size_t)n < j->left) {
+    j->p += n;
+    j->left -= (size_t)n;
+  } else if (j->left) {
+    j->p += j->left - 1;
+    j->left = 1;
+  }
+}
+
+static void jstring(jbuf *j, const char *s) {
+  jprintf(j, "\"");
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      jprintf(j, "\\%c", c);
+    else if (c < 0x20)
+      jprintf(j, "\\u%04x", c);
+    else
+      jprintf(j, "%c", c);
+  }
+  jprintf(j, "\"");
+}
+
+static void kernel_json(jbuf *j, rk_kernel *k) {
+  rk_kernel_stats st;
+  uint32_t i;
+  char err[256];
+  st.size = sizeof st;
+  rk_kernel_stats_get(k, &st);
+  jprintf(j, "{\"id\":%u,\"name\":", k->id);
+  jstring(j, k->name);
+  jprintf(j, ",\"state\":\"%s\",\"lanes\":%u,\"threads_per_lane\":%u", rk_state_name(st.state), k->lanes, k->threads);
+  if (rk_kernel_error(k, err, sizeof err)) {
+    jprintf(j, ",\"error\":");
+    jstring(j, err);
+  }
+  jprintf(j,
+          ",\"sent\":%llu,\"send_rejected\":%llu,\"send_timeouts\":%llu,\"send_invalid\":%llu,\"msgs_in\":%llu,"
+          "\"msgs_out\":%llu,\"received\":%llu,\"late_replies\":%llu,\"k2k_in\":%llu,\"k2k_out\":%llu,"
+          "\"invalid\":%llu,\"clock_rejected\":%llu,\"handler_errors\":%llu,\"outbox_stalls\":%llu,"
+          "\"heartbeat_age_ns\":%llu",
+          (unsigned long long)st.sent, (unsigned long long)st.send_rejected, (unsigned long long)st.send_timeouts,
+          (unsigned long long)st.send_invalid, (unsigned long long)st.msgs_in, (unsigned long long)st.msgs_out,
+          (unsigned long long)st.received, (unsigned long long)st.late_replies, (unsigned long long)st.k2k_in,
+          (unsigned long long)st.k2k_out, (unsigned long long)st.invalid, (unsigned long long)st.clock_rejected,
+          (unsigned long long)st.handler_errors, (unsigned long long)st.outbox_stalls,
+          (unsigned long long)st.heartbeat_age_ns);
+  jprintf(j, ",\"inbox_depth\":[");
+  for (i = 0; i < k->lanes; i++) jprintf(j, "%s%llu", i ? "," : "", (unsigned long long)st.inbox_depth[i]);
+  jprintf(j, "],\"outbox_depth\":[");
+  for (i = 0; i < k->lanes; i++) jprintf(j, "%s%llu", i ? "," : "", (unsigned long long)st.outbox_depth[i]);
+  jprintf(j, "],\"latency\":{\"count\":%llu,\"p50_ns\":%llu,\"p99_ns\":%llu,\"log2_ns_buckets\":[",
+          (unsigned long long)st.latency_count, (unsigned long long)st.latency_p50_ns,
+          (unsigned long long)st.latency_p99_ns);
+  for (i = 0; i < RK_LATENCY_BUCKETS; i++) jprintf(j, "%s%llu", i ? "," : "", (unsigned long long)st.latency_hist[i]);
+  jprintf(j, "]}");
+  if (k->desc.types) {
+    jprintf(j, ",\"types\":[");
+    for (i = 0; i < k->desc.n_types; i++) {
+      jprintf(j, "%s{\"id\":%u,\"size\":%u,\"name\":", i ? "," : "", k->desc.types[i]->id, k->desc.types[i]->size);
+      jstring(j, k->desc.types[i]->name ? k->desc.types[i]->name : "");
+      jprintf(j, "}");
+    }
+    jprintf(j, "]");
+  }
+  jprintf(j, "}");
+}
+
+int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len) {
+  jbuf j;
+  rk_kernel *k;
+  int first = 1;
+  if (rt == NULL || (buf == NULL && len > 0)) return RK_EINVAL;
+  j.p = buf;
+  j.left = len;
+  j.need = 0;
+  if (len) buf[0] = '\0';
+  jprintf(&j, "{\"backend\":\"%s\",\"backend_reason\":", rk_backend_name(rt->backend));
+  jstring(&j, rt->backend_reason);
+  jprintf(&j, ",\"node_id\":%u,\"hlc\":%llu,\"version\":\"%s\",\"kernels\":[", rt->node_id,
+          (unsigned long long)rk_clock_peek(rt->clock), rk_version_string());
+  uv_mutex_lock(&rt->lock);
+  for (k = rt->kernels; k; k = k->next) {
+    if (!first) jprintf(&j, ",");
+    first = 0;
+    kernel_json(&j, k);
+  }
+  uv_mutex_unlock(&rt->lock);
+  jprintf(&j, "]}");
+  return j.need > 0x7fffffff ? RK_ENOMEM : (int)j.need;
+}
