@@ -39,33 +39,41 @@ typedef int (*rk_handler_fn)(rk_ctx *ctx, const rk_msg *in);
 /** Declare a handler: RK_HANDLER(name)(rk_ctx *ctx, const rk_msg *in) { ... } */
 #define RK_HANDLER(name) RK_DEVICE int name
 
-/* The device implementations of these functions come with the CUDA backend (src/device); the host
- * ones with the CPU backend. The declarations are the contract for both. */
+/* The device implementations of these functions come with the CUDA backend's device runtime
+ * (src/device/persistent.cuh, compiled into every device program, nvcc or NVRTC); the host ones
+ * with the CPU backend in librk. The declarations are the contract for both. Under nvcc and NVRTC
+ * they have internal linkage: each device program carries its own copy, and the host half of an
+ * nvcc translation unit never emits symbols that would clash with librk's host functions. */
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define RK_DIALECT static __device__
+#else
+#define RK_DIALECT RK_API
+#endif
 /** The kernel's persistent state (state_size bytes, kept across deactivate/activate). */
-RK_API RK_DEVICE void *rk_state(rk_ctx *ctx);
+RK_DIALECT void *rk_state(rk_ctx *ctx);
 /** Lane-shared scratch memory (scratch_size bytes of the kernel descriptor); *size may be NULL. */
-RK_API RK_DEVICE void *rk_scratch(rk_ctx *ctx, size_t *size);
+RK_DIALECT void *rk_scratch(rk_ctx *ctx, size_t *size);
 /** A fresh kernel-clock stamp (a local event: strictly greater than any stamp seen so far). */
-RK_API RK_DEVICE rk_hlc rk_now(rk_ctx *ctx);
+RK_DIALECT rk_hlc rk_now(rk_ctx *ctx);
 /** This thread's index in its lane, and the lane's thread count. */
-RK_API RK_DEVICE uint32_t rk_thread(rk_ctx *ctx);
-RK_API RK_DEVICE uint32_t rk_threads(rk_ctx *ctx);
+RK_DIALECT uint32_t rk_thread(rk_ctx *ctx);
+RK_DIALECT uint32_t rk_threads(rk_ctx *ctx);
 /** Barrier across the lane's threads (collective). */
-RK_API RK_DEVICE void rk_sync(rk_ctx *ctx);
+RK_DIALECT void rk_sync(rk_ctx *ctx);
 /** The lane index, the lane count, and this kernel's id. */
-RK_API RK_DEVICE uint32_t rk_lane(rk_ctx *ctx);
-RK_API RK_DEVICE uint32_t rk_lanes(rk_ctx *ctx);
-RK_API RK_DEVICE uint32_t rk_self(rk_ctx *ctx);
+RK_DIALECT uint32_t rk_lane(rk_ctx *ctx);
+RK_DIALECT uint32_t rk_lanes(rk_ctx *ctx);
+RK_DIALECT uint32_t rk_self(rk_ctx *ctx);
 
 /** Reply to the current message (collective; one thread publishes). Returns 0, RK_EMSGSIZE (len
  *  above the slot's payload), RK_EAGAIN (outbox full: only possible for a second reply). */
-RK_API RK_DEVICE int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len);
+RK_DIALECT int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len);
 /** Reserve a reply of len bytes in the outbox and return where to write it (the same pointer in
  *  every thread), or NULL (no reply wanted, or RK_EMSGSIZE/RK_EAGAIN). Collective. */
-RK_API RK_DEVICE void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len);
+RK_DIALECT void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len);
 /** Publish the reply reserved with rk_reply_reserve (collective: barrier, then one thread
  *  publishes). Returns 0 or RK_ESTATE when nothing was reserved. */
-RK_API RK_DEVICE int rk_reply_commit(rk_ctx *ctx);
+RK_DIALECT int rk_reply_commit(rk_ctx *ctx);
 
 /** Reply with a typed message: sizes are checked at compile time. */
 #define rk_reply_typed(ctx, T, ptr) (RK__CHECK_TYPED(T, ptr), rk_reply((ctx), T##_TYPE, (ptr), (uint32_t)sizeof(T)))

@@ -318,6 +318,14 @@ RK_INLINE RK_HD int rk_ring_mpsc_push_n(rk_ring *r, const void *msgs, uint32_t l
 }
 
 /* ------------------------------------ consumer ------------------------------------------------ */
+/** MPSC: is position pos published, given its slot's sequence word? Position p is published when
+ *  seq == p + 1; earlier laps leave smaller values. Compared by signed 64-bit difference, so the
+ *  rule holds across the wrap of the free-running indices. The one place this rule is written:
+ *  the host consumer (rk_ring_peek_n) and the device lane loop both call it. */
+RK_INLINE RK_HD int rk_ring_seq_published(uint64_t seq, uint64_t pos) {
+  return (int64_t)(seq - (pos + 1)) >= 0;
+}
+
 
 /**
  * Consumer: find up to n consecutive published slots starting at the head, without consuming
@@ -339,8 +347,7 @@ RK_INLINE RK_HD uint32_t rk_ring_peek_n(rk_ring *r, uint32_t n, uint64_t *pos) {
   } else {
     while (k < n) {
       /* pairs with the producer's store-release in rk_ring_mpsc_commit_n */
-      uint64_t s = rk_load_acquire_sys_u64(rk_ring__seq(r, h + k));
-      if ((int64_t)(s - (h + k + 1)) < 0) break; /* not yet published */
+      if (!rk_ring_seq_published(rk_load_acquire_sys_u64(rk_ring__seq(r, h + k)), h + k)) break;
       k++;
     }
   }

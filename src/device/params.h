@@ -1,0 +1,39 @@
+/* device/params.h — what the host hands a persistent kernel at launch (one POD, shared by the
+ * host half of the CUDA backend and the device loop; compiled by cc, nvcc and NVRTC).
+ *
+ * Every pointer is a device address: rings and the control block in pinned host-mapped memory
+ * (cudaHostGetDevicePointer), state and the kernel clock in device memory. Rings of lane i live at
+ * base + i * stride. */
+#ifndef RK_DEVICE_PARAMS_H
+#define RK_DEVICE_PARAMS_H
+
+#include "ringkernel/common.h"
+#include "ringkernel/control.h"
+#include "ringkernel/ring.h"
+
+typedef struct rk_dev_params {
+  rk_control *ctl;          /* mapped: host line, lane command lines, lane status lines */
+  uint8_t *inbox_base;      /* mapped: lane i's MPSC inbox at inbox_base + i * inbox_stride */
+  uint8_t *outbox_base;     /* mapped: lane i's SPSC outbox */
+  uint64_t inbox_stride;
+  uint64_t outbox_stride;
+  void *state;              /* device memory, state_size bytes */
+  uint64_t *clock;          /* device memory: the kernel's packed HLC word */
+  uint64_t max_offset_us;   /* drift bound for received stamps */
+  uint64_t state_size;
+  uint32_t lanes;
+  uint32_t kernel_id;
+  uint32_t slot_size;
+  uint32_t batch;           /* slots copied to shared memory per inbox access */
+  uint32_t scratch_size;    /* bytes of lane scratch after the batch in dynamic shared memory */
+  uint32_t reserved;
+} rk_dev_params;
+
+RK_STATIC_ASSERT(sizeof(rk_dev_params) == 96, "rk_dev_params layout");
+
+/* Dynamic shared memory a lane needs: the batch copy of its slots, then the scratch. */
+RK_INLINE RK_HD size_t rk_dev_smem_size(uint32_t batch, uint32_t slot_size, uint32_t scratch_size) {
+  return (size_t)batch * slot_size + ((scratch_size + 15u) & ~15u);
+}
+
+#endif

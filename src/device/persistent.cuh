@@ -1,0 +1,397 @@
+/* device/persistent.cuh — the persistent ring-kernel loop and the device half of the kernel dialect.
+ *
+ * Compiled by nvcc (built-in kernels, src/device/builtins.cu) and by NVRTC (handlers supplied as
+ * source at run time; this file is embedded into librk as a string). It includes only ringkernel
+ * headers: NVRTC has no system headers.
+ *
+ * One block is one lane. Per iteration, thread 0 polls the control block (ld.acquire.sys of
+ * cmd_seq) and the inbox (ld.acquire.sys of each slot's sequence word); the block copies up to
+ * `batch` slots from host-mapped memory into shared memory with ld.relaxed.sys loads (mapped memory
+ * is never read with weak, cacheable loads), synchronises, and thread 0 store-releases the inbox
+ * head, freeing the slots for the host before the handlers even run. Every thread of the block
+ * runs the handler on each message. Replies are written into the outbox slots (host memory) by the
+ * block, then, after a barrier, thread 0 issues fence.acq_rel.sys and store-releases the outbox
+ * tail. The device never read-modify-writes host memory (hostNativeAtomicSupported may be 0): its
+ * own ring indices are kept in shared memory and only stored. Idle lanes back off with __nanosleep.
+ * The kernel clock is a device-memory word updated with a device-scope CAS; physical time is
+ * %globaltimer plus the offset the host calibrates into the control block. */
+#ifndef RK_DEVICE_PERSISTENT_CUH
+#define RK_DEVICE_PERSISTENT_CUH
+
+#include "ringkernel/atomic.h"
+#include "ringkernel/control.h"
+#include "ringkernel/envelope.h"
+#include "ringkernel/hlc.h"
+#include "ringkernel/kernel.h"
+#include "ringkernel/message.h"
+#include "ringkernel/ring.h"
+#include "device/params.h"
+
+/* Lane state kept in shared memory: written by thread 0, read by all after a barrier. */
+typedef struct rk_dev_lane {
+  rk_ring *in;
+  rk_ring *out;
+  rk_lane_status *status;
+  /* Ring geometry, read once at start: every read of host-mapped memory is a PCIe round trip. */
+  uint8_t *in_slots;
+  volatile uint64_t *in_seq;
+  uint8_t *out_slots;
+  uint64_t in_mask;
+  uint64_t out_mask;
+  uint64_t out_cap;
+  uint64_t in_head;       /* our consumer index of the inbox (we are its only writer) */
+  uint64_t out_tail;      /* our producer index of the outbox */
+  uint64_t out_head;      /* cached view of the host's outbox head */
+  uint64_t drain_to;
+  uint64_t next_reply_id;
+  uint32_t ack;
+  uint32_t state;
+  uint32_t n;             /* messages in the current batch */
+  uint32_t out_pending;   /* replies written, not yet published */
+  uint32_t exit;
+  int replied;
+  int coll_rc;
+  int skip;
+  void *coll_ptr;
+  rk_envelope *reserved;
+  rk_msg cur;
+} rk_dev_lane;
+
+struct rk_ctx {
+  const rk_dev_params *p;
+  rk_dev_lane *L;
+  uint8_t *scratch;
+  uint32_t lane;
+};
+
+/* ---------------------------------------- time and clock ------------------------------------- */
+
+RK_INLINE __device__ uint64_t rk_dev_globaltimer(void) {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+/* Physical microseconds: %globaltimer (ns) + the host-calibrated offset (relaxed: a statistic the
+ * host refreshes; any recent value is good). Never clock64(): it is per-SM cycles. */
+RK_INLINE __device__ uint64_t rk_dev_physical_us(const rk_dev_params *p) {
+  uint64_t off = rk_load_relaxed_sys_u64(&p->ctl->host.clock_offset_ns);
+  return (rk_dev_globaltimer() + off) / 1000u;
+}
+
+RK_INLINE __device__ rk_hlc rk_dev_tick(const rk_dev_params *p) {
+  uint64_t pt = rk_dev_physical_us(p), old = rk_load_relaxed_dev_u64(p->clock), next;
+  do {
+    next = rk_hlc_send(old, pt);
+  } while (!rk_cas_acq_rel_dev_u64(p->clock, &old, next)); /* pairs with itself across lanes */
+  return next;
+}
+
+RK_INLINE __device__ int rk_dev_merge(const rk_dev_params *p, rk_hlc m) {
+  uint64_t pt = rk_dev_physical_us(p), old, next;
+  if (rk_hlc_too_far_ahead(m, pt, p->max_offset_us)) return RK_ECLOCK; /* the clock does not move */
+  old = rk_load_relaxed_dev_u64(p->clock);
+  do {
+    next = rk_hlc_recv(old, m, pt);
+  } while (!rk_cas_acq_rel_dev_u64(p->clock, &old, next));
+  return RK_OK;
+}
+
+/* Single-writer counter in the lane's status line (mapped): a load and a store, never an RMW. */
+RK_INLINE __device__ void rk_dev_count(volatile uint64_t *c, uint64_t n) {
+  rk_store_relaxed_sys_u64(c, rk_load_relaxed_sys_u64(c) + n);
+}
+
+/* ---------------------------------------- replies (thread 0) --------------------------------- */
+
+RK_INLINE __device__ uint8_t *rk_dev_in_slot(const rk_dev_params *p, rk_dev_lane *L, uint64_t pos) {
+  return L->in_slots + (size_t)((pos & L->in_mask) * p->slot_size);
+}
+
+/* Thread 0: the next reply slot, or NULL when the outbox is full. The host's head is re-read (a
+ * PCIe read) only when the cached view says full. */
+RK_INLINE __device__ rk_envelope *rk_dev_reply_slot(const rk_dev_params *p, rk_dev_lane *L) {
+  uint64_t want = L->out_pending + 1;
+  if (L->out_cap - (L->out_tail - L->out_head) < want) {
+    L->out_head = rk_ring_load_acquire_head(L->out); /* pairs with the host drainer's release */
+    if (L->out_cap - (L->out_tail - L->out_head) < want) return 0;
+  }
+  return RK_CAST(rk_envelope *, L->out_slots + (size_t)(((L->out_tail + L->out_pending) & L->out_mask) * p->slot_size));
+}
+
+RK_INLINE __device__ void rk_dev_reply_header(const rk_dev_params *p, rk_dev_lane *L, rk_envelope *e,
+                                              uint32_t type, uint32_t len, uint16_t flags) {
+  rk_envelope_init(e, type, len, (uint16_t)(RK_ENV_F_REPLY | flags));
+  e->msg_id = ((uint64_t)(blockIdx.x + 1) << 48) | ++L->next_reply_id;
+  e->correlation_id = L->cur.env.msg_id;
+  e->src = p->kernel_id;
+  e->dst = L->cur.env.src;
+  e->node = p->kernel_id;
+  e->lane = (uint16_t)blockIdx.x;
+  e->priority = L->cur.env.priority;
+}
+
+RK_INLINE __device__ void rk_dev_reply_staged(const rk_dev_params *p, rk_dev_lane *L, rk_envelope *e) {
+  e->hlc = rk_dev_tick(p);
+  L->out_pending++;
+  L->replied = 1;
+  rk_dev_count(&L->status->msgs_out, 1);
+}
+
+RK_INLINE __device__ int rk_dev_reply_put(const rk_dev_params *p, rk_dev_lane *L, uint32_t type, uint16_t flags,
+                                          const void *payload, uint32_t len) {
+  rk_envelope *e;
+  if (L->cur.env.flags & RK_ENV_F_NO_REPLY) return RK_OK;
+  if (len > p->slot_size - RK_ENVELOPE_SIZE) return RK_EMSGSIZE;
+  e = rk_dev_reply_slot(p, L);
+  if (e == 0) return RK_EAGAIN;
+  rk_dev_reply_header(p, L, e, type, len, flags);
+  rk_ring__copy(e + 1, payload, len);
+  rk_dev_reply_staged(p, L, e);
+  return RK_OK;
+}
+
+/* Publish staged replies: barrier (the block's writes are done), then thread 0 fences at system
+ * scope and store-releases the tail (pairs with the host drainer's acquire of tail). */
+RK_INLINE __device__ void rk_dev_flush(rk_dev_lane *L) {
+  __syncthreads();
+  if (threadIdx.x == 0 && L->out_pending) {
+    rk_fence_acq_rel_sys();
+    L->out_tail += L->out_pending;
+    rk_store_release_sys_u64(&L->out->tail, L->out_tail);
+    L->out_pending = 0;
+  }
+  __syncthreads();
+}
+
+/* ---------------------------------------- the dialect (device side) -------------------------- */
+
+static __device__ void *rk_state(rk_ctx *ctx) { return ctx->p->state; }
+static __device__ void *rk_scratch(rk_ctx *ctx, size_t *size) {
+  if (size) *size = ctx->p->scratch_size;
+  return ctx->scratch;
+}
+static __device__ rk_hlc rk_now(rk_ctx *ctx) { return rk_dev_tick(ctx->p); }
+static __device__ uint32_t rk_thread(rk_ctx *ctx) { (void)ctx; return threadIdx.x; }
+static __device__ uint32_t rk_threads(rk_ctx *ctx) { (void)ctx; return blockDim.x; }
+static __device__ void rk_sync(rk_ctx *ctx) { (void)ctx; __syncthreads(); }
+static __device__ uint32_t rk_lane(rk_ctx *ctx) { return ctx->lane; }
+static __device__ uint32_t rk_lanes(rk_ctx *ctx) { return ctx->p->lanes; }
+static __device__ uint32_t rk_self(rk_ctx *ctx) { return ctx->p->kernel_id; }
+
+static __device__ int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len) {
+  __syncthreads();
+  if (threadIdx.x == 0)
+    ctx->L->coll_rc = (payload == 0 && len > 0) ? RK_EINVAL : rk_dev_reply_put(ctx->p, ctx->L, type, 0, payload, len);
+  __syncthreads();
+  return ctx->L->coll_rc;
+}
+
+static __device__ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len) {
+  rk_dev_lane *L = ctx->L;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    rk_envelope *e = 0;
+    L->coll_ptr = 0;
+    if (!(L->cur.env.flags & RK_ENV_F_NO_REPLY) && len <= ctx->p->slot_size - RK_ENVELOPE_SIZE && L->reserved == 0)
+      e = rk_dev_reply_slot(ctx->p, L);
+    if (e) {
+      rk_dev_reply_header(ctx->p, L, e, type, len, 0);
+      L->reserved = e;
+      L->coll_ptr = e + 1;
+    }
+  }
+  __syncthreads();
+  return L->coll_ptr;
+}
+
+static __device__ int rk_reply_commit(rk_ctx *ctx) {
+  rk_dev_lane *L = ctx->L;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    if (L->reserved) {
+      rk_dev_reply_staged(ctx->p, L, L->reserved);
+      L->reserved = 0;
+      L->coll_rc = RK_OK;
+    } else {
+      L->coll_rc = (L->cur.env.flags & RK_ENV_F_NO_REPLY) ? RK_OK : RK_ESTATE;
+    }
+  }
+  __syncthreads();
+  return L->coll_rc;
+}
+
+/* ---------------------------------------- the loop ------------------------------------------- */
+
+/* Copy n slots starting at the inbox head from mapped memory into shared memory, the block's
+ * threads striding over 8-byte words, with relaxed system-scope loads (ordered after thread 0's
+ * acquire of each slot's sequence word by the barrier that preceded this call). */
+RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L, uint8_t *dst, uint32_t n) {
+  uint32_t words = p->slot_size / 8u, i;
+  for (i = threadIdx.x; i < n * words; i += blockDim.x) {
+    uint32_t s = i / words, w = i % words;
+    const volatile uint64_t *src = RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + s)) + w;
+    RK_CAST(uint64_t *, dst + (size_t)s * p->slot_size)[w] = rk_load_relaxed_sys_u64(src);
+  }
+}
+
+/* Thread 0: apply a new command, if any. */
+RK_INLINE __device__ void rk_dev_poll_control(const rk_dev_params *p, rk_dev_lane *L) {
+  rk_control_host *h = &p->ctl->host;
+  uint32_t seq = rk_load_acquire_sys_u32(&h->cmd_seq); /* pairs with the host's release */
+  if (seq != L->ack) {
+    uint32_t cmd = rk_load_relaxed_sys_u32(&h->cmd);
+    if (cmd == RK_CMD_ACTIVATE && (L->state == RK_STATE_LAUNCHED || L->state == RK_STATE_INACTIVE))
+      L->state = RK_STATE_ACTIVE;
+    else if (cmd == RK_CMD_DEACTIVATE && L->state == RK_STATE_ACTIVE)
+      L->state = RK_STATE_INACTIVE;
+    else if (cmd == RK_CMD_TERMINATE) {
+      L->drain_to = rk_load_relaxed_sys_u64(&rk_control_lane_cmd(p->ctl, blockIdx.x)->drain_to);
+      L->state = RK_STATE_TERMINATING;
+    }
+    rk_store_relaxed_sys_u32(&L->status->state, L->state);
+    L->ack = seq;
+    rk_store_release_sys_u32(&L->status->ack_seq, seq); /* pairs with the host's acquire */
+  }
+  if (rk_load_relaxed_sys_u32(&h->abort)) L->exit = 1;
+}
+
+/* Thread 0: how many published slots can be taken now (MPSC sequence words, signed difference). */
+RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *L) {
+  uint32_t k = 0, max = p->batch;
+  if (L->state == RK_STATE_TERMINATING && L->drain_to - L->in_head < max) max = (uint32_t)(L->drain_to - L->in_head);
+  /* pairs with the host producers' store-release of each sequence word (rk_ring_mpsc_commit_n) */
+  while (k < max && rk_ring_seq_published(rk_load_acquire_sys_u64(L->in_seq + ((L->in_head + k) & L->in_mask)),
+                                          L->in_head + k))
+    k++;
+  return k;
+}
+
+template <int (*Handler)(rk_ctx *, const rk_msg *)>
+__device__ void rk_dev_lane_main(const rk_dev_params *p) {
+  extern __shared__ __align__(16) uint8_t rk_smem[];
+  __shared__ rk_dev_lane L;
+  rk_ctx ctx;
+  uint32_t idle = 0;
+  ctx.p = p;
+  ctx.L = &L;
+  ctx.lane = blockIdx.x;
+  ctx.scratch = rk_smem + (size_t)p->batch * p->slot_size;
+  if (threadIdx.x == 0) {
+    L.in = RK_CAST(rk_ring *, p->inbox_base + (size_t)blockIdx.x * p->inbox_stride);
+    L.out = RK_CAST(rk_ring *, p->outbox_base + (size_t)blockIdx.x * p->outbox_stride);
+    L.status = rk_control_lane(p->ctl, p->lanes, blockIdx.x);
+    /* The configuration line is written before launch and never again: relaxed loads, once. */
+    L.in_slots = RK_CAST(uint8_t *, L.in) + rk_load_relaxed_sys_u64(&L.in->slots_offset);
+    L.in_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.in) + rk_load_relaxed_sys_u64(&L.in->seq_offset));
+    L.in_mask = rk_load_relaxed_sys_u64(&L.in->mask);
+    L.out_slots = RK_CAST(uint8_t *, L.out) + rk_load_relaxed_sys_u64(&L.out->slots_offset);
+    L.out_mask = rk_load_relaxed_sys_u64(&L.out->mask);
+    L.out_cap = L.out_mask + 1;
+    L.in_head = rk_load_relaxed_sys_u64(&L.in->head);
+    L.out_tail = rk_load_relaxed_sys_u64(&L.out->tail);
+    L.out_head = rk_ring_load_acquire_head(L.out);
+    L.next_reply_id = 0;
+    L.ack = 0;
+    L.state = RK_STATE_LAUNCHED;
+    L.out_pending = 0;
+    L.exit = 0;
+    L.reserved = 0;
+    rk_store_relaxed_sys_u32(&L.status->state, L.state);
+    rk_store_release_sys_u32(&L.status->checked_in, 1); /* co-residency proof; pairs with the host */
+  }
+  __syncthreads();
+  for (;;) {
+    if (threadIdx.x == 0) {
+      L.n = 0;
+      rk_dev_poll_control(p, &L);
+      if (!L.exit && (L.state == RK_STATE_ACTIVE || L.state == RK_STATE_TERMINATING)) {
+        if (L.state == RK_STATE_TERMINATING && L.in_head >= L.drain_to) L.exit = 1;
+        else if (rk_dev_reply_slot(p, &L) != 0) L.n = rk_dev_ready(p, &L); /* room for a reply */
+      }
+    }
+    __syncthreads();
+    if (L.exit) break;
+    if (L.n == 0) {
+      if (threadIdx.x == 0 && ++idle > 64) __nanosleep(idle < 4096 ? 256 : 2000);
+      continue;
+    }
+    idle = 0;
+    rk_dev_copy_in(p, &L, rk_smem, L.n);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      L.in_head += L.n;
+      rk_store_release_sys_u64(&L.in->head, L.in_head); /* slots copied: the host may reuse them */
+      rk_dev_count(&L.status->msgs_in, L.n);
+      rk_store_relaxed_sys_u64(&L.status->heartbeat, rk_load_relaxed_sys_u64(&L.status->heartbeat) + 1);
+    }
+    for (uint32_t i = 0; i < L.n; i++) {
+      rk_envelope *e = RK_CAST(rk_envelope *, rk_smem + (size_t)i * p->slot_size);
+      if (threadIdx.x == 0) {
+        int chk = rk_envelope_validate(e, 0, p->slot_size - RK_ENVELOPE_SIZE, p->kernel_id);
+        L.skip = 1;
+        L.replied = 0;
+        L.reserved = 0;
+        L.cur.env = *e;
+        L.cur.payload = e->payload_len ? RK_CAST(const void *, e + 1) : 0;
+        L.cur.len = e->payload_len;
+        L.cur.status = 0;
+        if (chk != RK_ENV_OK) {
+          rk_dev_count(&L.status->invalid, 1);
+          if (chk >= RK_ENV_BAD_LENGTH) {
+            int32_t c = RK_ECORRUPT;
+            L.cur.env.payload_len = 0;
+            rk_dev_reply_put(p, &L, e->type, RK_ENV_F_ERROR, &c, sizeof c);
+          }
+        } else if (rk_dev_merge(p, e->hlc) != RK_OK) {
+          int32_t c = RK_ECLOCK;
+          rk_dev_count(&L.status->clock_rejected, 1);
+          rk_dev_reply_put(p, &L, e->type, RK_ENV_F_ERROR, &c, sizeof c);
+        } else if (!(e->flags & RK_ENV_F_NO_REPLY) && rk_dev_reply_slot(p, &L) == 0) {
+          /* No room for this message's reply: publish what we have and wait for the host. */
+          L.skip = 2;
+        } else {
+          L.skip = 0;
+        }
+      }
+      __syncthreads();
+      if (L.skip == 2) {
+        /* Rare: several replies in one batch filled the outbox. Publish, then wait for room; the
+         * slot is already copied, so the message is kept, not lost. */
+        rk_dev_flush(&L);
+        if (threadIdx.x == 0) {
+          rk_dev_count(&L.status->outbox_stalls, 1);
+          while (rk_dev_reply_slot(p, &L) == 0 && !rk_load_relaxed_sys_u32(&p->ctl->host.abort)) __nanosleep(1000);
+          L.skip = rk_load_relaxed_sys_u32(&p->ctl->host.abort) ? 1 : 0;
+        }
+        __syncthreads();
+      }
+      if (L.skip == 0) {
+        int rc = Handler(&ctx, &L.cur);
+        if (threadIdx.x == 0) {
+          L.reserved = 0; /* a reservation never committed publishes nothing */
+          if (rc < 0) {
+            int32_t c = rc;
+            rk_dev_count(&L.status->handler_errors, 1);
+            if (!L.replied) rk_dev_reply_put(p, &L, L.cur.env.type, RK_ENV_F_ERROR, &c, sizeof c);
+          }
+        }
+      }
+      __syncthreads();
+    }
+    rk_dev_flush(&L);
+  }
+  /* Exit: publish what is staged, close the outbox (a store: the device never RMWs host memory),
+   * then report TERMINATED (pairs with the host's acquire before it reclaims memory). */
+  rk_dev_flush(&L);
+  if (threadIdx.x == 0) {
+    rk_store_release_sys_u64(&L.out->claim, L.out_tail | RK_RING_CLOSED);
+    rk_store_release_sys_u32(&L.status->state, RK_STATE_TERMINATED);
+  }
+}
+
+/* Define an extern "C" persistent kernel entry point `name` running handler `h`. */
+#define RK_DEFINE_RING_KERNEL(name, h) \
+  extern "C" __global__ void name(const rk_dev_params *p) { rk_dev_lane_main<h>(p); }
+
+#endif /* RK_DEVICE_PERSISTENT_CUH */
