@@ -167,6 +167,15 @@ void rk__dispatch_callbacks(rk_kernel *k);
 /* telemetry.c */
 void rk__watchdog(rk_runtime *rt);
 
+/* nvrtc.c: compile handler source (+ the embedded device runtime) into a ring kernel `entry` for
+ * `arch` ("compute_75" -> PTX, "sm_90" with cubin != 0 -> CUBIN). The image is owned by the
+ * process-wide cache and stays valid for the life of the process. Errors: RK_EINVAL, RK_ENOTSUP
+ * (no NVRTC; reason in log), RK_ECUDA (compile error; NVRTC's log in log), RK_ENOMEM. */
+int rk__nvrtc_available(char *why, size_t len);
+int rk__nvrtc_compile(const char *source, const char *handler, const char *entry, const char *arch, int cubin,
+                      const char **image, size_t *image_len, char *log, size_t log_len);
+uint64_t rk__nvrtc_compile_count(void);
+
 /* cpu_backend.c */
 uint32_t rk__payload_max(const rk_kernel *k);
 

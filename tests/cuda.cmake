@@ -1,0 +1,4 @@
+# Tests of the CUDA backend's host-side pieces that need no GPU (NVRTC glue). NVRTC is a closed
+# library loaded with dlopen; under the sanitizers its internals are not ours to check, so the
+# test is labelled nosan.
+rk_add_test(test_nvrtc SOURCES test_nvrtc.c STATIC LABELS nosan TIMEOUT 300)

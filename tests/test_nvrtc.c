@@ -1,0 +1,104 @@
+/* test_nvrtc.c — the NVRTC glue compiles a handler written in the dialect, together with the
+ * embedded device runtime, into a persistent ring kernel; no GPU is needed. Skipped (77) when
+ * NVRTC cannot be loaded. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "host/internal.h"
+
+static const char *handler_src =
+    "#include \"ringkernel/kernel.h\"\n"
+    "#include \"ringkernel/builtins.h\"\n"
+    "RK_HANDLER(twice)(rk_ctx *ctx, const rk_msg *in) {\n"
+    "  const rk_counter_add *a = RK_MSG_AS(in, rk_counter_add);\n"
+    "  rk_counter_value v;\n"
+    "  if (!a) return RK_EINVAL;\n"
+    "  v.total = 2 * a->delta; v.count = 1; v.stamp = rk_now(ctx);\n"
+    "  return rk_reply_typed(ctx, rk_counter_value, &v);\n"
+    "}\n";
+
+static void compiles_to_ptx_with_entry_and_ordering(void **state) {
+  const char *img = NULL;
+  size_t len = 0;
+  char log[4096];
+  (void)state;
+  assert_int_equal(rk__nvrtc_compile(handler_src, "twice", "rk_test_entry", "compute_75", 0, &img, &len, log, sizeof log),
+                   RK_OK);
+  assert_non_null(img);
+  assert_true(len > 100);
+  assert_non_null(strstr(img, ".entry rk_test_entry("));
+  assert_non_null(strstr(img, "ld.acquire.sys"));
+  assert_non_null(strstr(img, "st.release.sys"));
+  assert_non_null(strstr(img, "fence.acq_rel.sys"));
+  assert_non_null(strstr(img, "%globaltimer"));
+}
+
+static void compiles_to_cubin_for_hopper(void **state) {
+  const char *img = NULL;
+  size_t len = 0;
+  char log[4096];
+  (void)state;
+  assert_int_equal(rk__nvrtc_compile(handler_src, "twice", "rk_test_entry", "sm_90", 1, &img, &len, log, sizeof log),
+                   RK_OK);
+  assert_true(len > 4);
+  assert_memory_equal(img, "\x7f" "ELF", 4);
+}
+
+static void cache_returns_the_same_image(void **state) {
+  const char *a = NULL, *b = NULL;
+  size_t la = 0, lb = 0;
+  uint64_t before;
+  (void)state;
+  assert_int_equal(rk__nvrtc_compile(handler_src, "twice", "rk_cached", "compute_75", 0, &a, &la, NULL, 0), RK_OK);
+  before = rk__nvrtc_compile_count();
+  assert_int_equal(rk__nvrtc_compile(handler_src, "twice", "rk_cached", "compute_75", 0, &b, &lb, NULL, 0), RK_OK);
+  assert_int_equal(rk__nvrtc_compile_count(), before); /* no second compilation */
+  assert_ptr_equal(a, b);
+  assert_int_equal(la, lb);
+  /* a different entry name is a different program */
+  assert_int_equal(rk__nvrtc_compile(handler_src, "twice", "rk_other", "compute_75", 0, &b, &lb, NULL, 0), RK_OK);
+  assert_int_equal(rk__nvrtc_compile_count(), before + 1);
+  assert_ptr_not_equal(a, b);
+}
+
+static void compile_error_returns_ecuda_with_log(void **state) {
+  const char *img = NULL;
+  size_t len = 0;
+  char log[4096];
+  (void)state;
+  assert_int_equal(rk__nvrtc_compile("RK_HANDLER(bad)(rk_ctx *ctx, const rk_msg *in) { return undeclared_name; }",
+                                     "bad", "rk_bad", "compute_75", 0, &img, &len, log, sizeof log),
+                   RK_ECUDA);
+  assert_null(img);
+  assert_non_null(strstr(log, "undeclared_name"));
+}
+
+static void bad_arguments(void **state) {
+  const char *img = NULL;
+  size_t len = 0;
+  (void)state;
+  assert_int_equal(rk__nvrtc_compile(NULL, "h", "e", "compute_75", 0, &img, &len, NULL, 0), RK_EINVAL);
+  assert_int_equal(rk__nvrtc_compile("x", NULL, "e", "compute_75", 0, &img, &len, NULL, 0), RK_EINVAL);
+  assert_int_equal(rk__nvrtc_compile("x", "h", "e", "compute_75", 0, NULL, &len, NULL, 0), RK_EINVAL);
+}
+
+int main(void) {
+  char why[256];
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(compiles_to_ptx_with_entry_and_ordering),
+      cmocka_unit_test(compiles_to_cubin_for_hopper),
+      cmocka_unit_test(cache_returns_the_same_image),
+      cmocka_unit_test(compile_error_returns_ecuda_with_log),
+      cmocka_unit_test(bad_arguments),
+  };
+  if (!rk__nvrtc_available(why, sizeof why)) {
+    printf("skipped: %s\n", why);
+    return 77;
+  }
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
