@@ -2,3 +2,4 @@
 # library loaded with dlopen; under the sanitizers its internals are not ours to check, so the
 # test is labelled nosan.
 rk_add_test(test_nvrtc SOURCES test_nvrtc.c STATIC LABELS nosan TIMEOUT 300)
+rk_add_test(test_arena SOURCES test_arena.c STATIC TIMEOUT 60)
