@@ -59,7 +59,8 @@ typedef struct rk_lane_status {
   volatile uint64_t outbox_stalls;            /**< times the lane stopped taking input: outbox full */
   volatile uint64_t k2k_in;
   volatile uint64_t k2k_out;
-  uint8_t pad[RK_LINE - 88];
+  volatile uint64_t clock_sample_ns;          /**< the lane's clock at check-in (device: %globaltimer) */
+  uint8_t pad[RK_LINE - 96];
 } rk_lane_status;
 
 /** Per-lane host-written drain target for terminate (the inbox's final producer index). */
@@ -75,6 +76,7 @@ RK_ASSERT_OFFSET(rk_control_host, clock_offset_ns, 16);
 RK_ASSERT_OFFSET(rk_lane_status, heartbeat, 8);
 RK_ASSERT_OFFSET(rk_lane_status, msgs_in, 24);
 RK_ASSERT_OFFSET(rk_lane_status, k2k_out, 80);
+RK_ASSERT_OFFSET(rk_lane_status, clock_sample_ns, 88);
 
 /** The whole control block of a kernel with n lanes: one host line, then n lane command lines,
  *  then n lane status lines. rk_control_size(n) bytes. */

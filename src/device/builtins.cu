@@ -7,3 +7,26 @@
 RK_DEFINE_RING_KERNEL(rk_ring_kernel_echo, rk_echo_handler)
 RK_DEFINE_RING_KERNEL(rk_ring_kernel_vector_add, rk_vector_add_handler)
 RK_DEFINE_RING_KERNEL(rk_ring_kernel_counter, rk_counter_handler)
+
+/* Host-side lookup of the built-in entry points, for cudaLaunchKernel / cudaFuncGetAttributes. */
+extern "C" const void *rk__cuda_builtin_entry(const char *name) {
+  struct {
+    const char *name;
+    const void *fn;
+  } table[] = {
+      {"rk_ring_kernel_echo", (const void *)rk_ring_kernel_echo},
+      {"rk_ring_kernel_vector_add", (const void *)rk_ring_kernel_vector_add},
+      {"rk_ring_kernel_counter", (const void *)rk_ring_kernel_counter},
+  };
+  unsigned i;
+  if (name == 0) return 0;
+  for (i = 0; i < sizeof table / sizeof table[0]; i++) {
+    const char *a = table[i].name, *b = name;
+    while (*a && *a == *b) a++, b++;
+    if (*a == *b) return table[i].fn;
+  }
+  return 0;
+}
+
+extern "C" const char *const rk__cuda_builtin_names[] = {"rk_ring_kernel_echo", "rk_ring_kernel_vector_add",
+                                                         "rk_ring_kernel_counter", 0};

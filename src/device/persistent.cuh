@@ -298,6 +298,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
     L.exit = 0;
     L.reserved = 0;
     rk_store_relaxed_sys_u32(&L.status->state, L.state);
+    rk_store_relaxed_sys_u64(&L.status->clock_sample_ns, rk_dev_globaltimer()); /* clock calibration */
     rk_store_release_sys_u32(&L.status->checked_in, 1); /* co-residency proof; pairs with the host */
   }
   __syncthreads();

@@ -9,6 +9,7 @@
 #include "ringkernel/atomic.h"
 #include "ringkernel/error.h"
 #include "ringkernel/hlc.h"
+#include "hlc/internal.h"
 
 struct rk_clock {
   /* The clock word alone on its line: every stamp from every thread CASes it. */
@@ -74,9 +75,12 @@ int rk_clock_tick(rk_clock *c, rk_hlc *out) {
 }
 
 int rk_clock_recv(rk_clock *c, rk_hlc m, rk_hlc *out) {
-  uint64_t pt, old, next;
   if (c == NULL) return RK_EINVAL;
-  pt = clock_now(c);
+  return rk__clock_recv_at(c, m, clock_now(c), out);
+}
+
+int rk__clock_recv_at(rk_clock *c, rk_hlc m, uint64_t pt, rk_hlc *out) {
+  uint64_t old, next;
   if (rk_hlc_too_far_ahead(m, pt, c->max_offset_us)) return RK_ECLOCK; /* the clock does not move */
   old = rk_load_relaxed_dev_u64(&c->word);
   do {
@@ -84,6 +88,15 @@ int rk_clock_recv(rk_clock *c, rk_hlc m, rk_hlc *out) {
   } while (!rk_cas_acq_rel_dev_u64(&c->word, &old, next)); /* pairs with itself, as in tick */
   if (out) *out = next;
   return RK_OK;
+}
+
+void rk__clock_tick_n(rk_clock *c, uint32_t n, uint64_t pt, rk_hlc *first) {
+  uint64_t old, next;
+  old = rk_load_relaxed_dev_u64(&c->word);
+  do {
+    next = rk_hlc_send(old, pt); /* the first stamp; the word advances to the last one */
+  } while (!rk_cas_acq_rel_dev_u64(&c->word, &old, next + (n - 1))); /* pairs with itself, as in tick */
+  *first = next;
 }
 
 rk_hlc rk_clock_peek(const rk_clock *c) {

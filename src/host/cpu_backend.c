@@ -83,7 +83,8 @@ static void flush_replies(rk__lane *l) {
   rk_ring_commit_n(l->outbox, l->out_pending); /* release: slots before the index */
   l->out_pending = 0;
   rk_ring_notify_consumer(l->outbox);
-  if (l->k->cb_active) rk__service_wake(l->k->rt);
+  /* pairs with the release stores of cb_active in rk_recv_start/rk_recv_stop (any thread) */
+  if (__atomic_load_n(&l->k->cb_active, __ATOMIC_ACQUIRE)) rk__service_wake(l->k->rt);
 }
 
 /* ---------------------------------------- the dialect (host side) ---------------------------- */
@@ -385,4 +386,23 @@ static void cpu_join(rk_kernel *k) {
   }
 }
 
-const rk_backend_ops rk__cpu_backend = {"cpu", cpu_start, cpu_join};
+/* Shared memory of the CPU backend is the heap: rings and control blocks, zeroed, line-aligned. */
+static void *cpu_alloc(rk_runtime *rt, size_t n) {
+  void *p;
+  n = (n + RK_LINE - 1) & ~(size_t)(RK_LINE - 1);
+  p = aligned_alloc(RK_LINE, n);
+  if (p == NULL) {
+    rk__fail(rt, RK_ENOMEM, "out of memory (%zu bytes)", n);
+    return NULL;
+  }
+  memset(p, 0, n);
+  return p;
+}
+
+static void cpu_free(rk_runtime *rt, void *p, size_t n) {
+  (void)rt;
+  (void)n;
+  free(p);
+}
+
+const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, NULL};

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <uv.h>
 
+#include "hlc/internal.h"
 #include "queue/internal.h"
 #include "ringkernel.h"
 
@@ -21,11 +22,22 @@ typedef struct rk_pending rk_pending;
  * shared; a backend only starts the lanes, tells when they exited and releases them. */
 typedef struct rk_backend_ops {
   const char *name;
+  /* memory that both the host and the lanes address: rings and control blocks (zeroed, 128-byte
+   * aligned; host addresses). CPU: the heap. CUDA: the pinned, mapped arena. */
+  void *(*alloc)(rk_runtime *rt, size_t n);
+  void (*free)(rk_runtime *rt, void *p, size_t n);
   int (*start)(rk_kernel *k);   /* start every lane; lanes check in through the control block */
-  void (*join)(rk_kernel *k);   /* after every lane reported TERMINATED: reclaim the lanes */
+  void (*join)(rk_kernel *k);   /* after every lane reported TERMINATED (or an abort): reclaim */
+  /* optional: every lane checked in; host realtime (ns) before start and after the check-in */
+  void (*checked_in)(rk_kernel *k, uint64_t host_before_ns, uint64_t host_after_ns);
 } rk_backend_ops;
 
 extern const rk_backend_ops rk__cpu_backend;
+extern const rk_backend_ops rk__cuda_backend;
+
+/* cuda_backend.c: set up the CUDA backend on rt (rt->ops, rt->backend_data) or say why not. */
+int rk__cuda_init(rk_runtime *rt, char *reason, size_t len);
+void rk__cuda_shutdown(rk_runtime *rt);
 
 /* A thread's view while it runs a handler (the opaque rk_ctx of kernel.h). */
 struct rk_ctx {
@@ -70,7 +82,7 @@ struct rk_waiter {
   rk_msg *out;
   void *buf;
   uint32_t buf_len;
-  int done;
+  int done; /* atomics: stored (release) by the drainer, under reply_lock, after *out is written */
   uint64_t sent_ns;
   rk_waiter *next;
 };
@@ -95,6 +107,10 @@ struct rk_kernel {
 
   rk_control *ctl;
   void *ctl_mem;
+  size_t ctl_bytes;
+  void *inbox_mem, *outbox_mem; /* every lane's ring in one block each: lane i at base + i * stride */
+  size_t inbox_stride, outbox_stride;
+  void *backend_data;
   rk__lane *lane;
   void *state;
   rk_clock *clock; /* the kernel clock (node id = kernel id) */
@@ -115,6 +131,8 @@ struct rk_kernel {
   uv_mutex_t reply_lock;
   uv_cond_t reply_cond;
   rk_waiter *waiters;
+  uint32_t sleepers; /* rk_call callers in uv_cond_timedwait on reply_cond (written under reply_lock,
+                      * atomics: read without it to skip a needless broadcast) */
   rk_pending *pend_head, *pend_tail;
   uint64_t pend_count;
 
@@ -129,6 +147,8 @@ struct rk_kernel {
 struct rk_runtime {
   rk_runtime_options opts;
   rk_backend backend;
+  const rk_backend_ops *ops;
+  void *backend_data;
   char backend_reason[320];
   rk_clock *clock;
   uint32_t node_id;
@@ -156,11 +176,13 @@ uint64_t rk__msg_id(rk_runtime *rt);
 
 /* runtime.c: sleep at least ns nanoseconds (back-off only). */
 void rk__sleep_ns(uint64_t ns);
+/* runtime.c: CLOCK_REALTIME in nanoseconds (device clock calibration). */
+uint64_t rk__realtime_ns(void);
 
 /* kernel.c */
 void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...);
-int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, int *got,
-                   rk_recv_cb cb, void *cb_user);
+int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
+                   uint32_t *got, rk_recv_cb cb, void *cb_user);
 void rk__latency_add(rk_kernel *k, uint64_t ns);
 void rk__dispatch_callbacks(rk_kernel *k);
 

@@ -79,8 +79,6 @@ static void kernel_free(rk_kernel *k) {
   if (k == NULL) return;
   if (k->lane) {
     for (i = 0; i < k->lanes; i++) {
-      rk_ring_destroy(k->lane[i].inbox);
-      rk_ring_destroy(k->lane[i].outbox);
       free(k->lane[i].threads);
       free(k->lane[i].ctxs);
       free(k->lane[i].scratch);
@@ -93,7 +91,11 @@ static void kernel_free(rk_kernel *k) {
     k->pend_head = p->next;
     free(p);
   }
-  free(k->ctl_mem);
+  if (k->ops) {
+    k->ops->free(k->rt, k->inbox_mem, k->inbox_stride * k->lanes);
+    k->ops->free(k->rt, k->outbox_mem, k->outbox_stride * k->lanes);
+    k->ops->free(k->rt, k->ctl_mem, k->ctl_bytes);
+  }
   free(k->state);
   rk_clock_destroy(k->clock);
   uv_mutex_destroy(&k->ctl_lock);
@@ -173,6 +175,7 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   uint32_t i;
   int rc;
   size_t csize;
+  uint64_t t_before;
 
   if (out) *out = NULL;
   if (rt == NULL || desc == NULL || out == NULL) return rt ? rk__fail(rt, RK_EINVAL, "rk_kernel_launch: NULL argument") : RK_EINVAL;
@@ -182,7 +185,8 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
   }
   if ((rc = check_desc(rt, desc)) != RK_OK) return rc;
-  if (desc->handler == NULL)
+  if (rt->backend == RK_BACKEND_CPU ? desc->handler == NULL
+                                     : (desc->cuda_source == NULL && desc->cuda_entry == NULL))
     return rk__fail(rt, RK_ENOTSUP, "kernel %s has no handler for the %s backend", desc->name ? desc->name : "?",
                     rk_backend_name(rt->backend));
 
@@ -199,7 +203,7 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   k->backpressure = o.backpressure ? o.backpressure : desc->backpressure ? desc->backpressure : RK_BACKPRESSURE_BLOCK;
   k->send_timeout_ns = o.send_timeout_ns ? o.send_timeout_ns : RK_DEFAULT_SEND_TIMEOUT_NS;
   k->launch_timeout_ns = o.launch_timeout_ns ? o.launch_timeout_ns : RK_DEFAULT_LAUNCH_TIMEOUT_NS;
-  k->ops = &rk__cpu_backend;
+  k->ops = rt->ops;
   uv_mutex_init(&k->ctl_lock);
   uv_mutex_init(&k->fault_lock);
   uv_mutex_init(&k->reply_lock);
@@ -241,14 +245,25 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
       goto fail_early;
     }
   }
+  /* Control block and rings in the backend's shared memory (the heap, or the pinned mapped arena),
+   * each kind of ring in one block so a device lane finds its ring at base + lane * stride. */
   csize = rk_control_size(k->lanes);
-  k->ctl_mem = aligned_alloc(RK_LINE, (csize + RK_LINE - 1) & ~(size_t)(RK_LINE - 1));
+  k->ctl_bytes = csize;
+  k->inbox_stride = (rk_ring_memsize(k->inbox_cap, k->slot_size, RK_RING_MPSC) + RK_LINE - 1) & ~(size_t)(RK_LINE - 1);
+  k->outbox_stride = (rk_ring_memsize(k->outbox_cap, k->slot_size, RK_RING_SPSC) + RK_LINE - 1) & ~(size_t)(RK_LINE - 1);
   k->lane = (rk__lane *)calloc(k->lanes, sizeof *k->lane);
-  if (k->ctl_mem == NULL || k->lane == NULL) {
+  if (k->lane == NULL) {
     rc = rk__fail(rt, RK_ENOMEM, "kernel %s: out of memory", k->name);
     goto fail_early;
   }
-  memset(k->ctl_mem, 0, csize);
+  k->ctl_mem = k->ops->alloc(rt, csize);
+  k->inbox_mem = k->ctl_mem ? k->ops->alloc(rt, k->inbox_stride * k->lanes) : NULL;
+  k->outbox_mem = k->inbox_mem ? k->ops->alloc(rt, k->outbox_stride * k->lanes) : NULL;
+  if (k->outbox_mem == NULL) {
+    rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate its control block and rings (%s backend)", k->name,
+                  k->ops->name);
+    goto fail_early;
+  }
   k->ctl = (rk_control *)k->ctl_mem;
   for (i = 0; i < k->lanes; i++) {
     rk__lane *l = &k->lane[i];
@@ -257,9 +272,11 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     l->status = rk_control_lane(k->ctl, k->lanes, i);
     l->cmd = rk_control_lane_cmd(k->ctl, i);
     uv_mutex_init(&l->drain_lock);
-    if (rk_ring_create(&l->inbox, k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||
-        rk_ring_create(&l->outbox, k->outbox_cap, k->slot_size, RK_RING_SPSC) != RK_OK) {
-      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate the rings of lane %u", k->name, i);
+    l->inbox = (rk_ring *)((uint8_t *)k->inbox_mem + (size_t)i * k->inbox_stride);
+    l->outbox = (rk_ring *)((uint8_t *)k->outbox_mem + (size_t)i * k->outbox_stride);
+    if (rk_ring_init(l->inbox, k->inbox_stride, k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||
+        rk_ring_init(l->outbox, k->outbox_stride, k->outbox_cap, k->slot_size, RK_RING_SPSC) != RK_OK) {
+      rc = rk__fail(rt, RK_EINVAL, "kernel %s: cannot initialise the rings of lane %u", k->name, i);
       goto fail_early;
     }
     if (desc->scratch_size && (l->scratch = calloc(1, desc->scratch_size)) == NULL) {
@@ -269,12 +286,16 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   }
   set_hstate(k, RK_STATE_LAUNCHED);
 
+  t_before = rk__realtime_ns();
   rc = k->ops->start(k);
   if (rc == RK_OK) {
+    /* Co-residency is proven, not computed: every lane must check in (ARCHITECTURE §8). */
     rc = wait_lanes(k, lane_checked_in, 0, k->launch_timeout_ns);
     if (rc != RK_OK)
       rc = rk__fail(rt, RK_ENORESOURCE, "kernel %s: not every lane checked in within %llu ms", k->name,
                     (unsigned long long)(k->launch_timeout_ns / 1000000));
+    else if (k->ops->checked_in)
+      k->ops->checked_in(k, t_before, rk__realtime_ns());
   }
   if (rc != RK_OK) {
     abort_lanes(k);
@@ -371,7 +392,7 @@ void rk_kernel_destroy(rk_kernel *k) {
   uint32_t s;
   if (k == NULL) return;
   rt = k->rt;
-  if (k->cb_active) rk_recv_stop(k);
+  if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) rk_recv_stop(k); /* pairs with rk_recv_start */
   s = rk_load_acquire_sys_u32(&k->hstate);
   if (s != RK_STATE_TERMINATED && rk_kernel_terminate(k, 1000000000ll) != RK_OK &&
       rk_load_acquire_sys_u32(&k->hstate) != RK_STATE_TERMINATED) {

@@ -53,9 +53,10 @@ static int check_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t
   return RK_OK;
 }
 
+/* Build an envelope in its slot; stamp is a tick of the runtime clock (send rule), taken by the
+ * caller (one clock read and one CAS per claim, however many slots it covers). */
 static void fill(rk_kernel *k, rk__lane *l, rk_envelope *e, uint32_t type, const void *payload, uint32_t len,
-                 uint32_t flags, uint64_t id) {
-  rk_hlc stamp;
+                 uint32_t flags, uint64_t id, rk_hlc stamp) {
   uint16_t f = (uint16_t)(flags & RK_SEND_NO_REPLY ? RK_ENV_F_NO_REPLY : 0);
   rk_envelope_init(e, type, len, f);
   e->msg_id = id;
@@ -63,7 +64,6 @@ static void fill(rk_kernel *k, rk__lane *l, rk_envelope *e, uint32_t type, const
   e->dst = k->id;
   e->node = k->rt->node_id;
   e->lane = (uint16_t)l->index;
-  rk_clock_tick(k->rt->clock, &stamp); /* send rule on the runtime clock */
   e->hlc = stamp;
   if (len) memcpy(e + 1, payload, len);
   if (flags & RK_SEND_CHECKSUM) rk_envelope_seal(e, e + 1);
@@ -120,9 +120,11 @@ static uint32_t lane_for(rk_kernel *k, int keyed, uint64_t key) {
 static int send_on(rk_kernel *k, rk__lane *l, uint32_t type, const void *payload, uint32_t len, uint32_t flags,
                    uint64_t id) {
   uint64_t pos;
+  rk_hlc stamp;
   int rc = claim(k, l, 1, flags, &pos);
   if (rc < 0) return rc;
-  fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos), type, payload, len, flags, id);
+  rk_clock_tick(k->rt->clock, &stamp); /* send rule on the runtime clock */
+  fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos), type, payload, len, flags, id, stamp);
   rk_ring_mpsc_commit(l->inbox, pos);
   rk_ring_notify_consumer(l->inbox);
   add(&k->sent, 1);
@@ -180,11 +182,18 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
       rc = got;
       break;
     }
-    for (j = 0; j < (uint32_t)got; j++) {
-      rk_send_item *it = &items[i + j];
-      it->msg_id = rk__msg_id(k->rt);
-      fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos + j), it->type, it->payload, it->len, it->flags,
-           it->msg_id);
+    {
+      /* One clock read and one CAS stamp the whole run (send rule, consecutive stamps), and one
+       * RMW numbers it (ids as rk__msg_id's, bit 63 clear). */
+      rk_hlc stamp;
+      uint64_t id = __atomic_add_fetch(&k->rt->next_msg_id, (uint64_t)got, __ATOMIC_RELAXED) - (uint64_t)got + 1;
+      rk__clock_tick_n(k->rt->clock, (uint32_t)got, rk_clock_physical_us(k->rt->clock), &stamp);
+      for (j = 0; j < (uint32_t)got; j++) {
+        rk_send_item *it = &items[i + j];
+        it->msg_id = (id + j) & ~RK__CALL_BIT;
+        fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos + j), it->type, it->payload, it->len, it->flags,
+             it->msg_id, stamp + j);
+      }
     }
     rk_ring_mpsc_commit_n(l->inbox, pos, (uint32_t)got);
     rk_ring_notify_consumer(l->inbox);
@@ -210,74 +219,114 @@ static void to_msg(const rk_envelope *e, rk_msg *m, void *buf, uint32_t buf_len)
   }
 }
 
-/* Drain the outbox of lane l (drain_lock held). Each reply goes to its rk_call waiter; else, when
- * `direct` is given and nothing is pending, into *direct (sets *got, stops); else to the callback;
- * else to the pending list. Returns the number of replies taken from the ring. */
-int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, int *got, rk_recv_cb cb,
-                   void *cb_user) {
+/* Unlock reply_lock, first waking the rk_call callers asleep on reply_cond if this holder handed
+ * out a reply (*woke). sleepers is only changed under reply_lock, so the read here is exact. */
+static void reply_unlock(rk_kernel *k, int *woke) {
+  if (*woke && __atomic_load_n(&k->sleepers, __ATOMIC_RELAXED)) uv_cond_broadcast(&k->reply_cond);
+  *woke = 0;
+  uv_mutex_unlock(&k->reply_lock);
+}
+
+/* Merge the stamps of the n replies at pos into the runtime clock, with one clock read: normally
+ * one merge of the newest stamp (each reply then counts as received: the clock ends above all of
+ * them before any is handed out); when that one is refused as too far ahead, each reply is merged
+ * on its own and bad[i] marks the refused ones (RK_ECLOCK, delivered all the same). Returns 1 when
+ * bad[] was filled. */
+static int merge_batch(rk_kernel *k, rk__lane *l, uint64_t pos, uint32_t n, uint8_t *bad) {
+  rk_clock *c = k->rt->clock;
+  uint64_t pt = rk_clock_physical_us(c); /* read after the replies were published: no false refusal */
+  rk_hlc newest = 0;
+  uint32_t i;
+  for (i = 0; i < n; i++) {
+    const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
+    if (e->hlc > newest) newest = e->hlc;
+  }
+  if (rk__clock_recv_at(c, newest, pt, NULL) == RK_OK) return 0; /* the drift check is monotone */
+  for (i = 0; i < n; i++) {
+    const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
+    bad[i] = rk__clock_recv_at(c, e->hlc, pt, NULL) == RK_ECLOCK;
+  }
+  return 1;
+}
+
+/* Drain the outbox of lane l (drain_lock held). Each reply goes to its rk_call waiter; else, while
+ * fewer than `want` went to the caller and nothing is pending, into direct[*got] (its payload into
+ * buf + *got * buf_len); else to the callback; else to the pending list. Per batch of slots: one
+ * clock read and merge (merge_batch), one hold of reply_lock (released around callbacks). Returns
+ * the number of replies taken from the ring. */
+int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
+                   uint32_t *got, rk_recv_cb cb, void *cb_user) {
   uint64_t pos;
-  uint32_t n, i, taken = 0;
+  uint32_t n, i, taken = 0, ndirect = 0;
   int woke = 0;
   if (got) *got = 0;
+  if (direct == NULL || got == NULL) want = 0;
   for (;;) {
+    uint8_t bad[RK_DRAIN_BATCH];
+    uint64_t now_ns = 0, received = 0, late = 0;
+    int any_bad;
     n = rk_ring_peek_n(l->outbox, RK_DRAIN_BATCH, &pos);
     if (n == 0) break;
+    any_bad = merge_batch(k, l, pos, n, bad);
+    uv_mutex_lock(&k->reply_lock);
     for (i = 0; i < n; i++) {
       const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
+      int clock_bad = any_bad && bad[i];
       rk_waiter *w, **pw;
-      int clock_rc = rk_clock_recv(k->rt->clock, e->hlc, NULL); /* receive rule on the runtime clock */
-      uv_mutex_lock(&k->reply_lock);
       for (pw = &k->waiters; (w = *pw) != NULL; pw = &w->next)
         if (w->id == e->correlation_id) break;
       if (w) {
         *pw = w->next;
         to_msg(e, w->out, w->buf, w->buf_len);
-        if (clock_rc == RK_ECLOCK && w->out->status == 0) w->out->status = RK_ECLOCK;
-        rk__latency_add(k, rk__now_ns() - w->sent_ns);
-        w->done = 1;
+        if (clock_bad && w->out->status == 0) w->out->status = RK_ECLOCK;
+        if (now_ns == 0) now_ns = rk__now_ns();
+        rk__latency_add(k, now_ns - w->sent_ns);
+        /* pairs with the caller's acquire in call_common: *w->out is written; after this store the
+         * drainer never touches w (it lives on the caller's stack) */
+        __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
         woke = 1;
-        add(&k->received, 1);
-        uv_mutex_unlock(&k->reply_lock);
+        received++;
         continue;
       }
       if (e->correlation_id & RK__CALL_BIT) {
-        add(&k->late_replies, 1); /* its caller timed out: discard, counted */
-        uv_mutex_unlock(&k->reply_lock);
+        late++; /* its caller timed out: discard, counted */
         continue;
       }
-      if (direct && got && !*got && k->pend_head == NULL) {
-        uv_mutex_unlock(&k->reply_lock);
-        to_msg(e, direct, buf, buf_len);
-        if (clock_rc == RK_ECLOCK && direct->status == 0) direct->status = RK_ECLOCK;
-        add(&k->received, 1);
-        *got = 1;
-        i++;
-        break;
+      if (ndirect < want && k->pend_head == NULL) {
+        rk_msg *m = &direct[ndirect];
+        to_msg(e, m, (uint8_t *)buf + (size_t)ndirect * buf_len, buf_len);
+        if (clock_bad && m->status == 0) m->status = RK_ECLOCK;
+        received++;
+        if (++ndirect == want) {
+          i++;
+          break;
+        }
+        continue;
       }
       if (cb && k->pend_head == NULL) {
         rk_msg m;
-        uv_mutex_unlock(&k->reply_lock);
+        reply_unlock(k, &woke);
         m.env = *e;
         m.payload = e->payload_len ? (const void *)(e + 1) : NULL;
         m.len = e->payload_len;
         m.status = 0;
         if ((e->flags & RK_ENV_F_ERROR) && e->payload_len >= sizeof(int32_t)) memcpy(&m.status, e + 1, sizeof(int32_t));
-        if (clock_rc == RK_ECLOCK && m.status == 0) m.status = RK_ECLOCK;
+        if (clock_bad && m.status == 0) m.status = RK_ECLOCK;
         add(&k->received, 1);
         cb(k, &m, cb_user);
+        uv_mutex_lock(&k->reply_lock);
         continue;
       }
       {
         rk_pending *p = (rk_pending *)malloc(sizeof *p + e->payload_len);
         if (p == NULL) {
           /* Keep the reply in the ring rather than lose it: stop draining here. */
-          uv_mutex_unlock(&k->reply_lock);
           rk__log(k->rt, RK_LOG_ERROR, "kernel %s: out of memory while queueing a reply", k->name);
-          goto stop;
+          break;
         }
         p->next = NULL;
         to_msg(e, &p->msg, p->data, e->payload_len);
-        if (clock_rc == RK_ECLOCK && p->msg.status == 0) p->msg.status = RK_ECLOCK;
+        if (clock_bad && p->msg.status == 0) p->msg.status = RK_ECLOCK;
         if (k->pend_tail)
           k->pend_tail->next = p;
         else
@@ -285,22 +334,19 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         k->pend_tail = p;
         k->pend_count++;
         woke = 1;
-        uv_mutex_unlock(&k->reply_lock);
       }
     }
-  stop:
+    reply_unlock(k, &woke);
+    if (received) add(&k->received, received);
+    if (late) add(&k->late_replies, late);
     if (i) {
       rk_ring_release_n(l->outbox, i);
       rk_ring_notify_producers(l->outbox); /* a lane stalled on a full outbox resumes */
       taken += i;
     }
-    if (i < n || (got && *got)) break;
+    if (i < n || (want && ndirect == want)) break;
   }
-  if (woke) {
-    uv_mutex_lock(&k->reply_lock);
-    uv_cond_broadcast(&k->reply_cond);
-    uv_mutex_unlock(&k->reply_lock);
-  }
+  if (got) *got = ndirect;
   return (int)taken;
 }
 
@@ -332,14 +378,17 @@ static int all_lanes_done(rk_kernel *k) {
 }
 
 int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t timeout_ns) {
-  return rk_recv_batch(k, msg, buf, buf_len, 1, timeout_ns);
+  int rc = rk_recv_batch(k, msg, buf, buf_len, 1, timeout_ns);
+  return rc > 0 ? RK_OK : rc; /* 0 on success, as the header promises (the batch returns a count) */
 }
 
 int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint32_t n, int64_t timeout_ns) {
   uint64_t start = 0;
   uint32_t got_total = 0, spins = 0, first_lane;
   if (k == NULL || msgs == NULL || n == 0 || (bufs == NULL && buf_len > 0)) return RK_EINVAL;
-  if (k->cb_active) return rk__fail(k->rt, RK_ESTATE, "rk_recv on %s: callbacks are started", k->name);
+  /* pairs with the release stores of cb_active in rk_recv_start/rk_recv_stop (any thread) */
+  if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE))
+    return rk__fail(k->rt, RK_ESTATE, "rk_recv on %s: callbacks are started", k->name);
   first_lane = __atomic_fetch_add(&k->rr, 0, __ATOMIC_RELAXED);
   for (;;) {
     uint32_t i;
@@ -352,23 +401,23 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
     for (i = 0; i < k->lanes && got_total < n; i++) {
       rk__lane *l = &k->lane[(first_lane + i) % k->lanes];
       if (uv_mutex_trylock(&l->drain_lock) != 0) continue;
-      while (got_total < n) {
-        int got = 0;
-        rk__drain_lane(k, l, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len, &got, NULL,
-                       NULL);
-        if (!got) break;
-        got_total++;
+      {
+        uint32_t got = 0;
+        rk__drain_lane(k, l, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len,
+                       n - got_total, &got, NULL, NULL);
+        got_total += got;
       }
       uv_mutex_unlock(&l->drain_lock);
     }
     if (got_total > 0) return (int)got_total;
-    if (timeout_ns == 0) return RK_EAGAIN;
+    /* Before the poll's RK_EAGAIN: a poller must learn that nothing will ever come. */
     if (all_lanes_done(k)) {
       uv_mutex_lock(&k->reply_lock);
       i = k->pend_head == NULL;
       uv_mutex_unlock(&k->reply_lock);
       if (i) return RK_ECLOSED;
     }
+    if (timeout_ns == 0) return RK_EAGAIN;
     if (start == 0) start = rk__now_ns();
     if (timeout_ns > 0 && rk__now_ns() - start >= (uint64_t)timeout_ns) return RK_ETIMEDOUT;
     /* 3. wait: on a single-lane kernel park on its outbox (woken by the lane's publish); else
@@ -416,13 +465,11 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   start = w.sent_ns = rk__now_ns();
   rc = send_on(k, l, type, req, req_len, 0, w.id);
   if (rc == RK_OK) {
+    int first = 1; /* the first pass follows the send at once: no clock read for the timeout yet */
     for (;;) {
-      int done;
-      uv_mutex_lock(&k->reply_lock);
-      done = w.done;
-      uv_mutex_unlock(&k->reply_lock);
-      if (done) break;
-      if (timeout_ns >= 0 && rk__now_ns() - start >= (uint64_t)timeout_ns) {
+      /* pairs with the drainer's release store of done: *reply is complete */
+      if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) break;
+      if (!first && timeout_ns >= 0 && rk__now_ns() - start >= (uint64_t)timeout_ns) {
         rc = RK_ETIMEDOUT;
         break;
       }
@@ -430,50 +477,61 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
         /* We are this outbox's consumer: drain (delivering to every waiter), then park on it. */
         for (;;) {
           int64_t left = 1000000;
-          rk__drain_lane(k, l, NULL, NULL, 0, NULL, NULL, NULL);
-          uv_mutex_lock(&k->reply_lock);
-          done = w.done;
-          uv_mutex_unlock(&k->reply_lock);
-          if (done) break;
+          rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL, NULL, NULL);
+          if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) break; /* pairs with the drainer's release */
           if (timeout_ns >= 0) {
-            uint64_t el = rk__now_ns() - start;
+            uint64_t el = first ? 0 : rk__now_ns() - start;
             if (el >= (uint64_t)timeout_ns) break;
             if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
           }
+          first = 0;
           if (rk_ring_wait_readable(l->outbox, left) == RK_ECLOSED) {
-            rk__drain_lane(k, l, NULL, NULL, 0, NULL, NULL, NULL);
+            rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL, NULL, NULL);
             break;
           }
         }
         uv_mutex_unlock(&l->drain_lock);
-        /* Hand the outbox over: other callers of this lane retry the lock. */
-        uv_mutex_lock(&k->reply_lock);
-        uv_cond_broadcast(&k->reply_cond);
-        done = w.done;
-        uv_mutex_unlock(&k->reply_lock);
-        if (done) break;
+        /* Hand the outbox over: callers of this lane asleep on reply_cond retry the lock. One about
+         * to sleep is not counted yet and retries after its timed wait (200 us) at worst. */
+        if (__atomic_load_n(&k->sleepers, __ATOMIC_RELAXED)) {
+          uv_mutex_lock(&k->reply_lock);
+          uv_cond_broadcast(&k->reply_cond);
+          uv_mutex_unlock(&k->reply_lock);
+        }
+        if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) break; /* pairs with the drainer's release */
         if (rk_load_acquire_sys_u32(&k->hstate) == RK_STATE_TERMINATED && rk_ring_closed(l->outbox, NULL) &&
             rk_ring_count(l->outbox) == 0) {
           rc = RK_ECLOSED; /* the lane exited without answering (aborted) */
           break;
         }
       } else {
-        /* Someone else drains this outbox and will hand us our reply. */
+        /* Someone else drains this outbox and will hand us our reply (done is set under
+         * reply_lock, and the drainer broadcasts when it sees sleepers). */
         uv_mutex_lock(&k->reply_lock);
-        if (!w.done) uv_cond_timedwait(&k->reply_cond, &k->reply_lock, 200000);
+        if (!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) {
+          __atomic_add_fetch(&k->sleepers, 1, __ATOMIC_RELAXED); /* ordered by reply_lock */
+          uv_cond_timedwait(&k->reply_cond, &k->reply_lock, 200000);
+          __atomic_sub_fetch(&k->sleepers, 1, __ATOMIC_RELAXED);
+        }
         uv_mutex_unlock(&k->reply_lock);
       }
+      first = 0;
     }
   }
-  /* Leave the waiter list (a late reply then finds no waiter and is counted, not delivered). */
-  uv_mutex_lock(&k->reply_lock);
-  for (pw = &k->waiters; *pw; pw = &(*pw)->next)
-    if (*pw == &w) {
-      *pw = w.next;
-      break;
-    }
-  if (w.done) rc = RK_OK;
-  uv_mutex_unlock(&k->reply_lock);
+  /* Leave the waiter list (a late reply then finds no waiter and is counted, not delivered). A
+   * waiter marked done was unlinked by its drainer, which no longer touches it. */
+  if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) { /* pairs with the drainer's release */
+    rc = RK_OK;
+  } else {
+    uv_mutex_lock(&k->reply_lock);
+    for (pw = &k->waiters; *pw; pw = &(*pw)->next)
+      if (*pw == &w) {
+        *pw = w.next;
+        break;
+      }
+    if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) rc = RK_OK; /* delivered at the deadline */
+    uv_mutex_unlock(&k->reply_lock);
+  }
   if (rc == RK_OK && (reply->env.flags & RK_ENV_F_ERROR)) rc = RK_EHANDLER;
   if (rc == RK_ETIMEDOUT) rk__fail(k->rt, RK_ETIMEDOUT, "call to %s: no reply within %lld us", k->name,
                                    (long long)(timeout_ns / 1000));
@@ -546,7 +604,7 @@ void rk__dispatch_callbacks(rk_kernel *k) {
     for (i = 0; i < k->lanes; i++) {
       rk__lane *l = &k->lane[i];
       if (uv_mutex_trylock(&l->drain_lock) != 0) continue;
-      rk__drain_lane(k, l, NULL, NULL, 0, NULL, k->cb, k->cb_user);
+      rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL, k->cb, k->cb_user);
       uv_mutex_unlock(&l->drain_lock);
     }
   }

@@ -34,6 +34,12 @@ void rk__sleep_ns(uint64_t ns) {
   nanosleep(&ts, NULL);
 }
 
+uint64_t rk__realtime_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 const char *rk_backend_name(rk_backend b) {
   switch (b) {
     case RK_BACKEND_AUTO: return "auto";
@@ -94,8 +100,8 @@ rk_clock *rk_runtime_clock(rk_runtime *rt) { return rt ? rt->clock : NULL; }
 
 /* ---------------------------------------- backend choice ------------------------------------- */
 
-/* Probe CUDA: 1 usable device, 0 none (reason written). The CUDA backend proper lives in the CUDA
- * issue's code; until it is built in, a found device is reported and the CPU backend used. */
+/* Probe CUDA: 1 when a device is present (the backend is then set up by rk__cuda_init, which may
+ * still refuse a hostile environment), 0 otherwise with the reason written. */
 static int cuda_probe(int device, char *reason, size_t len) {
 #if defined(RK_HAVE_CUDA)
   int n = 0;
@@ -112,8 +118,7 @@ static int cuda_probe(int device, char *reason, size_t len) {
     snprintf(reason, len, "CUDA device %d requested, %d present", device, n);
     return 0;
   }
-  snprintf(reason, len, "CUDA device %d present, but this build has no CUDA backend yet", device);
-  return 0;
+  return 1;
 #else
   (void)device;
   snprintf(reason, len, "built without CUDA");
@@ -211,10 +216,25 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   uv_mutex_init(&rt->lock);
   snprintf(rt->last_error, sizeof rt->last_error, "no error");
   rt->backend = RK_BACKEND_CPU;
-  if (o.backend == RK_BACKEND_CPU)
-    snprintf(rt->backend_reason, sizeof rt->backend_reason, "CPU backend requested");
-  else
-    snprintf(rt->backend_reason, sizeof rt->backend_reason, "CPU backend: %s", reason);
+  rt->ops = &rk__cpu_backend;
+  if (cuda_ok) {
+    rc = rk__cuda_init(rt, reason, sizeof reason);
+    if (rc == RK_OK) {
+      rt->backend = RK_BACKEND_CUDA;
+      snprintf(rt->backend_reason, sizeof rt->backend_reason, "%s", reason);
+    } else if (o.backend == RK_BACKEND_CUDA) {
+      rk__log(rt, RK_LOG_ERROR, "RK_BACKEND_CUDA unavailable: %s", reason);
+      uv_mutex_destroy(&rt->lock);
+      free(rt);
+      return rc;
+    }
+  }
+  if (rt->backend == RK_BACKEND_CPU) {
+    if (o.backend == RK_BACKEND_CPU)
+      snprintf(rt->backend_reason, sizeof rt->backend_reason, "CPU backend requested");
+    else
+      snprintf(rt->backend_reason, sizeof rt->backend_reason, "CPU backend: %s", reason);
+  }
   rt->node_id = o.node_id ? o.node_id : (uint32_t)(((uint32_t)getpid() << 16) ^ (uint32_t)rk_realtime_us()) | 0x80000000u;
   if ((rc = rk_clock_create(&rt->clock, rt->node_id, o.max_offset_us)) != RK_OK) goto fail;
 
@@ -255,6 +275,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   return RK_OK;
 
 fail:
+  if (rt->backend == RK_BACKEND_CUDA) rk__cuda_shutdown(rt);
   free(rt->handles);
   rk_clock_destroy(rt->clock);
   uv_mutex_destroy(&rt->lock);
@@ -283,6 +304,7 @@ void rk_runtime_destroy(rk_runtime *rt) {
     rt->handles->rt = NULL;
     close_handles(rt->handles);
   }
+  if (rt->backend == RK_BACKEND_CUDA) rk__cuda_shutdown(rt);
   rk_clock_destroy(rt->clock);
   uv_mutex_destroy(&rt->lock);
   free(rt);
