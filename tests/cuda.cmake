@@ -3,3 +3,4 @@
 # test is labelled nosan.
 rk_add_test(test_nvrtc SOURCES test_nvrtc.c STATIC LABELS nosan TIMEOUT 300)
 rk_add_test(test_arena SOURCES test_arena.c STATIC TIMEOUT 60)
+rk_add_test(test_gpu SOURCES test_gpu.c LABELS gpu nosan TIMEOUT 300)

@@ -37,6 +37,9 @@ RK_EXTERN_C_BEGIN
 #define RK_RING_MAX_SLOT (1u << 24)
 #define RK_RING_MAX_CAPACITY (1ull << 32)
 #define RK_RING_CLOSED (1ull << 63) /**< set in `claim` when the ring is closed to producers */
+/** Flag: the other side of this ring never wakes parked host waiters (it is a device, which cannot
+ *  make a futex call). Host waits on such a ring poll with short sleeps instead of parking. */
+#define RK_RING_F_NO_WAKE 0x1u
 
 /** The ring header: 512 bytes, four lines, each written by one party only. */
 typedef struct rk_ring {
@@ -44,7 +47,7 @@ typedef struct rk_ring {
   RK_ALIGNAS(128) uint32_t magic;
   uint32_t mode;
   uint32_t slot_size;
-  uint32_t reserved0;
+  uint32_t flags;        /* RK_RING_F_* (host-side hints; 0 after rk_ring_init) */
   uint64_t capacity;
   uint64_t mask;
   uint64_t slots_offset; /* bytes from the ring's start to slot 0 */

@@ -279,6 +279,10 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
       rc = rk__fail(rt, RK_EINVAL, "kernel %s: cannot initialise the rings of lane %u", k->name, i);
       goto fail_early;
     }
+    if (rt->backend == RK_BACKEND_CUDA) { /* the device end of these rings cannot wake host waiters */
+      l->inbox->flags |= RK_RING_F_NO_WAKE;
+      l->outbox->flags |= RK_RING_F_NO_WAKE;
+    }
     if (desc->scratch_size && (l->scratch = calloc(1, desc->scratch_size)) == NULL) {
       rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate scratch", k->name);
       goto fail_early;
@@ -344,6 +348,21 @@ static int transition(rk_kernel *k, uint32_t cmd, const char *what) {
 int rk_kernel_activate(rk_kernel *k) { return transition(k, RK_CMD_ACTIVATE, "activate"); }
 int rk_kernel_deactivate(rk_kernel *k) { return transition(k, RK_CMD_DEACTIVATE, "deactivate"); }
 
+/* Every lane has exited (ctl_lock held): reclaim the lanes and release blocked senders. */
+static void finish_terminate(rk_kernel *k) {
+  uint32_t i;
+  k->ops->join(k);
+  for (i = 0; i < k->lanes; i++) rk_ring_wake_all(k->lane[i].inbox); /* blocked senders: ECLOSED */
+  set_hstate(k, RK_STATE_TERMINATED);
+}
+
+/* Receivers waiting for replies that will never come learn it now. */
+static void wake_receivers(rk_kernel *k) {
+  uv_mutex_lock(&k->reply_lock);
+  uv_cond_broadcast(&k->reply_cond);
+  uv_mutex_unlock(&k->reply_lock);
+}
+
 int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
   uint32_t s, i;
   int rc;
@@ -375,14 +394,9 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
     }
     rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out before the inbox drained; aborted", k->name);
   }
-  k->ops->join(k);
-  for (i = 0; i < k->lanes; i++) rk_ring_wake_all(k->lane[i].inbox); /* blocked senders: ECLOSED */
-  set_hstate(k, RK_STATE_TERMINATED);
+  finish_terminate(k);
   uv_mutex_unlock(&k->ctl_lock);
-  /* Receivers waiting for replies that will never come learn it now. */
-  uv_mutex_lock(&k->reply_lock);
-  uv_cond_broadcast(&k->reply_cond);
-  uv_mutex_unlock(&k->reply_lock);
+  wake_receivers(k);
   return rc;
 }
 
@@ -394,8 +408,19 @@ void rk_kernel_destroy(rk_kernel *k) {
   rt = k->rt;
   if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) rk_recv_stop(k); /* pairs with rk_recv_start */
   s = rk_load_acquire_sys_u32(&k->hstate);
-  if (s != RK_STATE_TERMINATED && rk_kernel_terminate(k, 1000000000ll) != RK_OK &&
-      rk_load_acquire_sys_u32(&k->hstate) != RK_STATE_TERMINATED) {
+  if (s == RK_STATE_TERMINATING) {
+    /* An earlier terminate timed out with a lane still inside its handler and told the lanes to
+     * abort; they exit when the handler returns. Give them the same 1 s, then reclaim them. */
+    uv_mutex_lock(&k->ctl_lock);
+    if (rk_load_acquire_sys_u32(&k->hstate) == RK_STATE_TERMINATING &&
+        wait_lanes(k, lane_terminated, 0, 1000000000ull) == RK_OK)
+      finish_terminate(k);
+    uv_mutex_unlock(&k->ctl_lock);
+    wake_receivers(k);
+  } else if (s != RK_STATE_TERMINATED) {
+    (void)rk_kernel_terminate(k, 1000000000ll);
+  }
+  if (rk_load_acquire_sys_u32(&k->hstate) != RK_STATE_TERMINATED) {
     rk__log(rt, RK_LOG_ERROR, "kernel %s: lanes did not stop; its memory is kept", k->name);
     uv_mutex_lock(&rt->lock);
     for (pp = &rt->kernels; *pp; pp = &(*pp)->next)

@@ -156,7 +156,16 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
       __atomic_fetch_add(sleeping, 1, __ATOMIC_RELAXED); /* producers: a count */
     rk_fence_seq_cst_sys(); /* Dekker pair with the fence in rk_ring_notify_* */
     rc = ready(arg);
-    if (rc == 0) park(wake, w, left);
+    if (rc == 0) {
+      if (r->flags & RK_RING_F_NO_WAKE) {
+        /* The peer is a device: nobody will bump the wake word. Poll in short sleeps (a few µs:
+         * below a PCIe round trip's scale of latency, far below a futex timeout's). */
+        struct timespec ts = {0, left >= 0 && left < 5000 ? (long)left : 5000};
+        nanosleep(&ts, NULL);
+      } else {
+        park(wake, w, left);
+      }
+    }
     if (consumer)
       rk_store_relaxed_sys_u32(sleeping, 0);
     else
