@@ -66,7 +66,8 @@ RK_DIALECT uint32_t rk_lanes(rk_ctx *ctx);
 RK_DIALECT uint32_t rk_self(rk_ctx *ctx);
 
 /** Reply to the current message (collective; one thread publishes). Returns 0, RK_EMSGSIZE (len
- *  above the slot's payload), RK_EAGAIN (outbox full: only possible for a second reply). */
+ *  above the slot's payload), RK_EAGAIN (outbox full: only possible for a second reply), RK_ESTATE
+ *  (a reply reserved with rk_reply_reserve is not committed yet: commit it first). */
 RK_DIALECT int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len);
 /** Reserve a reply of len bytes in the outbox and return where to write it (the same pointer in
  *  every thread), or NULL (no reply wanted, or RK_EMSGSIZE/RK_EAGAIN). Collective. */

@@ -182,7 +182,9 @@ static __device__ uint32_t rk_self(rk_ctx *ctx) { return ctx->p->kernel_id; }
 static __device__ int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len) {
   __syncthreads();
   if (threadIdx.x == 0)
-    ctx->L->coll_rc = (payload == 0 && len > 0) ? RK_EINVAL : rk_dev_reply_put(ctx->p, ctx->L, type, 0, payload, len);
+    ctx->L->coll_rc = (payload == 0 && len > 0) ? RK_EINVAL
+                      : ctx->L->reserved         ? RK_ESTATE /* the next slot is the reservation's */
+                                                 : rk_dev_reply_put(ctx->p, ctx->L, type, 0, payload, len);
   __syncthreads();
   return ctx->L->coll_rc;
 }

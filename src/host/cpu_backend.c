@@ -48,10 +48,9 @@ static void reply_header(rk__lane *l, rk_envelope *e, const rk_msg *in, uint32_t
   e->priority = in->env.priority;
 }
 
+/* A reply is complete: count it into the batch. Its stamp is written by flush_replies. */
 static void reply_publish_staged(rk__lane *l, rk_envelope *e) {
-  rk_hlc stamp;
-  rk_clock_tick(l->k->clock, &stamp); /* send rule: after every stamp this kernel has seen */
-  e->hlc = stamp;
+  (void)e;
   l->out_pending++;
   l->replied = 1;
   count_add(&l->status->msgs_out, 1);
@@ -79,7 +78,14 @@ static void error_reply(rk__lane *l, const rk_msg *in, int code) {
 
 /* Publish the replies staged in this batch and wake whoever consumes the outbox. */
 static void flush_replies(rk__lane *l) {
+  rk_hlc stamp;
+  uint32_t i;
   if (l->out_pending == 0) return;
+  /* Stamp the batch's replies, in order, with one clock read and one CAS (send rule): each stamp is
+   * later than every stamp the kernel saw before the reply is published (merges, rk_now). */
+  rk__clock_tick_n(l->k->clock, l->out_pending, rk_clock_physical_us(l->k->clock), &stamp);
+  for (i = 0; i < l->out_pending; i++) /* tail: the producer's own word, plain read */
+    ((rk_envelope *)rk_ring_slot(l->outbox, l->outbox->tail + i))->hlc = stamp + i;
   rk_ring_commit_n(l->outbox, l->out_pending); /* release: slots before the index */
   l->out_pending = 0;
   rk_ring_notify_consumer(l->outbox);
@@ -122,6 +128,8 @@ int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len) {
   if (ctx->thread == 0) {
     if (payload == NULL && len > 0)
       l->coll_rc = RK_EINVAL;
+    else if (l->reserved_slot)
+      l->coll_rc = RK_ESTATE; /* the next slot is the reservation's: commit it first */
     else
       l->coll_rc = reply_put(l, l->cur, type, 0, payload, len);
   }
@@ -181,7 +189,8 @@ static int run_handler(rk__lane *l, const rk_msg *m) {
   return rc;
 }
 
-static void handle_one(rk__lane *l, rk_envelope *e) {
+/* pt_us: a reading of the kernel clock's time source taken after e was seen (process_batch). */
+static void handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us) {
   rk_kernel *k = l->k;
   rk_msg m;
   int chk, rc;
@@ -202,7 +211,7 @@ static void handle_one(rk__lane *l, rk_envelope *e) {
   m.env = *e;
   m.payload = e->payload_len ? (const void *)(e + 1) : NULL;
   m.len = e->payload_len;
-  if (rk_clock_recv(k->clock, e->hlc, NULL) == RK_ECLOCK) { /* the kernel clock does not move */
+  if (rk__clock_recv_at(k->clock, e->hlc, pt_us, NULL) == RK_ECLOCK) { /* the kernel clock does not move */
     count_add(&l->status->clock_rejected, 1);
     error_reply(l, &m, RK_ECLOCK);
     return;
@@ -225,6 +234,9 @@ static int outbox_room(rk__lane *l, const rk_envelope *e) {
 static uint32_t process_batch(rk__lane *l, int *stalled) {
   uint64_t pos;
   uint32_t n = rk_ring_peek_n(l->inbox, RK_LANE_BATCH, &pos), i;
+  /* One clock read for the batch's receive merges, taken after the messages were published (so
+   * the drift check cannot refuse a good stamp). */
+  uint64_t pt_us = n ? rk_clock_physical_us(l->k->clock) : 0;
   *stalled = 0;
   for (i = 0; i < n; i++) {
     rk_envelope *e = (rk_envelope *)rk_ring_slot(l->inbox, pos + i);
@@ -232,7 +244,10 @@ static uint32_t process_batch(rk__lane *l, int *stalled) {
       *stalled = 1;
       break;
     }
-    handle_one(l, e);
+    handle_one(l, e, pt_us);
+    /* A heartbeat per message, not per batch: a batch of slow messages that keeps making progress
+     * must not look like a stall to the watchdog (the inbox is released only after the batch). */
+    count_add(&l->status->heartbeat, 1);
   }
   if (i) {
     rk_ring_release_n(l->inbox, i); /* release: the slots were read */
@@ -317,8 +332,7 @@ static void lane_main(void *arg) {
     }
     if (rk_load_relaxed_sys_u32(&h->abort)) break;
     if (state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING) {
-      got = process_batch(l, &stalled);
-      if (got) rk_store_relaxed_sys_u64(&st->heartbeat, rk_load_relaxed_sys_u64(&st->heartbeat) + 1);
+      got = process_batch(l, &stalled); /* beats the heartbeat per message */
       if (state == RK_STATE_TERMINATING && l->inbox->head >= drain_to) break; /* drained */
     }
     if (stalled) {

@@ -53,7 +53,13 @@ struct rk__lane {
   rk_ring *outbox; /* SPSC: the lane produces replies, one host drainer at a time consumes */
   rk_lane_status *status;
   rk_lane_command *cmd;
-  uv_mutex_t drain_lock; /* held by whoever consumes the outbox (ARCHITECTURE §3) */
+  /* held by whoever consumes the outbox (ARCHITECTURE §3). Alone on its line(s): the consumer locks
+   * and unlocks it on every drain, and must not invalidate the fields around it, which the lane's
+   * worker reads or writes on every message (the lane array is not line-aligned, hence whole-line
+   * pads rather than an alignment). */
+  char drain_pad_before[RK_LINE];
+  uv_mutex_t drain_lock;
+  char drain_pad_after[RK_LINE];
   /* worker side */
   uv_thread_t *threads;
   struct rk_ctx *ctxs;

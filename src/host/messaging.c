@@ -281,11 +281,11 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         if (clock_bad && w->out->status == 0) w->out->status = RK_ECLOCK;
         if (now_ns == 0) now_ns = rk__now_ns();
         rk__latency_add(k, now_ns - w->sent_ns);
+        add(&k->received, 1); /* before done: a caller's stats after rk_call returns include it */
         /* pairs with the caller's acquire in call_common: *w->out is written; after this store the
          * drainer never touches w (it lives on the caller's stack) */
         __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
         woke = 1;
-        received++;
         continue;
       }
       if (e->correlation_id & RK__CALL_BIT) {

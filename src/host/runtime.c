@@ -130,10 +130,20 @@ static int cuda_probe(int device, char *reason, size_t len) {
 
 /* Run fn over a snapshot of the kernel list; each kernel is pinned by refs while it is used. */
 static void for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *)) {
-  rk_kernel *ks[256], *k;
-  int n = 0, i;
+  rk_kernel *stack[64], **ks = stack, *k;
+  size_t n = 0, cap = sizeof stack / sizeof stack[0], i;
   uv_mutex_lock(&rt->lock);
-  for (k = rt->kernels; k && n < 256; k = k->next) {
+  /* Every kernel, however many: a fixed-size snapshot would never serve the oldest ones. */
+  for (k = rt->kernels; k; k = k->next) n++;
+  if (n > cap) {
+    rk_kernel **big = (rk_kernel **)malloc(n * sizeof *big);
+    if (big) { /* (out of memory: serve the first `cap` of them this pass) */
+      ks = big;
+      cap = n;
+    }
+  }
+  n = 0;
+  for (k = rt->kernels; k && n < cap; k = k->next) {
     __atomic_add_fetch(&k->refs, 1, __ATOMIC_ACQUIRE);
     ks[n++] = k;
   }
@@ -142,6 +152,7 @@ static void for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *)) {
     fn(ks[i]);
     __atomic_sub_fetch(&ks[i]->refs, 1, __ATOMIC_RELEASE); /* pairs with rk_kernel_destroy */
   }
+  if (ks != stack) free(ks);
 }
 
 static void on_close(uv_handle_t *h) {

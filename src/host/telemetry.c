@@ -14,16 +14,26 @@ static void watch_kernel(rk_kernel *k) {
   uint64_t now = rk__now_ns();
   uint64_t stall = k->rt->opts.watchdog_stall_ns ? k->rt->opts.watchdog_stall_ns : RK_DEFAULT_WATCHDOG_STALL_NS;
   uint32_t s = rk_load_acquire_sys_u32(&k->hstate), i;
-  if (s != RK_STATE_ACTIVE && s != RK_STATE_TERMINATING) return;
-  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) return;
+  int consuming = s == RK_STATE_ACTIVE || s == RK_STATE_TERMINATING;
+  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) return; /* keeps the age it faulted with */
   for (i = 0; i < k->lanes; i++) {
     rk__lane *l = &k->lane[i];
     uint64_t hb = rk_load_relaxed_sys_u64(&l->status->heartbeat); /* statistics: no pairing */
     uint64_t depth = rk_ring_count(l->inbox);
     uint64_t changed = __atomic_load_n(&l->wd_changed_ns, __ATOMIC_RELAXED);
-    if (hb != l->wd_heartbeat || depth == 0 || changed == 0) {
+    /* The stall clock runs only while the lane is seen consuming with work: it starts (changed =
+     * now) at the first such observation, and restarts whenever the heartbeat moved. Starting it
+     * at an earlier idle or inactive observation would fault a lane that has just been given work
+     * (or activated) whenever this timer ran late (a slow callback on the loop) or the kernel was
+     * inactive longer than the stall bound. changed == 0: no clock (statistics for stats_get). */
+    if (!consuming || depth == 0) {
       l->wd_heartbeat = hb;
-      __atomic_store_n(&l->wd_changed_ns, now, __ATOMIC_RELAXED); /* statistics for stats_get */
+      __atomic_store_n(&l->wd_changed_ns, 0, __ATOMIC_RELAXED);
+      continue;
+    }
+    if (hb != l->wd_heartbeat || changed == 0) {
+      l->wd_heartbeat = hb;
+      __atomic_store_n(&l->wd_changed_ns, now, __ATOMIC_RELAXED);
       continue;
     }
     if (now - changed >= stall) {

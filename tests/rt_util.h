@@ -1,0 +1,202 @@
+/* rt_util.h — helpers shared by the runtime and CPU-backend tests (test_lifecycle, test_messaging,
+ * ...): a quiet log sink that counts what the runtime reported, runtime and kernel set-up with
+ * checked results, bounded waits on a condition (hang checks, never performance assertions),
+ * stats snapshots, and a small echo-like handler family the tests build on.
+ *
+ * cmocka's prerequisite headers come first (it needs stdarg/stddef/setjmp before cmocka.h). */
+#ifndef RK_RT_UTIL_H
+#define RK_RT_UTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+/* cmocka.h needs the four above first. */
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <ringkernel.h>
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define RT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define RT_SANITIZED 1
+#endif
+#endif
+#ifndef RT_SANITIZED
+#define RT_SANITIZED 0
+#endif
+
+#define RT_MS 1000000ll
+#define RT_SEC 1000000000ll
+/* Generous bound for anything that should happen "promptly": a hang check, not a timing claim. */
+#define RT_HANG (10 * RT_SEC)
+
+static inline uint64_t rt_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void rt_sleep_ms(unsigned ms) {
+  struct timespec ts;
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (long)(ms % 1000) * 1000000l;
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* ---------------------------------------- logging -------------------------------------------- */
+
+/* Counts of what the runtime logged, per level; the last error-level message. Tests that provoke
+ * failures on purpose keep stderr clean, and some assert that a warning was (or was not) logged. */
+typedef struct rt_log {
+  pthread_mutex_t lock;
+  unsigned count[4];
+  char last[512];
+  int echo; /* print everything to stderr too (debugging) */
+} rt_log;
+
+static inline void rt_log_sink(void *user, rk_log_level level, const char *message) {
+  rt_log *l = (rt_log *)user;
+  pthread_mutex_lock(&l->lock);
+  if ((unsigned)level < 4) l->count[level]++;
+  if (level <= RK_LOG_WARN) snprintf(l->last, sizeof l->last, "%s", message);
+  if (l->echo) fprintf(stderr, "[rk %d] %s\n", (int)level, message);
+  pthread_mutex_unlock(&l->lock);
+}
+
+static inline unsigned rt_log_count(rt_log *l, rk_log_level level) {
+  unsigned n;
+  pthread_mutex_lock(&l->lock);
+  n = l->count[level];
+  pthread_mutex_unlock(&l->lock);
+  return n;
+}
+
+/* One log per test executable: runtimes are created and destroyed per test, the sink outlives
+ * them. */
+static rt_log rt_the_log = {PTHREAD_MUTEX_INITIALIZER, {0, 0, 0, 0}, "", 0};
+
+/* ---------------------------------------- set-up --------------------------------------------- */
+
+static inline rk_runtime_options rt_options(void) {
+  rk_runtime_options o = RK_RUNTIME_OPTIONS_INIT;
+  o.backend = RK_BACKEND_CPU; /* this suite tests the CPU backend, GPU or not */
+  o.log = rt_log_sink;
+  o.log_user = &rt_the_log;
+  o.log_level = RK_LOG_WARN;
+  if (getenv("RT_LOG")) rt_the_log.echo = 1;
+  return o;
+}
+
+static inline rk_runtime *rt_create_opts(const rk_runtime_options *o) {
+  rk_runtime *rt = NULL;
+  int rc = rk_runtime_create(&rt, o);
+  assert_int_equal(rc, RK_OK);
+  assert_non_null(rt);
+  return rt;
+}
+
+static inline rk_runtime *rt_create(void) {
+  rk_runtime_options o = rt_options();
+  return rt_create_opts(&o);
+}
+
+static inline rk_kernel *rt_launch(rk_runtime *rt, const rk_kernel_desc *d, const rk_launch_options *lo) {
+  rk_kernel *k = NULL;
+  int rc = rk_kernel_launch(rt, d, lo, &k);
+  if (rc != RK_OK) print_error("launch failed: %s: %s\n", rk_err_name(rc), rk_runtime_last_error(rt));
+  assert_int_equal(rc, RK_OK);
+  assert_non_null(k);
+  assert_int_equal(rk_kernel_state_of(k), RK_STATE_LAUNCHED);
+  return k;
+}
+
+static inline rk_kernel *rt_launch_active(rk_runtime *rt, const rk_kernel_desc *d, const rk_launch_options *lo) {
+  rk_kernel *k = rt_launch(rt, d, lo);
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  assert_int_equal(rk_kernel_state_of(k), RK_STATE_ACTIVE);
+  return k;
+}
+
+static inline rk_kernel_stats rt_stats(rk_kernel *k) {
+  rk_kernel_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  assert_int_equal(rk_kernel_stats_get(k, &st), RK_OK);
+  return st;
+}
+
+/* Poll pred(arg) every millisecond until it holds or `ns` passed; returns whether it held. */
+static inline int rt_wait_for(int (*pred)(void *), void *arg, int64_t ns) {
+  uint64_t start = rt_now_ns();
+  for (;;) {
+    if (pred(arg)) return 1;
+    if ((int64_t)(rt_now_ns() - start) >= ns) return pred(arg);
+    rt_sleep_ms(1);
+  }
+}
+
+/* Wait until a stats field reaches at least `want` (hang-checked). */
+#define RT_WAIT_STAT(k, field, want)                                         \
+  do {                                                                       \
+    uint64_t rt_start_ = rt_now_ns();                                        \
+    for (;;) {                                                               \
+      rk_kernel_stats rt_st_ = rt_stats(k);                                  \
+      if (rt_st_.field >= (uint64_t)(want)) break;                           \
+      if ((int64_t)(rt_now_ns() - rt_start_) > RT_HANG)                      \
+        fail_msg("timed out waiting for %s >= %llu (is %llu)", #field,       \
+                 (unsigned long long)(want), (unsigned long long)rt_st_.field); \
+      rt_sleep_ms(1);                                                        \
+    }                                                                        \
+  } while (0)
+
+/* Assert an RK_* result with the runtime's detail on failure. */
+#define RT_OK(rt, call)                                                                      \
+  do {                                                                                       \
+    int rt_rc_ = (call);                                                                     \
+    if (rt_rc_ < 0)                                                                          \
+      fail_msg("%s = %s (%s)", #call, rk_err_name(rt_rc_), rk_runtime_last_error(rt));       \
+  } while (0)
+
+/* The payload of the test messages most tests exchange: who sent it and its sequence. */
+typedef struct rt_item {
+  uint32_t who;
+  uint32_t seq;
+  uint64_t key;
+  uint64_t stamp; /* filled by some handlers: the request's HLC stamp as the kernel saw it */
+  uint32_t lane;  /* filled by some handlers: the lane that handled it */
+  uint32_t thread_mask;
+} rt_item;
+
+#define RT_ITEM_TYPE 7u
+
+static inline rk_kernel_desc rt_desc(const char *name, rk_handler_fn fn) {
+  rk_kernel_desc d;
+  memset(&d, 0, sizeof d);
+  d.size = sizeof d;
+  d.name = name;
+  d.handler = fn;
+  return d;
+}
+
+/* rt_item echo that fills in the request's stamp and the lane (the handler is the kernel's view of
+ * the message). Any other payload is echoed unchanged. */
+static inline int rt_item_echo(rk_ctx *ctx, const rk_msg *in) {
+  if (rk_msg_type_of(in) == RT_ITEM_TYPE && rk_msg_len(in) == sizeof(rt_item)) {
+    rt_item it;
+    memcpy(&it, rk_msg_payload(in), sizeof it);
+    it.stamp = rk_msg_stamp(in);
+    it.lane = rk_lane(ctx);
+    return rk_reply(ctx, RT_ITEM_TYPE, &it, sizeof it);
+  }
+  return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
+}
+
+#endif /* RK_RT_UTIL_H */

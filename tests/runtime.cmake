@@ -1,0 +1,13 @@
+# runtime.cmake — tests of the host runtime and the CPU backend, through the public API (white-box
+# only where it cannot reach: test_handlers injects corrupt envelopes into a lane's inbox, so it
+# links the static library to see host/internal.h). Included by tests/CMakeLists.txt.
+# Timeouts are hang guards sized for a 2-core machine under ThreadSanitizer.
+
+rk_add_test(test_lifecycle SOURCES test_lifecycle.c LABELS runtime TIMEOUT 120)
+rk_add_test(test_messaging SOURCES test_messaging.c LABELS runtime TIMEOUT 120)
+rk_add_test(test_backpressure SOURCES test_backpressure.c LABELS runtime TIMEOUT 120)
+rk_add_test(test_terminate SOURCES test_terminate.c LABELS runtime TIMEOUT 120)
+rk_add_test(test_handlers SOURCES test_handlers.c LABELS runtime STATIC TIMEOUT 120)
+rk_add_test(test_watchdog SOURCES test_watchdog.c LABELS runtime TIMEOUT 120)
+rk_add_test(test_telemetry SOURCES test_telemetry.c LABELS runtime TIMEOUT 120)
+rk_add_test(test_builtins SOURCES test_builtins.c LABELS runtime TIMEOUT 120)
