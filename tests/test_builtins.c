@@ -226,6 +226,31 @@ static void run_echo(uint32_t threads, uint32_t lanes) {
   rk_runtime_destroy(rt);
 }
 
+/* max_lanes: the counter's one running total is not shared across lanes; a descriptor from an
+ * older header (no max_lanes field) is still accepted. */
+static void test_max_lanes(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel_desc old = rk_builtin_echo;
+  rk_kernel *k = NULL;
+  (void)state;
+  lo.lanes = 2;
+  assert_int_equal(rk_kernel_launch(rt, &rk_builtin_counter, &lo, &k), RK_EINVAL);
+  assert_null(k);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "lanes"));
+  lo.lanes = 1;
+  assert_int_equal(rk_kernel_launch(rt, &rk_builtin_counter, &lo, &k), RK_OK);
+  rk_kernel_destroy(k);
+  old.size = (uint32_t)RK_OFFSETOF(rk_kernel_desc, max_lanes);
+  lo.lanes = 3;
+  assert_int_equal(rk_kernel_launch(rt, &old, &lo, &k), RK_OK);
+  assert_int_equal(rk_kernel_lanes(k), 3);
+  rk_kernel_destroy(k);
+  old.size = (uint32_t)RK_OFFSETOF(rk_kernel_desc, n_types); /* too old: no n_types */
+  assert_int_equal(rk_kernel_launch(rt, &old, &lo, &k), RK_EINVAL);
+  rk_runtime_destroy(rt);
+}
+
 static void test_echo_threads(void **state) {
   (void)state;
   run_echo(1, 1);
@@ -242,6 +267,7 @@ int main(void) {
       cmocka_unit_test(test_counter_1_thread),
       cmocka_unit_test(test_counter_4_threads),
       cmocka_unit_test(test_echo_threads),
+      cmocka_unit_test(test_max_lanes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -87,6 +87,8 @@ typedef struct rk_kernel_desc {
   rk_backpressure backpressure; /**< default BLOCK */
   const rk_msg_type *const *types; /**< accepted message types (NULL: any type, any size) */
   uint32_t n_types;
+  uint32_t max_lanes;           /**< most lanes the handler supports (e.g. 1 when lanes would share
+                                     unsynchronised state); 0: RK_MAX_LANES */
 } rk_kernel_desc;
 
 /** Per-launch overrides. Zero fields take the descriptor's values. Start from
@@ -121,8 +123,8 @@ RK_API rk_backend rk_runtime_backend(const rk_runtime *rt);
 RK_API const char *rk_runtime_backend_reason(const rk_runtime *rt);
 /** Name of a backend ("cpu", "cuda", "auto"). */
 RK_API const char *rk_backend_name(rk_backend b);
-/** Detail of the last failure on this runtime (thread-local per runtime is not promised: the last
- *  failure of any thread). Never NULL. */
+/** Detail of the last failure on this runtime (the last failure of any thread), copied into a
+ *  buffer of the calling thread that stays valid until that thread's next call. Never NULL. */
 RK_API const char *rk_runtime_last_error(const rk_runtime *rt);
 /** The runtime's HLC (stamps host sends, merges replies). */
 RK_API rk_clock *rk_runtime_clock(rk_runtime *rt);
@@ -269,7 +271,8 @@ RK_API int rk_kernel_stats_get(rk_kernel *k, rk_kernel_stats *stats);
 RK_API extern const rk_kernel_desc rk_builtin_echo;
 /** vector_add: rk_vadd_req in, rk_vadd_reply out (sum and the kernel's stamp). */
 RK_API extern const rk_kernel_desc rk_builtin_vector_add;
-/** counter: stateful; rk_counter_add in, rk_counter_value out (running total, messages seen). */
+/** counter: stateful; rk_counter_add in, rk_counter_value out (running total, messages seen).
+ *  One lane (its state is one running total): launching it with more lanes is RK_EINVAL. */
 RK_API extern const rk_kernel_desc rk_builtin_counter;
 
 #endif /* !__CUDACC_RTC__ */

@@ -7,14 +7,14 @@ static const rk_msg_type *const vadd_types[] = {&rk_vadd_req_msgtype};
 static const rk_msg_type *const counter_types[] = {&rk_counter_add_msgtype};
 
 /* CPU handler and CUDA entry point (src/device/builtins.cu) from the same dialect source. */
-#define RK__DESC(nm, fn, entry, st, types, ntypes)                                                  \
+#define RK__DESC(nm, fn, entry, st, types, ntypes, maxl)                                            \
   {                                                                                                 \
     sizeof(rk_kernel_desc), nm, fn, NULL, entry, NULL, NULL, st, NULL, NULL, 0, 1, 1, 1024, 0, 256, \
-        RK_BACKPRESSURE_BLOCK, types, ntypes                                                        \
+        RK_BACKPRESSURE_BLOCK, types, ntypes, maxl                                                  \
   }
 
-const rk_kernel_desc rk_builtin_echo = RK__DESC("echo", rk_echo_handler, "rk_ring_kernel_echo", 0, NULL, 0);
+const rk_kernel_desc rk_builtin_echo = RK__DESC("echo", rk_echo_handler, "rk_ring_kernel_echo", 0, NULL, 0, 0);
 const rk_kernel_desc rk_builtin_vector_add =
-    RK__DESC("vector_add", rk_vector_add_handler, "rk_ring_kernel_vector_add", 0, vadd_types, 1);
+    RK__DESC("vector_add", rk_vector_add_handler, "rk_ring_kernel_vector_add", 0, vadd_types, 1, 0);
 const rk_kernel_desc rk_builtin_counter = RK__DESC("counter", rk_counter_handler, "rk_ring_kernel_counter",
-                                                   sizeof(rk_counter_state), counter_types, 1);
+                                                   sizeof(rk_counter_state), counter_types, 1, 1);

@@ -158,7 +158,10 @@ static void abort_lanes(rk_kernel *k) {
 
 static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
   uint32_t i;
-  if (d->size < sizeof(rk_kernel_desc)) return rk__fail(rt, RK_EINVAL, "kernel descriptor: size field not set");
+  /* Descriptors grow at the end: one compiled against an older header (smaller size, up to
+   * n_types) is accepted, and the fields it lacks read as zero. */
+  if (d->size < RK_OFFSETOF(rk_kernel_desc, max_lanes))
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor: size field not set");
   if (d->types == NULL && d->n_types)
     return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: n_types without types", d->name ? d->name : "?");
   for (i = 0; i < d->n_types; i++)
@@ -193,7 +196,8 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   k = (rk_kernel *)calloc(1, sizeof *k);
   if (k == NULL) return rk__fail(rt, RK_ENOMEM, "rk_kernel_launch: out of memory");
   k->rt = rt;
-  k->desc = *desc;
+  memcpy(&k->desc, desc, desc->size < sizeof k->desc ? desc->size : sizeof k->desc); /* rest: calloc'd zero */
+  desc = &k->desc;
   snprintf(k->name, sizeof k->name, "%s", desc->name ? desc->name : "kernel");
   k->lanes = (uint32_t)pick(o.lanes, desc->lanes, 1);
   k->threads = (uint32_t)pick(o.threads_per_lane, desc->threads_per_lane, 1);
@@ -210,8 +214,9 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   uv_cond_init(&k->reply_cond);
   uv_mutex_init(&k->cb_lock);
 
-  if (k->lanes == 0 || k->lanes > RK_MAX_LANES) {
-    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u lanes (1..%u)", k->name, k->lanes, RK_MAX_LANES);
+  if (k->lanes == 0 || k->lanes > (desc->max_lanes ? desc->max_lanes : RK_MAX_LANES)) {
+    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u lanes (1..%u)", k->name, k->lanes,
+                  desc->max_lanes ? desc->max_lanes : RK_MAX_LANES);
     goto fail_early;
   }
   if (k->threads == 0 || k->threads > 1024) {

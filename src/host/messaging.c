@@ -174,6 +174,8 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
     while (i + run < n && run < 64) {
       const rk_send_item *it = &items[i + run];
       if ((it->flags & RK_SEND_KEYED) && lane_for(k, 1, it->key) != lane_idx) break;
+      /* one claim honours one backpressure policy: a run does not mix NOWAIT and waiting items */
+      if ((it->flags & RK_SEND_NOWAIT) != (items[i].flags & RK_SEND_NOWAIT)) break;
       if (check_send(k, it->type, it->payload, it->len) != RK_OK) break;
       run++;
     }

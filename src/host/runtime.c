@@ -85,9 +85,14 @@ int rk__fail(rk_runtime *rt, int code, const char *fmt, ...) {
 }
 
 const char *rk_runtime_last_error(const rk_runtime *rt) {
-  /* The buffer is rewritten under rt->lock; a reader racing with a failure in another thread may
-   * see the newer message, never a torn pointer. Copy it out if you need it stable. */
-  return rt ? rt->last_error : "no runtime";
+  /* The runtime's buffer is rewritten under rt->lock by failing calls on any thread; the caller
+   * gets a copy taken under the lock, in a buffer of its own thread, valid until its next call. */
+  static _Thread_local char copy[sizeof rt->last_error];
+  if (rt == NULL) return "no runtime";
+  uv_mutex_lock((uv_mutex_t *)&rt->lock);
+  memcpy(copy, rt->last_error, sizeof copy);
+  uv_mutex_unlock((uv_mutex_t *)&rt->lock);
+  return copy;
 }
 
 uint64_t rk__msg_id(rk_runtime *rt) {
