@@ -1,0 +1,136 @@
+/* bench.h — what every rk-bench subcommand shares: options, the result sink (JSON lines or a
+ * table), the machine string, timers, percentiles, thread pinning and a start barrier.
+ *
+ * Adding a subcommand: write bench/<name>.c with `int rk_bench_<name>(const rk_bench_opts *)`,
+ * declare it below and add one row to the dispatch table in bench/main.c. Results go through
+ * rk_bench_emit() only; names (bench, impl, metric) are compared across runs, so never rename one.
+ * See bench/README.md. */
+#ifndef RK_BENCH_H
+#define RK_BENCH_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RK_BENCH_MSG_SIZE 64u   /* every ring comparison moves 64-byte messages */
+#define RK_BENCH_CAPACITY 1024u /* and every ring has 1024 slots */
+#define RK_BENCH_BATCH 32u      /* the batch size of the *.batch impls */
+
+typedef struct rk_bench_opts {
+  int json;       /* --json: one JSON object per line on stdout, nothing else there */
+  int quick;      /* --quick: short run (smoke test / CI), same names */
+  double seconds; /* time budget of one measurement (one impl, one bench) */
+  int trials;     /* timed repetitions per throughput measurement (median reported) */
+  const char *filter; /* --filter S: run only measurements whose "bench/impl/metric" contains S */
+} rk_bench_opts;
+
+/* Nonzero when the measurement named "bench/impl/metric" is selected by --filter (always without
+ * one). metric may be NULL ("bench/impl/"). */
+int rk_bench_want(const rk_bench_opts *opts, const char *bench, const char *impl,
+                  const char *metric);
+
+typedef int (*rk_bench_fn)(const rk_bench_opts *opts);
+
+/* ---- subcommands (one row each in main.c's dispatch table) ---- */
+int rk_bench_ring(const rk_bench_opts *opts);
+int rk_bench_hlc(const rk_bench_opts *opts);
+int rk_bench_rtt(const rk_bench_opts *opts);
+int rk_bench_gpu(const rk_bench_opts *opts);
+
+/* ---- results ----
+ * rk_bench_emit records one figure. With --json it prints {"bench": ..., "impl": ...,
+ * "metric": ..., "value": N, "unit": ..., "n": samples, "machine": ...} at once; otherwise it
+ * prints a progress line on stderr and keeps the figure for the table. spread_lo/spread_hi
+ * (same unit; NaN when not applicable) are shown in the table only. */
+void rk_bench_emit(const char *bench, const char *impl, const char *metric, double value,
+                   const char *unit, uint64_t n, double spread_lo, double spread_hi);
+/* Table mode: print the table of every figure recorded whose bench name starts with prefix,
+ * one block per bench (rows: impls, columns: metrics), then forget them. No-op with --json. */
+void rk_bench_table(const char *prefix);
+/* Table mode: print "bench metric: num/den = R (target: >= T | <= T) ok|MISSED". target <= 0:
+ * informative ratio, no target. higher_better says which way the target points. */
+void rk_bench_ratio(const char *bench, const char *metric, const char *num, const char *den,
+                    double target, int higher_better);
+/* Table mode: a free-form note line on stdout (e.g. pinning, parameters). No-op with --json
+ * (then it goes to stderr, so stdout stays pure JSON). */
+void rk_bench_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int rk_bench_json(void);
+void rk_bench_set_json(int on);
+/* Nonzero if any figure missed its target or a validation failed (exit status of rk-bench). */
+int rk_bench_failed(void);
+void rk_bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- machine ---- */
+/* "CPU model (N cores)" from /proc/cpuinfo and the online CPU count; static storage. */
+const char *rk_bench_machine(void);
+
+/* 1-minute load average from /proc/loadavg (-1 if unknown): other work on the machine skews
+ * every figure, so rk-bench reports it. */
+double rk_bench_loadavg(void);
+/* Interference meter: the share of all CPUs' time that *other* processes used between begin and
+ * end, in percent (-1 if unknown). /proc/stat busy time minus this process's own CPU time. */
+typedef struct rk_bench_others {
+  double busy0, self0;
+  uint64_t t0;
+  int ok;
+} rk_bench_others;
+void rk_bench_others_begin(rk_bench_others *o);
+double rk_bench_others_end(const rk_bench_others *o);
+
+/* ---- time ---- */
+/* CLOCK_MONOTONIC in ns (vDSO; ~20 ns per read). For whole-run timings. */
+uint64_t rk_bench_now_ns(void);
+/* Cycle counter for per-sample timings (rdtsc on x86, ordered by lfence; clock_gettime elsewhere);
+ * rk_bench_ticks_to_ns converts with a calibration against CLOCK_MONOTONIC done on first use. */
+static inline uint64_t rk_bench_ticks(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  uint32_t lo, hi;
+  __asm__ __volatile__("lfence\n\trdtsc" : "=a"(lo), "=d"(hi)::"memory");
+  return ((uint64_t)hi << 32) | lo;
+#else
+  return rk_bench_now_ns();
+#endif
+}
+double rk_bench_ticks_per_ns(void);
+/* Cost of one rk_bench_ticks() pair in ns (median), included in every per-sample time. */
+double rk_bench_ticks_overhead_ns(void);
+/* Smallest nonzero step of rk_bench_ticks() in ns (virtual machines may coarsen the TSC). */
+double rk_bench_ticks_granularity_ns(void);
+
+/* ---- statistics ---- */
+/* Sorts v (n values) in place and returns the value at quantile q (0..1), nearest rank. */
+uint64_t rk_bench_quantile_u64(uint64_t *v, size_t n, double q);
+/* Median of n doubles (sorts in place); min and max optional. */
+double rk_bench_median(double *v, size_t n, double *min, double *max);
+
+/* ---- threads ---- */
+/* Number of CPUs this process may run on, and the i-th of them (i modulo the count). */
+int rk_bench_ncpus(void);
+int rk_bench_cpu(int i);
+/* Pin the calling thread to CPU `cpu` (an id from rk_bench_cpu). Returns 0 or an errno. */
+int rk_bench_pin(int cpu);
+/* Start a thread pinned to cpu (cpu < 0: not pinned); the pin is applied before fn runs.
+ * *pinned (may be NULL) receives 1 when the pin took. Returns 0 or an errno. */
+int rk_bench_spawn(pthread_t *t, int cpu, void *(*fn)(void *), void *arg, int *pinned);
+
+/* A spinning start barrier: every party arrives, the last one releases everyone at once. */
+typedef struct rk_bench_barrier {
+  volatile uint32_t arrived;
+  uint32_t parties;
+} rk_bench_barrier;
+void rk_bench_barrier_init(rk_bench_barrier *b, uint32_t parties);
+void rk_bench_barrier_wait(rk_bench_barrier *b);
+
+/* Pause once (the wait policy of every spinning loop in the ring comparisons). */
+static inline void rk_bench_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* Keep a value alive without a store the compiler could elide. */
+#define RK_BENCH_KEEP(x) __asm__ __volatile__("" : : "r"(x) : "memory")
+
+#endif /* RK_BENCH_H */
