@@ -121,6 +121,12 @@ typedef struct rk_bench_barrier {
 void rk_bench_barrier_init(rk_bench_barrier *b, uint32_t parties);
 void rk_bench_barrier_wait(rk_bench_barrier *b);
 
+/* Median round trip of one cache line bounced between CPUs 0 and 1 (pinned, acquire/release), in
+ * ns, over about `seconds`: the machine's core-to-core floor at that moment. On a virtual machine it
+ * moves when the host moves the vCPUs (110 ns vs 250+ ns here), and every ring figure moves with it,
+ * so rk-bench prints it before and after the ring measurements. -1 with fewer than 2 CPUs. */
+double rk_bench_line_rtt_ns(double seconds);
+
 /* Pause once (the wait policy of every spinning loop in the ring comparisons). */
 static inline void rk_bench_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -441,6 +441,67 @@ int rk_bench_spawn(pthread_t *t, int cpu, void *(*fn)(void *), void *arg, int *p
   return pthread_create(t, NULL, fn, arg);
 }
 
+typedef struct line_pp {
+  volatile uint64_t word __attribute__((aligned(128)));
+  uint8_t pad[120];
+  volatile uint32_t ready;
+} line_pp;
+
+static void *line_echo(void *arg) {
+  line_pp *l = arg;
+  uint64_t last = 0, v;
+  __atomic_store_n(&l->ready, 1, __ATOMIC_RELEASE);
+  for (;;) {
+    while ((v = __atomic_load_n(&l->word, __ATOMIC_ACQUIRE)) == last || (v & 1) == 0)
+      rk_bench_relax();
+    if (v == UINT64_MAX) return NULL; /* odd too: the stop word */
+    __atomic_store_n(&l->word, v + 1, __ATOMIC_RELEASE); /* odd -> even: the reply */
+    last = v + 1;
+  }
+}
+
+double rk_bench_line_rtt_ns(double seconds) {
+  enum { MAXS = 1 << 16 };
+  static uint64_t d[MAXS];
+  line_pp *l;
+  pthread_t t;
+  uint64_t v = 0, end;
+  size_t n = 0;
+  int pinned;
+  double r;
+  if (rk_bench_ncpus() < 2) return -1;
+  l = aligned_alloc(128, sizeof *l);
+  if (l == NULL) return -1;
+  memset(l, 0, sizeof *l);
+  if (rk_bench_spawn(&t, rk_bench_cpu(1), line_echo, l, &pinned) != 0) {
+    free(l);
+    return -1;
+  }
+  rk_bench_pin(rk_bench_cpu(0));
+  while (!__atomic_load_n(&l->ready, __ATOMIC_ACQUIRE)) rk_bench_relax();
+  end = rk_bench_now_ns() + (uint64_t)(seconds * 1e9);
+  while (n < MAXS && ((n & 255) != 0 || rk_bench_now_ns() < end)) {
+    uint64_t t0 = rk_bench_ticks(), t1;
+    __atomic_store_n(&l->word, v + 1, __ATOMIC_RELEASE); /* odd: the request */
+    while (__atomic_load_n(&l->word, __ATOMIC_ACQUIRE) != v + 2) rk_bench_relax();
+    t1 = rk_bench_ticks();
+    v += 2;
+    d[n++] = t1 - t0;
+  }
+  __atomic_store_n(&l->word, UINT64_MAX, __ATOMIC_RELEASE);
+  pthread_join(t, NULL);
+  free(l);
+  { /* unpin the calling thread again */
+    cpu_set_t set;
+    int i;
+    CPU_ZERO(&set);
+    for (i = 0; i < rk_bench_ncpus(); i++) CPU_SET(rk_bench_cpu(i), &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  }
+  r = (double)rk_bench_quantile_u64(d, n, 0.5) / rk_bench_ticks_per_ns();
+  return r;
+}
+
 void rk_bench_barrier_init(rk_bench_barrier *b, uint32_t parties) {
   b->arrived = 0;
   b->parties = parties;

@@ -699,6 +699,8 @@ int rk_bench_ring(const rk_bench_opts *o) {
 #if !defined(RK_HAVE_CK)
   rk_bench_note("   Concurrency Kit not found at build time: no ck_ring baseline");
 #endif
+  rk_bench_note("   core-to-core floor (one cache line, CPU %d <-> CPU %d) before: %.0f ns round trip",
+                rk_bench_cpu(0), rk_bench_cpu(1), rk_bench_line_rtt_ns(0.05));
   measure_tput(o, "ring.spsc", spsc, (int)(sizeof spsc / sizeof spsc[0]), 1);
   measure_rtt(o, spsc, (int)(sizeof spsc / sizeof spsc[0]));
   for (j = 0; j < sizeof nprods / sizeof nprods[0]; j++) {
@@ -706,6 +708,9 @@ int rk_bench_ring(const rk_bench_opts *o) {
     snprintf(bench, sizeof bench, "ring.mpsc.%up", nprods[j]);
     measure_tput(o, bench, mpsc, (int)(sizeof mpsc / sizeof mpsc[0]), nprods[j]);
   }
+  rk_bench_note("   core-to-core floor after: %.0f ns round trip (if it moved, the host moved the "
+                "vCPUs during the run)",
+                rk_bench_line_rtt_ns(0.05));
   rk_bench_note("   threads pinned: %s", g_all_pinned ? "yes" : "NO (pinning failed somewhere)");
   rk_bench_table("ring.");
   if (!rk_bench_json()) printf("\n");
