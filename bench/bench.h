@@ -63,6 +63,8 @@ void rk_bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* ---- machine ---- */
 /* "CPU model (N cores)" from /proc/cpuinfo and the online CPU count; static storage. */
 const char *rk_bench_machine(void);
+/* Name another machine on the result lines that follow (e.g. the GPU); NULL or "" restores the CPU. */
+void rk_bench_set_machine(const char *machine);
 
 /* 1-minute load average from /proc/loadavg (-1 if unknown): other work on the machine skews
  * every figure, so rk-bench reports it. */

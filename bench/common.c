@@ -14,6 +14,10 @@
 
 #include "bench.h"
 
+/* The machine named on result lines: the CPU unless a subcommand measures something else (the
+ * GPU subcommand names the GPU). */
+static char g_machine_override[256];
+
 /* ------------------------------------ results ------------------------------------------------- */
 
 #define MAX_RESULTS 512
@@ -93,7 +97,7 @@ void rk_bench_emit(const char *bench, const char *impl, const char *metric, doub
     fputs(", \"unit\": ", stdout);
     json_string(stdout, unit);
     fprintf(stdout, ", \"n\": %llu, \"machine\": ", (unsigned long long)n);
-    json_string(stdout, rk_bench_machine());
+    json_string(stdout, g_machine_override[0] ? g_machine_override : rk_bench_machine());
     fputs("}\n", stdout);
     fflush(stdout);
   } else {
@@ -233,6 +237,10 @@ int rk_bench_want(const rk_bench_opts *o, const char *bench, const char *impl, c
 }
 
 /* ------------------------------------ machine ------------------------------------------------- */
+
+void rk_bench_set_machine(const char *m) {
+  snprintf(g_machine_override, sizeof g_machine_override, "%s", m ? m : "");
+}
 
 const char *rk_bench_machine(void) {
   static char machine[192];

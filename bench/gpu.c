@@ -23,6 +23,7 @@
 #define GPU_BATCH 64u
 
 #if defined(RK_BENCH_CUDA)
+int rk_bench_gpu_name(int device, char *buf, size_t len);
 int rk_bench_gpu_baselines(int device, uint32_t payload, double seconds, uint64_t *launch, size_t *n_launch,
                            uint64_t *graph, size_t *n_graph, size_t cap, char *err, size_t errlen);
 #endif
@@ -116,6 +117,13 @@ int rk_bench_gpu(const rk_bench_opts *o) {
     rk_runtime_destroy(rt); /* the baselines run with no ring kernel resident */
     rt = NULL;
   }
+  {
+    char gpu[160], m[256];
+    if (rk_bench_gpu_name(0, gpu, sizeof gpu) == 0) {
+      snprintf(m, sizeof m, "%s; host %s", gpu, rk_bench_machine());
+      rk_bench_set_machine(m); /* every GPU line names the GPU */
+    }
+  }
   v = (uint64_t *)malloc(2 * cap * sizeof *v);
   if (v == NULL) return -1;
   {
@@ -146,6 +154,7 @@ int rk_bench_gpu(const rk_bench_opts *o) {
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
   free(v);
+  rk_bench_set_machine(NULL);
   rk_bench_table("rtt.echo");
   rk_bench_table("throughput.echo");
   rk_bench_ratio("rtt.echo", "rtt_p50_ns", "cuda.launch", "ringkernel.cuda", 2.0, 1);

@@ -26,6 +26,14 @@ static uint64_t ns_now(void) {
     }                                                                      \
   } while (0)
 
+/* "NVIDIA H100 80GB HBM3 (cc 9.0)" for the device, or -1. */
+extern "C" int rk_bench_gpu_name(int device, char *buf, size_t len) {
+  cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return -1;
+  snprintf(buf, len, "%s (cc %d.%d)", p.name, p.major, p.minor);
+  return 0;
+}
+
 /* Fills launch[] and graph[] with per-message round trips (ns). Returns 0 or -1 (err set). */
 extern "C" int rk_bench_gpu_baselines(int device, uint32_t payload, double seconds, uint64_t *launch, size_t *n_launch,
                                       uint64_t *graph, size_t *n_graph, size_t cap, char *err, size_t errlen) {
