@@ -28,7 +28,7 @@ int main(void) {
   rk_vadd_req req;
   rk_vadd_reply out;
   rk_msg reply;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   uint32_t i;
 
   if (rk_version() != RK_VERSION_HEX) {
@@ -65,13 +65,13 @@ int main(void) {
   }
 
   st.size = sizeof st;
-  CHECK(rk_kernel_stats_get(k, &st));
+  CHECK(rk_kernel_stats(k, &st));
   printf("stats: sent %" PRIu64 ", processed %" PRIu64 ", replies %" PRIu64 ", received %" PRIu64
          ", handler errors %" PRIu64 ", round trip p50 <= %" PRIu64 " ns\n",
          st.sent, st.msgs_in, st.msgs_out, st.received, st.handler_errors, st.latency_p50_ns);
 
   CHECK(rk_kernel_terminate(k, 1000000000)); /* drain, then exit */
-  printf("kernel %s: %s\n", rk_kernel_name(k), rk_state_name(rk_kernel_state_of(k)));
+  printf("kernel %s: %s\n", rk_kernel_name(k), rk_state_name(rk_kernel_state(k)));
   rk_runtime_destroy(rt);
   return 0;
 }

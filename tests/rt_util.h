@@ -114,22 +114,22 @@ static inline rk_kernel *rt_launch(rk_runtime *rt, const rk_kernel_desc *d, cons
   if (rc != RK_OK) print_error("launch failed: %s: %s\n", rk_err_name(rc), rk_runtime_last_error(rt));
   assert_int_equal(rc, RK_OK);
   assert_non_null(k);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_LAUNCHED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_LAUNCHED);
   return k;
 }
 
 static inline rk_kernel *rt_launch_active(rk_runtime *rt, const rk_kernel_desc *d, const rk_launch_options *lo) {
   rk_kernel *k = rt_launch(rt, d, lo);
   assert_int_equal(rk_kernel_activate(k), RK_OK);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_ACTIVE);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
   return k;
 }
 
-static inline rk_kernel_stats rt_stats(rk_kernel *k) {
-  rk_kernel_stats st;
+static inline rk_kernel_counters rt_stats(rk_kernel *k) {
+  rk_kernel_counters st;
   memset(&st, 0, sizeof st);
   st.size = sizeof st;
-  assert_int_equal(rk_kernel_stats_get(k, &st), RK_OK);
+  assert_int_equal(rk_kernel_stats(k, &st), RK_OK);
   return st;
 }
 
@@ -148,7 +148,7 @@ static inline int rt_wait_for(int (*pred)(void *), void *arg, int64_t ns) {
   do {                                                                       \
     uint64_t rt_start_ = rt_now_ns();                                        \
     for (;;) {                                                               \
-      rk_kernel_stats rt_st_ = rt_stats(k);                                  \
+      rk_kernel_counters rt_st_ = rt_stats(k);                                  \
       if (rt_st_.field >= (uint64_t)(want)) break;                           \
       if ((int64_t)(rt_now_ns() - rt_start_) > RT_HANG)                      \
         fail_msg("timed out waiting for %s >= %llu (is %llu)", #field,       \

@@ -40,7 +40,7 @@ static void test_reject_policy(void **state) {
   rk_kernel_desc d = rt_desc("reject", item_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   uint32_t i;
   uint64_t t0;
   (void)state;
@@ -93,7 +93,7 @@ static void test_reject_lanes(void **state) {
   rk_kernel_desc d = rt_desc("reject4", item_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   uint32_t i, accepted = 0, seen[64];
   rk_msg m;
   rt_item it;
@@ -156,7 +156,7 @@ static void test_block_timeout(void **state) {
   rk_kernel_desc d = rt_desc("block", item_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   uint32_t i;
   uint64_t t0, dt;
   (void)state;
@@ -206,7 +206,7 @@ static void test_block_unblocks_on_activate(void **state) {
   rk_kernel_desc d = rt_desc("block2", item_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   enum { T = 3, PER = 20 };
   blocked b[T];
   pthread_t th[T];
@@ -298,7 +298,7 @@ static void test_batch_partial(void **state) {
 
 static int depth_is(void *arg) {
   rk_kernel *k = (rk_kernel *)arg;
-  rk_kernel_stats st = rt_stats(k);
+  rk_kernel_counters st = rt_stats(k);
   return st.outbox_stalls > 0 && st.msgs_in == 4 && st.outbox_depth[0] == 4;
 }
 
@@ -307,7 +307,7 @@ static void test_outbox_full_stalls_lane(void **state) {
   rk_kernel_desc d = rt_desc("stall", item_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   uint32_t i;
   (void)state;
   lo.inbox_capacity = 64;
@@ -327,7 +327,7 @@ static void test_outbox_full_stalls_lane(void **state) {
   assert_int_equal(st.inbox_depth[0], 28);
   assert_int_equal(st.outbox_depth[0], 4);
   assert_true(st.outbox_stalls >= 1);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_ACTIVE);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
   /* Receiving makes room: the lane resumes, and every reply arrives, in order. */
   expect_replies_in_order(rt, k, 1, 32);
   st = rt_stats(k);

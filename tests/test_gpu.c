@@ -31,14 +31,14 @@ static rk_kernel *launch(const rk_kernel_desc *d, uint32_t lanes, uint32_t threa
 static void lifecycle(void **state) {
   rk_kernel *k = launch(&rk_builtin_echo, 1, 32, 0, RK_BACKPRESSURE_DEFAULT);
   (void)state;
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_LAUNCHED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_LAUNCHED);
   assert_int_equal(rk_kernel_deactivate(k), RK_ESTATE);
   assert_int_equal(rk_kernel_activate(k), RK_OK);
   assert_int_equal(rk_kernel_activate(k), RK_ESTATE);
   assert_int_equal(rk_kernel_deactivate(k), RK_OK);
   assert_int_equal(rk_kernel_activate(k), RK_OK);
   assert_int_equal(rk_kernel_terminate(k, T_NS), RK_OK);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_TERMINATED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
   assert_int_equal(rk_kernel_activate(k), RK_ESTATE);
   assert_int_equal(rk_kernel_terminate(k, T_NS), RK_ESTATE);
   rk_kernel_destroy(k);

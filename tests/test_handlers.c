@@ -41,7 +41,7 @@ static void run_handler_errors(uint32_t threads) {
   rk_kernel_desc d = rt_desc("picky", picky);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   rk_msg m;
   rt_item it, rep;
   int32_t code;
@@ -59,7 +59,7 @@ static void run_handler_errors(uint32_t threads) {
   assert_int_equal(m.len, sizeof(int32_t));             /* the payload is the code */
   memcpy(&code, &rep, sizeof code);
   assert_int_equal(code, RK_EINVAL);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_ACTIVE); /* a handler error never stops it */
+  assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE); /* a handler error never stops it */
 
   it = item(2, 1);
   assert_int_equal(rk_call(k, RT_ITEM_TYPE, &it, sizeof it, &m, &rep, sizeof rep, RT_HANG), RK_EHANDLER);
@@ -116,7 +116,7 @@ static void test_typed_refused_at_send(void **state) {
   rk_vadd_reply out;
   rk_counter_add add = {4};
   rk_counter_value val;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   rk_msg m;
   uint8_t junk[256];
   (void)state;
@@ -279,7 +279,7 @@ static void test_invalid_envelopes(void **state) {
   rk_runtime *rt = rt_create();
   rk_kernel_desc d = rt_desc("strict", counting_echo);
   rk_kernel *k;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   slot s;
   rk_msg m;
   uint8_t buf[256];
@@ -331,7 +331,7 @@ static void test_invalid_envelopes(void **state) {
   assert_int_equal(st.msgs_in, injected); /* taken from the inbox ... */
   assert_int_equal(__atomic_load_n(&handler_calls, __ATOMIC_RELAXED), 0); /* ... never handed over */
   assert_int_equal(st.handler_errors, 0);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_ACTIVE);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
   assert_true(rt_log_count(&rt_the_log, RK_LOG_WARN) >= warnings + injected); /* each one reported */
 
   /* A correct envelope pushed the same way, sealed, is handled: the injection path is sound. */

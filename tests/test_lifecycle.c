@@ -169,7 +169,7 @@ static void test_launch_geometry(void **state) {
   rk_kernel *k;
   rk_kernel_desc d = rt_desc("geo", noop_handler);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   (void)state;
   d.lanes = 2;
   k = rt_launch(rt, &d, NULL);
@@ -209,35 +209,35 @@ static void test_transitions(void **state) {
   (void)state;
 
   k = rt_launch(rt, &rk_builtin_echo, NULL);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_LAUNCHED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_LAUNCHED);
   /* deactivate on LAUNCHED */
   assert_int_equal(rk_kernel_deactivate(k), RK_ESTATE);
   assert_non_null(strstr(rk_runtime_last_error(rt), "RK_ESTATE"));
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_LAUNCHED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_LAUNCHED);
 
   assert_int_equal(rk_kernel_activate(k), RK_OK);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_ACTIVE);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
   /* activate on ACTIVE */
   assert_int_equal(rk_kernel_activate(k), RK_ESTATE);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_ACTIVE);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
   assert_int_equal(rk_call(k, 1, &x, 1, &m, buf, sizeof buf, RT_HANG), RK_OK);
 
   assert_int_equal(rk_kernel_deactivate(k), RK_OK);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_INACTIVE);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_INACTIVE);
   assert_int_equal(rk_kernel_deactivate(k), RK_ESTATE); /* deactivate on INACTIVE */
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_INACTIVE);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_INACTIVE);
 
   assert_int_equal(rk_kernel_activate(k), RK_OK); /* INACTIVE -> ACTIVE */
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_ACTIVE);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
   assert_int_equal(rk_call(k, 1, &x, 1, &m, buf, sizeof buf, RT_HANG), RK_OK);
 
   assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_TERMINATED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
   /* anything after terminate */
   assert_int_equal(rk_kernel_activate(k), RK_ESTATE);
   assert_int_equal(rk_kernel_deactivate(k), RK_ESTATE);
   assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_ESTATE);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_TERMINATED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
   assert_int_equal(rk_send(k, 1, &x, 1, 0, NULL), RK_ECLOSED);
   assert_int_equal(rk_call(k, 1, &x, 1, &m, buf, sizeof buf, RT_HANG), RK_ECLOSED);
   assert_int_equal(rk_recv(k, &m, buf, sizeof buf, 0), RK_ECLOSED);
@@ -247,14 +247,14 @@ static void test_transitions(void **state) {
   k = rt_launch_active(rt, &rk_builtin_echo, NULL);
   assert_int_equal(rk_kernel_deactivate(k), RK_OK);
   assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_TERMINATED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
   rk_kernel_destroy(k);
 
   /* NULL everywhere */
   assert_int_equal(rk_kernel_activate(NULL), RK_EINVAL);
   assert_int_equal(rk_kernel_deactivate(NULL), RK_EINVAL);
   assert_int_equal(rk_kernel_terminate(NULL, 0), RK_EINVAL);
-  assert_int_equal((int)rk_kernel_state_of(NULL), 0);
+  assert_int_equal((int)rk_kernel_state(NULL), 0);
   assert_int_equal(rk_kernel_error(NULL, buf, sizeof buf), RK_EINVAL);
   rk_runtime_destroy(rt);
 }
@@ -278,7 +278,7 @@ static void test_terminate_never_activated(void **state) {
     /* A hang check, not a performance claim: well under the 5 s timeout. */
     if (dt >= 200 * (uint64_t)RT_MS) fail_msg("terminate of a never-activated kernel took %llu ms",
                                                 (unsigned long long)(dt / 1000000));
-    assert_int_equal(rk_kernel_state_of(k), RK_STATE_TERMINATED);
+    assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
     rk_kernel_destroy(k);
   }
   rk_runtime_destroy(rt);
@@ -295,7 +295,7 @@ static void test_state_names_and_error(void **state) {
   assert_string_equal(rk_state_name(RK_STATE_TERMINATING), "TERMINATING");
   assert_string_equal(rk_state_name(RK_STATE_TERMINATED), "TERMINATED");
   assert_string_equal(rk_state_name(RK_STATE_FAULTED), "FAULTED");
-  assert_non_null(rk_state_name((rk_kernel_state)99));
+  assert_non_null(rk_state_name((rk_lifecycle)99));
   k = rt_launch_active(rt, &rk_builtin_echo, NULL);
   memset(buf, 'x', sizeof buf);
   assert_int_equal(rk_kernel_error(k, buf, sizeof buf), 0); /* no fault */
@@ -352,7 +352,7 @@ static void test_concurrent_transitions(void **state) {
   pthread_t t[3];
   racer r[3];
   int i, ok = 0;
-  rk_kernel_state s;
+  rk_lifecycle s;
   (void)state;
   for (i = 0; i < 3; i++) {
     memset(&r[i], 0, sizeof r[i]);
@@ -365,7 +365,7 @@ static void test_concurrent_transitions(void **state) {
     ok += r[i].ok;
   }
   assert_true(ok >= 1);
-  s = rk_kernel_state_of(k);
+  s = rk_kernel_state(k);
   assert_true(s == RK_STATE_ACTIVE || s == RK_STATE_INACTIVE);
   if (s == RK_STATE_ACTIVE) {
     uint8_t x = 9;
@@ -412,7 +412,7 @@ static void test_toggle_under_traffic(void **state) {
   assert_int_equal(pthread_create(&t, NULL, stream, &s), 0);
   for (i = 0; i < 20; i++) {
     assert_int_equal(rk_kernel_deactivate(k), RK_OK);
-    assert_int_equal(rk_kernel_state_of(k), RK_STATE_INACTIVE);
+    assert_int_equal(rk_kernel_state(k), RK_STATE_INACTIVE);
     rt_sleep_ms(1);
     assert_int_equal(rk_kernel_activate(k), RK_OK);
     /* receive some while toggling */

@@ -74,7 +74,7 @@ static void test_call_timeout(void **state) {
   rk_kernel *k = rt_launch(rt, &rk_builtin_echo, NULL); /* never activated: nothing answers */
   uint8_t x = 1, buf[8];
   rk_msg m;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   uint64_t t0 = rt_now_ns();
   (void)state;
   assert_int_equal(rk_call(k, 1, &x, 1, &m, buf, sizeof buf, 30 * RT_MS), RK_ETIMEDOUT);
@@ -176,7 +176,7 @@ static void test_send_batch(void **state) {
   rt_item payloads[N], it;
   uint32_t seen[N], i, next_keyed[3] = {0, 0, 0};
   rk_msg m;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   int rc;
   (void)state;
   for (i = 0; i < N; i++) {
@@ -306,7 +306,7 @@ static void test_concurrent_calls(void **state) {
   uint32_t per = RT_SANITIZED ? 150 : 500, i;
   pthread_t th[T];
   caller c[T];
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   (void)state;
   for (i = 0; i < T; i++) {
     memset(&c[i], 0, sizeof c[i]);
@@ -415,7 +415,7 @@ static void test_no_reply(void **state) {
   rk_kernel_desc vd = rk_builtin_vector_add;
   rk_kernel *v;
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   rk_msg m;
   uint8_t buf[256];
   uint32_t i, x = 7;
@@ -875,7 +875,7 @@ static void test_bad_arguments(void **state) {
   rk_kernel *k = rt_launch_active(rt, &rk_builtin_echo, NULL);
   uint8_t big[300], buf[16];
   rk_msg m;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   (void)state;
   memset(big, 1, sizeof big);
   assert_int_equal(rk_send(NULL, 1, big, 1, 0, NULL), RK_EINVAL);
@@ -894,7 +894,7 @@ static void test_bad_arguments(void **state) {
   assert_int_equal(rk_recv(k, &m, NULL, 4, 0), RK_EINVAL);
   assert_int_equal(rk_recv_start(NULL, NULL, NULL), RK_EINVAL);
   assert_int_equal(rk_recv_stop(NULL), RK_EINVAL);
-  assert_int_equal(rk_kernel_stats_get(NULL, NULL), RK_EINVAL);
+  assert_int_equal(rk_kernel_stats(NULL, NULL), RK_EINVAL);
   /* NULL payload with length 0 is a valid empty message */
   RT_OK(rt, rk_call(k, 9, NULL, 0, &m, NULL, 0, RT_HANG));
   assert_int_equal(m.len, 0);

@@ -1,4 +1,4 @@
-/* test_telemetry.c — the counters of ARCHITECTURE §10: rk_kernel_stats_get matches what was done,
+/* test_telemetry.c — the counters of ARCHITECTURE §10: rk_kernel_stats matches what was done,
  * and rk_runtime_stats_json is valid JSON (checked by a strict recursive-descent validator written
  * here), names every kernel, escapes what it must, and has snprintf semantics. */
 #include "rt_util.h"
@@ -177,7 +177,7 @@ static void test_stats_counters(void **state) {
   rk_runtime *rt = rt_create();
   rk_kernel_desc d = rk_builtin_echo;
   rk_kernel *k;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   rk_msg m;
   uint8_t buf[64];
   uint32_t i, x = 5, lane_in = 0;
@@ -252,12 +252,12 @@ static void test_stats_counters(void **state) {
 
   /* stats->size must be set */
   st.size = 0;
-  assert_int_equal(rk_kernel_stats_get(k, &st), RK_EINVAL);
+  assert_int_equal(rk_kernel_stats(k, &st), RK_EINVAL);
   st.size = sizeof st - 8;
-  assert_int_equal(rk_kernel_stats_get(k, &st), RK_EINVAL);
+  assert_int_equal(rk_kernel_stats(k, &st), RK_EINVAL);
   st.size = sizeof st;
-  assert_int_equal(rk_kernel_stats_get(NULL, &st), RK_EINVAL);
-  assert_int_equal(rk_kernel_stats_get(k, NULL), RK_EINVAL);
+  assert_int_equal(rk_kernel_stats(NULL, &st), RK_EINVAL);
+  assert_int_equal(rk_kernel_stats(k, NULL), RK_EINVAL);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }
@@ -361,11 +361,11 @@ static void *read_loop(void *arg) {
   reader *r = (reader *)arg;
   char buf[32768];
   while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
-    rk_kernel_stats st;
+    rk_kernel_counters st;
     int n;
     st.size = sizeof st;
     /* received is read before msgs_out, and a reply is counted out before it can be received */
-    if (rk_kernel_stats_get(r->k, &st) != RK_OK || st.received > st.msgs_out) r->bad++;
+    if (rk_kernel_stats(r->k, &st) != RK_OK || st.received > st.msgs_out) r->bad++;
     n = rk_runtime_stats_json(r->rt, buf, sizeof buf);
     if (n <= 0 || n >= (int)sizeof buf || !json_valid(buf)) r->bad++;
     r->rounds++;

@@ -94,7 +94,7 @@ static void run_drain(int how, uint32_t lanes, uint32_t n) {
   rk_runtime *rt = rt_create();
   rk_kernel_desc d = rt_desc("drain", slow_echo);
   rk_kernel *k;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   uint32_t i;
   d.lanes = lanes;
   k = rt_launch(rt, &d, NULL);
@@ -103,7 +103,7 @@ static void run_drain(int how, uint32_t lanes, uint32_t n) {
   /* how 0: never activated; 1: deactivated; 2: active and busy (each message takes 0.5 ms) */
   for (i = 0; i < n; i++) RT_OK(rt, send_item(k, 1, i, how == 2 ? 500 : 0));
   assert_int_equal(rk_kernel_terminate(k, 30 * RT_SEC), RK_OK);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_TERMINATED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
   st = rt_stats(k);
   assert_int_equal(st.sent, n);
   assert_int_equal(st.msgs_in, n);
@@ -345,7 +345,7 @@ static void test_terminate_timeout_aborts(void **state) {
   pthread_join(t, NULL);
   assert_int_equal(w.rc, RK_ECLOSED);
   assert_true(rt_now_ns() - t0 < (uint64_t)RT_HANG); /* not its 30 s timeout */
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_TERMINATED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
   assert_non_null(strstr(rk_runtime_last_error(rt), "RK_ETIMEDOUT"));
   RT_OK(rt, rk_recv(k, &m, &it, sizeof it, RT_HANG));
   assert_int_equal(it.seq, 0);
@@ -374,7 +374,7 @@ static void test_terminate_stuck_handler_then_destroy(void **state) {
   RT_OK(rt, send_item(k, 1, 1, 0));
   assert_true(rt_wait_for(gate_was_entered, NULL, RT_HANG));
   assert_int_equal(rk_kernel_terminate(k, 50 * RT_MS), RK_ETIMEDOUT);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_FAULTED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
   assert_int_equal(rk_kernel_error(k, err, sizeof err), RK_ETIMEDOUT);
   assert_true(strlen(err) > 0);
   assert_int_equal(rk_send(k, 1, "x", 1, 0, NULL), RK_ECLOSED);

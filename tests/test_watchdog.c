@@ -39,7 +39,7 @@ static int entered(void *unused) {
   return __atomic_load_n(&gate_entered, __ATOMIC_ACQUIRE);
 }
 
-static int is_faulted(void *arg) { return rk_kernel_state_of((rk_kernel *)arg) == RK_STATE_FAULTED; }
+static int is_faulted(void *arg) { return rk_kernel_state((rk_kernel *)arg) == RK_STATE_FAULTED; }
 
 static rk_runtime *watchdog_runtime(uint64_t stall_ns) {
   rk_runtime_options o = rt_options();
@@ -52,7 +52,7 @@ static void test_stalled_lane_faults(void **state) {
   rk_runtime *rt = watchdog_runtime(100 * RT_MS);
   rk_kernel_desc d = rt_desc("stuck", gated_echo);
   rk_kernel *k, *idle, *inactive;
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   char err[256], json[16384];
   uint64_t t_send, t_fault;
   unsigned errors = rt_log_count(&rt_the_log, RK_LOG_ERROR);
@@ -81,7 +81,7 @@ static void test_stalled_lane_faults(void **state) {
   /* not before the stall bound (less one watchdog period): a correctness bound, not a speed one */
   assert_true(t_fault - t_send >= 80 * (uint64_t)RT_MS);
 
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_FAULTED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
   assert_int_equal(rk_kernel_error(k, err, sizeof err), RK_ETIMEDOUT);
   if (strstr(err, "lane 1") == NULL) fail_msg("fault message does not name lane 1: %s", err);
   assert_true(rt_log_count(&rt_the_log, RK_LOG_ERROR) > errors);
@@ -100,9 +100,9 @@ static void test_stalled_lane_faults(void **state) {
 
   /* The other kernels, idle or inactive for the same time (and longer), did not fault. */
   rt_sleep_ms(300);
-  assert_int_equal(rk_kernel_state_of(idle), RK_STATE_ACTIVE);
+  assert_int_equal(rk_kernel_state(idle), RK_STATE_ACTIVE);
   assert_int_equal(rk_kernel_error(idle, err, sizeof err), 0);
-  assert_int_equal(rk_kernel_state_of(inactive), RK_STATE_INACTIVE);
+  assert_int_equal(rk_kernel_state(inactive), RK_STATE_INACTIVE);
   assert_int_equal(rk_kernel_error(inactive, err, sizeof err), 0);
   RT_OK(rt, rk_call(idle, 1, &i, sizeof i, &m, &it, sizeof it, RT_HANG));
   assert_int_equal(rk_kernel_activate(inactive), RK_OK);
@@ -111,7 +111,7 @@ static void test_stalled_lane_faults(void **state) {
   /* Release the handler: the kernel can be terminated (draining what it accepted), stays FAULTED. */
   __atomic_store_n(&gate_closed, 0, __ATOMIC_RELEASE);
   assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_FAULTED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
   assert_int_equal(rk_kernel_error(k, err, sizeof err), RK_ETIMEDOUT);
   assert_int_equal(rt_stats(k).msgs_in, 4);
   for (i = 0; i < 4; i++) RT_OK(rt, rk_recv(k, &m, &it, sizeof it, RT_HANG));
@@ -135,7 +135,7 @@ static void test_idle_does_not_fault(void **state) {
   k = rt_launch_active(rt, &d, NULL);
   for (i = 0; i < 4; i++) {
     rt_sleep_ms(100); /* twice the stall bound, idle */
-    assert_int_equal(rk_kernel_state_of(k), RK_STATE_ACTIVE);
+    assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
     RT_OK(rt, rk_call(k, 1, &x, sizeof x, &m, buf, sizeof buf, RT_HANG));
   }
   assert_int_equal(rk_kernel_error(k, NULL, 0), 0);
@@ -171,11 +171,11 @@ static void test_slow_progress_does_not_fault(void **state) {
     int rc = rk_recv(k, &m, &it, sizeof it, RT_HANG);
     if (rc != RK_OK) {
       rk_kernel_error(k, err, sizeof err);
-      fail_msg("reply %u: %s; kernel %s: %s", i, rk_err_name(rc), rk_state_name(rk_kernel_state_of(k)), err);
+      fail_msg("reply %u: %s; kernel %s: %s", i, rk_err_name(rc), rk_state_name(rk_kernel_state(k)), err);
     }
     assert_int_equal(it.seq, i);
   }
-  if (rk_kernel_state_of(k) != RK_STATE_ACTIVE) {
+  if (rk_kernel_state(k) != RK_STATE_ACTIVE) {
     rk_kernel_error(k, err, sizeof err);
     fail_msg("a slow but progressing kernel faulted: %s", err);
   }
@@ -199,13 +199,13 @@ static void test_activation_after_long_inactivity(void **state) {
   assert_int_equal(rk_kernel_deactivate(k), RK_OK);
   for (i = 0; i < 3; i++) RT_OK(rt, send_item(k, 1, i, 40000)); /* 40 ms each */
   rt_sleep_ms(400); /* inactive, with work, twice the stall bound */
-  assert_int_equal(rk_kernel_state_of(k), RK_STATE_INACTIVE);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_INACTIVE);
   assert_int_equal(rk_kernel_activate(k), RK_OK);
   for (i = 0; i < 3; i++) {
     RT_OK(rt, rk_recv(k, &m, &it, sizeof it, RT_HANG));
     assert_int_equal(it.seq, i);
   }
-  if (rk_kernel_state_of(k) != RK_STATE_ACTIVE) {
+  if (rk_kernel_state(k) != RK_STATE_ACTIVE) {
     rk_kernel_error(k, err, sizeof err);
     fail_msg("faulted right after activation: %s", err);
   }
@@ -257,7 +257,7 @@ static void test_late_watchdog_tick(void **state) {
   rt_sleep_ms(30);                                 /* a few ticks, well inside the stall bound */
   __atomic_store_n(&gate_closed, 0, __ATOMIC_RELEASE);
   RT_OK(rt, rk_recv(w, &m, &it, sizeof it, RT_HANG));
-  if (rk_kernel_state_of(w) != RK_STATE_ACTIVE) {
+  if (rk_kernel_state(w) != RK_STATE_ACTIVE) {
     rk_kernel_error(w, err, sizeof err);
     fail_msg("faulted by a late watchdog tick: %s", err);
   }

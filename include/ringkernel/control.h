@@ -15,14 +15,14 @@
 RK_EXTERN_C_BEGIN
 
 /** Kernel (and lane) states. */
-typedef enum rk_kernel_state {
+typedef enum rk_lifecycle {
   RK_STATE_LAUNCHED = 1,    /**< resident, polling only its control word */
   RK_STATE_ACTIVE = 2,      /**< consuming messages */
   RK_STATE_INACTIVE = 3,    /**< resident, not consuming; state kept */
   RK_STATE_TERMINATING = 4, /**< draining what was accepted, then exiting */
   RK_STATE_TERMINATED = 5,  /**< exited; replies already produced can still be received */
   RK_STATE_FAULTED = 6      /**< an error or a stalled heartbeat; see rk_kernel_error */
-} rk_kernel_state;
+} rk_lifecycle;
 
 /** Commands written by the host. */
 typedef enum rk_command {
@@ -47,7 +47,7 @@ typedef struct rk_control_host {
 /** Lane-written line (one per lane). Counters are single-writer: the lane. */
 typedef struct rk_lane_status {
   RK_ALIGNAS(128) volatile uint32_t ack_seq; /**< last cmd_seq applied (store-release) */
-  volatile uint32_t state;                    /**< rk_kernel_state of this lane */
+  volatile uint32_t state;                    /**< rk_lifecycle of this lane */
   volatile uint64_t heartbeat;                /**< bumped on every loop iteration with work */
   volatile int32_t error;                     /**< RK_E* of a fault, 0 otherwise */
   volatile uint32_t checked_in;               /**< 1 once the lane runs (co-residency proof) */

@@ -151,9 +151,9 @@ RK_API int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns);
 /** Terminate if needed (1 s) and free the kernel. NULL accepted. No other thread may use k. */
 RK_API void rk_kernel_destroy(rk_kernel *k);
 /** Current state (the worst lane's: FAULTED wins). 0 for NULL. */
-RK_API rk_kernel_state rk_kernel_state_of(const rk_kernel *k);
+RK_API rk_lifecycle rk_kernel_state(const rk_kernel *k);
 /** Name of a state ("ACTIVE", ...). */
-RK_API const char *rk_state_name(rk_kernel_state s);
+RK_API const char *rk_state_name(rk_lifecycle s);
 /** The fault of a FAULTED kernel: returns its RK_E* code (0 if none) and copies the message. */
 RK_API int rk_kernel_error(const rk_kernel *k, char *buf, size_t len);
 /** The kernel's id (its HLC node id and envelope dst), name and lane count. */
@@ -237,9 +237,9 @@ RK_API int rk_recv_stop(rk_kernel *k);
 #define RK_LATENCY_BUCKETS 48 /**< bucket i counts latencies in [2^i, 2^(i+1)) ns */
 
 /** Counters of one kernel (ARCHITECTURE §10). Lane counters are summed; depths are per lane. */
-typedef struct rk_kernel_stats {
-  uint32_t size;              /**< set by the caller to sizeof(rk_kernel_stats) */
-  rk_kernel_state state;
+typedef struct rk_kernel_counters {
+  uint32_t size;              /**< set by the caller to sizeof(rk_kernel_counters) */
+  rk_lifecycle state;
   uint32_t lanes;
   uint64_t sent;              /**< accepted by rk_send* */
   uint64_t send_rejected;     /**< RK_EAGAIN from a full inbox */
@@ -260,10 +260,10 @@ typedef struct rk_kernel_stats {
   uint64_t latency_count;     /**< samples in the histogram (end to end, host send -> host receive) */
   uint64_t latency_hist[RK_LATENCY_BUCKETS];
   uint64_t latency_p50_ns, latency_p99_ns; /**< from the histogram (bucket upper bounds) */
-} rk_kernel_stats;
+} rk_kernel_counters;
 
 /** Snapshot a kernel's counters. stats->size must be set. Errors: RK_EINVAL. */
-RK_API int rk_kernel_stats_get(rk_kernel *k, rk_kernel_stats *stats);
+RK_API int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *stats);
 
 /* ---------------------------------------- built-in kernels ----------------------------------- */
 

@@ -80,7 +80,7 @@ struct rk__lane {
   uint64_t next_reply_id;
   /* watchdog (service thread only) */
   uint64_t wd_heartbeat;
-  volatile uint64_t wd_changed_ns; /* atomics: read by rk_kernel_stats_get on any thread */
+  volatile uint64_t wd_changed_ns; /* atomics: read by rk_kernel_stats on any thread */
 };
 
 struct rk_waiter {
@@ -124,7 +124,7 @@ struct rk_kernel {
   uv_mutex_t ctl_lock;   /* serialises lifecycle commands */
   uv_mutex_t fault_lock; /* first fault wins */
   uint32_t cmd_seq;    /* last command sequence written (under ctl_lock) */
-  volatile uint32_t hstate; /* host view: rk_kernel_state (atomics) */
+  volatile uint32_t hstate; /* host view: rk_lifecycle (atomics) */
   volatile int fault_code;
   char fault_msg[256]; /* written once, before fault_code is published (release) */
 

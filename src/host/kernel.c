@@ -16,7 +16,7 @@
 #define RK_DEFAULT_LAUNCH_TIMEOUT_NS 5000000000ull
 #define RK_COMMAND_TIMEOUT_NS 5000000000ull
 
-const char *rk_state_name(rk_kernel_state s) {
+const char *rk_state_name(rk_lifecycle s) {
   switch (s) {
     case RK_STATE_LAUNCHED: return "LAUNCHED";
     case RK_STATE_ACTIVE: return "ACTIVE";
@@ -47,10 +47,10 @@ void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...) {
   rk__log(k->rt, RK_LOG_ERROR, "kernel %s FAULTED: %s", k->name, msg);
 }
 
-rk_kernel_state rk_kernel_state_of(const rk_kernel *k) {
-  if (k == NULL) return (rk_kernel_state)0;
+rk_lifecycle rk_kernel_state(const rk_kernel *k) {
+  if (k == NULL) return (rk_lifecycle)0;
   if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) return RK_STATE_FAULTED;
-  return (rk_kernel_state)rk_load_acquire_sys_u32(&k->hstate);
+  return (rk_lifecycle)rk_load_acquire_sys_u32(&k->hstate);
 }
 
 int rk_kernel_error(const rk_kernel *k, char *buf, size_t len) {
@@ -339,7 +339,7 @@ static int transition(rk_kernel *k, uint32_t cmd, const char *what) {
       (cmd == RK_CMD_DEACTIVATE && s != RK_STATE_ACTIVE)) {
     uv_mutex_unlock(&k->ctl_lock);
     return rk__fail(k->rt, RK_ESTATE, "kernel %s: cannot %s in state %s", k->name, what,
-                    rk_state_name((rk_kernel_state)s));
+                    rk_state_name((rk_lifecycle)s));
   }
   rc = command(k, cmd, RK_COMMAND_TIMEOUT_NS);
   if (rc == RK_OK)
@@ -377,7 +377,7 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
   s = rk_load_acquire_sys_u32(&k->hstate);
   if (s == RK_STATE_TERMINATED || s == RK_STATE_TERMINATING) {
     uv_mutex_unlock(&k->ctl_lock);
-    return rk__fail(k->rt, RK_ESTATE, "kernel %s: already %s", k->name, rk_state_name((rk_kernel_state)s));
+    return rk__fail(k->rt, RK_ESTATE, "kernel %s: already %s", k->name, rk_state_name((rk_lifecycle)s));
   }
   set_hstate(k, RK_STATE_TERMINATING);
   /* Close every inbox: the claim word's final value is the drain target, so everything accepted

@@ -47,7 +47,7 @@ static int check_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t
   }
   s = rk_load_acquire_sys_u32(&k->hstate);
   if (s == RK_STATE_TERMINATING || s == RK_STATE_TERMINATED)
-    return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is %s", k->name, rk_state_name((rk_kernel_state)s));
+    return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is %s", k->name, rk_state_name((rk_lifecycle)s));
   if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0)
     return rk__fail(k->rt, RK_ESTATE, "send to %s: kernel is FAULTED", k->name);
   return RK_OK;

@@ -63,13 +63,13 @@ static uint64_t hist_quantile(const uint64_t *h, uint64_t total, double q) {
   return UINT64_MAX;
 }
 
-int rk_kernel_stats_get(rk_kernel *k, rk_kernel_stats *st) {
+int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *st) {
   uint32_t i, b;
   uint64_t now = rk__now_ns();
-  if (k == NULL || st == NULL || st->size < sizeof(rk_kernel_stats)) return RK_EINVAL;
+  if (k == NULL || st == NULL || st->size < sizeof(rk_kernel_counters)) return RK_EINVAL;
   memset(st, 0, sizeof *st);
   st->size = sizeof *st;
-  st->state = rk_kernel_state_of(k);
+  st->state = rk_kernel_state(k);
   st->lanes = k->lanes;
 #define LD(x) __atomic_load_n(&k->x, __ATOMIC_RELAXED)
   st->sent = LD(sent);
@@ -146,11 +146,11 @@ static void jstring(jbuf *j, const char *s) {
 }
 
 static void kernel_json(jbuf *j, rk_kernel *k) {
-  rk_kernel_stats st;
+  rk_kernel_counters st;
   uint32_t i;
   char err[256];
   st.size = sizeof st;
-  rk_kernel_stats_get(k, &st);
+  rk_kernel_stats(k, &st);
   jprintf(j, "{\"id\":%u,\"name\":", k->id);
   jstring(j, k->name);
   jprintf(j, ",\"state\":\"%s\",\"lanes\":%u,\"threads_per_lane\":%u", rk_state_name(st.state), k->lanes, k->threads);
