@@ -207,18 +207,21 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
 
 /* ---------------------------------------- receive -------------------------------------------- */
 
-static void to_msg(const rk_envelope *e, rk_msg *m, void *buf, uint32_t buf_len) {
+/* A reply's status: the code an error reply carries, else RK_ECLOCK when its stamp failed the
+ * merge into the runtime clock (the reply is still delivered), else 0. */
+static int32_t reply_status(const rk_envelope *e, int clock_bad) {
+  int32_t c = 0;
+  if ((e->flags & RK_ENV_F_ERROR) && e->payload_len >= sizeof(int32_t)) memcpy(&c, e + 1, sizeof c);
+  return c == 0 && clock_bad ? RK_ECLOCK : c;
+}
+
+static void to_msg(const rk_envelope *e, rk_msg *m, void *buf, uint32_t buf_len, int clock_bad) {
   uint32_t n = e->payload_len < buf_len ? e->payload_len : buf_len;
   m->env = *e;
   m->len = n;
   m->payload = n ? buf : NULL;
   if (n) memcpy(buf, e + 1, n);
-  m->status = 0;
-  if ((e->flags & RK_ENV_F_ERROR) && e->payload_len >= sizeof(int32_t)) {
-    int32_t c;
-    memcpy(&c, e + 1, sizeof c);
-    m->status = c;
-  }
+  m->status = reply_status(e, clock_bad);
 }
 
 /* Unlock reply_lock, first waking the rk_call callers asleep on reply_cond if this holder handed
@@ -279,8 +282,7 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         if (w->id == e->correlation_id) break;
       if (w) {
         *pw = w->next;
-        to_msg(e, w->out, w->buf, w->buf_len);
-        if (clock_bad && w->out->status == 0) w->out->status = RK_ECLOCK;
+        to_msg(e, w->out, w->buf, w->buf_len, clock_bad);
         if (now_ns == 0) now_ns = rk__now_ns();
         rk__latency_add(k, now_ns - w->sent_ns);
         add(&k->received, 1); /* before done: a caller's stats after rk_call returns include it */
@@ -296,8 +298,7 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
       }
       if (ndirect < want && k->pend_head == NULL) {
         rk_msg *m = &direct[ndirect];
-        to_msg(e, m, (uint8_t *)buf + (size_t)ndirect * buf_len, buf_len);
-        if (clock_bad && m->status == 0) m->status = RK_ECLOCK;
+        to_msg(e, m, (uint8_t *)buf + (size_t)ndirect * buf_len, buf_len, clock_bad);
         received++;
         if (++ndirect == want) {
           i++;
@@ -311,9 +312,7 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         m.env = *e;
         m.payload = e->payload_len ? (const void *)(e + 1) : NULL;
         m.len = e->payload_len;
-        m.status = 0;
-        if ((e->flags & RK_ENV_F_ERROR) && e->payload_len >= sizeof(int32_t)) memcpy(&m.status, e + 1, sizeof(int32_t));
-        if (clock_bad && m.status == 0) m.status = RK_ECLOCK;
+        m.status = reply_status(e, clock_bad);
         add(&k->received, 1);
         cb(k, &m, cb_user);
         uv_mutex_lock(&k->reply_lock);
@@ -327,8 +326,7 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
           break;
         }
         p->next = NULL;
-        to_msg(e, &p->msg, p->data, e->payload_len);
-        if (clock_bad && p->msg.status == 0) p->msg.status = RK_ECLOCK;
+        to_msg(e, &p->msg, p->data, e->payload_len, clock_bad);
         if (k->pend_tail)
           k->pend_tail->next = p;
         else

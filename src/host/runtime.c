@@ -18,7 +18,6 @@
 #endif
 
 #define RK_DEFAULT_WATCHDOG_INTERVAL_NS 50000000ull
-#define RK_DEFAULT_WATCHDOG_STALL_NS 2000000000ull
 
 struct rk__handles {
   uv_async_t async;
