@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "nvrtc_sample.h"
 #include "ringkernel.h"
 
 #define T_NS 2000000000ll
@@ -180,16 +181,8 @@ static void nvrtc_kernel_end_to_end(void **state) {
   memset(&d, 0, sizeof d);
   d.size = sizeof d;
   d.name = "nvrtc_twice";
-  d.cuda_source =
-      "#include \"ringkernel/builtins.h\"\n"
-      "RK_HANDLER(twice)(rk_ctx *ctx, const rk_msg *in) {\n"
-      "  const rk_counter_add *a = RK_MSG_AS(in, rk_counter_add);\n"
-      "  rk_counter_value v;\n"
-      "  if (!a) return RK_EINVAL;\n"
-      "  v.total = 2 * a->delta; v.count = 1; v.stamp = rk_now(ctx);\n"
-      "  return rk_reply_typed(ctx, rk_counter_value, &v);\n"
-      "}\n";
-  d.cuda_handler = "twice";
+  d.cuda_source = rk_test_twice_src;
+  d.cuda_handler = RK_TEST_TWICE_HANDLER;
   d.types = types;
   d.n_types = 1;
   k = launch(&d, 1, 32, 0, RK_BACKPRESSURE_DEFAULT);

@@ -10,17 +10,9 @@
 #include <cmocka.h>
 
 #include "host/internal.h"
+#include "nvrtc_sample.h"
 
-static const char *handler_src =
-    "#include \"ringkernel/kernel.h\"\n"
-    "#include \"ringkernel/builtins.h\"\n"
-    "RK_HANDLER(twice)(rk_ctx *ctx, const rk_msg *in) {\n"
-    "  const rk_counter_add *a = RK_MSG_AS(in, rk_counter_add);\n"
-    "  rk_counter_value v;\n"
-    "  if (!a) return RK_EINVAL;\n"
-    "  v.total = 2 * a->delta; v.count = 1; v.stamp = rk_now(ctx);\n"
-    "  return rk_reply_typed(ctx, rk_counter_value, &v);\n"
-    "}\n";
+static const char *handler_src = rk_test_twice_src;
 
 static void compiles_to_ptx_with_entry_and_ordering(void **state) {
   const char *img = NULL;
