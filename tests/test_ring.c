@@ -75,11 +75,11 @@ static void test_memsize_and_init(void **state) {
   rk_ring *r;
   uint64_t i;
   (void)state;
-  assert_int_equal(rk_ring_memsize(1, 64, RK_RING_SPSC), sizeof(rk_ring) + 64);
+  assert_int_equal(rk_ring_memsize(1, 64, RK_RING_SPSC), sizeof(rk_ring) + 64 + 8);
   assert_int_equal(rk_ring_memsize(1, 64, RK_RING_MPSC), sizeof(rk_ring) + 64 + 8);
   assert_int_equal(rk_ring_memsize(4, 128, RK_RING_MPSC), sizeof(rk_ring) + 4 * 128 + 4 * 8);
   assert_int_equal(rk_ring_memsize(1024, RK_RING_MAX_SLOT, RK_RING_SPSC),
-                   sizeof(rk_ring) + 1024ull * RK_RING_MAX_SLOT);
+                   sizeof(rk_ring) + 1024ull * RK_RING_MAX_SLOT + 1024 * 8);
   assert_true(rk_ring_memsize(RK_RING_MAX_CAPACITY, 64, RK_RING_SPSC) != 0); /* the largest */
   assert_int_equal(sizeof(rk_ring), 512);
 
@@ -109,7 +109,6 @@ static void test_memsize_and_init(void **state) {
   assert_int_equal(r->tail, 0);
   assert_int_equal(r->claim, 0);
   assert_int_equal(r->prod_head, 0);
-  assert_int_equal(r->cons_tail, 0);
   assert_int_equal(r->cons_sleeping, 0);
   assert_int_equal(r->prod_sleeping, 0);
   assert_int_equal(rk_ring_count(r), 0);
@@ -122,9 +121,12 @@ static void test_memsize_and_init(void **state) {
   assert_ptr_equal(rk_ring_slot(r, 3), mem + 512 + 3 * 128);
   assert_ptr_equal(rk_ring_slot(r, 8), rk_ring_slot(r, 0));
   assert_ptr_equal(rk_ring_slot(r, UINT64_MAX), rk_ring_slot(r, 7));
-  /* the exact size is enough; SPSC needs no sequence words */
+  /* the exact size is enough; SPSC rings publish through sequence words too (the same layout) */
+  assert_int_equal(rk_ring_memsize(8, 128, RK_RING_SPSC), rk_ring_memsize(8, 128, RK_RING_MPSC));
+  assert_int_equal(rk_ring_memsize(8, 128, RK_RING_SPSC), 512 + 8 * 128 + 8 * 8);
   assert_int_equal(rk_ring_init(mem, rk_ring_memsize(8, 128, RK_RING_SPSC), 8, 128, RK_RING_SPSC), RK_OK);
-  assert_int_equal(r->seq_offset, 0);
+  assert_int_equal(r->seq_offset, sizeof(rk_ring) + 8 * 128);
+  for (i = 0; i < 8; i++) assert_int_equal(*rk_ring__seq(r, i), i + 1 - 8);
   assert_int_equal(r->mode, RK_RING_SPSC);
 
   /* rk_ring_check catches a damaged header */
@@ -503,15 +505,13 @@ static void test_message_too_large(void **state) {
 
 /* ------------------------------------ indices near 2^64 (white box) -------------------------- */
 
-/* Move an empty ring's indices to `base`, consistently: both sides' words and caches and, for
- * MPSC, the sequence words of the positions of the next lap (seq = p + 1 - capacity: not yet). */
+/* Move an empty ring's indices to `base`, consistently: both sides' words and caches, the MPSC
+ * claim and the sequence words of the positions of the next lap (seq = p + 1 - capacity: not yet). */
 static void set_indices(rk_ring *r, uint64_t base) {
   uint64_t p;
-  r->head = r->tail = r->prod_head = r->cons_tail = base;
-  if (r->mode == RK_RING_MPSC) {
-    r->claim = base;
-    for (p = base; p != base + r->capacity; p++) *rk_ring__seq(r, p) = p + 1 - r->capacity;
-  }
+  r->head = r->tail = r->prod_head = base;
+  if (r->mode == RK_RING_MPSC) r->claim = base;
+  for (p = base; p != base + r->capacity; p++) *rk_ring__seq(r, p) = p + 1 - r->capacity;
 }
 
 static void test_spsc_wrap_2_64(void **state) {

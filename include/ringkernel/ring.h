@@ -1,22 +1,27 @@
 /* ringkernel/ring.h — lock-free rings that live in any memory, usable from host and device.
  *
- * A ring is a POD header (four 128-byte lines) followed by `capacity` fixed-size slots and, for
- * MPSC rings, one 64-bit sequence word per slot. rk_ring_memsize() + rk_ring_init() place a ring in
+ * A ring is a POD header (four 128-byte lines) followed by `capacity` fixed-size slots and one
+ * 64-bit sequence word per slot. rk_ring_memsize() + rk_ring_init() place a ring in
  * caller memory: ordinary host memory (CPU backend), pinned host-mapped memory (host<->device) or
  * device global memory (K2K). The structure holds offsets, never pointers, so the host and the
  * device address the same ring through their own base pointers.
  *
  * Ordering (ARCHITECTURE §4; every access below names its pair):
  *  - free-running 64-bit indices, masked on access; capacity is a power of two;
- *  - SPSC: the producer writes the slot, then store-releases `tail`; the consumer load-acquires
- *    `tail`, reads the slot, then store-releases `head`; the producer load-acquires `head` before it
- *    reuses a slot. Each side caches the other's index and re-reads it only when the cache says
- *    full/empty, so a steady stream touches the other side's line once per wrap, not per message;
+ *  - publication is per slot, in both modes: the producer writes the slot, then store-releases the
+ *    slot's sequence word = position + 1; the consumer load-acquires the sequence word, compares it
+ *    by signed 64-bit difference (rk_ring_seq_published), reads the slot, then store-releases `head`;
+ *    producers load-acquire `head` before they reuse a slot, through a cache refreshed only when it
+ *    says full, so a steady stream touches the consumer's line about once per lap, not per message.
+ *    The consumer never polls a producer index: the word it waits on changes line every 8 messages
+ *    and the producer's own index stays in the producer's cache (docs/design-notes.md, "Per-slot
+ *    publication", has the measurements that chose this over a published `tail`);
+ *  - SPSC: the producer's position is `tail`, its own word (also stored for rk_ring_count and
+ *    rk_ring_close); no read-modify-write anywhere;
  *  - MPSC: producers claim a position by compare-and-swap on `claim` only after they have seen free
- *    capacity (claim only what you will publish: every failure happens before the claim), write the
- *    slot, then store-release the slot's sequence word = position + 1. The consumer load-acquires the
- *    sequence word and compares by signed 64-bit difference. The consumer never performs a
- *    read-modify-write, so a device can consume a ring that host threads produce into over PCIe;
+ *    capacity (claim only what you will publish: every failure happens before the claim). The
+ *    consumer never performs a read-modify-write, so a device can consume a ring that host threads
+ *    produce into over PCIe, and a host thread can consume a ring a device produces into;
  *  - only loads and stores cross the bus: `claim` and the producers' shared head cache are touched
  *    by producers of one side only.
  * The functions here never block; src/queue adds blocking waits with spin -> yield -> park. */
@@ -56,17 +61,16 @@ typedef struct rk_ring {
   uint64_t capacity;
   uint64_t mask;
   uint64_t slots_offset; /* bytes from the ring's start to slot 0 */
-  uint64_t seq_offset;   /* bytes from the ring's start to the MPSC sequence words (0: SPSC) */
+  uint64_t seq_offset;   /* bytes from the ring's start to the per-slot sequence words */
   uint8_t pad0[RK_LINE - 48];
   /* line 1: producer side */
-  volatile uint64_t tail;        /* SPSC: published producer index (store-release by producer) */
+  volatile uint64_t tail;        /* SPSC: the producer's index (relaxed store, for observers only) */
   volatile uint64_t claim;       /* next position to claim (MPSC CAS) | RK_RING_CLOSED */
   volatile uint64_t prod_head;   /* producers' cached view of `head` (never authoritative) */
   uint8_t pad1[RK_LINE - 24];
   /* line 2: consumer side */
   volatile uint64_t head;        /* consumed index (store-release by the consumer) */
-  volatile uint64_t cons_tail;   /* consumer's cached view of `tail` (SPSC) */
-  uint8_t pad2[RK_LINE - 16];
+  uint8_t pad2[RK_LINE - 8];
   /* line 3: host parking words (CPU backend and host waiters only; see src/queue) */
   volatile uint32_t cons_sleeping; /* consumer parked or about to park (written by the consumer) */
   volatile uint32_t prod_sleeping; /* number of producers parked or about to park */
@@ -98,14 +102,13 @@ RK_INLINE RK_HD int rk_ring_check_geometry(uint64_t capacity, uint32_t slot_size
   return RK_OK;
 }
 
-/** Bytes a ring of this geometry needs (header + slots + sequence words), or 0 if the geometry is
- *  invalid (see rk_ring_check_geometry). */
+/** Bytes a ring of this geometry needs (header + slots + one 8-byte sequence word per slot), or 0
+ *  if the geometry is invalid (see rk_ring_check_geometry). */
 RK_INLINE RK_HD size_t rk_ring_memsize(uint64_t capacity, uint32_t slot_size, uint32_t mode) {
   size_t n;
   if (rk_ring_check_geometry(capacity, slot_size, mode) != RK_OK) return 0;
   n = sizeof(rk_ring) + (size_t)capacity * slot_size;
-  if (mode == RK_RING_MPSC) n += (size_t)capacity * sizeof(uint64_t);
-  return n;
+  return n + (size_t)capacity * sizeof(uint64_t);
 }
 
 RK_INLINE RK_HD uint8_t *rk_ring_slot(rk_ring *r, uint64_t pos) {
@@ -136,12 +139,10 @@ RK_INLINE int rk_ring_init(void *mem, size_t mem_size, uint64_t capacity, uint32
   r->capacity = capacity;
   r->mask = capacity - 1;
   r->slots_offset = sizeof(rk_ring);
-  r->seq_offset = mode == RK_RING_MPSC ? sizeof(rk_ring) + capacity * slot_size : 0;
-  if (mode == RK_RING_MPSC) {
-    /* Position p is published when seq == p + 1; before the first lap, seq[i] = i + 1 - capacity
-     * (wrapping), which is "not yet" by signed difference for position i. */
-    for (i = 0; i < capacity; i++) *rk_ring__seq(r, i) = i + 1 - capacity;
-  }
+  r->seq_offset = sizeof(rk_ring) + capacity * slot_size;
+  /* Position p is published when seq == p + 1; before the first lap, seq[i] = i + 1 - capacity
+   * (wrapping), which is "not yet" by signed difference for position i. */
+  for (i = 0; i < capacity; i++) *rk_ring__seq(r, i) = i + 1 - capacity;
   return RK_OK;
 }
 
@@ -151,6 +152,8 @@ RK_INLINE RK_HD int rk_ring_check(const rk_ring *r) {
   if (r->magic != RK_RING_MAGIC) return RK_ECORRUPT;
   if (rk_ring_check_geometry(r->capacity, r->slot_size, r->mode) != RK_OK) return RK_ECORRUPT;
   if (r->mask != r->capacity - 1) return RK_ECORRUPT;
+  if (r->slots_offset != sizeof(rk_ring) || r->seq_offset != sizeof(rk_ring) + r->capacity * r->slot_size)
+    return RK_ECORRUPT;
   return RK_OK;
 }
 
@@ -167,6 +170,20 @@ RK_INLINE RK_HD void rk_ring__copy(void *dst, const void *src, size_t len) {
   for (; i < len; i++) d[i] = s[i];
 #else
   __builtin_memcpy(dst, src, len);
+#endif
+}
+
+/* Publish positions pos .. pos+k-1 (their slots are written): sequence word = position + 1, the
+ * store the consumer's load-acquire in rk_ring_peek_n pairs with. On the host a store-release per
+ * word (a plain store on x86); on the device one system-scope fence for the batch, then relaxed
+ * stores (the PTX release pattern: the fence orders every earlier write of this thread before them). */
+RK_INLINE RK_HD void rk_ring__publish(rk_ring *r, uint64_t pos, uint32_t k) {
+  uint32_t i;
+#if defined(__CUDA_ARCH__)
+  rk_fence_acq_rel_sys();
+  for (i = 0; i < k; i++) rk_store_relaxed_sys_u64(rk_ring__seq(r, pos + i), pos + i + 1);
+#else
+  for (i = 0; i < k; i++) rk_store_release_sys_u64(rk_ring__seq(r, pos + i), pos + i + 1);
 #endif
 }
 
@@ -203,8 +220,10 @@ RK_INLINE RK_HD uint32_t rk_ring_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos
 }
 /** SPSC: publish k slots previously reserved. Single producer only. */
 RK_INLINE RK_HD void rk_ring_commit_n(rk_ring *r, uint32_t k) {
-  /* pairs with the consumer's load-acquire of tail: slot contents are visible before the index. */
-  rk_store_release_sys_u64(&r->tail, r->tail + k);
+  uint64_t t = r->tail; /* own word: plain read */
+  rk_ring__publish(r, t, k);
+  /* tail orders nothing: the consumer reads the sequence words; observers (rk_ring_count) estimate */
+  rk_store_relaxed_sys_u64(&r->tail, t + k);
 }
 /** SPSC: reserve one slot; returns its address or NULL when the ring is full. */
 RK_INLINE RK_HD void *rk_ring_reserve(rk_ring *r) {
@@ -221,7 +240,8 @@ RK_INLINE RK_HD int rk_ring_push(rk_ring *r, const void *msg, uint32_t len) {
   if (RK_UNLIKELY(r->claim & RK_RING_CLOSED)) return RK_ECLOSED;
   if (RK_UNLIKELY(rk_ring__spsc_free(r, t, 1) == 0)) return RK_EAGAIN;
   rk_ring__copy(rk_ring_slot(r, t), msg, len);
-  rk_store_release_sys_u64(&r->tail, t + 1); /* pairs with consumer's acquire of tail */
+  rk_ring__publish(r, t, 1);
+  rk_store_relaxed_sys_u64(&r->tail, t + 1); /* own index; see rk_ring_commit_n */
   return RK_OK;
 }
 /** SPSC: copy up to n messages, each `len` bytes, laid out `len` bytes apart in msgs, publishing
@@ -282,9 +302,7 @@ RK_INLINE RK_HD int rk_ring_mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos
 }
 /** MPSC: publish k claimed positions starting at pos (the slots must be filled). */
 RK_INLINE RK_HD void rk_ring_mpsc_commit_n(rk_ring *r, uint64_t pos, uint32_t k) {
-  uint32_t i;
-  /* pairs with the consumer's load-acquire of the sequence word: the slot is written first. */
-  for (i = 0; i < k; i++) rk_store_release_sys_u64(rk_ring__seq(r, pos + i), pos + i + 1);
+  rk_ring__publish(r, pos, k); /* pairs with the consumer's load-acquire of each sequence word */
 }
 /** MPSC: claim one slot; returns its address (and position in *pos) or NULL with *err set to
  *  RK_EAGAIN (full) or RK_ECLOSED. Publish with rk_ring_mpsc_commit(r, *pos). */
@@ -326,7 +344,7 @@ RK_INLINE RK_HD int rk_ring_mpsc_push_n(rk_ring *r, const void *msgs, uint32_t l
 }
 
 /* ------------------------------------ consumer ------------------------------------------------ */
-/** MPSC: is position pos published, given its slot's sequence word? Position p is published when
+/** Is position pos published, given its slot's sequence word? Position p is published when
  *  seq == p + 1; earlier laps leave smaller values. Compared by signed 64-bit difference, so the
  *  rule holds across the wrap of the free-running indices. The one place this rule is written:
  *  the host consumer (rk_ring_peek_n) and the device lane loop both call it. */
@@ -345,20 +363,8 @@ RK_INLINE RK_HD uint32_t rk_ring_peek_n(rk_ring *r, uint32_t n, uint64_t *pos) {
   uint64_t h = r->head; /* own word: plain read */
   uint32_t k = 0;
   *pos = h;
-  if (r->mode == RK_RING_SPSC) {
-    uint64_t t = r->cons_tail; /* consumer-private cache */
-    if (t - h < (n ? n : 1)) {
-      t = rk_load_acquire_sys_u64(&r->tail); /* pairs with the producer's release of tail */
-      r->cons_tail = t;
-    }
-    k = (uint32_t)(t - h < n ? t - h : n);
-  } else {
-    while (k < n) {
-      /* pairs with the producer's store-release in rk_ring_mpsc_commit_n */
-      if (!rk_ring_seq_published(rk_load_acquire_sys_u64(rk_ring__seq(r, h + k)), h + k)) break;
-      k++;
-    }
-  }
+  /* pairs with the producer's publication (rk_ring__publish): the slot was written before. */
+  while (k < n && rk_ring_seq_published(rk_load_acquire_sys_u64(rk_ring__seq(r, h + k)), h + k)) k++;
   return k;
 }
 /** Consumer: hand back k slots read since rk_ring_peek_n. */
@@ -401,7 +407,7 @@ RK_INLINE RK_HD int rk_ring_pop_n(rk_ring *r, void *buf, uint32_t len, uint32_t 
 /** Messages published or claimed and not yet consumed (an estimate while others run). */
 RK_INLINE RK_HD uint64_t rk_ring_count(const rk_ring *r) {
   uint64_t h = rk_load_acquire_sys_u64(&r->head);
-  uint64_t t = r->mode == RK_RING_SPSC ? rk_load_acquire_sys_u64(&r->tail)
+  uint64_t t = r->mode == RK_RING_SPSC ? rk_load_relaxed_sys_u64(&r->tail)
                                        : (rk_load_relaxed_dev_u64(&r->claim) & ~RK_RING_CLOSED);
   return t - h;
 }
@@ -420,7 +426,8 @@ RK_INLINE RK_HD int rk_ring_close(rk_ring *r, uint64_t *final_pos) {
       return RK_ECLOSED;
     }
     c = r->tail;
-    /* pairs with rk_ring_closed's acquire: tail up to c is published before the close is seen */
+    /* pairs with rk_ring_closed's acquire: every slot below c (its sequence word) is published
+     * before the close is seen */
     rk_store_release_dev_u64(&r->claim, c | RK_RING_CLOSED);
     if (final_pos) *final_pos = c;
     return RK_OK;

@@ -10,9 +10,10 @@
  * is never read with weak, cacheable loads), synchronises, and thread 0 store-releases the inbox
  * head, freeing the slots for the host before the handlers even run. Every thread of the block
  * runs the handler on each message. Replies are written into the outbox slots (host memory) by the
- * block, then, after a barrier, thread 0 issues fence.acq_rel.sys and store-releases the outbox
- * tail. The device never read-modify-writes host memory (hostNativeAtomicSupported may be 0): its
- * own ring indices are kept in shared memory and only stored. Idle lanes back off with __nanosleep.
+ * block, then, after a barrier, thread 0 issues fence.acq_rel.sys and stores the outbox slots'
+ * sequence words (the ring's per-slot publication, ring.h). The device never read-modify-writes
+ * host memory (hostNativeAtomicSupported may be 0): its own ring indices are kept in shared memory
+ * and only stored. Idle lanes back off with __nanosleep.
  * The kernel clock is a device-memory word updated with a device-scope CAS; physical time is
  * %globaltimer plus the offset the host calibrates into the control block. */
 #ifndef RK_DEVICE_PERSISTENT_CUH
@@ -36,6 +37,7 @@ typedef struct rk_dev_lane {
   uint8_t *in_slots;
   volatile uint64_t *in_seq;
   uint8_t *out_slots;
+  volatile uint64_t *out_seq;
   uint64_t in_mask;
   uint64_t out_mask;
   uint64_t out_cap;
@@ -151,14 +153,20 @@ RK_INLINE __device__ int rk_dev_reply_put(const rk_dev_params *p, rk_dev_lane *L
   return RK_OK;
 }
 
-/* Publish staged replies: barrier (the block's writes are done), then thread 0 fences at system
- * scope and store-releases the tail (pairs with the host drainer's acquire of tail). */
+/* Publish staged replies: barrier (the block's writes are done and ordered before thread 0's), then
+ * thread 0 fences at system scope and stores each reply's sequence word = position + 1 (the release
+ * pattern; pairs with the host drainer's load-acquire of the sequence words in rk_ring_peek_n).
+ * The tail is the producer's own index, stored for observers only. Ring geometry comes from the
+ * lane's cached copy: reading the mapped header again would be a PCIe round trip per word. */
 RK_INLINE __device__ void rk_dev_flush(rk_dev_lane *L) {
   __syncthreads();
   if (threadIdx.x == 0 && L->out_pending) {
+    uint32_t i;
     rk_fence_acq_rel_sys();
+    for (i = 0; i < L->out_pending; i++)
+      rk_store_relaxed_sys_u64(L->out_seq + ((L->out_tail + i) & L->out_mask), L->out_tail + i + 1);
     L->out_tail += L->out_pending;
-    rk_store_release_sys_u64(&L->out->tail, L->out_tail);
+    rk_store_relaxed_sys_u64(&L->out->tail, L->out_tail);
     L->out_pending = 0;
   }
   __syncthreads();
@@ -288,6 +296,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
     L.in_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.in) + rk_load_relaxed_sys_u64(&L.in->seq_offset));
     L.in_mask = rk_load_relaxed_sys_u64(&L.in->mask);
     L.out_slots = RK_CAST(uint8_t *, L.out) + rk_load_relaxed_sys_u64(&L.out->slots_offset);
+    L.out_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.out) + rk_load_relaxed_sys_u64(&L.out->seq_offset));
     L.out_mask = rk_load_relaxed_sys_u64(&L.out->mask);
     L.out_cap = L.out_mask + 1;
     L.in_head = rk_load_relaxed_sys_u64(&L.in->head);
