@@ -212,6 +212,38 @@ static void co_residency_refused(void **state) {
   rk_kernel_destroy(k);
 }
 
+/* The service loop re-measures the device clock (%globaltimer + offset) against CLOCK_REALTIME:
+ * exchanges are accepted (lane 0 answers inside the 50 µs window) and the kernel's stamps never run
+ * ahead of the host clock by more than the measurement error. */
+static void clock_sync(void **state) {
+  rk_kernel *k = launch(&rk_builtin_echo, 2, 32, 0, RK_BACKPRESSURE_DEFAULT);
+  rk_kernel_counters st;
+  rk_msg m;
+  uint32_t v = 1, back = 0;
+  int i;
+  (void)state;
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  for (i = 0; i < 2000; i++) { /* the suite runs exchanges every 10 ms: expect 4 within 2 s */
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    assert_int_equal(rk_kernel_stats(k, &st), RK_OK);
+    if (st.clock_syncs >= 4) break;
+    uv_sleep(1);
+  }
+  printf("clock: %llu syncs, %llu misses, offset %lld ns, window %llu ns\n", (unsigned long long)st.clock_syncs,
+         (unsigned long long)st.clock_sync_misses, (long long)st.clock_offset_ns,
+         (unsigned long long)st.clock_sync_window_ns);
+  assert_true(st.clock_syncs >= 4);
+  assert_true(st.clock_sync_window_ns <= 50000);
+  for (i = 0; i < 100; i++) {
+    assert_int_equal(rk_call(k, 9, &v, sizeof v, &m, &back, sizeof back, T_NS), RK_OK);
+    /* the reply's physical part is the device clock (or a later merged stamp): not in the future */
+    assert_true(rk_hlc_physical(m.env.hlc) <= rk_realtime_us() + 100);
+  }
+  assert_int_equal(rk_kernel_terminate(k, T_NS), RK_OK);
+  rk_kernel_destroy(k);
+}
+
 int main(void) {
   rk_runtime_options o = RK_RUNTIME_OPTIONS_INIT;
   int rc;
@@ -224,9 +256,12 @@ int main(void) {
       cmocka_unit_test(vector_add_cooperative),
       cmocka_unit_test(nvrtc_kernel_end_to_end),
       cmocka_unit_test(co_residency_refused),
+      cmocka_unit_test(clock_sync),
   };
   o.backend = RK_BACKEND_CUDA;
   o.log_level = RK_LOG_ERROR;
+  o.watchdog_interval_ns = 10000000;   /* clock exchanges every 10 ms, for clock_sync */
+  o.clock_sync_interval_ns = 10000000;
   if ((rc = rk_runtime_create(&rt, &o)) != RK_OK) {
     printf("skipped: no usable CUDA device (%s)\n", rk_err_name(rc));
     return 77;

@@ -6,7 +6,14 @@
  * writes only its own lane line. Nothing ever reads a whole block, changes a field and writes it
  * back. Every command is acknowledged: the host writes the command's argument words, then
  * store-releases cmd_seq; a lane load-acquires cmd_seq, applies the command, then store-releases
- * ack_seq = cmd_seq in its own line; the host waits (with a timeout) until every lane acknowledged. */
+ * ack_seq = cmd_seq in its own line; the host waits (with a timeout) until every lane acknowledged.
+ *
+ * Clock synchronisation (the device's %globaltimer against the host's CLOCK_REALTIME) is a second,
+ * lighter exchange that never waits for a lane: the host writes clock_offset_ns, then
+ * store-releases clock_req; every lane load-acquires clock_req (device: together with abort, one
+ * 64-bit read) and on a new value reloads the offset it stamps with; lane 0 also writes its clock
+ * to clock_sample_ns and store-releases clock_ack = clock_req. The host times the exchange and
+ * takes the midpoint (src/host/kernel.c, rk__clock_sync). */
 #ifndef RINGKERNEL_CONTROL_H
 #define RINGKERNEL_CONTROL_H
 
@@ -39,8 +46,10 @@ typedef struct rk_control_host {
   RK_ALIGNAS(128) volatile uint32_t cmd_seq; /**< bumped (store-release) after cmd is written */
   volatile uint32_t cmd;                      /**< rk_command */
   volatile uint32_t abort;                    /**< nonzero: exit now, drain nothing */
-  volatile uint32_t reserved0;
-  volatile uint64_t clock_offset_ns;          /**< device: CLOCK_REALTIME - %globaltimer */
+  volatile uint32_t clock_req;                /**< bumped (store-release) after clock_offset_ns is
+                                                   written: every lane reloads the offset, lane 0
+                                                   answers with clock_sample_ns and clock_ack */
+  volatile uint64_t clock_offset_ns;          /**< device: CLOCK_REALTIME - %globaltimer (mod 2^64) */
   uint8_t pad[RK_LINE - 24];
 } rk_control_host;
 
@@ -59,8 +68,11 @@ typedef struct rk_lane_status {
   volatile uint64_t outbox_stalls;            /**< times the lane stopped taking input: outbox full */
   volatile uint64_t k2k_in;
   volatile uint64_t k2k_out;
-  volatile uint64_t clock_sample_ns;          /**< the lane's clock at check-in (device: %globaltimer) */
-  uint8_t pad[RK_LINE - 96];
+  volatile uint64_t clock_sample_ns;          /**< the lane's clock (device: %globaltimer) at check-in
+                                                   and when it answered clock_req (lane 0) */
+  volatile uint32_t clock_ack;                /**< last clock_req answered (store-release, lane 0) */
+  volatile uint32_t reserved0;
+  uint8_t pad[RK_LINE - 104];
 } rk_lane_status;
 
 /** Per-lane host-written drain target for terminate (the inbox's final producer index). */
@@ -72,11 +84,14 @@ typedef struct rk_lane_command {
 RK_STATIC_ASSERT(sizeof(rk_control_host) == RK_LINE, "host control line");
 RK_STATIC_ASSERT(sizeof(rk_lane_status) == RK_LINE, "lane status line");
 RK_STATIC_ASSERT(sizeof(rk_lane_command) == RK_LINE, "lane command line");
+RK_ASSERT_OFFSET(rk_control_host, abort, 8);
+RK_ASSERT_OFFSET(rk_control_host, clock_req, 12); /* one aligned 64-bit word with abort: one PCIe read */
 RK_ASSERT_OFFSET(rk_control_host, clock_offset_ns, 16);
 RK_ASSERT_OFFSET(rk_lane_status, heartbeat, 8);
 RK_ASSERT_OFFSET(rk_lane_status, msgs_in, 24);
 RK_ASSERT_OFFSET(rk_lane_status, k2k_out, 80);
 RK_ASSERT_OFFSET(rk_lane_status, clock_sample_ns, 88);
+RK_ASSERT_OFFSET(rk_lane_status, clock_ack, 96);
 
 /** The whole control block of a kernel with n lanes: one host line, then n lane command lines,
  *  then n lane status lines. rk_control_size(n) bytes. */

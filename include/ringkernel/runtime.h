@@ -52,10 +52,14 @@ typedef struct rk_runtime_options {
   rk_log_level log_level;       /**< default RK_LOG_WARN */
   uint64_t watchdog_interval_ns; /**< heartbeat check period; 0: 50 ms */
   uint64_t watchdog_stall_ns;    /**< a lane with work and no heartbeat for this long faults; 0: 2 s */
+  /** How often the service loop re-measures each kernel's clock offset (device %globaltimer
+   *  against CLOCK_REALTIME; on the CPU backend a check of the exchange). 0: 1 s; UINT64_MAX:
+   *  only at launch. Checked on the watchdog timer, so never more often than watchdog_interval_ns. */
+  uint64_t clock_sync_interval_ns;
 } rk_runtime_options;
 
 #define RK_RUNTIME_OPTIONS_INIT \
-  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0 }
+  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0 }
 
 /** What a full inbox does to a sender. */
 typedef enum rk_backpressure {
@@ -260,6 +264,12 @@ typedef struct rk_kernel_counters {
   uint64_t latency_count;     /**< samples in the histogram (end to end, host send -> host receive) */
   uint64_t latency_hist[RK_LATENCY_BUCKETS];
   uint64_t latency_p50_ns, latency_p99_ns; /**< from the histogram (bucket upper bounds) */
+  /* Clock synchronisation (runtime option clock_sync_interval_ns). */
+  int64_t clock_offset_ns;     /**< last accepted measurement: host CLOCK_REALTIME - lane clock
+                                    (the CUDA lanes stamp with %globaltimer + this; CPU: about 0) */
+  uint64_t clock_sync_window_ns; /**< round trip of that measurement; its error is at most half */
+  uint64_t clock_syncs;        /**< accepted measurements (the one at launch included) */
+  uint64_t clock_sync_misses;  /**< exchanges dropped: no answer in time, or too slow to be precise */
 } rk_kernel_counters;
 
 /** Snapshot a kernel's counters. stats->size must be set. Errors: RK_EINVAL. */

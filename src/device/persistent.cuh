@@ -46,6 +46,8 @@ typedef struct rk_dev_lane {
   uint64_t out_head;      /* cached view of the host's outbox head */
   uint64_t drain_to;
   uint64_t next_reply_id;
+  uint64_t clock_off;     /* CLOCK_REALTIME - %globaltimer, reloaded on every new clock_req */
+  uint32_t clock_seen;    /* last clock_req applied */
   uint32_t ack;
   uint32_t state;
   uint32_t n;             /* messages in the current batch */
@@ -74,23 +76,23 @@ RK_INLINE __device__ uint64_t rk_dev_globaltimer(void) {
   return t;
 }
 
-/* Physical microseconds: %globaltimer (ns) + the host-calibrated offset (relaxed: a statistic the
- * host refreshes; any recent value is good). Never clock64(): it is per-SM cycles. */
-RK_INLINE __device__ uint64_t rk_dev_physical_us(const rk_dev_params *p) {
-  uint64_t off = rk_load_relaxed_sys_u64(&p->ctl->host.clock_offset_ns);
-  return (rk_dev_globaltimer() + off) / 1000u;
+/* Physical microseconds: %globaltimer (ns) + the host-calibrated offset, which the lane keeps in
+ * shared memory (reloaded when the host bumps clock_req, rk_dev_poll_control) rather than reading
+ * it from host memory, a PCIe round trip, on every stamp. Never clock64(): it is per-SM cycles. */
+RK_INLINE __device__ uint64_t rk_dev_physical_us(const rk_dev_lane *L) {
+  return (rk_dev_globaltimer() + L->clock_off) / 1000u;
 }
 
-RK_INLINE __device__ rk_hlc rk_dev_tick(const rk_dev_params *p) {
-  uint64_t pt = rk_dev_physical_us(p), old = rk_load_relaxed_dev_u64(p->clock), next;
+RK_INLINE __device__ rk_hlc rk_dev_tick(const rk_dev_params *p, const rk_dev_lane *L) {
+  uint64_t pt = rk_dev_physical_us(L), old = rk_load_relaxed_dev_u64(p->clock), next;
   do {
     next = rk_hlc_send(old, pt);
   } while (!rk_cas_acq_rel_dev_u64(p->clock, &old, next)); /* pairs with itself across lanes */
   return next;
 }
 
-RK_INLINE __device__ int rk_dev_merge(const rk_dev_params *p, rk_hlc m) {
-  uint64_t pt = rk_dev_physical_us(p), old, next;
+RK_INLINE __device__ int rk_dev_merge(const rk_dev_params *p, const rk_dev_lane *L, rk_hlc m) {
+  uint64_t pt = rk_dev_physical_us(L), old, next;
   if (rk_hlc_too_far_ahead(m, pt, p->max_offset_us)) return RK_ECLOCK; /* the clock does not move */
   old = rk_load_relaxed_dev_u64(p->clock);
   do {
@@ -134,7 +136,7 @@ RK_INLINE __device__ void rk_dev_reply_header(const rk_dev_params *p, rk_dev_lan
 }
 
 RK_INLINE __device__ void rk_dev_reply_staged(const rk_dev_params *p, rk_dev_lane *L, rk_envelope *e) {
-  e->hlc = rk_dev_tick(p);
+  e->hlc = rk_dev_tick(p, L);
   L->out_pending++;
   L->replied = 1;
   rk_dev_count(&L->status->msgs_out, 1);
@@ -179,7 +181,7 @@ static __device__ void *rk_scratch(rk_ctx *ctx, size_t *size) {
   if (size) *size = ctx->p->scratch_size;
   return ctx->scratch;
 }
-static __device__ rk_hlc rk_now(rk_ctx *ctx) { return rk_dev_tick(ctx->p); }
+static __device__ rk_hlc rk_now(rk_ctx *ctx) { return rk_dev_tick(ctx->p, ctx->L); }
 static __device__ uint32_t rk_thread(rk_ctx *ctx) { (void)ctx; return threadIdx.x; }
 static __device__ uint32_t rk_threads(rk_ctx *ctx) { (void)ctx; return blockDim.x; }
 static __device__ void rk_sync(rk_ctx *ctx) { (void)ctx; __syncthreads(); }
@@ -263,10 +265,24 @@ RK_INLINE __device__ void rk_dev_poll_control(const rk_dev_params *p, rk_dev_lan
     L->ack = seq;
     rk_store_release_sys_u32(&L->status->ack_seq, seq); /* pairs with the host's acquire */
   }
-  if (rk_load_relaxed_sys_u32(&h->abort)) L->exit = 1;
+  {
+    /* abort (low half) and clock_req (high half) in one read: offsets 8 and 12, both sides little
+     * endian. Acquire pairs with the host's store-release of clock_req, after clock_offset_ns. */
+    uint64_t w = rk_load_acquire_sys_u64(RK_CAST(volatile uint64_t *, &h->abort));
+    uint32_t req = (uint32_t)(w >> 32);
+    if ((uint32_t)w) L->exit = 1;
+    if (req != L->clock_seen) {
+      L->clock_seen = req;
+      L->clock_off = rk_load_relaxed_sys_u64(&h->clock_offset_ns); /* ordered by the acquire */
+      if (blockIdx.x == 0) { /* lane 0 answers: its clock now, then the ack that publishes it */
+        rk_store_relaxed_sys_u64(&L->status->clock_sample_ns, rk_dev_globaltimer());
+        rk_store_release_sys_u32(&L->status->clock_ack, req); /* pairs with rk__clock_sync's acquire */
+      }
+    }
+  }
 }
 
-/* Thread 0: how many published slots can be taken now (MPSC sequence words, signed difference). */
+/* Thread 0: how many published slots can be taken now (sequence words, signed difference). */
 RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *L) {
   uint32_t k = 0, max = p->batch;
   if (L->state == RK_STATE_TERMINATING && L->drain_to - L->in_head < max) max = (uint32_t)(L->drain_to - L->in_head);
@@ -304,6 +320,8 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
     L.out_head = rk_ring_load_acquire_head(L.out);
     L.next_reply_id = 0;
     L.ack = 0;
+    L.clock_seen = 0; /* the host bumps clock_req to 1 with the launch calibration */
+    L.clock_off = 0;
     L.state = RK_STATE_LAUNCHED;
     L.out_pending = 0;
     L.exit = 0;
@@ -355,7 +373,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
             L.cur.env.payload_len = 0;
             rk_dev_reply_put(p, &L, e->type, RK_ENV_F_ERROR, &c, sizeof c);
           }
-        } else if (rk_dev_merge(p, e->hlc) != RK_OK) {
+        } else if (rk_dev_merge(p, &L, e->hlc) != RK_OK) {
           int32_t c = RK_ECLOCK;
           rk_dev_count(&L.status->clock_rejected, 1);
           rk_dev_reply_put(p, &L, e->type, RK_ENV_F_ERROR, &c, sizeof c);

@@ -261,8 +261,29 @@ static uint32_t process_batch(rk__lane *l, int *stalled) {
 typedef struct lane_wait {
   rk__lane *l;
   uint32_t ack;
+  uint32_t clock_seen;
   int consuming;
 } lane_wait;
+
+/* A new clock_req (lane 0 only: the host waits for lane 0's answer alone). */
+static int clock_requested(const rk__lane *l, uint32_t seen) {
+  /* pairs with the host's store-release of clock_req in rk__clock_sync */
+  return l->index == 0 && rk_load_acquire_sys_u32(&l->k->ctl->host.clock_req) != seen;
+}
+
+/* Lane 0 answers a clock request: its clock now, then the ack that publishes it. The CPU lanes
+ * stamp with the host clock itself, so they apply no offset; the exchange runs anyway, so the host
+ * side of the synchronisation (shared with the CUDA backend) is exercised and its measured offset,
+ * near zero here, is a check of it. */
+static uint32_t answer_clock(rk__lane *l, uint32_t seen) {
+  uint32_t req;
+  if (l->index != 0) return seen;
+  req = rk_load_acquire_sys_u32(&l->k->ctl->host.clock_req); /* pairs with the host's release */
+  if (req == seen) return seen;
+  rk_store_relaxed_sys_u64(&l->status->clock_sample_ns, rk__realtime_ns());
+  rk_store_release_sys_u32(&l->status->clock_ack, req); /* pairs with rk__clock_sync's acquire */
+  return req;
+}
 
 /* Idle-wait predicate: a command, an abort, or (when consuming) a message. */
 static int lane_ready(void *arg) {
@@ -271,6 +292,7 @@ static int lane_ready(void *arg) {
   uint64_t pos;
   if (rk_load_acquire_sys_u32(&h->cmd_seq) != w->ack) return 1; /* pairs with the host's release */
   if (rk_load_relaxed_sys_u32(&h->abort)) return 1;
+  if (clock_requested(w->l, w->clock_seen)) return 1;
   if (w->consuming && rk_ring_peek_n(w->l->inbox, 1, &pos)) return 1;
   return 0;
 }
@@ -282,6 +304,7 @@ static int outbox_ready(void *arg) {
   uint64_t pos;
   if (rk_load_acquire_sys_u32(&h->cmd_seq) != w->ack) return 1;
   if (rk_load_relaxed_sys_u32(&h->abort)) return 1;
+  if (clock_requested(w->l, w->clock_seen)) return 1;
   return rk_ring_reserve_n(w->l->outbox, 1, &pos) > 0;
 }
 
@@ -301,7 +324,7 @@ static void lane_main(void *arg) {
   rk_kernel *k = l->k;
   rk_control_host *h = &k->ctl->host;
   rk_lane_status *st = l->status;
-  uint32_t ack = 0, state = RK_STATE_LAUNCHED;
+  uint32_t ack = 0, state = RK_STATE_LAUNCHED, clock_seen = 0;
   uint64_t drain_to = 0;
   int was_stalled = 0;
 
@@ -310,6 +333,7 @@ static void lane_main(void *arg) {
     return;
   }
   rk_store_relaxed_sys_u32(&st->state, state);
+  rk_store_relaxed_sys_u64(&st->clock_sample_ns, rk__realtime_ns()); /* launch calibration */
   rk_store_release_sys_u32(&st->checked_in, 1); /* pairs with the host's acquire in launch */
 
   for (;;) {
@@ -331,12 +355,13 @@ static void lane_main(void *arg) {
       rk_store_release_sys_u32(&st->ack_seq, ack); /* pairs with the host's acquire in command() */
     }
     if (rk_load_relaxed_sys_u32(&h->abort)) break;
+    clock_seen = answer_clock(l, clock_seen);
     if (state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING) {
       got = process_batch(l, &stalled); /* beats the heartbeat per message */
       if (state == RK_STATE_TERMINATING && l->inbox->head >= drain_to) break; /* drained */
     }
     if (stalled) {
-      lane_wait w = {l, ack, 0};
+      lane_wait w = {l, ack, clock_seen, 0};
       if (!was_stalled) count_add(&st->outbox_stalls, 1);
       was_stalled = 1;
       rk_store_relaxed_sys_u64(&st->heartbeat, rk_load_relaxed_sys_u64(&st->heartbeat) + 1);
@@ -346,7 +371,7 @@ static void lane_main(void *arg) {
     was_stalled = 0;
     if (got) continue;
     {
-      lane_wait w = {l, ack, state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING};
+      lane_wait w = {l, ack, clock_seen, state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING};
       (void)rk__ring_wait(l->inbox, 1, lane_ready, &w, RK_LANE_PARK_NS);
     }
   }
@@ -419,4 +444,4 @@ static void cpu_free(rk_runtime *rt, void *p, size_t n) {
   free(p);
 }
 
-const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, NULL};
+const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join};

@@ -361,16 +361,9 @@ static int cuda_start(rk_kernel *k) { return cuda_run((rk_cuda *)k->rt->backend_
 
 static void cuda_join(rk_kernel *k) { (void)cuda_run((rk_cuda *)k->rt->backend_data, join_job, k); }
 
-/* Clock calibration at check-in: lane 0 sampled %globaltimer between the launch call and the
- * moment the host saw it check in; the offset takes the midpoint (error: half the launch
- * latency, microseconds — well inside the HLC's drift bound). */
-static void cuda_checked_in(rk_kernel *k, uint64_t host_before_ns, uint64_t host_after_ns) {
-  uint64_t gpu = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns);
-  uint64_t mid = host_before_ns / 2 + host_after_ns / 2;
-  rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, mid - gpu); /* read relaxed by the device */
-}
-
-const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, cuda_checked_in};
+/* The device clock (%globaltimer) is calibrated against CLOCK_REALTIME by the shared exchange in
+ * kernel.c (rk__clock_sync): at check-in, then periodically from the service loop. */
+const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join};
 
 /* ---------------------------------------- init / shutdown ------------------------------------ */
 

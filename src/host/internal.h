@@ -28,8 +28,6 @@ typedef struct rk_backend_ops {
   void (*free)(rk_runtime *rt, void *p, size_t n);
   int (*start)(rk_kernel *k);   /* start every lane; lanes check in through the control block */
   void (*join)(rk_kernel *k);   /* after every lane reported TERMINATED (or an abort): reclaim */
-  /* optional: every lane checked in; host realtime (ns) before start and after the check-in */
-  void (*checked_in)(rk_kernel *k, uint64_t host_before_ns, uint64_t host_after_ns);
 } rk_backend_ops;
 
 extern const rk_backend_ops rk__cpu_backend;
@@ -148,6 +146,13 @@ struct rk_kernel {
   void *cb_user;
   volatile int cb_active;
   volatile int refs; /* service-thread passes in progress */
+
+  /* clock synchronisation: written by launch, then by the service loop only (one writer at a
+   * time); the statistics are atomics, read by rk_kernel_stats on any thread */
+  uint32_t clock_req;        /* last clock_req written */
+  uint64_t clock_next_ns;    /* monotonic time of the next exchange */
+  volatile int64_t clock_offset;
+  volatile uint64_t clock_window, clock_syncs, clock_misses;
 };
 
 struct rk_runtime {
@@ -194,6 +199,8 @@ void rk__dispatch_callbacks(rk_kernel *k);
 
 /* telemetry.c */
 void rk__watchdog(rk_runtime *rt);
+/* kernel.c: one clock exchange with the kernel's lane 0 when it is due (service loop). */
+void rk__clock_sync(rk_kernel *k);
 
 /* nvrtc.c: compile handler source (+ the embedded device runtime) into a ring kernel `entry` for
  * `arch` ("compute_75" -> PTX, "sm_90" with cubin != 0 -> CUBIN). The image is owned by the

@@ -15,6 +15,9 @@
 #define RK_DEFAULT_SEND_TIMEOUT_NS 1000000000ll
 #define RK_DEFAULT_LAUNCH_TIMEOUT_NS 5000000000ull
 #define RK_COMMAND_TIMEOUT_NS 5000000000ull
+#define RK_DEFAULT_CLOCK_SYNC_NS 1000000000ull
+#define RK_CLOCK_SYNC_WAIT_NS 200000ull      /* how long the service loop waits for lane 0 */
+#define RK_CLOCK_SYNC_MAX_WINDOW_NS 50000ull /* a slower exchange is dropped: error up to 25 us */
 
 const char *rk_state_name(rk_lifecycle s) {
   switch (s) {
@@ -149,6 +152,69 @@ static int command(rk_kernel *k, uint32_t cmd, uint64_t timeout_ns) {
   rk_store_release_sys_u32(&k->ctl->host.cmd_seq, seq); /* pairs with the lanes' acquire */
   wake_lanes(k);
   return wait_lanes(k, lane_acked, seq, timeout_ns);
+}
+
+/* ---------------------------------------- clock synchronisation ------------------------------ */
+/* The host measures the offset between a lane's clock and CLOCK_REALTIME by a timed exchange: it
+ * reads its clock (r0), store-releases a new clock_req, and waits for lane 0's clock_ack; lane 0
+ * wrote its own clock (clock_sample_ns) in between, so the sample was taken at some host time in
+ * [r0, r1], and offset = midpoint - sample is wrong by at most (r1 - r0) / 2. The device stamps
+ * with %globaltimer + offset (src/device/persistent.cuh); the CPU lanes stamp with the host clock
+ * and answer anyway, so this code and its arithmetic are exercised on every machine. One writer at
+ * a time: launch, then the service loop. */
+
+/* Ask every lane to reload the offset, and lane 0 to answer with its clock. */
+static uint32_t clock_request(rk_kernel *k) {
+  uint32_t req = ++k->clock_req;
+  if (req == 0) req = ++k->clock_req; /* 0 is what a lane starts having seen */
+  /* pairs with the lanes' load-acquire: clock_offset_ns, written before, is what they reload */
+  rk_store_release_sys_u32(&k->ctl->host.clock_req, req);
+  if (!(k->lane[0].inbox->flags & RK_RING_F_NO_WAKE)) { /* a parked CPU lane 0 answers now */
+    rk_ring_wake_all(k->lane[0].inbox);
+    rk_ring_wake_all(k->lane[0].outbox);
+  }
+  return req;
+}
+
+/* An exchange that bracketed lane 0's sample between host times r0 and r1: take the midpoint. */
+static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample) {
+  uint64_t off = r0 + (r1 - r0) / 2 - sample; /* modulo 2^64: the device adds it back */
+  rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, off); /* published by clock_req's release */
+  __atomic_store_n(&k->clock_offset, (int64_t)off, __ATOMIC_RELAXED); /* statistics */
+  __atomic_store_n(&k->clock_window, r1 - r0, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&k->clock_syncs, 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t clock_interval(const rk_kernel *k) {
+  return k->rt->opts.clock_sync_interval_ns ? k->rt->opts.clock_sync_interval_ns : RK_DEFAULT_CLOCK_SYNC_NS;
+}
+
+void rk__clock_sync(rk_kernel *k) {
+  uint64_t now = rk__now_ns(), iv = clock_interval(k), r0, r1, sample;
+  uint32_t s = rk_load_acquire_sys_u32(&k->hstate), req;
+  int answered = 0;
+  if (iv == UINT64_MAX || now < k->clock_next_ns) return;
+  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) return;
+  if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return; /* lanes leaving */
+  r0 = rk__realtime_ns();
+  req = clock_request(k);
+  do {
+    /* pairs with lane 0's store-release of clock_ack, after clock_sample_ns */
+    if (rk_load_acquire_sys_u32(&k->lane[0].status->clock_ack) == req) answered = 1;
+    else rk_cpu_relax();
+    r1 = rk__realtime_ns();
+  } while (!answered && r1 - r0 < RK_CLOCK_SYNC_WAIT_NS && r1 >= r0);
+  /* r1 < r0: the realtime clock stepped back during the exchange; its window means nothing */
+  if (answered && r1 >= r0 && r1 - r0 <= RK_CLOCK_SYNC_MAX_WINDOW_NS) {
+    sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns); /* ordered by the acquire */
+    clock_accept(k, r0, r1, sample);
+    (void)clock_request(k); /* the lanes apply it now; this answer is not waited for */
+    k->clock_next_ns = now + iv;
+  } else {
+    /* lane 0 busy in a long handler, or a slow exchange: try again sooner */
+    __atomic_add_fetch(&k->clock_misses, 1, __ATOMIC_RELAXED);
+    k->clock_next_ns = now + iv / 4;
+  }
 }
 
 static void abort_lanes(rk_kernel *k) {
@@ -303,8 +369,13 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     if (rc != RK_OK)
       rc = rk__fail(rt, RK_ENORESOURCE, "kernel %s: not every lane checked in within %llu ms", k->name,
                     (unsigned long long)(k->launch_timeout_ns / 1000000));
-    else if (k->ops->checked_in)
-      k->ops->checked_in(k, t_before, rk__realtime_ns());
+    else {
+      /* First calibration, from the clock every lane wrote when it checked in: coarse (the window
+       * is the whole start), refined by the service loop's first exchange, due at once. */
+      clock_accept(k, t_before, rk__realtime_ns(), rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns));
+      (void)clock_request(k); /* every lane loads the offset before any command reaches it */
+      k->clock_next_ns = clock_interval(k) == UINT64_MAX ? UINT64_MAX : 0;
+    }
   }
   if (rc != RK_OK) {
     abort_lanes(k);

@@ -185,6 +185,7 @@ static void on_timer(uv_timer_t *t) {
   rk_runtime *rt = hs->rt;
   if (rt == NULL) return;
   rk__watchdog(rt);
+  for_each_kernel(rt, rk__clock_sync); /* due exchanges only: a few microseconds each */
   for_each_kernel(rt, rk__dispatch_callbacks); /* anything a coalesced wake-up left behind */
 }
 

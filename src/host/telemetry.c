@@ -103,6 +103,10 @@ int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *st) {
   }
   st->latency_p50_ns = hist_quantile(st->latency_hist, st->latency_count, 0.50);
   st->latency_p99_ns = hist_quantile(st->latency_hist, st->latency_count, 0.99);
+  st->clock_offset_ns = __atomic_load_n(&k->clock_offset, __ATOMIC_RELAXED);
+  st->clock_sync_window_ns = __atomic_load_n(&k->clock_window, __ATOMIC_RELAXED);
+  st->clock_syncs = __atomic_load_n(&k->clock_syncs, __ATOMIC_RELAXED);
+  st->clock_sync_misses = __atomic_load_n(&k->clock_misses, __ATOMIC_RELAXED);
   return RK_OK;
 }
 
@@ -178,6 +182,9 @@ static void kernel_json(jbuf *j, rk_kernel *k) {
           (unsigned long long)st.latency_p99_ns);
   for (i = 0; i < RK_LATENCY_BUCKETS; i++) jprintf(j, "%s%llu", i ? "," : "", (unsigned long long)st.latency_hist[i]);
   jprintf(j, "]}");
+  jprintf(j, ",\"clock\":{\"offset_ns\":%lld,\"window_ns\":%llu,\"syncs\":%llu,\"misses\":%llu}",
+          (long long)st.clock_offset_ns, (unsigned long long)st.clock_sync_window_ns,
+          (unsigned long long)st.clock_syncs, (unsigned long long)st.clock_sync_misses);
   if (k->desc.types) {
     jprintf(j, ",\"types\":[");
     for (i = 0; i < k->desc.n_types; i++) {
