@@ -31,6 +31,10 @@ typedef struct rk_dev_params {
 
 RK_STATIC_ASSERT(sizeof(rk_dev_params) == 96, "rk_dev_params layout");
 
+/* Most slots a lane takes per inbox access (rk_dev_params.batch is at most this): the lane reads
+ * that many sequence words at once, in registers. */
+#define RK_DEV_MAX_BATCH 8u
+
 /* Dynamic shared memory a lane needs: the batch copy of its slots, then the scratch. */
 RK_INLINE RK_HD size_t rk_dev_smem_size(uint32_t batch, uint32_t slot_size, uint32_t scratch_size) {
   return (size_t)batch * slot_size + ((scratch_size + 15u) & ~15u);

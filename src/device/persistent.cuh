@@ -28,6 +28,9 @@
 #include "ringkernel/ring.h"
 #include "device/params.h"
 
+/* A consuming lane polls the control line once per this many loop iterations. */
+#define RK_DEV_CONTROL_EVERY 8u
+
 /* Lane state kept in shared memory: written by thread 0, read by all after a barrier. */
 typedef struct rk_dev_lane {
   rk_ring *in;
@@ -48,6 +51,10 @@ typedef struct rk_dev_lane {
   uint64_t next_reply_id;
   uint64_t clock_off;     /* CLOCK_REALTIME - %globaltimer, reloaded on every new clock_req */
   uint32_t clock_seen;    /* last clock_req applied */
+  uint32_t polls;         /* loop iterations, for the control-poll interval */
+  /* The lane's counters: it is their only writer, so it keeps them here and only stores them to
+   * its status line (a load of host memory would be a PCIe round trip per update). */
+  uint64_t c_msgs_in, c_msgs_out, c_heartbeat, c_invalid, c_clock_rejected, c_handler_errors, c_stalls;
   uint32_t ack;
   uint32_t state;
   uint32_t n;             /* messages in the current batch */
@@ -101,9 +108,12 @@ RK_INLINE __device__ int rk_dev_merge(const rk_dev_params *p, const rk_dev_lane 
   return RK_OK;
 }
 
-/* Single-writer counter in the lane's status line (mapped): a load and a store, never an RMW. */
-RK_INLINE __device__ void rk_dev_count(volatile uint64_t *c, uint64_t n) {
-  rk_store_relaxed_sys_u64(c, rk_load_relaxed_sys_u64(c) + n);
+/* Single-writer counter in the lane's status line (mapped): the lane's own copy in shared memory,
+ * then a store (posted: it does not wait for PCIe); never an RMW, never a load of host memory.
+ * Relaxed: statistics, they publish nothing. */
+RK_INLINE __device__ void rk_dev_count(uint64_t *mine, volatile uint64_t *c, uint64_t n) {
+  *mine += n;
+  rk_store_relaxed_sys_u64(c, *mine);
 }
 
 /* ---------------------------------------- replies (thread 0) --------------------------------- */
@@ -139,7 +149,7 @@ RK_INLINE __device__ void rk_dev_reply_staged(const rk_dev_params *p, rk_dev_lan
   e->hlc = rk_dev_tick(p, L);
   L->out_pending++;
   L->replied = 1;
-  rk_dev_count(&L->status->msgs_out, 1);
+  rk_dev_count(&L->c_msgs_out, &L->status->msgs_out, 1);
 }
 
 RK_INLINE __device__ int rk_dev_reply_put(const rk_dev_params *p, rk_dev_lane *L, uint32_t type, uint16_t flags,
@@ -283,13 +293,34 @@ RK_INLINE __device__ void rk_dev_poll_control(const rk_dev_params *p, rk_dev_lan
 }
 
 /* Thread 0: how many published slots can be taken now (sequence words, signed difference). */
+/* Every load of host-mapped memory is a PCIe round trip (about a microsecond), and an acquire
+ * load holds back the loads after it, so this reads as few words, as few times in a row, as it
+ * can: the first sequence word (one read: all an idle lane pays per poll), then, only if it is
+ * published and more may be, the producers' claim word, then the sequence words of the claimed
+ * positions all at once (relaxed loads with nothing between them: in flight together), and one
+ * system-scope fence to make them acquires (the PTX fence-based acquire pattern). */
 RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *L) {
-  uint32_t k = 0, max = p->batch;
+  uint64_t w[RK_DEV_MAX_BATCH], claimed;
+  uint32_t k, i, max = p->batch < RK_DEV_MAX_BATCH ? p->batch : RK_DEV_MAX_BATCH;
   if (L->state == RK_STATE_TERMINATING && L->drain_to - L->in_head < max) max = (uint32_t)(L->drain_to - L->in_head);
+  if (max == 0) return 0;
   /* pairs with the host producers' store-release of each sequence word (rk_ring_mpsc_commit_n) */
-  while (k < max && rk_ring_seq_published(rk_load_acquire_sys_u64(L->in_seq + ((L->in_head + k) & L->in_mask)),
-                                          L->in_head + k))
-    k++;
+  if (!rk_ring_seq_published(rk_load_acquire_sys_u64(L->in_seq + (L->in_head & L->in_mask)), L->in_head)) return 0;
+  if (max == 1) return 1;
+  /* The inbox is MPSC: claim bounds what can be published (relaxed: a hint; the sequence words
+   * decide). Its closed bit is masked off. */
+  claimed = (rk_load_relaxed_sys_u64(&L->in->claim) & ~RK_RING_CLOSED) - L->in_head;
+  if (claimed < 2) return 1;
+  if (claimed < max) max = (uint32_t)claimed;
+#pragma unroll
+  for (i = 1; i < RK_DEV_MAX_BATCH; i++)
+    if (i < max) w[i] = rk_load_relaxed_sys_u64(L->in_seq + ((L->in_head + i) & L->in_mask));
+  k = 1; /* the published prefix; unrolled with constant indices so w stays in registers */
+#pragma unroll
+  for (i = 1; i < RK_DEV_MAX_BATCH; i++)
+    if (k == i && i < max && rk_ring_seq_published(w[i], L->in_head + i)) k = i + 1;
+  /* orders the copy's slot reads after these sequence loads (they saw the producers' releases) */
+  if (k > 1) rk_fence_acq_rel_sys();
   return k;
 }
 
@@ -322,6 +353,10 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
     L.ack = 0;
     L.clock_seen = 0; /* the host bumps clock_req to 1 with the launch calibration */
     L.clock_off = 0;
+    L.polls = 0;
+    /* a lane starts once per kernel, on a zeroed status line */
+    L.c_msgs_in = L.c_msgs_out = L.c_heartbeat = L.c_invalid = L.c_clock_rejected = 0;
+    L.c_handler_errors = L.c_stalls = 0;
     L.state = RK_STATE_LAUNCHED;
     L.out_pending = 0;
     L.exit = 0;
@@ -333,8 +368,11 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
   __syncthreads();
   for (;;) {
     if (threadIdx.x == 0) {
+      int consuming = L.state == RK_STATE_ACTIVE || L.state == RK_STATE_TERMINATING;
       L.n = 0;
-      rk_dev_poll_control(p, &L);
+      /* The control line costs two PCIe reads; a consuming lane reads it every RK_DEV_CONTROL_EVERY
+       * iterations (commands are rare and wait microseconds at most), an idle-state lane always. */
+      if (!consuming || (L.polls++ % RK_DEV_CONTROL_EVERY) == 0) rk_dev_poll_control(p, &L);
       if (!L.exit && (L.state == RK_STATE_ACTIVE || L.state == RK_STATE_TERMINATING)) {
         if (L.state == RK_STATE_TERMINATING && L.in_head >= L.drain_to) L.exit = 1;
         else if (rk_dev_reply_slot(p, &L) != 0) L.n = rk_dev_ready(p, &L); /* room for a reply */
@@ -352,8 +390,8 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
     if (threadIdx.x == 0) {
       L.in_head += L.n;
       rk_store_release_sys_u64(&L.in->head, L.in_head); /* slots copied: the host may reuse them */
-      rk_dev_count(&L.status->msgs_in, L.n);
-      rk_store_relaxed_sys_u64(&L.status->heartbeat, rk_load_relaxed_sys_u64(&L.status->heartbeat) + 1);
+      rk_dev_count(&L.c_msgs_in, &L.status->msgs_in, L.n);
+      rk_dev_count(&L.c_heartbeat, &L.status->heartbeat, 1);
     }
     for (uint32_t i = 0; i < L.n; i++) {
       rk_envelope *e = RK_CAST(rk_envelope *, rk_smem + (size_t)i * p->slot_size);
@@ -367,7 +405,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
         L.cur.len = e->payload_len;
         L.cur.status = 0;
         if (chk != RK_ENV_OK) {
-          rk_dev_count(&L.status->invalid, 1);
+          rk_dev_count(&L.c_invalid, &L.status->invalid, 1);
           if (chk >= RK_ENV_BAD_LENGTH) {
             int32_t c = RK_ECORRUPT;
             L.cur.env.payload_len = 0;
@@ -375,7 +413,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
           }
         } else if (rk_dev_merge(p, &L, e->hlc) != RK_OK) {
           int32_t c = RK_ECLOCK;
-          rk_dev_count(&L.status->clock_rejected, 1);
+          rk_dev_count(&L.c_clock_rejected, &L.status->clock_rejected, 1);
           rk_dev_reply_put(p, &L, e->type, RK_ENV_F_ERROR, &c, sizeof c);
         } else if (!(e->flags & RK_ENV_F_NO_REPLY) && rk_dev_reply_slot(p, &L) == 0) {
           /* No room for this message's reply: publish what we have and wait for the host. */
@@ -390,7 +428,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
          * slot is already copied, so the message is kept, not lost. */
         rk_dev_flush(&L);
         if (threadIdx.x == 0) {
-          rk_dev_count(&L.status->outbox_stalls, 1);
+          rk_dev_count(&L.c_stalls, &L.status->outbox_stalls, 1);
           while (rk_dev_reply_slot(p, &L) == 0 && !rk_load_relaxed_sys_u32(&p->ctl->host.abort)) __nanosleep(1000);
           L.skip = rk_load_relaxed_sys_u32(&p->ctl->host.abort) ? 1 : 0;
         }
@@ -402,7 +440,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
           L.reserved = 0; /* a reservation never committed publishes nothing */
           if (rc < 0) {
             int32_t c = rc;
-            rk_dev_count(&L.status->handler_errors, 1);
+            rk_dev_count(&L.c_handler_errors, &L.status->handler_errors, 1);
             if (!L.replied) rk_dev_reply_put(p, &L, L.cur.env.type, RK_ENV_F_ERROR, &c, sizeof c);
           }
         }

@@ -29,7 +29,7 @@
 #define RK_CUDA_PINNED_DEFAULT (64u << 20)
 #define RK_CUDA_DEVICE_DEFAULT (64u << 20)
 #define RK_CUDA_SMEM_LIMIT (48u << 10) /* no cudaFuncSetAttribute needed (it may synchronise) */
-#define RK_CUDA_MAX_BATCH 8u
+#define RK_CUDA_MAX_BATCH RK_DEV_MAX_BATCH
 
 extern const void *rk__cuda_builtin_entry(const char *name);
 extern const char *const rk__cuda_builtin_names[];
