@@ -503,6 +503,28 @@ static void test_message_too_large(void **state) {
   }
 }
 
+/* White box: an SPSC producer stopped between its two stores (the slot's sequence word, then its
+ * own tail). The consumer may already have taken the message, so head is one past tail for a
+ * moment; rk_ring_count must say 0 then, not 2^64 - 1. */
+static void test_spsc_count_mid_publish(void **state) {
+  rk_ring *r = make_ring(4, 64, RK_RING_SPSC);
+  uint64_t v = 42, got = 0, t;
+  (void)state;
+  t = r->tail;
+  memcpy(rk_ring_slot(r, t), &v, sizeof v);
+  rk_ring__publish(r, t, 1); /* published; tail not yet stored */
+  assert_int_equal(rk_ring_count(r), 0);
+  assert_int_equal(pop_u64(r), 42);
+  assert_int_equal(rk_ring_head(r), t + 1);
+  assert_int_equal(rk_ring_count(r), 0); /* head ahead of tail: clamped */
+  rk_store_relaxed_sys_u64(&r->tail, t + 1); /* the producer's second store */
+  assert_int_equal(rk_ring_count(r), 0);
+  assert_int_equal(rk_ring_pop(r, &got, sizeof got), RK_EAGAIN);
+  assert_int_equal(push_u64(r, 7), RK_OK);
+  assert_int_equal(rk_ring_count(r), 1);
+  rk_ring_destroy(r);
+}
+
 /* ------------------------------------ indices near 2^64 (white box) -------------------------- */
 
 /* Move an empty ring's indices to `base`, consistently: both sides' words and caches, the MPSC
@@ -663,6 +685,7 @@ int main(void) {
       cmocka_unit_test(test_close),
       cmocka_unit_test(test_close_with_claimed_slot),
       cmocka_unit_test(test_message_too_large),
+      cmocka_unit_test(test_spsc_count_mid_publish),
       cmocka_unit_test(test_spsc_wrap_2_64),
       cmocka_unit_test(test_mpsc_consumer_wrap_2_64),
       cmocka_unit_test(test_mpsc_high_indices),

@@ -244,8 +244,8 @@ RK_INLINE RK_HD int rk_ring_push(rk_ring *r, const void *msg, uint32_t len) {
   rk_store_relaxed_sys_u64(&r->tail, t + 1); /* own index; see rk_ring_commit_n */
   return RK_OK;
 }
-/** SPSC: copy up to n messages, each `len` bytes, laid out `len` bytes apart in msgs, publishing
- *  the index once. Returns the number pushed (0 when full) or RK_EMSGSIZE/RK_ECLOSED. */
+/** SPSC: copy up to n messages, each `len` bytes, laid out `len` bytes apart in msgs, then
+ *  publish them together (rk_ring_commit_n). Returns the number pushed (0 when full) or RK_EMSGSIZE/RK_ECLOSED. */
 RK_INLINE RK_HD int rk_ring_push_n(rk_ring *r, const void *msgs, uint32_t len, uint32_t n) {
   uint64_t pos;
   uint32_t k, i;
@@ -404,12 +404,15 @@ RK_INLINE RK_HD int rk_ring_pop_n(rk_ring *r, void *buf, uint32_t len, uint32_t 
 
 /* ------------------------------------ state --------------------------------------------------- */
 
-/** Messages published or claimed and not yet consumed (an estimate while others run). */
+/** Messages published or claimed and not yet consumed: exact when neither side runs, an estimate
+ *  (low or high by what is in flight) while they do, never negative. */
 RK_INLINE RK_HD uint64_t rk_ring_count(const rk_ring *r) {
   uint64_t h = rk_load_acquire_sys_u64(&r->head);
   uint64_t t = r->mode == RK_RING_SPSC ? rk_load_relaxed_sys_u64(&r->tail)
                                        : (rk_load_relaxed_dev_u64(&r->claim) & ~RK_RING_CLOSED);
-  return t - h;
+  /* SPSC: the consumer may take a slot (its sequence word is published) before the producer
+   * stores its tail, so head can be ahead of the tail read here for a moment. */
+  return (int64_t)(t - h) < 0 ? 0 : t - h;
 }
 
 /**
