@@ -12,8 +12,8 @@
  * -Werror all-warnings so that can never pass unnoticed.
  *
  * Rules (ARCHITECTURE §4): no read-modify-write across PCIe — the _sys family has loads, stores and
- * fences only; RMW exists at _dev scope (device memory) and on the host for host-only words. Never
- * mix scopes on one object. Each call site names the access it pairs with. */
+ * fences only; RMW exists at _dev scope (device memory) and, as rk_host_*, for host threads on host
+ * memory that the device at most loads (never writes). Never mix scopes on one object. Each call site names the access it pairs with. */
 #ifndef RINGKERNEL_ATOMIC_H
 #define RINGKERNEL_ATOMIC_H
 
@@ -156,6 +156,14 @@ RK_INLINE RK_HD uint64_t rk_fetch_add_relaxed_dev_u64(volatile uint64_t *p, uint
   return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
 }
 RK_INLINE RK_HD void rk_fence_acq_rel_dev(void) { __atomic_thread_fence(__ATOMIC_ACQ_REL); }
+/* Host threads only, on host memory that device code may load with _sys loads but never writes:
+ * the RMW is atomic among host threads, and a device load sees the word before or after it. */
+RK_INLINE uint64_t rk_host_fetch_or_release_u64(volatile uint64_t *p, uint64_t v) {
+  return __atomic_fetch_or(p, v, __ATOMIC_RELEASE);
+}
+RK_INLINE uint64_t rk_host_add_fetch_release_u64(volatile uint64_t *p, uint64_t v) {
+  return __atomic_add_fetch(p, v, __ATOMIC_RELEASE);
+}
 RK_INLINE RK_HD void rk_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

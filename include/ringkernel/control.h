@@ -10,8 +10,8 @@
  *
  * Clock synchronisation (the device's %globaltimer against the host's CLOCK_REALTIME) is a second,
  * lighter exchange that never waits for a lane: the host writes clock_offset_ns, then
- * store-releases clock_req; every lane load-acquires clock_req (device: together with abort, one
- * 64-bit read) and on a new value reloads the offset it stamps with; lane 0 also writes its clock
+ * bumps clock_req in `signals` (release); every lane load-acquires `signals` (the abort bit comes
+ * with it: one read) and on a new clock_req reloads the offset it stamps with; lane 0 also writes its clock
  * to clock_sample_ns and store-releases clock_ack = clock_req. The host times the exchange and
  * takes the midpoint (src/host/kernel.c, rk__clock_sync). */
 #ifndef RINGKERNEL_CONTROL_H
@@ -41,14 +41,21 @@ typedef enum rk_command {
 
 #define RK_MAX_LANES 64
 
+/** rk_control_host.signals: the abort bit and the clock request counter. */
+#define RK_SIGNAL_ABORT 1ull
+#define RK_SIGNAL_CLOCK_ONE (1ull << 32)
+RK_INLINE RK_HD uint32_t rk_signals_clock_req(uint64_t signals) { return (uint32_t)(signals >> 32); }
+
 /** Host-written line (one per kernel). */
 typedef struct rk_control_host {
   RK_ALIGNAS(128) volatile uint32_t cmd_seq; /**< bumped (store-release) after cmd is written */
   volatile uint32_t cmd;                      /**< rk_command */
-  volatile uint32_t abort;                    /**< nonzero: exit now, drain nothing */
-  volatile uint32_t clock_req;                /**< bumped (store-release) after clock_offset_ns is
-                                                   written: every lane reloads the offset, lane 0
-                                                   answers with clock_sample_ns and clock_ack */
+  /** RK_SIGNAL_ABORT (bit 0): exit now, drain nothing. Bits 32-63: clock_req, bumped after
+   *  clock_offset_ns is written: every lane reloads the offset, lane 0 answers with clock_sample_ns
+   *  and clock_ack. One word, so a lane reads both with one load (one PCIe round trip on the
+   *  device); host threads update it with read-modify-writes on host memory (the device only loads
+   *  it), release order. */
+  volatile uint64_t signals;
   volatile uint64_t clock_offset_ns;          /**< device: CLOCK_REALTIME - %globaltimer (mod 2^64) */
   uint8_t pad[RK_LINE - 24];
 } rk_control_host;
@@ -84,8 +91,7 @@ typedef struct rk_lane_command {
 RK_STATIC_ASSERT(sizeof(rk_control_host) == RK_LINE, "host control line");
 RK_STATIC_ASSERT(sizeof(rk_lane_status) == RK_LINE, "lane status line");
 RK_STATIC_ASSERT(sizeof(rk_lane_command) == RK_LINE, "lane command line");
-RK_ASSERT_OFFSET(rk_control_host, abort, 8);
-RK_ASSERT_OFFSET(rk_control_host, clock_req, 12); /* one aligned 64-bit word with abort: one PCIe read */
+RK_ASSERT_OFFSET(rk_control_host, signals, 8);
 RK_ASSERT_OFFSET(rk_control_host, clock_offset_ns, 16);
 RK_ASSERT_OFFSET(rk_lane_status, heartbeat, 8);
 RK_ASSERT_OFFSET(rk_lane_status, msgs_in, 24);

@@ -35,6 +35,11 @@ RK_STATIC_ASSERT(sizeof(rk_dev_params) == 96, "rk_dev_params layout");
  * that many sequence words at once, in registers. */
 #define RK_DEV_MAX_BATCH 8u
 
+/* Static shared memory the lane loop itself declares (its state and a copy of these parameters),
+ * at most; persistent.cuh asserts it. Static plus dynamic shared memory must fit the 48 KiB a block
+ * gets without an opt-in attribute, so the host budgets the dynamic part with this subtracted. */
+#define RK_DEV_STATIC_SMEM 1024u
+
 /* Dynamic shared memory a lane needs: the batch copy of its slots, then the scratch. */
 RK_INLINE RK_HD size_t rk_dev_smem_size(uint32_t batch, uint32_t slot_size, uint32_t scratch_size) {
   return (size_t)batch * slot_size + ((scratch_size + 15u) & ~15u);

@@ -28,7 +28,7 @@
 #include "ringkernel/ring.h"
 #include "device/params.h"
 
-/* A consuming lane polls the control line once per this many loop iterations. */
+/* A consuming lane with work polls the control line once per this many loop iterations. */
 #define RK_DEV_CONTROL_EVERY 8u
 
 /* Lane state kept in shared memory: written by thread 0, read by all after a barrier. */
@@ -276,11 +276,11 @@ RK_INLINE __device__ void rk_dev_poll_control(const rk_dev_params *p, rk_dev_lan
     rk_store_release_sys_u32(&L->status->ack_seq, seq); /* pairs with the host's acquire */
   }
   {
-    /* abort (low half) and clock_req (high half) in one read: offsets 8 and 12, both sides little
-     * endian. Acquire pairs with the host's store-release of clock_req, after clock_offset_ns. */
-    uint64_t w = rk_load_acquire_sys_u64(RK_CAST(volatile uint64_t *, &h->abort));
-    uint32_t req = (uint32_t)(w >> 32);
-    if ((uint32_t)w) L->exit = 1;
+    /* The abort bit and the clock request in one word, one read. Acquire pairs with the host's
+     * release RMWs of signals (clock_request writes clock_offset_ns before). */
+    uint64_t w = rk_load_acquire_sys_u64(&h->signals);
+    uint32_t req = rk_signals_clock_req(w);
+    if (w & RK_SIGNAL_ABORT) L->exit = 1;
     if (req != L->clock_seen) {
       L->clock_seen = req;
       L->clock_off = rk_load_relaxed_sys_u64(&h->clock_offset_ns); /* ordered by the acquire */
@@ -292,26 +292,22 @@ RK_INLINE __device__ void rk_dev_poll_control(const rk_dev_params *p, rk_dev_lan
   }
 }
 
-/* Thread 0: how many published slots can be taken now (sequence words, signed difference). */
-/* Every load of host-mapped memory is a PCIe round trip (about a microsecond), and an acquire
- * load holds back the loads after it, so this reads as few words, as few times in a row, as it
- * can: the first sequence word (one read: all an idle lane pays per poll), then, only if it is
- * published and more may be, the producers' claim word, then the sequence words of the claimed
- * positions all at once (relaxed loads with nothing between them: in flight together), and one
- * system-scope fence to make them acquires (the PTX fence-based acquire pattern). */
+/* Thread 0: how many published slots can be taken now (sequence words, signed difference).
+ * Every load of host-mapped memory is a PCIe round trip (about a microsecond), and an acquire load
+ * holds back the loads after it, so this reads in at most two rounds: the first sequence word
+ * (acquire; all an idle lane pays per poll), then, if it is published, the next batch - 1 words
+ * together (relaxed loads with nothing between them: in flight at once), followed by one
+ * system-scope fence that makes them acquires (the PTX fence-based acquire pattern). A word past
+ * the published prefix (or a lap behind, when the ring is smaller than the batch) reads as "not
+ * yet" by signed difference and ends the batch. */
 RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *L) {
-  uint64_t w[RK_DEV_MAX_BATCH], claimed;
+  uint64_t w[RK_DEV_MAX_BATCH];
   uint32_t k, i, max = p->batch < RK_DEV_MAX_BATCH ? p->batch : RK_DEV_MAX_BATCH;
   if (L->state == RK_STATE_TERMINATING && L->drain_to - L->in_head < max) max = (uint32_t)(L->drain_to - L->in_head);
   if (max == 0) return 0;
   /* pairs with the host producers' store-release of each sequence word (rk_ring_mpsc_commit_n) */
   if (!rk_ring_seq_published(rk_load_acquire_sys_u64(L->in_seq + (L->in_head & L->in_mask)), L->in_head)) return 0;
   if (max == 1) return 1;
-  /* The inbox is MPSC: claim bounds what can be published (relaxed: a hint; the sequence words
-   * decide). Its closed bit is masked off. */
-  claimed = (rk_load_relaxed_sys_u64(&L->in->claim) & ~RK_RING_CLOSED) - L->in_head;
-  if (claimed < 2) return 1;
-  if (claimed < max) max = (uint32_t)claimed;
 #pragma unroll
   for (i = 1; i < RK_DEV_MAX_BATCH; i++)
     if (i < max) w[i] = rk_load_relaxed_sys_u64(L->in_seq + ((L->in_head + i) & L->in_mask));
@@ -324,12 +320,23 @@ RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *
   return k;
 }
 
+RK_STATIC_ASSERT(sizeof(rk_dev_lane) + sizeof(rk_dev_params) <= RK_DEV_STATIC_SMEM, "static shared memory budget");
+RK_STATIC_ASSERT(sizeof(rk_dev_params) % 8 == 0, "params are copied in 64-bit words");
+
 template <int (*Handler)(rk_ctx *, const rk_msg *)>
-__device__ void rk_dev_lane_main(const rk_dev_params *p) {
+__device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
   extern __shared__ __align__(16) uint8_t rk_smem[];
   __shared__ rk_dev_lane L;
+  __shared__ rk_dev_params P;
+  const rk_dev_params *p = &P;
   rk_ctx ctx;
-  uint32_t idle = 0;
+  uint32_t idle = 0, w;
+  /* The parameters live in host-mapped memory, written before the launch and never again: one
+   * copy into shared memory (relaxed system-scope loads, spread over the threads), so the loop's
+   * reads of them never cross PCIe. */
+  for (w = threadIdx.x; w < sizeof(rk_dev_params) / 8; w += blockDim.x)
+    RK_CAST(uint64_t *, &P)[w] = rk_load_relaxed_sys_u64(RK_CAST(const volatile uint64_t *, p_mapped) + w);
+  __syncthreads();
   ctx.p = p;
   ctx.L = &L;
   ctx.lane = blockIdx.x;
@@ -370,9 +377,11 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
     if (threadIdx.x == 0) {
       int consuming = L.state == RK_STATE_ACTIVE || L.state == RK_STATE_TERMINATING;
       L.n = 0;
-      /* The control line costs two PCIe reads; a consuming lane reads it every RK_DEV_CONTROL_EVERY
-       * iterations (commands are rare and wait microseconds at most), an idle-state lane always. */
-      if (!consuming || (L.polls++ % RK_DEV_CONTROL_EVERY) == 0) rk_dev_poll_control(p, &L);
+      /* The control line costs two PCIe reads. A consuming lane that has had work recently reads
+       * it every RK_DEV_CONTROL_EVERY iterations (commands are rare and wait microseconds at most);
+       * a lane that is not consuming, or has been idle a while (it sleeps between polls anyway,
+       * and lane 0 must answer clock requests promptly), reads it on every iteration. */
+      if (!consuming || idle > 64 || (L.polls++ % RK_DEV_CONTROL_EVERY) == 0) rk_dev_poll_control(p, &L);
       if (!L.exit && (L.state == RK_STATE_ACTIVE || L.state == RK_STATE_TERMINATING)) {
         if (L.state == RK_STATE_TERMINATING && L.in_head >= L.drain_to) L.exit = 1;
         else if (rk_dev_reply_slot(p, &L) != 0) L.n = rk_dev_ready(p, &L); /* room for a reply */
@@ -429,8 +438,10 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p) {
         rk_dev_flush(&L);
         if (threadIdx.x == 0) {
           rk_dev_count(&L.c_stalls, &L.status->outbox_stalls, 1);
-          while (rk_dev_reply_slot(p, &L) == 0 && !rk_load_relaxed_sys_u32(&p->ctl->host.abort)) __nanosleep(1000);
-          L.skip = rk_load_relaxed_sys_u32(&p->ctl->host.abort) ? 1 : 0;
+          /* relaxed: only the abort bit is used, which publishes nothing */
+          while (rk_dev_reply_slot(p, &L) == 0 && !(rk_load_relaxed_sys_u64(&p->ctl->host.signals) & RK_SIGNAL_ABORT))
+            __nanosleep(1000);
+          L.skip = (rk_load_relaxed_sys_u64(&p->ctl->host.signals) & RK_SIGNAL_ABORT) ? 1 : 0;
         }
         __syncthreads();
       }

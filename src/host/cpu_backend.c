@@ -265,21 +265,24 @@ typedef struct lane_wait {
   int consuming;
 } lane_wait;
 
-/* A new clock_req (lane 0 only: the host waits for lane 0's answer alone). */
-static int clock_requested(const rk__lane *l, uint32_t seen) {
-  /* pairs with the host's store-release of clock_req in rk__clock_sync */
-  return l->index == 0 && rk_load_acquire_sys_u32(&l->k->ctl->host.clock_req) != seen;
+/* The host's signals word (abort bit, clock request). Acquire: pairs with the host's release RMWs
+ * (abort_lanes, clock_request in kernel.c). */
+static uint64_t signals(const rk__lane *l) { return rk_load_acquire_sys_u64(&l->k->ctl->host.signals); }
+
+/* Something for the lane in the signals word: abort, or (lane 0 only: the host waits for lane 0's
+ * answer alone) a clock request it has not answered. */
+static int signalled(const rk__lane *l, uint32_t clock_seen) {
+  uint64_t w = signals(l);
+  return (w & RK_SIGNAL_ABORT) || (l->index == 0 && rk_signals_clock_req(w) != clock_seen);
 }
 
 /* Lane 0 answers a clock request: its clock now, then the ack that publishes it. The CPU lanes
  * stamp with the host clock itself, so they apply no offset; the exchange runs anyway, so the host
  * side of the synchronisation (shared with the CUDA backend) is exercised and its measured offset,
  * near zero here, is a check of it. */
-static uint32_t answer_clock(rk__lane *l, uint32_t seen) {
-  uint32_t req;
-  if (l->index != 0) return seen;
-  req = rk_load_acquire_sys_u32(&l->k->ctl->host.clock_req); /* pairs with the host's release */
-  if (req == seen) return seen;
+static uint32_t answer_clock(rk__lane *l, uint64_t sig, uint32_t seen) {
+  uint32_t req = rk_signals_clock_req(sig);
+  if (l->index != 0 || req == seen) return seen;
   rk_store_relaxed_sys_u64(&l->status->clock_sample_ns, rk__realtime_ns());
   rk_store_release_sys_u32(&l->status->clock_ack, req); /* pairs with rk__clock_sync's acquire */
   return req;
@@ -291,8 +294,7 @@ static int lane_ready(void *arg) {
   rk_control_host *h = &w->l->k->ctl->host;
   uint64_t pos;
   if (rk_load_acquire_sys_u32(&h->cmd_seq) != w->ack) return 1; /* pairs with the host's release */
-  if (rk_load_relaxed_sys_u32(&h->abort)) return 1;
-  if (clock_requested(w->l, w->clock_seen)) return 1;
+  if (signalled(w->l, w->clock_seen)) return 1;
   if (w->consuming && rk_ring_peek_n(w->l->inbox, 1, &pos)) return 1;
   return 0;
 }
@@ -303,8 +305,7 @@ static int outbox_ready(void *arg) {
   rk_control_host *h = &w->l->k->ctl->host;
   uint64_t pos;
   if (rk_load_acquire_sys_u32(&h->cmd_seq) != w->ack) return 1;
-  if (rk_load_relaxed_sys_u32(&h->abort)) return 1;
-  if (clock_requested(w->l, w->clock_seen)) return 1;
+  if (signalled(w->l, w->clock_seen)) return 1;
   return rk_ring_reserve_n(w->l->outbox, 1, &pos) > 0;
 }
 
@@ -354,8 +355,11 @@ static void lane_main(void *arg) {
       ack = seq;
       rk_store_release_sys_u32(&st->ack_seq, ack); /* pairs with the host's acquire in command() */
     }
-    if (rk_load_relaxed_sys_u32(&h->abort)) break;
-    clock_seen = answer_clock(l, clock_seen);
+    {
+      uint64_t sig = signals(l);
+      if (sig & RK_SIGNAL_ABORT) break;
+      clock_seen = answer_clock(l, sig, clock_seen);
+    }
     if (state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING) {
       got = process_batch(l, &stalled); /* beats the heartbeat per message */
       if (state == RK_STATE_TERMINATING && l->inbox->head >= drain_to) break; /* drained */
@@ -444,4 +448,4 @@ static void cpu_free(rk_runtime *rt, void *p, size_t n) {
   free(p);
 }
 
-const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join};
+const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, 0};

@@ -240,12 +240,14 @@ static int start_job(rk_cuda *c, void *arg) {
     rc = rk__fail(c->rt, RK_ENOTSUP, "kernel %s has no CUDA image, entry or source", k->name);
     goto fail;
   }
-  /* geometry: the batch copy and the scratch must fit the default dynamic shared memory */
-  while (batch > 1 && rk_dev_smem_size(batch, k->slot_size, (uint32_t)k->desc.scratch_size) > RK_CUDA_SMEM_LIMIT) batch--;
+  /* geometry: the batch copy and the scratch, plus the lane loop's own static shared memory, must
+   * fit the shared memory a block gets without an opt-in attribute */
+  while (batch > 1 && rk_dev_smem_size(batch, k->slot_size, (uint32_t)k->desc.scratch_size) > RK_CUDA_SMEM_LIMIT - RK_DEV_STATIC_SMEM)
+    batch--;
   smem = rk_dev_smem_size(batch, k->slot_size, (uint32_t)k->desc.scratch_size);
-  if (smem > RK_CUDA_SMEM_LIMIT) {
+  if (smem > RK_CUDA_SMEM_LIMIT - RK_DEV_STATIC_SMEM) {
     rc = rk__fail(c->rt, RK_EINVAL, "kernel %s: slot and scratch need %zu bytes of shared memory (limit %u)", k->name,
-                  smem, RK_CUDA_SMEM_LIMIT);
+                  smem, RK_CUDA_SMEM_LIMIT - RK_DEV_STATIC_SMEM);
     goto fail;
   }
   for (i = 0; i < RK_CUDA_STREAMS && c->stream_used[i]; i++) {
@@ -363,7 +365,7 @@ static void cuda_join(rk_kernel *k) { (void)cuda_run((rk_cuda *)k->rt->backend_d
 
 /* The device clock (%globaltimer) is calibrated against CLOCK_REALTIME by the shared exchange in
  * kernel.c (rk__clock_sync): at check-in, then periodically from the service loop. */
-const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join};
+const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1};
 
 /* ---------------------------------------- init / shutdown ------------------------------------ */
 

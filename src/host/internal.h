@@ -28,6 +28,9 @@ typedef struct rk_backend_ops {
   void (*free)(rk_runtime *rt, void *p, size_t n);
   int (*start)(rk_kernel *k);   /* start every lane; lanes check in through the control block */
   void (*join)(rk_kernel *k);   /* after every lane reported TERMINATED (or an abort): reclaim */
+  /* the lanes stamp with a clock of their own plus the offset the host measures (CUDA); 0: with
+   * the host clock itself (CPU), so a new offset needs no second request to apply it */
+  int lane_clock_offset;
 } rk_backend_ops;
 
 extern const rk_backend_ops rk__cpu_backend;
@@ -147,12 +150,11 @@ struct rk_kernel {
   volatile int cb_active;
   volatile int refs; /* service-thread passes in progress */
 
-  /* clock synchronisation: written by launch, then by the service loop only (one writer at a
-   * time); the statistics are atomics, read by rk_kernel_stats on any thread */
-  uint32_t clock_req;        /* last clock_req written */
+  /* clock synchronisation: driven by launch, then by the service loop only (one at a time) */
   uint64_t clock_next_ns;    /* monotonic time of the next exchange */
-  volatile int64_t clock_offset;
-  volatile uint64_t clock_window, clock_syncs, clock_misses;
+  uv_mutex_t clock_lock;     /* the statistics below, read together by rk_kernel_stats */
+  int64_t clock_offset;
+  uint64_t clock_window, clock_syncs, clock_misses;
 };
 
 struct rk_runtime {

@@ -4,6 +4,7 @@
  * each lane's drain target), store-releases cmd_seq, wakes parked lanes, and waits with a timeout
  * until every lane store-released ack_seq == cmd_seq. Terminate first closes every inbox's claim
  * word, so the drain target is final: everything accepted before terminate is processed. */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,7 @@ static void kernel_free(rk_kernel *k) {
   rk_clock_destroy(k->clock);
   uv_mutex_destroy(&k->ctl_lock);
   uv_mutex_destroy(&k->fault_lock);
+  uv_mutex_destroy(&k->clock_lock);
   uv_mutex_destroy(&k->reply_lock);
   uv_cond_destroy(&k->reply_cond);
   uv_mutex_destroy(&k->cb_lock);
@@ -163,34 +165,48 @@ static int command(rk_kernel *k, uint32_t cmd, uint64_t timeout_ns) {
  * and answer anyway, so this code and its arithmetic are exercised on every machine. One writer at
  * a time: launch, then the service loop. */
 
-/* Ask every lane to reload the offset, and lane 0 to answer with its clock. */
+/* Ask every lane to reload the offset, and lane 0 to answer with its clock. Returns the request. */
 static uint32_t clock_request(rk_kernel *k) {
-  uint32_t req = ++k->clock_req;
-  if (req == 0) req = ++k->clock_req; /* 0 is what a lane starts having seen */
-  /* pairs with the lanes' load-acquire: clock_offset_ns, written before, is what they reload */
-  rk_store_release_sys_u32(&k->ctl->host.clock_req, req);
-  if (!(k->lane[0].inbox->flags & RK_RING_F_NO_WAKE)) { /* a parked CPU lane 0 answers now */
-    rk_ring_wake_all(k->lane[0].inbox);
-    rk_ring_wake_all(k->lane[0].outbox);
+  /* release: pairs with the lanes' load-acquire of signals; clock_offset_ns, written before, is
+   * what they reload */
+  uint32_t req = rk_signals_clock_req(rk_host_add_fetch_release_u64(&k->ctl->host.signals, RK_SIGNAL_CLOCK_ONE));
+  if (req == 0) /* 0 is what a lane starts having seen: skip it when the counter wraps */
+    req = rk_signals_clock_req(rk_host_add_fetch_release_u64(&k->ctl->host.signals, RK_SIGNAL_CLOCK_ONE));
+  if (!(k->lane[0].inbox->flags & RK_RING_F_NO_WAKE)) {
+    /* a parked CPU lane 0 answers now: Dekker pair with the fence its wait makes after raising its
+     * sleeping flag (ring_wait.c); it waits as the inbox's consumer, or, stalled, as the outbox's
+     * producer. Nobody else is woken. */
+    rk_ring_notify_consumer(k->lane[0].inbox);
+    rk_ring_notify_producers(k->lane[0].outbox);
   }
   return req;
 }
 
-/* An exchange that bracketed lane 0's sample between host times r0 and r1: take the midpoint. */
+/* An exchange that bracketed lane 0's sample between host times r0 <= r1: take the midpoint. */
 static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample) {
   uint64_t off = r0 + (r1 - r0) / 2 - sample; /* modulo 2^64: the device adds it back */
-  rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, off); /* published by clock_req's release */
-  __atomic_store_n(&k->clock_offset, (int64_t)off, __ATOMIC_RELAXED); /* statistics */
-  __atomic_store_n(&k->clock_window, r1 - r0, __ATOMIC_RELAXED);
-  __atomic_add_fetch(&k->clock_syncs, 1, __ATOMIC_RELAXED);
+  rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, off); /* published by clock_request's release */
+  uv_mutex_lock(&k->clock_lock); /* statistics, read together by rk_kernel_stats */
+  k->clock_offset = (int64_t)off;
+  k->clock_window = r1 - r0;
+  k->clock_syncs++;
+  uv_mutex_unlock(&k->clock_lock);
+}
+
+static void clock_miss(rk_kernel *k) {
+  uv_mutex_lock(&k->clock_lock);
+  k->clock_misses++;
+  uv_mutex_unlock(&k->clock_lock);
 }
 
 static uint64_t clock_interval(const rk_kernel *k) {
   return k->rt->opts.clock_sync_interval_ns ? k->rt->opts.clock_sync_interval_ns : RK_DEFAULT_CLOCK_SYNC_NS;
 }
 
+static uint64_t add_sat(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
+
 void rk__clock_sync(rk_kernel *k) {
-  uint64_t now = rk__now_ns(), iv = clock_interval(k), r0, r1, sample;
+  uint64_t now = rk__now_ns(), iv = clock_interval(k), r0, r1, t, sample;
   uint32_t s = rk_load_acquire_sys_u32(&k->hstate), req;
   int answered = 0;
   if (iv == UINT64_MAX || now < k->clock_next_ns) return;
@@ -198,27 +214,38 @@ void rk__clock_sync(rk_kernel *k) {
   if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return; /* lanes leaving */
   r0 = rk__realtime_ns();
   req = clock_request(k);
-  do {
+  /* Wait for lane 0 on the monotonic clock: spin briefly, then yield, so a lane 0 that shares this
+   * CPU can run (the window then says how precise the answer is, and a slow one is dropped). */
+  for (;;) {
     /* pairs with lane 0's store-release of clock_ack, after clock_sample_ns */
-    if (rk_load_acquire_sys_u32(&k->lane[0].status->clock_ack) == req) answered = 1;
-    else rk_cpu_relax();
-    r1 = rk__realtime_ns();
-  } while (!answered && r1 - r0 < RK_CLOCK_SYNC_WAIT_NS && r1 >= r0);
-  /* r1 < r0: the realtime clock stepped back during the exchange; its window means nothing */
+    if (rk_load_acquire_sys_u32(&k->lane[0].status->clock_ack) == req) {
+      answered = 1;
+      break;
+    }
+    t = rk__now_ns() - now;
+    if (t >= RK_CLOCK_SYNC_WAIT_NS) break;
+    if (t < 10000) rk_cpu_relax();
+    else sched_yield();
+  }
+  r1 = rk__realtime_ns();
+  /* r1 < r0: CLOCK_REALTIME stepped back during the exchange; its window means nothing */
   if (answered && r1 >= r0 && r1 - r0 <= RK_CLOCK_SYNC_MAX_WINDOW_NS) {
     sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns); /* ordered by the acquire */
     clock_accept(k, r0, r1, sample);
-    (void)clock_request(k); /* the lanes apply it now; this answer is not waited for */
-    k->clock_next_ns = now + iv;
+    /* Lanes that stamp with offset-corrected clocks (CUDA) apply it now; this answer is not waited
+     * for. CPU lanes stamp with the host clock: nothing to apply, nobody to wake. */
+    if (k->ops->lane_clock_offset) (void)clock_request(k);
+    k->clock_next_ns = add_sat(now, iv);
   } else {
     /* lane 0 busy in a long handler, or a slow exchange: try again sooner */
-    __atomic_add_fetch(&k->clock_misses, 1, __ATOMIC_RELAXED);
-    k->clock_next_ns = now + iv / 4;
+    clock_miss(k);
+    k->clock_next_ns = add_sat(now, iv / 4);
   }
 }
 
 static void abort_lanes(rk_kernel *k) {
-  rk_store_release_sys_u32(&k->ctl->host.abort, 1); /* lanes read it relaxed, after cmd_seq */
+  /* release: pairs with the lanes' load-acquire of signals */
+  (void)rk_host_fetch_or_release_u64(&k->ctl->host.signals, RK_SIGNAL_ABORT);
   wake_lanes(k);
 }
 
@@ -279,6 +306,7 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   uv_mutex_init(&k->reply_lock);
   uv_cond_init(&k->reply_cond);
   uv_mutex_init(&k->cb_lock);
+  uv_mutex_init(&k->clock_lock);
 
   if (k->lanes == 0 || k->lanes > (desc->max_lanes ? desc->max_lanes : RK_MAX_LANES)) {
     rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u lanes (1..%u)", k->name, k->lanes,
@@ -372,7 +400,9 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     else {
       /* First calibration, from the clock every lane wrote when it checked in: coarse (the window
        * is the whole start), refined by the service loop's first exchange, due at once. */
-      clock_accept(k, t_before, rk__realtime_ns(), rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns));
+      uint64_t t_after = rk__realtime_ns(), sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns);
+      if (t_after < t_before) t_after = t_before; /* CLOCK_REALTIME stepped back: the midpoint would wrap */
+      clock_accept(k, t_before, t_after, sample);
       (void)clock_request(k); /* every lane loads the offset before any command reaches it */
       k->clock_next_ns = clock_interval(k) == UINT64_MAX ? UINT64_MAX : 0;
     }

@@ -103,10 +103,12 @@ int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *st) {
   }
   st->latency_p50_ns = hist_quantile(st->latency_hist, st->latency_count, 0.50);
   st->latency_p99_ns = hist_quantile(st->latency_hist, st->latency_count, 0.99);
-  st->clock_offset_ns = __atomic_load_n(&k->clock_offset, __ATOMIC_RELAXED);
-  st->clock_sync_window_ns = __atomic_load_n(&k->clock_window, __ATOMIC_RELAXED);
-  st->clock_syncs = __atomic_load_n(&k->clock_syncs, __ATOMIC_RELAXED);
-  st->clock_sync_misses = __atomic_load_n(&k->clock_misses, __ATOMIC_RELAXED);
+  uv_mutex_lock(&k->clock_lock); /* one exchange's figures, not two */
+  st->clock_offset_ns = k->clock_offset;
+  st->clock_sync_window_ns = k->clock_window;
+  st->clock_syncs = k->clock_syncs;
+  st->clock_sync_misses = k->clock_misses;
+  uv_mutex_unlock(&k->clock_lock);
   return RK_OK;
 }
 
