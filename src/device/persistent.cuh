@@ -327,15 +327,18 @@ template <int (*Handler)(rk_ctx *, const rk_msg *)>
 __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
   extern __shared__ __align__(16) uint8_t rk_smem[];
   __shared__ rk_dev_lane L;
-  __shared__ rk_dev_params P;
-  const rk_dev_params *p = &P;
+  __shared__ union {
+    rk_dev_params p;
+    uint64_t w[sizeof(rk_dev_params) / 8];
+  } P;
+  const rk_dev_params *p = &P.p;
   rk_ctx ctx;
   uint32_t idle = 0, w;
   /* The parameters live in host-mapped memory, written before the launch and never again: one
    * copy into shared memory (relaxed system-scope loads, spread over the threads), so the loop's
    * reads of them never cross PCIe. */
   for (w = threadIdx.x; w < sizeof(rk_dev_params) / 8; w += blockDim.x)
-    RK_CAST(uint64_t *, &P)[w] = rk_load_relaxed_sys_u64(RK_CAST(const volatile uint64_t *, p_mapped) + w);
+    P.w[w] = rk_load_relaxed_sys_u64(RK_CAST(const volatile uint64_t *, p_mapped) + w);
   __syncthreads();
   ctx.p = p;
   ctx.L = &L;
@@ -377,19 +380,24 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     if (threadIdx.x == 0) {
       int consuming = L.state == RK_STATE_ACTIVE || L.state == RK_STATE_TERMINATING;
       L.n = 0;
-      /* The control line costs two PCIe reads. A consuming lane that has had work recently reads
-       * it every RK_DEV_CONTROL_EVERY iterations (commands are rare and wait microseconds at most);
-       * a lane that is not consuming, or has been idle a while (it sleeps between polls anyway,
-       * and lane 0 must answer clock requests promptly), reads it on every iteration. */
-      if (!consuming || idle > 64 || (L.polls++ % RK_DEV_CONTROL_EVERY) == 0) rk_dev_poll_control(p, &L);
+      /* The control line costs two PCIe reads. A consuming lane reads it every
+       * RK_DEV_CONTROL_EVERY iterations (commands are rare and wait microseconds at most); a lane
+       * that is not consuming reads it on every iteration, and so does lane 0 once it has been idle
+       * a while (it sleeps between polls anyway, and it must answer clock requests promptly). */
+      if (!consuming || (idle > 64 && blockIdx.x == 0) || (L.polls++ % RK_DEV_CONTROL_EVERY) == 0)
+        rk_dev_poll_control(p, &L);
       if (!L.exit && (L.state == RK_STATE_ACTIVE || L.state == RK_STATE_TERMINATING)) {
-        if (L.state == RK_STATE_TERMINATING && L.in_head >= L.drain_to) L.exit = 1;
+        if (L.state == RK_STATE_TERMINATING && (int64_t)(L.in_head - L.drain_to) >= 0) L.exit = 1; /* drained */
         else if (rk_dev_reply_slot(p, &L) != 0) L.n = rk_dev_ready(p, &L); /* room for a reply */
       }
     }
     __syncthreads();
     if (L.exit) break;
     if (L.n == 0) {
+      /* Every thread has read L.exit and L.n before thread 0 writes the next round's: without
+       * this barrier a lagging warp could read the next round's L.n and run one barrier ahead of
+       * the block from then on. (The busy path ends with rk_dev_flush's barrier.) */
+      __syncthreads();
       if (threadIdx.x == 0 && ++idle > 64) __nanosleep(idle < 4096 ? 256 : 2000);
       continue;
     }

@@ -362,7 +362,7 @@ static void lane_main(void *arg) {
     }
     if (state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING) {
       got = process_batch(l, &stalled); /* beats the heartbeat per message */
-      if (state == RK_STATE_TERMINATING && l->inbox->head >= drain_to) break; /* drained */
+      if (state == RK_STATE_TERMINATING && (int64_t)(l->inbox->head - drain_to) >= 0) break; /* drained */
     }
     if (stalled) {
       lane_wait w = {l, ack, clock_seen, 0};

@@ -142,9 +142,14 @@ static int lane_terminated(rk__lane *l, uint32_t unused) {
   return rk_load_acquire_sys_u32(&l->status->state) == RK_STATE_TERMINATED;
 }
 
+/* A parked CPU lane waits on its inbox (as the consumer) or, stalled on a full outbox, on the
+ * outbox (as its producer): wake both waits, and nobody else (the outbox's receivers). */
 static void wake_lanes(rk_kernel *k) {
   uint32_t i;
-  for (i = 0; i < k->lanes; i++) rk_ring_wake_all(k->lane[i].inbox);
+  for (i = 0; i < k->lanes; i++) {
+    rk_ring_wake_all(k->lane[i].inbox);
+    rk_ring_notify_producers(k->lane[i].outbox);
+  }
 }
 
 /* Write a command, publish it, wake the lanes, wait for every acknowledgement. ctl_lock held. */
