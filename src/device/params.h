@@ -39,6 +39,8 @@ RK_STATIC_ASSERT(sizeof(rk_dev_params) == 96, "rk_dev_params layout");
  * at most; persistent.cuh asserts it. Static plus dynamic shared memory must fit the 48 KiB a block
  * gets without an opt-in attribute, so the host budgets the dynamic part with this subtracted. */
 #define RK_DEV_STATIC_SMEM 1024u
+/* Shared memory a block gets without cudaFuncSetAttribute (which may synchronise: not used). */
+#define RK_DEV_SMEM_LIMIT (48u << 10)
 
 /* Dynamic shared memory a lane needs: the batch copy of its slots, then the scratch. */
 RK_INLINE RK_HD size_t rk_dev_smem_size(uint32_t batch, uint32_t slot_size, uint32_t scratch_size) {

@@ -28,8 +28,6 @@
 #define RK_CUDA_STREAMS 32
 #define RK_CUDA_PINNED_DEFAULT (64u << 20)
 #define RK_CUDA_DEVICE_DEFAULT (64u << 20)
-#define RK_CUDA_SMEM_LIMIT (48u << 10) /* no cudaFuncSetAttribute needed (it may synchronise) */
-#define RK_CUDA_MAX_BATCH RK_DEV_MAX_BATCH
 
 extern const void *rk__cuda_builtin_entry(const char *name);
 extern const char *const rk__cuda_builtin_names[];
@@ -166,6 +164,7 @@ static void cuda_free(rk_runtime *rt, void *p, size_t n) {
 static void *dev_of(rk_cuda *c, const void *host) {
   return c->pinned_dev + ((const uint8_t *)host - c->pinned_host);
 }
+static void *dev_of_cb(void *c, void *host) { return dev_of((rk_cuda *)c, host); }
 
 /* ---------------------------------------- start / join --------------------------------------- */
 
@@ -203,7 +202,7 @@ static int start_job(rk_cuda *c, void *arg) {
   rk_kernel *k = (rk_kernel *)arg;
   cuda_kernel *ck;
   rk_dev_params *p;
-  uint32_t batch = RK_CUDA_MAX_BATCH;
+  uint32_t batch = 1;
   size_t smem, state_bytes;
   cudaError_t e;
   int rc, i;
@@ -240,16 +239,7 @@ static int start_job(rk_cuda *c, void *arg) {
     rc = rk__fail(c->rt, RK_ENOTSUP, "kernel %s has no CUDA image, entry or source", k->name);
     goto fail;
   }
-  /* geometry: the batch copy and the scratch, plus the lane loop's own static shared memory, must
-   * fit the shared memory a block gets without an opt-in attribute */
-  while (batch > 1 && rk_dev_smem_size(batch, k->slot_size, (uint32_t)k->desc.scratch_size) > RK_CUDA_SMEM_LIMIT - RK_DEV_STATIC_SMEM)
-    batch--;
-  smem = rk_dev_smem_size(batch, k->slot_size, (uint32_t)k->desc.scratch_size);
-  if (smem > RK_CUDA_SMEM_LIMIT - RK_DEV_STATIC_SMEM) {
-    rc = rk__fail(c->rt, RK_EINVAL, "kernel %s: slot and scratch need %zu bytes of shared memory (limit %u)", k->name,
-                  smem, RK_CUDA_SMEM_LIMIT - RK_DEV_STATIC_SMEM);
-    goto fail;
-  }
+  if ((rc = rk__dev_geometry(k, &batch, &smem)) != RK_OK) goto fail;
   for (i = 0; i < RK_CUDA_STREAMS && c->stream_used[i]; i++) {
   }
   if (i == RK_CUDA_STREAMS) {
@@ -282,21 +272,8 @@ static int start_job(rk_cuda *c, void *arg) {
   }
   /* launch parameters, in mapped memory */
   p = (rk_dev_params *)(c->pinned_host + ck->params_off);
-  memset(p, 0, sizeof *p);
-  p->ctl = (rk_control *)dev_of(c, k->ctl);
-  p->inbox_base = (uint8_t *)dev_of(c, k->lane[0].inbox);
-  p->outbox_base = (uint8_t *)dev_of(c, k->lane[0].outbox);
-  p->inbox_stride = k->lanes > 1 ? (uint64_t)((uint8_t *)k->lane[1].inbox - (uint8_t *)k->lane[0].inbox) : 0;
-  p->outbox_stride = k->lanes > 1 ? (uint64_t)((uint8_t *)k->lane[1].outbox - (uint8_t *)k->lane[0].outbox) : 0;
-  p->state = c->dev_base + ck->state_off;
-  p->clock = (uint64_t *)(c->dev_base + ck->state_off + state_bytes - 128);
-  p->max_offset_us = k->rt->opts.max_offset_us ? k->rt->opts.max_offset_us : RK_HLC_DEFAULT_MAX_OFFSET_US;
-  p->state_size = k->desc.state_size;
-  p->lanes = k->lanes;
-  p->kernel_id = k->id;
-  p->slot_size = k->slot_size;
-  p->batch = batch;
-  p->scratch_size = (uint32_t)k->desc.scratch_size;
+  rk__dev_params_fill(k, p, dev_of_cb, c, c->dev_base + ck->state_off,
+                      (uint64_t *)(c->dev_base + ck->state_off + state_bytes - 128), batch);
   params_dev = dev_of(c, p);
   args[0] = &params_dev;
   {
