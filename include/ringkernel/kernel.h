@@ -44,7 +44,8 @@ typedef int (*rk_handler_fn)(rk_ctx *ctx, const rk_msg *in);
  * with the CPU backend in librk. The declarations are the contract for both. Under nvcc and NVRTC
  * they have internal linkage: each device program carries its own copy, and the host half of an
  * nvcc translation unit never emits symbols that would clash with librk's host functions. */
-#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__) || defined(RK_DEVICE_EMULATION)
+/* (RK_DEVICE_EMULATION: the test suite compiling the device loop as host C++, src/device/emulation.h) */
 #define RK_DIALECT static __device__
 #else
 #define RK_DIALECT RK_API

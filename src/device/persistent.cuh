@@ -28,6 +28,20 @@
 #include "ringkernel/ring.h"
 #include "device/params.h"
 
+/* Batched sequence-word accesses. On the GPU: relaxed loads then one fence (the fence-based acquire
+ * pattern), one fence then relaxed stores (the release pattern), so a batch costs one fence. In the
+ * host device emulation (src/device/emulation.h): the same order with an acquire or release on
+ * every word, which ThreadSanitizer can check (it does not model fences). */
+#if defined(__CUDA_ARCH__)
+#define RK_DEV_SEQ_LOAD(p) rk_load_relaxed_sys_u64(p)
+#define RK_DEV_SEQ_STORE(p, v) rk_store_relaxed_sys_u64((p), (v))
+#define RK_DEV_SEQ_FENCE() rk_fence_acq_rel_sys()
+#else
+#define RK_DEV_SEQ_LOAD(p) rk_load_acquire_sys_u64(p)
+#define RK_DEV_SEQ_STORE(p, v) rk_store_release_sys_u64((p), (v))
+#define RK_DEV_SEQ_FENCE() ((void)0)
+#endif
+
 /* A consuming lane with work polls the control line once per this many loop iterations. */
 #define RK_DEV_CONTROL_EVERY 8u
 
@@ -78,9 +92,13 @@ struct rk_ctx {
 /* ---------------------------------------- time and clock ------------------------------------- */
 
 RK_INLINE __device__ uint64_t rk_dev_globaltimer(void) {
+#if defined(RK_DEVICE_EMULATION)
+  return rk_emu_globaltimer();
+#else
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
+#endif
 }
 
 /* Physical microseconds: %globaltimer (ns) + the host-calibrated offset, which the lane keeps in
@@ -174,9 +192,9 @@ RK_INLINE __device__ void rk_dev_flush(rk_dev_lane *L) {
   __syncthreads();
   if (threadIdx.x == 0 && L->out_pending) {
     uint32_t i;
-    rk_fence_acq_rel_sys();
+    RK_DEV_SEQ_FENCE();
     for (i = 0; i < L->out_pending; i++)
-      rk_store_relaxed_sys_u64(L->out_seq + ((L->out_tail + i) & L->out_mask), L->out_tail + i + 1);
+      RK_DEV_SEQ_STORE(L->out_seq + ((L->out_tail + i) & L->out_mask), L->out_tail + i + 1);
     L->out_tail += L->out_pending;
     rk_store_relaxed_sys_u64(&L->out->tail, L->out_tail);
     L->out_pending = 0;
@@ -310,13 +328,13 @@ RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *
   if (max == 1) return 1;
 #pragma unroll
   for (i = 1; i < RK_DEV_MAX_BATCH; i++)
-    if (i < max) w[i] = rk_load_relaxed_sys_u64(L->in_seq + ((L->in_head + i) & L->in_mask));
+    if (i < max) w[i] = RK_DEV_SEQ_LOAD(L->in_seq + ((L->in_head + i) & L->in_mask));
   k = 1; /* the published prefix; unrolled with constant indices so w stays in registers */
 #pragma unroll
   for (i = 1; i < RK_DEV_MAX_BATCH; i++)
     if (k == i && i < max && rk_ring_seq_published(w[i], L->in_head + i)) k = i + 1;
   /* orders the copy's slot reads after these sequence loads (they saw the producers' releases) */
-  if (k > 1) rk_fence_acq_rel_sys();
+  if (k > 1) RK_DEV_SEQ_FENCE();
   return k;
 }
 
@@ -325,7 +343,11 @@ RK_STATIC_ASSERT(sizeof(rk_dev_params) % 8 == 0, "params are copied in 64-bit wo
 
 template <int (*Handler)(rk_ctx *, const rk_msg *)>
 __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
+#if defined(RK_DEVICE_EMULATION)
+  uint8_t *rk_smem = rk_emu_dynamic_smem;
+#else
   extern __shared__ __align__(16) uint8_t rk_smem[];
+#endif
   __shared__ rk_dev_lane L;
   __shared__ union {
     rk_dev_params p;
@@ -477,8 +499,14 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
   }
 }
 
-/* Define an extern "C" persistent kernel entry point `name` running handler `h`. */
+/* Define an extern "C" persistent kernel entry point `name` running handler `h`. (Emulation: a
+ * host function of internal linkage; librk's own entry stubs keep the names.) */
+#if defined(RK_DEVICE_EMULATION)
+#define RK_DEFINE_RING_KERNEL(name, h) \
+  static void name(const rk_dev_params *p) { rk_dev_lane_main<h>(p); }
+#else
 #define RK_DEFINE_RING_KERNEL(name, h) \
   extern "C" __global__ void name(const rk_dev_params *p) { rk_dev_lane_main<h>(p); }
+#endif
 
 #endif /* RK_DEVICE_PERSISTENT_CUH */

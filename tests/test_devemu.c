@@ -1,0 +1,337 @@
+/* test_devemu.c — the CUDA backend's device lane loop, run without a GPU.
+ *
+ * The device loop (src/device/persistent.cuh) and the built-in handlers are compiled as host C++
+ * (tests/devemu_lanes.cpp, src/device/emulation.h) and driven by an emulated backend here: rings
+ * and control block in ordinary memory standing for the pinned, mapped arena; one host thread per
+ * block; launch parameters built by the same code as the CUDA backend's (rk__dev_params_fill,
+ * rk__dev_geometry); the runtime told its backend is CUDA, so the rings carry RK_RING_F_NO_WAKE and
+ * the clock exchange applies offsets exactly as with a GPU. The emulated %globaltimer is
+ * CLOCK_MONOTONIC, decades away from CLOCK_REALTIME: a lane that stamped without the measured offset
+ * would refuse every host stamp as too far ahead (RK_ECLOCK), and a wrong offset shows in the
+ * clock statistics.
+ *
+ * What this cannot show (the GPU suite, test_gpu, does): PCIe timing, the PTX memory model's
+ * weaker cases, several threads per block, co-residency, CUDA errors. Links librk.a (internal.h). */
+#include "rt_util.h"
+
+#include "device/params.h"
+#include "host/internal.h"
+
+typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
+rk_emu_entry_fn rk_emu_entry(const char *name);
+void rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint8_t *smem);
+
+/* ---------------------------------------- the emulated backend -------------------------------- */
+
+typedef struct emu_lane {
+  struct emu_kernel *ek;
+  uint32_t lane;
+  uint8_t *smem;
+  uv_thread_t thread;
+} emu_lane;
+
+typedef struct emu_kernel {
+  rk_emu_entry_fn entry;
+  rk_dev_params params; /* "mapped memory": written before the lanes start, never again */
+  uint8_t *devmem;      /* "device memory": the state, then the kernel clock word */
+  uint32_t started;
+  emu_lane lane[RK_MAX_LANES];
+} emu_kernel;
+
+static void *emu_alloc(rk_runtime *rt, size_t n) {
+  void *p = NULL;
+  (void)rt;
+  if (posix_memalign(&p, 128, n ? n : 128) != 0) return NULL;
+  memset(p, 0, n);
+  return p;
+}
+
+static void emu_free(rk_runtime *rt, void *p, size_t n) {
+  (void)rt;
+  (void)n;
+  free(p);
+}
+
+static void *same_address(void *ctx, void *host) {
+  (void)ctx;
+  return host;
+}
+
+static void emu_lane_main(void *arg) {
+  emu_lane *l = (emu_lane *)arg;
+  rk_emu_run_lane(l->ek->entry, &l->ek->params, l->lane, l->smem);
+}
+
+static int emu_start(rk_kernel *k) {
+  emu_kernel *ek = (emu_kernel *)calloc(1, sizeof *ek);
+  uint32_t batch, i;
+  size_t smem, state_bytes = ((k->desc.state_size + 127) & ~(size_t)127) + 128;
+  int rc;
+  if (ek == NULL) return RK_ENOMEM;
+  if ((ek->entry = rk_emu_entry(k->desc.cuda_entry)) == NULL) {
+    free(ek);
+    return rk__fail(k->rt, RK_ENOTSUP, "kernel %s: no emulated device entry", k->name);
+  }
+  if ((rc = rk__dev_geometry(k, &batch, &smem)) != RK_OK) {
+    free(ek);
+    return rc;
+  }
+  ek->devmem = (uint8_t *)emu_alloc(k->rt, state_bytes);
+  assert_non_null(ek->devmem);
+  if (k->desc.state_size && k->state) memcpy(ek->devmem, k->state, k->desc.state_size);
+  rk__dev_params_fill(k, &ek->params, same_address, NULL, ek->devmem, (uint64_t *)(ek->devmem + state_bytes - 128),
+                      batch);
+  k->backend_data = ek;
+  for (i = 0; i < k->lanes; i++) {
+    emu_lane *l = &ek->lane[i];
+    l->ek = ek;
+    l->lane = i;
+    l->smem = (uint8_t *)emu_alloc(k->rt, smem);
+    assert_non_null(l->smem);
+    assert_int_equal(uv_thread_create(&l->thread, emu_lane_main, l), 0);
+    ek->started++;
+  }
+  return RK_OK;
+}
+
+static void emu_join(rk_kernel *k) {
+  emu_kernel *ek = (emu_kernel *)k->backend_data;
+  uint32_t i;
+  if (ek == NULL) return;
+  for (i = 0; i < ek->started; i++) {
+    uv_thread_join(&ek->lane[i].thread);
+    free(ek->lane[i].smem);
+  }
+  free(ek->devmem);
+  free(ek);
+  k->backend_data = NULL;
+}
+
+static const rk_backend_ops emu_ops = {"cuda-emulated", emu_alloc, emu_free, emu_start, emu_join, 1};
+
+/* A runtime whose kernels run on the emulated device. */
+static rk_runtime *emu_runtime(uint64_t clock_sync_ns) {
+  rk_runtime_options o = rt_options(); /* CPU backend: no CUDA initialisation */
+  rk_runtime *rt;
+  o.watchdog_interval_ns = 1000000;
+  o.clock_sync_interval_ns = clock_sync_ns;
+  rt = rt_create_opts(&o);
+  rt->ops = &emu_ops;
+  rt->backend = RK_BACKEND_CUDA; /* device rings: RK_RING_F_NO_WAKE; lanes use the clock offset */
+  return rt;
+}
+
+static void emu_runtime_destroy(rk_runtime *rt) {
+  rt->backend = RK_BACKEND_CPU; /* nothing CUDA to shut down */
+  rk_runtime_destroy(rt);
+}
+
+static rk_kernel *emu_launch(rk_runtime *rt, const rk_kernel_desc *d, uint32_t lanes, uint32_t inbox, uint32_t outbox) {
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  lo.lanes = lanes;
+  lo.inbox_capacity = inbox;
+  lo.outbox_capacity = outbox;
+  return rt_launch(rt, d, &lo);
+}
+
+/* ---------------------------------------- tests ---------------------------------------------- */
+
+static void test_lifecycle(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 2, 0, 0);
+  (void)state;
+  assert_true(k->lane[0].inbox->flags & RK_RING_F_NO_WAKE);
+  assert_int_equal(rk_kernel_deactivate(k), RK_ESTATE);
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  assert_int_equal(rk_kernel_activate(k), RK_ESTATE);
+  assert_int_equal(rk_kernel_deactivate(k), RK_OK);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_INACTIVE);
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
+  assert_int_equal(rk_kernel_activate(k), RK_ESTATE);
+  rk_kernel_destroy(k);
+  emu_runtime_destroy(rt);
+}
+
+/* Calls through the device loop: payloads back intact, stamps causal (reply after request, the
+ * runtime clock after the reply), and none refused by the drift bound (which every one would be,
+ * were the lanes stamping with CLOCK_MONOTONIC without the offset). */
+static void test_call_and_stamps(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 2, 0, 0);
+  char req[48], buf[64];
+  rk_msg m;
+  uint32_t i, n = RT_SANITIZED ? 300 : 2000;
+  rk_kernel_counters st;
+  (void)state;
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  for (i = 0; i < n; i++) {
+    rk_hlc before = rk_clock_peek(rk_runtime_clock(rt));
+    snprintf(req, sizeof req, "device call %u", i);
+    RT_OK(rt, rk_call(k, 9, req, (uint32_t)strlen(req) + 1, &m, buf, sizeof buf, RT_HANG));
+    assert_string_equal(buf, req);
+    assert_true(m.env.hlc > before);
+    assert_true(rk_clock_peek(rk_runtime_clock(rt)) > m.env.hlc);
+    /* the device clock is CLOCK_REALTIME's within the drift bound */
+    assert_true(rk_hlc_physical(m.env.hlc) <= rk_realtime_us() + 500000);
+  }
+  st = rt_stats(k);
+  assert_int_equal(st.clock_rejected, 0);
+  assert_int_equal(st.msgs_in, n);
+  assert_int_equal(st.msgs_out, n);
+  assert_int_equal(st.received, n);
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
+  rk_kernel_destroy(k);
+  emu_runtime_destroy(rt);
+}
+
+/* The clock exchange against a device clock that really differs from the host's: every accepted
+ * offset is CLOCK_REALTIME - CLOCK_MONOTONIC to within half its window (plus the few microseconds
+ * between the test's own two readings). */
+static void test_clock_offset_measured(void **state) {
+  rk_runtime *rt = emu_runtime(1000000);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 3, 0, 0);
+  int round;
+  (void)state;
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  for (round = 0; round < 3; round++) {
+    struct timespec rt_ts, mono_ts;
+    int64_t truth, off, bound;
+    rk_kernel_counters st;
+    RT_WAIT_STAT(k, clock_syncs, 2 + 2 * round);
+    clock_gettime(CLOCK_REALTIME, &rt_ts);
+    clock_gettime(CLOCK_MONOTONIC, &mono_ts);
+    truth = ((int64_t)rt_ts.tv_sec - (int64_t)mono_ts.tv_sec) * 1000000000ll + (rt_ts.tv_nsec - mono_ts.tv_nsec);
+    st = rt_stats(k); /* one exchange's figures (read under the clock lock) */
+    off = st.clock_offset_ns;
+    bound = (int64_t)(st.clock_sync_window_ns / 2) + 20000;
+    if (off - truth < -bound || off - truth > bound)
+      fail_msg("measured offset %lld ns, CLOCK_REALTIME - CLOCK_MONOTONIC %lld ns (window %llu ns)", (long long)off,
+               (long long)truth, (unsigned long long)st.clock_sync_window_ns);
+    assert_true(st.clock_sync_window_ns <= 50000 || st.clock_syncs == 1);
+  }
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
+  rk_kernel_destroy(k);
+  emu_runtime_destroy(rt);
+}
+
+static void test_vector_add(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_vector_add, 1, 0, 0);
+  rk_vadd_req req;
+  rk_vadd_reply out;
+  rk_msg m;
+  uint32_t i, round;
+  uint64_t last = 0;
+  (void)state;
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  for (round = 0; round < 50; round++) {
+    memset(&req, 0, sizeof req);
+    req.n = 1 + round % RK_VADD_MAX;
+    for (i = 0; i < req.n; i++) {
+      req.a[i] = (float)(round + i);
+      req.b[i] = (float)(2 * i) + 0.5f;
+    }
+    RT_OK(rt, rk_call_typed(k, rk_vadd_req, &req, &m, &out, sizeof out, RT_HANG));
+    assert_int_equal(out.n, req.n);
+    for (i = 0; i < RK_VADD_MAX; i++) assert_true(out.c[i] == (i < req.n ? req.a[i] + req.b[i] : 0.0f));
+    assert_true(out.stamp > last); /* the kernel clock only moves forward */
+    assert_true(m.env.hlc > out.stamp);
+    last = out.stamp;
+  }
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
+  rk_kernel_destroy(k);
+  emu_runtime_destroy(rt);
+}
+
+/* The counter's state lives in "device memory" and survives deactivate/activate. */
+static void test_state_survives(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_counter, 1, 0, 0);
+  rk_counter_add add;
+  rk_counter_value v;
+  rk_msg m;
+  int64_t i, want = 0;
+  (void)state;
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  for (i = 1; i <= 20; i++) {
+    add.delta = i;
+    want += i;
+    RT_OK(rt, rk_call_typed(k, rk_counter_add, &add, &m, &v, sizeof v, RT_HANG));
+    assert_int_equal(v.total, want);
+    assert_int_equal(v.count, (uint64_t)i);
+    if (i % 5 == 0) {
+      assert_int_equal(rk_kernel_deactivate(k), RK_OK);
+      assert_int_equal(rk_kernel_activate(k), RK_OK);
+    }
+  }
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
+  rk_kernel_destroy(k);
+  emu_runtime_destroy(rt);
+}
+
+/* Backpressure through a small inbox, replies through a 4-slot outbox drained by a slow receiver
+ * (the lane waits for room: the device stall path), then terminate: everything accepted is
+ * processed and answered exactly once. */
+typedef struct receiver {
+  rk_kernel *k;
+  uint32_t n, got, bad;
+  uint8_t *seen;
+} receiver;
+
+static void *receive_all(void *arg) {
+  receiver *r = (receiver *)arg;
+  rk_msg m;
+  uint32_t v;
+  while (r->got < r->n) {
+    int rc = rk_recv(r->k, &m, &v, sizeof v, RT_HANG);
+    if (rc != RK_OK || v >= r->n || r->seen[v]++) {
+      r->bad++;
+      break;
+    }
+    r->got++;
+    if (r->got % 64 == 0) rt_sleep_ms(1); /* let the outbox fill */
+  }
+  return NULL;
+}
+
+static void test_backpressure_stall_and_drain(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 8, 4);
+  receiver r;
+  pthread_t t;
+  uint32_t i;
+  rk_kernel_counters st;
+  (void)state;
+  memset(&r, 0, sizeof r);
+  r.k = k;
+  r.n = RT_SANITIZED ? 400 : 3000;
+  r.seen = (uint8_t *)calloc(r.n, 1);
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  assert_int_equal(pthread_create(&t, NULL, receive_all, &r), 0);
+  for (i = 0; i < r.n; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL)); /* BLOCK policy */
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
+  pthread_join(t, NULL);
+  assert_int_equal(r.bad, 0);
+  assert_int_equal(r.got, r.n);
+  st = rt_stats(k);
+  assert_int_equal(st.msgs_in, r.n);
+  assert_int_equal(st.msgs_out, r.n);
+  assert_true(st.outbox_stalls > 0); /* the 4-slot outbox made the lane wait */
+  free(r.seen);
+  rk_kernel_destroy(k);
+  emu_runtime_destroy(rt);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_lifecycle),
+      cmocka_unit_test(test_call_and_stamps),
+      cmocka_unit_test(test_clock_offset_measured),
+      cmocka_unit_test(test_vector_add),
+      cmocka_unit_test(test_state_survives),
+      cmocka_unit_test(test_backpressure_stall_and_drain),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
