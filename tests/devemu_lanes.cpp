@@ -37,11 +37,44 @@ extern "C" rk_emu_entry_fn rk_emu_entry(const char *name) {
   return nullptr;
 }
 
-/* Run one lane (block `lane`, one thread) on the calling thread until it exits. */
-extern "C" void rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint8_t *smem) {
-  threadIdx = {0, 0, 0};
-  blockIdx = {lane, 0, 0};
-  blockDim = {1, 1, 1};
-  rk_emu_dynamic_smem = smem;
-  entry(p);
+/* Run one lane (block `lane`, `threads` threads) until it exits: thread 0 on the calling thread,
+ * the others on threads of their own, joined before returning. */
+struct emu_thread {
+  rk_emu_entry_fn entry;
+  const rk_dev_params *p;
+  rk_emu_block *block;
+  unsigned lane, thread, threads;
+  pthread_t tid;
+};
+
+static void *emu_thread_main(void *arg) {
+  emu_thread *t = static_cast<emu_thread *>(arg);
+  threadIdx = {t->thread, 0, 0};
+  blockIdx = {t->lane, 0, 0};
+  blockDim = {t->threads, 1, 1};
+  rk_emu_cur_block = t->block;
+  t->entry(t->p);
+  return nullptr;
+}
+
+extern "C" int rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint32_t threads,
+                               uint8_t *smem) {
+  rk_emu_block *b = new rk_emu_block();
+  emu_thread *t = new emu_thread[threads];
+  uint32_t i, started = 1;
+  int rc = 0;
+  pthread_barrier_init(&b->barrier, nullptr, threads);
+  pthread_mutex_init(&b->lock, nullptr);
+  b->dynamic_smem = smem;
+  for (i = 0; i < threads; i++) t[i] = {entry, p, b, lane, i, threads, pthread_t()};
+  for (i = 1; i < threads; i++, started++)
+    if (pthread_create(&t[i].tid, nullptr, emu_thread_main, &t[i]) != 0) break;
+  if (started == threads) emu_thread_main(&t[0]);
+  else rc = -1; /* cannot happen in the tests; the started threads would wait at the barrier */
+  for (i = 1; i < started; i++) pthread_join(t[i].tid, nullptr);
+  pthread_barrier_destroy(&b->barrier);
+  pthread_mutex_destroy(&b->lock);
+  delete[] t;
+  delete b;
+  return rc;
 }

@@ -3,15 +3,17 @@
  * The device loop (src/device/persistent.cuh) and the built-in handlers are compiled as host C++
  * (tests/devemu_lanes.cpp, src/device/emulation.h) and driven by an emulated backend here: rings
  * and control block in ordinary memory standing for the pinned, mapped arena; one host thread per
- * block; launch parameters built by the same code as the CUDA backend's (rk__dev_params_fill,
+ * block thread; launch parameters built by the same code as the CUDA backend's (rk__dev_params_fill,
  * rk__dev_geometry); the runtime told its backend is CUDA, so the rings carry RK_RING_F_NO_WAKE and
  * the clock exchange applies offsets exactly as with a GPU. The emulated %globaltimer is
  * CLOCK_MONOTONIC, decades away from CLOCK_REALTIME: a lane that stamped without the measured offset
  * would refuse every host stamp as too far ahead (RK_ECLOCK), and a wrong offset shows in the
  * clock statistics.
  *
- * What this cannot show (the GPU suite, test_gpu, does): PCIe timing, the PTX memory model's
- * weaker cases, several threads per block, co-residency, CUDA errors. Links librk.a (internal.h). */
+ * Blocks run with 1 to 4 threads (a barrier of host threads for __syncthreads), so the collective
+ * paths (the copy-in, rk_reply's barriers, rk_sync in vector_add and counter) run too. What this
+ * cannot show (the GPU suite, test_gpu, does): PCIe timing, the PTX memory model's weaker cases,
+ * warps, co-residency, CUDA errors. Links librk.a (internal.h). */
 #include "rt_util.h"
 
 #include "device/params.h"
@@ -19,7 +21,7 @@
 
 typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
 rk_emu_entry_fn rk_emu_entry(const char *name);
-void rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint8_t *smem);
+int rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint32_t threads, uint8_t *smem);
 
 /* ---------------------------------------- the emulated backend -------------------------------- */
 
@@ -34,6 +36,7 @@ typedef struct emu_kernel {
   rk_emu_entry_fn entry;
   rk_dev_params params; /* "mapped memory": written before the lanes start, never again */
   uint8_t *devmem;      /* "device memory": the state, then the kernel clock word */
+  uint32_t threads;     /* per block */
   uint32_t started;
   emu_lane lane[RK_MAX_LANES];
 } emu_kernel;
@@ -59,7 +62,7 @@ static void *same_address(void *ctx, void *host) {
 
 static void emu_lane_main(void *arg) {
   emu_lane *l = (emu_lane *)arg;
-  rk_emu_run_lane(l->ek->entry, &l->ek->params, l->lane, l->smem);
+  if (rk_emu_run_lane(l->ek->entry, &l->ek->params, l->lane, l->ek->threads, l->smem) != 0) abort();
 }
 
 static int emu_start(rk_kernel *k) {
@@ -81,6 +84,7 @@ static int emu_start(rk_kernel *k) {
   if (k->desc.state_size && k->state) memcpy(ek->devmem, k->state, k->desc.state_size);
   rk__dev_params_fill(k, &ek->params, same_address, NULL, ek->devmem, (uint64_t *)(ek->devmem + state_bytes - 128),
                       batch);
+  ek->threads = k->threads;
   k->backend_data = ek;
   for (i = 0; i < k->lanes; i++) {
     emu_lane *l = &ek->lane[i];
@@ -126,9 +130,11 @@ static void emu_runtime_destroy(rk_runtime *rt) {
   rk_runtime_destroy(rt);
 }
 
-static rk_kernel *emu_launch(rk_runtime *rt, const rk_kernel_desc *d, uint32_t lanes, uint32_t inbox, uint32_t outbox) {
+static rk_kernel *emu_launch(rk_runtime *rt, const rk_kernel_desc *d, uint32_t lanes, uint32_t threads, uint32_t inbox,
+                             uint32_t outbox) {
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   lo.lanes = lanes;
+  lo.threads_per_lane = threads;
   lo.inbox_capacity = inbox;
   lo.outbox_capacity = outbox;
   return rt_launch(rt, d, &lo);
@@ -138,7 +144,7 @@ static rk_kernel *emu_launch(rk_runtime *rt, const rk_kernel_desc *d, uint32_t l
 
 static void test_lifecycle(void **state) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 2, 0, 0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 2, 3, 0, 0);
   (void)state;
   assert_true(k->lane[0].inbox->flags & RK_RING_F_NO_WAKE);
   assert_int_equal(rk_kernel_deactivate(k), RK_ESTATE);
@@ -157,14 +163,13 @@ static void test_lifecycle(void **state) {
 /* Calls through the device loop: payloads back intact, stamps causal (reply after request, the
  * runtime clock after the reply), and none refused by the drift bound (which every one would be,
  * were the lanes stamping with CLOCK_MONOTONIC without the offset). */
-static void test_call_and_stamps(void **state) {
+static void call_and_stamps(uint32_t lanes, uint32_t threads) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 2, 0, 0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, lanes, threads, 0, 0);
   char req[48], buf[64];
   rk_msg m;
   uint32_t i, n = RT_SANITIZED ? 300 : 2000;
   rk_kernel_counters st;
-  (void)state;
   assert_int_equal(rk_kernel_activate(k), RK_OK);
   for (i = 0; i < n; i++) {
     rk_hlc before = rk_clock_peek(rk_runtime_clock(rt));
@@ -191,7 +196,7 @@ static void test_call_and_stamps(void **state) {
  * between the test's own two readings). */
 static void test_clock_offset_measured(void **state) {
   rk_runtime *rt = emu_runtime(1000000);
-  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 3, 0, 0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 3, 2, 0, 0);
   int round;
   (void)state;
   assert_int_equal(rk_kernel_activate(k), RK_OK);
@@ -216,15 +221,16 @@ static void test_clock_offset_measured(void **state) {
   emu_runtime_destroy(rt);
 }
 
-static void test_vector_add(void **state) {
+/* vector_add splits the elements over the block's threads (rk_thread/rk_threads, rk_sync, the
+ * collective reserve/commit): 1, 3 and 4 threads. */
+static void vector_add(uint32_t threads) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel *k = emu_launch(rt, &rk_builtin_vector_add, 1, 0, 0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_vector_add, 1, threads, 0, 0);
   rk_vadd_req req;
   rk_vadd_reply out;
   rk_msg m;
   uint32_t i, round;
   uint64_t last = 0;
-  (void)state;
   assert_int_equal(rk_kernel_activate(k), RK_OK);
   for (round = 0; round < 50; round++) {
     memset(&req, 0, sizeof req);
@@ -248,7 +254,7 @@ static void test_vector_add(void **state) {
 /* The counter's state lives in "device memory" and survives deactivate/activate. */
 static void test_state_survives(void **state) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel *k = emu_launch(rt, &rk_builtin_counter, 1, 0, 0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_counter, 1, 3, 0, 0);
   rk_counter_add add;
   rk_counter_value v;
   rk_msg m;
@@ -298,7 +304,7 @@ static void *receive_all(void *arg) {
 
 static void test_backpressure_stall_and_drain(void **state) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 8, 4);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 2, 8, 4);
   receiver r;
   pthread_t t;
   uint32_t i;
@@ -324,10 +330,26 @@ static void test_backpressure_stall_and_drain(void **state) {
   emu_runtime_destroy(rt);
 }
 
+static void test_call_and_stamps(void **state) {
+  (void)state;
+  call_and_stamps(2, 1);
+}
+static void test_call_and_stamps_threads(void **state) {
+  (void)state;
+  call_and_stamps(2, 4);
+}
+static void test_vector_add(void **state) {
+  (void)state;
+  vector_add(1);
+  vector_add(3);
+  vector_add(4);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lifecycle),
       cmocka_unit_test(test_call_and_stamps),
+      cmocka_unit_test(test_call_and_stamps_threads),
       cmocka_unit_test(test_clock_offset_measured),
       cmocka_unit_test(test_vector_add),
       cmocka_unit_test(test_state_survives),

@@ -338,21 +338,31 @@ RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *
   return k;
 }
 
-RK_STATIC_ASSERT(sizeof(rk_dev_lane) + sizeof(rk_dev_params) <= RK_DEV_STATIC_SMEM, "static shared memory budget");
+/* The launch parameters as the lane copies them: 64-bit words. */
+typedef union rk_dev_params_words {
+  rk_dev_params p;
+  uint64_t w[sizeof(rk_dev_params) / 8];
+} rk_dev_params_words;
+
+RK_STATIC_ASSERT(sizeof(rk_dev_lane) + sizeof(rk_dev_params_words) <= RK_DEV_STATIC_SMEM, "static shared memory budget");
 RK_STATIC_ASSERT(sizeof(rk_dev_params) % 8 == 0, "params are copied in 64-bit words");
+
+/* A block's shared variable. (Emulation: a per-block arena shared by the block's host threads.) */
+#if defined(RK_DEVICE_EMULATION)
+#define RK_DEV_SHARED(type, name) type &name = rk_emu_shared<type>(__LINE__)
+#else
+#define RK_DEV_SHARED(type, name) __shared__ type name
+#endif
 
 template <int (*Handler)(rk_ctx *, const rk_msg *)>
 __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
 #if defined(RK_DEVICE_EMULATION)
-  uint8_t *rk_smem = rk_emu_dynamic_smem;
+  uint8_t *rk_smem = rk_emu_dynamic_smem();
 #else
   extern __shared__ __align__(16) uint8_t rk_smem[];
 #endif
-  __shared__ rk_dev_lane L;
-  __shared__ union {
-    rk_dev_params p;
-    uint64_t w[sizeof(rk_dev_params) / 8];
-  } P;
+  RK_DEV_SHARED(rk_dev_lane, L);
+  RK_DEV_SHARED(rk_dev_params_words, P);
   const rk_dev_params *p = &P.p;
   rk_ctx ctx;
   uint32_t idle = 0, w;
