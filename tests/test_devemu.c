@@ -358,6 +358,99 @@ static void test_abort_while_stalled(void **state) {
   emu_runtime_destroy(rt);
 }
 
+/* Envelopes the device lane must refuse, pushed straight into lane 0's inbox (bypassing rk_send's
+ * checks): an untrustworthy header is dropped and counted; a bad body, a wrong destination or a
+ * bad checksum is answered with RK_ECORRUPT; a stamp an hour ahead with RK_ECLOCK (the kernel clock
+ * does not jump); a handler error with an error reply carrying its code. */
+typedef struct slot {
+  rk_envelope e;
+  uint8_t payload[192];
+} slot;
+
+static void good_envelope(rk_kernel *k, slot *s, uint64_t id, uint32_t len) {
+  uint32_t i;
+  memset(s, 0, sizeof *s);
+  rk_envelope_init(&s->e, 5, len, 0);
+  s->e.msg_id = id;
+  s->e.dst = rk_kernel_id(k);
+  s->e.hlc = rk_clock_peek(rk_runtime_clock(k->rt));
+  for (i = 0; i < len; i++) s->payload[i] = (uint8_t)(i + id);
+}
+
+static void inject(rk_kernel *k, const slot *s) {
+  assert_int_equal(rk_ring_mpsc_push(k->lane[0].inbox, s, (uint32_t)sizeof *s), RK_OK);
+}
+
+static void expect_error_reply(rk_kernel *k, uint64_t id, int code) {
+  rk_msg m;
+  uint8_t buf[256];
+  assert_int_equal(rk_recv(k, &m, buf, sizeof buf, RT_HANG), RK_OK);
+  assert_true(rk_msg_is_error(&m));
+  assert_int_equal(m.status, code);
+  assert_int_equal(m.env.correlation_id, id);
+}
+
+static void test_refusals(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 2, 0, 0);
+  rk_kernel *va = emu_launch(rt, &rk_builtin_vector_add, 1, 2, 0, 0);
+  rk_kernel_counters st;
+  rk_vadd_req req;
+  rk_vadd_reply out;
+  slot s;
+  rk_msg m;
+  rk_hlc future = rk_hlc_make(rk_realtime_us() + 3600ull * 1000000ull, 0);
+  (void)state;
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  assert_int_equal(rk_kernel_activate(va), RK_OK);
+  good_envelope(k, &s, 0x100, 8);
+  s.e.magic = 0xdeadbeefu; /* dropped */
+  inject(k, &s);
+  good_envelope(k, &s, 0x101, 8);
+  s.e.payload_len = 4096; /* beyond the slot */
+  inject(k, &s);
+  good_envelope(k, &s, 0x102, 8);
+  s.e.dst = rk_kernel_id(k) + 1000;
+  inject(k, &s);
+  good_envelope(k, &s, 0x103, 16);
+  rk_envelope_seal(&s.e, s.payload);
+  s.payload[3] ^= 0x40;
+  inject(k, &s);
+  good_envelope(k, &s, 0x104, 4);
+  s.e.hlc = future;
+  inject(k, &s);
+  good_envelope(k, &s, 0x105, 16); /* sealed and intact: handled */
+  rk_envelope_seal(&s.e, s.payload);
+  inject(k, &s);
+  expect_error_reply(k, 0x101, RK_ECORRUPT);
+  expect_error_reply(k, 0x102, RK_ECORRUPT);
+  expect_error_reply(k, 0x103, RK_ECORRUPT);
+  {
+    uint8_t buf[64];
+    assert_int_equal(rk_recv(k, &m, buf, sizeof buf, RT_HANG), RK_OK);
+    assert_int_equal(m.status, RK_ECLOCK);
+    assert_int_equal(m.env.correlation_id, 0x104);
+    assert_true(m.env.hlc < future); /* the kernel clock did not move to the bad stamp */
+    assert_int_equal(rk_recv(k, &m, buf, sizeof buf, RT_HANG), RK_OK);
+    assert_false(rk_msg_is_error(&m));
+    assert_int_equal(m.env.correlation_id, 0x105);
+    assert_memory_equal(buf, s.payload, 16);
+  }
+  st = rt_stats(k);
+  assert_int_equal(st.invalid, 4);
+  assert_int_equal(st.clock_rejected, 1);
+  assert_int_equal(st.msgs_in, 6);
+  /* a handler error: vector_add refuses n > RK_VADD_MAX */
+  memset(&req, 0, sizeof req);
+  req.n = RK_VADD_MAX + 1;
+  assert_int_equal(rk_call_typed(va, rk_vadd_req, &req, &m, &out, sizeof out, RT_HANG), RK_EHANDLER);
+  assert_int_equal(m.status, RK_EMSGSIZE);
+  assert_int_equal(rt_stats(va).handler_errors, 1);
+  rk_kernel_destroy(va);
+  rk_kernel_destroy(k);
+  emu_runtime_destroy(rt);
+}
+
 static void test_call_and_stamps(void **state) {
   (void)state;
   call_and_stamps(2, 1);
@@ -383,6 +476,7 @@ int main(void) {
       cmocka_unit_test(test_state_survives),
       cmocka_unit_test(test_backpressure_stall_and_drain),
       cmocka_unit_test(test_abort_while_stalled),
+      cmocka_unit_test(test_refusals),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
