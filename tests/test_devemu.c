@@ -18,6 +18,7 @@
 
 #include "device/params.h"
 #include "host/internal.h"
+#include "inject_util.h"
 
 typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
 rk_emu_entry_fn rk_emu_entry(const char *name);
@@ -140,6 +141,13 @@ static rk_kernel *emu_launch(rk_runtime *rt, const rk_kernel_desc *d, uint32_t l
   return rt_launch(rt, d, &lo);
 }
 
+/* Terminate (draining everything accepted), destroy, and take the runtime down. */
+static void emu_finish(rk_runtime *rt, rk_kernel *k) {
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
+  rk_kernel_destroy(k);
+  emu_runtime_destroy(rt);
+}
+
 /* ---------------------------------------- tests ---------------------------------------------- */
 
 static void test_lifecycle(void **state) {
@@ -186,9 +194,7 @@ static void call_and_stamps(uint32_t lanes, uint32_t threads) {
   assert_int_equal(st.msgs_in, n);
   assert_int_equal(st.msgs_out, n);
   assert_int_equal(st.received, n);
-  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
-  rk_kernel_destroy(k);
-  emu_runtime_destroy(rt);
+  emu_finish(rt, k);
 }
 
 /* The clock exchange against a device clock that really differs from the host's: every accepted
@@ -216,9 +222,7 @@ static void test_clock_offset_measured(void **state) {
                (long long)truth, (unsigned long long)st.clock_sync_window_ns);
     assert_true(st.clock_sync_window_ns <= 50000 || st.clock_syncs == 1);
   }
-  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
-  rk_kernel_destroy(k);
-  emu_runtime_destroy(rt);
+  emu_finish(rt, k);
 }
 
 /* vector_add splits the elements over the block's threads (rk_thread/rk_threads, rk_sync, the
@@ -246,9 +250,7 @@ static void vector_add(uint32_t threads) {
     assert_true(m.env.hlc > out.stamp);
     last = out.stamp;
   }
-  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
-  rk_kernel_destroy(k);
-  emu_runtime_destroy(rt);
+  emu_finish(rt, k);
 }
 
 /* The counter's state lives in "device memory" and survives deactivate/activate. */
@@ -272,9 +274,7 @@ static void test_state_survives(void **state) {
       assert_int_equal(rk_kernel_activate(k), RK_OK);
     }
   }
-  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
-  rk_kernel_destroy(k);
-  emu_runtime_destroy(rt);
+  emu_finish(rt, k);
 }
 
 /* Backpressure through a small inbox, replies through a 4-slot outbox drained by a slow receiver
@@ -358,29 +358,6 @@ static void test_abort_while_stalled(void **state) {
   emu_runtime_destroy(rt);
 }
 
-/* Envelopes the device lane must refuse, pushed straight into lane 0's inbox (bypassing rk_send's
- * checks): an untrustworthy header is dropped and counted; a bad body, a wrong destination or a
- * bad checksum is answered with RK_ECORRUPT; a stamp an hour ahead with RK_ECLOCK (the kernel clock
- * does not jump); a handler error with an error reply carrying its code. */
-typedef struct slot {
-  rk_envelope e;
-  uint8_t payload[192];
-} slot;
-
-static void good_envelope(rk_kernel *k, slot *s, uint64_t id, uint32_t len) {
-  uint32_t i;
-  memset(s, 0, sizeof *s);
-  rk_envelope_init(&s->e, 5, len, 0);
-  s->e.msg_id = id;
-  s->e.dst = rk_kernel_id(k);
-  s->e.hlc = rk_clock_peek(rk_runtime_clock(k->rt));
-  for (i = 0; i < len; i++) s->payload[i] = (uint8_t)(i + id);
-}
-
-static void inject(rk_kernel *k, const slot *s) {
-  assert_int_equal(rk_ring_mpsc_push(k->lane[0].inbox, s, (uint32_t)sizeof *s), RK_OK);
-}
-
 static void expect_error_reply(rk_kernel *k, uint64_t id, int code) {
   rk_msg m;
   uint8_t buf[256];
@@ -390,6 +367,10 @@ static void expect_error_reply(rk_kernel *k, uint64_t id, int code) {
   assert_int_equal(m.env.correlation_id, id);
 }
 
+/* Envelopes the device lane must refuse, pushed straight into lane 0's inbox (bypassing rk_send's
+ * checks): an untrustworthy header is dropped and counted; a bad body, a wrong destination or a
+ * bad checksum is answered with RK_ECORRUPT; a stamp an hour ahead with RK_ECLOCK (the kernel clock
+ * does not jump); a handler error with an error reply carrying its code. */
 static void test_refusals(void **state) {
   rk_runtime *rt = emu_runtime(0);
   rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 2, 0, 0);

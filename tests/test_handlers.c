@@ -8,6 +8,7 @@
 #include "rt_util.h"
 
 #include "host/internal.h"
+#include "inject_util.h"
 
 /* ---------------------------------------- error replies -------------------------------------- */
 
@@ -250,29 +251,6 @@ static void test_custom_typed_kernel(void **state) {
 static int counting_echo(rk_ctx *ctx, const rk_msg *in) {
   __atomic_add_fetch(&handler_calls, 1, __ATOMIC_RELAXED);
   return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
-}
-
-typedef struct slot {
-  rk_envelope e;
-  uint8_t payload[192];
-} slot;
-
-/* A well-formed request envelope for kernel k, as rk_send would build it (minus the stamp). */
-static void good_envelope(rk_kernel *k, slot *s, uint64_t id, uint32_t len) {
-  uint32_t i;
-  memset(s, 0, sizeof *s);
-  rk_envelope_init(&s->e, 5, len, 0);
-  s->e.msg_id = id;
-  s->e.dst = rk_kernel_id(k);
-  s->e.hlc = rk_clock_peek(rk_runtime_clock(k->rt));
-  for (i = 0; i < len; i++) s->payload[i] = (uint8_t)(i + id);
-}
-
-/* Push a slot straight into lane 0's inbox (bypassing rk_send's checks) and wake the lane. */
-static void inject(rk_kernel *k, const slot *s) {
-  rk__lane *l = &k->lane[0];
-  assert_int_equal(rk_ring_mpsc_push(l->inbox, s, (uint32_t)sizeof *s), RK_OK);
-  rk_ring_notify_consumer(l->inbox);
 }
 
 static void test_invalid_envelopes(void **state) {
