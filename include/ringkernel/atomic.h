@@ -13,7 +13,8 @@
  *
  * Rules (ARCHITECTURE §4): no read-modify-write across PCIe — the _sys family has loads, stores and
  * fences only; RMW exists at _dev scope (device memory) and, as rk_host_*, for host threads on host
- * memory that the device at most loads (never writes). Never mix scopes on one object. Each call site names the access it pairs with. */
+ * memory that the device at most loads (never writes). Never mix scopes on one object. Each call
+ * site names the access it pairs with. */
 #ifndef RINGKERNEL_ATOMIC_H
 #define RINGKERNEL_ATOMIC_H
 

@@ -9,10 +9,10 @@
  * ack_seq = cmd_seq in its own line; the host waits (with a timeout) until every lane acknowledged.
  *
  * Clock synchronisation (the device's %globaltimer against the host's CLOCK_REALTIME) is a second,
- * lighter exchange that never waits for a lane: the host writes clock_offset_ns, then
- * bumps clock_req in `signals` (release); every lane load-acquires `signals` (the abort bit comes
- * with it: one read) and on a new clock_req reloads the offset it stamps with; lane 0 also writes its clock
- * to clock_sample_ns and store-releases clock_ack = clock_req. The host times the exchange and
+ * lighter exchange that never waits for a lane: the host writes clock_offset_ns, then bumps
+ * clock_req in `signals` (release); every lane load-acquires `signals` (the abort bit comes with
+ * it: one read) and on a new clock_req reloads the offset it stamps with; lane 0 also writes its
+ * clock to clock_sample_ns and store-releases clock_ack = clock_req. The host times the exchange and
  * takes the midpoint (src/host/kernel.c, rk__clock_sync). */
 #ifndef RINGKERNEL_CONTROL_H
 #define RINGKERNEL_CONTROL_H

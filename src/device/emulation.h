@@ -3,11 +3,12 @@
  *
  * The persistent loop, the control-block protocol, the batch reads, the reply staging and flush,
  * the clock exchange and the shutdown are the very code the GPU runs; what is emulated is the
- * hardware: the CUDA keywords, __nanosleep (a yield), %globaltimer (CLOCK_MONOTONIC, deliberately not the host's CLOCK_REALTIME, so stamps are
- * right only if the measured offset is applied), shared memory (a per-block arena its threads
- * share), __syncthreads (a barrier of the block's threads) and the memory: the ordering functions
- * of atomic.h take their host (GCC) forms. What it cannot show: PCIe latencies, the PTX memory
- * model's weaker-than-x86 cases, warps, co-residency. Host C++ only; never in librk. */
+ * hardware: the CUDA keywords, __nanosleep (a yield), %globaltimer (CLOCK_MONOTONIC, deliberately
+ * not the host's CLOCK_REALTIME, so stamps are right only if the measured offset is applied),
+ * shared memory (a per-block arena its threads share), __syncthreads (a barrier of the block's
+ * threads) and the memory: the ordering functions of atomic.h take their host (GCC) forms. What
+ * it cannot show: PCIe latencies, the PTX memory model's weaker-than-x86 cases, warps,
+ * co-residency. Host C++ only; never in librk. */
 #ifndef RK_DEVICE_EMULATION_H
 #define RK_DEVICE_EMULATION_H
 
