@@ -69,7 +69,7 @@ static void emu_lane_main(void *arg) {
 static int emu_start(rk_kernel *k) {
   emu_kernel *ek = (emu_kernel *)calloc(1, sizeof *ek);
   uint32_t batch, i;
-  size_t smem, state_bytes = ((k->desc.state_size + 127) & ~(size_t)127) + 128;
+  size_t smem;
   int rc;
   if (ek == NULL) return RK_ENOMEM;
   if ((ek->entry = rk_emu_entry(k->desc.cuda_entry)) == NULL) {
@@ -80,11 +80,10 @@ static int emu_start(rk_kernel *k) {
     free(ek);
     return rc;
   }
-  ek->devmem = (uint8_t *)emu_alloc(k->rt, state_bytes);
+  ek->devmem = (uint8_t *)emu_alloc(k->rt, rk__dev_devmem_bytes(k));
   assert_non_null(ek->devmem);
   if (k->desc.state_size && k->state) memcpy(ek->devmem, k->state, k->desc.state_size);
-  rk__dev_params_fill(k, &ek->params, same_address, NULL, ek->devmem, (uint64_t *)(ek->devmem + state_bytes - 128),
-                      batch);
+  rk__dev_params_fill(k, &ek->params, same_address, NULL, ek->devmem, batch);
   ek->threads = k->threads;
   k->backend_data = ek;
   for (i = 0; i < k->lanes; i++) {

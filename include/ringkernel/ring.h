@@ -173,18 +173,23 @@ RK_INLINE RK_HD void rk_ring__copy(void *dst, const void *src, size_t len) {
 #endif
 }
 
-/* Publish positions pos .. pos+k-1 (their slots are written): sequence word = position + 1, the
- * store the consumer's load-acquire in rk_ring_peek_n pairs with. On the host a store-release per
- * word (a plain store on x86); on the device one system-scope fence for the batch, then relaxed
- * stores (the PTX release pattern: the fence orders every earlier write of this thread before them). */
-RK_INLINE RK_HD void rk_ring__publish(rk_ring *r, uint64_t pos, uint32_t k) {
+/* Publish positions pos .. pos+k-1 (their slots are written) through the sequence words at `seq`
+ * (capacity mask + 1 of them): sequence word = position + 1, the store the consumer's load-acquire
+ * in rk_ring_peek_n pairs with. On the host a store-release per word (a plain store on x86); on the
+ * device one system-scope fence for the batch, then relaxed stores (the PTX release pattern: the
+ * fence orders every earlier write of this thread before them). Taking the array and mask lets a
+ * device lane publish from its cached geometry, without reading the ring header over PCIe. */
+RK_INLINE RK_HD void rk_ring__publish_seq(volatile uint64_t *seq, uint64_t mask, uint64_t pos, uint32_t k) {
   uint32_t i;
 #if defined(__CUDA_ARCH__)
   rk_fence_acq_rel_sys();
-  for (i = 0; i < k; i++) rk_store_relaxed_sys_u64(rk_ring__seq(r, pos + i), pos + i + 1);
+  for (i = 0; i < k; i++) rk_store_relaxed_sys_u64(seq + ((pos + i) & mask), pos + i + 1);
 #else
-  for (i = 0; i < k; i++) rk_store_release_sys_u64(rk_ring__seq(r, pos + i), pos + i + 1);
+  for (i = 0; i < k; i++) rk_store_release_sys_u64(seq + ((pos + i) & mask), pos + i + 1);
 #endif
+}
+RK_INLINE RK_HD void rk_ring__publish(rk_ring *r, uint64_t pos, uint32_t k) {
+  rk_ring__publish_seq(rk_ring__seq(r, 0), r->mask, pos, k);
 }
 
 /* ------------------------------------ SPSC producer ------------------------------------------- */

@@ -28,17 +28,15 @@
 #include "ringkernel/ring.h"
 #include "device/params.h"
 
-/* Batched sequence-word accesses. On the GPU: relaxed loads then one fence (the fence-based acquire
- * pattern), one fence then relaxed stores (the release pattern), so a batch costs one fence. In the
- * host device emulation (src/device/emulation.h): the same order with an acquire or release on
- * every word, which ThreadSanitizer can check (it does not model fences). */
+/* Batched sequence-word loads. On the GPU: relaxed loads then one fence (the fence-based acquire
+ * pattern), so a batch costs one fence. In the host device emulation (src/device/emulation.h): an
+ * acquire on every word, which ThreadSanitizer can check (it does not model fences). (The release
+ * side is rk_ring__publish_seq in ring.h, split the same way.) */
 #if defined(__CUDA_ARCH__)
 #define RK_DEV_SEQ_LOAD(p) rk_load_relaxed_sys_u64(p)
-#define RK_DEV_SEQ_STORE(p, v) rk_store_relaxed_sys_u64((p), (v))
 #define RK_DEV_SEQ_FENCE() rk_fence_acq_rel_sys()
 #else
 #define RK_DEV_SEQ_LOAD(p) rk_load_acquire_sys_u64(p)
-#define RK_DEV_SEQ_STORE(p, v) rk_store_release_sys_u64((p), (v))
 #define RK_DEV_SEQ_FENCE() ((void)0)
 #endif
 
@@ -191,10 +189,7 @@ RK_INLINE __device__ int rk_dev_reply_put(const rk_dev_params *p, rk_dev_lane *L
 RK_INLINE __device__ void rk_dev_flush(rk_dev_lane *L) {
   __syncthreads();
   if (threadIdx.x == 0 && L->out_pending) {
-    uint32_t i;
-    RK_DEV_SEQ_FENCE();
-    for (i = 0; i < L->out_pending; i++)
-      RK_DEV_SEQ_STORE(L->out_seq + ((L->out_tail + i) & L->out_mask), L->out_tail + i + 1);
+    rk_ring__publish_seq(L->out_seq, L->out_mask, L->out_tail, L->out_pending);
     L->out_tail += L->out_pending;
     rk_store_relaxed_sys_u64(&L->out->tail, L->out_tail);
     L->out_pending = 0;
@@ -510,7 +505,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
 }
 
 /* Define an extern "C" persistent kernel entry point `name` running handler `h`. (Emulation: a
- * host function of internal linkage; librk's own entry stubs keep the names.) */
+ * host function of internal linkage; librk's own entry points keep the names.) */
 #if defined(RK_DEVICE_EMULATION)
 #define RK_DEFINE_RING_KERNEL(name, h) \
   static void name(const rk_dev_params *p) { rk_dev_lane_main<h>(p); }

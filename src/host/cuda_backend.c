@@ -249,7 +249,7 @@ static int start_job(rk_cuda *c, void *arg) {
   ck->stream = i;
   c->stream_used[i] = 1;
   /* state (+ the kernel clock word after it) in device memory, initialised from the host copy */
-  state_bytes = ((k->desc.state_size + 127) & ~(size_t)127) + 128;
+  state_bytes = rk__dev_devmem_bytes(k);
   uv_mutex_lock(&c->arena_lock);
   rc = rk__arena_alloc(&c->devmem, state_bytes, &ck->state_off);
   if (rc == RK_OK && (rc = rk__arena_alloc(&c->pinned, state_bytes + 128, &ck->staging_off)) != RK_OK)
@@ -272,8 +272,7 @@ static int start_job(rk_cuda *c, void *arg) {
   }
   /* launch parameters, in mapped memory */
   p = (rk_dev_params *)(c->pinned_host + ck->params_off);
-  rk__dev_params_fill(k, p, dev_of_cb, c, c->dev_base + ck->state_off,
-                      (uint64_t *)(c->dev_base + ck->state_off + state_bytes - 128), batch);
+  rk__dev_params_fill(k, p, dev_of_cb, c, c->dev_base + ck->state_off, batch);
   params_dev = dev_of(c, p);
   args[0] = &params_dev;
   {

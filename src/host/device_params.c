@@ -20,8 +20,10 @@ int rk__dev_geometry(const rk_kernel *k, uint32_t *batch, size_t *smem) {
   return RK_OK;
 }
 
+size_t rk__dev_devmem_bytes(const rk_kernel *k) { return ((k->desc.state_size + 127) & ~(size_t)127) + 128; }
+
 void rk__dev_params_fill(const rk_kernel *k, rk_dev_params *p, void *(*dev)(void *ctx, void *host), void *ctx,
-                         void *state, uint64_t *clock, uint32_t batch) {
+                         uint8_t *devmem, uint32_t batch) {
   memset(p, 0, sizeof *p);
   p->ctl = (rk_control *)dev(ctx, k->ctl);
   p->inbox_base = (uint8_t *)dev(ctx, k->lane[0].inbox);
@@ -29,8 +31,8 @@ void rk__dev_params_fill(const rk_kernel *k, rk_dev_params *p, void *(*dev)(void
   /* lane i's rings are at base + i * stride in both address spaces */
   p->inbox_stride = k->lanes > 1 ? (uint64_t)((uint8_t *)k->lane[1].inbox - (uint8_t *)k->lane[0].inbox) : 0;
   p->outbox_stride = k->lanes > 1 ? (uint64_t)((uint8_t *)k->lane[1].outbox - (uint8_t *)k->lane[0].outbox) : 0;
-  p->state = state;
-  p->clock = clock;
+  p->state = devmem;
+  p->clock = (uint64_t *)(devmem + rk__dev_devmem_bytes(k) - 128); /* the last line */
   p->max_offset_us = k->rt->opts.max_offset_us ? k->rt->opts.max_offset_us : RK_HLC_DEFAULT_MAX_OFFSET_US;
   p->state_size = k->desc.state_size;
   p->lanes = k->lanes;

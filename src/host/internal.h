@@ -202,12 +202,15 @@ void rk__dispatch_callbacks(rk_kernel *k);
 /* telemetry.c */
 void rk__watchdog(rk_runtime *rt);
 /* device_params.c (CUDA backend and the test suite's device emulation): the batch and dynamic
- * shared memory of k's lanes (RK_EINVAL when a slot does not fit), and their parameter block;
- * dev() maps an address in the mapped arena to the lanes' address for it. */
+ * shared memory of k's lanes (RK_EINVAL when a slot does not fit); the device memory a kernel needs
+ * (its state, 128-byte aligned, then a line holding the kernel clock word); and the lanes'
+ * parameter block, given that device memory; dev() maps an address in the mapped arena to the
+ * lanes' address for it. */
 struct rk_dev_params;
 int rk__dev_geometry(const rk_kernel *k, uint32_t *batch, size_t *smem);
+size_t rk__dev_devmem_bytes(const rk_kernel *k);
 void rk__dev_params_fill(const rk_kernel *k, struct rk_dev_params *p, void *(*dev)(void *ctx, void *host), void *ctx,
-                         void *state, uint64_t *clock, uint32_t batch);
+                         uint8_t *devmem, uint32_t batch);
 /* kernel.c: one clock exchange with the kernel's lane 0 when it is due (service loop). */
 void rk__clock_sync(rk_kernel *k);
 

@@ -164,9 +164,8 @@ static int command(rk_kernel *k, uint32_t cmd, uint64_t timeout_ns) {
 /* ---------------------------------------- clock synchronisation ------------------------------ */
 /* The host measures the offset between a lane's clock and CLOCK_REALTIME by a timed exchange: it
  * reads its clock (r0), bumps the clock request in `signals` (release), and waits for lane 0's
- * clock_ack; lane 0
- * wrote its own clock (clock_sample_ns) in between, so the sample was taken at some host time in
- * [r0, r1], and offset = midpoint - sample is wrong by at most (r1 - r0) / 2. The device stamps
+ * clock_ack; lane 0 wrote its own clock (clock_sample_ns) in between, so the sample was taken at
+ * some host time in [r0, r1], and offset = midpoint - sample is wrong by at most (r1 - r0) / 2. The device stamps
  * with %globaltimer + offset (src/device/persistent.cuh); the CPU lanes stamp with the host clock
  * and answer anyway, so this code and its arithmetic are exercised on every machine. One writer at
  * a time: launch, then the service loop. */
