@@ -42,20 +42,6 @@ typedef struct emu_kernel {
   emu_lane lane[RK_MAX_LANES];
 } emu_kernel;
 
-static void *emu_alloc(rk_runtime *rt, size_t n) {
-  void *p = NULL;
-  (void)rt;
-  if (posix_memalign(&p, 128, n ? n : 128) != 0) return NULL;
-  memset(p, 0, n);
-  return p;
-}
-
-static void emu_free(rk_runtime *rt, void *p, size_t n) {
-  (void)rt;
-  (void)n;
-  free(p);
-}
-
 static void *same_address(void *ctx, void *host) {
   (void)ctx;
   return host;
@@ -80,7 +66,7 @@ static int emu_start(rk_kernel *k) {
     free(ek);
     return rc;
   }
-  ek->devmem = (uint8_t *)emu_alloc(k->rt, rk__dev_devmem_bytes(k));
+  ek->devmem = (uint8_t *)rk__cpu_backend.alloc(k->rt, rk__dev_devmem_bytes(k));
   assert_non_null(ek->devmem);
   if (k->desc.state_size && k->state) memcpy(ek->devmem, k->state, k->desc.state_size);
   rk__dev_params_fill(k, &ek->params, same_address, NULL, ek->devmem, batch);
@@ -90,7 +76,7 @@ static int emu_start(rk_kernel *k) {
     emu_lane *l = &ek->lane[i];
     l->ek = ek;
     l->lane = i;
-    l->smem = (uint8_t *)emu_alloc(k->rt, smem);
+    l->smem = (uint8_t *)rk__cpu_backend.alloc(k->rt, smem);
     assert_non_null(l->smem);
     assert_int_equal(uv_thread_create(&l->thread, emu_lane_main, l), 0);
     ek->started++;
@@ -104,14 +90,15 @@ static void emu_join(rk_kernel *k) {
   if (ek == NULL) return;
   for (i = 0; i < ek->started; i++) {
     uv_thread_join(&ek->lane[i].thread);
-    free(ek->lane[i].smem);
+    rk__cpu_backend.free(k->rt, ek->lane[i].smem, 0);
   }
-  free(ek->devmem);
+  rk__cpu_backend.free(k->rt, ek->devmem, 0);
   free(ek);
   k->backend_data = NULL;
 }
 
-static const rk_backend_ops emu_ops = {"cuda-emulated", emu_alloc, emu_free, emu_start, emu_join, 1};
+/* Ordinary, zeroed, line-aligned memory stands for the mapped arena: the CPU backend's allocator. */
+static rk_backend_ops emu_ops;
 
 /* A runtime whose kernels run on the emulated device. */
 static rk_runtime *emu_runtime(uint64_t clock_sync_ns) {
@@ -120,6 +107,11 @@ static rk_runtime *emu_runtime(uint64_t clock_sync_ns) {
   o.watchdog_interval_ns = 1000000;
   o.clock_sync_interval_ns = clock_sync_ns;
   rt = rt_create_opts(&o);
+  emu_ops = rk__cpu_backend;
+  emu_ops.name = "cuda-emulated";
+  emu_ops.start = emu_start;
+  emu_ops.join = emu_join;
+  emu_ops.lane_clock_offset = 1;
   rt->ops = &emu_ops;
   rt->backend = RK_BACKEND_CUDA; /* device rings: RK_RING_F_NO_WAKE; lanes use the clock offset */
   return rt;
