@@ -1,6 +1,8 @@
 /* devemu_lanes.cpp — the device lane loop (src/device/persistent.cuh) and the built-in kernels'
  * handlers (src/device/builtins.h), compiled as host C++ by the device emulation
  * (src/device/emulation.h) for test_devemu.c: the code a GPU runs, run by host threads. */
+#include <stdlib.h>
+
 #include <string_view>
 
 /* The dialect defines functions a given set of handlers may not use. (#pragma unroll, nvcc's, is
@@ -18,20 +20,20 @@ namespace rk_emu {
 #include "device/builtins.h"
 }
 
-RK_DEFINE_RING_KERNEL(emu_echo, rk_emu::rk_echo_handler)
-RK_DEFINE_RING_KERNEL(emu_vector_add, rk_emu::rk_vector_add_handler)
-RK_DEFINE_RING_KERNEL(emu_counter, rk_emu::rk_counter_handler)
+/* The emulated entry points, one per built-in kernel (RK_BUILTIN_KERNELS), named as on the GPU:
+ * internal linkage here (RK_DEFINE_RING_KERNEL under emulation), so no clash with librk's. */
+#define EMU_ENTRY(name, h) RK_DEFINE_RING_KERNEL(name, rk_emu::h)
+RK_BUILTIN_KERNELS(EMU_ENTRY)
 
 typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
 
 /* The emulated entry point for a built-in kernel's CUDA entry name, or NULL. */
 extern "C" rk_emu_entry_fn rk_emu_entry(const char *name) {
+#define EMU_ROW(name, h) {#name, name},
   static const struct {
     const char *name;
     rk_emu_entry_fn fn;
-  } table[] = {{"rk_ring_kernel_echo", emu_echo},
-               {"rk_ring_kernel_vector_add", emu_vector_add},
-               {"rk_ring_kernel_counter", emu_counter}};
+  } table[] = {RK_BUILTIN_KERNELS(EMU_ROW)};
   for (const auto &e : table)
     if (name && std::string_view(name) == e.name) return e.fn;
   return nullptr;
@@ -57,24 +59,21 @@ static void *emu_thread_main(void *arg) {
   return nullptr;
 }
 
-extern "C" int rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint32_t threads,
-                               uint8_t *smem) {
+extern "C" void rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint32_t threads,
+                                uint8_t *smem) {
   rk_emu_block *b = new rk_emu_block();
   emu_thread *t = new emu_thread[threads];
-  uint32_t i, started = 1;
-  int rc = 0;
+  uint32_t i;
   pthread_barrier_init(&b->barrier, nullptr, threads);
   pthread_mutex_init(&b->lock, nullptr);
   b->dynamic_smem = smem;
   for (i = 0; i < threads; i++) t[i] = {entry, p, b, lane, i, threads, pthread_t()};
-  for (i = 1; i < threads; i++, started++)
-    if (pthread_create(&t[i].tid, nullptr, emu_thread_main, &t[i]) != 0) break;
-  if (started == threads) emu_thread_main(&t[0]);
-  else rc = -1; /* cannot happen in the tests; the started threads would wait at the barrier */
-  for (i = 1; i < started; i++) pthread_join(t[i].tid, nullptr);
+  for (i = 1; i < threads; i++)
+    if (pthread_create(&t[i].tid, nullptr, emu_thread_main, &t[i]) != 0) abort(); /* a test harness */
+  emu_thread_main(&t[0]);
+  for (i = 1; i < threads; i++) pthread_join(t[i].tid, nullptr);
   pthread_barrier_destroy(&b->barrier);
   pthread_mutex_destroy(&b->lock);
   delete[] t;
   delete b;
-  return rc;
 }

@@ -22,7 +22,7 @@
 
 typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
 rk_emu_entry_fn rk_emu_entry(const char *name);
-int rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint32_t threads, uint8_t *smem);
+void rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint32_t threads, uint8_t *smem);
 
 /* ---------------------------------------- the emulated backend -------------------------------- */
 
@@ -49,7 +49,7 @@ static void *same_address(void *ctx, void *host) {
 
 static void emu_lane_main(void *arg) {
   emu_lane *l = (emu_lane *)arg;
-  if (rk_emu_run_lane(l->ek->entry, &l->ek->params, l->lane, l->ek->threads, l->smem) != 0) abort();
+  rk_emu_run_lane(l->ek->entry, &l->ek->params, l->lane, l->ek->threads, l->smem);
 }
 
 static int emu_start(rk_kernel *k) {

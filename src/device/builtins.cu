@@ -4,20 +4,17 @@
 #include "device/persistent.cuh"
 #include "device/builtins.h"
 
-RK_DEFINE_RING_KERNEL(rk_ring_kernel_echo, rk_echo_handler)
-RK_DEFINE_RING_KERNEL(rk_ring_kernel_vector_add, rk_vector_add_handler)
-RK_DEFINE_RING_KERNEL(rk_ring_kernel_counter, rk_counter_handler)
+RK_BUILTIN_KERNELS(RK_DEFINE_RING_KERNEL)
+
+#define RK__ENTRY_ROW(name, h) {#name, (const void *)name},
+#define RK__NAME_ROW(name, h) #name,
 
 /* Host-side lookup of the built-in entry points, for cudaLaunchKernel / cudaFuncGetAttributes. */
 extern "C" const void *rk__cuda_builtin_entry(const char *name) {
   struct {
     const char *name;
     const void *fn;
-  } table[] = {
-      {"rk_ring_kernel_echo", (const void *)rk_ring_kernel_echo},
-      {"rk_ring_kernel_vector_add", (const void *)rk_ring_kernel_vector_add},
-      {"rk_ring_kernel_counter", (const void *)rk_ring_kernel_counter},
-  };
+  } table[] = {RK_BUILTIN_KERNELS(RK__ENTRY_ROW)};
   unsigned i;
   if (name == 0) return 0;
   for (i = 0; i < sizeof table / sizeof table[0]; i++) {
@@ -28,5 +25,4 @@ extern "C" const void *rk__cuda_builtin_entry(const char *name) {
   return 0;
 }
 
-extern "C" const char *const rk__cuda_builtin_names[] = {"rk_ring_kernel_echo", "rk_ring_kernel_vector_add",
-                                                         "rk_ring_kernel_counter", 0};
+extern "C" const char *const rk__cuda_builtin_names[] = {RK_BUILTIN_KERNELS(RK__NAME_ROW) 0};

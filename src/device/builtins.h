@@ -8,6 +8,15 @@
 #include "ringkernel/builtins.h"
 #include "ringkernel/kernel.h"
 
+/* The built-in kernels' device entry points and their handlers, listed once: X(entry, handler).
+ * builtins.cu defines the CUDA entry points and their name table from it, the test suite's device
+ * emulation (tests/devemu_lanes.cpp) its host stand-ins. The entry names are the descriptors'
+ * cuda_entry (src/host/builtins.c). */
+#define RK_BUILTIN_KERNELS(X)                         \
+  X(rk_ring_kernel_echo, rk_echo_handler)             \
+  X(rk_ring_kernel_vector_add, rk_vector_add_handler) \
+  X(rk_ring_kernel_counter, rk_counter_handler)
+
 /* echo: the request back, same type and payload. */
 RK_HANDLER(rk_echo_handler)(rk_ctx *ctx, const rk_msg *in) {
   return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
