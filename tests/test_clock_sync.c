@@ -6,21 +6,8 @@
  * The CUDA backend runs the same host code against %globaltimer. */
 #include "rt_util.h"
 
-/* A snapshot whose offset and window come from the same exchange: the two are separate words, so
- * read until two snapshots in a row agree. */
-static rk_kernel_counters consistent_clock(rk_kernel *k) {
-  rk_kernel_counters a = rt_stats(k), b;
-  for (;;) {
-    b = rt_stats(k);
-    if (a.clock_syncs == b.clock_syncs && a.clock_offset_ns == b.clock_offset_ns &&
-        a.clock_sync_window_ns == b.clock_sync_window_ns)
-      return b;
-    a = b;
-  }
-}
-
 static void assert_offset_bounded(rk_kernel *k) {
-  rk_kernel_counters st = consistent_clock(k);
+  rk_kernel_counters st = rt_stats(k); /* one exchange's offset and window (read under its lock) */
   int64_t off = st.clock_offset_ns, bound = (int64_t)(st.clock_sync_window_ns / 2) + 1;
   if (off < -bound || off > bound)
     fail_msg("clock offset %lld ns outside +-%lld ns (window %llu ns, sync %llu)", (long long)off,
