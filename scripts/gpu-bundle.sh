@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pack the GPU checks into .gpu-bundle/ (git-ignored) for a GPU machine that can fetch nothing and
-# has no Debian packages (the machines the project's `device` tool lends): the GPU suite, the
-# NVRTC test, the CUDA-backend clock test and rk-bench, built here, with the shared libraries they
+# has no Debian packages (the machines the project's `device` tool lends): the GPU suite
+# (test_gpu), the NVRTC test and rk-bench, built here, with the shared libraries they
 # need that such a machine lacks (libuv, cmocka). The default CUDA architectures include SASS for
 # sm_90 (H100/H200) and PTX for compute_75 (anything newer JIT-compiles it).
 #   scripts/gpu-bundle.sh [build-dir]     here (default: build, as `make` builds it)
@@ -57,7 +57,7 @@ step() { # name seconds command...
 step test_gpu 180 "$here/bin/test_gpu"
 step test_nvrtc 60 "$here/bin/test_nvrtc"
 step bench_gpu 150 "$here/bin/rk-bench" --json gpu
-cp "$out/bench_gpu.log" "$out/gpu.jsonl"
+grep '^{' "$out/bench_gpu.log" > "$out/gpu.jsonl" # the JSON lines alone
 step bench_rtt 60 "$here/bin/rk-bench" --json rtt
 exit $rc
 RUN
