@@ -26,7 +26,7 @@
   X(offsetof(rk_ring, flags))                                                                   \
   X(offsetof(rk_ring, capacity)) X(offsetof(rk_ring, mask)) X(offsetof(rk_ring, slots_offset)) \
   X(offsetof(rk_ring, seq_offset)) X(offsetof(rk_ring, tail)) X(offsetof(rk_ring, claim))      \
-  X(offsetof(rk_ring, prod_head)) X(offsetof(rk_ring, head))   \
+  X(offsetof(rk_ring, prod_head)) X(offsetof(rk_ring, head))                                    \
   X(offsetof(rk_ring, cons_sleeping)) X(offsetof(rk_ring, prod_sleeping))                      \
   X(offsetof(rk_ring, cons_wake)) X(offsetof(rk_ring, prod_wake))                              \
   X(sizeof(rk_hlc)) X(sizeof(rk_error)) X(RK_VERSION_HEX) X(RK_ENV_CHECK_COUNT)                 \
