@@ -84,10 +84,10 @@ static int emu_start(rk_kernel *k) {
   return RK_OK;
 }
 
-static void emu_join(rk_kernel *k) {
+static int emu_join(rk_kernel *k) {
   emu_kernel *ek = (emu_kernel *)k->backend_data;
   uint32_t i;
-  if (ek == NULL) return;
+  if (ek == NULL) return RK_OK;
   for (i = 0; i < ek->started; i++) {
     uv_thread_join(&ek->lane[i].thread);
     rk__cpu_backend.free(k->rt, ek->lane[i].smem, 0);
@@ -95,16 +95,18 @@ static void emu_join(rk_kernel *k) {
   rk__cpu_backend.free(k->rt, ek->devmem, 0);
   free(ek);
   k->backend_data = NULL;
+  return RK_OK;
 }
 
 /* Ordinary, zeroed, line-aligned memory stands for the mapped arena: the CPU backend's allocator. */
 static rk_backend_ops emu_ops;
 
-/* A runtime whose kernels run on the emulated device. */
-static rk_runtime *emu_runtime(uint64_t clock_sync_ns) {
+/* A runtime whose kernels run on the emulated device (stall_ns: the watchdog's bound, 0 default). */
+static rk_runtime *emu_runtime_wd(uint64_t clock_sync_ns, uint64_t stall_ns) {
   rk_runtime_options o = rt_options(); /* CPU backend: no CUDA initialisation */
   rk_runtime *rt;
   o.watchdog_interval_ns = 1000000;
+  o.watchdog_stall_ns = stall_ns;
   o.clock_sync_interval_ns = clock_sync_ns;
   rt = rt_create_opts(&o);
   emu_ops = rk__cpu_backend;
@@ -116,6 +118,8 @@ static rk_runtime *emu_runtime(uint64_t clock_sync_ns) {
   rt->backend = RK_BACKEND_CUDA; /* device rings: RK_RING_F_NO_WAKE; lanes use the clock offset */
   return rt;
 }
+
+static rk_runtime *emu_runtime(uint64_t clock_sync_ns) { return emu_runtime_wd(clock_sync_ns, 0); }
 
 static void emu_runtime_destroy(rk_runtime *rt) {
   rt->backend = RK_BACKEND_CPU; /* nothing CUDA to shut down */
@@ -322,8 +326,9 @@ static void test_backpressure_stall_and_drain(void **state) {
 }
 
 /* A lane stuck in the stall path (a batch of 8 taken, a 4-slot outbox full, nobody receiving) can
- * only leave through the abort bit: terminate times out, aborts, and the lane exits; the 4 replies
- * it published are still received, then RK_ECLOSED. */
+ * only leave through the abort bit: it acknowledges the terminate, but cannot drain, so terminate
+ * times out, aborts, and the lane exits; the 4 replies it published are still received, then
+ * RK_ECLOSED. */
 static void test_abort_while_stalled(void **state) {
   rk_runtime *rt = emu_runtime(0);
   rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 2, 64, 4);
@@ -356,6 +361,68 @@ static void expect_error_reply(rk_kernel *k, uint64_t id, int code) {
   assert_true(rk_msg_is_error(&m));
   assert_int_equal(m.status, code);
   assert_int_equal(m.env.correlation_id, id);
+}
+
+static void expect_echo(rk_kernel *k, uint32_t want) {
+  rk_msg m;
+  uint32_t v = ~want;
+  assert_int_equal(rk_recv(k, &m, &v, sizeof v, RT_HANG), RK_OK);
+  assert_false(rk_msg_is_error(&m));
+  assert_int_equal(v, want);
+}
+
+static uint32_t lane0_clock_ack(rk_kernel *k) {
+  return rk_load_acquire_sys_u32(&k->lane[0].status->clock_ack); /* a test's look: no pairing needed */
+}
+
+/* A lane whose outbox is full waits for its receiver, alive, as a CPU lane does: for three
+ * watchdog stall bounds, with messages still queued behind its batch, it is not faulted (its
+ * heartbeat moves while it waits), lane 0 keeps answering clock requests, a deactivate is
+ * acknowledged, and an error reply that falls due meanwhile waits for room instead of being
+ * dropped. Then, with the outbox full again, requests sent without reply are still consumed: they
+ * need no room. */
+static void test_full_outbox_lane_alive(void **state) {
+  rk_runtime *rt = emu_runtime_wd(5 * RT_MS, 100 * RT_MS);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 2, 64, 4);
+  uint32_t batch = ((emu_kernel *)k->backend_data)->params.batch, i, ack;
+  rk_kernel_counters st;
+  slot s;
+  (void)state;
+  assert_true(batch >= 5 && batch < 15); /* the bad message in the first batch, work behind it */
+  /* queued before activation: the lane's first poll takes a whole batch */
+  for (i = 0; i < 4; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL));
+  good_envelope(k, &s, 0x200, 16); /* a bad checksum: answered with RK_ECORRUPT once room is free */
+  rk_envelope_seal(&s.e, s.payload);
+  s.payload[3] ^= 0x40;
+  inject(k, &s);
+  for (i = 4; i < 14; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL));
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  RT_WAIT_STAT(k, outbox_stalls, 1);
+  ack = lane0_clock_ack(k);
+  rt_sleep_ms(350);
+  st = rt_stats(k);
+  assert_int_equal(st.inbox_depth[0], 15 - batch);       /* the watchdog sees work waiting */
+  assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE); /* yet the lane is not faulted as stalled */
+  assert_int_not_equal(lane0_clock_ack(k), ack);        /* it answered clock requests while waiting */
+  assert_int_equal(st.msgs_out, 4);
+  assert_int_equal(rk_kernel_deactivate(k), RK_OK); /* acknowledged while waiting */
+  for (i = 0; i < 4; i++) expect_echo(k, i);
+  /* the rest of the taken batch is handled after the deactivate; nothing more */
+  expect_error_reply(k, 0x200, RK_ECORRUPT);
+  for (i = 4; i < batch - 1; i++) expect_echo(k, i);
+  st = rt_stats(k);
+  assert_int_equal(st.msgs_in, batch);
+  assert_int_equal(st.invalid, 1);
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  for (; i < 14; i++) expect_echo(k, i);
+  /* the outbox full again; then requests without reply go through */
+  for (i = 0; i < 4; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL));
+  RT_WAIT_STAT(k, msgs_out, 19);
+  for (i = 0; i < 10; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
+  RT_WAIT_STAT(k, msgs_in, 29);
+  assert_int_equal(rt_stats(k).msgs_out, 19);
+  for (i = 0; i < 4; i++) expect_echo(k, i);
+  emu_finish(rt, k);
 }
 
 /* Envelopes the device lane must refuse, pushed straight into lane 0's inbox (bypassing rk_send's
@@ -448,6 +515,7 @@ int main(void) {
       cmocka_unit_test(test_state_survives),
       cmocka_unit_test(test_backpressure_stall_and_drain),
       cmocka_unit_test(test_abort_while_stalled),
+      cmocka_unit_test(test_full_outbox_lane_alive),
       cmocka_unit_test(test_refusals),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

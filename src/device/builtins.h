@@ -43,20 +43,22 @@ RK_HANDLER(rk_vector_add_handler)(rk_ctx *ctx, const rk_msg *in) {
   return rk_reply_commit(ctx);
 }
 
-/* counter: a running total in the kernel's persistent state. */
+/* counter: a running total in the kernel's persistent state (one lane: max_lanes 1, so one
+ * writer). Thread 0 does the whole update and fills the reply; rk_reply publishes thread 0's
+ * payload, so the other threads neither read the state nor take a stamp (every rk_now is a
+ * compare-and-swap on the kernel clock: one per thread per message would be wasted contention). */
 RK_HANDLER(rk_counter_handler)(rk_ctx *ctx, const rk_msg *in) {
   const rk_counter_add *add = RK_MSG_AS(in, rk_counter_add);
   rk_counter_state *st = RK_CAST(rk_counter_state *, rk_state(ctx));
-  rk_counter_value v;
+  rk_counter_value v = {0, 0, 0};
   if (add == 0) return RK_EINVAL;
   if (rk_thread(ctx) == 0) {
     st->total += add->delta;
     st->count += 1;
+    v.total = st->total;
+    v.count = st->count;
+    v.stamp = rk_now(ctx);
   }
-  rk_sync(ctx);
-  v.total = st->total;
-  v.count = st->count;
-  v.stamp = rk_now(ctx);
   return rk_reply_typed(ctx, rk_counter_value, &v);
 }
 

@@ -313,14 +313,23 @@ RK_INLINE __device__ void rk_dev_poll_control(const rk_dev_params *p, rk_dev_lan
  * system-scope fence that makes them acquires (the PTX fence-based acquire pattern). A word past
  * the published prefix (or a lap behind, when the ring is smaller than the batch) reads as "not
  * yet" by signed difference and ends the batch. */
-RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *L) {
-  uint64_t w[RK_DEV_MAX_BATCH];
+RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *L, int deep_idle) {
+  uint64_t w[RK_DEV_MAX_BATCH], first;
   uint32_t k, i, max = p->batch < RK_DEV_MAX_BATCH ? p->batch : RK_DEV_MAX_BATCH;
+  const volatile uint64_t *s0 = L->in_seq + (L->in_head & L->in_mask);
   if (L->state == RK_STATE_TERMINATING && L->drain_to - L->in_head < max) max = (uint32_t)(L->drain_to - L->in_head);
   if (max == 0) return 0;
-  /* pairs with the host producers' store-release of each sequence word (rk_ring_mpsc_commit_n) */
-  if (!rk_ring_seq_published(rk_load_acquire_sys_u64(L->in_seq + (L->in_head & L->in_mask)), L->in_head)) return 0;
-  if (max == 1) return 1;
+  /* The first word pairs with the host producers' store-release of each sequence word
+   * (rk_ring_mpsc_commit_n). A busy lane load-acquires it: the fastest way to a message. A lane
+   * asleep in the idle back-off polls it relaxed and fences only when it is published: an acquire
+   * at system scope also invalidates the SM's L1 (CCTL.IVALL in the SASS), which, once per poll
+   * of every sleeping lane, would cost the other blocks on that SM their cached data. */
+  first = deep_idle ? RK_DEV_SEQ_LOAD(s0) : rk_load_acquire_sys_u64(s0);
+  if (!rk_ring_seq_published(first, L->in_head)) return 0;
+  if (max == 1) {
+    if (deep_idle) RK_DEV_SEQ_FENCE();
+    return 1;
+  }
 #pragma unroll
   for (i = 1; i < RK_DEV_MAX_BATCH; i++)
     if (i < max) w[i] = RK_DEV_SEQ_LOAD(L->in_seq + ((L->in_head + i) & L->in_mask));
@@ -329,8 +338,52 @@ RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *
   for (i = 1; i < RK_DEV_MAX_BATCH; i++)
     if (k == i && i < max && rk_ring_seq_published(w[i], L->in_head + i)) k = i + 1;
   /* orders the copy's slot reads after these sequence loads (they saw the producers' releases) */
-  if (k > 1) RK_DEV_SEQ_FENCE();
+  if (k > 1 || deep_idle) RK_DEV_SEQ_FENCE();
   return k;
+}
+
+/* Thread 0: may message e produce a reply, so that it needs a free outbox slot before it is
+ * handled? Everything but a well-formed request sent with RK_SEND_NO_REPLY may: a handler's reply
+ * or an error reply. (The CPU lane's rule, outbox_room in cpu_backend.c.) */
+RK_INLINE __device__ int rk_dev_needs_room(const rk_envelope *e) {
+  return !(e->magic == RK_ENVELOPE_MAGIC && (e->flags & RK_ENV_F_NO_REPLY));
+}
+
+/* Thread 0: validate e and merge its stamp into the kernel clock. L->skip = 0: run the handler;
+ * 1: refused (and answered with an error reply when its header is trustworthy enough). The caller
+ * made sure a reply fits, so an error reply is never dropped. */
+RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
+  int chk = rk_envelope_validate(e, 0, p->slot_size - RK_ENVELOPE_SIZE, p->kernel_id);
+  L->skip = 1;
+  if (chk != RK_ENV_OK) {
+    rk_dev_count(&L->c_invalid, &L->status->invalid, 1);
+    if (chk >= RK_ENV_BAD_LENGTH) {
+      int32_t c = RK_ECORRUPT;
+      L->cur.env.payload_len = 0;
+      (void)rk_dev_reply_put(p, L, e->type, RK_ENV_F_ERROR, &c, sizeof c);
+    }
+  } else if (rk_dev_merge(p, L, e->hlc) != RK_OK) {
+    int32_t c = RK_ECLOCK;
+    rk_dev_count(&L->c_clock_rejected, &L->status->clock_rejected, 1);
+    (void)rk_dev_reply_put(p, L, e->type, RK_ENV_F_ERROR, &c, sizeof c);
+  } else {
+    L->skip = 0;
+  }
+}
+
+/* Thread 0, outbox full (replies staged so far already published): wait until the host takes
+ * replies. The lane stays alive while it waits, as a CPU lane does: it applies commands (a
+ * deactivate or terminate is acknowledged, not timed out), lane 0 answers clock requests, and the
+ * heartbeat moves (a lane waiting for its receiver is not stalled: the watchdog must not fault
+ * it). Returns 1 when a reply fits again, 0 when the abort bit ended the wait (L->exit). */
+RK_INLINE __device__ int rk_dev_wait_room(const rk_dev_params *p, rk_dev_lane *L) {
+  for (;;) {
+    if (rk_dev_reply_slot(p, L) != 0) return 1;
+    rk_dev_poll_control(p, L);
+    if (L->exit) return 0;
+    rk_dev_count(&L->c_heartbeat, &L->status->heartbeat, 1);
+    __nanosleep(1000);
+  }
 }
 
 /* The launch parameters as the lane copies them: 64-bit words. */
@@ -413,9 +466,11 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
        * a while (it sleeps between polls anyway, and it must answer clock requests promptly). */
       if (!consuming || (idle > 64 && blockIdx.x == 0) || (L.polls++ % RK_DEV_CONTROL_EVERY) == 0)
         rk_dev_poll_control(p, &L);
+      /* Taken whether or not the outbox has room: a message that may reply waits for room in the
+       * batch loop (rk_dev_wait_room), one sent without reply needs none. */
       if (!L.exit && (L.state == RK_STATE_ACTIVE || L.state == RK_STATE_TERMINATING)) {
         if (L.state == RK_STATE_TERMINATING && (int64_t)(L.in_head - L.drain_to) >= 0) L.exit = 1; /* drained */
-        else if (rk_dev_reply_slot(p, &L) != 0) L.n = rk_dev_ready(p, &L); /* room for a reply */
+        else L.n = rk_dev_ready(p, &L, idle > 64);
       }
     }
     __syncthreads();
@@ -435,48 +490,35 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       L.in_head += L.n;
       rk_store_release_sys_u64(&L.in->head, L.in_head); /* slots copied: the host may reuse them */
       rk_dev_count(&L.c_msgs_in, &L.status->msgs_in, L.n);
-      rk_dev_count(&L.c_heartbeat, &L.status->heartbeat, 1);
     }
+    /* The batch's slots are copied and released: every message is handled (or refused), none is
+     * given back. A message that may reply waits for outbox room first; a deactivate that arrives
+     * meanwhile takes effect after the batch. */
     for (uint32_t i = 0; i < L.n; i++) {
       rk_envelope *e = RK_CAST(rk_envelope *, rk_smem + (size_t)i * p->slot_size);
       if (threadIdx.x == 0) {
-        int chk = rk_envelope_validate(e, 0, p->slot_size - RK_ENVELOPE_SIZE, p->kernel_id);
-        L.skip = 1;
         L.replied = 0;
         L.reserved = 0;
         L.cur.env = *e;
         L.cur.payload = e->payload_len ? RK_CAST(const void *, e + 1) : 0;
         L.cur.len = e->payload_len;
         L.cur.status = 0;
-        if (chk != RK_ENV_OK) {
-          rk_dev_count(&L.c_invalid, &L.status->invalid, 1);
-          if (chk >= RK_ENV_BAD_LENGTH) {
-            int32_t c = RK_ECORRUPT;
-            L.cur.env.payload_len = 0;
-            rk_dev_reply_put(p, &L, e->type, RK_ENV_F_ERROR, &c, sizeof c);
-          }
-        } else if (rk_dev_merge(p, &L, e->hlc) != RK_OK) {
-          int32_t c = RK_ECLOCK;
-          rk_dev_count(&L.c_clock_rejected, &L.status->clock_rejected, 1);
-          rk_dev_reply_put(p, &L, e->type, RK_ENV_F_ERROR, &c, sizeof c);
-        } else if (!(e->flags & RK_ENV_F_NO_REPLY) && rk_dev_reply_slot(p, &L) == 0) {
-          /* No room for this message's reply: publish what we have and wait for the host. */
-          L.skip = 2;
-        } else {
-          L.skip = 0;
-        }
+        if (L.exit)
+          L.skip = 1; /* aborted while waiting for room: the rest of the batch is dropped */
+        else if (rk_dev_needs_room(e) && rk_dev_reply_slot(p, &L) == 0)
+          L.skip = 2; /* the outbox is full: publish, then wait for room (below) */
+        else
+          rk_dev_admit(p, &L, e);
       }
       __syncthreads();
       if (L.skip == 2) {
-        /* Rare: several replies in one batch filled the outbox. Publish, then wait for room; the
-         * slot is already copied, so the message is kept, not lost. */
         rk_dev_flush(&L);
         if (threadIdx.x == 0) {
           rk_dev_count(&L.c_stalls, &L.status->outbox_stalls, 1);
-          /* relaxed: only the abort bit is used, which publishes nothing */
-          while (rk_dev_reply_slot(p, &L) == 0 && !(rk_load_relaxed_sys_u64(&p->ctl->host.signals) & RK_SIGNAL_ABORT))
-            __nanosleep(1000);
-          L.skip = (rk_load_relaxed_sys_u64(&p->ctl->host.signals) & RK_SIGNAL_ABORT) ? 1 : 0;
+          if (rk_dev_wait_room(p, &L))
+            rk_dev_admit(p, &L, e);
+          else
+            L.skip = 1;
         }
         __syncthreads();
       }
@@ -491,6 +533,9 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
           }
         }
       }
+      /* A heartbeat per message, not per batch: a batch of slow messages that keeps making
+       * progress is not a stall (the watchdog, telemetry.c). A posted store. */
+      if (threadIdx.x == 0) rk_dev_count(&L.c_heartbeat, &L.status->heartbeat, 1);
       __syncthreads();
     }
     rk_dev_flush(&L);
