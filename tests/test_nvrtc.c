@@ -1,10 +1,12 @@
 /* test_nvrtc.c — the NVRTC glue compiles a handler written in the dialect, together with the
  * embedded device runtime, into a persistent ring kernel; no GPU is needed. Skipped (77) when
- * NVRTC cannot be loaded. */
+ * NVRTC cannot be loaded, unless RK_REQUIRE_GPU=1 (set by scripts/gpu-bundle.sh's run.sh and
+ * scripts/gpu-check.sh): then that is a failure, with the reason. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -89,6 +91,12 @@ int main(void) {
       cmocka_unit_test(bad_arguments),
   };
   if (!rk__nvrtc_available(why, sizeof why)) {
+    const char *require = getenv("RK_REQUIRE_GPU");
+    if (require && strcmp(require, "1") == 0) { /* a GPU machine: NVRTC missing is a broken setup */
+      printf("FAILED: RK_REQUIRE_GPU=1 but NVRTC cannot be loaded: %s (RK_NVRTC_LIBRARY=%s)\n", why,
+             getenv("RK_NVRTC_LIBRARY") ? getenv("RK_NVRTC_LIBRARY") : "unset");
+      return 1;
+    }
     printf("skipped: %s\n", why);
     return 77;
   }
