@@ -7,9 +7,13 @@
  * Either the consumer's re-check sees the publication or the producer sees the flag (both sides
  * fence between their store and their load: a Dekker pair). The futex compares cons_wake with the
  * value read before the flag was raised, so a wake between the re-check and the sleep is not lost.
- * Producers waiting for space use the mirror image with prod_sleeping / prod_wake. */
+ * Producers waiting for space use the mirror image with prod_sleeping / prod_wake.
+ *
+ * Rings whose peer is a device (RK_RING_F_NO_WAKE) cannot use this protocol: no device writes the
+ * wake word. Their waits poll instead (wait_polling below). */
 #include <errno.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -30,6 +34,24 @@
                             * EPYC VM here, where 256 pauses were 12.5 µs and starved a co-located
                             * producer on a busy single core) */
 #define RK_YIELD_ITERS 16  /* then give the core away a few times before sleeping */
+
+/* Waits on RK_RING_F_NO_WAKE rings (the host waiting for a GPU lane's reply, or for inbox space
+ * a GPU lane frees). Nothing can wake a sleeper, so any sleep is paid in full, and a short sleep is
+ * not short: nanosleep(5 µs) took 72-81 µs on the VMs here (the default 50 µs timer slack plus
+ * wake-up), so the former "spin 2 µs, yield 16 times, then 5 µs sleeps" turned every round trip
+ * over ~10 µs into >= 75 µs, where a GPU round trip is 5-20 µs and cudaStreamSynchronize spins.
+ * So: poll (pause, a sched_yield every RK_NO_WAKE_YIELD_NS so a co-scheduled thread can run) for
+ * RK_NO_WAKE_POLL_NS, 10x a slow GPU round trip; only a reply later than that (a long handler, an
+ * idle kernel) sleeps, in intervals that double from RK_NO_WAKE_SLEEP_MIN_NS to
+ * RK_NO_WAKE_SLEEP_MAX_NS (below ~50 µs the slack makes them all alike), so the added latency
+ * stays within about the time already waited plus the slack.
+ * CPU cost: a waiter keeps its core busy for up to 100 µs per wait; a thread that waits long
+ * (rk_recv with nothing arriving) sleeps ~1-2 thousand times a second after that, but messaging.c
+ * re-enters this wait every millisecond, so such an idle waiter polls ~10% of a core. */
+#define RK_NO_WAKE_POLL_NS 100000
+#define RK_NO_WAKE_YIELD_NS 20000
+#define RK_NO_WAKE_SLEEP_MIN_NS 50000
+#define RK_NO_WAKE_SLEEP_MAX_NS 500000
 
 int rk_ring_create(rk_ring **out, uint64_t capacity, uint32_t slot_size, uint32_t mode) {
   size_t n;
@@ -124,6 +146,36 @@ static int producer_ready(void *arg) {
   return t - h < r->capacity ? 1 : 0;
 }
 
+/* The wait on a ring whose peer cannot wake us (RK_RING_F_NO_WAKE): poll, then sleep in growing
+ * intervals; see RK_NO_WAKE_POLL_NS. No sleeping flag is raised: nobody would act on it. */
+static int wait_polling(int (*ready)(void *), void *arg, int64_t timeout_ns) {
+  uint64_t start = rk__now_ns(), now = start, next_yield = start + RK_NO_WAKE_YIELD_NS;
+  uint64_t deadline = timeout_ns > 0 ? start + (uint64_t)timeout_ns : UINT64_MAX;
+  long nap = RK_NO_WAKE_SLEEP_MIN_NS;
+  int i, rc;
+  for (i = 1;; i++) {
+    rk_cpu_relax();
+    if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
+    if ((i & 7) != 0) continue; /* a clock read per 8 pauses */
+    now = rk__now_ns();
+    if (now >= deadline) return RK_ETIMEDOUT;
+    if (now - start >= RK_NO_WAKE_POLL_NS) break;
+    if (now >= next_yield) {
+      sched_yield();
+      next_yield = now + RK_NO_WAKE_YIELD_NS;
+    }
+  }
+  for (;;) {
+    struct timespec ts = {0, nap};
+    if (deadline != UINT64_MAX && deadline - now < (uint64_t)nap) ts.tv_nsec = (long)(deadline - now);
+    nanosleep(&ts, NULL);
+    if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
+    now = rk__now_ns();
+    if (now >= deadline) return RK_ETIMEDOUT;
+    if (nap < RK_NO_WAKE_SLEEP_MAX_NS) nap = nap * 2 < RK_NO_WAKE_SLEEP_MAX_NS ? nap * 2 : RK_NO_WAKE_SLEEP_MAX_NS;
+  }
+}
+
 /* Spin, yield, park until ready(arg) != 0 or the timeout. `consumer` selects which flag to raise
  * and which wake word to sleep on. Shared with the CPU backend's lane workers (internal.h). */
 int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns) {
@@ -134,6 +186,7 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
 
   if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
   if (timeout_ns == 0) return RK_ETIMEDOUT;
+  if (r->flags & RK_RING_F_NO_WAKE) return wait_polling(ready, arg, timeout_ns);
   start = rk__now_ns();
   for (i = 1;; i++) {
     rk_cpu_relax();
@@ -160,16 +213,7 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
       __atomic_fetch_add(sleeping, 1, __ATOMIC_RELAXED); /* producers: a count */
     rk_fence_seq_cst_sys(); /* Dekker pair with the fence in rk_ring_notify_* */
     rc = ready(arg);
-    if (rc == 0) {
-      if (r->flags & RK_RING_F_NO_WAKE) {
-        /* The peer is a device: nobody will bump the wake word. Poll in short sleeps (a few µs:
-         * below a PCIe round trip's scale of latency, far below a futex timeout's). */
-        struct timespec ts = {0, left >= 0 && left < 5000 ? (long)left : 5000};
-        nanosleep(&ts, NULL);
-      } else {
-        park(wake, w, left);
-      }
-    }
+    if (rc == 0) park(wake, w, left);
     if (consumer)
       rk_store_relaxed_sys_u32(sleeping, 0);
     else
