@@ -12,6 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* gpu_baselines.cu includes this header */
+#endif
+
 #define RK_BENCH_MSG_SIZE 64u   /* every ring comparison moves 64-byte messages */
 #define RK_BENCH_CAPACITY 1024u /* and every ring has 1024 slots */
 #define RK_BENCH_BATCH 32u      /* the batch size of the *.batch impls */
@@ -140,5 +144,28 @@ static inline void rk_bench_relax(void) {
 
 /* Keep a value alive without a store the compiler could elide. */
 #define RK_BENCH_KEEP(x) __asm__ __volatile__("" : : "r"(x) : "memory")
+
+/* n bytes that differ for every request number i (a stale or mixed-up reply does not match). */
+static inline void rk_bench_pattern(uint8_t *p, uint32_t n, uint64_t i) {
+  uint32_t j;
+  for (j = 0; j < n; j++) p[j] = (uint8_t)((i * 0x9e3779b97f4a7c15ull) >> (8 * (j & 7))) ^ (uint8_t)j;
+}
+
+/* ---- GPU (built with CUDA only): gpu_baselines.cu ---- */
+/* "NVIDIA H100 80GB HBM3 (cc 9.0, 132 SMs)", or -1 when the device cannot be queried. */
+int rk_bench_gpu_name(int device, char *buf, size_t len);
+/* The launch-per-message baselines. open allocates everything and loads the kernel (call it while
+ * no ring kernel is resident); run times one impl (graph 0: cuda.launch, 1: cuda.graph) for
+ * warm_seconds untimed then `seconds`, one sample (ns) per message into v (at most cap), every
+ * reply checked; close frees. 0 or -1 (err set). */
+typedef struct rk_bench_gpu_base rk_bench_gpu_base;
+int rk_bench_gpu_base_open(int device, uint32_t payload, rk_bench_gpu_base **out, char *err, size_t errlen);
+int rk_bench_gpu_base_run(rk_bench_gpu_base *b, int graph, double seconds, double warm_seconds, uint64_t *v,
+                          size_t cap, size_t *n, char *err, size_t errlen);
+void rk_bench_gpu_base_close(rk_bench_gpu_base *b);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* RK_BENCH_H */

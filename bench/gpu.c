@@ -5,11 +5,36 @@
  *     ringkernel.cuda  rk_call on the built-in echo ring kernel (persistent, mapped-memory rings)
  *     cuda.launch      cudaMemcpyAsync in + cudaLaunchKernel + cudaMemcpyAsync out + synchronize
  *     cuda.graph       the same three operations captured in a CUDA Graph, one graph launch each
- *   throughput.echo  msgs_per_s   pipelined echo (rk_send_batch / rk_recv_batch), every reply
- *                    checked: impl ringkernel.cuda.1lane and ringkernel.cuda.8lane.
- * Every line's machine names the GPU. Targets on an H100: p50 <= 5 us and at least 2x lower than
- * cuda.launch; >= 5 M msgs/s with 8 lanes. Without a usable GPU it says so and exits 0. */
+ *   throughput.echo  msgs_per_s   pipelined echo (rk_send_batch / rk_recv_batch, up to
+ *                    GPU_WINDOW messages in flight per lane): impl ringkernel.cuda.1lane and
+ *                    ringkernel.cuda.8lane; median of --trials timed trials, each of a fixed
+ *                    message count sized to --seconds in all.
+ *
+ * Fairness. Every impl sends the same GPU_PAYLOAD-byte requests, distinct for every message
+ * (rk_bench_pattern), written before the clock starts; every reply is checked after it stops
+ * (length, bytes; for the ring also no error flag or status). The calling thread is pinned to one
+ * CPU for all impls (the note names it; the runtime's own threads keep every CPU). The round
+ * trips are taken in RTT_ROUNDS interleaved rounds, the order rotated each round (baselines then
+ * ring, ring then baselines, ...), the percentiles over all rounds' samples; the per-round p50s are
+ * noted, so a GPU still at idle clocks in the first round shows. Baselines run only while no ring
+ * kernel is resident (a polling ring kernel would load the bus they use): the ring kernel is
+ * launched and destroyed around each of its rounds.
+ * Throughput replies are checked one by one: length, no error flag, status 0, the payload's bytes
+ * (sequence number + pattern), every sequence number exactly once, and per lane in send order
+ * (the reply envelope names its lane).
+ *
+ * Verdicts: lines "verdict: target=h100.* ... result=ok|MISSED" (stdout, or stderr with --json)
+ * against the targets stated for an H100: ringkernel.cuda p50 <= 5 us; cuda.launch p50 >= 2x
+ * ringkernel.cuda p50; ringkernel.cuda.8lane >= 5 M msgs/s. On another GPU they are printed all
+ * the same, labelled with the GPU measured. A missed target does not change the exit status.
+ *
+ * Every line's machine names the GPU. Without a usable GPU (RK_ENODEV) it says so, emits
+ * gpu/none/device_available = 0 and succeeds, unless RK_REQUIRE_GPU=1: then that, and any other
+ * failure to create the CUDA runtime, fails rk-bench with the reason. */
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,147 +42,421 @@
 #include "bench.h"
 #include "ringkernel.h"
 
-#define GPU_PAYLOAD 32u
-#define GPU_TYPE 7u
-#define GPU_WINDOW 512u
-#define GPU_BATCH 64u
+#define GPU_PAYLOAD 32u          /* request and reply payload bytes, every impl */
+#define GPU_TYPE 7u              /* message type of the echo requests (echo is untyped) */
+#define GPU_WINDOW 512u          /* throughput: messages in flight per lane (rings hold 1024) */
+#define GPU_BATCH 64u            /* throughput: messages per rk_send_batch / rk_recv_batch */
+#define GPU_TIMEOUT_NS 1000000000ll
+#define RTT_ROUNDS 3
+#define TARGET_P50_NS 5000.0     /* H100 targets */
+#define TARGET_VS_LAUNCH 2.0
+#define TARGET_8LANE 5e6
 
-#if defined(RK_BENCH_CUDA)
-int rk_bench_gpu_name(int device, char *buf, size_t len);
-int rk_bench_gpu_baselines(int device, uint32_t payload, double seconds, uint64_t *launch, size_t *n_launch,
-                           uint64_t *graph, size_t *n_graph, size_t cap, char *err, size_t errlen);
-#endif
-
-static void emit_rtt(const char *impl, uint64_t *v, size_t n) {
-  if (n == 0) return;
-  rk_bench_emit("rtt.echo", impl, "rtt_p50_ns", (double)rk_bench_quantile_u64(v, n, 0.50), "ns", n, NAN, NAN);
-  rk_bench_emit("rtt.echo", impl, "rtt_p99_ns", (double)rk_bench_quantile_u64(v, n, 0.99), "ns", n, NAN, NAN);
+static int required(void) {
+  const char *r = getenv("RK_REQUIRE_GPU");
+  return r && strcmp(r, "1") == 0;
 }
 
-static int rtt_ring(rk_kernel *k, double seconds, uint64_t *v, size_t cap, size_t *n) {
+/* ---------------------------------------- verdicts ------------------------------------------- */
+
+static char g_gpu[160];
+static double g_tput_8lane; /* for its verdict, printed with the others */
+
+/* One machine-readable verdict line: "verdict: target=... result=ok|MISSED". */
+static void verdict(const char *target, const char *bench, const char *impl, const char *metric, double value,
+                    const char *op, double bound) {
+  FILE *f = rk_bench_json() ? stderr : stdout; /* like rk_bench_ratio's lines */
+  int ok = op[0] == '<' ? value <= bound : value >= bound;
+  fprintf(f, "verdict: target=%s bench=%s impl=%s metric=%s value=%.3f op=%s bound=%.3f result=%s gpu=\"%s\"\n", target,
+          bench, impl, metric, value, op, bound, ok ? "ok" : "MISSED", g_gpu);
+  fflush(f);
+}
+
+/* ---------------------------------------- samples -------------------------------------------- */
+
+typedef struct series {
+  const char *impl;
+  uint64_t *v;
+  size_t n, cap;
+  double round_p50[RTT_ROUNDS];
+  int rounds;
+} series;
+
+/* Record a round's samples (already at v + n, count got): its p50 for the note. */
+static void series_round(series *s, size_t got) {
+  uint64_t *tmp;
+  double p50 = NAN;
+  if (got > 0 && (tmp = (uint64_t *)malloc(got * sizeof *tmp)) != NULL) {
+    memcpy(tmp, s->v + s->n, got * sizeof *tmp);
+    p50 = (double)rk_bench_quantile_u64(tmp, got, 0.50);
+    free(tmp);
+  }
+  s->round_p50[s->rounds++] = p50;
+  s->n += got;
+}
+
+static void series_emit(series *s) {
+  char rounds[160] = "";
+  size_t len = 0;
+  int r;
+  if (s->n == 0) return;
+  for (r = 0; r < s->rounds && len < sizeof rounds; r++)
+    len += (size_t)snprintf(rounds + len, sizeof rounds - len, "%s%.0f", r ? " " : "", s->round_p50[r]);
+  rk_bench_note("   rtt.echo %-16s p50 per round (ns): %s", s->impl, rounds);
+  rk_bench_emit("rtt.echo", s->impl, "rtt_p50_ns", (double)rk_bench_quantile_u64(s->v, s->n, 0.50), "ns", s->n, NAN,
+                NAN);
+  rk_bench_emit("rtt.echo", s->impl, "rtt_p99_ns", (double)rk_bench_quantile_u64(s->v, s->n, 0.99), "ns", s->n, NAN,
+                NAN);
+}
+
+/* ---------------------------------------- ring kernels --------------------------------------- */
+
+static rk_kernel *ring_launch(rk_runtime *rt, uint32_t lanes) {
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k = NULL;
+  int rc;
+  lo.lanes = lanes;
+  if ((rc = rk_kernel_launch(rt, &rk_builtin_echo, &lo, &k)) != 0 || (rc = rk_kernel_activate(k)) != 0) {
+    rk_bench_fail("gpu: %u-lane echo kernel: %s (%s)", lanes, rk_err_name(rc), rk_runtime_last_error(rt));
+    rk_kernel_destroy(k);
+    return NULL;
+  }
+  return k;
+}
+
+/* One round of ringkernel.cuda round trips into s. Returns 0 or -1. */
+static int rtt_ring_round(rk_kernel *k, double seconds, double warm_s, series *s, uint64_t *seq) {
   uint8_t req[GPU_PAYLOAD], buf[GPU_PAYLOAD];
   rk_msg reply;
-  uint64_t warm = rk_bench_now_ns() + (uint64_t)(seconds * 0.1e9), end = warm + (uint64_t)(seconds * 1e9), i = 0;
-  *n = 0;
+  uint64_t warm = rk_bench_now_ns() + (uint64_t)(warm_s * 1e9), end = warm + (uint64_t)(seconds * 1e9);
+  size_t got = 0, room = s->cap - s->n;
   for (;;) {
     uint64_t t0, t1;
     int rc;
-    memset(req, (int)(i & 0xff), sizeof req);
+    rk_bench_pattern(req, GPU_PAYLOAD, (*seq)++);
     t0 = rk_bench_now_ns();
-    rc = rk_call(k, GPU_TYPE, req, sizeof req, &reply, buf, sizeof buf, 1000000000ll);
+    rc = rk_call(k, GPU_TYPE, req, sizeof req, &reply, buf, sizeof buf, GPU_TIMEOUT_NS);
     t1 = rk_bench_now_ns();
-    if (rc != 0 || reply.len != sizeof req || memcmp(buf, req, sizeof req) != 0) {
-      rk_bench_fail("rtt.echo ringkernel.cuda: %s", rc ? rk_err_name(rc) : "wrong reply");
+    if (rc != 0 || reply.len != sizeof req || reply.status != 0 || rk_msg_is_error(&reply) ||
+        memcmp(buf, req, sizeof req) != 0) {
+      rk_bench_fail("rtt.echo ringkernel.cuda: round trip %llu: %s", (unsigned long long)(*seq - 1),
+                    rc ? rk_err_name(rc) : "wrong reply");
+      series_round(s, got);
       return -1;
     }
-    i++;
     if (t1 < warm) continue;
-    v[(*n)++] = t1 - t0;
-    if (*n == cap || t1 >= end) return 0;
+    s->v[s->n + got++] = t1 - t0;
+    if (got == room || t1 >= end) break;
   }
+  series_round(s, got);
+  return 0;
 }
 
-static double tput(rk_kernel *k, double seconds) {
-  rk_send_item items[GPU_BATCH];
-  uint8_t pay[GPU_BATCH][GPU_PAYLOAD];
-  rk_msg msgs[GPU_BATCH];
-  static uint8_t bufs[GPU_BATCH][GPU_PAYLOAD];
-  uint64_t sent = 0, got = 0, start = rk_bench_now_ns(), end = start + (uint64_t)(seconds * 1e9), t;
-  uint32_t i;
-  for (i = 0; i < GPU_BATCH; i++) {
-    memset(&items[i], 0, sizeof items[i]);
-    items[i].type = GPU_TYPE;
-    items[i].len = GPU_PAYLOAD;
-    items[i].payload = pay[i];
+/* ---------------------------------------- throughput ----------------------------------------- */
+
+typedef struct tput_run {
+  rk_kernel *k;
+  uint32_t lanes;
+  uint64_t target, sent, received, errors;
+  uint64_t lane_next[RK_MAX_LANES]; /* the lowest sequence number the lane may still reply with */
+  uint8_t *seen;                    /* one byte per sequence number */
+  char first_error[160];
+} tput_run;
+
+static void tput_error(tput_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tput_error(tput_run *r, const char *fmt, ...) {
+  va_list ap;
+  if (r->errors++ > 0) return; /* the first one is reported */
+  va_start(ap, fmt);
+  vsnprintf(r->first_error, sizeof r->first_error, fmt, ap);
+  va_end(ap);
+}
+
+/* Payload of message seq: the number, then the pattern. */
+static void tput_fill(uint8_t *p, uint64_t seq) {
+  rk_bench_pattern(p, GPU_PAYLOAD, seq);
+  memcpy(p, &seq, sizeof seq);
+}
+
+static int tput_send(tput_run *r, uint32_t n) {
+  static uint8_t pay[GPU_BATCH][GPU_PAYLOAD];
+  static rk_send_item items[GPU_BATCH];
+  uint32_t j;
+  int got;
+  for (j = 0; j < n; j++) {
+    tput_fill(pay[j], r->sent + j);
+    memset(&items[j], 0, sizeof items[j]);
+    items[j].type = GPU_TYPE;
+    items[j].len = GPU_PAYLOAD;
+    items[j].payload = pay[j];
   }
-  while ((t = rk_bench_now_ns()) < end || got < sent) {
-    if (t < end && sent - got + GPU_BATCH <= GPU_WINDOW) {
-      int r = rk_send_batch(k, items, GPU_BATCH);
-      if (r > 0) sent += (uint64_t)r;
+  got = rk_send_batch(r->k, items, n);
+  if (got < 0) {
+    tput_error(r, "rk_send_batch failed after %llu messages: %s", (unsigned long long)r->sent, rk_err_name(got));
+    return got;
+  }
+  r->sent += (uint64_t)got;
+  return got;
+}
+
+static int tput_recv(tput_run *r, int64_t timeout_ns) {
+  static rk_msg msgs[GPU_BATCH];
+  static uint8_t bufs[GPU_BATCH][GPU_PAYLOAD];
+  uint8_t want[GPU_PAYLOAD];
+  int got = rk_recv_batch(r->k, msgs, bufs, GPU_PAYLOAD, GPU_BATCH, timeout_ns), j;
+  if (got == RK_EAGAIN || got == RK_ETIMEDOUT) return 0;
+  if (got < 0) {
+    tput_error(r, "rk_recv_batch failed after %llu replies: %s", (unsigned long long)r->received, rk_err_name(got));
+    return got;
+  }
+  for (j = 0; j < got; j++) {
+    const rk_msg *m = &msgs[j];
+    uint64_t seq = 0;
+    uint32_t lane = m->env.lane;
+    if (m->len != GPU_PAYLOAD || rk_msg_is_error(m) || m->status != 0) {
+      tput_error(r, "reply %llu: length %u, error flag %d, status %s", (unsigned long long)(r->received + (uint64_t)j),
+                 m->len, rk_msg_is_error(m), m->status ? rk_err_name(m->status) : "0");
+      continue;
     }
-    {
-      int r = rk_recv_batch(k, msgs, bufs, GPU_PAYLOAD, GPU_BATCH, sent > got ? 0 : 0);
-      if (r > 0) got += (uint64_t)r;
+    memcpy(&seq, bufs[j], sizeof seq);
+    tput_fill(want, seq);
+    if (seq >= r->sent || memcmp(bufs[j], want, GPU_PAYLOAD) != 0) {
+      tput_error(r, "reply %llu: the payload of message %llu, never sent or corrupt",
+                 (unsigned long long)(r->received + (uint64_t)j), (unsigned long long)seq);
+    } else if (r->seen[seq]++) {
+      tput_error(r, "message %llu replied to twice", (unsigned long long)seq);
+    } else if (lane >= r->lanes || seq < r->lane_next[lane]) {
+      tput_error(r, "message %llu out of order on lane %u (%u lanes)", (unsigned long long)seq, lane, r->lanes);
+    } else {
+      r->lane_next[lane] = seq + 1;
     }
-    if (t > end + 2000000000ull) {
-      rk_bench_fail("throughput.echo: %llu replies missing", (unsigned long long)(sent - got));
+  }
+  r->received += (uint64_t)got;
+  return got;
+}
+
+/* One trial of n messages: up to GPU_WINDOW x lanes in flight, one thread alternating a send batch
+ * and a receive batch. Returns msgs/s, or 0 on failure (reported). */
+static double tput_trial(rk_kernel *k, uint32_t lanes, uint64_t n, const char *impl) {
+  tput_run r;
+  uint64_t window = (uint64_t)GPU_WINDOW * lanes, t0, t1, last_progress;
+  memset(&r, 0, sizeof r);
+  r.k = k;
+  r.lanes = lanes;
+  r.target = n;
+  if ((r.seen = (uint8_t *)calloc(n, 1)) == NULL) {
+    rk_bench_fail("throughput.echo %s: out of memory", impl);
+    return 0;
+  }
+  t0 = last_progress = rk_bench_now_ns();
+  while (r.received < n && r.errors == 0) {
+    uint64_t inflight = r.sent - r.received, left = n - r.sent, room = window - inflight;
+    uint32_t m = (uint32_t)(room < GPU_BATCH ? room : GPU_BATCH);
+    int full;
+    if (m > left) m = (uint32_t)left;
+    if ((m >= GPU_BATCH / 2 || (m > 0 && left < GPU_BATCH)) && tput_send(&r, m) < 0) break;
+    /* poll while there is room to send; wait when the window is full or everything is sent */
+    full = r.sent - r.received >= window - GPU_BATCH / 2 || r.sent == n;
+    if (tput_recv(&r, full ? GPU_TIMEOUT_NS : 0) > 0) {
+      last_progress = rk_bench_now_ns();
+    } else if (full && rk_bench_now_ns() - last_progress > 2 * (uint64_t)GPU_TIMEOUT_NS) {
+      tput_error(&r, "no reply for 2 s: %llu of %llu replies missing", (unsigned long long)(r.sent - r.received),
+                 (unsigned long long)r.sent);
       break;
     }
   }
-  t = rk_bench_now_ns();
-  return (double)got / ((double)(t - start) / 1e9);
+  t1 = rk_bench_now_ns();
+  free(r.seen);
+  if (r.errors || r.received != n) {
+    rk_bench_fail("throughput.echo %s: %llu of %llu replies, %llu wrong; first: %s", impl,
+                  (unsigned long long)r.received, (unsigned long long)n, (unsigned long long)r.errors,
+                  r.first_error[0] ? r.first_error : "-");
+    return 0;
+  }
+  return (double)n * 1e9 / (double)(t1 - t0);
+}
+
+static void tput_measure(const rk_bench_opts *o, rk_runtime *rt, uint32_t lanes, const char *impl) {
+  double v[100], rate, lo, hi;
+  uint64_t n;
+  int t;
+  rk_kernel *k;
+  if (!rk_bench_want(o, "throughput.echo", impl, "msgs_per_s")) return;
+  if ((k = ring_launch(rt, lanes)) == NULL) return;
+  rate = tput_trial(k, lanes, 1u << 16, impl); /* warm-up and sizing */
+  if (rate > 0) {
+    n = (uint64_t)(rate * o->seconds / o->trials);
+    if (n < 16384) n = 16384;
+    for (t = 0; t < o->trials && rate > 0; t++) rate = v[t] = tput_trial(k, lanes, n, impl);
+    if (rate > 0) {
+      double med = rk_bench_median(v, (size_t)o->trials, &lo, &hi);
+      rk_bench_note("   throughput.echo %s: %d trials of %llu messages, %u in flight at most", impl, o->trials,
+                    (unsigned long long)n, GPU_WINDOW * lanes);
+      rk_bench_emit("throughput.echo", impl, "msgs_per_s", med, "msgs/s", (uint64_t)o->trials, lo, hi);
+      if (lanes == 8) g_tput_8lane = med;
+    }
+  }
+  rk_kernel_destroy(k);
+}
+
+/* ---------------------------------------- entry ---------------------------------------------- */
+
+static pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_log_last[512];
+
+static void log_sink(void *user, rk_log_level level, const char *message) {
+  (void)user;
+  pthread_mutex_lock(&g_log_lock);
+  if (level <= RK_LOG_ERROR) snprintf(g_log_last, sizeof g_log_last, "%s", message);
+  fprintf(stderr, "rk-bench gpu: [ringkernel] %s\n", message);
+  pthread_mutex_unlock(&g_log_lock);
+}
+
+/* The round trips: RTT_ROUNDS rounds, each running the baselines (base; NULL: none) and the ring
+ * in turn. */
+static void run_rtt(const rk_bench_opts *o, rk_runtime *rt, series *s, rk_bench_gpu_base *base) {
+#if defined(RK_BENCH_CUDA)
+  char err[256] = "";
+#endif
+  double per = o->seconds / RTT_ROUNDS, warm = per * 0.1 < 0.02 ? 0.02 : per * 0.1;
+  uint64_t seq = 0;
+  int r, i, want[3];
+  for (i = 0; i < 3; i++) want[i] = rk_bench_want(o, "rtt.echo", s[i].impl, NULL) && (i == 0 || base != NULL);
+#if defined(RK_BENCH_CUDA)
+  /* untimed: bring the GPU out of its idle clocks before the first round */
+  if (base) {
+    size_t n = 0;
+    if (rk_bench_gpu_base_run(base, 0, 0.2, 0, s[1].v, s[1].cap, &n, err, sizeof err) != 0) {
+      rk_bench_fail("gpu baselines: %s", err);
+      want[1] = want[2] = 0;
+    }
+  }
+#endif
+  for (r = 0; r < RTT_ROUNDS && (want[0] || want[1] || want[2]); r++) {
+    int part;
+    for (part = 0; part < 2; part++) {
+      int ring_part = (part + r) % 2 == 1; /* round 0: baselines first; round 1: ring first; ... */
+      if (ring_part && want[0]) {
+        rk_kernel *k = ring_launch(rt, 1);
+        if (k == NULL) {
+          want[0] = 0;
+          continue;
+        }
+        if (rtt_ring_round(k, per, warm, &s[0], &seq) != 0) want[0] = 0;
+        rk_kernel_destroy(k); /* nothing resident while the baselines run */
+      } else if (!ring_part) {
+        int g;
+        for (g = 0; g < 2; g++) {
+          size_t got = 0;
+          if (!want[1 + g]) continue;
+#if defined(RK_BENCH_CUDA)
+          if (rk_bench_gpu_base_run(base, g, per, warm, s[1 + g].v + s[1 + g].n, s[1 + g].cap - s[1 + g].n, &got, err,
+                                    sizeof err) != 0) {
+            rk_bench_fail("rtt.echo %s: %s", s[1 + g].impl, err);
+            want[1 + g] = 0;
+          }
+#endif
+          series_round(&s[1 + g], got);
+        }
+      }
+    }
+  }
+  for (i = 0; i < 3; i++)
+    if (want[i]) series_emit(&s[i]);
 }
 
 int rk_bench_gpu(const rk_bench_opts *o) {
   rk_runtime *rt = NULL;
   rk_runtime_options ro = RK_RUNTIME_OPTIONS_INIT;
-  rk_kernel *k = NULL;
-  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
-  size_t cap = 1u << 20, n = 0;
-  uint64_t *v;
-  int rc;
-  char err[256] = "";
+  series s[3];
+  rk_bench_gpu_base *base = NULL;
+  size_t cap = (size_t)(o->seconds * 1e9 / 1000.0) + 4096, i; /* one sample per us of budget at most */
+  cpu_set_t saved;
+  int rc, cpu, pinned, have_saved;
+  char m[320];
 
   ro.backend = RK_BACKEND_CUDA;
   ro.log_level = RK_LOG_ERROR;
-#if !defined(RK_BENCH_CUDA)
-  rk_bench_note("rk-bench gpu: no device (this rk-bench was built without CUDA)");
-  rk_bench_emit("gpu", "none", "device_available", 0, "bool", 0, NAN, NAN);
-  (void)ro; (void)rt; (void)k; (void)lo; (void)cap; (void)n; (void)v; (void)rc; (void)err;
-  return 0;
-#else
-  {
-    /* Is there a device at all? A runtime on the CUDA backend answers, with the reason. */
-    rc = rk_runtime_create(&rt, &ro);
-    if (rc != 0) {
-      rk_bench_note("rk-bench gpu: no device (%s): nothing to measure", rk_err_name(rc));
+  ro.log = log_sink;
+  if ((rc = rk_runtime_create(&rt, &ro)) != 0) {
+    pthread_mutex_lock(&g_log_lock);
+    if (rc == RK_ENODEV && !required()) {
+      rk_bench_note("rk-bench gpu: no device (%s: %s): nothing to measure", rk_err_name(rc), g_log_last);
       rk_bench_emit("gpu", "none", "device_available", 0, "bool", 0, NAN, NAN);
-      return 0;
-    }
-    rk_runtime_destroy(rt); /* the baselines run with no ring kernel resident */
-    rt = NULL;
-  }
-  {
-    char gpu[160], m[256];
-    if (rk_bench_gpu_name(0, gpu, sizeof gpu) == 0) {
-      snprintf(m, sizeof m, "%s; host %s", gpu, rk_bench_machine());
-      rk_bench_set_machine(m); /* every GPU line names the GPU */
-    }
-  }
-  v = (uint64_t *)malloc(2 * cap * sizeof *v);
-  if (v == NULL) return -1;
-  {
-    size_t nl = 0, ng = 0;
-    if (rk_bench_gpu_baselines(0, GPU_PAYLOAD, o->seconds, v, &nl, v + cap, &ng, cap, err, sizeof err) != 0) {
-      rk_bench_fail("gpu baselines: %s", err);
+      rc = 0;
     } else {
-      emit_rtt("cuda.launch", v, nl);
-      emit_rtt("cuda.graph", v + cap, ng);
+      rk_bench_fail("rk-bench gpu: the CUDA runtime could not be created%s: %s (%s)",
+                    rc == RK_ENODEV ? " and RK_REQUIRE_GPU=1" : "", rk_err_name(rc), g_log_last);
+      rc = -1;
     }
+    pthread_mutex_unlock(&g_log_lock);
+    return rc;
   }
-  if ((rc = rk_runtime_create(&rt, &ro)) != 0 || (rc = rk_kernel_launch(rt, &rk_builtin_echo, NULL, &k)) != 0 ||
-      (rc = rk_kernel_activate(k)) != 0) {
-    rk_bench_fail("ringkernel.cuda setup: %s (%s)", rk_err_name(rc), rt ? rk_runtime_last_error(rt) : "");
-    rk_runtime_destroy(rt);
-    free(v);
-    return -1;
+#if defined(RK_BENCH_CUDA)
+  if (rk_bench_gpu_name(0, g_gpu, sizeof g_gpu) != 0)
+#endif
+    snprintf(g_gpu, sizeof g_gpu, "unknown CUDA GPU");
+  snprintf(m, sizeof m, "%s; host %s", g_gpu, rk_bench_machine());
+  rk_bench_set_machine(m); /* every GPU line names the GPU */
+  rk_bench_note("\n== gpu: %s; %s", g_gpu, rk_runtime_backend_reason(rt));
+
+#if defined(RK_BENCH_CUDA)
+  /* The baselines' buffers, stream, graph and module: before any ring kernel is resident, and
+   * before the pin below (threads CUDA starts for them keep every CPU). */
+  if (rk_bench_want(o, "rtt.echo", "cuda.launch", NULL) || rk_bench_want(o, "rtt.echo", "cuda.graph", NULL)) {
+    char err[256] = "";
+    if (rk_bench_gpu_base_open(0, GPU_PAYLOAD, &base, err, sizeof err) != 0) rk_bench_fail("gpu baselines: %s", err);
   }
-  rk_bench_note("rk-bench gpu: %s", rk_runtime_backend_reason(rt));
-  if (rtt_ring(k, o->seconds, v, cap, &n) == 0) emit_rtt("ringkernel.cuda", v, n);
-  rk_bench_emit("throughput.echo", "ringkernel.cuda.1lane", "msgs_per_s", tput(k, o->seconds), "msgs/s", 1, NAN, NAN);
-  rk_kernel_destroy(k);
-  lo.lanes = 8;
-  if ((rc = rk_kernel_launch(rt, &rk_builtin_echo, &lo, &k)) == 0 && (rc = rk_kernel_activate(k)) == 0)
-    rk_bench_emit("throughput.echo", "ringkernel.cuda.8lane", "msgs_per_s", tput(k, o->seconds), "msgs/s", 1, NAN, NAN);
+#endif
+  /* The caller on one CPU for every impl; pinned after the runtime started its threads, which
+   * inherit the creator's affinity and keep every CPU. */
+  cpu = rk_bench_cpu(rk_bench_ncpus() > 2 ? 2 : rk_bench_ncpus() - 1);
+  have_saved = pthread_getaffinity_np(pthread_self(), sizeof saved, &saved) == 0;
+  pinned = rk_bench_pin(cpu);
+  if (pinned == 0)
+    rk_bench_note("   caller pinned to CPU %d (of %d usable) for every impl; %u-byte payloads; %d interleaved rounds",
+                  cpu, rk_bench_ncpus(), GPU_PAYLOAD, RTT_ROUNDS);
   else
-    rk_bench_fail("8-lane launch: %s (%s)", rk_err_name(rc), rk_runtime_last_error(rt));
-  rk_kernel_destroy(k);
-  rk_runtime_destroy(rt);
-  free(v);
-  rk_bench_set_machine(NULL);
+    rk_bench_note("   caller NOT pinned (CPU %d: %s); %u-byte payloads; %d interleaved rounds", cpu, strerror(pinned),
+                  GPU_PAYLOAD, RTT_ROUNDS);
+
+  memset(s, 0, sizeof s);
+  s[0].impl = "ringkernel.cuda";
+  s[1].impl = "cuda.launch";
+  s[2].impl = "cuda.graph";
+  for (i = 0; i < 3; i++) {
+    s[i].cap = cap;
+    if ((s[i].v = (uint64_t *)malloc(cap * sizeof *s[i].v)) == NULL) {
+      rk_bench_fail("gpu: out of memory");
+      goto out;
+    }
+    memset(s[i].v, 0, cap * sizeof *s[i].v); /* touched now, not in a timed loop */
+  }
+  g_tput_8lane = 0;
+  run_rtt(o, rt, s, base);
+  tput_measure(o, rt, 1, "ringkernel.cuda.1lane");
+  tput_measure(o, rt, 8, "ringkernel.cuda.8lane");
+
   rk_bench_table("rtt.echo");
   rk_bench_table("throughput.echo");
-  rk_bench_ratio("rtt.echo", "rtt_p50_ns", "cuda.launch", "ringkernel.cuda", 2.0, 1);
-  return 0;
+  rk_bench_ratio("rtt.echo", "rtt_p50_ns", "cuda.launch", "ringkernel.cuda", TARGET_VS_LAUNCH, 1);
+  rk_bench_note("   verdicts: targets stated for an H100; measured on %s", g_gpu);
+  if (s[0].n > 0) {
+    double p50 = (double)rk_bench_quantile_u64(s[0].v, s[0].n, 0.50);
+    verdict("h100.rtt_p50", "rtt.echo", "ringkernel.cuda", "rtt_p50_ns", p50, "<=", TARGET_P50_NS);
+    if (s[1].n > 0)
+      verdict("h100.rtt_vs_launch", "rtt.echo", "cuda.launch/ringkernel.cuda", "rtt_p50_ns",
+              (double)rk_bench_quantile_u64(s[1].v, s[1].n, 0.50) / p50, ">=", TARGET_VS_LAUNCH);
+  }
+  if (g_tput_8lane > 0)
+    verdict("h100.tput_8lane", "throughput.echo", "ringkernel.cuda.8lane", "msgs_per_s", g_tput_8lane, ">=", TARGET_8LANE);
+out:
+#if defined(RK_BENCH_CUDA)
+  rk_bench_gpu_base_close(base);
 #endif
+  for (i = 0; i < 3; i++) free(s[i].v);
+  if (have_saved) (void)pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
+  rk_bench_set_machine(NULL);
+  rk_runtime_destroy(rt);
+  return 0;
 }
