@@ -2,19 +2,27 @@
 # On any machine with an NVIDIA GPU: build for this GPU's architecture, run the GPU test suite and
 # the GPU benchmarks, and write the results under bench/results/ with the GPU named.
 #   scripts/gpu-check.sh [build-dir]          (default build-gpu)
-# Exits nonzero if a GPU test fails. Without a GPU it says so and exits 0.
+# Exits nonzero if a GPU test fails. Without a GPU it says so and exits 0 (1 if RK_REQUIRE_GPU=1 is
+# already set). Once a GPU is found it sets RK_REQUIRE_GPU=1, so a test or benchmark that cannot
+# use it fails instead of skipping. Every nvidia-smi call has a time limit (a wedged driver hangs it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-gpu}
 ./scripts/deps.sh || exit 1
 
-if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+smi() { timeout -k 2 15 nvidia-smi "$@"; }
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! smi -L >/dev/null 2>&1; then
+  if [[ "${RK_REQUIRE_GPU:-}" == 1 ]]; then
+    echo "gpu-check: RK_REQUIRE_GPU=1 but no NVIDIA GPU answers (nvidia-smi -L)"
+    exit 1
+  fi
   echo "gpu-check: no NVIDIA GPU found (nvidia-smi); nothing to do"
   exit 0
 fi
-gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 | sed 's/^ *//; s/ *$//')
-cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d ' .')
-driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n1 | tr -d ' ')
+export RK_REQUIRE_GPU=1
+gpu=$(smi --query-gpu=name --format=csv,noheader | head -n1 | sed 's/^ *//; s/ *$//')
+cc=$(smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d ' .')
+driver=$(smi --query-gpu=driver_version --format=csv,noheader | head -n1 | tr -d ' ')
 slug=$(echo "$gpu" | tr 'A-Z' 'a-z' | tr -cs 'a-z0-9' '-' | sed 's/-$//')
 stamp=$(date -u +%Y-%m-%dT%H%MZ)
 out=bench/results/gpu-$slug-$stamp
