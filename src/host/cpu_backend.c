@@ -419,7 +419,8 @@ static int cpu_start(rk_kernel *k) {
   return RK_OK;
 }
 
-static void cpu_join(rk_kernel *k) {
+/* uv_thread_join returns once a thread exited: the exit is always confirmed. */
+static int cpu_join(rk_kernel *k) {
   uint32_t i, t;
   for (i = 0; i < k->lanes; i++) {
     rk__lane *l = &k->lane[i];
@@ -427,6 +428,7 @@ static void cpu_join(rk_kernel *k) {
     if (l->nthreads > 1 && l->started == l->nthreads) uv_barrier_destroy(&l->barrier);
     l->started = 0;
   }
+  return RK_OK;
 }
 
 /* Shared memory of the CPU backend is the heap: rings and control blocks, zeroed, line-aligned. */

@@ -5,10 +5,14 @@
  * write-combined) and device arenas are allocated, and every built-in kernel image force-loaded,
  * at runtime creation, before any persistent launch; afterwards memory is sub-allocated from the
  * arenas (arena.c), and no allocation, free, memset, module load, NULL-stream command or device
- * synchronisation is issued while a ring kernel is resident — an NVRTC image that is not loaded
- * yet is refused with RK_ESTATE then. Kernels run on their own non-blocking streams, nothing is
- * enqueued behind them, exit is detected with cudaStreamQuery, and memory is reused only after the
- * kernel really exited. A sticky CUDA error faults every kernel with RK_ECUDA and its message.
+ * synchronisation is issued while a ring kernel is resident on the device — in any runtime of the
+ * process, since they all share the device's primary context (the process-wide device use below).
+ * A CUDA image (NVRTC or the application's) is loaded once and cached for the runtime's life;
+ * a new one is refused with RK_ESTATE while ring kernels are resident. Kernels run on their own
+ * non-blocking streams, nothing is enqueued behind them, exit is detected with cudaStreamQuery,
+ * and memory is reused only after the kernel really exited: a kernel whose exit cannot be
+ * confirmed becomes a zombie that keeps its stream and memory until its stream says it is done.
+ * A sticky CUDA error faults every kernel with RK_ECUDA and its message.
  *
  * Rings and control blocks live in the pinned arena: the host uses its addresses, the device the
  * matching addresses from cudaHostGetDevicePointer (same offset). Kernel state and the kernel
@@ -20,6 +24,72 @@
 #include "host/arena.h"
 #include "host/internal.h"
 
+/* ---------------------------------------- process-wide device use ---------------------------- */
+/* Compiled with or without CUDA (tests/test_cuda_host.c runs it everywhere). Two counters per
+ * device: ring kernels resident (launched, exit not yet confirmed) in any runtime of the process,
+ * and runtimes preparing (allocating, freeing, loading modules) on the device. Each side enters
+ * with a seq_cst RMW of its own counter followed by a seq_cst load of the other's: a Dekker pair,
+ * so of two racing entries at least one sees the other (seq_cst's single total order). A preparer
+ * that sees resident kernels backs out and refuses; a launcher that sees preparers waits for them
+ * to finish (a preparation is short, and no new one starts while its count is raised). Exits are
+ * release RMWs: the CUDA calls made inside happen before the other side's seq_cst (acquire)
+ * load that reads the lowered count. */
+typedef struct device_use {
+  uint32_t resident;  /* atomics: see above */
+  uint32_t preparing; /* atomics: see above */
+} device_use;
+
+static device_use g_device_use[RK__MAX_DEVICES];
+
+int rk__device_prepare_enter(int device, uint32_t *resident) {
+  device_use *u;
+  uint32_t n;
+  if (device < 0 || device >= RK__MAX_DEVICES) return RK_EINVAL;
+  u = &g_device_use[device];
+  (void)__atomic_add_fetch(&u->preparing, 1, __ATOMIC_SEQ_CST); /* Dekker: own count, then theirs */
+  n = __atomic_load_n(&u->resident, __ATOMIC_SEQ_CST);
+  if (resident) *resident = n;
+  if (n != 0) {
+    (void)__atomic_sub_fetch(&u->preparing, 1, __ATOMIC_RELEASE); /* backed out: nothing done */
+    return RK_ESTATE;
+  }
+  return RK_OK;
+}
+
+void rk__device_prepare_exit(int device) {
+  if (device < 0 || device >= RK__MAX_DEVICES) return;
+  /* release: the preparation's calls happen before a launcher's load that sees the count drop */
+  (void)__atomic_sub_fetch(&g_device_use[device].preparing, 1, __ATOMIC_RELEASE);
+}
+
+int rk__device_resident_enter(int device, uint64_t timeout_ns) {
+  device_use *u;
+  uint64_t start;
+  if (device < 0 || device >= RK__MAX_DEVICES) return RK_EINVAL;
+  u = &g_device_use[device];
+  (void)__atomic_add_fetch(&u->resident, 1, __ATOMIC_SEQ_CST); /* Dekker: own count, then theirs */
+  start = rk__now_ns();
+  while (__atomic_load_n(&u->preparing, __ATOMIC_SEQ_CST) != 0) {
+    if (rk__now_ns() - start >= timeout_ns) {
+      (void)__atomic_sub_fetch(&u->resident, 1, __ATOMIC_RELEASE); /* backed out: nothing launched */
+      return RK_ETIMEDOUT;
+    }
+    rk__sleep_ns(50000);
+  }
+  return RK_OK;
+}
+
+void rk__device_resident_exit(int device) {
+  if (device < 0 || device >= RK__MAX_DEVICES) return;
+  /* release: the kernel's exit (observed by cudaStreamQuery) happens before a preparer's load */
+  (void)__atomic_sub_fetch(&g_device_use[device].resident, 1, __ATOMIC_RELEASE);
+}
+
+uint32_t rk__device_resident(int device) {
+  if (device < 0 || device >= RK__MAX_DEVICES) return 0;
+  return __atomic_load_n(&g_device_use[device].resident, __ATOMIC_ACQUIRE); /* a snapshot, for messages */
+}
+
 #if defined(RK_HAVE_CUDA)
 #include <cuda_runtime_api.h>
 
@@ -28,12 +98,21 @@
 #define RK_CUDA_STREAMS 32
 #define RK_CUDA_PINNED_DEFAULT (64u << 20)
 #define RK_CUDA_DEVICE_DEFAULT (64u << 20)
+#define RK_CUDA_LIBRARIES 32        /* distinct CUDA images loaded by one runtime */
+#define RK_CUDA_KERNELS 64          /* (image, entry) pairs resolved by one runtime */
+#define RK_CUDA_JOIN_NS 5000000000ull /* how long join waits for the stream to say "exited" */
+#define RK_CUDA_COPY_NS 5000000000ull /* how long the initial state copy may take */
+#define RK_CUDA_PREPARE_WAIT_NS 5000000000ull /* a launch waits this long for preparations */
+#define RK_CUDA_CC_MAJOR 7          /* compute capability floor: 7.5 (CUDA 13 has no sm_70) */
+#define RK_CUDA_CC_MINOR 5
 
 extern const void *rk__cuda_builtin_entry(const char *name);
 extern const char *const rk__cuda_builtin_names[];
 
 typedef struct cuda_kernel {
   struct cuda_kernel *next; /* resident list */
+  /* NULL once the kernel is a zombie: its join did not see it exit, the rk_kernel is gone, and
+   * only poll_streams still looks after it (never dereferenced again) */
   rk_kernel *k;
   int stream;               /* index into the stream pool */
   const void *func;
@@ -41,10 +120,26 @@ typedef struct cuda_kernel {
   int exited;
 } cuda_kernel;
 
+/* A loaded CUDA image (cudaLibraryLoadData) and the kernels resolved in it. Images stay loaded
+ * for the runtime's life: NVRTC's cache returns the same image pointer for the same source,
+ * options and architecture, and an application's image must stay valid and unchanged while the
+ * runtime lives (docs/cuda-backend.md). */
+typedef struct cuda_library {
+  const void *image;
+  cudaLibrary_t lib;
+} cuda_library;
+
+typedef struct cuda_entry {
+  const void *image;
+  char *entry;
+  cudaKernel_t kernel;
+} cuda_entry;
+
 typedef struct rk_cuda {
   int device;
   int cc_major, cc_minor;
   int native_atomics;
+  int sm_count;
   /* the CUDA thread and its one-job mailbox */
   uv_thread_t thread;
   uv_mutex_t lock;
@@ -55,13 +150,16 @@ typedef struct rk_cuda {
   /* arenas (allocated once) */
   uint8_t *pinned_host, *pinned_dev, *dev_base;
   rk_arena pinned, devmem;
+  int arenas_ready;
   uv_mutex_t arena_lock;
   cudaStream_t streams[RK_CUDA_STREAMS];
   int stream_used[RK_CUDA_STREAMS];
-  cuda_kernel *resident;
+  cuda_kernel *resident; /* launched kernels and zombies, until their stream says they exited */
   int n_resident;
-  cudaLibrary_t libs[16];
+  cuda_library libs[RK_CUDA_LIBRARIES];
   int n_libs;
+  cuda_entry entries[RK_CUDA_KERNELS];
+  int n_entries;
   int sticky; /* cudaError_t of a sticky fault, 0 if none */
   rk_runtime *rt;
 } rk_cuda;
@@ -70,29 +168,72 @@ static int cuda_fail(rk_runtime *rt, cudaError_t e, const char *what) {
   return rk__fail(rt, RK_ECUDA, "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
+/* ---------------------------------------- kernels' resources ---------------------------------- */
+
+/* Give a kernel's stream and memory back and forget it: its exit is confirmed (its stream is
+ * idle, or reports an error: a kernel that faulted runs no more). CUDA thread only. */
+static void release_kernel(rk_cuda *c, cuda_kernel *ck) {
+  cuda_kernel **pp;
+  for (pp = &c->resident; *pp; pp = &(*pp)->next)
+    if (*pp == ck) {
+      *pp = ck->next;
+      c->n_resident--;
+      rk__device_resident_exit(c->device);
+      break;
+    }
+  if (ck->stream >= 0) c->stream_used[ck->stream] = 0;
+  uv_mutex_lock(&c->arena_lock);
+  if (ck->state_bytes) {
+    rk__arena_free(&c->devmem, ck->state_off, ck->state_bytes);
+    rk__arena_free(&c->pinned, ck->staging_off, ck->state_bytes + 128);
+  }
+  uv_mutex_unlock(&c->arena_lock);
+  free(ck);
+}
+
+/* A kernel whose exit could not be confirmed: it keeps its stream and memory (the rk_kernel keeps
+ * its control block and rings) until poll_streams sees its stream idle. CUDA thread only. */
+static void make_zombie(cuda_kernel *ck) {
+  if (ck->k) ck->k->backend_data = NULL;
+  ck->k = NULL;
+}
+
+/* A sticky error: every live kernel of this runtime faults with it (zombies have no kernel). */
+static void sticky_fault(rk_cuda *c, cudaError_t e) {
+  cuda_kernel *ck;
+  if (c->sticky) return;
+  c->sticky = (int)e;
+  for (ck = c->resident; ck; ck = ck->next)
+    if (ck->k) rk__kernel_fault(ck->k, RK_ECUDA, "CUDA error: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
 /* ---------------------------------------- the CUDA thread ------------------------------------ */
 
-/* Poll resident kernels' streams: exits and sticky errors (between jobs, every 20 ms). */
+/* Poll resident kernels' streams (between jobs, every 20 ms): exits, sticky errors, and zombies
+ * that finally exited, whose stream and memory are reclaimed then. */
 static void poll_streams(rk_cuda *c) {
-  cuda_kernel *ck;
-  for (ck = c->resident; ck; ck = ck->next) {
+  cuda_kernel *ck, *next;
+  for (ck = c->resident; ck; ck = next) {
     cudaError_t e;
+    next = ck->next;
     if (ck->exited) continue;
     e = cudaStreamQuery(c->streams[ck->stream]);
-    if (e == cudaSuccess) {
+    if (e == cudaErrorNotReady) continue;
+    if (e != cudaSuccess) sticky_fault(c, e);
+    if (ck->k == NULL) {
+      rk__log(c->rt, RK_LOG_WARN, "CUDA backend: a ring kernel whose exit was not confirmed has now exited (%s); "
+              "its stream and device memory are reused", e == cudaSuccess ? "stream idle" : cudaGetErrorName(e));
+      release_kernel(c, ck);
+    } else {
       ck->exited = 1;
-    } else if (e != cudaErrorNotReady && !c->sticky) {
-      cuda_kernel *all;
-      c->sticky = (int)e;
-      for (all = c->resident; all; all = all->next)
-        rk__kernel_fault(all->k, RK_ECUDA, "CUDA error: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
     }
   }
 }
 
 static void cuda_thread_main(void *arg) {
   rk_cuda *c = (rk_cuda *)arg;
-  cudaSetDevice(c->device);
+  /* no cudaSetDevice here: init_job makes the device current only after its checks, so a
+   * refused runtime does not initialise (and keep) the device's primary context */
   uv_mutex_lock(&c->lock);
   for (;;) {
     while (c->job == NULL && !c->stop) {
@@ -166,36 +307,130 @@ static void *dev_of(rk_cuda *c, const void *host) {
 }
 static void *dev_of_cb(void *c, void *host) { return dev_of((rk_cuda *)c, host); }
 
-/* ---------------------------------------- start / join --------------------------------------- */
+/* ---------------------------------------- images --------------------------------------------- */
 
+/* The kernel `entry` of `image`: from the cache, or loaded now. Loading (cudaLibraryLoadData, and
+ * cudaFuncGetAttributes to force the lazy load into the context) may synchronise with running
+ * kernels, so a new image or entry is loaded only while no ring kernel is resident on the device
+ * in this process (rk__device_prepare_enter), and refused with RK_ESTATE otherwise. */
 static int load_image(rk_cuda *c, rk_kernel *k, const void *image, const char *entry, const void **func) {
-  cudaLibrary_t lib;
+  cudaLibrary_t lib = NULL;
   cudaKernel_t kern;
   cudaError_t e;
-  if (c->n_resident > 0)
-    return rk__fail(c->rt, RK_ESTATE,
-                    "kernel %s: loading a CUDA image while ring kernels are resident could hang (ARCHITECTURE §8); "
-                    "launch kernels with their own images before the others, or after terminating them", k->name);
-  if (c->n_libs == (int)(sizeof c->libs / sizeof c->libs[0]))
-    return rk__fail(c->rt, RK_ENORESOURCE, "kernel %s: too many CUDA images loaded", k->name);
-  e = cudaLibraryLoadData(&lib, image, NULL, NULL, 0, NULL, NULL, 0);
-  if (e != cudaSuccess) return cuda_fail(c->rt, e, "cudaLibraryLoadData");
-  e = cudaLibraryGetKernel(&kern, lib, entry);
-  if (e != cudaSuccess) {
-    cudaLibraryUnload(lib);
-    return cuda_fail(c->rt, e, "cudaLibraryGetKernel");
-  }
-  {
-    struct cudaFuncAttributes attr;
-    e = cudaFuncGetAttributes(&attr, (const void *)kern); /* force the load now */
-    if (e != cudaSuccess) {
-      cudaLibraryUnload(lib);
-      return cuda_fail(c->rt, e, "cudaFuncGetAttributes");
+  struct cudaFuncAttributes attr;
+  uint32_t resident = 0;
+  int i, lib_index = -1, rc;
+  char *name;
+  for (i = 0; i < c->n_entries; i++)
+    if (c->entries[i].image == image && strcmp(c->entries[i].entry, entry) == 0) {
+      *func = (const void *)c->entries[i].kernel;
+      return RK_OK;
     }
+  for (i = 0; i < c->n_libs; i++)
+    if (c->libs[i].image == image) lib_index = i;
+  if (c->n_entries == RK_CUDA_KERNELS || (lib_index < 0 && c->n_libs == RK_CUDA_LIBRARIES))
+    return rk__fail(c->rt, RK_ENORESOURCE,
+                    "kernel %s: this runtime already holds %d CUDA images and %d kernels from them, the most it "
+                    "keeps (images stay loaded for the runtime's life)", k->name, c->n_libs, c->n_entries);
+  if ((name = strdup(entry)) == NULL) return rk__fail(c->rt, RK_ENOMEM, "kernel %s: out of memory", k->name);
+  if (rk__device_prepare_enter(c->device, &resident) != RK_OK) {
+    free(name);
+    return rk__fail(c->rt, RK_ESTATE,
+                    "kernel %s: its CUDA image is not loaded yet, and loading one while ring kernels are resident "
+                    "(%u on device %d in this process) could hang them (ARCHITECTURE §8); launch kernels with "
+                    "their own images before the others, or after terminating them", k->name, resident, c->device);
   }
-  c->libs[c->n_libs++] = lib;
+  if (lib_index >= 0) {
+    lib = c->libs[lib_index].lib;
+  } else if ((e = cudaLibraryLoadData(&lib, image, NULL, NULL, 0, NULL, NULL, 0)) != cudaSuccess) {
+    rc = cuda_fail(c->rt, e, "cudaLibraryLoadData");
+    goto out;
+  }
+  if ((e = cudaLibraryGetKernel(&kern, lib, entry)) != cudaSuccess) {
+    rc = cuda_fail(c->rt, e, "cudaLibraryGetKernel");
+    goto out;
+  }
+  if ((e = cudaFuncGetAttributes(&attr, (const void *)kern)) != cudaSuccess) { /* force the load now */
+    rc = cuda_fail(c->rt, e, "cudaFuncGetAttributes");
+    goto out;
+  }
+  if (lib_index < 0) {
+    c->libs[c->n_libs].image = image;
+    c->libs[c->n_libs].lib = lib;
+    c->n_libs++;
+    lib_index = c->n_libs - 1;
+  }
+  c->entries[c->n_entries].image = image;
+  c->entries[c->n_entries].entry = name;
+  c->entries[c->n_entries].kernel = kern;
+  c->n_entries++;
+  name = NULL;
   *func = (const void *)kern;
+  rc = RK_OK;
+out:
+  if (rc != RK_OK && lib_index < 0 && lib != NULL) cudaLibraryUnload(lib); /* still preparing: allowed */
+  rk__device_prepare_exit(c->device);
+  free(name);
+  return rc;
+}
+
+/* The kernel k runs: built in, NVRTC-compiled from its source, or the application's image. */
+static int resolve_func(rk_cuda *c, rk_kernel *k, const void **func) {
+  if (k->desc.cuda_source) {
+    const char *img;
+    size_t len;
+    char arch[16], log[2048];
+    int rc;
+    if (!k->desc.cuda_handler) return rk__fail(c->rt, RK_EINVAL, "kernel %s: cuda_source without cuda_handler", k->name);
+    snprintf(arch, sizeof arch, "sm_%d%d", c->cc_major, c->cc_minor);
+    rc = rk__nvrtc_compile(k->desc.cuda_source, k->desc.cuda_handler, "rk_nvrtc_ring_kernel", arch, 1, &img, &len,
+                           log, sizeof log);
+    if (rc != RK_OK) return rk__fail(c->rt, rc, "kernel %s: NVRTC: %s", k->name, log);
+    return load_image(c, k, img, "rk_nvrtc_ring_kernel", func);
+  }
+  if (k->desc.cuda_image && k->desc.cuda_entry) return load_image(c, k, k->desc.cuda_image, k->desc.cuda_entry, func);
+  if (k->desc.cuda_entry && (*func = rk__cuda_builtin_entry(k->desc.cuda_entry)) != NULL)
+    return RK_OK; /* built in, loaded at runtime creation */
+  return rk__fail(c->rt, RK_ENOTSUP, "kernel %s has no CUDA image, entry or source", k->name);
+}
+
+/* ---------------------------------------- start / join --------------------------------------- */
+
+/* Refuse a kernel whose blocks could never all be resident at once, even on an idle device: the
+ * occupancy calculator's blocks per SM for this block size and dynamic shared memory, times the
+ * SMs. (Other resident kernels take SMs too: check-in stays the proof; this catches the hopeless
+ * case before it is launched and aborted, with its blocks queued.) The calculator takes a
+ * cudaKernel_t for func (cuda_runtime_api.h: \note_cudaKernel_t on
+ * cudaOccupancyMaxActiveBlocksPerMultiprocessor; cuda.h on cuOccupancyMaxActiveBlocksPerMultiprocessor:
+ * "can also be used with context-less kernel CUkernel ... by casting to CUfunction", and the two
+ * types are the same, cuda_runtime_api.h "Interactions between CUkernel and cudaKernel_t"). It is
+ * a calculation: no stream, no memory operation, not among the implicitly synchronising calls. */
+static int check_occupancy(rk_cuda *c, rk_kernel *k, const void *func, size_t smem) {
+  int per_sm = 0;
+  uint64_t most;
+  cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, func, (int)k->threads, smem);
+  if (e != cudaSuccess) return cuda_fail(c->rt, e, "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  most = (uint64_t)per_sm * (uint64_t)c->sm_count;
+  if ((uint64_t)k->lanes > most)
+    return rk__fail(c->rt, RK_ENORESOURCE,
+                    "kernel %s: %u lanes of %u threads (%zu B of dynamic shared memory each) can never all be "
+                    "resident on device %d: at most %d per SM x %d SMs = %llu, with nothing else running; use "
+                    "fewer lanes, fewer threads per lane or smaller slots", k->name, k->lanes, k->threads, smem,
+                    c->device, per_sm, c->sm_count, (unsigned long long)most);
   return RK_OK;
+}
+
+/* Wait for the stream to finish the work enqueued on it (the initial state copy), polling: a
+ * stuck copy becomes RK_ETIMEDOUT, never a hang of this thread (the only one making CUDA calls
+ * for the runtime). cudaStreamSynchronize would block without limit. */
+static cudaError_t stream_wait(rk_cuda *c, int stream, uint64_t timeout_ns) {
+  uint64_t start = rk__now_ns();
+  cudaError_t e;
+  while ((e = cudaStreamQuery(c->streams[stream])) == cudaErrorNotReady) {
+    if (rk__now_ns() - start >= timeout_ns) return cudaErrorNotReady;
+    rk__sleep_ns(20000);
+  }
+  return e;
 }
 
 static int start_job(rk_cuda *c, void *arg) {
@@ -211,35 +446,12 @@ static int start_job(rk_cuda *c, void *arg) {
 
   if (c->sticky) return rk__fail(c->rt, RK_ECUDA, "a previous CUDA error is sticky: %s", cudaGetErrorString((cudaError_t)c->sticky));
   ck = (cuda_kernel *)calloc(1, sizeof *ck);
-  if (ck == NULL) return RK_ENOMEM;
+  if (ck == NULL) return rk__fail(c->rt, RK_ENOMEM, "kernel %s: out of memory", k->name);
   ck->k = k;
   ck->stream = -1;
-  /* the kernel's image */
-  if (k->desc.cuda_source) {
-    const char *img;
-    size_t len;
-    char arch[16], log[2048];
-    if (!k->desc.cuda_handler) {
-      rc = rk__fail(c->rt, RK_EINVAL, "kernel %s: cuda_source without cuda_handler", k->name);
-      goto fail;
-    }
-    snprintf(arch, sizeof arch, "sm_%d%d", c->cc_major, c->cc_minor);
-    rc = rk__nvrtc_compile(k->desc.cuda_source, k->desc.cuda_handler, "rk_nvrtc_ring_kernel", arch, 1, &img, &len,
-                           log, sizeof log);
-    if (rc != RK_OK) {
-      rc = rk__fail(c->rt, rc, "kernel %s: NVRTC: %s", k->name, log);
-      goto fail;
-    }
-    if ((rc = load_image(c, k, img, "rk_nvrtc_ring_kernel", &ck->func)) != RK_OK) goto fail;
-  } else if (k->desc.cuda_image && k->desc.cuda_entry) {
-    if ((rc = load_image(c, k, k->desc.cuda_image, k->desc.cuda_entry, &ck->func)) != RK_OK) goto fail;
-  } else if (k->desc.cuda_entry && (ck->func = rk__cuda_builtin_entry(k->desc.cuda_entry)) != NULL) {
-    /* built in, loaded at runtime creation */
-  } else {
-    rc = rk__fail(c->rt, RK_ENOTSUP, "kernel %s has no CUDA image, entry or source", k->name);
-    goto fail;
-  }
+  if ((rc = resolve_func(c, k, &ck->func)) != RK_OK) goto fail;
   if ((rc = rk__dev_geometry(k, &batch, &smem)) != RK_OK) goto fail;
+  if ((rc = check_occupancy(c, k, ck->func, smem)) != RK_OK) goto fail;
   for (i = 0; i < RK_CUDA_STREAMS && c->stream_used[i]; i++) {
   }
   if (i == RK_CUDA_STREAMS) {
@@ -261,12 +473,32 @@ static int start_job(rk_cuda *c, void *arg) {
     rc = rk__fail(c->rt, RK_ENOMEM, "kernel %s: CUDA arenas exhausted", k->name);
     goto fail;
   }
+  /* Resident from here (the copy and the kernel run on the device): counted for the process, and
+   * on this runtime's list, so a kernel that cannot be confirmed gone stays looked after. */
+  if ((rc = rk__device_resident_enter(c->device, RK_CUDA_PREPARE_WAIT_NS)) != RK_OK) {
+    rc = rk__fail(c->rt, rc, "kernel %s: another runtime of this process kept preparing device %d for %llu ms",
+                  k->name, c->device, (unsigned long long)(RK_CUDA_PREPARE_WAIT_NS / 1000000));
+    goto fail;
+  }
+  ck->next = c->resident;
+  c->resident = ck;
+  c->n_resident++;
   memset(c->pinned_host + ck->staging_off, 0, state_bytes);
   if (k->desc.state_size && k->state) memcpy(c->pinned_host + ck->staging_off, k->state, k->desc.state_size);
   e = cudaMemcpyAsync(c->dev_base + ck->state_off, c->pinned_host + ck->staging_off, state_bytes,
                       cudaMemcpyHostToDevice, c->streams[ck->stream]);
-  if (e == cudaSuccess) e = cudaStreamSynchronize(c->streams[ck->stream]); /* our stream: nothing resident on it */
-  if (e != cudaSuccess) {
+  if (e != cudaSuccess) { /* refused when enqueued: nothing runs */
+    rc = cuda_fail(c->rt, e, "cudaMemcpyAsync (the initial state)");
+    goto fail;
+  }
+  e = stream_wait(c, ck->stream, RK_CUDA_COPY_NS); /* our stream: nothing else on it */
+  if (e == cudaErrorNotReady) {
+    make_zombie(ck); /* the copy may still land in the staging and device memory: keep them */
+    return rk__fail(c->rt, RK_ETIMEDOUT, "kernel %s: the initial state copy did not finish within %llu ms", k->name,
+                    (unsigned long long)(RK_CUDA_COPY_NS / 1000000));
+  }
+  if (e != cudaSuccess) { /* an asynchronous error: sticky */
+    sticky_fault(c, e);
     rc = cuda_fail(c->rt, e, "copying the initial state");
     goto fail;
   }
@@ -279,69 +511,102 @@ static int start_job(rk_cuda *c, void *arg) {
     dim3 grid = {k->lanes, 1, 1}, block = {k->threads, 1, 1};
     e = cudaLaunchKernel(ck->func, grid, block, args, smem, c->streams[ck->stream]);
   }
-  if (e != cudaSuccess) {
+  if (e != cudaSuccess) { /* refused at launch: nothing was enqueued */
     rc = cuda_fail(c->rt, e, "cudaLaunchKernel");
     goto fail;
   }
-  ck->next = c->resident;
-  c->resident = ck;
-  c->n_resident++;
   k->backend_data = ck;
   return RK_OK;
 fail:
-  if (ck->stream >= 0) c->stream_used[ck->stream] = 0;
-  uv_mutex_lock(&c->arena_lock);
-  if (ck->state_bytes) {
-    rk__arena_free(&c->devmem, ck->state_off, ck->state_bytes);
-    rk__arena_free(&c->pinned, ck->staging_off, ck->state_bytes + 128);
-  }
-  uv_mutex_unlock(&c->arena_lock);
-  free(ck);
+  release_kernel(c, ck); /* nothing of it runs: the stream is idle */
   return rc;
 }
 
-/* After every lane reported TERMINATED: wait until the stream says the kernel really exited, then
- * give its memory and stream back. A kernel that does not exit keeps its memory (reported). */
+/* After every lane reported TERMINATED, or an abort: wait until the stream says the kernel really
+ * exited, then give its memory and stream back. A kernel that does not exit in time (or whose
+ * blocks are still queued behind other kernels) becomes a zombie: it keeps its memory and stream
+ * until poll_streams sees it finish, and RK_ETIMEDOUT tells the caller to keep the control block
+ * and rings it addresses. An error from the stream means the kernel is gone: exited. */
 static int join_job(rk_cuda *c, void *arg) {
   rk_kernel *k = (rk_kernel *)arg;
-  cuda_kernel *ck = (cuda_kernel *)k->backend_data, **pp;
+  cuda_kernel *ck = (cuda_kernel *)k->backend_data;
   uint64_t start = rk__now_ns();
-  cudaError_t e = cudaErrorNotReady;
+  cudaError_t e = cudaSuccess;
   if (ck == NULL) return RK_OK;
   while (!ck->exited && (e = cudaStreamQuery(c->streams[ck->stream])) == cudaErrorNotReady) {
-    if (rk__now_ns() - start > 5000000000ull) {
-      rk__log(c->rt, RK_LOG_ERROR, "kernel %s: still running 5 s after it reported TERMINATED; memory kept", k->name);
+    if (rk__now_ns() - start > RK_CUDA_JOIN_NS) {
+      rk__log(c->rt, RK_LOG_ERROR, "kernel %s: still running (or its blocks still queued) %llu ms after it was told "
+              "to stop; its memory and stream are kept until it exits", k->name,
+              (unsigned long long)(RK_CUDA_JOIN_NS / 1000000));
+      make_zombie(ck);
       return RK_ETIMEDOUT;
     }
     rk__sleep_ns(20000);
   }
-  if (!ck->exited && e != cudaSuccess && !c->sticky) {
-    c->sticky = (int)e;
-    rk__kernel_fault(k, RK_ECUDA, "CUDA error: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
-  }
-  for (pp = &c->resident; *pp; pp = &(*pp)->next)
-    if (*pp == ck) {
-      *pp = ck->next;
-      break;
-    }
-  c->n_resident--;
-  c->stream_used[ck->stream] = 0;
-  uv_mutex_lock(&c->arena_lock);
-  rk__arena_free(&c->devmem, ck->state_off, ck->state_bytes);
-  rk__arena_free(&c->pinned, ck->staging_off, ck->state_bytes + 128);
-  uv_mutex_unlock(&c->arena_lock);
+  if (!ck->exited && e != cudaSuccess) sticky_fault(c, e);
   k->backend_data = NULL;
-  free(ck);
+  release_kernel(c, ck);
   return RK_OK;
 }
 
 static int cuda_start(rk_kernel *k) { return cuda_run((rk_cuda *)k->rt->backend_data, start_job, k); }
 
-static void cuda_join(rk_kernel *k) { (void)cuda_run((rk_cuda *)k->rt->backend_data, join_job, k); }
+static int cuda_join(rk_kernel *k) { return cuda_run((rk_cuda *)k->rt->backend_data, join_job, k); }
 
 /* The device clock (%globaltimer) is calibrated against CLOCK_REALTIME by the shared exchange in
  * kernel.c (rk__clock_sync): at check-in, then periodically from the service loop. */
 const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1};
+
+/* ---------------------------------------- probe ---------------------------------------------- */
+
+static uv_once_t g_env_once = UV_ONCE_INIT;
+
+/* The stream pool (32 streams) maps onto CUDA_DEVICE_MAX_CONNECTIONS hardware queues, 8 by
+ * default: streams that share a queue can wait behind a resident kernel's launch. CUDA reads the
+ * variable when it initialises, so this is set before the process's first CUDA call (the probe
+ * below), and only when the application did not set it: its own value is never overwritten, and
+ * in a process that initialised CUDA before, setting it has no effect (docs/cuda-backend.md).
+ * Once per process: setenv is not safe against concurrent environment reads, and later runtimes
+ * find it set anyway. */
+static void set_max_connections(void) { (void)setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0); }
+
+static void version_text(int v, char *buf, size_t len) {
+  if (v <= 0)
+    snprintf(buf, len, "none");
+  else
+    snprintf(buf, len, "CUDA %d.%d", v / 1000, (v % 1000) / 10);
+}
+
+int rk__cuda_probe(int device, char *reason, size_t len) {
+  int n = 0;
+  cudaError_t e;
+  uv_once(&g_env_once, set_max_connections);
+  e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    int drv = 0, rtv = 0;
+    char dtext[32], rtext[32];
+    (void)cudaDriverGetVersion(&drv); /* 0 when no driver is installed */
+    (void)cudaRuntimeGetVersion(&rtv);
+    version_text(drv, dtext, sizeof dtext);
+    version_text(rtv, rtext, sizeof rtext);
+    if (e == cudaErrorInsufficientDriver)
+      snprintf(reason, len, "no usable CUDA driver (cudaGetDeviceCount: %s; driver: %s, this library's runtime: %s)",
+               cudaGetErrorString(e), drv > 0 ? dtext : "none installed", rtext);
+    else
+      snprintf(reason, len, "no usable CUDA driver (cudaGetDeviceCount: %s; driver: %s, runtime: %s)",
+               cudaGetErrorString(e), dtext, rtext);
+    return 0;
+  }
+  if (n == 0) {
+    snprintf(reason, len, "no CUDA device present");
+    return 0;
+  }
+  if (device < 0 || device >= n) {
+    snprintf(reason, len, "CUDA device %d requested, %d present", device, n);
+    return 0;
+  }
+  return 1;
+}
 
 /* ---------------------------------------- init / shutdown ------------------------------------ */
 
@@ -351,77 +616,147 @@ typedef struct init_args {
   size_t pinned_bytes, device_bytes;
 } init_args;
 
+/* Free what the runtime allocated and loaded on the device. Only inside a preparation
+ * (rk__device_prepare_enter): cudaFree, cudaFreeHost and cudaLibraryUnload may synchronise with
+ * resident kernels. */
+static void release_device(rk_cuda *c) {
+  int i;
+  for (i = 0; i < c->n_entries; i++) free(c->entries[i].entry);
+  c->n_entries = 0;
+  for (i = 0; i < c->n_libs; i++) cudaLibraryUnload(c->libs[i].lib);
+  c->n_libs = 0;
+  for (i = 0; i < RK_CUDA_STREAMS; i++)
+    if (c->streams[i]) cudaStreamDestroy(c->streams[i]);
+  memset(c->streams, 0, sizeof c->streams);
+  if (c->pinned_host) cudaFreeHost(c->pinned_host);
+  if (c->dev_base) cudaFree(c->dev_base);
+  c->pinned_host = c->pinned_dev = c->dev_base = NULL;
+  if (c->arenas_ready) {
+    rk__arena_destroy(&c->pinned);
+    rk__arena_destroy(&c->devmem);
+    c->arenas_ready = 0;
+  }
+}
+
+/* Device attributes are read before cudaSetDevice, which initialises the device's primary context:
+ * a runtime refused on their grounds leaves no context behind (cudaDeviceGetAttribute names the
+ * device and needs no current one). */
+static int attribute(rk_cuda *c, enum cudaDeviceAttr attr, int *value, init_args *a, const char *what) {
+  cudaError_t e = cudaDeviceGetAttribute(value, attr, c->device);
+  if (e != cudaSuccess) {
+    snprintf(a->reason, a->len, "device %d: reading %s: %s", c->device, what, cudaGetErrorString(e));
+    return RK_ENODEV;
+  }
+  return RK_OK;
+}
+
 static int init_job(rk_cuda *c, void *arg) {
   init_args *a = (init_args *)arg;
   cudaError_t e;
-  int v = 0, i;
-  const char *clb = getenv("CUDA_LAUNCH_BLOCKING");
-  if (clb && strcmp(clb, "1") == 0) {
-    snprintf(a->reason, a->len, "CUDA_LAUNCH_BLOCKING=1 serialises every launch: a resident kernel would block all others");
-    return RK_ENOTSUP;
-  }
-  if ((e = cudaSetDevice(c->device)) != cudaSuccess) {
-    snprintf(a->reason, a->len, "cudaSetDevice(%d): %s", c->device, cudaGetErrorString(e));
-    return RK_ENODEV;
-  }
-  cudaDeviceGetAttribute(&v, cudaDevAttrKernelExecTimeout, c->device);
+  int v = 0, i, rc;
+  uint32_t resident = 0;
+  if ((rc = attribute(c, cudaDevAttrKernelExecTimeout, &v, a, "the kernel execution timeout")) != RK_OK) return rc;
   if (v) {
     snprintf(a->reason, a->len, "device %d has a kernel execution timeout (display watchdog): persistent kernels would be killed", c->device);
     return RK_ENOTSUP;
   }
-  cudaDeviceGetAttribute(&v, cudaDevAttrCanMapHostMemory, c->device);
+  if ((rc = attribute(c, cudaDevAttrCanMapHostMemory, &v, a, "host mapping")) != RK_OK) return rc;
   if (!v) {
     snprintf(a->reason, a->len, "device %d cannot map host memory", c->device);
     return RK_ENOTSUP;
   }
-  cudaDeviceGetAttribute(&c->cc_major, cudaDevAttrComputeCapabilityMajor, c->device);
-  cudaDeviceGetAttribute(&c->cc_minor, cudaDevAttrComputeCapabilityMinor, c->device);
-  cudaDeviceGetAttribute(&c->native_atomics, cudaDevAttrHostNativeAtomicSupported, c->device);
-  if (c->cc_major < 7) {
-    snprintf(a->reason, a->len, "device %d is compute capability %d.%d; ring kernels need 7.0+ (acquire/release PTX, __nanosleep)",
-             c->device, c->cc_major, c->cc_minor);
+  if ((rc = attribute(c, cudaDevAttrComputeCapabilityMajor, &c->cc_major, a, "the compute capability")) != RK_OK ||
+      (rc = attribute(c, cudaDevAttrComputeCapabilityMinor, &c->cc_minor, a, "the compute capability")) != RK_OK ||
+      (rc = attribute(c, cudaDevAttrHostNativeAtomicSupported, &c->native_atomics, a, "host-native atomics")) != RK_OK ||
+      (rc = attribute(c, cudaDevAttrMultiProcessorCount, &c->sm_count, a, "the SM count")) != RK_OK)
+    return rc;
+  if (c->cc_major < RK_CUDA_CC_MAJOR || (c->cc_major == RK_CUDA_CC_MAJOR && c->cc_minor < RK_CUDA_CC_MINOR)) {
+    snprintf(a->reason, a->len, "device %d is compute capability %d.%d; ring kernels need %d.%d or newer (CUDA 13 "
+             "builds and NVRTC compiles nothing older)", c->device, c->cc_major, c->cc_minor, RK_CUDA_CC_MAJOR,
+             RK_CUDA_CC_MINOR);
     return RK_ENOTSUP;
   }
-  /* Prepare, then launch: every allocation and image load happens here, once. */
+  /* Prepare, then launch: every allocation and image load happens here, once, and only while no
+   * ring kernel of any runtime in this process is resident on the device. */
+  if (rk__device_prepare_enter(c->device, &resident) != RK_OK) {
+    snprintf(a->reason, a->len, "%u ring kernel(s) of another runtime in this process are resident on device %d: "
+             "creating a runtime allocates (cudaHostAlloc, cudaMalloc) and loads modules, which may synchronise "
+             "with them (ARCHITECTURE §8); create every runtime before launching ring kernels", resident, c->device);
+    return RK_ESTATE;
+  }
+  if ((e = cudaSetDevice(c->device)) != cudaSuccess) {
+    snprintf(a->reason, a->len, "cudaSetDevice(%d): %s", c->device, cudaGetErrorString(e));
+    rc = RK_ENODEV;
+    goto out;
+  }
   if ((e = cudaHostAlloc((void **)&c->pinned_host, a->pinned_bytes, cudaHostAllocMapped | cudaHostAllocPortable)) != cudaSuccess ||
       (e = cudaHostGetDevicePointer((void **)&c->pinned_dev, c->pinned_host, 0)) != cudaSuccess ||
       (e = cudaMalloc((void **)&c->dev_base, a->device_bytes)) != cudaSuccess) {
     snprintf(a->reason, a->len, "allocating the CUDA arenas: %s", cudaGetErrorString(e));
-    return RK_ENOMEM;
+    rc = RK_ENOMEM;
+    goto out;
   }
-  if (rk__arena_init(&c->pinned, a->pinned_bytes, RK_LINE) != RK_OK || rk__arena_init(&c->devmem, a->device_bytes, RK_LINE) != RK_OK) {
+  if (rk__arena_init(&c->pinned, a->pinned_bytes, RK_LINE) != RK_OK) {
     snprintf(a->reason, a->len, "arena bookkeeping: out of memory");
-    return RK_ENOMEM;
+    rc = RK_ENOMEM;
+    goto out;
   }
+  if (rk__arena_init(&c->devmem, a->device_bytes, RK_LINE) != RK_OK) {
+    rk__arena_destroy(&c->pinned);
+    snprintf(a->reason, a->len, "arena bookkeeping: out of memory");
+    rc = RK_ENOMEM;
+    goto out;
+  }
+  c->arenas_ready = 1;
   for (i = 0; i < RK_CUDA_STREAMS; i++)
     if ((e = cudaStreamCreateWithFlags(&c->streams[i], cudaStreamNonBlocking)) != cudaSuccess) {
       snprintf(a->reason, a->len, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
-      return RK_ECUDA;
+      rc = RK_ECUDA;
+      goto out;
     }
   for (i = 0; rk__cuda_builtin_names[i]; i++) {
     struct cudaFuncAttributes attr;
     if ((e = cudaFuncGetAttributes(&attr, rk__cuda_builtin_entry(rk__cuda_builtin_names[i]))) != cudaSuccess) {
       snprintf(a->reason, a->len, "loading the built-in kernel %s: %s (is this GPU's architecture in "
                "CMAKE_CUDA_ARCHITECTURES?)", rk__cuda_builtin_names[i], cudaGetErrorString(e));
-      return RK_ECUDA;
+      rc = RK_ECUDA;
+      goto out;
     }
   }
-  snprintf(a->reason, a->len, "CUDA device %d (compute %d.%d, host-native atomics %s)", c->device, c->cc_major,
-           c->cc_minor, c->native_atomics ? "yes" : "no");
-  return RK_OK;
+  snprintf(a->reason, a->len, "CUDA device %d (compute %d.%d, %d SMs, host-native atomics %s)", c->device,
+           c->cc_major, c->cc_minor, c->sm_count, c->native_atomics ? "yes" : "no");
+  rc = RK_OK;
+out:
+  if (rc != RK_OK) release_device(c);
+  rk__device_prepare_exit(c->device);
+  return rc;
 }
 
+/* Release everything, if that is safe: 0 when released; RK_ESTATE when kernels of this runtime
+ * (zombies) or of another runtime on the device are still resident: everything is kept then. */
 static int shutdown_job(rk_cuda *c, void *arg) {
-  int i;
+  uint64_t start = rk__now_ns();
+  uint32_t resident = 0;
   (void)arg;
-  if (c->n_resident) return RK_ESTATE; /* kernels that never exited: keep their memory */
-  for (i = 0; i < c->n_libs; i++) cudaLibraryUnload(c->libs[i]);
-  for (i = 0; i < RK_CUDA_STREAMS; i++)
-    if (c->streams[i]) cudaStreamDestroy(c->streams[i]);
-  if (c->pinned_host) cudaFreeHost(c->pinned_host);
-  if (c->dev_base) cudaFree(c->dev_base);
-  rk__arena_destroy(&c->pinned);
-  rk__arena_destroy(&c->devmem);
+  /* zombies that exited meanwhile are reclaimed; give the others a moment */
+  while (c->n_resident) {
+    poll_streams(c);
+    if (c->n_resident == 0 || rk__now_ns() - start > 100000000ull) break;
+    rk__sleep_ns(1000000);
+  }
+  if (c->n_resident) {
+    rk__log(c->rt, RK_LOG_ERROR, "CUDA backend: %d ring kernel(s) of this runtime never confirmed their exit; its "
+            "device memory, streams and images are kept", c->n_resident);
+    return RK_ESTATE;
+  }
+  if (rk__device_prepare_enter(c->device, &resident) != RK_OK) {
+    rk__log(c->rt, RK_LOG_ERROR, "CUDA backend: %u ring kernel(s) of other runtimes are resident on device %d; freeing "
+            "now (cudaFree, cudaFreeHost, cudaLibraryUnload) could wait for them, so this runtime's device memory, "
+            "streams and images are kept", resident, c->device);
+    return RK_ESTATE;
+  }
+  release_device(c);
+  rk__device_prepare_exit(c->device);
   return RK_OK;
 }
 
@@ -437,10 +772,23 @@ static void stop_thread(rk_cuda *c) {
 }
 
 int rk__cuda_init(rk_runtime *rt, char *reason, size_t len) {
-  rk_cuda *c = (rk_cuda *)calloc(1, sizeof *c);
+  rk_cuda *c;
   init_args a;
   int rc;
-  if (c == NULL) return RK_ENOMEM;
+  const char *clb = getenv("CUDA_LAUNCH_BLOCKING");
+  /* refused before any thread or CUDA state exists */
+  if (clb && strcmp(clb, "1") == 0) {
+    snprintf(reason, len, "CUDA_LAUNCH_BLOCKING=1 serialises every launch: a resident kernel would block all others");
+    return RK_ENOTSUP;
+  }
+  if (rt->opts.device < 0 || rt->opts.device >= RK__MAX_DEVICES) {
+    snprintf(reason, len, "CUDA device %d: this build supports devices 0 to %d", rt->opts.device, RK__MAX_DEVICES - 1);
+    return RK_ENOTSUP;
+  }
+  if ((c = (rk_cuda *)calloc(1, sizeof *c)) == NULL) {
+    snprintf(reason, len, "out of memory");
+    return RK_ENOMEM;
+  }
   c->device = rt->opts.device;
   c->rt = rt;
   uv_mutex_init(&c->lock);
@@ -458,9 +806,8 @@ int rk__cuda_init(rk_runtime *rt, char *reason, size_t len) {
   a.len = len;
   a.pinned_bytes = RK_CUDA_PINNED_DEFAULT;
   a.device_bytes = RK_CUDA_DEVICE_DEFAULT;
-  rc = cuda_run(c, init_job, &a);
+  rc = cuda_run(c, init_job, &a); /* cleans up after itself on failure */
   if (rc != RK_OK) {
-    (void)cuda_run(c, shutdown_job, NULL);
     stop_thread(c);
     free(c);
     return rc;
@@ -474,9 +821,8 @@ void rk__cuda_shutdown(rk_runtime *rt) {
   rk_cuda *c = (rk_cuda *)rt->backend_data;
   if (c == NULL) return;
   if (cuda_run(c, shutdown_job, NULL) != RK_OK) {
-    rk__log(rt, RK_LOG_ERROR, "CUDA backend: kernels still resident at shutdown; device memory kept");
     stop_thread(c);
-    return; /* c leaks deliberately: resident kernels may still touch its memory */
+    return; /* c leaks deliberately: kernels may still touch its memory (logged by shutdown_job) */
   }
   stop_thread(c);
   free(c);
@@ -485,6 +831,11 @@ void rk__cuda_shutdown(rk_runtime *rt) {
 
 #else /* !RK_HAVE_CUDA */
 
+int rk__cuda_probe(int device, char *reason, size_t len) {
+  (void)device;
+  snprintf(reason, len, "built without CUDA");
+  return 0;
+}
 int rk__cuda_init(rk_runtime *rt, char *reason, size_t len) {
   (void)rt;
   snprintf(reason, len, "built without CUDA");

@@ -27,7 +27,12 @@ typedef struct rk_backend_ops {
   void *(*alloc)(rk_runtime *rt, size_t n);
   void (*free)(rk_runtime *rt, void *p, size_t n);
   int (*start)(rk_kernel *k);   /* start every lane; lanes check in through the control block */
-  void (*join)(rk_kernel *k);   /* after every lane reported TERMINATED (or an abort): reclaim */
+  /* After every lane reported TERMINATED, or after an abort: reclaim the lanes. RK_OK: their exit
+   * is confirmed and the backend's own resources for k are released. RK_ETIMEDOUT: the exit is not
+   * confirmed (a kernel that may still run, or whose queued blocks may start later); the backend
+   * keeps what it owns for k until it can tell, and the caller keeps k's control block and rings
+   * (k->shared_kept), which such lanes may still read and write, for the runtime's life. */
+  int (*join)(rk_kernel *k);
   /* the lanes stamp with a clock of their own plus the offset the host measures (CUDA); 0: with
    * the host clock itself (CPU), so a new offset needs no second request to apply it */
   int lane_clock_offset;
@@ -36,9 +41,28 @@ typedef struct rk_backend_ops {
 extern const rk_backend_ops rk__cpu_backend;
 extern const rk_backend_ops rk__cuda_backend;
 
+/* cuda_backend.c: whether the CUDA backend can be tried for `device` (1) or why not (0, reason
+ * written). It makes the process's first CUDA call, so it sets CUDA_DEVICE_MAX_CONNECTIONS first. */
+int rk__cuda_probe(int device, char *reason, size_t len);
 /* cuda_backend.c: set up the CUDA backend on rt (rt->ops, rt->backend_data) or say why not. */
 int rk__cuda_init(rk_runtime *rt, char *reason, size_t len);
 void rk__cuda_shutdown(rk_runtime *rt);
+
+/* cuda_backend.c: the process-wide use of one device, shared by every runtime on it (the
+ * "nothing while resident" rule of ARCHITECTURE §8 is per device and process, not per runtime:
+ * every runtime on a device shares its primary context). A runtime that allocates, frees or loads
+ * modules on the device (creation, a new CUDA image, shutdown) is "preparing"; a ring kernel that
+ * is launched, and until its exit is confirmed, is "resident". The two exclude each other:
+ * rk__device_prepare_enter fails (returning how many kernels are resident) while any is, and
+ * rk__device_resident_enter waits for preparations in progress to end (RK_ETIMEDOUT after
+ * timeout_ns). Devices 0 .. RK__MAX_DEVICES - 1; RK_EINVAL beyond. Compiled with or without CUDA,
+ * so the protocol is tested on every machine (test_device_use). */
+#define RK__MAX_DEVICES 64
+int rk__device_prepare_enter(int device, uint32_t *resident);
+void rk__device_prepare_exit(int device);
+int rk__device_resident_enter(int device, uint64_t timeout_ns);
+void rk__device_resident_exit(int device);
+uint32_t rk__device_resident(int device);
 
 /* A thread's view while it runs a handler (the opaque rk_ctx of kernel.h). */
 struct rk_ctx {
@@ -118,6 +142,9 @@ struct rk_kernel {
   void *inbox_mem, *outbox_mem; /* every lane's ring in one block each: lane i at base + i * stride */
   size_t inbox_stride, outbox_stride;
   void *backend_data;
+  /* the backend did not confirm the lanes' exit (rk_backend_ops.join): the control block and rings
+   * are never freed (they stay allocated for the runtime's life, abort bit set) */
+  int shared_kept;
   rk__lane *lane;
   void *state;
   rk_clock *clock; /* the kernel clock (node id = kernel id) */
@@ -126,6 +153,8 @@ struct rk_kernel {
   uv_mutex_t fault_lock; /* first fault wins */
   uint32_t cmd_seq;    /* last command sequence written (under ctl_lock) */
   volatile uint32_t hstate; /* host view: rk_lifecycle (atomics) */
+  /* RK_ECUDA as a fault code means the lanes are dead (a sticky CUDA error ended the context's
+   * kernels): nothing acknowledges a command any more, so waits stop and terminate only joins */
   volatile int fault_code;
   char fault_msg[256]; /* written once, before fault_code is published (release) */
 
@@ -162,7 +191,7 @@ struct rk_runtime {
   rk_backend backend;
   const rk_backend_ops *ops;
   void *backend_data;
-  char backend_reason[320];
+  char backend_reason[400];
   rk_clock *clock;
   uint32_t node_id;
   volatile uint64_t next_msg_id;

@@ -95,7 +95,8 @@ static void kernel_free(rk_kernel *k) {
     k->pend_head = p->next;
     free(p);
   }
-  if (k->ops) {
+  /* Memory that lanes whose exit was not confirmed may still use is never given back. */
+  if (k->ops && !k->shared_kept) {
     k->ops->free(k->rt, k->inbox_mem, k->inbox_stride * k->lanes);
     k->ops->free(k->rt, k->outbox_mem, k->outbox_stride * k->lanes);
     k->ops->free(k->rt, k->ctl_mem, k->ctl_bytes);
@@ -111,15 +112,27 @@ static void kernel_free(rk_kernel *k) {
   free(k);
 }
 
+/* The fault code (0 if none). Acquire: pairs with rk__kernel_fault's release, so the message
+ * written before it can be read after. */
+static int fault_of(const rk_kernel *k) { return __atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE); }
+
+/* Dead lanes (a sticky CUDA error): nobody will check in, acknowledge or report TERMINATED. */
+static int lanes_dead(const rk_kernel *k) { return fault_of(k) == RK_ECUDA; }
+
 /* Wait until pred(k, arg) holds for every lane, or the timeout. Spin, then sleep in short steps:
- * lifecycle commands are rare, and their latency is bounded by the lanes' park interval anyway. */
-static int wait_lanes(rk_kernel *k, int (*pred)(rk__lane *, uint32_t), uint32_t arg, uint64_t timeout_ns) {
+ * lifecycle commands are rare, and their latency is bounded by the lanes' park interval anyway.
+ * A fault ends the wait early, returning its code: any fault when any_fault is set (launch: the
+ * kernel failed at start), otherwise only dead lanes (RK_ECUDA), which would never answer. */
+static int wait_lanes(rk_kernel *k, int (*pred)(rk__lane *, uint32_t), uint32_t arg, uint64_t timeout_ns,
+                      int any_fault) {
   uint64_t start = rk__now_ns();
   uint32_t spins = 0, i;
   for (;;) {
-    int all = 1;
+    int all = 1, fault;
     for (i = 0; i < k->lanes && all; i++) all = pred(&k->lane[i], arg);
     if (all) return RK_OK;
+    fault = fault_of(k);
+    if (fault != 0 && (any_fault || fault == RK_ECUDA)) return fault;
     if (rk__now_ns() - start >= timeout_ns) return RK_ETIMEDOUT;
     if (++spins < 64)
       rk_cpu_relax();
@@ -158,7 +171,7 @@ static int command(rk_kernel *k, uint32_t cmd, uint64_t timeout_ns) {
   rk_store_relaxed_sys_u32(&k->ctl->host.cmd, cmd);
   rk_store_release_sys_u32(&k->ctl->host.cmd_seq, seq); /* pairs with the lanes' acquire */
   wake_lanes(k);
-  return wait_lanes(k, lane_acked, seq, timeout_ns);
+  return wait_lanes(k, lane_acked, seq, timeout_ns, 0);
 }
 
 /* ---------------------------------------- clock synchronisation ------------------------------ */
@@ -252,6 +265,21 @@ static void abort_lanes(rk_kernel *k) {
   /* release: pairs with the lanes' load-acquire of signals */
   (void)rk_host_fetch_or_release_u64(&k->ctl->host.signals, RK_SIGNAL_ABORT);
   wake_lanes(k);
+}
+
+/* Reclaim the lanes through the backend. When it cannot confirm that they exited (a kernel still
+ * running, or blocks still queued that will start later and read the abort word), the control
+ * block and rings they address stay allocated, with the abort bit set, for the runtime's life. */
+static int join_lanes(rk_kernel *k) {
+  int rc = k->ops->join(k);
+  if (rc != RK_OK) {
+    k->shared_kept = 1;
+    rk__log(k->rt, RK_LOG_ERROR,
+            "kernel %s: the %s backend did not confirm that its lanes exited (%s); its control block and "
+            "rings (%zu bytes) are kept for the runtime's life", k->name, k->ops->name, rk_err_name(rc),
+            k->ctl_bytes + (k->inbox_stride + k->outbox_stride) * k->lanes);
+  }
+  return rc;
 }
 
 static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
@@ -397,9 +425,12 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   t_before = rk__realtime_ns();
   rc = k->ops->start(k);
   if (rc == RK_OK) {
-    /* Co-residency is proven, not computed: every lane must check in (ARCHITECTURE §8). */
-    rc = wait_lanes(k, lane_checked_in, 0, k->launch_timeout_ns);
-    if (rc != RK_OK)
+    /* Co-residency is proven, not computed: every lane must check in (ARCHITECTURE §8). A kernel
+     * that faults meanwhile (a CUDA error at start) ends the wait with its own code and message. */
+    rc = wait_lanes(k, lane_checked_in, 0, k->launch_timeout_ns, 1);
+    if (rc != RK_OK && fault_of(k) != 0)
+      rc = rk__fail(rt, fault_of(k), "kernel %s: faulted while its lanes checked in: %s", k->name, k->fault_msg);
+    else if (rc != RK_OK)
       rc = rk__fail(rt, RK_ENORESOURCE, "kernel %s: not every lane checked in within %llu ms", k->name,
                     (unsigned long long)(k->launch_timeout_ns / 1000000));
     else {
@@ -414,7 +445,7 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   }
   if (rc != RK_OK) {
     abort_lanes(k);
-    k->ops->join(k);
+    (void)join_lanes(k); /* not confirmed: the control block and rings are kept */
     goto fail_early;
   }
 
@@ -450,6 +481,8 @@ static int transition(rk_kernel *k, uint32_t cmd, const char *what) {
   rc = command(k, cmd, RK_COMMAND_TIMEOUT_NS);
   if (rc == RK_OK)
     set_hstate(k, cmd == RK_CMD_ACTIVATE ? RK_STATE_ACTIVE : RK_STATE_INACTIVE);
+  else if (rc == RK_ECUDA) /* the lanes died meanwhile */
+    rc = rk__fail(k->rt, rc, "kernel %s: cannot %s: %s", k->name, what, k->fault_msg);
   else
     rk__kernel_fault(k, RK_ETIMEDOUT, "a lane did not acknowledge %s", what);
   uv_mutex_unlock(&k->ctl_lock);
@@ -459,12 +492,18 @@ static int transition(rk_kernel *k, uint32_t cmd, const char *what) {
 int rk_kernel_activate(rk_kernel *k) { return transition(k, RK_CMD_ACTIVATE, "activate"); }
 int rk_kernel_deactivate(rk_kernel *k) { return transition(k, RK_CMD_DEACTIVATE, "deactivate"); }
 
-/* Every lane has exited (ctl_lock held): reclaim the lanes and release blocked senders. */
-static void finish_terminate(rk_kernel *k) {
+/* Every lane has exited, or is dead (ctl_lock held): reclaim the lanes and release blocked
+ * senders. The host is done with the kernel either way; when the backend cannot confirm the exit,
+ * the memory the lanes address is kept (join_lanes) and RK_ETIMEDOUT returned. */
+static int finish_terminate(rk_kernel *k) {
   uint32_t i;
-  k->ops->join(k);
+  int rc = join_lanes(k);
   for (i = 0; i < k->lanes; i++) rk_ring_wake_all(k->lane[i].inbox); /* blocked senders: ECLOSED */
   set_hstate(k, RK_STATE_TERMINATED);
+  if (rc != RK_OK)
+    rc = rk__fail(k->rt, rc, "kernel %s: the lanes' exit was not confirmed; their control block and rings are kept",
+                  k->name);
+  return rc;
 }
 
 /* Receivers waiting for replies that will never come learn it now. */
@@ -493,19 +532,24 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
     rk_ring_close(k->lane[i].inbox, &fin);
     rk_store_relaxed_sys_u64(&k->lane[i].cmd->drain_to, fin); /* published by cmd_seq's release */
   }
-  rc = command(k, RK_CMD_TERMINATE, t);
-  if (rc == RK_OK) rc = wait_lanes(k, lane_terminated, 0, t);
-  if (rc != RK_OK) {
+  /* Dead lanes (a sticky CUDA error, before or during the command) acknowledge nothing: join them
+   * directly (their stream reports the error, which counts as exited). */
+  rc = lanes_dead(k) ? RK_ECUDA : command(k, RK_CMD_TERMINATE, t);
+  if (rc == RK_OK) rc = wait_lanes(k, lane_terminated, 0, t, 0);
+  if (rc != RK_OK && rc != RK_ECUDA) {
     abort_lanes(k);
-    if (wait_lanes(k, lane_terminated, 0, 1000000000ull) != RK_OK) {
+    rc = wait_lanes(k, lane_terminated, 0, 1000000000ull, 0);
+    if (rc != RK_OK && rc != RK_ECUDA) {
       /* A handler that never returns: its thread cannot be joined. Keep everything allocated. */
       rk__kernel_fault(k, RK_ETIMEDOUT, "terminate: lanes still running after abort");
       uv_mutex_unlock(&k->ctl_lock);
       return rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out; lanes still running", k->name);
     }
-    rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out before the inbox drained; aborted", k->name);
+    rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out before the inbox drained; aborted", k->name);
   }
-  finish_terminate(k);
+  if (rc == RK_ECUDA) /* terminated, but what the inboxes held was never processed */
+    rc = rk__fail(k->rt, RK_ECUDA, "kernel %s: lanes dead (%s); terminated without draining", k->name, k->fault_msg);
+  if (finish_terminate(k) != RK_OK) rc = RK_ETIMEDOUT;
   uv_mutex_unlock(&k->ctl_lock);
   wake_receivers(k);
   return rc;
@@ -523,9 +567,10 @@ void rk_kernel_destroy(rk_kernel *k) {
     /* An earlier terminate timed out with a lane still inside its handler and told the lanes to
      * abort; they exit when the handler returns. Give them the same 1 s, then reclaim them. */
     uv_mutex_lock(&k->ctl_lock);
-    if (rk_load_acquire_sys_u32(&k->hstate) == RK_STATE_TERMINATING &&
-        wait_lanes(k, lane_terminated, 0, 1000000000ull) == RK_OK)
-      finish_terminate(k);
+    if (rk_load_acquire_sys_u32(&k->hstate) == RK_STATE_TERMINATING) {
+      int rc = wait_lanes(k, lane_terminated, 0, 1000000000ull, 0);
+      if (rc == RK_OK || rc == RK_ECUDA) (void)finish_terminate(k); /* exited, or dead */
+    }
     uv_mutex_unlock(&k->ctl_lock);
     wake_receivers(k);
   } else if (s != RK_STATE_TERMINATED) {

@@ -13,10 +13,6 @@
 
 #include "host/internal.h"
 
-#if defined(RK_HAVE_CUDA)
-#include <cuda_runtime_api.h>
-#endif
-
 #define RK_DEFAULT_WATCHDOG_INTERVAL_NS 50000000ull
 
 struct rk__handles {
@@ -104,32 +100,6 @@ rk_clock *rk_runtime_clock(rk_runtime *rt) { return rt ? rt->clock : NULL; }
 
 /* ---------------------------------------- backend choice ------------------------------------- */
 
-/* Probe CUDA: 1 when a device is present (the backend is then set up by rk__cuda_init, which may
- * still refuse a hostile environment), 0 otherwise with the reason written. */
-static int cuda_probe(int device, char *reason, size_t len) {
-#if defined(RK_HAVE_CUDA)
-  int n = 0;
-  cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) {
-    snprintf(reason, len, "no usable CUDA driver (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
-    return 0;
-  }
-  if (n == 0) {
-    snprintf(reason, len, "no CUDA device present");
-    return 0;
-  }
-  if (device < 0 || device >= n) {
-    snprintf(reason, len, "CUDA device %d requested, %d present", device, n);
-    return 0;
-  }
-  return 1;
-#else
-  (void)device;
-  snprintf(reason, len, "built without CUDA");
-  return 0;
-#endif
-}
-
 /* ---------------------------------------- service loop --------------------------------------- */
 
 /* Run fn over a snapshot of the kernel list; each kernel is pinned by refs while it is used. */
@@ -204,7 +174,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   rk_runtime_options o = RK_RUNTIME_OPTIONS_INIT;
   rk_runtime *rt;
   int rc, cuda_ok;
-  char reason[256];
+  char reason[320];
   uint64_t interval;
 
   if (out == NULL) return RK_EINVAL;
@@ -217,7 +187,8 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   if (o.backend != RK_BACKEND_AUTO && o.backend != RK_BACKEND_CPU && o.backend != RK_BACKEND_CUDA) return RK_EINVAL;
   if ((unsigned)o.log_level > RK_LOG_DEBUG) o.log_level = RK_LOG_DEBUG;
 
-  cuda_ok = o.backend == RK_BACKEND_CPU ? 0 : cuda_probe(o.device, reason, sizeof reason);
+  /* 1 when a device is present (rk__cuda_init may still refuse it), else 0 with the reason */
+  cuda_ok = o.backend == RK_BACKEND_CPU ? 0 : rk__cuda_probe(o.device, reason, sizeof reason);
   if (o.backend == RK_BACKEND_CUDA && !cuda_ok) {
     rk_runtime tmp;
     memset(&tmp, 0, sizeof tmp);
