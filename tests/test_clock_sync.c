@@ -21,19 +21,27 @@ static rk_runtime_options fast_sync(uint64_t interval_ns) {
   return o;
 }
 
+/* Launch calibrates with a synchronous exchange once every lane checked in (up to 4 tries, each
+ * counted as a miss when dropped), so its window is an exchange's (at most 50 us); only if every
+ * try missed is the coarse window of the whole start used. */
 static void test_launch_calibrates(void **state) {
   rk_runtime_options o = fast_sync(UINT64_MAX); /* only at launch */
   rk_runtime *rt = rt_create_opts(&o);
   rk_kernel *k = rt_launch(rt, &rk_builtin_echo, NULL);
   rk_kernel_counters st = rt_stats(k);
+  uint64_t misses = st.clock_sync_misses;
   (void)state;
   assert_int_equal(st.clock_syncs, 1);
   assert_true(st.clock_sync_window_ns > 0);
+  assert_true(misses <= 4);
+  if (misses < 4 && st.clock_sync_window_ns > 50000)
+    fail_msg("launch calibrated with a %llu ns window after %llu missed exchanges: not an exchange's",
+             (unsigned long long)st.clock_sync_window_ns, (unsigned long long)misses);
   assert_offset_bounded(k);
   rt_sleep_ms(30); /* thirty timer ticks: none may start an exchange */
   st = rt_stats(k);
   assert_int_equal(st.clock_syncs, 1);
-  assert_int_equal(st.clock_sync_misses, 0);
+  assert_int_equal(st.clock_sync_misses, misses);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }

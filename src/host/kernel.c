@@ -19,6 +19,7 @@
 #define RK_DEFAULT_CLOCK_SYNC_NS 1000000000ull
 #define RK_CLOCK_SYNC_WAIT_NS 200000ull      /* how long the service loop waits for lane 0 */
 #define RK_CLOCK_SYNC_MAX_WINDOW_NS 50000ull /* a slower exchange is dropped: error up to 25 us */
+#define RK_LAUNCH_CLOCK_TRIES 4              /* exchanges tried at launch before the coarse window */
 
 const char *rk_state_name(rk_lifecycle s) {
   switch (s) {
@@ -223,13 +224,12 @@ static uint64_t clock_interval(const rk_kernel *k) {
 
 static uint64_t add_sat(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
 
-void rk__clock_sync(rk_kernel *k) {
-  uint64_t now = rk__now_ns(), iv = clock_interval(k), r0, r1, t, sample;
-  uint32_t s = rk_load_acquire_sys_u32(&k->hstate), req;
+/* One exchange with lane 0: accepted (returns 1) when lane 0 answered within a window of at most
+ * RK_CLOCK_SYNC_MAX_WINDOW_NS, otherwise counted as a miss (returns 0). */
+static int clock_exchange(rk_kernel *k) {
+  uint64_t start = rk__now_ns(), r0, r1, t, sample;
+  uint32_t req;
   int answered = 0;
-  if (iv == UINT64_MAX || now < k->clock_next_ns) return;
-  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) return;
-  if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return; /* lanes leaving */
   r0 = rk__realtime_ns();
   req = clock_request(k);
   /* Wait for lane 0 on the monotonic clock: spin briefly, then yield, so a lane 0 that shares this
@@ -240,7 +240,7 @@ void rk__clock_sync(rk_kernel *k) {
       answered = 1;
       break;
     }
-    t = rk__now_ns() - now;
+    t = rk__now_ns() - start;
     if (t >= RK_CLOCK_SYNC_WAIT_NS) break;
     if (t < 10000) rk_cpu_relax();
     else sched_yield();
@@ -253,12 +253,20 @@ void rk__clock_sync(rk_kernel *k) {
     /* Lanes that stamp with offset-corrected clocks (CUDA) apply it now; this answer is not waited
      * for. CPU lanes stamp with the host clock: nothing to apply, nobody to wake. */
     if (k->ops->lane_clock_offset) (void)clock_request(k);
-    k->clock_next_ns = add_sat(now, iv);
-  } else {
-    /* lane 0 busy in a long handler, or a slow exchange: try again sooner */
-    clock_miss(k);
-    k->clock_next_ns = add_sat(now, iv / 4);
+    return 1;
   }
+  clock_miss(k);
+  return 0;
+}
+
+void rk__clock_sync(rk_kernel *k) {
+  uint64_t now = rk__now_ns(), iv = clock_interval(k);
+  uint32_t s = rk_load_acquire_sys_u32(&k->hstate);
+  if (iv == UINT64_MAX || now < k->clock_next_ns) return;
+  if (fault_of(k) != 0) return;
+  if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return; /* lanes leaving */
+  /* a miss (lane 0 busy in a long handler, or a slow exchange) is tried again sooner */
+  k->clock_next_ns = add_sat(now, clock_exchange(k) ? iv : iv / 4);
 }
 
 static void abort_lanes(rk_kernel *k) {
@@ -295,6 +303,31 @@ static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
       return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: message type %u is NULL or has id 0",
                       d->name ? d->name : "?", i);
   return RK_OK;
+}
+
+/* The first clock calibration, once every lane checked in. A synchronous exchange, as the service
+ * loop's: lanes in LAUNCHED poll the control line on every iteration (a parked CPU lane 0 is
+ * woken by the request), so lane 0 answers within microseconds; a few tries, since the first may
+ * find a CPU lane 0 still waking up. Only if every try misses, the coarse window of the whole
+ * start (from before ops->start to now: NVRTC, image load, state copy, launch) is used, and the
+ * service loop's first exchange, due at once, refines it. */
+static void calibrate_at_launch(rk_kernel *k, uint64_t t_before) {
+  uint64_t iv = clock_interval(k), t_after, sample;
+  int tries, synced = 0;
+  for (tries = 0; tries < RK_LAUNCH_CLOCK_TRIES && !synced; tries++) synced = clock_exchange(k);
+  if (synced) {
+    k->clock_next_ns = iv == UINT64_MAX ? UINT64_MAX : add_sat(rk__now_ns(), iv);
+    return;
+  }
+  /* The last clock lane 0 wrote (at check-in, or answering a missed exchange late): taken after
+   * t_before and read before t_after, so inside the window either way. Ordered after the acquire
+   * of checked_in in wait_lanes. */
+  sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns);
+  t_after = rk__realtime_ns();
+  if (t_after < t_before) t_after = t_before; /* CLOCK_REALTIME stepped back: the midpoint would wrap */
+  clock_accept(k, t_before, t_after, sample);
+  (void)clock_request(k); /* every lane loads the offset before any command reaches it */
+  k->clock_next_ns = iv == UINT64_MAX ? UINT64_MAX : 0;
 }
 
 int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
@@ -433,15 +466,8 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     else if (rc != RK_OK)
       rc = rk__fail(rt, RK_ENORESOURCE, "kernel %s: not every lane checked in within %llu ms", k->name,
                     (unsigned long long)(k->launch_timeout_ns / 1000000));
-    else {
-      /* First calibration, from the clock every lane wrote when it checked in: coarse (the window
-       * is the whole start), refined by the service loop's first exchange, due at once. */
-      uint64_t t_after = rk__realtime_ns(), sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns);
-      if (t_after < t_before) t_after = t_before; /* CLOCK_REALTIME stepped back: the midpoint would wrap */
-      clock_accept(k, t_before, t_after, sample);
-      (void)clock_request(k); /* every lane loads the offset before any command reaches it */
-      k->clock_next_ns = clock_interval(k) == UINT64_MAX ? UINT64_MAX : 0;
-    }
+    else
+      calibrate_at_launch(k, t_before);
   }
   if (rc != RK_OK) {
     abort_lanes(k);
