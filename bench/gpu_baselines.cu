@@ -132,6 +132,7 @@ extern "C" int rk_bench_gpu_base_run(rk_bench_gpu_base *b, int graph, double sec
                                      uint64_t *v, size_t cap, size_t *n, char *err, size_t errlen) {
   uint64_t warm = ns_now() + (uint64_t)(warm_seconds * 1e9), end = warm + (uint64_t)(seconds * 1e9);
   *n = 0;
+  if (cap == 0) return 0;
   for (;;) {
     uint64_t d = one(b, graph, err, errlen), t;
     if (d == 0) return -1;
