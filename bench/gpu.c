@@ -130,7 +130,10 @@ static int rtt_ring_round(rk_kernel *k, double seconds, double warm_s, series *s
   rk_msg reply;
   uint64_t warm = rk_bench_now_ns() + (uint64_t)(warm_s * 1e9), end = warm + (uint64_t)(seconds * 1e9);
   size_t got = 0, room = s->cap - s->n;
-  if (room == 0) return 0;
+  if (room == 0) {
+    series_round(s, 0);
+    return 0;
+  }
   for (;;) {
     uint64_t t0, t1;
     int rc;
