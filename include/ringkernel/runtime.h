@@ -115,9 +115,13 @@ typedef struct rk_launch_options {
 
 /** Create a runtime. opts may be NULL (defaults). With RK_BACKEND_AUTO a machine without a usable
  *  GPU gets the CPU backend (rk_runtime_backend_reason says why).
- *  Errors: RK_EINVAL (bad options), RK_ENODEV (CUDA requested, unavailable: reason in
- *  *out's... no runtime is returned, so the reason goes to the log), RK_ENOTSUP (hostile CUDA
- *  environment), RK_ENOMEM, RK_ESYS. With opts->loop set, call from the loop's thread. */
+ *  Errors: RK_EINVAL (bad options), RK_ENODEV (CUDA requested, unavailable: no runtime is
+ *  returned, so the reason goes to the log), RK_ENOTSUP (hostile CUDA environment:
+ *  CUDA_LAUNCH_BLOCKING=1, a display watchdog, compute capability below 7.5), RK_ESTATE (CUDA
+ *  requested while ring kernels of another runtime of this process are resident on the device:
+ *  creating a runtime allocates and loads modules, which could hang them; create every runtime
+ *  first), RK_ENOMEM, RK_ESYS. With RK_BACKEND_AUTO those CUDA refusals fall back to the CPU
+ *  backend instead. With opts->loop set, call from the loop's thread. */
 RK_API int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts);
 /** Terminate every kernel (1 s each), stop the service thread, free everything. NULL accepted.
  *  With an application loop: call from the loop's thread. */
@@ -141,7 +145,12 @@ RK_API int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len);
 /** Launch a kernel: allocate its state, rings and control block, start its lanes and wait until
  *  every lane has checked in. The kernel is resident and RK_STATE_LAUNCHED (not consuming).
  *  opts may be NULL. Errors: RK_EINVAL (bad descriptor/geometry), RK_ENOMEM, RK_ENORESOURCE
- *  (lanes did not check in within the launch timeout), RK_ENOTSUP (no handler for this backend). */
+ *  (more lanes than the device can hold at once, or lanes did not check in within the launch
+ *  timeout), RK_ENOTSUP (no handler for this backend), RK_ECUDA (a CUDA error, an NVRTC compile
+ *  error with its log, or a fault while the lanes checked in), RK_ESTATE (CUDA: a CUDA image not
+ *  loaded yet while ring kernels are resident: launch kernels with their own images first),
+ *  RK_ETIMEDOUT (CUDA: the initial state copy did not finish). The detail is in
+ *  rk_runtime_last_error. */
 RK_API int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
                             rk_kernel **out);
 /** LAUNCHED or INACTIVE -> ACTIVE. RK_ESTATE otherwise; RK_ETIMEDOUT if a lane did not acknowledge. */
@@ -150,7 +159,10 @@ RK_API int rk_kernel_activate(rk_kernel *k);
 RK_API int rk_kernel_deactivate(rk_kernel *k);
 /** Close the kernel to new messages, process everything already accepted, then stop. Replies
  *  produced while draining can still be received. timeout_ns < 0 waits forever.
- *  Errors: RK_ESTATE (already terminated), RK_ETIMEDOUT (the lanes were told to abort). */
+ *  Errors: RK_ESTATE (already terminated), RK_ETIMEDOUT (the lanes were told to abort; or, CUDA,
+ *  their exit could not be confirmed, and the memory they address is kept for the runtime's
+ *  life; or a handler never returned even after the abort, and the kernel stays FAULTED until
+ *  rk_kernel_destroy), RK_ECUDA (the lanes died with a CUDA error: terminated without draining). */
 RK_API int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns);
 /** Terminate if needed (1 s) and free the kernel. NULL accepted. No other thread may use k. */
 RK_API void rk_kernel_destroy(rk_kernel *k);
