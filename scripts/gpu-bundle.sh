@@ -28,7 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
-die() { echo "gpu-bundle: $*" >&2; exit 1; }
+die() { rm -rf .gpu-bundle; echo "gpu-bundle: $*" >&2; exit 1; } # no stale bundle to carry by mistake
 
 if [[ ! -f "$build/CMakeCache.txt" ]]; then
   ./scripts/deps.sh
