@@ -149,7 +149,7 @@ static void emu_kernel_free(emu_kernel *ek) {
 static void faulter_main(void *arg) {
   emu_kernel *ek = (emu_kernel *)arg;
   rt_sleep_ms(20);
-  rk__kernel_fault(ek->k, RK_ECUDA, "CUDA error: an illegal memory access was encountered (cudaErrorIllegalAddress)");
+  rk__kernel_lanes_dead(ek->k, "CUDA error: an illegal memory access was encountered (cudaErrorIllegalAddress)");
 }
 
 static int emu_start(rk_kernel *k) {
@@ -351,16 +351,19 @@ typedef struct fault_later {
 static void fault_later_main(void *arg) {
   fault_later *f = (fault_later *)arg;
   rt_sleep_ms(f->ms);
-  rk__kernel_fault(f->k, RK_ECUDA, "CUDA error: unspecified launch failure (cudaErrorLaunchFailure)");
+  rk__kernel_lanes_dead(f->k, "CUDA error: unspecified launch failure (cudaErrorLaunchFailure)");
 }
 
 /* Dead lanes acknowledge nothing: terminate with no timeout returns once the fault is known —
- * whether it was known before (no command is written at all) or arrives while terminate waits —
- * joins the lanes and reports the fault; nothing of the kernel is kept. */
+ * whether it was known before (no command is written at all) or arrives while terminate waits,
+ * and also when the kernel had faulted for another reason first (the watchdog's stall: the first
+ * fault keeps the code, the lanes are dead all the same) — joins the lanes and reports the fault;
+ * nothing of the kernel is kept. */
 static void test_terminate_dead_lanes(void **state) {
-  int during;
+  int mode;
   (void)state;
-  for (during = 0; during < 2; during++) {
+  for (mode = 0; mode < 3; mode++) {
+    int during = mode == 1, earlier = mode == 2;
     rk_runtime *rt = emu_runtime(START_DEAD, 1);
     rk_kernel *k = NULL;
     fault_later f;
@@ -371,6 +374,7 @@ static void test_terminate_dead_lanes(void **state) {
     RT_OK(rt, launch(rt, 3, 0, &k));
     f.k = k;
     f.ms = during ? 50 : 0;
+    if (earlier) rk__kernel_fault(k, RK_ETIMEDOUT, "lane 0 stalled: no heartbeat for 2000 ms with 3 messages waiting");
     if (during) {
       assert_int_equal(uv_thread_create(&th, fault_later_main, &f), 0);
     } else {
@@ -385,8 +389,8 @@ static void test_terminate_dead_lanes(void **state) {
     assert_int_equal(rk_load_acquire_sys_u32(&k->ctl->host.cmd_seq), during ? seq + 1 : seq);
     assert_non_null(strstr(rk_runtime_last_error(rt), "lanes dead"));
     assert_int_equal(g_dev.joins, 1);
-    assert_int_equal(rk_kernel_error(k, msg, sizeof msg), RK_ECUDA);
-    assert_non_null(strstr(msg, "cudaErrorLaunchFailure"));
+    assert_int_equal(rk_kernel_error(k, msg, sizeof msg), earlier ? RK_ETIMEDOUT : RK_ECUDA); /* the first fault */
+    assert_non_null(strstr(msg, earlier ? "stalled" : "cudaErrorLaunchFailure"));
     assert_int_equal(rk_kernel_terminate(k, -1), RK_ESTATE); /* TERMINATED */
     rk_kernel_destroy(k);
     assert_int_equal(arena_live(NULL), 0);

@@ -17,6 +17,7 @@
  * Rings and control blocks live in the pinned arena: the host uses its addresses, the device the
  * matching addresses from cudaHostGetDevicePointer (same offset). Kernel state and the kernel
  * clock live in the device arena. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,10 @@ typedef struct rk_cuda {
   int (*job)(struct rk_cuda *, void *);
   void *job_arg;
   int job_rc, job_done, stop;
+  /* The runtime is gone but kernels still hold what this backend owns: the CUDA thread, detached,
+   * reaps (poll_streams) and frees everything once that is safe (reap). Set by a job: read and
+   * written by the CUDA thread only, like rt, which is NULL then. */
+  int reaping;
   /* arenas (allocated once) */
   uint8_t *pinned_host, *pinned_dev, *dev_base;
   rk_arena pinned, devmem;
@@ -198,13 +203,16 @@ static void make_zombie(cuda_kernel *ck) {
   ck->k = NULL;
 }
 
-/* A sticky error: every live kernel of this runtime faults with it (zombies have no kernel). */
+/* A sticky error: every live kernel of this runtime faults with it, its lanes dead (zombies have
+ * no kernel). */
 static void sticky_fault(rk_cuda *c, cudaError_t e) {
   cuda_kernel *ck;
+  char msg[200];
   if (c->sticky) return;
   c->sticky = (int)e;
+  snprintf(msg, sizeof msg, "CUDA error: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
   for (ck = c->resident; ck; ck = ck->next)
-    if (ck->k) rk__kernel_fault(ck->k, RK_ECUDA, "CUDA error: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    if (ck->k) rk__kernel_lanes_dead(ck->k, msg);
 }
 
 /* ---------------------------------------- the CUDA thread ------------------------------------ */
@@ -221,13 +229,30 @@ static void poll_streams(rk_cuda *c) {
     if (e == cudaErrorNotReady) continue;
     if (e != cudaSuccess) sticky_fault(c, e);
     if (ck->k == NULL) {
-      rk__log(c->rt, RK_LOG_WARN, "CUDA backend: a ring kernel whose exit was not confirmed has now exited (%s); "
-              "its stream and device memory are reused", e == cudaSuccess ? "stream idle" : cudaGetErrorName(e));
+      if (c->rt) /* NULL while reaping: the runtime is gone */
+        rk__log(c->rt, RK_LOG_WARN, "CUDA backend: a ring kernel whose exit was not confirmed has now exited (%s); "
+                "its stream and device memory are reused", e == cudaSuccess ? "stream idle" : cudaGetErrorName(e));
       release_kernel(c, ck);
     } else {
       ck->exited = 1;
     }
   }
+}
+
+static void release_device(rk_cuda *c);
+
+/* Reaping (the runtime is gone): once no kernel of this backend is resident and no other
+ * runtime's kernel holds the device, free everything, c included. Returns 1 when c is freed. */
+static int reap(rk_cuda *c) {
+  uint32_t resident = 0;
+  if (c->n_resident != 0 || rk__device_prepare_enter(c->device, &resident) != RK_OK) return 0;
+  release_device(c);
+  rk__device_prepare_exit(c->device);
+  uv_mutex_destroy(&c->lock);
+  uv_cond_destroy(&c->cond);
+  uv_mutex_destroy(&c->arena_lock);
+  free(c);
+  return 1;
 }
 
 static void cuda_thread_main(void *arg) {
@@ -237,9 +262,10 @@ static void cuda_thread_main(void *arg) {
   uv_mutex_lock(&c->lock);
   for (;;) {
     while (c->job == NULL && !c->stop) {
-      if (uv_cond_timedwait(&c->cond, &c->lock, 20000000ull) == UV_ETIMEDOUT && c->resident) {
+      if (uv_cond_timedwait(&c->cond, &c->lock, 20000000ull) == UV_ETIMEDOUT && (c->resident || c->reaping)) {
         uv_mutex_unlock(&c->lock);
         poll_streams(c);
+        if (c->reaping && reap(c)) return; /* detached: nobody joins this thread */
         uv_mutex_lock(&c->lock);
       }
     }
@@ -553,9 +579,26 @@ static int cuda_start(rk_kernel *k) { return cuda_run((rk_cuda *)k->rt->backend_
 
 static int cuda_join(rk_kernel *k) { return cuda_run((rk_cuda *)k->rt->backend_data, join_job, k); }
 
+/* The host gave up on k's lanes (rk_kernel_destroy: they did not stop, and k is leaked): forget
+ * k; its stream and memory go back when poll_streams sees it exit, at once if it already has. */
+static int abandon_job(rk_cuda *c, void *arg) {
+  rk_kernel *k = (rk_kernel *)arg;
+  cuda_kernel *ck = (cuda_kernel *)k->backend_data;
+  if (ck == NULL) return RK_OK;
+  if (ck->exited) {
+    k->backend_data = NULL;
+    release_kernel(c, ck);
+  } else {
+    make_zombie(ck);
+  }
+  return RK_OK;
+}
+
+static void cuda_abandon(rk_kernel *k) { (void)cuda_run((rk_cuda *)k->rt->backend_data, abandon_job, k); }
+
 /* The device clock (%globaltimer) is calibrated against CLOCK_REALTIME by the shared exchange in
  * kernel.c (rk__clock_sync): at check-in, then periodically from the service loop. */
-const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1};
+const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1, cuda_abandon};
 
 /* ---------------------------------------- probe ---------------------------------------------- */
 
@@ -737,7 +780,16 @@ out:
 static int shutdown_job(rk_cuda *c, void *arg) {
   uint64_t start = rk__now_ns();
   uint32_t resident = 0;
+  cuda_kernel *ck, *next;
   (void)arg;
+  /* Every rk_kernel is gone by now (destroyed, joined or abandoned): an entry that still names one
+   * is an orphan. Never dereference it: reclaim it if it exited, else it is a zombie. */
+  for (ck = c->resident; ck; ck = next) {
+    next = ck->next;
+    if (ck->k == NULL) continue;
+    ck->k = NULL;
+    if (ck->exited) release_kernel(c, ck);
+  }
   /* zombies that exited meanwhile are reclaimed; give the others a moment */
   while (c->n_resident) {
     poll_streams(c);
@@ -817,12 +869,28 @@ int rk__cuda_init(rk_runtime *rt, char *reason, size_t len) {
   return RK_OK;
 }
 
+/* Shutdown could not free everything: the CUDA thread becomes the reaper (it alone touches c
+ * from now on; rt is about to be freed). */
+static int reap_job(rk_cuda *c, void *arg) {
+  (void)arg;
+  c->rt = NULL;
+  c->reaping = 1;
+  return RK_OK;
+}
+
 void rk__cuda_shutdown(rk_runtime *rt) {
   rk_cuda *c = (rk_cuda *)rt->backend_data;
   if (c == NULL) return;
   if (cuda_run(c, shutdown_job, NULL) != RK_OK) {
-    stop_thread(c);
-    return; /* c leaks deliberately: kernels may still touch its memory (logged by shutdown_job) */
+    /* Kernels still hold what c owns (logged by shutdown_job): zombies of this runtime, or other
+     * runtimes' kernels on the device, while which nothing may be freed. Rather than keep it all,
+     * and this runtime's share of the device's resident count, for the process's life, the CUDA
+     * thread stays on, detached, reaps the zombies as they exit and frees everything once that is
+     * safe (reap). uv_thread_t is a pthread_t on every platform this library builds for. */
+    (void)pthread_detach(c->thread); /* before the job: once it ran, c may be freed at any time */
+    (void)cuda_run(c, reap_job, NULL);
+    rt->backend_data = NULL;
+    return;
   }
   stop_thread(c);
   free(c);

@@ -36,6 +36,10 @@ typedef struct rk_backend_ops {
   /* the lanes stamp with a clock of their own plus the offset the host measures (CUDA); 0: with
    * the host clock itself (CPU), so a new offset needs no second request to apply it */
   int lane_clock_offset;
+  /* May be NULL. The host gives up on k's lanes for good (they did not stop, join will never be
+   * called, k and its shared memory are leaked, never freed): the backend stops referring to k
+   * and reclaims what it owns for k by itself once the lanes really exit (CUDA: a zombie). */
+  void (*abandon)(rk_kernel *k);
 } rk_backend_ops;
 
 extern const rk_backend_ops rk__cpu_backend;
@@ -153,9 +157,12 @@ struct rk_kernel {
   uv_mutex_t fault_lock; /* first fault wins */
   uint32_t cmd_seq;    /* last command sequence written (under ctl_lock) */
   volatile uint32_t hstate; /* host view: rk_lifecycle (atomics) */
-  /* RK_ECUDA as a fault code means the lanes are dead (a sticky CUDA error ended the context's
-   * kernels): nothing acknowledges a command any more, so waits stop and terminate only joins */
   volatile int fault_code;
+  /* The lanes are dead (a sticky CUDA error ended the context's kernels): nothing acknowledges a
+   * command any more, so waits stop and terminate only joins. Its own flag, not the fault code:
+   * the first fault wins the code, and a kernel faulted before (a stall, a missed command) can
+   * die later. Set with rk__kernel_lanes_dead. */
+  volatile int lanes_dead;
   char fault_msg[256]; /* written once, before fault_code is published (release) */
 
   /* host-side counters (many writers: atomic adds) */
@@ -223,6 +230,9 @@ uint64_t rk__realtime_ns(void);
 
 /* kernel.c */
 void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...);
+/* The kernel's lanes died (a sticky CUDA error): mark them dead, and fault the kernel with
+ * RK_ECUDA and msg (if it has no fault yet). Any thread. */
+void rk__kernel_lanes_dead(rk_kernel *k, const char *msg);
 int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
                    uint32_t *got, rk_recv_cb cb, void *cb_user);
 void rk__latency_add(rk_kernel *k, uint64_t ns);

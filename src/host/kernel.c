@@ -52,6 +52,13 @@ void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...) {
   rk__log(k->rt, RK_LOG_ERROR, "kernel %s FAULTED: %s", k->name, msg);
 }
 
+void rk__kernel_lanes_dead(rk_kernel *k, const char *msg) {
+  rk__kernel_fault(k, RK_ECUDA, "%s", msg); /* first: whoever sees the flag reads fault_msg */
+  /* release: pairs with lanes_dead()'s acquire; a waiter that sees it gives up on the lanes and
+   * reports fault_msg, written before (by this fault, or by an earlier one this fault saw) */
+  __atomic_store_n(&k->lanes_dead, 1, __ATOMIC_RELEASE);
+}
+
 rk_lifecycle rk_kernel_state(const rk_kernel *k) {
   if (k == NULL) return (rk_lifecycle)0;
   if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) return RK_STATE_FAULTED;
@@ -117,8 +124,9 @@ static void kernel_free(rk_kernel *k) {
  * written before it can be read after. */
 static int fault_of(const rk_kernel *k) { return __atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE); }
 
-/* Dead lanes (a sticky CUDA error): nobody will check in, acknowledge or report TERMINATED. */
-static int lanes_dead(const rk_kernel *k) { return fault_of(k) == RK_ECUDA; }
+/* Dead lanes (a sticky CUDA error): nobody will check in, acknowledge or report TERMINATED.
+ * Acquire: pairs with rk__kernel_lanes_dead's release. */
+static int lanes_dead(const rk_kernel *k) { return __atomic_load_n(&k->lanes_dead, __ATOMIC_ACQUIRE); }
 
 /* Wait until pred(k, arg) holds for every lane, or the timeout. Spin, then sleep in short steps:
  * lifecycle commands are rare, and their latency is bounded by the lanes' park interval anyway.
@@ -132,8 +140,9 @@ static int wait_lanes(rk_kernel *k, int (*pred)(rk__lane *, uint32_t), uint32_t 
     int all = 1, fault;
     for (i = 0; i < k->lanes && all; i++) all = pred(&k->lane[i], arg);
     if (all) return RK_OK;
+    if (lanes_dead(k)) return RK_ECUDA;
     fault = fault_of(k);
-    if (fault != 0 && (any_fault || fault == RK_ECUDA)) return fault;
+    if (fault != 0 && any_fault) return fault;
     if (rk__now_ns() - start >= timeout_ns) return RK_ETIMEDOUT;
     if (++spins < 64)
       rk_cpu_relax();
@@ -574,7 +583,8 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
     rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out before the inbox drained; aborted", k->name);
   }
   if (rc == RK_ECUDA) /* terminated, but what the inboxes held was never processed */
-    rc = rk__fail(k->rt, RK_ECUDA, "kernel %s: lanes dead (%s); terminated without draining", k->name, k->fault_msg);
+    rc = rk__fail(k->rt, RK_ECUDA, "kernel %s: lanes dead after a CUDA error (first fault: %s); terminated without "
+                  "draining", k->name, k->fault_msg);
   if (finish_terminate(k) != RK_OK) rc = RK_ETIMEDOUT;
   uv_mutex_unlock(&k->ctl_lock);
   wake_receivers(k);
@@ -604,6 +614,7 @@ void rk_kernel_destroy(rk_kernel *k) {
   }
   if (rk_load_acquire_sys_u32(&k->hstate) != RK_STATE_TERMINATED) {
     rk__log(rt, RK_LOG_ERROR, "kernel %s: lanes did not stop; its memory is kept", k->name);
+    if (k->ops->abandon) k->ops->abandon(k); /* the backend reclaims its part once they exit */
     uv_mutex_lock(&rt->lock);
     for (pp = &rt->kernels; *pp; pp = &(*pp)->next)
       if (*pp == k) {
