@@ -18,6 +18,8 @@
 #include "rt_util.h"
 
 #include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "device/params.h"
 #include "host/internal.h"
@@ -255,11 +257,34 @@ static int launch(rk_runtime *rt, uint32_t lanes, uint64_t launch_timeout_ns, rk
 /* Runs first: before this executable's first CUDA probe. The application's value of
  * CUDA_DEVICE_MAX_CONNECTIONS is never overwritten; a CPU fallback for want of a driver names the
  * driver and runtime versions it found. (Without CUDA in the build there is nothing to probe.) */
+/* The probe's first call in a process sets CUDA_DEVICE_MAX_CONNECTIONS to 32 when the
+ * application left it unset. Checked in a child process: in this one the probe's once-only step
+ * runs with the application's own value set (below). Exit 0: set to 32 (or built without CUDA:
+ * nothing to set), 1: not set, 2: another value. */
+static int probe_sets_connections(void) {
+  pid_t pid = fork();
+  int status = 0;
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    char reason[400];
+    const char *v;
+    (void)unsetenv("CUDA_DEVICE_MAX_CONNECTIONS");
+    (void)rk__cuda_probe(0, reason, sizeof reason);
+    if (strstr(reason, "built without CUDA")) _exit(0);
+    v = getenv("CUDA_DEVICE_MAX_CONNECTIONS");
+    _exit(v == NULL ? 1 : strcmp(v, "32") == 0 ? 0 : 2);
+  }
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
 static void test_probe(void **state) {
   rk_runtime_options o = rt_options();
   rk_runtime *rt;
   const char *reason, *v;
   (void)state;
+  assert_int_equal(probe_sets_connections(), 0);
   assert_int_equal(setenv("CUDA_DEVICE_MAX_CONNECTIONS", "5", 1), 0);
   o.backend = RK_BACKEND_AUTO;
   rt = rt_create_opts(&o);
