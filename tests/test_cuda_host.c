@@ -23,10 +23,7 @@
 
 #include "device/params.h"
 #include "host/internal.h"
-
-typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
-rk_emu_entry_fn rk_emu_entry(const char *name);
-void rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint32_t threads, uint8_t *smem);
+#include "devemu_util.h"
 
 /* ---------------------------------------- the "arena": live blocks ---------------------------- */
 
@@ -82,26 +79,13 @@ static void arena_release_all(void) {
 
 typedef enum { START_LANES, START_QUEUED, START_DEAD, START_FAULTING } start_mode;
 
-typedef struct emu_kernel emu_kernel;
-typedef struct emu_lane {
-  emu_kernel *ek;
-  uint32_t lane;
-  uint8_t *smem;
-  uv_thread_t thread;
-} emu_lane;
-
-struct emu_kernel {
-  rk_kernel *k; /* NULL once the host let go of it (a join that confirmed nothing) */
-  rk_emu_entry_fn entry;
-  rk_dev_params params;
-  uint8_t *devmem;
-  size_t smem;
-  uint32_t lanes, threads, started;
+typedef struct emu_kernel {
+  emu_device dev; /* the lanes (devemu_util.h) */
+  rk_kernel *k;   /* NULL once the host let go of it (a join that confirmed nothing) */
   rk_control *ctl; /* what the lanes address, kept for the checks */
   uv_thread_t faulter;
   int faulting;
-  emu_lane lane[RK_MAX_LANES];
-};
+} emu_kernel;
 
 static struct {
   start_mode mode;
@@ -110,40 +94,8 @@ static struct {
   emu_kernel *kept;  /* the kernel a join did not confirm (the backend's zombie) */
 } g_dev;
 
-static void *same_address(void *ctx, void *host) {
-  (void)ctx;
-  return host;
-}
-
-static void emu_lane_main(void *arg) {
-  emu_lane *l = (emu_lane *)arg;
-  rk_emu_run_lane(l->ek->entry, &l->ek->params, l->lane, l->ek->threads, l->smem);
-}
-
-static void start_lanes(emu_kernel *ek) {
-  uint32_t i;
-  for (i = 0; i < ek->lanes; i++) {
-    emu_lane *l = &ek->lane[i];
-    l->ek = ek;
-    l->lane = i;
-    l->smem = (uint8_t *)rk__cpu_backend.alloc(NULL, ek->smem);
-    assert_non_null(l->smem);
-    assert_int_equal(uv_thread_create(&l->thread, emu_lane_main, l), 0);
-    ek->started++;
-  }
-}
-
-static void join_lanes_of(emu_kernel *ek) {
-  uint32_t i;
-  for (i = 0; i < ek->started; i++) {
-    uv_thread_join(&ek->lane[i].thread);
-    rk__cpu_backend.free(NULL, ek->lane[i].smem, 0);
-  }
-  ek->started = 0;
-}
-
 static void emu_kernel_free(emu_kernel *ek) {
-  rk__cpu_backend.free(NULL, ek->devmem, 0);
+  emu_device_release(&ek->dev);
   free(ek);
 }
 
@@ -156,25 +108,18 @@ static void faulter_main(void *arg) {
 
 static int emu_start(rk_kernel *k) {
   emu_kernel *ek = (emu_kernel *)calloc(1, sizeof *ek);
-  uint32_t batch, i;
+  uint32_t i;
   int rc;
   assert_non_null(ek);
-  ek->k = k;
-  ek->entry = rk_emu_entry(k->desc.cuda_entry);
-  assert_non_null(ek->entry);
-  if ((rc = rk__dev_geometry(k, &batch, &ek->smem)) != RK_OK) {
+  if ((rc = emu_device_prepare(&ek->dev, k)) != RK_OK) {
     free(ek);
     return rc;
   }
-  ek->devmem = (uint8_t *)rk__cpu_backend.alloc(k->rt, rk__dev_devmem_bytes(k));
-  assert_non_null(ek->devmem);
-  rk__dev_params_fill(k, &ek->params, same_address, NULL, ek->devmem, batch);
-  ek->lanes = k->lanes;
-  ek->threads = k->threads;
+  ek->k = k;
   ek->ctl = k->ctl;
   k->backend_data = ek;
   switch (g_dev.mode) {
-    case START_LANES: start_lanes(ek); break;
+    case START_LANES: emu_device_start(&ek->dev); break;
     case START_QUEUED: break; /* every SM busy: the blocks wait */
     case START_DEAD:          /* the lanes checked in, then a sticky error ended them */
       for (i = 0; i < k->lanes; i++) {
@@ -202,7 +147,7 @@ static int emu_join(rk_kernel *k) {
     g_dev.kept = ek;
     return RK_ETIMEDOUT;
   }
-  join_lanes_of(ek);
+  emu_device_join(&ek->dev);
   emu_kernel_free(ek);
   return RK_OK;
 }
@@ -218,20 +163,14 @@ static rk_runtime *emu_runtime(start_mode mode, int confirm) {
   memset(&g_dev, 0, sizeof g_dev);
   g_dev.mode = mode;
   g_dev.confirm = confirm;
-  emu_ops = rk__cpu_backend;
-  emu_ops.name = "cuda-emulated";
-  emu_ops.alloc = arena_alloc;
+  emu_backend_install(rt, &emu_ops, emu_start, emu_join);
+  emu_ops.alloc = arena_alloc; /* records every live block */
   emu_ops.free = arena_free;
-  emu_ops.start = emu_start;
-  emu_ops.join = emu_join;
-  emu_ops.lane_clock_offset = 1;
-  rt->ops = &emu_ops;
-  rt->backend = RK_BACKEND_CUDA; /* device rings: RK_RING_F_NO_WAKE; lanes use the clock offset */
   return rt;
 }
 
 static void emu_runtime_destroy(rk_runtime *rt) {
-  rt->backend = RK_BACKEND_CPU; /* nothing CUDA to shut down */
+  emu_backend_uninstall(rt);
   rk_runtime_destroy(rt);
   arena_release_all();
 }
@@ -319,17 +258,17 @@ static void test_queued_blocks_keep_memory(void **state) {
   /* kept and reported: the control block, the inboxes and the outboxes */
   assert_int_equal(arena_live(NULL), 3);
   assert_int_equal(arena_live(ek->ctl), 1);
-  assert_int_equal(arena_live(ek->params.inbox_base), 1);
-  assert_int_equal(arena_live(ek->params.outbox_base), 1);
+  assert_int_equal(arena_live(ek->dev.params.inbox_base), 1);
+  assert_int_equal(arena_live(ek->dev.params.outbox_base), 1);
   assert_true(rt_log_count(&rt_the_log, RK_LOG_ERROR) > errors);
   assert_true(last_log_has("did not confirm"));
   assert_true(rk_load_acquire_sys_u64(&ek->ctl->host.signals) & RK_SIGNAL_ABORT);
 
   /* the queued blocks start now */
-  start_lanes(ek);
-  join_lanes_of(ek);
-  for (i = 0; i < ek->lanes; i++) {
-    rk_lane_status *st = rk_control_lane(ek->ctl, ek->lanes, i);
+  emu_device_start(&ek->dev);
+  emu_device_join(&ek->dev);
+  for (i = 0; i < ek->dev.lanes; i++) {
+    rk_lane_status *st = rk_control_lane(ek->ctl, ek->dev.lanes, i);
     assert_int_equal(rk_load_acquire_sys_u32(&st->checked_in), 1);
     assert_int_equal(rk_load_acquire_sys_u32(&st->state), RK_STATE_TERMINATED);
     assert_int_equal(rk_load_acquire_sys_u64(&st->msgs_in), 0);
@@ -361,7 +300,7 @@ static void test_unconfirmed_terminate(void **state) {
     rk_kernel_destroy(k);
     assert_int_equal(arena_live(NULL), confirm ? 0 : 3);
     if (!confirm) { /* the zombie's lanes did exit: the backend lets go of them with the runtime */
-      join_lanes_of(g_dev.kept);
+      emu_device_join(&g_dev.kept->dev);
       emu_kernel_free(g_dev.kept);
     }
     emu_runtime_destroy(rt);

@@ -19,86 +19,34 @@
 #include "device/params.h"
 #include "host/internal.h"
 #include "inject_util.h"
-
-typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
-rk_emu_entry_fn rk_emu_entry(const char *name);
-void rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint32_t threads, uint8_t *smem);
+#include "devemu_util.h"
 
 /* ---------------------------------------- the emulated backend -------------------------------- */
 
-typedef struct emu_lane {
-  struct emu_kernel *ek;
-  uint32_t lane;
-  uint8_t *smem;
-  uv_thread_t thread;
-} emu_lane;
-
-typedef struct emu_kernel {
-  rk_emu_entry_fn entry;
-  rk_dev_params params; /* "mapped memory": written before the lanes start, never again */
-  uint8_t *devmem;      /* "device memory": the state, then the kernel clock word */
-  uint32_t threads;     /* per block */
-  uint32_t started;
-  emu_lane lane[RK_MAX_LANES];
-} emu_kernel;
-
-static void *same_address(void *ctx, void *host) {
-  (void)ctx;
-  return host;
-}
-
-static void emu_lane_main(void *arg) {
-  emu_lane *l = (emu_lane *)arg;
-  rk_emu_run_lane(l->ek->entry, &l->ek->params, l->lane, l->ek->threads, l->smem);
-}
-
+/* The backend's start and join: the emulated device (devemu_util.h) runs the lanes. */
 static int emu_start(rk_kernel *k) {
-  emu_kernel *ek = (emu_kernel *)calloc(1, sizeof *ek);
-  uint32_t batch, i;
-  size_t smem;
+  emu_device *d = (emu_device *)calloc(1, sizeof *d);
   int rc;
-  if (ek == NULL) return RK_ENOMEM;
-  if ((ek->entry = rk_emu_entry(k->desc.cuda_entry)) == NULL) {
-    free(ek);
-    return rk__fail(k->rt, RK_ENOTSUP, "kernel %s: no emulated device entry", k->name);
-  }
-  if ((rc = rk__dev_geometry(k, &batch, &smem)) != RK_OK) {
-    free(ek);
+  if (d == NULL) return RK_ENOMEM;
+  if ((rc = emu_device_prepare(d, k)) != RK_OK) {
+    free(d);
     return rc;
   }
-  ek->devmem = (uint8_t *)rk__cpu_backend.alloc(k->rt, rk__dev_devmem_bytes(k));
-  assert_non_null(ek->devmem);
-  if (k->desc.state_size && k->state) memcpy(ek->devmem, k->state, k->desc.state_size);
-  rk__dev_params_fill(k, &ek->params, same_address, NULL, ek->devmem, batch);
-  ek->threads = k->threads;
-  k->backend_data = ek;
-  for (i = 0; i < k->lanes; i++) {
-    emu_lane *l = &ek->lane[i];
-    l->ek = ek;
-    l->lane = i;
-    l->smem = (uint8_t *)rk__cpu_backend.alloc(k->rt, smem);
-    assert_non_null(l->smem);
-    assert_int_equal(uv_thread_create(&l->thread, emu_lane_main, l), 0);
-    ek->started++;
-  }
+  k->backend_data = d;
+  emu_device_start(d);
   return RK_OK;
 }
 
 static int emu_join(rk_kernel *k) {
-  emu_kernel *ek = (emu_kernel *)k->backend_data;
-  uint32_t i;
-  if (ek == NULL) return RK_OK;
-  for (i = 0; i < ek->started; i++) {
-    uv_thread_join(&ek->lane[i].thread);
-    rk__cpu_backend.free(k->rt, ek->lane[i].smem, 0);
-  }
-  rk__cpu_backend.free(k->rt, ek->devmem, 0);
-  free(ek);
+  emu_device *d = (emu_device *)k->backend_data;
+  if (d == NULL) return RK_OK;
+  emu_device_join(d);
+  emu_device_release(d);
+  free(d);
   k->backend_data = NULL;
   return RK_OK;
 }
 
-/* Ordinary, zeroed, line-aligned memory stands for the mapped arena: the CPU backend's allocator. */
 static rk_backend_ops emu_ops;
 
 /* A runtime whose kernels run on the emulated device (stall_ns: the watchdog's bound, 0 default). */
@@ -109,20 +57,14 @@ static rk_runtime *emu_runtime_wd(uint64_t clock_sync_ns, uint64_t stall_ns) {
   o.watchdog_stall_ns = stall_ns;
   o.clock_sync_interval_ns = clock_sync_ns;
   rt = rt_create_opts(&o);
-  emu_ops = rk__cpu_backend;
-  emu_ops.name = "cuda-emulated";
-  emu_ops.start = emu_start;
-  emu_ops.join = emu_join;
-  emu_ops.lane_clock_offset = 1;
-  rt->ops = &emu_ops;
-  rt->backend = RK_BACKEND_CUDA; /* device rings: RK_RING_F_NO_WAKE; lanes use the clock offset */
+  emu_backend_install(rt, &emu_ops, emu_start, emu_join);
   return rt;
 }
 
 static rk_runtime *emu_runtime(uint64_t clock_sync_ns) { return emu_runtime_wd(clock_sync_ns, 0); }
 
 static void emu_runtime_destroy(rk_runtime *rt) {
-  rt->backend = RK_BACKEND_CPU; /* nothing CUDA to shut down */
+  emu_backend_uninstall(rt);
   rk_runtime_destroy(rt);
 }
 
@@ -384,7 +326,7 @@ static uint32_t lane0_clock_ack(rk_kernel *k) {
 static void test_full_outbox_lane_alive(void **state) {
   rk_runtime *rt = emu_runtime_wd(5 * RT_MS, 100 * RT_MS);
   rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 2, 64, 4);
-  uint32_t batch = ((emu_kernel *)k->backend_data)->params.batch, i, ack;
+  uint32_t batch = ((emu_device *)k->backend_data)->params.batch, i, ack;
   rk_kernel_counters st;
   slot s;
   (void)state;

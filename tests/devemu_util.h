@@ -1,0 +1,111 @@
+/* devemu_util.h — the emulated device that test_devemu and test_cuda_host drive: the device lane
+ * loop (src/device/persistent.cuh) and the built-in handlers compiled as host C++
+ * (tests/devemu_lanes.cpp, src/device/emulation.h), one host thread per block (each running the
+ * block's threads), launch parameters built by the CUDA backend's own code (rk__dev_geometry,
+ * rk__dev_params_fill), ordinary memory standing for the mapped arena (a device address is the
+ * host address) and for device memory (the state, then the kernel clock word).
+ * Include after rt_util.h, device/params.h and host/internal.h; link librk.a. */
+#ifndef RK_DEVEMU_UTIL_H
+#define RK_DEVEMU_UTIL_H
+
+typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
+rk_emu_entry_fn rk_emu_entry(const char *name);
+void rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint32_t threads, uint8_t *smem);
+
+typedef struct emu_device emu_device;
+
+/* One block: a host thread running the lane loop for lane `lane`. */
+typedef struct emu_block {
+  emu_device *dev;
+  uint32_t lane;
+  uint8_t *smem; /* its dynamic shared memory */
+  uv_thread_t thread;
+} emu_block;
+
+/* One launched kernel's device side. */
+struct emu_device {
+  rk_emu_entry_fn entry;
+  rk_dev_params params; /* "mapped memory": written before the blocks start, never again */
+  uint8_t *devmem;      /* "device memory": the state, then the kernel clock word */
+  size_t smem;          /* dynamic shared memory per block */
+  uint32_t lanes, threads, started;
+  emu_block block[RK_MAX_LANES];
+};
+
+static inline void *emu_same_address(void *ctx, void *host) {
+  (void)ctx;
+  return host;
+}
+
+/* Set up what a launch of k would put on the device (nothing runs yet). RK_ENOTSUP when k's
+ * cuda_entry has no emulated stand-in; the geometry's error when the slots do not fit. */
+static inline int emu_device_prepare(emu_device *d, rk_kernel *k) {
+  uint32_t batch;
+  int rc;
+  memset(d, 0, sizeof *d);
+  if ((d->entry = rk_emu_entry(k->desc.cuda_entry)) == NULL)
+    return rk__fail(k->rt, RK_ENOTSUP, "kernel %s: no emulated device entry", k->name);
+  if ((rc = rk__dev_geometry(k, &batch, &d->smem)) != RK_OK) return rc;
+  d->devmem = (uint8_t *)rk__cpu_backend.alloc(k->rt, rk__dev_devmem_bytes(k));
+  assert_non_null(d->devmem);
+  if (k->desc.state_size && k->state) memcpy(d->devmem, k->state, k->desc.state_size);
+  rk__dev_params_fill(k, &d->params, emu_same_address, NULL, d->devmem, batch);
+  d->lanes = k->lanes;
+  d->threads = k->threads;
+  return RK_OK;
+}
+
+static void emu_block_main(void *arg) {
+  emu_block *b = (emu_block *)arg;
+  rk_emu_run_lane(b->dev->entry, &b->dev->params, b->lane, b->dev->threads, b->smem);
+}
+
+/* Start every block (the GPU scheduling them). */
+static inline void emu_device_start(emu_device *d) {
+  uint32_t i;
+  for (i = 0; i < d->lanes; i++) {
+    emu_block *b = &d->block[i];
+    b->dev = d;
+    b->lane = i;
+    b->smem = (uint8_t *)rk__cpu_backend.alloc(NULL, d->smem);
+    assert_non_null(b->smem);
+    assert_int_equal(uv_thread_create(&b->thread, emu_block_main, b), 0);
+    d->started++;
+  }
+}
+
+/* Wait for the started blocks to exit and free their shared memory. */
+static inline void emu_device_join(emu_device *d) {
+  uint32_t i;
+  for (i = 0; i < d->started; i++) {
+    uv_thread_join(&d->block[i].thread);
+    rk__cpu_backend.free(NULL, d->block[i].smem, 0);
+  }
+  d->started = 0;
+}
+
+/* Give the device memory back (after emu_device_join). */
+static inline void emu_device_release(emu_device *d) {
+  rk__cpu_backend.free(NULL, d->devmem, 0);
+  d->devmem = NULL;
+}
+
+/* Make rt's kernels run on the emulated device: *ops becomes the CPU backend's (its allocator:
+ * ordinary, zeroed, line-aligned memory stands for the mapped arena) with the given start and
+ * join, and lanes that stamp with their own clock plus the measured offset, as on a GPU; rt is
+ * told its backend is CUDA, so the rings it creates for kernels carry RK_RING_F_NO_WAKE. Undo with
+ * emu_backend_uninstall before rk_runtime_destroy (there is no CUDA to shut down). */
+static inline void emu_backend_install(rk_runtime *rt, rk_backend_ops *ops, int (*start)(rk_kernel *),
+                                       int (*join)(rk_kernel *)) {
+  *ops = rk__cpu_backend;
+  ops->name = "cuda-emulated";
+  ops->start = start;
+  ops->join = join;
+  ops->lane_clock_offset = 1;
+  rt->ops = ops;
+  rt->backend = RK_BACKEND_CUDA;
+}
+
+static inline void emu_backend_uninstall(rk_runtime *rt) { rt->backend = RK_BACKEND_CPU; }
+
+#endif
