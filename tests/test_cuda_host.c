@@ -362,6 +362,37 @@ static void test_terminate_dead_lanes(void **state) {
   }
 }
 
+/* The host gives up on lanes that never stop (no fault, no acknowledgement, no exit):
+ * terminate times out and aborts, destroy waits once more, then leaks the kernel, keeping its
+ * memory, and hands it to the backend's abandon op (the CUDA backend turns it into a zombie it
+ * reclaims when the lanes exit) — never to join, which would wait on lanes that may run on. */
+static rk_kernel *g_abandoned; /* leaked by design; a global keeps it reachable for LeakSanitizer */
+
+static void emu_abandon(rk_kernel *k) {
+  g_dev.kept = (emu_kernel *)k->backend_data;
+  k->backend_data = NULL;
+  g_abandoned = k;
+}
+
+static void test_abandon_lanes_that_never_stop(void **state) {
+  rk_runtime *rt = emu_runtime(START_DEAD, 1); /* checked in, then silent; but no fault */
+  rk_kernel *k = NULL;
+  (void)state;
+  emu_ops.abandon = emu_abandon;
+  RT_OK(rt, launch(rt, 2, 0, &k));
+  assert_int_equal(rk_kernel_terminate(k, 50 * RT_MS), RK_ETIMEDOUT);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "still running"));
+  assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
+  rk_kernel_destroy(k);
+  assert_ptr_equal(g_abandoned, k);
+  assert_non_null(g_dev.kept);
+  assert_int_equal(g_dev.joins, 0);       /* never joined */
+  assert_int_equal(arena_live(NULL), 3);  /* control block and rings kept */
+  assert_true(last_log_has("did not stop"));
+  emu_kernel_free(g_dev.kept);
+  emu_runtime_destroy(rt);
+}
+
 /* A kernel that faults while its lanes check in: launch returns the fault's code and message at
  * once, not RK_ENORESOURCE after the whole launch timeout. */
 static void test_fault_at_check_in(void **state) {
@@ -458,6 +489,7 @@ int main(void) {
       cmocka_unit_test(test_unconfirmed_terminate),
       cmocka_unit_test(test_terminate_dead_lanes),
       cmocka_unit_test(test_fault_at_check_in),
+      cmocka_unit_test(test_abandon_lanes_that_never_stop),
       cmocka_unit_test(test_device_use_rules),
       cmocka_unit_test(test_device_use_race),
   };
