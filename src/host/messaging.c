@@ -97,7 +97,7 @@ static int claim(rk_kernel *k, rk__lane *l, uint32_t n, uint32_t flags, uint64_t
         }
         left = timeout - (int64_t)el;
       }
-      rc = rk_ring_wait_writable(l->inbox, left);
+      rc = rk__ring_wait_writable_since(l->inbox, left, start);
       if (rc == RK_ECLOSED) return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is terminating", k->name);
     }
   }
@@ -428,7 +428,7 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
         uint64_t el = rk__now_ns() - start;
         if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
       }
-      (void)rk_ring_wait_readable(k->lane[0].outbox, left);
+      (void)rk__ring_wait_readable_since(k->lane[0].outbox, left, start);
       uv_mutex_unlock(&k->lane[0].drain_lock);
     } else if (++spins < 256) {
       rk_cpu_relax();
@@ -485,7 +485,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
             if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
           }
           first = 0;
-          if (rk_ring_wait_readable(l->outbox, left) == RK_ECLOSED) {
+          if (rk__ring_wait_readable_since(l->outbox, left, start) == RK_ECLOSED) {
             rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL, NULL, NULL);
             break;
           }

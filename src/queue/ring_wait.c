@@ -45,9 +45,11 @@
  * idle kernel) sleeps, in intervals that double from RK_NO_WAKE_SLEEP_MIN_NS to
  * RK_NO_WAKE_SLEEP_MAX_NS (below ~50 µs the slack makes them all alike), so the added latency
  * stays within about the time already waited plus the slack.
- * CPU cost: a waiter keeps its core busy for up to 100 µs per wait; a thread that waits long
- * (rk_recv with nothing arriving) sleeps ~1-2 thousand times a second after that, but messaging.c
- * re-enters this wait every millisecond, so such an idle waiter polls ~10% of a core. */
+ * CPU cost: a waiter keeps its core busy for up to 100 µs per wait. A caller that re-enters the
+ * wait in slices (messaging.c re-checks its own state every millisecond) passes when its whole
+ * wait began (rk__ring_wait_since): the poll then covers the first 100 µs of the whole wait, not
+ * of every slice, and the first sleep of a slice is half the time waited so far (capped), so a
+ * thread blocked in rk_recv on an idle kernel sleeps instead of polling 10% of a core. */
 #define RK_NO_WAKE_POLL_NS 100000
 #define RK_NO_WAKE_YIELD_NS 20000
 #define RK_NO_WAKE_SLEEP_MIN_NS 50000
@@ -147,10 +149,12 @@ static int producer_ready(void *arg) {
 }
 
 /* The wait on a ring whose peer cannot wake us (RK_RING_F_NO_WAKE): poll, then sleep in growing
- * intervals; see RK_NO_WAKE_POLL_NS. No sleeping flag is raised: nobody would act on it. */
-static int wait_polling(int (*ready)(void *), void *arg, int64_t timeout_ns) {
+ * intervals; see RK_NO_WAKE_POLL_NS. No sleeping flag is raised: nobody would act on it. `since`:
+ * when the caller's whole wait began (rk__now_ns), 0 for now. */
+static int wait_polling(int (*ready)(void *), void *arg, int64_t timeout_ns, uint64_t since) {
   uint64_t start = rk__now_ns(), now = start, next_yield = start + RK_NO_WAKE_YIELD_NS;
   uint64_t deadline = timeout_ns > 0 ? start + (uint64_t)timeout_ns : UINT64_MAX;
+  uint64_t begun = since != 0 && since <= start ? since : start;
   long nap = RK_NO_WAKE_SLEEP_MIN_NS;
   int i, rc;
   for (i = 1;; i++) {
@@ -159,12 +163,14 @@ static int wait_polling(int (*ready)(void *), void *arg, int64_t timeout_ns) {
     if ((i & 7) != 0) continue; /* a clock read per 8 pauses */
     now = rk__now_ns();
     if (now >= deadline) return RK_ETIMEDOUT;
-    if (now - start >= RK_NO_WAKE_POLL_NS) break;
+    if (now - begun >= RK_NO_WAKE_POLL_NS) break;
     if (now >= next_yield) {
       sched_yield();
       next_yield = now + RK_NO_WAKE_YIELD_NS;
     }
   }
+  if ((now - begun) / 2 > (uint64_t)nap) /* a long wait: the first nap grows with it */
+    nap = (now - begun) / 2 < RK_NO_WAKE_SLEEP_MAX_NS ? (long)((now - begun) / 2) : RK_NO_WAKE_SLEEP_MAX_NS;
   for (;;) {
     struct timespec ts = {0, nap};
     if (deadline != UINT64_MAX && deadline - now < (uint64_t)nap) ts.tv_nsec = (long)(deadline - now);
@@ -179,6 +185,11 @@ static int wait_polling(int (*ready)(void *), void *arg, int64_t timeout_ns) {
 /* Spin, yield, park until ready(arg) != 0 or the timeout. `consumer` selects which flag to raise
  * and which wake word to sleep on. Shared with the CPU backend's lane workers (internal.h). */
 int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns) {
+  return rk__ring_wait_since(r, consumer, ready, arg, timeout_ns, 0);
+}
+
+int rk__ring_wait_since(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns,
+                        uint64_t since_ns) {
   uint64_t start = 0, deadline = 0;
   int i, rc;
   volatile uint32_t *sleeping = consumer ? &r->cons_sleeping : &r->prod_sleeping;
@@ -186,7 +197,7 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
 
   if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
   if (timeout_ns == 0) return RK_ETIMEDOUT;
-  if (r->flags & RK_RING_F_NO_WAKE) return wait_polling(ready, arg, timeout_ns);
+  if (r->flags & RK_RING_F_NO_WAKE) return wait_polling(ready, arg, timeout_ns, since_ns);
   start = rk__now_ns();
   for (i = 1;; i++) {
     rk_cpu_relax();
@@ -231,6 +242,16 @@ int rk_ring_wait_readable(rk_ring *r, int64_t timeout_ns) {
 int rk_ring_wait_writable(rk_ring *r, int64_t timeout_ns) {
   if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
   return rk__ring_wait(r, 0, producer_ready, r, timeout_ns);
+}
+
+int rk__ring_wait_readable_since(rk_ring *r, int64_t timeout_ns, uint64_t since_ns) {
+  if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
+  return rk__ring_wait_since(r, 1, consumer_ready, r, timeout_ns, since_ns);
+}
+
+int rk__ring_wait_writable_since(rk_ring *r, int64_t timeout_ns, uint64_t since_ns) {
+  if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
+  return rk__ring_wait_since(r, 0, producer_ready, r, timeout_ns, since_ns);
 }
 
 int rk_ring_push_wait(rk_ring *r, const void *msg, uint32_t len, int64_t timeout_ns) {
