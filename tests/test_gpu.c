@@ -265,14 +265,10 @@ static void vector_add_cooperative(void **state) {
   done(k);
 }
 
-static void nvrtc_kernel_end_to_end(void **state) {
-  rk_kernel_desc d;
-  rk_kernel *k;
-  rk_counter_add a;
-  rk_counter_value v;
-  rk_msg m;
+/* The NVRTC sample kernel: a handler given as CUDA source, compiled at launch. */
+static rk_kernel_desc nvrtc_desc(void) {
   static const rk_msg_type *const types[] = {&rk_counter_add_msgtype};
-  (void)state;
+  rk_kernel_desc d;
   memset(&d, 0, sizeof d);
   d.size = sizeof d;
   d.name = "nvrtc_twice";
@@ -280,12 +276,60 @@ static void nvrtc_kernel_end_to_end(void **state) {
   d.cuda_handler = RK_TEST_TWICE_HANDLER;
   d.types = types;
   d.n_types = 1;
-  k = launch(&d, 1, 32, 0, RK_BACKPRESSURE_DEFAULT);
+  return d;
+}
+
+/* Launch the NVRTC kernel, check one call (twice the delta), destroy it. */
+static void nvrtc_round(void) {
+  rk_kernel_desc d = nvrtc_desc();
+  rk_kernel *k = launch(&d, 1, 32, 0, RK_BACKPRESSURE_DEFAULT);
+  rk_counter_add a;
+  rk_counter_value v;
+  rk_msg m;
   CHECK(rk_kernel_activate(k), RK_OK);
   a.delta = 21;
   CHECK(rk_call_typed(k, rk_counter_add, &a, &m, &v, sizeof v, T_NS), RK_OK);
   assert_int_equal(v.total, 42);
   done(k);
+}
+
+static void nvrtc_kernel_end_to_end(void **state) {
+  (void)state;
+  nvrtc_round();
+}
+
+/* An image already loaded is launched again while another ring kernel is resident (the runtime
+ * caches what it loaded: no module load while resident), and a runtime created on the device
+ * while a ring kernel is resident is refused (it would allocate and load modules: ARCHITECTURE
+ * §8), with RK_BACKEND_AUTO falling back to the CPU and saying why; once nothing is resident,
+ * a second CUDA runtime is created and destroyed normally. */
+static void resident_rules(void **state) {
+  rk_runtime_options o = RK_RUNTIME_OPTIONS_INIT;
+  rk_runtime *rt2 = NULL;
+  rk_kernel *echo;
+  int rc;
+  (void)state;
+  nvrtc_round(); /* loads the image while nothing is resident */
+  echo = launch(&rk_builtin_echo, 1, 32, 0, RK_BACKPRESSURE_DEFAULT);
+  nvrtc_round(); /* from the cache, with echo resident */
+  o.backend = RK_BACKEND_CUDA;
+  o.log = log_sink;
+  o.log_level = RK_LOG_ERROR;
+  rc = rk_runtime_create(&rt2, &o);
+  if (rc == RK_OK) rk_runtime_destroy(rt2);
+  assert_int_equal(rc, RK_ESTATE);
+  o.backend = RK_BACKEND_AUTO;
+  CHECK(rk_runtime_create(&rt2, &o), RK_OK);
+  printf("second runtime while resident: %s (%s)\n", rk_backend_name(rk_runtime_backend(rt2)),
+         rk_runtime_backend_reason(rt2));
+  assert_int_equal(rk_runtime_backend(rt2), RK_BACKEND_CPU);
+  assert_non_null(strstr(rk_runtime_backend_reason(rt2), "resident"));
+  rk_runtime_destroy(rt2);
+  done(echo);
+  o.backend = RK_BACKEND_CUDA;
+  CHECK(rk_runtime_create(&rt2, &o), RK_OK);
+  assert_int_equal(rk_runtime_backend(rt2), RK_BACKEND_CUDA);
+  rk_runtime_destroy(rt2);
 }
 
 /* More kernels than the GPU holds at once, each of which fits on its own: the launch that does not
@@ -395,6 +439,7 @@ int main(int argc, char **argv) {
       T(state_survives_deactivate),
       T(vector_add_cooperative),
       T(nvrtc_kernel_end_to_end),
+      T(resident_rules),
       T(co_residency_refused),
       T(clock_sync),
   };
