@@ -263,9 +263,13 @@ static void cuda_thread_main(void *arg) {
   for (;;) {
     while (c->job == NULL && !c->stop) {
       if (uv_cond_timedwait(&c->cond, &c->lock, 20000000ull) == UV_ETIMEDOUT && (c->resident || c->reaping)) {
+        /* Reap only once the caller of reap_job has collected its result (job_done cleared, under
+         * the lock): until then it may still wait on c->cond, which reap frees. No job follows
+         * reap_job, so after that nobody touches c. Decided under the lock. */
+        int may_reap = c->reaping && !c->job_done;
         uv_mutex_unlock(&c->lock);
         poll_streams(c);
-        if (c->reaping && reap(c)) return; /* detached: nobody joins this thread */
+        if (may_reap && reap(c)) return; /* detached: nobody joins this thread */
         uv_mutex_lock(&c->lock);
       }
     }
