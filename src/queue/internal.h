@@ -15,7 +15,6 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
 int rk__ring_wait_since(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns,
                         uint64_t since_ns);
 int rk__ring_wait_readable_since(rk_ring *r, int64_t timeout_ns, uint64_t since_ns);
-int rk__ring_wait_writable_since(rk_ring *r, int64_t timeout_ns, uint64_t since_ns);
 
 /* Monotonic nanoseconds (timeouts and back-off only; never for HLC). */
 uint64_t rk__now_ns(void);

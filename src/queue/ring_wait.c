@@ -46,10 +46,12 @@
  * RK_NO_WAKE_SLEEP_MAX_NS (below ~50 µs the slack makes them all alike), so the added latency
  * stays within about the time already waited plus the slack.
  * CPU cost: a waiter keeps its core busy for up to 100 µs per wait. A caller that re-enters the
- * wait in slices (messaging.c re-checks its own state every millisecond) passes when its whole
- * wait began (rk__ring_wait_since): the poll then covers the first 100 µs of the whole wait, not
+ * wait in slices (messaging.c re-checks its own state every millisecond) passes when the outbox
+ * went quiet (rk__ring_wait_since: the start of the first slice that timed out in a row, reset
+ * whenever a slice sees a message): the poll then covers the first 100 µs of an idle stretch, not
  * of every slice, and the first sleep of a slice is half the time waited so far (capped), so a
- * thread blocked in rk_recv on an idle kernel sleeps instead of polling 10% of a core. */
+ * thread blocked in rk_recv on an idle kernel sleeps instead of polling 10% of a core, while a
+ * wait right after traffic polls as before. */
 #define RK_NO_WAKE_POLL_NS 100000
 #define RK_NO_WAKE_YIELD_NS 20000
 #define RK_NO_WAKE_SLEEP_MIN_NS 50000
@@ -247,11 +249,6 @@ int rk_ring_wait_writable(rk_ring *r, int64_t timeout_ns) {
 int rk__ring_wait_readable_since(rk_ring *r, int64_t timeout_ns, uint64_t since_ns) {
   if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
   return rk__ring_wait_since(r, 1, consumer_ready, r, timeout_ns, since_ns);
-}
-
-int rk__ring_wait_writable_since(rk_ring *r, int64_t timeout_ns, uint64_t since_ns) {
-  if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
-  return rk__ring_wait_since(r, 0, producer_ready, r, timeout_ns, since_ns);
 }
 
 int rk_ring_push_wait(rk_ring *r, const void *msg, uint32_t len, int64_t timeout_ns) {
