@@ -326,8 +326,8 @@ static void fault_later_main(void *arg) {
 static void test_terminate_dead_lanes(void **state) {
   int mode;
   (void)state;
-  for (mode = 0; mode < 3; mode++) {
-    int during = mode == 1, earlier = mode == 2;
+  for (mode = 0; mode < 4; mode++) { /* the lanes die before or during terminate; faulted first or not */
+    int during = mode & 1, earlier = (mode & 2) != 0;
     rk_runtime *rt = emu_runtime(START_DEAD, 1);
     rk_kernel *k = NULL;
     fault_later f;
