@@ -450,9 +450,9 @@ static int check_occupancy(rk_cuda *c, rk_kernel *k, const void *func, size_t sm
   return RK_OK;
 }
 
-/* Wait for the stream to finish the work enqueued on it (the initial state copy), polling: a
- * stuck copy becomes RK_ETIMEDOUT, never a hang of this thread (the only one making CUDA calls
- * for the runtime). cudaStreamSynchronize would block without limit. */
+/* Wait for the stream to finish the work enqueued on it (the initial state copy; a kernel told to
+ * stop), polling: cudaErrorNotReady after timeout_ns, never a hang of this thread (the only one
+ * making CUDA calls for the runtime). cudaStreamSynchronize would block without limit. */
 static cudaError_t stream_wait(rk_cuda *c, int stream, uint64_t timeout_ns) {
   uint64_t start = rk__now_ns();
   cudaError_t e;
@@ -560,20 +560,17 @@ fail:
 static int join_job(rk_cuda *c, void *arg) {
   rk_kernel *k = (rk_kernel *)arg;
   cuda_kernel *ck = (cuda_kernel *)k->backend_data;
-  uint64_t start = rk__now_ns();
-  cudaError_t e = cudaSuccess;
+  cudaError_t e;
   if (ck == NULL) return RK_OK;
-  while (!ck->exited && (e = cudaStreamQuery(c->streams[ck->stream])) == cudaErrorNotReady) {
-    if (rk__now_ns() - start > RK_CUDA_JOIN_NS) {
-      rk__log(c->rt, RK_LOG_ERROR, "kernel %s: still running (or its blocks still queued) %llu ms after it was told "
-              "to stop; its memory and stream are kept until it exits", k->name,
-              (unsigned long long)(RK_CUDA_JOIN_NS / 1000000));
-      make_zombie(ck);
-      return RK_ETIMEDOUT;
-    }
-    rk__sleep_ns(20000);
+  e = ck->exited ? cudaSuccess : stream_wait(c, ck->stream, RK_CUDA_JOIN_NS);
+  if (e == cudaErrorNotReady) {
+    rk__log(c->rt, RK_LOG_ERROR, "kernel %s: still running (or its blocks still queued) %llu ms after it was told "
+            "to stop; its memory and stream are kept until it exits", k->name,
+            (unsigned long long)(RK_CUDA_JOIN_NS / 1000000));
+    make_zombie(ck);
+    return RK_ETIMEDOUT;
   }
-  if (!ck->exited && e != cudaSuccess) sticky_fault(c, e);
+  if (e != cudaSuccess) sticky_fault(c, e);
   k->backend_data = NULL;
   release_kernel(c, ck);
   return RK_OK;
