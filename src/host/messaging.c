@@ -428,13 +428,7 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
         uint64_t el = rk__now_ns() - start;
         if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
       }
-      /* device rings poll only at the start of an idle stretch (ring_wait.c): a slice that timed
-       * out continues it, one that saw a reply ends it */
-      if (rk__ring_wait_readable_since(k->lane[0].outbox, left, idle_since) == RK_ETIMEDOUT) {
-        if (idle_since == 0) idle_since = rk__now_ns() - (uint64_t)left; /* when that slice began */
-      } else {
-        idle_since = 0;
-      }
+      (void)rk__ring_wait_readable_slice(k->lane[0].outbox, left, &idle_since);
       uv_mutex_unlock(&k->lane[0].drain_lock);
     } else if (++spins < 256) {
       rk_cpu_relax();
@@ -451,7 +445,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   rk_waiter w, **pw;
   rk__lane *l;
   uint64_t start, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
-  int rc, wrc;
+  int rc;
   if (k == NULL || reply == NULL || (buf == NULL && buf_len > 0)) return RK_EINVAL;
   if ((rc = check_send(k, type, req, req_len)) != RK_OK) {
     if (rc != RK_ECLOSED && rc != RK_ESTATE) add(&k->send_invalid, 1);
@@ -491,18 +485,10 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
             if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
           }
           first = 0;
-          /* Device rings poll only at the start of an idle stretch (ring_wait.c): a slice that
-           * timed out continues it; one that saw replies (ours or other callers') ends it, so the
-           * next wait polls afresh. */
-          wrc = rk__ring_wait_readable_since(l->outbox, left, idle_since);
-          if (wrc == RK_ECLOSED) {
+          if (rk__ring_wait_readable_slice(l->outbox, left, &idle_since) == RK_ECLOSED) {
             rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL, NULL, NULL);
             break;
           }
-          if (wrc != RK_ETIMEDOUT)
-            idle_since = 0;
-          else if (idle_since == 0)
-            idle_since = rk__now_ns() - (uint64_t)left; /* when that slice began */
         }
         uv_mutex_unlock(&l->drain_lock);
         /* Hand the outbox over: callers of this lane asleep on reply_cond retry the lock. One about

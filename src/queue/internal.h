@@ -9,12 +9,11 @@
  * passes (RK_ETIMEDOUT; < 0 forever, 0 checks once). Wakers: rk_ring_notify_consumer,
  * rk_ring_notify_producers, rk_ring_wake_all. The Dekker protocol is described in ring_wait.c. */
 int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns);
-/* The same, for a caller that waits in slices (re-entering to re-check its own state): since_ns
- * (rk__now_ns) is when its whole wait began, 0 for now. Only waits on RK_RING_F_NO_WAKE rings use
- * it (their poll covers the start of the whole wait, their naps grow with it: ring_wait.c). */
-int rk__ring_wait_since(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns,
-                        uint64_t since_ns);
-int rk__ring_wait_readable_since(rk_ring *r, int64_t timeout_ns, uint64_t since_ns);
+/* rk_ring_wait_readable for a caller that waits in slices (re-entering to re-check its own state).
+ * *idle_since (rk__now_ns; 0 to begin) carries the idle stretch from slice to slice: set when a
+ * slice times out, cleared when one sees a message. Only waits on RK_RING_F_NO_WAKE rings use it
+ * (they poll at the start of an idle stretch only, and their naps grow with it: ring_wait.c). */
+int rk__ring_wait_readable_slice(rk_ring *r, int64_t timeout_ns, uint64_t *idle_since);
 
 /* Monotonic nanoseconds (timeouts and back-off only; never for HLC). */
 uint64_t rk__now_ns(void);

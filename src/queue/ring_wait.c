@@ -47,7 +47,7 @@
  * stays within about the time already waited plus the slack.
  * CPU cost: a waiter keeps its core busy for up to 100 µs per wait. A caller that re-enters the
  * wait in slices (messaging.c re-checks its own state every millisecond) passes when the outbox
- * went quiet (rk__ring_wait_since: the start of the first slice that timed out in a row, reset
+ * went quiet (rk__ring_wait_readable_slice: the start of the first slice that timed out in a row, reset
  * whenever a slice sees a message): the poll then covers the first 100 µs of an idle stretch, not
  * of every slice, and the first sleep of a slice is half the time waited so far (capped), so a
  * thread blocked in rk_recv on an idle kernel sleeps instead of polling 10% of a core, while a
@@ -185,13 +185,10 @@ static int wait_polling(int (*ready)(void *), void *arg, int64_t timeout_ns, uin
 }
 
 /* Spin, yield, park until ready(arg) != 0 or the timeout. `consumer` selects which flag to raise
- * and which wake word to sleep on. Shared with the CPU backend's lane workers (internal.h). */
-int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns) {
-  return rk__ring_wait_since(r, consumer, ready, arg, timeout_ns, 0);
-}
-
-int rk__ring_wait_since(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns,
-                        uint64_t since_ns) {
+ * and which wake word to sleep on. since_ns: when the caller's idle stretch began (wait_polling;
+ * device rings only), 0 for now. */
+static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns,
+                     uint64_t since_ns) {
   uint64_t start = 0, deadline = 0;
   int i, rc;
   volatile uint32_t *sleeping = consumer ? &r->cons_sleeping : &r->prod_sleeping;
@@ -236,6 +233,11 @@ int rk__ring_wait_since(rk_ring *r, int consumer, int (*ready)(void *), void *ar
   }
 }
 
+/* Shared with the CPU backend's lane workers (internal.h). */
+int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns) {
+  return ring_wait(r, consumer, ready, arg, timeout_ns, 0);
+}
+
 int rk_ring_wait_readable(rk_ring *r, int64_t timeout_ns) {
   if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
   return rk__ring_wait(r, 1, consumer_ready, r, timeout_ns);
@@ -246,9 +248,15 @@ int rk_ring_wait_writable(rk_ring *r, int64_t timeout_ns) {
   return rk__ring_wait(r, 0, producer_ready, r, timeout_ns);
 }
 
-int rk__ring_wait_readable_since(rk_ring *r, int64_t timeout_ns, uint64_t since_ns) {
-  if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
-  return rk__ring_wait_since(r, 1, consumer_ready, r, timeout_ns, since_ns);
+int rk__ring_wait_readable_slice(rk_ring *r, int64_t timeout_ns, uint64_t *idle_since) {
+  int rc;
+  if (rk_ring_check(r) != RK_OK || idle_since == NULL) return RK_EINVAL;
+  rc = ring_wait(r, 1, consumer_ready, r, timeout_ns, *idle_since);
+  if (rc != RK_ETIMEDOUT)
+    *idle_since = 0; /* a message (or the end): the next wait polls afresh */
+  else if (*idle_since == 0 && timeout_ns > 0)
+    *idle_since = rk__now_ns() - (uint64_t)timeout_ns; /* when this slice began */
+  return rc;
 }
 
 int rk_ring_push_wait(rk_ring *r, const void *msg, uint32_t len, int64_t timeout_ns) {
