@@ -28,4 +28,14 @@ static inline void inject(rk_kernel *k, const slot *s) {
   rk_ring_notify_consumer(l->inbox);
 }
 
+/* The next reply is the error reply `code` to the request with id `id`. */
+static inline void expect_error_reply(rk_kernel *k, uint64_t id, int code) {
+  rk_msg m;
+  uint8_t buf[256];
+  assert_int_equal(rk_recv(k, &m, buf, sizeof buf, RT_HANG), RK_OK);
+  assert_true(rk_msg_is_error(&m));
+  assert_int_equal(m.status, code);
+  assert_int_equal(m.env.correlation_id, id);
+}
+
 #endif

@@ -296,15 +296,6 @@ static void test_abort_while_stalled(void **state) {
   emu_runtime_destroy(rt);
 }
 
-static void expect_error_reply(rk_kernel *k, uint64_t id, int code) {
-  rk_msg m;
-  uint8_t buf[256];
-  assert_int_equal(rk_recv(k, &m, buf, sizeof buf, RT_HANG), RK_OK);
-  assert_true(rk_msg_is_error(&m));
-  assert_int_equal(m.status, code);
-  assert_int_equal(m.env.correlation_id, id);
-}
-
 static void expect_echo(rk_kernel *k, uint32_t want) {
   rk_msg m;
   uint32_t v = ~want;
