@@ -54,6 +54,19 @@ RK_INLINE RK_HD void rk_store_relaxed_sys_u32(volatile uint32_t *p, uint32_t v) 
 RK_INLINE RK_HD void rk_store_release_sys_u32(volatile uint32_t *p, uint32_t v) {
   asm volatile("st.release.sys.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
+/* 16 bytes as two 64-bit words in one access (ld/st .v2.u64: one 128-bit transaction, 16-byte
+ * aligned): the device lane moves slots and reads the control line with these. Each 64-bit half is
+ * single-copy atomic; the pair is not. Relaxed: data whose order comes from a fence or an acquire
+ * around them. */
+RK_INLINE RK_HD void rk_load_relaxed_sys_v2u64(const volatile uint64_t *p, uint64_t *a, uint64_t *b) {
+  uint64_t x, y;
+  asm volatile("ld.relaxed.sys.v2.u64 {%0, %1}, [%2];" : "=l"(x), "=l"(y) : "l"(p) : "memory");
+  *a = x;
+  *b = y;
+}
+RK_INLINE RK_HD void rk_store_relaxed_sys_v2u64(volatile uint64_t *p, uint64_t a, uint64_t b) {
+  asm volatile("st.relaxed.sys.v2.u64 [%0], {%1, %2};" ::"l"(p), "l"(a), "l"(b) : "memory");
+}
 RK_INLINE RK_HD void rk_fence_acq_rel_sys(void) { asm volatile("fence.acq_rel.sys;" ::: "memory"); }
 RK_INLINE RK_HD void rk_fence_seq_cst_sys(void) { asm volatile("fence.sc.sys;" ::: "memory"); }
 
@@ -131,6 +144,16 @@ RK_INLINE RK_HD void rk_store_relaxed_sys_u32(volatile uint32_t *p, uint32_t v) 
 }
 RK_INLINE RK_HD void rk_store_release_sys_u32(volatile uint32_t *p, uint32_t v) {
   RK__ST(p, v, __ATOMIC_RELEASE);
+}
+/* The host has no 16-byte atomic access that is not a lock or an RMW: two 64-bit relaxed accesses,
+ * which is all the device forms promise (each half single-copy atomic). */
+RK_INLINE RK_HD void rk_load_relaxed_sys_v2u64(const volatile uint64_t *p, uint64_t *a, uint64_t *b) {
+  *a = RK__LD(p, __ATOMIC_RELAXED);
+  *b = RK__LD(p + 1, __ATOMIC_RELAXED);
+}
+RK_INLINE RK_HD void rk_store_relaxed_sys_v2u64(volatile uint64_t *p, uint64_t a, uint64_t b) {
+  RK__ST(p, a, __ATOMIC_RELAXED);
+  RK__ST(p + 1, b, __ATOMIC_RELAXED);
 }
 RK_INLINE RK_HD void rk_fence_acq_rel_sys(void) { __atomic_thread_fence(__ATOMIC_ACQ_REL); }
 RK_INLINE RK_HD void rk_fence_seq_cst_sys(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
