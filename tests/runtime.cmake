@@ -14,5 +14,5 @@ rk_add_test(test_clock_sync SOURCES test_clock_sync.c LABELS runtime TIMEOUT 120
 rk_add_test(test_builtins SOURCES test_builtins.c LABELS runtime TIMEOUT 120)
 # The CUDA backend's device loop compiled as host C++ (src/device/emulation.h) and run by host
 # threads: its logic is tested on every machine, GPU or not. (#pragma unroll is nvcc's.)
-rk_add_test(test_devemu SOURCES test_devemu.c devemu_lanes.cpp LABELS runtime STATIC TIMEOUT 120)
-set_source_files_properties(devemu_lanes.cpp PROPERTIES COMPILE_OPTIONS -Wno-unknown-pragmas)
+rk_add_test(test_devemu SOURCES test_devemu.c LABELS runtime STATIC TIMEOUT 120)
+target_link_libraries(test_devemu PRIVATE rk_devemu)

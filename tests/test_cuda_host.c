@@ -1,7 +1,7 @@
 /* test_cuda_host.c — the host-side rules of the CUDA backend that hold without a GPU.
  *
  * What a GPU would do is played by an emulated backend: the device lane loop compiled as host C++
- * (tests/devemu_lanes.cpp, as in test_devemu), started when the test says so, and a join that
+ * (src/device/emulation_lanes.cpp, as in test_devemu), started when the test says so, and a join that
  * says whether it saw the lanes exit. Shared memory (control block, rings) comes from an
  * allocator that records every live block, standing for the pinned arena. Checked here:
  * - a join that cannot confirm the exit (rk_backend_ops.join returns RK_ETIMEDOUT) leaves the
@@ -119,7 +119,7 @@ static int emu_start(rk_kernel *k) {
   ek->ctl = k->ctl;
   k->backend_data = ek;
   switch (g_dev.mode) {
-    case START_LANES: emu_device_start(&ek->dev); break;
+    case START_LANES: emu_device_start_ok(&ek->dev); break;
     case START_QUEUED: break; /* every SM busy: the blocks wait */
     case START_DEAD:          /* the lanes checked in, then a sticky error ended them */
       for (i = 0; i < k->lanes; i++) {
@@ -265,7 +265,7 @@ static void test_queued_blocks_keep_memory(void **state) {
   assert_true(rk_load_acquire_sys_u64(&ek->ctl->host.signals) & RK_SIGNAL_ABORT);
 
   /* the queued blocks start now */
-  emu_device_start(&ek->dev);
+  emu_device_start_ok(&ek->dev);
   emu_device_join(&ek->dev);
   for (i = 0; i < ek->dev.lanes; i++) {
     rk_lane_status *st = rk_control_lane(ek->ctl, ek->dev.lanes, i);

@@ -10,7 +10,7 @@
 
 /* The built-in kernels' device entry points and their handlers, listed once: X(entry, handler).
  * builtins.cu defines the CUDA entry points and their name table from it, the test suite's device
- * emulation (tests/devemu_lanes.cpp) its host stand-ins. The entry names are the descriptors'
+ * emulation (src/device/emulation_lanes.cpp) its host stand-ins. The entry names are the descriptors'
  * cuda_entry (src/host/builtins.c). */
 #define RK_BUILTIN_KERNELS(X)                         \
   X(rk_ring_kernel_echo, rk_echo_handler)             \

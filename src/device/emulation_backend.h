@@ -1,12 +1,18 @@
-/* devemu_util.h — the emulated device that test_devemu and test_cuda_host drive: the device lane
- * loop (src/device/persistent.cuh) and the built-in handlers compiled as host C++
- * (tests/devemu_lanes.cpp, src/device/emulation.h), one host thread per block (each running the
- * block's threads), launch parameters built by the CUDA backend's own code (rk__dev_geometry,
- * rk__dev_params_fill), ordinary memory standing for the mapped arena (a device address is the
- * host address) and for device memory (the state, then the kernel clock word).
- * Include after rt_util.h, device/params.h and host/internal.h; link librk.a. */
-#ifndef RK_DEVEMU_UTIL_H
-#define RK_DEVEMU_UTIL_H
+/* device/emulation_backend.h — the emulated device that the test suite (test_devemu,
+ * test_cuda_host) and rk-bench (devmodel) drive: the device lane loop (src/device/persistent.cuh)
+ * and the built-in handlers compiled as host C++ (src/device/emulation_lanes.cpp,
+ * src/device/emulation.h), one host thread per block (each running the block's threads), launch
+ * parameters built by the CUDA backend's own code (rk__dev_geometry, rk__dev_params_fill),
+ * ordinary memory standing for the mapped arena (a device address is the host address) and for
+ * device memory (the state, then the kernel clock word). Host C only, header-only; include after
+ * device/params.h and host/internal.h; link librk.a and rk_devemu. Never part of librk. */
+#ifndef RK_DEVICE_EMULATION_BACKEND_H
+#define RK_DEVICE_EMULATION_BACKEND_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "device/emulation_model.h"
 
 typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
 rk_emu_entry_fn rk_emu_entry(const char *name);
@@ -38,7 +44,8 @@ static inline void *emu_same_address(void *ctx, void *host) {
 }
 
 /* Set up what a launch of k would put on the device (nothing runs yet). RK_ENOTSUP when k's
- * cuda_entry has no emulated stand-in; the geometry's error when the slots do not fit. */
+ * cuda_entry has no emulated stand-in; the geometry's error when the slots do not fit;
+ * RK_ENOMEM. */
 static inline int emu_device_prepare(emu_device *d, rk_kernel *k) {
   uint32_t batch;
   int rc;
@@ -47,7 +54,7 @@ static inline int emu_device_prepare(emu_device *d, rk_kernel *k) {
     return rk__fail(k->rt, RK_ENOTSUP, "kernel %s: no emulated device entry", k->name);
   if ((rc = rk__dev_geometry(k, &batch, &d->smem)) != RK_OK) return rc;
   d->devmem = (uint8_t *)rk__cpu_backend.alloc(k->rt, rk__dev_devmem_bytes(k));
-  assert_non_null(d->devmem);
+  if (d->devmem == NULL) return RK_ENOMEM;
   if (k->desc.state_size && k->state) memcpy(d->devmem, k->state, k->desc.state_size);
   rk__dev_params_fill(k, &d->params, emu_same_address, NULL, d->devmem, batch);
   d->lanes = k->lanes;
@@ -60,18 +67,23 @@ static void emu_block_main(void *arg) {
   rk_emu_run_lane(b->dev->entry, &b->dev->params, b->lane, b->dev->threads, b->smem);
 }
 
-/* Start every block (the GPU scheduling them). */
-static inline void emu_device_start(emu_device *d) {
+/* Start every block (the GPU scheduling them). RK_ENOMEM / RK_ESYS: the blocks started so far run
+ * (emu_device_join takes them down once they exit). */
+static inline int emu_device_start(emu_device *d) {
   uint32_t i;
   for (i = 0; i < d->lanes; i++) {
     emu_block *b = &d->block[i];
     b->dev = d;
     b->lane = i;
     b->smem = (uint8_t *)rk__cpu_backend.alloc(NULL, d->smem);
-    assert_non_null(b->smem);
-    assert_int_equal(uv_thread_create(&b->thread, emu_block_main, b), 0);
+    if (b->smem == NULL) return RK_ENOMEM;
+    if (uv_thread_create(&b->thread, emu_block_main, b) != 0) {
+      rk__cpu_backend.free(NULL, b->smem, 0);
+      return RK_ESYS;
+    }
     d->started++;
   }
+  return RK_OK;
 }
 
 /* Wait for the started blocks to exit and free their shared memory. */
@@ -108,4 +120,28 @@ static inline void emu_backend_install(rk_runtime *rt, rk_backend_ops *ops, int 
 
 static inline void emu_backend_uninstall(rk_runtime *rt) { rt->backend = RK_BACKEND_CPU; }
 
-#endif
+/* The simplest emulated backend: start runs the blocks, join waits for them. For programs that
+ * need nothing more (test_devemu, rk-bench devmodel). */
+static inline int emu_simple_start(rk_kernel *k) {
+  emu_device *d = (emu_device *)calloc(1, sizeof *d);
+  int rc;
+  if (d == NULL) return RK_ENOMEM;
+  if ((rc = emu_device_prepare(d, k)) != RK_OK) {
+    free(d);
+    return rc;
+  }
+  k->backend_data = d;
+  return emu_device_start(d); /* on failure the kernel is aborted and joined */
+}
+
+static inline int emu_simple_join(rk_kernel *k) {
+  emu_device *d = (emu_device *)k->backend_data;
+  if (d == NULL) return RK_OK;
+  emu_device_join(d);
+  emu_device_release(d);
+  free(d);
+  k->backend_data = NULL;
+  return RK_OK;
+}
+
+#endif /* RK_DEVICE_EMULATION_BACKEND_H */

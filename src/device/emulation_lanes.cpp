@@ -1,12 +1,14 @@
-/* devemu_lanes.cpp — the device lane loop (src/device/persistent.cuh) and the built-in kernels'
- * handlers (src/device/builtins.h), compiled as host C++ by the device emulation
- * (src/device/emulation.h) for test_devemu.c: the code a GPU runs, run by host threads. */
+/* device/emulation_lanes.cpp — the device lane loop (src/device/persistent.cuh) and the built-in
+ * kernels' handlers (src/device/builtins.h), compiled as host C++ by the device emulation
+ * (src/device/emulation.h): the code a GPU runs, run by host threads, with its accesses to
+ * host-mapped memory counted (device/emulation_model.h). Built into the rk_devemu library for the
+ * test suite (test_devemu, test_cuda_host) and rk-bench (devmodel); never part of librk. */
 #include <stdlib.h>
 
 #include <string_view>
 
 /* The dialect defines functions a given set of handlers may not use. (#pragma unroll, nvcc's, is
- * silenced in tests/runtime.cmake: GCC cannot silence it from here.) */
+ * silenced by the target's options: GCC cannot silence it from here.) */
 #pragma GCC diagnostic ignored "-Wunused-function"
 
 #include "device/emulation.h"
@@ -14,8 +16,8 @@
 #include "ringkernel/builtins.h"
 #include "device/persistent.cuh"
 
-/* The handlers get C++ linkage in a namespace of their own: librk (linked statically by the test)
- * defines the CPU backend's copies of the same names. */
+/* The handlers get C++ linkage in a namespace of their own: librk (linked statically by the
+ * programs) defines the CPU backend's copies of the same names. */
 namespace rk_emu {
 #include "device/builtins.h"
 }
@@ -26,6 +28,26 @@ namespace rk_emu {
 RK_BUILTIN_KERNELS(EMU_ENTRY)
 
 typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
+
+rk_emu_lane_model rk_emu_model_lanes[RK_EMU_MODEL_LANES];
+
+extern "C" void rk_emu_model_reset(void) {
+  for (auto &m : rk_emu_model_lanes) {
+    uint64_t *w = reinterpret_cast<uint64_t *>(&m);
+    for (size_t i = 0; i < sizeof m / sizeof *w; i++) __atomic_store_n(&w[i], 0, __ATOMIC_RELAXED);
+  }
+}
+
+extern "C" void rk_emu_model_read(int lane, rk_emu_lane_model *out) {
+  int first = lane < 0 ? 0 : lane % RK_EMU_MODEL_LANES, last = lane < 0 ? RK_EMU_MODEL_LANES : first + 1;
+  uint64_t *o = reinterpret_cast<uint64_t *>(out);
+  memset(out, 0, sizeof *out);
+  for (int l = first; l < last; l++) {
+    const uint64_t *w = reinterpret_cast<const uint64_t *>(&rk_emu_model_lanes[l]);
+    for (size_t i = 0; i < sizeof *out / sizeof *o; i++) o[i] += __atomic_load_n(&w[i], __ATOMIC_RELAXED);
+  }
+  if (lane >= 0) out->last_publish_ns = __atomic_load_n(&rk_emu_model_lanes[first].last_publish_ns, __ATOMIC_RELAXED);
+}
 
 /* The emulated entry point for a built-in kernel's CUDA entry name, or NULL. */
 extern "C" rk_emu_entry_fn rk_emu_entry(const char *name) {
@@ -60,7 +82,7 @@ static void *emu_thread_main(void *arg) {
 }
 
 extern "C" void rk_emu_run_lane(rk_emu_entry_fn entry, const rk_dev_params *p, uint32_t lane, uint32_t threads,
-                                uint8_t *smem) {
+                               uint8_t *smem) {
   rk_emu_block *b = new rk_emu_block();
   emu_thread *t = new emu_thread[threads];
   uint32_t i;
