@@ -84,7 +84,8 @@ typedef struct rk_kernel_desc {
   void *state_init_user;
   size_t scratch_size;          /**< lane-shared scratch bytes (rk_scratch) */
   uint32_t lanes;               /**< default lanes (blocks); 0: 1 */
-  uint32_t threads_per_lane;    /**< default threads per lane; 0: 1 */
+  uint32_t threads_per_lane;    /**< default threads per lane; 0: 1. On CUDA at least a warp (32)
+                                     unless the launch options name a count */
   uint32_t inbox_capacity;      /**< slots per lane inbox (power of two); 0: 1024 */
   uint32_t outbox_capacity;     /**< slots per lane outbox (power of two); 0: inbox_capacity */
   uint32_t slot_size;           /**< bytes per slot incl. the 64-byte envelope (multiple of 64); 0: 256 */
@@ -100,7 +101,7 @@ typedef struct rk_kernel_desc {
 typedef struct rk_launch_options {
   uint32_t size;
   uint32_t lanes;
-  uint32_t threads_per_lane;
+  uint32_t threads_per_lane;    /**< taken as given, on every backend (0: the descriptor's) */
   uint32_t inbox_capacity;
   uint32_t outbox_capacity;
   uint32_t slot_size;

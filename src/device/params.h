@@ -42,9 +42,10 @@ RK_STATIC_ASSERT(sizeof(rk_dev_params) == 96, "rk_dev_params layout");
 /* Shared memory a block gets without cudaFuncSetAttribute (which may synchronise: not used). */
 #define RK_DEV_SMEM_LIMIT (48u << 10)
 
-/* Dynamic shared memory a lane needs: the batch copy of its slots, then the scratch. */
+/* Dynamic shared memory a lane needs: the batch copy of its slots, as many slots to stage replies
+ * in (a reply is built in shared memory and written out as whole lines), then the scratch. */
 RK_INLINE RK_HD size_t rk_dev_smem_size(uint32_t batch, uint32_t slot_size, uint32_t scratch_size) {
-  return (size_t)batch * slot_size + ((scratch_size + 15u) & ~15u);
+  return (size_t)2 * batch * slot_size + ((scratch_size + 15u) & ~15u);
 }
 
 #endif

@@ -1,21 +1,39 @@
 /* device/persistent.cuh — the persistent ring-kernel loop and the device half of the kernel dialect.
  *
- * Compiled by nvcc (built-in kernels, src/device/builtins.cu) and by NVRTC (handlers supplied as
- * source at run time; this file is embedded into librk as a string). It includes only ringkernel
- * headers: NVRTC has no system headers.
+ * Compiled by nvcc (built-in kernels, src/device/builtins.cu), by NVRTC (handlers supplied as
+ * source at run time; this file is embedded into librk as a string) and, as host C++, by the
+ * device emulation (src/device/emulation.h) that runs it in the test suite and rk-bench. It
+ * includes only ringkernel headers: NVRTC has no system headers.
  *
- * One block is one lane. Per iteration, thread 0 polls the control block (ld.acquire.sys of
- * cmd_seq) and the inbox (ld.acquire.sys of each slot's sequence word); the block copies up to
- * `batch` slots from host-mapped memory into shared memory with ld.relaxed.sys loads (mapped memory
- * is never read with weak, cacheable loads), synchronises, and thread 0 store-releases the inbox
- * head, freeing the slots for the host before the handlers even run. Every thread of the block
- * runs the handler on each message. Replies are written into the outbox slots (host memory) by the
- * block, then, after a barrier, thread 0 issues fence.acq_rel.sys and stores the outbox slots'
- * sequence words (the ring's per-slot publication, ring.h). The device never read-modify-writes
- * host memory (hostNativeAtomicSupported may be 0): its own ring indices are kept in shared memory
- * and only stored. Idle lanes back off with __nanosleep.
- * The kernel clock is a device-memory word updated with a device-scope CAS; physical time is
- * %globaltimer plus the offset the host calibrates into the control block. */
+ * One block is one lane. The design rule is PCIe's: every load of host-mapped memory is a round
+ * trip (about a microsecond, more behind an IOMMU) and every system-scope fence waits for the posted
+ * stores before it, so the lane counts both and spends about two serial round trips per message
+ * when messages come one at a time, a fraction of one when they stream, and one system fence per
+ * batch (ARCHITECTURE §8; the emulated device counts them: rk-bench devmodel). How:
+ *  - Taking messages. An idle lane's poll is one round: the next batch's sequence words (relaxed,
+ *    in flight together) and, last, the head position's word with ld.acquire.sys (and the control
+ *    line every few polls). A published head position is taken at once; the other positions it saw
+ *    published are acquired by the fence of the batch's publication (the fence-based acquire
+ *    pattern), so a burst costs no fence of its own. While messages stream, the lane looks at the
+ *    next batch's sequence words during each publication, before its fence: one round, no fence
+ *    of its own (rk_dev_poll_ahead).
+ *  - The slot copy. The block's threads copy the batch into shared memory with 16-byte
+ *    ld.relaxed.sys loads, several per thread in flight before any is stored (one round for the
+ *    first RK_DEV_COPY_PREFIX bytes of every slot; a second only for slots whose envelope says the
+ *    payload goes further). Only the envelope and its payload are copied, never the unused rest.
+ *  - Replies are built in shared memory (rk_reply, rk_reply_reserve point there) and written to the
+ *    outbox as whole 64-byte lines by the block's threads (16-byte stores), then published with one
+ *    fence per batch: fence.acq_rel.sys, then relaxed stores of the inbox head (the batch's slots
+ *    are free), the replies' sequence words, the outbox tail and the counters that changed. The
+ *    inbox head is released there, not separately: one fence.
+ *  - The kernel clock (device memory) moves by one relaxed CAS per publication, which merges the
+ *    batch's received stamps (receive rule) and takes one stamp per reply (send rule): the clock
+ *    orders no other data, so no fence (rk_now takes one CAS of its own).
+ *  - Counters live in shared memory and are stored with the publication; the heartbeat is stored
+ *    at most every RK_DEV_HEARTBEAT_NS (the watchdog needs it to move, not to count).
+ *  - The device never read-modify-writes host memory (hostNativeAtomicSupported may be 0); its
+ *    own ring indices live in shared memory and are only stored.
+ * Physical time is %globaltimer plus the offset the host calibrates into the control block. */
 #ifndef RK_DEVICE_PERSISTENT_CUH
 #define RK_DEVICE_PERSISTENT_CUH
 
@@ -28,20 +46,119 @@
 #include "ringkernel/ring.h"
 #include "device/params.h"
 
-/* Batched sequence-word loads. On the GPU: relaxed loads then one fence (the fence-based acquire
- * pattern), so a batch costs one fence. In the host device emulation (src/device/emulation.h): an
- * acquire on every word, which ThreadSanitizer can check (it does not model fences). (The release
- * side is rk_ring__publish_seq in ring.h, split the same way.) */
-#if defined(__CUDA_ARCH__)
-#define RK_DEV_SEQ_LOAD(p) rk_load_relaxed_sys_u64(p)
-#define RK_DEV_SEQ_FENCE() rk_fence_acq_rel_sys()
+/* A busy lane reads the control line with every RK_DEV_CONTROL_EVERY-th poll (commands are rare;
+ * they wait a few microseconds); a lane that is not consuming, with every poll. */
+#define RK_DEV_CONTROL_EVERY 8u
+/* Bytes of each slot the first copy round takes: the envelope and 64 bytes of payload. */
+#define RK_DEV_COPY_PREFIX 128u
+/* 16-byte loads a thread keeps in flight per copy round (registers: 2 x 64 bits each). */
+#define RK_DEV_COPY_UNROLL 4
+/* A lane idle this long sleeps longer between polls and polls relaxed (an acquire at system scope
+ * is LD + CCTL.IVALL, which would empty its SM's L1 for the other blocks on every poll); the message
+ * that wakes it costs a fence. 40 round trips of a GPU ping-pong: messages one at a time never find
+ * the lane there. (The emulated device, hundreds of times slower, scales it: emulation.h.) */
+#ifndef RK_DEV_DEEP_IDLE_NS
+#define RK_DEV_DEEP_IDLE_NS 200000ull
+#endif
+/* Idle polls before the lane sleeps between polls at all. */
+#define RK_DEV_SPIN_POLLS 64u
+/* The heartbeat is stored at most this often while the lane works or waits. */
+#define RK_DEV_HEARTBEAT_NS 100000ull
+
+/* ---------------------------------------- host-mapped memory -------------------------------- */
+/* Every access of the lane to host-mapped memory goes through these, so each says its order and
+ * scope (ringkernel/atomic.h spells them) and the emulated device counts it (emulation.h). Four
+ * kinds of load: data (relaxed), observations (relaxed on the device, made acquires by a later
+ * fence.acq_rel.sys; acquires in the emulation, whose ThreadSanitizer does not model fences),
+ * acquires, and 16-byte data loads; stores alike, "publications" being the relaxed stores that
+ * follow the fence (releases in the emulation). RK_DEV_ROUND_BEGIN/END mark loads issued back to
+ * back, all in flight before any is used: one round trip (the rule in emulation.h). */
+#if defined(RK_DEVICE_EMULATION)
+#define RK_DEV_ROUND_BEGIN() rk_emu_round_begin()
+#define RK_DEV_ROUND_END() rk_emu_round_end()
+#define RK_DEV_NOTE(x) (x)
+#define RK_DEV_OBS_LD64(p) rk_load_acquire_sys_u64(p)
+#define RK_DEV_OBS_LD32(p) rk_load_acquire_sys_u32(p)
+#define RK_DEV_PUB_ST64(p, v) rk_store_release_sys_u64(p, v)
 #else
-#define RK_DEV_SEQ_LOAD(p) rk_load_acquire_sys_u64(p)
-#define RK_DEV_SEQ_FENCE() ((void)0)
+#define RK_DEV_ROUND_BEGIN() ((void)0)
+#define RK_DEV_ROUND_END() ((void)0)
+#define RK_DEV_NOTE(x) ((void)0)
+#define RK_DEV_OBS_LD64(p) rk_load_relaxed_sys_u64(p)
+#define RK_DEV_OBS_LD32(p) rk_load_relaxed_sys_u32(p)
+#define RK_DEV_PUB_ST64(p, v) rk_store_relaxed_sys_u64(p, v)
 #endif
 
-/* A consuming lane with work polls the control line once per this many loop iterations. */
-#define RK_DEV_CONTROL_EVERY 8u
+RK_INLINE __device__ uint64_t rk_dev_ld(const volatile uint64_t *p) {
+  RK_DEV_NOTE(rk_emu_note_load(8, 0));
+  return rk_load_relaxed_sys_u64(p);
+}
+RK_INLINE __device__ uint32_t rk_dev_ld32(const volatile uint32_t *p) {
+  RK_DEV_NOTE(rk_emu_note_load(4, 0));
+  return rk_load_relaxed_sys_u32(p);
+}
+RK_INLINE __device__ uint64_t rk_dev_ld_obs(const volatile uint64_t *p) {
+  RK_DEV_NOTE(rk_emu_note_load(8, 0));
+  return RK_DEV_OBS_LD64(p);
+}
+RK_INLINE __device__ uint32_t rk_dev_ld32_obs(const volatile uint32_t *p) {
+  RK_DEV_NOTE(rk_emu_note_load(4, 0));
+  return RK_DEV_OBS_LD32(p);
+}
+RK_INLINE __device__ uint64_t rk_dev_ld_acq(const volatile uint64_t *p) {
+  RK_DEV_NOTE(rk_emu_note_load(8, 1));
+  return rk_load_acquire_sys_u64(p);
+}
+RK_INLINE __device__ void rk_dev_ld16(const volatile uint64_t *p, uint64_t *a, uint64_t *b) {
+  RK_DEV_NOTE(rk_emu_note_load(16, 0));
+  rk_load_relaxed_sys_v2u64(p, a, b);
+}
+RK_INLINE __device__ void rk_dev_st(volatile uint64_t *p, uint64_t v) {
+  RK_DEV_NOTE(rk_emu_note_store(8));
+  rk_store_relaxed_sys_u64(p, v);
+}
+RK_INLINE __device__ void rk_dev_st32(volatile uint32_t *p, uint32_t v) {
+  RK_DEV_NOTE(rk_emu_note_store(4));
+  rk_store_relaxed_sys_u32(p, v);
+}
+RK_INLINE __device__ void rk_dev_st_pub(volatile uint64_t *p, uint64_t v) {
+  RK_DEV_NOTE(rk_emu_note_store(8));
+  RK_DEV_PUB_ST64(p, v);
+}
+RK_INLINE __device__ void rk_dev_st16(volatile uint64_t *p, uint64_t a, uint64_t b) {
+  RK_DEV_NOTE(rk_emu_note_store(16));
+  rk_store_relaxed_sys_v2u64(p, a, b);
+}
+/* A store-release at system scope is a fence and a store (MEMBAR.SYS in the SASS): rare paths only
+ * (command acknowledgements, the clock answer, the exit). */
+RK_INLINE __device__ void rk_dev_st_rel32(volatile uint32_t *p, uint32_t v) {
+  RK_DEV_NOTE(rk_emu_note_fence());
+  RK_DEV_NOTE(rk_emu_note_store(4));
+  rk_store_release_sys_u32(p, v);
+}
+RK_INLINE __device__ void rk_dev_st_rel(volatile uint64_t *p, uint64_t v) {
+  RK_DEV_NOTE(rk_emu_note_fence());
+  RK_DEV_NOTE(rk_emu_note_store(8));
+  rk_store_release_sys_u64(p, v);
+}
+RK_INLINE __device__ void rk_dev_fence(void) {
+  RK_DEV_NOTE(rk_emu_note_fence());
+  rk_fence_acq_rel_sys();
+}
+
+/* ---------------------------------------- lane state ---------------------------------------- */
+
+/* Lane counters kept in shared memory (the lane is their only writer) and stored, when changed,
+ * with the publication: a load of host memory would be a round trip per update. */
+enum {
+  RK_DEV_C_MSGS_IN,
+  RK_DEV_C_MSGS_OUT,
+  RK_DEV_C_INVALID,
+  RK_DEV_C_CLOCK_REJECTED,
+  RK_DEV_C_HANDLER_ERRORS,
+  RK_DEV_C_STALLS,
+  RK_DEV_C_COUNT
+};
 
 /* Lane state kept in shared memory: written by thread 0, read by all after a barrier. */
 typedef struct rk_dev_lane {
@@ -53,30 +170,46 @@ typedef struct rk_dev_lane {
   volatile uint64_t *in_seq;
   uint8_t *out_slots;
   volatile uint64_t *out_seq;
+  uint8_t *stage;         /* shared memory: stage_cap reply slots (outbox positions out_tail + i) */
   uint64_t in_mask;
   uint64_t out_mask;
   uint64_t out_cap;
-  uint64_t in_head;       /* our consumer index of the inbox (we are its only writer) */
-  uint64_t out_tail;      /* our producer index of the outbox */
+  uint64_t in_head;       /* next inbox position to take (we are the inbox's only consumer) */
+  uint64_t in_released;   /* the inbox head last stored: the host may reuse the slots below it */
+  uint64_t out_tail;      /* next outbox position to publish */
   uint64_t out_head;      /* cached view of the host's outbox head */
+  uint64_t out_head_seen; /* an observation of it, taken before the fence that acquires it */
   uint64_t drain_to;
   uint64_t next_reply_id;
   uint64_t clock_off;     /* CLOCK_REALTIME - %globaltimer, reloaded on every new clock_req */
-  uint32_t clock_seen;    /* last clock_req applied */
-  uint32_t polls;         /* loop iterations, for the control-poll interval */
-  /* The lane's counters: it is their only writer, so it keeps them here and only stores them to
-   * its status line (a load of host memory would be a PCIe round trip per update). */
-  uint64_t c_msgs_in, c_msgs_out, c_heartbeat, c_invalid, c_clock_rejected, c_handler_errors, c_stalls;
+  uint64_t merge;         /* highest stamp admitted and not yet merged into the kernel clock */
+  uint64_t last_work_ns;  /* %globaltimer when the lane last took a message */
+  uint64_t beat_ns;       /* %globaltimer of the last heartbeat store */
+  uint64_t heartbeat;
+  uint64_t c[RK_DEV_C_COUNT];
+  uint32_t dirty;         /* counters changed since they were last stored (bit per counter) */
+  uint32_t avail;         /* positions from in_head seen published and acquired: take them now */
+  uint32_t pend;          /* positions after those seen published; acquired by the next fence */
+  uint32_t open;          /* the last look ended on a published word: more may follow */
+  uint32_t ctl_seen;      /* the last poll read the control line: ctl_seq and ctl_sig hold it */
+  uint32_t ctl_seq;
+  uint64_t ctl_sig;
+  uint32_t head_seen;     /* out_head_seen is fresh */
   uint32_t ack;
   uint32_t state;
+  uint32_t clock_seen;    /* last clock_req applied */
+  uint32_t polls;         /* polls, for the control-poll interval */
+  uint32_t idle;          /* idle iterations in a row */
   uint32_t n;             /* messages in the current batch */
-  uint32_t out_pending;   /* replies written, not yet published */
+  uint32_t staged;        /* replies staged in shared memory, not yet written out */
+  uint32_t stage_cap;
   uint32_t exit;
+  uint32_t publish;       /* the current flush publishes (and fences) */
   int replied;
   int coll_rc;
   int skip;
+  int32_t reserved;       /* staging index of rk_reply_reserve's reply, -1 if none */
   void *coll_ptr;
-  rk_envelope *reserved;
   rk_msg cur;
 } rk_dev_lane;
 
@@ -86,6 +219,11 @@ struct rk_ctx {
   uint8_t *scratch;
   uint32_t lane;
 };
+
+RK_INLINE __device__ void rk_dev_count(rk_dev_lane *L, int which, uint64_t n) {
+  L->c[which] += n;
+  L->dirty |= 1u << which;
+}
 
 /* ---------------------------------------- time and clock ------------------------------------- */
 
@@ -100,57 +238,328 @@ RK_INLINE __device__ uint64_t rk_dev_globaltimer(void) {
 }
 
 /* Physical microseconds: %globaltimer (ns) + the host-calibrated offset, which the lane keeps in
- * shared memory (reloaded when the host bumps clock_req, rk_dev_poll_control) rather than reading
- * it from host memory, a PCIe round trip, on every stamp. Never clock64(): it is per-SM cycles. */
+ * shared memory (reloaded when the host bumps clock_req) rather than reading it from host memory,
+ * a PCIe round trip, on every stamp. Never clock64(): it is per-SM cycles. */
 RK_INLINE __device__ uint64_t rk_dev_physical_us(const rk_dev_lane *L) {
   return (rk_dev_globaltimer() + L->clock_off) / 1000u;
 }
 
-RK_INLINE __device__ rk_hlc rk_dev_tick(const rk_dev_params *p, const rk_dev_lane *L) {
-  uint64_t pt = rk_dev_physical_us(L), old = rk_load_relaxed_dev_u64(p->clock), next;
+/* One compare-and-swap on the kernel clock: merge m (receive rule: max with the clock) and take n
+ * consecutive stamps (send rule), returning the first; n == 0 only merges. Relaxed at device
+ * scope: the clock word orders no other data, and a CAS on one word sees its latest value
+ * (coherence), so stamps stay unique and increasing across lanes. */
+RK_INLINE __device__ rk_hlc rk_dev_clock_advance(const rk_dev_params *p, const rk_dev_lane *L, rk_hlc m, uint32_t n) {
+  uint64_t pt = rk_dev_physical_us(L), old = rk_load_relaxed_dev_u64(p->clock), first;
   do {
-    next = rk_hlc_send(old, pt);
-  } while (!rk_cas_acq_rel_dev_u64(p->clock, &old, next)); /* pairs with itself across lanes */
-  return next;
+    first = rk_hlc_send(rk_hlc__max(old, m), pt);
+  } while (!rk_cas_relaxed_dev_u64(p->clock, &old, first + (n ? n - 1 : 0)));
+  return first;
 }
 
-RK_INLINE __device__ int rk_dev_merge(const rk_dev_params *p, const rk_dev_lane *L, rk_hlc m) {
-  uint64_t pt = rk_dev_physical_us(L), old, next;
-  if (rk_hlc_too_far_ahead(m, pt, p->max_offset_us)) return RK_ECLOCK; /* the clock does not move */
-  old = rk_load_relaxed_dev_u64(p->clock);
-  do {
-    next = rk_hlc_recv(old, m, pt);
-  } while (!rk_cas_acq_rel_dev_u64(p->clock, &old, next));
-  return RK_OK;
+/* Thread 0: store the heartbeat when it is due (a posted store: no round trip). */
+RK_INLINE __device__ void rk_dev_beat(rk_dev_lane *L) {
+  uint64_t now = rk_dev_globaltimer();
+  if (now - L->beat_ns >= RK_DEV_HEARTBEAT_NS) {
+    L->beat_ns = now;
+    rk_dev_st(&L->status->heartbeat, ++L->heartbeat);
+  }
 }
 
-/* Single-writer counter in the lane's status line (mapped): the lane's own copy in shared memory,
- * then a store (posted: it does not wait for PCIe); never an RMW, never a load of host memory.
- * Relaxed: statistics, they publish nothing. */
-RK_INLINE __device__ void rk_dev_count(uint64_t *mine, volatile uint64_t *c, uint64_t n) {
-  *mine += n;
-  rk_store_relaxed_sys_u64(c, *mine);
+/* Thread 0: store the counters that changed (relaxed: statistics, they publish nothing). Written
+ * out counter by counter: an array of their addresses would live in local memory. */
+RK_INLINE __device__ void rk_dev_store_counters(rk_dev_lane *L) {
+  rk_lane_status *st = L->status;
+  if (L->dirty & (1u << RK_DEV_C_MSGS_IN)) rk_dev_st(&st->msgs_in, L->c[RK_DEV_C_MSGS_IN]);
+  if (L->dirty & (1u << RK_DEV_C_MSGS_OUT)) rk_dev_st(&st->msgs_out, L->c[RK_DEV_C_MSGS_OUT]);
+  if (L->dirty & (1u << RK_DEV_C_INVALID)) rk_dev_st(&st->invalid, L->c[RK_DEV_C_INVALID]);
+  if (L->dirty & (1u << RK_DEV_C_CLOCK_REJECTED)) rk_dev_st(&st->clock_rejected, L->c[RK_DEV_C_CLOCK_REJECTED]);
+  if (L->dirty & (1u << RK_DEV_C_HANDLER_ERRORS)) rk_dev_st(&st->handler_errors, L->c[RK_DEV_C_HANDLER_ERRORS]);
+  if (L->dirty & (1u << RK_DEV_C_STALLS)) rk_dev_st(&st->outbox_stalls, L->c[RK_DEV_C_STALLS]);
+  L->dirty = 0;
 }
 
-/* ---------------------------------------- replies (thread 0) --------------------------------- */
+/* Thread 0: the system fence, and what it acquires: positions seen published by relaxed loads
+ * before it become available. */
+RK_INLINE __device__ void rk_dev_fence_lane(rk_dev_lane *L) {
+  rk_dev_fence();
+  L->avail += L->pend;
+  L->pend = 0;
+  if (L->head_seen) { /* the host's outbox head, observed before: acquired now */
+    L->out_head = L->out_head_seen;
+    L->head_seen = 0;
+  }
+}
 
-RK_INLINE __device__ uint8_t *rk_dev_in_slot(const rk_dev_params *p, rk_dev_lane *L, uint64_t pos) {
+/* ---------------------------------------- control (thread 0) --------------------------------- */
+
+/* Apply what the control line said (ctl_seq, ctl_sig, read relaxed by a poll), after a fence that
+ * acquires it: a new command (its words read now, one round) or clock request is applied and
+ * acknowledged; the abort bit ends the lane. The host writes cmd, drain_to and clock_offset_ns
+ * before its release of cmd_seq / signals. */
+RK_INLINE __device__ void rk_dev_control(const rk_dev_params *p, rk_dev_lane *L, int fenced) {
+  rk_control_host *h = &p->ctl->host;
+  uint32_t seq = L->ctl_seq, req = rk_signals_clock_req(L->ctl_sig), cmd = 0;
+  uint64_t drain = 0, off = 0;
+  L->ctl_seen = 0;
+  if (L->ctl_sig & RK_SIGNAL_ABORT) L->exit = 1;
+  if (seq == L->ack && req == L->clock_seen) return;
+  if (!fenced) rk_dev_fence_lane(L); /* pairs with the host's release of cmd_seq / signals */
+  RK_DEV_ROUND_BEGIN();
+  if (seq != L->ack) {
+    cmd = rk_dev_ld32(&h->cmd);
+    drain = rk_dev_ld(&rk_control_lane_cmd(p->ctl, blockIdx.x)->drain_to);
+  }
+  if (req != L->clock_seen) off = rk_dev_ld(&h->clock_offset_ns);
+  RK_DEV_ROUND_END();
+  if (seq != L->ack) {
+    if (cmd == RK_CMD_ACTIVATE && (L->state == RK_STATE_LAUNCHED || L->state == RK_STATE_INACTIVE)) {
+      L->state = RK_STATE_ACTIVE;
+      L->last_work_ns = rk_dev_globaltimer(); /* freshly active: poll fast, messages are likely */
+    } else if (cmd == RK_CMD_DEACTIVATE && L->state == RK_STATE_ACTIVE)
+      L->state = RK_STATE_INACTIVE;
+    else if (cmd == RK_CMD_TERMINATE) {
+      L->drain_to = drain;
+      L->state = RK_STATE_TERMINATING;
+    }
+    rk_dev_st32(&L->status->state, L->state);
+    L->ack = seq;
+    rk_dev_st_rel32(&L->status->ack_seq, seq); /* pairs with the host's acquire in command() */
+  }
+  if (req != L->clock_seen) {
+    L->clock_seen = req;
+    L->clock_off = off;
+    if (blockIdx.x == 0) { /* lane 0 answers: its clock now, then the ack that publishes it */
+      rk_dev_st(&L->status->clock_sample_ns, rk_dev_globaltimer());
+      rk_dev_st_rel32(&L->status->clock_ack, req); /* pairs with rk__clock_sync's acquire */
+    }
+  }
+}
+
+/* ---------------------------------------- taking messages (thread 0) ------------------------- */
+
+RK_INLINE __device__ int rk_dev_consuming(const rk_dev_lane *L) {
+  return L->state == RK_STATE_ACTIVE || L->state == RK_STATE_TERMINATING;
+}
+
+/* How many sequence words to look at from position `from`: a batch's worth beyond what is known,
+ * within the ring (a position a lap ahead would alias an older slot) and, when terminating,
+ * below the drain target. */
+RK_INLINE __device__ uint32_t rk_dev_look(const rk_dev_params *p, const rk_dev_lane *L, uint64_t from) {
+  uint32_t known = L->avail + L->pend, max = p->batch < RK_DEV_MAX_BATCH ? p->batch : RK_DEV_MAX_BATCH;
+  if ((uint64_t)max > L->in_mask + 1) max = (uint32_t)(L->in_mask + 1);
+  if (known >= max) return 0;
+  max -= known;
+  if (L->state == RK_STATE_TERMINATING) {
+    if ((int64_t)(L->drain_to - from) <= 0) return 0;
+    if (L->drain_to - from < max) max = (uint32_t)(L->drain_to - from);
+  }
+  return max;
+}
+
+/* How many of the positions from + 1, from + 2, ... are published in a row, given a bit per
+ * position (bit i: from + i). A value, not an array: the loaded words stay in registers. */
+RK_INLINE __device__ uint32_t rk_dev_run(uint32_t bits) {
+  uint32_t n = 0;
+  while (bits & (2u << n)) n++;
+  return n;
+}
+
+/* Thread 0, nothing known published (or not consuming: the control line alone): one poll, one round. The control line (when due), the next
+ * batch's sequence words after the head's (relaxed), and last the head position's word: with an
+ * acquire load, so a message found is taken without a fence, the loads before it still in flight
+ * alongside it. A lane in the deep idle back-off reads that word relaxed too and, when it finds a
+ * message, fences (the fence-based acquire; once per wake-up). */
+RK_INLINE __device__ void rk_dev_poll(const rk_dev_params *p, rk_dev_lane *L, uint64_t now) {
+  rk_control_host *h = &p->ctl->host;
+  uint64_t w[RK_DEV_MAX_BATCH], w0 = 0;
+  uint32_t bits = 0;
+  int consuming = rk_dev_consuming(L);
+  int deep = consuming && now - L->last_work_ns > RK_DEV_DEEP_IDLE_NS;
+  uint32_t look = consuming && !L->exit && L->avail == 0 ? rk_dev_look(p, L, L->in_head) : 0, i, more;
+  const volatile uint64_t *s = L->in_seq;
+  int ctl = !consuming || (deep && blockIdx.x == 0) || (L->polls++ % RK_DEV_CONTROL_EVERY) == 0;
+  /* the outbox head, when the cached view is low: acquired by the next fence, used after it */
+  int head = look && L->out_cap - (L->out_tail - L->out_head) < 2u * RK_DEV_MAX_BATCH;
+  RK_DEV_ROUND_BEGIN();
+  if (ctl) {
+    L->ctl_seq = rk_dev_ld32_obs(&h->cmd_seq); /* pairs with the host's release (fence below) */
+    L->ctl_sig = rk_dev_ld_obs(&h->signals);
+    L->ctl_seen = 1;
+  }
+  if (head) { /* pairs with the host drainer's release of the outbox head (a fence after) */
+    L->out_head_seen = rk_dev_ld_obs(&L->out->head);
+    L->head_seen = 1;
+  }
+#pragma unroll
+  for (i = 1; i < RK_DEV_MAX_BATCH; i++)
+    if (i < look) w[i] = rk_dev_ld_obs(s + ((L->in_head + i) & L->in_mask));
+  /* pairs with the host producers' store-release of each sequence word (rk_ring_mpsc_commit_n) */
+  if (look) w0 = deep ? rk_dev_ld_obs(s + (L->in_head & L->in_mask)) : rk_dev_ld_acq(s + (L->in_head & L->in_mask));
+  RK_DEV_ROUND_END();
+#pragma unroll
+  for (i = 1; i < RK_DEV_MAX_BATCH; i++) /* (signed difference: a lap behind reads as "not yet") */
+    if (i < look && rk_ring_seq_published(w[i], L->in_head + i)) bits |= 1u << i;
+  if (look && rk_ring_seq_published(w0, L->in_head)) {
+    more = rk_dev_run(bits);
+    L->open = 1 + more == look;
+    if (deep) { /* everything seen, the head's word too, is acquired by this fence */
+      L->pend = 1 + more;
+      rk_dev_fence_lane(L);
+      RK_DEV_NOTE(rk_emu_note_deep_wake());
+    } else { /* the head's word by its acquire; the rest by the next fence */
+      L->avail = 1;
+      L->pend = more;
+    }
+  }
+  if (L->ctl_seen) rk_dev_control(p, L, deep && L->avail);
+}
+
+/* Thread 0, during a publication, before its fence: when the last look ended on a published word,
+ * look at the words after everything known (relaxed), so the publication's fence acquires them
+ * and the next batch needs no poll; with it, the control line when due and the outbox head when
+ * the cached view is low. One round, no fence of its own; nothing when there is nothing to look
+ * at (messages one at a time: the reply goes out without waiting for a look). */
+RK_INLINE __device__ void rk_dev_poll_ahead(const rk_dev_params *p, rk_dev_lane *L) {
+  rk_control_host *h = &p->ctl->host;
+  uint64_t w[RK_DEV_MAX_BATCH], from = L->in_head + L->avail + L->pend;
+  uint32_t look = L->open && rk_dev_consuming(L) && !L->exit ? rk_dev_look(p, L, from) : 0, i;
+  uint64_t room = L->out_cap - (L->out_tail + L->staged - L->out_head);
+  /* the control line when due, if the lane will not poll next (it knows messages); the outbox head
+   * when the cached view is low, alongside a look, or alone when the next batch may not fit */
+  int ctl = (L->polls++ % RK_DEV_CONTROL_EVERY) == 0 && (look > 0 || L->avail > 0);
+  int head = room < 2u * RK_DEV_MAX_BATCH && (look > 0 || ctl || room < RK_DEV_MAX_BATCH);
+  if (look == 0 && !ctl && !head) return;
+  RK_DEV_ROUND_BEGIN();
+  if (ctl) {
+    L->ctl_seq = rk_dev_ld32_obs(&h->cmd_seq); /* pairs with the host's release (the flush's fence) */
+    L->ctl_sig = rk_dev_ld_obs(&h->signals);
+    L->ctl_seen = 1;
+  }
+  if (head) { /* pairs with the host drainer's release of the outbox head (the flush's fence) */
+    L->out_head_seen = rk_dev_ld_obs(&L->out->head);
+    L->head_seen = 1;
+  }
+#pragma unroll
+  for (i = 0; i < RK_DEV_MAX_BATCH; i++)
+    if (i < look) w[i] = rk_dev_ld_obs(L->in_seq + ((from + i) & L->in_mask));
+  RK_DEV_ROUND_END();
+  if (look) {
+    uint32_t bits = 0, k;
+#pragma unroll
+    for (i = 0; i < RK_DEV_MAX_BATCH; i++)
+      if (i < look && rk_ring_seq_published(w[i], from + i)) bits |= 1u << i;
+    k = (bits & 1u) ? 1 + rk_dev_run(bits) : 0;
+    L->pend += k;
+    L->open = k == look;
+  }
+}
+
+/* Where one 16-byte chunk of a copy comes from and goes to. */
+typedef struct rk_dev_chunk {
+  const volatile uint64_t *src;
+  uint64_t *dst;
+} rk_dev_chunk;
+
+/* All threads: copy `total` 16-byte chunks from mapped memory to shared memory, RK_DEV_COPY_UNROLL
+ * chunks per thread per round: each thread loads its chunks into registers, all in flight, before
+ * it stores any (tests/test_sass holds the compiler to it). place(c) says where chunk c goes. */
+template <typename Place>
+RK_INLINE __device__ void rk_dev_copy_chunks_in(uint32_t total, Place place) {
+  uint32_t base;
+  for (base = threadIdx.x; base < total; base += blockDim.x * RK_DEV_COPY_UNROLL) {
+    uint64_t a[RK_DEV_COPY_UNROLL], b[RK_DEV_COPY_UNROLL];
+    rk_dev_chunk ch[RK_DEV_COPY_UNROLL];
+    int u;
+#pragma unroll
+    for (u = 0; u < RK_DEV_COPY_UNROLL; u++) {
+      uint32_t c = base + (uint32_t)u * blockDim.x;
+      if (c < total) ch[u] = place(c);
+    }
+    RK_DEV_ROUND_BEGIN();
+#pragma unroll
+    for (u = 0; u < RK_DEV_COPY_UNROLL; u++)
+      if (base + (uint32_t)u * blockDim.x < total) rk_dev_ld16(ch[u].src, &a[u], &b[u]);
+    RK_DEV_ROUND_END();
+#pragma unroll
+    for (u = 0; u < RK_DEV_COPY_UNROLL; u++)
+      if (base + (uint32_t)u * blockDim.x < total) {
+        ch[u].dst[0] = a[u];
+        ch[u].dst[1] = b[u];
+      }
+  }
+}
+
+RK_INLINE __device__ uint8_t *rk_dev_in_slot(const rk_dev_params *p, const rk_dev_lane *L, uint64_t pos) {
   return L->in_slots + (size_t)((pos & L->in_mask) * p->slot_size);
 }
 
-/* Thread 0: the next reply slot, or NULL when the outbox is full. The host's head is re-read (a
- * PCIe read) only when the cached view says full. */
-RK_INLINE __device__ rk_envelope *rk_dev_reply_slot(const rk_dev_params *p, rk_dev_lane *L) {
-  uint64_t want = L->out_pending + 1;
-  if (L->out_cap - (L->out_tail - L->out_head) < want) {
-    L->out_head = rk_ring_load_acquire_head(L->out); /* pairs with the host drainer's release */
-    if (L->out_cap - (L->out_tail - L->out_head) < want) return 0;
-  }
-  return RK_CAST(rk_envelope *, L->out_slots + (size_t)(((L->out_tail + L->out_pending) & L->out_mask) * p->slot_size));
+/* Bytes of a slot that hold its message: the envelope and payload_len, rounded up to 16, never past
+ * the slot (a bad length is refused by validation, from what was copied). */
+RK_INLINE __device__ uint32_t rk_dev_msg_bytes(const rk_dev_params *p, const rk_envelope *e) {
+  uint64_t n = (uint64_t)RK_ENVELOPE_SIZE + e->payload_len;
+  n = (n + 15u) & ~(uint64_t)15u;
+  return n > p->slot_size ? p->slot_size : (uint32_t)n;
 }
 
-RK_INLINE __device__ void rk_dev_reply_header(const rk_dev_params *p, rk_dev_lane *L, rk_envelope *e,
-                                              uint32_t type, uint32_t len, uint16_t flags) {
+/* All threads: copy the batch's n slots into shared memory: first each slot's first
+ * RK_DEV_COPY_PREFIX bytes (one round), then, only for slots whose envelope says more, the rest of
+ * the message (a second round). */
+RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L, uint8_t *dst, uint32_t n) {
+  const uint32_t pre = p->slot_size < RK_DEV_COPY_PREFIX ? p->slot_size : RK_DEV_COPY_PREFIX;
+  const uint32_t cps = pre / 16u;
+  uint32_t extra[RK_DEV_MAX_BATCH], total = 0, s;
+  rk_dev_copy_chunks_in(n * cps, [&](uint32_t c) {
+    uint32_t slot = c / cps, off = (c % cps) * 16u;
+    rk_dev_chunk ch;
+    ch.src = RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + slot) + off);
+    ch.dst = RK_CAST(uint64_t *, dst + (size_t)slot * p->slot_size + off);
+    return ch;
+  });
+  __syncthreads();
+#pragma unroll
+  for (s = 0; s < RK_DEV_MAX_BATCH; s++) {
+    uint32_t want = s < n ? rk_dev_msg_bytes(p, RK_CAST(const rk_envelope *, dst + (size_t)s * p->slot_size)) : 0;
+    extra[s] = want > pre ? (want - pre) / 16u : 0;
+    total += extra[s];
+  }
+  if (total == 0) return; /* uniform: every thread read the same envelopes */
+  rk_dev_copy_chunks_in(total, [&](uint32_t c) {
+    uint32_t slot = 0, off = 0, before = 0, k;
+    rk_dev_chunk ch;
+#pragma unroll
+    for (k = 0; k < RK_DEV_MAX_BATCH; k++) { /* constant indices: extra[] stays in registers */
+      if (c >= before && c < before + extra[k]) {
+        slot = k;
+        off = pre + (c - before) * 16u;
+      }
+      before += extra[k];
+    }
+    ch.src = RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + slot) + off);
+    ch.dst = RK_CAST(uint64_t *, dst + (size_t)slot * p->slot_size + off);
+    return ch;
+  });
+  __syncthreads();
+}
+
+/* ---------------------------------------- replies -------------------------------------------- */
+
+/* Thread 0: is there outbox room for `want` more replies than are staged? The host's head is
+ * re-read (a round trip) only when the cached view says no. */
+RK_INLINE __device__ int rk_dev_room(rk_dev_lane *L, uint32_t want) {
+  uint64_t need = L->staged + want;
+  if (L->out_cap - (L->out_tail - L->out_head) >= need) return 1;
+  L->out_head = rk_dev_ld_acq(&L->out->head); /* pairs with the host drainer's release */
+  return L->out_cap - (L->out_tail - L->out_head) >= need;
+}
+
+RK_INLINE __device__ rk_envelope *rk_dev_staged(const rk_dev_params *p, const rk_dev_lane *L, uint32_t i) {
+  return RK_CAST(rk_envelope *, L->stage + (size_t)i * p->slot_size);
+}
+
+/* Thread 0: the next staging slot's envelope, header filled (stamped at publication). */
+RK_INLINE __device__ rk_envelope *rk_dev_stage_header(const rk_dev_params *p, rk_dev_lane *L, uint32_t type,
+                                                      uint32_t len, uint16_t flags) {
+  rk_envelope *e = rk_dev_staged(p, L, L->staged);
   rk_envelope_init(e, type, len, (uint16_t)(RK_ENV_F_REPLY | flags));
   e->msg_id = ((uint64_t)(blockIdx.x + 1) << 48) | ++L->next_reply_id;
   e->correlation_id = L->cur.env.msg_id;
@@ -159,41 +568,134 @@ RK_INLINE __device__ void rk_dev_reply_header(const rk_dev_params *p, rk_dev_lan
   e->node = p->kernel_id;
   e->lane = (uint16_t)blockIdx.x;
   e->priority = L->cur.env.priority;
+  return e;
 }
 
-RK_INLINE __device__ void rk_dev_reply_staged(const rk_dev_params *p, rk_dev_lane *L, rk_envelope *e) {
-  e->hlc = rk_dev_tick(p, L);
-  L->out_pending++;
+/* Thread 0: a staged reply is complete: zero its last line past the payload (lines go out whole),
+ * count it. Staging slots are 64-byte aligned: 8-byte stores, a masked one for a partial word. */
+RK_INLINE __device__ void rk_dev_stage_done(const rk_dev_params *p, rk_dev_lane *L, rk_envelope *e) {
+  uint32_t end = RK_ENVELOPE_SIZE + e->payload_len, line_end = (end + 63u) & ~63u, i;
+  uint64_t *w = RK_CAST(uint64_t *, e);
+  if (line_end > p->slot_size) line_end = p->slot_size;
+  if (end & 7u) w[end / 8u] &= (1ull << (8u * (end & 7u))) - 1u; /* little-endian: keep the low bytes */
+  for (i = (end + 7u) / 8u; i < line_end / 8u; i++) w[i] = 0;
+  L->staged++;
   L->replied = 1;
-  rk_dev_count(&L->c_msgs_out, &L->status->msgs_out, 1);
+  rk_dev_count(L, RK_DEV_C_MSGS_OUT, 1);
 }
 
+/* Thread 0: copy a reply's payload into its staging slot (16-byte aligned): by 8- or 4-byte words
+ * when the source allows, bytes only for a misaligned source or the tail. */
+RK_INLINE __device__ void rk_dev_copy_payload(void *dst, const void *src, uint32_t len) {
+  uint8_t *d = RK_CAST(uint8_t *, dst);
+  const uint8_t *s = RK_CAST(const uint8_t *, src);
+  uint32_t i = 0;
+  if ((RK_CAST(uintptr_t, s) & 7u) == 0)
+    for (; i + 8u <= len; i += 8u) *RK_CAST(uint64_t *, d + i) = *RK_CAST(const uint64_t *, s + i);
+  else if ((RK_CAST(uintptr_t, s) & 3u) == 0)
+    for (; i + 4u <= len; i += 4u) *RK_CAST(uint32_t *, d + i) = *RK_CAST(const uint32_t *, s + i);
+  for (; i < len; i++) d[i] = s[i];
+}
+
+/* Thread 0: stage a reply. The caller made sure there is staging and outbox room for the first
+ * reply of a message; a second one finds the outbox full (RK_EAGAIN) or no staging room
+ * (rk_reply flushed first). */
 RK_INLINE __device__ int rk_dev_reply_put(const rk_dev_params *p, rk_dev_lane *L, uint32_t type, uint16_t flags,
                                           const void *payload, uint32_t len) {
   rk_envelope *e;
   if (L->cur.env.flags & RK_ENV_F_NO_REPLY) return RK_OK;
   if (len > p->slot_size - RK_ENVELOPE_SIZE) return RK_EMSGSIZE;
-  e = rk_dev_reply_slot(p, L);
-  if (e == 0) return RK_EAGAIN;
-  rk_dev_reply_header(p, L, e, type, len, flags);
-  rk_ring__copy(e + 1, payload, len);
-  rk_dev_reply_staged(p, L, e);
+  if (L->staged == L->stage_cap || !rk_dev_room(L, 1)) return RK_EAGAIN;
+  e = rk_dev_stage_header(p, L, type, len, flags);
+  rk_dev_copy_payload(e + 1, payload, len);
+  rk_dev_stage_done(p, L, e);
   return RK_OK;
 }
 
-/* Publish staged replies: barrier (the block's writes are done and ordered before thread 0's), then
- * thread 0 fences at system scope and stores each reply's sequence word = position + 1 (the release
- * pattern; pairs with the host drainer's load-acquire of the sequence words in rk_ring_peek_n).
- * The tail is the producer's own index, stored for observers only. Ring geometry comes from the
- * lane's cached copy: reading the mapped header again would be a PCIe round trip per word. */
-RK_INLINE __device__ void rk_dev_flush(rk_dev_lane *L) {
-  __syncthreads();
-  if (threadIdx.x == 0 && L->out_pending) {
-    rk_ring__publish_seq(L->out_seq, L->out_mask, L->out_tail, L->out_pending);
-    L->out_tail += L->out_pending;
-    rk_store_relaxed_sys_u64(&L->out->tail, L->out_tail);
-    L->out_pending = 0;
+/* Thread 0: stage an error reply carrying `code` (the payload an int32, written in place: a local
+ * passed by address would live in local memory). */
+RK_INLINE __device__ int rk_dev_reply_error(const rk_dev_params *p, rk_dev_lane *L, uint32_t type, int32_t code) {
+  rk_envelope *e;
+  if (L->cur.env.flags & RK_ENV_F_NO_REPLY) return RK_OK;
+  if (L->staged == L->stage_cap || !rk_dev_room(L, 1)) return RK_EAGAIN;
+  e = rk_dev_stage_header(p, L, type, (uint32_t)sizeof(int32_t), RK_ENV_F_ERROR);
+  *RK_CAST(int32_t *, e + 1) = code;
+  rk_dev_stage_done(p, L, e);
+  return RK_OK;
+}
+
+/* All threads: write the staged replies into their outbox slots, whole 64-byte lines, 16 bytes per
+ * thread per store (a warp writes 512 bytes per store instruction). Posted stores: no round. */
+RK_INLINE __device__ void rk_dev_copy_out(const rk_dev_params *p, rk_dev_lane *L) {
+  uint32_t chunks[RK_DEV_MAX_BATCH], total = 0, i, c;
+#pragma unroll
+  for (i = 0; i < RK_DEV_MAX_BATCH; i++) { /* constant indices: chunks[] stays in registers */
+    uint32_t end = i < L->staged ? RK_ENVELOPE_SIZE + rk_dev_staged(p, L, i)->payload_len : 0;
+    chunks[i] = ((end > p->slot_size ? p->slot_size : end) + 63u) / 64u * 4u;
+    total += chunks[i];
   }
+  for (c = threadIdx.x; c < total; c += blockDim.x) {
+    uint32_t r = 0, k = 0, before = 0;
+    const uint64_t *src;
+#pragma unroll
+    for (i = 0; i < RK_DEV_MAX_BATCH; i++) {
+      if (c >= before && c < before + chunks[i]) {
+        r = i;
+        k = c - before;
+      }
+      before += chunks[i];
+    }
+    src = RK_CAST(const uint64_t *, L->stage + (size_t)r * p->slot_size + k * 16u);
+    rk_dev_st16(RK_CAST(volatile uint64_t *, L->out_slots + (size_t)(((L->out_tail + r) & L->out_mask) * p->slot_size) +
+                                              k * 16u),
+                src[0], src[1]);
+  }
+  RK_DEV_NOTE(threadIdx.x == 0 ? rk_emu_note_replies(L->staged, total / 4u) : (void)0);
+}
+
+/* All threads (collective): publish. Thread 0 stamps the staged replies with one clock CAS (which
+ * also merges the stamps admitted since the last one) and, when the lane looks ahead, reads the
+ * next sequence words (rk_dev_poll_ahead); the block writes the replies out as whole lines; then
+ * thread 0 issues the batch's one fence.acq_rel.sys — it releases the reply lines and the copied
+ * inbox slots, and acquires what the look-ahead saw — and stores the inbox head, the replies'
+ * sequence words (position + 1: the host drainer's load-acquire in rk_ring_peek_n pairs with this
+ * fence), its outbox tail (for observers) and the counters that changed. Nothing to publish and
+ * nothing to acquire: no fence. */
+RK_INLINE __device__ void rk_dev_flush(const rk_dev_params *p, rk_dev_lane *L) {
+  __syncthreads(); /* staged replies complete */
+  if (threadIdx.x == 0) {
+    uint32_t i;
+    if (L->staged || L->merge) {
+      rk_hlc first = rk_dev_clock_advance(p, L, L->merge, L->staged);
+      L->merge = 0;
+      for (i = 0; i < L->staged; i++) rk_dev_staged(p, L, i)->hlc = first + i;
+    }
+    /* anything to release (replies, copied inbox slots) or to acquire (positions seen published) */
+    L->publish = L->staged != 0 || L->in_released != L->in_head || L->pend != 0;
+    if (L->publish) rk_dev_poll_ahead(p, L);
+  }
+  __syncthreads();
+  rk_dev_copy_out(p, L);
+  __syncthreads(); /* every thread's reply lines are written (CTA order, made cumulative by the fence) */
+  if (threadIdx.x == 0 && L->publish) {
+    uint32_t i;
+    rk_dev_fence_lane(L);
+    if (L->in_released != L->in_head) {
+      L->in_released = L->in_head;
+      /* after the fence: the slots were read (by the block: the barrier before); pairs with the
+       * producers' load-acquire of head */
+      rk_dev_st_pub(&L->in->head, L->in_head);
+    }
+    for (i = 0; i < L->staged; i++) rk_dev_st_pub(L->out_seq + ((L->out_tail + i) & L->out_mask), L->out_tail + i + 1);
+    L->out_tail += L->staged;
+    L->staged = 0;
+    rk_dev_st(&L->out->tail, L->out_tail); /* the producer's own index, for observers only */
+    L->last_work_ns = rk_dev_globaltimer(); /* idle time counts from the end of the work */
+    rk_dev_beat(L);
+    RK_DEV_NOTE(rk_emu_note_flush());
+    if (L->ctl_seen) rk_dev_control(p, L, 1);
+  }
+  if (threadIdx.x == 0 && L->dirty) rk_dev_store_counters(L);
   __syncthreads();
 }
 
@@ -204,7 +706,8 @@ static __device__ void *rk_scratch(rk_ctx *ctx, size_t *size) {
   if (size) *size = ctx->p->scratch_size;
   return ctx->scratch;
 }
-static __device__ rk_hlc rk_now(rk_ctx *ctx) { return rk_dev_tick(ctx->p, ctx->L); }
+/* A local event after the current message's receipt: the merge folded into the tick's CAS. */
+static __device__ rk_hlc rk_now(rk_ctx *ctx) { return rk_dev_clock_advance(ctx->p, ctx->L, ctx->L->merge, 1); }
 static __device__ uint32_t rk_thread(rk_ctx *ctx) { (void)ctx; return threadIdx.x; }
 static __device__ uint32_t rk_threads(rk_ctx *ctx) { (void)ctx; return blockDim.x; }
 static __device__ void rk_sync(rk_ctx *ctx) { (void)ctx; __syncthreads(); }
@@ -212,27 +715,34 @@ static __device__ uint32_t rk_lane(rk_ctx *ctx) { return ctx->lane; }
 static __device__ uint32_t rk_lanes(rk_ctx *ctx) { return ctx->p->lanes; }
 static __device__ uint32_t rk_self(rk_ctx *ctx) { return ctx->p->kernel_id; }
 
+/* Collective. The staging area is full only for a second reply of a message (room for the first
+ * is made before the handler runs); then the block publishes first. `full` is read before the
+ * barrier: thread 0 last wrote `staged` before the previous barrier, so every thread sees the same
+ * value and takes the same branch. */
 static __device__ int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len) {
+  rk_dev_lane *L = ctx->L;
+  int full = L->staged == L->stage_cap && !(L->cur.env.flags & RK_ENV_F_NO_REPLY);
   __syncthreads();
+  if (full) rk_dev_flush(ctx->p, L);
   if (threadIdx.x == 0)
-    ctx->L->coll_rc = (payload == 0 && len > 0) ? RK_EINVAL
-                      : ctx->L->reserved         ? RK_ESTATE /* the next slot is the reservation's */
-                                                 : rk_dev_reply_put(ctx->p, ctx->L, type, 0, payload, len);
+    L->coll_rc = (payload == 0 && len > 0) ? RK_EINVAL
+                 : L->reserved >= 0        ? RK_ESTATE /* the next slot is the reservation's */
+                                           : rk_dev_reply_put(ctx->p, L, type, 0, payload, len);
   __syncthreads();
-  return ctx->L->coll_rc;
+  return L->coll_rc;
 }
 
 static __device__ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len) {
   rk_dev_lane *L = ctx->L;
+  int full = L->staged == L->stage_cap && !(L->cur.env.flags & RK_ENV_F_NO_REPLY); /* as in rk_reply */
   __syncthreads();
+  if (full) rk_dev_flush(ctx->p, L);
   if (threadIdx.x == 0) {
-    rk_envelope *e = 0;
     L->coll_ptr = 0;
-    if (!(L->cur.env.flags & RK_ENV_F_NO_REPLY) && len <= ctx->p->slot_size - RK_ENVELOPE_SIZE && L->reserved == 0)
-      e = rk_dev_reply_slot(ctx->p, L);
-    if (e) {
-      rk_dev_reply_header(ctx->p, L, e, type, len, 0);
-      L->reserved = e;
+    if (!(L->cur.env.flags & RK_ENV_F_NO_REPLY) && len <= ctx->p->slot_size - RK_ENVELOPE_SIZE && L->reserved < 0 &&
+        L->staged < L->stage_cap && rk_dev_room(L, 1)) {
+      rk_envelope *e = rk_dev_stage_header(ctx->p, L, type, len, 0);
+      L->reserved = (int32_t)L->staged;
       L->coll_ptr = e + 1;
     }
   }
@@ -244,9 +754,9 @@ static __device__ int rk_reply_commit(rk_ctx *ctx) {
   rk_dev_lane *L = ctx->L;
   __syncthreads();
   if (threadIdx.x == 0) {
-    if (L->reserved) {
-      rk_dev_reply_staged(ctx->p, L, L->reserved);
-      L->reserved = 0;
+    if (L->reserved >= 0) {
+      rk_dev_stage_done(ctx->p, L, rk_dev_staged(ctx->p, L, (uint32_t)L->reserved));
+      L->reserved = -1;
       L->coll_rc = RK_OK;
     } else {
       L->coll_rc = (L->cur.env.flags & RK_ENV_F_NO_REPLY) ? RK_OK : RK_ESTATE;
@@ -258,90 +768,6 @@ static __device__ int rk_reply_commit(rk_ctx *ctx) {
 
 /* ---------------------------------------- the loop ------------------------------------------- */
 
-/* Copy n slots starting at the inbox head from mapped memory into shared memory, the block's
- * threads striding over 8-byte words, with relaxed system-scope loads (ordered after thread 0's
- * acquire of each slot's sequence word by the barrier that preceded this call). */
-RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L, uint8_t *dst, uint32_t n) {
-  uint32_t words = p->slot_size / 8u, i;
-  for (i = threadIdx.x; i < n * words; i += blockDim.x) {
-    uint32_t s = i / words, w = i % words;
-    const volatile uint64_t *src = RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + s)) + w;
-    RK_CAST(uint64_t *, dst + (size_t)s * p->slot_size)[w] = rk_load_relaxed_sys_u64(src);
-  }
-}
-
-/* Thread 0: apply a new command, if any. */
-RK_INLINE __device__ void rk_dev_poll_control(const rk_dev_params *p, rk_dev_lane *L) {
-  rk_control_host *h = &p->ctl->host;
-  uint32_t seq = rk_load_acquire_sys_u32(&h->cmd_seq); /* pairs with the host's release */
-  if (seq != L->ack) {
-    uint32_t cmd = rk_load_relaxed_sys_u32(&h->cmd);
-    if (cmd == RK_CMD_ACTIVATE && (L->state == RK_STATE_LAUNCHED || L->state == RK_STATE_INACTIVE))
-      L->state = RK_STATE_ACTIVE;
-    else if (cmd == RK_CMD_DEACTIVATE && L->state == RK_STATE_ACTIVE)
-      L->state = RK_STATE_INACTIVE;
-    else if (cmd == RK_CMD_TERMINATE) {
-      L->drain_to = rk_load_relaxed_sys_u64(&rk_control_lane_cmd(p->ctl, blockIdx.x)->drain_to);
-      L->state = RK_STATE_TERMINATING;
-    }
-    rk_store_relaxed_sys_u32(&L->status->state, L->state);
-    L->ack = seq;
-    rk_store_release_sys_u32(&L->status->ack_seq, seq); /* pairs with the host's acquire */
-  }
-  {
-    /* The abort bit and the clock request in one word, one read. Acquire pairs with the host's
-     * release RMWs of signals (clock_request writes clock_offset_ns before). */
-    uint64_t w = rk_load_acquire_sys_u64(&h->signals);
-    uint32_t req = rk_signals_clock_req(w);
-    if (w & RK_SIGNAL_ABORT) L->exit = 1;
-    if (req != L->clock_seen) {
-      L->clock_seen = req;
-      L->clock_off = rk_load_relaxed_sys_u64(&h->clock_offset_ns); /* ordered by the acquire */
-      if (blockIdx.x == 0) { /* lane 0 answers: its clock now, then the ack that publishes it */
-        rk_store_relaxed_sys_u64(&L->status->clock_sample_ns, rk_dev_globaltimer());
-        rk_store_release_sys_u32(&L->status->clock_ack, req); /* pairs with rk__clock_sync's acquire */
-      }
-    }
-  }
-}
-
-/* Thread 0: how many published slots can be taken now (sequence words, signed difference).
- * Every load of host-mapped memory is a PCIe round trip (about a microsecond), and an acquire load
- * holds back the loads after it, so this reads in at most two rounds: the first sequence word
- * (acquire; all an idle lane pays per poll), then, if it is published, the next batch - 1 words
- * together (relaxed loads with nothing between them: in flight at once), followed by one
- * system-scope fence that makes them acquires (the PTX fence-based acquire pattern). A word past
- * the published prefix (or a lap behind, when the ring is smaller than the batch) reads as "not
- * yet" by signed difference and ends the batch. */
-RK_INLINE __device__ uint32_t rk_dev_ready(const rk_dev_params *p, rk_dev_lane *L, int deep_idle) {
-  uint64_t w[RK_DEV_MAX_BATCH], first;
-  uint32_t k, i, max = p->batch < RK_DEV_MAX_BATCH ? p->batch : RK_DEV_MAX_BATCH;
-  const volatile uint64_t *s0 = L->in_seq + (L->in_head & L->in_mask);
-  if (L->state == RK_STATE_TERMINATING && L->drain_to - L->in_head < max) max = (uint32_t)(L->drain_to - L->in_head);
-  if (max == 0) return 0;
-  /* The first word pairs with the host producers' store-release of each sequence word
-   * (rk_ring_mpsc_commit_n). A busy lane load-acquires it: the fastest way to a message. A lane
-   * asleep in the idle back-off polls it relaxed and fences only when it is published: an acquire
-   * at system scope also invalidates the SM's L1 (CCTL.IVALL in the SASS), which, once per poll
-   * of every sleeping lane, would cost the other blocks on that SM their cached data. */
-  first = deep_idle ? RK_DEV_SEQ_LOAD(s0) : rk_load_acquire_sys_u64(s0);
-  if (!rk_ring_seq_published(first, L->in_head)) return 0;
-  if (max == 1) {
-    if (deep_idle) RK_DEV_SEQ_FENCE();
-    return 1;
-  }
-#pragma unroll
-  for (i = 1; i < RK_DEV_MAX_BATCH; i++)
-    if (i < max) w[i] = RK_DEV_SEQ_LOAD(L->in_seq + ((L->in_head + i) & L->in_mask));
-  k = 1; /* the published prefix; unrolled with constant indices so w stays in registers */
-#pragma unroll
-  for (i = 1; i < RK_DEV_MAX_BATCH; i++)
-    if (k == i && i < max && rk_ring_seq_published(w[i], L->in_head + i)) k = i + 1;
-  /* orders the copy's slot reads after these sequence loads (they saw the producers' releases) */
-  if (k > 1 || deep_idle) RK_DEV_SEQ_FENCE();
-  return k;
-}
-
 /* Thread 0: may message e produce a reply, so that it needs a free outbox slot before it is
  * handled? Everything but a well-formed request sent with RK_SEND_NO_REPLY may: a handler's reply
  * or an error reply. (The CPU lane's rule, outbox_room in cpu_backend.c.) */
@@ -349,39 +775,49 @@ RK_INLINE __device__ int rk_dev_needs_room(const rk_envelope *e) {
   return !(e->magic == RK_ENVELOPE_MAGIC && (e->flags & RK_ENV_F_NO_REPLY));
 }
 
-/* Thread 0: validate e and merge its stamp into the kernel clock. L->skip = 0: run the handler;
- * 1: refused (and answered with an error reply when its header is trustworthy enough). The caller
- * made sure a reply fits, so an error reply is never dropped. */
+/* Thread 0: validate e and check its stamp against the drift bound; an admitted stamp is merged
+ * into the kernel clock with the next CAS (rk_now, or the publication). L->skip = 0: run the
+ * handler; 1: refused (and answered with an error reply when its header is trustworthy enough).
+ * The caller made sure a reply fits, so an error reply is never dropped. */
 RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
   int chk = rk_envelope_validate(e, 0, p->slot_size - RK_ENVELOPE_SIZE, p->kernel_id);
   L->skip = 1;
   if (chk != RK_ENV_OK) {
-    rk_dev_count(&L->c_invalid, &L->status->invalid, 1);
+    rk_dev_count(L, RK_DEV_C_INVALID, 1);
     if (chk >= RK_ENV_BAD_LENGTH) {
-      int32_t c = RK_ECORRUPT;
       L->cur.env.payload_len = 0;
-      (void)rk_dev_reply_put(p, L, e->type, RK_ENV_F_ERROR, &c, sizeof c);
+      (void)rk_dev_reply_error(p, L, e->type, RK_ECORRUPT);
     }
-  } else if (rk_dev_merge(p, L, e->hlc) != RK_OK) {
-    int32_t c = RK_ECLOCK;
-    rk_dev_count(&L->c_clock_rejected, &L->status->clock_rejected, 1);
-    (void)rk_dev_reply_put(p, L, e->type, RK_ENV_F_ERROR, &c, sizeof c);
+  } else if (rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), p->max_offset_us)) {
+    rk_dev_count(L, RK_DEV_C_CLOCK_REJECTED, 1); /* the clock does not move */
+    (void)rk_dev_reply_error(p, L, e->type, RK_ECLOCK);
   } else {
+    if (e->hlc > L->merge) L->merge = e->hlc;
     L->skip = 0;
   }
 }
 
-/* Thread 0, outbox full (replies staged so far already published): wait until the host takes
- * replies. The lane stays alive while it waits, as a CPU lane does: it applies commands (a
- * deactivate or terminate is acknowledged, not timed out), lane 0 answers clock requests, and the
- * heartbeat moves (a lane waiting for its receiver is not stalled: the watchdog must not fault
- * it). Returns 1 when a reply fits again, 0 when the abort bit ended the wait (L->exit). */
+/* Thread 0, outbox full (what was staged is published): wait until the host takes replies. The
+ * lane stays alive while it waits, as a CPU lane does: it applies commands (a deactivate or
+ * terminate is acknowledged, not timed out), lane 0 answers clock requests, and the heartbeat
+ * moves (a lane waiting for its receiver is not stalled: the watchdog must not fault it). Returns
+ * 1 when a reply fits again, 0 when the abort bit ended the wait (L->exit). */
 RK_INLINE __device__ int rk_dev_wait_room(const rk_dev_params *p, rk_dev_lane *L) {
+  rk_control_host *h = &p->ctl->host;
   for (;;) {
-    if (rk_dev_reply_slot(p, L) != 0) return 1;
-    rk_dev_poll_control(p, L);
+    uint64_t head;
+    RK_DEV_ROUND_BEGIN();
+    L->ctl_seq = rk_dev_ld32_obs(&h->cmd_seq); /* pairs with the host's release */
+    L->ctl_sig = rk_dev_ld_obs(&h->signals);
+    head = rk_dev_ld_acq(&L->out->head); /* pairs with the host drainer's release */
+    RK_DEV_ROUND_END();
+    L->ctl_seen = 1;
+    rk_dev_control(p, L, 0);
     if (L->exit) return 0;
-    rk_dev_count(&L->c_heartbeat, &L->status->heartbeat, 1);
+    L->out_head = head;
+    if (L->out_cap - (L->out_tail - L->out_head) >= 1) return 1;
+    rk_dev_beat(L);
+    rk_dev_store_counters(L);
     __nanosleep(1000);
   }
 }
@@ -398,9 +834,28 @@ RK_STATIC_ASSERT(sizeof(rk_dev_params) % 8 == 0, "params are copied in 64-bit wo
 /* A block's shared variable. (Emulation: a per-block arena shared by the block's host threads.) */
 #if defined(RK_DEVICE_EMULATION)
 #define RK_DEV_SHARED(type, name) type &name = rk_emu_shared<type>(__LINE__)
+#define RK_DEV_ITERATION(idle) (threadIdx.x == 0 ? rk_emu_note_iteration(idle) : (void)0)
 #else
 #define RK_DEV_SHARED(type, name) __shared__ type name
+#define RK_DEV_ITERATION(idle) ((void)0)
 #endif
+
+/* Thread 0: prepare message i of the batch (e, in shared memory): L->skip = 0 handle, 1 refused or
+ * dropped, 2 publish first (no staging or outbox room for its reply), then admit. */
+RK_INLINE __device__ void rk_dev_prepare(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
+  L->replied = 0;
+  L->reserved = -1;
+  L->cur.env = *e;
+  L->cur.payload = e->payload_len ? RK_CAST(const void *, e + 1) : 0;
+  L->cur.len = e->payload_len;
+  L->cur.status = 0;
+  if (L->exit)
+    L->skip = 1; /* aborted while waiting for room: the rest of the batch is dropped */
+  else if (rk_dev_needs_room(e) && (L->staged == L->stage_cap || !rk_dev_room(L, 1)))
+    L->skip = 2;
+  else
+    rk_dev_admit(p, L, e);
+}
 
 template <int (*Handler)(rk_ctx *, const rk_msg *)>
 __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
@@ -413,64 +868,83 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
   RK_DEV_SHARED(rk_dev_params_words, P);
   const rk_dev_params *p = &P.p;
   rk_ctx ctx;
-  uint32_t idle = 0, w;
+  uint32_t w;
   /* The parameters live in host-mapped memory, written before the launch and never again: one
-   * copy into shared memory (relaxed system-scope loads, spread over the threads), so the loop's
+   * copy into shared memory (relaxed loads spread over the threads, one round), so the loop's
    * reads of them never cross PCIe. */
+  RK_DEV_ROUND_BEGIN();
   for (w = threadIdx.x; w < sizeof(rk_dev_params) / 8; w += blockDim.x)
-    P.w[w] = rk_load_relaxed_sys_u64(RK_CAST(const volatile uint64_t *, p_mapped) + w);
+    P.w[w] = rk_dev_ld(RK_CAST(const volatile uint64_t *, p_mapped) + w);
+  RK_DEV_ROUND_END();
   __syncthreads();
   ctx.p = p;
   ctx.L = &L;
   ctx.lane = blockIdx.x;
-  ctx.scratch = rk_smem + (size_t)p->batch * p->slot_size;
+  /* dynamic shared memory: the batch's copied slots, the reply staging, the scratch */
+  ctx.scratch = rk_smem + (size_t)2 * p->batch * p->slot_size;
   if (threadIdx.x == 0) {
+    uint64_t in_so, in_qo, in_mask, out_so, out_qo, out_mask, in_head, out_tail, out_head;
     L.in = RK_CAST(rk_ring *, p->inbox_base + (size_t)blockIdx.x * p->inbox_stride);
     L.out = RK_CAST(rk_ring *, p->outbox_base + (size_t)blockIdx.x * p->outbox_stride);
     L.status = rk_control_lane(p->ctl, p->lanes, blockIdx.x);
-    /* The configuration line is written before launch and never again: relaxed loads, once. */
-    L.in_slots = RK_CAST(uint8_t *, L.in) + rk_load_relaxed_sys_u64(&L.in->slots_offset);
-    L.in_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.in) + rk_load_relaxed_sys_u64(&L.in->seq_offset));
-    L.in_mask = rk_load_relaxed_sys_u64(&L.in->mask);
-    L.out_slots = RK_CAST(uint8_t *, L.out) + rk_load_relaxed_sys_u64(&L.out->slots_offset);
-    L.out_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.out) + rk_load_relaxed_sys_u64(&L.out->seq_offset));
-    L.out_mask = rk_load_relaxed_sys_u64(&L.out->mask);
-    L.out_cap = L.out_mask + 1;
-    L.in_head = rk_load_relaxed_sys_u64(&L.in->head);
-    L.out_tail = rk_load_relaxed_sys_u64(&L.out->tail);
-    L.out_head = rk_ring_load_acquire_head(L.out);
+    /* The configuration lines are written before launch and never again: relaxed, one round. */
+    RK_DEV_ROUND_BEGIN();
+    in_so = rk_dev_ld(&L.in->slots_offset);
+    in_qo = rk_dev_ld(&L.in->seq_offset);
+    in_mask = rk_dev_ld(&L.in->mask);
+    out_so = rk_dev_ld(&L.out->slots_offset);
+    out_qo = rk_dev_ld(&L.out->seq_offset);
+    out_mask = rk_dev_ld(&L.out->mask);
+    in_head = rk_dev_ld(&L.in->head);
+    out_tail = rk_dev_ld(&L.out->tail);
+    out_head = rk_dev_ld(&L.out->head);
+    RK_DEV_ROUND_END();
+    L.in_slots = RK_CAST(uint8_t *, L.in) + in_so;
+    L.in_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.in) + in_qo);
+    L.in_mask = in_mask;
+    L.out_slots = RK_CAST(uint8_t *, L.out) + out_so;
+    L.out_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.out) + out_qo);
+    L.out_mask = out_mask;
+    L.out_cap = out_mask + 1;
+    L.in_head = L.in_released = in_head;
+    L.out_tail = out_tail;
+    L.out_head = out_head;
+    L.stage = rk_smem + (size_t)p->batch * p->slot_size;
+    L.stage_cap = p->batch;
     L.next_reply_id = 0;
     L.ack = 0;
     L.clock_seen = 0; /* the host bumps clock_req to 1 with the launch calibration */
     L.clock_off = 0;
+    L.merge = 0;
     L.polls = 0;
-    /* a lane starts once per kernel, on a zeroed status line */
-    L.c_msgs_in = L.c_msgs_out = L.c_heartbeat = L.c_invalid = L.c_clock_rejected = 0;
-    L.c_handler_errors = L.c_stalls = 0;
+    L.idle = 0;
+    L.heartbeat = 0;
+    L.dirty = 0;
+    for (w = 0; w < RK_DEV_C_COUNT; w++) L.c[w] = 0; /* a lane starts once per kernel, on a zeroed status line */
+    L.avail = L.pend = L.open = 0;
+    L.ctl_seen = L.head_seen = 0;
     L.state = RK_STATE_LAUNCHED;
-    L.out_pending = 0;
+    L.staged = 0;
     L.exit = 0;
-    L.reserved = 0;
-    rk_store_relaxed_sys_u32(&L.status->state, L.state);
-    rk_store_relaxed_sys_u64(&L.status->clock_sample_ns, rk_dev_globaltimer()); /* clock calibration */
-    rk_store_release_sys_u32(&L.status->checked_in, 1); /* co-residency proof; pairs with the host */
+    L.reserved = -1;
+    L.last_work_ns = L.beat_ns = rk_dev_globaltimer();
+    rk_dev_st32(&L.status->state, L.state);
+    rk_dev_st(&L.status->clock_sample_ns, rk_dev_globaltimer()); /* clock calibration */
+    rk_dev_st_rel32(&L.status->checked_in, 1); /* co-residency proof; pairs with the host */
   }
+  RK_DEV_ITERATION(1);
   __syncthreads();
   for (;;) {
     if (threadIdx.x == 0) {
-      int consuming = L.state == RK_STATE_ACTIVE || L.state == RK_STATE_TERMINATING;
+      uint64_t now = rk_dev_globaltimer();
       L.n = 0;
-      /* The control line costs two PCIe reads. A consuming lane reads it every
-       * RK_DEV_CONTROL_EVERY iterations (commands are rare and wait microseconds at most); a lane
-       * that is not consuming reads it on every iteration, and so does lane 0 once it has been idle
-       * a while (it sleeps between polls anyway, and it must answer clock requests promptly). */
-      if (!consuming || (idle > 64 && blockIdx.x == 0) || (L.polls++ % RK_DEV_CONTROL_EVERY) == 0)
-        rk_dev_poll_control(p, &L);
-      /* Taken whether or not the outbox has room: a message that may reply waits for room in the
-       * batch loop (rk_dev_wait_room), one sent without reply needs none. */
-      if (!L.exit && (L.state == RK_STATE_ACTIVE || L.state == RK_STATE_TERMINATING)) {
-        if (L.state == RK_STATE_TERMINATING && (int64_t)(L.in_head - L.drain_to) >= 0) L.exit = 1; /* drained */
-        else L.n = rk_dev_ready(p, &L, idle > 64);
+      /* a lane that is not consuming polls the control line alone, whatever it knows of the inbox */
+      if (!L.exit && (L.avail == 0 || !rk_dev_consuming(&L))) rk_dev_poll(p, &L, now);
+      if (!L.exit && rk_dev_consuming(&L)) {
+        if (L.state == RK_STATE_TERMINATING && L.avail == 0 && (int64_t)(L.in_head - L.drain_to) >= 0)
+          L.exit = 1; /* drained */
+        else
+          L.n = L.avail < p->batch ? L.avail : p->batch;
       }
     }
     __syncthreads();
@@ -480,73 +954,70 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
        * this barrier a lagging warp could read the next round's L.n and run one barrier ahead of
        * the block from then on. (The busy path ends with rk_dev_flush's barrier.) */
       __syncthreads();
-      if (threadIdx.x == 0 && ++idle > 64) __nanosleep(idle < 4096 ? 256 : 2000);
+      if (threadIdx.x == 0) {
+        RK_DEV_ITERATION(1);
+        if (++L.idle > RK_DEV_SPIN_POLLS)
+          __nanosleep(rk_dev_globaltimer() - L.last_work_ns > RK_DEV_DEEP_IDLE_NS ? 2000 : 256);
+      }
       continue;
     }
-    idle = 0;
     rk_dev_copy_in(p, &L, rk_smem, L.n);
-    __syncthreads();
     if (threadIdx.x == 0) {
-      L.in_head += L.n;
-      rk_store_release_sys_u64(&L.in->head, L.in_head); /* slots copied: the host may reuse them */
-      rk_dev_count(&L.c_msgs_in, &L.status->msgs_in, L.n);
+      L.in_head += L.n; /* released to the host by the publication (rk_dev_flush) */
+      L.avail -= L.n;
+      L.idle = 0;
+      L.last_work_ns = rk_dev_globaltimer();
+      rk_dev_count(&L, RK_DEV_C_MSGS_IN, L.n);
+      RK_DEV_NOTE(rk_emu_note_batch(L.n));
     }
-    /* The batch's slots are copied and released: every message is handled (or refused), none is
-     * given back. A message that may reply waits for outbox room first; a deactivate that arrives
+    /* The batch's slots are copied: every message is handled (or refused), none is given back. A
+     * message that may reply waits for staging and outbox room first; a deactivate that arrives
      * meanwhile takes effect after the batch. */
     for (uint32_t i = 0; i < L.n; i++) {
       rk_envelope *e = RK_CAST(rk_envelope *, rk_smem + (size_t)i * p->slot_size);
-      if (threadIdx.x == 0) {
-        L.replied = 0;
-        L.reserved = 0;
-        L.cur.env = *e;
-        L.cur.payload = e->payload_len ? RK_CAST(const void *, e + 1) : 0;
-        L.cur.len = e->payload_len;
-        L.cur.status = 0;
-        if (L.exit)
-          L.skip = 1; /* aborted while waiting for room: the rest of the batch is dropped */
-        else if (rk_dev_needs_room(e) && rk_dev_reply_slot(p, &L) == 0)
-          L.skip = 2; /* the outbox is full: publish, then wait for room (below) */
-        else
-          rk_dev_admit(p, &L, e);
-      }
+      if (threadIdx.x == 0) rk_dev_prepare(p, &L, e);
       __syncthreads();
       if (L.skip == 2) {
-        rk_dev_flush(&L);
+        rk_dev_flush(p, &L); /* publishes what is staged: staging empty */
         if (threadIdx.x == 0) {
-          rk_dev_count(&L.c_stalls, &L.status->outbox_stalls, 1);
-          if (rk_dev_wait_room(p, &L))
+          if (rk_dev_room(&L, 1)) {
             rk_dev_admit(p, &L, e);
-          else
-            L.skip = 1;
+          } else {
+            rk_dev_count(&L, RK_DEV_C_STALLS, 1);
+            if (rk_dev_wait_room(p, &L))
+              rk_dev_admit(p, &L, e);
+            else
+              L.skip = 1;
+          }
         }
         __syncthreads();
       }
       if (L.skip == 0) {
         int rc = Handler(&ctx, &L.cur);
         if (threadIdx.x == 0) {
-          L.reserved = 0; /* a reservation never committed publishes nothing */
+          if (L.reserved >= 0) L.reserved = -1; /* a reservation never committed publishes nothing */
           if (rc < 0) {
-            int32_t c = rc;
-            rk_dev_count(&L.c_handler_errors, &L.status->handler_errors, 1);
-            if (!L.replied) rk_dev_reply_put(p, &L, L.cur.env.type, RK_ENV_F_ERROR, &c, sizeof c);
+            rk_dev_count(&L, RK_DEV_C_HANDLER_ERRORS, 1);
+            if (!L.replied) rk_dev_reply_error(p, &L, L.cur.env.type, rc);
           }
         }
       }
-      /* A heartbeat per message, not per batch: a batch of slow messages that keeps making
-       * progress is not a stall (the watchdog, telemetry.c). A posted store. */
-      if (threadIdx.x == 0) rk_dev_count(&L.c_heartbeat, &L.status->heartbeat, 1);
+      /* A heartbeat while a batch of slow messages makes progress: it is not a stall (the
+       * watchdog, telemetry.c). A posted store, at most every RK_DEV_HEARTBEAT_NS. */
+      if (threadIdx.x == 0) rk_dev_beat(&L);
       __syncthreads();
     }
-    rk_dev_flush(&L);
+    rk_dev_flush(p, &L);
+    RK_DEV_ITERATION(0);
   }
   /* Exit: publish what is staged, close the outbox (a store: the device never RMWs host memory),
    * then report TERMINATED (pairs with the host's acquire before it reclaims memory). */
-  rk_dev_flush(&L);
+  rk_dev_flush(p, &L);
   if (threadIdx.x == 0) {
-    rk_store_release_sys_u64(&L.out->claim, L.out_tail | RK_RING_CLOSED);
-    rk_store_release_sys_u32(&L.status->state, RK_STATE_TERMINATED);
+    rk_dev_st_rel(&L.out->claim, L.out_tail | RK_RING_CLOSED);
+    rk_dev_st_rel32(&L.status->state, RK_STATE_TERMINATED);
   }
+  RK_DEV_ITERATION(1);
 }
 
 /* Define an extern "C" persistent kernel entry point `name` running handler `h`. (Emulation: a

@@ -13,6 +13,7 @@
 
 #define RK_DEFAULT_INBOX 1024u
 #define RK_DEFAULT_SLOT 256u
+#define RK_WARP_THREADS 32u /* the least a CUDA lane runs with by default */
 #define RK_DEFAULT_SEND_TIMEOUT_NS 1000000000ll
 #define RK_DEFAULT_LAUNCH_TIMEOUT_NS 5000000000ull
 #define RK_COMMAND_TIMEOUT_NS 5000000000ull
@@ -369,6 +370,11 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   snprintf(k->name, sizeof k->name, "%s", desc->name ? desc->name : "kernel");
   k->lanes = (uint32_t)pick(o.lanes, desc->lanes, 1);
   k->threads = (uint32_t)pick(o.threads_per_lane, desc->threads_per_lane, 1);
+  /* A GPU lane is a block: fewer than a warp's threads leave the rest of the warp idle and the slot
+   * copy with fewer loads in flight (docs/cuda-backend.md). The descriptor's count is the CPU
+   * backend's default; on CUDA it is raised to a warp unless the launch asks for a count. */
+  if (o.threads_per_lane == 0 && rt->backend == RK_BACKEND_CUDA && k->threads < RK_WARP_THREADS)
+    k->threads = RK_WARP_THREADS;
   k->inbox_cap = (uint32_t)pick(o.inbox_capacity, desc->inbox_capacity, RK_DEFAULT_INBOX);
   k->outbox_cap = (uint32_t)pick(o.outbox_capacity, desc->outbox_capacity, k->inbox_cap);
   k->slot_size = (uint32_t)pick(o.slot_size, desc->slot_size, RK_DEFAULT_SLOT);
