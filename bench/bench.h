@@ -40,6 +40,7 @@ int rk_bench_ring(const rk_bench_opts *opts);
 int rk_bench_hlc(const rk_bench_opts *opts);
 int rk_bench_rtt(const rk_bench_opts *opts);
 int rk_bench_gpu(const rk_bench_opts *opts);
+int rk_bench_devmodel(const rk_bench_opts *opts);
 
 /* ---- results ----
  * rk_bench_emit records one figure. With --json it prints {"bench": ..., "impl": ...,
