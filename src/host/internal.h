@@ -215,6 +215,9 @@ struct rk_runtime {
   uv_thread_t service;
   struct rk__handles *handles; /* freed by their close callbacks */
   volatile int stopping;
+  /* the poller that wakes the loop for device replies with callbacks (devpoll.c); set under lock
+   * before the first such callback is started, freed by rk_runtime_destroy */
+  struct rk__devpoll *devpoll;
 };
 
 /* runtime.c */
@@ -222,6 +225,19 @@ void rk__log(rk_runtime *rt, rk_log_level level, const char *fmt, ...);
 int rk__fail(rk_runtime *rt, int code, const char *fmt, ...);
 void rk__service_wake(rk_runtime *rt);
 uint64_t rk__msg_id(rk_runtime *rt);
+
+/* runtime.c: run fn(k, arg) over a snapshot of rt's kernels, each pinned (refs) while it runs. */
+void rk__for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *k, void *arg), void *arg);
+
+/* devpoll.c: replies of kernels whose lanes cannot wake the host (RK_RING_F_NO_WAKE) reach their
+ * callbacks through a poller thread that wakes the loop. start: the thread runs (before such a
+ * kernel's callbacks are started; RK_ENOMEM/RK_ESYS); kick: a served kernel appeared; sent: a
+ * request was sent to a served kernel (after it was counted in k->sent); destroy: stop and free
+ * (rk_runtime_destroy, first). */
+int rk__devpoll_start(rk_runtime *rt);
+void rk__devpoll_kick(rk_runtime *rt);
+void rk__devpoll_sent(rk_runtime *rt);
+void rk__devpoll_destroy(rk_runtime *rt);
 
 /* runtime.c: sleep at least ns nanoseconds (back-off only). */
 void rk__sleep_ns(uint64_t ns);

@@ -103,6 +103,14 @@ static int claim(rk_kernel *k, rk__lane *l, uint32_t n, uint32_t flags, uint64_t
   }
 }
 
+/* A request (counted in k->sent) went to a kernel whose device lanes cannot wake the loop, with
+ * callbacks started: the poller (devpoll.c) may sleep, and a reply is now due. Pairs with the
+ * release stores of cb_active in rk_recv_start/rk_recv_stop. */
+static inline void devpoll_sent(rk_kernel *k) {
+  if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE) && (k->lane[0].inbox->flags & RK_RING_F_NO_WAKE))
+    rk__devpoll_sent(k->rt);
+}
+
 static uint32_t lane_for(rk_kernel *k, int keyed, uint64_t key) {
   if (k->lanes == 1) return 0;
   if (keyed) {
@@ -128,6 +136,7 @@ static int send_on(rk_kernel *k, rk__lane *l, uint32_t type, const void *payload
   rk_ring_mpsc_commit(l->inbox, pos);
   rk_ring_notify_consumer(l->inbox);
   add(&k->sent, 1);
+  devpoll_sent(k);
   return RK_OK;
 }
 
@@ -200,6 +209,7 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
     rk_ring_mpsc_commit_n(l->inbox, pos, (uint32_t)got);
     rk_ring_notify_consumer(l->inbox);
     add(&k->sent, (uint64_t)got);
+    devpoll_sent(k);
     i += (uint32_t)got;
   }
   return i > 0 ? (int)i : rc;
@@ -551,16 +561,24 @@ int rk_call_key(rk_kernel *k, uint64_t key, uint32_t type, const void *req, uint
 /* ---------------------------------------- callbacks ------------------------------------------ */
 
 int rk_recv_start(rk_kernel *k, rk_recv_cb cb, void *user) {
+  int rc;
   if (k == NULL || cb == NULL) return RK_EINVAL;
   uv_mutex_lock(&k->cb_lock);
   if (k->cb_active) {
     uv_mutex_unlock(&k->cb_lock);
     return rk__fail(k->rt, RK_ESTATE, "rk_recv_start on %s: already started", k->name);
   }
+  /* Lanes that cannot wake the loop (a device): the poller thread watches their outboxes. It runs
+   * before the callbacks are started, so a sender that sees cb_active finds it. */
+  if ((k->lane[0].outbox->flags & RK_RING_F_NO_WAKE) && (rc = rk__devpoll_start(k->rt)) != RK_OK) {
+    uv_mutex_unlock(&k->cb_lock);
+    return rc;
+  }
   k->cb = cb;
   k->cb_user = user;
-  __atomic_store_n(&k->cb_active, 1, __ATOMIC_RELEASE); /* lanes read it to wake the service */
+  __atomic_store_n(&k->cb_active, 1, __ATOMIC_RELEASE); /* lanes and senders read it to wake the loop */
   uv_mutex_unlock(&k->cb_lock);
+  rk__devpoll_kick(k->rt);
   rk__service_wake(k->rt);
   return RK_OK;
 }

@@ -103,7 +103,7 @@ rk_clock *rk_runtime_clock(rk_runtime *rt) { return rt ? rt->clock : NULL; }
 /* ---------------------------------------- service loop --------------------------------------- */
 
 /* Run fn over a snapshot of the kernel list; each kernel is pinned by refs while it is used. */
-static void for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *)) {
+void rk__for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *, void *), void *arg) {
   rk_kernel *stack[64], **ks = stack, *k;
   size_t n = 0, cap = sizeof stack / sizeof stack[0], i;
   uv_mutex_lock(&rt->lock);
@@ -123,11 +123,15 @@ static void for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *)) {
   }
   uv_mutex_unlock(&rt->lock);
   for (i = 0; i < n; i++) {
-    fn(ks[i]);
+    fn(ks[i], arg);
     __atomic_sub_fetch(&ks[i]->refs, 1, __ATOMIC_RELEASE); /* pairs with rk_kernel_destroy */
   }
   if (ks != stack) free(ks);
 }
+
+static void call_plain(rk_kernel *k, void *fn) { (*(void (**)(rk_kernel *))fn)(k); }
+
+static void for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *)) { rk__for_each_kernel(rt, call_plain, &fn); }
 
 static void on_close(uv_handle_t *h) {
   struct rk__handles *hs = (struct rk__handles *)h->data;
@@ -272,6 +276,7 @@ fail:
 
 void rk_runtime_destroy(rk_runtime *rt) {
   if (rt == NULL) return;
+  rk__devpoll_destroy(rt); /* first: it reads every kernel's outboxes */
   for (;;) {
     rk_kernel *k;
     uv_mutex_lock(&rt->lock);
