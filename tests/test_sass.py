@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""test_sass.py — what the compiled device lane loop does, read from its SASS (no GPU needed).
+
+The device lane's cost is set by the instructions nvcc emits, not by the source: a loop that the
+compiler serialises (each load waiting for the one before), an acquire that became a MEMBAR, an
+array spilled to local memory. So the test suite disassembles the built-in kernels in librk
+(cuobjdump -sass, which needs nvdisasm) and checks the properties of docs/cuda-backend.md
+("The device lane, instruction by instruction") that survive compilation:
+
+  1. the inbox slots are copied with 16-byte strong system-scope loads (LD.E.128.STRONG.SYS), at
+     least COPY_UNROLL of them issued back to back, before the first shared-memory store that
+     follows them (several reads in flight per thread: one PCIe round trip, not one per load);
+  2. no read-modify-write at system scope anywhere (ATOM/RED/ATOMG ... .SYS): host-mapped memory
+     may not support device atomics (hostNativeAtomicSupported = 0 on most x86 hosts);
+  3. no local memory (LDL/STL) in any lane loop: registers and shared memory only;
+  4. the kernel clock's compare-and-swap is relaxed at GPU scope (ATOM ... CAS ... STRONG.GPU with
+     no MEMBAR ... GPU in the loop: an acq_rel CAS would add one, and a CCTL.IVALL);
+  5. every lane loop has system fences (MEMBAR ... SYS), so check 4 is not vacuous.
+
+Usage: test_sass.py LIBRARY [--tool-dir DIR ...]. Exit 0: all hold; 1: a property failed (the
+offending instructions are printed); 77: skipped, the disassembler is not available (printed why;
+scripts/deps.sh installs it from NVIDIA's PyPI wheels when the toolkit lacks it).
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+KERNELS = ["rk_ring_kernel_echo", "rk_ring_kernel_vector_add", "rk_ring_kernel_counter"]
+COPY_UNROLL = 4  # RK_DEV_COPY_UNROLL in src/device/persistent.cuh
+SKIP = 77
+
+
+def find_tools(dirs):
+    """cuobjdump and a directory holding nvdisasm (cuobjdump -sass runs nvdisasm)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    cands = list(dirs)
+    cands += os.environ.get("PATH", "").split(os.pathsep)
+    tools = os.path.join(os.path.dirname(here), ".tools", "cuda", "nvidia")
+    if os.path.isdir(tools):
+        for sub in sorted(os.listdir(tools)):
+            cands.append(os.path.join(tools, sub, "bin"))
+    cuobjdump = nvdisasm_dir = None
+    for d in cands:
+        if not d:
+            continue
+        if cuobjdump is None and os.access(os.path.join(d, "cuobjdump"), os.X_OK):
+            cuobjdump = os.path.join(d, "cuobjdump")
+        if nvdisasm_dir is None and os.access(os.path.join(d, "nvdisasm"), os.X_OK):
+            nvdisasm_dir = d
+    return cuobjdump, nvdisasm_dir
+
+
+def sass_of(cuobjdump, nvdisasm_dir, lib, kernel):
+    env = dict(os.environ)
+    env["PATH"] = nvdisasm_dir + os.pathsep + env.get("PATH", "")
+    out = subprocess.run([cuobjdump, "-sass", "-fun", kernel, lib], env=env, capture_output=True, text=True,
+                         timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError("cuobjdump failed for %s: %s" % (kernel, out.stderr.strip()))
+    ins = []
+    for line in out.stdout.splitlines():
+        m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", line)
+        if m:
+            ins.append((m.group(1), m.group(2)))
+    if not ins:
+        raise RuntimeError("no SASS for %s in %s (is sm_90 among the built architectures?)" % (kernel, lib))
+    return ins
+
+
+def opcode(text):
+    """The opcode of an instruction, without its predicate: '@!P1 LD.E.128.STRONG.SYS R16, ...' ->
+    'LD.E.128.STRONG.SYS'."""
+    parts = text.split()
+    if parts and parts[0].startswith("@"):
+        parts = parts[1:]
+    return parts[0] if parts else ""
+
+
+def check_kernel(kernel, ins, copy_required):
+    problems = []
+    ops = [opcode(t) for _, t in ins]
+    # 1. back-to-back 16-byte strong-sys loads before the first shared store after them
+    if copy_required:
+        best = 0
+        i = 0
+        while i < len(ops):
+            if ops[i] == "LD.E.128.STRONG.SYS":
+                run, j = 0, i
+                while j < len(ops) and not ops[j].startswith("STS") and not ops[j].startswith("BAR"):
+                    if ops[j] == "LD.E.128.STRONG.SYS":
+                        run += 1
+                    j += 1
+                best = max(best, run)
+                i = j
+            else:
+                i += 1
+        if best < COPY_UNROLL:
+            problems.append("slot copy: at most %d LD.E.128.STRONG.SYS in flight before a shared store (want >= %d)"
+                            % (best, COPY_UNROLL))
+        if any(o.startswith("LD.E.64.STRONG.SYS") for o in ops) and best == 0:
+            problems.append("slot copy: 8-byte strong-sys loads and no 16-byte ones")
+    # 2. no system-scope read-modify-write
+    for addr, t in ins:
+        o = opcode(t)
+        if re.match(r"(ATOM|ATOMG|RED|REDG|ATOMS)\b", o.split(".")[0]) and ".SYS" in o:
+            problems.append("system-scope RMW at %s: %s" % (addr, t))
+    # 3. no local memory
+    for addr, t in ins:
+        o = opcode(t)
+        if o.startswith("LDL") or o.startswith("STL"):
+            problems.append("local memory at %s: %s" % (addr, t))
+    # 4. relaxed GPU-scope CAS on the clock
+    cas = [t for _, t in ins if opcode(t).startswith("ATOM") and "CAS" in opcode(t)]
+    if not cas:
+        problems.append("no compare-and-swap found (the kernel clock)")
+    for t in cas:
+        if ".STRONG.GPU" not in opcode(t):
+            problems.append("clock CAS not at GPU scope: %s" % t)
+    for addr, t in ins:
+        o = opcode(t)
+        if o.startswith("MEMBAR") and o.endswith(".GPU"):
+            problems.append("GPU-scope fence at %s (an acq_rel CAS or fence in the loop): %s" % (addr, t))
+    # 5. system fences exist
+    if not any(o.startswith("MEMBAR") and o.endswith(".SYS") for o in ops):
+        problems.append("no MEMBAR.*.SYS at all: the publication fence is missing")
+    return problems
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    lib = argv[1]
+    dirs = []
+    i = 2
+    while i < len(argv):
+        if argv[i] == "--tool-dir" and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+            i += 2
+        else:
+            print("test_sass: unknown argument %s" % argv[i])
+            return 2
+    cuobjdump, nvdisasm_dir = find_tools(dirs)
+    if cuobjdump is None or nvdisasm_dir is None:
+        print("test_sass: SKIPPED: cuobjdump and nvdisasm not found (not in the CUDA toolkit, PATH or .tools/cuda; "
+              "scripts/deps.sh installs them from the nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm wheels)")
+        return SKIP
+    print("test_sass: %s with %s" % (lib, cuobjdump))
+    failed = 0
+    for k in KERNELS:
+        try:
+            ins = sass_of(cuobjdump, nvdisasm_dir, lib, k)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            print("test_sass: %s: %s" % (k, e))
+            failed += 1
+            continue
+        problems = check_kernel(k, ins, True)
+        counts = {}
+        for _, t in ins:
+            o = opcode(t)
+            for key in ("LD.E.128.STRONG.SYS", "ST.E.128.STRONG.SYS", "MEMBAR", "CCTL.IVALL", "BAR.SYNC"):
+                if o.startswith(key):
+                    counts[key] = counts.get(key, 0) + 1
+        print("  %-28s %5d instructions; %s" % (k, len(ins), ", ".join("%s %d" % kv for kv in sorted(counts.items()))))
+        for p in problems:
+            print("  FAIL %s: %s" % (k, p))
+        failed += len(problems)
+    print("test_sass: %s" % ("all properties hold" if failed == 0 else "%d problem(s)" % failed))
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
