@@ -15,7 +15,9 @@ array spilled to local memory. So the test suite disassembles the built-in kerne
   3. no local memory (LDL/STL) in any lane loop: registers and shared memory only;
   4. the kernel clock's compare-and-swap is relaxed at GPU scope (ATOM ... CAS ... STRONG.GPU with
      no MEMBAR ... GPU in the loop: an acq_rel CAS would add one, and a CCTL.IVALL);
-  5. every lane loop has system fences (MEMBAR ... SYS), so check 4 is not vacuous.
+  5. every lane loop has system fences (MEMBAR ... SYS), so check 4 is not vacuous;
+  6. at most 64 registers per thread (cuobjdump -res-usage): a lane of 1024 threads must fit an SM's
+     65536 registers, or its launch is refused.
 
 Usage: test_sass.py LIBRARY [--tool-dir DIR ...]. Exit 0: all hold; 1: a property failed (the
 offending instructions are printed); 77: skipped, the disassembler is not available (printed why;
@@ -29,6 +31,7 @@ import sys
 
 KERNELS = ["rk_ring_kernel_echo", "rk_ring_kernel_vector_add", "rk_ring_kernel_counter"]
 COPY_UNROLL = 4  # RK_DEV_COPY_UNROLL in src/device/persistent.cuh
+MAX_REGS = 64    # 65536 registers per SM / RK_DEV_MAX_THREADS
 SKIP = 77
 
 
@@ -67,6 +70,15 @@ def sass_of(cuobjdump, nvdisasm_dir, lib, kernel):
     if not ins:
         raise RuntimeError("no SASS for %s in %s (is sm_90 among the built architectures?)" % (kernel, lib))
     return ins
+
+
+def registers_of(cuobjdump, nvdisasm_dir, lib, kernel):
+    env = dict(os.environ)
+    env["PATH"] = nvdisasm_dir + os.pathsep + env.get("PATH", "")
+    out = subprocess.run([cuobjdump, "-res-usage", "-fun", kernel, lib], env=env, capture_output=True, text=True,
+                         timeout=300)
+    m = re.search(r"REG:(\d+)", out.stdout)
+    return int(m.group(1)) if m else None
 
 
 def opcode(text):
@@ -157,13 +169,19 @@ def main(argv):
             failed += 1
             continue
         problems = check_kernel(k, ins, True)
+        regs = registers_of(cuobjdump, nvdisasm_dir, lib, k)
+        if regs is None:
+            problems.append("no register count from cuobjdump -res-usage")
+        elif regs > MAX_REGS:
+            problems.append("%d registers per thread: a 1024-thread lane needs at most %d" % (regs, MAX_REGS))
         counts = {}
         for _, t in ins:
             o = opcode(t)
             for key in ("LD.E.128.STRONG.SYS", "ST.E.128.STRONG.SYS", "MEMBAR", "CCTL.IVALL", "BAR.SYNC"):
                 if o.startswith(key):
                     counts[key] = counts.get(key, 0) + 1
-        print("  %-28s %5d instructions; %s" % (k, len(ins), ", ".join("%s %d" % kv for kv in sorted(counts.items()))))
+        print("  %-28s %5d instructions, %s registers; %s" % (k, len(ins), regs,
+                                                          ", ".join("%s %d" % kv for kv in sorted(counts.items()))))
         for p in problems:
             print("  FAIL %s: %s" % (k, p))
         failed += len(problems)

@@ -31,6 +31,10 @@ typedef struct rk_dev_params {
 
 RK_STATIC_ASSERT(sizeof(rk_dev_params) == 96, "rk_dev_params layout");
 
+/* Most threads a lane (a block) may have: kernel.c refuses more; the entry points are compiled for
+ * it (__launch_bounds__ in persistent.cuh). */
+#define RK_DEV_MAX_THREADS 1024u
+
 /* Most slots a lane takes per inbox access (rk_dev_params.batch is at most this): the lane reads
  * that many sequence words at once, in registers. */
 #define RK_DEV_MAX_BATCH 8u

@@ -454,38 +454,33 @@ RK_INLINE __device__ void rk_dev_poll_ahead(const rk_dev_params *p, rk_dev_lane 
   }
 }
 
-/* Where one 16-byte chunk of a copy comes from and goes to. */
-typedef struct rk_dev_chunk {
-  const volatile uint64_t *src;
-  uint64_t *dst;
-} rk_dev_chunk;
-
 /* All threads: copy `total` 16-byte chunks from mapped memory to shared memory, RK_DEV_COPY_UNROLL
  * chunks per thread per round: each thread loads its chunks into registers, all in flight, before
- * it stores any (tests/test_sass holds the compiler to it). place(c) says where chunk c goes. */
-template <typename Place>
-RK_INLINE __device__ void rk_dev_copy_chunks_in(uint32_t total, Place place) {
+ * it stores any (tests/test_sass.py holds the compiler to it). from(c) and to(c) place chunk c;
+ * the destination is computed again for the store rather than held across the loads (registers:
+ * a lane loop of 1024 threads may use at most 64 per thread). */
+template <typename From, typename To>
+RK_INLINE __device__ void rk_dev_copy_chunks_in(uint32_t total, From from, To to) {
   uint32_t base;
   for (base = threadIdx.x; base < total; base += blockDim.x * RK_DEV_COPY_UNROLL) {
     uint64_t a[RK_DEV_COPY_UNROLL], b[RK_DEV_COPY_UNROLL];
-    rk_dev_chunk ch[RK_DEV_COPY_UNROLL];
     int u;
+    RK_DEV_ROUND_BEGIN();
 #pragma unroll
     for (u = 0; u < RK_DEV_COPY_UNROLL; u++) {
       uint32_t c = base + (uint32_t)u * blockDim.x;
-      if (c < total) ch[u] = place(c);
+      if (c < total) rk_dev_ld16(from(c), &a[u], &b[u]);
     }
-    RK_DEV_ROUND_BEGIN();
-#pragma unroll
-    for (u = 0; u < RK_DEV_COPY_UNROLL; u++)
-      if (base + (uint32_t)u * blockDim.x < total) rk_dev_ld16(ch[u].src, &a[u], &b[u]);
     RK_DEV_ROUND_END();
 #pragma unroll
-    for (u = 0; u < RK_DEV_COPY_UNROLL; u++)
-      if (base + (uint32_t)u * blockDim.x < total) {
-        ch[u].dst[0] = a[u];
-        ch[u].dst[1] = b[u];
+    for (u = 0; u < RK_DEV_COPY_UNROLL; u++) {
+      uint32_t c = base + (uint32_t)u * blockDim.x;
+      if (c < total) {
+        uint64_t *d = to(c);
+        d[0] = a[u];
+        d[1] = b[u];
       }
+    }
   }
 }
 
@@ -508,13 +503,12 @@ RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L,
   const uint32_t pre = p->slot_size < RK_DEV_COPY_PREFIX ? p->slot_size : RK_DEV_COPY_PREFIX;
   const uint32_t cps = pre / 16u;
   uint32_t extra[RK_DEV_MAX_BATCH], total = 0, s;
-  rk_dev_copy_chunks_in(n * cps, [&](uint32_t c) {
-    uint32_t slot = c / cps, off = (c % cps) * 16u;
-    rk_dev_chunk ch;
-    ch.src = RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + slot) + off);
-    ch.dst = RK_CAST(uint64_t *, dst + (size_t)slot * p->slot_size + off);
-    return ch;
-  });
+  rk_dev_copy_chunks_in(
+      n * cps,
+      [&](uint32_t c) {
+        return RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + c / cps) + (c % cps) * 16u);
+      },
+      [&](uint32_t c) { return RK_CAST(uint64_t *, dst + (size_t)(c / cps) * p->slot_size + (c % cps) * 16u); });
   __syncthreads();
 #pragma unroll
   for (s = 0; s < RK_DEV_MAX_BATCH; s++) {
@@ -523,21 +517,30 @@ RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L,
     total += extra[s];
   }
   if (total == 0) return; /* uniform: every thread read the same envelopes */
-  rk_dev_copy_chunks_in(total, [&](uint32_t c) {
-    uint32_t slot = 0, off = 0, before = 0, k;
-    rk_dev_chunk ch;
+  /* chunk c of the rest: the slot whose share of the total holds it, and the offset in it (a scan
+   * with constant indices: extra[] stays in registers) */
+  auto place = [&](uint32_t c, uint32_t *slot) {
+    uint32_t before = 0, off = 0, k;
 #pragma unroll
-    for (k = 0; k < RK_DEV_MAX_BATCH; k++) { /* constant indices: extra[] stays in registers */
+    for (k = 0; k < RK_DEV_MAX_BATCH; k++) {
       if (c >= before && c < before + extra[k]) {
-        slot = k;
+        *slot = k;
         off = pre + (c - before) * 16u;
       }
       before += extra[k];
     }
-    ch.src = RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + slot) + off);
-    ch.dst = RK_CAST(uint64_t *, dst + (size_t)slot * p->slot_size + off);
-    return ch;
-  });
+    return off;
+  };
+  rk_dev_copy_chunks_in(
+      total,
+      [&](uint32_t c) {
+        uint32_t slot = 0, off = place(c, &slot);
+        return RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + slot) + off);
+      },
+      [&](uint32_t c) {
+        uint32_t slot = 0, off = place(c, &slot);
+        return RK_CAST(uint64_t *, dst + (size_t)slot * p->slot_size + off);
+      });
   __syncthreads();
 }
 
@@ -1026,8 +1029,11 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
 #define RK_DEFINE_RING_KERNEL(name, h) \
   static void name(const rk_dev_params *p) { rk_dev_lane_main<h>(p); }
 #else
+/* __launch_bounds__: a lane may have up to RK_DEV_MAX_THREADS threads, so the compiler must keep the
+ * loop within 65536 / RK_DEV_MAX_THREADS = 64 registers per thread (a block that needs more than
+ * an SM has is refused at launch); tests/test_sass.py would see a spill as local memory. */
 #define RK_DEFINE_RING_KERNEL(name, h) \
-  extern "C" __global__ void name(const rk_dev_params *p) { rk_dev_lane_main<h>(p); }
+  extern "C" __global__ void __launch_bounds__(RK_DEV_MAX_THREADS) name(const rk_dev_params *p) { rk_dev_lane_main<h>(p); }
 #endif
 
 #endif /* RK_DEVICE_PERSISTENT_CUH */
