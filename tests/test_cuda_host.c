@@ -12,8 +12,9 @@
  *   command is skipped, or its wait ends when the fault arrives, and the lanes are joined;
  * - a fault while lanes check in ends the launch at once with the fault's code and message;
  * - the process-wide device use (resident kernels and preparing runtimes exclude each other);
- * - the CUDA probe never overwrites the application's CUDA_DEVICE_MAX_CONNECTIONS, and says which
- *   driver and runtime versions it found when it falls back to the CPU.
+ * - the CUDA probe sets CUDA_DEVICE_MAX_CONNECTIONS and CUDA_MODULE_LOADING=EAGER, never over the
+ *   application's own values, and says which driver and runtime versions it found when it falls
+ *   back to the CPU.
  * Links librk.a (host/internal.h). */
 #include "rt_util.h"
 
@@ -196,22 +197,24 @@ static int launch(rk_runtime *rt, uint32_t lanes, uint64_t launch_timeout_ns, rk
 /* Runs first: before this executable's first CUDA probe. The application's value of
  * CUDA_DEVICE_MAX_CONNECTIONS is never overwritten; a CPU fallback for want of a driver names the
  * driver and runtime versions it found. (Without CUDA in the build there is nothing to probe.) */
-/* The probe's first call in a process sets CUDA_DEVICE_MAX_CONNECTIONS to 32 when the
- * application left it unset. Checked in a child process: in this one the probe's once-only step
- * runs with the application's own value set (below). Exit 0: set to 32 (or built without CUDA:
- * nothing to set), 1: not set, 2: another value. */
+/* The probe's first call in a process sets CUDA_DEVICE_MAX_CONNECTIONS to 32 and
+ * CUDA_MODULE_LOADING to EAGER when the application left them unset. Checked in a child process:
+ * in this one the probe's once-only step runs with the application's own values set (below).
+ * Exit 0: both set (or built without CUDA: nothing to set), 1: one not set, 2: another value. */
 static int probe_sets_connections(void) {
   pid_t pid = fork();
   int status = 0;
   assert_true(pid >= 0);
   if (pid == 0) {
     char reason[400];
-    const char *v;
+    const char *v, *l;
     (void)unsetenv("CUDA_DEVICE_MAX_CONNECTIONS");
+    (void)unsetenv("CUDA_MODULE_LOADING");
     (void)rk__cuda_probe(0, reason, sizeof reason);
     if (strstr(reason, "built without CUDA")) _exit(0);
     v = getenv("CUDA_DEVICE_MAX_CONNECTIONS");
-    _exit(v == NULL ? 1 : strcmp(v, "32") == 0 ? 0 : 2);
+    l = getenv("CUDA_MODULE_LOADING");
+    _exit(v == NULL || l == NULL ? 1 : strcmp(v, "32") == 0 && strcmp(l, "EAGER") == 0 ? 0 : 2);
   }
   assert_int_equal(waitpid(pid, &status, 0), pid);
   assert_true(WIFEXITED(status));
@@ -225,12 +228,16 @@ static void test_probe(void **state) {
   (void)state;
   assert_int_equal(probe_sets_connections(), 0);
   assert_int_equal(setenv("CUDA_DEVICE_MAX_CONNECTIONS", "5", 1), 0);
+  assert_int_equal(setenv("CUDA_MODULE_LOADING", "LAZY", 1), 0);
   o.backend = RK_BACKEND_AUTO;
   rt = rt_create_opts(&o);
   reason = rk_runtime_backend_reason(rt);
   v = getenv("CUDA_DEVICE_MAX_CONNECTIONS");
   assert_non_null(v);
   assert_string_equal(v, "5");
+  v = getenv("CUDA_MODULE_LOADING"); /* the application's choice, even against eager loading */
+  assert_non_null(v);
+  assert_string_equal(v, "LAZY");
   if (strstr(reason, "no usable CUDA driver")) {
     assert_int_equal(rk_runtime_backend(rt), RK_BACKEND_CPU);
     assert_non_null(strstr(reason, "driver: "));

@@ -332,6 +332,117 @@ static void resident_rules(void **state) {
   rk_runtime_destroy(rt2);
 }
 
+/* With echo resident, counter and vector_add are launched for the first time in the process (run
+ * alone, as scripts/gpu-bundle.sh runs each test): under lazy module loading their first launch
+ * would load them into the context while a ring kernel runs, which may wait for it. The runtime
+ * loads its images while preparing and sets CUDA_MODULE_LOADING=EAGER: both come up at once, and
+ * echo keeps answering. */
+static void first_launch_while_resident(void **state) {
+  rk_kernel *echo = launch(&rk_builtin_echo, 1, 32, 0, RK_BACKPRESSURE_DEFAULT), *ctr, *va;
+  rk_counter_add a = {5};
+  rk_counter_value v;
+  rk_vadd_req req;
+  rk_vadd_reply out;
+  uint32_t x = 11, back = 0;
+  rk_msg m;
+  (void)state;
+  CHECK(rk_kernel_activate(echo), RK_OK);
+  CHECK(rk_call(echo, 9, &x, sizeof x, &m, &back, sizeof back, T_NS), RK_OK);
+  ctr = launch(&rk_builtin_counter, 1, 0, 0, RK_BACKPRESSURE_DEFAULT);
+  va = launch(&rk_builtin_vector_add, 1, 0, 0, RK_BACKPRESSURE_DEFAULT);
+  CHECK(rk_kernel_activate(ctr), RK_OK);
+  CHECK(rk_kernel_activate(va), RK_OK);
+  CHECK(rk_call_typed(ctr, rk_counter_add, &a, &m, &v, sizeof v, T_NS), RK_OK);
+  assert_int_equal(v.total, 5);
+  memset(&req, 0, sizeof req);
+  req.n = 2;
+  req.a[0] = 1.0f;
+  req.b[0] = 2.0f;
+  req.a[1] = 3.0f;
+  req.b[1] = 4.0f;
+  CHECK(rk_call_typed(va, rk_vadd_req, &req, &m, &out, sizeof out, T_NS), RK_OK);
+  assert_true(out.c[0] == 3.0f && out.c[1] == 7.0f);
+  x = 12;
+  CHECK(rk_call(echo, 9, &x, sizeof x, &m, &back, sizeof back, T_NS), RK_OK);
+  assert_int_equal(back, 12);
+  done(va);
+  done(ctr);
+  done(echo);
+}
+
+/* A handler whose frame needs more local memory than the runtime reserved while preparing (2 KiB
+ * per thread): launching it while anything is resident would make the driver grow local memory,
+ * which waits for resident kernels. Refused at launch with RK_ENORESOURCE, saying so; the runtime
+ * stays usable. */
+static const char big_frame_src[] =
+    "#include \"ringkernel/kernel.h\"\n"
+    "RK_HANDLER(big_frame)(rk_ctx *ctx, const rk_msg *in) {\n"
+    "  volatile uint32_t a[2048];\n" /* 8 KiB, indexed at run time: local memory */
+    "  uint32_t i, s = 0;\n"
+    "  for (i = 0; i < 2048; i++) a[i] = i * rk_msg_len(in);\n"
+    "  for (i = 0; i < 2048; i += 1 + rk_msg_len(in)) s += a[i];\n"
+    "  return rk_reply(ctx, 9, &s, sizeof s);\n"
+    "}\n";
+
+static void local_memory_refused(void **state) {
+  rk_kernel_desc d;
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k = NULL;
+  int rc;
+  (void)state;
+  memset(&d, 0, sizeof d);
+  d.size = sizeof d;
+  d.name = "big_frame";
+  d.cuda_source = big_frame_src;
+  d.cuda_handler = "big_frame";
+  rc = rk_kernel_launch(rt, &d, &lo, &k);
+  if (rc == RK_OK) track(k);
+  assert_int_equal(rc, RK_ENORESOURCE);
+  printf("refused: %s\n", rk_runtime_last_error(rt));
+  assert_non_null(strstr(rk_runtime_last_error(rt), "local memory"));
+  nvrtc_round(); /* still usable */
+}
+
+/* Callbacks on a GPU kernel: every reply reaches the callback, on the loop's thread, through the
+ * device-reply poller (devpoll.c): the lanes cannot wake the loop. */
+typedef struct gpu_cb {
+  pthread_mutex_t lock;
+  uint32_t got, bad;
+} gpu_cb;
+
+static void gpu_on_reply(rk_kernel *k, const rk_msg *m, void *user) {
+  gpu_cb *c = (gpu_cb *)user;
+  (void)k;
+  pthread_mutex_lock(&c->lock);
+  if (m->status != 0 || m->len != sizeof(uint32_t)) c->bad++;
+  c->got++;
+  pthread_mutex_unlock(&c->lock);
+}
+
+static void callbacks_on_device(void **state) {
+  rk_kernel *k = launch(&rk_builtin_echo, 2, 32, 0, RK_BACKPRESSURE_DEFAULT);
+  gpu_cb c;
+  uint32_t i, got = 0;
+  uint64_t start = uv_hrtime();
+  (void)state;
+  memset(&c, 0, sizeof c);
+  pthread_mutex_init(&c.lock, NULL);
+  CHECK(rk_kernel_activate(k), RK_OK);
+  CHECK(rk_recv_start(k, gpu_on_reply, &c), RK_OK);
+  for (i = 0; i < 1000; i++) CHECK(rk_send(k, 9, &i, sizeof i, 0, NULL), RK_OK);
+  while (got < 1000 && uv_hrtime() - start < 2 * (uint64_t)T_NS) {
+    uv_sleep(1);
+    pthread_mutex_lock(&c.lock);
+    got = c.got;
+    pthread_mutex_unlock(&c.lock);
+  }
+  CHECK(rk_recv_stop(k), RK_OK);
+  assert_int_equal(got, 1000);
+  assert_int_equal(c.bad, 0);
+  done(k);
+  pthread_mutex_destroy(&c.lock);
+}
+
 /* More kernels than the GPU holds at once, each of which fits on its own: the launch that does not
  * fit must be refused by the check-in proof (every lane checks in within the launch timeout), with
  * RK_ENORESOURCE, never hang; the runtime stays usable. Kernels of RK_MAX_LANES lanes x 1024 threads
@@ -442,6 +553,9 @@ int main(int argc, char **argv) {
       T(resident_rules),
       T(co_residency_refused),
       T(clock_sync),
+      T(first_launch_while_resident),
+      T(local_memory_refused),
+      T(callbacks_on_device),
   };
   const size_t n_tests = sizeof tests / sizeof tests[0];
 

@@ -104,6 +104,12 @@ uint32_t rk__device_resident(int device) {
 #define RK_CUDA_JOIN_NS 5000000000ull /* how long join waits for the stream to say "exited" */
 #define RK_CUDA_COPY_NS 5000000000ull /* how long the initial state copy may take */
 #define RK_CUDA_PREPARE_WAIT_NS 5000000000ull /* a launch waits this long for preparations */
+/* Per-thread stack (local memory) reserved while preparing. A launch whose kernel needs more than
+ * the context has reserved makes the driver grow it, and growing "blocks until all preceding
+ * requested tasks are complete" (cuCtxSetLimit): with a ring kernel resident, never. So the limit
+ * is set before anything is resident and an image that needs more is refused (the lane loop needs
+ * none: tests/test_sass.py). 2 KiB is the default 1 KiB's double: room for handlers' frames. */
+#define RK_CUDA_STACK_BYTES 2048u
 #define RK_CUDA_CC_MAJOR 7          /* compute capability floor: 7.5 (CUDA 13 has no sm_70) */
 #define RK_CUDA_CC_MINOR 5
 
@@ -166,6 +172,7 @@ typedef struct rk_cuda {
   cuda_entry entries[RK_CUDA_KERNELS];
   int n_entries;
   int sticky; /* cudaError_t of a sticky fault, 0 if none */
+  size_t stack_bytes; /* the context's per-thread stack limit, set while preparing */
   rk_runtime *rt;
 } rk_cuda;
 
@@ -382,6 +389,15 @@ static int load_image(rk_cuda *c, rk_kernel *k, const void *image, const char *e
   }
   if ((e = cudaFuncGetAttributes(&attr, (const void *)kern)) != cudaSuccess) { /* force the load now */
     rc = cuda_fail(c->rt, e, "cudaFuncGetAttributes");
+    goto out;
+  }
+  if (attr.localSizeBytes > c->stack_bytes) {
+    rc = rk__fail(c->rt, RK_ENORESOURCE,
+                  "kernel %s: its image (entry %s) needs %zu bytes of local memory per thread, more than the %zu "
+                  "reserved while preparing: launching it would make the driver grow local memory, which waits "
+                  "for the resident ring kernels (ARCHITECTURE §8); use less local memory in the handler "
+                  "(large arrays in rk_scratch or the state)", k->name, entry, (size_t)attr.localSizeBytes,
+                  c->stack_bytes);
     goto out;
   }
   if (lib_index < 0) {
@@ -605,14 +621,21 @@ const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_sta
 
 static uv_once_t g_env_once = UV_ONCE_INIT;
 
-/* The stream pool (32 streams) maps onto CUDA_DEVICE_MAX_CONNECTIONS hardware queues, 8 by
- * default: streams that share a queue can wait behind a resident kernel's launch. CUDA reads the
- * variable when it initialises, so this is set before the process's first CUDA call (the probe
- * below), and only when the application did not set it: its own value is never overwritten, and
- * in a process that initialised CUDA before, setting it has no effect (docs/cuda-backend.md).
- * Once per process: setenv is not safe against concurrent environment reads, and later runtimes
- * find it set anyway. */
-static void set_max_connections(void) { (void)setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0); }
+/* The process's CUDA environment, set before its first CUDA call (the probe below) and only where
+ * the application left a variable unset: its own value is never overwritten, and in a process
+ * that initialised CUDA before, setting one has no effect (docs/cuda-backend.md). Once per process:
+ * setenv is not safe against concurrent environment reads, and later runtimes find it set anyway.
+ *  - CUDA_DEVICE_MAX_CONNECTIONS=32: the stream pool (32 streams) maps onto this many hardware
+ *    queues, 8 by default: streams that share a queue can wait behind a resident kernel's launch.
+ *  - CUDA_MODULE_LOADING=EAGER: under the default lazy loading a module is loaded into the context
+ *    at its first launch, and loading while a ring kernel is resident is the programming guide's
+ *    lazy-loading hazard (it may wait for the resident kernels). The runtime also loads its own
+ *    images explicitly while preparing (cudaFuncGetAttributes); eager loading covers the rest of
+ *    the process's modules too, the application's own kernels among them. */
+static void set_cuda_environment(void) {
+  (void)setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0);
+  (void)setenv("CUDA_MODULE_LOADING", "EAGER", 0);
+}
 
 static void version_text(int v, char *buf, size_t len) {
   if (v <= 0)
@@ -624,7 +647,7 @@ static void version_text(int v, char *buf, size_t len) {
 int rk__cuda_probe(int device, char *reason, size_t len) {
   int n = 0;
   cudaError_t e;
-  uv_once(&g_env_once, set_max_connections);
+  uv_once(&g_env_once, set_cuda_environment);
   e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess) {
     int drv = 0, rtv = 0;
@@ -733,6 +756,19 @@ static int init_job(rk_cuda *c, void *arg) {
     rc = RK_ENODEV;
     goto out;
   }
+  /* The per-thread stack, reserved now (RK_CUDA_STACK_BYTES); never lowered below what the
+   * application or another runtime set. */
+  e = cudaDeviceGetLimit(&c->stack_bytes, cudaLimitStackSize);
+  if (e == cudaSuccess && c->stack_bytes < RK_CUDA_STACK_BYTES) {
+    c->stack_bytes = RK_CUDA_STACK_BYTES;
+    e = cudaDeviceSetLimit(cudaLimitStackSize, c->stack_bytes);
+  }
+  if (e != cudaSuccess) {
+    snprintf(a->reason, a->len, "reserving %u bytes of stack per thread (cudaLimitStackSize): %s",
+             RK_CUDA_STACK_BYTES, cudaGetErrorString(e));
+    rc = RK_ECUDA;
+    goto out;
+  }
   if ((e = cudaHostAlloc((void **)&c->pinned_host, a->pinned_bytes, cudaHostAllocMapped | cudaHostAllocPortable)) != cudaSuccess ||
       (e = cudaHostGetDevicePointer((void **)&c->pinned_dev, c->pinned_host, 0)) != cudaSuccess ||
       (e = cudaMalloc((void **)&c->dev_base, a->device_bytes)) != cudaSuccess) {
@@ -764,6 +800,12 @@ static int init_job(rk_cuda *c, void *arg) {
       snprintf(a->reason, a->len, "loading the built-in kernel %s: %s (is this GPU's architecture in "
                "CMAKE_CUDA_ARCHITECTURES?)", rk__cuda_builtin_names[i], cudaGetErrorString(e));
       rc = RK_ECUDA;
+      goto out;
+    }
+    if (attr.localSizeBytes > c->stack_bytes) { /* a library bug: tests/test_sass.py checks for none */
+      snprintf(a->reason, a->len, "the built-in kernel %s needs %zu bytes of local memory per thread, more than "
+               "the %zu reserved", rk__cuda_builtin_names[i], (size_t)attr.localSizeBytes, c->stack_bytes);
+      rc = RK_ENORESOURCE;
       goto out;
     }
   }
