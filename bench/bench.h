@@ -41,6 +41,7 @@ int rk_bench_hlc(const rk_bench_opts *opts);
 int rk_bench_rtt(const rk_bench_opts *opts);
 int rk_bench_gpu(const rk_bench_opts *opts);
 int rk_bench_devmodel(const rk_bench_opts *opts);
+int rk_bench_gpuprobe(const rk_bench_opts *opts);
 
 /* ---- results ----
  * rk_bench_emit records one figure. With --json it prints {"bench": ..., "impl": ...,
@@ -156,14 +157,20 @@ static inline void rk_bench_pattern(uint8_t *p, uint32_t n, uint64_t i) {
 /* "NVIDIA H100 80GB HBM3 (cc 9.0, 132 SMs)", or -1 when the device cannot be queried. */
 int rk_bench_gpu_name(int device, char *buf, size_t len);
 /* The launch-per-message baselines. open allocates everything and loads the kernel (call it while
- * no ring kernel is resident); run times one impl (graph 0: cuda.launch, 1: cuda.graph) for
- * warm_seconds untimed then `seconds`, one sample (ns) per message into v (at most cap), every
- * reply checked; close frees. 0 or -1 (err set). */
+ * no ring kernel is resident); run times one impl (mode 0: cuda.launch, 1: cuda.graph,
+ * 2: cuda.launch.zerocopy) for warm_seconds untimed then `seconds`, one sample (ns) per message
+ * into v (at most cap), every reply checked; close frees. 0 or -1 (err set). */
 typedef struct rk_bench_gpu_base rk_bench_gpu_base;
 int rk_bench_gpu_base_open(int device, uint32_t payload, rk_bench_gpu_base **out, char *err, size_t errlen);
-int rk_bench_gpu_base_run(rk_bench_gpu_base *b, int graph, double seconds, double warm_seconds, uint64_t *v,
+int rk_bench_gpu_base_run(rk_bench_gpu_base *b, int mode, double seconds, double warm_seconds, uint64_t *v,
                           size_t cap, size_t *n, char *err, size_t errlen);
 void rk_bench_gpu_base_close(rk_bench_gpu_base *b);
+/* The raw device probes of `rk-bench gpuprobe` (gpu_probe.cu): ns per operation, one thread. Call
+ * while no ring kernel is resident (it allocates). 0 or -1 (err set). */
+typedef struct rk_bench_gpu_probe {
+  double host_read_ns, host_read_x8_ns, host_read_v2_ns, fence_sys_store_ns, fence_sys_idle_ns, globaltimer_tick_ns;
+} rk_bench_gpu_probe;
+int rk_bench_gpu_probe_raw(int device, rk_bench_gpu_probe *r, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

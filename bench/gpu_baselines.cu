@@ -1,7 +1,9 @@
 /* gpu_baselines.cu — the launch-per-message baselines of `rk-bench gpu`: one cudaLaunchKernel +
  * cudaStreamSynchronize per message, and one CUDA Graph launch per message, each copying the
- * request in and the reply out as a user would (pinned buffers, cudaMemcpyAsync). Built only
- * when CUDA is.
+ * request in and the reply out as a user would (pinned buffers, cudaMemcpyAsync); and the
+ * zero-copy launch (mode 2): the kernel reads the request from and writes the reply to pinned,
+ * mapped host memory — no copies, a launch and a synchronize — the fastest way a launch per
+ * message can go, and the one a ring kernel's mapped rings are closest to. Built only when CUDA is.
  *
  * Everything that allocates or loads a module (buffers, stream, graph, the first launch, which
  * loads the kernel's image under lazy loading) happens in rk_bench_gpu_base_open, before any ring
@@ -31,6 +33,7 @@ static uint64_t ns_now(void) {
 struct rk_bench_gpu_base {
   uint32_t payload;
   uint8_t *h_in, *h_out, *d_in, *d_out;
+  uint8_t *z_in, *z_out, *zd_in, *zd_out; /* zero-copy: mapped host buffers and their device addresses */
   uint8_t *want; /* the expected reply, host memory */
   cudaStream_t s;
   cudaGraph_t g;
@@ -54,16 +57,25 @@ extern "C" int rk_bench_gpu_name(int device, char *buf, size_t len) {
   return 0;
 }
 
-/* One message through the baseline: copy in, echo, copy out, synchronise. graph: as one graph
- * launch. Returns the round trip in ns, 0 on error (err set). The request is written before the
- * clock starts and the reply checked after it stops, as on the ring side. */
-static uint64_t one(rk_bench_gpu_base *b, int graph, char *err, size_t errlen) {
+static const char *mode_name(int mode) {
+  return mode == 2 ? "cuda.launch.zerocopy" : mode == 1 ? "cuda.graph" : "cuda.launch";
+}
+
+/* One message through the baseline: copy in, echo, copy out, synchronise. mode 1: as one graph
+ * launch; mode 2: a launch reading and writing mapped host memory, no copies. Returns the round
+ * trip in ns, 0 on error (err set). The request is written before the clock starts and the reply
+ * checked after it stops, as on the ring side. */
+static uint64_t one(rk_bench_gpu_base *b, int mode, char *err, size_t errlen) {
   uint64_t t0, t1;
-  rk_bench_pattern(b->h_in, b->payload, b->seq); /* the ring's requests get the same bytes */
-  memcpy(b->want, b->h_in, b->payload);
+  uint8_t *in = mode == 2 ? b->z_in : b->h_in, *out = mode == 2 ? b->z_out : b->h_out;
+  rk_bench_pattern(in, b->payload, b->seq); /* the ring's requests get the same bytes */
+  memcpy(b->want, in, b->payload);
   t0 = ns_now();
-  if (graph) {
+  if (mode == 1) {
     CK(cudaGraphLaunch(b->ge, b->s));
+  } else if (mode == 2) {
+    rk_bench_echo_kernel<<<1, 32, 0, b->s>>>(b->zd_in, b->zd_out, b->payload);
+    CK(cudaGetLastError());
   } else {
     CK(cudaMemcpyAsync(b->d_in, b->h_in, b->payload, cudaMemcpyHostToDevice, b->s));
     rk_bench_echo_kernel<<<1, 32, 0, b->s>>>(b->d_in, b->d_out, b->payload);
@@ -73,9 +85,8 @@ static uint64_t one(rk_bench_gpu_base *b, int graph, char *err, size_t errlen) {
   CK(cudaStreamSynchronize(b->s));
   t1 = ns_now();
   b->seq++;
-  if (memcmp(b->h_out, b->want, b->payload) != 0) {
-    snprintf(err, errlen, "%s: request %llu: wrong reply bytes", graph ? "cuda.graph" : "cuda.launch",
-             (unsigned long long)(b->seq - 1));
+  if (memcmp(out, b->want, b->payload) != 0) {
+    snprintf(err, errlen, "%s: request %llu: wrong reply bytes", mode_name(mode), (unsigned long long)(b->seq - 1));
     return 0;
   }
   return t1 - t0 > 0 ? t1 - t0 : 1;
@@ -93,6 +104,8 @@ extern "C" void rk_bench_gpu_base_close(rk_bench_gpu_base *b) {
   if (b->d_out) cudaFree(b->d_out);
   if (b->h_in) cudaFreeHost(b->h_in);
   if (b->h_out) cudaFreeHost(b->h_out);
+  if (b->z_in) cudaFreeHost(b->z_in);
+  if (b->z_out) cudaFreeHost(b->z_out);
   free(b->want);
   free(b);
 }
@@ -112,6 +125,10 @@ extern "C" int rk_bench_gpu_base_open(int device, uint32_t payload, rk_bench_gpu
   CK(cudaHostAlloc((void **)&b->h_out, payload, cudaHostAllocDefault));
   CK(cudaMalloc((void **)&b->d_in, payload));
   CK(cudaMalloc((void **)&b->d_out, payload));
+  CK(cudaHostAlloc((void **)&b->z_in, payload, cudaHostAllocMapped));
+  CK(cudaHostAlloc((void **)&b->z_out, payload, cudaHostAllocMapped));
+  CK(cudaHostGetDevicePointer((void **)&b->zd_in, b->z_in, 0));
+  CK(cudaHostGetDevicePointer((void **)&b->zd_out, b->z_out, 0));
   CK(cudaStreamCreateWithFlags(&b->s, cudaStreamNonBlocking));
   CK(cudaStreamBeginCapture(b->s, cudaStreamCaptureModeThreadLocal));
   cudaMemcpyAsync(b->d_in, b->h_in, payload, cudaMemcpyHostToDevice, b->s);
@@ -119,8 +136,8 @@ extern "C" int rk_bench_gpu_base_open(int device, uint32_t payload, rk_bench_gpu
   cudaMemcpyAsync(b->h_out, b->d_out, payload, cudaMemcpyDeviceToHost, b->s);
   CK(cudaStreamEndCapture(b->s, &b->g));
   CK(cudaGraphInstantiate(&b->ge, b->g, 0));
-  for (i = 0; i < 4; i++) /* load the module and upload the graph now, not in a timed region */
-    if (one(b, i & 1, err, errlen) == 0) goto out;
+  for (i = 0; i < 6; i++) /* load the module and upload the graph now, not in a timed region */
+    if (one(b, i % 3, err, errlen) == 0) goto out;
   rc = 0;
   *out = b;
 out:
@@ -128,13 +145,13 @@ out:
   return rc;
 }
 
-extern "C" int rk_bench_gpu_base_run(rk_bench_gpu_base *b, int graph, double seconds, double warm_seconds,
+extern "C" int rk_bench_gpu_base_run(rk_bench_gpu_base *b, int mode, double seconds, double warm_seconds,
                                      uint64_t *v, size_t cap, size_t *n, char *err, size_t errlen) {
   uint64_t warm = ns_now() + (uint64_t)(warm_seconds * 1e9), end = warm + (uint64_t)(seconds * 1e9);
   *n = 0;
   if (cap == 0) return 0;
   for (;;) {
-    uint64_t d = one(b, graph, err, errlen), t;
+    uint64_t d = one(b, mode, err, errlen), t;
     if (d == 0) return -1;
     t = ns_now();
     if (t < warm) continue;

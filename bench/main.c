@@ -22,6 +22,8 @@ static const rk_bench_cmd k_cmds[] = {
     {"hlc", rk_bench_hlc, "HLC tick/recv ns per op, single and contended, vs bare clock_gettime"},
     {"rtt", rk_bench_rtt, "CPU-backend round trip (rk_call echo) vs condvar, uv_queue_work, cache-line floor; pipelined echo msgs/s"},
     {"gpu", rk_bench_gpu, "CUDA backend round trip vs a launch / a graph per message; 1- and 8-lane echo msgs/s (no device: says so)"},
+    {"gpuprobe", rk_bench_gpuprobe,
+     "GPU: mapped-memory read round trip, MEMBAR.SYS, %globaltimer tick, echo at 1 vs 32 threads, a first launch while resident"},
     {"devmodel", rk_bench_devmodel,
      "the device lane's PCIe round trips, fences and line writes per message, counted on the emulated device; callback latency"},
 };

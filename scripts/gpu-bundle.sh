@@ -15,8 +15,9 @@
 #   summary.txt   one line per step (result, exit, wall time) and the figures/verdicts, GPU
 #                 clocks before and after the benchmark, new dmesg NVRM/Xid lines after each step
 #   test_gpu.log  every test_gpu test, each run as its own process with its own time limit
-#   test_nvrtc.log, bench_gpu.log (rk-bench --json gpu, notes and verdicts), gpu.jsonl (its JSON
-#   lines alone), bench_rtt.log (rk-bench --json rtt: the CPU backend on that host)
+#   test_nvrtc.log, bench_gpu.log (rk-bench --json gpuprobe, then rk-bench --json gpu: notes and
+#   verdicts), gpu.jsonl (their JSON lines alone: gpu.probe, rtt.echo, ...), bench_rtt.log
+#   (rk-bench --json rtt: the CPU backend on that host)
 # RK_REQUIRE_GPU=1 is set there (unless the caller set it otherwise): a test or benchmark that
 # finds no usable GPU fails instead of skipping. run.sh exits 0 only when every step passed.
 # Record figures under bench/results/ with the GPU named (bench/results/README.md).
@@ -71,8 +72,9 @@ cat > "$b/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs on the GPU machine: bash .gpu-bundle/run.sh [out-dir] (default $OUT, else gpu-results).
 # See scripts/gpu-bundle.sh for what it writes. Every step has a time limit (test_gpu 30 s per
-# test and 120 s in all, test_nvrtc 30 s, rk-bench gpu 90 s, rk-bench rtt 45 s; nvidia-smi 15 s
-# per call), so the whole run stays within about 6 minutes even when everything hangs.
+# test and 120 s in all, test_nvrtc 30 s, rk-bench gpuprobe 60 s, rk-bench gpu 90 s, rk-bench rtt
+# 45 s; nvidia-smi 15 s per call), so the whole run stays within about 6 minutes even when
+# everything hangs.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-${OUT:-gpu-results}}
@@ -224,18 +226,30 @@ step test_nvrtc 30 "$out/test_nvrtc.log" "$here/bin/test_nvrtc"
 grep -E '^(skipped|FAILED:)|PASSED|FAILED  \]' "$out/test_nvrtc.log" | tail -n 2 | sed 's/^/  /' | tee -a "$S"
 dmesg_new
 
-# 3. rk-bench gpu, with the GPU's clocks around it
+# 3. rk-bench gpuprobe: the hardware's prices for what the device lane's cost model counts, echo at
+# 1 vs 32 threads per lane, a first launch while echo is resident. A process of its own: that
+# launch must be the process's first. Its lines go to bench_gpu.log and gpu.jsonl too.
+say "  clocks before gpu_probe: $(clocks | head -n1)"
+run_step gpu_probe 60 "$out/bench_gpu.log" "$here/bin/rk-bench" --json gpuprobe
+[[ $rc == 0 ]] && grep -q '"gpu.probe", "impl": "none"' "$out/bench_gpu.log" && rc=77 # probed nothing: a skip
+step_result gpu_probe "$rc" "$wall"
+grep '^{"bench": "gpu.probe"' "$out/bench_gpu.log" |
+  sed -n 's/^{"bench": "\([^"]*\)", "impl": "\([^"]*\)", "metric": "\([^"]*\)", "value": \([^,]*\),.*/  \1 \2 \3 = \4/p' | tee -a "$S"
+dmesg_new
+
+# 4. rk-bench gpu, with the GPU's clocks around it
 say "  clocks before bench_gpu: $(clocks | head -n1)"
 run_step bench_gpu 90 "$out/bench_gpu.log" "$here/bin/rk-bench" --json gpu
 grep '^{' "$out/bench_gpu.log" > "$out/gpu.jsonl" # the JSON lines alone
 [[ $rc == 0 ]] && grep -q '"device_available"' "$out/gpu.jsonl" && rc=77 # it measured nothing: a skip
 step_result bench_gpu "$rc" "$wall"
 say "  clocks after bench_gpu:  $(clocks | head -n1)"
-sed -n 's/^{"bench": "\([^"]*\)", "impl": "\([^"]*\)", "metric": "\([^"]*\)", "value": \([^,]*\),.*/  \1 \2 \3 = \4/p' "$out/gpu.jsonl" | tee -a "$S"
-grep -E '^verdict:|FAILED|no device|p50 per round|pinned' "$out/bench_gpu.log" | sed 's/^/  /' | tee -a "$S"
+grep -v '"gpu.probe"' "$out/gpu.jsonl" |
+  sed -n 's/^{"bench": "\([^"]*\)", "impl": "\([^"]*\)", "metric": "\([^"]*\)", "value": \([^,]*\),.*/  \1 \2 \3 = \4/p' | tee -a "$S"
+grep -E '^verdict:|FAILED|no device|p50 per round|pinned|geometry' "$out/bench_gpu.log" | sed 's/^/  /' | tee -a "$S"
 dmesg_new
 
-# 4. rk-bench rtt: the CPU backend on this host, for comparison
+# 5. rk-bench rtt: the CPU backend on this host, for comparison
 step bench_rtt 45 "$out/bench_rtt.log" "$here/bin/rk-bench" --json rtt
 grep -E '^  (ratio|target)|FAILED' "$out/bench_rtt.log" | tee -a "$S"
 dmesg_new

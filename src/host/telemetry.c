@@ -159,7 +159,9 @@ static void kernel_json(jbuf *j, rk_kernel *k) {
   rk_kernel_stats(k, &st);
   jprintf(j, "{\"id\":%u,\"name\":", k->id);
   jstring(j, k->name);
-  jprintf(j, ",\"state\":\"%s\",\"lanes\":%u,\"threads_per_lane\":%u", rk_state_name(st.state), k->lanes, k->threads);
+  jprintf(j, ",\"state\":\"%s\",\"lanes\":%u,\"threads_per_lane\":%u,\"slot_size\":%u,\"inbox_capacity\":%u,"
+          "\"outbox_capacity\":%u", rk_state_name(st.state), k->lanes, k->threads, k->slot_size, k->inbox_cap,
+          k->outbox_cap);
   if (rk_kernel_error(k, err, sizeof err)) {
     jprintf(j, ",\"error\":");
     jstring(j, err);
