@@ -94,7 +94,6 @@ out:
 int rk_bench_gpuprobe(const rk_bench_opts *o) {
   rk_runtime *rt = NULL;
   rk_runtime_options ro = RK_RUNTIME_OPTIONS_INIT;
-  char gpu[160] = "unknown CUDA GPU", m[320];
   int rc;
   (void)o;
   ro.backend = RK_BACKEND_CUDA;
@@ -102,7 +101,7 @@ int rk_bench_gpuprobe(const rk_bench_opts *o) {
 #if defined(RK_BENCH_CUDA)
   {
     rk_bench_gpu_probe r;
-    char err[256] = "";
+    char err[256] = "", gpu[160] = "unknown CUDA GPU", m[320];
     if (rk_bench_gpu_name(0, gpu, sizeof gpu) == 0) { /* a device: the raw probes first, nothing resident */
       snprintf(m, sizeof m, "%s; host %s", gpu, rk_bench_machine());
       rk_bench_set_machine(m);
