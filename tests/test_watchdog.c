@@ -108,11 +108,14 @@ static void test_stalled_lane_faults(void **state) {
   assert_int_equal(rk_kernel_activate(inactive), RK_OK);
   for (i = 0; i < 3; i++) RT_OK(rt, rk_recv(inactive, &m, &it, sizeof it, RT_HANG));
 
-  /* Release the handler: the kernel can be terminated (draining what it accepted), stays FAULTED. */
+  /* Release the handler: the kernel can be terminated (draining what it accepted) and ends
+   * TERMINATED, its fault still readable. */
   __atomic_store_n(&gate_closed, 0, __ATOMIC_RELEASE);
   assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
-  assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
   assert_int_equal(rk_kernel_error(k, err, sizeof err), RK_ETIMEDOUT);
+  assert_non_null(strstr(err, "lane 1"));
+  assert_int_equal(rt_stats(k).faults, 1);
   assert_int_equal(rt_stats(k).msgs_in, 4);
   for (i = 0; i < 4; i++) RT_OK(rt, rk_recv(k, &m, &it, sizeof it, RT_HANG));
   assert_int_equal(rk_recv(k, &m, &it, sizeof it, RT_HANG), RK_ECLOSED);
