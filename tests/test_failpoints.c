@@ -11,7 +11,8 @@
  *   hang: the first thread waited at a barrier sized for all of them);
  * - persistent allocation failure while replies are queued: rk_call still gets its reply, which
  *   sits behind one that cannot be queued, and the log says so a few times, not millions;
- * - uv_async_init failing: the runtime is not created (its result used to be ignored).
+ * - uv_async_init failing: the runtime is not created (its result used to be ignored);
+ * - the log's rate limit.
  * White-box (host/internal.h, librk.a): the fail points are internal. */
 #include "rt_util.h"
 
@@ -318,11 +319,32 @@ static void test_persistent_alloc_failure(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* The log's rate limit: a line repeated in a loop reaches the application 8 times a second; the
+ * first line of the next second says how many were suppressed. Other lines are not affected. */
+static void test_log_rate_limit(void **state) {
+  rk_runtime *rt = rt_create();
+  unsigned errors = rt_log_count(&rt_the_log, RK_LOG_ERROR);
+  int i;
+  (void)state;
+  for (i = 0; i < 1000; i++) rk__log(rt, RK_LOG_ERROR, "the same trouble, again (%d)", i);
+  assert_int_equal(rt_log_count(&rt_the_log, RK_LOG_ERROR) - errors, 8);
+  rk__log(rt, RK_LOG_ERROR, "another trouble");
+  assert_int_equal(rt_log_count(&rt_the_log, RK_LOG_ERROR) - errors, 9);
+  rt_sleep_ms(1100);
+  rk__log(rt, RK_LOG_ERROR, "the same trouble, again (%d)", i);
+  assert_int_equal(rt_log_count(&rt_the_log, RK_LOG_ERROR) - errors, 10);
+  pthread_mutex_lock(&rt_the_log.lock);
+  assert_non_null(strstr(rt_the_log.last, "[992 similar lines suppressed]"));
+  pthread_mutex_unlock(&rt_the_log.lock);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lane_thread_fails),
       cmocka_unit_test(test_async_init_fails),
       cmocka_unit_test(test_persistent_alloc_failure),
+      cmocka_unit_test(test_log_rate_limit),
       cmocka_unit_test(test_sweep),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
