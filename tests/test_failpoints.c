@@ -319,6 +319,89 @@ static void test_persistent_alloc_failure(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* A restart into ACTIVE with messages queued, whose last lane of three threads cannot be completed: the
+ * leaders may take a message before the failure is known, and must not wait at a barrier for a
+ * thread that does not exist (restart would hang joining it). The message stays queued, a later
+ * restart processes everything, each message once. */
+static int g_gate;    /* atomics: 1 holds the handler of who == 0xbad */
+static int g_entered; /* atomics: it is inside */
+
+static int held_echo(rk_ctx *ctx, const rk_msg *in) {
+  rt_item it;
+  if (rk_msg_len(in) == sizeof it) {
+    memcpy(&it, rk_msg_payload(in), sizeof it);
+    if (it.who == 0xbad && rk_thread(ctx) == 0) __atomic_store_n(&g_entered, 1, __ATOMIC_RELEASE);
+    if (it.who == 0xbad && rk_thread(ctx) == 0)
+      while (__atomic_load_n(&g_gate, __ATOMIC_ACQUIRE)) rt_sleep_ms(1); /* pairs with the test */
+  }
+  return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
+}
+
+typedef struct restart_bg {
+  rk_kernel *k;
+  int rc, done; /* done: atomics */
+} restart_bg;
+
+static void *restart_main(void *arg) {
+  restart_bg *r = (restart_bg *)arg;
+  r->rc = rk_kernel_restart(r->k, RK_RESTART_KEEP_STATE);
+  __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+static int restart_done(void *arg) { return __atomic_load_n(&((restart_bg *)arg)->done, __ATOMIC_ACQUIRE); }
+static int held_entered(void *unused) {
+  (void)unused;
+  return __atomic_load_n(&g_entered, __ATOMIC_ACQUIRE);
+}
+
+static void test_restart_thread_fails_with_queue(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("held", held_echo);
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k;
+  restart_bg r;
+  pthread_t t;
+  rt_item it;
+  rk_msg m;
+  uint32_t i, seen = 0;
+  (void)state;
+  lo.lanes = 4;
+  lo.threads_per_lane = 3;
+  lo.launch_timeout_ns = 50 * RT_MS;
+  k = rt_launch_active(rt, &d, &lo);
+  __atomic_store_n(&g_gate, 1, __ATOMIC_RELEASE);
+  memset(&it, 0, sizeof it);
+  it.who = 0xbad;
+  RT_OK(rt, rk_send(k, RT_ITEM_TYPE, &it, sizeof it, 0, NULL)); /* round-robin: lane 0 */
+  assert_true(rt_wait_for(held_entered, NULL, RT_HANG));
+  for (i = 1; i <= 4; i++) { /* lanes 1, 2, 3, 0 */
+    it.who = 1;
+    it.seq = i;
+    RT_OK(rt, rk_send(k, RT_ITEM_TYPE, &it, sizeof it, 0, NULL));
+  }
+  rk__kernel_fault(k, RK_EHANDLER, "injected for the test");
+  assert_int_equal(rk_kernel_restart(k, 0), RK_ETIMEDOUT); /* held: the abort is now set */
+  __atomic_store_n(&g_gate, 0, __ATOMIC_RELEASE);        /* the old lane finishes it and leaves */
+  memset(&r, 0, sizeof r);
+  r.k = k;
+  rk__failpoint_arm(RK__FP_THREAD, 12, 0); /* the last lane's last thread: the others run by then */
+  assert_int_equal(pthread_create(&t, NULL, restart_main, &r), 0);
+  if (!rt_wait_for(restart_done, &r, RT_HANG)) fail_msg("restart hangs when a lane thread cannot start");
+  pthread_join(t, NULL);
+  assert_int_equal(rk__failpoint_disarm(RK__FP_THREAD), 1);
+  assert_int_equal(r.rc, RK_ESYS);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
+  RT_OK(rt, rk_kernel_restart(k, 0));
+  for (i = 0; i < 5; i++) {
+    RT_OK(rt, rk_recv(k, &m, &it, sizeof it, RT_HANG));
+    seen |= 1u << it.seq;
+  }
+  assert_int_equal(seen, 0x1f); /* the held one (seq 0) and the four behind it */
+  assert_int_equal(rk_recv(k, &m, &it, sizeof it, 20 * RT_MS), RK_ETIMEDOUT); /* once each */
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
 /* The log's rate limit: a line repeated in a loop reaches the application 8 times a second; the
  * first line of the next second says how many were suppressed. Other lines are not affected. */
 static void test_log_rate_limit(void **state) {
@@ -345,6 +428,7 @@ int main(void) {
       cmocka_unit_test(test_async_init_fails),
       cmocka_unit_test(test_persistent_alloc_failure),
       cmocka_unit_test(test_log_rate_limit),
+      cmocka_unit_test(test_restart_thread_fails_with_queue),
       cmocka_unit_test(test_sweep),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -600,8 +600,11 @@ static int cpu_start(rk_kernel *k) {
         l->barrier.alive--;
         uv_cond_broadcast(&l->barrier.cond);
         uv_mutex_unlock(&l->barrier.lock);
-        /* The threads already started are told to leave through the abort word by the caller;
-         * the leader breaks the barrier for followers waiting for this one. */
+        /* The lane is incomplete: its barrier can never fill. Broken, it lets a leader that took a
+         * message already (a restart into ACTIVE) return without running the handler (the
+         * message stays queued); the threads already started are told to leave through the abort
+         * word by the caller. */
+        barrier_break(&l->barrier);
         return rk__fail(k->rt, RK_ESYS, "kernel %s: cannot start thread %u of lane %u: %s", k->name, t, i,
                         uv_strerror(uvrc));
       }

@@ -921,7 +921,7 @@ int rk_kernel_restart(rk_kernel *k, uint32_t flags) {
 
 void rk__kernel_fault_service(rk_kernel *k) {
   uint64_t now, due;
-  uint32_t n;
+  uint32_t n, s;
   void *st = NULL;
   if (!rk__kernel_faulted(k)) return;
   if (k->fault_policy == RK_FAULT_RECOVER) {
@@ -950,11 +950,13 @@ void rk__kernel_fault_service(rk_kernel *k) {
   rk__unlock(&k->fault_lock);
   now = rk__now_ns();
   if (k->auto_restarts >= k->max_restarts || now < due) return;
+  s = rk_load_acquire_sys_u32(&k->hstate);
+  if (s == RK_STATE_TERMINATING || s == RK_STATE_TERMINATED) return; /* terminate has it */
   abort_lanes(k); /* idempotent: lanes leave as soon as their handlers return */
   if (wait_lanes(k, lane_terminated, 0, 0, 0) != RK_OK) return;
   if ((k->restart_flags & RK_RESTART_RESET_STATE) && fresh_state(k, &st) != RK_OK) return;
   if (rk__trylock(&k->ctl_lock) == 0) {
-    uint32_t s = rk_load_acquire_sys_u32(&k->hstate);
+    s = rk_load_acquire_sys_u32(&k->hstate);
     if (rk__kernel_faulted(k) && s != RK_STATE_TERMINATING && s != RK_STATE_TERMINATED) {
       k->auto_restarts++;
       if (restart_locked(k, st, 0) != RK_OK)
