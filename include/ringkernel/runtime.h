@@ -151,7 +151,8 @@ typedef struct rk_launch_options {
  *  CUDA_LAUNCH_BLOCKING=1, a display watchdog, compute capability below 7.5), RK_ESTATE (CUDA
  *  requested while ring kernels of another runtime of this process are resident on the device:
  *  creating a runtime allocates and loads modules, which could hang them; create every runtime
- *  first), RK_ENOMEM, RK_ESYS. With RK_BACKEND_AUTO those CUDA refusals fall back to the CPU
+ *  first), RK_ENOMEM, RK_ESYS (the service loop, its wake-up handle or its thread could not be
+ *  created; the reason goes to the log). With RK_BACKEND_AUTO those CUDA refusals fall back to the CPU
  *  backend instead. With opts->loop set, call from the loop's thread. */
 RK_API int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts);
 /** Terminate every kernel (rk_kernel_destroy: 1 s each, plus the abort grace), stop the service
@@ -178,7 +179,9 @@ RK_API int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len);
 
 /** Launch a kernel: allocate its state, rings and control block, start its lanes and wait until
  *  every lane has checked in. The kernel is resident and RK_STATE_LAUNCHED (not consuming).
- *  opts may be NULL. Errors: RK_EINVAL (bad descriptor/geometry), RK_ENOMEM, RK_ENORESOURCE
+ *  opts may be NULL. Errors: RK_EINVAL (bad descriptor/geometry, unknown fault policy or restart
+ *  flags), RK_ENOMEM, RK_ESYS (a lane thread could not be created: nothing is left running),
+ *  RK_ENORESOURCE
  *  (more lanes than the device can hold at once, or lanes did not check in within the launch
  *  timeout), RK_ENOTSUP (no handler for this backend), RK_ECUDA (a CUDA error, an NVRTC compile
  *  error with its log, or a fault while the lanes checked in), RK_ESTATE (CUDA: a CUDA image not
@@ -217,7 +220,8 @@ RK_API void rk_kernel_destroy(rk_kernel *k);
 /** Restart a FAULTED kernel (a soft fault: a stall, a missed acknowledgement, a broken collective
  *  rule): tell its lanes to stop, wait until they have left (up to the launch timeout), start new
  *  lanes on the same rings and return the kernel to its state before the fault (LAUNCHED, ACTIVE
- *  or INACTIVE). Nothing is delivered twice: messages the old lanes took are not seen again,
+ *  or INACTIVE); the new lanes' check-in and their first acknowledgement wait up to the launch
+ *  timeout each, so restart returns within three launch timeouts (15 s by default). Nothing is delivered twice: messages the old lanes took are not seen again,
  *  messages still queued are processed by the new lanes. The fault stays readable
  *  (rk_kernel_error). flags: RK_RESTART_KEEP_STATE or RK_RESTART_RESET_STATE (the state
  *  initialiser runs on the calling thread, before any lock is taken).
