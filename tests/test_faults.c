@@ -113,7 +113,7 @@ static void bg_join(bg *b, pthread_t t, const char *what) {
  * return RK_ESTATE once the watchdog faults the kernel (they used to wait forever, or their whole
  * timeout). Then terminate ends it TERMINATED, the fault still readable. */
 static void test_fault_wakes_waiters(void **state) {
-  rk_runtime *rt = watched_runtime(100 * RT_MS);
+  rk_runtime *rt = watched_runtime(250 * RT_MS); /* the sends below happen well before the stall */
   rk_kernel_desc d = rt_desc("waited", gated_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
@@ -297,7 +297,7 @@ static void test_log_callback_calls_back(void **state) {
   rk_kernel *k;
   (void)state;
   o.watchdog_interval_ns = 10 * RT_MS;
-  o.watchdog_stall_ns = 50 * RT_MS;
+  o.watchdog_stall_ns = 100 * RT_MS;
   o.log = reentrant_log;
   rt = rt_create_opts(&o);
   k = rt_launch_active(rt, &d, NULL);
@@ -393,7 +393,7 @@ static void stall(rk_runtime *rt, rk_kernel *k, uint32_t seq) {
 }
 
 static void run_policy(rk_fault_policy policy) {
-  rk_runtime *rt = watched_runtime(50 * RT_MS);
+  rk_runtime *rt = watched_runtime(100 * RT_MS);
   rk_kernel_desc d = rt_desc("policy", gated_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
@@ -483,7 +483,7 @@ static int64_t add(rk_runtime *rt, rk_kernel *k, uint32_t n) {
  * are still inside a handler and says so; then starts new lanes that process what the old ones
  * left, each message once, with the state kept or re-initialised. */
 static void test_restart(void **state) {
-  rk_runtime *rt = watched_runtime(50 * RT_MS);
+  rk_runtime *rt = watched_runtime(150 * RT_MS);
   rk_kernel_desc d = rt_desc("restarted", counting);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
@@ -551,7 +551,7 @@ static int restarts_at_least(void *arg) {
 /* RK_FAULT_RESTART: the runtime restarts the kernel after the back-off, at most max_restarts
  * times; then it stays FAULTED. */
 static void test_auto_restart(void **state) {
-  rk_runtime *rt = watched_runtime(50 * RT_MS);
+  rk_runtime *rt = watched_runtime(100 * RT_MS);
   rk_kernel_desc d = rt_desc("phoenix", gated_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;

@@ -136,6 +136,23 @@ static void test_launch_bad_arguments(void **state) {
   lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
   lo.size = 0; /* options without their size */
   expect_launch_fails(rt, &d, &lo, RK_EINVAL);
+  lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
+  lo.fault_policy = (rk_fault_policy)9;
+  expect_launch_fails(rt, &d, &lo, RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "fault policy"));
+  lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
+  lo.restart_flags = 0x10;
+  expect_launch_fails(rt, &d, &lo, RK_EINVAL);
+  lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
+  lo.dead_letters = RK_MAX_DEAD_LETTERS + 1;
+  expect_launch_fails(rt, &d, &lo, RK_EINVAL);
+  /* options from an older header (up to launch_timeout_ns) are accepted */
+  lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
+  lo.size = (uint32_t)offsetof(rk_launch_options, fault_policy);
+  lo.fault_policy = (rk_fault_policy)9; /* beyond its size: not read */
+  RT_OK(rt, rk_kernel_launch(rt, &d, &lo, &k));
+  rk_kernel_destroy(k);
+  k = NULL;
 
   /* The descriptor's own geometry is checked the same way. */
   d.inbox_capacity = 1000;

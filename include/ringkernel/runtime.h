@@ -136,7 +136,8 @@ typedef struct rk_launch_options {
   uint32_t max_restarts;        /**< RK_FAULT_RESTART: automatic restarts at most; 0: 3 */
   uint64_t restart_backoff_ns;  /**< RK_FAULT_RESTART: wait before the first; 0: 100 ms */
   uint32_t restart_flags;       /**< RK_FAULT_RESTART: RK_RESTART_* flags of automatic restarts */
-  uint32_t dead_letters;        /**< dead letters kept (rk_kernel_dead_letters); 0: 16 */
+  uint32_t dead_letters;        /**< dead letters kept (rk_kernel_dead_letters); 0: 16; at most
+                                     RK_MAX_DEAD_LETTERS */
 } rk_launch_options;
 
 #define RK_LAUNCH_OPTIONS_INIT \
@@ -379,6 +380,7 @@ RK_API int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *stats);
 /* ---------------------------------------- dead letters --------------------------------------- */
 
 #define RK_DEAD_LETTER_PAYLOAD 64 /**< payload bytes a dead letter keeps */
+#define RK_MAX_DEAD_LETTERS 65536u /**< most dead letters a kernel keeps (rk_launch_options) */
 
 /** A message the kernel refused, or a reply the host discarded, with the reason. */
 typedef struct rk_dead_letter {

@@ -478,6 +478,9 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: unknown fault policy %d", (int)o.fault_policy);
   if (o.restart_flags & ~RK_RESTART_RESET_STATE)
     return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: unknown restart flags 0x%x", o.restart_flags);
+  if (o.dead_letters > RK_MAX_DEAD_LETTERS)
+    return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: %u dead letters (at most %u)", o.dead_letters,
+                    RK_MAX_DEAD_LETTERS);
 
   k = (rk_kernel *)rk__calloc(1, sizeof *k);
   if (k == NULL) return rk__fail(rt, RK_ENOMEM, "rk_kernel_launch: out of memory");
