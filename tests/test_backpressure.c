@@ -328,12 +328,20 @@ static void test_outbox_full_stalls_lane(void **state) {
   assert_int_equal(st.outbox_depth[0], 4);
   assert_true(st.outbox_stalls >= 1);
   assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
+  /* A sender refused now hears why: not "inbox full", but the outbox, and what to do about it. */
+  for (i = 32; i < 68; i++) RT_OK(rt, send_item(k, 1, i, 0)); /* 28 + 36: the inbox is full */
+  assert_int_equal(send_item(k, 1, 68, RK_SEND_NOWAIT), RK_EAGAIN);
+  {
+    const char *e = rk_runtime_last_error(rt);
+    if (strstr(e, "OUTBOX is full") == NULL || strstr(e, "rk_recv") == NULL || strstr(e, "RK_SEND_NO_REPLY") == NULL)
+      fail_msg("a full outbox is not named: %s", e);
+  }
   /* Receiving makes room: the lane resumes, and every reply arrives, in order. */
-  expect_replies_in_order(rt, k, 1, 32);
+  expect_replies_in_order(rt, k, 1, 68);
   st = rt_stats(k);
-  assert_int_equal(st.msgs_in, 32);
-  assert_int_equal(st.msgs_out, 32);
-  assert_int_equal(st.received, 32);
+  assert_int_equal(st.msgs_in, 68);
+  assert_int_equal(st.msgs_out, 68);
+  assert_int_equal(st.received, 68);
   assert_int_equal(st.invalid, 0);
   assert_int_equal(st.handler_errors, 0);
   rk_kernel_destroy(k);

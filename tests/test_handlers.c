@@ -101,6 +101,60 @@ static void run_handler_errors(uint32_t threads) {
   rk_runtime_destroy(rt);
 }
 
+/* What a handler's result means beyond negative codes: a positive value (no RK_E* code), or 0
+ * without a reply to a request that wants one (nothing replied, or a reservation never committed),
+ * becomes an RK_EHANDLER error reply, counted; the caller no longer waits out its timeout. */
+static int sloppy(rk_ctx *ctx, const rk_msg *in) {
+  rt_item it;
+  if (rk_msg_len(in) != sizeof it) return RK_EMSGSIZE;
+  memcpy(&it, rk_msg_payload(in), sizeof it);
+  switch (it.who) {
+    case 1: return 5; /* positive */
+    case 2: return 0; /* forgot to reply */
+    case 3: (void)rk_reply_reserve(ctx, RT_ITEM_TYPE, sizeof it); return 0; /* never committed */
+    case 4: (void)rk_reply(ctx, RT_ITEM_TYPE, &it, sizeof it); return 7; /* replied, then positive */
+    default: return rk_reply(ctx, RT_ITEM_TYPE, &it, sizeof it);
+  }
+}
+
+static void run_handler_results(uint32_t threads) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("sloppy", sloppy);
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k;
+  rk_msg m;
+  rt_item it, rep;
+  uint32_t who;
+  unsigned warnings = rt_log_count(&rt_the_log, RK_LOG_WARN);
+  lo.threads_per_lane = threads;
+  k = rt_launch_active(rt, &d, &lo);
+  for (who = 1; who <= 3; who++) {
+    it = item(who, who);
+    assert_int_equal(rk_call(k, RT_ITEM_TYPE, &it, sizeof it, &m, &rep, sizeof rep, 5 * RT_SEC), RK_EHANDLER);
+    assert_int_equal(m.status, RK_EHANDLER);
+    assert_true(rk_msg_is_error(&m));
+  }
+  it = item(4, 4);
+  RT_OK(rt, rk_call(k, RT_ITEM_TYPE, &it, sizeof it, &m, &rep, sizeof rep, RT_HANG)); /* its reply stands */
+  assert_int_equal(rep.seq, 4);
+  it = item(2, 5); /* no reply wanted: returning 0 without one is right */
+  RT_OK(rt, rk_send(k, RT_ITEM_TYPE, &it, sizeof it, RK_SEND_NO_REPLY, NULL));
+  it = item(9, 6);
+  RT_OK(rt, rk_call(k, RT_ITEM_TYPE, &it, sizeof it, &m, &rep, sizeof rep, RT_HANG));
+  assert_int_equal(rt_stats(k).handler_errors, 4);
+  assert_int_equal(rt_stats(k).msgs_in, 6);
+  assert_true(rt_log_count(&rt_the_log, RK_LOG_WARN) >= warnings + 4);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
+static void test_handler_results(void **state) {
+  (void)state;
+  run_handler_results(1);
+  run_handler_results(3);
+}
+
 static void test_handler_errors(void **state) {
   (void)state;
   run_handler_errors(1);
@@ -256,6 +310,9 @@ static int counting_echo(rk_ctx *ctx, const rk_msg *in) {
 static void test_invalid_envelopes(void **state) {
   rk_runtime *rt = rt_create();
   rk_kernel_desc d = rt_desc("strict", counting_echo);
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_dead_letter dl[8];
+  uint64_t total = 0;
   rk_kernel *k;
   rk_kernel_counters st;
   slot s;
@@ -266,7 +323,8 @@ static void test_invalid_envelopes(void **state) {
   unsigned warnings = rt_log_count(&rt_the_log, RK_LOG_WARN);
   (void)state;
   __atomic_store_n(&handler_calls, 0, __ATOMIC_RELAXED);
-  k = rt_launch_active(rt, &d, NULL);
+  lo.dead_letters = 6; /* the last six refused messages are kept */
+  k = rt_launch_active(rt, &d, &lo);
 
   /* Corrupt headers the lane cannot trust: refused silently (counted). */
   good_envelope(k, &s, 0x100, 8);
@@ -306,6 +364,26 @@ static void test_invalid_envelopes(void **state) {
   assert_int_equal(st.handler_errors, 0);
   assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
   assert_true(rt_log_count(&rt_the_log, RK_LOG_WARN) >= warnings + injected); /* each one reported */
+  /* ... and kept as dead letters with the reason: the six most recent, oldest first */
+  assert_int_equal(rt_stats(k).dead_letters, injected);
+  assert_int_equal(rk_kernel_dead_letters(k, dl, 8, &total), 6);
+  assert_int_equal(total, injected);
+  for (i = 0; i < 6; i++) {
+    assert_int_equal(dl[i].env.msg_id, 0x102 + i);
+    assert_int_equal(dl[i].reason, RK_ECORRUPT);
+    assert_int_equal(dl[i].lane, 0);
+    assert_string_equal(dl[i].why, rk_envelope_check_name(RK_ENV_BAD_FLAGS + (int)i));
+    assert_true(dl[i].time_ns > 0);
+  }
+  assert_int_equal(dl[2].payload_len, RK_DEAD_LETTER_PAYLOAD); /* payload_len 4096: cut to what is kept */
+  assert_int_equal(dl[5].payload_len, 16);
+  assert_memory_equal(dl[5].payload, s.payload, 16);
+  assert_int_equal(rk_kernel_dead_letters(k, dl, 2, NULL), 2); /* the two most recent */
+  assert_int_equal(dl[0].env.msg_id, 0x106);
+  assert_int_equal(dl[1].env.msg_id, 0x107);
+  assert_int_equal(rk_kernel_dead_letters(k, NULL, 0, &total), 0);
+  assert_int_equal(rk_kernel_dead_letters(k, NULL, 1, NULL), RK_EINVAL);
+  assert_int_equal(rk_kernel_dead_letters(NULL, dl, 1, NULL), RK_EINVAL);
 
   /* A correct envelope pushed the same way, sealed, is handled: the injection path is sound. */
   good_envelope(k, &s, 0x200, 16);
@@ -675,6 +753,7 @@ static void test_cooperative_sum(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_handler_errors),
+      cmocka_unit_test(test_handler_results),
       cmocka_unit_test(test_typed_refused_at_send),
       cmocka_unit_test(test_msg_as),
       cmocka_unit_test(test_custom_typed_kernel),

@@ -2,6 +2,9 @@
  * and illegal lifecycle transition (ARCHITECTURE §8), through the public API only. */
 #include "rt_util.h"
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---------------------------------------- runtime -------------------------------------------- */
@@ -133,6 +136,23 @@ static void test_launch_bad_arguments(void **state) {
   lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
   lo.size = 0; /* options without their size */
   expect_launch_fails(rt, &d, &lo, RK_EINVAL);
+  lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
+  lo.fault_policy = (rk_fault_policy)9;
+  expect_launch_fails(rt, &d, &lo, RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "fault policy"));
+  lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
+  lo.restart_flags = 0x10;
+  expect_launch_fails(rt, &d, &lo, RK_EINVAL);
+  lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
+  lo.dead_letters = RK_MAX_DEAD_LETTERS + 1;
+  expect_launch_fails(rt, &d, &lo, RK_EINVAL);
+  /* options from an older header (up to launch_timeout_ns) are accepted */
+  lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
+  lo.size = (uint32_t)offsetof(rk_launch_options, fault_policy);
+  lo.fault_policy = (rk_fault_policy)9; /* beyond its size: not read */
+  RT_OK(rt, rk_kernel_launch(rt, &d, &lo, &k));
+  rk_kernel_destroy(k);
+  k = NULL;
 
   /* The descriptor's own geometry is checked the same way. */
   d.inbox_capacity = 1000;
@@ -485,6 +505,105 @@ static void test_geometry_limits(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* ---------------------------------------- last error ---------------------------------------- */
+
+typedef struct other_thread {
+  rk_runtime *rt;
+  rk_kernel *k;
+  char before[512], after_fail[512];
+  int rc;
+} other_thread;
+
+static void *other_main(void *arg) {
+  other_thread *o = (other_thread *)arg;
+  snprintf(o->before, sizeof o->before, "%s", rk_runtime_last_error(o->rt));
+  o->rc = rk_send(o->k, 0, NULL, 0, 0, NULL); /* type 0: RK_EINVAL */
+  snprintf(o->after_fail, sizeof o->after_fail, "%s", rk_runtime_last_error(o->rt));
+  return NULL;
+}
+
+/* rk_runtime_last_error is the calling thread's, and a later success clears it (it used to be one
+ * message shared by every thread, kept after later successes). */
+static void test_last_error_per_thread(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel *k = rt_launch(rt, &rk_builtin_echo, NULL);
+  other_thread o;
+  pthread_t t;
+  uint8_t x = 1, buf[8];
+  rk_msg m;
+  (void)state;
+  assert_string_equal(rk_runtime_last_error(rt), "no error");
+  assert_int_equal(rk_kernel_deactivate(k), RK_ESTATE); /* LAUNCHED */
+  assert_non_null(strstr(rk_runtime_last_error(rt), "RK_ESTATE"));
+  memset(&o, 0, sizeof o);
+  o.rt = rt;
+  o.k = k;
+  assert_int_equal(pthread_create(&t, NULL, other_main, &o), 0);
+  pthread_join(t, NULL);
+  assert_string_equal(o.before, "no error");              /* not this thread's failure */
+  assert_int_equal(o.rc, RK_EINVAL);
+  assert_non_null(strstr(o.after_fail, "RK_EINVAL"));
+  assert_non_null(strstr(rk_runtime_last_error(rt), "RK_ESTATE")); /* not the other thread's */
+  RT_OK(rt, rk_kernel_activate(k));
+  assert_string_equal(rk_runtime_last_error(rt), "no error"); /* cleared by the success */
+  assert_int_equal(rk_call(k, 1, &x, 1, &m, buf, sizeof buf, 0), RK_EINVAL);
+  RT_OK(rt, rk_call(k, 1, &x, 1, &m, buf, sizeof buf, RT_HANG));
+  assert_string_equal(rk_runtime_last_error(rt), "no error");
+  /* a failure on another runtime is that runtime's */
+  {
+    rk_runtime *rt2 = rt_create();
+    assert_int_equal(rk_kernel_activate(k), RK_ESTATE);
+    assert_string_equal(rk_runtime_last_error(rt2), "no error");
+    rk_runtime_destroy(rt2);
+  }
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
+/* ---------------------------------------- system limits -------------------------------------- */
+
+/* A lane of many threads whose threads cannot all be created (an address-space limit): launch
+ * returns an error and frees what it made; it used to hang, the first thread waiting at a barrier
+ * sized for all of them. In a child process (the limit is the child's), killed by an alarm if it
+ * hangs. Not under the sanitizers, whose shadow memory does not fit an address-space limit. */
+static void test_launch_thread_limit(void **state) {
+  pid_t pid;
+  int status = 0;
+  (void)state;
+  if (RT_SANITIZED) skip();
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    rk_runtime_options o = rt_options();
+    rk_runtime *rt = NULL;
+    rk_kernel *k = NULL;
+    rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+    rk_kernel_desc d = rk_builtin_echo;
+    struct rlimit saved, low;
+    int rc;
+    alarm(20);
+    if (rk_runtime_create(&rt, &o) != RK_OK) _exit(2);
+    getrlimit(RLIMIT_AS, &saved);
+    low = saved;
+    low.rlim_cur = 1000000000; /* ulimit -v 1000000: ~100 thread stacks of 8 MiB */
+    if (setrlimit(RLIMIT_AS, &low) != 0) _exit(3);
+    lo.threads_per_lane = 1024;
+    rc = rk_kernel_launch(rt, &d, &lo, &k);
+    setrlimit(RLIMIT_AS, &saved);
+    if (rc != RK_ESYS && rc != RK_ENOMEM) _exit(4);
+    if (k != NULL) _exit(5);
+    lo.threads_per_lane = 4; /* the runtime is still usable */
+    if (rk_kernel_launch(rt, &d, &lo, &k) != RK_OK) _exit(6);
+    rk_kernel_destroy(k);
+    rk_runtime_destroy(rt);
+    _exit(0);
+  }
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (WIFSIGNALED(status)) fail_msg("the launch hung (killed by signal %d)", WTERMSIG(status));
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_runtime_backend),
@@ -499,6 +618,8 @@ int main(void) {
       cmocka_unit_test(test_concurrent_transitions),
       cmocka_unit_test(test_toggle_under_traffic),
       cmocka_unit_test(test_geometry_limits),
+      cmocka_unit_test(test_last_error_per_thread),
+      cmocka_unit_test(test_launch_thread_limit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -54,11 +54,14 @@ static void test_call_echo(void **state) {
     }
     if (buf[lens[i]] != 0xee) fail_msg("len %u: byte past the payload written", lens[i]);
   }
-  /* A payload larger than the caller's buffer is truncated; the envelope tells the full size. */
+  /* A payload larger than the caller's buffer is truncated, and the call says so (RK_EMSGSIZE):
+   * the reply was received all the same, and the envelope tells the full size. */
   memset(buf, 0xee, sizeof buf);
-  RT_OK(rt, rk_call(k, 42, req, 100, &m, buf, 10, RT_HANG));
+  assert_int_equal(rk_call(k, 42, req, 100, &m, buf, 10, RT_HANG), RK_EMSGSIZE);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "100-byte reply"));
   assert_int_equal(m.len, 10);
   assert_int_equal(m.env.payload_len, 100);
+  assert_int_equal(m.status, 0);
   assert_memory_equal(buf, req, 10);
   assert_int_equal(buf[10], 0xee);
   /* rk_call_key: the same, routed by key. */
@@ -88,6 +91,53 @@ static void test_call_timeout(void **state) {
   st = rt_stats(k);
   assert_int_equal(st.late_replies, 1);
   assert_int_equal(st.received, 1);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
+/* rk_call with timeout 0 could never succeed, yet its request used to be sent and run: it is
+ * refused (RK_EINVAL) before anything is sent. */
+static void test_call_timeout_zero(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel *k = rt_launch_active(rt, &rk_builtin_echo, NULL);
+  uint8_t x = 1, buf[8];
+  rk_msg m;
+  (void)state;
+  assert_int_equal(rk_call(k, 1, &x, 1, &m, buf, sizeof buf, 0), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "timeout 0"));
+  assert_int_equal(rk_call_key(k, 5, 1, &x, 1, &m, buf, sizeof buf, 0), RK_EINVAL);
+  assert_int_equal(rt_stats(k).sent, 0);
+  RT_OK(rt, rk_call(k, 1, &x, 1, &m, buf, sizeof buf, RT_HANG)); /* the kernel saw only this one */
+  assert_int_equal(rt_stats(k).msgs_in, 1);
+  assert_int_equal(rk_recv(k, &m, buf, sizeof buf, 20 * RT_MS), RK_ETIMEDOUT);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
+/* Send flags the library does not know are refused, not silently ignored. */
+static void test_unknown_send_flags(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel *k = rt_launch_active(rt, &rk_builtin_echo, NULL);
+  uint8_t x = 1, buf[8];
+  rk_send_item items[2];
+  rk_msg m;
+  (void)state;
+  assert_int_equal(rk_send(k, 1, &x, 1, 0x100, NULL), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "unknown send flags 0x100"));
+  assert_int_equal(rk_send_key(k, 3, 1, &x, 1, 0x80000000u, NULL), RK_EINVAL);
+  memset(items, 0, sizeof items);
+  items[0].type = items[1].type = 1;
+  items[0].len = items[1].len = 1;
+  items[0].payload = items[1].payload = &x;
+  items[1].flags = 0x10;
+  assert_int_equal(rk_send_batch(k, items, 2), 1); /* the first is accepted; the batch stops at the second */
+  assert_non_null(strstr(rk_runtime_last_error(rt), "unknown send flags 0x10"));
+  assert_int_equal(rk_send_batch(k, &items[1], 1), RK_EINVAL);
+  RT_OK(rt, rk_send(k, 1, &x, 1, RK_SEND_FLAGS_ALL & ~(uint32_t)RK_SEND_NOWAIT, NULL)); /* every known flag */
+  assert_int_equal(rt_stats(k).sent, 2);
+  assert_int_equal(rt_stats(k).send_invalid, 4);
+  RT_OK(rt, rk_recv(k, &m, buf, sizeof buf, RT_HANG)); /* the batch's; the other was NO_REPLY */
+  assert_int_equal(rk_recv(k, &m, buf, sizeof buf, 20 * RT_MS), RK_ETIMEDOUT);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }
@@ -966,6 +1016,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_call_echo),
       cmocka_unit_test(test_call_timeout),
+      cmocka_unit_test(test_call_timeout_zero),
+      cmocka_unit_test(test_unknown_send_flags),
       cmocka_unit_test(test_send_recv),
       cmocka_unit_test(test_send_key_order),
       cmocka_unit_test(test_send_batch),

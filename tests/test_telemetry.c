@@ -250,12 +250,22 @@ static void test_stats_counters(void **state) {
   assert_int_equal(st.inbox_depth[0] + st.inbox_depth[1], 0);
   assert_int_equal(st.outbox_depth[0] + st.outbox_depth[1], 6);
 
-  /* stats->size must be set */
+  /* stats->size must be set; a program built with an older header (a smaller struct, ending at
+   * clock_sync_misses) gets the fields it knows and nothing is written past them */
   st.size = 0;
   assert_int_equal(rk_kernel_stats(k, &st), RK_EINVAL);
-  st.size = sizeof st - 8;
+  st.size = (uint32_t)offsetof(rk_kernel_counters, clock_sync_misses);
   assert_int_equal(rk_kernel_stats(k, &st), RK_EINVAL);
+  memset(&st, 0xab, sizeof st);
+  st.size = (uint32_t)offsetof(rk_kernel_counters, faults);
+  assert_int_equal(rk_kernel_stats(k, &st), RK_OK);
+  assert_int_equal(st.size, offsetof(rk_kernel_counters, faults));
+  assert_int_equal(st.msgs_out, 25);
+  assert_int_equal(st.faults, 0xababababababababull); /* untouched */
   st.size = sizeof st;
+  assert_int_equal(rk_kernel_stats(k, &st), RK_OK);
+  assert_int_equal(st.size, sizeof st);
+  assert_int_equal(st.faults, 0);
   assert_int_equal(rk_kernel_stats(NULL, &st), RK_EINVAL);
   assert_int_equal(rk_kernel_stats(k, NULL), RK_EINVAL);
   rk_kernel_destroy(k);

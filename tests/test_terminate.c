@@ -309,9 +309,11 @@ static void test_terminate_races_senders(void **state) {
 
 /* ---------------------------------------- abort ---------------------------------------------- */
 
-/* The drain cannot finish in time (a handler holds the lane): terminate aborts the lanes and says
- * RK_ETIMEDOUT. When the handler returns within the grace period the lanes exit and the kernel is
- * TERMINATED; what was not processed is gone, what was replied can still be received. */
+/* The drain cannot finish in time (a handler holds the lane): terminate aborts the lanes, waits
+ * its short grace, and says RK_ETIMEDOUT; with the handler still inside, the kernel is FAULTED and
+ * still TERMINATING, and a caller whose request is queued behind learns it at once. Once the
+ * handler returns, a second terminate finds the lanes gone: TERMINATED. What was not processed is
+ * gone, what was replied can still be received. */
 static void test_terminate_timeout_aborts(void **state) {
   rk_runtime *rt = rt_create();
   rk_kernel_desc d = rt_desc("abort", slow_echo);
@@ -322,16 +324,13 @@ static void test_terminate_timeout_aborts(void **state) {
   uint64_t t0;
   waiter w;
   pthread_t t;
+  char err[256];
   (void)state;
   RT_OK(rt, send_item(k, 1, 0, 0));
   RT_WAIT_STAT(k, msgs_out, 1);
-  open_gate();
-  __atomic_store_n(&gate_entered, 0, __ATOMIC_RELEASE);
-  {
-    rt_item slow = item(0xbad, 1, 300000); /* marks entry, then takes 300 ms */
-    RT_OK(rt, rk_send(k, RT_ITEM_TYPE, &slow, sizeof slow, 0, NULL));
-  }
-  /* queued behind the slow one, after the lane took it: they are not in its batch */
+  close_gate();
+  RT_OK(rt, send_item(k, 0xbad, 1, 0)); /* holds the lane until the gate opens */
+  /* queued behind the gated one, after the lane took it: they are not in its batch */
   assert_true(rt_wait_for(gate_was_entered, NULL, RT_HANG));
   for (i = 2; i < 10; i++) RT_OK(rt, send_item(k, 1, i, 0));
   /* and a caller whose request is queued behind them: it must learn that no reply will come */
@@ -342,14 +341,21 @@ static void test_terminate_timeout_aborts(void **state) {
   t0 = rt_now_ns();
   assert_int_equal(rk_kernel_terminate(k, 50 * RT_MS), RK_ETIMEDOUT);
   assert_true(rt_now_ns() - t0 < (uint64_t)RT_HANG);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "still running"));
+  assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
+  assert_int_equal(rk_kernel_error(k, err, sizeof err), RK_ETIMEDOUT);
   pthread_join(t, NULL);
-  assert_int_equal(w.rc, RK_ECLOSED);
-  assert_true(rt_now_ns() - t0 < (uint64_t)RT_HANG); /* not its 30 s timeout */
+  assert_int_equal(w.rc, RK_ESTATE); /* woken by the fault, not its 30 s timeout */
+  assert_true(rt_now_ns() - t0 < (uint64_t)RT_HANG);
+  assert_int_equal(rk_send(k, 1, "x", 1, 0, NULL), RK_ECLOSED);
+
+  open_gate();
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK); /* the lanes leave: joined now */
   assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
-  assert_non_null(strstr(rk_runtime_last_error(rt), "RK_ETIMEDOUT"));
+  assert_int_equal(rk_kernel_error(k, err, sizeof err), RK_ETIMEDOUT); /* still readable */
   RT_OK(rt, rk_recv(k, &m, &it, sizeof it, RT_HANG));
   assert_int_equal(it.seq, 0);
-  /* the slow message was finished and answered; the lane then saw the abort and left the rest */
+  /* the gated message was finished and answered; the lane then saw the abort and left the rest */
   RT_OK(rt, rk_recv(k, &m, &it, sizeof it, RT_HANG));
   assert_int_equal(it.seq, 1);
   assert_int_equal(rk_recv(k, &m, &it, sizeof it, RT_HANG), RK_ECLOSED);
@@ -358,6 +364,34 @@ static void test_terminate_timeout_aborts(void **state) {
   assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_ESTATE);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
+}
+
+/* Timeouts do not add up: terminate(100 ms) on a lane held by its handler returns within its
+ * timeout plus the abort grace (100 ms), not a further second; the destroy that follows waits one
+ * more grace, not a further second. Bounds with a wide margin for a loaded machine: the old code
+ * took 1.1 s and 1.0 s. */
+static void test_terminate_timeouts_do_not_add_up(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("held", slow_echo);
+  rk_kernel *k = rt_launch_active(rt, &d, NULL);
+  uint64_t t0, t_term, t_destroy;
+  (void)state;
+  close_gate();
+  RT_OK(rt, send_item(k, 0xbad, 0, 0));
+  assert_true(rt_wait_for(gate_was_entered, NULL, RT_HANG));
+  t0 = rt_now_ns();
+  assert_int_equal(rk_kernel_terminate(k, 100 * RT_MS), RK_ETIMEDOUT);
+  t_term = rt_now_ns() - t0;
+  t0 = rt_now_ns();
+  rk_kernel_destroy(k); /* the handler still holds the lane: abandoned, freed when it leaves */
+  t_destroy = rt_now_ns() - t0;
+  open_gate();
+  rk_runtime_destroy(rt);
+  print_message("terminate(100 ms) took %llu ms, destroy %llu ms\n", (unsigned long long)(t_term / 1000000),
+                (unsigned long long)(t_destroy / 1000000));
+  assert_true(t_term >= 100 * (uint64_t)RT_MS);
+  assert_true(t_term < 900 * (uint64_t)RT_MS);
+  assert_true(t_destroy < 900 * (uint64_t)RT_MS);
 }
 
 /* A handler that outlives terminate and its abort grace: terminate returns RK_ETIMEDOUT with the
@@ -450,6 +484,7 @@ int main(void) {
       cmocka_unit_test(test_terminate_releases_blocked_sender),
       cmocka_unit_test(test_terminate_races_senders),
       cmocka_unit_test(test_terminate_timeout_aborts),
+      cmocka_unit_test(test_terminate_timeouts_do_not_add_up),
       cmocka_unit_test(test_terminate_stuck_handler_then_destroy),
       cmocka_unit_test(test_deactivate_keeps_state),
   };

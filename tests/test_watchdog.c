@@ -41,6 +41,9 @@ static int entered(void *unused) {
 
 static int is_faulted(void *arg) { return rk_kernel_state((rk_kernel *)arg) == RK_STATE_FAULTED; }
 
+/* The fault is logged after it is published (and its waiters woken): wait for the line. */
+static int logged_more_errors(void *arg) { return rt_log_count(&rt_the_log, RK_LOG_ERROR) > *(unsigned *)arg; }
+
 static rk_runtime *watchdog_runtime(uint64_t stall_ns) {
   rk_runtime_options o = rt_options();
   o.watchdog_interval_ns = 10 * RT_MS;
@@ -84,7 +87,7 @@ static void test_stalled_lane_faults(void **state) {
   assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
   assert_int_equal(rk_kernel_error(k, err, sizeof err), RK_ETIMEDOUT);
   if (strstr(err, "lane 1") == NULL) fail_msg("fault message does not name lane 1: %s", err);
-  assert_true(rt_log_count(&rt_the_log, RK_LOG_ERROR) > errors);
+  assert_true(rt_wait_for(logged_more_errors, &errors, RT_HANG));
   st = rt_stats(k);
   assert_int_equal(st.state, RK_STATE_FAULTED);
   assert_true(st.heartbeat_age_ns >= 50 * (uint64_t)RT_MS);
@@ -108,11 +111,14 @@ static void test_stalled_lane_faults(void **state) {
   assert_int_equal(rk_kernel_activate(inactive), RK_OK);
   for (i = 0; i < 3; i++) RT_OK(rt, rk_recv(inactive, &m, &it, sizeof it, RT_HANG));
 
-  /* Release the handler: the kernel can be terminated (draining what it accepted), stays FAULTED. */
+  /* Release the handler: the kernel can be terminated (draining what it accepted) and ends
+   * TERMINATED, its fault still readable. */
   __atomic_store_n(&gate_closed, 0, __ATOMIC_RELEASE);
   assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
-  assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
   assert_int_equal(rk_kernel_error(k, err, sizeof err), RK_ETIMEDOUT);
+  assert_non_null(strstr(err, "lane 1"));
+  assert_int_equal(rt_stats(k).faults, 1);
   assert_int_equal(rt_stats(k).msgs_in, 4);
   for (i = 0; i < 4; i++) RT_OK(rt, rk_recv(k, &m, &it, sizeof it, RT_HANG));
   assert_int_equal(rk_recv(k, &m, &it, sizeof it, RT_HANG), RK_ECLOSED);

@@ -188,6 +188,9 @@ RK_INLINE uint64_t rk_host_fetch_or_release_u64(volatile uint64_t *p, uint64_t v
 RK_INLINE uint64_t rk_host_add_fetch_release_u64(volatile uint64_t *p, uint64_t v) {
   return __atomic_add_fetch(p, v, __ATOMIC_RELEASE);
 }
+RK_INLINE uint64_t rk_host_fetch_and_release_u64(volatile uint64_t *p, uint64_t v) {
+  return __atomic_fetch_and(p, v, __ATOMIC_RELEASE);
+}
 RK_INLINE RK_HD void rk_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

@@ -10,11 +10,18 @@
  * All threads of a lane run the handler on the same message (on the CPU a lane has 1..n threads,
  * on the GPU it is a block). Dialect rules:
  *  - rk_sync, rk_reply, rk_reply_reserve and rk_reply_commit are collective: every thread of the
- *    lane calls them, in control flow that is uniform across the lane;
+ *    lane calls them, in control flow that is uniform across the lane, and returning from the
+ *    handler is part of that flow. On the CPU backend a lane whose threads reach different
+ *    collectives (or one returns while the others call rk_reply) faults the kernel with
+ *    RK_EHANDLER and a message naming both, and stops; the collectives then return RK_ESTATE
+ *    (rk_reply_reserve: NULL) so the handler can finish;
  *  - share data between the lane's threads only through rk_scratch (and the state);
  *  - never spin on RK_EAGAIN: return, and let the sender's backpressure act;
- *  - a handler returning a negative RK_E* code produces an error reply (flag RK_ENV_F_ERROR, the
- *    code in the payload) and is counted; it never stops the kernel;
+ *  - a handler returns 0 or a negative RK_E* code. A negative code produces an error reply (flag
+ *    RK_ENV_F_ERROR, the code in the payload) unless the handler replied already, and is counted;
+ *    it never stops the kernel. A positive value, or 0 without a reply to a request that wants one
+ *    (a reservation never committed included), would leave the caller waiting: it becomes an
+ *    RK_EHANDLER error reply, counted in handler_errors and logged (CPU backend);
  *  - a request sent with RK_SEND_NO_REPLY gets no reply: rk_reply then does nothing and returns 0.
  *
  * Work splitting across the lane's threads:
@@ -68,13 +75,15 @@ RK_DIALECT uint32_t rk_self(rk_ctx *ctx);
 
 /** Reply to the current message (collective; one thread publishes). Returns 0, RK_EMSGSIZE (len
  *  above the slot's payload), RK_EAGAIN (outbox full: only possible for a second reply), RK_ESTATE
- *  (a reply reserved with rk_reply_reserve is not committed yet: commit it first). */
+ *  (a reply reserved with rk_reply_reserve is not committed yet: commit it first; or the lane's
+ *  threads broke the collective rule). */
 RK_DIALECT int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len);
 /** Reserve a reply of len bytes in the outbox and return where to write it (the same pointer in
- *  every thread), or NULL (no reply wanted, or RK_EMSGSIZE/RK_EAGAIN). Collective. */
+ *  every thread), or NULL (no reply wanted, RK_EMSGSIZE/RK_EAGAIN, or a broken collective rule).
+ *  Collective. */
 RK_DIALECT void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len);
 /** Publish the reply reserved with rk_reply_reserve (collective: barrier, then one thread
- *  publishes). Returns 0 or RK_ESTATE when nothing was reserved. */
+ *  publishes). Returns 0 or RK_ESTATE (nothing was reserved, or a broken collective rule). */
 RK_DIALECT int rk_reply_commit(rk_ctx *ctx);
 
 /** Reply with a typed message: sizes are checked at compile time. */

@@ -9,7 +9,12 @@
  * any other function on the same runtime or kernel, except the destroy functions (which need the
  * object no longer in use) and rk_runtime_create/destroy with an application loop (loop thread).
  * Errors: every function returns 0 or a negative RK_E* code; rk_runtime_last_error() gives the
- * detail of the last failure on that runtime (CUDA or system message included). */
+ * detail of the calling thread's last failure on that runtime (CUDA or system message included).
+ * Waits: a call with a timeout returns by it, plus at most a small documented constant; a call
+ * that waits without one returns as soon as what it waits for can no longer happen (the kernel
+ * faulted, aborted or terminated). The library never calls application code (log callback,
+ * receive callback, state initialiser) while it holds a lock of its own, so that code may call
+ * the library back. */
 #ifndef RINGKERNEL_RUNTIME_H
 #define RINGKERNEL_RUNTIME_H
 
@@ -36,7 +41,9 @@ typedef enum rk_backend {
 } rk_backend;
 
 typedef enum rk_log_level { RK_LOG_ERROR = 0, RK_LOG_WARN = 1, RK_LOG_INFO = 2, RK_LOG_DEBUG = 3 } rk_log_level;
-/** Log sink; called from any runtime thread, must be thread-safe. */
+/** Log sink; called from any runtime thread, must be thread-safe. Never called while the library
+ *  holds a lock: it may call the library. Each message format logs at most 8 lines per second
+ *  per runtime; the next line after a burst says how many were suppressed. */
 typedef void (*rk_log_fn)(void *user, rk_log_level level, const char *message);
 
 /** Runtime options. Start from RK_RUNTIME_OPTIONS_INIT; fields may be added at the end. */
@@ -96,6 +103,24 @@ typedef struct rk_kernel_desc {
                                      unsynchronised state); 0: RK_MAX_LANES */
 } rk_kernel_desc;
 
+/** What a fault does to a kernel (rk_launch_options.fault_policy). A fault is a lane that stopped
+ *  making progress with work waiting (the watchdog's stall), a lane that did not acknowledge a
+ *  command, a lane whose threads broke the collective rule (kernel.h), or a CUDA error. In every
+ *  policy a fault wakes the kernel's waiters (rk_call, rk_recv, blocked senders: RK_ESTATE), the
+ *  kernel refuses new messages and commands but rk_kernel_terminate and rk_kernel_restart, and the
+ *  fault stays readable with rk_kernel_error after the kernel recovers, restarts or terminates.
+ *  Lanes that can still run keep processing what was accepted (terminate drains it). Hard CUDA
+ *  faults (an illegal address, ...) are sticky for the process: no policy recovers from them. */
+typedef enum rk_fault_policy {
+  RK_FAULT_DEFAULT = 0, /**< RK_FAULT_STOP */
+  RK_FAULT_STOP = 1,    /**< FAULTED until rk_kernel_restart or rk_kernel_terminate */
+  RK_FAULT_RECOVER = 2, /**< a stalled lane that makes progress again clears its fault (the
+                             kernel returns to its state before the fault); other faults stop */
+  RK_FAULT_RESTART = 3  /**< the runtime restarts the kernel (rk_kernel_restart with
+                             restart_flags) after restart_backoff_ns, doubled for each further
+                             restart, at most max_restarts times; then as RK_FAULT_STOP */
+} rk_fault_policy;
+
 /** Per-launch overrides. Zero fields take the descriptor's values. Start from
  *  RK_LAUNCH_OPTIONS_INIT; fields may be added at the end. */
 typedef struct rk_launch_options {
@@ -108,9 +133,16 @@ typedef struct rk_launch_options {
   rk_backpressure backpressure;
   int64_t send_timeout_ns;      /**< BLOCK policy wait; 0: 1 s; negative: forever */
   uint64_t launch_timeout_ns;   /**< lanes must check in within this; 0: 5 s */
+  rk_fault_policy fault_policy; /**< default RK_FAULT_STOP */
+  uint32_t max_restarts;        /**< RK_FAULT_RESTART: automatic restarts at most; 0: 3 */
+  uint64_t restart_backoff_ns;  /**< RK_FAULT_RESTART: wait before the first; 0: 100 ms */
+  uint32_t restart_flags;       /**< RK_FAULT_RESTART: RK_RESTART_* flags of automatic restarts */
+  uint32_t dead_letters;        /**< dead letters kept (rk_kernel_dead_letters); 0: 16; at most
+                                     RK_MAX_DEAD_LETTERS */
 } rk_launch_options;
 
-#define RK_LAUNCH_OPTIONS_INIT { sizeof(rk_launch_options), 0, 0, 0, 0, 0, RK_BACKPRESSURE_DEFAULT, 0, 0 }
+#define RK_LAUNCH_OPTIONS_INIT \
+  { sizeof(rk_launch_options), 0, 0, 0, 0, 0, RK_BACKPRESSURE_DEFAULT, 0, 0, RK_FAULT_DEFAULT, 0, 0, 0, 0 }
 
 /* ---------------------------------------- runtime -------------------------------------------- */
 
@@ -121,19 +153,23 @@ typedef struct rk_launch_options {
  *  CUDA_LAUNCH_BLOCKING=1, a display watchdog, compute capability below 7.5), RK_ESTATE (CUDA
  *  requested while ring kernels of another runtime of this process are resident on the device:
  *  creating a runtime allocates and loads modules, which could hang them; create every runtime
- *  first), RK_ENOMEM, RK_ESYS. With RK_BACKEND_AUTO those CUDA refusals fall back to the CPU
+ *  first), RK_ENOMEM, RK_ESYS (the service loop, its wake-up handle or its thread could not be
+ *  created; the reason goes to the log). With RK_BACKEND_AUTO those CUDA refusals fall back to the CPU
  *  backend instead. With opts->loop set, call from the loop's thread. */
 RK_API int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts);
-/** Terminate every kernel (1 s each), stop the service thread, free everything. NULL accepted.
- *  With an application loop: call from the loop's thread. */
+/** Terminate every kernel (rk_kernel_destroy: 1 s each, plus the abort grace), stop the service
+ *  thread, free everything. Lanes that never stopped (a handler that does not return) are
+ *  abandoned: they free their kernel when they leave, and never call the log callback after this
+ *  returns. NULL accepted. With an application loop: call from the loop's thread. */
 RK_API void rk_runtime_destroy(rk_runtime *rt);
 /** The backend in use (never AUTO), and why it was chosen. */
 RK_API rk_backend rk_runtime_backend(const rk_runtime *rt);
 RK_API const char *rk_runtime_backend_reason(const rk_runtime *rt);
 /** Name of a backend ("cpu", "cuda", "auto"). */
 RK_API const char *rk_backend_name(rk_backend b);
-/** Detail of the last failure on this runtime (the last failure of any thread), copied into a
- *  buffer of the calling thread that stays valid until that thread's next call. Never NULL. */
+/** Detail of the calling thread's last failure on this runtime ("no error" when its last call on
+ *  the runtime succeeded: every call that returns an RK_E* code clears it when it starts), in a
+ *  buffer of the calling thread valid until its next call into the library. Never NULL. */
 RK_API const char *rk_runtime_last_error(const rk_runtime *rt);
 /** The runtime's HLC (stamps host sends, merges replies). */
 RK_API rk_clock *rk_runtime_clock(rk_runtime *rt);
@@ -145,7 +181,9 @@ RK_API int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len);
 
 /** Launch a kernel: allocate its state, rings and control block, start its lanes and wait until
  *  every lane has checked in. The kernel is resident and RK_STATE_LAUNCHED (not consuming).
- *  opts may be NULL. Errors: RK_EINVAL (bad descriptor/geometry), RK_ENOMEM, RK_ENORESOURCE
+ *  opts may be NULL. Errors: RK_EINVAL (bad descriptor/geometry, unknown fault policy or restart
+ *  flags), RK_ENOMEM, RK_ESYS (a lane thread could not be created: nothing is left running),
+ *  RK_ENORESOURCE
  *  (more lanes than the device can hold at once, or lanes did not check in within the launch
  *  timeout), RK_ENOTSUP (no handler for this backend), RK_ECUDA (a CUDA error, an NVRTC compile
  *  error with its log, or a fault while the lanes checked in), RK_ESTATE (CUDA: a CUDA image not
@@ -154,24 +192,55 @@ RK_API int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len);
  *  rk_runtime_last_error. */
 RK_API int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
                             rk_kernel **out);
-/** LAUNCHED or INACTIVE -> ACTIVE. RK_ESTATE otherwise; RK_ETIMEDOUT if a lane did not acknowledge. */
+/** LAUNCHED or INACTIVE -> ACTIVE. RK_ESTATE otherwise (FAULTED included); RK_ETIMEDOUT if a lane
+ *  did not acknowledge within 5 s (the kernel faults). */
 RK_API int rk_kernel_activate(rk_kernel *k);
-/** ACTIVE -> INACTIVE (messages queue up; the state is kept). RK_ESTATE otherwise. */
+/** ACTIVE -> INACTIVE (messages queue up; the state is kept). RK_ESTATE otherwise; RK_ETIMEDOUT
+ *  as activate. */
 RK_API int rk_kernel_deactivate(rk_kernel *k);
 /** Close the kernel to new messages, process everything already accepted, then stop. Replies
- *  produced while draining can still be received. timeout_ns < 0 waits forever.
- *  Errors: RK_ESTATE (already terminated), RK_ETIMEDOUT (the lanes were told to abort; or, CUDA,
- *  their exit could not be confirmed, and the memory they address is kept for the runtime's
- *  life; or a handler never returned even after the abort, and the kernel stays FAULTED until
- *  rk_kernel_destroy), RK_ECUDA (the lanes died with a CUDA error: terminated without draining). */
+ *  produced while draining can still be received. A FAULTED kernel is terminated too: it ends
+ *  TERMINATED, its fault still readable with rk_kernel_error. timeout_ns < 0 waits for the drain
+ *  however long it takes; otherwise the call returns within timeout_ns plus 100 ms (the lanes
+ *  are told to abort when the timeout is spent and given 100 ms to leave).
+ *  Errors: RK_ESTATE (already terminated), RK_ETIMEDOUT (the drain did not finish: the lanes were
+ *  aborted, what they had not taken is not processed; or, CUDA, their exit could not be confirmed
+ *  and the memory they address is kept for the runtime's life; or a handler did not return even
+ *  after the abort: the kernel stays FAULTED, TERMINATING, and a later rk_kernel_terminate waits
+ *  for its lanes again, rk_kernel_destroy abandons them), RK_ECUDA (the lanes died with a CUDA
+ *  error: terminated without draining), the fault's code (the lanes had stopped on a fault:
+ *  terminated without draining what they had not taken). */
 RK_API int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns);
-/** Terminate if needed (1 s) and free the kernel. NULL accepted. No other thread may use k. */
+/** Terminate if needed (1 s) and free the kernel; it returns within 1.1 s (an earlier terminate
+ *  that timed out: 100 ms). Lanes that do not stop are abandoned: their memory is kept and freed
+ *  when they leave (CPU) or when the device says they exited (CUDA). NULL accepted. No other
+ *  thread may use k, and not from a callback or handler of k. */
 RK_API void rk_kernel_destroy(rk_kernel *k);
+
+#define RK_RESTART_KEEP_STATE 0x0u  /**< the new lanes continue with the state as it is */
+#define RK_RESTART_RESET_STATE 0x1u /**< zero the state and run the descriptor's state_init again */
+/** Restart a FAULTED kernel (a soft fault: a stall, a missed acknowledgement, a broken collective
+ *  rule): tell its lanes to stop, wait until they have left (up to the launch timeout), start new
+ *  lanes on the same rings and return the kernel to its state before the fault (LAUNCHED, ACTIVE
+ *  or INACTIVE); the new lanes' check-in and their first acknowledgement wait up to the launch
+ *  timeout each, so restart returns within three launch timeouts (15 s by default). Nothing is delivered twice: messages the old lanes took are not seen again,
+ *  messages still queued are processed by the new lanes. The fault stays readable
+ *  (rk_kernel_error). flags: RK_RESTART_KEEP_STATE or RK_RESTART_RESET_STATE (the state
+ *  initialiser runs on the calling thread, before any lock is taken).
+ *  Errors: RK_EINVAL (NULL, unknown flags), RK_ESTATE (not FAULTED, or terminating/terminated),
+ *  RK_ETIMEDOUT (the old lanes did not leave: a handler that has not returned; the kernel stays
+ *  FAULTED and restart may be tried again), RK_ECUDA (a hard CUDA fault, sticky for the process:
+ *  terminate the kernel), RK_ENOTSUP (the backend cannot start lanes again: CUDA, for now),
+ *  RK_ENOMEM / RK_ESYS (the new lanes could not start: the kernel stays FAULTED), or the state
+ *  initialiser's error. Any thread but a handler's of k. */
+RK_API int rk_kernel_restart(rk_kernel *k, uint32_t flags);
 /** Current state (the worst lane's: FAULTED wins). 0 for NULL. */
 RK_API rk_lifecycle rk_kernel_state(const rk_kernel *k);
 /** Name of a state ("ACTIVE", ...). */
 RK_API const char *rk_state_name(rk_lifecycle s);
-/** The fault of a FAULTED kernel: returns its RK_E* code (0 if none) and copies the message. */
+/** The kernel's last fault: returns its RK_E* code (0 if it never faulted) and copies its message
+ *  into buf (len may be 0). The fault stays readable after the kernel recovered, restarted or
+ *  terminated; rk_kernel_state says whether it is FAULTED now. */
 RK_API int rk_kernel_error(const rk_kernel *k, char *buf, size_t len);
 /** The kernel's id (its HLC node id and envelope dst), name and lane count. */
 RK_API uint32_t rk_kernel_id(const rk_kernel *k);
@@ -185,13 +254,17 @@ RK_API uint32_t rk_kernel_lanes(const rk_kernel *k);
 #define RK_SEND_CHECKSUM 0x2u /**< seal the payload with CRC32C; the kernel verifies it */
 #define RK_SEND_NOWAIT 0x4u   /**< REJECT policy for this send: RK_EAGAIN when the inbox is full */
 #define RK_SEND_KEYED 0x8u    /**< (rk_send_item) route by key: same key -> same lane -> ordered */
+#define RK_SEND_FLAGS_ALL 0xfu /**< every flag above: any other bit is refused (RK_EINVAL) */
 
 /** Send one message to the kernel, round-robin over its lanes. *msg_id (may be NULL) receives the
  *  message id that its reply's correlation id will carry.
  *  Errors: RK_EINVAL (NULL, type 0, payload NULL with len > 0, type not declared by a typed
- *  kernel), RK_EMSGSIZE (len above the slot's payload, or not the declared size of the type),
- *  RK_EAGAIN (full, REJECT policy or RK_SEND_NOWAIT), RK_ETIMEDOUT (full for the whole send
- *  timeout, BLOCK policy), RK_ECLOSED (terminating/terminated), RK_ESTATE (faulted).
+ *  kernel, a flag not in RK_SEND_FLAGS_ALL), RK_EMSGSIZE (len above the slot's payload, or not
+ *  the declared size of the type), RK_EAGAIN (full, REJECT policy or RK_SEND_NOWAIT),
+ *  RK_ETIMEDOUT (full for the whole send timeout, BLOCK policy), RK_ECLOSED
+ *  (terminating/terminated), RK_ESTATE (faulted, before or while the send waited for room).
+ *  When the inbox is full because the lane stopped on a full outbox, the error's detail says so
+ *  (receive the replies with rk_recv, or send with RK_SEND_NO_REPLY).
  *  A failed send has claimed nothing: the kernel never sees it. */
 RK_API int rk_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags,
                    uint64_t *msg_id);
@@ -217,8 +290,9 @@ RK_API int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n);
 /** Receive the next reply not claimed by an rk_call waiter, from any lane. The payload is copied
  *  into buf (truncated to buf_len: msg->len says what was copied). timeout_ns: < 0 forever, 0 poll.
  *  Errors: RK_EINVAL, RK_ETIMEDOUT (nothing arrived), RK_EAGAIN (timeout 0 and nothing ready),
- *  RK_ECLOSED (terminated and every reply received). Replies with a failed HLC merge are still
- *  delivered (status RK_ECLOCK). */
+ *  RK_ECLOSED (terminated and every reply received), RK_ESTATE (callbacks are started; or the
+ *  kernel is FAULTED and no reply is ready: a waiting rk_recv returns as soon as it faults).
+ *  Replies with a failed HLC merge are still delivered (status RK_ECLOCK). */
 RK_API int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t timeout_ns);
 /** Receive up to n replies at once: msgs[i].payload points into bufs + i * buf_len. Returns the
  *  number received (>= 1) or an error as rk_recv. */
@@ -226,21 +300,30 @@ RK_API int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_le
                          int64_t timeout_ns);
 
 /** Request/reply: send, then wait for the reply whose correlation id is this request's id.
- *  Concurrent callers each get their own reply. Returns 0, RK_EHANDLER (an error reply: its code
- *  in reply->status), RK_ETIMEDOUT (no reply in time; a late reply is then discarded and counted),
- *  or any rk_send error. */
+ *  Concurrent callers each get their own reply. timeout_ns bounds the whole call, the wait for
+ *  inbox room included; < 0 waits as long as the kernel can still answer; 0 is RK_EINVAL (a call
+ *  cannot complete without waiting, and would leave its request to run unanswered).
+ *  Returns 0, RK_EMSGSIZE (the reply is longer than buf_len: it was received, reply->len bytes
+ *  copied, reply->env.payload_len is its length), RK_EHANDLER (an error reply: its code in
+ *  reply->status), RK_ETIMEDOUT (no reply in time; a late reply is then discarded, counted and
+ *  kept as a dead letter), RK_ESTATE (the kernel faulted while the call waited: its reply, should
+ *  it come, is discarded), RK_ECLOSED (terminated without answering), RK_EINVAL, or any rk_send
+ *  error. */
 RK_API int rk_call(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply,
                    void *buf, uint32_t buf_len, int64_t timeout_ns);
 RK_API int rk_call_key(rk_kernel *k, uint64_t key, uint32_t type, const void *req, uint32_t req_len,
                        rk_msg *reply, void *buf, uint32_t buf_len, int64_t timeout_ns);
 
 /** Asynchronous receive: replies not claimed by rk_call are delivered to cb on the runtime's loop
- *  thread (the service thread, or the application loop). msg->payload is valid during the call.
- *  While started, rk_recv on this kernel returns RK_ESTATE. */
+ *  thread (the service thread, or the application loop), one at a time, with no library lock
+ *  held: the callback may call the library (rk_recv_stop included). msg->payload is valid during
+ *  the call. While started, rk_recv on this kernel returns RK_ESTATE.
+ *  Errors: RK_EINVAL, RK_ESTATE (already started), RK_ENOMEM. */
 typedef void (*rk_recv_cb)(rk_kernel *k, const rk_msg *msg, void *user);
 RK_API int rk_recv_start(rk_kernel *k, rk_recv_cb cb, void *user);
-/** Stop callbacks; after it returns no callback is running or will run. RK_ESTATE if not started.
- *  Must not be called from inside the callback. */
+/** Stop callbacks: after it returns no callback is running or will run. From inside the
+ *  kernel's own callback it returns at once, and no callback runs after the current one returns.
+ *  Errors: RK_EINVAL, RK_ESTATE (not started). */
 RK_API int rk_recv_stop(rk_kernel *k);
 
 /* Typed helpers: sizes checked at compile time (and by the runtime). */
@@ -283,10 +366,42 @@ typedef struct rk_kernel_counters {
   uint64_t clock_sync_window_ns; /**< round trip of that measurement; its error is at most half */
   uint64_t clock_syncs;        /**< accepted measurements (the one at launch included) */
   uint64_t clock_sync_misses;  /**< exchanges dropped: no answer in time, or too slow to be precise */
+  /* Faults (rk_fault_policy). */
+  uint64_t faults;             /**< faults raised */
+  uint64_t recoveries;         /**< faults cleared by a lane that made progress again (RK_FAULT_RECOVER) */
+  uint64_t restarts;           /**< restarts (rk_kernel_restart or automatic) */
+  uint64_t dead_letters;       /**< dead letters recorded (rk_kernel_dead_letters) */
 } rk_kernel_counters;
 
-/** Snapshot a kernel's counters. stats->size must be set. Errors: RK_EINVAL. */
+/** Snapshot a kernel's counters. stats->size must be set: a smaller size (a program built with an
+ *  older header) gets the fields it knows. Errors: RK_EINVAL (NULL, size below the fields up to
+ *  clock_sync_misses). */
 RK_API int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *stats);
+
+/* ---------------------------------------- dead letters --------------------------------------- */
+
+#define RK_DEAD_LETTER_PAYLOAD 64 /**< payload bytes a dead letter keeps */
+#define RK_MAX_DEAD_LETTERS 65536u /**< most dead letters a kernel keeps (rk_launch_options) */
+
+/** A message the kernel refused, or a reply the host discarded, with the reason. */
+typedef struct rk_dead_letter {
+  rk_envelope env;      /**< the envelope as it was refused or discarded */
+  int32_t reason;       /**< RK_ECORRUPT (invalid envelope), RK_ECLOCK (stamp too far ahead),
+                             RK_ETIMEDOUT (a reply whose rk_call caller had given up),
+                             RK_EAGAIN (an error reply that found the outbox full) */
+  uint32_t lane;        /**< the lane that refused it or whose outbox held it */
+  const char *why;      /**< static text: "bad magic", "late reply", ... */
+  uint64_t time_ns;     /**< CLOCK_REALTIME when it was recorded */
+  uint32_t payload_len; /**< payload bytes kept below (at most RK_DEAD_LETTER_PAYLOAD) */
+  uint8_t payload[RK_DEAD_LETTER_PAYLOAD];
+} rk_dead_letter;
+
+/** Copy the kernel's most recent dead letters, oldest first, up to max (the launch option
+ *  dead_letters says how many are kept), into out; *total (may be NULL) receives how many were
+ *  recorded in the kernel's life. Returns the number copied, or RK_EINVAL (NULL k, or out NULL
+ *  with max > 0). Any thread. CUDA lanes count refused envelopes (invalid, clock_rejected) but do
+ *  not record them yet; host-side dead letters (late replies) are recorded on every backend. */
+RK_API int rk_kernel_dead_letters(rk_kernel *k, rk_dead_letter *out, uint32_t max, uint64_t *total);
 
 /* ---------------------------------------- built-in kernels ----------------------------------- */
 

@@ -114,6 +114,8 @@ static inline void emu_backend_install(rk_runtime *rt, rk_backend_ops *ops, int 
   ops->start = start;
   ops->join = join;
   ops->lane_clock_offset = 1;
+  ops->abandon = NULL;   /* the CPU backend's reclaims CPU lane threads, which these lanes are not */
+  ops->restartable = 0;  /* as the CUDA backend */
   rt->ops = ops;
   rt->backend = RK_BACKEND_CUDA;
 }

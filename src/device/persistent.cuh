@@ -284,8 +284,8 @@ RK_INLINE __device__ void rk_dev_fence_lane(rk_dev_lane *L) {
   rk_dev_fence();
   L->avail += L->pend;
   L->pend = 0;
-  if (L->head_seen) { /* the host's outbox head, observed before: acquired now */
-    L->out_head = L->out_head_seen;
+  if (L->head_seen) { /* the host's outbox head, observed before: acquired now (a refresh since may be newer) */
+    if ((int64_t)(L->out_head_seen - L->out_head) > 0) L->out_head = L->out_head_seen;
     L->head_seen = 0;
   }
 }

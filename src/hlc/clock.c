@@ -10,6 +10,7 @@
 #include "ringkernel/error.h"
 #include "ringkernel/hlc.h"
 #include "hlc/internal.h"
+#include "host/failpoint.h" /* the library's allocations go through its fail points */
 
 struct rk_clock {
   /* The clock word alone on its line: every stamp from every thread CASes it. */
@@ -36,7 +37,7 @@ int rk_clock_create(rk_clock **out, uint32_t node_id, uint64_t max_offset_us) {
   rk_clock *c;
   if (out == NULL) return RK_EINVAL;
   *out = NULL;
-  c = aligned_alloc(RK_LINE, sizeof *c);
+  c = (rk_clock *)rk__aligned_alloc(RK_LINE, sizeof *c);
   if (c == NULL) return RK_ENOMEM;
   c->word = 0;
   c->node = node_id;

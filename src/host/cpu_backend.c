@@ -6,7 +6,16 @@
  * the others wait at the lane barrier and run the handler on the leader's message, so handler code
  * written for cooperating GPU threads (rk_thread / rk_threads / rk_sync) is exercised here, under
  * TSan too. Idle lanes spin briefly, yield, then park on the inbox's futex; producers and commands
- * wake them (the Dekker protocol of src/queue/ring_wait.c), so an idle kernel burns no core. */
+ * wake them (the Dekker protocol of src/queue/ring_wait.c), so an idle kernel burns no core.
+ *
+ * Leaving. The leader breaks the lane's barrier when it leaves (terminate, abort, a broken
+ * collective), so followers waiting for a collective the others will never reach return and leave
+ * too; it reports TERMINATED only once every follower is out of the handler, so a TERMINATED lane
+ * can be joined at once. Each barrier arrival names its collective: when the threads of one
+ * generation name different ones (a handler that broke the collective rule), the kernel faults
+ * with a message that says which, and the lane stops. A lane thread that the host abandoned (its
+ * handler never returned) frees the kernel itself when it leaves, last of its lanes' threads. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,9 +80,11 @@ static int reply_put(rk__lane *l, const rk_msg *in, uint32_t type, uint16_t flag
 
 static void error_reply(rk__lane *l, const rk_msg *in, int code) {
   int32_t c = code;
-  if (reply_put(l, in, in->env.type, RK_ENV_F_ERROR, &c, sizeof c) != RK_OK)
+  if (reply_put(l, in, in->env.type, RK_ENV_F_ERROR, &c, sizeof c) != RK_OK) {
+    rk__dead_letter(l->k, &in->env, in->payload, RK_EAGAIN, "error reply dropped: outbox full", l->index);
     rk__log(l->k->rt, RK_LOG_WARN, "kernel %s lane %u: error reply (%s) dropped: outbox full", l->k->name,
             l->index, rk_err_name(code));
+  }
 }
 
 /* Publish the replies staged in this batch and wake whoever consumes the outbox. */
@@ -93,10 +104,115 @@ static void flush_replies(rk__lane *l) {
   if (__atomic_load_n(&l->k->cb_active, __ATOMIC_ACQUIRE)) rk__service_wake(l->k->rt);
 }
 
+/* ---------------------------------------- the lane barrier ---------------------------------- */
+
+/* The collectives a barrier arrival can belong to (the rule: every thread of the lane calls the
+ * same ones, in the same order). */
+enum { SITE_START = 1, SITE_END, SITE_SYNC, SITE_REPLY, SITE_RESERVE, SITE_COMMIT };
+
+static const char *site_name(int site) {
+  switch (site) {
+    case SITE_START: return "the start of a message";
+    case SITE_END: return "the end of the handler (it returned)";
+    case SITE_SYNC: return "rk_sync";
+    case SITE_REPLY: return "rk_reply";
+    case SITE_RESERVE: return "rk_reply_reserve";
+    case SITE_COMMIT: return "rk_reply_commit";
+    default: return "?";
+  }
+}
+
+static int barrier_init(rk__lane_barrier *b, uint32_t n) {
+  memset(b, 0, sizeof *b);
+  if (uv_mutex_init(&b->lock) != 0) return RK_ESYS;
+  if (uv_cond_init(&b->cond) != 0) {
+    uv_mutex_destroy(&b->lock);
+    return RK_ESYS;
+  }
+  b->n = n;
+  b->ready = 1;
+  return RK_OK;
+}
+
+static void barrier_destroy(rk__lane_barrier *b) {
+  if (!b->ready) return;
+  uv_cond_destroy(&b->cond);
+  uv_mutex_destroy(&b->lock);
+  b->ready = 0;
+}
+
+/* Break the barrier: every wait, now and later, returns at once. */
+static void barrier_break(rk__lane_barrier *b) {
+  uv_mutex_lock(&b->lock); /* a leaf lock, never held while calling anything */
+  __atomic_store_n(&b->broken, 1, __ATOMIC_RELAXED); /* atomic for lane_broken's unlocked read */
+  uv_cond_broadcast(&b->cond);
+  uv_mutex_unlock(&b->lock);
+}
+
+/* Wait until all n threads arrived. Returns 0, or -1 when the barrier is broken (the lane is
+ * leaving) or this arrival finds the collective rule broken (then the kernel faults, and the
+ * barrier is broken for everyone). */
+static int lane_barrier(rk__lane *l, uint32_t thread, int site) {
+  rk__lane_barrier *b = &l->barrier;
+  uint32_t gen;
+  int first_site = 0, first_thread = 0;
+  uv_mutex_lock(&b->lock);
+  if (b->broken) {
+    uv_mutex_unlock(&b->lock);
+    return -1;
+  }
+  if (b->arrived == 0) {
+    b->site = site;
+    b->site_thread = (int)thread;
+  } else if (b->site != site) {
+    first_site = b->site;
+    first_thread = b->site_thread;
+    __atomic_store_n(&b->broken, 1, __ATOMIC_RELAXED); /* atomic for lane_broken's unlocked read */
+    uv_cond_broadcast(&b->cond);
+    uv_mutex_unlock(&b->lock);
+    rk__kernel_fault(l->k, RK_EHANDLER,
+                     "lane %u broke the collective rule: thread %d reached %s while thread %u reached %s (rk_sync, "
+                     "rk_reply, rk_reply_reserve and rk_reply_commit must be called by every thread of the lane, in "
+                     "control flow uniform across it)",
+                     l->index, first_thread, site_name(first_site), thread, site_name(site));
+    return -1;
+  }
+  if (++b->arrived == b->n) {
+    b->arrived = 0;
+    b->generation++;
+    uv_cond_broadcast(&b->cond);
+    uv_mutex_unlock(&b->lock);
+    return 0;
+  }
+  gen = b->generation;
+  while (b->generation == gen && !b->broken) uv_cond_wait(&b->cond, &b->lock);
+  if (b->generation == gen) { /* broken while waiting */
+    uv_mutex_unlock(&b->lock);
+    return -1;
+  }
+  uv_mutex_unlock(&b->lock);
+  return 0;
+}
+
+/* The lane's barrier is broken: it stops after the current message. */
+static int lane_broken(const rk__lane *l) {
+  /* relaxed: a hint checked between messages; the barrier itself (under its lock) is exact */
+  return l->nthreads > 1 && __atomic_load_n(&l->barrier.broken, __ATOMIC_RELAXED);
+}
+
+/* A follower is done with the lane: the leader, leaving, waits for every follower so. */
+static void follower_leaves(rk__lane *l) {
+  uv_mutex_lock(&l->barrier.lock);
+  l->barrier.alive--;
+  uv_cond_broadcast(&l->barrier.cond);
+  uv_mutex_unlock(&l->barrier.lock);
+}
+
 /* ---------------------------------------- the dialect (host side) ---------------------------- */
 
-static inline void lane_sync(rk__lane *l) {
-  if (l->nthreads > 1) uv_barrier_wait(&l->barrier);
+/* A collective's barrier; 0 or -1 (broken: the collective does nothing and reports RK_ESTATE). */
+static inline int lane_sync(rk_ctx *ctx, int site) {
+  return ctx->lane->nthreads > 1 ? lane_barrier(ctx->lane, ctx->thread, site) : 0;
 }
 
 void *rk_state(rk_ctx *ctx) { return ctx ? ctx->k->state : NULL; }
@@ -112,7 +228,7 @@ rk_hlc rk_now(rk_ctx *ctx) {
 uint32_t rk_thread(rk_ctx *ctx) { return ctx ? ctx->thread : 0; }
 uint32_t rk_threads(rk_ctx *ctx) { return ctx ? ctx->lane->nthreads : 1; }
 void rk_sync(rk_ctx *ctx) {
-  if (ctx) lane_sync(ctx->lane);
+  if (ctx) (void)lane_sync(ctx, SITE_SYNC);
 }
 uint32_t rk_lane(rk_ctx *ctx) { return ctx ? ctx->lane->index : 0; }
 uint32_t rk_lanes(rk_ctx *ctx) { return ctx ? ctx->k->lanes : 0; }
@@ -124,7 +240,7 @@ int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len) {
   rk__lane *l;
   if (ctx == NULL) return RK_EINVAL;
   l = ctx->lane;
-  lane_sync(l);
+  if (lane_sync(ctx, SITE_REPLY) != 0) return RK_ESTATE;
   if (ctx->thread == 0) {
     if (payload == NULL && len > 0)
       l->coll_rc = RK_EINVAL;
@@ -133,7 +249,7 @@ int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len) {
     else
       l->coll_rc = reply_put(l, l->cur, type, 0, payload, len);
   }
-  lane_sync(l);
+  if (lane_sync(ctx, SITE_REPLY) != 0) return RK_ESTATE;
   return l->coll_rc;
 }
 
@@ -141,7 +257,7 @@ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len) {
   rk__lane *l;
   if (ctx == NULL) return NULL;
   l = ctx->lane;
-  lane_sync(l);
+  if (lane_sync(ctx, SITE_RESERVE) != 0) return NULL;
   if (ctx->thread == 0) {
     rk_envelope *e = NULL;
     l->coll_ptr = NULL;
@@ -153,7 +269,7 @@ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len) {
       l->coll_ptr = e + 1;
     }
   }
-  lane_sync(l);
+  if (lane_sync(ctx, SITE_RESERVE) != 0) return NULL;
   return l->coll_ptr;
 }
 
@@ -161,7 +277,7 @@ int rk_reply_commit(rk_ctx *ctx) {
   rk__lane *l;
   if (ctx == NULL) return RK_EINVAL;
   l = ctx->lane;
-  lane_sync(l);
+  if (lane_sync(ctx, SITE_COMMIT) != 0) return RK_ESTATE;
   if (ctx->thread == 0) {
     if (l->reserved_slot) {
       reply_publish_staged(l, (rk_envelope *)l->reserved_slot);
@@ -171,26 +287,32 @@ int rk_reply_commit(rk_ctx *ctx) {
       l->coll_rc = (l->cur->env.flags & RK_ENV_F_NO_REPLY) ? RK_OK : RK_ESTATE;
     }
   }
-  lane_sync(l);
+  if (lane_sync(ctx, SITE_COMMIT) != 0) return RK_ESTATE;
   return l->coll_rc;
 }
 
 /* ---------------------------------------- dispatch ------------------------------------------- */
+
+#define RK__NOT_RUN 0x7fffffff /* run_handler: the lane broke up before the handler ran */
+
+static uint64_t signals(const rk__lane *l);
 
 static int run_handler(rk__lane *l, const rk_msg *m) {
   int rc;
   l->cur = m;
   l->replied = 0;
   l->reserved_slot = NULL;
-  if (l->nthreads > 1) uv_barrier_wait(&l->barrier); /* followers start on l->cur */
+  if (lane_sync(&l->ctxs[0], SITE_START) != 0) return RK__NOT_RUN; /* followers start on l->cur */
   rc = l->k->desc.handler(&l->ctxs[0], m);
-  if (l->nthreads > 1) uv_barrier_wait(&l->barrier); /* followers done */
+  (void)lane_sync(&l->ctxs[0], SITE_END); /* followers done (or the lane is breaking up) */
   l->reserved_slot = NULL; /* a reservation never committed publishes nothing */
   return rc;
 }
 
-/* pt_us: a reading of the kernel clock's time source taken after e was seen (process_batch). */
-static void handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us) {
+/* pt_us: a reading of the kernel clock's time source taken after e was seen (process_batch).
+ * Returns 0 when e was handled (consumed), -1 when the lane is breaking up before its handler
+ * could run (e stays in the inbox). */
+static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us) {
   rk_kernel *k = l->k;
   rk_msg m;
   int chk, rc;
@@ -198,6 +320,7 @@ static void handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us) {
   chk = rk_envelope_validate(e, NULL, rk__payload_max(k), k->id);
   if (chk != RK_ENV_OK) {
     count_add(&l->status->invalid, 1);
+    rk__dead_letter(k, e, e + 1, RK_ECORRUPT, rk_envelope_check_name(chk), l->index);
     rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: refused message: %s", k->name, l->index,
             rk_envelope_check_name(chk));
     /* A header that passed magic/version/flag/reserved checks is trustworthy enough to answer. */
@@ -206,21 +329,37 @@ static void handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us) {
       m.env.payload_len = 0;
       error_reply(l, &m, RK_ECORRUPT);
     }
-    return;
+    return 0;
   }
   m.env = *e;
   m.payload = e->payload_len ? (const void *)(e + 1) : NULL;
   m.len = e->payload_len;
   if (rk__clock_recv_at(k->clock, e->hlc, pt_us, NULL) == RK_ECLOCK) { /* the kernel clock does not move */
     count_add(&l->status->clock_rejected, 1);
+    rk__dead_letter(k, e, e + 1, RK_ECLOCK, "stamp too far ahead of the kernel's clock", l->index);
     error_reply(l, &m, RK_ECLOCK);
-    return;
+    return 0;
   }
   rc = run_handler(l, &m);
+  if (rc == RK__NOT_RUN) return -1;
+  /* What the handler's result means (kernel.h): a negative RK_E* code is an error reply; anything
+   * else that leaves a request wanting a reply without one (a positive value, which is no RK_E*
+   * code, or 0 without a reply) would leave its caller waiting out its timeout: it becomes an
+   * RK_EHANDLER error reply, counted, and said once in the log. */
   if (rc < 0) {
     count_add(&l->status->handler_errors, 1);
     if (!l->replied) error_reply(l, &m, rc);
+  } else if (rc > 0 || (!l->replied && !(e->flags & RK_ENV_F_NO_REPLY))) {
+    count_add(&l->status->handler_errors, 1);
+    if (rc > 0)
+      rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: handler returned %d, not 0 or a negative RK_E* code: "
+              "counted as an error (RK_EHANDLER)", k->name, l->index, rc);
+    else
+      rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: handler returned 0 without replying to a message (type %u) "
+              "that wants a reply: RK_EHANDLER error reply sent", k->name, l->index, e->type);
+    if (!l->replied) error_reply(l, &m, RK_EHANDLER);
   }
+  return 0;
 }
 
 /* Does the outbox have room for the reply this message may produce? */
@@ -240,11 +379,14 @@ static uint32_t process_batch(rk__lane *l, int *stalled) {
   *stalled = 0;
   for (i = 0; i < n; i++) {
     rk_envelope *e = (rk_envelope *)rk_ring_slot(l->inbox, pos + i);
+    /* Told to leave (abort, a broken collective): the rest of the batch stays in the inbox, for
+     * new lanes after a restart; nothing handled is seen twice. */
+    if (i > 0 && ((signals(l) & RK_SIGNAL_ABORT) || lane_broken(l))) break;
     if (!outbox_room(l, e)) {
       *stalled = 1;
       break;
     }
-    handle_one(l, e, pt_us);
+    if (handle_one(l, e, pt_us) != 0) break;
     /* A heartbeat per message, not per batch: a batch of slow messages that keeps making progress
      * must not look like a stall to the watchdog (the inbox is released only after the batch). */
     count_add(&l->status->heartbeat, 1);
@@ -312,11 +454,11 @@ static int outbox_ready(void *arg) {
 static void follower_main(struct rk_ctx *ctx) {
   rk__lane *l = ctx->lane;
   for (;;) {
-    uv_barrier_wait(&l->barrier); /* the leader has set l->cur or bcast_exit */
-    if (l->bcast_exit) return;
+    if (lane_barrier(l, ctx->thread, SITE_START) != 0) break; /* the leader has set l->cur, or left */
     (void)l->k->desc.handler(ctx, l->cur);
-    uv_barrier_wait(&l->barrier);
+    (void)lane_barrier(l, ctx->thread, SITE_END); /* broken: the next start says so */
   }
+  follower_leaves(l);
 }
 
 static void lane_main(void *arg) {
@@ -331,6 +473,7 @@ static void lane_main(void *arg) {
 
   if (ctx->thread != 0) {
     follower_main(ctx);
+    rk__cpu_thread_done(k);
     return;
   }
   rk_store_relaxed_sys_u32(&st->state, state);
@@ -358,6 +501,7 @@ static void lane_main(void *arg) {
     {
       uint64_t sig = signals(l);
       if (sig & RK_SIGNAL_ABORT) break;
+      if (lane_broken(l)) break; /* a broken collective rule: the kernel faulted */
       clock_seen = answer_clock(l, sig, clock_seen);
     }
     if (state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING) {
@@ -386,32 +530,83 @@ static void lane_main(void *arg) {
   rk_ring_close(l->outbox, NULL);
   rk_ring_wake_all(l->outbox);
   if (l->nthreads > 1) {
-    l->bcast_exit = 1;
-    uv_barrier_wait(&l->barrier);
+    /* Release the followers wherever they wait, and wait until each is out of the handler: then
+     * TERMINATED means the lane runs no application code any more. */
+    rk__lane_barrier *b = &l->barrier;
+    barrier_break(b);
+    uv_mutex_lock(&b->lock);
+    while (b->alive > 1) uv_cond_wait(&b->cond, &b->lock);
+    uv_mutex_unlock(&b->lock);
   }
   rk_store_release_sys_u32(&st->state, RK_STATE_TERMINATED); /* pairs with the host's acquire */
   rk_ring_wake_all(l->inbox);
+  rk__cpu_thread_done(k);
+}
+
+/* Release what cpu_start set up for a lane's threads (they have all left). */
+static void lane_release(rk__lane *l) {
+  barrier_destroy(&l->barrier);
+  free(l->threads);
+  free(l->ctxs);
+  l->threads = NULL;
+  l->ctxs = NULL;
+  l->started = 0;
+}
+
+void rk__cpu_thread_done(rk_kernel *k) {
+  rk_runtime *rt;
+  uint32_t i;
+  /* acq_rel: the last to drop sees everything the others did to k before it frees k */
+  if (__atomic_sub_fetch(&k->thread_refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  /* Last: k was abandoned by the host (cpu_abandon dropped its reference) and every lane thread
+   * has left. Nobody else refers to k: free it, and let go of the runtime it kept. */
+  rt = k->rt;
+  for (i = 0; i < k->lanes; i++) lane_release(&k->lane[i]);
+  rk__kernel_free(k);
+  rk__runtime_release(rt);
 }
 
 static int cpu_start(rk_kernel *k) {
   uint32_t i, t;
+  int rc;
   for (i = 0; i < k->lanes; i++) {
     rk__lane *l = &k->lane[i];
     l->nthreads = k->threads;
-    l->threads = (uv_thread_t *)calloc(l->nthreads, sizeof *l->threads);
-    l->ctxs = (struct rk_ctx *)calloc(l->nthreads, sizeof *l->ctxs);
-    if (l->threads == NULL || l->ctxs == NULL) return RK_ENOMEM;
-    if (l->nthreads > 1 && uv_barrier_init(&l->barrier, l->nthreads) != 0) return RK_ESYS;
+    l->started = 0;
+    l->out_pending = 0;
+    l->reserved_slot = NULL;
+    l->threads = (uv_thread_t *)rk__calloc(l->nthreads, sizeof *l->threads);
+    l->ctxs = (struct rk_ctx *)rk__calloc(l->nthreads, sizeof *l->ctxs);
+    if (l->threads == NULL || l->ctxs == NULL)
+      return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot allocate the threads of lane %u", k->name, i);
+    if ((rc = barrier_init(&l->barrier, l->nthreads)) != RK_OK)
+      return rk__fail(k->rt, rc, "kernel %s: cannot create the barrier of lane %u", k->name, i);
     for (t = 0; t < l->nthreads; t++) {
       l->ctxs[t].k = k;
       l->ctxs[t].lane = l;
       l->ctxs[t].thread = t;
     }
     for (t = 0; t < l->nthreads; t++) {
-      if (uv_thread_create(&l->threads[t], lane_main, &l->ctxs[t]) != 0) {
-        /* Threads already started of this lane are told to leave through the abort word by the
-         * caller; followers are released by the leader's exit broadcast. */
-        return rk__fail(k->rt, RK_ESYS, "kernel %s: cannot start thread %u of lane %u", k->name, t, i);
+      int uvrc;
+      /* Counted before the thread exists, so the leader, leaving, waits for exactly the threads
+       * that were started; a thread that could not be created is uncounted. */
+      uv_mutex_lock(&l->barrier.lock);
+      l->barrier.alive++;
+      uv_mutex_unlock(&l->barrier.lock);
+      __atomic_add_fetch(&k->thread_refs, 1, __ATOMIC_RELAXED); /* ordered by the thread's creation */
+      if ((uvrc = rk__thread_create(&l->threads[t], lane_main, &l->ctxs[t])) != 0) {
+        __atomic_sub_fetch(&k->thread_refs, 1, __ATOMIC_RELAXED);
+        uv_mutex_lock(&l->barrier.lock); /* the leader may be running */
+        l->barrier.alive--;
+        uv_cond_broadcast(&l->barrier.cond);
+        uv_mutex_unlock(&l->barrier.lock);
+        /* The lane is incomplete: its barrier can never fill. Broken, it lets a leader that took a
+         * message already (a restart into ACTIVE) return without running the handler (the
+         * message stays queued); the threads already started are told to leave through the abort
+         * word by the caller. */
+        barrier_break(&l->barrier);
+        return rk__fail(k->rt, RK_ESYS, "kernel %s: cannot start thread %u of lane %u: %s", k->name, t, i,
+                        uv_strerror(uvrc));
       }
       l->started++;
     }
@@ -419,23 +614,36 @@ static int cpu_start(rk_kernel *k) {
   return RK_OK;
 }
 
-/* uv_thread_join returns once a thread exited: the exit is always confirmed. */
+/* uv_thread_join returns once a thread exited: the exit is always confirmed. Called after every
+ * lane reported TERMINATED (its threads are leaving) or after an abort at launch. */
 static int cpu_join(rk_kernel *k) {
   uint32_t i, t;
   for (i = 0; i < k->lanes; i++) {
     rk__lane *l = &k->lane[i];
     for (t = 0; t < l->started; t++) uv_thread_join(&l->threads[t]);
-    if (l->nthreads > 1 && l->started == l->nthreads) uv_barrier_destroy(&l->barrier);
-    l->started = 0;
+    lane_release(l);
   }
   return RK_OK;
+}
+
+/* The host gives up on k's lanes (a handler that never returned): the threads are detached, and
+ * the last of them to leave frees k (rk__cpu_thread_done), keeping the runtime alive until then.
+ * Threads that have left already are joined (their resources go back). */
+static void cpu_abandon(rk_kernel *k) {
+  uint32_t i, t;
+  __atomic_add_fetch(&k->rt->refs, 1, __ATOMIC_RELAXED); /* dropped by the last lane thread */
+  for (i = 0; i < k->lanes; i++) {
+    rk__lane *l = &k->lane[i];
+    for (t = 0; t < l->started; t++) (void)pthread_detach(l->threads[t]); /* uv_thread_t is pthread_t */
+  }
+  rk__cpu_thread_done(k); /* the host's reference */
 }
 
 /* Shared memory of the CPU backend is the heap: rings and control blocks, zeroed, line-aligned. */
 static void *cpu_alloc(rk_runtime *rt, size_t n) {
   void *p;
   n = (n + RK_LINE - 1) & ~(size_t)(RK_LINE - 1);
-  p = aligned_alloc(RK_LINE, n);
+  p = rk__aligned_alloc(RK_LINE, n);
   if (p == NULL) {
     rk__fail(rt, RK_ENOMEM, "out of memory (%zu bytes)", n);
     return NULL;
@@ -450,4 +658,4 @@ static void cpu_free(rk_runtime *rt, void *p, size_t n) {
   free(p);
 }
 
-const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, 0, NULL};
+const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, 0, cpu_abandon, 1};

@@ -153,6 +153,7 @@ typedef struct rk_cuda {
   uv_cond_t cond;
   int (*job)(struct rk_cuda *, void *);
   void *job_arg;
+  rk__error *job_err; /* the caller's last-error record: a job's failures are the caller's */
   int job_rc, job_done, stop;
   /* The runtime is gone but kernels still hold what this backend owns: the CUDA thread, detached,
    * reaps (poll_streams) and frees everything once that is safe (reap). Set by a job: read and
@@ -283,8 +284,10 @@ static void cuda_thread_main(void *arg) {
     if (c->job) {
       int (*fn)(rk_cuda *, void *) = c->job;
       void *a = c->job_arg;
+      rk__error *prev = rk__error_redirect(c->job_err);
       uv_mutex_unlock(&c->lock);
       c->job_rc = fn(c, a);
+      (void)rk__error_redirect(prev);
       uv_mutex_lock(&c->lock);
       c->job = NULL;
       c->job_done = 1;
@@ -303,6 +306,7 @@ static int cuda_run(rk_cuda *c, int (*fn)(rk_cuda *, void *), void *arg) {
   while (c->job != NULL || c->job_done) uv_cond_wait(&c->cond, &c->lock);
   c->job = fn;
   c->job_arg = arg;
+  c->job_err = rk__error_mine();
   c->job_done = 0;
   uv_cond_broadcast(&c->cond);
   while (!c->job_done) uv_cond_wait(&c->cond, &c->lock);
@@ -615,7 +619,7 @@ static void cuda_abandon(rk_kernel *k) { (void)cuda_run((rk_cuda *)k->rt->backen
 
 /* The device clock (%globaltimer) is calibrated against CLOCK_REALTIME by the shared exchange in
  * kernel.c (rk__clock_sync): at check-in, then periodically from the service loop. */
-const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1, cuda_abandon};
+const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1, cuda_abandon, 0};
 
 /* ---------------------------------------- probe ---------------------------------------------- */
 

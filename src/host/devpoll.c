@@ -183,7 +183,7 @@ int rk__devpoll_start(rk_runtime *rt) {
   uv_mutex_lock(&rt->lock);
   d = rt->devpoll;
   if (d == NULL) {
-    d = (struct rk__devpoll *)calloc(1, sizeof *d);
+    d = (struct rk__devpoll *)rk__calloc(1, sizeof *d);
     if (d == NULL) {
       uv_mutex_unlock(&rt->lock);
       return rk__fail(rt, RK_ENOMEM, "rk_recv_start: out of memory");
@@ -193,7 +193,7 @@ int rk__devpoll_start(rk_runtime *rt) {
     rt->devpoll = d;
   }
   if (!d->started) {
-    if (uv_thread_create(&d->thread, poller_main, rt) != 0)
+    if (rk__thread_create(&d->thread, poller_main, rt) != 0)
       rc = RK_ESYS;
     else
       d->started = 1;

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "hlc/internal.h"
+#include "host/failpoint.h"
 #include "queue/internal.h"
 #include "ringkernel.h"
 
@@ -14,7 +15,28 @@
  * (its caller timed out) and is discarded and counted, never handed to rk_recv. */
 #define RK__CALL_BIT (1ull << 63)
 
+#define RK__LOG_LINE 512   /* longest log line */
+#define RK__LOG_LIMITS 16  /* format strings the log's rate limit tracks per runtime */
+/* Terminate tells the lanes to abort when its timeout is spent and waits this long for them to
+ * leave: terminate returns within its timeout plus this (documented in runtime.h). */
+#define RK__ABORT_GRACE_NS 100000000ull
+
 typedef struct rk__lane rk__lane;
+
+/* The CPU backend's barrier of a lane of several threads (cpu_backend.c). Unlike a plain barrier
+ * it can be broken: the lane's leader breaks it when it leaves, so threads that wait at a barrier
+ * the others will never reach (a handler that broke the collective rule) return and exit instead
+ * of hanging the lane's exit. Each arrival names its collective; arrivals of one generation that
+ * name different ones are a broken collective rule: the kernel faults, saying which. */
+typedef struct rk__lane_barrier {
+  uv_mutex_t lock;
+  uv_cond_t cond;
+  uint32_t n, arrived, generation;
+  uint32_t alive;        /* the lane's threads started and not yet done with the lane */
+  int broken;            /* every wait returns at once */
+  int site, site_thread; /* the collective the first arrival of this generation called, and its thread */
+  int ready;             /* lock and cond initialised */
+} rk__lane_barrier;
 typedef struct rk_waiter rk_waiter;
 typedef struct rk_pending rk_pending;
 
@@ -40,6 +62,8 @@ typedef struct rk_backend_ops {
    * called, k and its shared memory are leaked, never freed): the backend stops referring to k
    * and reclaims what it owns for k by itself once the lanes really exit (CUDA: a zombie). */
   void (*abandon)(rk_kernel *k);
+  /* rk_kernel_restart can start new lanes on k's rings after join confirmed the old ones exited */
+  int restartable;
 } rk_backend_ops;
 
 extern const rk_backend_ops rk__cpu_backend;
@@ -89,17 +113,21 @@ struct rk__lane {
   char drain_pad_before[RK_LINE];
   uv_mutex_t drain_lock;
   char drain_pad_after[RK_LINE];
-  /* worker side */
+  /* The last drain stopped at a reply it could not queue (no memory): the reply stays in the
+   * outbox (rk_recv can still take it); callers back off instead of spinning on it. Replies behind
+   * it that belong to rk_call waiters are delivered anyway, out of order: drain_ahead bit i marks
+   * the slot at head + i as delivered, to be skipped and released in order later. Under drain_lock. */
+  int drain_blocked;
+  uint64_t drain_ahead;
+  /* worker side (CPU backend) */
   uv_thread_t *threads;
   struct rk_ctx *ctxs;
   uint32_t nthreads;
   uint32_t started;
-  uv_barrier_t barrier; /* rk_sync, when nthreads > 1 */
+  rk__lane_barrier barrier; /* rk_sync and the collectives, when nthreads > 1 */
   void *scratch;
   /* the message the lane's threads are working on (written by thread 0 before a barrier) */
   const rk_msg *cur;
-  int bcast_exit;
-  int handler_rc[1];
   /* reply staging (thread 0): reserved, uncommitted slots of the outbox */
   uint32_t out_pending;
   void *reserved_slot;  /* rk_reply_reserve's slot, until rk_reply_commit */
@@ -154,10 +182,36 @@ struct rk_kernel {
   rk_clock *clock; /* the kernel clock (node id = kernel id) */
 
   uv_mutex_t ctl_lock;   /* serialises lifecycle commands */
-  uv_mutex_t fault_lock; /* first fault wins */
+  uv_mutex_t fault_lock; /* fault_msg, and faults against each other */
   uint32_t cmd_seq;    /* last command sequence written (under ctl_lock) */
   volatile uint32_t hstate; /* host view: rk_lifecycle (atomics) */
+  /* Faults. `faulted`: the kernel is FAULTED now (it refuses messages and commands but terminate
+   * and restart), cleared when it recovers, restarts or terminates. fault_code/fault_msg: the last
+   * fault, readable for the kernel's life (rk_kernel_error). A fault while faulted changes neither
+   * (the first fault is the one that explains). */
+  volatile int faulted;
   volatile int fault_code;
+  volatile uint64_t faults;   /* faults raised (atomics, statistics) */
+  int fault_soft;             /* the fault is a stall the lane may recover from (under fault_lock) */
+  uint32_t stall_lane;        /* with fault_soft: the lane and its heartbeat when it stalled */
+  uint64_t stall_heartbeat;
+  uint64_t fault_ns;          /* monotonic time of the last fault (under fault_lock) */
+  /* fault policy (rk_launch_options) and automatic restarts (service thread) */
+  rk_fault_policy fault_policy;
+  uint32_t max_restarts, restart_flags;
+  uint64_t restart_backoff_ns;
+  volatile uint64_t restarts, recoveries; /* atomics, statistics */
+  uint32_t auto_restarts;     /* automatic restarts since the launch (under ctl_lock) */
+  /* dead letters: the last dead_cap messages the kernel refused or the host discarded */
+  uv_mutex_t dead_lock;
+  rk_dead_letter *dead;
+  uint32_t dead_cap;
+  uint64_t dead_total;        /* recorded, ever (under dead_lock) */
+  /* CPU backend: 1 (the host's reference) + the lane threads that may still touch k. The host
+   * drops its reference only when it abandons lanes that did not stop (rk_kernel_destroy); then
+   * whoever drops the last frees k. Atomics. */
+  volatile uint32_t thread_refs;
+
   /* The lanes are dead (a sticky CUDA error ended the context's kernels): nothing acknowledges a
    * command any more, so waits stop and terminate only joins. Its own flag, not the fault code:
    * the first fault wins the code, and a kernel faulted before (a stall, a missed command) can
@@ -179,10 +233,16 @@ struct rk_kernel {
   rk_pending *pend_head, *pend_tail;
   uint64_t pend_count;
 
-  /* asynchronous receive */
+  /* asynchronous receive: cb, cb_user, cb_running and cb_thread under cb_lock, which is never held
+   * while a callback runs; cb_running: a dispatcher (on cb_thread) is delivering, cb_cond is
+   * broadcast when it stops */
   uv_mutex_t cb_lock;
+  uv_cond_t cb_cond;
   rk_recv_cb cb;
   void *cb_user;
+  int cb_running;
+  uv_thread_t cb_thread;
+  void *cb_buf; /* the dispatcher's copy of the reply it delivers (a slot's payload) */
   volatile int cb_active;
   volatile int refs; /* service-thread passes in progress */
 
@@ -204,9 +264,24 @@ struct rk_runtime {
   volatile uint64_t next_msg_id;
   volatile uint32_t next_kernel_id;
 
-  uv_mutex_t lock; /* kernels list, last_error */
+  uv_mutex_t lock; /* kernels list */
   rk_kernel *kernels;
-  char last_error[512];
+  uint64_t serial; /* process-unique: a thread's last error names its runtime by it */
+
+  /* the log (diag.c): rate limit and gate, under log_lock, never held across the callback */
+  uv_mutex_t log_lock;
+  uv_cond_t log_cond;
+  int log_ready, log_closed;
+  uint32_t log_active;
+  struct rk__log_limit {
+    const char *fmt;
+    uint64_t window_ns;
+    uint32_t lines;
+    uint64_t suppressed;
+  } log_limit[RK__LOG_LIMITS];
+  /* 1 (the application's) + kernels abandoned with lanes that may still run and use rt; whoever
+   * drops the last frees it (rk__runtime_release). Atomics. */
+  volatile uint32_t refs;
 
   /* service loop */
   uv_loop_t own_loop;
@@ -220,10 +295,39 @@ struct rk_runtime {
   struct rk__devpoll *devpoll;
 };
 
+/* diag.c: library locks (every lock of the runtime and its kernels): a log line produced while the
+ * thread holds one is delivered when it releases its last, so the application's log callback
+ * never runs under a library lock. */
+void rk__lock(uv_mutex_t *m);
+int rk__trylock(uv_mutex_t *m); /* 0 when taken */
+void rk__unlock(uv_mutex_t *m);
+/* diag.c: log a line (rate-limited per format string: RK_LOG_BURST per second), and record a
+ * failure as the calling thread's last error on rt (returns code). */
+void rk__log(rk_runtime *rt, rk_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int rk__fail(rk_runtime *rt, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* diag.c: no more log callbacks for rt; waits for those in progress. */
+void rk__log_close(rk_runtime *rt);
+uint64_t rk__runtime_serial(void);
+/* diag.c: a thread's last error. rk__error_clear starts a public call on rt (a success leaves no
+ * error behind). rk__error_redirect makes this thread's failures land in another thread's record
+ * (a worker thread running a job for a caller that waits for it); returns the previous target. */
+typedef struct rk__error {
+  uint64_t serial;
+  char msg[512];
+} rk__error;
+void rk__error_clear(const rk_runtime *rt);
+rk__error *rk__error_mine(void);
+rk__error *rk__error_redirect(rk__error *to);
+
+/* failpoint.c: uv_thread_create, uv_loop_init and uv_async_init through their fail points. */
+int rk__thread_create(uv_thread_t *t, void (*fn)(void *), void *arg);
+int rk__uv_loop_init(uv_loop_t *loop);
+int rk__uv_async_init(uv_loop_t *loop, uv_async_t *async, uv_async_cb cb);
+
 /* runtime.c */
-void rk__log(rk_runtime *rt, rk_log_level level, const char *fmt, ...);
-int rk__fail(rk_runtime *rt, int code, const char *fmt, ...);
 void rk__service_wake(rk_runtime *rt);
+/* runtime.c: drop a reference to rt (rk_runtime.refs); the last frees it. */
+void rk__runtime_release(rk_runtime *rt);
 uint64_t rk__msg_id(rk_runtime *rt);
 
 /* runtime.c: run fn(k, arg) over a snapshot of rt's kernels, each pinned (refs) while it runs. */
@@ -244,18 +348,38 @@ void rk__sleep_ns(uint64_t ns);
 /* runtime.c: CLOCK_REALTIME in nanoseconds (device clock calibration). */
 uint64_t rk__realtime_ns(void);
 
-/* kernel.c */
-void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...);
+/* kernel.c: fault k (the first fault while not faulted is recorded; see rk_kernel) and wake every
+ * waiter on it: callers, receivers, blocked senders learn RK_ESTATE. soft: a stall the lane may
+ * recover from (lane, its heartbeat when it stalled). Any thread, any locks but fault_lock held
+ * (the log line is deferred until the caller's locks are released). */
+void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void rk__kernel_stall(rk_kernel *k, uint32_t lane, uint64_t heartbeat, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Is k FAULTED now? Acquire: pairs with rk__kernel_fault's release; fault_code and fault_msg are
+ * then readable (fault_msg under fault_lock: a recovered kernel can fault again). */
+int rk__kernel_faulted(const rk_kernel *k);
+/* The last fault's message, copied under fault_lock. */
+void rk__kernel_fault_msg(rk_kernel *k, char *buf, size_t len);
+/* The watchdog's view of a faulted kernel (service thread): recover a soft fault whose lane
+ * heartbeats again (RK_FAULT_RECOVER), or restart it when due (RK_FAULT_RESTART). */
+void rk__kernel_fault_service(rk_kernel *k);
+/* Record a dead letter of k: the envelope (and up to RK_DEAD_LETTER_PAYLOAD payload bytes), why
+ * (an RK_E* code and a static string), the lane. Any thread. */
+void rk__dead_letter(rk_kernel *k, const rk_envelope *e, const void *payload, int reason, const char *why,
+                     uint32_t lane);
+/* Free k and what it owns (nothing may use it any more). */
+void rk__kernel_free(rk_kernel *k);
 /* The kernel's lanes died (a sticky CUDA error): mark them dead, and fault the kernel with
  * RK_ECUDA and msg (if it has no fault yet). Any thread. */
 void rk__kernel_lanes_dead(rk_kernel *k, const char *msg);
 int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
-                   uint32_t *got, rk_recv_cb cb, void *cb_user);
+                   uint32_t *got);
 void rk__latency_add(rk_kernel *k, uint64_t ns);
 void rk__dispatch_callbacks(rk_kernel *k);
 
-/* telemetry.c */
-void rk__watchdog(rk_runtime *rt);
+/* telemetry.c: the watchdog's look at one kernel (service loop, through for_each_kernel: no lock
+ * is held, so faulting may log). */
+void rk__watchdog_kernel(rk_kernel *k);
 /* device_params.c (CUDA backend and the test suite's device emulation): the batch and dynamic
  * shared memory of k's lanes (RK_EINVAL when a slot does not fit); the device memory a kernel needs
  * (its state, 128-byte aligned, then a line holding the kernel clock word); and the lanes'
@@ -280,5 +404,7 @@ uint64_t rk__nvrtc_compile_count(void);
 
 /* cpu_backend.c */
 uint32_t rk__payload_max(const rk_kernel *k);
+/* cpu_backend.c: a lane thread of k is done with it (drops its thread_refs reference). */
+void rk__cpu_thread_done(rk_kernel *k);
 
 #endif

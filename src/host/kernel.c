@@ -3,7 +3,14 @@
  * Lifecycle commands follow ARCHITECTURE §8: the host writes the command (and, for terminate,
  * each lane's drain target), store-releases cmd_seq, wakes parked lanes, and waits with a timeout
  * until every lane store-released ack_seq == cmd_seq. Terminate first closes every inbox's claim
- * word, so the drain target is final: everything accepted before terminate is processed. */
+ * word, so the drain target is final: everything accepted before terminate is processed.
+ *
+ * Faults (docs/design-notes.md, "Faults, recovery and restart"): a fault wakes every waiter on the
+ * kernel, which then refuses messages and commands but terminate and restart; the kernel's fault
+ * policy decides whether it stays FAULTED, recovers when its stalled lane moves again, or is
+ * restarted by the service loop. Terminate always ends TERMINATED (the fault stays readable) unless
+ * a handler never returns; every wait here has a deadline (terminate: its timeout plus
+ * RK__ABORT_GRACE_NS). */
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +28,9 @@
 #define RK_CLOCK_SYNC_WAIT_NS 200000ull      /* how long the service loop waits for lane 0 */
 #define RK_CLOCK_SYNC_MAX_WINDOW_NS 50000ull /* a slower exchange is dropped: error up to 25 us */
 #define RK_LAUNCH_CLOCK_TRIES 4              /* exchanges tried at launch before the coarse window */
+#define RK_DEFAULT_DEAD_LETTERS 16u
+#define RK_DEFAULT_MAX_RESTARTS 3u
+#define RK_DEFAULT_RESTART_BACKOFF_NS 100000000ull
 
 const char *rk_state_name(rk_lifecycle s) {
   switch (s) {
@@ -36,21 +46,82 @@ const char *rk_state_name(rk_lifecycle s) {
 
 static void set_hstate(rk_kernel *k, uint32_t s) { rk_store_release_sys_u32(&k->hstate, s); }
 
+static uint64_t add_sat(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
+
+/* Time left until a deadline (rk__now_ns), 0 once it passed. */
+static uint64_t left_until(uint64_t deadline) {
+  uint64_t now = rk__now_ns();
+  return deadline == UINT64_MAX ? UINT64_MAX : deadline > now ? deadline - now : 0;
+}
+
+/* Everyone who waits on k learns at once that something changed (a fault, an abort, the end):
+ * blocked senders (inbox producers), receivers parked on an outbox, callers asleep on reply_cond.
+ * Each re-checks the kernel's state when woken. */
+static void wake_waiters(rk_kernel *k) {
+  uint32_t i;
+  for (i = 0; i < k->lanes; i++) {
+    rk_ring_wake_all(k->lane[i].inbox);
+    rk_ring_wake_all(k->lane[i].outbox);
+  }
+  rk__lock(&k->reply_lock);
+  uv_cond_broadcast(&k->reply_cond);
+  rk__unlock(&k->reply_lock);
+}
+
+int rk__kernel_faulted(const rk_kernel *k) { return __atomic_load_n(&k->faulted, __ATOMIC_ACQUIRE); }
+
+static void fault_v(rk_kernel *k, int code, int soft, uint32_t lane, uint64_t heartbeat, const char *fmt,
+                    va_list ap) {
+  char msg[sizeof k->fault_msg];
+  int recorded = 0;
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  rk__lock(&k->fault_lock); /* its own lock: callers may hold ctl_lock */
+  /* A fault while faulted changes nothing: the first one explains. The message is written before
+   * faulted is published (release), under fault_lock, which readers of the message take. */
+  if (!__atomic_load_n(&k->faulted, __ATOMIC_RELAXED)) { /* written only under fault_lock */
+    memcpy(k->fault_msg, msg, sizeof msg);
+    k->fault_soft = soft;
+    k->stall_lane = lane;
+    k->stall_heartbeat = heartbeat;
+    k->fault_ns = rk__now_ns();
+    __atomic_store_n(&k->fault_code, code, __ATOMIC_RELEASE);
+    __atomic_store_n(&k->faulted, 1, __ATOMIC_RELEASE); /* pairs with rk__kernel_faulted */
+    recorded = 1;
+  }
+  rk__unlock(&k->fault_lock);
+  if (recorded) {
+    __atomic_add_fetch(&k->faults, 1, __ATOMIC_RELAXED); /* statistics */
+    wake_waiters(k);
+  }
+  rk__log(k->rt, RK_LOG_ERROR, "kernel %s FAULTED: %s", k->name, msg);
+}
+
 void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...) {
   va_list ap;
-  int expected = 0;
-  char msg[256];
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  fault_v(k, code, 0, 0, 0, fmt, ap);
   va_end(ap);
-  uv_mutex_lock(&k->fault_lock); /* its own lock: callers may hold rt->lock or ctl_lock */
-  /* The first fault wins; its message is written before the code is published (release). */
-  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) == expected) {
-    memcpy(k->fault_msg, msg, sizeof msg);
-    __atomic_store_n(&k->fault_code, code, __ATOMIC_RELEASE); /* pairs with rk_kernel_error */
-  }
-  uv_mutex_unlock(&k->fault_lock);
-  rk__log(k->rt, RK_LOG_ERROR, "kernel %s FAULTED: %s", k->name, msg);
+}
+
+void rk__kernel_stall(rk_kernel *k, uint32_t lane, uint64_t heartbeat, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fault_v(k, RK_ETIMEDOUT, 1, lane, heartbeat, fmt, ap);
+  va_end(ap);
+}
+
+/* The kernel is no longer FAULTED (recovered, restarted, terminated); the fault stays readable. */
+static void clear_fault(rk_kernel *k) {
+  rk__lock(&k->fault_lock);
+  __atomic_store_n(&k->faulted, 0, __ATOMIC_RELEASE); /* pairs with rk__kernel_faulted */
+  rk__unlock(&k->fault_lock);
+}
+
+void rk__kernel_fault_msg(rk_kernel *k, char *buf, size_t len) {
+  if (len == 0) return;
+  rk__lock(&k->fault_lock);
+  snprintf(buf, len, "%s", k->fault_msg);
+  rk__unlock(&k->fault_lock);
 }
 
 void rk__kernel_lanes_dead(rk_kernel *k, const char *msg) {
@@ -58,25 +129,62 @@ void rk__kernel_lanes_dead(rk_kernel *k, const char *msg) {
   /* release: pairs with lanes_dead()'s acquire; a waiter that sees it gives up on the lanes and
    * reports fault_msg, written before (by this fault, or by an earlier one this fault saw) */
   __atomic_store_n(&k->lanes_dead, 1, __ATOMIC_RELEASE);
+  wake_waiters(k); /* also when an earlier fault had woken them: lanes_dead ends their waits */
 }
 
 rk_lifecycle rk_kernel_state(const rk_kernel *k) {
   if (k == NULL) return (rk_lifecycle)0;
-  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) return RK_STATE_FAULTED;
+  if (rk__kernel_faulted(k)) return RK_STATE_FAULTED;
   return (rk_lifecycle)rk_load_acquire_sys_u32(&k->hstate);
 }
 
 int rk_kernel_error(const rk_kernel *k, char *buf, size_t len) {
+  rk_kernel *kk = (rk_kernel *)k; /* fault_lock: the message of a kernel that may fault again */
   int code;
   if (k == NULL) return RK_EINVAL;
-  code = __atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE); /* pairs with rk__kernel_fault */
-  if (buf && len) {
-    if (code)
-      snprintf(buf, len, "%s", k->fault_msg);
-    else
-      buf[0] = '\0';
-  }
+  rk__lock(&kk->fault_lock);
+  code = __atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE); /* pairs with fault_v's release */
+  if (buf && len) snprintf(buf, len, "%s", code ? k->fault_msg : "");
+  rk__unlock(&kk->fault_lock);
   return code;
+}
+
+/* ---------------------------------------- dead letters --------------------------------------- */
+
+void rk__dead_letter(rk_kernel *k, const rk_envelope *e, const void *payload, int reason, const char *why,
+                     uint32_t lane) {
+  rk_dead_letter *d;
+  uint32_t n;
+  if (k->dead == NULL) return;
+  rk__lock(&k->dead_lock); /* a leaf lock: taken under reply_lock by the drain */
+  d = &k->dead[k->dead_total % k->dead_cap];
+  d->env = *e;
+  d->reason = reason;
+  d->lane = lane;
+  d->why = why;
+  d->time_ns = rk__realtime_ns();
+  /* payload_len is whatever the envelope says, trusted or not: never read past the slot */
+  n = e->payload_len < rk__payload_max(k) ? e->payload_len : rk__payload_max(k);
+  n = payload && n < RK_DEAD_LETTER_PAYLOAD ? n : payload ? RK_DEAD_LETTER_PAYLOAD : 0;
+  d->payload_len = n;
+  if (n) memcpy(d->payload, payload, n);
+  k->dead_total++;
+  rk__unlock(&k->dead_lock);
+}
+
+int rk_kernel_dead_letters(rk_kernel *k, rk_dead_letter *out, uint32_t max, uint64_t *total) {
+  uint64_t first, i, n;
+  if (k == NULL) return RK_EINVAL;
+  rk__error_clear(k->rt);
+  if (out == NULL && max > 0) return rk__fail(k->rt, RK_EINVAL, "rk_kernel_dead_letters: NULL buffer");
+  rk__lock(&k->dead_lock);
+  n = k->dead_total < k->dead_cap ? k->dead_total : k->dead_cap;
+  if (n > max) n = max;
+  first = k->dead_total - n; /* the n most recent, oldest first */
+  for (i = 0; i < n; i++) out[i] = k->dead[(first + i) % k->dead_cap];
+  if (total) *total = k->dead_total;
+  rk__unlock(&k->dead_lock);
+  return (int)n;
 }
 
 uint32_t rk_kernel_id(const rk_kernel *k) { return k ? k->id : 0; }
@@ -87,7 +195,7 @@ uint32_t rk_kernel_lanes(const rk_kernel *k) { return k ? k->lanes : 0; }
 
 static int pick(uint32_t over, uint32_t desc, uint32_t dflt) { return (int)(over ? over : desc ? desc : dflt); }
 
-static void kernel_free(rk_kernel *k) {
+void rk__kernel_free(rk_kernel *k) {
   uint32_t i;
   if (k == NULL) return;
   if (k->lane) {
@@ -111,6 +219,8 @@ static void kernel_free(rk_kernel *k) {
     k->ops->free(k->rt, k->ctl_mem, k->ctl_bytes);
   }
   free(k->state);
+  free(k->dead);
+  free(k->cb_buf);
   rk_clock_destroy(k->clock);
   uv_mutex_destroy(&k->ctl_lock);
   uv_mutex_destroy(&k->fault_lock);
@@ -118,12 +228,15 @@ static void kernel_free(rk_kernel *k) {
   uv_mutex_destroy(&k->reply_lock);
   uv_cond_destroy(&k->reply_cond);
   uv_mutex_destroy(&k->cb_lock);
+  uv_cond_destroy(&k->cb_cond);
+  uv_mutex_destroy(&k->dead_lock);
   free(k);
 }
 
-/* The fault code (0 if none). Acquire: pairs with rk__kernel_fault's release, so the message
- * written before it can be read after. */
-static int fault_of(const rk_kernel *k) { return __atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE); }
+/* A fault ends a wait that cannot succeed while it lasts (launch, restart): its code, or 0. */
+static int fault_of(const rk_kernel *k) {
+  return rk__kernel_faulted(k) ? __atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) : 0;
+}
 
 /* Dead lanes (a sticky CUDA error): nobody will check in, acknowledge or report TERMINATED.
  * Acquire: pairs with rk__kernel_lanes_dead's release. */
@@ -215,24 +328,22 @@ static uint32_t clock_request(rk_kernel *k) {
 static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample) {
   uint64_t off = r0 + (r1 - r0) / 2 - sample; /* modulo 2^64: the device adds it back */
   rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, off); /* published by clock_request's release */
-  uv_mutex_lock(&k->clock_lock); /* statistics, read together by rk_kernel_stats */
+  rk__lock(&k->clock_lock); /* statistics, read together by rk_kernel_stats */
   k->clock_offset = (int64_t)off;
   k->clock_window = r1 - r0;
   k->clock_syncs++;
-  uv_mutex_unlock(&k->clock_lock);
+  rk__unlock(&k->clock_lock);
 }
 
 static void clock_miss(rk_kernel *k) {
-  uv_mutex_lock(&k->clock_lock);
+  rk__lock(&k->clock_lock);
   k->clock_misses++;
-  uv_mutex_unlock(&k->clock_lock);
+  rk__unlock(&k->clock_lock);
 }
 
 static uint64_t clock_interval(const rk_kernel *k) {
   return k->rt->opts.clock_sync_interval_ns ? k->rt->opts.clock_sync_interval_ns : RK_DEFAULT_CLOCK_SYNC_NS;
 }
-
-static uint64_t add_sat(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
 
 /* One exchange with lane 0: accepted (returns 1) when lane 0 answered within a window of at most
  * RK_CLOCK_SYNC_MAX_WINDOW_NS, otherwise counted as a miss (returns 0). */
@@ -273,7 +384,7 @@ void rk__clock_sync(rk_kernel *k) {
   uint64_t now = rk__now_ns(), iv = clock_interval(k);
   uint32_t s = rk_load_acquire_sys_u32(&k->hstate);
   if (iv == UINT64_MAX || now < k->clock_next_ns) return;
-  if (fault_of(k) != 0) return;
+  if (rk__kernel_faulted(k)) return;
   if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return; /* lanes leaving */
   /* a miss (lane 0 busy in a long handler, or a slow exchange) is tried again sooner */
   k->clock_next_ns = add_sat(now, clock_exchange(k) ? iv : iv / 4);
@@ -350,7 +461,9 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   uint64_t t_before;
 
   if (out) *out = NULL;
-  if (rt == NULL || desc == NULL || out == NULL) return rt ? rk__fail(rt, RK_EINVAL, "rk_kernel_launch: NULL argument") : RK_EINVAL;
+  if (rt == NULL) return RK_EINVAL;
+  rk__error_clear(rt);
+  if (desc == NULL || out == NULL) return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: NULL argument");
   if (opts) {
     if (opts->size < 2 * sizeof(uint32_t))
       return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: launch options size not set");
@@ -362,7 +475,15 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     return rk__fail(rt, RK_ENOTSUP, "kernel %s has no handler for the %s backend", desc->name ? desc->name : "?",
                     rk_backend_name(rt->backend));
 
-  k = (rk_kernel *)calloc(1, sizeof *k);
+  if ((unsigned)o.fault_policy > RK_FAULT_RESTART)
+    return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: unknown fault policy %d", (int)o.fault_policy);
+  if (o.restart_flags & ~RK_RESTART_RESET_STATE)
+    return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: unknown restart flags 0x%x", o.restart_flags);
+  if (o.dead_letters > RK_MAX_DEAD_LETTERS)
+    return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: %u dead letters (at most %u)", o.dead_letters,
+                    RK_MAX_DEAD_LETTERS);
+
+  k = (rk_kernel *)rk__calloc(1, sizeof *k);
   if (k == NULL) return rk__fail(rt, RK_ENOMEM, "rk_kernel_launch: out of memory");
   k->rt = rt;
   memcpy(&k->desc, desc, desc->size < sizeof k->desc ? desc->size : sizeof k->desc); /* rest: calloc'd zero */
@@ -381,13 +502,21 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   k->backpressure = o.backpressure ? o.backpressure : desc->backpressure ? desc->backpressure : RK_BACKPRESSURE_BLOCK;
   k->send_timeout_ns = o.send_timeout_ns ? o.send_timeout_ns : RK_DEFAULT_SEND_TIMEOUT_NS;
   k->launch_timeout_ns = o.launch_timeout_ns ? o.launch_timeout_ns : RK_DEFAULT_LAUNCH_TIMEOUT_NS;
+  k->fault_policy = o.fault_policy ? o.fault_policy : RK_FAULT_STOP;
+  k->max_restarts = o.max_restarts ? o.max_restarts : RK_DEFAULT_MAX_RESTARTS;
+  k->restart_backoff_ns = o.restart_backoff_ns ? o.restart_backoff_ns : RK_DEFAULT_RESTART_BACKOFF_NS;
+  k->restart_flags = o.restart_flags;
+  k->dead_cap = o.dead_letters ? o.dead_letters : RK_DEFAULT_DEAD_LETTERS;
+  k->thread_refs = 1; /* the host's */
   k->ops = rt->ops;
   uv_mutex_init(&k->ctl_lock);
   uv_mutex_init(&k->fault_lock);
   uv_mutex_init(&k->reply_lock);
   uv_cond_init(&k->reply_cond);
   uv_mutex_init(&k->cb_lock);
+  uv_cond_init(&k->cb_cond);
   uv_mutex_init(&k->clock_lock);
+  uv_mutex_init(&k->dead_lock);
 
   if (k->lanes == 0 || k->lanes > (desc->max_lanes ? desc->max_lanes : RK_MAX_LANES)) {
     rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u lanes (1..%u)", k->name, k->lanes,
@@ -413,9 +542,16 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     }
 
   k->id = __atomic_add_fetch(&rt->next_kernel_id, 1, __ATOMIC_RELAXED);
-  if ((rc = rk_clock_create(&k->clock, k->id, rt->opts.max_offset_us)) != RK_OK) goto fail_early;
+  if ((rc = rk_clock_create(&k->clock, k->id, rt->opts.max_offset_us)) != RK_OK) {
+    rc = rk__fail(rt, rc, "kernel %s: cannot create its clock", k->name);
+    goto fail_early;
+  }
+  if ((k->dead = (rk_dead_letter *)rk__calloc(k->dead_cap, sizeof *k->dead)) == NULL) {
+    rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate %u dead letters", k->name, k->dead_cap);
+    goto fail_early;
+  }
   if (desc->state_size) {
-    k->state = calloc(1, desc->state_size);
+    k->state = rk__calloc(1, desc->state_size);
     if (k->state == NULL) {
       rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate %zu bytes of state", k->name, desc->state_size);
       goto fail_early;
@@ -431,7 +567,7 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   k->ctl_bytes = csize;
   k->inbox_stride = (rk_ring_memsize(k->inbox_cap, k->slot_size, RK_RING_MPSC) + RK_LINE - 1) & ~(size_t)(RK_LINE - 1);
   k->outbox_stride = (rk_ring_memsize(k->outbox_cap, k->slot_size, RK_RING_SPSC) + RK_LINE - 1) & ~(size_t)(RK_LINE - 1);
-  k->lane = (rk__lane *)calloc(k->lanes, sizeof *k->lane);
+  k->lane = (rk__lane *)rk__calloc(k->lanes, sizeof *k->lane);
   if (k->lane == NULL) {
     rc = rk__fail(rt, RK_ENOMEM, "kernel %s: out of memory", k->name);
     goto fail_early;
@@ -463,7 +599,7 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
       l->inbox->flags |= RK_RING_F_NO_WAKE;
       l->outbox->flags |= RK_RING_F_NO_WAKE;
     }
-    if (desc->scratch_size && (l->scratch = calloc(1, desc->scratch_size)) == NULL) {
+    if (desc->scratch_size && (l->scratch = rk__calloc(1, desc->scratch_size)) == NULL) {
       rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate scratch", k->name);
       goto fail_early;
     }
@@ -476,9 +612,11 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     /* Co-residency is proven, not computed: every lane must check in (ARCHITECTURE §8). A kernel
      * that faults meanwhile (a CUDA error at start) ends the wait with its own code and message. */
     rc = wait_lanes(k, lane_checked_in, 0, k->launch_timeout_ns, 1);
-    if (rc != RK_OK && fault_of(k) != 0)
-      rc = rk__fail(rt, fault_of(k), "kernel %s: faulted while its lanes checked in: %s", k->name, k->fault_msg);
-    else if (rc != RK_OK)
+    if (rc != RK_OK && fault_of(k) != 0) {
+      char why[sizeof k->fault_msg];
+      rk__kernel_fault_msg(k, why, sizeof why);
+      rc = rk__fail(rt, fault_of(k), "kernel %s: faulted while its lanes checked in: %s", k->name, why);
+    } else if (rc != RK_OK)
       rc = rk__fail(rt, RK_ENORESOURCE, "kernel %s: not every lane checked in within %llu ms", k->name,
                     (unsigned long long)(k->launch_timeout_ns / 1000000));
     else
@@ -490,17 +628,17 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     goto fail_early;
   }
 
-  uv_mutex_lock(&rt->lock);
+  rk__lock(&rt->lock);
   k->next = rt->kernels;
   rt->kernels = k;
-  uv_mutex_unlock(&rt->lock);
+  rk__unlock(&rt->lock);
   rk__log(rt, RK_LOG_INFO, "kernel %s (id %u) launched: %u lanes x %u threads, slots %u x %u B", k->name, k->id,
           k->lanes, k->threads, k->inbox_cap, k->slot_size);
   *out = k;
   return RK_OK;
 
 fail_early:
-  kernel_free(k);
+  rk__kernel_free(k);
   return rc;
 }
 
@@ -509,24 +647,30 @@ fail_early:
 static int transition(rk_kernel *k, uint32_t cmd, const char *what) {
   uint32_t s;
   int rc;
+  char why[sizeof k->fault_msg];
   if (k == NULL) return RK_EINVAL;
-  uv_mutex_lock(&k->ctl_lock);
+  rk__error_clear(k->rt);
+  rk__lock(&k->ctl_lock);
   s = rk_load_acquire_sys_u32(&k->hstate);
-  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) s = RK_STATE_FAULTED;
+  if (rk__kernel_faulted(k)) s = RK_STATE_FAULTED;
   if ((cmd == RK_CMD_ACTIVATE && s != RK_STATE_LAUNCHED && s != RK_STATE_INACTIVE) ||
       (cmd == RK_CMD_DEACTIVATE && s != RK_STATE_ACTIVE)) {
-    uv_mutex_unlock(&k->ctl_lock);
-    return rk__fail(k->rt, RK_ESTATE, "kernel %s: cannot %s in state %s", k->name, what,
-                    rk_state_name((rk_lifecycle)s));
+    rc = rk__fail(k->rt, RK_ESTATE, "kernel %s: cannot %s in state %s", k->name, what, rk_state_name((rk_lifecycle)s));
+    rk__unlock(&k->ctl_lock);
+    return rc;
   }
   rc = command(k, cmd, RK_COMMAND_TIMEOUT_NS);
-  if (rc == RK_OK)
+  if (rc == RK_OK) {
     set_hstate(k, cmd == RK_CMD_ACTIVATE ? RK_STATE_ACTIVE : RK_STATE_INACTIVE);
-  else if (rc == RK_ECUDA) /* the lanes died meanwhile */
-    rc = rk__fail(k->rt, rc, "kernel %s: cannot %s: %s", k->name, what, k->fault_msg);
-  else
-    rk__kernel_fault(k, RK_ETIMEDOUT, "a lane did not acknowledge %s", what);
-  uv_mutex_unlock(&k->ctl_lock);
+  } else if (rc == RK_ECUDA) { /* the lanes died meanwhile */
+    rk__kernel_fault_msg(k, why, sizeof why);
+    rc = rk__fail(k->rt, rc, "kernel %s: cannot %s: %s", k->name, what, why);
+  } else {
+    rk__kernel_fault(k, RK_ETIMEDOUT, "a lane did not acknowledge %s within %llu ms", what,
+                     (unsigned long long)(RK_COMMAND_TIMEOUT_NS / 1000000));
+    rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: a lane did not acknowledge %s", k->name, what);
+  }
+  rk__unlock(&k->ctl_lock);
   return rc;
 }
 
@@ -534,36 +678,66 @@ int rk_kernel_activate(rk_kernel *k) { return transition(k, RK_CMD_ACTIVATE, "ac
 int rk_kernel_deactivate(rk_kernel *k) { return transition(k, RK_CMD_DEACTIVATE, "deactivate"); }
 
 /* Every lane has exited, or is dead (ctl_lock held): reclaim the lanes and release blocked
- * senders. The host is done with the kernel either way; when the backend cannot confirm the exit,
- * the memory the lanes address is kept (join_lanes) and RK_ETIMEDOUT returned. */
+ * senders. The host is done with the kernel either way: it is TERMINATED, no longer FAULTED (its
+ * fault stays readable). When the backend cannot confirm the exit, the memory the lanes address is
+ * kept (join_lanes) and RK_ETIMEDOUT returned. */
 static int finish_terminate(rk_kernel *k) {
   uint32_t i;
   int rc = join_lanes(k);
   for (i = 0; i < k->lanes; i++) rk_ring_wake_all(k->lane[i].inbox); /* blocked senders: ECLOSED */
   set_hstate(k, RK_STATE_TERMINATED);
+  clear_fault(k);
   if (rc != RK_OK)
     rc = rk__fail(k->rt, rc, "kernel %s: the lanes' exit was not confirmed; their control block and rings are kept",
                   k->name);
   return rc;
 }
 
-/* Receivers waiting for replies that will never come learn it now. */
-static void wake_receivers(rk_kernel *k) {
-  uv_mutex_lock(&k->reply_lock);
-  uv_cond_broadcast(&k->reply_cond);
-  uv_mutex_unlock(&k->reply_lock);
+/* Messages accepted before terminate that no lane took: lanes that had stopped on a fault (a
+ * broken collective rule) left them. After every lane reported TERMINATED. */
+static uint64_t undrained(rk_kernel *k) {
+  uint64_t n = 0;
+  uint32_t i;
+  for (i = 0; i < k->lanes; i++) {
+    uint64_t to = rk_load_relaxed_sys_u64(&k->lane[i].cmd->drain_to); /* our own word */
+    uint64_t head = rk_ring_head(k->lane[i].inbox); /* acquire: pairs with the lane's release */
+    if ((int64_t)(to - head) > 0) n += to - head;
+  }
+  return n;
+}
+
+/* A terminate that gave up on lanes still running (TERMINATING, aborted) is called again: wait
+ * for them once more, until the deadline. ctl_lock held. */
+static int terminate_again(rk_kernel *k, uint64_t deadline) {
+  int rc = wait_lanes(k, lane_terminated, 0, left_until(deadline), 0);
+  if (rc != RK_OK && rc != RK_ECUDA)
+    return rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out; lanes still running (a handler that "
+                    "does not return)", k->name);
+  rc = finish_terminate(k);
+  return rc;
 }
 
 int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
   uint32_t s, i;
   int rc;
-  uint64_t t = timeout_ns < 0 ? UINT64_MAX : (uint64_t)timeout_ns;
+  uint64_t deadline, left;
+  char why[sizeof k->fault_msg];
   if (k == NULL) return RK_EINVAL;
-  uv_mutex_lock(&k->ctl_lock);
+  rk__error_clear(k->rt);
+  /* One deadline for the whole call: the command's acknowledgement and the drain share it. */
+  deadline = timeout_ns < 0 ? UINT64_MAX : add_sat(rk__now_ns(), (uint64_t)timeout_ns);
+  rk__lock(&k->ctl_lock);
   s = rk_load_acquire_sys_u32(&k->hstate);
-  if (s == RK_STATE_TERMINATED || s == RK_STATE_TERMINATING) {
-    uv_mutex_unlock(&k->ctl_lock);
-    return rk__fail(k->rt, RK_ESTATE, "kernel %s: already %s", k->name, rk_state_name((rk_lifecycle)s));
+  if (s == RK_STATE_TERMINATED) {
+    rc = rk__fail(k->rt, RK_ESTATE, "kernel %s: already %s", k->name, rk_state_name((rk_lifecycle)s));
+    rk__unlock(&k->ctl_lock);
+    return rc;
+  }
+  if (s == RK_STATE_TERMINATING) {
+    rc = terminate_again(k, deadline);
+    rk__unlock(&k->ctl_lock);
+    wake_waiters(k);
+    return rc;
   }
   set_hstate(k, RK_STATE_TERMINATING);
   /* Close every inbox: the claim word's final value is the drain target, so everything accepted
@@ -575,69 +749,230 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
   }
   /* Dead lanes (a sticky CUDA error, before or during the command) acknowledge nothing: join them
    * directly (their stream reports the error, which counts as exited). */
-  rc = lanes_dead(k) ? RK_ECUDA : command(k, RK_CMD_TERMINATE, t);
-  if (rc == RK_OK) rc = wait_lanes(k, lane_terminated, 0, t, 0);
+  rc = lanes_dead(k) ? RK_ECUDA : command(k, RK_CMD_TERMINATE, left_until(deadline));
+  if (rc == RK_OK) rc = wait_lanes(k, lane_terminated, 0, left_until(deadline), 0);
   if (rc != RK_OK && rc != RK_ECUDA) {
+    /* The timeout is spent: abort, and give the lanes a short, fixed grace to leave. */
     abort_lanes(k);
-    rc = wait_lanes(k, lane_terminated, 0, 1000000000ull, 0);
+    rc = wait_lanes(k, lane_terminated, 0, RK__ABORT_GRACE_NS, 0);
     if (rc != RK_OK && rc != RK_ECUDA) {
-      /* A handler that never returns: its thread cannot be joined. Keep everything allocated. */
-      rk__kernel_fault(k, RK_ETIMEDOUT, "terminate: lanes still running after abort");
-      uv_mutex_unlock(&k->ctl_lock);
-      return rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out; lanes still running", k->name);
+      /* A handler that does not return: its thread cannot be joined. Keep everything allocated;
+       * a later terminate waits again, destroy abandons the lanes. */
+      rk__kernel_fault(k, RK_ETIMEDOUT, "terminate: lanes still running %llu ms after the abort",
+                       (unsigned long long)(RK__ABORT_GRACE_NS / 1000000));
+      rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out; lanes still running", k->name);
+      rk__unlock(&k->ctl_lock);
+      wake_waiters(k);
+      return rc;
     }
-    rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out before the inbox drained; aborted", k->name);
+    if (rc == RK_OK) {
+      left = timeout_ns < 0 ? 0 : (uint64_t)timeout_ns;
+      rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out after %llu ms before the inbox drained; "
+                    "aborted", k->name, (unsigned long long)(left / 1000000));
+    }
   }
-  if (rc == RK_ECUDA) /* terminated, but what the inboxes held was never processed */
+  if (rc == RK_ECUDA) { /* terminated, but what the inboxes held was never processed */
+    rk__kernel_fault_msg(k, why, sizeof why);
     rc = rk__fail(k->rt, RK_ECUDA, "kernel %s: lanes dead after a CUDA error (first fault: %s); terminated without "
-                  "draining", k->name, k->fault_msg);
+                  "draining", k->name, why);
+  } else if (rc == RK_OK && undrained(k) != 0) {
+    int code = __atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE);
+    rk__kernel_fault_msg(k, why, sizeof why);
+    rc = rk__fail(k->rt, code ? code : RK_ESTATE, "kernel %s: terminated without processing %llu accepted "
+                  "messages: its lanes had stopped (%s)", k->name, (unsigned long long)undrained(k), why);
+  }
   if (finish_terminate(k) != RK_OK) rc = RK_ETIMEDOUT;
-  uv_mutex_unlock(&k->ctl_lock);
-  wake_receivers(k);
+  rk__unlock(&k->ctl_lock);
+  wake_waiters(k);
   return rc;
 }
 
-void rk_kernel_destroy(rk_kernel *k) {
-  rk_runtime *rt;
+/* The host gives up on k's lanes (they did not stop): k leaves the runtime's list and is leaked
+ * to its lanes; the backend reclaims it when they leave (CPU: the last lane thread frees it; CUDA:
+ * a zombie). */
+static void abandon(rk_kernel *k) {
+  rk_runtime *rt = k->rt;
+  rk__log(rt, RK_LOG_ERROR, "kernel %s: lanes did not stop; abandoned (its memory is kept until they leave)",
+          k->name);
+  if (k->ops->abandon) k->ops->abandon(k);
+}
+
+static void unlink_kernel(rk_kernel *k) {
+  rk_runtime *rt = k->rt;
   rk_kernel **pp;
-  uint32_t s;
-  if (k == NULL) return;
-  rt = k->rt;
-  if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) rk_recv_stop(k); /* pairs with rk_recv_start */
-  s = rk_load_acquire_sys_u32(&k->hstate);
-  if (s == RK_STATE_TERMINATING) {
-    /* An earlier terminate timed out with a lane still inside its handler and told the lanes to
-     * abort; they exit when the handler returns. Give them the same 1 s, then reclaim them. */
-    uv_mutex_lock(&k->ctl_lock);
-    if (rk_load_acquire_sys_u32(&k->hstate) == RK_STATE_TERMINATING) {
-      int rc = wait_lanes(k, lane_terminated, 0, 1000000000ull, 0);
-      if (rc == RK_OK || rc == RK_ECUDA) (void)finish_terminate(k); /* exited, or dead */
-    }
-    uv_mutex_unlock(&k->ctl_lock);
-    wake_receivers(k);
-  } else if (s != RK_STATE_TERMINATED) {
-    (void)rk_kernel_terminate(k, 1000000000ll);
-  }
-  if (rk_load_acquire_sys_u32(&k->hstate) != RK_STATE_TERMINATED) {
-    rk__log(rt, RK_LOG_ERROR, "kernel %s: lanes did not stop; its memory is kept", k->name);
-    if (k->ops->abandon) k->ops->abandon(k); /* the backend reclaims its part once they exit */
-    uv_mutex_lock(&rt->lock);
-    for (pp = &rt->kernels; *pp; pp = &(*pp)->next)
-      if (*pp == k) {
-        *pp = k->next;
-        break;
-      }
-    uv_mutex_unlock(&rt->lock);
-    return;
-  }
-  uv_mutex_lock(&rt->lock);
+  rk__lock(&rt->lock);
   for (pp = &rt->kernels; *pp; pp = &(*pp)->next)
     if (*pp == k) {
       *pp = k->next;
       break;
     }
-  uv_mutex_unlock(&rt->lock);
+  rk__unlock(&rt->lock);
   /* The service thread may be in a pass over this kernel: wait for it to leave. */
-  while (__atomic_load_n(&k->refs, __ATOMIC_ACQUIRE) != 0) rk__sleep_ns(50000);
-  kernel_free(k);
+  while (__atomic_load_n(&k->refs, __ATOMIC_ACQUIRE) != 0) rk__sleep_ns(50000); /* pairs with for_each_kernel */
+}
+
+void rk_kernel_destroy(rk_kernel *k) {
+  uint32_t s;
+  if (k == NULL) return;
+  if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) rk_recv_stop(k); /* pairs with rk_recv_start */
+  s = rk_load_acquire_sys_u32(&k->hstate);
+  if (s == RK_STATE_TERMINATING) {
+    /* An earlier terminate timed out with a lane still inside its handler and told the lanes to
+     * abort; they exit when the handler returns. Its timeout was spent: one more grace, then the
+     * lanes are abandoned. */
+    rk__lock(&k->ctl_lock);
+    if (rk_load_acquire_sys_u32(&k->hstate) == RK_STATE_TERMINATING) {
+      int rc = wait_lanes(k, lane_terminated, 0, RK__ABORT_GRACE_NS, 0);
+      if (rc == RK_OK || rc == RK_ECUDA) (void)finish_terminate(k); /* exited, or dead */
+    }
+    rk__unlock(&k->ctl_lock);
+    wake_waiters(k);
+  } else if (s != RK_STATE_TERMINATED) {
+    (void)rk_kernel_terminate(k, 1000000000ll);
+  }
+  unlink_kernel(k);
+  if (rk_load_acquire_sys_u32(&k->hstate) != RK_STATE_TERMINATED) {
+    abandon(k);
+    return;
+  }
+  rk__kernel_free(k);
+}
+
+/* ---------------------------------------- restart -------------------------------------------- */
+
+/* A fresh state for a restart that asked for one: zeroed, then the descriptor's initialiser (the
+ * application's code: called with no lock held). *out NULL when the kernel has no state. */
+static int fresh_state(rk_kernel *k, void **out) {
+  void *st;
+  int rc;
+  *out = NULL;
+  if (k->desc.state_size == 0) return RK_OK;
+  if ((st = rk__calloc(1, k->desc.state_size)) == NULL)
+    return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot allocate %zu bytes of state", k->name, k->desc.state_size);
+  if (k->desc.state_init && (rc = k->desc.state_init(st, k->desc.state_size, k->desc.state_init_user)) != RK_OK) {
+    free(st);
+    return rk__fail(k->rt, rc < 0 ? rc : RK_EINVAL, "kernel %s: state initialiser failed", k->name);
+  }
+  *out = st;
+  return RK_OK;
+}
+
+/* Restart k's lanes (ctl_lock held): abort the old ones, wait up to wait_ns for them to leave,
+ * join them, reset what the new lanes start from, start them, wait for them to check in and to
+ * take the kernel back to its state before the fault. new_state (may be NULL) replaces the state. */
+static int restart_locked(rk_kernel *k, void *new_state, uint64_t wait_ns) {
+  uint32_t s = rk_load_acquire_sys_u32(&k->hstate), i, seq;
+  int rc;
+  if (!rk__kernel_faulted(k) || s == RK_STATE_TERMINATING || s == RK_STATE_TERMINATED)
+    return rk__fail(k->rt, RK_ESTATE, "kernel %s: cannot restart in state %s", k->name,
+                    rk_state_name(rk_kernel_state(k)));
+  if (lanes_dead(k))
+    return rk__fail(k->rt, RK_ECUDA, "kernel %s: a hard CUDA fault is sticky for the process: terminate the kernel",
+                    k->name);
+  if (!k->ops->restartable)
+    return rk__fail(k->rt, RK_ENOTSUP, "kernel %s: the %s backend cannot restart lanes", k->name, k->ops->name);
+  abort_lanes(k);
+  rc = wait_lanes(k, lane_terminated, 0, wait_ns, 0);
+  if (rc != RK_OK)
+    return rk__fail(k->rt, rc == RK_ECUDA ? RK_ECUDA : RK_ETIMEDOUT,
+                    "kernel %s: restart: the old lanes did not leave (a handler that has not returned)", k->name);
+  if ((rc = join_lanes(k)) != RK_OK) return rk__fail(k->rt, rc, "kernel %s: restart: the old lanes' exit was not confirmed", k->name);
+  /* Nothing runs on k's rings now: the host may write the lanes' words. The inboxes keep what the
+   * old lanes did not take (their head is where the new lanes start: nothing is delivered twice);
+   * the outboxes, closed by the old lanes when they left, open again. The command the new lanes
+   * apply first takes them to the kernel's state. */
+  if (new_state) memcpy(k->state, new_state, k->desc.state_size);
+  for (i = 0; i < k->lanes; i++) {
+    rk__lane *l = &k->lane[i];
+    rk_store_release_dev_u64(&l->outbox->claim, 0); /* ordered before the new lanes by their creation */
+    /* (state stays TERMINATED until a new lane writes its own, before it checks in: a lane that
+     * could not be started is not waited for by the next attempt) */
+    rk_store_relaxed_sys_u32(&l->status->checked_in, 0);
+    __atomic_store_n(&l->wd_changed_ns, 0, __ATOMIC_RELAXED); /* the watchdog's stall clock starts afresh */
+  }
+  s = rk_load_acquire_sys_u32(&k->hstate);
+  seq = ++k->cmd_seq;
+  rk_store_relaxed_sys_u32(&k->ctl->host.cmd, s == RK_STATE_ACTIVE ? RK_CMD_ACTIVATE : RK_CMD_NONE);
+  rk_store_release_sys_u32(&k->ctl->host.cmd_seq, seq); /* pairs with the lanes' acquire */
+  (void)rk_host_fetch_and_release_u64(&k->ctl->host.signals, ~RK_SIGNAL_ABORT); /* pairs with the lanes' acquire */
+  rc = k->ops->start(k);
+  if (rc == RK_OK) rc = wait_lanes(k, lane_checked_in, 0, k->launch_timeout_ns, 0);
+  if (rc == RK_OK) rc = wait_lanes(k, lane_acked, seq, k->launch_timeout_ns, 0);
+  if (rc != RK_OK) {
+    abort_lanes(k);
+    (void)join_lanes(k);
+    return rk__fail(k->rt, rc == RK_ETIMEDOUT ? RK_ENORESOURCE : rc,
+                    "kernel %s: restart: the new lanes did not start; the kernel stays FAULTED", k->name);
+  }
+  __atomic_add_fetch(&k->restarts, 1, __ATOMIC_RELAXED); /* statistics */
+  clear_fault(k);
+  wake_lanes(k);
+  rk__log(k->rt, RK_LOG_WARN, "kernel %s restarted (%s)", k->name, rk_state_name((rk_lifecycle)s));
+  return RK_OK;
+}
+
+int rk_kernel_restart(rk_kernel *k, uint32_t flags) {
+  void *st = NULL;
+  int rc;
+  if (k == NULL) return RK_EINVAL;
+  rk__error_clear(k->rt);
+  if (flags & ~RK_RESTART_RESET_STATE) return rk__fail(k->rt, RK_EINVAL, "rk_kernel_restart: unknown flags 0x%x", flags);
+  if (!rk__kernel_faulted(k))
+    return rk__fail(k->rt, RK_ESTATE, "kernel %s: cannot restart in state %s", k->name,
+                    rk_state_name(rk_kernel_state(k)));
+  if ((flags & RK_RESTART_RESET_STATE) && (rc = fresh_state(k, &st)) != RK_OK) return rc;
+  rk__lock(&k->ctl_lock);
+  rc = restart_locked(k, st, k->launch_timeout_ns);
+  rk__unlock(&k->ctl_lock);
+  free(st);
+  return rc;
+}
+
+void rk__kernel_fault_service(rk_kernel *k) {
+  uint64_t now, due;
+  uint32_t n, s;
+  void *st = NULL;
+  if (!rk__kernel_faulted(k)) return;
+  if (k->fault_policy == RK_FAULT_RECOVER) {
+    /* A stall the lane recovers from: its heartbeat moved since the watchdog faulted it. */
+    int recovered = 0;
+    rk__lock(&k->fault_lock);
+    if (k->fault_soft && __atomic_load_n(&k->faulted, __ATOMIC_RELAXED) &&
+        rk_load_relaxed_sys_u64(&k->lane[k->stall_lane].status->heartbeat) != k->stall_heartbeat) {
+      __atomic_store_n(&k->faulted, 0, __ATOMIC_RELEASE); /* pairs with rk__kernel_faulted */
+      recovered = 1;
+    }
+    rk__unlock(&k->fault_lock);
+    if (recovered) {
+      __atomic_add_fetch(&k->recoveries, 1, __ATOMIC_RELAXED); /* statistics */
+      for (n = 0; n < k->lanes; n++) __atomic_store_n(&k->lane[n].wd_changed_ns, 0, __ATOMIC_RELAXED);
+      rk__log(k->rt, RK_LOG_WARN, "kernel %s recovered: its stalled lane made progress again", k->name);
+    }
+    return;
+  }
+  if (k->fault_policy != RK_FAULT_RESTART || lanes_dead(k)) return;
+  /* Automatic restart, due restart_backoff_ns << (restarts so far) after the fault. Never blocks
+   * the loop: a terminate in progress holds ctl_lock (try later); lanes that have not left yet
+   * (a handler still running) are waited for on later ticks, not here. */
+  rk__lock(&k->fault_lock);
+  due = add_sat(k->fault_ns, k->auto_restarts < 63 ? k->restart_backoff_ns << k->auto_restarts : UINT64_MAX);
+  rk__unlock(&k->fault_lock);
+  now = rk__now_ns();
+  if (k->auto_restarts >= k->max_restarts || now < due) return;
+  s = rk_load_acquire_sys_u32(&k->hstate);
+  if (s == RK_STATE_TERMINATING || s == RK_STATE_TERMINATED) return; /* terminate has it */
+  abort_lanes(k); /* idempotent: lanes leave as soon as their handlers return */
+  if (wait_lanes(k, lane_terminated, 0, 0, 0) != RK_OK) return;
+  if ((k->restart_flags & RK_RESTART_RESET_STATE) && fresh_state(k, &st) != RK_OK) return;
+  if (rk__trylock(&k->ctl_lock) == 0) {
+    s = rk_load_acquire_sys_u32(&k->hstate);
+    if (rk__kernel_faulted(k) && s != RK_STATE_TERMINATING && s != RK_STATE_TERMINATED) {
+      k->auto_restarts++;
+      if (restart_locked(k, st, 0) != RK_OK)
+        rk__log(k->rt, RK_LOG_ERROR, "kernel %s: automatic restart %u of %u failed: %s", k->name, k->auto_restarts,
+                k->max_restarts, rk_runtime_last_error(k->rt));
+    }
+    rk__unlock(&k->ctl_lock);
+  }
+  free(st);
 }

@@ -7,9 +7,16 @@
  *
  * Receive: each lane's outbox has one consumer at a time — whoever holds that lane's drain_lock
  * (an rk_call caller, an rk_recv caller, or the service thread for callbacks). The drainer hands
- * each reply to the rk_call waiter whose request id it names, or else to its own caller, the
- * callback, or the kernel's pending list; every reply received merges its stamp into the runtime
- * clock. Nothing is dropped except a reply to an rk_call whose caller gave up (counted). */
+ * each reply to the rk_call waiter whose request id it names, or else to its own caller (an
+ * rk_recv caller, or the callback dispatcher, which copies one reply out and calls the callback
+ * with no lock held), or to the kernel's pending list; every reply received merges its stamp into
+ * the runtime clock. Nothing is dropped except a reply to an rk_call whose caller gave up (counted,
+ * kept as a dead letter). A reply that cannot be queued for want of memory stays in the ring (the
+ * drainer backs off; rk_recv can still take it), and waiters' replies behind it are delivered
+ * anyway.
+ *
+ * Waits: every wait here ends at its deadline, and as soon as the kernel faults (RK_ESTATE) or
+ * terminates (RK_ECLOSED): rk__kernel_fault and terminate wake the waiters, which re-check. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,8 +36,47 @@ void rk__latency_add(rk_kernel *k, uint64_t ns) {
 
 /* ---------------------------------------- send ----------------------------------------------- */
 
-static int check_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len) {
+/* RK_ESTATE for an operation on a FAULTED kernel, with the fault in the detail. */
+static int faulted_fail(rk_kernel *k, const char *what) {
+  char why[sizeof k->fault_msg];
+  rk__kernel_fault_msg(k, why, sizeof why);
+  return rk__fail(k->rt, RK_ESTATE, "%s %s: kernel is FAULTED (%s)", what, k->name, why);
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
+
+/* A sender's wait for inbox room ends with room (1), or when the kernel closes (RK_ECLOSED) or
+ * faults (RK_ESTATE); 0: not yet. Both are announced by waking the inbox's producers. */
+typedef struct room_wait {
+  rk_kernel *k;
+  rk_ring *inbox;
+} room_wait;
+
+static int room_ready(void *arg) {
+  room_wait *w = (room_wait *)arg;
+  uint64_t c = rk_load_relaxed_dev_u64(&w->inbox->claim); /* as rk_ring_mpsc_reserve_n reads it */
+  if (c & RK_RING_CLOSED) return RK_ECLOSED;
+  if (rk__kernel_faulted(w->k)) return RK_ESTATE;
+  /* pairs with the consumer's store-release of head */
+  return c - rk_ring_load_acquire_head(w->inbox) < w->inbox->capacity ? 1 : 0;
+}
+
+/* A full inbox, reported: when the lane stopped taking messages because its outbox is full, that
+ * is what the caller must hear (and what to do about it), not "inbox full". */
+static int inbox_full(rk_kernel *k, rk__lane *l, int code, const char *after) {
+  uint64_t out = rk_ring_count(l->outbox);
+  if (out >= l->outbox->capacity)
+    return rk__fail(k->rt, code,
+                    "send to %s: lane %u inbox full%s because the lane's OUTBOX is full: %llu replies nobody "
+                    "received stop it from taking messages; receive them (rk_recv, rk_recv_start) or send with "
+                    "RK_SEND_NO_REPLY", k->name, l->index, after, (unsigned long long)out);
+  return rk__fail(k->rt, code, "send to %s: lane %u inbox full%s", k->name, l->index, after);
+}
+
+static int check_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags) {
   uint32_t i, s;
+  if (flags & ~RK_SEND_FLAGS_ALL)
+    return rk__fail(k->rt, RK_EINVAL, "send to %s: unknown send flags 0x%x", k->name, flags & ~RK_SEND_FLAGS_ALL);
   if (type == 0) return rk__fail(k->rt, RK_EINVAL, "send to %s: message type 0 is reserved", k->name);
   if (payload == NULL && len > 0) return rk__fail(k->rt, RK_EINVAL, "send to %s: NULL payload with length %u", k->name, len);
   if (len > rk__payload_max(k))
@@ -48,8 +94,7 @@ static int check_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t
   s = rk_load_acquire_sys_u32(&k->hstate);
   if (s == RK_STATE_TERMINATING || s == RK_STATE_TERMINATED)
     return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is %s", k->name, rk_state_name((rk_lifecycle)s));
-  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0)
-    return rk__fail(k->rt, RK_ESTATE, "send to %s: kernel is FAULTED", k->name);
+  if (rk__kernel_faulted(k)) return faulted_fail(k, "send to");
   return RK_OK;
 }
 
@@ -69,37 +114,42 @@ static void fill(rk_kernel *k, rk__lane *l, rk_envelope *e, uint32_t type, const
   if (flags & RK_SEND_CHECKSUM) rk_envelope_seal(e, e + 1);
 }
 
-/* Claim n (>= 1) slots of lane l's inbox, honouring the backpressure policy. Returns the count
- * claimed (the caller must publish all) or an error; nothing is claimed on error. */
-static int claim(rk_kernel *k, rk__lane *l, uint32_t n, uint32_t flags, uint64_t *pos) {
-  int64_t timeout = k->send_timeout_ns;
-  uint64_t start = 0;
+/* Claim n (>= 1) slots of lane l's inbox, honouring the backpressure policy: a BLOCK wait lasts
+ * the kernel's send timeout from when the inbox was first seen full, and never past `deadline`
+ * (an rk_call's own). Returns the count claimed (the caller must publish all) or an error; nothing
+ * is claimed on error. */
+static int claim(rk_kernel *k, rk__lane *l, uint32_t n, uint32_t flags, uint64_t deadline, uint64_t *pos) {
+  uint64_t until = 0, since = 0, now;
   int reject = k->backpressure == RK_BACKPRESSURE_REJECT || (flags & RK_SEND_NOWAIT);
+  room_wait w;
+  w.k = k;
+  w.inbox = l->inbox;
   for (;;) {
-    int got = rk_ring_mpsc_reserve_n(l->inbox, n, pos);
+    int got = rk_ring_mpsc_reserve_n(l->inbox, n, pos), rc;
     if (got > 0) return got;
     if (got == RK_ECLOSED) return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is terminating", k->name);
     if (got < 0) return got;
+    if (rk__kernel_faulted(k)) return faulted_fail(k, "send to");
     if (reject) {
       add(&k->send_rejected, 1);
-      return rk__fail(k->rt, RK_EAGAIN, "send to %s: lane %u inbox full", k->name, l->index);
+      return inbox_full(k, l, RK_EAGAIN, "");
     }
-    if (start == 0) start = rk__now_ns();
-    {
-      int64_t left = timeout;
-      int rc;
-      if (timeout >= 0) {
-        uint64_t el = rk__now_ns() - start;
-        if (el >= (uint64_t)timeout) {
-          add(&k->send_timeouts, 1);
-          return rk__fail(k->rt, RK_ETIMEDOUT, "send to %s: lane %u inbox full for %lld ms", k->name, l->index,
-                          (long long)(timeout / 1000000));
-        }
-        left = timeout - (int64_t)el;
-      }
-      rc = rk_ring_wait_writable(l->inbox, left); /* one wait for the whole timeout: not sliced */
-      if (rc == RK_ECLOSED) return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is terminating", k->name);
+    now = rk__now_ns();
+    if (until == 0) {
+      since = now;
+      until = k->send_timeout_ns < 0 ? UINT64_MAX : add_sat(now, (uint64_t)k->send_timeout_ns);
+      if (deadline < until) until = deadline;
     }
+    if (now >= until) {
+      char after[48];
+      add(&k->send_timeouts, 1);
+      snprintf(after, sizeof after, " for %llu ms", (unsigned long long)((now - since) / 1000000));
+      return inbox_full(k, l, RK_ETIMEDOUT, after);
+    }
+    /* one wait for the whole timeout, ended early by room, a close or a fault */
+    rc = rk__ring_wait(l->inbox, 0, room_ready, &w, until == UINT64_MAX ? -1 : (int64_t)(until - now));
+    if (rc == RK_ECLOSED) return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is terminating", k->name);
+    if (rc == RK_ESTATE) return faulted_fail(k, "send to");
   }
 }
 
@@ -126,10 +176,10 @@ static uint32_t lane_for(rk_kernel *k, int keyed, uint64_t key) {
 }
 
 static int send_on(rk_kernel *k, rk__lane *l, uint32_t type, const void *payload, uint32_t len, uint32_t flags,
-                   uint64_t id) {
+                   uint64_t id, uint64_t deadline) {
   uint64_t pos;
   rk_hlc stamp;
-  int rc = claim(k, l, 1, flags, &pos);
+  int rc = claim(k, l, 1, flags, deadline, &pos);
   if (rc < 0) return rc;
   rk_clock_tick(k->rt->clock, &stamp); /* send rule on the runtime clock */
   fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos), type, payload, len, flags, id, stamp);
@@ -145,12 +195,13 @@ static int send_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   uint64_t id;
   int rc;
   if (k == NULL) return RK_EINVAL;
-  if ((rc = check_send(k, type, payload, len)) != RK_OK) {
+  rk__error_clear(k->rt);
+  if ((rc = check_send(k, type, payload, len, flags)) != RK_OK) {
     if (rc != RK_ECLOSED && rc != RK_ESTATE) add(&k->send_invalid, 1);
     return rc;
   }
   id = rk__msg_id(k->rt);
-  rc = send_on(k, &k->lane[lane_for(k, keyed, key)], type, payload, len, flags, id);
+  rc = send_on(k, &k->lane[lane_for(k, keyed, key)], type, payload, len, flags, id, UINT64_MAX);
   if (rc == RK_OK && msg_id) *msg_id = id;
   return rc;
 }
@@ -167,7 +218,9 @@ int rk_send_key(rk_kernel *k, uint64_t key, uint32_t type, const void *payload, 
 int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
   uint32_t i = 0, j;
   int rc = RK_OK;
-  if (k == NULL || (items == NULL && n > 0)) return RK_EINVAL;
+  if (k == NULL) return RK_EINVAL;
+  rk__error_clear(k->rt);
+  if (items == NULL && n > 0) return rk__fail(k->rt, RK_EINVAL, "rk_send_batch to %s: NULL items", k->name);
   if (n == 0) return 0;
   /* Runs of consecutive items bound for the same lane share one claim. Round-robin items of a run
    * all go to the lane of its first item (ordering within the batch is kept per lane). */
@@ -176,7 +229,7 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
     rk__lane *l = &k->lane[lane_idx];
     uint64_t pos;
     int got;
-    if ((rc = check_send(k, items[i].type, items[i].payload, items[i].len)) != RK_OK) {
+    if ((rc = check_send(k, items[i].type, items[i].payload, items[i].len, items[i].flags)) != RK_OK) {
       if (rc != RK_ECLOSED && rc != RK_ESTATE) add(&k->send_invalid, 1);
       break;
     }
@@ -185,10 +238,10 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
       if ((it->flags & RK_SEND_KEYED) && lane_for(k, 1, it->key) != lane_idx) break;
       /* one claim honours one backpressure policy: a run does not mix NOWAIT and waiting items */
       if ((it->flags & RK_SEND_NOWAIT) != (items[i].flags & RK_SEND_NOWAIT)) break;
-      if (check_send(k, it->type, it->payload, it->len) != RK_OK) break;
+      if (check_send(k, it->type, it->payload, it->len, it->flags) != RK_OK) break;
       run++;
     }
-    got = claim(k, l, run, items[i].flags, &pos);
+    got = claim(k, l, run, items[i].flags, UINT64_MAX, &pos);
     if (got < 0) {
       rc = got;
       break;
@@ -239,7 +292,7 @@ static void to_msg(const rk_envelope *e, rk_msg *m, void *buf, uint32_t buf_len,
 static void reply_unlock(rk_kernel *k, int *woke) {
   if (*woke && __atomic_load_n(&k->sleepers, __ATOMIC_RELAXED)) uv_cond_broadcast(&k->reply_cond);
   *woke = 0;
-  uv_mutex_unlock(&k->reply_lock);
+  rk__unlock(&k->reply_lock);
 }
 
 /* Merge the stamps of the n replies at pos into the runtime clock, with one clock read: normally
@@ -266,28 +319,34 @@ static int merge_batch(rk_kernel *k, rk__lane *l, uint64_t pos, uint32_t n, uint
 
 /* Drain the outbox of lane l (drain_lock held). Each reply goes to its rk_call waiter; else, while
  * fewer than `want` went to the caller and nothing is pending, into direct[*got] (its payload into
- * buf + *got * buf_len); else to the callback; else to the pending list. Per batch of slots: one
- * clock read and merge (merge_batch), one hold of reply_lock (released around callbacks). Returns
- * the number of replies taken from the ring. */
+ * buf + *got * buf_len); else to the pending list. Per batch of slots: one clock read and merge
+ * (merge_batch), one hold of reply_lock. A reply the pending list cannot take (no memory) stops
+ * the drain there (l->drain_blocked): it stays in the ring, and only waiters' and late replies
+ * behind it are taken, out of order (l->drain_ahead). Returns the number of slots released. */
 int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
-                   uint32_t *got, rk_recv_cb cb, void *cb_user) {
+                   uint32_t *got) {
   uint64_t pos;
   uint32_t n, i, taken = 0, ndirect = 0;
   int woke = 0;
   if (got) *got = 0;
   if (direct == NULL || got == NULL) want = 0;
+  l->drain_blocked = 0;
   for (;;) {
     uint8_t bad[RK_DRAIN_BATCH];
     uint64_t now_ns = 0, received = 0, late = 0;
-    int any_bad;
+    uint32_t stop;
+    int any_bad, blocked = 0;
     n = rk_ring_peek_n(l->outbox, RK_DRAIN_BATCH, &pos);
     if (n == 0) break;
+    stop = n; /* slots [0, stop) are consumed, in order, and released */
     any_bad = merge_batch(k, l, pos, n, bad);
-    uv_mutex_lock(&k->reply_lock);
+    rk__lock(&k->reply_lock);
     for (i = 0; i < n; i++) {
       const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
       int clock_bad = any_bad && bad[i];
+      uint64_t bit = 1ull << i; /* RK_DRAIN_BATCH is 64 */
       rk_waiter *w, **pw;
+      if (l->drain_ahead & bit) continue; /* delivered out of order by an earlier drain */
       for (pw = &k->waiters; (w = *pw) != NULL; pw = &w->next)
         if (w->id == e->correlation_id) break;
       if (w) {
@@ -300,40 +359,36 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
          * drainer never touches w (it lives on the caller's stack) */
         __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
         woke = 1;
+        if (blocked) l->drain_ahead |= bit;
         continue;
       }
       if (e->correlation_id & RK__CALL_BIT) {
-        late++; /* its caller timed out: discard, counted */
+        late++; /* its caller timed out: discard, counted, kept as a dead letter */
+        rk__dead_letter(k, e, e + 1, RK_ETIMEDOUT, "late reply: its rk_call caller had given up", l->index);
+        if (blocked) l->drain_ahead |= bit;
         continue;
       }
+      if (blocked) continue; /* stays, in order, behind the one that could not be queued */
       if (ndirect < want && k->pend_head == NULL) {
         rk_msg *m = &direct[ndirect];
         to_msg(e, m, (uint8_t *)buf + (size_t)ndirect * buf_len, buf_len, clock_bad);
         received++;
         if (++ndirect == want) {
-          i++;
+          stop = i + 1;
           break;
         }
         continue;
       }
-      if (cb && k->pend_head == NULL) {
-        rk_msg m;
-        reply_unlock(k, &woke);
-        m.env = *e;
-        m.payload = e->payload_len ? (const void *)(e + 1) : NULL;
-        m.len = e->payload_len;
-        m.status = reply_status(e, clock_bad);
-        add(&k->received, 1);
-        cb(k, &m, cb_user);
-        uv_mutex_lock(&k->reply_lock);
-        continue;
-      }
       {
-        rk_pending *p = (rk_pending *)malloc(sizeof *p + e->payload_len);
+        rk_pending *p = (rk_pending *)rk__malloc(sizeof *p + e->payload_len);
         if (p == NULL) {
-          /* Keep the reply in the ring rather than lose it: stop draining here. */
-          rk__log(k->rt, RK_LOG_ERROR, "kernel %s: out of memory while queueing a reply", k->name);
-          break;
+          /* Keep the reply in the ring rather than lose it: the ring is consumed in order, so the
+           * drain stops here; rk_recv can still take it (no allocation on that path). */
+          rk__log(k->rt, RK_LOG_ERROR, "kernel %s: out of memory while queueing a reply; it stays in lane %u's "
+                  "outbox until memory is available or rk_recv takes it", k->name, l->index);
+          blocked = 1;
+          stop = i;
+          continue;
         }
         p->next = NULL;
         to_msg(e, &p->msg, p->data, e->payload_len, clock_bad);
@@ -349,12 +404,17 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
     reply_unlock(k, &woke);
     if (received) add(&k->received, received);
     if (late) add(&k->late_replies, late);
-    if (i) {
-      rk_ring_release_n(l->outbox, i);
+    if (stop) {
+      rk_ring_release_n(l->outbox, stop);
       rk_ring_notify_producers(l->outbox); /* a lane stalled on a full outbox resumes */
-      taken += i;
+      taken += stop;
+      l->drain_ahead = stop >= 64 ? 0 : l->drain_ahead >> stop;
     }
-    if (i < n || (want && ndirect == want)) break;
+    if (blocked) {
+      l->drain_blocked = 1;
+      break;
+    }
+    if (stop < n || (want && ndirect == want)) break;
   }
   if (got) *got = ndirect;
   return (int)taken;
@@ -395,51 +455,66 @@ int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t time
 int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint32_t n, int64_t timeout_ns) {
   uint64_t start = 0, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
   uint32_t got_total = 0, spins = 0, first_lane;
-  if (k == NULL || msgs == NULL || n == 0 || (bufs == NULL && buf_len > 0)) return RK_EINVAL;
+  if (k == NULL) return RK_EINVAL;
+  rk__error_clear(k->rt);
+  if (msgs == NULL || n == 0 || (bufs == NULL && buf_len > 0))
+    return rk__fail(k->rt, RK_EINVAL, "rk_recv on %s: NULL message or buffer, or n == 0", k->name);
   /* pairs with the release stores of cb_active in rk_recv_start/rk_recv_stop (any thread) */
   if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE))
     return rk__fail(k->rt, RK_ESTATE, "rk_recv on %s: callbacks are started", k->name);
   first_lane = __atomic_fetch_add(&k->rr, 0, __ATOMIC_RELAXED);
   for (;;) {
     uint32_t i;
+    int blocked = 0;
     /* 1. replies queued by other drainers */
-    uv_mutex_lock(&k->reply_lock);
+    rk__lock(&k->reply_lock);
     while (got_total < n && pop_pending(k, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len))
       got_total++;
-    uv_mutex_unlock(&k->reply_lock);
+    rk__unlock(&k->reply_lock);
     /* 2. drain lanes directly into the caller's buffers */
     for (i = 0; i < k->lanes && got_total < n; i++) {
       rk__lane *l = &k->lane[(first_lane + i) % k->lanes];
-      if (uv_mutex_trylock(&l->drain_lock) != 0) continue;
+      if (rk__trylock(&l->drain_lock) != 0) continue;
       {
         uint32_t got = 0;
         rk__drain_lane(k, l, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len,
-                       n - got_total, &got, NULL, NULL);
+                       n - got_total, &got);
         got_total += got;
+        blocked |= l->drain_blocked;
       }
-      uv_mutex_unlock(&l->drain_lock);
+      rk__unlock(&l->drain_lock);
     }
     if (got_total > 0) return (int)got_total;
     /* Before the poll's RK_EAGAIN: a poller must learn that nothing will ever come. */
     if (all_lanes_done(k)) {
-      uv_mutex_lock(&k->reply_lock);
+      rk__lock(&k->reply_lock);
       i = k->pend_head == NULL;
-      uv_mutex_unlock(&k->reply_lock);
-      if (i) return RK_ECLOSED;
+      rk__unlock(&k->reply_lock);
+      if (i) return rk__fail(k->rt, RK_ECLOSED, "rk_recv on %s: terminated, every reply received", k->name);
     }
+    /* Nothing ready on a FAULTED kernel: say so now, not at the timeout (terminate and restart
+     * are the ways on). */
+    if (rk__kernel_faulted(k)) return faulted_fail(k, "rk_recv on");
     if (timeout_ns == 0) return RK_EAGAIN;
     if (start == 0) start = rk__now_ns();
-    if (timeout_ns > 0 && rk__now_ns() - start >= (uint64_t)timeout_ns) return RK_ETIMEDOUT;
+    if (timeout_ns > 0 && rk__now_ns() - start >= (uint64_t)timeout_ns)
+      return rk__fail(k->rt, RK_ETIMEDOUT, "rk_recv on %s: nothing within %lld us", k->name,
+                      (long long)(timeout_ns / 1000));
     /* 3. wait: on a single-lane kernel park on its outbox (woken by the lane's publish); else
-     * back off (spin, yield, short sleeps). */
-    if (k->lanes == 1 && uv_mutex_trylock(&k->lane[0].drain_lock) == 0) {
-      int64_t left = 1000000; /* re-check pending/terminate at least every ms */
+     * back off (spin, yield, short sleeps). A drain that could not queue a reply (no memory)
+     * leaves the ring non-empty: back off rather than spin on it. */
+    if (blocked) {
+      uint64_t nap = 1000000, el = rk__now_ns() - start;
+      if (timeout_ns > 0 && (uint64_t)timeout_ns - el < nap) nap = (uint64_t)timeout_ns - el;
+      rk__sleep_ns(nap);
+    } else if (k->lanes == 1 && rk__trylock(&k->lane[0].drain_lock) == 0) {
+      int64_t left = 1000000; /* re-check pending/terminate/fault at least every ms */
       if (timeout_ns > 0) {
         uint64_t el = rk__now_ns() - start;
         if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
       }
       (void)rk__ring_wait_readable_slice(k->lane[0].outbox, left, &idle_since);
-      uv_mutex_unlock(&k->lane[0].drain_lock);
+      rk__unlock(&k->lane[0].drain_lock);
     } else if (++spins < 256) {
       rk_cpu_relax();
     } else if (spins < 512) {
@@ -454,10 +529,16 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
                        rk_msg *reply, void *buf, uint32_t buf_len, int64_t timeout_ns) {
   rk_waiter w, **pw;
   rk__lane *l;
-  uint64_t start, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
+  uint64_t deadline, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
   int rc;
-  if (k == NULL || reply == NULL || (buf == NULL && buf_len > 0)) return RK_EINVAL;
-  if ((rc = check_send(k, type, req, req_len)) != RK_OK) {
+  if (k == NULL) return RK_EINVAL;
+  rk__error_clear(k->rt);
+  if (reply == NULL || (buf == NULL && buf_len > 0))
+    return rk__fail(k->rt, RK_EINVAL, "call to %s: NULL reply or buffer", k->name);
+  if (timeout_ns == 0)
+    return rk__fail(k->rt, RK_EINVAL, "call to %s: timeout 0: a call cannot complete without waiting for its "
+                    "reply (poll with rk_send and rk_recv instead)", k->name);
+  if ((rc = check_send(k, type, req, req_len, 0)) != RK_OK) {
     if (rc != RK_ECLOSED && rc != RK_ESTATE) add(&k->send_invalid, 1);
     return rc;
   }
@@ -468,45 +549,57 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   w.buf_len = buf_len;
   l = &k->lane[lane_for(k, keyed, key)];
   /* Register before sending: the reply may arrive before send_on returns. */
-  uv_mutex_lock(&k->reply_lock);
+  rk__lock(&k->reply_lock);
   w.next = k->waiters;
   k->waiters = &w;
-  uv_mutex_unlock(&k->reply_lock);
-  start = w.sent_ns = rk__now_ns();
-  rc = send_on(k, l, type, req, req_len, 0, w.id);
+  rk__unlock(&k->reply_lock);
+  w.sent_ns = rk__now_ns();
+  /* One deadline for the whole call: a wait for inbox room spends it too. */
+  deadline = timeout_ns < 0 ? UINT64_MAX : add_sat(w.sent_ns, (uint64_t)timeout_ns);
+  rc = send_on(k, l, type, req, req_len, 0, w.id, deadline);
   if (rc == RK_OK) {
     int first = 1; /* the first pass follows the send at once: no clock read for the timeout yet */
     for (;;) {
       /* pairs with the drainer's release store of done: *reply is complete */
       if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) break;
-      if (!first && timeout_ns >= 0 && rk__now_ns() - start >= (uint64_t)timeout_ns) {
+      if (!first && rk__now_ns() >= deadline) {
         rc = RK_ETIMEDOUT;
         break;
       }
-      if (uv_mutex_trylock(&l->drain_lock) == 0) {
+      if (!first && rk__kernel_faulted(k)) {
+        rc = RK_ESTATE; /* unless the reply came meanwhile: checked when leaving the waiter list */
+        break;
+      }
+      if (rk__trylock(&l->drain_lock) == 0) {
         /* We are this outbox's consumer: drain (delivering to every waiter), then park on it. */
         for (;;) {
-          int64_t left = 1000000;
-          rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL, NULL, NULL);
+          int64_t left = 1000000; /* re-check the deadline, faults and terminate at least every ms */
+          uint64_t now;
+          rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL);
           if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) break; /* pairs with the drainer's release */
-          if (timeout_ns >= 0) {
-            uint64_t el = first ? 0 : rk__now_ns() - start;
-            if (el >= (uint64_t)timeout_ns) break;
-            if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
+          if (rk__kernel_faulted(k)) break;
+          if (deadline != UINT64_MAX) {
+            now = first ? w.sent_ns : rk__now_ns();
+            if (now >= deadline) break;
+            if (deadline - now < (uint64_t)left) left = (int64_t)(deadline - now);
           }
           first = 0;
+          if (l->drain_blocked) { /* a reply ahead of ours could not be queued: do not spin on it */
+            rk__sleep_ns((uint64_t)left);
+            continue;
+          }
           if (rk__ring_wait_readable_slice(l->outbox, left, &idle_since) == RK_ECLOSED) {
-            rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL, NULL, NULL);
+            rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL);
             break;
           }
         }
-        uv_mutex_unlock(&l->drain_lock);
+        rk__unlock(&l->drain_lock);
         /* Hand the outbox over: callers of this lane asleep on reply_cond retry the lock. One about
          * to sleep is not counted yet and retries after its timed wait (200 us) at worst. */
         if (__atomic_load_n(&k->sleepers, __ATOMIC_RELAXED)) {
-          uv_mutex_lock(&k->reply_lock);
+          rk__lock(&k->reply_lock);
           uv_cond_broadcast(&k->reply_cond);
-          uv_mutex_unlock(&k->reply_lock);
+          rk__unlock(&k->reply_lock);
         }
         if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) break; /* pairs with the drainer's release */
         if (rk_load_acquire_sys_u32(&k->hstate) == RK_STATE_TERMINATED && rk_ring_closed(l->outbox, NULL) &&
@@ -516,14 +609,14 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
         }
       } else {
         /* Someone else drains this outbox and will hand us our reply (done is set under
-         * reply_lock, and the drainer broadcasts when it sees sleepers). */
-        uv_mutex_lock(&k->reply_lock);
-        if (!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) {
+         * reply_lock, and the drainer broadcasts when it sees sleepers; a fault broadcasts too). */
+        rk__lock(&k->reply_lock);
+        if (!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE) && !rk__kernel_faulted(k)) {
           __atomic_add_fetch(&k->sleepers, 1, __ATOMIC_RELAXED); /* ordered by reply_lock */
           uv_cond_timedwait(&k->reply_cond, &k->reply_lock, 200000);
           __atomic_sub_fetch(&k->sleepers, 1, __ATOMIC_RELAXED);
         }
-        uv_mutex_unlock(&k->reply_lock);
+        rk__unlock(&k->reply_lock);
       }
       first = 0;
     }
@@ -533,18 +626,27 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) { /* pairs with the drainer's release */
     rc = RK_OK;
   } else {
-    uv_mutex_lock(&k->reply_lock);
+    rk__lock(&k->reply_lock);
     for (pw = &k->waiters; *pw; pw = &(*pw)->next)
       if (*pw == &w) {
         *pw = w.next;
         break;
       }
     if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) rc = RK_OK; /* delivered at the deadline */
-    uv_mutex_unlock(&k->reply_lock);
+    rk__unlock(&k->reply_lock);
   }
-  if (rc == RK_OK && (reply->env.flags & RK_ENV_F_ERROR)) rc = RK_EHANDLER;
-  if (rc == RK_ETIMEDOUT) rk__fail(k->rt, RK_ETIMEDOUT, "call to %s: no reply within %lld us", k->name,
-                                   (long long)(timeout_ns / 1000));
+  if (rc == RK_OK && (reply->env.flags & RK_ENV_F_ERROR)) {
+    rc = rk__fail(k->rt, RK_EHANDLER, "call to %s: error reply %s", k->name, rk_err_name(reply->status));
+  } else if (rc == RK_OK && reply->env.payload_len > reply->len) {
+    rc = rk__fail(k->rt, RK_EMSGSIZE, "call to %s: the %u-byte reply was cut to the buffer's %u bytes", k->name,
+                  reply->env.payload_len, buf_len);
+  } else if (rc == RK_ETIMEDOUT) {
+    rk__fail(k->rt, RK_ETIMEDOUT, "call to %s: no reply within %lld us", k->name, (long long)(timeout_ns / 1000));
+  } else if (rc == RK_ESTATE) {
+    rc = faulted_fail(k, "call to");
+  } else if (rc == RK_ECLOSED) {
+    rk__fail(k->rt, RK_ECLOSED, "call to %s: the kernel terminated without answering", k->name);
+  }
   return rc;
 }
 
@@ -561,70 +663,110 @@ int rk_call_key(rk_kernel *k, uint64_t key, uint32_t type, const void *req, uint
 /* ---------------------------------------- callbacks ------------------------------------------ */
 
 int rk_recv_start(rk_kernel *k, rk_recv_cb cb, void *user) {
-  int rc;
-  if (k == NULL || cb == NULL) return RK_EINVAL;
-  uv_mutex_lock(&k->cb_lock);
+  int rc = RK_OK;
+  if (k == NULL) return RK_EINVAL;
+  rk__error_clear(k->rt);
+  if (cb == NULL) return rk__fail(k->rt, RK_EINVAL, "rk_recv_start on %s: NULL callback", k->name);
+  rk__lock(&k->cb_lock);
   if (k->cb_active) {
-    uv_mutex_unlock(&k->cb_lock);
-    return rk__fail(k->rt, RK_ESTATE, "rk_recv_start on %s: already started", k->name);
+    rc = rk__fail(k->rt, RK_ESTATE, "rk_recv_start on %s: already started", k->name);
+  } else if (k->cb_buf == NULL && (k->cb_buf = rk__malloc(rk__payload_max(k))) == NULL) {
+    rc = rk__fail(k->rt, RK_ENOMEM, "rk_recv_start on %s: out of memory", k->name);
+  } else if ((k->lane[0].outbox->flags & RK_RING_F_NO_WAKE) && (rc = rk__devpoll_start(k->rt)) != RK_OK) {
+    /* lanes that cannot wake the loop (a device): the poller thread watches their outboxes; it runs
+     * before the callbacks are started, so a sender that sees cb_active finds it */
+  } else {
+    k->cb = cb;
+    k->cb_user = user;
+    __atomic_store_n(&k->cb_active, 1, __ATOMIC_RELEASE); /* lanes and senders read it to wake the loop */
   }
-  /* Lanes that cannot wake the loop (a device): the poller thread watches their outboxes. It runs
-   * before the callbacks are started, so a sender that sees cb_active finds it. */
-  if ((k->lane[0].outbox->flags & RK_RING_F_NO_WAKE) && (rc = rk__devpoll_start(k->rt)) != RK_OK) {
-    uv_mutex_unlock(&k->cb_lock);
-    return rc;
+  rk__unlock(&k->cb_lock);
+  if (rc == RK_OK) {
+    rk__devpoll_kick(k->rt);
+    rk__service_wake(k->rt);
   }
-  k->cb = cb;
-  k->cb_user = user;
-  __atomic_store_n(&k->cb_active, 1, __ATOMIC_RELEASE); /* lanes and senders read it to wake the loop */
-  uv_mutex_unlock(&k->cb_lock);
-  rk__devpoll_kick(k->rt);
-  rk__service_wake(k->rt);
-  return RK_OK;
+  return rc;
 }
 
 int rk_recv_stop(rk_kernel *k) {
+  uv_thread_t self = uv_thread_self();
   if (k == NULL) return RK_EINVAL;
-  uv_mutex_lock(&k->cb_lock); /* the service thread holds it while it dispatches */
+  rk__error_clear(k->rt);
+  rk__lock(&k->cb_lock);
   if (!k->cb_active) {
-    uv_mutex_unlock(&k->cb_lock);
+    rk__unlock(&k->cb_lock);
     return rk__fail(k->rt, RK_ESTATE, "rk_recv_stop on %s: not started", k->name);
   }
   __atomic_store_n(&k->cb_active, 0, __ATOMIC_RELEASE);
   k->cb = NULL;
   k->cb_user = NULL;
-  uv_mutex_unlock(&k->cb_lock);
+  /* A dispatcher delivering now checks before each callback and stops. From inside the callback
+   * (the dispatcher's own thread) waiting for it would wait for ourselves: it stops when we return. */
+  if (!(k->cb_running && uv_thread_equal(&k->cb_thread, &self)))
+    while (k->cb_running) uv_cond_wait(&k->cb_cond, &k->cb_lock);
+  rk__unlock(&k->cb_lock);
   return RK_OK;
 }
 
-/* Service thread: deliver queued and new replies of k to its callback. */
+/* The callback to call next, or 0 when callbacks were stopped (cb_lock: start and stop may run on
+ * any thread, and between two callbacks). */
+static int current_cb(rk_kernel *k, rk_recv_cb *cb, void **user) {
+  int on;
+  rk__lock(&k->cb_lock);
+  on = k->cb_active && k->cb != NULL;
+  *cb = k->cb;
+  *user = k->cb_user;
+  rk__unlock(&k->cb_lock);
+  return on;
+}
+
+/* Service loop: deliver k's queued and new replies to its callback, one at a time, each copied
+ * out of the ring (or the pending list) into cb_buf first, so the callback runs with no library
+ * lock held: it may call rk_recv_stop, rk_send, rk_call, ... on k. */
 void rk__dispatch_callbacks(rk_kernel *k) {
-  uint32_t i;
-  uv_mutex_lock(&k->cb_lock);
-  if (k->cb_active && k->cb) {
+  rk_recv_cb cb;
+  void *user;
+  rk_msg m;
+  uint32_t i, max = rk__payload_max(k);
+  int progress;
+  rk__lock(&k->cb_lock);
+  if (!k->cb_active || k->cb_running) { /* one dispatcher at a time */
+    rk__unlock(&k->cb_lock);
+    return;
+  }
+  k->cb_running = 1;
+  k->cb_thread = uv_thread_self();
+  rk__unlock(&k->cb_lock);
+  do {
+    progress = 0;
     /* replies parked on the pending list first, in order */
     for (;;) {
-      rk_pending *p;
-      uv_mutex_lock(&k->reply_lock);
-      p = k->pend_head;
-      if (p) {
-        k->pend_head = p->next;
-        if (k->pend_head == NULL) k->pend_tail = NULL;
-        k->pend_count--;
-      }
-      uv_mutex_unlock(&k->reply_lock);
-      if (p == NULL) break;
-      p->msg.payload = p->msg.len ? p->data : NULL;
-      add(&k->received, 1);
-      k->cb(k, &p->msg, k->cb_user);
-      free(p);
+      int got;
+      if (!current_cb(k, &cb, &user)) goto out;
+      rk__lock(&k->reply_lock);
+      got = pop_pending(k, &m, k->cb_buf, max);
+      rk__unlock(&k->reply_lock);
+      if (!got) break;
+      cb(k, &m, user);
+      progress = 1;
     }
     for (i = 0; i < k->lanes; i++) {
       rk__lane *l = &k->lane[i];
-      if (uv_mutex_trylock(&l->drain_lock) != 0) continue;
-      rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL, k->cb, k->cb_user);
-      uv_mutex_unlock(&l->drain_lock);
+      for (;;) {
+        uint32_t got = 0;
+        if (!current_cb(k, &cb, &user)) goto out;
+        if (rk__trylock(&l->drain_lock) != 0) break; /* a caller drains it, and hands us the rest */
+        if (rk__drain_lane(k, l, &m, k->cb_buf, max, 1, &got) > 0 && !got) progress = 1; /* to pending */
+        rk__unlock(&l->drain_lock);
+        if (!got) break;
+        cb(k, &m, user);
+        progress = 1;
+      }
     }
-  }
-  uv_mutex_unlock(&k->cb_lock);
+  } while (progress);
+out:
+  rk__lock(&k->cb_lock);
+  k->cb_running = 0;
+  uv_cond_broadcast(&k->cb_cond);
+  rk__unlock(&k->cb_lock);
 }

@@ -1,6 +1,8 @@
 /* runtime.c — runtime creation and destruction, backend choice, logging and last-error, and the
  * libuv service loop (watchdog timer, callback delivery through uv_async).
  *
+ * (Logging and the per-thread last error live in diag.c.)
+ *
  * The service loop runs on the runtime's own thread, or on the application's loop when one is
  * given (then create/destroy are called on that loop's thread, as libuv requires). Lane workers
  * wake it with uv_async_send, which is thread-safe and coalesces. */
@@ -44,52 +46,6 @@ const char *rk_backend_name(rk_backend b) {
   }
 }
 
-static const char *level_name(rk_log_level l) {
-  static const char *names[] = {"error", "warn", "info", "debug"};
-  return (unsigned)l < 4 ? names[l] : "log";
-}
-
-static void vlog(const rk_runtime_options *o, rk_log_level level, const char *fmt, va_list ap) {
-  char msg[512];
-  if (level > o->log_level) return;
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  if (o->log)
-    o->log(o->log_user, level, msg);
-  else
-    fprintf(stderr, "ringkernel %s: %s\n", level_name(level), msg);
-}
-
-void rk__log(rk_runtime *rt, rk_log_level level, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vlog(&rt->opts, level, fmt, ap);
-  va_end(ap);
-}
-
-int rk__fail(rk_runtime *rt, int code, const char *fmt, ...) {
-  va_list ap;
-  char msg[400];
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  uv_mutex_lock(&rt->lock);
-  snprintf(rt->last_error, sizeof rt->last_error, "%s: %s", rk_err_name(code), msg);
-  uv_mutex_unlock(&rt->lock);
-  rk__log(rt, RK_LOG_DEBUG, "%s: %s", rk_err_name(code), msg);
-  return code;
-}
-
-const char *rk_runtime_last_error(const rk_runtime *rt) {
-  /* The runtime's buffer is rewritten under rt->lock by failing calls on any thread; the caller
-   * gets a copy taken under the lock, in a buffer of its own thread, valid until its next call. */
-  static _Thread_local char copy[sizeof rt->last_error];
-  if (rt == NULL) return "no runtime";
-  uv_mutex_lock((uv_mutex_t *)&rt->lock);
-  memcpy(copy, rt->last_error, sizeof copy);
-  uv_mutex_unlock((uv_mutex_t *)&rt->lock);
-  return copy;
-}
-
 uint64_t rk__msg_id(rk_runtime *rt) {
   return __atomic_add_fetch(&rt->next_msg_id, 1, __ATOMIC_RELAXED) & ~RK__CALL_BIT;
 }
@@ -106,11 +62,11 @@ rk_clock *rk_runtime_clock(rk_runtime *rt) { return rt ? rt->clock : NULL; }
 void rk__for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *, void *), void *arg) {
   rk_kernel *stack[64], **ks = stack, *k;
   size_t n = 0, cap = sizeof stack / sizeof stack[0], i;
-  uv_mutex_lock(&rt->lock);
+  rk__lock(&rt->lock);
   /* Every kernel, however many: a fixed-size snapshot would never serve the oldest ones. */
   for (k = rt->kernels; k; k = k->next) n++;
   if (n > cap) {
-    rk_kernel **big = (rk_kernel **)malloc(n * sizeof *big);
+    rk_kernel **big = (rk_kernel **)rk__malloc(n * sizeof *big);
     if (big) { /* (out of memory: serve the first `cap` of them this pass) */
       ks = big;
       cap = n;
@@ -121,7 +77,7 @@ void rk__for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *, void *), void *
     __atomic_add_fetch(&k->refs, 1, __ATOMIC_ACQUIRE);
     ks[n++] = k;
   }
-  uv_mutex_unlock(&rt->lock);
+  rk__unlock(&rt->lock);
   for (i = 0; i < n; i++) {
     fn(ks[i], arg);
     __atomic_sub_fetch(&ks[i]->refs, 1, __ATOMIC_RELEASE); /* pairs with rk_kernel_destroy */
@@ -158,7 +114,9 @@ static void on_timer(uv_timer_t *t) {
   struct rk__handles *hs = (struct rk__handles *)t->data;
   rk_runtime *rt = hs->rt;
   if (rt == NULL) return;
-  rk__watchdog(rt);
+  /* Kernel by kernel, no runtime lock held: a fault logs (the application's callback) */
+  for_each_kernel(rt, rk__watchdog_kernel);
+  for_each_kernel(rt, rk__kernel_fault_service); /* recoveries and automatic restarts when due */
   for_each_kernel(rt, rk__clock_sync); /* due exchanges only: a few microseconds each */
   for_each_kernel(rt, rk__dispatch_callbacks); /* anything a coalesced wake-up left behind */
 }
@@ -177,7 +135,7 @@ void rk__service_wake(rk_runtime *rt) {
 int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   rk_runtime_options o = RK_RUNTIME_OPTIONS_INIT;
   rk_runtime *rt;
-  int rc, cuda_ok;
+  int rc, cuda_ok, uvrc;
   char reason[320];
   uint64_t interval;
 
@@ -201,11 +159,15 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
     return RK_ENODEV;
   }
 
-  rt = (rk_runtime *)calloc(1, sizeof *rt);
+  rt = (rk_runtime *)rk__calloc(1, sizeof *rt);
   if (rt == NULL) return RK_ENOMEM;
   rt->opts = o;
+  rt->serial = rk__runtime_serial();
+  rt->refs = 1;
   uv_mutex_init(&rt->lock);
-  snprintf(rt->last_error, sizeof rt->last_error, "no error");
+  uv_mutex_init(&rt->log_lock);
+  uv_cond_init(&rt->log_cond);
+  rt->log_ready = 1;
   rt->backend = RK_BACKEND_CPU;
   rt->ops = &rk__cpu_backend;
   if (cuda_ok) {
@@ -215,8 +177,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
       snprintf(rt->backend_reason, sizeof rt->backend_reason, "%s", reason);
     } else if (o.backend == RK_BACKEND_CUDA) {
       rk__log(rt, RK_LOG_ERROR, "RK_BACKEND_CUDA unavailable: %s", reason);
-      uv_mutex_destroy(&rt->lock);
-      free(rt);
+      rk__runtime_release(rt);
       return rc;
     }
   }
@@ -229,7 +190,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   rt->node_id = o.node_id ? o.node_id : (uint32_t)(((uint32_t)getpid() << 16) ^ (uint32_t)rk_realtime_us()) | 0x80000000u;
   if ((rc = rk_clock_create(&rt->clock, rt->node_id, o.max_offset_us)) != RK_OK) goto fail;
 
-  rt->handles = (struct rk__handles *)calloc(1, sizeof *rt->handles);
+  rt->handles = (struct rk__handles *)rk__calloc(1, sizeof *rt->handles);
   if (rt->handles == NULL) {
     rc = RK_ENOMEM;
     goto fail;
@@ -238,22 +199,33 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   if (o.loop) {
     rt->loop = (uv_loop_t *)o.loop;
   } else {
-    if (uv_loop_init(&rt->own_loop) != 0) {
+    if ((uvrc = rk__uv_loop_init(&rt->own_loop)) != 0) {
+      rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: cannot create the service loop: %s", uv_strerror(uvrc));
       rc = RK_ESYS;
       goto fail;
     }
     rt->loop = &rt->own_loop;
     rt->own_thread = 1;
   }
-  uv_async_init(rt->loop, &rt->handles->async, on_async);
-  uv_timer_init(rt->loop, &rt->handles->timer);
+  /* The wake-up handle needs a file descriptor (an eventfd), which a process at its limit lacks:
+   * without it nothing could wake the loop, and closing it later would touch a handle libuv never
+   * set up. */
+  if ((uvrc = rk__uv_async_init(rt->loop, &rt->handles->async, on_async)) != 0) {
+    rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: cannot create the service loop's wake-up handle: %s",
+            uv_strerror(uvrc));
+    if (rt->own_thread) uv_loop_close(rt->loop);
+    rc = RK_ESYS;
+    goto fail;
+  }
+  (void)uv_timer_init(rt->loop, &rt->handles->timer); /* cannot fail on an initialised loop */
   rt->handles->async.data = rt->handles;
   rt->handles->timer.data = rt->handles;
   rt->handles->open = 2;
   interval = o.watchdog_interval_ns ? o.watchdog_interval_ns : RK_DEFAULT_WATCHDOG_INTERVAL_NS;
   uv_timer_start(&rt->handles->timer, on_timer, (interval + 999999) / 1000000, (interval + 999999) / 1000000);
-  if (rt->own_thread && uv_thread_create(&rt->service, service_main, rt) != 0) {
-    close_handles(rt->handles);
+  if (rt->own_thread && (uvrc = rk__thread_create(&rt->service, service_main, rt)) != 0) {
+    rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: cannot start the service thread: %s", uv_strerror(uvrc));
+    close_handles(rt->handles); /* their close callbacks free them */
     uv_run(rt->loop, UV_RUN_DEFAULT);
     rt->handles = NULL;
     uv_loop_close(rt->loop);
@@ -268,10 +240,18 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
 fail:
   if (rt->backend == RK_BACKEND_CUDA) rk__cuda_shutdown(rt);
   free(rt->handles);
+  rk__runtime_release(rt);
+  return rc;
+}
+
+void rk__runtime_release(rk_runtime *rt) {
+  /* acq_rel: the last one to drop sees every other holder's writes before it frees */
+  if (__atomic_sub_fetch(&rt->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
   rk_clock_destroy(rt->clock);
+  uv_cond_destroy(&rt->log_cond);
+  uv_mutex_destroy(&rt->log_lock);
   uv_mutex_destroy(&rt->lock);
   free(rt);
-  return rc;
 }
 
 void rk_runtime_destroy(rk_runtime *rt) {
@@ -279,9 +259,9 @@ void rk_runtime_destroy(rk_runtime *rt) {
   rk__devpoll_destroy(rt); /* first: it reads every kernel's outboxes */
   for (;;) {
     rk_kernel *k;
-    uv_mutex_lock(&rt->lock);
+    rk__lock(&rt->lock);
     k = rt->kernels;
-    uv_mutex_unlock(&rt->lock);
+    rk__unlock(&rt->lock);
     if (k == NULL) break;
     rk_kernel_destroy(k);
   }
@@ -297,7 +277,8 @@ void rk_runtime_destroy(rk_runtime *rt) {
     close_handles(rt->handles);
   }
   if (rt->backend == RK_BACKEND_CUDA) rk__cuda_shutdown(rt);
-  rk_clock_destroy(rt->clock);
-  uv_mutex_destroy(&rt->lock);
-  free(rt);
+  /* Lanes that were abandoned (a handler that never returned) keep rt until they leave: they may
+   * still try to log, and must not reach the application once it is told the runtime is gone. */
+  rk__log_close(rt);
+  rk__runtime_release(rt);
 }

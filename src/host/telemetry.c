@@ -1,8 +1,10 @@
 /* telemetry.c — the watchdog and the counters of ARCHITECTURE §10, as a struct and as JSON.
  *
- * The watchdog runs on the service loop's timer: a lane whose heartbeat has not moved for
- * watchdog_stall_ns while its inbox holds work faults the kernel (RK_ETIMEDOUT, "stalled"); an idle
- * parked lane has no work and is never faulted. */
+ * The watchdog runs on the service loop's timer, kernel by kernel with no lock held (a fault logs
+ * through the application's callback): a lane whose heartbeat has not moved for watchdog_stall_ns
+ * while its inbox holds work faults the kernel (RK_ETIMEDOUT, "stalled": a soft fault, which the
+ * RK_FAULT_RECOVER policy clears when the lane moves again); an idle parked lane has no work and
+ * is never faulted. */
 #include <stdio.h>
 #include <string.h>
 
@@ -10,12 +12,12 @@
 
 #define RK_DEFAULT_WATCHDOG_STALL_NS 2000000000ull
 
-static void watch_kernel(rk_kernel *k) {
+void rk__watchdog_kernel(rk_kernel *k) {
   uint64_t now = rk__now_ns();
   uint64_t stall = k->rt->opts.watchdog_stall_ns ? k->rt->opts.watchdog_stall_ns : RK_DEFAULT_WATCHDOG_STALL_NS;
   uint32_t s = rk_load_acquire_sys_u32(&k->hstate), i;
   int consuming = s == RK_STATE_ACTIVE || s == RK_STATE_TERMINATING;
-  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != 0) return; /* keeps the age it faulted with */
+  if (rk__kernel_faulted(k)) return; /* keeps the age it faulted with */
   for (i = 0; i < k->lanes; i++) {
     rk__lane *l = &k->lane[i];
     uint64_t hb = rk_load_relaxed_sys_u64(&l->status->heartbeat); /* statistics: no pairing */
@@ -37,18 +39,11 @@ static void watch_kernel(rk_kernel *k) {
       continue;
     }
     if (now - changed >= stall) {
-      rk__kernel_fault(k, RK_ETIMEDOUT, "lane %u stalled: no heartbeat for %llu ms with %llu messages waiting", i,
+      rk__kernel_stall(k, i, hb, "lane %u stalled: no heartbeat for %llu ms with %llu messages waiting", i,
                        (unsigned long long)((now - changed) / 1000000), (unsigned long long)depth);
       return;
     }
   }
-}
-
-void rk__watchdog(rk_runtime *rt) {
-  rk_kernel *k;
-  uv_mutex_lock(&rt->lock);
-  for (k = rt->kernels; k; k = k->next) watch_kernel(k);
-  uv_mutex_unlock(&rt->lock);
 }
 
 static uint64_t hist_quantile(const uint64_t *h, uint64_t total, double q) {
@@ -63,10 +58,25 @@ static uint64_t hist_quantile(const uint64_t *h, uint64_t total, double q) {
   return UINT64_MAX;
 }
 
-int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *st) {
+/* The counters a program built with an older header knows: the struct up to clock_sync_misses. */
+#define RK_STATS_MIN_SIZE (RK_OFFSETOF(rk_kernel_counters, clock_sync_misses) + sizeof(uint64_t))
+
+static void stats_fill(rk_kernel *k, rk_kernel_counters *st);
+
+int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *out) {
+  rk_kernel_counters st;
+  uint32_t size;
+  if (k == NULL || out == NULL || out->size < RK_STATS_MIN_SIZE) return RK_EINVAL;
+  size = out->size < sizeof st ? out->size : (uint32_t)sizeof st;
+  stats_fill(k, &st);
+  memcpy(out, &st, size);
+  out->size = size;
+  return RK_OK;
+}
+
+static void stats_fill(rk_kernel *k, rk_kernel_counters *st) {
   uint32_t i, b;
   uint64_t now = rk__now_ns();
-  if (k == NULL || st == NULL || st->size < sizeof(rk_kernel_counters)) return RK_EINVAL;
   memset(st, 0, sizeof *st);
   st->size = sizeof *st;
   st->state = rk_kernel_state(k);
@@ -78,6 +88,9 @@ int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *st) {
   st->send_invalid = LD(send_invalid);
   st->received = LD(received);
   st->late_replies = LD(late_replies);
+  st->faults = LD(faults);
+  st->recoveries = LD(recoveries);
+  st->restarts = LD(restarts);
 #undef LD
   for (i = 0; i < k->lanes; i++) {
     rk_lane_status *ls = k->lane[i].status;
@@ -103,13 +116,15 @@ int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *st) {
   }
   st->latency_p50_ns = hist_quantile(st->latency_hist, st->latency_count, 0.50);
   st->latency_p99_ns = hist_quantile(st->latency_hist, st->latency_count, 0.99);
-  uv_mutex_lock(&k->clock_lock); /* one exchange's figures, not two */
+  rk__lock(&k->clock_lock); /* one exchange's figures, not two */
   st->clock_offset_ns = k->clock_offset;
   st->clock_sync_window_ns = k->clock_window;
   st->clock_syncs = k->clock_syncs;
   st->clock_sync_misses = k->clock_misses;
-  uv_mutex_unlock(&k->clock_lock);
-  return RK_OK;
+  rk__unlock(&k->clock_lock);
+  rk__lock(&k->dead_lock);
+  st->dead_letters = k->dead_total;
+  rk__unlock(&k->dead_lock);
 }
 
 /* snprintf into a moving window; counts what the full text needs even when it does not fit. */
@@ -170,13 +185,14 @@ static void kernel_json(jbuf *j, rk_kernel *k) {
           ",\"sent\":%llu,\"send_rejected\":%llu,\"send_timeouts\":%llu,\"send_invalid\":%llu,\"msgs_in\":%llu,"
           "\"msgs_out\":%llu,\"received\":%llu,\"late_replies\":%llu,\"k2k_in\":%llu,\"k2k_out\":%llu,"
           "\"invalid\":%llu,\"clock_rejected\":%llu,\"handler_errors\":%llu,\"outbox_stalls\":%llu,"
-          "\"heartbeat_age_ns\":%llu",
+          "\"heartbeat_age_ns\":%llu,\"faults\":%llu,\"recoveries\":%llu,\"restarts\":%llu,\"dead_letters\":%llu",
           (unsigned long long)st.sent, (unsigned long long)st.send_rejected, (unsigned long long)st.send_timeouts,
           (unsigned long long)st.send_invalid, (unsigned long long)st.msgs_in, (unsigned long long)st.msgs_out,
           (unsigned long long)st.received, (unsigned long long)st.late_replies, (unsigned long long)st.k2k_in,
           (unsigned long long)st.k2k_out, (unsigned long long)st.invalid, (unsigned long long)st.clock_rejected,
           (unsigned long long)st.handler_errors, (unsigned long long)st.outbox_stalls,
-          (unsigned long long)st.heartbeat_age_ns);
+          (unsigned long long)st.heartbeat_age_ns, (unsigned long long)st.faults, (unsigned long long)st.recoveries,
+          (unsigned long long)st.restarts, (unsigned long long)st.dead_letters);
   jprintf(j, ",\"inbox_depth\":[");
   for (i = 0; i < k->lanes; i++) jprintf(j, "%s%llu", i ? "," : "", (unsigned long long)st.inbox_depth[i]);
   jprintf(j, "],\"outbox_depth\":[");
@@ -214,13 +230,13 @@ int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len) {
   jstring(&j, rt->backend_reason);
   jprintf(&j, ",\"node_id\":%u,\"hlc\":%llu,\"version\":\"%s\",\"kernels\":[", rt->node_id,
           (unsigned long long)rk_clock_peek(rt->clock), rk_version_string());
-  uv_mutex_lock(&rt->lock);
+  rk__lock(&rt->lock);
   for (k = rt->kernels; k; k = k->next) {
     if (!first) jprintf(&j, ",");
     first = 0;
     kernel_json(&j, k);
   }
-  uv_mutex_unlock(&rt->lock);
+  rk__unlock(&rt->lock);
   jprintf(&j, "]}");
   return j.need > 0x7fffffff ? RK_ENOMEM : (int)j.need;
 }
