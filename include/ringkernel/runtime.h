@@ -190,8 +190,9 @@ RK_API uint32_t rk_kernel_lanes(const rk_kernel *k);
  *  Errors: RK_EINVAL (NULL, type 0, payload NULL with len > 0, type not declared by a typed
  *  kernel), RK_EMSGSIZE (len above the slot's payload, or not the declared size of the type),
  *  RK_EAGAIN (full, REJECT policy or RK_SEND_NOWAIT), RK_ETIMEDOUT (full for the whole send
- *  timeout, BLOCK policy), RK_ECLOSED (terminating/terminated), RK_ESTATE (faulted).
- *  A failed send has claimed nothing: the kernel never sees it. */
+ *  timeout, BLOCK policy), RK_ECLOSED (terminating/terminated), RK_ESTATE (faulted),
+ *  RK_ECORRUPT (the lane's inbox header was found rewritten since launch: the kernel is now
+ *  FAULTED with RK_ECORRUPT). A failed send has claimed nothing: the kernel never sees it. */
 RK_API int rk_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags,
                    uint64_t *msg_id);
 /** Send with a lane key: messages with the same key go to the same lane, in order. */
@@ -216,8 +217,13 @@ RK_API int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n);
 /** Receive the next reply not claimed by an rk_call waiter, from any lane. The payload is copied
  *  into buf (truncated to buf_len: msg->len says what was copied). timeout_ns: < 0 forever, 0 poll.
  *  Errors: RK_EINVAL, RK_ETIMEDOUT (nothing arrived), RK_EAGAIN (timeout 0 and nothing ready),
- *  RK_ECLOSED (terminated and every reply received). Replies with a failed HLC merge are still
- *  delivered (status RK_ECLOCK). */
+ *  RK_ECLOSED (terminated and every reply received), RK_ECORRUPT (nothing received and a lane's
+ *  outbox header was found damaged: the kernel is FAULTED). Replies with a failed HLC merge are
+ *  still delivered (status RK_ECLOCK). A reply the host refused (rk_envelope_validate_reply failed;
+ *  counted in replies_invalid) is never delivered with its payload: when its header was sound
+ *  enough to trust its ids (a check result from RK_ENV_BAD_LENGTH on) a notice comes in its place,
+ *  an error reply (rk_msg_is_error) with status RK_ECORRUPT, no payload and the refused envelope's
+ *  ids (correlation_id names the request); otherwise nothing comes. */
 RK_API int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t timeout_ns);
 /** Receive up to n replies at once: msgs[i].payload points into bufs + i * buf_len. Returns the
  *  number received (>= 1) or an error as rk_recv. */
@@ -227,7 +233,10 @@ RK_API int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_le
 /** Request/reply: send, then wait for the reply whose correlation id is this request's id.
  *  Concurrent callers each get their own reply. Returns 0, RK_EHANDLER (an error reply: its code
  *  in reply->status), RK_ETIMEDOUT (no reply in time; a late reply is then discarded and counted),
- *  or any rk_send error. */
+ *  RK_ECORRUPT (the reply came and was refused as corrupt, see rk_recv: reply is the notice, len
+ *  0; or the lane's outbox header was found damaged and the kernel FAULTED: no reply can come),
+ *  or any rk_send error. A refused reply whose header is too damaged to name its request wakes no
+ *  one: the call then ends at its timeout (replies_invalid counts it). */
 RK_API int rk_call(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply,
                    void *buf, uint32_t buf_len, int64_t timeout_ns);
 RK_API int rk_call_key(rk_kernel *k, uint64_t key, uint32_t type, const void *req, uint32_t req_len,
@@ -282,6 +291,11 @@ typedef struct rk_kernel_counters {
   uint64_t clock_sync_window_ns; /**< round trip of that measurement; its error is at most half */
   uint64_t clock_syncs;        /**< accepted measurements (the one at launch included) */
   uint64_t clock_sync_misses;  /**< exchanges dropped: no answer in time, or too slow to be precise */
+  /** Replies the host refused: their envelope failed rk_envelope_validate_reply, or named an
+   *  rk_call sent on another lane. Their payload is never delivered; when their ids could be
+   *  believed, an RK_ECORRUPT notice went in their place (see rk_call, rk_recv). Balance:
+   *  msgs_out = received + late_replies + replies_invalid + what is still queued. */
+  uint64_t replies_invalid;
 } rk_kernel_counters;
 
 /** Snapshot a kernel's counters. stats->size must be set. Errors: RK_EINVAL. */

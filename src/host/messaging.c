@@ -9,7 +9,16 @@
  * (an rk_call caller, an rk_recv caller, or the service thread for callbacks). The drainer hands
  * each reply to the rk_call waiter whose request id it names, or else to its own caller, the
  * callback, or the kernel's pending list; every reply received merges its stamp into the runtime
- * clock. Nothing is dropped except a reply to an rk_call whose caller gave up (counted). */
+ * clock. Nothing is dropped except a reply to an rk_call whose caller gave up (counted).
+ *
+ * The outbox is memory a lane writes (a device, or a handler that writes past its reservation),
+ * so nothing in it is trusted: before each batch the drainer checks the ring's header against the
+ * memory launch gave it, and it copies each reply's envelope out of its slot and validates the
+ * copy (rk_envelope_validate_reply) before using any of it. A refused reply is counted
+ * (replies_invalid) and its payload never delivered; when only its content is wrong (its header's
+ * structure is sound, so its correlation id can be believed) whoever would have received it gets
+ * an RK_ECORRUPT notice instead, so an rk_call waiting for it returns RK_ECORRUPT at once rather
+ * than at its timeout (docs/design-notes.md, "Replies are validated"). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +28,17 @@
 
 static inline void add(volatile uint64_t *c, uint64_t n) {
   __atomic_fetch_add(c, n, __ATOMIC_RELAXED); /* host-only statistics counters */
+}
+
+/* Is lane ring r (an inbox or an outbox) still the ring launch made, within the memory launch gave
+ * it? The lanes' rings sit in memory a lane writes (on the GPU, the mapped arena), and every ring
+ * operation addresses slots and sequence words through the header's own geometry: a header
+ * rewritten since launch would send the host's reads and writes outside the ring. So the host
+ * re-checks line 0 against the real size (and against the geometry it launched with) before each
+ * drain batch and each claim; it costs a few loads of a line nobody writes. */
+static int lane_ring_ok(const rk_kernel *k, const rk_ring *r, size_t stride, uint64_t capacity, uint32_t mode) {
+  return rk_ring_check_mem(r, stride) == RK_OK && r->capacity == capacity && r->slot_size == k->slot_size &&
+         r->mode == mode;
 }
 
 void rk__latency_add(rk_kernel *k, uint64_t ns) {
@@ -76,7 +96,14 @@ static int claim(rk_kernel *k, rk__lane *l, uint32_t n, uint32_t flags, uint64_t
   uint64_t start = 0;
   int reject = k->backpressure == RK_BACKPRESSURE_REJECT || (flags & RK_SEND_NOWAIT);
   for (;;) {
-    int got = rk_ring_mpsc_reserve_n(l->inbox, n, pos);
+    int got;
+    if (!lane_ring_ok(k, l->inbox, k->inbox_stride, k->inbox_cap, RK_RING_MPSC)) {
+      if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) == 0)
+        rk__kernel_fault(k, RK_ECORRUPT, "lane %u inbox: ring header damaged (no longer the ring launch made in %zu bytes)",
+                         l->index, k->inbox_stride);
+      return rk__fail(k->rt, RK_ECORRUPT, "send to %s: lane %u inbox is damaged (kernel FAULTED)", k->name, l->index);
+    }
+    got = rk_ring_mpsc_reserve_n(l->inbox, n, pos);
     if (got > 0) return got;
     if (got == RK_ECLOSED) return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is terminating", k->name);
     if (got < 0) return got;
@@ -208,21 +235,36 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
 /* ---------------------------------------- receive -------------------------------------------- */
 
 /* A reply's status: the code an error reply carries, else RK_ECLOCK when its stamp failed the
- * merge into the runtime clock (the reply is still delivered), else 0. */
-static int32_t reply_status(const rk_envelope *e, int clock_bad) {
+ * merge into the runtime clock (the reply is still delivered), else 0. e is the validated copy of
+ * the envelope, payload its payload in the slot. */
+static int32_t reply_status(const rk_envelope *e, const void *payload, int clock_bad) {
   int32_t c = 0;
-  if ((e->flags & RK_ENV_F_ERROR) && e->payload_len >= sizeof(int32_t)) memcpy(&c, e + 1, sizeof c);
+  if ((e->flags & RK_ENV_F_ERROR) && e->payload_len >= sizeof(int32_t)) memcpy(&c, payload, sizeof c);
   return c == 0 && clock_bad ? RK_ECLOCK : c;
 }
 
-static void to_msg(const rk_envelope *e, rk_msg *m, void *buf, uint32_t buf_len, int clock_bad) {
+static void to_msg(const rk_envelope *e, const void *payload, rk_msg *m, void *buf, uint32_t buf_len,
+                   int clock_bad) {
   uint32_t n = e->payload_len < buf_len ? e->payload_len : buf_len;
   m->env = *e;
   m->len = n;
   m->payload = n ? buf : NULL;
-  if (n) memcpy(buf, e + 1, n);
-  m->status = reply_status(e, clock_bad);
+  if (n) memcpy(buf, payload, n);
+  m->status = reply_status(e, payload, clock_bad);
 }
+
+/* The notice that stands for a refused reply whose ids can be believed: its envelope with no
+ * payload, marked an error reply, status RK_ECORRUPT. */
+static void to_notice(const rk_envelope *e, rk_msg *m) {
+  m->env = *e;
+  m->env.payload_len = 0;
+  m->env.flags = (uint16_t)(RK_ENV_F_REPLY | RK_ENV_F_ERROR);
+  m->env.checksum = 0;
+  m->len = 0;
+  m->payload = NULL;
+  m->status = RK_ECORRUPT;
+}
+
 
 /* Unlock reply_lock, first waking the rk_call callers asleep on reply_cond if this holder handed
  * out a reply (*woke). sleepers is only changed under reply_lock, so the read here is exact. */
@@ -232,33 +274,63 @@ static void reply_unlock(rk_kernel *k, int *woke) {
   uv_mutex_unlock(&k->reply_lock);
 }
 
-/* Merge the stamps of the n replies at pos into the runtime clock, with one clock read: normally
- * one merge of the newest stamp (each reply then counts as received: the clock ends above all of
- * them before any is handed out); when that one is refused as too far ahead, each reply is merged
- * on its own and bad[i] marks the refused ones (RK_ECLOCK, delivered all the same). Returns 1 when
- * bad[] was filled. */
-static int merge_batch(rk_kernel *k, rk__lane *l, uint64_t pos, uint32_t n, uint8_t *bad) {
+/* Merge the stamps of the n valid replies among env[] (chk[i] == RK_ENV_OK) into the runtime clock,
+ * with one clock read: normally one merge of the newest stamp (each reply then counts as received:
+ * the clock ends above all of them before any is handed out); when that one is refused as too far
+ * ahead, each reply is merged on its own and bad[i] marks the refused ones (RK_ECLOCK, delivered
+ * all the same). Refused replies are not merged: their stamps mean nothing. Returns 1 when bad[]
+ * was filled. */
+static int merge_batch(rk_kernel *k, const rk_envelope *env, const uint8_t *chk, uint32_t n, uint8_t *bad) {
   rk_clock *c = k->rt->clock;
   uint64_t pt = rk_clock_physical_us(c); /* read after the replies were published: no false refusal */
   rk_hlc newest = 0;
   uint32_t i;
-  for (i = 0; i < n; i++) {
-    const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
-    if (e->hlc > newest) newest = e->hlc;
-  }
-  if (rk__clock_recv_at(c, newest, pt, NULL) == RK_OK) return 0; /* the drift check is monotone */
-  for (i = 0; i < n; i++) {
-    const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
-    bad[i] = rk__clock_recv_at(c, e->hlc, pt, NULL) == RK_ECLOCK;
-  }
+  for (i = 0; i < n; i++)
+    if (chk[i] == RK_ENV_OK && env[i].hlc > newest) newest = env[i].hlc;
+  if (newest == 0 || rk__clock_recv_at(c, newest, pt, NULL) == RK_OK) return 0; /* the drift check is monotone */
+  for (i = 0; i < n; i++) bad[i] = chk[i] == RK_ENV_OK && rk__clock_recv_at(c, env[i].hlc, pt, NULL) == RK_ECLOCK;
   return 1;
+}
+
+/* The outbox of lane l failed lane_ring_ok (drain_lock held): fault the kernel (its replies can
+ * no longer be read) and hand every rk_call waiting on this lane an RK_ECORRUPT notice, so none of
+ * them waits for its timeout. */
+static void outbox_corrupt(rk_kernel *k, rk__lane *l) {
+  rk_waiter *w, **pw;
+  int woke = 0;
+  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) == 0) /* once, not at every later drain */
+    rk__kernel_fault(k, RK_ECORRUPT, "lane %u outbox: ring header damaged (no longer the ring launch made in %zu bytes)",
+                   l->index, k->outbox_stride);
+  uv_mutex_lock(&k->reply_lock);
+  for (pw = &k->waiters; (w = *pw) != NULL;) {
+    if (w->lane != l->index) {
+      pw = &w->next;
+      continue;
+    }
+    *pw = w->next;
+    memset(&w->out->env, 0, sizeof w->out->env);
+    w->out->env.correlation_id = w->id;
+    w->out->env.src = k->id;
+    w->out->env.lane = (uint16_t)l->index;
+    to_notice(&w->out->env, w->out);
+    w->corrupt = 1;
+    /* pairs with the caller's acquire in call_common: *w->out is written; after this store the
+     * drainer never touches w (it lives on the caller's stack) */
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+    woke = 1;
+  }
+  reply_unlock(k, &woke);
 }
 
 /* Drain the outbox of lane l (drain_lock held). Each reply goes to its rk_call waiter; else, while
  * fewer than `want` went to the caller and nothing is pending, into direct[*got] (its payload into
- * buf + *got * buf_len); else to the callback; else to the pending list. Per batch of slots: one
- * clock read and merge (merge_batch), one hold of reply_lock (released around callbacks). Returns
- * the number of replies taken from the ring. */
+ * buf + *got * buf_len); else to the callback; else to the pending list. A refused reply (see the
+ * top of this file) goes nowhere, or, when its ids can be believed, goes the same way as an
+ * RK_ECORRUPT notice. Per batch of slots: one check of the ring, one copy and validation of each
+ * envelope, one clock read and merge (merge_batch), one hold of reply_lock (released around
+ * callbacks). Returns the number of replies taken from the ring, or RK_ECORRUPT when the outbox
+ * itself is damaged (the kernel is then FAULTED, nothing more is read from it, and the rk_call
+ * waiters of this lane have their notices). */
 int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
                    uint32_t *got, rk_recv_cb cb, void *cb_user) {
   uint64_t pos;
@@ -267,25 +339,60 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
   if (got) *got = 0;
   if (direct == NULL || got == NULL) want = 0;
   for (;;) {
-    uint8_t bad[RK_DRAIN_BATCH];
-    uint64_t now_ns = 0, received = 0, late = 0;
+    rk_envelope env[RK_DRAIN_BATCH]; /* the envelopes, copied out of their slots and validated */
+    uint8_t chk[RK_DRAIN_BATCH], bad[RK_DRAIN_BATCH];
+    uint64_t now_ns = 0, received = 0, late = 0, invalid = 0;
+    const char *why = NULL; /* the first refusal's reason, for the log */
     int any_bad;
+    if (!lane_ring_ok(k, l->outbox, k->outbox_stride, k->outbox_cap, RK_RING_SPSC)) {
+      outbox_corrupt(k, l);
+      if (got) *got = ndirect;
+      return RK_ECORRUPT;
+    }
     n = rk_ring_peek_n(l->outbox, RK_DRAIN_BATCH, &pos);
     if (n == 0) break;
-    any_bad = merge_batch(k, l, pos, n, bad);
+    /* Copy first, then validate the copy and use only the copy: a lane that rewrote a published
+     * slot meanwhile changes payload bytes at worst, never the length the copy was checked with. */
+    for (i = 0; i < n; i++) {
+      const uint8_t *slot = rk_ring_slot(l->outbox, pos + i);
+      memcpy(&env[i], slot, sizeof env[i]);
+      chk[i] = (uint8_t)rk_envelope_validate_reply(&env[i], slot + RK_ENVELOPE_SIZE, rk__payload_max(k), k->id);
+    }
+    any_bad = merge_batch(k, env, chk, n, bad);
     uv_mutex_lock(&k->reply_lock);
     for (i = 0; i < n; i++) {
-      const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
-      int clock_bad = any_bad && bad[i];
+      const rk_envelope *e = &env[i];
+      const void *payload = rk_ring_slot(l->outbox, pos + i) + RK_ENVELOPE_SIZE;
+      int clock_bad = any_bad && bad[i], notice = 0;
       rk_waiter *w, **pw;
+      if (chk[i] != RK_ENV_OK) {
+        invalid++;
+        if (why == NULL) why = rk_envelope_check_name(chk[i]);
+        if (chk[i] < RK_ENV_BAD_LENGTH) continue; /* a damaged header: its ids mean nothing, no one is told */
+        notice = 1;
+      }
       for (pw = &k->waiters; (w = *pw) != NULL; pw = &w->next)
         if (w->id == e->correlation_id) break;
+      if (w && w->lane != l->index) {
+        /* It names an rk_call sent on another lane: a lane answers only its own requests, so its
+         * correlation id is damaged. Refused (never delivered to that caller), no one is told. */
+        if (!notice) {
+          invalid++;
+          if (why == NULL) why = "reply names an rk_call sent on another lane";
+        }
+        continue;
+      }
       if (w) {
         *pw = w->next;
-        to_msg(e, w->out, w->buf, w->buf_len, clock_bad);
-        if (now_ns == 0) now_ns = rk__now_ns();
-        rk__latency_add(k, now_ns - w->sent_ns);
-        add(&k->received, 1); /* before done: a caller's stats after rk_call returns include it */
+        if (notice) {
+          to_notice(e, w->out);
+          w->corrupt = 1;
+        } else {
+          to_msg(e, payload, w->out, w->buf, w->buf_len, clock_bad);
+          if (now_ns == 0) now_ns = rk__now_ns();
+          rk__latency_add(k, now_ns - w->sent_ns);
+          add(&k->received, 1); /* before done: a caller's stats after rk_call returns include it */
+        }
         /* pairs with the caller's acquire in call_common: *w->out is written; after this store the
          * drainer never touches w (it lives on the caller's stack) */
         __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
@@ -293,13 +400,17 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         continue;
       }
       if (e->correlation_id & RK__CALL_BIT) {
-        late++; /* its caller timed out: discard, counted */
+        if (!notice) late++; /* its caller timed out: discard, counted (a refused one: as refused) */
         continue;
       }
       if (ndirect < want && k->pend_head == NULL) {
         rk_msg *m = &direct[ndirect];
-        to_msg(e, m, (uint8_t *)buf + (size_t)ndirect * buf_len, buf_len, clock_bad);
-        received++;
+        if (notice) {
+          to_notice(e, m);
+        } else {
+          to_msg(e, payload, m, (uint8_t *)buf + (size_t)ndirect * buf_len, buf_len, clock_bad);
+          received++;
+        }
         if (++ndirect == want) {
           i++;
           break;
@@ -309,24 +420,34 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
       if (cb && k->pend_head == NULL) {
         rk_msg m;
         reply_unlock(k, &woke);
-        m.env = *e;
-        m.payload = e->payload_len ? (const void *)(e + 1) : NULL;
-        m.len = e->payload_len;
-        m.status = reply_status(e, clock_bad);
-        add(&k->received, 1);
+        if (notice) {
+          to_notice(e, &m);
+        } else {
+          m.env = *e;
+          m.payload = e->payload_len ? payload : NULL;
+          m.len = e->payload_len;
+          m.status = reply_status(e, payload, clock_bad);
+          add(&k->received, 1);
+        }
         cb(k, &m, cb_user);
         uv_mutex_lock(&k->reply_lock);
         continue;
       }
       {
-        rk_pending *p = (rk_pending *)malloc(sizeof *p + e->payload_len);
+        uint32_t len = notice ? 0 : e->payload_len;
+        rk_pending *p = (rk_pending *)malloc(sizeof *p + len);
         if (p == NULL) {
           /* Keep the reply in the ring rather than lose it: stop draining here. */
           rk__log(k->rt, RK_LOG_ERROR, "kernel %s: out of memory while queueing a reply", k->name);
+          if (notice) invalid--; /* counted again when it is taken */
           break;
         }
         p->next = NULL;
-        to_msg(e, &p->msg, p->data, e->payload_len, clock_bad);
+        p->notice = notice;
+        if (notice)
+          to_notice(e, &p->msg);
+        else
+          to_msg(e, payload, &p->msg, p->data, len, clock_bad);
         if (k->pend_tail)
           k->pend_tail->next = p;
         else
@@ -339,6 +460,11 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
     reply_unlock(k, &woke);
     if (received) add(&k->received, received);
     if (late) add(&k->late_replies, late);
+    if (invalid) {
+      add(&k->replies_invalid, invalid);
+      rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: refused %llu corrupt repl%s (first: %s)", k->name, l->index,
+              (unsigned long long)invalid, invalid == 1 ? "y" : "ies", why ? why : "?");
+    }
     if (i) {
       rk_ring_release_n(l->outbox, i);
       rk_ring_notify_producers(l->outbox); /* a lane stalled on a full outbox resumes */
@@ -363,7 +489,7 @@ static int pop_pending(rk_kernel *k, rk_msg *m, void *buf, uint32_t buf_len) {
   m->len = n;
   m->payload = n ? buf : NULL;
   if (n) memcpy(buf, p->data, n);
-  add(&k->received, 1);
+  if (!p->notice) add(&k->received, 1); /* a notice was counted as refused (replies_invalid) */
   free(p);
   return 1;
 }
@@ -385,6 +511,7 @@ int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t time
 int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint32_t n, int64_t timeout_ns) {
   uint64_t start = 0, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
   uint32_t got_total = 0, spins = 0, first_lane;
+  int corrupt = 0; /* a lane's outbox was found damaged (rk__drain_lane) */
   if (k == NULL || msgs == NULL || n == 0 || (bufs == NULL && buf_len > 0)) return RK_EINVAL;
   /* pairs with the release stores of cb_active in rk_recv_start/rk_recv_stop (any thread) */
   if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE))
@@ -403,13 +530,15 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
       if (uv_mutex_trylock(&l->drain_lock) != 0) continue;
       {
         uint32_t got = 0;
-        rk__drain_lane(k, l, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len,
-                       n - got_total, &got, NULL, NULL);
+        if (rk__drain_lane(k, l, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len,
+                           n - got_total, &got, NULL, NULL) == RK_ECORRUPT)
+          corrupt = 1;
         got_total += got;
       }
       uv_mutex_unlock(&l->drain_lock);
     }
     if (got_total > 0) return (int)got_total;
+    if (corrupt) return rk__fail(k->rt, RK_ECORRUPT, "rk_recv on %s: a lane's outbox is damaged (kernel FAULTED)", k->name);
     /* Before the poll's RK_EAGAIN: a poller must learn that nothing will ever come. */
     if (all_lanes_done(k)) {
       uv_mutex_lock(&k->reply_lock);
@@ -428,7 +557,7 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
         uint64_t el = rk__now_ns() - start;
         if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
       }
-      (void)rk__ring_wait_readable_slice(k->lane[0].outbox, left, &idle_since);
+      (void)rk__ring_wait_readable_slice(k->lane[0].outbox, k->outbox_stride, left, &idle_since);
       uv_mutex_unlock(&k->lane[0].drain_lock);
     } else if (++spins < 256) {
       rk_cpu_relax();
@@ -457,6 +586,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   w.buf = buf;
   w.buf_len = buf_len;
   l = &k->lane[lane_for(k, keyed, key)];
+  w.lane = l->index; /* only this lane's replies may name it (rk__drain_lane) */
   /* Register before sending: the reply may arrive before send_on returns. */
   uv_mutex_lock(&k->reply_lock);
   w.next = k->waiters;
@@ -485,7 +615,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
             if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
           }
           first = 0;
-          if (rk__ring_wait_readable_slice(l->outbox, left, &idle_since) == RK_ECLOSED) {
+          if (rk__ring_wait_readable_slice(l->outbox, k->outbox_stride, left, &idle_since) == RK_ECLOSED) {
             rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL, NULL, NULL);
             break;
           }
@@ -532,7 +662,10 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
     if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) rc = RK_OK; /* delivered at the deadline */
     uv_mutex_unlock(&k->reply_lock);
   }
-  if (rc == RK_OK && (reply->env.flags & RK_ENV_F_ERROR)) rc = RK_EHANDLER;
+  if (rc == RK_OK && w.corrupt) /* written before done's release, read after its acquire */
+    rc = rk__fail(k->rt, RK_ECORRUPT, "call to %s: the reply was corrupt and refused (replies_invalid)", k->name);
+  else if (rc == RK_OK && (reply->env.flags & RK_ENV_F_ERROR))
+    rc = RK_EHANDLER;
   if (rc == RK_ETIMEDOUT) rk__fail(k->rt, RK_ETIMEDOUT, "call to %s: no reply within %lld us", k->name,
                                    (long long)(timeout_ns / 1000));
   return rc;
@@ -597,7 +730,7 @@ void rk__dispatch_callbacks(rk_kernel *k) {
       uv_mutex_unlock(&k->reply_lock);
       if (p == NULL) break;
       p->msg.payload = p->msg.len ? p->data : NULL;
-      add(&k->received, 1);
+      if (!p->notice) add(&k->received, 1); /* a notice was counted as refused (replies_invalid) */
       k->cb(k, &p->msg, k->cb_user);
       free(p);
     }
