@@ -35,7 +35,7 @@ static inline void add(volatile uint64_t *c, uint64_t n) {
  * operation addresses slots and sequence words through the header's own geometry: a header
  * rewritten since launch would send the host's reads and writes outside the ring. So the host
  * re-checks line 0 against the real size (and against the geometry it launched with) before each
- * drain batch and each claim; it costs a few loads of a line nobody writes. */
+ * drain batch and each claim: a dozen loads and compares of a line nobody writes. */
 static int lane_ring_ok(const rk_kernel *k, const rk_ring *r, size_t stride, uint64_t capacity, uint32_t mode) {
   return rk_ring_check_mem(r, stride) == RK_OK && r->capacity == capacity && r->slot_size == k->slot_size &&
          r->mode == mode;
@@ -264,7 +264,6 @@ static void to_notice(const rk_envelope *e, rk_msg *m) {
   m->payload = NULL;
   m->status = RK_ECORRUPT;
 }
-
 
 /* Unlock reply_lock, first waking the rk_call callers asleep on reply_cond if this holder handed
  * out a reply (*woke). sleepers is only changed under reply_lock, so the read here is exact. */

@@ -72,7 +72,7 @@ static int h_mixed(rk_ctx *ctx, const rk_msg *in) {
   const uint8_t *p = (const uint8_t *)rk_msg_payload(in);
   uint8_t b = rk_msg_len(in) ? p[0] : 0;
   int rc;
-  switch (b % 5) {
+  switch (b % 6) {
     case 0: return RK_EINVAL;
     case 1:
       if ((rc = rk_reply(ctx, 3, p, rk_msg_len(in))) != RK_OK) return rc;
@@ -84,6 +84,7 @@ static int h_mixed(rk_ctx *ctx, const rk_msg *in) {
       return rk_reply_commit(ctx);
     }
     case 3: return 0; /* no reply at all */
+    case 4: return 1; /* a positive return (issue 11 lists what it should become) */
     default: return h_echo(ctx, in);
   }
 }
@@ -341,6 +342,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       case 24:
         (void)rk_kernel_state(k);
         CHECK(rk_kernel_lanes(k) >= 1 && rk_kernel_lanes(k) <= 3);
+        break;
+      case 25: /* misuse: NULL objects and buffers, counts of zero; all refused, nothing sent */
+        ONE_OF(rk_send(NULL, 1, payload, 1, 0, NULL), RK_EINVAL);
+        ONE_OF(rk_send(k, 1, NULL, 1 + arg, 0, NULL), RK_EINVAL, RK_ECLOSED, RK_ESTATE);
+        ONE_OF(rk_call(k, 1, payload, 1, NULL, buf, 1, MS), RK_EINVAL);
+        ONE_OF(rk_call(k, 1, payload, 1, &m, NULL, 1 + arg, MS), RK_EINVAL);
+        ONE_OF(rk_recv(k, NULL, buf, 1, 0), RK_EINVAL, RK_ESTATE);
+        ONE_OF(rk_recv(k, &m, NULL, 1 + arg, 0), RK_EINVAL, RK_ESTATE);
+        ONE_OF(rk_recv_batch(k, &m, buf, 1, 0, 0), RK_EINVAL, RK_ESTATE);
+        ONE_OF(rk_send_batch(k, NULL, 1 + arg), RK_EINVAL);
+        CHECK(rk_send_batch(k, NULL, 0) == 0);
+        ONE_OF(rk_recv_start(k, NULL, NULL), RK_EINVAL);
+        ONE_OF(rk_kernel_stats(k, NULL), RK_EINVAL);
+        ONE_OF(rk_runtime_stats_json(NULL, (char *)buf, 1), RK_EINVAL);
+        ONE_OF(rk_kernel_activate(NULL), RK_EINVAL);
+        CHECK(rk_kernel_state(NULL) == 0);
         break;
       default: { /* a burst of no-reply sends: fill the rings */
         uint32_t j;
