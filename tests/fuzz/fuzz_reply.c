@@ -5,8 +5,10 @@
  * registers a few rk_call waiters (white-box, as call_common does, each on a lane), publishes up
  * to a ring's worth of replies into each outbox — well-formed replies to a waiter or to rk_recv,
  * well-formed ones with input bytes written over chosen offsets of the slot, or whole slots of
- * input bytes — and then drains everything through the public rk_recv_batch (which runs
- * rk__drain_lane on each lane and hands the waiters theirs).
+ * input bytes — and then drains everything the way the input picks: through the public
+ * rk_recv_batch (which runs rk__drain_lane on each lane and hands the waiters theirs), or first as
+ * an rk_call caller does (rk__drain_lane with no buffer: the rest goes to the pending list), or
+ * through callbacks (rk_recv_start, then rk__dispatch_callbacks until all is delivered).
  * What must hold, whatever the bytes: nothing is read outside the outbox (ASan); every delivered
  * message is a valid reply (rk_envelope_validate_reply) with len <= its buffer, or an RK_ECORRUPT
  * notice with no payload; every untouched good reply is delivered exactly once, intact, to its
@@ -37,6 +39,7 @@
 
 static rk_runtime *rt;
 static rk_kernel *k;
+static uv_mutex_t rec_lock; /* the callback's records (mode 2) */
 
 static void quiet(void *user, rk_log_level level, const char *message) {
   (void)user;
@@ -52,6 +55,7 @@ static int never(rk_ctx *ctx, const rk_msg *in) {
 
 static void setup(void) {
   rk_runtime_options o = RK_RUNTIME_OPTIONS_INIT;
+  uv_mutex_init(&rec_lock);
   rk_kernel_desc d;
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   o.backend = RK_BACKEND_CPU;
@@ -130,13 +134,57 @@ static int is_notice(const rk_msg *m) {
          m->env.flags == (RK_ENV_F_REPLY | RK_ENV_F_ERROR);
 }
 
+/* Replies handed to the callback (mode 2), copied: the payload lives in the slot only during it. */
+typedef struct record {
+  rk_msg m;
+  uint8_t payload[PAYLOAD_MAX];
+} record;
+static record recs[LANES * OUTBOX_CAP + 1];
+static uint32_t nrecs; /* under rec_lock: the service thread may deliver too */
+
+static void on_reply(rk_kernel *kk, const rk_msg *m, void *user) {
+  (void)kk;
+  (void)user;
+  uv_mutex_lock(&rec_lock);
+  CHECK(nrecs < LANES * OUTBOX_CAP);
+  CHECK(m->len == m->env.payload_len && m->len <= PAYLOAD_MAX);
+  recs[nrecs].m = *m;
+  if (m->len) memcpy(recs[nrecs].payload, m->payload, m->len);
+  recs[nrecs].m.payload = m->len ? recs[nrecs].payload : NULL;
+  nrecs++;
+  uv_mutex_unlock(&rec_lock);
+}
+
+/* A message rk_recv or the callback delivered (not to a waiter), against what was published. */
+static void check_delivered(sent *s, uint32_t nsent, const rk_msg *m, uint32_t buf_len, int64_t *last) {
+  uint32_t j;
+  CHECK(m->len <= buf_len && m->len <= PAYLOAD_MAX);
+  if (is_notice(m)) return; /* stands for a refused slot; the good ones are all checked at the end */
+  CHECK(!(m->env.correlation_id & RK__CALL_BIT)); /* never a call's reply */
+  CHECK(m->len == (m->env.payload_len < buf_len ? m->env.payload_len : buf_len));
+  j = match(s, nsent, m, -1);
+  CHECK(rk_envelope_validate_reply((const rk_envelope *)(const void *)s[j].bytes, NULL, PAYLOAD_MAX,
+                                   rk_kernel_id(k)) == RK_ENV_OK);
+  CHECK((int64_t)j > last[s[j].lane]); /* per lane, in publication order */
+  last[s[j].lane] = j;
+}
+
+static int outboxes_empty(void) {
+  int empty;
+  if (rk_ring_count(k->lane[0].outbox) || rk_ring_count(k->lane[1].outbox)) return 0;
+  uv_mutex_lock(&k->reply_lock);
+  empty = k->pend_head == NULL;
+  uv_mutex_unlock(&k->reply_lock);
+  return empty;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   input in = {data, size};
   rk_waiter w[WAITERS];
   rk_msg wout[WAITERS];
   uint8_t wbuf[WAITERS][PAYLOAD_MAX + 8];
   static sent s[LANES * OUTBOX_CAP];
-  uint32_t count[LANES] = {0, 0}, nsent = 0, i, j, nwait;
+  uint32_t count[LANES] = {0, 0}, nsent = 0, i, j, nwait, mode;
   int64_t last[LANES] = {-1, -1}; /* per lane, the last slot rk_recv delivered: order */
   rk_kernel_counters before, after;
   rk_msg msgs[8];
@@ -146,7 +194,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 2) return 0;
   before.size = sizeof before;
   CHECK(rk_kernel_stats(k, &before) == RK_OK);
-  nwait = (uint32_t)take(&in, 1) % (WAITERS + 1);
+  mode = (uint32_t)*in.p >> 3; /* how the host drains: 0 rk_recv, 1 a caller first, 2 callbacks */
+  mode %= 3;
+  nwait = ((uint32_t)take(&in, 1) & 7) % (WAITERS + 1);
   buf_len = (uint32_t)take(&in, 1) % (PAYLOAD_MAX + 9);
   memset(w, 0, sizeof w);
   memset(wout, 0, sizeof wout);
@@ -204,24 +254,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     nsent++;
   }
 
-  /* drain through the public receive until both outboxes are empty */
+  if (mode == 1) {
+    /* an rk_call caller drains first (call_common): everything not for a waiter goes to the
+     * pending list, notices included, which rk_recv then empties in order */
+    for (i = 0; i < LANES; i++) {
+      uv_mutex_lock(&k->lane[i].drain_lock);
+      CHECK(rk__drain_lane(k, &k->lane[i], NULL, NULL, 0, 0, NULL, NULL, NULL) >= 0);
+      uv_mutex_unlock(&k->lane[i].drain_lock);
+    }
+  }
+  if (mode == 2) {
+    /* callbacks: the service thread may deliver some itself; this thread dispatches until the
+     * outboxes and the pending list are empty */
+    nrecs = 0;
+    CHECK(rk_recv_start(k, on_reply, NULL) == RK_OK);
+    while (!outboxes_empty()) rk__dispatch_callbacks(k);
+    CHECK(rk_recv_stop(k) == RK_OK); /* no callback runs after it returns */
+    for (i = 0; i < nrecs; i++) check_delivered(s, nsent, &recs[i].m, PAYLOAD_MAX, last);
+  }
+  /* drain through the public receive until both outboxes (and the pending list) are empty */
   for (;;) {
     int got = rk_recv_batch(k, msgs, bufs, buf_len, 8, 0);
     if (got == RK_EAGAIN) break;
     CHECK(got > 0 && got <= 8);
-    for (i = 0; i < (uint32_t)got; i++) {
-      rk_msg *m = &msgs[i];
-      CHECK(m->len <= buf_len && m->len <= PAYLOAD_MAX);
-      if (is_notice(m)) continue; /* stands for a refused slot; good ones are checked below */
-      CHECK(!(m->env.correlation_id & RK__CALL_BIT)); /* never a call's reply */
-      CHECK(m->len == (m->env.payload_len < buf_len ? m->env.payload_len : buf_len));
-      j = match(s, nsent, m, -1);
-      CHECK(rk_envelope_validate_reply((const rk_envelope *)(const void *)s[j].bytes, NULL, PAYLOAD_MAX,
-                                       rk_kernel_id(k)) == RK_ENV_OK);
-      CHECK((int64_t)j > last[s[j].lane]); /* per lane, in publication order */
-      last[s[j].lane] = j;
-    }
+    for (i = 0; i < (uint32_t)got; i++) check_delivered(s, nsent, &msgs[i], buf_len, last);
   }
+  CHECK(outboxes_empty());
   CHECK(rk_ring_count(k->lane[0].outbox) == 0 && rk_ring_count(k->lane[1].outbox) == 0);
 
   /* the waiters: done iff something for them came from their own lane; never from another */

@@ -103,6 +103,11 @@ def reply_seeds():
     bad += bytes([0x01, 8])                                    # the waiter's reply on the wrong lane
     bad += bytes([0x06, 8]) + envelope(5, 0x40000000, F_REPLY, corr=5, src=1) + bytes(64)
     write("reply", "damaged", bad)
+    # the first byte: waiters in bits 0-2, the drain mode in bits 3+ (0 rk_recv, 1 a caller first,
+    # 2 callbacks)
+    write("reply", "damaged-pending", bytes([bad[0] | 1 << 3]) + bad[1:])
+    write("reply", "damaged-callbacks", bytes([bad[0] | 2 << 3]) + bad[1:])
+    write("reply", "good-callbacks", bytes([good[0] | 2 << 3]) + good[1:])
     full = bytes([4, 32, 0, 8, 1, 8, 0, 0, 1, 200])
     for i in range(32):
         full += bytes([(i & 1) | ((i % 4) << 3), i * 3 % 65])
