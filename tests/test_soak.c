@@ -94,6 +94,35 @@ static uint64_t rss_bytes(void) {
   return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+/* A failure seen on a worker thread (cmocka can only fail on the test's own thread): say what and
+ * where, dump everything the runtime can tell (each kernel's state and fault, the counters as
+ * JSON, what was logged), then abort. */
+static void soak_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void soak_fail(const char *fmt, ...) {
+  static char json[1 << 16];
+  va_list ap;
+  uint32_t i;
+  fprintf(stderr, "soak: FAILED after %.1f s, %llu messages accepted: ", (double)(rt_now_ns() - S.t_start) / 1e9,
+          (unsigned long long)__atomic_load_n(&S.accepted, __ATOMIC_RELAXED));
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\n");
+  for (i = 0; i < KERNELS; i++) {
+    char err[256];
+    int code = rk_kernel_error(S.k[i], err, sizeof err);
+    fprintf(stderr, "soak: kernel %u: %s, fault %s%s%s\n", i, rk_state_name(rk_kernel_state(S.k[i])),
+            code ? rk_err_name(code) : "none", code ? ": " : "", code ? err : "");
+  }
+  if (rk_runtime_stats_json(S.rt, json, sizeof json) >= 0) fprintf(stderr, "soak: stats %s\n", json);
+  pthread_mutex_lock(&rt_the_log.lock);
+  fprintf(stderr, "soak: logged %u errors, %u warnings; the last: %s\n", rt_the_log.count[RK_LOG_ERROR],
+          rt_the_log.count[RK_LOG_WARN], rt_the_log.last);
+  pthread_mutex_unlock(&rt_the_log.lock);
+  fflush(stderr);
+  abort();
+}
+
 typedef struct producer_arg {
   uint32_t id;
   uint64_t rng;
@@ -123,8 +152,8 @@ static void *producer(void *arg) {
         S.rejected[id][kern]++;
         continue;
       }
-      if (rc != RK_OK) fail_msg("producer %u: rk_call = %s (%s)", id, rk_err_name(rc), rk_runtime_last_error(S.rt));
-      if (back.seq != m.seq || back.key != key) fail_msg("producer %u: a call got another message's reply", id);
+      if (rc != RK_OK) soak_fail("producer %u: rk_call = %s (%s)", id, rk_err_name(rc), rk_runtime_last_error(S.rt));
+      if (back.seq != m.seq || back.key != key) soak_fail("producer %u: a call got another message's reply", id);
       accepted_one(kern, key, 0);
       S.call_replies[id]++;
       added = 1;
@@ -154,7 +183,7 @@ static void *producer(void *arg) {
       if (rc < 0) {
         if (rc == RK_EAGAIN) S.rejected[id][kern]++;
         else if (rc == RK_ETIMEDOUT) S.timeouts[id][kern]++;
-        else fail_msg("producer %u: rk_send_batch = %s", id, rk_err_name(rc));
+        else soak_fail("producer %u: rk_send_batch = %s", id, rk_err_name(rc));
         continue;
       }
       /* items [0, rc) were accepted, in order; a refused rest counts as one refusal */
@@ -179,7 +208,7 @@ static void *producer(void *arg) {
         S.timeouts[id][kern]++;
         continue;
       }
-      if (rc != RK_OK) fail_msg("producer %u: rk_send_key = %s", id, rk_err_name(rc));
+      if (rc != RK_OK) soak_fail("producer %u: rk_send_key = %s", id, rk_err_name(rc));
       accepted_one(kern, key, !(flags & RK_SEND_NO_REPLY));
       added = 1;
     }
@@ -206,7 +235,7 @@ static void *receiver(void *arg) {
     int n = rk_recv_batch(k, msgs, bufs, sizeof bufs[0], 16, 100 * RT_MS), i;
     if (n == RK_ECLOSED) break; /* terminated and every reply received */
     if (n == RK_ETIMEDOUT) continue;
-    if (n < 0) fail_msg("receiver %u: rk_recv_batch = %s", kern, rk_err_name(n));
+    if (n < 0) soak_fail("receiver %u: rk_recv_batch = %s", kern, rk_err_name(n));
     for (i = 0; i < n; i++) {
       soak_msg *m = &bufs[i];
       if (msgs[i].status != 0 || msgs[i].len != sizeof *m || m->key >= KEYS) {
@@ -229,9 +258,9 @@ static void *chaos(void *arg) {
     uint64_t r = rk_test_rand(&rng);
     rk_kernel *k = S.k[r % KERNELS];
     rt_sleep_ms(1 + (unsigned)((r >> 8) % 5));
-    if (rk_kernel_deactivate(k) != RK_OK) fail_msg("chaos: deactivate failed");
+    if (rk_kernel_deactivate(k) != RK_OK) soak_fail("chaos: deactivate failed");
     if ((r >> 16) & 1) rt_sleep_ms((unsigned)((r >> 17) % 3));
-    if (rk_kernel_activate(k) != RK_OK) fail_msg("chaos: activate failed");
+    if (rk_kernel_activate(k) != RK_OK) soak_fail("chaos: activate failed");
     S.toggles++;
   }
   return NULL;
