@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
 # Install the build dependencies from Debian's packages when they are missing. Idempotent: does
 # nothing (and needs no network) when everything is already there.
+#   scripts/deps.sh               the required packages, then (optional) clang's fuzzer runtime
+#   scripts/deps.sh --fuzz-ready  exit 0 when clang can build a libFuzzer target with ASan+UBSan
 set -euo pipefail
+fuzz_ready() {
+  command -v clang >/dev/null 2>&1 || return 1
+  printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' |
+    clang -x c -fsanitize=fuzzer,address,undefined -o /dev/null - >/dev/null 2>&1
+}
+if [[ ${1:-} == --fuzz-ready ]]; then
+  fuzz_ready
+  exit
+fi
+sudo_cmd=""
+[[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v cc >/dev/null || need+=(build-essential)
@@ -12,8 +25,6 @@ pc cmocka || need+=(libcmocka-dev)
 pc ck || need+=(libck-dev)
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}"
-  sudo_cmd=""
-  [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
 fi
@@ -31,5 +42,17 @@ if command -v nvcc >/dev/null; then
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --target "$root/.tools/cuda" \
       nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37 ||
       echo "deps: could not install them; tests/test_sass.py will be skipped"
+  fi
+fi
+
+# Optional: clang and its sanitizer and fuzzer runtimes (libclang-rt-dev; on bookworm it brings
+# libclang-rt-14-dev, which holds libclang_rt.fuzzer). `make fuzz` needs them; `make test` runs
+# the fuzz targets briefly when they are there and says so when they are not.
+if ! fuzz_ready; then
+  echo "deps: installing clang libclang-rt-dev (libFuzzer, for the fuzz targets)"
+  if ! { $sudo_cmd apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq clang libclang-rt-dev; } ||
+     ! fuzz_ready; then
+    echo "deps: clang's fuzzer runtime is not available: the fuzz targets will be skipped" >&2
   fi
 fi

@@ -8,6 +8,8 @@ rk_add_test(test_messaging SOURCES test_messaging.c LABELS runtime TIMEOUT 120)
 rk_add_test(test_backpressure SOURCES test_backpressure.c LABELS runtime TIMEOUT 120)
 rk_add_test(test_terminate SOURCES test_terminate.c LABELS runtime TIMEOUT 120)
 rk_add_test(test_handlers SOURCES test_handlers.c LABELS runtime STATIC TIMEOUT 120)
+# STATIC: publishes replies straight into a lane's outbox and damages ring headers (host/internal.h).
+rk_add_test(test_replies SOURCES test_replies.c LABELS runtime STATIC TIMEOUT 120)
 rk_add_test(test_watchdog SOURCES test_watchdog.c LABELS runtime TIMEOUT 120)
 rk_add_test(test_telemetry SOURCES test_telemetry.c LABELS runtime TIMEOUT 120)
 rk_add_test(test_clock_sync SOURCES test_clock_sync.c LABELS runtime TIMEOUT 120)

@@ -189,6 +189,108 @@ static void test_each_corruption_detected(void **state) {
   assert_int_equal(rk_envelope_validate(&s.env, NULL, PAYLOAD_MAX, 7), RK_ENV_BAD_RESERVED);
 }
 
+/* A reply as a lane writes it: REPLY flag, src = the kernel, a type; error replies carry a negative
+ * int32 code. */
+static void make_reply(slot_t *s, uint32_t len, uint16_t flags) {
+  make_message(s, len); /* sealed */
+  s->env.flags = (uint16_t)(RK_ENV_F_REPLY | flags);
+  s->env.checksum = 0;
+  s->env.dst = 0; /* back to the host */
+}
+
+static void test_reply_validation(void **state) {
+  slot_t s;
+  int32_t code = RK_EINVAL;
+  uint8_t copy[PAYLOAD_MAX];
+  uint32_t bit;
+  (void)state;
+  make_reply(&s, 100, 0);
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_OK);
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, UINT32_MAX), RK_ENV_OK);
+  s.env.dst = 12345; /* dst echoes the request's src: not checked */
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_OK);
+  make_reply(&s, PAYLOAD_MAX, 0);
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_OK);
+  rk_envelope_seal(&s.env, s.payload);
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_OK);
+  /* an error reply, of type 0 too (a lane answers a type-0 request with one) */
+  make_reply(&s, 4, RK_ENV_F_ERROR);
+  memcpy(s.payload, &code, sizeof code);
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_OK);
+  s.env.type = 0;
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_OK);
+
+  /* each corruption, in the order of the enum */
+  make_reply(&s, 100, 0);
+  s.env.magic = 0;
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_MAGIC);
+  make_reply(&s, 100, 0);
+  s.env.version = 0;
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_VERSION);
+  for (bit = 0; bit < 16; bit++) {
+    uint16_t f = (uint16_t)(1u << bit);
+    make_reply(&s, 100, 0);
+    s.env.flags = (uint16_t)(s.env.flags | f);
+    if (f & RK_ENV_F_REPLY_ALLOWED) continue;
+    if (rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3) != RK_ENV_BAD_FLAGS)
+      fail_msg("flag 0x%x accepted on a reply", f);
+  }
+  make_reply(&s, 100, 0);
+  s.env.flags = 0; /* not a reply */
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_FLAGS);
+  s.env.flags = RK_ENV_F_ERROR;
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_FLAGS);
+  make_reply(&s, 100, 0);
+  s.env.reserved = 1;
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_RESERVED);
+  make_reply(&s, 100, 0);
+  s.env.payload_len = PAYLOAD_MAX + 1;
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_LENGTH);
+  s.env.payload_len = 0x40000000u;
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_LENGTH);
+  s.env.payload_len = UINT32_MAX;
+  s.env.flags = (uint16_t)(s.env.flags | RK_ENV_F_CHECKSUM); /* the length is refused before the sum reads */
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_LENGTH);
+  make_reply(&s, 100, 0);
+  s.env.type = 0;
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_TYPE);
+  make_reply(&s, 100, 0);
+  rk_envelope_seal(&s.env, s.payload);
+  s.payload[99] ^= 1;
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_CHECKSUM);
+  memcpy(copy, s.payload, sizeof copy);
+  copy[99] ^= 1; /* a separate payload buffer is the one checked */
+  assert_int_equal(rk_envelope_validate_reply(&s.env, copy, PAYLOAD_MAX, 3), RK_ENV_OK);
+  make_reply(&s, 100, 0);
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 4), RK_ENV_BAD_SOURCE);
+  make_reply(&s, 3, RK_ENV_F_ERROR); /* too short for a code */
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_ERROR);
+  make_reply(&s, 4, RK_ENV_F_ERROR);
+  code = 0;
+  memcpy(s.payload, &code, sizeof code);
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_ERROR);
+  code = 5;
+  memcpy(s.payload, &code, sizeof code);
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_ERROR);
+  code = INT32_MIN;
+  memcpy(s.payload, &code, sizeof code);
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_OK);
+  /* an unaligned payload buffer is read byte by byte */
+  code = RK_ECLOCK;
+  memcpy(copy + 1, &code, sizeof code);
+  assert_int_equal(rk_envelope_validate_reply(&s.env, copy + 1, PAYLOAD_MAX, 3), RK_ENV_OK);
+  /* the first corruption wins: a damaged header is reported as such, whatever else is wrong */
+  make_reply(&s, 100, 0);
+  s.env.reserved = 2;
+  s.env.payload_len = 0x40000000u;
+  s.env.src = 99;
+  assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_RESERVED);
+  /* the contract the host relies on: the header-damage results come before RK_ENV_BAD_LENGTH */
+  assert_true(RK_ENV_BAD_MAGIC < RK_ENV_BAD_LENGTH && RK_ENV_BAD_VERSION < RK_ENV_BAD_LENGTH &&
+              RK_ENV_BAD_FLAGS < RK_ENV_BAD_LENGTH && RK_ENV_BAD_RESERVED < RK_ENV_BAD_LENGTH);
+  assert_true(RK_ENV_BAD_SOURCE > RK_ENV_BAD_LENGTH && RK_ENV_BAD_ERROR > RK_ENV_BAD_LENGTH);
+}
+
 static void test_check_names(void **state) {
   int i, j;
   const char *unknown = rk_envelope_check_name(RK_ENV_CHECK_COUNT);
@@ -335,6 +437,7 @@ int main(void) {
       cmocka_unit_test(test_init_fields),
       cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_each_corruption_detected),
+      cmocka_unit_test(test_reply_validation),
       cmocka_unit_test(test_check_names),
       cmocka_unit_test(test_crc_known_vectors),
       cmocka_unit_test(test_crc_paths_agree),

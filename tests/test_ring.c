@@ -142,6 +142,57 @@ static void test_memsize_and_init(void **state) {
   free(mem);
 }
 
+/* rk_ring_check_mem: the header checked against the memory it sits in. A header that claims more
+ * than the memory holds, however self-consistent, is refused (rk_ring_check alone passes it). */
+static void test_check_mem(void **state) {
+  size_t need = rk_ring_memsize(8, 128, RK_RING_SPSC), i;
+  uint8_t *mem = (uint8_t *)rk_test_aligned_alloc(RK_LINE, need + RK_LINE);
+  rk_ring *r = (rk_ring *)mem;
+  (void)state;
+  assert_non_null(mem);
+  assert_int_equal(rk_ring_init(mem, need, 8, 128, RK_RING_SPSC), RK_OK);
+  assert_int_equal(rk_ring_check_mem(r, need), RK_OK);
+  assert_int_equal(rk_ring_check_mem(r, need + RK_LINE), RK_OK); /* more memory than needed is fine */
+  assert_int_equal(rk_ring_check_mem(r, need - 1), RK_ECORRUPT); /* the last sequence word is outside */
+  assert_int_equal(rk_ring_check_mem(r, sizeof(rk_ring)), RK_ECORRUPT);
+  /* the caller's numbers are wrong: the header is not even read */
+  assert_int_equal(rk_ring_check_mem(NULL, need), RK_EINVAL);
+  assert_int_equal(rk_ring_check_mem(r, sizeof(rk_ring) - 1), RK_EINVAL);
+  assert_int_equal(rk_ring_check_mem(r, 0), RK_EINVAL);
+  assert_int_equal(rk_ring_check_mem((const rk_ring *)(mem + 64), need), RK_EINVAL);
+  /* everything rk_ring_check refuses */
+  r->magic ^= 1;
+  assert_int_equal(rk_ring_check_mem(r, need), RK_ECORRUPT);
+  r->magic ^= 1;
+  r->mask = 3;
+  assert_int_equal(rk_ring_check_mem(r, need), RK_ECORRUPT);
+  r->mask = 7;
+
+  /* Self-consistent headers that describe more memory than there is: twice the slots, larger
+   * slots, both. rk_ring_check cannot tell; rk_ring_check_mem must. */
+  {
+    static const struct {
+      uint64_t cap;
+      uint32_t slot;
+    } lies[] = {{16, 128}, {8, 192}, {8, 256}, {1ull << 32, 64}, {4, 1u << 24}, {16, 64}};
+    for (i = 0; i < NELEM(lies); i++) {
+      size_t lie = rk_ring_memsize(lies[i].cap, lies[i].slot, RK_RING_SPSC);
+      r->capacity = lies[i].cap;
+      r->mask = lies[i].cap - 1;
+      r->slot_size = lies[i].slot;
+      r->seq_offset = sizeof(rk_ring) + lies[i].cap * lies[i].slot;
+      assert_int_equal(rk_ring_check(r), RK_OK);
+      if (lie > need) {
+        if (rk_ring_check_mem(r, need) != RK_ECORRUPT) fail_msg("case %zu: a %zu-byte ring passed in %zu bytes", i, lie, need);
+      } else {
+        assert_int_equal(rk_ring_check_mem(r, need), RK_OK); /* fewer bytes than there are: harmless */
+      }
+      assert_int_equal(rk_ring_check_mem(r, lie), RK_OK);
+    }
+  }
+  free(mem);
+}
+
 static void test_ring_in_caller_memory(void **state) {
   static RK_ALIGNAS(128) uint8_t mem[512 + 4 * 64 + 4 * 8];
   rk_ring *r = (rk_ring *)mem;
@@ -676,6 +727,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_geometry),
       cmocka_unit_test(test_memsize_and_init),
+      cmocka_unit_test(test_check_mem),
       cmocka_unit_test(test_ring_in_caller_memory),
       cmocka_unit_test(test_bad_arguments_of_waits),
       cmocka_unit_test(test_empty_full_wrap),

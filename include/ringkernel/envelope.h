@@ -66,14 +66,23 @@ typedef enum rk_envelope_check {
   RK_ENV_OK = 0,
   RK_ENV_BAD_MAGIC = 1,     /**< magic is not RK_ENVELOPE_MAGIC */
   RK_ENV_BAD_VERSION = 2,   /**< version is not RK_ENVELOPE_VERSION */
-  RK_ENV_BAD_FLAGS = 3,     /**< a reserved flag bit is set */
+  RK_ENV_BAD_FLAGS = 3,     /**< a reserved flag bit is set (replies: or flags no reply carries) */
   RK_ENV_BAD_RESERVED = 4,  /**< the reserved word is not zero */
   RK_ENV_BAD_LENGTH = 5,    /**< payload_len exceeds what the slot can hold */
   RK_ENV_BAD_TYPE = 6,      /**< type 0 on a non-control message */
   RK_ENV_BAD_DEST = 7,      /**< dst is not the kernel that received it */
   RK_ENV_BAD_CHECKSUM = 8,  /**< RK_ENV_F_CHECKSUM set and the payload's CRC32C differs */
-  RK_ENV_CHECK_COUNT = 9
+  RK_ENV_BAD_SOURCE = 9,    /**< (replies) src is not the kernel whose outbox held the reply */
+  RK_ENV_BAD_ERROR = 10,    /**< (replies) RK_ENV_F_ERROR without a negative int32 RK_E* code */
+  RK_ENV_CHECK_COUNT = 11
 } rk_envelope_check;
+/* The order is a contract: results below RK_ENV_BAD_LENGTH say the header itself is damaged (its
+ * ids and fields mean nothing), results from RK_ENV_BAD_LENGTH on say the header's structure is
+ * sound and only its content is wrong, so its ids (msg_id, correlation_id) can be used to answer
+ * or to notify (ARCHITECTURE §6; docs/design-notes.md, "Replies are validated"). */
+
+/** The flags a reply may carry; RK_ENV_F_REPLY is required among them. */
+#define RK_ENV_F_REPLY_ALLOWED (RK_ENV_F_REPLY | RK_ENV_F_ERROR | RK_ENV_F_CHECKSUM)
 
 /* ------------------------------------ CRC32C ------------------------------------------------- */
 
@@ -156,6 +165,45 @@ RK_INLINE RK_HD rk_envelope_check rk_envelope_validate(const rk_envelope *e, con
   if (e->flags & RK_ENV_F_CHECKSUM) {
     const void *p = payload ? payload : RK_CAST(const void *, e + 1);
     if (rk_envelope__crc(p, e->payload_len) != e->checksum) return RK_ENV_BAD_CHECKSUM;
+  }
+  return RK_ENV_OK;
+}
+
+/**
+ * Validate a reply taken from a kernel's outbox, before anything of it is used: a lane (a device,
+ * a handler that writes past its reservation) may have written anything there.
+ * Checks, in the order of the enum: magic, version, flags (no reserved bit; RK_ENV_F_REPLY set and
+ * nothing outside RK_ENV_F_REPLY_ALLOWED: RK_ENV_BAD_FLAGS), the reserved word, payload_len within
+ * max_payload, type (0 only on an error reply: a lane answers a request whose type was 0 with an
+ * error reply of that type), the checksum when flagged, src == expected_src, and that an error
+ * reply carries at least 4 payload bytes holding a negative code. The destination is not checked:
+ * a reply's dst echoes its request's src, which the lane never vetted.
+ * @param e            the envelope (payload_len bytes of payload follow it unless `payload` says)
+ * @param payload      the payload (NULL: the bytes right after the envelope); read only after the
+ *                     length passed, and only payload_len bytes of it
+ * @param max_payload  the most payload the slot can hold (slot size - RK_ENVELOPE_SIZE)
+ * @param expected_src the id of the kernel whose outbox held the reply, or UINT32_MAX to skip
+ * @return RK_ENV_OK or the first corruption found. Any thread; pure.
+ */
+RK_INLINE RK_HD rk_envelope_check rk_envelope_validate_reply(const rk_envelope *e, const void *payload,
+                                                             uint32_t max_payload, uint32_t expected_src) {
+  const uint8_t *p = RK_CAST(const uint8_t *, payload ? payload : RK_CAST(const void *, e + 1));
+  if (e->magic != RK_ENVELOPE_MAGIC) return RK_ENV_BAD_MAGIC;
+  if (e->version != RK_ENVELOPE_VERSION) return RK_ENV_BAD_VERSION;
+  if ((e->flags & ~RK_ENV_F_REPLY_ALLOWED) || !(e->flags & RK_ENV_F_REPLY)) return RK_ENV_BAD_FLAGS;
+  if (e->reserved != 0) return RK_ENV_BAD_RESERVED;
+  if (e->payload_len > max_payload) return RK_ENV_BAD_LENGTH;
+  if (e->type == 0 && !(e->flags & RK_ENV_F_ERROR)) return RK_ENV_BAD_TYPE;
+  if ((e->flags & RK_ENV_F_CHECKSUM) && rk_envelope__crc(p, e->payload_len) != e->checksum)
+    return RK_ENV_BAD_CHECKSUM;
+  if (expected_src != 0xffffffffu && e->src != expected_src) return RK_ENV_BAD_SOURCE;
+  if (e->flags & RK_ENV_F_ERROR) {
+    /* byte by byte: `payload` may be unaligned; envelopes are little-endian on every side */
+    uint32_t c;
+    if (e->payload_len < 4) return RK_ENV_BAD_ERROR;
+    c = RK_CAST(uint32_t, p[0]) | RK_CAST(uint32_t, p[1]) << 8 | RK_CAST(uint32_t, p[2]) << 16 |
+        RK_CAST(uint32_t, p[3]) << 24;
+    if ((c & 0x80000000u) == 0) return RK_ENV_BAD_ERROR; /* RK_E* codes are negative */
   }
   return RK_ENV_OK;
 }

@@ -8,6 +8,11 @@
  * a timeout). A producer that uses the raw push functions of ring.h on a ring whose consumer may
  * park must call rk_ring_notify_consumer() after publishing (one call covers a whole batch).
  *
+ * The functions here check the ring they are given with rk_ring_check, which sees the header
+ * alone: a ring adopted from memory another party writes (shared memory of another process,
+ * memory a device writes) must first pass rk_ring_check_mem with the size actually mapped, and its
+ * configuration line must not change while these functions use it (ring.h, rk_ring_check_mem).
+ *
  * Timeouts are in nanoseconds: a negative timeout waits forever, 0 tries once.
  * Parking uses the ring's own words (line 3 of the header) and, on Linux, futexes; it is a host
  * facility: device pollers back off with __nanosleep instead. */

@@ -146,7 +146,16 @@ RK_INLINE int rk_ring_init(void *mem, size_t mem_size, uint64_t capacity, uint32
   return RK_OK;
 }
 
-/** Sanity check of a ring header (magic and geometry). Returns 0 or RK_ECORRUPT/RK_EINVAL. */
+/**
+ * Check a ring header on its own: magic, geometry (rk_ring_check_geometry), mask and offsets.
+ * It cannot see the memory behind the header: a self-consistent header that claims more slots than
+ * were allocated passes, and every operation on that ring then reads and writes past the memory.
+ * So this check suffices only for a ring whose memory was sized from the same numbers the header
+ * holds (rk_ring_create, or rk_ring_init into rk_ring_memsize() bytes) and that nobody else can
+ * write; a ring adopted from memory another party writes (a process, a device) must be checked with
+ * rk_ring_check_mem and the size of the memory actually mapped.
+ * Returns 0, RK_EINVAL (r NULL) or RK_ECORRUPT. Any thread; reads the configuration line only.
+ */
 RK_INLINE RK_HD int rk_ring_check(const rk_ring *r) {
   if (r == NULL) return RK_EINVAL;
   if (r->magic != RK_RING_MAGIC) return RK_ECORRUPT;
@@ -154,6 +163,34 @@ RK_INLINE RK_HD int rk_ring_check(const rk_ring *r) {
   if (r->mask != r->capacity - 1) return RK_ECORRUPT;
   if (r->slots_offset != sizeof(rk_ring) || r->seq_offset != sizeof(rk_ring) + r->capacity * r->slot_size)
     return RK_ECORRUPT;
+  return RK_OK;
+}
+
+/**
+ * Check a ring against the memory it sits in: everything rk_ring_check checks, and that the
+ * header, the slots and the sequence words the header describes all lie within the mem_size bytes
+ * starting at r. This is the check for a ring adopted from shared memory (mapped from another
+ * process, pinned memory a device writes): after it passes, every operation of this header (and of
+ * src/queue) addresses only those bytes, whatever the indices and sequence words hold — as long as
+ * the configuration line (line 0) is not rewritten afterwards. A party that can rewrite line 0
+ * while the ring is in use can always redirect its user; such a user checks once and then works
+ * from a private copy of the geometry, or re-checks before each use (the host's send and drain
+ * paths re-check the lanes' rings: docs/design-notes.md, "Rings adopted from shared memory").
+ * @param r        the ring (its first byte); must be 128-byte aligned
+ * @param mem_size bytes of memory that really belong to the ring, starting at r
+ * @return 0; RK_EINVAL when r is NULL or misaligned, or mem_size cannot even hold the header (the
+ *         caller's numbers are wrong, the header was not read); RK_ECORRUPT when the header is
+ *         damaged or describes more memory than mem_size.
+ * Any thread; reads the configuration line only.
+ */
+RK_INLINE RK_HD int rk_ring_check_mem(const rk_ring *r, size_t mem_size) {
+  int rc;
+  if (r == NULL || (RK_CAST(uintptr_t, r) & (RK_LINE - 1)) != 0) return RK_EINVAL;
+  if (mem_size < sizeof(rk_ring)) return RK_EINVAL;
+  if ((rc = rk_ring_check(r)) != RK_OK) return rc;
+  /* The geometry passed rk_ring_check_geometry, so the product below is at most 2^32 * (2^24 + 8)
+   * and cannot overflow 64 bits; rk_ring_memsize computes exactly this sum. */
+  if (rk_ring_memsize(r->capacity, r->slot_size, r->mode) > mem_size) return RK_ECORRUPT;
   return RK_OK;
 }
 

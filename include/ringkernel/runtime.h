@@ -262,7 +262,9 @@ RK_API uint32_t rk_kernel_lanes(const rk_kernel *k);
  *  kernel, a flag not in RK_SEND_FLAGS_ALL), RK_EMSGSIZE (len above the slot's payload, or not
  *  the declared size of the type), RK_EAGAIN (full, REJECT policy or RK_SEND_NOWAIT),
  *  RK_ETIMEDOUT (full for the whole send timeout, BLOCK policy), RK_ECLOSED
- *  (terminating/terminated), RK_ESTATE (faulted, before or while the send waited for room).
+ *  (terminating/terminated), RK_ESTATE (faulted, before or while the send waited for room),
+ *  RK_ECORRUPT (the lane's inbox header was found rewritten since launch: the kernel is now
+ *  FAULTED with RK_ECORRUPT).
  *  When the inbox is full because the lane stopped on a full outbox, the error's detail says so
  *  (receive the replies with rk_recv, or send with RK_SEND_NO_REPLY).
  *  A failed send has claimed nothing: the kernel never sees it. */
@@ -291,8 +293,14 @@ RK_API int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n);
  *  into buf (truncated to buf_len: msg->len says what was copied). timeout_ns: < 0 forever, 0 poll.
  *  Errors: RK_EINVAL, RK_ETIMEDOUT (nothing arrived), RK_EAGAIN (timeout 0 and nothing ready),
  *  RK_ECLOSED (terminated and every reply received), RK_ESTATE (callbacks are started; or the
- *  kernel is FAULTED and no reply is ready: a waiting rk_recv returns as soon as it faults).
- *  Replies with a failed HLC merge are still delivered (status RK_ECLOCK). */
+ *  kernel is FAULTED and no reply is ready: a waiting rk_recv returns as soon as it faults),
+ *  RK_ECORRUPT (nothing received and a lane's outbox header was found damaged: the kernel is
+ *  FAULTED). Replies with a failed HLC merge are still delivered (status RK_ECLOCK). A reply the
+ *  host refused (rk_envelope_validate_reply failed; counted in replies_invalid) is never delivered
+ *  with its payload: when its header was sound enough to trust its ids (a check result from
+ *  RK_ENV_BAD_LENGTH on) a notice comes in its place, an error reply (rk_msg_is_error) with status
+ *  RK_ECORRUPT, no payload and the refused envelope's ids (correlation_id names the request);
+ *  otherwise nothing comes. */
 RK_API int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t timeout_ns);
 /** Receive up to n replies at once: msgs[i].payload points into bufs + i * buf_len. Returns the
  *  number received (>= 1) or an error as rk_recv. */
@@ -307,8 +315,11 @@ RK_API int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_le
  *  copied, reply->env.payload_len is its length), RK_EHANDLER (an error reply: its code in
  *  reply->status), RK_ETIMEDOUT (no reply in time; a late reply is then discarded, counted and
  *  kept as a dead letter), RK_ESTATE (the kernel faulted while the call waited: its reply, should
- *  it come, is discarded), RK_ECLOSED (terminated without answering), RK_EINVAL, or any rk_send
- *  error. */
+ *  it come, is discarded), RK_ECLOSED (terminated without answering), RK_ECORRUPT (the reply came
+ *  and was refused as corrupt, see rk_recv: reply is the notice, len 0; or the lane's outbox header
+ *  was found damaged and the kernel FAULTED: no reply can come), RK_EINVAL, or any rk_send error.
+ *  A refused reply whose header is too damaged to name its request wakes no one: the call then
+ *  ends at its timeout (replies_invalid counts it). */
 RK_API int rk_call(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply,
                    void *buf, uint32_t buf_len, int64_t timeout_ns);
 RK_API int rk_call_key(rk_kernel *k, uint64_t key, uint32_t type, const void *req, uint32_t req_len,
@@ -371,6 +382,11 @@ typedef struct rk_kernel_counters {
   uint64_t recoveries;         /**< faults cleared by a lane that made progress again (RK_FAULT_RECOVER) */
   uint64_t restarts;           /**< restarts (rk_kernel_restart or automatic) */
   uint64_t dead_letters;       /**< dead letters recorded (rk_kernel_dead_letters) */
+  /** Replies the host refused: their envelope failed rk_envelope_validate_reply, or named an
+   *  rk_call sent on another lane. Their payload is never delivered; when their ids could be
+   *  believed, an RK_ECORRUPT notice went in their place (see rk_call, rk_recv). Balance:
+   *  msgs_out = received + late_replies + replies_invalid + what is still queued. */
+  uint64_t replies_invalid;
 } rk_kernel_counters;
 
 /** Snapshot a kernel's counters. stats->size must be set: a smaller size (a program built with an

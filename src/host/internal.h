@@ -145,13 +145,16 @@ struct rk_waiter {
   rk_msg *out;
   void *buf;
   uint32_t buf_len;
+  uint32_t lane; /* the lane the request went to: only its outbox may answer */
   int done; /* atomics: stored (release) by the drainer, under reply_lock, after *out is written */
+  int corrupt; /* *out is an RK_ECORRUPT notice for a refused reply (written before done) */
   uint64_t sent_ns;
   rk_waiter *next;
 };
 
 struct rk_pending {
   rk_pending *next;
+  int notice; /* an RK_ECORRUPT notice for a refused reply: counted in replies_invalid, not received */
   rk_msg msg;
   uint8_t data[]; /* payload copy */
 };
@@ -221,6 +224,7 @@ struct rk_kernel {
 
   /* host-side counters (many writers: atomic adds) */
   volatile uint64_t sent, send_rejected, send_timeouts, send_invalid, received, late_replies;
+  volatile uint64_t replies_invalid; /* replies refused by the host (rk__drain_lane) */
   volatile uint32_t rr;
   volatile uint64_t latency_hist[RK_LATENCY_BUCKETS];
 

@@ -16,7 +16,16 @@
  * anyway.
  *
  * Waits: every wait here ends at its deadline, and as soon as the kernel faults (RK_ESTATE) or
- * terminates (RK_ECLOSED): rk__kernel_fault and terminate wake the waiters, which re-check. */
+ * terminates (RK_ECLOSED): rk__kernel_fault and terminate wake the waiters, which re-check.
+ *
+ * The outbox is memory a lane writes (a device, or a handler that writes past its reservation),
+ * so nothing in it is trusted: before each batch the drainer checks the ring's header against the
+ * memory launch gave it, and it copies each reply's envelope out of its slot and validates the
+ * copy (rk_envelope_validate_reply) before using any of it. A refused reply is counted
+ * (replies_invalid) and its payload never delivered; when only its content is wrong (its header's
+ * structure is sound, so its correlation id can be believed) whoever would have received it gets
+ * an RK_ECORRUPT notice instead, so an rk_call waiting for it returns RK_ECORRUPT at once rather
+ * than at its timeout (docs/design-notes.md, "Replies are validated"). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +35,20 @@
 
 static inline void add(volatile uint64_t *c, uint64_t n) {
   __atomic_fetch_add(c, n, __ATOMIC_RELAXED); /* host-only statistics counters */
+}
+
+/* Is lane ring r (an inbox or an outbox) still the ring launch made? The lanes' rings sit in
+ * memory a lane writes (on the GPU, the mapped arena), and every ring operation addresses slots
+ * and sequence words through the header's own geometry: a header rewritten since launch would send
+ * the host's reads and writes outside the ring. So the host re-checks line 0 before each claim and
+ * each drain batch. It compares every geometry word with the value launch wrote, which is stricter
+ * than rk_ring_check_mem(r, stride) and implies it (launch sized each ring's stride from
+ * rk_ring_memsize of exactly this geometry), and costs half as much: seven loads and compares of a
+ * line nobody writes, 1.3 ns against rk_ring_check_mem's 2.7 ns on the reference VM. */
+static int lane_ring_ok(const rk_kernel *k, const rk_ring *r, uint64_t capacity, uint32_t mode) {
+  return r->magic == RK_RING_MAGIC && r->mode == mode && r->slot_size == k->slot_size && r->capacity == capacity &&
+         r->mask == capacity - 1 && r->slots_offset == sizeof(rk_ring) &&
+         r->seq_offset == sizeof(rk_ring) + capacity * k->slot_size;
 }
 
 void rk__latency_add(rk_kernel *k, uint64_t ns) {
@@ -125,7 +148,14 @@ static int claim(rk_kernel *k, rk__lane *l, uint32_t n, uint32_t flags, uint64_t
   w.k = k;
   w.inbox = l->inbox;
   for (;;) {
-    int got = rk_ring_mpsc_reserve_n(l->inbox, n, pos), rc;
+    int got, rc;
+    if (!lane_ring_ok(k, l->inbox, k->inbox_cap, RK_RING_MPSC)) {
+      if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) == 0)
+        rk__kernel_fault(k, RK_ECORRUPT, "lane %u inbox: ring header damaged (no longer the ring launch made in %zu bytes)",
+                         l->index, k->inbox_stride);
+      return rk__fail(k->rt, RK_ECORRUPT, "send to %s: lane %u inbox is damaged (kernel FAULTED)", k->name, l->index);
+    }
+    got = rk_ring_mpsc_reserve_n(l->inbox, n, pos);
     if (got > 0) return got;
     if (got == RK_ECLOSED) return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is terminating", k->name);
     if (got < 0) return got;
@@ -271,20 +301,34 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
 /* ---------------------------------------- receive -------------------------------------------- */
 
 /* A reply's status: the code an error reply carries, else RK_ECLOCK when its stamp failed the
- * merge into the runtime clock (the reply is still delivered), else 0. */
-static int32_t reply_status(const rk_envelope *e, int clock_bad) {
+ * merge into the runtime clock (the reply is still delivered), else 0. e is the validated copy of
+ * the envelope, payload its payload in the slot. */
+static int32_t reply_status(const rk_envelope *e, const void *payload, int clock_bad) {
   int32_t c = 0;
-  if ((e->flags & RK_ENV_F_ERROR) && e->payload_len >= sizeof(int32_t)) memcpy(&c, e + 1, sizeof c);
+  if ((e->flags & RK_ENV_F_ERROR) && e->payload_len >= sizeof(int32_t)) memcpy(&c, payload, sizeof c);
   return c == 0 && clock_bad ? RK_ECLOCK : c;
 }
 
-static void to_msg(const rk_envelope *e, rk_msg *m, void *buf, uint32_t buf_len, int clock_bad) {
+static void to_msg(const rk_envelope *e, const void *payload, rk_msg *m, void *buf, uint32_t buf_len,
+                   int clock_bad) {
   uint32_t n = e->payload_len < buf_len ? e->payload_len : buf_len;
   m->env = *e;
   m->len = n;
   m->payload = n ? buf : NULL;
-  if (n) memcpy(buf, e + 1, n);
-  m->status = reply_status(e, clock_bad);
+  if (n) memcpy(buf, payload, n);
+  m->status = reply_status(e, payload, clock_bad);
+}
+
+/* The notice that stands for a refused reply whose ids can be believed: its envelope with no
+ * payload, marked an error reply, status RK_ECORRUPT. */
+static void to_notice(const rk_envelope *e, rk_msg *m) {
+  m->env = *e;
+  m->env.payload_len = 0;
+  m->env.flags = (uint16_t)(RK_ENV_F_REPLY | RK_ENV_F_ERROR);
+  m->env.checksum = 0;
+  m->len = 0;
+  m->payload = NULL;
+  m->status = RK_ECORRUPT;
 }
 
 /* Unlock reply_lock, first waking the rk_call callers asleep on reply_cond if this holder handed
@@ -295,34 +339,64 @@ static void reply_unlock(rk_kernel *k, int *woke) {
   rk__unlock(&k->reply_lock);
 }
 
-/* Merge the stamps of the n replies at pos into the runtime clock, with one clock read: normally
- * one merge of the newest stamp (each reply then counts as received: the clock ends above all of
- * them before any is handed out); when that one is refused as too far ahead, each reply is merged
- * on its own and bad[i] marks the refused ones (RK_ECLOCK, delivered all the same). Returns 1 when
- * bad[] was filled. */
-static int merge_batch(rk_kernel *k, rk__lane *l, uint64_t pos, uint32_t n, uint8_t *bad) {
+/* Merge the stamps of the n valid replies among env[] (chk[i] == RK_ENV_OK) into the runtime clock,
+ * with one clock read: normally one merge of the newest stamp (each reply then counts as received:
+ * the clock ends above all of them before any is handed out); when that one is refused as too far
+ * ahead, each reply is merged on its own and bad[i] marks the refused ones (RK_ECLOCK, delivered
+ * all the same). Refused replies are not merged: their stamps mean nothing. Returns 1 when bad[]
+ * was filled. */
+static int merge_batch(rk_kernel *k, const rk_envelope *env, const uint8_t *chk, uint32_t n, uint8_t *bad) {
   rk_clock *c = k->rt->clock;
   uint64_t pt = rk_clock_physical_us(c); /* read after the replies were published: no false refusal */
   rk_hlc newest = 0;
   uint32_t i;
-  for (i = 0; i < n; i++) {
-    const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
-    if (e->hlc > newest) newest = e->hlc;
-  }
-  if (rk__clock_recv_at(c, newest, pt, NULL) == RK_OK) return 0; /* the drift check is monotone */
-  for (i = 0; i < n; i++) {
-    const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
-    bad[i] = rk__clock_recv_at(c, e->hlc, pt, NULL) == RK_ECLOCK;
-  }
+  for (i = 0; i < n; i++)
+    if (chk[i] == RK_ENV_OK && env[i].hlc > newest) newest = env[i].hlc;
+  if (newest == 0 || rk__clock_recv_at(c, newest, pt, NULL) == RK_OK) return 0; /* the drift check is monotone */
+  for (i = 0; i < n; i++) bad[i] = chk[i] == RK_ENV_OK && rk__clock_recv_at(c, env[i].hlc, pt, NULL) == RK_ECLOCK;
   return 1;
+}
+
+/* The outbox of lane l failed lane_ring_ok (drain_lock held): fault the kernel (its replies can
+ * no longer be read) and hand every rk_call waiting on this lane an RK_ECORRUPT notice, so none of
+ * them waits for its timeout. */
+static void outbox_corrupt(rk_kernel *k, rk__lane *l) {
+  rk_waiter *w, **pw;
+  int woke = 0;
+  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) == 0) /* once, not at every later drain */
+    rk__kernel_fault(k, RK_ECORRUPT, "lane %u outbox: ring header damaged (no longer the ring launch made in %zu bytes)",
+                   l->index, k->outbox_stride);
+  rk__lock(&k->reply_lock);
+  for (pw = &k->waiters; (w = *pw) != NULL;) {
+    if (w->lane != l->index) {
+      pw = &w->next;
+      continue;
+    }
+    *pw = w->next;
+    memset(&w->out->env, 0, sizeof w->out->env);
+    w->out->env.correlation_id = w->id;
+    w->out->env.src = k->id;
+    w->out->env.lane = (uint16_t)l->index;
+    to_notice(&w->out->env, w->out);
+    w->corrupt = 1;
+    /* pairs with the caller's acquire in call_common: *w->out is written; after this store the
+     * drainer never touches w (it lives on the caller's stack) */
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+    woke = 1;
+  }
+  reply_unlock(k, &woke);
 }
 
 /* Drain the outbox of lane l (drain_lock held). Each reply goes to its rk_call waiter; else, while
  * fewer than `want` went to the caller and nothing is pending, into direct[*got] (its payload into
- * buf + *got * buf_len); else to the pending list. Per batch of slots: one clock read and merge
- * (merge_batch), one hold of reply_lock. A reply the pending list cannot take (no memory) stops
- * the drain there (l->drain_blocked): it stays in the ring, and only waiters' and late replies
- * behind it are taken, out of order (l->drain_ahead). Returns the number of slots released. */
+ * buf + *got * buf_len); else to the pending list. A refused reply (see the top of this file) goes
+ * nowhere, or, when its ids can be believed, goes the same way as an RK_ECORRUPT notice. Per batch
+ * of slots: one check of the ring, one copy and validation of each envelope, one clock read and
+ * merge (merge_batch), one hold of reply_lock. A reply the pending list cannot take (no memory)
+ * stops the drain there (l->drain_blocked): it stays in the ring, and only waiters' and late
+ * replies behind it are taken, out of order (l->drain_ahead). Returns the number of slots
+ * released, or RK_ECORRUPT when the outbox itself is damaged (the kernel is then FAULTED, nothing
+ * more is read from it, and the rk_call waiters of this lane have their notices). */
 int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
                    uint32_t *got) {
   uint64_t pos;
@@ -332,29 +406,70 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
   if (direct == NULL || got == NULL) want = 0;
   l->drain_blocked = 0;
   for (;;) {
-    uint8_t bad[RK_DRAIN_BATCH];
-    uint64_t now_ns = 0, received = 0, late = 0;
+    rk_envelope env[RK_DRAIN_BATCH]; /* the envelopes, copied out of their slots and validated */
+    uint8_t chk[RK_DRAIN_BATCH], bad[RK_DRAIN_BATCH];
+    uint64_t now_ns = 0, received = 0, late = 0, invalid = 0;
+    const char *why = NULL; /* the first refusal's reason, for the log */
     uint32_t stop;
     int any_bad, blocked = 0;
+    if (!lane_ring_ok(k, l->outbox, k->outbox_cap, RK_RING_SPSC)) {
+      outbox_corrupt(k, l);
+      if (got) *got = ndirect;
+      return RK_ECORRUPT;
+    }
     n = rk_ring_peek_n(l->outbox, RK_DRAIN_BATCH, &pos);
     if (n == 0) break;
     stop = n; /* slots [0, stop) are consumed, in order, and released */
-    any_bad = merge_batch(k, l, pos, n, bad);
+    /* Copy first, then validate the copy and use only the copy: a lane that rewrote a published
+     * slot meanwhile changes payload bytes at worst, never the length the copy was checked with. */
+    for (i = 0; i < n; i++) {
+      const uint8_t *slot = rk_ring_slot(l->outbox, pos + i);
+      memcpy(&env[i], slot, sizeof env[i]);
+      chk[i] = (uint8_t)rk_envelope_validate_reply(&env[i], slot + RK_ENVELOPE_SIZE, rk__payload_max(k), k->id);
+    }
+    any_bad = merge_batch(k, env, chk, n, bad);
     rk__lock(&k->reply_lock);
     for (i = 0; i < n; i++) {
-      const rk_envelope *e = (const rk_envelope *)rk_ring_slot(l->outbox, pos + i);
-      int clock_bad = any_bad && bad[i];
+      const rk_envelope *e = &env[i];
+      const void *payload = rk_ring_slot(l->outbox, pos + i) + RK_ENVELOPE_SIZE;
+      int clock_bad = any_bad && bad[i], notice = 0;
       uint64_t bit = 1ull << i; /* RK_DRAIN_BATCH is 64 */
       rk_waiter *w, **pw;
       if (l->drain_ahead & bit) continue; /* delivered out of order by an earlier drain */
+      /* A refused reply is counted in replies_invalid where it is taken from the ring (a notice:
+       * where the notice is handed on), never where it stays, behind a reply that could not be
+       * queued. */
+      if (chk[i] != RK_ENV_OK) {
+        if (why == NULL) why = rk_envelope_check_name(chk[i]);
+        if (chk[i] < RK_ENV_BAD_LENGTH) { /* a damaged header: its ids mean nothing, no one is told */
+          invalid++;
+          if (blocked) l->drain_ahead |= bit;
+          continue;
+        }
+        notice = 1;
+      }
       for (pw = &k->waiters; (w = *pw) != NULL; pw = &w->next)
         if (w->id == e->correlation_id) break;
+      if (w && w->lane != l->index) {
+        /* It names an rk_call sent on another lane: a lane answers only its own requests, so its
+         * correlation id is damaged. Refused (never delivered to that caller), no one is told. */
+        invalid++;
+        if (why == NULL) why = "reply names an rk_call sent on another lane";
+        if (blocked) l->drain_ahead |= bit;
+        continue;
+      }
       if (w) {
         *pw = w->next;
-        to_msg(e, w->out, w->buf, w->buf_len, clock_bad);
-        if (now_ns == 0) now_ns = rk__now_ns();
-        rk__latency_add(k, now_ns - w->sent_ns);
-        add(&k->received, 1); /* before done: a caller's stats after rk_call returns include it */
+        if (notice) {
+          to_notice(e, w->out);
+          w->corrupt = 1;
+          invalid++;
+        } else {
+          to_msg(e, payload, w->out, w->buf, w->buf_len, clock_bad);
+          if (now_ns == 0) now_ns = rk__now_ns();
+          rk__latency_add(k, now_ns - w->sent_ns);
+          add(&k->received, 1); /* before done: a caller's stats after rk_call returns include it */
+        }
         /* pairs with the caller's acquire in call_common: *w->out is written; after this store the
          * drainer never touches w (it lives on the caller's stack) */
         __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
@@ -363,16 +478,25 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         continue;
       }
       if (e->correlation_id & RK__CALL_BIT) {
-        late++; /* its caller timed out: discard, counted, kept as a dead letter */
-        rk__dead_letter(k, e, e + 1, RK_ETIMEDOUT, "late reply: its rk_call caller had given up", l->index);
+        if (!notice) { /* its caller timed out: discard, counted, kept as a dead letter */
+          late++;
+          rk__dead_letter(k, e, payload, RK_ETIMEDOUT, "late reply: its rk_call caller had given up", l->index);
+        } else {
+          invalid++;
+        }
         if (blocked) l->drain_ahead |= bit;
         continue;
       }
       if (blocked) continue; /* stays, in order, behind the one that could not be queued */
       if (ndirect < want && k->pend_head == NULL) {
         rk_msg *m = &direct[ndirect];
-        to_msg(e, m, (uint8_t *)buf + (size_t)ndirect * buf_len, buf_len, clock_bad);
-        received++;
+        if (notice) {
+          to_notice(e, m);
+          invalid++;
+        } else {
+          to_msg(e, payload, m, (uint8_t *)buf + (size_t)ndirect * buf_len, buf_len, clock_bad);
+          received++;
+        }
         if (++ndirect == want) {
           stop = i + 1;
           break;
@@ -380,7 +504,8 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         continue;
       }
       {
-        rk_pending *p = (rk_pending *)rk__malloc(sizeof *p + e->payload_len);
+        uint32_t len = notice ? 0 : e->payload_len;
+        rk_pending *p = (rk_pending *)rk__malloc(sizeof *p + len);
         if (p == NULL) {
           /* Keep the reply in the ring rather than lose it: the ring is consumed in order, so the
            * drain stops here; rk_recv can still take it (no allocation on that path). */
@@ -391,7 +516,12 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
           continue;
         }
         p->next = NULL;
-        to_msg(e, &p->msg, p->data, e->payload_len, clock_bad);
+        p->notice = notice;
+        invalid += (uint64_t)notice;
+        if (notice)
+          to_notice(e, &p->msg);
+        else
+          to_msg(e, payload, &p->msg, p->data, len, clock_bad);
         if (k->pend_tail)
           k->pend_tail->next = p;
         else
@@ -404,6 +534,11 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
     reply_unlock(k, &woke);
     if (received) add(&k->received, received);
     if (late) add(&k->late_replies, late);
+    if (invalid) {
+      add(&k->replies_invalid, invalid);
+      rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: refused %llu corrupt repl%s (first: %s)", k->name, l->index,
+              (unsigned long long)invalid, invalid == 1 ? "y" : "ies", why ? why : "?");
+    }
     if (stop) {
       rk_ring_release_n(l->outbox, stop);
       rk_ring_notify_producers(l->outbox); /* a lane stalled on a full outbox resumes */
@@ -433,7 +568,7 @@ static int pop_pending(rk_kernel *k, rk_msg *m, void *buf, uint32_t buf_len) {
   m->len = n;
   m->payload = n ? buf : NULL;
   if (n) memcpy(buf, p->data, n);
-  add(&k->received, 1);
+  if (!p->notice) add(&k->received, 1); /* a notice was counted as refused (replies_invalid) */
   free(p);
   return 1;
 }
@@ -455,6 +590,7 @@ int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t time
 int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint32_t n, int64_t timeout_ns) {
   uint64_t start = 0, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
   uint32_t got_total = 0, spins = 0, first_lane;
+  int corrupt = 0; /* a lane's outbox was found damaged (rk__drain_lane) */
   if (k == NULL) return RK_EINVAL;
   rk__error_clear(k->rt);
   if (msgs == NULL || n == 0 || (bufs == NULL && buf_len > 0))
@@ -477,14 +613,16 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
       if (rk__trylock(&l->drain_lock) != 0) continue;
       {
         uint32_t got = 0;
-        rk__drain_lane(k, l, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len,
-                       n - got_total, &got);
+        if (rk__drain_lane(k, l, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len,
+                           n - got_total, &got) == RK_ECORRUPT)
+          corrupt = 1;
         got_total += got;
         blocked |= l->drain_blocked;
       }
       rk__unlock(&l->drain_lock);
     }
     if (got_total > 0) return (int)got_total;
+    if (corrupt) return rk__fail(k->rt, RK_ECORRUPT, "rk_recv on %s: a lane's outbox is damaged (kernel FAULTED)", k->name);
     /* Before the poll's RK_EAGAIN: a poller must learn that nothing will ever come. */
     if (all_lanes_done(k)) {
       rk__lock(&k->reply_lock);
@@ -513,7 +651,7 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
         uint64_t el = rk__now_ns() - start;
         if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
       }
-      (void)rk__ring_wait_readable_slice(k->lane[0].outbox, left, &idle_since);
+      (void)rk__ring_wait_readable_slice(k->lane[0].outbox, k->outbox_stride, left, &idle_since);
       rk__unlock(&k->lane[0].drain_lock);
     } else if (++spins < 256) {
       rk_cpu_relax();
@@ -548,6 +686,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   w.buf = buf;
   w.buf_len = buf_len;
   l = &k->lane[lane_for(k, keyed, key)];
+  w.lane = l->index; /* only this lane's replies may name it (rk__drain_lane) */
   /* Register before sending: the reply may arrive before send_on returns. */
   rk__lock(&k->reply_lock);
   w.next = k->waiters;
@@ -588,7 +727,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
             rk__sleep_ns((uint64_t)left);
             continue;
           }
-          if (rk__ring_wait_readable_slice(l->outbox, left, &idle_since) == RK_ECLOSED) {
+          if (rk__ring_wait_readable_slice(l->outbox, k->outbox_stride, left, &idle_since) == RK_ECLOSED) {
             rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL);
             break;
           }
@@ -635,7 +774,9 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
     if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) rc = RK_OK; /* delivered at the deadline */
     rk__unlock(&k->reply_lock);
   }
-  if (rc == RK_OK && (reply->env.flags & RK_ENV_F_ERROR)) {
+  if (rc == RK_OK && w.corrupt) { /* written before done's release, read after its acquire */
+    rc = rk__fail(k->rt, RK_ECORRUPT, "call to %s: the reply was corrupt and refused (replies_invalid)", k->name);
+  } else if (rc == RK_OK && (reply->env.flags & RK_ENV_F_ERROR)) {
     rc = rk__fail(k->rt, RK_EHANDLER, "call to %s: error reply %s", k->name, rk_err_name(reply->status));
   } else if (rc == RK_OK && reply->env.payload_len > reply->len) {
     rc = rk__fail(k->rt, RK_EMSGSIZE, "call to %s: the %u-byte reply was cut to the buffer's %u bytes", k->name,

@@ -91,6 +91,7 @@ static void stats_fill(rk_kernel *k, rk_kernel_counters *st) {
   st->faults = LD(faults);
   st->recoveries = LD(recoveries);
   st->restarts = LD(restarts);
+  st->replies_invalid = LD(replies_invalid);
 #undef LD
   for (i = 0; i < k->lanes; i++) {
     rk_lane_status *ls = k->lane[i].status;
@@ -185,14 +186,15 @@ static void kernel_json(jbuf *j, rk_kernel *k) {
           ",\"sent\":%llu,\"send_rejected\":%llu,\"send_timeouts\":%llu,\"send_invalid\":%llu,\"msgs_in\":%llu,"
           "\"msgs_out\":%llu,\"received\":%llu,\"late_replies\":%llu,\"k2k_in\":%llu,\"k2k_out\":%llu,"
           "\"invalid\":%llu,\"clock_rejected\":%llu,\"handler_errors\":%llu,\"outbox_stalls\":%llu,"
-          "\"heartbeat_age_ns\":%llu,\"faults\":%llu,\"recoveries\":%llu,\"restarts\":%llu,\"dead_letters\":%llu",
+          "\"heartbeat_age_ns\":%llu,\"faults\":%llu,\"recoveries\":%llu,\"restarts\":%llu,\"dead_letters\":%llu,"
+          "\"replies_invalid\":%llu",
           (unsigned long long)st.sent, (unsigned long long)st.send_rejected, (unsigned long long)st.send_timeouts,
           (unsigned long long)st.send_invalid, (unsigned long long)st.msgs_in, (unsigned long long)st.msgs_out,
           (unsigned long long)st.received, (unsigned long long)st.late_replies, (unsigned long long)st.k2k_in,
           (unsigned long long)st.k2k_out, (unsigned long long)st.invalid, (unsigned long long)st.clock_rejected,
           (unsigned long long)st.handler_errors, (unsigned long long)st.outbox_stalls,
           (unsigned long long)st.heartbeat_age_ns, (unsigned long long)st.faults, (unsigned long long)st.recoveries,
-          (unsigned long long)st.restarts, (unsigned long long)st.dead_letters);
+          (unsigned long long)st.restarts, (unsigned long long)st.dead_letters, (unsigned long long)st.replies_invalid);
   jprintf(j, ",\"inbox_depth\":[");
   for (i = 0; i < k->lanes; i++) jprintf(j, "%s%llu", i ? "," : "", (unsigned long long)st.inbox_depth[i]);
   jprintf(j, "],\"outbox_depth\":[");

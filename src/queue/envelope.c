@@ -90,12 +90,14 @@ const char *rk_envelope_check_name(int check) {
     case RK_ENV_OK: return "ok";
     case RK_ENV_BAD_MAGIC: return "bad magic";
     case RK_ENV_BAD_VERSION: return "bad version";
-    case RK_ENV_BAD_FLAGS: return "reserved flag bits set";
+    case RK_ENV_BAD_FLAGS: return "reserved flag bits set, or not the flags of a reply";
     case RK_ENV_BAD_RESERVED: return "reserved word not zero";
     case RK_ENV_BAD_LENGTH: return "payload length exceeds slot";
     case RK_ENV_BAD_TYPE: return "message type 0 on a data message";
     case RK_ENV_BAD_DEST: return "wrong destination kernel";
     case RK_ENV_BAD_CHECKSUM: return "payload checksum mismatch";
+    case RK_ENV_BAD_SOURCE: return "reply from the wrong kernel";
+    case RK_ENV_BAD_ERROR: return "error reply without a negative error code";
     default: return "unknown envelope check";
   }
 }

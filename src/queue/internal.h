@@ -12,8 +12,11 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
 /* rk_ring_wait_readable for a caller that waits in slices (re-entering to re-check its own state).
  * *idle_since (rk__now_ns; 0 to begin) carries the idle stretch from slice to slice: set when a
  * slice times out, cleared when one sees a message. Only waits on RK_RING_F_NO_WAKE rings use it
- * (they poll at the start of an idle stretch only, and their naps grow with it: ring_wait.c). */
-int rk__ring_wait_readable_slice(rk_ring *r, int64_t timeout_ns, uint64_t *idle_since);
+ * (they poll at the start of an idle stretch only, and their naps grow with it: ring_wait.c).
+ * mem_size: the bytes that really belong to the ring (0: unknown); when given, the header is
+ * checked against it on entry and before every poll (RK_ECORRUPT when it no longer fits;
+ * RK_EINVAL when r or idle_since is unusable). */
+int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns, uint64_t *idle_since);
 
 /* Monotonic nanoseconds (timeouts and back-off only; never for HLC). */
 uint64_t rk__now_ns(void);

@@ -131,9 +131,21 @@ void rk_ring_wake_all(rk_ring *r) {
 }
 
 /* Readiness predicates. They return 1 ready, 0 not yet, or a negative error. */
+
+/* The consumer's wait reads a sequence word through the header's geometry on every poll. With the
+ * ring's real size known (mem_size != 0: the host's own lane rings) each poll re-checks the header
+ * against it first (rk_ring_check_mem, a few loads of a line nobody writes), so a header rewritten
+ * during a long wait ends it with RK_ECORRUPT instead of sending the next read past the ring. */
+typedef struct consumer_view {
+  rk_ring *r;
+  size_t mem_size; /* 0: unknown (public waits: the caller vouched for the memory) */
+} consumer_view;
+
 static int consumer_ready(void *arg) {
-  rk_ring *r = (rk_ring *)arg;
+  consumer_view *v = (consumer_view *)arg;
+  rk_ring *r = v->r;
   uint64_t pos, fin;
+  if (v->mem_size && rk_ring_check_mem(r, v->mem_size) != RK_OK) return RK_ECORRUPT;
   if (rk_ring_peek_n(r, 1, &pos)) return 1;
   if (rk_ring_closed(r, &fin) && rk_ring_head(r) >= fin) return RK_ECLOSED;
   return 0;
@@ -239,8 +251,9 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
 }
 
 int rk_ring_wait_readable(rk_ring *r, int64_t timeout_ns) {
+  consumer_view v = {r, 0};
   if (rk_ring_check(r) != RK_OK) return RK_EINVAL;
-  return rk__ring_wait(r, 1, consumer_ready, r, timeout_ns);
+  return rk__ring_wait(r, 1, consumer_ready, &v, timeout_ns);
 }
 
 int rk_ring_wait_writable(rk_ring *r, int64_t timeout_ns) {
@@ -248,10 +261,12 @@ int rk_ring_wait_writable(rk_ring *r, int64_t timeout_ns) {
   return rk__ring_wait(r, 0, producer_ready, r, timeout_ns);
 }
 
-int rk__ring_wait_readable_slice(rk_ring *r, int64_t timeout_ns, uint64_t *idle_since) {
+int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns, uint64_t *idle_since) {
+  consumer_view v = {r, mem_size};
   int rc;
-  if (rk_ring_check(r) != RK_OK || idle_since == NULL) return RK_EINVAL;
-  rc = ring_wait(r, 1, consumer_ready, r, timeout_ns, *idle_since);
+  if (idle_since == NULL) return RK_EINVAL;
+  if ((rc = mem_size ? rk_ring_check_mem(r, mem_size) : rk_ring_check(r)) != RK_OK) return rc;
+  rc = ring_wait(r, 1, consumer_ready, &v, timeout_ns, *idle_since);
   if (rc != RK_ETIMEDOUT)
     *idle_since = 0; /* a message (or the end): the next wait polls afresh */
   else if (*idle_since == 0 && timeout_ns > 0)
