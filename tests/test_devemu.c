@@ -401,6 +401,37 @@ static void test_refusals(void **state) {
   emu_runtime_destroy(rt);
 }
 
+/* The handler's result on the device, as on the CPU: 0 without a reply to a request that wants
+ * one, or a positive value, becomes an RK_EHANDLER error reply (the caller does not wait out its
+ * timeout), counted; an error after a reply adds nothing; a request sent without reply gets
+ * nothing either way. (rk_emu_kernel_results: a test kernel of the emulated device.) */
+static int results_cpu(rk_ctx *ctx, const rk_msg *in) { (void)ctx; (void)in; return 0; }
+
+static void test_handler_results(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel_desc d = rt_desc("results", results_cpu);
+  rk_kernel *k;
+  rk_msg m;
+  uint32_t v = 5, back = 0;
+  (void)state;
+  d.cuda_entry = "rk_emu_kernel_results";
+  k = emu_launch(rt, &d, 1, 2, 0, 0);
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  assert_int_equal(rk_call(k, 1, &v, sizeof v, &m, &back, sizeof back, RT_HANG), RK_EHANDLER);
+  assert_int_equal(m.status, RK_EHANDLER);
+  assert_int_equal(rk_call(k, 2, &v, sizeof v, &m, &back, sizeof back, RT_HANG), RK_EHANDLER);
+  assert_int_equal(m.status, RK_EHANDLER);
+  RT_OK(rt, rk_call(k, 3, &v, sizeof v, &m, &back, sizeof back, RT_HANG)); /* the reply, not the error */
+  assert_int_equal(back, 5);
+  RT_OK(rt, rk_send(k, 1, &v, sizeof v, RK_SEND_NO_REPLY, NULL)); /* nothing wanted: nothing comes */
+  v = 6;
+  RT_OK(rt, rk_call(k, 9, &v, sizeof v, &m, &back, sizeof back, RT_HANG));
+  assert_int_equal(back, 6);
+  assert_int_equal(rt_stats(k).handler_errors, 3);
+  assert_int_equal(rt_stats(k).msgs_out, 4);
+  emu_finish(rt, k);
+}
+
 /* Callbacks on device lanes: the lanes cannot wake the loop, and the loop's timer here runs once a
  * minute, so every reply reaches its callback through the device-reply poller (devpoll.c) or not
  * at all within the hang bound. Two lanes, each reply delivered exactly once, on the loop's thread;
@@ -507,6 +538,7 @@ int main(void) {
       cmocka_unit_test(test_full_outbox_lane_alive),
       cmocka_unit_test(test_refusals),
       cmocka_unit_test(test_callbacks_without_timer),
+      cmocka_unit_test(test_handler_results),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

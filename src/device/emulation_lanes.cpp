@@ -27,6 +27,22 @@ namespace rk_emu {
 #define EMU_ENTRY(name, h) RK_DEFINE_RING_KERNEL(name, rk_emu::h)
 RK_BUILTIN_KERNELS(EMU_ENTRY)
 
+/* Test kernels of the emulated device only (never built for a GPU): handlers that break the
+ * dialect's result rules, so the lane's handling of them is tested (test_devemu). Type 1: returns
+ * 0 without replying; type 2: returns a positive value; type 3: replies, then returns an error;
+ * anything else: echoed. */
+namespace rk_emu {
+RK_HANDLER(rk_emu_results_handler)(rk_ctx *ctx, const rk_msg *in) {
+  switch (rk_msg_type_of(in)) {
+    case 1: return 0;
+    case 2: return 7;
+    case 3: (void)rk_reply(ctx, 3, rk_msg_payload(in), rk_msg_len(in)); return RK_EINVAL;
+    default: return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
+  }
+}
+}
+RK_DEFINE_RING_KERNEL(rk_emu_kernel_results, rk_emu::rk_emu_results_handler)
+
 typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
 
 rk_emu_lane_model rk_emu_model_lanes[RK_EMU_MODEL_LANES];
@@ -55,7 +71,7 @@ extern "C" rk_emu_entry_fn rk_emu_entry(const char *name) {
   static const struct {
     const char *name;
     rk_emu_entry_fn fn;
-  } table[] = {RK_BUILTIN_KERNELS(EMU_ROW)};
+  } table[] = {RK_BUILTIN_KERNELS(EMU_ROW) EMU_ROW(rk_emu_kernel_results, -)};
   for (const auto &e : table)
     if (name && std::string_view(name) == e.name) return e.fn;
   return nullptr;

@@ -999,9 +999,16 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
         int rc = Handler(&ctx, &L.cur);
         if (threadIdx.x == 0) {
           if (L.reserved >= 0) L.reserved = -1; /* a reservation never committed publishes nothing */
+          /* What the handler's result means (kernel.h; the CPU lane's rule, handle_one in
+           * cpu_backend.c): a negative RK_E* code is an error reply; a positive value, or 0 with no
+           * reply to a request that wants one, would leave its caller waiting out its timeout: an
+           * RK_EHANDLER error reply, counted. */
           if (rc < 0) {
             rk_dev_count(&L, RK_DEV_C_HANDLER_ERRORS, 1);
             if (!L.replied) rk_dev_reply_error(p, &L, L.cur.env.type, rc);
+          } else if (rc > 0 || (!L.replied && !(L.cur.env.flags & RK_ENV_F_NO_REPLY))) {
+            rk_dev_count(&L, RK_DEV_C_HANDLER_ERRORS, 1);
+            if (!L.replied) rk_dev_reply_error(p, &L, L.cur.env.type, RK_EHANDLER);
           }
         }
       }
