@@ -11,6 +11,9 @@
  *
  *   devmodel.echo.batch1   the built-in echo, default geometry (one lane; 32 threads, the CUDA
  *                          default; 256-byte slots), 32-byte requests, one rk_call at a time
+ *   devmodel.echo.batch1.p128  the same with 128-byte requests: longer than the first copy round's
+ *                          128 bytes (envelope + 64), so the lane's copy grows to the last
+ *                          message's length (one round again after the first)
  *   devmodel.echo.batch8   the same kernel, its inbox filled while it is not yet active, then
  *                          drained: messages stream, eight per batch
  *       host_rounds_per_msg        round trips / messages (targets: <= 2.0 at batch 1, <= 0.5 at 8)
@@ -37,6 +40,7 @@
 
 #define DM_IMPL "ringkernel.cuda.emulated"
 #define DM_PAYLOAD 32u
+#define DM_PAYLOAD_MAX 192u /* a 256-byte slot's payload */
 #define DM_TYPE 7u
 #define DM_TIMEOUT_NS 2000000000ll
 
@@ -87,31 +91,33 @@ static void verdict(const char *bench, const char *metric, double value, double 
   if (!ok) rk_bench_fail("%s %s: %.3f above the target %.3f", bench, metric, value, bound);
 }
 
-static void fill(uint8_t *p, uint32_t i) { rk_bench_pattern(p, DM_PAYLOAD, i); }
+static void fill_n(uint8_t *p, uint32_t len, uint32_t i) { rk_bench_pattern(p, len, i); }
+static void fill(uint8_t *p, uint32_t i) { fill_n(p, DM_PAYLOAD, i); }
 
-static int check_reply(const rk_msg *m, const uint8_t *buf, uint32_t i) {
-  uint8_t want[DM_PAYLOAD];
-  fill(want, i);
-  return m->status == 0 && m->len == DM_PAYLOAD && memcmp(buf, want, DM_PAYLOAD) == 0;
+static int check_reply_n(const rk_msg *m, const uint8_t *buf, uint32_t len, uint32_t i) {
+  uint8_t want[DM_PAYLOAD_MAX];
+  fill_n(want, len, i);
+  return m->status == 0 && m->len == len && memcmp(buf, want, len) == 0;
 }
+static int check_reply(const rk_msg *m, const uint8_t *buf, uint32_t i) { return check_reply_n(m, buf, DM_PAYLOAD, i); }
 
-/* One call at a time: every message finds the lane idle. */
-static void batch1(const rk_bench_opts *o) {
-  const char *bench = "devmodel.echo.batch1";
+/* One call at a time: every message finds the lane idle. payload: request bytes (32; 128 for the
+ * .p128 variant, whose messages pass the first copy round's 128 bytes). */
+static void batch1(const rk_bench_opts *o, const char *bench, uint32_t payload) {
   rk_runtime *rt = dm_runtime();
   rk_kernel *k;
   rk_emu_lane_model m;
   uint32_t i, n = o->quick ? 300 : 2000, warm = 50;
-  uint8_t req[DM_PAYLOAD], buf[DM_PAYLOAD];
+  uint8_t req[DM_PAYLOAD_MAX], buf[DM_PAYLOAD_MAX];
   rk_msg reply;
   if (rt == NULL || (k = dm_launch(rt)) == NULL) goto out_rt;
   if (rk_kernel_activate(k) != RK_OK) rk_bench_fail("%s: activate", bench);
   for (i = 0; i < warm + n; i++) {
     int rc;
     if (i == warm) rk_emu_model_reset();
-    fill(req, i);
-    rc = rk_call(k, DM_TYPE, req, DM_PAYLOAD, &reply, buf, sizeof buf, DM_TIMEOUT_NS);
-    if (rc != RK_OK || !check_reply(&reply, buf, i)) {
+    fill_n(req, payload, i);
+    rc = rk_call(k, DM_TYPE, req, payload, &reply, buf, sizeof buf, DM_TIMEOUT_NS);
+    if (rc != RK_OK || !check_reply_n(&reply, buf, payload, i)) {
       rk_bench_fail("%s: call %u: %s", bench, i, rc ? rk_err_name(rc) : "wrong reply");
       break;
     }
@@ -273,7 +279,8 @@ out_rt:
 
 int rk_bench_devmodel(const rk_bench_opts *o) {
   rk_bench_note("devmodel: the device lane loop on the emulated device (counted: not a GPU measurement)");
-  if (rk_bench_want(o, "devmodel.echo.batch1", DM_IMPL, NULL)) batch1(o);
+  if (rk_bench_want(o, "devmodel.echo.batch1", DM_IMPL, NULL)) batch1(o, "devmodel.echo.batch1", DM_PAYLOAD);
+  if (rk_bench_want(o, "devmodel.echo.batch1.p128", DM_IMPL, NULL)) batch1(o, "devmodel.echo.batch1.p128", 128);
   if (rk_bench_want(o, "devmodel.echo.batch8", DM_IMPL, NULL)) batch8(o);
   if (rk_bench_want(o, "devmodel.callback", DM_IMPL, NULL)) callback(o);
   rk_bench_table("devmodel");

@@ -510,6 +510,32 @@ static void test_callbacks_without_timer(void **state) {
   pthread_mutex_destroy(&c.lock);
 }
 
+/* The device-reply poller goes back to sleep after a request that will never be answered (sent
+ * without reply): it polls after a send for a bounded time, not for as long as the counts of sent
+ * and received differ. Before, one such send kept it polling a core for good. Counted in passes
+ * over the kernels: asleep, it makes one per nap (50-500 us), awake millions a second. */
+static void test_poller_sleeps_after_no_reply(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 1, 0, 0);
+  cb_seen c;
+  uint32_t v = 1;
+  uint64_t before, after;
+  (void)state;
+  memset(&c, 0, sizeof c);
+  pthread_mutex_init(&c.lock, NULL);
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  RT_OK(rt, rk_recv_start(k, on_echo, &c));
+  RT_OK(rt, rk_send(k, 5, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
+  rt_sleep_ms(100); /* well past the 5 ms it may poll after a send */
+  before = rk__devpoll_scans(rt);
+  rt_sleep_ms(300);
+  after = rk__devpoll_scans(rt);
+  assert_true(after - before < 3000); /* 300 ms of 50-500 us naps: at most 6000 if every nap were 50 us */
+  assert_int_equal(rk_recv_stop(k), RK_OK);
+  emu_finish(rt, k);
+  pthread_mutex_destroy(&c.lock);
+}
+
 static void test_call_and_stamps(void **state) {
   (void)state;
   call_and_stamps(2, 1);
@@ -539,6 +565,7 @@ int main(void) {
       cmocka_unit_test(test_refusals),
       cmocka_unit_test(test_callbacks_without_timer),
       cmocka_unit_test(test_handler_results),
+      cmocka_unit_test(test_poller_sleeps_after_no_reply),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,12 @@ array spilled to local memory. So the test suite disassembles the built-in kerne
      no MEMBAR ... GPU in the loop: an acq_rel CAS would add one, and a CCTL.IVALL);
   5. every lane loop has system fences (MEMBAR ... SYS), so check 4 is not vacuous;
   6. at most 64 registers per thread (cuobjdump -res-usage): a lane of 1024 threads must fit an SM's
-     65536 registers, or its launch is refused.
+     65536 registers, or its launch is refused;
+  7. the idle poll is one round: before the acquire of the head position's sequence word (an
+     LD...STRONG.SYS followed by CCTL.IVALL), at least POLL_LOADS strong system-scope loads (the
+     control line's two words and the batch's other sequence words) are issued with no shared-memory
+     store, barrier or fence between them (a loaded value stored to shared memory inside the round
+     would serialise it: the store waits for its load, and the next load waits for the store).
 
 Usage: test_sass.py LIBRARY [--tool-dir DIR ...]. Exit 0: all hold; 1: a property failed (the
 offending instructions are printed); 77: skipped, the disassembler is not available (printed why;
@@ -32,6 +37,7 @@ import sys
 KERNELS = ["rk_ring_kernel_echo", "rk_ring_kernel_vector_add", "rk_ring_kernel_counter"]
 COPY_UNROLL = 4  # RK_DEV_COPY_UNROLL in src/device/persistent.cuh
 MAX_REGS = 64    # 65536 registers per SM / RK_DEV_MAX_THREADS
+POLL_LOADS = 8   # the control line (2) and at least the 7 other sequence words of a batch of 8, minus 1
 SKIP = 77
 
 
@@ -134,6 +140,20 @@ def check_kernel(kernel, ins, copy_required):
         o = opcode(t)
         if o.startswith("MEMBAR") and o.endswith(".GPU"):
             problems.append("GPU-scope fence at %s (an acq_rel CAS or fence in the loop): %s" % (addr, t))
+    # 7. the idle poll's loads in flight together before the head word's acquire
+    best_poll = 0
+    for idx, o in enumerate(ops):
+        if o != "CCTL.IVALL":
+            continue
+        n, j = 0, idx - 1
+        while j >= 0 and not (ops[j].startswith("STS") or ops[j].startswith("BAR") or ops[j].startswith("MEMBAR")):
+            if ops[j].startswith("LD") and "STRONG.SYS" in ops[j]:
+                n += 1
+            j -= 1
+        best_poll = max(best_poll, n)
+    if best_poll < POLL_LOADS + 1:
+        problems.append("idle poll: at most %d strong-sys loads in flight up to the head word's acquire (want >= %d): "
+                        "a round serialised" % (best_poll, POLL_LOADS + 1))
     # 5. system fences exist
     if not any(o.startswith("MEMBAR") and o.endswith(".SYS") for o in ops):
         problems.append("no MEMBAR.*.SYS at all: the publication fence is missing")

@@ -1,8 +1,8 @@
 /* ringkernel/runtime.h — the host API: runtimes, ring kernels, messages.
  *
  * A runtime drives one backend (CUDA when a GPU is usable, else CPU worker threads that run the
- * very same dispatch loop and handlers). A ring kernel is a resident actor: launched once, it keeps
- * its state between messages and polls its lanes' inbound rings. Lifecycle:
+ * same handlers under the same dispatch rules). A ring kernel is a resident actor: launched once,
+ * it keeps its state between messages and polls its lanes' inbound rings. Lifecycle:
  *     launch -> activate <-> deactivate -> terminate        (states in ringkernel/control.h)
  *
  * Threads: unless a function says otherwise, it may be called from any thread, concurrently with
@@ -155,7 +155,11 @@ typedef struct rk_launch_options {
  *  creating a runtime allocates and loads modules, which could hang them; create every runtime
  *  first), RK_ENOMEM, RK_ESYS (the service loop, its wake-up handle or its thread could not be
  *  created; the reason goes to the log). With RK_BACKEND_AUTO those CUDA refusals fall back to the CPU
- *  backend instead. With opts->loop set, call from the loop's thread. */
+ *  backend instead. With opts->loop set, call from the loop's thread.
+ *  CUDA environment: unless the backend is RK_BACKEND_CPU, the first runtime of the process sets
+ *  CUDA_DEVICE_MAX_CONNECTIONS=32 and CUDA_MODULE_LOADING=EAGER before the process's first CUDA
+ *  call, each only if the application left it unset (eager loading applies to every module of the
+ *  process; docs/cuda-backend.md), and the CUDA backend raises cudaLimitStackSize to 2 KiB. */
 RK_API int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts);
 /** Terminate every kernel (rk_kernel_destroy: 1 s each, plus the abort grace), stop the service
  *  thread, free everything. Lanes that never stopped (a handler that does not return) are

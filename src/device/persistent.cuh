@@ -44,12 +44,14 @@
 #include "ringkernel/kernel.h"
 #include "ringkernel/message.h"
 #include "ringkernel/ring.h"
+#include "device/lane_rules.h"
 #include "device/params.h"
 
 /* A busy lane reads the control line with every RK_DEV_CONTROL_EVERY-th poll (commands are rare;
  * they wait a few microseconds); a lane that is not consuming, with every poll. */
 #define RK_DEV_CONTROL_EVERY 8u
-/* Bytes of each slot the first copy round takes: the envelope and 64 bytes of payload. */
+/* Bytes of each slot the first copy round takes at least: the envelope and 64 bytes of payload.
+ * More when the last batch's largest message was longer (rk_dev_copy_in). */
 #define RK_DEV_COPY_PREFIX 128u
 /* 16-byte loads a thread keeps in flight per copy round (registers: 2 x 64 bits each). */
 #define RK_DEV_COPY_UNROLL 4
@@ -200,6 +202,7 @@ typedef struct rk_dev_lane {
   uint32_t clock_seen;    /* last clock_req applied */
   uint32_t polls;         /* polls, for the control-poll interval */
   uint32_t idle;          /* idle iterations in a row */
+  uint32_t prefix;        /* bytes of each slot the next copy's first round takes */
   uint32_t n;             /* messages in the current batch */
   uint32_t staged;        /* replies staged in shared memory, not yet written out */
   uint32_t stage_cap;
@@ -312,15 +315,11 @@ RK_INLINE __device__ void rk_dev_control(const rk_dev_params *p, rk_dev_lane *L,
   if (req != L->clock_seen) off = rk_dev_ld(&h->clock_offset_ns);
   RK_DEV_ROUND_END();
   if (seq != L->ack) {
-    if (cmd == RK_CMD_ACTIVATE && (L->state == RK_STATE_LAUNCHED || L->state == RK_STATE_INACTIVE)) {
-      L->state = RK_STATE_ACTIVE;
+    uint32_t next = rk_lane_after_command(L->state, cmd); /* the rule both loops share */
+    if (next == RK_STATE_ACTIVE && L->state != RK_STATE_ACTIVE)
       L->last_work_ns = rk_dev_globaltimer(); /* freshly active: poll fast, messages are likely */
-    } else if (cmd == RK_CMD_DEACTIVATE && L->state == RK_STATE_ACTIVE)
-      L->state = RK_STATE_INACTIVE;
-    else if (cmd == RK_CMD_TERMINATE) {
-      L->drain_to = drain;
-      L->state = RK_STATE_TERMINATING;
-    }
+    if (cmd == RK_CMD_TERMINATE) L->drain_to = drain;
+    L->state = next;
     rk_dev_st32(&L->status->state, L->state);
     L->ack = seq;
     rk_dev_st_rel32(&L->status->ack_seq, seq); /* pairs with the host's acquire in command() */
@@ -371,8 +370,8 @@ RK_INLINE __device__ uint32_t rk_dev_run(uint32_t bits) {
  * message, fences (the fence-based acquire; once per wake-up). */
 RK_INLINE __device__ void rk_dev_poll(const rk_dev_params *p, rk_dev_lane *L, uint64_t now) {
   rk_control_host *h = &p->ctl->host;
-  uint64_t w[RK_DEV_MAX_BATCH], w0 = 0;
-  uint32_t bits = 0;
+  uint64_t w[RK_DEV_MAX_BATCH], w0 = 0, sig = 0, head_seen = 0;
+  uint32_t bits = 0, seq = 0;
   int consuming = rk_dev_consuming(L);
   int deep = consuming && now - L->last_work_ns > RK_DEV_DEEP_IDLE_NS;
   uint32_t look = consuming && !L->exit && L->avail == 0 ? rk_dev_look(p, L, L->in_head) : 0, i, more;
@@ -380,22 +379,30 @@ RK_INLINE __device__ void rk_dev_poll(const rk_dev_params *p, rk_dev_lane *L, ui
   int ctl = !consuming || (deep && blockIdx.x == 0) || (L->polls++ % RK_DEV_CONTROL_EVERY) == 0;
   /* the outbox head, when the cached view is low: acquired by the next fence, used after it */
   int head = look && L->out_cap - (L->out_tail - L->out_head) < 2u * RK_DEV_MAX_BATCH;
+  /* Every load into a register first, the shared fields after the round: a store of a loaded value
+   * to shared memory inside the round would wait for that load (the asm's memory clobber keeps
+   * the store before the next load), serialising the round (seen in the SASS). */
   RK_DEV_ROUND_BEGIN();
   if (ctl) {
-    L->ctl_seq = rk_dev_ld32_obs(&h->cmd_seq); /* pairs with the host's release (fence below) */
-    L->ctl_sig = rk_dev_ld_obs(&h->signals);
-    L->ctl_seen = 1;
+    seq = rk_dev_ld32_obs(&h->cmd_seq); /* pairs with the host's release (fence below) */
+    sig = rk_dev_ld_obs(&h->signals);
   }
-  if (head) { /* pairs with the host drainer's release of the outbox head (a fence after) */
-    L->out_head_seen = rk_dev_ld_obs(&L->out->head);
-    L->head_seen = 1;
-  }
+  if (head) head_seen = rk_dev_ld_obs(&L->out->head); /* pairs with the drainer's release (a fence after) */
 #pragma unroll
   for (i = 1; i < RK_DEV_MAX_BATCH; i++)
     if (i < look) w[i] = rk_dev_ld_obs(s + ((L->in_head + i) & L->in_mask));
   /* pairs with the host producers' store-release of each sequence word (rk_ring_mpsc_commit_n) */
   if (look) w0 = deep ? rk_dev_ld_obs(s + (L->in_head & L->in_mask)) : rk_dev_ld_acq(s + (L->in_head & L->in_mask));
   RK_DEV_ROUND_END();
+  if (ctl) {
+    L->ctl_seq = seq;
+    L->ctl_sig = sig;
+    L->ctl_seen = 1;
+  }
+  if (head) {
+    L->out_head_seen = head_seen;
+    L->head_seen = 1;
+  }
 #pragma unroll
   for (i = 1; i < RK_DEV_MAX_BATCH; i++) /* (signed difference: a lap behind reads as "not yet") */
     if (i < look && rk_ring_seq_published(w[i], L->in_head + i)) bits |= 1u << i;
@@ -428,21 +435,28 @@ RK_INLINE __device__ void rk_dev_poll_ahead(const rk_dev_params *p, rk_dev_lane 
    * when the cached view is low, alongside a look, or alone when the next batch may not fit */
   int ctl = (L->polls++ % RK_DEV_CONTROL_EVERY) == 0 && (look > 0 || L->avail > 0);
   int head = room < 2u * RK_DEV_MAX_BATCH && (look > 0 || ctl || room < RK_DEV_MAX_BATCH);
+  uint64_t sig = 0, head_seen = 0;
+  uint32_t seq = 0;
   if (look == 0 && !ctl && !head) return;
-  RK_DEV_ROUND_BEGIN();
+  RK_DEV_ROUND_BEGIN(); /* registers first, shared fields after (as in rk_dev_poll) */
   if (ctl) {
-    L->ctl_seq = rk_dev_ld32_obs(&h->cmd_seq); /* pairs with the host's release (the flush's fence) */
-    L->ctl_sig = rk_dev_ld_obs(&h->signals);
-    L->ctl_seen = 1;
+    seq = rk_dev_ld32_obs(&h->cmd_seq); /* pairs with the host's release (the flush's fence) */
+    sig = rk_dev_ld_obs(&h->signals);
   }
-  if (head) { /* pairs with the host drainer's release of the outbox head (the flush's fence) */
-    L->out_head_seen = rk_dev_ld_obs(&L->out->head);
-    L->head_seen = 1;
-  }
+  if (head) head_seen = rk_dev_ld_obs(&L->out->head); /* pairs with the drainer's release (the flush's fence) */
 #pragma unroll
   for (i = 0; i < RK_DEV_MAX_BATCH; i++)
     if (i < look) w[i] = rk_dev_ld_obs(L->in_seq + ((from + i) & L->in_mask));
   RK_DEV_ROUND_END();
+  if (ctl) {
+    L->ctl_seq = seq;
+    L->ctl_sig = sig;
+    L->ctl_seen = 1;
+  }
+  if (head) {
+    L->out_head_seen = head_seen;
+    L->head_seen = 1;
+  }
   if (look) {
     uint32_t bits = 0, k;
 #pragma unroll
@@ -496,11 +510,13 @@ RK_INLINE __device__ uint32_t rk_dev_msg_bytes(const rk_dev_params *p, const rk_
   return n > p->slot_size ? p->slot_size : (uint32_t)n;
 }
 
-/* All threads: copy the batch's n slots into shared memory: first each slot's first
- * RK_DEV_COPY_PREFIX bytes (one round), then, only for slots whose envelope says more, the rest of
- * the message (a second round). */
+/* All threads: copy the batch's n slots into shared memory: first each slot's first L->prefix
+ * bytes (one round), then, only for slots whose envelope says more, the rest of the message (a
+ * second round). The prefix is the last batch's largest message, at least RK_DEV_COPY_PREFIX: a
+ * stream of long messages costs one round each after the first, a stream of short ones reads
+ * little more than their bytes (the lane cannot know a length before its envelope arrives). */
 RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L, uint8_t *dst, uint32_t n) {
-  const uint32_t pre = p->slot_size < RK_DEV_COPY_PREFIX ? p->slot_size : RK_DEV_COPY_PREFIX;
+  const uint32_t pre = L->prefix; /* read before the first barrier; thread 0 updates it after */
   const uint32_t cps = pre / 16u;
   uint32_t extra[RK_DEV_MAX_BATCH], total = 0, s;
   rk_dev_copy_chunks_in(
@@ -515,6 +531,8 @@ RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L,
     uint32_t want = s < n ? rk_dev_msg_bytes(p, RK_CAST(const rk_envelope *, dst + (size_t)s * p->slot_size)) : 0;
     extra[s] = want > pre ? (want - pre) / 16u : 0;
     total += extra[s];
+    if (threadIdx.x == 0 && s == 0) L->prefix = RK_DEV_COPY_PREFIX < p->slot_size ? RK_DEV_COPY_PREFIX : p->slot_size;
+    if (threadIdx.x == 0 && want > L->prefix) L->prefix = want;
   }
   if (total == 0) return; /* uniform: every thread read the same envelopes */
   /* chunk c of the rest: the slot whose share of the total holds it, and the offset in it (a scan
@@ -682,6 +700,9 @@ RK_INLINE __device__ void rk_dev_flush(const rk_dev_params *p, rk_dev_lane *L) {
   __syncthreads(); /* every thread's reply lines are written (CTA order, made cumulative by the fence) */
   if (threadIdx.x == 0 && L->publish) {
     uint32_t i;
+    /* The counters before the fence: posted stores it orders before the replies' sequence words,
+     * so a caller that has its reply sees the counts that include it (stats right after rk_call). */
+    if (L->dirty) rk_dev_store_counters(L);
     rk_dev_fence_lane(L);
     if (L->in_released != L->in_head) {
       L->in_released = L->in_head;
@@ -771,13 +792,6 @@ static __device__ int rk_reply_commit(rk_ctx *ctx) {
 
 /* ---------------------------------------- the loop ------------------------------------------- */
 
-/* Thread 0: may message e produce a reply, so that it needs a free outbox slot before it is
- * handled? Everything but a well-formed request sent with RK_SEND_NO_REPLY may: a handler's reply
- * or an error reply. (The CPU lane's rule, outbox_room in cpu_backend.c.) */
-RK_INLINE __device__ int rk_dev_needs_room(const rk_envelope *e) {
-  return !(e->magic == RK_ENVELOPE_MAGIC && (e->flags & RK_ENV_F_NO_REPLY));
-}
-
 /* Thread 0: validate e and check its stamp against the drift bound; an admitted stamp is merged
  * into the kernel clock with the next CAS (rk_now, or the publication). L->skip = 0: run the
  * handler; 1: refused (and answered with an error reply when its header is trustworthy enough).
@@ -787,7 +801,7 @@ RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, c
   L->skip = 1;
   if (chk != RK_ENV_OK) {
     rk_dev_count(L, RK_DEV_C_INVALID, 1);
-    if (chk >= RK_ENV_BAD_LENGTH) {
+    if (rk_lane_refusal_answered(chk)) {
       L->cur.env.payload_len = 0;
       (void)rk_dev_reply_error(p, L, e->type, RK_ECORRUPT);
     }
@@ -808,12 +822,15 @@ RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, c
 RK_INLINE __device__ int rk_dev_wait_room(const rk_dev_params *p, rk_dev_lane *L) {
   rk_control_host *h = &p->ctl->host;
   for (;;) {
-    uint64_t head;
-    RK_DEV_ROUND_BEGIN();
-    L->ctl_seq = rk_dev_ld32_obs(&h->cmd_seq); /* pairs with the host's release */
-    L->ctl_sig = rk_dev_ld_obs(&h->signals);
+    uint64_t head, sig;
+    uint32_t seq;
+    RK_DEV_ROUND_BEGIN(); /* registers first, shared fields after (as in rk_dev_poll) */
+    seq = rk_dev_ld32_obs(&h->cmd_seq); /* pairs with the host's release */
+    sig = rk_dev_ld_obs(&h->signals);
     head = rk_dev_ld_acq(&L->out->head); /* pairs with the host drainer's release */
     RK_DEV_ROUND_END();
+    L->ctl_seq = seq;
+    L->ctl_sig = sig;
     L->ctl_seen = 1;
     rk_dev_control(p, L, 0);
     if (L->exit) return 0;
@@ -854,7 +871,7 @@ RK_INLINE __device__ void rk_dev_prepare(const rk_dev_params *p, rk_dev_lane *L,
   L->cur.status = 0;
   if (L->exit)
     L->skip = 1; /* aborted while waiting for room: the rest of the batch is dropped */
-  else if (rk_dev_needs_room(e) && (L->staged == L->stage_cap || !rk_dev_room(L, 1)))
+  else if (rk_lane_needs_room(e) && (L->staged == L->stage_cap || !rk_dev_room(L, 1)))
     L->skip = 2;
   else
     rk_dev_admit(p, L, e);
@@ -913,6 +930,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.out_tail = out_tail;
     L.out_head = out_head;
     L.stage = rk_smem + (size_t)p->batch * p->slot_size;
+    L.prefix = RK_DEV_COPY_PREFIX < p->slot_size ? RK_DEV_COPY_PREFIX : p->slot_size;
     L.stage_cap = p->batch;
     L.next_reply_id = 0;
     L.ack = 0;
@@ -999,16 +1017,11 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
         int rc = Handler(&ctx, &L.cur);
         if (threadIdx.x == 0) {
           if (L.reserved >= 0) L.reserved = -1; /* a reservation never committed publishes nothing */
-          /* What the handler's result means (kernel.h; the CPU lane's rule, handle_one in
-           * cpu_backend.c): a negative RK_E* code is an error reply; a positive value, or 0 with no
-           * reply to a request that wants one, would leave its caller waiting out its timeout: an
-           * RK_EHANDLER error reply, counted. */
-          if (rc < 0) {
+          /* what the handler's result means: the rule both loops share (lane_rules.h) */
+          int owed = rk_lane_result_error(rc, L.replied, L.cur.env.flags);
+          if (owed) {
             rk_dev_count(&L, RK_DEV_C_HANDLER_ERRORS, 1);
-            if (!L.replied) rk_dev_reply_error(p, &L, L.cur.env.type, rc);
-          } else if (rc > 0 || (!L.replied && !(L.cur.env.flags & RK_ENV_F_NO_REPLY))) {
-            rk_dev_count(&L, RK_DEV_C_HANDLER_ERRORS, 1);
-            if (!L.replied) rk_dev_reply_error(p, &L, L.cur.env.type, RK_EHANDLER);
+            if (!L.replied) rk_dev_reply_error(p, &L, L.cur.env.type, owed);
           }
         }
       }

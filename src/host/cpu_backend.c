@@ -1,5 +1,7 @@
-/* cpu_backend.c — the CPU backend: persistent worker threads running the same dispatch loop the
- * device runs (poll inbox -> validate -> merge HLC -> handler -> replies), on ordinary memory.
+/* cpu_backend.c — the CPU backend: persistent worker threads running the dispatch steps the device
+ * lane runs (poll inbox -> validate -> merge HLC -> handler -> replies), on ordinary memory, under
+ * the rules both loops share (src/device/lane_rules.h); the loop is its own, shaped by caches and
+ * futex wake-ups where the device's is shaped by PCIe (docs/design-notes.md).
  *
  * Each lane has 1..n threads. Thread 0 (the leader) owns the lane's end of every ring and its
  * status line: it polls the control block, takes messages, publishes replies. With n > 1 threads
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device/lane_rules.h"
 #include "host/internal.h"
 
 #define RK_LANE_BATCH 32           /* messages taken per inbox index access */
@@ -324,7 +327,7 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us) {
     rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: refused message: %s", k->name, l->index,
             rk_envelope_check_name(chk));
     /* A header that passed magic/version/flag/reserved checks is trustworthy enough to answer. */
-    if (chk >= RK_ENV_BAD_LENGTH) {
+    if (rk_lane_refusal_answered(chk)) {
       m.env = *e;
       m.env.payload_len = 0;
       error_reply(l, &m, RK_ECORRUPT);
@@ -342,14 +345,13 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us) {
   }
   rc = run_handler(l, &m);
   if (rc == RK__NOT_RUN) return -1;
-  /* What the handler's result means (kernel.h): a negative RK_E* code is an error reply; anything
-   * else that leaves a request wanting a reply without one (a positive value, which is no RK_E*
-   * code, or 0 without a reply) would leave its caller waiting out its timeout: it becomes an
-   * RK_EHANDLER error reply, counted, and said once in the log. */
+  /* What the handler's result means: the rule both loops share (lane_rules.h). A negative RK_E*
+   * code is an error reply; a positive value, or 0 without a reply to a request that wants one,
+   * becomes an RK_EHANDLER error reply, counted, and said in the log. */
   if (rc < 0) {
     count_add(&l->status->handler_errors, 1);
     if (!l->replied) error_reply(l, &m, rc);
-  } else if (rc > 0 || (!l->replied && !(e->flags & RK_ENV_F_NO_REPLY))) {
+  } else if (rk_lane_result_error(rc, l->replied, e->flags) != 0) {
     count_add(&l->status->handler_errors, 1);
     if (rc > 0)
       rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: handler returned %d, not 0 or a negative RK_E* code: "
@@ -364,8 +366,7 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us) {
 
 /* Does the outbox have room for the reply this message may produce? */
 static int outbox_room(rk__lane *l, const rk_envelope *e) {
-  if (e->magic == RK_ENVELOPE_MAGIC && (e->flags & RK_ENV_F_NO_REPLY)) return 1;
-  return reply_slot(l) != NULL;
+  return !rk_lane_needs_room(e) || reply_slot(l) != NULL;
 }
 
 /* Take up to a batch from the inbox. Returns messages consumed (0: none ready). Sets *stalled
@@ -486,14 +487,9 @@ static void lane_main(void *arg) {
     int stalled = 0;
     if (seq != ack) {
       uint32_t cmd = rk_load_relaxed_sys_u32(&h->cmd); /* ordered by the acquire of cmd_seq */
-      if (cmd == RK_CMD_ACTIVATE && (state == RK_STATE_LAUNCHED || state == RK_STATE_INACTIVE))
-        state = RK_STATE_ACTIVE;
-      else if (cmd == RK_CMD_DEACTIVATE && state == RK_STATE_ACTIVE)
-        state = RK_STATE_INACTIVE;
-      else if (cmd == RK_CMD_TERMINATE) {
+      if (cmd == RK_CMD_TERMINATE)
         drain_to = rk_load_relaxed_sys_u64(&l->cmd->drain_to); /* ordered by the cmd_seq acquire */
-        state = RK_STATE_TERMINATING;
-      }
+      state = rk_lane_after_command(state, cmd); /* the rule both loops share (lane_rules.h) */
       rk_store_relaxed_sys_u32(&st->state, state);
       ack = seq;
       rk_store_release_sys_u32(&st->ack_seq, ack); /* pairs with the host's acquire in command() */

@@ -764,8 +764,9 @@ static int init_job(rk_cuda *c, void *arg) {
    * application or another runtime set. */
   e = cudaDeviceGetLimit(&c->stack_bytes, cudaLimitStackSize);
   if (e == cudaSuccess && c->stack_bytes < RK_CUDA_STACK_BYTES) {
-    c->stack_bytes = RK_CUDA_STACK_BYTES;
-    e = cudaDeviceSetLimit(cudaLimitStackSize, c->stack_bytes);
+    e = cudaDeviceSetLimit(cudaLimitStackSize, RK_CUDA_STACK_BYTES);
+    /* what the driver really reserved: it may round the request (cudaDeviceSetLimit) */
+    if (e == cudaSuccess) e = cudaDeviceGetLimit(&c->stack_bytes, cudaLimitStackSize);
   }
   if (e != cudaSuccess) {
     snprintf(a->reason, a->len, "reserving %u bytes of stack per thread (cudaLimitStackSize): %s",

@@ -13,8 +13,8 @@
  * How it waits — the host ring waits' policy (ring_wait.c), extended by what it knows: it polls
  * (pause, a sched_yield every RK_DEVPOLL_YIELD_NS) while a reply is likely — within
  * RK_DEVPOLL_HOT_NS of the last reply it saw, or while requests sent to a served kernel outnumber
- * the replies received (for at most RK_DEVPOLL_EXPECT_NS without a reply: a request sent without
- * reply, or one whose reply went to rk_call, would otherwise keep it polling) — and otherwise
+ * the replies received (for RK_DEVPOLL_EXPECT_NS after the last send at most: a request sent
+ * without reply, or a reply refused or dropped, leaves the counts apart for good) — and otherwise
  * sleeps on a condition variable in intervals that double from 50 us to 500 us. A send to a served
  * kernel while it sleeps wakes it (rk__devpoll_sent: a Dekker pair on `sleeping`, so none is
  * missed). After waking the loop it waits until the loop has taken what it saw (a head moved; at
@@ -42,9 +42,11 @@ struct rk__devpoll {
   uv_mutex_t lock;
   uv_cond_t cond;
   int started;       /* under rt->lock */
+  int closed;        /* under rt->lock: rk_runtime_destroy stopped it; no new start */
   int stop;          /* under lock */
   uint32_t kicks;    /* under lock */
   uint32_t sleeping; /* atomics: 1 while the poller is (about to be) asleep; see rk__devpoll_sent */
+  uint64_t scans;    /* atomics (relaxed): passes over the kernels, for tests (rk__devpoll_scans) */
 };
 
 /* Does lane l hold a published reply at its outbox head? Read-only: the head (pairs with the
@@ -66,6 +68,7 @@ typedef struct scan {
   int served;    /* kernels served */
   int ready;     /* lanes with a reply waiting */
   int expecting; /* requests sent to a served kernel outnumber the replies received */
+  uint64_t sent; /* requests sent to the served kernels, in all (a change: a send since the last scan) */
   int moved;     /* (second pass) a watched head moved: the loop took a reply */
   int n;
   rk_ring *rings[RK_DEVPOLL_TRACK];
@@ -85,6 +88,7 @@ static void scan_kernel(rk_kernel *k, void *arg) {
   if (!served(k)) return;
   s->served++;
   if (expecting(k)) s->expecting = 1;
+  s->sent += __atomic_load_n(&k->sent, __ATOMIC_RELAXED); /* statistics counter: a change is all it says */
   for (i = 0; i < k->lanes; i++)
     if (reply_waiting(&k->lane[i], &h)) {
       s->ready++;
@@ -105,10 +109,21 @@ static void moved_kernel(rk_kernel *k, void *arg) {
       if (s->rings[j] == k->lane[i].outbox && rk_ring_head(k->lane[i].outbox) != s->heads[j]) s->moved = 1;
 }
 
+/* Sleep on d->cond for ns at most, unless stopped or kicked since `kicks` (lock not held). Returns 1
+ * when a kick (a send, a start) ended it. */
+static int nap(struct rk__devpoll *d, uint32_t kicks, uint64_t ns) {
+  int kicked;
+  uv_mutex_lock(&d->lock);
+  if (!d->stop && d->kicks == kicks) (void)uv_cond_timedwait(&d->cond, &d->lock, ns);
+  kicked = d->kicks != kicks;
+  uv_mutex_unlock(&d->lock);
+  return kicked;
+}
+
 static void poller_main(void *arg) {
   rk_runtime *rt = (rk_runtime *)arg;
   struct rk__devpoll *d = rt->devpoll;
-  uint64_t last_reply = rk__now_ns(), last_yield = 0, sleep_ns = 0;
+  uint64_t last_reply = rk__now_ns(), last_send = 0, sent_seen = 0, last_yield = 0, sleep_ns = 0, take_wait = 0;
   for (;;) {
     scan s;
     uint64_t now;
@@ -122,7 +137,12 @@ static void poller_main(void *arg) {
     uv_mutex_unlock(&d->lock);
     memset(&s, 0, sizeof s);
     rk__for_each_kernel(rt, scan_kernel, &s);
+    __atomic_fetch_add(&d->scans, 1, __ATOMIC_RELAXED);
     now = rk__now_ns();
+    if (s.sent != sent_seen) { /* a request was sent since the last look: its reply is due */
+      sent_seen = s.sent;
+      last_send = now;
+    }
     if (s.served == 0) { /* nothing to serve: wait for a kick (a callback started) or the stop */
       uv_mutex_lock(&d->lock);
       while (!d->stop && d->kicks == kicks) uv_cond_wait(&d->cond, &d->lock);
@@ -138,9 +158,21 @@ static void poller_main(void *arg) {
         sched_yield();
         rk__for_each_kernel(rt, moved_kernel, &s);
       }
+      if (s.moved) {
+        take_wait = 0;
+      } else {
+        /* The loop did not take it (an application loop that is not running, a long callback):
+         * wake it again, but after a nap that doubles each time (to 10 ms), not in a spin. */
+        take_wait = take_wait == 0 ? RK_DEVPOLL_SLEEP_MIN_NS : take_wait * 2;
+        if (take_wait > 20 * RK_DEVPOLL_SLEEP_MAX_NS) take_wait = 20 * RK_DEVPOLL_SLEEP_MAX_NS;
+        (void)nap(d, kicks, take_wait);
+      }
       continue;
     }
-    if (now - last_reply < RK_DEVPOLL_HOT_NS || (s.expecting && now - last_reply < RK_DEVPOLL_EXPECT_NS)) {
+    /* Poll while a reply is likely: just after one, or after a send while requests are
+     * unanswered — for RK_DEVPOLL_EXPECT_NS from that send at most (a request sent without reply,
+     * or a reply refused or dropped, leaves `expecting` set for good). */
+    if (now - last_reply < RK_DEVPOLL_HOT_NS || (s.expecting && now - last_send < RK_DEVPOLL_EXPECT_NS)) {
       sleep_ns = 0;
       if (now - last_yield >= RK_DEVPOLL_YIELD_NS) {
         last_yield = now;
@@ -152,21 +184,16 @@ static void poller_main(void *arg) {
     }
     sleep_ns = sleep_ns == 0 ? RK_DEVPOLL_SLEEP_MIN_NS : sleep_ns * 2;
     if (sleep_ns > RK_DEVPOLL_SLEEP_MAX_NS) sleep_ns = RK_DEVPOLL_SLEEP_MAX_NS;
-    uv_mutex_lock(&d->lock);
-    /* Dekker pair with rk__devpoll_sent: raise `sleeping`, full fence, then look at the counters
-     * again; a sender counts its message, full fence, then reads `sleeping`. One of the two sees
-     * the other, so a request sent now either keeps the poller awake or wakes it. */
+    /* Dekker pair with rk__devpoll_sent: raise `sleeping`, full fence, then look at the served
+     * kernels' `sent` again; a sender counts its message, full fence, then reads `sleeping`. One
+     * of the two sees the other: a request sent now either keeps the poller awake (its count
+     * changed) or wakes it (a kick). */
     __atomic_store_n(&d->sleeping, 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     memset(&s, 0, sizeof s);
-    uv_mutex_unlock(&d->lock);
     rk__for_each_kernel(rt, scan_kernel, &s);
-    uv_mutex_lock(&d->lock);
-    if (!d->stop && d->kicks == kicks && !s.expecting && !s.ready)
-      (void)uv_cond_timedwait(&d->cond, &d->lock, sleep_ns);
-    if (d->kicks != kicks || s.expecting) last_reply = rk__now_ns(); /* woken by a send: replies due */
+    if (s.sent == sent_seen && !s.ready && nap(d, kicks, sleep_ns)) last_send = rk__now_ns(); /* woken by a send */
     __atomic_store_n(&d->sleeping, 0, __ATOMIC_RELAXED);
-    uv_mutex_unlock(&d->lock);
   }
 }
 
@@ -192,6 +219,10 @@ int rk__devpoll_start(rk_runtime *rt) {
     uv_cond_init(&d->cond);
     rt->devpoll = d;
   }
+  if (d->closed) {
+    uv_mutex_unlock(&rt->lock);
+    return rk__fail(rt, RK_ESTATE, "rk_recv_start: the runtime is being destroyed");
+  }
   if (!d->started) {
     if (rk__thread_create(&d->thread, poller_main, rt) != 0)
       rc = RK_ESYS;
@@ -216,15 +247,36 @@ void rk__devpoll_sent(rk_runtime *rt) {
 }
 
 void rk__devpoll_destroy(rk_runtime *rt) {
-  struct rk__devpoll *d = rt->devpoll;
+  struct rk__devpoll *d;
+  int started;
+  rk__lock(&rt->lock);
+  d = rt->devpoll;
+  if (d) {
+    started = d->started;
+    d->closed = 1;
+  }
+  rk__unlock(&rt->lock);
   if (d == NULL) return;
-  if (d->started) {
+  if (started) {
     uv_mutex_lock(&d->lock);
     d->stop = 1;
     uv_cond_signal(&d->cond);
     uv_mutex_unlock(&d->lock);
     uv_thread_join(&d->thread);
   }
+  /* d stays allocated (closed) until the runtime is freed: a sender that saw a served kernel may
+   * still read it (rk__devpoll_sent); the kernels are gone, so none can start again */
+  d->started = 0;
+}
+
+uint64_t rk__devpoll_scans(rk_runtime *rt) {
+  struct rk__devpoll *d = rt->devpoll;
+  return d ? __atomic_load_n(&d->scans, __ATOMIC_RELAXED) : 0;
+}
+
+void rk__devpoll_free(rk_runtime *rt) {
+  struct rk__devpoll *d = rt->devpoll;
+  if (d == NULL) return;
   uv_mutex_destroy(&d->lock);
   uv_cond_destroy(&d->cond);
   free(d);

@@ -340,12 +340,14 @@ void rk__for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *k, void *arg), vo
 /* devpoll.c: replies of kernels whose lanes cannot wake the host (RK_RING_F_NO_WAKE) reach their
  * callbacks through a poller thread that wakes the loop. start: the thread runs (before such a
  * kernel's callbacks are started; RK_ENOMEM/RK_ESYS); kick: a served kernel appeared; sent: a
- * request was sent to a served kernel (after it was counted in k->sent); destroy: stop and free
- * (rk_runtime_destroy, first). */
+ * request was sent to a served kernel (after it was counted in k->sent); destroy: stop (after the
+ * kernels, before the loop's handles close; no start after it); free: with the runtime. */
 int rk__devpoll_start(rk_runtime *rt);
 void rk__devpoll_kick(rk_runtime *rt);
 void rk__devpoll_sent(rk_runtime *rt);
 void rk__devpoll_destroy(rk_runtime *rt);
+void rk__devpoll_free(rk_runtime *rt); /* with the runtime's memory (rk__runtime_release) */
+uint64_t rk__devpoll_scans(rk_runtime *rt); /* passes the poller made (tests: is it asleep?) */
 
 /* runtime.c: sleep at least ns nanoseconds (back-off only). */
 void rk__sleep_ns(uint64_t ns);

@@ -247,6 +247,7 @@ fail:
 void rk__runtime_release(rk_runtime *rt) {
   /* acq_rel: the last one to drop sees every other holder's writes before it frees */
   if (__atomic_sub_fetch(&rt->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  rk__devpoll_free(rt);
   rk_clock_destroy(rt->clock);
   uv_cond_destroy(&rt->log_cond);
   uv_mutex_destroy(&rt->log_lock);
@@ -256,7 +257,6 @@ void rk__runtime_release(rk_runtime *rt) {
 
 void rk_runtime_destroy(rk_runtime *rt) {
   if (rt == NULL) return;
-  rk__devpoll_destroy(rt); /* first: it reads every kernel's outboxes */
   for (;;) {
     rk_kernel *k;
     rk__lock(&rt->lock);
@@ -265,6 +265,9 @@ void rk_runtime_destroy(rk_runtime *rt) {
     if (k == NULL) break;
     rk_kernel_destroy(k);
   }
+  /* The device-reply poller: after the kernels (it pins each one it reads, and a kernel's destroy
+   * waits for that), before the loop's handles close (it wakes the loop through them). */
+  rk__devpoll_destroy(rt);
   if (rt->own_thread) {
     __atomic_store_n(&rt->stopping, 1, __ATOMIC_RELEASE);
     uv_async_send(&rt->handles->async);
