@@ -24,10 +24,14 @@
  *   devmodel.callback      latency_p50_ns: from the lane's publication of a reply (its clock read
  *                          right after the sequence-word stores) to the rk_recv_start callback's
  *                          entry, CUDA backend rules (the device cannot wake the service thread),
- *                          one message at a time (target <= 100 000 ns; timed, on this machine)
+ *                          one message at a time, the bench waiting on a condition variable
+ *                          for each, one thread per lane (target <= 100 000 ns; timed, on this
+ *                          machine)
  * impl: ringkernel.cuda.emulated. */
 #include <math.h>
+#include <pthread.h>
 #include <sched.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,8 +214,10 @@ out:
 }
 
 typedef struct cb_state {
-  volatile uint32_t count; /* atomics: written by the callback (service thread), read by the bench */
-  volatile uint64_t entered_ns, published_ns;
+  pthread_mutex_t lock; /* the fields below; the bench waits on `cond`, as an application would */
+  pthread_cond_t cond;
+  uint32_t count;
+  uint64_t entered_ns, published_ns;
   uint32_t bad;
 } cb_state;
 
@@ -221,10 +227,13 @@ static void on_reply(rk_kernel *k, const rk_msg *m, void *user) {
   uint64_t now = rk_bench_now_ns(); /* CLOCK_MONOTONIC, the emulated %globaltimer */
   (void)k;
   rk_emu_model_read(0, &lm);
+  pthread_mutex_lock(&s->lock);
   if (m->status != 0 || m->len != DM_PAYLOAD) s->bad++;
-  __atomic_store_n(&s->entered_ns, now, __ATOMIC_RELAXED);
-  __atomic_store_n(&s->published_ns, lm.last_publish_ns, __ATOMIC_RELAXED);
-  __atomic_add_fetch(&s->count, 1, __ATOMIC_RELEASE); /* pairs with the bench's acquire: the times are written */
+  s->entered_ns = now;
+  s->published_ns = lm.last_publish_ns;
+  s->count++;
+  pthread_cond_signal(&s->cond);
+  pthread_mutex_unlock(&s->lock);
 }
 
 static void callback(const rk_bench_opts *o) {
@@ -236,8 +245,17 @@ static void callback(const rk_bench_opts *o) {
   uint64_t *v = (uint64_t *)calloc(n, sizeof *v), budget_end;
   size_t got = 0;
   uint8_t req[DM_PAYLOAD];
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   memset(&s, 0, sizeof s);
-  if (rt == NULL || v == NULL || (k = dm_launch(rt)) == NULL) goto out_rt;
+  pthread_mutex_init(&s.lock, NULL);
+  pthread_cond_init(&s.cond, NULL);
+  /* One thread per lane: the lane's geometry does not enter this path (publication to callback),
+   * and 32 emulated threads would take the machine's CPUs from the threads it does measure. */
+  lo.threads_per_lane = 1;
+  if (rt == NULL || v == NULL || rk_kernel_launch(rt, &rk_builtin_echo, &lo, &k) != RK_OK) {
+    rk_bench_fail("%s: launch", bench);
+    goto out_rt;
+  }
   if (rk_kernel_activate(k) != RK_OK || rk_recv_start(k, on_reply, &s) != RK_OK) {
     rk_bench_fail("%s: activate / rk_recv_start", bench);
     goto out;
@@ -251,15 +269,21 @@ static void callback(const rk_bench_opts *o) {
       rk_bench_fail("%s: send %u", bench, i);
       break;
     }
-    while (__atomic_load_n(&s.count, __ATOMIC_ACQUIRE) == i) { /* pairs with the callback's release */
-      if (rk_bench_now_ns() - start > (uint64_t)DM_TIMEOUT_NS) break;
-      sched_yield();
+    pthread_mutex_lock(&s.lock);
+    while (s.count == i && rk_bench_now_ns() - start < (uint64_t)DM_TIMEOUT_NS) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 10000000;
+      if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+      pthread_cond_timedwait(&s.cond, &s.lock, &ts);
     }
-    if (__atomic_load_n(&s.count, __ATOMIC_ACQUIRE) != i + 1) {
+    if (s.count != i + 1) {
+      pthread_mutex_unlock(&s.lock);
       rk_bench_fail("%s: no callback for message %u", bench, i);
       break;
     }
     if (i >= 3) v[got++] = s.entered_ns - s.published_ns; /* the first few warm the loop up */
+    pthread_mutex_unlock(&s.lock);
   }
   if (got) {
     uint64_t p50 = rk_bench_quantile_u64(v, got, 0.50), p99 = rk_bench_quantile_u64(v, got, 0.99);
@@ -274,6 +298,8 @@ out:
   rk_kernel_destroy(k);
 out_rt:
   if (rt) dm_runtime_destroy(rt);
+  pthread_cond_destroy(&s.cond);
+  pthread_mutex_destroy(&s.lock);
   free(v);
 }
 
