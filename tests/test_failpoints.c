@@ -367,8 +367,10 @@ static void test_restart_thread_fails_with_queue(void **state) {
   (void)state;
   lo.lanes = 4;
   lo.threads_per_lane = 3;
-  lo.launch_timeout_ns = 50 * RT_MS;
   k = rt_launch_active(rt, &d, &lo);
+  /* restart's wait for the old lanes, short; the launch itself keeps the default (12 threads
+   * under a sanitizer on a loaded machine may need more than 50 ms to check in) */
+  k->launch_timeout_ns = 50 * RT_MS;
   __atomic_store_n(&g_gate, 1, __ATOMIC_RELEASE);
   memset(&it, 0, sizeof it);
   it.who = 0xbad;
