@@ -260,9 +260,13 @@ static void test_abort_while_stalled(void **state) {
   RT_WAIT_STAT(k, outbox_stalls, 1);
   st = rt_stats(k);
   assert_int_equal(st.msgs_out, 4);
-  assert_true(st.msgs_in > 4);
+  assert_int_equal(st.msgs_in, 4);          /* handled; the rest of the batch is copied, not handled, */
+  assert_int_equal(st.inbox_depth[0], 16);  /* so its slots are not given back */
   assert_int_equal(rk_kernel_terminate(k, 100 * RT_MS), RK_ETIMEDOUT);
   assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
+  st = rt_stats(k);
+  assert_int_equal(st.msgs_in, 4); /* the abort handled nothing more, and left the rest in the inbox */
+  assert_int_equal(st.inbox_depth[0], 16);
   for (i = 0; i < 4; i++) {
     RT_OK(rt, rk_recv(k, &m, &v, sizeof v, RT_HANG));
     assert_int_equal(v, i);
@@ -310,19 +314,31 @@ static void test_full_outbox_lane_alive(void **state) {
   ack = lane0_clock_ack(k);
   rt_sleep_ms(350);
   st = rt_stats(k);
-  taken = (uint32_t)st.msgs_in; /* copied from the inbox and released: the lane waits inside them */
-  assert_true(taken >= 5 && taken < 15);
-  assert_int_equal(st.inbox_depth[0], 15 - taken);       /* the watchdog sees work waiting */
+  /* the lane waits inside its batch: the slots it handled went back to the host (and are counted
+   * in), the ones it copied but has not handled stay in the inbox until it has (a restart would
+   * take them from there) */
+  assert_int_equal(st.msgs_in, 4);
+  assert_int_equal(st.inbox_depth[0], 15 - 4);           /* the watchdog sees work waiting */
   assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE); /* yet the lane is not faulted as stalled */
   assert_int_not_equal(lane0_clock_ack(k), ack);        /* it answered clock requests while waiting */
   assert_int_equal(st.msgs_out, 4);
   assert_int_equal(rk_kernel_deactivate(k), RK_OK); /* acknowledged while waiting */
   for (i = 0; i < 4; i++) expect_echo(k, i);
-  /* the rest of what was taken is handled after the deactivate; nothing more */
+  /* the rest of what was taken is handled after the deactivate, in order; nothing more */
   expect_error_reply(k, 0x200, RK_ECORRUPT);
-  for (i = 4; i < taken - 1; i++) expect_echo(k, i);
+  for (i = 4;; i++) {
+    rk_msg m;
+    uint32_t v;
+    int rc = rk_recv(k, &m, &v, sizeof v, 300 * RT_MS);
+    if (rc == RK_ETIMEDOUT) break;
+    RT_OK(rt, rc);
+    assert_int_equal(v, i);
+  }
+  taken = i + 1; /* the echoes, and the bad one among them */
+  assert_true(taken >= 5 && taken < 15);
   st = rt_stats(k);
   assert_int_equal(st.msgs_in, taken);
+  assert_int_equal(st.inbox_depth[0], 15 - taken);
   assert_int_equal(st.invalid, 1);
   assert_int_equal(rk_kernel_activate(k), RK_OK);
   for (; i < 14; i++) expect_echo(k, i);
@@ -390,6 +406,21 @@ static void test_refusals(void **state) {
   assert_int_equal(st.invalid, 4);
   assert_int_equal(st.clock_rejected, 1);
   assert_int_equal(st.msgs_in, 6);
+  { /* the host keeps a dead letter of each refusal the lane answered (the dropped one: counted only) */
+    rk_dead_letter dl[8];
+    uint64_t total = 0;
+    int i;
+    assert_int_equal(rk_kernel_dead_letters(k, dl, 8, &total), 4);
+    assert_int_equal(total, 4);
+    for (i = 0; i < 4; i++) {
+      assert_int_equal(dl[i].env.correlation_id, 0x101 + i);
+      assert_int_equal(dl[i].reason, i < 3 ? RK_ECORRUPT : RK_ECLOCK);
+      assert_int_equal(dl[i].lane, 0);
+      assert_int_equal(dl[i].payload_len, 0);
+      assert_non_null(strstr(dl[i].why, "device lane"));
+    }
+    assert_int_equal(rt_stats(k).dead_letters, 4);
+  }
   /* a handler error: vector_add refuses n > RK_VADD_MAX */
   memset(&req, 0, sizeof req);
   req.n = RK_VADD_MAX + 1;
@@ -536,6 +567,86 @@ static void test_poller_sleeps_after_no_reply(void **state) {
   pthread_mutex_destroy(&c.lock);
 }
 
+/* Restart on the device (rk_kernel_restart, RK_FAULT_RESTART): the old lanes stop where the abort
+ * finds them: a lane stalled on a full outbox with a batch of 8 taken leaves the messages it did not
+ * handle in the inbox (the head it publishes covers only what it handled), and the new lanes take
+ * them from there: every message answered exactly once, the counters going on from the old lanes',
+ * the stamps above every earlier one. */
+static void test_restart_unhandled_stay(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 2, 64, 4);
+  rk_kernel_counters st;
+  rk_msg m;
+  rk_hlc last = 0;
+  uint32_t i, v, n = 20, seen[20];
+  (void)state;
+  memset(seen, 0, sizeof seen);
+  for (i = 0; i < n; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL)); /* queued: a whole batch is taken */
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  RT_WAIT_STAT(k, outbox_stalls, 1); /* 4 replies published, the lane waits for room */
+  assert_int_equal(rk_kernel_restart(k, RK_RESTART_KEEP_STATE), RK_ESTATE); /* not FAULTED */
+  rk__kernel_fault(k, RK_EHANDLER, "injected for the test");
+  assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
+  RT_OK(rt, rk_kernel_restart(k, RK_RESTART_KEEP_STATE));
+  assert_int_equal(rk_kernel_state(k), RK_STATE_ACTIVE);
+  for (i = 0; i < n; i++) {
+    RT_OK(rt, rk_recv(k, &m, &v, sizeof v, RT_HANG));
+    assert_true(v < n);
+    seen[v]++;
+    assert_true(m.env.hlc > last);
+    last = m.env.hlc;
+  }
+  for (i = 0; i < n; i++) assert_int_equal(seen[i], 1);
+  assert_int_equal(rk_recv(k, &m, &v, sizeof v, 20 * RT_MS), RK_ETIMEDOUT); /* nothing twice */
+  st = rt_stats(k);
+  assert_int_equal(st.msgs_in, n); /* the new lanes count on from the old ones' counts */
+  assert_int_equal(st.msgs_out, n);
+  assert_int_equal(st.restarts, 1);
+  emu_finish(rt, k);
+}
+
+/* The counter's device state across restarts: kept (copied back from device memory when the old
+ * lanes exit), then re-initialised; the kernel clock goes on above the stamps before. */
+static void test_restart_state(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_counter, 1, 3, 0, 0);
+  rk_counter_add add;
+  rk_counter_value v;
+  rk_msg m;
+  rk_hlc last = 0;
+  int64_t i, want = 0;
+  (void)state;
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  for (i = 1; i <= 10; i++) {
+    add.delta = i;
+    want += i;
+    RT_OK(rt, rk_call_typed(k, rk_counter_add, &add, &m, &v, sizeof v, RT_HANG));
+    last = m.env.hlc;
+  }
+  assert_int_equal(v.total, want);
+  rk__kernel_fault(k, RK_EHANDLER, "injected for the test");
+  RT_OK(rt, rk_kernel_restart(k, RK_RESTART_KEEP_STATE));
+  add.delta = 1;
+  RT_OK(rt, rk_call_typed(k, rk_counter_add, &add, &m, &v, sizeof v, RT_HANG));
+  assert_int_equal(v.total, want + 1); /* the state the old lanes left */
+  assert_int_equal(v.count, 11);
+  assert_true(m.env.hlc > last);
+  last = m.env.hlc;
+  rk__kernel_fault(k, RK_EHANDLER, "injected for the test");
+  RT_OK(rt, rk_kernel_restart(k, RK_RESTART_RESET_STATE));
+  RT_OK(rt, rk_call_typed(k, rk_counter_add, &add, &m, &v, sizeof v, RT_HANG));
+  assert_int_equal(v.total, 1); /* zeroed */
+  assert_int_equal(v.count, 1);
+  assert_true(m.env.hlc > last);
+  assert_int_equal(rt_stats(k).restarts, 2);
+  assert_int_equal(rt_stats(k).msgs_in, 12);
+  /* after terminate the host copy is the kernel's final state */
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
+  assert_int_equal(((rk_counter_state *)k->state)->total, 1);
+  rk_kernel_destroy(k);
+  emu_runtime_destroy(rt);
+}
+
 static void test_call_and_stamps(void **state) {
   (void)state;
   call_and_stamps(2, 1);
@@ -566,6 +677,8 @@ int main(void) {
       cmocka_unit_test(test_callbacks_without_timer),
       cmocka_unit_test(test_handler_results),
       cmocka_unit_test(test_poller_sleeps_after_no_reply),
+      cmocka_unit_test(test_restart_unhandled_stay),
+      cmocka_unit_test(test_restart_state),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

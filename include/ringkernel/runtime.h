@@ -419,8 +419,10 @@ typedef struct rk_dead_letter {
 /** Copy the kernel's most recent dead letters, oldest first, up to max (the launch option
  *  dead_letters says how many are kept), into out; *total (may be NULL) receives how many were
  *  recorded in the kernel's life. Returns the number copied, or RK_EINVAL (NULL k, or out NULL
- *  with max > 0). Any thread. CUDA lanes count refused envelopes (invalid, clock_rejected) but do
- *  not record them yet; host-side dead letters (late replies) are recorded on every backend. */
+ *  with max > 0). Any thread. A CUDA lane answers an envelope it refuses with an error reply
+ *  (when the envelope is sound enough to answer); the host records that dead letter when it takes
+ *  the reply: the reply's envelope (the request's type and id), without the request's payload.
+ *  Host-side dead letters (late replies) are recorded on every backend. */
 RK_API int rk_kernel_dead_letters(rk_kernel *k, rk_dead_letter *out, uint32_t max, uint64_t *total);
 
 /* ---------------------------------------- built-in kernels ----------------------------------- */

@@ -56,6 +56,7 @@ static inline int emu_device_prepare(emu_device *d, rk_kernel *k) {
   d->devmem = (uint8_t *)rk__cpu_backend.alloc(k->rt, rk__dev_devmem_bytes(k));
   if (d->devmem == NULL) return RK_ENOMEM;
   if (k->desc.state_size && k->state) memcpy(d->devmem, k->state, k->desc.state_size);
+  memcpy(d->devmem + rk__dev_devmem_bytes(k) - 128, &k->dev_clock, sizeof k->dev_clock); /* as the CUDA backend */
   rk__dev_params_fill(k, &d->params, emu_same_address, NULL, d->devmem, batch);
   d->lanes = k->lanes;
   d->threads = k->threads;
@@ -96,6 +97,13 @@ static inline void emu_device_join(emu_device *d) {
   d->started = 0;
 }
 
+/* After emu_device_join: the state and the kernel clock word back to the host (as the CUDA
+ * backend's join), so a restart goes on from them. */
+static inline void emu_device_copy_back(emu_device *d, rk_kernel *k) {
+  if (k->desc.state_size && k->state) memcpy(k->state, d->devmem, k->desc.state_size);
+  memcpy(&k->dev_clock, d->devmem + rk__dev_devmem_bytes(k) - 128, sizeof k->dev_clock);
+}
+
 /* Give the device memory back (after emu_device_join). */
 static inline void emu_device_release(emu_device *d) {
   rk__cpu_backend.free(NULL, d->devmem, 0);
@@ -115,7 +123,7 @@ static inline void emu_backend_install(rk_runtime *rt, rk_backend_ops *ops, int 
   ops->join = join;
   ops->lane_clock_offset = 1;
   ops->abandon = NULL;   /* the CPU backend's reclaims CPU lane threads, which these lanes are not */
-  ops->restartable = 0;  /* as the CUDA backend */
+  ops->restartable = 1;  /* as the CUDA backend */
   rt->ops = ops;
   rt->backend = RK_BACKEND_CUDA;
 }
@@ -140,6 +148,7 @@ static inline int emu_simple_join(rk_kernel *k) {
   emu_device *d = (emu_device *)k->backend_data;
   if (d == NULL) return RK_OK;
   emu_device_join(d);
+  emu_device_copy_back(d, k);
   emu_device_release(d);
   free(d);
   k->backend_data = NULL;

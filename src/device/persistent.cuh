@@ -188,6 +188,7 @@ typedef struct rk_dev_lane {
   uint64_t last_work_ns;  /* %globaltimer when the lane last took a message */
   uint64_t beat_ns;       /* %globaltimer of the last heartbeat store */
   uint64_t heartbeat;
+  uint64_t in_done;       /* inbox positions handled (or refused): in_done <= in_head */
   uint64_t c[RK_DEV_C_COUNT];
   uint32_t dirty;         /* counters changed since they were last stored (bit per counter) */
   uint32_t avail;         /* positions from in_head seen published and acquired: take them now */
@@ -692,7 +693,7 @@ RK_INLINE __device__ void rk_dev_flush(const rk_dev_params *p, rk_dev_lane *L) {
       for (i = 0; i < L->staged; i++) rk_dev_staged(p, L, i)->hlc = first + i;
     }
     /* anything to release (replies, copied inbox slots) or to acquire (positions seen published) */
-    L->publish = L->staged != 0 || L->in_released != L->in_head || L->pend != 0;
+    L->publish = L->staged != 0 || L->in_released != L->in_done || L->pend != 0;
     if (L->publish) rk_dev_poll_ahead(p, L);
   }
   __syncthreads();
@@ -704,11 +705,11 @@ RK_INLINE __device__ void rk_dev_flush(const rk_dev_params *p, rk_dev_lane *L) {
      * so a caller that has its reply sees the counts that include it (stats right after rk_call). */
     if (L->dirty) rk_dev_store_counters(L);
     rk_dev_fence_lane(L);
-    if (L->in_released != L->in_head) {
-      L->in_released = L->in_head;
+    if (L->in_released != L->in_done) {
+      L->in_released = L->in_done;
       /* after the fence: the slots were read (by the block: the barrier before); pairs with the
        * producers' load-acquire of head */
-      rk_dev_st_pub(&L->in->head, L->in_head);
+      rk_dev_st_pub(&L->in->head, L->in_done);
     }
     for (i = 0; i < L->staged; i++) rk_dev_st_pub(L->out_seq + ((L->out_tail + i) & L->out_mask), L->out_tail + i + 1);
     L->out_tail += L->staged;
@@ -860,8 +861,9 @@ RK_STATIC_ASSERT(sizeof(rk_dev_params) % 8 == 0, "params are copied in 64-bit wo
 #define RK_DEV_ITERATION(idle) ((void)0)
 #endif
 
-/* Thread 0: prepare message i of the batch (e, in shared memory): L->skip = 0 handle, 1 refused or
- * dropped, 2 publish first (no staging or outbox room for its reply), then admit. */
+/* Thread 0: prepare message i of the batch (e, in shared memory): L->skip = 0 handle, 1 refused, 2
+ * publish first (no staging or outbox room for its reply), then admit, 3 aborted (left in the
+ * inbox: the publication releases only the positions handled or refused, L->in_done). */
 RK_INLINE __device__ void rk_dev_prepare(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
   L->replied = 0;
   L->reserved = -1;
@@ -870,7 +872,7 @@ RK_INLINE __device__ void rk_dev_prepare(const rk_dev_params *p, rk_dev_lane *L,
   L->cur.len = e->payload_len;
   L->cur.status = 0;
   if (L->exit)
-    L->skip = 1; /* aborted while waiting for room: the rest of the batch is dropped */
+    L->skip = 3; /* aborted: the rest of the batch stays in the inbox (not released: a restart takes it) */
   else if (rk_lane_needs_room(e) && (L->staged == L->stage_cap || !rk_dev_room(L, 1)))
     L->skip = 2;
   else
@@ -926,7 +928,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.out_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.out) + out_qo);
     L.out_mask = out_mask;
     L.out_cap = out_mask + 1;
-    L.in_head = L.in_released = in_head;
+    L.in_head = L.in_done = L.in_released = in_head;
     L.out_tail = out_tail;
     L.out_head = out_head;
     L.stage = rk_smem + (size_t)p->batch * p->slot_size;
@@ -939,9 +941,21 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.merge = 0;
     L.polls = 0;
     L.idle = 0;
-    L.heartbeat = 0;
     L.dirty = 0;
-    for (w = 0; w < RK_DEV_C_COUNT; w++) L.c[w] = 0; /* a lane starts once per kernel, on a zeroed status line */
+    /* A second round, once per lane start (the first one's values are stored: registers stay under
+     * the 64 the launch bounds allow): the counters and the heartbeat go on from what the status
+     * line holds, zeros at launch, after a restart what the lanes before counted. Relaxed: written
+     * by the host before the launch, or by the old lanes, whose exit the host confirmed before it
+     * started these. */
+    RK_DEV_ROUND_BEGIN();
+    L.c[RK_DEV_C_MSGS_IN] = rk_dev_ld(&L.status->msgs_in);
+    L.c[RK_DEV_C_MSGS_OUT] = rk_dev_ld(&L.status->msgs_out);
+    L.c[RK_DEV_C_INVALID] = rk_dev_ld(&L.status->invalid);
+    L.c[RK_DEV_C_CLOCK_REJECTED] = rk_dev_ld(&L.status->clock_rejected);
+    L.c[RK_DEV_C_HANDLER_ERRORS] = rk_dev_ld(&L.status->handler_errors);
+    L.c[RK_DEV_C_STALLS] = rk_dev_ld(&L.status->outbox_stalls);
+    L.heartbeat = rk_dev_ld(&L.status->heartbeat);
+    RK_DEV_ROUND_END();
     L.avail = L.pend = L.open = 0;
     L.ctl_seen = L.head_seen = 0;
     L.state = RK_STATE_LAUNCHED;
@@ -988,7 +1002,6 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       L.avail -= L.n;
       L.idle = 0;
       L.last_work_ns = rk_dev_globaltimer();
-      rk_dev_count(&L, RK_DEV_C_MSGS_IN, L.n);
       RK_DEV_NOTE(rk_emu_note_batch(L.n));
     }
     /* The batch's slots are copied: every message is handled (or refused), none is given back. A
@@ -1008,7 +1021,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
             if (rk_dev_wait_room(p, &L))
               rk_dev_admit(p, &L, e);
             else
-              L.skip = 1;
+              L.skip = 3; /* aborted while waiting for room */
           }
         }
         __syncthreads();
@@ -1027,7 +1040,14 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       }
       /* A heartbeat while a batch of slow messages makes progress: it is not a stall (the
        * watchdog, telemetry.c). A posted store, at most every RK_DEV_HEARTBEAT_NS. */
-      if (threadIdx.x == 0) rk_dev_beat(&L);
+      if (threadIdx.x == 0) {
+        if (L.skip != 3) { /* handled or refused: its slot may go back to the host; counted in (a
+                            * message an abort left is counted by the lanes of a restart, once) */
+          L.in_done++;
+          rk_dev_count(&L, RK_DEV_C_MSGS_IN, 1);
+        }
+        rk_dev_beat(&L);
+      }
       __syncthreads();
     }
     rk_dev_flush(p, &L);

@@ -535,6 +535,7 @@ static int start_job(rk_cuda *c, void *arg) {
   c->n_resident++;
   memset(c->pinned_host + ck->staging_off, 0, state_bytes);
   if (k->desc.state_size && k->state) memcpy(c->pinned_host + ck->staging_off, k->state, k->desc.state_size);
+  memcpy(c->pinned_host + ck->staging_off + state_bytes - 128, &k->dev_clock, sizeof k->dev_clock); /* 0 at launch */
   e = cudaMemcpyAsync(c->dev_base + ck->state_off, c->pinned_host + ck->staging_off, state_bytes,
                       cudaMemcpyHostToDevice, c->streams[ck->stream]);
   if (e != cudaSuccess) { /* refused when enqueued: nothing runs */
@@ -572,6 +573,27 @@ fail:
   return rc;
 }
 
+/* The lanes exited cleanly: bring the state and the kernel clock word back to the host, so a
+ * restart (RK_RESTART_RESET_STATE not asked) goes on from the state the old lanes left, as on the
+ * CPU backend, and the host copy after terminate is the kernel's final state. The kernel's own
+ * stream, idle now: an asynchronous copy, allowed while other ring kernels are resident. A copy
+ * that fails or does not finish leaves the host copy as it was (logged). */
+static cudaError_t copy_back(rk_cuda *c, rk_kernel *k, cuda_kernel *ck) {
+  uint8_t *stage = c->pinned_host + ck->staging_off;
+  cudaError_t e = cudaMemcpyAsync(stage, c->dev_base + ck->state_off, ck->state_bytes, cudaMemcpyDeviceToHost,
+                                  c->streams[ck->stream]);
+  if (e == cudaSuccess) e = stream_wait(c, ck->stream, RK_CUDA_COPY_NS);
+  if (e != cudaSuccess) {
+    if (e != cudaErrorNotReady) sticky_fault(c, e);
+    rk__log(c->rt, RK_LOG_ERROR, "kernel %s: the state could not be copied back from the device (%s); a restart "
+            "starts from the state before the launch", k->name, cudaGetErrorString(e));
+    return e;
+  }
+  if (k->desc.state_size && k->state) memcpy(k->state, stage, k->desc.state_size);
+  memcpy(&k->dev_clock, stage + ck->state_bytes - 128, sizeof k->dev_clock);
+  return cudaSuccess;
+}
+
 /* After every lane reported TERMINATED, or an abort: wait until the stream says the kernel really
  * exited, then give its memory and stream back. A kernel that does not exit in time (or whose
  * blocks are still queued behind other kernels) becomes a zombie: it keeps its memory and stream
@@ -590,7 +612,12 @@ static int join_job(rk_cuda *c, void *arg) {
     make_zombie(ck);
     return RK_ETIMEDOUT;
   }
-  if (e != cudaSuccess) sticky_fault(c, e);
+  if (e != cudaSuccess)
+    sticky_fault(c, e);
+  else if (copy_back(c, k, ck) == cudaErrorNotReady) {
+    make_zombie(ck); /* the copy may still write the staging memory: keep it */
+    return RK_ETIMEDOUT;
+  }
   k->backend_data = NULL;
   release_kernel(c, ck);
   return RK_OK;
@@ -619,7 +646,7 @@ static void cuda_abandon(rk_kernel *k) { (void)cuda_run((rk_cuda *)k->rt->backen
 
 /* The device clock (%globaltimer) is calibrated against CLOCK_REALTIME by the shared exchange in
  * kernel.c (rk__clock_sync): at check-in, then periodically from the service loop. */
-const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1, cuda_abandon, 0};
+const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1, cuda_abandon, 1};
 
 /* ---------------------------------------- probe ---------------------------------------------- */
 

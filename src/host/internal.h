@@ -182,6 +182,9 @@ struct rk_kernel {
   int shared_kept;
   rk__lane *lane;
   void *state;
+  /* CUDA backends: the kernel clock word the lanes left in device memory (copied back with the
+   * state when they exit), where new lanes start it after a restart: their stamps go on above it */
+  uint64_t dev_clock;
   rk_clock *clock; /* the kernel clock (node id = kernel id) */
 
   uv_mutex_t ctl_lock;   /* serialises lifecycle commands */

@@ -309,6 +309,21 @@ static int32_t reply_status(const rk_envelope *e, const void *payload, int clock
   return c == 0 && clock_bad ? RK_ECLOCK : c;
 }
 
+/* A device lane refuses an envelope (invalid, or stamped too far ahead) with an error reply, but
+ * cannot keep a dead letter (that is host memory it does not manage): the host keeps one when it
+ * consumes the reply, once, with the reply's envelope (the refused request's type and id, the
+ * code as reason) and no payload. CPU lanes keep their own, with the request itself. A handler of
+ * a device kernel that returns RK_ECORRUPT or RK_ECLOCK itself is recorded alike. */
+static void device_refusal(rk_kernel *k, const rk_envelope *e, const void *payload, uint32_t lane) {
+  int32_t c;
+  if (!(e->flags & RK_ENV_F_ERROR) || !k->ops->lane_clock_offset || e->payload_len < sizeof c) return;
+  memcpy(&c, payload, sizeof c);
+  if (c == RK_ECORRUPT)
+    rk__dead_letter(k, e, NULL, c, "refused by the device lane: invalid envelope", lane);
+  else if (c == RK_ECLOCK)
+    rk__dead_letter(k, e, NULL, c, "refused by the device lane: stamp too far ahead", lane);
+}
+
 static void to_msg(const rk_envelope *e, const void *payload, rk_msg *m, void *buf, uint32_t buf_len,
                    int clock_bad) {
   uint32_t n = e->payload_len < buf_len ? e->payload_len : buf_len;
@@ -400,7 +415,7 @@ static void outbox_corrupt(rk_kernel *k, rk__lane *l) {
 int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
                    uint32_t *got) {
   uint64_t pos;
-  uint32_t n, i, taken = 0, ndirect = 0;
+  uint32_t n, i, taken = 0, ndirect = 0, max_payload = rk__payload_max(k);
   int woke = 0;
   if (got) *got = 0;
   if (direct == NULL || got == NULL) want = 0;
@@ -425,7 +440,7 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
     for (i = 0; i < n; i++) {
       const uint8_t *slot = rk_ring_slot(l->outbox, pos + i);
       memcpy(&env[i], slot, sizeof env[i]);
-      chk[i] = (uint8_t)rk_envelope_validate_reply(&env[i], slot + RK_ENVELOPE_SIZE, rk__payload_max(k), k->id);
+      chk[i] = (uint8_t)rk_envelope_validate_reply(&env[i], slot + RK_ENVELOPE_SIZE, max_payload, k->id);
     }
     any_bad = merge_batch(k, env, chk, n, bad);
     rk__lock(&k->reply_lock);
@@ -466,6 +481,7 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
           invalid++;
         } else {
           to_msg(e, payload, w->out, w->buf, w->buf_len, clock_bad);
+          device_refusal(k, e, payload, l->index);
           if (now_ns == 0) now_ns = rk__now_ns();
           rk__latency_add(k, now_ns - w->sent_ns);
           add(&k->received, 1); /* before done: a caller's stats after rk_call returns include it */
@@ -495,6 +511,7 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
           invalid++;
         } else {
           to_msg(e, payload, m, (uint8_t *)buf + (size_t)ndirect * buf_len, buf_len, clock_bad);
+          device_refusal(k, e, payload, l->index);
           received++;
         }
         if (++ndirect == want) {
@@ -520,8 +537,10 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         invalid += (uint64_t)notice;
         if (notice)
           to_notice(e, &p->msg);
-        else
+        else {
           to_msg(e, payload, &p->msg, p->data, len, clock_bad);
+          device_refusal(k, e, payload, l->index);
+        }
         if (k->pend_tail)
           k->pend_tail->next = p;
         else
