@@ -20,7 +20,7 @@
   X(offsetof(rk_envelope, correlation_id)) X(offsetof(rk_envelope, src))                       \
   X(offsetof(rk_envelope, dst)) X(offsetof(rk_envelope, hlc)) X(offsetof(rk_envelope, node))   \
   X(offsetof(rk_envelope, checksum)) X(offsetof(rk_envelope, priority))                        \
-  X(offsetof(rk_envelope, lane)) X(offsetof(rk_envelope, reserved))                            \
+  X(offsetof(rk_envelope, lane)) X(offsetof(rk_envelope, origin))                            \
   X(sizeof(rk_ring)) X(RK_TEST_ALIGNOF(rk_ring))                                                \
   X(offsetof(rk_ring, magic)) X(offsetof(rk_ring, mode)) X(offsetof(rk_ring, slot_size))       \
   X(offsetof(rk_ring, flags))                                                                   \

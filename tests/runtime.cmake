@@ -23,3 +23,5 @@ rk_add_test(test_faults SOURCES test_faults.c LABELS runtime TIMEOUT 120)
 # Failure injection: allocations, thread creations and libuv resources failing one by one (STATIC:
 # the fail points are internal).
 rk_add_test(test_failpoints SOURCES test_failpoints.c LABELS runtime STATIC TIMEOUT 300)
+# Kernels that message kernels: graphs, routes, topics (STATIC: looks at kernel state).
+rk_add_test(test_k2k SOURCES test_k2k.c LABELS runtime STATIC TIMEOUT 120)

@@ -263,6 +263,9 @@ static void test_abort_while_stalled(void **state) {
   assert_int_equal(st.msgs_in, 4);          /* handled; the rest of the batch is copied, not handled, */
   assert_int_equal(st.inbox_depth[0], 16);  /* so its slots are not given back */
   assert_int_equal(rk_kernel_terminate(k, 100 * RT_MS), RK_ETIMEDOUT);
+  /* the lane leaves at the abort; on a loaded machine perhaps after the 100 ms grace, and then a
+   * second terminate finishes the job */
+  if (rk_kernel_state(k) != RK_STATE_TERMINATED) (void)rk_kernel_terminate(k, RT_HANG);
   assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
   st = rt_stats(k);
   assert_int_equal(st.msgs_in, 4); /* the abort handled nothing more, and left the rest in the inbox */

@@ -41,7 +41,7 @@ static void test_layout(void **state) {
   (void)state;
   assert_int_equal(sizeof(rk_envelope), RK_ENVELOPE_SIZE);
   assert_int_equal(offsetof(rk_envelope, hlc), 40);
-  assert_int_equal(offsetof(rk_envelope, reserved), 60);
+  assert_int_equal(offsetof(rk_envelope, origin), 60);
   assert_ptr_equal(rk_envelope_payload(&s.env), (void *)s.payload);
   assert_int_equal(offsetof(slot_t, payload), 64);
 }
@@ -65,7 +65,7 @@ static void test_init_fields(void **state) {
   assert_int_equal(s.env.checksum, 0);
   assert_int_equal(s.env.priority, 0);
   assert_int_equal(s.env.lane, 0);
-  assert_int_equal(s.env.reserved, 0);
+  assert_int_equal(s.env.origin, 0);
   /* "RRKV" in memory */
   assert_memory_equal(&s.env.magic, "RRKV", 4);
 }
@@ -135,10 +135,12 @@ static void test_each_corruption_detected(void **state) {
   }
 
   make_message(&s, 100);
-  s.env.reserved = 1;
+  s.env.origin = 1;
   assert_int_equal(rk_envelope_validate(&s.env, NULL, PAYLOAD_MAX, 7), RK_ENV_BAD_RESERVED);
-  s.env.reserved = 0x80000000u;
+  s.env.origin = 0x80000000u;
   assert_int_equal(rk_envelope_validate(&s.env, NULL, PAYLOAD_MAX, 7), RK_ENV_BAD_RESERVED);
+  s.env.flags |= RK_ENV_F_K2K; /* a K2K message continuing a host request names its origin */
+  assert_int_equal(rk_envelope_validate(&s.env, NULL, PAYLOAD_MAX, 7), RK_ENV_OK);
 
   make_message(&s, 100);
   assert_int_equal(rk_envelope_validate(&s.env, NULL, 99, 7), RK_ENV_BAD_LENGTH);
@@ -184,7 +186,7 @@ static void test_each_corruption_detected(void **state) {
   s.payload[0] ^= 1;
   assert_int_equal(rk_envelope_validate(&s.env, NULL, PAYLOAD_MAX, 7), RK_ENV_BAD_MAGIC);
   make_message(&s, 100);
-  s.env.reserved = 5;
+  s.env.origin = 5;
   s.env.dst = 1;
   assert_int_equal(rk_envelope_validate(&s.env, NULL, PAYLOAD_MAX, 7), RK_ENV_BAD_RESERVED);
 }
@@ -241,7 +243,7 @@ static void test_reply_validation(void **state) {
   s.env.flags = RK_ENV_F_ERROR;
   assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_FLAGS);
   make_reply(&s, 100, 0);
-  s.env.reserved = 1;
+  s.env.origin = 1;
   assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_RESERVED);
   make_reply(&s, 100, 0);
   s.env.payload_len = PAYLOAD_MAX + 1;
@@ -281,7 +283,7 @@ static void test_reply_validation(void **state) {
   assert_int_equal(rk_envelope_validate_reply(&s.env, copy + 1, PAYLOAD_MAX, 3), RK_ENV_OK);
   /* the first corruption wins: a damaged header is reported as such, whatever else is wrong */
   make_reply(&s, 100, 0);
-  s.env.reserved = 2;
+  s.env.origin = 2;
   s.env.payload_len = 0x40000000u;
   s.env.src = 99;
   assert_int_equal(rk_envelope_validate_reply(&s.env, NULL, PAYLOAD_MAX, 3), RK_ENV_BAD_RESERVED);

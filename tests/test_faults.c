@@ -493,7 +493,7 @@ static void test_restart(void **state) {
   (void)state;
   d.state_size = sizeof(counter_state);
   d.state_init = counter_init;
-  lo.launch_timeout_ns = 50 * RT_MS; /* restart's wait for the old lanes */
+  lo.launch_timeout_ns = 250 * RT_MS; /* restart's wait for the old lanes (and the new ones' check-in, on a loaded machine) */
   __atomic_store_n(&g_inits, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&handled, 0, __ATOMIC_RELAXED);
   k = rt_launch_active(rt, &d, &lo);

@@ -337,7 +337,7 @@ static void test_invalid_envelopes(void **state) {
   s.e.flags = 0x8000;
   inject(k, &s), injected++;
   good_envelope(k, &s, 0x103, 8);
-  s.e.reserved = 1;
+  s.e.origin = 1;
   inject(k, &s), injected++;
   /* Trustworthy headers with a bad body: refused, and answered with an RK_ECORRUPT error reply. */
   good_envelope(k, &s, 0x104, 8);

@@ -49,7 +49,7 @@ static void test_layout_agrees_with_cxx(void **state) {
   assert_int_equal(offsetof(rk_ring, tail), RK_LINE);
   assert_int_equal(offsetof(rk_ring, head), 2 * RK_LINE);
   assert_int_equal(offsetof(rk_ring, cons_sleeping), 3 * RK_LINE);
-  assert_int_equal(offsetof(rk_envelope, reserved), 60);
+  assert_int_equal(offsetof(rk_envelope, origin), 60);
 }
 
 static void test_rings_cross_languages(void **state) {

@@ -57,7 +57,7 @@ static int reply_damaged(rk_ctx *ctx, const scribble *s, uint32_t field, uint32_
   switch (field) {
     case F_LEN: e->payload_len = (uint32_t)s->value; break;
     case F_MAGIC: e->magic = (uint32_t)s->value; break;
-    case F_RESERVED: e->reserved = (uint32_t)s->value; break;
+    case F_RESERVED: e->origin = (uint32_t)s->value; break;
     case F_FLAGS: e->flags = (uint16_t)s->value; break;
     case F_TYPE: e->type = (uint32_t)s->value; break;
     case F_SRC: e->src = (uint32_t)s->value; break;

@@ -73,13 +73,15 @@ typedef struct rk_lane_status {
   volatile uint64_t clock_rejected;           /**< stamps refused by the drift bound */
   volatile uint64_t handler_errors;           /**< handlers that returned an error */
   volatile uint64_t outbox_stalls;            /**< times the lane stopped taking input: outbox full */
-  volatile uint64_t k2k_in;
-  volatile uint64_t k2k_out;
+  volatile uint64_t k2k_in;                   /**< K2K messages taken from the lane's K2K inbox */
+  volatile uint64_t k2k_out;                  /**< K2K messages the lane sent (and K2K replies) */
   volatile uint64_t clock_sample_ns;          /**< the lane's clock (device: %globaltimer) at check-in
                                                    and when it answered clock_req (lane 0) */
   volatile uint32_t clock_ack;                /**< last clock_req answered (store-release, lane 0) */
   volatile uint32_t reserved0;
-  uint8_t pad[RK_LINE - 104];
+  volatile uint64_t k2k_refused;              /**< K2K sends refused: destination full or gone, no route */
+  volatile uint64_t k2k_invalid;              /**< K2K envelopes refused by validation */
+  uint8_t pad[RK_LINE - 120];
 } rk_lane_status;
 
 /** Per-lane host-written drain target for terminate (the inbox's final producer index). */

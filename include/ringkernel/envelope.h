@@ -40,8 +40,11 @@ typedef struct rk_envelope {
   uint32_t node;           /* 48 node id of the clock that stamped hlc */
   uint32_t checksum;       /* 52 CRC32C of the payload when RK_ENV_F_CHECKSUM */
   uint16_t priority;       /* 56 0 = normal */
-  uint16_t lane;           /* 58 lane the message travelled on (informational) */
-  uint32_t reserved;       /* 60 must be zero */
+  uint16_t lane;           /* 58 lane the message travelled on (informational); K2K messages that
+                            *    continue a host request (origin != 0): the origin's lane */
+  uint32_t origin;         /* 60 K2K messages only: the kernel that took the host request this
+                            *    message continues (it sends the reply), correlation_id its id;
+                            *    0 on every other message */
 } rk_envelope;
 
 RK_STATIC_ASSERT(sizeof(rk_envelope) == 64, "envelope is one 64-byte line");
@@ -59,7 +62,7 @@ RK_ASSERT_OFFSET(rk_envelope, node, 48);
 RK_ASSERT_OFFSET(rk_envelope, checksum, 52);
 RK_ASSERT_OFFSET(rk_envelope, priority, 56);
 RK_ASSERT_OFFSET(rk_envelope, lane, 58);
-RK_ASSERT_OFFSET(rk_envelope, reserved, 60);
+RK_ASSERT_OFFSET(rk_envelope, origin, 60);
 
 /** Result of rk_envelope_validate: each kind of corruption has its own value. */
 typedef enum rk_envelope_check {
@@ -67,7 +70,7 @@ typedef enum rk_envelope_check {
   RK_ENV_BAD_MAGIC = 1,     /**< magic is not RK_ENVELOPE_MAGIC */
   RK_ENV_BAD_VERSION = 2,   /**< version is not RK_ENVELOPE_VERSION */
   RK_ENV_BAD_FLAGS = 3,     /**< a reserved flag bit is set (replies: or flags no reply carries) */
-  RK_ENV_BAD_RESERVED = 4,  /**< the reserved word is not zero */
+  RK_ENV_BAD_RESERVED = 4,  /**< origin is not zero on a message that is not K2K */
   RK_ENV_BAD_LENGTH = 5,    /**< payload_len exceeds what the slot can hold */
   RK_ENV_BAD_TYPE = 6,      /**< type 0 on a non-control message */
   RK_ENV_BAD_DEST = 7,      /**< dst is not the kernel that received it */
@@ -133,7 +136,7 @@ RK_INLINE RK_HD void rk_envelope_init(rk_envelope *e, uint32_t type, uint32_t pa
   e->checksum = 0;
   e->priority = 0;
   e->lane = 0;
-  e->reserved = 0;
+  e->origin = 0;
 }
 
 /** Set RK_ENV_F_CHECKSUM and the checksum of the payload_len bytes at payload. */
@@ -158,7 +161,7 @@ RK_INLINE RK_HD rk_envelope_check rk_envelope_validate(const rk_envelope *e, con
   if (e->magic != RK_ENVELOPE_MAGIC) return RK_ENV_BAD_MAGIC;
   if (e->version != RK_ENVELOPE_VERSION) return RK_ENV_BAD_VERSION;
   if (e->flags & ~RK_ENV_F_KNOWN) return RK_ENV_BAD_FLAGS;
-  if (e->reserved != 0) return RK_ENV_BAD_RESERVED;
+  if (e->origin != 0 && !(e->flags & RK_ENV_F_K2K)) return RK_ENV_BAD_RESERVED;
   if (e->payload_len > max_payload) return RK_ENV_BAD_LENGTH;
   if (e->type == 0 && !(e->flags & RK_ENV_F_CONTROL)) return RK_ENV_BAD_TYPE;
   if (expected_dst != 0xffffffffu && e->dst != expected_dst) return RK_ENV_BAD_DEST;
@@ -173,7 +176,7 @@ RK_INLINE RK_HD rk_envelope_check rk_envelope_validate(const rk_envelope *e, con
  * Validate a reply taken from a kernel's outbox, before anything of it is used: a lane (a device,
  * a handler that writes past its reservation) may have written anything there.
  * Checks, in the order of the enum: magic, version, flags (no reserved bit; RK_ENV_F_REPLY set and
- * nothing outside RK_ENV_F_REPLY_ALLOWED: RK_ENV_BAD_FLAGS), the reserved word, payload_len within
+ * nothing outside RK_ENV_F_REPLY_ALLOWED: RK_ENV_BAD_FLAGS), origin (0), payload_len within
  * max_payload, type (0 only on an error reply: a lane answers a request whose type was 0 with an
  * error reply of that type), the checksum when flagged, src == expected_src, and that an error
  * reply carries at least 4 payload bytes holding a negative code. The destination is not checked:
@@ -191,7 +194,7 @@ RK_INLINE RK_HD rk_envelope_check rk_envelope_validate_reply(const rk_envelope *
   if (e->magic != RK_ENVELOPE_MAGIC) return RK_ENV_BAD_MAGIC;
   if (e->version != RK_ENVELOPE_VERSION) return RK_ENV_BAD_VERSION;
   if ((e->flags & ~RK_ENV_F_REPLY_ALLOWED) || !(e->flags & RK_ENV_F_REPLY)) return RK_ENV_BAD_FLAGS;
-  if (e->reserved != 0) return RK_ENV_BAD_RESERVED;
+  if (e->origin != 0) return RK_ENV_BAD_RESERVED;
   if (e->payload_len > max_payload) return RK_ENV_BAD_LENGTH;
   if (e->type == 0 && !(e->flags & RK_ENV_F_ERROR)) return RK_ENV_BAD_TYPE;
   if ((e->flags & RK_ENV_F_CHECKSUM) && rk_envelope__crc(p, e->payload_len) != e->checksum)

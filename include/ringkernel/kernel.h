@@ -16,7 +16,11 @@
  *    RK_EHANDLER and a message naming both, and stops; the collectives then return RK_ESTATE
  *    (rk_reply_reserve: NULL) so the handler can finish;
  *  - share data between the lane's threads only through rk_scratch (and the state);
- *  - never spin on RK_EAGAIN: return, and let the sender's backpressure act;
+ *  - never spin on RK_EAGAIN: return it. A handler that returns RK_EAGAIN without having replied
+ *    or sent anything (rk_send_to / rk_forward found the destination's K2K inbox full) is run
+ *    again on the same message a little later (CPU backend: after ~20 µs); the message stays in
+ *    its inbox meanwhile, so backpressure reaches the senders and nothing is lost. What the
+ *    handler did before that send happens again: send first, or keep it idempotent;
  *  - a handler returns 0 or a negative RK_E* code. A negative code produces an error reply (flag
  *    RK_ENV_F_ERROR, the code in the payload) unless the handler replied already, and is counted;
  *    it never stops the kernel. A positive value, or 0 without a reply to a request that wants one
@@ -85,6 +89,34 @@ RK_DIALECT void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len);
 /** Publish the reply reserved with rk_reply_reserve (collective: barrier, then one thread
  *  publishes). Returns 0 or RK_ESTATE (nothing was reserved, or a broken collective rule). */
 RK_DIALECT int rk_reply_commit(rk_ctx *ctx);
+
+/** Kernel to kernel (ringkernel/graph.h). Send a new message over this kernel's route number
+ *  `route` (its routes are numbered from 0 in the order rk_graph_connect declared them) to the lane
+ *  of the destination that matches this lane (lane % the destination's lanes), so the messages of
+ *  one lane arrive in the order sent. It wants no reply. Collective, like rk_reply; never blocks.
+ *  Stamped by this kernel's clock (send rule; the receiver merges it). Returns 0, RK_EAGAIN (the
+ *  destination's K2K inbox is full: nothing sent; try later, or return and let backpressure act),
+ *  RK_EINVAL (no such route, type 0), RK_ECLOSED (the destination has terminated), RK_EMSGSIZE
+ *  (len above the destination's slot payload); refusals are counted in k2k_refused. CPU backend
+ *  (RK_ENOTSUP on the device for now). */
+RK_DIALECT int rk_send_to(rk_ctx *ctx, uint32_t route, uint32_t type, const void *payload, uint32_t len);
+/** rk_send_to, choosing the destination lane by key (key % its lanes) as rk_send_key does. */
+RK_DIALECT int rk_send_to_key(rk_ctx *ctx, uint32_t route, uint64_t key, uint32_t type, const void *payload,
+                              uint32_t len);
+/** Pass the request being handled on over `route`, as a new message (type, payload): the duty to
+ *  answer it goes with it. Whichever kernel down the line calls rk_reply (or returns an error)
+ *  answers the original request: the reply travels back over K2K to this kernel, which publishes
+ *  it in its outbox, where the host's rk_call waits. This lane then owes no reply of its own. A
+ *  request that wants no reply is passed on as one that wants none. Results as rk_send_to. */
+RK_DIALECT int rk_forward(rk_ctx *ctx, uint32_t route, uint32_t type, const void *payload, uint32_t len);
+/** rk_forward, choosing the destination lane by key. */
+RK_DIALECT int rk_forward_key(rk_ctx *ctx, uint32_t route, uint64_t key, uint32_t type, const void *payload,
+                              uint32_t len);
+/** Publish to every kernel subscribed to topic (lane 0 of each): a message that wants no reply.
+ *  Per-publisher order holds on every subscriber; a subscriber whose K2K inbox is full misses it
+ *  (counted in its k2k_dropped), never blocking the publisher. Collective. Returns how many
+ *  subscribers got it (>= 0), or RK_EINVAL (topic out of range, not in a graph), RK_EMSGSIZE. */
+RK_DIALECT int rk_publish(rk_ctx *ctx, uint32_t topic, uint32_t type, const void *payload, uint32_t len);
 
 /** Reply with a typed message: sizes are checked at compile time. */
 #define rk_reply_typed(ctx, T, ptr) (RK__CHECK_TYPED(T, ptr), rk_reply((ctx), T##_TYPE, (ptr), (uint32_t)sizeof(T)))

@@ -364,7 +364,11 @@ typedef struct rk_kernel_counters {
   uint64_t msgs_out;          /**< replies published by the kernel */
   uint64_t received;          /**< replies delivered to the host (call, recv, callbacks) */
   uint64_t late_replies;      /**< replies to rk_call waiters that had timed out (discarded) */
-  uint64_t k2k_in, k2k_out;
+  uint64_t k2k_in;            /**< K2K messages taken from the kernel's K2K inboxes */
+  uint64_t k2k_out;           /**< K2K messages (and K2K replies) its lanes sent */
+  uint64_t k2k_refused;       /**< its K2K sends refused: destination full or gone, or no route */
+  uint64_t k2k_invalid;       /**< K2K envelopes it refused (validation) */
+  uint64_t k2k_dropped;       /**< topic messages it missed: its K2K inbox was full */
   uint64_t invalid;           /**< envelopes refused by the kernel */
   uint64_t clock_rejected;    /**< stamps refused by the drift bound */
   uint64_t handler_errors;

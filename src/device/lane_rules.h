@@ -30,7 +30,7 @@ RK_INLINE RK_HD int rk_lane_needs_room(const rk_envelope *e) {
 }
 
 /* A refused envelope (rk_envelope_validate's result chk != RK_ENV_OK): is its header trustworthy
- * enough (magic, version, flags and reserved word sound) to answer with an RK_ECORRUPT error
+ * enough (magic, version, flags and origin word sound) to answer with an RK_ECORRUPT error
  * reply? Otherwise it is only counted: its ids mean nothing. */
 RK_INLINE RK_HD int rk_lane_refusal_answered(int chk) { return chk >= RK_ENV_BAD_LENGTH; }
 

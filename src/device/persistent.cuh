@@ -740,6 +740,32 @@ static __device__ uint32_t rk_lane(rk_ctx *ctx) { return ctx->lane; }
 static __device__ uint32_t rk_lanes(rk_ctx *ctx) { return ctx->p->lanes; }
 static __device__ uint32_t rk_self(rk_ctx *ctx) { return ctx->p->kernel_id; }
 
+/* K2K on the device is not implemented yet (rk_graph_launch refuses the CUDA backend, so no
+ * device kernel has a route or a topic): the calls exist so one handler source compiles for every
+ * backend, and answer RK_ENOTSUP. Collective, uniformly: no thread diverges. */
+static __device__ int rk_send_to(rk_ctx *ctx, uint32_t route, uint32_t type, const void *payload, uint32_t len) {
+  (void)ctx, (void)route, (void)type, (void)payload, (void)len;
+  return RK_ENOTSUP;
+}
+static __device__ int rk_send_to_key(rk_ctx *ctx, uint32_t route, uint64_t key, uint32_t type, const void *payload,
+                                     uint32_t len) {
+  (void)ctx, (void)route, (void)key, (void)type, (void)payload, (void)len;
+  return RK_ENOTSUP;
+}
+static __device__ int rk_forward(rk_ctx *ctx, uint32_t route, uint32_t type, const void *payload, uint32_t len) {
+  (void)ctx, (void)route, (void)type, (void)payload, (void)len;
+  return RK_ENOTSUP;
+}
+static __device__ int rk_forward_key(rk_ctx *ctx, uint32_t route, uint64_t key, uint32_t type, const void *payload,
+                                     uint32_t len) {
+  (void)ctx, (void)route, (void)key, (void)type, (void)payload, (void)len;
+  return RK_ENOTSUP;
+}
+static __device__ int rk_publish(rk_ctx *ctx, uint32_t topic, uint32_t type, const void *payload, uint32_t len) {
+  (void)ctx, (void)topic, (void)type, (void)payload, (void)len;
+  return RK_ENOTSUP;
+}
+
 /* Collective. The staging area is full only for a second reply of a message (room for the first
  * is made before the handler runs); then the block publishes first. `full` is read before the
  * barrier: thread 0 last wrote `staged` before the previous barrier, so every thread sees the same

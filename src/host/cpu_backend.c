@@ -23,9 +23,11 @@
 
 #include "device/lane_rules.h"
 #include "host/internal.h"
+#include "ringkernel/graph.h"
 
 #define RK_LANE_BATCH 32           /* messages taken per inbox index access */
 #define RK_LANE_PARK_NS 20000000   /* parked lanes re-check their control word this often */
+#define RK_LANE_RETRY_NS 20000     /* back-off before a handler that returned RK_EAGAIN runs again */
 
 /* Single-writer counters (the lane leader writes, anyone reads): a load and a store, never an
  * RMW, because on the device the same words live across PCIe (ARCHITECTURE §4). Readers pair
@@ -68,10 +70,13 @@ static void reply_publish_staged(rk__lane *l, rk_envelope *e) {
   count_add(&l->status->msgs_out, 1);
 }
 
+static int k2k_reply(rk__lane *l, const rk_msg *in, uint32_t type, uint16_t flags, const void *payload, uint32_t len);
+
 static int reply_put(rk__lane *l, const rk_msg *in, uint32_t type, uint16_t flags, const void *payload,
                      uint32_t len) {
   rk_envelope *e;
   if (in->env.flags & RK_ENV_F_NO_REPLY) return RK_OK;
+  if (in->env.flags & RK_ENV_F_K2K) return k2k_reply(l, in, type, flags, payload, len);
   if (len > rk__payload_max(l->k)) return RK_EMSGSIZE;
   e = (rk_envelope *)reply_slot(l);
   if (e == NULL) return RK_EAGAIN;
@@ -111,7 +116,7 @@ static void flush_replies(rk__lane *l) {
 
 /* The collectives a barrier arrival can belong to (the rule: every thread of the lane calls the
  * same ones, in the same order). */
-enum { SITE_START = 1, SITE_END, SITE_SYNC, SITE_REPLY, SITE_RESERVE, SITE_COMMIT };
+enum { SITE_START = 1, SITE_END, SITE_SYNC, SITE_REPLY, SITE_RESERVE, SITE_COMMIT, SITE_SEND };
 
 static const char *site_name(int site) {
   switch (site) {
@@ -121,6 +126,7 @@ static const char *site_name(int site) {
     case SITE_REPLY: return "rk_reply";
     case SITE_RESERVE: return "rk_reply_reserve";
     case SITE_COMMIT: return "rk_reply_commit";
+    case SITE_SEND: return "rk_send_to / rk_forward / rk_publish";
     default: return "?";
   }
 }
@@ -264,7 +270,8 @@ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len) {
   if (ctx->thread == 0) {
     rk_envelope *e = NULL;
     l->coll_ptr = NULL;
-    if (!(l->cur->env.flags & RK_ENV_F_NO_REPLY) && len <= rk__payload_max(l->k) && l->reserved_slot == NULL)
+    if (!(l->cur->env.flags & (RK_ENV_F_NO_REPLY | RK_ENV_F_K2K)) && len <= rk__payload_max(l->k) &&
+        l->reserved_slot == NULL)
       e = (rk_envelope *)reply_slot(l);
     if (e) {
       reply_header(l, e, l->cur, type, len, 0);
@@ -294,6 +301,184 @@ int rk_reply_commit(rk_ctx *ctx) {
   return l->coll_rc;
 }
 
+/* ---------------------------------------- K2K (the dialect) -------------------------------- */
+
+static rk_ring *k2k_of(const rk__lane *l) { return l->k->k2k ? l->k->k2k[l->index] : NULL; }
+
+/* A K2K envelope from this lane: stamped by the kernel clock (send rule). forward: it continues
+ * the request being handled (rk_forward: the origin and the request's id travel on, unless that
+ * request wants no reply); otherwise it is a new message that wants no reply. */
+static void k2k_header(rk__lane *l, rk_envelope *e, const rk_kernel *dst, uint32_t type, uint32_t len, int forward) {
+  rk_kernel *k = l->k;
+  const rk_envelope *in = &l->cur->env;
+  rk_envelope_init(e, type, len, RK_ENV_F_K2K);
+  e->msg_id = ((uint64_t)(l->index + 1) << 48) | ++l->next_reply_id;
+  e->src = k->id;
+  e->dst = dst->id;
+  e->node = k->id;
+  e->lane = (uint16_t)l->index;
+  e->priority = in->priority;
+  if (forward && !(in->flags & RK_ENV_F_NO_REPLY) && !(in->flags & RK_ENV_F_REPLY)) {
+    if (in->flags & RK_ENV_F_K2K) { /* passed on again: the origin stays */
+      e->origin = in->origin;
+      e->correlation_id = in->correlation_id;
+      e->lane = in->lane;
+    } else { /* a host request: this kernel is the origin, the reply comes back to this lane */
+      e->origin = k->id;
+      e->correlation_id = in->msg_id;
+    }
+  }
+  if (e->origin == 0) e->flags = (uint16_t)(e->flags | RK_ENV_F_NO_REPLY);
+  rk__clock_tick_n(k->clock, 1, rk_clock_physical_us(k->clock), &e->hlc);
+}
+
+/* The kernel of a graph with this id (the origin of a request), or NULL. */
+static rk_kernel *graph_kernel_by_id(rk_kernel *k, uint32_t id) {
+  rk_kernel *subs[RK_GRAPH_MAX_KERNELS];
+  uint32_t i, n;
+  if (k->graph == NULL) return NULL;
+  n = rk__graph_subscribers(k->graph, UINT32_MAX, subs, RK_GRAPH_MAX_KERNELS); /* every kernel */
+  for (i = 0; i < n; i++)
+    if (subs[i]->id == id) return subs[i];
+  return NULL;
+}
+
+/* rk_reply to a K2K message that continues a host request: over K2K to the origin's lane, which
+ * publishes it in its outbox (handle_one). */
+static int k2k_reply(rk__lane *l, const rk_msg *in, uint32_t type, uint16_t flags, const void *payload, uint32_t len) {
+  rk_kernel *k = l->k, *origin;
+  rk_envelope e;
+  int rc;
+  if (in->env.flags & RK_ENV_F_REPLY) return RK_OK; /* a reply is not answered */
+  if ((origin = graph_kernel_by_id(k, in->env.origin)) == NULL) {
+    count_add(&l->status->k2k_refused, 1);
+    return RK_EINVAL;
+  }
+  rk_envelope_init(&e, type, len, (uint16_t)(RK_ENV_F_K2K | RK_ENV_F_REPLY | flags));
+  e.msg_id = ((uint64_t)(l->index + 1) << 48) | ++l->next_reply_id;
+  e.correlation_id = in->env.correlation_id;
+  e.src = k->id;
+  e.dst = origin->id;
+  e.node = k->id;
+  e.lane = in->env.lane;
+  e.origin = origin->id;
+  e.priority = in->env.priority;
+  rk__clock_tick_n(k->clock, 1, rk_clock_physical_us(k->clock), &e.hlc);
+  rc = rk__k2k_push(origin, in->env.lane % origin->lanes, &e, payload, len);
+  if (rc == RK_OK) {
+    l->replied = 1;
+    count_add(&l->status->k2k_out, 1);
+  } else {
+    count_add(&l->status->k2k_refused, 1);
+  }
+  return rc;
+}
+
+/* The leader's part of rk_send_to / rk_send_to_key (mode 0 / 1), rk_publish (mode 2) and
+ * rk_forward / rk_forward_key (mode 3 / 4). */
+static int send_lead(rk__lane *l, int mode, uint32_t which, uint64_t key, uint32_t type, const void *payload,
+                     uint32_t len) {
+  rk_kernel *k = l->k, *dst;
+  rk_envelope e;
+  int rc;
+  if ((payload == NULL && len > 0) || type == 0) {
+    count_add(&l->status->k2k_refused, 1);
+    return RK_EINVAL;
+  }
+  if (mode == 2) {
+    rk_kernel *subs[RK_GRAPH_MAX_KERNELS];
+    uint32_t i, n;
+    int got = 0;
+    if (k->graph == NULL || which >= RK_GRAPH_MAX_TOPICS) {
+      count_add(&l->status->k2k_refused, 1);
+      return RK_EINVAL;
+    }
+    n = rk__graph_subscribers(k->graph, which, subs, RK_GRAPH_MAX_KERNELS);
+    for (i = 0; i < n; i++) {
+      k2k_header(l, &e, subs[i], type, len, 0);
+      rc = rk__k2k_push(subs[i], 0, &e, payload, len);
+      if (rc == RK_OK) {
+        got++;
+        l->sent++;
+        count_add(&l->status->k2k_out, 1);
+      } else if (rc == RK_EAGAIN) {
+        __atomic_add_fetch(&subs[i]->k2k_dropped, 1, __ATOMIC_RELAXED); /* statistics */
+      } else {
+        count_add(&l->status->k2k_refused, 1);
+        if (rc == RK_EMSGSIZE) return rc;
+      }
+    }
+    return got;
+  }
+  if (which >= k->nroutes) {
+    count_add(&l->status->k2k_refused, 1);
+    return RK_EINVAL;
+  }
+  dst = k->route[which];
+  k2k_header(l, &e, dst, type, len, mode >= 3);
+  rc = rk__k2k_push(dst, mode == 1 || mode == 4 ? (uint32_t)(key % dst->lanes) : l->index % dst->lanes, &e, payload,
+                    len);
+  if (rc != RK_OK) {
+    count_add(&l->status->k2k_refused, 1);
+    return rc;
+  }
+  count_add(&l->status->k2k_out, 1);
+  l->sent++;
+  if (e.origin) {
+    l->replied = 1; /* the duty to answer went on with the message */
+    if (e.origin == k->id && !(l->cur->env.flags & RK_ENV_F_K2K)) l->owed++;
+  }
+  return RK_OK;
+}
+
+static int send_collective(rk_ctx *ctx, int mode, uint32_t which, uint64_t key, uint32_t type, const void *payload,
+                           uint32_t len) {
+  rk__lane *l;
+  if (ctx == NULL) return RK_EINVAL;
+  l = ctx->lane;
+  if (lane_sync(ctx, SITE_SEND) != 0) return RK_ESTATE;
+  if (ctx->thread == 0) l->coll_rc = send_lead(l, mode, which, key, type, payload, len);
+  if (lane_sync(ctx, SITE_SEND) != 0) return RK_ESTATE;
+  return l->coll_rc;
+}
+
+int rk_send_to(rk_ctx *ctx, uint32_t route, uint32_t type, const void *payload, uint32_t len) {
+  return send_collective(ctx, 0, route, 0, type, payload, len);
+}
+int rk_send_to_key(rk_ctx *ctx, uint32_t route, uint64_t key, uint32_t type, const void *payload, uint32_t len) {
+  return send_collective(ctx, 1, route, key, type, payload, len);
+}
+int rk_publish(rk_ctx *ctx, uint32_t topic, uint32_t type, const void *payload, uint32_t len) {
+  return send_collective(ctx, 2, topic, 0, type, payload, len);
+}
+int rk_forward(rk_ctx *ctx, uint32_t route, uint32_t type, const void *payload, uint32_t len) {
+  return send_collective(ctx, 3, route, 0, type, payload, len);
+}
+int rk_forward_key(rk_ctx *ctx, uint32_t route, uint64_t key, uint32_t type, const void *payload, uint32_t len) {
+  return send_collective(ctx, 4, route, key, type, payload, len);
+}
+
+/* A K2K reply to a request this lane passed on: into the outbox (room was checked), as this
+ * kernel's reply to the host's request. The receive merge of its stamp happened already, so the
+ * stamp it gets at the flush is above the last stage's. */
+static void forward_reply(rk__lane *l, const rk_envelope *e) {
+  rk_envelope *o = (rk_envelope *)reply_slot(l);
+  if (l->owed > 0) l->owed--;
+  if (o == NULL) { /* cannot happen: process_batch checked the room */
+    rk__dead_letter(l->k, e, e + 1, RK_EAGAIN, "K2K reply dropped: outbox full", l->index);
+    return;
+  }
+  memcpy(o, e, RK_ENVELOPE_SIZE + e->payload_len);
+  o->flags = (uint16_t)(e->flags & RK_ENV_F_REPLY_ALLOWED);
+  o->origin = 0;
+  o->src = l->k->id;
+  o->dst = 0;
+  o->node = l->k->id;
+  o->lane = (uint16_t)l->index;
+  o->msg_id = ((uint64_t)(l->index + 1) << 48) | ++l->next_reply_id;
+  reply_publish_staged(l, o);
+}
+
 /* ---------------------------------------- dispatch ------------------------------------------- */
 
 #define RK__NOT_RUN 0x7fffffff /* run_handler: the lane broke up before the handler ran */
@@ -304,6 +489,7 @@ static int run_handler(rk__lane *l, const rk_msg *m) {
   int rc;
   l->cur = m;
   l->replied = 0;
+  l->sent = 0;
   l->reserved_slot = NULL;
   if (lane_sync(&l->ctxs[0], SITE_START) != 0) return RK__NOT_RUN; /* followers start on l->cur */
   rc = l->k->desc.handler(&l->ctxs[0], m);
@@ -315,14 +501,16 @@ static int run_handler(rk__lane *l, const rk_msg *m) {
 /* pt_us: a reading of the kernel clock's time source taken after e was seen (process_batch).
  * Returns 0 when e was handled (consumed), -1 when the lane is breaking up before its handler
  * could run (e stays in the inbox). */
-static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us) {
+static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us, int k2k) {
   rk_kernel *k = l->k;
   rk_msg m;
   int chk, rc;
   memset(&m, 0, sizeof m);
   chk = rk_envelope_validate(e, NULL, rk__payload_max(k), k->id);
+  /* a K2K inbox takes K2K messages only; a host inbox none */
+  if (chk == RK_ENV_OK && !(e->flags & RK_ENV_F_K2K) != !k2k) chk = RK_ENV_BAD_FLAGS;
   if (chk != RK_ENV_OK) {
-    count_add(&l->status->invalid, 1);
+    count_add(k2k ? &l->status->k2k_invalid : &l->status->invalid, 1);
     rk__dead_letter(k, e, e + 1, RK_ECORRUPT, rk_envelope_check_name(chk), l->index);
     rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: refused message: %s", k->name, l->index,
             rk_envelope_check_name(chk));
@@ -343,8 +531,22 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us) {
     error_reply(l, &m, RK_ECLOCK);
     return 0;
   }
+  if (k2k && (e->flags & RK_ENV_F_REPLY)) { /* the answer to a request this lane passed on */
+    if (e->origin == k->id)
+      forward_reply(l, e);
+    else
+      count_add(&l->status->k2k_invalid, 1);
+    return 0;
+  }
   rc = run_handler(l, &m);
   if (rc == RK__NOT_RUN) return -1;
+  /* RK_EAGAIN with nothing replied or sent: the handler found a destination full (rk_send_to,
+   * rk_forward) and asks to run again on this message later. It stays in the inbox, the lane backs
+   * off and retries it: backpressure reaches the senders instead of a message being lost. */
+  if (rc == RK_EAGAIN && !l->replied && l->sent == 0) {
+    l->retry = 1;
+    return -1;
+  }
   /* What the handler's result means: the rule both loops share (lane_rules.h). A negative RK_E*
    * code is an error reply; a positive value, or 0 without a reply to a request that wants one,
    * becomes an RK_EHANDLER error reply, counted, and said in the log. */
@@ -371,15 +573,15 @@ static int outbox_room(rk__lane *l, const rk_envelope *e) {
 
 /* Take up to a batch from the inbox. Returns messages consumed (0: none ready). Sets *stalled
  * when a full outbox stopped it (ARCHITECTURE §3: the lane stops taking input). */
-static uint32_t process_batch(rk__lane *l, int *stalled) {
+static uint32_t process_batch(rk__lane *l, rk_ring *in, int k2k, int *stalled) {
   uint64_t pos;
-  uint32_t n = rk_ring_peek_n(l->inbox, RK_LANE_BATCH, &pos), i;
+  uint32_t n = rk_ring_peek_n(in, RK_LANE_BATCH, &pos), i;
   /* One clock read for the batch's receive merges, taken after the messages were published (so
    * the drift check cannot refuse a good stamp). */
   uint64_t pt_us = n ? rk_clock_physical_us(l->k->clock) : 0;
   *stalled = 0;
   for (i = 0; i < n; i++) {
-    rk_envelope *e = (rk_envelope *)rk_ring_slot(l->inbox, pos + i);
+    rk_envelope *e = (rk_envelope *)rk_ring_slot(in, pos + i);
     /* Told to leave (abort, a broken collective): the rest of the batch stays in the inbox, for
      * new lanes after a restart; nothing handled is seen twice. */
     if (i > 0 && ((signals(l) & RK_SIGNAL_ABORT) || lane_broken(l))) break;
@@ -387,15 +589,18 @@ static uint32_t process_batch(rk__lane *l, int *stalled) {
       *stalled = 1;
       break;
     }
-    if (handle_one(l, e, pt_us) != 0) break;
+    if (handle_one(l, e, pt_us, k2k) != 0) {
+      if (l->retry) *stalled = 2;
+      break;
+    }
     /* A heartbeat per message, not per batch: a batch of slow messages that keeps making progress
      * must not look like a stall to the watchdog (the inbox is released only after the batch). */
     count_add(&l->status->heartbeat, 1);
   }
   if (i) {
-    rk_ring_release_n(l->inbox, i); /* release: the slots were read */
-    rk_ring_notify_producers(l->inbox);
-    count_add(&l->status->msgs_in, i);
+    rk_ring_release_n(in, i); /* release: the slots were read */
+    rk_ring_notify_producers(in);
+    count_add(k2k ? &l->status->k2k_in : &l->status->msgs_in, i);
   }
   flush_replies(l);
   return i;
@@ -439,6 +644,8 @@ static int lane_ready(void *arg) {
   if (rk_load_acquire_sys_u32(&h->cmd_seq) != w->ack) return 1; /* pairs with the host's release */
   if (signalled(w->l, w->clock_seen)) return 1;
   if (w->consuming && rk_ring_peek_n(w->l->inbox, 1, &pos)) return 1;
+  /* K2K producers wake the lane through its host inbox's futex (rk__k2k_push) */
+  if (w->consuming && k2k_of(w->l) && rk_ring_peek_n(k2k_of(w->l), 1, &pos)) return 1;
   return 0;
 }
 
@@ -501,8 +708,27 @@ static void lane_main(void *arg) {
       clock_seen = answer_clock(l, sig, clock_seen);
     }
     if (state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING) {
-      got = process_batch(l, &stalled); /* beats the heartbeat per message */
-      if (state == RK_STATE_TERMINATING && (int64_t)(l->inbox->head - drain_to) >= 0) break; /* drained */
+      rk_ring *kin = k2k_of(l);
+      /* Fair: a batch (at most RK_LANE_BATCH) from the host inbox, then one from the K2K inbox. */
+      got = process_batch(l, l->inbox, 0, &stalled); /* beats the heartbeat per message */
+      if (kin && !stalled) got += process_batch(l, kin, 1, &stalled);
+      if (state == RK_STATE_TERMINATING && (int64_t)(l->inbox->head - drain_to) >= 0) { /* host inbox drained */
+        if (kin == NULL) break;
+        /* Then the K2K inbox: once the answers to what this lane passed on are back, it closes to
+         * senders and is drained to the close (upstream kernels are terminated first:
+         * rk_graph_terminate), so nothing accepted is lost. */
+        if (!l->k2k_closed && l->owed <= 0) {
+          (void)rk_ring_close(kin, &l->k2k_final);
+          l->k2k_closed = 1;
+        }
+        if (l->k2k_closed && (int64_t)(rk_ring_head(kin) - l->k2k_final) >= 0) break;
+      }
+    }
+    if (stalled == 2) { /* a handler asked to be run again later (a K2K destination was full) */
+      l->retry = 0;
+      rk_store_relaxed_sys_u64(&st->heartbeat, rk_load_relaxed_sys_u64(&st->heartbeat) + 1); /* not a stall */
+      rk__sleep_ns(RK_LANE_RETRY_NS);
+      continue;
     }
     if (stalled) {
       lane_wait w = {l, ack, clock_seen, 0};
@@ -571,6 +797,7 @@ static int cpu_start(rk_kernel *k) {
     l->started = 0;
     l->out_pending = 0;
     l->reserved_slot = NULL;
+    l->owed = 0;
     l->threads = (uv_thread_t *)rk__calloc(l->nthreads, sizeof *l->threads);
     l->ctxs = (struct rk_ctx *)rk__calloc(l->nthreads, sizeof *l->ctxs);
     if (l->threads == NULL || l->ctxs == NULL)

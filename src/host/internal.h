@@ -131,7 +131,14 @@ struct rk__lane {
   /* reply staging (thread 0): reserved, uncommitted slots of the outbox */
   uint32_t out_pending;
   void *reserved_slot;  /* rk_reply_reserve's slot, until rk_reply_commit */
-  int replied;          /* a reply was produced for the current message */
+  int replied;          /* a reply was produced (or the duty passed on over K2K) for the current message */
+  /* K2K (leader only): requests this lane passed on from the host, less K2K replies it forwarded
+   * to its outbox; a terminating lane stays until the answers are back (or its deadline) */
+  int64_t owed;
+  uint32_t sent;        /* K2K messages the current message's handler sent (retry rule) */
+  int retry;            /* the handler asked to run again on the message later (RK_EAGAIN) */
+  int k2k_closed;       /* the lane closed its K2K inbox (terminating) at position k2k_final */
+  uint64_t k2k_final;
   int coll_rc;          /* result broadcast by collective calls */
   void *coll_ptr;
   uint64_t next_reply_id;
@@ -208,6 +215,15 @@ struct rk_kernel {
   uint64_t restart_backoff_ns;
   volatile uint64_t restarts, recoveries; /* atomics, statistics */
   uint32_t auto_restarts;     /* automatic restarts since the launch (under ctl_lock) */
+  /* K2K (graph.c), set by rk_graph_launch before the lanes start and never changed while they
+   * run: each lane's K2K inbox (MPSC; NULL: the kernel is in no graph), the kernels at the end of
+   * its routes, its graph (topics), and topic messages it missed (its inbox full; atomics). */
+  rk_ring **k2k;
+  uint32_t k2k_cap;
+  uint32_t nroutes;
+  rk_kernel *route[16];
+  struct rk_graph *graph;
+  volatile uint64_t k2k_dropped;
   /* dead letters: the last dead_cap messages the kernel refused or the host discarded */
   uv_mutex_t dead_lock;
   rk_dead_letter *dead;
@@ -362,6 +378,18 @@ uint64_t rk__realtime_ns(void);
  * recover from (lane, its heartbeat when it stalled). Any thread, any locks but fault_lock held
  * (the log line is deferred until the caller's locks are released). */
 void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* kernel.c: rk_kernel_launch, with prepare(k, arg) called once k's rings and lanes exist, before
+ * any lane starts (an error from it fails the launch, everything freed). */
+int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
+                      int (*prepare)(rk_kernel *k, void *arg), void *arg, rk_kernel **out);
+/* graph.c: a K2K message from the host or a lane (lane: the sender's, NULL for the host) into
+ * lane dst_lane of dst's K2K inbox. Returns RK_OK, RK_EAGAIN (full), RK_ECLOSED (dst drained and
+ * left), RK_EMSGSIZE. *e is filled except payload (copied from payload, len bytes). */
+int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const void *payload, uint32_t len);
+/* graph.c: the graph's kernels subscribed to topic (NULL-terminated, at most RK_GRAPH_MAX_KERNELS). */
+uint32_t rk__graph_subscribers(struct rk_graph *g, uint32_t topic, rk_kernel **out, uint32_t max);
+/* graph.c: free k's K2K inboxes (rk__kernel_free). */
+void rk__k2k_free(rk_kernel *k);
 void rk__kernel_stall(rk_kernel *k, uint32_t lane, uint64_t heartbeat, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Is k FAULTED now? Acquire: pairs with rk__kernel_fault's release; fault_code and fault_msg are

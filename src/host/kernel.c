@@ -198,6 +198,7 @@ static int pick(uint32_t over, uint32_t desc, uint32_t dflt) { return (int)(over
 void rk__kernel_free(rk_kernel *k) {
   uint32_t i;
   if (k == NULL) return;
+  rk__k2k_free(k); /* its K2K inboxes (graph.c): no sender is left (rk_graph_destroy) */
   if (k->lane) {
     for (i = 0; i < k->lanes; i++) {
       free(k->lane[i].threads);
@@ -453,6 +454,11 @@ static void calibrate_at_launch(rk_kernel *k, uint64_t t_before) {
 
 int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
                      rk_kernel **out) {
+  return rk__kernel_launch(rt, desc, opts, NULL, NULL, out);
+}
+
+int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
+                      int (*prepare)(rk_kernel *k, void *arg), void *arg, rk_kernel **out) {
   rk_launch_options o = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k = NULL;
   uint32_t i;
@@ -604,6 +610,8 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
       goto fail_early;
     }
   }
+  /* what the caller attaches before any lane runs (rk_graph_launch: K2K inboxes and routes) */
+  if (prepare && (rc = prepare(k, arg)) != RK_OK) goto fail_early;
   set_hstate(k, RK_STATE_LAUNCHED);
 
   t_before = rk__realtime_ns();
@@ -814,6 +822,11 @@ static void unlink_kernel(rk_kernel *k) {
 void rk_kernel_destroy(rk_kernel *k) {
   uint32_t s;
   if (k == NULL) return;
+  if (k->graph) { /* other kernels of the graph may still send to its K2K inboxes */
+    rk__log(k->rt, RK_LOG_ERROR, "rk_kernel_destroy: kernel %s belongs to a graph: rk_graph_destroy destroys it",
+            k->name);
+    return;
+  }
   if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) rk_recv_stop(k); /* pairs with rk_recv_start */
   s = rk_load_acquire_sys_u32(&k->hstate);
   if (s == RK_STATE_TERMINATING) {

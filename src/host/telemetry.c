@@ -92,6 +92,7 @@ static void stats_fill(rk_kernel *k, rk_kernel_counters *st) {
   st->recoveries = LD(recoveries);
   st->restarts = LD(restarts);
   st->replies_invalid = LD(replies_invalid);
+  st->k2k_dropped = LD(k2k_dropped);
 #undef LD
   for (i = 0; i < k->lanes; i++) {
     rk_lane_status *ls = k->lane[i].status;
@@ -103,6 +104,8 @@ static void stats_fill(rk_kernel *k, rk_kernel_counters *st) {
     st->outbox_stalls += rk_load_relaxed_sys_u64(&ls->outbox_stalls);
     st->k2k_in += rk_load_relaxed_sys_u64(&ls->k2k_in);
     st->k2k_out += rk_load_relaxed_sys_u64(&ls->k2k_out);
+    st->k2k_refused += rk_load_relaxed_sys_u64(&ls->k2k_refused);
+    st->k2k_invalid += rk_load_relaxed_sys_u64(&ls->k2k_invalid);
     st->inbox_depth[i] = rk_ring_count(k->lane[i].inbox);
     st->outbox_depth[i] = rk_ring_count(k->lane[i].outbox);
     {
@@ -195,6 +198,8 @@ static void kernel_json(jbuf *j, rk_kernel *k) {
           (unsigned long long)st.handler_errors, (unsigned long long)st.outbox_stalls,
           (unsigned long long)st.heartbeat_age_ns, (unsigned long long)st.faults, (unsigned long long)st.recoveries,
           (unsigned long long)st.restarts, (unsigned long long)st.dead_letters, (unsigned long long)st.replies_invalid);
+  jprintf(j, ",\"k2k_refused\":%llu,\"k2k_invalid\":%llu,\"k2k_dropped\":%llu", (unsigned long long)st.k2k_refused,
+          (unsigned long long)st.k2k_invalid, (unsigned long long)st.k2k_dropped);
   jprintf(j, ",\"inbox_depth\":[");
   for (i = 0; i < k->lanes; i++) jprintf(j, "%s%llu", i ? "," : "", (unsigned long long)st.inbox_depth[i]);
   jprintf(j, "],\"outbox_depth\":[");

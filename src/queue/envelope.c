@@ -91,7 +91,7 @@ const char *rk_envelope_check_name(int check) {
     case RK_ENV_BAD_MAGIC: return "bad magic";
     case RK_ENV_BAD_VERSION: return "bad version";
     case RK_ENV_BAD_FLAGS: return "reserved flag bits set, or not the flags of a reply";
-    case RK_ENV_BAD_RESERVED: return "reserved word not zero";
+    case RK_ENV_BAD_RESERVED: return "origin set on a message that is not kernel-to-kernel";
     case RK_ENV_BAD_LENGTH: return "payload length exceeds slot";
     case RK_ENV_BAD_TYPE: return "message type 0 on a data message";
     case RK_ENV_BAD_DEST: return "wrong destination kernel";

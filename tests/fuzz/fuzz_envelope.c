@@ -5,7 +5,7 @@
  * bytes, so ASan reports any read past what the slot holds. Both validations run (request:
  * rk_envelope_validate, reply: rk_envelope_validate_reply) and every result must agree with the
  * rules it stands for: an accepted envelope has the right magic, version and flags, a zero
- * reserved word, a length within the slot, a legal type, the expected ids and, when sealed, a
+ * origin word (K2K only), a length within the slot, a legal type, the expected ids and, when sealed, a
  * checksum that the three CRC32C implementations (instruction, table, portable) all compute. The
  * three implementations are also compared on every payload, split at an input-chosen point to
  * exercise chaining. A broken rule aborts (a crash to libFuzzer). */
@@ -64,18 +64,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   CHECK(strcmp(rk_envelope_check_name(rep), rk_envelope_check_name(RK_ENV_CHECK_COUNT)) != 0);
   /* the header-damage results are the same for both, and come first */
   if ((req != RK_ENV_OK && req < RK_ENV_BAD_LENGTH) || (rep != RK_ENV_OK && rep < RK_ENV_BAD_LENGTH)) {
-    CHECK(e->magic != RK_ENVELOPE_MAGIC || e->version != RK_ENVELOPE_VERSION || e->reserved != 0 ||
+    CHECK(e->magic != RK_ENVELOPE_MAGIC || e->version != RK_ENVELOPE_VERSION ||
+          (e->origin != 0 && !(e->flags & RK_ENV_F_K2K)) || (rep == RK_ENV_BAD_RESERVED && e->origin != 0) ||
           (e->flags & ~RK_ENV_F_KNOWN) || rep == RK_ENV_BAD_FLAGS);
   }
   if (req == RK_ENV_OK) {
     CHECK(e->magic == RK_ENVELOPE_MAGIC && e->version == RK_ENVELOPE_VERSION);
-    CHECK((e->flags & ~RK_ENV_F_KNOWN) == 0 && e->reserved == 0);
+    CHECK((e->flags & ~RK_ENV_F_KNOWN) == 0 && (e->origin == 0 || (e->flags & RK_ENV_F_K2K)));
     CHECK(e->payload_len <= max_payload);
     CHECK(e->type != 0 || (e->flags & RK_ENV_F_CONTROL));
     CHECK(expect == UINT32_MAX || e->dst == expect);
   }
   if (rep == RK_ENV_OK) {
-    CHECK(e->magic == RK_ENVELOPE_MAGIC && e->version == RK_ENVELOPE_VERSION && e->reserved == 0);
+    CHECK(e->magic == RK_ENVELOPE_MAGIC && e->version == RK_ENVELOPE_VERSION && e->origin == 0);
     CHECK((e->flags & RK_ENV_F_REPLY) && (e->flags & ~RK_ENV_F_REPLY_ALLOWED) == 0);
     CHECK(e->payload_len <= max_payload);
     CHECK(e->type != 0 || (e->flags & RK_ENV_F_ERROR));

@@ -1,0 +1,90 @@
+/* ringkernel/graph.h — kernels that message kernels (K2K): routes, topics, launched together.
+ *
+ * A kernel may send to another kernel only over a route declared before either is launched: no
+ * memory may be allocated on a device while a ring kernel is resident, so every K2K inbox exists
+ * before the first kernel of the graph starts. The CPU backend follows the same rule, so a program
+ * behaves the same everywhere.
+ *
+ *     rk_graph *g;
+ *     uint32_t parse, enrich, agg, route;
+ *     rk_graph_create(rt, &g);
+ *     rk_graph_add(g, &parse_desc, NULL, &parse);
+ *     rk_graph_add(g, &enrich_desc, NULL, &enrich);
+ *     rk_graph_add(g, &agg_desc, NULL, &agg);
+ *     rk_graph_connect(g, parse, enrich, &route);   // route 0 of parse
+ *     rk_graph_connect(g, enrich, agg, &route);     // route 0 of enrich
+ *     rk_graph_launch(g);                           // every kernel resident, checked in
+ *     rk_graph_activate(g);
+ *     rk_call(rk_graph_kernel(g, parse), ...);      // answered by agg (rk_reply in agg's handler)
+ *     rk_graph_terminate(g, timeout);               // upstream first: nothing lost
+ *     rk_graph_destroy(g);
+ *
+ * In a handler, rk_send_to(ctx, route, ...) sends a new message over the kernel's route number
+ * `route` (routes are numbered from 0 in the order they were connected), rk_forward(ctx, route,
+ * ...) passes the request being handled on with the duty to answer it: whichever kernel down the
+ * line calls rk_reply answers the host's rk_call (the reply goes back to the first kernel over
+ * K2K, which publishes it in its outbox, where the caller waits); rk_publish(ctx, topic, ...)
+ * sends to every kernel subscribed to `topic` (kernel.h).
+ *
+ * K2K inboxes: one MPSC ring per destination lane (host memory on the CPU backend; device global
+ * memory on CUDA, where K2K is not implemented yet: rk_graph_launch returns RK_ENOTSUP there).
+ * A lane serves its host inbox and its K2K inbox alternately, a batch of each at most, so neither
+ * starves the other. */
+#ifndef RINGKERNEL_GRAPH_H
+#define RINGKERNEL_GRAPH_H
+
+#include "ringkernel/runtime.h"
+
+RK_EXTERN_C_BEGIN
+
+/* The limits are for every compiler; the API is host-only (device code sends with rk_send_to). */
+#define RK_GRAPH_MAX_KERNELS 64u /**< kernels in one graph */
+#define RK_GRAPH_MAX_ROUTES 16u  /**< routes out of one kernel */
+#define RK_GRAPH_MAX_TOPICS 64u  /**< topics 0..63 */
+#define RK_K2K_DEFAULT_CAPACITY 1024u /**< slots of a K2K inbox (per lane) unless k2k_capacity says */
+
+#if !defined(__CUDACC_RTC__)
+typedef struct rk_graph rk_graph;
+
+/** A new, empty graph on rt. Errors: RK_EINVAL (NULL), RK_ENOMEM. */
+RK_API int rk_graph_create(rk_runtime *rt, rk_graph **out);
+/** Add a kernel (launched by rk_graph_launch with these options; opts may be NULL). *node
+ *  receives its number (0, 1, ... in the order added). k2k_capacity: slots of each of its lanes'
+ *  K2K inboxes (a power of two; 0: RK_K2K_DEFAULT_CAPACITY). Errors: RK_EINVAL (NULL, a bad
+ *  capacity), RK_ENORESOURCE (RK_GRAPH_MAX_KERNELS), RK_ESTATE (launched already). The
+ *  descriptor is copied; the strings and init data it points to must outlive the graph. */
+RK_API int rk_graph_add(rk_graph *g, const rk_kernel_desc *desc, const rk_launch_options *opts,
+                        uint32_t k2k_capacity, uint32_t *node);
+/** Declare the route src -> dst; *route (may be NULL) receives its number among src's routes.
+ *  A cycle is allowed (a handler never waits on another kernel). Errors: RK_EINVAL (unknown
+ *  node, src == dst, the route exists), RK_ENORESOURCE (RK_GRAPH_MAX_ROUTES), RK_ESTATE
+ *  (launched already: routes join kernels before they are resident). */
+RK_API int rk_graph_connect(rk_graph *g, uint32_t src, uint32_t dst, uint32_t *route);
+/** Subscribe a kernel to a topic (0..RK_GRAPH_MAX_TOPICS-1). Errors: RK_EINVAL, RK_ESTATE. */
+RK_API int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic);
+/** Launch every kernel of the graph (each LAUNCHED, inactive, checked in) with its K2K inboxes.
+ *  On an error nothing of the graph stays launched. Errors: those of rk_kernel_launch, RK_ESTATE
+ *  (launched already), RK_ENOTSUP (the CUDA backend: K2K on the device is not implemented yet). */
+RK_API int rk_graph_launch(rk_graph *g);
+/** Activate every kernel, downstream ones first. Errors: RK_ESTATE (not launched), or the first
+ *  kernel's error. */
+RK_API int rk_graph_activate(rk_graph *g);
+/** The launched kernel of node (NULL before launch or for an unknown node). */
+RK_API rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node);
+/** Terminate every kernel, upstream first (a kernel is terminated once every kernel with a route
+ *  to it has been; kernels on a cycle in the order added), each draining its host inbox and its
+ *  K2K inbox, so what a terminated kernel sent on is drained by the kernels after it. timeout_ns
+ *  is per kernel. Returns the first error (every kernel is still terminated). */
+RK_API int rk_graph_terminate(rk_graph *g, int64_t timeout_ns);
+/** Host publish: the message goes to the K2K inbox of every kernel subscribed to topic (lane 0
+ *  of each), in order per publisher; a subscriber whose inbox is full misses it (counted in its
+ *  k2k_dropped). Returns how many subscribers got it, or RK_EINVAL / RK_ESTATE (not active
+ *  graph) / RK_EMSGSIZE. Any thread. */
+RK_API int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *payload, uint32_t len);
+/** Destroy the graph and its kernels (rk_kernel_destroy each; terminate first to drain). */
+RK_API void rk_graph_destroy(rk_graph *g);
+#endif /* !__CUDACC_RTC__ */
+
+RK_EXTERN_C_END
+
+#endif /* RINGKERNEL_GRAPH_H */

@@ -1,0 +1,320 @@
+/* graph.c — kernels that message kernels: the graph of routes and topics, launched together.
+ *
+ * Everything a K2K send needs exists before any kernel of the graph runs a handler: each kernel's
+ * K2K inboxes (one MPSC ring per lane) are created while it is launched, before its lanes start
+ * (rk__kernel_launch's prepare step), and the routes and topics, which name kernels launched
+ * later, are written after every kernel is launched and before any is activated: the lanes read
+ * them only in handlers, which run after the activate command, whose release/acquire pair orders
+ * these plain writes before the reads. They never change afterwards. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/internal.h"
+#include "ringkernel/graph.h"
+
+typedef struct graph_node {
+  rk_kernel_desc desc;
+  rk_launch_options lo;
+  int has_lo;
+  uint32_t k2k_cap;
+  uint32_t nroutes;
+  uint32_t route[RK_GRAPH_MAX_ROUTES];
+  uint64_t topics; /* bit t: subscribed to topic t */
+  rk_kernel *k;
+} graph_node;
+
+struct rk_graph {
+  rk_runtime *rt;
+  uint32_t n;
+  int launched;
+  uint32_t order[RK_GRAPH_MAX_KERNELS]; /* upstream first (topological; cycles in the order added) */
+  graph_node node[RK_GRAPH_MAX_KERNELS];
+};
+
+int rk_graph_create(rk_runtime *rt, rk_graph **out) {
+  rk_graph *g;
+  if (out) *out = NULL;
+  if (rt == NULL) return RK_EINVAL;
+  rk__error_clear(rt);
+  if (out == NULL) return rk__fail(rt, RK_EINVAL, "rk_graph_create: NULL argument");
+  if ((g = (rk_graph *)rk__calloc(1, sizeof *g)) == NULL)
+    return rk__fail(rt, RK_ENOMEM, "rk_graph_create: out of memory");
+  g->rt = rt;
+  *out = g;
+  return RK_OK;
+}
+
+static int check_open(rk_graph *g, const char *what) {
+  if (g->launched)
+    return rk__fail(g->rt, RK_ESTATE, "%s: the graph is launched (routes, topics and kernels are declared before)",
+                    what);
+  return RK_OK;
+}
+
+int rk_graph_add(rk_graph *g, const rk_kernel_desc *desc, const rk_launch_options *opts, uint32_t k2k_capacity,
+                 uint32_t *node) {
+  graph_node *n;
+  int rc;
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if (desc == NULL || node == NULL) return rk__fail(g->rt, RK_EINVAL, "rk_graph_add: NULL argument");
+  if ((rc = check_open(g, "rk_graph_add")) != RK_OK) return rc;
+  if (g->n == RK_GRAPH_MAX_KERNELS)
+    return rk__fail(g->rt, RK_ENORESOURCE, "rk_graph_add: at most %u kernels in a graph", RK_GRAPH_MAX_KERNELS);
+  if (k2k_capacity == 0) k2k_capacity = RK_K2K_DEFAULT_CAPACITY;
+  if (!rk_ring__pow2(k2k_capacity) || k2k_capacity < 2 || k2k_capacity > (1u << 20))
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add: k2k_capacity %u is not a power of two in [2, 2^20]",
+                    k2k_capacity);
+  if (opts && opts->size < 2 * sizeof(uint32_t))
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add: launch options size not set");
+  n = &g->node[g->n];
+  memset(n, 0, sizeof *n);
+  n->desc = *desc;
+  if (opts) {
+    memcpy(&n->lo, opts, opts->size < sizeof n->lo ? opts->size : sizeof n->lo);
+    n->lo.size = sizeof n->lo;
+    n->has_lo = 1;
+  }
+  n->k2k_cap = k2k_capacity;
+  *node = g->n++;
+  return RK_OK;
+}
+
+int rk_graph_connect(rk_graph *g, uint32_t src, uint32_t dst, uint32_t *route) {
+  graph_node *n;
+  uint32_t i;
+  int rc;
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if ((rc = check_open(g, "rk_graph_connect")) != RK_OK) return rc;
+  if (src >= g->n || dst >= g->n)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_connect: unknown node %u (the graph has %u)", src >= g->n ? src : dst,
+                    g->n);
+  if (src == dst) return rk__fail(g->rt, RK_EINVAL, "rk_graph_connect: a route from node %u to itself", src);
+  n = &g->node[src];
+  for (i = 0; i < n->nroutes; i++)
+    if (n->route[i] == dst)
+      return rk__fail(g->rt, RK_EINVAL, "rk_graph_connect: the route %u -> %u exists (route %u)", src, dst, i);
+  if (n->nroutes == RK_GRAPH_MAX_ROUTES)
+    return rk__fail(g->rt, RK_ENORESOURCE, "rk_graph_connect: at most %u routes out of a kernel", RK_GRAPH_MAX_ROUTES);
+  if (route) *route = n->nroutes;
+  n->route[n->nroutes++] = dst;
+  return RK_OK;
+}
+
+int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic) {
+  int rc;
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if ((rc = check_open(g, "rk_graph_subscribe")) != RK_OK) return rc;
+  if (node >= g->n) return rk__fail(g->rt, RK_EINVAL, "rk_graph_subscribe: unknown node %u", node);
+  if (topic >= RK_GRAPH_MAX_TOPICS)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_subscribe: topic %u (topics are 0..%u)", topic,
+                    RK_GRAPH_MAX_TOPICS - 1);
+  g->node[node].topics |= 1ull << topic;
+  return RK_OK;
+}
+
+/* Upstream first: Kahn's order over the routes; the nodes left (on or behind a cycle) follow in
+ * the order added. */
+static void topo_order(rk_graph *g) {
+  uint32_t indeg[RK_GRAPH_MAX_KERNELS], done[RK_GRAPH_MAX_KERNELS], i, j, m = 0;
+  int progress = 1;
+  memset(indeg, 0, sizeof indeg);
+  memset(done, 0, sizeof done);
+  for (i = 0; i < g->n; i++)
+    for (j = 0; j < g->node[i].nroutes; j++) indeg[g->node[i].route[j]]++;
+  while (progress) {
+    progress = 0;
+    for (i = 0; i < g->n; i++) {
+      if (done[i] || indeg[i]) continue;
+      done[i] = 1;
+      g->order[m++] = i;
+      for (j = 0; j < g->node[i].nroutes; j++) indeg[g->node[i].route[j]]--;
+      progress = 1;
+    }
+  }
+  for (i = 0; i < g->n; i++)
+    if (!done[i]) g->order[m++] = i;
+}
+
+static void k2k_free(rk_kernel *k) {
+  uint32_t i;
+  if (k->k2k == NULL) return;
+  for (i = 0; i < k->lanes; i++) rk_ring_destroy(k->k2k[i]);
+  free(k->k2k);
+  k->k2k = NULL;
+}
+
+typedef struct prep_arg {
+  rk_graph *g;
+  uint32_t node;
+} prep_arg;
+
+/* rk__kernel_launch's prepare step: the kernel's K2K inboxes, before its lanes start. */
+static int prepare(rk_kernel *k, void *arg) {
+  prep_arg *a = (prep_arg *)arg;
+  uint32_t i;
+  int rc;
+  if ((k->k2k = (rk_ring **)rk__calloc(k->lanes, sizeof *k->k2k)) == NULL)
+    return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot allocate its K2K inboxes", k->name);
+  for (i = 0; i < k->lanes; i++) {
+    if ((rc = rk_ring_create(&k->k2k[i], a->g->node[a->node].k2k_cap, k->slot_size, RK_RING_MPSC)) != RK_OK) {
+      k2k_free(k);
+      return rk__fail(k->rt, rc, "kernel %s: cannot create the K2K inbox of lane %u", k->name, i);
+    }
+  }
+  k->k2k_cap = a->g->node[a->node].k2k_cap;
+  k->graph = a->g;
+  return RK_OK;
+}
+
+/* Terminate and destroy the kernels launched so far (a launch that failed part-way). */
+static void unlaunch(rk_graph *g) {
+  uint32_t i;
+  for (i = 0; i < g->n; i++) {
+    if (g->node[i].k == NULL) continue;
+    (void)rk_kernel_terminate(g->node[i].k, 1000000000);
+    g->node[i].k->graph = NULL; /* not a member any more: rk_kernel_destroy may free it */
+    rk_kernel_destroy(g->node[i].k);
+    g->node[i].k = NULL;
+  }
+}
+
+int rk_graph_launch(rk_graph *g) {
+  uint32_t i, j;
+  int rc;
+  char err[256];
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if ((rc = check_open(g, "rk_graph_launch")) != RK_OK) return rc;
+  if (g->n == 0) return rk__fail(g->rt, RK_EINVAL, "rk_graph_launch: the graph has no kernels");
+  if (g->rt->backend == RK_BACKEND_CUDA)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: kernel-to-kernel messaging is not implemented on the CUDA "
+                    "backend yet (create the runtime with RK_BACKEND_CPU)");
+  for (i = 0; i < g->n; i++) {
+    prep_arg a = {g, i};
+    graph_node *n = &g->node[i];
+    rc = rk__kernel_launch(g->rt, &n->desc, n->has_lo ? &n->lo : NULL, prepare, &a, &n->k);
+    if (rc != RK_OK) {
+      snprintf(err, sizeof err, "%s", rk_runtime_last_error(g->rt));
+      unlaunch(g);
+      return rk__fail(g->rt, rc, "rk_graph_launch: node %u (%s): %s", i, n->desc.name ? n->desc.name : "?", err);
+    }
+  }
+  /* the routes, now that every kernel exists (ordered before the handlers by the activation) */
+  for (i = 0; i < g->n; i++) {
+    rk_kernel *k = g->node[i].k;
+    k->nroutes = g->node[i].nroutes;
+    for (j = 0; j < k->nroutes; j++) k->route[j] = g->node[g->node[i].route[j]].k;
+  }
+  topo_order(g);
+  g->launched = 1;
+  return RK_OK;
+}
+
+int rk_graph_activate(rk_graph *g) {
+  uint32_t i;
+  int rc, first = RK_OK;
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if (!g->launched) return rk__fail(g->rt, RK_ESTATE, "rk_graph_activate: the graph is not launched");
+  for (i = g->n; i-- > 0;) { /* downstream first: the first messages find their consumers running */
+    rk_kernel *k = g->node[g->order[i]].k;
+    if (rk_kernel_state(k) == RK_STATE_ACTIVE) continue;
+    if ((rc = rk_kernel_activate(k)) != RK_OK && first == RK_OK) first = rc;
+  }
+  return first;
+}
+
+rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node) {
+  if (g == NULL || !g->launched || node >= g->n) return NULL;
+  return g->node[node].k;
+}
+
+int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
+  uint32_t i;
+  int rc, first = RK_OK;
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if (!g->launched) return rk__fail(g->rt, RK_ESTATE, "rk_graph_terminate: the graph is not launched");
+  for (i = 0; i < g->n; i++) {
+    rk_kernel *k = g->node[g->order[i]].k;
+    rk_lifecycle s = rk_kernel_state(k);
+    if (s == RK_STATE_TERMINATED) continue;
+    if ((rc = rk_kernel_terminate(k, timeout_ns)) != RK_OK && first == RK_OK) first = rc;
+  }
+  return first;
+}
+
+uint32_t rk__graph_subscribers(struct rk_graph *g, uint32_t topic, rk_kernel **out, uint32_t max) {
+  uint32_t i, n = 0;
+  for (i = 0; i < g->n && n < max; i++)
+    if (g->node[i].k && (topic == UINT32_MAX || (g->node[i].topics >> topic) & 1u)) out[n++] = g->node[i].k;
+  return n;
+}
+
+int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const void *payload, uint32_t len) {
+  rk_ring *r;
+  uint64_t pos;
+  uint8_t *slot;
+  int err;
+  if (dst->k2k == NULL || dst_lane >= dst->lanes) return RK_EINVAL;
+  if (len > rk__payload_max(dst)) return RK_EMSGSIZE;
+  r = dst->k2k[dst_lane];
+  if ((slot = (uint8_t *)rk_ring_mpsc_reserve(r, &pos, &err)) == NULL) return err; /* RK_EAGAIN, RK_ECLOSED */
+  memcpy(slot, e, RK_ENVELOPE_SIZE);
+  ((rk_envelope *)slot)->payload_len = len;
+  if (len) memcpy(slot + RK_ENVELOPE_SIZE, payload, len);
+  rk_ring_mpsc_commit(r, pos); /* release: pairs with the lane's acquire of the sequence word */
+  /* the destination lane parks on its host inbox's futex; its wait predicate looks at both rings */
+  rk_ring_notify_consumer(dst->lane[dst_lane].inbox);
+  return RK_OK;
+}
+
+int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *payload, uint32_t len) {
+  rk_kernel *subs[RK_GRAPH_MAX_KERNELS];
+  uint32_t i, n;
+  int got = 0, rc;
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if (!g->launched) return rk__fail(g->rt, RK_ESTATE, "rk_graph_publish: the graph is not launched");
+  if (topic >= RK_GRAPH_MAX_TOPICS) return rk__fail(g->rt, RK_EINVAL, "rk_graph_publish: topic %u out of range", topic);
+  if (type == 0 || (payload == NULL && len > 0))
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_publish: %s", type == 0 ? "message type 0 is reserved" : "NULL payload");
+  n = rk__graph_subscribers(g, topic, subs, RK_GRAPH_MAX_KERNELS);
+  for (i = 0; i < n; i++) {
+    rk_envelope e;
+    rk_envelope_init(&e, type, len, (uint16_t)(RK_ENV_F_K2K | RK_ENV_F_NO_REPLY));
+    e.msg_id = rk__msg_id(g->rt);
+    e.src = 0;
+    e.dst = subs[i]->id;
+    e.node = g->rt->node_id;
+    if ((rc = rk_clock_tick(rk_runtime_clock(g->rt), &e.hlc)) != RK_OK) return rk__fail(g->rt, rc, "rk_graph_publish: clock");
+    rc = rk__k2k_push(subs[i], 0, &e, payload, len);
+    if (rc == RK_OK)
+      got++;
+    else if (rc == RK_EAGAIN)
+      __atomic_add_fetch(&subs[i]->k2k_dropped, 1, __ATOMIC_RELAXED); /* statistics */
+    else if (rc == RK_EMSGSIZE)
+      return rk__fail(g->rt, rc, "rk_graph_publish: %u bytes exceed kernel %s's slot payload", len, subs[i]->name);
+  }
+  return got;
+}
+
+void rk_graph_destroy(rk_graph *g) {
+  uint32_t i;
+  if (g == NULL) return;
+  /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
+  if (g->launched) (void)rk_graph_terminate(g, 1000000000);
+  for (i = 0; i < g->n; i++)
+    if (g->node[i].k) g->node[i].k->graph = NULL; /* members no more: rk_kernel_destroy frees them */
+  for (i = 0; i < g->n; i++) {
+    if (g->node[i].k == NULL) continue;
+    rk_kernel_destroy(g->node[i].k);
+    g->node[i].k = NULL;
+  }
+  free(g);
+}
+
+void rk__k2k_free(rk_kernel *k) { k2k_free(k); }

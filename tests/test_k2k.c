@@ -1,0 +1,431 @@
+/* test_k2k.c — kernels that message kernels (CPU backend): routes declared in a graph, sends from
+ * handlers, replies from the last stage of a pipeline, fan-in, topics, full inboxes, cycles,
+ * causality along a path, and a graph terminate that loses nothing. */
+#include "test_util.h"
+#include "rt_util.h"
+#include "host/internal.h"
+
+#include <pthread.h>
+
+#define T_HOP 300u   /* a message passed along: a running value and the stamps it saw */
+#define T_ITEM 301u  /* fan-in item: source kernel, lane, sequence */
+#define T_RESULT 302u
+#define T_PING 303u
+
+typedef struct hop {
+  int64_t value;
+  uint32_t hops;
+  uint32_t pad;
+  rk_hlc seen[4]; /* the stamp each stage received, in order */
+} hop;
+
+/* stage: value = value * 2 + 1, the stamp it received appended, then on over route 0; the kernel
+ * with no route answers (the last stage), counting in its state. */
+static int stage(rk_ctx *ctx, const rk_msg *in) {
+  hop h;
+  int rc;
+  if (rk_msg_len(in) != sizeof h) return RK_EMSGSIZE;
+  memcpy(&h, rk_msg_payload(in), sizeof h);
+  if (h.hops < 4) h.seen[h.hops] = in->env.hlc;
+  h.hops++;
+  h.value = h.value * 2 + 1;
+  rc = rk_forward(ctx, 0, T_HOP, &h, sizeof h);
+  if (rc == RK_EINVAL) { /* no route: the last stage */
+    if (rk_thread(ctx) == 0) /* the lanes share the state */
+      __atomic_add_fetch((int64_t *)rk_state(ctx), 1, __ATOMIC_RELAXED);
+    return rk_reply(ctx, T_RESULT, &h, sizeof h);
+  }
+  return rc;
+}
+
+static rk_kernel_desc desc_of(const char *name, rk_handler_fn fn, size_t state) {
+  rk_kernel_desc d = rt_desc(name, fn);
+  d.state_size = state;
+  return d;
+}
+
+static rk_graph *pipeline(rk_runtime *rt, uint32_t lanes, uint32_t threads, uint32_t nstages, uint32_t k2k_cap) {
+  rk_graph *g;
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  uint32_t i, node, route;
+  static const char *names[4] = {"parse", "enrich", "aggregate", "extra"};
+  lo.lanes = lanes;
+  lo.threads_per_lane = threads;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  for (i = 0; i < nstages; i++) {
+    rk_kernel_desc d = desc_of(names[i], stage, sizeof(int64_t));
+    RT_OK(rt, rk_graph_add(g, &d, &lo, k2k_cap, &node));
+    assert_int_equal(node, i);
+    if (i) {
+      RT_OK(rt, rk_graph_connect(g, i - 1, i, &route));
+      assert_int_equal(route, 0);
+    }
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  return g;
+}
+
+/* rk_call on the first stage is answered by the last; the stamps grow along the path. */
+static void test_reply_from_last_stage(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g = pipeline(rt, 2, 2, 3, 0);
+  rk_kernel *first = rk_graph_kernel(g, 0), *last = rk_graph_kernel(g, 2);
+  uint32_t i, n = RT_SANITIZED ? 200 : 2000;
+  rk_kernel_counters st;
+  (void)state;
+  for (i = 0; i < n; i++) {
+    hop h, r;
+    rk_msg m;
+    rk_hlc before = rk_clock_peek(rk_runtime_clock(rt));
+    memset(&h, 0, sizeof h);
+    h.value = i;
+    RT_OK(rt, rk_call(first, T_HOP, &h, sizeof h, &m, &r, sizeof r, RT_HANG));
+    assert_int_equal(m.env.type, T_RESULT);
+    assert_int_equal(r.hops, 3);
+    assert_int_equal(r.value, ((int64_t)i * 2 + 1) * 4 + 3); /* ((2i+1)*2+1)*2+1 */
+    assert_true(r.seen[0] > before);  /* the host's send stamp, merged at the first stage */
+    assert_true(r.seen[1] > r.seen[0]);
+    assert_true(r.seen[2] > r.seen[1]);
+    assert_true(m.env.hlc > r.seen[2]); /* the reply, stamped by the first stage after the last */
+    assert_true(rk_clock_peek(rk_runtime_clock(rt)) > m.env.hlc);
+  }
+  st = rt_stats(first);
+  assert_int_equal(st.k2k_out, n);      /* n passed on */
+  assert_int_equal(st.k2k_in, n);       /* n replies back */
+  assert_int_equal(st.msgs_out, n);
+  assert_int_equal(st.handler_errors, 0);
+  RT_WAIT_STAT(last, k2k_in, n); /* counted when its batch is released, after it answered */
+  st = rt_stats(last);
+  assert_int_equal(st.k2k_in, n);
+  assert_int_equal(st.k2k_out, n); /* the replies */
+  assert_int_equal(st.k2k_refused, n); /* its rk_forward found no route (how it knows it is last) */
+  assert_int_equal(st.k2k_invalid, 0);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  assert_int_equal(*(int64_t *)last->state, n);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
+/* --------------------------------------------------------------------------------------------- */
+
+typedef struct item {
+  uint32_t src, lane, seq, pad;
+} item;
+
+#define FAN_SOURCES 3
+#define FAN_MAX 4096
+
+typedef struct sink_state {
+  uint32_t next[FAN_SOURCES][4]; /* the next sequence expected per source kernel and lane */
+  uint32_t got, out_of_order, bad;
+} sink_state;
+
+static uint32_t g_source_ids[FAN_SOURCES];
+
+/* source: the host's item goes on to the sink (route 0), stamped with this kernel and lane. */
+static int source(rk_ctx *ctx, const rk_msg *in) {
+  item it;
+  if (rk_msg_len(in) != sizeof it) return RK_EMSGSIZE;
+  memcpy(&it, rk_msg_payload(in), sizeof it);
+  it.src = rk_self(ctx);
+  it.lane = rk_lane(ctx);
+  return rk_send_to(ctx, 0, T_ITEM, &it, sizeof it); /* RK_EAGAIN: run again later (the sink's inbox is small) */
+}
+
+static int sink(rk_ctx *ctx, const rk_msg *in) {
+  sink_state *s = (sink_state *)rk_state(ctx);
+  item it;
+  uint32_t i;
+  if (rk_thread(ctx) != 0) return 0;
+  if (rk_msg_len(in) != sizeof it || !(in->env.flags & RK_ENV_F_K2K)) {
+    s->bad++;
+    return 0;
+  }
+  memcpy(&it, rk_msg_payload(in), sizeof it);
+  for (i = 0; i < FAN_SOURCES && g_source_ids[i] != it.src; i++) {
+  }
+  if (i == FAN_SOURCES || it.lane >= 4) {
+    s->bad++;
+    return 0;
+  }
+  if (it.seq != s->next[i][it.lane]) s->out_of_order++;
+  s->next[i][it.lane] = it.seq + 1;
+  s->got++;
+  return 0;
+}
+
+/* Fan-in from three kernels of two lanes each into a sink with a small K2K inbox: nothing lost or
+ * duplicated, each source lane's order kept; the graph terminate (upstream first) drains all. */
+static void test_fan_in(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel_desc ds = desc_of("source", source, 0), dk = desc_of("sink", sink, sizeof(sink_state));
+  uint32_t node[FAN_SOURCES + 1], i, j, n = RT_SANITIZED ? 300 : 3000;
+  uint32_t seq[FAN_SOURCES][2];
+  sink_state *s;
+  (void)state;
+  memset(seq, 0, sizeof seq);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  lo.lanes = 2;
+  lo.threads_per_lane = 2;
+  for (i = 0; i < FAN_SOURCES; i++) RT_OK(rt, rk_graph_add(g, &ds, &lo, 0, &node[i]));
+  lo.lanes = 1;
+  RT_OK(rt, rk_graph_add(g, &dk, &lo, 8, &node[FAN_SOURCES]));
+  for (i = 0; i < FAN_SOURCES; i++) RT_OK(rt, rk_graph_connect(g, node[i], node[FAN_SOURCES], NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  for (i = 0; i < FAN_SOURCES; i++) g_source_ids[i] = rk_kernel_id(rk_graph_kernel(g, node[i]));
+  RT_OK(rt, rk_graph_activate(g));
+  for (j = 0; j < n; j++)
+    for (i = 0; i < FAN_SOURCES; i++) {
+      item it;
+      uint32_t lane = j & 1u; /* keyed: lane = key % 2 */
+      memset(&it, 0, sizeof it);
+      it.seq = seq[i][lane]++;
+      RT_OK(rt, rk_send_key(rk_graph_kernel(g, node[i]), lane, T_ITEM, &it, sizeof it, RK_SEND_NO_REPLY, NULL));
+    }
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  s = (sink_state *)rk_graph_kernel(g, node[FAN_SOURCES])->state;
+  assert_int_equal(s->bad, 0);
+  assert_int_equal(s->out_of_order, 0);
+  assert_int_equal(s->got, n * FAN_SOURCES);
+  for (i = 0; i < FAN_SOURCES; i++)
+    for (j = 0; j < 2; j++) assert_int_equal(s->next[i][j], seq[i][j]);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, node[FAN_SOURCES])).k2k_in, n * FAN_SOURCES);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
+/* --------------------------------------------------------------------------------------------- */
+
+/* sender: forwards the host's payload over the route the payload's first word names; answers
+ * with the send's result (the host checks each). */
+static int sender(rk_ctx *ctx, const rk_msg *in) {
+  uint32_t route;
+  int32_t rc;
+  memcpy(&route, rk_msg_payload(in), sizeof route);
+  rc = route == 99 ? rk_publish(ctx, 3, T_ITEM, rk_msg_payload(in), rk_msg_len(in))
+                   : rk_send_to(ctx, route, T_ITEM, rk_msg_payload(in), rk_msg_len(in));
+  return rk_reply(ctx, T_RESULT, &rc, sizeof rc);
+}
+
+typedef struct seen_state {
+  uint32_t got, last, out_of_order;
+} seen_state;
+
+/* (its state is read by the test while the lane runs: atomics, relaxed; the test waits on them) */
+static int counter_sink(rk_ctx *ctx, const rk_msg *in) {
+  seen_state *s = (seen_state *)rk_state(ctx);
+  uint32_t v[2], got = __atomic_load_n(&s->got, __ATOMIC_RELAXED);
+  memcpy(v, rk_msg_payload(in), sizeof v);
+  if (got && v[1] != __atomic_load_n(&s->last, __ATOMIC_RELAXED) + 1)
+    __atomic_add_fetch(&s->out_of_order, 1, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->last, v[1], __ATOMIC_RELAXED);
+  __atomic_store_n(&s->got, got + 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+#define SEEN(k, field) __atomic_load_n(&((seen_state *)(k)->state)->field, __ATOMIC_RELAXED)
+
+static int32_t send_via(rk_runtime *rt, rk_kernel *k, uint32_t route, uint32_t seq) {
+  uint32_t v[2] = {route, seq};
+  int32_t rc = 1;
+  rk_msg m;
+  RT_OK(rt, rk_call(k, T_ITEM, v, sizeof v, &m, &rc, sizeof rc, RT_HANG));
+  return rc;
+}
+
+/* A full K2K inbox: RK_EAGAIN at once, counted; a retry after the consumer ran succeeds. An
+ * unknown route: RK_EINVAL, counted. */
+static void test_full_and_unknown(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc dsend = desc_of("sender", sender, 0), dsink = desc_of("sink", counter_sink, sizeof(seen_state));
+  uint32_t a, b, i;
+  rk_kernel *ka, *kb;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &dsend, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &dsink, NULL, 4, &b));
+  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  ka = rk_graph_kernel(g, a);
+  kb = rk_graph_kernel(g, b);
+  RT_OK(rt, rk_kernel_activate(ka)); /* the sink stays inactive: its inbox fills */
+  for (i = 0; i < 4; i++) assert_int_equal(send_via(rt, ka, 0, i), RK_OK);
+  assert_int_equal(send_via(rt, ka, 0, 4), RK_EAGAIN);
+  assert_int_equal(rt_stats(ka).k2k_refused, 1);
+  assert_int_equal(send_via(rt, ka, 5, 4), RK_EINVAL); /* no route 5 */
+  assert_int_equal(rt_stats(ka).k2k_refused, 2);
+  RT_OK(rt, rk_kernel_activate(kb));
+  RT_WAIT_STAT(kb, k2k_in, 4);
+  assert_int_equal(send_via(rt, ka, 0, 4), RK_OK); /* the retry */
+  RT_WAIT_STAT(kb, k2k_in, 5);
+  assert_int_equal(SEEN(kb, got), 5);
+  assert_int_equal(SEEN(kb, out_of_order), 0);
+  assert_int_equal(rt_stats(ka).k2k_out, 5);
+  /* a graph member is destroyed with its graph, not alone */
+  rk_kernel_destroy(kb);
+  assert_int_equal(rk_kernel_state(kb), RK_STATE_ACTIVE);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
+/* Topics: a publisher with two subscribers, one of them slow (inactive, 4-slot inbox): the fast
+ * one gets every message in order, the slow one the first 4, the rest counted as its drops; the
+ * publisher never blocks. The host publishes too. */
+static void test_topics(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc dsend = desc_of("publisher", sender, 0), dsub = desc_of("subscriber", counter_sink, sizeof(seen_state));
+  uint32_t p, fast, slow, other, i, n = 50;
+  rk_kernel *kp, *kf, *ks;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &dsend, NULL, 0, &p));
+  RT_OK(rt, rk_graph_add(g, &dsub, NULL, 64, &fast));
+  RT_OK(rt, rk_graph_add(g, &dsub, NULL, 4, &slow));
+  RT_OK(rt, rk_graph_add(g, &dsub, NULL, 4, &other)); /* subscribed to another topic */
+  RT_OK(rt, rk_graph_subscribe(g, fast, 3));
+  RT_OK(rt, rk_graph_subscribe(g, slow, 3));
+  RT_OK(rt, rk_graph_subscribe(g, other, 4));
+  assert_int_equal(rk_graph_subscribe(g, fast, RK_GRAPH_MAX_TOPICS), RK_EINVAL);
+  RT_OK(rt, rk_graph_launch(g));
+  kp = rk_graph_kernel(g, p);
+  kf = rk_graph_kernel(g, fast);
+  ks = rk_graph_kernel(g, slow);
+  RT_OK(rt, rk_kernel_activate(kp));
+  RT_OK(rt, rk_kernel_activate(kf));
+  for (i = 0; i < n; i++) {
+    int32_t got = send_via(rt, kp, 99, i);
+    assert_int_equal(got, i < 4 ? 2 : 1); /* the slow one's inbox holds 4 */
+  }
+  RT_WAIT_STAT(kf, k2k_in, n);
+  assert_int_equal(SEEN(kf, out_of_order), 0);
+  assert_int_equal(rt_stats(ks).k2k_dropped, n - 4);
+  assert_int_equal(rt_stats(kf).k2k_dropped, 0);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, other)).k2k_in, 0);
+  /* the host publishes: the same fan-out */
+  {
+    uint32_t v[2] = {0, n};
+    assert_int_equal(rk_graph_publish(g, 3, T_ITEM, v, sizeof v), 1); /* the slow one is still full */
+    assert_int_equal(rk_graph_publish(g, 64, T_ITEM, v, sizeof v), RK_EINVAL);
+    assert_int_equal(rk_graph_publish(g, 3, 0, v, sizeof v), RK_EINVAL);
+  }
+  RT_WAIT_STAT(kf, k2k_in, n + 1);
+  assert_int_equal(SEEN(kf, out_of_order), 0);
+  RT_OK(rt, rk_kernel_activate(ks));
+  RT_WAIT_STAT(ks, k2k_in, 4);
+  assert_int_equal(SEEN(ks, out_of_order), 0);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
+/* --------------------------------------------------------------------------------------------- */
+
+/* ping: count down over the route to the other kernel; the one that reaches 0 answers the host's
+ * call (made on the first). */
+static int ping(rk_ctx *ctx, const rk_msg *in) {
+  int64_t v;
+  memcpy(&v, rk_msg_payload(in), sizeof v);
+  if (v == 0) return rk_reply(ctx, T_RESULT, &v, sizeof v);
+  v--;
+  return rk_forward(ctx, 0, T_PING, &v, sizeof v);
+}
+
+/* A cycle A -> B -> A: a call bounces 2k times between the two and is answered; no deadlock. */
+static void test_cycle(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc d = desc_of("ping", ping, 0);
+  uint32_t a, b, i;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &b));
+  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
+  RT_OK(rt, rk_graph_connect(g, b, a, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < 20; i++) {
+    int64_t v = 2 * i + 1, r = -1;
+    rk_msg m;
+    RT_OK(rt, rk_call(rk_graph_kernel(g, a), T_PING, &v, sizeof v, &m, &r, sizeof r, RT_HANG));
+    assert_int_equal(r, 0);
+  }
+  assert_int_equal(rt_stats(rk_graph_kernel(g, a)).handler_errors, 0);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
+/* The graph API's refusals. */
+static void test_graph_refusals(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc d = desc_of("ping", ping, 0);
+  uint32_t a, b, route;
+  (void)state;
+  assert_int_equal(rk_graph_create(NULL, &g), RK_EINVAL);
+  assert_int_equal(rk_graph_create(rt, NULL), RK_EINVAL);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  assert_int_equal(rk_graph_launch(g), RK_EINVAL); /* empty */
+  assert_int_equal(rk_graph_add(g, NULL, NULL, 0, &a), RK_EINVAL);
+  assert_int_equal(rk_graph_add(g, &d, NULL, 3, &a), RK_EINVAL); /* not a power of two */
+  assert_non_null(strstr(rk_runtime_last_error(rt), "k2k_capacity"));
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &b));
+  assert_int_equal(rk_graph_connect(g, a, a, NULL), RK_EINVAL);
+  assert_int_equal(rk_graph_connect(g, a, 7, NULL), RK_EINVAL);
+  RT_OK(rt, rk_graph_connect(g, a, b, &route));
+  assert_int_equal(rk_graph_connect(g, a, b, NULL), RK_EINVAL); /* exists */
+  assert_null(rk_graph_kernel(g, a));                          /* not launched */
+  assert_int_equal(rk_graph_activate(g), RK_ESTATE);
+  assert_int_equal(rk_graph_terminate(g, RT_HANG), RK_ESTATE);
+  RT_OK(rt, rk_graph_launch(g));
+  assert_int_equal(rk_graph_launch(g), RK_ESTATE);
+  assert_int_equal(rk_graph_connect(g, b, a, NULL), RK_ESTATE); /* resident: no new routes */
+  assert_int_equal(rk_graph_add(g, &d, NULL, 0, &a), RK_ESTATE);
+  assert_int_equal(rk_graph_subscribe(g, a, 1), RK_ESTATE);
+  assert_null(rk_graph_kernel(g, 9));
+  rk_graph_destroy(g); /* launched, never activated: terminated and destroyed */
+  rk_runtime_destroy(rt);
+}
+
+/* The graph's terminate drains upstream first: every message the host handed the first stage
+ * reaches the last, even with terminate called right after the sends, through K2K inboxes of 4
+ * slots (a full one makes the sending handler return RK_EAGAIN and run again later). */
+static void test_terminate_drains(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g = pipeline(rt, 2, 1, 3, 4); /* 4-slot K2K inboxes: full often */
+  uint32_t i, n = RT_SANITIZED ? 500 : 5000;
+  (void)state;
+  for (i = 0; i < n; i++) {
+    hop h;
+    memset(&h, 0, sizeof h);
+    RT_OK(rt, rk_send(rk_graph_kernel(g, 0), T_HOP, &h, sizeof h, RK_SEND_NO_REPLY, NULL));
+  }
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  assert_int_equal(*(int64_t *)rk_graph_kernel(g, 2)->state, n);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 2)).k2k_in, n);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 1)).k2k_in, n);
+  /* full inboxes made handlers run again (RK_EAGAIN), never an error or a loss */
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 0)).handler_errors, 0);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 1)).handler_errors, 0);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_reply_from_last_stage),
+      cmocka_unit_test(test_fan_in),
+      cmocka_unit_test(test_full_and_unknown),
+      cmocka_unit_test(test_topics),
+      cmocka_unit_test(test_cycle),
+      cmocka_unit_test(test_graph_refusals),
+      cmocka_unit_test(test_terminate_drains),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
