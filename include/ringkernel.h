@@ -16,5 +16,6 @@
 #include "ringkernel/kernel.h"
 #include "ringkernel/builtins.h"
 #include "ringkernel/runtime.h"
+#include "ringkernel/buffer.h"
 
 #endif /* RINGKERNEL_H */

@@ -198,6 +198,7 @@ static int pick(uint32_t over, uint32_t desc, uint32_t dflt) { return (int)(over
 void rk__kernel_free(rk_kernel *k) {
   uint32_t i;
   if (k == NULL) return;
+  rk__buffers_kernel_free(k); /* its messages' buffer pins (buffer.c) */
   if (k->lane) {
     for (i = 0; i < k->lanes; i++) {
       free(k->lane[i].threads);
