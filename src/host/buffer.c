@@ -257,12 +257,29 @@ static void sync_done_fn(void *arg, int status) {
   uv_mutex_unlock(&s->lock);
 }
 
+/* A table copy nobody waits for completed: the runtime's destroy waits for these too. */
+static void entry_done(void *arg, int status) {
+  rk__buffers *B = (rk__buffers *)arg;
+  (void)status;
+  rk__lock(&B->lock);
+  B->inflight--;
+  uv_cond_broadcast(&B->cond);
+  rk__unlock(&B->lock);
+}
+
 /* CUDA: copy the mirror's entry i to the device table; wait: until it is there. */
 static int entry_push(rk__buffers *B, uint32_t i, int wait) {
   sync_done s;
   int rc;
   if (!B->cuda) return RK_OK;
-  if (!wait) return rk__cuda_copy(B->rt, &B->table_lanes[i], &B->table[i], sizeof B->table[i], NULL, NULL);
+  if (!wait) {
+    rk__lock(&B->lock);
+    B->inflight++;
+    rk__unlock(&B->lock);
+    rc = rk__cuda_copy(B->rt, &B->table_lanes[i], &B->table[i], sizeof B->table[i], entry_done, B);
+    if (rc != RK_OK) entry_done(B, rc);
+    return rc;
+  }
   uv_mutex_init(&s.lock);
   uv_cond_init(&s.cond);
   s.done = 0;
