@@ -333,6 +333,17 @@ static void lifetime(where w) {
   assert_int_equal(m.env.correlation_id, id);
   assert_int_equal(rep.n, 1024);
   RT_OK(rt, rk_buffer_free(c));
+  /* an rk_call_refs that timed out keeps its pins until its late reply is drained */
+  c = alloc_ok(rt, RK_BUFFER_DEVICE, 4096);
+  RT_OK(rt, rk_buffer_ref(c, 0, 4096, RK_BUF_WRITE, &req.c));
+  RT_OK(rt, rk_kernel_deactivate(k));
+  assert_int_equal(rk_call_refs(k, rk_vadd_buf_req_TYPE, &req, sizeof req, 3, &m, &rep, sizeof rep, 20 * RT_MS),
+                   RK_ETIMEDOUT);
+  assert_int_equal(rk_buffer_free(c), RK_ESTATE);
+  RT_OK(rt, rk_kernel_activate(k));
+  RT_OK(rt, rk_call_refs(k, rk_vadd_buf_req_TYPE, &req, sizeof req, 3, &m, &rep, sizeof rep, RT_HANG));
+  RT_WAIT_STAT(k, late_replies, 1); /* the drain that found this call's reply took the late one first */
+  RT_OK(rt, rk_buffer_free(c));
   /* a kernel destroyed before its replies are taken releases its messages' pins */
   c = alloc_ok(rt, RK_BUFFER_DEVICE, 4096);
   RT_OK(rt, rk_buffer_ref(c, 0, 4096, RK_BUF_WRITE, &req.c));

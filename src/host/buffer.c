@@ -159,10 +159,11 @@ fail:
 }
 
 /* rk_runtime_destroy, after the kernels and the loop: wait for copies still in flight (their memory
- * is about to go), drop undelivered callbacks, free the buffers' handles. */
+ * is about to go), drop undelivered callbacks. The buffers' handles stay until rk__buffers_free:
+ * a kernel abandoned with lanes still running releases its pins when its last lane leaves, which
+ * may be after this. */
 void rk__buffers_shutdown(rk_runtime *rt) {
   rk__buffers *B = rt->buffers;
-  uint32_t i;
   if (B == NULL) return;
   rk__lock(&B->lock);
   while (B->inflight) uv_cond_wait(&B->cond, &B->lock);
@@ -172,10 +173,6 @@ void rk__buffers_shutdown(rk_runtime *rt) {
     free(c);
   }
   B->q_tail = NULL;
-  for (i = 0; i < B->nslots; i++) {
-    free(B->slots[i]);
-    B->slots[i] = NULL;
-  }
   rk__unlock(&B->lock);
 }
 
