@@ -363,7 +363,8 @@ static void lifetime(where w) {
 /* ---------------------------------------- exhaustion ----------------------------------------- */
 
 static void exhaustion(where w) {
-  rk_runtime *rt = make_runtime(w, 1u << 20, 64u << 10, 4);
+  rk_runtime *rt = make_runtime(w, 1u << 20, 64u << 10, 4), *bad = NULL;
+  rk_runtime_options o = rt_options();
   rk_buffer *b[4], *x = NULL;
   size_t used = 0, size = 0;
   int i;
@@ -393,6 +394,10 @@ static void exhaustion(where w) {
   x = alloc_ok(rt, RK_BUFFER_HOST, 64u << 10);
   RT_OK(rt, rk_buffer_free(x));
   destroy_runtime(w, rt);
+  /* a table beyond 2^24 entries is a bad option */
+  o.max_buffers = (1u << 24) + 1;
+  assert_int_equal(rk_runtime_create(&bad, &o), RK_EINVAL);
+  assert_null(bad);
 }
 
 /* ---------------------------------------- several host threads ------------------------------- */

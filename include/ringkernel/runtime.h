@@ -68,7 +68,8 @@ typedef struct rk_runtime_options {
    *  runtime is created; on the CPU backend at the first buffer of each kind. */
   size_t buffer_device_bytes;
   size_t buffer_host_bytes;
-  uint32_t max_buffers;         /**< buffers allocated at once, at most (0: 1024) */
+  uint32_t max_buffers;         /**< buffers allocated at once, at most (0: 1024; above 2^24:
+                                     rk_runtime_create fails with RK_EINVAL) */
 } rk_runtime_options;
 
 #define RK_RUNTIME_OPTIONS_INIT \

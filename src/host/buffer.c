@@ -32,6 +32,7 @@
 #define RK__DEFAULT_DEVICE_POOL (64u << 20)
 #define RK__DEFAULT_HOST_POOL (16u << 20)
 #define RK__DEFAULT_MAX_BUFFERS 1024u
+#define RK__MAX_BUFFERS (1u << 24) /* rk_runtime_options.max_buffers at most */
 
 enum { POOL_DEVICE = 0, POOL_HOST = 1 };
 
@@ -104,6 +105,10 @@ int rk__buffers_init(rk_runtime *rt) {
   uint32_t i, n = rt->opts.max_buffers ? rt->opts.max_buffers : RK__DEFAULT_MAX_BUFFERS;
   int rc;
   if (B == NULL) return RK_ENOMEM;
+  if (n > RK__MAX_BUFFERS) {
+    free(B);
+    return RK_EINVAL;
+  }
   B->rt = rt;
   B->nslots = n;
   B->slots = (rk_buffer **)rk__calloc(n, sizeof *B->slots);

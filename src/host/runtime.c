@@ -193,7 +193,8 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   if ((rc = rk_clock_create(&rt->clock, rt->node_id, o.max_offset_us)) != RK_OK) goto fail;
   /* the buffer pools and table (CUDA: prepared by rk__cuda_init, before anything is resident) */
   if ((rc = rk__buffers_init(rt)) != RK_OK) {
-    rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: cannot set up the buffer pools: %s", rk_strerror(rc));
+    rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: cannot set up the buffer pools (max_buffers %u): %s",
+            o.max_buffers, rk_strerror(rc));
     goto fail;
   }
 
