@@ -309,7 +309,11 @@ static int pool_ready(rk__buffers *B, pool *P) {
   int rc;
   if (P->ready) return RK_OK;
   if (B->cuda || P->size == 0) return RK_ESTATE;
-  if ((P->host = (uint8_t *)rk__malloc(P->size)) == NULL) return RK_ENOMEM;
+  { /* page-aligned, so every buffer is RK__BUF_ALIGN-aligned in memory, not only in the pool */
+    void *mem = NULL;
+    if (posix_memalign(&mem, 4096, P->size) != 0) return RK_ENOMEM;
+    P->host = (uint8_t *)mem;
+  }
   if ((rc = rk__arena_init(&P->arena, P->size, RK__BUF_ALIGN)) != RK_OK) {
     free(P->host);
     P->host = NULL;
