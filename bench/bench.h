@@ -42,6 +42,7 @@ int rk_bench_rtt(const rk_bench_opts *opts);
 int rk_bench_gpu(const rk_bench_opts *opts);
 int rk_bench_devmodel(const rk_bench_opts *opts);
 int rk_bench_gpuprobe(const rk_bench_opts *opts);
+int rk_bench_bulk(const rk_bench_opts *opts);
 
 /* ---- results ----
  * rk_bench_emit records one figure. With --json it prints {"bench": ..., "impl": ...,
@@ -171,6 +172,17 @@ typedef struct rk_bench_gpu_probe {
   double host_read_ns, host_read_x8_ns, host_read_v2_ns, fence_sys_store_ns, fence_sys_idle_ns, globaltimer_tick_ns;
 } rk_bench_gpu_probe;
 int rk_bench_gpu_probe_raw(int device, rk_bench_gpu_probe *r, char *err, size_t errlen);
+/* The SM count of the device, or -1. */
+int rk_bench_gpu_sms(int device);
+/* The vector_add baselines of `rk-bench bulk` (gpu_baselines.cu): open allocates a, b, c of n
+ * floats on the device and pinned host copies, loads the kernel (call it while no ring kernel is
+ * resident); run times mode 0 (cuda.launch: cudaMemcpy a and b in, a grid-stride launch, cudaMemcpy
+ * c out) or mode 1 (cuda.resident: the launch and its synchronisation only) for `seconds`, checks
+ * c, and gives elements per second in *elems_per_s; close frees. 0 or -1 (err set). */
+typedef struct rk_bench_gpu_vadd rk_bench_gpu_vadd;
+int rk_bench_gpu_vadd_open(int device, uint64_t n, rk_bench_gpu_vadd **out, char *err, size_t errlen);
+int rk_bench_gpu_vadd_run(rk_bench_gpu_vadd *v, int mode, double seconds, double *elems_per_s, char *err, size_t errlen);
+void rk_bench_gpu_vadd_close(rk_bench_gpu_vadd *v);
 
 #ifdef __cplusplus
 }

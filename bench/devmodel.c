@@ -21,6 +21,9 @@
  *       host_store_lines_per_reply 64-byte lines the reply writes cover / replies
  *       msgs_per_batch, acquires_per_msg (ld.acquire.sys: no fence, but an L1 invalidate),
  *       deep_wakes (messages found from the deep idle back-off: a fence each)
+ *   devmodel.vadd_buf.batch1  the built-in vector_add on three device buffers of 4096 floats
+ *                          (rk_call_refs, 128-byte request), default geometry: what a message with
+ *                          buffer references costs the lane (same metrics and targets as batch1)
  *   devmodel.callback      latency_p50_ns: from the lane's publication of a reply (its clock read
  *                          right after the sequence-word stores) to the rk_recv_start callback's
  *                          entry, CUDA backend rules (the device cannot wake the service thread),
@@ -137,6 +140,62 @@ static void batch1(const rk_bench_opts *o, const char *bench, uint32_t payload) 
   rk_kernel_destroy(k);
 out_rt:
   if (rt) dm_runtime_destroy(rt);
+}
+
+/* vector_add on device buffers (ringkernel/buffer.h), one rk_call_refs at a time, the default CUDA
+ * geometry: a message with three references costs the lane what any 128-byte message does (the
+ * buffer table and the buffers are device memory: no PCIe round trip, no system fence). */
+static void vadd_buf(const rk_bench_opts *o) {
+  const char *bench = "devmodel.vadd_buf.batch1";
+  const uint64_t n = 4096;
+  rk_runtime *rt = dm_runtime();
+  rk_kernel *k = NULL;
+  rk_buffer *a = NULL, *b = NULL, *c = NULL;
+  rk_emu_lane_model m;
+  rk_vadd_buf_req req;
+  rk_vadd_buf_reply rep;
+  rk_msg reply;
+  uint32_t i, msgs = o->quick ? 300 : 2000, warm = 50;
+  float *x = (float *)calloc(n, sizeof(float));
+  if (rt == NULL || x == NULL) goto out;
+  if (rk_kernel_launch(rt, &rk_builtin_vector_add, NULL, &k) != RK_OK || rk_kernel_activate(k) != RK_OK ||
+      rk_buffer_alloc(rt, RK_BUFFER_DEVICE, n * 4, &a) || rk_buffer_alloc(rt, RK_BUFFER_DEVICE, n * 4, &b) ||
+      rk_buffer_alloc(rt, RK_BUFFER_DEVICE, n * 4, &c) || rk_buffer_write(a, 0, x, n * 4, NULL, NULL) ||
+      rk_buffer_write(b, 0, x, n * 4, NULL, NULL)) {
+    rk_bench_fail("%s: set-up: %s", bench, rk_runtime_last_error(rt));
+    goto out;
+  }
+  memset(&req, 0, sizeof req);
+  (void)rk_buffer_ref(a, 0, n * 4, RK_BUF_READ, &req.a);
+  (void)rk_buffer_ref(b, 0, n * 4, RK_BUF_READ, &req.b);
+  (void)rk_buffer_ref(c, 0, n * 4, RK_BUF_WRITE, &req.c);
+  req.n = n;
+  for (i = 0; i < warm + msgs; i++) {
+    int rc;
+    if (i == warm) rk_emu_model_reset();
+    rc = rk_call_refs(k, rk_vadd_buf_req_TYPE, &req, sizeof req, 3, &reply, &rep, sizeof rep, DM_TIMEOUT_NS);
+    if (rc != RK_OK || rep.n != n) {
+      rk_bench_fail("%s: call %u: %s", bench, i, rc ? rk_err_name(rc) : "wrong reply");
+      goto out;
+    }
+  }
+  rk_emu_model_read(0, &m);
+  rk_bench_note("   %s: %llu messages, %llu batches, %llu rounds, %llu fences (%u threads, n = %llu)", bench,
+                (unsigned long long)m.msgs, (unsigned long long)m.batches, (unsigned long long)m.rounds,
+                (unsigned long long)m.fences, 32u, (unsigned long long)n);
+  emit_model(bench, &m);
+  verdict(bench, "host_rounds_per_msg", per(m.rounds, m.msgs), 2.0);
+  verdict(bench, "sys_fences_per_batch", per(m.fences, m.batches), 1.0);
+out:
+  if (k) {
+    (void)rk_kernel_terminate(k, DM_TIMEOUT_NS);
+    rk_kernel_destroy(k);
+  }
+  if (a) rk_buffer_free(a);
+  if (b) rk_buffer_free(b);
+  if (c) rk_buffer_free(c);
+  if (rt) dm_runtime_destroy(rt);
+  free(x);
 }
 
 /* The inbox filled while the kernel is not active, then drained: messages stream. */
@@ -308,6 +367,7 @@ int rk_bench_devmodel(const rk_bench_opts *o) {
   if (rk_bench_want(o, "devmodel.echo.batch1", DM_IMPL, NULL)) batch1(o, "devmodel.echo.batch1", DM_PAYLOAD);
   if (rk_bench_want(o, "devmodel.echo.batch1.p128", DM_IMPL, NULL)) batch1(o, "devmodel.echo.batch1.p128", 128);
   if (rk_bench_want(o, "devmodel.echo.batch8", DM_IMPL, NULL)) batch8(o);
+  if (rk_bench_want(o, "devmodel.vadd_buf.batch1", DM_IMPL, NULL)) vadd_buf(o);
   if (rk_bench_want(o, "devmodel.callback", DM_IMPL, NULL)) callback(o);
   rk_bench_table("devmodel");
   return 0;

@@ -24,6 +24,8 @@ static const rk_bench_cmd k_cmds[] = {
     {"gpu", rk_bench_gpu, "CUDA backend round trip vs a launch / a graph per message; 1- and 8-lane echo msgs/s (no device: says so)"},
     {"gpuprobe", rk_bench_gpuprobe,
      "GPU: mapped-memory read round trip, MEMBAR.SYS, %globaltimer tick, echo at 1 vs 32 threads, a first launch while resident"},
+    {"bulk", rk_bench_bulk,
+     "vector_add on buffers, 2^20 and 2^10 floats: ringkernel.cpu vs plain.c; GPU: ringkernel.cuda vs cuda.launch, cuda.resident"},
     {"devmodel", rk_bench_devmodel,
      "the device lane's PCIe round trips, fences and line writes per message, counted on the emulated device; callback latency"},
 };

@@ -17,5 +17,6 @@
 #include "ringkernel/builtins.h"
 #include "ringkernel/runtime.h"
 #include "ringkernel/graph.h"
+#include "ringkernel/buffer.h"
 
 #endif /* RINGKERNEL_H */

@@ -18,6 +18,10 @@ rk_add_test(test_builtins SOURCES test_builtins.c LABELS runtime TIMEOUT 120)
 # threads: its logic is tested on every machine, GPU or not. (#pragma unroll is nvcc's.)
 rk_add_test(test_devemu SOURCES test_devemu.c LABELS runtime STATIC TIMEOUT 120)
 target_link_libraries(test_devemu PRIVATE rk_devemu)
+# Bulk data (issue 17): buffers, references in messages, vector_add on buffers, on the CPU backend
+# and on the emulated device (STATIC + rk_devemu, as test_devemu).
+rk_add_test(test_buffers SOURCES test_buffers.c LABELS runtime STATIC TIMEOUT 300)
+target_link_libraries(test_buffers PRIVATE rk_devemu)
 # Faults, their policies and restarts, and the waits and callbacks around them (issue 11).
 rk_add_test(test_faults SOURCES test_faults.c LABELS runtime TIMEOUT 120)
 # Failure injection: allocations, thread creations and libuv resources failing one by one (STATIC:

@@ -20,8 +20,9 @@ static void test_descriptors(void **state) {
   assert_string_equal(rk_builtin_counter.name, "counter");
   assert_non_null(rk_builtin_echo.handler);
   assert_null(rk_builtin_echo.types); /* untyped */
-  assert_int_equal(rk_builtin_vector_add.n_types, 1);
+  assert_int_equal(rk_builtin_vector_add.n_types, 2);
   assert_int_equal(rk_builtin_vector_add.types[0]->id, rk_vadd_req_TYPE);
+  assert_int_equal(rk_builtin_vector_add.types[1]->id, rk_vadd_buf_req_TYPE); /* buffers (test_buffers) */
   assert_int_equal(rk_builtin_counter.n_types, 1);
   assert_int_equal(rk_builtin_counter.types[0]->id, rk_counter_add_TYPE);
   assert_int_equal(rk_builtin_counter.state_size, sizeof(rk_counter_state));

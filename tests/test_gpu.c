@@ -1,6 +1,6 @@
 /* test_gpu.c — the GPU suite (ctest label `gpu`): the CPU backend's lifecycle, send/recv/call,
  * backpressure, terminate-drains, state-survives and HLC-ordering checks, run on the CUDA
- * backend; an NVRTC-compiled kernel end to end; co-residency refusal.
+ * backend; an NVRTC-compiled kernel end to end; co-residency refusal; buffers (issue 17).
  *
  *   test_gpu            every test, one runtime
  *   test_gpu NAME       only the tests NAME matches (cmocka's pattern: * and ?); no match: exit 2
@@ -528,6 +528,80 @@ static void clock_sync(void **state) {
 
 /* ---------------------------------------- main ----------------------------------------------- */
 
+/* Buffers on the GPU (docs/buffers.md): device and host buffers allocated while a kernel is
+ * resident (no CUDA allocation: pool sub-allocations), copies on the copy stream, vector_add on
+ * 2^20 floats in device memory, a device buffer kept across many messages, and the refusals. */
+static void buffers_on_device(void **state) {
+  const uint64_t n = 1u << 20;
+  rk_kernel *k = launch(&rk_builtin_vector_add, 2, 256, 0, RK_BACKPRESSURE_DEFAULT);
+  rk_buffer *a = NULL, *b = NULL, *c = NULL, *h = NULL;
+  float *x = (float *)malloc(n * 4), *y = (float *)malloc(n * 4);
+  rk_vadd_buf_req req;
+  rk_vadd_buf_reply rep;
+  rk_msg m;
+  uint64_t i;
+  uint32_t j;
+  (void)state;
+  assert_non_null(x);
+  assert_non_null(y);
+  CHECK(rk_kernel_activate(k), RK_OK);
+  /* resident now: everything below must work without a CUDA allocation */
+  CHECK(rk_buffer_alloc(rt, RK_BUFFER_DEVICE, n * 4, &a), RK_OK);
+  CHECK(rk_buffer_alloc(rt, RK_BUFFER_DEVICE, n * 4, &b), RK_OK);
+  CHECK(rk_buffer_alloc(rt, RK_BUFFER_DEVICE, n * 4, &c), RK_OK);
+  CHECK(rk_buffer_alloc(rt, RK_BUFFER_HOST, 4096 * 4, &h), RK_OK);
+  assert_null(rk_buffer_host_ptr(a));
+  assert_non_null(rk_buffer_host_ptr(h));
+  for (i = 0; i < n; i++) {
+    x[i] = (float)(i % 1000);
+    y[i] = (float)(i % 7) - 3.0f;
+  }
+  CHECK(rk_buffer_write(a, 0, x, n * 4, NULL, NULL), RK_OK);
+  CHECK(rk_buffer_write(b, 0, y, n * 4, NULL, NULL), RK_OK);
+  memset(&req, 0, sizeof req);
+  CHECK(rk_buffer_ref(a, 0, n * 4, RK_BUF_READ, &req.a), RK_OK);
+  CHECK(rk_buffer_ref(b, 0, n * 4, RK_BUF_READ, &req.b), RK_OK);
+  CHECK(rk_buffer_ref(c, 0, n * 4, RK_BUF_WRITE, &req.c), RK_OK);
+  req.n = n;
+  CHECK(rk_call_refs(k, rk_vadd_buf_req_TYPE, &req, sizeof req, 3, &m, &rep, sizeof rep, T_NS), RK_OK);
+  assert_int_equal(rep.n, n);
+  memset(y, 0, n * 4);
+  CHECK(rk_buffer_read(c, 0, y, n * 4, NULL, NULL), RK_OK);
+  for (i = 0; i < n; i++)
+    if (y[i] != (float)(i % 1000) + (float)(i % 7) - 3.0f) fail_msg("c[%llu] = %g", (unsigned long long)i, (double)y[i]);
+  /* into a mapped host buffer: the result is readable in place */
+  CHECK(rk_buffer_ref(h, 0, 4096 * 4, RK_BUF_WRITE, &req.c), RK_OK);
+  req.n = 4096;
+  CHECK(rk_call_refs(k, rk_vadd_buf_req_TYPE, &req, sizeof req, 3, &m, &rep, sizeof rep, T_NS), RK_OK);
+  for (i = 0; i < 4096; i++) assert_true(((const float *)rk_buffer_host_ptr(h))[i] == (float)(i % 1000) + (float)(i % 7) - 3.0f);
+  /* c += a, 1000 times, the data never leaving the device */
+  memset(y, 0, n * 4);
+  CHECK(rk_buffer_write(c, 0, y, 4096 * 4, NULL, NULL), RK_OK);
+  CHECK(rk_buffer_ref(a, 0, 4096 * 4, RK_BUF_READ, &req.a), RK_OK);
+  CHECK(rk_buffer_ref(c, 0, 4096 * 4, RK_BUF_READ, &req.b), RK_OK);
+  CHECK(rk_buffer_ref(c, 0, 4096 * 4, RK_BUF_WRITE, &req.c), RK_OK);
+  for (j = 0; j < 1000; j++) CHECK(rk_call_refs(k, rk_vadd_buf_req_TYPE, &req, sizeof req, 3, &m, &rep, sizeof rep, T_NS), RK_OK);
+  CHECK(rk_buffer_read(c, 0, y, 4096 * 4, NULL, NULL), RK_OK);
+  for (i = 0; i < 4096; i++) assert_true(y[i] == (float)(i % 1000) * 1000.0f);
+  /* refusals: out of range (error reply), undeclared, freed */
+  req.c.length = (uint64_t)n * 8;
+  assert_int_equal(rk_call_refs(k, rk_vadd_buf_req_TYPE, &req, sizeof req, 3, &m, &rep, sizeof rep, T_NS), RK_EHANDLER);
+  assert_int_equal(m.status, RK_EMSGSIZE);
+  CHECK(rk_buffer_ref(c, 0, 4096 * 4, RK_BUF_WRITE, &req.c), RK_OK);
+  assert_int_equal(rk_call_typed(k, rk_vadd_buf_req, &req, &m, &rep, sizeof rep, T_NS), RK_EHANDLER);
+  assert_int_equal(m.status, RK_EINVAL);
+  CHECK(rk_buffer_free(b), RK_OK);
+  b = NULL;
+  CHECK(rk_buffer_free(h), RK_OK);
+  h = NULL;
+  CHECK(rk_kernel_terminate(k, T_NS), RK_OK);
+  done(k);
+  CHECK(rk_buffer_free(a), RK_OK);
+  CHECK(rk_buffer_free(c), RK_OK);
+  free(x);
+  free(y);
+}
+
 /* cmocka's test-filter pattern: '*' any run, '?' any one character, nothing else special. */
 static int pattern_matches(const char *p, const char *s) {
   if (*p == 0) return *s == 0;
@@ -556,6 +630,7 @@ int main(int argc, char **argv) {
       T(first_launch_while_resident),
       T(local_memory_refused),
       T(callbacks_on_device),
+      T(buffers_on_device),
   };
   const size_t n_tests = sizeof tests / sizeof tests[0];
 

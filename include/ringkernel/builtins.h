@@ -3,6 +3,7 @@
 #ifndef RINGKERNEL_BUILTINS_H
 #define RINGKERNEL_BUILTINS_H
 
+#include "ringkernel/buffer.h"
 #include "ringkernel/common.h"
 #include "ringkernel/message.h"
 
@@ -27,6 +28,25 @@ typedef struct rk_vadd_reply {
   float c[RK_VADD_MAX];
 } rk_vadd_reply;
 RK_MESSAGE(rk_vadd_reply, 101);
+
+/** vector_add on buffers: c[i] = a[i] + b[i] for i < n (floats), in place in the buffers, n of any
+ *  size the buffers hold. The references come first (send with rk_call_refs(k, ..., 3, ...)): a and
+ *  b need RK_BUF_READ, c RK_BUF_WRITE, each at least n * 4 bytes long (else RK_EMSGSIZE). The
+ *  lane's threads (a block on the GPU) stride over the arrays; the reply comes when c is complete. */
+typedef struct rk_vadd_buf_req {
+  rk_buf_ref a, b, c;
+  uint64_t n;
+} rk_vadd_buf_req;
+RK_MESSAGE(rk_vadd_buf_req, 102);
+
+/** vector_add on buffers, reply: the elements computed, the lane, the kernel-clock stamp. */
+typedef struct rk_vadd_buf_reply {
+  uint64_t n;
+  uint64_t stamp;
+  uint32_t lane;
+  uint32_t reserved;
+} rk_vadd_buf_reply;
+RK_MESSAGE(rk_vadd_buf_reply, 103);
 
 /** counter: add delta to the running total of the kernel's state. */
 typedef struct rk_counter_add {

@@ -63,10 +63,17 @@ typedef struct rk_runtime_options {
    *  against CLOCK_REALTIME; on the CPU backend a check of the exchange). 0: 1 s; UINT64_MAX:
    *  only at launch. Checked on the watchdog timer, so never more often than watchdog_interval_ns. */
   uint64_t clock_sync_interval_ns;
+  /** Buffer pools (ringkernel/buffer.h), prepared with the runtime: bytes of device memory (0:
+   *  64 MiB) and of pinned, mapped host memory (0: 16 MiB). On CUDA both are allocated when the
+   *  runtime is created; on the CPU backend at the first buffer of each kind. */
+  size_t buffer_device_bytes;
+  size_t buffer_host_bytes;
+  uint32_t max_buffers;         /**< buffers allocated at once, at most (0: 1024; above 2^24:
+                                     rk_runtime_create fails with RK_EINVAL) */
 } rk_runtime_options;
 
 #define RK_RUNTIME_OPTIONS_INIT \
-  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0 }
+  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0 }
 
 /** What a full inbox does to a sender. */
 typedef enum rk_backpressure {

@@ -11,6 +11,17 @@
 #include "ringkernel/control.h"
 #include "ringkernel/ring.h"
 
+/* One entry of the runtime's buffer table (ringkernel/buffer.h) as the lanes read it: device memory
+ * on CUDA (written by the runtime's copy stream before the buffer's handle is returned), host
+ * memory on the CPU backend and the emulated device. 64-bit words only: the lanes read them with
+ * relaxed device-scope loads (L2 on a GPU, never a stale L1 line). */
+typedef struct rk_dev_buffer {
+  uint64_t addr;     /* the lanes' address of the buffer's first byte */
+  uint64_t size;     /* bytes */
+  uint64_t gen;      /* the slot's generation << 1, | 1 while the buffer is allocated */
+  uint64_t reserved;
+} rk_dev_buffer;
+
 typedef struct rk_dev_params {
   rk_control *ctl;          /* mapped: host line, lane command lines, lane status lines */
   uint8_t *inbox_base;      /* mapped: lane i's MPSC inbox at inbox_base + i * inbox_stride */
@@ -26,10 +37,11 @@ typedef struct rk_dev_params {
   uint32_t slot_size;
   uint32_t batch;           /* slots copied to shared memory per inbox access */
   uint32_t scratch_size;    /* bytes of lane scratch after the batch in dynamic shared memory */
-  uint32_t reserved;
+  uint32_t nbuffers;        /* entries of the buffer table */
+  rk_dev_buffer *buffers;   /* the runtime's buffer table (see rk_dev_buffer) */
 } rk_dev_params;
 
-RK_STATIC_ASSERT(sizeof(rk_dev_params) == 96, "rk_dev_params layout");
+RK_STATIC_ASSERT(sizeof(rk_dev_params) == 104, "rk_dev_params layout");
 
 /* Most threads a lane (a block) may have: kernel.c refuses more; the entry points are compiled for
  * it (__launch_bounds__ in persistent.cuh). */

@@ -38,6 +38,7 @@
 #define RK_DEVICE_PERSISTENT_CUH
 
 #include "ringkernel/atomic.h"
+#include "ringkernel/buffer.h"
 #include "ringkernel/control.h"
 #include "ringkernel/envelope.h"
 #include "ringkernel/hlc.h"
@@ -764,6 +765,34 @@ static __device__ int rk_forward_key(rk_ctx *ctx, uint32_t route, uint64_t key, 
 static __device__ int rk_publish(rk_ctx *ctx, uint32_t topic, uint32_t type, const void *payload, uint32_t len) {
   (void)ctx, (void)topic, (void)type, (void)payload, (void)len;
   return RK_ENOTSUP;
+}
+
+/* Buffers (ringkernel/buffer.h): the reference's entry in the buffer table, which is device memory
+ * on a GPU (three relaxed device-scope loads, in flight together: L2, never PCIe), then the checks
+ * the CPU backend makes (src/host/buffer.c, rk_buffer_get). Any thread, not a collective. */
+static __device__ int rk_buffer_get(rk_ctx *ctx, const rk_buf_ref *ref, uint32_t want, void **ptr) {
+  const rk_dev_params *p = ctx->p;
+  const rk_dev_buffer *e;
+  uint64_t addr, size, gen;
+  if (ptr == 0) return RK_EINVAL;
+  *ptr = 0;
+  if (ref == 0) return RK_EINVAL;
+  if (ref->buffer >= p->nbuffers || p->buffers == 0) return RK_ENOENT;
+  e = p->buffers + ref->buffer;
+  gen = rk_load_relaxed_dev_u64(&e->gen);
+  addr = rk_load_relaxed_dev_u64(&e->addr);
+  size = rk_load_relaxed_dev_u64(&e->size);
+  if (gen != ((RK_CAST(uint64_t, ref->gen) << 1) | 1u)) return RK_ENOENT;
+  if (ref->msg != ctx->L->cur.env.msg_id) return RK_EINVAL; /* declared by another message */
+  if (want == 0 || (want & ~ref->access) != 0 || (ref->access & ~RK_BUF_RW) != 0) return RK_EINVAL;
+  if (ref->offset > size || ref->length > size - ref->offset) return RK_EMSGSIZE;
+  *ptr = RK_CAST(void *, RK_CAST(uintptr_t, addr + ref->offset));
+  return RK_OK;
+}
+static __device__ void *rk_buffer_ptr(rk_ctx *ctx, const rk_buf_ref *ref, uint32_t want) {
+  void *q = 0;
+  (void)rk_buffer_get(ctx, ref, want, &q);
+  return q;
 }
 
 /* Collective. The staging area is full only for a second reply of a message (room for the first

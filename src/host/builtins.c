@@ -3,7 +3,7 @@
 #include "device/builtins.h"
 #include "host/internal.h"
 
-static const rk_msg_type *const vadd_types[] = {&rk_vadd_req_msgtype};
+static const rk_msg_type *const vadd_types[] = {&rk_vadd_req_msgtype, &rk_vadd_buf_req_msgtype};
 static const rk_msg_type *const counter_types[] = {&rk_counter_add_msgtype};
 
 /* CPU handler and CUDA entry point (src/device/builtins.cu) from the same dialect source. */
@@ -15,6 +15,6 @@ static const rk_msg_type *const counter_types[] = {&rk_counter_add_msgtype};
 
 const rk_kernel_desc rk_builtin_echo = RK__DESC("echo", rk_echo_handler, "rk_ring_kernel_echo", 0, NULL, 0, 0);
 const rk_kernel_desc rk_builtin_vector_add =
-    RK__DESC("vector_add", rk_vector_add_handler, "rk_ring_kernel_vector_add", 0, vadd_types, 1, 0);
+    RK__DESC("vector_add", rk_vector_add_handler, "rk_ring_kernel_vector_add", 0, vadd_types, 2, 0);
 const rk_kernel_desc rk_builtin_counter = RK__DESC("counter", rk_counter_handler, "rk_ring_kernel_counter",
                                                    sizeof(rk_counter_state), counter_types, 1, 1);

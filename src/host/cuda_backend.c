@@ -175,6 +175,11 @@ typedef struct rk_cuda {
   int sticky; /* cudaError_t of a sticky fault, 0 if none */
   size_t stack_bytes; /* the context's per-thread stack limit, set while preparing */
   rk_runtime *rt;
+  /* buffers (buffer.c): pools and table, allocated with the arenas; the copy stream */
+  uint8_t *buf_dev, *buf_host, *buf_host_dev;
+  size_t buf_dev_bytes, buf_host_bytes;
+  rk_dev_buffer *buf_table_dev, *buf_table_mirror;
+  cudaStream_t copy_stream;
 } rk_cuda;
 
 static int cuda_fail(rk_runtime *rt, cudaError_t e, const char *what) {
@@ -719,6 +724,14 @@ typedef struct init_args {
  * resident kernels. */
 static void release_device(rk_cuda *c) {
   int i;
+  if (c->copy_stream) cudaStreamDestroy(c->copy_stream);
+  if (c->buf_dev) cudaFree(c->buf_dev);
+  if (c->buf_table_dev) cudaFree(c->buf_table_dev);
+  if (c->buf_host) cudaFreeHost(c->buf_host);
+  if (c->buf_table_mirror) cudaFreeHost(c->buf_table_mirror);
+  c->copy_stream = NULL;
+  c->buf_dev = c->buf_host = c->buf_host_dev = NULL;
+  c->buf_table_dev = c->buf_table_mirror = NULL;
   for (i = 0; i < c->n_entries; i++) free(c->entries[i].entry);
   c->n_entries = 0;
   for (i = 0; i < c->n_libs; i++) cudaLibraryUnload(c->libs[i].lib);
@@ -820,6 +833,29 @@ static int init_job(rk_cuda *c, void *arg) {
     goto out;
   }
   c->arenas_ready = 1;
+  /* The buffer pools and table (buffer.c), and the copy stream: buffers are sub-allocated from these
+   * later, with no CUDA call; copies are enqueued on the stream, which never waits for a ring
+   * kernel (non-blocking, and nothing else is enqueued on it). */
+  {
+    const rk_runtime_options *o = &c->rt->opts;
+    size_t nb = o->max_buffers ? o->max_buffers : 1024u;
+    c->buf_dev_bytes = o->buffer_device_bytes ? o->buffer_device_bytes : (64u << 20);
+    c->buf_host_bytes = o->buffer_host_bytes ? o->buffer_host_bytes : (16u << 20);
+    if ((e = cudaMalloc((void **)&c->buf_dev, c->buf_dev_bytes)) != cudaSuccess ||
+        (e = cudaHostAlloc((void **)&c->buf_host, c->buf_host_bytes, cudaHostAllocMapped | cudaHostAllocPortable)) != cudaSuccess ||
+        (e = cudaHostGetDevicePointer((void **)&c->buf_host_dev, c->buf_host, 0)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->buf_table_dev, nb * sizeof(rk_dev_buffer))) != cudaSuccess ||
+        (e = cudaMemset(c->buf_table_dev, 0, nb * sizeof(rk_dev_buffer))) != cudaSuccess ||
+        (e = cudaHostAlloc((void **)&c->buf_table_mirror, nb * sizeof(rk_dev_buffer), cudaHostAllocPortable)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaDeviceSynchronize()) != cudaSuccess) {
+      snprintf(a->reason, a->len, "allocating the buffer pools (%zu + %zu bytes, runtime options buffer_device_bytes "
+               "and buffer_host_bytes): %s", c->buf_dev_bytes, c->buf_host_bytes, cudaGetErrorString(e));
+      rc = RK_ENOMEM;
+      goto out;
+    }
+    memset(c->buf_table_mirror, 0, nb * sizeof(rk_dev_buffer));
+  }
   for (i = 0; i < RK_CUDA_STREAMS; i++)
     if ((e = cudaStreamCreateWithFlags(&c->streams[i], cudaStreamNonBlocking)) != cudaSuccess) {
       snprintf(a->reason, a->len, "cudaStreamCreateWithFlags: %s", cudaGetErrorString(e));
@@ -944,6 +980,56 @@ int rk__cuda_init(rk_runtime *rt, char *reason, size_t len) {
   return RK_OK;
 }
 
+int rk__cuda_buffer_pools(rk_runtime *rt, rk__cuda_buffer_mem *out) {
+  rk_cuda *c = (rk_cuda *)rt->backend_data;
+  if (c == NULL || c->buf_dev == NULL) return RK_ENOMEM;
+  out->dev_pool = c->buf_dev;
+  out->dev_bytes = c->buf_dev_bytes;
+  out->host_pool = c->buf_host;
+  out->host_pool_dev = c->buf_host_dev;
+  out->host_bytes = c->buf_host_bytes;
+  out->table_dev = c->buf_table_dev;
+  out->table_mirror = c->buf_table_mirror;
+  return RK_OK;
+}
+
+typedef struct copy_done_arg {
+  void (*done)(void *arg, int status);
+  void *arg;
+} copy_done_arg;
+
+/* The CUDA runtime's callback thread: no CUDA call may be made here. */
+static void CUDART_CB copy_host_fn(void *p) {
+  copy_done_arg a = *(copy_done_arg *)p;
+  free(p);
+  a.done(a.arg, RK_OK);
+}
+
+int rk__cuda_copy(rk_runtime *rt, void *dst, const void *src, size_t n, void (*done)(void *arg, int status), void *arg) {
+  rk_cuda *c = (rk_cuda *)rt->backend_data;
+  copy_done_arg *d = NULL;
+  cudaError_t e;
+  if (c == NULL || c->copy_stream == NULL) return rk__fail(rt, RK_ESTATE, "buffer copy: no copy stream");
+  if (done && (d = (copy_done_arg *)malloc(sizeof *d)) == NULL) return rk__fail(rt, RK_ENOMEM, "buffer copy: out of memory");
+  /* this thread's current device (the runtime API's per-thread state): no synchronisation */
+  if ((e = cudaSetDevice(c->device)) != cudaSuccess ||
+      (e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, c->copy_stream)) != cudaSuccess) {
+    free(d);
+    return cuda_fail(rt, e, "buffer copy (cudaMemcpyAsync on the copy stream)");
+  }
+  if (d == NULL) return RK_OK;
+  d->done = done;
+  d->arg = arg;
+  if ((e = cudaLaunchHostFunc(c->copy_stream, copy_host_fn, d)) != cudaSuccess) {
+    /* the copy is enqueued but its completion cannot be reported: wait for it here */
+    free(d);
+    (void)cudaStreamSynchronize(c->copy_stream);
+    done(arg, RK_OK);
+    return RK_OK;
+  }
+  return RK_OK;
+}
+
 /* Shutdown could not free everything: the CUDA thread becomes the reaper (it alone touches c
  * from now on; rt is about to be freed). */
 static int reap_job(rk_cuda *c, void *arg) {
@@ -985,5 +1071,18 @@ int rk__cuda_init(rk_runtime *rt, char *reason, size_t len) {
   return RK_ENODEV;
 }
 void rk__cuda_shutdown(rk_runtime *rt) { (void)rt; }
+int rk__cuda_buffer_pools(rk_runtime *rt, rk__cuda_buffer_mem *out) {
+  (void)rt;
+  (void)out;
+  return RK_ENODEV;
+}
+int rk__cuda_copy(rk_runtime *rt, void *dst, const void *src, size_t n, void (*done)(void *arg, int status), void *arg) {
+  (void)dst;
+  (void)src;
+  (void)n;
+  (void)done;
+  (void)arg;
+  return rk__fail(rt, RK_ENODEV, "built without CUDA");
+}
 
 #endif

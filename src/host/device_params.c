@@ -40,4 +40,5 @@ void rk__dev_params_fill(const rk_kernel *k, rk_dev_params *p, void *(*dev)(void
   p->slot_size = k->slot_size;
   p->batch = batch;
   p->scratch_size = (uint32_t)k->desc.scratch_size;
+  p->buffers = rk__buffers_table(k->rt, &p->nbuffers); /* the lanes' address of the buffer table */
 }

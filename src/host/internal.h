@@ -274,6 +274,10 @@ struct rk_kernel {
   uv_mutex_t clock_lock;     /* the statistics below, read together by rk_kernel_stats */
   int64_t clock_offset;
   uint64_t clock_window, clock_syncs, clock_misses;
+
+  /* messages with buffer references in flight (buffer.c; atomics): the drain looks their pins up
+   * only when some are */
+  volatile uint32_t buf_pins;
 };
 
 struct rk_runtime {
@@ -316,6 +320,8 @@ struct rk_runtime {
   /* the poller that wakes the loop for device replies with callbacks (devpoll.c); set under lock
    * before the first such callback is started, freed by rk_runtime_destroy */
   struct rk__devpoll *devpoll;
+  /* buffers (buffer.c): pools, table, pins; set at creation, freed with the runtime's memory */
+  struct rk__buffers *buffers;
 };
 
 /* diag.c: library locks (every lock of the runtime and its kernels): a log line produced while the
@@ -438,6 +444,43 @@ int rk__nvrtc_available(char *why, size_t len);
 int rk__nvrtc_compile(const char *source, const char *handler, const char *entry, const char *arch, int cubin,
                       const char **image, size_t *image_len, char *log, size_t log_len);
 uint64_t rk__nvrtc_compile_count(void);
+
+/* buffer.c: the runtime's buffers (ringkernel/buffer.h). init: with the runtime, after the backend
+ * (CUDA: the pools rk__cuda_buffer_pools prepared); shutdown: rk_runtime_destroy, after the kernels
+ * and the loop (waits for copies in flight); free: with the runtime's memory. service: the loop
+ * thread delivers copy completions. table: what the lanes read (rk_dev_params.buffers).
+ * replied: a reply to message id of k was taken (releases its pins; under k->reply_lock).
+ * kernel_free: k is being freed (its messages' pins go, unless its lanes' exit is unconfirmed). */
+typedef struct rk__buffers rk__buffers;
+struct rk_dev_buffer;
+int rk__buffers_init(rk_runtime *rt);
+void rk__buffers_shutdown(rk_runtime *rt);
+void rk__buffers_free(rk_runtime *rt);
+void rk__buffers_service(rk_runtime *rt);
+struct rk_dev_buffer *rk__buffers_table(rk_runtime *rt, uint32_t *n);
+void rk__buffers_replied(rk_kernel *k, uint64_t id);
+void rk__buffers_kernel_free(rk_kernel *k);
+/* cuda_backend.c: the buffer pools and table init_job prepared (addresses of the device, of the
+ * pinned host pool and its device view, of the table and its pinned mirror). RK_ENOMEM when they
+ * could not be allocated. */
+typedef struct rk__cuda_buffer_mem {
+  uint8_t *dev_pool;
+  size_t dev_bytes;
+  uint8_t *host_pool, *host_pool_dev;
+  size_t host_bytes;
+  struct rk_dev_buffer *table_dev, *table_mirror;
+} rk__cuda_buffer_mem;
+int rk__cuda_buffer_pools(rk_runtime *rt, rk__cuda_buffer_mem *out);
+/* cuda_backend.c: cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault) on the runtime's copy stream,
+ * then done(arg, status) from the CUDA runtime's callback thread once it completed (done may be
+ * NULL). Any thread; allowed while ring kernels are resident (no allocation, no synchronisation).
+ * RK_ECUDA (reason recorded) when it could not be issued: done is then never called. */
+int rk__cuda_copy(rk_runtime *rt, void *dst, const void *src, size_t n, void (*done)(void *arg, int status), void *arg);
+/* messaging.c: a send, and a call, with an id the caller chose (rk__msg_id; | RK__CALL_BIT for a
+ * call): buffer.c stamps it into the message's references first. *sent: the request was published. */
+int rk__send_id(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t id);
+int rk__call_id(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply, void *buf,
+                uint32_t buf_len, int64_t timeout_ns, uint64_t id, int *sent);
 
 /* cpu_backend.c */
 uint32_t rk__payload_max(const rk_kernel *k);

@@ -199,6 +199,7 @@ void rk__kernel_free(rk_kernel *k) {
   uint32_t i;
   if (k == NULL) return;
   rk__k2k_free(k); /* its K2K inboxes (graph.c): no sender is left (rk_graph_destroy) */
+  rk__buffers_kernel_free(k); /* its messages' buffer pins (buffer.c) */
   if (k->lane) {
     for (i = 0; i < k->lanes; i++) {
       free(k->lane[i].threads);

@@ -236,6 +236,15 @@ static int send_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   return rc;
 }
 
+int rk__send_id(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t id) {
+  int rc;
+  if ((rc = check_send(k, type, payload, len, flags)) != RK_OK) {
+    if (rc != RK_ECLOSED && rc != RK_ESTATE) add(&k->send_invalid, 1);
+    return rc;
+  }
+  return send_on(k, &k->lane[lane_for(k, 0, 0)], type, payload, len, flags, id, UINT64_MAX);
+}
+
 int rk_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t *msg_id) {
   return send_common(k, 0, 0, type, payload, len, flags, msg_id);
 }
@@ -463,6 +472,9 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         }
         notice = 1;
       }
+      /* Its message's buffer pins, if any (buffer.c). Relaxed: the pins were counted before the
+       * request was published, and this reply was taken after the lane took that request. */
+      if (__atomic_load_n(&k->buf_pins, __ATOMIC_RELAXED)) rk__buffers_replied(k, e->correlation_id);
       for (pw = &k->waiters; (w = *pw) != NULL; pw = &w->next)
         if (w->id == e->correlation_id) break;
       if (w && w->lane != l->index) {
@@ -682,8 +694,9 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
   }
 }
 
+/* id: 0 takes a fresh one; *sent (may be NULL): set to 1 once the request is published */
 static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, const void *req, uint32_t req_len,
-                       rk_msg *reply, void *buf, uint32_t buf_len, int64_t timeout_ns) {
+                       rk_msg *reply, void *buf, uint32_t buf_len, int64_t timeout_ns, uint64_t id, int *sent) {
   rk_waiter w, **pw;
   rk__lane *l;
   uint64_t deadline, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
@@ -700,7 +713,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
     return rc;
   }
   memset(&w, 0, sizeof w);
-  w.id = rk__msg_id(k->rt) | RK__CALL_BIT;
+  w.id = id ? id : rk__msg_id(k->rt) | RK__CALL_BIT;
   w.out = reply;
   w.buf = buf;
   w.buf_len = buf_len;
@@ -715,6 +728,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   /* One deadline for the whole call: a wait for inbox room spends it too. */
   deadline = timeout_ns < 0 ? UINT64_MAX : add_sat(w.sent_ns, (uint64_t)timeout_ns);
   rc = send_on(k, l, type, req, req_len, 0, w.id, deadline);
+  if (rc == RK_OK && sent) *sent = 1;
   if (rc == RK_OK) {
     int first = 1; /* the first pass follows the send at once: no clock read for the timeout yet */
     for (;;) {
@@ -810,14 +824,19 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   return rc;
 }
 
+int rk__call_id(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply, void *buf,
+                uint32_t buf_len, int64_t timeout_ns, uint64_t id, int *sent) {
+  return call_common(k, 0, 0, type, req, req_len, reply, buf, buf_len, timeout_ns, id, sent);
+}
+
 int rk_call(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply, void *buf,
             uint32_t buf_len, int64_t timeout_ns) {
-  return call_common(k, 0, 0, type, req, req_len, reply, buf, buf_len, timeout_ns);
+  return call_common(k, 0, 0, type, req, req_len, reply, buf, buf_len, timeout_ns, 0, NULL);
 }
 
 int rk_call_key(rk_kernel *k, uint64_t key, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply,
                 void *buf, uint32_t buf_len, int64_t timeout_ns) {
-  return call_common(k, 1, key, type, req, req_len, reply, buf, buf_len, timeout_ns);
+  return call_common(k, 1, key, type, req, req_len, reply, buf, buf_len, timeout_ns, 0, NULL);
 }
 
 /* ---------------------------------------- callbacks ------------------------------------------ */

@@ -108,6 +108,7 @@ static void on_async(uv_async_t *a) {
     return;
   }
   for_each_kernel(rt, rk__dispatch_callbacks);
+  rk__buffers_service(rt); /* buffer copies' completions (buffer.c) */
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -119,6 +120,7 @@ static void on_timer(uv_timer_t *t) {
   for_each_kernel(rt, rk__kernel_fault_service); /* recoveries and automatic restarts when due */
   for_each_kernel(rt, rk__clock_sync); /* due exchanges only: a few microseconds each */
   for_each_kernel(rt, rk__dispatch_callbacks); /* anything a coalesced wake-up left behind */
+  rk__buffers_service(rt);
 }
 
 static void service_main(void *arg) {
@@ -189,6 +191,12 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   }
   rt->node_id = o.node_id ? o.node_id : (uint32_t)(((uint32_t)getpid() << 16) ^ (uint32_t)rk_realtime_us()) | 0x80000000u;
   if ((rc = rk_clock_create(&rt->clock, rt->node_id, o.max_offset_us)) != RK_OK) goto fail;
+  /* the buffer pools and table (CUDA: prepared by rk__cuda_init, before anything is resident) */
+  if ((rc = rk__buffers_init(rt)) != RK_OK) {
+    rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: cannot set up the buffer pools (max_buffers %u): %s",
+            o.max_buffers, rk_strerror(rc));
+    goto fail;
+  }
 
   rt->handles = (struct rk__handles *)rk__calloc(1, sizeof *rt->handles);
   if (rt->handles == NULL) {
@@ -248,6 +256,7 @@ void rk__runtime_release(rk_runtime *rt) {
   /* acq_rel: the last one to drop sees every other holder's writes before it frees */
   if (__atomic_sub_fetch(&rt->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
   rk__devpoll_free(rt);
+  rk__buffers_free(rt);
   rk_clock_destroy(rt->clock);
   uv_cond_destroy(&rt->log_cond);
   uv_mutex_destroy(&rt->log_lock);
@@ -279,6 +288,8 @@ void rk_runtime_destroy(rk_runtime *rt) {
     rt->handles->rt = NULL;
     close_handles(rt->handles);
   }
+  /* Copies still in flight finish before their memory goes (their callbacks are not called). */
+  rk__buffers_shutdown(rt);
   if (rt->backend == RK_BACKEND_CUDA) rk__cuda_shutdown(rt);
   /* Lanes that were abandoned (a handler that never returned) keep rt until they leave: they may
    * still try to log, and must not reach the application once it is told the runtime is gone. */

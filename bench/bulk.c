@@ -1,0 +1,366 @@
+/* bulk.c — `rk-bench bulk`: vector_add on buffers (ringkernel/buffer.h) against the same loop
+ * without a ring kernel.
+ *
+ *   bulk.vector_add        elems_per_s   n = 2^20 floats, c = a + b, the data already in place:
+ *     ringkernel.cpu        rk_call_refs of the built-in vector_add (rk_vadd_buf_req) on the CPU
+ *                           backend, one lane of one thread, a, b, c RK_BUFFER_DEVICE buffers
+ *                           (host memory on the CPU backend), written once before the clock starts
+ *     plain.c               the same loop (the handler's: unit stride) in the calling thread, on
+ *                           arrays of the same alignment, one call per iteration
+ *     ringkernel.cuda       (GPU) the data in device buffers; one rk_send_refs per lane, each lane
+ *                           (a block of 1024 threads) striding over its share, the replies taken
+ *                           with rk_recv: the round is done when every lane answered
+ *     cuda.launch           (GPU) cudaMemcpy of a and b in, a grid-stride kernel launch, cudaMemcpy
+ *                           of c out, per iteration
+ *     cuda.resident         (GPU) the data already on the device: only the launch and its
+ *                           synchronisation
+ *   bulk.vector_add.n1024  elems_per_s   the same with n = 2^10 (a launch's fixed cost dominates;
+ *                           one lane for ringkernel.cuda)
+ *
+ * Interleaving: --trials rounds, each running every CPU impl once in an order rotated by the round
+ * (each for --seconds / --trials), the median of the rounds reported; c is checked after every
+ * impl's run. Targets (rk_bench_ratio): ringkernel.cpu >= 0.8x plain.c; on a GPU, ringkernel.cuda
+ * >= 1x cuda.resident at 2^20 and >= 2x at 2^10 ("verdict:" lines, as rk-bench gpu's). Without a
+ * usable GPU the GPU part says so and emits bulk.gpu/none/device_available = 0 (RK_REQUIRE_GPU=1
+ * makes that a failure). The GPU baselines allocate before any ring kernel is resident and run
+ * only while none is (ARCHITECTURE §8), as in gpu.c. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "ringkernel.h"
+
+#define BULK_N (1u << 20)
+#define BULK_SMALL (1u << 10)
+#define BULK_TIMEOUT_NS 10000000000ll
+#define BULK_MAX_TRIALS 100
+#define TARGET_CPU 0.8
+#define TARGET_GPU_LARGE 1.0
+#define TARGET_GPU_SMALL 2.0
+
+static float in_a(uint64_t i) { return (float)(i & 1023) * 0.25f; }
+static float in_b(uint64_t i) { return (float)(i % 613) - 7.0f; }
+
+static int check_c(const float *c, uint64_t n, const char *impl) {
+  uint64_t i;
+  for (i = 0; i < n; i++)
+    if (c[i] != in_a(i) + in_b(i)) {
+      rk_bench_fail("bulk.vector_add %s: c[%llu] = %g, want %g", impl, (unsigned long long)i, (double)c[i],
+                    (double)(in_a(i) + in_b(i)));
+      return -1;
+    }
+  return 0;
+}
+
+/* The handler's loop (src/device/builtins.h, one thread: unit stride), out of line so that every
+ * call does the whole work. */
+__attribute__((noinline)) static void plain_vadd(const float *a, const float *b, float *c, uint64_t n) {
+  uint64_t i;
+  for (i = 0; i < n; i++) c[i] = a[i] + b[i];
+  RK_BENCH_KEEP(c);
+}
+
+/* ---------------------------------------- the CPU impls -------------------------------------- */
+
+typedef struct cpu_side {
+  rk_runtime *rt;
+  rk_kernel *k;
+  rk_buffer *a, *b, *c;
+  rk_vadd_buf_req req;
+  float *pa, *pb, *pc; /* plain.c's arrays */
+  float *check;
+  uint64_t n;
+} cpu_side;
+
+static int ring_once(cpu_side *s) {
+  rk_vadd_buf_reply rep;
+  rk_msg m;
+  int rc = rk_call_refs(s->k, rk_vadd_buf_req_TYPE, &s->req, sizeof s->req, 3, &m, &rep, sizeof rep, BULK_TIMEOUT_NS);
+  if (rc != RK_OK) {
+    rk_bench_fail("bulk.vector_add ringkernel.cpu: rk_call_refs: %s (%s)", rk_err_name(rc), rk_runtime_last_error(s->rt));
+    return -1;
+  }
+  if (rep.n != s->n) {
+    rk_bench_fail("bulk.vector_add ringkernel.cpu: the reply says n = %llu", (unsigned long long)rep.n);
+    return -1;
+  }
+  return 0;
+}
+
+/* Run impl (0 ring, 1 plain) for about `seconds`; elements per second, or -1. */
+static double cpu_run(cpu_side *s, int impl, double seconds) {
+  uint64_t t0 = rk_bench_now_ns(), t, iters = 0;
+  do {
+    if (impl == 0) {
+      if (ring_once(s) != 0) return -1;
+    } else {
+      plain_vadd(s->pa, s->pb, s->pc, s->n);
+    }
+    iters++;
+    t = rk_bench_now_ns();
+  } while ((double)(t - t0) < seconds * 1e9);
+  /* validated after the clock stopped */
+  if (impl == 0) {
+    memset(s->check, 0, s->n * 4);
+    if (rk_buffer_read(s->c, 0, s->check, s->n * 4, NULL, NULL) != RK_OK || check_c(s->check, s->n, "ringkernel.cpu"))
+      return -1;
+  } else if (check_c(s->pc, s->n, "plain.c")) {
+    return -1;
+  }
+  return (double)iters * (double)s->n / ((double)(t - t0) / 1e9);
+}
+
+static int cpu_setup(cpu_side *s, uint64_t n) {
+  rk_runtime_options ro = RK_RUNTIME_OPTIONS_INIT;
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  uint64_t i;
+  int rc;
+  memset(s, 0, sizeof *s);
+  s->n = n;
+  ro.backend = RK_BACKEND_CPU;
+  ro.log_level = RK_LOG_ERROR;
+  lo.lanes = 1;
+  lo.threads_per_lane = 1;
+  if ((rc = rk_runtime_create(&s->rt, &ro)) != RK_OK ||
+      (rc = rk_kernel_launch(s->rt, &rk_builtin_vector_add, &lo, &s->k)) != RK_OK ||
+      (rc = rk_kernel_activate(s->k)) != RK_OK || (rc = rk_buffer_alloc(s->rt, RK_BUFFER_DEVICE, n * 4, &s->a)) != RK_OK ||
+      (rc = rk_buffer_alloc(s->rt, RK_BUFFER_DEVICE, n * 4, &s->b)) != RK_OK ||
+      (rc = rk_buffer_alloc(s->rt, RK_BUFFER_DEVICE, n * 4, &s->c)) != RK_OK) {
+    rk_bench_fail("bulk: CPU set-up: %s (%s)", rk_err_name(rc), s->rt ? rk_runtime_last_error(s->rt) : "");
+    return -1;
+  }
+  /* plain.c's arrays aligned as the pool's buffers (256 bytes) */
+  if (posix_memalign((void **)&s->pa, 256, n * 4) || posix_memalign((void **)&s->pb, 256, n * 4) ||
+      posix_memalign((void **)&s->pc, 256, n * 4) || (s->check = (float *)malloc(n * 4)) == NULL) {
+    rk_bench_fail("bulk: out of memory");
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    s->pa[i] = in_a(i);
+    s->pb[i] = in_b(i);
+    s->pc[i] = 0;
+  }
+  if (rk_buffer_write(s->a, 0, s->pa, n * 4, NULL, NULL) || rk_buffer_write(s->b, 0, s->pb, n * 4, NULL, NULL) ||
+      rk_buffer_write(s->c, 0, s->pc, n * 4, NULL, NULL) ||
+      rk_buffer_ref(s->a, 0, n * 4, RK_BUF_READ, &s->req.a) || rk_buffer_ref(s->b, 0, n * 4, RK_BUF_READ, &s->req.b) ||
+      rk_buffer_ref(s->c, 0, n * 4, RK_BUF_WRITE, &s->req.c)) {
+    rk_bench_fail("bulk: CPU set-up: %s", rk_runtime_last_error(s->rt));
+    return -1;
+  }
+  s->req.n = n;
+  return 0;
+}
+
+static void cpu_teardown(cpu_side *s) {
+  if (s->k) rk_kernel_destroy(s->k);
+  s->k = NULL;
+  if (s->a) rk_buffer_free(s->a);
+  if (s->b) rk_buffer_free(s->b);
+  if (s->c) rk_buffer_free(s->c);
+  rk_runtime_destroy(s->rt);
+  free(s->pa);
+  free(s->pb);
+  free(s->pc);
+  free(s->check);
+}
+
+static void cpu_measure(const rk_bench_opts *o, const char *bench, uint64_t n) {
+  static const char *const impls[2] = {"ringkernel.cpu", "plain.c"};
+  double v[2][BULK_MAX_TRIALS];
+  int want[2], t, j, trials = o->trials < BULK_MAX_TRIALS ? o->trials : BULK_MAX_TRIALS;
+  cpu_side s;
+  want[0] = rk_bench_want(o, bench, impls[0], "elems_per_s");
+  want[1] = rk_bench_want(o, bench, impls[1], "elems_per_s");
+  if (!want[0] && !want[1]) return;
+  if (cpu_setup(&s, n) != 0) {
+    cpu_teardown(&s);
+    return;
+  }
+  /* one untimed round: pages faulted in, caches and the lane warm */
+  for (j = 0; j < 2; j++)
+    if (want[j] && cpu_run(&s, j, o->seconds / (trials + 1)) < 0) goto out;
+  for (t = 0; t < trials; t++)
+    for (j = 0; j < 2; j++) {
+      int impl = (j + t) % 2; /* the order rotates */
+      if (want[impl] && (v[impl][t] = cpu_run(&s, impl, o->seconds / trials)) < 0) goto out;
+    }
+  for (j = 0; j < 2; j++)
+    if (want[j]) {
+      double lo, hi, med = rk_bench_median(v[j], (size_t)trials, &lo, &hi);
+      rk_bench_emit(bench, impls[j], "elems_per_s", med, "elems/s", (uint64_t)trials, lo, hi);
+    }
+out:
+  cpu_teardown(&s);
+}
+
+/* ---------------------------------------- the GPU impls -------------------------------------- */
+
+static int required(void) {
+  const char *r = getenv("RK_REQUIRE_GPU");
+  return r && strcmp(r, "1") == 0;
+}
+
+#if defined(RK_BENCH_CUDA)
+static char g_gpu[160];
+
+static void verdict(const char *target, const char *bench, const char *impl, double value, double bound) {
+  FILE *f = rk_bench_json() ? stderr : stdout;
+  fprintf(f, "verdict: target=%s bench=%s impl=%s metric=elems_per_s value=%.3f op=>= bound=%.3f result=%s gpu=\"%s\"\n",
+          target, bench, impl, value, bound, value >= bound ? "ok" : "MISSED", g_gpu);
+  fflush(f);
+}
+
+/* ringkernel.cuda: lanes messages per round, lane i covering its share of [0, n). */
+static double ring_gpu_run(rk_runtime *rt, rk_kernel *k, rk_buffer *a, rk_buffer *b, rk_buffer *c, uint64_t n,
+                           uint32_t lanes, double seconds) {
+  rk_vadd_buf_req req[RK_MAX_LANES];
+  uint64_t per = (n + lanes - 1) / lanes, t0, t, iters = 0;
+  uint32_t i, parts = 0;
+  for (i = 0; i < lanes && (uint64_t)i * per < n; i++) {
+    uint64_t off = (uint64_t)i * per, len = n - off < per ? n - off : per;
+    memset(&req[i], 0, sizeof req[i]);
+    if (rk_buffer_ref(a, off * 4, len * 4, RK_BUF_READ, &req[i].a) || rk_buffer_ref(b, off * 4, len * 4, RK_BUF_READ, &req[i].b) ||
+        rk_buffer_ref(c, off * 4, len * 4, RK_BUF_WRITE, &req[i].c)) {
+      rk_bench_fail("bulk ringkernel.cuda: %s", rk_runtime_last_error(rt));
+      return -1;
+    }
+    req[i].n = len;
+    parts++;
+  }
+  t0 = rk_bench_now_ns();
+  do {
+    for (i = 0; i < parts; i++) /* round robin: message i goes to lane i */
+      if (rk_send_refs(k, rk_vadd_buf_req_TYPE, &req[i], sizeof req[i], 3, 0, NULL) != RK_OK) {
+        rk_bench_fail("bulk ringkernel.cuda: rk_send_refs: %s", rk_runtime_last_error(rt));
+        return -1;
+      }
+    for (i = 0; i < parts; i++) {
+      rk_vadd_buf_reply rep;
+      rk_msg m;
+      if (rk_recv(k, &m, &rep, sizeof rep, BULK_TIMEOUT_NS) != RK_OK || m.status != 0) {
+        rk_bench_fail("bulk ringkernel.cuda: rk_recv: %s (status %d)", rk_runtime_last_error(rt), m.status);
+        return -1;
+      }
+    }
+    iters++;
+    t = rk_bench_now_ns();
+  } while ((double)(t - t0) < seconds * 1e9);
+  return (double)iters * (double)n / ((double)(t - t0) / 1e9);
+}
+
+static void gpu_measure_n(const rk_bench_opts *o, rk_runtime *rt, const char *bench, uint64_t n, uint32_t lanes) {
+  rk_bench_gpu_vadd *base = NULL;
+  rk_buffer *a = NULL, *b = NULL, *c = NULL;
+  rk_kernel *k = NULL;
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  float *h = (float *)malloc(n * 4);
+  char err[256] = "";
+  double v[3] = {-1, -1, -1};
+  uint64_t i;
+  int rc;
+  if (h == NULL) return;
+  for (i = 0; i < n; i++) h[i] = in_a(i);
+  /* every allocation first: the baselines' memory, the buffers (pool sub-allocations) */
+  if (rk_bench_gpu_vadd_open(0, n, &base, err, sizeof err) != 0) rk_bench_fail("bulk baselines: %s", err);
+  if ((rc = rk_buffer_alloc(rt, RK_BUFFER_DEVICE, n * 4, &a)) || (rc = rk_buffer_alloc(rt, RK_BUFFER_DEVICE, n * 4, &b)) ||
+      (rc = rk_buffer_alloc(rt, RK_BUFFER_DEVICE, n * 4, &c)) || (rc = rk_buffer_write(a, 0, h, n * 4, NULL, NULL))) {
+    rk_bench_fail("bulk ringkernel.cuda: %s", rk_runtime_last_error(rt));
+    goto out;
+  }
+  for (i = 0; i < n; i++) h[i] = in_b(i);
+  if (rk_buffer_write(b, 0, h, n * 4, NULL, NULL)) goto out;
+  /* the baselines, while no ring kernel is resident */
+  if (base) {
+    if (rk_bench_gpu_vadd_run(base, 0, o->seconds, &v[1], err, sizeof err) != 0 ||
+        rk_bench_gpu_vadd_run(base, 1, o->seconds, &v[2], err, sizeof err) != 0)
+      rk_bench_fail("bulk baselines: %s", err);
+  }
+  /* the ring kernel: launched, measured, destroyed */
+  lo.lanes = lanes;
+  lo.threads_per_lane = 1024;
+  while ((rc = rk_kernel_launch(rt, &rk_builtin_vector_add, &lo, &k)) == RK_ENORESOURCE && lo.lanes > 1) lo.lanes /= 2;
+  if (rc != RK_OK || (rc = rk_kernel_activate(k)) != RK_OK) {
+    rk_bench_fail("bulk ringkernel.cuda: launch: %s (%s)", rk_err_name(rc), rk_runtime_last_error(rt));
+    goto out;
+  }
+  rk_bench_note("   %s: ringkernel.cuda with %u lanes x 1024 threads", bench, lo.lanes);
+  (void)ring_gpu_run(rt, k, a, b, c, n, lo.lanes, o->seconds / 10); /* warm */
+  v[0] = ring_gpu_run(rt, k, a, b, c, n, lo.lanes, o->seconds);
+  rk_kernel_destroy(k);
+  k = NULL;
+  if (rk_buffer_read(c, 0, h, n * 4, NULL, NULL) == RK_OK) (void)check_c(h, n, "ringkernel.cuda");
+  if (v[0] > 0) rk_bench_emit(bench, "ringkernel.cuda", "elems_per_s", v[0], "elems/s", 1, NAN, NAN);
+  if (v[1] > 0) rk_bench_emit(bench, "cuda.launch", "elems_per_s", v[1], "elems/s", 1, NAN, NAN);
+  if (v[2] > 0) rk_bench_emit(bench, "cuda.resident", "elems_per_s", v[2], "elems/s", 1, NAN, NAN);
+  if (v[0] > 0 && v[2] > 0)
+    verdict(n == BULK_N ? "h100.bulk_large" : "h100.bulk_small", bench, "ringkernel.cuda/cuda.resident", v[0] / v[2],
+            n == BULK_N ? TARGET_GPU_LARGE : TARGET_GPU_SMALL);
+out:
+  if (k) rk_kernel_destroy(k);
+  if (a) rk_buffer_free(a);
+  if (b) rk_buffer_free(b);
+  if (c) rk_buffer_free(c);
+  rk_bench_gpu_vadd_close(base);
+  free(h);
+}
+#endif
+
+static char g_log_last[512];
+static void log_sink(void *user, rk_log_level level, const char *message) {
+  (void)user;
+  (void)level;
+  snprintf(g_log_last, sizeof g_log_last, "%s", message); /* only while the runtime is created */
+}
+
+static void gpu_measure(const rk_bench_opts *o) {
+  rk_runtime *rt = NULL;
+  rk_runtime_options ro = RK_RUNTIME_OPTIONS_INIT;
+  char m[320];
+  int rc;
+  if (!rk_bench_want(o, "bulk.vector_add", "ringkernel.cuda", NULL) && !rk_bench_want(o, "bulk.vector_add", "cuda.", NULL))
+    return;
+  ro.backend = RK_BACKEND_CUDA;
+  ro.log_level = RK_LOG_ERROR;
+  ro.log = log_sink;
+  ro.buffer_device_bytes = (size_t)16 * BULK_N; /* a, b, c of 2^20 floats, and room */
+  if ((rc = rk_runtime_create(&rt, &ro)) != RK_OK) {
+    if (rc == RK_ENODEV && !required()) {
+      rk_bench_note("rk-bench bulk: no GPU (%s: %s): the GPU impls are skipped", rk_err_name(rc), g_log_last);
+      rk_bench_emit("bulk.gpu", "none", "device_available", 0, "bool", 0, NAN, NAN);
+    } else {
+      rk_bench_fail("rk-bench bulk: the CUDA runtime could not be created: %s (%s)", rk_err_name(rc), g_log_last);
+    }
+    return;
+  }
+#if defined(RK_BENCH_CUDA)
+  {
+    int sms = rk_bench_gpu_sms(0);
+    uint32_t lanes = sms > 0 ? (uint32_t)(sms < RK_MAX_LANES ? sms : RK_MAX_LANES) : 8;
+    if (rk_bench_gpu_name(0, g_gpu, sizeof g_gpu) != 0) snprintf(g_gpu, sizeof g_gpu, "unknown CUDA GPU");
+    snprintf(m, sizeof m, "%s; host %s", g_gpu, rk_bench_machine());
+    rk_bench_set_machine(m);
+    rk_bench_note("\n== bulk (GPU): %s", g_gpu);
+    gpu_measure_n(o, rt, "bulk.vector_add", BULK_N, lanes);
+    gpu_measure_n(o, rt, "bulk.vector_add.n1024", BULK_SMALL, 1);
+    rk_bench_table("bulk.vector_add");
+    rk_bench_set_machine(NULL);
+  }
+#else
+  (void)m;
+  rk_bench_note("rk-bench bulk: built without CUDA: the GPU impls are skipped");
+#endif
+  rk_runtime_destroy(rt);
+}
+
+int rk_bench_bulk(const rk_bench_opts *o) {
+  rk_bench_note("\n== bulk: vector_add on buffers, n = 2^20 and 2^10 floats; %s", rk_bench_machine());
+  cpu_measure(o, "bulk.vector_add", BULK_N);
+  cpu_measure(o, "bulk.vector_add.n1024", BULK_SMALL);
+  rk_bench_table("bulk.vector_add");
+  rk_bench_ratio("bulk.vector_add", "elems_per_s", "ringkernel.cpu", "plain.c", TARGET_CPU, 1);
+  rk_bench_ratio("bulk.vector_add.n1024", "elems_per_s", "ringkernel.cpu", "plain.c", 0, 1);
+  gpu_measure(o);
+  return 0;
+}
