@@ -60,14 +60,14 @@ static void cache_returns_the_same_image(void **state) {
   assert_ptr_not_equal(a, b);
 }
 
-static void compile_error_returns_ecuda_with_log(void **state) {
+static void compile_error_returns_einval_with_log(void **state) {
   const char *img = NULL;
   size_t len = 0;
   char log[4096];
   (void)state;
   assert_int_equal(rk__nvrtc_compile("RK_HANDLER(bad)(rk_ctx *ctx, const rk_msg *in) { return undeclared_name; }",
                                      "bad", "rk_bad", "compute_75", 0, &img, &len, log, sizeof log),
-                   RK_ECUDA);
+                   RK_EINVAL);
   assert_null(img);
   assert_non_null(strstr(log, "undeclared_name"));
 }
@@ -87,7 +87,7 @@ int main(void) {
       cmocka_unit_test(compiles_to_ptx_with_entry_and_ordering),
       cmocka_unit_test(compiles_to_cubin_for_hopper),
       cmocka_unit_test(cache_returns_the_same_image),
-      cmocka_unit_test(compile_error_returns_ecuda_with_log),
+      cmocka_unit_test(compile_error_returns_einval_with_log),
       cmocka_unit_test(bad_arguments),
   };
   if (!rk__nvrtc_available(why, sizeof why)) {

@@ -455,6 +455,7 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
                      rk_kernel **out) {
   rk_launch_options o = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k = NULL;
+  rk_handler_fn source_handler = NULL;
   uint32_t i;
   int rc;
   size_t csize;
@@ -470,10 +471,25 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
   }
   if ((rc = check_desc(rt, desc)) != RK_OK) return rc;
-  if (rt->backend == RK_BACKEND_CPU ? desc->handler == NULL
-                                     : (desc->cuda_source == NULL && desc->cuda_entry == NULL))
-    return rk__fail(rt, RK_ENOTSUP, "kernel %s has no handler for the %s backend", desc->name ? desc->name : "?",
-                    rk_backend_name(rt->backend));
+  if (rt->backend == RK_BACKEND_CPU ? (desc->handler == NULL && desc->source == NULL)
+                                     : (desc->source == NULL && desc->cuda_entry == NULL))
+    return rk__fail(rt, RK_ENOTSUP,
+                    "kernel %s has no handler for the %s backend (descriptor fields .handler, .cuda_image with "
+                    ".cuda_entry, or .source)", desc->name ? desc->name : "?", rk_backend_name(rt->backend));
+  /* CPU: a source is compiled (cached) into the handler. With a compiled handler too, the source is
+   * only checked: a source that does not compile is refused on every backend, never ignored; a
+   * missing compiler then only costs the check (logged). */
+  if (rt->backend == RK_BACKEND_CPU && desc->source != NULL) {
+    rc = rk__cc_compile(rt, desc, &source_handler, NULL, 0);
+    if (rc == RK_ENOTSUP && desc->handler != NULL) {
+      rk__log(rt, RK_LOG_WARN, "kernel %s: its source was not checked (%s); running its compiled handler",
+              desc->name ? desc->name : "?", rk_runtime_last_error(rt));
+      rk__error_clear(rt);
+      source_handler = NULL;
+    } else if (rc != RK_OK) {
+      return rc;
+    }
+  }
 
   if ((unsigned)o.fault_policy > RK_FAULT_RESTART)
     return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: unknown fault policy %d", (int)o.fault_policy);
@@ -487,6 +503,7 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   if (k == NULL) return rk__fail(rt, RK_ENOMEM, "rk_kernel_launch: out of memory");
   k->rt = rt;
   memcpy(&k->desc, desc, desc->size < sizeof k->desc ? desc->size : sizeof k->desc); /* rest: calloc'd zero */
+  if (k->desc.handler == NULL) k->desc.handler = source_handler;
   desc = &k->desc;
   snprintf(k->name, sizeof k->name, "%s", desc->name ? desc->name : "kernel");
   k->lanes = (uint32_t)pick(o.lanes, desc->lanes, 1);
@@ -640,6 +657,25 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
 fail_early:
   rk__kernel_free(k);
   return rc;
+}
+
+int rk_kernel_compile(rk_runtime *rt, const rk_kernel_desc *desc, char *log, size_t log_len) {
+  rk_handler_fn fn;
+  int rc;
+  if (log && log_len) log[0] = '\0';
+  if (rt == NULL) return RK_EINVAL;
+  rk__error_clear(rt);
+  if (desc == NULL) return rk__fail(rt, RK_EINVAL, "rk_kernel_compile: NULL descriptor");
+  if (log == NULL && log_len > 0) return rk__fail(rt, RK_EINVAL, "rk_kernel_compile: NULL log with log_len > 0");
+  if ((rc = check_desc(rt, desc)) != RK_OK) return rc;
+  if (desc->source == NULL)
+    return rk__fail(rt, RK_EINVAL, "kernel %s: nothing to compile (descriptor field .source is NULL)",
+                    desc->name ? desc->name : "?");
+  if (desc->source_handler == NULL)
+    return rk__fail(rt, RK_EINVAL, "kernel %s: descriptor field .source without .source_handler",
+                    desc->name ? desc->name : "?");
+  if (rt->backend == RK_BACKEND_CUDA) return rk__cuda_compile(rt, desc, log, log_len);
+  return rk__cc_compile(rt, desc, &fn, log, log_len);
 }
 
 /* ---------------------------------------- lifecycle ------------------------------------------ */
