@@ -23,3 +23,10 @@ rk_add_test(test_faults SOURCES test_faults.c LABELS runtime TIMEOUT 120)
 # Failure injection: allocations, thread creations and libuv resources failing one by one (STATIC:
 # the fail points are internal).
 rk_add_test(test_failpoints SOURCES test_failpoints.c LABELS runtime STATIC TIMEOUT 300)
+# Kernels given as source text on the CPU backend (src/host/cc.c): the system C compiler, the
+# cache, the compile check and bad input (test_source); and the built-ins' run-time source twins
+# passing test_builtins' tests (test_source_twins: test_builtins.c built again).
+rk_add_test(test_source SOURCES test_source.c LABELS runtime TIMEOUT 300)
+rk_add_test(test_source_twins SOURCES test_builtins.c LABELS runtime TIMEOUT 300)
+target_compile_definitions(test_source_twins PRIVATE RK_TEST_SOURCE_TWINS
+                           "RK_TEST_BUILTINS_SRC=\"${PROJECT_SOURCE_DIR}/src/device/builtins.h\"")

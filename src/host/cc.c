@@ -215,7 +215,8 @@ static void first_errors(const char *log, char *out, size_t len) {
   while (p && *p && lines < 3 && used + 1 < len) {
     const char *end = strchr(p, '\n');
     size_t n = end ? (size_t)(end - p) : strlen(p);
-    if (memmem(p, n, "error", 5) != NULL) {
+    if ((memmem(p, n, "error", 5) != NULL && memmem(p, n, "collect2", 8) == NULL) ||
+        memmem(p, n, "undefined reference", 19) != NULL) {
       int w = snprintf(out + used, len - used, "%s%.*s", lines ? " | " : "", (int)n, p);
       if (w < 0) break;
       used += (size_t)w < len - used ? (size_t)w : len - used - 1;
@@ -370,11 +371,13 @@ int rk__cc_compile(rk_runtime *rt, const rk_kernel_desc *d, rk_handler_fn *out, 
     st = run(argv, logp);
     read_log(logp, log, log_len);
     if (st != 0) {
-      char full[4096];
+      char full[4096], handler_ref[300];
       read_log(logp, full, sizeof full);
+      snprintf(handler_ref, sizeof handler_ref, "`%s'", d->source_handler);
       if (st < 0) {
         rc = rk__fail(rt, RK_ESYS, "kernel %s: could not run the C compiler %s", kname, cc);
-      } else if (strstr(full, "ringkernel-glue") && strstr(full, d->source_handler)) {
+      } else if ((strstr(full, "ringkernel-glue") && strstr(full, d->source_handler)) ||
+                 (strstr(full, "undefined reference to") && strstr(full, handler_ref))) {
         first_errors(full, first, sizeof first);
         rc = rk__fail(rt, RK_EINVAL, "kernel %s: the source defines no handler named '%s' (descriptor field "
                       ".source_handler): %s", kname, d->source_handler, first);
