@@ -30,3 +30,21 @@ rk_add_test(test_source SOURCES test_source.c LABELS runtime TIMEOUT 300)
 rk_add_test(test_source_twins SOURCES test_builtins.c LABELS runtime TIMEOUT 300)
 target_compile_definitions(test_source_twins PRIVATE RK_TEST_SOURCE_TWINS
                            "RK_TEST_BUILTINS_SRC=\"${PROJECT_SOURCE_DIR}/src/device/builtins.h\"")
+# One dialect source (twin_kernel.c), built into the test with ringkernel_add_kernels and handed
+# to the runtime as source text: both pass twin_check.h.
+# The run-time twin's text (twin_kernel.h, then twin_kernel.c) is embedded in the tests that use it
+# (twin_source.h), so a binary carried to another machine (test_gpu) has it.
+set(_twin_files ${CMAKE_CURRENT_SOURCE_DIR}/twin_kernel.h ${CMAKE_CURRENT_SOURCE_DIR}/twin_kernel.c)
+add_custom_command(OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/twin_source.h
+  COMMAND ${CMAKE_COMMAND} -DOUT=${CMAKE_CURRENT_BINARY_DIR}/twin_source.h -DNAME=rk_test_twin_source
+          "-DFILES=${_twin_files}" -P ${CMAKE_CURRENT_SOURCE_DIR}/tools/embed_text.cmake
+  DEPENDS ${_twin_files} ${CMAKE_CURRENT_SOURCE_DIR}/tools/embed_text.cmake VERBATIM)
+add_custom_target(rk_twin_source DEPENDS ${CMAKE_CURRENT_BINARY_DIR}/twin_source.h)
+rk_add_test(test_kernel_twins SOURCES test_kernel_twins.c LABELS runtime TIMEOUT 300)
+foreach(t test_kernel_twins test_gpu test_nvrtc)
+  add_dependencies(${t} rk_twin_source)
+  target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_BINARY_DIR})
+endforeach()
+ringkernel_add_kernels(test_kernel_twins twin_kernel.c)
+ringkernel_add_kernels(test_gpu twin_kernel.c)
+target_compile_definitions(test_kernel_twins PRIVATE $<$<BOOL:${RK_HAVE_CUDA}>:RK_TEST_HAVE_CUDA>)

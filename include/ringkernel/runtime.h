@@ -489,8 +489,12 @@ RK_API extern const rk_kernel_desc rk_builtin_counter;
 #define RK_KERNEL(name, ...) RK_STATIC_ASSERT(1, #name)
 #endif
 #define RK_TYPES(...)
+#elif defined(__cplusplus) && defined(RK_DEFINE_RING_KERNEL)
+/* the device loop compiled as host C++ (the test suite's emulated device): the entry point */
+#define RK_KERNEL(kname, ...) RK_DEFINE_RING_KERNEL(rk_kernel_##kname, RK__FIRST(__VA_ARGS__))
+#define RK_TYPES(...)
 #elif defined(__cplusplus)
-#define RK_KERNEL(name, ...) static_assert(false, "RK_KERNEL: compile kernel source files as C (or CUDA)")
+#define RK_KERNEL(kname, ...) static_assert(false, "RK_KERNEL: compile kernel source files as C (or CUDA)")
 #define RK_TYPES(...)
 #else
 #if defined(RK_KERNEL_FATBIN)
