@@ -361,6 +361,63 @@ static void test_bad_arguments(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* Every refused descriptor field is named in the refusal (the descriptor is the echo built-in with
+ * one field broken at a time). */
+static void refuse_naming(rk_runtime *rt, const rk_kernel_desc *d, const rk_launch_options *lo, int want,
+                          const char *field) {
+  rk_kernel *k = NULL;
+  int rc = rk_kernel_launch(rt, d, lo, &k);
+  if (rc != want || strstr(rk_runtime_last_error(rt), field) == NULL)
+    fail_msg("expected %s naming %s, got %s: %s", rk_err_name(want), field, rk_err_name(rc), rk_runtime_last_error(rt));
+  assert_null(k);
+}
+
+static int init_nothing(void *st, size_t n, void *user) {
+  (void)st, (void)n, (void)user;
+  return 0;
+}
+
+static void test_descriptor_fields_named(void **state) {
+  char cache[256];
+  rk_runtime *rt;
+  rk_kernel_desc d;
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  static const rk_msg_type *const null_type[] = {NULL};
+  static const rk_msg_type big = {9, 4096, "big"};
+  static const rk_msg_type *const big_type[] = {&big};
+  (void)state;
+  path_in(cache, sizeof cache, "cache-fields");
+  rt = create_with(NULL, cache);
+#define BROKEN(stmt, want, field)   \
+  do {                              \
+    d = rk_builtin_echo;            \
+    stmt;                           \
+    refuse_naming(rt, &d, NULL, want, field); \
+  } while (0)
+  BROKEN(d.size = 0, RK_EINVAL, ".size");
+  BROKEN(d.n_types = 2, RK_EINVAL, ".n_types");
+  BROKEN((d.types = null_type, d.n_types = 1), RK_EINVAL, ".types[0]");
+  BROKEN((d.types = big_type, d.n_types = 1), RK_EMSGSIZE, ".slot_size");
+  BROKEN(d.backpressure = (rk_backpressure)9, RK_EINVAL, ".backpressure");
+  BROKEN(d.state_init = init_nothing, RK_EINVAL, ".state_init");
+  BROKEN(d.lanes = RK_MAX_LANES + 1, RK_EINVAL, ".lanes");
+  BROKEN((d.lanes = 2, d.max_lanes = 1), RK_EINVAL, ".max_lanes");
+  /* a .max_lanes above RK_MAX_LANES does not lift the library's own limit */
+  BROKEN((d.max_lanes = 1000, d.lanes = RK_MAX_LANES + 1), RK_EINVAL, ".lanes");
+  BROKEN(d.threads_per_lane = 2000, RK_EINVAL, ".threads_per_lane");
+  BROKEN(d.inbox_capacity = 1000, RK_EINVAL, ".inbox_capacity");
+  BROKEN(d.slot_size = 100, RK_EINVAL, ".slot_size");
+  BROKEN((d.cuda_image = "x", d.cuda_entry = NULL), RK_EINVAL, ".cuda_image");
+  BROKEN(d.source_handler = "h", RK_EINVAL, ".source_handler");
+  BROKEN(d.handler = NULL, RK_ENOTSUP, ".handler");
+#undef BROKEN
+  /* launch options are named too */
+  d = rk_builtin_echo;
+  lo.backpressure = (rk_backpressure)7;
+  refuse_naming(rt, &d, &lo, RK_EINVAL, "backpressure");
+  rk_runtime_destroy(rt);
+}
+
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
   (void)st, (void)flag, (void)ftw;
   return remove(path);
@@ -371,7 +428,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_runs_and_caches),       cmocka_unit_test(test_concurrent_processes),
       cmocka_unit_test(test_compile_errors_refused), cmocka_unit_test(test_missing_compiler),
       cmocka_unit_test(test_unloadable_object),     cmocka_unit_test(test_cache_not_writable),
-      cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_bad_arguments),        cmocka_unit_test(test_descriptor_fields_named),
   };
   int rc;
   if (argc == 3 && strcmp(argv[1], "--child") == 0) return child_main(argv[2]);

@@ -383,7 +383,7 @@ RK_API int rk_recv_stop(rk_kernel *k);
 
 #define RK_LATENCY_BUCKETS 48 /**< bucket i counts latencies in [2^i, 2^(i+1)) ns */
 
-/** Counters of one kernel (ARCHITECTURE §10). Lane counters are summed; depths are per lane. */
+/** Counters of one kernel. Lane counters are summed; depths are per lane. */
 typedef struct rk_kernel_counters {
   uint32_t size;              /**< set by the caller to sizeof(rk_kernel_counters) */
   rk_lifecycle state;

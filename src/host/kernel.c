@@ -411,18 +411,30 @@ static int join_lanes(rk_kernel *k) {
   return rc;
 }
 
+/* Every refusal names the descriptor field (and launch option) it is about. */
 static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
+  const char *nm = d->name ? d->name : "?";
   uint32_t i;
   /* Descriptors grow at the end: one compiled against an older header (smaller size, up to
    * n_types) is accepted, and the fields it lacks read as zero. */
   if (d->size < RK_OFFSETOF(rk_kernel_desc, max_lanes))
-    return rk__fail(rt, RK_EINVAL, "kernel descriptor: size field not set");
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor: field .size is %u, not sizeof(rk_kernel_desc) (%zu)",
+                    d->size, sizeof(rk_kernel_desc));
   if (d->types == NULL && d->n_types)
-    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: n_types without types", d->name ? d->name : "?");
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .n_types is %u but .types is NULL", nm, d->n_types);
   for (i = 0; i < d->n_types; i++)
     if (d->types[i] == NULL || d->types[i]->id == 0)
-      return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: message type %u is NULL or has id 0",
-                      d->name ? d->name : "?", i);
+      return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .types[%u] is NULL or has id 0", nm, i);
+  if ((unsigned)d->backpressure > RK_BACKPRESSURE_REJECT)
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .backpressure is %d, not an rk_backpressure", nm,
+                    (int)d->backpressure);
+  if (d->state_init != NULL && d->state_size == 0)
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .state_init without .state_size (no state to "
+                    "initialise)", nm);
+  if (d->source_handler != NULL && d->source == NULL)
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .source_handler without .source", nm);
+  if (d->cuda_image != NULL && d->cuda_entry == NULL)
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .cuda_image without .cuda_entry", nm);
   return RK_OK;
 }
 
@@ -491,6 +503,9 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
     }
   }
 
+  if ((unsigned)o.backpressure > RK_BACKPRESSURE_REJECT)
+    return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: launch option backpressure is %d, not an rk_backpressure",
+                    (int)o.backpressure);
   if ((unsigned)o.fault_policy > RK_FAULT_RESTART)
     return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: unknown fault policy %d", (int)o.fault_policy);
   if (o.restart_flags & ~RK_RESTART_RESET_STATE)
@@ -535,26 +550,30 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   uv_mutex_init(&k->clock_lock);
   uv_mutex_init(&k->dead_lock);
 
-  if (k->lanes == 0 || k->lanes > (desc->max_lanes ? desc->max_lanes : RK_MAX_LANES)) {
-    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u lanes (1..%u)", k->name, k->lanes,
-                  desc->max_lanes ? desc->max_lanes : RK_MAX_LANES);
+  if (k->lanes == 0 || k->lanes > RK_MAX_LANES || (desc->max_lanes && k->lanes > desc->max_lanes)) {
+    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u lanes (descriptor field .lanes, launch option lanes): 1..%u%s", k->name,
+                  k->lanes, desc->max_lanes && desc->max_lanes < RK_MAX_LANES ? desc->max_lanes : RK_MAX_LANES,
+                  desc->max_lanes && desc->max_lanes < RK_MAX_LANES ? " (field .max_lanes)" : "");
     goto fail_early;
   }
   if (k->threads == 0 || k->threads > 1024) {
-    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u threads per lane (1..1024)", k->name, k->threads);
+    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u threads per lane (descriptor field .threads_per_lane, launch option "
+                  "threads_per_lane): 1..1024", k->name, k->threads);
     goto fail_early;
   }
   if (rk_ring_check_geometry(k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||
       rk_ring_check_geometry(k->outbox_cap, k->slot_size, RK_RING_SPSC) != RK_OK) {
     rc = rk__fail(rt, RK_EINVAL,
-                  "kernel %s: bad ring geometry (capacities %u/%u must be powers of two; slot %u must be a "
-                  "multiple of 64, at least 64)", k->name, k->inbox_cap, k->outbox_cap, k->slot_size);
+                  "kernel %s: bad ring geometry (fields .inbox_capacity %u and .outbox_capacity %u, or the launch "
+                  "options of those names, must be powers of two; .slot_size %u must be a multiple of 64, at least "
+                  "64)", k->name, k->inbox_cap, k->outbox_cap, k->slot_size);
     goto fail_early;
   }
   for (i = 0; i < desc->n_types; i++)
     if (desc->types[i]->size > k->slot_size - RK_ENVELOPE_SIZE) {
-      rc = rk__fail(rt, RK_EMSGSIZE, "kernel %s: message type %s (%u bytes) does not fit a %u-byte slot",
-                    k->name, desc->types[i]->name ? desc->types[i]->name : "?", desc->types[i]->size, k->slot_size);
+      rc = rk__fail(rt, RK_EMSGSIZE, "kernel %s: message type %s (field .types[%u], %u bytes) does not fit a %u-byte "
+                    "slot (field .slot_size, launch option slot_size)", k->name,
+                    desc->types[i]->name ? desc->types[i]->name : "?", i, desc->types[i]->size, k->slot_size);
       goto fail_early;
     }
 
@@ -570,11 +589,13 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
   if (desc->state_size) {
     k->state = rk__calloc(1, desc->state_size);
     if (k->state == NULL) {
-      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate %zu bytes of state", k->name, desc->state_size);
+      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate %zu bytes of state (field .state_size)", k->name,
+                    desc->state_size);
       goto fail_early;
     }
     if (desc->state_init && (rc = desc->state_init(k->state, desc->state_size, desc->state_init_user)) != RK_OK) {
-      rc = rk__fail(rt, rc < 0 ? rc : RK_EINVAL, "kernel %s: state initialiser failed", k->name);
+      rc = rk__fail(rt, rc < 0 ? rc : RK_EINVAL, "kernel %s: state initialiser (field .state_init) failed: %d", k->name,
+                    rc);
       goto fail_early;
     }
   }
@@ -617,7 +638,8 @@ int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch
       l->outbox->flags |= RK_RING_F_NO_WAKE;
     }
     if (desc->scratch_size && (l->scratch = rk__calloc(1, desc->scratch_size)) == NULL) {
-      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate scratch", k->name);
+      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate %zu bytes of scratch (field .scratch_size)", k->name,
+                    desc->scratch_size);
       goto fail_early;
     }
   }
