@@ -329,6 +329,36 @@ static void test_cache_not_writable(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* The runtime keeps its own copies of the option strings: the application's may go at once. */
+static void test_option_strings_copied(void **state) {
+  char *cache = (char *)malloc(256), *cc = strdup("cc");
+  rk_runtime_options o = rt_options();
+  rk_runtime *rt;
+  rk_kernel_desc d = twice_desc(twice_src, "twice");
+  (void)state;
+  assert_non_null(cache);
+  assert_non_null(cc);
+  path_in(cache, 256, "cache-copied");
+  o.cc = cc;
+  o.cache_dir = cache;
+  rt = rt_create_opts(&o);
+  memset(cache, 'x', 255); /* (ASan: a use after free below would be reported) */
+  free(cache);
+  free(cc);
+  d.name = "copied";
+  d.source = "/* copied */\n" "RK_HANDLER(h)(rk_ctx *ctx, const rk_msg *in) { return rk_reply(ctx, 1, 0, 0); }";
+  d.source_handler = "h";
+  d.types = NULL;
+  d.n_types = 0;
+  assert_int_equal(rk_kernel_compile(rt, &d, NULL, 0), RK_OK);
+  rk_runtime_destroy(rt);
+  {
+    char p[256];
+    path_in(p, sizeof p, "cache-copied");
+    assert_int_equal(count_entries(p, "rk-"), 1); /* compiled into the copy's directory */
+  }
+}
+
 static void test_bad_arguments(void **state) {
   char cache[256], log[64];
   rk_runtime *rt;
@@ -429,6 +459,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_compile_errors_refused), cmocka_unit_test(test_missing_compiler),
       cmocka_unit_test(test_unloadable_object),     cmocka_unit_test(test_cache_not_writable),
       cmocka_unit_test(test_bad_arguments),        cmocka_unit_test(test_descriptor_fields_named),
+      cmocka_unit_test(test_option_strings_copied),
   };
   int rc;
   if (argc == 3 && strcmp(argv[1], "--child") == 0) return child_main(argv[2]);
