@@ -9,7 +9,7 @@
 
 /* The run-time twin of `tally`: the same descriptor, with the source text instead of the handler
  * and the device image. */
-static rk_kernel_desc twin_source_desc(void) {
+static inline rk_kernel_desc twin_source_desc(void) {
   rk_kernel_desc d = tally;
   d.handler = NULL;
   d.cuda_image = NULL;
@@ -21,7 +21,7 @@ static rk_kernel_desc twin_source_desc(void) {
 }
 
 /* Drive a launched, active tally kernel k with `lanes` lanes. timeout_ns per call. */
-static void twin_check(rk_kernel *k, uint32_t lanes, int64_t timeout_ns) {
+static inline void twin_check(rk_kernel *k, uint32_t lanes, int64_t timeout_ns) {
   int64_t expect[TALLY_KEYS];
   uint64_t count[TALLY_KEYS];
   uint32_t owner[TALLY_KEYS], key;
