@@ -206,12 +206,15 @@ RK_API int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len);
 
 /** Launch a kernel: allocate its state, rings and control block, start its lanes and wait until
  *  every lane has checked in. The kernel is resident and RK_STATE_LAUNCHED (not consuming).
- *  opts may be NULL. Errors: RK_EINVAL (bad descriptor/geometry, unknown fault policy or restart
- *  flags), RK_ENOMEM, RK_ESYS (a lane thread could not be created: nothing is left running),
- *  RK_ENORESOURCE
+ *  opts may be NULL. A descriptor with a source (desc->source) has it compiled first, on every
+ *  backend (cached: see rk_kernel_compile). Errors: RK_EINVAL (bad descriptor or geometry: the
+ *  message names the field; unknown fault policy or restart flags; a source that does not compile:
+ *  the compiler's first errors in the message), RK_ENOMEM, RK_ESYS (a lane thread could not be
+ *  created: nothing is left running; or a compiled source could not be loaded), RK_ENORESOURCE
  *  (more lanes than the device can hold at once, or lanes did not check in within the launch
- *  timeout), RK_ENOTSUP (no handler for this backend), RK_ECUDA (a CUDA error, an NVRTC compile
- *  error with its log, or a fault while the lanes checked in), RK_ESTATE (CUDA: a CUDA image not
+ *  timeout), RK_ENOTSUP (no handler for this backend: no .handler or .source on the CPU, no
+ *  .cuda_image/.cuda_entry or .source on CUDA; or a source and no compiler for it), RK_ECUDA (a
+ *  CUDA error, or a fault while the lanes checked in), RK_ESTATE (CUDA: a CUDA image not
  *  loaded yet while ring kernels are resident: launch kernels with their own images first),
  *  RK_ETIMEDOUT (CUDA: the initial state copy did not finish). The detail is in
  *  rk_runtime_last_error. */
