@@ -1,6 +1,7 @@
 # The two commands of the README, plus a few conveniences. Everything real is in CMake; this file
 # only installs what is missing, configures the build trees and runs them.
-#   make run    build and run the flagship example (CPU backend when no GPU is present)
+#   make run    build and run the flagship example, then actors (its own kernel, built by
+#               ringkernel_add_kernels); CPU backend when no GPU is present
 #   make test   build and pass every test: normal build, ASan+UBSan build, TSan build, and the
 #               fuzz targets for a few seconds each (clang fuzz build) when clang can build them
 #   make bench  build and run every benchmark (rk-bench all)
@@ -33,6 +34,7 @@ build: deps
 
 run: build
 	./$(BUILD)/examples/quickstart
+	./$(BUILD)/examples/actors
 
 test: test-normal test-asan test-tsan test-fuzz
 	@echo "make test: all builds passed"

@@ -2,7 +2,8 @@
  * spread over its lanes by account id, driven by several host threads at once.
  *
  * What it shows:
- *  - a custom kernel written in the kernel dialect (RK_HANDLER), with typed messages (RK_MESSAGE);
+ *  - a custom kernel written once in the kernel dialect (bank_kernel.c: RK_HANDLER, RK_KERNEL),
+ *    with typed messages (bank.h: RK_MESSAGE), built for every backend by ringkernel_add_kernels;
  *  - actor semantics: rk_send_key / rk_call_key with the account id as key send every operation on
  *    one account to the same lane, so they are applied one at a time, in the order they were sent,
  *    with no lock — each account is owned by exactly one lane;
@@ -17,100 +18,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <ringkernel.h>
+#include "bank.h"
 
-#define LANES 4
-#define ACCOUNTS 16
 #define CLIENTS 4          /* host threads; client c owns accounts c, c + CLIENTS, ... */
 #define OPS_PER_CLIENT 20000
 #define QUERY_EVERY 250    /* every 250th operation of a client is a balance query (rk_call_key) */
 #define TIMEOUT_NS 2000000000ll
-
-/* ---- messages (shared by host and kernel code) ---- */
-typedef struct bank_op {
-  uint32_t account;
-  uint32_t reserved;
-  uint64_t seq;   /* the account's operation number: 1, 2, 3, ... */
-  int64_t amount; /* deposit or withdrawal amount; unused by a query */
-} bank_op;
-typedef bank_op bank_deposit;
-typedef bank_op bank_withdraw;
-typedef bank_op bank_query;
-RK_MESSAGE(bank_deposit, 200);
-RK_MESSAGE(bank_withdraw, 201);
-RK_MESSAGE(bank_query, 202);
-
-typedef struct bank_balance {
-  uint32_t account, lane;
-  int64_t balance;
-  uint64_t ops, refused, violations; /* operations applied, withdrawals refused, order violations */
-  rk_hlc request_stamp;              /* the query's envelope stamp, as the kernel received it */
-  rk_hlc applied_stamp;              /* the kernel clock when it applied the query */
-} bank_balance;
-RK_MESSAGE(bank_balance, 203);
-
-/* ---- the kernel: state and handler, in the dialect (no libc, no host calls) ---- */
-typedef struct account {
-  int64_t balance;
-  uint64_t last_seq, ops, refused, violations;
-  rk_hlc last_request, last_applied;
-  uint32_t lane; /* the lane that owns it (must never change) */
-} account;
-typedef struct bank_state {
-  account acct[ACCOUNTS];
-} bank_state;
-
-RK_HANDLER(bank_handler)(rk_ctx *ctx, const rk_msg *in) {
-  bank_state *st = RK_CAST(bank_state *, rk_state(ctx));
-  const bank_op *op = RK_CAST(const bank_op *, rk_msg_payload(in)); /* size checked by the runtime */
-  uint32_t type = rk_msg_type_of(in);
-  account *a;
-  bank_balance out;
-  if (op->account >= ACCOUNTS) return RK_EINVAL; /* becomes an error reply */
-  a = &st->acct[op->account];
-  if (rk_thread(ctx) == 0) { /* one writer per lane; the lane is the account's only owner */
-    rk_hlc now = rk_now(ctx);
-    if (op->seq != a->last_seq + 1) a->violations++;                 /* lost or reordered */
-    if (a->ops && rk_msg_stamp(in) <= a->last_request) a->violations++; /* stamps must grow */
-    if (now <= rk_msg_stamp(in) || now <= a->last_applied) a->violations++;
-    if (a->ops && a->lane != rk_lane(ctx)) a->violations++;          /* moved lanes */
-    a->lane = rk_lane(ctx);
-    a->last_seq = op->seq;
-    a->last_request = rk_msg_stamp(in);
-    a->last_applied = now;
-    a->ops++;
-    if (type == bank_deposit_TYPE) {
-      a->balance += op->amount;
-    } else if (type == bank_withdraw_TYPE) {
-      if (a->balance >= op->amount)
-        a->balance -= op->amount;
-      else
-        a->refused++;
-    }
-  }
-  rk_sync(ctx);
-  if (type != bank_query_TYPE) return RK_OK; /* deposits and withdrawals are sent without reply */
-  out.account = op->account;
-  out.lane = a->lane;
-  out.balance = a->balance;
-  out.ops = a->ops;
-  out.refused = a->refused;
-  out.violations = a->violations;
-  out.request_stamp = rk_msg_stamp(in);
-  out.applied_stamp = a->last_applied;
-  return rk_reply_typed(ctx, bank_balance, &out);
-}
-
-static const rk_msg_type *const bank_types[] = {&bank_deposit_msgtype, &bank_withdraw_msgtype, &bank_query_msgtype};
-static const rk_kernel_desc bank_desc = {
-    .size = sizeof(rk_kernel_desc),
-    .name = "bank",
-    .handler = bank_handler,
-    .state_size = sizeof(bank_state), /* zeroed at launch: every balance starts at 0 */
-    .lanes = LANES,
-    .types = bank_types, /* the runtime refuses any other type or size */
-    .n_types = 3,
-};
 
 /* ---- host side ---- */
 typedef struct client {
@@ -203,16 +116,16 @@ int main(void) {
   int rc, i;
   uint32_t a;
 
-  ro.backend = RK_BACKEND_CPU; /* this example ships only the CPU build of its handler */
-  if ((rc = rk_runtime_create(&rt, &ro)) != 0 || (rc = rk_kernel_launch(rt, &bank_desc, NULL, &k)) != 0 ||
+  /* backend AUTO: the CUDA backend runs the device build of the handler when a GPU is usable */
+  if ((rc = rk_runtime_create(&rt, &ro)) != 0 || (rc = rk_kernel_launch(rt, &bank, NULL, &k)) != 0 ||
       (rc = rk_kernel_activate(k)) != 0) {
     fprintf(stderr, "setup failed: %s (%s)\n", rk_err_name(rc), rt ? rk_runtime_last_error(rt) : "");
     rk_runtime_destroy(rt);
     return 1;
   }
-  printf("bank kernel: %u lanes, %d accounts; %d client threads x %d operations (deposits and\n"
+  printf("bank kernel on the %s backend: %u lanes, %d accounts; %d client threads x %d operations (deposits and\n"
          "withdrawals with rk_send_key, a balance query with rk_call_key every %d)\n",
-         rk_kernel_lanes(k), ACCOUNTS, CLIENTS, OPS_PER_CLIENT, QUERY_EVERY);
+         rk_backend_name(rk_runtime_backend(rt)), rk_kernel_lanes(k), ACCOUNTS, CLIENTS, OPS_PER_CLIENT, QUERY_EVERY);
 
   for (i = 0; i < CLIENTS; i++) {
     clients[i].id = i;

@@ -12,4 +12,23 @@ function(rk_add_example_tests)
     set_tests_properties(example_actors PROPERTIES TIMEOUT 60)
   endif()
 endfunction()
+
+# examples/custom_kernel against an installed copy (tests/tools/check_custom_kernel.cmake): the
+# package, its CMake function and its pkg-config recipe as a user meets them. nosan: a sanitized
+# librk cannot be linked by an unsanitized program.
+set(_rk_cuobjdump "")
+if(RK_HAVE_CUDA)
+  find_program(RK_CUOBJDUMP cuobjdump HINTS ${CUDAToolkit_BIN_DIR}
+               PATHS ${PROJECT_SOURCE_DIR}/.tools/cuda/nvidia/cu13/bin NO_CACHE)
+  if(RK_CUOBJDUMP)
+    set(_rk_cuobjdump ${RK_CUOBJDUMP})
+  endif()
+endif()
+add_test(NAME example_custom_kernel
+         COMMAND ${CMAKE_COMMAND} -DBUILD_DIR=${PROJECT_BINARY_DIR} -DSOURCE_DIR=${PROJECT_SOURCE_DIR}
+                 -DWORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/custom_kernel_install
+                 "-DNVCC=$<$<BOOL:${RK_HAVE_CUDA}>:${CMAKE_CUDA_COMPILER}>" "-DCUOBJDUMP=${_rk_cuobjdump}"
+                 -DCC=${CMAKE_C_COMPILER}
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/tools/check_custom_kernel.cmake)
+set_tests_properties(example_custom_kernel PROPERTIES TIMEOUT 600 LABELS "nosan")
 cmake_language(DEFER DIRECTORY ${PROJECT_SOURCE_DIR} CALL rk_add_example_tests)

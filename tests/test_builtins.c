@@ -1,8 +1,48 @@
 /* test_builtins.c — the built-in kernels (echo, vector_add, counter) on the CPU backend, with one
  * thread per lane and with four cooperating threads per lane (the same dialect source the device
  * compiles: rk_thread / rk_threads / rk_sync / rk_reply_reserve / rk_reply_commit), from one caller
- * and from several at once. */
+ * and from several at once.
+ *
+ * Built a second time as test_source_twins (RK_TEST_SOURCE_TWINS): the same tests on the built-ins'
+ * run-time source twins, descriptors that give no handler but the text of src/device/builtins.h as
+ * their source, compiled by the system C compiler at launch (src/host/cc.c) into a cache directory
+ * of the test's own. */
 #include "rt_util.h"
+
+#if defined(RK_TEST_SOURCE_TWINS)
+#include <ftw.h>
+#include <unistd.h>
+
+static rk_kernel_desc twin_echo, twin_vector_add, twin_counter;
+static char twin_cache[64];
+#define BUILTIN(x) (&twin_##x)
+
+static char *read_text(const char *path) {
+  FILE *f = fopen(path, "rb");
+  long n;
+  char *buf;
+  if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) return NULL;
+  buf = (char *)calloc(1, (size_t)n + 1);
+  if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) buf[0] = '\0';
+  fclose(f);
+  return buf;
+}
+
+static void twin(rk_kernel_desc *t, const rk_kernel_desc *b, const char *src, const char *handler) {
+  *t = *b;
+  t->handler = NULL; /* only the source: compiled by cc at launch */
+  t->cuda_entry = NULL;
+  t->source = src;
+  t->source_handler = handler;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st, (void)flag, (void)ftw;
+  return remove(path);
+}
+#else
+#define BUILTIN(x) (&rk_builtin_##x)
+#endif
 
 static uint64_t next_rand(uint64_t *s) {
   uint64_t x = *s;
@@ -66,7 +106,7 @@ static void run_vector_add(uint32_t threads, uint32_t lanes) {
   rk_msg m;
   lo.threads_per_lane = threads;
   lo.lanes = lanes;
-  k = rt_launch_active(rt, &rk_builtin_vector_add, &lo);
+  k = rt_launch_active(rt, BUILTIN(vector_add), &lo);
   for (i = 0; i <= RK_VADD_MAX; i++) vadd_check(rt, k, &seed, i, lanes); /* every length */
   for (i = 0; i < 100; i++) vadd_check(rt, k, &seed, (uint32_t)(next_rand(&seed) % (RK_VADD_MAX + 1)), lanes);
   /* n beyond the arrays: the handler refuses it with an error reply */
@@ -134,7 +174,7 @@ static void test_vector_add_concurrent(void **state) {
   (void)state;
   lo.threads_per_lane = 4;
   lo.lanes = 2;
-  k = rt_launch_active(rt, &rk_builtin_vector_add, &lo);
+  k = rt_launch_active(rt, BUILTIN(vector_add), &lo);
   for (i = 0; i < T; i++) {
     c[i].rt = rt;
     c[i].k = k;
@@ -166,7 +206,7 @@ static void run_counter(uint32_t threads) {
   rk_counter_value v;
   rk_hlc prev = 0;
   lo.threads_per_lane = threads;
-  k = rt_launch_active(rt, &rk_builtin_counter, &lo);
+  k = rt_launch_active(rt, BUILTIN(counter), &lo);
   for (i = 0; i < 200; i++) {
     rk_counter_add a;
     a.delta = (int64_t)(next_rand(&seed) % 2001) - 1000;
@@ -213,7 +253,7 @@ static void run_echo(uint32_t threads, uint32_t lanes) {
   rk_msg m;
   lo.threads_per_lane = threads;
   lo.lanes = lanes;
-  k = rt_launch_active(rt, &rk_builtin_echo, &lo);
+  k = rt_launch_active(rt, BUILTIN(echo), &lo);
   for (i = 0; i < 100; i++) {
     len = (i * 37) % 193;
     memset(req, (int)i, sizeof req);
@@ -236,11 +276,11 @@ static void test_max_lanes(void **state) {
   rk_kernel *k = NULL;
   (void)state;
   lo.lanes = 2;
-  assert_int_equal(rk_kernel_launch(rt, &rk_builtin_counter, &lo, &k), RK_EINVAL);
+  assert_int_equal(rk_kernel_launch(rt, BUILTIN(counter), &lo, &k), RK_EINVAL);
   assert_null(k);
   assert_non_null(strstr(rk_runtime_last_error(rt), "lanes"));
   lo.lanes = 1;
-  assert_int_equal(rk_kernel_launch(rt, &rk_builtin_counter, &lo, &k), RK_OK);
+  assert_int_equal(rk_kernel_launch(rt, BUILTIN(counter), &lo, &k), RK_OK);
   rk_kernel_destroy(k);
   old.size = (uint32_t)RK_OFFSETOF(rk_kernel_desc, max_lanes);
   lo.lanes = 3;
@@ -270,5 +310,23 @@ int main(void) {
       cmocka_unit_test(test_echo_threads),
       cmocka_unit_test(test_max_lanes),
   };
+#if defined(RK_TEST_SOURCE_TWINS)
+  char *src = read_text(RK_TEST_BUILTINS_SRC);
+  int rc;
+  if (src == NULL || strstr(src, "rk_counter_handler") == NULL) {
+    fprintf(stderr, "cannot read %s\n", RK_TEST_BUILTINS_SRC);
+    return 1;
+  }
+  snprintf(twin_cache, sizeof twin_cache, "/tmp/rk-twins-XXXXXX");
+  if (mkdtemp(twin_cache) == NULL || setenv("RK_CACHE_DIR", twin_cache, 1) != 0) return 1;
+  twin(&twin_echo, &rk_builtin_echo, src, "rk_echo_handler");
+  twin(&twin_vector_add, &rk_builtin_vector_add, src, "rk_vector_add_handler");
+  twin(&twin_counter, &rk_builtin_counter, src, "rk_counter_handler");
+  rc = cmocka_run_group_tests(tests, NULL, NULL);
+  (void)nftw(twin_cache, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+  free(src);
+  return rc;
+#else
   return cmocka_run_group_tests(tests, NULL, NULL);
+#endif
 }

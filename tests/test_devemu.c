@@ -20,6 +20,8 @@
 #include "host/internal.h"
 #include "inject_util.h"
 #include "devemu_util.h"
+#include "twin_kernel.h"
+#include "twin_check.h"
 
 /* ---------------------------------------- the emulated backend -------------------------------- */
 
@@ -665,6 +667,20 @@ static void test_vector_add(void **state) {
   vector_add(4);
 }
 
+/* An application's kernel (tests/twin_kernel.c, compiled after the device loop into this test's
+ * emulated device: rk_devemu_twin) on the emulated device: the checks it passes on the CPU backend (test_kernel_twins) and on a GPU. */
+static void test_application_kernel(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel_desc d = tally;
+  rk_kernel *k;
+  (void)state;
+  d.cuda_entry = "rk_kernel_tally"; /* what RK_KERNEL sets when nvcc built the image */
+  k = emu_launch(rt, &d, 2, 3, 0, 0);
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  twin_check(k, 2, RT_HANG);
+  emu_finish(rt, k);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lifecycle),
@@ -682,6 +698,7 @@ int main(void) {
       cmocka_unit_test(test_poller_sleeps_after_no_reply),
       cmocka_unit_test(test_restart_unhandled_stay),
       cmocka_unit_test(test_restart_state),
+      cmocka_unit_test(test_application_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

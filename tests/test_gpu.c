@@ -1,6 +1,9 @@
 /* test_gpu.c — the GPU suite (ctest label `gpu`): the CPU backend's lifecycle, send/recv/call,
  * backpressure, terminate-drains, state-survives and HLC-ordering checks, run on the CUDA
- * backend; an NVRTC-compiled kernel end to end; co-residency refusal; buffers (issue 17).
+ * backend; an NVRTC-compiled kernel end to end; co-residency refusal; buffers (issue 17); an
+ * application's own kernel (tests/twin_kernel.c) both ways: built by ringkernel_add_kernels (its
+ * embedded fatbin) and given as source text (NVRTC at launch), each passing the checks of
+ * twin_check.h.
  *
  *   test_gpu            every test, one runtime
  *   test_gpu NAME       only the tests NAME matches (cmocka's pattern: * and ?); no match: exit 2
@@ -30,6 +33,8 @@
 
 #include "nvrtc_sample.h"
 #include "ringkernel.h"
+#include "twin_kernel.h"
+#include "twin_check.h"
 
 #define T_NS 250000000ll /* per call, per terminate */
 static rk_runtime *rt;
@@ -609,6 +614,42 @@ static int pattern_matches(const char *p, const char *s) {
   return *s && (*p == '?' || *p == *s) && pattern_matches(p + 1, s + 1);
 }
 
+/* The application's own kernel, built with ringkernel_add_kernels: its fatbin, loaded at launch. */
+static void custom_kernel_compiled(void **state) {
+  rk_kernel *k;
+  (void)state;
+  if (tally.cuda_image == NULL) fail_msg("tally has no device image: this build had no nvcc");
+  assert_string_equal(tally.cuda_entry, "rk_kernel_tally");
+  k = launch(&tally, 0, 0, 0, RK_BACKPRESSURE_DEFAULT);
+  assert_int_equal(rk_kernel_lanes(k), 2);
+  CHECK(rk_kernel_activate(k), RK_OK);
+  twin_check(k, 2, T_NS);
+  CHECK(rk_kernel_terminate(k, T_NS), RK_OK);
+  done(k);
+}
+
+/* The same kernel as source text: rk_kernel_compile (NVRTC for this device), then launched; a
+ * source that does not compile is refused with NVRTC's error, at the check and at launch. */
+static void custom_kernel_source(void **state) {
+  rk_kernel_desc d = twin_source_desc(), bad = twin_source_desc();
+  rk_kernel *k = NULL;
+  char log[4096];
+  (void)state;
+  CHECK(rk_kernel_compile(rt, &d, log, sizeof log), RK_OK);
+  k = launch(&d, 0, 0, 0, RK_BACKPRESSURE_DEFAULT);
+  CHECK(rk_kernel_activate(k), RK_OK);
+  twin_check(k, 2, T_NS);
+  CHECK(rk_kernel_terminate(k, T_NS), RK_OK);
+  done(k);
+  bad.source = "RK_HANDLER(tally_handler)(rk_ctx *ctx, const rk_msg *in) { return undeclared_name; }";
+  CHECK(rk_kernel_compile(rt, &bad, log, sizeof log), RK_EINVAL);
+  assert_non_null(strstr(log, "undeclared_name"));
+  k = NULL;
+  CHECK(rk_kernel_launch(rt, &bad, NULL, &k), RK_EINVAL);
+  assert_null(k);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "undeclared_name"));
+}
+
 #define T(f) cmocka_unit_test_teardown(f, destroy_leftovers)
 
 int main(int argc, char **argv) {
@@ -631,6 +672,8 @@ int main(int argc, char **argv) {
       T(local_memory_refused),
       T(callbacks_on_device),
       T(buffers_on_device),
+      T(custom_kernel_compiled),
+      T(custom_kernel_source),
   };
   const size_t n_tests = sizeof tests / sizeof tests[0];
 

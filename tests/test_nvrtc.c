@@ -13,6 +13,7 @@
 
 #include "host/internal.h"
 #include "nvrtc_sample.h"
+#include "twin_source.h"
 
 static const char *handler_src = rk_test_twice_src;
 
@@ -60,16 +61,31 @@ static void cache_returns_the_same_image(void **state) {
   assert_ptr_not_equal(a, b);
 }
 
-static void compile_error_returns_ecuda_with_log(void **state) {
+static void compile_error_returns_einval_with_log(void **state) {
   const char *img = NULL;
   size_t len = 0;
   char log[4096];
   (void)state;
   assert_int_equal(rk__nvrtc_compile("RK_HANDLER(bad)(rk_ctx *ctx, const rk_msg *in) { return undeclared_name; }",
                                      "bad", "rk_bad", "compute_75", 0, &img, &len, log, sizeof log),
-                   RK_ECUDA);
+                   RK_EINVAL);
   assert_null(img);
   assert_non_null(strstr(log, "undeclared_name"));
+}
+
+/* An application's kernel source as it is written for ringkernel_add_kernels (tests/twin_kernel.c
+ * with its header: RK_KERNEL, RK_TYPES and RK_KERNEL_DECLARE in it, <ringkernel.h> included) also
+ * compiles as a run-time source: what test_gpu's custom_kernel_source launches. */
+static void application_kernel_source_compiles(void **state) {
+  const char *img = NULL;
+  size_t len = 0;
+  char log[4096];
+  (void)state;
+  if (rk__nvrtc_compile(rk_test_twin_source, "tally_handler", "rk_twin_entry", "sm_90", 1, &img, &len, log,
+                        sizeof log) != RK_OK)
+    fail_msg("NVRTC: %s", log);
+  assert_true(len > 4);
+  assert_memory_equal(img, "\x7f" "ELF", 4);
 }
 
 static void bad_arguments(void **state) {
@@ -87,7 +103,8 @@ int main(void) {
       cmocka_unit_test(compiles_to_ptx_with_entry_and_ordering),
       cmocka_unit_test(compiles_to_cubin_for_hopper),
       cmocka_unit_test(cache_returns_the_same_image),
-      cmocka_unit_test(compile_error_returns_ecuda_with_log),
+      cmocka_unit_test(compile_error_returns_einval_with_log),
+      cmocka_unit_test(application_kernel_source_compiles),
       cmocka_unit_test(bad_arguments),
   };
   if (!rk__nvrtc_available(why, sizeof why)) {

@@ -8,10 +8,10 @@
  * Host code uses GCC/C11 __atomic builtins. Device code uses inline PTX (ld.acquire.sys,
  * st.release.sys, fence.acq_rel.sys, atom.*.gpu) selected with __CUDA_ARCH__ — never __CUDACC__:
  * an RK_HD function whose device pass reached a host builtin would be deleted silently by nvcc
- * (warning #20011-D), taking its acquire load with it (ARCHITECTURE §2). CUDA sources are built with
+ * (warning #20011-D), taking its acquire load with it. CUDA sources are built with
  * -Werror all-warnings so that can never pass unnoticed.
  *
- * Rules (ARCHITECTURE §4): no read-modify-write across PCIe — the _sys family has loads, stores and
+ * Rules (docs/memory-ordering.md): no read-modify-write across PCIe — the _sys family has loads, stores and
  * fences only; RMW exists at _dev scope (device memory) and, as rk_host_*, for host threads on host
  * memory that the device at most loads (never writes). Never mix scopes on one object. Each call
  * site names the access it pairs with. */

@@ -1,6 +1,6 @@
 /* ringkernel/common.h — the one place where the portability macros and fixed-width types live.
  *
- * Every public header is the common subset of C11, C++17, nvcc and NVRTC (ARCHITECTURE §2). This
+ * Every public header is the common subset of C11, C++17, nvcc and NVRTC. This
  * header supplies what that subset lacks: RK_HD (host+device), RK_INLINE, RK_STATIC_ASSERT,
  * RK_ALIGNAS, RK_OFFSETOF, the export macro RK_API, and, under NVRTC (which has no system headers),
  * a small block of fixed-width typedefs. */

@@ -2,7 +2,7 @@
  * kernel reports back. Shared by the CPU backend (ordinary memory) and the CUDA backend (pinned
  * host-mapped memory), so it is a POD pinned by static asserts.
  *
- * Single writer per word (ARCHITECTURE §4, §8): the host writes only the host line; each lane
+ * Single writer per word (docs/memory-ordering.md): the host writes only the host line; each lane
  * writes only its own lane line. Nothing ever reads a whole block, changes a field and writes it
  * back. Every command is acknowledged: the host writes the command's argument words, then
  * store-releases cmd_seq; a lane load-acquires cmd_seq, applies the command, then store-releases

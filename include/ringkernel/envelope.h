@@ -82,7 +82,7 @@ typedef enum rk_envelope_check {
 /* The order is a contract: results below RK_ENV_BAD_LENGTH say the header itself is damaged (its
  * ids and fields mean nothing), results from RK_ENV_BAD_LENGTH on say the header's structure is
  * sound and only its content is wrong, so its ids (msg_id, correlation_id) can be used to answer
- * or to notify (ARCHITECTURE §6; docs/design-notes.md, "Replies are validated"). */
+ * or to notify (docs/design-notes.md, "Replies are validated"). */
 
 /** The flags a reply may carry; RK_ENV_F_REPLY is required among them. */
 #define RK_ENV_F_REPLY_ALLOWED (RK_ENV_F_REPLY | RK_ENV_F_ERROR | RK_ENV_F_CHECKSUM)

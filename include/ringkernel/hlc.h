@@ -4,7 +4,7 @@
  * until about 2112) and a logical counter in the low 12 bits. Comparing two stamps is comparing two
  * integers; a node id (carried beside the stamp, e.g. in the envelope) breaks ties for a total
  * order. In this packing Kulkarni et al.'s send and receive rules are integer maxima
- * (ARCHITECTURE §5):
+ * (pt: physical time):
  *     send / local event:  t' = max(t + 1, pt << 12)
  *     receive of m:        t' = max(t + 1, m + 1, pt << 12)
  * A logical overflow carries into the physical part, so a clock issuing more than 4096 stamps per

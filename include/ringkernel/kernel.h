@@ -30,6 +30,9 @@
  *
  * Work splitting across the lane's threads:
  *     for (i = rk_thread(ctx); i < n; i += rk_threads(ctx)) out[i] = a[i] + b[i];
+ *
+ * The kernel itself (name, handler, state, types, geometry) is defined next to its handler with
+ * RK_KERNEL (ringkernel/runtime.h); docs/first-kernel.md walks through a complete one.
  */
 #ifndef RINGKERNEL_KERNEL_H
 #define RINGKERNEL_KERNEL_H
@@ -61,7 +64,9 @@ typedef int (*rk_handler_fn)(rk_ctx *ctx, const rk_msg *in);
 #else
 #define RK_DIALECT RK_API
 #endif
-/** The kernel's persistent state (state_size bytes, kept across deactivate/activate). */
+/** The kernel's persistent state (state_size bytes, kept across deactivate/activate); NULL when
+ *  the descriptor declares none (state_size 0), so a handler that uses state declares its size and
+ *  checks for NULL before the first use (the library cannot see a handler's needs). */
 RK_DIALECT void *rk_state(rk_ctx *ctx);
 /** Lane-shared scratch memory (scratch_size bytes of the kernel descriptor); *size may be NULL. */
 RK_DIALECT void *rk_scratch(rk_ctx *ctx, size_t *size);

@@ -2,7 +2,7 @@
  * yield, then park, with a timeout.
  *
  * The inline operations in ring.h never block and never wake anyone. Host threads that want to wait
- * use the functions here. Parking follows ARCHITECTURE §4: a producer publishes, issues a full
+ * use the functions here. Parking (docs/memory-ordering.md): a producer publishes, issues a full
  * fence, then reads the consumer's sleeping flag; a consumer sets its flag, issues a full fence,
  * then re-checks the ring. With both fences no wake-up is lost (a lost one would only be hidden by
  * a timeout). A producer that uses the raw push functions of ring.h on a ring whose consumer may

@@ -6,7 +6,7 @@
  * device global memory (K2K). The structure holds offsets, never pointers, so the host and the
  * device address the same ring through their own base pointers.
  *
- * Ordering (ARCHITECTURE §4; every access below names its pair):
+ * Ordering (docs/memory-ordering.md; every access below names its pair):
  *  - free-running 64-bit indices, masked on access; capacity is a power of two;
  *  - publication is per slot, in both modes: the producer writes the slot, then store-releases the
  *    slot's sequence word = position + 1; the consumer load-acquires the sequence word, compares it

@@ -70,10 +70,18 @@ typedef struct rk_runtime_options {
   size_t buffer_host_bytes;
   uint32_t max_buffers;         /**< buffers allocated at once, at most (0: 1024; above 2^24:
                                      rk_runtime_create fails with RK_EINVAL) */
+  /** Kernels given as source (rk_kernel_desc.source) on the CPU backend: the C compiler to run
+   *  (a path, or a name looked up in PATH). NULL: the environment's RK_CC, else "cc". */
+  const char *cc;
+  /** Where compiled source kernels are cached (shared objects named by a hash of the source, the
+   *  compiler, its options and the library version; safe for concurrent processes). NULL: the
+   *  environment's RK_CACHE_DIR, else $XDG_CACHE_HOME/ringkernel, else ~/.cache/ringkernel. A
+   *  directory that cannot be written is not an error: the kernel is compiled in a temporary one. */
+  const char *cache_dir;
 } rk_runtime_options;
 
 #define RK_RUNTIME_OPTIONS_INIT \
-  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0 }
+  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0, NULL, NULL }
 
 /** What a full inbox does to a sender. */
 typedef enum rk_backpressure {
@@ -89,10 +97,23 @@ typedef struct rk_kernel_desc {
   uint32_t size;                /**< sizeof(rk_kernel_desc) */
   const char *name;             /**< for telemetry and errors */
   rk_handler_fn handler;        /**< CPU backend handler */
-  const void *cuda_image;       /**< CUDA backend: embedded fatbin/cubin/PTX with the kernel */
+  const void *cuda_image;       /**< CUDA backend: embedded fatbin/cubin/PTX with the kernel
+                                     (RK_KERNEL and ringkernel_add_kernels fill it) */
   const char *cuda_entry;       /**< CUDA backend: entry point in cuda_image */
-  const char *cuda_source;      /**< CUDA backend: handler source for NVRTC (see kernel.h) */
-  const char *cuda_handler;     /**< name of the handler function in cuda_source */
+  /** Handler source text in the dialect, compiled at run time for the runtime's backend: NVRTC on
+   *  CUDA, the system C compiler (rk_runtime_options.cc) into a cached shared object on the CPU.
+   *  It runs on every backend with no handler, image or build system (see rk_kernel_compile).
+   *  With `handler` set too, the CPU backend runs `handler` and compiles the source only to check
+   *  it. (cuda_source: its former name, still accepted.) */
+  union {
+    const char *source;
+    const char *cuda_source;
+  };
+  /** Name of the handler function in source. (cuda_handler: its former name.) */
+  union {
+    const char *source_handler;
+    const char *cuda_handler;
+  };
   size_t state_size;            /**< bytes of persistent state (zeroed, then state_init) */
   rk_state_init_fn state_init;  /**< optional: initialise the state once at launch */
   void *state_init_user;
@@ -192,17 +213,31 @@ RK_API int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len);
 
 /** Launch a kernel: allocate its state, rings and control block, start its lanes and wait until
  *  every lane has checked in. The kernel is resident and RK_STATE_LAUNCHED (not consuming).
- *  opts may be NULL. Errors: RK_EINVAL (bad descriptor/geometry, unknown fault policy or restart
- *  flags), RK_ENOMEM, RK_ESYS (a lane thread could not be created: nothing is left running),
- *  RK_ENORESOURCE
+ *  opts may be NULL. A descriptor with a source (desc->source) has it compiled first, on every
+ *  backend (cached: see rk_kernel_compile). Errors: RK_EINVAL (bad descriptor or geometry: the
+ *  message names the field; unknown fault policy or restart flags; a source that does not compile:
+ *  the compiler's first errors in the message), RK_ENOMEM, RK_ESYS (a lane thread could not be
+ *  created: nothing is left running; or a compiled source could not be loaded), RK_ENORESOURCE
  *  (more lanes than the device can hold at once, or lanes did not check in within the launch
- *  timeout), RK_ENOTSUP (no handler for this backend), RK_ECUDA (a CUDA error, an NVRTC compile
- *  error with its log, or a fault while the lanes checked in), RK_ESTATE (CUDA: a CUDA image not
+ *  timeout), RK_ENOTSUP (no handler for this backend: no .handler or .source on the CPU, no
+ *  .cuda_image/.cuda_entry or .source on CUDA; or a source and no compiler for it), RK_ECUDA (a
+ *  CUDA error, or a fault while the lanes checked in), RK_ESTATE (CUDA: a CUDA image not
  *  loaded yet while ring kernels are resident: launch kernels with their own images first),
  *  RK_ETIMEDOUT (CUDA: the initial state copy did not finish). The detail is in
  *  rk_runtime_last_error. */
 RK_API int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
                             rk_kernel **out);
+/** Compile the kernel's source (desc->source, handler desc->source_handler) for the runtime's
+ *  backend without launching it: the system C compiler on the CPU backend, NVRTC on CUDA. The
+ *  result is cached (a later launch of the same source does not compile again). log (may be NULL
+ *  when log_len is 0) receives the compiler's output, NUL-terminated and truncated to log_len;
+ *  empty when it said nothing or the result came from the cache.
+ *  Errors: RK_EINVAL (NULL, a bad descriptor, no source or no handler name, a source that does not
+ *  compile or defines no handler of that name: the compiler's first errors are in the message
+ *  too), RK_ENOTSUP (no compiler: the message names what was looked for), RK_ENOMEM, RK_ESYS (the
+ *  compiler could not be run, or its result could not be loaded). */
+RK_API int rk_kernel_compile(rk_runtime *rt, const rk_kernel_desc *desc, char *log, size_t log_len);
+
 /** LAUNCHED or INACTIVE -> ACTIVE. RK_ESTATE otherwise (FAULTED included); RK_ETIMEDOUT if a lane
  *  did not acknowledge within 5 s (the kernel faults). */
 RK_API int rk_kernel_activate(rk_kernel *k);
@@ -358,7 +393,7 @@ RK_API int rk_recv_stop(rk_kernel *k);
 
 #define RK_LATENCY_BUCKETS 48 /**< bucket i counts latencies in [2^i, 2^(i+1)) ns */
 
-/** Counters of one kernel (ARCHITECTURE §10). Lane counters are summed; depths are per lane. */
+/** Counters of one kernel. Lane counters are summed; depths are per lane. */
 typedef struct rk_kernel_counters {
   uint32_t size;              /**< set by the caller to sizeof(rk_kernel_counters) */
   rk_lifecycle state;
@@ -446,6 +481,76 @@ RK_API extern const rk_kernel_desc rk_builtin_vector_add;
  *  One lane (its state is one running total): launching it with more lanes is RK_EINVAL. */
 RK_API extern const rk_kernel_desc rk_builtin_counter;
 
+/* ---------------------------------------- kernel definitions -------------------------------- */
+
+/** Define a kernel in a dialect source file, next to its handler:
+ *
+ *      RK_KERNEL(bank, bank_handler, .state_size = sizeof(bank_state), .lanes = 4,
+ *                RK_TYPES(&bank_deposit_msgtype, &bank_query_msgtype));
+ *
+ *  The first argument names the descriptor (a `const rk_kernel_desc` the host code launches; its
+ *  .name is the same text), the second is the handler; any further arguments are designated
+ *  initialisers of rk_kernel_desc fields (state_size, state_init, lanes, max_lanes, ...). Compiled
+ *  by the C compiler it defines the descriptor; compiled by nvcc (ringkernel_add_kernels does this
+ *  with the device runtime, giving a fatbin) it defines the CUDA entry point rk_kernel_<name>
+ *  instead. When the C compilation is told where that fatbin is (RK_KERNEL_FATBIN, a string
+ *  literal: the CMake function sets it), the fatbin is embedded in the object and the descriptor's
+ *  cuda_image and cuda_entry point to it; otherwise they stay NULL and the kernel runs on the CPU
+ *  backend only. Kernel source files are C (or CUDA under nvcc), not C++.
+ *  Other files see the descriptor through RK_KERNEL_DECLARE(bank); (C and C++). */
+#if defined(__CUDACC__)
+#if defined(RK_DEFINE_RING_KERNEL)
+#define RK_KERNEL(kname, ...) RK_DEFINE_RING_KERNEL(rk_kernel_##kname, RK__FIRST(__VA_ARGS__))
+#else /* nvcc without the device runtime (a .cu that only shares the file): nothing to define */
+#define RK_KERNEL(name, ...) RK_STATIC_ASSERT(1, #name)
+#endif
+#define RK_TYPES(...)
+#elif defined(__cplusplus) && defined(RK_DEFINE_RING_KERNEL)
+/* the device loop compiled as host C++ (the test suite's emulated device): the entry point */
+#define RK_KERNEL(kname, ...) RK_DEFINE_RING_KERNEL(rk_kernel_##kname, RK__FIRST(__VA_ARGS__))
+#define RK_TYPES(...)
+#elif defined(__cplusplus)
+#define RK_KERNEL(kname, ...) static_assert(false, "RK_KERNEL: compile kernel source files as C (or CUDA)")
+#define RK_TYPES(...)
+#else
+#if defined(RK_KERNEL_FATBIN)
+/* The fatbin, once per object however many kernels it defines, in .nv_fatbin (where cuobjdump
+ * looks for device code); a local symbol, so objects of one program never clash. */
+#define RK__KERNEL_IMAGE_DECL                                                                     \
+  __asm__(".ifndef rk__kernel_fatbin\n.pushsection .nv_fatbin,\"a\"\n.balign 16\nrk__kernel_fatbin:\n"   \
+          ".incbin \"" RK_KERNEL_FATBIN "\"\n.byte 0\n.popsection\n.endif\n");                      \
+  extern const unsigned char rk__kernel_fatbin[] __attribute__((visibility("hidden")));
+#define RK__KERNEL_IMAGE ((const void *)rk__kernel_fatbin)
+#define RK__KERNEL_ENTRY(kname) "rk_kernel_" #kname
+#else
+#define RK__KERNEL_IMAGE_DECL
+#define RK__KERNEL_IMAGE NULL
+#define RK__KERNEL_ENTRY(kname) NULL
+#endif
+#define RK_KERNEL(kname, ...)                                                                     \
+  RK__KERNEL_IMAGE_DECL                                                                           \
+  const rk_kernel_desc kname = {.size = sizeof(rk_kernel_desc), .name = #kname, .cuda_image = RK__KERNEL_IMAGE, \
+                                .cuda_entry = RK__KERNEL_ENTRY(kname), .handler = __VA_ARGS__}
+/** The accepted message types of an RK_KERNEL: RK_TYPES(&a_msgtype, &b_msgtype) sets .types and
+ *  .n_types. */
+#define RK_TYPES(...)                                                          \
+  .types = (const rk_msg_type *const[]){__VA_ARGS__},                         \
+  .n_types = (uint32_t)(sizeof((const rk_msg_type *const[]){__VA_ARGS__}) / sizeof(const rk_msg_type *))
+#endif
+#define RK__FIRST(...) RK__FIRST_(__VA_ARGS__, ~)
+#define RK__FIRST_(a, ...) a
+
+/** Declare a kernel defined with RK_KERNEL in another file: RK_KERNEL_DECLARE(bank); */
+#if defined(__cplusplus)
+#define RK_KERNEL_DECLARE(name) extern "C" const rk_kernel_desc name
+#else
+#define RK_KERNEL_DECLARE(name) extern const rk_kernel_desc name
+#endif
+
+#else /* __CUDACC_RTC__: a source compiled at run time defines its handler only */
+#define RK_KERNEL(name, ...) static_assert(1, #name)
+#define RK_KERNEL_DECLARE(name) static_assert(1, #name)
+#define RK_TYPES(...)
 #endif /* !__CUDACC_RTC__ */
 
 RK_EXTERN_C_END

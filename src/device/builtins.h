@@ -86,7 +86,7 @@ RK_HANDLER(rk_counter_handler)(rk_ctx *ctx, const rk_msg *in) {
   const rk_counter_add *add = RK_MSG_AS(in, rk_counter_add);
   rk_counter_state *st = RK_CAST(rk_counter_state *, rk_state(ctx));
   rk_counter_value v = {0, 0, 0};
-  if (add == 0) return RK_EINVAL;
+  if (add == 0 || st == 0) return RK_EINVAL; /* st: NULL if a copy of the descriptor dropped state_size */
   if (rk_thread(ctx) == 0) {
     st->total += add->delta;
     st->count += 1;

@@ -43,6 +43,22 @@ RK_HANDLER(rk_emu_results_handler)(rk_ctx *ctx, const rk_msg *in) {
 }
 RK_DEFINE_RING_KERNEL(rk_emu_kernel_results, rk_emu::rk_emu_results_handler)
 
+/* A test's own kernel: RK_EMU_EXTRA_SOURCE names a dialect source that defines it with
+ * RK_KERNEL(name, ...), RK_EMU_EXTRA_ENTRY its entry point rk_kernel_<name>. The test suite builds
+ * this file a second time with them (tests/runtime.cmake, rk_devemu_twin), so an application's
+ * kernel runs on the emulated device compiled as nvcc compiles it: after the device loop. */
+#if defined(RK_EMU_EXTRA_SOURCE)
+#include "ringkernel.h" /* after the loop: RK_KERNEL then defines the emulated entry point */
+namespace rk_emu_extra {
+#include RK_EMU_EXTRA_SOURCE
+}
+#define RK_EMU_STR2(x) #x
+#define RK_EMU_STR(x) RK_EMU_STR2(x)
+#define EMU_EXTRA_ROW {RK_EMU_STR(RK_EMU_EXTRA_ENTRY), rk_emu_extra::RK_EMU_EXTRA_ENTRY},
+#else
+#define EMU_EXTRA_ROW
+#endif
+
 typedef void (*rk_emu_entry_fn)(const rk_dev_params *);
 
 rk_emu_lane_model rk_emu_model_lanes[RK_EMU_MODEL_LANES];
@@ -71,7 +87,7 @@ extern "C" rk_emu_entry_fn rk_emu_entry(const char *name) {
   static const struct {
     const char *name;
     rk_emu_entry_fn fn;
-  } table[] = {RK_BUILTIN_KERNELS(EMU_ROW) EMU_ROW(rk_emu_kernel_results, -)};
+  } table[] = {RK_BUILTIN_KERNELS(EMU_ROW) EMU_ROW(rk_emu_kernel_results, -) EMU_EXTRA_ROW};
   for (const auto &e : table)
     if (name && std::string_view(name) == e.name) return e.fn;
   return nullptr;

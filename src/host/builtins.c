@@ -9,7 +9,7 @@ static const rk_msg_type *const counter_types[] = {&rk_counter_add_msgtype};
 /* CPU handler and CUDA entry point (src/device/builtins.cu) from the same dialect source. */
 #define RK__DESC(nm, fn, entry, st, types, ntypes, maxl)                                            \
   {                                                                                                 \
-    sizeof(rk_kernel_desc), nm, fn, NULL, entry, NULL, NULL, st, NULL, NULL, 0, 1, 1, 1024, 0, 256, \
+    sizeof(rk_kernel_desc), nm, fn, NULL, entry, {NULL}, {NULL}, st, NULL, NULL, 0, 1, 1, 1024, 0, 256, \
         RK_BACKPRESSURE_BLOCK, types, ntypes, maxl                                                  \
   }
 

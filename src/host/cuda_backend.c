@@ -436,11 +436,12 @@ static int resolve_func(rk_cuda *c, rk_kernel *k, const void **func) {
     size_t len;
     char arch[16], log[2048];
     int rc;
-    if (!k->desc.cuda_handler) return rk__fail(c->rt, RK_EINVAL, "kernel %s: cuda_source without cuda_handler", k->name);
+    if (!k->desc.source_handler)
+      return rk__fail(c->rt, RK_EINVAL, "kernel %s: descriptor field .source without .source_handler", k->name);
     snprintf(arch, sizeof arch, "sm_%d%d", c->cc_major, c->cc_minor);
-    rc = rk__nvrtc_compile(k->desc.cuda_source, k->desc.cuda_handler, "rk_nvrtc_ring_kernel", arch, 1, &img, &len,
+    rc = rk__nvrtc_compile(k->desc.source, k->desc.source_handler, "rk_nvrtc_ring_kernel", arch, 1, &img, &len,
                            log, sizeof log);
-    if (rc != RK_OK) return rk__fail(c->rt, rc, "kernel %s: NVRTC: %s", k->name, log);
+    if (rc != RK_OK) return rk__fail(c->rt, rc, "kernel %s: its source does not compile (NVRTC): %.300s", k->name, log);
     return load_image(c, k, img, "rk_nvrtc_ring_kernel", func);
   }
   if (k->desc.cuda_image && k->desc.cuda_entry) return load_image(c, k, k->desc.cuda_image, k->desc.cuda_entry, func);
@@ -1058,7 +1059,26 @@ void rk__cuda_shutdown(rk_runtime *rt) {
   rt->backend_data = NULL;
 }
 
+/* rk_kernel_compile on the CUDA backend: NVRTC for the runtime's device (cached, as a launch). */
+int rk__cuda_compile(rk_runtime *rt, const rk_kernel_desc *d, char *log, size_t log_len) {
+  rk_cuda *c = (rk_cuda *)rt->backend_data;
+  const char *img;
+  size_t len;
+  char arch[16];
+  int rc;
+  snprintf(arch, sizeof arch, "sm_%d%d", c->cc_major, c->cc_minor);
+  rc = rk__nvrtc_compile(d->source, d->source_handler, "rk_nvrtc_ring_kernel", arch, 1, &img, &len, log, log_len);
+  if (rc == RK_OK) return RK_OK;
+  return rk__fail(rt, rc, "kernel %s: %s (NVRTC): %.300s", d->name ? d->name : "kernel",
+                  rc == RK_EINVAL ? "its source does not compile" : "cannot compile its source", log ? log : "");
+}
+
 #else /* !RK_HAVE_CUDA */
+
+int rk__cuda_compile(rk_runtime *rt, const rk_kernel_desc *d, char *log, size_t log_len) {
+  (void)d, (void)log, (void)log_len;
+  return rk__fail(rt, RK_ENOTSUP, "built without CUDA");
+}
 
 int rk__cuda_probe(int device, char *reason, size_t len) {
   (void)device;

@@ -15,7 +15,8 @@ int rk__dev_geometry(const rk_kernel *k, uint32_t *batch, size_t *smem) {
   *batch = b;
   *smem = rk_dev_smem_size(b, k->slot_size, (uint32_t)k->desc.scratch_size);
   if (*smem > limit)
-    return rk__fail(k->rt, RK_EINVAL, "kernel %s: slot and scratch need %zu bytes of shared memory (limit %zu)",
+    return rk__fail(k->rt, RK_EINVAL, "kernel %s: slot and scratch (fields .slot_size, .scratch_size) need %zu bytes "
+                    "of shared memory (limit %zu)",
                     k->name, *smem, limit);
   return RK_OK;
 }

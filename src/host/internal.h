@@ -438,8 +438,9 @@ void rk__clock_sync(rk_kernel *k);
 
 /* nvrtc.c: compile handler source (+ the embedded device runtime) into a ring kernel `entry` for
  * `arch` ("compute_75" -> PTX, "sm_90" with cubin != 0 -> CUBIN). The image is owned by the
- * process-wide cache and stays valid for the life of the process. Errors: RK_EINVAL, RK_ENOTSUP
- * (no NVRTC; reason in log), RK_ECUDA (compile error; NVRTC's log in log), RK_ENOMEM. */
+ * process-wide cache and stays valid for the life of the process. Errors: RK_EINVAL (bad
+ * arguments, or a compile error: NVRTC's log in log), RK_ENOTSUP (no NVRTC; reason in log),
+ * RK_ECUDA (NVRTC failed otherwise), RK_ENOMEM. */
 int rk__nvrtc_available(char *why, size_t len);
 int rk__nvrtc_compile(const char *source, const char *handler, const char *entry, const char *arch, int cubin,
                       const char **image, size_t *image_len, char *log, size_t log_len);
@@ -481,6 +482,15 @@ int rk__cuda_copy(rk_runtime *rt, void *dst, const void *src, size_t n, void (*d
 int rk__send_id(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t id);
 int rk__call_id(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply, void *buf,
                 uint32_t buf_len, int64_t timeout_ns, uint64_t id, int *sent);
+/* cuda_backend.c: rk_kernel_compile on the CUDA backend (rt's device architecture). */
+int rk__cuda_compile(rk_runtime *rt, const rk_kernel_desc *d, char *log, size_t log_len);
+/* cc.c: the handler of d->source compiled by the system C compiler and loaded (cached on disk and
+ * in the process; the object stays loaded for the process's life). log receives the compiler's
+ * output. Errors (with rk__fail's message): RK_EINVAL (no source, a handler name that is not an
+ * identifier, a compile error or no such handler: the first errors in the message), RK_ENOTSUP (no
+ * compiler), RK_ENOMEM, RK_ESYS (the compiler could not run, the object could not be loaded). */
+int rk__cc_compile(rk_runtime *rt, const rk_kernel_desc *d, rk_handler_fn *out, char *log, size_t log_len);
+uint64_t rk__cc_compile_count(void);
 
 /* cpu_backend.c */
 uint32_t rk__payload_max(const rk_kernel *k);

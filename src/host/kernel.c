@@ -413,18 +413,30 @@ static int join_lanes(rk_kernel *k) {
   return rc;
 }
 
+/* Every refusal names the descriptor field (and launch option) it is about. */
 static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
+  const char *nm = d->name ? d->name : "?";
   uint32_t i;
   /* Descriptors grow at the end: one compiled against an older header (smaller size, up to
    * n_types) is accepted, and the fields it lacks read as zero. */
   if (d->size < RK_OFFSETOF(rk_kernel_desc, max_lanes))
-    return rk__fail(rt, RK_EINVAL, "kernel descriptor: size field not set");
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor: field .size is %u, not sizeof(rk_kernel_desc) (%zu)",
+                    d->size, sizeof(rk_kernel_desc));
   if (d->types == NULL && d->n_types)
-    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: n_types without types", d->name ? d->name : "?");
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .n_types is %u but .types is NULL", nm, d->n_types);
   for (i = 0; i < d->n_types; i++)
     if (d->types[i] == NULL || d->types[i]->id == 0)
-      return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: message type %u is NULL or has id 0",
-                      d->name ? d->name : "?", i);
+      return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .types[%u] is NULL or has id 0", nm, i);
+  if ((unsigned)d->backpressure > RK_BACKPRESSURE_REJECT)
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .backpressure is %d, not an rk_backpressure", nm,
+                    (int)d->backpressure);
+  if (d->state_init != NULL && d->state_size == 0)
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .state_init without .state_size (no state to "
+                    "initialise)", nm);
+  if (d->source_handler != NULL && d->source == NULL)
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .source_handler without .source", nm);
+  if (d->cuda_image != NULL && d->cuda_entry == NULL)
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .cuda_image without .cuda_entry", nm);
   return RK_OK;
 }
 
@@ -462,6 +474,7 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
                       int (*prepare)(rk_kernel *k, void *arg), void *arg, rk_kernel **out) {
   rk_launch_options o = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k = NULL;
+  rk_handler_fn source_handler = NULL;
   uint32_t i;
   int rc;
   size_t csize;
@@ -477,11 +490,29 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
     memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
   }
   if ((rc = check_desc(rt, desc)) != RK_OK) return rc;
-  if (rt->backend == RK_BACKEND_CPU ? desc->handler == NULL
-                                     : (desc->cuda_source == NULL && desc->cuda_entry == NULL))
-    return rk__fail(rt, RK_ENOTSUP, "kernel %s has no handler for the %s backend", desc->name ? desc->name : "?",
-                    rk_backend_name(rt->backend));
+  if (rt->backend == RK_BACKEND_CPU ? (desc->handler == NULL && desc->source == NULL)
+                                     : (desc->source == NULL && desc->cuda_entry == NULL))
+    return rk__fail(rt, RK_ENOTSUP,
+                    "kernel %s has no handler for the %s backend (descriptor fields .handler, .cuda_image with "
+                    ".cuda_entry, or .source)", desc->name ? desc->name : "?", rk_backend_name(rt->backend));
+  /* CPU: a source is compiled (cached) into the handler. With a compiled handler too, the source is
+   * only checked: a source that does not compile is refused on every backend, never ignored; a
+   * missing compiler then only costs the check (logged). */
+  if (rt->backend == RK_BACKEND_CPU && desc->source != NULL) {
+    rc = rk__cc_compile(rt, desc, &source_handler, NULL, 0);
+    if (rc == RK_ENOTSUP && desc->handler != NULL) {
+      rk__log(rt, RK_LOG_WARN, "kernel %s: its source was not checked (%s); running its compiled handler",
+              desc->name ? desc->name : "?", rk_runtime_last_error(rt));
+      rk__error_clear(rt);
+      source_handler = NULL;
+    } else if (rc != RK_OK) {
+      return rc;
+    }
+  }
 
+  if ((unsigned)o.backpressure > RK_BACKPRESSURE_REJECT)
+    return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: launch option backpressure is %d, not an rk_backpressure",
+                    (int)o.backpressure);
   if ((unsigned)o.fault_policy > RK_FAULT_RESTART)
     return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: unknown fault policy %d", (int)o.fault_policy);
   if (o.restart_flags & ~RK_RESTART_RESET_STATE)
@@ -494,6 +525,7 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
   if (k == NULL) return rk__fail(rt, RK_ENOMEM, "rk_kernel_launch: out of memory");
   k->rt = rt;
   memcpy(&k->desc, desc, desc->size < sizeof k->desc ? desc->size : sizeof k->desc); /* rest: calloc'd zero */
+  if (k->desc.handler == NULL) k->desc.handler = source_handler;
   desc = &k->desc;
   snprintf(k->name, sizeof k->name, "%s", desc->name ? desc->name : "kernel");
   k->lanes = (uint32_t)pick(o.lanes, desc->lanes, 1);
@@ -525,26 +557,30 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
   uv_mutex_init(&k->clock_lock);
   uv_mutex_init(&k->dead_lock);
 
-  if (k->lanes == 0 || k->lanes > (desc->max_lanes ? desc->max_lanes : RK_MAX_LANES)) {
-    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u lanes (1..%u)", k->name, k->lanes,
-                  desc->max_lanes ? desc->max_lanes : RK_MAX_LANES);
+  if (k->lanes == 0 || k->lanes > RK_MAX_LANES || (desc->max_lanes && k->lanes > desc->max_lanes)) {
+    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u lanes (descriptor field .lanes, launch option lanes): 1..%u%s", k->name,
+                  k->lanes, desc->max_lanes && desc->max_lanes < RK_MAX_LANES ? desc->max_lanes : RK_MAX_LANES,
+                  desc->max_lanes && desc->max_lanes < RK_MAX_LANES ? " (field .max_lanes)" : "");
     goto fail_early;
   }
   if (k->threads == 0 || k->threads > 1024) {
-    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u threads per lane (1..1024)", k->name, k->threads);
+    rc = rk__fail(rt, RK_EINVAL, "kernel %s: %u threads per lane (descriptor field .threads_per_lane, launch option "
+                  "threads_per_lane): 1..1024", k->name, k->threads);
     goto fail_early;
   }
   if (rk_ring_check_geometry(k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||
       rk_ring_check_geometry(k->outbox_cap, k->slot_size, RK_RING_SPSC) != RK_OK) {
     rc = rk__fail(rt, RK_EINVAL,
-                  "kernel %s: bad ring geometry (capacities %u/%u must be powers of two; slot %u must be a "
-                  "multiple of 64, at least 64)", k->name, k->inbox_cap, k->outbox_cap, k->slot_size);
+                  "kernel %s: bad ring geometry (fields .inbox_capacity %u and .outbox_capacity %u, or the launch "
+                  "options of those names, must be powers of two; .slot_size %u must be a multiple of 64, at least "
+                  "64)", k->name, k->inbox_cap, k->outbox_cap, k->slot_size);
     goto fail_early;
   }
   for (i = 0; i < desc->n_types; i++)
     if (desc->types[i]->size > k->slot_size - RK_ENVELOPE_SIZE) {
-      rc = rk__fail(rt, RK_EMSGSIZE, "kernel %s: message type %s (%u bytes) does not fit a %u-byte slot",
-                    k->name, desc->types[i]->name ? desc->types[i]->name : "?", desc->types[i]->size, k->slot_size);
+      rc = rk__fail(rt, RK_EMSGSIZE, "kernel %s: message type %s (field .types[%u], %u bytes) does not fit a %u-byte "
+                    "slot (field .slot_size, launch option slot_size)", k->name,
+                    desc->types[i]->name ? desc->types[i]->name : "?", i, desc->types[i]->size, k->slot_size);
       goto fail_early;
     }
 
@@ -560,11 +596,13 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
   if (desc->state_size) {
     k->state = rk__calloc(1, desc->state_size);
     if (k->state == NULL) {
-      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate %zu bytes of state", k->name, desc->state_size);
+      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate %zu bytes of state (field .state_size)", k->name,
+                    desc->state_size);
       goto fail_early;
     }
     if (desc->state_init && (rc = desc->state_init(k->state, desc->state_size, desc->state_init_user)) != RK_OK) {
-      rc = rk__fail(rt, rc < 0 ? rc : RK_EINVAL, "kernel %s: state initialiser failed", k->name);
+      rc = rk__fail(rt, rc < 0 ? rc : RK_EINVAL, "kernel %s: state initialiser (field .state_init) failed: %d", k->name,
+                    rc);
       goto fail_early;
     }
   }
@@ -607,7 +645,8 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
       l->outbox->flags |= RK_RING_F_NO_WAKE;
     }
     if (desc->scratch_size && (l->scratch = rk__calloc(1, desc->scratch_size)) == NULL) {
-      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate scratch", k->name);
+      rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate %zu bytes of scratch (field .scratch_size)", k->name,
+                    desc->scratch_size);
       goto fail_early;
     }
   }
@@ -649,6 +688,25 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
 fail_early:
   rk__kernel_free(k);
   return rc;
+}
+
+int rk_kernel_compile(rk_runtime *rt, const rk_kernel_desc *desc, char *log, size_t log_len) {
+  rk_handler_fn fn;
+  int rc;
+  if (log && log_len) log[0] = '\0';
+  if (rt == NULL) return RK_EINVAL;
+  rk__error_clear(rt);
+  if (desc == NULL) return rk__fail(rt, RK_EINVAL, "rk_kernel_compile: NULL descriptor");
+  if (log == NULL && log_len > 0) return rk__fail(rt, RK_EINVAL, "rk_kernel_compile: NULL log with log_len > 0");
+  if ((rc = check_desc(rt, desc)) != RK_OK) return rc;
+  if (desc->source == NULL)
+    return rk__fail(rt, RK_EINVAL, "kernel %s: nothing to compile (descriptor field .source is NULL)",
+                    desc->name ? desc->name : "?");
+  if (desc->source_handler == NULL)
+    return rk__fail(rt, RK_EINVAL, "kernel %s: descriptor field .source without .source_handler",
+                    desc->name ? desc->name : "?");
+  if (rt->backend == RK_BACKEND_CUDA) return rk__cuda_compile(rt, desc, log, log_len);
+  return rk__cc_compile(rt, desc, &fn, log, log_len);
 }
 
 /* ---------------------------------------- lifecycle ------------------------------------------ */

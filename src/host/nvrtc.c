@@ -7,7 +7,7 @@
  *     RK_DEFINE_RING_KERNEL(<entry>, <handler>)
  * with no include path and -default-device (ARCHITECTURE §2): every header it needs is handed to
  * NVRTC from the strings embedded at build time. Results are cached in the process, keyed by the
- * source, handler, entry, architecture and output kind. Compile errors come back as RK_ECUDA with
+ * source, handler, entry, architecture and output kind. Compile errors come back as RK_EINVAL with
  * NVRTC's log. No GPU is needed to compile. */
 #include <dlfcn.h>
 #include <stdio.h>
@@ -177,6 +177,7 @@ int rk__nvrtc_compile(const char *source, const char *handler, const char *entry
   }
   if (r != 0) {
     if (log && log_len && log[0] == '\0') snprintf(log, log_len, "nvrtcCompileProgram: %s", nv.errstr(r));
+    rc = RK_EINVAL; /* the source does not compile: a bad descriptor, as on the CPU backend */
     goto out;
   }
   if ((cubin ? nv.cubin_size : nv.ptx_size)(prog, &n) != 0 || n == 0) goto out;

@@ -170,6 +170,12 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   uv_mutex_init(&rt->log_lock);
   uv_cond_init(&rt->log_cond);
   rt->log_ready = 1;
+  /* the option strings are the runtime's own copies (the application's may not outlive create) */
+  rt->opts.cc = rt->opts.cache_dir = NULL;
+  if ((o.cc && (rt->opts.cc = strdup(o.cc)) == NULL) || (o.cache_dir && (rt->opts.cache_dir = strdup(o.cache_dir)) == NULL)) {
+    rk__runtime_release(rt);
+    return RK_ENOMEM;
+  }
   rt->backend = RK_BACKEND_CPU;
   rt->ops = &rk__cpu_backend;
   if (cuda_ok) {
@@ -261,6 +267,8 @@ void rk__runtime_release(rk_runtime *rt) {
   uv_cond_destroy(&rt->log_cond);
   uv_mutex_destroy(&rt->log_lock);
   uv_mutex_destroy(&rt->lock);
+  free((char *)rt->opts.cc);
+  free((char *)rt->opts.cache_dir);
   free(rt);
 }
 
