@@ -42,6 +42,10 @@ int rk_bench_rtt(const rk_bench_opts *opts);
 int rk_bench_gpu(const rk_bench_opts *opts);
 int rk_bench_devmodel(const rk_bench_opts *opts);
 int rk_bench_gpuprobe(const rk_bench_opts *opts);
+int rk_bench_k2k(const rk_bench_opts *opts);
+/* ring.c: measure (and emit) ring.spsc/ringkernel's round trip; returns its rtt_p50_ns (-1: none).
+ * For subcommands whose target is stated against it in the same run (k2k). */
+double rk_bench_ring_rtt_p50(const rk_bench_opts *opts);
 int rk_bench_bulk(const rk_bench_opts *opts);
 
 /* ---- results ----

@@ -596,6 +596,8 @@ static void measure_tput(const rk_bench_opts *o, const char *bench, const int *k
   }
 }
 
+static double g_rk_rtt_p50 = -1; /* the last ringkernel ring.spsc rtt_p50_ns measured */
+
 /* Round trips of several impls, interleaved the same way: `rounds` rounds, each giving every impl
  * budget/rounds of ping-pong; the percentiles are over all of an impl's samples. */
 static void measure_rtt(const rk_bench_opts *o, const int *kinds, int nk) {
@@ -651,6 +653,7 @@ static void measure_rtt(const rk_bench_opts *o, const int *kinds, int nk) {
        * error averages out), without the preemption outliers of the last percent */
       for (k = 0; k < w[i].count && w[i].samples[k] <= q99; k++, kept++)
         sum += (double)w[i].samples[k];
+      if (kinds[i] == K_RK) g_rk_rtt_p50 = p50;
       rk_bench_emit("ring.spsc", k_impl_name[kinds[i]], "rtt_p50_ns", p50, "ns", w[i].count, NAN,
                     NAN);
       rk_bench_emit("ring.spsc", k_impl_name[kinds[i]], "rtt_p99_ns", p99, "ns", w[i].count, NAN,
@@ -662,6 +665,16 @@ static void measure_rtt(const rk_bench_opts *o, const int *kinds, int nk) {
     queue_destroy(&ping[i]);
     queue_destroy(&pong[i]);
   }
+}
+
+double rk_bench_ring_rtt_p50(const rk_bench_opts *o) {
+  static const int rk_only[] = {K_RK};
+  rk_bench_opts all = *o;
+  init_tables();
+  all.filter = NULL; /* the reference figure, whatever the caller's filter */
+  g_rk_rtt_p50 = -1;
+  measure_rtt(&all, rk_only, 1);
+  return g_rk_rtt_p50;
 }
 
 int rk_bench_ring(const rk_bench_opts *o) {

@@ -389,6 +389,12 @@ static void test_graph_refusals(void **state) {
   assert_int_equal(rk_graph_add(g, &d, NULL, 0, &a), RK_ESTATE);
   assert_int_equal(rk_graph_subscribe(g, a, 1), RK_ESTATE);
   assert_null(rk_graph_kernel(g, 9));
+  {
+    int64_t x;
+    assert_int_equal(rk_kernel_read_state(rk_graph_kernel(g, a), &x, sizeof x), RK_ESTATE); /* not terminated */
+    assert_int_equal(rk_kernel_read_state(NULL, &x, sizeof x), RK_EINVAL);
+    assert_int_equal(rk_kernel_read_state(rk_graph_kernel(g, a), NULL, 8), RK_EINVAL);
+  }
   rk_graph_destroy(g); /* launched, never activated: terminated and destroyed */
   rk_runtime_destroy(rt);
 }
@@ -417,6 +423,66 @@ static void test_terminate_drains(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* The same stage given as source text (compiled by the system C compiler at launch): a run-time
+ * kernel sends over K2K like a compiled one. The middle of three stages is the source twin. */
+static const char stage_src[] =
+    "typedef struct hop { int64_t value; uint32_t hops; uint32_t pad; rk_hlc seen[4]; } hop;\n"
+    "RK_HANDLER(stage_src)(rk_ctx *ctx, const rk_msg *in) {\n"
+    "  hop h;\n"
+    "  int rc;\n"
+    "  if (rk_msg_len(in) != sizeof h) return RK_EMSGSIZE;\n"
+    "  memcpy(&h, rk_msg_payload(in), sizeof h);\n"
+    "  if (h.hops < 4) h.seen[h.hops] = in->env.hlc;\n"
+    "  h.hops++;\n"
+    "  h.value = h.value * 2 + 1;\n"
+    "  rc = rk_forward(ctx, 0, 300, &h, sizeof h);\n"
+    "  return rc;\n"
+    "}\n";
+
+static void test_source_stage(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc d0 = desc_of("first", stage, 0), d2 = desc_of("last", stage, sizeof(int64_t)), d1;
+  uint32_t n[3], i;
+  char log[256];
+  (void)state;
+  memset(&d1, 0, sizeof d1);
+  d1.size = sizeof d1;
+  d1.name = "middle";
+  d1.source = stage_src;
+  d1.source_handler = "stage_src";
+  if (rk_kernel_compile(rt, &d1, log, sizeof log) == RK_ENOTSUP) { /* no C compiler here */
+    rk_runtime_destroy(rt);
+    skip();
+  }
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &d0, NULL, 0, &n[0]));
+  RT_OK(rt, rk_graph_add(g, &d1, NULL, 0, &n[1]));
+  RT_OK(rt, rk_graph_add(g, &d2, NULL, 0, &n[2]));
+  RT_OK(rt, rk_graph_connect(g, n[0], n[1], NULL));
+  RT_OK(rt, rk_graph_connect(g, n[1], n[2], NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < 100; i++) {
+    hop h, r;
+    rk_msg m;
+    memset(&h, 0, sizeof h);
+    h.value = i;
+    RT_OK(rt, rk_call(rk_graph_kernel(g, n[0]), T_HOP, &h, sizeof h, &m, &r, sizeof r, RT_HANG));
+    assert_int_equal(r.hops, 3);
+    assert_int_equal(r.value, ((int64_t)i * 2 + 1) * 4 + 3);
+    assert_true(r.seen[1] > r.seen[0] && r.seen[2] > r.seen[1]);
+  }
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  {
+    int64_t count = 0;
+    assert_int_equal(rk_kernel_read_state(rk_graph_kernel(g, n[2]), &count, sizeof count), (int)sizeof count);
+    assert_int_equal(count, 100);
+  }
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reply_from_last_stage),
@@ -426,6 +492,7 @@ int main(void) {
       cmocka_unit_test(test_cycle),
       cmocka_unit_test(test_graph_refusals),
       cmocka_unit_test(test_terminate_drains),
+      cmocka_unit_test(test_source_stage),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -282,6 +282,11 @@ RK_API void rk_kernel_destroy(rk_kernel *k);
 RK_API int rk_kernel_restart(rk_kernel *k, uint32_t flags);
 /** Current state (the worst lane's: FAULTED wins). 0 for NULL. */
 RK_API rk_lifecycle rk_kernel_state(const rk_kernel *k);
+/** Copy the kernel's persistent state (at most len bytes) into buf, as its lanes left it: once the
+ *  kernel is TERMINATED (on CUDA the state is copied back from the device when its lanes exit).
+ *  Returns the bytes copied (0 when state_size is 0), or RK_EINVAL (NULL k, buf NULL with len > 0),
+ *  RK_ESTATE (not TERMINATED: the lanes may still change it). */
+RK_API int rk_kernel_read_state(rk_kernel *k, void *buf, size_t len);
 /** Name of a state ("ACTIVE", ...). */
 RK_API const char *rk_state_name(rk_lifecycle s);
 /** The kernel's last fault: returns its RK_E* code (0 if it never faulted) and copies its message

@@ -329,7 +329,10 @@ static void k2k_header(rk__lane *l, rk_envelope *e, const rk_kernel *dst, uint32
     }
   }
   if (e->origin == 0) e->flags = (uint16_t)(e->flags | RK_ENV_F_NO_REPLY);
-  rk__clock_tick_n(k->clock, 1, rk_clock_physical_us(k->clock), &e->hlc);
+  /* The batch's clock reading, not a new one: a physical part at or below now only makes the tick
+   * use the logical counter (the stamp is still above every stamp the kernel saw), and saves a
+   * clock read per send (the K2K hop's cost, bench/k2k.c). */
+  rk__clock_tick_n(k->clock, 1, l->pt_us, &e->hlc);
 }
 
 /* The kernel of a graph with this id (the origin of a request), or NULL. */
@@ -363,7 +366,7 @@ static int k2k_reply(rk__lane *l, const rk_msg *in, uint32_t type, uint16_t flag
   e.lane = in->env.lane;
   e.origin = origin->id;
   e.priority = in->env.priority;
-  rk__clock_tick_n(k->clock, 1, rk_clock_physical_us(k->clock), &e.hlc);
+  rk__clock_tick_n(k->clock, 1, l->pt_us, &e.hlc); /* as k2k_header */
   rc = rk__k2k_push(origin, in->env.lane % origin->lanes, &e, payload, len);
   if (rc == RK_OK) {
     l->replied = 1;
@@ -579,6 +582,7 @@ static uint32_t process_batch(rk__lane *l, rk_ring *in, int k2k, int *stalled) {
   /* One clock read for the batch's receive merges, taken after the messages were published (so
    * the drift check cannot refuse a good stamp). */
   uint64_t pt_us = n ? rk_clock_physical_us(l->k->clock) : 0;
+  l->pt_us = pt_us; /* the handlers' K2K sends stamp with it (k2k_header) */
   *stalled = 0;
   for (i = 0; i < n; i++) {
     rk_envelope *e = (rk_envelope *)rk_ring_slot(in, pos + i);
@@ -599,7 +603,9 @@ static uint32_t process_batch(rk__lane *l, rk_ring *in, int k2k, int *stalled) {
   }
   if (i) {
     rk_ring_release_n(in, i); /* release: the slots were read */
-    rk_ring_notify_producers(in);
+    /* host senders may sleep waiting for room; K2K senders never wait (RK_EAGAIN), so a K2K inbox
+     * needs no wake-up (and its fence) */
+    if (!k2k) rk_ring_notify_producers(in);
     count_add(k2k ? &l->status->k2k_in : &l->status->msgs_in, i);
   }
   flush_replies(l);

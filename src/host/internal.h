@@ -136,6 +136,7 @@ struct rk__lane {
    * to its outbox; a terminating lane stays until the answers are back (or its deadline) */
   int64_t owed;
   uint32_t sent;        /* K2K messages the current message's handler sent (retry rule) */
+  uint64_t pt_us;       /* the current batch's reading of the kernel clock's time source */
   int retry;            /* the handler asked to run again on the message later (RK_EAGAIN) */
   int k2k_closed;       /* the lane closed its K2K inbox (terminating) at position k2k_final */
   uint64_t k2k_final;

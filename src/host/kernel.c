@@ -983,6 +983,21 @@ static int restart_locked(rk_kernel *k, void *new_state, uint64_t wait_ns) {
   return RK_OK;
 }
 
+int rk_kernel_read_state(rk_kernel *k, void *buf, size_t len) {
+  size_t n;
+  if (k == NULL) return RK_EINVAL;
+  rk__error_clear(k->rt);
+  if (buf == NULL && len > 0) return rk__fail(k->rt, RK_EINVAL, "rk_kernel_read_state: NULL buffer");
+  /* acquire: pairs with finish_terminate's release of the state, after the lanes were joined */
+  if (rk_load_acquire_sys_u32(&k->hstate) != RK_STATE_TERMINATED)
+    return rk__fail(k->rt, RK_ESTATE, "kernel %s: its state is read once it is TERMINATED (now %s)", k->name,
+                    rk_state_name(rk_kernel_state(k)));
+  n = k->desc.state_size < len ? k->desc.state_size : len;
+  if (n) memcpy(buf, k->state, n);
+  if (n > INT32_MAX) n = INT32_MAX;
+  return (int)n;
+}
+
 int rk_kernel_restart(rk_kernel *k, uint32_t flags) {
   void *st = NULL;
   int rc;
