@@ -22,115 +22,13 @@
 #include <string.h>
 #include <time.h>
 
-#include <ringkernel.h>
+#include "pipeline.h"
 
-#define SENSORS 64
 #define LANES 2
 #define MESSAGES 200000
 #define BAD_EVERY 10007 /* every 10007th reading is malformed on purpose */
 #define WINDOW 512      /* readings in flight at most */
 #define TIMEOUT_NS 2000000000ll
-
-/* ---- messages ---- */
-typedef struct reading { /* host -> parse: "s<sensor>=<value>" */
-  uint64_t seq;
-  uint64_t sent_ns; /* host CLOCK_MONOTONIC at send, for the end-to-end latency */
-  char text[32];
-} reading;
-typedef struct sample { /* parse -> enrich -> aggregate */
-  uint64_t seq, sent_ns;
-  uint32_t sensor;
-  int32_t value;
-  int64_t calibrated;
-  rk_hlc seen[3]; /* the stamp each stage received */
-} sample;
-typedef struct summary { /* aggregate -> host */
-  uint64_t seq, sent_ns;
-  uint32_t sensor, lane;
-  int64_t total; /* the sensor's running total after this reading */
-  uint64_t count;
-  rk_hlc seen[3];
-} summary;
-RK_MESSAGE(reading, 400);
-RK_MESSAGE(sample, 401);
-RK_MESSAGE(summary, 402);
-
-/* ---- kernels (the dialect: no libc in handlers) ---- */
-static RK_HANDLER(parse)(rk_ctx *ctx, const rk_msg *in) {
-  const reading *r = RK_MSG_AS(in, reading);
-  sample s;
-  uint32_t i = 1, sensor = 0, digits = 0;
-  int32_t value = 0, neg = 0;
-  if (r == NULL || r->text[0] != 's') return RK_EINVAL;
-  while (i < sizeof r->text && r->text[i] >= '0' && r->text[i] <= '9') sensor = sensor * 10 + (uint32_t)(r->text[i++] - '0'), digits++;
-  if (digits == 0 || sensor >= SENSORS || i >= sizeof r->text || r->text[i++] != '=') return RK_EINVAL;
-  if (r->text[i] == '-') neg = 1, i++;
-  for (digits = 0; i < sizeof r->text && r->text[i] >= '0' && r->text[i] <= '9'; i++, digits++) value = value * 10 + (r->text[i] - '0');
-  if (digits == 0 || (i < sizeof r->text && r->text[i] != 0)) return RK_EINVAL;
-  memset(&s, 0, sizeof s);
-  s.seq = r->seq;
-  s.sent_ns = r->sent_ns;
-  s.sensor = sensor;
-  s.value = neg ? -value : value;
-  s.seen[0] = in->env.hlc;
-  return rk_forward_key(ctx, 0, sensor, sample_TYPE, &s, sizeof s); /* RK_EAGAIN: run again later */
-}
-
-typedef struct calibration {
-  int32_t gain[SENSORS], offset[SENSORS];
-} calibration;
-
-static int calibration_init(void *state, size_t size, void *user) {
-  calibration *c = (calibration *)state;
-  uint32_t i;
-  (void)size, (void)user;
-  for (i = 0; i < SENSORS; i++) {
-    c->gain[i] = 1 + (int32_t)(i % 3);
-    c->offset[i] = (int32_t)i - 10;
-  }
-  return 0;
-}
-
-static RK_HANDLER(enrich)(rk_ctx *ctx, const rk_msg *in) {
-  const calibration *c = (const calibration *)rk_state(ctx);
-  sample s;
-  if (rk_msg_len(in) != sizeof s) return RK_EMSGSIZE;
-  memcpy(&s, rk_msg_payload(in), sizeof s);
-  s.calibrated = (int64_t)s.value * c->gain[s.sensor] + c->offset[s.sensor];
-  s.seen[1] = in->env.hlc;
-  return rk_forward_key(ctx, 0, s.sensor, sample_TYPE, &s, sizeof s);
-}
-
-typedef struct totals {
-  int64_t total[SENSORS];
-  uint64_t count[SENSORS];
-  uint32_t owner[SENSORS]; /* lane + 1 that owns the sensor: must never change */
-  uint64_t misrouted;
-} totals;
-
-static RK_HANDLER(aggregate)(rk_ctx *ctx, const rk_msg *in) {
-  totals *t = (totals *)rk_state(ctx);
-  sample s;
-  summary out;
-  if (rk_msg_len(in) != sizeof s) return RK_EMSGSIZE;
-  memcpy(&s, rk_msg_payload(in), sizeof s);
-  /* the sensor's lane owns its slot: keyed routing sends all of its readings here, in order */
-  if (t->owner[s.sensor] == 0) t->owner[s.sensor] = rk_lane(ctx) + 1;
-  if (t->owner[s.sensor] != rk_lane(ctx) + 1) t->misrouted++;
-  t->total[s.sensor] += s.calibrated;
-  t->count[s.sensor]++;
-  memset(&out, 0, sizeof out);
-  out.seq = s.seq;
-  out.sent_ns = s.sent_ns;
-  out.sensor = s.sensor;
-  out.lane = rk_lane(ctx);
-  out.total = t->total[s.sensor];
-  out.count = t->count[s.sensor];
-  out.seen[0] = s.seen[0];
-  out.seen[1] = s.seen[1];
-  out.seen[2] = in->env.hlc;
-  return rk_reply_typed(ctx, summary, &out);
-}
 
 /* ---- host ---- */
 static uint64_t now_ns(void) {
@@ -192,7 +90,7 @@ int main(void) {
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_runtime *rt;
   rk_graph *g;
-  rk_kernel_desc d[3];
+  const rk_kernel_desc *d[3] = {&parse, &enrich, &aggregate};
   uint32_t node[3], i, failures = 0;
   static host h;
   pthread_t t;
@@ -207,21 +105,10 @@ int main(void) {
     fprintf(stderr, "pipeline: runtime: %s\n", rk_runtime_last_error(NULL));
     return 1;
   }
-  memset(d, 0, sizeof d);
-  for (i = 0; i < 3; i++) d[i].size = sizeof d[i];
-  d[0].name = "parse";
-  d[0].handler = parse;
-  d[1].name = "enrich";
-  d[1].handler = enrich;
-  d[1].state_size = sizeof(calibration);
-  d[1].state_init = calibration_init;
-  d[2].name = "aggregate";
-  d[2].handler = aggregate;
-  d[2].state_size = sizeof(totals);
   lo.lanes = LANES;
   if (rk_graph_create(rt, &g) != RK_OK) return 1;
   for (i = 0; i < 3; i++)
-    if (rk_graph_add(g, &d[i], &lo, 0, &node[i]) != RK_OK) goto fail;
+    if (rk_graph_add(g, d[i], &lo, 0, &node[i]) != RK_OK) goto fail;
   if (rk_graph_connect(g, node[0], node[1], NULL) != RK_OK || rk_graph_connect(g, node[1], node[2], NULL) != RK_OK ||
       rk_graph_launch(g) != RK_OK || rk_graph_activate(g) != RK_OK)
     goto fail;
@@ -244,7 +131,7 @@ int main(void) {
       bad_sent++;
     } else {
       snprintf(r.text, sizeof r.text, "s%u=%d", sensor, v);
-      want_total[sensor] += (int64_t)v * (1 + (int32_t)(sensor % 3)) + ((int32_t)sensor - 10);
+      want_total[sensor] += (int64_t)v * PIPELINE_GAIN(sensor) + PIPELINE_OFFSET(sensor);
       want_count[sensor]++;
     }
     while (seq - __atomic_load_n(&h.received, __ATOMIC_ACQUIRE) >= WINDOW) {
