@@ -399,6 +399,25 @@ static void test_graph_refusals(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* A runtime destroyed with a graph on it, messages flowing: the graph goes first, upstream first
+ * (the kernels are graph members, which rk_kernel_destroy alone refuses: no hang, no use after
+ * free of a K2K inbox under ASan). */
+static void test_runtime_destroy_with_graph(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g = pipeline(rt, 2, 1, 3, 8), *empty;
+  uint32_t i;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &empty)); /* never used */
+  for (i = 0; i < 2000; i++) {
+    hop h;
+    memset(&h, 0, sizeof h);
+    RT_OK(rt, rk_send(rk_graph_kernel(g, 0), T_HOP, &h, sizeof h, RK_SEND_NO_REPLY, NULL));
+  }
+  rk_kernel_destroy(rk_graph_kernel(g, 1)); /* refused: a member */
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, 1)), RK_STATE_ACTIVE);
+  rk_runtime_destroy(rt);
+}
+
 /* The graph's terminate drains upstream first: every message the host handed the first stage
  * reaches the last, even with terminate called right after the sends, through K2K inboxes of 4
  * slots (a full one makes the sending handler return RK_EAGAIN and run again later). */
@@ -493,6 +512,7 @@ int main(void) {
       cmocka_unit_test(test_graph_refusals),
       cmocka_unit_test(test_terminate_drains),
       cmocka_unit_test(test_source_stage),
+      cmocka_unit_test(test_runtime_destroy_with_graph),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -81,7 +81,10 @@ RK_API int rk_graph_terminate(rk_graph *g, int64_t timeout_ns);
  *  k2k_dropped). Returns how many subscribers got it, or RK_EINVAL / RK_ESTATE (not active
  *  graph) / RK_EMSGSIZE. Any thread. */
 RK_API int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *payload, uint32_t len);
-/** Destroy the graph and its kernels (rk_kernel_destroy each; terminate first to drain). */
+/** Destroy the graph and its kernels: terminates them (upstream first, 1 s each) if they are not
+ *  yet, then destroys each. A graph's kernels are destroyed only with it (rk_kernel_destroy on one
+ *  is refused and logged: the others may still send to it). rk_runtime_destroy destroys the
+ *  graphs left on the runtime first; the handle is invalid afterwards. */
 RK_API void rk_graph_destroy(rk_graph *g);
 #endif /* !__CUDACC_RTC__ */
 

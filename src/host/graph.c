@@ -25,6 +25,7 @@ typedef struct graph_node {
 
 struct rk_graph {
   rk_runtime *rt;
+  struct rk_graph *next; /* rt->graphs (under rt->lock) */
   uint32_t n;
   int launched;
   uint32_t order[RK_GRAPH_MAX_KERNELS]; /* upstream first (topological; cycles in the order added) */
@@ -40,6 +41,10 @@ int rk_graph_create(rk_runtime *rt, rk_graph **out) {
   if ((g = (rk_graph *)rk__calloc(1, sizeof *g)) == NULL)
     return rk__fail(rt, RK_ENOMEM, "rk_graph_create: out of memory");
   g->rt = rt;
+  rk__lock(&rt->lock);
+  g->next = rt->graphs;
+  rt->graphs = g;
+  rk__unlock(&rt->lock);
   *out = g;
   return RK_OK;
 }
@@ -304,7 +309,13 @@ int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *pay
 
 void rk_graph_destroy(rk_graph *g) {
   uint32_t i;
+  rk_graph **pg;
   if (g == NULL) return;
+  rk__lock(&g->rt->lock);
+  for (pg = &g->rt->graphs; *pg && *pg != g; pg = &(*pg)->next) {
+  }
+  if (*pg) *pg = g->next;
+  rk__unlock(&g->rt->lock);
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
   for (i = 0; i < g->n; i++)
@@ -318,3 +329,14 @@ void rk_graph_destroy(rk_graph *g) {
 }
 
 void rk__k2k_free(rk_kernel *k) { k2k_free(k); }
+
+void rk__graphs_destroy(rk_runtime *rt) {
+  for (;;) {
+    rk_graph *g;
+    rk__lock(&rt->lock);
+    g = rt->graphs;
+    rk__unlock(&rt->lock);
+    if (g == NULL) return;
+    rk_graph_destroy(g); /* unlinks it */
+  }
+}

@@ -294,6 +294,7 @@ struct rk_runtime {
 
   uv_mutex_t lock; /* kernels list */
   rk_kernel *kernels;
+  struct rk_graph *graphs; /* graph.c: the graphs created on rt (under lock); destroyed with it */
   uint64_t serial; /* process-unique: a thread's last error names its runtime by it */
 
   /* the log (diag.c): rate limit and gate, under log_lock, never held across the callback */
@@ -395,6 +396,8 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
 int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const void *payload, uint32_t len);
 /* graph.c: the graph's kernels subscribed to topic (NULL-terminated, at most RK_GRAPH_MAX_KERNELS). */
 uint32_t rk__graph_subscribers(struct rk_graph *g, uint32_t topic, rk_kernel **out, uint32_t max);
+/* graph.c: destroy every graph of rt and its kernels (rk_runtime_destroy, before the kernels). */
+void rk__graphs_destroy(rk_runtime *rt);
 /* graph.c: free k's K2K inboxes (rk__kernel_free). */
 void rk__k2k_free(rk_kernel *k);
 void rk__kernel_stall(rk_kernel *k, uint32_t lane, uint64_t heartbeat, const char *fmt, ...)

@@ -274,6 +274,9 @@ void rk__runtime_release(rk_runtime *rt) {
 
 void rk_runtime_destroy(rk_runtime *rt) {
   if (rt == NULL) return;
+  /* Graphs first: their kernels send to each other, so they are terminated together, upstream
+   * first, before any of their K2K inboxes is freed (rk_kernel_destroy refuses a graph member). */
+  rk__graphs_destroy(rt);
   for (;;) {
     rk_kernel *k;
     rk__lock(&rt->lock);
