@@ -652,6 +652,24 @@ static void test_restart_state(void **state) {
   emu_runtime_destroy(rt);
 }
 
+/* K2K is not on the device yet: a graph on the (emulated) CUDA backend is refused with a clear
+ * RK_ENOTSUP, nothing launched. */
+static void test_graph_refused(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_graph *g;
+  uint32_t a, b;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &rk_builtin_echo, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &rk_builtin_echo, NULL, 0, &b));
+  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
+  assert_int_equal(rk_graph_launch(g), RK_ENOTSUP);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "CUDA"));
+  assert_null(rk_graph_kernel(g, a));
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
 static void test_call_and_stamps(void **state) {
   (void)state;
   call_and_stamps(2, 1);
@@ -698,6 +716,7 @@ int main(void) {
       cmocka_unit_test(test_poller_sleeps_after_no_reply),
       cmocka_unit_test(test_restart_unhandled_stay),
       cmocka_unit_test(test_restart_state),
+      cmocka_unit_test(test_graph_refused),
       cmocka_unit_test(test_application_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
