@@ -502,6 +502,72 @@ static void test_source_stage(void **state) {
   rk_runtime_destroy(rt);
 }
 
+
+/* ------------------------------------------ review13 ------------------------------------------ */
+
+/* Replies that come back while the first stage's host batch is retrying (RK_EAGAIN: the next
+ * stage's K2K inbox full): the first stage must still drain its own K2K inbox, or the last stage,
+ * whose rk_reply finds that inbox full, retries too and neither moves (a deadlock). Requests that
+ * want replies, through 2-slot K2K inboxes, sent faster than the pipeline answers. */
+static void test_retry_does_not_starve_replies(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g = pipeline(rt, 1, 1, 2, 2);
+  rk_kernel *first = rk_graph_kernel(g, 0);
+  uint32_t i, n = 200, got = 0;
+  (void)state;
+  for (i = 0; i < n; i++) {
+    hop h;
+    memset(&h, 0, sizeof h);
+    h.value = i;
+    RT_OK(rt, rk_send(first, T_HOP, &h, sizeof h, 0, NULL)); /* wants a reply */
+  }
+  for (got = 0; got < n; got++) {
+    rk_msg m;
+    hop r;
+    int rc = rk_recv(first, &m, &r, sizeof r, 5 * RT_SEC);
+    if (rc != RK_OK) break;
+    assert_int_equal(m.env.flags & RK_ENV_F_ERROR, 0);
+  }
+  assert_int_equal(got, n);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
+/* Topics in the graph terminate: a subscriber with no route into it (added first) must not be
+ * terminated before the kernels that publish to it have drained, or what they publish while
+ * draining is lost (its K2K inbox closed). */
+static int slow_publisher(rk_ctx *ctx, const rk_msg *in) {
+  rt_sleep_ms(1);
+  return rk_publish(ctx, 5, T_ITEM, rk_msg_payload(in), rk_msg_len(in)) == 1 ? 0 : RK_EAGAIN;
+}
+
+static void test_terminate_topics_lose_nothing(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc dsub = desc_of("subscriber", counter_sink, sizeof(seen_state)),
+                 dpub = desc_of("publisher", slow_publisher, 0);
+  uint32_t sub, pub, i, n = 200;
+  seen_state s;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &dsub, NULL, 1024, &sub));
+  RT_OK(rt, rk_graph_add(g, &dpub, NULL, 0, &pub));
+  RT_OK(rt, rk_graph_subscribe(g, sub, 5));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < n; i++) {
+    uint32_t v[2] = {0, i};
+    RT_OK(rt, rk_send(rk_graph_kernel(g, pub), T_ITEM, v, sizeof v, RK_SEND_NO_REPLY, NULL));
+  }
+  (void)rk_graph_terminate(g, 5 * RT_SEC);
+  assert_int_equal(rk_kernel_read_state(rk_graph_kernel(g, sub), &s, sizeof s), (int)sizeof s);
+  assert_int_equal(s.got, n);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, pub)).handler_errors, 0);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reply_from_last_stage),
@@ -512,6 +578,8 @@ int main(void) {
       cmocka_unit_test(test_graph_refusals),
       cmocka_unit_test(test_terminate_drains),
       cmocka_unit_test(test_source_stage),
+      cmocka_unit_test(test_retry_does_not_starve_replies),
+      cmocka_unit_test(test_terminate_topics_lose_nothing),
       cmocka_unit_test(test_runtime_destroy_with_graph),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

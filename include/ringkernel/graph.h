@@ -72,7 +72,8 @@ RK_API int rk_graph_activate(rk_graph *g);
 /** The launched kernel of node (NULL before launch or for an unknown node). */
 RK_API rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node);
 /** Terminate every kernel, upstream first (a kernel is terminated once every kernel with a route
- *  to it has been; kernels on a cycle in the order added), each draining its host inbox and its
+ *  to it has been, and a kernel subscribed to a topic once every kernel not subscribed to that
+ *  topic has been; kernels on a cycle in the order added), each draining its host inbox and its
  *  K2K inbox, so what a terminated kernel sent on is drained by the kernels after it. timeout_ns
  *  is per kernel. Returns the first error (every kernel is still terminated). */
 RK_API int rk_graph_terminate(rk_graph *g, int64_t timeout_ns);

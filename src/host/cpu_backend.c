@@ -715,9 +715,14 @@ static void lane_main(void *arg) {
     }
     if (state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING) {
       rk_ring *kin = k2k_of(l);
-      /* Fair: a batch (at most RK_LANE_BATCH) from the host inbox, then one from the K2K inbox. */
-      got = process_batch(l, l->inbox, 0, &stalled); /* beats the heartbeat per message */
-      if (kin && !stalled) got += process_batch(l, kin, 1, &stalled);
+      int s_host = 0, s_k2k = 0;
+      /* Fair: a batch (at most RK_LANE_BATCH) from the host inbox, then one from the K2K inbox.
+       * A host message that is to run again (RK_EAGAIN: a K2K destination full) does not hold up
+       * the K2K inbox: the replies to what this lane passed on come back there, and the kernel
+       * that is to send them may be the one whose full inbox the host message waits on. */
+      got = process_batch(l, l->inbox, 0, &s_host); /* beats the heartbeat per message */
+      if (kin && s_host != 1) got += process_batch(l, kin, 1, &s_k2k);
+      stalled = (s_host == 1 || s_k2k == 1) ? 1 : (s_host || s_k2k) ? 2 : 0;
       if (state == RK_STATE_TERMINATING && (int64_t)(l->inbox->head - drain_to) >= 0) { /* host inbox drained */
         if (kin == NULL) break;
         /* Then the K2K inbox: once the answers to what this lane passed on are back, it closes to

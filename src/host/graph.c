@@ -120,22 +120,33 @@ int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic) {
   return RK_OK;
 }
 
-/* Upstream first: Kahn's order over the routes; the nodes left (on or behind a cycle) follow in
- * the order added. */
+/* Upstream first: Kahn's order over the routes and the topics (a kernel subscribed to topic t
+ * counts as downstream of every kernel not subscribed to t: any of them may publish to t, and
+ * what it publishes while it drains must find the subscriber still open); the nodes left (on or
+ * behind a cycle) follow in the order added. */
 static void topo_order(rk_graph *g) {
+  uint64_t adj[RK_GRAPH_MAX_KERNELS]; /* bit j of adj[i]: an edge i -> j */
   uint32_t indeg[RK_GRAPH_MAX_KERNELS], done[RK_GRAPH_MAX_KERNELS], i, j, m = 0;
   int progress = 1;
+  memset(adj, 0, sizeof adj);
   memset(indeg, 0, sizeof indeg);
   memset(done, 0, sizeof done);
+  for (i = 0; i < g->n; i++) {
+    for (j = 0; j < g->node[i].nroutes; j++) adj[i] |= 1ull << g->node[i].route[j];
+    for (j = 0; j < g->n; j++)
+      if (j != i && (g->node[j].topics & ~g->node[i].topics) != 0) adj[i] |= 1ull << j;
+  }
   for (i = 0; i < g->n; i++)
-    for (j = 0; j < g->node[i].nroutes; j++) indeg[g->node[i].route[j]]++;
+    for (j = 0; j < g->n; j++)
+      if ((adj[i] >> j) & 1u) indeg[j]++;
   while (progress) {
     progress = 0;
     for (i = 0; i < g->n; i++) {
       if (done[i] || indeg[i]) continue;
       done[i] = 1;
       g->order[m++] = i;
-      for (j = 0; j < g->node[i].nroutes; j++) indeg[g->node[i].route[j]]--;
+      for (j = 0; j < g->n; j++)
+        if ((adj[i] >> j) & 1u) indeg[j]--;
       progress = 1;
     }
   }
