@@ -190,9 +190,8 @@ static void unlaunch(rk_graph *g) {
   uint32_t i;
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
-    (void)rk_kernel_terminate(g->node[i].k, 1000000000);
-    g->node[i].k->graph = NULL; /* not a member any more: rk_kernel_destroy may free it */
-    rk_kernel_destroy(g->node[i].k);
+    (void)rk_kernel_terminate(g->node[i].k, 1000000000); /* never activated: no handler ran */
+    rk__kernel_destroy_member(g->node[i].k);
     g->node[i].k = NULL;
   }
 }
@@ -319,7 +318,7 @@ int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *pay
 }
 
 void rk_graph_destroy(rk_graph *g) {
-  uint32_t i;
+  uint32_t i, stuck = 0;
   rk_graph **pg;
   if (g == NULL) return;
   rk__lock(&g->rt->lock);
@@ -330,10 +329,26 @@ void rk_graph_destroy(rk_graph *g) {
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
   for (i = 0; i < g->n; i++)
-    if (g->node[i].k) g->node[i].k->graph = NULL; /* members no more: rk_kernel_destroy frees them */
+    if (g->node[i].k && rk_kernel_state(g->node[i].k) != RK_STATE_TERMINATED) stuck++;
+  if (stuck) {
+    /* A handler that has not returned may still send to any kernel of the graph (its routes, its
+     * topics: this graph) once it does: nothing it can reach is freed. The stuck kernels are
+     * abandoned (freed by their last lane thread), the others and the graph are leaked. */
+    rk__log(g->rt, RK_LOG_ERROR, "rk_graph_destroy: %u kernel(s) of the graph did not stop (a handler that has not "
+            "returned): the graph and its other kernels are left allocated", stuck);
+    for (i = 0; i < g->n; i++) {
+      rk_kernel *k = g->node[i].k;
+      if (k == NULL) continue;
+      if (rk_kernel_state(k) == RK_STATE_TERMINATED)
+        rk__kernel_leak(k);
+      else
+        rk__kernel_destroy_member(k);
+    }
+    return;
+  }
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
-    rk_kernel_destroy(g->node[i].k);
+    rk__kernel_destroy_member(g->node[i].k); /* K2K inboxes freed with it: no lane is left to send */
     g->node[i].k = NULL;
   }
   free(g);

@@ -398,6 +398,10 @@ int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const 
 uint32_t rk__graph_subscribers(struct rk_graph *g, uint32_t topic, rk_kernel **out, uint32_t max);
 /* graph.c: destroy every graph of rt and its kernels (rk_runtime_destroy, before the kernels). */
 void rk__graphs_destroy(rk_runtime *rt);
+/* kernel.c: rk_kernel_destroy without its refusal of a graph's kernel (rk_graph_destroy); and
+ * the kernel taken out of the runtime, never freed (rk_graph_destroy, lanes of the graph stuck). */
+void rk__kernel_destroy_member(rk_kernel *k);
+void rk__kernel_leak(rk_kernel *k);
 /* graph.c: free k's K2K inboxes (rk__kernel_free). */
 void rk__k2k_free(rk_kernel *k);
 void rk__kernel_stall(rk_kernel *k, uint32_t lane, uint64_t heartbeat, const char *fmt, ...)

@@ -879,13 +879,24 @@ static void unlink_kernel(rk_kernel *k) {
 }
 
 void rk_kernel_destroy(rk_kernel *k) {
-  uint32_t s;
   if (k == NULL) return;
   if (k->graph) { /* other kernels of the graph may still send to its K2K inboxes */
     rk__log(k->rt, RK_LOG_ERROR, "rk_kernel_destroy: kernel %s belongs to a graph: rk_graph_destroy destroys it",
             k->name);
     return;
   }
+  rk__kernel_destroy_member(k);
+}
+
+/* A graph's kernel leaves the runtime without being freed: rk_graph_destroy, when lanes of the
+ * graph that did not stop may still send to it (its K2K inboxes, its fields). */
+void rk__kernel_leak(rk_kernel *k) {
+  if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) rk_recv_stop(k); /* pairs with rk_recv_start */
+  unlink_kernel(k);
+}
+
+void rk__kernel_destroy_member(rk_kernel *k) {
+  uint32_t s;
   if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) rk_recv_stop(k); /* pairs with rk_recv_start */
   s = rk_load_acquire_sys_u32(&k->hstate);
   if (s == RK_STATE_TERMINATING) {
