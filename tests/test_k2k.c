@@ -642,6 +642,45 @@ static void test_destroy_with_stuck_handler(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* An error answer (a handler's negative code) to a forwarded request travels back over K2K like
+ * a reply: when the origin's K2K inbox is full at that moment it must not be dropped, or the
+ * host's call never gets an answer and the origin's terminate waits for it (owed). */
+static int refuse(rk_ctx *ctx, const rk_msg *in) {
+  (void)ctx;
+  (void)in;
+  return RK_EINVAL;
+}
+
+static void test_error_answers_not_lost(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc d0 = desc_of("first", stage, 0), d1 = desc_of("refuser", refuse, 0);
+  uint32_t a, b, i, n = 300, got, errors = 0;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &d0, NULL, 2, &a)); /* the answers come back through 2 slots */
+  RT_OK(rt, rk_graph_add(g, &d1, NULL, 256, &b));
+  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < n; i++) {
+    hop h;
+    memset(&h, 0, sizeof h);
+    RT_OK(rt, rk_send(rk_graph_kernel(g, a), T_HOP, &h, sizeof h, 0, NULL));
+  }
+  for (got = 0; got < n; got++) {
+    rk_msg m;
+    int32_t code = 0;
+    if (rk_recv(rk_graph_kernel(g, a), &m, &code, sizeof code, 3 * RT_SEC) != RK_OK) break;
+    if ((m.env.flags & RK_ENV_F_ERROR) && code == RK_EINVAL) errors++;
+  }
+  assert_int_equal(got, n);
+  assert_int_equal(errors, n);
+  RT_OK(rt, rk_graph_terminate(g, 3 * RT_SEC)); /* nothing owed is missing */
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reply_from_last_stage),
@@ -657,6 +696,7 @@ int main(void) {
       cmocka_unit_test(test_runtime_destroy_with_graph),
       cmocka_unit_test(test_cycle_many_in_flight),
       cmocka_unit_test(test_destroy_with_stuck_handler),
+      cmocka_unit_test(test_error_answers_not_lost),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,7 +20,9 @@
  *    or sent anything (rk_send_to / rk_forward found the destination's K2K inbox full) is run
  *    again on the same message a little later (CPU backend: after ~20 µs); the message stays in
  *    its inbox meanwhile, so backpressure reaches the senders and nothing is lost. What the
- *    handler did before that send happens again: send first, or keep it idempotent;
+ *    handler did before that send happens again: send first, or keep it idempotent. So is a
+ *    handler of a K2K message that continues a host request (rk_forward) whose error answer (a
+ *    negative code, or 0 without a reply) finds the origin's K2K inbox full;
  *  - a handler returns 0 or a negative RK_E* code. A negative code produces an error reply (flag
  *    RK_ENV_F_ERROR, the code in the payload) unless the handler replied already, and is counted;
  *    it never stops the kernel. A positive value, or 0 without a reply to a request that wants one

@@ -553,6 +553,26 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us, int k2k) {
   /* What the handler's result means: the rule both loops share (lane_rules.h). A negative RK_E*
    * code is an error reply; a positive value, or 0 without a reply to a request that wants one,
    * becomes an RK_EHANDLER error reply, counted, and said in the log. */
+  /* An error answer that goes back over K2K (the message continues a host request) and finds the
+   * origin's K2K inbox full: as for a handler's rk_reply that found it full, the message stays and
+   * runs again later; dropped, the host's call would never be answered and the origin's
+   * terminate would wait for it (owed). */
+  if (!l->replied && (e->flags & RK_ENV_F_K2K) && !(e->flags & RK_ENV_F_NO_REPLY) &&
+      (rc < 0 || rk_lane_result_error(rc, l->replied, e->flags) != 0)) {
+    int32_t c = rc < 0 ? rc : RK_EHANDLER;
+    int src = k2k_reply(l, &m, e->type, RK_ENV_F_ERROR, &c, sizeof c);
+    if (src == RK_EAGAIN) {
+      l->retry = 1;
+      return -1;
+    }
+    if (src != RK_OK) /* the origin is gone (terminated) or unknown: counted in k2k_refused */
+      rk__dead_letter(k, e, e + 1, src, "K2K error answer undeliverable", l->index);
+    count_add(&l->status->handler_errors, 1);
+    if (rc > 0)
+      rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: handler returned %d, not 0 or a negative RK_E* code: "
+              "counted as an error (RK_EHANDLER)", k->name, l->index, rc);
+    return 0;
+  }
   if (rc < 0) {
     count_add(&l->status->handler_errors, 1);
     if (!l->replied) error_reply(l, &m, rc);
