@@ -396,6 +396,25 @@ static void test_graph_refusals(void **state) {
     assert_int_equal(rk_kernel_read_state(rk_graph_kernel(g, a), NULL, 8), RK_EINVAL);
   }
   rk_graph_destroy(g); /* launched, never activated: terminated and destroyed */
+  /* a launch that fails part-way (the second kernel's lanes): nothing stays launched */
+  {
+    rk_launch_options bad = RK_LAUNCH_OPTIONS_INIT;
+    bad.lanes = RK_MAX_LANES + 1;
+    RT_OK(rt, rk_graph_create(rt, &g));
+    RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &a));
+    RT_OK(rt, rk_graph_add(g, &d, &bad, 0, &b));
+    RT_OK(rt, rk_graph_connect(g, a, b, NULL));
+    RT_OK(rt, rk_graph_subscribe(g, b, 2));
+    assert_int_equal(rk_graph_launch(g), RK_EINVAL);
+    assert_null(rk_graph_kernel(g, a));
+    assert_int_equal(rk_graph_publish(g, 2, T_PING, NULL, 0), RK_ESTATE);
+    assert_int_equal(rk_graph_terminate(g, RT_HANG), RK_ESTATE);
+    rk_graph_destroy(g);
+    d.size = 0;
+    RT_OK(rt, rk_graph_create(rt, &g));
+    assert_int_equal(rk_graph_add(g, &d, NULL, 0, &a), RK_EINVAL); /* size not set */
+    rk_graph_destroy(g);
+  }
   rk_runtime_destroy(rt);
 }
 
@@ -681,6 +700,43 @@ static void test_error_answers_not_lost(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* A restart of the first stage while a request it passed on is still being answered downstream:
+ * the lane still owes that answer (the request is alive), so its terminate must wait for it and
+ * publish it, not close its K2K inbox at once (the answer refused: RK_ECLOSED, the call lost). */
+static int slow_answer(rk_ctx *ctx, const rk_msg *in) {
+  rt_sleep_ms(300);
+  return rk_reply(ctx, T_RESULT, rk_msg_payload(in), rk_msg_len(in));
+}
+
+static void test_restart_keeps_owed(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc d0 = desc_of("first", stage, 0), d1 = desc_of("slow", slow_answer, 0);
+  uint32_t a, b;
+  rk_kernel *ka;
+  hop h;
+  rk_msg m;
+  hop r;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &d0, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &d1, NULL, 0, &b));
+  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  ka = rk_graph_kernel(g, a);
+  memset(&h, 0, sizeof h);
+  RT_OK(rt, rk_send(ka, T_HOP, &h, sizeof h, 0, NULL));
+  RT_WAIT_STAT(ka, k2k_out, 1); /* passed on: the slow stage is answering it */
+  rk__kernel_fault(ka, RK_EHANDLER, "test: a fault to restart from");
+  RT_OK(rt, rk_kernel_restart(ka, 0));
+  RT_OK(rt, rk_graph_terminate(g, 3 * RT_SEC));
+  RT_OK(rt, rk_recv(ka, &m, &r, sizeof r, RT_SEC)); /* the answer was published */
+  assert_int_equal(m.env.type, T_RESULT);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reply_from_last_stage),
@@ -697,6 +753,7 @@ int main(void) {
       cmocka_unit_test(test_cycle_many_in_flight),
       cmocka_unit_test(test_destroy_with_stuck_handler),
       cmocka_unit_test(test_error_answers_not_lost),
+      cmocka_unit_test(test_restart_keeps_owed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

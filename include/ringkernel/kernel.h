@@ -90,8 +90,8 @@ RK_DIALECT uint32_t rk_self(rk_ctx *ctx);
  *  threads broke the collective rule). */
 RK_DIALECT int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len);
 /** Reserve a reply of len bytes in the outbox and return where to write it (the same pointer in
- *  every thread), or NULL (no reply wanted, RK_EMSGSIZE/RK_EAGAIN, or a broken collective rule).
- *  Collective. */
+ *  every thread), or NULL (no reply wanted, RK_EMSGSIZE/RK_EAGAIN, or a broken collective rule;
+ *  always for a K2K message, whose answer goes over K2K: answer those with rk_reply). Collective. */
 RK_DIALECT void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len);
 /** Publish the reply reserved with rk_reply_reserve (collective: barrier, then one thread
  *  publishes). Returns 0 or RK_ESTATE (nothing was reserved, or a broken collective rule). */

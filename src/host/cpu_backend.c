@@ -743,6 +743,7 @@ static void lane_main(void *arg) {
       got = process_batch(l, l->inbox, 0, &s_host); /* beats the heartbeat per message */
       if (kin && s_host != 1) got += process_batch(l, kin, 1, &s_k2k);
       stalled = (s_host == 1 || s_k2k == 1) ? 1 : (s_host || s_k2k) ? 2 : 0;
+      l->retry = 0; /* said in stalled */
       if (state == RK_STATE_TERMINATING && (int64_t)(l->inbox->head - drain_to) >= 0) { /* host inbox drained */
         if (kin == NULL) break;
         /* Then the K2K inbox: once the answers to what this lane passed on are back, it closes to
@@ -756,7 +757,6 @@ static void lane_main(void *arg) {
       }
     }
     if (stalled == 2) { /* a handler asked to be run again later (a K2K destination was full) */
-      l->retry = 0;
       rk_store_relaxed_sys_u64(&st->heartbeat, rk_load_relaxed_sys_u64(&st->heartbeat) + 1); /* not a stall */
       rk__sleep_ns(RK_LANE_RETRY_NS);
       continue;
@@ -828,7 +828,8 @@ static int cpu_start(rk_kernel *k) {
     l->started = 0;
     l->out_pending = 0;
     l->reserved_slot = NULL;
-    l->owed = 0;
+    /* l->owed is kept (zero at launch: calloc): after a restart the answers to requests the old
+     * lanes passed on are still on their way back, and a terminate waits for them */
     l->threads = (uv_thread_t *)rk__calloc(l->nthreads, sizeof *l->threads);
     l->ctxs = (struct rk_ctx *)rk__calloc(l->nthreads, sizeof *l->ctxs);
     if (l->threads == NULL || l->ctxs == NULL)

@@ -72,9 +72,11 @@ int rk_graph_add(rk_graph *g, const rk_kernel_desc *desc, const rk_launch_option
                     k2k_capacity);
   if (opts && opts->size < 2 * sizeof(uint32_t))
     return rk__fail(g->rt, RK_EINVAL, "rk_graph_add: launch options size not set");
+  if (desc->size == 0) return rk__fail(g->rt, RK_EINVAL, "rk_graph_add: descriptor field .size not set");
   n = &g->node[g->n];
   memset(n, 0, sizeof *n);
-  n->desc = *desc;
+  /* as rk_kernel_launch: a descriptor from an older header is smaller; the rest reads as zero */
+  memcpy(&n->desc, desc, desc->size < sizeof n->desc ? desc->size : sizeof n->desc);
   if (opts) {
     memcpy(&n->lo, opts, opts->size < sizeof n->lo ? opts->size : sizeof n->lo);
     n->lo.size = sizeof n->lo;
