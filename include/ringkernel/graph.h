@@ -80,8 +80,9 @@ RK_API rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node);
 RK_API int rk_graph_terminate(rk_graph *g, int64_t timeout_ns);
 /** Host publish: the message goes to the K2K inbox of every kernel subscribed to topic (lane 0
  *  of each), in order per publisher; a subscriber whose inbox is full misses it (counted in its
- *  k2k_dropped). Returns how many subscribers got it, or RK_EINVAL / RK_ESTATE (not active
- *  graph) / RK_EMSGSIZE. Any thread. */
+ *  k2k_dropped). Returns how many subscribers got it, or RK_EINVAL / RK_ESTATE (the graph is not
+ *  launched; before activation the messages wait in the inboxes) / RK_EMSGSIZE (the subscribers
+ *  before the one whose slot is too small got it). Any thread. */
 RK_API int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *payload, uint32_t len);
 /** Destroy the graph and its kernels: terminates them (upstream first, 1 s each) if they are not
  *  yet, then destroys each. A graph's kernels are destroyed only with it (rk_kernel_destroy on one

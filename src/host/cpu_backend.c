@@ -571,6 +571,9 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us, int k2k) {
     if (rc > 0)
       rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: handler returned %d, not 0 or a negative RK_E* code: "
               "counted as an error (RK_EHANDLER)", k->name, l->index, rc);
+    else if (rc == 0)
+      rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: handler returned 0 without replying to a K2K message (type "
+              "%u) that continues a request: RK_EHANDLER error answer sent", k->name, l->index, e->type);
     return 0;
   }
   if (rc < 0) {
