@@ -86,8 +86,11 @@ RK_API int rk_graph_terminate(rk_graph *g, int64_t timeout_ns);
 RK_API int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *payload, uint32_t len);
 /** Destroy the graph and its kernels: terminates them (upstream first, 1 s each) if they are not
  *  yet, then destroys each. A graph's kernels are destroyed only with it (rk_kernel_destroy on one
- *  is refused and logged: the others may still send to it). rk_runtime_destroy destroys the
- *  graphs left on the runtime first; the handle is invalid afterwards. */
+ *  is refused and logged: the others may still send to it). When a kernel does not stop (a
+ *  handler that has not returned), it is abandoned as rk_kernel_destroy does and the graph's other
+ *  kernels are left allocated, since that handler may still send to them (logged).
+ *  rk_runtime_destroy destroys the graphs left on the runtime first; the handle is invalid
+ *  afterwards. */
 RK_API void rk_graph_destroy(rk_graph *g);
 #endif /* !__CUDACC_RTC__ */
 
