@@ -22,7 +22,8 @@
   X(ECLOSED, -13, "ring or kernel closed to new messages")                                     \
   X(EHANDLER, -14, "handler returned an error")                                                \
   X(ENOENT, -15, "no such entry")                                                              \
-  X(ESYS, -16, "system call failed")
+  X(ESYS, -16, "system call failed")                                                           \
+  X(EDEADLK, -17, "deadlock: kernels waiting for room in each other's full K2K inboxes")
 
 RK_EXTERN_C_BEGIN
 
@@ -31,7 +32,7 @@ typedef enum rk_error {
 #define RK__ERR_ENUM(name, value, msg) RK_##name = value,
   RK_ERRNO_MAP(RK__ERR_ENUM)
 #undef RK__ERR_ENUM
-  RK__ERR_LAST = -17
+  RK__ERR_LAST = -18
 } rk_error;
 
 #if !defined(__CUDACC_RTC__)

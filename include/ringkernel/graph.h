@@ -57,7 +57,9 @@ RK_API int rk_graph_add(rk_graph *g, const rk_kernel_desc *desc, const rk_launch
                         uint32_t k2k_capacity, uint32_t *node);
 /** Declare the route src -> dst; *route (may be NULL) receives its number among src's routes.
  *  A cycle is allowed, but see docs/k2k.md: handlers that retry RK_EAGAIN wait on each other
- *  round a cycle, which deadlocks once its K2K inboxes are full. Errors: RK_EINVAL (unknown
+ *  round a cycle, which deadlocks once its K2K inboxes are full of messages for each other; the
+ *  lanes detect that (about 0.1 s in) and fault their kernels with RK_EDEADLK, naming the cycle,
+ *  rather than hang silently. Errors: RK_EINVAL (unknown
  *  node, src == dst, the route exists), RK_ENORESOURCE (RK_GRAPH_MAX_ROUTES), RK_ESTATE
  *  (launched already: routes join kernels before they are resident). */
 RK_API int rk_graph_connect(rk_graph *g, uint32_t src, uint32_t dst, uint32_t *route);

@@ -368,6 +368,7 @@ static int k2k_reply(rk__lane *l, const rk_msg *in, uint32_t type, uint16_t flag
   e.priority = in->env.priority;
   rk__clock_tick_n(k->clock, 1, l->pt_us, &e.hlc); /* as k2k_header */
   rc = rk__k2k_push(origin, in->env.lane % origin->lanes, &e, payload, len);
+  if (rc == RK_EAGAIN) l->blocked_on = &origin->lane[in->env.lane % origin->lanes];
   if (rc == RK_OK) {
     l->replied = 1;
     count_add(&l->status->k2k_out, 1);
@@ -419,8 +420,11 @@ static int send_lead(rk__lane *l, int mode, uint32_t which, uint64_t key, uint32
   }
   dst = k->route[which];
   k2k_header(l, &e, dst, type, len, mode >= 3);
-  rc = rk__k2k_push(dst, mode == 1 || mode == 4 ? (uint32_t)(key % dst->lanes) : l->index % dst->lanes, &e, payload,
-                    len);
+  {
+    uint32_t dl = mode == 1 || mode == 4 ? (uint32_t)(key % dst->lanes) : l->index % dst->lanes;
+    rc = rk__k2k_push(dst, dl, &e, payload, len);
+    if (rc == RK_EAGAIN) l->blocked_on = &dst->lane[dl]; /* for the deadlock check, if it retries */
+  }
   if (rc != RK_OK) {
     count_add(&l->status->k2k_refused, 1);
     return rc;
@@ -688,6 +692,51 @@ static int outbox_ready(void *arg) {
   return rk_ring_reserve_n(w->l->outbox, 1, &pos) > 0;
 }
 
+/* ---------------------------------------- K2K deadlock ------------------------------------- */
+
+#define RK_K2K_DEADLOCK_NS 100000000ull   /* a lane retrying this long looks for a cycle */
+#define RK_K2K_DEADLOCK_CONFIRM_NS 2000000 /* and confirms it after this long */
+
+/* Messages a lane has finished (statistics words, single writer: its leader). */
+static uint64_t lane_progress(const rk__lane *x) {
+  return rk_load_relaxed_sys_u64(&x->status->msgs_in) + rk_load_relaxed_sys_u64(&x->status->k2k_in);
+}
+
+/* Is l on a cycle of lanes, each retrying a message whose send found the next one's K2K inbox full,
+ * none finishing anything? A bounded inbox cannot break such a cycle: every lane waits for room
+ * only the next can make, and the next waits too (a cycle of kernels whose inboxes filled with
+ * messages for each other). The chain is read twice, RK_K2K_DEADLOCK_CONFIRM_NS apart: the same
+ * lanes waiting on the same lanes, with no message finished anywhere on it, is a deadlock; any
+ * change is progress. why receives the cycle. (Lanes of a graph are freed only once every lane of
+ * the graph has left or was abandoned: the pointers stay valid while l runs.) */
+static int k2k_deadlocked(rk__lane *l, char *why, size_t len) {
+  rk__lane *chain[RK_GRAPH_MAX_KERNELS];
+  uint64_t prog[RK_GRAPH_MAX_KERNELS];
+  uint32_t n = 0, i;
+  size_t off = 0;
+  rk__lane *x = l;
+  do {
+    if (n == RK_GRAPH_MAX_KERNELS) return 0;
+    chain[n] = x;
+    prog[n++] = lane_progress(x);
+    x = __atomic_load_n(&x->waits_on, __ATOMIC_RELAXED);
+    if (x == NULL) return 0; /* someone on the chain is not waiting: it will make room */
+    for (i = 1; i < n; i++)
+      if (chain[i] == x) return 0; /* a cycle that l only leads into: its own lanes will say */
+  } while (x != l);
+  rk__sleep_ns(RK_K2K_DEADLOCK_CONFIRM_NS);
+  for (i = 0; i < n; i++)
+    if (__atomic_load_n(&chain[i]->waits_on, __ATOMIC_RELAXED) != chain[(i + 1) % n] ||
+        lane_progress(chain[i]) != prog[i])
+      return 0;
+  for (i = 0; i <= n && off + 1 < len; i++) {
+    int w = snprintf(why + off, len - off, "%s%s lane %u", i ? " -> " : "", chain[i % n]->k->name, chain[i % n]->index);
+    if (w < 0) break;
+    off += (size_t)w;
+  }
+  return 1;
+}
+
 static void follower_main(struct rk_ctx *ctx) {
   rk__lane *l = ctx->lane;
   for (;;) {
@@ -760,9 +809,31 @@ static void lane_main(void *arg) {
       }
     }
     if (stalled == 2) { /* a handler asked to be run again later (a K2K destination was full) */
+      uint64_t now = rk__now_ns();
       rk_store_relaxed_sys_u64(&st->heartbeat, rk_load_relaxed_sys_u64(&st->heartbeat) + 1); /* not a stall */
+      if (l->blocked_on != __atomic_load_n(&l->waits_on, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&l->waits_on, l->blocked_on, __ATOMIC_RELAXED); /* read by other lanes' checks */
+        l->retry_since_ns = now;
+      } else if (l->retry_since_ns == 0) {
+        l->retry_since_ns = now;
+      } else if (!l->deadlock_said && now - l->retry_since_ns > RK_K2K_DEADLOCK_NS) {
+        char why[256];
+        if (k2k_deadlocked(l, why, sizeof why)) {
+          /* Never a silent hang: the kernel faults (callers, receivers and senders learn it now);
+           * terminate (which aborts the lanes) or restart (state kept) get out of it. */
+          l->deadlock_said = 1;
+          rk__kernel_fault(k, RK_EDEADLK, "K2K deadlock: a cycle of lanes each waiting for room in the next one's "
+                           "full K2K inbox (%s); give the cycle's inboxes room for the messages it holds", why);
+        } else {
+          l->retry_since_ns = now; /* look again later */
+        }
+      }
       rk__sleep_ns(RK_LANE_RETRY_NS);
       continue;
+    }
+    if (l->retry_since_ns) { /* the retry is over */
+      __atomic_store_n(&l->waits_on, NULL, __ATOMIC_RELAXED);
+      l->retry_since_ns = 0;
     }
     if (stalled) {
       lane_wait w = {l, ack, clock_seen, 0};
@@ -833,6 +904,10 @@ static int cpu_start(rk_kernel *k) {
     l->reserved_slot = NULL;
     /* l->owed is kept (zero at launch: calloc): after a restart the answers to requests the old
      * lanes passed on are still on their way back, and a terminate waits for them */
+    l->blocked_on = NULL; /* the K2K deadlock check starts afresh (a restart) */
+    l->waits_on = NULL;
+    l->retry_since_ns = 0;
+    l->deadlock_said = 0;
     l->threads = (uv_thread_t *)rk__calloc(l->nthreads, sizeof *l->threads);
     l->ctxs = (struct rk_ctx *)rk__calloc(l->nthreads, sizeof *l->ctxs);
     if (l->threads == NULL || l->ctxs == NULL)

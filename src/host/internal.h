@@ -138,6 +138,14 @@ struct rk__lane {
   uint32_t sent;        /* K2K messages the current message's handler sent (retry rule) */
   uint64_t pt_us;       /* the current batch's reading of the kernel clock's time source */
   int retry;            /* the handler asked to run again on the message later (RK_EAGAIN) */
+  /* K2K deadlock check (cpu_backend.c): the lane whose full K2K inbox a send of this lane's found
+   * full (leader only), published in waits_on while the lane retries (other lanes' deadlock checks
+   * read it: atomics, relaxed: a snapshot confirmed twice); since when it retries; whether it
+   * faulted the kernel for a deadlock already. */
+  struct rk__lane *blocked_on;
+  struct rk__lane *volatile waits_on;
+  uint64_t retry_since_ns;
+  int deadlock_said;
   int k2k_closed;       /* the lane closed its K2K inbox (terminating) at position k2k_final */
   uint64_t k2k_final;
   int coll_rc;          /* result broadcast by collective calls */
