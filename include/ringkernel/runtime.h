@@ -172,6 +172,18 @@ typedef struct rk_launch_options {
 #define RK_LAUNCH_OPTIONS_INIT \
   { sizeof(rk_launch_options), 0, 0, 0, 0, 0, RK_BACKPRESSURE_DEFAULT, 0, 0, RK_FAULT_DEFAULT, 0, 0, 0, 0 }
 
+/** The defaults as functions, for callers that cannot use the macros (other languages through
+ *  the C ABI): fill the first `size` bytes of *o with what RK_RUNTIME_OPTIONS_INIT /
+ *  RK_LAUNCH_OPTIONS_INIT give and set o->size to the bytes the library knows of them (at most
+ *  size), so a caller built against an older, smaller struct is safe. Errors: RK_EINVAL (NULL, or
+ *  size below the struct's first field). */
+RK_API int rk_runtime_options_init(rk_runtime_options *o, size_t size);
+RK_API int rk_launch_options_init(rk_launch_options *o, size_t size);
+/** sizeof the library's rk_runtime_options / rk_launch_options / rk_kernel_desc / rk_msg /
+ *  rk_kernel_counters, by name without the "rk_" prefix ("runtime_options", ...); 0 for an
+ *  unknown name. Lets a binding check its mirrored layouts. */
+RK_API size_t rk_struct_size(const char *name);
+
 /* ---------------------------------------- runtime -------------------------------------------- */
 
 /** Create a runtime. opts may be NULL (defaults). With RK_BACKEND_AUTO a machine without a usable
@@ -470,6 +482,13 @@ typedef struct rk_dead_letter {
  *  the reply: the reply's envelope (the request's type and id), without the request's payload.
  *  Host-side dead letters (late replies) are recorded on every backend. */
 RK_API int rk_kernel_dead_letters(rk_kernel *k, rk_dead_letter *out, uint32_t max, uint64_t *total);
+
+/* ---------------------------------------- message types ------------------------------------- */
+
+/** A message type by name, for callers that cannot see RK_MESSAGE's constants (T##_TYPE): among
+ *  the types desc declares, or, desc NULL, the built-in kernels' types ("rk_vadd_req", ...).
+ *  NULL when there is none of that name (or name is NULL). Any thread. */
+RK_API const rk_msg_type *rk_msg_type_find(const rk_kernel_desc *desc, const char *name);
 
 /* ---------------------------------------- built-in kernels ----------------------------------- */
 

@@ -54,6 +54,41 @@ rk_backend rk_runtime_backend(const rk_runtime *rt) { return rt ? rt->backend : 
 const char *rk_runtime_backend_reason(const rk_runtime *rt) { return rt ? rt->backend_reason : ""; }
 rk_clock *rk_runtime_clock(rk_runtime *rt) { return rt ? rt->clock : NULL; }
 
+/* ---------------------------------------- options ------------------------------------------- */
+
+int rk_runtime_options_init(rk_runtime_options *o, size_t size) {
+  const rk_runtime_options d = RK_RUNTIME_OPTIONS_INIT;
+  if (o == NULL || size < sizeof o->size) return RK_EINVAL;
+  if (size > sizeof d) size = sizeof d;
+  memcpy(o, &d, size);
+  o->size = (uint32_t)size;
+  return RK_OK;
+}
+
+int rk_launch_options_init(rk_launch_options *o, size_t size) {
+  const rk_launch_options d = RK_LAUNCH_OPTIONS_INIT;
+  if (o == NULL || size < sizeof o->size) return RK_EINVAL;
+  if (size > sizeof d) size = sizeof d;
+  memcpy(o, &d, size);
+  o->size = (uint32_t)size;
+  return RK_OK;
+}
+
+size_t rk_struct_size(const char *name) {
+  static const struct {
+    const char *name;
+    size_t size;
+  } sizes[] = {{"runtime_options", sizeof(rk_runtime_options)}, {"launch_options", sizeof(rk_launch_options)},
+               {"kernel_desc", sizeof(rk_kernel_desc)},         {"msg", sizeof(rk_msg)},
+               {"kernel_counters", sizeof(rk_kernel_counters)}, {"envelope", sizeof(rk_envelope)},
+               {"msg_type", sizeof(rk_msg_type)}};
+  size_t i;
+  if (name == NULL) return 0;
+  for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+    if (strcmp(sizes[i].name, name) == 0) return sizes[i].size;
+  return 0;
+}
+
 /* ---------------------------------------- backend choice ------------------------------------- */
 
 /* ---------------------------------------- service loop --------------------------------------- */
