@@ -23,6 +23,9 @@ pc() { pkg-config --exists "$1" 2>/dev/null; }
 pc libuv || need+=(libuv1-dev)
 pc cmocka || need+=(libcmocka-dev)
 pc ck || need+=(libck-dev)
+# The Python package's tests (make test-python) run in a virtual environment: python3 with venv
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}"
   $sudo_cmd apt-get update -qq
