@@ -3,6 +3,12 @@
  * monitoring outputs (Prometheus text, the /metrics endpoint) when the library has them. */
 #include "rt_util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
 static void test_options_init(void **state) {
   rk_runtime_options want = RK_RUNTIME_OPTIONS_INIT, got;
   rk_launch_options lwant = RK_LAUNCH_OPTIONS_INIT, lgot;
@@ -118,11 +124,246 @@ static void test_app_error_reply(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* ---------------------------------------- Prometheus ----------------------------------------- */
+
+static void test_prometheus_text(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel *k = rt_launch_active(rt, &rk_builtin_echo, NULL);
+  rk_kernel *k2 = rt_launch(rt, &rk_builtin_counter, NULL);
+  char *buf, small[16], want[160];
+  rk_msg reply;
+  uint32_t x = 1, y, i;
+  int need, got;
+  (void)state;
+  for (i = 0; i < 5; i++) RT_OK(rt, rk_call(k, 3, &x, sizeof x, &reply, &y, sizeof y, RT_HANG));
+  need = rk_runtime_stats_prometheus(rt, NULL, 0);
+  assert_true(need > 0);
+  buf = (char *)malloc((size_t)need + 1);
+  got = rk_runtime_stats_prometheus(rt, buf, (size_t)need + 1);
+  assert_int_equal(got, need);
+  assert_int_equal(strlen(buf), (size_t)got);
+  assert_non_null(strstr(buf, "# TYPE rk_runtime_info gauge\nrk_runtime_info{backend=\"cpu\""));
+  assert_non_null(strstr(buf, "rk_runtime_kernels 2\n"));
+  snprintf(want, sizeof want, "rk_kernel_sent_total{kernel=\"echo\",id=\"%u\"} 5\n", rk_kernel_id(k));
+  assert_non_null(strstr(buf, want));
+  snprintf(want, sizeof want, "rk_kernel_received_total{kernel=\"echo\",id=\"%u\"} 5\n", rk_kernel_id(k));
+  assert_non_null(strstr(buf, want));
+  snprintf(want, sizeof want, "rk_kernel_state{kernel=\"counter\",id=\"%u\",state=\"LAUNCHED\"} 1\n", rk_kernel_id(k2));
+  assert_non_null(strstr(buf, want));
+  snprintf(want, sizeof want, "rk_kernel_state{kernel=\"counter\",id=\"%u\",state=\"ACTIVE\"} 0\n", rk_kernel_id(k2));
+  assert_non_null(strstr(buf, want));
+  snprintf(want, sizeof want, "rk_kernel_latency_seconds_count{kernel=\"echo\",id=\"%u\"} 5\n", rk_kernel_id(k));
+  assert_non_null(strstr(buf, want));
+  snprintf(want, sizeof want, "rk_kernel_latency_seconds_bucket{kernel=\"echo\",id=\"%u\",le=\"+Inf\"} 5\n",
+           rk_kernel_id(k));
+  assert_non_null(strstr(buf, want));
+  snprintf(want, sizeof want, "rk_kernel_inbox_depth{kernel=\"echo\",id=\"%u\",lane=\"0\"} 0\n", rk_kernel_id(k));
+  assert_non_null(strstr(buf, want));
+  assert_non_null(strstr(buf, "# TYPE rk_kernel_latency_seconds histogram\n"));
+  /* one HELP/TYPE per family, even with two kernels */
+  {
+    const char *p = buf;
+    int n = 0;
+    while ((p = strstr(p, "# TYPE rk_kernel_sent_total counter")) != NULL) {
+      n++;
+      p++;
+    }
+    assert_int_equal(n, 1);
+  }
+  /* the sum: 5 samples, each at least 1 ns and under a minute */
+  assert_true(rt_stats(k).latency_sum_ns >= 5);
+  /* like snprintf: a short buffer gets a NUL-terminated prefix, the full length is returned */
+  assert_int_equal(rk_runtime_stats_prometheus(rt, small, sizeof small), need);
+  assert_int_equal(strlen(small), sizeof small - 1);
+  assert_int_equal(rk_runtime_stats_prometheus(NULL, buf, 10), RK_EINVAL);
+  assert_int_equal(rk_runtime_stats_prometheus(rt, NULL, 10), RK_EINVAL);
+  free(buf);
+  rk_runtime_destroy(rt);
+}
+
+/* A GET over a plain TCP socket; the response (head and body) into out. Returns its length. */
+static int http_get(const char *addr, const char *path, char *out, size_t len) {
+  char host[64], req[256];
+  const char *colon = strrchr(addr, ':');
+  struct sockaddr_in sa;
+  size_t n = 0;
+  ssize_t r;
+  int fd;
+  memset(&sa, 0, sizeof sa);
+  snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)atoi(colon + 1));
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return -1;
+  fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: test_api\r\n\r\n", path, addr);
+  if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+    close(fd);
+    return -1;
+  }
+  while (n + 1 < len && (r = read(fd, out + n, len - 1 - n)) > 0) n += (size_t)r;
+  out[n] = '\0';
+  close(fd);
+  return (int)n;
+}
+
+typedef struct scraper {
+  char addr[80];
+  int ok, bad;
+} scraper;
+
+static void *scrape_loop(void *arg) {
+  scraper *s = (scraper *)arg;
+  static _Thread_local char resp[1 << 17];
+  int i;
+  for (i = 0; i < 30; i++) {
+    if (http_get(s->addr, "/metrics", resp, sizeof resp) > 0 && strstr(resp, "HTTP/1.1 200 OK\r\n") == resp &&
+        strstr(resp, "rk_kernel_sent_total{kernel=\"echo\""))
+      __atomic_add_fetch(&s->ok, 1, __ATOMIC_RELAXED);
+    else
+      __atomic_add_fetch(&s->bad, 1, __ATOMIC_RELAXED); /* (read by the loop's thread meanwhile) */
+  }
+  return NULL;
+}
+
+static void test_metrics_endpoint(void **state) {
+  rk_runtime_options o = rt_options();
+  rk_runtime *rt;
+  rk_kernel *k;
+  char addr[80], resp[1 << 16];
+  pthread_t th[3];
+  scraper sc[3];
+  rk_msg reply;
+  uint32_t x = 1, y, i;
+  (void)state;
+  o.metrics_listen = "127.0.0.1:0";
+  rt = rt_create_opts(&o);
+  assert_true(rk_runtime_metrics_address(rt, addr, sizeof addr) > 0);
+  assert_non_null(strstr(addr, "127.0.0.1:"));
+  assert_int_not_equal(atoi(strrchr(addr, ':') + 1), 0);
+  k = rt_launch_active(rt, &rk_builtin_echo, NULL);
+  RT_OK(rt, rk_call(k, 3, &x, sizeof x, &reply, &y, sizeof y, RT_HANG));
+  assert_true(http_get(addr, "/metrics", resp, sizeof resp) > 0);
+  assert_non_null(strstr(resp, "HTTP/1.1 200 OK\r\n"));
+  assert_non_null(strstr(resp, "Content-Type: text/plain; version=0.0.4"));
+  assert_non_null(strstr(resp, "rk_kernel_sent_total{kernel=\"echo\""));
+  assert_true(http_get(addr, "/other", resp, sizeof resp) > 0);
+  assert_non_null(strstr(resp, "HTTP/1.1 404 "));
+  /* concurrent scrapes while messages flow */
+  for (i = 0; i < 3; i++) {
+    memset(&sc[i], 0, sizeof sc[i]);
+    snprintf(sc[i].addr, sizeof sc[i].addr, "%s", addr);
+    assert_int_equal(pthread_create(&th[i], NULL, scrape_loop, &sc[i]), 0);
+  }
+  for (i = 0; i < 2000; i++) RT_OK(rt, rk_call(k, 3, &x, sizeof x, &reply, &y, sizeof y, RT_HANG));
+  for (i = 0; i < 3; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(sc[i].bad, 0);
+    assert_int_equal(sc[i].ok, 30);
+  }
+  /* a half-sent request is still open when the runtime goes: destroy closes it */
+  {
+    struct sockaddr_in sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)atoi(strrchr(addr, ':') + 1));
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(write(fd, "GET /met", 8), 8);
+    rt_sleep_ms(20);
+    rk_runtime_destroy(rt);
+    close(fd);
+  }
+  /* the port is free again */
+  o.metrics_listen = addr;
+  rt = rt_create_opts(&o);
+  rk_runtime_destroy(rt);
+}
+
+static void test_metrics_bad_addresses(void **state) {
+  rk_runtime_options o = rt_options();
+  rk_runtime *rt = NULL, *rt2;
+  char addr[80];
+  unsigned errs = rt_log_count(&rt_the_log, RK_LOG_ERROR);
+  static const char *bad[] = {"nonsense", "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:x", "example.com:80",
+                              "[::1", ":"};
+  size_t i;
+  (void)state;
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    o.metrics_listen = bad[i];
+    assert_int_equal(rk_runtime_create(&rt, &o), RK_EINVAL);
+    assert_null(rt);
+    assert_non_null(strstr(rk_runtime_last_error(NULL), "metrics_listen"));
+  }
+  assert_true(rt_log_count(&rt_the_log, RK_LOG_ERROR) >= errs + i);
+  /* in use: RK_ESYS, the reason named */
+  o.metrics_listen = "127.0.0.1:0";
+  rt2 = rt_create_opts(&o);
+  assert_true(rk_runtime_metrics_address(rt2, addr, sizeof addr) > 0);
+  o.metrics_listen = addr;
+  assert_int_equal(rk_runtime_create(&rt, &o), RK_ESYS);
+  assert_non_null(strstr(rk_runtime_last_error(NULL), "cannot listen"));
+  rk_runtime_destroy(rt2);
+  /* no endpoint */
+  o.metrics_listen = NULL;
+  rt = rt_create_opts(&o);
+  assert_int_equal(rk_runtime_metrics_address(rt, addr, sizeof addr), RK_ENOENT);
+  assert_int_equal(rk_runtime_metrics_address(NULL, addr, sizeof addr), RK_EINVAL);
+  assert_int_equal(rk_runtime_ref_loop(rt, 1), RK_ENOTSUP); /* its own loop */
+  assert_int_equal(rk_runtime_ref_loop(NULL, 1), RK_EINVAL);
+  rk_runtime_destroy(rt);
+  /* the thread's create error stays until its next create */
+  assert_string_equal(rk_runtime_last_error(NULL), "no runtime");
+}
+
+/* On an application loop: the runtime's handles do not keep uv_run going, the endpoint serves
+ * while the application runs the loop, and destroy leaves the loop closable. */
+static void test_metrics_on_application_loop(void **state) {
+  uv_loop_t loop;
+  rk_runtime_options o = rt_options();
+  rk_runtime *rt;
+  char addr[80];
+  pthread_t th;
+  scraper sc;
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  o.loop = &loop;
+  o.metrics_listen = "127.0.0.1:0";
+  rt = rt_create_opts(&o);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0); /* returns at once: nothing of the application's */
+  assert_true(rk_runtime_metrics_address(rt, addr, sizeof addr) > 0);
+  rk_kernel_destroy(rt_launch_active(rt, &rk_builtin_echo, NULL));
+  rk_kernel_destroy(rt_launch_active(rt, &rk_builtin_echo, NULL));
+  {
+    rk_kernel *k = rt_launch_active(rt, &rk_builtin_echo, NULL);
+    (void)k;
+  }
+  memset(&sc, 0, sizeof sc);
+  snprintf(sc.addr, sizeof sc.addr, "%s", addr);
+  RT_OK(rt, rk_runtime_ref_loop(rt, 1));
+  assert_int_equal(pthread_create(&th, NULL, scrape_loop, &sc), 0);
+  while (__atomic_load_n(&sc.ok, __ATOMIC_RELAXED) + __atomic_load_n(&sc.bad, __ATOMIC_RELAXED) < 30)
+    uv_run(&loop, UV_RUN_NOWAIT);
+  pthread_join(th, NULL);
+  assert_int_equal(sc.ok, 30);
+  RT_OK(rt, rk_runtime_ref_loop(rt, 0));
+  rk_runtime_destroy(rt);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_options_init),  cmocka_unit_test(test_struct_sizes),
       cmocka_unit_test(test_msg_type_find), cmocka_unit_test(test_app_error_codes),
-      cmocka_unit_test(test_app_error_reply),
+      cmocka_unit_test(test_app_error_reply), cmocka_unit_test(test_prometheus_text),
+      cmocka_unit_test(test_metrics_endpoint), cmocka_unit_test(test_metrics_bad_addresses),
+      cmocka_unit_test(test_metrics_on_application_loop),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

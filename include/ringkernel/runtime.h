@@ -53,7 +53,13 @@ typedef struct rk_runtime_options {
   int device;                   /**< CUDA device ordinal (default 0) */
   uint32_t node_id;             /**< HLC node id of the runtime clock; 0: derived from pid and time */
   uint64_t max_offset_us;       /**< HLC drift bound; 0: 500 ms */
-  struct uv_loop_s *loop;       /**< application loop to join; NULL: the runtime runs its own thread */
+  /** Application loop to join; NULL: the runtime runs its own thread. On an application loop the
+   *  runtime's handles (its wake-up, its timer, the /metrics server) are unreferenced: they run
+   *  whenever the application runs the loop, but uv_run(UV_RUN_DEFAULT) returns once the
+   *  application's own handles and requests are done. (libuv runs nothing on a loop with no
+   *  referenced handle, not even with UV_RUN_NOWAIT: an application whose loop waits for the
+   *  runtime's callbacks alone calls rk_runtime_ref_loop(rt, 1).) */
+  struct uv_loop_s *loop;
   rk_log_fn log;                /**< NULL: errors and warnings to stderr */
   void *log_user;
   rk_log_level log_level;       /**< default RK_LOG_WARN */
@@ -78,10 +84,17 @@ typedef struct rk_runtime_options {
    *  environment's RK_CACHE_DIR, else $XDG_CACHE_HOME/ringkernel, else ~/.cache/ringkernel. A
    *  directory that cannot be written is not an error: the kernel is compiled in a temporary one. */
   const char *cache_dir;
+  /** Serve the runtime's counters over HTTP for Prometheus: "host:port" to listen on ("127.0.0.1:
+   *  9464", "[::1]:9464", "0.0.0.0:9464"; port 0 picks a free one, see rk_runtime_metrics_address).
+   *  GET /metrics answers rk_runtime_stats_prometheus's text; the server runs on the runtime's
+   *  libuv loop (its own thread, or the application's loop). NULL (default): no endpoint. An
+   *  address that does not parse or cannot be bound makes rk_runtime_create fail with RK_EINVAL
+   *  (resp. RK_ESYS), the reason in rk_runtime_last_error(NULL) and the log. */
+  const char *metrics_listen;
 } rk_runtime_options;
 
 #define RK_RUNTIME_OPTIONS_INIT \
-  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0, NULL, NULL }
+  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL }
 
 /** What a full inbox does to a sender. */
 typedef enum rk_backpressure {
@@ -206,6 +219,11 @@ RK_API int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts);
  *  abandoned: they free their kernel when they leave, and never call the log callback after this
  *  returns. NULL accepted. With an application loop: call from the loop's thread. */
 RK_API void rk_runtime_destroy(rk_runtime *rt);
+/** With an application loop (rk_runtime_options.loop), whether the runtime's handles keep it
+ *  running: ref 1 makes them referenced (uv_run waits for the runtime's callbacks, and does not
+ *  return while the runtime exists), 0 unreferenced again (the default). Call from the loop's
+ *  thread. Errors: RK_EINVAL (NULL), RK_ENOTSUP (the runtime runs its own loop). */
+RK_API int rk_runtime_ref_loop(rk_runtime *rt, int ref);
 /** The backend in use (never AUTO), and why it was chosen. */
 RK_API rk_backend rk_runtime_backend(const rk_runtime *rt);
 RK_API const char *rk_runtime_backend_reason(const rk_runtime *rt);
@@ -213,13 +231,30 @@ RK_API const char *rk_runtime_backend_reason(const rk_runtime *rt);
 RK_API const char *rk_backend_name(rk_backend b);
 /** Detail of the calling thread's last failure on this runtime ("no error" when its last call on
  *  the runtime succeeded: every call that returns an RK_E* code clears it when it starts), in a
- *  buffer of the calling thread valid until its next call into the library. Never NULL. */
+ *  buffer of the calling thread valid until its next call into the library. Never NULL.
+ *  rt NULL: why the calling thread's last rk_runtime_create failed, where it says ("no runtime"
+ *  otherwise). */
 RK_API const char *rk_runtime_last_error(const rk_runtime *rt);
 /** The runtime's HLC (stamps host sends, merges replies). */
 RK_API rk_clock *rk_runtime_clock(rk_runtime *rt);
 /** Counters of every kernel as JSON into buf (NUL-terminated when len > 0). Returns the length
  *  the full text needs (excluding NUL), like snprintf, or RK_EINVAL. */
 RK_API int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len);
+
+/** The same counters in Prometheus' text exposition format (version 0.0.4), into buf like
+ *  rk_runtime_stats_json (NUL-terminated when len > 0; returns the length the full text needs,
+ *  excluding NUL, or RK_EINVAL / RK_ENOMEM). Families: rk_runtime_info (backend, version, node),
+ *  rk_runtime_kernels; per kernel, labelled kernel="<name>",id="<id>": every counter of
+ *  rk_kernel_counters as rk_kernel_<field>_total, rk_kernel_state (one sample per state, 1 for the
+ *  current one), rk_kernel_lanes, rk_kernel_inbox_depth / rk_kernel_outbox_depth (per lane,
+ *  label lane), rk_kernel_inbox_capacity, rk_kernel_heartbeat_age_seconds,
+ *  rk_kernel_clock_offset_seconds, and the end-to-end latency as the histogram
+ *  rk_kernel_latency_seconds (buckets le = 2^(i+1) ns, i < 47, then +Inf). Any thread. */
+RK_API int rk_runtime_stats_prometheus(rk_runtime *rt, char *buf, size_t len);
+/** The address the runtime's /metrics endpoint listens on ("127.0.0.1:9464"; the port bound when
+ *  rk_runtime_options.metrics_listen asked for port 0), into buf like snprintf. Returns the length
+ *  needed, RK_EINVAL (NULL rt, buf NULL with len > 0) or RK_ENOENT (no endpoint). */
+RK_API int rk_runtime_metrics_address(rk_runtime *rt, char *buf, size_t len);
 
 /* ---------------------------------------- kernels -------------------------------------------- */
 
@@ -449,6 +484,7 @@ typedef struct rk_kernel_counters {
    *  believed, an RK_ECORRUPT notice went in their place (see rk_call, rk_recv). Balance:
    *  msgs_out = received + late_replies + replies_invalid + what is still queued. */
   uint64_t replies_invalid;
+  uint64_t latency_sum_ns;     /**< the latency samples of the histogram, summed (ns) */
 } rk_kernel_counters;
 
 /** Snapshot a kernel's counters. stats->size must be set: a smaller size (a program built with an

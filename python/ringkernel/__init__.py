@@ -344,7 +344,7 @@ class Runtime:
         self._rt = ctypes.c_void_p()
         rc = _L.rk_runtime_create(ctypes.byref(self._rt), ctypes.byref(o))
         if rc != 0:
-            raise_for(rc, "rk_runtime_create failed (the reason was logged)")
+            raise_for(rc, _L.rk_runtime_last_error(None).decode())
         self._kernels = []
         self._lock = threading.Lock()
 
@@ -414,6 +414,21 @@ class Runtime:
         if not _lib.HAVE_PROMETHEUS:
             raise _lib_missing("rk_runtime_stats_prometheus")
         return self._text(_L.rk_runtime_stats_prometheus)
+
+    @property
+    def metrics_address(self):
+        """"host:port" the /metrics endpoint listens on (None without one)."""
+        if not _lib.HAVE_PROMETHEUS:
+            return None
+        buf = ctypes.create_string_buffer(128)
+        rc = _L.rk_runtime_metrics_address(self._handle(), buf, len(buf))
+        return buf.value.decode() if rc > 0 else None
+
+    @property
+    def metrics_url(self):
+        """The endpoint's URL, "http://host:port/metrics" (None without one)."""
+        a = self.metrics_address
+        return "http://%s/metrics" % a if a else None
 
     # -- kernels
     def compile(self, kdef):

@@ -205,6 +205,7 @@ _proto("rk_recv_stop", c_int, k_p)
 HAVE_PROMETHEUS = hasattr(lib, "rk_runtime_stats_prometheus")
 if HAVE_PROMETHEUS:
     _proto("rk_runtime_stats_prometheus", c_int, rt_p, c_void_p, c_size_t)
+    _proto("rk_runtime_metrics_address", c_int, rt_p, c_void_p, c_size_t)
 
 
 def _check_layouts():

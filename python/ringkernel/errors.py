@@ -26,7 +26,7 @@ class RingKernelError(Exception):
         self.detail = detail or ""
         self.reply = reply
         msg = "%s: %s" % (self.name, self.strerror)
-        if self.detail and self.detail != "no error":
+        if self.detail and self.detail not in ("no error", "no runtime"):
             msg += " (%s)" % self.detail
         super().__init__(msg)
 

@@ -246,6 +246,7 @@ struct rk_kernel {
   volatile uint64_t replies_invalid; /* replies refused by the host (rk__drain_lane) */
   volatile uint32_t rr;
   volatile uint64_t latency_hist[RK_LATENCY_BUCKETS];
+  volatile uint64_t latency_sum_ns; /* the histogram's samples summed (Prometheus' _sum) */
 
   /* reply demultiplexing */
   uv_mutex_t reply_lock;
@@ -316,6 +317,7 @@ struct rk_runtime {
   int own_thread;
   uv_thread_t service;
   struct rk__handles *handles; /* freed by their close callbacks */
+  struct rk__metrics *metrics;  /* the /metrics endpoint (metrics.c), or NULL; freed by its close */
   volatile int stopping;
   /* the poller that wakes the loop for device replies with callbacks (devpoll.c); set under lock
    * before the first such callback is started, freed by rk_runtime_destroy */
@@ -357,6 +359,16 @@ int rk__uv_async_init(uv_loop_t *loop, uv_async_t *async, uv_async_cb cb);
 void rk__service_wake(rk_runtime *rt);
 /* runtime.c: drop a reference to rt (rk_runtime.refs); the last frees it. */
 void rk__runtime_release(rk_runtime *rt);
+/* The /metrics endpoint (metrics.c), on the loop's thread: start (RK_EINVAL: bad address; RK_ESYS:
+ * cannot listen; why says which; rt->metrics is set whenever something must be closed), close
+ * (closes the server and its connections; memory goes in their close callbacks), unref (an
+ * application's loop: the server alone does not keep it running). */
+typedef struct rk__metrics rk__metrics;
+int rk__metrics_start(rk_runtime *rt, const char *listen, char *why, size_t why_len);
+void rk__metrics_close(rk__metrics *m);
+void rk__metrics_unref(rk__metrics *m);
+/* Why the calling thread's rk_runtime_create failed (rk_runtime_last_error(NULL)); clear at its start. */
+void rk__create_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t rk__msg_id(rk_runtime *rt);
 
 /* runtime.c: run fn(k, arg) over a snapshot of rt's kernels, each pinned (refs) while it runs. */

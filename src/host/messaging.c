@@ -55,6 +55,7 @@ void rk__latency_add(rk_kernel *k, uint64_t ns) {
   uint32_t b = 0;
   while (b + 1 < RK_LATENCY_BUCKETS && (ns >> (b + 1)) != 0) b++;
   add(&k->latency_hist[b], 1);
+  add(&k->latency_sum_ns, ns);
 }
 
 /* ---------------------------------------- send ----------------------------------------------- */

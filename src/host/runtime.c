@@ -140,6 +140,7 @@ static void on_async(uv_async_t *a) {
   if (rt == NULL) return;
   if (__atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE) && rt->own_thread) {
     close_handles(hs);
+    rk__metrics_close(rt->metrics);
     return;
   }
   for_each_kernel(rt, rk__dispatch_callbacks);
@@ -167,6 +168,16 @@ void rk__service_wake(rk_runtime *rt) {
   if (rt->handles) uv_async_send(&rt->handles->async);
 }
 
+int rk_runtime_ref_loop(rk_runtime *rt, int ref) {
+  void (*fn)(uv_handle_t *) = ref ? uv_ref : uv_unref;
+  if (rt == NULL) return RK_EINVAL;
+  rk__error_clear(rt);
+  if (rt->own_thread) return rk__fail(rt, RK_ENOTSUP, "rk_runtime_ref_loop: the runtime runs its own loop");
+  fn((uv_handle_t *)&rt->handles->async);
+  fn((uv_handle_t *)&rt->handles->timer);
+  return RK_OK;
+}
+
 /* ---------------------------------------- create / destroy ----------------------------------- */
 
 int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
@@ -178,6 +189,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
 
   if (out == NULL) return RK_EINVAL;
   *out = NULL;
+  rk__create_error("%s", "");
   if (opts) {
     if (opts->size == 0 || opts->size > sizeof o) return RK_EINVAL;
     memcpy(&o, opts, opts->size);
@@ -206,7 +218,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   uv_cond_init(&rt->log_cond);
   rt->log_ready = 1;
   /* the option strings are the runtime's own copies (the application's may not outlive create) */
-  rt->opts.cc = rt->opts.cache_dir = NULL;
+  rt->opts.cc = rt->opts.cache_dir = rt->opts.metrics_listen = NULL; /* (metrics_listen: used in create only) */
   if ((o.cc && (rt->opts.cc = strdup(o.cc)) == NULL) || (o.cache_dir && (rt->opts.cache_dir = strdup(o.cache_dir)) == NULL)) {
     rk__runtime_release(rt);
     return RK_ENOMEM;
@@ -272,20 +284,43 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   rt->handles->open = 2;
   interval = o.watchdog_interval_ns ? o.watchdog_interval_ns : RK_DEFAULT_WATCHDOG_INTERVAL_NS;
   uv_timer_start(&rt->handles->timer, on_timer, (interval + 999999) / 1000000, (interval + 999999) / 1000000);
+  if (o.metrics_listen) {
+    char why[256];
+    if ((rc = rk__metrics_start(rt, o.metrics_listen, why, sizeof why)) != RK_OK) {
+      rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: metrics_listen: %s", why);
+      rk__create_error("%s: metrics_listen: %s", rk_err_name(rc), why);
+      goto fail_loop;
+    }
+  }
+  if (!rt->own_thread) {
+    /* The application's loop: the runtime's handles alone do not keep it running, so uv_run
+     * returns when the application's own work is done (they still run whenever it runs). */
+    uv_unref((uv_handle_t *)&rt->handles->async);
+    uv_unref((uv_handle_t *)&rt->handles->timer);
+    rk__metrics_unref(rt->metrics);
+  }
   if (rt->own_thread && (uvrc = rk__thread_create(&rt->service, service_main, rt)) != 0) {
     rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: cannot start the service thread: %s", uv_strerror(uvrc));
-    close_handles(rt->handles); /* their close callbacks free them */
-    uv_run(rt->loop, UV_RUN_DEFAULT);
-    rt->handles = NULL;
-    uv_loop_close(rt->loop);
     rc = RK_ESYS;
-    goto fail;
+    goto fail_loop;
   }
   rk__log(rt, RK_LOG_INFO, "runtime created: %s backend (%s), node %u", rk_backend_name(rt->backend),
           rt->backend_reason, rt->node_id);
   *out = rt;
   return RK_OK;
 
+fail_loop:
+  /* the loop's handles are set up: close them (their close callbacks free them); the runtime's
+   * own loop runs once to finish that, an application's loop does it when it next runs */
+  rt->handles->rt = NULL;
+  close_handles(rt->handles);
+  rk__metrics_close(rt->metrics);
+  rt->metrics = NULL;
+  rt->handles = NULL;
+  if (rt->own_thread) {
+    uv_run(rt->loop, UV_RUN_DEFAULT);
+    uv_loop_close(rt->loop);
+  }
 fail:
   if (rt->backend == RK_BACKEND_CUDA) rk__cuda_shutdown(rt);
   free(rt->handles);
@@ -330,6 +365,7 @@ void rk_runtime_destroy(rk_runtime *rt) {
      * application's loop next runs. */
     rt->handles->rt = NULL;
     close_handles(rt->handles);
+    rk__metrics_close(rt->metrics);
   }
   /* Copies still in flight finish before their memory goes (their callbacks are not called). */
   rk__buffers_shutdown(rt);
