@@ -105,6 +105,66 @@ static int app_err_handler(rk_ctx *ctx, const rk_msg *in) {
   return rk_reply(ctx, 1, &v, sizeof v);
 }
 
+/* an error reply with data: the balance on an overdraft */
+static int overdraft_handler(rk_ctx *ctx, const rk_msg *in) {
+  int64_t v, balance = 12;
+  int rc;
+  if (rk_msg_len(in) != sizeof v) return RK_EINVAL;
+  memcpy(&v, rk_msg_payload(in), sizeof v);
+  if (v == 1) { /* the argument checks */
+    uint8_t big[RK_REPLY_ERROR_MAX + 1];
+    memset(big, 0, sizeof big);
+    if (rk_reply_error(ctx, 5, &balance, sizeof balance) != RK_EINVAL) return RK_EHANDLER;
+    if (rk_reply_error(ctx, RK_EAPP(1), NULL, 3) != RK_EINVAL) return RK_EHANDLER;
+    if (rk_reply_error(ctx, RK_EAPP(1), big, sizeof big) != RK_EMSGSIZE) return RK_EHANDLER;
+    return rk_reply(ctx, 1, &v, sizeof v);
+  }
+  if (v > balance) {
+    rc = rk_reply_error(ctx, RK_EAPP(9), &balance, sizeof balance);
+    return rc ? rc : RK_EAPP(9);
+  }
+  if (v == 0) return rk_reply_error(ctx, RK_EAPP(2), NULL, 0) ? RK_EHANDLER : RK_EAPP(2); /* code only */
+  return rk_reply(ctx, 1, &v, sizeof v);
+}
+
+static void test_error_reply_payload(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("overdraft", overdraft_handler);
+  rk_kernel *k = rt_launch_active(rt, &d, NULL);
+  rk_msg reply;
+  int64_t v = 100, buf[4], bal;
+  uint32_t n = 99;
+  const void *p;
+  (void)state;
+  assert_int_equal(rk_call(k, 1, &v, sizeof v, &reply, buf, sizeof buf, RT_HANG), RK_EHANDLER);
+  assert_true(rk_msg_is_error(&reply));
+  assert_int_equal(reply.status, RK_EAPP(9));
+  assert_int_equal(reply.len, 4 + sizeof bal);
+  p = rk_msg_error_payload(&reply, &n);
+  assert_non_null(p);
+  assert_int_equal(n, sizeof bal);
+  memcpy(&bal, p, sizeof bal);
+  assert_int_equal(bal, 12);
+  /* code only: no data */
+  v = 0;
+  assert_int_equal(rk_call(k, 1, &v, sizeof v, &reply, buf, sizeof buf, RT_HANG), RK_EHANDLER);
+  assert_int_equal(reply.status, RK_EAPP(2));
+  assert_null(rk_msg_error_payload(&reply, &n));
+  assert_int_equal(n, 0);
+  /* refused arguments, then a normal reply; one error counted per error reply */
+  v = 1;
+  RT_OK(rt, rk_call(k, 1, &v, sizeof v, &reply, buf, sizeof buf, RT_HANG));
+  assert_null(rk_msg_error_payload(&reply, NULL));
+  /* no reply wanted: nothing comes, and nothing breaks */
+  v = 100;
+  RT_OK(rt, rk_send(k, 1, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
+  v = 5;
+  RT_OK(rt, rk_call(k, 1, &v, sizeof v, &reply, buf, sizeof buf, RT_HANG));
+  assert_int_equal(buf[0], 5);
+  assert_int_equal(rt_stats(k).handler_errors, 3);
+  rk_runtime_destroy(rt);
+}
+
 static void test_app_error_reply(void **state) {
   rk_runtime *rt = rt_create();
   rk_kernel_desc d = rt_desc("appe", app_err_handler);
@@ -121,6 +181,27 @@ static void test_app_error_reply(void **state) {
   assert_int_equal(rk_call(k, 1, &v, sizeof v, &reply, &out, sizeof out, RT_HANG), RK_OK);
   assert_int_equal(out, 5);
   assert_int_equal(rt_stats(k).handler_errors, 1);
+  rk_runtime_destroy(rt);
+}
+
+static void test_typed_keyed_helpers(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k;
+  rk_counter_add add = {3};
+  rk_counter_value v;
+  rk_msg reply;
+  uint64_t id = 0;
+  (void)state;
+  lo.lanes = 1;
+  k = rt_launch_active(rt, &rk_builtin_counter, &lo);
+  RT_OK(rt, rk_call_key_typed(k, 42, rk_counter_add, &add, &reply, &v, sizeof v, RT_HANG));
+  assert_int_equal(v.total, 3);
+  RT_OK(rt, rk_send_key_typed(k, 42, rk_counter_add, &add, 0, &id));
+  assert_int_not_equal(id, 0);
+  RT_OK(rt, rk_recv(k, &reply, &v, sizeof v, RT_HANG));
+  assert_int_equal(reply.env.correlation_id, id);
+  assert_int_equal(v.total, 6);
   rk_runtime_destroy(rt);
 }
 
@@ -361,7 +442,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_options_init),  cmocka_unit_test(test_struct_sizes),
       cmocka_unit_test(test_msg_type_find), cmocka_unit_test(test_app_error_codes),
-      cmocka_unit_test(test_app_error_reply), cmocka_unit_test(test_prometheus_text),
+      cmocka_unit_test(test_app_error_reply),
+      cmocka_unit_test(test_error_reply_payload), cmocka_unit_test(test_prometheus_text),
+      cmocka_unit_test(test_typed_keyed_helpers),
       cmocka_unit_test(test_metrics_endpoint), cmocka_unit_test(test_metrics_bad_addresses),
       cmocka_unit_test(test_metrics_on_application_loop),
   };

@@ -87,6 +87,19 @@ RK_DIALECT uint32_t rk_self(rk_ctx *ctx);
  *  (a reply reserved with rk_reply_reserve is not committed yet: commit it first; or the lane's
  *  threads broke the collective rule). */
 RK_DIALECT int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len);
+/** Reply to the current message with an error that carries data besides its code (an overdraft's
+ *  balance, the field that failed): an error reply (RK_ENV_F_ERROR) of the request's type whose
+ *  payload is the int32 code followed by len bytes of payload. The caller sees the code in
+ *  rk_msg.status (rk_call returns RK_EHANDLER) and the bytes with rk_msg_error_payload. code is
+ *  negative: an RK_E* code or, for the application's own errors, RK_EAPP(n) (ringkernel/error.h).
+ *  Collective, like rk_reply; then return the code (or 0) from the handler: it counts as a handler
+ *  error, and no second reply is made. Returns 0 (or when the request wants no reply), RK_EINVAL
+ *  (code >= 0, payload NULL with len > 0), RK_EMSGSIZE (len above RK_REPLY_ERROR_MAX, or len + 4
+ *  above the slot's payload),
+ *  RK_EAGAIN, RK_ESTATE as rk_reply. At most RK_REPLY_ERROR_MAX bytes of data (and what the slot
+ *  holds). */
+#define RK_REPLY_ERROR_MAX 1020u
+RK_DIALECT int rk_reply_error(rk_ctx *ctx, int32_t code, const void *payload, uint32_t len);
 /** Reserve a reply of len bytes in the outbox and return where to write it (the same pointer in
  *  every thread), or NULL (no reply wanted, RK_EMSGSIZE/RK_EAGAIN, or a broken collective rule).
  *  Collective. */

@@ -43,6 +43,16 @@ RK_INLINE RK_HD uint64_t rk_msg_id(const rk_msg *m) { return m->env.msg_id; }
 RK_INLINE RK_HD uint64_t rk_msg_stamp(const rk_msg *m) { return m->env.hlc; }
 RK_INLINE RK_HD int rk_msg_is_error(const rk_msg *m) { return (m->env.flags & RK_ENV_F_ERROR) != 0; }
 
+/** An error reply's data after its code (rk_reply_error): a pointer into the payload and *len its
+ *  bytes; NULL (and *len 0) when the message is no error reply or carries nothing but the code.
+ *  len may be NULL. */
+RK_INLINE RK_HD const void *rk_msg_error_payload(const rk_msg *m, uint32_t *len) {
+  if (len) *len = 0;
+  if (!rk_msg_is_error(m) || m->len <= 4 || m->payload == 0) return 0;
+  if (len) *len = m->len - 4;
+  return RK_CAST(const unsigned char *, m->payload) + 4;
+}
+
 /** Declare a message type T (a struct typedef already in scope) with a nonzero numeric id. */
 #if defined(__CUDACC_RTC__) || defined(__CUDA_ARCH__)
 #define RK_MESSAGE(T, ID) enum { T##_TYPE = (ID) }

@@ -435,6 +435,12 @@ RK_API int rk_recv_stop(rk_kernel *k);
   (RK__CHECK_TYPED(T, ptr), rk_send((k), T##_TYPE, (ptr), (uint32_t)sizeof(T), (flags), (id)))
 #define rk_call_typed(k, T, ptr, reply, buf, buf_len, timeout) \
   (RK__CHECK_TYPED(T, ptr), rk_call((k), T##_TYPE, (ptr), (uint32_t)sizeof(T), (reply), (buf), (buf_len), (timeout)))
+/* ...with a lane key (rk_send_key / rk_call_key): same key, same lane, in order. */
+#define rk_send_key_typed(k, key, T, ptr, flags, id) \
+  (RK__CHECK_TYPED(T, ptr), rk_send_key((k), (key), T##_TYPE, (ptr), (uint32_t)sizeof(T), (flags), (id)))
+#define rk_call_key_typed(k, key, T, ptr, reply, buf, buf_len, timeout)                                  \
+  (RK__CHECK_TYPED(T, ptr), rk_call_key((k), (key), T##_TYPE, (ptr), (uint32_t)sizeof(T), (reply), (buf), \
+                                        (buf_len), (timeout)))
 
 /* ---------------------------------------- telemetry ------------------------------------------ */
 

@@ -31,7 +31,11 @@ RK_HANDLER(acc_handler)(rk_ctx *ctx, const rk_msg *in) {
   acc_value v;
   if (s == NULL) return RK_ESTATE;
   if (a == NULL) return RK_EINVAL;
-  if (s->total + a->delta < 0) return RK_EAPP(7); /* overdraft: application error 7 */
+  if (s->total + a->delta < 0) { /* overdraft: application error 7, with the balance */
+    int64_t balance = s->total;
+    int rc = rk_reply_error(ctx, RK_EAPP(7), &balance, sizeof balance);
+    return rc ? rc : RK_EAPP(7);
+  }
   s->total += a->delta;
   s->count++;
   v.total = s->total;

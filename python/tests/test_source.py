@@ -1,5 +1,6 @@
 """Kernels from source text: compiled at run time (CPU backend: the system C compiler)."""
 import ctypes
+import struct
 
 import pytest
 
@@ -42,9 +43,13 @@ def test_application_error_from_handler(rt):
         assert e.app_code == 7 and e.code == rk.app_error(7) and e.name == "RK_EAPP"
         assert "application error 7" in str(e)
         assert e.reply.is_error and e.reply.status == rk.app_error(7)
+        assert e.reply.error_payload == struct.pack("<q", 0)  # the balance
         # the kernel carries on
         assert k.call(AccAdd(delta=1), reply_type=AccValue, timeout=10).total == 1
-        assert k.stats()["handler_errors"] == 1
+        with pytest.raises(rk.ApplicationError) as ei:
+            k.call(AccAdd(delta=-5), timeout=10)
+        assert struct.unpack("<q", ei.value.reply.error_payload) == (1,)
+        assert k.stats()["handler_errors"] == 2
 
 
 def test_typed_kernel_refuses_other_types(rt):
