@@ -6,6 +6,9 @@
 #               environment it creates), ASan+UBSan build, TSan build, and the fuzz targets for a
 #               few seconds each (clang fuzz build) when clang can build them
 #   make bench  build and run every benchmark (rk-bench all)
+#   make docs   the API reference from the headers (Doxygen, into $(BUILD)-docs/html); an
+#               undocumented public symbol fails it
+#   make plots  the benchmark results (bench/results/*.jsonl) as SVG charts (bench/results/plots)
 #   make fuzz   run each libFuzzer target for FUZZ_SECONDS (default 60; docs/testing.md)
 #   make soak   the long soak test (10^8 messages; ctest label soak, not part of make test)
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
@@ -21,7 +24,7 @@ FUZZ_SECONDS ?= 60
 # Tests with these labels stay out of make test: nosan (sanitizer builds only), soak (make soak).
 NOT_IN_TEST := soak
 
-.PHONY: all deps build run test test-normal test-python test-asan test-tsan test-fuzz fuzz-build fuzz soak bench install clean
+.PHONY: all deps docs plots build run test test-normal test-python test-asan test-tsan test-fuzz fuzz-build fuzz soak bench install clean
 
 all: build
 
@@ -82,8 +85,14 @@ soak: build
 bench: build
 	./$(BUILD)/bench/rk-bench all
 
+docs:
+	@./scripts/deps.sh --docs
+	@mkdir -p $(BUILD)-docs
+	RK_DOCS_OUT=$(BUILD)-docs doxygen docs/Doxyfile || { cat $(BUILD)-docs/warnings.log; exit 1; }
+	@echo "make docs: $(BUILD)-docs/html/index.html"
+
 install: build
 	$(CMAKE) --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz $(BUILD)-python
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz $(BUILD)-python $(BUILD)-docs

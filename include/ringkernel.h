@@ -1,4 +1,4 @@
-/* ringkernel.h — the umbrella header of ringkernel, an embeddable C library for GPU-native
+/** @file ringkernel.h — the umbrella header of ringkernel, an embeddable C library for GPU-native
  * persistent actors. Include this one header; it pulls in every public part. */
 #ifndef RINGKERNEL_H
 #define RINGKERNEL_H

@@ -3,6 +3,7 @@
 # nothing (and needs no network) when everything is already there.
 #   scripts/deps.sh               the required packages, then (optional) clang's fuzzer runtime
 #   scripts/deps.sh --fuzz-ready  exit 0 when clang can build a libFuzzer target with ASan+UBSan
+#   scripts/deps.sh --docs        doxygen, for make docs
 set -euo pipefail
 fuzz_ready() {
   command -v clang >/dev/null 2>&1 || return 1
@@ -11,6 +12,15 @@ fuzz_ready() {
 }
 if [[ ${1:-} == --fuzz-ready ]]; then
   fuzz_ready
+  exit
+fi
+# make docs: Doxygen (Debian's doxygen), installed when missing
+if [[ ${1:-} == --docs ]]; then
+  if ! command -v doxygen >/dev/null; then
+    echo "deps: installing doxygen"
+    s=""; [[ $(id -u) -ne 0 ]] && s="sudo"
+    $s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $s apt-get install -y -qq doxygen
+  fi
   exit
 fi
 sudo_cmd=""

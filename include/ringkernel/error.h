@@ -1,4 +1,4 @@
-/* ringkernel/error.h — error codes: one X-macro table of negative RK_E* values, with their names
+/** @file ringkernel/error.h — error codes: one X-macro table of negative RK_E* values, with their names
  * and messages. 0 is success; every failing public function returns one of these. */
 #ifndef RINGKERNEL_ERROR_H
 #define RINGKERNEL_ERROR_H
@@ -6,6 +6,7 @@
 #include "ringkernel/common.h"
 
 /* X(name, value, message) — values are stable ABI: never renumber, only append. */
+/** The error table: X(name, value, message) for each RK_E* code. */
 #define RK_ERRNO_MAP(X)                                                                        \
   X(EINVAL, -1, "invalid argument")                                                            \
   X(EAGAIN, -2, "resource temporarily unavailable (ring full or empty)")                       \
@@ -26,6 +27,7 @@
 
 RK_EXTERN_C_BEGIN
 
+/** Error codes: 0 or a negative RK_E* value. */
 typedef enum rk_error {
   RK_OK = 0,
 #define RK__ERR_ENUM(name, value, msg) RK_##name = value,
@@ -40,8 +42,11 @@ typedef enum rk_error {
  *  error N" and rk_err_name "RK_EAPP"; rk_err_app(code) gives N back (-1 outside the range). Codes
  *  between RK__ERR_LAST and RK_EAPP(0) are reserved for the library's future codes. */
 #define RK_EAPP_BASE (-1000)
+/** The largest application error number (RK_EAPP(RK_EAPP_MAX) = -66535). */
 #define RK_EAPP_MAX 65535
+/** The code of application error n (0 <= n <= RK_EAPP_MAX): -1000 - n. */
 #define RK_EAPP(n) (RK_EAPP_BASE - (int)(n))
+/** n for an application error code RK_EAPP(n), else -1. */
 RK_INLINE RK_HD int rk_err_app(int err) {
   return err <= RK_EAPP_BASE && err >= RK_EAPP_BASE - RK_EAPP_MAX ? RK_EAPP_BASE - err : -1;
 }

@@ -1,4 +1,4 @@
-/* ringkernel/kernel.h — the kernel dialect: how a ring-kernel handler is written.
+/** @file ringkernel/kernel.h — the kernel dialect: how a ring-kernel handler is written.
  *
  * A handler is written once and compiled by cc for the CPU backend and by nvcc or NVRTC for the
  * CUDA backend, unchanged:
@@ -62,6 +62,7 @@ typedef int (*rk_handler_fn)(rk_ctx *ctx, const rk_msg *in);
 /* (RK_DEVICE_EMULATION: the test suite compiling the device loop as host C++, src/device/emulation.h) */
 #define RK_DIALECT static __device__
 #else
+/** Linkage of the dialect functions: exported from librk, internal in device code. */
 #define RK_DIALECT RK_API
 #endif
 /** The kernel's persistent state (state_size bytes, kept across deactivate/activate); NULL when
@@ -74,12 +75,15 @@ RK_DIALECT void *rk_scratch(rk_ctx *ctx, size_t *size);
 RK_DIALECT rk_hlc rk_now(rk_ctx *ctx);
 /** This thread's index in its lane, and the lane's thread count. */
 RK_DIALECT uint32_t rk_thread(rk_ctx *ctx);
+/** The lane's thread count. */
 RK_DIALECT uint32_t rk_threads(rk_ctx *ctx);
 /** Barrier across the lane's threads (collective). */
 RK_DIALECT void rk_sync(rk_ctx *ctx);
 /** The lane index, the lane count, and this kernel's id. */
 RK_DIALECT uint32_t rk_lane(rk_ctx *ctx);
+/** The kernel's lane count. */
 RK_DIALECT uint32_t rk_lanes(rk_ctx *ctx);
+/** This kernel's id. */
 RK_DIALECT uint32_t rk_self(rk_ctx *ctx);
 
 /** Reply to the current message (collective; one thread publishes). Returns 0, RK_EMSGSIZE (len
@@ -87,6 +91,8 @@ RK_DIALECT uint32_t rk_self(rk_ctx *ctx);
  *  (a reply reserved with rk_reply_reserve is not committed yet: commit it first; or the lane's
  *  threads broke the collective rule). */
 RK_DIALECT int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len);
+/** Most bytes of data an error reply carries besides its code (rk_reply_error). */
+#define RK_REPLY_ERROR_MAX 1020u
 /** Reply to the current message with an error that carries data besides its code (an overdraft's
  *  balance, the field that failed): an error reply (RK_ENV_F_ERROR) of the request's type whose
  *  payload is the int32 code followed by len bytes of payload. The caller sees the code in
@@ -98,7 +104,6 @@ RK_DIALECT int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_
  *  above the slot's payload),
  *  RK_EAGAIN, RK_ESTATE as rk_reply. At most RK_REPLY_ERROR_MAX bytes of data (and what the slot
  *  holds). */
-#define RK_REPLY_ERROR_MAX 1020u
 RK_DIALECT int rk_reply_error(rk_ctx *ctx, int32_t code, const void *payload, uint32_t len);
 /** Reserve a reply of len bytes in the outbox and return where to write it (the same pointer in
  *  every thread), or NULL (no reply wanted, RK_EMSGSIZE/RK_EAGAIN, or a broken collective rule).
