@@ -91,6 +91,9 @@ docs:
 	RK_DOCS_OUT=$(BUILD)-docs doxygen docs/Doxyfile || { cat $(BUILD)-docs/warnings.log; exit 1; }
 	@echo "make docs: $(BUILD)-docs/html/index.html"
 
+plots:
+	python3 scripts/plots.py
+
 install: build
 	$(CMAKE) --install $(BUILD)
 
