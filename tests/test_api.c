@@ -390,6 +390,12 @@ static void test_metrics_bad_addresses(void **state) {
   assert_int_equal(rk_runtime_create(&rt, &o), RK_ESYS);
   assert_non_null(strstr(rk_runtime_last_error(NULL), "cannot listen"));
   rk_runtime_destroy(rt2);
+  /* other create failures say why too */
+  o.metrics_listen = NULL;
+  o.backend = (rk_backend)7;
+  assert_int_equal(rk_runtime_create(&rt, &o), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(NULL), "unknown backend 7"));
+  o.backend = RK_BACKEND_CPU;
   /* no endpoint */
   o.metrics_listen = NULL;
   rt = rt_create_opts(&o);

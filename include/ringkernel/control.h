@@ -18,18 +18,9 @@
 #define RINGKERNEL_CONTROL_H
 
 #include "ringkernel/common.h"
+#include "ringkernel/lifecycle.h"
 
 RK_EXTERN_C_BEGIN
-
-/** Kernel (and lane) states. */
-typedef enum rk_lifecycle {
-  RK_STATE_LAUNCHED = 1,    /**< resident, polling only its control word */
-  RK_STATE_ACTIVE = 2,      /**< consuming messages */
-  RK_STATE_INACTIVE = 3,    /**< resident, not consuming; state kept */
-  RK_STATE_TERMINATING = 4, /**< draining what was accepted, then exiting */
-  RK_STATE_TERMINATED = 5,  /**< exited; replies already produced can still be received */
-  RK_STATE_FAULTED = 6      /**< an error or a stalled heartbeat; see rk_kernel_error */
-} rk_lifecycle;
 
 /** Commands written by the host. */
 typedef enum rk_command {
@@ -38,9 +29,6 @@ typedef enum rk_command {
   RK_CMD_DEACTIVATE = 2,
   RK_CMD_TERMINATE = 3 /**< drain each lane's inbox to its drain_to index, then exit */
 } rk_command;
-
-/** Most lanes a kernel has. */
-#define RK_MAX_LANES 64
 
 /** rk_control_host.signals: the abort bit and the clock request counter. */
 #define RK_SIGNAL_ABORT 1ull

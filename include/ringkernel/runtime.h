@@ -19,7 +19,7 @@
 #define RINGKERNEL_RUNTIME_H
 
 #include "ringkernel/common.h"
-#include "ringkernel/control.h"
+#include "ringkernel/lifecycle.h"
 #include "ringkernel/error.h"
 #include "ringkernel/hlc.h"
 #include "ringkernel/kernel.h"

@@ -37,6 +37,7 @@ def test_cuda_backend_without_gpu_is_nodevice():
         r = rk.Runtime(backend="cuda")
     except errors.NoDeviceError as e:
         assert e.code == -11 and e.name == "RK_ENODEV"
+        assert "RK_BACKEND_CUDA unavailable" in e.detail  # rk_runtime_last_error(NULL)
     else:  # a machine with a GPU
         with r:
             assert r.backend == "cuda"

@@ -10,6 +10,7 @@
 #include "host/failpoint.h"
 #include "queue/internal.h"
 #include "ringkernel.h"
+#include "ringkernel/internals.h"
 
 /* Bit 63 of a message id marks an rk_call request: a reply to it that finds no waiter is late
  * (its caller timed out) and is discarded and counted, never handed to rk_recv. */

@@ -191,11 +191,17 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   *out = NULL;
   rk__create_error("%s", "");
   if (opts) {
-    if (opts->size == 0 || opts->size > sizeof o) return RK_EINVAL;
+    if (opts->size == 0 || opts->size > sizeof o) {
+      rk__create_error("RK_EINVAL: rk_runtime_options.size is %u (this library: 1 .. %zu)", opts->size, sizeof o);
+      return RK_EINVAL;
+    }
     memcpy(&o, opts, opts->size);
     o.size = sizeof o;
   }
-  if (o.backend != RK_BACKEND_AUTO && o.backend != RK_BACKEND_CPU && o.backend != RK_BACKEND_CUDA) return RK_EINVAL;
+  if (o.backend != RK_BACKEND_AUTO && o.backend != RK_BACKEND_CPU && o.backend != RK_BACKEND_CUDA) {
+    rk__create_error("RK_EINVAL: unknown backend %d", (int)o.backend);
+    return RK_EINVAL;
+  }
   if ((unsigned)o.log_level > RK_LOG_DEBUG) o.log_level = RK_LOG_DEBUG;
 
   /* 1 when a device is present (rk__cuda_init may still refuse it), else 0 with the reason */
@@ -205,6 +211,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
     memset(&tmp, 0, sizeof tmp);
     tmp.opts = o;
     rk__log(&tmp, RK_LOG_ERROR, "RK_BACKEND_CUDA unavailable: %s", reason);
+    rk__create_error("RK_ENODEV: RK_BACKEND_CUDA unavailable: %s", reason);
     return RK_ENODEV;
   }
 
@@ -232,6 +239,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
       snprintf(rt->backend_reason, sizeof rt->backend_reason, "%s", reason);
     } else if (o.backend == RK_BACKEND_CUDA) {
       rk__log(rt, RK_LOG_ERROR, "RK_BACKEND_CUDA unavailable: %s", reason);
+      rk__create_error("%s: RK_BACKEND_CUDA unavailable: %s", rk_err_name(rc), reason);
       rk__runtime_release(rt);
       return rc;
     }
