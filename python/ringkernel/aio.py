@@ -32,6 +32,7 @@ from .errors import AgainError, RingKernelError, error_class
 
 __all__ = ["AsyncKernel"]
 
+_OPEN = set()  # open AsyncKernels: kept alive while the library may call their callback
 _BACKOFF_S = 0.0002  # first wait when the inbox is full; doubles up to _BACKOFF_MAX_S
 _BACKOFF_MAX_S = 0.01
 
@@ -63,6 +64,7 @@ class AsyncKernel:
         if rc != 0:
             self.kernel._check(rc)
         self._open = True
+        _OPEN.add(self)
         return self
 
     def close(self):
@@ -72,6 +74,7 @@ class AsyncKernel:
         self._open = False
         if self.kernel._k:
             _L.rk_recv_stop(self.kernel._k)
+        _OPEN.discard(self)
         with self._lock:
             pending, self._pending = self._pending, {}
         for fut in pending.values():
