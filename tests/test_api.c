@@ -205,6 +205,134 @@ static void test_typed_keyed_helpers(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* ---------------------------------------- tokens --------------------------------------------- */
+
+#define TOK_THREADS 3
+#define TOK_PER_THREAD 3000
+
+typedef struct tok_sender {
+  rk_kernel *k;
+  uint32_t who;
+  int rc;
+} tok_sender;
+
+/* Each message carries (who, seq) in its payload and who << 32 | seq as its token. */
+static void *tok_send_loop(void *arg) {
+  tok_sender *s = (tok_sender *)arg;
+  uint32_t i, p[2];
+  for (i = 0; i < TOK_PER_THREAD; i++) {
+    p[0] = s->who;
+    p[1] = i;
+    if (i % 2)
+      s->rc = rk_send_token(s->k, ((uint64_t)s->who << 32) | i, 5, p, sizeof p, 0, NULL);
+    else
+      s->rc = rk_send_key_token(s->k, i, ((uint64_t)s->who << 32) | i, 5, p, sizeof p, 0, NULL);
+    if (s->rc != RK_OK) break;
+  }
+  return NULL;
+}
+
+typedef struct tok_cb {
+  pthread_mutex_t lock;
+  unsigned got, bad;
+} tok_cb;
+
+static void tok_on_reply(rk_kernel *k, const rk_msg *msg, void *user) {
+  tok_cb *c = (tok_cb *)user;
+  uint64_t tok = 0;
+  uint32_t p[2];
+  int found = rk_msg_token(k, msg, &tok);
+  memcpy(p, msg->payload, sizeof p);
+  pthread_mutex_lock(&c->lock);
+  if (found != 1 || tok != (((uint64_t)p[0] << 32) | p[1]) || rk_msg_token(k, msg, &tok) != 0) c->bad++;
+  c->got++;
+  pthread_mutex_unlock(&c->lock);
+}
+
+static unsigned tok_got(tok_cb *c) {
+  unsigned n;
+  pthread_mutex_lock(&c->lock);
+  n = c->got;
+  pthread_mutex_unlock(&c->lock);
+  return n;
+}
+
+static void test_tokens(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k;
+  tok_sender s[TOK_THREADS];
+  pthread_t th[TOK_THREADS];
+  rk_msg m;
+  uint32_t p[2], i, n = 0;
+  uint64_t tok, id;
+  static tok_cb cb;
+  (void)state;
+  lo.lanes = 2;
+  lo.inbox_capacity = 64; /* senders meet a full inbox: the table sees sends that wait */
+  k = rt_launch_active(rt, &rk_builtin_echo, &lo);
+  /* senders on three threads, one receiver here: every reply's token is its sender's */
+  for (i = 0; i < TOK_THREADS; i++) {
+    s[i].k = k;
+    s[i].who = i + 1;
+    s[i].rc = 0;
+    assert_int_equal(pthread_create(&th[i], NULL, tok_send_loop, &s[i]), 0);
+  }
+  while (n < TOK_THREADS * TOK_PER_THREAD) {
+    RT_OK(rt, rk_recv_token(k, &m, p, sizeof p, RT_HANG, &tok));
+    assert_int_equal(tok, ((uint64_t)p[0] << 32) | p[1]);
+    assert_int_equal(rk_msg_token(k, &m, &tok), 0); /* handed out once */
+    assert_int_equal(tok, 0);
+    n++;
+  }
+  for (i = 0; i < TOK_THREADS; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(s[i].rc, RK_OK);
+  }
+  /* a plain send's reply has no token; a token of 0 is a token */
+  p[0] = 9;
+  p[1] = 9;
+  RT_OK(rt, rk_send(k, 5, p, sizeof p, 0, NULL));
+  tok = 77;
+  RT_OK(rt, rk_recv_token(k, &m, p, sizeof p, RT_HANG, &tok));
+  assert_int_equal(tok, 0);
+  assert_int_equal(rk_msg_token(k, &m, NULL), 0);
+  RT_OK(rt, rk_send_token(k, 0, 5, p, sizeof p, 0, &id));
+  RT_OK(rt, rk_recv(k, &m, p, sizeof p, RT_HANG));
+  assert_int_equal(m.env.correlation_id, id);
+  assert_int_equal(rk_msg_token(k, &m, &tok), 1);
+  assert_int_equal(tok, 0);
+  /* in a receive callback */
+  memset(&cb, 0, sizeof cb);
+  pthread_mutex_init(&cb.lock, NULL);
+  RT_OK(rt, rk_recv_start(k, tok_on_reply, &cb));
+  for (i = 0; i < 500; i++) {
+    p[0] = 4;
+    p[1] = i;
+    RT_OK(rt, rk_send_token(k, (4ull << 32) | i, 5, p, sizeof p, 0, NULL));
+  }
+  {
+    uint64_t t0 = rt_now_ns();
+    while (tok_got(&cb) < 500) {
+      if ((int64_t)(rt_now_ns() - t0) > RT_HANG) fail_msg("callbacks: %u of 500", tok_got(&cb));
+      rt_sleep_ms(1);
+    }
+  }
+  RT_OK(rt, rk_recv_stop(k));
+  assert_int_equal(cb.bad, 0);
+  pthread_mutex_destroy(&cb.lock);
+  /* refused sends keep nothing; no-reply sends keep nothing; bad arguments */
+  assert_int_equal(rk_send_token(k, 1, 0, p, sizeof p, 0, NULL), RK_EINVAL);
+  RT_OK(rt, rk_send_token(k, 1, 5, p, sizeof p, RK_SEND_NO_REPLY, NULL));
+  assert_int_equal(rk_send_token(NULL, 1, 5, p, sizeof p, 0, NULL), RK_EINVAL);
+  assert_int_equal(rk_msg_token(NULL, &m, &tok), RK_EINVAL);
+  assert_int_equal(rk_msg_token(k, NULL, &tok), RK_EINVAL);
+  /* a token never taken is freed with the kernel (ASan checks) */
+  RT_OK(rt, rk_send_token(k, 123, 5, p, sizeof p, 0, NULL));
+  RT_WAIT_STAT(k, msgs_out, (uint64_t)TOK_THREADS * TOK_PER_THREAD + 503); /* 2 + 500 + this one (no-reply sends have none) */
+  rk_runtime_destroy(rt);
+}
+
 /* ---------------------------------------- Prometheus ----------------------------------------- */
 
 static void test_prometheus_text(void **state) {
@@ -450,7 +578,7 @@ int main(void) {
       cmocka_unit_test(test_msg_type_find), cmocka_unit_test(test_app_error_codes),
       cmocka_unit_test(test_app_error_reply),
       cmocka_unit_test(test_error_reply_payload), cmocka_unit_test(test_prometheus_text),
-      cmocka_unit_test(test_typed_keyed_helpers),
+      cmocka_unit_test(test_typed_keyed_helpers), cmocka_unit_test(test_tokens),
       cmocka_unit_test(test_metrics_endpoint), cmocka_unit_test(test_metrics_bad_addresses),
       cmocka_unit_test(test_metrics_on_application_loop),
   };

@@ -378,6 +378,29 @@ RK_API int rk_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t le
 RK_API int rk_send_key(rk_kernel *k, uint64_t key, uint32_t type, const void *payload, uint32_t len,
                        uint32_t flags, uint64_t *msg_id);
 
+/** rk_send with a caller-chosen 64-bit token (like io_uring's user_data): the token comes back
+ *  with the reply, so an asynchronous client correlates by its own value instead of racing the
+ *  library's message id (a reply can reach a receive callback before rk_send returns the id).
+ *  Take it with rk_recv_token, or with rk_msg_token in a receive callback or after rk_recv or
+ *  rk_recv_batch: each reply's token is handed out once. The envelope has no room for it: the
+ *  host keeps (message id, token) per kernel from before the send until the token is taken, or
+ *  the kernel is destroyed (so a reply received without taking its token keeps a 16-byte entry
+ *  until then). A request sent with RK_SEND_NO_REPLY keeps nothing. Errors: as rk_send, and
+ *  RK_ENOMEM (the table could not grow). Any thread. */
+RK_API int rk_send_token(rk_kernel *k, uint64_t token, uint32_t type, const void *payload, uint32_t len,
+                         uint32_t flags, uint64_t *msg_id);
+/** rk_send_token with a lane key (rk_send_key's routing). */
+RK_API int rk_send_key_token(rk_kernel *k, uint64_t key, uint64_t token, uint32_t type, const void *payload,
+                             uint32_t len, uint32_t flags, uint64_t *msg_id);
+/** The token of a reply whose request went with rk_send_token: returns 1 and *token (may be NULL)
+ *  the first time it is asked, 0 (and *token 0) for a reply whose request had none or whose token
+ *  was already taken, RK_EINVAL (NULL k or reply). Any thread; in a receive callback too. */
+RK_API int rk_msg_token(rk_kernel *k, const rk_msg *reply, uint64_t *token);
+/** rk_recv, then rk_msg_token on what it received: *token (may be NULL) is the reply's token, 0
+ *  when it has none. Returns what rk_recv returns. */
+RK_API int rk_recv_token(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t timeout_ns,
+                         uint64_t *token);
+
 /** One message of a batch. */
 typedef struct rk_send_item {
   uint32_t type; /**< message type id */

@@ -188,9 +188,10 @@ class Reply:
     """A reply: its envelope facts, its payload (bytes) and, when its type id belongs to a
     declared Message class, .value (that structure). status is 0 or the code of an error reply."""
 
-    __slots__ = ("type", "payload", "status", "msg_id", "correlation_id", "hlc", "lane", "src", "is_error", "truncated")
+    __slots__ = ("type", "payload", "status", "msg_id", "correlation_id", "hlc", "lane", "src", "is_error", "truncated",
+                 "token")
 
-    def __init__(self, m, data):
+    def __init__(self, m, data, token=None):
         e = m.env
         self.type = e.type
         self.payload = data
@@ -202,11 +203,18 @@ class Reply:
         self.src = e.src
         self.is_error = bool(e.flags & _lib.ENV_F_ERROR)
         self.truncated = e.payload_len > m.len
+        self.token = token  # the request's token (Kernel.send(token=...)), else None
 
     @classmethod
-    def _from_msg(cls, m):
+    def _from_msg(cls, m, k=None):
+        """A Reply from an rk_msg; with the kernel handle k, its token taken (rk_msg_token)."""
         data = ctypes.string_at(m.payload, m.len) if m.len else b""
-        return cls(m, data)
+        token = None
+        if k and _lib.HAVE_TOKENS:
+            v = ctypes.c_uint64()
+            if _L.rk_msg_token(k, ctypes.byref(m), ctypes.byref(v)) == 1:
+                token = v.value
+        return cls(m, data, token)
 
     def as_type(self, cls):
         """The payload as a cls structure (ValueError when the size differs)."""
@@ -573,15 +581,23 @@ class Kernel:
         raise error_class(-15)(-15, "kernel %d not in the runtime's stats" % kid)
 
     # -- messages
-    def send(self, msg, type_id=0, key=None, no_reply=False, nowait=False, checksum=False):
+    def send(self, msg, type_id=0, key=None, no_reply=False, nowait=False, checksum=False, token=None):
         """Send a message (a Message, or bytes / a NumPy array with type_id); returns its id,
         which the reply's correlation_id carries. key: route by key (same key, same lane, in
-        order). nowait: AgainError at once when the inbox is full."""
+        order). nowait: AgainError at once when the inbox is full. token: a 64-bit value of the
+        caller's that comes back as the reply's .token (rk_send_token)."""
         tid, buf, n = _payload(msg, type_id)
         flags = (_lib.SEND_NO_REPLY if no_reply else 0) | (_lib.SEND_NOWAIT if nowait else 0)
         flags |= _lib.SEND_CHECKSUM if checksum else 0
         mid = ctypes.c_uint64()
-        if key is None:
+        if token is not None:
+            if not _lib.HAVE_TOKENS:
+                raise _lib_missing("rk_send_token")
+            if key is None:
+                rc = _L.rk_send_token(self._handle(), token, tid, buf, n, flags, ctypes.byref(mid))
+            else:
+                rc = _L.rk_send_key_token(self._handle(), key, token, tid, buf, n, flags, ctypes.byref(mid))
+        elif key is None:
             rc = _L.rk_send(self._handle(), tid, buf, n, flags, ctypes.byref(mid))
         else:
             rc = _L.rk_send_key(self._handle(), key, tid, buf, n, flags, ctypes.byref(mid))
@@ -595,7 +611,7 @@ class Kernel:
         buf = ctypes.create_string_buffer(size)
         m = _lib.Msg()
         self._check(_L.rk_recv(self._handle(), ctypes.byref(m), buf, size, _ns(timeout)))
-        return Reply._from_msg(m)
+        return Reply._from_msg(m, self._k)
 
     def call(self, msg, type_id=0, reply_type=None, timeout=1.0, key=None, max_size=None):
         """Request/reply (rk_call): send msg, wait for its reply. Returns the reply as reply_type

@@ -202,6 +202,12 @@ _proto("rk_call_key", c_int, k_p, c_uint64, c_uint32, c_void_p, c_uint32, POINTE
 _proto("rk_recv_start", c_int, k_p, RECV_CB, c_void_p)
 _proto("rk_recv_stop", c_int, k_p)
 
+HAVE_TOKENS = hasattr(lib, "rk_send_token")
+if HAVE_TOKENS:
+    _proto("rk_send_token", c_int, k_p, c_uint64, c_uint32, c_void_p, c_uint32, c_uint32, POINTER(c_uint64))
+    _proto("rk_send_key_token", c_int, k_p, c_uint64, c_uint64, c_uint32, c_void_p, c_uint32, c_uint32, POINTER(c_uint64))
+    _proto("rk_msg_token", c_int, k_p, POINTER(Msg), POINTER(c_uint64))
+
 HAVE_PROMETHEUS = hasattr(lib, "rk_runtime_stats_prometheus")
 if HAVE_PROMETHEUS:
     _proto("rk_runtime_stats_prometheus", c_int, rt_p, c_void_p, c_size_t)

@@ -90,7 +90,7 @@ class AsyncKernel:
 
     # -- the callback: the runtime's loop thread
     def _on_reply(self, k, msg_p, user):
-        reply = Reply._from_msg(msg_p.contents)
+        reply = Reply._from_msg(msg_p.contents, k)
         with self._lock:
             fut = self._pending.pop(reply.correlation_id, None)
         try:
@@ -102,7 +102,7 @@ class AsyncKernel:
             pass
 
     # -- messages
-    async def _send(self, msg, type_id, key, no_reply, fut):
+    async def _send(self, msg, type_id, key, no_reply, fut, token=None):
         tid, buf, n = _payload(msg, type_id)
         flags = _lib.SEND_NOWAIT | (_lib.SEND_NO_REPLY if no_reply else 0)
         wait = _BACKOFF_S
@@ -111,7 +111,12 @@ class AsyncKernel:
             if not self._open:
                 raise error_class(-5)(-5, "the AsyncKernel is not open")
             with self._lock:
-                if key is None:
+                if token is not None:
+                    if key is None:
+                        rc = _L.rk_send_token(self.kernel._handle(), token, tid, buf, n, flags, ctypes.byref(mid))
+                    else:
+                        rc = _L.rk_send_key_token(self.kernel._handle(), key, token, tid, buf, n, flags, ctypes.byref(mid))
+                elif key is None:
                     rc = _L.rk_send(self.kernel._handle(), tid, buf, n, flags, ctypes.byref(mid))
                 else:
                     rc = _L.rk_send_key(self.kernel._handle(), key, tid, buf, n, flags, ctypes.byref(mid))
@@ -124,10 +129,10 @@ class AsyncKernel:
             await asyncio.sleep(wait)  # inbox full: let the kernel drain it
             wait = min(wait * 2, _BACKOFF_MAX_S)
 
-    async def send(self, msg, type_id=0, key=None, no_reply=False):
+    async def send(self, msg, type_id=0, key=None, no_reply=False, token=None):
         """Send without blocking the loop; returns the message id (its reply, unless no_reply,
-        comes through replies()/recv())."""
-        return await self._send(msg, type_id, key, no_reply, None)
+        comes through replies()/recv(), with .token = token when one was given)."""
+        return await self._send(msg, type_id, key, no_reply, None, token)
 
     async def call(self, msg, type_id=0, reply_type=None, timeout=1.0, key=None):
         """Awaitable request/reply: the reply as reply_type, or a Reply. An error reply raises

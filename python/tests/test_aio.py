@@ -107,3 +107,20 @@ def test_errors_timeouts_and_close(rt):
         assert first.value.total == 4
 
     run(main())
+
+
+def test_async_tokens(rt):
+    k = rt.launch("echo", activate=True)
+
+    async def main():
+        async with aio.AsyncKernel(k) as ak:
+            for i in range(30):
+                await ak.send(b"t%d" % i, type_id=2, token=1000 + i)
+            got = {}
+            async for r in ak.replies():
+                got[r.token] = r.payload
+                if len(got) == 30:
+                    break
+            assert got == {1000 + i: b"t%d" % i for i in range(30)}
+
+    run(main())

@@ -186,3 +186,16 @@ def test_message_declaration():
         class Bad(rk.Message):
             _type_id_ = 2**32
             _fields_ = [("x", ctypes.c_int)]
+
+
+def test_tokens_come_back_with_replies(rt):
+    with rt.launch("echo", activate=True, lanes=2) as k:
+        for i in range(40):
+            k.send(b"%d" % i, type_id=6, token=(1 << 63) | i, key=i if i % 2 else None)
+        plain = k.send(b"plain", type_id=6)
+        seen = {}
+        for _ in range(41):
+            r = k.recv(timeout=5)
+            seen[r.payload] = r.token
+        assert all(seen[b"%d" % i] == (1 << 63) | i for i in range(40))
+        assert seen[b"plain"] is None and plain != 0

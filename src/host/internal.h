@@ -248,6 +248,7 @@ struct rk_kernel {
   volatile uint32_t rr;
   volatile uint64_t latency_hist[RK_LATENCY_BUCKETS];
   volatile uint64_t latency_sum_ns; /* the histogram's samples summed (Prometheus' _sum) */
+  struct rk__tokens *volatile tokens; /* token.c: set once (CAS) at the first rk_send_token */
 
   /* reply demultiplexing */
   uv_mutex_t reply_lock;
@@ -493,6 +494,12 @@ int rk__cuda_copy(rk_runtime *rt, void *dst, const void *src, size_t n, void (*d
 /* messaging.c: a send, and a call, with an id the caller chose (rk__msg_id; | RK__CALL_BIT for a
  * call): buffer.c stamps it into the message's references first. *sent: the request was published. */
 int rk__send_id(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t id);
+/* rk__send_id, routed by key when keyed (rk_send_key's lane choice). */
+int rk__send_id_key(rk_kernel *k, int keyed, uint64_t key, uint32_t type, const void *payload, uint32_t len,
+                    uint32_t flags, uint64_t id);
+/* The callers' tokens of a kernel's messages in flight (token.c): freed with the kernel. */
+struct rk__tokens;
+void rk__tokens_free(struct rk__tokens *t);
 int rk__call_id(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply, void *buf,
                 uint32_t buf_len, int64_t timeout_ns, uint64_t id, int *sent);
 /* cuda_backend.c: rk_kernel_compile on the CUDA backend (rt's device architecture). */
