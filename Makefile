@@ -2,9 +2,13 @@
 # only installs what is missing, configures the build trees and runs them.
 #   make run    build and run the flagship example, then actors (its own kernel, built by
 #               ringkernel_add_kernels); CPU backend when no GPU is present
-#   make test   build and pass every test: normal build, ASan+UBSan build, TSan build, and the
-#               fuzz targets for a few seconds each (clang fuzz build) when clang can build them
+#   make test   build and pass every test: normal build, the Python package (pytest in a virtual
+#               environment it creates), ASan+UBSan build, TSan build, and the fuzz targets for a
+#               few seconds each (clang fuzz build) when clang can build them
 #   make bench  build and run every benchmark (rk-bench all)
+#   make docs   the API reference from the headers (Doxygen, into $(BUILD)-docs/html); an
+#               undocumented public symbol fails it
+#   make plots  the benchmark results (bench/results/*.jsonl) as SVG charts (bench/results/plots)
 #   make fuzz   run each libFuzzer target for FUZZ_SECONDS (default 60; docs/testing.md)
 #   make soak   the long soak test (10^8 messages; ctest label soak, not part of make test)
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
@@ -20,7 +24,7 @@ FUZZ_SECONDS ?= 60
 # Tests with these labels stay out of make test: nosan (sanitizer builds only), soak (make soak).
 NOT_IN_TEST := soak
 
-.PHONY: all deps build run test test-normal test-asan test-tsan test-fuzz fuzz-build fuzz soak bench install clean
+.PHONY: all deps docs plots build run test test-normal test-python test-asan test-tsan test-fuzz fuzz-build fuzz soak bench install clean
 
 all: build
 
@@ -36,11 +40,15 @@ run: build
 	./$(BUILD)/examples/quickstart
 	./$(BUILD)/examples/actors
 
-test: test-normal test-asan test-tsan test-fuzz
+test: test-normal test-python test-asan test-tsan test-fuzz
 	@echo "make test: all builds passed"
 
 test-normal: build
 	$(CTEST) --test-dir $(BUILD) --output-on-failure -j $(JOBS) -LE '$(NOT_IN_TEST)'
+
+# The Python package: built with pip (scikit-build-core), tested with pytest in $(BUILD)-python/venv.
+test-python: build
+	./scripts/test-python.sh $(BUILD)
 
 test-asan: deps
 	$(CMAKE) -S . -B $(BUILD)-asan $(SAN_FLAGS) -DRK_SANITIZE=address,undefined >/dev/null
@@ -77,8 +85,17 @@ soak: build
 bench: build
 	./$(BUILD)/bench/rk-bench all
 
+docs:
+	@./scripts/deps.sh --docs
+	@mkdir -p $(BUILD)-docs
+	RK_DOCS_OUT=$(BUILD)-docs doxygen docs/Doxyfile || { cat $(BUILD)-docs/warnings.log; exit 1; }
+	@echo "make docs: $(BUILD)-docs/html/index.html"
+
+plots:
+	python3 scripts/plots.py
+
 install: build
 	$(CMAKE) --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz $(BUILD)-python $(BUILD)-docs

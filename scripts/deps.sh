@@ -3,6 +3,7 @@
 # nothing (and needs no network) when everything is already there.
 #   scripts/deps.sh               the required packages, then (optional) clang's fuzzer runtime
 #   scripts/deps.sh --fuzz-ready  exit 0 when clang can build a libFuzzer target with ASan+UBSan
+#   scripts/deps.sh --docs        doxygen, for make docs
 set -euo pipefail
 fuzz_ready() {
   command -v clang >/dev/null 2>&1 || return 1
@@ -11,6 +12,15 @@ fuzz_ready() {
 }
 if [[ ${1:-} == --fuzz-ready ]]; then
   fuzz_ready
+  exit
+fi
+# make docs: Doxygen (Debian's doxygen), installed when missing
+if [[ ${1:-} == --docs ]]; then
+  if ! command -v doxygen >/dev/null; then
+    echo "deps: installing doxygen"
+    s=""; [[ $(id -u) -ne 0 ]] && s="sudo"
+    $s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $s apt-get install -y -qq doxygen
+  fi
   exit
 fi
 sudo_cmd=""
@@ -23,6 +33,9 @@ pc() { pkg-config --exists "$1" 2>/dev/null; }
 pc libuv || need+=(libuv1-dev)
 pc cmocka || need+=(libcmocka-dev)
 pc ck || need+=(libck-dev)
+# The Python package's tests (make test-python) run in a virtual environment: python3 with venv
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}"
   $sudo_cmd apt-get update -qq

@@ -5,6 +5,7 @@
 #define RK_TEST_HEADER_FACTS_H
 
 #include <ringkernel.h>
+#include <ringkernel/internals.h>
 
 #if defined(__cplusplus)
 #define RK_TEST_ALIGNOF(t) alignof(t)

@@ -2,6 +2,7 @@
 // and the inline ring, HLC and envelope code run from C++ so test_headers.c can check that the two
 // languages agree on layouts and results, and can pass rings to each other.
 #include <ringkernel.h>
+#include <ringkernel/internals.h>
 #include <ringkernel/atomic.h>
 #include <ringkernel/common.h>
 #include <ringkernel/envelope.h>

@@ -888,6 +888,10 @@ static void test_application_loop(void **state) {
   assert_int_equal(uv_loop_init(&loop), 0);
   o.loop = &loop;
   rt = rt_create_opts(&o);
+  /* the runtime's handles are unreferenced: alone they do not keep the loop running */
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  /* this loop has nothing else: the application asks for them to keep it running */
+  RT_OK(rt, rk_runtime_ref_loop(rt, 1));
   k = rt_launch_active(rt, &d, NULL);
   memset(&s, 0, sizeof s);
   pthread_mutex_init(&s.lock, NULL);

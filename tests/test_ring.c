@@ -10,6 +10,7 @@
 #include "test_util.h"
 
 #include <ringkernel.h>
+#include <ringkernel/internals.h>
 
 static const uint64_t caps[] = {1, 2, 4};
 static const uint32_t modes[] = {RK_RING_SPSC, RK_RING_MPSC};

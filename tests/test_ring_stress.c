@@ -20,6 +20,7 @@
 #include "test_util.h"
 
 #include <ringkernel.h>
+#include <ringkernel/internals.h>
 
 #define SCALE (RK_TEST_SANITIZED ? 4u : 1u)
 #define SPSC_MESSAGES (4000000u / SCALE)

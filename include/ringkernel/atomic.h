@@ -1,4 +1,4 @@
-/* ringkernel/atomic.h — the only place where memory order and scope are spelled.
+/** @file ringkernel/atomic.h — the only place where memory order and scope are spelled.
  *
  * Every atomic access in ringkernel goes through one of these functions, whose name says its order
  * and scope. Scope:
@@ -121,6 +121,12 @@ RK_INLINE RK_HD void rk_cpu_relax(void) { __nanosleep(32); }
 /* ------------------------------- host: GCC/C11 atomics --------------------------------------- */
 #define RK__LD(p, mo) __atomic_load_n((p), (mo))
 #define RK__ST(p, v, mo) __atomic_store_n((p), (v), (mo))
+/** @name Atomic accesses */
+/** @{ */
+/** rk_<load|store|cas|fetch_add|fence>_<order>_<scope>_<type>: one access of that memory order at
+ *  that scope (sys: host and device see it; dev: the device's threads), the same meaning in the
+ *  device (PTX) and host (GCC atomics) forms; rk_host_*: host-only RMWs on words devices only load;
+ *  rk_cpu_relax: a poller's back-off. docs/memory-ordering.md lists every pairing. */
 RK_INLINE RK_HD uint64_t rk_load_relaxed_sys_u64(const volatile uint64_t *p) {
   return RK__LD(p, __ATOMIC_RELAXED);
 }
@@ -198,6 +204,7 @@ RK_INLINE RK_HD void rk_cpu_relax(void) {
   __asm__ __volatile__("yield" ::: "memory");
 #endif
 }
+/** @} */
 #undef RK__LD
 #undef RK__ST
 #endif

@@ -1,4 +1,4 @@
-/* ringkernel/buffer.h — bulk data: buffers that kernels read and write in place.
+/** @file ringkernel/buffer.h — bulk data: buffers that kernels read and write in place.
  *
  * A message fits one ring slot (slot_size - 64 bytes of payload). Data larger than that lives in a
  * buffer: a range of one of the runtime's two pools, prepared when the runtime is created (before
@@ -33,8 +33,11 @@
 RK_EXTERN_C_BEGIN
 
 /* Access a reference grants (rk_buf_ref.access) and a handler asks for (rk_buffer_get). */
+/** Access of a buffer reference: the kernel reads the range. */
 #define RK_BUF_READ 0x1u
+/** Access of a buffer reference: the kernel writes the range. */
 #define RK_BUF_WRITE 0x2u
+/** Access of a buffer reference: the kernel reads and writes the range. */
 #define RK_BUF_RW 0x3u
 
 /** A reference to bytes [offset, offset + length) of a buffer, carried in a message payload.
@@ -43,8 +46,8 @@ RK_EXTERN_C_BEGIN
 typedef struct rk_buf_ref {
   uint32_t buffer; /**< the buffer's slot in the runtime's table */
   uint32_t gen;    /**< the slot's generation when the buffer was allocated */
-  uint64_t offset;
-  uint64_t length;
+  uint64_t offset; /**< first byte of the range, from the buffer's start */
+  uint64_t length; /**< bytes in the range */
   uint64_t msg;    /**< the id of the message that carries it (set by the runtime) */
   uint32_t access; /**< RK_BUF_READ, RK_BUF_WRITE or RK_BUF_RW */
   uint32_t reserved;
@@ -64,8 +67,10 @@ RK_DIALECT void *rk_buffer_ptr(rk_ctx *ctx, const rk_buf_ref *ref, uint32_t want
 
 struct rk_runtime;
 struct rk_kernel;
+/** A buffer: a range of one of the runtime's pools (opaque). */
 typedef struct rk_buffer rk_buffer;
 
+/** Which pool a buffer comes from. */
 typedef enum rk_buffer_kind {
   RK_BUFFER_DEVICE = 1, /**< device global memory (CUDA); host memory on the CPU backend */
   RK_BUFFER_HOST = 2    /**< pinned, mapped host memory; rk_buffer_host_ptr addresses it */
@@ -92,6 +97,7 @@ RK_API int rk_buffer_free(rk_buffer *b);
  *  failed). The runtime does not order copies against kernels' use of the buffer: copy while no
  *  message referring to the bytes is in flight. Any thread. */
 RK_API int rk_buffer_write(rk_buffer *b, size_t offset, const void *src, size_t len, rk_copy_fn done, void *user);
+/** Copy len bytes at offset of the buffer into dst; as rk_buffer_write, the other way. */
 RK_API int rk_buffer_read(rk_buffer *b, size_t offset, void *dst, size_t len, rk_copy_fn done, void *user);
 /** Wait until every copy of b issued before the call is complete (their callbacks may still be
  *  queued). timeout_ns < 0: forever. Returns 0, RK_ETIMEDOUT, RK_EINVAL, or the first failed
@@ -99,6 +105,7 @@ RK_API int rk_buffer_read(rk_buffer *b, size_t offset, void *dst, size_t len, rk
 RK_API int rk_buffer_wait(rk_buffer *b, int64_t timeout_ns);
 /** Size, kind and runtime of a buffer (0 / 0 / NULL for NULL). */
 RK_API size_t rk_buffer_size(const rk_buffer *b);
+/** The pool the buffer comes from. */
 RK_API rk_buffer_kind rk_buffer_get_kind(const rk_buffer *b);
 /** RK_BUFFER_HOST: the host address of its bytes. RK_BUFFER_DEVICE: NULL, on every backend (use
  *  rk_buffer_write / rk_buffer_read, so a program runs unchanged on CUDA). */
@@ -115,8 +122,10 @@ RK_API int rk_buffer_pool_usage(struct rk_runtime *rt, rk_buffer_kind kind, size
  *  top of this file). Flags as rk_send, but RK_SEND_NO_REPLY is RK_EINVAL. Other errors: those of
  *  rk_send / rk_call, and RK_EINVAL when the payload is shorter than its references. */
 #define RK_MAX_REFS 8u
+/** rk_send for a payload that starts with nrefs buffer references (pinned until the reply). */
 RK_API int rk_send_refs(struct rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t nrefs,
                         uint32_t flags, uint64_t *msg_id);
+/** rk_call for a payload that starts with nrefs buffer references (pinned until the reply). */
 RK_API int rk_call_refs(struct rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, uint32_t nrefs,
                         rk_msg *reply, void *buf, uint32_t buf_len, int64_t timeout_ns);
 

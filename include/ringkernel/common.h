@@ -1,4 +1,4 @@
-/* ringkernel/common.h — the one place where the portability macros and fixed-width types live.
+/** @file ringkernel/common.h — the one place where the portability macros and fixed-width types live.
  *
  * Every public header is the common subset of C11, C++17, nvcc and NVRTC. This
  * header supplies what that subset lacks: RK_HD (host+device), RK_INLINE, RK_STATIC_ASSERT,
@@ -33,7 +33,9 @@ typedef unsigned long uintptr_t;
 #define RK_HD __host__ __device__
 #define RK_DEVICE __device__
 #else
+/** Marks functions compiled for host and device (empty under a host compiler). */
 #define RK_HD
+/** Marks device functions (empty under a host compiler). */
 #define RK_DEVICE
 #endif
 
@@ -44,6 +46,7 @@ typedef unsigned long uintptr_t;
 #elif defined(__GNUC__)
 #define RK_INLINE static inline __attribute__((always_inline))
 #else
+/** Header-only functions: static inline (force-inlined on the device). */
 #define RK_INLINE static inline
 #endif
 
@@ -52,7 +55,9 @@ typedef unsigned long uintptr_t;
 #define RK_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
 #define RK_ALIGNAS(n) alignas(n)
 #else
+/** Compile-time assertion, in C11 and C++ alike. */
 #define RK_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+/** Alignment specifier, in C11 and C++ alike. */
 #define RK_ALIGNAS(n) _Alignas(n)
 #endif
 
@@ -60,22 +65,27 @@ typedef unsigned long uintptr_t;
  * it nor offsetof (checked with NVRTC 13.0: "type name is not allowed"), so under NVRTC only the
  * sizeof pins remain — the same headers are pinned member by member by cc, c++ and nvcc at build
  * time, and NVRTC compiles the identical text. */
+/** offsetof that every compiler of the headers understands. */
 #define RK_OFFSETOF(type, member) __builtin_offsetof(type, member)
 #if defined(__CUDACC_RTC__)
 #define RK_ASSERT_OFFSET(type, member, offset)
 #else
+/** Pins a struct member's offset at compile time. */
 #define RK_ASSERT_OFFSET(type, member, offset) \
   RK_STATIC_ASSERT(RK_OFFSETOF(type, member) == (offset), #type "." #member " offset")
 #endif
 
 /* Casts that are valid in C and C++ alike (no implicit void * conversion in C++). */
+/** A cast valid in C and C++ alike. */
 #define RK_CAST(type, expr) ((type)(expr))
 
 #if defined(__GNUC__) || defined(__clang__)
 #define RK_LIKELY(x) __builtin_expect(!!(x), 1)
 #define RK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
+/** Branch hint: x is usually true. */
 #define RK_LIKELY(x) (x)
+/** Branch hint: x is usually false. */
 #define RK_UNLIKELY(x) (x)
 #endif
 
@@ -93,6 +103,7 @@ typedef unsigned long uintptr_t;
 #elif defined(__GNUC__)
 #define RK_API __attribute__((visibility("default")))
 #else
+/** Marks the library's exported functions (the library is built with hidden visibility). */
 #define RK_API
 #endif
 
@@ -100,12 +111,15 @@ typedef unsigned long uintptr_t;
 #define RK_EXTERN_C_BEGIN extern "C" {
 #define RK_EXTERN_C_END }
 #else
+/** Opens extern "C" under C++. */
 #define RK_EXTERN_C_BEGIN
+/** Closes extern "C" under C++. */
 #define RK_EXTERN_C_END
 #endif
 
 /* The line size used for padding shared words: 128 bytes is the GPU's L2 line and two x86 lines
  * (the adjacent-line prefetcher pulls pairs), so producer and consumer words never share one. */
+/** Padding unit for shared words: the GPU's L2 line, two x86 lines. */
 #define RK_LINE 128
 
 #endif /* RINGKERNEL_COMMON_H */

@@ -1,4 +1,4 @@
-/* ringkernel/control.h — the control block: how the host commands a resident kernel and how the
+/** @file ringkernel/control.h — the control block: how the host commands a resident kernel and how the
  * kernel reports back. Shared by the CPU backend (ordinary memory) and the CUDA backend (pinned
  * host-mapped memory), so it is a POD pinned by static asserts.
  *
@@ -18,18 +18,9 @@
 #define RINGKERNEL_CONTROL_H
 
 #include "ringkernel/common.h"
+#include "ringkernel/lifecycle.h"
 
 RK_EXTERN_C_BEGIN
-
-/** Kernel (and lane) states. */
-typedef enum rk_lifecycle {
-  RK_STATE_LAUNCHED = 1,    /**< resident, polling only its control word */
-  RK_STATE_ACTIVE = 2,      /**< consuming messages */
-  RK_STATE_INACTIVE = 3,    /**< resident, not consuming; state kept */
-  RK_STATE_TERMINATING = 4, /**< draining what was accepted, then exiting */
-  RK_STATE_TERMINATED = 5,  /**< exited; replies already produced can still be received */
-  RK_STATE_FAULTED = 6      /**< an error or a stalled heartbeat; see rk_kernel_error */
-} rk_lifecycle;
 
 /** Commands written by the host. */
 typedef enum rk_command {
@@ -39,11 +30,11 @@ typedef enum rk_command {
   RK_CMD_TERMINATE = 3 /**< drain each lane's inbox to its drain_to index, then exit */
 } rk_command;
 
-#define RK_MAX_LANES 64
-
 /** rk_control_host.signals: the abort bit and the clock request counter. */
 #define RK_SIGNAL_ABORT 1ull
+/** One clock-exchange request in the signals word. */
 #define RK_SIGNAL_CLOCK_ONE (1ull << 32)
+/** The clock-exchange request count in a signals word. */
 RK_INLINE RK_HD uint32_t rk_signals_clock_req(uint64_t signals) { return (uint32_t)(signals >> 32); }
 
 /** Host-written line (one per kernel). */
@@ -86,7 +77,7 @@ typedef struct rk_lane_status {
 
 /** Per-lane host-written drain target for terminate (the inbox's final producer index). */
 typedef struct rk_lane_command {
-  RK_ALIGNAS(128) volatile uint64_t drain_to;
+  RK_ALIGNAS(128) volatile uint64_t drain_to; /**< terminate: the inbox position the lane drains to before it exits */
   uint8_t pad[RK_LINE - 8];
 } rk_lane_command;
 
@@ -104,16 +95,19 @@ RK_ASSERT_OFFSET(rk_lane_status, clock_ack, 96);
 /** The whole control block of a kernel with n lanes: one host line, then n lane command lines,
  *  then n lane status lines. rk_control_size(n) bytes. */
 typedef struct rk_control {
-  rk_control_host host;
+  rk_control_host host; /**< the host's line: commands and signals to every lane */
   /* followed by rk_lane_command[lanes] then rk_lane_status[lanes] */
 } rk_control;
 
+/** Bytes of a control block for `lanes` lanes. */
 RK_INLINE RK_HD size_t rk_control_size(uint32_t lanes) {
   return sizeof(rk_control_host) + (size_t)lanes * (sizeof(rk_lane_command) + sizeof(rk_lane_status));
 }
+/** Lane `lane`'s command line in a control block. */
 RK_INLINE RK_HD rk_lane_command *rk_control_lane_cmd(rk_control *c, uint32_t lane) {
   return RK_CAST(rk_lane_command *, RK_CAST(uint8_t *, c) + sizeof(rk_control_host)) + lane;
 }
+/** Lane `lane`'s status line in a control block of `lanes` lanes. */
 RK_INLINE RK_HD rk_lane_status *rk_control_lane(rk_control *c, uint32_t lanes, uint32_t lane) {
   return RK_CAST(rk_lane_status *, RK_CAST(uint8_t *, c) + sizeof(rk_control_host) +
                                       (size_t)lanes * sizeof(rk_lane_command)) + lane;

@@ -1,4 +1,4 @@
-/* ringkernel/envelope.h — the fixed 64-byte message envelope shared by host, device and network.
+/** @file ringkernel/envelope.h — the fixed 64-byte message envelope shared by host, device and network.
  *
  * Every message in every ring starts with this envelope, followed by its inline payload in the same
  * slot. The layout is a POD pinned by static asserts under every compiler that includes this header
@@ -12,8 +12,11 @@
 
 RK_EXTERN_C_BEGIN
 
+/** The envelope's magic ("RRKV" little-endian). */
 #define RK_ENVELOPE_MAGIC 0x564b5252u /* "RRKV" little-endian: 'R','R','K','V' */
+/** The envelope layout version. */
 #define RK_ENVELOPE_VERSION 1u
+/** Bytes of an envelope: one 64-byte line. */
 #define RK_ENVELOPE_SIZE 64u
 
 /* Flags (16 bits; bits not listed here are reserved and must be zero). */
@@ -23,26 +26,27 @@ RK_EXTERN_C_BEGIN
 #define RK_ENV_F_K2K 0x0008u      /**< sent by a kernel to a kernel */
 #define RK_ENV_F_CHECKSUM 0x0010u /**< checksum holds the payload's CRC32C */
 #define RK_ENV_F_NO_REPLY 0x0020u /**< the sender wants no reply */
+/** Every envelope flag defined; other bits are reserved. */
 #define RK_ENV_F_KNOWN 0x003fu
 
 /** The envelope: 64 bytes, one cache line. Every field's offset is pinned below. */
 typedef struct rk_envelope {
-  RK_ALIGNAS(8) uint32_t magic; /*  0 RK_ENVELOPE_MAGIC */
-  uint16_t version;        /*  4 RK_ENVELOPE_VERSION */
-  uint16_t flags;          /*  6 RK_ENV_F_* */
-  uint32_t type;           /*  8 message type id (application-defined, 0 reserved) */
-  uint32_t payload_len;    /* 12 bytes of inline payload following the envelope */
-  uint64_t msg_id;         /* 16 sender-unique message id */
-  uint64_t correlation_id; /* 24 for replies: the request's msg_id */
-  uint32_t src;            /* 32 source kernel id (0 = host) */
-  uint32_t dst;            /* 36 destination kernel id (0 = host) */
-  uint64_t hlc;            /* 40 HLC stamp (rk_hlc) taken at send */
-  uint32_t node;           /* 48 node id of the clock that stamped hlc */
-  uint32_t checksum;       /* 52 CRC32C of the payload when RK_ENV_F_CHECKSUM */
-  uint16_t priority;       /* 56 0 = normal */
-  uint16_t lane;           /* 58 lane the message travelled on (informational); K2K messages that
+  RK_ALIGNAS(8) uint32_t magic; /**<  0 RK_ENVELOPE_MAGIC */
+  uint16_t version;        /**<  4 RK_ENVELOPE_VERSION */
+  uint16_t flags;          /**<  6 RK_ENV_F_* */
+  uint32_t type;           /**<  8 message type id (application-defined, 0 reserved) */
+  uint32_t payload_len;    /**< 12 bytes of inline payload following the envelope */
+  uint64_t msg_id;         /**< 16 sender-unique message id */
+  uint64_t correlation_id; /**< 24 for replies: the request's msg_id */
+  uint32_t src;            /**< 32 source kernel id (0 = host) */
+  uint32_t dst;            /**< 36 destination kernel id (0 = host) */
+  uint64_t hlc;            /**< 40 HLC stamp (rk_hlc) taken at send */
+  uint32_t node;           /**< 48 node id of the clock that stamped hlc */
+  uint32_t checksum;       /**< 52 CRC32C of the payload when RK_ENV_F_CHECKSUM */
+  uint16_t priority;       /**< 56 0 = normal */
+  uint16_t lane;           /**< 58 lane the message travelled on (informational); K2K messages that
                             *    continue a host request (origin != 0): the origin's lane */
-  uint32_t origin;         /* 60 K2K messages only: the kernel that took the host request this
+  uint32_t origin;         /**< 60 K2K messages only: the kernel that took the host request this
                             *    message continues (it sends the reply), correlation_id its id;
                             *    0 on every other message */
 } rk_envelope;
@@ -206,7 +210,7 @@ RK_INLINE RK_HD rk_envelope_check rk_envelope_validate_reply(const rk_envelope *
     if (e->payload_len < 4) return RK_ENV_BAD_ERROR;
     c = RK_CAST(uint32_t, p[0]) | RK_CAST(uint32_t, p[1]) << 8 | RK_CAST(uint32_t, p[2]) << 16 |
         RK_CAST(uint32_t, p[3]) << 24;
-    if ((c & 0x80000000u) == 0) return RK_ENV_BAD_ERROR; /* RK_E* codes are negative */
+    if ((c & 0x80000000u) == 0) return RK_ENV_BAD_ERROR; /**< RK_E* codes are negative */
   }
   return RK_ENV_OK;
 }

@@ -1,4 +1,4 @@
-/* ringkernel/graph.h — kernels that message kernels (K2K): routes, topics, launched together.
+/** @file ringkernel/graph.h — kernels that message kernels (K2K): routes, topics, launched together.
  *
  * A kernel may send to another kernel only over a route declared before either is launched: no
  * memory may be allocated on a device while a ring kernel is resident, so every K2K inbox exists
@@ -44,6 +44,7 @@ RK_EXTERN_C_BEGIN
 #define RK_K2K_DEFAULT_CAPACITY 1024u /**< slots of a K2K inbox (per lane) unless k2k_capacity says */
 
 #if !defined(__CUDACC_RTC__)
+/** A graph of kernels: routes and topics between them (opaque). */
 typedef struct rk_graph rk_graph;
 
 /** A new, empty graph on rt. Errors: RK_EINVAL (NULL), RK_ENOMEM. */

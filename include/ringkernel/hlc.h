@@ -1,4 +1,4 @@
-/* ringkernel/hlc.h — Hybrid Logical Clock timestamps: the packed 64-bit form and its pure rules.
+/** @file ringkernel/hlc.h — Hybrid Logical Clock timestamps: the packed 64-bit form and its pure rules.
  *
  * A timestamp is one uint64_t: physical microseconds since the Unix epoch in the high 52 bits (good
  * until about 2112) and a logical counter in the low 12 bits. Comparing two stamps is comparing two
@@ -19,11 +19,16 @@
 
 RK_EXTERN_C_BEGIN
 
+/** An HLC stamp: physical microseconds above a logical counter. */
 typedef uint64_t rk_hlc;
 
+/** Bits of an HLC stamp that hold the logical counter. */
 #define RK_HLC_LOGICAL_BITS 12u
+/** The logical counter's bits. */
 #define RK_HLC_LOGICAL_MASK 0xfffull
+/** Bits of an HLC stamp that hold physical time (microseconds). */
 #define RK_HLC_PHYSICAL_BITS 52u
+/** The largest physical time a stamp holds. */
 #define RK_HLC_PHYSICAL_MAX ((1ull << 52) - 1)
 /** Default maximum offset accepted for a received stamp: 500 ms (as CockroachDB). */
 #define RK_HLC_DEFAULT_MAX_OFFSET_US 500000ull

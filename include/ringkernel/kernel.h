@@ -1,4 +1,4 @@
-/* ringkernel/kernel.h — the kernel dialect: how a ring-kernel handler is written.
+/** @file ringkernel/kernel.h — the kernel dialect: how a ring-kernel handler is written.
  *
  * A handler is written once and compiled by cc for the CPU backend and by nvcc or NVRTC for the
  * CUDA backend, unchanged:
@@ -64,6 +64,7 @@ typedef int (*rk_handler_fn)(rk_ctx *ctx, const rk_msg *in);
 /* (RK_DEVICE_EMULATION: the test suite compiling the device loop as host C++, src/device/emulation.h) */
 #define RK_DIALECT static __device__
 #else
+/** Linkage of the dialect functions: exported from librk, internal in device code. */
 #define RK_DIALECT RK_API
 #endif
 /** The kernel's persistent state (state_size bytes, kept across deactivate/activate); NULL when
@@ -76,12 +77,15 @@ RK_DIALECT void *rk_scratch(rk_ctx *ctx, size_t *size);
 RK_DIALECT rk_hlc rk_now(rk_ctx *ctx);
 /** This thread's index in its lane, and the lane's thread count. */
 RK_DIALECT uint32_t rk_thread(rk_ctx *ctx);
+/** The lane's thread count. */
 RK_DIALECT uint32_t rk_threads(rk_ctx *ctx);
 /** Barrier across the lane's threads (collective). */
 RK_DIALECT void rk_sync(rk_ctx *ctx);
 /** The lane index, the lane count, and this kernel's id. */
 RK_DIALECT uint32_t rk_lane(rk_ctx *ctx);
+/** The kernel's lane count. */
 RK_DIALECT uint32_t rk_lanes(rk_ctx *ctx);
+/** This kernel's id. */
 RK_DIALECT uint32_t rk_self(rk_ctx *ctx);
 
 /** Reply to the current message (collective; one thread publishes). Returns 0, RK_EMSGSIZE (len
@@ -89,6 +93,20 @@ RK_DIALECT uint32_t rk_self(rk_ctx *ctx);
  *  (a reply reserved with rk_reply_reserve is not committed yet: commit it first; or the lane's
  *  threads broke the collective rule). */
 RK_DIALECT int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len);
+/** Most bytes of data an error reply carries besides its code (rk_reply_error). */
+#define RK_REPLY_ERROR_MAX 1020u
+/** Reply to the current message with an error that carries data besides its code (an overdraft's
+ *  balance, the field that failed): an error reply (RK_ENV_F_ERROR) of the request's type whose
+ *  payload is the int32 code followed by len bytes of payload. The caller sees the code in
+ *  rk_msg.status (rk_call returns RK_EHANDLER) and the bytes with rk_msg_error_payload. code is
+ *  negative: an RK_E* code or, for the application's own errors, RK_EAPP(n) (ringkernel/error.h).
+ *  Collective, like rk_reply; then return the code (or 0) from the handler: it counts as a handler
+ *  error, and no second reply is made. Returns 0 (or when the request wants no reply), RK_EINVAL
+ *  (code >= 0, payload NULL with len > 0), RK_EMSGSIZE (len above RK_REPLY_ERROR_MAX, or len + 4
+ *  above the slot's payload),
+ *  RK_EAGAIN, RK_ESTATE as rk_reply. At most RK_REPLY_ERROR_MAX bytes of data (and what the slot
+ *  holds). */
+RK_DIALECT int rk_reply_error(rk_ctx *ctx, int32_t code, const void *payload, uint32_t len);
 /** Reserve a reply of len bytes in the outbox and return where to write it (the same pointer in
  *  every thread), or NULL (no reply wanted, RK_EMSGSIZE/RK_EAGAIN, or a broken collective rule;
  *  always for a K2K message, whose answer goes over K2K: answer those with rk_reply). Collective. */

@@ -1,4 +1,4 @@
-/* ringkernel/message.h — messages as handlers and receivers see them, and typed message
+/** @file ringkernel/message.h — messages as handlers and receivers see them, and typed message
  * declarations shared by host and device code.
  *
  * A message type is declared once, for host and device, with its struct, id and name:
@@ -31,17 +31,33 @@ typedef struct rk_msg {
 
 /** A message type descriptor: id, exact payload size, name (for telemetry and errors). */
 typedef struct rk_msg_type {
-  uint32_t id;
-  uint32_t size;
-  const char *name;
+  uint32_t id; /**< the type id (nonzero) */
+  uint32_t size; /**< the exact payload size */
+  const char *name; /**< the name, for errors and telemetry */
 } rk_msg_type;
 
+/** The message's payload (NULL when it has none). */
 RK_INLINE RK_HD const void *rk_msg_payload(const rk_msg *m) { return m->payload; }
+/** Payload bytes available at rk_msg_payload. */
 RK_INLINE RK_HD uint32_t rk_msg_len(const rk_msg *m) { return m->len; }
+/** The message's type id. */
 RK_INLINE RK_HD uint32_t rk_msg_type_of(const rk_msg *m) { return m->env.type; }
+/** The message's id. */
 RK_INLINE RK_HD uint64_t rk_msg_id(const rk_msg *m) { return m->env.msg_id; }
+/** The message's HLC stamp. */
 RK_INLINE RK_HD uint64_t rk_msg_stamp(const rk_msg *m) { return m->env.hlc; }
+/** Nonzero for an error reply (its code in rk_msg.status). */
 RK_INLINE RK_HD int rk_msg_is_error(const rk_msg *m) { return (m->env.flags & RK_ENV_F_ERROR) != 0; }
+
+/** An error reply's data after its code (rk_reply_error): a pointer into the payload and *len its
+ *  bytes; NULL (and *len 0) when the message is no error reply or carries nothing but the code.
+ *  len may be NULL. */
+RK_INLINE RK_HD const void *rk_msg_error_payload(const rk_msg *m, uint32_t *len) {
+  if (len) *len = 0;
+  if (!rk_msg_is_error(m) || m->len <= 4 || m->payload == 0) return 0;
+  if (len) *len = m->len - 4;
+  return RK_CAST(const unsigned char *, m->payload) + 4;
+}
 
 /** Declare a message type T (a struct typedef already in scope) with a nonzero numeric id. */
 #if defined(__CUDACC_RTC__) || defined(__CUDA_ARCH__)

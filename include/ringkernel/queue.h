@@ -1,4 +1,4 @@
-/* ringkernel/queue.h — host-side ring helpers: allocation, and blocking waits that spin, then
+/** @file ringkernel/queue.h — host-side ring helpers: allocation, and blocking waits that spin, then
  * yield, then park, with a timeout.
  *
  * The inline operations in ring.h never block and never wake anyone. Host threads that want to wait

@@ -1,4 +1,4 @@
-/* ringkernel/ring.h — lock-free rings that live in any memory, usable from host and device.
+/** @file ringkernel/ring.h — lock-free rings that live in any memory, usable from host and device.
  *
  * A ring is a POD header (four 128-byte lines) followed by `capacity` fixed-size slots and one
  * 64-bit sequence word per slot. rk_ring_memsize() + rk_ring_init() place a ring in
@@ -34,12 +34,15 @@
 
 RK_EXTERN_C_BEGIN
 
+/** The ring header's magic. */
 #define RK_RING_MAGIC 0x474e4952u /* "RING" */
 #define RK_RING_SPSC 0u           /**< one producer, one consumer */
 #define RK_RING_MPSC 1u           /**< many producers (of one side), one consumer */
 #define RK_RING_SLOT_ALIGN 64u    /**< slot sizes are multiples of one 64-byte line */
 #define RK_RING_MIN_SLOT 64u      /**< a slot holds at least an envelope */
+/** The largest slot size of a ring. */
 #define RK_RING_MAX_SLOT (1u << 24)
+/** The most slots a ring has. */
 #define RK_RING_MAX_CAPACITY (1ull << 32)
 #define RK_RING_CLOSED (1ull << 63) /**< set in `claim` when the ring is closed to producers */
 /* RK_RING_CLOSED is the top bit of `claim`, so positions that pass through `claim` stay below
@@ -54,28 +57,28 @@ RK_EXTERN_C_BEGIN
 /** The ring header: 512 bytes, four lines, each written by one party only. */
 typedef struct rk_ring {
   /* line 0: configuration, written once by rk_ring_init, read-only afterwards */
-  RK_ALIGNAS(128) uint32_t magic;
-  uint32_t mode;
-  uint32_t slot_size;
-  uint32_t flags;        /* RK_RING_F_* (host-side hints; 0 after rk_ring_init) */
-  uint64_t capacity;
-  uint64_t mask;
-  uint64_t slots_offset; /* bytes from the ring's start to slot 0 */
-  uint64_t seq_offset;   /* bytes from the ring's start to the per-slot sequence words */
+  RK_ALIGNAS(128) uint32_t magic; /**< RK_RING_MAGIC */
+  uint32_t mode; /**< RK_RING_SPSC or RK_RING_MPSC */
+  uint32_t slot_size; /**< bytes per slot */
+  uint32_t flags;        /**< RK_RING_F_* (host-side hints; 0 after rk_ring_init) */
+  uint64_t capacity; /**< slots (a power of two) */
+  uint64_t mask; /**< capacity - 1 */
+  uint64_t slots_offset; /**< bytes from the ring's start to slot 0 */
+  uint64_t seq_offset;   /**< bytes from the ring's start to the per-slot sequence words */
   uint8_t pad0[RK_LINE - 48];
   /* line 1: producer side */
-  volatile uint64_t tail;        /* SPSC: the producer's index (relaxed store, for observers only) */
-  volatile uint64_t claim;       /* next position to claim (MPSC CAS) | RK_RING_CLOSED */
-  volatile uint64_t prod_head;   /* producers' cached view of `head` (never authoritative) */
+  volatile uint64_t tail;        /**< SPSC: the producer's index (relaxed store, for observers only) */
+  volatile uint64_t claim;       /**< next position to claim (MPSC CAS) | RK_RING_CLOSED */
+  volatile uint64_t prod_head;   /**< producers' cached view of `head` (never authoritative) */
   uint8_t pad1[RK_LINE - 24];
   /* line 2: consumer side */
-  volatile uint64_t head;        /* consumed index (store-release by the consumer) */
+  volatile uint64_t head;        /**< consumed index (store-release by the consumer) */
   uint8_t pad2[RK_LINE - 8];
   /* line 3: host parking words (CPU backend and host waiters only; see src/queue) */
-  volatile uint32_t cons_sleeping; /* consumer parked or about to park (written by the consumer) */
-  volatile uint32_t prod_sleeping; /* number of producers parked or about to park */
-  volatile uint32_t cons_wake;     /* futex word: bumped by producers to wake the consumer */
-  volatile uint32_t prod_wake;     /* futex word: bumped by the consumer to wake producers */
+  volatile uint32_t cons_sleeping; /**< consumer parked or about to park (written by the consumer) */
+  volatile uint32_t prod_sleeping; /**< number of producers parked or about to park */
+  volatile uint32_t cons_wake;     /**< futex word: bumped by producers to wake the consumer */
+  volatile uint32_t prod_wake;     /**< futex word: bumped by the consumer to wake producers */
   uint8_t pad3[RK_LINE - 16];
 } rk_ring;
 
@@ -111,6 +114,7 @@ RK_INLINE RK_HD size_t rk_ring_memsize(uint64_t capacity, uint32_t slot_size, ui
   return n + (size_t)capacity * sizeof(uint64_t);
 }
 
+/** The slot of position pos. */
 RK_INLINE RK_HD uint8_t *rk_ring_slot(rk_ring *r, uint64_t pos) {
   return RK_CAST(uint8_t *, r) + r->slots_offset + (size_t)((pos & r->mask) * r->slot_size);
 }
@@ -233,6 +237,7 @@ RK_INLINE RK_HD void rk_ring__publish(rk_ring *r, uint64_t pos, uint32_t k) {
 /* The producers' view of head, in one place: head is written by the consumer, which may be on the
  * other side of PCIe, so it is read at system scope. Pairs with the consumer's store-release of head
  * in rk_ring_release_n: the slots it freed have been read before a producer overwrites them. */
+/** The consumer's index, loaded with acquire (what it has released). */
 RK_INLINE RK_HD uint64_t rk_ring_load_acquire_head(const rk_ring *r) {
   return rk_load_acquire_sys_u64(&r->head);
 }
@@ -241,7 +246,7 @@ RK_INLINE RK_HD uint64_t rk_ring_load_acquire_head(const rk_ring *r) {
 /** Free slots the (single) producer can fill right now, refreshing its cached head only when the
  *  cache says fewer than `want` are free. */
 RK_INLINE RK_HD uint64_t rk_ring__spsc_free(rk_ring *r, uint64_t t, uint64_t want) {
-  uint64_t h = r->prod_head; /* producer-private cache */
+  uint64_t h = r->prod_head; /**< producer-private cache */
   if (r->capacity - (t - h) < want) {
     h = rk_ring_load_acquire_head(r);
     r->prod_head = h;
@@ -255,14 +260,14 @@ RK_INLINE RK_HD uint64_t rk_ring__spsc_free(rk_ring *r, uint64_t t, uint64_t wan
  * rk_ring_commit_n. Single producer only.
  */
 RK_INLINE RK_HD uint32_t rk_ring_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos) {
-  uint64_t t = r->tail; /* own word: plain read */
+  uint64_t t = r->tail; /**< own word: plain read */
   uint64_t avail = rk_ring__spsc_free(r, t, n ? n : 1);
   *pos = t;
   return (uint32_t)(avail < n ? avail : n);
 }
 /** SPSC: publish k slots previously reserved. Single producer only. */
 RK_INLINE RK_HD void rk_ring_commit_n(rk_ring *r, uint32_t k) {
-  uint64_t t = r->tail; /* own word: plain read */
+  uint64_t t = r->tail; /**< own word: plain read */
   rk_ring__publish(r, t, k);
   /* tail orders nothing: the consumer reads the sequence words; observers (rk_ring_count) estimate */
   rk_store_relaxed_sys_u64(&r->tail, t + k);
@@ -272,6 +277,7 @@ RK_INLINE RK_HD void *rk_ring_reserve(rk_ring *r) {
   uint64_t pos;
   return rk_ring_reserve_n(r, 1, &pos) ? rk_ring_slot(r, pos) : NULL;
 }
+/** SPSC producer: publish the slot claimed last. */
 RK_INLINE RK_HD void rk_ring_commit(rk_ring *r) { rk_ring_commit_n(r, 1); }
 
 /** SPSC: copy one message of len bytes (len <= slot_size) into the ring.
@@ -283,7 +289,7 @@ RK_INLINE RK_HD int rk_ring_push(rk_ring *r, const void *msg, uint32_t len) {
   if (RK_UNLIKELY(rk_ring__spsc_free(r, t, 1) == 0)) return RK_EAGAIN;
   rk_ring__copy(rk_ring_slot(r, t), msg, len);
   rk_ring__publish(r, t, 1);
-  rk_store_relaxed_sys_u64(&r->tail, t + 1); /* own index; see rk_ring_commit_n */
+  rk_store_relaxed_sys_u64(&r->tail, t + 1); /**< own index; see rk_ring_commit_n */
   return RK_OK;
 }
 /** SPSC: copy up to n messages, each `len` bytes, laid out `len` bytes apart in msgs, then
@@ -324,7 +330,7 @@ RK_INLINE RK_HD int rk_ring_mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos
      * capacity - (c - h) wraps to a huge count that would never call for a refresh and every
      * producer would report "full" forever. */
     if (c - h > r->capacity || r->capacity - (c - h) < n) {
-      h = rk_ring_load_acquire_head(r); /* pairs with the consumer's release of head */
+      h = rk_ring_load_acquire_head(r); /**< pairs with the consumer's release of head */
       rk_store_release_dev_u64(&r->prod_head, h);
     }
     free_slots = r->capacity - (c - h);
@@ -344,7 +350,7 @@ RK_INLINE RK_HD int rk_ring_mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos
 }
 /** MPSC: publish k claimed positions starting at pos (the slots must be filled). */
 RK_INLINE RK_HD void rk_ring_mpsc_commit_n(rk_ring *r, uint64_t pos, uint32_t k) {
-  rk_ring__publish(r, pos, k); /* pairs with the consumer's load-acquire of each sequence word */
+  rk_ring__publish(r, pos, k); /**< pairs with the consumer's load-acquire of each sequence word */
 }
 /** MPSC: claim one slot; returns its address (and position in *pos) or NULL with *err set to
  *  RK_EAGAIN (full) or RK_ECLOSED. Publish with rk_ring_mpsc_commit(r, *pos). */
@@ -357,6 +363,7 @@ RK_INLINE RK_HD void *rk_ring_mpsc_reserve(rk_ring *r, uint64_t *pos, int *err) 
   if (err) *err = k == 0 ? RK_EAGAIN : k;
   return NULL;
 }
+/** MPSC producer: publish the slot claimed at pos. */
 RK_INLINE RK_HD void rk_ring_mpsc_commit(rk_ring *r, uint64_t pos) { rk_ring_mpsc_commit_n(r, pos, 1); }
 
 /** MPSC: copy one message in. Returns 0, RK_EAGAIN, RK_EMSGSIZE, RK_ECLOSED. Thread-safe among
@@ -402,7 +409,7 @@ RK_INLINE RK_HD int rk_ring_seq_published(uint64_t seq, uint64_t pos) {
  * Single consumer only.
  */
 RK_INLINE RK_HD uint32_t rk_ring_peek_n(rk_ring *r, uint32_t n, uint64_t *pos) {
-  uint64_t h = r->head; /* own word: plain read */
+  uint64_t h = r->head; /**< own word: plain read */
   uint32_t k = 0;
   *pos = h;
   /* pairs with the producer's publication (rk_ring__publish): the slot was written before. */
@@ -419,6 +426,7 @@ RK_INLINE RK_HD void *rk_ring_peek(rk_ring *r) {
   uint64_t pos;
   return rk_ring_peek_n(r, 1, &pos) ? rk_ring_slot(r, pos) : NULL;
 }
+/** Consumer: release the slot taken last. */
 RK_INLINE RK_HD void rk_ring_release(rk_ring *r) { rk_ring_release_n(r, 1); }
 
 /** Consumer: copy the next message's first len bytes (len <= slot_size) out and consume it.
@@ -489,7 +497,7 @@ RK_INLINE RK_HD int rk_ring_close(rk_ring *r, uint64_t *final_pos) {
 }
 /** Nonzero when the ring is closed; *final_pos (may be NULL) receives the final index. */
 RK_INLINE RK_HD int rk_ring_closed(const rk_ring *r, uint64_t *final_pos) {
-  uint64_t c = rk_load_acquire_dev_u64(&r->claim); /* pairs with rk_ring_close */
+  uint64_t c = rk_load_acquire_dev_u64(&r->claim); /**< pairs with rk_ring_close */
   if (final_pos) *final_pos = c & ~RK_RING_CLOSED;
   return (c & RK_RING_CLOSED) != 0;
 }

@@ -1,4 +1,4 @@
-/* ringkernel/runtime.h — the host API: runtimes, ring kernels, messages.
+/** @file ringkernel/runtime.h — the host API: runtimes, ring kernels, messages.
  *
  * A runtime drives one backend (CUDA when a GPU is usable, else CPU worker threads that run the
  * same handlers under the same dispatch rules). A ring kernel is a resident actor: launched once,
@@ -19,7 +19,7 @@
 #define RINGKERNEL_RUNTIME_H
 
 #include "ringkernel/common.h"
-#include "ringkernel/control.h"
+#include "ringkernel/lifecycle.h"
 #include "ringkernel/error.h"
 #include "ringkernel/hlc.h"
 #include "ringkernel/kernel.h"
@@ -31,15 +31,19 @@ RK_EXTERN_C_BEGIN
 
 struct uv_loop_s; /* libuv's uv_loop_t; <uv.h> is not needed to use this header */
 
+/** A runtime: one backend, its service loop and its kernels (opaque). */
 typedef struct rk_runtime rk_runtime;
+/** A launched ring kernel (opaque). */
 typedef struct rk_kernel rk_kernel;
 
+/** Which backend runs the kernels. */
 typedef enum rk_backend {
   RK_BACKEND_AUTO = 0, /**< CUDA when a usable GPU is found, else CPU (rk_runtime_backend says why) */
   RK_BACKEND_CPU = 1,  /**< persistent worker threads */
   RK_BACKEND_CUDA = 2  /**< persistent CUDA kernels; RK_ENODEV with the reason when unavailable */
 } rk_backend;
 
+/** Severity of a log line. */
 typedef enum rk_log_level { RK_LOG_ERROR = 0, RK_LOG_WARN = 1, RK_LOG_INFO = 2, RK_LOG_DEBUG = 3 } rk_log_level;
 /** Log sink; called from any runtime thread, must be thread-safe. Never called while the library
  *  holds a lock: it may call the library. Each message format logs at most 8 lines per second
@@ -53,9 +57,15 @@ typedef struct rk_runtime_options {
   int device;                   /**< CUDA device ordinal (default 0) */
   uint32_t node_id;             /**< HLC node id of the runtime clock; 0: derived from pid and time */
   uint64_t max_offset_us;       /**< HLC drift bound; 0: 500 ms */
-  struct uv_loop_s *loop;       /**< application loop to join; NULL: the runtime runs its own thread */
+  /** Application loop to join; NULL: the runtime runs its own thread. On an application loop the
+   *  runtime's handles (its wake-up, its timer, the /metrics server) are unreferenced: they run
+   *  whenever the application runs the loop, but uv_run(UV_RUN_DEFAULT) returns once the
+   *  application's own handles and requests are done. (libuv runs nothing on a loop with no
+   *  referenced handle, not even with UV_RUN_NOWAIT: an application whose loop waits for the
+   *  runtime's callbacks alone calls rk_runtime_ref_loop(rt, 1).) */
+  struct uv_loop_s *loop;
   rk_log_fn log;                /**< NULL: errors and warnings to stderr */
-  void *log_user;
+  void *log_user; /**< passed to log */
   rk_log_level log_level;       /**< default RK_LOG_WARN */
   uint64_t watchdog_interval_ns; /**< heartbeat check period; 0: 50 ms */
   uint64_t watchdog_stall_ns;    /**< a lane with work and no heartbeat for this long faults; 0: 2 s */
@@ -67,7 +77,7 @@ typedef struct rk_runtime_options {
    *  64 MiB) and of pinned, mapped host memory (0: 16 MiB). On CUDA both are allocated when the
    *  runtime is created; on the CPU backend at the first buffer of each kind. */
   size_t buffer_device_bytes;
-  size_t buffer_host_bytes;
+  size_t buffer_host_bytes; /**< pinned host pool bytes (0: 16 MiB) */
   uint32_t max_buffers;         /**< buffers allocated at once, at most (0: 1024; above 2^24:
                                      rk_runtime_create fails with RK_EINVAL) */
   /** Kernels given as source (rk_kernel_desc.source) on the CPU backend: the C compiler to run
@@ -78,10 +88,18 @@ typedef struct rk_runtime_options {
    *  environment's RK_CACHE_DIR, else $XDG_CACHE_HOME/ringkernel, else ~/.cache/ringkernel. A
    *  directory that cannot be written is not an error: the kernel is compiled in a temporary one. */
   const char *cache_dir;
+  /** Serve the runtime's counters over HTTP for Prometheus: "host:port" to listen on ("127.0.0.1:
+   *  9464", "[::1]:9464", "0.0.0.0:9464"; port 0 picks a free one, see rk_runtime_metrics_address).
+   *  GET /metrics answers rk_runtime_stats_prometheus's text; the server runs on the runtime's
+   *  libuv loop (its own thread, or the application's loop). NULL (default): no endpoint. An
+   *  address that does not parse or cannot be bound makes rk_runtime_create fail with RK_EINVAL
+   *  (resp. RK_ESYS), the reason in rk_runtime_last_error(NULL) and the log. */
+  const char *metrics_listen;
 } rk_runtime_options;
 
+/** The default runtime options (rk_runtime_options_init as a macro). */
 #define RK_RUNTIME_OPTIONS_INIT \
-  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0, NULL, NULL }
+  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL }
 
 /** What a full inbox does to a sender. */
 typedef enum rk_backpressure {
@@ -90,6 +108,7 @@ typedef enum rk_backpressure {
   RK_BACKPRESSURE_REJECT = 2   /**< return RK_EAGAIN at once */
 } rk_backpressure;
 
+/** Initialises a kernel's state at launch: 0, or an RK_E* code (the launch fails). */
 typedef int (*rk_state_init_fn)(void *state, size_t size, void *user);
 
 /** A kernel: its handler(s), state and geometry. Built-ins: rk_builtin_echo, ... (below). */
@@ -116,7 +135,7 @@ typedef struct rk_kernel_desc {
   };
   size_t state_size;            /**< bytes of persistent state (zeroed, then state_init) */
   rk_state_init_fn state_init;  /**< optional: initialise the state once at launch */
-  void *state_init_user;
+  void *state_init_user; /**< passed to state_init */
   size_t scratch_size;          /**< lane-shared scratch bytes (rk_scratch) */
   uint32_t lanes;               /**< default lanes (blocks); 0: 1 */
   uint32_t threads_per_lane;    /**< default threads per lane; 0: 1. On CUDA at least a warp (32)
@@ -126,7 +145,7 @@ typedef struct rk_kernel_desc {
   uint32_t slot_size;           /**< bytes per slot incl. the 64-byte envelope (multiple of 64); 0: 256 */
   rk_backpressure backpressure; /**< default BLOCK */
   const rk_msg_type *const *types; /**< accepted message types (NULL: any type, any size) */
-  uint32_t n_types;
+  uint32_t n_types; /**< entries in types */
   uint32_t max_lanes;           /**< most lanes the handler supports (e.g. 1 when lanes would share
                                      unsynchronised state); 0: RK_MAX_LANES */
 } rk_kernel_desc;
@@ -152,13 +171,13 @@ typedef enum rk_fault_policy {
 /** Per-launch overrides. Zero fields take the descriptor's values. Start from
  *  RK_LAUNCH_OPTIONS_INIT; fields may be added at the end. */
 typedef struct rk_launch_options {
-  uint32_t size;
-  uint32_t lanes;
+  uint32_t size; /**< sizeof(rk_launch_options) */
+  uint32_t lanes; /**< lanes (blocks) */
   uint32_t threads_per_lane;    /**< taken as given, on every backend (0: the descriptor's) */
-  uint32_t inbox_capacity;
-  uint32_t outbox_capacity;
-  uint32_t slot_size;
-  rk_backpressure backpressure;
+  uint32_t inbox_capacity; /**< slots per lane inbox (power of two) */
+  uint32_t outbox_capacity; /**< slots per lane outbox (power of two) */
+  uint32_t slot_size; /**< bytes per slot, the envelope included */
+  rk_backpressure backpressure; /**< what a full inbox does to a sender */
   int64_t send_timeout_ns;      /**< BLOCK policy wait; 0: 1 s; negative: forever */
   uint64_t launch_timeout_ns;   /**< lanes must check in within this; 0: 5 s */
   rk_fault_policy fault_policy; /**< default RK_FAULT_STOP */
@@ -169,8 +188,22 @@ typedef struct rk_launch_options {
                                      RK_MAX_DEAD_LETTERS */
 } rk_launch_options;
 
+/** The default launch options (rk_launch_options_init as a macro). */
 #define RK_LAUNCH_OPTIONS_INIT \
   { sizeof(rk_launch_options), 0, 0, 0, 0, 0, RK_BACKPRESSURE_DEFAULT, 0, 0, RK_FAULT_DEFAULT, 0, 0, 0, 0 }
+
+/** The defaults as functions, for callers that cannot use the macros (other languages through
+ *  the C ABI): fill the first `size` bytes of *o with what RK_RUNTIME_OPTIONS_INIT /
+ *  RK_LAUNCH_OPTIONS_INIT give and set o->size to the bytes the library knows of them (at most
+ *  size), so a caller built against an older, smaller struct is safe. Errors: RK_EINVAL (NULL, or
+ *  size below the struct's first field). */
+RK_API int rk_runtime_options_init(rk_runtime_options *o, size_t size);
+/** rk_runtime_options_init for rk_launch_options. */
+RK_API int rk_launch_options_init(rk_launch_options *o, size_t size);
+/** sizeof the library's rk_runtime_options / rk_launch_options / rk_kernel_desc / rk_msg /
+ *  rk_kernel_counters, by name without the "rk_" prefix ("runtime_options", ...); 0 for an
+ *  unknown name. Lets a binding check its mirrored layouts. */
+RK_API size_t rk_struct_size(const char *name);
 
 /* ---------------------------------------- runtime -------------------------------------------- */
 
@@ -194,20 +227,43 @@ RK_API int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts);
  *  abandoned: they free their kernel when they leave, and never call the log callback after this
  *  returns. NULL accepted. With an application loop: call from the loop's thread. */
 RK_API void rk_runtime_destroy(rk_runtime *rt);
+/** With an application loop (rk_runtime_options.loop), whether the runtime's handles keep it
+ *  running: ref 1 makes them referenced (uv_run waits for the runtime's callbacks, and does not
+ *  return while the runtime exists), 0 unreferenced again (the default). Call from the loop's
+ *  thread. Errors: RK_EINVAL (NULL), RK_ENOTSUP (the runtime runs its own loop). */
+RK_API int rk_runtime_ref_loop(rk_runtime *rt, int ref);
 /** The backend in use (never AUTO), and why it was chosen. */
 RK_API rk_backend rk_runtime_backend(const rk_runtime *rt);
+/** Why that backend was chosen. */
 RK_API const char *rk_runtime_backend_reason(const rk_runtime *rt);
 /** Name of a backend ("cpu", "cuda", "auto"). */
 RK_API const char *rk_backend_name(rk_backend b);
 /** Detail of the calling thread's last failure on this runtime ("no error" when its last call on
  *  the runtime succeeded: every call that returns an RK_E* code clears it when it starts), in a
- *  buffer of the calling thread valid until its next call into the library. Never NULL. */
+ *  buffer of the calling thread valid until its next call into the library. Never NULL.
+ *  rt NULL: why the calling thread's last rk_runtime_create failed, where it says ("no runtime"
+ *  otherwise). */
 RK_API const char *rk_runtime_last_error(const rk_runtime *rt);
 /** The runtime's HLC (stamps host sends, merges replies). */
 RK_API rk_clock *rk_runtime_clock(rk_runtime *rt);
 /** Counters of every kernel as JSON into buf (NUL-terminated when len > 0). Returns the length
  *  the full text needs (excluding NUL), like snprintf, or RK_EINVAL. */
 RK_API int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len);
+
+/** The same counters in Prometheus' text exposition format (version 0.0.4), into buf like
+ *  rk_runtime_stats_json (NUL-terminated when len > 0; returns the length the full text needs,
+ *  excluding NUL, or RK_EINVAL / RK_ENOMEM). Families: rk_runtime_info (backend, version, node),
+ *  rk_runtime_kernels; per kernel, labelled kernel="<name>",id="<id>": every counter of
+ *  rk_kernel_counters as rk_kernel_<field>_total, rk_kernel_state (one sample per state, 1 for the
+ *  current one), rk_kernel_lanes, rk_kernel_inbox_depth / rk_kernel_outbox_depth (per lane,
+ *  label lane), rk_kernel_inbox_capacity, rk_kernel_heartbeat_age_seconds,
+ *  rk_kernel_clock_offset_seconds, and the end-to-end latency as the histogram
+ *  rk_kernel_latency_seconds (buckets le = 2^(i+1) ns, i < 47, then +Inf). Any thread. */
+RK_API int rk_runtime_stats_prometheus(rk_runtime *rt, char *buf, size_t len);
+/** The address the runtime's /metrics endpoint listens on ("127.0.0.1:9464"; the port bound when
+ *  rk_runtime_options.metrics_listen asked for port 0), into buf like snprintf. Returns the length
+ *  needed, RK_EINVAL (NULL rt, buf NULL with len > 0) or RK_ENOENT (no endpoint). */
+RK_API int rk_runtime_metrics_address(rk_runtime *rt, char *buf, size_t len);
 
 /* ---------------------------------------- kernels -------------------------------------------- */
 
@@ -295,7 +351,9 @@ RK_API const char *rk_state_name(rk_lifecycle s);
 RK_API int rk_kernel_error(const rk_kernel *k, char *buf, size_t len);
 /** The kernel's id (its HLC node id and envelope dst), name and lane count. */
 RK_API uint32_t rk_kernel_id(const rk_kernel *k);
+/** The kernel's name (the descriptor's). */
 RK_API const char *rk_kernel_name(const rk_kernel *k);
+/** The kernel's lane count. */
 RK_API uint32_t rk_kernel_lanes(const rk_kernel *k);
 
 /* ---------------------------------------- messages ------------------------------------------- */
@@ -325,11 +383,34 @@ RK_API int rk_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t le
 RK_API int rk_send_key(rk_kernel *k, uint64_t key, uint32_t type, const void *payload, uint32_t len,
                        uint32_t flags, uint64_t *msg_id);
 
+/** rk_send with a caller-chosen 64-bit token (like io_uring's user_data): the token comes back
+ *  with the reply, so an asynchronous client correlates by its own value instead of racing the
+ *  library's message id (a reply can reach a receive callback before rk_send returns the id).
+ *  Take it with rk_recv_token, or with rk_msg_token in a receive callback or after rk_recv or
+ *  rk_recv_batch: each reply's token is handed out once. The envelope has no room for it: the
+ *  host keeps (message id, token) per kernel from before the send until the token is taken, or
+ *  the kernel is destroyed (so a reply received without taking its token keeps a 16-byte entry
+ *  until then). A request sent with RK_SEND_NO_REPLY keeps nothing. Errors: as rk_send, and
+ *  RK_ENOMEM (the table could not grow). Any thread. */
+RK_API int rk_send_token(rk_kernel *k, uint64_t token, uint32_t type, const void *payload, uint32_t len,
+                         uint32_t flags, uint64_t *msg_id);
+/** rk_send_token with a lane key (rk_send_key's routing). */
+RK_API int rk_send_key_token(rk_kernel *k, uint64_t key, uint64_t token, uint32_t type, const void *payload,
+                             uint32_t len, uint32_t flags, uint64_t *msg_id);
+/** The token of a reply whose request went with rk_send_token: returns 1 and *token (may be NULL)
+ *  the first time it is asked, 0 (and *token 0) for a reply whose request had none or whose token
+ *  was already taken, RK_EINVAL (NULL k or reply). Any thread; in a receive callback too. */
+RK_API int rk_msg_token(rk_kernel *k, const rk_msg *reply, uint64_t *token);
+/** rk_recv, then rk_msg_token on what it received: *token (may be NULL) is the reply's token, 0
+ *  when it has none. Returns what rk_recv returns. */
+RK_API int rk_recv_token(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t timeout_ns,
+                         uint64_t *token);
+
 /** One message of a batch. */
 typedef struct rk_send_item {
-  uint32_t type;
-  uint32_t len;
-  const void *payload;
+  uint32_t type; /**< message type id */
+  uint32_t len; /**< payload bytes */
+  const void *payload; /**< the payload */
   uint64_t key;    /**< used with RK_SEND_KEYED in flags */
   uint32_t flags;  /**< RK_SEND_* for this item */
   uint64_t msg_id; /**< out: the message id */
@@ -373,6 +454,7 @@ RK_API int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_le
  *  ends at its timeout (replies_invalid counts it). */
 RK_API int rk_call(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply,
                    void *buf, uint32_t buf_len, int64_t timeout_ns);
+/** rk_call routed by key, as rk_send_key. */
 RK_API int rk_call_key(rk_kernel *k, uint64_t key, uint32_t type, const void *req, uint32_t req_len,
                        rk_msg *reply, void *buf, uint32_t buf_len, int64_t timeout_ns);
 
@@ -382,6 +464,7 @@ RK_API int rk_call_key(rk_kernel *k, uint64_t key, uint32_t type, const void *re
  *  the call. While started, rk_recv on this kernel returns RK_ESTATE.
  *  Errors: RK_EINVAL, RK_ESTATE (already started), RK_ENOMEM. */
 typedef void (*rk_recv_cb)(rk_kernel *k, const rk_msg *msg, void *user);
+/** Start delivering the kernel's unclaimed replies to cb (see above). */
 RK_API int rk_recv_start(rk_kernel *k, rk_recv_cb cb, void *user);
 /** Stop callbacks: after it returns no callback is running or will run. From inside the
  *  kernel's own callback it returns at once, and no callback runs after the current one returns.
@@ -389,10 +472,20 @@ RK_API int rk_recv_start(rk_kernel *k, rk_recv_cb cb, void *user);
 RK_API int rk_recv_stop(rk_kernel *k);
 
 /* Typed helpers: sizes checked at compile time (and by the runtime). */
+/** rk_send of a typed message T (sizes checked at compile time). */
 #define rk_send_typed(k, T, ptr, flags, id) \
   (RK__CHECK_TYPED(T, ptr), rk_send((k), T##_TYPE, (ptr), (uint32_t)sizeof(T), (flags), (id)))
+/** rk_call with a typed request T (sizes checked at compile time). */
 #define rk_call_typed(k, T, ptr, reply, buf, buf_len, timeout) \
   (RK__CHECK_TYPED(T, ptr), rk_call((k), T##_TYPE, (ptr), (uint32_t)sizeof(T), (reply), (buf), (buf_len), (timeout)))
+/* ...with a lane key (rk_send_key / rk_call_key): same key, same lane, in order. */
+/** rk_send_key of a typed message T. */
+#define rk_send_key_typed(k, key, T, ptr, flags, id) \
+  (RK__CHECK_TYPED(T, ptr), rk_send_key((k), (key), T##_TYPE, (ptr), (uint32_t)sizeof(T), (flags), (id)))
+/** rk_call_key with a typed request T. */
+#define rk_call_key_typed(k, key, T, ptr, reply, buf, buf_len, timeout)                                  \
+  (RK__CHECK_TYPED(T, ptr), rk_call_key((k), (key), T##_TYPE, (ptr), (uint32_t)sizeof(T), (reply), (buf), \
+                                        (buf_len), (timeout)))
 
 /* ---------------------------------------- telemetry ------------------------------------------ */
 
@@ -401,8 +494,8 @@ RK_API int rk_recv_stop(rk_kernel *k);
 /** Counters of one kernel. Lane counters are summed; depths are per lane. */
 typedef struct rk_kernel_counters {
   uint32_t size;              /**< set by the caller to sizeof(rk_kernel_counters) */
-  rk_lifecycle state;
-  uint32_t lanes;
+  rk_lifecycle state; /**< lifecycle state */
+  uint32_t lanes; /**< lanes of the kernel */
   uint64_t sent;              /**< accepted by rk_send* */
   uint64_t send_rejected;     /**< RK_EAGAIN from a full inbox */
   uint64_t send_timeouts;     /**< RK_ETIMEDOUT from a full inbox */
@@ -418,14 +511,15 @@ typedef struct rk_kernel_counters {
   uint64_t k2k_dropped;       /**< topic messages it missed: its K2K inbox was full */
   uint64_t invalid;           /**< envelopes refused by the kernel */
   uint64_t clock_rejected;    /**< stamps refused by the drift bound */
-  uint64_t handler_errors;
+  uint64_t handler_errors; /**< handler errors (error replies) */
   uint64_t outbox_stalls;     /**< the lane stopped taking input because its outbox was full */
   uint64_t heartbeat_age_ns;  /**< oldest lane heartbeat age (0 while idle lanes are parked) */
-  uint64_t inbox_depth[RK_MAX_LANES];
-  uint64_t outbox_depth[RK_MAX_LANES];
+  uint64_t inbox_depth[RK_MAX_LANES]; /**< messages waiting in each lane's inbox */
+  uint64_t outbox_depth[RK_MAX_LANES]; /**< replies waiting in each lane's outbox */
   uint64_t latency_count;     /**< samples in the histogram (end to end, host send -> host receive) */
-  uint64_t latency_hist[RK_LATENCY_BUCKETS];
-  uint64_t latency_p50_ns, latency_p99_ns; /**< from the histogram (bucket upper bounds) */
+  uint64_t latency_hist[RK_LATENCY_BUCKETS]; /**< latency histogram (RK_LATENCY_BUCKETS log2 buckets) */
+  uint64_t latency_p50_ns;     /**< median latency, from the histogram (a bucket upper bound) */
+  uint64_t latency_p99_ns;     /**< 99th percentile latency, from the histogram (a bucket upper bound) */
   /* Clock synchronisation (runtime option clock_sync_interval_ns). */
   int64_t clock_offset_ns;     /**< last accepted measurement: host CLOCK_REALTIME - lane clock
                                     (the CUDA lanes stamp with %globaltimer + this; CPU: about 0) */
@@ -442,6 +536,7 @@ typedef struct rk_kernel_counters {
    *  believed, an RK_ECORRUPT notice went in their place (see rk_call, rk_recv). Balance:
    *  msgs_out = received + late_replies + replies_invalid + what is still queued. */
   uint64_t replies_invalid;
+  uint64_t latency_sum_ns;     /**< the latency samples of the histogram, summed (ns) */
 } rk_kernel_counters;
 
 /** Snapshot a kernel's counters. stats->size must be set: a smaller size (a program built with an
@@ -464,7 +559,7 @@ typedef struct rk_dead_letter {
   const char *why;      /**< static text: "bad magic", "late reply", ... */
   uint64_t time_ns;     /**< CLOCK_REALTIME when it was recorded */
   uint32_t payload_len; /**< payload bytes kept below (at most RK_DEAD_LETTER_PAYLOAD) */
-  uint8_t payload[RK_DEAD_LETTER_PAYLOAD];
+  uint8_t payload[RK_DEAD_LETTER_PAYLOAD]; /**< the first payload_len bytes of its payload */
 } rk_dead_letter;
 
 /** Copy the kernel's most recent dead letters, oldest first, up to max (the launch option
@@ -475,6 +570,13 @@ typedef struct rk_dead_letter {
  *  the reply: the reply's envelope (the request's type and id), without the request's payload.
  *  Host-side dead letters (late replies) are recorded on every backend. */
 RK_API int rk_kernel_dead_letters(rk_kernel *k, rk_dead_letter *out, uint32_t max, uint64_t *total);
+
+/* ---------------------------------------- message types ------------------------------------- */
+
+/** A message type by name, for callers that cannot see RK_MESSAGE's constants (T\#\#_TYPE): among
+ *  the types desc declares, or, desc NULL, the built-in kernels' types ("rk_vadd_req", ...).
+ *  NULL when there is none of that name (or name is NULL). Any thread. */
+RK_API const rk_msg_type *rk_msg_type_find(const rk_kernel_desc *desc, const char *name);
 
 /* ---------------------------------------- built-in kernels ----------------------------------- */
 
@@ -532,6 +634,7 @@ RK_API extern const rk_kernel_desc rk_builtin_counter;
 #define RK__KERNEL_IMAGE NULL
 #define RK__KERNEL_ENTRY(kname) NULL
 #endif
+/** Defines a kernel next to its handler (see above). */
 #define RK_KERNEL(kname, ...)                                                                     \
   RK__KERNEL_IMAGE_DECL                                                                           \
   const rk_kernel_desc kname = {.size = sizeof(rk_kernel_desc), .name = #kname, .cuda_image = RK__KERNEL_IMAGE, \

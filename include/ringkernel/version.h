@@ -1,4 +1,4 @@
-/* ringkernel/version.h — the library version, at compile time (macros) and at run time
+/** @file ringkernel/version.h — the library version, at compile time (macros) and at run time
  * (rk_version) so an application can catch a header/library mismatch. CMake reads the numbers
  * below; change them here only. */
 #ifndef RINGKERNEL_VERSION_H
@@ -6,9 +6,13 @@
 
 #include "ringkernel/common.h"
 
+/** Major version (incompatible changes). */
 #define RK_VERSION_MAJOR 0
+/** Minor version. */
 #define RK_VERSION_MINOR 1
+/** Patch version. */
 #define RK_VERSION_PATCH 0
+/** The version as one number: major << 16 | minor << 8 | patch. */
 #define RK_VERSION_HEX ((RK_VERSION_MAJOR << 16) | (RK_VERSION_MINOR << 8) | RK_VERSION_PATCH)
 
 RK_EXTERN_C_BEGIN

@@ -812,6 +812,35 @@ static __device__ int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, 
   return L->coll_rc;
 }
 
+/* Collective, as rk_reply: an error reply of the request's type, the code then the data. */
+static __device__ int rk_reply_error(rk_ctx *ctx, int32_t code, const void *payload, uint32_t len) {
+  rk_dev_lane *L = ctx->L;
+  int full = L->staged == L->stage_cap && !(L->cur.env.flags & RK_ENV_F_NO_REPLY); /* as in rk_reply */
+  __syncthreads();
+  if (full) rk_dev_flush(ctx->p, L);
+  if (threadIdx.x == 0) {
+    if (code >= 0 || (payload == 0 && len > 0)) {
+      L->coll_rc = RK_EINVAL;
+    } else if (L->reserved >= 0) {
+      L->coll_rc = RK_ESTATE;
+    } else if (L->cur.env.flags & RK_ENV_F_NO_REPLY) {
+      L->coll_rc = RK_OK;
+    } else if (len > RK_REPLY_ERROR_MAX || len > ctx->p->slot_size - RK_ENVELOPE_SIZE - (uint32_t)sizeof(int32_t)) {
+      L->coll_rc = RK_EMSGSIZE;
+    } else if (L->staged == L->stage_cap || !rk_dev_room(L, 1)) {
+      L->coll_rc = RK_EAGAIN;
+    } else {
+      rk_envelope *e = rk_dev_stage_header(ctx->p, L, L->cur.env.type, len + (uint32_t)sizeof(int32_t), RK_ENV_F_ERROR);
+      *RK_CAST(int32_t *, e + 1) = code;
+      rk_dev_copy_payload(RK_CAST(uint8_t *, e + 1) + sizeof(int32_t), payload, len);
+      rk_dev_stage_done(ctx->p, L, e);
+      L->coll_rc = RK_OK;
+    }
+  }
+  __syncthreads();
+  return L->coll_rc;
+}
+
 static __device__ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len) {
   rk_dev_lane *L = ctx->L;
   int full = L->staged == L->stage_cap && !(L->cur.env.flags & RK_ENV_F_NO_REPLY); /* as in rk_reply */

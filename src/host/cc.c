@@ -61,13 +61,14 @@ typedef struct rk__dialect {
   int (*publish)(rk_ctx *, uint32_t, uint32_t, const void *, uint32_t);
   int (*buffer_get)(rk_ctx *, const rk_buf_ref *, uint32_t, void **);
   void *(*buffer_ptr)(rk_ctx *, const rk_buf_ref *, uint32_t);
+  int (*reply_error)(rk_ctx *, int32_t, const void *, uint32_t);
 } rk__dialect;
 
 static const rk__dialect dialect = {sizeof(rk__dialect), rk_state,      rk_scratch,     rk_now,       rk_thread,
                                     rk_threads,          rk_sync,       rk_lane,        rk_lanes,     rk_self,
                                     rk_reply,            rk_reply_reserve, rk_reply_commit, rk_send_to,
                                     rk_send_to_key,      rk_forward,    rk_forward_key, rk_publish,   rk_buffer_get,
-                                    rk_buffer_ptr};
+                                    rk_buffer_ptr,       rk_reply_error};
 
 /* The glue: %s is the handler's name (checked to be an identifier). */
 static const char glue_fmt[] =
@@ -93,6 +94,7 @@ static const char glue_fmt[] =
     "  int (*publish)(rk_ctx *, uint32_t, uint32_t, const void *, uint32_t);\n"
     "  int (*buffer_get)(rk_ctx *, const rk_buf_ref *, uint32_t, void **);\n"
     "  void *(*buffer_ptr)(rk_ctx *, const rk_buf_ref *, uint32_t);\n"
+    "  int (*reply_error)(rk_ctx *, int32_t, const void *, uint32_t);\n"
     "} rk__dialect;\n"
     "static const rk__dialect *rk__d;\n"
     "void *rk_state(rk_ctx *c) { return rk__d->state(c); }\n"
@@ -118,6 +120,7 @@ static const char glue_fmt[] =
     "int rk_publish(rk_ctx *c, uint32_t o, uint32_t t, const void *p, uint32_t n) { return rk__d->publish(c, o, t, p, n); }\n"
     "int rk_buffer_get(rk_ctx *c, const rk_buf_ref *r, uint32_t w, void **q) { return rk__d->buffer_get(c, r, w, q); }\n"
     "void *rk_buffer_ptr(rk_ctx *c, const rk_buf_ref *r, uint32_t w) { return rk__d->buffer_ptr(c, r, w); }\n"
+    "int rk_reply_error(rk_ctx *c, int32_t e, const void *p, uint32_t n) { return rk__d->reply_error(c, e, p, n); }\n"
     "int rk__source_bind(const rk__dialect *d, uint32_t size, rk_handler_fn *out);\n"
     "int rk__source_bind(const rk__dialect *d, uint32_t size, rk_handler_fn *out) {\n"
     "  if (size != sizeof(rk__dialect)) return -1;\n"
@@ -335,6 +338,7 @@ int rk__cc_compile(rk_runtime *rt, const rk_kernel_desc *d, rk_handler_fn *out, 
   for (i = 0; i < N_CC_FLAGS; i++) KEY(cc_flags[i]);
   KEY(d->source_handler);
   KEY(d->source);
+  KEY(glue_fmt);
   for (i = 0; i < rk__embedded_count; i++) KEY(rk__embedded_sources[i]);
 #undef KEY
   snprintf(key, sizeof key, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);

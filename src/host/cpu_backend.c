@@ -262,6 +262,29 @@ int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len) {
   return l->coll_rc;
 }
 
+int rk_reply_error(rk_ctx *ctx, int32_t code, const void *payload, uint32_t len) {
+  rk__lane *l;
+  if (ctx == NULL) return RK_EINVAL;
+  l = ctx->lane;
+  if (lane_sync(ctx, SITE_REPLY) != 0) return RK_ESTATE;
+  if (ctx->thread == 0) {
+    uint8_t buf[RK_REPLY_ERROR_MAX + sizeof(int32_t)];
+    if (code >= 0 || (payload == NULL && len > 0))
+      l->coll_rc = RK_EINVAL;
+    else if (l->reserved_slot)
+      l->coll_rc = RK_ESTATE;
+    else if (len > rk__payload_max(l->k) - sizeof code || len > sizeof buf - sizeof code)
+      l->coll_rc = (l->cur->env.flags & RK_ENV_F_NO_REPLY) ? RK_OK : RK_EMSGSIZE;
+    else {
+      memcpy(buf, &code, sizeof code);
+      if (len) memcpy(buf + sizeof code, payload, len);
+      l->coll_rc = reply_put(l, l->cur, l->cur->env.type, RK_ENV_F_ERROR, buf, (uint32_t)sizeof code + len);
+    }
+  }
+  if (lane_sync(ctx, SITE_REPLY) != 0) return RK_ESTATE;
+  return l->coll_rc;
+}
+
 void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t len) {
   rk__lane *l;
   if (ctx == NULL) return NULL;

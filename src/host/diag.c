@@ -243,8 +243,17 @@ int rk__fail(rk_runtime *rt, int code, const char *fmt, ...) {
   return code;
 }
 
+static _Thread_local char tls_create_error[400]; /* why this thread's last rk_runtime_create failed */
+
+void rk__create_error(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tls_create_error, sizeof tls_create_error, fmt, ap);
+  va_end(ap);
+}
+
 const char *rk_runtime_last_error(const rk_runtime *rt) {
-  if (rt == NULL) return "no runtime";
+  if (rt == NULL) return tls_create_error[0] ? tls_create_error : "no runtime";
   if (tls_error.serial != rt->serial || tls_error.msg[0] == '\0') return "no error";
   return tls_error.msg;
 }

@@ -1,4 +1,6 @@
 /* error.c — rk_strerror / rk_err_name from the one X-macro table, and the version queries. */
+#include <stdio.h>
+
 #include "ringkernel/error.h"
 #include "ringkernel/version.h"
 
@@ -6,6 +8,11 @@
 #define RK__STR(x) RK__STR2(x)
 
 const char *rk_strerror(int err) {
+  static _Thread_local char app[40];
+  if (rk_err_app(err) >= 0) {
+    snprintf(app, sizeof app, "application error %d", rk_err_app(err));
+    return app;
+  }
   switch (err) {
     case RK_OK:
       return "success";
@@ -20,6 +27,7 @@ const char *rk_strerror(int err) {
 }
 
 const char *rk_err_name(int err) {
+  if (rk_err_app(err) >= 0) return "RK_EAPP";
   switch (err) {
     case RK_OK:
       return "RK_OK";

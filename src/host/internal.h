@@ -10,6 +10,7 @@
 #include "host/failpoint.h"
 #include "queue/internal.h"
 #include "ringkernel.h"
+#include "ringkernel/internals.h"
 
 /* Bit 63 of a message id marks an rk_call request: a reply to it that finds no waiter is late
  * (its caller timed out) and is discarded and counted, never handed to rk_recv. */
@@ -255,6 +256,8 @@ struct rk_kernel {
   volatile uint64_t replies_invalid; /* replies refused by the host (rk__drain_lane) */
   volatile uint32_t rr;
   volatile uint64_t latency_hist[RK_LATENCY_BUCKETS];
+  volatile uint64_t latency_sum_ns; /* the histogram's samples summed (Prometheus' _sum) */
+  struct rk__tokens *volatile tokens; /* token.c: set once (CAS) at the first rk_send_token */
 
   /* reply demultiplexing */
   uv_mutex_t reply_lock;
@@ -326,6 +329,7 @@ struct rk_runtime {
   int own_thread;
   uv_thread_t service;
   struct rk__handles *handles; /* freed by their close callbacks */
+  struct rk__metrics *metrics;  /* the /metrics endpoint (metrics.c), or NULL; freed by its close */
   volatile int stopping;
   /* the poller that wakes the loop for device replies with callbacks (devpoll.c); set under lock
    * before the first such callback is started, freed by rk_runtime_destroy */
@@ -367,6 +371,16 @@ int rk__uv_async_init(uv_loop_t *loop, uv_async_t *async, uv_async_cb cb);
 void rk__service_wake(rk_runtime *rt);
 /* runtime.c: drop a reference to rt (rk_runtime.refs); the last frees it. */
 void rk__runtime_release(rk_runtime *rt);
+/* The /metrics endpoint (metrics.c), on the loop's thread: start (RK_EINVAL: bad address; RK_ESYS:
+ * cannot listen; why says which; rt->metrics is set whenever something must be closed), close
+ * (closes the server and its connections; memory goes in their close callbacks), unref (an
+ * application's loop: the server alone does not keep it running). */
+typedef struct rk__metrics rk__metrics;
+int rk__metrics_start(rk_runtime *rt, const char *listen, char *why, size_t why_len);
+void rk__metrics_close(rk__metrics *m);
+void rk__metrics_unref(rk__metrics *m);
+/* Why the calling thread's rk_runtime_create failed (rk_runtime_last_error(NULL)); clear at its start. */
+void rk__create_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t rk__msg_id(rk_runtime *rt);
 
 /* runtime.c: run fn(k, arg) over a snapshot of rt's kernels, each pinned (refs) while it runs. */
@@ -496,6 +510,12 @@ int rk__cuda_copy(rk_runtime *rt, void *dst, const void *src, size_t n, void (*d
 /* messaging.c: a send, and a call, with an id the caller chose (rk__msg_id; | RK__CALL_BIT for a
  * call): buffer.c stamps it into the message's references first. *sent: the request was published. */
 int rk__send_id(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t id);
+/* rk__send_id, routed by key when keyed (rk_send_key's lane choice). */
+int rk__send_id_key(rk_kernel *k, int keyed, uint64_t key, uint32_t type, const void *payload, uint32_t len,
+                    uint32_t flags, uint64_t id);
+/* The callers' tokens of a kernel's messages in flight (token.c): freed with the kernel. */
+struct rk__tokens;
+void rk__tokens_free(struct rk__tokens *t);
 int rk__call_id(rk_kernel *k, uint32_t type, const void *req, uint32_t req_len, rk_msg *reply, void *buf,
                 uint32_t buf_len, int64_t timeout_ns, uint64_t id, int *sent);
 /* cuda_backend.c: rk_kernel_compile on the CUDA backend (rt's device architecture). */

@@ -200,6 +200,7 @@ void rk__kernel_free(rk_kernel *k) {
   if (k == NULL) return;
   rk__k2k_free(k); /* its K2K inboxes (graph.c): no sender is left (rk_graph_destroy) */
   rk__buffers_kernel_free(k); /* its messages' buffer pins (buffer.c) */
+  rk__tokens_free(k->tokens); /* the tokens of replies never taken (token.c) */
   if (k->lane) {
     for (i = 0; i < k->lanes; i++) {
       free(k->lane[i].threads);

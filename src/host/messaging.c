@@ -55,6 +55,7 @@ void rk__latency_add(rk_kernel *k, uint64_t ns) {
   uint32_t b = 0;
   while (b + 1 < RK_LATENCY_BUCKETS && (ns >> (b + 1)) != 0) b++;
   add(&k->latency_hist[b], 1);
+  add(&k->latency_sum_ns, ns);
 }
 
 /* ---------------------------------------- send ----------------------------------------------- */
@@ -236,13 +237,18 @@ static int send_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   return rc;
 }
 
-int rk__send_id(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t id) {
+int rk__send_id_key(rk_kernel *k, int keyed, uint64_t key, uint32_t type, const void *payload, uint32_t len,
+                    uint32_t flags, uint64_t id) {
   int rc;
   if ((rc = check_send(k, type, payload, len, flags)) != RK_OK) {
     if (rc != RK_ECLOSED && rc != RK_ESTATE) add(&k->send_invalid, 1);
     return rc;
   }
-  return send_on(k, &k->lane[lane_for(k, 0, 0)], type, payload, len, flags, id, UINT64_MAX);
+  return send_on(k, &k->lane[lane_for(k, keyed, key)], type, payload, len, flags, id, UINT64_MAX);
+}
+
+int rk__send_id(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t id) {
+  return rk__send_id_key(k, 0, 0, type, payload, len, flags, id);
 }
 
 int rk_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t *msg_id) {

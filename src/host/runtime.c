@@ -54,6 +54,41 @@ rk_backend rk_runtime_backend(const rk_runtime *rt) { return rt ? rt->backend : 
 const char *rk_runtime_backend_reason(const rk_runtime *rt) { return rt ? rt->backend_reason : ""; }
 rk_clock *rk_runtime_clock(rk_runtime *rt) { return rt ? rt->clock : NULL; }
 
+/* ---------------------------------------- options ------------------------------------------- */
+
+int rk_runtime_options_init(rk_runtime_options *o, size_t size) {
+  const rk_runtime_options d = RK_RUNTIME_OPTIONS_INIT;
+  if (o == NULL || size < sizeof o->size) return RK_EINVAL;
+  if (size > sizeof d) size = sizeof d;
+  memcpy(o, &d, size);
+  o->size = (uint32_t)size;
+  return RK_OK;
+}
+
+int rk_launch_options_init(rk_launch_options *o, size_t size) {
+  const rk_launch_options d = RK_LAUNCH_OPTIONS_INIT;
+  if (o == NULL || size < sizeof o->size) return RK_EINVAL;
+  if (size > sizeof d) size = sizeof d;
+  memcpy(o, &d, size);
+  o->size = (uint32_t)size;
+  return RK_OK;
+}
+
+size_t rk_struct_size(const char *name) {
+  static const struct {
+    const char *name;
+    size_t size;
+  } sizes[] = {{"runtime_options", sizeof(rk_runtime_options)}, {"launch_options", sizeof(rk_launch_options)},
+               {"kernel_desc", sizeof(rk_kernel_desc)},         {"msg", sizeof(rk_msg)},
+               {"kernel_counters", sizeof(rk_kernel_counters)}, {"envelope", sizeof(rk_envelope)},
+               {"msg_type", sizeof(rk_msg_type)}};
+  size_t i;
+  if (name == NULL) return 0;
+  for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+    if (strcmp(sizes[i].name, name) == 0) return sizes[i].size;
+  return 0;
+}
+
 /* ---------------------------------------- backend choice ------------------------------------- */
 
 /* ---------------------------------------- service loop --------------------------------------- */
@@ -105,6 +140,7 @@ static void on_async(uv_async_t *a) {
   if (rt == NULL) return;
   if (__atomic_load_n(&rt->stopping, __ATOMIC_ACQUIRE) && rt->own_thread) {
     close_handles(hs);
+    rk__metrics_close(rt->metrics);
     return;
   }
   for_each_kernel(rt, rk__dispatch_callbacks);
@@ -132,6 +168,16 @@ void rk__service_wake(rk_runtime *rt) {
   if (rt->handles) uv_async_send(&rt->handles->async);
 }
 
+int rk_runtime_ref_loop(rk_runtime *rt, int ref) {
+  void (*fn)(uv_handle_t *) = ref ? uv_ref : uv_unref;
+  if (rt == NULL) return RK_EINVAL;
+  rk__error_clear(rt);
+  if (rt->own_thread) return rk__fail(rt, RK_ENOTSUP, "rk_runtime_ref_loop: the runtime runs its own loop");
+  fn((uv_handle_t *)&rt->handles->async);
+  fn((uv_handle_t *)&rt->handles->timer);
+  return RK_OK;
+}
+
 /* ---------------------------------------- create / destroy ----------------------------------- */
 
 int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
@@ -143,12 +189,19 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
 
   if (out == NULL) return RK_EINVAL;
   *out = NULL;
+  rk__create_error("%s", "");
   if (opts) {
-    if (opts->size == 0 || opts->size > sizeof o) return RK_EINVAL;
+    if (opts->size == 0 || opts->size > sizeof o) {
+      rk__create_error("RK_EINVAL: rk_runtime_options.size is %u (this library: 1 .. %zu)", opts->size, sizeof o);
+      return RK_EINVAL;
+    }
     memcpy(&o, opts, opts->size);
     o.size = sizeof o;
   }
-  if (o.backend != RK_BACKEND_AUTO && o.backend != RK_BACKEND_CPU && o.backend != RK_BACKEND_CUDA) return RK_EINVAL;
+  if (o.backend != RK_BACKEND_AUTO && o.backend != RK_BACKEND_CPU && o.backend != RK_BACKEND_CUDA) {
+    rk__create_error("RK_EINVAL: unknown backend %d", (int)o.backend);
+    return RK_EINVAL;
+  }
   if ((unsigned)o.log_level > RK_LOG_DEBUG) o.log_level = RK_LOG_DEBUG;
 
   /* 1 when a device is present (rk__cuda_init may still refuse it), else 0 with the reason */
@@ -158,6 +211,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
     memset(&tmp, 0, sizeof tmp);
     tmp.opts = o;
     rk__log(&tmp, RK_LOG_ERROR, "RK_BACKEND_CUDA unavailable: %s", reason);
+    rk__create_error("RK_ENODEV: RK_BACKEND_CUDA unavailable: %s", reason);
     return RK_ENODEV;
   }
 
@@ -171,7 +225,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   uv_cond_init(&rt->log_cond);
   rt->log_ready = 1;
   /* the option strings are the runtime's own copies (the application's may not outlive create) */
-  rt->opts.cc = rt->opts.cache_dir = NULL;
+  rt->opts.cc = rt->opts.cache_dir = rt->opts.metrics_listen = NULL; /* (metrics_listen: used in create only) */
   if ((o.cc && (rt->opts.cc = strdup(o.cc)) == NULL) || (o.cache_dir && (rt->opts.cache_dir = strdup(o.cache_dir)) == NULL)) {
     rk__runtime_release(rt);
     return RK_ENOMEM;
@@ -185,6 +239,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
       snprintf(rt->backend_reason, sizeof rt->backend_reason, "%s", reason);
     } else if (o.backend == RK_BACKEND_CUDA) {
       rk__log(rt, RK_LOG_ERROR, "RK_BACKEND_CUDA unavailable: %s", reason);
+      rk__create_error("%s: RK_BACKEND_CUDA unavailable: %s", rk_err_name(rc), reason);
       rk__runtime_release(rt);
       return rc;
     }
@@ -237,20 +292,43 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   rt->handles->open = 2;
   interval = o.watchdog_interval_ns ? o.watchdog_interval_ns : RK_DEFAULT_WATCHDOG_INTERVAL_NS;
   uv_timer_start(&rt->handles->timer, on_timer, (interval + 999999) / 1000000, (interval + 999999) / 1000000);
+  if (o.metrics_listen) {
+    char why[256];
+    if ((rc = rk__metrics_start(rt, o.metrics_listen, why, sizeof why)) != RK_OK) {
+      rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: metrics_listen: %s", why);
+      rk__create_error("%s: metrics_listen: %s", rk_err_name(rc), why);
+      goto fail_loop;
+    }
+  }
+  if (!rt->own_thread) {
+    /* The application's loop: the runtime's handles alone do not keep it running, so uv_run
+     * returns when the application's own work is done (they still run whenever it runs). */
+    uv_unref((uv_handle_t *)&rt->handles->async);
+    uv_unref((uv_handle_t *)&rt->handles->timer);
+    rk__metrics_unref(rt->metrics);
+  }
   if (rt->own_thread && (uvrc = rk__thread_create(&rt->service, service_main, rt)) != 0) {
     rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: cannot start the service thread: %s", uv_strerror(uvrc));
-    close_handles(rt->handles); /* their close callbacks free them */
-    uv_run(rt->loop, UV_RUN_DEFAULT);
-    rt->handles = NULL;
-    uv_loop_close(rt->loop);
     rc = RK_ESYS;
-    goto fail;
+    goto fail_loop;
   }
   rk__log(rt, RK_LOG_INFO, "runtime created: %s backend (%s), node %u", rk_backend_name(rt->backend),
           rt->backend_reason, rt->node_id);
   *out = rt;
   return RK_OK;
 
+fail_loop:
+  /* the loop's handles are set up: close them (their close callbacks free them); the runtime's
+   * own loop runs once to finish that, an application's loop does it when it next runs */
+  rt->handles->rt = NULL;
+  close_handles(rt->handles);
+  rk__metrics_close(rt->metrics);
+  rt->metrics = NULL;
+  rt->handles = NULL;
+  if (rt->own_thread) {
+    uv_run(rt->loop, UV_RUN_DEFAULT);
+    uv_loop_close(rt->loop);
+  }
 fail:
   if (rt->backend == RK_BACKEND_CUDA) rk__cuda_shutdown(rt);
   free(rt->handles);
@@ -298,6 +376,7 @@ void rk_runtime_destroy(rk_runtime *rt) {
      * application's loop next runs. */
     rt->handles->rt = NULL;
     close_handles(rt->handles);
+    rk__metrics_close(rt->metrics);
   }
   /* Copies still in flight finish before their memory goes (their callbacks are not called). */
   rk__buffers_shutdown(rt);

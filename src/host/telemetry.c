@@ -6,6 +6,7 @@
  * RK_FAULT_RECOVER policy clears when the lane moves again); an idle parked lane has no work and
  * is never faulted. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "host/internal.h"
@@ -93,6 +94,7 @@ static void stats_fill(rk_kernel *k, rk_kernel_counters *st) {
   st->restarts = LD(restarts);
   st->replies_invalid = LD(replies_invalid);
   st->k2k_dropped = LD(k2k_dropped);
+  st->latency_sum_ns = LD(latency_sum_ns);
 #undef LD
   for (i = 0; i < k->lanes; i++) {
     rk_lane_status *ls = k->lane[i].status;
@@ -204,9 +206,9 @@ static void kernel_json(jbuf *j, rk_kernel *k) {
   for (i = 0; i < k->lanes; i++) jprintf(j, "%s%llu", i ? "," : "", (unsigned long long)st.inbox_depth[i]);
   jprintf(j, "],\"outbox_depth\":[");
   for (i = 0; i < k->lanes; i++) jprintf(j, "%s%llu", i ? "," : "", (unsigned long long)st.outbox_depth[i]);
-  jprintf(j, "],\"latency\":{\"count\":%llu,\"p50_ns\":%llu,\"p99_ns\":%llu,\"log2_ns_buckets\":[",
-          (unsigned long long)st.latency_count, (unsigned long long)st.latency_p50_ns,
-          (unsigned long long)st.latency_p99_ns);
+  jprintf(j, "],\"latency\":{\"count\":%llu,\"sum_ns\":%llu,\"p50_ns\":%llu,\"p99_ns\":%llu,\"log2_ns_buckets\":[",
+          (unsigned long long)st.latency_count, (unsigned long long)st.latency_sum_ns,
+          (unsigned long long)st.latency_p50_ns, (unsigned long long)st.latency_p99_ns);
   for (i = 0; i < RK_LATENCY_BUCKETS; i++) jprintf(j, "%s%llu", i ? "," : "", (unsigned long long)st.latency_hist[i]);
   jprintf(j, "]}");
   jprintf(j, ",\"clock\":{\"offset_ns\":%lld,\"window_ns\":%llu,\"syncs\":%llu,\"misses\":%llu}",
@@ -246,4 +248,153 @@ int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len) {
   rk__unlock(&rt->lock);
   jprintf(&j, "]}");
   return j.need > 0x7fffffff ? RK_ENOMEM : (int)j.need;
+}
+
+/* ---------------------------------------- Prometheus ----------------------------------------- */
+
+/* One kernel's figures, copied under the runtime lock so the text is written without it. */
+typedef struct prom_kernel {
+  rk_kernel_counters st;
+  char labels[200]; /* kernel="name",id="N" (escaped) */
+  uint32_t inbox_cap;
+} prom_kernel;
+
+static void prom_labels(char *out, size_t len, const char *name, uint32_t id) {
+  size_t o = 0;
+  const char *s;
+  o += (size_t)snprintf(out, len, "kernel=\"");
+  for (s = name; *s && o + 8 < len; s++) {
+    if (*s == '\\' || *s == '"') {
+      out[o++] = '\\';
+      out[o++] = *s;
+    } else if (*s == '\n') {
+      out[o++] = '\\';
+      out[o++] = 'n';
+    } else {
+      out[o++] = *s;
+    }
+  }
+  snprintf(out + o, len - o, "\",id=\"%u\"", id);
+}
+
+/* A family header: HELP and TYPE, once per family (the format wants a family's samples together). */
+static void prom_family(jbuf *j, const char *name, const char *type, const char *help) {
+  jprintf(j, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+#define PROM_COUNTERS(X)                                                                        \
+  X(sent, "Messages accepted by rk_send*")                                                      \
+  X(send_rejected, "Sends refused with RK_EAGAIN (inbox full)")                                 \
+  X(send_timeouts, "Sends that timed out on a full inbox")                                      \
+  X(send_invalid, "Sends refused by argument or type checks")                                   \
+  X(msgs_in, "Messages taken by the kernel")                                                    \
+  X(msgs_out, "Replies published by the kernel")                                                \
+  X(received, "Replies delivered to the host")                                                  \
+  X(late_replies, "Replies to callers that had timed out (discarded)")                          \
+  X(k2k_in, "Kernel-to-kernel messages taken")                                                  \
+  X(k2k_out, "Kernel-to-kernel messages sent")                                                  \
+  X(k2k_refused, "Kernel-to-kernel sends refused")                                              \
+  X(k2k_invalid, "Kernel-to-kernel envelopes refused")                                          \
+  X(k2k_dropped, "Topic messages missed (K2K inbox full)")                                      \
+  X(invalid, "Envelopes refused by the kernel")                                                 \
+  X(clock_rejected, "Stamps refused by the drift bound")                                        \
+  X(handler_errors, "Handler errors (error replies)")                                           \
+  X(outbox_stalls, "Times a lane stopped taking input on a full outbox")                        \
+  X(clock_syncs, "Accepted clock measurements")                                                 \
+  X(clock_sync_misses, "Dropped clock exchanges")                                               \
+  X(faults, "Faults raised")                                                                    \
+  X(recoveries, "Faults cleared by progress")                                                   \
+  X(restarts, "Kernel restarts")                                                                \
+  X(dead_letters, "Dead letters recorded")                                                      \
+  X(replies_invalid, "Replies the host refused as invalid")
+
+int rk_runtime_stats_prometheus(rk_runtime *rt, char *buf, size_t len) {
+  jbuf j;
+  rk_kernel *k;
+  prom_kernel *pk = NULL;
+  size_t n = 0, i, cap = 0;
+  uint32_t l, b;
+  static const rk_lifecycle states[] = {RK_STATE_LAUNCHED,    RK_STATE_ACTIVE,     RK_STATE_INACTIVE,
+                                        RK_STATE_TERMINATING, RK_STATE_TERMINATED, RK_STATE_FAULTED};
+  if (rt == NULL || (buf == NULL && len > 0)) return RK_EINVAL;
+  rk__error_clear(rt);
+  j.p = buf;
+  j.left = len;
+  j.need = 0;
+  if (len) buf[0] = '\0';
+  /* the kernels' figures, under the lock (kernel_json does the same), then the text without it */
+  for (;;) {
+    size_t want = 0;
+    rk__lock(&rt->lock);
+    for (k = rt->kernels; k; k = k->next) want++;
+    if (want <= cap) {
+      for (k = rt->kernels; k; k = k->next, n++) {
+        pk[n].st.size = sizeof pk[n].st;
+        rk_kernel_stats(k, &pk[n].st);
+        prom_labels(pk[n].labels, sizeof pk[n].labels, k->name, k->id);
+        pk[n].inbox_cap = k->inbox_cap;
+      }
+      rk__unlock(&rt->lock);
+      break;
+    }
+    rk__unlock(&rt->lock);
+    free(pk);
+    cap = want + 4;
+    if ((pk = (prom_kernel *)rk__malloc(cap * sizeof *pk)) == NULL)
+      return rk__fail(rt, RK_ENOMEM, "rk_runtime_stats_prometheus: %zu kernels", cap);
+  }
+
+  prom_family(&j, "rk_runtime_info", "gauge", "The runtime: backend, library version and HLC node id");
+  jprintf(&j, "rk_runtime_info{backend=\"%s\",version=\"%s\",node=\"%u\"} 1\n", rk_backend_name(rt->backend),
+          rk_version_string(), rt->node_id);
+  prom_family(&j, "rk_runtime_kernels", "gauge", "Kernels of the runtime");
+  jprintf(&j, "rk_runtime_kernels %zu\n", n);
+  if (n) {
+#define PROM_COUNTER(f, help)                                                                       \
+  prom_family(&j, "rk_kernel_" #f "_total", "counter", help);                                      \
+  for (i = 0; i < n; i++)                                                                           \
+    jprintf(&j, "rk_kernel_" #f "_total{%s} %llu\n", pk[i].labels, (unsigned long long)pk[i].st.f);
+    PROM_COUNTERS(PROM_COUNTER)
+#undef PROM_COUNTER
+    prom_family(&j, "rk_kernel_state", "gauge", "Lifecycle state (1 for the current one)");
+    for (i = 0; i < n; i++)
+      for (l = 0; l < sizeof states / sizeof states[0]; l++)
+        jprintf(&j, "rk_kernel_state{%s,state=\"%s\"} %d\n", pk[i].labels, rk_state_name(states[l]),
+                pk[i].st.state == states[l]);
+    prom_family(&j, "rk_kernel_lanes", "gauge", "Lanes of the kernel");
+    for (i = 0; i < n; i++) jprintf(&j, "rk_kernel_lanes{%s} %u\n", pk[i].labels, pk[i].st.lanes);
+    prom_family(&j, "rk_kernel_inbox_capacity", "gauge", "Slots of each lane's inbox");
+    for (i = 0; i < n; i++) jprintf(&j, "rk_kernel_inbox_capacity{%s} %u\n", pk[i].labels, pk[i].inbox_cap);
+    prom_family(&j, "rk_kernel_inbox_depth", "gauge", "Messages waiting in a lane's inbox");
+    for (i = 0; i < n; i++)
+      for (l = 0; l < pk[i].st.lanes && l < RK_MAX_LANES; l++)
+        jprintf(&j, "rk_kernel_inbox_depth{%s,lane=\"%u\"} %llu\n", pk[i].labels, l,
+                (unsigned long long)pk[i].st.inbox_depth[l]);
+    prom_family(&j, "rk_kernel_outbox_depth", "gauge", "Replies waiting in a lane's outbox");
+    for (i = 0; i < n; i++)
+      for (l = 0; l < pk[i].st.lanes && l < RK_MAX_LANES; l++)
+        jprintf(&j, "rk_kernel_outbox_depth{%s,lane=\"%u\"} %llu\n", pk[i].labels, l,
+                (unsigned long long)pk[i].st.outbox_depth[l]);
+    prom_family(&j, "rk_kernel_heartbeat_age_seconds", "gauge", "Oldest heartbeat age of a lane with work");
+    for (i = 0; i < n; i++)
+      jprintf(&j, "rk_kernel_heartbeat_age_seconds{%s} %.9f\n", pk[i].labels, (double)pk[i].st.heartbeat_age_ns / 1e9);
+    prom_family(&j, "rk_kernel_clock_offset_seconds", "gauge", "Host clock minus the lanes' clock");
+    for (i = 0; i < n; i++)
+      jprintf(&j, "rk_kernel_clock_offset_seconds{%s} %.9f\n", pk[i].labels, (double)pk[i].st.clock_offset_ns / 1e9);
+    prom_family(&j, "rk_kernel_latency_seconds", "histogram", "End-to-end latency, host send to host receive");
+    for (i = 0; i < n; i++) {
+      uint64_t acc = 0;
+      for (b = 0; b + 1 < RK_LATENCY_BUCKETS; b++) { /* the last bucket is open-ended: +Inf only */
+        acc += pk[i].st.latency_hist[b];
+        jprintf(&j, "rk_kernel_latency_seconds_bucket{%s,le=\"%.9g\"} %llu\n", pk[i].labels,
+                (double)(2ull << b) / 1e9, (unsigned long long)acc);
+      }
+      jprintf(&j, "rk_kernel_latency_seconds_bucket{%s,le=\"+Inf\"} %llu\n", pk[i].labels,
+              (unsigned long long)pk[i].st.latency_count);
+      jprintf(&j, "rk_kernel_latency_seconds_sum{%s} %.9f\n", pk[i].labels, (double)pk[i].st.latency_sum_ns / 1e9);
+      jprintf(&j, "rk_kernel_latency_seconds_count{%s} %llu\n", pk[i].labels, (unsigned long long)pk[i].st.latency_count);
+    }
+  }
+  free(pk);
+  return j.need > 0x7fffffff ? rk__fail(rt, RK_ENOMEM, "rk_runtime_stats_prometheus: text too long") : (int)j.need;
 }

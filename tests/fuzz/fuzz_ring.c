@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include <ringkernel.h>
+#include <ringkernel/internals.h>
 
 #define CHECK(cond)                                                             \
   do {                                                                          \

@@ -36,6 +36,22 @@ if(NOT step_out MATCHES "custom_kernel: ok")
   message(FATAL_ERROR "custom_kernel printed no check")
 endif()
 
+# ---- find_package(ringkernel) with no CUDA toolkit: the shared library needs none ------------
+# (CMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit hides the toolkit even where it is installed.)
+file(WRITE ${WORK_DIR}/nocuda/CMakeLists.txt "cmake_minimum_required(VERSION 3.25)
+project(nocuda LANGUAGES C)
+find_package(ringkernel REQUIRED)
+add_executable(quickstart ${SOURCE_DIR}/examples/quickstart.c)
+target_link_libraries(quickstart PRIVATE ringkernel::rk)
+")
+run_step("configure a consumer without the CUDA toolkit" ${CMAKE_COMMAND} -S ${WORK_DIR}/nocuda -B ${WORK_DIR}/nocuda/build
+         -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=TRUE)
+run_step("build the consumer without the CUDA toolkit" ${CMAKE_COMMAND} --build ${WORK_DIR}/nocuda/build)
+run_step("run it" ${WORK_DIR}/nocuda/build/quickstart)
+if(NOT step_out MATCHES "5.0")
+  message(FATAL_ERROR "quickstart (consumer without CUDA) printed:\n${step_out}")
+endif()
+
 # ---- pkg-config: the two commands ----------------------------------------------------------
 set(ENV{PKG_CONFIG_PATH} ${prefix}/lib/pkgconfig)
 find_program(PKG_CONFIG pkg-config REQUIRED)

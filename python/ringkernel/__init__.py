@@ -1,0 +1,642 @@
+"""ringkernel for Python: GPU-native persistent actors over librk's C ABI (ctypes, no extension).
+
+    import ringkernel as rk
+
+    with rk.Runtime() as rt:                      # CUDA when a GPU is usable, else CPU
+        k = rt.launch(rk.builtin("vector_add"))
+        k.activate()
+        out = k.call(rk.VaddReq(n=3, a=[1, 2, 3], b=[4, 5, 6]), reply_type=rk.VaddReply)
+        print(list(out.c[:3]))                    # [5.0, 7.0, 9.0]
+
+Messages are ctypes structures deriving from rk.Message with a type id (_type_id_); kernels come
+from the library's built-ins or from source text in the kernel dialect (Runtime.kernel), compiled
+at run time by the system C compiler (CPU backend) or NVRTC (CUDA). Timeouts are in seconds
+(None: wait as long as it takes). Failures raise a RingKernelError subclass per RK_E* code
+(ringkernel.errors). Asynchronous use with asyncio: ringkernel.aio."""
+
+import ctypes
+import json
+import threading
+
+from . import _lib
+from .errors import ApplicationError, RingKernelError, error_class, raise_for  # noqa: F401
+from . import errors  # noqa: F401
+
+try:  # NumPy is optional
+    import numpy as _np
+except ImportError:  # pragma: no cover - depends on the environment
+    _np = None
+
+_L = _lib.lib
+__version__ = _L.rk_version_string().decode().split()[0]
+LIBRARY_PATH = _lib.LIBRARY_PATH
+
+__all__ = [
+    "Runtime",
+    "Kernel",
+    "KernelDef",
+    "Message",
+    "Reply",
+    "builtin",
+    "RingKernelError",
+    "ApplicationError",
+    "VaddReq",
+    "VaddReply",
+    "CounterAdd",
+    "CounterValue",
+    "app_error",
+    "library_version",
+]
+
+
+def library_version():
+    """The loaded library's version string, e.g. "0.1.0 (cuda)"."""
+    return _L.rk_version_string().decode()
+
+
+def app_error(n):
+    """The RK_EAPP(n) code a handler returns for its own error n (0 <= n <= 65535)."""
+    if not 0 <= n <= 65535:
+        raise ValueError("application error numbers are 0..65535")
+    return -1000 - n
+
+
+def _ns(timeout):
+    """Seconds (float) -> the library's nanoseconds; None -> forever (-1)."""
+    if timeout is None:
+        return -1
+    if timeout < 0:
+        return -1
+    return int(round(timeout * 1e9))
+
+
+# ------------------------------------------------------------------------------------------------
+# Messages
+
+
+class Message(ctypes.Structure):
+    """Base of message types: a ctypes structure with the message's type id.
+
+        class Deposit(rk.Message):
+            _type_id_ = 200
+            _fields_ = [("account", ctypes.c_uint64), ("amount", ctypes.c_int64)]
+
+    Fields that are arrays accept any sequence or NumPy array (shorter ones fill the front), and
+    Message.array(name) returns one as a NumPy array. Classes register themselves by type id, so
+    replies of a known type come back decoded (Reply.value)."""
+
+    _type_id_ = 0
+    _registry = {}
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        tid = cls.__dict__.get("_type_id_")
+        if tid:
+            if not 0 < tid < 2**32:
+                raise ValueError("%s: message type ids are 1 .. 2^32-1" % cls.__name__)
+            Message._registry[tid] = cls
+
+    def __init__(self, **fields):
+        super().__init__()
+        for name, value in fields.items():
+            cur = getattr(self, name)
+            if isinstance(cur, ctypes.Array):
+                if _np is not None and isinstance(value, _np.ndarray):
+                    value = value.ravel().tolist()
+                value = list(value)
+                if len(value) > len(cur):
+                    raise ValueError("%s.%s holds %d elements, not %d" % (type(self).__name__, name, len(cur), len(value)))
+                cur[: len(value)] = value
+            else:
+                setattr(self, name, value)
+
+    def array(self, name, n=None):
+        """The array field `name` as a NumPy array (a copy), its first n elements when n is given."""
+        if _np is None:
+            raise RuntimeError("NumPy is not installed")
+        a = _np.ctypeslib.as_array(getattr(self, name)).copy()
+        return a if n is None else a[:n]
+
+    def to_dict(self):
+        out = {}
+        for f in self._fields_:
+            v = getattr(self, f[0])
+            out[f[0]] = list(v) if isinstance(v, ctypes.Array) else v
+        return out
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, ", ".join("%s=%r" % kv for kv in self.to_dict().items()))
+
+
+def _builtin_type(cls, name):
+    t = _L.rk_msg_type_find(None, name.encode())
+    if not t:
+        raise ImportError("ringkernel: the library has no message type %s" % name)
+    if t.contents.size != ctypes.sizeof(cls):
+        raise ImportError("ringkernel: %s is %d bytes in the library, %d here" % (name, t.contents.size, ctypes.sizeof(cls)))
+    cls._type_id_ = t.contents.id
+    Message._registry[cls._type_id_] = cls
+    return cls
+
+
+class VaddReq(Message):
+    """vector_add request: n <= 16 elements of a and b."""
+
+    _fields_ = [("n", ctypes.c_uint32), ("reserved", ctypes.c_uint32), ("a", ctypes.c_float * 16), ("b", ctypes.c_float * 16)]
+
+
+class VaddReply(Message):
+    """vector_add reply: c = a + b, the lane and the kernel-clock stamp."""
+
+    _fields_ = [("n", ctypes.c_uint32), ("lane", ctypes.c_uint32), ("stamp", ctypes.c_uint64), ("c", ctypes.c_float * 16)]
+
+
+class CounterAdd(Message):
+    _fields_ = [("delta", ctypes.c_int64)]
+
+
+class CounterValue(Message):
+    _fields_ = [("total", ctypes.c_int64), ("count", ctypes.c_uint64), ("stamp", ctypes.c_uint64)]
+
+
+_builtin_type(VaddReq, "rk_vadd_req")
+_builtin_type(VaddReply, "rk_vadd_reply")
+_builtin_type(CounterAdd, "rk_counter_add")
+_builtin_type(CounterValue, "rk_counter_value")
+
+
+def _payload(msg, type_id):
+    """(type id, ctypes buffer or None, length) of what a send takes: a Message; bytes-like or a
+    NumPy array with type_id; or None (an empty payload) with type_id."""
+    if isinstance(msg, Message):
+        tid = type_id or type(msg)._type_id_
+        if not tid:
+            raise ValueError("%s has no _type_id_: declare one or pass type_id" % type(msg).__name__)
+        return tid, ctypes.byref(msg), ctypes.sizeof(msg)
+    if not type_id:
+        raise ValueError("a raw payload needs type_id")
+    if msg is None:
+        return type_id, None, 0
+    if _np is not None and isinstance(msg, _np.ndarray):
+        msg = _np.ascontiguousarray(msg).tobytes()
+    data = bytes(memoryview(msg).cast("B"))
+    buf = ctypes.create_string_buffer(data, len(data))
+    return type_id, buf, len(data)
+
+
+class Reply:
+    """A reply: its envelope facts, its payload (bytes) and, when its type id belongs to a
+    declared Message class, .value (that structure). status is 0 or the code of an error reply."""
+
+    __slots__ = ("type", "payload", "status", "msg_id", "correlation_id", "hlc", "lane", "src", "is_error", "truncated",
+                 "token")
+
+    def __init__(self, m, data, token=None):
+        e = m.env
+        self.type = e.type
+        self.payload = data
+        self.status = m.status
+        self.msg_id = e.msg_id
+        self.correlation_id = e.correlation_id
+        self.hlc = e.hlc
+        self.lane = e.lane
+        self.src = e.src
+        self.is_error = bool(e.flags & _lib.ENV_F_ERROR)
+        self.truncated = e.payload_len > m.len
+        self.token = token  # the request's token (Kernel.send(token=...)), else None
+
+    @classmethod
+    def _from_msg(cls, m, k=None):
+        """A Reply from an rk_msg; with the kernel handle k, its token taken (rk_msg_token)."""
+        data = ctypes.string_at(m.payload, m.len) if m.len else b""
+        token = None
+        if k and _lib.HAVE_TOKENS:
+            v = ctypes.c_uint64()
+            if _L.rk_msg_token(k, ctypes.byref(m), ctypes.byref(v)) == 1:
+                token = v.value
+        return cls(m, data, token)
+
+    def as_type(self, cls):
+        """The payload as a cls structure (ValueError when the size differs)."""
+        if len(self.payload) != ctypes.sizeof(cls):
+            raise ValueError("reply of %d bytes is not a %s (%d bytes)" % (len(self.payload), cls.__name__, ctypes.sizeof(cls)))
+        return cls.from_buffer_copy(self.payload)
+
+    @property
+    def value(self):
+        """The payload decoded as the Message class registered for its type id (else the bytes)."""
+        cls = Message._registry.get(self.type)
+        if cls is not None and not self.is_error and len(self.payload) == ctypes.sizeof(cls):
+            return cls.from_buffer_copy(self.payload)
+        return self.payload
+
+    @property
+    def error_payload(self):
+        """An error reply's bytes after its code (the handler's detail, e.g. a balance)."""
+        return self.payload[4:] if self.is_error else b""
+
+    def array(self, dtype="float32", offset=0, count=-1):
+        """The payload (from offset bytes on) as a NumPy array of dtype."""
+        if _np is None:
+            raise RuntimeError("NumPy is not installed")
+        return _np.frombuffer(self.payload, dtype=dtype, count=count, offset=offset).copy()
+
+    def __repr__(self):
+        return "Reply(type=%d, status=%d, msg_id=%d, correlation_id=%d, %d bytes)" % (
+            self.type,
+            self.status,
+            self.msg_id,
+            self.correlation_id,
+            len(self.payload),
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels
+
+
+class KernelDef:
+    """A kernel descriptor: a built-in (builtin("echo")) or one defined by source text.
+
+    source: the handler in the kernel dialect (docs/kernel-dialect.md), a translation unit of its
+    own; handler: the name of the handler function in it; types: the Message classes it accepts
+    (None: any type and size); state_size: bytes of persistent state; lanes, threads_per_lane,
+    max_lanes, inbox_capacity, slot_size: its geometry (0: the library's defaults)."""
+
+    def __init__(self, name, source=None, handler=None, types=None, state_size=0, lanes=0, threads_per_lane=0,
+                 max_lanes=0, inbox_capacity=0, outbox_capacity=0, slot_size=0, scratch_size=0, _desc=None):
+        self.name = name
+        self.types = list(types) if types else []
+        if _desc is not None:  # a library descriptor (built-in): used as it is
+            self._desc = _desc
+            self._keep = ()
+            return
+        if not source or not handler:
+            raise ValueError("a kernel needs source and handler (or use builtin(name))")
+        d = _lib.KernelDesc()
+        d.size = ctypes.sizeof(d)
+        self._keep = [name.encode(), source.encode(), handler.encode()]
+        d.name, d.source, d.source_handler = self._keep
+        d.state_size, d.scratch_size = state_size, scratch_size
+        d.lanes, d.threads_per_lane, d.max_lanes = lanes, threads_per_lane, max_lanes
+        d.inbox_capacity, d.outbox_capacity, d.slot_size = inbox_capacity, outbox_capacity, slot_size
+        if self.types:
+            mts = []
+            for cls in self.types:
+                if not (isinstance(cls, type) and issubclass(cls, Message) and cls._type_id_):
+                    raise ValueError("types are Message classes with a _type_id_, not %r" % (cls,))
+                nm = cls.__name__.encode()
+                self._keep.append(nm)
+                mts.append(_lib.MsgType(cls._type_id_, ctypes.sizeof(cls), nm))
+            arr_t = _lib.MsgType * len(mts)
+            store = arr_t(*mts)
+            ptrs = (ctypes.POINTER(_lib.MsgType) * len(mts))(*[ctypes.pointer(store[i]) for i in range(len(mts))])
+            self._keep += [store, ptrs]
+            d.types = ctypes.cast(ptrs, ctypes.POINTER(ctypes.POINTER(_lib.MsgType)))
+            d.n_types = len(mts)
+        self._desc = d
+
+    def type_id(self, name):
+        """The id of the message type `name` this kernel declares (rk_msg_type_find)."""
+        t = _L.rk_msg_type_find(ctypes.byref(self._desc), name.encode())
+        if not t:
+            raise KeyError(name)
+        return t.contents.id
+
+    def __repr__(self):
+        return "KernelDef(%r)" % self.name
+
+
+_BUILTINS = {}
+
+
+def builtin(name):
+    """A built-in kernel of the library: "echo", "vector_add" or "counter"."""
+    if name not in _BUILTINS:
+        try:
+            desc = _lib.KernelDesc.in_dll(_L, "rk_builtin_" + name)
+        except ValueError:
+            raise KeyError("no built-in kernel %r (echo, vector_add, counter)" % name) from None
+        _BUILTINS[name] = KernelDef(name, _desc=desc)
+    return _BUILTINS[name]
+
+
+class Runtime:
+    """A ringkernel runtime (rk_runtime_create): one backend, its service thread, its kernels.
+
+    backend: "auto" (CUDA when a usable GPU is found, else CPU), "cpu" or "cuda" (NoDeviceError
+    when there is none). cc / cache_dir: the C compiler and cache of source kernels on the CPU
+    backend. metrics_listen: "host:port" of an HTTP /metrics endpoint (Prometheus), off by
+    default. Other keyword arguments set rk_runtime_options fields of the same name. A context
+    manager: leaving it destroys the runtime and its kernels."""
+
+    def __init__(self, backend="auto", device=0, cc=None, cache_dir=None, metrics_listen=None, **options):
+        if backend not in _lib.BACKENDS:
+            raise ValueError("backend is one of %s" % ", ".join(_lib.BACKENDS))
+        o = _lib.RuntimeOptions()
+        _L.rk_runtime_options_init(ctypes.byref(o), ctypes.sizeof(o))
+        o.backend = _lib.BACKENDS[backend]
+        o.device = device
+        self._keep = []
+        for field, value in (("cc", cc), ("cache_dir", cache_dir), ("metrics_listen", metrics_listen)):
+            if value is not None:
+                if field == "metrics_listen" and o.size < _lib.RuntimeOptions.metrics_listen.offset + 8:
+                    raise _lib_missing("metrics_listen")
+                b = value.encode()
+                self._keep.append(b)
+                setattr(o, field, b)
+        for field, value in options.items():
+            if field not in dict(_lib.RuntimeOptions._fields_) or field in ("size", "loop", "log", "log_user"):
+                raise TypeError("unknown runtime option %r" % field)
+            setattr(o, field, value)
+        self._rt = ctypes.c_void_p()
+        rc = _L.rk_runtime_create(ctypes.byref(self._rt), ctypes.byref(o))
+        if rc != 0:
+            raise_for(rc, _L.rk_runtime_last_error(None).decode())
+        self._kernels = []
+        self._lock = threading.Lock()
+
+    # -- lifetime
+    def close(self):
+        """Destroy the runtime (its kernels first). Idempotent."""
+        with self._lock:
+            rt, self._rt = self._rt, None
+            kernels, self._kernels = self._kernels, []
+        if rt:
+            for k in kernels:
+                k._forget()
+            _L.rk_runtime_destroy(rt)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def _handle(self):
+        if not self._rt:
+            raise RingKernelError(error_class(-5).code, "the runtime is closed")
+        return self._rt
+
+    def _fail(self, rc, what=""):
+        detail = _L.rk_runtime_last_error(self._rt).decode() if self._rt else ""
+        raise_for(rc, detail or what)
+
+    # -- facts
+    @property
+    def backend(self):
+        """"cpu" or "cuda"."""
+        return _L.rk_backend_name(_L.rk_runtime_backend(self._handle())).decode()
+
+    @property
+    def backend_reason(self):
+        """Why that backend was chosen (e.g. "CPU backend: no CUDA device")."""
+        return _L.rk_runtime_backend_reason(self._handle()).decode()
+
+    def _text(self, fn):
+        rt = self._handle()
+        n = fn(rt, None, 0)
+        if n < 0:
+            self._fail(n)
+        while True:
+            buf = ctypes.create_string_buffer(n + 1)
+            m = fn(rt, buf, n + 1)
+            if m < 0:
+                self._fail(m)
+            if m <= n:
+                return buf.value.decode()
+            n = m  # a kernel appeared in between: again, bigger
+
+    def stats(self):
+        """The runtime's and every kernel's counters (rk_runtime_stats_json), as a dict."""
+        return json.loads(self._text(_L.rk_runtime_stats_json))
+
+    def prometheus(self):
+        """The same counters in Prometheus' text exposition format (rk_runtime_stats_prometheus)."""
+        if not _lib.HAVE_PROMETHEUS:
+            raise _lib_missing("rk_runtime_stats_prometheus")
+        return self._text(_L.rk_runtime_stats_prometheus)
+
+    @property
+    def metrics_address(self):
+        """"host:port" the /metrics endpoint listens on (None without one)."""
+        if not _lib.HAVE_PROMETHEUS:
+            return None
+        buf = ctypes.create_string_buffer(128)
+        rc = _L.rk_runtime_metrics_address(self._handle(), buf, len(buf))
+        return buf.value.decode() if rc > 0 else None
+
+    @property
+    def metrics_url(self):
+        """The endpoint's URL, "http://host:port/metrics" (None without one)."""
+        a = self.metrics_address
+        return "http://%s/metrics" % a if a else None
+
+    # -- kernels
+    def compile(self, kdef):
+        """Compile a source kernel now (launch would), raising InvalidArgumentError with the
+        compiler's log when it does not compile. Returns the log (warnings)."""
+        log = ctypes.create_string_buffer(16384)
+        rc = _L.rk_kernel_compile(self._handle(), ctypes.byref(kdef._desc), log, len(log))
+        if rc != 0:
+            raise_for(rc, log.value.decode(errors="replace") or _L.rk_runtime_last_error(self._rt).decode())
+        return log.value.decode(errors="replace")
+
+    def kernel(self, source, handler, name=None, **kw):
+        """A KernelDef from dialect source text (see KernelDef), not launched yet."""
+        return KernelDef(name or handler, source=source, handler=handler, **kw)
+
+    def launch(self, kdef, activate=False, **launch_options):
+        """Launch a kernel (rk_kernel_launch): resident, LAUNCHED (not consuming) unless
+        activate=True. kdef: a KernelDef, or the name of a built-in. launch_options: fields of
+        rk_launch_options (lanes, threads_per_lane, inbox_capacity, slot_size, send_timeout
+        (seconds), fault_policy, ...)."""
+        if isinstance(kdef, str):
+            kdef = builtin(kdef)
+        o = _lib.LaunchOptions()
+        _L.rk_launch_options_init(ctypes.byref(o), ctypes.sizeof(o))
+        for field, value in launch_options.items():
+            if field == "send_timeout":
+                o.send_timeout_ns = _ns(value)
+            elif field == "launch_timeout":
+                o.launch_timeout_ns = _ns(value)
+            elif field in dict(_lib.LaunchOptions._fields_) and field != "size":
+                setattr(o, field, value)
+            else:
+                raise TypeError("unknown launch option %r" % field)
+        kp = ctypes.c_void_p()
+        rc = _L.rk_kernel_launch(self._handle(), ctypes.byref(kdef._desc), ctypes.byref(o), ctypes.byref(kp))
+        if rc != 0:
+            self._fail(rc)
+        k = Kernel(self, kp, kdef)
+        with self._lock:
+            self._kernels.append(k)
+        if activate:
+            k.activate()
+        return k
+
+    def __repr__(self):
+        return "Runtime(backend=%r)" % (self.backend if self._rt else "closed")
+
+
+def _lib_missing(what):
+    return NotImplementedError("the loaded librk (%s) has no %s" % (LIBRARY_PATH, what))
+
+
+class Kernel:
+    """A launched ring kernel (rk_kernel). Lifecycle: activate <-> deactivate, terminate, destroy
+    (close). A context manager: leaving it terminates and destroys the kernel."""
+
+    def __init__(self, runtime, handle, kdef):
+        self.runtime = runtime
+        self._k = handle
+        self.definition = kdef
+        self._recv_size = 4096
+
+    # -- lifetime
+    def _forget(self):
+        self._k = None  # the runtime destroys it
+
+    def _handle(self):
+        if not self._k:
+            raise error_class(-5)(-5, "the kernel is destroyed")
+        return self._k
+
+    def _check(self, rc, reply=None):
+        if rc < 0:
+            detail = _L.rk_runtime_last_error(self.runtime._rt).decode() if self.runtime._rt else ""
+            raise_for(rc, detail, reply)
+        return rc
+
+    def activate(self):
+        self._check(_L.rk_kernel_activate(self._handle()))
+        return self
+
+    def deactivate(self):
+        self._check(_L.rk_kernel_deactivate(self._handle()))
+        return self
+
+    def terminate(self, timeout=1.0):
+        """Close to new messages, drain what was accepted, stop (rk_kernel_terminate)."""
+        self._check(_L.rk_kernel_terminate(self._handle(), _ns(timeout)))
+
+    def restart(self, reset_state=False):
+        self._check(_L.rk_kernel_restart(self._handle(), 1 if reset_state else 0))
+
+    def close(self):
+        """Terminate if needed and free the kernel (rk_kernel_destroy). Idempotent."""
+        rt = self.runtime
+        with rt._lock:
+            k, self._k = self._k, None
+            if self in rt._kernels:
+                rt._kernels.remove(self)
+        if k:
+            _L.rk_kernel_destroy(k)
+
+    destroy = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- facts
+    @property
+    def state(self):
+        """"LAUNCHED", "ACTIVE", "INACTIVE", "TERMINATING", "TERMINATED" or "FAULTED"."""
+        return _L.rk_state_name(_L.rk_kernel_state(self._handle())).decode()
+
+    @property
+    def id(self):
+        return _L.rk_kernel_id(self._handle())
+
+    @property
+    def name(self):
+        return _L.rk_kernel_name(self._handle()).decode()
+
+    @property
+    def lanes(self):
+        return _L.rk_kernel_lanes(self._handle())
+
+    @property
+    def error(self):
+        """(code, message) of the kernel's last fault; (0, "") when it never faulted."""
+        buf = ctypes.create_string_buffer(512)
+        rc = _L.rk_kernel_error(self._handle(), buf, len(buf))
+        return rc, buf.value.decode(errors="replace")
+
+    def stats(self):
+        """This kernel's counters as a dict (the kernel's entry of Runtime.stats())."""
+        kid = self.id
+        for k in self.runtime.stats()["kernels"]:
+            if k["id"] == kid:
+                return k
+        raise error_class(-15)(-15, "kernel %d not in the runtime's stats" % kid)
+
+    # -- messages
+    def send(self, msg, type_id=0, key=None, no_reply=False, nowait=False, checksum=False, token=None):
+        """Send a message (a Message, or bytes / a NumPy array with type_id); returns its id,
+        which the reply's correlation_id carries. key: route by key (same key, same lane, in
+        order). nowait: AgainError at once when the inbox is full. token: a 64-bit value of the
+        caller's that comes back as the reply's .token (rk_send_token)."""
+        tid, buf, n = _payload(msg, type_id)
+        flags = (_lib.SEND_NO_REPLY if no_reply else 0) | (_lib.SEND_NOWAIT if nowait else 0)
+        flags |= _lib.SEND_CHECKSUM if checksum else 0
+        mid = ctypes.c_uint64()
+        if token is not None:
+            if not _lib.HAVE_TOKENS:
+                raise _lib_missing("rk_send_token")
+            if key is None:
+                rc = _L.rk_send_token(self._handle(), token, tid, buf, n, flags, ctypes.byref(mid))
+            else:
+                rc = _L.rk_send_key_token(self._handle(), key, token, tid, buf, n, flags, ctypes.byref(mid))
+        elif key is None:
+            rc = _L.rk_send(self._handle(), tid, buf, n, flags, ctypes.byref(mid))
+        else:
+            rc = _L.rk_send_key(self._handle(), key, tid, buf, n, flags, ctypes.byref(mid))
+        self._check(rc)
+        return mid.value
+
+    def recv(self, timeout=1.0, max_size=None):
+        """The next reply not claimed by a call (rk_recv), as a Reply. timeout 0 polls
+        (AgainError when none is ready); None waits as long as replies can come."""
+        size = max_size or self._recv_size
+        buf = ctypes.create_string_buffer(size)
+        m = _lib.Msg()
+        self._check(_L.rk_recv(self._handle(), ctypes.byref(m), buf, size, _ns(timeout)))
+        return Reply._from_msg(m, self._k)
+
+    def call(self, msg, type_id=0, reply_type=None, timeout=1.0, key=None, max_size=None):
+        """Request/reply (rk_call): send msg, wait for its reply. Returns the reply as reply_type
+        when given, else a Reply. An error reply raises the RingKernelError subclass of its code
+        (an application code: ApplicationError), the Reply in .reply."""
+        tid, buf, n = _payload(msg, type_id)
+        size = max_size or (ctypes.sizeof(reply_type) if reply_type else self._recv_size)
+        size = max(size, 64)
+        out = ctypes.create_string_buffer(size)
+        m = _lib.Msg()
+        if timeout is not None and timeout == 0:
+            raise ValueError("a call cannot complete without waiting: give it a timeout > 0 (or None)")
+        if key is None:
+            rc = _L.rk_call(self._handle(), tid, buf, n, ctypes.byref(m), out, size, _ns(timeout))
+        else:
+            rc = _L.rk_call_key(self._handle(), key, tid, buf, n, ctypes.byref(m), out, size, _ns(timeout))
+        if rc == -14:  # RK_EHANDLER: the error reply's own code
+            reply = Reply._from_msg(m)
+            detail = _L.rk_runtime_last_error(self.runtime._rt).decode()
+            raise_for(m.status, detail, reply)
+        self._check(rc)
+        reply = Reply._from_msg(m)
+        if reply_type is not None:
+            return reply.as_type(reply_type)
+        return reply
+
+    def __repr__(self):
+        return "Kernel(%r, %s)" % (self.definition.name, self.state if self._k else "destroyed")
