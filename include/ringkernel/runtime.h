@@ -201,7 +201,7 @@ RK_API int rk_runtime_options_init(rk_runtime_options *o, size_t size);
 /** rk_runtime_options_init for rk_launch_options. */
 RK_API int rk_launch_options_init(rk_launch_options *o, size_t size);
 /** sizeof the library's rk_runtime_options / rk_launch_options / rk_kernel_desc / rk_msg /
- *  rk_kernel_counters, by name without the "rk_" prefix ("runtime_options", ...); 0 for an
+ *  rk_kernel_counters / rk_envelope / rk_msg_type / rk_buf_ref, by name without the "rk_" prefix ("runtime_options", ...); 0 for an
  *  unknown name. Lets a binding check its mirrored layouts. */
 RK_API size_t rk_struct_size(const char *name);
 

@@ -42,6 +42,9 @@ __all__ = [
     "ApplicationError",
     "VaddReq",
     "VaddReply",
+    "VaddBufReq",
+    "VaddBufReply",
+    "Buffer",
     "CounterAdd",
     "CounterValue",
     "app_error",
@@ -159,6 +162,21 @@ class CounterValue(Message):
     _fields_ = [("total", ctypes.c_int64), ("count", ctypes.c_uint64), ("stamp", ctypes.c_uint64)]
 
 
+class VaddBufReq(Message):
+    """vector_add on buffers: c = a + b for n floats of any size; a, b, c are buffer references
+    (Buffer.ref). Send it with Kernel.call(..., refs=3)."""
+
+    _fields_ = [("a", _lib.BufRef), ("b", _lib.BufRef), ("c", _lib.BufRef), ("n", ctypes.c_uint64)]
+
+
+class VaddBufReply(Message):
+    """vector_add on buffers, reply: the elements computed, the kernel-clock stamp, the lane."""
+
+    _fields_ = [("n", ctypes.c_uint64), ("stamp", ctypes.c_uint64), ("lane", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
+
+
+_builtin_type(VaddBufReq, "rk_vadd_buf_req")
+_builtin_type(VaddBufReply, "rk_vadd_buf_reply")
 _builtin_type(VaddReq, "rk_vadd_req")
 _builtin_type(VaddReply, "rk_vadd_reply")
 _builtin_type(CounterAdd, "rk_counter_add")
@@ -321,6 +339,124 @@ def builtin(name):
     return _BUILTINS[name]
 
 
+def _contiguous(data, writable):
+    """(address, bytes, keepalive) of a C-contiguous NumPy array or a bytes-like object, without
+    copying it."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - NumPy is optional
+        np = None
+    if np is not None and isinstance(data, np.ndarray):
+        if not data.flags["C_CONTIGUOUS"]:
+            raise ValueError("the array must be C-contiguous (np.ascontiguousarray)")
+        if writable and not data.flags["WRITEABLE"]:
+            raise ValueError("the array is read-only")
+        return data.ctypes.data, data.nbytes, data
+    mv = memoryview(data)
+    if not mv.contiguous:
+        raise ValueError("the buffer must be contiguous")
+    if writable and mv.readonly:
+        raise ValueError("the buffer is read-only")
+    if mv.readonly:  # bytes: its address without a copy
+        c = ctypes.c_char_p(bytes(mv)) if not isinstance(data, bytes) else ctypes.c_char_p(data)
+        return ctypes.cast(c, ctypes.c_void_p).value, mv.nbytes, c
+    arr = (ctypes.c_char * mv.nbytes).from_buffer(mv)
+    return ctypes.addressof(arr), mv.nbytes, arr
+
+
+class Buffer:
+    """A range of one of the runtime's buffer pools (rk_buffer): bulk data a kernel reads and
+    writes in place. kind "device" (device memory on CUDA, host memory on the CPU backend) or
+    "host" (pinned, mapped host memory, viewable without a copy: host_array()). write() and read()
+    copy between the buffer and a NumPy array (or any bytes-like object) directly, with no
+    intermediate copy; ref() makes the reference a message carries (Kernel.call(..., refs=N)).
+    A buffer named by a message awaiting its reply cannot be freed (BusyError / StateError)."""
+
+    def __init__(self, runtime, size, kind="device"):
+        if kind not in _lib.BUFFER_KINDS:
+            raise ValueError("kind must be 'device' or 'host'")
+        self.runtime = runtime
+        h = ctypes.c_void_p()
+        rc = _L.rk_buffer_alloc(runtime._handle(), _lib.BUFFER_KINDS[kind], int(size), ctypes.byref(h))
+        if rc != 0:
+            runtime._fail(rc, "rk_buffer_alloc")
+        self._b = h
+        self.kind = kind
+        self.size = int(_L.rk_buffer_size(h))
+
+    def _handle(self):
+        if not self._b:
+            raise ValueError("the buffer is freed")
+        return self._b
+
+    def _check(self, rc, what):
+        if rc != 0:
+            self.runtime._fail(rc, what)
+
+    def write(self, data, offset=0):
+        """Copy data (a NumPy array or bytes-like) into the buffer at offset; waits until done."""
+        addr, n, keep = _contiguous(data, writable=False)
+        self._check(_L.rk_buffer_write(self._handle(), int(offset), addr, n, None, None), "rk_buffer_write")
+        del keep
+
+    def read(self, out=None, dtype="float32", count=None, offset=0):
+        """Copy from the buffer at offset into out (a writable NumPy array or bytearray, filled in
+        place and returned), or into a new NumPy array of count elements of dtype (default: as many
+        as fit from offset to the end)."""
+        if out is None:
+            import numpy as np
+
+            dt = np.dtype(dtype)
+            if count is None:
+                count = (self.size - int(offset)) // dt.itemsize
+            out = np.empty(int(count), dtype=dt)
+        addr, n, keep = _contiguous(out, writable=True)
+        self._check(_L.rk_buffer_read(self._handle(), int(offset), addr, n, None, None), "rk_buffer_read")
+        del keep
+        return out
+
+    def host_array(self, dtype="float32", count=None, offset=0):
+        """A NumPy view of a "host" buffer's memory (no copy): writes land in the buffer."""
+        import numpy as np
+
+        p = _L.rk_buffer_host_ptr(self._handle())
+        if not p:
+            raise ValueError("only a 'host' buffer has a host view (use write/read for 'device')")
+        dt = np.dtype(dtype)
+        if count is None:
+            count = (self.size - int(offset)) // dt.itemsize
+        raw = (ctypes.c_char * (int(count) * dt.itemsize)).from_address(p + int(offset))
+        arr = np.frombuffer(raw, dtype=dt, count=int(count))
+        return arr
+
+    def ref(self, offset=0, length=None, access="rw"):
+        """The reference to [offset, offset + length) (default: to the end) with access "r", "w"
+        or "rw", for a message's payload."""
+        if access not in _lib.BUF_ACCESS:
+            raise ValueError("access must be 'r', 'w' or 'rw'")
+        if length is None:
+            length = self.size - int(offset)
+        r = _lib.BufRef()
+        self._check(_L.rk_buffer_ref(self._handle(), int(offset), int(length), _lib.BUF_ACCESS[access], ctypes.byref(r)),
+                    "rk_buffer_ref")
+        return r
+
+    def free(self):
+        """Give the memory back (refused while a message naming it awaits its reply)."""
+        if self._b:
+            self._check(_L.rk_buffer_free(self._b), "rk_buffer_free")
+            self._b = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.free()
+
+    def __repr__(self):
+        return "Buffer(%s, %d bytes%s)" % (self.kind, self.size, "" if self._b else ", freed")
+
+
 class Runtime:
     """A ringkernel runtime (rk_runtime_create): one backend, its service thread, its kernels.
 
@@ -439,6 +575,10 @@ class Runtime:
         return "http://%s/metrics" % a if a else None
 
     # -- kernels
+    def buffer(self, size, kind="device"):
+        """A new Buffer of size bytes from the "device" or "host" pool."""
+        return Buffer(self, size, kind)
+
     def compile(self, kdef):
         """Compile a source kernel now (launch would), raising InvalidArgumentError with the
         compiler's log when it does not compile. Returns the log (warnings)."""
@@ -613,9 +753,11 @@ class Kernel:
         self._check(_L.rk_recv(self._handle(), ctypes.byref(m), buf, size, _ns(timeout)))
         return Reply._from_msg(m, self._k)
 
-    def call(self, msg, type_id=0, reply_type=None, timeout=1.0, key=None, max_size=None):
+    def call(self, msg, type_id=0, reply_type=None, timeout=1.0, key=None, max_size=None, refs=0):
         """Request/reply (rk_call): send msg, wait for its reply. Returns the reply as reply_type
-        when given, else a Reply. An error reply raises the RingKernelError subclass of its code
+        when given, else a Reply. refs=N: the payload starts with N buffer references
+        (Buffer.ref), pinned until the reply (rk_call_refs). An error reply raises the
+        RingKernelError subclass of its code
         (an application code: ApplicationError), the Reply in .reply."""
         tid, buf, n = _payload(msg, type_id)
         size = max_size or (ctypes.sizeof(reply_type) if reply_type else self._recv_size)
@@ -624,7 +766,11 @@ class Kernel:
         m = _lib.Msg()
         if timeout is not None and timeout == 0:
             raise ValueError("a call cannot complete without waiting: give it a timeout > 0 (or None)")
-        if key is None:
+        if refs:
+            if key is not None:
+                raise ValueError("a call with buffer references goes by round robin (no key)")
+            rc = _L.rk_call_refs(self._handle(), tid, buf, n, int(refs), ctypes.byref(m), out, size, _ns(timeout))
+        elif key is None:
             rc = _L.rk_call(self._handle(), tid, buf, n, ctypes.byref(m), out, size, _ns(timeout))
         else:
             rc = _L.rk_call_key(self._handle(), key, tid, buf, n, ctypes.byref(m), out, size, _ns(timeout))

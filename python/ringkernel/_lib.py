@@ -214,6 +214,35 @@ if HAVE_PROMETHEUS:
     _proto("rk_runtime_metrics_address", c_int, rt_p, c_void_p, c_size_t)
 
 
+class BufRef(Structure):
+    """rk_buf_ref: a reference to a range of a buffer, carried at the start of a payload."""
+
+    _fields_ = [
+        ("buffer", c_uint32),
+        ("gen", c_uint32),
+        ("offset", c_uint64),
+        ("length", c_uint64),
+        ("msg", c_uint64),
+        ("access", c_uint32),
+        ("reserved", c_uint32),
+    ]
+
+
+buf_p = c_void_p
+_proto("rk_buffer_alloc", c_int, rt_p, c_int, c_size_t, POINTER(buf_p))
+_proto("rk_buffer_free", c_int, buf_p)
+_proto("rk_buffer_write", c_int, buf_p, c_size_t, c_void_p, c_size_t, c_void_p, c_void_p)
+_proto("rk_buffer_read", c_int, buf_p, c_size_t, c_void_p, c_size_t, c_void_p, c_void_p)
+_proto("rk_buffer_size", c_size_t, buf_p)
+_proto("rk_buffer_get_kind", c_int, buf_p)
+_proto("rk_buffer_host_ptr", c_void_p, buf_p)
+_proto("rk_buffer_ref", c_int, buf_p, c_uint64, c_uint64, c_uint32, POINTER(BufRef))
+_proto("rk_call_refs", c_int, k_p, c_uint32, c_void_p, c_uint32, c_uint32, POINTER(Msg), c_void_p, c_uint32, c_int64)
+_proto("rk_send_refs", c_int, k_p, c_uint32, c_void_p, c_uint32, c_uint32, c_uint32, POINTER(c_uint64))
+BUFFER_KINDS = {"device": 1, "host": 2}
+BUF_ACCESS = {"r": 0x1, "w": 0x2, "rw": 0x3}
+
+
 def _check_layouts():
     for name, cls in (
         ("envelope", Envelope),
@@ -221,6 +250,7 @@ def _check_layouts():
         ("msg_type", MsgType),
         ("kernel_desc", KernelDesc),
         ("launch_options", LaunchOptions),
+        ("buf_ref", BufRef),
     ):
         want = lib.rk_struct_size(name.encode())
         if want != ctypes.sizeof(cls):

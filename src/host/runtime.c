@@ -81,7 +81,7 @@ size_t rk_struct_size(const char *name) {
   } sizes[] = {{"runtime_options", sizeof(rk_runtime_options)}, {"launch_options", sizeof(rk_launch_options)},
                {"kernel_desc", sizeof(rk_kernel_desc)},         {"msg", sizeof(rk_msg)},
                {"kernel_counters", sizeof(rk_kernel_counters)}, {"envelope", sizeof(rk_envelope)},
-               {"msg_type", sizeof(rk_msg_type)}};
+               {"msg_type", sizeof(rk_msg_type)},               {"buf_ref", sizeof(rk_buf_ref)}};
   size_t i;
   if (name == NULL) return 0;
   for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
