@@ -1,4 +1,5 @@
 """Fixtures of the Python tests: a CPU runtime whose source kernels compile into a private cache."""
+import ctypes
 import os
 
 import pytest
@@ -43,3 +44,17 @@ RK_HANDLER(acc_handler)(rk_ctx *ctx, const rk_msg *in) {
   return rk_reply_typed(ctx, acc_value, &v);
 }
 """
+
+
+class AccAdd(rk.Message):
+    """The account kernel's request (ACCOUNT_SOURCE's acc_add)."""
+
+    _type_id_ = 300
+    _fields_ = [("delta", ctypes.c_int64)]
+
+
+class AccValue(rk.Message):
+    """The account kernel's reply (ACCOUNT_SOURCE's acc_value)."""
+
+    _type_id_ = 301
+    _fields_ = [("total", ctypes.c_int64), ("count", ctypes.c_uint64)]

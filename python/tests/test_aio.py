@@ -8,7 +8,7 @@ import pytest
 import ringkernel as rk
 from ringkernel import aio, errors
 
-from conftest import ACCOUNT_SOURCE
+from conftest import ACCOUNT_SOURCE, AccAdd, AccValue
 
 
 def run(coro):
@@ -67,15 +67,6 @@ def test_replies_iterator_gets_unclaimed_replies(rt):
 
     run(main())
 
-
-class AccAdd(rk.Message):
-    _type_id_ = 300
-    _fields_ = [("delta", ctypes.c_int64)]
-
-
-class AccValue(rk.Message):
-    _type_id_ = 301
-    _fields_ = [("total", ctypes.c_int64), ("count", ctypes.c_uint64)]
 
 
 def test_errors_timeouts_and_close(rt):

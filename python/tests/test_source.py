@@ -7,17 +7,8 @@ import pytest
 import ringkernel as rk
 from ringkernel import errors
 
-from conftest import ACCOUNT_SOURCE
+from conftest import ACCOUNT_SOURCE, AccAdd, AccValue
 
-
-class AccAdd(rk.Message):
-    _type_id_ = 300
-    _fields_ = [("delta", ctypes.c_int64)]
-
-
-class AccValue(rk.Message):
-    _type_id_ = 301
-    _fields_ = [("total", ctypes.c_int64), ("count", ctypes.c_uint64)]
 
 
 def account(rt):
