@@ -36,6 +36,7 @@
 
 #include "bench.h"
 #include "ringkernel.h"
+#include "queue/internal.h" /* rk__wait_counts */
 
 #define RTT_PAYLOAD 32u   /* request and reply payload bytes, every impl */
 #define RTT_TYPE 7u       /* message type of the echo requests (echo is untyped) */
@@ -125,7 +126,46 @@ static int rk_setup(rk_runtime **rt, rk_kernel **k) {
   return rk_kernel_activate(*k);
 }
 
+/* The slow mode of issue 16: is a slow round trip one where a side parked (futex wait) or was
+ * woken (futex wake)? parked[i]: bit 0 a park, bit 1 a wake happened during sample i (any thread
+ * of the process: the caller or the lane). Prints the share of such calls, the p50/p99 of each
+ * class and the longest run of consecutive calls with a park (a self-sustaining slow mode shows as
+ * long runs), and emits them (rtt.echo ringkernel.cpu park_calls_pct, parked_rtt_p50_ns,
+ * unparked_rtt_p99_ns, park_run_max). Before samples_emit (which sorts s->v). */
+static void park_report(const samples *s, const uint8_t *parked) {
+  double tpn = rk_bench_ticks_per_ns();
+  uint64_t *a, *b, na = 0, nb = 0, run = 0, run_max = 0, j;
+  if (parked == NULL || s->n == 0) return;
+  a = (uint64_t *)malloc(s->n * sizeof *a);
+  b = (uint64_t *)malloc(s->n * sizeof *b);
+  if (a == NULL || b == NULL) {
+    free(a);
+    free(b);
+    return;
+  }
+  for (j = 0; j < s->n; j++) {
+    if (parked[j]) {
+      a[na++] = s->v[j];
+      if (++run > run_max) run_max = run;
+    } else {
+      b[nb++] = s->v[j];
+      run = 0;
+    }
+  }
+  rk_bench_emit("rtt.echo", "ringkernel.cpu", "park_calls_pct", 100.0 * (double)na / (double)s->n, "%", s->n, NAN, NAN);
+  rk_bench_emit("rtt.echo", "ringkernel.cpu", "park_run_max", (double)run_max, "calls", s->n, NAN, NAN);
+  if (na)
+    rk_bench_emit("rtt.echo", "ringkernel.cpu", "parked_rtt_p50_ns", (double)rk_bench_quantile_u64(a, na, 0.5) / tpn,
+                  "ns", na, NAN, NAN);
+  if (nb)
+    rk_bench_emit("rtt.echo", "ringkernel.cpu", "unparked_rtt_p99_ns", (double)rk_bench_quantile_u64(b, nb, 0.99) / tpn,
+                  "ns", nb, NAN, NAN);
+  free(a);
+  free(b);
+}
+
 static void rtt_ringkernel(const rk_bench_opts *o) {
+  uint8_t *parked;
   rk_runtime *rt;
   rk_kernel *k;
   samples s;
@@ -142,12 +182,16 @@ static void rtt_ringkernel(const rk_bench_opts *o) {
     rk_runtime_destroy(rt);
     return;
   }
+  parked = (uint8_t *)calloc(s.cap, 1);
   for (;;) {
-    uint64_t t0, t1;
+    uint64_t t0, t1, p0, w0, p1, w1;
     fill_request(req, i++);
+    rk__wait_counts(&p0, &w0);
     t0 = rk_bench_ticks();
     rc = rk_call(k, RTT_TYPE, req, RTT_PAYLOAD, &reply, buf, sizeof buf, RTT_TIMEOUT_NS);
     t1 = rk_bench_ticks();
+    rk__wait_counts(&p1, &w1);
+    if (parked && s.n < s.cap && t1 >= s.warm_until) parked[s.n] = (p1 != p0) | (uint8_t)((w1 != w0) << 1);
     if (rc != 0 || reply.len != RTT_PAYLOAD || memcmp(buf, req, RTT_PAYLOAD) != 0) {
       s.errors++;
       if (rc != 0) {
@@ -157,6 +201,8 @@ static void rtt_ringkernel(const rk_bench_opts *o) {
     }
     if (!samples_add(&s, t0, t1)) break;
   }
+  park_report(&s, parked);
+  free(parked);
   samples_emit(&s, "ringkernel.cpu");
   rk_kernel_terminate(k, RTT_TIMEOUT_NS);
   rk_runtime_destroy(rt);

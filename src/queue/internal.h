@@ -18,6 +18,10 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
  * RK_EINVAL when r or idle_since is unusable). */
 int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns, uint64_t *idle_since);
 
+/* The process's parks (futex waits) and wake-ups (futex wakes) so far, for diagnosis (rk-bench
+ * rtt); either pointer may be NULL. */
+void rk__wait_counts(uint64_t *parks, uint64_t *wakes);
+
 /* Monotonic nanoseconds (timeouts and back-off only; never for HLC). */
 uint64_t rk__now_ns(void);
 

@@ -85,8 +85,18 @@ uint64_t rk__now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Parks (futex waits) and wake-ups (futex wakes) of the whole process, for diagnosis (rk-bench
+ * rtt relates slow round trips to them): statistics, relaxed. */
+static uint64_t g_parks, g_wakes;
+
+void rk__wait_counts(uint64_t *parks, uint64_t *wakes) {
+  if (parks) *parks = __atomic_load_n(&g_parks, __ATOMIC_RELAXED);
+  if (wakes) *wakes = __atomic_load_n(&g_wakes, __ATOMIC_RELAXED);
+}
+
 /* Sleep on *word while it still equals `expected`, at most `ns` (ns < 0: forever). */
 static void park(volatile uint32_t *word, uint32_t expected, int64_t ns) {
+  __atomic_add_fetch(&g_parks, 1, __ATOMIC_RELAXED); /* statistics */
 #if defined(__linux__)
   struct timespec ts, *tsp = NULL;
   if (ns >= 0) {
@@ -106,6 +116,7 @@ static void park(volatile uint32_t *word, uint32_t expected, int64_t ns) {
 static void unpark(volatile uint32_t *word, int all) {
   /* RMW on a host-only word: several producers may bump cons_wake at once. */
   __atomic_fetch_add(word, 1, __ATOMIC_RELEASE);
+  __atomic_add_fetch(&g_wakes, 1, __ATOMIC_RELAXED); /* statistics */
 #if defined(__linux__)
   syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, all ? 0x7fffffff : 1, NULL, NULL, 0);
 #endif
