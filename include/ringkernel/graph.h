@@ -8,9 +8,9 @@
  *     rk_graph *g;
  *     uint32_t parse, enrich, agg, route;
  *     rk_graph_create(rt, &g);
- *     rk_graph_add(g, &parse_desc, NULL, &parse);
- *     rk_graph_add(g, &enrich_desc, NULL, &enrich);
- *     rk_graph_add(g, &agg_desc, NULL, &agg);
+ *     rk_graph_add(g, &parse_desc, NULL, 0, &parse);  // 0: K2K inboxes of 1024 slots
+ *     rk_graph_add(g, &enrich_desc, NULL, 0, &enrich);
+ *     rk_graph_add(g, &agg_desc, NULL, 0, &agg);
  *     rk_graph_connect(g, parse, enrich, &route);   // route 0 of parse
  *     rk_graph_connect(g, enrich, agg, &route);     // route 0 of enrich
  *     rk_graph_launch(g);                           // every kernel resident, checked in

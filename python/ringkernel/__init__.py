@@ -15,6 +15,7 @@ at run time by the system C compiler (CPU backend) or NVRTC (CUDA). Timeouts are
 (ringkernel.errors). Asynchronous use with asyncio: ringkernel.aio."""
 
 import ctypes
+import weakref
 import json
 import threading
 
@@ -370,7 +371,8 @@ class Buffer:
     "host" (pinned, mapped host memory, viewable without a copy: host_array()). write() and read()
     copy between the buffer and a NumPy array (or any bytes-like object) directly, with no
     intermediate copy; ref() makes the reference a message carries (Kernel.call(..., refs=N)).
-    A buffer named by a message awaiting its reply cannot be freed (BusyError / StateError)."""
+    A buffer named by a message awaiting its reply cannot be freed (StateError); a buffer dies with
+    its runtime (using it afterwards raises StateError)."""
 
     def __init__(self, runtime, size, kind="device"):
         if kind not in _lib.BUFFER_KINDS:
@@ -383,9 +385,13 @@ class Buffer:
         self._b = h
         self.kind = kind
         self.size = int(_L.rk_buffer_size(h))
+        with runtime._lock:
+            runtime._buffers.add(self)
 
     def _handle(self):
         if not self._b:
+            if self.runtime._rt is None:
+                raise error_class(-5)(-5, "the buffer's runtime is closed (its buffers went with it)")
             raise ValueError("the buffer is freed")
         return self._b
 
@@ -404,7 +410,11 @@ class Buffer:
         place and returned), or into a new NumPy array of count elements of dtype (default: as many
         as fit from offset to the end)."""
         if out is None:
-            import numpy as np
+            try:
+                import numpy as np
+            except ImportError:
+                raise ImportError("Buffer.read() without `out` returns a NumPy array: install numpy, or pass "
+                                  "a writable bytes-like object as out (e.g. bytearray(n))") from None
 
             dt = np.dtype(dtype)
             if count is None:
@@ -416,7 +426,9 @@ class Buffer:
         return out
 
     def host_array(self, dtype="float32", count=None, offset=0):
-        """A NumPy view of a "host" buffer's memory (no copy): writes land in the buffer."""
+        """A NumPy view of a "host" buffer's memory (no copy): writes land in the buffer. The view
+        is valid only while the buffer is: after free() (or the runtime's close) it points at memory
+        the pool may give to another buffer, or at nothing: drop it first."""
         import numpy as np
 
         p = _L.rk_buffer_host_ptr(self._handle())
@@ -490,6 +502,7 @@ class Runtime:
         if rc != 0:
             raise_for(rc, _L.rk_runtime_last_error(None).decode())
         self._kernels = []
+        self._buffers = weakref.WeakSet()  # live Buffers: forgotten when the runtime closes
         self._lock = threading.Lock()
 
     # -- lifetime
@@ -498,9 +511,12 @@ class Runtime:
         with self._lock:
             rt, self._rt = self._rt, None
             kernels, self._kernels = self._kernels, []
+            buffers, self._buffers = list(self._buffers), weakref.WeakSet()
         if rt:
             for k in kernels:
                 k._forget()
+            for b in buffers:  # the pools go with the runtime
+                b._b = None
             _L.rk_runtime_destroy(rt)
 
     def __enter__(self):

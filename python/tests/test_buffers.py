@@ -82,3 +82,16 @@ def test_bytes_in_and_out(rt):
         assert b.read(out) is out
         assert bytes(out) == b"hello, buffers!!"
         assert ctypes.sizeof(rk.VaddBufReq) == 3 * 40 + 8
+
+
+def test_buffer_after_runtime_closed(cache_dir):
+    """A buffer dies with its runtime: using it afterwards raises StateError, never crashes."""
+    r = rk.Runtime(backend="cpu", cache_dir=cache_dir)
+    b = r.buffer(64)
+    h = r.buffer(64, kind="host")
+    r.close()
+    for op in (lambda: b.read(bytearray(4)), lambda: b.write(b"1234"), lambda: b.ref(), lambda: h.host_array()):
+        with pytest.raises(rk.RingKernelError) as e:
+            op()
+        assert e.value.code == -5  # RK_ESTATE
+    b.free()  # a no-op: it went with the runtime

@@ -821,7 +821,11 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
     rc = rk__fail(k->rt, RK_EMSGSIZE, "call to %s: the %u-byte reply was cut to the buffer's %u bytes", k->name,
                   reply->env.payload_len, buf_len);
   } else if (rc == RK_ETIMEDOUT) {
-    rk__fail(k->rt, RK_ETIMEDOUT, "call to %s: no reply within %lld us", k->name, (long long)(timeout_ns / 1000));
+    uint32_t s = rk_load_acquire_sys_u32(&k->hstate); /* for the message only */
+    rk__fail(k->rt, RK_ETIMEDOUT, "call to %s: no reply within %lld us%s", k->name, (long long)(timeout_ns / 1000),
+             s == RK_STATE_LAUNCHED || s == RK_STATE_INACTIVE
+                 ? " (the kernel is not active: rk_kernel_activate it; messages wait in its inbox until then)"
+                 : "");
   } else if (rc == RK_ESTATE) {
     rc = faulted_fail(k, "call to");
   } else if (rc == RK_ECLOSED) {
