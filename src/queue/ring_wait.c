@@ -34,6 +34,16 @@
                             * EPYC VM here, where 256 pauses were 12.5 µs and starved a co-located
                             * producer on a busy single core) */
 #define RK_YIELD_ITERS 16  /* then give the core away a few times before sleeping */
+/* A thread that was just woken from a park spins this long on its next waits (issue 16). Measured
+ * on the EPYC VM with rk-bench rtt's park columns: a round trip in which either side parked cost
+ * 57-135 µs (the futex wake of a halted vCPU), and such round trips came in runs of up to 1189 in a
+ * row: once one side parks, the other's next message needs a wake-up, during which it exhausts
+ * its own 2 µs spin and parks too, and so on. A side just woken is in a conversation: its peer
+ * answers within microseconds, so it spins long enough to see that answer, which breaks the run
+ * (both sides spinning again). A spin that runs out drops back to the short one: an idle thread
+ * pays one long spin per wake-up, not more (docs/design-notes.md, "Parking and the slow mode"). */
+#define RK_SPIN_AFTER_WAKE_NS 50000
+static __thread int tl_woken; /* this thread's last wait ended in a park that was woken */
 
 /* Waits on RK_RING_F_NO_WAKE rings (the host waiting for a GPU lane's reply, or for inbox space
  * a GPU lane frees). Nothing can wake a sleeper, so any sleep is paid in full, and a short sleep is
@@ -221,11 +231,15 @@ static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, 
   if (timeout_ns == 0) return RK_ETIMEDOUT;
   if (r->flags & RK_RING_F_NO_WAKE) return wait_polling(ready, arg, timeout_ns, since_ns);
   start = rk__now_ns();
-  for (i = 1;; i++) {
-    rk_cpu_relax();
-    if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
-    if ((i & 7) == 0 && rk__now_ns() - start >= RK_SPIN_NS) break; /* a clock read per 8 pauses */
+  {
+    uint64_t spin = tl_woken ? RK_SPIN_AFTER_WAKE_NS : RK_SPIN_NS;
+    for (i = 1;; i++) {
+      rk_cpu_relax();
+      if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
+      if ((i & 7) == 0 && rk__now_ns() - start >= spin) break; /* a clock read per 8 pauses */
+    }
   }
+  tl_woken = 0; /* the spin ran out: no conversation (any more) */
   if (timeout_ns > 0) deadline = start + (uint64_t)timeout_ns;
   for (i = 0; i < RK_YIELD_ITERS; i++) {
     sched_yield();
@@ -251,7 +265,7 @@ static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, 
       rk_store_relaxed_sys_u32(sleeping, 0);
     else
       __atomic_fetch_sub(sleeping, 1, __ATOMIC_RELAXED);
-    if (rc == 0) rc = ready(arg);
+    if (rc == 0 && (rc = ready(arg)) > 0) tl_woken = 1; /* woken into a conversation */
     if (rc != 0) return rc < 0 ? rc : RK_OK;
   }
 }
