@@ -746,6 +746,47 @@ static void test_restart_keeps_owed(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* A kernel whose terminate timed out (its handler still running) takes no more K2K messages:
+ * sends to it get RK_ECLOSED (counted), rather than being queued for no one. */
+static volatile int g_hold, g_held_entered;
+static int held_entered(void *arg) {
+  (void)arg;
+  return __atomic_load_n(&g_held_entered, __ATOMIC_ACQUIRE);
+}
+static int held(rk_ctx *ctx, const rk_msg *in) {
+  (void)ctx, (void)in;
+  __atomic_store_n(&g_held_entered, 1, __ATOMIC_RELEASE);
+  while (__atomic_load_n(&g_hold, __ATOMIC_ACQUIRE)) rt_sleep_ms(1);
+  return 0;
+}
+
+static void test_send_to_timed_out_kernel(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc dsend = desc_of("sender", sender, 0), dheld = desc_of("held", held, 0);
+  uint32_t a, b;
+  rk_kernel *kb;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &dsend, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &dheld, NULL, 0, &b));
+  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  kb = rk_graph_kernel(g, b);
+  __atomic_store_n(&g_hold, 1, __ATOMIC_RELEASE);
+  assert_int_equal(send_via(rt, rk_graph_kernel(g, a), 0, 1), RK_OK); /* b's handler now holds */
+  if (!rt_wait_for(held_entered, NULL, RT_HANG)) fail_msg("the held handler never ran");
+  assert_int_equal(rk_kernel_terminate(kb, 50 * RT_MS), RK_ETIMEDOUT); /* lanes still running */
+  assert_int_equal(send_via(rt, rk_graph_kernel(g, a), 0, 2), RK_ECLOSED);
+  assert_true(rt_stats(rk_graph_kernel(g, a)).k2k_refused >= 1);
+  __atomic_store_n(&g_hold, 0, __ATOMIC_RELEASE);
+  RT_OK(rt, rk_kernel_terminate(kb, RT_HANG)); /* the handler returned: the lanes leave */
+  assert_int_equal(send_via(rt, rk_graph_kernel(g, a), 0, 3), RK_ECLOSED);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reply_from_last_stage),
@@ -763,6 +804,7 @@ int main(void) {
       cmocka_unit_test(test_destroy_with_stuck_handler),
       cmocka_unit_test(test_error_answers_not_lost),
       cmocka_unit_test(test_restart_keeps_owed),
+      cmocka_unit_test(test_send_to_timed_out_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -358,6 +358,12 @@ void rk_graph_destroy(rk_graph *g) {
 
 void rk__k2k_free(rk_kernel *k) { k2k_free(k); }
 
+void rk__k2k_close(rk_kernel *k) {
+  uint32_t i;
+  if (k->k2k == NULL) return;
+  for (i = 0; i < k->lanes; i++) (void)rk_ring_close(k->k2k[i], NULL); /* RK_ECLOSED when closed already */
+}
+
 void rk__graphs_destroy(rk_runtime *rt) {
   for (;;) {
     rk_graph *g;

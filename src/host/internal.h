@@ -424,6 +424,9 @@ void rk__graphs_destroy(rk_runtime *rt);
  * the kernel taken out of the runtime, never freed (rk_graph_destroy, lanes of the graph stuck). */
 void rk__kernel_destroy_member(rk_kernel *k);
 void rk__kernel_leak(rk_kernel *k);
+/* graph.c: close k's K2K inboxes to senders (its lanes have left, or are abandoned by a
+ * terminate that timed out): later sends get RK_ECLOSED instead of being queued for no one. */
+void rk__k2k_close(rk_kernel *k);
 /* graph.c: free k's K2K inboxes (rk__kernel_free). */
 void rk__k2k_free(rk_kernel *k);
 void rk__kernel_stall(rk_kernel *k, uint32_t lane, uint64_t heartbeat, const char *fmt, ...)
