@@ -17,7 +17,8 @@
 #   test_gpu.log  every test_gpu test, each run as its own process with its own time limit
 #   test_nvrtc.log, bench_gpu.log (rk-bench --json gpuprobe, then rk-bench --json gpu: notes and
 #   verdicts), gpu.jsonl (their JSON lines alone: gpu.probe, rtt.echo, ...), bench_rtt.log
-#   (rk-bench --json rtt: the CPU backend on that host)
+#   (rk-bench --json rtt: the CPU backend on that host), bench_bulk.log (rk-bench --json bulk:
+#   vector_add on buffers against a launch and a resident kernel; its lines join gpu.jsonl)
 # RK_REQUIRE_GPU=1 is set there (unless the caller set it otherwise): a test or benchmark that
 # finds no usable GPU fails instead of skipping. run.sh exits 0 only when every step passed.
 # Record figures under bench/results/ with the GPU named (bench/results/README.md).
@@ -72,7 +73,7 @@ cat > "$b/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs on the GPU machine: bash .gpu-bundle/run.sh [out-dir] (default $OUT, else gpu-results).
 # See scripts/gpu-bundle.sh for what it writes. Every step has a time limit (test_gpu 30 s per
-# test and 120 s in all, test_nvrtc 30 s, rk-bench gpuprobe 60 s, rk-bench gpu 90 s, rk-bench rtt
+# test and 120 s in all, test_nvrtc 30 s, rk-bench gpuprobe 60 s, rk-bench gpu 90 s, rk-bench bulk 60 s, rk-bench rtt
 # 45 s; nvidia-smi 15 s per call), so the whole run stays within about 6 minutes even when
 # everything hangs.
 set -uo pipefail
@@ -249,7 +250,17 @@ grep -v '"gpu.probe"' "$out/gpu.jsonl" |
 grep -E '^verdict:|FAILED|no device|p50 per round|pinned|geometry' "$out/bench_gpu.log" | sed 's/^/  /' | tee -a "$S"
 dmesg_new
 
-# 5. rk-bench rtt: the CPU backend on this host, for comparison
+# 5. rk-bench bulk: vector_add on buffers, ringkernel.cuda vs cuda.launch / cuda.resident (and the
+# CPU impls on this host), 2^20 and 2^10 floats
+say "  clocks before bench_bulk: $(clocks | head -n1)"
+run_step bench_bulk 60 "$out/bench_bulk.log" "$here/bin/rk-bench" --json bulk
+grep '^{' "$out/bench_bulk.log" >> "$out/gpu.jsonl"
+step_result bench_bulk "$rc" "$wall"
+grep '^{' "$out/bench_bulk.log" |
+  sed -n 's/^{"bench": "\([^"]*\)", "impl": "\([^"]*\)", "metric": "\([^"]*\)", "value": \([^,]*\),.*/  \1 \2 \3 = \4/p' | tee -a "$S"
+dmesg_new
+
+# 6. rk-bench rtt: the CPU backend on this host, for comparison
 step bench_rtt 45 "$out/bench_rtt.log" "$here/bin/rk-bench" --json rtt
 grep -E '^  (ratio|target)|FAILED' "$out/bench_rtt.log" | tee -a "$S"
 dmesg_new
