@@ -787,6 +787,46 @@ static void test_send_to_timed_out_kernel(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* A K2K reply whose origin is another kernel (a damaged or misrouted envelope): refused, counted
+ * in k2k_invalid, kept as a dead letter; the lane goes on. */
+static void test_misrouted_reply(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc d = desc_of("ping", ping, 0);
+  uint32_t a, b;
+  rk_kernel *k;
+  rk_envelope e;
+  rk_dead_letter dl[2];
+  uint64_t total = 0;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &b));
+  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  k = rk_graph_kernel(g, a);
+  rk_envelope_init(&e, T_RESULT, 0, (uint16_t)(RK_ENV_F_K2K | RK_ENV_F_REPLY));
+  e.src = rk_kernel_id(rk_graph_kernel(g, b));
+  e.dst = rk_kernel_id(k);
+  e.origin = rk_kernel_id(k) + 100; /* not a's */
+  e.correlation_id = 42;
+  RT_OK(rt, rk__k2k_push(k, 0, &e, NULL, 0));
+  RT_WAIT_STAT(k, k2k_invalid, 1);
+  assert_int_equal(rk_kernel_dead_letters(k, dl, 2, &total), 1);
+  assert_int_equal(dl[0].reason, RK_ECORRUPT);
+  assert_int_equal(dl[0].env.correlation_id, 42);
+  assert_int_equal(rt_stats(k).msgs_out, 0); /* nothing reached the host */
+  { /* and the kernel still works (0: a answers itself) */
+    int64_t v = 0, r = -1;
+    rk_msg m;
+    RT_OK(rt, rk_call(k, T_PING, &v, sizeof v, &m, &r, sizeof r, RT_HANG));
+    assert_int_equal(r, 0);
+  }
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reply_from_last_stage),
@@ -805,6 +845,7 @@ int main(void) {
       cmocka_unit_test(test_error_answers_not_lost),
       cmocka_unit_test(test_restart_keeps_owed),
       cmocka_unit_test(test_send_to_timed_out_kernel),
+      cmocka_unit_test(test_misrouted_reply),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -566,10 +566,12 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us, int k2k) {
     return 0;
   }
   if (k2k && (e->flags & RK_ENV_F_REPLY)) { /* the answer to a request this lane passed on */
-    if (e->origin == k->id)
+    if (e->origin == k->id) {
       forward_reply(l, e);
-    else
+    } else { /* an answer for another kernel: refused, kept */
       count_add(&l->status->k2k_invalid, 1);
+      rk__dead_letter(k, e, e + 1, RK_ECORRUPT, "K2K reply for another kernel (origin)", l->index);
+    }
     return 0;
   }
   rc = run_handler(l, &m);
