@@ -49,11 +49,15 @@ static void *reply_slot(rk__lane *l) {
   return rk_ring_slot(l->outbox, pos + l->out_pending);
 }
 
+/* The next id of a message this lane originates (replies, K2K messages): lane + 1 in the top 16
+ * bits, a per-lane count below (leader only). */
+static uint64_t lane_msg_id(rk__lane *l) { return ((uint64_t)(l->index + 1) << 48) | ++l->next_reply_id; }
+
 static void reply_header(rk__lane *l, rk_envelope *e, const rk_msg *in, uint32_t type, uint32_t len,
                          uint16_t flags) {
   rk_kernel *k = l->k;
   rk_envelope_init(e, type, len, (uint16_t)(RK_ENV_F_REPLY | flags));
-  e->msg_id = ((uint64_t)(l->index + 1) << 48) | ++l->next_reply_id;
+  e->msg_id = lane_msg_id(l);
   e->correlation_id = in->env.msg_id;
   e->src = k->id;
   e->dst = in->env.src;
@@ -331,45 +335,40 @@ int rk_reply_commit(rk_ctx *ctx) {
 
 static rk_ring *k2k_of(const rk__lane *l) { return l->k->k2k ? l->k->k2k[l->index] : NULL; }
 
-/* A K2K envelope from this lane: stamped by the kernel clock (send rule). forward: it continues
- * the request being handled (rk_forward: the origin and the request's id travel on, unless that
- * request wants no reply); otherwise it is a new message that wants no reply. */
-static void k2k_header(rk__lane *l, rk_envelope *e, const rk_kernel *dst, uint32_t type, uint32_t len, int forward) {
+/* The fields every K2K envelope from this lane has: kind (flags), ids, the priority of the message
+ * it comes from, and the stamp. The batch's clock reading, not a new one: a physical part at or
+ * below now only makes the tick use the logical counter (the stamp is still above every stamp the
+ * kernel saw), and saves a clock read per send (the K2K hop's cost, bench/k2k.c). */
+static void k2k_envelope(rk__lane *l, rk_envelope *e, const rk_kernel *dst, uint32_t type, uint32_t len,
+                         uint16_t flags, uint16_t priority) {
   rk_kernel *k = l->k;
-  const rk_envelope *in = &l->cur->env;
-  rk_envelope_init(e, type, len, RK_ENV_F_K2K);
-  e->msg_id = ((uint64_t)(l->index + 1) << 48) | ++l->next_reply_id;
+  rk_envelope_init(e, type, len, (uint16_t)(RK_ENV_F_K2K | flags));
+  e->msg_id = lane_msg_id(l);
   e->src = k->id;
   e->dst = dst->id;
   e->node = k->id;
   e->lane = (uint16_t)l->index;
-  e->priority = in->priority;
+  e->priority = priority;
+  rk__clock_tick_n(k->clock, 1, l->pt_us, &e->hlc);
+}
+
+/* A K2K message this lane sends. forward: it continues the request being handled (rk_forward: the
+ * origin and the request's id travel on, unless that request wants no reply); otherwise it is a
+ * new message that wants no reply. */
+static void k2k_header(rk__lane *l, rk_envelope *e, const rk_kernel *dst, uint32_t type, uint32_t len, int forward) {
+  const rk_envelope *in = &l->cur->env;
+  k2k_envelope(l, e, dst, type, len, 0, in->priority);
   if (forward && !(in->flags & RK_ENV_F_NO_REPLY) && !(in->flags & RK_ENV_F_REPLY)) {
     if (in->flags & RK_ENV_F_K2K) { /* passed on again: the origin stays */
       e->origin = in->origin;
       e->correlation_id = in->correlation_id;
       e->lane = in->lane;
     } else { /* a host request: this kernel is the origin, the reply comes back to this lane */
-      e->origin = k->id;
+      e->origin = l->k->id;
       e->correlation_id = in->msg_id;
     }
   }
   if (e->origin == 0) e->flags = (uint16_t)(e->flags | RK_ENV_F_NO_REPLY);
-  /* The batch's clock reading, not a new one: a physical part at or below now only makes the tick
-   * use the logical counter (the stamp is still above every stamp the kernel saw), and saves a
-   * clock read per send (the K2K hop's cost, bench/k2k.c). */
-  rk__clock_tick_n(k->clock, 1, l->pt_us, &e->hlc);
-}
-
-/* The kernel of a graph with this id (the origin of a request), or NULL. */
-static rk_kernel *graph_kernel_by_id(rk_kernel *k, uint32_t id) {
-  rk_kernel *subs[RK_GRAPH_MAX_KERNELS];
-  uint32_t i, n;
-  if (k->graph == NULL) return NULL;
-  n = rk__graph_subscribers(k->graph, UINT32_MAX, subs, RK_GRAPH_MAX_KERNELS); /* every kernel */
-  for (i = 0; i < n; i++)
-    if (subs[i]->id == id) return subs[i];
-  return NULL;
 }
 
 /* rk_reply to a K2K message that continues a host request: over K2K to the origin's lane, which
@@ -377,24 +376,20 @@ static rk_kernel *graph_kernel_by_id(rk_kernel *k, uint32_t id) {
 static int k2k_reply(rk__lane *l, const rk_msg *in, uint32_t type, uint16_t flags, const void *payload, uint32_t len) {
   rk_kernel *k = l->k, *origin;
   rk_envelope e;
+  uint32_t ol;
   int rc;
   if (in->env.flags & RK_ENV_F_REPLY) return RK_OK; /* a reply is not answered */
-  if ((origin = graph_kernel_by_id(k, in->env.origin)) == NULL) {
+  if (k->graph == NULL || (origin = rk__graph_kernel(k->graph, in->env.origin)) == NULL) {
     count_add(&l->status->k2k_refused, 1);
     return RK_EINVAL;
   }
-  rk_envelope_init(&e, type, len, (uint16_t)(RK_ENV_F_K2K | RK_ENV_F_REPLY | flags));
-  e.msg_id = ((uint64_t)(l->index + 1) << 48) | ++l->next_reply_id;
+  k2k_envelope(l, &e, origin, type, len, (uint16_t)(RK_ENV_F_REPLY | flags), in->env.priority);
   e.correlation_id = in->env.correlation_id;
-  e.src = k->id;
-  e.dst = origin->id;
-  e.node = k->id;
   e.lane = in->env.lane;
   e.origin = origin->id;
-  e.priority = in->env.priority;
-  rk__clock_tick_n(k->clock, 1, l->pt_us, &e.hlc); /* as k2k_header */
-  rc = rk__k2k_push(origin, in->env.lane % origin->lanes, &e, payload, len);
-  if (rc == RK_EAGAIN) l->blocked_on = &origin->lane[in->env.lane % origin->lanes];
+  ol = in->env.lane % origin->lanes; /* the origin's lane, where the caller waits */
+  rc = rk__k2k_push(origin, ol, &e, payload, len);
+  if (rc == RK_EAGAIN) l->blocked_on = &origin->lane[ol];
   if (rc == RK_OK) {
     l->replied = 1;
     count_add(&l->status->k2k_out, 1);
@@ -508,7 +503,7 @@ static void forward_reply(rk__lane *l, const rk_envelope *e) {
   o->dst = 0;
   o->node = l->k->id;
   o->lane = (uint16_t)l->index;
-  o->msg_id = ((uint64_t)(l->index + 1) << 48) | ++l->next_reply_id;
+  o->msg_id = lane_msg_id(l);
   reply_publish_staged(l, o);
 }
 

@@ -267,8 +267,15 @@ int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
 uint32_t rk__graph_subscribers(struct rk_graph *g, uint32_t topic, rk_kernel **out, uint32_t max) {
   uint32_t i, n = 0;
   for (i = 0; i < g->n && n < max; i++)
-    if (g->node[i].k && (topic == UINT32_MAX || (g->node[i].topics >> topic) & 1u)) out[n++] = g->node[i].k;
+    if (g->node[i].k && (g->node[i].topics >> topic) & 1u) out[n++] = g->node[i].k;
   return n;
+}
+
+rk_kernel *rk__graph_kernel(struct rk_graph *g, uint32_t id) {
+  uint32_t i;
+  for (i = 0; i < g->n; i++)
+    if (g->node[i].k && g->node[i].k->id == id) return g->node[i].k;
+  return NULL;
 }
 
 int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const void *payload, uint32_t len) {

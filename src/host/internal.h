@@ -416,8 +416,11 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
  * lane dst_lane of dst's K2K inbox. Returns RK_OK, RK_EAGAIN (full), RK_ECLOSED (dst drained and
  * left), RK_EMSGSIZE. *e is filled except payload (copied from payload, len bytes). */
 int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const void *payload, uint32_t len);
-/* graph.c: the graph's kernels subscribed to topic (NULL-terminated, at most RK_GRAPH_MAX_KERNELS). */
+/* graph.c: the graph's kernels subscribed to topic (< RK_GRAPH_MAX_TOPICS), at most max, into out;
+ * returns how many. */
 uint32_t rk__graph_subscribers(struct rk_graph *g, uint32_t topic, rk_kernel **out, uint32_t max);
+/* graph.c: the graph's kernel with this id (the origin of a forwarded request), or NULL. */
+rk_kernel *rk__graph_kernel(struct rk_graph *g, uint32_t id);
 /* graph.c: destroy every graph of rt and its kernels (rk_runtime_destroy, before the kernels). */
 void rk__graphs_destroy(rk_runtime *rt);
 /* kernel.c: rk_kernel_destroy without its refusal of a graph's kernel (rk_graph_destroy); and
