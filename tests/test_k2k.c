@@ -44,6 +44,21 @@ static rk_kernel_desc desc_of(const char *name, rk_handler_fn fn, size_t state) 
   return d;
 }
 
+/* Two kernels, a -> b (and b -> a with cycle), K2K inboxes of cap_a / cap_b slots (0: default),
+ * launched and activated; *a and *b receive their nodes. */
+static rk_graph *two_kernels(rk_runtime *rt, const rk_kernel_desc *da, uint32_t cap_a, const rk_kernel_desc *db,
+                             uint32_t cap_b, int cycle, uint32_t *a, uint32_t *b) {
+  rk_graph *g;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, da, NULL, cap_a, a));
+  RT_OK(rt, rk_graph_add(g, db, NULL, cap_b, b));
+  RT_OK(rt, rk_graph_connect(g, *a, *b, NULL));
+  if (cycle) RT_OK(rt, rk_graph_connect(g, *b, *a, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  return g;
+}
+
 static rk_graph *pipeline(rk_runtime *rt, uint32_t lanes, uint32_t threads, uint32_t nstages, uint32_t k2k_cap) {
   rk_graph *g;
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
@@ -341,13 +356,7 @@ static void test_cycle(void **state) {
   rk_kernel_desc d = desc_of("ping", ping, 0);
   uint32_t a, b, i;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &b));
-  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
-  RT_OK(rt, rk_graph_connect(g, b, a, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = two_kernels(rt, &d, 0, &d, 0, 1, &a, &b);
   for (i = 0; i < 20; i++) {
     int64_t v = 2 * i + 1, r = -1;
     rk_msg m;
@@ -609,13 +618,7 @@ static void test_cycle_many_in_flight(void **state) {
   int64_t r;
   int rc;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &d, NULL, 2, &a));
-  RT_OK(rt, rk_graph_add(g, &d, NULL, 2, &b));
-  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
-  RT_OK(rt, rk_graph_connect(g, b, a, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = two_kernels(rt, &d, 2, &d, 2, 1, &a, &b);
   for (i = 0; i < n; i++) {
     int64_t v = 41;
     RT_OK(rt, rk_send(rk_graph_kernel(g, a), T_PING, &v, sizeof v, 0, NULL));
@@ -685,12 +688,8 @@ static void test_error_answers_not_lost(void **state) {
   rk_kernel_desc d0 = desc_of("first", stage, 0), d1 = desc_of("refuser", refuse, 0);
   uint32_t a, b, i, n = 300, got, errors = 0;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &d0, NULL, 2, &a)); /* the answers come back through 2 slots */
-  RT_OK(rt, rk_graph_add(g, &d1, NULL, 256, &b));
-  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  /* the answers come back through 2 slots */
+  g = two_kernels(rt, &d0, 2, &d1, 256, 0, &a, &b);
   for (i = 0; i < n; i++) {
     hop h;
     memset(&h, 0, sizeof h);
@@ -727,12 +726,7 @@ static void test_restart_keeps_owed(void **state) {
   rk_msg m;
   hop r;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &d0, NULL, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &d1, NULL, 0, &b));
-  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = two_kernels(rt, &d0, 0, &d1, 0, 0, &a, &b);
   ka = rk_graph_kernel(g, a);
   memset(&h, 0, sizeof h);
   RT_OK(rt, rk_send(ka, T_HOP, &h, sizeof h, 0, NULL));
@@ -767,12 +761,7 @@ static void test_send_to_timed_out_kernel(void **state) {
   uint32_t a, b;
   rk_kernel *kb;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &dsend, NULL, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &dheld, NULL, 0, &b));
-  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = two_kernels(rt, &dsend, 0, &dheld, 0, 0, &a, &b);
   kb = rk_graph_kernel(g, b);
   __atomic_store_n(&g_hold, 1, __ATOMIC_RELEASE);
   assert_int_equal(send_via(rt, rk_graph_kernel(g, a), 0, 1), RK_OK); /* b's handler now holds */
@@ -799,12 +788,7 @@ static void test_misrouted_reply(void **state) {
   rk_dead_letter dl[2];
   uint64_t total = 0;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &b));
-  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = two_kernels(rt, &d, 0, &d, 0, 0, &a, &b);
   k = rk_graph_kernel(g, a);
   rk_envelope_init(&e, T_RESULT, 0, (uint16_t)(RK_ENV_F_K2K | RK_ENV_F_REPLY));
   e.src = rk_kernel_id(rk_graph_kernel(g, b));
