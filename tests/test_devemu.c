@@ -652,20 +652,134 @@ static void test_restart_state(void **state) {
   emu_runtime_destroy(rt);
 }
 
-/* K2K is not on the device yet: a graph on the (emulated) CUDA backend is refused with a clear
- * RK_ENOTSUP, nothing launched. */
-static void test_graph_refused(void **state) {
+/* ---------------------------------------- K2K on the device ---------------------------------- */
+/* rk_emu_kernel_k2k (src/device/emulation_lanes.cpp): the device lane's K2K sends, receives,
+ * forwards, publications and answers, run by the emulated device. State: 16 words. */
+static int k2k_cpu_stub(rk_ctx *ctx, const rk_msg *in) { (void)ctx; (void)in; return 0; }
+
+static rk_kernel_desc k2k_desc(const char *name) {
+  rk_kernel_desc d = rt_desc(name, k2k_cpu_stub);
+  d.cuda_entry = "rk_emu_kernel_k2k";
+  d.state_size = 16 * sizeof(uint64_t);
+  return d;
+}
+
+static void k2k_state(rk_kernel *k, uint64_t st[16]) {
+  assert_int_equal(rk_kernel_read_state(k, st, 16 * sizeof(uint64_t)), (int)(16 * sizeof(uint64_t)));
+}
+
+/* A three-stage pipeline: the host calls the first stage, each stage passes the request on
+ * (rk_forward), the last one answers; the answer comes back over K2K to the first stage's lane and
+ * from there to the caller, stamped above everything before. Then the graph terminates upstream
+ * first, nothing left behind. */
+static void test_k2k_pipeline(void **state) {
   rk_runtime *rt = emu_runtime(0);
+  rk_kernel_desc d0 = k2k_desc("parse"), d1 = k2k_desc("enrich"), d2 = k2k_desc("aggregate");
   rk_graph *g;
-  uint32_t a, b;
+  uint32_t n0, n1, n2, i;
+  rk_hlc last = 0;
+  rk_msg m;
   (void)state;
   RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &rk_builtin_echo, NULL, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &rk_builtin_echo, NULL, 0, &b));
-  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
-  assert_int_equal(rk_graph_launch(g), RK_ENOTSUP);
-  assert_non_null(strstr(rk_runtime_last_error(rt), "CUDA"));
-  assert_null(rk_graph_kernel(g, a));
+  RT_OK(rt, rk_graph_add(g, &d0, NULL, 0, &n0));
+  RT_OK(rt, rk_graph_add(g, &d1, NULL, 0, &n1));
+  RT_OK(rt, rk_graph_add(g, &d2, NULL, 0, &n2));
+  RT_OK(rt, rk_graph_connect(g, n0, n1, NULL));
+  RT_OK(rt, rk_graph_connect(g, n1, n2, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < 200; i++) {
+    uint64_t v = i, back = 0;
+    RT_OK(rt, rk_call(rk_graph_kernel(g, n0), 1, &v, sizeof v, &m, &back, sizeof back, RT_HANG));
+    assert_int_equal(back, i + 3); /* three stages, one each */
+    assert_true(m.env.hlc > last);
+    last = m.env.hlc;
+  }
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  assert_int_equal(rt_stats(rk_graph_kernel(g, n0)).k2k_out, 200);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, n0)).k2k_in, 200); /* the answers */
+  assert_int_equal(rt_stats(rk_graph_kernel(g, n0)).msgs_out, 200);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, n1)).k2k_in, 200);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, n1)).k2k_out, 200);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, n2)).k2k_in, 200);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, n2)).k2k_out, 200); /* its answers, over K2K */
+  assert_int_equal(rt_stats(rk_graph_kernel(g, n2)).msgs_out, 0);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
+/* Fan-in from two kernels into a sink whose K2K inbox has two slots: the senders' rk_send_to find
+ * it full (RK_EAGAIN), their handlers ask to run again, and every message arrives exactly once, in
+ * order per source; terminate drains the senders first. */
+static void test_k2k_fan_in_backpressure(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel_desc da = k2k_desc("a"), db = k2k_desc("b"), dc = k2k_desc("sink");
+  rk_graph *g;
+  uint32_t a, b, c, i;
+  uint64_t st[16], want = 0;
+  const uint32_t n = 400;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &da, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &b));
+  RT_OK(rt, rk_graph_add(g, &dc, NULL, 2, &c)); /* a K2K inbox of two slots */
+  RT_OK(rt, rk_graph_connect(g, a, c, NULL));
+  RT_OK(rt, rk_graph_connect(g, b, c, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 1; i <= n; i++) {
+    uint64_t wa[2] = {0, i}, wb[2] = {1, i};
+    RT_OK(rt, rk_send(rk_graph_kernel(g, a), 2, wa, sizeof wa, RK_SEND_NO_REPLY, NULL));
+    RT_OK(rt, rk_send(rk_graph_kernel(g, b), 2, wb, sizeof wb, RK_SEND_NO_REPLY, NULL));
+    want += 2 * (uint64_t)i;
+  }
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  k2k_state(rk_graph_kernel(g, c), st);
+  assert_int_equal(st[0], 2 * n);  /* every message, once */
+  assert_int_equal(st[1], want);   /* no duplicate made up for a loss */
+  assert_int_equal(st[2], 0);      /* in order per source */
+  assert_int_equal(rt_stats(rk_graph_kernel(g, c)).k2k_in, 2 * n);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, a)).k2k_out + rt_stats(rk_graph_kernel(g, b)).k2k_out, 2 * n);
+  print_message("K2K sends refused (sink full) and run again: %llu\n",
+                (unsigned long long)(rt_stats(rk_graph_kernel(g, a)).k2k_refused +
+                                     rt_stats(rk_graph_kernel(g, b)).k2k_refused));
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
+/* Topics: a handler's rk_publish reaches every subscriber (the count it returns), the host's
+ * rk_graph_publish too (through the subscribers' host inboxes on a device); a send over a route
+ * that does not exist is RK_EINVAL, counted as refused. */
+static void test_k2k_publish_and_refusals(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel_desc da = k2k_desc("pub"), db = k2k_desc("sub1"), dc = k2k_desc("sub2");
+  rk_graph *g;
+  uint32_t a, b, c;
+  uint64_t w[2] = {3, 1}, st[16];
+  int32_t rc = 0;
+  rk_msg m;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &da, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &b));
+  RT_OK(rt, rk_graph_add(g, &dc, NULL, 0, &c));
+  RT_OK(rt, rk_graph_subscribe(g, b, 0));
+  RT_OK(rt, rk_graph_subscribe(g, c, 0));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  RT_OK(rt, rk_call(rk_graph_kernel(g, a), 4, w, sizeof w, &m, &rc, sizeof rc, RT_HANG));
+  assert_int_equal(rc, 2);
+  w[1] = 2;
+  assert_int_equal(rk_graph_publish(g, 0, 3, w, sizeof w), 2);
+  RT_OK(rt, rk_call(rk_graph_kernel(g, a), 5, w, sizeof w, &m, &rc, sizeof rc, RT_HANG));
+  assert_int_equal(rc, RK_EINVAL);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, a)).k2k_refused, 1);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  k2k_state(rk_graph_kernel(g, b), st);
+  assert_int_equal(st[0], 2);
+  assert_int_equal(st[1], 3); /* seq 1 (the handler's) and 2 (the host's) */
+  k2k_state(rk_graph_kernel(g, c), st);
+  assert_int_equal(st[0], 2);
   rk_graph_destroy(g);
   emu_runtime_destroy(rt);
 }
@@ -716,7 +830,9 @@ int main(void) {
       cmocka_unit_test(test_poller_sleeps_after_no_reply),
       cmocka_unit_test(test_restart_unhandled_stay),
       cmocka_unit_test(test_restart_state),
-      cmocka_unit_test(test_graph_refused),
+      cmocka_unit_test(test_k2k_pipeline),
+      cmocka_unit_test(test_k2k_fan_in_backpressure),
+      cmocka_unit_test(test_k2k_publish_and_refusals),
       cmocka_unit_test(test_application_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

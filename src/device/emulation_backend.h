@@ -110,6 +110,33 @@ static inline void emu_device_release(emu_device *d) {
   d->devmem = NULL;
 }
 
+/* "Device memory" for K2K (graph.c): the CPU backend's zeroed, line-aligned memory; a device
+ * address is the host address. */
+static inline int emu_dev_alloc(rk_runtime *rt, size_t n, uint64_t *addr) {
+  void *p = rk__cpu_backend.alloc(rt, n);
+  if (p == NULL) return RK_ENOMEM;
+  *addr = (uint64_t)(uintptr_t)p;
+  return RK_OK;
+}
+static inline void emu_dev_free(rk_runtime *rt, uint64_t addr, size_t n) {
+  rk__cpu_backend.free(rt, (void *)(uintptr_t)addr, n);
+}
+static inline int emu_dev_write(rk_runtime *rt, uint64_t addr, const void *src, size_t n) {
+  (void)rt;
+  memcpy((void *)(uintptr_t)addr, src, n);
+  return RK_OK;
+}
+static inline int emu_dev_store64(rk_runtime *rt, uint64_t addr, uint64_t v) {
+  (void)rt;
+  __atomic_store_n((uint64_t *)(uintptr_t)addr, v, __ATOMIC_RELAXED); /* a flag; orders nothing */
+  return RK_OK;
+}
+static inline int emu_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v) {
+  (void)rt;
+  *v = __atomic_load_n((uint64_t *)(uintptr_t)addr, __ATOMIC_RELAXED); /* statistics */
+  return RK_OK;
+}
+
 /* Make rt's kernels run on the emulated device: *ops becomes the CPU backend's (its allocator:
  * ordinary, zeroed, line-aligned memory stands for the mapped arena) with the given start and
  * join, and lanes that stamp with their own clock plus the measured offset, as on a GPU; rt is
@@ -124,6 +151,11 @@ static inline void emu_backend_install(rk_runtime *rt, rk_backend_ops *ops, int 
   ops->lane_clock_offset = 1;
   ops->abandon = NULL;   /* the CPU backend's reclaims CPU lane threads, which these lanes are not */
   ops->restartable = 1;  /* as the CUDA backend */
+  ops->dev_alloc = emu_dev_alloc;
+  ops->dev_free = emu_dev_free;
+  ops->dev_write = emu_dev_write;
+  ops->dev_store64 = emu_dev_store64;
+  ops->dev_load64 = emu_dev_load64;
   rt->ops = ops;
   rt->backend = RK_BACKEND_CUDA;
 }

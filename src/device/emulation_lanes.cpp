@@ -4,6 +4,7 @@
  * host-mapped memory counted (device/emulation_model.h). Built into the rk_devemu library for the
  * test suite (test_devemu, test_cuda_host) and rk-bench (devmodel); never part of librk. */
 #include <stdlib.h>
+#include <string.h>
 
 #include <string_view>
 
@@ -40,8 +41,57 @@ RK_HANDLER(rk_emu_results_handler)(rk_ctx *ctx, const rk_msg *in) {
     default: return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
   }
 }
+
+/* A K2K test kernel of the emulated device (test_devemu), its state four 64-bit words:
+ *  type 1, payload a uint64 v: a pipeline stage: v + 1 goes on over route 0 (rk_forward), or, in
+ *    the last stage (no route: RK_EINVAL), back to the caller as the reply; a full next stage
+ *    (RK_EAGAIN) runs the message again later;
+ *  type 2, payload (source, seq): sent on over route 0 as type 3 (rk_send_to, retried when full),
+ *    then answered with the result;
+ *  type 3, payload (source, seq): a sink: counts it (state[0]), adds seq (state[1]), and counts a
+ *    seq that is not the source's last + 1 (state[2]; sources 0..7, their last seq in scratch of
+ *    the state words 8..15);
+ *  type 4: publishes its payload to topic 0 as type 3 and answers with the number of subscribers
+ *    that got it;
+ *  type 5: sends to route 7 (none) and answers with the result (RK_EINVAL expected). */
+RK_HANDLER(rk_emu_k2k_handler)(rk_ctx *ctx, const rk_msg *in) {
+  uint64_t w[2] = {0, 0};
+  uint64_t *st = (uint64_t *)rk_state(ctx);
+  int32_t rc;
+  if (rk_msg_len(in) >= 8) memcpy(w, rk_msg_payload(in), rk_msg_len(in) >= 16 ? 16 : 8);
+  switch (rk_msg_type_of(in)) {
+    case 1:
+      w[0]++;
+      rc = rk_forward(ctx, 0, 1, w, 8);
+      if (rc == RK_EINVAL) return rk_reply(ctx, 1, w, 8);
+      return rc;
+    case 2:
+      rc = rk_send_to(ctx, 0, 3, w, 16);
+      if (rc == RK_EAGAIN) return rc;
+      return rk_reply(ctx, 2, &rc, sizeof rc);
+    case 3:
+      if (rk_thread(ctx) == 0) {
+        st[0]++;
+        st[1] += w[1];
+        if (w[0] < 8) {
+          if (w[1] != st[8 + w[0]] + 1) st[2]++;
+          st[8 + w[0]] = w[1];
+        }
+      }
+      return rk_reply(ctx, 3, w, 16); /* (a K2K message without an origin: nothing is sent) */
+    case 4:
+      rc = rk_publish(ctx, 0, 3, w, 16);
+      return rk_reply(ctx, 4, &rc, sizeof rc);
+    case 5:
+      rc = rk_send_to(ctx, 7, 3, w, 16);
+      return rk_reply(ctx, 5, &rc, sizeof rc);
+    default:
+      return RK_EINVAL;
+  }
+}
 }
 RK_DEFINE_RING_KERNEL(rk_emu_kernel_results, rk_emu::rk_emu_results_handler)
+RK_DEFINE_RING_KERNEL(rk_emu_kernel_k2k, rk_emu::rk_emu_k2k_handler)
 
 /* A test's own kernel: RK_EMU_EXTRA_SOURCE names a dialect source that defines it with
  * RK_KERNEL(name, ...), RK_EMU_EXTRA_ENTRY its entry point rk_kernel_<name>. The test suite builds
@@ -87,7 +137,7 @@ extern "C" rk_emu_entry_fn rk_emu_entry(const char *name) {
   static const struct {
     const char *name;
     rk_emu_entry_fn fn;
-  } table[] = {RK_BUILTIN_KERNELS(EMU_ROW) EMU_ROW(rk_emu_kernel_results, -) EMU_EXTRA_ROW};
+  } table[] = {RK_BUILTIN_KERNELS(EMU_ROW) EMU_ROW(rk_emu_kernel_results, -) EMU_ROW(rk_emu_kernel_k2k, -) EMU_EXTRA_ROW};
   for (const auto &e : table)
     if (name && std::string_view(name) == e.name) return e.fn;
   return nullptr;

@@ -44,4 +44,11 @@ RK_INLINE RK_HD int rk_lane_result_error(int rc, int replied, uint16_t env_flags
   return 0;
 }
 
+/* Does a handler's result ask to run again later on the same message? RK_EAGAIN with nothing
+ * replied and nothing sent over K2K: a destination was full (rk_send_to, rk_forward), and the
+ * message stays in its inbox so the backpressure reaches its senders instead of it being lost. */
+RK_INLINE RK_HD int rk_lane_retry(int rc, int replied, uint32_t sent) {
+  return rc == RK_EAGAIN && !replied && sent == 0;
+}
+
 #endif /* RK_DEVICE_LANE_RULES_H */

@@ -22,6 +22,27 @@ typedef struct rk_dev_buffer {
   uint64_t reserved;
 } rk_dev_buffer;
 
+/* One kernel of a graph as the lanes of the graph's kernels see it (graph.c writes the table before
+ * the first of them is launched; afterwards only `closed` (the host) and `dropped` (the lanes)
+ * change): where its K2K inboxes are, and what it may send to. Device memory on CUDA, host memory
+ * on the emulated device; 128 bytes. Lane i's K2K inbox (an MPSC rk_ring) is at
+ * k2k_base + i * k2k_stride. */
+typedef struct rk_dev_k2k_node {
+  uint64_t k2k_base;          /* the lanes' address of lane 0's K2K inbox */
+  uint64_t k2k_stride;
+  uint64_t topics;            /* bit t: subscribed to topic t */
+  volatile uint64_t closed;   /* nonzero: the kernel terminated (written by the host): sends get RK_ECLOSED */
+  volatile uint64_t dropped;  /* topic messages it missed, its inbox full (relaxed device-scope adds) */
+  uint32_t kernel_id;
+  uint32_t lanes;
+  uint32_t slot_size;
+  uint32_t nroutes;
+  uint8_t route[16];          /* node (index in the table) at the end of route r */
+  uint8_t pad[56];
+} rk_dev_k2k_node;
+
+RK_STATIC_ASSERT(sizeof(rk_dev_k2k_node) == 128, "rk_dev_k2k_node layout");
+
 typedef struct rk_dev_params {
   rk_control *ctl;          /* mapped: host line, lane command lines, lane status lines */
   uint8_t *inbox_base;      /* mapped: lane i's MPSC inbox at inbox_base + i * inbox_stride */
@@ -39,13 +60,21 @@ typedef struct rk_dev_params {
   uint32_t scratch_size;    /* bytes of lane scratch after the batch in dynamic shared memory */
   uint32_t nbuffers;        /* entries of the buffer table */
   rk_dev_buffer *buffers;   /* the runtime's buffer table (see rk_dev_buffer) */
+  rk_dev_k2k_node *graph;   /* K2K: the graph's table (NULL: the kernel is in no graph) */
+  uint32_t graph_n;         /* entries of the table */
+  uint32_t graph_node;      /* this kernel's entry */
 } rk_dev_params;
 
-RK_STATIC_ASSERT(sizeof(rk_dev_params) == 104, "rk_dev_params layout");
+RK_STATIC_ASSERT(sizeof(rk_dev_params) == 120, "rk_dev_params layout");
 
 /* Most threads a lane (a block) may have: kernel.c refuses more; the entry points are compiled for
  * it (__launch_bounds__ in persistent.cuh). */
 #define RK_DEV_MAX_THREADS 1024u
+
+/* K2K messages a lane writes before its next publication stamps and publishes them (a handler
+ * that sends more publishes first: rk_dev_send_collective); also the most subscribers a topic may
+ * have on the device (graph.c refuses more at launch). */
+#define RK_DEV_K2K_PENDING 16u
 
 /* Most slots a lane takes per inbox access (rk_dev_params.batch is at most this): the lane reads
  * that many sequence words at once, in registers. */
@@ -54,7 +83,7 @@ RK_STATIC_ASSERT(sizeof(rk_dev_params) == 104, "rk_dev_params layout");
 /* Static shared memory the lane loop itself declares (its state and a copy of these parameters),
  * at most; persistent.cuh asserts it. Static plus dynamic shared memory must fit the 48 KiB a block
  * gets without an opt-in attribute, so the host budgets the dynamic part with this subtracted. */
-#define RK_DEV_STATIC_SMEM 1024u
+#define RK_DEV_STATIC_SMEM 1536u
 /* Shared memory a block gets without cudaFuncSetAttribute (which may synchronise: not used). */
 #define RK_DEV_SMEM_LIMIT (48u << 10)
 

@@ -63,6 +63,9 @@
 #ifndef RK_DEV_DEEP_IDLE_NS
 #define RK_DEV_DEEP_IDLE_NS 200000ull
 #endif
+/* K2K batches in a row without a look at the host inbox while it was last seen empty (fairness:
+ * the lane loop). */
+#define RK_DEV_K2K_STREAK 4u
 /* Idle polls before the lane sleeps between polls at all. */
 #define RK_DEV_SPIN_POLLS 64u
 /* The heartbeat is stored at most this often while the lane works or waits. */
@@ -160,6 +163,10 @@ enum {
   RK_DEV_C_CLOCK_REJECTED,
   RK_DEV_C_HANDLER_ERRORS,
   RK_DEV_C_STALLS,
+  RK_DEV_C_K2K_IN,
+  RK_DEV_C_K2K_OUT,
+  RK_DEV_C_K2K_REFUSED,
+  RK_DEV_C_K2K_INVALID,
   RK_DEV_C_COUNT
 };
 
@@ -190,7 +197,6 @@ typedef struct rk_dev_lane {
   uint64_t beat_ns;       /* %globaltimer of the last heartbeat store */
   uint64_t heartbeat;
   uint64_t in_done;       /* inbox positions handled (or refused): in_done <= in_head */
-  uint64_t c[RK_DEV_C_COUNT];
   uint32_t dirty;         /* counters changed since they were last stored (bit per counter) */
   uint32_t avail;         /* positions from in_head seen published and acquired: take them now */
   uint32_t pend;          /* positions after those seen published; acquired by the next fence */
@@ -216,6 +222,28 @@ typedef struct rk_dev_lane {
   int32_t reserved;       /* staging index of rk_reply_reserve's reply, -1 if none */
   void *coll_ptr;
   rk_msg cur;
+  /* K2K (a kernel of a graph): the lane's K2K inbox, an MPSC ring in device memory (L2, never
+   * PCIe), consumed like the host inbox; NULL when the kernel is in no graph. */
+  rk_ring *kin;
+  uint8_t *kin_slots;
+  volatile uint64_t *kin_seq;
+  uint64_t kin_mask;
+  uint64_t kin_head;      /* next K2K position to take */
+  uint64_t kin_done;      /* K2K positions handled (or refused): released to the producers */
+  uint64_t kin_final;     /* where the lane closed its K2K inbox (kin_closed) */
+  uint32_t kin_closed;
+  uint32_t kin_batch;     /* the current batch comes from the K2K inbox */
+  uint32_t turn;          /* the K2K inbox is looked at first in the next iteration */
+  uint32_t streak;        /* K2K batches in a row without a look at the host inbox */
+  int32_t owed;           /* host requests passed on (rk_forward) whose answers are not back yet */
+  uint32_t sent;          /* K2K messages the current handler sent */
+  uint32_t kpend;         /* K2K messages written, stamped and published by the next rk_dev_flush */
+  uint32_t kin_pad;
+  uint64_t kin_released;  /* the K2K head last stored */
+  rk_envelope *kp_env[RK_DEV_K2K_PENDING];        /* pending K2K messages: the slot */
+  volatile uint64_t *kp_seq[RK_DEV_K2K_PENDING];  /* its sequence word */
+  uint64_t kp_pos[RK_DEV_K2K_PENDING];            /* its position */
+  uint64_t c[RK_DEV_C_COUNT];
 } rk_dev_lane;
 
 struct rk_ctx {
@@ -280,6 +308,10 @@ RK_INLINE __device__ void rk_dev_store_counters(rk_dev_lane *L) {
   if (L->dirty & (1u << RK_DEV_C_CLOCK_REJECTED)) rk_dev_st(&st->clock_rejected, L->c[RK_DEV_C_CLOCK_REJECTED]);
   if (L->dirty & (1u << RK_DEV_C_HANDLER_ERRORS)) rk_dev_st(&st->handler_errors, L->c[RK_DEV_C_HANDLER_ERRORS]);
   if (L->dirty & (1u << RK_DEV_C_STALLS)) rk_dev_st(&st->outbox_stalls, L->c[RK_DEV_C_STALLS]);
+  if (L->dirty & (1u << RK_DEV_C_K2K_IN)) rk_dev_st(&st->k2k_in, L->c[RK_DEV_C_K2K_IN]);
+  if (L->dirty & (1u << RK_DEV_C_K2K_OUT)) rk_dev_st(&st->k2k_out, L->c[RK_DEV_C_K2K_OUT]);
+  if (L->dirty & (1u << RK_DEV_C_K2K_REFUSED)) rk_dev_st(&st->k2k_refused, L->c[RK_DEV_C_K2K_REFUSED]);
+  if (L->dirty & (1u << RK_DEV_C_K2K_INVALID)) rk_dev_st(&st->k2k_invalid, L->c[RK_DEV_C_K2K_INVALID]);
   L->dirty = 0;
 }
 
@@ -500,6 +532,16 @@ RK_INLINE __device__ void rk_dev_copy_chunks_in(uint32_t total, From from, To to
   }
 }
 
+/* c / d for the copy's chunk numbers, with m = 0xffffffff / d + 1 computed once: floor(c * m / 2^32)
+ * is exact while c * d < 2^32 (the error c * (m - 2^32 / d) / 2^32 stays below 1 / d); here c is
+ * below a batch's chunks and d a slot's, both under 2^12 (the slots fit 48 KiB of shared memory).
+ * A division per chunk costs registers the copy's loads in flight need (test_sass.py). */
+RK_INLINE __device__ uint32_t rk_dev_div(uint32_t c, uint32_t d, uint32_t m) {
+  uint32_t q = (uint32_t)(((uint64_t)c * m) >> 32);
+  (void)d;
+  return q;
+}
+
 RK_INLINE __device__ uint8_t *rk_dev_in_slot(const rk_dev_params *p, const rk_dev_lane *L, uint64_t pos) {
   return L->in_slots + (size_t)((pos & L->in_mask) * p->slot_size);
 }
@@ -520,13 +562,18 @@ RK_INLINE __device__ uint32_t rk_dev_msg_bytes(const rk_dev_params *p, const rk_
 RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L, uint8_t *dst, uint32_t n) {
   const uint32_t pre = L->prefix; /* read before the first barrier; thread 0 updates it after */
   const uint32_t cps = pre / 16u;
+  const uint32_t inv = 0xffffffffu / cps + 1u; /* rk_dev_div: one division per copy, not per chunk */
   uint32_t extra[RK_DEV_MAX_BATCH], total = 0, s;
   rk_dev_copy_chunks_in(
       n * cps,
       [&](uint32_t c) {
-        return RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + c / cps) + (c % cps) * 16u);
+        uint32_t q = rk_dev_div(c, cps, inv);
+        return RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + q) + (c - q * cps) * 16u);
       },
-      [&](uint32_t c) { return RK_CAST(uint64_t *, dst + (size_t)(c / cps) * p->slot_size + (c % cps) * 16u); });
+      [&](uint32_t c) {
+        uint32_t q = rk_dev_div(c, cps, inv);
+        return RK_CAST(uint64_t *, dst + (size_t)q * p->slot_size + (c - q * cps) * 16u);
+      });
   __syncthreads();
 #pragma unroll
   for (s = 0; s < RK_DEV_MAX_BATCH; s++) {
@@ -620,6 +667,205 @@ RK_INLINE __device__ void rk_dev_copy_payload(void *dst, const void *src, uint32
   for (; i < len; i++) d[i] = s[i];
 }
 
+/* ---------------------------------------- K2K (thread 0) ------------------------------------- */
+/* K2K inboxes live in device memory (CUDA: the device arena; the emulated device: host memory), so
+ * every access here is at device scope: an L2 access, never a PCIe round trip, and not counted by
+ * the emulated device's model (which counts host-mapped memory). The ring is the one every other
+ * queue uses (ringkernel/ring.h): producers claim with its MPSC claim (capacity first, one
+ * compare-and-swap at device scope), write the slot in place, then store-release the slot's
+ * sequence word at device scope (.gpu: both sides are lanes of one device). */
+
+RK_INLINE __device__ rk_ring *rk_dev_k2k_ring(const rk_dev_k2k_node *d, uint32_t lane) {
+  return RK_CAST(rk_ring *, RK_CAST(uintptr_t, d->k2k_base + (uint64_t)lane * d->k2k_stride));
+}
+
+/* Thread 0: one K2K message into lane `lane` of node d's K2K inbox, built in place: the header from
+ * the current message (forward: the request's origin and id travel on; reply: the answer to a
+ * request passed on, for the origin's lane), `code` first when has_code (an error answer), then
+ * len bytes of payload. The lane's next publication stamps it (send rule) and publishes it.
+ * Returns RK_OK, RK_EAGAIN (full, or no room to keep it pending), RK_ECLOSED (the kernel
+ * terminated), RK_EMSGSIZE. */
+RK_INLINE __device__ int rk_dev_k2k_push(const rk_dev_params *p, rk_dev_lane *L, const rk_dev_k2k_node *d,
+                                         uint32_t lane, uint32_t type, uint16_t flags, int forward, int has_code,
+                                         int32_t code, const void *payload, uint32_t len) {
+  const rk_envelope *in = &L->cur.env;
+  uint32_t total = len + (has_code ? (uint32_t)sizeof(int32_t) : 0u);
+  rk_ring *r;
+  rk_envelope *e;
+  uint64_t pos;
+  int k;
+  if (total > d->slot_size - RK_ENVELOPE_SIZE) return RK_EMSGSIZE;
+  if (L->kpend == RK_DEV_K2K_PENDING) return RK_EAGAIN;
+  if (rk_load_relaxed_dev_u64(&d->closed)) return RK_ECLOSED; /* the host's flag; the drain's close is in claim */
+  r = rk_dev_k2k_ring(d, lane);
+  k = rk_ring_mpsc_reserve_n(r, 1, &pos);
+  if (k <= 0) return k == 0 ? RK_EAGAIN : k;
+  e = RK_CAST(rk_envelope *, rk_ring_slot(r, pos));
+  rk_envelope_init(e, type, total, (uint16_t)(RK_ENV_F_K2K | flags));
+  e->msg_id = ((uint64_t)(blockIdx.x + 1) << 48) | ++L->next_reply_id;
+  e->src = p->kernel_id;
+  e->dst = d->kernel_id;
+  e->node = p->kernel_id;
+  e->lane = (uint16_t)blockIdx.x;
+  e->priority = in->priority;
+  if (flags & RK_ENV_F_REPLY) { /* back to the origin's lane, where the caller waits */
+    e->origin = d->kernel_id;
+    e->correlation_id = in->correlation_id;
+    e->lane = in->lane;
+  } else if (forward && !(in->flags & (RK_ENV_F_NO_REPLY | RK_ENV_F_REPLY))) {
+    if (in->flags & RK_ENV_F_K2K) { /* passed on again: the origin stays */
+      e->origin = in->origin;
+      e->correlation_id = in->correlation_id;
+      e->lane = in->lane;
+    } else { /* a host request: this kernel is the origin, the answer comes back to this lane */
+      e->origin = p->kernel_id;
+      e->correlation_id = in->msg_id;
+    }
+  }
+  if (e->origin == 0) e->flags = (uint16_t)(e->flags | RK_ENV_F_NO_REPLY);
+  if (has_code) *RK_CAST(int32_t *, e + 1) = code;
+  rk_dev_copy_payload(RK_CAST(uint8_t *, e + 1) + (has_code ? sizeof(int32_t) : 0u), payload, len);
+  /* Stamped and published with the lane's next publication (rk_dev_flush): one clock CAS and one
+   * fence for the batch's replies and K2K messages together. (The caller made sure kpend has room.) */
+  L->kp_env[L->kpend] = e;
+  L->kp_seq[L->kpend] = rk_ring__seq(r, pos);
+  L->kp_pos[L->kpend] = pos;
+  L->kpend++;
+  return RK_OK;
+}
+
+/* Thread 0: the answer to the current K2K message, which continues a host request: over K2K to
+ * the origin's lane, which puts it in its outbox. A reply is not answered; an origin not in the
+ * graph is RK_EINVAL. Counted as sent, or refused. */
+RK_INLINE __device__ int rk_dev_k2k_reply(const rk_dev_params *p, rk_dev_lane *L, uint32_t type, uint16_t flags,
+                                          int has_code, int32_t code, const void *payload, uint32_t len) {
+  const rk_dev_k2k_node *g = p->graph, *o = 0;
+  uint32_t j;
+  int rc;
+  if (L->cur.env.flags & (RK_ENV_F_NO_REPLY | RK_ENV_F_REPLY)) return RK_OK;
+  for (j = 0; g && j < p->graph_n; j++)
+    if (g[j].kernel_id == L->cur.env.origin) o = g + j;
+  rc = o ? rk_dev_k2k_push(p, L, o, L->cur.env.lane % o->lanes, type, (uint16_t)(RK_ENV_F_REPLY | flags), 0,
+                           has_code, code, payload, len)
+         : RK_EINVAL;
+  if (rc == RK_OK) {
+    L->replied = 1;
+    rk_dev_count(L, RK_DEV_C_K2K_OUT, 1);
+  } else {
+    rk_dev_count(L, RK_DEV_C_K2K_REFUSED, 1);
+  }
+  return rc;
+}
+
+/* Thread 0: rk_send_to / rk_send_to_key (mode 0 / 1), rk_publish (2), rk_forward / rk_forward_key
+ * (3 / 4), as the CPU lane's send_lead. */
+RK_INLINE __device__ int rk_dev_send_lead(const rk_dev_params *p, rk_dev_lane *L, int mode, uint32_t which,
+                                          uint64_t key, uint32_t type, const void *payload, uint32_t len) {
+  const rk_dev_k2k_node *g = p->graph, *d;
+  uint32_t j, lane;
+  int rc, got = 0, fwd;
+  if (g == 0 || type == 0 || (payload == 0 && len > 0) || (mode == 2 && which >= 64u) ||
+      (mode != 2 && which >= g[p->graph_node].nroutes)) {
+    rk_dev_count(L, RK_DEV_C_K2K_REFUSED, 1);
+    return RK_EINVAL;
+  }
+  if (mode == 2) { /* every subscriber's lane 0; a full one counts a drop for that subscriber only */
+    for (j = 0; j < p->graph_n; j++) {
+      if (!((g[j].topics >> which) & 1u)) continue;
+      rc = rk_dev_k2k_push(p, L, g + j, 0, type, 0, 0, 0, 0, payload, len);
+      if (rc == RK_OK) {
+        got++;
+        L->sent++;
+        rk_dev_count(L, RK_DEV_C_K2K_OUT, 1);
+      } else if (rc == RK_EAGAIN) {
+        (void)rk_fetch_add_relaxed_dev_u64(RK_CAST(volatile uint64_t *, &g[j].dropped), 1); /* statistics */
+      } else {
+        rk_dev_count(L, RK_DEV_C_K2K_REFUSED, 1);
+        if (rc == RK_EMSGSIZE) return rc;
+      }
+    }
+    return got;
+  }
+  d = g + g[p->graph_node].route[which];
+  lane = (mode == 1 || mode == 4) ? (uint32_t)(key % d->lanes) : blockIdx.x % d->lanes;
+  fwd = mode >= 3 && !(L->cur.env.flags & (RK_ENV_F_NO_REPLY | RK_ENV_F_REPLY));
+  rc = rk_dev_k2k_push(p, L, d, lane, type, 0, mode >= 3, 0, 0, payload, len);
+  if (rc != RK_OK) {
+    rk_dev_count(L, RK_DEV_C_K2K_REFUSED, 1);
+    return rc;
+  }
+  rk_dev_count(L, RK_DEV_C_K2K_OUT, 1);
+  L->sent++;
+  if (fwd) {
+    L->replied = 1; /* the duty to answer went on with the message */
+    if (!(L->cur.env.flags & RK_ENV_F_K2K)) L->owed++;
+  }
+  return RK_OK;
+}
+
+/* Thread 0: how many K2K positions from kin_head are published (at most a batch, and when the
+ * inbox is closed, below the close). The sequence words are loaded relaxed, all in flight, and the
+ * ones found published acquired by one fence at device scope (pairs with the producers'
+ * store-release in rk_dev_k2k_push). (Emulated: acquire loads, as rk_dev_poll's observations.) */
+#if defined(RK_DEVICE_EMULATION) /* (ThreadSanitizer does not model fences: acquires and releases) */
+#define RK_DEV_K2K_OBS(q) rk_load_acquire_dev_u64(q)
+#define RK_DEV_K2K_PUB(q, v) rk_store_release_dev_u64(q, v)
+#else
+#define RK_DEV_K2K_OBS(q) rk_load_relaxed_dev_u64(q)
+#define RK_DEV_K2K_PUB(q, v) rk_store_relaxed_dev_u64(q, v)
+#endif
+RK_INLINE __device__ uint32_t rk_dev_k2k_take(const rk_dev_params *p, rk_dev_lane *L) {
+  uint64_t w[RK_DEV_MAX_BATCH];
+  uint32_t max = p->batch < RK_DEV_MAX_BATCH ? p->batch : RK_DEV_MAX_BATCH, bits = 0, i, n;
+  if ((uint64_t)max > L->kin_mask + 1) max = (uint32_t)(L->kin_mask + 1);
+  if (L->kin_closed) {
+    if ((int64_t)(L->kin_final - L->kin_head) <= 0) return 0;
+    if (L->kin_final - L->kin_head < max) max = (uint32_t)(L->kin_final - L->kin_head);
+  }
+#pragma unroll
+  for (i = 0; i < RK_DEV_MAX_BATCH; i++)
+    if (i < max) w[i] = RK_DEV_K2K_OBS(L->kin_seq + ((L->kin_head + i) & L->kin_mask));
+#pragma unroll
+  for (i = 0; i < RK_DEV_MAX_BATCH; i++)
+    if (i < max && rk_ring_seq_published(w[i], L->kin_head + i)) bits |= 1u << i;
+  n = (bits & 1u) ? 1 + rk_dev_run(bits) : 0;
+  if (n) rk_fence_acq_rel_dev();
+  return n;
+}
+
+/* All threads: copy the K2K batch's n messages (envelope and payload, in 8-byte words) into shared
+ * memory. Relaxed device-scope loads (L2: never a stale L1 line), after thread 0's acquire and a
+ * barrier. */
+RK_INLINE __device__ void rk_dev_k2k_copy_in(const rk_dev_params *p, const rk_dev_lane *L, uint8_t *dst, uint32_t n) {
+  uint32_t s, c;
+  for (s = 0; s < n; s++) {
+    const volatile uint64_t *src = RK_CAST(const volatile uint64_t *,
+                                           L->kin_slots + (size_t)(((L->kin_head + s) & L->kin_mask) * p->slot_size));
+    uint64_t w1 = rk_load_relaxed_dev_u64(src + 1); /* type (low half), payload_len (high half) */
+    uint64_t bytes = (uint64_t)RK_ENVELOPE_SIZE + (w1 >> 32);
+    uint32_t words;
+    bytes = (bytes + 15u) & ~(uint64_t)15u;
+    words = (uint32_t)((bytes > p->slot_size ? p->slot_size : bytes) / 8u);
+    for (c = threadIdx.x; c < words; c += blockDim.x)
+      RK_CAST(uint64_t *, dst + (size_t)s * p->slot_size)[c] = rk_load_relaxed_dev_u64(src + c);
+  }
+  __syncthreads();
+}
+
+/* Thread 0, terminating, the host inbox drained and every request passed on answered: close the K2K
+ * inbox to senders (the ring's close: a compare-and-swap on claim at device scope; later sends get
+ * RK_ECLOSED) and drain it to the close. Upstream kernels were terminated first
+ * (rk_graph_terminate), so nothing accepted is lost. */
+RK_INLINE __device__ void rk_dev_k2k_close(rk_dev_lane *L) {
+  /* Relaxed: the close publishes nothing; the positions below it are acquired one by one from
+   * their sequence words as they are taken. (rk_ring_close's acq_rel CAS would be a MEMBAR.GPU.) */
+  uint64_t c = rk_load_relaxed_dev_u64(&L->kin->claim);
+  while (!(c & RK_RING_CLOSED) && !rk_cas_relaxed_dev_u64(&L->kin->claim, &c, c | RK_RING_CLOSED)) {
+  }
+  L->kin_final = c & ~RK_RING_CLOSED;
+  L->kin_closed = 1;
+}
+
 /* Thread 0: stage a reply. The caller made sure there is staging and outbox room for the first
  * reply of a message; a second one finds the outbox full (RK_EAGAIN) or no staging room
  * (rk_reply flushed first). */
@@ -627,6 +873,7 @@ RK_INLINE __device__ int rk_dev_reply_put(const rk_dev_params *p, rk_dev_lane *L
                                           const void *payload, uint32_t len) {
   rk_envelope *e;
   if (L->cur.env.flags & RK_ENV_F_NO_REPLY) return RK_OK;
+  if (L->cur.env.flags & RK_ENV_F_K2K) return rk_dev_k2k_reply(p, L, type, flags, 0, 0, payload, len);
   if (len > p->slot_size - RK_ENVELOPE_SIZE) return RK_EMSGSIZE;
   if (L->staged == L->stage_cap || !rk_dev_room(L, 1)) return RK_EAGAIN;
   e = rk_dev_stage_header(p, L, type, len, flags);
@@ -640,6 +887,7 @@ RK_INLINE __device__ int rk_dev_reply_put(const rk_dev_params *p, rk_dev_lane *L
 RK_INLINE __device__ int rk_dev_reply_error(const rk_dev_params *p, rk_dev_lane *L, uint32_t type, int32_t code) {
   rk_envelope *e;
   if (L->cur.env.flags & RK_ENV_F_NO_REPLY) return RK_OK;
+  if (L->cur.env.flags & RK_ENV_F_K2K) return rk_dev_k2k_reply(p, L, type, RK_ENV_F_ERROR, 1, code, 0, 0);
   if (L->staged == L->stage_cap || !rk_dev_room(L, 1)) return RK_EAGAIN;
   e = rk_dev_stage_header(p, L, type, (uint32_t)sizeof(int32_t), RK_ENV_F_ERROR);
   *RK_CAST(int32_t *, e + 1) = code;
@@ -688,13 +936,16 @@ RK_INLINE __device__ void rk_dev_flush(const rk_dev_params *p, rk_dev_lane *L) {
   __syncthreads(); /* staged replies complete */
   if (threadIdx.x == 0) {
     uint32_t i;
-    if (L->staged || L->merge) {
-      rk_hlc first = rk_dev_clock_advance(p, L, L->merge, L->staged);
+    if (L->staged || L->merge || L->kpend) { /* replies first, then the K2K messages, in order */
+      rk_hlc first = rk_dev_clock_advance(p, L, L->merge, L->staged + L->kpend);
       L->merge = 0;
       for (i = 0; i < L->staged; i++) rk_dev_staged(p, L, i)->hlc = first + i;
+      for (i = 0; i < L->kpend; i++) L->kp_env[i]->hlc = first + L->staged + i;
     }
-    /* anything to release (replies, copied inbox slots) or to acquire (positions seen published) */
-    L->publish = L->staged != 0 || L->in_released != L->in_done || L->pend != 0;
+    /* anything to release (replies, K2K messages, copied inbox slots) or to acquire (positions
+     * seen published) */
+    L->publish = L->staged != 0 || L->in_released != L->in_done || L->pend != 0 || L->kpend != 0 ||
+                 L->kin_released != L->kin_done;
     if (L->publish) rk_dev_poll_ahead(p, L);
   }
   __syncthreads();
@@ -713,6 +964,15 @@ RK_INLINE __device__ void rk_dev_flush(const rk_dev_params *p, rk_dev_lane *L) {
       rk_dev_st_pub(&L->in->head, L->in_done);
     }
     for (i = 0; i < L->staged; i++) rk_dev_st_pub(L->out_seq + ((L->out_tail + i) & L->out_mask), L->out_tail + i + 1);
+    /* K2K (device memory), after the same fence: the messages' sequence words (pair with the
+     * consumer's acquire, rk_dev_k2k_take) and the K2K inbox head (pairs with the producers'
+     * acquire of head in rk_ring_mpsc_reserve_n: the slots were copied) */
+    for (i = 0; i < L->kpend; i++) RK_DEV_K2K_PUB(L->kp_seq[i], L->kp_pos[i] + 1);
+    L->kpend = 0;
+    if (L->kin_released != L->kin_done) {
+      L->kin_released = L->kin_done;
+      RK_DEV_K2K_PUB(&L->kin->head, L->kin_done);
+    }
     L->out_tail += L->staged;
     L->staged = 0;
     rk_dev_st(&L->out->tail, L->out_tail); /* the producer's own index, for observers only */
@@ -741,30 +1001,36 @@ static __device__ uint32_t rk_lane(rk_ctx *ctx) { return ctx->lane; }
 static __device__ uint32_t rk_lanes(rk_ctx *ctx) { return ctx->p->lanes; }
 static __device__ uint32_t rk_self(rk_ctx *ctx) { return ctx->p->kernel_id; }
 
-/* K2K on the device is not implemented yet (rk_graph_launch refuses the CUDA backend, so no
- * device kernel has a route or a topic): the calls exist so one handler source compiles for every
- * backend, and answer RK_ENOTSUP. Collective, uniformly: no thread diverges. */
+/* K2K (docs/k2k.md): collective like rk_reply; thread 0 sends (rk_dev_send_lead). A handler never
+ * waits on another kernel: a full destination is RK_EAGAIN at once. */
+RK_INLINE __device__ int rk_dev_send_collective(rk_ctx *ctx, int mode, uint32_t which, uint64_t key, uint32_t type,
+                                                const void *payload, uint32_t len) {
+  rk_dev_lane *L = ctx->L;
+  /* room for what this call may write: one message, or one per subscriber (at most
+   * RK_DEV_K2K_PENDING); kpend was last written by thread 0 before a barrier: uniform */
+  int full = L->kpend + (mode == 2 ? RK_DEV_K2K_PENDING : 1u) > RK_DEV_K2K_PENDING && L->kpend > 0;
+  __syncthreads();
+  if (full) rk_dev_flush(ctx->p, L);
+  if (threadIdx.x == 0) L->coll_rc = rk_dev_send_lead(ctx->p, L, mode, which, key, type, payload, len);
+  __syncthreads();
+  return L->coll_rc;
+}
 static __device__ int rk_send_to(rk_ctx *ctx, uint32_t route, uint32_t type, const void *payload, uint32_t len) {
-  (void)ctx, (void)route, (void)type, (void)payload, (void)len;
-  return RK_ENOTSUP;
+  return rk_dev_send_collective(ctx, 0, route, 0, type, payload, len);
 }
 static __device__ int rk_send_to_key(rk_ctx *ctx, uint32_t route, uint64_t key, uint32_t type, const void *payload,
                                      uint32_t len) {
-  (void)ctx, (void)route, (void)key, (void)type, (void)payload, (void)len;
-  return RK_ENOTSUP;
+  return rk_dev_send_collective(ctx, 1, route, key, type, payload, len);
 }
 static __device__ int rk_forward(rk_ctx *ctx, uint32_t route, uint32_t type, const void *payload, uint32_t len) {
-  (void)ctx, (void)route, (void)type, (void)payload, (void)len;
-  return RK_ENOTSUP;
+  return rk_dev_send_collective(ctx, 3, route, 0, type, payload, len);
 }
 static __device__ int rk_forward_key(rk_ctx *ctx, uint32_t route, uint64_t key, uint32_t type, const void *payload,
                                      uint32_t len) {
-  (void)ctx, (void)route, (void)key, (void)type, (void)payload, (void)len;
-  return RK_ENOTSUP;
+  return rk_dev_send_collective(ctx, 4, route, key, type, payload, len);
 }
 static __device__ int rk_publish(rk_ctx *ctx, uint32_t topic, uint32_t type, const void *payload, uint32_t len) {
-  (void)ctx, (void)topic, (void)type, (void)payload, (void)len;
-  return RK_ENOTSUP;
+  return rk_dev_send_collective(ctx, 2, topic, 0, type, payload, len);
 }
 
 /* Buffers (ringkernel/buffer.h): the reference's entry in the buffer table, which is device memory
@@ -827,6 +1093,8 @@ static __device__ int rk_reply_error(rk_ctx *ctx, int32_t code, const void *payl
       L->coll_rc = RK_OK;
     } else if (len > RK_REPLY_ERROR_MAX || len > ctx->p->slot_size - RK_ENVELOPE_SIZE - (uint32_t)sizeof(int32_t)) {
       L->coll_rc = RK_EMSGSIZE;
+    } else if (L->cur.env.flags & RK_ENV_F_K2K) {
+      L->coll_rc = rk_dev_k2k_reply(ctx->p, L, L->cur.env.type, RK_ENV_F_ERROR, 1, code, payload, len);
     } else if (L->staged == L->stage_cap || !rk_dev_room(L, 1)) {
       L->coll_rc = RK_EAGAIN;
     } else {
@@ -848,8 +1116,9 @@ static __device__ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t le
   if (full) rk_dev_flush(ctx->p, L);
   if (threadIdx.x == 0) {
     L->coll_ptr = 0;
+    /* (a K2K message's answer is staged here too, and sent over K2K by the commit) */
     if (!(L->cur.env.flags & RK_ENV_F_NO_REPLY) && len <= ctx->p->slot_size - RK_ENVELOPE_SIZE && L->reserved < 0 &&
-        L->staged < L->stage_cap && rk_dev_room(L, 1)) {
+        L->staged < L->stage_cap && ((L->cur.env.flags & RK_ENV_F_K2K) || rk_dev_room(L, 1))) {
       rk_envelope *e = rk_dev_stage_header(ctx->p, L, type, len, 0);
       L->reserved = (int32_t)L->staged;
       L->coll_ptr = e + 1;
@@ -863,7 +1132,11 @@ static __device__ int rk_reply_commit(rk_ctx *ctx) {
   rk_dev_lane *L = ctx->L;
   __syncthreads();
   if (threadIdx.x == 0) {
-    if (L->reserved >= 0) {
+    if (L->reserved >= 0 && (L->cur.env.flags & RK_ENV_F_K2K)) {
+      rk_envelope *e = rk_dev_staged(ctx->p, L, (uint32_t)L->reserved);
+      L->reserved = -1;
+      L->coll_rc = rk_dev_k2k_reply(ctx->p, L, e->type, 0, 0, 0, e + 1, e->payload_len);
+    } else if (L->reserved >= 0) {
       rk_dev_stage_done(ctx->p, L, rk_dev_staged(ctx->p, L, (uint32_t)L->reserved));
       L->reserved = -1;
       L->coll_rc = RK_OK;
@@ -877,15 +1150,35 @@ static __device__ int rk_reply_commit(rk_ctx *ctx) {
 
 /* ---------------------------------------- the loop ------------------------------------------- */
 
+/* Thread 0: a K2K answer to a request this lane passed on (rk_forward): into the outbox as this
+ * kernel's reply to the host's request (room was made: rk_dev_prepare). Its stamp, merged already,
+ * is exceeded by the one it gets at the publication. */
+RK_INLINE __device__ void rk_dev_k2k_answer(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
+  rk_envelope *o = rk_dev_staged(p, L, L->staged);
+  if (L->owed > 0) L->owed--;
+  rk_dev_copy_payload(o, e, RK_ENVELOPE_SIZE + e->payload_len); /* validated: within the slot */
+  o->flags = (uint16_t)(e->flags & RK_ENV_F_REPLY_ALLOWED);
+  o->origin = 0;
+  o->src = p->kernel_id;
+  o->dst = 0;
+  o->node = p->kernel_id;
+  o->lane = (uint16_t)blockIdx.x;
+  o->msg_id = ((uint64_t)(blockIdx.x + 1) << 48) | ++L->next_reply_id;
+  rk_dev_stage_done(p, L, o);
+}
+
 /* Thread 0: validate e and check its stamp against the drift bound; an admitted stamp is merged
  * into the kernel clock with the next CAS (rk_now, or the publication). L->skip = 0: run the
  * handler; 1: refused (and answered with an error reply when its header is trustworthy enough).
  * The caller made sure a reply fits, so an error reply is never dropped. */
 RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
   int chk = rk_envelope_validate(e, 0, p->slot_size - RK_ENVELOPE_SIZE, p->kernel_id);
+  /* a K2K inbox takes K2K messages only, a host inbox none (as the CPU lane) */
+  if (chk == RK_ENV_OK && !(e->flags & RK_ENV_F_K2K) != !L->kin_batch) chk = RK_ENV_BAD_FLAGS;
   L->skip = 1;
   if (chk != RK_ENV_OK) {
-    rk_dev_count(L, RK_DEV_C_INVALID, 1);
+    rk_dev_count(L, L->kin_batch ? RK_DEV_C_K2K_INVALID : RK_DEV_C_INVALID, 1);
+    if (!L->kin_batch) L->cur.env.flags = (uint16_t)(L->cur.env.flags & ~RK_ENV_F_K2K); /* answered in the outbox */
     if (rk_lane_refusal_answered(chk)) {
       L->cur.env.payload_len = 0;
       (void)rk_dev_reply_error(p, L, e->type, RK_ECORRUPT);
@@ -896,6 +1189,13 @@ RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, c
   } else {
     if (e->hlc > L->merge) L->merge = e->hlc;
     L->skip = 0;
+    if (L->kin_batch && (e->flags & RK_ENV_F_REPLY)) { /* the answer to a request this lane passed on */
+      L->skip = 1;
+      if (e->origin == p->kernel_id)
+        rk_dev_k2k_answer(p, L, e);
+      else /* an answer for another kernel: refused */
+        rk_dev_count(L, RK_DEV_C_K2K_INVALID, 1);
+    }
   }
 }
 
@@ -950,6 +1250,7 @@ RK_STATIC_ASSERT(sizeof(rk_dev_params) % 8 == 0, "params are copied in 64-bit wo
  * inbox: the publication releases only the positions handled or refused, L->in_done). */
 RK_INLINE __device__ void rk_dev_prepare(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
   L->replied = 0;
+  L->sent = 0;
   L->reserved = -1;
   L->cur.env = *e;
   L->cur.payload = e->payload_len ? RK_CAST(const void *, e + 1) : 0;
@@ -957,7 +1258,10 @@ RK_INLINE __device__ void rk_dev_prepare(const rk_dev_params *p, rk_dev_lane *L,
   L->cur.status = 0;
   if (L->exit)
     L->skip = 3; /* aborted: the rest of the batch stays in the inbox (not released: a restart takes it) */
-  else if (rk_lane_needs_room(e) && (L->staged == L->stage_cap || !rk_dev_room(L, 1)))
+  /* (a K2K message's answers travel over K2K; only an answer coming back goes to the outbox) */
+  else if (((L->kin_batch ? (e->flags & RK_ENV_F_REPLY) != 0 : rk_lane_needs_room(e)) &&
+            (L->staged == L->stage_cap || !rk_dev_room(L, 1))) ||
+           L->kpend == RK_DEV_K2K_PENDING) /* (a K2K answer it may owe waits for the publication) */
     L->skip = 2;
   else
     rk_dev_admit(p, L, e);
@@ -1042,6 +1346,17 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     RK_DEV_ROUND_END();
     L.avail = L.pend = L.open = 0;
     L.ctl_seen = L.head_seen = 0;
+    L.kin = 0;
+    L.kin_closed = L.kin_batch = L.turn = L.streak = L.kpend = 0;
+    L.owed = 0;
+    if (p->graph) { /* the K2K inbox (device memory, written before the launch): where the old lanes left it */
+      rk_ring *r = rk_dev_k2k_ring(p->graph + p->graph_node, blockIdx.x);
+      L.kin = r;
+      L.kin_slots = RK_CAST(uint8_t *, r) + r->slots_offset;
+      L.kin_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset);
+      L.kin_mask = r->mask;
+      L.kin_head = L.kin_done = L.kin_released = rk_load_relaxed_dev_u64(&r->head);
+    }
     L.state = RK_STATE_LAUNCHED;
     L.staged = 0;
     L.exit = 0;
@@ -1057,13 +1372,38 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     if (threadIdx.x == 0) {
       uint64_t now = rk_dev_globaltimer();
       L.n = 0;
-      /* a lane that is not consuming polls the control line alone, whatever it knows of the inbox */
-      if (!L.exit && (L.avail == 0 || !rk_dev_consuming(&L))) rk_dev_poll(p, &L, now);
-      if (!L.exit && rk_dev_consuming(&L)) {
-        if (L.state == RK_STATE_TERMINATING && L.avail == 0 && (int64_t)(L.in_head - L.drain_to) >= 0)
-          L.exit = 1; /* drained */
-        else
-          L.n = L.avail < p->batch ? L.avail : p->batch;
+      L.kin_batch = 0;
+      /* Fair between the host inbox and the K2K inbox: after a host batch the K2K inbox is looked at
+       * first; after a K2K batch the host inbox, except that while the host inbox was last seen
+       * empty up to RK_DEV_K2K_STREAK K2K batches follow one another without a poll of it (a poll
+       * is a PCIe round trip; the K2K look an L2 access). A host message waits at most that many
+       * K2K batches to be seen, then the two alternate batch by batch. */
+      if (L.kin && L.turn && !L.exit && rk_dev_consuming(&L) && (L.n = rk_dev_k2k_take(p, &L)) != 0) {
+        L.kin_batch = 1;
+      } else {
+        /* a lane that is not consuming polls the control line alone, whatever it knows of the inbox */
+        if (!L.exit && (L.avail == 0 || !rk_dev_consuming(&L))) rk_dev_poll(p, &L, now);
+        if (!L.exit && rk_dev_consuming(&L)) {
+          if (L.avail)
+            L.n = L.avail < p->batch ? L.avail : p->batch;
+          else if (L.kin && (L.n = rk_dev_k2k_take(p, &L)) != 0)
+            L.kin_batch = 1;
+          else if (L.state == RK_STATE_TERMINATING && (int64_t)(L.in_head - L.drain_to) >= 0) { /* host inbox drained */
+            if (L.kin == 0)
+              L.exit = 1;
+            else if (!L.kin_closed && L.owed <= 0)
+              rk_dev_k2k_close(&L); /* then drained to the close by the next iterations */
+            else if (L.kin_closed && (int64_t)(L.kin_head - L.kin_final) >= 0)
+              L.exit = 1;
+          }
+        }
+      }
+      if (L.n && L.kin_batch) {
+        L.turn = L.avail == 0 && ++L.streak < RK_DEV_K2K_STREAK;
+        if (!L.turn) L.streak = 0;
+      } else if (L.n) {
+        L.turn = 1;
+        L.streak = 0;
       }
     }
     __syncthreads();
@@ -1080,10 +1420,17 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       }
       continue;
     }
-    rk_dev_copy_in(p, &L, rk_smem, L.n);
+    if (L.kin_batch)
+      rk_dev_k2k_copy_in(p, &L, rk_smem, L.n);
+    else
+      rk_dev_copy_in(p, &L, rk_smem, L.n);
     if (threadIdx.x == 0) {
-      L.in_head += L.n; /* released to the host by the publication (rk_dev_flush) */
-      L.avail -= L.n;
+      if (L.kin_batch) {
+        L.kin_head += L.n; /* released after the batch (up to kin_done) */
+      } else {
+        L.in_head += L.n; /* released to the host by the publication (rk_dev_flush) */
+        L.avail -= L.n;
+      }
       L.idle = 0;
       L.last_work_ns = rk_dev_globaltimer();
       RK_DEV_NOTE(rk_emu_note_batch(L.n));
@@ -1114,27 +1461,51 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
         int rc = Handler(&ctx, &L.cur);
         if (threadIdx.x == 0) {
           if (L.reserved >= 0) L.reserved = -1; /* a reservation never committed publishes nothing */
-          /* what the handler's result means: the rule both loops share (lane_rules.h) */
+          /* what the handler's result means: the rules both loops share (lane_rules.h): run again
+           * later (a K2K destination was full), or an error answer owed */
           int owed = rk_lane_result_error(rc, L.replied, L.cur.env.flags);
-          if (owed) {
+          if (rk_lane_retry(rc, L.replied, L.sent))
+            L.skip = 4;
+          else if (owed && !L.replied && rk_dev_reply_error(p, &L, L.cur.env.type, owed) == RK_EAGAIN &&
+                   (L.cur.env.flags & RK_ENV_F_K2K))
+            L.skip = 4; /* the answer goes back over K2K and the origin's inbox is full: run again later */
+          else if (owed)
             rk_dev_count(&L, RK_DEV_C_HANDLER_ERRORS, 1);
-            if (!L.replied) rk_dev_reply_error(p, &L, L.cur.env.type, owed);
-          }
         }
       }
       /* A heartbeat while a batch of slow messages makes progress: it is not a stall (the
        * watchdog, telemetry.c). A posted store, at most every RK_DEV_HEARTBEAT_NS. */
       if (threadIdx.x == 0) {
-        if (L.skip != 3) { /* handled or refused: its slot may go back to the host; counted in (a
-                            * message an abort left is counted by the lanes of a restart, once) */
-          L.in_done++;
-          rk_dev_count(&L, RK_DEV_C_MSGS_IN, 1);
+        if (L.skip < 3) { /* handled or refused: its slot may go back to the host; counted in (a
+                           * message an abort left is counted by the lanes of a restart, once) */
+          if (L.kin_batch) {
+            L.kin_done++;
+            rk_dev_count(&L, RK_DEV_C_K2K_IN, 1);
+          } else {
+            L.in_done++;
+            rk_dev_count(&L, RK_DEV_C_MSGS_IN, 1);
+          }
         }
         rk_dev_beat(&L);
       }
       __syncthreads();
+      if (L.skip == 4) break; /* uniform: read after the barrier, written again after the next */
+    }
+    if (threadIdx.x == 0) {
+      /* Run again later: the message and the rest of the batch stay in their inbox, taken again
+       * by a later iteration (the other inbox is looked at in between: fairness above). */
+      if (L.kin_batch) {
+        if (L.skip == 4) L.kin_head = L.kin_done; /* (kin_done is released by the publication) */
+      } else if (L.skip == 4) {
+        L.avail += (uint32_t)(L.in_head - L.in_done);
+        L.in_head = L.in_done;
+      }
     }
     rk_dev_flush(p, &L);
+    if (threadIdx.x == 0 && L.skip == 4) { /* backpressure: back off; the lane is not stalled */
+      rk_dev_st(&L.status->heartbeat, ++L.heartbeat);
+      __nanosleep(2000);
+    }
     RK_DEV_ITERATION(0);
   }
   /* Exit: publish what is staged, close the outbox (a store: the device never RMWs host memory),

@@ -574,7 +574,7 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us, int k2k) {
   /* RK_EAGAIN with nothing replied or sent: the handler found a destination full (rk_send_to,
    * rk_forward) and asks to run again on this message later. It stays in the inbox, the lane backs
    * off and retries it: backpressure reaches the senders instead of a message being lost. */
-  if (rc == RK_EAGAIN && !l->replied && l->sent == 0) {
+  if (rk_lane_retry(rc, l->replied, l->sent)) {
     l->retry = 1;
     return -1;
   }
@@ -1019,4 +1019,4 @@ static void cpu_free(rk_runtime *rt, void *p, size_t n) {
   free(p);
 }
 
-const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, 0, cpu_abandon, 1};
+const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, 0, cpu_abandon, 1, NULL, NULL, NULL, NULL, NULL};

@@ -652,7 +652,7 @@ static void cuda_abandon(rk_kernel *k) { (void)cuda_run((rk_cuda *)k->rt->backen
 
 /* The device clock (%globaltimer) is calibrated against CLOCK_REALTIME by the shared exchange in
  * kernel.c (rk__clock_sync): at check-in, then periodically from the service loop. */
-const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1, cuda_abandon, 1};
+const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1, cuda_abandon, 1, NULL, NULL, NULL, NULL, NULL};
 
 /* ---------------------------------------- probe ---------------------------------------------- */
 

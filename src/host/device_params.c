@@ -42,4 +42,8 @@ void rk__dev_params_fill(const rk_kernel *k, rk_dev_params *p, void *(*dev)(void
   p->batch = batch;
   p->scratch_size = (uint32_t)k->desc.scratch_size;
   p->buffers = rk__buffers_table(k->rt, &p->nbuffers); /* the lanes' address of the buffer table */
+  /* K2K (graph.c): the graph's table, written before the launch (its own entry) */
+  p->graph = (rk_dev_k2k_node *)(uintptr_t)k->dev_graph;
+  p->graph_n = k->dev_graph_n;
+  p->graph_node = k->dev_graph_node;
 }

@@ -6,9 +6,11 @@
  * later, are written after every kernel is launched and before any is activated: the lanes read
  * them only in handlers, which run after the activate command, whose release/acquire pair orders
  * these plain writes before the reads. They never change afterwards. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "device/params.h"
 #include "host/internal.h"
 #include "ringkernel/graph.h"
 
@@ -30,6 +32,9 @@ struct rk_graph {
   int launched;
   uint32_t order[RK_GRAPH_MAX_KERNELS]; /* upstream first (topological; cycles in the order added) */
   graph_node node[RK_GRAPH_MAX_KERNELS];
+  /* a device backend: the table the lanes read (rk_dev_k2k_node per kernel, device memory) */
+  uint64_t dev_table;
+  size_t dev_table_bytes;
 };
 
 int rk_graph_create(rk_runtime *rt, rk_graph **out) {
@@ -158,6 +163,10 @@ static void topo_order(rk_graph *g) {
 
 static void k2k_free(rk_kernel *k) {
   uint32_t i;
+  if (k->k2k_dev) { /* a device backend: its K2K inboxes in device memory */
+    k->rt->ops->dev_free(k->rt, k->k2k_dev, k->k2k_dev_bytes);
+    k->k2k_dev = 0;
+  }
   if (k->k2k == NULL) return;
   for (i = 0; i < k->lanes; i++) rk_ring_destroy(k->k2k[i]);
   free(k->k2k);
@@ -169,11 +178,61 @@ typedef struct prep_arg {
   uint32_t node;
 } prep_arg;
 
+/* A device backend (CUDA, the emulated device): the kernel's K2K inboxes in device memory, built
+ * as ring images in host memory and written there, and its entry in the graph's table, before its
+ * lanes start (they read the entry, then their inbox, at start). The entries of the kernels
+ * launched after it are written before any is activated: its lanes read them only in handlers. */
+static int prepare_dev(rk_kernel *k, prep_arg *a) {
+  const rk_backend_ops *ops = k->rt->ops;
+  graph_node *gn = &a->g->node[a->node];
+  size_t ring = (rk_ring_memsize(gn->k2k_cap, k->slot_size, RK_RING_MPSC) + 127u) & ~(size_t)127u;
+  size_t bytes = ring * k->lanes;
+  rk_dev_k2k_node e;
+  uint8_t *img;
+  uint32_t i;
+  int rc;
+  if (posix_memalign((void **)&img, RK_LINE, bytes) != 0) /* rings are line-aligned */
+    return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot build its K2K inboxes", k->name);
+  memset(img, 0, bytes);
+  for (i = 0, rc = RK_OK; i < k->lanes && rc == RK_OK; i++)
+    rc = rk_ring_init(img + (size_t)i * ring, ring, gn->k2k_cap, k->slot_size, RK_RING_MPSC);
+  if (rc == RK_OK) rc = ops->dev_alloc(k->rt, bytes, &k->k2k_dev);
+  if (rc == RK_OK && (rc = ops->dev_write(k->rt, k->k2k_dev, img, bytes)) != RK_OK) {
+    ops->dev_free(k->rt, k->k2k_dev, bytes);
+    k->k2k_dev = 0;
+  }
+  free(img);
+  if (rc != RK_OK)
+    return rk__fail(k->rt, rc, "kernel %s: cannot place its K2K inboxes (%zu bytes) in device memory", k->name, bytes);
+  k->k2k_dev_bytes = bytes;
+  k->k2k_dev_stride = ring;
+  memset(&e, 0, sizeof e);
+  e.k2k_base = k->k2k_dev;
+  e.k2k_stride = ring;
+  e.topics = gn->topics;
+  e.kernel_id = k->id;
+  e.lanes = k->lanes;
+  e.slot_size = k->slot_size;
+  e.nroutes = gn->nroutes;
+  for (i = 0; i < gn->nroutes; i++) e.route[i] = (uint8_t)gn->route[i];
+  if ((rc = ops->dev_write(k->rt, a->g->dev_table + (uint64_t)a->node * sizeof e, &e, sizeof e)) != RK_OK) {
+    k2k_free(k);
+    return rk__fail(k->rt, rc, "kernel %s: cannot write its entry of the graph's table", k->name);
+  }
+  k->dev_graph = a->g->dev_table;
+  k->dev_graph_n = a->g->n;
+  k->dev_graph_node = a->node;
+  k->k2k_cap = gn->k2k_cap;
+  k->graph = a->g;
+  return RK_OK;
+}
+
 /* rk__kernel_launch's prepare step: the kernel's K2K inboxes, before its lanes start. */
 static int prepare(rk_kernel *k, void *arg) {
   prep_arg *a = (prep_arg *)arg;
   uint32_t i;
   int rc;
+  if (k->rt->backend == RK_BACKEND_CUDA) return prepare_dev(k, a);
   if ((k->k2k = (rk_ring **)rk__calloc(k->lanes, sizeof *k->k2k)) == NULL)
     return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot allocate its K2K inboxes", k->name);
   for (i = 0; i < k->lanes; i++) {
@@ -206,9 +265,26 @@ int rk_graph_launch(rk_graph *g) {
   rk__error_clear(g->rt);
   if ((rc = check_open(g, "rk_graph_launch")) != RK_OK) return rc;
   if (g->n == 0) return rk__fail(g->rt, RK_EINVAL, "rk_graph_launch: the graph has no kernels");
-  if (g->rt->backend == RK_BACKEND_CUDA)
-    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: kernel-to-kernel messaging is not implemented on the CUDA "
-                    "backend yet (create the runtime with RK_BACKEND_CPU)");
+  if (g->rt->backend == RK_BACKEND_CUDA) {
+    const rk_backend_ops *ops = g->rt->ops;
+    uint32_t t;
+    if (ops->dev_alloc == NULL)
+      return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: the %s backend cannot place K2K inboxes in device memory "
+                      "(create the runtime with RK_BACKEND_CPU)", ops->name);
+    /* a lane writes a topic message to every subscriber before its next publication (persistent.cuh) */
+    for (t = 0; t < RK_GRAPH_MAX_TOPICS; t++) {
+      uint32_t subs = 0;
+      for (i = 0; i < g->n; i++) subs += (uint32_t)((g->node[i].topics >> t) & 1u);
+      if (subs > RK_DEV_K2K_PENDING)
+        return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: topic %u has %u subscribers; on a device at most %u", t,
+                        subs, RK_DEV_K2K_PENDING);
+    }
+    if (g->dev_table == 0) {
+      g->dev_table_bytes = (size_t)g->n * sizeof(rk_dev_k2k_node);
+      if ((rc = ops->dev_alloc(g->rt, g->dev_table_bytes, &g->dev_table)) != RK_OK)
+        return rk__fail(g->rt, rc, "rk_graph_launch: no device memory for the graph's table");
+    }
+  }
   for (i = 0; i < g->n; i++) {
     prep_arg a = {g, i};
     graph_node *n = &g->node[i];
@@ -314,8 +390,17 @@ int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *pay
     e.src = 0;
     e.dst = subs[i]->id;
     e.node = g->rt->node_id;
-    if ((rc = rk_clock_tick(rk_runtime_clock(g->rt), &e.hlc)) != RK_OK) return rk__fail(g->rt, rc, "rk_graph_publish: clock");
-    rc = rk__k2k_push(subs[i], 0, &e, payload, len);
+    if (g->rt->backend == RK_BACKEND_CUDA) {
+      /* A device kernel's K2K inbox is in device memory, which the host does not write while its
+       * lanes run: the host's topic message goes through the subscriber's host inbox (lane 0, as
+       * a K2K publication), as a message that wants no reply; order per publisher holds there. */
+      rc = rk_send_key(subs[i], 0, type, payload, len, RK_SEND_NO_REPLY | RK_SEND_NOWAIT, NULL);
+      rk__error_clear(g->rt);
+    } else {
+      if ((rc = rk_clock_tick(rk_runtime_clock(g->rt), &e.hlc)) != RK_OK)
+        return rk__fail(g->rt, rc, "rk_graph_publish: clock");
+      rc = rk__k2k_push(subs[i], 0, &e, payload, len);
+    }
     if (rc == RK_OK)
       got++;
     else if (rc == RK_EAGAIN)
@@ -360,13 +445,27 @@ void rk_graph_destroy(rk_graph *g) {
     rk__kernel_destroy_member(g->node[i].k); /* K2K inboxes freed with it: no lane is left to send */
     g->node[i].k = NULL;
   }
+  if (g->dev_table) g->rt->ops->dev_free(g->rt, g->dev_table, g->dev_table_bytes);
   free(g);
 }
 
 void rk__k2k_free(rk_kernel *k) { k2k_free(k); }
 
+uint64_t rk__k2k_dev_dropped(rk_kernel *k) {
+  uint64_t v = 0;
+  if (k->k2k_dev == 0 || k->dev_graph == 0) return 0;
+  (void)k->rt->ops->dev_load64(k->rt, k->dev_graph + (uint64_t)k->dev_graph_node * sizeof(rk_dev_k2k_node) +
+                                          offsetof(rk_dev_k2k_node, dropped), &v);
+  return v;
+}
+
 void rk__k2k_close(rk_kernel *k) {
   uint32_t i;
+  if (k->k2k_dev && k->dev_graph) { /* a device kernel: the flag its senders read (persistent.cuh) */
+    (void)k->rt->ops->dev_store64(k->rt, k->dev_graph + (uint64_t)k->dev_graph_node * sizeof(rk_dev_k2k_node) +
+                                             offsetof(rk_dev_k2k_node, closed), 1);
+    return;
+  }
   if (k->k2k == NULL) return;
   for (i = 0; i < k->lanes; i++) (void)rk_ring_close(k->k2k[i], NULL); /* RK_ECLOSED when closed already */
 }

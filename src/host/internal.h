@@ -65,6 +65,17 @@ typedef struct rk_backend_ops {
   void (*abandon)(rk_kernel *k);
   /* rk_kernel_restart can start new lanes on k's rings after join confirmed the old ones exited */
   int restartable;
+  /* K2K on a device backend (graph.c): memory the lanes address and the host may not (CUDA: the
+   * device arena). NULL on the CPU backend, and where the backend has none (rk_graph_launch then
+   * says RK_ENOTSUP). dev_alloc: zeroed, 128-byte aligned, the lanes' address in *addr (any time:
+   * no CUDA allocation call); dev_write: n bytes from host memory, done when it returns (allowed
+   * while ring kernels are resident); dev_store64 / dev_load64: one word, relaxed, atomic with
+   * respect to the lanes' accesses. */
+  int (*dev_alloc)(rk_runtime *rt, size_t n, uint64_t *addr);
+  void (*dev_free)(rk_runtime *rt, uint64_t addr, size_t n);
+  int (*dev_write)(rk_runtime *rt, uint64_t addr, const void *src, size_t n);
+  int (*dev_store64)(rk_runtime *rt, uint64_t addr, uint64_t v);
+  int (*dev_load64)(rk_runtime *rt, uint64_t addr, uint64_t *v);
 } rk_backend_ops;
 
 extern const rk_backend_ops rk__cpu_backend;
@@ -234,6 +245,13 @@ struct rk_kernel {
   rk_kernel *route[16];
   struct rk_graph *graph;
   volatile uint64_t k2k_dropped;
+  /* K2K on a device backend (graph.c): the kernel's K2K inboxes in device memory (lane i's at
+   * k2k_dev + i * k2k_dev_stride; 0: none) and the graph's table the lanes read (its entry) */
+  uint64_t k2k_dev;
+  uint64_t k2k_dev_stride;
+  size_t k2k_dev_bytes;
+  uint64_t dev_graph;
+  uint32_t dev_graph_n, dev_graph_node;
   /* dead letters: the last dead_cap messages the kernel refused or the host discarded */
   uv_mutex_t dead_lock;
   rk_dead_letter *dead;
@@ -432,6 +450,9 @@ void rk__kernel_leak(rk_kernel *k);
 void rk__k2k_close(rk_kernel *k);
 /* graph.c: free k's K2K inboxes (rk__kernel_free). */
 void rk__k2k_free(rk_kernel *k);
+/* graph.c: topic messages a device kernel missed (counted by the publishing lanes in the graph's
+ * table); 0 for a kernel in no graph or on the CPU backend. */
+uint64_t rk__k2k_dev_dropped(rk_kernel *k);
 void rk__kernel_stall(rk_kernel *k, uint32_t lane, uint64_t heartbeat, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Is k FAULTED now? Acquire: pairs with rk__kernel_fault's release; fault_code and fault_msg are

@@ -93,7 +93,7 @@ static void stats_fill(rk_kernel *k, rk_kernel_counters *st) {
   st->recoveries = LD(recoveries);
   st->restarts = LD(restarts);
   st->replies_invalid = LD(replies_invalid);
-  st->k2k_dropped = LD(k2k_dropped);
+  st->k2k_dropped = LD(k2k_dropped) + rk__k2k_dev_dropped(k);
   st->latency_sum_ns = LD(latency_sum_ns);
 #undef LD
   for (i = 0; i < k->lanes; i++) {
