@@ -238,7 +238,7 @@ typedef struct rk_dev_lane {
   int32_t owed;           /* host requests passed on (rk_forward) whose answers are not back yet */
   uint32_t sent;          /* K2K messages the current handler sent */
   uint32_t kpend;         /* K2K messages written, stamped and published by the next rk_dev_flush */
-  uint32_t kin_pad;
+  uint32_t retry;         /* the batch stopped at a message that runs again later (rk_lane_retry) */
   uint64_t kin_released;  /* the K2K head last stored */
   rk_envelope *kp_env[RK_DEV_K2K_PENDING];        /* pending K2K messages: the slot */
   volatile uint64_t *kp_seq[RK_DEV_K2K_PENDING];  /* its sequence word */
@@ -1373,6 +1373,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       uint64_t now = rk_dev_globaltimer();
       L.n = 0;
       L.kin_batch = 0;
+      L.retry = 0;
       /* Fair between the host inbox and the K2K inbox: after a host batch the K2K inbox is looked at
        * first; after a K2K batch the host inbox, except that while the host inbox was last seen
        * empty up to RK_DEV_K2K_STREAK K2K batches follow one another without a poll of it (a poll
@@ -1465,10 +1466,10 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
            * later (a K2K destination was full), or an error answer owed */
           int owed = rk_lane_result_error(rc, L.replied, L.cur.env.flags);
           if (rk_lane_retry(rc, L.replied, L.sent))
-            L.skip = 4;
+            L.skip = 4, L.retry = 1;
           else if (owed && !L.replied && rk_dev_reply_error(p, &L, L.cur.env.type, owed) == RK_EAGAIN &&
                    (L.cur.env.flags & RK_ENV_F_K2K))
-            L.skip = 4; /* the answer goes back over K2K and the origin's inbox is full: run again later */
+            L.skip = 4, L.retry = 1; /* the answer goes back over K2K and the origin's inbox is full: run again later */
           else if (owed)
             rk_dev_count(&L, RK_DEV_C_HANDLER_ERRORS, 1);
         }
@@ -1489,7 +1490,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
         rk_dev_beat(&L);
       }
       __syncthreads();
-      if (L.skip == 4) break; /* uniform: read after the barrier, written again after the next */
+      if (L.retry) break; /* uniform: read after the barrier; cleared only at the next batch */
     }
     if (threadIdx.x == 0) {
       /* Run again later: the message and the rest of the batch stay in their inbox, taken again
@@ -1502,7 +1503,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       }
     }
     rk_dev_flush(p, &L);
-    if (threadIdx.x == 0 && L.skip == 4) { /* backpressure: back off; the lane is not stalled */
+    if (threadIdx.x == 0 && L.retry) { /* backpressure: back off; the lane is not stalled */
       rk_dev_st(&L.status->heartbeat, ++L.heartbeat);
       __nanosleep(2000);
     }
