@@ -5,12 +5,20 @@
  * (rk__kernel_launch's prepare step), and the routes and topics, which name kernels launched
  * later, are written after every kernel is launched and before any is activated: the lanes read
  * them only in handlers, which run after the activate command, whose release/acquire pair orders
- * these plain writes before the reads. They never change afterwards. */
+ * these plain writes before the reads. They never change afterwards.
+ *
+ * Remote nodes (rk_graph_add_remote): a kernel of another process. Here it is a stand-in kernel
+ * (graph_remote) that is never launched: one lane whose K2K "inbox" is the node's outbound ring,
+ * which the attached transport (ringkernel/remote.h, the MPI bridge) drains. The lanes send to it
+ * as to any kernel (rk__k2k_push), so the CPU backend knows nothing of remote routes. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "host/internal.h"
 #include "ringkernel/graph.h"
+#include "ringkernel/remote.h"
 
 typedef struct graph_node {
   rk_kernel_desc desc;
@@ -21,7 +29,20 @@ typedef struct graph_node {
   uint32_t route[RK_GRAPH_MAX_ROUTES];
   uint64_t topics; /* bit t: subscribed to topic t */
   rk_kernel *k;
+  /* rk_graph_add_remote: the rank and name of the kernel it stands for; k is then the stand-in's */
+  int remote;
+  uint32_t rank;
+  char rname[64];
 } graph_node;
+
+/* A remote node's stand-in: what the lanes' K2K sends read of a destination kernel (id, lanes,
+ * k2k, lane[].inbox for the wake-up, lane[].status for the deadlock check), nothing more. */
+typedef struct graph_remote {
+  rk_kernel k;
+  rk__lane lane;
+  rk_lane_status status;
+  rk_ring *ring;
+} graph_remote;
 
 struct rk_graph {
   rk_runtime *rt;
@@ -30,6 +51,11 @@ struct rk_graph {
   int launched;
   uint32_t order[RK_GRAPH_MAX_KERNELS]; /* upstream first (topological; cycles in the order added) */
   graph_node node[RK_GRAPH_MAX_KERNELS];
+  /* the transport of the remote nodes (remote.h), and whether its start ran (stop is owed) */
+  const rk_transport *tp;
+  void *tp_self;
+  int tp_started;
+  uint32_t nremote;
 };
 
 int rk_graph_create(rk_runtime *rt, rk_graph **out) {
@@ -98,6 +124,9 @@ int rk_graph_connect(rk_graph *g, uint32_t src, uint32_t dst, uint32_t *route) {
     return rk__fail(g->rt, RK_EINVAL, "rk_graph_connect: unknown node %u (the graph has %u)", src >= g->n ? src : dst,
                     g->n);
   if (src == dst) return rk__fail(g->rt, RK_EINVAL, "rk_graph_connect: a route from node %u to itself", src);
+  if (g->node[src].remote)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_connect: node %u is remote (rank %u): its routes are declared in its "
+                    "own rank's graph", src, g->node[src].rank);
   n = &g->node[src];
   for (i = 0; i < n->nroutes; i++)
     if (n->route[i] == dst)
@@ -115,6 +144,8 @@ int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic) {
   rk__error_clear(g->rt);
   if ((rc = check_open(g, "rk_graph_subscribe")) != RK_OK) return rc;
   if (node >= g->n) return rk__fail(g->rt, RK_EINVAL, "rk_graph_subscribe: unknown node %u", node);
+  if (g->node[node].remote)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_subscribe: node %u is remote: topics do not cross processes", node);
   if (topic >= RK_GRAPH_MAX_TOPICS)
     return rk__fail(g->rt, RK_EINVAL, "rk_graph_subscribe: topic %u (topics are 0..%u)", topic,
                     RK_GRAPH_MAX_TOPICS - 1);
@@ -188,10 +219,55 @@ static int prepare(rk_kernel *k, void *arg) {
 }
 
 /* Terminate and destroy the kernels launched so far (a launch that failed part-way). */
+static void remote_free(rk_kernel *k) {
+  graph_remote *r = (graph_remote *)k; /* k is the first member */
+  rk_ring_destroy(r->ring);
+  free(r->k.k2k);
+  free(r);
+}
+
+/* The stand-in of remote node i: an outbound ring of the node's capacity whose slots fit the
+ * largest slot of the graph's local kernels (what their handlers can send); the remote kernel's
+ * own limit comes with the transport's start (rk_graph_remote_limit). */
+static int remote_make(rk_graph *g, uint32_t i, uint32_t slot) {
+  graph_node *n = &g->node[i];
+  graph_remote *r;
+  int rc;
+  if ((r = (graph_remote *)rk__calloc(1, sizeof *r)) == NULL ||
+      (r->k.k2k = (rk_ring **)rk__calloc(1, sizeof *r->k.k2k)) == NULL) {
+    free(r);
+    return rk__fail(g->rt, RK_ENOMEM, "rk_graph_launch: remote node %u: out of memory", i);
+  }
+  if ((rc = rk_ring_create(&r->ring, n->k2k_cap, slot, RK_RING_MPSC)) != RK_OK) {
+    free(r->k.k2k);
+    free(r);
+    return rk__fail(g->rt, rc, "rk_graph_launch: remote node %u: cannot create its outbound ring", i);
+  }
+  r->k.rt = g->rt;
+  snprintf(r->k.name, sizeof r->k.name, "%s@%u", n->rname, n->rank);
+  r->k.id = __atomic_add_fetch(&g->rt->next_kernel_id, 1, __ATOMIC_RELAXED); /* unique in the runtime */
+  r->k.lanes = 1;
+  r->k.slot_size = slot;
+  r->k.k2k_cap = n->k2k_cap;
+  r->k.k2k[0] = r->ring;
+  r->k.graph = g;
+  r->k.lane = &r->lane;
+  r->lane.k = &r->k;
+  r->lane.inbox = r->ring; /* rk__k2k_push wakes the lane's inbox: here a no-op for the bridge */
+  r->lane.status = &r->status;
+  n->k = &r->k;
+  return RK_OK;
+}
+
 static void unlaunch(rk_graph *g) {
   uint32_t i;
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
+    if (g->node[i].remote) {
+      remote_free(g->node[i].k);
+      g->node[i].k = NULL;
+      continue;
+    }
     (void)rk_kernel_terminate(g->node[i].k, 1000000000); /* never activated: no handler ran */
     rk__kernel_destroy_member(g->node[i].k);
     g->node[i].k = NULL;
@@ -199,7 +275,7 @@ static void unlaunch(rk_graph *g) {
 }
 
 int rk_graph_launch(rk_graph *g) {
-  uint32_t i, j;
+  uint32_t i, j, slot = 0;
   int rc;
   char err[256];
   if (g == NULL) return RK_EINVAL;
@@ -212,13 +288,21 @@ int rk_graph_launch(rk_graph *g) {
   for (i = 0; i < g->n; i++) {
     prep_arg a = {g, i};
     graph_node *n = &g->node[i];
+    if (n->remote) continue; /* after the local kernels: its slots fit theirs */
     rc = rk__kernel_launch(g->rt, &n->desc, n->has_lo ? &n->lo : NULL, prepare, &a, &n->k);
     if (rc != RK_OK) {
       snprintf(err, sizeof err, "%s", rk_runtime_last_error(g->rt));
       unlaunch(g);
       return rk__fail(g->rt, rc, "rk_graph_launch: node %u (%s): %s", i, n->desc.name ? n->desc.name : "?", err);
     }
+    if (n->k->slot_size > slot) slot = n->k->slot_size;
   }
+  if (slot == 0) slot = 256u; /* no local kernel: kernel.c's default slot */
+  for (i = 0; i < g->n; i++)
+    if (g->node[i].remote && (rc = remote_make(g, i, slot)) != RK_OK) {
+      unlaunch(g);
+      return rc;
+    }
   /* the routes, now that every kernel exists (ordered before the handlers by the activation) */
   for (i = 0; i < g->n; i++) {
     rk_kernel *k = g->node[i].k;
@@ -227,6 +311,17 @@ int rk_graph_launch(rk_graph *g) {
   }
   topo_order(g);
   g->launched = 1;
+  if (g->tp) { /* the transport meets its peers before any handler can send */
+    g->tp_started = 1;
+    if ((rc = g->tp->start(g->tp_self, g)) != RK_OK) {
+      snprintf(err, sizeof err, "%s", rk_runtime_last_error(g->rt));
+      g->tp->stop(g->tp_self, g);
+      g->tp_started = 0;
+      g->launched = 0;
+      unlaunch(g);
+      return rk__fail(g->rt, rc, "rk_graph_launch: transport %s: %s", g->tp->name ? g->tp->name : "?", err);
+    }
+  }
   return RK_OK;
 }
 
@@ -238,14 +333,14 @@ int rk_graph_activate(rk_graph *g) {
   if (!g->launched) return rk__fail(g->rt, RK_ESTATE, "rk_graph_activate: the graph is not launched");
   for (i = g->n; i-- > 0;) { /* downstream first: the first messages find their consumers running */
     rk_kernel *k = g->node[g->order[i]].k;
-    if (rk_kernel_state(k) == RK_STATE_ACTIVE) continue;
+    if (g->node[g->order[i]].remote || rk_kernel_state(k) == RK_STATE_ACTIVE) continue;
     if ((rc = rk_kernel_activate(k)) != RK_OK && first == RK_OK) first = rc;
   }
   return first;
 }
 
 rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node) {
-  if (g == NULL || !g->launched || node >= g->n) return NULL;
+  if (g == NULL || !g->launched || node >= g->n || g->node[node].remote) return NULL;
   return g->node[node].k;
 }
 
@@ -257,7 +352,17 @@ int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
   if (!g->launched) return rk__fail(g->rt, RK_ESTATE, "rk_graph_terminate: the graph is not launched");
   for (i = 0; i < g->n; i++) {
     rk_kernel *k = g->node[g->order[i]].k;
-    rk_lifecycle s = rk_kernel_state(k);
+    rk_lifecycle s;
+    if (g->node[g->order[i]].remote) { /* what the kernels upstream sent it goes out, then it closes */
+      uint64_t final;
+      if (rk_ring_closed(k->k2k[0], &final)) continue;
+      if (g->tp && g->tp_started && (rc = g->tp->flush(g->tp_self, g, g->order[i], timeout_ns)) != RK_OK &&
+          first == RK_OK)
+        first = rc;
+      (void)rk_ring_close(k->k2k[0], NULL);
+      continue;
+    }
+    s = rk_kernel_state(k);
     if (s == RK_STATE_TERMINATED) continue;
     if ((rc = rk_kernel_terminate(k, timeout_ns)) != RK_OK && first == RK_OK) first = rc;
   }
@@ -337,8 +442,12 @@ void rk_graph_destroy(rk_graph *g) {
   rk__unlock(&g->rt->lock);
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
+  if (g->tp && g->tp_started) { /* the transport stops reading the rings before any is freed */
+    g->tp->stop(g->tp_self, g);
+    g->tp_started = 0;
+  }
   for (i = 0; i < g->n; i++)
-    if (g->node[i].k && rk_kernel_state(g->node[i].k) != RK_STATE_TERMINATED) stuck++;
+    if (g->node[i].k && !g->node[i].remote && rk_kernel_state(g->node[i].k) != RK_STATE_TERMINATED) stuck++;
   if (stuck) {
     /* A handler that has not returned may still send to any kernel of the graph (its routes, its
      * topics: this graph) once it does: nothing it can reach is freed. The stuck kernels are
@@ -347,7 +456,7 @@ void rk_graph_destroy(rk_graph *g) {
             "returned): the graph and its other kernels are left allocated", stuck);
     for (i = 0; i < g->n; i++) {
       rk_kernel *k = g->node[i].k;
-      if (k == NULL) continue;
+      if (k == NULL || g->node[i].remote) continue; /* a stand-in: left allocated with the graph */
       if (rk_kernel_state(k) == RK_STATE_TERMINATED)
         rk__kernel_leak(k);
       else
@@ -357,7 +466,10 @@ void rk_graph_destroy(rk_graph *g) {
   }
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
-    rk__kernel_destroy_member(g->node[i].k); /* K2K inboxes freed with it: no lane is left to send */
+    if (g->node[i].remote)
+      remote_free(g->node[i].k);
+    else
+      rk__kernel_destroy_member(g->node[i].k); /* K2K inboxes freed with it: no lane is left to send */
     g->node[i].k = NULL;
   }
   free(g);
@@ -380,4 +492,128 @@ void rk__graphs_destroy(rk_runtime *rt) {
     if (g == NULL) return;
     rk_graph_destroy(g); /* unlinks it */
   }
+}
+
+/* ---------------------------------------- remote nodes (remote.h) ---------------------------- */
+
+int rk_graph_add_remote(rk_graph *g, uint32_t rank, const char *name, uint32_t k2k_capacity, uint32_t *node) {
+  graph_node *n;
+  int rc;
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if (name == NULL || node == NULL) return rk__fail(g->rt, RK_EINVAL, "rk_graph_add_remote: NULL argument");
+  if (g->tp == NULL)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_add_remote: no transport is attached to the graph: remote routes need "
+                    "librk_mpi's rk_mpi_bridge_create(graph, comm, ...) (ringkernel/mpi.h), which is built only when "
+                    "CMake finds MPI (docs/mpi.md)");
+  if ((rc = check_open(g, "rk_graph_add_remote")) != RK_OK) return rc;
+  if (name[0] == '\0' || strlen(name) >= sizeof n->rname)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add_remote: the name must have 1 to %zu bytes", sizeof n->rname - 1);
+  if (rank >= g->tp->ranks || rank == g->tp->rank)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add_remote: rank %u is %s (this process is rank %u of %u)", rank,
+                    rank == g->tp->rank ? "this process's own" : "not in the transport's communicator", g->tp->rank,
+                    g->tp->ranks);
+  if (g->n == RK_GRAPH_MAX_KERNELS)
+    return rk__fail(g->rt, RK_ENORESOURCE, "rk_graph_add_remote: at most %u kernels in a graph", RK_GRAPH_MAX_KERNELS);
+  if (k2k_capacity == 0) k2k_capacity = RK_K2K_DEFAULT_CAPACITY;
+  if (!rk_ring__pow2(k2k_capacity) || k2k_capacity < 2 || k2k_capacity > (1u << 20))
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add_remote: k2k_capacity %u is not a power of two in [2, 2^20]",
+                    k2k_capacity);
+  n = &g->node[g->n];
+  memset(n, 0, sizeof *n);
+  n->remote = 1;
+  n->rank = rank;
+  snprintf(n->rname, sizeof n->rname, "%s", name);
+  n->k2k_cap = k2k_capacity;
+  g->nremote++;
+  *node = g->n++;
+  return RK_OK;
+}
+
+int rk_graph_set_transport(rk_graph *g, const rk_transport *t, void *self) {
+  if (g == NULL) return RK_EINVAL;
+  if (t == NULL) { /* detach: the transport stopped itself (remote.h) */
+    g->tp = NULL;
+    g->tp_self = NULL;
+    g->tp_started = 0;
+    return RK_OK;
+  }
+  if (t->size == 0 || t->start == NULL || t->flush == NULL || t->stop == NULL)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_set_transport: incomplete rk_transport");
+  if (g->launched || g->nremote || g->tp)
+    return rk__fail(g->rt, RK_ESTATE, "rk_graph_set_transport: the graph is launched, has remote nodes or a transport");
+  g->tp = t;
+  g->tp_self = self;
+  return RK_OK;
+}
+
+uint32_t rk_graph_nodes(const rk_graph *g) { return g ? g->n : 0; }
+
+rk_runtime *rk_graph_runtime(const rk_graph *g) { return g ? g->rt : NULL; }
+
+int rk_graph_node(const rk_graph *g, uint32_t node, rk_graph_node_info *out) {
+  const graph_node *n;
+  if (g == NULL || out == NULL || node >= g->n || out->size < sizeof *out) return RK_EINVAL;
+  n = &g->node[node];
+  memset(out, 0, sizeof *out);
+  out->size = sizeof *out;
+  out->remote = n->remote;
+  out->rank = n->rank;
+  out->name = n->remote ? n->rname : n->desc.name;
+  out->k2k_capacity = n->k2k_cap;
+  out->lanes = n->remote ? 1 : 0;
+  if (n->k) {
+    out->kernel_id = n->k->id;
+    out->lanes = n->k->lanes;
+    out->payload_max = rk__payload_max(n->k);
+  }
+  return RK_OK;
+}
+
+rk_ring *rk_graph_remote_ring(rk_graph *g, uint32_t node) {
+  if (g == NULL || node >= g->n || !g->node[node].remote || g->node[node].k == NULL) return NULL;
+  return ((graph_remote *)g->node[node].k)->ring;
+}
+
+int rk_graph_remote_limit(rk_graph *g, uint32_t node, uint32_t payload_max) {
+  rk_ring *r = rk_graph_remote_ring(g, node);
+  if (r == NULL) return RK_EINVAL;
+  /* before activation: the lanes read slot_size only in handlers (the activation orders it) */
+  if (payload_max + RK_ENVELOPE_SIZE < r->slot_size) g->node[node].k->slot_size = payload_max + RK_ENVELOPE_SIZE;
+  return RK_OK;
+}
+
+int rk_graph_remote_close(rk_graph *g, uint32_t node) {
+  rk_ring *r = rk_graph_remote_ring(g, node);
+  if (r == NULL) return RK_EINVAL;
+  (void)rk_ring_close(r, NULL); /* RK_ECLOSED when closed already */
+  return (int)rk_ring_count(r);
+}
+
+int rk_graph_deliver(rk_graph *g, uint32_t node, const rk_envelope *e, const void *payload) {
+  rk_kernel *k;
+  if (g == NULL || e == NULL || node >= g->n || g->node[node].remote || (k = g->node[node].k) == NULL ||
+      (payload == NULL && e->payload_len > 0))
+    return RK_EINVAL;
+  return rk__k2k_push(k, e->lane % k->lanes, e, payload, e->payload_len);
+}
+
+int rk_transport_fail(rk_graph *g, int code, const char *fmt, ...) {
+  char msg[RK__LOG_LINE];
+  va_list ap;
+  if (g == NULL || fmt == NULL) return code;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return rk__fail(g->rt, code, "%s", msg);
+}
+
+void rk_transport_log(rk_graph *g, rk_log_level level, const char *fmt, ...) {
+  char msg[RK__LOG_LINE];
+  va_list ap;
+  if (g == NULL || fmt == NULL) return;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  rk__log(g->rt, level, "%s", msg);
 }
