@@ -51,7 +51,7 @@ struct rk_graph {
   int launched;
   uint32_t order[RK_GRAPH_MAX_KERNELS]; /* upstream first (topological; cycles in the order added) */
   graph_node node[RK_GRAPH_MAX_KERNELS];
-  /* the transport of the remote nodes (remote.h), and whether its start ran (stop is owed) */
+  /* the transport of the remote nodes (remote.h), and whether its start ran */
   const rk_transport *tp;
   void *tp_self;
   int tp_started;
@@ -282,6 +282,9 @@ int rk_graph_launch(rk_graph *g) {
   rk__error_clear(g->rt);
   if ((rc = check_open(g, "rk_graph_launch")) != RK_OK) return rc;
   if (g->n == 0) return rk__fail(g->rt, RK_EINVAL, "rk_graph_launch: the graph has no kernels");
+  if (g->nremote && g->tp == NULL)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: the graph has remote nodes and its transport is gone (a "
+                    "launch that failed, or the bridge destroyed)");
   if (g->rt->backend == RK_BACKEND_CUDA)
     return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: kernel-to-kernel messaging is not implemented on the CUDA "
                     "backend yet (create the runtime with RK_BACKEND_CPU)");
@@ -315,7 +318,9 @@ int rk_graph_launch(rk_graph *g) {
     g->tp_started = 1;
     if ((rc = g->tp->start(g->tp_self, g)) != RK_OK) {
       snprintf(err, sizeof err, "%s", rk_runtime_last_error(g->rt));
-      g->tp->stop(g->tp_self, g);
+      g->tp->stop(g->tp_self, g); /* the transport is done with the graph: detached */
+      g->tp = NULL;
+      g->tp_self = NULL;
       g->tp_started = 0;
       g->launched = 0;
       unlaunch(g);
@@ -354,8 +359,6 @@ int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
     rk_kernel *k = g->node[g->order[i]].k;
     rk_lifecycle s;
     if (g->node[g->order[i]].remote) { /* what the kernels upstream sent it goes out, then it closes */
-      uint64_t final;
-      if (rk_ring_closed(k->k2k[0], &final)) continue;
       if (g->tp && g->tp_started && (rc = g->tp->flush(g->tp_self, g, g->order[i], timeout_ns)) != RK_OK &&
           first == RK_OK)
         first = rc;
@@ -442,8 +445,9 @@ void rk_graph_destroy(rk_graph *g) {
   rk__unlock(&g->rt->lock);
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
-  if (g->tp && g->tp_started) { /* the transport stops reading the rings before any is freed */
+  if (g->tp) { /* the transport stops reading the rings before any is freed (and forgets g) */
     g->tp->stop(g->tp_self, g);
+    g->tp = NULL;
     g->tp_started = 0;
   }
   for (i = 0; i < g->n; i++)
