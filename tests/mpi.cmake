@@ -9,6 +9,9 @@
 # Label nosan: Open MPI's own allocations and progress threads make ASan's leak checker and TSan
 # report inside libmpi/libopen-pal (not ringkernel); the bridge's code paths that need a sanitizer
 # are covered without MPI by test_remote (the graph's transport seam, in every sanitizer build).
+# Remote nodes and the transport seam without MPI (a fake transport): every build, sanitizers too.
+rk_add_test(test_remote SOURCES test_remote.c LABELS runtime mpi TIMEOUT 120)
+
 if(NOT RK_HAVE_MPI)
   add_test(NAME mpi_skipped COMMAND ${CMAKE_COMMAND} -E echo
            "MPI not found by CMake (install openmpi-bin libopenmpi-dev: scripts/deps.sh): the MPI tests are skipped")

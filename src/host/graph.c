@@ -317,6 +317,7 @@ int rk_graph_launch(rk_graph *g) {
   if (g->tp) { /* the transport meets its peers before any handler can send */
     g->tp_started = 1;
     if ((rc = g->tp->start(g->tp_self, g)) != RK_OK) {
+      const char *tname = g->tp->name ? g->tp->name : "?";
       snprintf(err, sizeof err, "%s", rk_runtime_last_error(g->rt));
       g->tp->stop(g->tp_self, g); /* the transport is done with the graph: detached */
       g->tp = NULL;
@@ -324,7 +325,7 @@ int rk_graph_launch(rk_graph *g) {
       g->tp_started = 0;
       g->launched = 0;
       unlaunch(g);
-      return rk__fail(g->rt, rc, "rk_graph_launch: transport %s: %s", g->tp->name ? g->tp->name : "?", err);
+      return rk__fail(g->rt, rc, "rk_graph_launch: transport %s: %s", tname, err);
     }
   }
   return RK_OK;
