@@ -182,12 +182,12 @@ static void test_fake_transport(void **state) {
   for (i = 0; i < 6; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
   want = 6;
   assert_true(rt_wait_for(sent_n, &want, RT_HANG));
-  assert_int_equal(g_rc_ok, 4);
-  assert_int_equal(g_rc_eagain, 2);
+  assert_int_equal(__atomic_load_n(&g_rc_ok, __ATOMIC_RELAXED), 4);
+  assert_int_equal(__atomic_load_n(&g_rc_eagain, __ATOMIC_RELAXED), 2);
   RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, big, sizeof big, RK_SEND_NO_REPLY, NULL)); /* above 16 */
   want = 7;
   assert_true(rt_wait_for(sent_n, &want, RT_HANG));
-  assert_int_equal(g_rc_emsgsize, 1);
+  assert_int_equal(__atomic_load_n(&g_rc_emsgsize, __ATOMIC_RELAXED), 1);
   /* the transport's part: drain, and deliver into a local kernel (as if from a peer) */
   memset(&si, 0, sizeof si);
   si.size = sizeof si;
@@ -214,7 +214,7 @@ static void test_fake_transport(void **state) {
   RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
   want = 8;
   assert_true(rt_wait_for(sent_n, &want, RT_HANG));
-  assert_int_equal(g_rc_eclosed, 1);
+  assert_int_equal(__atomic_load_n(&g_rc_eclosed, __ATOMIC_RELAXED), 1);
   RT_OK(rt, rk_graph_terminate(g, RT_HANG));
   assert_int_equal(f.flushes, 1);
   assert_int_equal(f.stops, 0);

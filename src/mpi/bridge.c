@@ -52,6 +52,7 @@ typedef struct hello {
 typedef struct staged {
   struct staged *next;
   uint32_t len; /* envelope + payload */
+  uint32_t pad; /* data 8-aligned: it is read as an envelope */
   uint8_t data[];
 } staged;
 
