@@ -42,6 +42,8 @@ elseif(RK_SANITIZE MATCHES "thread")
   list(APPEND RK_MPI_TEST_LABELS nosan)
 endif()
 
+set_property(GLOBAL PROPERTY RK_MPI_TEST_ENV "${RK_MPI_TEST_ENV}") # examples.cmake's mpirun test too
+
 # rk_add_mpi_test(name ranks scenario timeout [extra mpiexec flags...])
 function(rk_add_mpi_test name ranks scenario timeout)
   add_test(NAME ${name} COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${ranks} --oversubscribe ${ARGN}
