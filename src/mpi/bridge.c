@@ -37,6 +37,9 @@
 #define REC_HEADER 8u
 #define MAX_NODES RK_GRAPH_MAX_KERNELS
 #define CTRL_BYTES (8u + MAX_NODES * 16u)
+#ifndef RK__MPI_YIELDS
+#define RK__MPI_YIELDS 256u /* idle passes that yield before the bridge starts to sleep */
+#endif
 
 typedef struct hello_entry {
   char name[64];
@@ -560,11 +563,15 @@ static void *bridge_main(void *arg) {
       continue;
     }
     idle++;
+    /* Idle: spin a little, then yield (a message that arrives while other threads want the core
+     * costs one time slice at most, and an idle machine costs nothing but this thread's core),
+     * then sleep, longer and longer: a bridge with nothing to do for a while costs next to nothing
+     * and answers within 200 us (heartbeats are tens of ms apart). */
     if (b->o.spin || idle < 64) continue;
-    if (idle < 256) {
+    if (idle < RK__MPI_YIELDS) {
       sched_yield();
     } else {
-      struct timespec ts = {0, idle < 1024 ? 20000 : 200000};
+      struct timespec ts = {0, idle < 4 * RK__MPI_YIELDS ? 20000 : 200000};
       nanosleep(&ts, NULL);
     }
   }
