@@ -23,8 +23,8 @@ RK_EXTERN_C_BEGIN
 typedef struct rk_transport {
   uint32_t size;    /**< sizeof(rk_transport) */
   const char *name; /**< "mpi": said in error messages */
-  /** This process's rank and how many there are (checked by rk_graph_add_remote). */
-  uint32_t rank, ranks;
+  uint32_t rank;  /**< this process's rank (rk_graph_add_remote refuses it) */
+  uint32_t ranks; /**< how many ranks there are (rk_graph_add_remote refuses those beyond) */
   /** rk_graph_launch, once every local kernel is launched (inactive) and every remote node's
    *  outbound ring exists, before any kernel is activated: meet the peers, learn the remote
    *  kernels (rk_graph_remote_limit) and start moving messages. An error fails the launch (the
