@@ -112,7 +112,7 @@ static void test_arguments(void **state) {
   assert_int_equal(info.k2k_capacity, 8);
   info.size = 4;
   assert_int_equal(rk_graph_node(g, node, &info), RK_EINVAL);
-  assert_null(rk_graph_remote_ring(g, node)); /* not launched */
+  assert_null(rk_graph_remote_ring(g, node, 0)); /* not launched */
   rk_graph_destroy(g);
   assert_int_equal(f.stops, 1); /* never started, still told the graph is gone */
   assert_int_equal(f.starts, 0);
@@ -173,10 +173,18 @@ static void test_fake_transport(void **state) {
   RT_OK(rt, rk_graph_launch(g));
   assert_int_equal(f.starts, 1);
   assert_null(rk_graph_kernel(g, remote));
-  assert_non_null(ring = rk_graph_remote_ring(g, remote));
+  assert_non_null(ring = rk_graph_remote_ring(g, remote, 0));
+  assert_null(rk_graph_remote_ring(g, remote, 1)); /* one lane until the transport says more */
   assert_int_not_equal(f.remote.kernel_id, 0);
   assert_int_equal(f.remote.lanes, 1);
-  RT_OK(rt, rk_graph_remote_limit(g, remote, 16));
+  assert_int_equal(rk_graph_remote_shape(g, remote, 0, 16), RK_EINVAL);
+  assert_int_equal(rk_graph_remote_shape(g, local, 2, 16), RK_EINVAL); /* not a remote node */
+  RT_OK(rt, rk_graph_remote_shape(g, remote, 2, 16)); /* the remote kernel: 2 lanes, 16-byte payloads */
+  assert_ptr_equal(rk_graph_remote_ring(g, remote, 0), ring); /* lane 0's ring kept */
+  assert_non_null(rk_graph_remote_ring(g, remote, 1));
+  RT_OK(rt, rk_graph_node(g, remote, &f.remote));
+  assert_int_equal(f.remote.lanes, 2);
+  assert_int_equal(f.remote.payload_max, 16);
   RT_OK(rt, rk_graph_activate(g));
   /* 6 sends into a ring of 4 that nobody drains: 4 accepted, 2 RK_EAGAIN */
   for (i = 0; i < 6; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
@@ -203,12 +211,12 @@ static void test_fake_transport(void **state) {
     memcpy(&v, rk_ring_slot(ring, pos + i) + RK_ENVELOPE_SIZE, sizeof v);
     assert_int_equal(v, i); /* in order */
     e.dst = si.kernel_id;
-    RT_OK(rt, rk_graph_deliver(g, snk, &e, &v));
+    RT_OK(rt, rk_graph_deliver(g, snk, 0, &e, &v));
   }
   rk_ring_release_n(ring, 4);
   want = 4;
   assert_true(rt_wait_for(sunk_n, &want, RT_HANG));
-  assert_int_equal(rk_graph_deliver(g, remote, (const rk_envelope *)rk_ring_slot(ring, pos), NULL), RK_EINVAL);
+  assert_int_equal(rk_graph_deliver(g, remote, 0, (const rk_envelope *)rk_ring_slot(ring, pos), NULL), RK_EINVAL);
   /* the peer is lost: the route closes and sends get RK_ECLOSED at once */
   assert_int_equal(rk_graph_remote_close(g, remote), 0);
   RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));

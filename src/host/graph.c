@@ -8,8 +8,9 @@
  * these plain writes before the reads. They never change afterwards.
  *
  * Remote nodes (rk_graph_add_remote): a kernel of another process. Here it is a stand-in kernel
- * (graph_remote) that is never launched: one lane whose K2K "inbox" is the node's outbound ring,
- * which the attached transport (ringkernel/remote.h, the MPI bridge) drains. The lanes send to it
+ * (graph_remote) that is never launched: its lanes' K2K "inboxes" are the node's outbound rings,
+ * one per lane of the remote kernel, which the attached transport (ringkernel/remote.h, the MPI
+ * bridge) drains; the lane a send picks (its key, or the sender's lane) is the remote lane. The lanes send to it
  * as to any kernel (rk__k2k_push), so the CPU backend knows nothing of remote routes. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,9 +40,9 @@ typedef struct graph_node {
  * k2k, lane[].inbox for the wake-up, lane[].status for the deadlock check), nothing more. */
 typedef struct graph_remote {
   rk_kernel k;
-  rk__lane lane;
-  rk_lane_status status;
-  rk_ring *ring;
+  rk__lane *lane;         /* k.lanes of them (k.lane), and their statuses */
+  rk_lane_status *status;
+  uint32_t slot;          /* the rings' slot size */
 } graph_remote;
 
 struct rk_graph {
@@ -221,40 +222,76 @@ static int prepare(rk_kernel *k, void *arg) {
 /* Terminate and destroy the kernels launched so far (a launch that failed part-way). */
 static void remote_free(rk_kernel *k) {
   graph_remote *r = (graph_remote *)k; /* k is the first member */
-  rk_ring_destroy(r->ring);
+  uint32_t i;
+  for (i = 0; i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k[i]);
   free(r->k.k2k);
+  free(r->lane);
+  free(r->status);
   free(r);
 }
 
-/* The stand-in of remote node i: an outbound ring of the node's capacity whose slots fit the
+/* The stand-in's lanes: lanes outbound rings (those it has are kept), each with its lane and
+ * status. Before any handler runs (launch, then the transport's start). */
+static int remote_lanes(graph_remote *r, uint32_t lanes, uint32_t cap) {
+  rk_ring **k2k;
+  rk__lane *lane;
+  rk_lane_status *status;
+  uint32_t i;
+  int rc;
+  if (lanes <= r->k.lanes) return RK_OK;
+  if ((k2k = (rk_ring **)rk__calloc(lanes, sizeof *k2k)) == NULL) return RK_ENOMEM;
+  if ((lane = (rk__lane *)rk__calloc(lanes, sizeof *lane)) == NULL ||
+      (status = (rk_lane_status *)rk__calloc(lanes, sizeof *status)) == NULL) {
+    free(k2k);
+    free(lane);
+    return RK_ENOMEM;
+  }
+  for (i = 0; i < lanes; i++) {
+    if (i < r->k.lanes)
+      k2k[i] = r->k.k2k[i];
+    else if ((rc = rk_ring_create(&k2k[i], cap, r->slot, RK_RING_MPSC)) != RK_OK) {
+      while (i-- > r->k.lanes) rk_ring_destroy(k2k[i]);
+      free(k2k);
+      free(lane);
+      free(status);
+      return rc;
+    }
+    lane[i].k = &r->k;
+    lane[i].index = i;
+    lane[i].inbox = k2k[i]; /* rk__k2k_push wakes the lane's inbox: the transport's ring */
+    lane[i].status = &status[i];
+  }
+  free(r->k.k2k);
+  free(r->lane);
+  free(r->status);
+  r->k.k2k = k2k;
+  r->lane = r->k.lane = lane;
+  r->status = status;
+  r->k.lanes = lanes;
+  return RK_OK;
+}
+
+/* The stand-in of remote node i: one lane (the transport gives it the remote kernel's lanes,
+ * rk_graph_remote_shape) whose outbound ring has the node's capacity and slots that fit the
  * largest slot of the graph's local kernels (what their handlers can send); the remote kernel's
- * own limit comes with the transport's start (rk_graph_remote_limit). */
+ * own limit comes with the transport's start too. */
 static int remote_make(rk_graph *g, uint32_t i, uint32_t slot) {
   graph_node *n = &g->node[i];
   graph_remote *r;
   int rc;
-  if ((r = (graph_remote *)rk__calloc(1, sizeof *r)) == NULL ||
-      (r->k.k2k = (rk_ring **)rk__calloc(1, sizeof *r->k.k2k)) == NULL) {
-    free(r);
+  if ((r = (graph_remote *)rk__calloc(1, sizeof *r)) == NULL)
     return rk__fail(g->rt, RK_ENOMEM, "rk_graph_launch: remote node %u: out of memory", i);
-  }
-  if ((rc = rk_ring_create(&r->ring, n->k2k_cap, slot, RK_RING_MPSC)) != RK_OK) {
-    free(r->k.k2k);
+  r->slot = slot;
+  if ((rc = remote_lanes(r, 1, n->k2k_cap)) != RK_OK) {
     free(r);
     return rk__fail(g->rt, rc, "rk_graph_launch: remote node %u: cannot create its outbound ring", i);
   }
   r->k.rt = g->rt;
-  snprintf(r->k.name, sizeof r->k.name, "%s@%u", n->rname, n->rank);
+  snprintf(r->k.name, sizeof r->k.name, "%.48s@%u", n->rname, n->rank); /* (a name for logs) */
   r->k.id = __atomic_add_fetch(&g->rt->next_kernel_id, 1, __ATOMIC_RELAXED); /* unique in the runtime */
-  r->k.lanes = 1;
   r->k.slot_size = slot;
   r->k.k2k_cap = n->k2k_cap;
-  r->k.k2k[0] = r->ring;
   r->k.graph = g;
-  r->k.lane = &r->lane;
-  r->lane.k = &r->k;
-  r->lane.inbox = r->ring; /* rk__k2k_push wakes the lane's inbox: here a no-op for the bridge */
-  r->lane.status = &r->status;
   n->k = &r->k;
   return RK_OK;
 }
@@ -351,7 +388,7 @@ rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node) {
 }
 
 int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
-  uint32_t i;
+  uint32_t i, j;
   int rc, first = RK_OK;
   if (g == NULL) return RK_EINVAL;
   rk__error_clear(g->rt);
@@ -363,7 +400,7 @@ int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
       if (g->tp && g->tp_started && (rc = g->tp->flush(g->tp_self, g, g->order[i], timeout_ns)) != RK_OK &&
           first == RK_OK)
         first = rc;
-      (void)rk_ring_close(k->k2k[0], NULL);
+      for (j = 0; j < k->lanes; j++) (void)rk_ring_close(k->k2k[j], NULL);
       continue;
     }
     s = rk_kernel_state(k);
@@ -575,32 +612,44 @@ int rk_graph_node(const rk_graph *g, uint32_t node, rk_graph_node_info *out) {
   return RK_OK;
 }
 
-rk_ring *rk_graph_remote_ring(rk_graph *g, uint32_t node) {
-  if (g == NULL || node >= g->n || !g->node[node].remote || g->node[node].k == NULL) return NULL;
-  return ((graph_remote *)g->node[node].k)->ring;
+rk_ring *rk_graph_remote_ring(rk_graph *g, uint32_t node, uint32_t lane) {
+  if (g == NULL || node >= g->n || !g->node[node].remote || g->node[node].k == NULL ||
+      lane >= g->node[node].k->lanes)
+    return NULL;
+  return g->node[node].k->k2k[lane];
 }
 
-int rk_graph_remote_limit(rk_graph *g, uint32_t node, uint32_t payload_max) {
-  rk_ring *r = rk_graph_remote_ring(g, node);
-  if (r == NULL) return RK_EINVAL;
-  /* before activation: the lanes read slot_size only in handlers (the activation orders it) */
-  if (payload_max + RK_ENVELOPE_SIZE < r->slot_size) g->node[node].k->slot_size = payload_max + RK_ENVELOPE_SIZE;
+int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t payload_max) {
+  graph_remote *r;
+  int rc;
+  if (rk_graph_remote_ring(g, node, 0) == NULL || lanes == 0 || lanes > RK_MAX_LANES) return RK_EINVAL;
+  r = (graph_remote *)g->node[node].k;
+  /* before activation: the lanes read lanes, k2k and slot_size only in handlers (the activation
+   * orders these writes before them) */
+  if ((rc = remote_lanes(r, lanes, g->node[node].k2k_cap)) != RK_OK)
+    return rk__fail(g->rt, rc, "remote node %u: cannot create the outbound rings of its %u lanes", node, lanes);
+  if (payload_max + RK_ENVELOPE_SIZE < r->slot) r->k.slot_size = payload_max + RK_ENVELOPE_SIZE;
   return RK_OK;
 }
 
 int rk_graph_remote_close(rk_graph *g, uint32_t node) {
-  rk_ring *r = rk_graph_remote_ring(g, node);
-  if (r == NULL) return RK_EINVAL;
-  (void)rk_ring_close(r, NULL); /* RK_ECLOSED when closed already */
-  return (int)rk_ring_count(r);
+  uint32_t i;
+  uint64_t held = 0;
+  if (rk_graph_remote_ring(g, node, 0) == NULL) return RK_EINVAL;
+  for (i = 0; i < g->node[node].k->lanes; i++) {
+    rk_ring *r = g->node[node].k->k2k[i];
+    (void)rk_ring_close(r, NULL); /* RK_ECLOSED when closed already */
+    held += rk_ring_count(r);
+  }
+  return (int)held;
 }
 
-int rk_graph_deliver(rk_graph *g, uint32_t node, const rk_envelope *e, const void *payload) {
+int rk_graph_deliver(rk_graph *g, uint32_t node, uint32_t lane, const rk_envelope *e, const void *payload) {
   rk_kernel *k;
   if (g == NULL || e == NULL || node >= g->n || g->node[node].remote || (k = g->node[node].k) == NULL ||
       (payload == NULL && e->payload_len > 0))
     return RK_EINVAL;
-  return rk__k2k_push(k, e->lane % k->lanes, e, payload, e->payload_len);
+  return rk__k2k_push(k, lane % k->lanes, e, payload, e->payload_len);
 }
 
 int rk_transport_fail(rk_graph *g, int code, const char *fmt, ...) {

@@ -12,9 +12,13 @@
  * is FIFO, MPI does not overtake between two ranks on one communicator and tag, a route's staged
  * messages go in before any later one of that route.
  *
+ * A route is (remote node, lane): each lane of a remote kernel has its own outbound ring here,
+ * its own credits and its own staging queue there, so a keyed send reaches the lane its key picks.
+ *
  * Wire formats (host byte order: one job, one machine type): a data message is a batch header
- * then records {u32 record bytes, u32 origin rank, envelope, payload padded to 8}; a control
- * message is {u32 kind, u32 n} then n {u32 kernel id, u32 0, u64 delivered} (credits). */
+ * then records {u32 record bytes, u32 origin rank, u32 destination lane, u32 0, envelope, payload
+ * padded to 8}; a control message is {u32 kind, u32 n} then n {u32 kernel id, u32 lane, u64
+ * delivered} (credits). */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -34,9 +38,9 @@
 #define CTRL_CREDIT 1u
 #define CTRL_HEARTBEAT 2u
 #define CTRL_BYE 3u
-#define REC_HEADER 8u
+#define REC_HEADER 16u
 #define MAX_NODES RK_GRAPH_MAX_KERNELS
-#define CTRL_BYTES (8u + MAX_NODES * 16u)
+#define CTRL_BYTES (8u + MAX_NODES * RK_MAX_LANES * 16u) /* a credit for every route at most */
 #ifndef RK__MPI_YIELDS
 #define RK__MPI_YIELDS 256u /* idle passes that yield before the bridge starts to sleep */
 #endif
@@ -59,7 +63,7 @@ typedef struct staged {
   uint8_t data[];
 } staged;
 
-/* A route from a peer into one of our local nodes (receiver side). */
+/* A route from a peer into a lane of one of our local nodes (receiver side). */
 typedef struct route_in {
   uint64_t consumed;      /* delivered, refused or dropped: the credits this route earned back */
   uint64_t credited;      /* consumed as last told to the peer */
@@ -67,9 +71,10 @@ typedef struct route_in {
   uint32_t window;        /* what the peer may have outstanding (our inbox capacity, capped) */
 } route_in;
 
-/* One of our remote nodes (sender side). */
+/* A lane of one of our remote nodes (sender side). */
 typedef struct route_out {
   uint32_t node;          /* graph node */
+  uint32_t lane;          /* the remote kernel's lane */
   uint32_t peer;          /* its rank */
   uint32_t local_id;      /* the stand-in's id in local envelopes */
   uint32_t remote_id;     /* the kernel's id on its rank */
@@ -92,13 +97,13 @@ typedef struct peer {
   uint64_t heard_ns;       /* monotonic time of the last message from it */
   uint64_t told_ns;        /* of the last message to it */
   MPI_Request data_req, ctrl_req;
-  uint8_t *data_in, ctrl_in[CTRL_BYTES];
+  uint8_t *data_in, *ctrl_in; /* batch_bytes, CTRL_BYTES */
   send_buf *out;           /* max_inflight batches */
   uint8_t *batch;          /* the batch being filled (points into a free send_buf) */
   uint32_t batch_len, batch_n;
   int batch_buf;           /* index of the send_buf batch is in, or -1 */
-  route_in in[MAX_NODES];  /* by our node index */
-  uint8_t ctrl_out[CTRL_BYTES];
+  route_in *in;            /* b->nin: node i's lane l at b->in_base[i] + l */
+  uint8_t *ctrl_out;       /* CTRL_BYTES */
   MPI_Request ctrl_req_out;
   int ctrl_busy;
   hello h;                 /* its kernels (handshake) */
@@ -113,11 +118,11 @@ struct rk_mpi_bridge {
   uint32_t rank, ranks;
   rk_mpi_options o;
   peer *peers;
-  route_out out[MAX_NODES];
+  route_out *out;          /* every lane of every remote node */
   uint32_t nout;
-  uint32_t node_of_id_n;
   struct { uint32_t id, node; } ids[MAX_NODES]; /* our local kernels: id -> node */
   uint32_t nids;
+  uint32_t in_base[MAX_NODES], in_lanes[MAX_NODES], nin; /* routes into our nodes, per peer */
   pthread_t thread;
   int thread_on;
   volatile int stop;       /* atomics: the stop request (release by stop, acquire by the thread) */
@@ -164,10 +169,12 @@ static route_out *out_of_local_id(rk_mpi_bridge *b, uint32_t id) {
   return NULL;
 }
 
-static route_out *out_of_remote(rk_mpi_bridge *b, uint32_t rank, uint32_t remote_id) {
+/* lane UINT32_MAX: any lane of it (the stand-in's id is the same for all) */
+static route_out *out_of_remote(rk_mpi_bridge *b, uint32_t rank, uint32_t remote_id, uint32_t lane) {
   uint32_t i;
   for (i = 0; i < b->nout; i++)
-    if (b->out[i].peer == rank && b->out[i].remote_id == remote_id) return &b->out[i];
+    if (b->out[i].peer == rank && b->out[i].remote_id == remote_id && (lane == UINT32_MAX || b->out[i].lane == lane))
+      return &b->out[i];
   return NULL;
 }
 
@@ -252,6 +259,8 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
         }
       }
       memcpy(w + 4, &origin_rank, 4);
+      memcpy(w + 8, &o->lane, 4);
+      memset(w + 12, 0, 4);
       we->node = rk_mpi_node_id(b->rank, we->node);
       p->batch_len += rec;
       p->batch_n++;
@@ -283,19 +292,17 @@ static int ctrl_send(rk_mpi_bridge *b, uint32_t r, uint32_t kind) {
     p->ctrl_busy = 0;
   }
   if (kind == CTRL_CREDIT) {
-    for (i = 0; i < MAX_NODES; i++) {
-      route_in *ri = &p->in[i];
-      uint32_t id;
-      rk_graph_node_info info = {sizeof info, 0, 0, 0, 0, 0, 0, NULL};
-      if (ri->consumed == ri->credited) continue;
-      if (rk_graph_node(b->g, i, &info) != RK_OK) continue;
-      id = info.kernel_id;
-      memcpy(p->ctrl_out + 8 + n * 16, &id, 4);
-      memset(p->ctrl_out + 8 + n * 16 + 4, 0, 4);
-      memcpy(p->ctrl_out + 8 + n * 16 + 8, &ri->consumed, 8);
-      ri->credited = ri->consumed;
-      n++;
-    }
+    uint32_t j;
+    for (i = 0; i < b->nids; i++)
+      for (j = 0; j < b->in_lanes[b->ids[i].node]; j++) {
+        route_in *ri = &p->in[b->in_base[b->ids[i].node] + j];
+        if (ri->consumed == ri->credited) continue;
+        memcpy(p->ctrl_out + 8 + n * 16, &b->ids[i].id, 4);
+        memcpy(p->ctrl_out + 8 + n * 16 + 4, &j, 4);
+        memcpy(p->ctrl_out + 8 + n * 16 + 8, &ri->consumed, 8);
+        ri->credited = ri->consumed;
+        n++;
+      }
     if (n == 0) return 0;
   }
   memcpy(p->ctrl_out, &kind, 4);
@@ -312,8 +319,8 @@ static int ctrl_send(rk_mpi_bridge *b, uint32_t r, uint32_t kind) {
 
 /* Into the local inbox, or the route's staging queue. Returns 1 when it went in (or was refused:
  * either way its credit is earned back). */
-static int deliver(rk_mpi_bridge *b, uint32_t node, rk_envelope *e) {
-  int rc = rk_graph_deliver(b->g, node, e, e->payload_len ? (const void *)(e + 1) : NULL);
+static int deliver(rk_mpi_bridge *b, uint32_t node, uint32_t lane, rk_envelope *e) {
+  int rc = rk_graph_deliver(b->g, node, lane, e, e->payload_len ? (const void *)(e + 1) : NULL);
   if (rc == RK_EAGAIN) return 0;
   if (rc == RK_OK)
     stat_add(&b->s_delivered, 1);
@@ -346,24 +353,25 @@ static void stage(rk_mpi_bridge *b, route_in *ri, const rk_envelope *e) {
 
 /* Retry the staged messages of every route; returns how many went in. */
 static uint32_t unstage(rk_mpi_bridge *b) {
-  uint32_t r, i, moved = 0;
+  uint32_t r, i, j, moved = 0;
   for (r = 0; r < b->ranks; r++)
-    for (i = 0; i < MAX_NODES; i++) {
-      route_in *ri = &b->peers[r].in[i];
+    for (i = 0; i < b->nids && b->peers[r].in; i++)
+      for (j = 0; j < b->in_lanes[b->ids[i].node]; j++) {
+      route_in *ri = &b->peers[r].in[b->in_base[b->ids[i].node] + j];
       while (ri->head) {
         staged *s = ri->head;
-        if (!deliver(b, i, (rk_envelope *)s->data)) break;
+        if (!deliver(b, b->ids[i].node, j, (rk_envelope *)s->data)) break;
         ri->head = s->next;
         if (ri->head == NULL) ri->tail = NULL;
         free(s);
         ri->consumed++;
         moved++;
       }
-    }
+      }
   return moved;
 }
 
-static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t origin_rank) {
+static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t origin_rank, uint32_t lane) {
   peer *p = &b->peers[r];
   uint32_t node;
   route_in *ri;
@@ -374,7 +382,8 @@ static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t o
                      "rank's graph", r, e->dst);
     return;
   }
-  ri = &p->in[node];
+  lane %= b->in_lanes[node];
+  ri = &p->in[b->in_base[node] + lane];
   /* the receive rule on the runtime's clock: a stamp too far ahead is refused (the clock does not
    * move), as a local inbox refuses it; a good one advances the clock before anything sees it */
   if (rk_clock_recv(rk_runtime_clock(b->rt), e->hlc, NULL) == RK_ECLOCK) {
@@ -387,15 +396,15 @@ static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t o
   /* the ids of this rank: the origin's stand-in (or our own kernel), the sender's stand-in */
   if (e->origin) {
     if (origin_rank != b->rank) {
-      route_out *q = out_of_remote(b, origin_rank, e->origin);
+      route_out *q = out_of_remote(b, origin_rank, e->origin, UINT32_MAX);
       e->origin = q ? q->local_id : UINT32_MAX; /* no stand-in here: its reply is refused, counted */
     }
   }
   {
-    route_out *q = out_of_remote(b, r, e->src);
+    route_out *q = out_of_remote(b, r, e->src, UINT32_MAX);
     e->src = q ? q->local_id : 0;
   }
-  if (ri->head || !deliver(b, node, e))
+  if (ri->head || !deliver(b, node, lane, e))
     stage(b, ri, e);
   else
     ri->consumed++;
@@ -407,16 +416,17 @@ static void take_data(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byte
   memcpy(&n, buf, 4);
   stat_add(&b->s_batches_received, 1);
   for (i = 0; i < n; i++) {
-    uint32_t rec, origin_rank;
+    uint32_t rec, origin_rank, lane;
     rk_envelope *e;
     if (off + REC_HEADER + RK_ENVELOPE_SIZE > (uint32_t)bytes) break;
     memcpy(&rec, buf + off, 4);
     memcpy(&origin_rank, buf + off + 4, 4);
+    memcpy(&lane, buf + off + 8, 4);
     e = (rk_envelope *)(buf + off + REC_HEADER);
     if (rec < REC_HEADER + RK_ENVELOPE_SIZE || off + rec > (uint32_t)bytes ||
         e->payload_len > rec - REC_HEADER - RK_ENVELOPE_SIZE)
       break;
-    take_record(b, r, e, origin_rank);
+    take_record(b, r, e, origin_rank, lane);
     off += rec;
   }
   if (i < n) {
@@ -436,12 +446,13 @@ static void take_ctrl(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byte
   }
   if (kind != CTRL_CREDIT) return;
   for (i = 0; i < n && 8 + (i + 1) * 16 <= (uint32_t)bytes; i++) {
-    uint32_t id;
+    uint32_t id, lane;
     uint64_t consumed;
     route_out *o;
     memcpy(&id, buf + 8 + i * 16, 4);
+    memcpy(&lane, buf + 8 + i * 16 + 4, 4);
     memcpy(&consumed, buf + 8 + i * 16 + 8, 8);
-    if ((o = out_of_remote(b, r, id)) != NULL && consumed > o->credited && consumed <= o->sent)
+    if ((o = out_of_remote(b, r, id, lane)) != NULL && consumed > o->credited && consumed <= o->sent)
       __atomic_store_n(&o->credited, consumed, __ATOMIC_RELEASE); /* flush's acquire pairs with it */
   }
 }
@@ -459,7 +470,8 @@ static uint32_t poll_peer(rk_mpi_bridge *b, uint32_t r) {
   MPI_Status st;
   int done = 0, bytes = 0;
   uint32_t got = 0;
-  MPI_Test(&p->data_req, &done, &st);
+  /* (MPI_Test of MPI_REQUEST_NULL says done: a receive that could not be posted is no message) */
+  if (p->data_req != MPI_REQUEST_NULL) MPI_Test(&p->data_req, &done, &st);
   if (done) {
     MPI_Get_count(&st, MPI_BYTE, &bytes);
     p->heard_ns = now_ns();
@@ -468,7 +480,7 @@ static uint32_t poll_peer(rk_mpi_bridge *b, uint32_t r) {
     got++;
   }
   done = 0;
-  MPI_Test(&p->ctrl_req, &done, &st);
+  if (p->ctrl_req != MPI_REQUEST_NULL) MPI_Test(&p->ctrl_req, &done, &st);
   if (done) {
     MPI_Get_count(&st, MPI_BYTE, &bytes);
     p->heard_ns = now_ns();
@@ -536,7 +548,7 @@ static void *bridge_main(void *arg) {
       uint32_t j, owed = 0;
       if (r == b->rank || get_state(p) != RK_MPI_PEER_UP) continue;
       /* credits: at once when a route earned an eighth of its window, else when idle */
-      for (j = 0; j < MAX_NODES; j++) {
+      for (j = 0; j < b->nin; j++) {
         route_in *ri = &p->in[j];
         uint64_t due = ri->consumed - ri->credited;
         if (due && (idle > 0 || due * 8 >= ri->window)) owed = 1;
@@ -598,9 +610,12 @@ static int bridge_start(void *self, rk_graph *g) {
   rk_mpi_bridge *b = (rk_mpi_bridge *)self;
   hello *mine;
   MPI_Request *reqs;
-  uint32_t i, r, nreq = 0, max_slot = 0;
+  uint32_t i, r, nreq = 0, max_slot = 0, nrem = 0, total = 0;
   int rc = RK_OK;
   rk_graph_node_info info;
+  struct {
+    uint32_t node, rank, local_id, remote_id, lanes, window;
+  } rem[MAX_NODES];
   if ((mine = (hello *)calloc(1, sizeof *mine)) == NULL ||
       (reqs = (MPI_Request *)calloc(2u * b->ranks, sizeof *reqs)) == NULL) {
     free(mine);
@@ -609,20 +624,21 @@ static int bridge_start(void *self, rk_graph *g) {
   mine->rank = b->rank;
   b->nids = 0;
   b->nout = 0;
+  b->nin = 0;
   for (i = 0; i < rk_graph_nodes(g); i++) {
     memset(&info, 0, sizeof info);
     info.size = sizeof info;
     if (rk_graph_node(g, i, &info) != RK_OK) continue;
     if (info.payload_max + RK_ENVELOPE_SIZE > max_slot) max_slot = info.payload_max + RK_ENVELOPE_SIZE;
     if (info.remote) {
-      route_out *o = &b->out[b->nout++];
-      memset(o, 0, sizeof *o);
-      o->node = i;
-      o->peer = info.rank;
-      o->local_id = info.kernel_id;
-      o->ring = rk_graph_remote_ring(g, i);
+      rem[nrem].node = i;
+      rem[nrem].rank = info.rank;
+      rem[nrem++].local_id = info.kernel_id;
       continue;
     }
+    b->in_base[i] = b->nin;
+    b->in_lanes[i] = info.lanes;
+    b->nin += info.lanes;
     hello_entry *e = &mine->e[mine->n++];
     snprintf(e->name, sizeof e->name, "%s", info.name ? info.name : "");
     e->kernel_id = info.kernel_id;
@@ -659,42 +675,71 @@ static int bridge_start(void *self, rk_graph *g) {
                            who[0] ? who : "?");
     goto cancel;
   }
-  /* our remote nodes, by name on their ranks */
-  for (i = 0; i < b->nout; i++) {
-    route_out *o = &b->out[i];
-    hello *h = &b->peers[o->peer].h;
-    uint32_t j;
+  /* our remote nodes, by name on their ranks: their ids, lanes, inboxes and payload limits */
+  for (i = 0; i < nrem; i++) {
+    hello *h = &b->peers[rem[i].rank].h;
+    uint32_t j, k;
     memset(&info, 0, sizeof info);
     info.size = sizeof info;
-    (void)rk_graph_node(g, o->node, &info);
+    (void)rk_graph_node(g, rem[i].node, &info);
     for (j = 0; j < h->n && j < MAX_NODES; j++)
       if (strncmp(h->e[j].name, info.name, sizeof h->e[j].name) == 0) break;
     if (j == h->n || j == MAX_NODES) {
       rc = rk_transport_fail(g, RK_EINVAL, "mpi bridge: rank %u's graph has no kernel named \"%s\" (remote node %u)",
-                             o->peer, info.name, o->node);
+                             rem[i].rank, info.name, rem[i].node);
       goto out;
     }
-    if (out_of_remote(b, o->peer, h->e[j].kernel_id) != NULL) {
-      rc = rk_transport_fail(g, RK_EINVAL, "mpi bridge: kernel \"%s\" of rank %u is added twice as a remote node",
-                             info.name, o->peer);
-      goto out;
-    }
-    o->remote_id = h->e[j].kernel_id;
-    /* credits: what the remote inbox (one lane's) holds, no more than our ring (no point) */
-    o->window = h->e[j].k2k_capacity;
-    if (b->o.window && b->o.window < o->window) o->window = b->o.window;
-    (void)rk_graph_remote_limit(g, o->node, h->e[j].payload_max);
+    for (k = 0; k < i; k++)
+      if (rem[k].rank == rem[i].rank && rem[k].remote_id == h->e[j].kernel_id) {
+        rc = rk_transport_fail(g, RK_EINVAL, "mpi bridge: kernel \"%s\" of rank %u is added twice as a remote node",
+                               info.name, rem[i].rank);
+        goto out;
+      }
+    rem[i].remote_id = h->e[j].kernel_id;
+    rem[i].lanes = h->e[j].lanes ? h->e[j].lanes : 1;
+    /* credits: what one lane's remote inbox holds (rk_mpi_options.window caps it) */
+    rem[i].window = h->e[j].k2k_capacity;
+    if (b->o.window && b->o.window < rem[i].window) rem[i].window = b->o.window;
+    if ((rc = rk_graph_remote_shape(g, rem[i].node, rem[i].lanes, h->e[j].payload_max)) != RK_OK) goto out;
+    total += rem[i].lanes;
   }
-  /* the routes into our kernels: each peer may have up to our inbox capacity outstanding */
+  if (total && (b->out = (route_out *)calloc(total, sizeof *b->out)) == NULL) {
+    rc = rk_transport_fail(g, RK_ENOMEM, "mpi bridge: out of memory");
+    goto out;
+  }
+  for (i = 0; i < nrem; i++) {
+    uint32_t l;
+    for (l = 0; l < rem[i].lanes; l++) {
+      route_out *o = &b->out[b->nout++];
+      o->node = rem[i].node;
+      o->lane = l;
+      o->peer = rem[i].rank;
+      o->local_id = rem[i].local_id;
+      o->remote_id = rem[i].remote_id;
+      o->window = rem[i].window;
+      o->ring = rk_graph_remote_ring(g, rem[i].node, l);
+    }
+  }
+  /* the routes into our kernels: each peer may have up to our inbox capacity outstanding per lane */
   for (r = 0; r < b->ranks; r++) {
+    peer *p = &b->peers[r];
     if (r == b->rank) continue;
+    if (b->nin && (p->in = (route_in *)calloc(b->nin, sizeof *p->in)) == NULL) {
+      rc = rk_transport_fail(g, RK_ENOMEM, "mpi bridge: out of memory");
+      goto out;
+    }
     for (i = 0; i < b->nids; i++) {
+      uint32_t l, node = b->ids[i].node;
       memset(&info, 0, sizeof info);
       info.size = sizeof info;
-      (void)rk_graph_node(g, b->ids[i].node, &info);
-      b->peers[r].in[b->ids[i].node].window = b->o.window && b->o.window < info.k2k_capacity ? b->o.window
-                                                                                             : info.k2k_capacity;
+      (void)rk_graph_node(g, node, &info);
+      for (l = 0; l < b->in_lanes[node]; l++)
+        p->in[b->in_base[node] + l].window =
+            b->o.window && b->o.window < info.k2k_capacity ? b->o.window : info.k2k_capacity;
     }
+  }
+  for (r = 0; r < b->ranks; r++) {
+    if (r == b->rank) continue;
     b->peers[r].heard_ns = b->peers[r].told_ns = now_ns();
     post_recvs(b, r);
   }
@@ -720,25 +765,29 @@ out:
 
 static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_ns) {
   rk_mpi_bridge *b = (rk_mpi_bridge *)self;
-  route_out *o = NULL;
   uint64_t end = now_ns() + (uint64_t)(timeout_ns > 0 ? timeout_ns : 1000000000);
-  uint32_t i;
+  uint32_t i, to = UINT32_MAX;
   for (i = 0; i < b->nout; i++)
-    if (b->out[i].node == node) o = &b->out[i];
-  if (o == NULL || !b->thread_on) return RK_OK;
+    if (b->out[i].node == node) to = b->out[i].peer;
+  if (to == UINT32_MAX || !b->thread_on) return RK_OK;
   for (;;) {
-    /* acquire: pairs with the bridge thread's release stores (sent_pub, credited) */
-    uint64_t sent = __atomic_load_n(&o->sent_pub, __ATOMIC_ACQUIRE);
-    uint64_t credited = __atomic_load_n(&o->credited, __ATOMIC_ACQUIRE);
-    rk_mpi_peer_state s = get_state(&b->peers[o->peer]);
-    if (rk_ring_count(o->ring) == 0 && credited == sent && s != RK_MPI_PEER_LOST) return RK_OK;
+    rk_mpi_peer_state s = get_state(&b->peers[to]);
+    uint64_t pending = 0;
+    for (i = 0; i < b->nout; i++) { /* every lane of the node */
+      route_out *o = &b->out[i];
+      if (o->node != node) continue;
+      /* acquire: pairs with the bridge thread's release stores (sent_pub, credited) */
+      pending += rk_ring_count(o->ring) + __atomic_load_n(&o->sent_pub, __ATOMIC_ACQUIRE) -
+                 __atomic_load_n(&o->credited, __ATOMIC_ACQUIRE);
+    }
+    if (pending == 0 && s != RK_MPI_PEER_LOST) return RK_OK;
     if (s != RK_MPI_PEER_UP) /* lost: what it held is dropped or unconfirmed (counted); closed early: dropped */
       return rk_transport_fail(g, RK_ECLOSED, "mpi bridge: the route to rank %u is broken: the rank is %s (see "
-                               "rk_mpi_bridge_stats: dropped, unconfirmed)", o->peer,
+                               "rk_mpi_bridge_stats: dropped, unconfirmed)", to,
                                s == RK_MPI_PEER_LOST ? "lost" : "closed");
     if (now_ns() > end)
       return rk_transport_fail(g, RK_ETIMEDOUT, "mpi bridge: route to rank %u: %llu envelopes not confirmed in time",
-                               o->peer, (unsigned long long)(rk_ring_count(o->ring) + sent - credited));
+                               to, (unsigned long long)pending);
     {
       struct timespec ts = {0, 100000};
       nanosleep(&ts, NULL);
@@ -806,13 +855,13 @@ static void bridge_stop(void *self, rk_graph *g) {
       }
       p->ctrl_busy = 0;
     }
-    for (i = 0; i < MAX_NODES; i++)
+    for (i = 0; i < b->nin && p->in; i++)
       while ((s = p->in[i].head) != NULL) { /* staged for a kernel that terminated before it took them */
         p->in[i].head = s->next;
         free(s);
         stat_add(&b->s_refused, 1);
       }
-    memset(p->in, 0, sizeof p->in);
+    if (p->in) memset(p->in, 0, b->nin * sizeof *p->in);
   }
   b->g = NULL; /* the graph calls nothing more and may be freed next (remote.h) */
 }
@@ -874,7 +923,8 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
     p->batch_buf = -1;
     p->h.rank = UINT32_MAX;
     if (r == b->rank) continue;
-    if ((p->data_in = (uint8_t *)malloc(b->o.batch_bytes)) == NULL ||
+    if ((p->data_in = (uint8_t *)malloc(b->o.batch_bytes)) == NULL || (p->ctrl_in = (uint8_t *)malloc(CTRL_BYTES)) == NULL ||
+        (p->ctrl_out = (uint8_t *)malloc(CTRL_BYTES)) == NULL ||
         (p->out = (send_buf *)calloc(b->o.max_inflight, sizeof *p->out)) == NULL)
       goto nomem;
     for (i = 0; i < b->o.max_inflight; i++)
@@ -919,11 +969,15 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
     for (r = 0; r < b->ranks; r++) {
       peer *p = &b->peers[r];
       free(p->data_in);
+      free(p->ctrl_in);
+      free(p->ctrl_out);
+      free(p->in);
       if (p->out)
         for (i = 0; i < b->o.max_inflight; i++) free(p->out[i].data);
       free(p->out);
     }
   free(b->peers);
+  free(b->out);
   free(b);
 }
 
