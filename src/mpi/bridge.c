@@ -269,11 +269,13 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       if (!batch_send(b, o->peer)) break;
       continue;
     }
-    rk_ring_release_n(o->ring, i); /* release: the slots were read (pairs with the senders' reserve) */
     o->sent += i;
     o->stalled = 0;
-    /* release: flush reads sent_pub then credited; both only grow */
+    /* sent_pub before the slots go back: flush reads the ring's head (acquire, rk_ring_count) and
+     * then sent_pub, so a flush that sees these slots gone sees them counted as sent. Release:
+     * pairs with flush's acquire. */
     __atomic_store_n(&o->sent_pub, o->sent, __ATOMIC_RELEASE);
+    rk_ring_release_n(o->ring, i); /* release: the slots were read (pairs with the senders' reserve) */
     moved += i;
     if (i < n) { /* out of batch room */
       if (!batch_send(b, o->peer)) break;
@@ -776,9 +778,14 @@ static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_
     for (i = 0; i < b->nout; i++) { /* every lane of the node */
       route_out *o = &b->out[i];
       if (o->node != node) continue;
-      /* acquire: pairs with the bridge thread's release stores (sent_pub, credited) */
-      pending += rk_ring_count(o->ring) + __atomic_load_n(&o->sent_pub, __ATOMIC_ACQUIRE) -
-                 __atomic_load_n(&o->credited, __ATOMIC_ACQUIRE);
+      /* in this order: the ring's head (acquire), then sent_pub (acquire, pairs with drain_route's
+       * release store made before the head moved), then credited (pairs with take_ctrl's release):
+       * an envelope taken from the ring is counted in sent_pub, one counted in sent_pub and not yet
+       * credited is pending; nothing is missed between the three reads */
+      uint64_t held = rk_ring_count(o->ring);
+      uint64_t sent = __atomic_load_n(&o->sent_pub, __ATOMIC_ACQUIRE);
+      uint64_t credited = __atomic_load_n(&o->credited, __ATOMIC_ACQUIRE);
+      pending += held + (credited > sent ? 1 : sent - credited); /* ahead: sent moved meanwhile, look again */
     }
     if (pending == 0 && s != RK_MPI_PEER_LOST) return RK_OK;
     if (s != RK_MPI_PEER_UP) /* lost: what it held is dropped or unconfirmed (counted); closed early: dropped */
