@@ -10,6 +10,9 @@
  *   order         10^6 messages rank 0 -> rank 1: order and exactly-once
  *   keyed         rk_send_to_key over a remote route: every key reaches the remote lane it picks
  *                 (key % lanes of the remote kernel), in order per key
+ *   launch        a rank that never launches its graph: rk_graph_launch on the other fails with
+ *                 RK_ETIMEDOUT naming it, within start_timeout_ns; a remote node naming a kernel its
+ *                 rank does not have fails the launch with RK_EINVAL, saying which
  *   hlc_skew      rank 1's clock 200 ms behind: causality holds across the ranks (receive rule);
  *                 then 2 s ahead (beyond the 500 ms maximum offset): rank 0 refuses its stamps
  *   rank_killed   rank 1 kills itself (SIGKILL) mid-stream: rank 0 sees the peer lost, its sends
@@ -545,6 +548,49 @@ static void test_hlc_skew(void **state) {
 
 /* ---------------------------------------- failure ------------------------------------------ */
 
+static void test_launch(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_kernel_desc d = rt_desc("source", source);
+  uint32_t me, other;
+  uint64_t t0;
+  (void)state;
+  o.start_timeout_ns = 300 * RT_MS;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &me));
+  if (g_rank == 0) { /* rank 1 never launches: the handshake times out */
+    RT_OK(rt, rk_graph_add_remote(g, 1, "sink", 0, &other));
+    RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+    t0 = rt_now_ns();
+    assert_int_equal(rk_graph_launch(g), RK_ETIMEDOUT);
+    assert_true(rt_now_ns() - t0 < 5 * (uint64_t)RT_SEC);
+    assert_non_null(strstr(rk_runtime_last_error(rt), "not heard from rank(s) 1"));
+    assert_null(rk_graph_kernel(g, me)); /* nothing stays launched */
+    assert_int_equal(rk_graph_launch(g), RK_ENOTSUP); /* the bridge is detached from the graph */
+  }
+  rk_graph_destroy(g);
+  rk_mpi_bridge_destroy(b);
+  barrier();
+  /* again, both launching, rank 0 naming a kernel rank 1 does not have */
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &me));
+  if (g_rank == 0) RT_OK(rt, rk_graph_add_remote(g, 1, "no-such-kernel", 0, &other));
+  if (g_rank == 0) {
+    assert_int_equal(rk_graph_launch(g), RK_EINVAL);
+    assert_non_null(strstr(rk_runtime_last_error(rt), "has no kernel named \"no-such-kernel\""));
+  } else {
+    RT_OK(rt, rk_graph_launch(g)); /* its side of the handshake went through */
+  }
+  rk_graph_destroy(g);
+  rk_mpi_bridge_destroy(b);
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
 static int peer_lost(void *arg) {
   return rk_mpi_bridge_peer((rk_mpi_bridge *)arg, 1) == RK_MPI_PEER_LOST;
 }
@@ -600,7 +646,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest all[] = {
       cmocka_unit_test(test_pipeline),    cmocka_unit_test(test_fan_in), cmocka_unit_test(test_backpressure),
       cmocka_unit_test(test_order),       cmocka_unit_test(test_hlc_skew), cmocka_unit_test(test_rank_killed),
-      cmocka_unit_test(test_keyed),
+      cmocka_unit_test(test_keyed),       cmocka_unit_test(test_launch),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi: MPI_THREAD_MULTIPLE not provided\n");
