@@ -59,6 +59,7 @@ rk_add_mpi_test(mpi_backpressure 2 backpressure 120)
 rk_add_mpi_test(mpi_order_1e6 2 order 240)
 rk_add_mpi_test(mpi_keyed 2 keyed 120)
 rk_add_mpi_test(mpi_launch 2 launch 120)
+rk_add_mpi_test(mpi_arguments 2 arguments 60)
 rk_add_mpi_test(mpi_hlc_skew 2 hlc_skew 120)
 # A rank that dies: mpirun normally ends the whole job when one rank dies; --enable-recovery lets
 # rank 0 live on and see it. rank 0 cannot MPI_Finalize with a dead peer (Open MPI 4.1), so it

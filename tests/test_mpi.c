@@ -13,6 +13,7 @@
  *   launch        a rank that never launches its graph: rk_graph_launch on the other fails with
  *                 RK_ETIMEDOUT naming it, within start_timeout_ns; a remote node naming a kernel its
  *                 rank does not have fails the launch with RK_EINVAL, saying which
+ *   arguments     bad arguments to the bridge's functions, and its small queries
  *   hlc_skew      rank 1's clock 200 ms behind: causality holds across the ranks (receive rule);
  *                 then 2 s ahead (beyond the 500 ms maximum offset): rank 0 refuses its stamps
  *   rank_killed   rank 1 kills itself (SIGKILL) mid-stream: rank 0 sees the peer lost, its sends
@@ -585,7 +586,46 @@ static void test_launch(void **state) {
   } else {
     RT_OK(rt, rk_graph_launch(g)); /* its side of the handshake went through */
   }
+  /* the bridge first, the graph after: the bridge detaches itself (nothing of it is called again) */
+  rk_mpi_bridge_destroy(b);
   rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* Bad arguments get clear errors; none of these calls reaches MPI's collectives but the first
+ * bridge (every rank makes it). */
+static void test_arguments(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b = NULL, *b2 = (rk_mpi_bridge *)&b;
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_mpi_stats st;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  assert_int_equal(rk_mpi_bridge_create(NULL, MPI_COMM_WORLD, NULL, &b), RK_EINVAL);
+  assert_int_equal(rk_mpi_bridge_create(g, MPI_COMM_WORLD, NULL, NULL), RK_EINVAL);
+  assert_int_equal(rk_mpi_bridge_create(g, MPI_COMM_NULL, NULL, &b2), RK_EINVAL);
+  assert_null(b2); /* *out cleared on failure */
+  o.size = 1;
+  assert_int_equal(rk_mpi_bridge_create(g, MPI_COMM_WORLD, &o, &b), RK_EINVAL);
+  o = (rk_mpi_options)RK_MPI_OPTIONS_INIT;
+  o.heartbeat_ns = 2 * RT_SEC; /* not below the peer timeout (2 s) */
+  assert_int_equal(rk_mpi_bridge_create(g, MPI_COMM_WORLD, &o, &b), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "peer_timeout_ns > heartbeat_ns"));
+  b = bridge_on(rt, g, NULL);
+  memset(&st, 0, sizeof st);
+  assert_int_equal(rk_mpi_bridge_stats(b, &st), RK_EINVAL); /* size not set */
+  assert_int_equal(rk_mpi_bridge_stats(NULL, &st), RK_EINVAL);
+  assert_int_equal(rk_mpi_bridge_peer(b, (uint32_t)g_rank), RK_MPI_PEER_SELF);
+  assert_int_equal(rk_mpi_bridge_peer(b, (uint32_t)(1 - g_rank)), RK_MPI_PEER_UP);
+  assert_int_equal(rk_mpi_bridge_peer(b, 99), RK_MPI_PEER_LOST);
+  assert_int_equal(rk_mpi_bridge_peer(NULL, 0), RK_MPI_PEER_LOST);
+  assert_int_equal(rk_mpi_bridge_rank(NULL), 0);
+  assert_int_equal(rk_mpi_node_id(0, 5), (1u << 20) | 5u);
+  assert_int_equal(rk_mpi_node_id(2, 7), (3u << 20) | 7u);
+  rk_mpi_bridge_destroy(NULL);
+  rk_graph_destroy(g); /* never launched: the graph tells the bridge it is gone */
   rk_mpi_bridge_destroy(b);
   rk_runtime_destroy(rt);
   barrier();
@@ -646,7 +686,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest all[] = {
       cmocka_unit_test(test_pipeline),    cmocka_unit_test(test_fan_in), cmocka_unit_test(test_backpressure),
       cmocka_unit_test(test_order),       cmocka_unit_test(test_hlc_skew), cmocka_unit_test(test_rank_killed),
-      cmocka_unit_test(test_keyed),       cmocka_unit_test(test_launch),
+      cmocka_unit_test(test_keyed),       cmocka_unit_test(test_launch),     cmocka_unit_test(test_arguments),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi: MPI_THREAD_MULTIPLE not provided\n");
