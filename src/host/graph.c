@@ -10,8 +10,9 @@
  * Remote nodes (rk_graph_add_remote): a kernel of another process. Here it is a stand-in kernel
  * (graph_remote) that is never launched: its lanes' K2K "inboxes" are the node's outbound rings,
  * one per lane of the remote kernel, which the attached transport (ringkernel/remote.h, the MPI
- * bridge) drains; the lane a send picks (its key, or the sender's lane) is the remote lane. The lanes send to it
- * as to any kernel (rk__k2k_push), so the CPU backend knows nothing of remote routes. */
+ * bridge) drains; the lane a send picks (its key, or the sender's lane) is the remote lane. The
+ * lanes send to it as to any kernel (rk__k2k_push), so the CPU backend knows nothing of remote
+ * routes. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,7 +220,6 @@ static int prepare(rk_kernel *k, void *arg) {
   return RK_OK;
 }
 
-/* Terminate and destroy the kernels launched so far (a launch that failed part-way). */
 static void remote_free(rk_kernel *k) {
   graph_remote *r = (graph_remote *)k; /* k is the first member */
   uint32_t i;
@@ -296,6 +296,7 @@ static int remote_make(rk_graph *g, uint32_t i, uint32_t slot) {
   return RK_OK;
 }
 
+/* Terminate and destroy the kernels launched so far (a launch that failed part-way). */
 static void unlaunch(rk_graph *g) {
   uint32_t i;
   for (i = 0; i < g->n; i++) {
