@@ -6,6 +6,7 @@
 #               environment it creates), ASan+UBSan build, TSan build, and the fuzz targets for a
 #               few seconds each (clang fuzz build) when clang can build them
 #   make bench  build and run every benchmark (rk-bench all)
+#   make bench-mpi  rk-bench mpi under mpirun -np 2 (the MPI bridge; needs Open MPI)
 #   make docs   the API reference from the headers (Doxygen, into $(BUILD)-docs/html); an
 #               undocumented public symbol fails it
 #   make plots  the benchmark results (bench/results/*.jsonl) as SVG charts (bench/results/plots)
@@ -24,7 +25,7 @@ FUZZ_SECONDS ?= 60
 # Tests with these labels stay out of make test: nosan (sanitizer builds only), soak (make soak).
 NOT_IN_TEST := soak
 
-.PHONY: all deps docs plots build run test test-normal test-python test-asan test-tsan test-fuzz fuzz-build fuzz soak bench install clean
+.PHONY: all deps docs plots build run test test-normal test-python test-asan test-tsan test-fuzz fuzz-build fuzz soak bench bench-mpi install clean
 
 all: build
 
@@ -84,6 +85,12 @@ soak: build
 
 bench: build
 	./$(BUILD)/bench/rk-bench all
+
+# rk-bench mpi under mpirun, 2 ranks (docs/mpi.md); the environment lets Open MPI run as root
+# (CI), oversubscribed (2 cores), in a container (no single-copy mechanism).
+MPI_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+bench-mpi: build
+	$(MPI_ENV) mpirun -np 2 --oversubscribe ./$(BUILD)/bench/rk-bench mpi
 
 docs:
 	@./scripts/deps.sh --docs

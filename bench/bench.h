@@ -47,6 +47,8 @@ int rk_bench_k2k(const rk_bench_opts *opts);
  * For subcommands whose target is stated against it in the same run (k2k). */
 double rk_bench_ring_rtt_p50(const rk_bench_opts *opts);
 int rk_bench_bulk(const rk_bench_opts *opts);
+/* mpi.c: under mpirun -np 2 (rank 0 prints; without MPI in the build, a note) */
+int rk_bench_mpi(const rk_bench_opts *opts);
 
 /* ---- results ----
  * rk_bench_emit records one figure. With --json it prints {"bench": ..., "impl": ...,

@@ -28,6 +28,8 @@ static const rk_bench_cmd k_cmds[] = {
      "vector_add on buffers, 2^20 and 2^10 floats: ringkernel.cpu vs plain.c; GPU: ringkernel.cuda vs cuda.launch, cuda.resident"},
     {"k2k", rk_bench_k2k,
      "kernel-to-kernel hop (ping-pong over K2K, timed in the kernels) vs the plain ring round trip; 3-stage pipeline msgs/s"},
+    {"mpi", rk_bench_mpi,
+     "K2K hop and stream between kernels on two MPI ranks (the bridge) vs plain MPI on the same bytes; under mpirun -np 2"},
     {"devmodel", rk_bench_devmodel,
      "the device lane's PCIe round trips, fences and line writes per message, counted on the emulated device; callback latency"},
 };

@@ -33,6 +33,8 @@ pc() { pkg-config --exists "$1" 2>/dev/null; }
 pc libuv || need+=(libuv1-dev)
 pc cmocka || need+=(libcmocka-dev)
 pc ck || need+=(libck-dev)
+# The MPI bridge (librk_mpi) and its tests under mpirun: Open MPI (CMake's FindMPI finds it)
+{ command -v mpicc && command -v mpirun; } >/dev/null 2>&1 || need+=(openmpi-bin libopenmpi-dev)
 # The Python package's tests (make test-python) run in a virtual environment: python3 with venv
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

@@ -15,6 +15,14 @@ function(rk_add_example_tests)
     add_test(NAME example_actors COMMAND actors)
     set_tests_properties(example_actors PROPERTIES TIMEOUT 60)
   endif()
+  if(TARGET distributed_pipeline) # under mpirun, 2 ranks (tests/mpi.cmake's environment)
+    get_property(_env GLOBAL PROPERTY RK_MPI_TEST_ENV)
+    add_test(NAME example_distributed_pipeline
+             COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 --oversubscribe ${MPIEXEC_PREFLAGS}
+                     $<TARGET_FILE:distributed_pipeline> ${MPIEXEC_POSTFLAGS})
+    set_tests_properties(example_distributed_pipeline PROPERTIES TIMEOUT 120 LABELS "mpi" ENVIRONMENT "${_env}"
+                         PROCESSORS 2)
+  endif()
 endfunction()
 
 # examples/custom_kernel against an installed copy (tests/tools/check_custom_kernel.cmake): the

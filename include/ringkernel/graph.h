@@ -57,6 +57,21 @@ RK_API int rk_graph_create(rk_runtime *rt, rk_graph **out);
  *  descriptor is copied; the strings and init data it points to must outlive the graph. */
 RK_API int rk_graph_add(rk_graph *g, const rk_kernel_desc *desc, const rk_launch_options *opts,
                         uint32_t k2k_capacity, uint32_t *node);
+/** Add a kernel of another process (an MPI rank): the kernel named `name` in the graph of rank
+ *  `rank`, reached through the bridge attached to this graph (librk_mpi: rk_mpi_bridge_create,
+ *  ringkernel/mpi.h; docs/mpi.md). *node receives its number, like rk_graph_add's. Such a node
+ *  can be the destination of routes (rk_graph_connect(g, local, node, ...)) and the origin that a
+ *  forwarded request's reply goes back to; it has no routes of its own here (they are declared on
+ *  its rank), subscribes to no topic, and rk_graph_kernel returns NULL for it. Locally it is one
+ *  bounded outbound ring of k2k_capacity slots (0: RK_K2K_DEFAULT_CAPACITY) per lane of the remote
+ *  kernel (learned at launch; a keyed send picks the remote lane as locally), which the bridge
+ *  drains as the remote kernel grants credits: a send that finds it full returns RK_EAGAIN, as a
+ *  full local inbox does; once the bridge has lost its peer, RK_ECLOSED. name is copied (at most 63
+ *  bytes). Errors: RK_ENOTSUP (no bridge attached to the graph: this build has no MPI, or
+ *  rk_mpi_bridge_create was not called; the message says which), RK_EINVAL (NULL, an empty or too
+ *  long name, a bad capacity, rank out of the bridge's communicator or this process's own rank),
+ *  RK_ENORESOURCE, RK_ESTATE (launched already). */
+RK_API int rk_graph_add_remote(rk_graph *g, uint32_t rank, const char *name, uint32_t k2k_capacity, uint32_t *node);
 /** Declare the route src -> dst; *route (may be NULL) receives its number among src's routes.
  *  A cycle is allowed, but see docs/k2k.md: handlers that retry RK_EAGAIN wait on each other
  *  round a cycle, which deadlocks once its K2K inboxes are full of messages for each other; the

@@ -95,11 +95,18 @@ typedef struct rk_runtime_options {
    *  address that does not parse or cannot be bound makes rk_runtime_create fail with RK_EINVAL
    *  (resp. RK_ESYS), the reason in rk_runtime_last_error(NULL) and the log. */
   const char *metrics_listen;
+  /** The physical time source of every HLC of the runtime: its own clock and each kernel's
+   *  clock (the CPU backend's lanes stamp with their kernel's clock). NULL (default): the host's
+   *  CLOCK_REALTIME (rk_realtime_us). Microseconds since the epoch; called from any runtime thread,
+   *  so it must be thread-safe. For tests and simulations, e.g. a node whose clock is skewed
+   *  (tests/test_mpi.c); the CUDA backend's lanes keep their device timer plus the measured offset. */
+  rk_time_source time_source;
+  void *time_user; /**< passed to time_source */
 } rk_runtime_options;
 
 /** The default runtime options (rk_runtime_options_init as a macro). */
 #define RK_RUNTIME_OPTIONS_INIT \
-  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL }
+  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL }
 
 /** What a full inbox does to a sender. */
 typedef enum rk_backpressure {

@@ -5,14 +5,24 @@
  * (rk__kernel_launch's prepare step), and the routes and topics, which name kernels launched
  * later, are written after every kernel is launched and before any is activated: the lanes read
  * them only in handlers, which run after the activate command, whose release/acquire pair orders
- * these plain writes before the reads. They never change afterwards. */
+ * these plain writes before the reads. They never change afterwards.
+ *
+ * Remote nodes (rk_graph_add_remote): a kernel of another process. Here it is a stand-in kernel
+ * (graph_remote) that is never launched: its lanes' K2K "inboxes" are the node's outbound rings,
+ * one per lane of the remote kernel, which the attached transport (ringkernel/remote.h, the MPI
+ * bridge) drains; the lane a send picks (its key, or the sender's lane) is the remote lane. The
+ * lanes send to it as to any kernel (rk__k2k_push), so the CPU backend knows nothing of remote
+ * routes. */
+#include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "device/params.h"
 #include "host/internal.h"
 #include "ringkernel/graph.h"
+#include "ringkernel/remote.h"
 
 typedef struct graph_node {
   rk_kernel_desc desc;
@@ -23,7 +33,20 @@ typedef struct graph_node {
   uint32_t route[RK_GRAPH_MAX_ROUTES];
   uint64_t topics; /* bit t: subscribed to topic t */
   rk_kernel *k;
+  /* rk_graph_add_remote: the rank and name of the kernel it stands for; k is then the stand-in's */
+  int remote;
+  uint32_t rank;
+  char rname[64];
 } graph_node;
+
+/* A remote node's stand-in: what the lanes' K2K sends read of a destination kernel (id, lanes,
+ * k2k, lane[].inbox for the wake-up, lane[].status for the deadlock check), nothing more. */
+typedef struct graph_remote {
+  rk_kernel k;
+  rk__lane *lane;         /* k.lanes of them (k.lane), and their statuses */
+  rk_lane_status *status;
+  uint32_t slot;          /* the rings' slot size */
+} graph_remote;
 
 struct rk_graph {
   rk_runtime *rt;
@@ -35,6 +58,11 @@ struct rk_graph {
   /* a device backend: the table the lanes read (rk_dev_k2k_node per kernel, device memory) */
   uint64_t dev_table;
   size_t dev_table_bytes;
+  /* the transport of the remote nodes (remote.h), and whether its start ran */
+  const rk_transport *tp;
+  void *tp_self;
+  int tp_started;
+  uint32_t nremote;
 };
 
 int rk_graph_create(rk_runtime *rt, rk_graph **out) {
@@ -103,6 +131,9 @@ int rk_graph_connect(rk_graph *g, uint32_t src, uint32_t dst, uint32_t *route) {
     return rk__fail(g->rt, RK_EINVAL, "rk_graph_connect: unknown node %u (the graph has %u)", src >= g->n ? src : dst,
                     g->n);
   if (src == dst) return rk__fail(g->rt, RK_EINVAL, "rk_graph_connect: a route from node %u to itself", src);
+  if (g->node[src].remote)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_connect: node %u is remote (rank %u): its routes are declared in its "
+                    "own rank's graph", src, g->node[src].rank);
   n = &g->node[src];
   for (i = 0; i < n->nroutes; i++)
     if (n->route[i] == dst)
@@ -120,6 +151,8 @@ int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic) {
   rk__error_clear(g->rt);
   if ((rc = check_open(g, "rk_graph_subscribe")) != RK_OK) return rc;
   if (node >= g->n) return rk__fail(g->rt, RK_EINVAL, "rk_graph_subscribe: unknown node %u", node);
+  if (g->node[node].remote)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_subscribe: node %u is remote: topics do not cross processes", node);
   if (topic >= RK_GRAPH_MAX_TOPICS)
     return rk__fail(g->rt, RK_EINVAL, "rk_graph_subscribe: topic %u (topics are 0..%u)", topic,
                     RK_GRAPH_MAX_TOPICS - 1);
@@ -246,11 +279,92 @@ static int prepare(rk_kernel *k, void *arg) {
   return RK_OK;
 }
 
+static void remote_free(rk_kernel *k) {
+  graph_remote *r = (graph_remote *)k; /* k is the first member */
+  uint32_t i;
+  for (i = 0; i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k[i]);
+  free(r->k.k2k);
+  free(r->lane);
+  free(r->status);
+  free(r);
+}
+
+/* The stand-in's lanes: lanes outbound rings (those it has are kept), each with its lane and
+ * status. Before any handler runs (launch, then the transport's start). */
+static int remote_lanes(graph_remote *r, uint32_t lanes, uint32_t cap) {
+  rk_ring **k2k;
+  rk__lane *lane;
+  rk_lane_status *status;
+  uint32_t i;
+  int rc;
+  if (lanes <= r->k.lanes) return RK_OK;
+  if ((k2k = (rk_ring **)rk__calloc(lanes, sizeof *k2k)) == NULL) return RK_ENOMEM;
+  if ((lane = (rk__lane *)rk__calloc(lanes, sizeof *lane)) == NULL ||
+      (status = (rk_lane_status *)rk__calloc(lanes, sizeof *status)) == NULL) {
+    free(k2k);
+    free(lane);
+    return RK_ENOMEM;
+  }
+  for (i = 0; i < lanes; i++) {
+    if (i < r->k.lanes)
+      k2k[i] = r->k.k2k[i];
+    else if ((rc = rk_ring_create(&k2k[i], cap, r->slot, RK_RING_MPSC)) != RK_OK) {
+      while (i-- > r->k.lanes) rk_ring_destroy(k2k[i]);
+      free(k2k);
+      free(lane);
+      free(status);
+      return rc;
+    }
+    lane[i].k = &r->k;
+    lane[i].index = i;
+    lane[i].inbox = k2k[i]; /* rk__k2k_push wakes the lane's inbox: the transport's ring */
+    lane[i].status = &status[i];
+  }
+  free(r->k.k2k);
+  free(r->lane);
+  free(r->status);
+  r->k.k2k = k2k;
+  r->lane = r->k.lane = lane;
+  r->status = status;
+  r->k.lanes = lanes;
+  return RK_OK;
+}
+
+/* The stand-in of remote node i: one lane (the transport gives it the remote kernel's lanes,
+ * rk_graph_remote_shape) whose outbound ring has the node's capacity and slots that fit the
+ * largest slot of the graph's local kernels (what their handlers can send); the remote kernel's
+ * own limit comes with the transport's start too. */
+static int remote_make(rk_graph *g, uint32_t i, uint32_t slot) {
+  graph_node *n = &g->node[i];
+  graph_remote *r;
+  int rc;
+  if ((r = (graph_remote *)rk__calloc(1, sizeof *r)) == NULL)
+    return rk__fail(g->rt, RK_ENOMEM, "rk_graph_launch: remote node %u: out of memory", i);
+  r->slot = slot;
+  if ((rc = remote_lanes(r, 1, n->k2k_cap)) != RK_OK) {
+    free(r);
+    return rk__fail(g->rt, rc, "rk_graph_launch: remote node %u: cannot create its outbound ring", i);
+  }
+  r->k.rt = g->rt;
+  snprintf(r->k.name, sizeof r->k.name, "%.48s@%u", n->rname, n->rank); /* (a name for logs) */
+  r->k.id = __atomic_add_fetch(&g->rt->next_kernel_id, 1, __ATOMIC_RELAXED); /* unique in the runtime */
+  r->k.slot_size = slot;
+  r->k.k2k_cap = n->k2k_cap;
+  r->k.graph = g;
+  n->k = &r->k;
+  return RK_OK;
+}
+
 /* Terminate and destroy the kernels launched so far (a launch that failed part-way). */
 static void unlaunch(rk_graph *g) {
   uint32_t i;
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
+    if (g->node[i].remote) {
+      remote_free(g->node[i].k);
+      g->node[i].k = NULL;
+      continue;
+    }
     (void)rk_kernel_terminate(g->node[i].k, 1000000000); /* never activated: no handler ran */
     rk__kernel_destroy_member(g->node[i].k);
     g->node[i].k = NULL;
@@ -258,13 +372,19 @@ static void unlaunch(rk_graph *g) {
 }
 
 int rk_graph_launch(rk_graph *g) {
-  uint32_t i, j;
+  uint32_t i, j, slot = 0;
   int rc;
   char err[256];
   if (g == NULL) return RK_EINVAL;
   rk__error_clear(g->rt);
   if ((rc = check_open(g, "rk_graph_launch")) != RK_OK) return rc;
   if (g->n == 0) return rk__fail(g->rt, RK_EINVAL, "rk_graph_launch: the graph has no kernels");
+  if (g->nremote && g->tp == NULL)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: the graph has remote nodes and its transport is gone (a "
+                    "launch that failed, or the bridge destroyed)");
+  if (g->nremote && g->rt->backend == RK_BACKEND_CUDA)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: remote nodes on a device backend are not supported yet "
+                    "(create the runtime with RK_BACKEND_CPU)");
   if (g->rt->backend == RK_BACKEND_CUDA) {
     const rk_backend_ops *ops = g->rt->ops;
     uint32_t t;
@@ -288,13 +408,21 @@ int rk_graph_launch(rk_graph *g) {
   for (i = 0; i < g->n; i++) {
     prep_arg a = {g, i};
     graph_node *n = &g->node[i];
+    if (n->remote) continue; /* after the local kernels: its slots fit theirs */
     rc = rk__kernel_launch(g->rt, &n->desc, n->has_lo ? &n->lo : NULL, prepare, &a, &n->k);
     if (rc != RK_OK) {
       snprintf(err, sizeof err, "%s", rk_runtime_last_error(g->rt));
       unlaunch(g);
       return rk__fail(g->rt, rc, "rk_graph_launch: node %u (%s): %s", i, n->desc.name ? n->desc.name : "?", err);
     }
+    if (n->k->slot_size > slot) slot = n->k->slot_size;
   }
+  if (slot == 0) slot = 256u; /* no local kernel: kernel.c's default slot */
+  for (i = 0; i < g->n; i++)
+    if (g->node[i].remote && (rc = remote_make(g, i, slot)) != RK_OK) {
+      unlaunch(g);
+      return rc;
+    }
   /* the routes, now that every kernel exists (ordered before the handlers by the activation) */
   for (i = 0; i < g->n; i++) {
     rk_kernel *k = g->node[i].k;
@@ -303,6 +431,20 @@ int rk_graph_launch(rk_graph *g) {
   }
   topo_order(g);
   g->launched = 1;
+  if (g->tp) { /* the transport meets its peers before any handler can send */
+    g->tp_started = 1;
+    if ((rc = g->tp->start(g->tp_self, g)) != RK_OK) {
+      const char *tname = g->tp->name ? g->tp->name : "?";
+      snprintf(err, sizeof err, "%s", rk_runtime_last_error(g->rt));
+      g->tp->stop(g->tp_self, g); /* the transport is done with the graph: detached */
+      g->tp = NULL;
+      g->tp_self = NULL;
+      g->tp_started = 0;
+      g->launched = 0;
+      unlaunch(g);
+      return rk__fail(g->rt, rc, "rk_graph_launch: transport %s: %s", tname, err);
+    }
+  }
   return RK_OK;
 }
 
@@ -314,26 +456,34 @@ int rk_graph_activate(rk_graph *g) {
   if (!g->launched) return rk__fail(g->rt, RK_ESTATE, "rk_graph_activate: the graph is not launched");
   for (i = g->n; i-- > 0;) { /* downstream first: the first messages find their consumers running */
     rk_kernel *k = g->node[g->order[i]].k;
-    if (rk_kernel_state(k) == RK_STATE_ACTIVE) continue;
+    if (g->node[g->order[i]].remote || rk_kernel_state(k) == RK_STATE_ACTIVE) continue;
     if ((rc = rk_kernel_activate(k)) != RK_OK && first == RK_OK) first = rc;
   }
   return first;
 }
 
 rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node) {
-  if (g == NULL || !g->launched || node >= g->n) return NULL;
+  if (g == NULL || !g->launched || node >= g->n || g->node[node].remote) return NULL;
   return g->node[node].k;
 }
 
 int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
-  uint32_t i;
+  uint32_t i, j;
   int rc, first = RK_OK;
   if (g == NULL) return RK_EINVAL;
   rk__error_clear(g->rt);
   if (!g->launched) return rk__fail(g->rt, RK_ESTATE, "rk_graph_terminate: the graph is not launched");
   for (i = 0; i < g->n; i++) {
     rk_kernel *k = g->node[g->order[i]].k;
-    rk_lifecycle s = rk_kernel_state(k);
+    rk_lifecycle s;
+    if (g->node[g->order[i]].remote) { /* what the kernels upstream sent it goes out, then it closes */
+      if (g->tp && g->tp_started && (rc = g->tp->flush(g->tp_self, g, g->order[i], timeout_ns)) != RK_OK &&
+          first == RK_OK)
+        first = rc;
+      for (j = 0; j < k->lanes; j++) (void)rk_ring_close(k->k2k[j], NULL);
+      continue;
+    }
+    s = rk_kernel_state(k);
     if (s == RK_STATE_TERMINATED) continue;
     if ((rc = rk_kernel_terminate(k, timeout_ns)) != RK_OK && first == RK_OK) first = rc;
   }
@@ -422,8 +572,13 @@ void rk_graph_destroy(rk_graph *g) {
   rk__unlock(&g->rt->lock);
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
+  if (g->tp) { /* the transport stops reading the rings before any is freed (and forgets g) */
+    g->tp->stop(g->tp_self, g);
+    g->tp = NULL;
+    g->tp_started = 0;
+  }
   for (i = 0; i < g->n; i++)
-    if (g->node[i].k && rk_kernel_state(g->node[i].k) != RK_STATE_TERMINATED) stuck++;
+    if (g->node[i].k && !g->node[i].remote && rk_kernel_state(g->node[i].k) != RK_STATE_TERMINATED) stuck++;
   if (stuck) {
     /* A handler that has not returned may still send to any kernel of the graph (its routes, its
      * topics: this graph) once it does: nothing it can reach is freed. The stuck kernels are
@@ -432,7 +587,7 @@ void rk_graph_destroy(rk_graph *g) {
             "returned): the graph and its other kernels are left allocated", stuck);
     for (i = 0; i < g->n; i++) {
       rk_kernel *k = g->node[i].k;
-      if (k == NULL) continue;
+      if (k == NULL || g->node[i].remote) continue; /* a stand-in: left allocated with the graph */
       if (rk_kernel_state(k) == RK_STATE_TERMINATED)
         rk__kernel_leak(k);
       else
@@ -442,7 +597,10 @@ void rk_graph_destroy(rk_graph *g) {
   }
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
-    rk__kernel_destroy_member(g->node[i].k); /* K2K inboxes freed with it: no lane is left to send */
+    if (g->node[i].remote)
+      remote_free(g->node[i].k);
+    else
+      rk__kernel_destroy_member(g->node[i].k); /* K2K inboxes freed with it: no lane is left to send */
     g->node[i].k = NULL;
   }
   if (g->dev_table) g->rt->ops->dev_free(g->rt, g->dev_table, g->dev_table_bytes);
@@ -479,4 +637,140 @@ void rk__graphs_destroy(rk_runtime *rt) {
     if (g == NULL) return;
     rk_graph_destroy(g); /* unlinks it */
   }
+}
+
+/* ---------------------------------------- remote nodes (remote.h) ---------------------------- */
+
+int rk_graph_add_remote(rk_graph *g, uint32_t rank, const char *name, uint32_t k2k_capacity, uint32_t *node) {
+  graph_node *n;
+  int rc;
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if (name == NULL || node == NULL) return rk__fail(g->rt, RK_EINVAL, "rk_graph_add_remote: NULL argument");
+  if (g->tp == NULL)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_add_remote: no transport is attached to the graph: remote routes need "
+                    "librk_mpi's rk_mpi_bridge_create(graph, comm, ...) (ringkernel/mpi.h), which is built only when "
+                    "CMake finds MPI (docs/mpi.md)");
+  if ((rc = check_open(g, "rk_graph_add_remote")) != RK_OK) return rc;
+  if (name[0] == '\0' || strlen(name) >= sizeof n->rname)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add_remote: the name must have 1 to %zu bytes", sizeof n->rname - 1);
+  if (rank >= g->tp->ranks || rank == g->tp->rank)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add_remote: rank %u is %s (this process is rank %u of %u)", rank,
+                    rank == g->tp->rank ? "this process's own" : "not in the transport's communicator", g->tp->rank,
+                    g->tp->ranks);
+  if (g->n == RK_GRAPH_MAX_KERNELS)
+    return rk__fail(g->rt, RK_ENORESOURCE, "rk_graph_add_remote: at most %u kernels in a graph", RK_GRAPH_MAX_KERNELS);
+  if (k2k_capacity == 0) k2k_capacity = RK_K2K_DEFAULT_CAPACITY;
+  if (!rk_ring__pow2(k2k_capacity) || k2k_capacity < 2 || k2k_capacity > (1u << 20))
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add_remote: k2k_capacity %u is not a power of two in [2, 2^20]",
+                    k2k_capacity);
+  n = &g->node[g->n];
+  memset(n, 0, sizeof *n);
+  n->remote = 1;
+  n->rank = rank;
+  snprintf(n->rname, sizeof n->rname, "%s", name);
+  n->k2k_cap = k2k_capacity;
+  g->nremote++;
+  *node = g->n++;
+  return RK_OK;
+}
+
+int rk_graph_set_transport(rk_graph *g, const rk_transport *t, void *self) {
+  if (g == NULL) return RK_EINVAL;
+  if (t == NULL) { /* detach: the transport stopped itself (remote.h) */
+    g->tp = NULL;
+    g->tp_self = NULL;
+    g->tp_started = 0;
+    return RK_OK;
+  }
+  if (t->size == 0 || t->start == NULL || t->flush == NULL || t->stop == NULL)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_set_transport: incomplete rk_transport");
+  if (g->launched || g->nremote || g->tp)
+    return rk__fail(g->rt, RK_ESTATE, "rk_graph_set_transport: the graph is launched, has remote nodes or a transport");
+  g->tp = t;
+  g->tp_self = self;
+  return RK_OK;
+}
+
+uint32_t rk_graph_nodes(const rk_graph *g) { return g ? g->n : 0; }
+
+rk_runtime *rk_graph_runtime(const rk_graph *g) { return g ? g->rt : NULL; }
+
+int rk_graph_node(const rk_graph *g, uint32_t node, rk_graph_node_info *out) {
+  const graph_node *n;
+  if (g == NULL || out == NULL || node >= g->n || out->size < sizeof *out) return RK_EINVAL;
+  n = &g->node[node];
+  memset(out, 0, sizeof *out);
+  out->size = sizeof *out;
+  out->remote = n->remote;
+  out->rank = n->rank;
+  out->name = n->remote ? n->rname : n->desc.name;
+  out->k2k_capacity = n->k2k_cap;
+  out->lanes = n->remote ? 1 : 0;
+  if (n->k) {
+    out->kernel_id = n->k->id;
+    out->lanes = n->k->lanes;
+    out->payload_max = rk__payload_max(n->k);
+  }
+  return RK_OK;
+}
+
+rk_ring *rk_graph_remote_ring(rk_graph *g, uint32_t node, uint32_t lane) {
+  if (g == NULL || node >= g->n || !g->node[node].remote || g->node[node].k == NULL ||
+      lane >= g->node[node].k->lanes)
+    return NULL;
+  return g->node[node].k->k2k[lane];
+}
+
+int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t payload_max) {
+  graph_remote *r;
+  int rc;
+  if (rk_graph_remote_ring(g, node, 0) == NULL || lanes == 0 || lanes > RK_MAX_LANES) return RK_EINVAL;
+  r = (graph_remote *)g->node[node].k;
+  /* before activation: the lanes read lanes, k2k and slot_size only in handlers (the activation
+   * orders these writes before them) */
+  if ((rc = remote_lanes(r, lanes, g->node[node].k2k_cap)) != RK_OK)
+    return rk__fail(g->rt, rc, "remote node %u: cannot create the outbound rings of its %u lanes", node, lanes);
+  if (payload_max + RK_ENVELOPE_SIZE < r->slot) r->k.slot_size = payload_max + RK_ENVELOPE_SIZE;
+  return RK_OK;
+}
+
+int rk_graph_remote_close(rk_graph *g, uint32_t node) {
+  uint32_t i;
+  uint64_t held = 0;
+  if (rk_graph_remote_ring(g, node, 0) == NULL) return RK_EINVAL;
+  for (i = 0; i < g->node[node].k->lanes; i++) {
+    rk_ring *r = g->node[node].k->k2k[i];
+    (void)rk_ring_close(r, NULL); /* RK_ECLOSED when closed already */
+    held += rk_ring_count(r);
+  }
+  return (int)held;
+}
+
+int rk_graph_deliver(rk_graph *g, uint32_t node, uint32_t lane, const rk_envelope *e, const void *payload) {
+  rk_kernel *k;
+  if (g == NULL || e == NULL || node >= g->n || g->node[node].remote || (k = g->node[node].k) == NULL ||
+      (payload == NULL && e->payload_len > 0))
+    return RK_EINVAL;
+  return rk__k2k_push(k, lane % k->lanes, e, payload, e->payload_len);
+}
+
+int rk_transport_fail(rk_graph *g, int code, const char *fmt, ...) {
+  char msg[RK__LOG_LINE];
+  va_list ap;
+  if (g == NULL || fmt == NULL) return code;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return rk__fail(g->rt, code, "%s", msg);
+}
+
+void rk_transport_log(rk_graph *g, rk_log_level level, const char *fmt, ...) {
+  char msg[RK__LOG_LINE];
+  va_list ap;
+  if (g == NULL || fmt == NULL) return;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  rk__log(g->rt, level, "%s", msg);
 }

@@ -590,6 +590,7 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
     rc = rk__fail(rt, rc, "kernel %s: cannot create its clock", k->name);
     goto fail_early;
   }
+  if (rt->opts.time_source) (void)rk_clock_set_time_source(k->clock, rt->opts.time_source, rt->opts.time_user);
   if ((k->dead = (rk_dead_letter *)rk__calloc(k->dead_cap, sizeof *k->dead)) == NULL) {
     rc = rk__fail(rt, RK_ENOMEM, "kernel %s: cannot allocate %u dead letters", k->name, k->dead_cap);
     goto fail_early;

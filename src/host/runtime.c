@@ -252,6 +252,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   }
   rt->node_id = o.node_id ? o.node_id : (uint32_t)(((uint32_t)getpid() << 16) ^ (uint32_t)rk_realtime_us()) | 0x80000000u;
   if ((rc = rk_clock_create(&rt->clock, rt->node_id, o.max_offset_us)) != RK_OK) goto fail;
+  if (o.time_source) (void)rk_clock_set_time_source(rt->clock, o.time_source, o.time_user);
   /* the buffer pools and table (CUDA: prepared by rk__cuda_init, before anything is resident) */
   if ((rc = rk__buffers_init(rt)) != RK_OK) {
     rk__log(rt, RK_LOG_ERROR, "rk_runtime_create: cannot set up the buffer pools (max_buffers %u): %s",

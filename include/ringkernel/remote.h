@@ -1,0 +1,97 @@
+/** @file ringkernel/remote.h — the seam between a graph and a transport that carries K2K messages
+ * to kernels of other processes (the MPI bridge of librk_mpi, ringkernel/mpi.h; docs/mpi.md).
+ *
+ * Applications do not use this header: they call rk_graph_add_remote and a bridge's own API. A
+ * transport attaches itself to a graph (rk_graph_set_transport) before the graph's nodes are
+ * added. Each remote node of the graph (rk_graph_add_remote) is, in this process, one bounded MPSC
+ * ring per lane of the remote kernel (its "outbound rings") that the handlers' rk_send_to /
+ * rk_forward / K2K replies fill exactly as they fill a local kernel's K2K inboxes, the lane picked
+ * the same way (a key, the sender's lane, the origin's lane for a reply); the transport drains them
+ * (rk_ring_peek_n / rk_ring_slot / rk_ring_release_n: it is their only consumer) and delivers what
+ * it receives from its peers into the local kernels' K2K inboxes with rk_graph_deliver. Every function here may be called
+ * from the transport's own thread; none may be called from a handler. */
+#ifndef RINGKERNEL_REMOTE_H
+#define RINGKERNEL_REMOTE_H
+
+#include "ringkernel/graph.h"
+#include "ringkernel/ring.h"
+
+RK_EXTERN_C_BEGIN
+
+#if !defined(__CUDACC_RTC__)
+/** What a graph calls on its transport. Each function receives the `self` given to
+ *  rk_graph_set_transport. */
+typedef struct rk_transport {
+  uint32_t size;    /**< sizeof(rk_transport) */
+  const char *name; /**< "mpi": said in error messages */
+  uint32_t rank;  /**< this process's rank (rk_graph_add_remote refuses it) */
+  uint32_t ranks; /**< how many ranks there are (rk_graph_add_remote refuses those beyond) */
+  /** rk_graph_launch, once every local kernel is launched (inactive) and every remote node's
+   *  outbound ring exists, before any kernel is activated: meet the peers, learn the remote
+   *  kernels (rk_graph_remote_shape) and start moving messages. An error fails the launch (the
+   *  message in rk_runtime_last_error via rk_transport_fail); stop is then still called. */
+  int (*start)(void *self, rk_graph *g);
+  /** rk_graph_terminate reaches remote node `node` (every local kernel upstream of it has
+   *  terminated): deliver what its outbound ring holds and what is in flight to it, or give up at
+   *  timeout_ns (RK_ETIMEDOUT) or when the peer is lost (RK_ECLOSED). The graph closes the ring
+   *  afterwards. */
+  int (*flush)(void *self, rk_graph *g, uint32_t node, int64_t timeout_ns);
+  /** rk_graph_destroy (before any kernel or ring is freed), or a failed launch: stop using g for
+   *  good. Never called twice for one attachment. */
+  void (*stop)(void *self, rk_graph *g);
+} rk_transport;
+
+/** Attach a transport to a graph that has no remote node yet and is not launched (t NULL: detach;
+ *  the graph calls nothing of the old one any more, stop included, so a transport detaching
+ *  itself stops first). t must outlive the attachment. Errors: RK_EINVAL (g NULL, t->size 0),
+ *  RK_ESTATE (launched, or remote nodes added already; or a transport attached and t not NULL). */
+RK_API int rk_graph_set_transport(rk_graph *g, const rk_transport *t, void *self);
+
+/** What a node of the graph is (rk_graph_node). */
+typedef struct rk_graph_node_info {
+  uint32_t size;         /**< sizeof(rk_graph_node_info), set by the caller */
+  int remote;            /**< 1: rk_graph_add_remote; 0: a local kernel */
+  uint32_t rank;         /**< remote nodes: the rank */
+  uint32_t kernel_id;    /**< after launch: the local kernel's id, or the remote node's local id (the
+                          *   id local K2K envelopes carry in dst and origin for it) */
+  uint32_t lanes;        /**< after launch: lanes (remote nodes: 1 until rk_graph_remote_shape) */
+  uint32_t k2k_capacity; /**< slots of each lane's K2K inbox, or of the remote node's outbound ring */
+  uint32_t payload_max;  /**< after launch: payload bytes one K2K message to the node may carry */
+  const char *name;      /**< the kernel's name (remote: the name given); valid for the graph's life */
+} rk_graph_node_info;
+
+/** How many nodes the graph has (0 for NULL). */
+RK_API uint32_t rk_graph_nodes(const rk_graph *g);
+/** Describe node. Errors: RK_EINVAL (NULL, unknown node, out->size too small). */
+RK_API int rk_graph_node(const rk_graph *g, uint32_t node, rk_graph_node_info *out);
+/** The runtime the graph was created on (NULL for NULL). */
+RK_API rk_runtime *rk_graph_runtime(const rk_graph *g);
+/** The outbound ring of lane `lane` of remote node `node` after launch (NULL otherwise): the
+ *  transport is its only consumer. */
+RK_API rk_ring *rk_graph_remote_ring(rk_graph *g, uint32_t node, uint32_t lane);
+/** In start: what the remote kernel is: its lanes (the node gets one outbound ring per lane, so
+ *  a keyed send picks the remote lane) and its payload limit (sends of more get RK_EMSGSIZE at
+ *  once; never raised above the outbound rings' slot). Errors: RK_EINVAL (lanes 0 or above
+ *  RK_MAX_LANES, not a launched remote node), RK_ENOMEM. */
+RK_API int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t payload_max);
+/** The peer of remote node `node` is lost: close its outbound rings (later sends to it get
+ *  RK_ECLOSED at once) and return how many messages they still held, which the transport drops
+ *  (counting them: they were accepted and will never be delivered). Errors: RK_EINVAL. */
+RK_API int rk_graph_remote_close(rk_graph *g, uint32_t node);
+/** A message from a peer into lane `lane` (modulo its lanes) of local node `node`'s K2K inboxes:
+ *  the lane the sender picked. e is a complete envelope (dst, origin already the local ids),
+ *  payload e->payload_len bytes. Returns RK_OK, RK_EAGAIN (the inbox is full: keep it and try
+ *  again later), RK_ECLOSED (the kernel has terminated), RK_EMSGSIZE, RK_EINVAL (not a local node,
+ *  not launched). */
+RK_API int rk_graph_deliver(rk_graph *g, uint32_t node, uint32_t lane, const rk_envelope *e, const void *payload);
+/** Record a failure of the transport as the calling thread's last error on the graph's runtime
+ *  (rk_runtime_last_error) and in its log; returns code. */
+RK_API int rk_transport_fail(rk_graph *g, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/** A line in the runtime's log (rate-limited like the library's own lines). */
+RK_API void rk_transport_log(rk_graph *g, rk_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#endif /* !__CUDACC_RTC__ */
+
+RK_EXTERN_C_END
+
+#endif /* RINGKERNEL_REMOTE_H */

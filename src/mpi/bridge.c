@@ -1,0 +1,1019 @@
+/* bridge.c — the MPI bridge of librk_mpi: K2K envelopes between the graphs of MPI ranks.
+ *
+ * One thread per bridge owns every MPI call once the graph is launched (rk_graph_launch runs the
+ * handshake on the caller's thread before the thread starts; stop joins it before the cleanup
+ * calls). Handlers never touch MPI: they fill the remote nodes' outbound rings (graph.c), which
+ * this thread drains into per-peer batches sent with MPI_Isend (at most max_inflight per peer);
+ * one MPI_Irecv per peer and kind (data, control) is kept posted. Received envelopes go into the
+ * local K2K inboxes (rk_graph_deliver); one that finds its inbox full waits in its route's staging
+ * queue, which credits bound: a sender has at most `window` messages per route that the receiver
+ * has not yet put in the destination's inbox, and the receiver returns credits (cumulative counts,
+ * so a lost or repeated credit message cannot skew them) as it delivers. Per-source order: a ring
+ * is FIFO, MPI does not overtake between two ranks on one communicator and tag, a route's staged
+ * messages go in before any later one of that route.
+ *
+ * A route is (remote node, lane): each lane of a remote kernel has its own outbound ring here,
+ * its own credits and its own staging queue there, so a keyed send reaches the lane its key picks.
+ *
+ * Wire formats (host byte order: one job, one machine type): a data message is a batch header
+ * then records {u32 record bytes, u32 origin rank, u32 destination lane, u32 0, envelope, payload
+ * padded to 8}; a control message is {u32 kind, u32 n} then n {u32 kernel id, u32 lane, u64
+ * delivered} (credits). */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ringkernel.h"
+#include "ringkernel/mpi.h"
+#include "ringkernel/remote.h"
+
+#define TAG_HELLO 0x5243
+#define TAG_DATA 0x5244
+#define TAG_CTRL 0x5245
+#define CTRL_CREDIT 1u
+#define CTRL_HEARTBEAT 2u
+#define CTRL_BYE 3u
+#define REC_HEADER 16u
+#define MAX_NODES RK_GRAPH_MAX_KERNELS
+#define CTRL_BYTES (8u + MAX_NODES * RK_MAX_LANES * 16u) /* a credit for every route at most */
+#ifndef RK__MPI_YIELDS
+#define RK__MPI_YIELDS 256u /* idle passes that yield before the bridge starts to sleep */
+#endif
+
+typedef struct hello_entry {
+  char name[64];
+  uint32_t kernel_id, lanes, k2k_capacity, payload_max;
+} hello_entry;
+
+typedef struct hello {
+  uint32_t n, rank;
+  hello_entry e[MAX_NODES];
+} hello;
+
+/* A message staged for a full local inbox (bounded by the route's credits). */
+typedef struct staged {
+  struct staged *next;
+  uint32_t len; /* envelope + payload */
+  uint32_t pad; /* data 8-aligned: it is read as an envelope */
+  uint8_t data[];
+} staged;
+
+/* A route from a peer into a lane of one of our local nodes (receiver side). */
+typedef struct route_in {
+  uint64_t consumed;      /* delivered, refused or dropped: the credits this route earned back */
+  uint64_t credited;      /* consumed as last told to the peer */
+  staged *head, *tail;    /* waiting for room, in order */
+  uint32_t window;        /* what the peer may have outstanding (our inbox capacity, capped) */
+} route_in;
+
+/* A lane of one of our remote nodes (sender side). */
+typedef struct route_out {
+  uint32_t node;          /* graph node */
+  uint32_t lane;          /* the remote kernel's lane */
+  uint32_t peer;          /* its rank */
+  uint32_t local_id;      /* the stand-in's id in local envelopes */
+  uint32_t remote_id;     /* the kernel's id on its rank */
+  uint32_t window;
+  rk_ring *ring;
+  uint64_t sent;          /* bridge thread only, published for flush (atomics) */
+  volatile uint64_t credited; /* atomics: written by the bridge thread, read by flush */
+  volatile uint64_t sent_pub;
+  int stalled;            /* counted a credit stall already (until credit comes) */
+} route_out;
+
+typedef struct send_buf {
+  MPI_Request req;
+  uint8_t *data;
+  int busy;
+} send_buf;
+
+typedef struct peer {
+  rk_mpi_peer_state state; /* atomics: the bridge thread writes, anyone reads */
+  uint64_t heard_ns;       /* monotonic time of the last message from it */
+  uint64_t told_ns;        /* of the last message to it */
+  MPI_Request data_req, ctrl_req;
+  uint8_t *data_in, *ctrl_in; /* batch_bytes, CTRL_BYTES */
+  send_buf *out;           /* max_inflight batches */
+  uint8_t *batch;          /* the batch being filled (points into a free send_buf) */
+  uint32_t batch_len, batch_n;
+  int batch_buf;           /* index of the send_buf batch is in, or -1 */
+  route_in *in;            /* b->nin: node i's lane l at b->in_base[i] + l */
+  uint8_t *ctrl_out;       /* CTRL_BYTES */
+  MPI_Request ctrl_req_out;
+  int ctrl_busy;
+  hello h;                 /* its kernels (handshake) */
+} peer;
+
+struct rk_mpi_bridge {
+  rk_transport tp;
+  rk_graph *g;
+  rk_runtime *rt;
+  MPI_Comm comm;
+  int comm_ok;
+  uint32_t rank, ranks;
+  rk_mpi_options o;
+  peer *peers;
+  route_out *out;          /* every lane of every remote node */
+  uint32_t nout;
+  struct { uint32_t id, node; } ids[MAX_NODES]; /* our local kernels: id -> node */
+  uint32_t nids;
+  uint32_t in_base[MAX_NODES], in_lanes[MAX_NODES], nin; /* routes into our nodes, per peer */
+  pthread_t thread;
+  int thread_on;
+  volatile int stop;       /* atomics: the stop request (release by stop, acquire by the thread) */
+  int stopped;             /* stop ran (app thread) */
+  int started;             /* start succeeded: the peers know us */
+  int any_lost;
+  /* statistics (atomics, relaxed) */
+  volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
+      s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats;
+  volatile uint32_t s_peers_lost;
+};
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void stat_add(volatile uint64_t *c, uint64_t n) { __atomic_add_fetch(c, n, __ATOMIC_RELAXED); } /* statistics */
+
+static void set_state(peer *p, rk_mpi_peer_state s) {
+  __atomic_store_n(&p->state, s, __ATOMIC_RELAXED); /* a status word read on its own */
+}
+static rk_mpi_peer_state get_state(const peer *p) { return __atomic_load_n(&p->state, __ATOMIC_RELAXED); }
+
+uint32_t rk_mpi_node_id(uint32_t rank, uint32_t kernel_id) { return ((rank + 1u) << 20) | (kernel_id & 0xFFFFFu); }
+
+static uint32_t pad8(uint32_t n) { return (n + 7u) & ~7u; }
+
+static int local_node_of(const rk_mpi_bridge *b, uint32_t id, uint32_t *node) {
+  uint32_t i;
+  for (i = 0; i < b->nids; i++)
+    if (b->ids[i].id == id) {
+      *node = b->ids[i].node;
+      return 1;
+    }
+  return 0;
+}
+
+static route_out *out_of_local_id(rk_mpi_bridge *b, uint32_t id) {
+  uint32_t i;
+  for (i = 0; i < b->nout; i++)
+    if (b->out[i].local_id == id) return &b->out[i];
+  return NULL;
+}
+
+/* lane UINT32_MAX: any lane of it (the stand-in's id is the same for all) */
+static route_out *out_of_remote(rk_mpi_bridge *b, uint32_t rank, uint32_t remote_id, uint32_t lane) {
+  uint32_t i;
+  for (i = 0; i < b->nout; i++)
+    if (b->out[i].peer == rank && b->out[i].remote_id == remote_id && (lane == UINT32_MAX || b->out[i].lane == lane))
+      return &b->out[i];
+  return NULL;
+}
+
+/* ---------------------------------------- sending ------------------------------------------ */
+
+/* A free send buffer of peer p for a new batch, or 0 when max_inflight are in flight. */
+static int batch_open(rk_mpi_bridge *b, peer *p) {
+  uint32_t i;
+  if (p->batch_buf >= 0) return 1;
+  for (i = 0; i < b->o.max_inflight; i++) {
+    send_buf *s = &p->out[i];
+    if (s->busy) {
+      int done = 0;
+      MPI_Test(&s->req, &done, MPI_STATUS_IGNORE);
+      if (!done) continue;
+      s->busy = 0;
+    }
+    p->batch_buf = (int)i;
+    p->batch = s->data;
+    p->batch_len = 8;
+    p->batch_n = 0;
+    return 1;
+  }
+  return 0;
+}
+
+static int batch_send(rk_mpi_bridge *b, uint32_t r) {
+  peer *p = &b->peers[r];
+  send_buf *s;
+  if (p->batch_buf < 0 || p->batch_n == 0) return 0;
+  s = &p->out[p->batch_buf];
+  memcpy(p->batch, &p->batch_n, 4);
+  memset(p->batch + 4, 0, 4);
+  if (MPI_Isend(p->batch, (int)p->batch_len, MPI_BYTE, (int)r, TAG_DATA, b->comm, &s->req) != MPI_SUCCESS) {
+    rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: MPI_Isend of %u envelopes to rank %u failed", p->batch_n, r);
+    return 0; /* the peer will be found silent */
+  }
+  s->busy = 1;
+  stat_add(&b->s_batches_sent, 1);
+  stat_add(&b->s_sent, p->batch_n);
+  p->batch_buf = -1;
+  p->batch_n = 0;
+  p->told_ns = now_ns();
+  return 1;
+}
+
+/* Move what route o's outbound ring holds, as far as credits and a batch allow. */
+static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
+  peer *p = &b->peers[o->peer];
+  uint32_t moved = 0;
+  if (get_state(p) != RK_MPI_PEER_UP) return 0;
+  for (;;) {
+    uint64_t pos;
+    uint64_t credited = __atomic_load_n(&o->credited, __ATOMIC_RELAXED); /* bridge thread's own word */
+    uint32_t avail = (uint32_t)(o->window - (o->sent - credited)), n, i;
+    if (avail == 0) {
+      if (!o->stalled && rk_ring_peek_n(o->ring, 1, &pos)) {
+        o->stalled = 1;
+        stat_add(&b->s_credit_stalls, 1);
+      }
+      break;
+    }
+    /* acquire (inside peek): pairs with the senders' per-slot release (rk__k2k_push's commit) */
+    if ((n = rk_ring_peek_n(o->ring, avail < 64 ? avail : 64, &pos)) == 0) break;
+    if (!batch_open(b, p)) break;
+    for (i = 0; i < n; i++) {
+      rk_envelope *e = (rk_envelope *)rk_ring_slot(o->ring, pos + i);
+      uint32_t len = RK_ENVELOPE_SIZE + e->payload_len, rec = REC_HEADER + pad8(len), origin_rank = b->rank;
+      uint8_t *w;
+      rk_envelope *we;
+      if (p->batch_len + rec > b->o.batch_bytes) break;
+      w = p->batch + p->batch_len;
+      memcpy(w, &rec, 4);
+      memcpy(w + REC_HEADER, e, len);
+      we = (rk_envelope *)(w + REC_HEADER);
+      we->dst = o->remote_id;
+      if (we->origin) { /* a request continued, or its reply: the origin named on its own rank */
+        route_out *q = out_of_local_id(b, we->origin);
+        if (q) {
+          origin_rank = q->peer;
+          we->origin = q->remote_id;
+        }
+      }
+      memcpy(w + 4, &origin_rank, 4);
+      memcpy(w + 8, &o->lane, 4);
+      memset(w + 12, 0, 4);
+      we->node = rk_mpi_node_id(b->rank, we->node);
+      p->batch_len += rec;
+      p->batch_n++;
+    }
+    if (i == 0) { /* the batch is full: send it and take a new one */
+      if (!batch_send(b, o->peer)) break;
+      continue;
+    }
+    o->sent += i;
+    o->stalled = 0;
+    /* sent_pub before the slots go back: flush reads the ring's head (acquire, rk_ring_count) and
+     * then sent_pub, so a flush that sees these slots gone sees them counted as sent. Release:
+     * pairs with flush's acquire. */
+    __atomic_store_n(&o->sent_pub, o->sent, __ATOMIC_RELEASE);
+    rk_ring_release_n(o->ring, i); /* release: the slots were read (pairs with the senders' reserve) */
+    moved += i;
+    if (i < n) { /* out of batch room */
+      if (!batch_send(b, o->peer)) break;
+    }
+  }
+  return moved;
+}
+
+static int ctrl_send(rk_mpi_bridge *b, uint32_t r, uint32_t kind) {
+  peer *p = &b->peers[r];
+  uint32_t n = 0, i;
+  if (p->ctrl_busy) {
+    int done = 0;
+    MPI_Test(&p->ctrl_req_out, &done, MPI_STATUS_IGNORE);
+    if (!done) return 0;
+    p->ctrl_busy = 0;
+  }
+  if (kind == CTRL_CREDIT) {
+    uint32_t j;
+    for (i = 0; i < b->nids; i++)
+      for (j = 0; j < b->in_lanes[b->ids[i].node]; j++) {
+        route_in *ri = &p->in[b->in_base[b->ids[i].node] + j];
+        if (ri->consumed == ri->credited) continue;
+        memcpy(p->ctrl_out + 8 + n * 16, &b->ids[i].id, 4);
+        memcpy(p->ctrl_out + 8 + n * 16 + 4, &j, 4);
+        memcpy(p->ctrl_out + 8 + n * 16 + 8, &ri->consumed, 8);
+        ri->credited = ri->consumed;
+        n++;
+      }
+    if (n == 0) return 0;
+  }
+  memcpy(p->ctrl_out, &kind, 4);
+  memcpy(p->ctrl_out + 4, &n, 4);
+  if (MPI_Isend(p->ctrl_out, (int)(8 + n * 16), MPI_BYTE, (int)r, TAG_CTRL, b->comm, &p->ctrl_req_out) != MPI_SUCCESS)
+    return 0;
+  p->ctrl_busy = 1;
+  p->told_ns = now_ns();
+  if (kind == CTRL_HEARTBEAT) stat_add(&b->s_heartbeats, 1);
+  return 1;
+}
+
+/* ---------------------------------------- receiving ---------------------------------------- */
+
+/* Into the local inbox, or the route's staging queue. Returns 1 when it went in (or was refused:
+ * either way its credit is earned back). */
+static int deliver(rk_mpi_bridge *b, uint32_t node, uint32_t lane, rk_envelope *e) {
+  int rc = rk_graph_deliver(b->g, node, lane, e, e->payload_len ? (const void *)(e + 1) : NULL);
+  if (rc == RK_EAGAIN) return 0;
+  if (rc == RK_OK)
+    stat_add(&b->s_delivered, 1);
+  else {
+    stat_add(&b->s_refused, 1);
+    rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: an envelope for local kernel %u refused: %s", e->dst,
+                     rk_err_name(rc));
+  }
+  return 1;
+}
+
+static void stage(rk_mpi_bridge *b, route_in *ri, const rk_envelope *e) {
+  uint32_t len = RK_ENVELOPE_SIZE + e->payload_len;
+  staged *s = (staged *)malloc(sizeof *s + len);
+  if (s == NULL) { /* cannot happen often: bounded by credits; counted as refused */
+    stat_add(&b->s_refused, 1);
+    ri->consumed++;
+    return;
+  }
+  s->next = NULL;
+  s->len = len;
+  memcpy(s->data, e, len);
+  if (ri->tail)
+    ri->tail->next = s;
+  else
+    ri->head = s;
+  ri->tail = s;
+  stat_add(&b->s_staged, 1);
+}
+
+/* Retry the staged messages of every route; returns how many went in. */
+static uint32_t unstage(rk_mpi_bridge *b) {
+  uint32_t r, i, j, moved = 0;
+  for (r = 0; r < b->ranks; r++)
+    for (i = 0; i < b->nids && b->peers[r].in; i++)
+      for (j = 0; j < b->in_lanes[b->ids[i].node]; j++) {
+      route_in *ri = &b->peers[r].in[b->in_base[b->ids[i].node] + j];
+      while (ri->head) {
+        staged *s = ri->head;
+        if (!deliver(b, b->ids[i].node, j, (rk_envelope *)s->data)) break;
+        ri->head = s->next;
+        if (ri->head == NULL) ri->tail = NULL;
+        free(s);
+        ri->consumed++;
+        moved++;
+      }
+      }
+  return moved;
+}
+
+static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t origin_rank, uint32_t lane) {
+  peer *p = &b->peers[r];
+  uint32_t node;
+  route_in *ri;
+  stat_add(&b->s_received, 1);
+  if (!local_node_of(b, e->dst, &node)) { /* no route to credit: the sender's window shrinks (logged) */
+    stat_add(&b->s_refused, 1);
+    rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: rank %u sent an envelope for kernel id %u, not a kernel of this "
+                     "rank's graph", r, e->dst);
+    return;
+  }
+  lane %= b->in_lanes[node];
+  ri = &p->in[b->in_base[node] + lane];
+  /* the receive rule on the runtime's clock: a stamp too far ahead is refused (the clock does not
+   * move), as a local inbox refuses it; a good one advances the clock before anything sees it */
+  if (rk_clock_recv(rk_runtime_clock(b->rt), e->hlc, NULL) == RK_ECLOCK) {
+    stat_add(&b->s_clock_rejected, 1);
+    ri->consumed++;
+    rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: an envelope from rank %u refused: its stamp is beyond this "
+                     "runtime's maximum clock offset", r);
+    return;
+  }
+  /* the ids of this rank: the origin's stand-in (or our own kernel), the sender's stand-in */
+  if (e->origin) {
+    if (origin_rank != b->rank) {
+      route_out *q = out_of_remote(b, origin_rank, e->origin, UINT32_MAX);
+      e->origin = q ? q->local_id : UINT32_MAX; /* no stand-in here: its reply is refused, counted */
+    }
+  }
+  {
+    route_out *q = out_of_remote(b, r, e->src, UINT32_MAX);
+    e->src = q ? q->local_id : 0;
+  }
+  if (ri->head || !deliver(b, node, lane, e))
+    stage(b, ri, e);
+  else
+    ri->consumed++;
+}
+
+static void take_data(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes) {
+  uint32_t n, off = 8, i;
+  if (bytes < 8) return;
+  memcpy(&n, buf, 4);
+  stat_add(&b->s_batches_received, 1);
+  for (i = 0; i < n; i++) {
+    uint32_t rec, origin_rank, lane;
+    rk_envelope *e;
+    if (off + REC_HEADER + RK_ENVELOPE_SIZE > (uint32_t)bytes) break;
+    memcpy(&rec, buf + off, 4);
+    memcpy(&origin_rank, buf + off + 4, 4);
+    memcpy(&lane, buf + off + 8, 4);
+    e = (rk_envelope *)(buf + off + REC_HEADER);
+    if (rec < REC_HEADER + RK_ENVELOPE_SIZE || off + rec > (uint32_t)bytes ||
+        e->payload_len > rec - REC_HEADER - RK_ENVELOPE_SIZE)
+      break;
+    take_record(b, r, e, origin_rank, lane);
+    off += rec;
+  }
+  if (i < n) {
+    stat_add(&b->s_refused, n - i);
+    rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: a malformed batch from rank %u: %u envelopes dropped", r, n - i);
+  }
+}
+
+static void take_ctrl(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes) {
+  uint32_t kind, n, i;
+  if (bytes < 8) return;
+  memcpy(&kind, buf, 4);
+  memcpy(&n, buf + 4, 4);
+  if (kind == CTRL_BYE) {
+    set_state(&b->peers[r], RK_MPI_PEER_CLOSED);
+    return;
+  }
+  if (kind != CTRL_CREDIT) return;
+  for (i = 0; i < n && 8 + (i + 1) * 16 <= (uint32_t)bytes; i++) {
+    uint32_t id, lane;
+    uint64_t consumed;
+    route_out *o;
+    memcpy(&id, buf + 8 + i * 16, 4);
+    memcpy(&lane, buf + 8 + i * 16 + 4, 4);
+    memcpy(&consumed, buf + 8 + i * 16 + 8, 8);
+    if ((o = out_of_remote(b, r, id, lane)) != NULL && consumed > o->credited && consumed <= o->sent)
+      __atomic_store_n(&o->credited, consumed, __ATOMIC_RELEASE); /* flush's acquire pairs with it */
+  }
+}
+
+static void post_recvs(rk_mpi_bridge *b, uint32_t r) {
+  peer *p = &b->peers[r];
+  if (p->data_req == MPI_REQUEST_NULL)
+    MPI_Irecv(p->data_in, (int)b->o.batch_bytes, MPI_BYTE, (int)r, TAG_DATA, b->comm, &p->data_req);
+  if (p->ctrl_req == MPI_REQUEST_NULL)
+    MPI_Irecv(p->ctrl_in, (int)CTRL_BYTES, MPI_BYTE, (int)r, TAG_CTRL, b->comm, &p->ctrl_req);
+}
+
+static uint32_t poll_peer(rk_mpi_bridge *b, uint32_t r) {
+  peer *p = &b->peers[r];
+  MPI_Status st;
+  int done = 0, bytes = 0;
+  uint32_t got = 0;
+  /* (MPI_Test of MPI_REQUEST_NULL says done: a receive that could not be posted is no message) */
+  if (p->data_req != MPI_REQUEST_NULL) MPI_Test(&p->data_req, &done, &st);
+  if (done) {
+    MPI_Get_count(&st, MPI_BYTE, &bytes);
+    p->heard_ns = now_ns();
+    take_data(b, r, p->data_in, bytes);
+    p->data_req = MPI_REQUEST_NULL;
+    got++;
+  }
+  done = 0;
+  if (p->ctrl_req != MPI_REQUEST_NULL) MPI_Test(&p->ctrl_req, &done, &st);
+  if (done) {
+    MPI_Get_count(&st, MPI_BYTE, &bytes);
+    p->heard_ns = now_ns();
+    p->ctrl_req = MPI_REQUEST_NULL;
+    take_ctrl(b, r, p->ctrl_in, bytes);
+    got++;
+  }
+  if (get_state(p) == RK_MPI_PEER_UP) post_recvs(b, r);
+  return got;
+}
+
+/* ---------------------------------------- failure ------------------------------------------ */
+
+/* Peer r is gone (lost: silent; closed: said bye): its routes close, what they hold is dropped. */
+static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
+  peer *p = &b->peers[r];
+  uint32_t i;
+  uint64_t dropped = 0, unconfirmed = 0;
+  set_state(p, why);
+  for (i = 0; i < b->nout; i++) {
+    route_out *o = &b->out[i];
+    uint64_t pos;
+    uint32_t n;
+    if (o->peer != r) continue;
+    (void)rk_graph_remote_close(b->g, o->node);
+    while ((n = rk_ring_peek_n(o->ring, 64, &pos)) > 0) { /* accepted, never to be sent */
+      rk_ring_release_n(o->ring, n);
+      dropped += n;
+    }
+    unconfirmed += o->sent - __atomic_load_n(&o->credited, __ATOMIC_RELAXED);
+  }
+  stat_add(&b->s_dropped, dropped);
+  stat_add(&b->s_unconfirmed, unconfirmed);
+  if (why == RK_MPI_PEER_LOST) {
+    b->any_lost = 1;
+    __atomic_add_fetch(&b->s_peers_lost, 1, __ATOMIC_RELAXED); /* statistics */
+    rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: rank %u is lost (silent for %lld ms): its routes are closed "
+                     "(sends get RK_ECLOSED); %llu accepted envelopes dropped, %llu sent and not confirmed",
+                     r, (long long)(b->o.peer_timeout_ns / 1000000), (unsigned long long)dropped,
+                     (unsigned long long)unconfirmed);
+  } else {
+    rk_transport_log(b->g, RK_LOG_INFO, "mpi bridge: rank %u closed its bridge: its routes are closed", r);
+  }
+}
+
+/* ---------------------------------------- the thread --------------------------------------- */
+
+static void *bridge_main(void *arg) {
+  rk_mpi_bridge *b = (rk_mpi_bridge *)arg;
+  uint32_t idle = 0, r, i;
+  uint64_t last_check = now_ns();
+  /* acquire: pairs with stop's release store */
+  while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
+    uint32_t work = 0;
+    uint64_t t;
+    for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
+    for (r = 0; r < b->ranks; r++)
+      if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r);
+    for (r = 0; r < b->ranks; r++)
+      if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += poll_peer(b, r);
+    work += unstage(b);
+    t = now_ns();
+    for (r = 0; r < b->ranks; r++) {
+      peer *p = &b->peers[r];
+      uint32_t j, owed = 0;
+      if (r == b->rank || get_state(p) != RK_MPI_PEER_UP) continue;
+      /* credits: at once when a route earned an eighth of its window, else when idle */
+      for (j = 0; j < b->nin; j++) {
+        route_in *ri = &p->in[j];
+        uint64_t due = ri->consumed - ri->credited;
+        if (due && (idle > 0 || due * 8 >= ri->window)) owed = 1;
+      }
+      if (owed) work += (uint32_t)ctrl_send(b, r, CTRL_CREDIT);
+      if (t - p->told_ns > (uint64_t)b->o.heartbeat_ns) (void)ctrl_send(b, r, CTRL_HEARTBEAT);
+      if (t - p->heard_ns > (uint64_t)b->o.peer_timeout_ns) peer_down(b, r, RK_MPI_PEER_LOST);
+    }
+    /* a peer that said bye (take_ctrl): close its routes here, on the rings' consumer thread */
+    if (t - last_check > 1000000) {
+      last_check = t;
+      for (r = 0; r < b->ranks; r++) {
+        uint32_t j;
+        if (r == b->rank || get_state(&b->peers[r]) != RK_MPI_PEER_CLOSED) continue;
+        for (j = 0; j < b->nout; j++)
+          if (b->out[j].peer == r && !rk_ring_closed(b->out[j].ring, NULL)) {
+            peer_down(b, r, RK_MPI_PEER_CLOSED);
+            break;
+          }
+      }
+    }
+    if (work) {
+      idle = 0;
+      continue;
+    }
+    idle++;
+    /* Idle: spin a little, then yield (a message that arrives while other threads want the core
+     * costs one time slice at most, and an idle machine costs nothing but this thread's core),
+     * then sleep, longer and longer: a bridge with nothing to do for a while costs next to nothing
+     * and answers within 200 us (heartbeats are tens of ms apart). */
+    if (b->o.spin || idle < 64) continue;
+    if (idle < RK__MPI_YIELDS) {
+      sched_yield();
+    } else {
+      struct timespec ts = {0, idle < 4 * RK__MPI_YIELDS ? 20000 : 200000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  return NULL;
+}
+
+/* ---------------------------------------- transport ---------------------------------------- */
+
+static int wait_all(MPI_Request *reqs, int n, int64_t timeout_ns) {
+  uint64_t end = now_ns() + (uint64_t)timeout_ns;
+  for (;;) {
+    int done = 0;
+    if (MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return RK_ESYS;
+    if (done) return RK_OK;
+    if (now_ns() > end) return RK_ETIMEDOUT;
+    {
+      struct timespec ts = {0, 100000};
+      nanosleep(&ts, NULL);
+    }
+  }
+}
+
+static int bridge_start(void *self, rk_graph *g) {
+  rk_mpi_bridge *b = (rk_mpi_bridge *)self;
+  hello *mine;
+  MPI_Request *reqs;
+  uint32_t i, r, nreq = 0, max_slot = 0, nrem = 0, total = 0;
+  int rc = RK_OK;
+  rk_graph_node_info info;
+  struct {
+    uint32_t node, rank, local_id, remote_id, lanes, window;
+  } rem[MAX_NODES];
+  if ((mine = (hello *)calloc(1, sizeof *mine)) == NULL ||
+      (reqs = (MPI_Request *)calloc(2u * b->ranks, sizeof *reqs)) == NULL) {
+    free(mine);
+    return rk_transport_fail(g, RK_ENOMEM, "mpi bridge: out of memory");
+  }
+  mine->rank = b->rank;
+  b->nids = 0;
+  b->nout = 0;
+  b->nin = 0;
+  for (i = 0; i < rk_graph_nodes(g); i++) {
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    if (rk_graph_node(g, i, &info) != RK_OK) continue;
+    if (info.payload_max + RK_ENVELOPE_SIZE > max_slot) max_slot = info.payload_max + RK_ENVELOPE_SIZE;
+    if (info.remote) {
+      rem[nrem].node = i;
+      rem[nrem].rank = info.rank;
+      rem[nrem++].local_id = info.kernel_id;
+      continue;
+    }
+    b->in_base[i] = b->nin;
+    b->in_lanes[i] = info.lanes;
+    b->nin += info.lanes;
+    hello_entry *e = &mine->e[mine->n++];
+    snprintf(e->name, sizeof e->name, "%s", info.name ? info.name : "");
+    e->kernel_id = info.kernel_id;
+    e->lanes = info.lanes;
+    e->k2k_capacity = info.k2k_capacity;
+    e->payload_max = info.payload_max;
+    b->ids[b->nids].id = info.kernel_id;
+    b->ids[b->nids++].node = i;
+  }
+  if (REC_HEADER + 8 + max_slot > b->o.batch_bytes) {
+    rc = rk_transport_fail(g, RK_EINVAL, "mpi bridge: batch_bytes %u cannot hold one %u-byte slot", b->o.batch_bytes,
+                           max_slot);
+    goto out;
+  }
+  /* meet every peer: our kernels for theirs (every rank launches its graph) */
+  for (r = 0; r < b->ranks; r++) {
+    if (r == b->rank) continue;
+    if (MPI_Irecv(&b->peers[r].h, (int)sizeof(hello), MPI_BYTE, (int)r, TAG_HELLO, b->comm, &reqs[nreq++]) !=
+            MPI_SUCCESS ||
+        MPI_Isend(mine, (int)sizeof(hello), MPI_BYTE, (int)r, TAG_HELLO, b->comm, &reqs[nreq++]) != MPI_SUCCESS) {
+      rc = rk_transport_fail(g, RK_ESYS, "mpi bridge: MPI_Irecv/MPI_Isend of the handshake with rank %u failed", r);
+      goto cancel;
+    }
+  }
+  if ((rc = wait_all(reqs, (int)nreq, b->o.start_timeout_ns)) != RK_OK) {
+    char who[256] = "";
+    size_t off = 0;
+    for (r = 0; r < b->ranks; r++)
+      if (r != b->rank && b->peers[r].h.rank != r && off + 12 < sizeof who)
+        off += (size_t)snprintf(who + off, sizeof who - off, "%s%u", off ? ", " : "", r);
+    rc = rk_transport_fail(g, rc, "mpi bridge: %s waiting %lld ms for the other ranks' graphs (rk_graph_launch on "
+                           "every rank of the communicator); not heard from rank(s) %s",
+                           rc == RK_ETIMEDOUT ? "timed out" : "MPI failed", (long long)(b->o.start_timeout_ns / 1000000),
+                           who[0] ? who : "?");
+    goto cancel;
+  }
+  /* our remote nodes, by name on their ranks: their ids, lanes, inboxes and payload limits */
+  for (i = 0; i < nrem; i++) {
+    hello *h = &b->peers[rem[i].rank].h;
+    uint32_t j, k;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    (void)rk_graph_node(g, rem[i].node, &info);
+    for (j = 0; j < h->n && j < MAX_NODES; j++)
+      if (strncmp(h->e[j].name, info.name, sizeof h->e[j].name) == 0) break;
+    if (j == h->n || j == MAX_NODES) {
+      rc = rk_transport_fail(g, RK_EINVAL, "mpi bridge: rank %u's graph has no kernel named \"%s\" (remote node %u)",
+                             rem[i].rank, info.name, rem[i].node);
+      goto out;
+    }
+    for (k = 0; k < i; k++)
+      if (rem[k].rank == rem[i].rank && rem[k].remote_id == h->e[j].kernel_id) {
+        rc = rk_transport_fail(g, RK_EINVAL, "mpi bridge: kernel \"%s\" of rank %u is added twice as a remote node",
+                               info.name, rem[i].rank);
+        goto out;
+      }
+    rem[i].remote_id = h->e[j].kernel_id;
+    rem[i].lanes = h->e[j].lanes ? h->e[j].lanes : 1;
+    /* credits: what one lane's remote inbox holds (rk_mpi_options.window caps it) */
+    rem[i].window = h->e[j].k2k_capacity;
+    if (b->o.window && b->o.window < rem[i].window) rem[i].window = b->o.window;
+    if ((rc = rk_graph_remote_shape(g, rem[i].node, rem[i].lanes, h->e[j].payload_max)) != RK_OK) goto out;
+    total += rem[i].lanes;
+  }
+  if (total && (b->out = (route_out *)calloc(total, sizeof *b->out)) == NULL) {
+    rc = rk_transport_fail(g, RK_ENOMEM, "mpi bridge: out of memory");
+    goto out;
+  }
+  for (i = 0; i < nrem; i++) {
+    uint32_t l;
+    for (l = 0; l < rem[i].lanes; l++) {
+      route_out *o = &b->out[b->nout++];
+      o->node = rem[i].node;
+      o->lane = l;
+      o->peer = rem[i].rank;
+      o->local_id = rem[i].local_id;
+      o->remote_id = rem[i].remote_id;
+      o->window = rem[i].window;
+      o->ring = rk_graph_remote_ring(g, rem[i].node, l);
+    }
+  }
+  /* the routes into our kernels: each peer may have up to our inbox capacity outstanding per lane */
+  for (r = 0; r < b->ranks; r++) {
+    peer *p = &b->peers[r];
+    if (r == b->rank) continue;
+    if (b->nin && (p->in = (route_in *)calloc(b->nin, sizeof *p->in)) == NULL) {
+      rc = rk_transport_fail(g, RK_ENOMEM, "mpi bridge: out of memory");
+      goto out;
+    }
+    for (i = 0; i < b->nids; i++) {
+      uint32_t l, node = b->ids[i].node;
+      memset(&info, 0, sizeof info);
+      info.size = sizeof info;
+      (void)rk_graph_node(g, node, &info);
+      for (l = 0; l < b->in_lanes[node]; l++)
+        p->in[b->in_base[node] + l].window =
+            b->o.window && b->o.window < info.k2k_capacity ? b->o.window : info.k2k_capacity;
+    }
+  }
+  for (r = 0; r < b->ranks; r++) {
+    if (r == b->rank) continue;
+    b->peers[r].heard_ns = b->peers[r].told_ns = now_ns();
+    post_recvs(b, r);
+  }
+  __atomic_store_n(&b->stop, 0, __ATOMIC_RELAXED); /* before the thread exists */
+  if (pthread_create(&b->thread, NULL, bridge_main, b) != 0) {
+    rc = rk_transport_fail(g, RK_ESYS, "mpi bridge: cannot start its thread");
+    goto out;
+  }
+  b->thread_on = 1;
+  b->started = 1;
+  goto out;
+cancel:
+  for (i = 0; i < nreq; i++)
+    if (reqs[i] != MPI_REQUEST_NULL) {
+      MPI_Cancel(&reqs[i]);
+      MPI_Request_free(&reqs[i]);
+    }
+out:
+  free(reqs);
+  free(mine);
+  return rc;
+}
+
+static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_ns) {
+  rk_mpi_bridge *b = (rk_mpi_bridge *)self;
+  uint64_t end = now_ns() + (uint64_t)(timeout_ns > 0 ? timeout_ns : 1000000000);
+  uint32_t i, to = UINT32_MAX;
+  for (i = 0; i < b->nout; i++)
+    if (b->out[i].node == node) to = b->out[i].peer;
+  if (to == UINT32_MAX || !b->thread_on) return RK_OK;
+  for (;;) {
+    rk_mpi_peer_state s = get_state(&b->peers[to]);
+    uint64_t pending = 0;
+    for (i = 0; i < b->nout; i++) { /* every lane of the node */
+      route_out *o = &b->out[i];
+      if (o->node != node) continue;
+      /* in this order: the ring's head (acquire), then sent_pub (acquire, pairs with drain_route's
+       * release store made before the head moved), then credited (pairs with take_ctrl's release):
+       * an envelope taken from the ring is counted in sent_pub, one counted in sent_pub and not yet
+       * credited is pending; nothing is missed between the three reads */
+      uint64_t held = rk_ring_count(o->ring);
+      uint64_t sent = __atomic_load_n(&o->sent_pub, __ATOMIC_ACQUIRE);
+      uint64_t credited = __atomic_load_n(&o->credited, __ATOMIC_ACQUIRE);
+      pending += held + (credited > sent ? 1 : sent - credited); /* ahead: sent moved meanwhile, look again */
+    }
+    if (pending == 0 && s != RK_MPI_PEER_LOST) return RK_OK;
+    if (s != RK_MPI_PEER_UP) /* lost: what it held is dropped or unconfirmed (counted); closed early: dropped */
+      return rk_transport_fail(g, RK_ECLOSED, "mpi bridge: the route to rank %u is broken: the rank is %s (see "
+                               "rk_mpi_bridge_stats: dropped, unconfirmed)", to,
+                               s == RK_MPI_PEER_LOST ? "lost" : "closed");
+    if (now_ns() > end)
+      return rk_transport_fail(g, RK_ETIMEDOUT, "mpi bridge: route to rank %u: %llu envelopes not confirmed in time",
+                               to, (unsigned long long)pending);
+    {
+      struct timespec ts = {0, 100000};
+      nanosleep(&ts, NULL);
+    }
+  }
+}
+
+/* The bridge stops for good: its thread, then MPI's requests (on this thread: the bridge's own
+ * thread is gone), then a bye to the peers still up. */
+static void bridge_stop(void *self, rk_graph *g) {
+  rk_mpi_bridge *b = (rk_mpi_bridge *)self;
+  uint32_t r, i;
+  (void)g;
+  if (b->stopped) {
+    b->g = NULL;
+    return;
+  }
+  b->stopped = 1;
+  if (b->thread_on) {
+    __atomic_store_n(&b->stop, 1, __ATOMIC_RELEASE); /* pairs with the thread's acquire */
+    pthread_join(b->thread, NULL);
+    b->thread_on = 0;
+  }
+  for (r = 0; r < b->ranks; r++) {
+    peer *p = &b->peers[r];
+    staged *s;
+    if (r == b->rank) continue;
+    if (get_state(p) == RK_MPI_PEER_UP && b->started) {
+      int done = 0;
+      uint64_t end = now_ns() + 100000000u;
+      (void)batch_send(b, r);
+      while (p->ctrl_busy && !done && now_ns() < end) MPI_Test(&p->ctrl_req_out, &done, MPI_STATUS_IGNORE);
+      p->ctrl_busy = 0;
+      (void)ctrl_send(b, r, CTRL_BYE);
+    }
+    /* receives: cancelled (supported for receives); sends: finished, or let go (a lost peer) */
+    if (p->data_req != MPI_REQUEST_NULL) {
+      MPI_Cancel(&p->data_req);
+      MPI_Request_free(&p->data_req);
+    }
+    if (p->ctrl_req != MPI_REQUEST_NULL) {
+      MPI_Cancel(&p->ctrl_req);
+      MPI_Request_free(&p->ctrl_req);
+    }
+    for (i = 0; i < b->o.max_inflight; i++)
+      if (p->out[i].busy) {
+        uint64_t end = now_ns() + (get_state(p) == RK_MPI_PEER_UP ? 200000000u : 0u);
+        int done = 0;
+        do MPI_Test(&p->out[i].req, &done, MPI_STATUS_IGNORE);
+        while (!done && now_ns() < end);
+        if (!done) {
+          MPI_Request_free(&p->out[i].req); /* MPI still owns the buffer: kept (leaked) */
+          p->out[i].data = NULL;
+        }
+        p->out[i].busy = 0;
+      }
+    if (p->ctrl_busy) {
+      uint64_t end = now_ns() + (get_state(p) == RK_MPI_PEER_UP ? 200000000u : 0u);
+      int done = 0;
+      do MPI_Test(&p->ctrl_req_out, &done, MPI_STATUS_IGNORE);
+      while (!done && now_ns() < end);
+      if (!done) {
+        MPI_Request_free(&p->ctrl_req_out);
+        b->any_lost = 1; /* ctrl_out is part of the bridge: the bridge is not freed under MPI */
+      }
+      p->ctrl_busy = 0;
+    }
+    for (i = 0; i < b->nin && p->in; i++)
+      while ((s = p->in[i].head) != NULL) { /* staged for a kernel that terminated before it took them */
+        p->in[i].head = s->next;
+        free(s);
+        stat_add(&b->s_refused, 1);
+      }
+    if (p->in) memset(p->in, 0, b->nin * sizeof *p->in);
+  }
+  b->g = NULL; /* the graph calls nothing more and may be freed next (remote.h) */
+}
+
+/* ---------------------------------------- public API --------------------------------------- */
+
+int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts, rk_mpi_bridge **out) {
+  rk_mpi_bridge *b;
+  int inited = 0, finalized = 0, level = 0, rank = 0, size = 0, rc;
+  uint32_t r, i;
+  if (out) *out = NULL;
+  if (g == NULL) return RK_EINVAL;
+  if (out == NULL || comm == MPI_COMM_NULL) return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: %s",
+                                                                     out ? "MPI_COMM_NULL" : "NULL argument");
+  if (opts && (opts->size < 2 * sizeof(uint32_t) || opts->size > sizeof(rk_mpi_options)))
+    return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: options size %u", opts->size);
+  MPI_Initialized(&inited);
+  MPI_Finalized(&finalized);
+  if (!inited || finalized)
+    return rk_transport_fail(g, RK_ENOTSUP, "rk_mpi_bridge_create: MPI is %s", finalized ? "finalized" : "not initialised");
+  MPI_Query_thread(&level);
+  if (level != MPI_THREAD_MULTIPLE)
+    return rk_transport_fail(g, RK_ENOTSUP, "rk_mpi_bridge_create: MPI was initialised without MPI_THREAD_MULTIPLE "
+                             "(the bridge's thread calls MPI while the application's threads may): use "
+                             "MPI_Init_thread(..., MPI_THREAD_MULTIPLE, &provided)");
+  if ((b = (rk_mpi_bridge *)calloc(1, sizeof *b)) == NULL)
+    return rk_transport_fail(g, RK_ENOMEM, "rk_mpi_bridge_create: out of memory");
+  b->o = (rk_mpi_options)RK_MPI_OPTIONS_INIT;
+  if (opts) memcpy(&b->o, opts, opts->size);
+  b->o.size = sizeof b->o;
+  if (b->o.batch_bytes == 0) b->o.batch_bytes = 32768;
+  if (b->o.max_inflight == 0) b->o.max_inflight = 4;
+  if (b->o.heartbeat_ns <= 0) b->o.heartbeat_ns = 50000000;
+  if (b->o.peer_timeout_ns <= 0) b->o.peer_timeout_ns = 2000000000;
+  if (b->o.start_timeout_ns <= 0) b->o.start_timeout_ns = 30000000000ll;
+  if (b->o.batch_bytes < 256 || b->o.batch_bytes > (64u << 20) || b->o.max_inflight > 64 ||
+      b->o.peer_timeout_ns <= b->o.heartbeat_ns) {
+    free(b);
+    return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: batch_bytes in [256, 64 MiB], max_inflight <= 64 "
+                             "and peer_timeout_ns > heartbeat_ns");
+  }
+  if (MPI_Comm_dup(comm, &b->comm) != MPI_SUCCESS) {
+    free(b);
+    return rk_transport_fail(g, RK_ESYS, "rk_mpi_bridge_create: MPI_Comm_dup failed");
+  }
+  b->comm_ok = 1;
+  MPI_Comm_set_errhandler(b->comm, MPI_ERRORS_RETURN); /* a failed call is an error code, not an abort */
+  MPI_Comm_rank(b->comm, &rank);
+  MPI_Comm_size(b->comm, &size);
+  b->rank = (uint32_t)rank;
+  b->ranks = (uint32_t)size;
+  b->g = g;
+  b->rt = rk_graph_runtime(g);
+  if ((b->peers = (peer *)calloc(b->ranks, sizeof *b->peers)) == NULL) goto nomem;
+  for (r = 0; r < b->ranks; r++) {
+    peer *p = &b->peers[r];
+    p->state = r == b->rank ? RK_MPI_PEER_SELF : RK_MPI_PEER_UP;
+    p->data_req = p->ctrl_req = MPI_REQUEST_NULL;
+    p->batch_buf = -1;
+    p->h.rank = UINT32_MAX;
+    if (r == b->rank) continue;
+    if ((p->data_in = (uint8_t *)malloc(b->o.batch_bytes)) == NULL || (p->ctrl_in = (uint8_t *)malloc(CTRL_BYTES)) == NULL ||
+        (p->ctrl_out = (uint8_t *)malloc(CTRL_BYTES)) == NULL ||
+        (p->out = (send_buf *)calloc(b->o.max_inflight, sizeof *p->out)) == NULL)
+      goto nomem;
+    for (i = 0; i < b->o.max_inflight; i++)
+      if ((p->out[i].data = (uint8_t *)malloc(b->o.batch_bytes)) == NULL) goto nomem;
+  }
+  b->tp.size = sizeof b->tp;
+  b->tp.name = "mpi";
+  b->tp.rank = b->rank;
+  b->tp.ranks = b->ranks;
+  b->tp.start = bridge_start;
+  b->tp.flush = bridge_flush;
+  b->tp.stop = bridge_stop;
+  if ((rc = rk_graph_set_transport(g, &b->tp, b)) != RK_OK) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", rk_runtime_last_error(b->rt));
+    b->g = NULL;
+    rk_mpi_bridge_destroy(b);
+    return rk_transport_fail(g, rc, "rk_mpi_bridge_create: %s", msg);
+  }
+  *out = b;
+  return RK_OK;
+nomem:
+  b->g = NULL;
+  rk_mpi_bridge_destroy(b);
+  return rk_transport_fail(g, RK_ENOMEM, "rk_mpi_bridge_create: out of memory");
+}
+
+void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
+  uint32_t r, i;
+  int finalized = 0;
+  if (b == NULL) return;
+  if (b->g) { /* still attached: stop, close the remote nodes, detach */
+    rk_graph *g = b->g;
+    bridge_stop(b, g);
+    for (i = 0; i < b->nout; i++) (void)rk_graph_remote_close(g, b->out[i].node);
+    (void)rk_graph_set_transport(g, NULL, NULL);
+  }
+  MPI_Finalized(&finalized);
+  if (b->comm_ok && !finalized && !b->any_lost) MPI_Comm_free(&b->comm); /* a lost peer: never answers */
+  if (b->any_lost) return; /* buffers MPI may still own for the lost peer: left allocated */
+  if (b->peers)
+    for (r = 0; r < b->ranks; r++) {
+      peer *p = &b->peers[r];
+      free(p->data_in);
+      free(p->ctrl_in);
+      free(p->ctrl_out);
+      free(p->in);
+      if (p->out)
+        for (i = 0; i < b->o.max_inflight; i++) free(p->out[i].data);
+      free(p->out);
+    }
+  free(b->peers);
+  free(b->out);
+  free(b);
+}
+
+int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
+  if (b == NULL || out == NULL || out->size < sizeof *out) return RK_EINVAL;
+  memset(out, 0, sizeof *out);
+  out->size = sizeof *out;
+#define RK__RD(f) __atomic_load_n(&b->s_##f, __ATOMIC_RELAXED) /* statistics */
+  out->peers_lost = RK__RD(peers_lost);
+  out->sent = RK__RD(sent);
+  out->received = RK__RD(received);
+  out->delivered = RK__RD(delivered);
+  out->batches_sent = RK__RD(batches_sent);
+  out->batches_received = RK__RD(batches_received);
+  out->credit_stalls = RK__RD(credit_stalls);
+  out->staged = RK__RD(staged);
+  out->clock_rejected = RK__RD(clock_rejected);
+  out->refused = RK__RD(refused);
+  out->dropped = RK__RD(dropped);
+  out->unconfirmed = RK__RD(unconfirmed);
+  out->heartbeats = RK__RD(heartbeats);
+#undef RK__RD
+  return RK_OK;
+}
+
+rk_mpi_peer_state rk_mpi_bridge_peer(rk_mpi_bridge *b, uint32_t rank) {
+  if (b == NULL || rank >= b->ranks) return RK_MPI_PEER_LOST;
+  return get_state(&b->peers[rank]);
+}
+
+uint32_t rk_mpi_bridge_rank(const rk_mpi_bridge *b) { return b ? b->rank : 0; }
+uint32_t rk_mpi_bridge_ranks(const rk_mpi_bridge *b) { return b ? b->ranks : 0; }

@@ -1,0 +1,242 @@
+/* test_remote.c — remote nodes of a graph and the transport seam (ringkernel/remote.h) without
+ * MPI: RK_ENOTSUP with no transport, argument checks, and a fake transport driven by the test
+ * (the bridge's part: drain a remote node's outbound ring, deliver into a local kernel) that
+ * checks what handlers see: RK_EAGAIN when the ring is full, RK_EMSGSIZE above the remote limit,
+ * RK_ECLOSED once the route is closed; start, flush and stop each called when they should be.
+ * Runs in every sanitizer build (the MPI tests do not: tests/mpi.cmake). */
+#include "rt_util.h"
+
+#include <ringkernel/remote.h>
+
+#define T_ITEM 401u
+
+typedef struct fake {
+  int starts, flushes, stops;
+  int fail_start;
+  uint32_t remote_node;
+  rk_graph_node_info remote;
+} fake;
+
+static int fake_start(void *self, rk_graph *g) {
+  fake *f = (fake *)self;
+  f->starts++;
+  if (f->fail_start) return rk_transport_fail(g, RK_ETIMEDOUT, "fake: the peers did not answer");
+  memset(&f->remote, 0, sizeof f->remote);
+  f->remote.size = sizeof f->remote;
+  assert_int_equal(rk_graph_node(g, f->remote_node, &f->remote), RK_OK);
+  return RK_OK;
+}
+static int fake_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_ns) {
+  fake *f = (fake *)self;
+  (void)g;
+  (void)timeout_ns;
+  assert_int_equal(node, f->remote_node);
+  f->flushes++;
+  return RK_OK;
+}
+static void fake_stop(void *self, rk_graph *g) {
+  (void)g;
+  ((fake *)self)->stops++;
+}
+
+static const rk_transport fake_ops = {sizeof(rk_transport), "fake", 0, 2, fake_start, fake_flush, fake_stop};
+
+static volatile uint64_t g_rc_ok, g_rc_eagain, g_rc_emsgsize, g_rc_eclosed, g_sunk;
+
+static int sender(rk_ctx *ctx, const rk_msg *in) {
+  int rc = rk_send_to(ctx, 0, T_ITEM, rk_msg_payload(in), rk_msg_len(in));
+  volatile uint64_t *c = rc == RK_OK ? &g_rc_ok : rc == RK_EAGAIN ? &g_rc_eagain : rc == RK_EMSGSIZE ? &g_rc_emsgsize
+                                                                                                      : &g_rc_eclosed;
+  __atomic_add_fetch(c, 1, __ATOMIC_RELAXED);
+  return 0; /* the test counts; no retry */
+}
+
+static int sink(rk_ctx *ctx, const rk_msg *in) {
+  (void)ctx;
+  (void)in;
+  __atomic_add_fetch(&g_sunk, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+static void test_no_transport(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  uint32_t node = 7;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  assert_int_equal(rk_graph_add_remote(g, 1, "enrich", 0, &node), RK_ENOTSUP);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "librk_mpi"));
+  assert_int_equal(rk_graph_add_remote(NULL, 1, "enrich", 0, &node), RK_EINVAL);
+  assert_int_equal(rk_graph_nodes(g), 0);
+  assert_ptr_equal(rk_graph_runtime(g), rt);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
+static void test_arguments(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  fake f;
+  rk_transport bad = fake_ops;
+  rk_kernel_desc d = rt_desc("sender", sender);
+  uint32_t node, local;
+  rk_graph_node_info info;
+  (void)state;
+  memset(&f, 0, sizeof f);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  bad.flush = NULL;
+  assert_int_equal(rk_graph_set_transport(g, &bad, &f), RK_EINVAL);
+  assert_int_equal(rk_graph_set_transport(NULL, &fake_ops, &f), RK_EINVAL);
+  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
+  assert_int_equal(rk_graph_set_transport(g, &fake_ops, &f), RK_ESTATE); /* one at a time */
+  assert_int_equal(rk_graph_add_remote(g, 0, "x", 0, &node), RK_EINVAL);  /* this process's own rank */
+  assert_int_equal(rk_graph_add_remote(g, 2, "x", 0, &node), RK_EINVAL);  /* not in the communicator */
+  assert_int_equal(rk_graph_add_remote(g, 1, "", 0, &node), RK_EINVAL);
+  assert_int_equal(rk_graph_add_remote(g, 1, "x", 3, &node), RK_EINVAL);  /* not a power of two */
+  assert_int_equal(rk_graph_add_remote(g, 1, NULL, 0, &node), RK_EINVAL);
+  assert_int_equal(rk_graph_add_remote(g, 1,
+                                       "a-name-of-sixty-four-bytes-is-one-too-long-for-the-node-name-field", 0, &node),
+                   RK_EINVAL);
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &local));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 8, &node));
+  assert_int_equal(rk_graph_set_transport(g, &fake_ops, &f), RK_ESTATE); /* remote nodes exist */
+  assert_int_equal(rk_graph_connect(g, node, local, NULL), RK_EINVAL);    /* its routes are on its rank */
+  assert_int_equal(rk_graph_subscribe(g, node, 3), RK_EINVAL);
+  RT_OK(rt, rk_graph_connect(g, local, node, NULL));
+  memset(&info, 0, sizeof info);
+  info.size = sizeof info;
+  RT_OK(rt, rk_graph_node(g, node, &info));
+  assert_int_equal(info.remote, 1);
+  assert_int_equal(info.rank, 1);
+  assert_string_equal(info.name, "enrich");
+  assert_int_equal(info.k2k_capacity, 8);
+  info.size = 4;
+  assert_int_equal(rk_graph_node(g, node, &info), RK_EINVAL);
+  assert_null(rk_graph_remote_ring(g, node, 0)); /* not launched */
+  rk_graph_destroy(g);
+  assert_int_equal(f.stops, 1); /* never started, still told the graph is gone */
+  assert_int_equal(f.starts, 0);
+  rk_runtime_destroy(rt);
+}
+
+static void test_failed_start(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  fake f;
+  rk_kernel_desc d = rt_desc("sender", sender);
+  uint32_t node, local;
+  (void)state;
+  memset(&f, 0, sizeof f);
+  f.fail_start = 1;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &local));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 0, &node));
+  RT_OK(rt, rk_graph_connect(g, local, node, NULL));
+  assert_int_equal(rk_graph_launch(g), RK_ETIMEDOUT);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "did not answer"));
+  assert_int_equal(f.starts, 1);
+  assert_int_equal(f.stops, 1);
+  assert_null(rk_graph_kernel(g, local)); /* nothing stays launched */
+  assert_int_equal(rk_graph_launch(g), RK_ENOTSUP); /* the transport is detached */
+  rk_graph_destroy(g);
+  assert_int_equal(f.stops, 1);
+  rk_runtime_destroy(rt);
+}
+
+static int sent_n(void *arg) {
+  return __atomic_load_n(&g_rc_ok, __ATOMIC_RELAXED) + __atomic_load_n(&g_rc_eagain, __ATOMIC_RELAXED) +
+             __atomic_load_n(&g_rc_emsgsize, __ATOMIC_RELAXED) + __atomic_load_n(&g_rc_eclosed, __ATOMIC_RELAXED) >=
+         *(uint64_t *)arg;
+}
+static int sunk_n(void *arg) { return __atomic_load_n(&g_sunk, __ATOMIC_RELAXED) >= *(uint64_t *)arg; }
+
+static void test_fake_transport(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  fake f;
+  rk_kernel_desc ds = rt_desc("sender", sender), dk = rt_desc("sink", sink);
+  uint32_t remote, local, snk, i;
+  uint64_t want, pos;
+  rk_ring *ring;
+  rk_graph_node_info si;
+  uint8_t big[32] = {0};
+  (void)state;
+  memset(&f, 0, sizeof f);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
+  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
+  RT_OK(rt, rk_graph_add(g, &dk, NULL, 0, &snk));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, &remote));
+  f.remote_node = remote;
+  RT_OK(rt, rk_graph_connect(g, local, remote, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  assert_int_equal(f.starts, 1);
+  assert_null(rk_graph_kernel(g, remote));
+  assert_non_null(ring = rk_graph_remote_ring(g, remote, 0));
+  assert_null(rk_graph_remote_ring(g, remote, 1)); /* one lane until the transport says more */
+  assert_int_not_equal(f.remote.kernel_id, 0);
+  assert_int_equal(f.remote.lanes, 1);
+  assert_int_equal(rk_graph_remote_shape(g, remote, 0, 16), RK_EINVAL);
+  assert_int_equal(rk_graph_remote_shape(g, local, 2, 16), RK_EINVAL); /* not a remote node */
+  RT_OK(rt, rk_graph_remote_shape(g, remote, 2, 16)); /* the remote kernel: 2 lanes, 16-byte payloads */
+  assert_ptr_equal(rk_graph_remote_ring(g, remote, 0), ring); /* lane 0's ring kept */
+  assert_non_null(rk_graph_remote_ring(g, remote, 1));
+  RT_OK(rt, rk_graph_node(g, remote, &f.remote));
+  assert_int_equal(f.remote.lanes, 2);
+  assert_int_equal(f.remote.payload_max, 16);
+  RT_OK(rt, rk_graph_activate(g));
+  /* 6 sends into a ring of 4 that nobody drains: 4 accepted, 2 RK_EAGAIN */
+  for (i = 0; i < 6; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
+  want = 6;
+  assert_true(rt_wait_for(sent_n, &want, RT_HANG));
+  assert_int_equal(__atomic_load_n(&g_rc_ok, __ATOMIC_RELAXED), 4);
+  assert_int_equal(__atomic_load_n(&g_rc_eagain, __ATOMIC_RELAXED), 2);
+  RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, big, sizeof big, RK_SEND_NO_REPLY, NULL)); /* above 16 */
+  want = 7;
+  assert_true(rt_wait_for(sent_n, &want, RT_HANG));
+  assert_int_equal(__atomic_load_n(&g_rc_emsgsize, __ATOMIC_RELAXED), 1);
+  /* the transport's part: drain, and deliver into a local kernel (as if from a peer) */
+  memset(&si, 0, sizeof si);
+  si.size = sizeof si;
+  RT_OK(rt, rk_graph_node(g, snk, &si));
+  assert_int_equal(rk_ring_peek_n(ring, 8, &pos), 4);
+  for (i = 0; i < 4; i++) {
+    rk_envelope e;
+    uint32_t v;
+    memcpy(&e, rk_ring_slot(ring, pos + i), sizeof e);
+    assert_int_equal(e.dst, f.remote.kernel_id);
+    assert_true(e.flags & RK_ENV_F_K2K);
+    assert_int_equal(e.payload_len, sizeof v);
+    memcpy(&v, rk_ring_slot(ring, pos + i) + RK_ENVELOPE_SIZE, sizeof v);
+    assert_int_equal(v, i); /* in order */
+    e.dst = si.kernel_id;
+    RT_OK(rt, rk_graph_deliver(g, snk, 0, &e, &v));
+  }
+  rk_ring_release_n(ring, 4);
+  want = 4;
+  assert_true(rt_wait_for(sunk_n, &want, RT_HANG));
+  assert_int_equal(rk_graph_deliver(g, remote, 0, (const rk_envelope *)rk_ring_slot(ring, pos), NULL), RK_EINVAL);
+  /* the peer is lost: the route closes and sends get RK_ECLOSED at once */
+  assert_int_equal(rk_graph_remote_close(g, remote), 0);
+  RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
+  want = 8;
+  assert_true(rt_wait_for(sent_n, &want, RT_HANG));
+  assert_int_equal(__atomic_load_n(&g_rc_eclosed, __ATOMIC_RELAXED), 1);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  assert_int_equal(f.flushes, 1);
+  assert_int_equal(f.stops, 0);
+  rk_graph_destroy(g);
+  assert_int_equal(f.stops, 1);
+  rk_runtime_destroy(rt);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_no_transport),
+      cmocka_unit_test(test_arguments),
+      cmocka_unit_test(test_failed_start),
+      cmocka_unit_test(test_fake_transport),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
