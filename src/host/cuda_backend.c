@@ -652,7 +652,16 @@ static void cuda_abandon(rk_kernel *k) { (void)cuda_run((rk_cuda *)k->rt->backen
 
 /* The device clock (%globaltimer) is calibrated against CLOCK_REALTIME by the shared exchange in
  * kernel.c (rk__clock_sync): at check-in, then periodically from the service loop. */
-const rk_backend_ops rk__cuda_backend = {"cuda", cuda_alloc, cuda_free, cuda_start, cuda_join, 1, cuda_abandon, 1, NULL, NULL, NULL, NULL, NULL};
+static int cuda_dev_alloc(rk_runtime *rt, size_t n, uint64_t *addr);
+static void cuda_dev_free(rk_runtime *rt, uint64_t addr, size_t n);
+static int cuda_dev_write(rk_runtime *rt, uint64_t addr, const void *src, size_t n);
+static int cuda_dev_store64(rk_runtime *rt, uint64_t addr, uint64_t v);
+static int cuda_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v);
+
+const rk_backend_ops rk__cuda_backend = {"cuda",         cuda_alloc,      cuda_free,       cuda_start,
+                                         cuda_join,      1,               cuda_abandon,    1,
+                                         cuda_dev_alloc, cuda_dev_free,   cuda_dev_write,  cuda_dev_store64,
+                                         cuda_dev_load64};
 
 /* ---------------------------------------- probe ---------------------------------------------- */
 
@@ -993,6 +1002,80 @@ int rk__cuda_buffer_pools(rk_runtime *rt, rk__cuda_buffer_mem *out) {
   out->table_mirror = c->buf_table_mirror;
   return RK_OK;
 }
+
+/* ---------------------------------------- K2K memory (graph.c) ------------------------------- */
+/* The K2K inboxes and the graph's table live in the device arena (sub-allocated: no CUDA
+ * allocation call while kernels are resident) and are written and read through pinned staging
+ * memory and the copy stream, asynchronous copies that are allowed while ring kernels are resident
+ * (ARCHITECTURE §8), waited for here: graph launch and terminate are not hot paths. */
+#define RK_CUDA_K2K_CHUNK ((size_t)1 << 20) /* staging per copy */
+
+/* n bytes between host memory and device address dev (to_dev: host -> device), in chunks. */
+static int k2k_copy(rk_runtime *rt, uint64_t dev, void *host, size_t n, int to_dev) {
+  rk_cuda *c = (rk_cuda *)rt->backend_data;
+  size_t done = 0, chunk = n < RK_CUDA_K2K_CHUNK ? n : RK_CUDA_K2K_CHUNK;
+  uint8_t *stage;
+  cudaError_t e = cudaSuccess;
+  if (n == 0) return RK_OK;
+  if ((stage = (uint8_t *)cuda_alloc(rt, chunk)) == NULL) return RK_ENOMEM;
+  /* this thread's current device (the runtime API's per-thread state): no synchronisation */
+  if ((e = cudaSetDevice(c->device)) == cudaSuccess) {
+    while (done < n && e == cudaSuccess) {
+      size_t k = n - done < chunk ? n - done : chunk;
+      uint8_t *d = (uint8_t *)(uintptr_t)(dev + done);
+      if (to_dev) {
+        if (host)
+          memcpy(stage, (uint8_t *)host + done, k);
+        else
+          memset(stage, 0, k);
+        e = cudaMemcpyAsync(d, stage, k, cudaMemcpyHostToDevice, c->copy_stream);
+      } else {
+        e = cudaMemcpyAsync(stage, d, k, cudaMemcpyDeviceToHost, c->copy_stream);
+      }
+      if (e == cudaSuccess) e = cudaStreamSynchronize(c->copy_stream); /* the staging is reused */
+      if (e == cudaSuccess && !to_dev) memcpy((uint8_t *)host + done, stage, k);
+      done += k;
+    }
+  }
+  cuda_free(rt, stage, chunk);
+  return e == cudaSuccess ? RK_OK : cuda_fail(rt, e, "K2K memory copy (the copy stream)");
+}
+
+static int cuda_dev_alloc(rk_runtime *rt, size_t n, uint64_t *addr) {
+  rk_cuda *c = (rk_cuda *)rt->backend_data;
+  size_t off;
+  int rc;
+  uv_mutex_lock(&c->arena_lock);
+  rc = rk__arena_alloc(&c->devmem, n, &off);
+  uv_mutex_unlock(&c->arena_lock);
+  if (rc != RK_OK)
+    return rk__fail(rt, RK_ENOMEM, "device arena exhausted (%zu bytes for K2K inboxes, %zu of %zu used): give the "
+                    "graph's kernels smaller K2K capacities (rk_graph_add)", n, c->devmem.used, c->devmem.size);
+  *addr = (uint64_t)(uintptr_t)(c->dev_base + off);
+  if ((rc = k2k_copy(rt, *addr, NULL, n, 1)) != RK_OK) { /* zeroed, as the hook promises */
+    uv_mutex_lock(&c->arena_lock);
+    rk__arena_free(&c->devmem, off, n);
+    uv_mutex_unlock(&c->arena_lock);
+  }
+  return rc;
+}
+
+static void cuda_dev_free(rk_runtime *rt, uint64_t addr, size_t n) {
+  rk_cuda *c = (rk_cuda *)rt->backend_data;
+  if (addr == 0) return;
+  uv_mutex_lock(&c->arena_lock);
+  rk__arena_free(&c->devmem, (size_t)((uint8_t *)(uintptr_t)addr - c->dev_base), n);
+  uv_mutex_unlock(&c->arena_lock);
+}
+
+static int cuda_dev_write(rk_runtime *rt, uint64_t addr, const void *src, size_t n) {
+  return k2k_copy(rt, addr, (void *)(uintptr_t)src, n, 1);
+}
+
+/* One aligned 8-byte word: a copy of 8 bytes is a single store by the copy engine as the lanes see
+ * it (the flag `closed` orders nothing; a torn value would still be nonzero). */
+static int cuda_dev_store64(rk_runtime *rt, uint64_t addr, uint64_t v) { return k2k_copy(rt, addr, &v, sizeof v, 1); }
+static int cuda_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v) { return k2k_copy(rt, addr, v, sizeof *v, 0); }
 
 typedef struct copy_done_arg {
   void (*done)(void *arg, int status);
