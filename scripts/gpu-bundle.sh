@@ -47,7 +47,7 @@ fix="configure a GPU build: cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDe
 [[ -n "$nvcc" && "$nvcc" != *NOTFOUND* ]] || die "$build has no CUDA compiler (CUDA device code off); $fix"
 [[ ";$archs;" =~ \;90a?(-real)?\; ]] || die "$build's CMAKE_CUDA_ARCHITECTURES='$archs' has no sm_90 SASS (90 or 90-real) for H100/H200; $fix"
 
-cmake --build "$build" -j "$(nproc)" --target rk test_gpu test_nvrtc rk-bench >/dev/null
+cmake --build "$build" -j "$(nproc)" --target rk test_gpu test_nvrtc rk-bench pipeline >/dev/null
 for f in "$build/librk.so.0" "$build/bench/rk-bench"; do
   readelf -S "$f" 2>/dev/null | grep -q '\.nv_fatbin' || die "$f holds no device code (.nv_fatbin): CUDA was not enabled in $build; $fix"
 done
@@ -58,6 +58,7 @@ mkdir -p "$b/bin" "$b/lib"
 cp -L "$build/librk.so.0" "$b/lib/"
 for t in test_gpu test_nvrtc; do cp "$build/tests/$t" "$b/bin/"; done
 cp "$build/bench/rk-bench" "$b/bin/"
+cp "$build/examples/pipeline" "$b/bin/" # K2K on the GPU (pipeline --cuda)
 # what such a machine lacks: libuv, cmocka (and Concurrency Kit, when rk-bench links it)
 for l in $(ldd "$b/bin/"* "$b/lib/librk.so.0" | awk '/libuv|libcmocka|libck/ {print $3}' | sort -u); do cp -L "$l" "$b/lib/"; done
 {
@@ -73,8 +74,8 @@ cat > "$b/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs on the GPU machine: bash .gpu-bundle/run.sh [out-dir] (default $OUT, else gpu-results).
 # See scripts/gpu-bundle.sh for what it writes. Every step has a time limit (test_gpu 30 s per
-# test and 120 s in all, test_nvrtc 30 s, rk-bench gpuprobe 60 s, rk-bench gpu 90 s, rk-bench bulk 60 s, rk-bench rtt
-# 45 s; nvidia-smi 15 s per call), so the whole run stays within about 6 minutes even when
+# test and 120 s in all, test_nvrtc 30 s, rk-bench gpuprobe 60 s, rk-bench gpu 90 s, rk-bench bulk 60 s, pipeline --cuda 60 s, rk-bench rtt
+# 45 s; nvidia-smi 15 s per call), so the whole run stays within about 7 minutes even when
 # everything hangs.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -260,7 +261,13 @@ grep '^{' "$out/bench_bulk.log" |
   sed -n 's/^{"bench": "\([^"]*\)", "impl": "\([^"]*\)", "metric": "\([^"]*\)", "value": \([^,]*\),.*/  \1 \2 \3 = \4/p' | tee -a "$S"
 dmesg_new
 
-# 6. rk-bench rtt: the CPU backend on this host, for comparison
+# 6. K2K on the GPU: the three-stage pipeline example as persistent CUDA kernels (K2K inboxes in
+# device memory), its own checks (exactly once, causality, error replies) deciding
+step pipeline_cuda 60 "$out/pipeline_cuda.log" "$here/bin/pipeline" --cuda
+grep -E '^(pipeline|  |throughput|latency|FAIL|check)' "$out/pipeline_cuda.log" | head -n 12 | sed 's/^/  /' | tee -a "$S"
+dmesg_new
+
+# 7. rk-bench rtt: the CPU backend on this host, for comparison
 step bench_rtt 45 "$out/bench_rtt.log" "$here/bin/rk-bench" --json rtt
 grep -E '^  (ratio|target)|FAILED' "$out/bench_rtt.log" | tee -a "$S"
 dmesg_new

@@ -26,9 +26,8 @@
  * K2K, which publishes it in its outbox, where the caller waits); rk_publish(ctx, topic, ...)
  * sends to every kernel subscribed to `topic` (kernel.h).
  *
- * K2K inboxes: one MPSC ring per destination lane (host memory on the CPU backend; device memory
- * on a device backend: the emulated device runs it; on a real GPU rk_graph_launch still returns
- * RK_ENOTSUP, docs/k2k.md "On the device").
+ * K2K inboxes: one MPSC ring per destination lane (host memory on the CPU backend; device global
+ * memory on CUDA, docs/k2k.md "On the device").
  * A lane serves its host inbox and its K2K inbox alternately, a batch of each at most, so neither
  * starves the other. */
 #ifndef RINGKERNEL_GRAPH_H
@@ -84,8 +83,8 @@ RK_API int rk_graph_connect(rk_graph *g, uint32_t src, uint32_t dst, uint32_t *r
 RK_API int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic);
 /** Launch every kernel of the graph (each LAUNCHED, inactive, checked in) with its K2K inboxes.
  *  On an error nothing of the graph stays launched. Errors: those of rk_kernel_launch, RK_ESTATE
- *  (launched already), RK_ENOTSUP (a backend that cannot place K2K inboxes in device memory: CUDA
- *  on a real GPU for now; a topic with more than 16 subscribers on a device). */
+ *  (launched already), RK_ENOTSUP (on a device: a topic with more than 16 subscribers, or remote
+ *  nodes). */
 RK_API int rk_graph_launch(rk_graph *g);
 /** Activate every kernel, downstream ones first. Errors: RK_ESTATE (not launched), or the first
  *  kernel's error. */
