@@ -708,7 +708,7 @@ static void test_k2k_pipeline(void **state) {
   emu_runtime_destroy(rt);
 }
 
-/* Fan-in from two kernels into a sink whose K2K inbox has two slots: the senders' rk_send_to find
+/* Fan-in from two kernels of two lanes each into a sink whose K2K inbox has two slots: the senders' rk_send_to find
  * it full (RK_EAGAIN), their handlers ask to run again, and every message arrives exactly once, in
  * order per source; terminate drains the senders first. */
 static void test_k2k_fan_in_backpressure(void **state) {
@@ -719,18 +719,20 @@ static void test_k2k_fan_in_backpressure(void **state) {
   uint64_t st[16], want = 0;
   const uint32_t n = 400;
   (void)state;
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  lo.lanes = 2; /* four sources: two kernels of two lanes */
   RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &da, NULL, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &b));
+  RT_OK(rt, rk_graph_add(g, &da, &lo, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &db, &lo, 0, &b));
   RT_OK(rt, rk_graph_add(g, &dc, NULL, 2, &c)); /* a K2K inbox of two slots */
   RT_OK(rt, rk_graph_connect(g, a, c, NULL));
   RT_OK(rt, rk_graph_connect(g, b, c, NULL));
   RT_OK(rt, rk_graph_launch(g));
   RT_OK(rt, rk_graph_activate(g));
-  for (i = 1; i <= n; i++) {
-    uint64_t wa[2] = {0, i}, wb[2] = {1, i};
-    RT_OK(rt, rk_send(rk_graph_kernel(g, a), 2, wa, sizeof wa, RK_SEND_NO_REPLY, NULL));
-    RT_OK(rt, rk_send(rk_graph_kernel(g, b), 2, wb, sizeof wb, RK_SEND_NO_REPLY, NULL));
+  for (i = 1; i <= n; i++) { /* source = kernel * 2 + lane (keyed: lane i % 2) */
+    uint64_t wa[2] = {i % 2, i}, wb[2] = {2 + i % 2, i};
+    RT_OK(rt, rk_send_key(rk_graph_kernel(g, a), i % 2, 2, wa, sizeof wa, RK_SEND_NO_REPLY, NULL));
+    RT_OK(rt, rk_send_key(rk_graph_kernel(g, b), i % 2, 2, wb, sizeof wb, RK_SEND_NO_REPLY, NULL));
     want += 2 * (uint64_t)i;
   }
   RT_OK(rt, rk_graph_terminate(g, RT_HANG));
@@ -784,6 +786,77 @@ static void test_k2k_publish_and_refusals(void **state) {
   emu_runtime_destroy(rt);
 }
 
+/* A cycle A -> B -> A: a message passed back and forth 100 times, every hop stamped above the one
+ * before (HLC along the path), nothing lost, no deadlock. */
+static void test_k2k_cycle(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel_desc da = k2k_desc("ping"), db = k2k_desc("pong");
+  rk_graph *g;
+  uint32_t a, b;
+  uint64_t w[2] = {100, 0}, sa[16], sb[16];
+  int spins = 0;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &da, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &b));
+  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
+  RT_OK(rt, rk_graph_connect(g, b, a, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  RT_OK(rt, rk_send(rk_graph_kernel(g, a), 6, w, sizeof w, RK_SEND_NO_REPLY, NULL));
+  /* 100 hops over K2K, then the last message stops at its receiver */
+  while (rt_stats(rk_graph_kernel(g, a)).k2k_in + rt_stats(rk_graph_kernel(g, b)).k2k_in < 100 && spins++ < 10000)
+    rk__sleep_ns(1000000);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, a)).k2k_in + rt_stats(rk_graph_kernel(g, b)).k2k_in, 100);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  k2k_state(rk_graph_kernel(g, a), sa);
+  k2k_state(rk_graph_kernel(g, b), sb);
+  assert_int_equal(sa[3] + sb[3], 101); /* the host's message and 100 hops */
+  assert_int_equal(sa[5] + sb[5], 0);   /* every stamp above the one before */
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
+/* Topic fan-out with a slow subscriber whose K2K inbox has two slots: the publisher never waits;
+ * the fast subscriber gets every message, the slow one what fit, the rest counted as its drops,
+ * and the publisher's counts add up. */
+static void test_k2k_slow_subscriber(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel_desc da = k2k_desc("pub"), db = k2k_desc("fast"), dc = k2k_desc("slow");
+  rk_graph *g;
+  uint32_t a, b, c, i;
+  uint64_t st[16], got = 0;
+  rk_msg m;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &da, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &b));
+  RT_OK(rt, rk_graph_add(g, &dc, NULL, 2, &c));
+  RT_OK(rt, rk_graph_subscribe(g, b, 0));
+  RT_OK(rt, rk_graph_subscribe(g, c, 0));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 1; i <= 60; i++) {
+    uint64_t w[2] = {7, i}; /* source 7: the sink's busy loop */
+    int32_t rc = -1;
+    RT_OK(rt, rk_call(rk_graph_kernel(g, a), 4, w, sizeof w, &m, &rc, sizeof rc, RT_HANG));
+    assert_true(rc >= 1 && rc <= 2);
+    got += (uint64_t)rc;
+  }
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  k2k_state(rk_graph_kernel(g, b), st);
+  assert_int_equal(st[0], 60);
+  assert_int_equal(st[2], 0);
+  k2k_state(rk_graph_kernel(g, c), st);
+  assert_int_equal(st[2], 0); /* what it got, in order */
+  assert_int_equal(st[0] + rt_stats(rk_graph_kernel(g, c)).k2k_dropped, 60);
+  assert_int_equal(got, 60 + st[0]);
+  print_message("slow subscriber: %llu of 60 taken, %llu dropped\n", (unsigned long long)st[0],
+                (unsigned long long)rt_stats(rk_graph_kernel(g, c)).k2k_dropped);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
 static void test_call_and_stamps(void **state) {
   (void)state;
   call_and_stamps(2, 1);
@@ -833,6 +906,8 @@ int main(void) {
       cmocka_unit_test(test_k2k_pipeline),
       cmocka_unit_test(test_k2k_fan_in_backpressure),
       cmocka_unit_test(test_k2k_publish_and_refusals),
+      cmocka_unit_test(test_k2k_cycle),
+      cmocka_unit_test(test_k2k_slow_subscriber),
       cmocka_unit_test(test_application_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

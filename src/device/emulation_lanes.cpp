@@ -49,11 +49,14 @@ RK_HANDLER(rk_emu_results_handler)(rk_ctx *ctx, const rk_msg *in) {
  *  type 2, payload (source, seq): sent on over route 0 as type 3 (rk_send_to, retried when full),
  *    then answered with the result;
  *  type 3, payload (source, seq): a sink: counts it (state[0]), adds seq (state[1]), and counts a
- *    seq that is not the source's last + 1 (state[2]; sources 0..7, their last seq in scratch of
- *    the state words 8..15);
+ *    seq that is not above the source's last (state[2]; sources 0..7, their last seq in the state
+ *    words 8..15); source 7 is a slow subscriber (a busy loop first);
  *  type 4: publishes its payload to topic 0 as type 3 and answers with the number of subscribers
  *    that got it;
- *  type 5: sends to route 7 (none) and answers with the result (RK_EINVAL expected). */
+ *  type 5: sends to route 7 (none) and answers with the result (RK_EINVAL expected);
+ *  type 6, payload (hops left, the stamp of the message before): a ping-pong over route 0 (a
+ *    cycle A -> B -> A): counts it (state[3]), counts a stamp not above the one before (state[5]),
+ *    and passes it on with one hop less until none is left. */
 RK_HANDLER(rk_emu_k2k_handler)(rk_ctx *ctx, const rk_msg *in) {
   uint64_t w[2] = {0, 0};
   uint64_t *st = (uint64_t *)rk_state(ctx);
@@ -70,11 +73,15 @@ RK_HANDLER(rk_emu_k2k_handler)(rk_ctx *ctx, const rk_msg *in) {
       if (rc == RK_EAGAIN) return rc;
       return rk_reply(ctx, 2, &rc, sizeof rc);
     case 3:
+      if (w[0] == 7) { /* the slow subscriber */
+        volatile uint64_t spin = 0;
+        while (spin < 200000) spin = spin + 1;
+      }
       if (rk_thread(ctx) == 0) {
         st[0]++;
         st[1] += w[1];
         if (w[0] < 8) {
-          if (w[1] != st[8 + w[0]] + 1) st[2]++;
+          if (w[1] <= st[8 + w[0]]) st[2]++;
           st[8 + w[0]] = w[1];
         }
       }
@@ -85,6 +92,16 @@ RK_HANDLER(rk_emu_k2k_handler)(rk_ctx *ctx, const rk_msg *in) {
     case 5:
       rc = rk_send_to(ctx, 7, 3, w, 16);
       return rk_reply(ctx, 5, &rc, sizeof rc);
+    case 6: {
+      uint64_t next[2] = {w[0] - 1, in->env.hlc};
+      if (rk_thread(ctx) == 0) {
+        st[3]++;
+        if (in->env.hlc <= w[1]) st[5]++;
+      }
+      if (w[0] == 0) return 0;
+      rc = rk_send_to(ctx, 0, 6, next, sizeof next);
+      return rc == RK_EAGAIN ? rc : 0;
+    }
     default:
       return RK_EINVAL;
   }
