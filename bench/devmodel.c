@@ -24,6 +24,18 @@
  *   devmodel.vadd_buf.batch1  the built-in vector_add on three device buffers of 4096 floats
  *                          (rk_call_refs, 128-byte request), default geometry: what a message with
  *                          buffer references costs the lane (same metrics and targets as batch1)
+ *   devmodel.k2k.pipeline  three kernels (the emulated device's K2K test kernel, one lane each,
+ *                          default geometry): rk_call to the first, passed on twice with
+ *                          rk_forward over K2K, answered by the last over K2K to the first, which
+ *                          replies to the host; one call at a time. host_rounds_per_msg and
+ *                          sys_fences_per_batch summed over the three kernels' lanes, per host
+ *                          call and per batch (K2K batches included): the K2K hops (device
+ *                          memory) should add no PCIe round and no system fence, so the
+ *                          targets are those of devmodel.echo.batch1 per call (<= 2.0 rounds) and
+ *                          <= 2 system fences per call (the first stage's two publications:
+ *                          its K2K send, which also releases the host inbox, and the reply),
+ *                          each + 0.05 for the control line the stages read now and then; the
+ *                          K2K-only publications of the other stages fence at device scope
  *   devmodel.callback      latency_p50_ns: from the lane's publication of a reply (its clock read
  *                          right after the sequence-word stores) to the rk_recv_start callback's
  *                          entry, CUDA backend rules (the device cannot wake the service thread),
@@ -362,12 +374,70 @@ out_rt:
   free(v);
 }
 
+/* A three-stage K2K pipeline on the emulated device, one call at a time. */
+static int k2k_stub(rk_ctx *ctx, const rk_msg *in) { (void)ctx; (void)in; return 0; }
+
+static void k2k_pipeline(const rk_bench_opts *o) {
+  const char *bench = "devmodel.k2k.pipeline";
+  rk_runtime *rt = dm_runtime();
+  rk_kernel_desc d[3];
+  static const char *const names[3] = {"parse", "enrich", "aggregate"};
+  rk_graph *g = NULL;
+  uint32_t node[3], i, n = o->quick ? 300 : 2000, warm = 50;
+  rk_emu_lane_model m;
+  rk_msg reply;
+  if (rt == NULL) return;
+  for (i = 0; i < 3; i++) {
+    memset(&d[i], 0, sizeof d[i]);
+    d[i].size = sizeof d[i];
+    d[i].name = names[i];
+    d[i].handler = k2k_stub;
+    d[i].cuda_entry = "rk_emu_kernel_k2k";
+    d[i].state_size = 16 * sizeof(uint64_t);
+  }
+  if (rk_graph_create(rt, &g) != RK_OK) goto out;
+  for (i = 0; i < 3; i++)
+    if (rk_graph_add(g, &d[i], NULL, 0, &node[i]) != RK_OK) goto fail;
+  if (rk_graph_connect(g, node[0], node[1], NULL) != RK_OK || rk_graph_connect(g, node[1], node[2], NULL) != RK_OK ||
+      rk_graph_launch(g) != RK_OK || rk_graph_activate(g) != RK_OK)
+    goto fail;
+  for (i = 0; i < warm + n; i++) {
+    uint64_t v = i, back = 0;
+    int rc;
+    if (i == warm) rk_emu_model_reset();
+    rc = rk_call(rk_graph_kernel(g, node[0]), 1, &v, sizeof v, &reply, &back, sizeof back, DM_TIMEOUT_NS);
+    if (rc != RK_OK || back != (uint64_t)i + 3) {
+      rk_bench_fail("%s: call %u: %s", bench, i, rc ? rk_err_name(rc) : "wrong reply");
+      break;
+    }
+  }
+  rk_emu_model_read(-1, &m); /* all lanes: the three kernels' lane 0 */
+  rk_bench_note("   %s: %u calls, %llu batches (host and K2K), %llu rounds, %llu system fences, %llu idle polls", bench,
+                n, (unsigned long long)m.batches, (unsigned long long)m.rounds, (unsigned long long)m.fences,
+                (unsigned long long)m.idle_polls);
+  rk_bench_emit(bench, DM_IMPL, "host_rounds_per_msg", per(m.rounds, n), "rounds", n, NAN, NAN);
+  rk_bench_emit(bench, DM_IMPL, "sys_fences_per_msg", per(m.fences, n), "fences", n, NAN, NAN);
+  rk_bench_emit(bench, DM_IMPL, "batches_per_msg", per(m.batches, n), "batches", n, NAN, NAN);
+  /* (2.0 as echo's, plus the control line read now and then by the stages' publications) */
+  verdict(bench, "host_rounds_per_msg", per(m.rounds, n), 2.05);
+  verdict(bench, "sys_fences_per_msg", per(m.fences, n), 2.05);
+  (void)rk_graph_terminate(g, DM_TIMEOUT_NS);
+  rk_graph_destroy(g);
+  goto out;
+fail:
+  rk_bench_fail("%s: graph: %s", bench, rk_runtime_last_error(rt));
+  rk_graph_destroy(g);
+out:
+  dm_runtime_destroy(rt);
+}
+
 int rk_bench_devmodel(const rk_bench_opts *o) {
   rk_bench_note("devmodel: the device lane loop on the emulated device (counted: not a GPU measurement)");
   if (rk_bench_want(o, "devmodel.echo.batch1", DM_IMPL, NULL)) batch1(o, "devmodel.echo.batch1", DM_PAYLOAD);
   if (rk_bench_want(o, "devmodel.echo.batch1.p128", DM_IMPL, NULL)) batch1(o, "devmodel.echo.batch1.p128", 128);
   if (rk_bench_want(o, "devmodel.echo.batch8", DM_IMPL, NULL)) batch8(o);
   if (rk_bench_want(o, "devmodel.vadd_buf.batch1", DM_IMPL, NULL)) vadd_buf(o);
+  if (rk_bench_want(o, "devmodel.k2k.pipeline", DM_IMPL, NULL)) k2k_pipeline(o);
   if (rk_bench_want(o, "devmodel.callback", DM_IMPL, NULL)) callback(o);
   rk_bench_table("devmodel");
   return 0;

@@ -857,6 +857,35 @@ static void test_k2k_slow_subscriber(void **state) {
   emu_runtime_destroy(rt);
 }
 
+/* A lane whose handler keeps asking to run again (its destination deactivated, two slots full)
+ * still hears the host: terminate's drain cannot finish, so it times out and aborts, and the
+ * lanes leave (the kernel is TERMINATED, not left running). */
+static void test_k2k_retry_hears_abort(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel_desc da = k2k_desc("sender"), dc = k2k_desc("stopped");
+  rk_graph *g;
+  uint32_t a, c, i;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &da, NULL, 0, &a));
+  RT_OK(rt, rk_graph_add(g, &dc, NULL, 2, &c));
+  RT_OK(rt, rk_graph_connect(g, a, c, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, c)));
+  for (i = 1; i <= 8; i++) {
+    uint64_t w[2] = {0, i};
+    RT_OK(rt, rk_send(rk_graph_kernel(g, a), 2, w, sizeof w, RK_SEND_NO_REPLY, NULL));
+  }
+  rk__sleep_ns(50000000); /* two sent, the third retried over and over */
+  assert_true(rt_stats(rk_graph_kernel(g, a)).k2k_refused > 0);
+  assert_int_equal(rk_kernel_terminate(rk_graph_kernel(g, a), 200000000), RK_ETIMEDOUT);
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, a)), RK_STATE_TERMINATED);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG)); /* the stopped one drains what it got */
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
 static void test_call_and_stamps(void **state) {
   (void)state;
   call_and_stamps(2, 1);
@@ -908,6 +937,7 @@ int main(void) {
       cmocka_unit_test(test_k2k_publish_and_refusals),
       cmocka_unit_test(test_k2k_cycle),
       cmocka_unit_test(test_k2k_slow_subscriber),
+      cmocka_unit_test(test_k2k_retry_hears_abort),
       cmocka_unit_test(test_application_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -956,7 +956,13 @@ RK_INLINE __device__ void rk_dev_flush(const rk_dev_params *p, rk_dev_lane *L) {
     /* The counters before the fence: posted stores it orders before the replies' sequence words,
      * so a caller that has its reply sees the counts that include it (stats right after rk_call). */
     if (L->dirty) rk_dev_store_counters(L);
-    rk_dev_fence_lane(L);
+    /* Nothing of host memory to publish or acquire (a K2K-only publication: K2K messages sent,
+     * K2K slots given back): a device-scope fence orders the device-memory writes before their
+     * publication, and the hop waits for no posted PCIe store (a .sys fence would). */
+    if (L->staged || L->in_released != L->in_done || L->pend || L->head_seen || L->ctl_seen)
+      rk_dev_fence_lane(L);
+    else
+      rk_fence_acq_rel_dev();
     if (L->in_released != L->in_done) {
       L->in_released = L->in_done;
       /* after the fence: the slots were read (by the block: the barrier before); pairs with the
@@ -1009,7 +1015,11 @@ RK_INLINE __device__ int rk_dev_send_collective(rk_ctx *ctx, int mode, uint32_t 
   /* room for what this call may write: one message, or one per subscriber (at most
    * RK_DEV_K2K_PENDING); kpend was last written by thread 0 before a barrier: uniform */
   int full = L->kpend + (mode == 2 ? RK_DEV_K2K_PENDING : 1u) > RK_DEV_K2K_PENDING && L->kpend > 0;
+  /* A flush publishes the staged replies and would take an open host reply reservation's slot
+   * with them (the handler still writes into it): under a reservation such a send is refused. */
+  int refuse = full && L->reserved >= 0 && !(L->cur.env.flags & RK_ENV_F_K2K);
   __syncthreads();
+  if (refuse) return RK_EAGAIN;
   if (full) rk_dev_flush(ctx->p, L);
   if (threadIdx.x == 0) L->coll_rc = rk_dev_send_lead(ctx->p, L, mode, which, key, type, payload, len);
   __syncthreads();
@@ -1061,13 +1071,22 @@ static __device__ void *rk_buffer_ptr(rk_ctx *ctx, const rk_buf_ref *ref, uint32
   return q;
 }
 
+/* Must a reply collective publish first? The staging is full (a second reply of a host message),
+ * or, for a K2K message (answered over K2K), no pending K2K slot is left. Read before the
+ * collective's barrier: thread 0 last wrote staged and kpend before the previous one (uniform). */
+RK_INLINE __device__ int rk_dev_reply_full(const rk_dev_lane *L) {
+  if (L->cur.env.flags & RK_ENV_F_NO_REPLY) return 0;
+  if (L->cur.env.flags & RK_ENV_F_K2K) return L->kpend == RK_DEV_K2K_PENDING && L->reserved < 0;
+  return L->staged == L->stage_cap;
+}
+
 /* Collective. The staging area is full only for a second reply of a message (room for the first
  * is made before the handler runs); then the block publishes first. `full` is read before the
  * barrier: thread 0 last wrote `staged` before the previous barrier, so every thread sees the same
  * value and takes the same branch. */
 static __device__ int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, uint32_t len) {
   rk_dev_lane *L = ctx->L;
-  int full = L->staged == L->stage_cap && !(L->cur.env.flags & RK_ENV_F_NO_REPLY);
+  int full = rk_dev_reply_full(L);
   __syncthreads();
   if (full) rk_dev_flush(ctx->p, L);
   if (threadIdx.x == 0)
@@ -1081,7 +1100,7 @@ static __device__ int rk_reply(rk_ctx *ctx, uint32_t type, const void *payload, 
 /* Collective, as rk_reply: an error reply of the request's type, the code then the data. */
 static __device__ int rk_reply_error(rk_ctx *ctx, int32_t code, const void *payload, uint32_t len) {
   rk_dev_lane *L = ctx->L;
-  int full = L->staged == L->stage_cap && !(L->cur.env.flags & RK_ENV_F_NO_REPLY); /* as in rk_reply */
+  int full = rk_dev_reply_full(L); /* as in rk_reply */
   __syncthreads();
   if (full) rk_dev_flush(ctx->p, L);
   if (threadIdx.x == 0) {
@@ -1130,7 +1149,10 @@ static __device__ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t le
 
 static __device__ int rk_reply_commit(rk_ctx *ctx) {
   rk_dev_lane *L = ctx->L;
+  /* a K2K answer: its reservation is in the staging, not counted; publishing first keeps it */
+  int full = (L->cur.env.flags & RK_ENV_F_K2K) && L->kpend == RK_DEV_K2K_PENDING;
   __syncthreads();
+  if (full) rk_dev_flush(ctx->p, L);
   if (threadIdx.x == 0) {
     if (L->reserved >= 0 && (L->cur.env.flags & RK_ENV_F_K2K)) {
       rk_envelope *e = rk_dev_staged(ctx->p, L, (uint32_t)L->reserved);
@@ -1183,7 +1205,9 @@ RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, c
       L->cur.env.payload_len = 0;
       (void)rk_dev_reply_error(p, L, e->type, RK_ECORRUPT);
     }
-  } else if (rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), p->max_offset_us)) {
+  } else if (!L->kin_batch && rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), p->max_offset_us)) {
+    /* (not for K2K messages: stamped by kernels of this device, whose clocks share %globaltimer;
+     * a refused answer could not be answered in turn, and its origin would wait for it) */
     rk_dev_count(L, RK_DEV_C_CLOCK_REJECTED, 1); /* the clock does not move */
     (void)rk_dev_reply_error(p, L, e->type, RK_ECLOCK);
   } else {
@@ -1227,6 +1251,23 @@ RK_INLINE __device__ int rk_dev_wait_room(const rk_dev_params *p, rk_dev_lane *L
   }
 }
 
+/* Thread 0: read the control line now (one round) and apply it: a lane that retries a message
+ * takes its batch again without polling, and must still hear a deactivate, a terminate or the
+ * abort. */
+RK_INLINE __device__ void rk_dev_poll_control(const rk_dev_params *p, rk_dev_lane *L) {
+  rk_control_host *h = &p->ctl->host;
+  uint64_t sig;
+  uint32_t seq;
+  RK_DEV_ROUND_BEGIN(); /* registers first, shared fields after (as in rk_dev_poll) */
+  seq = rk_dev_ld32_obs(&h->cmd_seq); /* pairs with the host's release (rk_dev_control fences) */
+  sig = rk_dev_ld_obs(&h->signals);
+  RK_DEV_ROUND_END();
+  L->ctl_seq = seq;
+  L->ctl_sig = sig;
+  L->ctl_seen = 1;
+  rk_dev_control(p, L, 0);
+}
+
 /* The launch parameters as the lane copies them: 64-bit words. */
 typedef union rk_dev_params_words {
   rk_dev_params p;
@@ -1245,6 +1286,12 @@ RK_STATIC_ASSERT(sizeof(rk_dev_params) % 8 == 0, "params are copied in 64-bit wo
 #define RK_DEV_ITERATION(idle) ((void)0)
 #endif
 
+/* Does message e need outbox room before it is handled? A K2K message's answers travel over K2K;
+ * only an answer coming back (a reply) goes to the outbox. */
+RK_INLINE __device__ int rk_dev_needs_room(const rk_dev_lane *L, const rk_envelope *e) {
+  return L->kin_batch ? (e->flags & RK_ENV_F_REPLY) != 0 : rk_lane_needs_room(e);
+}
+
 /* Thread 0: prepare message i of the batch (e, in shared memory): L->skip = 0 handle, 1 refused, 2
  * publish first (no staging or outbox room for its reply), then admit, 3 aborted (left in the
  * inbox: the publication releases only the positions handled or refused, L->in_done). */
@@ -1258,9 +1305,7 @@ RK_INLINE __device__ void rk_dev_prepare(const rk_dev_params *p, rk_dev_lane *L,
   L->cur.status = 0;
   if (L->exit)
     L->skip = 3; /* aborted: the rest of the batch stays in the inbox (not released: a restart takes it) */
-  /* (a K2K message's answers travel over K2K; only an answer coming back goes to the outbox) */
-  else if (((L->kin_batch ? (e->flags & RK_ENV_F_REPLY) != 0 : rk_lane_needs_room(e)) &&
-            (L->staged == L->stage_cap || !rk_dev_room(L, 1))) ||
+  else if ((rk_dev_needs_room(L, e) && (L->staged == L->stage_cap || !rk_dev_room(L, 1))) ||
            L->kpend == RK_DEV_K2K_PENDING) /* (a K2K answer it may owe waits for the publication) */
     L->skip = 2;
   else
@@ -1379,6 +1424,12 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
        * empty up to RK_DEV_K2K_STREAK K2K batches follow one another without a poll of it (a poll
        * is a PCIe round trip; the K2K look an L2 access). A host message waits at most that many
        * K2K batches to be seen, then the two alternate batch by batch. */
+      /* Terminating, the host inbox drained and every request passed on answered: close the K2K
+       * inbox at once (not only once it is found empty: a cycle may keep it busy), then drain it
+       * to the close. Upstream kernels were terminated first (rk_graph_terminate). */
+      if (L.kin && !L.kin_closed && L.owed <= 0 && L.state == RK_STATE_TERMINATING && L.avail == 0 &&
+          (int64_t)(L.in_head - L.drain_to) >= 0)
+        rk_dev_k2k_close(&L);
       if (L.kin && L.turn && !L.exit && rk_dev_consuming(&L) && (L.n = rk_dev_k2k_take(p, &L)) != 0) {
         L.kin_batch = 1;
       } else {
@@ -1390,19 +1441,16 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
           else if (L.kin && (L.n = rk_dev_k2k_take(p, &L)) != 0)
             L.kin_batch = 1;
           else if (L.state == RK_STATE_TERMINATING && (int64_t)(L.in_head - L.drain_to) >= 0) { /* host inbox drained */
-            if (L.kin == 0)
-              L.exit = 1;
-            else if (!L.kin_closed && L.owed <= 0)
-              rk_dev_k2k_close(&L); /* then drained to the close by the next iterations */
-            else if (L.kin_closed && (int64_t)(L.kin_head - L.kin_final) >= 0)
-              L.exit = 1;
+            if (L.kin == 0 || (L.kin_closed && (int64_t)(L.kin_head - L.kin_final) >= 0))
+              L.exit = 1; /* drained (the K2K inbox closed above, once nothing passed on is owed) */
           }
         }
       }
       if (L.n && L.kin_batch) {
         L.turn = L.avail == 0 && ++L.streak < RK_DEV_K2K_STREAK;
         if (!L.turn) L.streak = 0;
-      } else if (L.n) {
+      } else { /* after a host batch, or idle: the K2K inbox first (a message that arrives while
+                * the lane idles is taken without a host poll before it) */
         L.turn = 1;
         L.streak = 0;
       }
@@ -1444,9 +1492,9 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       if (threadIdx.x == 0) rk_dev_prepare(p, &L, e);
       __syncthreads();
       if (L.skip == 2) {
-        rk_dev_flush(p, &L); /* publishes what is staged: staging empty */
+        rk_dev_flush(p, &L); /* publishes what is staged and the pending K2K messages */
         if (threadIdx.x == 0) {
-          if (rk_dev_room(&L, 1)) {
+          if (!rk_dev_needs_room(&L, e) || rk_dev_room(&L, 1)) {
             rk_dev_admit(p, &L, e);
           } else {
             rk_dev_count(&L, RK_DEV_C_STALLS, 1);
@@ -1460,16 +1508,23 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       }
       if (L.skip == 0) {
         int rc = Handler(&ctx, &L.cur);
+        /* An error answer over K2K needs a pending slot: publish first when none is left (kpend is
+         * uniform: thread 0 last wrote it before a barrier). */
+        if (L.kpend == RK_DEV_K2K_PENDING && (L.cur.env.flags & RK_ENV_F_K2K)) rk_dev_flush(p, &L);
         if (threadIdx.x == 0) {
           if (L.reserved >= 0) L.reserved = -1; /* a reservation never committed publishes nothing */
-          /* what the handler's result means: the rules both loops share (lane_rules.h): run again
-           * later (a K2K destination was full), or an error answer owed */
+          /* What the handler's result means: the rules both loops share (lane_rules.h): run again
+           * later (a K2K destination was full, nothing sent), or an error answer owed. L.skip is
+           * not written here: a warp that has not yet read it for this message may still be on
+           * its way to the handler (the handler need not have a barrier); L.retry is read only
+           * after the message's last barrier. */
           int owed = rk_lane_result_error(rc, L.replied, L.cur.env.flags);
           if (rk_lane_retry(rc, L.replied, L.sent))
-            L.skip = 4, L.retry = 1;
+            L.retry = 1;
           else if (owed && !L.replied && rk_dev_reply_error(p, &L, L.cur.env.type, owed) == RK_EAGAIN &&
-                   (L.cur.env.flags & RK_ENV_F_K2K))
-            L.skip = 4, L.retry = 1; /* the answer goes back over K2K and the origin's inbox is full: run again later */
+                   (L.cur.env.flags & RK_ENV_F_K2K) && L.sent == 0)
+            L.retry = 1; /* the answer goes back over K2K and the origin's inbox is full: run again later
+                          * (only when the handler sent nothing: running it again would send twice) */
           else if (owed)
             rk_dev_count(&L, RK_DEV_C_HANDLER_ERRORS, 1);
         }
@@ -1477,8 +1532,9 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       /* A heartbeat while a batch of slow messages makes progress: it is not a stall (the
        * watchdog, telemetry.c). A posted store, at most every RK_DEV_HEARTBEAT_NS. */
       if (threadIdx.x == 0) {
-        if (L.skip < 3) { /* handled or refused: its slot may go back to the host; counted in (a
-                           * message an abort left is counted by the lanes of a restart, once) */
+        if (L.skip < 3 && !L.retry) { /* handled or refused: its slot may go back to the host; counted
+                                       * in (a message an abort left is counted by the lanes of a
+                                       * restart, once) */
           if (L.kin_batch) {
             L.kin_done++;
             rk_dev_count(&L, RK_DEV_C_K2K_IN, 1);
@@ -1496,8 +1552,8 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       /* Run again later: the message and the rest of the batch stay in their inbox, taken again
        * by a later iteration (the other inbox is looked at in between: fairness above). */
       if (L.kin_batch) {
-        if (L.skip == 4) L.kin_head = L.kin_done; /* (kin_done is released by the publication) */
-      } else if (L.skip == 4) {
+        if (L.retry) L.kin_head = L.kin_done; /* (kin_done is released by the publication) */
+      } else if (L.retry) {
         L.avail += (uint32_t)(L.in_head - L.in_done);
         L.in_head = L.in_done;
       }
@@ -1505,6 +1561,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     rk_dev_flush(p, &L);
     if (threadIdx.x == 0 && L.retry) { /* backpressure: back off; the lane is not stalled */
       rk_dev_st(&L.status->heartbeat, ++L.heartbeat);
+      rk_dev_poll_control(p, &L); /* the batch is taken again next without a poll: commands and the abort still count */
       __nanosleep(2000);
     }
     RK_DEV_ITERATION(0);

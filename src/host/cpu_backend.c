@@ -589,7 +589,8 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us, int k2k) {
       (rc < 0 || rk_lane_result_error(rc, l->replied, e->flags) != 0)) {
     int32_t c = rc < 0 ? rc : RK_EHANDLER;
     int src = k2k_reply(l, &m, e->type, RK_ENV_F_ERROR, &c, sizeof c);
-    if (src == RK_EAGAIN) {
+    /* (run again only when the handler sent nothing: running it again would send twice) */
+    if (src == RK_EAGAIN && l->sent == 0) {
       l->retry = 1;
       return -1;
     }

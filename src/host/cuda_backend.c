@@ -1010,8 +1010,9 @@ int rk__cuda_buffer_pools(rk_runtime *rt, rk__cuda_buffer_mem *out) {
  * (ARCHITECTURE §8), waited for here: graph launch and terminate are not hot paths. */
 #define RK_CUDA_K2K_CHUNK ((size_t)1 << 20) /* staging per copy */
 
-/* n bytes between host memory and device address dev (to_dev: host -> device), in chunks. */
-static int k2k_copy(rk_runtime *rt, uint64_t dev, void *host, size_t n, int to_dev) {
+/* n bytes between host memory and device address dev (to_dev: host -> device), in chunks. quiet:
+ * a failure sets no error message (the statistics' reads: not the caller's error). */
+static int k2k_copy(rk_runtime *rt, uint64_t dev, void *host, size_t n, int to_dev, int quiet) {
   rk_cuda *c = (rk_cuda *)rt->backend_data;
   size_t done = 0, chunk = n < RK_CUDA_K2K_CHUNK ? n : RK_CUDA_K2K_CHUNK;
   uint8_t *stage;
@@ -1037,8 +1038,12 @@ static int k2k_copy(rk_runtime *rt, uint64_t dev, void *host, size_t n, int to_d
       done += k;
     }
   }
+  if (e != cudaSuccess) { /* a copy may still be in flight: its staging is kept (leaked), never reused */
+    if (quiet) return RK_ECUDA;
+    return cuda_fail(rt, e, "K2K memory copy (the copy stream)");
+  }
   cuda_free(rt, stage, chunk);
-  return e == cudaSuccess ? RK_OK : cuda_fail(rt, e, "K2K memory copy (the copy stream)");
+  return RK_OK;
 }
 
 static int cuda_dev_alloc(rk_runtime *rt, size_t n, uint64_t *addr) {
@@ -1052,7 +1057,7 @@ static int cuda_dev_alloc(rk_runtime *rt, size_t n, uint64_t *addr) {
     return rk__fail(rt, RK_ENOMEM, "device arena exhausted (%zu bytes for K2K inboxes, %zu of %zu used): give the "
                     "graph's kernels smaller K2K capacities (rk_graph_add)", n, c->devmem.used, c->devmem.size);
   *addr = (uint64_t)(uintptr_t)(c->dev_base + off);
-  if ((rc = k2k_copy(rt, *addr, NULL, n, 1)) != RK_OK) { /* zeroed, as the hook promises */
+  if ((rc = k2k_copy(rt, *addr, NULL, n, 1, 0)) != RK_OK) { /* zeroed, as the hook promises */
     uv_mutex_lock(&c->arena_lock);
     rk__arena_free(&c->devmem, off, n);
     uv_mutex_unlock(&c->arena_lock);
@@ -1069,13 +1074,13 @@ static void cuda_dev_free(rk_runtime *rt, uint64_t addr, size_t n) {
 }
 
 static int cuda_dev_write(rk_runtime *rt, uint64_t addr, const void *src, size_t n) {
-  return k2k_copy(rt, addr, (void *)(uintptr_t)src, n, 1);
+  return k2k_copy(rt, addr, (void *)(uintptr_t)src, n, 1, 0);
 }
 
 /* One aligned 8-byte word: a copy of 8 bytes is a single store by the copy engine as the lanes see
  * it (the flag `closed` orders nothing; a torn value would still be nonzero). */
-static int cuda_dev_store64(rk_runtime *rt, uint64_t addr, uint64_t v) { return k2k_copy(rt, addr, &v, sizeof v, 1); }
-static int cuda_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v) { return k2k_copy(rt, addr, v, sizeof *v, 0); }
+static int cuda_dev_store64(rk_runtime *rt, uint64_t addr, uint64_t v) { return k2k_copy(rt, addr, &v, sizeof v, 1, 0); }
+static int cuda_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v) { return k2k_copy(rt, addr, v, sizeof *v, 0, 1); }
 
 typedef struct copy_done_arg {
   void (*done)(void *arg, int status);

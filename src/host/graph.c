@@ -197,7 +197,8 @@ static void topo_order(rk_graph *g) {
 static void k2k_free(rk_kernel *k) {
   uint32_t i;
   if (k->k2k_dev) { /* a device backend: its K2K inboxes in device memory */
-    k->rt->ops->dev_free(k->rt, k->k2k_dev, k->k2k_dev_bytes);
+    /* lanes whose exit was not confirmed may still use them (and senders with them): kept */
+    if (!k->shared_kept) k->rt->ops->dev_free(k->rt, k->k2k_dev, k->k2k_dev_bytes);
     k->k2k_dev = 0;
   }
   if (k->k2k == NULL) return;
@@ -399,6 +400,10 @@ int rk_graph_launch(rk_graph *g) {
         return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: topic %u has %u subscribers; on a device at most %u", t,
                         subs, RK_DEV_K2K_PENDING);
     }
+    if (g->dev_table && g->dev_table_bytes < (size_t)g->n * sizeof(rk_dev_k2k_node)) {
+      ops->dev_free(g->rt, g->dev_table, g->dev_table_bytes); /* nodes were added after a failed launch */
+      g->dev_table = 0;
+    }
     if (g->dev_table == 0) {
       g->dev_table_bytes = (size_t)g->n * sizeof(rk_dev_k2k_node);
       if ((rc = ops->dev_alloc(g->rt, g->dev_table_bytes, &g->dev_table)) != RK_OK)
@@ -563,6 +568,7 @@ int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *pay
 
 void rk_graph_destroy(rk_graph *g) {
   uint32_t i, stuck = 0;
+  int kept = 0;
   rk_graph **pg;
   if (g == NULL) return;
   rk__lock(&g->rt->lock);
@@ -597,13 +603,16 @@ void rk_graph_destroy(rk_graph *g) {
   }
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
-    if (g->node[i].remote)
+    if (g->node[i].remote) {
       remote_free(g->node[i].k);
-    else
+    } else {
+      kept |= g->node[i].k->shared_kept;
       rk__kernel_destroy_member(g->node[i].k); /* K2K inboxes freed with it: no lane is left to send */
+    }
     g->node[i].k = NULL;
   }
-  if (g->dev_table) g->rt->ops->dev_free(g->rt, g->dev_table, g->dev_table_bytes);
+  /* (a kernel whose lanes' exit was not confirmed may still read the table: kept) */
+  if (g->dev_table && !kept) g->rt->ops->dev_free(g->rt, g->dev_table, g->dev_table_bytes);
   free(g);
 }
 
