@@ -15,6 +15,9 @@
  *                    GPU_WINDOW messages in flight per lane): impl ringkernel.cuda.1lane and
  *                    ringkernel.cuda.8lane; median of --trials timed trials, each of a fixed
  *                    message count sized to --seconds in all.
+ *   k2k.hop          hop_p50_ns, hop_p99_ns   ringkernel.cuda: two kernels ping-pong over K2K
+ *                    (bench/kernels/k2k_hop.c), timed inside the first with %globaltimer, the host
+ *                    idle; hop = round trip / 2 (issue target on an H100: p50 <= 1 us)
  *
  * Fairness. Every impl sends the same GPU_PAYLOAD-byte requests, distinct for every message
  * (rk_bench_pattern), written before the clock starts; every reply is checked after it stops
@@ -47,8 +50,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bench.h"
+#include "k2k_hop.h"
 #include "ringkernel.h"
 
 #define GPU_PAYLOAD 32u          /* request and reply payload bytes, every impl */
@@ -60,6 +65,7 @@
 #define TARGET_P50_NS 5000.0     /* H100 targets */
 #define TARGET_VS_LAUNCH 2.0
 #define TARGET_8LANE 5e6
+#define TARGET_K2K_HOP_NS 1000.0
 
 static int required(void) {
   const char *r = getenv("RK_REQUIRE_GPU");
@@ -435,6 +441,58 @@ static void run_sparse(const rk_bench_opts *o, rk_runtime *rt, series *s) {
   series_emit(s);
 }
 
+/* k2k.hop, ringkernel.cuda: two kernels ping-pong over K2K (bench/kernels/k2k_hop.c), timed inside
+ * the first with %globaltimer, the host idle (it polls A's K2K counter, then reads A's state after
+ * terminate); hop = round trip / 2. */
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void run_k2k_hop(const rk_bench_opts *o, rk_runtime *rt) {
+  rk_graph *g = NULL;
+  uint32_t na, nb;
+  uint64_t want = o->quick ? 2000 : K2K_HOP_SAMPLES, warm = 200, spins = 0, n;
+  static k2k_hop_state st;
+  rk_kernel *a;
+  if (!rk_bench_want(o, "k2k.hop", "ringkernel.cuda", NULL)) return;
+  if (rk_graph_create(rt, &g) != RK_OK || rk_graph_add(g, &k2k_hop_a, NULL, 0, &na) != RK_OK ||
+      rk_graph_add(g, &k2k_hop_b, NULL, 0, &nb) != RK_OK || rk_graph_connect(g, na, nb, NULL) != RK_OK ||
+      rk_graph_connect(g, nb, na, NULL) != RK_OK || rk_graph_launch(g) != RK_OK || rk_graph_activate(g) != RK_OK) {
+    rk_bench_fail("k2k.hop ringkernel.cuda: graph: %s", rk_runtime_last_error(rt));
+    rk_graph_destroy(g);
+    return;
+  }
+  a = rk_graph_kernel(g, na);
+  if (rk_send(a, K2K_HOP_START, &want, sizeof want, RK_SEND_NO_REPLY, NULL) != RK_OK) {
+    rk_bench_fail("k2k.hop ringkernel.cuda: start: %s", rk_runtime_last_error(rt));
+  } else {
+    rk_kernel_counters c;
+    memset(&c, 0, sizeof c);
+    c.size = sizeof c;
+    do { /* every ping back is a K2K message A takes */
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+      if (rk_kernel_stats(a, &c) != RK_OK) break;
+    } while (c.k2k_in < want && ++spins < 20000);
+    if (c.k2k_in < want) rk_bench_fail("k2k.hop ringkernel.cuda: %llu of %llu round trips in 20 s",
+                                       (unsigned long long)c.k2k_in, (unsigned long long)want);
+  }
+  (void)rk_graph_terminate(g, 2000000000);
+  if (rk_kernel_read_state(a, &st, sizeof st) == (int)sizeof st && st.n >= want) {
+    n = (want < K2K_HOP_SAMPLES ? want : K2K_HOP_SAMPLES) - warm;
+    qsort(st.rtt_ns + warm, n, sizeof st.rtt_ns[0], cmp_u64);
+    rk_bench_emit("k2k.hop", "ringkernel.cuda", "hop_p50_ns", (double)st.rtt_ns[warm + n / 2] / 2.0, "ns", n, NAN, NAN);
+    rk_bench_emit("k2k.hop", "ringkernel.cuda", "hop_p99_ns", (double)st.rtt_ns[warm + n * 99 / 100] / 2.0, "ns", n,
+                  NAN, NAN);
+    verdict("h100.k2k_hop", "k2k.hop", "ringkernel.cuda", "hop_p50_ns", (double)st.rtt_ns[warm + n / 2] / 2.0, "<=",
+            TARGET_K2K_HOP_NS);
+  } else {
+    rk_bench_fail("k2k.hop ringkernel.cuda: no samples read back (%s)", rk_runtime_last_error(rt));
+  }
+  rk_graph_destroy(g);
+}
+
 int rk_bench_gpu(const rk_bench_opts *o) {
   rk_runtime *rt = NULL;
   rk_runtime_options ro = RK_RUNTIME_OPTIONS_INIT;
@@ -511,6 +569,7 @@ int rk_bench_gpu(const rk_bench_opts *o) {
   run_sparse(o, rt, &s[4]);
   tput_measure(o, rt, 1, "ringkernel.cuda.1lane");
   tput_measure(o, rt, 8, "ringkernel.cuda.8lane");
+  run_k2k_hop(o, rt);
 
   rk_bench_table("rtt.echo");
   rk_bench_table("throughput.echo");
