@@ -194,4 +194,11 @@ void rk_bench_gpu_vadd_close(rk_bench_gpu_vadd *v);
 }
 #endif
 
+/* k2k.c: the K2K pipeline (k2k.pipeline) on rt's backend with kernels d (parse, enrich, aggregate);
+ * the median msgs/s of the trials. 0, or -1 after rk_bench_fail. */
+struct rk_runtime;
+struct rk_kernel_desc;
+int rk_bench_k2k_pipeline(const rk_bench_opts *o, struct rk_runtime *rt, const struct rk_kernel_desc *const d[3],
+                          double *median, double *lo, double *hi, int *trials);
+
 #endif /* RK_BENCH_H */

@@ -210,22 +210,19 @@ static double pipe_trial(rk_graph *g, uint64_t n) {
   return (double)n / ((double)(t1 - t0) / 1e9);
 }
 
-static int run_pipeline(const rk_bench_opts *o, double *median, double *lo, double *hi, int *trials) {
-  rk_runtime_options ro = RK_RUNTIME_OPTIONS_INIT;
-  rk_runtime *rt = NULL;
+/* The pipeline on rt's backend with the three kernels d (parse, enrich, aggregate: the value * 3,
+ * then + 7, answered to the host): the CPU impl here, ringkernel.cuda in rk-bench gpu with the
+ * dialect kernels of bench/kernels/k2k_hop.c. */
+int rk_bench_k2k_pipeline(const rk_bench_opts *o, rk_runtime *rt, const rk_kernel_desc *const d[3], double *median,
+                          double *lo, double *hi, int *trials) {
   rk_graph *g = NULL;
-  rk_kernel_desc d[3];
   uint32_t node[3], i;
   double v[64];
   int k, nt = o->trials < 64 ? o->trials : 64, rc = -1;
   uint64_t n;
-  d[0] = desc("parse", pipe_parse, 0, NULL, NULL);
-  d[1] = desc("enrich", pipe_enrich, 0, NULL, NULL);
-  d[2] = desc("aggregate", pipe_aggregate, sizeof(int64_t), NULL, NULL);
-  ro.backend = RK_BACKEND_CPU;
-  if (rk_runtime_create(&rt, &ro) != RK_OK || rk_graph_create(rt, &g) != RK_OK) goto fail;
+  if (rk_graph_create(rt, &g) != RK_OK) goto fail;
   for (i = 0; i < 3; i++)
-    if (rk_graph_add(g, &d[i], NULL, 0, &node[i]) != RK_OK) goto fail;
+    if (rk_graph_add(g, d[i], NULL, 0, &node[i]) != RK_OK) goto fail;
   if (rk_graph_connect(g, node[0], node[1], NULL) != RK_OK || rk_graph_connect(g, node[1], node[2], NULL) != RK_OK ||
       rk_graph_launch(g) != RK_OK || rk_graph_activate(g) != RK_OK)
     goto fail;
@@ -243,9 +240,27 @@ static int run_pipeline(const rk_bench_opts *o, double *median, double *lo, doub
   rc = 0;
   goto out;
 fail:
-  rk_bench_fail("k2k.pipeline: setup: %s", rt ? rk_runtime_last_error(rt) : "no runtime");
+  rk_bench_fail("k2k.pipeline: setup: %s", rk_runtime_last_error(rt));
 out:
   rk_graph_destroy(g);
+  return rc;
+}
+
+static int run_pipeline(const rk_bench_opts *o, double *median, double *lo, double *hi, int *trials) {
+  rk_runtime_options ro = RK_RUNTIME_OPTIONS_INIT;
+  rk_runtime *rt = NULL;
+  rk_kernel_desc d[3];
+  const rk_kernel_desc *const dp[3] = {&d[0], &d[1], &d[2]};
+  int rc;
+  d[0] = desc("parse", pipe_parse, 0, NULL, NULL);
+  d[1] = desc("enrich", pipe_enrich, 0, NULL, NULL);
+  d[2] = desc("aggregate", pipe_aggregate, sizeof(int64_t), NULL, NULL);
+  ro.backend = RK_BACKEND_CPU;
+  if (rk_runtime_create(&rt, &ro) != RK_OK) {
+    rk_bench_fail("k2k.pipeline: runtime: %s", rk_runtime_last_error(NULL));
+    return -1;
+  }
+  rc = rk_bench_k2k_pipeline(o, rt, dp, median, lo, hi, trials);
   rk_runtime_destroy(rt);
   return rc;
 }

@@ -1,4 +1,4 @@
-/* k2k_hop.c — the K2K ping-pong of `rk-bench gpu` (k2k.hop, ringkernel.cuda): A sends to B, B
+/* k2k_hop.c — the K2K kernels of `rk-bench gpu`: the ping-pong (k2k.hop, ringkernel.cuda): A sends to B, B
  * answers A, want times, timed inside A with the device's own clock (%globaltimer), so neither
  * PCIe nor the host is in the hop. The kernel dialect, built by ringkernel_add_kernels. */
 #include "k2k_hop.h"
@@ -55,3 +55,23 @@ RK_HANDLER(k2k_hop_b_handler)(rk_ctx *ctx, const rk_msg *in) {
 
 RK_KERNEL(k2k_hop_a, k2k_hop_a_handler, .state_size = sizeof(k2k_hop_state));
 RK_KERNEL(k2k_hop_b, k2k_hop_b_handler);
+
+/* The pipeline (k2k.pipeline): as bench/k2k.c's CPU handlers. */
+RK_HANDLER(k2k_pipe_parse_handler)(rk_ctx *ctx, const rk_msg *in) {
+  k2k_pipe_item it;
+  if (rk_msg_len(in) != sizeof it) return RK_EMSGSIZE;
+  it = *(const k2k_pipe_item *)rk_msg_payload(in);
+  it.value = it.value * 3;
+  return rk_forward(ctx, 0, K2K_PIPE_ITEM, &it, sizeof it);
+}
+RK_HANDLER(k2k_pipe_enrich_handler)(rk_ctx *ctx, const rk_msg *in) {
+  k2k_pipe_item it = *(const k2k_pipe_item *)rk_msg_payload(in);
+  it.value = it.value + 7;
+  return rk_forward(ctx, 0, K2K_PIPE_ITEM, &it, sizeof it);
+}
+RK_HANDLER(k2k_pipe_aggregate_handler)(rk_ctx *ctx, const rk_msg *in) {
+  return rk_reply(ctx, K2K_PIPE_RESULT, rk_msg_payload(in), rk_msg_len(in));
+}
+RK_KERNEL(k2k_pipe_parse, k2k_pipe_parse_handler);
+RK_KERNEL(k2k_pipe_enrich, k2k_pipe_enrich_handler);
+RK_KERNEL(k2k_pipe_aggregate, k2k_pipe_aggregate_handler);

@@ -1,4 +1,4 @@
-/* k2k_hop.h — the K2K ping-pong kernels of `rk-bench gpu` (bench/kernels/k2k_hop.c, built by
+/* k2k_hop.h — the K2K kernels of `rk-bench gpu` (the ping-pong and the pipeline) (bench/kernels/k2k_hop.c, built by
  * ringkernel_add_kernels: cc, and nvcc for the device), shared with bench/gpu.c. */
 #ifndef RK_BENCH_K2K_HOP_H
 #define RK_BENCH_K2K_HOP_H
@@ -18,5 +18,17 @@ typedef struct k2k_hop_state {
 
 RK_KERNEL_DECLARE(k2k_hop_a);
 RK_KERNEL_DECLARE(k2k_hop_b);
+
+/* k2k.pipeline, ringkernel.cuda: the three stages of bench/k2k.c's pipeline in the dialect
+ * (parse: value * 3, enrich: + 7, both rk_forward; aggregate: the answer to the host). */
+#define K2K_PIPE_ITEM 503u
+#define K2K_PIPE_RESULT 504u
+typedef struct k2k_pipe_item {
+  uint64_t seq;
+  int64_t value;
+} k2k_pipe_item;
+RK_KERNEL_DECLARE(k2k_pipe_parse);
+RK_KERNEL_DECLARE(k2k_pipe_enrich);
+RK_KERNEL_DECLARE(k2k_pipe_aggregate);
 
 #endif
