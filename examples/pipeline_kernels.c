@@ -1,7 +1,7 @@
 /* pipeline_kernels.c — the pipeline's three kernels in the kernel dialect: parse -> enrich ->
  * aggregate, each passing the request on with rk_forward_key (keyed by sensor) so the last stage
  * answers the host. Built by ringkernel_add_kernels into the example (cc, and nvcc when present);
- * K2K runs on the CPU backend for now (docs/k2k.md), so the device entry points wait for it. */
+ * `pipeline --cuda` runs them as persistent CUDA kernels (docs/k2k.md, "On the device"). */
 #include "pipeline.h"
 
 RK_HANDLER(parse_handler)(rk_ctx *ctx, const rk_msg *in) {

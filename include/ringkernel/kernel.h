@@ -122,8 +122,8 @@ RK_DIALECT int rk_reply_commit(rk_ctx *ctx);
  *  Stamped by this kernel's clock (send rule; the receiver merges it). Returns 0, RK_EAGAIN (the
  *  destination's K2K inbox is full: nothing sent; try later, or return and let backpressure act),
  *  RK_EINVAL (no such route, type 0), RK_ECLOSED (the destination has terminated), RK_EMSGSIZE
- *  (len above the destination's slot payload); refusals are counted in k2k_refused. CPU backend
- *  (RK_ENOTSUP on the device for now). */
+ *  (len above the destination's slot payload); refusals are counted in k2k_refused. On the
+ *  device the message is published with the lane's next publication (docs/k2k.md). */
 RK_DIALECT int rk_send_to(rk_ctx *ctx, uint32_t route, uint32_t type, const void *payload, uint32_t len);
 /** rk_send_to, choosing the destination lane by key (key % its lanes) as rk_send_key does. */
 RK_DIALECT int rk_send_to_key(rk_ctx *ctx, uint32_t route, uint64_t key, uint32_t type, const void *payload,

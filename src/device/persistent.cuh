@@ -1017,7 +1017,7 @@ RK_INLINE __device__ int rk_dev_send_collective(rk_ctx *ctx, int mode, uint32_t 
   int full = L->kpend + (mode == 2 ? RK_DEV_K2K_PENDING : 1u) > RK_DEV_K2K_PENDING && L->kpend > 0;
   /* A flush publishes the staged replies and would take an open host reply reservation's slot
    * with them (the handler still writes into it): under a reservation such a send is refused. */
-  int refuse = full && L->reserved >= 0 && !(L->cur.env.flags & RK_ENV_F_K2K);
+  int refuse = full && L->reserved >= 0;
   __syncthreads();
   if (refuse) return RK_EAGAIN;
   if (full) rk_dev_flush(ctx->p, L);
@@ -1076,7 +1076,7 @@ static __device__ void *rk_buffer_ptr(rk_ctx *ctx, const rk_buf_ref *ref, uint32
  * collective's barrier: thread 0 last wrote staged and kpend before the previous one (uniform). */
 RK_INLINE __device__ int rk_dev_reply_full(const rk_dev_lane *L) {
   if (L->cur.env.flags & RK_ENV_F_NO_REPLY) return 0;
-  if (L->cur.env.flags & RK_ENV_F_K2K) return L->kpend == RK_DEV_K2K_PENDING && L->reserved < 0;
+  if (L->cur.env.flags & RK_ENV_F_K2K) return L->kpend == RK_DEV_K2K_PENDING;
   return L->staged == L->stage_cap;
 }
 
@@ -1135,9 +1135,9 @@ static __device__ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t le
   if (full) rk_dev_flush(ctx->p, L);
   if (threadIdx.x == 0) {
     L->coll_ptr = 0;
-    /* (a K2K message's answer is staged here too, and sent over K2K by the commit) */
-    if (!(L->cur.env.flags & RK_ENV_F_NO_REPLY) && len <= ctx->p->slot_size - RK_ENVELOPE_SIZE && L->reserved < 0 &&
-        L->staged < L->stage_cap && ((L->cur.env.flags & RK_ENV_F_K2K) || rk_dev_room(L, 1))) {
+    /* (NULL for a K2K message, whose answer goes over K2K: answered with rk_reply, as on the CPU) */
+    if (!(L->cur.env.flags & (RK_ENV_F_NO_REPLY | RK_ENV_F_K2K)) && len <= ctx->p->slot_size - RK_ENVELOPE_SIZE &&
+        L->reserved < 0 && L->staged < L->stage_cap && rk_dev_room(L, 1)) {
       rk_envelope *e = rk_dev_stage_header(ctx->p, L, type, len, 0);
       L->reserved = (int32_t)L->staged;
       L->coll_ptr = e + 1;
@@ -1149,16 +1149,9 @@ static __device__ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t le
 
 static __device__ int rk_reply_commit(rk_ctx *ctx) {
   rk_dev_lane *L = ctx->L;
-  /* a K2K answer: its reservation is in the staging, not counted; publishing first keeps it */
-  int full = (L->cur.env.flags & RK_ENV_F_K2K) && L->kpend == RK_DEV_K2K_PENDING;
   __syncthreads();
-  if (full) rk_dev_flush(ctx->p, L);
   if (threadIdx.x == 0) {
-    if (L->reserved >= 0 && (L->cur.env.flags & RK_ENV_F_K2K)) {
-      rk_envelope *e = rk_dev_staged(ctx->p, L, (uint32_t)L->reserved);
-      L->reserved = -1;
-      L->coll_rc = rk_dev_k2k_reply(ctx->p, L, e->type, 0, 0, 0, e + 1, e->payload_len);
-    } else if (L->reserved >= 0) {
+    if (L->reserved >= 0) {
       rk_dev_stage_done(ctx->p, L, rk_dev_staged(ctx->p, L, (uint32_t)L->reserved));
       L->reserved = -1;
       L->coll_rc = RK_OK;
