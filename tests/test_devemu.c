@@ -717,7 +717,7 @@ static void test_k2k_fan_in_backpressure(void **state) {
   rk_graph *g;
   uint32_t a, b, c, i;
   uint64_t st[16], want = 0;
-  const uint32_t n = 400;
+  const uint32_t n = 200; /* per sender; the terminate below waits up to a minute (a loaded machine) */
   (void)state;
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   lo.lanes = 2; /* four sources: two kernels of two lanes */
@@ -735,7 +735,7 @@ static void test_k2k_fan_in_backpressure(void **state) {
     RT_OK(rt, rk_send_key(rk_graph_kernel(g, b), i % 2, 2, wb, sizeof wb, RK_SEND_NO_REPLY, NULL));
     want += 2 * (uint64_t)i;
   }
-  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  RT_OK(rt, rk_graph_terminate(g, 6 * RT_HANG));
   k2k_state(rk_graph_kernel(g, c), st);
   assert_int_equal(st[0], 2 * n);  /* every message, once */
   assert_int_equal(st[1], want);   /* no duplicate made up for a loss */
@@ -886,6 +886,49 @@ static void test_k2k_retry_hears_abort(void **state) {
   emu_runtime_destroy(rt);
 }
 
+/* A cycle A -> B -> A whose two-slot K2K inboxes cannot hold what circulates: each lane retries on
+ * the other's full inbox. Never a silent hang: the watchdog sees the cycle (the lanes' k2k_waits_on)
+ * make no progress and faults the kernel with RK_EDEADLK naming it; terminate then aborts. */
+static void test_k2k_deadlock_detected(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel_desc da = k2k_desc("left"), db = k2k_desc("right");
+  rk_graph *g;
+  uint32_t a, b, i;
+  int spins = 0;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &da, NULL, 2, &a));
+  RT_OK(rt, rk_graph_add(g, &db, NULL, 2, &b));
+  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
+  RT_OK(rt, rk_graph_connect(g, b, a, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < 16; i++) { /* 32 ping-pongs of a million hops each: more than the cycle holds */
+    uint64_t w[2] = {1000000, 0};
+    RT_OK(rt, rk_send(rk_graph_kernel(g, a), 6, w, sizeof w, RK_SEND_NO_REPLY, NULL));
+    RT_OK(rt, rk_send(rk_graph_kernel(g, b), 6, w, sizeof w, RK_SEND_NO_REPLY, NULL));
+  }
+  while (rk_kernel_state(rk_graph_kernel(g, a)) != RK_STATE_FAULTED &&
+         rk_kernel_state(rk_graph_kernel(g, b)) != RK_STATE_FAULTED && spins++ < 5000)
+    rk__sleep_ns(1000000);
+  assert_true(rk_kernel_state(rk_graph_kernel(g, a)) == RK_STATE_FAULTED ||
+              rk_kernel_state(rk_graph_kernel(g, b)) == RK_STATE_FAULTED);
+  {
+    rk_kernel *f = rk_kernel_state(rk_graph_kernel(g, a)) == RK_STATE_FAULTED ? rk_graph_kernel(g, a)
+                                                                             : rk_graph_kernel(g, b);
+    char msg[256];
+    int code = rk_kernel_error(f, msg, sizeof msg);
+    assert_int_equal(code, RK_EDEADLK);
+    assert_non_null(strstr(msg, "deadlock"));
+    print_message("%s\n", msg);
+  }
+  (void)rk_graph_terminate(g, 200000000); /* the drains cannot finish: aborted */
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, a)), RK_STATE_TERMINATED);
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, b)), RK_STATE_TERMINATED);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
 static void test_call_and_stamps(void **state) {
   (void)state;
   call_and_stamps(2, 1);
@@ -938,6 +981,7 @@ int main(void) {
       cmocka_unit_test(test_k2k_cycle),
       cmocka_unit_test(test_k2k_slow_subscriber),
       cmocka_unit_test(test_k2k_retry_hears_abort),
+      cmocka_unit_test(test_k2k_deadlock_detected),
       cmocka_unit_test(test_application_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

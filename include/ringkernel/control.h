@@ -69,7 +69,9 @@ typedef struct rk_lane_status {
   volatile uint64_t clock_sample_ns;          /**< the lane's clock (device: %globaltimer) at check-in
                                                    and when it answered clock_req (lane 0) */
   volatile uint32_t clock_ack;                /**< last clock_req answered (store-release, lane 0) */
-  volatile uint32_t reserved0;
+  volatile uint32_t k2k_waits_on;             /**< device lanes: (node + 1) << 16 | lane of the K2K inbox
+                                                   the lane retries on (full), 0 when it does not (the
+                                                   host's K2K deadlock check, graph.c) */
   volatile uint64_t k2k_refused;              /**< K2K sends refused: destination full or gone, no route */
   volatile uint64_t k2k_invalid;              /**< K2K envelopes refused by validation */
   uint8_t pad[RK_LINE - 120];

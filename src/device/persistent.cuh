@@ -243,6 +243,8 @@ typedef struct rk_dev_lane {
   rk_envelope *kp_env[RK_DEV_K2K_PENDING];        /* pending K2K messages: the slot */
   volatile uint64_t *kp_seq[RK_DEV_K2K_PENDING];  /* its sequence word */
   uint64_t kp_pos[RK_DEV_K2K_PENDING];            /* its position */
+  uint32_t waits_on;      /* (node + 1) << 16 | lane of the full K2K inbox a send found last */
+  uint32_t waits_said;    /* the value last stored in the status line's k2k_waits_on */
   uint64_t c[RK_DEV_C_COUNT];
 } rk_dev_lane;
 
@@ -748,6 +750,7 @@ RK_INLINE __device__ int rk_dev_k2k_reply(const rk_dev_params *p, rk_dev_lane *L
   rc = o ? rk_dev_k2k_push(p, L, o, L->cur.env.lane % o->lanes, type, (uint16_t)(RK_ENV_F_REPLY | flags), 0,
                            has_code, code, payload, len)
          : RK_EINVAL;
+  if (rc == RK_EAGAIN) L->waits_on = ((uint32_t)(o - g) + 1u) << 16 | (L->cur.env.lane % o->lanes);
   if (rc == RK_OK) {
     L->replied = 1;
     rk_dev_count(L, RK_DEV_C_K2K_OUT, 1);
@@ -790,6 +793,7 @@ RK_INLINE __device__ int rk_dev_send_lead(const rk_dev_params *p, rk_dev_lane *L
   lane = (mode == 1 || mode == 4) ? (uint32_t)(key % d->lanes) : blockIdx.x % d->lanes;
   fwd = mode >= 3 && !(L->cur.env.flags & (RK_ENV_F_NO_REPLY | RK_ENV_F_REPLY));
   rc = rk_dev_k2k_push(p, L, d, lane, type, 0, mode >= 3, 0, 0, payload, len);
+  if (rc == RK_EAGAIN) L->waits_on = ((uint32_t)(d - g) + 1u) << 16 | lane; /* for the deadlock check */
   if (rc != RK_OK) {
     rk_dev_count(L, RK_DEV_C_K2K_REFUSED, 1);
     return rc;
@@ -1386,6 +1390,8 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.ctl_seen = L.head_seen = 0;
     L.kin = 0;
     L.kin_closed = L.kin_batch = L.turn = L.streak = L.kpend = 0;
+    L.waits_on = L.waits_said = 0;
+    if (p->graph) rk_dev_st32(&L.status->k2k_waits_on, 0); /* (a restart: the old lanes' word) */
     L.owed = 0;
     if (p->graph) { /* the K2K inbox (device memory, written before the launch): where the old lanes left it */
       rk_ring *r = rk_dev_k2k_ring(p->graph + p->graph_node, blockIdx.x);
@@ -1549,6 +1555,10 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       } else if (L.retry) {
         L.avail += (uint32_t)(L.in_head - L.in_done);
         L.in_head = L.in_done;
+      }
+      { /* what this lane waits on, for the host's K2K deadlock check (graph.c); a posted store */
+        uint32_t w = L.retry ? L.waits_on : 0;
+        if (w != L.waits_said) rk_dev_st32(&L.status->k2k_waits_on, L.waits_said = w);
       }
     }
     rk_dev_flush(p, &L);

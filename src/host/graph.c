@@ -58,6 +58,11 @@ struct rk_graph {
   /* a device backend: the table the lanes read (rk_dev_k2k_node per kernel, device memory) */
   uint64_t dev_table;
   size_t dev_table_bytes;
+  /* the watchdog's device deadlock check follows the graph's kernels while `watch` is 1 (under
+   * watch_lock, read); launch sets it and teardown clears it (under the lock, written) before
+   * any of them is destroyed */
+  uv_rwlock_t watch_lock;
+  int watch;
   /* the transport of the remote nodes (remote.h), and whether its start ran */
   const rk_transport *tp;
   void *tp_self;
@@ -74,6 +79,10 @@ int rk_graph_create(rk_runtime *rt, rk_graph **out) {
   if ((g = (rk_graph *)rk__calloc(1, sizeof *g)) == NULL)
     return rk__fail(rt, RK_ENOMEM, "rk_graph_create: out of memory");
   g->rt = rt;
+  if (uv_rwlock_init(&g->watch_lock) != 0) {
+    free(g);
+    return rk__fail(rt, RK_ENOMEM, "rk_graph_create: cannot create a lock");
+  }
   rk__lock(&rt->lock);
   g->next = rt->graphs;
   rt->graphs = g;
@@ -357,8 +366,15 @@ static int remote_make(rk_graph *g, uint32_t i, uint32_t slot) {
 }
 
 /* Terminate and destroy the kernels launched so far (a launch that failed part-way). */
+static void set_watch(rk_graph *g, int on) {
+  uv_rwlock_wrlock(&g->watch_lock); /* waits for a check in progress */
+  g->watch = on;
+  uv_rwlock_wrunlock(&g->watch_lock);
+}
+
 static void unlaunch(rk_graph *g) {
   uint32_t i;
+  set_watch(g, 0);
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
     if (g->node[i].remote) {
@@ -450,6 +466,7 @@ int rk_graph_launch(rk_graph *g) {
       return rk__fail(g->rt, rc, "rk_graph_launch: transport %s: %s", tname, err);
     }
   }
+  set_watch(g, 1);
   return RK_OK;
 }
 
@@ -576,6 +593,7 @@ void rk_graph_destroy(rk_graph *g) {
   }
   if (*pg) *pg = g->next;
   rk__unlock(&g->rt->lock);
+  set_watch(g, 0); /* no deadlock check follows the kernels any more */
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
   if (g->tp) { /* the transport stops reading the rings before any is freed (and forgets g) */
@@ -613,6 +631,7 @@ void rk_graph_destroy(rk_graph *g) {
   }
   /* (a kernel whose lanes' exit was not confirmed may still read the table: kept) */
   if (g->dev_table && !kept) g->rt->ops->dev_free(g->rt, g->dev_table, g->dev_table_bytes);
+  uv_rwlock_destroy(&g->watch_lock);
   free(g);
 }
 
@@ -782,4 +801,90 @@ void rk_transport_log(rk_graph *g, rk_log_level level, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   rk__log(g->rt, level, "%s", msg);
+}
+
+/* ---------------------------------------- device K2K deadlock -------------------------------- */
+
+/* A device lane that retries a message because a K2K inbox is full says which one in its status
+ * line (k2k_waits_on: node + 1 << 16 | lane, persistent.cuh); the watchdog follows those words from
+ * each lane of k. A chain that comes back to where it started is a cycle of lanes each waiting for
+ * room the next one would make only by taking a message; with no progress on the chain (messages
+ * taken, sent or answered) for RK_DEV_K2K_DEADLOCK_NS the kernel faults with RK_EDEADLK, naming
+ * the cycle, as the CPU lanes do (cpu_backend.c) — never a silent hang. Relaxed loads: statistics
+ * and hints, confirmed over time. Watchdog thread only (dl_* fields). */
+#define RK_DEV_K2K_DEADLOCK_NS 100000000ull
+
+static uint64_t dev_lane_progress(const rk__lane *l) {
+  const rk_lane_status *st = l->status;
+  return rk_load_relaxed_sys_u64(&st->msgs_in) + rk_load_relaxed_sys_u64(&st->msgs_out) +
+         rk_load_relaxed_sys_u64(&st->k2k_in) + rk_load_relaxed_sys_u64(&st->k2k_out);
+}
+
+/* A kernel whose lanes run and take messages: a lane that left keeps its last k2k_waits_on. */
+static int dev_running(rk_kernel *k) {
+  rk_lifecycle s = rk_kernel_state(k);
+  return s == RK_STATE_ACTIVE || s == RK_STATE_TERMINATING;
+}
+
+int rk__graph_dev_deadlock(rk_kernel *k) {
+  rk_graph *g = k->graph; /* (k is held by the watchdog's reference: g outlives it) */
+  uint32_t i;
+  int rc = 0;
+  if (g == NULL || !dev_running(k)) return 0;
+  if (uv_rwlock_tryrdlock(&g->watch_lock) != 0) return 0; /* being launched or torn down: next time */
+  if (!g->watch) {
+    uv_rwlock_rdunlock(&g->watch_lock);
+    return 0;
+  }
+  for (i = 0; i < k->lanes && rc == 0; i++) {
+    rk__lane *start = &k->lane[i], *x = start, *chain[RK_GRAPH_MAX_KERNELS];
+    uint64_t progress = 0, now;
+    uint32_t n = 0, j;
+    int cycle = 0;
+    for (;;) {
+      uint32_t w = rk_load_relaxed_sys_u32(&x->status->k2k_waits_on), node, lane;
+      rk_kernel *nk;
+      if (w == 0 || n == RK_GRAPH_MAX_KERNELS) break;
+      chain[n++] = x;
+      progress += dev_lane_progress(x);
+      node = (w >> 16) - 1;
+      lane = w & 0xffffu;
+      if (node >= g->n || (nk = g->node[node].k) == NULL || g->node[node].remote || lane >= nk->lanes ||
+          !dev_running(nk))
+        break;
+      x = &nk->lane[lane];
+      if (x == start) {
+        cycle = 1;
+        break;
+      }
+      for (j = 1; j < n; j++) /* a cycle that start only leads into: its own lanes will say */
+        if (chain[j] == x) break;
+      if (j < n) break;
+    }
+    if (!cycle) {
+      start->dl_since_ns = 0;
+      continue;
+    }
+    now = rk__now_ns();
+    if (start->dl_since_ns == 0 || start->dl_progress != progress) { /* first seen, or it moved */
+      start->dl_since_ns = now;
+      start->dl_progress = progress;
+      continue;
+    }
+    if (now - start->dl_since_ns >= RK_DEV_K2K_DEADLOCK_NS) {
+      char why[256];
+      size_t off = 0;
+      for (j = 0; j <= n && off + 1 < sizeof why; j++) {
+        int w = snprintf(why + off, sizeof why - off, "%s%s lane %u", j ? " -> " : "", chain[j % n]->k->name,
+                         chain[j % n]->index);
+        if (w < 0) break;
+        off += (size_t)w;
+      }
+      rk__kernel_fault(k, RK_EDEADLK, "K2K deadlock on the device: a cycle of lanes each waiting for room in the "
+                       "next one's full K2K inbox (%s); give the cycle's inboxes room for the messages it holds", why);
+      rc = 1;
+    }
+  }
+  uv_rwlock_rdunlock(&g->watch_lock);
+  return rc;
 }

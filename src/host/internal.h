@@ -165,6 +165,7 @@ struct rk__lane {
   uint64_t next_reply_id;
   /* watchdog (service thread only) */
   uint64_t wd_heartbeat;
+  uint64_t dl_since_ns, dl_progress; /* device K2K deadlock check (graph.c, watchdog thread only) */
   volatile uint64_t wd_changed_ns; /* atomics: read by rk_kernel_stats on any thread */
 };
 
@@ -453,6 +454,9 @@ void rk__k2k_free(rk_kernel *k);
 /* graph.c: topic messages a device kernel missed (counted by the publishing lanes in the graph's
  * table); 0 for a kernel in no graph or on the CPU backend. */
 uint64_t rk__k2k_dev_dropped(rk_kernel *k);
+/* graph.c, the watchdog: a device kernel's lanes in a cycle of lanes each retrying on the next
+ * one's full K2K inbox, with no progress for RK_K2K_DEADLOCK_NS: faults it with RK_EDEADLK (1). */
+int rk__graph_dev_deadlock(rk_kernel *k);
 void rk__kernel_stall(rk_kernel *k, uint32_t lane, uint64_t heartbeat, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Is k FAULTED now? Acquire: pairs with rk__kernel_fault's release; fault_code and fault_msg are

@@ -19,6 +19,7 @@ void rk__watchdog_kernel(rk_kernel *k) {
   uint32_t s = rk_load_acquire_sys_u32(&k->hstate), i;
   int consuming = s == RK_STATE_ACTIVE || s == RK_STATE_TERMINATING;
   if (rk__kernel_faulted(k)) return; /* keeps the age it faulted with */
+  if (k->dev_graph && rk__graph_dev_deadlock(k)) return; /* faulted with RK_EDEADLK */
   for (i = 0; i < k->lanes; i++) {
     rk__lane *l = &k->lane[i];
     uint64_t hb = rk_load_relaxed_sys_u64(&l->status->heartbeat); /* statistics: no pairing */
