@@ -694,6 +694,13 @@ static void test_k2k_pipeline(void **state) {
     assert_int_equal(back, i + 3); /* three stages, one each */
     assert_true(m.env.hlc > last);
     last = m.env.hlc;
+    if (i == 149) { /* a restart of the first two stages: their lanes' K2K counters go on */
+      rk__kernel_fault(rk_graph_kernel(g, n0), RK_EHANDLER, "injected for the test");
+      RT_OK(rt, rk_kernel_restart(rk_graph_kernel(g, n0), RK_RESTART_KEEP_STATE));
+      rk__kernel_fault(rk_graph_kernel(g, n1), RK_EHANDLER, "injected for the test");
+      RT_OK(rt, rk_kernel_restart(rk_graph_kernel(g, n1), RK_RESTART_KEEP_STATE));
+      assert_int_equal(rt_stats(rk_graph_kernel(g, n0)).k2k_out, 150);
+    }
   }
   RT_OK(rt, rk_graph_terminate(g, RT_HANG));
   assert_int_equal(rt_stats(rk_graph_kernel(g, n0)).k2k_out, 200);
@@ -703,6 +710,7 @@ static void test_k2k_pipeline(void **state) {
   assert_int_equal(rt_stats(rk_graph_kernel(g, n1)).k2k_out, 200);
   assert_int_equal(rt_stats(rk_graph_kernel(g, n2)).k2k_in, 200);
   assert_int_equal(rt_stats(rk_graph_kernel(g, n2)).k2k_out, 200); /* its answers, over K2K */
+  assert_int_equal(rk_graph_kernel(g, n0)->lane[0].status->k2k_owed, 0); /* every answer came back */
   assert_int_equal(rt_stats(rk_graph_kernel(g, n2)).msgs_out, 0);
   rk_graph_destroy(g);
   emu_runtime_destroy(rt);

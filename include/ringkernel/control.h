@@ -74,7 +74,8 @@ typedef struct rk_lane_status {
                                                    host's K2K deadlock check, graph.c) */
   volatile uint64_t k2k_refused;              /**< K2K sends refused: destination full or gone, no route */
   volatile uint64_t k2k_invalid;              /**< K2K envelopes refused by validation */
-  uint8_t pad[RK_LINE - 120];
+  volatile uint64_t k2k_owed;                 /**< device lanes: host requests passed on (rk_forward) whose
+                                                   answers have not come back (kept across a restart) */
 } rk_lane_status;
 
 /** Per-lane host-written drain target for terminate (the inbox's final producer index). */

@@ -167,6 +167,7 @@ enum {
   RK_DEV_C_K2K_OUT,
   RK_DEV_C_K2K_REFUSED,
   RK_DEV_C_K2K_INVALID,
+  RK_DEV_C_K2K_OWED, /* (a count that goes down too: the answers that came back) */
   RK_DEV_C_COUNT
 };
 
@@ -235,7 +236,6 @@ typedef struct rk_dev_lane {
   uint32_t kin_batch;     /* the current batch comes from the K2K inbox */
   uint32_t turn;          /* the K2K inbox is looked at first in the next iteration */
   uint32_t streak;        /* K2K batches in a row without a look at the host inbox */
-  int32_t owed;           /* host requests passed on (rk_forward) whose answers are not back yet */
   uint32_t sent;          /* K2K messages the current handler sent */
   uint32_t kpend;         /* K2K messages written, stamped and published by the next rk_dev_flush */
   uint32_t retry;         /* the batch stopped at a message that runs again later (rk_lane_retry) */
@@ -314,6 +314,7 @@ RK_INLINE __device__ void rk_dev_store_counters(rk_dev_lane *L) {
   if (L->dirty & (1u << RK_DEV_C_K2K_OUT)) rk_dev_st(&st->k2k_out, L->c[RK_DEV_C_K2K_OUT]);
   if (L->dirty & (1u << RK_DEV_C_K2K_REFUSED)) rk_dev_st(&st->k2k_refused, L->c[RK_DEV_C_K2K_REFUSED]);
   if (L->dirty & (1u << RK_DEV_C_K2K_INVALID)) rk_dev_st(&st->k2k_invalid, L->c[RK_DEV_C_K2K_INVALID]);
+  if (L->dirty & (1u << RK_DEV_C_K2K_OWED)) rk_dev_st(&st->k2k_owed, L->c[RK_DEV_C_K2K_OWED]);
   L->dirty = 0;
 }
 
@@ -802,7 +803,7 @@ RK_INLINE __device__ int rk_dev_send_lead(const rk_dev_params *p, rk_dev_lane *L
   L->sent++;
   if (fwd) {
     L->replied = 1; /* the duty to answer went on with the message */
-    if (!(L->cur.env.flags & RK_ENV_F_K2K)) L->owed++;
+    if (!(L->cur.env.flags & RK_ENV_F_K2K)) rk_dev_count(L, RK_DEV_C_K2K_OWED, 1);
   }
   return RK_OK;
 }
@@ -1174,7 +1175,7 @@ static __device__ int rk_reply_commit(rk_ctx *ctx) {
  * is exceeded by the one it gets at the publication. */
 RK_INLINE __device__ void rk_dev_k2k_answer(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
   rk_envelope *o = rk_dev_staged(p, L, L->staged);
-  if (L->owed > 0) L->owed--;
+  if ((int64_t)L->c[RK_DEV_C_K2K_OWED] > 0) rk_dev_count(L, RK_DEV_C_K2K_OWED, ~0ull); /* - 1 */
   rk_dev_copy_payload(o, e, RK_ENVELOPE_SIZE + e->payload_len); /* validated: within the slot */
   o->flags = (uint16_t)(e->flags & RK_ENV_F_REPLY_ALLOWED);
   o->origin = 0;
@@ -1386,13 +1387,23 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.c[RK_DEV_C_STALLS] = rk_dev_ld(&L.status->outbox_stalls);
     L.heartbeat = rk_dev_ld(&L.status->heartbeat);
     RK_DEV_ROUND_END();
+    L.c[RK_DEV_C_K2K_IN] = L.c[RK_DEV_C_K2K_OUT] = L.c[RK_DEV_C_K2K_REFUSED] = L.c[RK_DEV_C_K2K_INVALID] = 0;
+    L.c[RK_DEV_C_K2K_OWED] = 0;
+    if (p->graph) { /* a third round for a kernel of a graph: its K2K counters go on too */
+      RK_DEV_ROUND_BEGIN();
+      L.c[RK_DEV_C_K2K_IN] = rk_dev_ld(&L.status->k2k_in);
+      L.c[RK_DEV_C_K2K_OUT] = rk_dev_ld(&L.status->k2k_out);
+      L.c[RK_DEV_C_K2K_REFUSED] = rk_dev_ld(&L.status->k2k_refused);
+      L.c[RK_DEV_C_K2K_INVALID] = rk_dev_ld(&L.status->k2k_invalid);
+      L.c[RK_DEV_C_K2K_OWED] = rk_dev_ld(&L.status->k2k_owed); /* answers still owed (kept across a restart) */
+      RK_DEV_ROUND_END();
+    }
     L.avail = L.pend = L.open = 0;
     L.ctl_seen = L.head_seen = 0;
     L.kin = 0;
     L.kin_closed = L.kin_batch = L.turn = L.streak = L.kpend = 0;
     L.waits_on = L.waits_said = 0;
     if (p->graph) rk_dev_st32(&L.status->k2k_waits_on, 0); /* (a restart: the old lanes' word) */
-    L.owed = 0;
     if (p->graph) { /* the K2K inbox (device memory, written before the launch): where the old lanes left it */
       rk_ring *r = rk_dev_k2k_ring(p->graph + p->graph_node, blockIdx.x);
       L.kin = r;
@@ -1426,7 +1437,8 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       /* Terminating, the host inbox drained and every request passed on answered: close the K2K
        * inbox at once (not only once it is found empty: a cycle may keep it busy), then drain it
        * to the close. Upstream kernels were terminated first (rk_graph_terminate). */
-      if (L.kin && !L.kin_closed && L.owed <= 0 && L.state == RK_STATE_TERMINATING && L.avail == 0 &&
+      if (L.kin && !L.kin_closed && (int64_t)L.c[RK_DEV_C_K2K_OWED] <= 0 && L.state == RK_STATE_TERMINATING &&
+          L.avail == 0 &&
           (int64_t)(L.in_head - L.drain_to) >= 0)
         rk_dev_k2k_close(&L);
       if (L.kin && L.turn && !L.exit && rk_dev_consuming(&L) && (L.n = rk_dev_k2k_take(p, &L)) != 0) {
