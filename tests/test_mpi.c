@@ -609,8 +609,8 @@ static void test_launch(void **state) {
   barrier();
 }
 
-/* Bad arguments get clear errors; none of these calls reaches MPI's collectives but the first
- * bridge (every rank makes it). */
+/* Bad arguments get clear errors. Every rank makes each call: those that pass the NULL checks
+ * reach MPI_Comm_dup (collective), which rk_mpi_bridge_create runs before checking the options. */
 static void test_arguments(void **state) {
   rk_runtime *rt = rt_create();
   rk_graph *g;

@@ -724,7 +724,7 @@ static void *bridge_main(void *arg) {
       if ((int64_t)(t - p->told_ns) > b->o.heartbeat_ns) (void)ctrl_send(b, r, CTRL_HEARTBEAT);
       if ((int64_t)(t - p->heard_ns) > b->o.peer_timeout_ns) peer_down(b, r, RK_MPI_PEER_LOST);
     }
-    /* a peer that said bye (take_ctrl): close its routes here, on the rings' consumer thread */
+    /* a peer that said bye (take_data): close its routes here, on the rings' consumer thread */
     if (t - last_check > 1000000) {
       last_check = t;
       for (r = 0; r < b->ranks; r++) {
@@ -1122,8 +1122,6 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   if (g == NULL) return RK_EINVAL;
   if (out == NULL || comm == MPI_COMM_NULL) return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: %s",
                                                                      out ? "MPI_COMM_NULL" : "NULL argument");
-  if (opts && (opts->size < 2 * sizeof(uint32_t) || opts->size > sizeof(rk_mpi_options)))
-    return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: options size %u", opts->size);
   MPI_Initialized(&inited);
   MPI_Finalized(&finalized);
   if (!inited || finalized)
@@ -1137,6 +1135,10 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
    * not leave the others waiting in it */
   if (MPI_Comm_dup(comm, &dup) != MPI_SUCCESS)
     return rk_transport_fail(g, RK_ESYS, "rk_mpi_bridge_create: MPI_Comm_dup failed");
+  if (opts && (opts->size < 2 * sizeof(uint32_t) || opts->size > sizeof(rk_mpi_options))) {
+    MPI_Comm_free(&dup);
+    return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: options size %u", opts->size);
+  }
   if ((b = (rk_mpi_bridge *)calloc(1, sizeof *b)) == NULL) {
     MPI_Comm_free(&dup);
     return rk_transport_fail(g, RK_ENOMEM, "rk_mpi_bridge_create: out of memory");
