@@ -12,7 +12,8 @@
  *                 (key % lanes of the remote kernel), in order per key
  *   launch        a rank that never launches its graph: rk_graph_launch on the other fails with
  *                 RK_ETIMEDOUT naming it, within start_timeout_ns; a remote node naming a kernel its
- *                 rank does not have fails the launch with RK_EINVAL, saying which
+ *                 rank does not have fails the launch with RK_EINVAL, saying which; so do ranks
+ *                 whose bridges' batch_bytes differ
  *   arguments     bad arguments to the bridge's functions, and its small queries
  *   hlc_skew      rank 1's clock 200 ms behind: causality holds across the ranks (receive rule);
  *                 then 2 s ahead (beyond the 500 ms maximum offset): rank 0 refuses its stamps
@@ -605,6 +606,17 @@ static void test_launch(void **state) {
   /* the bridge first, the graph after: the bridge detaches itself (nothing of it is called again) */
   rk_mpi_bridge_destroy(b);
   rk_graph_destroy(g);
+  barrier();
+  /* again, the ranks' batch_bytes differing: every rank refuses the launch (a larger batch would be
+   * cut by the other's receive buffer) */
+  if (g_rank == 1) o.batch_bytes = 65536;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &me));
+  assert_int_equal(rk_graph_launch(g), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "every rank must use the same rk_mpi_options.batch_bytes"));
+  rk_graph_destroy(g);
+  rk_mpi_bridge_destroy(b);
   rk_runtime_destroy(rt);
   barrier();
 }
