@@ -12,16 +12,22 @@
  *                 (key % lanes of the remote kernel), in order per key
  *   launch        a rank that never launches its graph: rk_graph_launch on the other fails with
  *                 RK_ETIMEDOUT naming it, within start_timeout_ns; a remote node naming a kernel its
- *                 rank does not have fails the launch with RK_EINVAL, saying which
+ *                 rank does not have fails the launch with RK_EINVAL, saying which; so do ranks
+ *                 whose bridges' batch_bytes differ
  *   arguments     bad arguments to the bridge's functions, and its small queries
  *   hlc_skew      rank 1's clock 200 ms behind: causality holds across the ranks (receive rule);
  *                 then 2 s ahead (beyond the 500 ms maximum offset): rank 0 refuses its stamps
+ *   teardown      rank 0 destroys its bridge mid-stream, before its graph: every accepted send is
+ *                 counted (sent or dropped), rank 1 receives all that was sent before the bye
+ *   refused       a forwarded request whose stamp rank 1 refuses is dead-lettered there and
+ *                 answered (RK_ECLOCK): the host's call returns, terminate is prompt and says so
  *   rank_killed   rank 1 kills itself (SIGKILL) mid-stream: rank 0 sees the peer lost, its sends
  *                 get RK_ECLOSED, terminate and destroy return promptly; rank 0 then leaves
  *                 without MPI_Finalize (Open MPI 4.1 cannot finalize with a dead rank) */
 #include "rt_util.h"
 
 #include <mpi.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -186,6 +192,7 @@ typedef struct item {
 static volatile uint64_t g_next[MAX_RANKS]; /* the sink: next sequence expected per source rank */
 static volatile uint64_t g_got, g_bad;
 static volatile uint64_t g_eagain, g_closed;
+static volatile uint64_t g_accepted; /* the source's sends that returned RK_OK */
 static volatile int g_gate = 1; /* the sink's handler waits while 0 */
 static volatile uint64_t g_kill_after; /* rank_killed: the sink kills its process after this many */
 
@@ -193,6 +200,7 @@ static volatile uint64_t g_kill_after; /* rank_killed: the sink kills its proces
  * credit and its ring full) is returned as is: the lane runs the message again later. */
 static int source(rk_ctx *ctx, const rk_msg *in) {
   int rc = rk_send_to(ctx, 0, T_ITEM, rk_msg_payload(in), rk_msg_len(in));
+  if (rc == RK_OK) __atomic_add_fetch(&g_accepted, 1, __ATOMIC_RELAXED);
   if (rc == RK_EAGAIN) __atomic_add_fetch(&g_eagain, 1, __ATOMIC_RELAXED);
   if (rc == RK_ECLOSED) { /* the route's peer is lost: dropped, counted */
     __atomic_add_fetch(&g_closed, 1, __ATOMIC_RELAXED);
@@ -541,9 +549,18 @@ static void test_hlc_skew(void **state) {
     assert_int_equal(bridge_stats(b).clock_rejected, n);
     assert_int_equal(g_pongs, want); /* none delivered */
     assert_true(rk_hlc_physical(rk_clock_peek(rk_runtime_clock(rt))) < t0 + 1000000);
+    assert_int_equal(bridge_stats(b).refused, 0); /* (clock refusals are counted apart) */
   }
   barrier();
-  terminate_in_rank_order(rt, g);
+  /* rank 1's remote node learns of the refusals with the credits: its flush, and so its
+   * terminate, says the far side refused what it sent */
+  if (g_rank == 0) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  if (g_rank == 1) {
+    assert_int_equal(rk_graph_terminate(g, RT_HANG), RK_ECLOSED);
+    assert_non_null(strstr(rk_runtime_last_error(rt), "rank 0 refused 200 of the envelopes"));
+  }
+  barrier();
   finish(rt, g, b);
 }
 
@@ -589,12 +606,23 @@ static void test_launch(void **state) {
   /* the bridge first, the graph after: the bridge detaches itself (nothing of it is called again) */
   rk_mpi_bridge_destroy(b);
   rk_graph_destroy(g);
+  barrier();
+  /* again, the ranks' batch_bytes differing: every rank refuses the launch (a larger batch would be
+   * cut by the other's receive buffer) */
+  if (g_rank == 1) o.batch_bytes = 65536;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &me));
+  assert_int_equal(rk_graph_launch(g), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "every rank must use the same rk_mpi_options.batch_bytes"));
+  rk_graph_destroy(g);
+  rk_mpi_bridge_destroy(b);
   rk_runtime_destroy(rt);
   barrier();
 }
 
-/* Bad arguments get clear errors; none of these calls reaches MPI's collectives but the first
- * bridge (every rank makes it). */
+/* Bad arguments get clear errors. Every rank makes each call: those that pass the NULL checks
+ * reach MPI_Comm_dup (collective), which rk_mpi_bridge_create runs before checking the options. */
 static void test_arguments(void **state) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
@@ -624,6 +652,8 @@ static void test_arguments(void **state) {
   assert_int_equal(rk_mpi_bridge_rank(NULL), 0);
   assert_int_equal(rk_mpi_node_id(0, 5), (1u << 20) | 5u);
   assert_int_equal(rk_mpi_node_id(2, 7), (3u << 20) | 7u);
+  assert_int_equal(rk_mpi_node_id(4094, 1), (4095u << 20) | 1u);
+  assert_int_equal(rk_mpi_node_id(4095, 1), 0); /* (rank + 1) << 20 would wrap */
   rk_mpi_bridge_destroy(NULL);
   rk_graph_destroy(g); /* never launched: the graph tells the bridge it is gone */
   rk_mpi_bridge_destroy(b);
@@ -673,10 +703,170 @@ static void test_rank_killed(void **state) {
   /* nothing hangs: terminate, destroy, and the bridge */
   t0 = rt_now_ns();
   assert_int_equal(rk_graph_terminate(s.g, 2 * RT_SEC), RK_ECLOSED); /* the remote node's flush says why */
+  /* the source has terminated: every send it got RK_OK for is counted, sent (then delivered or
+   * unconfirmed) or dropped */
+  st = bridge_stats(s.b);
+  assert_int_equal(__atomic_load_n(&g_accepted, __ATOMIC_RELAXED), st.sent + st.dropped);
+  assert_true(st.unconfirmed <= st.sent);
   rk_graph_destroy(s.g);
   rk_mpi_bridge_destroy(s.b);
   rk_runtime_destroy(s.rt);
   assert_true(rt_now_ns() - t0 < 5 * (uint64_t)RT_SEC);
+}
+
+/* ---------------------------------------- teardown ----------------------------------------- */
+
+/* The bridge's summary line when it stops (the counters are freed with it). */
+static volatile uint64_t g_stop_sent, g_stop_dropped, g_stop_unconfirmed;
+static volatile int g_stop_seen;
+
+static void stop_log(void *user, rk_log_level level, const char *msg) {
+  unsigned long long s, d, u;
+  (void)user;
+  (void)level;
+  if (sscanf(msg, "mpi bridge: stopped: %llu envelopes sent, %llu accepted and never sent (dropped), %llu", &s, &d,
+             &u) == 3) {
+    g_stop_sent = s;
+    g_stop_dropped = d;
+    g_stop_unconfirmed = u;
+    __atomic_store_n(&g_stop_seen, 1, __ATOMIC_RELEASE); /* the three above before it (one thread reads) */
+  }
+}
+
+static int peer0_closed(void *arg) { return rk_mpi_bridge_peer((rk_mpi_bridge *)arg, 0) == RK_MPI_PEER_CLOSED; }
+
+/* Rank 0 streams to rank 1's sink as fast as it can and destroys its bridge mid-stream, before its
+ * graph. Every envelope the source's sends accepted is counted on rank 0, as sent or dropped; the
+ * bye goes after the data, so rank 1 receives every envelope rank 0 sent before it sees rank 0
+ * closed; and what rank 1 did not credit is counted as unconfirmed. */
+static void test_teardown(void **state) {
+  rk_runtime_options ro = rt_options();
+  rk_runtime *rt;
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dsink = rt_desc("sink", sink), dsrc = rt_desc("source", source);
+  uint32_t me, other;
+  uint64_t i, n = RT_SANITIZED ? 50000 : 300000, counts[4];
+  (void)state;
+  ro.log = stop_log;
+  ro.log_level = RK_LOG_INFO;
+  rt = rt_create_opts(&ro);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &dsrc, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "sink", 4096, &other));
+    RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dsink, NULL, 4096, &me));
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    for (i = 0; i < n; i++) {
+      item it = {0, 0, i};
+      while (rk_send(k, T_ITEM, &it, sizeof it, RK_SEND_NO_REPLY | RK_SEND_NOWAIT, NULL) == RK_EAGAIN) sched_yield();
+    }
+    rk_mpi_bridge_destroy(b); /* mid-stream: the source's lane is still sending */
+    assert_true(__atomic_load_n(&g_stop_seen, __ATOMIC_ACQUIRE));
+    rk_graph_destroy(g);      /* the source's handlers are done: g_accepted is final */
+    counts[0] = __atomic_load_n(&g_accepted, __ATOMIC_RELAXED);
+    counts[1] = g_stop_sent;
+    counts[2] = g_stop_dropped;
+    counts[3] = g_stop_unconfirmed;
+    fprintf(stderr, "teardown: rank 0 accepted %llu, sent %llu, dropped %llu, unconfirmed %llu\n",
+            (unsigned long long)counts[0], (unsigned long long)counts[1], (unsigned long long)counts[2],
+            (unsigned long long)counts[3]);
+    assert_int_equal(counts[0], counts[1] + counts[2]); /* nothing accepted goes uncounted */
+    assert_true(counts[3] <= counts[1]);
+    MPI_Send(counts, 4, MPI_UINT64_T, 1, 77, MPI_COMM_WORLD);
+  } else {
+    rk_mpi_stats st;
+    MPI_Recv(counts, 4, MPI_UINT64_T, 0, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    assert_true(rt_wait_for(peer0_closed, b, RT_HANG));
+    st = bridge_stats(b);
+    fprintf(stderr, "teardown: rank 1 received %llu, delivered %llu, refused %llu\n", (unsigned long long)st.received,
+            (unsigned long long)st.delivered, (unsigned long long)st.refused);
+    assert_int_equal(st.received, counts[1]); /* every batch sent arrived before the bye */
+    /* what rank 0 counted as confirmed was delivered here */
+    assert_true(st.delivered + st.refused >= counts[1] - counts[3]);
+    RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+    assert_int_equal(__atomic_load_n(&g_bad, __ATOMIC_RELAXED), 0); /* in order, none twice */
+    assert_int_equal(__atomic_load_n(&g_got, __ATOMIC_RELAXED), st.delivered);
+    rk_graph_destroy(g);
+    rk_mpi_bridge_destroy(b);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* ---------------------------------------- refusals ----------------------------------------- */
+
+static int front(rk_ctx *ctx, const rk_msg *in) { return rk_forward(ctx, 0, T_HOP, rk_msg_payload(in), rk_msg_len(in)); }
+static int back(rk_ctx *ctx, const rk_msg *in) { return rk_reply(ctx, T_RESULT, rk_msg_payload(in), rk_msg_len(in)); }
+
+/* A request forwarded from rank 0 to rank 1 whose stamp rank 1 refuses (rank 1's clock 2 s behind:
+ * rank 0's stamps are beyond its 500 ms maximum offset): dead-lettered on the destination, and
+ * answered with RK_ECLOCK, so rank 0's host call gets the error instead of waiting out its
+ * timeout and rank 0's terminate does not wait for answers it is owed; rank 0's remote node then
+ * reports the refusals (flush). */
+static void test_refused(void **state) {
+  rk_runtime_options o = rt_options();
+  rk_runtime *rt;
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
+  uint32_t me, other, i;
+  (void)state;
+  if (g_rank == 1) {
+    __atomic_store_n(&g_skew_us, -2000000, __ATOMIC_RELAXED);
+    o.time_source = skewed_time;
+  }
+  rt = rt_create_opts(&o);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
+  /* rank 1 has rank 0's front as a remote node: the origin, where answers go */
+  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
+  if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    for (i = 0; i < 3; i++) {
+      rk_msg m;
+      uint64_t t0 = rt_now_ns(), v = i;
+      char r[8];
+      assert_int_equal(rk_call(k, T_HOP, &v, sizeof v, &m, r, sizeof r, 10 * RT_SEC), RK_EHANDLER);
+      assert_int_equal(m.status, RK_ECLOCK);
+      assert_true(rt_now_ns() - t0 < 5 * (uint64_t)RT_SEC);
+    }
+    assert_int_equal(bridge_stats(b).received, 3); /* the answers */
+  }
+  barrier();
+  if (g_rank == 1) {
+    rk_kernel_counters kc;
+    rk_mpi_stats st = bridge_stats(b);
+    assert_int_equal(st.clock_rejected, 3);
+    memset(&kc, 0, sizeof kc);
+    kc.size = sizeof kc;
+    RT_OK(rt, rk_kernel_stats(rk_graph_kernel(g, me), &kc));
+    assert_int_equal(kc.dead_letters, 3);
+  }
+  barrier();
+  if (g_rank == 0) { /* nothing owed: prompt; the remote node says rank 1 refused what it sent */
+    uint64_t t0 = rt_now_ns();
+    assert_int_equal(rk_graph_terminate(g, 10 * RT_SEC), RK_ECLOSED);
+    assert_non_null(strstr(rk_runtime_last_error(rt), "rank 1 refused 3 of the envelopes"));
+    assert_true(rt_now_ns() - t0 < 5 * (uint64_t)RT_SEC);
+  }
+  barrier();
+  if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  finish(rt, g, b);
 }
 
 /* ---------------------------------------- main --------------------------------------------- */
@@ -687,6 +877,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_pipeline),    cmocka_unit_test(test_fan_in), cmocka_unit_test(test_backpressure),
       cmocka_unit_test(test_order),       cmocka_unit_test(test_hlc_skew), cmocka_unit_test(test_rank_killed),
       cmocka_unit_test(test_keyed),       cmocka_unit_test(test_launch),     cmocka_unit_test(test_arguments),
+      cmocka_unit_test(test_teardown),    cmocka_unit_test(test_refused),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi: MPI_THREAD_MULTIPLE not provided\n");

@@ -40,9 +40,12 @@ typedef struct rk_mpi_bridge rk_mpi_bridge;
 typedef struct rk_mpi_options {
   uint32_t size;            /**< sizeof(rk_mpi_options) */
   uint32_t batch_bytes;     /**< bytes of one MPI message of envelopes, at most (0: 32 KiB; at least
-                             *   one slot of the largest kernel) */
+                             *   one slot of the largest kernel); every rank must use the same value
+                             *   (checked at launch: RK_EINVAL) */
   uint32_t max_inflight;    /**< MPI sends of batches in flight per peer (0: 4) */
-  uint32_t window;          /**< credits per route, at most (0: the destination's K2K inbox capacity) */
+  uint32_t window;          /**< credits per route, at most, both ways: what this rank grants the
+                             *   routes into its kernels and takes on its routes to remote ones (0:
+                             *   the destination's K2K inbox capacity) */
   int64_t heartbeat_ns;     /**< a peer told nothing for this long gets a heartbeat (0: 50 ms) */
   int64_t peer_timeout_ns;  /**< a peer silent this long is lost (0: 2 s) */
   int64_t start_timeout_ns; /**< rk_graph_launch waits this long for every peer (0: 30 s) */
@@ -73,10 +76,15 @@ typedef struct rk_mpi_stats {
   uint64_t batches_received;  /**< MPI messages of envelopes received */
   uint64_t credit_stalls;     /**< times a route had messages and no credit */
   uint64_t staged;            /**< received envelopes that waited for room in a full local inbox */
-  uint64_t clock_rejected;    /**< received stamps beyond the maximum offset: refused */
-  uint64_t refused;           /**< received envelopes for a closed or unknown kernel, or malformed */
-  uint64_t dropped;           /**< accepted sends never sent: their peer was lost first */
-  uint64_t unconfirmed;       /**< sent to a peer lost before it confirmed them (maybe delivered) */
+  uint64_t clock_rejected;    /**< received stamps beyond the maximum offset: refused (dead-lettered,
+                               *   requests answered with RK_ECLOCK); not in refused */
+  uint64_t refused;           /**< received envelopes for a closed or unknown kernel, too large, or
+                               *   malformed (dead-lettered where the kernel exists; requests
+                               *   answered with the error) */
+  uint64_t dropped;           /**< accepted sends never sent: their peer was lost or closed, or
+                               *   the bridge stopped, first */
+  uint64_t unconfirmed;       /**< sent and not credited when the peer was lost or closed or the
+                               *   bridge stopped (maybe delivered) */
   uint64_t heartbeats;        /**< heartbeats sent */
 } rk_mpi_stats;
 
@@ -87,11 +95,14 @@ typedef struct rk_mpi_stats {
  *  has launched its own and learns the remote kernels by name. MPI must be initialised with
  *  MPI_THREAD_MULTIPLE (the bridge thread calls MPI while the application may). opts may be NULL.
  *  Errors: RK_EINVAL (NULL, bad options, MPI_COMM_NULL), RK_ENOTSUP (MPI not initialised or not
- *  MPI_THREAD_MULTIPLE), RK_ESTATE (the graph is launched, has remote nodes or a transport),
+ *  MPI_THREAD_MULTIPLE, more than 4095 ranks), RK_ESTATE (the graph is launched, has remote nodes or a transport),
  *  RK_ENOMEM, RK_ESYS (an MPI call failed); the detail in rk_runtime_last_error. */
 RK_API int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts, rk_mpi_bridge **out);
 /** Stop and free the bridge (NULL accepted): after rk_graph_destroy, or before it (the bridge
- *  then detaches itself: the graph's remote nodes are closed to senders). Before MPI_Finalize. */
+ *  then detaches itself: the graph's remote nodes are closed to senders). Before MPI_Finalize.
+ *  What was not delivered by then is counted (dropped, unconfirmed) and logged in one line; the
+ *  counters go with the bridge. Buffers MPI may still own (a lost peer, a send that never
+ *  completed) are kept for the process's life. */
 RK_API void rk_mpi_bridge_destroy(rk_mpi_bridge *b);
 /** The counters. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
 RK_API int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out);
@@ -103,7 +114,7 @@ RK_API uint32_t rk_mpi_bridge_rank(const rk_mpi_bridge *b);
 RK_API uint32_t rk_mpi_bridge_ranks(const rk_mpi_bridge *b); /**< ranks in the communicator */
 /** The node id that envelopes from kernel kernel_id of rank `rank` carry once they crossed a
  *  bridge: rank + 1 in the top 12 bits, the kernel id below, so (stamp, node) orders every
- *  message of the job totally and without ties. */
+ *  message of the job totally and without ties. 0 for a rank of 4095 or more (not representable). */
 RK_API uint32_t rk_mpi_node_id(uint32_t rank, uint32_t kernel_id);
 
 RK_EXTERN_C_END

@@ -84,6 +84,20 @@ RK_API int rk_graph_remote_close(rk_graph *g, uint32_t node);
  *  again later), RK_ECLOSED (the kernel has terminated), RK_EMSGSIZE, RK_EINVAL (not a local node,
  *  not launched). */
 RK_API int rk_graph_deliver(rk_graph *g, uint32_t node, uint32_t lane, const rk_envelope *e, const void *payload);
+/** A message from a peer that the transport refuses (its stamp is beyond the clock bound, the
+ *  destination refused it with RK_ECLOSED / RK_EMSGSIZE, ...): dead-lettered on local node `node`
+ *  (lane `lane` modulo its lanes) with reason `code`, as a local inbox's refusal is. Errors:
+ *  RK_EINVAL (not a local launched node). */
+RK_API int rk_graph_refuse(rk_graph *g, uint32_t node, uint32_t lane, const rk_envelope *e, const void *payload,
+                           int code, const char *why);
+/** Answer a refused message that continues a request (RK_ENV_F_K2K, an origin, neither a reply nor
+ *  RK_ENV_F_NO_REPLY) with an RK_ENV_F_REPLY | RK_ENV_F_ERROR envelope carrying `code` into its
+ *  origin's K2K inbox (e->origin: a local id, a kernel or a remote node's stand-in), as a kernel's
+ *  handle_one answers what it refuses: the origin's owed answers go down and the host's call is
+ *  answered. from_id: the refusing kernel's id (0: none). Returns RK_OK (answered, or nothing to
+ *  answer), RK_EAGAIN (the origin's inbox is full: try again later), RK_ECLOSED, RK_EINVAL (no
+ *  such origin). */
+RK_API int rk_graph_answer_error(rk_graph *g, uint32_t from_id, const rk_envelope *e, int code);
 /** Record a failure of the transport as the calling thread's last error on the graph's runtime
  *  (rk_runtime_last_error) and in its log; returns code. */
 RK_API int rk_transport_fail(rk_graph *g, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -783,6 +783,34 @@ int rk_graph_deliver(rk_graph *g, uint32_t node, uint32_t lane, const rk_envelop
   return rk__k2k_push(k, lane % k->lanes, e, payload, e->payload_len);
 }
 
+int rk_graph_refuse(rk_graph *g, uint32_t node, uint32_t lane, const rk_envelope *e, const void *payload, int code,
+                    const char *why) {
+  rk_kernel *k;
+  if (g == NULL || e == NULL || node >= g->n || g->node[node].remote || (k = g->node[node].k) == NULL) return RK_EINVAL;
+  rk__dead_letter(k, e, e->payload_len ? payload : NULL, code, why ? why : "refused by the transport", lane % k->lanes);
+  return RK_OK;
+}
+
+int rk_graph_answer_error(rk_graph *g, uint32_t from_id, const rk_envelope *e, int code) {
+  rk_kernel *origin;
+  rk_envelope a;
+  int32_t c = code < 0 ? code : RK_EINVAL;
+  if (g == NULL || e == NULL) return RK_EINVAL;
+  /* only a message that continues a request wants an answer (as handle_one's error_reply) */
+  if (!(e->flags & RK_ENV_F_K2K) || (e->flags & (RK_ENV_F_REPLY | RK_ENV_F_NO_REPLY)) || e->origin == 0) return RK_OK;
+  if ((origin = rk__graph_kernel(g, e->origin)) == NULL) return RK_EINVAL;
+  rk_envelope_init(&a, e->type ? e->type : 1u, sizeof c, (uint16_t)(RK_ENV_F_K2K | RK_ENV_F_REPLY | RK_ENV_F_ERROR));
+  a.src = from_id;
+  a.dst = origin->id;
+  a.node = from_id;
+  a.origin = origin->id;
+  a.correlation_id = e->correlation_id;
+  a.lane = e->lane;
+  a.priority = e->priority;
+  (void)rk_clock_tick(rk_runtime_clock(g->rt), &a.hlc);
+  return rk__k2k_push(origin, e->lane % origin->lanes, &a, &c, sizeof c);
+}
+
 int rk_transport_fail(rk_graph *g, int code, const char *fmt, ...) {
   char msg[RK__LOG_LINE];
   va_list ap;

@@ -16,9 +16,11 @@
  * its own credits and its own staging queue there, so a keyed send reaches the lane its key picks.
  *
  * Wire formats (host byte order: one job, one machine type): a data message is a batch header
- * then records {u32 record bytes, u32 origin rank, u32 destination lane, u32 0, envelope, payload
- * padded to 8}; a control message is {u32 kind, u32 n} then n {u32 kernel id, u32 lane, u64
- * delivered} (credits). */
+ * {u32 n, u32 0} then n records {u32 record bytes, u32 origin rank, u32 destination lane, u32 0,
+ * envelope, payload padded to 8}; a batch header with n == BYE_N and no record is the bye, sent on
+ * the data tag so that MPI's non-overtaking rule orders it after every batch sent before it; a
+ * control message is {u32 kind, u32 n} then n {u32 kernel id, u32 lane, u64 consumed, u64 refused}
+ * (credits: cumulative counts of the route's messages taken off the wire, and of those refused). */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -37,21 +39,24 @@
 #define TAG_CTRL 0x5245
 #define CTRL_CREDIT 1u
 #define CTRL_HEARTBEAT 2u
-#define CTRL_BYE 3u
+#define BYE_N UINT32_MAX /* a data batch header's n: the bye */
 #define REC_HEADER 16u
+#define CREDIT_REC 24u
 #define MAX_NODES RK_GRAPH_MAX_KERNELS
-#define CTRL_BYTES (8u + MAX_NODES * RK_MAX_LANES * 16u) /* a credit for every route at most */
+#define CTRL_BYTES (8u + MAX_NODES * RK_MAX_LANES * CREDIT_REC) /* a credit for every route at most */
+#define CREDIT_AGE_NS 1000000u /* owed credits older than this go out even on a busy bridge */
 #ifndef RK__MPI_YIELDS
 #define RK__MPI_YIELDS 256u /* idle passes that yield before the bridge starts to sleep */
 #endif
 
 typedef struct hello_entry {
   char name[64];
-  uint32_t kernel_id, lanes, k2k_capacity, payload_max;
+  uint32_t kernel_id, lanes, k2k_capacity, payload_max; /* k2k_capacity: the window granted per lane */
 } hello_entry;
 
 typedef struct hello {
   uint32_t n, rank;
+  uint32_t batch_bytes, reserved; /* the receive buffers are that big: every rank must agree */
   hello_entry e[MAX_NODES];
 } hello;
 
@@ -67,6 +72,8 @@ typedef struct staged {
 typedef struct route_in {
   uint64_t consumed;      /* delivered, refused or dropped: the credits this route earned back */
   uint64_t credited;      /* consumed as last told to the peer */
+  uint64_t refused;       /* of consumed: refused (answered / dead-lettered here), cumulative */
+  uint64_t refused_told;  /* refused as last told to the peer */
   staged *head, *tail;    /* waiting for room, in order */
   uint32_t window;        /* what the peer may have outstanding (our inbox capacity, capped) */
 } route_in;
@@ -83,6 +90,7 @@ typedef struct route_out {
   uint64_t sent;          /* bridge thread only, published for flush (atomics) */
   volatile uint64_t credited; /* atomics: written by the bridge thread, read by flush */
   volatile uint64_t sent_pub;
+  volatile uint64_t refused; /* atomics: the peer's refused count for the route (take_ctrl), read by flush */
   int stalled;            /* counted a credit stall already (until credit comes) */
 } route_out;
 
@@ -106,8 +114,20 @@ typedef struct peer {
   uint8_t *ctrl_out;       /* CTRL_BYTES */
   MPI_Request ctrl_req_out;
   int ctrl_busy;
+  uint32_t bye[2];         /* the bye's batch header (TAG_DATA) */
+  MPI_Request bye_req;
+  int settled;             /* what its routes held is counted (peer_down, or stop) */
+  uint64_t credit_ns;      /* of the last credit message to it */
   hello h;                 /* its kernels (handshake) */
 } peer;
+
+/* The error answer to a refused request that found its origin's inbox full: retried. */
+typedef struct answer {
+  struct answer *next;
+  uint32_t from_id;
+  int code;
+  rk_envelope e; /* the refused envelope's header (ids already local) */
+} answer;
 
 struct rk_mpi_bridge {
   rk_transport tp;
@@ -129,6 +149,9 @@ struct rk_mpi_bridge {
   int stopped;             /* stop ran (app thread) */
   int started;             /* start succeeded: the peers know us */
   int any_lost;
+  hello *hello_out;        /* our hello: MPI may own it until the handshake's sends complete */
+  int hello_held;          /* a hello send never completed (start timed out): never freed */
+  answer *answers, **answers_tail; /* bridge thread: error answers waiting for room */
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
       s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats;
@@ -143,12 +166,18 @@ static uint64_t now_ns(void) {
 
 static void stat_add(volatile uint64_t *c, uint64_t n) { __atomic_add_fetch(c, n, __ATOMIC_RELAXED); } /* statistics */
 
-static void set_state(peer *p, rk_mpi_peer_state s) {
-  __atomic_store_n(&p->state, s, __ATOMIC_RELAXED); /* a status word read on its own */
-}
-static rk_mpi_peer_state get_state(const peer *p) { return __atomic_load_n(&p->state, __ATOMIC_RELAXED); }
+/* Release: the counters peer_down updated before the state changed (dropped, unconfirmed,
+ * peers_lost) are visible to whoever sees the new state with get_state's acquire. */
+static void set_state(peer *p, rk_mpi_peer_state s) { __atomic_store_n(&p->state, s, __ATOMIC_RELEASE); }
+/* Acquire: pairs with set_state's release (a reader that sees LOST sees its counts). */
+static rk_mpi_peer_state get_state(const peer *p) { return __atomic_load_n(&p->state, __ATOMIC_ACQUIRE); }
 
-uint32_t rk_mpi_node_id(uint32_t rank, uint32_t kernel_id) { return ((rank + 1u) << 20) | (kernel_id & 0xFFFFFu); }
+#define MAX_RANKS 4095u /* (rank + 1) << 20 must fit in 32 bits: rk_mpi_node_id */
+
+uint32_t rk_mpi_node_id(uint32_t rank, uint32_t kernel_id) {
+  if (rank >= MAX_RANKS) return 0; /* not representable (rk_mpi_bridge_create refuses such jobs) */
+  return ((rank + 1u) << 20) | (kernel_id & 0xFFFFFu);
+}
 
 static uint32_t pad8(uint32_t n) { return (n + 7u) & ~7u; }
 
@@ -176,6 +205,26 @@ static route_out *out_of_remote(rk_mpi_bridge *b, uint32_t rank, uint32_t remote
     if (b->out[i].peer == rank && b->out[i].remote_id == remote_id && (lane == UINT32_MAX || b->out[i].lane == lane))
       return &b->out[i];
   return NULL;
+}
+
+/* Buffers left to MPI (a send that never completed may still read them): kept for the process's
+ * life, reachable from this list, so nothing frees them under MPI and leak checkers see them as
+ * held, not lost. */
+typedef struct lent_buf {
+  struct lent_buf *next;
+  void *data;
+} lent_buf;
+static lent_buf *g_lent;
+
+static void lend_to_mpi(void *data) {
+  lent_buf *l;
+  if (data == NULL || (l = (lent_buf *)malloc(sizeof *l)) == NULL) return; /* (then simply leaked) */
+  l->data = data;
+  l->next = __atomic_load_n(&g_lent, __ATOMIC_RELAXED);
+  /* release on success: the node's fields are written before it is reachable from g_lent (nobody
+   * walks the list, but a reader would need them); relaxed on failure: just the new head */
+  while (!__atomic_compare_exchange_n(&g_lent, &l->next, l, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+  }
 }
 
 /* ---------------------------------------- sending ------------------------------------------ */
@@ -298,19 +347,31 @@ static int ctrl_send(rk_mpi_bridge *b, uint32_t r, uint32_t kind) {
     for (i = 0; i < b->nids; i++)
       for (j = 0; j < b->in_lanes[b->ids[i].node]; j++) {
         route_in *ri = &p->in[b->in_base[b->ids[i].node] + j];
-        if (ri->consumed == ri->credited) continue;
-        memcpy(p->ctrl_out + 8 + n * 16, &b->ids[i].id, 4);
-        memcpy(p->ctrl_out + 8 + n * 16 + 4, &j, 4);
-        memcpy(p->ctrl_out + 8 + n * 16 + 8, &ri->consumed, 8);
-        ri->credited = ri->consumed;
+        uint8_t *w = p->ctrl_out + 8 + n * CREDIT_REC;
+        if (ri->consumed == ri->credited && ri->refused == ri->refused_told) continue;
+        memcpy(w, &b->ids[i].id, 4);
+        memcpy(w + 4, &j, 4);
+        memcpy(w + 8, &ri->consumed, 8);
+        memcpy(w + 16, &ri->refused, 8);
         n++;
       }
     if (n == 0) return 0;
   }
   memcpy(p->ctrl_out, &kind, 4);
   memcpy(p->ctrl_out + 4, &n, 4);
-  if (MPI_Isend(p->ctrl_out, (int)(8 + n * 16), MPI_BYTE, (int)r, TAG_CTRL, b->comm, &p->ctrl_req_out) != MPI_SUCCESS)
-    return 0;
+  if (MPI_Isend(p->ctrl_out, (int)(8 + n * CREDIT_REC), MPI_BYTE, (int)r, TAG_CTRL, b->comm, &p->ctrl_req_out) !=
+      MPI_SUCCESS)
+    return 0; /* nothing marked as told: the credits go out with the next try */
+  if (kind == CTRL_CREDIT) { /* sent: what it told (consumed moves on this thread only) */
+    uint32_t j;
+    for (i = 0; i < b->nids; i++)
+      for (j = 0; j < b->in_lanes[b->ids[i].node]; j++) {
+        route_in *ri = &p->in[b->in_base[b->ids[i].node] + j];
+        ri->credited = ri->consumed;
+        ri->refused_told = ri->refused;
+      }
+    p->credit_ns = now_ns();
+  }
   p->ctrl_busy = 1;
   p->told_ns = now_ns();
   if (kind == CTRL_HEARTBEAT) stat_add(&b->s_heartbeats, 1);
@@ -319,27 +380,84 @@ static int ctrl_send(rk_mpi_bridge *b, uint32_t r, uint32_t kind) {
 
 /* ---------------------------------------- receiving ---------------------------------------- */
 
-/* Into the local inbox, or the route's staging queue. Returns 1 when it went in (or was refused:
- * either way its credit is earned back). */
-static int deliver(rk_mpi_bridge *b, uint32_t node, uint32_t lane, rk_envelope *e) {
+/* The error answer to a refused request (rk_graph_answer_error); kept and retried when the
+ * origin's inbox is full. Bridge thread (or stop, after the thread). */
+static void answer_refused(rk_mpi_bridge *b, uint32_t from_id, const rk_envelope *e, int code) {
+  int rc = rk_graph_answer_error(b->g, from_id, e, code);
+  answer *a;
+  if (rc != RK_EAGAIN) {
+    if (rc != RK_OK)
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: the error answer (%s) to a refused request cannot reach its "
+                       "origin (local id %u): %s", rk_err_name(code), e->origin, rk_err_name(rc));
+    return;
+  }
+  if ((a = (answer *)malloc(sizeof *a)) == NULL) {
+    rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: out of memory: an error answer to a refused request is lost");
+    return;
+  }
+  a->next = NULL;
+  a->from_id = from_id;
+  a->code = code;
+  a->e = *e;
+  *b->answers_tail = a;
+  b->answers_tail = &a->next;
+}
+
+static uint32_t answers_retry(rk_mpi_bridge *b) {
+  uint32_t n = 0;
+  while (b->answers) {
+    answer *a = b->answers;
+    int rc = rk_graph_answer_error(b->g, a->from_id, &a->e, a->code);
+    if (rc == RK_EAGAIN) break; /* in order */
+    b->answers = a->next;
+    if (b->answers == NULL) b->answers_tail = &b->answers;
+    free(a);
+    n++;
+  }
+  return n;
+}
+
+/* A message refused on this rank: counted on its route (the sender learns it with the credits),
+ * dead-lettered on the destination kernel, and answered when it continues a request. */
+static void refuse(rk_mpi_bridge *b, route_in *ri, uint32_t node, uint32_t lane, const rk_envelope *e, int code,
+                   const char *why) {
+  uint32_t from = 0;
+  if (code != RK_ECLOCK) stat_add(&b->s_refused, 1); /* (clock refusals: clock_rejected) */
+  if (ri) {
+    ri->consumed++;
+    ri->refused++;
+  }
+  if (node != UINT32_MAX) {
+    rk_graph_node_info info;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    if (rk_graph_node(b->g, node, &info) == RK_OK) from = info.kernel_id;
+    (void)rk_graph_refuse(b->g, node, lane, e, e->payload_len ? (const void *)(e + 1) : NULL, code, why);
+  }
+  answer_refused(b, from, e, code);
+}
+
+/* Into the local inbox, or the route's staging queue. Returns 0 (the inbox is full: stage it), 1
+ * (delivered) or 2 (refused: dead-lettered, answered). Either of the last two earns its credit. */
+static int deliver(rk_mpi_bridge *b, route_in *ri, uint32_t node, uint32_t lane, rk_envelope *e) {
   int rc = rk_graph_deliver(b->g, node, lane, e, e->payload_len ? (const void *)(e + 1) : NULL);
   if (rc == RK_EAGAIN) return 0;
-  if (rc == RK_OK)
+  if (rc == RK_OK) {
     stat_add(&b->s_delivered, 1);
-  else {
-    stat_add(&b->s_refused, 1);
-    rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: an envelope for local kernel %u refused: %s", e->dst,
-                     rk_err_name(rc));
+    ri->consumed++;
+    return 1;
   }
-  return 1;
+  rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: an envelope for local kernel %u refused: %s", e->dst,
+                   rk_err_name(rc));
+  refuse(b, ri, node, lane, e, rc, "refused by the destination's inbox (mpi bridge)");
+  return 2;
 }
 
 static void stage(rk_mpi_bridge *b, route_in *ri, const rk_envelope *e) {
   uint32_t len = RK_ENVELOPE_SIZE + e->payload_len;
   staged *s = (staged *)malloc(sizeof *s + len);
   if (s == NULL) { /* cannot happen often: bounded by credits; counted as refused */
-    stat_add(&b->s_refused, 1);
-    ri->consumed++;
+    refuse(b, ri, UINT32_MAX, 0, e, RK_ENOMEM, NULL);
     return;
   }
   s->next = NULL;
@@ -362,11 +480,10 @@ static uint32_t unstage(rk_mpi_bridge *b) {
       route_in *ri = &b->peers[r].in[b->in_base[b->ids[i].node] + j];
       while (ri->head) {
         staged *s = ri->head;
-        if (!deliver(b, b->ids[i].node, j, (rk_envelope *)s->data)) break;
+        if (!deliver(b, ri, b->ids[i].node, j, (rk_envelope *)s->data)) break; /* counts consumed */
         ri->head = s->next;
         if (ri->head == NULL) ri->tail = NULL;
         free(s);
-        ri->consumed++;
         moved++;
       }
       }
@@ -378,23 +495,6 @@ static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t o
   uint32_t node;
   route_in *ri;
   stat_add(&b->s_received, 1);
-  if (!local_node_of(b, e->dst, &node)) { /* no route to credit: the sender's window shrinks (logged) */
-    stat_add(&b->s_refused, 1);
-    rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: rank %u sent an envelope for kernel id %u, not a kernel of this "
-                     "rank's graph", r, e->dst);
-    return;
-  }
-  lane %= b->in_lanes[node];
-  ri = &p->in[b->in_base[node] + lane];
-  /* the receive rule on the runtime's clock: a stamp too far ahead is refused (the clock does not
-   * move), as a local inbox refuses it; a good one advances the clock before anything sees it */
-  if (rk_clock_recv(rk_runtime_clock(b->rt), e->hlc, NULL) == RK_ECLOCK) {
-    stat_add(&b->s_clock_rejected, 1);
-    ri->consumed++;
-    rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: an envelope from rank %u refused: its stamp is beyond this "
-                     "runtime's maximum clock offset", r);
-    return;
-  }
   /* the ids of this rank: the origin's stand-in (or our own kernel), the sender's stand-in */
   if (e->origin) {
     if (origin_rank != b->rank) {
@@ -406,19 +506,40 @@ static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t o
     route_out *q = out_of_remote(b, r, e->src, UINT32_MAX);
     e->src = q ? q->local_id : 0;
   }
-  if (ri->head || !deliver(b, node, lane, e))
-    stage(b, ri, e);
-  else
-    ri->consumed++;
+  if (!local_node_of(b, e->dst, &node)) {
+    /* no route here to credit (the sender took dst from our hello: a damaged or foreign message);
+     * answered when it continues a request, counted, logged */
+    rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: rank %u sent an envelope for kernel id %u, not a kernel of this "
+                     "rank's graph", r, e->dst);
+    refuse(b, NULL, UINT32_MAX, 0, e, RK_EINVAL, NULL);
+    return;
+  }
+  lane %= b->in_lanes[node];
+  ri = &p->in[b->in_base[node] + lane];
+  /* the receive rule on the runtime's clock: a stamp too far ahead is refused (the clock does not
+   * move), as a local inbox refuses it: dead-lettered on the destination and answered with
+   * RK_ECLOCK (handle_one's refusal); a good one advances the clock before anything sees it */
+  if (rk_clock_recv(rk_runtime_clock(b->rt), e->hlc, NULL) == RK_ECLOCK) {
+    stat_add(&b->s_clock_rejected, 1);
+    rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: an envelope from rank %u refused: its stamp is beyond this "
+                     "runtime's maximum clock offset", r);
+    refuse(b, ri, node, lane, e, RK_ECLOCK, "stamp too far ahead of the kernel's clock (mpi bridge)");
+    return;
+  }
+  if (ri->head || !deliver(b, ri, node, lane, e)) stage(b, ri, e);
 }
 
 static void take_data(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes) {
   uint32_t n, off = 8, i;
   if (bytes < 8) return;
   memcpy(&n, buf, 4);
+  if (n == BYE_N) { /* the peer stopped: every batch it sent before is taken (MPI: no overtaking) */
+    set_state(&b->peers[r], RK_MPI_PEER_CLOSED);
+    return;
+  }
   stat_add(&b->s_batches_received, 1);
   for (i = 0; i < n; i++) {
-    uint32_t rec, origin_rank, lane;
+    uint32_t rec, origin_rank, lane, node;
     rk_envelope *e;
     if (off + REC_HEADER + RK_ENVELOPE_SIZE > (uint32_t)bytes) break;
     memcpy(&rec, buf + off, 4);
@@ -426,14 +547,25 @@ static void take_data(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byte
     memcpy(&lane, buf + off + 8, 4);
     e = (rk_envelope *)(buf + off + REC_HEADER);
     if (rec < REC_HEADER + RK_ENVELOPE_SIZE || off + rec > (uint32_t)bytes ||
-        e->payload_len > rec - REC_HEADER - RK_ENVELOPE_SIZE)
+        e->payload_len > rec - REC_HEADER - RK_ENVELOPE_SIZE) {
+      /* its header parses: its route gets the credit back (refused); the rest cannot be found */
+      if (local_node_of(b, e->dst, &node)) {
+        route_in *ri = &b->peers[r].in[b->in_base[node] + lane % b->in_lanes[node]];
+        stat_add(&b->s_received, 1);
+        stat_add(&b->s_refused, 1);
+        ri->consumed++;
+        ri->refused++;
+        i++;
+      }
       break;
+    }
     take_record(b, r, e, origin_rank, lane);
     off += rec;
   }
   if (i < n) {
     stat_add(&b->s_refused, n - i);
-    rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: a malformed batch from rank %u: %u envelopes dropped", r, n - i);
+    rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: a malformed batch from rank %u: %u envelopes dropped (their "
+                     "credits cannot be returned)", r, n - i);
   }
 }
 
@@ -442,19 +574,20 @@ static void take_ctrl(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byte
   if (bytes < 8) return;
   memcpy(&kind, buf, 4);
   memcpy(&n, buf + 4, 4);
-  if (kind == CTRL_BYE) {
-    set_state(&b->peers[r], RK_MPI_PEER_CLOSED);
-    return;
-  }
   if (kind != CTRL_CREDIT) return;
-  for (i = 0; i < n && 8 + (i + 1) * 16 <= (uint32_t)bytes; i++) {
+  for (i = 0; i < n && 8 + (i + 1) * CREDIT_REC <= (uint32_t)bytes; i++) {
     uint32_t id, lane;
-    uint64_t consumed;
+    uint64_t consumed, refused;
     route_out *o;
-    memcpy(&id, buf + 8 + i * 16, 4);
-    memcpy(&lane, buf + 8 + i * 16 + 4, 4);
-    memcpy(&consumed, buf + 8 + i * 16 + 8, 8);
-    if ((o = out_of_remote(b, r, id, lane)) != NULL && consumed > o->credited && consumed <= o->sent)
+    memcpy(&id, buf + 8 + i * CREDIT_REC, 4);
+    memcpy(&lane, buf + 8 + i * CREDIT_REC + 4, 4);
+    memcpy(&consumed, buf + 8 + i * CREDIT_REC + 8, 8);
+    memcpy(&refused, buf + 8 + i * CREDIT_REC + 16, 8);
+    if ((o = out_of_remote(b, r, id, lane)) == NULL) continue;
+    /* refused before credited: a flush that sees the credit sees the refusals in it (release,
+     * pairs with flush's acquire) */
+    if (refused > o->refused) __atomic_store_n(&o->refused, refused, __ATOMIC_RELEASE);
+    if (consumed > o->credited && consumed <= o->sent)
       __atomic_store_n(&o->credited, consumed, __ATOMIC_RELEASE); /* flush's acquire pairs with it */
   }
 }
@@ -496,35 +629,62 @@ static uint32_t poll_peer(rk_mpi_bridge *b, uint32_t r) {
 
 /* ---------------------------------------- failure ------------------------------------------ */
 
+/* Close peer r's routes and count what they hold: the rings' residue and the batch not sent are
+ * dropped (accepted, never to be sent), what was sent and not credited is unconfirmed (it may or
+ * may not have been delivered). Once per peer; on the rings' consumer thread (the bridge thread,
+ * or stop after it is joined). */
+static void settle_peer(rk_mpi_bridge *b, uint32_t r, uint64_t *dropped, uint64_t *unconfirmed) {
+  peer *p = &b->peers[r];
+  uint32_t i;
+  *dropped = *unconfirmed = 0;
+  if (p->settled) return;
+  p->settled = 1;
+  for (i = 0; i < b->nout; i++) {
+    route_out *o = &b->out[i];
+    uint64_t pos, final = 0, end = now_ns() + 100000000u;
+    uint32_t n;
+    if (o->peer != r || o->ring == NULL) continue;
+    (void)rk_graph_remote_close(b->g, o->node); /* first: no new message gets in behind the count */
+    (void)rk_ring_closed(o->ring, &final);      /* every position below it is (or will be) published */
+    for (;;) {
+      if ((n = rk_ring_peek_n(o->ring, 64, &pos)) > 0) {
+        rk_ring_release_n(o->ring, n);
+        *dropped += n;
+        continue;
+      }
+      if (pos >= final || now_ns() > end) break; /* (a sender between its claim and its publication) */
+      sched_yield();
+    }
+    *unconfirmed += o->sent - __atomic_load_n(&o->credited, __ATOMIC_RELAXED); /* this thread's own word */
+  }
+  if (p->batch_buf >= 0 && p->batch_n) { /* counted in o->sent, never sent */
+    *dropped += p->batch_n;
+    *unconfirmed -= p->batch_n;
+  }
+  p->batch_buf = -1;
+  p->batch_n = 0;
+  stat_add(&b->s_dropped, *dropped);
+  stat_add(&b->s_unconfirmed, *unconfirmed);
+}
+
 /* Peer r is gone (lost: silent; closed: said bye): its routes close, what they hold is dropped. */
 static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
   peer *p = &b->peers[r];
-  uint32_t i;
   uint64_t dropped = 0, unconfirmed = 0;
-  set_state(p, why);
-  for (i = 0; i < b->nout; i++) {
-    route_out *o = &b->out[i];
-    uint64_t pos;
-    uint32_t n;
-    if (o->peer != r) continue;
-    (void)rk_graph_remote_close(b->g, o->node);
-    while ((n = rk_ring_peek_n(o->ring, 64, &pos)) > 0) { /* accepted, never to be sent */
-      rk_ring_release_n(o->ring, n);
-      dropped += n;
-    }
-    unconfirmed += o->sent - __atomic_load_n(&o->credited, __ATOMIC_RELAXED);
-  }
-  stat_add(&b->s_dropped, dropped);
-  stat_add(&b->s_unconfirmed, unconfirmed);
+  settle_peer(b, r, &dropped, &unconfirmed);
   if (why == RK_MPI_PEER_LOST) {
     b->any_lost = 1;
-    __atomic_add_fetch(&b->s_peers_lost, 1, __ATOMIC_RELAXED); /* statistics */
+    __atomic_add_fetch(&b->s_peers_lost, 1, __ATOMIC_RELAXED); /* statistics (published by set_state's release) */
+    set_state(p, why); /* after the counters: whoever sees LOST sees them (release) */
     rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: rank %u is lost (silent for %lld ms): its routes are closed "
                      "(sends get RK_ECLOSED); %llu accepted envelopes dropped, %llu sent and not confirmed",
                      r, (long long)(b->o.peer_timeout_ns / 1000000), (unsigned long long)dropped,
                      (unsigned long long)unconfirmed);
   } else {
-    rk_transport_log(b->g, RK_LOG_INFO, "mpi bridge: rank %u closed its bridge: its routes are closed", r);
+    set_state(p, why);
+    rk_transport_log(b->g, RK_LOG_INFO, "mpi bridge: rank %u closed its bridge: its routes are closed; %llu accepted "
+                     "envelopes dropped, %llu sent and not confirmed", r, (unsigned long long)dropped,
+                     (unsigned long long)unconfirmed);
   }
 }
 
@@ -544,22 +704,27 @@ static void *bridge_main(void *arg) {
     for (r = 0; r < b->ranks; r++)
       if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += poll_peer(b, r);
     work += unstage(b);
+    work += answers_retry(b);
     t = now_ns();
     for (r = 0; r < b->ranks; r++) {
       peer *p = &b->peers[r];
       uint32_t j, owed = 0;
       if (r == b->rank || get_state(p) != RK_MPI_PEER_UP) continue;
-      /* credits: at once when a route earned an eighth of its window, else when idle */
+      /* credits: at once when a route earned an eighth of its window, when idle, or when they have
+       * been owed for CREDIT_AGE_NS (a busy bridge still returns a small route's last credits) */
       for (j = 0; j < b->nin; j++) {
         route_in *ri = &p->in[j];
         uint64_t due = ri->consumed - ri->credited;
-        if (due && (idle > 0 || due * 8 >= ri->window)) owed = 1;
+        if ((due || ri->refused != ri->refused_told) &&
+            (idle > 0 || due * 8 >= ri->window || (int64_t)(t - p->credit_ns) > (int64_t)CREDIT_AGE_NS))
+          owed = 1;
       }
       if (owed) work += (uint32_t)ctrl_send(b, r, CTRL_CREDIT);
-      if (t - p->told_ns > (uint64_t)b->o.heartbeat_ns) (void)ctrl_send(b, r, CTRL_HEARTBEAT);
-      if (t - p->heard_ns > (uint64_t)b->o.peer_timeout_ns) peer_down(b, r, RK_MPI_PEER_LOST);
+      /* signed: told_ns / heard_ns may be later than t (set by ctrl_send and poll_peer after it) */
+      if ((int64_t)(t - p->told_ns) > b->o.heartbeat_ns) (void)ctrl_send(b, r, CTRL_HEARTBEAT);
+      if ((int64_t)(t - p->heard_ns) > b->o.peer_timeout_ns) peer_down(b, r, RK_MPI_PEER_LOST);
     }
-    /* a peer that said bye (take_ctrl): close its routes here, on the rings' consumer thread */
+    /* a peer that said bye (take_data): close its routes here, on the rings' consumer thread */
     if (t - last_check > 1000000) {
       last_check = t;
       for (r = 0; r < b->ranks; r++) {
@@ -618,12 +783,15 @@ static int bridge_start(void *self, rk_graph *g) {
   struct {
     uint32_t node, rank, local_id, remote_id, lanes, window;
   } rem[MAX_NODES];
-  if ((mine = (hello *)calloc(1, sizeof *mine)) == NULL ||
-      (reqs = (MPI_Request *)calloc(2u * b->ranks, sizeof *reqs)) == NULL) {
-    free(mine);
+  /* our hello lives as long as the bridge: MPI may own it until its sends complete, which a
+   * handshake that timed out never sees (a send cannot be cancelled reliably) */
+  if ((mine = b->hello_out) == NULL && (mine = b->hello_out = (hello *)calloc(1, sizeof *mine)) == NULL)
     return rk_transport_fail(g, RK_ENOMEM, "mpi bridge: out of memory");
-  }
+  if ((reqs = (MPI_Request *)calloc(2u * b->ranks, sizeof *reqs)) == NULL)
+    return rk_transport_fail(g, RK_ENOMEM, "mpi bridge: out of memory");
+  memset(mine, 0, sizeof *mine);
   mine->rank = b->rank;
+  mine->batch_bytes = b->o.batch_bytes;
   b->nids = 0;
   b->nout = 0;
   b->nin = 0;
@@ -645,7 +813,9 @@ static int bridge_start(void *self, rk_graph *g) {
     snprintf(e->name, sizeof e->name, "%s", info.name ? info.name : "");
     e->kernel_id = info.kernel_id;
     e->lanes = info.lanes;
-    e->k2k_capacity = info.k2k_capacity;
+    /* the window this rank grants each route into the kernel: its inbox capacity, capped by our
+     * rk_mpi_options.window (the sender caps it by its own too) */
+    e->k2k_capacity = b->o.window && b->o.window < info.k2k_capacity ? b->o.window : info.k2k_capacity;
     e->payload_max = info.payload_max;
     b->ids[b->nids].id = info.kernel_id;
     b->ids[b->nids++].node = i;
@@ -658,9 +828,11 @@ static int bridge_start(void *self, rk_graph *g) {
   /* meet every peer: our kernels for theirs (every rank launches its graph) */
   for (r = 0; r < b->ranks; r++) {
     if (r == b->rank) continue;
-    if (MPI_Irecv(&b->peers[r].h, (int)sizeof(hello), MPI_BYTE, (int)r, TAG_HELLO, b->comm, &reqs[nreq++]) !=
+    reqs[nreq] = reqs[nreq + 1] = MPI_REQUEST_NULL; /* receive at an even slot, send at the odd one after */
+    nreq += 2;
+    if (MPI_Irecv(&b->peers[r].h, (int)sizeof(hello), MPI_BYTE, (int)r, TAG_HELLO, b->comm, &reqs[nreq - 2]) !=
             MPI_SUCCESS ||
-        MPI_Isend(mine, (int)sizeof(hello), MPI_BYTE, (int)r, TAG_HELLO, b->comm, &reqs[nreq++]) != MPI_SUCCESS) {
+        MPI_Isend(mine, (int)sizeof(hello), MPI_BYTE, (int)r, TAG_HELLO, b->comm, &reqs[nreq - 1]) != MPI_SUCCESS) {
       rc = rk_transport_fail(g, RK_ESYS, "mpi bridge: MPI_Irecv/MPI_Isend of the handshake with rank %u failed", r);
       goto cancel;
     }
@@ -677,6 +849,14 @@ static int bridge_start(void *self, rk_graph *g) {
                            who[0] ? who : "?");
     goto cancel;
   }
+  /* every rank's receive buffers are batch_bytes long: a larger batch would be cut (MPI_ERR_TRUNCATE) */
+  for (r = 0; r < b->ranks; r++)
+    if (r != b->rank && b->peers[r].h.batch_bytes != b->o.batch_bytes) {
+      rc = rk_transport_fail(g, RK_EINVAL, "mpi bridge: rank %u's bridge has batch_bytes %u, this rank's %u: every "
+                             "rank must use the same rk_mpi_options.batch_bytes", r, b->peers[r].h.batch_bytes,
+                             b->o.batch_bytes);
+      goto out;
+    }
   /* our remote nodes, by name on their ranks: their ids, lanes, inboxes and payload limits */
   for (i = 0; i < nrem; i++) {
     hello *h = &b->peers[rem[i].rank].h;
@@ -754,14 +934,21 @@ static int bridge_start(void *self, rk_graph *g) {
   b->started = 1;
   goto out;
 cancel:
+  /* receives (even slots): cancelled and completed, so their buffers (peers[].h) may go; sends
+   * (odd slots): let go, the hello they read is kept (b->hello_out) and, if one never completed,
+   * never freed */
   for (i = 0; i < nreq; i++)
     if (reqs[i] != MPI_REQUEST_NULL) {
-      MPI_Cancel(&reqs[i]);
-      MPI_Request_free(&reqs[i]);
+      if (i % 2 == 0) {
+        MPI_Cancel(&reqs[i]);
+        MPI_Wait(&reqs[i], MPI_STATUS_IGNORE);
+      } else {
+        MPI_Request_free(&reqs[i]);
+        b->hello_held = 1;
+      }
     }
 out:
   free(reqs);
-  free(mine);
   return rc;
 }
 
@@ -774,7 +961,7 @@ static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_
   if (to == UINT32_MAX || !b->thread_on) return RK_OK;
   for (;;) {
     rk_mpi_peer_state s = get_state(&b->peers[to]);
-    uint64_t pending = 0;
+    uint64_t pending = 0, refused = 0;
     for (i = 0; i < b->nout; i++) { /* every lane of the node */
       route_out *o = &b->out[i];
       if (o->node != node) continue;
@@ -786,7 +973,13 @@ static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_
       uint64_t sent = __atomic_load_n(&o->sent_pub, __ATOMIC_ACQUIRE);
       uint64_t credited = __atomic_load_n(&o->credited, __ATOMIC_ACQUIRE);
       pending += held + (credited > sent ? 1 : sent - credited); /* ahead: sent moved meanwhile, look again */
+      /* acquire: pairs with take_ctrl's release (stored before the credit that carried it) */
+      refused += __atomic_load_n(&o->refused, __ATOMIC_ACQUIRE);
     }
+    if (pending == 0 && refused)
+      return rk_transport_fail(g, RK_ECLOSED, "mpi bridge: rank %u refused %llu of the envelopes sent to remote node "
+                               "%u (dead-lettered there; requests answered with the error): see its "
+                               "rk_mpi_bridge_stats refused / clock_rejected", to, (unsigned long long)refused, node);
     if (pending == 0 && s != RK_MPI_PEER_LOST) return RK_OK;
     if (s != RK_MPI_PEER_UP) /* lost: what it held is dropped or unconfirmed (counted); closed early: dropped */
       return rk_transport_fail(g, RK_ECLOSED, "mpi bridge: the route to rank %u is broken: the rank is %s (see "
@@ -802,11 +995,29 @@ static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_
   }
 }
 
+/* Cancel a posted receive and wait for it to complete (cancelled, or a message that had matched
+ * already: its transfer ends), so its buffer can be freed; a receive that does not complete within
+ * 200 ms (a lost peer in the middle of a transfer) is let go and the bridge's buffers are kept. */
+static void recv_cancel(rk_mpi_bridge *b, peer *p, MPI_Request *req) {
+  uint64_t end = now_ns() + (get_state(p) == RK_MPI_PEER_LOST ? 0u : 200000000u);
+  int done = 0;
+  if (*req == MPI_REQUEST_NULL) return;
+  MPI_Cancel(req);
+  do MPI_Test(req, &done, MPI_STATUS_IGNORE);
+  while (!done && now_ns() < end);
+  if (!done) {
+    MPI_Request_free(req);
+    b->any_lost = 1;
+  }
+  *req = MPI_REQUEST_NULL;
+}
+
 /* The bridge stops for good: its thread, then MPI's requests (on this thread: the bridge's own
  * thread is gone), then a bye to the peers still up. */
 static void bridge_stop(void *self, rk_graph *g) {
   rk_mpi_bridge *b = (rk_mpi_bridge *)self;
   uint32_t r, i;
+  uint64_t dropped = 0, unconfirmed = 0;
   (void)g;
   if (b->stopped) {
     b->g = NULL;
@@ -822,22 +1033,35 @@ static void bridge_stop(void *self, rk_graph *g) {
     peer *p = &b->peers[r];
     staged *s;
     if (r == b->rank) continue;
+    p->bye_req = MPI_REQUEST_NULL;
     if (get_state(p) == RK_MPI_PEER_UP && b->started) {
-      int done = 0;
-      uint64_t end = now_ns() + 100000000u;
+      /* the open batch goes out, then the bye on the same tag: the peer takes every batch before
+       * it sees the bye (MPI does not overtake on one communicator and tag) */
       (void)batch_send(b, r);
-      while (p->ctrl_busy && !done && now_ns() < end) MPI_Test(&p->ctrl_req_out, &done, MPI_STATUS_IGNORE);
-      p->ctrl_busy = 0;
-      (void)ctrl_send(b, r, CTRL_BYE);
+      p->bye[0] = BYE_N;
+      p->bye[1] = 0;
+      if (MPI_Isend(p->bye, 8, MPI_BYTE, (int)r, TAG_DATA, b->comm, &p->bye_req) != MPI_SUCCESS)
+        p->bye_req = MPI_REQUEST_NULL;
     }
-    /* receives: cancelled (supported for receives); sends: finished, or let go (a lost peer) */
-    if (p->data_req != MPI_REQUEST_NULL) {
-      MPI_Cancel(&p->data_req);
-      MPI_Request_free(&p->data_req);
+    if (b->started) { /* what the routes still hold: dropped; sent and not credited: unconfirmed */
+      uint64_t d = 0, u = 0;
+      settle_peer(b, r, &d, &u);
+      dropped += d;
+      unconfirmed += u;
     }
-    if (p->ctrl_req != MPI_REQUEST_NULL) {
-      MPI_Cancel(&p->ctrl_req);
-      MPI_Request_free(&p->ctrl_req);
+    /* receives: cancelled (supported for receives), then completed before their buffers go */
+    recv_cancel(b, p, &p->data_req);
+    recv_cancel(b, p, &p->ctrl_req);
+    /* sends: finished, or let go (a lost peer): the bye is part of the bridge, kept with it */
+    if (p->bye_req != MPI_REQUEST_NULL) {
+      uint64_t end = now_ns() + 200000000u;
+      int done = 0;
+      do MPI_Test(&p->bye_req, &done, MPI_STATUS_IGNORE);
+      while (!done && now_ns() < end);
+      if (!done) {
+        MPI_Request_free(&p->bye_req);
+        b->any_lost = 1; /* the bridge is not freed under MPI */
+      }
     }
     for (i = 0; i < b->o.max_inflight; i++)
       if (p->out[i].busy) {
@@ -846,7 +1070,8 @@ static void bridge_stop(void *self, rk_graph *g) {
         do MPI_Test(&p->out[i].req, &done, MPI_STATUS_IGNORE);
         while (!done && now_ns() < end);
         if (!done) {
-          MPI_Request_free(&p->out[i].req); /* MPI still owns the buffer: kept (leaked) */
+          MPI_Request_free(&p->out[i].req);
+          lend_to_mpi(p->out[i].data); /* MPI still owns the buffer: kept */
           p->out[i].data = NULL;
         }
         p->out[i].busy = 0;
@@ -870,6 +1095,19 @@ static void bridge_stop(void *self, rk_graph *g) {
       }
     if (p->in) memset(p->in, 0, b->nin * sizeof *p->in);
   }
+  while (b->answers) { /* error answers that never found room (their refusals are counted) */
+    answer *a = b->answers;
+    b->answers = a->next;
+    free(a);
+  }
+  b->answers_tail = &b->answers;
+  if (b->started) /* (the format is the same at both levels: tests read it) */
+    rk_transport_log(b->g, dropped || unconfirmed ? RK_LOG_WARN : RK_LOG_INFO,
+                     "mpi bridge: stopped: %llu envelopes sent, %llu accepted and never sent (dropped), %llu sent "
+                     "and not confirmed by their rank (unconfirmed)%s",
+                     (unsigned long long)__atomic_load_n(&b->s_sent, __ATOMIC_RELAXED), (unsigned long long)dropped,
+                     (unsigned long long)unconfirmed,
+                     dropped || unconfirmed ? ": terminate the graph before the bridge stops to deliver them" : "");
   b->g = NULL; /* the graph calls nothing more and may be freed next (remote.h) */
 }
 
@@ -879,12 +1117,11 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   rk_mpi_bridge *b;
   int inited = 0, finalized = 0, level = 0, rank = 0, size = 0, rc;
   uint32_t r, i;
+  MPI_Comm dup = MPI_COMM_NULL;
   if (out) *out = NULL;
   if (g == NULL) return RK_EINVAL;
   if (out == NULL || comm == MPI_COMM_NULL) return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: %s",
                                                                      out ? "MPI_COMM_NULL" : "NULL argument");
-  if (opts && (opts->size < 2 * sizeof(uint32_t) || opts->size > sizeof(rk_mpi_options)))
-    return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: options size %u", opts->size);
   MPI_Initialized(&inited);
   MPI_Finalized(&finalized);
   if (!inited || finalized)
@@ -894,8 +1131,21 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
     return rk_transport_fail(g, RK_ENOTSUP, "rk_mpi_bridge_create: MPI was initialised without MPI_THREAD_MULTIPLE "
                              "(the bridge's thread calls MPI while the application's threads may): use "
                              "MPI_Init_thread(..., MPI_THREAD_MULTIPLE, &provided)");
-  if ((b = (rk_mpi_bridge *)calloc(1, sizeof *b)) == NULL)
+  /* the collective MPI_Comm_dup first: a rank that then fails here (bad options, no memory) does
+   * not leave the others waiting in it */
+  if (MPI_Comm_dup(comm, &dup) != MPI_SUCCESS)
+    return rk_transport_fail(g, RK_ESYS, "rk_mpi_bridge_create: MPI_Comm_dup failed");
+  if (opts && (opts->size < 2 * sizeof(uint32_t) || opts->size > sizeof(rk_mpi_options))) {
+    MPI_Comm_free(&dup);
+    return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: options size %u", opts->size);
+  }
+  if ((b = (rk_mpi_bridge *)calloc(1, sizeof *b)) == NULL) {
+    MPI_Comm_free(&dup);
     return rk_transport_fail(g, RK_ENOMEM, "rk_mpi_bridge_create: out of memory");
+  }
+  b->comm = dup;
+  b->comm_ok = 1;
+  b->answers_tail = &b->answers;
   b->o = (rk_mpi_options)RK_MPI_OPTIONS_INIT;
   if (opts) memcpy(&b->o, opts, opts->size);
   b->o.size = sizeof b->o;
@@ -906,20 +1156,22 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   if (b->o.start_timeout_ns <= 0) b->o.start_timeout_ns = 30000000000ll;
   if (b->o.batch_bytes < 256 || b->o.batch_bytes > (64u << 20) || b->o.max_inflight > 64 ||
       b->o.peer_timeout_ns <= b->o.heartbeat_ns) {
+    MPI_Comm_free(&b->comm);
     free(b);
     return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: batch_bytes in [256, 64 MiB], max_inflight <= 64 "
                              "and peer_timeout_ns > heartbeat_ns");
   }
-  if (MPI_Comm_dup(comm, &b->comm) != MPI_SUCCESS) {
-    free(b);
-    return rk_transport_fail(g, RK_ESYS, "rk_mpi_bridge_create: MPI_Comm_dup failed");
-  }
-  b->comm_ok = 1;
   MPI_Comm_set_errhandler(b->comm, MPI_ERRORS_RETURN); /* a failed call is an error code, not an abort */
   MPI_Comm_rank(b->comm, &rank);
   MPI_Comm_size(b->comm, &size);
   b->rank = (uint32_t)rank;
   b->ranks = (uint32_t)size;
+  if (b->ranks > MAX_RANKS) { /* every rank sees the same size: all refuse */
+    MPI_Comm_free(&b->comm);
+    free(b);
+    return rk_transport_fail(g, RK_ENOTSUP, "rk_mpi_bridge_create: %u ranks: at most %u (node ids, rk_mpi_node_id)",
+                             (uint32_t)size, MAX_RANKS);
+  }
   b->g = g;
   b->rt = rk_graph_runtime(g);
   if ((b->peers = (peer *)calloc(b->ranks, sizeof *b->peers)) == NULL) goto nomem;
@@ -966,12 +1218,27 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
   if (b->g) { /* still attached: stop, close the remote nodes, detach */
     rk_graph *g = b->g;
     bridge_stop(b, g);
-    for (i = 0; i < b->nout; i++) (void)rk_graph_remote_close(g, b->out[i].node);
+    for (i = 0; i < b->nout; i++) { /* (stop counted and emptied them: anything still here is dropped) */
+      int held = b->out[i].lane == 0 ? rk_graph_remote_close(g, b->out[i].node) : 0; /* once per node */
+      if (held > 0) stat_add(&b->s_dropped, (uint64_t)held);
+    }
     (void)rk_graph_set_transport(g, NULL, NULL);
   }
   MPI_Finalized(&finalized);
   if (b->comm_ok && !finalized && !b->any_lost) MPI_Comm_free(&b->comm); /* a lost peer: never answers */
-  if (b->any_lost) return; /* buffers MPI may still own for the lost peer: left allocated */
+  if (b->any_lost) { /* buffers MPI may still own for the lost peer: the bridge is kept, whole */
+    lend_to_mpi(b);
+    return;
+  }
+  if (!b->hello_held) /* else a handshake send that never completed may read it: kept */
+    free(b->hello_out);
+  else
+    lend_to_mpi(b->hello_out);
+  while (b->answers) {
+    answer *a = b->answers;
+    b->answers = a->next;
+    free(a);
+  }
   if (b->peers)
     for (r = 0; r < b->ranks; r++) {
       peer *p = &b->peers[r];
