@@ -7,6 +7,13 @@
  *                           (host memory on the CPU backend), written once before the clock starts
  *     plain.c               the same loop (the handler's: unit stride) in the calling thread, on
  *                           arrays of the same alignment, one call per iteration
+ *     plain.thread          the same loop on a persistent worker thread, handed each iteration and
+ *                           waited for (mutex, condition variable): a hand-off without the library
+ *     ringkernel.cpu.split, plain.thread.split
+ *                           the same two with the calling thread on another CPU than the lane / the
+ *                           worker (see "Placement" below)
+ *     ringkernel.cpu/plain.c  ratio_paired: the median over the rounds of the two rates' quotient
+ *                           in the same round; the CPU target is judged on it
  *     ringkernel.cuda       (GPU) the data in device buffers; one rk_send_refs per lane, each lane
  *                           (a block of 1024 threads) striding over its share, the replies taken
  *                           with rk_recv: the round is done when every lane answered
@@ -18,8 +25,8 @@
  *                           one lane for ringkernel.cuda)
  *
  * Interleaving: 5 x --trials rounds, each running every CPU impl once in an order rotated by the
- * round (each for --seconds / rounds), the median of the rounds reported (n = rounds); c is checked after every
- * impl's run. Targets: ringkernel.cpu >= 0.8x plain.c (the paired ratio: the median over the rounds
+ * round (each for --seconds / rounds), the median of the rounds reported (n = rounds); c is
+ * checked, then cleared, after every impl's run. Targets: ringkernel.cpu >= 0.8x plain.c (the paired ratio: the median over the rounds
  * of ringkernel.cpu's rate over plain.c's in the same round); on a GPU, ringkernel.cuda
  * >= 1x cuda.resident at 2^20 and >= 2x at 2^10 ("verdict:" lines, as rk-bench gpu's). Without a
  * usable GPU the GPU part says so and emits bulk.gpu/none/device_available = 0 (RK_REQUIRE_GPU=1
@@ -74,9 +81,9 @@ __attribute__((noinline)) static void plain_vadd(const float *a, const float *b,
 
 /* Placement (docs/buffers.md, "Performance"). On the 2-vCPU EPYC VM the comparison was decided by
  * where the scheduler put the two threads, not by the library: a round trip between threads on
- * different vCPUs pays two futex wake-ups of a halted vCPU (40-50 us each there, against 5-8 us on
- * one vCPU), which is 15-20% of a 2^20 call, and the loop's own speed drifts between ~1.4 and
- * ~2.5 G elems/s with the host's load, differently on the two vCPUs. So, when the process may run
+ * different vCPUs pays futex wake-ups of a halted vCPU (~50 us each there, against 5-10 us on one
+ * vCPU), 8-20% of a 2^20 call, and the loop's own speed switches between ~1.4 and ~2.3 G elems/s
+ * with the host's load, within a second. So, when the process may run
  * on two CPUs or more, everything that runs the loop is pinned to one CPU ("L"): the lane (it
  * inherits the affinity of the thread that creates the runtime), plain.c's calling thread and
  * plain.thread's worker; ringkernel.cpu / plain.c is then the library's cost on equal terms. The
