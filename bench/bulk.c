@@ -7,6 +7,13 @@
  *                           (host memory on the CPU backend), written once before the clock starts
  *     plain.c               the same loop (the handler's: unit stride) in the calling thread, on
  *                           arrays of the same alignment, one call per iteration
+ *     plain.thread          the same loop on a persistent worker thread, handed each iteration and
+ *                           waited for (mutex, condition variable): a hand-off without the library
+ *     ringkernel.cpu.split, plain.thread.split
+ *                           the same two with the calling thread on another CPU than the lane / the
+ *                           worker (see "Placement" below)
+ *     ringkernel.cpu/plain.c  ratio_paired: the median over the rounds of the two rates' quotient
+ *                           in the same round; the CPU target is judged on it
  *     ringkernel.cuda       (GPU) the data in device buffers; one rk_send_refs per lane, each lane
  *                           (a block of 1024 threads) striding over its share, the replies taken
  *                           with rk_recv: the round is done when every lane answered
@@ -17,14 +24,17 @@
  *   bulk.vector_add.n1024  elems_per_s   the same with n = 2^10 (a launch's fixed cost dominates;
  *                           one lane for ringkernel.cuda)
  *
- * Interleaving: --trials rounds, each running every CPU impl once in an order rotated by the round
- * (each for --seconds / --trials), the median of the rounds reported; c is checked after every
- * impl's run. Targets (rk_bench_ratio): ringkernel.cpu >= 0.8x plain.c; on a GPU, ringkernel.cuda
+ * Interleaving: 5 x --trials rounds, each running every CPU impl once in an order rotated by the
+ * round (each for --seconds / rounds), the median of the rounds reported (n = rounds); c is
+ * checked, then cleared, after every impl's run. Targets: ringkernel.cpu >= 0.8x plain.c (the paired ratio: the median over the rounds
+ * of ringkernel.cpu's rate over plain.c's in the same round); on a GPU, ringkernel.cuda
  * >= 1x cuda.resident at 2^20 and >= 2x at 2^10 ("verdict:" lines, as rk-bench gpu's). Without a
  * usable GPU the GPU part says so and emits bulk.gpu/none/device_available = 0 (RK_REQUIRE_GPU=1
  * makes that a failure). The GPU baselines allocate before any ring kernel is resident and run
  * only while none is (ARCHITECTURE §8), as in gpu.c. */
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +46,11 @@
 #define BULK_SMALL (1u << 10)
 #define BULK_TIMEOUT_NS 10000000000ll
 #define BULK_MAX_TRIALS 100
+/* The CPU impls run in rounds of --seconds / (--trials * BULK_ROUNDS_PER_TRIAL) each: the host's
+ * speed drifts on a scale of seconds (docs/buffers.md, "Performance"), so short rounds, interleaved,
+ * give every impl the same share of each phase, and the median is taken over more of them. */
+#define BULK_ROUNDS_PER_TRIAL 5
+#define BULK_MAX_ROUNDS (BULK_MAX_TRIALS * BULK_ROUNDS_PER_TRIAL)
 #define TARGET_CPU 0.8
 #define TARGET_GPU_LARGE 1.0
 #define TARGET_GPU_SMALL 2.0
@@ -64,14 +79,43 @@ __attribute__((noinline)) static void plain_vadd(const float *a, const float *b,
 
 /* ---------------------------------------- the CPU impls -------------------------------------- */
 
+/* Placement (docs/buffers.md, "Performance"). On the 2-vCPU EPYC VM the comparison was decided by
+ * where the scheduler put the two threads, not by the library: a round trip between threads on
+ * different vCPUs pays futex wake-ups of a halted vCPU (~50 us each there, against 5-10 us on one
+ * vCPU), 8-20% of a 2^20 call, and the loop's own speed switches between ~1.4 and ~2.3 G elems/s
+ * with the host's load, within a second. So, when the process may run
+ * on two CPUs or more, everything that runs the loop is pinned to one CPU ("L"): the lane (it
+ * inherits the affinity of the thread that creates the runtime), plain.c's calling thread and
+ * plain.thread's worker; ringkernel.cpu / plain.c is then the library's cost on equal terms. The
+ * .split impls keep the lane (and the worker) on L and move the calling thread to another CPU
+ * ("O"): what a hand-off across cores costs there, for the library and for a plain worker thread
+ * alike. Without two CPUs (or when pinning is refused) the split impls are skipped and the rest
+ * runs where the scheduler puts it (said in a note). */
+enum { IMPL_RING, IMPL_PLAIN, IMPL_THREAD, IMPL_RING_SPLIT, IMPL_THREAD_SPLIT, N_IMPLS };
+static const char *const g_impls[N_IMPLS] = {"ringkernel.cpu", "plain.c", "plain.thread", "ringkernel.cpu.split",
+                                             "plain.thread.split"};
+
+static double g_paired = -1; /* bulk.vector_add's paired ratio, for the target line */
+
 typedef struct cpu_side {
   rk_runtime *rt;
   rk_kernel *k;
   rk_buffer *a, *b, *c;
   rk_vadd_buf_req req;
-  float *pa, *pb, *pc; /* plain.c's arrays */
+  float *pa, *pb, *pc; /* plain.c's and plain.thread's arrays */
   float *check;
   uint64_t n;
+  int pinned;          /* the lane and the worker are on cpu_l */
+  int cpu_l, cpu_o;    /* cpu_o < 0: no second CPU */
+  cpu_set_t saved;     /* the calling thread's affinity before set-up */
+  int saved_ok;
+  /* plain.thread: a worker that runs plain_vadd once per request (mutex and condition variable) */
+  pthread_t worker;
+  int worker_up;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  uint64_t asked, done;
+  int quit;
 } cpu_side;
 
 static int ring_once(cpu_side *s) {
@@ -89,25 +133,66 @@ static int ring_once(cpu_side *s) {
   return 0;
 }
 
-/* Run impl (0 ring, 1 plain) for about `seconds`; elements per second, or -1. */
+static void *plain_worker(void *arg) {
+  cpu_side *s = (cpu_side *)arg;
+  uint64_t seen = 0;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    while (s->asked == seen && !s->quit) pthread_cond_wait(&s->cv, &s->mu);
+    if (s->quit) break;
+    seen = s->asked;
+    pthread_mutex_unlock(&s->mu);
+    plain_vadd(s->pa, s->pb, s->pc, s->n);
+    pthread_mutex_lock(&s->mu);
+    s->done = seen;
+    pthread_cond_broadcast(&s->cv);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
+/* plain.thread: hand one loop to the worker and wait for it (a call, as rk_call_refs is) */
+static void thread_once(cpu_side *s) {
+  pthread_mutex_lock(&s->mu);
+  s->asked++;
+  pthread_cond_broadcast(&s->cv);
+  while (s->done != s->asked) pthread_cond_wait(&s->cv, &s->mu);
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* The calling thread on cpu (-1: no change). */
+static void place_caller(const cpu_side *s, int cpu) {
+  if (s->pinned && cpu >= 0) (void)rk_bench_pin(cpu);
+}
+
+/* Run impl for about `seconds`; elements per second, or -1. */
 static double cpu_run(cpu_side *s, int impl, double seconds) {
-  uint64_t t0 = rk_bench_now_ns(), t, iters = 0;
+  uint64_t t0, t, iters = 0;
+  int ring = impl == IMPL_RING || impl == IMPL_RING_SPLIT;
+  place_caller(s, impl == IMPL_RING_SPLIT || impl == IMPL_THREAD_SPLIT ? s->cpu_o : s->cpu_l);
+  t0 = rk_bench_now_ns();
   do {
-    if (impl == 0) {
+    if (ring) {
       if (ring_once(s) != 0) return -1;
-    } else {
+    } else if (impl == IMPL_PLAIN) {
       plain_vadd(s->pa, s->pb, s->pc, s->n);
+    } else {
+      thread_once(s);
     }
     iters++;
     t = rk_bench_now_ns();
   } while ((double)(t - t0) < seconds * 1e9);
+  place_caller(s, s->cpu_l); /* the checks run where the data is */
   /* validated after the clock stopped */
-  if (impl == 0) {
+  if (ring) {
     memset(s->check, 0, s->n * 4);
-    if (rk_buffer_read(s->c, 0, s->check, s->n * 4, NULL, NULL) != RK_OK || check_c(s->check, s->n, "ringkernel.cpu"))
+    if (rk_buffer_read(s->c, 0, s->check, s->n * 4, NULL, NULL) != RK_OK || check_c(s->check, s->n, g_impls[impl]))
       return -1;
-  } else if (check_c(s->pc, s->n, "plain.c")) {
-    return -1;
+    memset(s->check, 0, s->n * 4); /* c cleared too: the next run's check covers its own writes */
+    if (rk_buffer_write(s->c, 0, s->check, s->n * 4, NULL, NULL) != RK_OK) return -1;
+  } else {
+    if (check_c(s->pc, s->n, g_impls[impl])) return -1;
+    memset(s->pc, 0, s->n * 4); /* the next impl's run must write every element again */
   }
   return (double)iters * (double)s->n / ((double)(t - t0) / 1e9);
 }
@@ -119,6 +204,17 @@ static int cpu_setup(cpu_side *s, uint64_t n) {
   int rc;
   memset(s, 0, sizeof *s);
   s->n = n;
+  s->cpu_o = -1;
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  /* Pin the calling thread before the runtime exists: its threads (the lane) inherit the mask. */
+  s->saved_ok = pthread_getaffinity_np(pthread_self(), sizeof s->saved, &s->saved) == 0;
+  if (s->saved_ok && rk_bench_ncpus() >= 2) {
+    s->cpu_l = rk_bench_cpu(0);
+    s->cpu_o = rk_bench_cpu(1);
+    s->pinned = rk_bench_pin(s->cpu_l) == 0;
+    if (!s->pinned) s->cpu_o = -1;
+  }
   ro.backend = RK_BACKEND_CPU;
   ro.log_level = RK_LOG_ERROR;
   lo.lanes = 1;
@@ -150,10 +246,22 @@ static int cpu_setup(cpu_side *s, uint64_t n) {
     return -1;
   }
   s->req.n = n;
+  if ((rc = rk_bench_spawn(&s->worker, s->pinned ? s->cpu_l : -1, plain_worker, s, NULL)) != 0) {
+    rk_bench_fail("bulk: plain.thread's worker: %s", strerror(rc));
+    return -1;
+  }
+  s->worker_up = 1;
   return 0;
 }
 
 static void cpu_teardown(cpu_side *s) {
+  if (s->worker_up) {
+    pthread_mutex_lock(&s->mu);
+    s->quit = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->worker, NULL);
+  }
   if (s->k) rk_kernel_destroy(s->k);
   s->k = NULL;
   if (s->a) rk_buffer_free(s->a);
@@ -164,32 +272,54 @@ static void cpu_teardown(cpu_side *s) {
   free(s->pb);
   free(s->pc);
   free(s->check);
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->mu);
+  if (s->saved_ok) (void)pthread_setaffinity_np(pthread_self(), sizeof s->saved, &s->saved);
 }
 
 static void cpu_measure(const rk_bench_opts *o, const char *bench, uint64_t n) {
-  static const char *const impls[2] = {"ringkernel.cpu", "plain.c"};
-  double v[2][BULK_MAX_TRIALS];
-  int want[2], t, j, trials = o->trials < BULK_MAX_TRIALS ? o->trials : BULK_MAX_TRIALS;
+  static double v[N_IMPLS][BULK_MAX_ROUNDS];
+  int want[N_IMPLS], any = 0, t, j, trials = o->trials < BULK_MAX_TRIALS ? o->trials : BULK_MAX_TRIALS;
+  int rounds = trials * BULK_ROUNDS_PER_TRIAL;
   cpu_side s;
-  want[0] = rk_bench_want(o, bench, impls[0], "elems_per_s");
-  want[1] = rk_bench_want(o, bench, impls[1], "elems_per_s");
-  if (!want[0] && !want[1]) return;
+  for (j = 0; j < N_IMPLS; j++) any |= want[j] = rk_bench_want(o, bench, g_impls[j], "elems_per_s");
+  if (!any) return;
   if (cpu_setup(&s, n) != 0) {
     cpu_teardown(&s);
     return;
   }
-  /* one untimed round: pages faulted in, caches and the lane warm */
-  for (j = 0; j < 2; j++)
+  if (s.cpu_o < 0) want[IMPL_RING_SPLIT] = want[IMPL_THREAD_SPLIT] = 0;
+  if (s.pinned)
+    rk_bench_note("   %s: the lane, plain.c and plain.thread's worker on CPU %d; the .split impls' caller on CPU %d",
+                  bench, s.cpu_l, s.cpu_o);
+  else
+    rk_bench_note("   %s: not pinned (one CPU, or pinning refused): placement as the scheduler chooses; no .split impls",
+                  bench);
+  /* one untimed round: pages faulted in, caches, the lane and the worker warm */
+  for (j = 0; j < N_IMPLS; j++)
     if (want[j] && cpu_run(&s, j, o->seconds / (trials + 1)) < 0) goto out;
-  for (t = 0; t < trials; t++)
-    for (j = 0; j < 2; j++) {
-      int impl = (j + t) % 2; /* the order rotates */
-      if (want[impl] && (v[impl][t] = cpu_run(&s, impl, o->seconds / trials)) < 0) goto out;
+  for (t = 0; t < rounds; t++)
+    for (j = 0; j < N_IMPLS; j++) {
+      int impl = (j + t) % N_IMPLS; /* the order rotates */
+      if (want[impl] && (v[impl][t] = cpu_run(&s, impl, o->seconds / rounds)) < 0) goto out;
     }
-  for (j = 0; j < 2; j++)
+  /* The paired ratio: ringkernel.cpu over plain.c round by round (runs next to each other in time),
+   * then the median. The rates are bimodal on the EPYC VM (~1.4 and ~2.3 G elems/s, the host
+   * switching between the two within a second), so the median of each impl alone lands in one mode
+   * or the other by chance and their quotient swung from 0.6x to 1.15x between runs; the paired
+   * ratio does not (docs/buffers.md, "Performance"). Computed before the medians sort v. */
+  if (want[IMPL_RING] && want[IMPL_PLAIN]) {
+    static double r[BULK_MAX_ROUNDS];
+    double lo, hi, med;
+    for (t = 0; t < rounds; t++) r[t] = v[IMPL_RING][t] / v[IMPL_PLAIN][t];
+    med = rk_bench_median(r, (size_t)rounds, &lo, &hi);
+    rk_bench_emit(bench, "ringkernel.cpu/plain.c", "ratio_paired", med, "x", (uint64_t)rounds, lo, hi);
+    if (n == BULK_N) g_paired = med;
+  }
+  for (j = 0; j < N_IMPLS; j++)
     if (want[j]) {
-      double lo, hi, med = rk_bench_median(v[j], (size_t)trials, &lo, &hi);
-      rk_bench_emit(bench, impls[j], "elems_per_s", med, "elems/s", (uint64_t)trials, lo, hi);
+      double lo, hi, med = rk_bench_median(v[j], (size_t)rounds, &lo, &hi);
+      rk_bench_emit(bench, g_impls[j], "elems_per_s", med, "elems/s", (uint64_t)rounds, lo, hi);
     }
 out:
   cpu_teardown(&s);
@@ -354,13 +484,28 @@ static void gpu_measure(const rk_bench_opts *o) {
   rk_runtime_destroy(rt);
 }
 
+/* The target, on the paired ratio: a line as rk_bench_ratio's (stdout in table mode, stderr with
+ * --json, where the figure itself is the ratio_paired record). */
+static void paired_verdict(const char *bench, double target) {
+  FILE *f = rk_bench_json() ? stderr : stdout;
+  if (g_paired < 0) return;
+  fprintf(f, "  ratio %-12s ratio_paired ringkernel.cpu / plain.c (median of the rounds) = %.2fx   (target >= %.2fx: %s)\n",
+          bench, g_paired, target, g_paired >= target ? "ok" : "MISSED");
+  fflush(f);
+}
+
 int rk_bench_bulk(const rk_bench_opts *o) {
   rk_bench_note("\n== bulk: vector_add on buffers, n = 2^20 and 2^10 floats; %s", rk_bench_machine());
   cpu_measure(o, "bulk.vector_add", BULK_N);
   cpu_measure(o, "bulk.vector_add.n1024", BULK_SMALL);
   rk_bench_table("bulk.vector_add");
-  rk_bench_ratio("bulk.vector_add", "elems_per_s", "ringkernel.cpu", "plain.c", TARGET_CPU, 1);
+  paired_verdict("bulk.vector_add", TARGET_CPU);
+  rk_bench_ratio("bulk.vector_add", "elems_per_s", "ringkernel.cpu", "plain.c", 0, 1);
+  rk_bench_ratio("bulk.vector_add", "elems_per_s", "ringkernel.cpu", "plain.thread", 0, 1);
+  rk_bench_ratio("bulk.vector_add", "elems_per_s", "ringkernel.cpu.split", "plain.thread.split", 0, 1);
+  rk_bench_ratio("bulk.vector_add", "elems_per_s", "ringkernel.cpu.split", "plain.c", 0, 1);
   rk_bench_ratio("bulk.vector_add.n1024", "elems_per_s", "ringkernel.cpu", "plain.c", 0, 1);
+  rk_bench_ratio("bulk.vector_add.n1024", "elems_per_s", "ringkernel.cpu", "plain.thread", 0, 1);
   gpu_measure(o);
   return 0;
 }
