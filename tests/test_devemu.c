@@ -668,26 +668,50 @@ static void k2k_state(rk_kernel *k, uint64_t st[16]) {
   assert_int_equal(rk_kernel_read_state(k, st, 16 * sizeof(uint64_t)), (int)(16 * sizeof(uint64_t)));
 }
 
+/* A launched and activated graph of K2K test kernels on the emulated device: kernel i (node i)
+ * named spec[i].name, with spec[i].cap K2K slots and spec[i].lanes lanes (0: the defaults); the
+ * routes "i>j" in `routes` (route numbers in that order per source); the kernels whose bit is set
+ * in `subs` subscribed to topic 0. */
+typedef struct k2k_spec {
+  const char *name;
+  uint32_t cap, lanes;
+} k2k_spec;
+
+static rk_graph *k2k_graph(rk_runtime *rt, const k2k_spec *spec, uint32_t n, const char *routes, uint32_t subs) {
+  rk_graph *g;
+  uint32_t i, node;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  for (i = 0; i < n; i++) {
+    rk_kernel_desc d = k2k_desc(spec[i].name);
+    rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+    lo.lanes = spec[i].lanes;
+    RT_OK(rt, rk_graph_add(g, &d, spec[i].lanes ? &lo : NULL, spec[i].cap, &node));
+    assert_int_equal(node, i);
+    if ((subs >> i) & 1u) RT_OK(rt, rk_graph_subscribe(g, i, 0));
+  }
+  for (; routes && *routes; routes++)
+    if (routes[1] == '>') {
+      RT_OK(rt, rk_graph_connect(g, (uint32_t)(routes[0] - '0'), (uint32_t)(routes[2] - '0'), NULL));
+      routes += 2;
+    }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  return g;
+}
+
 /* A three-stage pipeline: the host calls the first stage, each stage passes the request on
  * (rk_forward), the last one answers; the answer comes back over K2K to the first stage's lane and
  * from there to the caller, stamped above everything before. Then the graph terminates upstream
  * first, nothing left behind. */
 static void test_k2k_pipeline(void **state) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel_desc d0 = k2k_desc("parse"), d1 = k2k_desc("enrich"), d2 = k2k_desc("aggregate");
   rk_graph *g;
-  uint32_t n0, n1, n2, i;
+  const uint32_t n0 = 0, n1 = 1, n2 = 2;
+  uint32_t i;
   rk_hlc last = 0;
   rk_msg m;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &d0, NULL, 0, &n0));
-  RT_OK(rt, rk_graph_add(g, &d1, NULL, 0, &n1));
-  RT_OK(rt, rk_graph_add(g, &d2, NULL, 0, &n2));
-  RT_OK(rt, rk_graph_connect(g, n0, n1, NULL));
-  RT_OK(rt, rk_graph_connect(g, n1, n2, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = k2k_graph(rt, (const k2k_spec[]){{"parse", 0, 0}, {"enrich", 0, 0}, {"aggregate", 0, 0}}, 3, "0>1 1>2", 0);
   for (i = 0; i < 200; i++) {
     uint64_t v = i, back = 0;
     RT_OK(rt, rk_call(rk_graph_kernel(g, n0), 1, &v, sizeof v, &m, &back, sizeof back, RT_HANG));
@@ -721,22 +745,14 @@ static void test_k2k_pipeline(void **state) {
  * order per source; terminate drains the senders first. */
 static void test_k2k_fan_in_backpressure(void **state) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel_desc da = k2k_desc("a"), db = k2k_desc("b"), dc = k2k_desc("sink");
   rk_graph *g;
-  uint32_t a, b, c, i;
+  const uint32_t a = 0, b = 1, c = 2;
+  uint32_t i;
   uint64_t st[16], want = 0;
   const uint32_t n = 200; /* per sender; the terminate below waits up to a minute (a loaded machine) */
   (void)state;
-  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
-  lo.lanes = 2; /* four sources: two kernels of two lanes */
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &da, &lo, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &db, &lo, 0, &b));
-  RT_OK(rt, rk_graph_add(g, &dc, NULL, 2, &c)); /* a K2K inbox of two slots */
-  RT_OK(rt, rk_graph_connect(g, a, c, NULL));
-  RT_OK(rt, rk_graph_connect(g, b, c, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  /* four sources: two kernels of two lanes; a sink whose K2K inbox has two slots */
+  g = k2k_graph(rt, (const k2k_spec[]){{"a", 0, 2}, {"b", 0, 2}, {"sink", 2, 0}}, 3, "0>2 1>2", 0);
   for (i = 1; i <= n; i++) { /* source = kernel * 2 + lane (keyed: lane i % 2) */
     uint64_t wa[2] = {i % 2, i}, wb[2] = {2 + i % 2, i};
     RT_OK(rt, rk_send_key(rk_graph_kernel(g, a), i % 2, 2, wa, sizeof wa, RK_SEND_NO_REPLY, NULL));
@@ -762,21 +778,13 @@ static void test_k2k_fan_in_backpressure(void **state) {
  * that does not exist is RK_EINVAL, counted as refused. */
 static void test_k2k_publish_and_refusals(void **state) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel_desc da = k2k_desc("pub"), db = k2k_desc("sub1"), dc = k2k_desc("sub2");
   rk_graph *g;
-  uint32_t a, b, c;
+  const uint32_t a = 0, b = 1, c = 2;
   uint64_t w[2] = {3, 1}, st[16];
   int32_t rc = 0;
   rk_msg m;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &da, NULL, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &b));
-  RT_OK(rt, rk_graph_add(g, &dc, NULL, 0, &c));
-  RT_OK(rt, rk_graph_subscribe(g, b, 0));
-  RT_OK(rt, rk_graph_subscribe(g, c, 0));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = k2k_graph(rt, (const k2k_spec[]){{"pub", 0, 0}, {"sub1", 0, 0}, {"sub2", 0, 0}}, 3, "", 6);
   RT_OK(rt, rk_call(rk_graph_kernel(g, a), 4, w, sizeof w, &m, &rc, sizeof rc, RT_HANG));
   assert_int_equal(rc, 2);
   w[1] = 2;
@@ -798,19 +806,12 @@ static void test_k2k_publish_and_refusals(void **state) {
  * before (HLC along the path), nothing lost, no deadlock. */
 static void test_k2k_cycle(void **state) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel_desc da = k2k_desc("ping"), db = k2k_desc("pong");
   rk_graph *g;
-  uint32_t a, b;
+  const uint32_t a = 0, b = 1;
   uint64_t w[2] = {100, 0}, sa[16], sb[16];
   int spins = 0;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &da, NULL, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &b));
-  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
-  RT_OK(rt, rk_graph_connect(g, b, a, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = k2k_graph(rt, (const k2k_spec[]){{"ping", 0, 0}, {"pong", 0, 0}}, 2, "0>1 1>0", 0);
   RT_OK(rt, rk_send(rk_graph_kernel(g, a), 6, w, sizeof w, RK_SEND_NO_REPLY, NULL));
   /* 100 hops over K2K, then the last message stops at its receiver */
   while (rt_stats(rk_graph_kernel(g, a)).k2k_in + rt_stats(rk_graph_kernel(g, b)).k2k_in < 100 && spins++ < 10000)
@@ -830,20 +831,13 @@ static void test_k2k_cycle(void **state) {
  * and the publisher's counts add up. */
 static void test_k2k_slow_subscriber(void **state) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel_desc da = k2k_desc("pub"), db = k2k_desc("fast"), dc = k2k_desc("slow");
   rk_graph *g;
-  uint32_t a, b, c, i;
+  const uint32_t a = 0, b = 1, c = 2;
+  uint32_t i;
   uint64_t st[16], got = 0;
   rk_msg m;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &da, NULL, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &b));
-  RT_OK(rt, rk_graph_add(g, &dc, NULL, 2, &c));
-  RT_OK(rt, rk_graph_subscribe(g, b, 0));
-  RT_OK(rt, rk_graph_subscribe(g, c, 0));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = k2k_graph(rt, (const k2k_spec[]){{"pub", 0, 0}, {"fast", 0, 0}, {"slow", 2, 0}}, 3, "", 6);
   for (i = 1; i <= 60; i++) {
     uint64_t w[2] = {7, i}; /* source 7: the sink's busy loop */
     int32_t rc = -1;
@@ -870,16 +864,11 @@ static void test_k2k_slow_subscriber(void **state) {
  * lanes leave (the kernel is TERMINATED, not left running). */
 static void test_k2k_retry_hears_abort(void **state) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel_desc da = k2k_desc("sender"), dc = k2k_desc("stopped");
   rk_graph *g;
-  uint32_t a, c, i;
+  const uint32_t a = 0, c = 1;
+  uint32_t i;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &da, NULL, 0, &a));
-  RT_OK(rt, rk_graph_add(g, &dc, NULL, 2, &c));
-  RT_OK(rt, rk_graph_connect(g, a, c, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = k2k_graph(rt, (const k2k_spec[]){{"sender", 0, 0}, {"stopped", 2, 0}}, 2, "0>1", 0);
   RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, c)));
   for (i = 1; i <= 8; i++) {
     uint64_t w[2] = {0, i};
@@ -899,18 +888,12 @@ static void test_k2k_retry_hears_abort(void **state) {
  * make no progress and faults the kernel with RK_EDEADLK naming it; terminate then aborts. */
 static void test_k2k_deadlock_detected(void **state) {
   rk_runtime *rt = emu_runtime(0);
-  rk_kernel_desc da = k2k_desc("left"), db = k2k_desc("right");
   rk_graph *g;
-  uint32_t a, b, i;
+  const uint32_t a = 0, b = 1;
+  uint32_t i;
   int spins = 0;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_add(g, &da, NULL, 2, &a));
-  RT_OK(rt, rk_graph_add(g, &db, NULL, 2, &b));
-  RT_OK(rt, rk_graph_connect(g, a, b, NULL));
-  RT_OK(rt, rk_graph_connect(g, b, a, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = k2k_graph(rt, (const k2k_spec[]){{"left", 2, 0}, {"right", 2, 0}}, 2, "0>1 1>0", 0);
   for (i = 0; i < 16; i++) { /* 32 ping-pongs of a million hops each: more than the cycle holds */
     uint64_t w[2] = {1000000, 0};
     RT_OK(rt, rk_send(rk_graph_kernel(g, a), 6, w, sizeof w, RK_SEND_NO_REPLY, NULL));
