@@ -124,13 +124,16 @@ struct rk__lane {
    * pads rather than an alignment). */
   char drain_pad_before[RK_LINE];
   uv_mutex_t drain_lock;
-  char drain_pad_after[RK_LINE];
   /* The last drain stopped at a reply it could not queue (no memory): the reply stays in the
    * outbox (rk_recv can still take it); callers back off instead of spinning on it. Replies behind
    * it that belong to rk_call waiters are delivered anyway, out of order: drain_ahead bit i marks
-   * the slot at head + i as delivered, to be skipped and released in order later. Under drain_lock. */
+   * the slot at head + i as delivered, to be skipped and released in order later. Under drain_lock,
+   * and inside its pads with it: every drain writes drain_blocked, and the fields after the pad
+   * (threads, ctxs, nthreads) are read by the lane's worker on every message (issue 16: here they
+   * shared a line, one more line changing hands on every rk_call). */
   int drain_blocked;
   uint64_t drain_ahead;
+  char drain_pad_after[RK_LINE];
   /* worker side (CPU backend) */
   uv_thread_t *threads;
   struct rk_ctx *ctxs;
