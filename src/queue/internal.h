@@ -18,6 +18,13 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
  * RK_EINVAL when r or idle_since is unusable). */
 int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns, uint64_t *idle_since);
 
+/* The waker's half of the Dekker pair without its fence, for a caller that publishes on two
+ * rings and pays one full fence (rk_fence_seq_cst_sys) for both pairs: after that fence, which must
+ * follow every publication it is to announce, wake r's consumer (resp. r's producers) if parked.
+ * The CPU lane uses it for its replies (outbox) and the room it made (inbox) in one fence. */
+void rk__ring_wake_consumer_fenced(rk_ring *r);
+void rk__ring_wake_producers_fenced(rk_ring *r);
+
 /* The process's parks (futex waits) and wake-ups (futex wakes) so far, for diagnosis (rk-bench
  * rtt); either pointer may be NULL. */
 void rk__wait_counts(uint64_t *parks, uint64_t *wakes);

@@ -144,6 +144,15 @@ void rk_ring_notify_producers(rk_ring *r) {
   if (rk_load_relaxed_sys_u32(&r->prod_sleeping)) unpark(&r->prod_wake, 1);
 }
 
+/* The same checks, the caller having fenced already (queue/internal.h). */
+void rk__ring_wake_consumer_fenced(rk_ring *r) {
+  if (rk_load_relaxed_sys_u32(&r->cons_sleeping)) unpark(&r->cons_wake, 0);
+}
+
+void rk__ring_wake_producers_fenced(rk_ring *r) {
+  if (rk_load_relaxed_sys_u32(&r->prod_sleeping)) unpark(&r->prod_wake, 1);
+}
+
 void rk_ring_wake_all(rk_ring *r) {
   if (r == NULL) return;
   rk_fence_seq_cst_sys();
