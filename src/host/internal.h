@@ -133,6 +133,12 @@ struct rk__lane {
    * shared a line, one more line changing hands on every rk_call). */
   int drain_blocked;
   uint64_t drain_ahead;
+  /* The rk_call that holds drain_lock for its whole call (its fast path, messaging.c), its waiter
+   * on no list: its id, 0 when none. Written by that caller; read by drainers of the other lanes
+   * to tell a reply that names it on the wrong lane (refused) from a late one. Atomics, relaxed:
+   * a drainer that sees such a reply took it after the request was published, which the store
+   * precedes. */
+  volatile uint64_t fast_call;
   char drain_pad_after[RK_LINE];
   /* worker side (CPU backend) */
   uv_thread_t *threads;

@@ -32,6 +32,11 @@
 #include "host/internal.h"
 
 #define RK_DRAIN_BATCH 64
+/* claim / send_on, internal: try once, and on a full inbox return having claimed nothing, counted
+ * nothing and said nothing (send_on: RK__SEND_FULL); the caller goes the ordinary way instead
+ * (rk_call's fast path). Outside RK_SEND_FLAGS_ALL, so no application flag can carry it. */
+#define RK__SEND_TRY 0x80000000u
+#define RK__SEND_FULL 1
 
 static inline void add(volatile uint64_t *c, uint64_t n) {
   __atomic_fetch_add(c, n, __ATOMIC_RELAXED); /* host-only statistics counters */
@@ -161,6 +166,7 @@ static int claim(rk_kernel *k, rk__lane *l, uint32_t n, uint32_t flags, uint64_t
     if (got == RK_ECLOSED) return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is terminating", k->name);
     if (got < 0) return got;
     if (rk__kernel_faulted(k)) return faulted_fail(k, "send to");
+    if (flags & RK__SEND_TRY) return 0;
     if (reject) {
       add(&k->send_rejected, 1);
       return inbox_full(k, l, RK_EAGAIN, "");
@@ -206,13 +212,20 @@ static uint32_t lane_for(rk_kernel *k, int keyed, uint64_t key) {
   return __atomic_fetch_add(&k->rr, 1, __ATOMIC_RELAXED) % k->lanes;
 }
 
+/* Returns RK_OK, an error, or (flags with RK__SEND_TRY only) RK__SEND_FULL. *pt_us (may be NULL):
+ * the reading of the runtime clock's time source the stamp was taken with. */
 static int send_on(rk_kernel *k, rk__lane *l, uint32_t type, const void *payload, uint32_t len, uint32_t flags,
-                   uint64_t id, uint64_t deadline) {
-  uint64_t pos;
+                   uint64_t id, uint64_t deadline, uint64_t *pt_us) {
+  uint64_t pos, pt;
   rk_hlc stamp;
   int rc = claim(k, l, 1, flags, deadline, &pos);
   if (rc < 0) return rc;
-  rk_clock_tick(k->rt->clock, &stamp); /* send rule on the runtime clock */
+  if (rc == 0) return RK__SEND_FULL; /* RK__SEND_TRY: nothing claimed */
+  flags &= ~RK__SEND_TRY;
+  /* send rule on the runtime clock: rk_clock_tick, its reading kept for the caller */
+  pt = rk_clock_physical_us(k->rt->clock);
+  rk__clock_tick_n(k->rt->clock, 1, pt, &stamp);
+  if (pt_us) *pt_us = pt;
   fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos), type, payload, len, flags, id, stamp);
   rk_ring_mpsc_commit(l->inbox, pos);
   rk_ring_notify_consumer(l->inbox);
@@ -232,7 +245,7 @@ static int send_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
     return rc;
   }
   id = rk__msg_id(k->rt);
-  rc = send_on(k, &k->lane[lane_for(k, keyed, key)], type, payload, len, flags, id, UINT64_MAX);
+  rc = send_on(k, &k->lane[lane_for(k, keyed, key)], type, payload, len, flags, id, UINT64_MAX, NULL);
   if (rc == RK_OK && msg_id) *msg_id = id;
   return rc;
 }
@@ -244,7 +257,7 @@ int rk__send_id_key(rk_kernel *k, int keyed, uint64_t key, uint32_t type, const 
     if (rc != RK_ECLOSED && rc != RK_ESTATE) add(&k->send_invalid, 1);
     return rc;
   }
-  return send_on(k, &k->lane[lane_for(k, keyed, key)], type, payload, len, flags, id, UINT64_MAX);
+  return send_on(k, &k->lane[lane_for(k, keyed, key)], type, payload, len, flags, id, UINT64_MAX, NULL);
 }
 
 int rk__send_id(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags, uint64_t id) {
@@ -375,27 +388,54 @@ static void reply_unlock(rk_kernel *k, int *woke) {
  * ahead, each reply is merged on its own and bad[i] marks the refused ones (RK_ECLOCK, delivered
  * all the same). Refused replies are not merged: their stamps mean nothing. Returns 1 when bad[]
  * was filled. */
-static int merge_batch(rk_kernel *k, const rk_envelope *env, const uint8_t *chk, uint32_t n, uint8_t *bad) {
+/* pt_hint: 0, or a reading of the clock's time source taken before the replies were published
+ * (rk_call: the one its request was stamped with). An older reading is a valid pt for the merge
+ * (the result is still above the stamp and the clock; its physical part only lags until the next
+ * reading), but may refuse a good stamp: so a refusal under the hint is retried with a fresh
+ * reading before any reply is marked, and nothing is refused that a fresh reading would accept.
+ * Saves the clock read (~23 ns) on the way from a reply to the rk_call that waits for it. */
+static int merge_batch(rk_kernel *k, const rk_envelope *env, const uint8_t *chk, uint32_t n, uint8_t *bad,
+                       uint64_t pt_hint) {
   rk_clock *c = k->rt->clock;
-  uint64_t pt = rk_clock_physical_us(c); /* read after the replies were published: no false refusal */
+  /* without the hint: read after the replies were published, so no false refusal */
+  uint64_t pt = pt_hint ? pt_hint : rk_clock_physical_us(c);
   rk_hlc newest = 0;
   uint32_t i;
   for (i = 0; i < n; i++)
     if (chk[i] == RK_ENV_OK && env[i].hlc > newest) newest = env[i].hlc;
   if (newest == 0 || rk__clock_recv_at(c, newest, pt, NULL) == RK_OK) return 0; /* the drift check is monotone */
+  if (pt_hint) {
+    pt = rk_clock_physical_us(c);
+    if (rk__clock_recv_at(c, newest, pt, NULL) == RK_OK) return 0;
+  }
   for (i = 0; i < n; i++) bad[i] = chk[i] == RK_ENV_OK && rk__clock_recv_at(c, env[i].hlc, pt, NULL) == RK_ECLOCK;
   return 1;
 }
 
+/* A notice to rk_call waiter w of lane l that the outbox is damaged. */
+static void corrupt_notice(rk_kernel *k, rk__lane *l, rk_waiter *w) {
+  memset(&w->out->env, 0, sizeof w->out->env);
+  w->out->env.correlation_id = w->id;
+  w->out->env.src = k->id;
+  w->out->env.lane = (uint16_t)l->index;
+  to_notice(&w->out->env, w->out);
+  w->corrupt = 1;
+  /* pairs with the caller's acquire in call_common: *w->out is written; after this store the
+   * drainer never touches w (it lives on the caller's stack) */
+  __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+}
+
 /* The outbox of lane l failed lane_ring_ok (drain_lock held): fault the kernel (its replies can
  * no longer be read) and hand every rk_call waiting on this lane an RK_ECORRUPT notice, so none of
- * them waits for its timeout. */
-static void outbox_corrupt(rk_kernel *k, rk__lane *l) {
+ * them waits for its timeout: those on the list, and self (the drainer's own, on no list; may be
+ * NULL). */
+static void outbox_corrupt(rk_kernel *k, rk__lane *l, rk_waiter *self) {
   rk_waiter *w, **pw;
   int woke = 0;
   if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) == 0) /* once, not at every later drain */
     rk__kernel_fault(k, RK_ECORRUPT, "lane %u outbox: ring header damaged (no longer the ring launch made in %zu bytes)",
                    l->index, k->outbox_stride);
+  if (self) corrupt_notice(k, l, self);
   rk__lock(&k->reply_lock);
   for (pw = &k->waiters; (w = *pw) != NULL;) {
     if (w->lane != l->index) {
@@ -403,18 +443,18 @@ static void outbox_corrupt(rk_kernel *k, rk__lane *l) {
       continue;
     }
     *pw = w->next;
-    memset(&w->out->env, 0, sizeof w->out->env);
-    w->out->env.correlation_id = w->id;
-    w->out->env.src = k->id;
-    w->out->env.lane = (uint16_t)l->index;
-    to_notice(&w->out->env, w->out);
-    w->corrupt = 1;
-    /* pairs with the caller's acquire in call_common: *w->out is written; after this store the
-     * drainer never touches w (it lives on the caller's stack) */
-    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+    corrupt_notice(k, l, w);
     woke = 1;
   }
   reply_unlock(k, &woke);
+}
+
+/* Is id the rk_call on its fast path on a lane of k other than l? (A reply naming no waiter.) */
+static int fast_call_elsewhere(const rk_kernel *k, const rk__lane *l, uint64_t id) {
+  uint32_t i;
+  for (i = 0; i < k->lanes; i++)
+    if (i != l->index && __atomic_load_n(&k->lane[i].fast_call, __ATOMIC_RELAXED) == id) return 1; /* see fast_call */
+  return 0;
 }
 
 /* Drain the outbox of lane l (drain_lock held). Each reply goes to its rk_call waiter; else, while
@@ -426,12 +466,19 @@ static void outbox_corrupt(rk_kernel *k, rk__lane *l) {
  * stops the drain there (l->drain_blocked): it stays in the ring, and only waiters' and late
  * replies behind it are taken, out of order (l->drain_ahead). Returns the number of slots
  * released, or RK_ECORRUPT when the outbox itself is damaged (the kernel is then FAULTED, nothing
- * more is read from it, and the rk_call waiters of this lane have their notices). */
-int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
-                   uint32_t *got) {
+ * more is read from it, and the rk_call waiters of this lane have their notices).
+ *
+ * self (may be NULL): the drainer's own rk_call waiter, which is on no list (rk_call's fast path:
+ * it holds drain_lock from before its send, so no one else can take its reply). Its reply is
+ * delivered like any waiter's, but without reply_lock when nothing else in the batch needs it
+ * (buffer pins, other waiters, the pending list), and the drain stops once it has it and the
+ * batch took everything that was published (later replies are the next drainer's, as they would
+ * be had they come a moment later). pt_hint: merge_batch's. */
+static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
+                      uint32_t *got, rk_waiter *self, uint64_t pt_hint) {
   uint64_t pos;
   uint32_t n, i, taken = 0, ndirect = 0, max_payload = rk__payload_max(k);
-  int woke = 0;
+  int woke = 0, self_done = 0;
   if (got) *got = 0;
   if (direct == NULL || got == NULL) want = 0;
   l->drain_blocked = 0;
@@ -441,9 +488,9 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
     uint64_t now_ns = 0, received = 0, late = 0, invalid = 0;
     const char *why = NULL; /* the first refusal's reason, for the log */
     uint32_t stop;
-    int any_bad, blocked = 0;
+    int any_bad, blocked = 0, locked = 0;
     if (!lane_ring_ok(k, l->outbox, k->outbox_cap, RK_RING_SPSC)) {
-      outbox_corrupt(k, l);
+      outbox_corrupt(k, l, self_done ? NULL : self); /* a delivered reply stays delivered */
       if (got) *got = ndirect;
       return RK_ECORRUPT;
     }
@@ -457,13 +504,13 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
       memcpy(&env[i], slot, sizeof env[i]);
       chk[i] = (uint8_t)rk_envelope_validate_reply(&env[i], slot + RK_ENVELOPE_SIZE, max_payload, k->id);
     }
-    any_bad = merge_batch(k, env, chk, n, bad);
-    rk__lock(&k->reply_lock);
+    any_bad = merge_batch(k, env, chk, n, bad, pt_hint);
     for (i = 0; i < n; i++) {
       const rk_envelope *e = &env[i];
       const void *payload = rk_ring_slot(l->outbox, pos + i) + RK_ENVELOPE_SIZE;
-      int clock_bad = any_bad && bad[i], notice = 0;
+      int clock_bad = any_bad && bad[i], notice = 0, is_self;
       uint64_t bit = 1ull << i; /* RK_DRAIN_BATCH is 64 */
+      uint32_t pins;
       rk_waiter *w, **pw;
       if (l->drain_ahead & bit) continue; /* delivered out of order by an earlier drain */
       /* A refused reply is counted in replies_invalid where it is taken from the ring (a notice:
@@ -478,11 +525,22 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         }
         notice = 1;
       }
-      /* Its message's buffer pins, if any (buffer.c). Relaxed: the pins were counted before the
-       * request was published, and this reply was taken after the lane took that request. */
-      if (__atomic_load_n(&k->buf_pins, __ATOMIC_RELAXED)) rk__buffers_replied(k, e->correlation_id);
-      for (pw = &k->waiters; (w = *pw) != NULL; pw = &w->next)
-        if (w->id == e->correlation_id) break;
+      /* Relaxed: the pins were counted before the request was published, and this reply was taken
+       * after the lane took that request. */
+      pins = __atomic_load_n(&k->buf_pins, __ATOMIC_RELAXED);
+      is_self = self != NULL && e->correlation_id == self->id;
+      if (!locked && (pins || !is_self)) { /* reply_lock: the waiters, the pending list, the pins */
+        rk__lock(&k->reply_lock);
+        locked = 1;
+      }
+      /* Its message's buffer pins, if any (buffer.c; under reply_lock) */
+      if (pins) rk__buffers_replied(k, e->correlation_id);
+      pw = NULL;
+      if (is_self)
+        w = self; /* on no list */
+      else
+        for (pw = &k->waiters; (w = *pw) != NULL; pw = &w->next)
+          if (w->id == e->correlation_id) break;
       if (w && w->lane != l->index) {
         /* It names an rk_call sent on another lane: a lane answers only its own requests, so its
          * correlation id is damaged. Refused (never delivered to that caller), no one is told. */
@@ -492,7 +550,7 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         continue;
       }
       if (w) {
-        *pw = w->next;
+        if (pw) *pw = w->next;
         if (notice) {
           to_notice(e, w->out);
           w->corrupt = 1;
@@ -507,7 +565,18 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         /* pairs with the caller's acquire in call_common: *w->out is written; after this store the
          * drainer never touches w (it lives on the caller's stack) */
         __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
-        woke = 1;
+        if (w == self)
+          self_done = 1; /* the drainer itself: no one to wake */
+        else
+          woke = 1;
+        if (blocked) l->drain_ahead |= bit;
+        continue;
+      }
+      if ((e->correlation_id & RK__CALL_BIT) && fast_call_elsewhere(k, l, e->correlation_id)) {
+        /* It names the rk_call another lane's drainer waits for on its fast path (on no list): as
+         * for a waiter of another lane above, refused */
+        invalid++;
+        if (why == NULL) why = "reply names an rk_call sent on another lane";
         if (blocked) l->drain_ahead |= bit;
         continue;
       }
@@ -568,7 +637,7 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
         woke = 1;
       }
     }
-    reply_unlock(k, &woke);
+    if (locked) reply_unlock(k, &woke);
     if (received) add(&k->received, received);
     if (late) add(&k->late_replies, late);
     if (invalid) {
@@ -586,10 +655,15 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
       l->drain_blocked = 1;
       break;
     }
-    if (stop < n || (want && ndirect == want)) break;
+    if (stop < n || (want && ndirect == want) || (self_done && n < RK_DRAIN_BATCH)) break;
   }
   if (got) *got = ndirect;
   return (int)taken;
+}
+
+int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
+                   uint32_t *got) {
+  return drain_lane(k, l, direct, buf, buf_len, want, got, NULL, 0);
 }
 
 /* Pop the oldest pending reply into m (reply_lock held). */
@@ -700,13 +774,44 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
   }
 }
 
-/* id: 0 takes a fresh one; *sent (may be NULL): set to 1 once the request is published */
+/* Let go of lane l's outbox (drain_lock held) and hand it over: callers of this lane asleep on
+ * reply_cond retry the lock. One about to sleep is not counted yet and retries after its timed
+ * wait (200 us) at worst. */
+static void outbox_let_go(rk_kernel *k, rk__lane *l) {
+  rk__unlock(&l->drain_lock);
+  if (__atomic_load_n(&k->sleepers, __ATOMIC_RELAXED)) { /* exact under reply_lock; a hint here */
+    rk__lock(&k->reply_lock);
+    uv_cond_broadcast(&k->reply_cond);
+    rk__unlock(&k->reply_lock);
+  }
+}
+
+/* Put waiter w on k's list, where drainers look for it. */
+static void waiter_register(rk_kernel *k, rk_waiter *w) {
+  rk__lock(&k->reply_lock);
+  w->next = k->waiters;
+  k->waiters = w;
+  rk__unlock(&k->reply_lock);
+}
+
+/* id: 0 takes a fresh one; *sent (may be NULL): set to 1 once the request is published.
+ *
+ * The fast path (issue 16, docs/design-notes.md "Where an rk_call round trip goes"): when the lane's
+ * drain_lock is free, the caller takes it before sending and keeps it until its reply is in, so no
+ * one else can take that reply, and the waiter goes on no list: no reply_lock on the way out or
+ * back (drain_lane delivers to it directly). The send then only tries once (RK__SEND_TRY): a full
+ * inbox sends the call the ordinary way, since waiting for room while holding the outbox could
+ * wait for itself (a lane stalled on its full outbox takes no input). The call's clock reading for
+ * its deadline and latency is taken after the request is published, while the lane works on it;
+ * the deadline is counted from there (later than the call's start by the send's own ~100 ns).
+ * If the caller must let go of drain_lock before its reply is in (deadline, fault, the lane
+ * closing), it registers first, under the lock still, and goes on as the ordinary path. */
 static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, const void *req, uint32_t req_len,
                        rk_msg *reply, void *buf, uint32_t buf_len, int64_t timeout_ns, uint64_t id, int *sent) {
   rk_waiter w, **pw;
   rk__lane *l;
-  uint64_t deadline, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
-  int rc;
+  uint64_t deadline, pt = 0, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
+  int rc, own = 0, registered = 0; /* own: this call holds l->drain_lock; registered: w is on the list */
   if (k == NULL) return RK_EINVAL;
   rk__error_clear(k->rt);
   if (reply == NULL || (buf == NULL && buf_len > 0))
@@ -725,15 +830,32 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   w.buf_len = buf_len;
   l = &k->lane[lane_for(k, keyed, key)];
   w.lane = l->index; /* only this lane's replies may name it (rk__drain_lane) */
-  /* Register before sending: the reply may arrive before send_on returns. */
-  rk__lock(&k->reply_lock);
-  w.next = k->waiters;
-  k->waiters = &w;
-  rk__unlock(&k->reply_lock);
-  w.sent_ns = rk__now_ns();
-  /* One deadline for the whole call: a wait for inbox room spends it too. */
-  deadline = timeout_ns < 0 ? UINT64_MAX : add_sat(w.sent_ns, (uint64_t)timeout_ns);
-  rc = send_on(k, l, type, req, req_len, 0, w.id, deadline);
+  rc = RK__SEND_FULL;
+  if (rk__trylock(&l->drain_lock) == 0) {
+    own = 1;
+    /* before the request is published: a drainer that sees a reply naming it sees this (fast_call) */
+    __atomic_store_n(&l->fast_call, w.id, __ATOMIC_RELAXED);
+    rc = send_on(k, l, type, req, req_len, RK__SEND_TRY, w.id, UINT64_MAX, &pt);
+    if (rc == RK_OK) {
+      w.sent_ns = rk__now_ns(); /* the lane is working on the request meanwhile */
+    } else { /* full (the ordinary way then), or an error: nothing was sent */
+      own = 0;
+      __atomic_store_n(&l->fast_call, 0, __ATOMIC_RELAXED);
+      outbox_let_go(k, l);
+    }
+  }
+  if (rc == RK__SEND_FULL) {
+    /* Register before sending: the reply may arrive before send_on returns. */
+    waiter_register(k, &w);
+    registered = 1;
+    w.sent_ns = rk__now_ns();
+    pt = 0;
+    /* One deadline for the whole call: a wait for inbox room spends it too. */
+    deadline = timeout_ns < 0 ? UINT64_MAX : add_sat(w.sent_ns, (uint64_t)timeout_ns);
+    rc = send_on(k, l, type, req, req_len, 0, w.id, deadline, NULL);
+  } else {
+    deadline = timeout_ns < 0 ? UINT64_MAX : add_sat(w.sent_ns, (uint64_t)timeout_ns);
+  }
   if (rc == RK_OK && sent) *sent = 1;
   if (rc == RK_OK) {
     int first = 1; /* the first pass follows the send at once: no clock read for the timeout yet */
@@ -748,12 +870,13 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
         rc = RK_ESTATE; /* unless the reply came meanwhile: checked when leaving the waiter list */
         break;
       }
-      if (rk__trylock(&l->drain_lock) == 0) {
+      if (own || rk__trylock(&l->drain_lock) == 0) {
         /* We are this outbox's consumer: drain (delivering to every waiter), then park on it. */
+        own = 0;
         for (;;) {
           int64_t left = 1000000; /* re-check the deadline, faults and terminate at least every ms */
           uint64_t now;
-          rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL);
+          drain_lane(k, l, NULL, NULL, 0, 0, NULL, registered ? NULL : &w, pt);
           if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) break; /* pairs with the drainer's release */
           if (rk__kernel_faulted(k)) break;
           if (deadline != UINT64_MAX) {
@@ -767,18 +890,18 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
             continue;
           }
           if (rk__ring_wait_readable_slice(l->outbox, k->outbox_stride, left, &idle_since) == RK_ECLOSED) {
-            rk__drain_lane(k, l, NULL, NULL, 0, 0, NULL);
+            drain_lane(k, l, NULL, NULL, 0, 0, NULL, registered ? NULL : &w, pt);
             break;
           }
         }
-        rk__unlock(&l->drain_lock);
-        /* Hand the outbox over: callers of this lane asleep on reply_cond retry the lock. One about
-         * to sleep is not counted yet and retries after its timed wait (200 us) at worst. */
-        if (__atomic_load_n(&k->sleepers, __ATOMIC_RELAXED)) {
-          rk__lock(&k->reply_lock);
-          uv_cond_broadcast(&k->reply_cond);
-          rk__unlock(&k->reply_lock);
+        /* Letting go of the outbox without the reply: from now on another drainer may take it, so
+         * the waiter goes on the list first (drain_lock still held: no reply can slip by). */
+        if (!registered && !__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) { /* pairs with the drainer's release */
+          waiter_register(k, &w);
+          registered = 1;
         }
+        __atomic_store_n(&l->fast_call, 0, __ATOMIC_RELAXED); /* on the list now, or answered */
+        outbox_let_go(k, l);
         if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) break; /* pairs with the drainer's release */
         if (rk_load_acquire_sys_u32(&k->hstate) == RK_STATE_TERMINATED && rk_ring_closed(l->outbox, NULL) &&
             rk_ring_count(l->outbox) == 0) {
