@@ -528,7 +528,8 @@ static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint
       /* Relaxed: the pins were counted before the request was published, and this reply was taken
        * after the lane took that request. */
       pins = __atomic_load_n(&k->buf_pins, __ATOMIC_RELAXED);
-      is_self = self != NULL && e->correlation_id == self->id;
+      /* (once: a second reply naming the call, from a handler that replied twice, is late) */
+      is_self = self != NULL && !self_done && e->correlation_id == self->id;
       if (!locked && (pins || !is_self)) { /* reply_lock: the waiters, the pending list, the pins */
         rk__lock(&k->reply_lock);
         locked = 1;
