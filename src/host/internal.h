@@ -158,6 +158,11 @@ struct rk__lane {
   int64_t owed;
   uint32_t sent;        /* K2K messages the current message's handler sent (retry rule) */
   uint64_t pt_us;       /* the current batch's reading of the kernel clock's time source */
+  /* host batches (leader only): the last real reading of that source, how many batches have
+   * reused it, and whether the current batch read it afresh (cpu_backend.c, lane_pt) */
+  uint64_t pt_read;
+  uint32_t pt_age;
+  int pt_fresh;
   int retry;            /* the handler asked to run again on the message later (RK_EAGAIN) */
   /* K2K deadlock check (cpu_backend.c): the lane whose full K2K inbox a send of this lane's found
    * full (leader only), published in waits_on while the lane retries (other lanes' deadlock checks
