@@ -134,6 +134,9 @@ static void flush_replies(rk__lane *l, uint64_t pt_us, rk_ring *room_in) {
   rk_fence_seq_cst_sys();
   if (n) rk__ring_wake_consumer_fenced(l->outbox);
   if (room_in) rk__ring_wake_producers_fenced(room_in);
+  /* the slot of the next reply, taken in exclusive state while the lane has nothing else to do
+   * (queue/internal.h) */
+  if (n) rk__prefetchw_slot(l->outbox, l->outbox->tail);
   /* pairs with the release stores of cb_active in rk_recv_start/rk_recv_stop (any thread) */
   if (n && __atomic_load_n(&l->k->cb_active, __ATOMIC_ACQUIRE)) rk__service_wake(l->k->rt);
 }
@@ -694,8 +697,10 @@ static uint32_t process_batch(rk__lane *l, rk_ring *in, int k2k, int *stalled) {
   uint64_t pt_us = n ? (k2k ? l->pt_us : lane_pt(l)) : 0;
   l->pt_us = pt_us; /* the handlers' K2K sends stamp with it (k2k_header) */
   *stalled = 0;
+  if (n) rk__prefetch_slot(in, pos); /* both lines of the first message at once (queue/internal.h) */
   for (i = 0; i < n; i++) {
     rk_envelope *e = (rk_envelope *)rk_ring_slot(in, pos + i);
+    if (i + 1 < n) rk__prefetch_slot(in, pos + i + 1); /* the next message's lines, meanwhile */
     /* Told to leave (abort, a broken collective): the rest of the batch stays in the inbox, for
      * new lanes after a restart; nothing handled is seen twice. */
     if (i > 0 && ((signals(l) & RK_SIGNAL_ABORT) || lane_broken(l))) break;
@@ -759,7 +764,10 @@ static int lane_ready(void *arg) {
   uint64_t pos;
   if (rk_load_acquire_sys_u32(&h->cmd_seq) != w->ack) return 1; /* pairs with the host's release */
   if (signalled(w->l, w->clock_seen)) return 1;
-  if (w->consuming && rk_ring_peek_n(w->l->inbox, 1, &pos)) return 1;
+  if (w->consuming && rk_ring_peek_n(w->l->inbox, 1, &pos)) {
+    rk__prefetch_slot(w->l->inbox, pos); /* its lines travel while the wait returns (queue/internal.h) */
+    return 1;
+  }
   /* K2K producers wake the lane through its host inbox's futex (rk__k2k_push) */
   if (w->consuming && k2k_of(w->l) && rk_ring_peek_n(k2k_of(w->l), 1, &pos)) return 1;
   return 0;

@@ -229,6 +229,9 @@ static int send_on(rk_kernel *k, rk__lane *l, uint32_t type, const void *payload
   fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos), type, payload, len, flags, id, stamp);
   rk_ring_mpsc_commit(l->inbox, pos);
   rk_ring_notify_consumer(l->inbox);
+  /* the slot the next send here will most likely fill (no other producer between), taken in
+   * exclusive state while the lane works on this one (queue/internal.h) */
+  rk__prefetchw_slot(l->inbox, pos + 1);
   add(&k->sent, 1);
   devpoll_sent(k);
   return RK_OK;
@@ -499,6 +502,7 @@ static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint
     stop = n; /* slots [0, stop) are consumed, in order, and released */
     /* Copy first, then validate the copy and use only the copy: a lane that rewrote a published
      * slot meanwhile changes payload bytes at worst, never the length the copy was checked with. */
+    for (i = 0; i < n; i++) rk__prefetch_slot(l->outbox, pos + i); /* all their lines at once */
     for (i = 0; i < n; i++) {
       const uint8_t *slot = rk_ring_slot(l->outbox, pos + i);
       memcpy(&env[i], slot, sizeof env[i]);

@@ -176,7 +176,10 @@ static int consumer_ready(void *arg) {
   rk_ring *r = v->r;
   uint64_t pos, fin;
   if (v->mem_size && rk_ring_check_mem(r, v->mem_size) != RK_OK) return RK_ECORRUPT;
-  if (rk_ring_peek_n(r, 1, &pos)) return 1;
+  if (rk_ring_peek_n(r, 1, &pos)) {
+    rk__prefetch_slot(r, pos); /* its lines travel while the wait returns (queue/internal.h) */
+    return 1;
+  }
   if (rk_ring_closed(r, &fin) && rk_ring_head(r) >= fin) return RK_ECLOSED;
   return 0;
 }
