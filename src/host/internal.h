@@ -123,7 +123,11 @@ struct rk__lane {
    * worker reads or writes on every message (the lane array is not line-aligned, hence whole-line
    * pads rather than an alignment). */
   char drain_pad_before[RK_LINE];
-  uv_mutex_t drain_lock;
+  /* Only ever tried, never waited for: a flag (rk__flag_trylock / rk__flag_unlock; atomics, their
+   * acquire and release order what one holder did before the next), not a mutex: one locked
+   * instruction to take it and none to drop it, where the mutex cost two library calls each way
+   * (issue 16). */
+  volatile int drain_lock;
   /* The last drain stopped at a reply it could not queue (no memory): the reply stays in the
    * outbox (rk_recv can still take it); callers back off instead of spinning on it. Replies behind
    * it that belong to rk_call waiters are delivered anyway, out of order: drain_ahead bit i marks
@@ -376,6 +380,10 @@ struct rk_runtime {
 void rk__lock(uv_mutex_t *m);
 int rk__trylock(uv_mutex_t *m); /* 0 when taken */
 void rk__unlock(uv_mutex_t *m);
+/* A library lock that is only ever tried (rk__lane.drain_lock): 0 when taken; counted as the
+ * mutexes are (log lines are deferred while it is held). */
+int rk__flag_trylock(volatile int *f);
+void rk__flag_unlock(volatile int *f);
 /* diag.c: log a line (rate-limited per format string: RK_LOG_BURST per second), and record a
  * failure as the calling thread's last error on rt (returns code). */
 void rk__log(rk_runtime *rt, rk_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -728,7 +728,7 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
     /* 2. drain lanes directly into the caller's buffers */
     for (i = 0; i < k->lanes && got_total < n; i++) {
       rk__lane *l = &k->lane[(first_lane + i) % k->lanes];
-      if (rk__trylock(&l->drain_lock) != 0) continue;
+      if (rk__flag_trylock(&l->drain_lock) != 0) continue;
       {
         uint32_t got = 0;
         if (rk__drain_lane(k, l, &msgs[got_total], (uint8_t *)bufs + (size_t)got_total * buf_len, buf_len,
@@ -737,7 +737,7 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
         got_total += got;
         blocked |= l->drain_blocked;
       }
-      rk__unlock(&l->drain_lock);
+      rk__flag_unlock(&l->drain_lock);
     }
     if (got_total > 0) return (int)got_total;
     if (corrupt) return rk__fail(k->rt, RK_ECORRUPT, "rk_recv on %s: a lane's outbox is damaged (kernel FAULTED)", k->name);
@@ -763,14 +763,14 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
       uint64_t nap = 1000000, el = rk__now_ns() - start;
       if (timeout_ns > 0 && (uint64_t)timeout_ns - el < nap) nap = (uint64_t)timeout_ns - el;
       rk__sleep_ns(nap);
-    } else if (k->lanes == 1 && rk__trylock(&k->lane[0].drain_lock) == 0) {
+    } else if (k->lanes == 1 && rk__flag_trylock(&k->lane[0].drain_lock) == 0) {
       int64_t left = 1000000; /* re-check pending/terminate/fault at least every ms */
       if (timeout_ns > 0) {
         uint64_t el = rk__now_ns() - start;
         if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
       }
       (void)rk__ring_wait_readable_slice(k->lane[0].outbox, k->outbox_stride, left, &idle_since);
-      rk__unlock(&k->lane[0].drain_lock);
+      rk__flag_unlock(&k->lane[0].drain_lock);
     } else if (++spins < 256) {
       rk_cpu_relax();
     } else if (spins < 512) {
@@ -785,7 +785,7 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
  * reply_cond retry the lock. One about to sleep is not counted yet and retries after its timed
  * wait (200 us) at worst. */
 static void outbox_let_go(rk_kernel *k, rk__lane *l) {
-  rk__unlock(&l->drain_lock);
+  rk__flag_unlock(&l->drain_lock);
   if (__atomic_load_n(&k->sleepers, __ATOMIC_RELAXED)) { /* exact under reply_lock; a hint here */
     rk__lock(&k->reply_lock);
     uv_cond_broadcast(&k->reply_cond);
@@ -838,7 +838,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   l = &k->lane[lane_for(k, keyed, key)];
   w.lane = l->index; /* only this lane's replies may name it (rk__drain_lane) */
   rc = RK__SEND_FULL;
-  if (rk__trylock(&l->drain_lock) == 0) {
+  if (rk__flag_trylock(&l->drain_lock) == 0) {
     own = 1;
     /* before the request is published: a drainer that sees a reply naming it sees this (fast_call) */
     __atomic_store_n(&l->fast_call, w.id, __ATOMIC_RELAXED);
@@ -877,7 +877,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
         rc = RK_ESTATE; /* unless the reply came meanwhile: checked when leaving the waiter list */
         break;
       }
-      if (own || rk__trylock(&l->drain_lock) == 0) {
+      if (own || rk__flag_trylock(&l->drain_lock) == 0) {
         /* We are this outbox's consumer: drain (delivering to every waiter), then park on it. */
         own = 0;
         for (;;) {
@@ -1076,9 +1076,9 @@ void rk__dispatch_callbacks(rk_kernel *k) {
       for (;;) {
         uint32_t got = 0;
         if (!current_cb(k, &cb, &user)) goto out;
-        if (rk__trylock(&l->drain_lock) != 0) break; /* a caller drains it, and hands us the rest */
+        if (rk__flag_trylock(&l->drain_lock) != 0) break; /* a caller drains it, and hands us the rest */
         if (rk__drain_lane(k, l, &m, k->cb_buf, max, 1, &got) > 0 && !got) progress = 1; /* to pending */
-        rk__unlock(&l->drain_lock);
+        rk__flag_unlock(&l->drain_lock);
         if (!got) break;
         cb(k, &m, user);
         progress = 1;
