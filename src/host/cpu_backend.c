@@ -42,12 +42,19 @@ uint32_t rk__payload_max(const rk_kernel *k) { return k->slot_size - RK_ENVELOPE
 /* ---------------------------------------- replies -------------------------------------------- */
 
 /* The slot for the next reply of this batch, or NULL when the outbox is full. Replies are
- * staged (reserved) during a batch and published together at its end (rk_ring_commit_n). */
+ * staged (reserved) during a batch and published together at its end (rk_ring_commit_n).
+ * l->out_room: slots known free from the tail on (the lane is the outbox's only producer, so the
+ * count can only be low: the consumer frees more, flush_replies takes off what it publishes). The
+ * ring is asked again only when the count runs out, and then for a batch's worth: each message
+ * asked twice before (outbox_room, then its reply), ~25 instructions each (issue 16). */
 static void *reply_slot(rk__lane *l) {
   uint64_t pos;
   uint32_t want = l->out_pending + 1;
-  if (rk_ring_reserve_n(l->outbox, want, &pos) < want) return NULL;
-  return rk_ring_slot(l->outbox, pos + l->out_pending);
+  if (want > l->out_room) {
+    l->out_room = rk_ring_reserve_n(l->outbox, want + RK_LANE_BATCH, &pos);
+    if (want > l->out_room) return NULL;
+  }
+  return rk_ring_slot(l->outbox, l->outbox->tail + l->out_pending); /* tail: own word */
 }
 
 /* The next id of a message this lane originates (replies, K2K messages): lane + 1 in the top 16
@@ -127,6 +134,7 @@ static void flush_replies(rk__lane *l, uint64_t pt_us, rk_ring *room_in) {
     count_add(&l->status->msgs_out, n);
     rk_ring_commit_n(l->outbox, n); /* release: slots before the index */
     l->out_pending = 0;
+    l->out_room -= n; /* reply_slot: counted from the tail, which moved on by n */
   }
   if (n == 0 && room_in == NULL) return;
   /* Dekker pairs with the fence in rk__ring_wait of the outbox's consumer and of the inbox's
@@ -992,6 +1000,7 @@ static int cpu_start(rk_kernel *k) {
     l->nthreads = k->threads;
     l->started = 0;
     l->out_pending = 0;
+    l->out_room = 0; /* reply_slot asks the ring */
     l->reserved_slot = NULL;
     /* l->owed is kept (zero at launch: calloc): after a restart the answers to requests the old
      * lanes passed on are still on their way back, and a terminate waits for them */

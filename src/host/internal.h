@@ -155,6 +155,7 @@ struct rk__lane {
   const rk_msg *cur;
   /* reply staging (thread 0): reserved, uncommitted slots of the outbox */
   uint32_t out_pending;
+  uint32_t out_room;    /* outbox slots known free from its tail on (reply_slot) */
   void *reserved_slot;  /* rk_reply_reserve's slot, until rk_reply_commit */
   int replied;          /* a reply was produced (or the duty passed on over K2K) for the current message */
   /* K2K (leader only): requests this lane passed on from the host, less K2K replies it forwarded
