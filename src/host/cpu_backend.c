@@ -563,10 +563,15 @@ static int run_handler(rk__lane *l, const rk_msg *m) {
 static int lane_merge(rk__lane *l, rk_hlc m, uint64_t pt_us, int k2k) {
   rk_clock *c = l->k->clock;
   if (rk__clock_recv_at(c, m, pt_us, NULL) == RK_OK) return RK_OK;
-  if (k2k || l->pt_fresh) return RK_ECLOCK;
-  l->pt_read = rk_clock_physical_us(c);
-  l->pt_age = 0;
-  l->pt_fresh = 1;
+  if (k2k) return RK_ECLOCK;
+  if (!l->pt_fresh) { /* the batch reused a reading: take one now, for the rest of the batch too */
+    l->pt_read = rk_clock_physical_us(c);
+    l->pt_age = 0;
+    l->pt_fresh = 1;
+  }
+  /* pt_us is the batch's reading; l->pt_read a fresh one (taken after the batch was seen), newer
+   * when an earlier message of the batch was refused under the batch's and took it */
+  if (l->pt_read == pt_us) return RK_ECLOCK; /* refused under a fresh reading: refused */
   return rk__clock_recv_at(c, m, l->pt_read, NULL);
 }
 
