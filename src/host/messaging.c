@@ -478,7 +478,8 @@ static int fast_call_elsewhere(const rk_kernel *k, const rk__lane *l, uint64_t i
  * delivered like any waiter's, but without reply_lock when nothing else in the batch needs it
  * (buffer pins, other waiters, the pending list), and the drain stops once it has it and the
  * batch took everything that was published (later replies are the next drainer's, as they would
- * be had they come a moment later). pt_hint: merge_batch's. */
+ * be had they come a moment later; with callbacks on, the drain goes on as before, since their
+ * dispatcher leaves the outbox to whoever holds drain_lock). pt_hint: merge_batch's. */
 static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
                       uint32_t *got, rk_waiter *self, uint64_t pt_hint) {
   uint64_t pos;
@@ -662,7 +663,12 @@ static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint
       l->drain_blocked = 1;
       break;
     }
-    if (stop < n || (want && ndirect == want) || (self_done && n < RK_DRAIN_BATCH)) break;
+    /* The drainer's own reply in, and everything published at the peek taken: later replies are
+     * the next drainer's, unless callbacks are on: their dispatcher, finding drain_lock taken,
+     * leaves the outbox to us (pairs with the release stores of cb_active) */
+    if (stop < n || (want && ndirect == want) ||
+        (self_done && n < RK_DRAIN_BATCH && !__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)))
+      break;
   }
   if (got) *got = ndirect;
   return (int)taken;
