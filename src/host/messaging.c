@@ -104,7 +104,10 @@ static int inbox_full(rk_kernel *k, rk__lane *l, int code, const char *after) {
   return rk__fail(k->rt, code, "send to %s: lane %u inbox full%s", k->name, l->index, after);
 }
 
-static int check_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags) {
+/* with_state: also the kernel's state (terminating, faulted); 0: the arguments only (the later
+ * items of an rk_send_batch run, whose first item checked the state: one state check per run). */
+static int check_send_x(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags,
+                        int with_state) {
   uint32_t i, s;
   if (flags & ~RK_SEND_FLAGS_ALL)
     return rk__fail(k->rt, RK_EINVAL, "send to %s: unknown send flags 0x%x", k->name, flags & ~RK_SEND_FLAGS_ALL);
@@ -122,11 +125,16 @@ static int check_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t
       return rk__fail(k->rt, RK_EMSGSIZE, "send to %s: %s is %u bytes, got %u", k->name,
                       k->desc.types[i]->name ? k->desc.types[i]->name : "message", k->desc.types[i]->size, len);
   }
+  if (!with_state) return RK_OK;
   s = rk_load_acquire_sys_u32(&k->hstate);
   if (s == RK_STATE_TERMINATING || s == RK_STATE_TERMINATED)
     return rk__fail(k->rt, RK_ECLOSED, "send to %s: kernel is %s", k->name, rk_state_name((rk_lifecycle)s));
   if (rk__kernel_faulted(k)) return faulted_fail(k, "send to");
   return RK_OK;
+}
+
+static int check_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t len, uint32_t flags) {
+  return check_send_x(k, type, payload, len, flags, 1);
 }
 
 /* Build an envelope in its slot; stamp is a tick of the runtime clock (send rule), taken by the
@@ -301,7 +309,9 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
       if ((it->flags & RK_SEND_KEYED) && lane_for(k, 1, it->key) != lane_idx) break;
       /* one claim honours one backpressure policy: a run does not mix NOWAIT and waiting items */
       if ((it->flags & RK_SEND_NOWAIT) != (items[i].flags & RK_SEND_NOWAIT)) break;
-      if (check_send(k, it->type, it->payload, it->len, it->flags) != RK_OK) break;
+      /* the arguments; the state was checked with the run's first item (a change meanwhile is the
+       * same race as one just after the check: the claim still refuses a closed inbox) */
+      if (check_send_x(k, it->type, it->payload, it->len, it->flags, 0) != RK_OK) break;
       run++;
     }
     got = claim(k, l, run, items[i].flags, UINT64_MAX, &pos);
