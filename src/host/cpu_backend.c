@@ -137,11 +137,9 @@ static void flush_replies(rk__lane *l, uint64_t pt_us, rk_ring *room_in) {
     l->out_room -= n; /* reply_slot: counted from the tail, which moved on by n */
   }
   if (n == 0 && room_in == NULL) return;
-  /* Dekker pairs with the fence in rk__ring_wait of the outbox's consumer and of the inbox's
-   * producers: every publication above (sequence words, the inbox's head) precedes it */
-  rk_fence_seq_cst_sys();
-  if (n) rk__ring_wake_consumer_fenced(l->outbox);
-  if (room_in) rk__ring_wake_producers_fenced(room_in);
+  /* one fence for the outbox's consumer and the inbox's producers: every publication above
+   * (sequence words, the inbox's head) precedes it */
+  rk__ring_notify2(n ? l->outbox : NULL, room_in);
   /* the slot of the next reply, taken in exclusive state while the lane has nothing else to do
    * (queue/internal.h) */
   if (n) rk__prefetchw_slot(l->outbox, l->outbox->tail);

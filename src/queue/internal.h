@@ -18,12 +18,11 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
  * RK_EINVAL when r or idle_since is unusable). */
 int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns, uint64_t *idle_since);
 
-/* The waker's half of the Dekker pair without its fence, for a caller that publishes on two
- * rings and pays one full fence (rk_fence_seq_cst_sys) for both pairs: after that fence, which must
- * follow every publication it is to announce, wake r's consumer (resp. r's producers) if parked.
- * The CPU lane uses it for its replies (outbox) and the room it made (inbox) in one fence. */
-void rk__ring_wake_consumer_fenced(rk_ring *r);
-void rk__ring_wake_producers_fenced(rk_ring *r);
+/* rk_ring_notify_consumer(cons) and rk_ring_notify_producers(prods) with one full fence for both
+ * Dekker pairs (either ring may be NULL), for a caller that publishes on two rings: every
+ * publication it is to announce must precede the call. The CPU lane uses it for its replies
+ * (outbox) and the room it made (inbox). */
+void rk__ring_notify2(rk_ring *cons, rk_ring *prods);
 
 /* Cache hints for a slot's first two lines (the envelope and the first 64 payload bytes), issued
  * where a thread knows which slot it will touch next (issue 16, docs/design-notes.md "Where an
