@@ -456,6 +456,44 @@ static void test_calls_and_recv_mixed(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* The CPU lane reuses a clock reading across host batches (cpu_backend.c, lane_pt). A stamp that
+ * an old reading refuses as too far ahead is merged again with a fresh reading, and so is every
+ * later message of the same batch: the second of a batch was once refused under the batch's old
+ * reading after the first had taken the fresh one (issue 16). A fake time source makes the old
+ * reading 2 s old, four times the default drift bound. */
+static uint64_t g_fake_us;
+static uint64_t fake_time_us(void *user) {
+  (void)user;
+  return __atomic_load_n(&g_fake_us, __ATOMIC_RELAXED);
+}
+
+static void test_lane_reused_reading_refreshed(void **state) {
+  rk_runtime_options o = rt_options();
+  rk_runtime *rt;
+  rk_kernel *k;
+  rk_msg m;
+  uint8_t x = 1, buf[8];
+  int i;
+  (void)state;
+  __atomic_store_n(&g_fake_us, rk_realtime_us(), __ATOMIC_RELAXED);
+  o.time_source = fake_time_us;
+  rt = rt_create_opts(&o);
+  k = rt_launch_active(rt, &rk_builtin_echo, NULL);
+  RT_OK(rt, rk_call(k, 1, &x, 1, &m, buf, sizeof buf, RT_HANG)); /* the lane reads the time: T */
+  assert_int_equal(rk_kernel_deactivate(k), RK_OK);
+  __atomic_store_n(&g_fake_us, __atomic_load_n(&g_fake_us, __ATOMIC_RELAXED) + 2000000, __ATOMIC_RELAXED);
+  for (i = 0; i < 4; i++) RT_OK(rt, rk_send(k, 1, &x, 1, 0, NULL)); /* stamped T + 2 s */
+  assert_int_equal(rk_kernel_activate(k), RK_OK); /* one batch of four, its reading T reused */
+  for (i = 0; i < 4; i++) {
+    RT_OK(rt, rk_recv(k, &m, buf, sizeof buf, RT_HANG));
+    assert_false(m.env.flags & RK_ENV_F_ERROR);
+    assert_int_equal(m.status, 0);
+  }
+  assert_int_equal(rt_stats(k).clock_rejected, 0);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
 /* ---------------------------------------- no reply ------------------------------------------- */
 
 static void test_no_reply(void **state) {
@@ -1028,6 +1066,7 @@ int main(void) {
       cmocka_unit_test(test_recv_batch),
       cmocka_unit_test(test_concurrent_calls),
       cmocka_unit_test(test_calls_and_recv_mixed),
+      cmocka_unit_test(test_lane_reused_reading_refreshed),
       cmocka_unit_test(test_no_reply),
       cmocka_unit_test(test_callbacks_one_lane),
       cmocka_unit_test(test_callbacks_four_lanes),

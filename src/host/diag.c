@@ -33,12 +33,17 @@ typedef struct deferred_line {
   char msg[RK__LOG_LINE];
 } deferred_line;
 
-/* The thread's lock count and the lines it queued meanwhile. */
+/* The lines the thread queued while it held a library lock. */
 static _Thread_local struct {
-  uint32_t locks;
   uint32_t n, dropped;
   deferred_line q[RK_LOG_DEFER];
 } tls_log;
+/* The thread's library locks held, and whether lines are queued (tls_log.n != 0): read on every
+ * lock and unlock, so kept apart from the queue in 8 bytes of initial-exec TLS, a plain %fs
+ * access, where the queue's general-dynamic access costs a __tls_get_addr call (issue 16: three
+ * per rk_call). */
+static _Thread_local uint32_t tls_locks __attribute__((tls_model("initial-exec")));
+static _Thread_local uint32_t tls_queued __attribute__((tls_model("initial-exec")));
 
 static _Thread_local rk__error tls_error;          /* this thread's last failure */
 static _Thread_local rk__error *tls_error_target;  /* NULL: tls_error; else a caller's (redirect) */
@@ -53,19 +58,34 @@ static void flush_deferred(void);
 
 void rk__lock(uv_mutex_t *m) {
   uv_mutex_lock(m);
-  tls_log.locks++;
+  tls_locks++;
 }
 
 int rk__trylock(uv_mutex_t *m) {
   int rc = uv_mutex_trylock(m);
-  if (rc == 0) tls_log.locks++;
+  if (rc == 0) tls_locks++;
   return rc;
 }
 
 void rk__unlock(uv_mutex_t *m) {
-  assert(tls_log.locks > 0); /* every rk__unlock pairs with an rk__lock or a successful rk__trylock */
+  assert(tls_locks > 0); /* every rk__unlock pairs with an rk__lock or a successful rk__trylock */
   uv_mutex_unlock(m);
-  if (--tls_log.locks == 0 && tls_log.n) flush_deferred();
+  if (--tls_locks == 0 && tls_queued) flush_deferred();
+}
+
+int rk__flag_trylock(volatile int *f) {
+  /* a relaxed look first: a held flag costs its would-be taker no locked instruction */
+  if (__atomic_load_n(f, __ATOMIC_RELAXED)) return 1;
+  /* acquire: pairs with rk__flag_unlock's release, so what the last holder did is visible */
+  if (__atomic_exchange_n(f, 1, __ATOMIC_ACQUIRE) != 0) return 1;
+  tls_locks++;
+  return 0;
+}
+
+void rk__flag_unlock(volatile int *f) {
+  assert(tls_locks > 0); /* pairs with a successful rk__flag_trylock */
+  __atomic_store_n(f, 0, __ATOMIC_RELEASE); /* pairs with rk__flag_trylock's acquire */
+  if (--tls_locks == 0 && tls_queued) flush_deferred();
 }
 
 /* ---------------------------------------- the log -------------------------------------------- */
@@ -108,10 +128,11 @@ static void deliver(rk_runtime *rt, rk_log_level level, const char *msg) {
 
 static void flush_deferred(void) {
   /* Pop one line at a time: the callback may call into the library, take locks and queue more. */
-  while (tls_log.n && tls_log.locks == 0) {
+  while (tls_log.n && tls_locks == 0) {
     deferred_line line = tls_log.q[0];
     uint32_t dropped = tls_log.dropped;
     tls_log.n--;
+    tls_queued = tls_log.n != 0;
     memmove(&tls_log.q[0], &tls_log.q[1], tls_log.n * sizeof tls_log.q[0]);
     tls_log.dropped = 0;
     deliver(line.rt, line.level, line.msg);
@@ -173,7 +194,7 @@ static void vlog_keyed(rk_runtime *rt, rk_log_level level, const char *key, cons
   n = vsnprintf(msg, sizeof msg, fmt, ap);
   if (suppressed && n >= 0 && (size_t)n < sizeof msg)
     snprintf(msg + n, sizeof msg - (size_t)n, " [%llu similar lines suppressed]", (unsigned long long)suppressed);
-  if (tls_log.locks == 0) {
+  if (tls_locks == 0) {
     deliver(rt, level, msg);
     return;
   }
@@ -185,6 +206,7 @@ static void vlog_keyed(rk_runtime *rt, rk_log_level level, const char *key, cons
   tls_log.q[tls_log.n].level = level;
   memcpy(tls_log.q[tls_log.n].msg, msg, sizeof msg);
   tls_log.n++;
+  tls_queued = 1;
 }
 
 static void log_keyed(rk_runtime *rt, rk_log_level level, const char *key, const char *fmt, ...) {

@@ -123,14 +123,27 @@ struct rk__lane {
    * worker reads or writes on every message (the lane array is not line-aligned, hence whole-line
    * pads rather than an alignment). */
   char drain_pad_before[RK_LINE];
-  uv_mutex_t drain_lock;
-  char drain_pad_after[RK_LINE];
+  /* Only ever tried, never waited for: a flag (rk__flag_trylock / rk__flag_unlock; atomics, their
+   * acquire and release order what one holder did before the next), not a mutex: one locked
+   * instruction to take it and none to drop it, where the mutex cost two library calls each way
+   * (issue 16). */
+  volatile int drain_lock;
   /* The last drain stopped at a reply it could not queue (no memory): the reply stays in the
    * outbox (rk_recv can still take it); callers back off instead of spinning on it. Replies behind
    * it that belong to rk_call waiters are delivered anyway, out of order: drain_ahead bit i marks
-   * the slot at head + i as delivered, to be skipped and released in order later. Under drain_lock. */
+   * the slot at head + i as delivered, to be skipped and released in order later. Under drain_lock,
+   * and inside its pads with it: every drain writes drain_blocked, and the fields after the pad
+   * (threads, ctxs, nthreads) are read by the lane's worker on every message (issue 16: here they
+   * shared a line, one more line changing hands on every rk_call). */
   int drain_blocked;
   uint64_t drain_ahead;
+  /* The rk_call that holds drain_lock for its whole call (its fast path, messaging.c), its waiter
+   * on no list: its id, 0 when none. Written by that caller; read by drainers of the other lanes
+   * to tell a reply that names it on the wrong lane (refused) from a late one. Atomics, relaxed:
+   * a drainer that sees such a reply took it after the request was published, which the store
+   * precedes. */
+  volatile uint64_t fast_call;
+  char drain_pad_after[RK_LINE];
   /* worker side (CPU backend) */
   uv_thread_t *threads;
   struct rk_ctx *ctxs;
@@ -142,6 +155,7 @@ struct rk__lane {
   const rk_msg *cur;
   /* reply staging (thread 0): reserved, uncommitted slots of the outbox */
   uint32_t out_pending;
+  uint32_t out_room;    /* outbox slots known free from its tail on (reply_slot) */
   void *reserved_slot;  /* rk_reply_reserve's slot, until rk_reply_commit */
   int replied;          /* a reply was produced (or the duty passed on over K2K) for the current message */
   /* K2K (leader only): requests this lane passed on from the host, less K2K replies it forwarded
@@ -149,6 +163,11 @@ struct rk__lane {
   int64_t owed;
   uint32_t sent;        /* K2K messages the current message's handler sent (retry rule) */
   uint64_t pt_us;       /* the current batch's reading of the kernel clock's time source */
+  /* host batches (leader only): the last real reading of that source, how many batches have
+   * reused it, and whether the current batch read it afresh (cpu_backend.c, lane_pt) */
+  uint64_t pt_read;
+  uint32_t pt_age;
+  int pt_fresh;
   int retry;            /* the handler asked to run again on the message later (RK_EAGAIN) */
   /* K2K deadlock check (cpu_backend.c): the lane whose full K2K inbox a send of this lane's found
    * full (leader only), published in waits_on while the lane retries (other lanes' deadlock checks
@@ -363,6 +382,10 @@ struct rk_runtime {
 void rk__lock(uv_mutex_t *m);
 int rk__trylock(uv_mutex_t *m); /* 0 when taken */
 void rk__unlock(uv_mutex_t *m);
+/* A library lock that is only ever tried (rk__lane.drain_lock): 0 when taken; counted as the
+ * mutexes are (log lines are deferred while it is held). */
+int rk__flag_trylock(volatile int *f);
+void rk__flag_unlock(volatile int *f);
 /* diag.c: log a line (rate-limited per format string: RK_LOG_BURST per second), and record a
  * failure as the calling thread's last error on rt (returns code). */
 void rk__log(rk_runtime *rt, rk_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

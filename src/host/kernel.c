@@ -206,7 +206,6 @@ void rk__kernel_free(rk_kernel *k) {
       free(k->lane[i].threads);
       free(k->lane[i].ctxs);
       free(k->lane[i].scratch);
-      uv_mutex_destroy(&k->lane[i].drain_lock);
     }
     free(k->lane);
   }
@@ -634,7 +633,7 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
     l->index = i;
     l->status = rk_control_lane(k->ctl, k->lanes, i);
     l->cmd = rk_control_lane_cmd(k->ctl, i);
-    uv_mutex_init(&l->drain_lock);
+    l->drain_lock = 0; /* free (rk__flag_trylock) */
     l->inbox = (rk_ring *)((uint8_t *)k->inbox_mem + (size_t)i * k->inbox_stride);
     l->outbox = (rk_ring *)((uint8_t *)k->outbox_mem + (size_t)i * k->outbox_stride);
     if (rk_ring_init(l->inbox, k->inbox_stride, k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||

@@ -18,6 +18,38 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
  * RK_EINVAL when r or idle_since is unusable). */
 int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns, uint64_t *idle_since);
 
+/* rk_ring_notify_consumer(cons) and rk_ring_notify_producers(prods) with one full fence for both
+ * Dekker pairs (either ring may be NULL), for a caller that publishes on two rings: every
+ * publication it is to announce must precede the call. The CPU lane uses it for its replies
+ * (outbox) and the room it made (inbox). */
+void rk__ring_notify2(rk_ring *cons, rk_ring *prods);
+
+/* Cache hints for a slot's first two lines (the envelope and the first 64 payload bytes), issued
+ * where a thread knows which slot it will touch next (issue 16, docs/design-notes.md "Where an
+ * rk_call round trip goes"). Read: a consumer that has just seen position pos published fetches
+ * both lines at once, so their transfers from the producer's core overlap instead of following
+ * one another (the envelope is read first, the payload only after validation). Write: a producer
+ * that is about to wait takes the lines of the slot it will fill next in exclusive state, so the
+ * next publication does not wait behind the invalidation of the consumer's copies from the last
+ * lap. Hints only: no effect on correctness or ordering. */
+static inline void rk__prefetch_slot(rk_ring *r, uint64_t pos) {
+  const uint8_t *p = rk_ring_slot(r, pos);
+  __builtin_prefetch(p, 0, 3);
+  if (r->slot_size > 64) __builtin_prefetch(p + 64, 0, 3);
+}
+static inline void rk__prefetchw_slot(rk_ring *r, uint64_t pos) {
+  const uint8_t *p = rk_ring_slot(r, pos);
+#if defined(__x86_64__)
+  /* PREFETCHW (3DNow!/PRFCHW: AMD, Intel since Broadwell; an older Intel CPU runs it as a NOP),
+   * written out because GCC emits it only under -mprfchw */
+  __asm__ __volatile__("prefetchw %0" : : "m"(*(const volatile uint8_t *)p));
+  if (r->slot_size > 64) __asm__ __volatile__("prefetchw %0" : : "m"(*(const volatile uint8_t *)(p + 64)));
+#else
+  __builtin_prefetch(p, 1, 3);
+  if (r->slot_size > 64) __builtin_prefetch(p + 64, 1, 3);
+#endif
+}
+
 /* The process's parks (futex waits) and wake-ups (futex wakes) so far, for diagnosis (rk-bench
  * rtt); either pointer may be NULL. */
 void rk__wait_counts(uint64_t *parks, uint64_t *wakes);

@@ -43,6 +43,12 @@
  * (both sides spinning again). A spin that runs out drops back to the short one: an idle thread
  * pays one long spin per wake-up, not more (docs/design-notes.md, "Parking and the slow mode"). */
 #define RK_SPIN_AFTER_WAKE_NS 50000
+/* The first polls of a spin without a pause between them (experiment, issue 16: a pause is ~49 ns
+ * on the EPYC VM, so a reply that lands during one waits for it to end); 0: a pause before every
+ * poll. */
+#ifndef RK_SPIN_TIGHT_POLLS
+#define RK_SPIN_TIGHT_POLLS 0
+#endif
 static __thread int tl_woken; /* this thread's last wait ended in a park that was woken */
 
 /* Waits on RK_RING_F_NO_WAKE rings (the host waiting for a GPU lane's reply, or for inbox space
@@ -144,6 +150,12 @@ void rk_ring_notify_producers(rk_ring *r) {
   if (rk_load_relaxed_sys_u32(&r->prod_sleeping)) unpark(&r->prod_wake, 1);
 }
 
+void rk__ring_notify2(rk_ring *cons, rk_ring *prods) {
+  rk_fence_seq_cst_sys(); /* Dekker pairs with the fences in rk__ring_wait (both sides) */
+  if (cons && rk_load_relaxed_sys_u32(&cons->cons_sleeping)) unpark(&cons->cons_wake, 0);
+  if (prods && rk_load_relaxed_sys_u32(&prods->prod_sleeping)) unpark(&prods->prod_wake, 1);
+}
+
 void rk_ring_wake_all(rk_ring *r) {
   if (r == NULL) return;
   rk_fence_seq_cst_sys();
@@ -167,7 +179,10 @@ static int consumer_ready(void *arg) {
   rk_ring *r = v->r;
   uint64_t pos, fin;
   if (v->mem_size && rk_ring_check_mem(r, v->mem_size) != RK_OK) return RK_ECORRUPT;
-  if (rk_ring_peek_n(r, 1, &pos)) return 1;
+  if (rk_ring_peek_n(r, 1, &pos)) {
+    rk__prefetch_slot(r, pos); /* its lines travel while the wait returns (queue/internal.h) */
+    return 1;
+  }
   if (rk_ring_closed(r, &fin) && rk_ring_head(r) >= fin) return RK_ECLOSED;
   return 0;
 }
@@ -234,7 +249,7 @@ static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, 
   {
     uint64_t spin = tl_woken ? RK_SPIN_AFTER_WAKE_NS : RK_SPIN_NS;
     for (i = 1;; i++) {
-      rk_cpu_relax();
+      if (i > RK_SPIN_TIGHT_POLLS) rk_cpu_relax();
       if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
       if ((i & 7) == 0 && rk__now_ns() - start >= spin) break; /* a clock read per 8 pauses */
     }
