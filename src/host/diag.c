@@ -39,11 +39,12 @@ static _Thread_local struct {
   deferred_line q[RK_LOG_DEFER];
 } tls_log;
 /* The thread's library locks held, and whether lines are queued (tls_log.n != 0): read on every
- * lock and unlock, so kept apart from the queue in 8 bytes of initial-exec TLS, a plain %fs
- * access, where the queue's general-dynamic access costs a __tls_get_addr call (issue 16: three
- * per rk_call). */
-static _Thread_local uint32_t tls_locks __attribute__((tls_model("initial-exec")));
-static _Thread_local uint32_t tls_queued __attribute__((tls_model("initial-exec")));
+ * lock and unlock, so kept apart from the queue. (Not initial-exec TLS, although that would save a
+ * __tls_get_addr per access: librk.so is dlopen-ed by the Python binding and by plugins, where an
+ * initial-exec variable must fit glibc's small static-TLS surplus or the load fails; review of
+ * issue 16.) */
+static _Thread_local uint32_t tls_locks;
+static _Thread_local uint32_t tls_queued;
 
 static _Thread_local rk__error tls_error;          /* this thread's last failure */
 static _Thread_local rk__error *tls_error_target;  /* NULL: tls_error; else a caller's (redirect) */

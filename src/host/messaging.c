@@ -709,7 +709,10 @@ static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint) 
   if (l->drain_ahead || __atomic_load_n(&k->buf_pins, __ATOMIC_RELAXED) ||
       __atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE))
     return 0;
-  if (!lane_ring_ok(k, l->outbox, k->outbox_cap, RK_RING_SPSC) || rk_ring_peek_n(l->outbox, 1, &pos) != 1) return 0;
+  /* its own reply alone in the outbox (review of issue 16): replies behind it belong to other
+   * callers, whom drain_lane delivers and wakes under reply_lock; taken here, they would wait for a
+   * wake-up that outbox_let_go can miss (a caller between its failed try and its sleepers count) */
+  if (!lane_ring_ok(k, l->outbox, k->outbox_cap, RK_RING_SPSC) || rk_ring_peek_n(l->outbox, 2, &pos) != 1) return 0;
   slot = rk_ring_slot(l->outbox, pos);
   memcpy(&env, slot, sizeof env); /* copy first, then validate and use only the copy (drain_lane) */
   if (env.correlation_id != w->id) return 0;
@@ -951,11 +954,14 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
             if (now >= deadline) break;
             if (deadline - now < (uint64_t)left) left = (int64_t)(deadline - now);
           }
-          first = 0;
-          if (l->drain_blocked) { /* a reply ahead of ours could not be queued: do not spin on it */
+          /* a reply ahead of ours could not be queued by the drain this pass ran (the first pass
+           * runs none: the flag would be an earlier drainer's): do not spin on it */
+          if (!first && l->drain_blocked) {
+            first = 0;
             rk__sleep_ns((uint64_t)left);
             continue;
           }
+          first = 0;
           if (rk__ring_wait_readable_slice(l->outbox, k->outbox_stride, left, &idle_since) == RK_ECLOSED) {
             drain_lane(k, l, NULL, NULL, 0, 0, NULL, registered ? NULL : &w, pt);
             break;
