@@ -539,11 +539,7 @@ RK_INLINE __device__ void rk_dev_copy_chunks_in(uint32_t total, From from, To to
  * is exact while c * d < 2^32 (the error c * (m - 2^32 / d) / 2^32 stays below 1 / d); here c is
  * below a batch's chunks and d a slot's, both under 2^12 (the slots fit 48 KiB of shared memory).
  * A division per chunk costs registers the copy's loads in flight need (test_sass.py). */
-RK_INLINE __device__ uint32_t rk_dev_div(uint32_t c, uint32_t d, uint32_t m) {
-  uint32_t q = (uint32_t)(((uint64_t)c * m) >> 32);
-  (void)d;
-  return q;
-}
+RK_INLINE __device__ uint32_t rk_dev_div(uint32_t c, uint32_t m) { return (uint32_t)(((uint64_t)c * m) >> 32); }
 
 RK_INLINE __device__ uint8_t *rk_dev_in_slot(const rk_dev_params *p, const rk_dev_lane *L, uint64_t pos) {
   return L->in_slots + (size_t)((pos & L->in_mask) * p->slot_size);
@@ -570,11 +566,11 @@ RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L,
   rk_dev_copy_chunks_in(
       n * cps,
       [&](uint32_t c) {
-        uint32_t q = rk_dev_div(c, cps, inv);
+        uint32_t q = rk_dev_div(c, inv);
         return RK_CAST(const volatile uint64_t *, rk_dev_in_slot(p, L, L->in_head + q) + (c - q * cps) * 16u);
       },
       [&](uint32_t c) {
-        uint32_t q = rk_dev_div(c, cps, inv);
+        uint32_t q = rk_dev_div(c, inv);
         return RK_CAST(uint64_t *, dst + (size_t)q * p->slot_size + (c - q * cps) * 16u);
       });
   __syncthreads();

@@ -1025,10 +1025,7 @@ static int k2k_copy(rk_runtime *rt, uint64_t dev, void *host, size_t n, int to_d
       size_t k = n - done < chunk ? n - done : chunk;
       uint8_t *d = (uint8_t *)(uintptr_t)(dev + done);
       if (to_dev) {
-        if (host)
-          memcpy(stage, (uint8_t *)host + done, k);
-        else
-          memset(stage, 0, k);
+        memcpy(stage, (uint8_t *)host + done, k);
         e = cudaMemcpyAsync(d, stage, k, cudaMemcpyHostToDevice, c->copy_stream);
       } else {
         e = cudaMemcpyAsync(stage, d, k, cudaMemcpyDeviceToHost, c->copy_stream);
@@ -1056,13 +1053,8 @@ static int cuda_dev_alloc(rk_runtime *rt, size_t n, uint64_t *addr) {
   if (rc != RK_OK)
     return rk__fail(rt, RK_ENOMEM, "device arena exhausted (%zu bytes for K2K inboxes, %zu of %zu used): give the "
                     "graph's kernels smaller K2K capacities (rk_graph_add)", n, c->devmem.used, c->devmem.size);
-  *addr = (uint64_t)(uintptr_t)(c->dev_base + off);
-  if ((rc = k2k_copy(rt, *addr, NULL, n, 1, 0)) != RK_OK) { /* zeroed, as the hook promises */
-    uv_mutex_lock(&c->arena_lock);
-    rk__arena_free(&c->devmem, off, n);
-    uv_mutex_unlock(&c->arena_lock);
-  }
-  return rc;
+  *addr = (uint64_t)(uintptr_t)(c->dev_base + off); /* not zeroed: graph.c writes it all */
+  return RK_OK;
 }
 
 static void cuda_dev_free(rk_runtime *rt, uint64_t addr, size_t n) {

@@ -248,7 +248,6 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
   if (rc != RK_OK)
     return rk__fail(k->rt, rc, "kernel %s: cannot place its K2K inboxes (%zu bytes) in device memory", k->name, bytes);
   k->k2k_dev_bytes = bytes;
-  k->k2k_dev_stride = ring;
   memset(&e, 0, sizeof e);
   e.k2k_base = k->k2k_dev;
   e.k2k_stride = ring;
@@ -421,9 +420,19 @@ int rk_graph_launch(rk_graph *g) {
       g->dev_table = 0;
     }
     if (g->dev_table == 0) {
+      void *zero;
       g->dev_table_bytes = (size_t)g->n * sizeof(rk_dev_k2k_node);
       if ((rc = ops->dev_alloc(g->rt, g->dev_table_bytes, &g->dev_table)) != RK_OK)
         return rk__fail(g->rt, rc, "rk_graph_launch: no device memory for the graph's table");
+      /* zeroed once (each kernel's prepare then writes its entry): dev_alloc does not zero */
+      if ((zero = rk__calloc(1, g->dev_table_bytes)) == NULL ||
+          (rc = ops->dev_write(g->rt, g->dev_table, zero, g->dev_table_bytes)) != RK_OK) {
+        free(zero);
+        ops->dev_free(g->rt, g->dev_table, g->dev_table_bytes);
+        g->dev_table = 0;
+        return rk__fail(g->rt, zero ? rc : RK_ENOMEM, "rk_graph_launch: cannot clear the graph's table");
+      }
+      free(zero);
     }
   }
   for (i = 0; i < g->n; i++) {

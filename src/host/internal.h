@@ -67,8 +67,8 @@ typedef struct rk_backend_ops {
   int restartable;
   /* K2K on a device backend (graph.c): memory the lanes address and the host may not (CUDA: the
    * device arena). NULL on the CPU backend, and where the backend has none (rk_graph_launch then
-   * says RK_ENOTSUP). dev_alloc: zeroed, 128-byte aligned, the lanes' address in *addr (any time:
-   * no CUDA allocation call); dev_write: n bytes from host memory, done when it returns (allowed
+   * says RK_ENOTSUP). dev_alloc: 128-byte aligned, contents undefined (the caller writes whatever
+   * the lanes read), the lanes' address in *addr (any time: no CUDA allocation call); dev_write: n bytes from host memory, done when it returns (allowed
    * while ring kernels are resident); dev_store64 / dev_load64: one word, relaxed, atomic with
    * respect to the lanes' accesses. */
   int (*dev_alloc)(rk_runtime *rt, size_t n, uint64_t *addr);
@@ -265,10 +265,9 @@ struct rk_kernel {
   rk_kernel *route[16];
   struct rk_graph *graph;
   volatile uint64_t k2k_dropped;
-  /* K2K on a device backend (graph.c): the kernel's K2K inboxes in device memory (lane i's at
-   * k2k_dev + i * k2k_dev_stride; 0: none) and the graph's table the lanes read (its entry) */
+  /* K2K on a device backend (graph.c): the kernel's K2K inboxes in device memory (0: none; their
+   * stride is in its entry of the graph's table) and that table, which the lanes read */
   uint64_t k2k_dev;
-  uint64_t k2k_dev_stride;
   size_t k2k_dev_bytes;
   uint64_t dev_graph;
   uint32_t dev_graph_n, dev_graph_node;
