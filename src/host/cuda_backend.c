@@ -1030,7 +1030,11 @@ static int k2k_copy(rk_runtime *rt, uint64_t dev, void *host, size_t n, int to_d
       } else {
         e = cudaMemcpyAsync(stage, d, k, cudaMemcpyDeviceToHost, c->copy_stream);
       }
-      if (e == cudaSuccess) e = cudaStreamSynchronize(c->copy_stream); /* the staging is reused */
+      if (e == cudaSuccess) { /* the staging is reused: wait, with a deadline (RK_CUDA_COPY_NS) */
+        uint64_t t0 = rk__now_ns();
+        while ((e = cudaStreamQuery(c->copy_stream)) == cudaErrorNotReady && rk__now_ns() - t0 < RK_CUDA_COPY_NS)
+          rk__sleep_ns(10000);
+      }
       if (e == cudaSuccess && !to_dev) memcpy((uint8_t *)host + done, stage, k);
       done += k;
     }
