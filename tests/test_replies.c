@@ -501,6 +501,261 @@ static void test_inbox_header_beyond_memory(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* ---------------------------------------- rk_call's fast path (issue 16) ----------------------- */
+
+/* The id of the n-th request (0: the oldest) waiting in lane `lane`'s inbox, or 0. */
+static uint64_t nth_request(rk_kernel *k, uint32_t lane, uint32_t n) {
+  uint64_t pos;
+  if ((uint32_t)rk_ring_peek_n(k->lane[lane].inbox, n + 1, &pos) != n + 1) return 0;
+  return ((const rk_envelope *)rk_ring_slot(k->lane[lane].inbox, pos + n))->msg_id;
+}
+
+typedef struct nth_wait {
+  rk_kernel *k;
+  uint32_t lane, n;
+} nth_wait;
+
+static int nth_arrived(void *arg) {
+  nth_wait *w = (nth_wait *)arg;
+  return nth_request(w->k, w->lane, w->n) != 0;
+}
+
+/* Wait (hang-checked) for the n-th request of lane `lane` and return its id. */
+static uint64_t wait_request(rk_kernel *k, uint32_t lane, uint32_t n) {
+  nth_wait w;
+  w.k = k;
+  w.lane = lane;
+  w.n = n;
+  assert_true(rt_wait_for(nth_arrived, &w, RT_HANG));
+  return nth_request(k, lane, n);
+}
+
+static void put_good(rk_kernel *k, uint32_t lane, uint64_t correlation, uint32_t tag) {
+  uint8_t payload[REPLY_LEN];
+  rk_envelope e = reply_env(k, lane, correlation, REPLY_LEN);
+  fill_payload(payload, tag);
+  put_reply(k, lane, &e, payload, REPLY_LEN);
+}
+
+/* As call_thread, with rk_call: round-robin lanes. */
+static void *call_rr_thread(void *arg) {
+  caller *c = (caller *)arg;
+  scribble s = scr(F_NONE, 0, 0);
+  memset(c->buf, 0xee, sizeof c->buf);
+  int rc = rk_call(c->k, SCRIBBLE_TYPE, &s, sizeof s, &c->m, c->buf, sizeof c->buf, RT_HANG);
+  __atomic_store_n(&c->rc, rc, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static void start_caller(pthread_t *t, caller *c, rk_kernel *k, uint64_t key) {
+  memset(c, 0, sizeof *c);
+  c->k = k;
+  c->key = key;
+  c->rc = 1;
+  assert_int_equal(pthread_create(t, NULL, call_rr_thread, c), 0);
+}
+
+static void join_good(pthread_t t, caller *c, uint32_t tag) {
+  assert_int_equal(pthread_join(t, NULL), 0);
+  assert_int_equal(c->rc, RK_OK);
+  expect_good(&c->m, c->buf, tag);
+}
+
+/* An rk_call that timed out (its caller held the outbox on the fast path all along), whose reply
+ * comes later: the late reply is counted and kept as a dead letter, never delivered to a later
+ * call, whether it is alone in the outbox when the next call starts or in front of that call's own
+ * reply; nothing is left queued. */
+static void test_call_timeout_late_reply(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("inactive", never);
+  rk_kernel *k = rt_launch(rt, &d, NULL); /* never activated: the test answers for the lane */
+  scribble s = scr(F_NONE, 0, 0);
+  rk_msg m;
+  uint8_t buf[64];
+  uint64_t id1, id2, id3, total = 0;
+  caller c;
+  pthread_t t;
+  rk_kernel_counters st;
+  rk_dead_letter dl[4];
+  int i;
+  (void)state;
+  /* 1. a call times out; the lane never answered it */
+  assert_int_equal(rk_call(k, SCRIBBLE_TYPE, &s, sizeof s, &m, buf, sizeof buf, 20 * RT_MS), RK_ETIMEDOUT);
+  id1 = nth_request(k, 0, 0);
+  assert_true(id1 & RK__CALL_BIT);
+  assert_int_equal(k->lane[0].fast_call, 0); /* the fast path let go */
+  /* 2. its reply comes, alone, before the next call: that call gets only its own */
+  put_good(k, 0, id1, 1);
+  start_caller(&t, &c, k, 0);
+  id2 = wait_request(k, 0, 1);
+  assert_true(id2 != id1);
+  put_good(k, 0, id2, 2);
+  join_good(t, &c, 2);
+  st = rt_stats(k);
+  assert_int_equal(st.received, 1);
+  assert_int_equal(st.late_replies, 1);
+  assert_int_equal(st.replies_invalid, 0);
+  /* 3. a second call times out; its reply comes in front of the next call's */
+  assert_int_equal(rk_call(k, SCRIBBLE_TYPE, &s, sizeof s, &m, buf, sizeof buf, 20 * RT_MS), RK_ETIMEDOUT);
+  start_caller(&t, &c, k, 0);
+  id3 = wait_request(k, 0, 3);
+  put_good(k, 0, nth_request(k, 0, 2), 3); /* the one that timed out */
+  put_good(k, 0, id3, 4);
+  join_good(t, &c, 4);
+  st = rt_stats(k);
+  assert_int_equal(st.received, 2);
+  assert_int_equal(st.late_replies, 2);
+  assert_int_equal(st.replies_invalid, 0);
+  assert_int_equal(st.dead_letters, 2);
+  /* the late replies are the dead letters, with their payloads; nothing else is queued */
+  assert_int_equal(rk_kernel_dead_letters(k, dl, 4, &total), 2);
+  assert_int_equal(total, 2);
+  for (i = 0; i < 2; i++) {
+    uint8_t want[REPLY_LEN];
+    fill_payload(want, (uint32_t)(1 + 2 * i));
+    assert_int_equal(dl[i].reason, RK_ETIMEDOUT);
+    assert_int_equal(dl[i].env.correlation_id, i == 0 ? id1 : nth_request(k, 0, 2));
+    assert_int_equal(dl[i].payload_len, REPLY_LEN);
+    assert_memory_equal(dl[i].payload, want, REPLY_LEN);
+  }
+  assert_int_equal(rk_recv(k, &m, buf, sizeof buf, 0), RK_EAGAIN);
+  assert_int_equal(rk_ring_count(k->lane[0].outbox), 0);
+  assert_int_equal(k->pend_count, 0);
+  assert_null(k->waiters);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
+/* Which lane holds request id (hang-checked wait for it to arrive), and its index there. */
+typedef struct find_req {
+  rk_kernel *k;
+  uint32_t seen; /* requests already placed */
+} find_req;
+
+static int total_arrived(void *arg) {
+  find_req *f = (find_req *)arg;
+  return rk_ring_count(f->k->lane[0].inbox) + rk_ring_count(f->k->lane[1].inbox) > f->seen;
+}
+
+/* Calls from several threads to a two-lane kernel: each gets its own reply, whether it is the
+ * outbox's drainer (the fast path) or asleep behind it, and whether its reply is alone in the
+ * outbox, first, or behind another caller's. */
+static void test_calls_across_lanes(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("inactive", never);
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k;
+  caller c[6];
+  pthread_t t[6];
+  uint64_t id[6];
+  uint32_t lane[6], i, round;
+  rk_kernel_counters st;
+  find_req f;
+  (void)state;
+  lo.lanes = 2;
+  k = rt_launch(rt, &d, &lo);
+  f.k = k;
+  for (round = 0; round < 2; round++) {
+    uint32_t base = round * 3, on[2][3], non[2] = {0, 0}, x, y, holder, sleeper;
+    /* three callers, started one at a time (round-robin lanes): two share a lane */
+    for (i = base; i < base + 3; i++) {
+      uint32_t l0 = (uint32_t)rk_ring_count(k->lane[0].inbox);
+      f.seen = i;
+      start_caller(&t[i], &c[i], k, 0);
+      assert_true(rt_wait_for(total_arrived, &f, RT_HANG));
+      lane[i] = rk_ring_count(k->lane[0].inbox) > l0 ? 0 : 1;
+      id[i] = nth_request(k, lane[i], (uint32_t)rk_ring_count(k->lane[lane[i]].inbox) - 1);
+      on[lane[i]][non[lane[i]]++] = i;
+    }
+    x = non[0] == 2 ? 0 : 1; /* the lane with two callers */
+    y = 1 - x;
+    assert_int_equal(non[x], 2);
+    /* the first caller on lane x holds its outbox (fast path); the second sleeps behind it */
+    holder = on[x][0];
+    sleeper = on[x][1];
+    assert_int_equal(k->lane[x].fast_call, id[holder]);
+    /* round 0: the holder's reply behind the sleeper's; round 1: in front of it */
+    if (round == 0) {
+      put_good(k, x, id[sleeper], 10 + sleeper);
+      put_good(k, x, id[holder], 10 + holder);
+    } else {
+      put_good(k, x, id[holder], 10 + holder);
+      put_good(k, x, id[sleeper], 10 + sleeper);
+    }
+    put_good(k, y, id[on[y][0]], 10 + on[y][0]); /* alone in its outbox */
+    for (i = base; i < base + 3; i++) {
+      join_good(t[i], &c[i], 10 + i);
+      assert_int_equal(c[i].m.env.correlation_id, id[i]);
+      assert_int_equal(c[i].m.env.lane, lane[i]);
+    }
+    /* the lanes' inboxes still hold the requests (never consumed): count them as placed */
+  }
+  st = rt_stats(k);
+  assert_int_equal(st.received, 6);
+  assert_int_equal(st.late_replies, 0);
+  assert_int_equal(st.replies_invalid, 0);
+  assert_int_equal(rk_ring_count(k->lane[0].outbox) + rk_ring_count(k->lane[1].outbox), 0);
+  assert_null(k->waiters);
+  assert_int_equal(k->lane[0].fast_call, 0);
+  assert_int_equal(k->lane[1].fast_call, 0);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
+typedef struct cb_hits {
+  int n;
+  uint32_t tag_ok;
+} cb_hits;
+
+static void counting_cb(rk_kernel *k, const rk_msg *m, void *user) {
+  cb_hits *c = (cb_hits *)user;
+  uint8_t want[REPLY_LEN];
+  (void)k;
+  fill_payload(want, 7);
+  if (m->len == REPLY_LEN && memcmp(m->payload, want, REPLY_LEN) == 0) __atomic_store_n(&c->tag_ok, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&c->n, 1, __ATOMIC_RELEASE);
+}
+
+static int cb_ran(void *arg) { return __atomic_load_n(&((cb_hits *)arg)->n, __ATOMIC_ACQUIRE) > 0; }
+
+/* N1 (issue 16): with callbacks on, an rk_call that holds the outbox takes the replies meant for
+ * the callbacks into the pending list (their dispatcher found drain_lock taken and left: the
+ * lane's wake-up for them is spent). Their callback must run without waiting for the service
+ * timer, here an hour away. Before the fix it ran only at the timer (the test timed out). */
+static void test_callback_reply_taken_by_call(void **state) {
+  rk_runtime_options o = rt_options();
+  rk_runtime *rt;
+  rk_kernel_desc d = rt_desc("inactive", never);
+  rk_kernel *k;
+  cb_hits cc;
+  caller c;
+  pthread_t t;
+  uint64_t id;
+  (void)state;
+  o.watchdog_interval_ns = 3600ull * 1000000000ull; /* the timer never fires during the test */
+  rt = rt_create_opts(&o);
+  k = rt_launch(rt, &d, NULL);
+  memset(&cc, 0, sizeof cc);
+  start_caller(&t, &c, k, 0);
+  id = wait_request(k, 0, 0);
+  /* the caller holds lane 0's outbox (fast path: nothing else drains it); callbacks start now,
+   * their dispatcher finding drain_lock taken */
+  assert_int_equal(k->lane[0].fast_call, id);
+  assert_int_equal(rk_recv_start(k, counting_cb, &cc), RK_OK);
+  /* a reply for the callbacks (no rk_call names it), then the call's own; published as the lane
+   * does, without the service wake-up (spent on a dispatcher that found drain_lock taken) */
+  put_good(k, 0, 12345, 7);
+  put_good(k, 0, id, 8);
+  join_good(t, &c, 8);
+  assert_true(rt_wait_for(cb_ran, &cc, RT_HANG));
+  assert_int_equal(__atomic_load_n(&cc.n, __ATOMIC_ACQUIRE), 1);
+  assert_int_equal(__atomic_load_n(&cc.tag_ok, __ATOMIC_RELAXED), 1);
+  assert_int_equal(rk_recv_stop(k), RK_OK);
+  assert_int_equal(rt_stats(k).received, 2);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_call_learns_corrupt_reply),
@@ -508,6 +763,9 @@ int main(void) {
       cmocka_unit_test(test_reply_from_wrong_lane_refused),
       cmocka_unit_test(test_outbox_header_beyond_memory),
       cmocka_unit_test(test_inbox_header_beyond_memory),
+      cmocka_unit_test(test_call_timeout_late_reply),
+      cmocka_unit_test(test_calls_across_lanes),
+      cmocka_unit_test(test_callback_reply_taken_by_call),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

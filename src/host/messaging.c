@@ -494,7 +494,7 @@ static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint
                       uint32_t *got, rk_waiter *self, uint64_t pt_hint) {
   uint64_t pos;
   uint32_t n, i, taken = 0, ndirect = 0, max_payload = rk__payload_max(k);
-  int woke = 0, self_done = 0;
+  int woke = 0, self_done = 0, queued = 0; /* queued: a reply went to the pending list */
   if (got) *got = 0;
   if (direct == NULL || got == NULL) want = 0;
   l->drain_blocked = 0;
@@ -653,6 +653,7 @@ static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint
         k->pend_tail = p;
         k->pend_count++;
         woke = 1;
+        queued = 1;
       }
     }
     if (locked) reply_unlock(k, &woke);
@@ -680,6 +681,12 @@ static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint
         (self_done && n < RK_DRAIN_BATCH && !__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)))
       break;
   }
+  /* Replies queued for the callbacks by a drainer other than their dispatcher (an rk_call holding
+   * drain_lock): the dispatcher, which found the lock taken and left, must be told, or they wait
+   * for the service timer (issue 16, N1). The dispatcher itself only queues while it has pending
+   * replies to deliver anyway: the extra wake-up finds nothing. (acquire: pairs with the release
+   * stores of cb_active) */
+  if (queued && __atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) rk__service_wake(k->rt);
   if (got) *got = ndirect;
   return (int)taken;
 }
@@ -841,9 +848,24 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
 
 /* Let go of lane l's outbox (drain_lock held) and hand it over: callers of this lane asleep on
  * reply_cond retry the lock. One about to sleep is not counted yet and retries after its timed
- * wait (200 us) at worst. */
+ * wait (200 us) at worst.
+ *
+ * With callbacks on, the callback dispatcher leaves an outbox whose drain_lock it finds taken to
+ * the holder (rk__dispatch_callbacks), and the lane's wake-up for a reply published while an
+ * rk_call held the lock is spent then. A reply that the holder did not take (published after its
+ * last look) would wait for the service timer (the watchdog interval, 50 ms by default; issue 16,
+ * N1): so after letting go the holder looks at the outbox once more and wakes the service loop
+ * when anything is in it. Dekker pair with the dispatcher: holder: store drain_lock = 0, fence,
+ * read the outbox; dispatcher (after the lane's publication and wake-up): fence, read drain_lock.
+ * Either the dispatcher finds the lock free, or the holder sees the reply. (Replies the holder took
+ * for the pending list wake the loop in drain_lane.) */
 static void outbox_let_go(rk_kernel *k, rk__lane *l) {
   rk__flag_unlock(&l->drain_lock);
+  /* acquire: pairs with the release stores of cb_active in rk_recv_start/rk_recv_stop */
+  if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the Dekker pair above (dispatcher's fence) */
+    if (rk_ring_count(l->outbox) != 0) rk__service_wake(k->rt);
+  }
   if (__atomic_load_n(&k->sleepers, __ATOMIC_RELAXED)) { /* exact under reply_lock; a hint here */
     rk__lock(&k->reply_lock);
     uv_cond_broadcast(&k->reply_cond);
@@ -1140,6 +1162,9 @@ void rk__dispatch_callbacks(rk_kernel *k) {
       for (;;) {
         uint32_t got = 0;
         if (!current_cb(k, &cb, &user)) goto out;
+        /* the Dekker pair of outbox_let_go: the lane published and woke us before this fence; a
+         * holder that lets go after our look below sees the reply and wakes us again */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (rk__flag_trylock(&l->drain_lock) != 0) break; /* a caller drains it, and hands us the rest */
         if (rk__drain_lane(k, l, &m, k->cb_buf, max, 1, &got) > 0 && !got) progress = 1; /* to pending */
         rk__flag_unlock(&l->drain_lock);
