@@ -77,8 +77,7 @@ typedef struct scan {
 
 /* Statistics counters, relaxed: an estimate is all "expecting" needs. */
 static int expecting(const rk_kernel *k) {
-  return __atomic_load_n(&k->sent, __ATOMIC_RELAXED) >
-         __atomic_load_n(&k->received, __ATOMIC_RELAXED) + __atomic_load_n(&k->late_replies, __ATOMIC_RELAXED);
+  return __atomic_load_n(&k->sent, __ATOMIC_RELAXED) > rk__received(k) + __atomic_load_n(&k->late_replies, __ATOMIC_RELAXED);
 }
 
 static void scan_kernel(rk_kernel *k, void *arg) {

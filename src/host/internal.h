@@ -143,6 +143,17 @@ struct rk__lane {
    * a drainer that sees such a reply took it after the request was published, which the store
    * precedes. */
   volatile uint64_t fast_call;
+  /* The host's receive counters of this lane's replies, kept by whoever drains its outbox
+   * (drain_lock held: one writer at a time, each holder's stores ordered before the next holder's
+   * by the lock's release and acquire), so a plain load and store instead of a locked add: three
+   * locked instructions fewer between an rk_call's reply and its return (issue 16). Atomics,
+   * relaxed: rk_kernel_stats and the device poller read them on any thread and add them to the
+   * kernel's own (rk__received, rk__latency_read). rx_received: replies delivered by a drain (to
+   * an rk_call, or to an rk_recv caller or the callback dispatcher directly); rx_latency_*: the
+   * rk_call latency histogram and its sum, every sample of which a drain takes. */
+  volatile uint64_t rx_received;
+  volatile uint64_t rx_latency_sum_ns;
+  volatile uint64_t rx_latency_hist[RK_LATENCY_BUCKETS];
   char drain_pad_after[RK_LINE];
   /* worker side (CPU backend) */
   uv_thread_t *threads;
@@ -292,8 +303,8 @@ struct rk_kernel {
   volatile uint64_t sent, send_rejected, send_timeouts, send_invalid, received, late_replies;
   volatile uint64_t replies_invalid; /* replies refused by the host (rk__drain_lane) */
   volatile uint32_t rr;
-  volatile uint64_t latency_hist[RK_LATENCY_BUCKETS];
-  volatile uint64_t latency_sum_ns; /* the histogram's samples summed (Prometheus' _sum) */
+  /* (the rk_call latency histogram and the replies drains delivered are counted per lane, under
+   * drain_lock: rk__lane.rx_*; `received` here counts the replies taken from the pending list) */
   struct rk__tokens *volatile tokens; /* token.c: set once (CAS) at the first rk_send_token */
 
   /* reply demultiplexing */
@@ -500,7 +511,11 @@ void rk__kernel_free(rk_kernel *k);
 void rk__kernel_lanes_dead(rk_kernel *k, const char *msg);
 int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
                    uint32_t *got);
-void rk__latency_add(rk_kernel *k, uint64_t ns);
+void rk__latency_add(rk__lane *l, uint64_t ns); /* drain_lock of l held */
+/* messaging.c: the replies received in all (k->received and every lane's rx_received), and the
+ * latency histogram and its sum summed over the lanes (relaxed reads: statistics) */
+uint64_t rk__received(const rk_kernel *k);
+void rk__latency_read(const rk_kernel *k, uint64_t hist[RK_LATENCY_BUCKETS], uint64_t *sum_ns);
 void rk__dispatch_callbacks(rk_kernel *k);
 
 /* telemetry.c: the watchdog's look at one kernel (service loop, through for_each_kernel: no lock

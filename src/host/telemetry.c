@@ -88,15 +88,15 @@ static void stats_fill(rk_kernel *k, rk_kernel_counters *st) {
   st->send_rejected = LD(send_rejected);
   st->send_timeouts = LD(send_timeouts);
   st->send_invalid = LD(send_invalid);
-  st->received = LD(received);
+  st->received = rk__received(k);
   st->late_replies = LD(late_replies);
   st->faults = LD(faults);
   st->recoveries = LD(recoveries);
   st->restarts = LD(restarts);
   st->replies_invalid = LD(replies_invalid);
   st->k2k_dropped = LD(k2k_dropped) + rk__k2k_dev_dropped(k);
-  st->latency_sum_ns = LD(latency_sum_ns);
 #undef LD
+  rk__latency_read(k, st->latency_hist, &st->latency_sum_ns);
   for (i = 0; i < k->lanes; i++) {
     rk_lane_status *ls = k->lane[i].status;
     st->msgs_in += rk_load_relaxed_sys_u64(&ls->msgs_in);
@@ -117,10 +117,7 @@ static void stats_fill(rk_kernel *k, rk_kernel_counters *st) {
         st->heartbeat_age_ns = now - changed;
     }
   }
-  for (b = 0; b < RK_LATENCY_BUCKETS; b++) {
-    st->latency_hist[b] = __atomic_load_n(&k->latency_hist[b], __ATOMIC_RELAXED);
-    st->latency_count += st->latency_hist[b];
-  }
+  for (b = 0; b < RK_LATENCY_BUCKETS; b++) st->latency_count += st->latency_hist[b];
   st->latency_p50_ns = hist_quantile(st->latency_hist, st->latency_count, 0.50);
   st->latency_p99_ns = hist_quantile(st->latency_hist, st->latency_count, 0.99);
   rk__lock(&k->clock_lock); /* one exchange's figures, not two */
