@@ -597,7 +597,8 @@ int rk__cc_compile(rk_runtime *rt, const rk_kernel_desc *d, rk_handler_fn *out, 
 uint64_t rk__cc_compile_count(void);
 
 /* cpu_backend.c */
-uint32_t rk__payload_max(const rk_kernel *k);
+/* The payload bytes a slot of k's rings holds (inline: on every message's path) */
+static inline uint32_t rk__payload_max(const rk_kernel *k) { return k->slot_size - RK_ENVELOPE_SIZE; }
 /* cpu_backend.c: a lane thread of k is done with it (drops its thread_refs reference). */
 void rk__cpu_thread_done(rk_kernel *k);
 
