@@ -732,8 +732,8 @@ static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint) 
   rk_envelope env;
   const uint8_t *slot;
   uint64_t pos;
-  uint8_t chk, bad = 0;
-  int any_bad;
+  uint8_t chk;
+  int bad = 0;
   /* relaxed: as in drain_lane (pins counted before the request was published); acquire: pairs with
    * the release stores of cb_active */
   if (l->drain_ahead || __atomic_load_n(&k->buf_pins, __ATOMIC_RELAXED) ||
@@ -748,9 +748,16 @@ static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint) 
   if (env.correlation_id != w->id) return 0;
   chk = (uint8_t)rk_envelope_validate_reply(&env, slot + RK_ENVELOPE_SIZE, rk__payload_max(k), k->id);
   if (chk != RK_ENV_OK) return 0;
-  any_bad = merge_batch(k, &env, &chk, 1, &bad, pt_hint);
+  /* merge_batch's rule for one sound reply, without its loops and arrays (issue 16): merged under
+   * the hint, a refusal retried with a fresh reading, refused (RK_ECLOCK, still delivered) only if
+   * that refuses too; a zero stamp is not merged */
+  if (env.hlc != 0) {
+    rk_clock *c = k->rt->clock;
+    if (rk__clock_recv_at(c, env.hlc, pt_hint ? pt_hint : rk_clock_physical_us(c), NULL) != RK_OK)
+      bad = !pt_hint || rk__clock_recv_at(c, env.hlc, rk_clock_physical_us(c), NULL) != RK_OK;
+  }
   l->drain_blocked = 0;
-  to_msg(&env, slot + RK_ENVELOPE_SIZE, w->out, w->buf, w->buf_len, any_bad && bad);
+  to_msg(&env, slot + RK_ENVELOPE_SIZE, w->out, w->buf, w->buf_len, bad);
   device_refusal(k, &env, slot + RK_ENVELOPE_SIZE, l->index);
   rk__latency_add(l, rk__now_ns() - w->sent_ns);
   rx_add(&l->rx_received, 1); /* before done: a caller's stats after rk_call returns include it */
