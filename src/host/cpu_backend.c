@@ -791,7 +791,7 @@ static int lane_ready(void *arg) {
  * function pointer and its returns through two calls lay between a request's publication and the
  * lane's first look at it. A lane with a K2K inbox waits the generic way only (its predicate
  * watches both inboxes). */
-#define RK_LANE_SPIN_POLLS 64
+#define RK_LANE_SPIN_POLLS 16
 static int lane_spin(rk__lane *l, uint32_t ack, uint32_t clock_seen) {
   rk_ring *in = l->inbox;
   uint64_t head = in->head; /* the consumer's own word: plain read */
