@@ -333,8 +333,14 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
       /* one claim honours one backpressure policy: a run does not mix NOWAIT and waiting items */
       if ((it->flags & RK_SEND_NOWAIT) != (items[i].flags & RK_SEND_NOWAIT)) break;
       /* the arguments; the state was checked with the run's first item (a change meanwhile is the
-       * same race as one just after the check: the claim still refuses a closed inbox) */
-      if (check_send_x(k, it->type, it->payload, it->len, it->flags, 0) != RK_OK) break;
+       * same race as one just after the check: the claim still refuses a closed inbox). The check
+       * depends only on the type, the length, the flags and whether the payload is NULL: an item
+       * that agrees with the run's first (which passed) passes too, without the call (issue 16:
+       * ~35 instructions of every message of a batch) */
+      if ((it->type != items[i].type || it->len != items[i].len || it->flags != items[i].flags ||
+           (it->payload == NULL && it->len > 0)) &&
+          check_send_x(k, it->type, it->payload, it->len, it->flags, 0) != RK_OK)
+        break;
       run++;
     }
     got = claim(k, l, run, items[i].flags, UINT64_MAX, &pos);
@@ -390,8 +396,8 @@ static void device_refusal(rk_kernel *k, const rk_envelope *e, const void *paylo
     rk__dead_letter(k, e, NULL, c, "refused by the device lane: stamp too far ahead", lane);
 }
 
-static void to_msg(const rk_envelope *e, const void *payload, rk_msg *m, void *buf, uint32_t buf_len,
-                   int clock_bad) {
+static inline __attribute__((always_inline)) void to_msg(const rk_envelope *e, const void *payload, rk_msg *m,
+                                                          void *buf, uint32_t buf_len, int clock_bad) {
   uint32_t n = e->payload_len < buf_len ? e->payload_len : buf_len;
   m->env = *e;
   m->len = n;
