@@ -783,34 +783,6 @@ static int lane_ready(void *arg) {
   return 0;
 }
 
-/* The lane's first look for its next request, before the generic wait (issue 16): poll the
- * sequence word of the inbox's next slot for up to RK_LANE_SPIN_POLLS polls (a pause each), the
- * control word and the signals every 8 polls. Returns 1 when a message, a command or a signal is
- * there (the loop's top handles it), 0 when the polls ran out (the generic wait follows: spin,
- * yield, park). As rk_call's reply_spin (messaging.c): the generic wait's predicate through a
- * function pointer and its returns through two calls lay between a request's publication and the
- * lane's first look at it. A lane with a K2K inbox waits the generic way only (its predicate
- * watches both inboxes). */
-#define RK_LANE_SPIN_POLLS 16
-static int lane_spin(rk__lane *l, uint32_t ack, uint32_t clock_seen) {
-  rk_ring *in = l->inbox;
-  uint64_t head = in->head; /* the consumer's own word: plain read */
-  volatile uint64_t *seq = rk_ring__seq(in, head);
-  uint32_t i;
-  for (i = 1; i <= RK_LANE_SPIN_POLLS; i++) {
-    /* pairs with the producer's release of the sequence word (rk_ring__publish) */
-    if (rk_ring_seq_published(rk_load_acquire_sys_u64(seq), head)) {
-      rk__prefetch_slot(in, head); /* both lines of the message at once (queue/internal.h) */
-      return 1;
-    }
-    /* pairs with the host's release of cmd_seq (as lane_ready) */
-    if ((i & 7) == 0 && (rk_load_acquire_sys_u32(&l->k->ctl->host.cmd_seq) != ack || signalled(l, clock_seen)))
-      return 1;
-    rk_cpu_relax();
-  }
-  return 0;
-}
-
 /* Outbox-full wait predicate: room again, or a command/abort. */
 static int outbox_ready(void *arg) {
   lane_wait *w = (lane_wait *)arg;
@@ -974,9 +946,6 @@ static void lane_main(void *arg) {
     }
     was_stalled = 0;
     if (got) continue;
-    if ((state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING) && k2k_of(l) == NULL &&
-        lane_spin(l, ack, clock_seen))
-      continue;
     {
       lane_wait w = {l, ack, clock_seen, state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING};
       (void)rk__ring_wait(l->inbox, 1, lane_ready, &w, RK_LANE_PARK_NS);

@@ -920,7 +920,7 @@ static void outbox_let_go(rk_kernel *k, rk__lane *l) {
  * three calls) lay between the reply's publication and drain_own (issue 16). The header is checked
  * once, here, and the word's address computed from it: a header rewritten during the poll cannot
  * redirect it, and drain_own checks the header again before it reads the slot. */
-#define RK_CALL_SPIN_POLLS 16
+#define RK_CALL_SPIN_POLLS 64
 static int reply_spin(rk_kernel *k, rk__lane *l) {
   rk_ring *r = l->outbox;
   volatile uint64_t *seq;
