@@ -912,9 +912,8 @@ static void outbox_let_go(rk_kernel *k, rk__lane *l) {
 /* rk_call's fast path, right after its request is published (drain_lock held, so this caller is
  * the outbox's consumer): poll the sequence word of the outbox's first unconsumed slot, where its
  * reply lands unless other replies are ahead of it, for up to RK_CALL_SPIN_POLLS polls (a pause
- * each: ~0.8 us on the EPYC VM, twice a quiet round trip; few, so that a caller sharing its CPU
- * with the lane reaches the wait's yield no later than before), and take its lines at once when
- * it is published. Returns 1 when something was published there, 0 otherwise (the ordinary
+ * each: ~3 us on the EPYC VM; 16 polls measured no better in window 1 of issue 16's third step,
+ * docs/design-notes.md), and take its lines at once when it is published. Returns 1 when something was published there, 0 otherwise (the ordinary
  * wait follows, spin, yield, park, with its re-checks). The wait's generic steps (a predicate
  * through a function pointer, the ring's header re-checked before every poll, its return through
  * three calls) lay between the reply's publication and drain_own (issue 16). The header is checked
