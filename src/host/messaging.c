@@ -899,7 +899,7 @@ static void outbox_let_go(rk_kernel *k, rk__lane *l) {
   rk__flag_unlock(&l->drain_lock);
   /* acquire: pairs with the release stores of cb_active in rk_recv_start/rk_recv_stop */
   if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) {
-    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the Dekker pair above (dispatcher's fence) */
+    rk_fence_seq_cst_sys(); /* the Dekker pair above (the dispatcher's fence) */
     if (rk_ring_count(l->outbox) != 0) rk__service_wake(k->rt);
   }
   if (__atomic_load_n(&k->sleepers, __ATOMIC_RELAXED)) { /* exact under reply_lock; a hint here */
@@ -1236,7 +1236,7 @@ void rk__dispatch_callbacks(rk_kernel *k) {
         if (!current_cb(k, &cb, &user)) goto out;
         /* the Dekker pair of outbox_let_go: the lane published and woke us before this fence; a
          * holder that lets go after our look below sees the reply and wakes us again */
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        rk_fence_seq_cst_sys();
         if (rk__flag_trylock(&l->drain_lock) != 0) break; /* a caller drains it, and hands us the rest */
         if (rk__drain_lane(k, l, &m, k->cb_buf, max, 1, &got) > 0 && !got) progress = 1; /* to pending */
         rk__flag_unlock(&l->drain_lock);
