@@ -834,7 +834,17 @@ static void test_teardown(void **state) {
     MPI_Send(counts, 4, MPI_UINT64_T, 1, 77, MPI_COMM_WORLD);
   } else {
     rk_mpi_stats st;
-    MPI_Recv(counts, 4, MPI_UINT64_T, 0, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    /* not MPI_Recv: it busy-polls for the whole stream, on this rank's core (mpirun binds each
+     * rank to one), and starved the sink's lane and bridge until both ranks declared the other
+     * lost (seen 1 run in 6 on the loaded 2-core machine, before the bridge's issue-15 changes too) */
+    MPI_Request rq;
+    int done = 0;
+    MPI_Irecv(counts, 4, MPI_UINT64_T, 0, 77, MPI_COMM_WORLD, &rq);
+    for (;;) {
+      MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
+      if (done) break;
+      rt_sleep_ms(1);
+    }
     assert_true(rt_wait_for(peer0_closed, b, RT_HANG));
     st = bridge_stats(b);
     fprintf(stderr, "teardown: rank 1 received %llu, delivered %llu, refused %llu\n", (unsigned long long)st.received,
