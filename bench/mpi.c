@@ -375,7 +375,14 @@ static double rk_stream(uint64_t n, int *threads) {
       i += (uint64_t)k;
       if ((uint32_t)k < m) nap_us(20); /* the inbox is full: the stream is ahead of the bridge */
     }
-    MPI_Recv(&rate, 1, MPI_DOUBLE, 1, 4, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    { /* not MPI_Recv: it busy-polls on this rank's one core (mpirun binds it), where the source's
+       * lane and the bridge still have the stream's tail to move; starved, they went silent for 2
+       * s and the ranks declared each other lost (a hung run, seen 3 times in 6) */
+      MPI_Request rq;
+      int done = 0;
+      MPI_Irecv(&rate, 1, MPI_DOUBLE, 1, 4, MPI_COMM_WORLD, &rq);
+      while (MPI_Test(&rq, &done, MPI_STATUS_IGNORE), !done) nap_us(1000);
+    }
   } else {
     uint64_t end = rk_bench_now_ns() + 120000000000ull;
     while (__atomic_load_n(&g_got, __ATOMIC_ACQUIRE) < n && rk_bench_now_ns() < end) nap_us(1000);

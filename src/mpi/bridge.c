@@ -56,6 +56,7 @@
  * rings' futexes with a timeout (docs/mpi.md, "The bridge's thread"). */
 #define LIVE_MIN_NS 20000u   /* the live window: at least this long after the last busy pass */
 #define LIVE_MAX_NS 500000u  /* at most; a quiet stretch this long ends a conversation */
+#define SPIN_PASSES 64u      /* idle passes that poll without yielding (none after a delivery) */
 #define NAP_MIN_NS 20000u    /* the first wait's timeout, doubling up to */
 #define NAP_MAX_NS 200000u   /* for the first IDLE_LONG_NS of a quiet stretch, then */
 #define IDLE_LONG_NS 10000000u
@@ -772,16 +773,18 @@ static void *bridge_main(void *arg) {
   rk_mpi_bridge *b = (rk_mpi_bridge *)arg;
   uint32_t idle = 0, r, i;
   uint64_t last_check = now_ns(), last_work = last_check, gap_max = 0, nap = NAP_MIN_NS;
+  int lanes_fed = 0; /* the last busy pass delivered into a local inbox: its lane has work */
   /* acquire: pairs with stop's release store */
   while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
     uint32_t work = 0;
-    uint64_t t;
+    uint64_t t, delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* this thread's own count */
     for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
     for (r = 0; r < b->ranks; r++)
       if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r);
     for (r = 0; r < b->ranks; r++)
       if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += poll_peer(b, r);
     work += unstage(b);
+    delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED) - delivered;
     work += answers_retry(b);
     t = now_ns();
     for (r = 0; r < b->ranks; r++) {
@@ -822,6 +825,7 @@ static void *bridge_main(void *arg) {
       }
       gap_max -= gap_max >> 4; /* forgets an old long gap over a few dozen busy passes */
       last_work = t;
+      lanes_fed = delivered != 0;
       idle = 0;
       nap = NAP_MIN_NS;
       continue;
@@ -834,8 +838,10 @@ static void *bridge_main(void *arg) {
      * within the live window, twice the longest recent quiet stretch between two busy passes
      * (gap_max, which decays), LIVE_MIN_NS to LIVE_MAX_NS; so the bridge polls about as long as
      * its peers have been taking to answer, and a stretch longer than LIVE_MAX_NS ends the
-     * conversation. Every idle pass yields: the lanes that share this core (on 2 cores they do)
-     * run at once, and on a core of its own the yield returns at once. After the window, it
+     * conversation. After a pass that delivered into a local inbox every idle pass yields: the
+     * lane that just got work shares this core (mpirun binds a rank to one core on 2 cores) and
+     * runs at once; otherwise the first SPIN_PASSES idle passes poll without yielding (a stream's
+     * next batch or ring slots come within them: fewer switches), the rest yield. After the window, it
      * sleeps on the outbound rings' futexes (a local send wakes it at once) with a timeout of
      * NAP_MIN_NS doubling to NAP_MAX_NS, and NAP_IDLE_NS once quiet for IDLE_LONG_NS, when MPI is
      * polled again: a message that a peer sends to an idle rank waits that long at most, and a
@@ -845,7 +851,7 @@ static void *bridge_main(void *arg) {
       if (live < LIVE_MIN_NS) live = LIVE_MIN_NS;
       if (live > LIVE_MAX_NS) live = LIVE_MAX_NS;
       if (quiet < live) {
-        sched_yield();
+        if (lanes_fed || idle > SPIN_PASSES) sched_yield();
         continue;
       }
     }
