@@ -776,7 +776,7 @@ static void *bridge_main(void *arg) {
   int lanes_fed = 0; /* the last busy pass delivered into a local inbox: its lane has work */
   /* acquire: pairs with stop's release store */
   while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
-    uint32_t work = 0;
+    uint32_t work = 0, traffic;
     uint64_t t, delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* this thread's own count */
     for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
     for (r = 0; r < b->ranks; r++)
@@ -786,6 +786,7 @@ static void *bridge_main(void *arg) {
     work += unstage(b);
     delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED) - delivered;
     work += answers_retry(b);
+    traffic = work; /* (the credits and heartbeats below are not the conversation's messages) */
     t = now_ns();
     for (r = 0; r < b->ranks; r++) {
       peer *p = &b->peers[r];
@@ -825,7 +826,10 @@ static void *bridge_main(void *arg) {
       }
       gap_max -= gap_max >> 4; /* forgets an old long gap over a few dozen busy passes */
       last_work = t;
-      lanes_fed = delivered != 0;
+      if (delivered)
+        lanes_fed = 1;
+      else if (traffic) /* (a pass that only returned credits leaves it) */
+        lanes_fed = 0;
       idle = 0;
       nap = NAP_MIN_NS;
       continue;
