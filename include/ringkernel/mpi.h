@@ -51,8 +51,9 @@ typedef struct rk_mpi_options {
   int64_t start_timeout_ns; /**< rk_graph_launch waits this long for every peer (0: 30 s) */
   /** 1: the bridge thread polls MPI without sleeping or yielding (it keeps a core busy: only
    *  for a bridge with a core of its own). 0 (default): while a conversation is live it polls,
-   *  yielding between polls; then it sleeps on its outbound rings (a local send wakes it at once)
-   *  with timeouts of 20 us growing to 200 us, and 1 ms once idle for 10 ms, to poll MPI. */
+   *  yielding the core between polls (at once after it delivered to a local lane, after 64 polls
+   *  otherwise); then it sleeps on its outbound rings (a local send wakes it at once) with
+   *  timeouts of 20 us growing to 200 us, and 1 ms once idle for 10 ms, to poll MPI. */
   int spin;
 } rk_mpi_options;
 
