@@ -6,9 +6,15 @@
  *               backs off when idle), ringkernel.mpi.spin (rk_mpi_options.spin = 1); mpi.raw:
  *               MPI_Send/MPI_Recv ping-pong of the same bytes (envelope + payload) between the
  *               two main threads. Metrics hop_p50_ns, hop_p99_ns.
+ *               ringkernel.mpi also reports per round trip (both ranks together) the lane parks
+ *               (futex waits), the futex wake-ups and the bridge's sleeps: parks_per_rt,
+ *               wakes_per_rt, bridge_sleeps_per_rt.
  *   mpi.stream  msgs_per_s: ringkernel.mpi, a kernel of rank 0 sending to one of rank 1 (fed by
  *               rank 0's host), at most 64 envelopes per MPI message; mpi.raw, MPI_Isend/MPI_Irecv
  *               windows of 64 messages of the same bytes. Timed on rank 1, first to last arrival.
+ *   mpi.idle    ringkernel.mpi: what an idle bridge costs, after a conversation, for --seconds:
+ *               bridge_cpu_pct (its thread's CPU time, the larger of the two ranks) and
+ *               bridge_wakeups_per_s (its timed sleeps, each a wake-up that polls MPI).
  * Payloads are 256 bytes (slots of 384: a 64-byte envelope plus the payload, rounded to 64).
  * Targets (the issue's, for the 2-core machine): hop p50 <= 3x mpi.raw; stream >= 0.5x mpi.raw. */
 #include <dirent.h>
@@ -31,6 +37,8 @@ int rk_bench_mpi(const rk_bench_opts *o) {
 
 #include <ringkernel.h>
 #include <ringkernel/mpi.h>
+
+#include "queue/internal.h" /* rk__wait_counts */
 
 #define PAYLOAD 256u
 #define SLOT 384u
@@ -64,6 +72,31 @@ static int threads_now(void) {
     if (e->d_name[0] != '.') n++;
   closedir(d);
   return n;
+}
+
+/* CPU time (ns) of this process's bridge thread (named rk-mpi-bridge), from its schedstat; 0 when
+ * it cannot be found. */
+static uint64_t bridge_cpu_ns(void) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  uint64_t ns = 0;
+  if (d == NULL) return 0;
+  while ((e = readdir(d)) != NULL) {
+    char path[300], comm[32] = "";
+    FILE *f;
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    if ((f = fopen(path, "r")) == NULL) continue;
+    if (fgets(comm, sizeof comm, f) == NULL) comm[0] = 0;
+    fclose(f);
+    if (strncmp(comm, "rk-mpi-bridge", 13) != 0) continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+    if ((f = fopen(path, "r")) == NULL) continue;
+    if (fscanf(f, "%llu", (unsigned long long *)&ns) != 1) ns = 0;
+    fclose(f);
+  }
+  closedir(d);
+  return ns;
 }
 
 /* ---------------------------------------- raw MPI ------------------------------------------- */
@@ -114,7 +147,7 @@ static double raw_stream(uint64_t n) {
 /* ---------------------------------------- ringkernel ---------------------------------------- */
 
 typedef struct hop_state {
-  uint64_t *samples, cap, n, t0, deadline, warm_until;
+  uint64_t *samples, cap, n, n_all, t0, deadline, warm_until; /* n_all: round trips, warm-up too */
   volatile uint32_t done; /* atomics: A's lane writes, the host reads */
 } hop_state;
 
@@ -126,6 +159,7 @@ static int hop_a(rk_ctx *ctx, const rk_msg *in) {
   uint64_t now = rk_bench_now_ns();
   static uint8_t payload[PAYLOAD];
   if (rk_msg_type_of(in) == T_PING) {
+    s->n_all++;
     if (now >= s->warm_until) s->samples[s->n++] = now - s->t0;
     if (s->n == s->cap || now >= s->deadline) {
       __atomic_store_n(&s->done, 1, __ATOMIC_RELEASE); /* pairs with the host's acquire */
@@ -203,11 +237,19 @@ static void side_down(rk_side *s) {
   rk_runtime_destroy(s->rt);
 }
 
-static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, uint64_t *n, int *threads) {
+/* What one round trip cost in wake-ups (both ranks together): lane parks (futex waits) and
+ * wake-ups of the whole process, and the bridge's sleeps. */
+typedef struct hop_counts {
+  double parks, wakes, sleeps;
+} hop_counts;
+
+static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, uint64_t *n, int *threads,
+                  hop_counts *hc) {
   rk_kernel_desc da = kdesc("hop_a", hop_a), db = kdesc("hop_b", hop_b);
   rk_mpi_options mo = RK_MPI_OPTIONS_INIT;
   rk_side s;
-  uint64_t zero = 0;
+  uint64_t zero = 0, c0[3], c1[3], sum[3] = {0, 0, 0}, rts = 0;
+  rk_mpi_stats ms;
   mo.spin = spin;
   memset(&g_hop, 0, sizeof g_hop);
   g_hop.cap = (uint64_t)(o->seconds * 1e9 / 1000.0) + 1024;
@@ -217,6 +259,10 @@ static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, ui
     return -1;
   }
   *threads = threads_now();
+  memset(&ms, 0, sizeof ms);
+  ms.size = sizeof ms;
+  rk__wait_counts(&c0[0], &c0[1]);
+  c0[2] = rk_mpi_bridge_stats(s.b, &ms) == RK_OK ? ms.sleeps : 0;
   if (g_rank == 0) {
     g_hop.warm_until = rk_bench_now_ns() + (uint64_t)(0.1 * o->seconds * 1e9);
     g_hop.deadline = g_hop.warm_until + (uint64_t)(o->seconds * 1e9);
@@ -230,6 +276,65 @@ static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, ui
       *p99 = (double)rk_bench_quantile_u64(g_hop.samples, g_hop.n, 0.99) / 2.0;
     }
   }
+  barrier(); /* both ranks count the same stretch (rank 1 waited in the barrier, asleep) */
+  rk__wait_counts(&c1[0], &c1[1]);
+  c1[2] = rk_mpi_bridge_stats(s.b, &ms) == RK_OK ? ms.sleeps : 0;
+  {
+    uint64_t mine[3] = {c1[0] - c0[0], c1[1] - c0[1], c1[2] - c0[2]};
+    MPI_Reduce(mine, sum, 3, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
+  }
+  rts = g_hop.n_all;
+  if (g_rank == 0 && rts && hc) {
+    hc->parks = (double)sum[0] / (double)rts;
+    hc->wakes = (double)sum[1] / (double)rts;
+    hc->sleeps = (double)sum[2] / (double)rts;
+  }
+  side_down(&s);
+  free(g_hop.samples);
+  return 0;
+}
+
+/* The idle bridge's cost: after a short conversation (so the bridge has a live window to leave),
+ * nothing for `secs`: CPU time of each rank's bridge thread in percent of the time, and its sleeps
+ * per second (each is a wake-up: a timeout that polls MPI). Rank 0 gets the larger of the two. */
+static int rk_idle(const rk_bench_opts *o, double *cpu_pct, double *sleeps_per_s) {
+  rk_kernel_desc da = kdesc("hop_a", hop_a), db = kdesc("hop_b", hop_b);
+  rk_mpi_options mo = RK_MPI_OPTIONS_INIT;
+  rk_mpi_stats ms;
+  rk_side s;
+  uint64_t zero = 0, cpu0, cpu1, t0, t1, sl0, sl1;
+  double secs = o->seconds, mine[2], worst[2] = {0, 0};
+  memset(&g_hop, 0, sizeof g_hop);
+  g_hop.cap = 1024;
+  if ((g_hop.samples = (uint64_t *)calloc(g_hop.cap, sizeof *g_hop.samples)) == NULL) return -1;
+  if (side_up(&s, &da, &db, 1, &mo) != 0) {
+    side_down(&s);
+    free(g_hop.samples);
+    return -1;
+  }
+  if (g_rank == 0) { /* 1000 round trips, then silence */
+    g_hop.deadline = rk_bench_now_ns() + 10000000000ull;
+    if (rk_send(s.mine, T_START, &zero, sizeof zero, RK_SEND_NO_REPLY, NULL) != RK_OK)
+      rk_bench_fail("mpi.idle: start: %s", rk_runtime_last_error(s.rt));
+    else
+      while (!__atomic_load_n(&g_hop.done, __ATOMIC_ACQUIRE)) nap_us(1000);
+  }
+  barrier();
+  nap_us(100000); /* past the live window (at most 0.5 ms) and the first, shorter timeouts */
+  memset(&ms, 0, sizeof ms);
+  ms.size = sizeof ms;
+  cpu0 = bridge_cpu_ns();
+  sl0 = rk_mpi_bridge_stats(s.b, &ms) == RK_OK ? ms.sleeps : 0;
+  t0 = rk_bench_now_ns();
+  while (rk_bench_now_ns() - t0 < (uint64_t)(secs * 1e9)) nap_us(10000);
+  cpu1 = bridge_cpu_ns();
+  sl1 = rk_mpi_bridge_stats(s.b, &ms) == RK_OK ? ms.sleeps : 0;
+  t1 = rk_bench_now_ns();
+  mine[0] = cpu0 && cpu1 > cpu0 ? 100.0 * (double)(cpu1 - cpu0) / (double)(t1 - t0) : NAN;
+  mine[1] = (double)(sl1 - sl0) / ((double)(t1 - t0) / 1e9);
+  MPI_Reduce(mine, worst, 2, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+  *cpu_pct = worst[0];
+  *sleeps_per_s = worst[1];
   side_down(&s);
   free(g_hop.samples);
   return 0;
@@ -270,7 +375,14 @@ static double rk_stream(uint64_t n, int *threads) {
       i += (uint64_t)k;
       if ((uint32_t)k < m) nap_us(20); /* the inbox is full: the stream is ahead of the bridge */
     }
-    MPI_Recv(&rate, 1, MPI_DOUBLE, 1, 4, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    { /* not MPI_Recv: it busy-polls on this rank's one core (mpirun binds it), where the source's
+       * lane and the bridge still have the stream's tail to move; starved, they went silent for 2
+       * s and the ranks declared each other lost (a hung run, seen 3 times in 6) */
+      MPI_Request rq;
+      int done = 0;
+      MPI_Irecv(&rate, 1, MPI_DOUBLE, 1, 4, MPI_COMM_WORLD, &rq);
+      while (MPI_Test(&rq, &done, MPI_STATUS_IGNORE), !done) nap_us(1000);
+    }
   } else {
     uint64_t end = rk_bench_now_ns() + 120000000000ull;
     while (__atomic_load_n(&g_got, __ATOMIC_ACQUIRE) < n && rk_bench_now_ns() < end) nap_us(1000);
@@ -285,7 +397,9 @@ static double rk_stream(uint64_t n, int *threads) {
 int rk_bench_mpi(const rk_bench_opts *o) {
   int inited = 0, provided = 0, size = 0, threads = 0, threads_stream = 0;
   uint64_t n_hop = o->quick ? 5000 : 50000, n_stream = o->quick ? 100000 : 1000000, *samples, n = 0;
-  double p50 = NAN, p99 = NAN, raw50, raw99, raw_rate, rk_rate, load = rk_bench_loadavg();
+  double p50 = NAN, p99 = NAN, raw50, raw99, raw_rate, rk_rate, load = rk_bench_loadavg(), idle_cpu = NAN,
+         idle_sleeps = NAN;
+  hop_counts hc = {NAN, NAN, NAN};
   (void)raw50, (void)raw99, (void)raw_rate, (void)rk_rate;
   MPI_Initialized(&inited);
   if (!inited && getenv("OMPI_COMM_WORLD_SIZE") == NULL && getenv("PMIX_RANK") == NULL && getenv("PMI_SIZE") == NULL) {
@@ -319,13 +433,17 @@ int rk_bench_mpi(const rk_bench_opts *o) {
     raw_rate = raw_stream(n_stream);
     if (g_rank == 0) rk_bench_emit("mpi.stream", "mpi.raw", "msgs_per_s", raw_rate, "msgs/s", n_stream, NAN, NAN);
   }
-  if (rk_bench_want(o, "mpi.hop", "ringkernel.mpi", NULL) && rk_hop(o, 0, &p50, &p99, &n, &threads) == 0 &&
+  if (rk_bench_want(o, "mpi.hop", "ringkernel.mpi", NULL) && rk_hop(o, 0, &p50, &p99, &n, &threads, &hc) == 0 &&
       g_rank == 0 && n) {
     rk_bench_emit("mpi.hop", "ringkernel.mpi", "hop_p50_ns", p50, "ns", n, NAN, NAN);
     rk_bench_emit("mpi.hop", "ringkernel.mpi", "hop_p99_ns", p99, "ns", n, NAN, NAN);
+    /* per round trip, both ranks together: lane parks, futex wake-ups, bridge sleeps */
+    rk_bench_emit("mpi.hop", "ringkernel.mpi", "parks_per_rt", hc.parks, "", n, NAN, NAN);
+    rk_bench_emit("mpi.hop", "ringkernel.mpi", "wakes_per_rt", hc.wakes, "", n, NAN, NAN);
+    rk_bench_emit("mpi.hop", "ringkernel.mpi", "bridge_sleeps_per_rt", hc.sleeps, "", n, NAN, NAN);
   }
   n = 0;
-  if (rk_bench_want(o, "mpi.hop", "ringkernel.mpi.spin", NULL) && rk_hop(o, 1, &p50, &p99, &n, &threads) == 0 &&
+  if (rk_bench_want(o, "mpi.hop", "ringkernel.mpi.spin", NULL) && rk_hop(o, 1, &p50, &p99, &n, &threads, NULL) == 0 &&
       g_rank == 0 && n) {
     rk_bench_emit("mpi.hop", "ringkernel.mpi.spin", "hop_p50_ns", p50, "ns", n, NAN, NAN);
     rk_bench_emit("mpi.hop", "ringkernel.mpi.spin", "hop_p99_ns", p99, "ns", n, NAN, NAN);
@@ -333,6 +451,10 @@ int rk_bench_mpi(const rk_bench_opts *o) {
   if (rk_bench_want(o, "mpi.stream", "ringkernel.mpi", NULL)) {
     rk_rate = rk_stream(n_stream, &threads_stream);
     if (g_rank == 0) rk_bench_emit("mpi.stream", "ringkernel.mpi", "msgs_per_s", rk_rate, "msgs/s", n_stream, NAN, NAN);
+  }
+  if (rk_bench_want(o, "mpi.idle", "ringkernel.mpi", NULL) && rk_idle(o, &idle_cpu, &idle_sleeps) == 0 && g_rank == 0) {
+    rk_bench_emit("mpi.idle", "ringkernel.mpi", "bridge_cpu_pct", idle_cpu, "%", 1, NAN, NAN);
+    rk_bench_emit("mpi.idle", "ringkernel.mpi", "bridge_wakeups_per_s", idle_sleeps, "1/s", 1, NAN, NAN);
   }
   {
     int counts[4] = {0, 0, 0, 0}, mine[2] = {threads, threads_stream};

@@ -21,6 +21,9 @@
  *                 counted (sent or dropped), rank 1 receives all that was sent before the bye
  *   refused       a forwarded request whose stamp rank 1 refuses is dead-lettered there and
  *                 answered (RK_ECLOCK): the host's call returns, terminate is prompt and says so
+ *   idle          the idle bridge sleeps (its sleeps counter grows while nothing moves, on both
+ *                 ranks), and a local send wakes a sleeping bridge through its outbound ring's
+ *                 futex (woken) instead of waiting for its timeout; every message arrives, in order
  *   rank_killed   rank 1 kills itself (SIGKILL) mid-stream: rank 0 sees the peer lost, its sends
  *                 get RK_ECLOSED, terminate and destroy return promptly; rank 0 then leaves
  *                 without MPI_Finalize (Open MPI 4.1 cannot finalize with a dead rank) */
@@ -379,6 +382,45 @@ static void test_order(void **state) {
   finish(s.rt, s.g, s.b);
 }
 
+/* ---------------------------------------- idle --------------------------------------------- */
+
+/* Rank 0 sends one message every 3 ms (the bridge's live window is 0.5 ms at most, so it is asleep
+ * by then): the sleeps counters grow on both ranks while nothing moves, and rank 0's bridge is
+ * woken by the sends (woken; a bridge that only napped would count none: without futex_waitv it
+ * naps, see docs/mpi.md). */
+static void test_idle(void **state) {
+  stream_cfg c = {1, 0, 0, RK_MPI_OPTIONS_INIT};
+  uint64_t n = 50, i;
+  rk_mpi_stats a, z;
+  stream s;
+  (void)state;
+  c.sink_capacity = 64;
+  s = stream_up(&c);
+  a = bridge_stats(s.b);
+  rt_sleep_ms(100); /* nothing moves */
+  z = bridge_stats(s.b);
+  assert_true(z.sleeps >= a.sleeps + 5); /* it sleeps: a polling bridge would count none */
+  barrier();
+  if (g_rank == 0)
+    for (i = 0; i < n; i++) {
+      rt_sleep_ms(3);
+      send_items(&s, i, 1);
+    }
+  if (g_rank == 1) assert_true(rt_wait_for(got_all, &n, 60 * RT_SEC));
+  barrier();
+  z = bridge_stats(s.b);
+  if (g_rank == 0) {
+    printf("test_mpi idle: rank 0's bridge slept %llu times, %llu of them ended by a local send\n",
+           (unsigned long long)(z.sleeps - a.sleeps), (unsigned long long)z.woken);
+    assert_true(z.woken >= 1);
+    assert_true(z.woken <= z.sleeps);
+    assert_int_equal(z.sent, n);
+  }
+  stream_down(&s, 1);
+  if (g_rank == 1) check_sink(n);
+  finish(s.rt, s.g, s.b);
+}
+
 /* ---------------------------------------- keyed -------------------------------------------- */
 
 #define KEYS 16u
@@ -645,6 +687,14 @@ static void test_arguments(void **state) {
   memset(&st, 0, sizeof st);
   assert_int_equal(rk_mpi_bridge_stats(b, &st), RK_EINVAL); /* size not set */
   assert_int_equal(rk_mpi_bridge_stats(NULL, &st), RK_EINVAL);
+  st.size = (uint32_t)offsetof(rk_mpi_stats, sleeps) - 1; /* shorter than any rk_mpi_stats */
+  assert_int_equal(rk_mpi_bridge_stats(b, &st), RK_EINVAL);
+  memset(&st, 0xAB, sizeof st); /* a caller built with the older, shorter rk_mpi_stats */
+  st.size = (uint32_t)offsetof(rk_mpi_stats, sleeps);
+  assert_int_equal(rk_mpi_bridge_stats(b, &st), RK_OK);
+  assert_int_equal(st.size, offsetof(rk_mpi_stats, sleeps));
+  assert_int_equal(st.sleeps, 0xABABABABABABABABull); /* beyond its size: untouched */
+  assert_int_equal(st.dropped, 0);
   assert_int_equal(rk_mpi_bridge_peer(b, (uint32_t)g_rank), RK_MPI_PEER_SELF);
   assert_int_equal(rk_mpi_bridge_peer(b, (uint32_t)(1 - g_rank)), RK_MPI_PEER_UP);
   assert_int_equal(rk_mpi_bridge_peer(b, 99), RK_MPI_PEER_LOST);
@@ -784,7 +834,17 @@ static void test_teardown(void **state) {
     MPI_Send(counts, 4, MPI_UINT64_T, 1, 77, MPI_COMM_WORLD);
   } else {
     rk_mpi_stats st;
-    MPI_Recv(counts, 4, MPI_UINT64_T, 0, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    /* not MPI_Recv: it busy-polls for the whole stream, on this rank's core (mpirun binds each
+     * rank to one), and starved the sink's lane and bridge until both ranks declared the other
+     * lost (seen 1 run in 6 on the loaded 2-core machine, before the bridge's issue-15 changes too) */
+    MPI_Request rq;
+    int done = 0;
+    MPI_Irecv(counts, 4, MPI_UINT64_T, 0, 77, MPI_COMM_WORLD, &rq);
+    for (;;) {
+      MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
+      if (done) break;
+      rt_sleep_ms(1);
+    }
     assert_true(rt_wait_for(peer0_closed, b, RT_HANG));
     st = bridge_stats(b);
     fprintf(stderr, "teardown: rank 1 received %llu, delivered %llu, refused %llu\n", (unsigned long long)st.received,
@@ -877,7 +937,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_pipeline),    cmocka_unit_test(test_fan_in), cmocka_unit_test(test_backpressure),
       cmocka_unit_test(test_order),       cmocka_unit_test(test_hlc_skew), cmocka_unit_test(test_rank_killed),
       cmocka_unit_test(test_keyed),       cmocka_unit_test(test_launch),     cmocka_unit_test(test_arguments),
-      cmocka_unit_test(test_teardown),    cmocka_unit_test(test_refused),
+      cmocka_unit_test(test_teardown),    cmocka_unit_test(test_refused),  cmocka_unit_test(test_idle),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi: MPI_THREAD_MULTIPLE not provided\n");

@@ -49,8 +49,11 @@ typedef struct rk_mpi_options {
   int64_t heartbeat_ns;     /**< a peer told nothing for this long gets a heartbeat (0: 50 ms) */
   int64_t peer_timeout_ns;  /**< a peer silent this long is lost (0: 2 s) */
   int64_t start_timeout_ns; /**< rk_graph_launch waits this long for every peer (0: 30 s) */
-  /** 1: the bridge thread polls MPI without sleeping (lowest latency; it keeps a core busy).
-   *  0 (default): it backs off when idle (yields, then sleeps up to 200 us). */
+  /** 1: the bridge thread polls MPI without sleeping or yielding (it keeps a core busy: only
+   *  for a bridge with a core of its own). 0 (default): while a conversation is live it polls,
+   *  yielding the core between polls (at once after it delivered to a local lane, after 64 polls
+   *  otherwise); then it sleeps on its outbound rings (a local send wakes it at once) with
+   *  timeouts of 20 us growing to 200 us, and 1 ms once idle for 10 ms, to poll MPI. */
   int spin;
 } rk_mpi_options;
 
@@ -86,6 +89,9 @@ typedef struct rk_mpi_stats {
   uint64_t unconfirmed;       /**< sent and not credited when the peer was lost or closed or the
                                *   bridge stopped (maybe delivered) */
   uint64_t heartbeats;        /**< heartbeats sent */
+  uint64_t sleeps;            /**< times the idle bridge thread went to sleep (past its live window) */
+  uint64_t woken;             /**< of sleeps: those a local send ended early (the rest timed out to
+                               *   poll MPI) */
 } rk_mpi_stats;
 
 /** A bridge for graph g over the ranks of comm (which the bridge duplicates; every rank of comm
@@ -104,7 +110,8 @@ RK_API int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options
  *  counters go with the bridge. Buffers MPI may still own (a lost peer, a send that never
  *  completed) are kept for the process's life. */
 RK_API void rk_mpi_bridge_destroy(rk_mpi_bridge *b);
-/** The counters. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
+/** The counters. out->size may be that of an older rk_mpi_stats (without sleeps and woken): only
+ *  that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
 RK_API int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out);
 /** The state of rank `rank` as this bridge sees it (RK_MPI_PEER_LOST for an unknown rank). Any
  *  thread. */

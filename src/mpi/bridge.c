@@ -24,11 +24,18 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "ringkernel.h"
 #include "ringkernel/mpi.h"
@@ -45,9 +52,16 @@
 #define MAX_NODES RK_GRAPH_MAX_KERNELS
 #define CTRL_BYTES (8u + MAX_NODES * RK_MAX_LANES * CREDIT_REC) /* a credit for every route at most */
 #define CREDIT_AGE_NS 1000000u /* owed credits older than this go out even on a busy bridge */
-#ifndef RK__MPI_YIELDS
-#define RK__MPI_YIELDS 256u /* idle passes that yield before the bridge starts to sleep */
-#endif
+/* The idle bridge (bridge_main): polls while a conversation is live, then waits on its outbound
+ * rings' futexes with a timeout (docs/mpi.md, "The bridge's thread"). */
+#define LIVE_MIN_NS 20000u   /* the live window: at least this long after the last busy pass */
+#define LIVE_MAX_NS 500000u  /* at most; a quiet stretch this long ends a conversation */
+#define SPIN_PASSES 64u      /* idle passes that poll without yielding (none after a delivery) */
+#define NAP_MIN_NS 20000u    /* the first wait's timeout, doubling up to */
+#define NAP_MAX_NS 200000u   /* for the first IDLE_LONG_NS of a quiet stretch, then */
+#define IDLE_LONG_NS 10000000u
+#define NAP_IDLE_NS 1000000u /* (how late the bridge of a long idle rank sees a peer's message, at most) */
+#define WAITV_MAX 128u       /* futex_waitv's limit (FUTEX_WAITV_MAX): more rings nap instead */
 
 typedef struct hello_entry {
   char name[64];
@@ -149,12 +163,13 @@ struct rk_mpi_bridge {
   int stopped;             /* stop ran (app thread) */
   int started;             /* start succeeded: the peers know us */
   int any_lost;
+  int waitv_ok;            /* bridge thread: futex_waitv works here (rings_wait) */
   hello *hello_out;        /* our hello: MPI may own it until the handshake's sends complete */
   int hello_held;          /* a hello send never completed (start timed out): never freed */
   answer *answers, **answers_tail; /* bridge thread: error answers waiting for room */
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
-      s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats;
+      s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats, s_sleeps, s_woken;
   volatile uint32_t s_peers_lost;
 };
 
@@ -569,12 +584,14 @@ static void take_data(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byte
   }
 }
 
-static void take_ctrl(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes) {
+/* Returns 1 for credits (traffic), 0 for a heartbeat or anything else (the idle bridge's wake-ups
+ * are not a conversation: bridge_main). */
+static int take_ctrl(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes) {
   uint32_t kind, n, i;
-  if (bytes < 8) return;
+  if (bytes < 8) return 0;
   memcpy(&kind, buf, 4);
   memcpy(&n, buf + 4, 4);
-  if (kind != CTRL_CREDIT) return;
+  if (kind != CTRL_CREDIT) return 0;
   for (i = 0; i < n && 8 + (i + 1) * CREDIT_REC <= (uint32_t)bytes; i++) {
     uint32_t id, lane;
     uint64_t consumed, refused;
@@ -590,6 +607,7 @@ static void take_ctrl(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byte
     if (consumed > o->credited && consumed <= o->sent)
       __atomic_store_n(&o->credited, consumed, __ATOMIC_RELEASE); /* flush's acquire pairs with it */
   }
+  return 1;
 }
 
 static void post_recvs(rk_mpi_bridge *b, uint32_t r) {
@@ -620,8 +638,7 @@ static uint32_t poll_peer(rk_mpi_bridge *b, uint32_t r) {
     MPI_Get_count(&st, MPI_BYTE, &bytes);
     p->heard_ns = now_ns();
     p->ctrl_req = MPI_REQUEST_NULL;
-    take_ctrl(b, r, p->ctrl_in, bytes);
-    got++;
+    got += (uint32_t)take_ctrl(b, r, p->ctrl_in, bytes); /* (a heartbeat is no work) */
   }
   if (get_state(p) == RK_MPI_PEER_UP) post_recvs(b, r);
   return got;
@@ -690,21 +707,86 @@ static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
 
 /* ---------------------------------------- the thread --------------------------------------- */
 
+/* Whether drain_route could move something of route o now: a message, credit for it, a send
+ * buffer (all max_inflight busy: their completion is an MPI event, seen by polling). */
+static int drainable(rk_mpi_bridge *b, route_out *o) {
+  peer *p = &b->peers[o->peer];
+  uint64_t pos;
+  uint32_t i;
+  if (get_state(p) != RK_MPI_PEER_UP) return 0;
+  if (o->sent - __atomic_load_n(&o->credited, __ATOMIC_RELAXED) >= o->window) return 0; /* own word */
+  if (!rk_ring_peek_n(o->ring, 1, &pos)) return 0; /* acquire: pairs with the senders' commit */
+  if (p->batch_buf >= 0) return 1;
+  for (i = 0; i < b->o.max_inflight; i++)
+    if (!p->out[i].busy) return 1;
+  return 0;
+}
+
+/* The idle bridge waits at most ns for a local send into one of its outbound rings, on the rings'
+ * own consumer parking words (the protocol of src/queue/ring_wait.c, whose consumer side this is:
+ * the bridge is the rings' only consumer, and every send's rk_ring_notify_consumer wakes it), all
+ * at once with futex_waitv (Linux 5.16); without it, or with more than WAITV_MAX rings, it naps.
+ * Returns 1 when a route can be drained afterwards (woken by a send). */
+static int rings_wait(rk_mpi_bridge *b, uint64_t ns) {
+  uint32_t i, n = 0;
+  int ready = 0;
+  struct timespec ts;
+#if defined(__linux__) && defined(SYS_futex_waitv) && defined(FUTEX_32)
+  if (b->waitv_ok && b->nout > 0 && b->nout <= WAITV_MAX) {
+    struct futex_waitv w[WAITV_MAX];
+    for (i = 0; i < b->nout; i++) {
+      rk_ring *r = b->out[i].ring;
+      w[n].val = __atomic_load_n(&r->cons_wake, __ATOMIC_ACQUIRE); /* pairs with the producers' release bump */
+      w[n].uaddr = (uint64_t)(uintptr_t)&r->cons_wake;
+      w[n].flags = FUTEX_32 | FUTEX_PRIVATE_FLAG; /* FUTEX2_SIZE_U32 | FUTEX2_PRIVATE */
+      w[n].__reserved = 0;
+      n++;
+      rk_store_relaxed_sys_u32(&r->cons_sleeping, 1); /* single consumer: a flag */
+    }
+    rk_fence_seq_cst_sys(); /* Dekker pair with the fence in rk_ring_notify_consumer */
+    for (i = 0; i < b->nout && !ready; i++) ready = drainable(b, &b->out[i]);
+    /* acquire: pairs with stop's release (a stop request ends the wait at its timeout at the latest) */
+    if (!ready && !__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      ts.tv_sec += (time_t)(ns / 1000000000u);
+      ts.tv_nsec += (long)(ns % 1000000000u);
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
+      if (syscall(SYS_futex_waitv, w, n, 0, &ts, CLOCK_MONOTONIC) < 0 && errno == ENOSYS) b->waitv_ok = 0;
+    }
+    for (i = 0; i < b->nout; i++) rk_store_relaxed_sys_u32(&b->out[i].ring->cons_sleeping, 0);
+    if (ready) return 1;
+    for (i = 0; i < b->nout && !ready; i++) ready = drainable(b, &b->out[i]);
+    return ready;
+  }
+#endif
+  (void)n;
+  ts.tv_sec = 0;
+  ts.tv_nsec = (long)ns;
+  nanosleep(&ts, NULL);
+  return 0;
+}
+
 static void *bridge_main(void *arg) {
   rk_mpi_bridge *b = (rk_mpi_bridge *)arg;
   uint32_t idle = 0, r, i;
-  uint64_t last_check = now_ns();
+  uint64_t last_check = now_ns(), last_work = last_check, gap_max = 0, nap = NAP_MIN_NS;
+  int lanes_fed = 0; /* the last busy pass delivered into a local inbox: its lane has work */
   /* acquire: pairs with stop's release store */
   while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
-    uint32_t work = 0;
-    uint64_t t;
+    uint32_t work = 0, traffic;
+    uint64_t t, delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* this thread's own count */
     for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
     for (r = 0; r < b->ranks; r++)
       if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r);
     for (r = 0; r < b->ranks; r++)
       if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += poll_peer(b, r);
     work += unstage(b);
+    delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED) - delivered;
     work += answers_retry(b);
+    traffic = work; /* (the credits and heartbeats below are not the conversation's messages) */
     t = now_ns();
     for (r = 0; r < b->ranks; r++) {
       peer *p = &b->peers[r];
@@ -738,21 +820,48 @@ static void *bridge_main(void *arg) {
       }
     }
     if (work) {
+      if (idle) { /* the first busy pass after a quiet stretch: how long the peer took */
+        uint64_t gap = t - last_work;
+        if (gap < LIVE_MAX_NS && gap > gap_max) gap_max = gap;
+      }
+      gap_max -= gap_max >> 4; /* forgets an old long gap over a few dozen busy passes */
+      last_work = t;
+      if (delivered)
+        lanes_fed = 1;
+      else if (traffic) /* (a pass that only returned credits leaves it) */
+        lanes_fed = 0;
       idle = 0;
+      nap = NAP_MIN_NS;
       continue;
     }
     idle++;
-    /* Idle: spin a little, then yield (a message that arrives while other threads want the core
-     * costs one time slice at most, and an idle machine costs nothing but this thread's core),
-     * then sleep, longer and longer: a bridge with nothing to do for a while costs next to nothing
-     * and answers within 200 us (heartbeats are tens of ms apart). */
-    if (b->o.spin || idle < 64) continue;
-    if (idle < RK__MPI_YIELDS) {
-      sched_yield();
-    } else {
-      struct timespec ts = {0, idle < 4 * RK__MPI_YIELDS ? 20000 : 200000};
-      nanosleep(&ts, NULL);
+    if (b->o.spin) continue;
+    /* Idle. While a conversation is live, poll: a peer's next message can only be seen by
+     * polling MPI (its shared-memory transport wakes nobody), and a bridge that sleeps in a
+     * conversation pays a wake-up per message (tens of microseconds on these VMs). Live: work
+     * within the live window, twice the longest recent quiet stretch between two busy passes
+     * (gap_max, which decays), LIVE_MIN_NS to LIVE_MAX_NS; so the bridge polls about as long as
+     * its peers have been taking to answer, and a stretch longer than LIVE_MAX_NS ends the
+     * conversation. After a pass that delivered into a local inbox every idle pass yields: the
+     * lane that just got work shares this core (mpirun binds a rank to one core on 2 cores) and
+     * runs at once; otherwise the first SPIN_PASSES idle passes poll without yielding (a stream's
+     * next batch or ring slots come within them: fewer switches), the rest yield. After the window, it
+     * sleeps on the outbound rings' futexes (a local send wakes it at once) with a timeout of
+     * NAP_MIN_NS doubling to NAP_MAX_NS, and NAP_IDLE_NS once quiet for IDLE_LONG_NS, when MPI is
+     * polled again: a message that a peer sends to an idle rank waits that long at most, and a
+     * long idle bridge wakes about 1000 times a second (rk-bench mpi's mpi.idle). */
+    {
+      uint64_t quiet = t - last_work, live = 2 * gap_max;
+      if (live < LIVE_MIN_NS) live = LIVE_MIN_NS;
+      if (live > LIVE_MAX_NS) live = LIVE_MAX_NS;
+      if (quiet < live) {
+        if (lanes_fed || idle > SPIN_PASSES) sched_yield();
+        continue;
+      }
     }
+    stat_add(&b->s_sleeps, 1);
+    if (rings_wait(b, t - last_work < IDLE_LONG_NS ? nap : NAP_IDLE_NS)) stat_add(&b->s_woken, 1);
+    if (nap < NAP_MAX_NS) nap = nap * 2 < NAP_MAX_NS ? nap * 2 : NAP_MAX_NS;
   }
   return NULL;
 }
@@ -926,10 +1035,12 @@ static int bridge_start(void *self, rk_graph *g) {
     post_recvs(b, r);
   }
   __atomic_store_n(&b->stop, 0, __ATOMIC_RELAXED); /* before the thread exists */
+  b->waitv_ok = 1;
   if (pthread_create(&b->thread, NULL, bridge_main, b) != 0) {
     rc = rk_transport_fail(g, RK_ESYS, "mpi bridge: cannot start its thread");
     goto out;
   }
+  (void)pthread_setname_np(b->thread, "rk-mpi-bridge"); /* (ps, top, rk-bench mpi's idle cost) */
   b->thread_on = 1;
   b->started = 1;
   goto out;
@@ -1256,24 +1367,31 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
 }
 
 int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
-  if (b == NULL || out == NULL || out->size < sizeof *out) return RK_EINVAL;
-  memset(out, 0, sizeof *out);
-  out->size = sizeof *out;
+  rk_mpi_stats s;
+  uint32_t size;
+  /* callers built before sleeps / woken were added pass the shorter size: they get what it holds */
+  if (b == NULL || out == NULL || out->size < offsetof(rk_mpi_stats, sleeps)) return RK_EINVAL;
+  size = out->size < sizeof s ? out->size : (uint32_t)sizeof s;
+  memset(&s, 0, sizeof s);
+  s.size = size;
 #define RK__RD(f) __atomic_load_n(&b->s_##f, __ATOMIC_RELAXED) /* statistics */
-  out->peers_lost = RK__RD(peers_lost);
-  out->sent = RK__RD(sent);
-  out->received = RK__RD(received);
-  out->delivered = RK__RD(delivered);
-  out->batches_sent = RK__RD(batches_sent);
-  out->batches_received = RK__RD(batches_received);
-  out->credit_stalls = RK__RD(credit_stalls);
-  out->staged = RK__RD(staged);
-  out->clock_rejected = RK__RD(clock_rejected);
-  out->refused = RK__RD(refused);
-  out->dropped = RK__RD(dropped);
-  out->unconfirmed = RK__RD(unconfirmed);
-  out->heartbeats = RK__RD(heartbeats);
+  s.peers_lost = RK__RD(peers_lost);
+  s.sent = RK__RD(sent);
+  s.received = RK__RD(received);
+  s.delivered = RK__RD(delivered);
+  s.batches_sent = RK__RD(batches_sent);
+  s.batches_received = RK__RD(batches_received);
+  s.credit_stalls = RK__RD(credit_stalls);
+  s.staged = RK__RD(staged);
+  s.clock_rejected = RK__RD(clock_rejected);
+  s.refused = RK__RD(refused);
+  s.dropped = RK__RD(dropped);
+  s.unconfirmed = RK__RD(unconfirmed);
+  s.heartbeats = RK__RD(heartbeats);
+  s.sleeps = RK__RD(sleeps);
+  s.woken = RK__RD(woken);
 #undef RK__RD
+  memcpy(out, &s, size);
   return RK_OK;
 }
 
