@@ -811,9 +811,57 @@ static void test_misrouted_reply(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* A graph across two CPU runtimes of one process (rk_graph_add_on): the pipeline's middle stage on
+ * the second runtime; every request answered by the last stage once, stamps growing along the path
+ * across the runtimes; the second runtime's destroy takes the graph with it. */
+static void test_two_runtimes(void **state) {
+  rk_runtime *rt = rt_create(), *rt2 = rt_create();
+  rk_graph *g;
+  rk_kernel_desc d0 = desc_of("parse", stage, sizeof(int64_t)), d1 = desc_of("enrich", stage, sizeof(int64_t)),
+                 d2 = desc_of("aggregate", stage, sizeof(int64_t));
+  uint32_t i, node, n = RT_SANITIZED ? 200 : 2000;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &d0, NULL, 0, &node));
+  assert_int_equal(rk_graph_add_on(g, rt, &d1, NULL, 0, &node), RK_EINVAL); /* its own runtime */
+  assert_int_equal(rk_graph_add_on(g, NULL, &d1, NULL, 0, &node), RK_EINVAL);
+  RT_OK(rt, rk_graph_add_on(g, rt2, &d1, NULL, 0, &node));
+  assert_int_equal(node, 1);
+  RT_OK(rt, rk_graph_add(g, &d2, NULL, 0, &node));
+  RT_OK(rt, rk_graph_connect(g, 0, 1, NULL));
+  RT_OK(rt, rk_graph_connect(g, 1, 2, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  assert_ptr_equal(rk_graph_kernel(g, 1)->rt, rt2);
+  assert_int_not_equal(rk_graph_kernel(g, 1)->id, rk_graph_kernel(g, 0)->id); /* ids: per runtime, distinct here */
+  assert_int_not_equal(rk_graph_kernel(g, 1)->id, rk_graph_kernel(g, 2)->id);
+  for (i = 0; i < n; i++) {
+    hop h, r;
+    rk_msg m;
+    rk_hlc before = rk_clock_peek(rk_runtime_clock(rt));
+    memset(&h, 0, sizeof h);
+    h.value = i;
+    RT_OK(rt, rk_call(rk_graph_kernel(g, 0), T_HOP, &h, sizeof h, &m, &r, sizeof r, RT_HANG));
+    assert_int_equal(r.hops, 3);
+    assert_int_equal(r.value, ((int64_t)i * 2 + 1) * 4 + 3);
+    assert_true(r.seen[0] > before);
+    assert_true(r.seen[1] > r.seen[0]); /* merged by the stage on the other runtime */
+    assert_true(r.seen[2] > r.seen[1]); /* and back */
+    assert_true(m.env.hlc > r.seen[2]);
+  }
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 1)).k2k_in, n);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  assert_int_equal(*(int64_t *)rk_graph_kernel(g, 2)->state, n);
+  rk_runtime_destroy(rt2); /* destroys the graph, which has a kernel on it (logged) */
+  assert_null(rt->graphs);
+  assert_null(rt->kernels);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reply_from_last_stage),
+      cmocka_unit_test(test_two_runtimes),
       cmocka_unit_test(test_fan_in),
       cmocka_unit_test(test_full_and_unknown),
       cmocka_unit_test(test_topics),
