@@ -555,12 +555,19 @@ static int place_devices(rk_graph *g) {
       x->staged = 1;
       continue;
     }
-    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: node %u (%s, device %d) is written by kernels of device %d %s "
-                    "and device %d has no peer access to it: without peer access a K2K inbox takes the lanes of one "
-                    "device (an inbox staged in host memory is claimed with compare-and-swap, which is not atomic "
-                    "between devices); route through a kernel on one side, or use devices with peer access",
-                    i, x->desc.name ? x->desc.name : "?", x->rt->opts.device, g->dev_rt[first]->opts.device,
-                    local ? "and of its own device" : "and of another device", g->dev_rt[first]->opts.device);
+    {
+      char devs[96];
+      size_t off = 0;
+      for (d = 0; d < g->ndev && off + 12 < sizeof devs; d++)
+        if ((writers >> d) & 1u) off += (size_t)snprintf(devs + off, sizeof devs - off, "%s%d", off ? ", " : "",
+                                                          g->dev_rt[d]->opts.device);
+      return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: node %u (%s, device %d) may be written by the lanes of "
+                      "devices %s (routes into it, answers to what it passes on, topics), and not every other one has "
+                      "peer access to device %d: without peer access a K2K inbox takes the lanes of one device (staged "
+                      "in host memory it is claimed with compare-and-swap, which is not atomic between devices); split "
+                      "the route so one device writes it, or use devices with peer access", i,
+                      x->desc.name ? x->desc.name : "?", x->rt->opts.device, devs, x->rt->opts.device);
+    }
   }
   return RK_OK;
 }
@@ -810,6 +817,7 @@ void rk_graph_destroy(rk_graph *g) {
   }
   if (*pg) *pg = g->next;
   rk__unlock(&g->rt->lock);
+  multi_unlink(g); /* (a graph left allocated below is found by no runtime's destroy any more) */
   set_watch(g, 0); /* no deadlock check follows the kernels any more */
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
@@ -849,7 +857,6 @@ void rk_graph_destroy(rk_graph *g) {
   /* (a kernel whose lanes' exit was not confirmed may still read the table: kept) */
   for (i = 0; i < g->ndev && !kept; i++)
     if (g->dev_table[i]) g->dev_rt[i]->ops->dev_free(g->dev_rt[i], g->dev_table[i], g->dev_table_bytes[i]);
-  multi_unlink(g);
   uv_rwlock_destroy(&g->watch_lock);
   free(g);
 }
