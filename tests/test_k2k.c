@@ -858,10 +858,47 @@ static void test_two_runtimes(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* Both runtimes of a two-runtime graph destroyed at once, each from its own thread (review of
+ * issue 15: the graph's destroy on one thread used the other runtime after that one was freed,
+ * and both threads could destroy the graph). Exactly one destroys it; the other waits for it. */
+static volatile int cd_go;
+static void *cd_destroy(void *arg) {
+  while (!__atomic_load_n(&cd_go, __ATOMIC_ACQUIRE)) {
+  }
+  rk_runtime_destroy((rk_runtime *)arg);
+  return NULL;
+}
+static void test_concurrent_runtime_destroy(void **state) {
+  int it;
+  (void)state;
+  for (it = 0; it < 20; it++) {
+    rk_runtime *rt = rt_create(), *rt2 = rt_create();
+    rk_graph *g;
+    rk_kernel_desc d0 = desc_of("parse", stage, sizeof(int64_t)), d1 = desc_of("enrich", stage, sizeof(int64_t));
+    uint32_t node;
+    pthread_t t1, t2;
+    RT_OK(rt, rk_graph_create(rt, &g));
+    RT_OK(rt, rk_graph_add(g, &d0, NULL, 0, &node));
+    RT_OK(rt, rk_graph_add_on(g, rt2, &d1, NULL, 0, &node));
+    RT_OK(rt, rk_graph_connect(g, 0, 1, NULL));
+    RT_OK(rt, rk_graph_connect(g, 1, 0, NULL));
+    RT_OK(rt, rk_graph_launch(g));
+    RT_OK(rt, rk_graph_activate(g));
+    __atomic_store_n(&cd_go, 0, __ATOMIC_RELAXED);
+    /* (the order of the two threads' starts alternates) */
+    assert_int_equal(pthread_create(&t1, NULL, cd_destroy, it & 1 ? rt2 : rt), 0);
+    assert_int_equal(pthread_create(&t2, NULL, cd_destroy, it & 1 ? rt : rt2), 0);
+    __atomic_store_n(&cd_go, 1, __ATOMIC_RELEASE);
+    assert_int_equal(pthread_join(t1, NULL), 0);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reply_from_last_stage),
       cmocka_unit_test(test_two_runtimes),
+      cmocka_unit_test(test_concurrent_runtime_destroy),
       cmocka_unit_test(test_fan_in),
       cmocka_unit_test(test_full_and_unknown),
       cmocka_unit_test(test_topics),

@@ -130,7 +130,11 @@ RK_API int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const vo
  *  handler that has not returned), it is abandoned as rk_kernel_destroy does and the graph's other
  *  kernels are left allocated, since that handler may still send to them (logged).
  *  rk_runtime_destroy destroys the graphs left on the runtime first; the handle is invalid
- *  afterwards. */
+ *  afterwards. A graph across runtimes (rk_graph_add_on) holds each of its runtimes until it is
+ *  freed, and is destroyed by exactly one caller: when rk_runtime_destroy runs on two of its
+ *  runtimes at once (two threads), one destroys the graph and the other waits until that is done
+ *  before it destroys the rest of its runtime. rk_graph_destroy(g) at the same time as
+ *  rk_runtime_destroy of one of g's runtimes is not supported (g may be freed under it). */
 RK_API void rk_graph_destroy(rk_graph *g);
 #endif /* !__CUDACC_RTC__ */
 

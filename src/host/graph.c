@@ -77,6 +77,10 @@ struct rk_graph {
   size_t dev_table_bytes[RK_GRAPH_MAX_RUNTIMES];
   uint32_t ndev;
   struct rk_graph *next_multi; /* g_multi (under g_multi_lock) while ndev > 1 */
+  /* 1 once a destroyer (rk_graph_destroy, or rk_runtime_destroy of any of dev_rt) has claimed the
+   * graph (under g_multi_lock): exactly one destroys it; the graph stays on the lists until its
+   * destroy is done, and the destroy of another of its runtimes waits for it to leave them */
+  int destroying;
   /* the watchdog's device deadlock check follows the graph's kernels while `watch` is 1 (under
    * watch_lock, read); launch sets it and teardown clears it (under the lock, written) before
    * any of them is destroyed */
@@ -124,6 +128,10 @@ int rk_graph_create(rk_runtime *rt, rk_graph **out) {
     free(g);
     return rk__fail(rt, RK_ENOMEM, "rk_graph_create: cannot create a lock");
   }
+  uv_once(&g_multi_once, multi_init); /* (the claim of a destroyer is under g_multi_lock) */
+  /* the graph holds each of its runtimes (dev_rt) until it is freed: a runtime destroyed at the
+   * same time as the graph's destroy runs is not freed under it (released by graph_free_refs) */
+  __atomic_add_fetch(&rt->refs, 1, __ATOMIC_RELAXED);
   rk__lock(&rt->lock);
   g->next = rt->graphs;
   rt->graphs = g;
@@ -161,6 +169,7 @@ static int add_node(rk_graph *g, rk_runtime *rt, const rk_kernel_desc *desc, con
     if (dev == RK_GRAPH_MAX_RUNTIMES)
       return rk__fail(g->rt, RK_ENORESOURCE, "%s: at most %u runtimes in a graph", what, RK_GRAPH_MAX_RUNTIMES);
     g->dev_rt[g->ndev++] = rt;
+    __atomic_add_fetch(&rt->refs, 1, __ATOMIC_RELAXED); /* released by graph_free_refs */
     if (g->ndev == 2) { /* destroyed with any of its runtimes from now on */
       uv_once(&g_multi_once, multi_init);
       uv_mutex_lock(&g_multi_lock);
@@ -807,17 +816,45 @@ int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *pay
   return got;
 }
 
-void rk_graph_destroy(rk_graph *g) {
-  uint32_t i, stuck = 0;
-  int kept = 0;
+/* Claim g for this destroyer (under g_multi_lock): 0 when another one has claimed it already. */
+static int graph_claim_locked(rk_graph *g) {
+  if (g->destroying) return 0;
+  g->destroying = 1;
+  return 1;
+}
+
+/* The end of a destroy: g leaves its runtime's list and the multi-runtime list (the destroy of
+ * another of its runtimes waiting for it goes on), then drops its references on its runtimes
+ * (the last one frees a runtime whose rk_runtime_destroy has returned meanwhile). */
+static void graph_leave(rk_graph *g) {
+  rk_runtime *rts[RK_GRAPH_MAX_RUNTIMES];
+  uint32_t i, n = g->ndev;
   rk_graph **pg;
-  if (g == NULL) return;
+  for (i = 0; i < n; i++) rts[i] = g->dev_rt[i];
   rk__lock(&g->rt->lock);
   for (pg = &g->rt->graphs; *pg && *pg != g; pg = &(*pg)->next) {
   }
   if (*pg) *pg = g->next;
   rk__unlock(&g->rt->lock);
-  multi_unlink(g); /* (a graph left allocated below is found by no runtime's destroy any more) */
+  multi_unlink(g);
+  for (i = 0; i < n; i++) rk__runtime_release(rts[i]);
+}
+
+static void graph_destroy_claimed(rk_graph *g);
+
+void rk_graph_destroy(rk_graph *g) {
+  int mine;
+  if (g == NULL) return;
+  uv_mutex_lock(&g_multi_lock);
+  mine = graph_claim_locked(g);
+  uv_mutex_unlock(&g_multi_lock);
+  if (!mine) return; /* rk_runtime_destroy of one of its runtimes is destroying it */
+  graph_destroy_claimed(g);
+}
+
+static void graph_destroy_claimed(rk_graph *g) {
+  uint32_t i, stuck = 0;
+  int kept = 0;
   set_watch(g, 0); /* no deadlock check follows the kernels any more */
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
@@ -842,6 +879,7 @@ void rk_graph_destroy(rk_graph *g) {
       else
         rk__kernel_destroy_member(k);
     }
+    graph_leave(g); /* (found by no runtime's destroy any more; its memory is kept) */
     return;
   }
   for (i = 0; i < g->n; i++) {
@@ -857,6 +895,7 @@ void rk_graph_destroy(rk_graph *g) {
   /* (a kernel whose lanes' exit was not confirmed may still read the table: kept) */
   for (i = 0; i < g->ndev && !kept; i++)
     if (g->dev_table[i]) g->dev_rt[i]->ops->dev_free(g->dev_rt[i], g->dev_table[i], g->dev_table_bytes[i]);
+  graph_leave(g);
   uv_rwlock_destroy(&g->watch_lock);
   free(g);
 }
@@ -893,30 +932,47 @@ void rk__k2k_close(rk_kernel *k) {
   for (i = 0; i < k->lanes; i++) (void)rk_ring_close(k->k2k[i], NULL); /* RK_ECLOSED when closed already */
 }
 
+/* rk_runtime_destroy: the graphs of rt and those of other runtimes with kernels on rt
+ * (rk_graph_add_on). Each one is claimed under g_multi_lock and destroyed by exactly one thread;
+ * one claimed by another thread (rk_runtime_destroy of another of its runtimes, at the same time)
+ * is waited for until it has left the lists, so that no kernel of it is left on rt. */
 void rk__graphs_destroy(rk_runtime *rt) {
   for (;;) {
-    rk_graph *g;
-    rk__lock(&rt->lock);
-    g = rt->graphs;
-    rk__unlock(&rt->lock);
-    if (g == NULL) break;
-    rk_graph_destroy(g); /* unlinks it */
-  }
-  for (;;) { /* the graphs of other runtimes with kernels on rt (rk_graph_add_on) */
-    rk_graph *g;
+    rk_graph *g, *mine = NULL;
+    int other = 0, warn = 0;
     uint32_t d;
     uv_once(&g_multi_once, multi_init);
     uv_mutex_lock(&g_multi_lock);
-    for (g = g_multi; g; g = g->next_multi) {
+    rk__lock(&rt->lock); /* (g_multi_lock, then a runtime's lock: the only nesting of the two) */
+    for (g = rt->graphs; g && mine == NULL; g = g->next) {
+      if (graph_claim_locked(g))
+        mine = g;
+      else
+        other = 1;
+    }
+    rk__unlock(&rt->lock);
+    for (g = g_multi; g && mine == NULL; g = g->next_multi) {
       for (d = 1; d < g->ndev && g->dev_rt[d] != rt; d++) {
       }
-      if (d < g->ndev) break;
+      if (d == g->ndev) continue;
+      if (graph_claim_locked(g)) {
+        mine = g;
+        warn = 1;
+      } else {
+        other = 1;
+      }
     }
     uv_mutex_unlock(&g_multi_lock);
-    if (g == NULL) return;
-    rk__log(rt, RK_LOG_WARN, "rk_runtime_destroy: a graph of another runtime has kernels on this one: destroyed "
-            "with it");
-    rk_graph_destroy(g); /* unlinks it */
+    if (mine) {
+      if (warn)
+        rk__log(rt, RK_LOG_WARN, "rk_runtime_destroy: a graph of another runtime has kernels on this one: destroyed "
+                "with it");
+      graph_destroy_claimed(mine); /* it leaves the lists */
+    } else if (other) {
+      rk__sleep_ns(1000000); /* another thread destroys it: wait for it to leave the lists */
+    } else {
+      return;
+    }
   }
 }
 
