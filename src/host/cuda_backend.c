@@ -1086,7 +1086,36 @@ static int cuda_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v) { return 
  * link carries native peer atomics (NVLink; not plain PCIe peer-to-peer). Then peer access is
  * enabled for from's context, while no ring kernel is resident on from's device (it changes the
  * context's mappings; ARCHITECTURE §8): with kernels resident there the route is staged instead
- * (logged). 1: peer; 0: staged through mapped host memory. */
+ * (logged), unless an earlier call enabled it for the pair already (remembered process-wide).
+ * 1: peer; 0: staged through mapped host memory. */
+/* The pairs (from, to) whose peer access this process has enabled (bit `to` of g_peer_on[from]),
+ * under g_peer_lock: the primary contexts keep it (the library never resets a device), so a later
+ * graph finds it without the preparation step, kernels resident on `from` or not. */
+static uv_once_t g_peer_once = UV_ONCE_INIT;
+static uv_mutex_t g_peer_lock;
+static uint64_t g_peer_on[RK__MAX_DEVICES];
+static void peer_init(void) {
+  if (uv_mutex_init(&g_peer_lock) != 0) abort(); /* (as libuv's own once-initialised locks) */
+}
+
+static int peer_known(int from, int to) {
+  int on;
+  if (from < 0 || from >= RK__MAX_DEVICES || to < 0 || to >= RK__MAX_DEVICES) return 0;
+  uv_once(&g_peer_once, peer_init);
+  uv_mutex_lock(&g_peer_lock);
+  on = (int)((g_peer_on[from] >> to) & 1u);
+  uv_mutex_unlock(&g_peer_lock);
+  return on;
+}
+
+static void peer_remember(int from, int to) {
+  if (from < 0 || from >= RK__MAX_DEVICES || to < 0 || to >= RK__MAX_DEVICES) return;
+  uv_once(&g_peer_once, peer_init);
+  uv_mutex_lock(&g_peer_lock);
+  g_peer_on[from] |= 1ull << to;
+  uv_mutex_unlock(&g_peer_lock);
+}
+
 static int cuda_dev_peer(rk_runtime *from, rk_runtime *to) {
   rk_cuda *a = (rk_cuda *)from->backend_data, *b = (rk_cuda *)to->backend_data;
   int can = 0, atomics = 0, ok = 0;
@@ -1094,6 +1123,7 @@ static int cuda_dev_peer(rk_runtime *from, rk_runtime *to) {
   cudaError_t e;
   if (a == NULL || b == NULL) return 0;
   if (a->device == b->device) return 1;
+  if (peer_known(a->device, b->device)) return 1; /* enabled for an earlier graph: no preparation */
   if (cudaDeviceCanAccessPeer(&can, a->device, b->device) != cudaSuccess || !can ||
       cudaDeviceGetP2PAttribute(&atomics, cudaDevP2PAttrNativeAtomicSupported, a->device, b->device) != cudaSuccess ||
       !atomics) {
@@ -1110,6 +1140,7 @@ static int cuda_dev_peer(rk_runtime *from, rk_runtime *to) {
   if (e == cudaErrorPeerAccessAlreadyEnabled) e = cudaSuccess;
   (void)cudaGetLastError(); /* (not sticky: cleared) */
   ok = e == cudaSuccess;
+  if (ok) peer_remember(a->device, b->device);
   rk__device_prepare_exit(a->device);
   if (!ok)
     rk__log(from, RK_LOG_WARN, "K2K routes from device %d to device %d are staged through host memory: "
