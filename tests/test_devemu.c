@@ -1032,8 +1032,11 @@ static void k2k_two_devices_pipeline(int peer) {
   if (stages == 3) assert_int_not_equal(rk_graph_kernel(g, 2)->id, rk_graph_kernel(g, 1)->id);
   /* where the inboxes are: each device's copy of the table says which are not in its memory */
   assert_int_equal(k2k_entry_flags(g, 0, 1), RK_DEV_K2K_SYS);          /* enrich, seen from device 0 */
-  assert_int_equal(k2k_entry_flags(g, 1, 1), peer ? 0u : RK_DEV_K2K_SYS); /* by itself: staged or its own */
-  assert_int_equal(k2k_entry_flags(g, 0, 0), peer ? 0u : RK_DEV_K2K_SYS); /* parse: staged when no peer */
+  /* by itself: staged, or its own with writers on device 0 (XWRITERS: it gives head back at
+   * system scope) */
+  assert_int_equal(k2k_entry_flags(g, 1, 1), peer ? RK_DEV_K2K_XWRITERS : RK_DEV_K2K_SYS);
+  /* parse: staged when no peer; else its own, answered from device 1 too */
+  assert_int_equal(k2k_entry_flags(g, 0, 0), peer ? RK_DEV_K2K_XWRITERS : RK_DEV_K2K_SYS);
   assert_int_equal(k2k_entry_flags(g, 1, 0), RK_DEV_K2K_SYS);
   assert_true(peer ? rk_graph_kernel(g, 1)->k2k_host == NULL : rk_graph_kernel(g, 1)->k2k_host != NULL);
   for (i = 0; i < n; i++) {

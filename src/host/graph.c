@@ -47,6 +47,8 @@ typedef struct graph_node {
   rk_runtime *rt; /* the runtime it is launched on (g->rt, or rk_graph_add_on's) */
   uint32_t dev;   /* its index in the graph's runtimes (dev_rt) */
   int staged;     /* device backend: its K2K inboxes in mapped host memory (set at launch) */
+  int xwriters;   /* device backend: in its device's memory, written by lanes of another device too
+                     (peer access; set at launch): RK_DEV_K2K_XWRITERS in its device's table */
   /* rk_graph_add_remote: the rank and name of the kernel it stands for; k is then the stand-in's */
   int remote;
   uint32_t rank;
@@ -374,10 +376,11 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
   for (i = 0; i < gn->nroutes; i++) e.route[i] = (uint8_t)gn->route[i];
   /* its entry in every device's table: the same addresses (device memory of its own device, which
    * a peer addresses alike under unified addressing, or the mapped memory's portable address);
-   * RK_DEV_K2K_SYS where they are not that device's memory */
+   * RK_DEV_K2K_SYS where they are not that device's memory, RK_DEV_K2K_XWRITERS in its own
+   * device's copies when lanes of another device write them there (peer access) */
   for (d = 0; d < a->g->ndev; d++) {
     rk_runtime *drt = a->g->dev_rt[d];
-    e.flags = gn->staged || !same_device(drt, k->rt) ? RK_DEV_K2K_SYS : 0u;
+    e.flags = gn->staged || !same_device(drt, k->rt) ? RK_DEV_K2K_SYS : gn->xwriters ? RK_DEV_K2K_XWRITERS : 0u;
     if ((rc = drt->ops->dev_write(drt, a->g->dev_table[d] + (uint64_t)a->node * sizeof e, &e, sizeof e)) != RK_OK) {
       k2k_free(k);
       return rk__fail(k->rt, rc, "kernel %s: cannot write its entry of the graph's table", k->name);
@@ -518,7 +521,7 @@ static int place_devices(rk_graph *g) {
   int peer[RK_GRAPH_MAX_RUNTIMES][RK_GRAPH_MAX_RUNTIMES]; /* -1: not asked yet */
   uint32_t i, j, d, e;
   int changed = 1;
-  for (i = 0; i < g->n; i++) g->node[i].staged = 0;
+  for (i = 0; i < g->n; i++) g->node[i].staged = g->node[i].xwriters = 0;
   if (g->ndev < 2) return RK_OK;
   for (d = 0; d < RK_GRAPH_MAX_RUNTIMES; d++)
     for (e = 0; e < RK_GRAPH_MAX_RUNTIMES; e++) peer[d][e] = -1;
@@ -559,7 +562,10 @@ static int place_devices(rk_graph *g) {
       if (peer[d][x->dev] < 0) peer[d][x->dev] = g->dev_rt[d]->ops->dev_peer(g->dev_rt[d], x->rt) == 1;
       all_peer &= (uint32_t)peer[d][x->dev];
     }
-    if (other == 0 || all_peer) continue; /* in its device's memory (peers write it there) */
+    if (other == 0 || all_peer) { /* in its device's memory (peers write it there) */
+      x->xwriters = other != 0;
+      continue;
+    }
     if (one_dev && !local) {
       x->staged = 1;
       continue;
