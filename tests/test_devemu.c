@@ -949,6 +949,265 @@ static void test_application_kernel(void **state) {
   emu_finish(rt, k);
 }
 
+/* ---------------------------------------- K2K between two devices ---------------------------- */
+/* Every two-device test starts with peer access on (cmocka setup), so that a test that fails
+ * with it off (its assertion returns before it is restored) does not change the tests after it. */
+static int peer_on(void **state) {
+  (void)state;
+  emu_peer_access = 1;
+  return 0;
+}
+
+/* Two emulated devices: two runtimes on the emulated device with device ordinals 0 and 1, one
+ * graph (on the first) with kernels of both (rk_graph_add_on). emu_peer_access says whether the
+ * devices have peer access: on, a route's inboxes are in the destination's device memory and the
+ * senders of the other device fence at system scope (RK_DEV_K2K_SYS); off, they are staged in
+ * mapped host memory, which the receiving lanes also acquire at system scope. */
+static rk_runtime *emu_runtime_dev(int device) {
+  rk_runtime_options o = rt_options();
+  rk_runtime *rt;
+  o.device = device;
+  o.watchdog_interval_ns = 1000000;
+  rt = rt_create_opts(&o);
+  emu_backend_install(rt, &emu_ops, emu_simple_start, emu_simple_join);
+  return rt;
+}
+
+typedef struct k2k_spec2 {
+  const char *name;
+  uint32_t cap, lanes, dev;
+} k2k_spec2;
+
+/* As k2k_graph, node i on runtime rts[spec[i].dev]; launched (and activated) only when launch. */
+static rk_graph *k2k_graph2(rk_runtime **rts, const k2k_spec2 *spec, uint32_t n, const char *routes, int launch) {
+  rk_graph *g;
+  uint32_t i, node;
+  rk_runtime *rt = rts[0];
+  RT_OK(rt, rk_graph_create(rt, &g));
+  for (i = 0; i < n; i++) {
+    rk_kernel_desc d = k2k_desc(spec[i].name);
+    rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+    lo.lanes = spec[i].lanes;
+    if (spec[i].dev == 0)
+      RT_OK(rt, rk_graph_add(g, &d, spec[i].lanes ? &lo : NULL, spec[i].cap, &node));
+    else
+      RT_OK(rt, rk_graph_add_on(g, rts[spec[i].dev], &d, spec[i].lanes ? &lo : NULL, spec[i].cap, &node));
+    assert_int_equal(node, i);
+  }
+  for (; routes && *routes; routes++)
+    if (routes[1] == '>') {
+      RT_OK(rt, rk_graph_connect(g, (uint32_t)(routes[0] - '0'), (uint32_t)(routes[2] - '0'), NULL));
+      routes += 2;
+    }
+  if (launch) {
+    RT_OK(rt, rk_graph_launch(g));
+    RT_OK(rt, rk_graph_activate(g));
+  }
+  return g;
+}
+
+static uint32_t k2k_entry_flags(rk_graph *g, uint32_t in_node_of, uint32_t node) {
+  rk_kernel *k = rk_graph_kernel(g, in_node_of);
+  return ((const rk_dev_k2k_node *)(uintptr_t)k->dev_graph)[node].flags;
+}
+
+/* Requests cross from device 0 to device 1 and are answered there; the answers cross back, to the
+ * first stage's lane and its caller. peer: a three-stage pipeline 0 -> 1 -> 0 (forwarded twice,
+ * answered by the last stage); staged: two stages 0 -> 1 (without peer access an inbox takes the
+ * lanes of one device, and a three-stage one's first stage would get answers from both). Every
+ * answer once, stamped above the one before; a restart of the stage on device 1 midway; then
+ * terminate upstream first, nothing owed. */
+static void k2k_two_devices_pipeline(int peer) {
+  rk_runtime *rts[2] = {emu_runtime_dev(0), emu_runtime_dev(1)};
+  rk_graph *g;
+  uint32_t i, stages = peer ? 3 : 2, n = RT_SANITIZED ? 100 : 300;
+  rk_hlc last = 0;
+  rk_msg m;
+  emu_peer_access = peer;
+  g = k2k_graph2(rts, (const k2k_spec2[]){{"parse", 0, 2, 0}, {"enrich", 0, 0, 1}, {"aggregate", 0, 0, 0}}, stages,
+                 peer ? "0>1 1>2" : "0>1", 1);
+  assert_ptr_equal(rk_graph_kernel(g, 1)->rt, rts[1]);
+  /* ids are per runtime: the graph's are distinct all the same (answers find their origin by id) */
+  assert_int_not_equal(rk_graph_kernel(g, 0)->id, rk_graph_kernel(g, 1)->id);
+  if (stages == 3) assert_int_not_equal(rk_graph_kernel(g, 2)->id, rk_graph_kernel(g, 1)->id);
+  /* where the inboxes are: each device's copy of the table says which are not in its memory */
+  assert_int_equal(k2k_entry_flags(g, 0, 1), RK_DEV_K2K_SYS);          /* enrich, seen from device 0 */
+  /* by itself: staged, or its own with writers on device 0 (XWRITERS: it gives head back at
+   * system scope) */
+  assert_int_equal(k2k_entry_flags(g, 1, 1), peer ? RK_DEV_K2K_XWRITERS : RK_DEV_K2K_SYS);
+  /* parse: staged when no peer; else its own, answered from device 1 too */
+  assert_int_equal(k2k_entry_flags(g, 0, 0), peer ? RK_DEV_K2K_XWRITERS : RK_DEV_K2K_SYS);
+  assert_int_equal(k2k_entry_flags(g, 1, 0), RK_DEV_K2K_SYS);
+  assert_true(peer ? rk_graph_kernel(g, 1)->k2k_host == NULL : rk_graph_kernel(g, 1)->k2k_host != NULL);
+  for (i = 0; i < n; i++) {
+    uint64_t v = i, back = 0;
+    RT_OK(rts[0], rk_call(rk_graph_kernel(g, 0), 1, &v, sizeof v, &m, &back, sizeof back, RT_HANG));
+    assert_int_equal(back, i + stages); /* one each */
+    assert_true(m.env.hlc > last);      /* HLC monotone across the hops and back */
+    last = m.env.hlc;
+    assert_true(rk_clock_peek(rk_runtime_clock(rts[0])) > m.env.hlc);
+    if (i == n / 2) { /* the stage on device 1 restarts; its inbox and counters go on */
+      rk__kernel_fault(rk_graph_kernel(g, 1), RK_EHANDLER, "injected for the test");
+      RT_OK(rts[1], rk_kernel_restart(rk_graph_kernel(g, 1), RK_RESTART_KEEP_STATE));
+    }
+  }
+  RT_OK(rts[0], rk_graph_terminate(g, RT_HANG));
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 0)).k2k_out, n);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 0)).k2k_in, n); /* the answers, each once */
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 0)).msgs_out, n);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 1)).k2k_in, n);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 1)).k2k_out, n);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, stages - 1)).k2k_in, n);
+  assert_int_equal(rk_graph_kernel(g, 0)->lane[0].status->k2k_owed + rk_graph_kernel(g, 0)->lane[1].status->k2k_owed,
+                   0);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 1)).clock_rejected, 0);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rts[1]);
+  emu_runtime_destroy(rts[0]);
+  emu_peer_access = 1;
+}
+
+static void test_k2k_two_devices_pipeline_peer(void **state) {
+  (void)state;
+  k2k_two_devices_pipeline(1);
+}
+
+static void test_k2k_two_devices_pipeline_staged(void **state) {
+  (void)state;
+  k2k_two_devices_pipeline(0);
+}
+
+/* Fan-in across devices with backpressure: two kernels of two lanes on device 0 send into a sink
+ * on device 1 whose K2K inbox has two slots; the senders find it full (RK_EAGAIN) and run again;
+ * every message arrives exactly once, in order per source, with and without peer access. */
+static void k2k_two_devices_fan_in(int peer) {
+  rk_runtime *rts[2] = {emu_runtime_dev(0), emu_runtime_dev(1)};
+  rk_graph *g;
+  uint32_t i;
+  uint64_t st[16], want = 0;
+  const uint32_t n = RT_SANITIZED ? 100 : 200;
+  emu_peer_access = peer;
+  g = k2k_graph2(rts, (const k2k_spec2[]){{"a", 0, 2, 0}, {"b", 0, 2, 0}, {"sink", 2, 0, 1}}, 3, "0>2 1>2", 1);
+  assert_true(peer ? rk_graph_kernel(g, 2)->k2k_host == NULL : rk_graph_kernel(g, 2)->k2k_host != NULL);
+  for (i = 1; i <= n; i++) {
+    uint64_t wa[2] = {i % 2, i}, wb[2] = {2 + i % 2, i};
+    RT_OK(rts[0], rk_send_key(rk_graph_kernel(g, 0), i % 2, 2, wa, sizeof wa, RK_SEND_NO_REPLY, NULL));
+    RT_OK(rts[0], rk_send_key(rk_graph_kernel(g, 1), i % 2, 2, wb, sizeof wb, RK_SEND_NO_REPLY, NULL));
+    want += 2 * (uint64_t)i;
+  }
+  RT_OK(rts[0], rk_graph_terminate(g, 6 * RT_HANG));
+  k2k_state(rk_graph_kernel(g, 2), st);
+  assert_int_equal(st[0], 2 * n); /* every message, once */
+  assert_int_equal(st[1], want);  /* no duplicate made up for a loss */
+  assert_int_equal(st[2], 0);     /* in order per source */
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 2)).k2k_in, 2 * n);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 0)).k2k_out + rt_stats(rk_graph_kernel(g, 1)).k2k_out, 2 * n);
+  print_message("cross-device K2K sends refused (sink full) and run again: %llu (peer %d)\n",
+                (unsigned long long)(rt_stats(rk_graph_kernel(g, 0)).k2k_refused +
+                                     rt_stats(rk_graph_kernel(g, 1)).k2k_refused), peer);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rts[1]);
+  emu_runtime_destroy(rts[0]);
+  emu_peer_access = 1;
+}
+
+static void test_k2k_two_devices_fan_in(void **state) {
+  (void)state;
+  k2k_two_devices_fan_in(1);
+  k2k_two_devices_fan_in(0);
+}
+
+/* A ping-pong between devices (a cycle: peer access needed): stamps strictly increase along every
+ * hop, and every K2K-only publication of a lane that sent to the other device fences at system
+ * scope (RK_DEV_K2K_SYS), where the same ping-pong on one device fences at device scope only. */
+static uint64_t k2k_ping_pong_fences(int two, uint64_t hops) {
+  rk_runtime *rts[2] = {emu_runtime_dev(0), two ? emu_runtime_dev(1) : NULL};
+  rk_graph *g;
+  uint64_t w[2] = {hops, 0}, sa[16], sb[16], spins = 0;
+  rk_emu_lane_model mod;
+  g = k2k_graph2(rts, (const k2k_spec2[]){{"ping", 0, 1, 0}, {"pong", 0, 1, (uint32_t)two}}, 2, "0>1 1>0", 1);
+  rk_emu_model_reset();
+  RT_OK(rts[0], rk_send(rk_graph_kernel(g, 0), 6, w, sizeof w, RK_SEND_NO_REPLY, NULL));
+  while (rt_stats(rk_graph_kernel(g, 0)).k2k_in + rt_stats(rk_graph_kernel(g, 1)).k2k_in < hops && spins++ < 100000)
+    rk__sleep_ns(1000000);
+  rk_emu_model_read(-1, &mod);
+  RT_OK(rts[0], rk_graph_terminate(g, RT_HANG));
+  k2k_state(rk_graph_kernel(g, 0), sa);
+  k2k_state(rk_graph_kernel(g, 1), sb);
+  assert_int_equal(sa[3] + sb[3], hops + 1); /* the host's message, then every hop once */
+  assert_int_equal(sa[5] + sb[5], 0);        /* each stamp above the one before */
+  rk_graph_destroy(g);
+  if (two) emu_runtime_destroy(rts[1]);
+  emu_runtime_destroy(rts[0]);
+  return mod.fences;
+}
+
+static void test_k2k_two_devices_ping_pong(void **state) {
+  uint64_t hops = 200, one, two;
+  (void)state;
+  emu_peer_access = 1;
+  one = k2k_ping_pong_fences(0, hops);
+  two = k2k_ping_pong_fences(1, hops);
+  print_message("system fences in work iterations, %llu hops: one device %llu, two devices %llu\n",
+                (unsigned long long)hops, (unsigned long long)one, (unsigned long long)two);
+  assert_true(two >= hops);   /* one per hop at least: each hop's publication crosses devices */
+  assert_true(one < hops / 4); /* (the host message's publication and control: a few) */
+}
+
+/* Argument errors, a mix without peer access refused, and a launch that fails on the second
+ * device leaving nothing launched on either. */
+static void test_k2k_two_devices_errors(void **state) {
+  rk_runtime *rts[2];
+  emu_peer_access = 1; /* (whatever a failed test before left) */
+  rts[0] = emu_runtime_dev(0);
+  rts[1] = emu_runtime_dev(1);
+  rk_runtime *cpu = rt_create();
+  rk_graph *g;
+  rk_kernel_desc d = k2k_desc("x"), bad = k2k_desc("bad");
+  uint32_t node;
+  (void)state;
+  RT_OK(rts[0], rk_graph_create(rts[0], &g));
+  assert_int_equal(rk_graph_add_on(NULL, rts[1], &d, NULL, 0, &node), RK_EINVAL);
+  assert_int_equal(rk_graph_add_on(g, NULL, &d, NULL, 0, &node), RK_EINVAL);
+  assert_int_equal(rk_graph_add_on(g, rts[0], &d, NULL, 0, &node), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rts[0]), "own"));
+  assert_int_equal(rk_graph_add_on(g, rts[1], NULL, NULL, 0, &node), RK_EINVAL);
+  assert_int_equal(rk_graph_add_on(g, rts[1], &d, NULL, 3, &node), RK_EINVAL); /* capacity */
+  assert_int_equal(rk_graph_add_on(g, cpu, &d, NULL, 0, &node), RK_ENOTSUP);  /* CPU with a device */
+  assert_non_null(strstr(rk_runtime_last_error(rts[0]), "backend"));
+  rk_graph_destroy(g);
+  /* answers from both devices into a kernel without peer access: refused before anything launches */
+  emu_peer_access = 0;
+  g = k2k_graph2(rts, (const k2k_spec2[]){{"p", 0, 0, 0}, {"q", 0, 0, 1}, {"r", 0, 0, 0}}, 3, "0>1 1>2", 0);
+  assert_int_equal(rk_graph_launch(g), RK_ENOTSUP);
+  assert_non_null(strstr(rk_runtime_last_error(rts[0]), "peer access"));
+  assert_null(rts[0]->kernels);
+  assert_null(rts[1]->kernels);
+  rk_graph_destroy(g);
+  emu_peer_access = 1;
+  /* the second device's kernel cannot launch (no emulated entry): nothing stays launched */
+  bad.cuda_entry = "rk_no_such_entry";
+  RT_OK(rts[0], rk_graph_create(rts[0], &g));
+  RT_OK(rts[0], rk_graph_add(g, &d, NULL, 0, &node));
+  RT_OK(rts[0], rk_graph_add_on(g, rts[1], &bad, NULL, 0, &node));
+  RT_OK(rts[0], rk_graph_connect(g, 0, 1, NULL));
+  assert_int_not_equal(rk_graph_launch(g), RK_OK);
+  /* the graph is not left launched, and no kernel of it is left on either runtime (the first
+   * device's kernel, launched before the second failed, was destroyed) */
+  assert_int_equal(rk_graph_publish(g, 0, 1, NULL, 0), RK_ESTATE);
+  assert_null(rts[0]->kernels);
+  assert_null(rts[1]->kernels);
+  rk_graph_destroy(g);
+  /* a launched graph across devices: add_on refused; the other runtime's destroy takes the graph */
+  g = k2k_graph2(rts, (const k2k_spec2[]){{"s", 0, 0, 0}, {"t", 0, 0, 1}}, 2, "0>1", 1);
+  assert_int_equal(rk_graph_add_on(g, rts[1], &d, NULL, 0, &node), RK_ESTATE);
+  emu_runtime_destroy(rts[1]); /* destroys g (logged) */
+  assert_null(rts[0]->graphs);
+  assert_null(rts[0]->kernels);
+  rk_runtime_destroy(cpu);
+  emu_runtime_destroy(rts[0]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lifecycle),
@@ -973,6 +1232,11 @@ int main(void) {
       cmocka_unit_test(test_k2k_slow_subscriber),
       cmocka_unit_test(test_k2k_retry_hears_abort),
       cmocka_unit_test(test_k2k_deadlock_detected),
+      cmocka_unit_test_setup(test_k2k_two_devices_pipeline_peer, peer_on),
+      cmocka_unit_test_setup(test_k2k_two_devices_pipeline_staged, peer_on),
+      cmocka_unit_test_setup(test_k2k_two_devices_fan_in, peer_on),
+      cmocka_unit_test_setup(test_k2k_two_devices_ping_pong, peer_on),
+      cmocka_unit_test_setup(test_k2k_two_devices_errors, peer_on),
       cmocka_unit_test(test_application_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -811,9 +811,94 @@ static void test_misrouted_reply(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* A graph across two CPU runtimes of one process (rk_graph_add_on): the pipeline's middle stage on
+ * the second runtime; every request answered by the last stage once, stamps growing along the path
+ * across the runtimes; the second runtime's destroy takes the graph with it. */
+static void test_two_runtimes(void **state) {
+  rk_runtime *rt = rt_create(), *rt2 = rt_create();
+  rk_graph *g;
+  rk_kernel_desc d0 = desc_of("parse", stage, sizeof(int64_t)), d1 = desc_of("enrich", stage, sizeof(int64_t)),
+                 d2 = desc_of("aggregate", stage, sizeof(int64_t));
+  uint32_t i, node, n = RT_SANITIZED ? 200 : 2000;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &d0, NULL, 0, &node));
+  assert_int_equal(rk_graph_add_on(g, rt, &d1, NULL, 0, &node), RK_EINVAL); /* its own runtime */
+  assert_int_equal(rk_graph_add_on(g, NULL, &d1, NULL, 0, &node), RK_EINVAL);
+  RT_OK(rt, rk_graph_add_on(g, rt2, &d1, NULL, 0, &node));
+  assert_int_equal(node, 1);
+  RT_OK(rt, rk_graph_add(g, &d2, NULL, 0, &node));
+  RT_OK(rt, rk_graph_connect(g, 0, 1, NULL));
+  RT_OK(rt, rk_graph_connect(g, 1, 2, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  assert_ptr_equal(rk_graph_kernel(g, 1)->rt, rt2);
+  assert_int_not_equal(rk_graph_kernel(g, 1)->id, rk_graph_kernel(g, 0)->id); /* ids: per runtime, distinct here */
+  assert_int_not_equal(rk_graph_kernel(g, 1)->id, rk_graph_kernel(g, 2)->id);
+  for (i = 0; i < n; i++) {
+    hop h, r;
+    rk_msg m;
+    rk_hlc before = rk_clock_peek(rk_runtime_clock(rt));
+    memset(&h, 0, sizeof h);
+    h.value = i;
+    RT_OK(rt, rk_call(rk_graph_kernel(g, 0), T_HOP, &h, sizeof h, &m, &r, sizeof r, RT_HANG));
+    assert_int_equal(r.hops, 3);
+    assert_int_equal(r.value, ((int64_t)i * 2 + 1) * 4 + 3);
+    assert_true(r.seen[0] > before);
+    assert_true(r.seen[1] > r.seen[0]); /* merged by the stage on the other runtime */
+    assert_true(r.seen[2] > r.seen[1]); /* and back */
+    assert_true(m.env.hlc > r.seen[2]);
+  }
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 1)).k2k_in, n);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  assert_int_equal(*(int64_t *)rk_graph_kernel(g, 2)->state, n);
+  rk_runtime_destroy(rt2); /* destroys the graph, which has a kernel on it (logged) */
+  assert_null(rt->graphs);
+  assert_null(rt->kernels);
+  rk_runtime_destroy(rt);
+}
+
+/* Both runtimes of a two-runtime graph destroyed at once, each from its own thread (review of
+ * issue 15: the graph's destroy on one thread used the other runtime after that one was freed,
+ * and both threads could destroy the graph). Exactly one destroys it; the other waits for it. */
+static volatile int cd_go;
+static void *cd_destroy(void *arg) {
+  while (!__atomic_load_n(&cd_go, __ATOMIC_ACQUIRE)) {
+  }
+  rk_runtime_destroy((rk_runtime *)arg);
+  return NULL;
+}
+static void test_concurrent_runtime_destroy(void **state) {
+  int it;
+  (void)state;
+  for (it = 0; it < 20; it++) {
+    rk_runtime *rt = rt_create(), *rt2 = rt_create();
+    rk_graph *g;
+    rk_kernel_desc d0 = desc_of("parse", stage, sizeof(int64_t)), d1 = desc_of("enrich", stage, sizeof(int64_t));
+    uint32_t node;
+    pthread_t t1, t2;
+    RT_OK(rt, rk_graph_create(rt, &g));
+    RT_OK(rt, rk_graph_add(g, &d0, NULL, 0, &node));
+    RT_OK(rt, rk_graph_add_on(g, rt2, &d1, NULL, 0, &node));
+    RT_OK(rt, rk_graph_connect(g, 0, 1, NULL));
+    RT_OK(rt, rk_graph_connect(g, 1, 0, NULL));
+    RT_OK(rt, rk_graph_launch(g));
+    RT_OK(rt, rk_graph_activate(g));
+    __atomic_store_n(&cd_go, 0, __ATOMIC_RELAXED);
+    /* (the order of the two threads' starts alternates) */
+    assert_int_equal(pthread_create(&t1, NULL, cd_destroy, it & 1 ? rt2 : rt), 0);
+    assert_int_equal(pthread_create(&t2, NULL, cd_destroy, it & 1 ? rt : rt2), 0);
+    __atomic_store_n(&cd_go, 1, __ATOMIC_RELEASE);
+    assert_int_equal(pthread_join(t1, NULL), 0);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reply_from_last_stage),
+      cmocka_unit_test(test_two_runtimes),
+      cmocka_unit_test(test_concurrent_runtime_destroy),
       cmocka_unit_test(test_fan_in),
       cmocka_unit_test(test_full_and_unknown),
       cmocka_unit_test(test_topics),

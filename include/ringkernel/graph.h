@@ -28,6 +28,10 @@
  *
  * K2K inboxes: one MPSC ring per destination lane (host memory on the CPU backend; device global
  * memory on CUDA, docs/k2k.md "On the device").
+ *
+ * Several devices: one runtime per device (each owns its device's context and keeps the
+ * prepare-then-launch rule for it); rk_graph_add_on adds a kernel of another runtime of the process
+ * to the graph, and routes cross devices as any route (docs/k2k.md "Between devices").
  * A lane serves its host inbox and its K2K inbox alternately, a batch of each at most, so neither
  * starves the other. */
 #ifndef RINGKERNEL_GRAPH_H
@@ -40,6 +44,7 @@ RK_EXTERN_C_BEGIN
 /* The limits are for every compiler; the API is host-only (device code sends with rk_send_to). */
 #define RK_GRAPH_MAX_KERNELS 64u /**< kernels in one graph */
 #define RK_GRAPH_MAX_ROUTES 16u  /**< routes out of one kernel */
+#define RK_GRAPH_MAX_RUNTIMES 8u /**< runtimes (devices) whose kernels one graph joins (rk_graph_add_on) */
 #define RK_GRAPH_MAX_TOPICS 64u  /**< topics 0..63 */
 #define RK_K2K_DEFAULT_CAPACITY 1024u /**< slots of a K2K inbox (per lane) unless k2k_capacity says */
 
@@ -56,6 +61,21 @@ RK_API int rk_graph_create(rk_runtime *rt, rk_graph **out);
  *  descriptor is copied; the strings and init data it points to must outlive the graph. */
 RK_API int rk_graph_add(rk_graph *g, const rk_kernel_desc *desc, const rk_launch_options *opts,
                         uint32_t k2k_capacity, uint32_t *node);
+/** Add a kernel launched on another runtime of this process, rt (on a device backend: another
+ *  device, rk_runtime_options.device), as rk_graph_add does on the graph's own: routes, topics and
+ *  forwarded requests cross between the runtimes as between kernels of one. On a device backend a
+ *  route between two devices writes the destination's K2K inboxes in its device's memory when the
+ *  source device has peer access to it (native peer atomics), and stages them in pinned, mapped
+ *  host memory otherwise; without peer access a kernel's inboxes may be written by the lanes of
+ *  one device only (its own or one other), else rk_graph_launch returns RK_ENOTSUP. On the CPU
+ *  backend the routes are in host memory as within one runtime. The graph still belongs to its own
+ *  runtime (its errors are recorded there); rk_runtime_destroy of rt destroys the graph as well
+ *  (logged): destroy the graph first. Errors: RK_EINVAL (NULL, rt is the graph's own runtime, and
+ *  as rk_graph_add), RK_ENOTSUP (rt uses another backend than the graph's runtime, e.g. CPU and
+ *  CUDA, or a backend that cannot route between devices), RK_ENORESOURCE
+ *  (RK_GRAPH_MAX_RUNTIMES, RK_GRAPH_MAX_KERNELS), RK_ESTATE (launched already). */
+RK_API int rk_graph_add_on(rk_graph *g, rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
+                           uint32_t k2k_capacity, uint32_t *node);
 /** Add a kernel of another process (an MPI rank): the kernel named `name` in the graph of rank
  *  `rank`, reached through the bridge attached to this graph (librk_mpi: rk_mpi_bridge_create,
  *  ringkernel/mpi.h; docs/mpi.md). *node receives its number, like rk_graph_add's. Such a node
@@ -81,10 +101,11 @@ RK_API int rk_graph_add_remote(rk_graph *g, uint32_t rank, const char *name, uin
 RK_API int rk_graph_connect(rk_graph *g, uint32_t src, uint32_t dst, uint32_t *route);
 /** Subscribe a kernel to a topic (0..RK_GRAPH_MAX_TOPICS-1). Errors: RK_EINVAL, RK_ESTATE. */
 RK_API int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic);
-/** Launch every kernel of the graph (each LAUNCHED, inactive, checked in) with its K2K inboxes.
- *  On an error nothing of the graph stays launched. Errors: those of rk_kernel_launch, RK_ESTATE
- *  (launched already), RK_ENOTSUP (on a device: a topic with more than 16 subscribers, or remote
- *  nodes). */
+/** Launch every kernel of the graph (each LAUNCHED, inactive, checked in, on its own runtime)
+ *  with its K2K inboxes. On an error nothing of the graph stays launched. Errors: those of
+ *  rk_kernel_launch, RK_ESTATE (launched already), RK_ENOTSUP (on a device: a topic with more than
+ *  16 subscribers, remote nodes, or a kernel whose inboxes lanes of two devices would write
+ *  without peer access, rk_graph_add_on). */
 RK_API int rk_graph_launch(rk_graph *g);
 /** Activate every kernel, downstream ones first. Errors: RK_ESTATE (not launched), or the first
  *  kernel's error. */
@@ -109,7 +130,11 @@ RK_API int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const vo
  *  handler that has not returned), it is abandoned as rk_kernel_destroy does and the graph's other
  *  kernels are left allocated, since that handler may still send to them (logged).
  *  rk_runtime_destroy destroys the graphs left on the runtime first; the handle is invalid
- *  afterwards. */
+ *  afterwards. A graph across runtimes (rk_graph_add_on) holds each of its runtimes until it is
+ *  freed, and is destroyed by exactly one caller: when rk_runtime_destroy runs on two of its
+ *  runtimes at once (two threads), one destroys the graph and the other waits until that is done
+ *  before it destroys the rest of its runtime. rk_graph_destroy(g) at the same time as
+ *  rk_runtime_destroy of one of g's runtimes is not supported (g may be freed under it). */
 RK_API void rk_graph_destroy(rk_graph *g);
 #endif /* !__CUDACC_RTC__ */
 

@@ -315,7 +315,15 @@ RK_INLINE RK_HD int rk_ring_push_n(rk_ring *r, const void *msgs, uint32_t len, u
  * with rk_ring_mpsc_commit_n (an unpublished claim wedges the consumer). Returns 0 when full,
  * RK_ECLOSED when closed. Any number of producer threads of one side.
  */
+RK_INLINE RK_HD int rk_ring__mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos, int sys);
 RK_INLINE RK_HD int rk_ring_mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos) {
+  return rk_ring__mpsc_reserve_n(r, n, pos, 0);
+}
+/* rk_ring_mpsc_reserve_n; sys: the producers' cached head (prod_head) is loaded and stored at
+ * system scope as head is, for a ring whose producers are on several devices (K2K between devices,
+ * RK_DEV_K2K_SYS: a .gpu access does not synchronise with another device's). The claim's
+ * compare-and-swap stays at device scope (no system-scope read-modify-write: test_sass.py). */
+RK_INLINE RK_HD int rk_ring__mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos, int sys) {
   /* claim: relaxed — ordering with the consumer comes from the head acquire and seq release. */
   uint64_t c = rk_load_relaxed_dev_u64(&r->claim);
   uint64_t h, free_slots, k;
@@ -324,14 +332,17 @@ RK_INLINE RK_HD int rk_ring_mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos
     if (c & RK_RING_CLOSED) return RK_ECLOSED;
     /* pairs with the store-release of prod_head below (by whichever producer refreshed it), which
      * carries the consumer's release of head transitively. */
-    h = rk_load_acquire_dev_u64(&r->prod_head);
+    h = sys ? rk_load_acquire_sys_u64(&r->prod_head) : rk_load_acquire_dev_u64(&r->prod_head);
     /* Refresh when the cache shows too little room, or shows nonsense: a producer preempted between
      * reading head and storing it below leaves prod_head behind, possibly by more than a lap; then
      * capacity - (c - h) wraps to a huge count that would never call for a refresh and every
      * producer would report "full" forever. */
     if (c - h > r->capacity || r->capacity - (c - h) < n) {
       h = rk_ring_load_acquire_head(r); /**< pairs with the consumer's release of head */
-      rk_store_release_dev_u64(&r->prod_head, h);
+      if (sys)
+        rk_store_release_sys_u64(&r->prod_head, h);
+      else
+        rk_store_release_dev_u64(&r->prod_head, h);
     }
     free_slots = r->capacity - (c - h);
     if (free_slots == 0 || free_slots > r->capacity) {

@@ -137,6 +137,22 @@ static inline int emu_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v) {
   return RK_OK;
 }
 
+/* Two emulated devices (two runtimes with different rk_runtime_options.device): whether the lanes
+ * of one may address the other's device memory, as cudaDeviceCanAccessPeer would say. Tests set
+ * it (1: peer routes in the destination's device memory; 0: staged through mapped host memory).
+ * On the emulated device all of it is host memory; what changes is where graph.c places a route's
+ * inboxes and which fences the lanes issue (RK_DEV_K2K_SYS). */
+static int emu_peer_access = 1;
+static inline int emu_dev_peer(rk_runtime *from, rk_runtime *to) {
+  (void)from;
+  (void)to;
+  return emu_peer_access;
+}
+static inline uint64_t emu_dev_mapped(rk_runtime *rt, void *host) {
+  (void)rt;
+  return (uint64_t)(uintptr_t)host;
+}
+
 /* Make rt's kernels run on the emulated device: *ops becomes the CPU backend's (its allocator:
  * ordinary, zeroed, line-aligned memory stands for the mapped arena) with the given start and
  * join, and lanes that stamp with their own clock plus the measured offset, as on a GPU; rt is
@@ -156,6 +172,8 @@ static inline void emu_backend_install(rk_runtime *rt, rk_backend_ops *ops, int 
   ops->dev_write = emu_dev_write;
   ops->dev_store64 = emu_dev_store64;
   ops->dev_load64 = emu_dev_load64;
+  ops->dev_peer = emu_dev_peer;
+  ops->dev_mapped = emu_dev_mapped;
   rt->ops = ops;
   rt->backend = RK_BACKEND_CUDA;
 }

@@ -37,9 +37,13 @@ typedef struct rk_dev_k2k_node {
   uint32_t lanes;
   uint32_t slot_size;
   uint32_t nroutes;
+  uint32_t flags;             /* RK_DEV_K2K_SYS, RK_DEV_K2K_XWRITERS */
   uint8_t route[16];          /* node (index in the table) at the end of route r */
-  uint8_t pad[56];
+  uint8_t pad[52];
 } rk_dev_k2k_node;
+
+#define RK_DEV_K2K_XWRITERS 2u /* in the node's own device's copy: its inboxes are in this device's memory and lanes of another device (peer access) write them: its lanes observe them and give their head back at system scope */
+#define RK_DEV_K2K_SYS 1u /* the node's inboxes are not in this device's memory (host-mapped or a peer's): a publication that touched them fences at system scope */
 
 RK_STATIC_ASSERT(sizeof(rk_dev_k2k_node) == 128, "rk_dev_k2k_node layout");
 

@@ -238,6 +238,8 @@ typedef struct rk_dev_lane {
   uint32_t streak;        /* K2K batches in a row without a look at the host inbox */
   uint32_t sent;          /* K2K messages the current handler sent */
   uint32_t kpend;         /* K2K messages written, stamped and published by the next rk_dev_flush */
+  uint32_t ksys;          /* one of them is for a node with RK_DEV_K2K_SYS: the flush fences at system scope */
+  uint32_t kin_sys;       /* this lane's own K2K inbox is not in this device's memory (RK_DEV_K2K_SYS), or lanes of another device write it (RK_DEV_K2K_XWRITERS) */
   uint32_t retry;         /* the batch stopped at a message that runs again later (rk_lane_retry) */
   uint64_t kin_released;  /* the K2K head last stored */
   rk_envelope *kp_env[RK_DEV_K2K_PENDING];        /* pending K2K messages: the slot */
@@ -697,7 +699,8 @@ RK_INLINE __device__ int rk_dev_k2k_push(const rk_dev_params *p, rk_dev_lane *L,
   if (L->kpend == RK_DEV_K2K_PENDING) return RK_EAGAIN;
   if (rk_load_relaxed_dev_u64(&d->closed)) return RK_ECLOSED; /* the host's flag; the drain's close is in claim */
   r = rk_dev_k2k_ring(d, lane);
-  k = rk_ring_mpsc_reserve_n(r, 1, &pos);
+  /* a node whose inboxes other devices' lanes also write: the cached head at system scope */
+  k = rk_ring__mpsc_reserve_n(r, 1, &pos, (int)(d->flags & RK_DEV_K2K_SYS));
   if (k <= 0) return k == 0 ? RK_EAGAIN : k;
   e = RK_CAST(rk_envelope *, rk_ring_slot(r, pos));
   rk_envelope_init(e, type, total, (uint16_t)(RK_ENV_F_K2K | flags));
@@ -730,6 +733,7 @@ RK_INLINE __device__ int rk_dev_k2k_push(const rk_dev_params *p, rk_dev_lane *L,
   L->kp_seq[L->kpend] = rk_ring__seq(r, pos);
   L->kp_pos[L->kpend] = pos;
   L->kpend++;
+  if (d->flags & RK_DEV_K2K_SYS) L->ksys = 1; /* its inbox is host-mapped or a peer's: system scope */
   return RK_OK;
 }
 
@@ -810,10 +814,14 @@ RK_INLINE __device__ int rk_dev_send_lead(const rk_dev_params *p, rk_dev_lane *L
  * store-release in rk_dev_k2k_push). (Emulated: acquire loads, as rk_dev_poll's observations.) */
 #if defined(RK_DEVICE_EMULATION) /* (ThreadSanitizer does not model fences: acquires and releases) */
 #define RK_DEV_K2K_OBS(q) rk_load_acquire_dev_u64(q)
+#define RK_DEV_K2K_OBS_SYS(q) rk_load_acquire_sys_u64(q)
 #define RK_DEV_K2K_PUB(q, v) rk_store_release_dev_u64(q, v)
+#define RK_DEV_K2K_PUB_SYS(q, v) rk_store_release_sys_u64(q, v)
 #else
 #define RK_DEV_K2K_OBS(q) rk_load_relaxed_dev_u64(q)
+#define RK_DEV_K2K_OBS_SYS(q) rk_load_relaxed_sys_u64(q)
 #define RK_DEV_K2K_PUB(q, v) rk_store_relaxed_dev_u64(q, v)
+#define RK_DEV_K2K_PUB_SYS(q, v) rk_store_relaxed_sys_u64(q, v)
 #endif
 RK_INLINE __device__ uint32_t rk_dev_k2k_take(const rk_dev_params *p, rk_dev_lane *L) {
   uint64_t w[RK_DEV_MAX_BATCH];
@@ -825,12 +833,17 @@ RK_INLINE __device__ uint32_t rk_dev_k2k_take(const rk_dev_params *p, rk_dev_lan
   }
 #pragma unroll
   for (i = 0; i < RK_DEV_MAX_BATCH; i++)
-    if (i < max) w[i] = RK_DEV_K2K_OBS(L->kin_seq + ((L->kin_head + i) & L->kin_mask));
+    if (i < max)
+      w[i] = L->kin_sys ? RK_DEV_K2K_OBS_SYS(L->kin_seq + ((L->kin_head + i) & L->kin_mask))
+                        : RK_DEV_K2K_OBS(L->kin_seq + ((L->kin_head + i) & L->kin_mask));
 #pragma unroll
   for (i = 0; i < RK_DEV_MAX_BATCH; i++)
     if (i < max && rk_ring_seq_published(w[i], L->kin_head + i)) bits |= 1u << i;
   n = (bits & 1u) ? 1 + rk_dev_run(bits) : 0;
-  if (n) rk_fence_acq_rel_dev();
+  /* an inbox staged in host memory (its producers on another device): observed and acquired at
+   * system scope; one in this device's memory at device scope */
+  if (n && L->kin_sys) rk_dev_fence();
+  else if (n) rk_fence_acq_rel_dev();
   return n;
 }
 
@@ -960,7 +973,12 @@ RK_INLINE __device__ void rk_dev_flush(const rk_dev_params *p, rk_dev_lane *L) {
     /* Nothing of host memory to publish or acquire (a K2K-only publication: K2K messages sent,
      * K2K slots given back): a device-scope fence orders the device-memory writes before their
      * publication, and the hop waits for no posted PCIe store (a .sys fence would). */
-    if (L->staged || L->in_released != L->in_done || L->pend || L->head_seen || L->ctl_seen)
+    /* A K2K message for a node whose inboxes are not in this device's memory (RK_DEV_K2K_SYS:
+     * host-mapped, or a peer device's) is seen by lanes of another device: the system-scope
+     * fence, as for a host-bound publication (docs/memory-ordering.md). So is a K2K head given
+     * back in an inbox of this lane's that is not in its device's memory. */
+    if (L->staged || L->in_released != L->in_done || L->pend || L->head_seen || L->ctl_seen || L->ksys ||
+        (L->kin_sys && L->kin_released != L->kin_done))
       rk_dev_fence_lane(L);
     else
       rk_fence_acq_rel_dev();
@@ -974,11 +992,21 @@ RK_INLINE __device__ void rk_dev_flush(const rk_dev_params *p, rk_dev_lane *L) {
     /* K2K (device memory), after the same fence: the messages' sequence words (pair with the
      * consumer's acquire, rk_dev_k2k_take) and the K2K inbox head (pairs with the producers'
      * acquire of head in rk_ring_mpsc_reserve_n: the slots were copied) */
-    for (i = 0; i < L->kpend; i++) RK_DEV_K2K_PUB(L->kp_seq[i], L->kp_pos[i] + 1);
+    /* (a batch with a message for a node read by another device: every sequence word of it at
+     * system scope, after the system fence above) */
+    for (i = 0; i < L->kpend; i++)
+      if (L->ksys)
+        RK_DEV_K2K_PUB_SYS(L->kp_seq[i], L->kp_pos[i] + 1);
+      else
+        RK_DEV_K2K_PUB(L->kp_seq[i], L->kp_pos[i] + 1);
     L->kpend = 0;
+    L->ksys = 0;
     if (L->kin_released != L->kin_done) {
       L->kin_released = L->kin_done;
-      RK_DEV_K2K_PUB(&L->kin->head, L->kin_done);
+      if (L->kin_sys) /* producers on another device read it (staged, or peers: XWRITERS) */
+        RK_DEV_K2K_PUB_SYS(&L->kin->head, L->kin_done);
+      else
+        RK_DEV_K2K_PUB(&L->kin->head, L->kin_done);
     }
     L->out_tail += L->staged;
     L->staged = 0;
@@ -1397,7 +1425,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.avail = L.pend = L.open = 0;
     L.ctl_seen = L.head_seen = 0;
     L.kin = 0;
-    L.kin_closed = L.kin_batch = L.turn = L.streak = L.kpend = 0;
+    L.kin_closed = L.kin_batch = L.turn = L.streak = L.kpend = L.ksys = L.kin_sys = 0;
     L.waits_on = L.waits_said = 0;
     if (p->graph) rk_dev_st32(&L.status->k2k_waits_on, 0); /* (a restart: the old lanes' word) */
     if (p->graph) { /* the K2K inbox (device memory, written before the launch): where the old lanes left it */
@@ -1407,6 +1435,9 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       L.kin_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset);
       L.kin_mask = r->mask;
       L.kin_head = L.kin_done = L.kin_released = rk_load_relaxed_dev_u64(&r->head);
+      /* staged in host memory, or written by lanes of another device over peer access (graph.c):
+       * observed and acquired, and its head given back, at system scope */
+      L.kin_sys = (p->graph[p->graph_node].flags & (RK_DEV_K2K_SYS | RK_DEV_K2K_XWRITERS)) != 0;
     }
     L.state = RK_STATE_LAUNCHED;
     L.staged = 0;

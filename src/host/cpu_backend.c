@@ -585,8 +585,8 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us, int k2k) {
   /* a K2K inbox takes K2K messages only; a host inbox none */
   if (chk == RK_ENV_OK && !(e->flags & RK_ENV_F_K2K) != !k2k) chk = RK_ENV_BAD_FLAGS;
   if (chk != RK_ENV_OK) {
+    rk__dead_letter(k, e, e + 1, RK_ECORRUPT, rk_envelope_check_name(chk), l->index); /* (before the count) */
     count_add(k2k ? &l->status->k2k_invalid : &l->status->invalid, 1);
-    rk__dead_letter(k, e, e + 1, RK_ECORRUPT, rk_envelope_check_name(chk), l->index);
     rk__log(k->rt, RK_LOG_WARN, "kernel %s lane %u: refused message: %s", k->name, l->index,
             rk_envelope_check_name(chk));
     /* A header that passed magic/version/flag/reserved checks is trustworthy enough to answer. */
@@ -611,8 +611,9 @@ static int handle_one(rk__lane *l, rk_envelope *e, uint64_t pt_us, int k2k) {
     if (e->origin == k->id) {
       forward_reply(l, e);
     } else { /* an answer for another kernel: refused, kept */
-      count_add(&l->status->k2k_invalid, 1);
+      /* the dead letter first: whoever sees the count (test_misrouted_reply) finds it */
       rk__dead_letter(k, e, e + 1, RK_ECORRUPT, "K2K reply for another kernel (origin)", l->index);
+      count_add(&l->status->k2k_invalid, 1);
     }
     return 0;
   }
@@ -1094,4 +1095,5 @@ static void cpu_free(rk_runtime *rt, void *p, size_t n) {
   free(p);
 }
 
-const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, 0, cpu_abandon, 1, NULL, NULL, NULL, NULL, NULL};
+const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, 0, cpu_abandon, 1, NULL, NULL, NULL, NULL, NULL,
+                                        NULL, NULL};

@@ -657,11 +657,13 @@ static void cuda_dev_free(rk_runtime *rt, uint64_t addr, size_t n);
 static int cuda_dev_write(rk_runtime *rt, uint64_t addr, const void *src, size_t n);
 static int cuda_dev_store64(rk_runtime *rt, uint64_t addr, uint64_t v);
 static int cuda_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v);
+static int cuda_dev_peer(rk_runtime *from, rk_runtime *to);
+static uint64_t cuda_dev_mapped(rk_runtime *rt, void *host);
 
 const rk_backend_ops rk__cuda_backend = {"cuda",         cuda_alloc,      cuda_free,       cuda_start,
                                          cuda_join,      1,               cuda_abandon,    1,
                                          cuda_dev_alloc, cuda_dev_free,   cuda_dev_write,  cuda_dev_store64,
-                                         cuda_dev_load64};
+                                         cuda_dev_load64, cuda_dev_peer,  cuda_dev_mapped};
 
 /* ---------------------------------------- probe ---------------------------------------------- */
 
@@ -1077,6 +1079,81 @@ static int cuda_dev_write(rk_runtime *rt, uint64_t addr, const void *src, size_t
  * it (the flag `closed` orders nothing; a torn value would still be nonzero). */
 static int cuda_dev_store64(rk_runtime *rt, uint64_t addr, uint64_t v) { return k2k_copy(rt, addr, &v, sizeof v, 1, 0); }
 static int cuda_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v) { return k2k_copy(rt, addr, v, sizeof *v, 0, 1); }
+
+/* K2K between two devices (graph.c): can from's lanes address to's device memory, atomics
+ * included? cudaDeviceCanAccessPeer says whether they can reach it at all; an inbox there is
+ * claimed with compare-and-swap by the lanes of both devices, which is atomic only where the
+ * link carries native peer atomics (NVLink; not plain PCIe peer-to-peer). Then peer access is
+ * enabled for from's context, while no ring kernel is resident on from's device (it changes the
+ * context's mappings; ARCHITECTURE §8): with kernels resident there the route is staged instead
+ * (logged), unless an earlier call enabled it for the pair already (remembered process-wide).
+ * 1: peer; 0: staged through mapped host memory. */
+/* The pairs (from, to) whose peer access this process has enabled (bit `to` of g_peer_on[from]),
+ * under g_peer_lock: the primary contexts keep it (the library never resets a device), so a later
+ * graph finds it without the preparation step, kernels resident on `from` or not. */
+static uv_once_t g_peer_once = UV_ONCE_INIT;
+static uv_mutex_t g_peer_lock;
+static uint64_t g_peer_on[RK__MAX_DEVICES];
+static void peer_init(void) {
+  if (uv_mutex_init(&g_peer_lock) != 0) abort(); /* (as libuv's own once-initialised locks) */
+}
+
+static int peer_known(int from, int to) {
+  int on;
+  if (from < 0 || from >= RK__MAX_DEVICES || to < 0 || to >= RK__MAX_DEVICES) return 0;
+  uv_once(&g_peer_once, peer_init);
+  uv_mutex_lock(&g_peer_lock);
+  on = (int)((g_peer_on[from] >> to) & 1u);
+  uv_mutex_unlock(&g_peer_lock);
+  return on;
+}
+
+static void peer_remember(int from, int to) {
+  if (from < 0 || from >= RK__MAX_DEVICES || to < 0 || to >= RK__MAX_DEVICES) return;
+  uv_once(&g_peer_once, peer_init);
+  uv_mutex_lock(&g_peer_lock);
+  g_peer_on[from] |= 1ull << to;
+  uv_mutex_unlock(&g_peer_lock);
+}
+
+static int cuda_dev_peer(rk_runtime *from, rk_runtime *to) {
+  rk_cuda *a = (rk_cuda *)from->backend_data, *b = (rk_cuda *)to->backend_data;
+  int can = 0, atomics = 0, ok = 0;
+  uint32_t resident = 0;
+  cudaError_t e;
+  if (a == NULL || b == NULL) return 0;
+  if (a->device == b->device) return 1;
+  if (peer_known(a->device, b->device)) return 1; /* enabled for an earlier graph: no preparation */
+  if (cudaDeviceCanAccessPeer(&can, a->device, b->device) != cudaSuccess || !can ||
+      cudaDeviceGetP2PAttribute(&atomics, cudaDevP2PAttrNativeAtomicSupported, a->device, b->device) != cudaSuccess ||
+      !atomics) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  if (rk__device_prepare_enter(a->device, &resident) != RK_OK) {
+    rk__log(from, RK_LOG_WARN, "K2K routes from device %d to device %d are staged through host memory: peer access "
+            "is not enabled while %u ring kernel(s) are resident on device %d", a->device, b->device, resident,
+            a->device);
+    return 0;
+  }
+  if ((e = cudaSetDevice(a->device)) == cudaSuccess) e = cudaDeviceEnablePeerAccess(b->device, 0);
+  if (e == cudaErrorPeerAccessAlreadyEnabled) e = cudaSuccess;
+  (void)cudaGetLastError(); /* (not sticky: cleared) */
+  ok = e == cudaSuccess;
+  if (ok) peer_remember(a->device, b->device);
+  rk__device_prepare_exit(a->device);
+  if (!ok)
+    rk__log(from, RK_LOG_WARN, "K2K routes from device %d to device %d are staged through host memory: "
+            "cudaDeviceEnablePeerAccess: %s", a->device, b->device, cudaGetErrorName(e));
+  return ok;
+}
+
+/* The pinned arena is allocated mapped and portable: with unified addressing its device address
+ * (cudaHostGetDevicePointer) is valid on every device of the process. */
+static uint64_t cuda_dev_mapped(rk_runtime *rt, void *host) {
+  rk_cuda *c = (rk_cuda *)rt->backend_data;
+  return (uint64_t)(uintptr_t)(c->pinned_dev + ((uint8_t *)host - c->pinned_host));
+}
 
 typedef struct copy_done_arg {
   void (*done)(void *arg, int status);

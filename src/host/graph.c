@@ -12,7 +12,18 @@
  * one per lane of the remote kernel, which the attached transport (ringkernel/remote.h, the MPI
  * bridge) drains; the lane a send picks (its key, or the sender's lane) is the remote lane. The
  * lanes send to it as to any kernel (rk__k2k_push), so the CPU backend knows nothing of remote
- * routes. */
+ * routes.
+ *
+ * Kernels of other runtimes (rk_graph_add_on): one runtime per device, each keeping the
+ * prepare-then-launch rule for its device; a node is launched on its own runtime. On a device
+ * backend each device (runtime) of the graph has its own copy of the table, whose entries hold
+ * addresses valid on that device; an entry of a node whose inboxes are not in that device's
+ * memory carries RK_DEV_K2K_SYS (its senders fence at system scope). A node's inboxes are in its
+ * own device's memory when every other device whose lanes may write them (routes into it, answers
+ * to requests it passed on, topics) reaches it by peer access (ops->dev_peer), and staged in mapped
+ * host memory (ops->alloc, ops->dev_mapped) when those writers are all on one other device; a mix
+ * without peer access is refused (docs/k2k.md "Between devices"). The CPU backend needs nothing
+ * more: host memory is every runtime's. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -33,6 +44,11 @@ typedef struct graph_node {
   uint32_t route[RK_GRAPH_MAX_ROUTES];
   uint64_t topics; /* bit t: subscribed to topic t */
   rk_kernel *k;
+  rk_runtime *rt; /* the runtime it is launched on (g->rt, or rk_graph_add_on's) */
+  uint32_t dev;   /* its index in the graph's runtimes (dev_rt) */
+  int staged;     /* device backend: its K2K inboxes in mapped host memory (set at launch) */
+  int xwriters;   /* device backend: in its device's memory, written by lanes of another device too
+                     (peer access; set at launch): RK_DEV_K2K_XWRITERS in its device's table */
   /* rk_graph_add_remote: the rank and name of the kernel it stands for; k is then the stand-in's */
   int remote;
   uint32_t rank;
@@ -55,9 +71,18 @@ struct rk_graph {
   int launched;
   uint32_t order[RK_GRAPH_MAX_KERNELS]; /* upstream first (topological; cycles in the order added) */
   graph_node node[RK_GRAPH_MAX_KERNELS];
-  /* a device backend: the table the lanes read (rk_dev_k2k_node per kernel, device memory) */
-  uint64_t dev_table;
-  size_t dev_table_bytes;
+  /* the runtimes of the graph's kernels, g->rt first (rk_graph_add_on adds others), and on a device
+   * backend each one's copy of the table its lanes read (rk_dev_k2k_node per kernel, device
+   * memory) */
+  rk_runtime *dev_rt[RK_GRAPH_MAX_RUNTIMES];
+  uint64_t dev_table[RK_GRAPH_MAX_RUNTIMES];
+  size_t dev_table_bytes[RK_GRAPH_MAX_RUNTIMES];
+  uint32_t ndev;
+  struct rk_graph *next_multi; /* g_multi (under g_multi_lock) while ndev > 1 */
+  /* 1 once a destroyer (rk_graph_destroy, or rk_runtime_destroy of any of dev_rt) has claimed the
+   * graph (under g_multi_lock): exactly one destroys it; the graph stays on the lists until its
+   * destroy is done, and the destroy of another of its runtimes waits for it to leave them */
+  int destroying;
   /* the watchdog's device deadlock check follows the graph's kernels while `watch` is 1 (under
    * watch_lock, read); launch sets it and teardown clears it (under the lock, written) before
    * any of them is destroyed */
@@ -70,6 +95,26 @@ struct rk_graph {
   uint32_t nremote;
 };
 
+/* Graphs with kernels on more than one runtime: rk_runtime_destroy of any of those runtimes
+ * destroys them (rk__graphs_destroy), not only g->rt's. */
+static uv_once_t g_multi_once = UV_ONCE_INIT;
+static uv_mutex_t g_multi_lock;
+static rk_graph *g_multi;
+static void multi_init(void) {
+  if (uv_mutex_init(&g_multi_lock) != 0) abort(); /* (as libuv's own once-initialised locks) */
+}
+
+static void multi_unlink(rk_graph *g) {
+  rk_graph **pg;
+  if (g->ndev < 2) return;
+  uv_once(&g_multi_once, multi_init);
+  uv_mutex_lock(&g_multi_lock);
+  for (pg = &g_multi; *pg && *pg != g; pg = &(*pg)->next_multi) {
+  }
+  if (*pg) *pg = g->next_multi;
+  uv_mutex_unlock(&g_multi_lock);
+}
+
 int rk_graph_create(rk_runtime *rt, rk_graph **out) {
   rk_graph *g;
   if (out) *out = NULL;
@@ -79,10 +124,16 @@ int rk_graph_create(rk_runtime *rt, rk_graph **out) {
   if ((g = (rk_graph *)rk__calloc(1, sizeof *g)) == NULL)
     return rk__fail(rt, RK_ENOMEM, "rk_graph_create: out of memory");
   g->rt = rt;
+  g->dev_rt[0] = rt;
+  g->ndev = 1;
   if (uv_rwlock_init(&g->watch_lock) != 0) {
     free(g);
     return rk__fail(rt, RK_ENOMEM, "rk_graph_create: cannot create a lock");
   }
+  uv_once(&g_multi_once, multi_init); /* (the claim of a destroyer is under g_multi_lock) */
+  /* the graph holds each of its runtimes (dev_rt) until it is freed: a runtime destroyed at the
+   * same time as the graph's destroy runs is not freed under it (released by graph_free_refs) */
+  __atomic_add_fetch(&rt->refs, 1, __ATOMIC_RELAXED);
   rk__lock(&rt->lock);
   g->next = rt->graphs;
   rt->graphs = g;
@@ -98,23 +149,37 @@ static int check_open(rk_graph *g, const char *what) {
   return RK_OK;
 }
 
-int rk_graph_add(rk_graph *g, const rk_kernel_desc *desc, const rk_launch_options *opts, uint32_t k2k_capacity,
-                 uint32_t *node) {
+/* rk_graph_add and rk_graph_add_on: a kernel launched on rt (g->rt or another runtime). */
+static int add_node(rk_graph *g, rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
+                    uint32_t k2k_capacity, uint32_t *node, const char *what) {
   graph_node *n;
+  uint32_t dev;
   int rc;
-  if (g == NULL) return RK_EINVAL;
-  rk__error_clear(g->rt);
-  if (desc == NULL || node == NULL) return rk__fail(g->rt, RK_EINVAL, "rk_graph_add: NULL argument");
-  if ((rc = check_open(g, "rk_graph_add")) != RK_OK) return rc;
+  if (desc == NULL || node == NULL) return rk__fail(g->rt, RK_EINVAL, "%s: NULL argument", what);
+  if ((rc = check_open(g, what)) != RK_OK) return rc;
   if (g->n == RK_GRAPH_MAX_KERNELS)
-    return rk__fail(g->rt, RK_ENORESOURCE, "rk_graph_add: at most %u kernels in a graph", RK_GRAPH_MAX_KERNELS);
+    return rk__fail(g->rt, RK_ENORESOURCE, "%s: at most %u kernels in a graph", what, RK_GRAPH_MAX_KERNELS);
   if (k2k_capacity == 0) k2k_capacity = RK_K2K_DEFAULT_CAPACITY;
   if (!rk_ring__pow2(k2k_capacity) || k2k_capacity < 2 || k2k_capacity > (1u << 20))
-    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add: k2k_capacity %u is not a power of two in [2, 2^20]",
-                    k2k_capacity);
+    return rk__fail(g->rt, RK_EINVAL, "%s: k2k_capacity %u is not a power of two in [2, 2^20]", what, k2k_capacity);
   if (opts && opts->size < 2 * sizeof(uint32_t))
-    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add: launch options size not set");
-  if (desc->size == 0) return rk__fail(g->rt, RK_EINVAL, "rk_graph_add: descriptor field .size not set");
+    return rk__fail(g->rt, RK_EINVAL, "%s: launch options size not set", what);
+  if (desc->size == 0) return rk__fail(g->rt, RK_EINVAL, "%s: descriptor field .size not set", what);
+  for (dev = 0; dev < g->ndev && g->dev_rt[dev] != rt; dev++) {
+  }
+  if (dev == g->ndev) { /* a new runtime of the graph */
+    if (dev == RK_GRAPH_MAX_RUNTIMES)
+      return rk__fail(g->rt, RK_ENORESOURCE, "%s: at most %u runtimes in a graph", what, RK_GRAPH_MAX_RUNTIMES);
+    g->dev_rt[g->ndev++] = rt;
+    __atomic_add_fetch(&rt->refs, 1, __ATOMIC_RELAXED); /* released by graph_free_refs */
+    if (g->ndev == 2) { /* destroyed with any of its runtimes from now on */
+      uv_once(&g_multi_once, multi_init);
+      uv_mutex_lock(&g_multi_lock);
+      g->next_multi = g_multi;
+      g_multi = g;
+      uv_mutex_unlock(&g_multi_lock);
+    }
+  }
   n = &g->node[g->n];
   memset(n, 0, sizeof *n);
   /* as rk_kernel_launch: a descriptor from an older header is smaller; the rest reads as zero */
@@ -125,8 +190,36 @@ int rk_graph_add(rk_graph *g, const rk_kernel_desc *desc, const rk_launch_option
     n->has_lo = 1;
   }
   n->k2k_cap = k2k_capacity;
+  n->rt = rt;
+  n->dev = dev;
   *node = g->n++;
   return RK_OK;
+}
+
+int rk_graph_add(rk_graph *g, const rk_kernel_desc *desc, const rk_launch_options *opts, uint32_t k2k_capacity,
+                 uint32_t *node) {
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  return add_node(g, g->rt, desc, opts, k2k_capacity, node, "rk_graph_add");
+}
+
+int rk_graph_add_on(rk_graph *g, rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,
+                    uint32_t k2k_capacity, uint32_t *node) {
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if (rt == NULL) return rk__fail(g->rt, RK_EINVAL, "rk_graph_add_on: NULL runtime");
+  if (rt == g->rt)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_add_on: the runtime is the graph's own (use rk_graph_add)");
+  if (rt->backend != g->rt->backend)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_add_on: the graph's runtime uses the %s backend and this one the %s "
+                    "backend: K2K routes join kernels of one backend (host memory on the CPU, device or mapped memory "
+                    "on a device)", g->rt->ops->name, rt->ops->name);
+  if (rt->backend == RK_BACKEND_CUDA &&
+      (rt->ops->dev_alloc == NULL || rt->ops->dev_peer == NULL || rt->ops->dev_mapped == NULL ||
+       g->rt->ops->dev_peer == NULL || g->rt->ops->dev_mapped == NULL))
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_add_on: the %s backend cannot route K2K messages between devices",
+                    rt->ops->name);
+  return add_node(g, rt, desc, opts, k2k_capacity, node, "rk_graph_add_on");
 }
 
 int rk_graph_connect(rk_graph *g, uint32_t src, uint32_t dst, uint32_t *route) {
@@ -205,10 +298,16 @@ static void topo_order(rk_graph *g) {
 
 static void k2k_free(rk_kernel *k) {
   uint32_t i;
-  if (k->k2k_dev) { /* a device backend: its K2K inboxes in device memory */
+  if (k->k2k_dev) { /* a device backend: its K2K inboxes in device memory (or staged in mapped memory) */
     /* lanes whose exit was not confirmed may still use them (and senders with them): kept */
-    if (!k->shared_kept) k->rt->ops->dev_free(k->rt, k->k2k_dev, k->k2k_dev_bytes);
+    if (!k->shared_kept) {
+      if (k->k2k_host)
+        k->rt->ops->free(k->rt, k->k2k_host, k->k2k_dev_bytes);
+      else
+        k->rt->ops->dev_free(k->rt, k->k2k_dev, k->k2k_dev_bytes);
+    }
     k->k2k_dev = 0;
+    k->k2k_host = NULL;
   }
   if (k->k2k == NULL) return;
   for (i = 0; i < k->lanes; i++) rk_ring_destroy(k->k2k[i]);
@@ -221,6 +320,9 @@ typedef struct prep_arg {
   uint32_t node;
 } prep_arg;
 
+/* Two runtimes on one device (the same CUDA device ordinal) share its memory. */
+static int same_device(const rk_runtime *a, const rk_runtime *b) { return a == b || a->opts.device == b->opts.device; }
+
 /* A device backend (CUDA, the emulated device): the kernel's K2K inboxes in device memory, built
  * as ring images in host memory and written there, and its entry in the graph's table, before its
  * lanes start (they read the entry, then their inbox, at start). The entries of the kernels
@@ -232,21 +334,36 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
   size_t bytes = ring * k->lanes;
   rk_dev_k2k_node e;
   uint8_t *img;
-  uint32_t i;
+  uint32_t i, d;
   int rc;
-  if (posix_memalign((void **)&img, RK_LINE, bytes) != 0) /* rings are line-aligned */
-    return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot build its K2K inboxes", k->name);
-  memset(img, 0, bytes);
-  for (i = 0, rc = RK_OK; i < k->lanes && rc == RK_OK; i++)
-    rc = rk_ring_init(img + (size_t)i * ring, ring, gn->k2k_cap, k->slot_size, RK_RING_MPSC);
-  if (rc == RK_OK) rc = ops->dev_alloc(k->rt, bytes, &k->k2k_dev);
-  if (rc == RK_OK && (rc = ops->dev_write(k->rt, k->k2k_dev, img, bytes)) != RK_OK) {
-    ops->dev_free(k->rt, k->k2k_dev, bytes);
-    k->k2k_dev = 0;
+  if (gn->staged) { /* written only by lanes of another device without peer access: mapped host memory */
+    if ((img = (uint8_t *)ops->alloc(k->rt, bytes)) == NULL) /* zeroed, line-aligned */
+      return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot stage its K2K inboxes (%zu bytes) in mapped host memory",
+                      k->name, bytes);
+    for (i = 0, rc = RK_OK; i < k->lanes && rc == RK_OK; i++)
+      rc = rk_ring_init(img + (size_t)i * ring, ring, gn->k2k_cap, k->slot_size, RK_RING_MPSC);
+    if (rc != RK_OK) {
+      ops->free(k->rt, img, bytes);
+      return rk__fail(k->rt, rc, "kernel %s: cannot build its K2K inboxes", k->name);
+    }
+    k->k2k_host = img;
+    k->k2k_dev = ops->dev_mapped(k->rt, img);
+  } else {
+    if (posix_memalign((void **)&img, RK_LINE, bytes) != 0) /* rings are line-aligned */
+      return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot build its K2K inboxes", k->name);
+    memset(img, 0, bytes);
+    for (i = 0, rc = RK_OK; i < k->lanes && rc == RK_OK; i++)
+      rc = rk_ring_init(img + (size_t)i * ring, ring, gn->k2k_cap, k->slot_size, RK_RING_MPSC);
+    if (rc == RK_OK) rc = ops->dev_alloc(k->rt, bytes, &k->k2k_dev);
+    if (rc == RK_OK && (rc = ops->dev_write(k->rt, k->k2k_dev, img, bytes)) != RK_OK) {
+      ops->dev_free(k->rt, k->k2k_dev, bytes);
+      k->k2k_dev = 0;
+    }
+    free(img);
+    if (rc != RK_OK)
+      return rk__fail(k->rt, rc, "kernel %s: cannot place its K2K inboxes (%zu bytes) in device memory", k->name,
+                      bytes);
   }
-  free(img);
-  if (rc != RK_OK)
-    return rk__fail(k->rt, rc, "kernel %s: cannot place its K2K inboxes (%zu bytes) in device memory", k->name, bytes);
   k->k2k_dev_bytes = bytes;
   memset(&e, 0, sizeof e);
   e.k2k_base = k->k2k_dev;
@@ -257,11 +374,19 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
   e.slot_size = k->slot_size;
   e.nroutes = gn->nroutes;
   for (i = 0; i < gn->nroutes; i++) e.route[i] = (uint8_t)gn->route[i];
-  if ((rc = ops->dev_write(k->rt, a->g->dev_table + (uint64_t)a->node * sizeof e, &e, sizeof e)) != RK_OK) {
-    k2k_free(k);
-    return rk__fail(k->rt, rc, "kernel %s: cannot write its entry of the graph's table", k->name);
+  /* its entry in every device's table: the same addresses (device memory of its own device, which
+   * a peer addresses alike under unified addressing, or the mapped memory's portable address);
+   * RK_DEV_K2K_SYS where they are not that device's memory, RK_DEV_K2K_XWRITERS in its own
+   * device's copies when lanes of another device write them there (peer access) */
+  for (d = 0; d < a->g->ndev; d++) {
+    rk_runtime *drt = a->g->dev_rt[d];
+    e.flags = gn->staged || !same_device(drt, k->rt) ? RK_DEV_K2K_SYS : gn->xwriters ? RK_DEV_K2K_XWRITERS : 0u;
+    if ((rc = drt->ops->dev_write(drt, a->g->dev_table[d] + (uint64_t)a->node * sizeof e, &e, sizeof e)) != RK_OK) {
+      k2k_free(k);
+      return rk__fail(k->rt, rc, "kernel %s: cannot write its entry of the graph's table", k->name);
+    }
   }
-  k->dev_graph = a->g->dev_table;
+  k->dev_graph = a->g->dev_table[gn->dev];
   k->dev_graph_n = a->g->n;
   k->dev_graph_node = a->node;
   k->k2k_cap = gn->k2k_cap;
@@ -387,8 +512,103 @@ static void unlaunch(rk_graph *g) {
   }
 }
 
+/* A device backend with kernels on several devices: where each node's K2K inboxes go (see the
+ * top of the file). The devices whose lanes may write a node's inboxes: those of the kernels with
+ * a route to it, of the kernels downstream of it (answers to what it passed on come back over
+ * K2K), and, when it follows a topic, of every kernel. */
+static int place_devices(rk_graph *g) {
+  uint64_t reach[RK_GRAPH_MAX_KERNELS]; /* bit j of reach[i]: j is downstream of i */
+  int peer[RK_GRAPH_MAX_RUNTIMES][RK_GRAPH_MAX_RUNTIMES]; /* -1: not asked yet */
+  uint32_t i, j, d, e;
+  int changed = 1;
+  for (i = 0; i < g->n; i++) g->node[i].staged = g->node[i].xwriters = 0;
+  if (g->ndev < 2) return RK_OK;
+  for (d = 0; d < RK_GRAPH_MAX_RUNTIMES; d++)
+    for (e = 0; e < RK_GRAPH_MAX_RUNTIMES; e++) peer[d][e] = -1;
+  for (i = 0; i < g->n; i++) {
+    reach[i] = 0;
+    for (j = 0; j < g->node[i].nroutes; j++) reach[i] |= 1ull << g->node[i].route[j];
+  }
+  while (changed) { /* transitive closure (64 nodes at most) */
+    changed = 0;
+    for (i = 0; i < g->n; i++) {
+      uint64_t r = reach[i];
+      for (j = 0; j < g->n; j++)
+        if ((reach[i] >> j) & 1u) r |= reach[j];
+      if (r != reach[i]) reach[i] = r, changed = 1;
+    }
+  }
+  for (i = 0; i < g->n; i++) {
+    graph_node *x = &g->node[i];
+    uint32_t writers = 0, other = 0, first = RK_GRAPH_MAX_RUNTIMES, all_peer = 1, one_dev = 1, local = 0;
+    if (x->remote) continue;
+    for (j = 0; j < g->n; j++) {
+      int w = 0;
+      uint32_t r;
+      if (g->node[j].remote) continue;
+      for (r = 0; r < g->node[j].nroutes; r++) w |= g->node[j].route[r] == i;
+      w |= (int)((reach[i] >> j) & 1u) | (x->topics != 0);
+      if (w) writers |= 1u << g->node[j].dev;
+    }
+    for (d = 0; d < g->ndev; d++) {
+      if (!((writers >> d) & 1u)) continue;
+      if (same_device(g->dev_rt[d], x->rt)) {
+        local = 1;
+        continue;
+      }
+      other |= 1u << d;
+      if (first == RK_GRAPH_MAX_RUNTIMES) first = d;
+      else if (!same_device(g->dev_rt[d], g->dev_rt[first])) one_dev = 0;
+      if (peer[d][x->dev] < 0) peer[d][x->dev] = g->dev_rt[d]->ops->dev_peer(g->dev_rt[d], x->rt) == 1;
+      all_peer &= (uint32_t)peer[d][x->dev];
+    }
+    if (other == 0 || all_peer) { /* in its device's memory (peers write it there) */
+      x->xwriters = other != 0;
+      continue;
+    }
+    if (one_dev && !local) {
+      x->staged = 1;
+      continue;
+    }
+    {
+      char devs[96];
+      size_t off = 0;
+      for (d = 0; d < g->ndev && off + 12 < sizeof devs; d++)
+        if ((writers >> d) & 1u) off += (size_t)snprintf(devs + off, sizeof devs - off, "%s%d", off ? ", " : "",
+                                                          g->dev_rt[d]->opts.device);
+      return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: node %u (%s, device %d) may be written by the lanes of "
+                      "devices %s (routes into it, answers to what it passes on, topics), and not every other one has "
+                      "peer access to device %d: without peer access a K2K inbox takes the lanes of one device (staged "
+                      "in host memory it is claimed with compare-and-swap, which is not atomic between devices); split "
+                      "the route so one device writes it, or use devices with peer access", i,
+                      x->desc.name ? x->desc.name : "?", x->rt->opts.device, devs, x->rt->opts.device);
+    }
+  }
+  return RK_OK;
+}
+
+/* Kernel ids are numbered per runtime, and the lanes and the host find a graph's kernels by id
+ * (the origin of a forwarded request): before each kernel of a graph across runtimes is launched,
+ * every runtime's counter is raised to the highest, so the next id is above every id any of them
+ * gave, and the graph's kernels (launched one after the other) get distinct ids. Relaxed
+ * compare-and-swap: a counter that only grows, ordering nothing. */
+static void raise_ids(rk_graph *g) {
+  uint32_t d, top = 0;
+  if (g->ndev < 2) return;
+  for (d = 0; d < g->ndev; d++) {
+    uint32_t v = __atomic_load_n(&g->dev_rt[d]->next_kernel_id, __ATOMIC_RELAXED);
+    if (v > top) top = v;
+  }
+  for (d = 0; d < g->ndev; d++) {
+    uint32_t v = __atomic_load_n(&g->dev_rt[d]->next_kernel_id, __ATOMIC_RELAXED);
+    while (v < top && !__atomic_compare_exchange_n(&g->dev_rt[d]->next_kernel_id, &v, top, 0, __ATOMIC_RELAXED,
+                                                   __ATOMIC_RELAXED)) {
+    }
+  }
+}
+
 int rk_graph_launch(rk_graph *g) {
-  uint32_t i, j, slot = 0;
+  uint32_t i, j, d, slot = 0;
   int rc;
   char err[256];
   if (g == NULL) return RK_EINVAL;
@@ -415,39 +635,49 @@ int rk_graph_launch(rk_graph *g) {
         return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: topic %u has %u subscribers; on a device at most %u", t,
                         subs, RK_DEV_K2K_PENDING);
     }
-    if (g->dev_table && g->dev_table_bytes < (size_t)g->n * sizeof(rk_dev_k2k_node)) {
-      ops->dev_free(g->rt, g->dev_table, g->dev_table_bytes); /* nodes were added after a failed launch */
-      g->dev_table = 0;
-    }
-    if (g->dev_table == 0) {
-      void *zero;
-      g->dev_table_bytes = (size_t)g->n * sizeof(rk_dev_k2k_node);
-      if ((rc = ops->dev_alloc(g->rt, g->dev_table_bytes, &g->dev_table)) != RK_OK)
-        return rk__fail(g->rt, rc, "rk_graph_launch: no device memory for the graph's table");
-      /* zeroed once (each kernel's prepare then writes its entry): dev_alloc does not zero */
-      if ((zero = rk__calloc(1, g->dev_table_bytes)) == NULL ||
-          (rc = ops->dev_write(g->rt, g->dev_table, zero, g->dev_table_bytes)) != RK_OK) {
-        free(zero);
-        ops->dev_free(g->rt, g->dev_table, g->dev_table_bytes);
-        g->dev_table = 0;
-        return rk__fail(g->rt, zero ? rc : RK_ENOMEM, "rk_graph_launch: cannot clear the graph's table");
+    if ((rc = place_devices(g)) != RK_OK) return rc;
+    for (d = 0; d < g->ndev; d++) { /* each device's copy of the table */
+      rk_runtime *drt = g->dev_rt[d];
+      const rk_backend_ops *dops = drt->ops;
+      if (dops->dev_alloc == NULL)
+        return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: the %s backend cannot place K2K inboxes in device "
+                        "memory (create the runtime with RK_BACKEND_CPU)", dops->name);
+      if (g->dev_table[d] && g->dev_table_bytes[d] < (size_t)g->n * sizeof(rk_dev_k2k_node)) {
+        dops->dev_free(drt, g->dev_table[d], g->dev_table_bytes[d]); /* nodes were added after a failed launch */
+        g->dev_table[d] = 0;
       }
-      free(zero);
+      if (g->dev_table[d] == 0) {
+        void *zero;
+        g->dev_table_bytes[d] = (size_t)g->n * sizeof(rk_dev_k2k_node);
+        if ((rc = dops->dev_alloc(drt, g->dev_table_bytes[d], &g->dev_table[d])) != RK_OK)
+          return rk__fail(g->rt, rc, "rk_graph_launch: no device memory for the graph's table");
+        /* zeroed once (each kernel's prepare then writes its entry): dev_alloc does not zero */
+        if ((zero = rk__calloc(1, g->dev_table_bytes[d])) == NULL ||
+            (rc = dops->dev_write(drt, g->dev_table[d], zero, g->dev_table_bytes[d])) != RK_OK) {
+          free(zero);
+          dops->dev_free(drt, g->dev_table[d], g->dev_table_bytes[d]);
+          g->dev_table[d] = 0;
+          return rk__fail(g->rt, zero ? rc : RK_ENOMEM, "rk_graph_launch: cannot clear the graph's table");
+        }
+        free(zero);
+      }
     }
   }
   for (i = 0; i < g->n; i++) {
     prep_arg a = {g, i};
     graph_node *n = &g->node[i];
     if (n->remote) continue; /* after the local kernels: its slots fit theirs */
-    rc = rk__kernel_launch(g->rt, &n->desc, n->has_lo ? &n->lo : NULL, prepare, &a, &n->k);
+    raise_ids(g);
+    rc = rk__kernel_launch(n->rt, &n->desc, n->has_lo ? &n->lo : NULL, prepare, &a, &n->k);
     if (rc != RK_OK) {
-      snprintf(err, sizeof err, "%s", rk_runtime_last_error(g->rt));
+      snprintf(err, sizeof err, "%s", rk_runtime_last_error(n->rt));
       unlaunch(g);
       return rk__fail(g->rt, rc, "rk_graph_launch: node %u (%s): %s", i, n->desc.name ? n->desc.name : "?", err);
     }
     if (n->k->slot_size > slot) slot = n->k->slot_size;
   }
   if (slot == 0) slot = 256u; /* no local kernel: kernel.c's default slot */
+  raise_ids(g);
   for (i = 0; i < g->n; i++)
     if (g->node[i].remote && (rc = remote_make(g, i, slot)) != RK_OK) {
       unlaunch(g);
@@ -592,16 +822,45 @@ int rk_graph_publish(rk_graph *g, uint32_t topic, uint32_t type, const void *pay
   return got;
 }
 
-void rk_graph_destroy(rk_graph *g) {
-  uint32_t i, stuck = 0;
-  int kept = 0;
+/* Claim g for this destroyer (under g_multi_lock): 0 when another one has claimed it already. */
+static int graph_claim_locked(rk_graph *g) {
+  if (g->destroying) return 0;
+  g->destroying = 1;
+  return 1;
+}
+
+/* The end of a destroy: g leaves its runtime's list and the multi-runtime list (the destroy of
+ * another of its runtimes waiting for it goes on), then drops its references on its runtimes
+ * (the last one frees a runtime whose rk_runtime_destroy has returned meanwhile). */
+static void graph_leave(rk_graph *g) {
+  rk_runtime *rts[RK_GRAPH_MAX_RUNTIMES];
+  uint32_t i, n = g->ndev;
   rk_graph **pg;
-  if (g == NULL) return;
+  for (i = 0; i < n; i++) rts[i] = g->dev_rt[i];
   rk__lock(&g->rt->lock);
   for (pg = &g->rt->graphs; *pg && *pg != g; pg = &(*pg)->next) {
   }
   if (*pg) *pg = g->next;
   rk__unlock(&g->rt->lock);
+  multi_unlink(g);
+  for (i = 0; i < n; i++) rk__runtime_release(rts[i]);
+}
+
+static void graph_destroy_claimed(rk_graph *g);
+
+void rk_graph_destroy(rk_graph *g) {
+  int mine;
+  if (g == NULL) return;
+  uv_mutex_lock(&g_multi_lock);
+  mine = graph_claim_locked(g);
+  uv_mutex_unlock(&g_multi_lock);
+  if (!mine) return; /* rk_runtime_destroy of one of its runtimes is destroying it */
+  graph_destroy_claimed(g);
+}
+
+static void graph_destroy_claimed(rk_graph *g) {
+  uint32_t i, stuck = 0;
+  int kept = 0;
   set_watch(g, 0); /* no deadlock check follows the kernels any more */
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
@@ -626,6 +885,7 @@ void rk_graph_destroy(rk_graph *g) {
       else
         rk__kernel_destroy_member(k);
     }
+    graph_leave(g); /* (found by no runtime's destroy any more; its memory is kept) */
     return;
   }
   for (i = 0; i < g->n; i++) {
@@ -639,7 +899,9 @@ void rk_graph_destroy(rk_graph *g) {
     g->node[i].k = NULL;
   }
   /* (a kernel whose lanes' exit was not confirmed may still read the table: kept) */
-  if (g->dev_table && !kept) g->rt->ops->dev_free(g->rt, g->dev_table, g->dev_table_bytes);
+  for (i = 0; i < g->ndev && !kept; i++)
+    if (g->dev_table[i]) g->dev_rt[i]->ops->dev_free(g->dev_rt[i], g->dev_table[i], g->dev_table_bytes[i]);
+  graph_leave(g);
   uv_rwlock_destroy(&g->watch_lock);
   free(g);
 }
@@ -647,32 +909,76 @@ void rk_graph_destroy(rk_graph *g) {
 void rk__k2k_free(rk_kernel *k) { k2k_free(k); }
 
 uint64_t rk__k2k_dev_dropped(rk_kernel *k) {
-  uint64_t v = 0;
-  if (k->k2k_dev == 0 || k->dev_graph == 0) return 0;
-  (void)k->rt->ops->dev_load64(k->rt, k->dev_graph + (uint64_t)k->dev_graph_node * sizeof(rk_dev_k2k_node) +
-                                          offsetof(rk_dev_k2k_node, dropped), &v);
-  return v;
+  uint64_t v, sum = 0;
+  uint32_t d;
+  rk_graph *g = k->graph;
+  if (k->k2k_dev == 0 || k->dev_graph == 0 || g == NULL) return 0;
+  for (d = 0; d < g->ndev; d++) { /* each device's lanes count in their own copy of the table */
+    v = 0;
+    if (g->dev_table[d])
+      (void)g->dev_rt[d]->ops->dev_load64(g->dev_rt[d], g->dev_table[d] + (uint64_t)k->dev_graph_node *
+                                          sizeof(rk_dev_k2k_node) + offsetof(rk_dev_k2k_node, dropped), &v);
+    sum += v;
+  }
+  return sum;
 }
 
 void rk__k2k_close(rk_kernel *k) {
   uint32_t i;
-  if (k->k2k_dev && k->dev_graph) { /* a device kernel: the flag its senders read (persistent.cuh) */
-    (void)k->rt->ops->dev_store64(k->rt, k->dev_graph + (uint64_t)k->dev_graph_node * sizeof(rk_dev_k2k_node) +
-                                             offsetof(rk_dev_k2k_node, closed), 1);
+  if (k->k2k_dev && k->dev_graph && k->graph) { /* a device kernel: the flag its senders read (persistent.cuh), */
+    rk_graph *g = k->graph;                         /* in every device's copy of the table */
+    uint32_t d;
+    for (d = 0; d < g->ndev; d++)
+      if (g->dev_table[d])
+        (void)g->dev_rt[d]->ops->dev_store64(g->dev_rt[d], g->dev_table[d] + (uint64_t)k->dev_graph_node *
+                                             sizeof(rk_dev_k2k_node) + offsetof(rk_dev_k2k_node, closed), 1);
     return;
   }
   if (k->k2k == NULL) return;
   for (i = 0; i < k->lanes; i++) (void)rk_ring_close(k->k2k[i], NULL); /* RK_ECLOSED when closed already */
 }
 
+/* rk_runtime_destroy: the graphs of rt and those of other runtimes with kernels on rt
+ * (rk_graph_add_on). Each one is claimed under g_multi_lock and destroyed by exactly one thread;
+ * one claimed by another thread (rk_runtime_destroy of another of its runtimes, at the same time)
+ * is waited for until it has left the lists, so that no kernel of it is left on rt. */
 void rk__graphs_destroy(rk_runtime *rt) {
   for (;;) {
-    rk_graph *g;
-    rk__lock(&rt->lock);
-    g = rt->graphs;
+    rk_graph *g, *mine = NULL;
+    int other = 0, warn = 0;
+    uint32_t d;
+    uv_once(&g_multi_once, multi_init);
+    uv_mutex_lock(&g_multi_lock);
+    rk__lock(&rt->lock); /* (g_multi_lock, then a runtime's lock: the only nesting of the two) */
+    for (g = rt->graphs; g && mine == NULL; g = g->next) {
+      if (graph_claim_locked(g))
+        mine = g;
+      else
+        other = 1;
+    }
     rk__unlock(&rt->lock);
-    if (g == NULL) return;
-    rk_graph_destroy(g); /* unlinks it */
+    for (g = g_multi; g && mine == NULL; g = g->next_multi) {
+      for (d = 1; d < g->ndev && g->dev_rt[d] != rt; d++) {
+      }
+      if (d == g->ndev) continue;
+      if (graph_claim_locked(g)) {
+        mine = g;
+        warn = 1;
+      } else {
+        other = 1;
+      }
+    }
+    uv_mutex_unlock(&g_multi_lock);
+    if (mine) {
+      if (warn)
+        rk__log(rt, RK_LOG_WARN, "rk_runtime_destroy: a graph of another runtime has kernels on this one: destroyed "
+                "with it");
+      graph_destroy_claimed(mine); /* it leaves the lists */
+    } else if (other) {
+      rk__sleep_ns(1000000); /* another thread destroys it: wait for it to leave the lists */
+    } else {
+      return;
+    }
   }
 }
 
@@ -704,6 +1010,7 @@ int rk_graph_add_remote(rk_graph *g, uint32_t rank, const char *name, uint32_t k
   n = &g->node[g->n];
   memset(n, 0, sizeof *n);
   n->remote = 1;
+  n->rt = g->rt;
   n->rank = rank;
   snprintf(n->rname, sizeof n->rname, "%s", name);
   n->k2k_cap = k2k_capacity;

@@ -76,6 +76,14 @@ typedef struct rk_backend_ops {
   int (*dev_write)(rk_runtime *rt, uint64_t addr, const void *src, size_t n);
   int (*dev_store64)(rk_runtime *rt, uint64_t addr, uint64_t v);
   int (*dev_load64)(rk_runtime *rt, uint64_t addr, uint64_t *v);
+  /* K2K between devices of one process (graph.c, rk_graph_add_on). dev_peer: 1 when the lanes of
+   * from's device can read, write and compare-and-swap in to's device memory (CUDA:
+   * cudaDeviceCanAccessPeer and native peer atomics, then cudaDeviceEnablePeerAccess), 0 when not
+   * (the routes are then staged through mapped host memory); called by rk_graph_launch before the
+   * graph's kernels are launched. dev_mapped: the lanes' address, valid on every device of the
+   * process, of memory from alloc (the pinned, mapped, portable arena). NULL: not supported. */
+  int (*dev_peer)(rk_runtime *from, rk_runtime *to);
+  uint64_t (*dev_mapped)(rk_runtime *rt, void *host);
 } rk_backend_ops;
 
 extern const rk_backend_ops rk__cpu_backend;
@@ -280,6 +288,7 @@ struct rk_kernel {
    * stride is in its entry of the graph's table) and that table, which the lanes read */
   uint64_t k2k_dev;
   size_t k2k_dev_bytes;
+  void *k2k_host; /* k2k_dev staged in mapped host memory (ops->alloc; its lanes' address is k2k_dev) */
   uint64_t dev_graph;
   uint32_t dev_graph_n, dev_graph_node;
   /* dead letters: the last dead_cap messages the kernel refused or the host discarded */

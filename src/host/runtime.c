@@ -358,10 +358,16 @@ void rk_runtime_destroy(rk_runtime *rt) {
   rk__graphs_destroy(rt);
   for (;;) {
     rk_kernel *k;
+    int member;
     rk__lock(&rt->lock);
     k = rt->kernels;
+    member = k && k->graph; /* (read under the lock: its graph's destroy may free it) */
     rk__unlock(&rt->lock);
     if (k == NULL) break;
+    if (member) { /* a graph's destroy on another thread unlinks it: wait (rk_kernel_destroy refuses it) */
+      rk__sleep_ns(1000000);
+      continue;
+    }
     rk_kernel_destroy(k);
   }
   /* The device-reply poller: after the kernels (it pins each one it reads, and a kernel's destroy
