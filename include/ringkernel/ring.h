@@ -308,6 +308,8 @@ RK_INLINE RK_HD int rk_ring_push_n(rk_ring *r, const void *msgs, uint32_t len, u
 
 /* ------------------------------------ MPSC producers ------------------------------------------ */
 
+/* (defined below) */
+RK_INLINE RK_HD int rk_ring__mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos, int sys);
 /**
  * MPSC: claim up to n consecutive positions. Capacity is checked first and the claim is a single
  * compare-and-swap, so nothing is claimed that cannot be published. On success returns the number
@@ -315,7 +317,6 @@ RK_INLINE RK_HD int rk_ring_push_n(rk_ring *r, const void *msgs, uint32_t len, u
  * with rk_ring_mpsc_commit_n (an unpublished claim wedges the consumer). Returns 0 when full,
  * RK_ECLOSED when closed. Any number of producer threads of one side.
  */
-RK_INLINE RK_HD int rk_ring__mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos, int sys);
 RK_INLINE RK_HD int rk_ring_mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos) {
   return rk_ring__mpsc_reserve_n(r, n, pos, 0);
 }
