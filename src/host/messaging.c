@@ -438,20 +438,29 @@ static void reply_unlock(rk_kernel *k, int *woke) {
  * reading), but may refuse a good stamp: so a refusal under the hint is retried with a fresh
  * reading before any reply is marked, and nothing is refused that a fresh reading would accept.
  * Saves the clock read (~23 ns) on the way from a reply to the rk_call that waits for it. */
+/* Merge stamp h into the runtime clock under the hint's reading, a refusal retried with a fresh
+ * one (without the hint: read after the replies were published, so no false refusal). Returns 1
+ * when refused under the last reading, which *pt (may be NULL) receives. */
+static inline int clock_merge(rk_clock *c, rk_hlc h, uint64_t pt_hint, uint64_t *pt) {
+  uint64_t now = pt_hint ? pt_hint : rk_clock_physical_us(c);
+  int refused = rk__clock_recv_at(c, h, now, NULL) != RK_OK;
+  if (refused && pt_hint) {
+    now = rk_clock_physical_us(c);
+    refused = rk__clock_recv_at(c, h, now, NULL) != RK_OK;
+  }
+  if (pt) *pt = now;
+  return refused;
+}
+
 static int merge_batch(rk_kernel *k, const rk_envelope *env, const uint8_t *chk, uint32_t n, uint8_t *bad,
                        uint64_t pt_hint) {
   rk_clock *c = k->rt->clock;
-  /* without the hint: read after the replies were published, so no false refusal */
-  uint64_t pt = pt_hint ? pt_hint : rk_clock_physical_us(c);
+  uint64_t pt;
   rk_hlc newest = 0;
   uint32_t i;
   for (i = 0; i < n; i++)
     if (chk[i] == RK_ENV_OK && env[i].hlc > newest) newest = env[i].hlc;
-  if (newest == 0 || rk__clock_recv_at(c, newest, pt, NULL) == RK_OK) return 0; /* the drift check is monotone */
-  if (pt_hint) {
-    pt = rk_clock_physical_us(c);
-    if (rk__clock_recv_at(c, newest, pt, NULL) == RK_OK) return 0;
-  }
+  if (newest == 0 || !clock_merge(c, newest, pt_hint, &pt)) return 0; /* the drift check is monotone */
   for (i = 0; i < n; i++) bad[i] = chk[i] == RK_ENV_OK && rk__clock_recv_at(c, env[i].hlc, pt, NULL) == RK_ECLOCK;
   return 1;
 }
@@ -754,14 +763,9 @@ static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint) 
   if (env.correlation_id != w->id) return 0;
   chk = (uint8_t)rk_envelope_validate_reply(&env, slot + RK_ENVELOPE_SIZE, rk__payload_max(k), k->id);
   if (chk != RK_ENV_OK) return 0;
-  /* merge_batch's rule for one sound reply, without its loops and arrays (issue 16): merged under
-   * the hint, a refusal retried with a fresh reading, refused (RK_ECLOCK, still delivered) only if
-   * that refuses too; a zero stamp is not merged */
-  if (env.hlc != 0) {
-    rk_clock *c = k->rt->clock;
-    if (rk__clock_recv_at(c, env.hlc, pt_hint ? pt_hint : rk_clock_physical_us(c), NULL) != RK_OK)
-      bad = !pt_hint || rk__clock_recv_at(c, env.hlc, rk_clock_physical_us(c), NULL) != RK_OK;
-  }
+  /* merge_batch's rule for one sound reply, without its loops and arrays (issue 16): refused
+   * (RK_ECLOCK, still delivered) only if the retry refuses too; a zero stamp is not merged */
+  bad = env.hlc != 0 && clock_merge(k->rt->clock, env.hlc, pt_hint, NULL);
   l->drain_blocked = 0;
   to_msg(&env, slot + RK_ENVELOPE_SIZE, w->out, w->buf, w->buf_len, bad);
   device_refusal(k, &env, slot + RK_ENVELOPE_SIZE, l->index);
