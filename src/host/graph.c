@@ -320,6 +320,11 @@ typedef struct prep_arg {
   uint32_t node;
 } prep_arg;
 
+/* The device address of field `off` of node's entry in device d's copy of g's table. */
+static uint64_t table_at(const rk_graph *g, uint32_t d, uint32_t node, size_t off) {
+  return g->dev_table[d] + (uint64_t)node * sizeof(rk_dev_k2k_node) + off;
+}
+
 /* Two runtimes on one device (the same CUDA device ordinal) share its memory. */
 static int same_device(const rk_runtime *a, const rk_runtime *b) { return a == b || a->opts.device == b->opts.device; }
 
@@ -336,12 +341,21 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
   uint8_t *img;
   uint32_t i, d;
   int rc;
-  if (gn->staged) { /* written only by lanes of another device without peer access: mapped host memory */
-    if ((img = (uint8_t *)ops->alloc(k->rt, bytes)) == NULL) /* zeroed, line-aligned */
-      return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot stage its K2K inboxes (%zu bytes) in mapped host memory",
-                      k->name, bytes);
-    for (i = 0, rc = RK_OK; i < k->lanes && rc == RK_OK; i++)
-      rc = rk_ring_init(img + (size_t)i * ring, ring, gn->k2k_cap, k->slot_size, RK_RING_MPSC);
+  /* the ring images: in mapped host memory itself when staged (written only by lanes of another
+   * device without peer access), else built in host memory and copied to the device */
+  if (gn->staged)
+    img = (uint8_t *)ops->alloc(k->rt, bytes); /* zeroed, line-aligned */
+  else if (posix_memalign((void **)&img, RK_LINE, bytes) == 0) /* rings are line-aligned */
+    memset(img, 0, bytes);
+  else
+    img = NULL;
+  if (img == NULL && gn->staged)
+    return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot stage its K2K inboxes (%zu bytes) in mapped host memory",
+                    k->name, bytes);
+  if (img == NULL) return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot build its K2K inboxes", k->name);
+  for (i = 0, rc = RK_OK; i < k->lanes && rc == RK_OK; i++)
+    rc = rk_ring_init(img + (size_t)i * ring, ring, gn->k2k_cap, k->slot_size, RK_RING_MPSC);
+  if (gn->staged) {
     if (rc != RK_OK) {
       ops->free(k->rt, img, bytes);
       return rk__fail(k->rt, rc, "kernel %s: cannot build its K2K inboxes", k->name);
@@ -349,11 +363,6 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
     k->k2k_host = img;
     k->k2k_dev = ops->dev_mapped(k->rt, img);
   } else {
-    if (posix_memalign((void **)&img, RK_LINE, bytes) != 0) /* rings are line-aligned */
-      return rk__fail(k->rt, RK_ENOMEM, "kernel %s: cannot build its K2K inboxes", k->name);
-    memset(img, 0, bytes);
-    for (i = 0, rc = RK_OK; i < k->lanes && rc == RK_OK; i++)
-      rc = rk_ring_init(img + (size_t)i * ring, ring, gn->k2k_cap, k->slot_size, RK_RING_MPSC);
     if (rc == RK_OK) rc = ops->dev_alloc(k->rt, bytes, &k->k2k_dev);
     if (rc == RK_OK && (rc = ops->dev_write(k->rt, k->k2k_dev, img, bytes)) != RK_OK) {
       ops->dev_free(k->rt, k->k2k_dev, bytes);
@@ -381,7 +390,7 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
   for (d = 0; d < a->g->ndev; d++) {
     rk_runtime *drt = a->g->dev_rt[d];
     e.flags = gn->staged || !same_device(drt, k->rt) ? RK_DEV_K2K_SYS : gn->xwriters ? RK_DEV_K2K_XWRITERS : 0u;
-    if ((rc = drt->ops->dev_write(drt, a->g->dev_table[d] + (uint64_t)a->node * sizeof e, &e, sizeof e)) != RK_OK) {
+    if ((rc = drt->ops->dev_write(drt, table_at(a->g, d, a->node, 0), &e, sizeof e)) != RK_OK) {
       k2k_free(k);
       return rk__fail(k->rt, rc, "kernel %s: cannot write its entry of the graph's table", k->name);
     }
@@ -916,8 +925,8 @@ uint64_t rk__k2k_dev_dropped(rk_kernel *k) {
   for (d = 0; d < g->ndev; d++) { /* each device's lanes count in their own copy of the table */
     v = 0;
     if (g->dev_table[d])
-      (void)g->dev_rt[d]->ops->dev_load64(g->dev_rt[d], g->dev_table[d] + (uint64_t)k->dev_graph_node *
-                                          sizeof(rk_dev_k2k_node) + offsetof(rk_dev_k2k_node, dropped), &v);
+      (void)g->dev_rt[d]->ops->dev_load64(g->dev_rt[d], table_at(g, d, k->dev_graph_node,
+                                                                 offsetof(rk_dev_k2k_node, dropped)), &v);
     sum += v;
   }
   return sum;
@@ -930,8 +939,8 @@ void rk__k2k_close(rk_kernel *k) {
     uint32_t d;
     for (d = 0; d < g->ndev; d++)
       if (g->dev_table[d])
-        (void)g->dev_rt[d]->ops->dev_store64(g->dev_rt[d], g->dev_table[d] + (uint64_t)k->dev_graph_node *
-                                             sizeof(rk_dev_k2k_node) + offsetof(rk_dev_k2k_node, closed), 1);
+        (void)g->dev_rt[d]->ops->dev_store64(g->dev_rt[d], table_at(g, d, k->dev_graph_node,
+                                                                  offsetof(rk_dev_k2k_node, closed)), 1);
     return;
   }
   if (k->k2k == NULL) return;
