@@ -1151,8 +1151,7 @@ static int cuda_dev_peer(rk_runtime *from, rk_runtime *to) {
 /* The pinned arena is allocated mapped and portable: with unified addressing its device address
  * (cudaHostGetDevicePointer) is valid on every device of the process. */
 static uint64_t cuda_dev_mapped(rk_runtime *rt, void *host) {
-  rk_cuda *c = (rk_cuda *)rt->backend_data;
-  return (uint64_t)(uintptr_t)(c->pinned_dev + ((uint8_t *)host - c->pinned_host));
+  return (uint64_t)(uintptr_t)dev_of((rk_cuda *)rt->backend_data, host);
 }
 
 typedef struct copy_done_arg {
