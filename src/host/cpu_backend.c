@@ -864,6 +864,7 @@ static void lane_main(void *arg) {
     rk__cpu_thread_done(k);
     return;
   }
+  (void)rk__one_cpu_refresh(); /* its waits yield instead of spinning on one CPU (ring_wait.c) */
   rk_store_relaxed_sys_u32(&st->state, state);
   rk_store_relaxed_sys_u64(&st->clock_sample_ns, rk__realtime_ns()); /* launch calibration */
   rk_store_release_sys_u32(&st->checked_in, 1); /* pairs with the host's acquire in launch */

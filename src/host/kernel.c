@@ -365,7 +365,7 @@ static int clock_exchange(rk_kernel *k) {
     }
     t = rk__now_ns() - start;
     if (t >= RK_CLOCK_SYNC_WAIT_NS) break;
-    if (t < 10000) rk_cpu_relax();
+    if (t < 10000 && !rk__one_cpu()) rk_cpu_relax(); /* (one CPU: lane 0 runs only if this yields) */
     else sched_yield();
   }
   r1 = rk__realtime_ns();

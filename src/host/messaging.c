@@ -876,7 +876,7 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
       }
       (void)rk__ring_wait_readable_slice(k->lane[0].outbox, k->outbox_stride, left, &idle_since);
       rk__flag_unlock(&k->lane[0].drain_lock);
-    } else if (++spins < 256) {
+    } else if (++spins < 256 && !rk__one_cpu()) { /* (one CPU: a spin only delays the lanes; yield) */
       rk_cpu_relax();
     } else if (spins < 512) {
       sched_yield();
@@ -930,6 +930,7 @@ static int reply_spin(rk_kernel *k, rk__lane *l) {
   uint64_t head;
   uint32_t i;
   if (!lane_ring_ok(k, r, k->outbox_cap, RK_RING_SPSC)) return 0;
+  int one = rk__one_cpu(); /* one CPU: the lane cannot answer while this thread spins; yield */
   head = r->head; /* the consumer's own word (drain_lock held): plain read */
   seq = rk_ring__seq(r, head);
   for (i = 0; i < RK_CALL_SPIN_POLLS; i++) {
@@ -938,7 +939,12 @@ static int reply_spin(rk_kernel *k, rk__lane *l) {
       rk__prefetch_slot(r, head); /* envelope and payload lines together (queue/internal.h) */
       return 1;
     }
-    rk_cpu_relax();
+    if (one) {
+      if (i == 2) break; /* a few yields: the lane runs in the first; then the ordinary wait */
+      rk__wait_yield();
+    } else {
+      rk_cpu_relax();
+    }
   }
   return 0;
 }

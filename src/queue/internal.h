@@ -54,6 +54,19 @@ static inline void rk__prefetchw_slot(rk_ring *r, uint64_t pos) {
  * rtt); either pointer may be NULL. */
 void rk__wait_counts(uint64_t *parks, uint64_t *wakes);
 
+/* Whether the calling thread can run on one CPU only (its affinity mask has one CPU, or one CPU is
+ * online): then spinning in a wait only delays the thread it waits for, and the library's waits
+ * yield where they would pause (ring_wait.c; docs/design-notes.md, "Parking and the slow mode").
+ * rk__one_cpu reads the thread's cached answer (the mask is read at its first call in a thread);
+ * rk__one_cpu_refresh reads the mask again (thread start, after a park) and returns the answer. */
+int rk__one_cpu(void);
+int rk__one_cpu_refresh(void);
+/* sched_yield, counted in this thread's yields (rk__wait_thread_counts). */
+void rk__wait_yield(void);
+/* The calling thread's polls with a pause between them (spins) and yields in the ring waits so
+ * far, for tests of the policy above; either pointer may be NULL. */
+void rk__wait_thread_counts(uint64_t *spin_polls, uint64_t *yields);
+
 /* Monotonic nanoseconds (timeouts and back-off only; never for HLC). */
 uint64_t rk__now_ns(void);
 

@@ -11,6 +11,9 @@
  *
  * Rings whose peer is a device (RK_RING_F_NO_WAKE) cannot use this protocol: no device writes the
  * wake word. Their waits poll instead (wait_polling below). */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#endif
 #include <errno.h>
 #include <sched.h>
 #include <stdint.h>
@@ -50,6 +53,45 @@
 #define RK_SPIN_TIGHT_POLLS 0
 #endif
 static __thread int tl_woken; /* this thread's last wait ended in a park that was woken */
+
+/* Spinning is useless where the waiter can run on one CPU only (its affinity mask has one CPU, or
+ * the machine has one online): what it waits for (another thread) cannot run on that CPU while it
+ * spins. mpirun binds each rank to one core on the 2-core machines here, so a rank's lane, its
+ * bridge and its host thread share a core, and every 2 µs spin of the lane was 2 µs its bridge
+ * waited (docs/mpi.md). Such a waiter yields where others pause (the same spin time, then the same
+ * yields and park): a yield with nobody else runnable on the CPU returns at once, so it stays as
+ * responsive, and a co-located thread runs at once. The mask is read once per thread (its first
+ * wait), again after every park (a syscall already; the mask may have changed while it slept) and
+ * when the library starts a thread of its own (rk__one_cpu_refresh), never per wait.
+ * tl_one_cpu: -1 unknown, 0 several CPUs, 1 one. */
+static __thread int tl_one_cpu = -1;
+static __thread uint64_t tl_spin_polls, tl_yields; /* this thread's pause-polls and yields in waits (tests) */
+
+int rk__one_cpu_refresh(void) {
+  int one = 0;
+#if defined(__linux__)
+  cpu_set_t set;
+  /* pid 0: the calling thread's own mask. A failure (a mask wider than CPU_SETSIZE) says several. */
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) == 1) one = 1;
+#endif
+#if defined(_SC_NPROCESSORS_ONLN)
+  if (sysconf(_SC_NPROCESSORS_ONLN) == 1) one = 1;
+#endif
+  tl_one_cpu = one;
+  return one;
+}
+
+int rk__one_cpu(void) { return tl_one_cpu >= 0 ? tl_one_cpu : rk__one_cpu_refresh(); }
+
+void rk__wait_thread_counts(uint64_t *spin_polls, uint64_t *yields) {
+  if (spin_polls) *spin_polls = tl_spin_polls;
+  if (yields) *yields = tl_yields;
+}
+
+void rk__wait_yield(void) {
+  tl_yields++;
+  sched_yield();
+}
 
 /* Waits on RK_RING_F_NO_WAKE rings (the host waiting for a GPU lane's reply, or for inbox space
  * a GPU lane frees). Nothing can wake a sleeper, so any sleep is paid in full, and a short sleep is
@@ -246,18 +288,28 @@ static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, 
   if (timeout_ns == 0) return RK_ETIMEDOUT;
   if (r->flags & RK_RING_F_NO_WAKE) return wait_polling(ready, arg, timeout_ns, since_ns);
   start = rk__now_ns();
-  {
+  if (rk__one_cpu()) { /* one CPU: yield where the spin would pause (tl_one_cpu above) */
+    uint64_t spin = tl_woken ? RK_SPIN_AFTER_WAKE_NS : RK_SPIN_NS;
+    do {
+      rk__wait_yield();
+      if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
+    } while (rk__now_ns() - start < spin);
+  } else {
     uint64_t spin = tl_woken ? RK_SPIN_AFTER_WAKE_NS : RK_SPIN_NS;
     for (i = 1;; i++) {
       if (i > RK_SPIN_TIGHT_POLLS) rk_cpu_relax();
-      if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
+      if ((rc = ready(arg)) != 0) {
+        tl_spin_polls += (uint64_t)i;
+        return rc < 0 ? rc : RK_OK;
+      }
       if ((i & 7) == 0 && rk__now_ns() - start >= spin) break; /* a clock read per 8 pauses */
     }
+    tl_spin_polls += (uint64_t)i;
   }
   tl_woken = 0; /* the spin ran out: no conversation (any more) */
   if (timeout_ns > 0) deadline = start + (uint64_t)timeout_ns;
   for (i = 0; i < RK_YIELD_ITERS; i++) {
-    sched_yield();
+    rk__wait_yield();
     if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
   }
   for (;;) {
@@ -275,7 +327,10 @@ static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, 
       __atomic_fetch_add(sleeping, 1, __ATOMIC_RELAXED); /* producers: a count */
     rk_fence_seq_cst_sys(); /* Dekker pair with the fence in rk_ring_notify_* */
     rc = ready(arg);
-    if (rc == 0) park(wake, w, left);
+    if (rc == 0) {
+      park(wake, w, left);
+      (void)rk__one_cpu_refresh(); /* asleep a while: the mask may have changed (a syscall after one) */
+    }
     if (consumer)
       rk_store_relaxed_sys_u32(sleeping, 0);
     else
