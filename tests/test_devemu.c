@@ -1154,6 +1154,121 @@ static void test_k2k_two_devices_ping_pong(void **state) {
   assert_true(one < hops / 4); /* (the host message's publication and control: a few) */
 }
 
+/* The close of a staged sink while the other device's kernel keeps sending (rk_kernel_terminate
+ * of the sink alone, not upstream first). The close's CAS and the writers' claims come from two
+ * devices, which mapped memory does not make atomic with each other; on the emulated device every
+ * CAS is atomic, so what is checked is the protocol (graph.c rk__k2k_staged_close): its steps in
+ * order (every lane waiting at its close, not closed yet; the writers' flag; the writer kernel past
+ * a command; the go), no claim between the writers' acknowledgement and the close (the close's
+ * final position is the claim seen then), and the accounting: every call answered RK_OK was
+ * delivered once, the others refused (RK_ECLOSED), none lost. */
+typedef struct staged_close_rec {
+  rk_kernel *sink;
+  int steps[8];
+  uint32_t n[8], nsteps;
+  uint64_t claim[8]; /* the sink's ring's claim word at each step */
+} staged_close_rec;
+static staged_close_rec g_staged;
+
+static void staged_hook(rk_kernel *k, int step, uint32_t n) {
+  if (k != g_staged.sink || g_staged.nsteps == 8) return;
+  g_staged.steps[g_staged.nsteps] = step;
+  g_staged.n[g_staged.nsteps] = n;
+  g_staged.claim[g_staged.nsteps++] = rk_load_relaxed_sys_u64(&((rk_ring *)k->k2k_host)->claim);
+}
+
+typedef struct staged_feeder {
+  rk_runtime *rt;
+  rk_kernel *src;
+  int stop;                          /* main -> feeder (relaxed: a flag, polled) */
+  uint64_t calls, ok, closed, other; /* feeder's, read after the join (or relaxed while running) */
+} staged_feeder;
+
+static void *staged_feed(void *arg) {
+  staged_feeder *f = (staged_feeder *)arg;
+  uint64_t i = 1;
+  while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED)) {
+    uint64_t w[2] = {0, i};
+    int32_t rc = -1;
+    rk_msg m;
+    if (rk_call(f->src, 2, w, sizeof w, &m, &rc, sizeof rc, RT_HANG) != RK_OK) {
+      __atomic_add_fetch(&f->other, 1, __ATOMIC_RELAXED);
+      break;
+    }
+    __atomic_add_fetch(&f->calls, 1, __ATOMIC_RELAXED);
+    if (rc == RK_OK) {
+      __atomic_add_fetch(&f->ok, 1, __ATOMIC_RELAXED);
+      i++; /* (the sink counts a seq not above the last: only delivered ones move it) */
+    } else if (rc == RK_ECLOSED) {
+      __atomic_add_fetch(&f->closed, 1, __ATOMIC_RELAXED);
+    } else {
+      __atomic_add_fetch(&f->other, 1, __ATOMIC_RELAXED);
+    }
+  }
+  return NULL;
+}
+
+static void test_k2k_two_devices_staged_close(void **state) {
+  rk_runtime *rts[2] = {emu_runtime_dev(0), emu_runtime_dev(1)};
+  rk_graph *g;
+  rk_kernel *sink;
+  staged_feeder f;
+  pthread_t th;
+  uint64_t st[16], spins = 0, fin;
+  const uint64_t before = RT_SANITIZED ? 50 : 200;
+  (void)state;
+  emu_peer_access = 0;
+  g = k2k_graph2(rts, (const k2k_spec2[]){{"src", 0, 1, 0}, {"sink", 8, 1, 1}}, 2, "0>1", 1);
+  sink = rk_graph_kernel(g, 1);
+  assert_non_null(sink->k2k_host); /* staged */
+  memset(&g_staged, 0, sizeof g_staged);
+  g_staged.sink = sink;
+  rk__k2k_staged_hook = staged_hook;
+  memset(&f, 0, sizeof f);
+  f.rt = rts[0];
+  f.src = rk_graph_kernel(g, 0);
+  assert_int_equal(pthread_create(&th, NULL, staged_feed, &f), 0);
+  while (__atomic_load_n(&f.ok, __ATOMIC_RELAXED) < before && spins++ < 100000) rk__sleep_ns(100000);
+  RT_OK(rts[1], rk_kernel_terminate(sink, RT_HANG)); /* the sink alone, its writer still sending */
+  spins = 0;
+  while (__atomic_load_n(&f.closed, __ATOMIC_RELAXED) < 10 && spins++ < 100000) rk__sleep_ns(100000);
+  __atomic_store_n(&f.stop, 1, __ATOMIC_RELAXED);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  rk__k2k_staged_hook = NULL;
+  RT_OK(rts[0], rk_graph_terminate(g, RT_HANG));
+  /* the steps, in order, once each */
+  assert_int_equal(g_staged.nsteps, 4);
+  assert_int_equal(g_staged.steps[0], 0);
+  assert_int_equal(g_staged.n[0], 1); /* its one lane ready to close */
+  assert_int_equal(g_staged.steps[1], 1);
+  assert_int_equal(g_staged.steps[2], 2);
+  assert_int_equal(g_staged.n[2], 1); /* the writer kernel acknowledged */
+  assert_int_equal(g_staged.steps[3], 3);
+  /* the lane waited for the go: not closed before it */
+  assert_false(g_staged.claim[0] & RK_RING_CLOSED);
+  assert_false(g_staged.claim[2] & RK_RING_CLOSED);
+  /* closed where the claim stood once the writer had acknowledged: no claim after it */
+  assert_true(rk_ring_closed((rk_ring *)sink->k2k_host, &fin));
+  assert_int_equal(fin, g_staged.claim[2]);
+  /* every call answered: delivered once (OK) or refused (RK_ECLOSED), nothing lost */
+  assert_int_equal(f.other, 0);
+  assert_true(f.ok >= before);
+  assert_true(f.closed >= 10);
+  assert_int_equal(f.calls, f.ok + f.closed);
+  k2k_state(sink, st);
+  assert_int_equal(st[0], f.ok); /* delivered: each accepted send once */
+  assert_int_equal(st[2], 0);    /* in order */
+  assert_int_equal(rt_stats(sink).k2k_in, f.ok);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, 0)).k2k_out, f.ok);
+  assert_int_equal(fin, f.ok); /* the close's final position: exactly the accepted sends */
+  print_message("staged close under load: %llu delivered, %llu refused after the close\n",
+                (unsigned long long)f.ok, (unsigned long long)f.closed);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rts[1]);
+  emu_runtime_destroy(rts[0]);
+  emu_peer_access = 1;
+}
+
 /* Argument errors, a mix without peer access refused, and a launch that fails on the second
  * device leaving nothing launched on either. */
 static void test_k2k_two_devices_errors(void **state) {
@@ -1237,6 +1352,7 @@ int main(void) {
       cmocka_unit_test_setup(test_k2k_two_devices_fan_in, peer_on),
       cmocka_unit_test_setup(test_k2k_two_devices_ping_pong, peer_on),
       cmocka_unit_test_setup(test_k2k_two_devices_errors, peer_on),
+      cmocka_unit_test_setup(test_k2k_two_devices_staged_close, peer_on),
       cmocka_unit_test(test_application_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

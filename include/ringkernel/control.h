@@ -27,7 +27,9 @@ typedef enum rk_command {
   RK_CMD_NONE = 0,
   RK_CMD_ACTIVATE = 1,
   RK_CMD_DEACTIVATE = 2,
-  RK_CMD_TERMINATE = 3 /**< drain each lane's inbox to its drain_to index, then exit */
+  RK_CMD_TERMINATE = 3, /**< drain each lane's inbox to its drain_to index, then exit */
+  RK_CMD_SYNC = 4       /**< acknowledge only (state unchanged): the host knows each lane has passed
+                             a command after its earlier stores (a staged K2K inbox's close) */
 } rk_command;
 
 /** rk_control_host.signals: the abort bit and the clock request counter. */

@@ -31,7 +31,9 @@ typedef struct rk_dev_k2k_node {
   uint64_t k2k_base;          /* the lanes' address of lane 0's K2K inbox */
   uint64_t k2k_stride;
   uint64_t topics;            /* bit t: subscribed to topic t */
-  volatile uint64_t closed;   /* nonzero: the kernel terminated (written by the host): sends get RK_ECLOSED */
+  volatile uint64_t closed;   /* nonzero: the kernel terminated (written by the host): sends get RK_ECLOSED;
+                                 RK_DEV_K2K_CLOSE_GO in a staged node's own device's copy: its lanes may close
+                                 their K2K inboxes (persistent.cuh rk_dev_k2k_may_close) */
   volatile uint64_t dropped;  /* topic messages it missed, its inbox full (relaxed device-scope adds) */
   uint32_t kernel_id;
   uint32_t lanes;
@@ -39,10 +41,15 @@ typedef struct rk_dev_k2k_node {
   uint32_t nroutes;
   uint32_t flags;             /* RK_DEV_K2K_SYS, RK_DEV_K2K_XWRITERS */
   uint8_t route[16];          /* node (index in the table) at the end of route r */
-  uint8_t pad[52];
+  uint32_t pad0;
+  /* a staged node, in its own device's copy: its lanes ready to close their K2K inbox (each adds 1
+   * once, relaxed, device scope; read by the host: rk__k2k_staged_close) */
+  volatile uint64_t close_ready;
+  uint8_t pad[40];
 } rk_dev_k2k_node;
 
 #define RK_DEV_K2K_XWRITERS 2u /* in the node's own device's copy: its inboxes are in this device's memory and lanes of another device (peer access) write them: its lanes observe them and give their head back at system scope */
+#define RK_DEV_K2K_CLOSE_GO 2u /* closed's value that lets a staged node's lanes close (the host's go) */
 #define RK_DEV_K2K_SYS 1u /* the node's inboxes are not in this device's memory (host-mapped or a peer's): a publication that touched them fences at system scope */
 
 RK_STATIC_ASSERT(sizeof(rk_dev_k2k_node) == 128, "rk_dev_k2k_node layout");

@@ -866,6 +866,32 @@ RK_INLINE __device__ void rk_dev_k2k_copy_in(const rk_dev_params *p, const rk_de
   __syncthreads();
 }
 
+/* Thread 0, terminating, the host inbox drained and every request passed on answered: may the lane
+ * close its K2K inbox now? Yes, unless the inbox is staged (in mapped host memory, written only by
+ * lanes of one other device without peer access: RK_DEV_K2K_SYS in this device's own copy of its
+ * entry). Then the close's CAS on claim and the writers' claim CAS come from two devices, and
+ * atomics on mapped memory are not atomic between devices (docs/k2k.md): the lane says it is ready
+ * (close_ready, once per lane: kin_final holds RK_DEV_K2K_READY until the close) and waits for the
+ * host's go (closed == RK_DEV_K2K_CLOSE_GO in this copy), which the host gives once it has set the
+ * writers' devices' closed flag and every writer lane has acknowledged a command after it
+ * (rk__k2k_staged_close, graph.c): from then on no writer claims, and this lane's CAS is alone.
+ * Off the hot path: evaluated only at the close, once the other conditions hold. */
+#define RK_DEV_K2K_READY (~0ull)
+RK_INLINE __device__ int rk_dev_k2k_may_close(const rk_dev_params *p, rk_dev_lane *L) {
+  const rk_dev_k2k_node *me = p->graph + p->graph_node;
+  if (!(me->flags & RK_DEV_K2K_SYS)) return 1; /* in device memory: its writers' CAS is atomic with ours */
+  /* relaxed: the go is ordered before this lane's CAS by the system fence below */
+  if (rk_load_relaxed_dev_u64(&me->closed) == RK_DEV_K2K_CLOSE_GO) {
+    rk_dev_fence(); /* acquires the host's go, and with it the writers' last claims (their acks) */
+    return 1;
+  }
+  if (L->kin_final != RK_DEV_K2K_READY) { /* once per lane; a relaxed device-scope add, counted */
+    L->kin_final = RK_DEV_K2K_READY;
+    (void)rk_fetch_add_relaxed_dev_u64(RK_CAST(volatile uint64_t *, &me->close_ready), 1);
+  }
+  return 0;
+}
+
 /* Thread 0, terminating, the host inbox drained and every request passed on answered: close the K2K
  * inbox to senders (the ring's close: a compare-and-swap on claim at device scope; later sends get
  * RK_ECLOSED) and drain it to the close. Upstream kernels were terminated first
@@ -1426,6 +1452,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.ctl_seen = L.head_seen = 0;
     L.kin = 0;
     L.kin_closed = L.kin_batch = L.turn = L.streak = L.kpend = L.ksys = L.kin_sys = 0;
+    L.kin_final = 0; /* (not RK_DEV_K2K_READY: this lane has not said it is ready to close) */
     L.waits_on = L.waits_said = 0;
     if (p->graph) rk_dev_st32(&L.status->k2k_waits_on, 0); /* (a restart: the old lanes' word) */
     if (p->graph) { /* the K2K inbox (device memory, written before the launch): where the old lanes left it */
@@ -1466,7 +1493,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
        * to the close. Upstream kernels were terminated first (rk_graph_terminate). */
       if (L.kin && !L.kin_closed && (int64_t)L.c[RK_DEV_C_K2K_OWED] <= 0 && L.state == RK_STATE_TERMINATING &&
           L.avail == 0 &&
-          (int64_t)(L.in_head - L.drain_to) >= 0)
+          (int64_t)(L.in_head - L.drain_to) >= 0 && (!L.kin_sys || rk_dev_k2k_may_close(p, &L)))
         rk_dev_k2k_close(&L);
       if (L.kin && L.turn && !L.exit && rk_dev_consuming(&L) && (L.n = rk_dev_k2k_take(p, &L)) != 0) {
         L.kin_batch = 1;

@@ -947,6 +947,81 @@ void rk__k2k_close(rk_kernel *k) {
   for (i = 0; i < k->lanes; i++) (void)rk_ring_close(k->k2k[i], NULL); /* RK_ECLOSED when closed already */
 }
 
+void (*rk__k2k_staged_hook)(rk_kernel *k, int step, uint32_t n);
+
+/* The close of a staged K2K inbox (docs/k2k.md, "between devices"): its lanes' close (a CAS on each
+ * ring's claim, from k's device) and its writers' claims (a CAS on the same word, from the one other
+ * device they are on) are not atomic with each other on mapped host memory, so a writer's claim
+ * could be lost, or slip in after the close's final position uncounted. So the close happens only
+ * once no writer can claim: k's lanes, terminating, wait at their close (rk_dev_k2k_may_close) and
+ * say so in close_ready; then the host (1) sets `closed` in every other device's copy of k's entry,
+ * where the writers read it before they claim, (2) sends every launched kernel of the graph on
+ * another device a command that only asks for an acknowledgement (RK_CMD_SYNC): a lane applies a
+ * command outside a claim, acquiring it after the host's `closed` store, so a lane that
+ * acknowledged it sees `closed` at every later send (RK_ECLOSED), and every claim it made before is
+ * ordered before its acknowledgement (store-release), which the host acquires; (3) gives k's lanes
+ * the go (RK_DEV_K2K_CLOSE_GO in k's own device's copy): their CAS is then the only one on claim.
+ * Each lane waits for the go only once the answers to what it passed on are back (k2k_owed), so a
+ * direct rk_kernel_terminate of the kernel refuses nothing it is still owed. rk_kernel_terminate,
+ * after the lanes acknowledged TERMINATE (k's ctl_lock held; a writer's is only tried: while another
+ * thread's terminate holds it, this waits until that kernel has terminated or the deadline, and
+ * does not wait at all when that terminate is itself at this step: two staged kernels that write
+ * each other, terminated at once by two threads, would otherwise wait for each other; then the
+ * close goes on without that writer, logged). Returns RK_OK (also for a kernel that is not staged), RK_ETIMEDOUT, RK_ECUDA (dead
+ * lanes). */
+int rk__k2k_staged_close(rk_kernel *k, uint64_t deadline) {
+  rk_graph *g = k->graph;
+  uint32_t d, i, me, synced = 0;
+  uint64_t ready = 0, off_ready = offsetof(rk_dev_k2k_node, close_ready), off_closed = offsetof(rk_dev_k2k_node, closed);
+  int rc;
+  if (k->k2k_host == NULL || k->k2k_dev == 0 || k->dev_graph == 0 || g == NULL) return RK_OK; /* not staged */
+  me = g->node[k->dev_graph_node].dev;
+  /* (0) every lane at its close, or gone */
+  for (;;) {
+    uint32_t gone = 0;
+    if ((rc = g->dev_rt[me]->ops->dev_load64(g->dev_rt[me], table_at(g, me, k->dev_graph_node, off_ready), &ready)) !=
+        RK_OK)
+      return rc;
+    for (i = 0; i < k->lanes; i++) /* pairs with the lane's store-release of its state */
+      gone += rk_load_acquire_sys_u32(&k->lane[i].status->state) == RK_STATE_TERMINATED;
+    if (ready + gone >= k->lanes) break;
+    if (__atomic_load_n(&k->lanes_dead, __ATOMIC_ACQUIRE)) return RK_ECUDA; /* pairs with rk__kernel_lanes_dead */
+    if (rk__now_ns() >= deadline) return RK_ETIMEDOUT;
+    rk__sleep_ns(20000);
+  }
+  if (rk__k2k_staged_hook) rk__k2k_staged_hook(k, 0, (uint32_t)ready);
+  /* (1) the writers' devices' flag: their sends get RK_ECLOSED from now on */
+  for (d = 0; d < g->ndev; d++)
+    if (d != me && g->dev_table[d] &&
+        (rc = g->dev_rt[d]->ops->dev_store64(g->dev_rt[d], table_at(g, d, k->dev_graph_node, off_closed), 1)) != RK_OK)
+      return rc;
+  if (rk__k2k_staged_hook) rk__k2k_staged_hook(k, 1, 0);
+  /* (2) every lane that may write it (the graph's kernels on the other devices) past a command */
+  __atomic_store_n(&k->staged_syncing, 1, __ATOMIC_RELEASE); /* pairs with rk__kernel_sync's acquire */
+  for (i = 0, rc = RK_OK; i < g->n && rc == RK_OK; i++) {
+    rk_kernel *w = g->node[i].k;
+    if (w == NULL || w == k || g->node[i].remote || g->node[i].dev == me || w->k2k_dev == 0) continue;
+    rc = rk__kernel_sync(w, deadline);
+    if (rc == RK_EDEADLK) { /* its terminate waits for us: go on without it (a documented limit) */
+      rk__log(k->rt, RK_LOG_WARN, "kernel %s: the close of its staged K2K inbox did not wait for kernel %s, which is "
+              "being terminated by another thread that waits for this one: a send of %s racing the close may be "
+              "lost; terminate them in one thread (rk_graph_terminate) to avoid it", k->name, w->name, w->name);
+      rc = RK_OK;
+      continue;
+    }
+    if (rc == RK_OK) synced++;
+  }
+  __atomic_store_n(&k->staged_syncing, 0, __ATOMIC_RELEASE);
+  if (rc != RK_OK) return rc;
+  if (rk__k2k_staged_hook) rk__k2k_staged_hook(k, 2, synced);
+  /* (3) the go: k's lanes close their inboxes (alone on claim now) and drain them to the close */
+  if ((rc = g->dev_rt[me]->ops->dev_store64(g->dev_rt[me], table_at(g, me, k->dev_graph_node, off_closed),
+                                            RK_DEV_K2K_CLOSE_GO)) != RK_OK)
+    return rc;
+  if (rk__k2k_staged_hook) rk__k2k_staged_hook(k, 3, 0);
+  return RK_OK;
+}
+
 /* rk_runtime_destroy: the graphs of rt and those of other runtimes with kernels on rt
  * (rk_graph_add_on). Each one is claimed under g_multi_lock and destroyed by exactly one thread;
  * one claimed by another thread (rk_runtime_destroy of another of its runtimes, at the same time)

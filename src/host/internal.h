@@ -306,6 +306,10 @@ struct rk_kernel {
    * the first fault wins the code, and a kernel faulted before (a stall, a missed command) can
    * die later. Set with rk__kernel_lanes_dead. */
   volatile int lanes_dead;
+  /* 1 while its terminate waits for the writers of its staged K2K inbox (rk__k2k_staged_close step
+   * 2): a terminate of one of those writers, itself waiting for this kernel, does not wait for it
+   * (rk__kernel_sync). Atomic (acquire / release). */
+  int staged_syncing;
   char fault_msg[256]; /* written once, before fault_code is published (release) */
 
   /* host-side counters (many writers: atomic adds) */
@@ -491,6 +495,22 @@ void rk__kernel_leak(rk_kernel *k);
 /* graph.c: close k's K2K inboxes to senders (its lanes have left, or are abandoned by a
  * terminate that timed out): later sends get RK_ECLOSED instead of being queued for no one. */
 void rk__k2k_close(rk_kernel *k);
+/* graph.c: rk_kernel_terminate of a device kernel whose K2K inboxes are staged in mapped host
+ * memory (its writers on another device without peer access): let its lanes close them only once
+ * every writer lane has seen the closed flag (steps in graph.c). RK_OK when not staged. */
+int rk__k2k_staged_close(rk_kernel *k, uint64_t deadline);
+/* Tests: called at each step of rk__k2k_staged_close (0: every lane ready to close, n of them
+ * counted; 1: the writers' devices' closed flag set; 2: n writer kernels acknowledged a command;
+ * 3: the go given). NULL: none. */
+extern void (*rk__k2k_staged_hook)(rk_kernel *k, int step, uint32_t n);
+/* kernel.c: a command that only asks w's lanes for an acknowledgement (RK_CMD_SYNC), for a caller
+ * that needs every lane of w past a command after its own stores (rk__k2k_staged_close). w's
+ * ctl_lock is only tried: while another thread holds it (a terminate of w), it waits until w has
+ * terminated (nothing to synchronise) or the deadline. RK_OK also for a terminated kernel or dead
+ * lanes (neither writes); RK_ETIMEDOUT. */
+int rk__kernel_sync(rk_kernel *w, uint64_t deadline);
+/* (A w whose own terminate is waiting to synchronise with the caller's kernel (staged_syncing) is
+ * not waited for: RK_EDEADLK, and the caller goes on without it; see rk__k2k_staged_close.) */
 /* graph.c: free k's K2K inboxes (rk__kernel_free). */
 void rk__k2k_free(rk_kernel *k);
 /* graph.c: topic messages a device kernel missed (counted by the publishing lanes in the graph's

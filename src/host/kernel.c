@@ -775,6 +775,26 @@ static uint64_t undrained(rk_kernel *k) {
   return n;
 }
 
+int rk__kernel_sync(rk_kernel *w, uint64_t deadline) {
+  int rc;
+  for (;;) {
+    uint32_t s = rk_load_acquire_sys_u32(&w->hstate);
+    if (s == RK_STATE_TERMINATED || lanes_dead(w)) return RK_OK; /* its lanes write nothing any more */
+    if (rk__trylock(&w->ctl_lock) == 0) break;
+    /* its terminate holds the lock and waits to synchronise with kernels of our device: two staged
+     * kernels writing each other, terminated at once by two threads; neither waits (acquire: pairs
+     * with the release that raised the flag) */
+    if (__atomic_load_n(&w->staged_syncing, __ATOMIC_ACQUIRE)) return RK_EDEADLK;
+    if (rk__now_ns() >= deadline) return RK_ETIMEDOUT;
+    rk__sleep_ns(20000);
+  }
+  rc = rk_load_acquire_sys_u32(&w->hstate) == RK_STATE_TERMINATED || lanes_dead(w)
+           ? RK_OK
+           : command(w, RK_CMD_SYNC, left_until(deadline));
+  rk__unlock(&w->ctl_lock);
+  return rc == RK_ECUDA ? RK_OK : rc; /* (dead lanes: as above) */
+}
+
 /* A terminate that gave up on lanes still running (TERMINATING, aborted) is called again: wait
  * for them once more, until the deadline. ctl_lock held. */
 static int terminate_again(rk_kernel *k, uint64_t deadline) {
@@ -819,6 +839,7 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
   /* Dead lanes (a sticky CUDA error, before or during the command) acknowledge nothing: join them
    * directly (their stream reports the error, which counts as exited). */
   rc = lanes_dead(k) ? RK_ECUDA : command(k, RK_CMD_TERMINATE, left_until(deadline));
+  if (rc == RK_OK) rc = rk__k2k_staged_close(k, deadline); /* a staged K2K inbox: its close waits for its writers */
   if (rc == RK_OK) rc = wait_lanes(k, lane_terminated, 0, left_until(deadline), 0);
   if (rc != RK_OK && rc != RK_ECUDA) {
     /* The timeout is spent: abort, and give the lanes a short, fixed grace to leave. */
