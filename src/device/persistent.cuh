@@ -887,7 +887,14 @@ RK_INLINE __device__ int rk_dev_k2k_may_close(const rk_dev_params *p, rk_dev_lan
   }
   if (L->kin_final != RK_DEV_K2K_READY) { /* once per lane; a relaxed device-scope add, counted */
     L->kin_final = RK_DEV_K2K_READY;
+#if defined(RK_DEVICE_EMULATION)
     (void)rk_fetch_add_relaxed_dev_u64(RK_CAST(volatile uint64_t *, &me->close_ready), 1);
+#else
+    /* in the global state space: the table is device memory, and through a generic address ptxas
+     * adds a shared-memory variant, a CAS loop (ATOMS.CAST) that test_sass's clock-CAS rule flags */
+    asm volatile("red.relaxed.gpu.global.add.u64 [%0], %1;" ::"l"(__cvta_generic_to_global(RK_CAST(const void *, RK_CAST(uintptr_t, &me->close_ready)))),
+                 "l"(1ull) : "memory");
+#endif
   }
   return 0;
 }
