@@ -7,8 +7,9 @@
  *               MPI_Send/MPI_Recv ping-pong of the same bytes (envelope + payload) between the
  *               two main threads. Metrics hop_p50_ns, hop_p99_ns.
  *               ringkernel.mpi also reports per round trip (both ranks together) the lane parks
- *               (futex waits), the futex wake-ups and the bridge's sleeps: parks_per_rt,
- *               wakes_per_rt, bridge_sleeps_per_rt.
+ *               (futex waits), the futex wake-ups, the bridge's sleeps and the processes' context
+ *               switches (getrusage: voluntary and involuntary, every thread): parks_per_rt,
+ *               wakes_per_rt, bridge_sleeps_per_rt, csw_per_rt.
  *   mpi.stream  msgs_per_s: ringkernel.mpi, a kernel of rank 0 sending to one of rank 1 (fed by
  *               rank 0's host), at most 64 envelopes per MPI message; mpi.raw, MPI_Isend/MPI_Irecv
  *               windows of 64 messages of the same bytes. Timed on rank 1, first to last arrival.
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "bench.h"
@@ -240,15 +242,22 @@ static void side_down(rk_side *s) {
 /* What one round trip cost in wake-ups (both ranks together): lane parks (futex waits) and
  * wake-ups of the whole process, and the bridge's sleeps. */
 typedef struct hop_counts {
-  double parks, wakes, sleeps;
+  double parks, wakes, sleeps, csw; /* csw: context switches of the processes (voluntary + not) */
 } hop_counts;
+
+/* The process's context switches so far, voluntary and involuntary (every thread: getrusage). */
+static uint64_t csw_now(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+  return (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
+}
 
 static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, uint64_t *n, int *threads,
                   hop_counts *hc) {
   rk_kernel_desc da = kdesc("hop_a", hop_a), db = kdesc("hop_b", hop_b);
   rk_mpi_options mo = RK_MPI_OPTIONS_INIT;
   rk_side s;
-  uint64_t zero = 0, c0[3], c1[3], sum[3] = {0, 0, 0}, rts = 0;
+  uint64_t zero = 0, c0[4], c1[4], sum[4] = {0, 0, 0, 0}, rts = 0;
   rk_mpi_stats ms;
   mo.spin = spin;
   memset(&g_hop, 0, sizeof g_hop);
@@ -263,6 +272,7 @@ static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, ui
   ms.size = sizeof ms;
   rk__wait_counts(&c0[0], &c0[1]);
   c0[2] = rk_mpi_bridge_stats(s.b, &ms) == RK_OK ? ms.sleeps : 0;
+  c0[3] = csw_now();
   if (g_rank == 0) {
     g_hop.warm_until = rk_bench_now_ns() + (uint64_t)(0.1 * o->seconds * 1e9);
     g_hop.deadline = g_hop.warm_until + (uint64_t)(o->seconds * 1e9);
@@ -279,15 +289,17 @@ static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, ui
   barrier(); /* both ranks count the same stretch (rank 1 waited in the barrier, asleep) */
   rk__wait_counts(&c1[0], &c1[1]);
   c1[2] = rk_mpi_bridge_stats(s.b, &ms) == RK_OK ? ms.sleeps : 0;
+  c1[3] = csw_now();
   {
-    uint64_t mine[3] = {c1[0] - c0[0], c1[1] - c0[1], c1[2] - c0[2]};
-    MPI_Reduce(mine, sum, 3, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
+    uint64_t mine[4] = {c1[0] - c0[0], c1[1] - c0[1], c1[2] - c0[2], c1[3] - c0[3]};
+    MPI_Reduce(mine, sum, 4, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
   }
   rts = g_hop.n_all;
   if (g_rank == 0 && rts && hc) {
     hc->parks = (double)sum[0] / (double)rts;
     hc->wakes = (double)sum[1] / (double)rts;
     hc->sleeps = (double)sum[2] / (double)rts;
+    hc->csw = (double)sum[3] / (double)rts;
   }
   side_down(&s);
   free(g_hop.samples);
@@ -399,7 +411,7 @@ int rk_bench_mpi(const rk_bench_opts *o) {
   uint64_t n_hop = o->quick ? 5000 : 50000, n_stream = o->quick ? 100000 : 1000000, *samples, n = 0;
   double p50 = NAN, p99 = NAN, raw50, raw99, raw_rate, rk_rate, load = rk_bench_loadavg(), idle_cpu = NAN,
          idle_sleeps = NAN;
-  hop_counts hc = {NAN, NAN, NAN};
+  hop_counts hc = {NAN, NAN, NAN, NAN};
   (void)raw50, (void)raw99, (void)raw_rate, (void)rk_rate;
   MPI_Initialized(&inited);
   if (!inited && getenv("OMPI_COMM_WORLD_SIZE") == NULL && getenv("PMIX_RANK") == NULL && getenv("PMI_SIZE") == NULL) {
@@ -441,6 +453,7 @@ int rk_bench_mpi(const rk_bench_opts *o) {
     rk_bench_emit("mpi.hop", "ringkernel.mpi", "parks_per_rt", hc.parks, "", n, NAN, NAN);
     rk_bench_emit("mpi.hop", "ringkernel.mpi", "wakes_per_rt", hc.wakes, "", n, NAN, NAN);
     rk_bench_emit("mpi.hop", "ringkernel.mpi", "bridge_sleeps_per_rt", hc.sleeps, "", n, NAN, NAN);
+    rk_bench_emit("mpi.hop", "ringkernel.mpi", "csw_per_rt", hc.csw, "", n, NAN, NAN);
   }
   n = 0;
   if (rk_bench_want(o, "mpi.hop", "ringkernel.mpi.spin", NULL) && rk_hop(o, 1, &p50, &p99, &n, &threads, NULL) == 0 &&
