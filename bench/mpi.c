@@ -20,6 +20,7 @@
  * Targets (the issue's, for the 2-core machine): hop p50 <= 3x mpi.raw; stream >= 0.5x mpi.raw. */
 #include <dirent.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,12 @@ static int threads_now(void) {
     if (e->d_name[0] != '.') n++;
   closedir(d);
   return n;
+}
+
+/* The CPUs this thread may run on (its affinity: mpirun binds each rank to one core by default). */
+static int cpus_now(void) {
+  cpu_set_t set;
+  return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : -1;
 }
 
 /* CPU time (ns) of this process's bridge thread (named rk-mpi-bridge), from its schedstat; 0 when
@@ -470,11 +477,16 @@ int rk_bench_mpi(const rk_bench_opts *o) {
     rk_bench_emit("mpi.idle", "ringkernel.mpi", "bridge_wakeups_per_s", idle_sleeps, "1/s", 1, NAN, NAN);
   }
   {
-    int counts[4] = {0, 0, 0, 0}, mine[2] = {threads, threads_stream};
-    MPI_Gather(mine, 2, MPI_INT, counts, 2, MPI_INT, 0, MPI_COMM_WORLD);
+    int counts[6] = {0, 0, 0, 0, 0, 0}, mine[3] = {threads, threads_stream, cpus_now()};
+    MPI_Gather(mine, 3, MPI_INT, counts, 3, MPI_INT, 0, MPI_COMM_WORLD);
     if (g_rank == 0) {
       rk_bench_note("mpi: threads per rank (main, runtime service, 1 lane, bridge, Open MPI's 2): hop %d and %d, "
-                    "stream %d and %d", counts[0], counts[2], counts[1], counts[3]);
+                    "stream %d and %d", counts[0], counts[3], counts[1], counts[4]);
+      rk_bench_note("mpi: CPUs each rank may run on (its affinity): %d and %d%s", counts[2], counts[5],
+                    counts[2] == 1 && counts[5] == 1
+                        ? " (mpirun's default binding: a rank's lane, bridge and host thread share one core, and "
+                          "their waits yield instead of spinning: docs/mpi.md)"
+                        : "");
       rk_bench_note("mpi: 2 ranks on %s; load average %.2f at the start (the machine is shared: figures move with "
                     "the other work; the interference meter counts the other rank as another process)",
                     rk_bench_machine(), load);

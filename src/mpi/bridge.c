@@ -769,26 +769,11 @@ static int rings_wait(rk_mpi_bridge *b, uint64_t ns) {
   return 0;
 }
 
-/* Whether the calling thread can run on one CPU only (its affinity mask, or one CPU online): then
- * an idle pass that polls without yielding only keeps the rank's lanes and host thread, which can
- * run on that CPU alone, from running (the rule of src/queue/ring_wait.c; docs/mpi.md). Read at the
- * thread's start and after each sleep, never per pass. */
-static int one_cpu(void) {
-  int one = 0;
-#if defined(__linux__)
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) == 1) one = 1; /* 0: this thread */
-  if (sysconf(_SC_NPROCESSORS_ONLN) == 1) one = 1;
-#endif
-  return one;
-}
-
 static void *bridge_main(void *arg) {
   rk_mpi_bridge *b = (rk_mpi_bridge *)arg;
   uint32_t idle = 0, r, i;
   uint64_t last_check = now_ns(), last_work = last_check, gap_max = 0, nap = NAP_MIN_NS;
   int lanes_fed = 0; /* the last busy pass delivered into a local inbox: its lane has work */
-  int one = one_cpu(); /* every idle pass yields (one_cpu) */
   /* acquire: pairs with stop's release store */
   while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
     uint32_t work = 0, traffic;
@@ -860,7 +845,11 @@ static void *bridge_main(void *arg) {
      * conversation. After a pass that delivered into a local inbox every idle pass yields: the
      * lane that just got work shares this core (mpirun binds a rank to one core on 2 cores) and
      * runs at once; otherwise the first SPIN_PASSES idle passes poll without yielding (a stream's
-     * next batch or ring slots come within them: fewer switches), the rest yield. After the window, it
+     * next batch or ring slots come within them: fewer switches), the rest yield. (The library's
+     * rule for a thread that can run on one CPU only, yield instead of spinning, src/queue/
+     * ring_wait.c, does not apply here: after a send the bridge waits for its peer, which runs on
+     * another CPU; yielding then only handed the core to its lane, itself yielding in its wait,
+     * and the answer was seen a context switch late: measured, docs/mpi.md.) After the window, it
      * sleeps on the outbound rings' futexes (a local send wakes it at once) with a timeout of
      * NAP_MIN_NS doubling to NAP_MAX_NS, and NAP_IDLE_NS once quiet for IDLE_LONG_NS, when MPI is
      * polled again: a message that a peer sends to an idle rank waits that long at most, and a
@@ -870,13 +859,12 @@ static void *bridge_main(void *arg) {
       if (live < LIVE_MIN_NS) live = LIVE_MIN_NS;
       if (live > LIVE_MAX_NS) live = LIVE_MAX_NS;
       if (quiet < live) {
-        if (lanes_fed || idle > SPIN_PASSES || one) sched_yield();
+        if (lanes_fed || idle > SPIN_PASSES) sched_yield();
         continue;
       }
     }
     stat_add(&b->s_sleeps, 1);
     if (rings_wait(b, t - last_work < IDLE_LONG_NS ? nap : NAP_IDLE_NS)) stat_add(&b->s_woken, 1);
-    one = one_cpu(); /* after a sleep (a syscall already): the mask may have changed */
     if (nap < NAP_MAX_NS) nap = nap * 2 < NAP_MAX_NS ? nap * 2 : NAP_MAX_NS;
   }
   return NULL;

@@ -58,7 +58,8 @@ static __thread int tl_woken; /* this thread's last wait ended in a park that wa
  * the machine has one online): what it waits for (another thread) cannot run on that CPU while it
  * spins. mpirun binds each rank to one core on the 2-core machines here, so a rank's lane, its
  * bridge and its host thread share a core, and every 2 µs spin of the lane was 2 µs its bridge
- * waited (docs/mpi.md). Such a waiter yields where others pause (the same spin time, then the same
+ * waited (docs/mpi.md). (The MPI bridge does not apply it: after a send it waits for its peer,
+ * which runs on another CPU; bridge.c.) Such a waiter yields where others pause (the same spin time, then the same
  * yields and park): a yield with nobody else runnable on the CPU returns at once, so it stays as
  * responsive, and a co-located thread runs at once. The mask is read once per thread (its first
  * wait), again after every park (a syscall already; the mask may have changed while it slept) and
@@ -67,16 +68,22 @@ static __thread int tl_woken; /* this thread's last wait ended in a park that wa
 static __thread int tl_one_cpu = -1;
 static __thread uint64_t tl_spin_polls, tl_yields; /* this thread's pause-polls and yields in waits (tests) */
 
+/* CPUs online, read once per process (glibc's sysconf reads a /sys file each time: ~10 µs); 0
+ * until read. Relaxed: every thread computes the same value, any of them may store it. */
+static long g_online;
+
 int rk__one_cpu_refresh(void) {
   int one = 0;
+  long online = __atomic_load_n(&g_online, __ATOMIC_RELAXED);
 #if defined(__linux__)
   cpu_set_t set;
   /* pid 0: the calling thread's own mask. A failure (a mask wider than CPU_SETSIZE) says several. */
   if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) == 1) one = 1;
 #endif
 #if defined(_SC_NPROCESSORS_ONLN)
-  if (sysconf(_SC_NPROCESSORS_ONLN) == 1) one = 1;
+  if (online == 0) __atomic_store_n(&g_online, online = sysconf(_SC_NPROCESSORS_ONLN), __ATOMIC_RELAXED);
 #endif
+  if (online == 1) one = 1;
   tl_one_cpu = one;
   return one;
 }
