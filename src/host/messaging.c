@@ -485,14 +485,19 @@ static int32_t reply_status(const rk_envelope *e, const void *payload, int clock
  * consumes the reply, once, with the reply's envelope (the refused request's type and id, the
  * code as reason) and no payload. CPU lanes keep their own, with the request itself. A handler of
  * a device kernel that returns RK_ECORRUPT or RK_ECLOCK itself is recorded alike. */
-static void device_refusal(rk_kernel *k, const rk_envelope *e, const void *payload, uint32_t lane) {
+static void device_refusal_slow(rk_kernel *k, const rk_envelope *e, const void *payload, uint32_t lane) {
   int32_t c;
-  if (!(e->flags & RK_ENV_F_ERROR) || !k->ops->lane_clock_offset || e->payload_len < sizeof c) return;
+  if (!k->ops->lane_clock_offset || e->payload_len < sizeof c) return;
   memcpy(&c, payload, sizeof c);
   if (c == RK_ECORRUPT)
     rk__dead_letter(k, e, NULL, c, "refused by the device lane: invalid envelope", lane);
   else if (c == RK_ECLOCK)
     rk__dead_letter(k, e, NULL, c, "refused by the device lane: stamp too far ahead", lane);
+}
+
+/* (the test for an error reply inline: a call per reply otherwise, on every drain; issue 16) */
+static inline void device_refusal(rk_kernel *k, const rk_envelope *e, const void *payload, uint32_t lane) {
+  if (RK_UNLIKELY(e->flags & RK_ENV_F_ERROR)) device_refusal_slow(k, e, payload, lane);
 }
 
 static inline __attribute__((always_inline)) void to_msg(const rk_envelope *e, const void *payload, rk_msg *m,
@@ -1022,7 +1027,9 @@ static void outbox_let_go(rk_kernel *k, rk__lane *l) {
  * three calls) lay between the reply's publication and drain_own (issue 16). The header is checked
  * once, here, and the word's address computed from it: a header rewritten during the poll cannot
  * redirect it, and drain_own checks the header again before it reads the slot. */
+#ifndef RK_CALL_SPIN_POLLS
 #define RK_CALL_SPIN_POLLS 64
+#endif
 /* The first polls without a pause before them (an experiment of issue 16's fourth step: a pause is
  * ~50 ns on the EPYC VM, and a reply that lands during one waits for its end); 0: a pause after
  * every poll. */
@@ -1043,7 +1050,7 @@ static int reply_spin(rk_kernel *k, rk__lane *l) {
       rk__prefetch_slot(r, head); /* envelope and payload lines together (queue/internal.h) */
       return 1;
     }
-    if (i >= RK_CALL_TIGHT_POLLS) rk_cpu_relax();
+    if ((int)i >= RK_CALL_TIGHT_POLLS) rk_cpu_relax();
   }
   return 0;
 }
