@@ -217,7 +217,6 @@ struct rk_waiter {
   int done; /* atomics: stored (release) by the drainer, under reply_lock, after *out is written */
   int corrupt; /* *out is an RK_ECORRUPT notice for a refused reply (written before done) */
   uint64_t sent_ns;
-  uint64_t sent_tsc; /* the time stamp counter at sent_ns, for the latency (messaging.c, call_latency_ns) */
   rk_waiter *next;
 };
 

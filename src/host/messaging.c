@@ -28,10 +28,6 @@
  * than at its timeout (docs/design-notes.md, "Replies are validated"). */
 #include <stdlib.h>
 #include <string.h>
-#if defined(__x86_64__)
-#include <cpuid.h>
-#include <x86intrin.h>
-#endif
 
 #include "host/internal.h"
 
@@ -73,101 +69,6 @@ void rk__latency_add(rk__lane *l, uint64_t ns) {
   if (b > RK_LATENCY_BUCKETS - 1) b = RK_LATENCY_BUCKETS - 1;
   rx_add(&l->rx_latency_hist[b], 1);
   rx_add(&l->rx_latency_sum_ns, ns);
-}
-
-/* The clock of the rk_call latency histogram (issue 16, fourth step, docs/design-notes.md): the
- * reading at the reply lies on the serial path from the reply to the call's return, where a
- * clock_gettime through the vDSO costs ~160 TSC ticks on the EPYC VM and RDTSCP ~70. So the latency
- * is measured in time stamp counter ticks and converted to nanoseconds with a factor calibrated
- * against CLOCK_MONOTONIC once, over at least RK__TSC_CAL_NS (50 ms) of the process's rk_calls; until
- * then (and where the counter is unusable: not x86-64, no invariant TSC or no RDTSCP, as CPUID
- * says) the latency is read with rk__now_ns as before. The rule: the counter is used only for a
- * difference of two readings on the same call (its origin never matters), RDTSCP waits for every
- * earlier instruction and load (the reply's sequence word and done), so the end reading follows
- * the reply's arrival as a clock_gettime did; the invariant TSC runs at a constant rate on every
- * core, so a call that migrates between its readings measures the same; the factor is good to
- * ~2e-4 (each end's clock reading is bracketed by two counter readings at most RK__TSC_CAL_GAP
- * apart, over >= 50 ms), far below the histogram's power-of-two buckets. Statistics only: no
- * deadline, timeout or HLC reads it.
- * g_tsc: 0 not yet checked, 1 usable, 2 unusable (relaxed: each value is final once written, a
- * race only repeats the check). g_tsc_q32: nanoseconds per tick in 32.32 fixed point, 0 until
- * calibrated (relaxed: a single word, any nonzero value is the result). g_cal: the calibration's
- * reference (tsc, ns), written by the one thread that wins g_cal_state 0 -> 1, published by the
- * release store of 2 (paired with the acquire loads below). */
-#define RK__TSC_CAL_NS 50000000ull
-#define RK__TSC_CAL_GAP 20000u /* ticks: ~8 us at 2.5 GHz */
-static int g_tsc;
-static uint64_t g_tsc_q32;
-static int g_cal_state; /* 0 none, 1 being written, 2 reference set, 3 done */
-static uint64_t g_cal_tsc, g_cal_ns;
-
-static int tsc_usable(void) {
-  int u = __atomic_load_n(&g_tsc, __ATOMIC_RELAXED);
-  if (RK_UNLIKELY(u == 0)) {
-    u = 2;
-#if defined(__x86_64__)
-    {
-      unsigned a, b, c, d;
-      /* 0x80000007 EDX bit 8: invariant TSC; 0x80000001 EDX bit 27: RDTSCP */
-      if (__get_cpuid(0x80000007, &a, &b, &c, &d) && (d & (1u << 8)) && __get_cpuid(0x80000001, &a, &b, &c, &d) &&
-          (d & (1u << 27)))
-        u = 1;
-    }
-#endif
-    __atomic_store_n(&g_tsc, u, __ATOMIC_RELAXED);
-  }
-  return u == 1;
-}
-
-static inline uint64_t tsc_read(void) {
-#if defined(__x86_64__)
-  unsigned aux;
-  return __rdtscp(&aux);
-#else
-  return 0;
-#endif
-}
-
-/* The start of a call's latency: after its request is published (the deadline's reading, now_ns). */
-static inline void call_latency_start(rk_waiter *w, uint64_t now_ns) {
-  w->sent_ns = now_ns;
-  w->sent_tsc = tsc_usable() ? tsc_read() : 0;
-}
-
-/* Calibrate (see above) with a reading pair taken now; called only while g_tsc_q32 is 0. */
-static void tsc_calibrate(uint64_t tsc, uint64_t ns) {
-  int st = __atomic_load_n(&g_cal_state, __ATOMIC_ACQUIRE); /* pairs with the release stores below */
-  if (st == 0) {
-    if (__atomic_compare_exchange_n(&g_cal_state, &st, 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-      g_cal_tsc = tsc;
-      g_cal_ns = ns;
-      __atomic_store_n(&g_cal_state, 2, __ATOMIC_RELEASE);
-    }
-    return;
-  }
-  if (st == 2 && ns - g_cal_ns >= RK__TSC_CAL_NS && tsc > g_cal_tsc &&
-      __atomic_compare_exchange_n(&g_cal_state, &st, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-    unsigned __int128 q = ((unsigned __int128)(ns - g_cal_ns) << 32) / (tsc - g_cal_tsc);
-    if (q > 0 && q < ((unsigned __int128)1 << 40)) __atomic_store_n(&g_tsc_q32, (uint64_t)q, __ATOMIC_RELAXED);
-    __atomic_store_n(&g_cal_state, q > 0 && q < ((unsigned __int128)1 << 40) ? 3 : 2, __ATOMIC_RELEASE);
-  }
-}
-
-/* The call's latency, read right after its reply was delivered. */
-static inline uint64_t call_latency_ns(const rk_waiter *w) {
-  uint64_t q = __atomic_load_n(&g_tsc_q32, __ATOMIC_RELAXED), now;
-  if (RK_LIKELY(q != 0 && w->sent_tsc != 0))
-    return (uint64_t)(((unsigned __int128)(tsc_read() - w->sent_tsc) * q) >> 32);
-  if (w->sent_tsc == 0) return rk__now_ns() - w->sent_ns;
-  {
-    /* a pair for the calibration: the counter on both sides of the clock read, kept only when the
-     * two are close (no preemption between them), the clock paired with their midpoint */
-    uint64_t t0 = tsc_read(), t1;
-    now = rk__now_ns();
-    t1 = tsc_read();
-    if (t1 - t0 < RK__TSC_CAL_GAP) tsc_calibrate(t0 + (t1 - t0) / 2, now);
-  }
-  return now - w->sent_ns;
 }
 
 uint64_t rk__received(const rk_kernel *k) {
@@ -873,7 +774,7 @@ static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint) 
   l->drain_blocked = 0;
   to_msg(&env, slot + RK_ENVELOPE_SIZE, w->out, w->buf, w->buf_len, bad);
   device_refusal(k, &env, slot + RK_ENVELOPE_SIZE, l->index);
-  rk__latency_add(l, call_latency_ns(w));
+  rk__latency_add(l, rk__now_ns() - w->sent_ns);
   rx_add(&l->rx_received, 1); /* before done: a caller's stats after rk_call returns include it */
   /* pairs with the caller's acquire in call_common (the caller itself here): *w->out is written */
   __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
@@ -1096,7 +997,6 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   w.done = 0;
   w.corrupt = 0;
   w.sent_ns = 0;
-  w.sent_tsc = 0;
   w.next = NULL;
   w.id = id ? id : rk__msg_id(k->rt) | RK__CALL_BIT;
   w.out = reply;
@@ -1111,7 +1011,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
     __atomic_store_n(&l->fast_call, w.id, __ATOMIC_RELAXED);
     rc = send_on(k, l, type, req, req_len, RK__SEND_TRY, w.id, UINT64_MAX, &pt);
     if (rc == RK_OK) {
-      call_latency_start(&w, rk__now_ns()); /* the lane is working on the request meanwhile */
+      w.sent_ns = rk__now_ns(); /* the lane is working on the request meanwhile */
     } else { /* full (the ordinary way then), or an error: nothing was sent */
       own = 0;
       __atomic_store_n(&l->fast_call, 0, __ATOMIC_RELAXED);
@@ -1122,7 +1022,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
     /* Register before sending: the reply may arrive before send_on returns. */
     waiter_register(k, &w);
     registered = 1;
-    call_latency_start(&w, rk__now_ns());
+    w.sent_ns = rk__now_ns();
     pt = 0;
     /* One deadline for the whole call: a wait for inbox room spends it too. */
     deadline = timeout_ns < 0 ? UINT64_MAX : add_sat(w.sent_ns, (uint64_t)timeout_ns);
