@@ -29,6 +29,10 @@
 #define RK_LANE_PARK_NS 20000000   /* parked lanes re-check their control word this often */
 #define RK_LANE_RETRY_NS 20000     /* back-off before a handler that returned RK_EAGAIN runs again */
 #define RK_LANE_PT_REUSE 64        /* host batches that reuse one clock reading at most (lane_pt) */
+/* 0: the CAS on the kernel clock always (lane_tick; an A/B switch for the benchmarks) */
+#ifndef RK_LANE_CLOCK_1W
+#define RK_LANE_CLOCK_1W 1
+#endif
 
 /* Single-writer counters (the lane leader writes, anyone reads): a load and a store, never an
  * RMW, because on the device the same words live across PCIe (ARCHITECTURE §4). Readers pair
@@ -1035,7 +1039,7 @@ static int cpu_start(rk_kernel *k) {
      * lanes passed on are still on their way back, and a terminate waits for them */
     l->blocked_on = NULL; /* the K2K deadlock check starts afresh (a restart) */
     l->pt_read = 0;       /* the first host batch reads the clock */
-    l->clock_1w = k->lanes == 1 && k->threads == 1; /* the clock word's only writer (lane_tick) */
+    l->clock_1w = RK_LANE_CLOCK_1W && k->lanes == 1 && k->threads == 1; /* its only writer (lane_tick) */
     l->waits_on = NULL;
     l->retry_since_ns = 0;
     l->deadlock_said = 0;
