@@ -183,7 +183,7 @@ static const scenario scenarios[] = {
     {"destroy runtime", 0, fixture_active, op_destroy_runtime},
 };
 
-static const char *kind_name[RK__FP_KINDS] = {"allocation", "thread creation", "libuv resource"};
+static const char *kind_name[RK__FP_RESOURCES] = {"allocation", "thread creation", "libuv resource"};
 
 /* A clean failure: the codes an operation may return when a resource is refused. */
 static int clean_error(int rc) { return rc == RK_OK || rc == RK_ENOMEM || rc == RK_ESYS || rc == RK_ENORESOURCE; }
@@ -195,7 +195,7 @@ static void test_sweep(void **state) {
   (void)state;
   for (s = 0; s < sizeof scenarios / sizeof scenarios[0]; s++) {
     const scenario *sc = &scenarios[s];
-    for (kind = 0; kind < RK__FP_KINDS; kind++) {
+    for (kind = 0; kind < RK__FP_RESOURCES; kind++) {
       uint64_t n, points = 0;
       for (n = 1;; n++) {
         fixture f;
