@@ -27,7 +27,8 @@
 #define RK_DEFAULT_CLOCK_SYNC_NS 1000000000ull
 #define RK_CLOCK_SYNC_WAIT_NS 200000ull      /* how long the service loop waits for lane 0 */
 #define RK_CLOCK_SYNC_MAX_WINDOW_NS 50000ull /* a slower exchange is dropped: error up to 25 us */
-#define RK_CLOCK_SYNC_LONG_WAIT_NS 20000000ull /* the wait while the calibration in force is coarser */
+#define RK_CLOCK_SYNC_COARSE_WAIT_NS 2000000ull /* the service loop's wait while a coarser one is in force */
+#define RK_LAUNCH_CLOCK_WAIT_NS 20000000ull  /* a launch exchange's wait (a loaded machine) */
 #define RK_LAUNCH_CLOCK_TRIES 4              /* exchanges tried at launch before the coarse window */
 #define RK_DEFAULT_DEAD_LETTERS 16u
 #define RK_DEFAULT_MAX_RESTARTS 3u
@@ -434,8 +435,9 @@ void rk__clock_sync(rk_kernel *k) {
   if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return; /* lanes leaving */
   if (cur <= RK_CLOCK_SYNC_MAX_WINDOW_NS)
     ok = clock_exchange(k, RK_CLOCK_SYNC_WAIT_NS, RK_CLOCK_SYNC_MAX_WINDOW_NS, NULL);
-  else /* a coarse calibration in force (a loaded machine): wait longer, take any narrower window */
-    ok = clock_exchange(k, cur < RK_CLOCK_SYNC_LONG_WAIT_NS ? cur : RK_CLOCK_SYNC_LONG_WAIT_NS, cur - 1, NULL);
+  else /* a coarse calibration in force (a loaded machine): wait a little longer (the service loop
+        * does nothing else meanwhile), take any narrower window */
+    ok = clock_exchange(k, cur < RK_CLOCK_SYNC_COARSE_WAIT_NS ? cur : RK_CLOCK_SYNC_COARSE_WAIT_NS, cur - 1, NULL);
   /* a miss (lane 0 busy in a long handler, or a slow exchange) is tried again sooner; so is a
    * narrowing that is still coarse */
   k->clock_next_ns = add_sat(now, ok && k->clock_window <= RK_CLOCK_SYNC_MAX_WINDOW_NS ? iv : iv / 4);
@@ -492,7 +494,7 @@ static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
 /* The first clock calibration, once every lane checked in. A synchronous exchange, as the service
  * loop's: lanes in LAUNCHED poll the control line on every iteration (a parked CPU lane 0 is
  * woken by the request), so lane 0 answers within microseconds; a few tries, since the first may
- * find a CPU lane 0 still waking up, each waiting up to RK_CLOCK_SYNC_LONG_WAIT_NS (a loaded
+ * find a CPU lane 0 still waking up, each waiting up to RK_LAUNCH_CLOCK_WAIT_NS (a loaded
  * machine may not run lane 0 for milliseconds). Only if every try misses, the narrowest answered
  * try, or else the coarse window of the whole start (from before ops->start to now: NVRTC, image
  * load, state copy, launch) is used, with its uncertainty in the lanes' drift bound, and the
@@ -502,7 +504,7 @@ static void calibrate_at_launch(rk_kernel *k, uint64_t t_before) {
   clock_try best = {0, UINT64_MAX, 0};
   int tries, synced = 0;
   for (tries = 0; tries < RK_LAUNCH_CLOCK_TRIES && !synced; tries++)
-    synced = clock_exchange(k, RK_CLOCK_SYNC_LONG_WAIT_NS, RK_CLOCK_SYNC_MAX_WINDOW_NS, &best);
+    synced = clock_exchange(k, RK_LAUNCH_CLOCK_WAIT_NS, RK_CLOCK_SYNC_MAX_WINDOW_NS, &best);
   if (synced) {
     k->clock_next_ns = iv == UINT64_MAX ? UINT64_MAX : add_sat(rk__now_ns(), iv);
     return;
