@@ -29,6 +29,11 @@ static rk_backend_ops emu_ops;
 
 #define RK_LAUNCH_CLOCK_TRIES_FOR_TEST 4 /* kernel.c RK_LAUNCH_CLOCK_TRIES */
 
+/* The watchdog's stall bound for tests that do not test it: a loaded machine can starve an emulated
+ * lane's threads for seconds (3.8 s without a heartbeat at load average 48 under ASan), and the
+ * default bound (2 s) then faulted a kernel that was merely not scheduled. */
+#define EMU_STALL_NS (60 * RT_SEC)
+
 /* A runtime whose kernels run on the emulated device (stall_ns: the watchdog's bound, 0 default). */
 static rk_runtime *emu_runtime_wd(uint64_t clock_sync_ns, uint64_t stall_ns) {
   rk_runtime_options o = rt_options(); /* CPU backend: no CUDA initialisation */
@@ -41,7 +46,7 @@ static rk_runtime *emu_runtime_wd(uint64_t clock_sync_ns, uint64_t stall_ns) {
   return rt;
 }
 
-static rk_runtime *emu_runtime(uint64_t clock_sync_ns) { return emu_runtime_wd(clock_sync_ns, 0); }
+static rk_runtime *emu_runtime(uint64_t clock_sync_ns) { return emu_runtime_wd(clock_sync_ns, EMU_STALL_NS); }
 
 static void emu_runtime_destroy(rk_runtime *rt) {
   emu_backend_uninstall(rt);
@@ -380,7 +385,7 @@ static uint32_t lane0_clock_ack(rk_kernel *k) {
  * dropped. Then, with the outbox full again, requests sent without reply are still consumed: they
  * need no room. */
 static void test_full_outbox_lane_alive(void **state) {
-  rk_runtime *rt = emu_runtime_wd(5 * RT_MS, 100 * RT_MS);
+  rk_runtime *rt = emu_runtime_wd(5 * RT_MS, 400 * RT_MS); /* (a loaded machine may not run a lane for 100 ms) */
   rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 2, 64, 4);
   uint32_t batch = ((emu_device *)k->backend_data)->params.batch, i, ack, taken;
   rk_kernel_counters st;
@@ -397,7 +402,7 @@ static void test_full_outbox_lane_alive(void **state) {
   assert_int_equal(rk_kernel_activate(k), RK_OK);
   RT_WAIT_STAT(k, outbox_stalls, 1);
   ack = lane0_clock_ack(k);
-  rt_sleep_ms(350);
+  rt_sleep_ms(1250); /* three stall bounds */
   st = rt_stats(k);
   /* the lane waits inside its batch: the slots it handled went back to the host (and are counted
    * in), the ones it copied but has not handled stay in the inbox until it has (a restart would
@@ -941,6 +946,13 @@ static void test_k2k_slow_subscriber(void **state) {
   emu_runtime_destroy(rt);
 }
 
+static int k2k_refused_some(void *k) { return rt_stats((rk_kernel *)k).k2k_refused > 0; }
+
+static int either_faulted(void *g) {
+  return rk_kernel_state(rk_graph_kernel((rk_graph *)g, 0)) == RK_STATE_FAULTED ||
+         rk_kernel_state(rk_graph_kernel((rk_graph *)g, 1)) == RK_STATE_FAULTED;
+}
+
 /* A lane whose handler keeps asking to run again (its destination deactivated, two slots full)
  * still hears the host: terminate's drain cannot finish, so it times out and aborts, and the
  * lanes leave (the kernel is TERMINATED, not left running). */
@@ -956,8 +968,8 @@ static void test_k2k_retry_hears_abort(void **state) {
     uint64_t w[2] = {0, i};
     RT_OK(rt, rk_send(rk_graph_kernel(g, a), 2, w, sizeof w, RK_SEND_NO_REPLY, NULL));
   }
-  rk__sleep_ns(50000000); /* two sent, the third retried over and over */
-  assert_true(rt_stats(rk_graph_kernel(g, a)).k2k_refused > 0);
+  /* two sent, the third retried over and over (polled: a loaded machine may take its time) */
+  if (!rt_wait_for(k2k_refused_some, rk_graph_kernel(g, a), 3 * RT_HANG)) fail_msg("no K2K send was refused");
   assert_int_equal(rk_kernel_terminate(rk_graph_kernel(g, a), 200000000), RK_ETIMEDOUT);
   assert_int_equal(rk_kernel_state(rk_graph_kernel(g, a)), RK_STATE_TERMINATED);
   RT_OK(rt, rk_graph_terminate(g, RT_HANG)); /* the stopped one drains what it got */
@@ -973,7 +985,6 @@ static void test_k2k_deadlock_detected(void **state) {
   rk_graph *g;
   const uint32_t a = 0, b = 1;
   uint32_t i;
-  int spins = 0;
   (void)state;
   g = k2k_graph(rt, (const k2k_spec[]){{"left", 2, 0}, {"right", 2, 0}}, 2, "0>1 1>0", 0);
   for (i = 0; i < 16; i++) { /* 32 ping-pongs of a million hops each: more than the cycle holds */
@@ -981,11 +992,8 @@ static void test_k2k_deadlock_detected(void **state) {
     RT_OK(rt, rk_send(rk_graph_kernel(g, a), 6, w, sizeof w, RK_SEND_NO_REPLY, NULL));
     RT_OK(rt, rk_send(rk_graph_kernel(g, b), 6, w, sizeof w, RK_SEND_NO_REPLY, NULL));
   }
-  while (rk_kernel_state(rk_graph_kernel(g, a)) != RK_STATE_FAULTED &&
-         rk_kernel_state(rk_graph_kernel(g, b)) != RK_STATE_FAULTED && spins++ < 5000)
-    rk__sleep_ns(1000000);
-  assert_true(rk_kernel_state(rk_graph_kernel(g, a)) == RK_STATE_FAULTED ||
-              rk_kernel_state(rk_graph_kernel(g, b)) == RK_STATE_FAULTED);
+  /* polled against a generous deadline (a loaded machine): a hang fails, a slow detection does not */
+  if (!rt_wait_for(either_faulted, g, 3 * RT_HANG)) fail_msg("the K2K deadlock was not detected");
   {
     rk_kernel *f = rk_kernel_state(rk_graph_kernel(g, a)) == RK_STATE_FAULTED ? rk_graph_kernel(g, a)
                                                                              : rk_graph_kernel(g, b);
@@ -1050,6 +1058,7 @@ static rk_runtime *emu_runtime_dev(int device) {
   rk_runtime *rt;
   o.device = device;
   o.watchdog_interval_ns = 1000000;
+  o.watchdog_stall_ns = EMU_STALL_NS;
   rt = rt_create_opts(&o);
   emu_backend_install(rt, &emu_ops, emu_simple_start, emu_simple_join);
   return rt;

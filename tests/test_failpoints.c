@@ -364,12 +364,14 @@ static void test_restart_thread_fails_with_queue(void **state) {
   rt_item it;
   rk_msg m;
   uint32_t i, seen = 0;
+  uint64_t launch_timeout;
   (void)state;
   lo.lanes = 4;
   lo.threads_per_lane = 3;
   k = rt_launch_active(rt, &d, &lo);
   /* restart's wait for the old lanes, short; the launch itself keeps the default (12 threads
    * under a sanitizer on a loaded machine may need more than 50 ms to check in) */
+  launch_timeout = k->launch_timeout_ns;
   k->launch_timeout_ns = 50 * RT_MS;
   __atomic_store_n(&g_gate, 1, __ATOMIC_RELEASE);
   memset(&it, 0, sizeof it);
@@ -384,6 +386,9 @@ static void test_restart_thread_fails_with_queue(void **state) {
   rk__kernel_fault(k, RK_EHANDLER, "injected for the test");
   assert_int_equal(rk_kernel_restart(k, 0), RK_ETIMEDOUT); /* held: the abort is now set */
   __atomic_store_n(&g_gate, 0, __ATOMIC_RELEASE);        /* the old lane finishes it and leaves */
+  /* the next restart waits for that lane to leave: a generous bound again (under load, 50 ms were
+   * too short once: the restart timed out before creating a thread, and the fail point never hit) */
+  k->launch_timeout_ns = launch_timeout;
   memset(&r, 0, sizeof r);
   r.k = k;
   rk__failpoint_arm(RK__FP_THREAD, 12, 0); /* the last lane's last thread: the others run by then */
