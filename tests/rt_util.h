@@ -133,6 +133,24 @@ static inline rk_kernel_counters rt_stats(rk_kernel *k) {
   return st;
 }
 
+/* No stamp k received was refused by the drift bound (clock_rejected 0). Every clock in a test
+ * that expects no refusal is this host's, so a refusal is a message lost silently: a wrong clock
+ * calibration (a device lane's offset), caught here rather than as a missing count. */
+static inline void rt_no_clock_refusals(rk_kernel *k) {
+  rk_kernel_counters st = rt_stats(k);
+  if (st.clock_rejected)
+    fail_msg("kernel %u refused %llu stamps as too far ahead (clock offset %lld ns, window %llu ns, %llu syncs, "
+             "%llu misses)", rk_kernel_id(k), (unsigned long long)st.clock_rejected, (long long)st.clock_offset_ns,
+             (unsigned long long)st.clock_sync_window_ns, (unsigned long long)st.clock_syncs,
+             (unsigned long long)st.clock_sync_misses);
+}
+
+/* rt_no_clock_refusals for the kernels of graph g's nodes 0 to n - 1. */
+static inline void rt_graph_no_clock_refusals(rk_graph *g, uint32_t n) {
+  uint32_t i;
+  for (i = 0; i < n; i++) rt_no_clock_refusals(rk_graph_kernel(g, i));
+}
+
 /* Poll pred(arg) every millisecond until it holds or `ns` passed; returns whether it held. */
 static inline int rt_wait_for(int (*pred)(void *), void *arg, int64_t ns) {
   uint64_t start = rt_now_ns();

@@ -183,7 +183,7 @@ static const scenario scenarios[] = {
     {"destroy runtime", 0, fixture_active, op_destroy_runtime},
 };
 
-static const char *kind_name[RK__FP_KINDS] = {"allocation", "thread creation", "libuv resource"};
+static const char *kind_name[RK__FP_RESOURCES] = {"allocation", "thread creation", "libuv resource"};
 
 /* A clean failure: the codes an operation may return when a resource is refused. */
 static int clean_error(int rc) { return rc == RK_OK || rc == RK_ENOMEM || rc == RK_ESYS || rc == RK_ENORESOURCE; }
@@ -195,7 +195,7 @@ static void test_sweep(void **state) {
   (void)state;
   for (s = 0; s < sizeof scenarios / sizeof scenarios[0]; s++) {
     const scenario *sc = &scenarios[s];
-    for (kind = 0; kind < RK__FP_KINDS; kind++) {
+    for (kind = 0; kind < RK__FP_RESOURCES; kind++) {
       uint64_t n, points = 0;
       for (n = 1;; n++) {
         fixture f;
@@ -364,12 +364,14 @@ static void test_restart_thread_fails_with_queue(void **state) {
   rt_item it;
   rk_msg m;
   uint32_t i, seen = 0;
+  uint64_t launch_timeout;
   (void)state;
   lo.lanes = 4;
   lo.threads_per_lane = 3;
   k = rt_launch_active(rt, &d, &lo);
   /* restart's wait for the old lanes, short; the launch itself keeps the default (12 threads
    * under a sanitizer on a loaded machine may need more than 50 ms to check in) */
+  launch_timeout = k->launch_timeout_ns;
   k->launch_timeout_ns = 50 * RT_MS;
   __atomic_store_n(&g_gate, 1, __ATOMIC_RELEASE);
   memset(&it, 0, sizeof it);
@@ -384,6 +386,9 @@ static void test_restart_thread_fails_with_queue(void **state) {
   rk__kernel_fault(k, RK_EHANDLER, "injected for the test");
   assert_int_equal(rk_kernel_restart(k, 0), RK_ETIMEDOUT); /* held: the abort is now set */
   __atomic_store_n(&g_gate, 0, __ATOMIC_RELEASE);        /* the old lane finishes it and leaves */
+  /* the next restart waits for that lane to leave: a generous bound again (under load, 50 ms were
+   * too short once: the restart timed out before creating a thread, and the fail point never hit) */
+  k->launch_timeout_ns = launch_timeout;
   memset(&r, 0, sizeof r);
   r.k = k;
   rk__failpoint_arm(RK__FP_THREAD, 12, 0); /* the last lane's last thread: the others run by then */

@@ -493,7 +493,10 @@ static void test_restart(void **state) {
   (void)state;
   d.state_size = sizeof(counter_state);
   d.state_init = counter_init;
-  lo.launch_timeout_ns = 250 * RT_MS; /* restart's wait for the old lanes (and the new ones' check-in, on a loaded machine) */
+  /* restart's wait for the old lanes (and the new ones' check-in): long enough for a released
+   * handler to return and its lane to leave on a loaded machine (the same 50 ms wait timed out at
+   * load average 30 in test_failpoints); a held handler still makes it time out */
+  lo.launch_timeout_ns = 2 * RT_SEC;
   __atomic_store_n(&g_inits, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&handled, 0, __ATOMIC_RELAXED);
   k = rt_launch_active(rt, &d, &lo);

@@ -208,6 +208,7 @@ static void test_fan_in(void **state) {
   for (i = 0; i < FAN_SOURCES; i++)
     for (j = 0; j < 2; j++) assert_int_equal(s->next[i][j], seq[i][j]);
   assert_int_equal(rt_stats(rk_graph_kernel(g, node[FAN_SOURCES])).k2k_in, n * FAN_SOURCES);
+  rt_graph_no_clock_refusals(g, FAN_SOURCES + 1);
   rk_graph_destroy(g);
   rk_runtime_destroy(rt);
 }
@@ -466,6 +467,7 @@ static void test_terminate_drains(void **state) {
   /* full inboxes made handlers run again (RK_EAGAIN), never an error or a loss */
   assert_int_equal(rt_stats(rk_graph_kernel(g, 0)).handler_errors, 0);
   assert_int_equal(rt_stats(rk_graph_kernel(g, 1)).handler_errors, 0);
+  rt_graph_no_clock_refusals(g, 3);
   rk_graph_destroy(g);
   rk_runtime_destroy(rt);
 }

@@ -377,6 +377,7 @@ static void test_concurrent_calls(void **state) {
   assert_int_equal(st.received, T * per);
   assert_int_equal(st.late_replies, 0);
   assert_int_equal(st.latency_count, T * per);
+  rt_no_clock_refusals(k);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }
@@ -452,6 +453,7 @@ static void test_calls_and_recv_mixed(void **state) {
     rt_item it;
     assert_int_equal(rk_recv(k, &m, &it, sizeof it, 0), RK_EAGAIN);
   }
+  rt_no_clock_refusals(k);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }
@@ -906,6 +908,7 @@ static void test_concurrent_receivers(void **state) {
   assert_int_equal(total, n);
   for (i = 0; i < n; i++) assert_int_equal(seen[i], 1);
   free(seen);
+  rt_no_clock_refusals(k);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }

@@ -50,7 +50,11 @@ typedef struct rk_control_host {
    *  it), release order. */
   volatile uint64_t signals;
   volatile uint64_t clock_offset_ns;          /**< device: CLOCK_REALTIME - %globaltimer (mod 2^64) */
-  uint8_t pad[RK_LINE - 24];
+  /** device: the drift bound (us) for host stamps while clock_offset_ns is in force: max_offset_us
+   *  plus the offset's uncertainty (half its measurement's window); written with the offset,
+   *  reloaded with it */
+  volatile uint64_t clock_bound_us;
+  uint8_t pad[RK_LINE - 32];
 } rk_control_host;
 
 /** Lane-written line (one per lane). Counters are single-writer: the lane. */
@@ -91,6 +95,7 @@ RK_STATIC_ASSERT(sizeof(rk_lane_status) == RK_LINE, "lane status line");
 RK_STATIC_ASSERT(sizeof(rk_lane_command) == RK_LINE, "lane command line");
 RK_ASSERT_OFFSET(rk_control_host, signals, 8);
 RK_ASSERT_OFFSET(rk_control_host, clock_offset_ns, 16);
+RK_ASSERT_OFFSET(rk_control_host, clock_bound_us, 24);
 RK_ASSERT_OFFSET(rk_lane_status, heartbeat, 8);
 RK_ASSERT_OFFSET(rk_lane_status, msgs_in, 24);
 RK_ASSERT_OFFSET(rk_lane_status, k2k_out, 80);

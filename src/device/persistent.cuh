@@ -193,6 +193,7 @@ typedef struct rk_dev_lane {
   uint64_t drain_to;
   uint64_t next_reply_id;
   uint64_t clock_off;     /* CLOCK_REALTIME - %globaltimer, reloaded on every new clock_req */
+  uint64_t clock_bound;   /* drift bound for host stamps (us): max_offset_us + the offset's uncertainty */
   uint64_t merge;         /* highest stamp admitted and not yet merged into the kernel clock */
   uint64_t last_work_ns;  /* %globaltimer when the lane last took a message */
   uint64_t beat_ns;       /* %globaltimer of the last heartbeat store */
@@ -341,7 +342,7 @@ RK_INLINE __device__ void rk_dev_fence_lane(rk_dev_lane *L) {
 RK_INLINE __device__ void rk_dev_control(const rk_dev_params *p, rk_dev_lane *L, int fenced) {
   rk_control_host *h = &p->ctl->host;
   uint32_t seq = L->ctl_seq, req = rk_signals_clock_req(L->ctl_sig), cmd = 0;
-  uint64_t drain = 0, off = 0;
+  uint64_t drain = 0, off = 0, bound = 0;
   L->ctl_seen = 0;
   if (L->ctl_sig & RK_SIGNAL_ABORT) L->exit = 1;
   if (seq == L->ack && req == L->clock_seen) return;
@@ -351,7 +352,10 @@ RK_INLINE __device__ void rk_dev_control(const rk_dev_params *p, rk_dev_lane *L,
     cmd = rk_dev_ld32(&h->cmd);
     drain = rk_dev_ld(&rk_control_lane_cmd(p->ctl, blockIdx.x)->drain_to);
   }
-  if (req != L->clock_seen) off = rk_dev_ld(&h->clock_offset_ns);
+  if (req != L->clock_seen) {
+    off = rk_dev_ld(&h->clock_offset_ns);
+    bound = rk_dev_ld(&h->clock_bound_us); /* written with the offset (kernel.c clock_accept) */
+  }
   RK_DEV_ROUND_END();
   if (seq != L->ack) {
     uint32_t next = rk_lane_after_command(L->state, cmd); /* the rule both loops share */
@@ -366,6 +370,7 @@ RK_INLINE __device__ void rk_dev_control(const rk_dev_params *p, rk_dev_lane *L,
   if (req != L->clock_seen) {
     L->clock_seen = req;
     L->clock_off = off;
+    L->clock_bound = bound;
     if (blockIdx.x == 0) { /* lane 0 answers: its clock now, then the ack that publishes it */
       rk_dev_st(&L->status->clock_sample_ns, rk_dev_globaltimer());
       rk_dev_st_rel32(&L->status->clock_ack, req); /* pairs with rk__clock_sync's acquire */
@@ -1260,7 +1265,7 @@ RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, c
       L->cur.env.payload_len = 0;
       (void)rk_dev_reply_error(p, L, e->type, RK_ECORRUPT);
     }
-  } else if (!L->kin_batch && rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), p->max_offset_us)) {
+  } else if (!L->kin_batch && rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), L->clock_bound)) {
     /* (not for K2K messages: stamped by kernels of this device, whose clocks share %globaltimer;
      * a refused answer could not be answered in turn, and its origin would wait for it) */
     rk_dev_count(L, RK_DEV_C_CLOCK_REJECTED, 1); /* the clock does not move */
@@ -1426,6 +1431,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.ack = 0;
     L.clock_seen = 0; /* the host bumps clock_req to 1 with the launch calibration */
     L.clock_off = 0;
+    L.clock_bound = p->max_offset_us; /* until the first clock_req: its offset's bound */
     L.merge = 0;
     L.polls = 0;
     L.idle = 0;

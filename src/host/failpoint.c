@@ -14,6 +14,7 @@ static uint64_t fp_nth[RK__FP_KINDS];  /* 0: disarmed */
 static int fp_persistent[RK__FP_KINDS];
 static uint64_t fp_calls[RK__FP_KINDS];
 static uint64_t fp_hits[RK__FP_KINDS];
+static uint64_t fp_clock_widen;        /* ns; read by launches on any thread */
 
 void rk__failpoint_arm(rk__failpoint kind, uint64_t nth, int persistent) {
   int i, any = 0;
@@ -50,6 +51,10 @@ int rk__failpoint_hit(rk__failpoint kind) {
   }
   return 0;
 }
+
+void rk__failpoint_clock_widen(uint64_t ns) { __atomic_store_n(&fp_clock_widen, ns, __ATOMIC_RELAXED); }
+
+uint64_t rk__failpoint_clock_widen_ns(void) { return __atomic_load_n(&fp_clock_widen, __ATOMIC_RELAXED); }
 
 void *rk__malloc(size_t n) { return rk__failpoint_hit(RK__FP_ALLOC) ? NULL : malloc(n); }
 

@@ -7,7 +7,9 @@
  * (host/internal.h). A test arms a fail point to make the Nth call from now fail (once, or from the
  * Nth on) and sweeps N over an operation: each failure must give a clean error, leak nothing, hang
  * nothing and leave the runtime usable (tests/test_failpoints.c). Disarmed, a fail point costs one
- * relaxed load. Process-wide; not for production use (internal, hidden symbols). */
+ * relaxed load. RK__FP_CLOCK and rk__failpoint_clock_widen are no resources: they reproduce a
+ * slow clock calibration without a loaded machine. Process-wide; not for production use
+ * (internal, hidden symbols). */
 #ifndef RK_HOST_FAILPOINT_H
 #define RK_HOST_FAILPOINT_H
 
@@ -18,7 +20,9 @@ typedef enum rk__failpoint {
   RK__FP_ALLOC = 0,  /* rk__malloc, rk__calloc, rk__aligned_alloc */
   RK__FP_THREAD = 1, /* rk__thread_create */
   RK__FP_UV = 2,     /* rk__uv_loop_init, rk__uv_async_init: libuv resources (descriptors) */
-  RK__FP_KINDS = 3
+  RK__FP_RESOURCES = 3, /* the kinds above: resources whose failure must give a clean error */
+  RK__FP_CLOCK = 3,  /* a clock exchange (kernel.c) misses, as when lane 0 answers too late */
+  RK__FP_KINDS = 4
 } rk__failpoint;
 
 /* Arm `kind`: counting from 1 at this call, the nth call fails (persistent != 0: the nth and every
@@ -30,6 +34,13 @@ uint64_t rk__failpoint_disarm(rk__failpoint kind);
 uint64_t rk__failpoint_calls(rk__failpoint kind);
 /* Should this call of `kind` fail? Counts it when armed. */
 int rk__failpoint_hit(rk__failpoint kind);
+
+/* Widen the coarse window of every launch calibration from now on by ns (0: off): as if the start
+ * (ops->start to the lanes' check-in) had taken that much longer, a loaded machine. With
+ * RK__FP_CLOCK armed (persistently), the launch and service exchanges all miss and that window's
+ * midpoint is the offset in force (tests/test_devemu.c). */
+void rk__failpoint_clock_widen(uint64_t ns);
+uint64_t rk__failpoint_clock_widen_ns(void);
 
 /* The allocation wrappers (free with free()). rk__aligned_alloc rounds n up to a multiple of
  * align, as aligned_alloc requires. */

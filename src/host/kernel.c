@@ -27,6 +27,8 @@
 #define RK_DEFAULT_CLOCK_SYNC_NS 1000000000ull
 #define RK_CLOCK_SYNC_WAIT_NS 200000ull      /* how long the service loop waits for lane 0 */
 #define RK_CLOCK_SYNC_MAX_WINDOW_NS 50000ull /* a slower exchange is dropped: error up to 25 us */
+#define RK_CLOCK_SYNC_COARSE_WAIT_NS 2000000ull /* the service loop's wait while a coarser one is in force */
+#define RK_LAUNCH_CLOCK_WAIT_NS 20000000ull  /* a launch exchange's wait (a loaded machine) */
 #define RK_LAUNCH_CLOCK_TRIES 4              /* exchanges tried at launch before the coarse window */
 #define RK_DEFAULT_DEAD_LETTERS 16u
 #define RK_DEFAULT_MAX_RESTARTS 3u
@@ -307,12 +309,20 @@ static int command(rk_kernel *k, uint32_t cmd, uint64_t timeout_ns) {
  * some host time in [r0, r1], and offset = midpoint - sample is wrong by at most (r1 - r0) / 2. The device stamps
  * with %globaltimer + offset (src/device/persistent.cuh); the CPU lanes stamp with the host clock
  * and answer anyway, so this code and its arithmetic are exercised on every machine. One writer at
- * a time: launch, then the service loop. */
+ * a time: launch, then the service loop.
+ *
+ * The offset's uncertainty (half the window of the measurement in force) goes with it: the lanes
+ * compare host stamps with their corrected clock, which may be behind the host's by that much, so
+ * their drift bound is max_offset_us plus the uncertainty (clock_bound_us in the control line).
+ * Without it, a coarse calibration (the whole start's window, seconds on a loaded machine) made
+ * lanes refuse host stamps that were not ahead at all (RK_ECLOCK: accepted messages lost). A stamp
+ * more than max_offset_us ahead of the host clock may then pass; one more than max_offset_us + 2 x
+ * uncertainty ahead never does. docs/cuda-backend.md "Device HLC". */
 
 /* Ask every lane to reload the offset, and lane 0 to answer with its clock. Returns the request. */
 static uint32_t clock_request(rk_kernel *k) {
-  /* release: pairs with the lanes' load-acquire of signals; clock_offset_ns, written before, is
-   * what they reload */
+  /* release: pairs with the lanes' load-acquire of signals; clock_offset_ns and clock_bound_us,
+   * written before, are what they reload */
   uint32_t req = rk_signals_clock_req(rk_host_add_fetch_release_u64(&k->ctl->host.signals, RK_SIGNAL_CLOCK_ONE));
   if (req == 0) /* 0 is what a lane starts having seen: skip it when the counter wraps */
     req = rk_signals_clock_req(rk_host_add_fetch_release_u64(&k->ctl->host.signals, RK_SIGNAL_CLOCK_ONE));
@@ -326,10 +336,30 @@ static uint32_t clock_request(rk_kernel *k) {
   return req;
 }
 
-/* An exchange that bracketed lane 0's sample between host times r0 <= r1: take the midpoint. */
+/* The drift bound (us) lanes apply to host stamps while offsets of uncertainty up to unc_ns may be
+ * in force: max_offset_us + unc rounded up + 1 us for the two readings' truncation to
+ * microseconds; saturating. */
+static uint64_t clock_bound_us(uint64_t max_offset_us, uint64_t unc_ns) {
+  uint64_t u = unc_ns / 1000 + (unc_ns % 1000 != 0) + 1;
+  return max_offset_us > UINT64_MAX - u ? UINT64_MAX : max_offset_us + u;
+}
+
+/* An exchange that bracketed lane 0's sample between host times r0 <= r1: take the midpoint. Its
+ * uncertainty is (r1 - r0) / 2, at least half the largest window accepted without narrowing (so
+ * that every accepted measurement's bound covers every other such one). The bound published is
+ * the larger of this uncertainty and the previous offset's: a lane reloads offset and bound with
+ * two loads while the host may be writing the next pair, and may pair the previous offset with
+ * this bound (until it sees the next request, one poll later); never a bound too small for the
+ * offset it holds. */
 static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample) {
   uint64_t off = r0 + (r1 - r0) / 2 - sample; /* modulo 2^64: the device adds it back */
-  rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, off); /* published by clock_request's release */
+  uint64_t mo = k->rt->opts.max_offset_us ? k->rt->opts.max_offset_us : RK_HLC_DEFAULT_MAX_OFFSET_US;
+  uint64_t unc = (r1 - r0) / 2 + 1, floor_unc = RK_CLOCK_SYNC_MAX_WINDOW_NS / 2;
+  if (unc < floor_unc) unc = floor_unc;
+  /* both published by clock_request's release; a lane reloads them together */
+  rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, off);
+  rk_store_relaxed_sys_u64(&k->ctl->host.clock_bound_us, clock_bound_us(mo, unc > k->clock_unc ? unc : k->clock_unc));
+  k->clock_unc = unc; /* (only the one writer reads it) */
   rk__lock(&k->clock_lock); /* statistics, read together by rk_kernel_stats */
   k->clock_offset = (int64_t)off;
   k->clock_window = r1 - r0;
@@ -347,49 +377,70 @@ static uint64_t clock_interval(const rk_kernel *k) {
   return k->rt->opts.clock_sync_interval_ns ? k->rt->opts.clock_sync_interval_ns : RK_DEFAULT_CLOCK_SYNC_NS;
 }
 
-/* One exchange with lane 0: accepted (returns 1) when lane 0 answered within a window of at most
- * RK_CLOCK_SYNC_MAX_WINDOW_NS, otherwise counted as a miss (returns 0). */
-static int clock_exchange(rk_kernel *k) {
+/* An answered exchange not accepted (too slow), kept at launch when it beats the coarse window. */
+typedef struct clock_try {
+  uint64_t r0, r1, sample;
+} clock_try;
+
+/* One exchange with lane 0, waiting up to wait_ns for its answer: accepted (returns 1) when lane 0
+ * answered within a window of at most accept_ns, otherwise counted as a miss (returns 0); a slower
+ * answer narrower than *best's window replaces it (best may be NULL). The fail point RK__FP_CLOCK
+ * makes it miss (a lane 0 that answers too late). */
+static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, clock_try *best) {
   uint64_t start = rk__now_ns(), r0, r1, t, sample;
   uint32_t req;
-  int answered = 0;
+  int answered = 0, fp = rk__failpoint_hit(RK__FP_CLOCK);
   r0 = rk__realtime_ns();
   req = clock_request(k);
   /* Wait for lane 0 on the monotonic clock: spin briefly, then yield, so a lane 0 that shares this
    * CPU can run (the window then says how precise the answer is, and a slow one is dropped). */
-  for (;;) {
+  while (!fp) {
     /* pairs with lane 0's store-release of clock_ack, after clock_sample_ns */
     if (rk_load_acquire_sys_u32(&k->lane[0].status->clock_ack) == req) {
       answered = 1;
       break;
     }
     t = rk__now_ns() - start;
-    if (t >= RK_CLOCK_SYNC_WAIT_NS) break;
+    if (t >= wait_ns) break;
     if (t < 10000 && !rk__one_cpu()) rk_cpu_relax(); /* (one CPU: lane 0 runs only if this yields) */
     else sched_yield();
   }
   r1 = rk__realtime_ns();
   /* r1 < r0: CLOCK_REALTIME stepped back during the exchange; its window means nothing */
-  if (answered && r1 >= r0 && r1 - r0 <= RK_CLOCK_SYNC_MAX_WINDOW_NS) {
+  if (answered && r1 >= r0) {
     sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns); /* ordered by the acquire */
-    clock_accept(k, r0, r1, sample);
-    /* Lanes that stamp with offset-corrected clocks (CUDA) apply it now; this answer is not waited
-     * for. CPU lanes stamp with the host clock: nothing to apply, nobody to wake. */
-    if (k->ops->lane_clock_offset) (void)clock_request(k);
-    return 1;
+    if (r1 - r0 <= accept_ns) {
+      clock_accept(k, r0, r1, sample);
+      /* Lanes that stamp with offset-corrected clocks (CUDA) apply it now; this answer is not
+       * waited for. CPU lanes stamp with the host clock: nothing to apply, nobody to wake. */
+      if (k->ops->lane_clock_offset) (void)clock_request(k);
+      return 1;
+    }
+    if (best && r1 - r0 < best->r1 - best->r0) {
+      best->r0 = r0;
+      best->r1 = r1;
+      best->sample = sample;
+    }
   }
   clock_miss(k);
   return 0;
 }
 
 void rk__clock_sync(rk_kernel *k) {
-  uint64_t now = rk__now_ns(), iv = clock_interval(k);
+  uint64_t now = rk__now_ns(), iv = clock_interval(k), cur = k->clock_window; /* (its only writer) */
   uint32_t s = rk_load_acquire_sys_u32(&k->hstate);
+  int ok;
   if (iv == UINT64_MAX || now < k->clock_next_ns) return;
   if (rk__kernel_faulted(k)) return;
   if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return; /* lanes leaving */
-  /* a miss (lane 0 busy in a long handler, or a slow exchange) is tried again sooner */
-  k->clock_next_ns = add_sat(now, clock_exchange(k) ? iv : iv / 4);
+  if (cur <= RK_CLOCK_SYNC_MAX_WINDOW_NS)
+    ok = clock_exchange(k, RK_CLOCK_SYNC_WAIT_NS, RK_CLOCK_SYNC_MAX_WINDOW_NS, NULL);
+  else /* a coarse calibration in force (a loaded machine): wait a little longer (the service loop
+        * does nothing else meanwhile), take any narrower window */
+    ok = clock_exchange(k, cur < RK_CLOCK_SYNC_COARSE_WAIT_NS ? cur : RK_CLOCK_SYNC_COARSE_WAIT_NS, cur - 1, NULL);
+  /* a miss (lane 0 busy in a long handler, or a slow exchange) is tried again sooner; so is a
+   * narrowing that is still coarse */
+  k->clock_next_ns = add_sat(now, ok && k->clock_window <= RK_CLOCK_SYNC_MAX_WINDOW_NS ? iv : iv / 4);
 }
 
 static void abort_lanes(rk_kernel *k) {
@@ -443,13 +494,17 @@ static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
 /* The first clock calibration, once every lane checked in. A synchronous exchange, as the service
  * loop's: lanes in LAUNCHED poll the control line on every iteration (a parked CPU lane 0 is
  * woken by the request), so lane 0 answers within microseconds; a few tries, since the first may
- * find a CPU lane 0 still waking up. Only if every try misses, the coarse window of the whole
- * start (from before ops->start to now: NVRTC, image load, state copy, launch) is used, and the
+ * find a CPU lane 0 still waking up, each waiting up to RK_LAUNCH_CLOCK_WAIT_NS (a loaded
+ * machine may not run lane 0 for milliseconds). Only if every try misses, the narrowest answered
+ * try, or else the coarse window of the whole start (from before ops->start to now: NVRTC, image
+ * load, state copy, launch) is used, with its uncertainty in the lanes' drift bound, and the
  * service loop's first exchange, due at once, refines it. */
 static void calibrate_at_launch(rk_kernel *k, uint64_t t_before) {
-  uint64_t iv = clock_interval(k), t_after, sample;
+  uint64_t iv = clock_interval(k), t_after, sample, widen = rk__failpoint_clock_widen_ns();
+  clock_try best = {0, UINT64_MAX, 0};
   int tries, synced = 0;
-  for (tries = 0; tries < RK_LAUNCH_CLOCK_TRIES && !synced; tries++) synced = clock_exchange(k);
+  for (tries = 0; tries < RK_LAUNCH_CLOCK_TRIES && !synced; tries++)
+    synced = clock_exchange(k, RK_LAUNCH_CLOCK_WAIT_NS, RK_CLOCK_SYNC_MAX_WINDOW_NS, &best);
   if (synced) {
     k->clock_next_ns = iv == UINT64_MAX ? UINT64_MAX : add_sat(rk__now_ns(), iv);
     return;
@@ -459,8 +514,12 @@ static void calibrate_at_launch(rk_kernel *k, uint64_t t_before) {
    * of checked_in in wait_lanes. */
   sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns);
   t_after = rk__realtime_ns();
+  t_before = t_before > widen ? t_before - widen : 0; /* a test's slow start (fail point) */
   if (t_after < t_before) t_after = t_before; /* CLOCK_REALTIME stepped back: the midpoint would wrap */
-  clock_accept(k, t_before, t_after, sample);
+  if (best.r1 - best.r0 < t_after - t_before) /* a slow answer, still narrower than the start */
+    clock_accept(k, best.r0, best.r1, best.sample);
+  else
+    clock_accept(k, t_before, t_after, sample);
   (void)clock_request(k); /* every lane loads the offset before any command reaches it */
   k->clock_next_ns = iv == UINT64_MAX ? UINT64_MAX : 0;
 }
