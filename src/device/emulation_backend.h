@@ -131,6 +131,10 @@ static inline int emu_dev_store64(rk_runtime *rt, uint64_t addr, uint64_t v) {
   __atomic_store_n((uint64_t *)(uintptr_t)addr, v, __ATOMIC_RELAXED); /* a flag; orders nothing */
   return RK_OK;
 }
+static inline uint64_t emu_mapped_addr(rk_runtime *rt, const void *host) {
+  (void)rt;
+  return (uint64_t)(uintptr_t)host; /* ordinary memory stands for the mapped arena */
+}
 static inline int emu_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v) {
   (void)rt;
   *v = __atomic_load_n((uint64_t *)(uintptr_t)addr, __ATOMIC_RELAXED); /* statistics */
@@ -156,6 +160,7 @@ static inline void emu_backend_install(rk_runtime *rt, rk_backend_ops *ops, int 
   ops->dev_write = emu_dev_write;
   ops->dev_store64 = emu_dev_store64;
   ops->dev_load64 = emu_dev_load64;
+  ops->mapped_addr = emu_mapped_addr;
   rt->ops = ops;
   rt->backend = RK_BACKEND_CUDA;
 }

@@ -37,9 +37,12 @@ typedef struct rk_dev_k2k_node {
   uint32_t lanes;
   uint32_t slot_size;
   uint32_t nroutes;
+  uint32_t flags;             /* RK_DEV_K2K_* */
   uint8_t route[16];          /* node (index in the table) at the end of route r */
-  uint8_t pad[56];
+  uint8_t pad[52];
 } rk_dev_k2k_node;
+
+#define RK_DEV_K2K_SYS 1u /* the node's inboxes are not in this device's memory (host-mapped or a peer's): a publication that touched them fences at system scope */
 
 RK_STATIC_ASSERT(sizeof(rk_dev_k2k_node) == 128, "rk_dev_k2k_node layout");
 

@@ -1095,4 +1095,4 @@ static void cpu_free(rk_runtime *rt, void *p, size_t n) {
   free(p);
 }
 
-const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, 0, cpu_abandon, 1, NULL, NULL, NULL, NULL, NULL};
+const rk_backend_ops rk__cpu_backend = {"cpu", cpu_alloc, cpu_free, cpu_start, cpu_join, 0, cpu_abandon, 1, NULL, NULL, NULL, NULL, NULL, NULL};

@@ -657,11 +657,14 @@ static void cuda_dev_free(rk_runtime *rt, uint64_t addr, size_t n);
 static int cuda_dev_write(rk_runtime *rt, uint64_t addr, const void *src, size_t n);
 static int cuda_dev_store64(rk_runtime *rt, uint64_t addr, uint64_t v);
 static int cuda_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v);
+static uint64_t cuda_mapped_addr(rk_runtime *rt, const void *host) {
+  return (uint64_t)(uintptr_t)dev_of((rk_cuda *)rt->backend_data, host);
+}
 
 const rk_backend_ops rk__cuda_backend = {"cuda",         cuda_alloc,      cuda_free,       cuda_start,
                                          cuda_join,      1,               cuda_abandon,    1,
                                          cuda_dev_alloc, cuda_dev_free,   cuda_dev_write,  cuda_dev_store64,
-                                         cuda_dev_load64};
+                                         cuda_dev_load64, cuda_mapped_addr};
 
 /* ---------------------------------------- probe ---------------------------------------------- */
 

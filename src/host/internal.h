@@ -76,6 +76,11 @@ typedef struct rk_backend_ops {
   int (*dev_write)(rk_runtime *rt, uint64_t addr, const void *src, size_t n);
   int (*dev_store64)(rk_runtime *rt, uint64_t addr, uint64_t v);
   int (*dev_load64)(rk_runtime *rt, uint64_t addr, uint64_t *v);
+  /* Remote (MPI) nodes of a graph on a device backend (graph.c): the lanes' address of memory from
+   * alloc (CUDA: the pinned arena's device mapping; the emulated device: the same address), where
+   * a remote node's outbound rings live so that the lanes push into them and the bridge, a host
+   * thread, drains them. NULL: the backend cannot (rk_graph_launch says RK_ENOTSUP). */
+  uint64_t (*mapped_addr)(rk_runtime *rt, const void *host);
 } rk_backend_ops;
 
 extern const rk_backend_ops rk__cpu_backend;
