@@ -84,7 +84,8 @@ RK_API int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic);
 /** Launch every kernel of the graph (each LAUNCHED, inactive, checked in) with its K2K inboxes.
  *  On an error nothing of the graph stays launched. Errors: those of rk_kernel_launch, RK_ESTATE
  *  (launched already), RK_ENOTSUP (on a device: a topic with more than 16 subscribers, or remote
- *  nodes). */
+ *  nodes on a backend that cannot map host memory for its lanes; the CUDA backend and the emulated
+ *  device can: docs/mpi.md, "On a device"). */
 RK_API int rk_graph_launch(rk_graph *g);
 /** Activate every kernel, downstream ones first. Errors: RK_ESTATE (not launched), or the first
  *  kernel's error. */
