@@ -1027,6 +1027,26 @@ static void test_k2k_remote_node(void **state) {
     assert_int_equal(back, 42); /* the stage's v + 1 (no route on: it answered) */
     rk_ring_release_n(r1, 1);
   }
+  /* the transport's own error answer to a refused request from the remote side goes into the remote
+   * node's host ring, never into the ring the device's lanes claim in */
+  {
+    rk_envelope e;
+    rk_ring *h = rk_graph_remote_host_ring(g, far, 1);
+    assert_non_null(h);
+    assert_null(rk_graph_remote_host_ring(g, snk, 0)); /* not a remote node */
+    rk_envelope_init(&e, 1, 0, RK_ENV_F_K2K);
+    e.dst = si.kernel_id;
+    e.origin = fi.kernel_id;
+    e.correlation_id = 78;
+    e.lane = 1;
+    RT_OK(rt, rk_graph_answer_error(g, si.kernel_id, &e, RK_ECLOCK));
+    assert_int_equal(rk_ring_count(rk_graph_remote_ring(g, far, 1)), 0);
+    assert_int_equal(rk_ring_peek_n(h, 4, &pos), 1);
+    memcpy(&e, rk_ring_slot(h, pos), sizeof e);
+    assert_true((e.flags & (RK_ENV_F_REPLY | RK_ENV_F_ERROR)) == (RK_ENV_F_REPLY | RK_ENV_F_ERROR));
+    assert_int_equal(e.correlation_id, 78);
+    rk_ring_release_n(h, 1);
+  }
   /* the peer is lost: the route closes, the device handler's rk_send_to gets RK_ECLOSED at once */
   assert_int_equal(rk_graph_remote_close(g, far), 0);
   {

@@ -14,6 +14,9 @@
  *                 everything arrives in order
  *   dev_rank_killed  rank 1 kills itself mid-stream: rank 0's device lane gets RK_ECLOSED from
  *                 rk_send_to, every accepted send is counted, terminate and destroy return promptly
+ *   dev_refused   a request forwarded by rank 0's device lane to a terminated kernel of rank 1 is
+ *                 refused there; the bridge's error answer (from rank 1's host ring of the remote
+ *                 node) reaches the device lane and the host's call (RK_EHANDLER, RK_ECLOSED)
  *
  * The kernels are rk_emu_kernel_k2k (src/device/emulation_lanes.cpp): type 1 a pipeline stage
  * (rk_forward, the last stage answers), type 2 (source, seq) sent on over route 0 as type 3
@@ -315,6 +318,54 @@ static void test_dev_backpressure(void **state) {
 
 /* ---------------------------------------- failure -------------------------------------------- */
 
+/* Rank 1's kernel has terminated: a request forwarded to it by rank 0's device lane is refused
+ * there (its inbox closed), and the bridge's error answer (rk_graph_answer_error, into the remote
+ * node's host ring on rank 1's device graph) reaches rank 0's device lane and the host's call. */
+static void test_dev_refused(void **state) {
+  rk_runtime *rt = emu_runtime();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  uint32_t front = 0, back = 0;
+  rk_kernel_desc df = k2k_desc("front"), db = k2k_desc("back");
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &back));
+    RT_OK(rt, rk_graph_connect(g, front, back, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &back));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &front));
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) RT_OK(rt, rk_kernel_terminate(rk_graph_kernel(g, back), RT_HANG));
+  barrier();
+  if (g_rank == 0) {
+    uint64_t v = 5;
+    int32_t code = 0;
+    rk_msg m;
+    rk_mpi_stats st;
+    assert_int_equal(rk_call(rk_graph_kernel(g, front), 1, &v, sizeof v, &m, &code, sizeof code, RT_HANG), RK_EHANDLER);
+    assert_true(m.env.flags & RK_ENV_F_ERROR);
+    assert_int_equal(code, RK_ECLOSED); /* the refusal's reason, from rank 1 */
+    assert_int_equal(rk_graph_terminate(g, RT_HANG), RK_ECLOSED); /* the flush says rank 1 refused one */
+    st = bridge_stats(b);
+    assert_int_equal(st.sent, 1);
+    assert_int_equal(st.delivered, 1); /* the error answer, into front's lane */
+  }
+  barrier();
+  if (g_rank == 1) {
+    rk_mpi_stats st = bridge_stats(b);
+    RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+    assert_int_equal(st.refused, 1);
+    assert_int_equal(st.sent, 1); /* the error answer, from the host ring */
+  }
+  barrier();
+  finish(rt, g, b);
+}
+
 static int peer_lost(void *arg) { return rk_mpi_bridge_peer((rk_mpi_bridge *)arg, 1) == RK_MPI_PEER_LOST; }
 
 static void test_dev_rank_killed(void **state) {
@@ -376,6 +427,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dev_order),
       cmocka_unit_test(test_dev_backpressure),
       cmocka_unit_test(test_dev_rank_killed),
+      cmocka_unit_test(test_dev_refused),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi_dev: MPI_THREAD_MULTIPLE not provided\n");

@@ -71,13 +71,19 @@ RK_API rk_runtime *rk_graph_runtime(const rk_graph *g);
 /** The outbound ring of lane `lane` of remote node `node` after launch (NULL otherwise): the
  *  transport is its only consumer. */
 RK_API rk_ring *rk_graph_remote_ring(rk_graph *g, uint32_t node, uint32_t lane);
+/** A device backend's remote node: lane `lane`'s second outbound ring, in host memory, which only
+ *  host threads push into (rk_graph_answer_error: the transport's own error answers), since the
+ *  device's lanes claim in rk_graph_remote_ring's with atomics a host thread's are not atomic with
+ *  on a GPU. The transport drains it too, under the same route's credits. NULL on the CPU backend
+ *  (the host pushes into rk_graph_remote_ring there) and otherwise as rk_graph_remote_ring. */
+RK_API rk_ring *rk_graph_remote_host_ring(rk_graph *g, uint32_t node, uint32_t lane);
 /** In start: what the remote kernel is: its lanes (the node gets one outbound ring per lane, so
  *  a keyed send picks the remote lane) and its payload limit (sends of more get RK_EMSGSIZE at
  *  once; never raised above the outbound rings' slot). Errors: RK_EINVAL (lanes 0 or above
  *  RK_MAX_LANES, not a launched remote node), RK_ENOMEM. */
 RK_API int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t payload_max);
 /** The peer of remote node `node` is lost: close its outbound rings (later sends to it get
- *  RK_ECLOSED at once) and return how many messages they still held, which the transport drops
+ *  RK_ECLOSED at once) and return how many messages they (host rings included) still held, which the transport drops
  *  (counting them: they were accepted and will never be delivered). Errors: RK_EINVAL. */
 RK_API int rk_graph_remote_close(rk_graph *g, uint32_t node);
 /** A message from a peer into lane `lane` (modulo its lanes) of local node `node`'s K2K inboxes:

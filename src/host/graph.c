@@ -301,6 +301,8 @@ static void remote_free(rk_kernel *k, int kept) {
   uint32_t i;
   if (r->dev) {
     if (r->mapped && !kept) r->k.rt->ops->free(r->k.rt, r->mapped, r->mapped_bytes);
+    for (i = 0; r->k.k2k_host && i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k_host[i]);
+    free(r->k.k2k_host);
   } else {
     for (i = 0; i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k[i]);
   }
@@ -330,28 +332,38 @@ static int remote_lanes(graph_remote *r, uint32_t lanes, uint32_t cap) {
   }
   if (r->dev) { /* one new block for every lane (nothing was sent yet: no handler has run) */
     const rk_backend_ops *ops = r->k.rt->ops;
+    rk_ring **host;
     ring = (rk_ring_memsize(cap, r->slot, RK_RING_MPSC) + 127u) & ~(size_t)127u;
-    if ((mapped = (uint8_t *)ops->alloc(r->k.rt, ring * lanes)) == NULL) { /* zeroed, line-aligned */
+    if ((host = (rk_ring **)rk__calloc(lanes, sizeof *host)) == NULL ||
+        (mapped = (uint8_t *)ops->alloc(r->k.rt, ring * lanes)) == NULL) { /* zeroed, line-aligned */
+      free(host);
       free(k2k);
       free(lane);
       free(status);
       return RK_ENOMEM;
     }
-    for (i = 0; i < lanes; i++) {
+    for (i = 0, rc = RK_OK; i < lanes && rc == RK_OK; i++) {
       k2k[i] = (rk_ring *)(mapped + (size_t)i * ring);
-      if ((rc = rk_ring_init(k2k[i], ring, cap, r->slot, RK_RING_MPSC)) != RK_OK) {
-        ops->free(r->k.rt, mapped, ring * lanes);
-        free(k2k);
-        free(lane);
-        free(status);
-        return rc;
-      }
+      if ((rc = rk_ring_init(k2k[i], ring, cap, r->slot, RK_RING_MPSC)) == RK_OK)
+        rc = rk_ring_create(&host[i], cap, r->slot, RK_RING_MPSC);
       lane[i].k = &r->k;
       lane[i].index = i;
       lane[i].inbox = k2k[i];
       lane[i].status = &status[i];
     }
+    if (rc != RK_OK) {
+      for (i = 0; i < lanes; i++) rk_ring_destroy(host[i]);
+      ops->free(r->k.rt, mapped, ring * lanes);
+      free(host);
+      free(k2k);
+      free(lane);
+      free(status);
+      return rc;
+    }
     if (r->mapped) ops->free(r->k.rt, r->mapped, r->mapped_bytes);
+    for (i = 0; r->k.k2k_host && i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k_host[i]);
+    free(r->k.k2k_host);
+    r->k.k2k_host = host;
     r->mapped = mapped;
     r->mapped_bytes = ring * lanes;
     r->ring_bytes = ring;
@@ -437,7 +449,10 @@ static void remote_close(rk_graph *g, uint32_t i) {
   if (((graph_remote *)k)->dev && g->dev_table)
     (void)g->rt->ops->dev_store64(g->rt, g->dev_table + (uint64_t)i * sizeof(rk_dev_k2k_node) +
                                              offsetof(rk_dev_k2k_node, closed), 1);
-  for (j = 0; j < k->lanes; j++) (void)rk_ring_close(k->k2k[j], NULL); /* RK_ECLOSED when closed already */
+  for (j = 0; j < k->lanes; j++) {
+    (void)rk_ring_close(k->k2k[j], NULL); /* RK_ECLOSED when closed already */
+    if (k->k2k_host) (void)rk_ring_close(k->k2k_host[j], NULL);
+  }
 }
 
 /* Terminate and destroy the kernels launched so far (a launch that failed part-way). */
@@ -647,7 +662,9 @@ int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const 
   }
   if (dst->k2k == NULL) return RK_EINVAL;
   if (len > rk__payload_max(dst)) return RK_EMSGSIZE;
-  r = dst->k2k[dst_lane];
+  /* a device graph's remote node: the host's own ring of the lane (its rings in mapped memory are
+   * claimed by device lanes, with atomics the host's are not atomic with over PCIe) */
+  r = dst->k2k_host ? dst->k2k_host[dst_lane] : dst->k2k[dst_lane];
   if ((slot = (uint8_t *)rk_ring_mpsc_reserve(r, &pos, &err)) == NULL) return err; /* RK_EAGAIN, RK_ECLOSED */
   memcpy(slot, e, RK_ENVELOPE_SIZE);
   ((rk_envelope *)slot)->payload_len = len;
@@ -867,6 +884,11 @@ rk_ring *rk_graph_remote_ring(rk_graph *g, uint32_t node, uint32_t lane) {
   return g->node[node].k->k2k[lane];
 }
 
+rk_ring *rk_graph_remote_host_ring(rk_graph *g, uint32_t node, uint32_t lane) {
+  if (rk_graph_remote_ring(g, node, lane) == NULL || g->node[node].k->k2k_host == NULL) return NULL;
+  return g->node[node].k->k2k_host[lane];
+}
+
 int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t payload_max) {
   graph_remote *r;
   int rc;
@@ -885,7 +907,10 @@ int rk_graph_remote_close(rk_graph *g, uint32_t node) {
   uint64_t held = 0;
   if (rk_graph_remote_ring(g, node, 0) == NULL) return RK_EINVAL;
   remote_close(g, node);
-  for (i = 0; i < g->node[node].k->lanes; i++) held += rk_ring_count(g->node[node].k->k2k[i]);
+  for (i = 0; i < g->node[node].k->lanes; i++) {
+    held += rk_ring_count(g->node[node].k->k2k[i]);
+    if (g->node[node].k->k2k_host) held += rk_ring_count(g->node[node].k->k2k_host[i]);
+  }
   return (int)held;
 }
 

@@ -265,6 +265,10 @@ struct rk_kernel {
    * run: each lane's K2K inbox (MPSC; NULL: the kernel is in no graph), the kernels at the end of
    * its routes, its graph (topics), and topic messages it missed (its inbox full; atomics). */
   rk_ring **k2k;
+  /* a remote node's stand-in on a device backend: per lane, a ring in host memory that only host
+   * threads push into (the transport's own error answers: rk_graph_answer_error), which the
+   * transport drains beside k2k, whose producers are device lanes (graph.c, remote.h); else NULL */
+  rk_ring **k2k_host;
   uint32_t k2k_cap;
   uint32_t nroutes;
   rk_kernel *route[16];
