@@ -16,6 +16,8 @@
  * warps, co-residency, CUDA errors. Links librk.a (internal.h). */
 #include "rt_util.h"
 
+#include <ringkernel/remote.h>
+
 #include "device/params.h"
 #include "host/internal.h"
 #include "inject_util.h"
@@ -920,6 +922,151 @@ static void test_k2k_deadlock_detected(void **state) {
   emu_runtime_destroy(rt);
 }
 
+/* A remote (MPI) node in a graph on the device, with a fake transport in place of the bridge (the
+ * test's thread drains and delivers, as the bridge's does): the device lane's rk_send_to pushes into
+ * the node's outbound ring (host-mapped memory, RK_DEV_K2K_SYS), which fills (RK_EAGAIN, the message
+ * runs again) and is drained by the host in order; what the transport delivers into a device kernel
+ * goes through its host inbox as K2K (counted in k2k_in), a request from the remote side is answered
+ * over K2K into the remote node's ring; once the route closes, rk_send_to says RK_ECLOSED. */
+static int dfake_start(void *self, rk_graph *g) {
+  return rk_graph_remote_shape(g, *(uint32_t *)self, 2, 64); /* the remote kernel: 2 lanes */
+}
+static int dfake_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_ns) {
+  (void)self, (void)g, (void)node, (void)timeout_ns;
+  return RK_OK;
+}
+static void dfake_stop(void *self, rk_graph *g) { (void)self, (void)g; }
+static const rk_transport dfake_ops = {sizeof(rk_transport), "fake", 0, 2, dfake_start, dfake_flush, dfake_stop};
+
+static int ring_holds(void *arg) { return rk_ring_count((rk_ring *)arg) >= 4; }
+static int refused_some(void *arg) { return rt_stats((rk_kernel *)arg).k2k_refused > 0; }
+
+static void test_k2k_remote_node(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_graph *g;
+  rk_kernel_desc ds = k2k_desc("source"), dk = k2k_desc("sink");
+  uint32_t src, snk, far, i, got = 0;
+  rk_graph_node_info fi, si;
+  rk_ring *ring;
+  uint64_t st[16], pos = 0, n = 32, last = 0;
+  int32_t rc = 0;
+  rk_msg m;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &dfake_ops, &far));
+  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &src));
+  RT_OK(rt, rk_graph_add(g, &dk, NULL, 0, &snk));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "far", 4, &far));
+  RT_OK(rt, rk_graph_connect(g, src, far, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  memset(&fi, 0, sizeof fi);
+  fi.size = sizeof fi;
+  memset(&si, 0, sizeof si);
+  si.size = sizeof si;
+  RT_OK(rt, rk_graph_node(g, far, &fi));
+  RT_OK(rt, rk_graph_node(g, snk, &si));
+  assert_int_equal(fi.lanes, 2);
+  assert_non_null(ring = rk_graph_remote_ring(g, far, 0)); /* lane 0: the source's lane 0 sends there */
+  for (i = 1; i <= n; i++) {
+    uint64_t w[2] = {0, i};
+    RT_OK(rt, rk_send(rk_graph_kernel(g, src), 2, w, sizeof w, RK_SEND_NO_REPLY, NULL));
+  }
+  /* nobody drains yet: the ring of 4 fills, the handler's rk_send_to gets RK_EAGAIN and runs again */
+  assert_true(rt_wait_for(ring_holds, ring, RT_HANG));
+  assert_true(rt_wait_for(refused_some, rk_graph_kernel(g, src), RT_HANG));
+  assert_int_equal(rk_ring_count(ring), 4);
+  /* the transport's part: drain in order, deliver into the device sink (through its host inbox) */
+  for (uint64_t t0 = rt_now_ns(); got < n && rt_now_ns() - t0 < (uint64_t)RT_HANG;) {
+    uint32_t k = rk_ring_peek_n(ring, 8, &pos), j;
+    for (j = 0; j < k; j++) {
+      rk_envelope e;
+      uint64_t w[2];
+      memcpy(&e, rk_ring_slot(ring, pos + j), sizeof e);
+      assert_int_equal(e.dst, fi.kernel_id);
+      assert_true(e.flags & RK_ENV_F_K2K);
+      assert_int_equal(e.type, 3);
+      assert_int_equal(e.payload_len, sizeof w);
+      memcpy(w, rk_ring_slot(ring, pos + j) + RK_ENVELOPE_SIZE, sizeof w);
+      assert_int_equal(w[1], got + 1); /* in order, each once */
+      assert_true(e.hlc > last);       /* stamped by the lane's publication, in order */
+      last = e.hlc;
+      e.dst = si.kernel_id;
+      e.flags = (uint16_t)(e.flags & ~RK_ENV_F_K2K); /* rk_graph_deliver marks it K2K */
+      while ((rc = rk_graph_deliver(g, snk, 0, &e, w)) == RK_EAGAIN) rk__sleep_ns(100000);
+      RT_OK(rt, rc);
+      got++;
+    }
+    if (k) rk_ring_release_n(ring, k);
+    else rk__sleep_ns(100000);
+  }
+  assert_int_equal(got, n);
+  /* a request from the remote side (origin: the remote node) into the sink, whose answer goes back
+   * over K2K into the remote node's ring of the origin's lane */
+  {
+    rk_envelope e;
+    uint64_t v = 41, back = 0;
+    rk_ring *r1 = rk_graph_remote_ring(g, far, 1);
+    uint32_t k = 0;
+    rk_envelope_init(&e, 1, sizeof v, RK_ENV_F_K2K);
+    e.dst = si.kernel_id;
+    e.src = e.node = fi.kernel_id;
+    e.origin = fi.kernel_id;
+    e.correlation_id = 77;
+    e.lane = 1;
+    RT_OK(rt, rk_clock_tick(rk_runtime_clock(rt), &e.hlc));
+    RT_OK(rt, rk_graph_deliver(g, snk, 0, &e, &v));
+    for (uint64_t t0 = rt_now_ns(); k == 0 && rt_now_ns() - t0 < (uint64_t)RT_HANG;)
+      if ((k = rk_ring_peek_n(r1, 1, &pos)) == 0) rk__sleep_ns(100000);
+    assert_int_equal(k, 1);
+    memcpy(&e, rk_ring_slot(r1, pos), sizeof e);
+    assert_true((e.flags & (RK_ENV_F_K2K | RK_ENV_F_REPLY)) == (RK_ENV_F_K2K | RK_ENV_F_REPLY));
+    assert_int_equal(e.correlation_id, 77);
+    assert_int_equal(e.origin, fi.kernel_id);
+    memcpy(&back, rk_ring_slot(r1, pos) + RK_ENVELOPE_SIZE, sizeof back);
+    assert_int_equal(back, 42); /* the stage's v + 1 (no route on: it answered) */
+    rk_ring_release_n(r1, 1);
+  }
+  /* the transport's own error answer to a refused request from the remote side goes into the remote
+   * node's host ring, never into the ring the device's lanes claim in */
+  {
+    rk_envelope e;
+    rk_ring *h = rk_graph_remote_host_ring(g, far, 1);
+    assert_non_null(h);
+    assert_null(rk_graph_remote_host_ring(g, snk, 0)); /* not a remote node */
+    rk_envelope_init(&e, 1, 0, RK_ENV_F_K2K);
+    e.dst = si.kernel_id;
+    e.origin = fi.kernel_id;
+    e.correlation_id = 78;
+    e.lane = 1;
+    RT_OK(rt, rk_graph_answer_error(g, si.kernel_id, &e, RK_ECLOCK));
+    assert_int_equal(rk_ring_count(rk_graph_remote_ring(g, far, 1)), 0);
+    assert_int_equal(rk_ring_peek_n(h, 4, &pos), 1);
+    memcpy(&e, rk_ring_slot(h, pos), sizeof e);
+    assert_true((e.flags & (RK_ENV_F_REPLY | RK_ENV_F_ERROR)) == (RK_ENV_F_REPLY | RK_ENV_F_ERROR));
+    assert_int_equal(e.correlation_id, 78);
+    rk_ring_release_n(h, 1);
+  }
+  /* the peer is lost: the route closes, the device handler's rk_send_to gets RK_ECLOSED at once */
+  assert_int_equal(rk_graph_remote_close(g, far), 0);
+  {
+    uint64_t w[2] = {0, n + 1};
+    RT_OK(rt, rk_call(rk_graph_kernel(g, src), 2, w, sizeof w, &m, &rc, sizeof rc, RT_HANG));
+    assert_int_equal(rc, RK_ECLOSED);
+  }
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  k2k_state(rk_graph_kernel(g, snk), st);
+  assert_int_equal(st[0], n);
+  assert_int_equal(st[1], n * (n + 1) / 2);
+  assert_int_equal(st[2], 0);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, snk)).k2k_in, n + 1); /* the stream and the request */
+  assert_int_equal(rt_stats(rk_graph_kernel(g, snk)).msgs_in, 0);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, snk)).k2k_out, 1);  /* its answer */
+  assert_int_equal(rt_stats(rk_graph_kernel(g, src)).k2k_out, n);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
 static void test_call_and_stamps(void **state) {
   (void)state;
   call_and_stamps(2, 1);
@@ -1038,7 +1185,7 @@ static void k2k_two_devices_pipeline(int peer) {
   /* parse: staged when no peer; else its own, answered from device 1 too */
   assert_int_equal(k2k_entry_flags(g, 0, 0), peer ? RK_DEV_K2K_XWRITERS : RK_DEV_K2K_SYS);
   assert_int_equal(k2k_entry_flags(g, 1, 0), RK_DEV_K2K_SYS);
-  assert_true(peer ? rk_graph_kernel(g, 1)->k2k_host == NULL : rk_graph_kernel(g, 1)->k2k_host != NULL);
+  assert_true(peer ? rk_graph_kernel(g, 1)->k2k_staged == NULL : rk_graph_kernel(g, 1)->k2k_staged != NULL);
   for (i = 0; i < n; i++) {
     uint64_t v = i, back = 0;
     RT_OK(rts[0], rk_call(rk_graph_kernel(g, 0), 1, &v, sizeof v, &m, &back, sizeof back, RT_HANG));
@@ -1088,7 +1235,7 @@ static void k2k_two_devices_fan_in(int peer) {
   const uint32_t n = RT_SANITIZED ? 100 : 200;
   emu_peer_access = peer;
   g = k2k_graph2(rts, (const k2k_spec2[]){{"a", 0, 2, 0}, {"b", 0, 2, 0}, {"sink", 2, 0, 1}}, 3, "0>2 1>2", 1);
-  assert_true(peer ? rk_graph_kernel(g, 2)->k2k_host == NULL : rk_graph_kernel(g, 2)->k2k_host != NULL);
+  assert_true(peer ? rk_graph_kernel(g, 2)->k2k_staged == NULL : rk_graph_kernel(g, 2)->k2k_staged != NULL);
   for (i = 1; i <= n; i++) {
     uint64_t wa[2] = {i % 2, i}, wb[2] = {2 + i % 2, i};
     RT_OK(rts[0], rk_send_key(rk_graph_kernel(g, 0), i % 2, 2, wa, sizeof wa, RK_SEND_NO_REPLY, NULL));
@@ -1198,6 +1345,21 @@ static void test_k2k_two_devices_errors(void **state) {
   assert_null(rts[0]->kernels);
   assert_null(rts[1]->kernels);
   rk_graph_destroy(g);
+  /* a remote (MPI) node in a graph across devices: refused before anything launches */
+  {
+    uint32_t far = 0;
+    RT_OK(rts[0], rk_graph_create(rts[0], &g));
+    RT_OK(rts[0], rk_graph_set_transport(g, &dfake_ops, &far));
+    RT_OK(rts[0], rk_graph_add(g, &d, NULL, 0, &node));
+    RT_OK(rts[0], rk_graph_add_on(g, rts[1], &d, NULL, 0, &node));
+    RT_OK(rts[0], rk_graph_add_remote(g, 1, "far", 4, &far));
+    RT_OK(rts[0], rk_graph_connect(g, 1, far, NULL));
+    assert_int_equal(rk_graph_launch(g), RK_ENOTSUP);
+    assert_non_null(strstr(rk_runtime_last_error(rts[0]), "remote"));
+    assert_null(rts[0]->kernels);
+    assert_null(rts[1]->kernels);
+    rk_graph_destroy(g);
+  }
   /* a launched graph across devices: add_on refused; the other runtime's destroy takes the graph */
   g = k2k_graph2(rts, (const k2k_spec2[]){{"s", 0, 0, 0}, {"t", 0, 0, 1}}, 2, "0>1", 1);
   assert_int_equal(rk_graph_add_on(g, rts[1], &d, NULL, 0, &node), RK_ESTATE);
@@ -1237,6 +1399,7 @@ int main(void) {
       cmocka_unit_test_setup(test_k2k_two_devices_fan_in, peer_on),
       cmocka_unit_test_setup(test_k2k_two_devices_ping_pong, peer_on),
       cmocka_unit_test_setup(test_k2k_two_devices_errors, peer_on),
+      cmocka_unit_test_setup(test_k2k_remote_node, peer_on),
       cmocka_unit_test(test_application_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -104,8 +104,10 @@ RK_API int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic);
 /** Launch every kernel of the graph (each LAUNCHED, inactive, checked in, on its own runtime)
  *  with its K2K inboxes. On an error nothing of the graph stays launched. Errors: those of
  *  rk_kernel_launch, RK_ESTATE (launched already), RK_ENOTSUP (on a device: a topic with more than
- *  16 subscribers, remote nodes, or a kernel whose inboxes lanes of two devices would write
- *  without peer access, rk_graph_add_on). */
+ *  16 subscribers, a kernel whose inboxes lanes of two devices would write without peer access
+ *  (rk_graph_add_on), remote nodes in a graph that spans more than one runtime, or remote nodes on
+ *  a backend that cannot map host memory for its lanes; the CUDA backend and the emulated device
+ *  can: docs/mpi.md, "On a device"). */
 RK_API int rk_graph_launch(rk_graph *g);
 /** Activate every kernel, downstream ones first. Errors: RK_ESTATE (not launched), or the first
  *  kernel's error. */

@@ -26,7 +26,10 @@ typedef struct rk_dev_buffer {
  * the first of them is launched; afterwards only `closed` (the host) and `dropped` (the lanes)
  * change): where its K2K inboxes are, and what it may send to. Device memory on CUDA, host memory
  * on the emulated device; 128 bytes. Lane i's K2K inbox (an MPSC rk_ring) is at
- * k2k_base + i * k2k_stride. */
+ * k2k_base + i * k2k_stride: device memory for a local kernel; for a remote (MPI) node, its
+ * outbound rings in pinned host-mapped memory, which the host bridge drains (flags has
+ * RK_DEV_K2K_SYS; written once the bridge's handshake gave the remote kernel's lanes, before any
+ * kernel is activated). */
 typedef struct rk_dev_k2k_node {
   uint64_t k2k_base;          /* the lanes' address of lane 0's K2K inbox */
   uint64_t k2k_stride;

@@ -1217,8 +1217,11 @@ RK_INLINE __device__ void rk_dev_k2k_answer(const rk_dev_params *p, rk_dev_lane 
  * The caller made sure a reply fits, so an error reply is never dropped. */
 RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
   int chk = rk_envelope_validate(e, 0, p->slot_size - RK_ENVELOPE_SIZE, p->kernel_id);
-  /* a K2K inbox takes K2K messages only, a host inbox none (as the CPU lane) */
-  if (chk == RK_ENV_OK && !(e->flags & RK_ENV_F_K2K) != !L->kin_batch) chk = RK_ENV_BAD_FLAGS;
+  /* A K2K inbox takes K2K messages only. A host inbox takes K2K messages too (the CPU lane's
+   * does not): those a remote rank sent this kernel, which the MPI bridge (a host thread) puts
+   * there since it cannot claim in a K2K inbox the device's lanes claim in (docs/mpi.md, "On a
+   * device"); they are handled as K2K messages (answered over K2K, counted in k2k_in). */
+  if (chk == RK_ENV_OK && L->kin_batch && !(e->flags & RK_ENV_F_K2K)) chk = RK_ENV_BAD_FLAGS;
   L->skip = 1;
   if (chk != RK_ENV_OK) {
     rk_dev_count(L, L->kin_batch ? RK_DEV_C_K2K_INVALID : RK_DEV_C_INVALID, 1);
@@ -1227,15 +1230,16 @@ RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, c
       L->cur.env.payload_len = 0;
       (void)rk_dev_reply_error(p, L, e->type, RK_ECORRUPT);
     }
-  } else if (!L->kin_batch && rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), p->max_offset_us)) {
-    /* (not for K2K messages: stamped by kernels of this device, whose clocks share %globaltimer;
-     * a refused answer could not be answered in turn, and its origin would wait for it) */
+  } else if (!(e->flags & RK_ENV_F_K2K) && rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), p->max_offset_us)) {
+    /* (not for K2K messages: stamped by kernels of this device, whose clocks share %globaltimer,
+     * or, from a remote rank, checked by the bridge against the runtime's bound already; a refused
+     * answer could not be answered in turn, and its origin would wait for it) */
     rk_dev_count(L, RK_DEV_C_CLOCK_REJECTED, 1); /* the clock does not move */
     (void)rk_dev_reply_error(p, L, e->type, RK_ECLOCK);
   } else {
     if (e->hlc > L->merge) L->merge = e->hlc;
     L->skip = 0;
-    if (L->kin_batch && (e->flags & RK_ENV_F_REPLY)) { /* the answer to a request this lane passed on */
+    if ((e->flags & RK_ENV_F_K2K) && (e->flags & RK_ENV_F_REPLY)) { /* the answer to a request this lane passed on */
       L->skip = 1;
       if (e->origin == p->kernel_id)
         rk_dev_k2k_answer(p, L, e);
@@ -1311,7 +1315,8 @@ RK_STATIC_ASSERT(sizeof(rk_dev_params) % 8 == 0, "params are copied in 64-bit wo
 /* Does message e need outbox room before it is handled? A K2K message's answers travel over K2K;
  * only an answer coming back (a reply) goes to the outbox. */
 RK_INLINE __device__ int rk_dev_needs_room(const rk_dev_lane *L, const rk_envelope *e) {
-  return L->kin_batch ? (e->flags & RK_ENV_F_REPLY) != 0 : rk_lane_needs_room(e);
+  (void)L;
+  return (e->flags & RK_ENV_F_K2K) ? (e->flags & RK_ENV_F_REPLY) != 0 : rk_lane_needs_room(e);
 }
 
 /* Thread 0: prepare message i of the batch (e, in shared memory): L->skip = 0 handle, 1 refused, 2
@@ -1578,7 +1583,8 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
             rk_dev_count(&L, RK_DEV_C_K2K_IN, 1);
           } else {
             L.in_done++;
-            rk_dev_count(&L, RK_DEV_C_MSGS_IN, 1);
+            /* (a K2K message in the host inbox: from a remote rank, through the bridge) */
+            rk_dev_count(&L, (L.cur.env.flags & RK_ENV_F_K2K) ? RK_DEV_C_K2K_IN : RK_DEV_C_MSGS_IN, 1);
           }
         }
         rk_dev_beat(&L);

@@ -62,6 +62,12 @@ typedef struct graph_remote {
   rk__lane *lane;         /* k.lanes of them (k.lane), and their statuses */
   rk_lane_status *status;
   uint32_t slot;          /* the rings' slot size */
+  /* A device backend: the rings are in memory the lanes address (the backend's alloc, pinned and
+   * mapped on CUDA), one block, lane i's at mapped + i * ring_bytes, so that the table entry names
+   * them as a local kernel's K2K inboxes (base + lane * stride) and the lanes push into them. */
+  int dev;
+  uint8_t *mapped;
+  size_t mapped_bytes, ring_bytes;
 } graph_remote;
 
 struct rk_graph {
@@ -301,13 +307,13 @@ static void k2k_free(rk_kernel *k) {
   if (k->k2k_dev) { /* a device backend: its K2K inboxes in device memory (or staged in mapped memory) */
     /* lanes whose exit was not confirmed may still use them (and senders with them): kept */
     if (!k->shared_kept) {
-      if (k->k2k_host)
-        k->rt->ops->free(k->rt, k->k2k_host, k->k2k_dev_bytes);
+      if (k->k2k_staged)
+        k->rt->ops->free(k->rt, k->k2k_staged, k->k2k_dev_bytes);
       else
         k->rt->ops->dev_free(k->rt, k->k2k_dev, k->k2k_dev_bytes);
     }
     k->k2k_dev = 0;
-    k->k2k_host = NULL;
+    k->k2k_staged = NULL;
   }
   if (k->k2k == NULL) return;
   for (i = 0; i < k->lanes; i++) rk_ring_destroy(k->k2k[i]);
@@ -360,7 +366,7 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
       ops->free(k->rt, img, bytes);
       return rk__fail(k->rt, rc, "kernel %s: cannot build its K2K inboxes", k->name);
     }
-    k->k2k_host = img;
+    k->k2k_staged = img;
     k->k2k_dev = ops->dev_mapped(k->rt, img);
   } else {
     if (rc == RK_OK) rc = ops->dev_alloc(k->rt, bytes, &k->k2k_dev);
@@ -422,10 +428,18 @@ static int prepare(rk_kernel *k, void *arg) {
   return RK_OK;
 }
 
-static void remote_free(rk_kernel *k) {
+/* kept: a device kernel's lanes may still push into the rings (their exit not confirmed): the
+ * mapped block is left allocated, as their own K2K inboxes are. */
+static void remote_free(rk_kernel *k, int kept) {
   graph_remote *r = (graph_remote *)k; /* k is the first member */
   uint32_t i;
-  for (i = 0; i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k[i]);
+  if (r->dev) {
+    if (r->mapped && !kept) r->k.rt->ops->free(r->k.rt, r->mapped, r->mapped_bytes);
+    for (i = 0; r->k.k2k_host && i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k_host[i]);
+    free(r->k.k2k_host);
+  } else {
+    for (i = 0; i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k[i]);
+  }
   free(r->k.k2k);
   free(r->lane);
   free(r->status);
@@ -440,6 +454,8 @@ static int remote_lanes(graph_remote *r, uint32_t lanes, uint32_t cap) {
   rk_lane_status *status;
   uint32_t i;
   int rc;
+  uint8_t *mapped = NULL;
+  size_t ring = 0;
   if (lanes <= r->k.lanes) return RK_OK;
   if ((k2k = (rk_ring **)rk__calloc(lanes, sizeof *k2k)) == NULL) return RK_ENOMEM;
   if ((lane = (rk__lane *)rk__calloc(lanes, sizeof *lane)) == NULL ||
@@ -447,6 +463,45 @@ static int remote_lanes(graph_remote *r, uint32_t lanes, uint32_t cap) {
     free(k2k);
     free(lane);
     return RK_ENOMEM;
+  }
+  if (r->dev) { /* one new block for every lane (nothing was sent yet: no handler has run) */
+    const rk_backend_ops *ops = r->k.rt->ops;
+    rk_ring **host;
+    ring = (rk_ring_memsize(cap, r->slot, RK_RING_MPSC) + 127u) & ~(size_t)127u;
+    if ((host = (rk_ring **)rk__calloc(lanes, sizeof *host)) == NULL ||
+        (mapped = (uint8_t *)ops->alloc(r->k.rt, ring * lanes)) == NULL) { /* zeroed, line-aligned */
+      free(host);
+      free(k2k);
+      free(lane);
+      free(status);
+      return RK_ENOMEM;
+    }
+    for (i = 0, rc = RK_OK; i < lanes && rc == RK_OK; i++) {
+      k2k[i] = (rk_ring *)(mapped + (size_t)i * ring);
+      if ((rc = rk_ring_init(k2k[i], ring, cap, r->slot, RK_RING_MPSC)) == RK_OK)
+        rc = rk_ring_create(&host[i], cap, r->slot, RK_RING_MPSC);
+      lane[i].k = &r->k;
+      lane[i].index = i;
+      lane[i].inbox = k2k[i];
+      lane[i].status = &status[i];
+    }
+    if (rc != RK_OK) {
+      for (i = 0; i < lanes; i++) rk_ring_destroy(host[i]);
+      ops->free(r->k.rt, mapped, ring * lanes);
+      free(host);
+      free(k2k);
+      free(lane);
+      free(status);
+      return rc;
+    }
+    if (r->mapped) ops->free(r->k.rt, r->mapped, r->mapped_bytes);
+    for (i = 0; r->k.k2k_host && i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k_host[i]);
+    free(r->k.k2k_host);
+    r->k.k2k_host = host;
+    r->mapped = mapped;
+    r->mapped_bytes = ring * lanes;
+    r->ring_bytes = ring;
+    goto done;
   }
   for (i = 0; i < lanes; i++) {
     if (i < r->k.lanes)
@@ -463,6 +518,7 @@ static int remote_lanes(graph_remote *r, uint32_t lanes, uint32_t cap) {
     lane[i].inbox = k2k[i]; /* rk__k2k_push wakes the lane's inbox: the transport's ring */
     lane[i].status = &status[i];
   }
+done:
   free(r->k.k2k);
   free(r->lane);
   free(r->status);
@@ -484,6 +540,8 @@ static int remote_make(rk_graph *g, uint32_t i, uint32_t slot) {
   if ((r = (graph_remote *)rk__calloc(1, sizeof *r)) == NULL)
     return rk__fail(g->rt, RK_ENOMEM, "rk_graph_launch: remote node %u: out of memory", i);
   r->slot = slot;
+  r->k.rt = g->rt; /* (remote_lanes allocates with its backend) */
+  r->dev = g->rt->backend == RK_BACKEND_CUDA;
   if ((rc = remote_lanes(r, 1, n->k2k_cap)) != RK_OK) {
     free(r);
     return rk__fail(g->rt, rc, "rk_graph_launch: remote node %u: cannot create its outbound ring", i);
@@ -496,6 +554,39 @@ static int remote_make(rk_graph *g, uint32_t i, uint32_t slot) {
   r->k.graph = g;
   n->k = &r->k;
   return RK_OK;
+}
+
+/* A device backend: remote node i's entry in the graph's table, once the transport's start gave it
+ * the remote kernel's lanes (before any kernel is activated: the lanes read it only in handlers).
+ * Its "inboxes" are the outbound rings in mapped memory, which the lanes push into as into a local
+ * kernel's K2K inbox; RK_DEV_K2K_SYS makes a publication that touched them fence and store at
+ * system scope, since the bridge reads them from the host. */
+static int remote_entry(rk_graph *g, uint32_t i) {
+  graph_remote *r = (graph_remote *)g->node[i].k;
+  rk_dev_k2k_node e;
+  memset(&e, 0, sizeof e);
+  e.k2k_base = g->rt->ops->dev_mapped(g->rt, r->mapped);
+  e.k2k_stride = r->ring_bytes;
+  e.kernel_id = r->k.id;
+  e.lanes = r->k.lanes;
+  e.slot_size = r->k.slot_size; /* the remote kernel's limit (rk_graph_remote_shape) */
+  e.flags = RK_DEV_K2K_SYS;
+  return g->rt->ops->dev_write(g->rt, g->dev_table[0] + (uint64_t)i * sizeof e, &e, sizeof e); /* one runtime */
+}
+
+/* Close remote node i's outbound rings to senders. A device backend: its table entry's `closed`
+ * flag first, which the lanes read before they claim (a store; the host does not take part in the
+ * lanes' claim compare-and-swap on a GPU, see docs/mpi.md), then the rings' own close. */
+static void remote_close(rk_graph *g, uint32_t i) {
+  rk_kernel *k = g->node[i].k;
+  uint32_t j;
+  if (((graph_remote *)k)->dev && g->dev_table[0])
+    (void)g->rt->ops->dev_store64(g->rt, g->dev_table[0] + (uint64_t)i * sizeof(rk_dev_k2k_node) +
+                                             offsetof(rk_dev_k2k_node, closed), 1);
+  for (j = 0; j < k->lanes; j++) {
+    (void)rk_ring_close(k->k2k[j], NULL); /* RK_ECLOSED when closed already */
+    if (k->k2k_host) (void)rk_ring_close(k->k2k_host[j], NULL);
+  }
 }
 
 /* Terminate and destroy the kernels launched so far (a launch that failed part-way). */
@@ -511,7 +602,7 @@ static void unlaunch(rk_graph *g) {
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
     if (g->node[i].remote) {
-      remote_free(g->node[i].k);
+      remote_free(g->node[i].k, 0); /* (no lane of the graph has run a handler) */
       g->node[i].k = NULL;
       continue;
     }
@@ -627,9 +718,14 @@ int rk_graph_launch(rk_graph *g) {
   if (g->nremote && g->tp == NULL)
     return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: the graph has remote nodes and its transport is gone (a "
                     "launch that failed, or the bridge destroyed)");
-  if (g->nremote && g->rt->backend == RK_BACKEND_CUDA)
-    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: remote nodes on a device backend are not supported yet "
-                    "(create the runtime with RK_BACKEND_CPU)");
+  if (g->nremote && g->ndev > 1)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: a graph with remote (MPI) nodes spans one runtime; this one "
+                    "has kernels on %u (rk_graph_add_on): the lanes of two devices cannot share a remote node's "
+                    "outbound rings in host memory (docs/k2k.md)", g->ndev);
+  if (g->nremote && g->rt->backend == RK_BACKEND_CUDA && g->rt->ops->dev_mapped == NULL)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: the %s backend cannot place remote nodes' outbound rings in "
+                    "memory its lanes and the host both address (create the runtime with RK_BACKEND_CPU)",
+                    g->rt->ops->name);
   if (g->rt->backend == RK_BACKEND_CUDA) {
     const rk_backend_ops *ops = g->rt->ops;
     uint32_t t;
@@ -713,6 +809,17 @@ int rk_graph_launch(rk_graph *g) {
       unlaunch(g);
       return rk__fail(g->rt, rc, "rk_graph_launch: transport %s: %s", tname, err);
     }
+    /* a device backend: the remote nodes' entries, now that they have their lanes */
+    for (i = 0; i < g->n && g->dev_table[0]; i++)
+      if (g->node[i].remote && (rc = remote_entry(g, i)) != RK_OK) {
+        g->tp->stop(g->tp_self, g);
+        g->tp = NULL;
+        g->tp_self = NULL;
+        g->tp_started = 0;
+        g->launched = 0;
+        unlaunch(g);
+        return rk__fail(g->rt, rc, "rk_graph_launch: cannot write remote node %u's entry of the graph's table", i);
+      }
   }
   set_watch(g, 1);
   return RK_OK;
@@ -738,7 +845,7 @@ rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node) {
 }
 
 int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
-  uint32_t i, j;
+  uint32_t i;
   int rc, first = RK_OK;
   if (g == NULL) return RK_EINVAL;
   rk__error_clear(g->rt);
@@ -750,7 +857,7 @@ int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
       if (g->tp && g->tp_started && (rc = g->tp->flush(g->tp_self, g, g->order[i], timeout_ns)) != RK_OK &&
           first == RK_OK)
         first = rc;
-      for (j = 0; j < k->lanes; j++) (void)rk_ring_close(k->k2k[j], NULL);
+      remote_close(g, g->order[i]);
       continue;
     }
     s = rk_kernel_state(k);
@@ -779,9 +886,28 @@ int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const 
   uint64_t pos;
   uint8_t *slot;
   int err;
-  if (dst->k2k == NULL || dst_lane >= dst->lanes) return RK_EINVAL;
+  if (dst_lane >= dst->lanes) return RK_EINVAL;
+  if (dst->k2k == NULL && dst->k2k_dev && dst->lane && dst->lane[dst_lane].inbox) {
+    /* A device kernel (from the host: the MPI bridge's deliveries and error answers). Its K2K
+     * inbox is claimed by its device's lanes with device-scope atomics the host cannot join, so
+     * the message goes through the lane's host inbox (an MPSC ring the host claims in, as rk_send
+     * does), flagged K2K: the lane handles it as a K2K message (answered over K2K, counted in
+     * k2k_in; persistent.cuh, rk_dev_admit). */
+    r = dst->lane[dst_lane].inbox;
+    if (len > rk__payload_max(dst)) return RK_EMSGSIZE;
+    if ((slot = (uint8_t *)rk_ring_mpsc_reserve(r, &pos, &err)) == NULL) return err; /* RK_EAGAIN, RK_ECLOSED */
+    memcpy(slot, e, RK_ENVELOPE_SIZE);
+    ((rk_envelope *)slot)->payload_len = len;
+    ((rk_envelope *)slot)->flags = (uint16_t)(((rk_envelope *)slot)->flags | RK_ENV_F_K2K);
+    if (len) memcpy(slot + RK_ENVELOPE_SIZE, payload, len);
+    rk_ring_mpsc_commit(r, pos); /* release: pairs with the lane's acquire of the sequence word */
+    return RK_OK;
+  }
+  if (dst->k2k == NULL) return RK_EINVAL;
   if (len > rk__payload_max(dst)) return RK_EMSGSIZE;
-  r = dst->k2k[dst_lane];
+  /* a device graph's remote node: the host's own ring of the lane (its rings in mapped memory are
+   * claimed by device lanes, with atomics the host's are not atomic with over PCIe) */
+  r = dst->k2k_host ? dst->k2k_host[dst_lane] : dst->k2k[dst_lane];
   if ((slot = (uint8_t *)rk_ring_mpsc_reserve(r, &pos, &err)) == NULL) return err; /* RK_EAGAIN, RK_ECLOSED */
   memcpy(slot, e, RK_ENVELOPE_SIZE);
   ((rk_envelope *)slot)->payload_len = len;
@@ -897,14 +1023,14 @@ static void graph_destroy_claimed(rk_graph *g) {
     graph_leave(g); /* (found by no runtime's destroy any more; its memory is kept) */
     return;
   }
+  for (i = 0; i < g->n; i++) /* (a lane whose exit was not confirmed may still push into a remote node's rings) */
+    if (g->node[i].k && !g->node[i].remote) kept |= g->node[i].k->shared_kept;
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
-    if (g->node[i].remote) {
-      remote_free(g->node[i].k);
-    } else {
-      kept |= g->node[i].k->shared_kept;
+    if (g->node[i].remote)
+      remote_free(g->node[i].k, kept);
+    else
       rk__kernel_destroy_member(g->node[i].k); /* K2K inboxes freed with it: no lane is left to send */
-    }
     g->node[i].k = NULL;
   }
   /* (a kernel whose lanes' exit was not confirmed may still read the table: kept) */
@@ -1064,6 +1190,9 @@ int rk_graph_node(const rk_graph *g, uint32_t node, rk_graph_node_info *out) {
     out->kernel_id = n->k->id;
     out->lanes = n->k->lanes;
     out->payload_max = rk__payload_max(n->k);
+    /* a device kernel takes a transport's messages through its lanes' host inboxes (rk__k2k_push):
+     * what one of them holds is what a remote route may have outstanding there */
+    if (!n->remote && n->k->k2k_dev && n->k->inbox_cap < out->k2k_capacity) out->k2k_capacity = n->k->inbox_cap;
   }
   return RK_OK;
 }
@@ -1073,6 +1202,11 @@ rk_ring *rk_graph_remote_ring(rk_graph *g, uint32_t node, uint32_t lane) {
       lane >= g->node[node].k->lanes)
     return NULL;
   return g->node[node].k->k2k[lane];
+}
+
+rk_ring *rk_graph_remote_host_ring(rk_graph *g, uint32_t node, uint32_t lane) {
+  if (rk_graph_remote_ring(g, node, lane) == NULL || g->node[node].k->k2k_host == NULL) return NULL;
+  return g->node[node].k->k2k_host[lane];
 }
 
 int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t payload_max) {
@@ -1092,10 +1226,10 @@ int rk_graph_remote_close(rk_graph *g, uint32_t node) {
   uint32_t i;
   uint64_t held = 0;
   if (rk_graph_remote_ring(g, node, 0) == NULL) return RK_EINVAL;
+  remote_close(g, node);
   for (i = 0; i < g->node[node].k->lanes; i++) {
-    rk_ring *r = g->node[node].k->k2k[i];
-    (void)rk_ring_close(r, NULL); /* RK_ECLOSED when closed already */
-    held += rk_ring_count(r);
+    held += rk_ring_count(g->node[node].k->k2k[i]);
+    if (g->node[node].k->k2k_host) held += rk_ring_count(g->node[node].k->k2k_host[i]);
   }
   return (int)held;
 }
