@@ -31,8 +31,8 @@ typedef struct rk_transport {
    *  kernels (rk_graph_remote_shape) and start moving messages. An error fails the launch (the
    *  message in rk_runtime_last_error via rk_transport_fail); stop is then still called. */
   int (*start)(void *self, rk_graph *g);
-  /** rk_graph_terminate reaches remote node `node` (every local kernel upstream of it has
-   *  terminated): deliver what its outbound ring holds and what is in flight to it, or give up at
+  /** rk_graph_terminate reaches remote node `node` (every local kernel of the graph has
+   *  terminated: remote nodes come last in its order): deliver what its outbound ring holds and what is in flight to it, or give up at
    *  timeout_ns (RK_ETIMEDOUT) or when the peer is lost (RK_ECLOSED). The graph closes the ring
    *  afterwards. */
   int (*flush)(void *self, rk_graph *g, uint32_t node, int64_t timeout_ns);
@@ -80,7 +80,8 @@ RK_API rk_ring *rk_graph_remote_host_ring(rk_graph *g, uint32_t node, uint32_t l
 /** In start: what the remote kernel is: its lanes (the node gets one outbound ring per lane, so
  *  a keyed send picks the remote lane) and its payload limit (sends of more get RK_EMSGSIZE at
  *  once; never raised above the outbound rings' slot). Errors: RK_EINVAL (lanes 0 or above
- *  RK_MAX_LANES, not a launched remote node), RK_ENOMEM. */
+ *  RK_MAX_LANES, not a launched remote node), RK_ESTATE (not in the transport's start: the rings
+ *  it replaces may be in use by then), RK_ENOMEM. */
 RK_API int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t payload_max);
 /** The peer of remote node `node` is lost: close its outbound rings (later sends to it get
  *  RK_ECLOSED at once) and return how many messages they (host rings included) still held, which the transport drops

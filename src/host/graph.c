@@ -98,6 +98,9 @@ struct rk_graph {
   const rk_transport *tp;
   void *tp_self;
   int tp_started;
+  /* 1 while rk_graph_launch runs the transport's start: the only time rk_graph_remote_shape may
+   * reshape a remote node (no handler has run; afterwards the lanes push into its rings) */
+  int tp_starting;
   uint32_t nremote;
 };
 
@@ -300,6 +303,16 @@ static void topo_order(rk_graph *g) {
   }
   for (i = 0; i < g->n; i++)
     if (!done[i]) g->order[m++] = i;
+  /* Remote (MPI) nodes last, in the order found: their edges from other ranks (what a peer sends
+   * into this rank's kernels, and the answers to what those kernels passed on) are not in this
+   * graph, so Kahn's order may put one before a local kernel that still sends through it while it
+   * drains (an answer to a request from the remote rank, a forward): terminate closes a remote
+   * node's outbound rings, so every local kernel drains first (rk_graph_terminate). */
+  for (i = 0, m = 0; i < g->n; i++)
+    if (!g->node[g->order[i]].remote) done[m++] = g->order[i];
+  for (i = 0; i < g->n; i++)
+    if (g->node[g->order[i]].remote) done[m++] = g->order[i];
+  memcpy(g->order, done, g->n * sizeof g->order[0]);
 }
 
 static void k2k_free(rk_kernel *k) {
@@ -798,7 +811,10 @@ int rk_graph_launch(rk_graph *g) {
   g->launched = 1;
   if (g->tp) { /* the transport meets its peers before any handler can send */
     g->tp_started = 1;
-    if ((rc = g->tp->start(g->tp_self, g)) != RK_OK) {
+    g->tp_starting = 1;
+    rc = g->tp->start(g->tp_self, g);
+    g->tp_starting = 0;
+    if (rc != RK_OK) {
       const char *tname = g->tp->name ? g->tp->name : "?";
       snprintf(err, sizeof err, "%s", rk_runtime_last_error(g->rt));
       g->tp->stop(g->tp_self, g); /* the transport is done with the graph: detached */
@@ -1213,6 +1229,10 @@ int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t p
   graph_remote *r;
   int rc;
   if (rk_graph_remote_ring(g, node, 0) == NULL || lanes == 0 || lanes > RK_MAX_LANES) return RK_EINVAL;
+  /* its rings are replaced: only before any handler can push into them, or the bridge drain them */
+  if (!g->tp_starting)
+    return rk__fail(g->rt, RK_ESTATE, "rk_graph_remote_shape: remote node %u: only in the transport's start, during "
+                    "rk_graph_launch (the graph is launched and its rings may be in use)", node);
   r = (graph_remote *)g->node[node].k;
   /* before activation: the lanes read lanes, k2k and slot_size only in handlers (the activation
    * orders these writes before them) */
