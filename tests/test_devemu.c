@@ -926,7 +926,7 @@ static void test_k2k_deadlock_detected(void **state) {
  * test's thread drains and delivers, as the bridge's does): the device lane's rk_send_to pushes into
  * the node's outbound ring (host-mapped memory, RK_DEV_K2K_SYS), which fills (RK_EAGAIN, the message
  * runs again) and is drained by the host in order; what the transport delivers into a device kernel
- * goes through its host inbox as K2K (counted in k2k_in), a request from the remote side is answered
+ * goes through its lanes' transport inboxes (counted in k2k_in), a request from the remote side is answered
  * over K2K into the remote node's ring; once the route closes, rk_send_to says RK_ECLOSED. */
 static int dfake_start(void *self, rk_graph *g) {
   return rk_graph_remote_shape(g, *(uint32_t *)self, 2, 64); /* the remote kernel: 2 lanes */
@@ -976,7 +976,7 @@ static void test_k2k_remote_node(void **state) {
   assert_true(rt_wait_for(ring_holds, ring, RT_HANG));
   assert_true(rt_wait_for(refused_some, rk_graph_kernel(g, src), RT_HANG));
   assert_int_equal(rk_ring_count(ring), 4);
-  /* the transport's part: drain in order, deliver into the device sink (through its host inbox) */
+  /* the transport's part: drain in order, deliver into the device sink (its transport inbox) */
   for (uint64_t t0 = rt_now_ns(); got < n && rt_now_ns() - t0 < (uint64_t)RT_HANG;) {
     uint32_t k = rk_ring_peek_n(ring, 8, &pos), j;
     for (j = 0; j < k; j++) {
@@ -991,8 +991,7 @@ static void test_k2k_remote_node(void **state) {
       assert_int_equal(w[1], got + 1); /* in order, each once */
       assert_true(e.hlc > last);       /* stamped by the lane's publication, in order */
       last = e.hlc;
-      e.dst = si.kernel_id;
-      e.flags = (uint16_t)(e.flags & ~RK_ENV_F_K2K); /* rk_graph_deliver marks it K2K */
+      e.dst = si.kernel_id; /* (a K2K envelope, as the bridge delivers it) */
       while ((rc = rk_graph_deliver(g, snk, 0, &e, w)) == RK_EAGAIN) rk__sleep_ns(100000);
       RT_OK(rt, rc);
       got++;
@@ -1063,6 +1062,175 @@ static void test_k2k_remote_node(void **state) {
   assert_int_equal(rt_stats(rk_graph_kernel(g, snk)).msgs_in, 0);
   assert_int_equal(rt_stats(rk_graph_kernel(g, snk)).k2k_out, 1);  /* its answer */
   assert_int_equal(rt_stats(rk_graph_kernel(g, src)).k2k_out, n);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
+/* The transport's part of a request the device lane passed on to the remote node: its answer (the
+ * remote stage's v + 1), built as the bridge delivers one (origin, correlation and lane kept). */
+static int far_answer(rk_graph *g, uint32_t node, uint32_t far_id, const uint8_t *req) {
+  rk_envelope e, a;
+  uint64_t v;
+  memcpy(&e, req, sizeof e);
+  memcpy(&v, req + RK_ENVELOPE_SIZE, sizeof v);
+  v++;
+  rk_envelope_init(&a, 1, sizeof v, (uint16_t)(RK_ENV_F_K2K | RK_ENV_F_REPLY));
+  a.src = a.node = far_id;
+  a.dst = e.origin;
+  a.origin = e.origin;
+  a.correlation_id = e.correlation_id;
+  a.lane = e.lane;
+  (void)rk_clock_tick(rk_runtime_clock(rk_graph_runtime(g)), &a.hlc);
+  return rk_graph_deliver(g, node, e.lane, &a, &v);
+}
+
+typedef struct late_term {
+  rk_graph *g;
+  int rc;
+} late_term;
+static void *late_terminate(void *arg) {
+  late_term *t = (late_term *)arg;
+  t->rc = rk_graph_terminate(t->g, 5 * RT_SEC); /* the answer it waits for comes after it began */
+  return NULL;
+}
+static int inbox_closed(void *arg) {
+  return (rk_load_acquire_sys_u64(&((rk_kernel *)arg)->lane[0].inbox->claim) & RK_RING_CLOSED) != 0;
+}
+static int ring_has_1(void *arg) { /* published (claimed is not enough: the lane publishes at its flush) */
+  uint64_t pos;
+  return rk_ring_peek_n((rk_ring *)arg, 1, &pos) >= 1;
+}
+
+/* A device kernel passed a host request on to a remote node; its terminate begins (the host inbox
+ * closes) before the answer comes back: the transport still delivers the answer (into the lane's
+ * transport inbox, which stays open while an answer is owed), the lane answers the caller and
+ * exits, and terminate returns RK_OK. (Before the transport inbox: the delivery into the closed
+ * host inbox got RK_ECLOSED, the owed answer never came, terminate timed out.) */
+static void test_k2k_remote_answer_late(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_graph *g;
+  rk_kernel_desc df = k2k_desc("front");
+  uint32_t front, far;
+  rk_graph_node_info fi;
+  rk_ring *ring;
+  rk_kernel *k;
+  uint64_t v = 10, pos = 0, back = 0;
+  late_term t;
+  pthread_t th;
+  int rc;
+  rk_msg m;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &dfake_ops, &far));
+  RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "far", 4, &far));
+  RT_OK(rt, rk_graph_connect(g, front, far, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  k = rk_graph_kernel(g, front);
+  memset(&fi, 0, sizeof fi);
+  fi.size = sizeof fi;
+  RT_OK(rt, rk_graph_node(g, far, &fi));
+  ring = rk_graph_remote_ring(g, far, 0);
+  RT_OK(rt, rk_send(k, 1, &v, sizeof v, 0, NULL)); /* a request: its answer is owed to the caller */
+  assert_true(rt_wait_for(ring_has_1, ring, RT_HANG));
+  assert_int_equal(rk_ring_peek_n(ring, 1, &pos), 1);
+  t.g = g;
+  t.rc = 1;
+  assert_int_equal(pthread_create(&th, NULL, late_terminate, &t), 0);
+  assert_true(rt_wait_for(inbox_closed, k, RT_HANG)); /* terminate has begun */
+  rc = far_answer(g, front, fi.kernel_id, rk_ring_slot(ring, pos));
+  rk_ring_release_n(ring, 1);
+  pthread_join(th, NULL);
+  assert_int_equal(rc, RK_OK);   /* the answer was taken, */
+  assert_int_equal(t.rc, RK_OK); /* handled, and the lane left */
+  RT_OK(rt, rk_recv(k, &m, &back, sizeof back, RT_HANG));
+  assert_int_equal(back, v + 2); /* both stages */
+  assert_int_equal(rt_stats(k).k2k_in, 1);
+  assert_int_equal(rt_stats(k).k2k_out, 1);
+  assert_int_equal(rt_stats(k).msgs_in, 1);
+  assert_int_equal(rt_stats(k).msgs_out, 1);
+  assert_int_equal(k->lane[0].status->k2k_owed, 0);
+  /* the lanes have exited: the transport inbox is closed, a later delivery is refused */
+  assert_int_equal(far_answer(g, front, fi.kernel_id, rk_ring_slot(ring, pos)), RK_ECLOSED);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
+static int ring_full4(void *arg) { /* four published */
+  uint64_t pos;
+  return rk_ring_peek_n((rk_ring *)arg, 8, &pos) >= 4;
+}
+typedef struct k2k_in_want {
+  rk_kernel *k;
+  uint64_t n;
+} k2k_in_want;
+static int k2k_in_reached(void *arg) { return rt_stats(((k2k_in_want *)arg)->k).k2k_in >= ((k2k_in_want *)arg)->n; }
+
+/* Answers must not wait behind a host message the lane runs again: host requests passed on to a
+ * remote node whose ring (4) is full, the fifth run again (RK_EAGAIN), and the ring's slots go back
+ * only once the answers of the first four have been taken (as the bridge's credits wait for the
+ * answers on the other rank). The answers are taken meanwhile (the transport inbox, looked at
+ * between the host batch's retries); then everything flows: 8 answers, 8 replies, in order. (Before
+ * the transport inbox: the answers queued in the host inbox behind the retried request: a deadlock
+ * across the ranks that no watchdog saw.) */
+static void test_k2k_remote_answers_not_behind_retry(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_graph *g;
+  rk_kernel_desc df = k2k_desc("front");
+  uint32_t front, far, i, got = 0;
+  rk_graph_node_info fi;
+  rk_ring *ring;
+  rk_kernel *k;
+  uint64_t pos = 0, n = 8;
+  k2k_in_want w;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &dfake_ops, &far));
+  RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "far", 4, &far));
+  RT_OK(rt, rk_graph_connect(g, front, far, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  k = rk_graph_kernel(g, front);
+  memset(&fi, 0, sizeof fi);
+  fi.size = sizeof fi;
+  RT_OK(rt, rk_graph_node(g, far, &fi));
+  ring = rk_graph_remote_ring(g, far, 0);
+  for (i = 0; i < n; i++) {
+    uint64_t v = 100 * (i + 1);
+    RT_OK(rt, rk_send(k, 1, &v, sizeof v, 0, NULL));
+  }
+  assert_true(rt_wait_for(ring_full4, ring, RT_HANG));
+  assert_true(rt_wait_for(refused_some, k, RT_HANG)); /* the fifth runs again */
+  /* answer the four, keep their slots until the answers are taken */
+  assert_int_equal(rk_ring_peek_n(ring, 8, &pos), 4);
+  for (i = 0; i < 4; i++) RT_OK(rt, far_answer(g, front, fi.kernel_id, rk_ring_slot(ring, pos + i)));
+  w.k = k;
+  w.n = 4;
+  assert_true(rt_wait_for(k2k_in_reached, &w, 10 * RT_SEC)); /* not behind the retried request */
+  rk_ring_release_n(ring, 4);
+  for (uint64_t t0 = rt_now_ns(); got < n - 4 && rt_now_ns() - t0 < (uint64_t)RT_HANG;) {
+    uint32_t c = rk_ring_peek_n(ring, 8, &pos), j;
+    for (j = 0; j < c; j++) RT_OK(rt, far_answer(g, front, fi.kernel_id, rk_ring_slot(ring, pos + j)));
+    if (c) rk_ring_release_n(ring, c);
+    else rk__sleep_ns(100000);
+    got += c;
+  }
+  assert_int_equal(got, n - 4);
+  for (i = 0; i < n; i++) { /* every caller answered, in order: both stages */
+    uint64_t back = 0;
+    rk_msg m;
+    RT_OK(rt, rk_recv(k, &m, &back, sizeof back, RT_HANG));
+    assert_int_equal(back, 100 * (i + 1) + 2);
+  }
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  assert_int_equal(rt_stats(k).k2k_in, n);
+  assert_int_equal(rt_stats(k).k2k_out, n);
+  assert_true(rt_stats(k).k2k_refused >= 1); /* the retries (RK_EAGAIN) */
+  assert_int_equal(rt_stats(k).msgs_in, n);
+  assert_int_equal(rt_stats(k).msgs_out, n);
+  assert_int_equal(k->lane[0].status->k2k_owed, 0);
   rk_graph_destroy(g);
   emu_runtime_destroy(rt);
 }
@@ -1370,7 +1538,7 @@ static void test_k2k_two_devices_errors(void **state) {
   emu_runtime_destroy(rts[0]);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lifecycle),
       cmocka_unit_test(test_call_and_stamps),
@@ -1400,7 +1568,10 @@ int main(void) {
       cmocka_unit_test_setup(test_k2k_two_devices_ping_pong, peer_on),
       cmocka_unit_test_setup(test_k2k_two_devices_errors, peer_on),
       cmocka_unit_test_setup(test_k2k_remote_node, peer_on),
+      cmocka_unit_test_setup(test_k2k_remote_answer_late, peer_on),
+      cmocka_unit_test_setup(test_k2k_remote_answers_not_behind_retry, peer_on),
       cmocka_unit_test(test_application_kernel),
   };
+  if (argc > 1) cmocka_set_test_filter(argv[1]); /* one test (or a pattern), when iterating */
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

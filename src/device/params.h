@@ -42,13 +42,20 @@ typedef struct rk_dev_k2k_node {
   uint32_t nroutes;
   uint32_t flags;             /* RK_DEV_K2K_SYS, RK_DEV_K2K_XWRITERS */
   uint8_t route[16];          /* node (index in the table) at the end of route r */
-  uint8_t pad[52];
+  uint8_t pad0[4];
+  /* a graph with a transport (remote.h, the MPI bridge): lane i's transport inbox (an MPSC rk_ring in host-mapped
+   * memory, which only host threads claim in: the MPI bridge's deliveries) at x_base + i * x_stride,
+   * its last line the word the lane sets to ask the host to close it; 0 otherwise */
+  uint64_t x_base;
+  uint64_t x_stride;
+  uint8_t pad[32];
 } rk_dev_k2k_node;
 
 #define RK_DEV_K2K_XWRITERS 2u /* in the node's own device's copy: its inboxes are in this device's memory and lanes of another device (peer access) write them: its lanes observe them and give their head back at system scope */
 #define RK_DEV_K2K_SYS 1u /* the node's inboxes are not in this device's memory (host-mapped or a peer's): a publication that touched them fences at system scope */
 
 RK_STATIC_ASSERT(sizeof(rk_dev_k2k_node) == 128, "rk_dev_k2k_node layout");
+RK_STATIC_ASSERT(offsetof(rk_dev_k2k_node, x_base) == 80, "rk_dev_k2k_node layout");
 
 typedef struct rk_dev_params {
   rk_control *ctl;          /* mapped: host line, lane command lines, lane status lines */

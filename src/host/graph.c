@@ -328,6 +328,10 @@ static void k2k_free(rk_kernel *k) {
     k->k2k_dev = 0;
     k->k2k_staged = NULL;
   }
+  if (k->xin) { /* (kept as the K2K inboxes: a lane whose exit was not confirmed may still read it) */
+    if (!k->shared_kept) k->rt->ops->free(k->rt, k->xin, k->xin_bytes);
+    k->xin = NULL;
+  }
   if (k->k2k == NULL) return;
   for (i = 0; i < k->lanes; i++) rk_ring_destroy(k->k2k[i]);
   free(k->k2k);
@@ -346,6 +350,50 @@ static uint64_t table_at(const rk_graph *g, uint32_t d, uint32_t node, size_t of
 
 /* Two runtimes on one device (the same CUDA device ordinal) share its memory. */
 static int same_device(const rk_runtime *a, const rk_runtime *b) { return a == b || a->opts.device == b->opts.device; }
+
+/* A device kernel of a graph with a transport (remote.h): its lanes' transport inboxes, where the
+ * transport's deliveries go (rk__k2k_push): MPSC rings of the K2K inbox's capacity in mapped host
+ * memory (ops->alloc: zeroed, line-aligned), each followed by a line whose first word the lane
+ * sets to ask the host to close the ring (persistent.cuh, rk_dev_x_closing). Only host threads
+ * claim in them: the device's lanes claim in the K2K inboxes with device-scope atomics a host CAS
+ * is not atomic with, and the host inbox is closed when terminate begins, before the answers the
+ * kernel still waits for have come back (docs/mpi.md, "On a device"). */
+static int xin_make(rk_kernel *k, uint32_t cap, rk_dev_k2k_node *e) {
+  size_t ring = (rk_ring_memsize(cap, k->slot_size, RK_RING_MPSC) + 127u) & ~(size_t)127u;
+  size_t stride = ring + RK_LINE, bytes = stride * k->lanes;
+  uint32_t i;
+  int rc = RK_OK;
+  if ((k->xin = (uint8_t *)k->rt->ops->alloc(k->rt, bytes)) == NULL) return RK_ENOMEM;
+  for (i = 0; i < k->lanes && rc == RK_OK; i++) rc = rk_ring_init(k->xin + (size_t)i * stride, ring, cap, k->slot_size, RK_RING_MPSC);
+  if (rc != RK_OK) {
+    k->rt->ops->free(k->rt, k->xin, bytes);
+    k->xin = NULL;
+    return rc;
+  }
+  k->xin_stride = stride;
+  k->xin_bytes = bytes;
+  e->x_base = k->rt->ops->dev_mapped(k->rt, k->xin);
+  e->x_stride = stride;
+  return RK_OK;
+}
+
+static rk_ring *xin_ring(const rk_kernel *k, uint32_t lane) { return (rk_ring *)(k->xin + (size_t)lane * k->xin_stride); }
+
+void rk__k2k_xin_poll(rk_kernel *k, uint32_t lane) {
+  rk_ring *r;
+  if (k->xin == NULL || lane >= k->lanes) return;
+  r = xin_ring(k, lane);
+  /* Relaxed (system scope): the lane's word publishes nothing, and the close is a CAS on claim,
+   * which the lane reads; what the lane took is accounted by the ring's own head. */
+  if (rk_load_relaxed_sys_u64((volatile uint64_t *)((uint8_t *)r + k->xin_stride - RK_LINE)) != 0 &&
+      !(rk_load_relaxed_sys_u64(&r->claim) & RK_RING_CLOSED))
+    (void)rk_ring_close(r, NULL); /* RK_ECLOSED when another host thread closed it first */
+}
+
+void rk__k2k_xin_close(rk_kernel *k) {
+  uint32_t i;
+  for (i = 0; k->xin && i < k->lanes; i++) (void)rk_ring_close(xin_ring(k, i), NULL); /* RK_ECLOSED: closed already */
+}
 
 /* A device backend (CUDA, the emulated device): the kernel's K2K inboxes in device memory, built
  * as ring images in host memory and written there, and its entry in the graph's table, before its
@@ -402,6 +450,11 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
   e.slot_size = k->slot_size;
   e.nroutes = gn->nroutes;
   for (i = 0; i < gn->nroutes; i++) e.route[i] = (uint8_t)gn->route[i];
+  /* a graph with a transport: a peer's kernels may send to this one (even with no remote node here) */
+  if (a->g->tp && (rc = xin_make(k, gn->k2k_cap, &e)) != RK_OK) {
+    k2k_free(k);
+    return rk__fail(k->rt, rc, "kernel %s: cannot make its transport inboxes in mapped host memory", k->name);
+  }
   /* its entry in every device's table: the same addresses (device memory of its own device, which
    * a peer addresses alike under unified addressing, or the mapped memory's portable address);
    * RK_DEV_K2K_SYS where they are not that device's memory, RK_DEV_K2K_XWRITERS in its own
@@ -903,27 +956,21 @@ int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const 
   uint8_t *slot;
   int err;
   if (dst_lane >= dst->lanes) return RK_EINVAL;
-  if (dst->k2k == NULL && dst->k2k_dev && dst->lane && dst->lane[dst_lane].inbox) {
-    /* A device kernel (from the host: the MPI bridge's deliveries and error answers). Its K2K
-     * inbox is claimed by its device's lanes with device-scope atomics the host cannot join, so
-     * the message goes through the lane's host inbox (an MPSC ring the host claims in, as rk_send
-     * does), flagged K2K: the lane handles it as a K2K message (answered over K2K, counted in
-     * k2k_in; persistent.cuh, rk_dev_admit). */
-    r = dst->lane[dst_lane].inbox;
-    if (len > rk__payload_max(dst)) return RK_EMSGSIZE;
-    if ((slot = (uint8_t *)rk_ring_mpsc_reserve(r, &pos, &err)) == NULL) return err; /* RK_EAGAIN, RK_ECLOSED */
-    memcpy(slot, e, RK_ENVELOPE_SIZE);
-    ((rk_envelope *)slot)->payload_len = len;
-    ((rk_envelope *)slot)->flags = (uint16_t)(((rk_envelope *)slot)->flags | RK_ENV_F_K2K);
-    if (len) memcpy(slot + RK_ENVELOPE_SIZE, payload, len);
-    rk_ring_mpsc_commit(r, pos); /* release: pairs with the lane's acquire of the sequence word */
-    return RK_OK;
+  if (dst->k2k == NULL && dst->xin) {
+    /* A device kernel (from the host: the transport's deliveries and error answers). Its K2K
+     * inbox is claimed by its device's lanes with device-scope atomics the host cannot join: the
+     * lane's transport inbox, which only host threads claim in (xin_make). Closed once the lane
+     * asked (terminating, nothing owed): RK_ECLOSED then. */
+    rk__k2k_xin_poll(dst, dst_lane);
+    r = xin_ring(dst, dst_lane);
+  } else if (dst->k2k == NULL) {
+    return RK_EINVAL;
+  } else {
+    /* a device graph's remote node: the host's own ring of the lane (its rings in mapped memory are
+     * claimed by device lanes, with atomics the host's are not atomic with over PCIe) */
+    r = dst->k2k_host ? dst->k2k_host[dst_lane] : dst->k2k[dst_lane];
   }
-  if (dst->k2k == NULL) return RK_EINVAL;
   if (len > rk__payload_max(dst)) return RK_EMSGSIZE;
-  /* a device graph's remote node: the host's own ring of the lane (its rings in mapped memory are
-   * claimed by device lanes, with atomics the host's are not atomic with over PCIe) */
-  r = dst->k2k_host ? dst->k2k_host[dst_lane] : dst->k2k[dst_lane];
   if ((slot = (uint8_t *)rk_ring_mpsc_reserve(r, &pos, &err)) == NULL) return err; /* RK_EAGAIN, RK_ECLOSED */
   memcpy(slot, e, RK_ENVELOPE_SIZE);
   ((rk_envelope *)slot)->payload_len = len;
@@ -1206,9 +1253,6 @@ int rk_graph_node(const rk_graph *g, uint32_t node, rk_graph_node_info *out) {
     out->kernel_id = n->k->id;
     out->lanes = n->k->lanes;
     out->payload_max = rk__payload_max(n->k);
-    /* a device kernel takes a transport's messages through its lanes' host inboxes (rk__k2k_push):
-     * what one of them holds is what a remote route may have outstanding there */
-    if (!n->remote && n->k->k2k_dev && n->k->inbox_cap < out->k2k_capacity) out->k2k_capacity = n->k->inbox_cap;
   }
   return RK_OK;
 }

@@ -294,6 +294,12 @@ struct rk_kernel {
   uint64_t k2k_dev;
   size_t k2k_dev_bytes;
   void *k2k_staged; /* k2k_dev staged in mapped host memory (ops->alloc; its lanes' address is k2k_dev) */
+  /* a device kernel of a graph with a transport (remote.h): per lane, its transport inbox (an MPSC
+   * ring at xin + i * xin_stride in mapped host memory, ops->alloc), which only host threads claim
+   * in (the transport's deliveries, rk__k2k_push), and after it a line with the word the lane sets
+   * to ask the host to close it (graph.c, persistent.cuh); NULL otherwise */
+  uint8_t *xin;
+  size_t xin_stride, xin_bytes;
   uint64_t dev_graph;
   uint32_t dev_graph_n, dev_graph_node;
   /* dead letters: the last dead_cap messages the kernel refused or the host discarded */
@@ -496,6 +502,11 @@ void rk__kernel_leak(rk_kernel *k);
 /* graph.c: close k's K2K inboxes to senders (its lanes have left, or are abandoned by a
  * terminate that timed out): later sends get RK_ECLOSED instead of being queued for no one. */
 void rk__k2k_close(rk_kernel *k);
+/* A device kernel's transport inboxes (rk_kernel.xin): close lane l's when its lane asked
+ * (terminating, nothing owed), or every one of them (the lanes have exited: later deliveries get
+ * RK_ECLOSED). No-ops for other kernels. */
+void rk__k2k_xin_poll(rk_kernel *k, uint32_t lane);
+void rk__k2k_xin_close(rk_kernel *k);
 /* graph.c: free k's K2K inboxes (rk__kernel_free). */
 void rk__k2k_free(rk_kernel *k);
 /* graph.c: topic messages a device kernel missed (counted by the publishing lanes in the graph's
