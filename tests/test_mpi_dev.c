@@ -14,6 +14,8 @@
  *                 everything arrives in order
  *   dev_rank_killed  rank 1 kills itself mid-stream: rank 0's device lane gets RK_ECLOSED from
  *                 rk_send_to, every accepted send is counted, terminate and destroy return promptly
+ *   dev_late_answer  the answer to a request rank 0's device lane passed on to rank 1 comes back
+ *                 after rank 0's terminate began: it is taken, the caller answered, terminate RK_OK
  *   dev_refused   a request forwarded by rank 0's device lane to a terminated kernel of rank 1 is
  *                 refused there; the bridge's error answer (from rank 1's host ring of the remote
  *                 node) reaches the device lane and the host's call (RK_EHANDLER, RK_ECLOSED)
@@ -149,7 +151,7 @@ static void test_dev_pipeline(void **state) {
     rk_kernel_counters p = rt_stats(rk_graph_kernel(g, parse)), e = rt_stats(rk_graph_kernel(g, enrich));
     rk_mpi_stats st = bridge_stats(b);
     assert_int_equal(p.k2k_out, n);  /* to enrich */
-    assert_int_equal(p.k2k_in, n);   /* the answers, from rank 1 through the host inbox */
+    assert_int_equal(p.k2k_in, n);   /* the answers, from rank 1 through its transport inbox */
     assert_int_equal(p.msgs_out, n); /* to the caller */
     assert_int_equal(e.k2k_in, n);
     assert_int_equal(e.k2k_out, n);  /* over the remote route */
@@ -160,7 +162,7 @@ static void test_dev_pipeline(void **state) {
   } else {
     rk_kernel_counters a = rt_stats(rk_graph_kernel(g, agg));
     rk_mpi_stats st = bridge_stats(b);
-    assert_int_equal(a.k2k_in, n);   /* the requests, from rank 0 through the host inbox */
+    assert_int_equal(a.k2k_in, n);   /* the requests, from rank 0 through its transport inbox */
     assert_int_equal(a.k2k_out, n);  /* the answers, over K2K into the remote node's ring */
     assert_int_equal(a.msgs_in, 0);
     assert_int_equal(a.msgs_out, 0);
@@ -278,8 +280,8 @@ static void test_dev_order(void **state) {
   finish(s.rt, s.g, s.b);
 }
 
-/* The sink's K2K capacity and host inbox 4 slots, its kernel deactivated (held): at most 4 in its
- * inbox and 4 (the credit window) staged on rank 1 may cross; the source's ring of 8 fills and the
+/* The sink's K2K capacity (so its transport inbox) 4 slots, its kernel deactivated (held): at most
+ * 4 in its transport inbox and 4 (the credit window) staged on rank 1 may cross; the source's ring of 8 fills and the
  * device handler's rk_send_to gets RK_EAGAIN (counted in k2k_refused; the message runs again). */
 static void test_dev_backpressure(void **state) {
   uint64_t n = 2000;
@@ -366,6 +368,96 @@ static void test_dev_refused(void **state) {
   finish(rt, g, b);
 }
 
+/* An answer that comes back after its origin's terminate began: rank 0's device lane passed a
+ * host request on to rank 1's kernel, held (deactivated) until rank 0's terminate has closed the
+ * lane's host inbox. The answer still gets in (the lane's transport inbox stays open while an
+ * answer is owed), reaches the caller, and terminate returns RK_OK: nothing refused, nothing
+ * timed out (before the transport inbox, the delivery into the closed host inbox was refused and
+ * the terminate waited for the answer until its timeout). */
+typedef struct late_term {
+  rk_graph *g;
+  int rc;
+} late_term;
+static void *late_terminate(void *arg) {
+  late_term *t = (late_term *)arg;
+  t->rc = rk_graph_terminate(t->g, 20 * RT_SEC);
+  return NULL;
+}
+static int host_inbox_closed(void *arg) {
+  return (rk_load_acquire_sys_u64(&((rk_kernel *)arg)->lane[0].inbox->claim) & RK_RING_CLOSED) != 0;
+}
+static int bridge_sent_1(void *arg) {
+  rk_mpi_stats st = bridge_stats((rk_mpi_bridge *)arg);
+  return st.sent >= 1;
+}
+
+static void test_dev_late_answer(void **state) {
+  rk_runtime *rt = emu_runtime();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  uint32_t front = 0, back = 0;
+  rk_kernel_desc df = k2k_desc("front"), db = k2k_desc("back");
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &back));
+    RT_OK(rt, rk_graph_connect(g, front, back, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &back));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &front)); /* where its answers go */
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, back)));
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, front);
+    uint64_t v = 7, got = 0;
+    late_term t = {g, 1};
+    pthread_t th;
+    rk_msg m;
+    rk_mpi_stats st;
+    RT_OK(rt, rk_send(k, 1, &v, sizeof v, 0, NULL)); /* a request: its answer is owed to the caller */
+    assert_true(rt_wait_for(bridge_sent_1, b, RT_HANG));
+    assert_int_equal(pthread_create(&th, NULL, late_terminate, &t), 0);
+    assert_true(rt_wait_for(host_inbox_closed, k, RT_HANG)); /* terminate has begun */
+    barrier(); /* rank 1 lets the answer go */
+    pthread_join(th, NULL);
+    assert_int_equal(t.rc, RK_OK);
+    RT_OK(rt, rk_recv(k, &m, &got, sizeof got, RT_HANG));
+    assert_int_equal(got, v + 2); /* both stages, the second on rank 1 */
+    st = bridge_stats(b);
+    assert_int_equal(st.sent, 1);
+    assert_int_equal(st.received, 1);
+    assert_int_equal(st.delivered, 1); /* the answer, into front's transport inbox */
+    assert_int_equal(st.refused, 0);
+    assert_int_equal(rt_stats(k).k2k_in, 1);
+    assert_int_equal(rt_stats(k).k2k_out, 1);
+    assert_int_equal(rt_stats(k).msgs_in, 1);
+    assert_int_equal(rt_stats(k).msgs_out, 1);
+    assert_int_equal(k->lane[0].status->k2k_owed, 0);
+  } else {
+    barrier(); /* rank 0's terminate has begun */
+    RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, back)));
+  }
+  barrier();
+  if (g_rank == 1) {
+    rk_mpi_stats st;
+    RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+    st = bridge_stats(b);
+    assert_int_equal(st.received, 1);
+    assert_int_equal(st.delivered, 1);
+    assert_int_equal(st.sent, 1); /* the answer */
+    assert_int_equal(st.refused, 0);
+    assert_int_equal(rt_stats(rk_graph_kernel(g, back)).k2k_in, 1);
+    assert_int_equal(rt_stats(rk_graph_kernel(g, back)).k2k_out, 1);
+  }
+  barrier();
+  finish(rt, g, b);
+}
+
 static int peer_lost(void *arg) { return rk_mpi_bridge_peer((rk_mpi_bridge *)arg, 1) == RK_MPI_PEER_LOST; }
 
 static void test_dev_rank_killed(void **state) {
@@ -428,6 +520,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dev_backpressure),
       cmocka_unit_test(test_dev_rank_killed),
       cmocka_unit_test(test_dev_refused),
+      cmocka_unit_test(test_dev_late_answer),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi_dev: MPI_THREAD_MULTIPLE not provided\n");
