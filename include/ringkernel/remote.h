@@ -55,9 +55,9 @@ typedef struct rk_graph_node_info {
   uint32_t kernel_id;    /**< after launch: the local kernel's id, or the remote node's local id (the
                           *   id local K2K envelopes carry in dst and origin for it) */
   uint32_t lanes;        /**< after launch: lanes (remote nodes: 1 until rk_graph_remote_shape) */
-  uint32_t k2k_capacity; /**< slots of each lane's K2K inbox, or of the remote node's outbound ring (a
-                          *   launched device kernel: capped by its host inbox's, where
-                          *   rk_graph_deliver puts a transport's messages) */
+  uint32_t k2k_capacity; /**< slots of each lane's K2K inbox (a device kernel: of its transport inbox
+                          *   too, where rk_graph_deliver puts a transport's messages), or of the
+                          *   remote node's outbound ring */
   uint32_t payload_max;  /**< after launch: payload bytes one K2K message to the node may carry */
   const char *name;      /**< the kernel's name (remote: the name given); valid for the graph's life */
 } rk_graph_node_info;
@@ -89,11 +89,12 @@ RK_API int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uin
 RK_API int rk_graph_remote_close(rk_graph *g, uint32_t node);
 /** A message from a peer into lane `lane` (modulo its lanes) of local node `node`'s K2K inboxes:
  *  the lane the sender picked. e is a complete envelope (dst, origin already the local ids),
- *  payload e->payload_len bytes. A kernel on a device backend gets it through that lane's host
- *  inbox, flagged RK_ENV_F_K2K (its K2K inbox is its device's lanes' alone; docs/mpi.md, "On a
- *  device"). Returns RK_OK, RK_EAGAIN (the inbox is full: keep it and try
- *  again later), RK_ECLOSED (the kernel has terminated), RK_EMSGSIZE, RK_EINVAL (not a local node,
- *  not launched). */
+ *  payload e->payload_len bytes. A kernel on a device backend gets it through that lane's transport
+ *  inbox, a ring in host-mapped memory that only host threads claim in (its K2K inbox is its
+ *  device's lanes' alone), open until the kernel's terminate has drained everything and owes no
+ *  answer (docs/mpi.md, "On a device"). Returns RK_OK, RK_EAGAIN (the inbox is full: keep it and
+ *  try again later), RK_ECLOSED (the kernel has terminated), RK_EMSGSIZE, RK_EINVAL (not a local
+ *  node, not launched). */
 RK_API int rk_graph_deliver(rk_graph *g, uint32_t node, uint32_t lane, const rk_envelope *e, const void *payload);
 /** A message from a peer that the transport refuses (its stamp is beyond the clock bound, the
  *  destination refused it with RK_ECLOSED / RK_EMSGSIZE, ...): dead-lettered on local node `node`
