@@ -1517,6 +1517,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
         L.x_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset);
         L.x_ask = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + p->graph[p->graph_node].x_stride - RK_LINE);
         L.x_mask = r->mask;
+        /* relaxed: written before the launch, or by the old lanes, whose exit the host confirmed */
         L.x_head = L.x_done = L.x_released = rk_load_relaxed_sys_u64(&r->head);
         L.x_final = 0;
         L.x_sys = 1; /* observed, and its head given back, at system scope */
