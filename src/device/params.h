@@ -55,7 +55,7 @@ typedef struct rk_dev_k2k_node {
 #define RK_DEV_K2K_SYS 1u /* the node's inboxes are not in this device's memory (host-mapped or a peer's): a publication that touched them fences at system scope */
 
 RK_STATIC_ASSERT(sizeof(rk_dev_k2k_node) == 128, "rk_dev_k2k_node layout");
-RK_STATIC_ASSERT(offsetof(rk_dev_k2k_node, x_base) == 80, "rk_dev_k2k_node layout");
+RK_ASSERT_OFFSET(rk_dev_k2k_node, x_base, 80);
 
 typedef struct rk_dev_params {
   rk_control *ctl;          /* mapped: host line, lane command lines, lane status lines */
