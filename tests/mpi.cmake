@@ -70,3 +70,31 @@ rk_add_mpi_test(mpi_idle 2 idle 120)
 # line is what passes the test (PASS_REGULAR_EXPRESSION ignores the exit code).
 rk_add_mpi_test(mpi_rank_killed 2 rank_killed 120 --enable-recovery)
 set_tests_properties(mpi_rank_killed PROPERTIES PASS_REGULAR_EXPRESSION "rank 0 survived the loss of rank 1")
+
+# Remote nodes on a device backend (docs/mpi.md, "On a device"): kernels on the emulated device on
+# both ranks. The emulated device needs librk.a (host/internal.h) and rk_devemu, and a librk_mpi.so
+# would bring librk.so in beside librk.a (two runtimes' worth of globals): the bridge's one source
+# is compiled into the test instead.
+if(TARGET rk_devemu)
+  add_executable(test_mpi_dev test_mpi_dev.c ${PROJECT_SOURCE_DIR}/src/mpi/bridge.c)
+  target_link_libraries(test_mpi_dev PRIVATE rk_static rk_devemu MPI::MPI_C Threads::Threads PkgConfig::CMOCKA
+                                             PkgConfig::LIBUV)
+  target_include_directories(test_mpi_dev PRIVATE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/src
+                                                  ${CMAKE_CURRENT_SOURCE_DIR})
+  target_compile_definitions(test_mpi_dev PRIVATE _GNU_SOURCE)
+  target_compile_options(test_mpi_dev PRIVATE ${RK_WARNINGS})
+  # rk_add_mpi_test names test_mpi; these run test_mpi_dev
+  function(rk_add_mpi_dev_test name scenario timeout)
+    add_test(NAME ${name} COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 --oversubscribe ${ARGN}
+             ${MPIEXEC_PREFLAGS} $<TARGET_FILE:test_mpi_dev> ${MPIEXEC_POSTFLAGS} ${scenario})
+    set_tests_properties(${name} PROPERTIES TIMEOUT ${timeout} LABELS "${RK_MPI_TEST_LABELS}"
+                         ENVIRONMENT "${RK_MPI_TEST_ENV}" PROCESSORS 2)
+  endfunction()
+  rk_add_mpi_dev_test(mpi_dev_pipeline dev_pipeline 120)
+  rk_add_mpi_dev_test(mpi_dev_order_1e5 dev_order 240)
+  rk_add_mpi_dev_test(mpi_dev_backpressure dev_backpressure 120)
+  rk_add_mpi_dev_test(mpi_dev_refused dev_refused 120)
+  rk_add_mpi_dev_test(mpi_dev_late_answer dev_late_answer 120)
+  rk_add_mpi_dev_test(mpi_dev_rank_killed dev_rank_killed 120 --enable-recovery)
+  set_tests_properties(mpi_dev_rank_killed PROPERTIES PASS_REGULAR_EXPRESSION "rank 0 survived the loss of rank 1")
+endif()

@@ -16,6 +16,8 @@
  * warps, co-residency, CUDA errors. Links librk.a (internal.h). */
 #include "rt_util.h"
 
+#include <ringkernel/remote.h>
+
 #include "device/params.h"
 #include "host/internal.h"
 #include "inject_util.h"
@@ -1010,6 +1012,319 @@ static void test_k2k_deadlock_detected(void **state) {
   emu_runtime_destroy(rt);
 }
 
+/* A remote (MPI) node in a graph on the device, with a fake transport in place of the bridge (the
+ * test's thread drains and delivers, as the bridge's does): the device lane's rk_send_to pushes into
+ * the node's outbound ring (host-mapped memory, RK_DEV_K2K_SYS), which fills (RK_EAGAIN, the message
+ * runs again) and is drained by the host in order; what the transport delivers into a device kernel
+ * goes through its lanes' transport inboxes (counted in k2k_in), a request from the remote side is answered
+ * over K2K into the remote node's ring; once the route closes, rk_send_to says RK_ECLOSED. */
+static int dfake_start(void *self, rk_graph *g) {
+  return rk_graph_remote_shape(g, *(uint32_t *)self, 2, 64); /* the remote kernel: 2 lanes */
+}
+static int dfake_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_ns) {
+  (void)self, (void)g, (void)node, (void)timeout_ns;
+  return RK_OK;
+}
+static void dfake_stop(void *self, rk_graph *g) { (void)self, (void)g; }
+static const rk_transport dfake_ops = {sizeof(rk_transport), "fake", 0, 2, dfake_start, dfake_flush, dfake_stop};
+
+static int ring_holds(void *arg) { return rk_ring_count((rk_ring *)arg) >= 4; }
+static int refused_some(void *arg) { return rt_stats((rk_kernel *)arg).k2k_refused > 0; }
+
+static void test_k2k_remote_node(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_graph *g;
+  rk_kernel_desc ds = k2k_desc("source"), dk = k2k_desc("sink");
+  uint32_t src, snk, far, i, got = 0;
+  rk_graph_node_info fi, si;
+  rk_ring *ring;
+  uint64_t st[16], pos = 0, n = 32, last = 0;
+  int32_t rc = 0;
+  rk_msg m;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &dfake_ops, &far));
+  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &src));
+  RT_OK(rt, rk_graph_add(g, &dk, NULL, 0, &snk));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "far", 4, &far));
+  RT_OK(rt, rk_graph_connect(g, src, far, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  memset(&fi, 0, sizeof fi);
+  fi.size = sizeof fi;
+  memset(&si, 0, sizeof si);
+  si.size = sizeof si;
+  RT_OK(rt, rk_graph_node(g, far, &fi));
+  RT_OK(rt, rk_graph_node(g, snk, &si));
+  assert_int_equal(fi.lanes, 2);
+  assert_non_null(ring = rk_graph_remote_ring(g, far, 0)); /* lane 0: the source's lane 0 sends there */
+  for (i = 1; i <= n; i++) {
+    uint64_t w[2] = {0, i};
+    RT_OK(rt, rk_send(rk_graph_kernel(g, src), 2, w, sizeof w, RK_SEND_NO_REPLY, NULL));
+  }
+  /* nobody drains yet: the ring of 4 fills, the handler's rk_send_to gets RK_EAGAIN and runs again */
+  assert_true(rt_wait_for(ring_holds, ring, RT_HANG));
+  assert_true(rt_wait_for(refused_some, rk_graph_kernel(g, src), RT_HANG));
+  assert_int_equal(rk_ring_count(ring), 4);
+  /* the transport's part: drain in order, deliver into the device sink (its transport inbox) */
+  for (uint64_t t0 = rt_now_ns(); got < n && rt_now_ns() - t0 < (uint64_t)RT_HANG;) {
+    uint32_t k = rk_ring_peek_n(ring, 8, &pos), j;
+    for (j = 0; j < k; j++) {
+      rk_envelope e;
+      uint64_t w[2];
+      memcpy(&e, rk_ring_slot(ring, pos + j), sizeof e);
+      assert_int_equal(e.dst, fi.kernel_id);
+      assert_true(e.flags & RK_ENV_F_K2K);
+      assert_int_equal(e.type, 3);
+      assert_int_equal(e.payload_len, sizeof w);
+      memcpy(w, rk_ring_slot(ring, pos + j) + RK_ENVELOPE_SIZE, sizeof w);
+      assert_int_equal(w[1], got + 1); /* in order, each once */
+      assert_true(e.hlc > last);       /* stamped by the lane's publication, in order */
+      last = e.hlc;
+      e.dst = si.kernel_id; /* (a K2K envelope, as the bridge delivers it) */
+      while ((rc = rk_graph_deliver(g, snk, 0, &e, w)) == RK_EAGAIN) rk__sleep_ns(100000);
+      RT_OK(rt, rc);
+      got++;
+    }
+    if (k) rk_ring_release_n(ring, k);
+    else rk__sleep_ns(100000);
+  }
+  assert_int_equal(got, n);
+  /* a request from the remote side (origin: the remote node) into the sink, whose answer goes back
+   * over K2K into the remote node's ring of the origin's lane */
+  {
+    rk_envelope e;
+    uint64_t v = 41, back = 0;
+    rk_ring *r1 = rk_graph_remote_ring(g, far, 1);
+    uint32_t k = 0;
+    rk_envelope_init(&e, 1, sizeof v, RK_ENV_F_K2K);
+    e.dst = si.kernel_id;
+    e.src = e.node = fi.kernel_id;
+    e.origin = fi.kernel_id;
+    e.correlation_id = 77;
+    e.lane = 1;
+    RT_OK(rt, rk_clock_tick(rk_runtime_clock(rt), &e.hlc));
+    RT_OK(rt, rk_graph_deliver(g, snk, 0, &e, &v));
+    for (uint64_t t0 = rt_now_ns(); k == 0 && rt_now_ns() - t0 < (uint64_t)RT_HANG;)
+      if ((k = rk_ring_peek_n(r1, 1, &pos)) == 0) rk__sleep_ns(100000);
+    assert_int_equal(k, 1);
+    memcpy(&e, rk_ring_slot(r1, pos), sizeof e);
+    assert_true((e.flags & (RK_ENV_F_K2K | RK_ENV_F_REPLY)) == (RK_ENV_F_K2K | RK_ENV_F_REPLY));
+    assert_int_equal(e.correlation_id, 77);
+    assert_int_equal(e.origin, fi.kernel_id);
+    memcpy(&back, rk_ring_slot(r1, pos) + RK_ENVELOPE_SIZE, sizeof back);
+    assert_int_equal(back, 42); /* the stage's v + 1 (no route on: it answered) */
+    rk_ring_release_n(r1, 1);
+  }
+  /* the transport's own error answer to a refused request from the remote side goes into the remote
+   * node's host ring, never into the ring the device's lanes claim in */
+  {
+    rk_envelope e;
+    rk_ring *h = rk_graph_remote_host_ring(g, far, 1);
+    assert_non_null(h);
+    assert_null(rk_graph_remote_host_ring(g, snk, 0)); /* not a remote node */
+    rk_envelope_init(&e, 1, 0, RK_ENV_F_K2K);
+    e.dst = si.kernel_id;
+    e.origin = fi.kernel_id;
+    e.correlation_id = 78;
+    e.lane = 1;
+    RT_OK(rt, rk_graph_answer_error(g, si.kernel_id, &e, RK_ECLOCK));
+    assert_int_equal(rk_ring_count(rk_graph_remote_ring(g, far, 1)), 0);
+    assert_int_equal(rk_ring_peek_n(h, 4, &pos), 1);
+    memcpy(&e, rk_ring_slot(h, pos), sizeof e);
+    assert_true((e.flags & (RK_ENV_F_REPLY | RK_ENV_F_ERROR)) == (RK_ENV_F_REPLY | RK_ENV_F_ERROR));
+    assert_int_equal(e.correlation_id, 78);
+    rk_ring_release_n(h, 1);
+  }
+  /* the peer is lost: the route closes, the device handler's rk_send_to gets RK_ECLOSED at once */
+  assert_int_equal(rk_graph_remote_close(g, far), 0);
+  {
+    uint64_t w[2] = {0, n + 1};
+    RT_OK(rt, rk_call(rk_graph_kernel(g, src), 2, w, sizeof w, &m, &rc, sizeof rc, RT_HANG));
+    assert_int_equal(rc, RK_ECLOSED);
+  }
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  k2k_state(rk_graph_kernel(g, snk), st);
+  assert_int_equal(st[0], n);
+  assert_int_equal(st[1], n * (n + 1) / 2);
+  assert_int_equal(st[2], 0);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, snk)).k2k_in, n + 1); /* the stream and the request */
+  assert_int_equal(rt_stats(rk_graph_kernel(g, snk)).msgs_in, 0);
+  assert_int_equal(rt_stats(rk_graph_kernel(g, snk)).k2k_out, 1);  /* its answer */
+  assert_int_equal(rt_stats(rk_graph_kernel(g, src)).k2k_out, n);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
+/* The transport's part of a request the device lane passed on to the remote node: its answer (the
+ * remote stage's v + 1), built as the bridge delivers one (origin, correlation and lane kept). */
+static int far_answer(rk_graph *g, uint32_t node, uint32_t far_id, const uint8_t *req) {
+  rk_envelope e, a;
+  uint64_t v;
+  memcpy(&e, req, sizeof e);
+  memcpy(&v, req + RK_ENVELOPE_SIZE, sizeof v);
+  v++;
+  rk_envelope_init(&a, 1, sizeof v, (uint16_t)(RK_ENV_F_K2K | RK_ENV_F_REPLY));
+  a.src = a.node = far_id;
+  a.dst = e.origin;
+  a.origin = e.origin;
+  a.correlation_id = e.correlation_id;
+  a.lane = e.lane;
+  (void)rk_clock_tick(rk_runtime_clock(rk_graph_runtime(g)), &a.hlc);
+  return rk_graph_deliver(g, node, e.lane, &a, &v);
+}
+
+typedef struct late_term {
+  rk_graph *g;
+  int rc;
+} late_term;
+static void *late_terminate(void *arg) {
+  late_term *t = (late_term *)arg;
+  t->rc = rk_graph_terminate(t->g, 5 * RT_SEC); /* the answer it waits for comes after it began */
+  return NULL;
+}
+static int inbox_closed(void *arg) {
+  return (rk_load_acquire_sys_u64(&((rk_kernel *)arg)->lane[0].inbox->claim) & RK_RING_CLOSED) != 0;
+}
+static int ring_has_1(void *arg) { /* published (claimed is not enough: the lane publishes at its flush) */
+  uint64_t pos;
+  return rk_ring_peek_n((rk_ring *)arg, 1, &pos) >= 1;
+}
+
+/* A device kernel passed a host request on to a remote node; its terminate begins (the host inbox
+ * closes) before the answer comes back: the transport still delivers the answer (into the lane's
+ * transport inbox, which stays open while an answer is owed), the lane answers the caller and
+ * exits, and terminate returns RK_OK. (Before the transport inbox: the delivery into the closed
+ * host inbox got RK_ECLOSED, the owed answer never came, terminate timed out.) */
+static void test_k2k_remote_answer_late(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_graph *g;
+  rk_kernel_desc df = k2k_desc("front");
+  uint32_t front, far;
+  rk_graph_node_info fi;
+  rk_ring *ring;
+  rk_kernel *k;
+  uint64_t v = 10, pos = 0, back = 0;
+  late_term t;
+  pthread_t th;
+  int rc;
+  rk_msg m;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &dfake_ops, &far));
+  RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "far", 4, &far));
+  RT_OK(rt, rk_graph_connect(g, front, far, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  k = rk_graph_kernel(g, front);
+  memset(&fi, 0, sizeof fi);
+  fi.size = sizeof fi;
+  RT_OK(rt, rk_graph_node(g, far, &fi));
+  ring = rk_graph_remote_ring(g, far, 0);
+  RT_OK(rt, rk_send(k, 1, &v, sizeof v, 0, NULL)); /* a request: its answer is owed to the caller */
+  assert_true(rt_wait_for(ring_has_1, ring, RT_HANG));
+  assert_int_equal(rk_ring_peek_n(ring, 1, &pos), 1);
+  t.g = g;
+  t.rc = 1;
+  assert_int_equal(pthread_create(&th, NULL, late_terminate, &t), 0);
+  assert_true(rt_wait_for(inbox_closed, k, RT_HANG)); /* terminate has begun */
+  rc = far_answer(g, front, fi.kernel_id, rk_ring_slot(ring, pos));
+  rk_ring_release_n(ring, 1);
+  pthread_join(th, NULL);
+  assert_int_equal(rc, RK_OK);   /* the answer was taken, */
+  assert_int_equal(t.rc, RK_OK); /* handled, and the lane left */
+  RT_OK(rt, rk_recv(k, &m, &back, sizeof back, RT_HANG));
+  assert_int_equal(back, v + 2); /* both stages */
+  assert_int_equal(rt_stats(k).k2k_in, 1);
+  assert_int_equal(rt_stats(k).k2k_out, 1);
+  assert_int_equal(rt_stats(k).msgs_in, 1);
+  assert_int_equal(rt_stats(k).msgs_out, 1);
+  assert_int_equal(k->lane[0].status->k2k_owed, 0);
+  /* the lanes have exited: the transport inbox is closed, a later delivery is refused */
+  assert_int_equal(far_answer(g, front, fi.kernel_id, rk_ring_slot(ring, pos)), RK_ECLOSED);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
+static int ring_full4(void *arg) { /* four published */
+  uint64_t pos;
+  return rk_ring_peek_n((rk_ring *)arg, 8, &pos) >= 4;
+}
+typedef struct k2k_in_want {
+  rk_kernel *k;
+  uint64_t n;
+} k2k_in_want;
+static int k2k_in_reached(void *arg) { return rt_stats(((k2k_in_want *)arg)->k).k2k_in >= ((k2k_in_want *)arg)->n; }
+
+/* Answers must not wait behind a host message the lane runs again: host requests passed on to a
+ * remote node whose ring (4) is full, the fifth run again (RK_EAGAIN), and the ring's slots go back
+ * only once the answers of the first four have been taken (as the bridge's credits wait for the
+ * answers on the other rank). The answers are taken meanwhile (the transport inbox, looked at
+ * between the host batch's retries); then everything flows: 8 answers, 8 replies, in order. (Before
+ * the transport inbox: the answers queued in the host inbox behind the retried request: a deadlock
+ * across the ranks that no watchdog saw.) */
+static void test_k2k_remote_answers_not_behind_retry(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_graph *g;
+  rk_kernel_desc df = k2k_desc("front");
+  uint32_t front, far, i, got = 0;
+  rk_graph_node_info fi;
+  rk_ring *ring;
+  rk_kernel *k;
+  uint64_t pos = 0, n = 8;
+  k2k_in_want w;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &dfake_ops, &far));
+  RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "far", 4, &far));
+  RT_OK(rt, rk_graph_connect(g, front, far, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  k = rk_graph_kernel(g, front);
+  memset(&fi, 0, sizeof fi);
+  fi.size = sizeof fi;
+  RT_OK(rt, rk_graph_node(g, far, &fi));
+  ring = rk_graph_remote_ring(g, far, 0);
+  for (i = 0; i < n; i++) {
+    uint64_t v = 100 * (i + 1);
+    RT_OK(rt, rk_send(k, 1, &v, sizeof v, 0, NULL));
+  }
+  assert_true(rt_wait_for(ring_full4, ring, RT_HANG));
+  assert_true(rt_wait_for(refused_some, k, RT_HANG)); /* the fifth runs again */
+  /* answer the four, keep their slots until the answers are taken */
+  assert_int_equal(rk_ring_peek_n(ring, 8, &pos), 4);
+  for (i = 0; i < 4; i++) RT_OK(rt, far_answer(g, front, fi.kernel_id, rk_ring_slot(ring, pos + i)));
+  w.k = k;
+  w.n = 4;
+  assert_true(rt_wait_for(k2k_in_reached, &w, 10 * RT_SEC)); /* not behind the retried request */
+  rk_ring_release_n(ring, 4);
+  for (uint64_t t0 = rt_now_ns(); got < n - 4 && rt_now_ns() - t0 < (uint64_t)RT_HANG;) {
+    uint32_t c = rk_ring_peek_n(ring, 8, &pos), j;
+    for (j = 0; j < c; j++) RT_OK(rt, far_answer(g, front, fi.kernel_id, rk_ring_slot(ring, pos + j)));
+    if (c) rk_ring_release_n(ring, c);
+    else rk__sleep_ns(100000);
+    got += c;
+  }
+  assert_int_equal(got, n - 4);
+  for (i = 0; i < n; i++) { /* every caller answered, in order: both stages */
+    uint64_t back = 0;
+    rk_msg m;
+    RT_OK(rt, rk_recv(k, &m, &back, sizeof back, RT_HANG));
+    assert_int_equal(back, 100 * (i + 1) + 2);
+  }
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  assert_int_equal(rt_stats(k).k2k_in, n);
+  assert_int_equal(rt_stats(k).k2k_out, n);
+  assert_true(rt_stats(k).k2k_refused >= 1); /* the retries (RK_EAGAIN) */
+  assert_int_equal(rt_stats(k).msgs_in, n);
+  assert_int_equal(rt_stats(k).msgs_out, n);
+  assert_int_equal(k->lane[0].status->k2k_owed, 0);
+  rk_graph_destroy(g);
+  emu_runtime_destroy(rt);
+}
+
 static void test_call_and_stamps(void **state) {
   (void)state;
   call_and_stamps(2, 1);
@@ -1129,7 +1444,7 @@ static void k2k_two_devices_pipeline(int peer) {
   /* parse: staged when no peer; else its own, answered from device 1 too */
   assert_int_equal(k2k_entry_flags(g, 0, 0), peer ? RK_DEV_K2K_XWRITERS : RK_DEV_K2K_SYS);
   assert_int_equal(k2k_entry_flags(g, 1, 0), RK_DEV_K2K_SYS);
-  assert_true(peer ? rk_graph_kernel(g, 1)->k2k_host == NULL : rk_graph_kernel(g, 1)->k2k_host != NULL);
+  assert_true(peer ? rk_graph_kernel(g, 1)->k2k_staged == NULL : rk_graph_kernel(g, 1)->k2k_staged != NULL);
   for (i = 0; i < n; i++) {
     uint64_t v = i, back = 0;
     RT_OK(rts[0], rk_call(rk_graph_kernel(g, 0), 1, &v, sizeof v, &m, &back, sizeof back, RT_HANG));
@@ -1179,7 +1494,7 @@ static void k2k_two_devices_fan_in(int peer) {
   const uint32_t n = RT_SANITIZED ? 100 : 200;
   emu_peer_access = peer;
   g = k2k_graph2(rts, (const k2k_spec2[]){{"a", 0, 2, 0}, {"b", 0, 2, 0}, {"sink", 2, 0, 1}}, 3, "0>2 1>2", 1);
-  assert_true(peer ? rk_graph_kernel(g, 2)->k2k_host == NULL : rk_graph_kernel(g, 2)->k2k_host != NULL);
+  assert_true(peer ? rk_graph_kernel(g, 2)->k2k_staged == NULL : rk_graph_kernel(g, 2)->k2k_staged != NULL);
   for (i = 1; i <= n; i++) {
     uint64_t wa[2] = {i % 2, i}, wb[2] = {2 + i % 2, i};
     RT_OK(rts[0], rk_send_key(rk_graph_kernel(g, 0), i % 2, 2, wa, sizeof wa, RK_SEND_NO_REPLY, NULL));
@@ -1405,6 +1720,21 @@ static void test_k2k_two_devices_errors(void **state) {
   assert_null(rts[0]->kernels);
   assert_null(rts[1]->kernels);
   rk_graph_destroy(g);
+  /* a remote (MPI) node in a graph across devices: refused before anything launches */
+  {
+    uint32_t far = 0;
+    RT_OK(rts[0], rk_graph_create(rts[0], &g));
+    RT_OK(rts[0], rk_graph_set_transport(g, &dfake_ops, &far));
+    RT_OK(rts[0], rk_graph_add(g, &d, NULL, 0, &node));
+    RT_OK(rts[0], rk_graph_add_on(g, rts[1], &d, NULL, 0, &node));
+    RT_OK(rts[0], rk_graph_add_remote(g, 1, "far", 4, &far));
+    RT_OK(rts[0], rk_graph_connect(g, 1, far, NULL));
+    assert_int_equal(rk_graph_launch(g), RK_ENOTSUP);
+    assert_non_null(strstr(rk_runtime_last_error(rts[0]), "remote"));
+    assert_null(rts[0]->kernels);
+    assert_null(rts[1]->kernels);
+    rk_graph_destroy(g);
+  }
   /* a launched graph across devices: add_on refused; the other runtime's destroy takes the graph */
   g = k2k_graph2(rts, (const k2k_spec2[]){{"s", 0, 0, 0}, {"t", 0, 0, 1}}, 2, "0>1", 1);
   assert_int_equal(rk_graph_add_on(g, rts[1], &d, NULL, 0, &node), RK_ESTATE);
@@ -1415,7 +1745,7 @@ static void test_k2k_two_devices_errors(void **state) {
   emu_runtime_destroy(rts[0]);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lifecycle),
       cmocka_unit_test(test_call_and_stamps),
@@ -1446,7 +1776,11 @@ int main(void) {
       cmocka_unit_test_setup(test_k2k_two_devices_ping_pong, peer_on),
       cmocka_unit_test_setup(test_k2k_two_devices_errors, peer_on),
       cmocka_unit_test_setup(test_k2k_two_devices_staged_close, peer_on),
+      cmocka_unit_test_setup(test_k2k_remote_node, peer_on),
+      cmocka_unit_test_setup(test_k2k_remote_answer_late, peer_on),
+      cmocka_unit_test_setup(test_k2k_remote_answers_not_behind_retry, peer_on),
       cmocka_unit_test(test_application_kernel),
   };
+  if (argc > 1) cmocka_set_test_filter(argv[1]); /* one test (or a pattern), when iterating */
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,10 @@ typedef struct fake {
   int starts, flushes, stops;
   int fail_start;
   uint32_t remote_node;
+  uint32_t shape_lanes, shape_payload; /* start reshapes the remote node when shape_lanes != 0 */
+  int shape_rc[3];                     /* start's rk_graph_remote_shape results: bad lanes, a local node, the shape */
+  rk_kernel *must_be_done;             /* flush: this local kernel has terminated already */
+  int flushed_after;                   /* how many flushes found it terminated */
   rk_graph_node_info remote;
 } fake;
 
@@ -21,6 +25,11 @@ static int fake_start(void *self, rk_graph *g) {
   fake *f = (fake *)self;
   f->starts++;
   if (f->fail_start) return rk_transport_fail(g, RK_ETIMEDOUT, "fake: the peers did not answer");
+  if (f->shape_lanes) { /* what the peer said of its kernel: only here may the node be reshaped */
+    f->shape_rc[0] = rk_graph_remote_shape(g, f->remote_node, 0, f->shape_payload);
+    f->shape_rc[1] = rk_graph_remote_shape(g, f->remote_node + 1, f->shape_lanes, f->shape_payload);
+    f->shape_rc[2] = rk_graph_remote_shape(g, f->remote_node, f->shape_lanes, f->shape_payload);
+  }
   memset(&f->remote, 0, sizeof f->remote);
   f->remote.size = sizeof f->remote;
   assert_int_equal(rk_graph_node(g, f->remote_node, &f->remote), RK_OK);
@@ -32,6 +41,7 @@ static int fake_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_ns
   (void)timeout_ns;
   assert_int_equal(node, f->remote_node);
   f->flushes++;
+  if (f->must_be_done && rk_kernel_state(f->must_be_done) == RK_STATE_TERMINATED) f->flushed_after++;
   return RK_OK;
 }
 static void fake_stop(void *self, rk_graph *g) {
@@ -165,26 +175,31 @@ static void test_fake_transport(void **state) {
   memset(&f, 0, sizeof f);
   RT_OK(rt, rk_graph_create(rt, &g));
   RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
+  /* the sink after the remote node: Kahn's order alone (sender, remote, sink) would close the
+   * remote node before the sink terminates */
   RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
-  RT_OK(rt, rk_graph_add(g, &dk, NULL, 0, &snk));
   RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, &remote));
+  RT_OK(rt, rk_graph_add(g, &dk, NULL, 0, &snk));
   f.remote_node = remote;
+  f.shape_lanes = 2; /* the remote kernel: 2 lanes, 16-byte payloads */
+  f.shape_payload = 16;
   RT_OK(rt, rk_graph_connect(g, local, remote, NULL));
   RT_OK(rt, rk_graph_launch(g));
   assert_int_equal(f.starts, 1);
   assert_null(rk_graph_kernel(g, remote));
+  assert_int_equal(f.shape_rc[0], RK_EINVAL); /* no lanes */
+  assert_int_equal(f.shape_rc[1], RK_EINVAL); /* not a remote node (the sink) */
+  assert_int_equal(f.shape_rc[2], RK_OK);
   assert_non_null(ring = rk_graph_remote_ring(g, remote, 0));
-  assert_null(rk_graph_remote_ring(g, remote, 1)); /* one lane until the transport says more */
+  assert_non_null(rk_graph_remote_ring(g, remote, 1)); /* the lanes the transport said */
   assert_int_not_equal(f.remote.kernel_id, 0);
-  assert_int_equal(f.remote.lanes, 1);
-  assert_int_equal(rk_graph_remote_shape(g, remote, 0, 16), RK_EINVAL);
-  assert_int_equal(rk_graph_remote_shape(g, local, 2, 16), RK_EINVAL); /* not a remote node */
-  RT_OK(rt, rk_graph_remote_shape(g, remote, 2, 16)); /* the remote kernel: 2 lanes, 16-byte payloads */
-  assert_ptr_equal(rk_graph_remote_ring(g, remote, 0), ring); /* lane 0's ring kept */
-  assert_non_null(rk_graph_remote_ring(g, remote, 1));
-  RT_OK(rt, rk_graph_node(g, remote, &f.remote));
   assert_int_equal(f.remote.lanes, 2);
   assert_int_equal(f.remote.payload_max, 16);
+  /* after start: the rings may be in use (the bridge drains them, handlers push): refused */
+  assert_int_equal(rk_graph_remote_shape(g, remote, 4, 16), RK_ESTATE);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "only in the transport's start"));
+  assert_ptr_equal(rk_graph_remote_ring(g, remote, 0), ring); /* unchanged */
+  assert_null(rk_graph_remote_ring(g, remote, 2));
   RT_OK(rt, rk_graph_activate(g));
   /* 6 sends into a ring of 4 that nobody drains: 4 accepted, 2 RK_EAGAIN */
   for (i = 0; i < 6; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
@@ -223,8 +238,10 @@ static void test_fake_transport(void **state) {
   want = 8;
   assert_true(rt_wait_for(sent_n, &want, RT_HANG));
   assert_int_equal(__atomic_load_n(&g_rc_eclosed, __ATOMIC_RELAXED), 1);
+  f.must_be_done = rk_graph_kernel(g, snk);
   RT_OK(rt, rk_graph_terminate(g, RT_HANG));
   assert_int_equal(f.flushes, 1);
+  assert_int_equal(f.flushed_after, 1); /* every local kernel drained before the remote node closed */
   assert_int_equal(f.stops, 0);
   rk_graph_destroy(g);
   assert_int_equal(f.stops, 1);

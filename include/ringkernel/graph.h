@@ -33,7 +33,8 @@
  * prepare-then-launch rule for it); rk_graph_add_on adds a kernel of another runtime of the process
  * to the graph, and routes cross devices as any route (docs/k2k.md "Between devices").
  * A lane serves its host inbox and its K2K inbox alternately, a batch of each at most, so neither
- * starves the other. */
+ * starves the other (a device lane of a graph with a transport: its transport inbox, where the MPI
+ * bridge delivers, takes turns with its K2K inbox on the K2K side; docs/mpi.md "On a device"). */
 #ifndef RINGKERNEL_GRAPH_H
 #define RINGKERNEL_GRAPH_H
 
@@ -104,8 +105,10 @@ RK_API int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic);
 /** Launch every kernel of the graph (each LAUNCHED, inactive, checked in, on its own runtime)
  *  with its K2K inboxes. On an error nothing of the graph stays launched. Errors: those of
  *  rk_kernel_launch, RK_ESTATE (launched already), RK_ENOTSUP (on a device: a topic with more than
- *  16 subscribers, remote nodes, or a kernel whose inboxes lanes of two devices would write
- *  without peer access, rk_graph_add_on). */
+ *  16 subscribers, a kernel whose inboxes lanes of two devices would write without peer access
+ *  (rk_graph_add_on), remote nodes in a graph that spans more than one runtime, or remote nodes on
+ *  a backend that cannot map host memory for its lanes; the CUDA backend and the emulated device
+ *  can: docs/mpi.md, "On a device"). */
 RK_API int rk_graph_launch(rk_graph *g);
 /** Activate every kernel, downstream ones first. Errors: RK_ESTATE (not launched), or the first
  *  kernel's error. */
@@ -114,9 +117,10 @@ RK_API int rk_graph_activate(rk_graph *g);
 RK_API rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node);
 /** Terminate every kernel, upstream first (a kernel is terminated once every kernel with a route
  *  to it has been, and a kernel subscribed to a topic once every kernel not subscribed to that
- *  topic has been; kernels on a cycle in the order added), each draining its host inbox and its
- *  K2K inbox, so what a terminated kernel sent on is drained by the kernels after it. timeout_ns
- *  is per kernel. Returns the first error (every kernel is still terminated). */
+ *  topic has been; kernels on a cycle in the order added; remote nodes last, after every local
+ *  kernel: their flush and close), each draining its host inbox and its K2K inbox (a device
+ *  kernel: its transport inbox too, open until it owes no answer), so what a terminated kernel
+ *  sent on is drained by the kernels after it. timeout_ns is per kernel. Returns the first error (every kernel is still terminated). */
 RK_API int rk_graph_terminate(rk_graph *g, int64_t timeout_ns);
 /** Host publish: the message goes to the K2K inbox of every kernel subscribed to topic (lane 0
  *  of each), in order per publisher; a subscriber whose inbox is full misses it (counted in its

@@ -31,8 +31,8 @@ typedef struct rk_transport {
    *  kernels (rk_graph_remote_shape) and start moving messages. An error fails the launch (the
    *  message in rk_runtime_last_error via rk_transport_fail); stop is then still called. */
   int (*start)(void *self, rk_graph *g);
-  /** rk_graph_terminate reaches remote node `node` (every local kernel upstream of it has
-   *  terminated): deliver what its outbound ring holds and what is in flight to it, or give up at
+  /** rk_graph_terminate reaches remote node `node` (every local kernel of the graph has
+   *  terminated: remote nodes come last in its order): deliver what its outbound ring holds and what is in flight to it, or give up at
    *  timeout_ns (RK_ETIMEDOUT) or when the peer is lost (RK_ECLOSED). The graph closes the ring
    *  afterwards. */
   int (*flush)(void *self, rk_graph *g, uint32_t node, int64_t timeout_ns);
@@ -55,7 +55,9 @@ typedef struct rk_graph_node_info {
   uint32_t kernel_id;    /**< after launch: the local kernel's id, or the remote node's local id (the
                           *   id local K2K envelopes carry in dst and origin for it) */
   uint32_t lanes;        /**< after launch: lanes (remote nodes: 1 until rk_graph_remote_shape) */
-  uint32_t k2k_capacity; /**< slots of each lane's K2K inbox, or of the remote node's outbound ring */
+  uint32_t k2k_capacity; /**< slots of each lane's K2K inbox (a device kernel: of its transport inbox
+                          *   too, where rk_graph_deliver puts a transport's messages), or of the
+                          *   remote node's outbound ring */
   uint32_t payload_max;  /**< after launch: payload bytes one K2K message to the node may carry */
   const char *name;      /**< the kernel's name (remote: the name given); valid for the graph's life */
 } rk_graph_node_info;
@@ -69,20 +71,30 @@ RK_API rk_runtime *rk_graph_runtime(const rk_graph *g);
 /** The outbound ring of lane `lane` of remote node `node` after launch (NULL otherwise): the
  *  transport is its only consumer. */
 RK_API rk_ring *rk_graph_remote_ring(rk_graph *g, uint32_t node, uint32_t lane);
+/** A device backend's remote node: lane `lane`'s second outbound ring, in host memory, which only
+ *  host threads push into (rk_graph_answer_error: the transport's own error answers), since the
+ *  device's lanes claim in rk_graph_remote_ring's with atomics a host thread's are not atomic with
+ *  on a GPU. The transport drains it too, under the same route's credits. NULL on the CPU backend
+ *  (the host pushes into rk_graph_remote_ring there) and otherwise as rk_graph_remote_ring. */
+RK_API rk_ring *rk_graph_remote_host_ring(rk_graph *g, uint32_t node, uint32_t lane);
 /** In start: what the remote kernel is: its lanes (the node gets one outbound ring per lane, so
  *  a keyed send picks the remote lane) and its payload limit (sends of more get RK_EMSGSIZE at
  *  once; never raised above the outbound rings' slot). Errors: RK_EINVAL (lanes 0 or above
- *  RK_MAX_LANES, not a launched remote node), RK_ENOMEM. */
+ *  RK_MAX_LANES, not a launched remote node), RK_ESTATE (not in the transport's start: the rings
+ *  it replaces may be in use by then), RK_ENOMEM. */
 RK_API int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t payload_max);
 /** The peer of remote node `node` is lost: close its outbound rings (later sends to it get
- *  RK_ECLOSED at once) and return how many messages they still held, which the transport drops
+ *  RK_ECLOSED at once) and return how many messages they (host rings included) still held, which the transport drops
  *  (counting them: they were accepted and will never be delivered). Errors: RK_EINVAL. */
 RK_API int rk_graph_remote_close(rk_graph *g, uint32_t node);
 /** A message from a peer into lane `lane` (modulo its lanes) of local node `node`'s K2K inboxes:
  *  the lane the sender picked. e is a complete envelope (dst, origin already the local ids),
- *  payload e->payload_len bytes. Returns RK_OK, RK_EAGAIN (the inbox is full: keep it and try
- *  again later), RK_ECLOSED (the kernel has terminated), RK_EMSGSIZE, RK_EINVAL (not a local node,
- *  not launched). */
+ *  payload e->payload_len bytes. A kernel on a device backend gets it through that lane's transport
+ *  inbox, a ring in host-mapped memory that only host threads claim in (its K2K inbox is its
+ *  device's lanes' alone), open until the kernel's terminate has drained everything and owes no
+ *  answer (docs/mpi.md, "On a device"). Returns RK_OK, RK_EAGAIN (the inbox is full: keep it and
+ *  try again later), RK_ECLOSED (the kernel has terminated), RK_EMSGSIZE, RK_EINVAL (not a local
+ *  node, not launched). */
 RK_API int rk_graph_deliver(rk_graph *g, uint32_t node, uint32_t lane, const rk_envelope *e, const void *payload);
 /** A message from a peer that the transport refuses (its stamp is beyond the clock bound, the
  *  destination refused it with RK_ECLOSED / RK_EMSGSIZE, ...): dead-lettered on local node `node`

@@ -148,7 +148,7 @@ static inline int emu_dev_peer(rk_runtime *from, rk_runtime *to) {
   (void)to;
   return emu_peer_access;
 }
-static inline uint64_t emu_dev_mapped(rk_runtime *rt, void *host) {
+static inline uint64_t emu_dev_mapped(rk_runtime *rt, const void *host) {
   (void)rt;
   return (uint64_t)(uintptr_t)host;
 }

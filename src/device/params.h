@@ -26,7 +26,10 @@ typedef struct rk_dev_buffer {
  * the first of them is launched; afterwards only `closed` (the host) and `dropped` (the lanes)
  * change): where its K2K inboxes are, and what it may send to. Device memory on CUDA, host memory
  * on the emulated device; 128 bytes. Lane i's K2K inbox (an MPSC rk_ring) is at
- * k2k_base + i * k2k_stride. */
+ * k2k_base + i * k2k_stride: device memory for a local kernel; for a remote (MPI) node, its
+ * outbound rings in pinned host-mapped memory, which the host bridge drains (flags has
+ * RK_DEV_K2K_SYS; written once the bridge's handshake gave the remote kernel's lanes, before any
+ * kernel is activated). */
 typedef struct rk_dev_k2k_node {
   uint64_t k2k_base;          /* the lanes' address of lane 0's K2K inbox */
   uint64_t k2k_stride;
@@ -45,7 +48,12 @@ typedef struct rk_dev_k2k_node {
   /* a staged node, in its own device's copy: its lanes ready to close their K2K inbox (each adds 1
    * once, relaxed, device scope; read by the host: rk__k2k_staged_close) */
   volatile uint64_t close_ready;
-  uint8_t pad[40];
+  /* a graph with a transport (remote.h, the MPI bridge): lane i's transport inbox (an MPSC rk_ring in host-mapped
+   * memory, which only host threads claim in: the MPI bridge's deliveries) at x_base + i * x_stride,
+   * its last line the word the lane sets to ask the host to close it; 0 otherwise */
+  uint64_t x_base;
+  uint64_t x_stride;
+  uint8_t pad[24];
 } rk_dev_k2k_node;
 
 #define RK_DEV_K2K_XWRITERS 2u /* in the node's own device's copy: its inboxes are in this device's memory and lanes of another device (peer access) write them: its lanes observe them and give their head back at system scope */
@@ -53,6 +61,8 @@ typedef struct rk_dev_k2k_node {
 #define RK_DEV_K2K_SYS 1u /* the node's inboxes are not in this device's memory (host-mapped or a peer's): a publication that touched them fences at system scope */
 
 RK_STATIC_ASSERT(sizeof(rk_dev_k2k_node) == 128, "rk_dev_k2k_node layout");
+RK_ASSERT_OFFSET(rk_dev_k2k_node, close_ready, 80);
+RK_ASSERT_OFFSET(rk_dev_k2k_node, x_base, 88);
 
 typedef struct rk_dev_params {
   rk_control *ctl;          /* mapped: host line, lane command lines, lane status lines */

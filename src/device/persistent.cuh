@@ -246,6 +246,19 @@ typedef struct rk_dev_lane {
   rk_envelope *kp_env[RK_DEV_K2K_PENDING];        /* pending K2K messages: the slot */
   volatile uint64_t *kp_seq[RK_DEV_K2K_PENDING];  /* its sequence word */
   uint64_t kp_pos[RK_DEV_K2K_PENDING];            /* its position */
+  /* The transport inbox (a kernel of a graph with a transport, remote.h; x == 0 otherwise): the
+   * MPI bridge's deliveries, an MPSC ring in host-mapped memory that only host threads claim in
+   * (docs/mpi.md, "On a device"). Consumed as a second K2K inbox: for a batch of its own its
+   * fields trade places with the kin_* ones (rk_dev_x_swap, x_cur), so the K2K code takes, copies,
+   * counts and gives it back unchanged; between batches the kin_* fields are the K2K inbox's.
+   * The lane never closes it (a host CAS is not atomic with a device one): terminating, nothing
+   * owed and the K2K inbox closed, it asks the host to (x_ask) and drains it to the close. */
+  rk_ring *x;
+  uint8_t *x_slots;
+  volatile uint64_t *x_seq;
+  volatile uint64_t *x_ask; /* host-mapped word the lane sets to ask the host to close x */
+  uint64_t x_mask, x_head, x_done, x_released, x_final;
+  uint32_t x_closed, x_sys, x_cur, x_turn, x_asked;
   uint32_t waits_on;      /* (node + 1) << 16 | lane of the full K2K inbox a send found last */
   uint32_t waits_said;    /* the value last stored in the status line's k2k_waits_on */
   uint64_t c[RK_DEV_C_COUNT];
@@ -918,6 +931,61 @@ RK_INLINE __device__ void rk_dev_k2k_close(rk_dev_lane *L) {
   L->kin_closed = 1;
 }
 
+/* Thread 0: the transport inbox and the K2K inbox trade places (shared memory; at a batch's
+ * start, and back after its publication, when both inboxes' heads are given back). */
+#define RK_DEV_XSWAP(a, b, T) \
+  do {                        \
+    T t_ = (a);               \
+    (a) = (b);                \
+    (b) = t_;                 \
+  } while (0)
+RK_INLINE __device__ void rk_dev_x_swap(rk_dev_lane *L) {
+  RK_DEV_XSWAP(L->kin, L->x, rk_ring *);
+  RK_DEV_XSWAP(L->kin_slots, L->x_slots, uint8_t *);
+  RK_DEV_XSWAP(L->kin_seq, L->x_seq, volatile uint64_t *);
+  RK_DEV_XSWAP(L->kin_mask, L->x_mask, uint64_t);
+  RK_DEV_XSWAP(L->kin_head, L->x_head, uint64_t);
+  RK_DEV_XSWAP(L->kin_done, L->x_done, uint64_t);
+  RK_DEV_XSWAP(L->kin_released, L->x_released, uint64_t);
+  RK_DEV_XSWAP(L->kin_final, L->x_final, uint64_t);
+  RK_DEV_XSWAP(L->kin_closed, L->x_closed, uint32_t);
+  RK_DEV_XSWAP(L->kin_sys, L->x_sys, uint32_t);
+  L->x_cur ^= 1u;
+}
+
+/* Thread 0: the next K2K batch, from the K2K inbox or the transport inbox, the two in turn (a
+ * batch from one, then the other looked at first). A batch from the transport inbox leaves it in
+ * the kin_* fields (x_cur) until the batch is published. */
+RK_INLINE __device__ uint32_t rk_dev_k2k_next(const rk_dev_params *p, rk_dev_lane *L) {
+  uint32_t n, i;
+  if (L->x == 0) return rk_dev_k2k_take(p, L);
+  for (i = 0; i < 2; i++) {
+    L->x_turn ^= 1u;
+    if (L->x_turn) rk_dev_x_swap(L);
+    if ((n = rk_dev_k2k_take(p, L)) != 0) return n;
+    if (L->x_turn) rk_dev_x_swap(L);
+  }
+  return 0;
+}
+
+/* Thread 0, once the K2K inbox is closed (terminating, the host inbox drained, nothing owed: no
+ * answer is still on its way): ask the host to close the transport inbox (a posted store; the
+ * host closes it with its own CAS when a delivery or the terminate's wait sees the word, graph.c
+ * rk__k2k_xin_poll), then look for the close on its claim word. Relaxed at system scope: the close
+ * publishes nothing; the positions below it are acquired one by one as they are taken. */
+RK_INLINE __device__ void rk_dev_x_closing(rk_dev_lane *L) {
+  uint64_t c;
+  if (!L->x_asked) {
+    L->x_asked = 1;
+    rk_dev_st(L->x_ask, 1);
+  }
+  c = rk_load_relaxed_sys_u64(&L->x->claim);
+  if (c & RK_RING_CLOSED) {
+    L->x_final = c & ~RK_RING_CLOSED;
+    L->x_closed = 1;
+  }
+}
+
 /* Thread 0: stage a reply. The caller made sure there is staging and outbox room for the first
  * reply of a message; a second one finds the outbox full (RK_EAGAIN) or no staging room
  * (rk_reply flushed first). */
@@ -1255,7 +1323,7 @@ RK_INLINE __device__ void rk_dev_k2k_answer(const rk_dev_params *p, rk_dev_lane 
  * The caller made sure a reply fits, so an error reply is never dropped. */
 RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
   int chk = rk_envelope_validate(e, 0, p->slot_size - RK_ENVELOPE_SIZE, p->kernel_id);
-  /* a K2K inbox takes K2K messages only, a host inbox none (as the CPU lane) */
+  /* a K2K inbox (the transport inbox too) takes K2K messages only, a host inbox none (as the CPU lane) */
   if (chk == RK_ENV_OK && !(e->flags & RK_ENV_F_K2K) != !L->kin_batch) chk = RK_ENV_BAD_FLAGS;
   L->skip = 1;
   if (chk != RK_ENV_OK) {
@@ -1266,8 +1334,10 @@ RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, c
       (void)rk_dev_reply_error(p, L, e->type, RK_ECORRUPT);
     }
   } else if (!L->kin_batch && rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), L->clock_bound)) {
-    /* (not for K2K messages: stamped by kernels of this device, whose clocks share %globaltimer;
-     * a refused answer could not be answered in turn, and its origin would wait for it) */
+    /* (not for K2K messages: stamped by kernels of this device, whose clocks share %globaltimer,
+     * or, from a remote rank (the transport inbox), checked by the bridge against the runtime's
+     * bound already; a refused answer could not be answered in turn, and its origin would wait
+     * for it) */
     rk_dev_count(L, RK_DEV_C_CLOCK_REJECTED, 1); /* the clock does not move */
     (void)rk_dev_reply_error(p, L, e->type, RK_ECLOCK);
   } else {
@@ -1466,6 +1536,8 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.kin = 0;
     L.kin_closed = L.kin_batch = L.turn = L.streak = L.kpend = L.ksys = L.kin_sys = 0;
     L.kin_final = 0; /* (not RK_DEV_K2K_READY: this lane has not said it is ready to close) */
+    L.x = 0;
+    L.x_closed = L.x_cur = L.x_turn = L.x_asked = 0;
     L.waits_on = L.waits_said = 0;
     if (p->graph) rk_dev_st32(&L.status->k2k_waits_on, 0); /* (a restart: the old lanes' word) */
     if (p->graph) { /* the K2K inbox (device memory, written before the launch): where the old lanes left it */
@@ -1478,6 +1550,18 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       /* staged in host memory, or written by lanes of another device over peer access (graph.c):
        * observed and acquired, and its head given back, at system scope */
       L.kin_sys = (p->graph[p->graph_node].flags & (RK_DEV_K2K_SYS | RK_DEV_K2K_XWRITERS)) != 0;
+      if (p->graph[p->graph_node].x_base) { /* the transport inbox: host-mapped, host producers only */
+        r = RK_CAST(rk_ring *, p->graph[p->graph_node].x_base + (size_t)blockIdx.x * p->graph[p->graph_node].x_stride);
+        L.x = r;
+        L.x_slots = RK_CAST(uint8_t *, r) + r->slots_offset;
+        L.x_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset);
+        L.x_ask = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + p->graph[p->graph_node].x_stride - RK_LINE);
+        L.x_mask = r->mask;
+        /* relaxed: written before the launch, or by the old lanes, whose exit the host confirmed */
+        L.x_head = L.x_done = L.x_released = rk_load_relaxed_sys_u64(&r->head);
+        L.x_final = 0;
+        L.x_sys = 1; /* observed, and its head given back, at system scope */
+      }
     }
     L.state = RK_STATE_LAUNCHED;
     L.staged = 0;
@@ -1508,7 +1592,9 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
           L.avail == 0 &&
           (int64_t)(L.in_head - L.drain_to) >= 0 && (!L.kin_sys || rk_dev_k2k_may_close(p, &L)))
         rk_dev_k2k_close(&L);
-      if (L.kin && L.turn && !L.exit && rk_dev_consuming(&L) && (L.n = rk_dev_k2k_take(p, &L)) != 0) {
+      /* the transport inbox stays open until then: an answer still owed may come through it */
+      if (L.x && L.kin_closed && !L.x_closed) rk_dev_x_closing(&L);
+      if (L.kin && L.turn && !L.exit && rk_dev_consuming(&L) && (L.n = rk_dev_k2k_next(p, &L)) != 0) {
         L.kin_batch = 1;
       } else {
         /* a lane that is not consuming polls the control line alone, whatever it knows of the inbox */
@@ -1516,11 +1602,13 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
         if (!L.exit && rk_dev_consuming(&L)) {
           if (L.avail)
             L.n = L.avail < p->batch ? L.avail : p->batch;
-          else if (L.kin && (L.n = rk_dev_k2k_take(p, &L)) != 0)
+          else if (L.kin && (L.n = rk_dev_k2k_next(p, &L)) != 0)
             L.kin_batch = 1;
           else if (L.state == RK_STATE_TERMINATING && (int64_t)(L.in_head - L.drain_to) >= 0) { /* host inbox drained */
-            if (L.kin == 0 || (L.kin_closed && (int64_t)(L.kin_head - L.kin_final) >= 0))
-              L.exit = 1; /* drained (the K2K inbox closed above, once nothing passed on is owed) */
+            if (L.kin == 0 || (L.kin_closed && (int64_t)(L.kin_head - L.kin_final) >= 0 &&
+                               (L.x == 0 || (L.x_closed && (int64_t)(L.x_head - L.x_final) >= 0))))
+              L.exit = 1; /* drained (the K2K inbox closed above, once nothing passed on is owed;
+                           * the transport inbox closed by the host when asked) */
           }
         }
       }
@@ -1641,6 +1729,8 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       }
     }
     rk_dev_flush(p, &L);
+    /* a transport inbox batch is published (its head given back): the K2K inbox's fields again */
+    if (threadIdx.x == 0 && L.x_cur) rk_dev_x_swap(&L);
     if (threadIdx.x == 0 && L.retry) { /* backpressure: back off; the lane is not stalled */
       rk_dev_st(&L.status->heartbeat, ++L.heartbeat);
       rk_dev_poll_control(p, &L); /* the batch is taken again next without a poll: commands and the abort still count */

@@ -658,7 +658,7 @@ static int cuda_dev_write(rk_runtime *rt, uint64_t addr, const void *src, size_t
 static int cuda_dev_store64(rk_runtime *rt, uint64_t addr, uint64_t v);
 static int cuda_dev_load64(rk_runtime *rt, uint64_t addr, uint64_t *v);
 static int cuda_dev_peer(rk_runtime *from, rk_runtime *to);
-static uint64_t cuda_dev_mapped(rk_runtime *rt, void *host);
+static uint64_t cuda_dev_mapped(rk_runtime *rt, const void *host);
 
 const rk_backend_ops rk__cuda_backend = {"cuda",         cuda_alloc,      cuda_free,       cuda_start,
                                          cuda_join,      1,               cuda_abandon,    1,
@@ -1150,7 +1150,7 @@ static int cuda_dev_peer(rk_runtime *from, rk_runtime *to) {
 
 /* The pinned arena is allocated mapped and portable: with unified addressing its device address
  * (cudaHostGetDevicePointer) is valid on every device of the process. */
-static uint64_t cuda_dev_mapped(rk_runtime *rt, void *host) {
+static uint64_t cuda_dev_mapped(rk_runtime *rt, const void *host) {
   return (uint64_t)(uintptr_t)dev_of((rk_cuda *)rt->backend_data, host);
 }
 

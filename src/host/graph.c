@@ -62,6 +62,12 @@ typedef struct graph_remote {
   rk__lane *lane;         /* k.lanes of them (k.lane), and their statuses */
   rk_lane_status *status;
   uint32_t slot;          /* the rings' slot size */
+  /* A device backend: the rings are in memory the lanes address (the backend's alloc, pinned and
+   * mapped on CUDA), one block, lane i's at mapped + i * ring_bytes, so that the table entry names
+   * them as a local kernel's K2K inboxes (base + lane * stride) and the lanes push into them. */
+  int dev;
+  uint8_t *mapped;
+  size_t mapped_bytes, ring_bytes;
 } graph_remote;
 
 struct rk_graph {
@@ -92,6 +98,9 @@ struct rk_graph {
   const rk_transport *tp;
   void *tp_self;
   int tp_started;
+  /* 1 while rk_graph_launch runs the transport's start: the only time rk_graph_remote_shape may
+   * reshape a remote node (no handler has run; afterwards the lanes push into its rings) */
+  int tp_starting;
   uint32_t nremote;
 };
 
@@ -294,6 +303,16 @@ static void topo_order(rk_graph *g) {
   }
   for (i = 0; i < g->n; i++)
     if (!done[i]) g->order[m++] = i;
+  /* Remote (MPI) nodes last, in the order found: their edges from other ranks (what a peer sends
+   * into this rank's kernels, and the answers to what those kernels passed on) are not in this
+   * graph, so Kahn's order may put one before a local kernel that still sends through it while it
+   * drains (an answer to a request from the remote rank, a forward): terminate closes a remote
+   * node's outbound rings, so every local kernel drains first (rk_graph_terminate). */
+  for (i = 0, m = 0; i < g->n; i++)
+    if (!g->node[g->order[i]].remote) done[m++] = g->order[i];
+  for (i = 0; i < g->n; i++)
+    if (g->node[g->order[i]].remote) done[m++] = g->order[i];
+  memcpy(g->order, done, g->n * sizeof g->order[0]);
 }
 
 static void k2k_free(rk_kernel *k) {
@@ -301,13 +320,17 @@ static void k2k_free(rk_kernel *k) {
   if (k->k2k_dev) { /* a device backend: its K2K inboxes in device memory (or staged in mapped memory) */
     /* lanes whose exit was not confirmed may still use them (and senders with them): kept */
     if (!k->shared_kept) {
-      if (k->k2k_host)
-        k->rt->ops->free(k->rt, k->k2k_host, k->k2k_dev_bytes);
+      if (k->k2k_staged)
+        k->rt->ops->free(k->rt, k->k2k_staged, k->k2k_dev_bytes);
       else
         k->rt->ops->dev_free(k->rt, k->k2k_dev, k->k2k_dev_bytes);
     }
     k->k2k_dev = 0;
-    k->k2k_host = NULL;
+    k->k2k_staged = NULL;
+  }
+  if (k->xin) { /* (kept as the K2K inboxes: a lane whose exit was not confirmed may still read it) */
+    if (!k->shared_kept) k->rt->ops->free(k->rt, k->xin, k->xin_bytes);
+    k->xin = NULL;
   }
   if (k->k2k == NULL) return;
   for (i = 0; i < k->lanes; i++) rk_ring_destroy(k->k2k[i]);
@@ -327,6 +350,50 @@ static uint64_t table_at(const rk_graph *g, uint32_t d, uint32_t node, size_t of
 
 /* Two runtimes on one device (the same CUDA device ordinal) share its memory. */
 static int same_device(const rk_runtime *a, const rk_runtime *b) { return a == b || a->opts.device == b->opts.device; }
+
+/* A device kernel of a graph with a transport (remote.h): its lanes' transport inboxes, where the
+ * transport's deliveries go (rk__k2k_push): MPSC rings of the K2K inbox's capacity in mapped host
+ * memory (ops->alloc: zeroed, line-aligned), each followed by a line whose first word the lane
+ * sets to ask the host to close the ring (persistent.cuh, rk_dev_x_closing). Only host threads
+ * claim in them: the device's lanes claim in the K2K inboxes with device-scope atomics a host CAS
+ * is not atomic with, and the host inbox is closed when terminate begins, before the answers the
+ * kernel still waits for have come back (docs/mpi.md, "On a device"). */
+static int xin_make(rk_kernel *k, uint32_t cap, rk_dev_k2k_node *e) {
+  size_t ring = (rk_ring_memsize(cap, k->slot_size, RK_RING_MPSC) + 127u) & ~(size_t)127u;
+  size_t stride = ring + RK_LINE, bytes = stride * k->lanes;
+  uint32_t i;
+  int rc = RK_OK;
+  if ((k->xin = (uint8_t *)k->rt->ops->alloc(k->rt, bytes)) == NULL) return RK_ENOMEM;
+  for (i = 0; i < k->lanes && rc == RK_OK; i++) rc = rk_ring_init(k->xin + (size_t)i * stride, ring, cap, k->slot_size, RK_RING_MPSC);
+  if (rc != RK_OK) {
+    k->rt->ops->free(k->rt, k->xin, bytes);
+    k->xin = NULL;
+    return rc;
+  }
+  k->xin_stride = stride;
+  k->xin_bytes = bytes;
+  e->x_base = k->rt->ops->dev_mapped(k->rt, k->xin);
+  e->x_stride = stride;
+  return RK_OK;
+}
+
+static rk_ring *xin_ring(const rk_kernel *k, uint32_t lane) { return (rk_ring *)(k->xin + (size_t)lane * k->xin_stride); }
+
+void rk__k2k_xin_poll(rk_kernel *k, uint32_t lane) {
+  rk_ring *r;
+  if (k->xin == NULL || lane >= k->lanes) return;
+  r = xin_ring(k, lane);
+  /* Relaxed (system scope): the lane's word publishes nothing, and the close is a CAS on claim,
+   * which the lane reads; what the lane took is accounted by the ring's own head. */
+  if (rk_load_relaxed_sys_u64((volatile uint64_t *)((uint8_t *)r + k->xin_stride - RK_LINE)) != 0 &&
+      !(rk_load_relaxed_sys_u64(&r->claim) & RK_RING_CLOSED))
+    (void)rk_ring_close(r, NULL); /* RK_ECLOSED when another host thread closed it first */
+}
+
+void rk__k2k_xin_close(rk_kernel *k) {
+  uint32_t i;
+  for (i = 0; k->xin && i < k->lanes; i++) (void)rk_ring_close(xin_ring(k, i), NULL); /* RK_ECLOSED: closed already */
+}
 
 /* A device backend (CUDA, the emulated device): the kernel's K2K inboxes in device memory, built
  * as ring images in host memory and written there, and its entry in the graph's table, before its
@@ -360,7 +427,7 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
       ops->free(k->rt, img, bytes);
       return rk__fail(k->rt, rc, "kernel %s: cannot build its K2K inboxes", k->name);
     }
-    k->k2k_host = img;
+    k->k2k_staged = img;
     k->k2k_dev = ops->dev_mapped(k->rt, img);
   } else {
     if (rc == RK_OK) rc = ops->dev_alloc(k->rt, bytes, &k->k2k_dev);
@@ -383,6 +450,11 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
   e.slot_size = k->slot_size;
   e.nroutes = gn->nroutes;
   for (i = 0; i < gn->nroutes; i++) e.route[i] = (uint8_t)gn->route[i];
+  /* a graph with a transport: a peer's kernels may send to this one (even with no remote node here) */
+  if (a->g->tp && (rc = xin_make(k, gn->k2k_cap, &e)) != RK_OK) {
+    k2k_free(k);
+    return rk__fail(k->rt, rc, "kernel %s: cannot make its transport inboxes in mapped host memory", k->name);
+  }
   /* its entry in every device's table: the same addresses (device memory of its own device, which
    * a peer addresses alike under unified addressing, or the mapped memory's portable address);
    * RK_DEV_K2K_SYS where they are not that device's memory, RK_DEV_K2K_XWRITERS in its own
@@ -422,10 +494,18 @@ static int prepare(rk_kernel *k, void *arg) {
   return RK_OK;
 }
 
-static void remote_free(rk_kernel *k) {
+/* kept: a device kernel's lanes may still push into the rings (their exit not confirmed): the
+ * mapped block is left allocated, as their own K2K inboxes are. */
+static void remote_free(rk_kernel *k, int kept) {
   graph_remote *r = (graph_remote *)k; /* k is the first member */
   uint32_t i;
-  for (i = 0; i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k[i]);
+  if (r->dev) {
+    if (r->mapped && !kept) r->k.rt->ops->free(r->k.rt, r->mapped, r->mapped_bytes);
+    for (i = 0; r->k.k2k_host && i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k_host[i]);
+    free(r->k.k2k_host);
+  } else {
+    for (i = 0; i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k[i]);
+  }
   free(r->k.k2k);
   free(r->lane);
   free(r->status);
@@ -440,6 +520,8 @@ static int remote_lanes(graph_remote *r, uint32_t lanes, uint32_t cap) {
   rk_lane_status *status;
   uint32_t i;
   int rc;
+  uint8_t *mapped = NULL;
+  size_t ring = 0;
   if (lanes <= r->k.lanes) return RK_OK;
   if ((k2k = (rk_ring **)rk__calloc(lanes, sizeof *k2k)) == NULL) return RK_ENOMEM;
   if ((lane = (rk__lane *)rk__calloc(lanes, sizeof *lane)) == NULL ||
@@ -447,6 +529,45 @@ static int remote_lanes(graph_remote *r, uint32_t lanes, uint32_t cap) {
     free(k2k);
     free(lane);
     return RK_ENOMEM;
+  }
+  if (r->dev) { /* one new block for every lane (nothing was sent yet: no handler has run) */
+    const rk_backend_ops *ops = r->k.rt->ops;
+    rk_ring **host;
+    ring = (rk_ring_memsize(cap, r->slot, RK_RING_MPSC) + 127u) & ~(size_t)127u;
+    if ((host = (rk_ring **)rk__calloc(lanes, sizeof *host)) == NULL ||
+        (mapped = (uint8_t *)ops->alloc(r->k.rt, ring * lanes)) == NULL) { /* zeroed, line-aligned */
+      free(host);
+      free(k2k);
+      free(lane);
+      free(status);
+      return RK_ENOMEM;
+    }
+    for (i = 0, rc = RK_OK; i < lanes && rc == RK_OK; i++) {
+      k2k[i] = (rk_ring *)(mapped + (size_t)i * ring);
+      if ((rc = rk_ring_init(k2k[i], ring, cap, r->slot, RK_RING_MPSC)) == RK_OK)
+        rc = rk_ring_create(&host[i], cap, r->slot, RK_RING_MPSC);
+      lane[i].k = &r->k;
+      lane[i].index = i;
+      lane[i].inbox = k2k[i];
+      lane[i].status = &status[i];
+    }
+    if (rc != RK_OK) {
+      for (i = 0; i < lanes; i++) rk_ring_destroy(host[i]);
+      ops->free(r->k.rt, mapped, ring * lanes);
+      free(host);
+      free(k2k);
+      free(lane);
+      free(status);
+      return rc;
+    }
+    if (r->mapped) ops->free(r->k.rt, r->mapped, r->mapped_bytes);
+    for (i = 0; r->k.k2k_host && i < r->k.lanes; i++) rk_ring_destroy(r->k.k2k_host[i]);
+    free(r->k.k2k_host);
+    r->k.k2k_host = host;
+    r->mapped = mapped;
+    r->mapped_bytes = ring * lanes;
+    r->ring_bytes = ring;
+    goto done;
   }
   for (i = 0; i < lanes; i++) {
     if (i < r->k.lanes)
@@ -463,6 +584,7 @@ static int remote_lanes(graph_remote *r, uint32_t lanes, uint32_t cap) {
     lane[i].inbox = k2k[i]; /* rk__k2k_push wakes the lane's inbox: the transport's ring */
     lane[i].status = &status[i];
   }
+done:
   free(r->k.k2k);
   free(r->lane);
   free(r->status);
@@ -484,6 +606,8 @@ static int remote_make(rk_graph *g, uint32_t i, uint32_t slot) {
   if ((r = (graph_remote *)rk__calloc(1, sizeof *r)) == NULL)
     return rk__fail(g->rt, RK_ENOMEM, "rk_graph_launch: remote node %u: out of memory", i);
   r->slot = slot;
+  r->k.rt = g->rt; /* (remote_lanes allocates with its backend) */
+  r->dev = g->rt->backend == RK_BACKEND_CUDA;
   if ((rc = remote_lanes(r, 1, n->k2k_cap)) != RK_OK) {
     free(r);
     return rk__fail(g->rt, rc, "rk_graph_launch: remote node %u: cannot create its outbound ring", i);
@@ -496,6 +620,39 @@ static int remote_make(rk_graph *g, uint32_t i, uint32_t slot) {
   r->k.graph = g;
   n->k = &r->k;
   return RK_OK;
+}
+
+/* A device backend: remote node i's entry in the graph's table, once the transport's start gave it
+ * the remote kernel's lanes (before any kernel is activated: the lanes read it only in handlers).
+ * Its "inboxes" are the outbound rings in mapped memory, which the lanes push into as into a local
+ * kernel's K2K inbox; RK_DEV_K2K_SYS makes a publication that touched them fence and store at
+ * system scope, since the bridge reads them from the host. */
+static int remote_entry(rk_graph *g, uint32_t i) {
+  graph_remote *r = (graph_remote *)g->node[i].k;
+  rk_dev_k2k_node e;
+  memset(&e, 0, sizeof e);
+  e.k2k_base = g->rt->ops->dev_mapped(g->rt, r->mapped);
+  e.k2k_stride = r->ring_bytes;
+  e.kernel_id = r->k.id;
+  e.lanes = r->k.lanes;
+  e.slot_size = r->k.slot_size; /* the remote kernel's limit (rk_graph_remote_shape) */
+  e.flags = RK_DEV_K2K_SYS;
+  return g->rt->ops->dev_write(g->rt, g->dev_table[0] + (uint64_t)i * sizeof e, &e, sizeof e); /* one runtime */
+}
+
+/* Close remote node i's outbound rings to senders. A device backend: its table entry's `closed`
+ * flag first, which the lanes read before they claim (a store; the host does not take part in the
+ * lanes' claim compare-and-swap on a GPU, see docs/mpi.md), then the rings' own close. */
+static void remote_close(rk_graph *g, uint32_t i) {
+  rk_kernel *k = g->node[i].k;
+  uint32_t j;
+  if (((graph_remote *)k)->dev && g->dev_table[0])
+    (void)g->rt->ops->dev_store64(g->rt, g->dev_table[0] + (uint64_t)i * sizeof(rk_dev_k2k_node) +
+                                             offsetof(rk_dev_k2k_node, closed), 1);
+  for (j = 0; j < k->lanes; j++) {
+    (void)rk_ring_close(k->k2k[j], NULL); /* RK_ECLOSED when closed already */
+    if (k->k2k_host) (void)rk_ring_close(k->k2k_host[j], NULL);
+  }
 }
 
 /* Terminate and destroy the kernels launched so far (a launch that failed part-way). */
@@ -511,7 +668,7 @@ static void unlaunch(rk_graph *g) {
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
     if (g->node[i].remote) {
-      remote_free(g->node[i].k);
+      remote_free(g->node[i].k, 0); /* (no lane of the graph has run a handler) */
       g->node[i].k = NULL;
       continue;
     }
@@ -627,9 +784,14 @@ int rk_graph_launch(rk_graph *g) {
   if (g->nremote && g->tp == NULL)
     return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: the graph has remote nodes and its transport is gone (a "
                     "launch that failed, or the bridge destroyed)");
-  if (g->nremote && g->rt->backend == RK_BACKEND_CUDA)
-    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: remote nodes on a device backend are not supported yet "
-                    "(create the runtime with RK_BACKEND_CPU)");
+  if (g->nremote && g->ndev > 1)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: a graph with remote (MPI) nodes spans one runtime; this one "
+                    "has kernels on %u (rk_graph_add_on): the lanes of two devices cannot share a remote node's "
+                    "outbound rings in host memory (docs/k2k.md)", g->ndev);
+  if (g->nremote && g->rt->backend == RK_BACKEND_CUDA && g->rt->ops->dev_mapped == NULL)
+    return rk__fail(g->rt, RK_ENOTSUP, "rk_graph_launch: the %s backend cannot place remote nodes' outbound rings in "
+                    "memory its lanes and the host both address (create the runtime with RK_BACKEND_CPU)",
+                    g->rt->ops->name);
   if (g->rt->backend == RK_BACKEND_CUDA) {
     const rk_backend_ops *ops = g->rt->ops;
     uint32_t t;
@@ -702,7 +864,10 @@ int rk_graph_launch(rk_graph *g) {
   g->launched = 1;
   if (g->tp) { /* the transport meets its peers before any handler can send */
     g->tp_started = 1;
-    if ((rc = g->tp->start(g->tp_self, g)) != RK_OK) {
+    g->tp_starting = 1;
+    rc = g->tp->start(g->tp_self, g);
+    g->tp_starting = 0;
+    if (rc != RK_OK) {
       const char *tname = g->tp->name ? g->tp->name : "?";
       snprintf(err, sizeof err, "%s", rk_runtime_last_error(g->rt));
       g->tp->stop(g->tp_self, g); /* the transport is done with the graph: detached */
@@ -713,6 +878,17 @@ int rk_graph_launch(rk_graph *g) {
       unlaunch(g);
       return rk__fail(g->rt, rc, "rk_graph_launch: transport %s: %s", tname, err);
     }
+    /* a device backend: the remote nodes' entries, now that they have their lanes */
+    for (i = 0; i < g->n && g->dev_table[0]; i++)
+      if (g->node[i].remote && (rc = remote_entry(g, i)) != RK_OK) {
+        g->tp->stop(g->tp_self, g);
+        g->tp = NULL;
+        g->tp_self = NULL;
+        g->tp_started = 0;
+        g->launched = 0;
+        unlaunch(g);
+        return rk__fail(g->rt, rc, "rk_graph_launch: cannot write remote node %u's entry of the graph's table", i);
+      }
   }
   set_watch(g, 1);
   return RK_OK;
@@ -738,7 +914,7 @@ rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node) {
 }
 
 int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
-  uint32_t i, j;
+  uint32_t i;
   int rc, first = RK_OK;
   if (g == NULL) return RK_EINVAL;
   rk__error_clear(g->rt);
@@ -750,7 +926,7 @@ int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
       if (g->tp && g->tp_started && (rc = g->tp->flush(g->tp_self, g, g->order[i], timeout_ns)) != RK_OK &&
           first == RK_OK)
         first = rc;
-      for (j = 0; j < k->lanes; j++) (void)rk_ring_close(k->k2k[j], NULL);
+      remote_close(g, g->order[i]);
       continue;
     }
     s = rk_kernel_state(k);
@@ -779,9 +955,22 @@ int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const 
   uint64_t pos;
   uint8_t *slot;
   int err;
-  if (dst->k2k == NULL || dst_lane >= dst->lanes) return RK_EINVAL;
+  if (dst_lane >= dst->lanes) return RK_EINVAL;
+  if (dst->k2k == NULL && dst->xin) {
+    /* A device kernel (from the host: the transport's deliveries and error answers). Its K2K
+     * inbox is claimed by its device's lanes with device-scope atomics the host cannot join: the
+     * lane's transport inbox, which only host threads claim in (xin_make). Closed once the lane
+     * asked (terminating, nothing owed): RK_ECLOSED then. */
+    rk__k2k_xin_poll(dst, dst_lane);
+    r = xin_ring(dst, dst_lane);
+  } else if (dst->k2k == NULL) {
+    return RK_EINVAL;
+  } else {
+    /* a device graph's remote node: the host's own ring of the lane (its rings in mapped memory are
+     * claimed by device lanes, with atomics the host's are not atomic with over PCIe) */
+    r = dst->k2k_host ? dst->k2k_host[dst_lane] : dst->k2k[dst_lane];
+  }
   if (len > rk__payload_max(dst)) return RK_EMSGSIZE;
-  r = dst->k2k[dst_lane];
   if ((slot = (uint8_t *)rk_ring_mpsc_reserve(r, &pos, &err)) == NULL) return err; /* RK_EAGAIN, RK_ECLOSED */
   memcpy(slot, e, RK_ENVELOPE_SIZE);
   ((rk_envelope *)slot)->payload_len = len;
@@ -897,14 +1086,14 @@ static void graph_destroy_claimed(rk_graph *g) {
     graph_leave(g); /* (found by no runtime's destroy any more; its memory is kept) */
     return;
   }
+  for (i = 0; i < g->n; i++) /* (a lane whose exit was not confirmed may still push into a remote node's rings) */
+    if (g->node[i].k && !g->node[i].remote) kept |= g->node[i].k->shared_kept;
   for (i = 0; i < g->n; i++) {
     if (g->node[i].k == NULL) continue;
-    if (g->node[i].remote) {
-      remote_free(g->node[i].k);
-    } else {
-      kept |= g->node[i].k->shared_kept;
+    if (g->node[i].remote)
+      remote_free(g->node[i].k, kept);
+    else
       rk__kernel_destroy_member(g->node[i].k); /* K2K inboxes freed with it: no lane is left to send */
-    }
     g->node[i].k = NULL;
   }
   /* (a kernel whose lanes' exit was not confirmed may still read the table: kept) */
@@ -1150,10 +1339,19 @@ rk_ring *rk_graph_remote_ring(rk_graph *g, uint32_t node, uint32_t lane) {
   return g->node[node].k->k2k[lane];
 }
 
+rk_ring *rk_graph_remote_host_ring(rk_graph *g, uint32_t node, uint32_t lane) {
+  if (rk_graph_remote_ring(g, node, lane) == NULL || g->node[node].k->k2k_host == NULL) return NULL;
+  return g->node[node].k->k2k_host[lane];
+}
+
 int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t payload_max) {
   graph_remote *r;
   int rc;
   if (rk_graph_remote_ring(g, node, 0) == NULL || lanes == 0 || lanes > RK_MAX_LANES) return RK_EINVAL;
+  /* its rings are replaced: only before any handler can push into them, or the bridge drain them */
+  if (!g->tp_starting)
+    return rk__fail(g->rt, RK_ESTATE, "rk_graph_remote_shape: remote node %u: only in the transport's start, during "
+                    "rk_graph_launch (the graph is launched and its rings may be in use)", node);
   r = (graph_remote *)g->node[node].k;
   /* before activation: the lanes read lanes, k2k and slot_size only in handlers (the activation
    * orders these writes before them) */
@@ -1167,10 +1365,10 @@ int rk_graph_remote_close(rk_graph *g, uint32_t node) {
   uint32_t i;
   uint64_t held = 0;
   if (rk_graph_remote_ring(g, node, 0) == NULL) return RK_EINVAL;
+  remote_close(g, node);
   for (i = 0; i < g->node[node].k->lanes; i++) {
-    rk_ring *r = g->node[node].k->k2k[i];
-    (void)rk_ring_close(r, NULL); /* RK_ECLOSED when closed already */
-    held += rk_ring_count(r);
+    held += rk_ring_count(g->node[node].k->k2k[i]);
+    if (g->node[node].k->k2k_host) held += rk_ring_count(g->node[node].k->k2k_host[i]);
   }
   return (int)held;
 }

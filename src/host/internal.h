@@ -81,9 +81,10 @@ typedef struct rk_backend_ops {
    * cudaDeviceCanAccessPeer and native peer atomics, then cudaDeviceEnablePeerAccess), 0 when not
    * (the routes are then staged through mapped host memory); called by rk_graph_launch before the
    * graph's kernels are launched. dev_mapped: the lanes' address, valid on every device of the
-   * process, of memory from alloc (the pinned, mapped, portable arena). NULL: not supported. */
+   * process, of memory from alloc (the pinned, mapped, portable arena). Also where a remote (MPI) node's outbound rings live on a device backend, so that the lanes push
+   * into them and the bridge, a host thread, drains them. NULL: not supported. */
   int (*dev_peer)(rk_runtime *from, rk_runtime *to);
-  uint64_t (*dev_mapped)(rk_runtime *rt, void *host);
+  uint64_t (*dev_mapped)(rk_runtime *rt, const void *host);
 } rk_backend_ops;
 
 extern const rk_backend_ops rk__cpu_backend;
@@ -280,6 +281,10 @@ struct rk_kernel {
    * run: each lane's K2K inbox (MPSC; NULL: the kernel is in no graph), the kernels at the end of
    * its routes, its graph (topics), and topic messages it missed (its inbox full; atomics). */
   rk_ring **k2k;
+  /* a remote node's stand-in on a device backend: per lane, a ring in host memory that only host
+   * threads push into (the transport's own error answers: rk_graph_answer_error), which the
+   * transport drains beside k2k, whose producers are device lanes (graph.c, remote.h); else NULL */
+  rk_ring **k2k_host;
   uint32_t k2k_cap;
   uint32_t nroutes;
   rk_kernel *route[16];
@@ -289,7 +294,13 @@ struct rk_kernel {
    * stride is in its entry of the graph's table) and that table, which the lanes read */
   uint64_t k2k_dev;
   size_t k2k_dev_bytes;
-  void *k2k_host; /* k2k_dev staged in mapped host memory (ops->alloc; its lanes' address is k2k_dev) */
+  void *k2k_staged; /* k2k_dev staged in mapped host memory (ops->alloc; its lanes' address is k2k_dev) */
+  /* a device kernel of a graph with a transport (remote.h): per lane, its transport inbox (an MPSC
+   * ring at xin + i * xin_stride in mapped host memory, ops->alloc), which only host threads claim
+   * in (the transport's deliveries, rk__k2k_push), and after it a line with the word the lane sets
+   * to ask the host to close it (graph.c, persistent.cuh); NULL otherwise */
+  uint8_t *xin;
+  size_t xin_stride, xin_bytes;
   uint64_t dev_graph;
   uint32_t dev_graph_n, dev_graph_node;
   /* dead letters: the last dead_cap messages the kernel refused or the host discarded */
@@ -513,6 +524,11 @@ extern void (*rk__k2k_staged_hook)(rk_kernel *k, int step, uint32_t n);
 int rk__kernel_sync(rk_kernel *w, uint64_t deadline);
 /* (A w whose own terminate is waiting to synchronise with the caller's kernel (staged_syncing) is
  * not waited for: RK_EDEADLK, and the caller goes on without it; see rk__k2k_staged_close.) */
+/* A device kernel's transport inboxes (rk_kernel.xin): close lane l's when its lane asked
+ * (terminating, nothing owed), or every one of them (the lanes have exited: later deliveries get
+ * RK_ECLOSED). No-ops for other kernels. */
+void rk__k2k_xin_poll(rk_kernel *k, uint32_t lane);
+void rk__k2k_xin_close(rk_kernel *k);
 /* graph.c: free k's K2K inboxes (rk__kernel_free). */
 void rk__k2k_free(rk_kernel *k);
 /* graph.c: topic messages a device kernel missed (counted by the publishing lanes in the graph's

@@ -280,6 +280,7 @@ static int lane_acked(rk__lane *l, uint32_t seq) {
 }
 static int lane_terminated(rk__lane *l, uint32_t unused) {
   (void)unused;
+  rk__k2k_xin_poll(l->k, l->index); /* a device lane that waits for its transport inbox's close */
   return rk_load_acquire_sys_u32(&l->status->state) == RK_STATE_TERMINATED;
 }
 
@@ -813,6 +814,7 @@ static int finish_terminate(rk_kernel *k) {
   int rc = join_lanes(k);
   for (i = 0; i < k->lanes; i++) rk_ring_wake_all(k->lane[i].inbox); /* blocked senders: ECLOSED */
   rk__k2k_close(k); /* K2K senders too (a lane that drained closed its own already) */
+  rk__k2k_xin_close(k);
   set_hstate(k, RK_STATE_TERMINATED);
   clear_fault(k);
   if (rc != RK_OK)
@@ -911,6 +913,7 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
                        (unsigned long long)(RK__ABORT_GRACE_NS / 1000000));
       rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out; lanes still running", k->name);
       rk__k2k_close(k); /* nothing sent to it now would be handled */
+      rk__k2k_xin_close(k);
       rk__unlock(&k->ctl_lock);
       wake_waiters(k);
       return rc;

@@ -101,6 +101,7 @@ typedef struct route_out {
   uint32_t remote_id;     /* the kernel's id on its rank */
   uint32_t window;
   rk_ring *ring;
+  rk_ring *hring;         /* a device backend: the host's own ring of the lane (error answers), or NULL */
   uint64_t sent;          /* bridge thread only, published for flush (atomics) */
   volatile uint64_t credited; /* atomics: written by the bridge thread, read by flush */
   volatile uint64_t sent_pub;
@@ -285,27 +286,33 @@ static int batch_send(rk_mpi_bridge *b, uint32_t r) {
   return 1;
 }
 
-/* Move what route o's outbound ring holds, as far as credits and a batch allow. */
+/* Move what route o's outbound ring holds (a device backend: its host ring first, then the
+ * lanes' one), as far as credits and a batch allow. */
 static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
   peer *p = &b->peers[o->peer];
   uint32_t moved = 0;
+  rk_ring *ring = o->hring && rk_ring_count(o->hring) ? o->hring : o->ring;
   if (get_state(p) != RK_MPI_PEER_UP) return 0;
   for (;;) {
     uint64_t pos;
     uint64_t credited = __atomic_load_n(&o->credited, __ATOMIC_RELAXED); /* bridge thread's own word */
     uint32_t avail = (uint32_t)(o->window - (o->sent - credited)), n, i;
     if (avail == 0) {
-      if (!o->stalled && rk_ring_peek_n(o->ring, 1, &pos)) {
+      if (!o->stalled && rk_ring_peek_n(ring, 1, &pos)) {
         o->stalled = 1;
         stat_add(&b->s_credit_stalls, 1);
       }
       break;
     }
     /* acquire (inside peek): pairs with the senders' per-slot release (rk__k2k_push's commit) */
-    if ((n = rk_ring_peek_n(o->ring, avail < 64 ? avail : 64, &pos)) == 0) break;
+    if ((n = rk_ring_peek_n(ring, avail < 64 ? avail : 64, &pos)) == 0) {
+      if (ring == o->ring) break;
+      ring = o->ring; /* the host ring is empty: the lanes' */
+      continue;
+    }
     if (!batch_open(b, p)) break;
     for (i = 0; i < n; i++) {
-      rk_envelope *e = (rk_envelope *)rk_ring_slot(o->ring, pos + i);
+      rk_envelope *e = (rk_envelope *)rk_ring_slot(ring, pos + i);
       uint32_t len = RK_ENVELOPE_SIZE + e->payload_len, rec = REC_HEADER + pad8(len), origin_rank = b->rank;
       uint8_t *w;
       rk_envelope *we;
@@ -339,7 +346,7 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
      * then sent_pub, so a flush that sees these slots gone sees them counted as sent. Release:
      * pairs with flush's acquire. */
     __atomic_store_n(&o->sent_pub, o->sent, __ATOMIC_RELEASE);
-    rk_ring_release_n(o->ring, i); /* release: the slots were read (pairs with the senders' reserve) */
+    rk_ring_release_n(ring, i); /* release: the slots were read (pairs with the senders' reserve) */
     moved += i;
     if (i < n) { /* out of batch room */
       if (!batch_send(b, o->peer)) break;
@@ -671,6 +678,10 @@ static void settle_peer(rk_mpi_bridge *b, uint32_t r, uint64_t *dropped, uint64_
       }
       if (pos >= final || now_ns() > end) break; /* (a sender between its claim and its publication) */
       sched_yield();
+    }
+    while (o->hring && (n = rk_ring_peek_n(o->hring, 64, &pos)) > 0) { /* this thread's own pushes */
+      rk_ring_release_n(o->hring, n);
+      *dropped += n;
     }
     *unconfirmed += o->sent - __atomic_load_n(&o->credited, __ATOMIC_RELAXED); /* this thread's own word */
   }
@@ -1013,6 +1024,7 @@ static int bridge_start(void *self, rk_graph *g) {
       o->remote_id = rem[i].remote_id;
       o->window = rem[i].window;
       o->ring = rk_graph_remote_ring(g, rem[i].node, l);
+      o->hring = rk_graph_remote_host_ring(g, rem[i].node, l);
     }
   }
   /* the routes into our kernels: each peer may have up to our inbox capacity outstanding per lane */
@@ -1084,7 +1096,7 @@ static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_
        * release store made before the head moved), then credited (pairs with take_ctrl's release):
        * an envelope taken from the ring is counted in sent_pub, one counted in sent_pub and not yet
        * credited is pending; nothing is missed between the three reads */
-      uint64_t held = rk_ring_count(o->ring);
+      uint64_t held = rk_ring_count(o->ring) + (o->hring ? rk_ring_count(o->hring) : 0);
       uint64_t sent = __atomic_load_n(&o->sent_pub, __ATOMIC_ACQUIRE);
       uint64_t credited = __atomic_load_n(&o->credited, __ATOMIC_ACQUIRE);
       pending += held + (credited > sent ? 1 : sent - credited); /* ahead: sent moved meanwhile, look again */
