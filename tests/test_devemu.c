@@ -1581,7 +1581,7 @@ static void staged_hook(rk_kernel *k, int step, uint32_t n) {
   if (k != g_staged.sink || g_staged.nsteps == 8) return;
   g_staged.steps[g_staged.nsteps] = step;
   g_staged.n[g_staged.nsteps] = n;
-  g_staged.claim[g_staged.nsteps++] = rk_load_relaxed_sys_u64(&((rk_ring *)k->k2k_host)->claim);
+  g_staged.claim[g_staged.nsteps++] = rk_load_relaxed_sys_u64(&((rk_ring *)k->k2k_staged)->claim);
 }
 
 typedef struct staged_feeder {
@@ -1627,7 +1627,7 @@ static void test_k2k_two_devices_staged_close(void **state) {
   emu_peer_access = 0;
   g = k2k_graph2(rts, (const k2k_spec2[]){{"src", 0, 1, 0}, {"sink", 8, 1, 1}}, 2, "0>1", 1);
   sink = rk_graph_kernel(g, 1);
-  assert_non_null(sink->k2k_host); /* staged */
+  assert_non_null(sink->k2k_staged); /* staged */
   memset(&g_staged, 0, sizeof g_staged);
   g_staged.sink = sink;
   rk__k2k_staged_hook = staged_hook;
@@ -1655,7 +1655,7 @@ static void test_k2k_two_devices_staged_close(void **state) {
   assert_false(g_staged.claim[0] & RK_RING_CLOSED);
   assert_false(g_staged.claim[2] & RK_RING_CLOSED);
   /* closed where the claim stood once the writer had acknowledged: no claim after it */
-  assert_true(rk_ring_closed((rk_ring *)sink->k2k_host, &fin));
+  assert_true(rk_ring_closed((rk_ring *)sink->k2k_staged, &fin));
   assert_int_equal(fin, g_staged.claim[2]);
   /* every call answered: delivered once (OK) or refused (RK_ECLOSED), nothing lost */
   assert_int_equal(f.other, 0);

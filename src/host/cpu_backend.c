@@ -29,9 +29,11 @@
 #define RK_LANE_PARK_NS 20000000   /* parked lanes re-check their control word this often */
 #define RK_LANE_RETRY_NS 20000     /* back-off before a handler that returned RK_EAGAIN runs again */
 #define RK_LANE_PT_REUSE 64        /* host batches that reuse one clock reading at most (lane_pt) */
-/* 0: the CAS on the kernel clock always (lane_tick; an A/B switch for the benchmarks) */
+/* 1: a lane that is its kernel clock's only writer stamps and merges without a CAS (lane_tick).
+ * Off by default: it measured no gain in issue 16's fourth step and adds an assumption (no thread
+ * but the lane's touches the clock: a handler's rk_ctx used from another thread would break it). */
 #ifndef RK_LANE_CLOCK_1W
-#define RK_LANE_CLOCK_1W 1
+#define RK_LANE_CLOCK_1W 0
 #endif
 
 /* Single-writer counters (the lane leader writes, anyone reads): a load and a store, never an

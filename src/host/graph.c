@@ -1163,7 +1163,7 @@ int rk__k2k_staged_close(rk_kernel *k, uint64_t deadline) {
   uint32_t d, i, me, synced = 0;
   uint64_t ready = 0, off_ready = offsetof(rk_dev_k2k_node, close_ready), off_closed = offsetof(rk_dev_k2k_node, closed);
   int rc;
-  if (k->k2k_host == NULL || k->k2k_dev == 0 || k->dev_graph == 0 || g == NULL) return RK_OK; /* not staged */
+  if (k->k2k_staged == NULL || k->k2k_dev == 0 || k->dev_graph == 0 || g == NULL) return RK_OK; /* not staged */
   me = g->node[k->dev_graph_node].dev;
   /* (0) every lane at its close, or gone */
   for (;;) {

@@ -357,6 +357,7 @@ struct rk_kernel {
   /* clock synchronisation: driven by launch, then by the service loop only (one at a time) */
   uint64_t clock_next_ns;    /* monotonic time of the next exchange */
   uint64_t clock_unc;        /* uncertainty (ns) of the offset last published (kernel.c clock_accept) */
+  uint64_t clock_bound_unc;  /* uncertainty (ns) in the bound last published: >= clock_unc (clock_accept) */
   uv_mutex_t clock_lock;     /* the statistics below, read together by rk_kernel_stats */
   int64_t clock_offset;
   uint64_t clock_window, clock_syncs, clock_misses;

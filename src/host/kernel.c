@@ -28,6 +28,7 @@
 #define RK_CLOCK_SYNC_WAIT_NS 200000ull      /* how long the service loop waits for lane 0 */
 #define RK_CLOCK_SYNC_MAX_WINDOW_NS 50000ull /* a slower exchange is dropped: error up to 25 us */
 #define RK_CLOCK_SYNC_COARSE_WAIT_NS 2000000ull /* the service loop's wait while a coarser one is in force */
+#define RK_CLOCK_SYNC_TIGHTEN_NS 1000000ull /* after a narrowing: the next exchange publishes its narrower bound */
 #define RK_LAUNCH_CLOCK_WAIT_NS 20000000ull  /* a launch exchange's wait (a loaded machine) */
 #define RK_LAUNCH_CLOCK_TRIES 4              /* exchanges tried at launch before the coarse window */
 #define RK_DEFAULT_DEAD_LETTERS 16u
@@ -359,8 +360,9 @@ static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample
   if (unc < floor_unc) unc = floor_unc;
   /* both published by clock_request's release; a lane reloads them together */
   rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, off);
-  rk_store_relaxed_sys_u64(&k->ctl->host.clock_bound_us, clock_bound_us(mo, unc > k->clock_unc ? unc : k->clock_unc));
-  k->clock_unc = unc; /* (only the one writer reads it) */
+  k->clock_bound_unc = unc > k->clock_unc ? unc : k->clock_unc; /* (only the one writer reads these) */
+  rk_store_relaxed_sys_u64(&k->ctl->host.clock_bound_us, clock_bound_us(mo, k->clock_bound_unc));
+  k->clock_unc = unc;
   rk__lock(&k->clock_lock); /* statistics, read together by rk_kernel_stats */
   k->clock_offset = (int64_t)off;
   k->clock_window = r1 - r0;
@@ -442,6 +444,11 @@ void rk__clock_sync(rk_kernel *k) {
   /* a miss (lane 0 busy in a long handler, or a slow exchange) is tried again sooner; so is a
    * narrowing that is still coarse */
   k->clock_next_ns = add_sat(now, ok && k->clock_window <= RK_CLOCK_SYNC_MAX_WINDOW_NS ? iv : iv / 4);
+  /* a narrowing published the previous, wider bound with its offset (clock_accept): the next
+   * exchange, soon, publishes the narrow one; until then stamps up to the old bound are admitted
+   * (review of clock-calib: a whole interval otherwise) */
+  if (ok && k->clock_bound_unc > k->clock_unc && k->clock_next_ns > add_sat(now, RK_CLOCK_SYNC_TIGHTEN_NS))
+    k->clock_next_ns = add_sat(now, RK_CLOCK_SYNC_TIGHTEN_NS);
 }
 
 static void abort_lanes(rk_kernel *k) {
