@@ -525,11 +525,14 @@ static int remote_lanes(graph_remote *r, uint32_t lanes, uint32_t cap) {
   if (lanes <= r->k.lanes) return RK_OK;
   if ((k2k = (rk_ring **)rk__calloc(lanes, sizeof *k2k)) == NULL) return RK_ENOMEM;
   if ((lane = (rk__lane *)rk__calloc(lanes, sizeof *lane)) == NULL ||
-      (status = (rk_lane_status *)rk__calloc(lanes, sizeof *status)) == NULL) {
+      /* rk_lane_status is 128-byte aligned (control.h): calloc's 16 bytes made every access to a
+       * stand-in lane's status misaligned (UBSan, through the K2K deadlock check's lane_progress) */
+      (status = (rk_lane_status *)rk__aligned_alloc(_Alignof(rk_lane_status), (size_t)lanes * sizeof *status)) == NULL) {
     free(k2k);
     free(lane);
     return RK_ENOMEM;
   }
+  memset(status, 0, (size_t)lanes * sizeof *status);
   if (r->dev) { /* one new block for every lane (nothing was sent yet: no handler has run) */
     const rk_backend_ops *ops = r->k.rt->ops;
     rk_ring **host;
