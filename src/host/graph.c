@@ -390,7 +390,8 @@ void rk__k2k_xin_poll(rk_kernel *k, uint32_t lane) {
     (void)rk_ring_close(r, NULL); /* RK_ECLOSED when another host thread closed it first */
 }
 
-void rk__k2k_xin_close(rk_kernel *k) {
+/* Every transport inbox of k closed (its lanes have left: later deliveries get RK_ECLOSED). */
+static void xin_close(rk_kernel *k) {
   uint32_t i;
   for (i = 0; k->xin && i < k->lanes; i++) (void)rk_ring_close(xin_ring(k, i), NULL); /* RK_ECLOSED: closed already */
 }
@@ -1126,6 +1127,7 @@ uint64_t rk__k2k_dev_dropped(rk_kernel *k) {
 
 void rk__k2k_close(rk_kernel *k) {
   uint32_t i;
+  xin_close(k); /* a device kernel of a graph with a transport: the transport's deliveries too */
   if (k->k2k_dev && k->dev_graph && k->graph) { /* a device kernel: the flag its senders read (persistent.cuh), */
     rk_graph *g = k->graph;                         /* in every device's copy of the table */
     uint32_t d;

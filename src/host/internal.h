@@ -506,8 +506,9 @@ void rk__graphs_destroy(rk_runtime *rt);
  * the kernel taken out of the runtime, never freed (rk_graph_destroy, lanes of the graph stuck). */
 void rk__kernel_destroy_member(rk_kernel *k);
 void rk__kernel_leak(rk_kernel *k);
-/* graph.c: close k's K2K inboxes to senders (its lanes have left, or are abandoned by a
- * terminate that timed out): later sends get RK_ECLOSED instead of being queued for no one. */
+/* graph.c: close k's K2K inboxes, and a device kernel's transport inboxes, to senders (its lanes
+ * have left, or are abandoned by a terminate that timed out): later sends get RK_ECLOSED instead
+ * of being queued for no one. */
 void rk__k2k_close(rk_kernel *k);
 /* graph.c: rk_kernel_terminate of a device kernel whose K2K inboxes are staged in mapped host
  * memory (its writers on another device without peer access): let its lanes close them only once
@@ -526,10 +527,8 @@ int rk__kernel_sync(rk_kernel *w, uint64_t deadline);
 /* (A w whose own terminate is waiting to synchronise with the caller's kernel (staged_syncing) is
  * not waited for: RK_EDEADLK, and the caller goes on without it; see rk__k2k_staged_close.) */
 /* A device kernel's transport inboxes (rk_kernel.xin): close lane l's when its lane asked
- * (terminating, nothing owed), or every one of them (the lanes have exited: later deliveries get
- * RK_ECLOSED). No-ops for other kernels. */
+ * (terminating, nothing owed); rk__k2k_close closes every one of them. No-op for other kernels. */
 void rk__k2k_xin_poll(rk_kernel *k, uint32_t lane);
-void rk__k2k_xin_close(rk_kernel *k);
 /* graph.c: free k's K2K inboxes (rk__kernel_free). */
 void rk__k2k_free(rk_kernel *k);
 /* graph.c: topic messages a device kernel missed (counted by the publishing lanes in the graph's

@@ -821,7 +821,6 @@ static int finish_terminate(rk_kernel *k) {
   int rc = join_lanes(k);
   for (i = 0; i < k->lanes; i++) rk_ring_wake_all(k->lane[i].inbox); /* blocked senders: ECLOSED */
   rk__k2k_close(k); /* K2K senders too (a lane that drained closed its own already) */
-  rk__k2k_xin_close(k);
   set_hstate(k, RK_STATE_TERMINATED);
   clear_fault(k);
   if (rc != RK_OK)
@@ -920,7 +919,6 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
                        (unsigned long long)(RK__ABORT_GRACE_NS / 1000000));
       rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out; lanes still running", k->name);
       rk__k2k_close(k); /* nothing sent to it now would be handled */
-      rk__k2k_xin_close(k);
       rk__unlock(&k->ctl_lock);
       wake_waiters(k);
       return rc;
