@@ -286,7 +286,7 @@ static int wait_polling(int (*ready)(void *), void *arg, int64_t timeout_ns, uin
  * device rings only), 0 for now. */
 static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns,
                      uint64_t since_ns) {
-  uint64_t start = 0, deadline = 0;
+  uint64_t start = 0, deadline = 0, spin;
   int i, rc;
   volatile uint32_t *sleeping = consumer ? &r->cons_sleeping : &r->prod_sleeping;
   volatile uint32_t *wake = consumer ? &r->cons_wake : &r->prod_wake;
@@ -295,14 +295,13 @@ static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, 
   if (timeout_ns == 0) return RK_ETIMEDOUT;
   if (r->flags & RK_RING_F_NO_WAKE) return wait_polling(ready, arg, timeout_ns, since_ns);
   start = rk__now_ns();
+  spin = tl_woken ? RK_SPIN_AFTER_WAKE_NS : RK_SPIN_NS;
   if (rk__one_cpu()) { /* one CPU: yield where the spin would pause (tl_one_cpu above) */
-    uint64_t spin = tl_woken ? RK_SPIN_AFTER_WAKE_NS : RK_SPIN_NS;
     do {
       rk__wait_yield();
       if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
     } while (rk__now_ns() - start < spin);
   } else {
-    uint64_t spin = tl_woken ? RK_SPIN_AFTER_WAKE_NS : RK_SPIN_NS;
     for (i = 1;; i++) {
       if (i > RK_SPIN_TIGHT_POLLS) rk_cpu_relax();
       if ((rc = ready(arg)) != 0) {
