@@ -24,6 +24,12 @@
  *   idle          the idle bridge sleeps (its sleeps counter grows while nothing moves, on both
  *                 ranks), and a local send wakes a sleeping bridge through its outbound ring's
  *                 futex (woken) instead of waiting for its timeout; every message arrives, in order
+ *   cycle         ping (rank 0) and pong (rank 1) send to each other, 64 messages on 2-slot inboxes:
+ *                 the cycle fills and cannot move; the bridges' probes find it and both kernels
+ *                 fault with RK_EDEADLK naming it; terminate returns
+ *   slow_chain    front (0) -> middle (1) -> sink (0), the sink's handler slow: the routes fill, the
+ *                 lanes wait long enough to be probed for, and nothing faults (backpressure is no
+ *                 cycle)
  *   rank_killed   rank 1 kills itself (SIGKILL) mid-stream: rank 0 sees the peer lost, its sends
  *                 get RK_ECLOSED, terminate and destroy return promptly; rank 0 then leaves
  *                 without MPI_Finalize (Open MPI 4.1 cannot finalize with a dead rank) */
@@ -929,6 +935,131 @@ static void test_refused(void **state) {
   finish(rt, g, b);
 }
 
+/* ---------------------------------------- cycles across ranks -------------------------------- */
+
+static volatile uint64_t g_bounced;
+
+/* Every message goes on to route 0, for ever; a full route: run it again later (RK_EAGAIN). */
+static int bounce(rk_ctx *ctx, const rk_msg *in) {
+  int rc = rk_send_to(ctx, 0, T_ITEM, rk_msg_payload(in), rk_msg_len(in));
+  if (rc == RK_OK) __atomic_add_fetch(&g_bounced, 1, __ATOMIC_RELAXED);
+  return rc;
+}
+
+static int faulted(void *arg) { return rk_kernel_state((rk_kernel *)arg) == RK_STATE_FAULTED; }
+
+/* "ping" on rank 0 and "pong" on rank 1 send to each other (a cycle across the ranks), inboxes and
+ * remote rings of 2 slots, 64 messages bouncing on it: once every inbox, ring and credit window on
+ * the cycle is full, no lane can move. Each rank's local check stops at the stand-in of the other
+ * rank's kernel; the bridges' probes follow the cycle across, and each kernel faults with
+ * RK_EDEADLK naming the whole cycle. Terminate then returns on both ranks. (Without the probes both
+ * lanes retry for ever: the wait for the fault fails.) */
+static void test_cycle(void **state) {
+  static const char *names[2] = {"ping", "pong"};
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc d = rt_desc(names[g_rank], bounce);
+  uint32_t me, other, i;
+  rk_kernel *k;
+  char why[512], want[128];
+  rk_mpi_stats st;
+  uint64_t t0;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 2, &me));
+  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), names[1 - g_rank], 2, &other));
+  RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  k = rk_graph_kernel(g, me);
+  barrier();
+  for (i = 0; i < 32; i++) { /* 64 on the cycle: far more than its inboxes, rings and windows hold */
+    item it = {(uint32_t)g_rank, 0, i};
+    RT_OK(rt, rk_send(k, T_ITEM, &it, sizeof it, RK_SEND_NO_REPLY, NULL));
+  }
+  t0 = rt_now_ns();
+  if (!rt_wait_for(faulted, k, 30 * RT_SEC)) fail_msg("rank %d: a K2K cycle across ranks was not detected", g_rank);
+  printf("test_mpi: rank %d: the cycle's fault came %.0f ms after the sends (information, not asserted)\n", g_rank,
+         (double)(rt_now_ns() - t0) / 1e6);
+  assert_int_equal(rk_kernel_error(k, why, sizeof why), RK_EDEADLK);
+  assert_non_null(strstr(why, "K2K deadlock across ranks"));
+  snprintf(want, sizeof want, "rank %d %s lane 0 -> rank %d %s lane 0 -> rank %d %s lane 0", g_rank, names[g_rank],
+           1 - g_rank, names[1 - g_rank], g_rank, names[g_rank]);
+  if (strstr(why, want) == NULL) fail_msg("rank %d: the fault does not name the cycle (%s): %s", g_rank, want, why);
+  st = bridge_stats(b);
+  assert_true(st.probes >= 2); /* a candidate and its confirmation, at least */
+  assert_int_equal(st.deadlocks, 1);
+  assert_int_equal(st.probes_refused, 0);
+  barrier(); /* both faulted: terminate both at once (a cycle has no upstream) */
+  (void)rk_graph_terminate(g, 5 * RT_SEC); /* aborts the retrying lanes; the routes refuse what is left */
+  barrier();
+  finish(rt, g, b);
+}
+
+static volatile uint64_t g_slow_got;
+
+static int slow_sink(rk_ctx *ctx, const rk_msg *in) {
+  (void)ctx;
+  (void)in;
+  rt_sleep_ms(200); /* longer than the wait a lane needs to start a probe (100 ms) */
+  __atomic_add_fetch(&g_slow_got, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+static int slow_got_all(void *arg) { return __atomic_load_n(&g_slow_got, __ATOMIC_RELAXED) >= *(uint64_t *)arg; }
+
+/* Backpressure is no cycle: "front" (rank 0) -> "middle" (rank 1) -> "sink" (rank 0), whose handler
+ * sleeps 200 ms a message, every inbox and ring of 2 slots, 24 messages (the chain holds about
+ * 14). front's and middle's routes fill, and their lanes wait with no progress for longer than
+ * the 100 ms that starts a probe, so both bridges send probes along the chain (rank 1 passes
+ * front's on to rank 0), and each ends at the sink, whose lane waits on nothing: no kernel
+ * faults, everything arrives. */
+static void test_slow_chain(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dfront = rt_desc("front", bounce), dmid = rt_desc("middle", bounce), dsink = rt_desc("sink", slow_sink);
+  uint32_t nf, nm, ns;
+  uint64_t n = 24;
+  rk_mpi_stats st;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &dfront, NULL, 2, &nf));
+    RT_OK(rt, rk_graph_add(g, &dsink, NULL, 2, &ns));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "middle", 2, &nm));
+    RT_OK(rt, rk_graph_connect(g, nf, nm, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dmid, NULL, 2, &nm));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "sink", 2, &ns));
+    RT_OK(rt, rk_graph_connect(g, nm, ns, NULL));
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  barrier();
+  if (g_rank == 0) {
+    uint64_t i;
+    for (i = 0; i < n; i++) {
+      item it = {0, 0, i};
+      RT_OK(rt, rk_send(rk_graph_kernel(g, nf), T_ITEM, &it, sizeof it, RK_SEND_NO_REPLY, NULL));
+    }
+    assert_true(rt_wait_for(slow_got_all, &n, 60 * RT_SEC));
+    assert_int_equal(rk_kernel_state(rk_graph_kernel(g, nf)), RK_STATE_ACTIVE);
+    assert_int_equal(rk_kernel_state(rk_graph_kernel(g, ns)), RK_STATE_ACTIVE);
+  }
+  barrier();
+  st = bridge_stats(b);
+  assert_true(st.probes > 0); /* the lanes did wait long enough to be probed for */
+  assert_int_equal(st.deadlocks, 0);
+  assert_int_equal(st.probes_refused, 0);
+  if (g_rank == 1) assert_int_equal(rk_kernel_state(rk_graph_kernel(g, nm)), RK_STATE_ACTIVE);
+  terminate_in_rank_order(rt, g); /* (rank 0's front first; rank 1's middle has nothing left for the sink) */
+  finish(rt, g, b);
+}
+
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -938,6 +1069,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_order),       cmocka_unit_test(test_hlc_skew), cmocka_unit_test(test_rank_killed),
       cmocka_unit_test(test_keyed),       cmocka_unit_test(test_launch),     cmocka_unit_test(test_arguments),
       cmocka_unit_test(test_teardown),    cmocka_unit_test(test_refused),  cmocka_unit_test(test_idle),
+      cmocka_unit_test(test_cycle),       cmocka_unit_test(test_slow_chain),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi: MPI_THREAD_MULTIPLE not provided\n");

@@ -92,6 +92,11 @@ typedef struct rk_mpi_stats {
   uint64_t sleeps;            /**< times the idle bridge thread went to sleep (past its live window) */
   uint64_t woken;             /**< of sleeps: those a local send ended early (the rest timed out to
                                *   poll MPI) */
+  uint64_t probes;            /**< deadlock probes sent (started here or passed on): cycles of K2K
+                               *   routes across ranks (docs/mpi.md, "Cycles across ranks") */
+  uint64_t probes_refused;    /**< malformed probes received: refused, never trusted */
+  uint64_t deadlocks;         /**< kernels of this rank faulted with RK_EDEADLK for a cycle across
+                               *   ranks */
 } rk_mpi_stats;
 
 /** A bridge for graph g over the ranks of comm (which the bridge duplicates; every rank of comm
@@ -110,8 +115,8 @@ RK_API int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options
  *  counters go with the bridge. Buffers MPI may still own (a lost peer, a send that never
  *  completed) are kept for the process's life. */
 RK_API void rk_mpi_bridge_destroy(rk_mpi_bridge *b);
-/** The counters. out->size may be that of an older rk_mpi_stats (without sleeps and woken): only
- *  that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
+/** The counters. out->size may be that of an older rk_mpi_stats (without sleeps and woken, or
+ *  without the probe counters): only that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
 RK_API int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out);
 /** The state of rank `rank` as this bridge sees it (RK_MPI_PEER_LOST for an unknown rank). Any
  *  thread. */

@@ -110,6 +110,30 @@ RK_API int rk_graph_refuse(rk_graph *g, uint32_t node, uint32_t lane, const rk_e
  *  answer), RK_EAGAIN (the origin's inbox is full: try again later), RK_ECLOSED, RK_EINVAL (no
  *  such origin). */
 RK_API int rk_graph_answer_error(rk_graph *g, uint32_t from_id, const rk_envelope *e, int code);
+/** What a lane waits on (rk_graph_lane_wait): the edge the K2K deadlock checks follow. */
+typedef struct rk_graph_wait {
+  uint32_t size;     /**< sizeof(rk_graph_wait), set by the caller */
+  int waiting;       /**< 1: the lane runs a message again because its send found the K2K inbox of
+                      *   lane to_lane of node to_node full (a remote node: that lane's outbound
+                      *   ring, out of credits); 0: it waits on no inbox (or its kernel is not
+                      *   running) */
+  uint32_t to_node;  /**< the node waited on (a local kernel or a remote node), when waiting */
+  uint32_t to_lane;  /**< its lane, when waiting */
+  uint64_t progress; /**< messages the lane took, answered or sent so far: a count that only grows;
+                      *   the same count read twice means the lane finished nothing in between */
+} rk_graph_wait;
+
+/** The wait edge of lane `lane` of local node `node` and its progress, as the library's own K2K
+ *  deadlock checks read them (relaxed: a snapshot, to be confirmed by reading it again later).
+ *  A transport follows these edges across processes (docs/mpi.md, "Cycles across ranks"). Any
+ *  thread while the graph is launched. Errors: RK_EINVAL (NULL, out->size too small, not launched,
+ *  not a local node, lane out of range). */
+RK_API int rk_graph_lane_wait(rk_graph *g, uint32_t node, uint32_t lane, rk_graph_wait *out);
+/** Fault local node `node`'s kernel with RK_EDEADLK: the transport found it on a cycle of lanes
+ *  across processes, each waiting for room in the next one's full K2K inbox, none making progress.
+ *  `cycle` names the lanes (for the fault message, rk_kernel_error). Errors: RK_EINVAL (NULL, not
+ *  launched, not a local node), RK_ESTATE (the kernel is not running: active or terminating). */
+RK_API int rk_graph_fault_deadlock(rk_graph *g, uint32_t node, const char *cycle);
 /** Record a failure of the transport as the calling thread's last error on the graph's runtime
  *  (rk_runtime_last_error) and in its log; returns code. */
 RK_API int rk_transport_fail(rk_graph *g, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -1414,6 +1414,71 @@ int rk_graph_answer_error(rk_graph *g, uint32_t from_id, const rk_envelope *e, i
   return rk__k2k_push(origin, e->lane % origin->lanes, &a, &c, sizeof c);
 }
 
+/* The wait edge of one lane, for a transport's deadlock detection across processes (remote.h;
+ * docs/mpi.md, "Cycles across ranks"): the words the local checks follow (a CPU lane's waits_on,
+ * a device lane's k2k_waits_on) and its progress counters, all read relaxed: statistics and hints,
+ * which the transport confirms by reading them again later (no progress in between), as the local
+ * checks do. Any thread while the graph is launched (its kernels and stand-ins live until the
+ * transport's stop, which rk_graph_destroy calls first). */
+int rk_graph_lane_wait(rk_graph *g, uint32_t node, uint32_t lane, rk_graph_wait *out) {
+  rk_kernel *k;
+  rk__lane *l;
+  rk_lifecycle s;
+  const rk_lane_status *st;
+  uint32_t j;
+  if (g == NULL || out == NULL || out->size < sizeof *out || !g->launched || node >= g->n || g->node[node].remote ||
+      (k = g->node[node].k) == NULL || lane >= k->lanes)
+    return RK_EINVAL;
+  memset(out, 0, sizeof *out);
+  out->size = sizeof *out;
+  l = &k->lane[lane];
+  st = l->status;
+  out->progress = rk_load_relaxed_sys_u64(&st->msgs_in) + rk_load_relaxed_sys_u64(&st->msgs_out) +
+                  rk_load_relaxed_sys_u64(&st->k2k_in) + rk_load_relaxed_sys_u64(&st->k2k_out);
+  /* A kernel faulted for a deadlock keeps its lanes retrying (the checks fault, terminate aborts):
+   * still on the cycle, so the other kernels of a cycle across ranks learn it too. Any other fault,
+   * or a kernel not running: no edge. Acquire (hstate, fault_code): pair with the host's release
+   * stores of a state and of a fault (kernel.c). */
+  s = (rk_lifecycle)rk_load_acquire_sys_u32(&k->hstate);
+  if (rk__kernel_faulted(k) && __atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) != RK_EDEADLK) return RK_OK;
+  if (s != RK_STATE_ACTIVE && s != RK_STATE_TERMINATING) return RK_OK; /* its lanes take nothing: no edge */
+  if (k->dev_graph) { /* a device lane: (node + 1) << 16 | lane, 0 when it does not retry */
+    uint32_t w = rk_load_relaxed_sys_u32(&st->k2k_waits_on);
+    if (w == 0 || (w >> 16) - 1 >= g->n || g->node[(w >> 16) - 1].k == NULL ||
+        (w & 0xffffu) >= g->node[(w >> 16) - 1].k->lanes)
+      return RK_OK;
+    out->to_node = (w >> 16) - 1;
+    out->to_lane = w & 0xffffu;
+    out->waiting = 1;
+    return RK_OK;
+  }
+  {
+    /* relaxed: a hint, as in cpu_backend.c's k2k_deadlocked (the lane publishes it while it retries) */
+    rk__lane *x = __atomic_load_n(&l->waits_on, __ATOMIC_RELAXED);
+    if (x == NULL) return RK_OK;
+    for (j = 0; j < g->n; j++)
+      if (g->node[j].k == x->k && x->index < x->k->lanes) {
+        out->to_node = j;
+        out->to_lane = x->index;
+        out->waiting = 1;
+        break;
+      }
+  }
+  return RK_OK;
+}
+
+int rk_graph_fault_deadlock(rk_graph *g, uint32_t node, const char *cycle) {
+  rk_kernel *k;
+  rk_lifecycle s;
+  if (g == NULL || cycle == NULL || !g->launched || node >= g->n || g->node[node].remote || (k = g->node[node].k) == NULL)
+    return RK_EINVAL;
+  s = rk_kernel_state(k); /* (FAULTED already: said once) */
+  if (s != RK_STATE_ACTIVE && s != RK_STATE_TERMINATING) return RK_ESTATE;
+  rk__kernel_fault(k, RK_EDEADLK, "K2K deadlock across ranks: a cycle of lanes each waiting for room in the next "
+                   "one's full K2K inbox or route (%s); give the cycle's inboxes room for the messages it holds", cycle);
+  return RK_OK;
+}
+
 int rk_transport_fail(rk_graph *g, int code, const char *fmt, ...) {
   char msg[RK__LOG_LINE];
   va_list ap;

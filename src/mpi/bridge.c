@@ -20,7 +20,11 @@
  * envelope, payload padded to 8}; a batch header with n == BYE_N and no record is the bye, sent on
  * the data tag so that MPI's non-overtaking rule orders it after every batch sent before it; a
  * control message is {u32 kind, u32 n} then n {u32 kernel id, u32 lane, u64 consumed, u64 refused}
- * (credits: cumulative counts of the route's messages taken off the wire, and of those refused). */
+ * (credits: cumulative counts of the route's messages taken off the wire, and of those refused), or
+ * a probe of the deadlock detection across ranks: {u32 CTRL_PROBE, u32 n} then {u32 version, u32
+ * initiator rank, u32 initiator kernel id, u32 initiator lane, u32 generation, u32 target kernel id,
+ * u32 target lane, u32 0} then n hops {u32 rank, u32 kernel id, u32 lane, u32 0, u64 progress}
+ * ("Cycles across ranks" below; docs/mpi.md). */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -46,6 +50,7 @@
 #define TAG_CTRL 0x5245
 #define CTRL_CREDIT 1u
 #define CTRL_HEARTBEAT 2u
+#define CTRL_PROBE 3u
 #define BYE_N UINT32_MAX /* a data batch header's n: the bye */
 #define REC_HEADER 16u
 #define CREDIT_REC 24u
@@ -62,6 +67,17 @@
 #define IDLE_LONG_NS 10000000u
 #define NAP_IDLE_NS 1000000u /* (how late the bridge of a long idle rank sees a peer's message, at most) */
 #define WAITV_MAX 128u       /* futex_waitv's limit (FUTEX_WAITV_MAX): more rings nap instead */
+/* Cycles across ranks (deadlock_scan): a probe's format, and its pace. */
+#define PROBE_VERSION 1u
+#define PROBE_HEAD 32u
+#define PROBE_HOP 24u
+#define PROBE_MAX_HOPS 32u
+#define PROBE_BYTES (8u + PROBE_HEAD + PROBE_MAX_HOPS * PROBE_HOP)
+#define DL_SCAN_NS 10000000u     /* the bridge reads its lanes' wait edges this often */
+#define DL_STUCK_NS 100000000u   /* a lane waiting on a remote lane this long is probed for (the local
+                                  * checks' RK_K2K_DEADLOCK_NS) */
+#define DL_CONFIRM_NS 20000000u  /* the confirming probe leaves this long after the first came back */
+#define DL_LOST_NS 200000000u    /* a probe not back by then was dropped on the way: a new one may go */
 
 typedef struct hello_entry {
   char name[64];
@@ -129,12 +145,41 @@ typedef struct peer {
   uint8_t *ctrl_out;       /* CTRL_BYTES */
   MPI_Request ctrl_req_out;
   int ctrl_busy;
+  uint8_t probe_out[PROBE_BYTES] __attribute__((aligned(8))); /* the probe in flight to it */
+  MPI_Request probe_req;
+  int probe_busy;
   uint32_t bye[2];         /* the bye's batch header (TAG_DATA) */
   MPI_Request bye_req;
   int settled;             /* what its routes held is counted (peer_down, or stop) */
   uint64_t credit_ns;      /* of the last credit message to it */
   hello h;                 /* its kernels (handshake) */
 } peer;
+
+/* A probe (docs/mpi.md, "Cycles across ranks"): the chain of lanes followed so far, hop[0] the
+ * initiator. */
+typedef struct probe_hop {
+  uint32_t rank, id, lane;
+  uint64_t progress;
+} probe_hop;
+
+typedef struct probe {
+  uint32_t init_rank, init_id, init_lane, gen, target_id, target_lane, n;
+  probe_hop hop[PROBE_MAX_HOPS];
+} probe;
+
+/* The deadlock detection's view of one local lane (bridge thread only): the edge it was last seen
+ * waiting on and its progress then, since when, and the probes it initiated. */
+typedef struct dl_lane {
+  uint32_t to_node, to_lane;
+  uint64_t progress, since_ns;
+  uint32_t gen;       /* of the last probe it initiated */
+  int out;            /* that probe is on its way */
+  uint64_t probe_ns;  /* when it left */
+  int have_cand;      /* a probe came back round a cycle: its path (hash), generation and time */
+  uint64_t cand_hash, cand_ns;
+  uint32_t cand_gen;
+  int said;           /* faulted its kernel */
+} dl_lane;
 
 /* The error answer to a refused request that found its origin's inbox full: retried. */
 typedef struct answer {
@@ -168,9 +213,12 @@ struct rk_mpi_bridge {
   hello *hello_out;        /* our hello: MPI may own it until the handshake's sends complete */
   int hello_held;          /* a hello send never completed (start timed out): never freed */
   answer *answers, **answers_tail; /* bridge thread: error answers waiting for room */
+  dl_lane *dl;             /* bridge thread: b->nin, indexed as route_in (deadlock_scan) */
+  uint64_t dl_scan_ns;
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
-      s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats, s_sleeps, s_woken;
+      s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats, s_sleeps, s_woken, s_probes,
+      s_probes_refused, s_deadlocks;
   volatile uint32_t s_peers_lost;
 };
 
@@ -591,6 +639,276 @@ static void take_data(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byte
   }
 }
 
+/* ---------------------------------------- cycles across ranks ------------------------------ */
+
+/* A cycle of kernels whose K2K inboxes are full of messages for the next one cannot move, and
+ * the local checks (cpu_backend.c k2k_deadlocked, graph.c rk__graph_dev_deadlock) stop at a remote
+ * node's stand-in. Edge chasing (Chandy-Misra-Haas) carries the check across the bridges: a lane
+ * that has waited DL_STUCK_NS on a chain that leaves the rank at a remote lane starts a probe; the
+ * probe goes to that lane's rank, whose bridge takes it only if its route from the sender into
+ * that lane is stuck (it holds staged messages: the lane's inbox is full, the edge that stops the
+ * credits), follows the lane's local chain (rk_graph_lane_wait) and passes the probe on where that
+ * chain leaves the rank again. A chain that ends (a lane that waits on nothing will make room),
+ * loops on one rank without the initiator (the local checks' case), or a route that delivers, ends
+ * the probe. Back at the initiator, the path is a cycle; the initiator confirms it with a second
+ * probe DL_CONFIRM_NS later that must find the same lanes with the same progress counts (nothing
+ * finished anywhere on the cycle in between), and only then faults its kernel with RK_EDEADLK
+ * naming the cycle. Every stuck lane of the cycle initiates, so every kernel on it faults (a
+ * kernel faulted for a deadlock stays on the cycle: rk_graph_lane_wait). Bounded: a lane has one
+ * probe on its way at a time, at most one per DL_SCAN_NS; a peer has one probe send in flight, and
+ * a probe that finds it busy is dropped (its initiator tries again). Bridge thread only. */
+
+static int local_id_of_node(const rk_mpi_bridge *b, uint32_t node, uint32_t *id) {
+  uint32_t i;
+  for (i = 0; i < b->nids; i++)
+    if (b->ids[i].node == node) {
+      *id = b->ids[i].id;
+      return 1;
+    }
+  return 0;
+}
+
+/* Follow the wait edges from local lane (node, lane), adding each lane to pr's path. 1: the chain
+ * leaves this rank at remote lane *next; 2: it came back to the initiator (pr is a cycle); 0: it
+ * ends here. */
+static int chase(rk_mpi_bridge *b, probe *pr, uint32_t node, uint32_t lane, route_out **next) {
+  for (;;) {
+    rk_graph_wait w;
+    uint32_t id, i;
+    if (!local_id_of_node(b, node, &id)) return 0;
+    for (i = 0; i < pr->n; i++)
+      if (pr->hop[i].rank == b->rank && pr->hop[i].id == id && pr->hop[i].lane == lane)
+        return i == 0 ? 2 : 0; /* (hop 0 is the initiator; any other: a cycle it only leads into) */
+    memset(&w, 0, sizeof w);
+    w.size = sizeof w;
+    if (rk_graph_lane_wait(b->g, node, lane, &w) != RK_OK || !w.waiting || pr->n == PROBE_MAX_HOPS) return 0;
+    pr->hop[pr->n].rank = b->rank;
+    pr->hop[pr->n].id = id;
+    pr->hop[pr->n].lane = lane;
+    pr->hop[pr->n].progress = w.progress;
+    pr->n++;
+    for (i = 0; i < b->nout; i++)
+      if (b->out[i].node == w.to_node && b->out[i].lane == w.to_lane) {
+        if (get_state(&b->peers[b->out[i].peer]) != RK_MPI_PEER_UP) return 0; /* closed routes refuse */
+        *next = &b->out[i];
+        return 1;
+      }
+    node = w.to_node;
+    lane = w.to_lane;
+  }
+}
+
+/* Send pr on to remote lane `to` (its rank's bridge goes on from there). 0: not sent (the peer's
+ * probe send is still in flight: dropped, its initiator tries again). */
+static int probe_send(rk_mpi_bridge *b, probe *pr, const route_out *to) {
+  peer *p = &b->peers[to->peer];
+  uint8_t *w = p->probe_out;
+  uint32_t head[8], i, kind = CTRL_PROBE, zero = 0;
+  if (get_state(p) != RK_MPI_PEER_UP) return 0;
+  if (p->probe_busy) {
+    int done = 0;
+    MPI_Test(&p->probe_req, &done, MPI_STATUS_IGNORE);
+    if (!done) return 0;
+    p->probe_busy = 0;
+  }
+  pr->target_id = to->remote_id;
+  pr->target_lane = to->lane;
+  head[0] = PROBE_VERSION;
+  head[1] = pr->init_rank;
+  head[2] = pr->init_id;
+  head[3] = pr->init_lane;
+  head[4] = pr->gen;
+  head[5] = pr->target_id;
+  head[6] = pr->target_lane;
+  head[7] = 0;
+  memcpy(w, &kind, 4);
+  memcpy(w + 4, &pr->n, 4);
+  memcpy(w + 8, head, PROBE_HEAD);
+  for (i = 0; i < pr->n; i++) {
+    uint8_t *h = w + 8 + PROBE_HEAD + i * PROBE_HOP;
+    memcpy(h, &pr->hop[i].rank, 4);
+    memcpy(h + 4, &pr->hop[i].id, 4);
+    memcpy(h + 8, &pr->hop[i].lane, 4);
+    memcpy(h + 12, &zero, 4);
+    memcpy(h + 16, &pr->hop[i].progress, 8);
+  }
+  if (MPI_Isend(w, (int)(8 + PROBE_HEAD + pr->n * PROBE_HOP), MPI_BYTE, (int)to->peer, TAG_CTRL, b->comm,
+                &p->probe_req) != MPI_SUCCESS)
+    return 0;
+  p->probe_busy = 1;
+  stat_add(&b->s_probes, 1);
+  return 1;
+}
+
+static const char *kernel_name(rk_mpi_bridge *b, uint32_t rank, uint32_t id) {
+  uint32_t i, node;
+  if (rank == b->rank) {
+    rk_graph_node_info info;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    if (local_node_of(b, id, &node) && rk_graph_node(b->g, node, &info) == RK_OK && info.name) return info.name;
+    return "?";
+  }
+  for (i = 0; i < b->peers[rank].h.n && i < MAX_NODES; i++)
+    if (b->peers[rank].h.e[i].kernel_id == id) return b->peers[rank].h.e[i].name;
+  return "?";
+}
+
+/* A probe this rank initiated came back round a cycle: the first time a candidate, confirmed by
+ * the next one when every lane on it is the same and has finished nothing in between. */
+static void probe_closed(rk_mpi_bridge *b, const probe *pr) {
+  uint32_t node, i;
+  uint64_t hash = 1469598103934665603ull; /* FNV-1a over the path: lanes and progress counts */
+  dl_lane *d;
+  if (!local_node_of(b, pr->init_id, &node) || pr->init_lane >= b->in_lanes[node]) return;
+  d = &b->dl[b->in_base[node] + pr->init_lane];
+  if (!d->out || pr->gen != d->gen || d->said) return; /* an older round's, or said */
+  d->out = 0;
+  for (i = 0; i < pr->n; i++) {
+    uint64_t v[4] = {pr->hop[i].rank, pr->hop[i].id, pr->hop[i].lane, pr->hop[i].progress};
+    const uint8_t *c = (const uint8_t *)v;
+    size_t j;
+    for (j = 0; j < sizeof v; j++) hash = (hash ^ c[j]) * 1099511628211ull;
+  }
+  if (!d->have_cand || d->cand_hash != hash || d->cand_gen == pr->gen) {
+    d->have_cand = 1;
+    d->cand_hash = hash;
+    d->cand_gen = pr->gen;
+    d->cand_ns = now_ns();
+    return;
+  }
+  {
+    char why[512];
+    size_t off = 0;
+    for (i = 0; i <= pr->n && off + 1 < sizeof why; i++) {
+      const probe_hop *h = &pr->hop[i % pr->n];
+      int n = snprintf(why + off, sizeof why - off, "%srank %u %s lane %u", i ? " -> " : "", h->rank,
+                       kernel_name(b, h->rank, h->id), h->lane);
+      if (n < 0) break;
+      off += (size_t)n;
+    }
+    if (off >= sizeof why) off = sizeof why - 1;
+    why[off] = 0;
+    d->said = 1;
+    if (rk_graph_fault_deadlock(b->g, node, why) == RK_OK) stat_add(&b->s_deadlocks, 1);
+  }
+}
+
+/* A probe from rank r. Anything that does not parse as one is refused and counted, never trusted:
+ * its path only names lanes, which this rank reads itself, and its target must be a route from r
+ * into one of our lanes. */
+static void take_probe(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes) {
+  probe pr;
+  uint32_t head[8], n, i, node;
+  route_in *ri;
+  route_out *next = NULL;
+  const char *bad = NULL;
+  memcpy(&n, buf + 4, 4);
+  if (n == 0 || n > PROBE_MAX_HOPS || (uint32_t)bytes != 8 + PROBE_HEAD + n * PROBE_HOP) {
+    bad = "its length";
+    goto refused;
+  }
+  memcpy(head, buf + 8, PROBE_HEAD);
+  if (head[0] != PROBE_VERSION) {
+    bad = "its version";
+    goto refused;
+  }
+  memset(&pr, 0, sizeof pr);
+  pr.init_rank = head[1];
+  pr.init_id = head[2];
+  pr.init_lane = head[3];
+  pr.gen = head[4];
+  pr.target_id = head[5];
+  pr.target_lane = head[6];
+  pr.n = n;
+  for (i = 0; i < n; i++) {
+    const uint8_t *h = buf + 8 + PROBE_HEAD + i * PROBE_HOP;
+    memcpy(&pr.hop[i].rank, h, 4);
+    memcpy(&pr.hop[i].id, h + 4, 4);
+    memcpy(&pr.hop[i].lane, h + 8, 4);
+    memcpy(&pr.hop[i].progress, h + 16, 8);
+    if (pr.hop[i].rank >= b->ranks) {
+      bad = "a rank";
+      goto refused;
+    }
+  }
+  if (pr.init_rank >= b->ranks || pr.hop[0].rank != pr.init_rank || pr.hop[0].id != pr.init_id ||
+      pr.hop[0].lane != pr.init_lane || pr.hop[n - 1].rank != r) {
+    bad = "its path";
+    goto refused;
+  }
+  if (!local_node_of(b, pr.target_id, &node) || pr.target_lane >= b->in_lanes[node] || b->peers[r].in == NULL) {
+    bad = "its target";
+    goto refused;
+  }
+  ri = &b->peers[r].in[b->in_base[node] + pr.target_lane];
+  if (ri->head == NULL) return; /* the route from r delivers (or waits on MPI): no edge, the probe ends */
+  switch (chase(b, &pr, node, pr.target_lane, &next)) {
+  case 1:
+    (void)probe_send(b, &pr, next);
+    break;
+  case 2:
+    if (pr.init_rank == b->rank) probe_closed(b, &pr);
+    break;
+  default:
+    break;
+  }
+  return;
+refused:
+  stat_add(&b->s_probes_refused, 1);
+  rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: a malformed deadlock probe from rank %u refused (%s)", r, bad);
+}
+
+/* Every DL_SCAN_NS: each local lane that waits on the same lane with no progress since
+ * DL_STUCK_NS, on a chain that leaves the rank, starts a probe (one on its way at a time; the
+ * confirming one DL_CONFIRM_NS after the first came back). */
+static void deadlock_scan(rk_mpi_bridge *b, uint64_t t) {
+  uint32_t i, l;
+  if (b->dl == NULL || t - b->dl_scan_ns < DL_SCAN_NS) return;
+  b->dl_scan_ns = t;
+  for (i = 0; i < b->nids; i++) {
+    uint32_t node = b->ids[i].node;
+    for (l = 0; l < b->in_lanes[node]; l++) {
+      dl_lane *d = &b->dl[b->in_base[node] + l];
+      rk_graph_wait w;
+      probe pr;
+      route_out *next = NULL;
+      memset(&w, 0, sizeof w);
+      w.size = sizeof w;
+      if (rk_graph_lane_wait(b->g, node, l, &w) != RK_OK || !w.waiting) {
+        uint32_t gen = d->gen;
+        memset(d, 0, sizeof *d);
+        d->gen = gen; /* (a late probe of an old round stays stale) */
+        continue;
+      }
+      if (d->since_ns == 0 || w.to_node != d->to_node || w.to_lane != d->to_lane || w.progress != d->progress) {
+        d->to_node = w.to_node;
+        d->to_lane = w.to_lane;
+        d->progress = w.progress;
+        d->since_ns = t;
+        d->have_cand = 0;
+        d->out = 0;
+        d->said = 0;
+        continue;
+      }
+      if (d->said || t - d->since_ns < DL_STUCK_NS) continue;
+      if (d->out && t - d->probe_ns < DL_LOST_NS) continue;
+      if (d->have_cand && t - d->cand_ns < DL_CONFIRM_NS) continue;
+      memset(&pr, 0, sizeof pr);
+      pr.init_rank = b->rank;
+      pr.init_id = b->ids[i].id;
+      pr.init_lane = l;
+      pr.gen = ++d->gen;
+      d->out = 0;
+      if (chase(b, &pr, node, l, &next) != 1) continue; /* a chain within the rank: the local checks' */
+      if (probe_send(b, &pr, next)) {
+        d->out = 1;
+        d->probe_ns = t;
+      }
+    }
+  }
+}
+
 /* Returns 1 for credits (traffic), 0 for a heartbeat or anything else (the idle bridge's wake-ups
  * are not a conversation: bridge_main). */
 static int take_ctrl(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes) {
@@ -598,6 +916,7 @@ static int take_ctrl(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes
   if (bytes < 8) return 0;
   memcpy(&kind, buf, 4);
   memcpy(&n, buf + 4, 4);
+  if (kind == CTRL_PROBE) take_probe(b, r, buf, bytes); /* (not the conversation's traffic either) */
   if (kind != CTRL_CREDIT) return 0;
   for (i = 0; i < n && 8 + (i + 1) * CREDIT_REC <= (uint32_t)bytes; i++) {
     uint32_t id, lane;
@@ -817,6 +1136,7 @@ static void *bridge_main(void *arg) {
       if ((int64_t)(t - p->told_ns) > b->o.heartbeat_ns) (void)ctrl_send(b, r, CTRL_HEARTBEAT);
       if ((int64_t)(t - p->heard_ns) > b->o.peer_timeout_ns) peer_down(b, r, RK_MPI_PEER_LOST);
     }
+    deadlock_scan(b, t); /* cycles across ranks */
     /* a peer that said bye (take_data): close its routes here, on the rings' consumer thread */
     if (t - last_check > 1000000) {
       last_check = t;
@@ -1045,6 +1365,12 @@ static int bridge_start(void *self, rk_graph *g) {
             b->o.window && b->o.window < info.k2k_capacity ? b->o.window : info.k2k_capacity;
     }
   }
+  free(b->dl); /* (a launch that failed after this, and a second one) */
+  b->dl = NULL;
+  if (b->nin && (b->dl = (dl_lane *)calloc(b->nin, sizeof *b->dl)) == NULL) {
+    rc = rk_transport_fail(g, RK_ENOMEM, "mpi bridge: out of memory");
+    goto out;
+  }
   for (r = 0; r < b->ranks; r++) {
     if (r == b->rank) continue;
     b->peers[r].heard_ns = b->peers[r].told_ns = now_ns();
@@ -1214,6 +1540,17 @@ static void bridge_stop(void *self, rk_graph *g) {
       }
       p->ctrl_busy = 0;
     }
+    if (p->probe_busy) { /* the same for a probe (probe_out is part of the bridge too) */
+      uint64_t end = now_ns() + (get_state(p) == RK_MPI_PEER_UP ? 200000000u : 0u);
+      int done = 0;
+      do MPI_Test(&p->probe_req, &done, MPI_STATUS_IGNORE);
+      while (!done && now_ns() < end);
+      if (!done) {
+        MPI_Request_free(&p->probe_req);
+        b->any_lost = 1;
+      }
+      p->probe_busy = 0;
+    }
     for (i = 0; i < b->nin && p->in; i++)
       while ((s = p->in[i].head) != NULL) { /* staged for a kernel that terminated before it took them */
         p->in[i].head = s->next;
@@ -1305,7 +1642,7 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   for (r = 0; r < b->ranks; r++) {
     peer *p = &b->peers[r];
     p->state = r == b->rank ? RK_MPI_PEER_SELF : RK_MPI_PEER_UP;
-    p->data_req = p->ctrl_req = MPI_REQUEST_NULL;
+    p->data_req = p->ctrl_req = p->probe_req = MPI_REQUEST_NULL;
     p->batch_buf = -1;
     p->h.rank = UINT32_MAX;
     if (r == b->rank) continue;
@@ -1379,6 +1716,7 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
     }
   free(b->peers);
   free(b->out);
+  free(b->dl);
   free(b);
 }
 
@@ -1406,6 +1744,9 @@ int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
   s.heartbeats = RK__RD(heartbeats);
   s.sleeps = RK__RD(sleeps);
   s.woken = RK__RD(woken);
+  s.probes = RK__RD(probes);
+  s.probes_refused = RK__RD(probes_refused);
+  s.deadlocks = RK__RD(deadlocks);
 #undef RK__RD
   memcpy(out, &s, size);
   return RK_OK;
