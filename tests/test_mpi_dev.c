@@ -19,6 +19,8 @@
  *   dev_refused   a request forwarded by rank 0's device lane to a terminated kernel of rank 1 is
  *                 refused there; the bridge's error answer (from rank 1's host ring of the remote
  *                 node) reaches the device lane and the host's call (RK_EHANDLER, RK_ECLOSED)
+ *   dev_cycle     ping (rank 0's device) and pong (rank 1's) send to each other until the cycle is
+ *                 full: the bridges' probes find it and both kernels fault with RK_EDEADLK
  *
  * The kernels are rk_emu_kernel_k2k (src/device/emulation_lanes.cpp): type 1 a pipeline stage
  * (rk_forward, the last stage answers), type 2 (source, seq) sent on over route 0 as type 3
@@ -509,6 +511,51 @@ static void test_dev_rank_killed(void **state) {
   assert_true(rt_now_ns() - t0 < 5 * (uint64_t)RT_SEC);
 }
 
+/* ---------------------------------------- a cycle across ranks ------------------------------- */
+
+static int faulted(void *arg) { return rk_kernel_state((rk_kernel *)arg) == RK_STATE_FAULTED; }
+
+/* "ping" on rank 0's device and "pong" on rank 1's send to each other (type 6: passed on with one
+ * hop less, RK_EAGAIN run again), two-slot inboxes and remote rings, 32 messages of a million hops
+ * on the cycle: it fills and cannot move. The watchdog's device check stops at the remote node;
+ * the bridges' probes follow the lanes' k2k_waits_on across the ranks, and each kernel faults with
+ * RK_EDEADLK naming the cycle. (Without the probes: no fault, the wait fails.) */
+static void test_dev_cycle(void **state) {
+  static const char *names[2] = {"ping", "pong"};
+  rk_runtime *rt = emu_runtime();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc d = k2k_desc(names[g_rank]);
+  uint32_t me = 0, other = 0, i;
+  rk_kernel *k;
+  char why[512], cycle[128];
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 2, &me));
+  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), names[1 - g_rank], 2, &other));
+  RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  k = rk_graph_kernel(g, me);
+  barrier();
+  for (i = 0; i < 16; i++) {
+    uint64_t w[2] = {1000000, 0};
+    RT_OK(rt, rk_send(k, 6, w, sizeof w, RK_SEND_NO_REPLY, NULL));
+  }
+  if (!rt_wait_for(faulted, k, 30 * RT_SEC)) fail_msg("rank %d: a K2K cycle across ranks was not detected", g_rank);
+  assert_int_equal(rk_kernel_error(k, why, sizeof why), RK_EDEADLK);
+  snprintf(cycle, sizeof cycle, "rank %d %s lane 0 -> rank %d %s lane 0 -> rank %d %s lane 0", g_rank, names[g_rank],
+           1 - g_rank, names[1 - g_rank], g_rank, names[g_rank]);
+  if (strstr(why, "K2K deadlock across ranks") == NULL || strstr(why, cycle) == NULL)
+    fail_msg("rank %d: the fault does not name the cycle (%s): %s", g_rank, cycle, why);
+  assert_int_equal(bridge_stats(b).deadlocks, 1);
+  barrier(); /* both faulted: terminate both at once (a cycle has no upstream) */
+  (void)rk_graph_terminate(g, 1 * RT_SEC); /* aborts the retrying lanes */
+  barrier();
+  finish(rt, g, b);
+}
+
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -521,6 +568,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dev_rank_killed),
       cmocka_unit_test(test_dev_refused),
       cmocka_unit_test(test_dev_late_answer),
+      cmocka_unit_test(test_dev_cycle),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi_dev: MPI_THREAD_MULTIPLE not provided\n");
