@@ -273,13 +273,22 @@ static int settled_n(void *arg) {
          *(uint64_t *)arg;
 }
 
+static int not_waiting(void *arg) {
+  rk_graph_wait w;
+  memset(&w, 0, sizeof w);
+  w.size = sizeof w;
+  return rk_graph_lane_wait((rk_graph *)arg, 0, 0, &w) == RK_OK && !w.waiting;
+}
+
 static void retry_round(uint32_t remote_lanes) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
   fake f;
   rk_kernel_desc ds = rt_desc("retrier", retrier);
   uint32_t remote, local, i;
-  uint64_t want;
+  uint64_t want, progress;
+  rk_graph_wait w;
+  char why[512];
   memset(&f, 0, sizeof f);
   g_rc_ok = g_rc_eagain = g_rc_emsgsize = g_rc_eclosed = 0;
   g_release = 0;
@@ -298,11 +307,43 @@ static void retry_round(uint32_t remote_lanes) {
   assert_true(rt_wait_for(retried_enough, NULL, RT_HANG));
   rt_sleep_ms(200);
   assert_int_equal(rk_kernel_state(rk_graph_kernel(g, local)), RK_STATE_ACTIVE); /* no deadlock fault */
+  /* what a transport's deadlock detection reads (another thread than the lane's: TSan): the lane
+   * waits on lane 0 of the remote node (its index modulo the remote lanes), its progress still */
+  memset(&w, 0, sizeof w);
+  w.size = sizeof w;
+  RT_OK(rt, rk_graph_lane_wait(g, local, 0, &w));
+  assert_int_equal(w.waiting, 1);
+  assert_int_equal(w.to_node, remote);
+  assert_int_equal(w.to_lane, 0);
+  progress = w.progress;
+  RT_OK(rt, rk_graph_lane_wait(g, local, 0, &w));
+  assert_int_equal(w.progress, progress);
+  assert_int_equal(rk_graph_lane_wait(g, remote, 0, &w), RK_EINVAL); /* a remote node: its lanes are elsewhere */
+  assert_int_equal(rk_graph_lane_wait(g, local, 1, &w), RK_EINVAL);  /* one lane */
+  assert_int_equal(rk_graph_lane_wait(NULL, local, 0, &w), RK_EINVAL);
+  assert_int_equal(rk_graph_lane_wait(g, local, 0, NULL), RK_EINVAL);
+  w.size = 4;
+  assert_int_equal(rk_graph_lane_wait(g, local, 0, &w), RK_EINVAL);
   __atomic_store_n(&g_release, 1, __ATOMIC_RELEASE);
   want = 5;
   assert_true(rt_wait_for(settled_n, &want, RT_HANG));
   assert_int_equal(__atomic_load_n(&g_rc_ok, __ATOMIC_RELAXED), 4); /* the 5th: refused once released */
-  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  assert_true(rt_wait_for(not_waiting, g, RT_HANG)); /* the retry is over: no edge */
+  /* a transport that found a cycle faults the kernel, naming it */
+  assert_int_equal(rk_graph_fault_deadlock(g, local, NULL), RK_EINVAL);
+  assert_int_equal(rk_graph_fault_deadlock(g, remote, "x"), RK_EINVAL);
+  assert_int_equal(rk_graph_fault_deadlock(NULL, local, "x"), RK_EINVAL);
+  RT_OK(rt, rk_graph_fault_deadlock(g, local, "rank 0 retrier lane 0 -> rank 1 enrich lane 0 -> rank 0 retrier lane 0"));
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, local)), RK_STATE_FAULTED);
+  assert_int_equal(rk_kernel_error(rk_graph_kernel(g, local), why, sizeof why), RK_EDEADLK);
+  assert_non_null(strstr(why, "K2K deadlock across ranks"));
+  assert_non_null(strstr(why, "(rank 0 retrier lane 0 -> rank 1 enrich lane 0 -> rank 0 retrier lane 0)"));
+  assert_int_equal(rk_graph_fault_deadlock(g, local, "again"), RK_ESTATE); /* faulted: said once */
+  w.size = sizeof w;
+  RT_OK(rt, rk_graph_lane_wait(g, local, 0, &w)); /* (faulted for a deadlock: its edges still count) */
+  (void)rk_graph_terminate(g, RT_HANG);
+  RT_OK(rt, rk_graph_lane_wait(g, local, 0, &w));
+  assert_int_equal(w.waiting, 0); /* terminated: no edge */
   rk_graph_destroy(g);
   rk_runtime_destroy(rt);
 }
