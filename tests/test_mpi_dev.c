@@ -21,6 +21,8 @@
  *                 node) reaches the device lane and the host's call (RK_EHANDLER, RK_ECLOSED)
  *   dev_cycle     ping (rank 0's device) and pong (rank 1's) send to each other until the cycle is
  *                 full: the bridges' probes find it and both kernels fault with RK_EDEADLK
+ *   dev_probe_refused  malformed deadlock probes sent to rank 1's bridge are refused and counted,
+ *                 a well-formed one for a route that delivers ends there; nothing faults
  *
  * The kernels are rk_emu_kernel_k2k (src/device/emulation_lanes.cpp): type 1 a pipeline stage
  * (rk_forward, the last stage answers), type 2 (source, seq) sent on over route 0 as type 3
@@ -556,6 +558,79 @@ static void test_dev_cycle(void **state) {
   finish(rt, g, b);
 }
 
+/* Hand-made probes from rank 0 to rank 1's bridge, on the bridge's own communicator (a test hook
+ * of bridge.c, compiled into this program): a well-formed one whose target route holds nothing staged is taken and ends there
+ * (no edge); four malformed ones (cut short, another version, a rank beyond the job, a target that
+ * is not a kernel of rank 1) are refused and counted, and nothing faults. */
+MPI_Comm rk__mpi_bridge_comm(rk_mpi_bridge *b);
+
+static int refused_4(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).probes_refused >= 4; }
+
+static void put_probe(uint8_t *w, uint32_t n, uint32_t version, uint32_t init_rank, uint32_t target_id) {
+  uint32_t head[10] = {3, n, version, init_rank, 7, 0, 1, target_id, 0, 0}; /* kind, hops, then the head */
+  uint32_t h[6] = {init_rank, 7, 0, 0, 0, 0};                          /* rank, kernel, lane, 0, progress */
+  memcpy(w, head, sizeof head);
+  memcpy(w + sizeof head, h, sizeof h);
+}
+
+static void test_dev_probe_refused(void **state) {
+  rk_runtime *rt = emu_runtime();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dsrc = k2k_desc("source"), dsink = k2k_desc("sink");
+  uint32_t n_src, n_sink, sink_id = 0;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &dsrc, NULL, 0, &n_src));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "sink", 0, &n_sink));
+    RT_OK(rt, rk_graph_connect(g, n_src, n_sink, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dsink, NULL, 0, &n_sink));
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) { /* rank 0 needs the sink's id on rank 1 for its well-formed probe */
+    rk_graph_node_info info;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    RT_OK(rt, rk_graph_node(g, n_sink, &info));
+    sink_id = info.kernel_id;
+    MPI_Send(&sink_id, 1, MPI_UINT32_T, 0, 77, MPI_COMM_WORLD);
+  } else {
+    MPI_Recv(&sink_id, 1, MPI_UINT32_T, 1, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  }
+  if (g_rank == 0) {
+    MPI_Comm c = rk__mpi_bridge_comm(b);
+    uint8_t w[5][64];
+    int len[5] = {64, 63, 64, 64, 64}, i;
+    memset(w, 0, sizeof w);
+    put_probe(w[0], 1, 1, 0, sink_id);  /* well formed: the route holds nothing staged */
+    put_probe(w[1], 1, 1, 0, sink_id);  /* one byte short */
+    put_probe(w[2], 1, 2, 0, sink_id);  /* version 2 */
+    put_probe(w[3], 1, 1, 9, sink_id);  /* rank 9 of 2 */
+    put_probe(w[4], 1, 1, 0, 0xFFFFu);  /* no such kernel on rank 1 */
+    for (i = 0; i < 5; i++) /* in order: MPI does not overtake on one communicator and tag */
+      assert_int_equal(MPI_Send(w[i], len[i], MPI_BYTE, 1, 0x5245, c), MPI_SUCCESS);
+  } else {
+    rk_mpi_stats st;
+    assert_true(rt_wait_for(refused_4, b, RT_HANG));
+    st = bridge_stats(b);
+    assert_int_equal(st.probes_refused, 4); /* the well-formed one, taken first, was not */
+    assert_int_equal(st.probes, 0);         /* and went nowhere */
+    assert_int_equal(st.deadlocks, 0);
+    assert_int_equal(rk_kernel_state(rk_graph_kernel(g, n_sink)), RK_STATE_ACTIVE);
+    assert_int_equal(rk_mpi_bridge_peer(b, 0), RK_MPI_PEER_UP);
+  }
+  barrier();
+  if (g_rank == 0) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  finish(rt, g, b);
+}
+
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -569,6 +644,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dev_refused),
       cmocka_unit_test(test_dev_late_answer),
       cmocka_unit_test(test_dev_cycle),
+      cmocka_unit_test(test_dev_probe_refused),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi_dev: MPI_THREAD_MULTIPLE not provided\n");

@@ -1720,6 +1720,11 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
   free(b);
 }
 
+/* Tests only (tests/test_mpi_dev.c dev_probe_refused, which compiles this file in: hand-made
+ * control messages to a peer's bridge); not in the header, not exported (hidden visibility). */
+MPI_Comm rk__mpi_bridge_comm(rk_mpi_bridge *b);
+MPI_Comm rk__mpi_bridge_comm(rk_mpi_bridge *b) { return b ? b->comm : MPI_COMM_NULL; }
+
 int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
   rk_mpi_stats s;
   uint32_t size;
