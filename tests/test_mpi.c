@@ -24,9 +24,10 @@
  *   idle          the idle bridge sleeps (its sleeps counter grows while nothing moves, on both
  *                 ranks), and a local send wakes a sleeping bridge through its outbound ring's
  *                 futex (woken) instead of waiting for its timeout; every message arrives, in order
- *   cycle         ping (rank 0) and pong (rank 1) send to each other, 64 messages on 2-slot inboxes:
- *                 the cycle fills and cannot move; the bridges' probes find it and both kernels
- *                 fault with RK_EDEADLK naming it; terminate returns
+ *   cycle         each rank's kernel sends to the next rank's, the last to rank 0 (2 or 3 ranks),
+ *                 32 messages per rank on 2-slot inboxes: the cycle fills and cannot move; the
+ *                 bridges' probes find it and every kernel faults with RK_EDEADLK naming it;
+ *                 terminate returns
  *   slow_chain    front (0) -> middle (1) -> sink (0), the sink's handler slow: the routes fill, the
  *                 lanes wait long enough to be probed for, and nothing faults (backpressure is no
  *                 cycle)
@@ -948,34 +949,37 @@ static int bounce(rk_ctx *ctx, const rk_msg *in) {
 
 static int faulted(void *arg) { return rk_kernel_state((rk_kernel *)arg) == RK_STATE_FAULTED; }
 
-/* "ping" on rank 0 and "pong" on rank 1 send to each other (a cycle across the ranks), inboxes and
- * remote rings of 2 slots, 64 messages bouncing on it: once every inbox, ring and credit window on
- * the cycle is full, no lane can move. Each rank's local check stops at the stand-in of the other
- * rank's kernel; the bridges' probes follow the cycle across, and each kernel faults with
- * RK_EDEADLK naming the whole cycle. Terminate then returns on both ranks. (Without the probes both
- * lanes retry for ever: the wait for the fault fails.) */
+/* Each rank's kernel sends to the next rank's ("ping" on rank 0, "pong" on 1, "pang" on 2, the
+ * last back to rank 0): a cycle across the ranks, inboxes and remote rings of 2 slots, 32 messages
+ * per rank bouncing on it: once every inbox, ring and credit window on the cycle is full, no lane
+ * can move. Each rank's local check stops at the stand-in of the next rank's kernel; the bridges'
+ * probes follow the cycle across (with 3 ranks through a rank that only passes them on), and
+ * every kernel faults with RK_EDEADLK naming the whole cycle. Terminate then returns on every
+ * rank. (Without the probes every lane retries for ever: the wait for the fault fails.) */
 static void test_cycle(void **state) {
-  static const char *names[2] = {"ping", "pong"};
+  static const char *names[3] = {"ping", "pong", "pang"};
   rk_runtime *rt = rt_create();
   rk_graph *g;
   rk_mpi_bridge *b;
   rk_kernel_desc d = rt_desc(names[g_rank], bounce);
-  uint32_t me, other, i;
+  uint32_t me, other, i, next = (uint32_t)(g_rank + 1) % (uint32_t)g_size;
   rk_kernel *k;
-  char why[512], want[128];
+  char why[512], want[192];
+  size_t off = 0;
   rk_mpi_stats st;
   uint64_t t0;
   (void)state;
+  assert_true(g_size <= 3);
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, NULL);
   RT_OK(rt, rk_graph_add(g, &d, NULL, 2, &me));
-  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), names[1 - g_rank], 2, &other));
+  RT_OK(rt, rk_graph_add_remote(g, next, names[next], 2, &other));
   RT_OK(rt, rk_graph_connect(g, me, other, NULL));
   RT_OK(rt, rk_graph_launch(g));
   RT_OK(rt, rk_graph_activate(g));
   k = rk_graph_kernel(g, me);
   barrier();
-  for (i = 0; i < 32; i++) { /* 64 on the cycle: far more than its inboxes, rings and windows hold */
+  for (i = 0; i < 32; i++) { /* far more than the cycle's inboxes, rings and windows hold */
     item it = {(uint32_t)g_rank, 0, i};
     RT_OK(rt, rk_send(k, T_ITEM, &it, sizeof it, RK_SEND_NO_REPLY, NULL));
   }
@@ -985,16 +989,18 @@ static void test_cycle(void **state) {
          (double)(rt_now_ns() - t0) / 1e6);
   assert_int_equal(rk_kernel_error(k, why, sizeof why), RK_EDEADLK);
   assert_non_null(strstr(why, "K2K deadlock across ranks"));
-  snprintf(want, sizeof want, "rank %d %s lane 0 -> rank %d %s lane 0 -> rank %d %s lane 0", g_rank, names[g_rank],
-           1 - g_rank, names[1 - g_rank], g_rank, names[g_rank]);
+  for (i = 0; i <= (uint32_t)g_size; i++) { /* this rank's lane, round the ranks, back to it */
+    uint32_t r = ((uint32_t)g_rank + i) % (uint32_t)g_size;
+    off += (size_t)snprintf(want + off, sizeof want - off, "%srank %u %s lane 0", i ? " -> " : "", r, names[r]);
+  }
   if (strstr(why, want) == NULL) fail_msg("rank %d: the fault does not name the cycle (%s): %s", g_rank, want, why);
   st = bridge_stats(b);
   assert_true(st.probes >= 2); /* a candidate and its confirmation, at least */
   assert_int_equal(st.deadlocks, 1);
   assert_int_equal(st.probes_refused, 0);
-  barrier(); /* both faulted: terminate both at once (a cycle has no upstream) */
-  /* its lanes retry until terminate's deadline aborts them (as for a local cycle); the other rank's
-   * kernel terminated too, so the routes refuse what is left on them (RK_ECLOSED) */
+  barrier(); /* all faulted: terminate all at once (a cycle has no upstream) */
+  /* its lanes retry until terminate's deadline aborts them (as for a local cycle); the other ranks'
+   * kernels terminated too, so the routes refuse what is left on them (RK_ECLOSED) */
   (void)rk_graph_terminate(g, 1 * RT_SEC);
   barrier();
   finish(rt, g, b);
