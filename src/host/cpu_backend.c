@@ -1043,7 +1043,9 @@ static int cpu_start(rk_kernel *k) {
     l->blocked_on = NULL; /* the K2K deadlock check starts afresh (a restart) */
     l->pt_read = 0;       /* the first host batch reads the clock */
     l->clock_1w = RK_LANE_CLOCK_1W && k->lanes == 1 && k->threads == 1; /* its only writer (lane_tick) */
-    l->waits_on = NULL;
+    /* relaxed atomic: other lanes' checks and a transport's (rk_graph_lane_wait, the MPI bridge's
+     * thread) may read it at any time, the restart included */
+    __atomic_store_n(&l->waits_on, NULL, __ATOMIC_RELAXED);
     l->retry_since_ns = 0;
     l->deadlock_said = 0;
     l->threads = (uv_thread_t *)rk__calloc(l->nthreads, sizeof *l->threads);
