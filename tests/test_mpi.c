@@ -1028,7 +1028,8 @@ static void test_slow_chain(void **state) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
   rk_mpi_bridge *b;
-  rk_kernel_desc dfront = rt_desc("front", bounce), dmid = rt_desc("middle", bounce), dsink = rt_desc("sink", slow_sink);
+  rk_kernel_desc dfront = rt_desc("front", bounce), dmid = rt_desc("middle", bounce),
+                 dsink = rt_desc("sink", slow_sink);
   uint32_t nf, nm, ns;
   uint64_t n = 24;
   rk_mpi_stats st;

@@ -559,9 +559,10 @@ static void test_dev_cycle(void **state) {
 }
 
 /* Hand-made probes from rank 0 to rank 1's bridge, on the bridge's own communicator (a test hook
- * of bridge.c, compiled into this program): a well-formed one whose target route holds nothing staged is taken and ends there
- * (no edge); four malformed ones (cut short, another version, a rank beyond the job, a target that
- * is not a kernel of rank 1) are refused and counted, and nothing faults. */
+ * of bridge.c, compiled into this program): a well-formed one whose target route holds nothing
+ * staged is taken and ends there (no edge); four malformed ones (cut short, another version, a
+ * rank beyond the job, a target that is not a kernel of rank 1) are refused and counted, and
+ * nothing faults. */
 MPI_Comm rk__mpi_bridge_comm(rk_mpi_bridge *b);
 
 static int refused_4(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).probes_refused >= 4; }

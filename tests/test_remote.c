@@ -333,7 +333,8 @@ static void retry_round(uint32_t remote_lanes) {
   assert_int_equal(rk_graph_fault_deadlock(g, local, NULL), RK_EINVAL);
   assert_int_equal(rk_graph_fault_deadlock(g, remote, "x"), RK_EINVAL);
   assert_int_equal(rk_graph_fault_deadlock(NULL, local, "x"), RK_EINVAL);
-  RT_OK(rt, rk_graph_fault_deadlock(g, local, "rank 0 retrier lane 0 -> rank 1 enrich lane 0 -> rank 0 retrier lane 0"));
+  RT_OK(rt,
+        rk_graph_fault_deadlock(g, local, "rank 0 retrier lane 0 -> rank 1 enrich lane 0 -> rank 0 retrier lane 0"));
   assert_int_equal(rk_kernel_state(rk_graph_kernel(g, local)), RK_STATE_FAULTED);
   assert_int_equal(rk_kernel_error(rk_graph_kernel(g, local), why, sizeof why), RK_EDEADLK);
   assert_non_null(strstr(why, "K2K deadlock across ranks"));

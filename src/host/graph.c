@@ -1470,12 +1470,14 @@ int rk_graph_lane_wait(rk_graph *g, uint32_t node, uint32_t lane, rk_graph_wait 
 int rk_graph_fault_deadlock(rk_graph *g, uint32_t node, const char *cycle) {
   rk_kernel *k;
   rk_lifecycle s;
-  if (g == NULL || cycle == NULL || !g->launched || node >= g->n || g->node[node].remote || (k = g->node[node].k) == NULL)
+  if (g == NULL || cycle == NULL || !g->launched || node >= g->n || g->node[node].remote ||
+      (k = g->node[node].k) == NULL)
     return RK_EINVAL;
   s = rk_kernel_state(k); /* (FAULTED already: said once) */
   if (s != RK_STATE_ACTIVE && s != RK_STATE_TERMINATING) return RK_ESTATE;
-  rk__kernel_fault(k, RK_EDEADLK, "K2K deadlock across ranks: a cycle of lanes each waiting for room in the next "
-                   "one's full K2K inbox or route (%s); give the cycle's inboxes room for the messages it holds", cycle);
+  rk__kernel_fault(k, RK_EDEADLK,
+                   "K2K deadlock across ranks: a cycle of lanes each waiting for room in the next one's full K2K "
+                   "inbox or route (%s); give the cycle's inboxes room for the messages it holds", cycle);
   return RK_OK;
 }
 
