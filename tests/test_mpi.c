@@ -30,6 +30,9 @@
  *   owed_lost     rank 0's kernel passed a host call on to rank 1, which dies holding it: the
  *                 bridge answers the call with RK_ECLOSED, the kernel's terminate finishes
  *   owed_closed   the same with rank 1 closing its bridge, rank 0's terminate already waiting
+ *   owed_late     three ranks, front -> mid -> back answering front directly; rank 1 dies while
+ *                 back holds the request: the bridge answers the caller, and back's answer, let go
+ *                 after that, is dropped on rank 0 (never a second answer)
  *   hello         a peer's handshake with a payload limit no batch can carry (near 2^32):
  *                 the launch refuses it with RK_EINVAL, saying so */
 #include "rt_util.h"
@@ -1132,6 +1135,100 @@ static void test_owed_closed(void **state) {
   barrier();
 }
 
+/* A word from one rank to another on MPI_COMM_WORLD (MPI_Recv busy-polls: this one sleeps). */
+static void signal_to(int rank, int tag) {
+  int one = 1;
+  MPI_Send(&one, 1, MPI_INT, rank, tag, MPI_COMM_WORLD);
+}
+static void wait_signal(int rank, int tag) {
+  MPI_Request rq;
+  int v = 0, done = 0;
+  MPI_Irecv(&v, 1, MPI_INT, rank, tag, MPI_COMM_WORLD, &rq);
+  for (;;) {
+    MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    rt_sleep_ms(1);
+  }
+}
+static int sent_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 1; }
+static int answered_late(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).answers_late >= 1; }
+
+/* Three ranks: front (rank 0) -> mid (rank 1) -> back (rank 2), back answering front directly.
+ * Rank 1 dies once back (held) has the request: rank 0's bridge answers its caller with RK_ECLOSED.
+ * Then back is let go and answers front over rank 2's bridge: rank 0's bridge drops that answer
+ * (answers_late, dead-lettered on front) instead of handing the lane a second answer for the one
+ * request. Without the check, front's lane took both (k2k_in 2, and its caller a stray reply). */
+static void test_owed_late(void **state) {
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dfront = rt_desc("front", front), dmid = rt_desc("mid", front), dback = rt_desc("back", back);
+  uint32_t me, n_front, n_mid, n_back;
+  (void)state;
+  o.heartbeat_ns = 20 * RT_MS;
+  o.peer_timeout_ns = 1 * RT_SEC;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &dfront, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "mid", 0, &n_mid));
+    RT_OK(rt, rk_graph_connect(g, me, n_mid, NULL));
+  } else if (g_rank == 1) {
+    RT_OK(rt, rk_graph_add(g, &dmid, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 2, "back", 0, &n_back));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &n_front)); /* the origin of what it passes on */
+    RT_OK(rt, rk_graph_connect(g, me, n_back, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dback, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &n_front)); /* where its answers go */
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 2) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me)));
+  barrier();
+  if (g_rank == 1) { /* dies once back has the request */
+    wait_signal(2, 88);
+    kill(getpid(), SIGKILL);
+    for (;;) pause();
+  }
+  if (g_rank == 2) {
+    assert_true(rt_wait_for(delivered_1, b, RT_HANG));
+    signal_to(1, 88);
+    wait_signal(0, 89); /* rank 0's caller has the bridge's answer */
+    RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, me))); /* back answers front, on rank 0 */
+    assert_true(rt_wait_for(sent_1, b, RT_HANG));
+    wait_signal(0, 90); /* rank 0 has dropped it */
+    (void)rk_graph_terminate(g, 30 * RT_SEC);
+  } else {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    rk_kernel_counters kc;
+    rk_mpi_stats st;
+    rk_msg m;
+    uint64_t v = 5;
+    char r[8];
+    assert_int_equal(rk_call(k, T_HOP, &v, sizeof v, &m, r, sizeof r, 20 * RT_SEC), RK_EHANDLER);
+    assert_int_equal(m.status, RK_ECLOSED); /* rank 1 lost: the bridge's answer */
+    signal_to(2, 89);
+    assert_true(rt_wait_for(answered_late, b, RT_HANG)); /* back's answer, over rank 2: dropped */
+    signal_to(2, 90);
+    st = bridge_stats(b);
+    assert_int_equal(st.answers_failed, 1);
+    assert_int_equal(st.answers_late, 1);
+    assert_int_equal(st.delivered, 0);
+    RT_OK(rt, rk_kernel_terminate(k, 30 * RT_SEC));
+    kc = rt_stats(k);
+    assert_int_equal(kc.k2k_in, 1);   /* one answer: the bridge's */
+    assert_int_equal(kc.msgs_out, 1); /* one reply to the caller */
+    assert_int_equal(kc.dead_letters, 1); /* the late answer */
+    assert_int_equal(rk_recv(k, &m, r, sizeof r, 0), RK_ECLOSED); /* nothing more for the caller */
+    assert_int_equal(rk_graph_terminate(g, 30 * RT_SEC), RK_ECLOSED); /* rank 1 lost */
+  }
+  rk_graph_destroy(g);
+  rk_mpi_bridge_destroy(b);
+  rk_runtime_destroy(rt);
+}
+
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -1142,6 +1239,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_keyed),       cmocka_unit_test(test_launch),     cmocka_unit_test(test_arguments),
       cmocka_unit_test(test_teardown),    cmocka_unit_test(test_refused),  cmocka_unit_test(test_idle),
       cmocka_unit_test(test_owed_lost),   cmocka_unit_test(test_owed_closed), cmocka_unit_test(test_hello),
+      cmocka_unit_test(test_owed_late),
   };
   int killed;
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
@@ -1157,7 +1255,8 @@ int main(int argc, char **argv) {
     cmocka_set_test_filter(filter);
   }
   rc = cmocka_run_group_tests_name(g_scenario, all, NULL, NULL);
-  killed = strcmp(g_scenario, "rank_killed") == 0 || strcmp(g_scenario, "owed_lost") == 0; /* rank 1 dies */
+  killed = strcmp(g_scenario, "rank_killed") == 0 || strcmp(g_scenario, "owed_lost") == 0 ||
+           strcmp(g_scenario, "owed_late") == 0; /* rank 1 dies */
   if (rc != 0 && !killed) /* the other ranks may wait for this one: end the job */
     MPI_Abort(MPI_COMM_WORLD, 1);
   if (killed) {
