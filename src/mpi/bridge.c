@@ -586,7 +586,8 @@ static uint64_t owed_fail(rk_mpi_bridge *b, uint32_t r) {
  * the request itself back on this rank, so nothing is owed from a peer for it any more. Returns 1
  * to deliver it; 0 when owed_fail has answered that request already: dropped (its credit earned,
  * dead-lettered on its destination, counted in answers_late), never a second answer. */
-static int owed_arrival(rk_mpi_bridge *b, uint32_t r, route_in *ri, uint32_t node, uint32_t lane, const rk_envelope *e) {
+static int owed_arrival(rk_mpi_bridge *b, uint32_t r, route_in *ri, uint32_t node, uint32_t lane,
+                        const rk_envelope *e) {
   owed_req *w;
   if (!(e->flags & RK_ENV_F_K2K) || e->origin == 0 || (w = owed_find(b, e->origin, e->correlation_id)) == NULL)
     return 1;
