@@ -73,6 +73,13 @@ rk_add_mpi_test(mpi_slow_chain 2 slow_chain 120)
 # line is what passes the test (PASS_REGULAR_EXPRESSION ignores the exit code).
 rk_add_mpi_test(mpi_rank_killed 2 rank_killed 120 --enable-recovery)
 set_tests_properties(mpi_rank_killed PROPERTIES PASS_REGULAR_EXPRESSION "rank 0 survived the loss of rank 1")
+# Answers owed across a lost or closed peer (docs/mpi.md, "Failure"): the bridge answers them.
+rk_add_mpi_test(mpi_owed_lost 2 owed_lost 120 --enable-recovery)
+set_tests_properties(mpi_owed_lost PROPERTIES PASS_REGULAR_EXPRESSION "rank 0 survived the loss of rank 1")
+rk_add_mpi_test(mpi_owed_closed 2 owed_closed 120)
+rk_add_mpi_test(mpi_owed_late 3 owed_late 120 --enable-recovery)
+set_tests_properties(mpi_owed_late PROPERTIES PASS_REGULAR_EXPRESSION "rank 0 survived the loss of rank 1")
+rk_add_mpi_test(mpi_hello 2 hello 60)
 
 # Remote nodes on a device backend (docs/mpi.md, "On a device"): kernels on the emulated device on
 # both ranks. The emulated device needs librk.a (host/internal.h) and rk_devemu, and a librk_mpi.so
@@ -102,4 +109,6 @@ if(TARGET rk_devemu)
   rk_add_mpi_dev_test(mpi_dev_probe_refused dev_probe_refused 60)
   rk_add_mpi_dev_test(mpi_dev_rank_killed dev_rank_killed 120 --enable-recovery)
   set_tests_properties(mpi_dev_rank_killed PROPERTIES PASS_REGULAR_EXPRESSION "rank 0 survived the loss of rank 1")
+  rk_add_mpi_dev_test(mpi_dev_owed_lost dev_owed_lost 120 --enable-recovery)
+  set_tests_properties(mpi_dev_owed_lost PROPERTIES PASS_REGULAR_EXPRESSION "rank 0 survived the loss of rank 1")
 endif()

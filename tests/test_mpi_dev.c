@@ -16,6 +16,9 @@
  *                 rk_send_to, every accepted send is counted, terminate and destroy return promptly
  *   dev_late_answer  the answer to a request rank 0's device lane passed on to rank 1 comes back
  *                 after rank 0's terminate began: it is taken, the caller answered, terminate RK_OK
+ *   dev_owed_lost  a request rank 0's device lane passed on to rank 1 is held there and rank 1
+ *                 dies: the bridge answers it with RK_ECLOSED, rank 0's terminate (waiting for the
+ *                 answer) finishes, the caller gets the error
  *   dev_refused   a request forwarded by rank 0's device lane to a terminated kernel of rank 1 is
  *                 refused there; the bridge's error answer (from rank 1's host ring of the remote
  *                 node) reaches the device lane and the host's call (RK_EHANDLER, RK_ECLOSED)
@@ -513,6 +516,73 @@ static void test_dev_rank_killed(void **state) {
   assert_true(rt_now_ns() - t0 < 5 * (uint64_t)RT_SEC);
 }
 
+static int delivered_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).delivered >= 1; }
+
+/* A request rank 0's device lane passed on to rank 1 (rk_forward: the lane owes the host its
+ * answer, k2k_owed 1) is held there (rank 1's kernel deactivated), and rank 1 dies (SIGKILL) while
+ * rank 0's terminate already waits for the answer. The answer can never come: rank 0's bridge,
+ * finding rank 1 lost, answers the request with RK_ECLOSED through the lane's transport inbox, so
+ * the lane owes nothing, its terminate (30 s allowed) returns RK_OK and the caller receives the
+ * error. Before, the lane kept k2k_owed at 1 and the terminate waited its 30 s out (RK_ETIMEDOUT). */
+static void test_dev_owed_lost(void **state) {
+  rk_runtime *rt = emu_runtime();
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  uint32_t front = 0, back = 0;
+  rk_kernel_desc df = k2k_desc("front"), db = k2k_desc("back");
+  rk_kernel *k;
+  uint64_t v = 7;
+  int32_t code = 0;
+  rk_msg m;
+  rk_mpi_stats st;
+  (void)state;
+  o.heartbeat_ns = 20 * RT_MS;
+  /* not 1 s: on the loaded 2-core machine a rank starved that long was taken for lost before the
+   * request crossed (the test then never saw it sent) */
+  o.peer_timeout_ns = 3 * RT_SEC;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &back));
+    RT_OK(rt, rk_graph_connect(g, front, back, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &back));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &front)); /* where its answers would go */
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, back)));
+  barrier();
+  if (g_rank == 1) { /* takes the request into its held kernel's transport inbox, then dies */
+    (void)rt_wait_for(delivered_1, b, 60 * RT_SEC);
+    kill(getpid(), SIGKILL);
+    for (;;) pause();
+  }
+  k = rk_graph_kernel(g, front);
+  RT_OK(rt, rk_send(k, 1, &v, sizeof v, 0, NULL)); /* a request: its answer is owed to this thread */
+  assert_true(rt_wait_for(bridge_sent_1, b, RT_HANG));
+  RT_OK(rt, rk_kernel_terminate(k, 30 * RT_SEC)); /* waits for the answer: the bridge's error */
+  assert_int_equal(rk_mpi_bridge_peer(b, 1), RK_MPI_PEER_LOST);
+  assert_int_equal(k->lane[0].status->k2k_owed, 0);
+  RT_OK(rt, rk_recv(k, &m, &code, sizeof code, RT_HANG));
+  assert_true(rk_msg_is_error(&m));
+  assert_int_equal(m.status, RK_ECLOSED);
+  st = bridge_stats(b);
+  assert_int_equal(st.sent, 1);
+  assert_int_equal(st.answers_failed, 1);
+  assert_int_equal(st.answers_late, 0);
+  assert_int_equal(st.peers_lost, 1);
+  assert_int_equal(rt_stats(k).k2k_in, 1);  /* the bridge's answer, through the transport inbox */
+  assert_int_equal(rt_stats(k).msgs_out, 1); /* to the caller */
+  assert_int_equal(rk_graph_terminate(g, 30 * RT_SEC), RK_ECLOSED); /* the remote node's flush: rank 1 lost */
+  rk_graph_destroy(g);
+  rk_mpi_bridge_destroy(b);
+  emu_backend_uninstall(rt);
+  rk_runtime_destroy(rt);
+}
+
 /* ---------------------------------------- a cycle across ranks ------------------------------- */
 
 static int faulted(void *arg) { return rk_kernel_state((rk_kernel *)arg) == RK_STATE_FAULTED; }
@@ -644,6 +714,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dev_rank_killed),
       cmocka_unit_test(test_dev_refused),
       cmocka_unit_test(test_dev_late_answer),
+      cmocka_unit_test(test_dev_owed_lost),
       cmocka_unit_test(test_dev_cycle),
       cmocka_unit_test(test_dev_probe_refused),
   };
@@ -664,7 +735,7 @@ int main(int argc, char **argv) {
     cmocka_set_test_filter(filter);
   }
   rc = cmocka_run_group_tests_name(scenario, all, NULL, NULL);
-  if (strcmp(scenario, "dev_rank_killed") == 0) {
+  if (strcmp(scenario, "dev_rank_killed") == 0 || strcmp(scenario, "dev_owed_lost") == 0) { /* rank 1 died */
     /* Open MPI 4.1 cannot finalize with a dead rank: rank 0 says it survived and leaves. */
     if (rc == 0 && g_rank == 0) printf("test_mpi_dev: rank 0 survived the loss of rank 1\n");
     fflush(stdout);

@@ -356,8 +356,41 @@ static void test_retry_on_remote_route(void **state) {
   for (round = 0; round < 4; round++) retry_round(1 + (uint32_t)round % 3);
 }
 
+/* A remote kernel's payload limit near 2^32 (a transport passing on what a peer said) does not
+ * wrap the slot size computed from it: payload_max + 64 wrapped to 48, a slot smaller than an
+ * envelope, and the node's payload limit to 2^32 - 16. The limit only ever lowers the slot. */
+static void test_shape_payload_wrap(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  fake f;
+  rk_kernel_desc ds = rt_desc("sender", sender);
+  rk_graph_node_info li;
+  uint32_t local, remote;
+  (void)state;
+  memset(&f, 0, sizeof f);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
+  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, &remote));
+  f.remote_node = remote;
+  f.shape_lanes = 1;
+  f.shape_payload = UINT32_MAX - 15;
+  RT_OK(rt, rk_graph_connect(g, local, remote, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  assert_int_equal(f.shape_rc[2], RK_OK);
+  memset(&li, 0, sizeof li);
+  li.size = sizeof li;
+  RT_OK(rt, rk_graph_node(g, local, &li));
+  /* the outbound ring's slot fits the local kernel's largest message: unchanged */
+  assert_int_equal(f.remote.payload_max, li.payload_max);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_shape_payload_wrap),
       cmocka_unit_test(test_no_transport),
       cmocka_unit_test(test_arguments),
       cmocka_unit_test(test_failed_start),

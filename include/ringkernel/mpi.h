@@ -10,7 +10,8 @@
  * which refuses those beyond its maximum offset; envelope node ids become rank-qualified
  * (rk_mpi_node_id). A peer that stops answering (no message, not even a heartbeat, for
  * peer_timeout_ns) is lost: the routes to it close (sends get RK_ECLOSED), its state and the
- * counters say so, and nothing waits for it.
+ * counters say so, and nothing waits for it: requests passed on to it whose answer had not come
+ * are answered by the bridge with an RK_ECLOSED error (answers_failed).
  *
  *     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
  *     rk_graph_create(rt, &g);
@@ -97,6 +98,14 @@ typedef struct rk_mpi_stats {
   uint64_t probes_refused;    /**< malformed probes received: refused, never trusted */
   uint64_t deadlocks;         /**< kernels of this rank faulted with RK_EDEADLK for a cycle across
                                *   ranks */
+  uint64_t answers_failed;    /**< requests of this rank's kernels (rk_forward of a host request)
+                               *   sent to a peer that was then lost or closed, or still in flight
+                               *   when the bridge stopped, whose answer had not come: answered here
+                               *   with an RK_ECLOSED error, so the origin's caller gets it and its
+                               *   terminate does not wait for an answer that cannot come */
+  uint64_t answers_late;      /**< answers (or the requests themselves, back on this rank) that
+                               *   arrived after answers_failed had answered their request: dropped,
+                               *   dead-lettered on the origin kernel (never a second answer) */
 } rk_mpi_stats;
 
 /** A bridge for graph g over the ranks of comm (which the bridge duplicates; every rank of comm
@@ -116,7 +125,7 @@ RK_API int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options
  *  completed) are kept for the process's life. */
 RK_API void rk_mpi_bridge_destroy(rk_mpi_bridge *b);
 /** The counters. out->size may be that of an older rk_mpi_stats (without sleeps and woken, or
- *  without the probe counters): only that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
+ *  without the probe counters, or without answers_failed and answers_late): only that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
 RK_API int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out);
 /** The state of rank `rank` as this bridge sees it (RK_MPI_PEER_LOST for an unknown rank). Any
  *  thread. */

@@ -151,6 +151,7 @@ typedef struct peer {
   uint32_t bye[2];         /* the bye's batch header (TAG_DATA) */
   MPI_Request bye_req;
   int settled;             /* what its routes held is counted (peer_down, or stop) */
+  uint32_t owed_n;         /* entries of the owed table waiting for an answer from it (not answered) */
   uint64_t credit_ns;      /* of the last credit message to it */
   hello h;                 /* its kernels (handshake) */
 } peer;
@@ -180,6 +181,21 @@ typedef struct dl_lane {
   uint32_t cand_gen;
   int said;           /* faulted its kernel */
 } dl_lane;
+/* A request of one of this rank's kernels (its origin: rk_forward of a host request) that went to
+ * a peer and whose answer has not come back over the bridge (the owed table, bridge thread only).
+ * When that peer is lost or closes, or the bridge stops, the bridge answers it with an error
+ * (owed_fail) and keeps the entry as answered, so that an answer arriving later (over another
+ * peer: a chain of ranks) is dropped instead of delivered twice. Keyed by (origin, correlation
+ * id): the correlation id is the host request's msg_id, unique in this rank's runtime. */
+typedef struct owed_req {
+  uint64_t corr;     /* correlation_id */
+  uint32_t origin;   /* the origin kernel's id on this rank; 0: an empty slot */
+  uint32_t peer;     /* the rank it was last sent to */
+  uint32_t from_id;  /* the stand-in of the kernel it was sent to (the error answer's src) */
+  uint32_t type;
+  uint16_t lane, priority;
+  uint32_t answered; /* 1: owed_fail answered it; a later answer is dropped (answers_late) */
+} owed_req;
 
 /* The error answer to a refused request that found its origin's inbox full: retried. */
 typedef struct answer {
@@ -215,10 +231,13 @@ struct rk_mpi_bridge {
   answer *answers, **answers_tail; /* bridge thread: error answers waiting for room */
   dl_lane *dl;             /* bridge thread: b->nin, indexed as route_in (deadlock_scan) */
   uint64_t dl_scan_ns;
+  owed_req *owed_tab;      /* bridge thread: the owed table (open addressing, linear probing) */
+  uint32_t owed_cap, owed_used; /* slots (a power of two, or 0), slots in use (answered ones too) */
+  int owed_nomem;          /* said once: the table could not grow */
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
       s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats, s_sleeps, s_woken, s_probes,
-      s_probes_refused, s_deadlocks;
+      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late;
   volatile uint32_t s_peers_lost;
 };
 
@@ -269,6 +288,96 @@ static route_out *out_of_remote(rk_mpi_bridge *b, uint32_t rank, uint32_t remote
     if (b->out[i].peer == rank && b->out[i].remote_id == remote_id && (lane == UINT32_MAX || b->out[i].lane == lane))
       return &b->out[i];
   return NULL;
+}
+
+/* ------------------------------------- answers owed ---------------------------------------- */
+
+/* Whether e continues a request: its origin waits for an answer (as rk_graph_answer_error asks). */
+static int wants_answer(const rk_envelope *e) {
+  return (e->flags & RK_ENV_F_K2K) && !(e->flags & (RK_ENV_F_REPLY | RK_ENV_F_NO_REPLY)) && e->origin != 0;
+}
+
+static uint32_t owed_home(const rk_mpi_bridge *b, uint32_t origin, uint64_t corr) {
+  uint64_t h = (corr ^ ((uint64_t)origin << 40)) * 0x9E3779B97F4A7C15ull;
+  return (uint32_t)(h >> 32) & (b->owed_cap - 1u);
+}
+
+static owed_req *owed_find(rk_mpi_bridge *b, uint32_t origin, uint64_t corr) {
+  uint32_t i;
+  if (b->owed_cap == 0) return NULL;
+  for (i = owed_home(b, origin, corr);; i = (i + 1u) & (b->owed_cap - 1u)) {
+    owed_req *w = &b->owed_tab[i];
+    if (w->origin == 0) return NULL;
+    if (w->origin == origin && w->corr == corr) return w;
+  }
+}
+
+/* Remove w (backward-shift deletion: the entries after it that probed past it move up). */
+static void owed_del(rk_mpi_bridge *b, owed_req *w) {
+  uint32_t mask = b->owed_cap - 1u, i = (uint32_t)(w - b->owed_tab), j = i;
+  if (!w->answered && b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+  for (;;) {
+    uint32_t k;
+    j = (j + 1u) & mask;
+    if (b->owed_tab[j].origin == 0) break;
+    k = owed_home(b, b->owed_tab[j].origin, b->owed_tab[j].corr);
+    /* j stays where it is when its home is cyclically in (i, j] */
+    if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) continue;
+    b->owed_tab[i] = b->owed_tab[j];
+    i = j;
+  }
+  memset(&b->owed_tab[i], 0, sizeof b->owed_tab[i]);
+  b->owed_used--;
+}
+
+/* Room for one more entry: the table doubles at half full. 0: out of memory. */
+static int owed_room(rk_mpi_bridge *b) {
+  owed_req *old = b->owed_tab, *t;
+  uint32_t cap = b->owed_cap ? b->owed_cap * 2u : 64u, i, n = b->owed_cap;
+  if ((b->owed_used + 1u) * 2u <= b->owed_cap) return 1;
+  if (cap == 0 || (t = (owed_req *)calloc(cap, sizeof *t)) == NULL) return 0;
+  b->owed_tab = t;
+  b->owed_cap = cap;
+  for (i = 0; i < n; i++)
+    if (old[i].origin) {
+      uint32_t j = owed_home(b, old[i].origin, old[i].corr);
+      while (t[j].origin) j = (j + 1u) & (cap - 1u);
+      t[j] = old[i];
+    }
+  free(old);
+  return 1;
+}
+
+/* A request of local kernel e->origin (ids local) goes to rank `peer`, to stand-in from_id: its
+ * answer is owed from there now (a request passed through this rank again: the entry moves). */
+static void owed_track(rk_mpi_bridge *b, const rk_envelope *e, uint32_t rank, uint32_t from_id) {
+  owed_req *w = owed_find(b, e->origin, e->correlation_id);
+  if (w && w->answered) return; /* answered already (an error): its real answer will be dropped */
+  if (w == NULL) {
+    uint32_t i;
+    if (!owed_room(b)) {
+      if (!b->owed_nomem)
+        rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: out of memory: requests sent to other ranks are not all "
+                         "tracked; if their rank is lost, their callers wait for their own timeouts");
+      b->owed_nomem = 1;
+      return;
+    }
+    for (i = owed_home(b, e->origin, e->correlation_id); b->owed_tab[i].origin; i = (i + 1u) & (b->owed_cap - 1u)) {
+    }
+    w = &b->owed_tab[i];
+    w->origin = e->origin;
+    w->corr = e->correlation_id;
+    b->owed_used++;
+  } else if (b->peers[w->peer].owed_n) {
+    b->peers[w->peer].owed_n--;
+  }
+  w->peer = rank;
+  w->from_id = from_id;
+  w->type = e->type;
+  w->lane = e->lane;
+  w->priority = e->priority;
+  w->answered = 0;
+  b->peers[rank].owed_n++;
 }
 
 /* Buffers left to MPI (a send that never completed may still read them): kept for the process's
@@ -372,9 +481,12 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       we->dst = o->remote_id;
       if (we->origin) { /* a request continued, or its reply: the origin named on its own rank */
         route_out *q = out_of_local_id(b, we->origin);
+        uint32_t onode;
         if (q) {
           origin_rank = q->peer;
           we->origin = q->remote_id;
+        } else if (wants_answer(e) && local_node_of(b, e->origin, &onode)) {
+          owed_track(b, e, o->peer, o->local_id); /* a local kernel is owed its answer from there */
         }
       }
       memcpy(w + 4, &origin_rank, 4);
@@ -457,8 +569,8 @@ static void answer_refused(rk_mpi_bridge *b, uint32_t from_id, const rk_envelope
   answer *a;
   if (rc != RK_EAGAIN) {
     if (rc != RK_OK)
-      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: the error answer (%s) to a refused request cannot reach its "
-                       "origin (local id %u): %s", rk_err_name(code), e->origin, rk_err_name(rc));
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: the error answer (%s) to a refused or lost request cannot "
+                       "reach its origin (local id %u): %s", rk_err_name(code), e->origin, rk_err_name(rc));
     return;
   }
   if ((a = (answer *)malloc(sizeof *a)) == NULL) {
@@ -485,6 +597,59 @@ static uint32_t answers_retry(rk_mpi_bridge *b) {
     n++;
   }
   return n;
+}
+
+/* Answer with RK_ECLOSED every request of a local kernel owed from rank r (UINT32_MAX: from any
+ * rank) whose answer has not come, as a refusal is answered (answer_refused: into the origin's K2K
+ * or transport inbox, retried while full): its peer is lost or closed, or the bridge stops, so the
+ * answer cannot come any more. The entries stay, answered: an answer arriving later anyway (over
+ * another rank) is dropped (owed_arrival). Returns how many. Bridge thread (or stop, after it). */
+static uint64_t owed_fail(rk_mpi_bridge *b, uint32_t r) {
+  uint64_t n = 0;
+  uint32_t i;
+  for (i = 0; i < b->owed_cap; i++) {
+    owed_req *w = &b->owed_tab[i];
+    rk_envelope e;
+    if (w->origin == 0 || w->answered || (r != UINT32_MAX && w->peer != r)) continue;
+    rk_envelope_init(&e, w->type ? w->type : 1u, 0, (uint16_t)RK_ENV_F_K2K);
+    e.origin = w->origin;
+    e.correlation_id = w->corr;
+    e.lane = w->lane;
+    e.priority = w->priority;
+    e.dst = w->from_id;
+    /* counted before the answer goes: whoever the answer reaches (the origin's lane, then the
+     * caller: the push's release, the lane's acquire, its reply's release) sees the count */
+    stat_add(&b->s_answers_failed, 1);
+    answer_refused(b, w->from_id, &e, RK_ECLOSED);
+    w->answered = 1;
+    if (b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+    n++;
+  }
+  return n;
+}
+
+/* A received envelope that names a local origin (e->origin, origin_rank this rank): an answer, or
+ * the request itself back on this rank, so nothing is owed from a peer for it any more. Returns 1
+ * to deliver it; 0 when owed_fail has answered that request already: dropped (its credit earned,
+ * dead-lettered on its destination, counted in answers_late), never a second answer. */
+static int owed_arrival(rk_mpi_bridge *b, uint32_t r, route_in *ri, uint32_t node, uint32_t lane,
+                        const rk_envelope *e) {
+  owed_req *w;
+  if (!(e->flags & RK_ENV_F_K2K) || e->origin == 0 || (w = owed_find(b, e->origin, e->correlation_id)) == NULL)
+    return 1;
+  if (!w->answered) {
+    owed_del(b, w);
+    return 1;
+  }
+  owed_del(b, w);
+  stat_add(&b->s_answers_late, 1);
+  ri->consumed++;
+  rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: %s from rank %u for a request this bridge answered already with "
+                   "an error (the rank it was sent to was lost or closed): dropped",
+                   (e->flags & RK_ENV_F_REPLY) ? "an answer" : "a request", r);
+  (void)rk_graph_refuse(b->g, node, lane, e, e->payload_len ? (const void *)(e + 1) : NULL, RK_ECLOSED,
+                        "came after the mpi bridge answered its request with an error (its rank was lost or closed)");
+  return 0;
 }
 
 /* A message refused on this rank: counted on its route (the sender learns it with the credits),
@@ -586,6 +751,7 @@ static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t o
   }
   lane %= b->in_lanes[node];
   ri = &p->in[b->in_base[node] + lane];
+  if (origin_rank == b->rank && !owed_arrival(b, r, ri, node, lane, e)) return;
   /* the receive rule on the runtime's clock: a stamp too far ahead is refused (the clock does not
    * move), as a local inbox refuses it: dead-lettered on the destination and answered with
    * RK_ECLOCK (handle_one's refusal); a good one advances the clock before anything sees it */
@@ -974,11 +1140,13 @@ static uint32_t poll_peer(rk_mpi_bridge *b, uint32_t r) {
 
 /* Close peer r's routes and count what they hold: the rings' residue and the batch not sent are
  * dropped (accepted, never to be sent), what was sent and not credited is unconfirmed (it may or
- * may not have been delivered). Once per peer; on the rings' consumer thread (the bridge thread,
- * or stop after it is joined). */
+ * may not have been delivered). A dropped request is answered with RK_ECLOSED, as a refused one
+ * (its origin, here or on another rank, waits for the answer; counted in answers_failed); the
+ * requests in the batch not sent are in the owed table (owed_fail). Once per peer; on the rings'
+ * consumer thread (the bridge thread, or stop after it is joined). */
 static void settle_peer(rk_mpi_bridge *b, uint32_t r, uint64_t *dropped, uint64_t *unconfirmed) {
   peer *p = &b->peers[r];
-  uint32_t i;
+  uint32_t i, j;
   *dropped = *unconfirmed = 0;
   if (p->settled) return;
   p->settled = 1;
@@ -991,6 +1159,13 @@ static void settle_peer(rk_mpi_bridge *b, uint32_t r, uint64_t *dropped, uint64_
     (void)rk_ring_closed(o->ring, &final);      /* every position below it is (or will be) published */
     for (;;) {
       if ((n = rk_ring_peek_n(o->ring, 64, &pos)) > 0) {
+        for (j = 0; j < n; j++) { /* (ids local: the stand-in's in dst, the origin's local id) */
+          const rk_envelope *e = (const rk_envelope *)rk_ring_slot(o->ring, pos + j);
+          if (wants_answer(e)) {
+            stat_add(&b->s_answers_failed, 1); /* before the answer: as in owed_fail */
+            answer_refused(b, o->local_id, e, RK_ECLOSED);
+          }
+        }
         rk_ring_release_n(o->ring, n);
         *dropped += n;
         continue;
@@ -1014,24 +1189,36 @@ static void settle_peer(rk_mpi_bridge *b, uint32_t r, uint64_t *dropped, uint64_
   stat_add(&b->s_unconfirmed, *unconfirmed);
 }
 
-/* Peer r is gone (lost: silent; closed: said bye): its routes close, what they hold is dropped. */
+/* Peer r is gone (lost: silent; closed: said bye): its routes close, what they hold is dropped,
+ * and the requests of this rank's kernels whose answer it owed are answered with RK_ECLOSED (an
+ * answer it sent before its bye has been taken: MPI does not overtake on the data tag). Once per
+ * lost peer; for a closed one again while requests sent to it are owed (bridge_main). */
 static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
   peer *p = &b->peers[r];
-  uint64_t dropped = 0, unconfirmed = 0;
+  uint64_t dropped = 0, unconfirmed = 0, failed, before = __atomic_load_n(&b->s_answers_failed, __ATOMIC_RELAXED);
+  int first = !p->settled;
   settle_peer(b, r, &dropped, &unconfirmed);
+  (void)owed_fail(b, r);
+  failed = __atomic_load_n(&b->s_answers_failed, __ATOMIC_RELAXED) - before; /* this thread's own count */
   if (why == RK_MPI_PEER_LOST) {
     b->any_lost = 1;
     __atomic_add_fetch(&b->s_peers_lost, 1, __ATOMIC_RELAXED); /* statistics (published by set_state's release) */
     set_state(p, why); /* after the counters: whoever sees LOST sees them (release) */
     rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: rank %u is lost (silent for %lld ms): its routes are closed "
-                     "(sends get RK_ECLOSED); %llu accepted envelopes dropped, %llu sent and not confirmed",
+                     "(sends get RK_ECLOSED); %llu accepted envelopes dropped, %llu sent and not confirmed; %llu "
+                     "requests waiting for an answer from it answered with RK_ECLOSED",
                      r, (long long)(b->o.peer_timeout_ns / 1000000), (unsigned long long)dropped,
-                     (unsigned long long)unconfirmed);
+                     (unsigned long long)unconfirmed, (unsigned long long)failed);
   } else {
     set_state(p, why);
-    rk_transport_log(b->g, RK_LOG_INFO, "mpi bridge: rank %u closed its bridge: its routes are closed; %llu accepted "
-                     "envelopes dropped, %llu sent and not confirmed", r, (unsigned long long)dropped,
-                     (unsigned long long)unconfirmed);
+    if (first)
+      rk_transport_log(b->g, failed ? RK_LOG_WARN : RK_LOG_INFO, "mpi bridge: rank %u closed its bridge: its routes "
+                       "are closed; %llu accepted envelopes dropped, %llu sent and not confirmed; %llu requests "
+                       "waiting for an answer from it answered with RK_ECLOSED", r, (unsigned long long)dropped,
+                       (unsigned long long)unconfirmed, (unsigned long long)failed);
+    else if (failed)
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: rank %u closed its bridge: %llu more requests waiting for an "
+                       "answer from it answered with RK_ECLOSED", r, (unsigned long long)failed);
   }
 }
 
@@ -1143,6 +1330,10 @@ static void *bridge_main(void *arg) {
       for (r = 0; r < b->ranks; r++) {
         uint32_t j;
         if (r == b->rank || get_state(&b->peers[r]) != RK_MPI_PEER_CLOSED) continue;
+        if (b->peers[r].owed_n) { /* (its rings may have been closed by the graph's terminate) */
+          peer_down(b, r, RK_MPI_PEER_CLOSED);
+          continue;
+        }
         for (j = 0; j < b->nout; j++)
           if (b->out[j].peer == r && !rk_ring_closed(b->out[j].ring, NULL)) {
             peer_down(b, r, RK_MPI_PEER_CLOSED);
@@ -1321,6 +1512,15 @@ static int bridge_start(void *self, rk_graph *g) {
                                info.name, rem[i].rank);
         goto out;
       }
+    /* what the peer said of its kernel: a slot of it must fit a batch (every rank's batches are
+     * batch_bytes, checked above, and the peer checked its slots against them), so a payload_max
+     * beyond is a malformed hello (near 2^32 it would wrap the slot size computed from it) */
+    if (h->e[j].payload_max > b->o.batch_bytes - REC_HEADER - 8u - RK_ENVELOPE_SIZE) {
+      rc = rk_transport_fail(g, RK_EINVAL, "mpi bridge: rank %u's handshake is malformed: kernel \"%s\" has a payload "
+                             "limit of %u bytes, more than a %u-byte batch can carry: the peer is refused",
+                             rem[i].rank, info.name, h->e[j].payload_max, b->o.batch_bytes);
+      goto out;
+    }
     rem[i].remote_id = h->e[j].kernel_id;
     rem[i].lanes = h->e[j].lanes ? h->e[j].lanes : 1;
     /* credits: what one lane's remote inbox holds (rk_mpi_options.window caps it) */
@@ -1559,6 +1759,19 @@ static void bridge_stop(void *self, rk_graph *g) {
       }
     if (p->in) memset(p->in, 0, b->nin * sizeof *p->in);
   }
+  if (b->started) {
+    /* nothing more will be received: the requests still owed an answer from a peer get the error
+     * now (a kernel still running, the graph destroyed before its terminate, or the bridge before
+     * the graph: its terminate must not wait for them) */
+    uint64_t failed = owed_fail(b, UINT32_MAX), left = 0;
+    answer *a;
+    (void)answers_retry(b);
+    for (a = b->answers; a; a = a->next) left++;
+    if (failed || left)
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: stopped with %llu requests of this rank's kernels waiting for "
+                       "an answer from another rank: answered with RK_ECLOSED; %llu error answers found their origin's "
+                       "inbox full and are dropped", (unsigned long long)failed, (unsigned long long)left);
+  }
   while (b->answers) { /* error answers that never found room (their refusals are counted) */
     answer *a = b->answers;
     b->answers = a->next;
@@ -1717,6 +1930,7 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
   free(b->peers);
   free(b->out);
   free(b->dl);
+  free(b->owed_tab);
   free(b);
 }
 
@@ -1752,6 +1966,8 @@ int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
   s.probes = RK__RD(probes);
   s.probes_refused = RK__RD(probes_refused);
   s.deadlocks = RK__RD(deadlocks);
+  s.answers_failed = RK__RD(answers_failed);
+  s.answers_late = RK__RD(answers_late);
 #undef RK__RD
   memcpy(out, &s, size);
   return RK_OK;
