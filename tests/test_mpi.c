@@ -37,9 +37,9 @@
  *   owed_lost     rank 0's kernel passed a host call on to rank 1, which dies holding it: the
  *                 bridge answers the call with RK_ECLOSED, the kernel's terminate finishes
  *   owed_closed   the same with rank 1 closing its bridge, rank 0's terminate already waiting
- *   owed_late     three ranks, front -> mid -> back answering front directly; rank 1 dies while
- *                 back holds the request: the bridge answers the caller, and back's answer, let go
- *                 after that, is dropped on rank 0 (never a second answer)
+ *   owed_late     three ranks, front -> mid -> back answering front directly; rank 1 closes its
+ *                 bridge while back holds the request: the bridge answers the caller, and back's
+ *                 answer, let go after that, is dropped on rank 0 (never a second answer)
  *   hello         a peer's handshake with a payload limit no batch can carry (near 2^32):
  *                 the launch refuses it with RK_EINVAL, saying so */
 #include "rt_util.h"
@@ -1162,11 +1162,30 @@ static void wait_signal(int rank, int tag) {
 static int sent_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 1; }
 static int answered_late(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).answers_late >= 1; }
 
+/* (what a rank saw, when a wait of owed_late fails) */
+static int owed_late_wait(int (*pred)(void *), rk_mpi_bridge *b, rk_kernel *k) {
+  rk_mpi_stats st;
+  rk_kernel_counters kc;
+  if (rt_wait_for(pred, b, 60 * RT_SEC)) return 1;
+  st = bridge_stats(b);
+  kc = rt_stats(k);
+  fprintf(stderr, "owed_late: rank %d: peers %d %d %d, sent %llu received %llu delivered %llu refused %llu failed %llu "
+          "late %llu; kernel %s k2k_in %llu k2k_out %llu k2k_refused %llu\n", g_rank, rk_mpi_bridge_peer(b, 0),
+          rk_mpi_bridge_peer(b, 1), rk_mpi_bridge_peer(b, 2), (unsigned long long)st.sent,
+          (unsigned long long)st.received, (unsigned long long)st.delivered, (unsigned long long)st.refused,
+          (unsigned long long)st.answers_failed, (unsigned long long)st.answers_late, rk_state_name(rk_kernel_state(k)),
+          (unsigned long long)kc.k2k_in, (unsigned long long)kc.k2k_out, (unsigned long long)kc.k2k_refused);
+  return 0;
+}
+
 /* Three ranks: front (rank 0) -> mid (rank 1) -> back (rank 2), back answering front directly.
- * Rank 1 dies once back (held) has the request: rank 0's bridge answers its caller with RK_ECLOSED.
- * Then back is let go and answers front over rank 2's bridge: rank 0's bridge drops that answer
- * (answers_late, dead-lettered on front) instead of handing the lane a second answer for the one
- * request. Without the check, front's lane took both (k2k_in 2, and its caller a stray reply). */
+ * Rank 1 closes its bridge once back (held) has the request: rank 0's bridge answers its caller
+ * with RK_ECLOSED. Then back is let go and answers front over rank 2's bridge: rank 0's bridge
+ * drops that answer (answers_late, dead-lettered on front) instead of handing the lane a second
+ * answer for the one request. Without the check, front's lane took both. (Rank 1 closes rather than
+ * dies: with a dead rank, Open MPI 4.1 without ULFM did not always keep the two others talking: 2
+ * of 7 runs under load failed, and the one that printed what it saw had ranks 0 and 2 each taking
+ * the other for lost.) */
 static void test_owed_late(void **state) {
   rk_mpi_options o = RK_MPI_OPTIONS_INIT;
   rk_runtime *rt = rt_create();
@@ -1174,9 +1193,9 @@ static void test_owed_late(void **state) {
   rk_mpi_bridge *b;
   rk_kernel_desc dfront = rt_desc("front", front), dmid = rt_desc("mid", front), dback = rt_desc("back", back);
   uint32_t me, n_front, n_mid, n_back;
+  int rc;
   (void)state;
-  o.heartbeat_ns = 20 * RT_MS;
-  o.peer_timeout_ns = 3 * RT_SEC; /* (as in owed_lost) */
+  o.peer_timeout_ns = 5 * RT_SEC; /* (nobody dies here: no rank is to be taken for lost) */
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, &o);
   if (g_rank == 0) {
@@ -1196,19 +1215,19 @@ static void test_owed_late(void **state) {
   RT_OK(rt, rk_graph_activate(g));
   if (g_rank == 2) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me)));
   barrier();
-  if (g_rank == 1) { /* dies once back has the request */
+  if (g_rank == 1) { /* closes its bridge once back has the request */
     wait_signal(2, 88);
-    kill(getpid(), SIGKILL);
-    for (;;) pause();
-  }
-  if (g_rank == 2) {
-    assert_true(rt_wait_for(delivered_1, b, RT_HANG));
+    rk_mpi_bridge_destroy(b);
+    rk_graph_destroy(g);
+  } else if (g_rank == 2) {
+    assert_true(owed_late_wait(delivered_1, b, rk_graph_kernel(g, me)));
     signal_to(1, 88);
     wait_signal(0, 89); /* rank 0's caller has the bridge's answer */
     RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, me))); /* back answers front, on rank 0 */
-    assert_true(rt_wait_for(sent_1, b, RT_HANG));
+    assert_true(owed_late_wait(sent_1, b, rk_graph_kernel(g, me)));
     wait_signal(0, 90); /* rank 0 has dropped it */
-    (void)rk_graph_terminate(g, 30 * RT_SEC);
+    rc = rk_graph_terminate(g, 30 * RT_SEC);
+    assert_true(rc == RK_OK || rc == RK_ECLOSED);
   } else {
     rk_kernel *k = rk_graph_kernel(g, me);
     rk_kernel_counters kc;
@@ -1217,9 +1236,10 @@ static void test_owed_late(void **state) {
     uint64_t v = 5;
     char r[8];
     assert_int_equal(rk_call(k, T_HOP, &v, sizeof v, &m, r, sizeof r, 20 * RT_SEC), RK_EHANDLER);
-    assert_int_equal(m.status, RK_ECLOSED); /* rank 1 lost: the bridge's answer */
+    assert_int_equal(m.status, RK_ECLOSED); /* rank 1 closed: the bridge's answer */
+    assert_int_equal(rk_mpi_bridge_peer(b, 1), RK_MPI_PEER_CLOSED);
     signal_to(2, 89);
-    assert_true(rt_wait_for(answered_late, b, RT_HANG)); /* back's answer, over rank 2: dropped */
+    assert_true(owed_late_wait(answered_late, b, k)); /* back's answer, over rank 2: dropped */
     signal_to(2, 90);
     st = bridge_stats(b);
     assert_int_equal(st.answers_failed, 1);
@@ -1227,15 +1247,19 @@ static void test_owed_late(void **state) {
     assert_int_equal(st.delivered, 0);
     RT_OK(rt, rk_kernel_terminate(k, 30 * RT_SEC));
     kc = rt_stats(k);
-    assert_int_equal(kc.k2k_in, 1);   /* one answer: the bridge's */
-    assert_int_equal(kc.msgs_out, 1); /* one reply to the caller */
+    assert_int_equal(kc.k2k_in, 1);       /* one answer: the bridge's */
+    assert_int_equal(kc.msgs_out, 1);     /* one reply to the caller */
     assert_int_equal(kc.dead_letters, 1); /* the late answer */
     assert_int_equal(rk_recv(k, &m, r, sizeof r, 0), RK_ECLOSED); /* nothing more for the caller */
-    assert_int_equal(rk_graph_terminate(g, 30 * RT_SEC), RK_ECLOSED); /* rank 1 lost */
+    rc = rk_graph_terminate(g, 30 * RT_SEC); /* (the route to rank 1: closed, maybe unconfirmed) */
+    assert_true(rc == RK_OK || rc == RK_ECLOSED);
   }
-  rk_graph_destroy(g);
-  rk_mpi_bridge_destroy(b);
+  if (g_rank != 1) {
+    rk_graph_destroy(g);
+    rk_mpi_bridge_destroy(b);
+  }
   rk_runtime_destroy(rt);
+  barrier();
 }
 
 /* ---------------------------------------- cycles across ranks -------------------------------- */
@@ -1398,8 +1422,7 @@ int main(int argc, char **argv) {
     cmocka_set_test_filter(filter);
   }
   rc = cmocka_run_group_tests_name(g_scenario, all, NULL, NULL);
-  killed = strcmp(g_scenario, "rank_killed") == 0 || strcmp(g_scenario, "owed_lost") == 0 ||
-           strcmp(g_scenario, "owed_late") == 0; /* rank 1 dies */
+  killed = strcmp(g_scenario, "rank_killed") == 0 || strcmp(g_scenario, "owed_lost") == 0; /* rank 1 dies */
   if (rc != 0 && !killed) /* the other ranks may wait for this one: end the job */
     MPI_Abort(MPI_COMM_WORLD, 1);
   if (killed) {
