@@ -140,6 +140,8 @@ typedef struct peer {
   int ctrl_busy;
   uint32_t bye[2];         /* the bye's batch header (TAG_DATA): BYE_N, ctrl_sent */
   MPI_Request bye_req;
+  /* the last word (bridge_stop, drain_peer): the bridge thread's, then stop's after the join (no
+   * atomics: pthread_join orders the thread's writes before stop's reads) */
   int bye_sent;            /* our bye to it went out (bridge thread, in answer to its bye; or stop) */
   int bye_got;             /* its bye came: nothing follows on the data tag */
   uint32_t ctrl_sent;      /* control messages sent to it (its bye's count of ours is in ctrl_expect) */
