@@ -121,8 +121,11 @@ RK_API int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options
 /** Stop and free the bridge (NULL accepted): after rk_graph_destroy, or before it (the bridge
  *  then detaches itself: the graph's remote nodes are closed to senders). Before MPI_Finalize.
  *  What was not delivered by then is counted (dropped, unconfirmed) and logged in one line; the
- *  counters go with the bridge. Buffers MPI may still own (a lost peer, a send that never
- *  completed) are kept for the process's life. */
+ *  counters go with the bridge. The stop (here, or in rk_graph_destroy) says bye to every peer
+ *  and takes each peer's last messages, its bye included (a peer whose bridge runs answers at
+ *  once), before the duplicated communicator is freed: peer_timeout_ns at most, after which the
+ *  communicator is kept, not freed (docs/mpi.md, "The last word"). Buffers MPI may still own (a
+ *  lost peer, a send that never completed) are kept for the process's life. */
 RK_API void rk_mpi_bridge_destroy(rk_mpi_bridge *b);
 /** The counters. out->size may be that of an older rk_mpi_stats (without sleeps and woken, or
  *  without the probe counters, or without answers_failed and answers_late): only that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */

@@ -17,14 +17,23 @@
  *
  * Wire formats (host byte order: one job, one machine type): a data message is a batch header
  * {u32 n, u32 0} then n records {u32 record bytes, u32 origin rank, u32 destination lane, u32 0,
- * envelope, payload padded to 8}; a batch header with n == BYE_N and no record is the bye, sent on
- * the data tag so that MPI's non-overtaking rule orders it after every batch sent before it; a
+ * envelope, payload padded to 8}; a batch header {BYE_N, c} with no record is the bye, sent on the
+ * data tag so that MPI's non-overtaking rule orders it after every batch sent before it, c the
+ * number of control messages (credits and probes) sent to that peer before it (mod 2^32); a
  * control message is {u32 kind, u32 n} then n {u32 kernel id, u32 lane, u64 consumed, u64 refused}
  * (credits: cumulative counts of the route's messages taken off the wire, and of those refused), or
  * a probe of the deadlock detection across ranks: {u32 CTRL_PROBE, u32 n} then {u32 version, u32
  * initiator rank, u32 initiator kernel id, u32 initiator lane, u32 generation, u32 target kernel id,
  * u32 target lane, u32 0} then n hops {u32 rank, u32 kernel id, u32 lane, u32 0, u64 progress}
- * ("Cycles across ranks" below; docs/mpi.md). */
+ * ("Cycles across ranks" below; docs/mpi.md).
+ *
+ * The last word (bridge_stop, drain_peer): every bridge that met its peers sends each peer one bye,
+ * at its stop or, on its thread, as soon as it receives the peer's, and frees its communicator
+ * only once it has taken every message each peer sent on it: the peer's bye (the data tag's last
+ * message) and the control messages it counts. A message left unreceived on a freed communicator
+ * is not discarded by Open MPI: one that arrives after MPI_Comm_free waits for the next
+ * communicator given the same context id (the next bridge's MPI_Comm_dup) and is matched there,
+ * out of its sequence; a stale bye made the next bridge close a live peer (docs/mpi.md). */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -148,8 +157,15 @@ typedef struct peer {
   uint8_t probe_out[PROBE_BYTES] __attribute__((aligned(8))); /* the probe in flight to it */
   MPI_Request probe_req;
   int probe_busy;
-  uint32_t bye[2];         /* the bye's batch header (TAG_DATA) */
+  uint32_t bye[2];         /* the bye's batch header (TAG_DATA): BYE_N, ctrl_sent */
   MPI_Request bye_req;
+  /* the last word (bridge_stop, drain_peer): the bridge thread's, then stop's after the join (no
+   * atomics: pthread_join orders the thread's writes before stop's reads) */
+  int bye_sent;            /* our bye to it went out (bridge thread, in answer to its bye; or stop) */
+  int bye_got;             /* its bye came: nothing follows on the data tag */
+  uint32_t ctrl_sent;      /* control messages sent to it (its bye's count of ours is in ctrl_expect) */
+  uint32_t ctrl_got;       /* control messages taken from it */
+  uint32_t ctrl_expect;    /* what its bye said it sent (valid once bye_got) */
   int settled;             /* what its routes held is counted (peer_down, or stop) */
   uint32_t owed_n;         /* entries of the owed table waiting for an answer from it (not answered) */
   uint64_t credit_ns;      /* of the last credit message to it */
@@ -225,6 +241,9 @@ struct rk_mpi_bridge {
   int stopped;             /* stop ran (app thread) */
   int started;             /* start succeeded: the peers know us */
   int any_lost;
+  int start_tried;         /* bridge_start ran: the peers may have been sent (and may send) messages */
+  int met;                 /* the handshake completed: every peer knows this bridge and will say bye */
+  int keep_comm;           /* a peer's last messages may still come: the communicator is never freed */
   int waitv_ok;            /* bridge thread: futex_waitv works here (rings_wait) */
   hello *hello_out;        /* our hello: MPI may own it until the handshake's sends complete */
   int hello_held;          /* a hello send never completed (start timed out): never freed */
@@ -544,6 +563,7 @@ static int ctrl_send(rk_mpi_bridge *b, uint32_t r, uint32_t kind) {
   if (MPI_Isend(p->ctrl_out, (int)(8 + n * CREDIT_REC), MPI_BYTE, (int)r, TAG_CTRL, b->comm, &p->ctrl_req_out) !=
       MPI_SUCCESS)
     return 0; /* nothing marked as told: the credits go out with the next try */
+  p->ctrl_sent++; /* counted in our bye: the peer takes that many before it frees the communicator */
   if (kind == CTRL_CREDIT) { /* sent: what it told (consumed moves on this thread only) */
     uint32_t j;
     for (i = 0; i < b->nids; i++)
@@ -558,6 +578,21 @@ static int ctrl_send(rk_mpi_bridge *b, uint32_t r, uint32_t kind) {
   p->told_ns = now_ns();
   if (kind == CTRL_HEARTBEAT) stat_add(&b->s_heartbeats, 1);
   return 1;
+}
+
+/* Our bye to peer r, once: the last message of this bridge to it on the communicator (after every
+ * batch, on their tag) and the count of the control messages sent to it before. The bridge thread
+ * sends it in answer to the peer's bye; stop sends it to the peers that have not had it. */
+static void bye_send(rk_mpi_bridge *b, uint32_t r) {
+  peer *p = &b->peers[r];
+  if (p->bye_sent) return;
+  p->bye[0] = BYE_N;
+  p->bye[1] = p->ctrl_sent;
+  if (MPI_Isend(p->bye, 8, MPI_BYTE, (int)r, TAG_DATA, b->comm, &p->bye_req) != MPI_SUCCESS) {
+    p->bye_req = MPI_REQUEST_NULL; /* the peer will not hear it: its stop keeps its communicator */
+    return;
+  }
+  p->bye_sent = 1;
 }
 
 /* ---------------------------------------- receiving ---------------------------------------- */
@@ -770,7 +805,11 @@ static void take_data(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byte
   if (bytes < 8) return;
   memcpy(&n, buf, 4);
   if (n == BYE_N) { /* the peer stopped: every batch it sent before is taken (MPI: no overtaking) */
-    set_state(&b->peers[r], RK_MPI_PEER_CLOSED);
+    peer *p = &b->peers[r];
+    p->bye_got = 1;
+    memcpy(&p->ctrl_expect, buf + 4, 4);
+    set_state(p, RK_MPI_PEER_CLOSED); /* (nothing more is sent to it: every send is for UP peers) */
+    bye_send(b, r); /* our last word at once: its stop is waiting for it to free its communicator */
     return;
   }
   stat_add(&b->s_batches_received, 1);
@@ -901,6 +940,7 @@ static int probe_send(rk_mpi_bridge *b, probe *pr, const route_out *to) {
   if (MPI_Isend(w, (int)(8 + PROBE_HEAD + pr->n * PROBE_HOP), MPI_BYTE, (int)to->peer, TAG_CTRL, b->comm,
                 &p->probe_req) != MPI_SUCCESS)
     return 0;
+  p->ctrl_sent++; /* a control message too: counted in our bye (the peer takes it before it frees the communicator) */
   p->probe_busy = 1;
   stat_add(&b->s_probes, 1);
   return 1;
@@ -1130,6 +1170,7 @@ static uint32_t poll_peer(rk_mpi_bridge *b, uint32_t r) {
     MPI_Get_count(&st, MPI_BYTE, &bytes);
     p->heard_ns = now_ns();
     p->ctrl_req = MPI_REQUEST_NULL;
+    p->ctrl_got++; /* (against the count in its bye: drain_peer) */
     got += (uint32_t)take_ctrl(b, r, p->ctrl_in, bytes); /* (a heartbeat is no work) */
   }
   if (get_state(p) == RK_MPI_PEER_UP) post_recvs(b, r);
@@ -1420,6 +1461,7 @@ static int bridge_start(void *self, rk_graph *g) {
   } rem[MAX_NODES];
   /* our hello lives as long as the bridge: MPI may own it until its sends complete, which a
    * handshake that timed out never sees (a send cannot be cancelled reliably) */
+  b->start_tried = 1; /* from here on the peers may hear from this bridge, and it from them */
   if ((mine = b->hello_out) == NULL && (mine = b->hello_out = (hello *)calloc(1, sizeof *mine)) == NULL)
     return rk_transport_fail(g, RK_ENOMEM, "mpi bridge: out of memory");
   if ((reqs = (MPI_Request *)calloc(2u * b->ranks, sizeof *reqs)) == NULL)
@@ -1484,6 +1526,7 @@ static int bridge_start(void *self, rk_graph *g) {
                            who[0] ? who : "?");
     goto cancel;
   }
+  b->met = 1; /* every peer has our hello: each will say bye, and expects ours (bridge_stop) */
   /* every rank's receive buffers are batch_bytes long: a larger batch would be cut (MPI_ERR_TRUNCATE) */
   for (r = 0; r < b->ranks; r++)
     if (r != b->rank && b->peers[r].h.batch_bytes != b->o.batch_bytes) {
@@ -1648,6 +1691,56 @@ static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_
   }
 }
 
+/* After the bridge's thread is gone: take what peer r still sends on this communicator, until its
+ * bye (the data tag's last message: MPI's non-overtaking rule puts every batch it sent before it)
+ * and as many control messages as its bye counts, so that none is left unreceived when the
+ * communicator is freed (the header comment, "The last word"). Batches that come now are
+ * discarded: this bridge is stopping (their sender counts them as sent and not confirmed).
+ * Returns 1 when all came, 0 at `end` (or when MPI fails). */
+static int drain_peer(rk_mpi_bridge *b, uint32_t r, uint64_t end) {
+  peer *p = &b->peers[r];
+  for (;;) {
+    MPI_Status st;
+    int done = 0, got = 0;
+    if (p->bye_got && p->ctrl_got == p->ctrl_expect) return 1;
+    if (!p->bye_got) {
+      if (p->data_req == MPI_REQUEST_NULL &&
+          MPI_Irecv(p->data_in, (int)b->o.batch_bytes, MPI_BYTE, (int)r, TAG_DATA, b->comm, &p->data_req) != MPI_SUCCESS)
+        return 0;
+      if (MPI_Test(&p->data_req, &done, &st) != MPI_SUCCESS) return 0;
+      if (done) {
+        int bytes = 0;
+        uint32_t n = 0;
+        MPI_Get_count(&st, MPI_BYTE, &bytes);
+        p->data_req = MPI_REQUEST_NULL;
+        if (bytes >= 8) memcpy(&n, p->data_in, 4);
+        if (n == BYE_N) {
+          p->bye_got = 1;
+          memcpy(&p->ctrl_expect, p->data_in + 4, 4);
+        }
+        got = 1;
+      }
+    }
+    done = 0;
+    if (!p->bye_got || p->ctrl_got != p->ctrl_expect) {
+      if (p->ctrl_req == MPI_REQUEST_NULL &&
+          MPI_Irecv(p->ctrl_in, (int)CTRL_BYTES, MPI_BYTE, (int)r, TAG_CTRL, b->comm, &p->ctrl_req) != MPI_SUCCESS)
+        return 0;
+      if (MPI_Test(&p->ctrl_req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return 0;
+      if (done) {
+        p->ctrl_req = MPI_REQUEST_NULL;
+        p->ctrl_got++;
+        got = 1;
+      }
+    }
+    if (!got) {
+      struct timespec ts = {0, 50000};
+      if (now_ns() > end) return 0;
+      nanosleep(&ts, NULL);
+    }
+  }
+}
+
 /* Cancel a posted receive and wait for it to complete (cancelled, or a message that had matched
  * already: its transfer ends), so its buffer can be freed; a receive that does not complete within
  * 200 ms (a lost peer in the middle of a transfer) is let go and the bridge's buffers are kept. */
@@ -1670,7 +1763,7 @@ static void recv_cancel(rk_mpi_bridge *b, peer *p, MPI_Request *req) {
 static void bridge_stop(void *self, rk_graph *g) {
   rk_mpi_bridge *b = (rk_mpi_bridge *)self;
   uint32_t r, i;
-  uint64_t dropped = 0, unconfirmed = 0;
+  uint64_t dropped = 0, unconfirmed = 0, drain_end;
   (void)g;
   if (b->stopped) {
     b->g = NULL;
@@ -1682,25 +1775,39 @@ static void bridge_stop(void *self, rk_graph *g) {
     pthread_join(b->thread, NULL);
     b->thread_on = 0;
   }
-  for (r = 0; r < b->ranks; r++) {
+  drain_end = now_ns() + (uint64_t)b->o.peer_timeout_ns;
+  /* a launch that did not meet every peer: a peer may still send its hello (or more) later */
+  if (b->start_tried && !b->met) b->keep_comm = 1;
+  for (r = 0; r < b->ranks; r++) { /* first every bye, so that no peer waits on another's drain */
     peer *p = &b->peers[r];
-    staged *s;
+    rk_mpi_peer_state st = get_state(p);
     if (r == b->rank) continue;
-    p->bye_req = MPI_REQUEST_NULL;
-    if (get_state(p) == RK_MPI_PEER_UP && b->started) {
+    if (b->met && st != RK_MPI_PEER_LOST) {
       /* the open batch goes out, then the bye on the same tag: the peer takes every batch before
-       * it sees the bye (MPI does not overtake on one communicator and tag) */
-      (void)batch_send(b, r);
-      p->bye[0] = BYE_N;
-      p->bye[1] = 0;
-      if (MPI_Isend(p->bye, 8, MPI_BYTE, (int)r, TAG_DATA, b->comm, &p->bye_req) != MPI_SUCCESS)
-        p->bye_req = MPI_REQUEST_NULL;
+       * it sees the bye (MPI does not overtake on one communicator and tag); a peer that said bye
+       * first has ours already (the thread answered it), unless the thread stopped before */
+      if (st == RK_MPI_PEER_UP && b->started) (void)batch_send(b, r);
+      bye_send(b, r);
     }
     if (b->started) { /* what the routes still hold: dropped; sent and not credited: unconfirmed */
       uint64_t d = 0, u = 0;
       settle_peer(b, r, &d, &u);
       dropped += d;
       unconfirmed += u;
+    }
+  }
+  for (r = 0; r < b->ranks; r++) {
+    peer *p = &b->peers[r];
+    staged *s;
+    if (r == b->rank) continue;
+    /* the peer's last messages, before the communicator may go (drain_peer): a peer whose bridge
+     * runs answers our bye at once, one that stops sends its own; a lost one never will */
+    if (b->met && get_state(p) != RK_MPI_PEER_LOST && !drain_peer(b, r, drain_end)) {
+      b->keep_comm = 1;
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: rank %u did not say bye within %lld ms of this bridge's stop "
+                       "(its bridge's thread is blocked, or the rank is gone): this bridge's communicator is kept, "
+                       "not freed, so that its late messages cannot reach a later communicator", r,
+                       (long long)(b->o.peer_timeout_ns / 1000000));
     }
     /* receives: cancelled (supported for receives), then completed before their buffers go */
     recv_cancel(b, p, &p->data_req);
@@ -1855,7 +1962,7 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   for (r = 0; r < b->ranks; r++) {
     peer *p = &b->peers[r];
     p->state = r == b->rank ? RK_MPI_PEER_SELF : RK_MPI_PEER_UP;
-    p->data_req = p->ctrl_req = p->probe_req = MPI_REQUEST_NULL;
+    p->data_req = p->ctrl_req = p->probe_req = p->bye_req = MPI_REQUEST_NULL;
     p->batch_buf = -1;
     p->h.rank = UINT32_MAX;
     if (r == b->rank) continue;
@@ -1902,7 +2009,9 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
     (void)rk_graph_set_transport(g, NULL, NULL);
   }
   MPI_Finalized(&finalized);
-  if (b->comm_ok && !finalized && !b->any_lost) MPI_Comm_free(&b->comm); /* a lost peer: never answers */
+  /* a lost peer never answers; a peer that did not say bye may still send (bridge_stop): a message
+   * that reached a freed communicator would be handed to the next one with its context id */
+  if (b->comm_ok && !finalized && !b->any_lost && !b->keep_comm) MPI_Comm_free(&b->comm);
   if (b->any_lost) { /* buffers MPI may still own for the lost peer: the bridge is kept, whole */
     lend_to_mpi(b);
     return;
