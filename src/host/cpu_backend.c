@@ -29,6 +29,7 @@
 #define RK_LANE_PARK_NS 20000000   /* parked lanes re-check their control word this often */
 #define RK_LANE_RETRY_NS 20000     /* back-off before a handler that returned RK_EAGAIN runs again */
 #define RK_LANE_PT_REUSE 64        /* host batches that reuse one clock reading at most (lane_pt) */
+#define RK_LANE_AHEAD 8            /* messages whose lines a batch fetches ahead (process_batch) */
 
 /* Single-writer counters (the lane leader writes, anyone reads): a load and a store, never an
  * RMW, because on the device the same words live across PCIe (ARCHITECTURE §4). Readers pair
@@ -714,10 +715,24 @@ static uint32_t process_batch(rk__lane *l, rk_ring *in, int k2k, int *stalled) {
   uint64_t pt_us = n ? (k2k ? l->pt_us : lane_pt(l)) : 0;
   l->pt_us = pt_us; /* the handlers' K2K sends stamp with it (k2k_header) */
   *stalled = 0;
-  if (n) rk__prefetch_slot(in, pos); /* both lines of the first message at once (queue/internal.h) */
+  /* The lines of the first RK_LANE_AHEAD messages at once, then each message's lines
+   * RK_LANE_AHEAD messages before it is handled; and the reply slots as far ahead in exclusive
+   * state (queue/internal.h). Under load every one of these lines comes from the other side's CPU
+   * (the sender wrote the request, the receiver read the reply slot on the last lap), and a
+   * transfer takes longer than a message's handling: fetched one message ahead, each stalled the
+   * lane (issue 16, docs/design-notes.md "throughput.echo"). Hints only. */
+  for (i = 0; i < n && i < RK_LANE_AHEAD; i++) {
+    rk__prefetch_slot(in, pos + i);
+    if (!k2k && l->out_pending + i < l->out_room) rk__prefetchw_slot(l->outbox, l->outbox->tail + l->out_pending + i);
+  }
   for (i = 0; i < n; i++) {
     rk_envelope *e = (rk_envelope *)rk_ring_slot(in, pos + i);
-    if (i + 1 < n) rk__prefetch_slot(in, pos + i + 1); /* the next message's lines, meanwhile */
+    if (i + RK_LANE_AHEAD < n) {
+      rk__prefetch_slot(in, pos + i + RK_LANE_AHEAD);
+      /* (within the room known free: a slot the receiver still reads is left alone) */
+      if (!k2k && l->out_pending + RK_LANE_AHEAD < l->out_room)
+        rk__prefetchw_slot(l->outbox, l->outbox->tail + l->out_pending + RK_LANE_AHEAD);
+    }
     /* Told to leave (abort, a broken collective): the rest of the batch stays in the inbox, for
      * new lanes after a restart; nothing handled is seen twice. */
     if (i > 0 && ((signals(l) & RK_SIGNAL_ABORT) || lane_broken(l))) break;
