@@ -25,7 +25,7 @@
 #include "host/internal.h"
 #include "ringkernel/graph.h"
 
-#define RK_LANE_BATCH 32           /* messages taken per inbox index access */
+#define RK_LANE_BATCH 64           /* messages taken per inbox index access (rk_send_batch claims runs of up to 64, a drain takes up to 64) */
 #define RK_LANE_PARK_NS 20000000   /* parked lanes re-check their control word this often */
 #define RK_LANE_RETRY_NS 20000     /* back-off before a handler that returned RK_EAGAIN runs again */
 #define RK_LANE_PT_REUSE 64        /* host batches that reuse one clock reading at most (lane_pt) */
