@@ -879,7 +879,6 @@ static void lane_main(void *arg) {
   uint32_t ack = 0, state = RK_STATE_LAUNCHED, clock_seen = 0;
   uint64_t drain_to = 0;
   int was_stalled = 0;
-  uint32_t last_got = 0; /* messages the previous pass took */
 
   if (ctx->thread != 0) {
     follower_main(ctx);
@@ -969,14 +968,7 @@ static void lane_main(void *arg) {
       continue;
     }
     was_stalled = 0;
-    if (got) {
-      last_got = got;
-      continue;
-    }
-    /* the pass before took messages: a stream's next batch comes within microseconds (a long
-     * spin before parking; queue/internal.h) */
-    if (last_got) rk__wait_expect_soon();
-    last_got = 0;
+    if (got) continue;
     {
       lane_wait w = {l, ack, clock_seen, state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING};
       (void)rk__ring_wait(l->inbox, 1, lane_ready, &w, RK_LANE_PARK_NS);

@@ -54,15 +54,6 @@ static inline void rk__prefetchw_slot(rk_ring *r, uint64_t pos) {
  * rtt); either pointer may be NULL. */
 void rk__wait_counts(uint64_t *parks, uint64_t *wakes);
 
-/* The calling thread expects what it waits for next within microseconds: its next wait spins as
- * long as one after a wake-up (RK_SPIN_AFTER_WAKE_NS, ring_wait.c), and a spin that runs out drops
- * back to the short one as usual. The CPU lane calls it before its idle wait when its last pass
- * took messages: in a stream the next batch is a batch period away (~2-3 µs on the EPYC VM for 64
- * echoes, longer than the short spin), and a lane that parks between batches costs each batch a
- * futex wake and the vCPU's wake-up (issue 16, docs/design-notes.md "throughput.echo"). Cost: one
- * long spin per burst's end. */
-void rk__wait_expect_soon(void);
-
 /* Whether the calling thread can run on one CPU only (its affinity mask has one CPU, or one CPU is
  * online): then spinning in a wait only delays the thread it waits for, and the library's waits
  * yield where they would pause (ring_wait.c; docs/design-notes.md, "Parking and the slow mode").

@@ -54,8 +54,6 @@
 #endif
 static __thread int tl_woken; /* this thread's last wait ended in a park that was woken */
 
-void rk__wait_expect_soon(void) { tl_woken = 1; } /* (internal.h) */
-
 /* Spinning is useless where the waiter can run on one CPU only (its affinity mask has one CPU, or
  * the machine has one online): what it waits for (another thread) cannot run on that CPU while it
  * spins. mpirun binds each rank to one core on the 2-core machines here, so a rank's lane, its
