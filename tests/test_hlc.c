@@ -406,45 +406,6 @@ static void test_clock_tick_n(void **state) {
   rk_clock_destroy(b);
 }
 
-/* The single-writer forms (rk__clock_tick_n_1w, rk__clock_recv_at_1w: a load and a store instead
- * of the CAS, for the kernel clock of a one-lane, one-thread CPU kernel) give exactly what the CAS
- * forms give, step for step, on two clocks driven alike: batches, the logical counter's overflow,
- * merges of stamps ahead and behind, physical time moving on and standing still, and the drift
- * refusal, which leaves the word alone in both. */
-static void test_clock_single_writer(void **state) {
-  rk_clock *a, *b;
-  uint64_t pt = 1700000000000000ull;
-  int step;
-  (void)state;
-  assert_int_equal(rk_clock_create(&a, 1, 0), RK_OK);
-  assert_int_equal(rk_clock_create(&b, 2, 0), RK_OK);
-  for (step = 0; step < 4000; step++) {
-    rk_hlc fa = 0, fb = 0, oa = 0, ob = 0, m;
-    uint32_t n = 1 + (uint32_t)(step * 7 % 13);
-    int ra, rb;
-    if (step % 5 == 0) pt += (uint64_t)(step % 3); /* physical time moves on, or stands still */
-    rk__clock_tick_n(a, n, pt, &fa);
-    rk__clock_tick_n_1w(b, n, pt, &fb);
-    if (fa != fb) fail_msg("step %d: tick_n %llx, tick_n_1w %llx", step, (unsigned long long)fa, (unsigned long long)fb);
-    /* a stamp ahead (by up to the drift bound and past it), behind, or at the logical limit */
-    switch (step % 4) {
-      case 0: m = rk_hlc_make(pt + (uint64_t)(step % 700) * 1000, (uint32_t)step % 4096); break;
-      case 1: m = fa > 100 ? fa - 100 : 0; break;
-      case 2: m = rk_hlc_make(pt, 4095); break;
-      default: m = rk_hlc_make(pt + 600000, 0); break; /* past the default 500 ms: refused */
-    }
-    ra = rk__clock_recv_at(a, m, pt, &oa);
-    rb = rk__clock_recv_at_1w(b, m, pt, &ob);
-    assert_int_equal(ra, rb);
-    if (ra == RK_OK && oa != ob) fail_msg("step %d: recv_at %llx, recv_at_1w %llx", step, (unsigned long long)oa,
-                                          (unsigned long long)ob);
-    assert_int_equal(rk_clock_peek(a), rk_clock_peek(b));
-  }
-  assert_int_equal(rk__clock_recv_at_1w(b, 0, pt, NULL), RK_OK); /* out may be NULL */
-  rk_clock_destroy(a);
-  rk_clock_destroy(b);
-}
-
 /* ------------------------------ many threads, one clock -------------------------------------- */
 
 #define HAMMER_THREADS (RK_TEST_SANITIZED ? 4 : 8)
@@ -562,7 +523,6 @@ int main(void) {
       cmocka_unit_test(test_clock_drift_rejection),
       cmocka_unit_test(test_clock_recv_after_both),
       cmocka_unit_test(test_clock_tick_n),
-      cmocka_unit_test(test_clock_single_writer),
       cmocka_unit_test(test_clock_threads_realtime),
       cmocka_unit_test(test_clock_threads_frozen),
   };

@@ -103,23 +103,3 @@ void rk__clock_tick_n(rk_clock *c, uint32_t n, uint64_t pt, rk_hlc *first) {
 rk_hlc rk_clock_peek(const rk_clock *c) {
   return c ? rk_load_acquire_dev_u64(&c->word) : 0; /* pairs with the CAS in tick/recv */
 }
-
-/* The single-writer forms (hlc/internal.h): the word's only writer is the calling thread, so a
- * load and a store replace the CAS loop. relaxed load: the thread's own last store, the only one
- * there is; release store: pairs with rk_clock_peek's acquire, as the CAS's release half did (a
- * reader that sees the stamp sees what the writer did before it). No acquire half is needed: no
- * other thread writes the word, so there is nothing to synchronise with. */
-void rk__clock_tick_n_1w(rk_clock *c, uint32_t n, uint64_t pt, rk_hlc *first) {
-  uint64_t next = rk_hlc_send(rk_load_relaxed_dev_u64(&c->word), pt);
-  rk_store_release_dev_u64(&c->word, next + (n - 1));
-  *first = next;
-}
-
-int rk__clock_recv_at_1w(rk_clock *c, rk_hlc m, uint64_t pt, rk_hlc *out) {
-  uint64_t next;
-  if (rk_hlc_too_far_ahead(m, pt, c->max_offset_us)) return RK_ECLOCK; /* the clock does not move */
-  next = rk_hlc_recv(rk_load_relaxed_dev_u64(&c->word), m, pt);
-  rk_store_release_dev_u64(&c->word, next);
-  if (out) *out = next;
-  return RK_OK;
-}

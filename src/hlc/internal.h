@@ -16,12 +16,4 @@ void rk__clock_tick_n(rk_clock *clock, uint32_t n, uint64_t pt_us, rk_hlc *first
  * Returns 0 or RK_ECLOCK (the clock does not move); out may be NULL. */
 int rk__clock_recv_at(rk_clock *clock, rk_hlc m, uint64_t pt_us, rk_hlc *out);
 
-/* rk__clock_tick_n and rk__clock_recv_at for a clock that only the calling thread ever writes (a
- * load and a store-release instead of a CAS loop: no locked instruction). The same results; the
- * caller guarantees the single writer (the CPU backend: the kernel clock of a kernel with one lane
- * of one thread, which alone stamps and merges on it; cpu_backend.c, clock_1w). Readers
- * (rk_clock_peek) may run on any thread. */
-void rk__clock_tick_n_1w(rk_clock *clock, uint32_t n, uint64_t pt_us, rk_hlc *first);
-int rk__clock_recv_at_1w(rk_clock *clock, rk_hlc m, uint64_t pt_us, rk_hlc *out);
-
 #endif

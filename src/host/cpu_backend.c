@@ -25,42 +25,17 @@
 #include "host/internal.h"
 #include "ringkernel/graph.h"
 
-#define RK_LANE_BATCH 32           /* messages taken per inbox index access */
+#define RK_LANE_BATCH 64           /* messages taken per inbox index access (rk_send_batch claims runs of up to 64, a drain takes up to 64) */
 #define RK_LANE_PARK_NS 20000000   /* parked lanes re-check their control word this often */
 #define RK_LANE_RETRY_NS 20000     /* back-off before a handler that returned RK_EAGAIN runs again */
 #define RK_LANE_PT_REUSE 64        /* host batches that reuse one clock reading at most (lane_pt) */
-/* 1: a lane that is its kernel clock's only writer stamps and merges without a CAS (lane_tick).
- * Off by default: it measured no gain in issue 16's fourth step and adds an assumption (no thread
- * but the lane's touches the clock: a handler's rk_ctx used from another thread would break it). */
-#ifndef RK_LANE_CLOCK_1W
-#define RK_LANE_CLOCK_1W 0
-#endif
+#define RK_LANE_AHEAD 8            /* messages whose lines a batch fetches ahead (process_batch) */
 
 /* Single-writer counters (the lane leader writes, anyone reads): a load and a store, never an
  * RMW, because on the device the same words live across PCIe (ARCHITECTURE §4). Readers pair
  * with nothing: counters are statistics. */
 static inline void count_add(volatile uint64_t *c, uint64_t n) {
   rk_store_relaxed_sys_u64(c, rk_load_relaxed_sys_u64(c) + n);
-}
-
-
-/* The lane's stamps and merges on its kernel's clock (send and receive rules). With one lane of
- * one thread (l->clock_1w, set by cpu_start) the leader is the clock word's only writer: the
- * kernel clock is private to the kernel (no API hands it out), and only the lane code here stamps
- * or merges on it (flush_replies, k2k_envelope, lane_merge, rk_now, all on the handler's thread,
- * which is the leader when a lane has one thread); so a load and a store-release replace the CAS
- * loop: two locked instructions fewer per round trip, one per message under load (issue 16,
- * docs/design-notes.md "fourth step"). Several lanes, or followers that may call rk_now, share
- * the word: the CAS then. (rk_now keeps the CAS in every case: the same thread's CAS and plain
- * stores on one word are ordered by program order.) */
-static inline void lane_tick(rk__lane *l, uint32_t n, uint64_t pt_us, rk_hlc *first) {
-  if (l->clock_1w)
-    rk__clock_tick_n_1w(l->k->clock, n, pt_us, first);
-  else
-    rk__clock_tick_n(l->k->clock, n, pt_us, first);
-}
-static inline int lane_recv_at(rk__lane *l, rk_hlc m, uint64_t pt_us) {
-  return l->clock_1w ? rk__clock_recv_at_1w(l->k->clock, m, pt_us, NULL) : rk__clock_recv_at(l->k->clock, m, pt_us, NULL);
 }
 
 /* ---------------------------------------- replies -------------------------------------------- */
@@ -154,7 +129,7 @@ static void flush_replies(rk__lane *l, uint64_t pt_us, rk_ring *room_in) {
      * already and the tick goes on from the word (a reading taken later only moves the physical
      * part forward by the handlers' time; K2K sends stamp the same way, k2k_envelope). Saves a
      * clock read (~23 ns on the EPYC VM) between a request and its reply. */
-    lane_tick(l, n, pt_us ? pt_us : rk_clock_physical_us(l->k->clock), &stamp);
+    rk__clock_tick_n(l->k->clock, n, pt_us ? pt_us : rk_clock_physical_us(l->k->clock), &stamp);
     for (i = 0; i < n; i++) /* tail: the producer's own word, plain read */
       ((rk_envelope *)rk_ring_slot(l->outbox, l->outbox->tail + i))->hlc = stamp + i;
     /* counted as published: before the commit, so a caller that has its reply sees the count that
@@ -405,7 +380,7 @@ static void k2k_envelope(rk__lane *l, rk_envelope *e, const rk_kernel *dst, uint
   e->node = k->id;
   e->lane = (uint16_t)l->index;
   e->priority = priority;
-  lane_tick(l, 1, l->pt_us, &e->hlc);
+  rk__clock_tick_n(l->k->clock, 1, l->pt_us, &e->hlc);
 }
 
 /* A K2K message this lane sends. forward: it continues the request being handled (rk_forward: the
@@ -588,7 +563,7 @@ static int run_handler(rk__lane *l, const rk_msg *m) {
  * seen would accept (the drift check is monotone in pt). */
 static int lane_merge(rk__lane *l, rk_hlc m, uint64_t pt_us, int k2k) {
   rk_clock *c = l->k->clock;
-  if (lane_recv_at(l, m, pt_us) == RK_OK) return RK_OK;
+  if (rk__clock_recv_at(c, m, pt_us, NULL) == RK_OK) return RK_OK;
   if (k2k) return RK_ECLOCK;
   if (!l->pt_fresh) { /* the batch reused a reading: take one now, for the rest of the batch too */
     l->pt_read = rk_clock_physical_us(c);
@@ -598,7 +573,7 @@ static int lane_merge(rk__lane *l, rk_hlc m, uint64_t pt_us, int k2k) {
   /* pt_us is the batch's reading; l->pt_read a fresh one (taken after the batch was seen), newer
    * when an earlier message of the batch was refused under the batch's and took it */
   if (l->pt_read == pt_us) return RK_ECLOCK; /* refused under a fresh reading: refused */
-  return lane_recv_at(l, m, l->pt_read);
+  return rk__clock_recv_at(c, m, l->pt_read, NULL);
 }
 
 /* pt_us: a reading of the kernel clock's time source taken after e was seen (process_batch), or
@@ -740,10 +715,24 @@ static uint32_t process_batch(rk__lane *l, rk_ring *in, int k2k, int *stalled) {
   uint64_t pt_us = n ? (k2k ? l->pt_us : lane_pt(l)) : 0;
   l->pt_us = pt_us; /* the handlers' K2K sends stamp with it (k2k_header) */
   *stalled = 0;
-  if (n) rk__prefetch_slot(in, pos); /* both lines of the first message at once (queue/internal.h) */
+  /* The lines of the first RK_LANE_AHEAD messages at once, then each message's lines
+   * RK_LANE_AHEAD messages before it is handled; and the reply slots as far ahead in exclusive
+   * state (queue/internal.h). Under load every one of these lines comes from the other side's CPU
+   * (the sender wrote the request, the receiver read the reply slot on the last lap), and a
+   * transfer takes longer than a message's handling: fetched one message ahead, each stalled the
+   * lane (issue 16, docs/design-notes.md "throughput.echo"). Hints only. */
+  for (i = 0; i < n && i < RK_LANE_AHEAD; i++) {
+    rk__prefetch_slot(in, pos + i);
+    if (!k2k && l->out_pending + i < l->out_room) rk__prefetchw_slot(l->outbox, l->outbox->tail + l->out_pending + i);
+  }
   for (i = 0; i < n; i++) {
     rk_envelope *e = (rk_envelope *)rk_ring_slot(in, pos + i);
-    if (i + 1 < n) rk__prefetch_slot(in, pos + i + 1); /* the next message's lines, meanwhile */
+    if (i + RK_LANE_AHEAD < n) {
+      rk__prefetch_slot(in, pos + i + RK_LANE_AHEAD);
+      /* (within the room known free: a slot the receiver still reads is left alone) */
+      if (!k2k && l->out_pending + RK_LANE_AHEAD < l->out_room)
+        rk__prefetchw_slot(l->outbox, l->outbox->tail + l->out_pending + RK_LANE_AHEAD);
+    }
     /* Told to leave (abort, a broken collective): the rest of the batch stays in the inbox, for
      * new lanes after a restart; nothing handled is seen twice. */
     if (i > 0 && ((signals(l) & RK_SIGNAL_ABORT) || lane_broken(l))) break;
@@ -1042,7 +1031,6 @@ static int cpu_start(rk_kernel *k) {
      * lanes passed on are still on their way back, and a terminate waits for them */
     l->blocked_on = NULL; /* the K2K deadlock check starts afresh (a restart) */
     l->pt_read = 0;       /* the first host batch reads the clock */
-    l->clock_1w = RK_LANE_CLOCK_1W && k->lanes == 1 && k->threads == 1; /* its only writer (lane_tick) */
     /* relaxed atomic: other lanes' checks and a transport's (rk_graph_lane_wait, the MPI bridge's
      * thread) may read it at any time, the restart included */
     __atomic_store_n(&l->waits_on, NULL, __ATOMIC_RELAXED);

@@ -188,7 +188,6 @@ struct rk__lane {
   uint64_t pt_read;
   uint32_t pt_age;
   int pt_fresh;
-  int clock_1w;         /* the leader is the kernel clock's only writer (cpu_backend.c, lane_tick) */
   int retry;            /* the handler asked to run again on the message later (RK_EAGAIN) */
   /* K2K deadlock check (cpu_backend.c): the lane whose full K2K inbox a send of this lane's found
    * full (leader only), published in waits_on while the lane retries (other lanes' deadlock checks

@@ -32,6 +32,7 @@
 #include "host/internal.h"
 
 #define RK_DRAIN_BATCH 64
+#define RK_SEND_AHEAD 8 /* rk_send_batch: slots taken in exclusive state this many items ahead of their fill */
 /* claim / send_on, internal: try once, and on a full inbox return having claimed nothing, counted
  * nothing and said nothing (send_on: RK__SEND_FULL); the caller goes the ordinary way instead
  * (rk_call's fast path). Outside RK_SEND_FLAGS_ALL, so no application flag can carry it. */
@@ -354,8 +355,14 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
       rk_hlc stamp;
       uint64_t id = __atomic_add_fetch(&k->rt->next_msg_id, (uint64_t)got, __ATOMIC_RELAXED) - (uint64_t)got + 1;
       rk__clock_tick_n(k->rt->clock, (uint32_t)got, rk_clock_physical_us(k->rt->clock), &stamp);
+      /* The claimed slots' lines in exclusive state RK_SEND_AHEAD items ahead of their fill: the
+       * lane read them on the last lap, and a store that waits for each line in turn stalls the
+       * sender once its store buffer is full (issue 16, docs/design-notes.md "throughput.echo").
+       * Only the claimed slots: hints, no effect on correctness. */
+      for (j = 0; j < (uint32_t)got && j < RK_SEND_AHEAD; j++) rk__prefetchw_slot(l->inbox, pos + j);
       for (j = 0; j < (uint32_t)got; j++) {
         rk_send_item *it = &items[i + j];
+        if (j + RK_SEND_AHEAD < (uint32_t)got) rk__prefetchw_slot(l->inbox, pos + j + RK_SEND_AHEAD);
         it->msg_id = (id + j) & ~RK__CALL_BIT;
         fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos + j), it->type, it->payload, it->len, it->flags,
              it->msg_id, stamp + j);

@@ -118,18 +118,18 @@ static struct rk__tokens *tokens_of(rk_kernel *k) {
 
 static int send_token(rk_kernel *k, int keyed, uint64_t key, uint64_t token, uint32_t type, const void *payload,
                       uint32_t len, uint32_t flags, uint64_t *msg_id) {
-  struct rk__tokens *t;
+  struct rk__tokens *t = NULL;
   uint64_t id, unused;
   int rc, want = !(flags & RK_SEND_NO_REPLY); /* no reply: nothing to echo, nothing kept */
   if (k == NULL) return RK_EINVAL;
   rk__error_clear(k->rt);
   if (want && (t = tokens_of(k)) == NULL) return rk__fail(k->rt, RK_ENOMEM, "send to %s: no memory for the token table", k->name);
   id = rk__msg_id(k->rt);
-  if (want && (rc = put(k->tokens, id, token)) != RK_OK)
+  if (want && (rc = put(t, id, token)) != RK_OK) /* t: tokens_of's acquire load or its own CAS */
     return rk__fail(k->rt, rc, "send to %s: no memory for the token table", k->name);
   rc = rk__send_id_key(k, keyed, key, type, payload, len, flags, id);
   if (rc != RK_OK) {
-    if (want) (void)take(k->tokens, id, &unused); /* nothing was sent */
+    if (want) (void)take(t, id, &unused); /* nothing was sent */
     return rc;
   }
   if (msg_id) *msg_id = id;
