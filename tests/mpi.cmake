@@ -15,7 +15,7 @@
 # nothing either. The bridge's seam with the graph runs under TSan without MPI in test_remote.
 
 # Remote nodes and the transport seam without MPI (a fake transport): every build, sanitizers too.
-rk_add_test(test_remote SOURCES test_remote.c LABELS runtime mpi TIMEOUT 120)
+rk_add_test(test_remote SOURCES test_remote.c LABELS runtime mpi TIMEOUT 120 STATIC)
 
 if(NOT RK_HAVE_MPI)
   add_test(NAME mpi_skipped COMMAND ${CMAKE_COMMAND} -E echo

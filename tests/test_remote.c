@@ -3,9 +3,12 @@
  * (the bridge's part: drain a remote node's outbound ring, deliver into a local kernel) that
  * checks what handlers see: RK_EAGAIN when the ring is full, RK_EMSGSIZE above the remote limit,
  * RK_ECLOSED once the route is closed; start, flush and stop each called when they should be.
- * Runs in every sanitizer build (the MPI tests do not: tests/mpi.cmake). */
+ * Runs in every sanitizer build (the MPI tests do not: tests/mpi.cmake). White-box in one place
+ * (librk.a, host/internal.h): rk__fault_if_running_hook puts a terminate between a transport's
+ * deadlock fault and its state check. */
 #include "rt_util.h"
 
+#include "host/internal.h"
 #include <ringkernel/remote.h>
 
 #define T_ITEM 401u
@@ -356,6 +359,52 @@ static void test_retry_on_remote_route(void **state) {
   for (round = 0; round < 4; round++) retry_round(1 + (uint32_t)round % 3);
 }
 
+/* rk__fault_if_running_hook: the whole of a terminate runs at the point where a transport's
+ * rk_graph_fault_deadlock has decided to fault (as when the bridge's thread is preempted there) */
+static rk_graph *g_term_g;
+static int g_term_rc = -1;
+static void terminate_first(rk_kernel *k) {
+  (void)k;
+  __atomic_store_n(&g_release, 1, __ATOMIC_RELEASE); /* the retrier lets go: terminate can drain it */
+  g_term_rc = rk_graph_terminate(g_term_g, RT_HANG);
+}
+
+/* A transport's deadlock fault that lands while a terminate finishes: the kernel stays TERMINATED,
+ * not FAULTED after terminate returned (it was: the state was checked before the fault was taken,
+ * and rk_graph_destroy then counted the kernel as not stopped and kept the graph: a leak, ASan). */
+static void test_fault_deadlock_vs_terminate(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  fake f;
+  rk_kernel_desc ds = rt_desc("retrier", retrier);
+  uint32_t remote, local, i;
+  (void)state;
+  memset(&f, 0, sizeof f);
+  g_rc_ok = g_rc_eagain = g_rc_emsgsize = g_rc_eclosed = 0;
+  g_release = 0;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
+  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, &remote));
+  f.remote_node = remote;
+  f.shape_lanes = 1;
+  f.shape_payload = 16;
+  RT_OK(rt, rk_graph_connect(g, local, remote, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < 5; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
+  assert_true(rt_wait_for(retried_enough, NULL, RT_HANG)); /* retrying on the full route: ACTIVE */
+  g_term_g = g;
+  g_term_rc = -1;
+  __atomic_store_n(&rk__fault_if_running_hook, terminate_first, __ATOMIC_RELAXED);
+  assert_int_equal(rk_graph_fault_deadlock(g, local, "rank 0 retrier lane 0 -> rank 1 enrich lane 0"), RK_ESTATE);
+  __atomic_store_n(&rk__fault_if_running_hook, NULL, __ATOMIC_RELAXED);
+  RT_OK(rt, g_term_rc);
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, local)), RK_STATE_TERMINATED); /* not FAULTED */
+  rk_graph_destroy(g); /* frees the graph (ASan: no leak) */
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_no_transport),
@@ -363,6 +412,7 @@ int main(void) {
       cmocka_unit_test(test_failed_start),
       cmocka_unit_test(test_fake_transport),
       cmocka_unit_test(test_retry_on_remote_route),
+      cmocka_unit_test(test_fault_deadlock_vs_terminate),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
