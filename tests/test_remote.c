@@ -9,6 +9,7 @@
 #include "rt_util.h"
 
 #include "host/internal.h"
+#include <pthread.h>
 #include <ringkernel/remote.h>
 
 #define T_ITEM 401u
@@ -405,6 +406,74 @@ static void test_fault_deadlock_vs_terminate(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* A transport's thread reading the wait edges and faulting for a deadlock (as the bridge does every
+ * 10 ms) while the user restarts the kernel it faulted, then terminates it: TSan checks the lane
+ * edges read against a restart's clearing them; the kernel ends TERMINATED, not FAULTED. */
+static rk_graph *g_reader_g;
+static int g_reader_stop, g_reader_bad;
+static void *edge_reader(void *arg) {
+  uint64_t n = 0;
+  (void)arg;
+  while (!__atomic_load_n(&g_reader_stop, __ATOMIC_ACQUIRE)) {
+    rk_graph_wait w;
+    int rc;
+    memset(&w, 0, sizeof w);
+    w.size = sizeof w;
+    rc = rk_graph_lane_wait(g_reader_g, 0, 0, &w);
+    if (rc != RK_OK) __atomic_add_fetch(&g_reader_bad, 1, __ATOMIC_RELAXED); /* (cmocka asserts: main thread) */
+    rc = rk_graph_fault_deadlock(g_reader_g, 0, "rank 0 retrier lane 0 -> rank 1 enrich lane 0");
+    if (rc != RK_OK && rc != RK_ESTATE) __atomic_add_fetch(&g_reader_bad, 1, __ATOMIC_RELAXED);
+    n++;
+  }
+  return (void *)(uintptr_t)n;
+}
+
+static void test_lane_wait_during_restart(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  fake f;
+  rk_kernel_desc ds = rt_desc("retrier", retrier);
+  uint32_t remote, local, i, round;
+  pthread_t th;
+  void *reads;
+  int rc;
+  (void)state;
+  memset(&f, 0, sizeof f);
+  g_rc_ok = g_rc_eagain = g_rc_emsgsize = g_rc_eclosed = 0;
+  g_release = 0;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
+  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, &remote));
+  f.remote_node = remote;
+  f.shape_lanes = 1;
+  f.shape_payload = 16;
+  RT_OK(rt, rk_graph_connect(g, local, remote, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < 5; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
+  assert_true(rt_wait_for(retried_enough, NULL, RT_HANG));
+  g_reader_g = g;
+  __atomic_store_n(&g_reader_stop, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&g_reader_bad, 0, __ATOMIC_RELAXED);
+  assert_int_equal(pthread_create(&th, NULL, edge_reader, NULL), 0);
+  for (round = 0; round < 20; round++) {
+    rt_sleep_ms(5);
+    rc = rk_kernel_restart(rk_graph_kernel(g, local), 0); /* RK_ESTATE when the reader has not faulted it */
+    assert_true(rc == RK_OK || rc == RK_ESTATE);
+  }
+  __atomic_store_n(&g_release, 1, __ATOMIC_RELEASE);
+  (void)rk_graph_terminate(g, RT_HANG);
+  rt_sleep_ms(20); /* the reader goes on faulting: refused now */
+  __atomic_store_n(&g_reader_stop, 1, __ATOMIC_RELEASE);
+  assert_int_equal(pthread_join(th, &reads), 0);
+  assert_true((uintptr_t)reads > 0);
+  assert_int_equal(__atomic_load_n(&g_reader_bad, __ATOMIC_RELAXED), 0);
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, local)), RK_STATE_TERMINATED);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_no_transport),
@@ -413,6 +482,7 @@ int main(void) {
       cmocka_unit_test(test_fake_transport),
       cmocka_unit_test(test_retry_on_remote_route),
       cmocka_unit_test(test_fault_deadlock_vs_terminate),
+      cmocka_unit_test(test_lane_wait_during_restart),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
