@@ -66,7 +66,7 @@ rk_add_mpi_test(mpi_refused 2 refused 120)
 rk_add_mpi_test(mpi_idle 2 idle 120)
 rk_add_mpi_test(mpi_cycle 2 cycle 120)
 rk_add_mpi_test(mpi_cycle_3 3 cycle 120)
-rk_add_mpi_test(mpi_slow_chain 2 slow_chain 120)
+rk_add_mpi_test(mpi_slow_chain 2 slow_chain 180)
 # A rank that dies: mpirun normally ends the whole job when one rank dies; --enable-recovery lets
 # rank 0 live on and see it. rank 0 cannot MPI_Finalize with a dead peer (Open MPI 4.1), so it
 # prints its verdict and leaves; the job's exit status is that of the killed rank, so the verdict
