@@ -67,6 +67,8 @@ rk_add_mpi_test(mpi_idle 2 idle 120)
 rk_add_mpi_test(mpi_cycle 2 cycle 120)
 rk_add_mpi_test(mpi_cycle_3 3 cycle 120)
 rk_add_mpi_test(mpi_slow_chain 2 slow_chain 180)
+rk_add_mpi_test(mpi_cycle_slack 2 cycle_slack 120)
+rk_add_mpi_test(mpi_cycle_slack_3 3 cycle_slack 120)
 # A rank that dies: mpirun normally ends the whole job when one rank dies; --enable-recovery lets
 # rank 0 live on and see it. rank 0 cannot MPI_Finalize with a dead peer (Open MPI 4.1), so it
 # prints its verdict and leaves; the job's exit status is that of the killed rank, so the verdict
