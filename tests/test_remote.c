@@ -324,6 +324,7 @@ static void retry_round(uint32_t remote_lanes) {
   assert_int_equal(w.progress, progress);
   assert_int_equal(rk_graph_lane_wait(g, remote, 0, &w), RK_EINVAL); /* a remote node: its lanes are elsewhere */
   assert_int_equal(rk_graph_lane_wait(g, local, 1, &w), RK_EINVAL);  /* one lane */
+  assert_non_null(strstr(rk_runtime_last_error(rt), "rk_graph_lane_wait: kernel retrier has 1 lanes, not lane 1"));
   assert_int_equal(rk_graph_lane_wait(NULL, local, 0, &w), RK_EINVAL);
   assert_int_equal(rk_graph_lane_wait(g, local, 0, NULL), RK_EINVAL);
   w.size = 4;
@@ -335,6 +336,7 @@ static void retry_round(uint32_t remote_lanes) {
   assert_true(rt_wait_for(not_waiting, g, RT_HANG)); /* the retry is over: no edge */
   /* a transport that found a cycle faults the kernel, naming it */
   assert_int_equal(rk_graph_fault_deadlock(g, local, NULL), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "rk_graph_fault_deadlock: cycle is NULL"));
   assert_int_equal(rk_graph_fault_deadlock(g, remote, "x"), RK_EINVAL);
   assert_int_equal(rk_graph_fault_deadlock(NULL, local, "x"), RK_EINVAL);
   RT_OK(rt,
@@ -344,6 +346,7 @@ static void retry_round(uint32_t remote_lanes) {
   assert_non_null(strstr(why, "K2K deadlock across ranks"));
   assert_non_null(strstr(why, "(rank 0 retrier lane 0 -> rank 1 enrich lane 0 -> rank 0 retrier lane 0)"));
   assert_int_equal(rk_graph_fault_deadlock(g, local, "again"), RK_ESTATE); /* faulted: said once */
+  assert_non_null(strstr(rk_runtime_last_error(rt), "faulted already"));
   w.size = sizeof w;
   RT_OK(rt, rk_graph_lane_wait(g, local, 0, &w)); /* (faulted for a deadlock: its edges still count) */
   (void)rk_graph_terminate(g, RT_HANG);
