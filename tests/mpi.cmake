@@ -15,7 +15,7 @@
 # nothing either. The bridge's seam with the graph runs under TSan without MPI in test_remote.
 
 # Remote nodes and the transport seam without MPI (a fake transport): every build, sanitizers too.
-rk_add_test(test_remote SOURCES test_remote.c LABELS runtime mpi TIMEOUT 120)
+rk_add_test(test_remote SOURCES test_remote.c LABELS runtime mpi TIMEOUT 120 STATIC)
 
 if(NOT RK_HAVE_MPI)
   add_test(NAME mpi_skipped COMMAND ${CMAKE_COMMAND} -E echo
@@ -67,7 +67,9 @@ rk_add_mpi_test(mpi_refused 2 refused 120)
 rk_add_mpi_test(mpi_idle 2 idle 120)
 rk_add_mpi_test(mpi_cycle 2 cycle 120)
 rk_add_mpi_test(mpi_cycle_3 3 cycle 120)
-rk_add_mpi_test(mpi_slow_chain 2 slow_chain 120)
+rk_add_mpi_test(mpi_slow_chain 2 slow_chain 180)
+rk_add_mpi_test(mpi_cycle_slack 2 cycle_slack 120)
+rk_add_mpi_test(mpi_cycle_slack_3 3 cycle_slack 120)
 # A rank that dies: mpirun normally ends the whole job when one rank dies; --enable-recovery lets
 # rank 0 live on and see it. rank 0 cannot MPI_Finalize with a dead peer (Open MPI 4.1), so it
 # prints its verdict and leaves; the job's exit status is that of the killed rank, so the verdict

@@ -1339,6 +1339,14 @@ static int bounce(rk_ctx *ctx, const rk_msg *in) {
 
 static int faulted(void *arg) { return rk_kernel_state((rk_kernel *)arg) == RK_STATE_FAULTED; }
 
+/* The cycle tests' bridge: a peer is lost after 5 s of silence instead of 2 (a loaded machine,
+ * lanes spinning on full routes: a 2 s timeout lost peers that were only slow) */
+static rk_mpi_bridge *bridge_patient(rk_runtime *rt, rk_graph *g) {
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  o.peer_timeout_ns = 5 * (int64_t)RT_SEC;
+  return bridge_on(rt, g, &o);
+}
+
 /* Each rank's kernel sends to the next rank's ("ping" on rank 0, "pong" on 1, "pang" on 2, the
  * last back to rank 0): a cycle across the ranks, inboxes and remote rings of 2 slots, 32 messages
  * per rank bouncing on it: once every inbox, ring and credit window on the cycle is full, no lane
@@ -1361,7 +1369,7 @@ static void test_cycle(void **state) {
   (void)state;
   assert_true(g_size <= 3);
   RT_OK(rt, rk_graph_create(rt, &g));
-  b = bridge_on(rt, g, NULL);
+  b = bridge_patient(rt, g);
   RT_OK(rt, rk_graph_add(g, &d, NULL, 2, &me));
   RT_OK(rt, rk_graph_add_remote(g, next, names[next], 2, &other));
   RT_OK(rt, rk_graph_connect(g, me, other, NULL));
@@ -1374,7 +1382,7 @@ static void test_cycle(void **state) {
     RT_OK(rt, rk_send(k, T_ITEM, &it, sizeof it, RK_SEND_NO_REPLY, NULL));
   }
   t0 = rt_now_ns();
-  if (!rt_wait_for(faulted, k, 30 * RT_SEC)) fail_msg("rank %d: a K2K cycle across ranks was not detected", g_rank);
+  if (!rt_wait_for(faulted, k, 60 * RT_SEC)) fail_msg("rank %d: a K2K cycle across ranks was not detected", g_rank);
   printf("test_mpi: rank %d: the cycle's fault came %.0f ms after the sends (information, not asserted)\n", g_rank,
          (double)(rt_now_ns() - t0) / 1e6);
   assert_int_equal(rk_kernel_error(k, why, sizeof why), RK_EDEADLK);
@@ -1425,7 +1433,7 @@ static void test_slow_chain(void **state) {
   rk_mpi_stats st;
   (void)state;
   RT_OK(rt, rk_graph_create(rt, &g));
-  b = bridge_on(rt, g, NULL);
+  b = bridge_patient(rt, g);
   if (g_rank == 0) {
     RT_OK(rt, rk_graph_add(g, &dfront, NULL, 2, &nf));
     RT_OK(rt, rk_graph_add(g, &dsink, NULL, 2, &ns));
@@ -1445,7 +1453,7 @@ static void test_slow_chain(void **state) {
       item it = {0, 0, i};
       RT_OK(rt, rk_send(rk_graph_kernel(g, nf), T_ITEM, &it, sizeof it, RK_SEND_NO_REPLY, NULL));
     }
-    assert_true(rt_wait_for(slow_got_all, &n, 60 * RT_SEC));
+    assert_true(rt_wait_for(slow_got_all, &n, 100 * RT_SEC)); /* 24 x 200 ms, on a loaded machine */
     assert_int_equal(rk_kernel_state(rk_graph_kernel(g, nf)), RK_STATE_ACTIVE);
     assert_int_equal(rk_kernel_state(rk_graph_kernel(g, ns)), RK_STATE_ACTIVE);
   }
@@ -1456,6 +1464,103 @@ static void test_slow_chain(void **state) {
   assert_int_equal(st.probes_refused, 0);
   if (g_rank == 1) assert_int_equal(rk_kernel_state(rk_graph_kernel(g, nm)), RK_STATE_ACTIVE);
   terminate_in_rank_order(rt, g); /* (rank 0's front first; rank 1's middle has nothing left for the sink) */
+  finish(rt, g, b);
+}
+
+static volatile int g_circ_stop, g_spin_stop;
+#define SLACK_N 5    /* messages per rank: fewer than a hop's inbox, ring and credit window hold */
+#define SLACK_SPIN 8 /* threads per rank spinning on the CPU (the machine has 2 cores) */
+
+/* bounce, until g_circ_stop: then each message is dropped, and the cycle drains */
+static int circulate(rk_ctx *ctx, const rk_msg *in) {
+  int rc;
+  if (__atomic_load_n(&g_circ_stop, __ATOMIC_ACQUIRE)) return 0;
+  rc = rk_send_to(ctx, 0, T_ITEM, rk_msg_payload(in), rk_msg_len(in));
+  if (rc == RK_EAGAIN) return rc; /* the route is full: again later */
+  if (rc == RK_OK) __atomic_add_fetch(&g_bounced, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+static void *spinner(void *arg) {
+  (void)arg;
+  while (!__atomic_load_n(&g_spin_stop, __ATOMIC_RELAXED)) { /* relaxed: a stop flag, nothing published */
+  }
+  return NULL;
+}
+
+/* A cycle below its capacity is no deadlock: the test_cycle ring of ranks with SLACK_N messages per
+ * rank (fewer than its inboxes, rings and credit windows of 2 slots hold), and SLACK_SPIN threads
+ * per rank spinning on the CPU for the whole run, so lanes and bridges are descheduled while their
+ * routes are full and lanes wait long enough to be probed for. For 3 s: no kernel faults, no
+ * deadlock is counted, and messages keep moving (more bounced in the last 1.5 s). Checked: with
+ * the confirming probe round removed (one round back at the initiator faults) both the 2- and the
+ * 3-rank runs fail; with the "messages staged" check removed (take_probe) the 2-rank run fails. */
+static void test_cycle_slack(void **state) {
+  static const char *names[3] = {"ping", "pong", "pang"};
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc d = rt_desc(names[g_rank], circulate);
+  uint32_t me, other, i, next = (uint32_t)(g_rank + 1) % (uint32_t)g_size;
+  pthread_t spin[SLACK_SPIN];
+  rk_kernel *k;
+  rk_mpi_stats st;
+  uint64_t t0, mid = 0, end;
+  int faulted_once = 0;
+  (void)state;
+  assert_true(g_size <= 3);
+  __atomic_store_n(&g_circ_stop, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&g_spin_stop, 0, __ATOMIC_RELAXED);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_patient(rt, g);
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 2, &me));
+  RT_OK(rt, rk_graph_add_remote(g, next, names[next], 2, &other));
+  RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  k = rk_graph_kernel(g, me);
+  barrier();
+  for (i = 0; i < SLACK_SPIN; i++) assert_int_equal(pthread_create(&spin[i], NULL, spinner, NULL), 0);
+  for (i = 0; i < SLACK_N; i++) {
+    item it = {(uint32_t)g_rank, 0, i};
+    RT_OK(rt, rk_send(k, T_ITEM, &it, sizeof it, RK_SEND_NO_REPLY, NULL));
+  }
+  t0 = rt_now_ns();
+  while (rt_now_ns() - t0 < 3 * (uint64_t)RT_SEC) {
+    if (rk_kernel_state(k) == RK_STATE_FAULTED) faulted_once = 1;
+    rt_sleep_ms(5);
+  }
+  /* still moving: another round of the cycle's messages bounced here after the 3 s (bounded wait:
+   * the spinners still run; on a loaded machine a second can pass with nothing bounced) */
+  mid = __atomic_load_n(&g_bounced, __ATOMIC_RELAXED);
+  t0 = rt_now_ns();
+  while ((end = __atomic_load_n(&g_bounced, __ATOMIC_RELAXED)) < mid + SLACK_N &&
+         rt_now_ns() - t0 < 30 * (uint64_t)RT_SEC) {
+    if (rk_kernel_state(k) == RK_STATE_FAULTED) faulted_once = 1;
+    rt_sleep_ms(5);
+  }
+  __atomic_store_n(&g_spin_stop, 1, __ATOMIC_RELAXED);
+  for (i = 0; i < SLACK_SPIN; i++) assert_int_equal(pthread_join(spin[i], NULL), 0);
+  st = bridge_stats(b);
+  printf("test_mpi: rank %d: %llu bounced, %llu probes (information, not asserted)\n", g_rank,
+         (unsigned long long)end, (unsigned long long)st.probes);
+  if (faulted_once || rk_kernel_state(k) != RK_STATE_ACTIVE) {
+    char why[512];
+    why[0] = 0;
+    (void)rk_kernel_error(k, why, sizeof why);
+    fail_msg("rank %d: a cycle below its capacity faulted: %s", g_rank, why);
+  }
+  assert_int_equal(st.deadlocks, 0);
+  assert_int_equal(st.probes_refused, 0);
+  assert_true(end >= mid + SLACK_N); /* still moving */
+  barrier();
+  __atomic_store_n(&g_circ_stop, 1, __ATOMIC_RELEASE); /* the cycle drains: each message dropped */
+  rt_sleep_ms(200);
+  barrier();
+  /* all at once (a cycle has no upstream): what is still on a route to a terminated kernel is
+   * refused (RK_ECLOSED), as in test_cycle */
+  (void)rk_graph_terminate(g, 1 * RT_SEC);
+  barrier();
   finish(rt, g, b);
 }
 
@@ -1472,6 +1577,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_owed_lost),   cmocka_unit_test(test_owed_closed), cmocka_unit_test(test_hello),
       cmocka_unit_test(test_owed_late),
       cmocka_unit_test(test_cycle),       cmocka_unit_test(test_slow_chain),
+      cmocka_unit_test(test_cycle_slack),
   };
   int killed;
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {

@@ -24,8 +24,9 @@
  *                 node) reaches the device lane and the host's call (RK_EHANDLER, RK_ECLOSED)
  *   dev_cycle     ping (rank 0's device) and pong (rank 1's) send to each other until the cycle is
  *                 full: the bridges' probes find it and both kernels fault with RK_EDEADLK
- *   dev_probe_refused  malformed deadlock probes sent to rank 1's bridge are refused and counted,
- *                 a well-formed one for a route that delivers ends there; nothing faults
+ *   dev_probe_refused  malformed deadlock probes sent to rank 1's bridge (reserved words not zero
+ *                 among them) are refused and counted, logged at most once a second; a
+ *                 well-formed one for a route that delivers ends there; nothing faults
  *
  * The kernels are rk_emu_kernel_k2k (src/device/emulation_lanes.cpp): type 1 a pipeline stage
  * (rk_forward, the last stage answers), type 2 (source, seq) sent on over route 0 as type 3
@@ -635,7 +636,7 @@ static void test_dev_cycle(void **state) {
  * nothing faults. */
 MPI_Comm rk__mpi_bridge_comm(rk_mpi_bridge *b);
 
-static int refused_4(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).probes_refused >= 4; }
+static int refused_6(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).probes_refused >= 6; }
 
 static void put_probe(uint8_t *w, uint32_t n, uint32_t version, uint32_t init_rank, uint32_t target_id) {
   uint32_t head[10] = {3, n, version, init_rank, 7, 0, 1, target_id, 0, 0}; /* kind, hops, then the head */
@@ -674,21 +675,33 @@ static void test_dev_probe_refused(void **state) {
   }
   if (g_rank == 0) {
     MPI_Comm c = rk__mpi_bridge_comm(b);
-    uint8_t w[5][64];
-    int len[5] = {64, 63, 64, 64, 64}, i;
+    uint8_t w[7][64];
+    int len[7] = {64, 63, 64, 64, 64, 64, 64}, i;
+    uint32_t one = 1;
     memset(w, 0, sizeof w);
     put_probe(w[0], 1, 1, 0, sink_id);  /* well formed: the route holds nothing staged */
     put_probe(w[1], 1, 1, 0, sink_id);  /* one byte short */
     put_probe(w[2], 1, 2, 0, sink_id);  /* version 2 */
     put_probe(w[3], 1, 1, 9, sink_id);  /* rank 9 of 2 */
     put_probe(w[4], 1, 1, 0, 0xFFFFu);  /* no such kernel on rank 1 */
-    for (i = 0; i < 5; i++) /* in order: MPI does not overtake on one communicator and tag */
+    put_probe(w[5], 1, 1, 0, sink_id);  /* the head's reserved word not zero */
+    memcpy(w[5] + 36, &one, 4);
+    put_probe(w[6], 1, 1, 0, sink_id);  /* the hop's reserved word not zero */
+    memcpy(w[6] + 52, &one, 4);
+    for (i = 0; i < 7; i++) /* in order: MPI does not overtake on one communicator and tag */
       assert_int_equal(MPI_Send(w[i], len[i], MPI_BYTE, 1, 0x5245, c), MPI_SUCCESS);
   } else {
     rk_mpi_stats st;
-    assert_true(rt_wait_for(refused_4, b, RT_HANG));
+    unsigned warns;
+    assert_true(rt_wait_for(refused_6, b, RT_HANG));
     st = bridge_stats(b);
-    assert_int_equal(st.probes_refused, 4); /* the well-formed one, taken first, was not */
+    assert_int_equal(st.probes_refused, 6); /* the well-formed one, taken first, was not */
+    /* logged: the first, then at most one line a second from rank 0 (the 6 came back to back) */
+    warns = rt_log_count(&rt_the_log, RK_LOG_WARN);
+    assert_true(warns >= 1 && warns < 6);
+    pthread_mutex_lock(&rt_the_log.lock);
+    assert_non_null(strstr(rt_the_log.last, "malformed deadlock probe from rank 0"));
+    pthread_mutex_unlock(&rt_the_log.lock);
     assert_int_equal(st.probes, 0);         /* and went nowhere */
     assert_int_equal(st.deadlocks, 0);
     assert_int_equal(rk_kernel_state(rk_graph_kernel(g, n_sink)), RK_STATE_ACTIVE);

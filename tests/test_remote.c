@@ -3,9 +3,13 @@
  * (the bridge's part: drain a remote node's outbound ring, deliver into a local kernel) that
  * checks what handlers see: RK_EAGAIN when the ring is full, RK_EMSGSIZE above the remote limit,
  * RK_ECLOSED once the route is closed; start, flush and stop each called when they should be.
- * Runs in every sanitizer build (the MPI tests do not: tests/mpi.cmake). */
+ * Runs in every sanitizer build (the MPI tests do not: tests/mpi.cmake). White-box in one place
+ * (librk.a, host/internal.h): rk__fault_if_running_hook puts a terminate between a transport's
+ * deadlock fault and its state check. */
 #include "rt_util.h"
 
+#include "host/internal.h"
+#include <pthread.h>
 #include <ringkernel/remote.h>
 
 #define T_ITEM 401u
@@ -320,6 +324,7 @@ static void retry_round(uint32_t remote_lanes) {
   assert_int_equal(w.progress, progress);
   assert_int_equal(rk_graph_lane_wait(g, remote, 0, &w), RK_EINVAL); /* a remote node: its lanes are elsewhere */
   assert_int_equal(rk_graph_lane_wait(g, local, 1, &w), RK_EINVAL);  /* one lane */
+  assert_non_null(strstr(rk_runtime_last_error(rt), "rk_graph_lane_wait: kernel retrier has 1 lanes, not lane 1"));
   assert_int_equal(rk_graph_lane_wait(NULL, local, 0, &w), RK_EINVAL);
   assert_int_equal(rk_graph_lane_wait(g, local, 0, NULL), RK_EINVAL);
   w.size = 4;
@@ -331,6 +336,7 @@ static void retry_round(uint32_t remote_lanes) {
   assert_true(rt_wait_for(not_waiting, g, RT_HANG)); /* the retry is over: no edge */
   /* a transport that found a cycle faults the kernel, naming it */
   assert_int_equal(rk_graph_fault_deadlock(g, local, NULL), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "rk_graph_fault_deadlock: cycle is NULL"));
   assert_int_equal(rk_graph_fault_deadlock(g, remote, "x"), RK_EINVAL);
   assert_int_equal(rk_graph_fault_deadlock(NULL, local, "x"), RK_EINVAL);
   RT_OK(rt,
@@ -340,6 +346,7 @@ static void retry_round(uint32_t remote_lanes) {
   assert_non_null(strstr(why, "K2K deadlock across ranks"));
   assert_non_null(strstr(why, "(rank 0 retrier lane 0 -> rank 1 enrich lane 0 -> rank 0 retrier lane 0)"));
   assert_int_equal(rk_graph_fault_deadlock(g, local, "again"), RK_ESTATE); /* faulted: said once */
+  assert_non_null(strstr(rk_runtime_last_error(rt), "faulted already"));
   w.size = sizeof w;
   RT_OK(rt, rk_graph_lane_wait(g, local, 0, &w)); /* (faulted for a deadlock: its edges still count) */
   (void)rk_graph_terminate(g, RT_HANG);
@@ -354,6 +361,120 @@ static void test_retry_on_remote_route(void **state) {
   /* a few shapes: a calloc'd status was 128-byte aligned or not by chance (under ASan, blocks of
    * one status came 128-aligned, of two or three 64- or 128-aligned) */
   for (round = 0; round < 4; round++) retry_round(1 + (uint32_t)round % 3);
+}
+
+/* rk__fault_if_running_hook: the whole of a terminate runs at the point where a transport's
+ * rk_graph_fault_deadlock has decided to fault (as when the bridge's thread is preempted there) */
+static rk_graph *g_term_g;
+static int g_term_rc = -1;
+static void terminate_first(rk_kernel *k) {
+  (void)k;
+  __atomic_store_n(&g_release, 1, __ATOMIC_RELEASE); /* the retrier lets go: terminate can drain it */
+  g_term_rc = rk_graph_terminate(g_term_g, RT_HANG);
+}
+
+/* A transport's deadlock fault that lands while a terminate finishes: the kernel stays TERMINATED,
+ * not FAULTED after terminate returned (it was: the state was checked before the fault was taken,
+ * and rk_graph_destroy then counted the kernel as not stopped and kept the graph: a leak, ASan). */
+static void test_fault_deadlock_vs_terminate(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  fake f;
+  rk_kernel_desc ds = rt_desc("retrier", retrier);
+  uint32_t remote, local, i;
+  (void)state;
+  memset(&f, 0, sizeof f);
+  g_rc_ok = g_rc_eagain = g_rc_emsgsize = g_rc_eclosed = 0;
+  g_release = 0;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
+  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, &remote));
+  f.remote_node = remote;
+  f.shape_lanes = 1;
+  f.shape_payload = 16;
+  RT_OK(rt, rk_graph_connect(g, local, remote, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < 5; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
+  assert_true(rt_wait_for(retried_enough, NULL, RT_HANG)); /* retrying on the full route: ACTIVE */
+  g_term_g = g;
+  g_term_rc = -1;
+  __atomic_store_n(&rk__fault_if_running_hook, terminate_first, __ATOMIC_RELAXED);
+  assert_int_equal(rk_graph_fault_deadlock(g, local, "rank 0 retrier lane 0 -> rank 1 enrich lane 0"), RK_ESTATE);
+  __atomic_store_n(&rk__fault_if_running_hook, NULL, __ATOMIC_RELAXED);
+  RT_OK(rt, g_term_rc);
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, local)), RK_STATE_TERMINATED); /* not FAULTED */
+  rk_graph_destroy(g); /* frees the graph (ASan: no leak) */
+  rk_runtime_destroy(rt);
+}
+
+/* A transport's thread reading the wait edges and faulting for a deadlock (as the bridge does every
+ * 10 ms) while the user restarts the kernel it faulted, then terminates it: TSan checks the lane
+ * edges read against a restart's clearing them; the kernel ends TERMINATED, not FAULTED. */
+static rk_graph *g_reader_g;
+static int g_reader_stop, g_reader_bad;
+static void *edge_reader(void *arg) {
+  uint64_t n = 0;
+  (void)arg;
+  while (!__atomic_load_n(&g_reader_stop, __ATOMIC_ACQUIRE)) {
+    rk_graph_wait w;
+    int rc;
+    memset(&w, 0, sizeof w);
+    w.size = sizeof w;
+    rc = rk_graph_lane_wait(g_reader_g, 0, 0, &w);
+    if (rc != RK_OK) __atomic_add_fetch(&g_reader_bad, 1, __ATOMIC_RELAXED); /* (cmocka asserts: main thread) */
+    rc = rk_graph_fault_deadlock(g_reader_g, 0, "rank 0 retrier lane 0 -> rank 1 enrich lane 0");
+    if (rc != RK_OK && rc != RK_ESTATE) __atomic_add_fetch(&g_reader_bad, 1, __ATOMIC_RELAXED);
+    n++;
+  }
+  return (void *)(uintptr_t)n;
+}
+
+static void test_lane_wait_during_restart(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  fake f;
+  rk_kernel_desc ds = rt_desc("retrier", retrier);
+  uint32_t remote, local, i, round;
+  pthread_t th;
+  void *reads;
+  int rc;
+  (void)state;
+  memset(&f, 0, sizeof f);
+  g_rc_ok = g_rc_eagain = g_rc_emsgsize = g_rc_eclosed = 0;
+  g_release = 0;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
+  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, &remote));
+  f.remote_node = remote;
+  f.shape_lanes = 1;
+  f.shape_payload = 16;
+  RT_OK(rt, rk_graph_connect(g, local, remote, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < 5; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
+  assert_true(rt_wait_for(retried_enough, NULL, RT_HANG));
+  g_reader_g = g;
+  __atomic_store_n(&g_reader_stop, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&g_reader_bad, 0, __ATOMIC_RELAXED);
+  assert_int_equal(pthread_create(&th, NULL, edge_reader, NULL), 0);
+  for (round = 0; round < 20; round++) {
+    rt_sleep_ms(5);
+    rc = rk_kernel_restart(rk_graph_kernel(g, local), 0); /* RK_ESTATE when the reader has not faulted it */
+    assert_true(rc == RK_OK || rc == RK_ESTATE);
+  }
+  __atomic_store_n(&g_release, 1, __ATOMIC_RELEASE);
+  (void)rk_graph_terminate(g, RT_HANG);
+  rt_sleep_ms(20); /* the reader goes on faulting: refused now */
+  __atomic_store_n(&g_reader_stop, 1, __ATOMIC_RELEASE);
+  assert_int_equal(pthread_join(th, &reads), 0);
+  assert_true((uintptr_t)reads > 0);
+  assert_int_equal(__atomic_load_n(&g_reader_bad, __ATOMIC_RELAXED), 0);
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, local)), RK_STATE_TERMINATED);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
 }
 
 /* A remote kernel's payload limit near 2^32 (a transport passing on what a peer said) does not
@@ -396,6 +517,8 @@ int main(void) {
       cmocka_unit_test(test_failed_start),
       cmocka_unit_test(test_fake_transport),
       cmocka_unit_test(test_retry_on_remote_route),
+      cmocka_unit_test(test_fault_deadlock_vs_terminate),
+      cmocka_unit_test(test_lane_wait_during_restart),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -132,7 +132,9 @@ RK_API int rk_graph_lane_wait(rk_graph *g, uint32_t node, uint32_t lane, rk_grap
 /** Fault local node `node`'s kernel with RK_EDEADLK: the transport found it on a cycle of lanes
  *  across processes, each waiting for room in the next one's full K2K inbox, none making progress.
  *  `cycle` names the lanes (for the fault message, rk_kernel_error). Errors: RK_EINVAL (NULL, not
- *  launched, not a local node), RK_ESTATE (the kernel is not running: active or terminating). */
+ *  launched, not a local node), RK_ESTATE (the kernel is not running: active or terminating; or it is
+ *  FAULTED already, for a deadlock or anything else: the first fault explains). The state is
+ *  checked when the fault is recorded, so a kernel whose terminate returned is never faulted. */
 RK_API int rk_graph_fault_deadlock(rk_graph *g, uint32_t node, const char *cycle);
 /** Record a failure of the transport as the calling thread's last error on the graph's runtime
  *  (rk_runtime_last_error) and in its log; returns code. */

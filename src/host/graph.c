@@ -1427,9 +1427,14 @@ int rk_graph_lane_wait(rk_graph *g, uint32_t node, uint32_t lane, rk_graph_wait 
   rk_lifecycle s;
   const rk_lane_status *st;
   uint32_t j;
-  if (g == NULL || out == NULL || out->size < sizeof *out || !g->launched || node >= g->n || g->node[node].remote ||
-      (k = g->node[node].k) == NULL || lane >= k->lanes)
-    return RK_EINVAL;
+  if (g == NULL) return RK_EINVAL;
+  if (out == NULL || out->size < sizeof *out)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_lane_wait: out is NULL or out->size below sizeof(rk_graph_wait)");
+  if (!g->launched || node >= g->n || g->node[node].remote || (k = g->node[node].k) == NULL)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_lane_wait: node %u is not a local kernel of a launched graph", node);
+  if (lane >= k->lanes)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_lane_wait: kernel %s has %u lanes, not lane %u", k->name, k->lanes,
+                    lane);
   memset(out, 0, sizeof *out);
   out->size = sizeof *out;
   l = &k->lane[lane];
@@ -1470,15 +1475,19 @@ int rk_graph_lane_wait(rk_graph *g, uint32_t node, uint32_t lane, rk_graph_wait 
 
 int rk_graph_fault_deadlock(rk_graph *g, uint32_t node, const char *cycle) {
   rk_kernel *k;
-  rk_lifecycle s;
-  if (g == NULL || cycle == NULL || !g->launched || node >= g->n || g->node[node].remote ||
-      (k = g->node[node].k) == NULL)
-    return RK_EINVAL;
-  s = rk_kernel_state(k); /* (FAULTED already: said once) */
-  if (s != RK_STATE_ACTIVE && s != RK_STATE_TERMINATING) return RK_ESTATE;
-  rk__kernel_fault(k, RK_EDEADLK,
-                   "K2K deadlock across ranks: a cycle of lanes each waiting for room in the next one's full K2K "
-                   "inbox or route (%s); give the cycle's inboxes room for the messages it holds", cycle);
+  if (g == NULL) return RK_EINVAL;
+  if (cycle == NULL) return rk__fail(g->rt, RK_EINVAL, "rk_graph_fault_deadlock: cycle is NULL");
+  if (!g->launched || node >= g->n || g->node[node].remote || (k = g->node[node].k) == NULL)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_fault_deadlock: node %u is not a local kernel of a launched graph",
+                    node);
+  /* The state is checked and the fault recorded under fault_lock: a terminate finishing between
+   * a check here and the fault would leave the terminated kernel FAULTED (FAULTED already: said once) */
+  if (!rk__kernel_fault_if_running(k, RK_EDEADLK,
+                                   "K2K deadlock across ranks: a cycle of lanes each waiting for room in the next "
+                                   "one's full K2K inbox or route (%s); give the cycle's inboxes room for the "
+                                   "messages it holds", cycle))
+    return rk__fail(g->rt, RK_ESTATE, "rk_graph_fault_deadlock: kernel %s is not running (active or terminating), "
+                    "or it is faulted already", k->name);
   return RK_OK;
 }
 
@@ -1579,9 +1588,11 @@ int rk__graph_dev_deadlock(rk_kernel *k) {
         if (w < 0) break;
         off += (size_t)w;
       }
-      rk__kernel_fault(k, RK_EDEADLK, "K2K deadlock on the device: a cycle of lanes each waiting for room in the "
-                       "next one's full K2K inbox (%s); give the cycle's inboxes room for the messages it holds", why);
-      rc = 1;
+      /* checked and recorded under fault_lock: a terminate finishing since dev_running leaves no fault */
+      rc = rk__kernel_fault_if_running(k, RK_EDEADLK, "K2K deadlock on the device: a cycle of lanes each waiting for "
+                                       "room in the next one's full K2K inbox (%s); give the cycle's inboxes room for "
+                                       "the messages it holds", why);
+      if (rc == 0) break; /* not running (or faulted already): nothing more to say */
     }
   }
   uv_rwlock_rdunlock(&g->watch_lock);

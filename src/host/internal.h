@@ -486,6 +486,12 @@ uint64_t rk__realtime_ns(void);
  * recover from (lane, its heartbeat when it stalled). Any thread, any locks but fault_lock held
  * (the log line is deferred until the caller's locks are released). */
 void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* kernel.c: rk__kernel_fault, recorded only if k is ACTIVE or TERMINATING, checked under fault_lock
+ * (a check before the call races a terminate finishing: TERMINATED, then the fault cleared, then a
+ * late fault would leave the terminated kernel FAULTED). Returns 1 when this fault was recorded, 0
+ * when k was not running or already faulted. rk__fault_if_running_hook (tests only): called first. */
+int rk__kernel_fault_if_running(rk_kernel *k, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+extern void (*rk__fault_if_running_hook)(rk_kernel *k);
 /* kernel.c: rk_kernel_launch, with prepare(k, arg) called once k's rings and lanes exist, before
  * any lane starts (an error from it fails the launch, everything freed). */
 int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launch_options *opts,

@@ -73,15 +73,27 @@ static void wake_waiters(rk_kernel *k) {
 
 int rk__kernel_faulted(const rk_kernel *k) { return __atomic_load_n(&k->faulted, __ATOMIC_ACQUIRE); }
 
-static void fault_v(rk_kernel *k, int code, int soft, uint32_t lane, uint64_t heartbeat, const char *fmt,
-                    va_list ap) {
+/* A test hook (rk__kernel_fault_if_running, before it takes fault_lock): NULL outside tests. */
+void (*rk__fault_if_running_hook)(rk_kernel *k);
+
+/* running: record the fault only if k is ACTIVE or TERMINATING when fault_lock is held (a
+ * terminate that set TERMINATED clears the fault under fault_lock afterwards: either that clears
+ * this fault, or this one sees TERMINATED and is skipped). Returns whether it was recorded. */
+static int fault_v(rk_kernel *k, int code, int soft, int running, uint32_t lane, uint64_t heartbeat, const char *fmt,
+                   va_list ap) {
   char msg[sizeof k->fault_msg];
-  int recorded = 0;
+  int recorded = 0, skip = 0;
   vsnprintf(msg, sizeof msg, fmt, ap);
   rk__lock(&k->fault_lock); /* its own lock: callers may hold ctl_lock */
+  if (running) {
+    /* acquire: pairs with set_hstate's release (finish_terminate sets TERMINATED before clear_fault
+     * takes fault_lock, so a terminate that cleared before this lock is seen here) */
+    uint32_t s = rk_load_acquire_sys_u32(&k->hstate);
+    skip = s != RK_STATE_ACTIVE && s != RK_STATE_TERMINATING;
+  }
   /* A fault while faulted changes nothing: the first one explains. The message is written before
    * faulted is published (release), under fault_lock, which readers of the message take. */
-  if (!__atomic_load_n(&k->faulted, __ATOMIC_RELAXED)) { /* written only under fault_lock */
+  if (!skip && !__atomic_load_n(&k->faulted, __ATOMIC_RELAXED)) { /* written only under fault_lock */
     memcpy(k->fault_msg, msg, sizeof msg);
     k->fault_soft = soft;
     k->stall_lane = lane;
@@ -92,24 +104,37 @@ static void fault_v(rk_kernel *k, int code, int soft, uint32_t lane, uint64_t he
     recorded = 1;
   }
   rk__unlock(&k->fault_lock);
+  if (skip) return 0;
   if (recorded) {
     __atomic_add_fetch(&k->faults, 1, __ATOMIC_RELAXED); /* statistics */
     wake_waiters(k);
   }
   rk__log(k->rt, RK_LOG_ERROR, "kernel %s FAULTED: %s", k->name, msg);
+  return recorded;
 }
 
 void rk__kernel_fault(rk_kernel *k, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fault_v(k, code, 0, 0, 0, fmt, ap);
+  (void)fault_v(k, code, 0, 0, 0, 0, fmt, ap);
   va_end(ap);
+}
+
+int rk__kernel_fault_if_running(rk_kernel *k, int code, const char *fmt, ...) {
+  va_list ap;
+  int recorded;
+  void (*hook)(rk_kernel *) = __atomic_load_n(&rk__fault_if_running_hook, __ATOMIC_RELAXED); /* set by tests only */
+  if (hook) hook(k);
+  va_start(ap, fmt);
+  recorded = fault_v(k, code, 0, 1, 0, 0, fmt, ap);
+  va_end(ap);
+  return recorded;
 }
 
 void rk__kernel_stall(rk_kernel *k, uint32_t lane, uint64_t heartbeat, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fault_v(k, RK_ETIMEDOUT, 1, lane, heartbeat, fmt, ap);
+  (void)fault_v(k, RK_ETIMEDOUT, 1, 0, lane, heartbeat, fmt, ap);
   va_end(ap);
 }
 

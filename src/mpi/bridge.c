@@ -157,6 +157,8 @@ typedef struct peer {
   uint8_t probe_out[PROBE_BYTES] __attribute__((aligned(8))); /* the probe in flight to it */
   MPI_Request probe_req;
   int probe_busy;
+  uint64_t probe_warn_ns;   /* when a malformed probe from it was last logged (bridge thread) */
+  uint64_t probe_unlogged;  /* malformed probes from it refused since, not logged */
   uint32_t bye[2];         /* the bye's batch header (TAG_DATA): BYE_N, ctrl_sent */
   MPI_Request bye_req;
   /* the last word (bridge_stop, drain_peer): the bridge thread's, then stop's after the join (no
@@ -1000,9 +1002,12 @@ static void probe_closed(rk_mpi_bridge *b, const probe *pr) {
   }
 }
 
-/* A probe from rank r. Anything that does not parse as one is refused and counted, never trusted:
- * its path only names lanes, which this rank reads itself, and its target must be a route from r
- * into one of our lanes. */
+/* A probe from rank r. What is checked is its format: anything that does not parse as one (its
+ * length, version, reserved fields not zero, a rank beyond the job, a path that does not start at
+ * its initiator or end at r, a target that is no route from r into one of our lanes) is refused and
+ * counted, and logged at most once a second per peer. Its content is otherwise taken as it is: the
+ * peers are members of one MPI job, and the initiator compares the other ranks' progress counts
+ * as they wrote them. This rank only reads its own lanes. */
 static void take_probe(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes) {
   probe pr;
   uint32_t head[8], n, i, node;
@@ -1019,6 +1024,10 @@ static void take_probe(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byt
     bad = "its version";
     goto refused;
   }
+  if (head[7] != 0) { /* reserved: zero in this version */
+    bad = "a reserved field";
+    goto refused;
+  }
   memset(&pr, 0, sizeof pr);
   pr.init_rank = head[1];
   pr.init_id = head[2];
@@ -1029,12 +1038,18 @@ static void take_probe(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byt
   pr.n = n;
   for (i = 0; i < n; i++) {
     const uint8_t *h = buf + 8 + PROBE_HEAD + i * PROBE_HOP;
+    uint32_t rsv;
     memcpy(&pr.hop[i].rank, h, 4);
     memcpy(&pr.hop[i].id, h + 4, 4);
     memcpy(&pr.hop[i].lane, h + 8, 4);
+    memcpy(&rsv, h + 12, 4);
     memcpy(&pr.hop[i].progress, h + 16, 8);
     if (pr.hop[i].rank >= b->ranks) {
       bad = "a rank";
+      goto refused;
+    }
+    if (rsv != 0) { /* reserved: zero in this version */
+      bad = "a reserved field";
       goto refused;
     }
   }
@@ -1061,8 +1076,21 @@ static void take_probe(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byt
   }
   return;
 refused:
-  stat_add(&b->s_probes_refused, 1);
-  rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: a malformed deadlock probe from rank %u refused (%s)", r, bad);
+  stat_add(&b->s_probes_refused, 1); /* each one counted; logged at most once a second per peer */
+  {
+    peer *p = &b->peers[r];
+    uint64_t t = now_ns();
+    if (p->probe_warn_ns != 0 && t - p->probe_warn_ns < 1000000000ull) {
+      p->probe_unlogged++;
+      return;
+    }
+    rk_transport_log(b->g, RK_LOG_WARN,
+                     "mpi bridge: a malformed deadlock probe from rank %u refused (%s; %llu more since the last "
+                     "such line; rk_mpi_bridge_stats probes_refused counts them all)",
+                     r, bad, (unsigned long long)p->probe_unlogged);
+    p->probe_warn_ns = t;
+    p->probe_unlogged = 0;
+  }
 }
 
 /* Every DL_SCAN_NS: each local lane that waits on the same lane with no progress since
