@@ -81,6 +81,8 @@ rk_add_mpi_test(mpi_owed_lost 2 owed_lost 120 --enable-recovery)
 set_tests_properties(mpi_owed_lost PROPERTIES PASS_REGULAR_EXPRESSION "rank 0 survived the loss of rank 1")
 rk_add_mpi_test(mpi_owed_closed 2 owed_closed 120)
 rk_add_mpi_test(mpi_owed_late 3 owed_late 120)
+rk_add_mpi_test(mpi_owed_twice 2 owed_twice 120)
+rk_add_mpi_test(mpi_owed_stopfull 2 owed_stopfull 120)
 rk_add_mpi_test(mpi_hello 2 hello 60)
 
 # Remote nodes on a device backend (docs/mpi.md, "On a device"): kernels on the emulated device on

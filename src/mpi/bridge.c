@@ -204,7 +204,8 @@ typedef struct dl_lane {
  * When that peer is lost or closes, or the bridge stops, the bridge answers it with an error
  * (owed_fail) and keeps the entry as answered, so that an answer arriving later (over another
  * peer: a chain of ranks) is dropped instead of delivered twice. Keyed by (origin, correlation
- * id): the correlation id is the host request's msg_id, unique in this rank's runtime. */
+ * id): the correlation id is the host request's msg_id, unique in this rank's runtime; a request
+ * forwarded more than once has an entry per forward (its lane owes an answer per forward). */
 typedef struct owed_req {
   uint64_t corr;     /* correlation_id */
   uint32_t origin;   /* the origin kernel's id on this rank; 0: an empty slot */
@@ -323,13 +324,20 @@ static uint32_t owed_home(const rk_mpi_bridge *b, uint32_t origin, uint64_t corr
   return (uint32_t)(h >> 32) & (b->owed_cap - 1u);
 }
 
-static owed_req *owed_find(rk_mpi_bridge *b, uint32_t origin, uint64_t corr) {
+static owed_req *owed_find(rk_mpi_bridge *b, uint32_t origin, uint64_t corr, uint32_t r) {
+  /* A request forwarded more than once (docs/k2k.md allows it: its lane owes an answer per
+   * forward) has an entry per forward; the one to take: not answered yet and owed from rank r
+   * (UINT32_MAX: any), else any not answered, else an answered one (its answer is late). */
+  owed_req *open_any = NULL, *answered = NULL;
   uint32_t i;
   if (b->owed_cap == 0) return NULL;
   for (i = owed_home(b, origin, corr);; i = (i + 1u) & (b->owed_cap - 1u)) {
     owed_req *w = &b->owed_tab[i];
-    if (w->origin == 0) return NULL;
-    if (w->origin == origin && w->corr == corr) return w;
+    if (w->origin == 0) return open_any ? open_any : answered;
+    if (w->origin != origin || w->corr != corr) continue;
+    if (!w->answered && (r == UINT32_MAX || w->peer == r)) return w;
+    if (!w->answered && open_any == NULL) open_any = w;
+    if (w->answered && answered == NULL) answered = w;
   }
 }
 
@@ -372,26 +380,25 @@ static int owed_room(rk_mpi_bridge *b) {
 /* A request of local kernel e->origin (ids local) goes to rank `peer`, to stand-in from_id: its
  * answer is owed from there now (a request passed through this rank again: the entry moves). */
 static void owed_track(rk_mpi_bridge *b, const rk_envelope *e, uint32_t rank, uint32_t from_id) {
-  owed_req *w = owed_find(b, e->origin, e->correlation_id);
+  owed_req *w = owed_find(b, e->origin, e->correlation_id, UINT32_MAX);
+  uint32_t i;
   if (w && w->answered) return; /* answered already (an error): its real answer will be dropped */
-  if (w == NULL) {
-    uint32_t i;
-    if (!owed_room(b)) {
-      if (!b->owed_nomem)
-        rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: out of memory: requests sent to other ranks are not all "
-                         "tracked; if their rank is lost, their callers wait for their own timeouts");
-      b->owed_nomem = 1;
-      return;
-    }
-    for (i = owed_home(b, e->origin, e->correlation_id); b->owed_tab[i].origin; i = (i + 1u) & (b->owed_cap - 1u)) {
-    }
-    w = &b->owed_tab[i];
-    w->origin = e->origin;
-    w->corr = e->correlation_id;
-    b->owed_used++;
-  } else if (b->peers[w->peer].owed_n) {
-    b->peers[w->peer].owed_n--;
+  /* one entry per forward, even of one request: its lane owes one answer per forward (k2k_owed,
+   * l->owed), so a lost peer must answer each (a request that came back to this rank took its
+   * entry off as it arrived: owed_arrival) */
+  if (!owed_room(b)) {
+    if (!b->owed_nomem)
+      rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: out of memory: requests sent to other ranks are not all "
+                       "tracked; if their rank is lost, their callers wait for their own timeouts");
+    b->owed_nomem = 1;
+    return;
   }
+  for (i = owed_home(b, e->origin, e->correlation_id); b->owed_tab[i].origin; i = (i + 1u) & (b->owed_cap - 1u)) {
+  }
+  w = &b->owed_tab[i];
+  w->origin = e->origin;
+  w->corr = e->correlation_id;
+  b->owed_used++;
   w->peer = rank;
   w->from_id = from_id;
   w->type = e->type;
@@ -672,7 +679,7 @@ static uint64_t owed_fail(rk_mpi_bridge *b, uint32_t r) {
 static int owed_arrival(rk_mpi_bridge *b, uint32_t r, route_in *ri, uint32_t node, uint32_t lane,
                         const rk_envelope *e) {
   owed_req *w;
-  if (!(e->flags & RK_ENV_F_K2K) || e->origin == 0 || (w = owed_find(b, e->origin, e->correlation_id)) == NULL)
+  if (!(e->flags & RK_ENV_F_K2K) || e->origin == 0 || (w = owed_find(b, e->origin, e->correlation_id, r)) == NULL)
     return 1;
   if (!w->answered) {
     owed_del(b, w);
@@ -1898,14 +1905,21 @@ static void bridge_stop(void *self, rk_graph *g) {
     /* nothing more will be received: the requests still owed an answer from a peer get the error
      * now (a kernel still running, the graph destroyed before its terminate, or the bridge before
      * the graph: its terminate must not wait for them) */
-    uint64_t failed = owed_fail(b, UINT32_MAX), left = 0;
+    uint64_t failed = owed_fail(b, UINT32_MAX), left = 0, end = now_ns() + (uint64_t)b->o.peer_timeout_ns;
     answer *a;
-    (void)answers_retry(b);
+    /* an origin whose inbox is full (its handler busy) takes them once it runs again: retried until
+     * they are all in, or for peer_timeout_ns at most (its terminate would wait for them) */
+    for (;;) {
+      struct timespec nap = {0, 200000};
+      (void)answers_retry(b);
+      if (b->answers == NULL || now_ns() >= end) break;
+      nanosleep(&nap, NULL);
+    }
     for (a = b->answers; a; a = a->next) left++;
     if (failed || left)
       rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: stopped with %llu requests of this rank's kernels waiting for "
                        "an answer from another rank: answered with RK_ECLOSED; %llu error answers found their origin's "
-                       "inbox full and are dropped", (unsigned long long)failed, (unsigned long long)left);
+                       "inbox full for peer_timeout_ns and are dropped", (unsigned long long)failed, (unsigned long long)left);
   }
   while (b->answers) { /* error answers that never found room (their refusals are counted) */
     answer *a = b->answers;
