@@ -1793,6 +1793,18 @@ static void recv_cancel(rk_mpi_bridge *b, peer *p, MPI_Request *req) {
   *req = MPI_REQUEST_NULL;
 }
 
+/* A send of the bridge's at its stop: tested until it completes, for wait_ns at most; one that
+ * does not (a lost peer) is let go (MPI_Request_free) and 0 returned: its buffer may still be
+ * read by MPI, so the caller keeps it. */
+static int send_finish(MPI_Request *req, uint64_t wait_ns) {
+  uint64_t end = now_ns() + wait_ns;
+  int done = 0;
+  do MPI_Test(req, &done, MPI_STATUS_IGNORE);
+  while (!done && now_ns() < end);
+  if (!done) MPI_Request_free(req);
+  return done;
+}
+
 /* The bridge stops for good: its thread, then MPI's requests (on this thread: the bridge's own
  * thread is gone), then a bye to the peers still up. */
 static void bridge_stop(void *self, rk_graph *g) {
@@ -1834,6 +1846,7 @@ static void bridge_stop(void *self, rk_graph *g) {
   for (r = 0; r < b->ranks; r++) {
     peer *p = &b->peers[r];
     staged *s;
+    uint64_t wait_ns;
     if (r == b->rank) continue;
     /* the peer's last messages, before the communicator may go (drain_peer): a peer whose bridge
      * runs answers our bye at once, one that stops sends its own; a lost one never will */
@@ -1848,51 +1861,22 @@ static void bridge_stop(void *self, rk_graph *g) {
     recv_cancel(b, p, &p->data_req);
     recv_cancel(b, p, &p->ctrl_req);
     /* sends: finished, or let go (a lost peer): the bye is part of the bridge, kept with it */
-    if (p->bye_req != MPI_REQUEST_NULL) {
-      uint64_t end = now_ns() + 200000000u;
-      int done = 0;
-      do MPI_Test(&p->bye_req, &done, MPI_STATUS_IGNORE);
-      while (!done && now_ns() < end);
-      if (!done) {
-        MPI_Request_free(&p->bye_req);
-        b->any_lost = 1; /* the bridge is not freed under MPI */
-      }
-    }
+    if (p->bye_req != MPI_REQUEST_NULL && !send_finish(&p->bye_req, 200000000u))
+      b->any_lost = 1; /* the bridge is not freed under MPI */
+    wait_ns = get_state(p) == RK_MPI_PEER_UP ? 200000000u : 0u;
     for (i = 0; i < b->o.max_inflight; i++)
       if (p->out[i].busy) {
-        uint64_t end = now_ns() + (get_state(p) == RK_MPI_PEER_UP ? 200000000u : 0u);
-        int done = 0;
-        do MPI_Test(&p->out[i].req, &done, MPI_STATUS_IGNORE);
-        while (!done && now_ns() < end);
-        if (!done) {
-          MPI_Request_free(&p->out[i].req);
+        if (!send_finish(&p->out[i].req, wait_ns)) {
           lend_to_mpi(p->out[i].data); /* MPI still owns the buffer: kept */
           p->out[i].data = NULL;
         }
         p->out[i].busy = 0;
       }
-    if (p->ctrl_busy) {
-      uint64_t end = now_ns() + (get_state(p) == RK_MPI_PEER_UP ? 200000000u : 0u);
-      int done = 0;
-      do MPI_Test(&p->ctrl_req_out, &done, MPI_STATUS_IGNORE);
-      while (!done && now_ns() < end);
-      if (!done) {
-        MPI_Request_free(&p->ctrl_req_out);
-        b->any_lost = 1; /* ctrl_out is part of the bridge: the bridge is not freed under MPI */
-      }
-      p->ctrl_busy = 0;
-    }
-    if (p->probe_busy) { /* the same for a probe (probe_out is part of the bridge too) */
-      uint64_t end = now_ns() + (get_state(p) == RK_MPI_PEER_UP ? 200000000u : 0u);
-      int done = 0;
-      do MPI_Test(&p->probe_req, &done, MPI_STATUS_IGNORE);
-      while (!done && now_ns() < end);
-      if (!done) {
-        MPI_Request_free(&p->probe_req);
-        b->any_lost = 1;
-      }
-      p->probe_busy = 0;
-    }
+    /* ctrl_out and probe_out are part of the bridge: the bridge is not freed under MPI */
+    if (p->ctrl_busy && !send_finish(&p->ctrl_req_out, wait_ns)) b->any_lost = 1;
+    p->ctrl_busy = 0;
+    if (p->probe_busy && !send_finish(&p->probe_req, wait_ns)) b->any_lost = 1;
+    p->probe_busy = 0;
     for (i = 0; i < b->nin && p->in; i++)
       while ((s = p->in[i].head) != NULL) { /* staged for a kernel that terminated before it took them */
         p->in[i].head = s->next;
