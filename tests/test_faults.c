@@ -3,7 +3,8 @@
  * - every waiter on a kernel (rk_call and rk_recv without a timeout, a sender blocked on a full
  *   inbox) returns RK_ESTATE as soon as the kernel faults;
  * - a multi-thread lane whose handler breaks the collective rule faults its kernel with a message
- *   that says so, and terminate returns (it used to hang in pthread_join);
+ *   that says so, and terminate returns (it used to hang in pthread_join); the message stays
+ *   valid until every thread of the lane is out of the handler;
  * - the application's log and receive callbacks run with no library lock held: a log callback may
  *   call rk_runtime_last_error or lifecycle functions, a receive callback may call rk_recv_stop
  *   and rk_call on its own kernel (each used to deadlock);
@@ -258,6 +259,54 @@ static void test_broken_collective(void **state) {
   assert_int_equal(rk_kernel_error(k, err, sizeof err), RK_EHANDLER);
   assert_int_equal(rt_stats(k).restarts, 1);
   assert_int_equal(rt_stats(k).faults, 2);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
+/* A follower still in the handler when the rule breaks. who == DIVERGE: thread 0 returns an error,
+ * the middle threads call rk_reply (the rule broken), the last thread sleeps 200 ms first and only
+ * then reads the message. The leader must not let the message go (the rk_msg on its stack, the
+ * inbox slot its payload is in) before that thread is out of the handler: it used to release the
+ * slot and leave the frame at once (seen by ASan in CI as a read of another thread's stack). */
+static int late_seq;  /* atomics: what the late thread read, after its sleep */
+static int late_done; /* atomics */
+
+static int late_follower(rk_ctx *ctx, const rk_msg *in) {
+  rt_item it;
+  if (rk_msg_len(in) != sizeof it) return RK_EINVAL;
+  if (rk_thread(ctx) + 1 == rk_threads(ctx)) {
+    rt_sleep_ms(200);
+    memcpy(&it, rk_msg_payload(in), sizeof it);
+    __atomic_store_n(&late_seq, (int)it.seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&late_done, 1, __ATOMIC_RELEASE);
+    return 0;
+  }
+  memcpy(&it, rk_msg_payload(in), sizeof it);
+  if (it.who == DIVERGE && rk_thread(ctx) == 0) return RK_EINVAL;
+  return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
+}
+
+static int one_taken(void *arg) { return rt_stats((rk_kernel *)arg).msgs_in >= 1; }
+
+static void test_broken_collective_late_follower(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("late_follower", late_follower);
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k;
+  rt_item it = item(DIVERGE, 41);
+  (void)state;
+  __atomic_store_n(&late_done, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&late_seq, 0, __ATOMIC_RELAXED);
+  lo.threads_per_lane = 4;
+  k = rt_launch_active(rt, &d, &lo);
+  RT_OK(rt, rk_send(k, RT_ITEM_TYPE, &it, sizeof it, 0, NULL));
+  if (!rt_wait_for(is_faulted, k, RT_HANG)) fail_msg("a broken collective rule went unnoticed");
+  /* The message is released (counted in msgs_in) only once the late thread is done with it. */
+  if (!rt_wait_for(one_taken, k, RT_HANG)) fail_msg("the lane never released the message");
+  assert_int_equal(__atomic_load_n(&late_done, __ATOMIC_ACQUIRE), 1);
+  assert_int_equal(__atomic_load_n(&late_seq, __ATOMIC_RELAXED), 41);
+  RT_OK(rt, bounded_terminate(k, RT_SEC));
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }
@@ -592,6 +641,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fault_wakes_waiters),
       cmocka_unit_test(test_broken_collective),
+      cmocka_unit_test(test_broken_collective_late_follower),
       cmocka_unit_test(test_log_callback_calls_back),
       cmocka_unit_test(test_callback_calls_back),
       cmocka_unit_test(test_policy_stop),

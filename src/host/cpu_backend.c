@@ -255,6 +255,15 @@ static void follower_leaves(rk__lane *l) {
   uv_mutex_unlock(&l->barrier.lock);
 }
 
+/* The leader waits until every follower has left the lane (the barrier is broken, so each one
+ * leaves as soon as its handler returns). */
+static void followers_out(rk__lane *l) {
+  rk__lane_barrier *b = &l->barrier;
+  uv_mutex_lock(&b->lock);
+  while (b->alive > 1) uv_cond_wait(&b->cond, &b->lock);
+  uv_mutex_unlock(&b->lock);
+}
+
 /* ---------------------------------------- the dialect (host side) ---------------------------- */
 
 /* A collective's barrier; 0 or -1 (broken: the collective does nothing and reports RK_ESTATE). */
@@ -552,7 +561,11 @@ static int run_handler(rk__lane *l, const rk_msg *m) {
   l->reserved_slot = NULL;
   if (lane_sync(&l->ctxs[0], SITE_START) != 0) return RK__NOT_RUN; /* followers start on l->cur */
   rc = l->k->desc.handler(&l->ctxs[0], m);
-  (void)lane_sync(&l->ctxs[0], SITE_END); /* followers done (or the lane is breaking up) */
+  /* Followers done; or the barrier broke (a broken collective rule): then a follower may still be
+   * in the handler, or only now starting it, on m (on the caller's stack) and its payload (an
+   * inbox slot the batch releases next). The leader waits until every follower has left before m
+   * goes; the followers' collectives return at once, so they leave when their handlers return. */
+  if (lane_sync(&l->ctxs[0], SITE_END) != 0 && l->nthreads > 1) followers_out(l);
   l->reserved_slot = NULL; /* a reservation never committed publishes nothing */
   return rc;
 }
@@ -983,11 +996,8 @@ static void lane_main(void *arg) {
   if (l->nthreads > 1) {
     /* Release the followers wherever they wait, and wait until each is out of the handler: then
      * TERMINATED means the lane runs no application code any more. */
-    rk__lane_barrier *b = &l->barrier;
-    barrier_break(b);
-    uv_mutex_lock(&b->lock);
-    while (b->alive > 1) uv_cond_wait(&b->cond, &b->lock);
-    uv_mutex_unlock(&b->lock);
+    barrier_break(&l->barrier);
+    followers_out(l);
   }
   rk_store_release_sys_u32(&st->state, RK_STATE_TERMINATED); /* pairs with the host's acquire */
   rk_ring_wake_all(l->inbox);
