@@ -83,6 +83,10 @@ rk_add_mpi_test(mpi_owed_closed 2 owed_closed 120)
 rk_add_mpi_test(mpi_owed_late 3 owed_late 120)
 rk_add_mpi_test(mpi_owed_twice 2 owed_twice 120)
 rk_add_mpi_test(mpi_owed_stopfull 2 owed_stopfull 120)
+rk_add_mpi_test(mpi_owed_clock 2 owed_clock 120)
+rk_add_mpi_test(mpi_owed_destroy 2 owed_destroy 120)
+rk_add_mpi_test(mpi_owed_stopstaged 2 owed_stopstaged 120)
+rk_add_mpi_test(mpi_owed_hol 3 owed_hol 120)
 rk_add_mpi_test(mpi_hello 2 hello 60)
 
 # Remote nodes on a device backend (docs/mpi.md, "On a device"): kernels on the emulated device on

@@ -1682,6 +1682,263 @@ static void test_owed_stopfull(void **state) {
   barrier();
 }
 
+/* ---------------------------------------- answers owed (owed2) ----------------------------- */
+
+/* An answer whose stamp the origin's rank refuses: rank 1's clock 2 s ahead (beyond rank 0's
+ * 500 ms maximum offset), so back's reply to front's forwarded request is refused on rank 0
+ * (clock_rejected, dead-lettered on front). The bridge answers the request in its place with
+ * RK_ECLOCK, as a kernel answers what it refuses: the host's call gets that error and front's
+ * terminate owes nothing. Before, the reply's owed entry went with the refusal and nothing
+ * answered: the call waited out its 20 s (RK_ETIMEDOUT) and the terminate its own timeout
+ * (review of issue15-owed, finding 4). */
+static void test_owed_clock(void **state) {
+  rk_runtime_options o = rt_options();
+  rk_runtime *rt;
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
+  uint32_t me, other;
+  int rc;
+  (void)state;
+  if (g_rank == 1) {
+    __atomic_store_n(&g_skew_us, 2000000, __ATOMIC_RELAXED); /* 2 s ahead of rank 0 */
+    o.time_source = skewed_time;
+  }
+  rt = rt_create_opts(&o);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
+  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
+  if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) { /* a host call: back's lane reads its (skewed) clock, its K2K stamps follow it */
+    rk_msg m;
+    uint64_t v = 1;
+    char r[8];
+    RT_OK(rt, rk_call(rk_graph_kernel(g, me), T_HOP, &v, sizeof v, &m, r, sizeof r, RT_HANG));
+  }
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    rk_kernel_counters kc;
+    rk_mpi_stats st;
+    rk_msg m;
+    uint64_t v = 7;
+    char r[8];
+    assert_int_equal(rk_call(k, T_HOP, &v, sizeof v, &m, r, sizeof r, 20 * RT_SEC), RK_EHANDLER);
+    assert_int_equal(m.status, RK_ECLOCK); /* the bridge's answer in place of the refused reply */
+    st = bridge_stats(b);
+    assert_int_equal(st.received, 1);
+    assert_int_equal(st.clock_rejected, 1);
+    assert_int_equal(st.delivered, 0);
+    assert_int_equal(st.answers_failed, 0); /* (RK_ECLOSED answers only) */
+    RT_OK(rt, rk_kernel_terminate(k, 30 * RT_SEC)); /* nothing owed */
+    kc = rt_stats(k);
+    assert_int_equal(kc.dead_letters, 1); /* the refused reply */
+    assert_int_equal(kc.k2k_in, 1);       /* one answer: the bridge's */
+    RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  }
+  barrier();
+  if (g_rank == 1) { /* its remote node learns with the credits that rank 0 refused the reply */
+    rc = rk_graph_terminate(g, RT_HANG);
+    assert_true(rc == RK_OK || rc == RK_ECLOSED);
+  }
+  barrier();
+  finish(rt, g, b);
+}
+
+/* rk_graph_destroy without rk_graph_terminate while front owes its caller the answer to a request
+ * rank 1 holds: the destroy's transport hook (closing) has the bridge answer it with RK_ECLOSED
+ * before the kernels' terminate, so front's terminate (1 s inside the destroy) finds nothing owed.
+ * Before, the bridge answered only at its stop, after the kernels' terminate: front's timed out
+ * ("terminate timed out", logged at debug level) and the bridge's late answer found its inbox
+ * closed (review of issue15-owed, finding 7). */
+static volatile int g_term_timeout, g_unreachable;
+static void destroy_log(void *user, rk_log_level level, const char *msg) {
+  (void)user;
+  (void)level;
+  if (strstr(msg, "terminate timed out")) __atomic_store_n(&g_term_timeout, 1, __ATOMIC_RELAXED);
+  if (strstr(msg, "cannot reach its origin")) __atomic_store_n(&g_unreachable, 1, __ATOMIC_RELAXED);
+}
+static void test_owed_destroy(void **state) {
+  rk_runtime_options ro = rt_options();
+  rk_runtime *rt;
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  uint32_t me;
+  (void)state;
+  ro.log = destroy_log;
+  ro.log_level = RK_LOG_DEBUG;
+  rt = rt_create_opts(&ro);
+  owed_graph(rt, &g, &b, NULL, &me);
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    uint64_t v = 13;
+    rk_mpi_stats st;
+    RT_OK(rt, rk_send(k, T_HOP, &v, sizeof v, 0, NULL)); /* a request: front owes this thread the answer */
+    barrier(); /* rank 1 holds it */
+    rk_graph_destroy(g); /* no terminate first */
+    st = bridge_stats(b);
+    assert_int_equal(st.sent, 1);
+    assert_int_equal(st.answers_failed, 1);
+    assert_false(__atomic_load_n(&g_term_timeout, __ATOMIC_RELAXED));
+    assert_false(__atomic_load_n(&g_unreachable, __ATOMIC_RELAXED));
+    rk_mpi_bridge_destroy(b);
+    barrier();
+  } else {
+    assert_true(rt_wait_for(delivered_1, b, RT_HANG));
+    barrier();
+    barrier(); /* rank 0 is done */
+    rk_mpi_bridge_destroy(b);
+    rk_graph_destroy(g);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* Real answers staged at the stop: fa (K2K inbox of 4 slots) passes 8 host requests on to rank 1
+ * and is then busy in a handler; back answers all 8: 4 fill fa's inbox, 4 wait in the bridge's
+ * staging queue (their owed entries gone: they arrived). Rank 0's bridge is destroyed before its
+ * graph; fa is let go 300 ms later. The stop delivers the staged answers once fa makes room, so
+ * fa's terminate finds nothing owed. Before, the stop dropped them (counted as refused) and fa
+ * owed 4 answers: its terminate timed out (review of issue15-owed, finding 7). */
+static int staged_4(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).staged >= 4; }
+static void test_owed_stopstaged(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc da = rt_desc("fa", front_hol), dback = rt_desc("back", back);
+  uint32_t a, other;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &da, NULL, 4, &a));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &other));
+    RT_OK(rt, rk_graph_connect(g, a, other, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dback, NULL, 0, &a));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "fa", 0, &other)); /* where its answers go */
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, a))); /* until fa is busy */
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *ka = rk_graph_kernel(g, a);
+    uint64_t v = 11;
+    int i;
+    pthread_t t;
+    for (i = 0; i < 8; i++) RT_OK(rt, rk_send(ka, T_HOP, &v, sizeof v, 0, NULL));
+    assert_true(rt_wait_for(sent_8, b, 30 * RT_SEC));
+    RT_OK(rt, rk_send(ka, T_BLOCK, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
+    assert_true(rt_wait_for(hol_in, NULL, 30 * RT_SEC)); /* fa is busy */
+    barrier(); /* back answers now */
+    assert_true(rt_wait_for(staged_4, b, 30 * RT_SEC)); /* 4 in fa's inbox, 4 staged */
+    assert_int_equal(pthread_create(&t, NULL, release_later, NULL), 0);
+    rk_mpi_bridge_destroy(b); /* before the graph: the stop delivers the staged answers */
+    assert_int_equal(pthread_join(t, NULL), 0);
+    RT_OK(rt, rk_kernel_terminate(ka, 10 * RT_SEC)); /* all 8 answers in: nothing owed */
+    assert_int_equal(rt_stats(ka).k2k_in, 8);
+    barrier();
+    RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+    rk_graph_destroy(g);
+  } else {
+    assert_true(rt_wait_for(delivered_8, b, 30 * RT_SEC));
+    barrier();
+    RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, a)));
+    barrier();
+    rk_mpi_bridge_destroy(b);
+    rk_graph_destroy(g);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* Head-of-line across origins (three ranks): fa and fb (K2K inboxes of 4 slots) pass host requests
+ * on, fa 8 to rank 1, fb 5 to rank 2, and both are then busy in a handler. Rank 1 closes its
+ * bridge: rank 0's bridge answers fa's 8 with RK_ECLOSED, 4 go in, 4 wait for room; then rank 2
+ * closes: fb's 5 answered, 4 go in, 1 waits. fb is let go (fa is not): its waiting answer must go
+ * in although fa's inbox stays full, and fb's terminate finds nothing owed. Before, the waiting
+ * answers kept one order across all origins: fb's waited behind fa's, and fb's terminate timed
+ * out (review of issue15-owed, finding 5). */
+static volatile int g_holb_in, g_holb_release;
+static int front_holb(rk_ctx *ctx, const rk_msg *in) {
+  if (in->env.type == T_BLOCK) {
+    __atomic_store_n(&g_holb_in, 1, __ATOMIC_SEQ_CST);
+    while (!__atomic_load_n(&g_holb_release, __ATOMIC_SEQ_CST)) rt_sleep_ms(1);
+    return 0;
+  }
+  return rk_forward(ctx, 0, T_HOP, rk_msg_payload(in), rk_msg_len(in));
+}
+static int holb_in(void *arg) { (void)arg; return __atomic_load_n(&g_holb_in, __ATOMIC_SEQ_CST); }
+static int sent_13(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 13; }
+static int delivered_5(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).delivered >= 5; }
+static int failed_8(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).answers_failed >= 8; }
+static int failed_13(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).answers_failed >= 13; }
+static void test_owed_hol(void **state) {
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc da = rt_desc("fa", front_hol), db = rt_desc("fb", front_holb), dback = rt_desc("back", back);
+  uint32_t a, fb, n1, n2;
+  (void)state;
+  o.peer_timeout_ns = 5 * RT_SEC; /* (nobody dies here: no rank is to be taken for lost) */
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &da, NULL, 4, &a));
+    RT_OK(rt, rk_graph_add(g, &db, NULL, 4, &fb));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &n1));
+    RT_OK(rt, rk_graph_add_remote(g, 2, "back", 0, &n2));
+    RT_OK(rt, rk_graph_connect(g, a, n1, NULL));
+    RT_OK(rt, rk_graph_connect(g, fb, n2, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dback, NULL, 0, &a));
+    RT_OK(rt, rk_graph_add_remote(g, 0, g_rank == 1 ? "fa" : "fb", 0, &n1)); /* the origin */
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank != 0) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, a))); /* holds what it gets */
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *ka = rk_graph_kernel(g, a), *kb = rk_graph_kernel(g, fb);
+    uint64_t v = 11;
+    int i, rc;
+    for (i = 0; i < 8; i++) RT_OK(rt, rk_send(ka, T_HOP, &v, sizeof v, 0, NULL));
+    for (i = 0; i < 5; i++) RT_OK(rt, rk_send(kb, T_HOP, &v, sizeof v, 0, NULL));
+    assert_true(rt_wait_for(sent_13, b, 30 * RT_SEC));
+    RT_OK(rt, rk_send(ka, T_BLOCK, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
+    RT_OK(rt, rk_send(kb, T_BLOCK, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
+    assert_true(rt_wait_for(hol_in, NULL, 30 * RT_SEC));
+    assert_true(rt_wait_for(holb_in, NULL, 30 * RT_SEC));
+    barrier(); /* both held: rank 1 closes */
+    assert_true(rt_wait_for(failed_8, b, 30 * RT_SEC)); /* fa's 8: 4 in, 4 waiting */
+    signal_to(2, 91);                                    /* rank 2 closes */
+    assert_true(rt_wait_for(failed_13, b, 30 * RT_SEC)); /* fb's 5: 4 in, 1 waiting */
+    __atomic_store_n(&g_holb_release, 1, __ATOMIC_SEQ_CST);
+    RT_OK(rt, rk_kernel_terminate(kb, 10 * RT_SEC)); /* fb's last answer in although fa is full */
+    assert_int_equal(rt_stats(kb).k2k_in, 5);
+    __atomic_store_n(&g_hol_release, 1, __ATOMIC_SEQ_CST);
+    RT_OK(rt, rk_kernel_terminate(ka, 30 * RT_SEC));
+    assert_int_equal(rt_stats(ka).k2k_in, 8);
+    rc = rk_graph_terminate(g, 30 * RT_SEC); /* (the routes: closed, maybe unconfirmed) */
+    assert_true(rc == RK_OK || rc == RK_ECLOSED);
+    rk_graph_destroy(g);
+    rk_mpi_bridge_destroy(b);
+  } else {
+    assert_true(rt_wait_for(g_rank == 1 ? delivered_8 : delivered_5, b, 30 * RT_SEC));
+    barrier();
+    if (g_rank == 2) wait_signal(0, 91);
+    rk_mpi_bridge_destroy(b); /* before the graph: the bye goes out, the held requests are never answered */
+    rk_graph_destroy(g);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -1696,6 +1953,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_owed_late),   cmocka_unit_test(test_owed_twice), cmocka_unit_test(test_owed_stopfull),
       cmocka_unit_test(test_cycle),       cmocka_unit_test(test_slow_chain),
       cmocka_unit_test(test_cycle_slack),
+      cmocka_unit_test(test_owed_clock),  cmocka_unit_test(test_owed_destroy), cmocka_unit_test(test_owed_stopstaged),
+      cmocka_unit_test(test_owed_hol),
   };
   int killed;
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {

@@ -256,6 +256,9 @@ struct rk_mpi_bridge {
   owed_req *owed_tab;      /* bridge thread: the owed table (open addressing, linear probing) */
   uint32_t owed_cap, owed_used; /* slots (a power of two, or 0), slots in use (answered ones too) */
   int owed_nomem;          /* said once: the table could not grow */
+  volatile int closing;    /* atomics: the graph is being destroyed (bridge_closing), relaxed: a flag that
+                            * publishes nothing, the thread only has to see it within a pass or two */
+  int closing_said;        /* bridge thread: closing's answers logged */
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
       s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats, s_sleeps, s_woken, s_probes,
@@ -606,10 +609,20 @@ static void bye_send(rk_mpi_bridge *b, uint32_t r) {
 
 /* ---------------------------------------- receiving ---------------------------------------- */
 
+/* Whether an error answer for origin `origin` waits in b->answers: a later one for it queues behind
+ * (per-origin order). Bridge thread (or stop, after it). */
+static int answers_queued_for(const rk_mpi_bridge *b, uint32_t origin) {
+  const answer *a;
+  for (a = b->answers; a; a = a->next)
+    if (a->e.origin == origin) return 1;
+  return 0;
+}
+
 /* The error answer to a refused request (rk_graph_answer_error); kept and retried when the
- * origin's inbox is full. Bridge thread (or stop, after the thread). */
+ * origin's inbox is full, or when answers for the same origin wait already (they go first). Bridge
+ * thread (or stop, after the thread). */
 static void answer_refused(rk_mpi_bridge *b, uint32_t from_id, const rk_envelope *e, int code) {
-  int rc = rk_graph_answer_error(b->g, from_id, e, code);
+  int rc = answers_queued_for(b, e->origin) ? RK_EAGAIN : rk_graph_answer_error(b->g, from_id, e, code);
   answer *a;
   if (rc != RK_EAGAIN) {
     if (rc != RK_OK)
@@ -629,14 +642,29 @@ static void answer_refused(rk_mpi_bridge *b, uint32_t from_id, const rk_envelope
   b->answers_tail = &a->next;
 }
 
+/* The waiting error answers, oldest first, per origin: an origin whose inbox is still full keeps
+ * its answers (and its later ones wait behind them, in order), the others' go in (before, the
+ * first full origin held up every answer after it, for every origin: head-of-line). */
 static uint32_t answers_retry(rk_mpi_bridge *b) {
-  uint32_t n = 0;
-  while (b->answers) {
-    answer *a = b->answers;
-    int rc = rk_graph_answer_error(b->g, a->from_id, &a->e, a->code);
-    if (rc == RK_EAGAIN) break; /* in order */
-    b->answers = a->next;
-    if (b->answers == NULL) b->answers_tail = &b->answers;
+  uint32_t n = 0, nfull = 0, i, full[MAX_NODES];
+  answer **pa = &b->answers;
+  while (*pa) {
+    answer *a = *pa;
+    int rc;
+    for (i = 0; i < nfull && full[i] != a->e.origin; i++) {
+    }
+    if (i < nfull) { /* its origin is full this pass: it waits, in order */
+      pa = &a->next;
+      continue;
+    }
+    if ((rc = rk_graph_answer_error(b->g, a->from_id, &a->e, a->code)) == RK_EAGAIN) {
+      if (nfull == MAX_NODES) break; /* (origins are local ids: at most MAX_NODES) */
+      full[nfull++] = a->e.origin;
+      pa = &a->next;
+      continue;
+    }
+    *pa = a->next; /* in, or never (its origin closed: RK_ECLOSED) */
+    if (b->answers_tail == &a->next) b->answers_tail = pa;
     free(a);
     n++;
   }
@@ -716,6 +744,21 @@ static void refuse(rk_mpi_bridge *b, route_in *ri, uint32_t node, uint32_t lane,
   answer_refused(b, from, e, code);
 }
 
+/* An answer for a local origin (a reply: its lane owes its caller the answer and waits for this
+ * one; owed_arrival has taken its entry) whose stamp the receive rule refused: refuse() dead-letters
+ * it but answers only requests, so the origin's lane would owe the answer for good (its caller and
+ * terminate waiting out their timeouts). It is answered in its place with RK_ECLOCK, as a kernel
+ * answers what it refuses: from the answering kernel's stand-in (e->src), with the request's
+ * correlation id, lane and priority (counted in clock_rejected, not answers_failed). Bridge thread. */
+static void answer_clock_refused(rk_mpi_bridge *b, const rk_envelope *e) {
+  rk_envelope q;
+  if (!(e->flags & RK_ENV_F_K2K) || !(e->flags & RK_ENV_F_REPLY) || e->origin == 0 || e->origin == UINT32_MAX) return;
+  q = *e; /* the request it answers, as rk_graph_answer_error wants it */
+  q.flags = (uint16_t)((e->flags & ~(RK_ENV_F_REPLY | RK_ENV_F_ERROR | RK_ENV_F_NO_REPLY)) | RK_ENV_F_K2K);
+  q.payload_len = 0;
+  answer_refused(b, e->src, &q, RK_ECLOCK);
+}
+
 /* Into the local inbox, or the route's staging queue. Returns 0 (the inbox is full: stage it), 1
  * (delivered) or 2 (refused: dead-lettered, answered). Either of the last two earns its credit. */
 static int deliver(rk_mpi_bridge *b, route_in *ri, uint32_t node, uint32_t lane, rk_envelope *e) {
@@ -769,6 +812,33 @@ static uint32_t unstage(rk_mpi_bridge *b) {
   return moved;
 }
 
+/* At stop (after the thread): what the routes staged for a full inbox goes in while there is room,
+ * each route in order; a kernel that has terminated refuses it (counted as refused, dropped, as
+ * before: nothing more is received, its sender counts it as unconfirmed). Returns how many wait
+ * still (their inbox full). */
+static uint64_t unstage_stop(rk_mpi_bridge *b) {
+  uint64_t left = 0;
+  uint32_t r, i, j;
+  for (r = 0; r < b->ranks; r++)
+    for (i = 0; i < b->nids && b->peers[r].in; i++)
+      for (j = 0; j < b->in_lanes[b->ids[i].node]; j++) {
+        route_in *ri = &b->peers[r].in[b->in_base[b->ids[i].node] + j];
+        const staged *w;
+        while (ri->head) {
+          staged *s = ri->head;
+          rk_envelope *e = (rk_envelope *)s->data;
+          int rc = rk_graph_deliver(b->g, b->ids[i].node, j, e, e->payload_len ? (const void *)(e + 1) : NULL);
+          if (rc == RK_EAGAIN) break;
+          stat_add(rc == RK_OK ? &b->s_delivered : &b->s_refused, 1);
+          ri->head = s->next;
+          if (ri->head == NULL) ri->tail = NULL;
+          free(s);
+        }
+        for (w = ri->head; w; w = w->next) left++;
+      }
+  return left;
+}
+
 static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t origin_rank, uint32_t lane) {
   peer *p = &b->peers[r];
   uint32_t node;
@@ -804,6 +874,7 @@ static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t o
     rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: an envelope from rank %u refused: its stamp is beyond this "
                      "runtime's maximum clock offset", r);
     refuse(b, ri, node, lane, e, RK_ECLOCK, "stamp too far ahead of the kernel's clock (mpi bridge)");
+    if (origin_rank == b->rank) answer_clock_refused(b, e);
     return;
   }
   if (ri->head || !deliver(b, ri, node, lane, e)) stage(b, ri, e);
@@ -1300,6 +1371,20 @@ static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
 
 /* ---------------------------------------- the thread --------------------------------------- */
 
+/* The graph is being destroyed (bridge_closing): what is owed is answered now. Bridge thread. */
+static void closing_answer(rk_mpi_bridge *b) {
+  uint32_t r, open = 0;
+  uint64_t n;
+  for (r = 0; r < b->ranks; r++) open += b->peers[r].owed_n;
+  if (open == 0) return;
+  n = owed_fail(b, UINT32_MAX);
+  if (!b->closing_said && n)
+    rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: the graph is destroyed without its terminate: %llu requests of "
+                     "this rank's kernels waiting for an answer from another rank answered with RK_ECLOSED (an answer "
+                     "that still comes is dropped: answers_late)", (unsigned long long)n);
+  b->closing_said = 1;
+}
+
 /* Whether drain_route could move something of route o now: a message, credit for it, a send
  * buffer (all max_inflight busy: their completion is an MPI event, seen by polling). */
 static int drainable(rk_mpi_bridge *b, route_out *o) {
@@ -1379,6 +1464,7 @@ static void *bridge_main(void *arg) {
     work += unstage(b);
     delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED) - delivered;
     work += answers_retry(b);
+    if (__atomic_load_n(&b->closing, __ATOMIC_RELAXED)) closing_answer(b); /* (relaxed: the field's comment) */
     traffic = work; /* (the credits and heartbeats below are not the conversation's messages) */
     t = now_ns();
     for (r = 0; r < b->ranks; r++) {
@@ -1805,6 +1891,18 @@ static int send_finish(MPI_Request *req, uint64_t wait_ns) {
   return done;
 }
 
+/* rk_graph_destroy, before the kernels' terminate (remote.h): the bridge thread answers every
+ * request still owed an answer from a peer with RK_ECLOSED at its next pass, and the ones forwarded
+ * from now on as soon as they go (bridge_main), so the terminates do not wait for answers the stop
+ * that follows would make up too late for them (review of issue15-owed, finding 7). What the
+ * kernels send meanwhile still goes out. App thread. */
+static void bridge_closing(void *self, rk_graph *g) {
+  rk_mpi_bridge *b = (rk_mpi_bridge *)self;
+  (void)g;
+  if (!b->thread_on) return; /* (stop answers them) */
+  __atomic_store_n(&b->closing, 1, __ATOMIC_RELAXED); /* a flag, nothing published with it (field comment) */
+}
+
 /* The bridge stops for good: its thread, then MPI's requests (on this thread: the bridge's own
  * thread is gone), then a bye to the peers still up. */
 static void bridge_stop(void *self, rk_graph *g) {
@@ -1845,7 +1943,6 @@ static void bridge_stop(void *self, rk_graph *g) {
   }
   for (r = 0; r < b->ranks; r++) {
     peer *p = &b->peers[r];
-    staged *s;
     uint64_t wait_ns;
     if (r == b->rank) continue;
     /* the peer's last messages, before the communicator may go (drain_peer): a peer whose bridge
@@ -1877,26 +1974,23 @@ static void bridge_stop(void *self, rk_graph *g) {
     p->ctrl_busy = 0;
     if (p->probe_busy && !send_finish(&p->probe_req, wait_ns)) b->any_lost = 1;
     p->probe_busy = 0;
-    for (i = 0; i < b->nin && p->in; i++)
-      while ((s = p->in[i].head) != NULL) { /* staged for a kernel that terminated before it took them */
-        p->in[i].head = s->next;
-        free(s);
-        stat_add(&b->s_refused, 1);
-      }
-    if (p->in) memset(p->in, 0, b->nin * sizeof *p->in);
   }
   if (b->started) {
     /* nothing more will be received: the requests still owed an answer from a peer get the error
      * now (a kernel still running, the graph destroyed before its terminate, or the bridge before
      * the graph: its terminate must not wait for them) */
-    uint64_t failed = owed_fail(b, UINT32_MAX), left = 0, end = now_ns() + (uint64_t)b->o.peer_timeout_ns;
+    uint64_t failed = owed_fail(b, UINT32_MAX), left = 0, staged_left = 0,
+             end = now_ns() + (uint64_t)b->o.peer_timeout_ns;
     answer *a;
     /* an origin whose inbox is full (its handler busy) takes them once it runs again: retried until
-     * they are all in, or for peer_timeout_ns at most (its terminate would wait for them) */
+     * they are all in, or for peer_timeout_ns at most (its terminate would wait for them); so are
+     * the messages staged for a full inbox (real answers among them: their entries are gone, the
+     * origin's terminate waits for them too) */
     for (;;) {
       struct timespec nap = {0, 200000};
       (void)answers_retry(b);
-      if (b->answers == NULL || now_ns() >= end) break;
+      staged_left = unstage_stop(b);
+      if ((b->answers == NULL && staged_left == 0) || now_ns() >= end) break;
       nanosleep(&nap, NULL);
     }
     for (a = b->answers; a; a = a->next) left++;
@@ -1904,6 +1998,21 @@ static void bridge_stop(void *self, rk_graph *g) {
       rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: stopped with %llu requests of this rank's kernels waiting for "
                        "an answer from another rank: answered with RK_ECLOSED; %llu error answers found their origin's "
                        "inbox full for peer_timeout_ns and are dropped", (unsigned long long)failed, (unsigned long long)left);
+    if (staged_left)
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: stopped with %llu received envelopes whose destination's inbox "
+                       "stayed full for peer_timeout_ns: dropped (refused)", (unsigned long long)staged_left);
+  }
+  for (r = 0; r < b->ranks; r++) { /* staged still: dropped, counted as refused */
+    peer *p = &b->peers[r];
+    staged *s;
+    if (r == b->rank || p->in == NULL) continue;
+    for (i = 0; i < b->nin; i++)
+      while ((s = p->in[i].head) != NULL) {
+        p->in[i].head = s->next;
+        free(s);
+        stat_add(&b->s_refused, 1);
+      }
+    memset(p->in, 0, b->nin * sizeof *p->in);
   }
   while (b->answers) { /* error answers that never found room (their refusals are counted) */
     answer *a = b->answers;
@@ -2006,6 +2115,7 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   b->tp.start = bridge_start;
   b->tp.flush = bridge_flush;
   b->tp.stop = bridge_stop;
+  b->tp.closing = bridge_closing;
   if ((rc = rk_graph_set_transport(g, &b->tp, b)) != RK_OK) {
     char msg[256];
     snprintf(msg, sizeof msg, "%s", rk_runtime_last_error(b->rt));
