@@ -715,6 +715,83 @@ static void test_dev_probe_refused(void **state) {
   finish(rt, g, b);
 }
 
+/* Malformed owed-answer notices (CTRL_MOVED, bridge.c take_moved) sent by hand to rank 1's bridge:
+ * too short for the header, version 2, no record, a size that does not match the count, a rank
+ * beyond the job, and a kernel id rank 1 does not have (with the sender's own rank as the next
+ * hop). Each is refused (moves_refused), none moves anything (moves_taken), the first is logged,
+ * then at most one line a second from rank 0, and the peer stays up. */
+static int moves_refused_6(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).moves_refused >= 6; }
+static void put_moved(uint8_t *w, uint32_t n, uint32_t version, uint32_t origin, uint32_t to) {
+  uint32_t head[4] = {4u /* CTRL_MOVED */, n, version, 0};
+  uint64_t corr = 42;
+  memcpy(w, head, 16);
+  memcpy(w + 16, &origin, 4);
+  memcpy(w + 20, &to, 4);
+  memcpy(w + 24, &corr, 8);
+}
+static void test_dev_moved_refused(void **state) {
+  rk_runtime *rt = emu_runtime();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dsrc = k2k_desc("source"), dsink = k2k_desc("sink");
+  uint32_t n_src, n_sink, sink_id = 0;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &dsrc, NULL, 0, &n_src));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "sink", 0, &n_sink));
+    RT_OK(rt, rk_graph_connect(g, n_src, n_sink, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dsink, NULL, 0, &n_sink));
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) { /* rank 0 names rank 1's sink as an origin */
+    rk_graph_node_info info;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    RT_OK(rt, rk_graph_node(g, n_sink, &info));
+    sink_id = info.kernel_id;
+    MPI_Send(&sink_id, 1, MPI_UINT32_T, 0, 78, MPI_COMM_WORLD);
+  } else {
+    MPI_Recv(&sink_id, 1, MPI_UINT32_T, 1, 78, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  }
+  if (g_rank == 0) {
+    MPI_Comm c = rk__mpi_bridge_comm(b);
+    uint8_t w[6][48];
+    int len[6] = {8, 32, 16, 32, 32, 32}, i;
+    memset(w, 0, sizeof w);
+    put_moved(w[0], 1, 1, sink_id, 0);  /* 8 bytes: no room for the version */
+    put_moved(w[1], 1, 2, sink_id, 0);  /* version 2 */
+    put_moved(w[2], 0, 1, sink_id, 0);  /* no record */
+    put_moved(w[3], 2, 1, sink_id, 0);  /* two records said, one sent */
+    put_moved(w[4], 1, 1, sink_id, 9);  /* rank 9 of 2 */
+    put_moved(w[5], 1, 1, 0xFFFFu, 0);  /* no such kernel on rank 1 (and the sender as next hop) */
+    for (i = 0; i < 6; i++) /* in order: MPI does not overtake on one communicator and tag */
+      assert_int_equal(MPI_Send(w[i], len[i], MPI_BYTE, 1, 0x5245, c), MPI_SUCCESS);
+  } else {
+    rk_mpi_stats st;
+    unsigned warns;
+    assert_true(rt_wait_for(moves_refused_6, b, RT_HANG));
+    st = bridge_stats(b);
+    assert_int_equal(st.moves_refused, 6);
+    assert_int_equal(st.moves_taken, 0);
+    warns = rt_log_count(&rt_the_log, RK_LOG_WARN);
+    assert_true(warns >= 1 && warns < 6);
+    pthread_mutex_lock(&rt_the_log.lock);
+    assert_non_null(strstr(rt_the_log.last, "malformed owed-answer notice from rank 0"));
+    pthread_mutex_unlock(&rt_the_log.lock);
+    assert_int_equal(rk_mpi_bridge_peer(b, 0), RK_MPI_PEER_UP);
+  }
+  barrier();
+  if (g_rank == 0) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  finish(rt, g, b);
+}
+
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -730,6 +807,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dev_owed_lost),
       cmocka_unit_test(test_dev_cycle),
       cmocka_unit_test(test_dev_probe_refused),
+      cmocka_unit_test(test_dev_moved_refused),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi_dev: MPI_THREAD_MULTIPLE not provided\n");

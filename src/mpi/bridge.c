@@ -25,7 +25,9 @@
  * a probe of the deadlock detection across ranks: {u32 CTRL_PROBE, u32 n} then {u32 version, u32
  * initiator rank, u32 initiator kernel id, u32 initiator lane, u32 generation, u32 target kernel id,
  * u32 target lane, u32 0} then n hops {u32 rank, u32 kernel id, u32 lane, u32 0, u64 progress}
- * ("Cycles across ranks" below; docs/mpi.md).
+ * ("Cycles across ranks" below; docs/mpi.md), or owed-answer notices: {u32 CTRL_MOVED, u32 n, u32
+ * version, u32 0} then n {u32 origin kernel id on the receiving rank, u32 rank the request went on
+ * to, u64 correlation id} (moved_note, take_moved; docs/mpi.md, "Answers owed across a lost peer").
  *
  * The last word (bridge_stop, drain_peer): every bridge that met its peers sends each peer one bye,
  * at its stop or, on its thread, as soon as it receives the peer's, and frees its communicator
@@ -60,6 +62,7 @@
 #define CTRL_CREDIT 1u
 #define CTRL_HEARTBEAT 2u
 #define CTRL_PROBE 3u
+#define CTRL_MOVED 4u
 #define BYE_N UINT32_MAX /* a data batch header's n: the bye */
 #define REC_HEADER 16u
 #define CREDIT_REC 24u
@@ -87,6 +90,11 @@
                                   * checks' RK_K2K_DEADLOCK_NS) */
 #define DL_CONFIRM_NS 20000000u  /* the confirming probe leaves this long after the first came back */
 #define DL_LOST_NS 200000000u    /* a probe not back by then was dropped on the way: a new one may go */
+/* The owed entry follows the request (moved_note, take_moved): a notice to an origin's rank. */
+#define MOVED_VERSION 1u
+#define MOVED_HEAD 16u  /* {u32 CTRL_MOVED, u32 n, u32 version, u32 0} */
+#define MOVED_REC 16u   /* {u32 origin kernel id on the receiving rank, u32 rank it went on to, u64 correlation id} */
+#define MOVED_MAX 512u  /* notices per message and queued per peer: a full queue holds the route back */
 
 typedef struct hello_entry {
   char name[64];
@@ -170,6 +178,13 @@ typedef struct peer {
   uint32_t ctrl_expect;    /* what its bye said it sent (valid once bye_got) */
   int settled;             /* what its routes held is counted (peer_down, or stop) */
   uint32_t owed_n;         /* entries of the owed table waiting for an answer from it (not answered) */
+  uint8_t *moved_q;        /* MOVED_MAX * MOVED_REC: notices for it not sent yet (moved_n) */
+  uint8_t *moved_out;      /* MOVED_HEAD + MOVED_MAX * MOVED_REC: the notices in flight to it */
+  uint32_t moved_n;
+  MPI_Request moved_req;
+  int moved_busy;
+  uint64_t moved_warn_ns;  /* when a malformed notice from it was last logged (bridge thread) */
+  uint64_t bye_ns;         /* when its bye came (the control messages it counts follow, bounded) */
   uint64_t credit_ns;      /* of the last credit message to it */
   hello h;                 /* its kernels (handshake) */
 } peer;
@@ -262,7 +277,7 @@ struct rk_mpi_bridge {
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
       s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats, s_sleeps, s_woken, s_probes,
-      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late;
+      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late, s_moves_sent, s_moves_taken, s_moves_refused;
   volatile uint32_t s_peers_lost;
 };
 
@@ -476,9 +491,48 @@ static int batch_send(rk_mpi_bridge *b, uint32_t r) {
 
 /* Move what route o's outbound ring holds (a device backend: its host ring first, then the
  * lanes' one), as far as credits and a batch allow. */
+/* A request of a kernel of rank q->peer (its stand-in q here) goes on from this rank to rank `to`:
+ * its origin's rank is told, so that the entry it keeps for the answer follows the request
+ * (take_moved). Queued for q->peer (room checked by the caller), sent by moved_send. */
+static void moved_note(rk_mpi_bridge *b, const route_out *q, uint32_t to, uint64_t corr) {
+  peer *op = &b->peers[q->peer];
+  uint8_t *w = op->moved_q + op->moved_n * MOVED_REC;
+  memcpy(w, &q->remote_id, 4);
+  memcpy(w + 4, &to, 4);
+  memcpy(w + 8, &corr, 8);
+  op->moved_n++;
+}
+
+/* The notices queued for peer r, in one control message (counted in the bye: ctrl_sent), once the
+ * last one is out of moved_out. Returns 1 when one went. */
+static int moved_send(rk_mpi_bridge *b, uint32_t r) {
+  peer *p = &b->peers[r];
+  uint32_t head[4] = {CTRL_MOVED, 0, MOVED_VERSION, 0};
+  if (p->moved_n == 0) return 0;
+  if (p->moved_busy) {
+    int done = 0;
+    MPI_Test(&p->moved_req, &done, MPI_STATUS_IGNORE);
+    if (!done) return 0;
+    p->moved_busy = 0;
+  }
+  head[1] = p->moved_n;
+  memcpy(p->moved_out, head, MOVED_HEAD);
+  memcpy(p->moved_out + MOVED_HEAD, p->moved_q, p->moved_n * MOVED_REC);
+  if (MPI_Isend(p->moved_out, (int)(MOVED_HEAD + p->moved_n * MOVED_REC), MPI_BYTE, (int)r, TAG_CTRL, b->comm,
+                &p->moved_req) != MPI_SUCCESS)
+    return 0; /* kept: the next pass tries again */
+  p->ctrl_sent++; /* counted in our bye, as every control message */
+  p->moved_busy = 1;
+  stat_add(&b->s_moves_sent, p->moved_n);
+  p->moved_n = 0;
+  p->told_ns = now_ns();
+  return 1;
+}
+
 static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
   peer *p = &b->peers[o->peer];
   uint32_t moved = 0;
+  int held = 0; /* a notice for an origin's rank found its queue full: the route waits */
   rk_ring *ring = o->hring && rk_ring_count(o->hring) ? o->hring : o->ring;
   if (get_state(p) != RK_MPI_PEER_UP) return 0;
   for (;;) {
@@ -502,16 +556,25 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
     for (i = 0; i < n; i++) {
       rk_envelope *e = (rk_envelope *)rk_ring_slot(ring, pos + i);
       uint32_t len = RK_ENVELOPE_SIZE + e->payload_len, rec = REC_HEADER + pad8(len), origin_rank = b->rank;
+      route_out *q = e->origin ? out_of_local_id(b, e->origin) : NULL, *note = NULL;
       uint8_t *w;
       rk_envelope *we;
       if (p->batch_len + rec > b->o.batch_bytes) break;
+      /* a request of another rank's kernel that goes on to a third rank: its origin's rank is told
+       * (the entry it keeps for the answer follows the request: docs/mpi.md) */
+      if (q && q->peer != o->peer && wants_answer(e) && get_state(&b->peers[q->peer]) == RK_MPI_PEER_UP) {
+        if (b->peers[q->peer].moved_n == MOVED_MAX) {
+          held = 1;
+          break;
+        }
+        note = q;
+      }
       w = p->batch + p->batch_len;
       memcpy(w, &rec, 4);
       memcpy(w + REC_HEADER, e, len);
       we = (rk_envelope *)(w + REC_HEADER);
       we->dst = o->remote_id;
       if (we->origin) { /* a request continued, or its reply: the origin named on its own rank */
-        route_out *q = out_of_local_id(b, we->origin);
         uint32_t onode;
         if (q) {
           origin_rank = q->peer;
@@ -526,7 +589,9 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       we->node = rk_mpi_node_id(b->rank, we->node);
       p->batch_len += rec;
       p->batch_n++;
+      if (note) moved_note(b, note, o->peer, e->correlation_id);
     }
+    if (i == 0 && held) break;
     if (i == 0) { /* the batch is full: send it and take a new one */
       if (!batch_send(b, o->peer)) break;
       continue;
@@ -539,6 +604,7 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
     __atomic_store_n(&o->sent_pub, o->sent, __ATOMIC_RELEASE);
     rk_ring_release_n(ring, i); /* release: the slots were read (pairs with the senders' reserve) */
     moved += i;
+    if (held) break; /* (moved_send makes room: the next pass) */
     if (i < n) { /* out of batch room */
       if (!batch_send(b, o->peer)) break;
     }
@@ -676,28 +742,85 @@ static uint32_t answers_retry(rk_mpi_bridge *b) {
  * or transport inbox, retried while full): its peer is lost or closed, or the bridge stops, so the
  * answer cannot come any more. The entries stay, answered: an answer arriving later anyway (over
  * another rank) is dropped (owed_arrival). Returns how many. Bridge thread (or stop, after it). */
+static void owed_fail_one(rk_mpi_bridge *b, owed_req *w) {
+  rk_envelope e;
+  rk_envelope_init(&e, w->type ? w->type : 1u, 0, (uint16_t)RK_ENV_F_K2K);
+  e.origin = w->origin;
+  e.correlation_id = w->corr;
+  e.lane = w->lane;
+  e.priority = w->priority;
+  e.dst = w->from_id;
+  /* counted before the answer goes: whoever the answer reaches (the origin's lane, then the
+   * caller: the push's release, the lane's acquire, its reply's release) sees the count */
+  stat_add(&b->s_answers_failed, 1);
+  answer_refused(b, w->from_id, &e, RK_ECLOSED);
+  w->answered = 1;
+  if (b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+}
+
 static uint64_t owed_fail(rk_mpi_bridge *b, uint32_t r) {
   uint64_t n = 0;
   uint32_t i;
   for (i = 0; i < b->owed_cap; i++) {
     owed_req *w = &b->owed_tab[i];
-    rk_envelope e;
     if (w->origin == 0 || w->answered || (r != UINT32_MAX && w->peer != r)) continue;
-    rk_envelope_init(&e, w->type ? w->type : 1u, 0, (uint16_t)RK_ENV_F_K2K);
-    e.origin = w->origin;
-    e.correlation_id = w->corr;
-    e.lane = w->lane;
-    e.priority = w->priority;
-    e.dst = w->from_id;
-    /* counted before the answer goes: whoever the answer reaches (the origin's lane, then the
-     * caller: the push's release, the lane's acquire, its reply's release) sees the count */
-    stat_add(&b->s_answers_failed, 1);
-    answer_refused(b, w->from_id, &e, RK_ECLOSED);
-    w->answered = 1;
-    if (b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+    owed_fail_one(b, w);
     n++;
   }
   return n;
+}
+
+/* A notice from peer r (moved_send): requests of this rank's kernels that r passed on to another
+ * rank. Each open entry owed from r for (origin, correlation id) now names that rank; one not
+ * found is ignored (its answer came first, or it was answered already); one moved to a rank seen
+ * lost or closed already is answered at once (owed_fail_one). A malformed notice (version, size,
+ * a rank or kernel id that cannot be) is refused, counted, logged at most once a second per peer. */
+static void take_moved(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes) {
+  peer *p = &b->peers[r];
+  uint32_t n = 0, v = 0, i, bad = 0;
+  if (bytes >= (int)MOVED_HEAD) {
+    memcpy(&n, buf + 4, 4);
+    memcpy(&v, buf + 8, 4);
+  }
+  if (bytes < (int)MOVED_HEAD || v != MOVED_VERSION || n == 0 || n > MOVED_MAX ||
+      (uint32_t)bytes != MOVED_HEAD + n * MOVED_REC) {
+    bad = 1;
+    n = 0;
+  }
+  for (i = 0; i < n; i++) {
+    uint32_t origin, to, node, j;
+    uint64_t corr;
+    owed_req *w = NULL;
+    memcpy(&origin, buf + MOVED_HEAD + i * MOVED_REC, 4);
+    memcpy(&to, buf + MOVED_HEAD + i * MOVED_REC + 4, 4);
+    memcpy(&corr, buf + MOVED_HEAD + i * MOVED_REC + 8, 8);
+    if (origin == 0 || to >= b->ranks || to == b->rank || to == r || !local_node_of(b, origin, &node)) {
+      bad++;
+      continue;
+    }
+    for (j = b->owed_cap ? owed_home(b, origin, corr) : 0; b->owed_cap && b->owed_tab[j].origin;
+         j = (j + 1u) & (b->owed_cap - 1u))
+      if (b->owed_tab[j].origin == origin && b->owed_tab[j].corr == corr && b->owed_tab[j].peer == r &&
+          !b->owed_tab[j].answered) {
+        w = &b->owed_tab[j];
+        break;
+      }
+    if (w == NULL) continue;
+    if (b->peers[r].owed_n) b->peers[r].owed_n--;
+    w->peer = to;
+    b->peers[to].owed_n++;
+    stat_add(&b->s_moves_taken, 1);
+    if (get_state(&b->peers[to]) != RK_MPI_PEER_UP) owed_fail_one(b, w); /* (its peer_down has run) */
+  }
+  if (bad) {
+    uint64_t t = now_ns();
+    stat_add(&b->s_moves_refused, 1);
+    if (t - p->moved_warn_ns > 1000000000u) {
+      p->moved_warn_ns = t;
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: a malformed owed-answer notice from rank %u refused (%d bytes, "
+                       "version %u, %u records, %u bad)", r, bytes, v, n, bad);
+    }
+  }
 }
 
 /* A received envelope that names a local origin (e->origin, origin_rank this rank): an answer, or
@@ -887,6 +1010,7 @@ static void take_data(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byte
   if (n == BYE_N) { /* the peer stopped: every batch it sent before is taken (MPI: no overtaking) */
     peer *p = &b->peers[r];
     p->bye_got = 1;
+    p->bye_ns = now_ns();
     memcpy(&p->ctrl_expect, buf + 4, 4);
     set_state(p, RK_MPI_PEER_CLOSED); /* (nothing more is sent to it: every send is for UP peers) */
     bye_send(b, r); /* our last word at once: its stop is waiting for it to free its communicator */
@@ -1229,6 +1353,7 @@ static int take_ctrl(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes
   memcpy(&kind, buf, 4);
   memcpy(&n, buf + 4, 4);
   if (kind == CTRL_PROBE) take_probe(b, r, buf, bytes); /* (not the conversation's traffic either) */
+  if (kind == CTRL_MOVED) take_moved(b, r, buf, bytes);
   if (kind != CTRL_CREDIT) return 0;
   for (i = 0; i < n && 8 + (i + 1) * CREDIT_REC <= (uint32_t)bytes; i++) {
     uint32_t id, lane;
@@ -1281,6 +1406,24 @@ static uint32_t poll_peer(rk_mpi_bridge *b, uint32_t r) {
   }
   if (get_state(p) == RK_MPI_PEER_UP) post_recvs(b, r);
   return got;
+}
+
+/* A peer that said bye: the control messages its bye counts (credits, probes, owed-answer notices)
+ * are still taken, so that its notices are in before the entries owed from it are answered
+ * (peer_down). Returns 1 when one came. */
+static uint32_t poll_closed(rk_mpi_bridge *b, uint32_t r) {
+  peer *p = &b->peers[r];
+  MPI_Status st;
+  int done = 0, bytes = 0;
+  if (p->ctrl_req == MPI_REQUEST_NULL &&
+      MPI_Irecv(p->ctrl_in, (int)CTRL_BYTES, MPI_BYTE, (int)r, TAG_CTRL, b->comm, &p->ctrl_req) != MPI_SUCCESS)
+    return 0;
+  if (MPI_Test(&p->ctrl_req, &done, &st) != MPI_SUCCESS || !done) return 0;
+  MPI_Get_count(&st, MPI_BYTE, &bytes);
+  p->ctrl_req = MPI_REQUEST_NULL;
+  p->ctrl_got++;
+  (void)take_ctrl(b, r, p->ctrl_in, bytes);
+  return 1;
 }
 
 /* ---------------------------------------- failure ------------------------------------------ */
@@ -1345,7 +1488,11 @@ static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
   uint64_t dropped = 0, unconfirmed = 0, failed, before = __atomic_load_n(&b->s_answers_failed, __ATOMIC_RELAXED);
   int first = !p->settled;
   settle_peer(b, r, &dropped, &unconfirmed);
-  (void)owed_fail(b, r);
+  /* a closed peer: once the control messages its bye counts are in (its notices that requests it
+   * passed on went on elsewhere: take_moved), or peer_timeout_ns after the bye at most */
+  if (why == RK_MPI_PEER_LOST || (p->bye_got && p->ctrl_got == p->ctrl_expect) ||
+      (int64_t)(now_ns() - p->bye_ns) > b->o.peer_timeout_ns)
+    (void)owed_fail(b, r);
   failed = __atomic_load_n(&b->s_answers_failed, __ATOMIC_RELAXED) - before; /* this thread's own count */
   if (why == RK_MPI_PEER_LOST) {
     b->any_lost = 1;
@@ -1458,9 +1605,14 @@ static void *bridge_main(void *arg) {
     uint64_t t, delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* this thread's own count */
     for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
     for (r = 0; r < b->ranks; r++)
-      if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r);
-    for (r = 0; r < b->ranks; r++)
-      if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += poll_peer(b, r);
+      if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r) + moved_send(b, r);
+    for (r = 0; r < b->ranks; r++) {
+      rk_mpi_peer_state st = r == b->rank ? RK_MPI_PEER_SELF : get_state(&b->peers[r]);
+      if (st == RK_MPI_PEER_UP)
+        work += poll_peer(b, r);
+      else if (st == RK_MPI_PEER_CLOSED && b->peers[r].bye_got && b->peers[r].ctrl_got != b->peers[r].ctrl_expect)
+        work += poll_closed(b, r);
+    }
     work += unstage(b);
     delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED) - delivered;
     work += answers_retry(b);
@@ -1931,7 +2083,15 @@ static void bridge_stop(void *self, rk_graph *g) {
       /* the open batch goes out, then the bye on the same tag: the peer takes every batch before
        * it sees the bye (MPI does not overtake on one communicator and tag); a peer that said bye
        * first has ours already (the thread answered it), unless the thread stopped before */
-      if (st == RK_MPI_PEER_UP && b->started) (void)batch_send(b, r);
+      if (st == RK_MPI_PEER_UP && b->started) {
+        (void)batch_send(b, r);
+        /* the owed-answer notices queued for it before the bye (which counts them) */
+        if (p->moved_n && p->moved_busy) {
+          if (!send_finish(&p->moved_req, 200000000u)) b->any_lost = 1; /* (moved_out is MPI's: kept) */
+          else p->moved_busy = 0;
+        }
+        if (!p->moved_busy) (void)moved_send(b, r);
+      }
       bye_send(b, r);
     }
     if (b->started) { /* what the routes still hold: dropped; sent and not credited: unconfirmed */
@@ -1974,6 +2134,8 @@ static void bridge_stop(void *self, rk_graph *g) {
     p->ctrl_busy = 0;
     if (p->probe_busy && !send_finish(&p->probe_req, wait_ns)) b->any_lost = 1;
     p->probe_busy = 0;
+    if (p->moved_busy && p->moved_req != MPI_REQUEST_NULL && !send_finish(&p->moved_req, wait_ns)) b->any_lost = 1;
+    p->moved_busy = 0;
   }
   if (b->started) {
     /* nothing more will be received: the requests still owed an answer from a peer get the error
@@ -2097,12 +2259,14 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   for (r = 0; r < b->ranks; r++) {
     peer *p = &b->peers[r];
     p->state = r == b->rank ? RK_MPI_PEER_SELF : RK_MPI_PEER_UP;
-    p->data_req = p->ctrl_req = p->probe_req = p->bye_req = MPI_REQUEST_NULL;
+    p->data_req = p->ctrl_req = p->probe_req = p->bye_req = p->moved_req = MPI_REQUEST_NULL;
     p->batch_buf = -1;
     p->h.rank = UINT32_MAX;
     if (r == b->rank) continue;
     if ((p->data_in = (uint8_t *)malloc(b->o.batch_bytes)) == NULL || (p->ctrl_in = (uint8_t *)malloc(CTRL_BYTES)) == NULL ||
         (p->ctrl_out = (uint8_t *)malloc(CTRL_BYTES)) == NULL ||
+        (p->moved_q = (uint8_t *)malloc(MOVED_MAX * MOVED_REC)) == NULL ||
+        (p->moved_out = (uint8_t *)malloc(MOVED_HEAD + MOVED_MAX * MOVED_REC)) == NULL ||
         (p->out = (send_buf *)calloc(b->o.max_inflight, sizeof *p->out)) == NULL)
       goto nomem;
     for (i = 0; i < b->o.max_inflight; i++)
@@ -2167,6 +2331,8 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
       free(p->data_in);
       free(p->ctrl_in);
       free(p->ctrl_out);
+      free(p->moved_q);
+      free(p->moved_out);
       free(p->in);
       if (p->out)
         for (i = 0; i < b->o.max_inflight; i++) free(p->out[i].data);
@@ -2213,6 +2379,9 @@ int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
   s.deadlocks = RK__RD(deadlocks);
   s.answers_failed = RK__RD(answers_failed);
   s.answers_late = RK__RD(answers_late);
+  s.moves_sent = RK__RD(moves_sent);
+  s.moves_taken = RK__RD(moves_taken);
+  s.moves_refused = RK__RD(moves_refused);
 #undef RK__RD
   memcpy(out, &s, size);
   return RK_OK;
