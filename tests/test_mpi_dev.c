@@ -792,6 +792,64 @@ static void test_dev_moved_refused(void **state) {
   finish(rt, g, b);
 }
 
+/* The owed table's bound (bridge.c OWED_MAX; 2 here, through the tests' hook): rank 0's CPU kernel
+ * passes 4 host requests on to rank 1's kernel, held. Two go and are owed; the route is then held
+ * back (owed_held), the other two wait in its outbound ring: nothing is dropped, nothing more is
+ * sent. Once rank 1 answers the two, the others go and are answered too: every caller gets its
+ * real answer. Without the bound, all 4 went at once and owed_held stayed 0. */
+void rk__mpi_bridge_owed_max(rk_mpi_bridge *b, uint32_t n);
+static int bound_front(rk_ctx *ctx, const rk_msg *in) { return rk_forward(ctx, 0, 5, rk_msg_payload(in), rk_msg_len(in)); }
+static int bound_back(rk_ctx *ctx, const rk_msg *in) { return rk_reply(ctx, 6, rk_msg_payload(in), rk_msg_len(in)); }
+static int owed_held_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).owed_held >= 1; }
+static int bound_sent_2(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 2; }
+static int bound_delivered_2(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).delivered >= 2; }
+static void test_dev_owed_bound(void **state) {
+  rk_runtime *rt = rt_create(); /* (CPU kernels: the bound is the bridge's, whatever the backend) */
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dfront = rt_desc("bfront", bound_front), dback = rt_desc("bback", bound_back);
+  uint32_t me, other;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  rk__mpi_bridge_owed_max(b, 2);
+  RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
+  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "bback" : "bfront", 0, &other));
+  if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me))); /* holds what it gets */
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    uint64_t i, got;
+    rk_msg m;
+    for (i = 0; i < 4; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL));
+    assert_true(rt_wait_for(owed_held_1, b, RT_HANG)); /* two owed: the route waits */
+    assert_true(rt_wait_for(bound_sent_2, b, RT_HANG));
+    assert_int_equal(bridge_stats(b).sent, 2);
+    barrier(); /* rank 1 has the two: it answers them */
+    for (i = 0; i < 4; i++) { /* every caller gets its real answer */
+      RT_OK(rt, rk_recv(k, &m, &got, sizeof got, RT_HANG));
+      assert_false(rk_msg_is_error(&m));
+    }
+    assert_int_equal(bridge_stats(b).sent, 4);
+    assert_int_equal(bridge_stats(b).answers_failed, 0);
+    barrier();
+    RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  } else {
+    assert_true(rt_wait_for(bound_delivered_2, b, RT_HANG));
+    barrier();
+    assert_int_equal(bridge_stats(b).delivered, 2); /* the other two were held on rank 0 */
+    RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, me)));
+    barrier();
+  }
+  barrier();
+  if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  finish(rt, g, b);
+}
+
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -808,6 +866,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dev_cycle),
       cmocka_unit_test(test_dev_probe_refused),
       cmocka_unit_test(test_dev_moved_refused),
+      cmocka_unit_test(test_dev_owed_bound),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi_dev: MPI_THREAD_MULTIPLE not provided\n");

@@ -95,6 +95,11 @@
 #define MOVED_HEAD 16u  /* {u32 CTRL_MOVED, u32 n, u32 version, u32 0} */
 #define MOVED_REC 16u   /* {u32 origin kernel id on the receiving rank, u32 rank it went on to, u64 correlation id} */
 #define MOVED_MAX 512u  /* notices per message and queued per peer: a full queue holds the route back */
+/* The owed table's bound: requests of this rank's kernels sent to peers whose answer has not come
+ * (open entries). A request that would be one more waits in its outbound ring (the route is held
+ * back: backpressure up to the forwarding lane, whose rk_forward gets RK_EAGAIN once the ring is
+ * full), never dropped; counted in owed_held. */
+#define OWED_MAX 65536u
 
 typedef struct hello_entry {
   char name[64];
@@ -140,6 +145,7 @@ typedef struct route_out {
   volatile uint64_t sent_pub;
   volatile uint64_t refused; /* atomics: the peer's refused count for the route (take_ctrl), read by flush */
   int stalled;            /* counted a credit stall already (until credit comes) */
+  int owed_stalled;       /* counted an owed_held already (until a request of it goes) */
 } route_out;
 
 typedef struct send_buf {
@@ -270,6 +276,7 @@ struct rk_mpi_bridge {
   uint64_t dl_scan_ns;
   owed_req *owed_tab;      /* bridge thread: the owed table (open addressing, linear probing) */
   uint32_t owed_cap, owed_used; /* slots (a power of two, or 0), slots in use (answered ones too) */
+  uint32_t owed_open, owed_max; /* entries not answered yet; their bound (OWED_MAX; tests: smaller) */
   int owed_nomem;          /* said once: the table could not grow */
   volatile int closing;    /* atomics: the graph is being destroyed (bridge_closing), relaxed: a flag that
                             * publishes nothing, the thread only has to see it within a pass or two */
@@ -277,7 +284,7 @@ struct rk_mpi_bridge {
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
       s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats, s_sleeps, s_woken, s_probes,
-      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late, s_moves_sent, s_moves_taken, s_moves_refused;
+      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late, s_moves_sent, s_moves_taken, s_moves_refused, s_owed_held;
   volatile uint32_t s_peers_lost;
 };
 
@@ -362,7 +369,10 @@ static owed_req *owed_find(rk_mpi_bridge *b, uint32_t origin, uint64_t corr, uin
 /* Remove w (backward-shift deletion: the entries after it that probed past it move up). */
 static void owed_del(rk_mpi_bridge *b, owed_req *w) {
   uint32_t mask = b->owed_cap - 1u, i = (uint32_t)(w - b->owed_tab), j = i;
-  if (!w->answered && b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+  if (!w->answered) {
+    if (b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+    if (b->owed_open) b->owed_open--;
+  }
   for (;;) {
     uint32_t k;
     j = (j + 1u) & mask;
@@ -424,6 +434,7 @@ static void owed_track(rk_mpi_bridge *b, const rk_envelope *e, uint32_t rank, ui
   w->priority = e->priority;
   w->answered = 0;
   b->peers[rank].owed_n++;
+  b->owed_open++;
 }
 
 /* Buffers left to MPI (a send that never completed may still read them): kept for the process's
@@ -557,9 +568,19 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       rk_envelope *e = (rk_envelope *)rk_ring_slot(ring, pos + i);
       uint32_t len = RK_ENVELOPE_SIZE + e->payload_len, rec = REC_HEADER + pad8(len), origin_rank = b->rank;
       route_out *q = e->origin ? out_of_local_id(b, e->origin) : NULL, *note = NULL;
+      uint32_t onode;
+      int track = q == NULL && wants_answer(e) && local_node_of(b, e->origin, &onode);
       uint8_t *w;
       rk_envelope *we;
       if (p->batch_len + rec > b->o.batch_bytes) break;
+      if (track && b->owed_open >= b->owed_max) { /* the owed table is full: the route waits (OWED_MAX) */
+        if (!o->owed_stalled) {
+          o->owed_stalled = 1;
+          stat_add(&b->s_owed_held, 1);
+        }
+        held = 1;
+        break;
+      }
       /* a request of another rank's kernel that goes on to a third rank: its origin's rank is told
        * (the entry it keeps for the answer follows the request: docs/mpi.md) */
       if (q && q->peer != o->peer && wants_answer(e) && get_state(&b->peers[q->peer]) == RK_MPI_PEER_UP) {
@@ -575,12 +596,12 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       we = (rk_envelope *)(w + REC_HEADER);
       we->dst = o->remote_id;
       if (we->origin) { /* a request continued, or its reply: the origin named on its own rank */
-        uint32_t onode;
         if (q) {
           origin_rank = q->peer;
           we->origin = q->remote_id;
-        } else if (wants_answer(e) && local_node_of(b, e->origin, &onode)) {
+        } else if (track) {
           owed_track(b, e, o->peer, o->local_id); /* a local kernel is owed its answer from there */
+          o->owed_stalled = 0;
         }
       }
       memcpy(w + 4, &origin_rank, 4);
@@ -756,6 +777,7 @@ static void owed_fail_one(rk_mpi_bridge *b, owed_req *w) {
   answer_refused(b, w->from_id, &e, RK_ECLOSED);
   w->answered = 1;
   if (b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+  if (b->owed_open) b->owed_open--;
 }
 
 static uint64_t owed_fail(rk_mpi_bridge *b, uint32_t r) {
@@ -2227,6 +2249,7 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   b->comm = dup;
   b->comm_ok = 1;
   b->answers_tail = &b->answers;
+  b->owed_max = OWED_MAX;
   b->o = (rk_mpi_options)RK_MPI_OPTIONS_INIT;
   if (opts) memcpy(&b->o, opts, opts->size);
   b->o.size = sizeof b->o;
@@ -2349,6 +2372,12 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
  * control messages to a peer's bridge); not in the header, not exported (hidden visibility). */
 MPI_Comm rk__mpi_bridge_comm(rk_mpi_bridge *b);
 MPI_Comm rk__mpi_bridge_comm(rk_mpi_bridge *b) { return b ? b->comm : MPI_COMM_NULL; }
+/* Tests only (test_mpi_dev.c dev_owed_bound): a smaller bound of the owed table; before the launch
+ * (the bridge thread reads it: its creation orders this write before). */
+void rk__mpi_bridge_owed_max(rk_mpi_bridge *b, uint32_t n);
+void rk__mpi_bridge_owed_max(rk_mpi_bridge *b, uint32_t n) {
+  if (b && n) b->owed_max = n;
+}
 
 int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
   rk_mpi_stats s;
@@ -2382,6 +2411,7 @@ int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
   s.moves_sent = RK__RD(moves_sent);
   s.moves_taken = RK__RD(moves_taken);
   s.moves_refused = RK__RD(moves_refused);
+  s.owed_held = RK__RD(owed_held);
 #undef RK__RD
   memcpy(out, &s, size);
   return RK_OK;
