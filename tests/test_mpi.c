@@ -2015,6 +2015,220 @@ static void test_owed_moved(void **state) {
   barrier();
 }
 
+/* Requests held in the outbound ring behind the route's credit window when the graph is destroyed
+ * without its terminate (review of owed2, finding 3): window 2, rank 1's kernel (inbox 2) holds
+ * what it gets, rank 0's front forwards 8 host requests; only the first ones go, the rest wait in
+ * the ring. The closing hook answers the requests owed from the peer and those waiting at the head
+ * of the stalled ring (RK_ECLOSED, not sent), so front's terminate inside the destroy does not time
+ * out and every error answer reaches front. Before: the ring's requests were answered only at the
+ * stop, after the terminate timed out ("terminate timed out", the answers "cannot reach its
+ * origin"). */
+static int sent_2(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 2; }
+static void test_owed_stalled(void **state) {
+  rk_runtime_options ro = rt_options();
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_runtime *rt;
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  uint32_t me;
+  (void)state;
+  o.window = 2;
+  ro.log = destroy_log;
+  ro.log_level = RK_LOG_DEBUG;
+  __atomic_store_n(&g_term_timeout, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&g_unreachable, 0, __ATOMIC_RELAXED);
+  rt = rt_create_opts(&ro);
+  {
+    rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
+    uint32_t other;
+    RT_OK(rt, rk_graph_create(rt, &g));
+    b = bridge_on(rt, g, &o);
+    RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, g_rank == 0 ? 0 : 2, &me));
+    RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
+    if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+    RT_OK(rt, rk_graph_launch(g));
+    RT_OK(rt, rk_graph_activate(g));
+    if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me)));
+    barrier();
+  }
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    uint64_t v = 13;
+    int i;
+    rk_mpi_stats st;
+    for (i = 0; i < 8; i++) RT_OK(rt, rk_send(k, T_HOP, &v, sizeof v, 0, NULL));
+    assert_true(rt_wait_for(sent_2, b, 30 * RT_SEC));
+    barrier(); /* rank 1 holds what came */
+    rk_graph_destroy(g); /* no terminate first */
+    st = bridge_stats(b);
+    assert_true(st.sent < 8); /* some waited in the ring behind the window */
+    assert_int_equal(st.answers_failed, 8);
+    assert_false(__atomic_load_n(&g_term_timeout, __ATOMIC_RELAXED));
+    assert_false(__atomic_load_n(&g_unreachable, __ATOMIC_RELAXED));
+    rk_mpi_bridge_destroy(b);
+    barrier();
+  } else {
+    assert_true(rt_wait_for(delivered_1, b, RT_HANG));
+    barrier();
+    barrier(); /* rank 0 is done */
+    rk_mpi_bridge_destroy(b);
+    rk_graph_destroy(g);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* The closing hook mid-stream while the peer answers normally (review of owed2, finding 5): rank 0
+ * forwards 600 host requests, the hook fires after 301; what is owed then and what is forwarded
+ * after is answered with RK_ECLOSED, and the real answers that still come are dropped (answers_late
+ * >= 1): every forward is answered exactly once (k2k_in == k2k_out). */
+static int stream_settled(void *arg) {
+  rk_mpi_stats st = bridge_stats((rk_mpi_bridge *)arg);
+  return st.delivered + st.answers_late == st.sent;
+}
+static void test_owed_closing_stream(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  uint32_t me;
+  (void)state;
+  {
+    rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
+    uint32_t other;
+    RT_OK(rt, rk_graph_create(rt, &g));
+    b = bridge_on(rt, g, NULL);
+    RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
+    if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+    RT_OK(rt, rk_graph_launch(g));
+    RT_OK(rt, rk_graph_activate(g));
+    barrier();
+  }
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    uint64_t v = 13;
+    int i;
+    rk_kernel_counters kc;
+    rk_mpi_stats st;
+    for (i = 0; i < 600; i++) {
+      (void)rk_send(k, T_HOP, &v, sizeof v, RK_SEND_NOWAIT, NULL);
+      if (i == 300) {
+        while (bridge_stats(b).delivered < 150) rt_sleep_ms(0);
+        ((rk_transport *)b)->closing(b, g);
+      }
+    }
+    RT_OK(rt, rk_kernel_terminate(k, 20 * RT_SEC));
+    assert_true(rt_wait_for(stream_settled, b, 30 * RT_SEC)); /* every request sent got its one answer */
+    kc = rt_stats(k);
+    st = bridge_stats(b);
+    assert_true(st.answers_failed >= 1);
+    assert_true(st.answers_late >= 1);
+    assert_int_equal(kc.k2k_in, kc.k2k_out); /* no double answer, none missing */
+    assert_int_equal(kc.msgs_out, kc.msgs_in);
+    barrier();
+    rk_graph_destroy(g);
+    rk_mpi_bridge_destroy(b);
+  } else {
+    barrier();
+    rk_mpi_bridge_destroy(b);
+    rk_graph_destroy(g);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* A request forwarded twice, to two ranks, whose first forward's entry is answered (its rank closed)
+ * before the second forward leaves (review of owed2, finding 7). Rank 0's again0 forwards a host
+ * request to rank 1 (held there) and to rank 2, whose route is out of credits (window 1, rank 2's
+ * 2-slot inbox full of 3 earlier requests, one staged), so the second forward waits in rank 0's
+ * ring. Rank 1 closes: the first forward is answered with RK_ECLOSED. Rank 2 then runs: the second
+ * forward goes, is tracked, and its real answer reaches the caller. Before, owed_track returned
+ * early on the answered entry: the second forward was not tracked, its real answer was dropped as
+ * late (answers_late) and the lane owed it for good (its rk_recv timed out). */
+#define T_FILL 303u
+static int again0(rk_ctx *ctx, const rk_msg *in) {
+  int rc;
+  if (in->env.type == T_FILL) return rk_forward(ctx, 1, T_HOP, rk_msg_payload(in), rk_msg_len(in));
+  if ((rc = rk_forward(ctx, 0, T_HOP, rk_msg_payload(in), rk_msg_len(in))) != RK_OK) return rc;
+  return rk_forward(ctx, 1, T_HOP, rk_msg_payload(in), rk_msg_len(in));
+}
+static int sent_3(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 3; }
+static int sent_4(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 4; }
+static int staged_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).staged >= 1; }
+static void test_owed_again(void **state) {
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dfront = rt_desc("again0", again0), dback = rt_desc("back", back);
+  uint32_t me, n1, n2, n0;
+  (void)state;
+  o.window = 1;
+  o.peer_timeout_ns = 5 * RT_SEC; /* (nobody dies here) */
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &dfront, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &n1));
+    RT_OK(rt, rk_graph_add_remote(g, 2, "back", 0, &n2));
+    RT_OK(rt, rk_graph_connect(g, me, n1, NULL)); /* route 0 */
+    RT_OK(rt, rk_graph_connect(g, me, n2, NULL)); /* route 1 */
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dback, NULL, 2, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "again0", 0, &n0)); /* where its answers go */
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank != 0) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me)));
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    uint64_t v = 7, got;
+    int i, real = 0;
+    rk_msg m;
+    for (i = 0; i < 3; i++) RT_OK(rt, rk_send(k, T_FILL, &v, sizeof v, 0, NULL));
+    assert_true(rt_wait_for(sent_3, b, 30 * RT_SEC));
+    barrier(); /* rank 2: 2 in its kernel's inbox, 1 staged (no credit): the route to it is stalled */
+    RT_OK(rt, rk_send(k, T_HOP, &v, sizeof v, 0, NULL));
+    assert_true(rt_wait_for(sent_4, b, 30 * RT_SEC)); /* the forward to rank 1 */
+    barrier(); /* rank 1 holds it; the forward to rank 2 waits in the ring */
+    RT_OK(rt, rk_recv(k, &m, &got, sizeof got, 20 * RT_SEC)); /* rank 1 closed: the bridge's answer */
+    assert_true(rk_msg_is_error(&m));
+    assert_int_equal(m.status, RK_ECLOSED);
+    assert_int_equal(bridge_stats(b).answers_failed, 1);
+    barrier(); /* rank 2 runs now */
+    for (i = 0; i < 4; i++) { /* the 3 fills' answers and the second forward's */
+      RT_OK(rt, rk_recv(k, &m, &got, sizeof got, 20 * RT_SEC));
+      if (!rk_msg_is_error(&m)) real++;
+    }
+    assert_int_equal(real, 4);
+    assert_int_equal(bridge_stats(b).answers_late, 0);
+    RT_OK(rt, rk_kernel_terminate(k, 30 * RT_SEC)); /* nothing owed */
+  } else if (g_rank == 1) {
+    barrier();
+    assert_true(rt_wait_for(delivered_1, b, 30 * RT_SEC));
+    barrier();
+    rk_mpi_bridge_destroy(b); /* before the graph: the bye goes out, the held request is never answered */
+    rk_graph_destroy(g);
+    barrier();
+  } else {
+    assert_true(rt_wait_for(staged_1, b, 30 * RT_SEC));
+    barrier();
+    barrier();
+    barrier();
+    RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, me)));
+  }
+  barrier();
+  if (g_rank != 1) {
+    int rc = rk_graph_terminate(g, 30 * RT_SEC); /* (routes to rank 1: closed) */
+    assert_true(rc == RK_OK || rc == RK_ECLOSED);
+    rk_graph_destroy(g);
+    rk_mpi_bridge_destroy(b);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -2031,6 +2245,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_cycle_slack),
       cmocka_unit_test(test_owed_clock),  cmocka_unit_test(test_owed_destroy), cmocka_unit_test(test_owed_stopstaged),
       cmocka_unit_test(test_owed_hol),    cmocka_unit_test(test_owed_moved),
+      cmocka_unit_test(test_owed_stalled), cmocka_unit_test(test_owed_closing_stream),
+      cmocka_unit_test(test_owed_again),
   };
   int killed;
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {

@@ -793,14 +793,15 @@ static void test_dev_moved_refused(void **state) {
 }
 
 /* The owed table's bound (bridge.c OWED_MAX; 2 here, through the tests' hook): rank 0's CPU kernel
- * passes 4 host requests on to rank 1's kernel, held. Two go and are owed; the route is then held
- * back (owed_held), the other two wait in its outbound ring: nothing is dropped, nothing more is
- * sent. Once rank 1 answers the two, the others go and are answered too: every caller gets its
- * real answer. Without the bound, all 4 went at once and owed_held stayed 0. */
+ * passes 4 host requests on to rank 1's kernel, held. Two go and are owed; the other two would be
+ * more than the bound: each is answered at once with an RK_ENORESOURCE error (not sent, counted in
+ * owed_refused), the route is not held. Once rank 1 answers the two, their callers get the real
+ * answers. Before (6e8225d) the route was held instead: the two waited in the ring, the error
+ * answers never came (and the bridge thread spun: review of owed2, findings 1 and 2). */
 void rk__mpi_bridge_owed_max(rk_mpi_bridge *b, uint32_t n);
 static int bound_front(rk_ctx *ctx, const rk_msg *in) { return rk_forward(ctx, 0, 5, rk_msg_payload(in), rk_msg_len(in)); }
 static int bound_back(rk_ctx *ctx, const rk_msg *in) { return rk_reply(ctx, 6, rk_msg_payload(in), rk_msg_len(in)); }
-static int owed_held_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).owed_held >= 1; }
+static int bound_refused_2(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).owed_refused >= 2; }
 static int bound_sent_2(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 2; }
 static int bound_delivered_2(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).delivered >= 2; }
 static void test_dev_owed_bound(void **state) {
@@ -823,29 +824,95 @@ static void test_dev_owed_bound(void **state) {
   if (g_rank == 0) {
     rk_kernel *k = rk_graph_kernel(g, me);
     uint64_t i, got;
+    int errors = 0, real = 0;
     rk_msg m;
     for (i = 0; i < 4; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL));
-    assert_true(rt_wait_for(owed_held_1, b, RT_HANG)); /* two owed: the route waits */
     assert_true(rt_wait_for(bound_sent_2, b, RT_HANG));
-    assert_int_equal(bridge_stats(b).sent, 2);
-    barrier(); /* rank 1 has the two: it answers them */
-    for (i = 0; i < 4; i++) { /* every caller gets its real answer */
-      RT_OK(rt, rk_recv(k, &m, &got, sizeof got, RT_HANG));
-      assert_false(rk_msg_is_error(&m));
+    for (i = 0; i < 2; i++) { /* the two over the bound: answered at once, before rank 1 answers anything */
+      RT_OK(rt, rk_recv(k, &m, &got, sizeof got, 20 * RT_SEC));
+      assert_true(rk_msg_is_error(&m));
+      assert_int_equal(m.status, RK_ENORESOURCE);
     }
-    assert_int_equal(bridge_stats(b).sent, 4);
+    assert_true(rt_wait_for(bound_refused_2, b, RT_HANG));
+    assert_int_equal(bridge_stats(b).sent, 2); /* not sent */
+    barrier(); /* rank 1 has the two: it answers them */
+    for (i = 0; i < 2; i++) { /* their callers get the real answers */
+      RT_OK(rt, rk_recv(k, &m, &got, sizeof got, RT_HANG));
+      if (rk_msg_is_error(&m)) errors++; else real++;
+    }
+    assert_int_equal(real, 2);
+    assert_int_equal(errors, 0);
+    assert_int_equal(bridge_stats(b).sent, 2);
+    assert_int_equal(bridge_stats(b).owed_refused, 2);
     assert_int_equal(bridge_stats(b).answers_failed, 0);
     barrier();
     RT_OK(rt, rk_graph_terminate(g, RT_HANG));
   } else {
     assert_true(rt_wait_for(bound_delivered_2, b, RT_HANG));
     barrier();
-    assert_int_equal(bridge_stats(b).delivered, 2); /* the other two were held on rank 0 */
+    assert_int_equal(bridge_stats(b).delivered, 2); /* the other two never came */
     RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, me)));
     barrier();
   }
   barrier();
   if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  finish(rt, g, b);
+}
+
+/* Symmetric traffic under the owed bound (2; review of owed2, finding 1): each rank's kernel passes
+ * 4 host requests on to the other rank's kernel and answers the other's requests, on the same
+ * routes. Every call gets an answer, real or RK_ENORESOURCE, and both graphs terminate. Before
+ * (6e8225d: the bound held the route), each rank's answers queued behind its own held requests in
+ * the shared outbound ring and neither table drained: no answer came on either rank (both timed
+ * out). */
+static int owed_sym(rk_ctx *ctx, const rk_msg *in) {
+  if (in->env.flags & RK_ENV_F_K2K) return rk_reply(ctx, 6, rk_msg_payload(in), rk_msg_len(in));
+  return rk_forward(ctx, 0, 5, rk_msg_payload(in), rk_msg_len(in));
+}
+static void test_dev_owed_sym(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc d = rt_desc("sym", owed_sym);
+  uint32_t me, other;
+  uint64_t i, got;
+  int real = 0, refused = 0;
+  rk_msg m;
+  rk_kernel *k;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  rk__mpi_bridge_owed_max(b, 2);
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &me));
+  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), "sym", 0, &other));
+  RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  k = rk_graph_kernel(g, me);
+  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(k));
+  barrier();
+  if (g_rank == 0) {
+    for (i = 0; i < 4; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL));
+    assert_true(rt_wait_for(bound_sent_2, b, RT_HANG)); /* the first two are in rank 1's kernel's inbox */
+    barrier();
+  } else {
+    barrier();
+    for (i = 0; i < 4; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL));
+    RT_OK(rt, rk_kernel_activate(k));
+  }
+  for (i = 0; i < 4; i++) {
+    RT_OK(rt, rk_recv(k, &m, &got, sizeof got, 20 * RT_SEC)); /* (before the fix: RK_ETIMEDOUT) */
+    if (!rk_msg_is_error(&m))
+      real++;
+    else if (m.status == RK_ENORESOURCE)
+      refused++;
+  }
+  assert_int_equal(real + refused, 4);
+  assert_int_equal((uint64_t)refused, bridge_stats(b).owed_refused);
+  assert_true(real >= 2); /* the bound's two go and are answered */
+  barrier();
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
   barrier();
   finish(rt, g, b);
 }
@@ -867,6 +934,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dev_probe_refused),
       cmocka_unit_test(test_dev_moved_refused),
       cmocka_unit_test(test_dev_owed_bound),
+      cmocka_unit_test(test_dev_owed_sym),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi_dev: MPI_THREAD_MULTIPLE not provided\n");

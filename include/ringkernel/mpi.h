@@ -112,9 +112,11 @@ typedef struct rk_mpi_stats {
   uint64_t moves_taken;       /**< such notices that moved an entry of this rank's owed table to the
                                *   rank the request went on to */
   uint64_t moves_refused;     /**< malformed notices (version, size, ranks, kernel ids): refused */
-  uint64_t owed_held;         /**< times a route was held back because the owed table was full (65536
-                               *   requests of this rank's kernels waiting for an answer from other
-                               *   ranks): the request waits in its outbound ring, never dropped */
+  uint64_t owed_refused;      /**< requests of this rank's kernels not sent because the owed table
+                               *   was full (65536 waiting for an answer from other ranks, or, in a
+                               *   job of more than two ranks, half of that from the one peer):
+                               *   answered at once with an RK_ENORESOURCE error, dead-lettered on
+                               *   their origin (docs/mpi.md, "Answers owed across a lost peer") */
 } rk_mpi_stats;
 
 /** A bridge for graph g over the ranks of comm (which the bridge duplicates; every rank of comm
@@ -138,7 +140,7 @@ RK_API int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options
 RK_API void rk_mpi_bridge_destroy(rk_mpi_bridge *b);
 /** The counters. out->size may be that of an older rk_mpi_stats (without sleeps and woken, or
  *  without the probe counters, or without answers_failed and answers_late, or without the moves
- *  counters and owed_held): only that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
+ *  counters and owed_refused): only that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
 RK_API int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out);
 /** The state of rank `rank` as this bridge sees it (RK_MPI_PEER_LOST for an unknown rank). Any
  *  thread. */

@@ -96,9 +96,12 @@
 #define MOVED_REC 16u   /* {u32 origin kernel id on the receiving rank, u32 rank it went on to, u64 correlation id} */
 #define MOVED_MAX 512u  /* notices per message and queued per peer: a full queue holds the route back */
 /* The owed table's bound: requests of this rank's kernels sent to peers whose answer has not come
- * (open entries). A request that would be one more waits in its outbound ring (the route is held
- * back: backpressure up to the forwarding lane, whose rk_forward gets RK_EAGAIN once the ring is
- * full), never dropped; counted in owed_held. */
+ * (open entries). A request that would be one more (or, in a job of more than two ranks, one more
+ * than half the bound owed from one peer: one slow peer cannot take the whole table) is not sent:
+ * it is answered at once with an RK_ENORESOURCE error, dead-lettered on its origin, counted in
+ * owed_refused and logged at most once a second (owed_refuse). Its route is not held: the ring is
+ * shared with the replies of that rank's kernels, and holding it deadlocked two ranks that forward
+ * to each other (review of owed2, finding 1). */
 #define OWED_MAX 65536u
 
 typedef struct hello_entry {
@@ -145,7 +148,7 @@ typedef struct route_out {
   volatile uint64_t sent_pub;
   volatile uint64_t refused; /* atomics: the peer's refused count for the route (take_ctrl), read by flush */
   int stalled;            /* counted a credit stall already (until credit comes) */
-  int owed_stalled;       /* counted an owed_held already (until a request of it goes) */
+  uint32_t held_for;      /* 1 + the rank whose full notice queue holds this route back (moved_note), or 0 */
 } route_out;
 
 typedef struct send_buf {
@@ -278,13 +281,15 @@ struct rk_mpi_bridge {
   uint32_t owed_cap, owed_used; /* slots (a power of two, or 0), slots in use (answered ones too) */
   uint32_t owed_open, owed_max; /* entries not answered yet; their bound (OWED_MAX; tests: smaller) */
   int owed_nomem;          /* said once: the table could not grow */
+  uint64_t owed_warn_ns;   /* bridge thread: when a request over the bound was last logged (owed_refuse) */
+  uint64_t owed_unlogged;  /* such requests refused since, not logged */
   volatile int closing;    /* atomics: the graph is being destroyed (bridge_closing), relaxed: a flag that
                             * publishes nothing, the thread only has to see it within a pass or two */
   int closing_said;        /* bridge thread: closing's answers logged */
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
       s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats, s_sleeps, s_woken, s_probes,
-      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late, s_moves_sent, s_moves_taken, s_moves_refused, s_owed_held;
+      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late, s_moves_sent, s_moves_taken, s_moves_refused, s_owed_refused;
   volatile uint32_t s_peers_lost;
 };
 
@@ -310,6 +315,11 @@ uint32_t rk_mpi_node_id(uint32_t rank, uint32_t kernel_id) {
 }
 
 static uint32_t pad8(uint32_t n) { return (n + 7u) & ~7u; }
+
+/* Whether every control message a closed peer's bye counts has been taken (counts mod 2^32): at
+ * least that many, since a message its bye did not count (a hand-made one: dev_moved_refused) is
+ * taken too; == never matched then, and the close waited peer_timeout_ns for nothing. */
+static int ctrl_all_in(const peer *p) { return p->bye_got && (int32_t)(p->ctrl_got - p->ctrl_expect) >= 0; }
 
 static int local_node_of(const rk_mpi_bridge *b, uint32_t id, uint32_t *node) {
   uint32_t i;
@@ -408,12 +418,15 @@ static int owed_room(rk_mpi_bridge *b) {
 /* A request of local kernel e->origin (ids local) goes to rank `peer`, to stand-in from_id: its
  * answer is owed from there now (a request passed through this rank again: the entry moves). */
 static void owed_track(rk_mpi_bridge *b, const rk_envelope *e, uint32_t rank, uint32_t from_id) {
-  owed_req *w = owed_find(b, e->origin, e->correlation_id, UINT32_MAX);
+  owed_req *w;
   uint32_t i;
-  if (w && w->answered) return; /* answered already (an error): its real answer will be dropped */
   /* one entry per forward, even of one request: its lane owes one answer per forward (k2k_owed,
    * l->owed), so a lost peer must answer each (a request that came back to this rank took its
-   * entry off as it arrived: owed_arrival) */
+   * entry off as it arrived: owed_arrival). So also when an entry of an earlier forward of it was
+   * answered already (its peer lost): this forward's answer is owed too, and an arriving answer
+   * takes an open entry before an answered one (owed_find). (Before, an answered entry made this
+   * return early: this forward was not tracked, its real answer was dropped as late and its lane
+   * owed it for good; review of owed2, finding 7.) */
   if (!owed_room(b)) {
     if (!b->owed_nomem)
       rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: out of memory: requests sent to other ranks are not all "
@@ -500,8 +513,6 @@ static int batch_send(rk_mpi_bridge *b, uint32_t r) {
   return 1;
 }
 
-/* Move what route o's outbound ring holds (a device backend: its host ring first, then the
- * lanes' one), as far as credits and a batch allow. */
 /* A request of a kernel of rank q->peer (its stand-in q here) goes on from this rank to rank `to`:
  * its origin's rank is told, so that the entry it keeps for the answer follows the request
  * (take_moved). Queued for q->peer (room checked by the caller), sent by moved_send. */
@@ -540,17 +551,80 @@ static int moved_send(rk_mpi_bridge *b, uint32_t r) {
   return 1;
 }
 
+static void answer_refused(rk_mpi_bridge *b, uint32_t from_id, const rk_envelope *e, int code);
+
+/* Whether one more request of this rank's kernels to rank `to` would pass the owed table's bound
+ * (OWED_MAX): the whole table, or, with more than one peer, half of it owed from one peer. */
+static int owed_over(const rk_mpi_bridge *b, uint32_t to) {
+  uint32_t share = b->owed_max / 2u ? b->owed_max / 2u : 1u;
+  return b->owed_open >= b->owed_max || (b->ranks > 2 && b->peers[to].owed_n >= share);
+}
+
+/* A request of local kernel e->origin (local node onode) over the owed table's bound, on its way to
+ * route o: not sent. Answered at once with RK_ENORESOURCE (as a refused request is: answer_refused),
+ * dead-lettered on its origin, counted in owed_refused, logged at most once a second with the
+ * count of the ones not logged. Bridge thread. */
+static void owed_refuse(rk_mpi_bridge *b, const route_out *o, uint32_t onode, const rk_envelope *e) {
+  uint64_t t = now_ns();
+  stat_add(&b->s_owed_refused, 1); /* before the answer: whoever it reaches sees the count */
+  (void)rk_graph_refuse(b->g, onode, e->lane, e, e->payload_len ? (const void *)(e + 1) : NULL, RK_ENORESOURCE,
+                        "not sent: the mpi bridge's table of requests waiting for an answer from other ranks is "
+                        "full (OWED_MAX)");
+  answer_refused(b, o->local_id, e, RK_ENORESOURCE);
+  if (b->owed_warn_ns != 0 && t - b->owed_warn_ns < 1000000000ull) {
+    b->owed_unlogged++;
+    return;
+  }
+  rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: a request to rank %u not sent: %u requests of this rank's kernels "
+                   "wait for an answer from other ranks (%u from rank %u; bound %u): answered with RK_ENORESOURCE "
+                   "(%llu more since the last such line; rk_mpi_bridge_stats owed_refused counts them all)",
+                   o->peer, b->owed_open, b->peers[o->peer].owed_n, o->peer, b->owed_max,
+                   (unsigned long long)b->owed_unlogged);
+  b->owed_warn_ns = t;
+  b->owed_unlogged = 0;
+}
+
+/* The graph is being destroyed (bridge_closing) and route o is out of credits: the requests of
+ * this rank's kernels at the head of its ring will not go before the kernels' terminate waits for
+ * their answers, so they are answered now with RK_ECLOSED and dropped (counted in answers_failed
+ * and dropped), as the stop would (settle_peer), up to the first message that is something else
+ * (it waits for credits, in order). Returns how many. Bridge thread. */
+static uint32_t closing_shed(rk_mpi_bridge *b, route_out *o, rk_ring *ring) {
+  uint32_t n = 0, onode;
+  uint64_t pos;
+  while (rk_ring_peek_n(ring, 1, &pos)) { /* acquire (inside peek): pairs with the senders' commit */
+    const rk_envelope *e = (const rk_envelope *)rk_ring_slot(ring, pos);
+    if (!e->origin || out_of_local_id(b, e->origin) || !wants_answer(e) || !local_node_of(b, e->origin, &onode)) break;
+    stat_add(&b->s_answers_failed, 1); /* before the answer: as in owed_fail */
+    stat_add(&b->s_dropped, 1);
+    answer_refused(b, o->local_id, e, RK_ECLOSED);
+    rk_ring_release_n(ring, 1); /* release: the slot was read (pairs with the senders' reserve) */
+    n++;
+  }
+  return n;
+}
+
+/* Move what route o's outbound ring holds (a device backend: its host ring first, then the
+ * lanes' one), as far as credits and a batch allow. A request over the owed table's bound is
+ * answered and dropped on the way (owed_refuse); a notice that finds its origin's queue full holds
+ * the route (held_for: drainable then lets the thread sleep). */
 static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
   peer *p = &b->peers[o->peer];
   uint32_t moved = 0;
   int held = 0; /* a notice for an origin's rank found its queue full: the route waits */
   rk_ring *ring = o->hring && rk_ring_count(o->hring) ? o->hring : o->ring;
   if (get_state(p) != RK_MPI_PEER_UP) return 0;
+  o->held_for = 0;
   for (;;) {
     uint64_t pos;
     uint64_t credited = __atomic_load_n(&o->credited, __ATOMIC_RELAXED); /* bridge thread's own word */
-    uint32_t avail = (uint32_t)(o->window - (o->sent - credited)), n, i;
+    uint32_t avail = (uint32_t)(o->window - (o->sent - credited)), n, i, k;
     if (avail == 0) {
+      /* (relaxed: the closing field's comment) */
+      if (__atomic_load_n(&b->closing, __ATOMIC_RELAXED)) {
+        moved += closing_shed(b, o, ring);
+        if (ring != o->ring) moved += closing_shed(b, o, o->ring);
+      }
       if (!o->stalled && rk_ring_peek_n(ring, 1, &pos)) {
         o->stalled = 1;
         stat_add(&b->s_credit_stalls, 1);
@@ -564,7 +638,7 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       continue;
     }
     if (!batch_open(b, p)) break;
-    for (i = 0; i < n; i++) {
+    for (i = 0, k = 0; i < n; i++) { /* i: slots taken; k: of them, put in the batch */
       rk_envelope *e = (rk_envelope *)rk_ring_slot(ring, pos + i);
       uint32_t len = RK_ENVELOPE_SIZE + e->payload_len, rec = REC_HEADER + pad8(len), origin_rank = b->rank;
       route_out *q = e->origin ? out_of_local_id(b, e->origin) : NULL, *note = NULL;
@@ -572,20 +646,17 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       int track = q == NULL && wants_answer(e) && local_node_of(b, e->origin, &onode);
       uint8_t *w;
       rk_envelope *we;
-      if (p->batch_len + rec > b->o.batch_bytes) break;
-      if (track && b->owed_open >= b->owed_max) { /* the owed table is full: the route waits (OWED_MAX) */
-        if (!o->owed_stalled) {
-          o->owed_stalled = 1;
-          stat_add(&b->s_owed_held, 1);
-        }
-        held = 1;
-        break;
+      if (track && owed_over(b, o->peer)) { /* over the owed table's bound: answered, not sent */
+        owed_refuse(b, o, onode, e);
+        continue;
       }
+      if (p->batch_len + rec > b->o.batch_bytes) break;
       /* a request of another rank's kernel that goes on to a third rank: its origin's rank is told
        * (the entry it keeps for the answer follows the request: docs/mpi.md) */
       if (q && q->peer != o->peer && wants_answer(e) && get_state(&b->peers[q->peer]) == RK_MPI_PEER_UP) {
         if (b->peers[q->peer].moved_n == MOVED_MAX) {
           held = 1;
+          o->held_for = q->peer + 1u;
           break;
         }
         note = q;
@@ -601,7 +672,6 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
           we->origin = q->remote_id;
         } else if (track) {
           owed_track(b, e, o->peer, o->local_id); /* a local kernel is owed its answer from there */
-          o->owed_stalled = 0;
         }
       }
       memcpy(w + 4, &origin_rank, 4);
@@ -610,6 +680,7 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       we->node = rk_mpi_node_id(b->rank, we->node);
       p->batch_len += rec;
       p->batch_n++;
+      k++;
       if (note) moved_note(b, note, o->peer, e->correlation_id);
     }
     if (i == 0 && held) break;
@@ -617,11 +688,11 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       if (!batch_send(b, o->peer)) break;
       continue;
     }
-    o->sent += i;
-    o->stalled = 0;
+    o->sent += k;
+    if (k) o->stalled = 0;
     /* sent_pub before the slots go back: flush reads the ring's head (acquire, rk_ring_count) and
-     * then sent_pub, so a flush that sees these slots gone sees them counted as sent. Release:
-     * pairs with flush's acquire. */
+     * then sent_pub, so a flush that sees these slots gone sees them counted as sent (or refused
+     * over the bound: gone, never owed a credit). Release: pairs with flush's acquire. */
     __atomic_store_n(&o->sent_pub, o->sent, __ATOMIC_RELEASE);
     rk_ring_release_n(ring, i); /* release: the slots were read (pairs with the senders' reserve) */
     moved += i;
@@ -709,8 +780,10 @@ static int answers_queued_for(const rk_mpi_bridge *b, uint32_t origin) {
  * origin's inbox is full, or when answers for the same origin wait already (they go first). Bridge
  * thread (or stop, after the thread). */
 static void answer_refused(rk_mpi_bridge *b, uint32_t from_id, const rk_envelope *e, int code) {
-  int rc = answers_queued_for(b, e->origin) ? RK_EAGAIN : rk_graph_answer_error(b->g, from_id, e, code);
+  int rc;
   answer *a;
+  if (!wants_answer(e)) return; /* nothing to answer (not queued: the stop counts what waits) */
+  rc = answers_queued_for(b, e->origin) ? RK_EAGAIN : rk_graph_answer_error(b->g, from_id, e, code);
   if (rc != RK_EAGAIN) {
     if (rc != RK_OK)
       rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: the error answer (%s) to a refused or lost request cannot "
@@ -958,10 +1031,11 @@ static uint32_t unstage(rk_mpi_bridge *b) {
 }
 
 /* At stop (after the thread): what the routes staged for a full inbox goes in while there is room,
- * each route in order; a kernel that has terminated refuses it (counted as refused, dropped, as
- * before: nothing more is received, its sender counts it as unconfirmed). Returns how many wait
- * still (their inbox full). */
-static uint64_t unstage_stop(rk_mpi_bridge *b) {
+ * each route in order; a kernel that has terminated refuses it: dead-lettered on it, counted as
+ * refused (and in *gone, which the stop logs in one line), dropped, as before (nothing more is
+ * received, its sender counts it as unconfirmed; a request among them is not answered, as before:
+ * docs/mpi.md, "Not covered"). Returns how many wait still (their inbox full). */
+static uint64_t unstage_stop(rk_mpi_bridge *b, uint64_t *gone) {
   uint64_t left = 0;
   uint32_t r, i, j;
   for (r = 0; r < b->ranks; r++)
@@ -975,6 +1049,11 @@ static uint64_t unstage_stop(rk_mpi_bridge *b) {
           int rc = rk_graph_deliver(b->g, b->ids[i].node, j, e, e->payload_len ? (const void *)(e + 1) : NULL);
           if (rc == RK_EAGAIN) break;
           stat_add(rc == RK_OK ? &b->s_delivered : &b->s_refused, 1);
+          if (rc != RK_OK) {
+            (*gone)++;
+            (void)rk_graph_refuse(b->g, b->ids[i].node, j, e, e->payload_len ? (const void *)(e + 1) : NULL, rc,
+                                  "staged for a full inbox, refused at the mpi bridge's stop");
+          }
           ri->head = s->next;
           if (ri->head == NULL) ri->tail = NULL;
           free(s);
@@ -1512,7 +1591,7 @@ static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
   settle_peer(b, r, &dropped, &unconfirmed);
   /* a closed peer: once the control messages its bye counts are in (its notices that requests it
    * passed on went on elsewhere: take_moved), or peer_timeout_ns after the bye at most */
-  if (why == RK_MPI_PEER_LOST || (p->bye_got && p->ctrl_got == p->ctrl_expect) ||
+  if (why == RK_MPI_PEER_LOST || ctrl_all_in(p) ||
       (int64_t)(now_ns() - p->bye_ns) > b->o.peer_timeout_ns)
     (void)owed_fail(b, r);
   failed = __atomic_load_n(&b->s_answers_failed, __ATOMIC_RELAXED) - before; /* this thread's own count */
@@ -1562,6 +1641,12 @@ static int drainable(rk_mpi_bridge *b, route_out *o) {
   uint32_t i;
   if (get_state(p) != RK_MPI_PEER_UP) return 0;
   if (o->sent - __atomic_load_n(&o->credited, __ATOMIC_RELAXED) >= o->window) return 0; /* own word */
+  /* held back by an origin's full notice queue (drain_route): only moved_send's completion, an MPI
+   * event seen when the wait times out, frees it (before, the route read as ready and the idle
+   * thread spun through rings_wait: review of owed2, finding 2) */
+  if (o->held_for && b->peers[o->held_for - 1u].moved_n == MOVED_MAX &&
+      get_state(&b->peers[o->held_for - 1u]) == RK_MPI_PEER_UP)
+    return 0;
   if (!rk_ring_peek_n(o->ring, 1, &pos)) return 0; /* acquire: pairs with the senders' commit */
   if (p->batch_buf >= 0) return 1;
   for (i = 0; i < b->o.max_inflight; i++)
@@ -1632,7 +1717,7 @@ static void *bridge_main(void *arg) {
       rk_mpi_peer_state st = r == b->rank ? RK_MPI_PEER_SELF : get_state(&b->peers[r]);
       if (st == RK_MPI_PEER_UP)
         work += poll_peer(b, r);
-      else if (st == RK_MPI_PEER_CLOSED && b->peers[r].bye_got && b->peers[r].ctrl_got != b->peers[r].ctrl_expect)
+      else if (st == RK_MPI_PEER_CLOSED && b->peers[r].bye_got && !ctrl_all_in(&b->peers[r]))
         work += poll_closed(b, r);
     }
     work += unstage(b);
@@ -1997,7 +2082,7 @@ static int drain_peer(rk_mpi_bridge *b, uint32_t r, uint64_t end) {
   for (;;) {
     MPI_Status st;
     int done = 0, got = 0;
-    if (p->bye_got && p->ctrl_got == p->ctrl_expect) return 1;
+    if (ctrl_all_in(p)) return 1;
     if (!p->bye_got) {
       if (p->data_req == MPI_REQUEST_NULL &&
           MPI_Irecv(p->data_in, (int)b->o.batch_bytes, MPI_BYTE, (int)r, TAG_DATA, b->comm, &p->data_req) != MPI_SUCCESS)
@@ -2017,7 +2102,7 @@ static int drain_peer(rk_mpi_bridge *b, uint32_t r, uint64_t end) {
       }
     }
     done = 0;
-    if (!p->bye_got || p->ctrl_got != p->ctrl_expect) {
+    if (!ctrl_all_in(p)) {
       if (p->ctrl_req == MPI_REQUEST_NULL &&
           MPI_Irecv(p->ctrl_in, (int)CTRL_BYTES, MPI_BYTE, (int)r, TAG_CTRL, b->comm, &p->ctrl_req) != MPI_SUCCESS)
         return 0;
@@ -2113,6 +2198,16 @@ static void bridge_stop(void *self, rk_graph *g) {
           else p->moved_busy = 0;
         }
         if (!p->moved_busy) (void)moved_send(b, r);
+        /* the credits it earned here and not yet returned (the thread may not have had its pass
+         * since the last delivery): a peer that then flushes its route to this rank (its graph's
+         * terminate) counts what was taken as confirmed, not as broken by this close (before, a
+         * stop right after a delivery made the peer's rk_graph_terminate return RK_ECLOSED "route
+         * ... closed" under load: mpi_owed_twice) */
+        if (p->ctrl_busy) {
+          if (!send_finish(&p->ctrl_req_out, 200000000u)) b->any_lost = 1; /* (ctrl_out is MPI's: kept) */
+          else p->ctrl_busy = 0;
+        }
+        if (!p->ctrl_busy) (void)ctrl_send(b, r, CTRL_CREDIT);
       }
       bye_send(b, r);
     }
@@ -2163,7 +2258,7 @@ static void bridge_stop(void *self, rk_graph *g) {
     /* nothing more will be received: the requests still owed an answer from a peer get the error
      * now (a kernel still running, the graph destroyed before its terminate, or the bridge before
      * the graph: its terminate must not wait for them) */
-    uint64_t failed = owed_fail(b, UINT32_MAX), left = 0, staged_left = 0,
+    uint64_t failed = owed_fail(b, UINT32_MAX), left = 0, staged_left = 0, staged_gone = 0,
              end = now_ns() + (uint64_t)b->o.peer_timeout_ns;
     answer *a;
     /* an origin whose inbox is full (its handler busy) takes them once it runs again: retried until
@@ -2173,7 +2268,7 @@ static void bridge_stop(void *self, rk_graph *g) {
     for (;;) {
       struct timespec nap = {0, 200000};
       (void)answers_retry(b);
-      staged_left = unstage_stop(b);
+      staged_left = unstage_stop(b, &staged_gone);
       if ((b->answers == NULL && staged_left == 0) || now_ns() >= end) break;
       nanosleep(&nap, NULL);
     }
@@ -2182,6 +2277,10 @@ static void bridge_stop(void *self, rk_graph *g) {
       rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: stopped with %llu requests of this rank's kernels waiting for "
                        "an answer from another rank: answered with RK_ECLOSED; %llu error answers found their origin's "
                        "inbox full for peer_timeout_ns and are dropped", (unsigned long long)failed, (unsigned long long)left);
+    if (staged_gone)
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: stopped with %llu received envelopes staged for a full inbox "
+                       "whose kernel then refused them (terminated): dropped, dead-lettered on it (refused)",
+                       (unsigned long long)staged_gone);
     if (staged_left)
       rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: stopped with %llu received envelopes whose destination's inbox "
                        "stayed full for peer_timeout_ns: dropped (refused)", (unsigned long long)staged_left);
@@ -2411,7 +2510,7 @@ int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
   s.moves_sent = RK__RD(moves_sent);
   s.moves_taken = RK__RD(moves_taken);
   s.moves_refused = RK__RD(moves_refused);
-  s.owed_held = RK__RD(owed_held);
+  s.owed_refused = RK__RD(owed_refused);
 #undef RK__RD
   memcpy(out, &s, size);
   return RK_OK;
