@@ -42,8 +42,10 @@
  *                 bridge answers the call with RK_ECLOSED, the kernel's terminate finishes
  *   owed_closed   the same with rank 1 closing its bridge, rank 0's terminate already waiting
  *   owed_late     three ranks, front -> mid -> back answering front directly; rank 1 closes its
- *                 bridge while back holds the request: the bridge answers the caller, and back's
- *                 answer, let go after that, is dropped on rank 0 (never a second answer)
+ *                 bridge while back holds the request: rank 1 told rank 0 the request went on to
+ *                 rank 2, so the close answers nothing and the caller gets back's real answer
+ *   owed_clock, owed_destroy, owed_stopstaged, owed_hol, owed_moved: the owed-answer leftovers
+ *                 of the review of issue15-owed (each described at its function)
  *   hello         a peer's handshake with a payload limit no batch can carry (near 2^32):
  *                 the launch refuses it with RK_EINVAL, saying so */
 #include "rt_util.h"
@@ -1224,7 +1226,7 @@ static void wait_signal(int rank, int tag) {
   }
 }
 static int sent_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 1; }
-static int answered_late(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).answers_late >= 1; }
+static int peer1_closed(void *arg) { return rk_mpi_bridge_peer((rk_mpi_bridge *)arg, 1) == RK_MPI_PEER_CLOSED; }
 
 /* (what a rank saw, when a wait of owed_late fails) */
 static int owed_late_wait(int (*pred)(void *), rk_mpi_bridge *b, rk_kernel *k) {
@@ -1243,13 +1245,15 @@ static int owed_late_wait(int (*pred)(void *), rk_mpi_bridge *b, rk_kernel *k) {
 }
 
 /* Three ranks: front (rank 0) -> mid (rank 1) -> back (rank 2), back answering front directly.
- * Rank 1 closes its bridge once back (held) has the request: rank 0's bridge answers its caller
- * with RK_ECLOSED. Then back is let go and answers front over rank 2's bridge: rank 0's bridge
- * drops that answer (answers_late, dead-lettered on front) instead of handing the lane a second
- * answer for the one request. Without the check, front's lane took both. (Rank 1 closes rather than
- * dies: with a dead rank, Open MPI 4.1 without ULFM did not always keep the two others talking: 2
- * of 7 runs under load failed, and the one that printed what it saw had ranks 0 and 2 each taking
- * the other for lost.) */
+ * Rank 1 closes its bridge once back (held) has the request. Rank 1's bridge told rank 0 that the
+ * request went on to rank 2 (moves), so rank 0's entry is owed from rank 2 now and rank 1's close
+ * answers nothing: back, let go after the close, answers front over rank 2's bridge and the
+ * caller gets that real answer. (Before the entry followed the request, rank 0's bridge answered
+ * the caller with RK_ECLOSED at rank 1's close and dropped back's answer as late: review of
+ * issue15-owed, finding 2, the reverse case.) (Rank 1 closes rather than dies: with a dead rank,
+ * Open MPI 4.1 without ULFM did not always keep the two others talking: 2 of 7 runs under load
+ * failed, and the one that printed what it saw had ranks 0 and 2 each taking the other for
+ * lost.) */
 static void test_owed_late(void **state) {
   rk_mpi_options o = RK_MPI_OPTIONS_INIT;
   rk_runtime *rt = rt_create();
@@ -1289,7 +1293,7 @@ static void test_owed_late(void **state) {
     wait_signal(0, 89); /* rank 0's caller has the bridge's answer */
     RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, me))); /* back answers front, on rank 0 */
     assert_true(owed_late_wait(sent_1, b, rk_graph_kernel(g, me)));
-    wait_signal(0, 90); /* rank 0 has dropped it */
+    wait_signal(0, 90); /* rank 0 has it */
     rc = rk_graph_terminate(g, 30 * RT_SEC);
     assert_true(rc == RK_OK || rc == RK_ECLOSED);
   } else {
@@ -1297,23 +1301,25 @@ static void test_owed_late(void **state) {
     rk_kernel_counters kc;
     rk_mpi_stats st;
     rk_msg m;
-    uint64_t v = 5;
+    uint64_t v = 5, got = 0;
     char r[8];
-    assert_int_equal(rk_call(k, T_HOP, &v, sizeof v, &m, r, sizeof r, 20 * RT_SEC), RK_EHANDLER);
-    assert_int_equal(m.status, RK_ECLOSED); /* rank 1 closed: the bridge's answer */
-    assert_int_equal(rk_mpi_bridge_peer(b, 1), RK_MPI_PEER_CLOSED);
-    signal_to(2, 89);
-    assert_true(owed_late_wait(answered_late, b, k)); /* back's answer, over rank 2: dropped */
+    RT_OK(rt, rk_send(k, T_HOP, &v, sizeof v, 0, NULL)); /* a request: front owes this thread the answer */
+    assert_true(owed_late_wait(peer1_closed, b, k));
+    signal_to(2, 89); /* rank 1 is closed: back answers now */
+    RT_OK(rt, rk_recv(k, &m, &got, sizeof got, 20 * RT_SEC));
+    assert_false(rk_msg_is_error(&m)); /* back's answer, not the bridge's */
+    assert_int_equal(got, 5);
     signal_to(2, 90);
     st = bridge_stats(b);
-    assert_int_equal(st.answers_failed, 1);
-    assert_int_equal(st.answers_late, 1);
-    assert_int_equal(st.delivered, 0);
+    assert_int_equal(st.moves_taken, 1);
+    assert_int_equal(st.answers_failed, 0);
+    assert_int_equal(st.answers_late, 0);
+    assert_true(rt_wait_for(delivered_1, b, 30 * RT_SEC)); /* (counted after the push: may trail the reply) */
     RT_OK(rt, rk_kernel_terminate(k, 30 * RT_SEC));
     kc = rt_stats(k);
-    assert_int_equal(kc.k2k_in, 1);       /* one answer: the bridge's */
+    assert_int_equal(kc.k2k_in, 1);       /* one answer: back's */
     assert_int_equal(kc.msgs_out, 1);     /* one reply to the caller */
-    assert_int_equal(kc.dead_letters, 1); /* the late answer */
+    assert_int_equal(kc.dead_letters, 0);
     assert_int_equal(rk_recv(k, &m, r, sizeof r, 0), RK_ECLOSED); /* nothing more for the caller */
     rc = rk_graph_terminate(g, 30 * RT_SEC); /* (the route to rank 1: closed, maybe unconfirmed) */
     assert_true(rc == RK_OK || rc == RK_ECLOSED);
@@ -1682,6 +1688,547 @@ static void test_owed_stopfull(void **state) {
   barrier();
 }
 
+/* ---------------------------------------- answers owed (owed2) ----------------------------- */
+
+/* An answer whose stamp the origin's rank refuses: rank 1's clock 2 s ahead (beyond rank 0's
+ * 500 ms maximum offset), so back's reply to front's forwarded request is refused on rank 0
+ * (clock_rejected, dead-lettered on front). The bridge answers the request in its place with
+ * RK_ECLOCK, as a kernel answers what it refuses: the host's call gets that error and front's
+ * terminate owes nothing. Before, the reply's owed entry went with the refusal and nothing
+ * answered: the call waited out its 20 s (RK_ETIMEDOUT) and the terminate its own timeout
+ * (review of issue15-owed, finding 4). */
+static void test_owed_clock(void **state) {
+  rk_runtime_options o = rt_options();
+  rk_runtime *rt;
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
+  uint32_t me, other;
+  int rc;
+  (void)state;
+  if (g_rank == 1) {
+    __atomic_store_n(&g_skew_us, 2000000, __ATOMIC_RELAXED); /* 2 s ahead of rank 0 */
+    o.time_source = skewed_time;
+  }
+  rt = rt_create_opts(&o);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
+  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
+  if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) { /* a host call: back's lane reads its (skewed) clock, its K2K stamps follow it */
+    rk_msg m;
+    uint64_t v = 1;
+    char r[8];
+    RT_OK(rt, rk_call(rk_graph_kernel(g, me), T_HOP, &v, sizeof v, &m, r, sizeof r, RT_HANG));
+  }
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    rk_kernel_counters kc;
+    rk_mpi_stats st;
+    rk_msg m;
+    uint64_t v = 7;
+    char r[8];
+    assert_int_equal(rk_call(k, T_HOP, &v, sizeof v, &m, r, sizeof r, 20 * RT_SEC), RK_EHANDLER);
+    assert_int_equal(m.status, RK_ECLOCK); /* the bridge's answer in place of the refused reply */
+    st = bridge_stats(b);
+    assert_int_equal(st.received, 1);
+    assert_int_equal(st.clock_rejected, 1);
+    assert_int_equal(st.delivered, 0);
+    assert_int_equal(st.answers_failed, 0); /* (RK_ECLOSED answers only) */
+    RT_OK(rt, rk_kernel_terminate(k, 30 * RT_SEC)); /* nothing owed */
+    kc = rt_stats(k);
+    assert_int_equal(kc.dead_letters, 1); /* the refused reply */
+    assert_int_equal(kc.k2k_in, 1);       /* one answer: the bridge's */
+    RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  }
+  barrier();
+  if (g_rank == 1) { /* its remote node learns with the credits that rank 0 refused the reply */
+    rc = rk_graph_terminate(g, RT_HANG);
+    assert_true(rc == RK_OK || rc == RK_ECLOSED);
+  }
+  barrier();
+  finish(rt, g, b);
+}
+
+/* rk_graph_destroy without rk_graph_terminate while front owes its caller the answer to a request
+ * rank 1 holds: the destroy's transport hook (closing) has the bridge answer it with RK_ECLOSED
+ * before the kernels' terminate, so front's terminate (1 s inside the destroy) finds nothing owed.
+ * Before, the bridge answered only at its stop, after the kernels' terminate: front's timed out
+ * ("terminate timed out", logged at debug level) and the bridge's late answer found its inbox
+ * closed (review of issue15-owed, finding 7). */
+static volatile int g_term_timeout, g_unreachable;
+static void destroy_log(void *user, rk_log_level level, const char *msg) {
+  (void)user;
+  (void)level;
+  if (strstr(msg, "terminate timed out")) __atomic_store_n(&g_term_timeout, 1, __ATOMIC_RELAXED);
+  if (strstr(msg, "cannot reach its origin")) __atomic_store_n(&g_unreachable, 1, __ATOMIC_RELAXED);
+}
+static void test_owed_destroy(void **state) {
+  rk_runtime_options ro = rt_options();
+  rk_runtime *rt;
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  uint32_t me;
+  (void)state;
+  ro.log = destroy_log;
+  ro.log_level = RK_LOG_DEBUG;
+  rt = rt_create_opts(&ro);
+  owed_graph(rt, &g, &b, NULL, &me);
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    uint64_t v = 13;
+    rk_mpi_stats st;
+    RT_OK(rt, rk_send(k, T_HOP, &v, sizeof v, 0, NULL)); /* a request: front owes this thread the answer */
+    barrier(); /* rank 1 holds it */
+    rk_graph_destroy(g); /* no terminate first */
+    st = bridge_stats(b);
+    assert_int_equal(st.sent, 1);
+    assert_int_equal(st.answers_failed, 1);
+    assert_false(__atomic_load_n(&g_term_timeout, __ATOMIC_RELAXED));
+    assert_false(__atomic_load_n(&g_unreachable, __ATOMIC_RELAXED));
+    rk_mpi_bridge_destroy(b);
+    barrier();
+  } else {
+    assert_true(rt_wait_for(delivered_1, b, RT_HANG));
+    barrier();
+    barrier(); /* rank 0 is done */
+    rk_mpi_bridge_destroy(b);
+    rk_graph_destroy(g);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* Real answers staged at the stop: fa (K2K inbox of 4 slots) passes 8 host requests on to rank 1
+ * and is then busy in a handler; back answers all 8: 4 fill fa's inbox, 4 wait in the bridge's
+ * staging queue (their owed entries gone: they arrived). Rank 0's bridge is destroyed before its
+ * graph; fa is let go 300 ms later. The stop delivers the staged answers once fa makes room, so
+ * fa's terminate finds nothing owed. Before, the stop dropped them (counted as refused) and fa
+ * owed 4 answers: its terminate timed out (review of issue15-owed, finding 7). */
+static int staged_4(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).staged >= 4; }
+static void test_owed_stopstaged(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc da = rt_desc("fa", front_hol), dback = rt_desc("back", back);
+  uint32_t a, other;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &da, NULL, 4, &a));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &other));
+    RT_OK(rt, rk_graph_connect(g, a, other, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dback, NULL, 0, &a));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "fa", 0, &other)); /* where its answers go */
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, a))); /* until fa is busy */
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *ka = rk_graph_kernel(g, a);
+    uint64_t v = 11;
+    int i;
+    pthread_t t;
+    for (i = 0; i < 8; i++) RT_OK(rt, rk_send(ka, T_HOP, &v, sizeof v, 0, NULL));
+    assert_true(rt_wait_for(sent_8, b, 30 * RT_SEC));
+    RT_OK(rt, rk_send(ka, T_BLOCK, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
+    assert_true(rt_wait_for(hol_in, NULL, 30 * RT_SEC)); /* fa is busy */
+    barrier(); /* back answers now */
+    assert_true(rt_wait_for(staged_4, b, 30 * RT_SEC)); /* 4 in fa's inbox, 4 staged */
+    assert_int_equal(pthread_create(&t, NULL, release_later, NULL), 0);
+    rk_mpi_bridge_destroy(b); /* before the graph: the stop delivers the staged answers */
+    assert_int_equal(pthread_join(t, NULL), 0);
+    RT_OK(rt, rk_kernel_terminate(ka, 10 * RT_SEC)); /* all 8 answers in: nothing owed */
+    assert_int_equal(rt_stats(ka).k2k_in, 8);
+    barrier();
+    RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+    rk_graph_destroy(g);
+  } else {
+    assert_true(rt_wait_for(delivered_8, b, 30 * RT_SEC));
+    barrier();
+    RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, a)));
+    barrier();
+    rk_mpi_bridge_destroy(b);
+    rk_graph_destroy(g);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* Head-of-line across origins (three ranks): fa and fb (K2K inboxes of 4 slots) pass host requests
+ * on, fa 8 to rank 1, fb 5 to rank 2, and both are then busy in a handler. Rank 1 closes its
+ * bridge: rank 0's bridge answers fa's 8 with RK_ECLOSED, 4 go in, 4 wait for room; then rank 2
+ * closes: fb's 5 answered, 4 go in, 1 waits. fb is let go (fa is not): its waiting answer must go
+ * in although fa's inbox stays full, and fb's terminate finds nothing owed. Before, the waiting
+ * answers kept one order across all origins: fb's waited behind fa's, and fb's terminate timed
+ * out (review of issue15-owed, finding 5). */
+static volatile int g_holb_in, g_holb_release;
+static int front_holb(rk_ctx *ctx, const rk_msg *in) {
+  if (in->env.type == T_BLOCK) {
+    __atomic_store_n(&g_holb_in, 1, __ATOMIC_SEQ_CST);
+    while (!__atomic_load_n(&g_holb_release, __ATOMIC_SEQ_CST)) rt_sleep_ms(1);
+    return 0;
+  }
+  return rk_forward(ctx, 0, T_HOP, rk_msg_payload(in), rk_msg_len(in));
+}
+static int holb_in(void *arg) { (void)arg; return __atomic_load_n(&g_holb_in, __ATOMIC_SEQ_CST); }
+static int sent_13(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 13; }
+static int delivered_5(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).delivered >= 5; }
+static int failed_8(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).answers_failed >= 8; }
+static int failed_13(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).answers_failed >= 13; }
+static void test_owed_hol(void **state) {
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc da = rt_desc("fa", front_hol), db = rt_desc("fb", front_holb), dback = rt_desc("back", back);
+  uint32_t a, fb, n1, n2;
+  (void)state;
+  o.peer_timeout_ns = 5 * RT_SEC; /* (nobody dies here: no rank is to be taken for lost) */
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &da, NULL, 4, &a));
+    RT_OK(rt, rk_graph_add(g, &db, NULL, 4, &fb));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &n1));
+    RT_OK(rt, rk_graph_add_remote(g, 2, "back", 0, &n2));
+    RT_OK(rt, rk_graph_connect(g, a, n1, NULL));
+    RT_OK(rt, rk_graph_connect(g, fb, n2, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dback, NULL, 0, &a));
+    RT_OK(rt, rk_graph_add_remote(g, 0, g_rank == 1 ? "fa" : "fb", 0, &n1)); /* the origin */
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank != 0) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, a))); /* holds what it gets */
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *ka = rk_graph_kernel(g, a), *kb = rk_graph_kernel(g, fb);
+    uint64_t v = 11;
+    int i, rc;
+    for (i = 0; i < 8; i++) RT_OK(rt, rk_send(ka, T_HOP, &v, sizeof v, 0, NULL));
+    for (i = 0; i < 5; i++) RT_OK(rt, rk_send(kb, T_HOP, &v, sizeof v, 0, NULL));
+    assert_true(rt_wait_for(sent_13, b, 30 * RT_SEC));
+    RT_OK(rt, rk_send(ka, T_BLOCK, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
+    RT_OK(rt, rk_send(kb, T_BLOCK, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
+    assert_true(rt_wait_for(hol_in, NULL, 30 * RT_SEC));
+    assert_true(rt_wait_for(holb_in, NULL, 30 * RT_SEC));
+    barrier(); /* both held: rank 1 closes */
+    assert_true(rt_wait_for(failed_8, b, 30 * RT_SEC)); /* fa's 8: 4 in, 4 waiting */
+    signal_to(2, 91);                                    /* rank 2 closes */
+    assert_true(rt_wait_for(failed_13, b, 30 * RT_SEC)); /* fb's 5: 4 in, 1 waiting */
+    __atomic_store_n(&g_holb_release, 1, __ATOMIC_SEQ_CST);
+    RT_OK(rt, rk_kernel_terminate(kb, 10 * RT_SEC)); /* fb's last answer in although fa is full */
+    assert_int_equal(rt_stats(kb).k2k_in, 5);
+    __atomic_store_n(&g_hol_release, 1, __ATOMIC_SEQ_CST);
+    RT_OK(rt, rk_kernel_terminate(ka, 30 * RT_SEC));
+    assert_int_equal(rt_stats(ka).k2k_in, 8);
+    rc = rk_graph_terminate(g, 30 * RT_SEC); /* (the routes: closed, maybe unconfirmed) */
+    assert_true(rc == RK_OK || rc == RK_ECLOSED);
+    rk_graph_destroy(g);
+    rk_mpi_bridge_destroy(b);
+  } else {
+    assert_true(rt_wait_for(g_rank == 1 ? delivered_8 : delivered_5, b, 30 * RT_SEC));
+    barrier();
+    if (g_rank == 2) wait_signal(0, 91);
+    rk_mpi_bridge_destroy(b); /* before the graph: the bye goes out, the held requests are never answered */
+    rk_graph_destroy(g);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* Two hops (three ranks): front (rank 0) -> mid (rank 1) -> back (rank 2, held), back to answer
+ * front directly. Rank 1's bridge tells rank 0 that front's request went on to rank 2 (moves_sent
+ * there, moves_taken here); rank 2 then closes its bridge while rank 1 lives: rank 0's bridge
+ * answers the caller with RK_ECLOSED. Before, rank 0's entry named rank 1, which lives, and
+ * rank 1's bridge tracked no request of another rank's kernel: nobody answered, the call waited
+ * its 20 s out (RK_ETIMEDOUT) (review of issue15-owed, finding 2). */
+static int moves_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).moves_sent >= 1; }
+static void test_owed_moved(void **state) {
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dfront = rt_desc("front", front), dmid = rt_desc("mid", front), dback = rt_desc("back", back);
+  uint32_t me, n_front, n_mid, n_back;
+  int rc;
+  (void)state;
+  o.peer_timeout_ns = 5 * RT_SEC; /* (nobody dies here: no rank is to be taken for lost) */
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &dfront, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "mid", 0, &n_mid));
+    RT_OK(rt, rk_graph_connect(g, me, n_mid, NULL));
+  } else if (g_rank == 1) {
+    RT_OK(rt, rk_graph_add(g, &dmid, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 2, "back", 0, &n_back));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &n_front)); /* the origin of what it passes on */
+    RT_OK(rt, rk_graph_connect(g, me, n_back, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dback, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &n_front)); /* where its answers go */
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 2) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me)));
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    rk_mpi_stats st;
+    rk_msg m;
+    uint64_t v = 5;
+    char r[8];
+    assert_int_equal(rk_call(k, T_HOP, &v, sizeof v, &m, r, sizeof r, 20 * RT_SEC), RK_EHANDLER);
+    assert_int_equal(m.status, RK_ECLOSED); /* rank 2 closed: the bridge's answer */
+    assert_int_equal(rk_mpi_bridge_peer(b, 2), RK_MPI_PEER_CLOSED);
+    assert_int_equal(rk_mpi_bridge_peer(b, 1), RK_MPI_PEER_UP);
+    st = bridge_stats(b);
+    assert_int_equal(st.moves_taken, 1);
+    assert_int_equal(st.moves_refused, 0);
+    assert_int_equal(st.answers_failed, 1);
+    RT_OK(rt, rk_kernel_terminate(k, 30 * RT_SEC)); /* nothing owed */
+  } else if (g_rank == 1) {
+    assert_true(rt_wait_for(moves_1, b, 30 * RT_SEC));
+    assert_int_equal(bridge_stats(b).moves_sent, 1);
+  } else {
+    assert_true(rt_wait_for(delivered_1, b, 30 * RT_SEC));
+    rk_mpi_bridge_destroy(b); /* before the graph: the bye goes out, the held request is never answered */
+    rk_graph_destroy(g);
+  }
+  barrier();
+  if (g_rank != 2) {
+    rc = rk_graph_terminate(g, 30 * RT_SEC); /* (routes to rank 2: closed, maybe unconfirmed) */
+    assert_true(rc == RK_OK || rc == RK_ECLOSED);
+    rk_graph_destroy(g);
+    rk_mpi_bridge_destroy(b);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* Requests held in the outbound ring behind the route's credit window when the graph is destroyed
+ * without its terminate (review of owed2, finding 3): window 2, rank 1's kernel (inbox 2) holds
+ * what it gets, rank 0's front forwards 8 host requests; only the first ones go, the rest wait in
+ * the ring. The closing hook answers the requests owed from the peer and those waiting at the head
+ * of the stalled ring (RK_ECLOSED, not sent), so front's terminate inside the destroy does not time
+ * out and every error answer reaches front. Before: the ring's requests were answered only at the
+ * stop, after the terminate timed out ("terminate timed out", the answers "cannot reach its
+ * origin"). */
+static int sent_2(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 2; }
+static void test_owed_stalled(void **state) {
+  rk_runtime_options ro = rt_options();
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_runtime *rt;
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  uint32_t me;
+  (void)state;
+  o.window = 2;
+  ro.log = destroy_log;
+  ro.log_level = RK_LOG_DEBUG;
+  __atomic_store_n(&g_term_timeout, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&g_unreachable, 0, __ATOMIC_RELAXED);
+  rt = rt_create_opts(&ro);
+  {
+    rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
+    uint32_t other;
+    RT_OK(rt, rk_graph_create(rt, &g));
+    b = bridge_on(rt, g, &o);
+    RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, g_rank == 0 ? 0 : 2, &me));
+    RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
+    if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+    RT_OK(rt, rk_graph_launch(g));
+    RT_OK(rt, rk_graph_activate(g));
+    if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me)));
+    barrier();
+  }
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    uint64_t v = 13;
+    int i;
+    rk_mpi_stats st;
+    for (i = 0; i < 8; i++) RT_OK(rt, rk_send(k, T_HOP, &v, sizeof v, 0, NULL));
+    assert_true(rt_wait_for(sent_2, b, 30 * RT_SEC));
+    barrier(); /* rank 1 holds what came */
+    rk_graph_destroy(g); /* no terminate first */
+    st = bridge_stats(b);
+    assert_true(st.sent < 8); /* some waited in the ring behind the window */
+    assert_int_equal(st.answers_failed, 8);
+    assert_false(__atomic_load_n(&g_term_timeout, __ATOMIC_RELAXED));
+    assert_false(__atomic_load_n(&g_unreachable, __ATOMIC_RELAXED));
+    rk_mpi_bridge_destroy(b);
+    barrier();
+  } else {
+    assert_true(rt_wait_for(delivered_1, b, RT_HANG));
+    barrier();
+    barrier(); /* rank 0 is done */
+    rk_mpi_bridge_destroy(b);
+    rk_graph_destroy(g);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* The closing hook mid-stream while the peer answers normally (review of owed2, finding 5): rank 0
+ * forwards 600 host requests, the hook fires after 301; what is owed then and what is forwarded
+ * after is answered with RK_ECLOSED, and the real answers that still come are dropped (answers_late
+ * >= 1): every forward is answered exactly once (k2k_in == k2k_out). */
+static int stream_settled(void *arg) {
+  rk_mpi_stats st = bridge_stats((rk_mpi_bridge *)arg);
+  return st.delivered + st.answers_late == st.sent;
+}
+static void test_owed_closing_stream(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  uint32_t me;
+  (void)state;
+  {
+    rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
+    uint32_t other;
+    RT_OK(rt, rk_graph_create(rt, &g));
+    b = bridge_on(rt, g, NULL);
+    RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
+    if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+    RT_OK(rt, rk_graph_launch(g));
+    RT_OK(rt, rk_graph_activate(g));
+    barrier();
+  }
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    uint64_t v = 13;
+    int i;
+    rk_kernel_counters kc;
+    rk_mpi_stats st;
+    for (i = 0; i < 600; i++) {
+      (void)rk_send(k, T_HOP, &v, sizeof v, RK_SEND_NOWAIT, NULL);
+      if (i == 300) {
+        while (bridge_stats(b).delivered < 150) rt_sleep_ms(0);
+        ((rk_transport *)b)->closing(b, g);
+      }
+    }
+    RT_OK(rt, rk_kernel_terminate(k, 20 * RT_SEC));
+    assert_true(rt_wait_for(stream_settled, b, 30 * RT_SEC)); /* every request sent got its one answer */
+    kc = rt_stats(k);
+    st = bridge_stats(b);
+    assert_true(st.answers_failed >= 1);
+    assert_true(st.answers_late >= 1);
+    assert_int_equal(kc.k2k_in, kc.k2k_out); /* no double answer, none missing */
+    assert_int_equal(kc.msgs_out, kc.msgs_in);
+    barrier();
+    rk_graph_destroy(g);
+    rk_mpi_bridge_destroy(b);
+  } else {
+    barrier();
+    rk_mpi_bridge_destroy(b);
+    rk_graph_destroy(g);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
+/* A request forwarded twice, to two ranks, whose first forward's entry is answered (its rank closed)
+ * before the second forward leaves (review of owed2, finding 7). Rank 0's again0 forwards a host
+ * request to rank 1 (held there) and to rank 2, whose route is out of credits (window 1, rank 2's
+ * 2-slot inbox full of 3 earlier requests, one staged), so the second forward waits in rank 0's
+ * ring. Rank 1 closes: the first forward is answered with RK_ECLOSED. Rank 2 then runs: the second
+ * forward goes, is tracked, and its real answer reaches the caller. Before, owed_track returned
+ * early on the answered entry: the second forward was not tracked, its real answer was dropped as
+ * late (answers_late) and the lane owed it for good (its rk_recv timed out). */
+#define T_FILL 303u
+static int again0(rk_ctx *ctx, const rk_msg *in) {
+  int rc;
+  if (in->env.type == T_FILL) return rk_forward(ctx, 1, T_HOP, rk_msg_payload(in), rk_msg_len(in));
+  if ((rc = rk_forward(ctx, 0, T_HOP, rk_msg_payload(in), rk_msg_len(in))) != RK_OK) return rc;
+  return rk_forward(ctx, 1, T_HOP, rk_msg_payload(in), rk_msg_len(in));
+}
+static int sent_3(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 3; }
+static int sent_4(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 4; }
+static int staged_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).staged >= 1; }
+static void test_owed_again(void **state) {
+  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dfront = rt_desc("again0", again0), dback = rt_desc("back", back);
+  uint32_t me, n1, n2, n0;
+  (void)state;
+  o.window = 1;
+  o.peer_timeout_ns = 5 * RT_SEC; /* (nobody dies here) */
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, &o);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &dfront, NULL, 0, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &n1));
+    RT_OK(rt, rk_graph_add_remote(g, 2, "back", 0, &n2));
+    RT_OK(rt, rk_graph_connect(g, me, n1, NULL)); /* route 0 */
+    RT_OK(rt, rk_graph_connect(g, me, n2, NULL)); /* route 1 */
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dback, NULL, 2, &me));
+    RT_OK(rt, rk_graph_add_remote(g, 0, "again0", 0, &n0)); /* where its answers go */
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank != 0) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me)));
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    uint64_t v = 7, got;
+    int i, real = 0;
+    rk_msg m;
+    for (i = 0; i < 3; i++) RT_OK(rt, rk_send(k, T_FILL, &v, sizeof v, 0, NULL));
+    assert_true(rt_wait_for(sent_3, b, 30 * RT_SEC));
+    barrier(); /* rank 2: 2 in its kernel's inbox, 1 staged (no credit): the route to it is stalled */
+    RT_OK(rt, rk_send(k, T_HOP, &v, sizeof v, 0, NULL));
+    assert_true(rt_wait_for(sent_4, b, 30 * RT_SEC)); /* the forward to rank 1 */
+    barrier(); /* rank 1 holds it; the forward to rank 2 waits in the ring */
+    RT_OK(rt, rk_recv(k, &m, &got, sizeof got, 20 * RT_SEC)); /* rank 1 closed: the bridge's answer */
+    assert_true(rk_msg_is_error(&m));
+    assert_int_equal(m.status, RK_ECLOSED);
+    assert_int_equal(bridge_stats(b).answers_failed, 1);
+    barrier(); /* rank 2 runs now */
+    for (i = 0; i < 4; i++) { /* the 3 fills' answers and the second forward's */
+      RT_OK(rt, rk_recv(k, &m, &got, sizeof got, 20 * RT_SEC));
+      if (!rk_msg_is_error(&m)) real++;
+    }
+    assert_int_equal(real, 4);
+    assert_int_equal(bridge_stats(b).answers_late, 0);
+    RT_OK(rt, rk_kernel_terminate(k, 30 * RT_SEC)); /* nothing owed */
+  } else if (g_rank == 1) {
+    barrier();
+    assert_true(rt_wait_for(delivered_1, b, 30 * RT_SEC));
+    barrier();
+    rk_mpi_bridge_destroy(b); /* before the graph: the bye goes out, the held request is never answered */
+    rk_graph_destroy(g);
+    barrier();
+  } else {
+    assert_true(rt_wait_for(staged_1, b, 30 * RT_SEC));
+    barrier();
+    barrier();
+    barrier();
+    RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, me)));
+  }
+  barrier();
+  if (g_rank != 1) {
+    int rc = rk_graph_terminate(g, 30 * RT_SEC); /* (routes to rank 1: closed) */
+    assert_true(rc == RK_OK || rc == RK_ECLOSED);
+    rk_graph_destroy(g);
+    rk_mpi_bridge_destroy(b);
+  }
+  rk_runtime_destroy(rt);
+  barrier();
+}
+
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -1696,6 +2243,10 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_owed_late),   cmocka_unit_test(test_owed_twice), cmocka_unit_test(test_owed_stopfull),
       cmocka_unit_test(test_cycle),       cmocka_unit_test(test_slow_chain),
       cmocka_unit_test(test_cycle_slack),
+      cmocka_unit_test(test_owed_clock),  cmocka_unit_test(test_owed_destroy), cmocka_unit_test(test_owed_stopstaged),
+      cmocka_unit_test(test_owed_hol),    cmocka_unit_test(test_owed_moved),
+      cmocka_unit_test(test_owed_stalled), cmocka_unit_test(test_owed_closing_stream),
+      cmocka_unit_test(test_owed_again),
   };
   int killed;
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {

@@ -715,6 +715,216 @@ static void test_dev_probe_refused(void **state) {
   finish(rt, g, b);
 }
 
+/* Malformed owed-answer notices (CTRL_MOVED, bridge.c take_moved) sent by hand to rank 1's bridge:
+ * too short for the header, version 2, no record, a size that does not match the count, a rank
+ * beyond the job, and a kernel id rank 1 does not have (with the sender's own rank as the next
+ * hop). Each is refused (moves_refused), none moves anything (moves_taken), the first is logged,
+ * then at most one line a second from rank 0, and the peer stays up. */
+static int moves_refused_6(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).moves_refused >= 6; }
+static void put_moved(uint8_t *w, uint32_t n, uint32_t version, uint32_t origin, uint32_t to) {
+  uint32_t head[4] = {4u /* CTRL_MOVED */, n, version, 0};
+  uint64_t corr = 42;
+  memcpy(w, head, 16);
+  memcpy(w + 16, &origin, 4);
+  memcpy(w + 20, &to, 4);
+  memcpy(w + 24, &corr, 8);
+}
+static void test_dev_moved_refused(void **state) {
+  rk_runtime *rt = emu_runtime();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dsrc = k2k_desc("source"), dsink = k2k_desc("sink");
+  uint32_t n_src, n_sink, sink_id = 0;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  if (g_rank == 0) {
+    RT_OK(rt, rk_graph_add(g, &dsrc, NULL, 0, &n_src));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "sink", 0, &n_sink));
+    RT_OK(rt, rk_graph_connect(g, n_src, n_sink, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, &dsink, NULL, 0, &n_sink));
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) { /* rank 0 names rank 1's sink as an origin */
+    rk_graph_node_info info;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    RT_OK(rt, rk_graph_node(g, n_sink, &info));
+    sink_id = info.kernel_id;
+    MPI_Send(&sink_id, 1, MPI_UINT32_T, 0, 78, MPI_COMM_WORLD);
+  } else {
+    MPI_Recv(&sink_id, 1, MPI_UINT32_T, 1, 78, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  }
+  if (g_rank == 0) {
+    MPI_Comm c = rk__mpi_bridge_comm(b);
+    uint8_t w[6][48];
+    int len[6] = {8, 32, 16, 32, 32, 32}, i;
+    memset(w, 0, sizeof w);
+    put_moved(w[0], 1, 1, sink_id, 0);  /* 8 bytes: no room for the version */
+    put_moved(w[1], 1, 2, sink_id, 0);  /* version 2 */
+    put_moved(w[2], 0, 1, sink_id, 0);  /* no record */
+    put_moved(w[3], 2, 1, sink_id, 0);  /* two records said, one sent */
+    put_moved(w[4], 1, 1, sink_id, 9);  /* rank 9 of 2 */
+    put_moved(w[5], 1, 1, 0xFFFFu, 0);  /* no such kernel on rank 1 (and the sender as next hop) */
+    for (i = 0; i < 6; i++) /* in order: MPI does not overtake on one communicator and tag */
+      assert_int_equal(MPI_Send(w[i], len[i], MPI_BYTE, 1, 0x5245, c), MPI_SUCCESS);
+  } else {
+    rk_mpi_stats st;
+    unsigned warns;
+    assert_true(rt_wait_for(moves_refused_6, b, RT_HANG));
+    st = bridge_stats(b);
+    assert_int_equal(st.moves_refused, 6);
+    assert_int_equal(st.moves_taken, 0);
+    warns = rt_log_count(&rt_the_log, RK_LOG_WARN);
+    assert_true(warns >= 1 && warns < 6);
+    pthread_mutex_lock(&rt_the_log.lock);
+    assert_non_null(strstr(rt_the_log.last, "malformed owed-answer notice from rank 0"));
+    pthread_mutex_unlock(&rt_the_log.lock);
+    assert_int_equal(rk_mpi_bridge_peer(b, 0), RK_MPI_PEER_UP);
+  }
+  barrier();
+  if (g_rank == 0) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  {
+    /* the 6 hand-made notices are control messages rank 0's bye does not count: rank 1 takes at
+     * least as many as it counts and stops at once, without a warning (before, ctrl_got ==
+     * ctrl_expect never matched: its stop waited peer_timeout_ns for rank 0's "missing" control
+     * messages, warned that rank 0 "did not say bye" and kept the communicator) */
+    unsigned warns = rt_log_count(&rt_the_log, RK_LOG_WARN);
+    finish(rt, g, b);
+    if (g_rank == 1) assert_int_equal(rt_log_count(&rt_the_log, RK_LOG_WARN), warns);
+  }
+}
+
+/* The owed table's bound (bridge.c OWED_MAX; 2 here, through the tests' hook): rank 0's CPU kernel
+ * passes 4 host requests on to rank 1's kernel, held. Two go and are owed; the other two would be
+ * more than the bound: each is answered at once with an RK_ENORESOURCE error (not sent, counted in
+ * owed_refused), the route is not held. Once rank 1 answers the two, their callers get the real
+ * answers. Before (6e8225d) the route was held instead: the two waited in the ring, the error
+ * answers never came (and the bridge thread spun: review of owed2, findings 1 and 2). */
+void rk__mpi_bridge_owed_max(rk_mpi_bridge *b, uint32_t n);
+static int bound_front(rk_ctx *ctx, const rk_msg *in) { return rk_forward(ctx, 0, 5, rk_msg_payload(in), rk_msg_len(in)); }
+static int bound_back(rk_ctx *ctx, const rk_msg *in) { return rk_reply(ctx, 6, rk_msg_payload(in), rk_msg_len(in)); }
+static int bound_refused_2(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).owed_refused >= 2; }
+static int bound_sent_2(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 2; }
+static int bound_delivered_2(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).delivered >= 2; }
+static void test_dev_owed_bound(void **state) {
+  rk_runtime *rt = rt_create(); /* (CPU kernels: the bound is the bridge's, whatever the backend) */
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc dfront = rt_desc("bfront", bound_front), dback = rt_desc("bback", bound_back);
+  uint32_t me, other;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  rk__mpi_bridge_owed_max(b, 2);
+  RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
+  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "bback" : "bfront", 0, &other));
+  if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me))); /* holds what it gets */
+  barrier();
+  if (g_rank == 0) {
+    rk_kernel *k = rk_graph_kernel(g, me);
+    uint64_t i, got;
+    int errors = 0, real = 0;
+    rk_msg m;
+    for (i = 0; i < 4; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL));
+    assert_true(rt_wait_for(bound_sent_2, b, RT_HANG));
+    for (i = 0; i < 2; i++) { /* the two over the bound: answered at once, before rank 1 answers anything */
+      RT_OK(rt, rk_recv(k, &m, &got, sizeof got, 20 * RT_SEC));
+      assert_true(rk_msg_is_error(&m));
+      assert_int_equal(m.status, RK_ENORESOURCE);
+    }
+    assert_true(rt_wait_for(bound_refused_2, b, RT_HANG));
+    assert_int_equal(bridge_stats(b).sent, 2); /* not sent */
+    barrier(); /* rank 1 has the two: it answers them */
+    for (i = 0; i < 2; i++) { /* their callers get the real answers */
+      RT_OK(rt, rk_recv(k, &m, &got, sizeof got, RT_HANG));
+      if (rk_msg_is_error(&m)) errors++; else real++;
+    }
+    assert_int_equal(real, 2);
+    assert_int_equal(errors, 0);
+    assert_int_equal(bridge_stats(b).sent, 2);
+    assert_int_equal(bridge_stats(b).owed_refused, 2);
+    assert_int_equal(bridge_stats(b).answers_failed, 0);
+    barrier();
+    RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  } else {
+    assert_true(rt_wait_for(bound_delivered_2, b, RT_HANG));
+    barrier();
+    assert_int_equal(bridge_stats(b).delivered, 2); /* the other two never came */
+    RT_OK(rt, rk_kernel_activate(rk_graph_kernel(g, me)));
+    barrier();
+  }
+  barrier();
+  if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  finish(rt, g, b);
+}
+
+/* Symmetric traffic under the owed bound (2; review of owed2, finding 1): each rank's kernel passes
+ * 4 host requests on to the other rank's kernel and answers the other's requests, on the same
+ * routes. Every call gets an answer, real or RK_ENORESOURCE, and both graphs terminate. Before
+ * (6e8225d: the bound held the route), each rank's answers queued behind its own held requests in
+ * the shared outbound ring and neither table drained: no answer came on either rank (both timed
+ * out). */
+static int owed_sym(rk_ctx *ctx, const rk_msg *in) {
+  if (in->env.flags & RK_ENV_F_K2K) return rk_reply(ctx, 6, rk_msg_payload(in), rk_msg_len(in));
+  return rk_forward(ctx, 0, 5, rk_msg_payload(in), rk_msg_len(in));
+}
+static void test_dev_owed_sym(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  rk_kernel_desc d = rt_desc("sym", owed_sym);
+  uint32_t me, other;
+  uint64_t i, got;
+  int real = 0, refused = 0;
+  rk_msg m;
+  rk_kernel *k;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  b = bridge_on(rt, g, NULL);
+  rk__mpi_bridge_owed_max(b, 2);
+  RT_OK(rt, rk_graph_add(g, &d, NULL, 0, &me));
+  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), "sym", 0, &other));
+  RT_OK(rt, rk_graph_connect(g, me, other, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  k = rk_graph_kernel(g, me);
+  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(k));
+  barrier();
+  if (g_rank == 0) {
+    for (i = 0; i < 4; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL));
+    assert_true(rt_wait_for(bound_sent_2, b, RT_HANG)); /* the first two are in rank 1's kernel's inbox */
+    barrier();
+  } else {
+    barrier();
+    for (i = 0; i < 4; i++) RT_OK(rt, rk_send(k, 5, &i, sizeof i, 0, NULL));
+    RT_OK(rt, rk_kernel_activate(k));
+  }
+  for (i = 0; i < 4; i++) {
+    RT_OK(rt, rk_recv(k, &m, &got, sizeof got, 20 * RT_SEC)); /* (before the fix: RK_ETIMEDOUT) */
+    if (!rk_msg_is_error(&m))
+      real++;
+    else if (m.status == RK_ENORESOURCE)
+      refused++;
+  }
+  assert_int_equal(real + refused, 4);
+  assert_int_equal((uint64_t)refused, bridge_stats(b).owed_refused);
+  assert_true(real >= 2); /* the bound's two go and are answered */
+  barrier();
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  finish(rt, g, b);
+}
+
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -730,6 +940,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dev_owed_lost),
       cmocka_unit_test(test_dev_cycle),
       cmocka_unit_test(test_dev_probe_refused),
+      cmocka_unit_test(test_dev_moved_refused),
+      cmocka_unit_test(test_dev_owed_bound),
+      cmocka_unit_test(test_dev_owed_sym),
   };
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS || provided != MPI_THREAD_MULTIPLE) {
     fprintf(stderr, "test_mpi_dev: MPI_THREAD_MULTIPLE not provided\n");

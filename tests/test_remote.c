@@ -53,7 +53,7 @@ static void fake_stop(void *self, rk_graph *g) {
   ((fake *)self)->stops++;
 }
 
-static const rk_transport fake_ops = {sizeof(rk_transport), "fake", 0, 2, fake_start, fake_flush, fake_stop};
+static const rk_transport fake_ops = {sizeof(rk_transport), "fake", 0, 2, fake_start, fake_flush, fake_stop, NULL};
 
 static volatile uint64_t g_rc_ok, g_rc_eagain, g_rc_emsgsize, g_rc_eclosed, g_sunk;
 

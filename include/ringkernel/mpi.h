@@ -106,6 +106,17 @@ typedef struct rk_mpi_stats {
   uint64_t answers_late;      /**< answers (or the requests themselves, back on this rank) that
                                *   arrived after answers_failed had answered their request: dropped,
                                *   dead-lettered on the origin kernel (never a second answer) */
+  uint64_t moves_sent;        /**< notices sent to an origin's rank that a request of its kernels,
+                               *   passed on here, went on to another rank (docs/mpi.md, "Answers
+                               *   owed across a lost peer": the entry follows the request) */
+  uint64_t moves_taken;       /**< such notices that moved an entry of this rank's owed table to the
+                               *   rank the request went on to */
+  uint64_t moves_refused;     /**< malformed notices (version, size, ranks, kernel ids): refused */
+  uint64_t owed_refused;      /**< requests of this rank's kernels not sent because the owed table
+                               *   was full (65536 waiting for an answer from other ranks, or, in a
+                               *   job of more than two ranks, half of that from the one peer):
+                               *   answered at once with an RK_ENORESOURCE error, dead-lettered on
+                               *   their origin (docs/mpi.md, "Answers owed across a lost peer") */
 } rk_mpi_stats;
 
 /** A bridge for graph g over the ranks of comm (which the bridge duplicates; every rank of comm
@@ -128,7 +139,8 @@ RK_API int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options
  *  lost peer, a send that never completed) are kept for the process's life. */
 RK_API void rk_mpi_bridge_destroy(rk_mpi_bridge *b);
 /** The counters. out->size may be that of an older rk_mpi_stats (without sleeps and woken, or
- *  without the probe counters, or without answers_failed and answers_late): only that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
+ *  without the probe counters, or without answers_failed and answers_late, or without the moves
+ *  counters and owed_refused): only that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
 RK_API int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out);
 /** The state of rank `rank` as this bridge sees it (RK_MPI_PEER_LOST for an unknown rank). Any
  *  thread. */

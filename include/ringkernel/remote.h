@@ -39,6 +39,12 @@ typedef struct rk_transport {
   /** rk_graph_destroy (before any kernel or ring is freed), or a failed launch: stop using g for
    *  good. Never called twice for one attachment. */
   void (*stop)(void *self, rk_graph *g);
+  /** Optional (NULL, or a transport whose size ends before it): rk_graph_destroy of a launched
+   *  graph, before it terminates the graph's kernels (the transport still runs, stop comes after):
+   *  nothing the transport receives from now on can reach a kernel in time, so it answers at once
+   *  the requests of local kernels whose answers it awaits from other processes (a kernel's
+   *  terminate waits for what it is owed), and keeps moving what the kernels still send. */
+  void (*closing)(void *self, rk_graph *g);
 } rk_transport;
 
 /** Attach a transport to a graph that has no remote node yet and is not launched (t NULL: detach;

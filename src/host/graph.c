@@ -1064,6 +1064,11 @@ static void graph_destroy_claimed(rk_graph *g) {
   uint32_t i, stuck = 0;
   int kept = 0;
   set_watch(g, 0); /* no deadlock check follows the kernels any more */
+  /* the transport first answers what the kernels await from other processes (those answers
+   * cannot come in time: it stops next), so their terminates below do not wait for them */
+  if (g->launched && g->tp && g->tp_started && g->tp->size >= offsetof(rk_transport, closing) + sizeof g->tp->closing &&
+      g->tp->closing)
+    g->tp->closing(g->tp_self, g);
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
   if (g->tp) { /* the transport stops reading the rings before any is freed (and forgets g) */

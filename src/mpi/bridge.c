@@ -25,7 +25,9 @@
  * a probe of the deadlock detection across ranks: {u32 CTRL_PROBE, u32 n} then {u32 version, u32
  * initiator rank, u32 initiator kernel id, u32 initiator lane, u32 generation, u32 target kernel id,
  * u32 target lane, u32 0} then n hops {u32 rank, u32 kernel id, u32 lane, u32 0, u64 progress}
- * ("Cycles across ranks" below; docs/mpi.md).
+ * ("Cycles across ranks" below; docs/mpi.md), or owed-answer notices: {u32 CTRL_MOVED, u32 n, u32
+ * version, u32 0} then n {u32 origin kernel id on the receiving rank, u32 rank the request went on
+ * to, u64 correlation id} (moved_note, take_moved; docs/mpi.md, "Answers owed across a lost peer").
  *
  * The last word (bridge_stop, drain_peer): every bridge that met its peers sends each peer one bye,
  * at its stop or, on its thread, as soon as it receives the peer's, and frees its communicator
@@ -60,6 +62,7 @@
 #define CTRL_CREDIT 1u
 #define CTRL_HEARTBEAT 2u
 #define CTRL_PROBE 3u
+#define CTRL_MOVED 4u
 #define BYE_N UINT32_MAX /* a data batch header's n: the bye */
 #define REC_HEADER 16u
 #define CREDIT_REC 24u
@@ -87,6 +90,19 @@
                                   * checks' RK_K2K_DEADLOCK_NS) */
 #define DL_CONFIRM_NS 20000000u  /* the confirming probe leaves this long after the first came back */
 #define DL_LOST_NS 200000000u    /* a probe not back by then was dropped on the way: a new one may go */
+/* The owed entry follows the request (moved_note, take_moved): a notice to an origin's rank. */
+#define MOVED_VERSION 1u
+#define MOVED_HEAD 16u  /* {u32 CTRL_MOVED, u32 n, u32 version, u32 0} */
+#define MOVED_REC 16u   /* {u32 origin kernel id on the receiving rank, u32 rank it went on to, u64 correlation id} */
+#define MOVED_MAX 512u  /* notices per message and queued per peer: a full queue holds the route back */
+/* The owed table's bound: requests of this rank's kernels sent to peers whose answer has not come
+ * (open entries). A request that would be one more (or, in a job of more than two ranks, one more
+ * than half the bound owed from one peer: one slow peer cannot take the whole table) is not sent:
+ * it is answered at once with an RK_ENORESOURCE error, dead-lettered on its origin, counted in
+ * owed_refused and logged at most once a second (owed_refuse). Its route is not held: the ring is
+ * shared with the replies of that rank's kernels, and holding it deadlocked two ranks that forward
+ * to each other (review of owed2, finding 1). */
+#define OWED_MAX 65536u
 
 typedef struct hello_entry {
   char name[64];
@@ -132,6 +148,7 @@ typedef struct route_out {
   volatile uint64_t sent_pub;
   volatile uint64_t refused; /* atomics: the peer's refused count for the route (take_ctrl), read by flush */
   int stalled;            /* counted a credit stall already (until credit comes) */
+  uint32_t held_for;      /* 1 + the rank whose full notice queue holds this route back (moved_note), or 0 */
 } route_out;
 
 typedef struct send_buf {
@@ -170,6 +187,13 @@ typedef struct peer {
   uint32_t ctrl_expect;    /* what its bye said it sent (valid once bye_got) */
   int settled;             /* what its routes held is counted (peer_down, or stop) */
   uint32_t owed_n;         /* entries of the owed table waiting for an answer from it (not answered) */
+  uint8_t *moved_q;        /* MOVED_MAX * MOVED_REC: notices for it not sent yet (moved_n) */
+  uint8_t *moved_out;      /* MOVED_HEAD + MOVED_MAX * MOVED_REC: the notices in flight to it */
+  uint32_t moved_n;
+  MPI_Request moved_req;
+  int moved_busy;
+  uint64_t moved_warn_ns;  /* when a malformed notice from it was last logged (bridge thread) */
+  uint64_t bye_ns;         /* when its bye came (the control messages it counts follow, bounded) */
   uint64_t credit_ns;      /* of the last credit message to it */
   hello h;                 /* its kernels (handshake) */
 } peer;
@@ -255,11 +279,17 @@ struct rk_mpi_bridge {
   uint64_t dl_scan_ns;
   owed_req *owed_tab;      /* bridge thread: the owed table (open addressing, linear probing) */
   uint32_t owed_cap, owed_used; /* slots (a power of two, or 0), slots in use (answered ones too) */
+  uint32_t owed_open, owed_max; /* entries not answered yet; their bound (OWED_MAX; tests: smaller) */
   int owed_nomem;          /* said once: the table could not grow */
+  uint64_t owed_warn_ns;   /* bridge thread: when a request over the bound was last logged (owed_refuse) */
+  uint64_t owed_unlogged;  /* such requests refused since, not logged */
+  volatile int closing;    /* atomics: the graph is being destroyed (bridge_closing), relaxed: a flag that
+                            * publishes nothing, the thread only has to see it within a pass or two */
+  int closing_said;        /* bridge thread: closing's answers logged */
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
       s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats, s_sleeps, s_woken, s_probes,
-      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late;
+      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late, s_moves_sent, s_moves_taken, s_moves_refused, s_owed_refused;
   volatile uint32_t s_peers_lost;
 };
 
@@ -285,6 +315,11 @@ uint32_t rk_mpi_node_id(uint32_t rank, uint32_t kernel_id) {
 }
 
 static uint32_t pad8(uint32_t n) { return (n + 7u) & ~7u; }
+
+/* Whether every control message a closed peer's bye counts has been taken (counts mod 2^32): at
+ * least that many, since a message its bye did not count (a hand-made one: dev_moved_refused) is
+ * taken too; == never matched then, and the close waited peer_timeout_ns for nothing. */
+static int ctrl_all_in(const peer *p) { return p->bye_got && (int32_t)(p->ctrl_got - p->ctrl_expect) >= 0; }
 
 static int local_node_of(const rk_mpi_bridge *b, uint32_t id, uint32_t *node) {
   uint32_t i;
@@ -344,7 +379,10 @@ static owed_req *owed_find(rk_mpi_bridge *b, uint32_t origin, uint64_t corr, uin
 /* Remove w (backward-shift deletion: the entries after it that probed past it move up). */
 static void owed_del(rk_mpi_bridge *b, owed_req *w) {
   uint32_t mask = b->owed_cap - 1u, i = (uint32_t)(w - b->owed_tab), j = i;
-  if (!w->answered && b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+  if (!w->answered) {
+    if (b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+    if (b->owed_open) b->owed_open--;
+  }
   for (;;) {
     uint32_t k;
     j = (j + 1u) & mask;
@@ -380,12 +418,15 @@ static int owed_room(rk_mpi_bridge *b) {
 /* A request of local kernel e->origin (ids local) goes to rank `peer`, to stand-in from_id: its
  * answer is owed from there now (a request passed through this rank again: the entry moves). */
 static void owed_track(rk_mpi_bridge *b, const rk_envelope *e, uint32_t rank, uint32_t from_id) {
-  owed_req *w = owed_find(b, e->origin, e->correlation_id, UINT32_MAX);
+  owed_req *w;
   uint32_t i;
-  if (w && w->answered) return; /* answered already (an error): its real answer will be dropped */
   /* one entry per forward, even of one request: its lane owes one answer per forward (k2k_owed,
    * l->owed), so a lost peer must answer each (a request that came back to this rank took its
-   * entry off as it arrived: owed_arrival) */
+   * entry off as it arrived: owed_arrival). So also when an entry of an earlier forward of it was
+   * answered already (its peer lost): this forward's answer is owed too, and an arriving answer
+   * takes an open entry before an answered one (owed_find). (Before, an answered entry made this
+   * return early: this forward was not tracked, its real answer was dropped as late and its lane
+   * owed it for good; review of owed2, finding 7.) */
   if (!owed_room(b)) {
     if (!b->owed_nomem)
       rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: out of memory: requests sent to other ranks are not all "
@@ -406,6 +447,7 @@ static void owed_track(rk_mpi_bridge *b, const rk_envelope *e, uint32_t rank, ui
   w->priority = e->priority;
   w->answered = 0;
   b->peers[rank].owed_n++;
+  b->owed_open++;
 }
 
 /* Buffers left to MPI (a send that never completed may still read them): kept for the process's
@@ -471,18 +513,118 @@ static int batch_send(rk_mpi_bridge *b, uint32_t r) {
   return 1;
 }
 
+/* A request of a kernel of rank q->peer (its stand-in q here) goes on from this rank to rank `to`:
+ * its origin's rank is told, so that the entry it keeps for the answer follows the request
+ * (take_moved). Queued for q->peer (room checked by the caller), sent by moved_send. */
+static void moved_note(rk_mpi_bridge *b, const route_out *q, uint32_t to, uint64_t corr) {
+  peer *op = &b->peers[q->peer];
+  uint8_t *w = op->moved_q + op->moved_n * MOVED_REC;
+  memcpy(w, &q->remote_id, 4);
+  memcpy(w + 4, &to, 4);
+  memcpy(w + 8, &corr, 8);
+  op->moved_n++;
+}
+
+/* The notices queued for peer r, in one control message (counted in the bye: ctrl_sent), once the
+ * last one is out of moved_out. Returns 1 when one went. */
+static int moved_send(rk_mpi_bridge *b, uint32_t r) {
+  peer *p = &b->peers[r];
+  uint32_t head[4] = {CTRL_MOVED, 0, MOVED_VERSION, 0};
+  if (p->moved_n == 0) return 0;
+  if (p->moved_busy) {
+    int done = 0;
+    MPI_Test(&p->moved_req, &done, MPI_STATUS_IGNORE);
+    if (!done) return 0;
+    p->moved_busy = 0;
+  }
+  head[1] = p->moved_n;
+  memcpy(p->moved_out, head, MOVED_HEAD);
+  memcpy(p->moved_out + MOVED_HEAD, p->moved_q, p->moved_n * MOVED_REC);
+  if (MPI_Isend(p->moved_out, (int)(MOVED_HEAD + p->moved_n * MOVED_REC), MPI_BYTE, (int)r, TAG_CTRL, b->comm,
+                &p->moved_req) != MPI_SUCCESS)
+    return 0; /* kept: the next pass tries again */
+  p->ctrl_sent++; /* counted in our bye, as every control message */
+  p->moved_busy = 1;
+  stat_add(&b->s_moves_sent, p->moved_n);
+  p->moved_n = 0;
+  p->told_ns = now_ns();
+  return 1;
+}
+
+static void answer_refused(rk_mpi_bridge *b, uint32_t from_id, const rk_envelope *e, int code);
+
+/* Whether one more request of this rank's kernels to rank `to` would pass the owed table's bound
+ * (OWED_MAX): the whole table, or, with more than one peer, half of it owed from one peer. */
+static int owed_over(const rk_mpi_bridge *b, uint32_t to) {
+  uint32_t share = b->owed_max / 2u ? b->owed_max / 2u : 1u;
+  return b->owed_open >= b->owed_max || (b->ranks > 2 && b->peers[to].owed_n >= share);
+}
+
+/* A request of local kernel e->origin (local node onode) over the owed table's bound, on its way to
+ * route o: not sent. Answered at once with RK_ENORESOURCE (as a refused request is: answer_refused),
+ * dead-lettered on its origin, counted in owed_refused, logged at most once a second with the
+ * count of the ones not logged. Bridge thread. */
+static void owed_refuse(rk_mpi_bridge *b, const route_out *o, uint32_t onode, const rk_envelope *e) {
+  uint64_t t = now_ns();
+  stat_add(&b->s_owed_refused, 1); /* before the answer: whoever it reaches sees the count */
+  (void)rk_graph_refuse(b->g, onode, e->lane, e, e->payload_len ? (const void *)(e + 1) : NULL, RK_ENORESOURCE,
+                        "not sent: the mpi bridge's table of requests waiting for an answer from other ranks is "
+                        "full (OWED_MAX)");
+  answer_refused(b, o->local_id, e, RK_ENORESOURCE);
+  if (b->owed_warn_ns != 0 && t - b->owed_warn_ns < 1000000000ull) {
+    b->owed_unlogged++;
+    return;
+  }
+  rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: a request to rank %u not sent: %u requests of this rank's kernels "
+                   "wait for an answer from other ranks (%u from rank %u; bound %u): answered with RK_ENORESOURCE "
+                   "(%llu more since the last such line; rk_mpi_bridge_stats owed_refused counts them all)",
+                   o->peer, b->owed_open, b->peers[o->peer].owed_n, o->peer, b->owed_max,
+                   (unsigned long long)b->owed_unlogged);
+  b->owed_warn_ns = t;
+  b->owed_unlogged = 0;
+}
+
+/* The graph is being destroyed (bridge_closing) and route o is out of credits: the requests of
+ * this rank's kernels at the head of its ring will not go before the kernels' terminate waits for
+ * their answers, so they are answered now with RK_ECLOSED and dropped (counted in answers_failed
+ * and dropped), as the stop would (settle_peer), up to the first message that is something else
+ * (it waits for credits, in order). Returns how many. Bridge thread. */
+static uint32_t closing_shed(rk_mpi_bridge *b, route_out *o, rk_ring *ring) {
+  uint32_t n = 0, onode;
+  uint64_t pos;
+  while (rk_ring_peek_n(ring, 1, &pos)) { /* acquire (inside peek): pairs with the senders' commit */
+    const rk_envelope *e = (const rk_envelope *)rk_ring_slot(ring, pos);
+    if (!e->origin || out_of_local_id(b, e->origin) || !wants_answer(e) || !local_node_of(b, e->origin, &onode)) break;
+    stat_add(&b->s_answers_failed, 1); /* before the answer: as in owed_fail */
+    stat_add(&b->s_dropped, 1);
+    answer_refused(b, o->local_id, e, RK_ECLOSED);
+    rk_ring_release_n(ring, 1); /* release: the slot was read (pairs with the senders' reserve) */
+    n++;
+  }
+  return n;
+}
+
 /* Move what route o's outbound ring holds (a device backend: its host ring first, then the
- * lanes' one), as far as credits and a batch allow. */
+ * lanes' one), as far as credits and a batch allow. A request over the owed table's bound is
+ * answered and dropped on the way (owed_refuse); a notice that finds its origin's queue full holds
+ * the route (held_for: drainable then lets the thread sleep). */
 static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
   peer *p = &b->peers[o->peer];
   uint32_t moved = 0;
+  int held = 0; /* a notice for an origin's rank found its queue full: the route waits */
   rk_ring *ring = o->hring && rk_ring_count(o->hring) ? o->hring : o->ring;
   if (get_state(p) != RK_MPI_PEER_UP) return 0;
+  o->held_for = 0;
   for (;;) {
     uint64_t pos;
     uint64_t credited = __atomic_load_n(&o->credited, __ATOMIC_RELAXED); /* bridge thread's own word */
-    uint32_t avail = (uint32_t)(o->window - (o->sent - credited)), n, i;
+    uint32_t avail = (uint32_t)(o->window - (o->sent - credited)), n, i, k;
     if (avail == 0) {
+      /* (relaxed: the closing field's comment) */
+      if (__atomic_load_n(&b->closing, __ATOMIC_RELAXED)) {
+        moved += closing_shed(b, o, ring);
+        if (ring != o->ring) moved += closing_shed(b, o, o->ring);
+      }
       if (!o->stalled && rk_ring_peek_n(ring, 1, &pos)) {
         o->stalled = 1;
         stat_add(&b->s_credit_stalls, 1);
@@ -496,24 +638,39 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       continue;
     }
     if (!batch_open(b, p)) break;
-    for (i = 0; i < n; i++) {
+    for (i = 0, k = 0; i < n; i++) { /* i: slots taken; k: of them, put in the batch */
       rk_envelope *e = (rk_envelope *)rk_ring_slot(ring, pos + i);
       uint32_t len = RK_ENVELOPE_SIZE + e->payload_len, rec = REC_HEADER + pad8(len), origin_rank = b->rank;
+      route_out *q = e->origin ? out_of_local_id(b, e->origin) : NULL, *note = NULL;
+      uint32_t onode;
+      int track = q == NULL && wants_answer(e) && local_node_of(b, e->origin, &onode);
       uint8_t *w;
       rk_envelope *we;
+      if (track && owed_over(b, o->peer)) { /* over the owed table's bound: answered, not sent */
+        owed_refuse(b, o, onode, e);
+        continue;
+      }
       if (p->batch_len + rec > b->o.batch_bytes) break;
+      /* a request of another rank's kernel that goes on to a third rank: its origin's rank is told
+       * (the entry it keeps for the answer follows the request: docs/mpi.md) */
+      if (q && q->peer != o->peer && wants_answer(e) && get_state(&b->peers[q->peer]) == RK_MPI_PEER_UP) {
+        if (b->peers[q->peer].moved_n == MOVED_MAX) {
+          held = 1;
+          o->held_for = q->peer + 1u;
+          break;
+        }
+        note = q;
+      }
       w = p->batch + p->batch_len;
       memcpy(w, &rec, 4);
       memcpy(w + REC_HEADER, e, len);
       we = (rk_envelope *)(w + REC_HEADER);
       we->dst = o->remote_id;
       if (we->origin) { /* a request continued, or its reply: the origin named on its own rank */
-        route_out *q = out_of_local_id(b, we->origin);
-        uint32_t onode;
         if (q) {
           origin_rank = q->peer;
           we->origin = q->remote_id;
-        } else if (wants_answer(e) && local_node_of(b, e->origin, &onode)) {
+        } else if (track) {
           owed_track(b, e, o->peer, o->local_id); /* a local kernel is owed its answer from there */
         }
       }
@@ -523,19 +680,23 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
       we->node = rk_mpi_node_id(b->rank, we->node);
       p->batch_len += rec;
       p->batch_n++;
+      k++;
+      if (note) moved_note(b, note, o->peer, e->correlation_id);
     }
+    if (i == 0 && held) break;
     if (i == 0) { /* the batch is full: send it and take a new one */
       if (!batch_send(b, o->peer)) break;
       continue;
     }
-    o->sent += i;
-    o->stalled = 0;
+    o->sent += k;
+    if (k) o->stalled = 0;
     /* sent_pub before the slots go back: flush reads the ring's head (acquire, rk_ring_count) and
-     * then sent_pub, so a flush that sees these slots gone sees them counted as sent. Release:
-     * pairs with flush's acquire. */
+     * then sent_pub, so a flush that sees these slots gone sees them counted as sent (or refused
+     * over the bound: gone, never owed a credit). Release: pairs with flush's acquire. */
     __atomic_store_n(&o->sent_pub, o->sent, __ATOMIC_RELEASE);
     rk_ring_release_n(ring, i); /* release: the slots were read (pairs with the senders' reserve) */
     moved += i;
+    if (held) break; /* (moved_send makes room: the next pass) */
     if (i < n) { /* out of batch room */
       if (!batch_send(b, o->peer)) break;
     }
@@ -606,11 +767,23 @@ static void bye_send(rk_mpi_bridge *b, uint32_t r) {
 
 /* ---------------------------------------- receiving ---------------------------------------- */
 
+/* Whether an error answer for origin `origin` waits in b->answers: a later one for it queues behind
+ * (per-origin order). Bridge thread (or stop, after it). */
+static int answers_queued_for(const rk_mpi_bridge *b, uint32_t origin) {
+  const answer *a;
+  for (a = b->answers; a; a = a->next)
+    if (a->e.origin == origin) return 1;
+  return 0;
+}
+
 /* The error answer to a refused request (rk_graph_answer_error); kept and retried when the
- * origin's inbox is full. Bridge thread (or stop, after the thread). */
+ * origin's inbox is full, or when answers for the same origin wait already (they go first). Bridge
+ * thread (or stop, after the thread). */
 static void answer_refused(rk_mpi_bridge *b, uint32_t from_id, const rk_envelope *e, int code) {
-  int rc = rk_graph_answer_error(b->g, from_id, e, code);
+  int rc;
   answer *a;
+  if (!wants_answer(e)) return; /* nothing to answer (not queued: the stop counts what waits) */
+  rc = answers_queued_for(b, e->origin) ? RK_EAGAIN : rk_graph_answer_error(b->g, from_id, e, code);
   if (rc != RK_EAGAIN) {
     if (rc != RK_OK)
       rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: the error answer (%s) to a refused or lost request cannot "
@@ -629,14 +802,29 @@ static void answer_refused(rk_mpi_bridge *b, uint32_t from_id, const rk_envelope
   b->answers_tail = &a->next;
 }
 
+/* The waiting error answers, oldest first, per origin: an origin whose inbox is still full keeps
+ * its answers (and its later ones wait behind them, in order), the others' go in (before, the
+ * first full origin held up every answer after it, for every origin: head-of-line). */
 static uint32_t answers_retry(rk_mpi_bridge *b) {
-  uint32_t n = 0;
-  while (b->answers) {
-    answer *a = b->answers;
-    int rc = rk_graph_answer_error(b->g, a->from_id, &a->e, a->code);
-    if (rc == RK_EAGAIN) break; /* in order */
-    b->answers = a->next;
-    if (b->answers == NULL) b->answers_tail = &b->answers;
+  uint32_t n = 0, nfull = 0, i, full[MAX_NODES];
+  answer **pa = &b->answers;
+  while (*pa) {
+    answer *a = *pa;
+    int rc;
+    for (i = 0; i < nfull && full[i] != a->e.origin; i++) {
+    }
+    if (i < nfull) { /* its origin is full this pass: it waits, in order */
+      pa = &a->next;
+      continue;
+    }
+    if ((rc = rk_graph_answer_error(b->g, a->from_id, &a->e, a->code)) == RK_EAGAIN) {
+      if (nfull == MAX_NODES) break; /* (origins are local ids: at most MAX_NODES) */
+      full[nfull++] = a->e.origin;
+      pa = &a->next;
+      continue;
+    }
+    *pa = a->next; /* in, or never (its origin closed: RK_ECLOSED) */
+    if (b->answers_tail == &a->next) b->answers_tail = pa;
     free(a);
     n++;
   }
@@ -648,28 +836,86 @@ static uint32_t answers_retry(rk_mpi_bridge *b) {
  * or transport inbox, retried while full): its peer is lost or closed, or the bridge stops, so the
  * answer cannot come any more. The entries stay, answered: an answer arriving later anyway (over
  * another rank) is dropped (owed_arrival). Returns how many. Bridge thread (or stop, after it). */
+static void owed_fail_one(rk_mpi_bridge *b, owed_req *w) {
+  rk_envelope e;
+  rk_envelope_init(&e, w->type ? w->type : 1u, 0, (uint16_t)RK_ENV_F_K2K);
+  e.origin = w->origin;
+  e.correlation_id = w->corr;
+  e.lane = w->lane;
+  e.priority = w->priority;
+  e.dst = w->from_id;
+  /* counted before the answer goes: whoever the answer reaches (the origin's lane, then the
+   * caller: the push's release, the lane's acquire, its reply's release) sees the count */
+  stat_add(&b->s_answers_failed, 1);
+  answer_refused(b, w->from_id, &e, RK_ECLOSED);
+  w->answered = 1;
+  if (b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+  if (b->owed_open) b->owed_open--;
+}
+
 static uint64_t owed_fail(rk_mpi_bridge *b, uint32_t r) {
   uint64_t n = 0;
   uint32_t i;
   for (i = 0; i < b->owed_cap; i++) {
     owed_req *w = &b->owed_tab[i];
-    rk_envelope e;
     if (w->origin == 0 || w->answered || (r != UINT32_MAX && w->peer != r)) continue;
-    rk_envelope_init(&e, w->type ? w->type : 1u, 0, (uint16_t)RK_ENV_F_K2K);
-    e.origin = w->origin;
-    e.correlation_id = w->corr;
-    e.lane = w->lane;
-    e.priority = w->priority;
-    e.dst = w->from_id;
-    /* counted before the answer goes: whoever the answer reaches (the origin's lane, then the
-     * caller: the push's release, the lane's acquire, its reply's release) sees the count */
-    stat_add(&b->s_answers_failed, 1);
-    answer_refused(b, w->from_id, &e, RK_ECLOSED);
-    w->answered = 1;
-    if (b->peers[w->peer].owed_n) b->peers[w->peer].owed_n--;
+    owed_fail_one(b, w);
     n++;
   }
   return n;
+}
+
+/* A notice from peer r (moved_send): requests of this rank's kernels that r passed on to another
+ * rank. Each open entry owed from r for (origin, correlation id) now names that rank; one not
+ * found is ignored (its answer came first, or it was answered already); one moved to a rank seen
+ * lost or closed already is answered at once (owed_fail_one). A malformed notice (version, size,
+ * a rank or kernel id that cannot be) is refused, counted, logged at most once a second per peer. */
+static void take_moved(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes) {
+  peer *p = &b->peers[r];
+  uint32_t n = 0, v = 0, i, bad = 0;
+  if (bytes >= (int)MOVED_HEAD) {
+    memcpy(&n, buf + 4, 4);
+    memcpy(&v, buf + 8, 4);
+  }
+  if (bytes < (int)MOVED_HEAD || v != MOVED_VERSION || n == 0 || n > MOVED_MAX ||
+      (uint32_t)bytes != MOVED_HEAD + n * MOVED_REC) {
+    bad = 1;
+    n = 0;
+  }
+  for (i = 0; i < n; i++) {
+    uint32_t origin, to, node, j;
+    uint64_t corr;
+    owed_req *w = NULL;
+    memcpy(&origin, buf + MOVED_HEAD + i * MOVED_REC, 4);
+    memcpy(&to, buf + MOVED_HEAD + i * MOVED_REC + 4, 4);
+    memcpy(&corr, buf + MOVED_HEAD + i * MOVED_REC + 8, 8);
+    if (origin == 0 || to >= b->ranks || to == b->rank || to == r || !local_node_of(b, origin, &node)) {
+      bad++;
+      continue;
+    }
+    for (j = b->owed_cap ? owed_home(b, origin, corr) : 0; b->owed_cap && b->owed_tab[j].origin;
+         j = (j + 1u) & (b->owed_cap - 1u))
+      if (b->owed_tab[j].origin == origin && b->owed_tab[j].corr == corr && b->owed_tab[j].peer == r &&
+          !b->owed_tab[j].answered) {
+        w = &b->owed_tab[j];
+        break;
+      }
+    if (w == NULL) continue;
+    if (b->peers[r].owed_n) b->peers[r].owed_n--;
+    w->peer = to;
+    b->peers[to].owed_n++;
+    stat_add(&b->s_moves_taken, 1);
+    if (get_state(&b->peers[to]) != RK_MPI_PEER_UP) owed_fail_one(b, w); /* (its peer_down has run) */
+  }
+  if (bad) {
+    uint64_t t = now_ns();
+    stat_add(&b->s_moves_refused, 1);
+    if (t - p->moved_warn_ns > 1000000000u) {
+      p->moved_warn_ns = t;
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: a malformed owed-answer notice from rank %u refused (%d bytes, "
+                       "version %u, %u records, %u bad)", r, bytes, v, n, bad);
+    }
+  }
 }
 
 /* A received envelope that names a local origin (e->origin, origin_rank this rank): an answer, or
@@ -714,6 +960,21 @@ static void refuse(rk_mpi_bridge *b, route_in *ri, uint32_t node, uint32_t lane,
     (void)rk_graph_refuse(b->g, node, lane, e, e->payload_len ? (const void *)(e + 1) : NULL, code, why);
   }
   answer_refused(b, from, e, code);
+}
+
+/* An answer for a local origin (a reply: its lane owes its caller the answer and waits for this
+ * one; owed_arrival has taken its entry) whose stamp the receive rule refused: refuse() dead-letters
+ * it but answers only requests, so the origin's lane would owe the answer for good (its caller and
+ * terminate waiting out their timeouts). It is answered in its place with RK_ECLOCK, as a kernel
+ * answers what it refuses: from the answering kernel's stand-in (e->src), with the request's
+ * correlation id, lane and priority (counted in clock_rejected, not answers_failed). Bridge thread. */
+static void answer_clock_refused(rk_mpi_bridge *b, const rk_envelope *e) {
+  rk_envelope q;
+  if (!(e->flags & RK_ENV_F_K2K) || !(e->flags & RK_ENV_F_REPLY) || e->origin == 0 || e->origin == UINT32_MAX) return;
+  q = *e; /* the request it answers, as rk_graph_answer_error wants it */
+  q.flags = (uint16_t)((e->flags & ~(RK_ENV_F_REPLY | RK_ENV_F_ERROR | RK_ENV_F_NO_REPLY)) | RK_ENV_F_K2K);
+  q.payload_len = 0;
+  answer_refused(b, e->src, &q, RK_ECLOCK);
 }
 
 /* Into the local inbox, or the route's staging queue. Returns 0 (the inbox is full: stage it), 1
@@ -769,6 +1030,39 @@ static uint32_t unstage(rk_mpi_bridge *b) {
   return moved;
 }
 
+/* At stop (after the thread): what the routes staged for a full inbox goes in while there is room,
+ * each route in order; a kernel that has terminated refuses it: dead-lettered on it, counted as
+ * refused (and in *gone, which the stop logs in one line), dropped, as before (nothing more is
+ * received, its sender counts it as unconfirmed; a request among them is not answered, as before:
+ * docs/mpi.md, "Not covered"). Returns how many wait still (their inbox full). */
+static uint64_t unstage_stop(rk_mpi_bridge *b, uint64_t *gone) {
+  uint64_t left = 0;
+  uint32_t r, i, j;
+  for (r = 0; r < b->ranks; r++)
+    for (i = 0; i < b->nids && b->peers[r].in; i++)
+      for (j = 0; j < b->in_lanes[b->ids[i].node]; j++) {
+        route_in *ri = &b->peers[r].in[b->in_base[b->ids[i].node] + j];
+        const staged *w;
+        while (ri->head) {
+          staged *s = ri->head;
+          rk_envelope *e = (rk_envelope *)s->data;
+          int rc = rk_graph_deliver(b->g, b->ids[i].node, j, e, e->payload_len ? (const void *)(e + 1) : NULL);
+          if (rc == RK_EAGAIN) break;
+          stat_add(rc == RK_OK ? &b->s_delivered : &b->s_refused, 1);
+          if (rc != RK_OK) {
+            (*gone)++;
+            (void)rk_graph_refuse(b->g, b->ids[i].node, j, e, e->payload_len ? (const void *)(e + 1) : NULL, rc,
+                                  "staged for a full inbox, refused at the mpi bridge's stop");
+          }
+          ri->head = s->next;
+          if (ri->head == NULL) ri->tail = NULL;
+          free(s);
+        }
+        for (w = ri->head; w; w = w->next) left++;
+      }
+  return left;
+}
+
 static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t origin_rank, uint32_t lane) {
   peer *p = &b->peers[r];
   uint32_t node;
@@ -804,6 +1098,7 @@ static void take_record(rk_mpi_bridge *b, uint32_t r, rk_envelope *e, uint32_t o
     rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: an envelope from rank %u refused: its stamp is beyond this "
                      "runtime's maximum clock offset", r);
     refuse(b, ri, node, lane, e, RK_ECLOCK, "stamp too far ahead of the kernel's clock (mpi bridge)");
+    if (origin_rank == b->rank) answer_clock_refused(b, e);
     return;
   }
   if (ri->head || !deliver(b, ri, node, lane, e)) stage(b, ri, e);
@@ -816,6 +1111,7 @@ static void take_data(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int byte
   if (n == BYE_N) { /* the peer stopped: every batch it sent before is taken (MPI: no overtaking) */
     peer *p = &b->peers[r];
     p->bye_got = 1;
+    p->bye_ns = now_ns();
     memcpy(&p->ctrl_expect, buf + 4, 4);
     set_state(p, RK_MPI_PEER_CLOSED); /* (nothing more is sent to it: every send is for UP peers) */
     bye_send(b, r); /* our last word at once: its stop is waiting for it to free its communicator */
@@ -1158,6 +1454,7 @@ static int take_ctrl(rk_mpi_bridge *b, uint32_t r, const uint8_t *buf, int bytes
   memcpy(&kind, buf, 4);
   memcpy(&n, buf + 4, 4);
   if (kind == CTRL_PROBE) take_probe(b, r, buf, bytes); /* (not the conversation's traffic either) */
+  if (kind == CTRL_MOVED) take_moved(b, r, buf, bytes);
   if (kind != CTRL_CREDIT) return 0;
   for (i = 0; i < n && 8 + (i + 1) * CREDIT_REC <= (uint32_t)bytes; i++) {
     uint32_t id, lane;
@@ -1210,6 +1507,24 @@ static uint32_t poll_peer(rk_mpi_bridge *b, uint32_t r) {
   }
   if (get_state(p) == RK_MPI_PEER_UP) post_recvs(b, r);
   return got;
+}
+
+/* A peer that said bye: the control messages its bye counts (credits, probes, owed-answer notices)
+ * are still taken, so that its notices are in before the entries owed from it are answered
+ * (peer_down). Returns 1 when one came. */
+static uint32_t poll_closed(rk_mpi_bridge *b, uint32_t r) {
+  peer *p = &b->peers[r];
+  MPI_Status st;
+  int done = 0, bytes = 0;
+  if (p->ctrl_req == MPI_REQUEST_NULL &&
+      MPI_Irecv(p->ctrl_in, (int)CTRL_BYTES, MPI_BYTE, (int)r, TAG_CTRL, b->comm, &p->ctrl_req) != MPI_SUCCESS)
+    return 0;
+  if (MPI_Test(&p->ctrl_req, &done, &st) != MPI_SUCCESS || !done) return 0;
+  MPI_Get_count(&st, MPI_BYTE, &bytes);
+  p->ctrl_req = MPI_REQUEST_NULL;
+  p->ctrl_got++;
+  (void)take_ctrl(b, r, p->ctrl_in, bytes);
+  return 1;
 }
 
 /* ---------------------------------------- failure ------------------------------------------ */
@@ -1274,7 +1589,11 @@ static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
   uint64_t dropped = 0, unconfirmed = 0, failed, before = __atomic_load_n(&b->s_answers_failed, __ATOMIC_RELAXED);
   int first = !p->settled;
   settle_peer(b, r, &dropped, &unconfirmed);
-  (void)owed_fail(b, r);
+  /* a closed peer: once the control messages its bye counts are in (its notices that requests it
+   * passed on went on elsewhere: take_moved), or peer_timeout_ns after the bye at most */
+  if (why == RK_MPI_PEER_LOST || ctrl_all_in(p) ||
+      (int64_t)(now_ns() - p->bye_ns) > b->o.peer_timeout_ns)
+    (void)owed_fail(b, r);
   failed = __atomic_load_n(&b->s_answers_failed, __ATOMIC_RELAXED) - before; /* this thread's own count */
   if (why == RK_MPI_PEER_LOST) {
     b->any_lost = 1;
@@ -1300,6 +1619,20 @@ static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
 
 /* ---------------------------------------- the thread --------------------------------------- */
 
+/* The graph is being destroyed (bridge_closing): what is owed is answered now. Bridge thread. */
+static void closing_answer(rk_mpi_bridge *b) {
+  uint32_t r, open = 0;
+  uint64_t n;
+  for (r = 0; r < b->ranks; r++) open += b->peers[r].owed_n;
+  if (open == 0) return;
+  n = owed_fail(b, UINT32_MAX);
+  if (!b->closing_said && n)
+    rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: the graph is destroyed without its terminate: %llu requests of "
+                     "this rank's kernels waiting for an answer from another rank answered with RK_ECLOSED (an answer "
+                     "that still comes is dropped: answers_late)", (unsigned long long)n);
+  b->closing_said = 1;
+}
+
 /* Whether drain_route could move something of route o now: a message, credit for it, a send
  * buffer (all max_inflight busy: their completion is an MPI event, seen by polling). */
 static int drainable(rk_mpi_bridge *b, route_out *o) {
@@ -1308,6 +1641,12 @@ static int drainable(rk_mpi_bridge *b, route_out *o) {
   uint32_t i;
   if (get_state(p) != RK_MPI_PEER_UP) return 0;
   if (o->sent - __atomic_load_n(&o->credited, __ATOMIC_RELAXED) >= o->window) return 0; /* own word */
+  /* held back by an origin's full notice queue (drain_route): only moved_send's completion, an MPI
+   * event seen when the wait times out, frees it (before, the route read as ready and the idle
+   * thread spun through rings_wait: review of owed2, finding 2) */
+  if (o->held_for && b->peers[o->held_for - 1u].moved_n == MOVED_MAX &&
+      get_state(&b->peers[o->held_for - 1u]) == RK_MPI_PEER_UP)
+    return 0;
   if (!rk_ring_peek_n(o->ring, 1, &pos)) return 0; /* acquire: pairs with the senders' commit */
   if (p->batch_buf >= 0) return 1;
   for (i = 0; i < b->o.max_inflight; i++)
@@ -1373,12 +1712,18 @@ static void *bridge_main(void *arg) {
     uint64_t t, delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* this thread's own count */
     for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
     for (r = 0; r < b->ranks; r++)
-      if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r);
-    for (r = 0; r < b->ranks; r++)
-      if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += poll_peer(b, r);
+      if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r) + moved_send(b, r);
+    for (r = 0; r < b->ranks; r++) {
+      rk_mpi_peer_state st = r == b->rank ? RK_MPI_PEER_SELF : get_state(&b->peers[r]);
+      if (st == RK_MPI_PEER_UP)
+        work += poll_peer(b, r);
+      else if (st == RK_MPI_PEER_CLOSED && b->peers[r].bye_got && !ctrl_all_in(&b->peers[r]))
+        work += poll_closed(b, r);
+    }
     work += unstage(b);
     delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED) - delivered;
     work += answers_retry(b);
+    if (__atomic_load_n(&b->closing, __ATOMIC_RELAXED)) closing_answer(b); /* (relaxed: the field's comment) */
     traffic = work; /* (the credits and heartbeats below are not the conversation's messages) */
     t = now_ns();
     for (r = 0; r < b->ranks; r++) {
@@ -1737,7 +2082,7 @@ static int drain_peer(rk_mpi_bridge *b, uint32_t r, uint64_t end) {
   for (;;) {
     MPI_Status st;
     int done = 0, got = 0;
-    if (p->bye_got && p->ctrl_got == p->ctrl_expect) return 1;
+    if (ctrl_all_in(p)) return 1;
     if (!p->bye_got) {
       if (p->data_req == MPI_REQUEST_NULL &&
           MPI_Irecv(p->data_in, (int)b->o.batch_bytes, MPI_BYTE, (int)r, TAG_DATA, b->comm, &p->data_req) != MPI_SUCCESS)
@@ -1757,7 +2102,7 @@ static int drain_peer(rk_mpi_bridge *b, uint32_t r, uint64_t end) {
       }
     }
     done = 0;
-    if (!p->bye_got || p->ctrl_got != p->ctrl_expect) {
+    if (!ctrl_all_in(p)) {
       if (p->ctrl_req == MPI_REQUEST_NULL &&
           MPI_Irecv(p->ctrl_in, (int)CTRL_BYTES, MPI_BYTE, (int)r, TAG_CTRL, b->comm, &p->ctrl_req) != MPI_SUCCESS)
         return 0;
@@ -1805,6 +2150,18 @@ static int send_finish(MPI_Request *req, uint64_t wait_ns) {
   return done;
 }
 
+/* rk_graph_destroy, before the kernels' terminate (remote.h): the bridge thread answers every
+ * request still owed an answer from a peer with RK_ECLOSED at its next pass, and the ones forwarded
+ * from now on as soon as they go (bridge_main), so the terminates do not wait for answers the stop
+ * that follows would make up too late for them (review of issue15-owed, finding 7). What the
+ * kernels send meanwhile still goes out. App thread. */
+static void bridge_closing(void *self, rk_graph *g) {
+  rk_mpi_bridge *b = (rk_mpi_bridge *)self;
+  (void)g;
+  if (!b->thread_on) return; /* (stop answers them) */
+  __atomic_store_n(&b->closing, 1, __ATOMIC_RELAXED); /* a flag, nothing published with it (field comment) */
+}
+
 /* The bridge stops for good: its thread, then MPI's requests (on this thread: the bridge's own
  * thread is gone), then a bye to the peers still up. */
 static void bridge_stop(void *self, rk_graph *g) {
@@ -1833,7 +2190,25 @@ static void bridge_stop(void *self, rk_graph *g) {
       /* the open batch goes out, then the bye on the same tag: the peer takes every batch before
        * it sees the bye (MPI does not overtake on one communicator and tag); a peer that said bye
        * first has ours already (the thread answered it), unless the thread stopped before */
-      if (st == RK_MPI_PEER_UP && b->started) (void)batch_send(b, r);
+      if (st == RK_MPI_PEER_UP && b->started) {
+        (void)batch_send(b, r);
+        /* the owed-answer notices queued for it before the bye (which counts them) */
+        if (p->moved_n && p->moved_busy) {
+          if (!send_finish(&p->moved_req, 200000000u)) b->any_lost = 1; /* (moved_out is MPI's: kept) */
+          else p->moved_busy = 0;
+        }
+        if (!p->moved_busy) (void)moved_send(b, r);
+        /* the credits it earned here and not yet returned (the thread may not have had its pass
+         * since the last delivery): a peer that then flushes its route to this rank (its graph's
+         * terminate) counts what was taken as confirmed, not as broken by this close (before, a
+         * stop right after a delivery made the peer's rk_graph_terminate return RK_ECLOSED "route
+         * ... closed" under load: mpi_owed_twice) */
+        if (p->ctrl_busy) {
+          if (!send_finish(&p->ctrl_req_out, 200000000u)) b->any_lost = 1; /* (ctrl_out is MPI's: kept) */
+          else p->ctrl_busy = 0;
+        }
+        if (!p->ctrl_busy) (void)ctrl_send(b, r, CTRL_CREDIT);
+      }
       bye_send(b, r);
     }
     if (b->started) { /* what the routes still hold: dropped; sent and not credited: unconfirmed */
@@ -1845,7 +2220,6 @@ static void bridge_stop(void *self, rk_graph *g) {
   }
   for (r = 0; r < b->ranks; r++) {
     peer *p = &b->peers[r];
-    staged *s;
     uint64_t wait_ns;
     if (r == b->rank) continue;
     /* the peer's last messages, before the communicator may go (drain_peer): a peer whose bridge
@@ -1877,26 +2251,25 @@ static void bridge_stop(void *self, rk_graph *g) {
     p->ctrl_busy = 0;
     if (p->probe_busy && !send_finish(&p->probe_req, wait_ns)) b->any_lost = 1;
     p->probe_busy = 0;
-    for (i = 0; i < b->nin && p->in; i++)
-      while ((s = p->in[i].head) != NULL) { /* staged for a kernel that terminated before it took them */
-        p->in[i].head = s->next;
-        free(s);
-        stat_add(&b->s_refused, 1);
-      }
-    if (p->in) memset(p->in, 0, b->nin * sizeof *p->in);
+    if (p->moved_busy && p->moved_req != MPI_REQUEST_NULL && !send_finish(&p->moved_req, wait_ns)) b->any_lost = 1;
+    p->moved_busy = 0;
   }
   if (b->started) {
     /* nothing more will be received: the requests still owed an answer from a peer get the error
      * now (a kernel still running, the graph destroyed before its terminate, or the bridge before
      * the graph: its terminate must not wait for them) */
-    uint64_t failed = owed_fail(b, UINT32_MAX), left = 0, end = now_ns() + (uint64_t)b->o.peer_timeout_ns;
+    uint64_t failed = owed_fail(b, UINT32_MAX), left = 0, staged_left = 0, staged_gone = 0,
+             end = now_ns() + (uint64_t)b->o.peer_timeout_ns;
     answer *a;
     /* an origin whose inbox is full (its handler busy) takes them once it runs again: retried until
-     * they are all in, or for peer_timeout_ns at most (its terminate would wait for them) */
+     * they are all in, or for peer_timeout_ns at most (its terminate would wait for them); so are
+     * the messages staged for a full inbox (real answers among them: their entries are gone, the
+     * origin's terminate waits for them too) */
     for (;;) {
       struct timespec nap = {0, 200000};
       (void)answers_retry(b);
-      if (b->answers == NULL || now_ns() >= end) break;
+      staged_left = unstage_stop(b, &staged_gone);
+      if ((b->answers == NULL && staged_left == 0) || now_ns() >= end) break;
       nanosleep(&nap, NULL);
     }
     for (a = b->answers; a; a = a->next) left++;
@@ -1904,6 +2277,25 @@ static void bridge_stop(void *self, rk_graph *g) {
       rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: stopped with %llu requests of this rank's kernels waiting for "
                        "an answer from another rank: answered with RK_ECLOSED; %llu error answers found their origin's "
                        "inbox full for peer_timeout_ns and are dropped", (unsigned long long)failed, (unsigned long long)left);
+    if (staged_gone)
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: stopped with %llu received envelopes staged for a full inbox "
+                       "whose kernel then refused them (terminated): dropped, dead-lettered on it (refused)",
+                       (unsigned long long)staged_gone);
+    if (staged_left)
+      rk_transport_log(b->g, RK_LOG_WARN, "mpi bridge: stopped with %llu received envelopes whose destination's inbox "
+                       "stayed full for peer_timeout_ns: dropped (refused)", (unsigned long long)staged_left);
+  }
+  for (r = 0; r < b->ranks; r++) { /* staged still: dropped, counted as refused */
+    peer *p = &b->peers[r];
+    staged *s;
+    if (r == b->rank || p->in == NULL) continue;
+    for (i = 0; i < b->nin; i++)
+      while ((s = p->in[i].head) != NULL) {
+        p->in[i].head = s->next;
+        free(s);
+        stat_add(&b->s_refused, 1);
+      }
+    memset(p->in, 0, b->nin * sizeof *p->in);
   }
   while (b->answers) { /* error answers that never found room (their refusals are counted) */
     answer *a = b->answers;
@@ -1956,6 +2348,7 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   b->comm = dup;
   b->comm_ok = 1;
   b->answers_tail = &b->answers;
+  b->owed_max = OWED_MAX;
   b->o = (rk_mpi_options)RK_MPI_OPTIONS_INIT;
   if (opts) memcpy(&b->o, opts, opts->size);
   b->o.size = sizeof b->o;
@@ -1988,12 +2381,14 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   for (r = 0; r < b->ranks; r++) {
     peer *p = &b->peers[r];
     p->state = r == b->rank ? RK_MPI_PEER_SELF : RK_MPI_PEER_UP;
-    p->data_req = p->ctrl_req = p->probe_req = p->bye_req = MPI_REQUEST_NULL;
+    p->data_req = p->ctrl_req = p->probe_req = p->bye_req = p->moved_req = MPI_REQUEST_NULL;
     p->batch_buf = -1;
     p->h.rank = UINT32_MAX;
     if (r == b->rank) continue;
     if ((p->data_in = (uint8_t *)malloc(b->o.batch_bytes)) == NULL || (p->ctrl_in = (uint8_t *)malloc(CTRL_BYTES)) == NULL ||
         (p->ctrl_out = (uint8_t *)malloc(CTRL_BYTES)) == NULL ||
+        (p->moved_q = (uint8_t *)malloc(MOVED_MAX * MOVED_REC)) == NULL ||
+        (p->moved_out = (uint8_t *)malloc(MOVED_HEAD + MOVED_MAX * MOVED_REC)) == NULL ||
         (p->out = (send_buf *)calloc(b->o.max_inflight, sizeof *p->out)) == NULL)
       goto nomem;
     for (i = 0; i < b->o.max_inflight; i++)
@@ -2006,6 +2401,7 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   b->tp.start = bridge_start;
   b->tp.flush = bridge_flush;
   b->tp.stop = bridge_stop;
+  b->tp.closing = bridge_closing;
   if ((rc = rk_graph_set_transport(g, &b->tp, b)) != RK_OK) {
     char msg[256];
     snprintf(msg, sizeof msg, "%s", rk_runtime_last_error(b->rt));
@@ -2057,6 +2453,8 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
       free(p->data_in);
       free(p->ctrl_in);
       free(p->ctrl_out);
+      free(p->moved_q);
+      free(p->moved_out);
       free(p->in);
       if (p->out)
         for (i = 0; i < b->o.max_inflight; i++) free(p->out[i].data);
@@ -2073,6 +2471,12 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
  * control messages to a peer's bridge); not in the header, not exported (hidden visibility). */
 MPI_Comm rk__mpi_bridge_comm(rk_mpi_bridge *b);
 MPI_Comm rk__mpi_bridge_comm(rk_mpi_bridge *b) { return b ? b->comm : MPI_COMM_NULL; }
+/* Tests only (test_mpi_dev.c dev_owed_bound): a smaller bound of the owed table; before the launch
+ * (the bridge thread reads it: its creation orders this write before). */
+void rk__mpi_bridge_owed_max(rk_mpi_bridge *b, uint32_t n);
+void rk__mpi_bridge_owed_max(rk_mpi_bridge *b, uint32_t n) {
+  if (b && n) b->owed_max = n;
+}
 
 int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
   rk_mpi_stats s;
@@ -2103,6 +2507,10 @@ int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
   s.deadlocks = RK__RD(deadlocks);
   s.answers_failed = RK__RD(answers_failed);
   s.answers_late = RK__RD(answers_late);
+  s.moves_sent = RK__RD(moves_sent);
+  s.moves_taken = RK__RD(moves_taken);
+  s.moves_refused = RK__RD(moves_refused);
+  s.owed_refused = RK__RD(owed_refused);
 #undef RK__RD
   memcpy(out, &s, size);
   return RK_OK;
