@@ -161,6 +161,36 @@ static inline int rt_wait_for(int (*pred)(void *), void *arg, int64_t ns) {
   }
 }
 
+/* A terminate on a thread of its own, for a test that does meanwhile what the terminate waits for:
+ * rt_terminate_start runs rk_graph_terminate(g, timeout_ns) when g is not NULL, else
+ * rk_kernel_terminate(k, timeout_ns); rt_terminate_join waits for it and returns its result. */
+typedef struct rt_terminator {
+  rk_graph *g;
+  rk_kernel *k;
+  int64_t timeout_ns;
+  int rc;
+  pthread_t th;
+} rt_terminator;
+
+static inline void *rt_terminator_run(void *arg) {
+  rt_terminator *t = (rt_terminator *)arg;
+  t->rc = t->g ? rk_graph_terminate(t->g, t->timeout_ns) : rk_kernel_terminate(t->k, t->timeout_ns);
+  return NULL;
+}
+
+static inline void rt_terminate_start(rt_terminator *t, rk_graph *g, rk_kernel *k, int64_t timeout_ns) {
+  t->g = g;
+  t->k = k;
+  t->timeout_ns = timeout_ns;
+  t->rc = 1;
+  assert_int_equal(pthread_create(&t->th, NULL, rt_terminator_run, t), 0);
+}
+
+static inline int rt_terminate_join(rt_terminator *t) {
+  assert_int_equal(pthread_join(t->th, NULL), 0);
+  return t->rc;
+}
+
 /* Wait until a stats field reaches at least `want` (hang-checked). */
 #define RT_WAIT_STAT(k, field, want)                                         \
   do {                                                                       \
