@@ -295,9 +295,12 @@ static void test_terminate_never_activated(void **state) {
     t0 = rt_now_ns();
     assert_int_equal(rk_kernel_terminate(k, 5 * RT_SEC), RK_OK);
     dt = rt_now_ns() - t0;
-    /* A hang check, not a performance claim: well under the 5 s timeout. */
-    if (dt >= 200 * (uint64_t)RT_MS) fail_msg("terminate of a never-activated kernel took %llu ms",
-                                                (unsigned long long)(dt / 1000000));
+    /* A hang check, not a performance claim: well under the 5 s timeout, which a terminate that
+     * only the command's deadline ended would reach (it then says RK_ETIMEDOUT, checked above).
+     * Half of it, not 200 ms: on a loaded machine (load 15 to 66 on 2 cores) the lanes, woken,
+     * waited that long for a CPU. (No bound tells the wake-up from the 20 ms park re-check.) */
+    if (dt >= 2500 * (uint64_t)RT_MS) fail_msg("terminate of a never-activated kernel took %llu ms",
+                                                 (unsigned long long)(dt / 1000000));
     assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
     rk_kernel_destroy(k);
   }
