@@ -62,6 +62,7 @@ static rk_kernel *emu_launch(rk_runtime *rt, const rk_kernel_desc *d, uint32_t l
   lo.threads_per_lane = threads;
   lo.inbox_capacity = inbox;
   lo.outbox_capacity = outbox;
+  lo.launch_timeout_ns = EMU_STALL_NS; /* the lanes' threads check in late on a loaded machine (default 5 s) */
   return rt_launch(rt, d, &lo);
 }
 
