@@ -36,6 +36,11 @@
 #define RT_SEC 1000000000ll
 /* Generous bound for anything that should happen "promptly": a hang check, not a timing claim. */
 #define RT_HANG (10 * RT_SEC)
+/* The watchdog's stall bound in the tests that do not test it (rt_options; the watchdog's own
+ * tests set theirs): a loaded machine (load 15 to 66 on 2 cores) can keep a lane that has work from
+ * running for seconds, and the default bound (2 s) then faults a kernel that was merely not
+ * scheduled (as test_devemu's EMU_STALL_NS says of the emulated lanes). */
+#define RT_STALL (60 * RT_SEC)
 
 static inline uint64_t rt_now_ns(void) {
   struct timespec ts;
@@ -91,6 +96,7 @@ static inline rk_runtime_options rt_options(void) {
   o.log = rt_log_sink;
   o.log_user = &rt_the_log;
   o.log_level = RK_LOG_WARN;
+  o.watchdog_stall_ns = RT_STALL;
   if (getenv("RT_LOG")) rt_the_log.echo = 1;
   return o;
 }
@@ -159,6 +165,36 @@ static inline int rt_wait_for(int (*pred)(void *), void *arg, int64_t ns) {
     if ((int64_t)(rt_now_ns() - start) >= ns) return pred(arg);
     rt_sleep_ms(1);
   }
+}
+
+/* A terminate on a thread of its own, for a test that does meanwhile what the terminate waits for:
+ * rt_terminate_start runs rk_graph_terminate(g, timeout_ns) when g is not NULL, else
+ * rk_kernel_terminate(k, timeout_ns); rt_terminate_join waits for it and returns its result. */
+typedef struct rt_terminator {
+  rk_graph *g;
+  rk_kernel *k;
+  int64_t timeout_ns;
+  int rc;
+  pthread_t th;
+} rt_terminator;
+
+static inline void *rt_terminator_run(void *arg) {
+  rt_terminator *t = (rt_terminator *)arg;
+  t->rc = t->g ? rk_graph_terminate(t->g, t->timeout_ns) : rk_kernel_terminate(t->k, t->timeout_ns);
+  return NULL;
+}
+
+static inline void rt_terminate_start(rt_terminator *t, rk_graph *g, rk_kernel *k, int64_t timeout_ns) {
+  t->g = g;
+  t->k = k;
+  t->timeout_ns = timeout_ns;
+  t->rc = 1;
+  assert_int_equal(pthread_create(&t->th, NULL, rt_terminator_run, t), 0);
+}
+
+static inline int rt_terminate_join(rt_terminator *t) {
+  assert_int_equal(pthread_join(t->th, NULL), 0);
+  return t->rc;
 }
 
 /* Wait until a stats field reaches at least `want` (hang-checked). */

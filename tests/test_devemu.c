@@ -62,6 +62,7 @@ static rk_kernel *emu_launch(rk_runtime *rt, const rk_kernel_desc *d, uint32_t l
   lo.threads_per_lane = threads;
   lo.inbox_capacity = inbox;
   lo.outbox_capacity = outbox;
+  lo.launch_timeout_ns = EMU_STALL_NS; /* the lanes' threads check in late on a loaded machine (default 5 s) */
   return rt_launch(rt, d, &lo);
 }
 
@@ -1174,21 +1175,29 @@ static int far_answer(rk_graph *g, uint32_t node, uint32_t far_id, const uint8_t
   return rk_graph_deliver(g, node, e.lane, &a, &v);
 }
 
-typedef struct late_term {
-  rk_graph *g;
-  int rc;
-} late_term;
-static void *late_terminate(void *arg) {
-  late_term *t = (late_term *)arg;
-  t->rc = rk_graph_terminate(t->g, 5 * RT_SEC); /* the answer it waits for comes after it began */
-  return NULL;
-}
-static int inbox_closed(void *arg) {
-  return (rk_load_acquire_sys_u64(&((rk_kernel *)arg)->lane[0].inbox->claim) & RK_RING_CLOSED) != 0;
-}
 static int ring_has_1(void *arg) { /* published (claimed is not enough: the lane publishes at its flush) */
   uint64_t pos;
   return rk_ring_peek_n((rk_ring *)arg, 1, &pos) >= 1;
+}
+
+/* The graph of the remote-answer tests: the device kernel "front" routed to the remote node "far"
+ * (4 slots; 2 lanes: dfake_start, whose state is *far), launched and activated. *front and *far
+ * receive the nodes' numbers, *fi far's info, *ring far's outbound ring of lane 0. */
+static rk_graph *far_graph(rk_runtime *rt, uint32_t *front, uint32_t *far, rk_graph_node_info *fi, rk_ring **ring) {
+  rk_graph *g;
+  rk_kernel_desc df = k2k_desc("front");
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &dfake_ops, far));
+  RT_OK(rt, rk_graph_add(g, &df, NULL, 0, front));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "far", 4, far));
+  RT_OK(rt, rk_graph_connect(g, *front, *far, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  memset(fi, 0, sizeof *fi);
+  fi->size = sizeof *fi;
+  RT_OK(rt, rk_graph_node(g, *far, fi));
+  *ring = rk_graph_remote_ring(g, *far, 0);
+  return g;
 }
 
 /* A device kernel passed a host request on to a remote node; its terminate begins (the host inbox
@@ -1199,39 +1208,25 @@ static int ring_has_1(void *arg) { /* published (claimed is not enough: the lane
 static void test_k2k_remote_answer_late(void **state) {
   rk_runtime *rt = emu_runtime(0);
   rk_graph *g;
-  rk_kernel_desc df = k2k_desc("front");
   uint32_t front, far;
   rk_graph_node_info fi;
   rk_ring *ring;
   rk_kernel *k;
   uint64_t v = 10, pos = 0, back = 0;
-  late_term t;
-  pthread_t th;
+  rt_terminator t;
   int rc;
   rk_msg m;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_set_transport(g, &dfake_ops, &far));
-  RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
-  RT_OK(rt, rk_graph_add_remote(g, 1, "far", 4, &far));
-  RT_OK(rt, rk_graph_connect(g, front, far, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = far_graph(rt, &front, &far, &fi, &ring);
   k = rk_graph_kernel(g, front);
-  memset(&fi, 0, sizeof fi);
-  fi.size = sizeof fi;
-  RT_OK(rt, rk_graph_node(g, far, &fi));
-  ring = rk_graph_remote_ring(g, far, 0);
   RT_OK(rt, rk_send(k, 1, &v, sizeof v, 0, NULL)); /* a request: its answer is owed to the caller */
   assert_true(rt_wait_for(ring_has_1, ring, RT_HANG));
   assert_int_equal(rk_ring_peek_n(ring, 1, &pos), 1);
-  t.g = g;
-  t.rc = 1;
-  assert_int_equal(pthread_create(&th, NULL, late_terminate, &t), 0);
-  assert_true(rt_wait_for(inbox_closed, k, RT_HANG)); /* terminate has begun */
+  rt_terminate_start(&t, g, NULL, 5 * RT_SEC); /* the answer it waits for comes after it began */
+  assert_true(rt_wait_for(emu_host_inbox_closed, k, RT_HANG)); /* terminate has begun */
   rc = far_answer(g, front, fi.kernel_id, rk_ring_slot(ring, pos));
   rk_ring_release_n(ring, 1);
-  pthread_join(th, NULL);
+  (void)rt_terminate_join(&t);
   assert_int_equal(rc, RK_OK);   /* the answer was taken, */
   assert_int_equal(t.rc, RK_OK); /* handled, and the lane left */
   RT_OK(rt, rk_recv(k, &m, &back, sizeof back, RT_HANG));
@@ -1267,7 +1262,6 @@ static int k2k_in_reached(void *arg) { return rt_stats(((k2k_in_want *)arg)->k).
 static void test_k2k_remote_answers_not_behind_retry(void **state) {
   rk_runtime *rt = emu_runtime(0);
   rk_graph *g;
-  rk_kernel_desc df = k2k_desc("front");
   uint32_t front, far, i, got = 0;
   rk_graph_node_info fi;
   rk_ring *ring;
@@ -1275,18 +1269,8 @@ static void test_k2k_remote_answers_not_behind_retry(void **state) {
   uint64_t pos = 0, n = 8;
   k2k_in_want w;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_set_transport(g, &dfake_ops, &far));
-  RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
-  RT_OK(rt, rk_graph_add_remote(g, 1, "far", 4, &far));
-  RT_OK(rt, rk_graph_connect(g, front, far, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  g = far_graph(rt, &front, &far, &fi, &ring);
   k = rk_graph_kernel(g, front);
-  memset(&fi, 0, sizeof fi);
-  fi.size = sizeof fi;
-  RT_OK(rt, rk_graph_node(g, far, &fi));
-  ring = rk_graph_remote_ring(g, far, 0);
   for (i = 0; i < n; i++) {
     uint64_t v = 100 * (i + 1);
     RT_OK(rt, rk_send(k, 1, &v, sizeof v, 0, NULL));

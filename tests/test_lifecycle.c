@@ -295,9 +295,12 @@ static void test_terminate_never_activated(void **state) {
     t0 = rt_now_ns();
     assert_int_equal(rk_kernel_terminate(k, 5 * RT_SEC), RK_OK);
     dt = rt_now_ns() - t0;
-    /* A hang check, not a performance claim: well under the 5 s timeout. */
-    if (dt >= 200 * (uint64_t)RT_MS) fail_msg("terminate of a never-activated kernel took %llu ms",
-                                                (unsigned long long)(dt / 1000000));
+    /* A hang check, not a performance claim: well under the 5 s timeout, which a terminate that
+     * only the command's deadline ended would reach (it then says RK_ETIMEDOUT, checked above).
+     * Half of it, not 200 ms: on a loaded machine (load 15 to 66 on 2 cores) the lanes, woken,
+     * waited that long for a CPU. (No bound tells the wake-up from the 20 ms park re-check.) */
+    if (dt >= 2500 * (uint64_t)RT_MS) fail_msg("terminate of a never-activated kernel took %llu ms",
+                                                 (unsigned long long)(dt / 1000000));
     assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
     rk_kernel_destroy(k);
   }
@@ -347,8 +350,11 @@ static void test_runtime_destroy_with_kernels(void **state) {
 /* Lifecycle commands from several threads at once: exactly one of each racing pair wins, the
  * others get RK_ESTATE, and the state always matches the last successful command. */
 typedef struct racer {
+  rk_runtime *rt;
   rk_kernel *k;
   int ok, estate, other;
+  int other_rc;         /* the last result that was neither */
+  char other_why[256];  /* and its rk_runtime_last_error (per thread) */
 } racer;
 
 static void *race_activate(void *arg) {
@@ -360,8 +366,11 @@ static void *race_activate(void *arg) {
       r->ok++;
     else if (rc == RK_ESTATE)
       r->estate++;
-    else
+    else {
       r->other++;
+      r->other_rc = rc;
+      snprintf(r->other_why, sizeof r->other_why, "%s", rk_runtime_last_error(r->rt));
+    }
   }
   return NULL;
 }
@@ -376,12 +385,15 @@ static void test_concurrent_transitions(void **state) {
   (void)state;
   for (i = 0; i < 3; i++) {
     memset(&r[i], 0, sizeof r[i]);
+    r[i].rt = rt;
     r[i].k = k;
     assert_int_equal(pthread_create(&t[i], NULL, race_activate, &r[i]), 0);
   }
   for (i = 0; i < 3; i++) {
     pthread_join(t[i], NULL);
-    assert_int_equal(r[i].other, 0);
+    if (r[i].other)
+      fail_msg("racer %d: %d results neither RK_OK nor RK_ESTATE, the last %s (%s)", i, r[i].other,
+               rk_err_name(r[i].other_rc), r[i].other_why);
     ok += r[i].ok;
   }
   assert_true(ok >= 1);

@@ -58,6 +58,8 @@
 
 #include <ringkernel/mpi.h>
 
+#include "mpi_util.h"
+
 #define T_HOP 300u
 #define T_ITEM 301u
 #define T_RESULT 302u
@@ -69,19 +71,6 @@ static const char *g_scenario;
 
 /* ---------------------------------------- common --------------------------------------------- */
 
-/* MPI_Barrier busy-polls (Open MPI): a rank waiting in it would take a core from the ranks that
- * work, on a 2-core machine. This one sleeps between its polls. */
-static void barrier(void) {
-  MPI_Request r;
-  int done = 0;
-  MPI_Ibarrier(MPI_COMM_WORLD, &r);
-  for (;;) {
-    MPI_Test(&r, &done, MPI_STATUS_IGNORE);
-    if (done) return;
-    rt_sleep_ms(1);
-  }
-}
-
 static rk_mpi_bridge *bridge_on(rk_runtime *rt, rk_graph *g, const rk_mpi_options *o) {
   rk_mpi_bridge *b = NULL;
   RT_OK(rt, rk_mpi_bridge_create(g, MPI_COMM_WORLD, o, &b));
@@ -89,14 +78,6 @@ static rk_mpi_bridge *bridge_on(rk_runtime *rt, rk_graph *g, const rk_mpi_option
   assert_int_equal(rk_mpi_bridge_rank(b), (uint32_t)g_rank);
   assert_int_equal(rk_mpi_bridge_ranks(b), (uint32_t)g_size);
   return b;
-}
-
-static rk_mpi_stats bridge_stats(rk_mpi_bridge *b) {
-  rk_mpi_stats s;
-  memset(&s, 0, sizeof s);
-  s.size = sizeof s;
-  assert_int_equal(rk_mpi_bridge_stats(b, &s), RK_OK);
-  return s;
 }
 
 /* Upstream ranks first: rank r terminates its graph once ranks < r have (what they sent is in
@@ -477,24 +458,17 @@ static void test_keyed(void **state) {
   rk_graph *g;
   rk_mpi_bridge *b;
   rk_kernel_desc dsrc = rt_desc("source", source_keyed), dsink = rt_desc("sink", sink_keyed);
-  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
-  uint32_t me, other;
+  rk_launch_options lo_src = RK_LAUNCH_OPTIONS_INIT, lo_sink = RK_LAUNCH_OPTIONS_INIT;
+  mpi_pair p = {&dsrc, &dsink, &lo_src, &lo_sink, 0, 64, 64, 0};
+  uint32_t me = 0, other = 0;
   uint64_t i, n = RT_SANITIZED ? 2000 : 20000;
   (void)state;
+  lo_src.lanes = 2; /* the source's lanes do not decide: the key does */
+  lo_src.send_timeout_ns = 60 * RT_SEC;
+  lo_sink.lanes = SINK_LANES;
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, NULL);
-  if (g_rank == 0) {
-    lo.lanes = 2; /* the source's lanes do not decide: the key does */
-    lo.send_timeout_ns = 60 * RT_SEC;
-    RT_OK(rt, rk_graph_add(g, &dsrc, &lo, 0, &me));
-    RT_OK(rt, rk_graph_add_remote(g, 1, "sink", 64, &other));
-    RT_OK(rt, rk_graph_connect(g, me, other, NULL));
-  } else {
-    lo.lanes = SINK_LANES;
-    RT_OK(rt, rk_graph_add(g, &dsink, &lo, 64, &me));
-  }
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  mpi_pair_graph(rt, g, g_rank, &p, &me, &other); /* me: the source, other: the sink */
   barrier();
   if (g_rank == 0) {
     rk_graph_node_info info;
@@ -1150,16 +1124,6 @@ static void test_owed_lost(void **state) {
   rk_runtime_destroy(rt);
 }
 
-typedef struct term_arg {
-  rk_kernel *k;
-  int rc;
-} term_arg;
-static void *terminate_kernel(void *arg) {
-  term_arg *t = (term_arg *)arg;
-  t->rc = rk_kernel_terminate(t->k, 30 * RT_SEC);
-  return NULL;
-}
-
 /* The same with rank 1 closing its bridge (rk_mpi_bridge_destroy: its bye) while rank 0's kernel
  * owes its caller the answer to a request rank 1 holds, and rank 0's terminate already waiting
  * for it: the bridge answers the request with RK_ECLOSED when the bye comes, the terminate
@@ -1175,24 +1139,15 @@ static void test_owed_closed(void **state) {
   if (g_rank == 0) {
     rk_kernel *k = rk_graph_kernel(g, me);
     uint64_t v = 11;
-    int32_t code = 0;
-    term_arg t = {k, 1};
-    pthread_t th;
+    rt_terminator t;
     int rc;
-    rk_msg m;
     rk_mpi_stats st;
     RT_OK(rt, rk_send(k, T_HOP, &v, sizeof v, 0, NULL)); /* a request: its answer is owed to this thread */
-    assert_int_equal(pthread_create(&th, NULL, terminate_kernel, &t), 0); /* waits for the answer */
+    rt_terminate_start(&t, NULL, k, 30 * RT_SEC); /* waits for the answer */
     barrier(); /* rank 1 has the request and closes its bridge */
-    pthread_join(th, NULL);
-    assert_int_equal(t.rc, RK_OK);
+    assert_int_equal(rt_terminate_join(&t), RK_OK);
     assert_int_equal(rk_mpi_bridge_peer(b, 1), RK_MPI_PEER_CLOSED);
-    RT_OK(rt, rk_recv(k, &m, &code, sizeof code, RT_HANG));
-    assert_true(rk_msg_is_error(&m));
-    assert_int_equal(m.status, RK_ECLOSED);
-    st = bridge_stats(b);
-    assert_int_equal(st.sent, 1);
-    assert_int_equal(st.answers_failed, 1);
+    st = recv_closed_answer(rt, k, b);
     assert_int_equal(st.peers_lost, 0);
     /* the remote node's flush: RK_OK, or RK_ECLOSED if rank 1 closed before it returned the
      * request's credit (then unconfirmed) */
@@ -1644,21 +1599,13 @@ static void test_owed_stopfull(void **state) {
   rk_graph *g;
   rk_mpi_bridge *b;
   rk_kernel_desc da = rt_desc("fa", front_hol), dback = rt_desc("back", back);
-  uint32_t a, other, fa;
+  mpi_pair p = {&da, &dback, NULL, NULL, 4, 0, 0, 1};
+  uint32_t a = 0, other = 0;
   (void)state;
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, NULL);
-  if (g_rank == 0) {
-    RT_OK(rt, rk_graph_add(g, &da, NULL, 4, &a));
-    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &other));
-    RT_OK(rt, rk_graph_connect(g, a, other, NULL));
-  } else {
-    RT_OK(rt, rk_graph_add(g, &dback, NULL, 0, &a));
-    RT_OK(rt, rk_graph_add_remote(g, 0, "fa", 0, &fa));
-  }
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
-  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, a))); /* holds what it gets */
+  mpi_pair_graph(rt, g, g_rank, &p, &a, &other); /* a: fa, other: back */
+  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, other))); /* holds what it gets */
   barrier();
   if (g_rank == 0) {
     rk_kernel *ka = rk_graph_kernel(g, a);

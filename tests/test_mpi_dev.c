@@ -43,22 +43,11 @@
 #include "device/params.h"
 #include "host/internal.h"
 #include "devemu_util.h"
+#include "mpi_util.h"
 
 static int g_rank, g_size;
 
 /* ---------------------------------------- common --------------------------------------------- */
-
-/* MPI_Barrier busy-polls (Open MPI); this one sleeps between polls (2 cores). */
-static void barrier(void) {
-  MPI_Request r;
-  int done = 0;
-  MPI_Ibarrier(MPI_COMM_WORLD, &r);
-  for (;;) {
-    MPI_Test(&r, &done, MPI_STATUS_IGNORE);
-    if (done) return;
-    rt_sleep_ms(1);
-  }
-}
 
 static rk_backend_ops emu_ops;
 
@@ -94,14 +83,6 @@ static rk_mpi_bridge *bridge_on(rk_runtime *rt, rk_graph *g, const rk_mpi_option
   RT_OK(rt, rk_mpi_bridge_create(g, MPI_COMM_WORLD, o, &b));
   assert_non_null(b);
   return b;
-}
-
-static rk_mpi_stats bridge_stats(rk_mpi_bridge *b) {
-  rk_mpi_stats s;
-  memset(&s, 0, sizeof s);
-  s.size = sizeof s;
-  assert_int_equal(rk_mpi_bridge_stats(b, &s), RK_OK);
-  return s;
 }
 
 static void finish(rk_runtime *rt, rk_graph *g, rk_mpi_bridge *b) {
@@ -337,19 +318,11 @@ static void test_dev_refused(void **state) {
   rk_mpi_bridge *b;
   uint32_t front = 0, back = 0;
   rk_kernel_desc df = k2k_desc("front"), db = k2k_desc("back");
+  mpi_pair pair = {&df, &db, NULL, NULL, 0, 0, 0, 1};
   (void)state;
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, NULL);
-  if (g_rank == 0) {
-    RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
-    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &back));
-    RT_OK(rt, rk_graph_connect(g, front, back, NULL));
-  } else {
-    RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &back));
-    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &front));
-  }
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  mpi_pair_graph(rt, g, g_rank, &pair, &front, &back); /* rank 1: front, where its answers go */
   if (g_rank == 1) RT_OK(rt, rk_kernel_terminate(rk_graph_kernel(g, back), RT_HANG));
   barrier();
   if (g_rank == 0) {
@@ -382,18 +355,6 @@ static void test_dev_refused(void **state) {
  * answer is owed), reaches the caller, and terminate returns RK_OK: nothing refused, nothing
  * timed out (before the transport inbox, the delivery into the closed host inbox was refused and
  * the terminate waited for the answer until its timeout). */
-typedef struct late_term {
-  rk_graph *g;
-  int rc;
-} late_term;
-static void *late_terminate(void *arg) {
-  late_term *t = (late_term *)arg;
-  t->rc = rk_graph_terminate(t->g, 20 * RT_SEC);
-  return NULL;
-}
-static int host_inbox_closed(void *arg) {
-  return (rk_load_acquire_sys_u64(&((rk_kernel *)arg)->lane[0].inbox->claim) & RK_RING_CLOSED) != 0;
-}
 static int bridge_sent_1(void *arg) {
   rk_mpi_stats st = bridge_stats((rk_mpi_bridge *)arg);
   return st.sent >= 1;
@@ -405,35 +366,25 @@ static void test_dev_late_answer(void **state) {
   rk_mpi_bridge *b;
   uint32_t front = 0, back = 0;
   rk_kernel_desc df = k2k_desc("front"), db = k2k_desc("back");
+  mpi_pair pair = {&df, &db, NULL, NULL, 0, 0, 0, 1};
   (void)state;
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, NULL);
-  if (g_rank == 0) {
-    RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
-    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &back));
-    RT_OK(rt, rk_graph_connect(g, front, back, NULL));
-  } else {
-    RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &back));
-    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &front)); /* where its answers go */
-  }
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  mpi_pair_graph(rt, g, g_rank, &pair, &front, &back); /* rank 1: front, where its answers go */
   if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, back)));
   barrier();
   if (g_rank == 0) {
     rk_kernel *k = rk_graph_kernel(g, front);
     uint64_t v = 7, got = 0;
-    late_term t = {g, 1};
-    pthread_t th;
+    rt_terminator t;
     rk_msg m;
     rk_mpi_stats st;
     RT_OK(rt, rk_send(k, 1, &v, sizeof v, 0, NULL)); /* a request: its answer is owed to the caller */
     assert_true(rt_wait_for(bridge_sent_1, b, RT_HANG));
-    assert_int_equal(pthread_create(&th, NULL, late_terminate, &t), 0);
-    assert_true(rt_wait_for(host_inbox_closed, k, RT_HANG)); /* terminate has begun */
+    rt_terminate_start(&t, g, NULL, 20 * RT_SEC);
+    assert_true(rt_wait_for(emu_host_inbox_closed, k, RT_HANG)); /* terminate has begun */
     barrier(); /* rank 1 lets the answer go */
-    pthread_join(th, NULL);
-    assert_int_equal(t.rc, RK_OK);
+    assert_int_equal(rt_terminate_join(&t), RK_OK);
     RT_OK(rt, rk_recv(k, &m, &got, sizeof got, RT_HANG));
     assert_int_equal(got, v + 2); /* both stages, the second on rank 1 */
     st = bridge_stats(b);
@@ -532,10 +483,9 @@ static void test_dev_owed_lost(void **state) {
   rk_mpi_bridge *b;
   uint32_t front = 0, back = 0;
   rk_kernel_desc df = k2k_desc("front"), db = k2k_desc("back");
+  mpi_pair pair = {&df, &db, NULL, NULL, 0, 0, 0, 1};
   rk_kernel *k;
   uint64_t v = 7;
-  int32_t code = 0;
-  rk_msg m;
   rk_mpi_stats st;
   (void)state;
   o.heartbeat_ns = 20 * RT_MS;
@@ -544,16 +494,7 @@ static void test_dev_owed_lost(void **state) {
   o.peer_timeout_ns = 3 * RT_SEC;
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, &o);
-  if (g_rank == 0) {
-    RT_OK(rt, rk_graph_add(g, &df, NULL, 0, &front));
-    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &back));
-    RT_OK(rt, rk_graph_connect(g, front, back, NULL));
-  } else {
-    RT_OK(rt, rk_graph_add(g, &db, NULL, 0, &back));
-    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &front)); /* where its answers would go */
-  }
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  mpi_pair_graph(rt, g, g_rank, &pair, &front, &back); /* rank 1: front, where its answers go */
   if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, back)));
   barrier();
   if (g_rank == 1) { /* takes the request into its held kernel's transport inbox, then dies */
@@ -567,12 +508,7 @@ static void test_dev_owed_lost(void **state) {
   RT_OK(rt, rk_kernel_terminate(k, 30 * RT_SEC)); /* waits for the answer: the bridge's error */
   assert_int_equal(rk_mpi_bridge_peer(b, 1), RK_MPI_PEER_LOST);
   assert_int_equal(k->lane[0].status->k2k_owed, 0);
-  RT_OK(rt, rk_recv(k, &m, &code, sizeof code, RT_HANG));
-  assert_true(rk_msg_is_error(&m));
-  assert_int_equal(m.status, RK_ECLOSED);
-  st = bridge_stats(b);
-  assert_int_equal(st.sent, 1);
-  assert_int_equal(st.answers_failed, 1);
+  st = recv_closed_answer(rt, k, b);
   assert_int_equal(st.answers_late, 0);
   assert_int_equal(st.peers_lost, 1);
   assert_int_equal(rt_stats(k).k2k_in, 1);  /* the bridge's answer, through the transport inbox */
@@ -650,19 +586,12 @@ static void test_dev_probe_refused(void **state) {
   rk_graph *g;
   rk_mpi_bridge *b;
   rk_kernel_desc dsrc = k2k_desc("source"), dsink = k2k_desc("sink");
-  uint32_t n_src, n_sink, sink_id = 0;
+  mpi_pair pair = {&dsrc, &dsink, NULL, NULL, 0, 0, 0, 0};
+  uint32_t n_src = 0, n_sink = 0, sink_id = 0;
   (void)state;
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, NULL);
-  if (g_rank == 0) {
-    RT_OK(rt, rk_graph_add(g, &dsrc, NULL, 0, &n_src));
-    RT_OK(rt, rk_graph_add_remote(g, 1, "sink", 0, &n_sink));
-    RT_OK(rt, rk_graph_connect(g, n_src, n_sink, NULL));
-  } else {
-    RT_OK(rt, rk_graph_add(g, &dsink, NULL, 0, &n_sink));
-  }
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  mpi_pair_graph(rt, g, g_rank, &pair, &n_src, &n_sink);
   if (g_rank == 1) { /* rank 0 needs the sink's id on rank 1 for its well-formed probe */
     rk_graph_node_info info;
     memset(&info, 0, sizeof info);

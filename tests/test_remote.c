@@ -284,31 +284,42 @@ static int not_waiting(void *arg) {
   return rk_graph_lane_wait((rk_graph *)arg, 0, 0, &w) == RK_OK && !w.waiting;
 }
 
+/* The graph of the retrier tests, on the fake transport f (cleared here): "retrier" routed to the
+ * remote node "enrich" (4 slots; remote_lanes lanes, 16-byte payloads, as f's start says),
+ * launched and activated, and 5 messages sent: 4 fill the ring nobody drains, the 5th retries
+ * (waited for, hang-checked). *local and *remote receive the nodes' numbers. */
+static rk_graph *retrier_graph(rk_runtime *rt, fake *f, uint32_t remote_lanes, uint32_t *local, uint32_t *remote) {
+  rk_graph *g;
+  rk_kernel_desc ds = rt_desc("retrier", retrier);
+  uint32_t i;
+  memset(f, 0, sizeof *f);
+  g_rc_ok = g_rc_eagain = g_rc_emsgsize = g_rc_eclosed = 0;
+  g_release = 0;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, f));
+  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, local));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, remote));
+  f->remote_node = *remote;
+  f->shape_lanes = remote_lanes;
+  f->shape_payload = 16;
+  RT_OK(rt, rk_graph_connect(g, *local, *remote, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < 5; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, *local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
+  /* 4 fill the ring nobody drains; the 5th retries for well over RK_K2K_DEADLOCK_NS (100 ms) */
+  assert_true(rt_wait_for(retried_enough, NULL, RT_HANG));
+  return g;
+}
+
 static void retry_round(uint32_t remote_lanes) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
   fake f;
-  rk_kernel_desc ds = rt_desc("retrier", retrier);
-  uint32_t remote, local, i;
+  uint32_t remote, local;
   uint64_t want, progress;
   rk_graph_wait w;
   char why[512];
-  memset(&f, 0, sizeof f);
-  g_rc_ok = g_rc_eagain = g_rc_emsgsize = g_rc_eclosed = 0;
-  g_release = 0;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
-  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
-  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, &remote));
-  f.remote_node = remote;
-  f.shape_lanes = remote_lanes;
-  f.shape_payload = 16;
-  RT_OK(rt, rk_graph_connect(g, local, remote, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
-  for (i = 0; i < 5; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
-  /* 4 fill the ring nobody drains; the 5th retries for well over RK_K2K_DEADLOCK_NS (100 ms) */
-  assert_true(rt_wait_for(retried_enough, NULL, RT_HANG));
+  g = retrier_graph(rt, &f, remote_lanes, &local, &remote);
   rt_sleep_ms(200);
   assert_int_equal(rk_kernel_state(rk_graph_kernel(g, local)), RK_STATE_ACTIVE); /* no deadlock fault */
   /* what a transport's deadlock detection reads (another thread than the lane's: TSan): the lane
@@ -380,24 +391,9 @@ static void test_fault_deadlock_vs_terminate(void **state) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
   fake f;
-  rk_kernel_desc ds = rt_desc("retrier", retrier);
-  uint32_t remote, local, i;
+  uint32_t remote, local;
   (void)state;
-  memset(&f, 0, sizeof f);
-  g_rc_ok = g_rc_eagain = g_rc_emsgsize = g_rc_eclosed = 0;
-  g_release = 0;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
-  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
-  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, &remote));
-  f.remote_node = remote;
-  f.shape_lanes = 1;
-  f.shape_payload = 16;
-  RT_OK(rt, rk_graph_connect(g, local, remote, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
-  for (i = 0; i < 5; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
-  assert_true(rt_wait_for(retried_enough, NULL, RT_HANG)); /* retrying on the full route: ACTIVE */
+  g = retrier_graph(rt, &f, 1, &local, &remote); /* retrying on the full route: ACTIVE */
   g_term_g = g;
   g_term_rc = -1;
   __atomic_store_n(&rk__fault_if_running_hook, terminate_first, __ATOMIC_RELAXED);
@@ -435,27 +431,12 @@ static void test_lane_wait_during_restart(void **state) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
   fake f;
-  rk_kernel_desc ds = rt_desc("retrier", retrier);
-  uint32_t remote, local, i, round;
+  uint32_t remote, local, round;
   pthread_t th;
   void *reads;
   int rc;
   (void)state;
-  memset(&f, 0, sizeof f);
-  g_rc_ok = g_rc_eagain = g_rc_emsgsize = g_rc_eclosed = 0;
-  g_release = 0;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  RT_OK(rt, rk_graph_set_transport(g, &fake_ops, &f));
-  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
-  RT_OK(rt, rk_graph_add_remote(g, 1, "enrich", 4, &remote));
-  f.remote_node = remote;
-  f.shape_lanes = 1;
-  f.shape_payload = 16;
-  RT_OK(rt, rk_graph_connect(g, local, remote, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
-  for (i = 0; i < 5; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
-  assert_true(rt_wait_for(retried_enough, NULL, RT_HANG));
+  g = retrier_graph(rt, &f, 1, &local, &remote);
   g_reader_g = g;
   __atomic_store_n(&g_reader_stop, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&g_reader_bad, 0, __ATOMIC_RELAXED);

@@ -1,0 +1,77 @@
+/* mpi_util.h — helpers shared by the MPI bridge tests (test_mpi: CPU kernels, test_mpi_dev: kernels
+ * on the emulated device), run under mpirun: a barrier that sleeps between its polls, a bridge's
+ * stats, the two-rank graph most of their scenarios build, and the answer a closed or lost peer
+ * leaves. Include after rt_util.h. */
+#ifndef RK_MPI_UTIL_H
+#define RK_MPI_UTIL_H
+
+#include <mpi.h>
+
+#include <ringkernel/mpi.h>
+
+/* MPI_Barrier busy-polls (Open MPI): a rank waiting in it would take a core from the ranks that
+ * work, on a 2-core machine. This one sleeps between its polls. */
+static void barrier(void) {
+  MPI_Request r;
+  int done = 0;
+  MPI_Ibarrier(MPI_COMM_WORLD, &r);
+  for (;;) {
+    MPI_Test(&r, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    rt_sleep_ms(1);
+  }
+}
+
+static rk_mpi_stats bridge_stats(rk_mpi_bridge *b) {
+  rk_mpi_stats s;
+  memset(&s, 0, sizeof s);
+  s.size = sizeof s;
+  assert_int_equal(rk_mpi_bridge_stats(b, &s), RK_OK);
+  return s;
+}
+
+/* What the caller of a request finds once the bridge answered it for a closed or lost peer: an
+ * error answer with RK_ECLOSED (received on k), and in the bridge's stats one message sent and one
+ * answer that failed. Returns the stats for the caller's other checks. */
+static rk_mpi_stats recv_closed_answer(rk_runtime *rt, rk_kernel *k, rk_mpi_bridge *b) {
+  int32_t code = 0;
+  rk_msg m;
+  rk_mpi_stats st;
+  RT_OK(rt, rk_recv(k, &m, &code, sizeof code, RT_HANG));
+  assert_true(rk_msg_is_error(&m));
+  assert_int_equal(m.status, RK_ECLOSED);
+  st = bridge_stats(b);
+  assert_int_equal(st.sent, 1);
+  assert_int_equal(st.answers_failed, 1);
+  return st;
+}
+
+/* The graph of a two-rank scenario: rank 0's kernel `from`, routed (route 0) to rank 1's kernel
+ * `to`, which rank 0's graph holds as a remote node (`to`'s name); with `answers`, rank 1's graph
+ * holds `from` as a remote node too (where the answers `to` gives go back). Fields left 0 or NULL
+ * are the defaults. */
+typedef struct mpi_pair {
+  const rk_kernel_desc *from, *to;
+  const rk_launch_options *from_lo, *to_lo; /* their launch options (NULL: defaults) */
+  uint32_t from_slots, to_slots;            /* their K2K inboxes (rk_graph_add's k2k_capacity) */
+  uint32_t remote_slots;                    /* rank 0's remote node for `to` (its outbound ring) */
+  int answers;                              /* rank 1 adds `from` as a remote node (capacity 0) */
+} mpi_pair;
+
+/* Adds p's nodes to g on rank `rank` (0 or 1), connects them, launches and activates the graph.
+ * *from and *to receive the nodes' numbers, on both ranks (rank 1's *from only with p->answers;
+ * left as it was otherwise). */
+static void mpi_pair_graph(rk_runtime *rt, rk_graph *g, int rank, const mpi_pair *p, uint32_t *from, uint32_t *to) {
+  if (rank == 0) {
+    RT_OK(rt, rk_graph_add(g, p->from, p->from_lo, p->from_slots, from));
+    RT_OK(rt, rk_graph_add_remote(g, 1, p->to->name, p->remote_slots, to));
+    RT_OK(rt, rk_graph_connect(g, *from, *to, NULL));
+  } else {
+    RT_OK(rt, rk_graph_add(g, p->to, p->to_lo, p->to_slots, to));
+    if (p->answers) RT_OK(rt, rk_graph_add_remote(g, 0, p->from->name, 0, from));
+  }
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+}
+
+#endif /* RK_MPI_UTIL_H */
