@@ -7,9 +7,14 @@
  *                 rtt_mean_ns mean of the round trips at or below p99
  *   ring.mpsc.2p  ops_per_s   2 producer threads -> one consumer
  *   ring.mpsc.4p  ops_per_s   4 producer threads -> one consumer
+ *   ring.spsc.msg96 rtt_*   the same ping-pong with 96-byte messages (a 64-byte envelope + rtt.echo's
+ *                 32-byte payload: what the library's echo round trip carries) in 128-byte slots
  * impls: ringkernel (rk_ring_push/pop, rk_ring_mpsc_push), ringkernel.batch (push_n/pop_n,
  * mpsc_push_n, batches of 32), ck_ring (CK_RING_PROTOTYPE typed ring: enqueue/dequeue_spsc,
- * enqueue/dequeue_mpsc), mutex (pthread mutex + two condvars).
+ * enqueue/dequeue_mpsc), mutex (pthread mutex + two condvars);
+ * prototypes (issue 16, not library code): proto.seqslot* — ring.h's SPSC ring with the per-slot
+ * sequence word moved into the slot itself (see "Prototypes" below); floor (rtt only) — one cache
+ * line bounced between the two CPUs, rtt.echo's floor, timed in the same rounds.
  *
  * Fairness: the same message struct and size, the same 1024 slots, the same CPU placement, the
  * same wait policy (consumers spin with one pause per empty poll; producers spin with pause on a
@@ -44,6 +49,12 @@ struct rkb_msg {
 };
 _Static_assert(sizeof(struct rkb_msg) == RK_BENCH_MSG_SIZE, "64-byte message");
 typedef struct rkb_msg rkb_msg;
+/* A message buffer for the 96-byte ring.spsc.msg96 kinds (the 64-byte kinds use its first 64). */
+#define RKB_MSG96 96u
+typedef union rkb_wide {
+  rkb_msg m;
+  uint8_t b[RKB_MSG96];
+} rkb_wide;
 
 #if defined(RK_HAVE_CK)
 CK_RING_PROTOTYPE(rkb, rkb_msg)
@@ -99,17 +110,155 @@ enum {
   K_RKB_MPSC,  /* ringkernel.batch, MPSC ring, rk_ring_mpsc_push_n / rk_ring_pop_n */
   K_CK_MPSC,   /* ck_ring, ck_ring_enqueue_mpsc_rkb / ck_ring_dequeue_mpsc_rkb */
   K_MX_MPSC,   /* mutex (the same queue; it is MPMC anyway) */
+  /* prototypes of issue 16 (ring.spsc, 64-byte messages): the sequence word inside the slot */
+  K_PS,        /* proto.seqslot: 128-byte slot, word at 0, message at 8 (spills into line 2) */
+  K_PSB,       /* proto.seqslot.batch: the same layout, push_n / pop_n */
+  K_PSL,       /* proto.seqslot.line: 64-byte slot, word at 0, message shortened to 56 bytes */
+  K_PST,       /* proto.seqslot.tail: 128-byte slot, message at 0, word in the last 8 bytes */
+  /* ring.spsc.msg96: 96-byte messages (envelope + echo payload), 128-byte slots, rtt only */
+  K_RK96,      /* ringkernel: rk_ring_push / rk_ring_pop, 128-byte slots */
+  K_PS96,      /* proto.seqslot: word at 0, message at 8..103 (both lines) */
+  K_PST96,     /* proto.seqslot.tail: message at 0..95, word at 120 (line 2: payload tail + word) */
+  K_FLOOR,     /* floor: one line bounced between the CPUs (rtt only; no queue) */
   K_COUNT
 };
 static const char *const k_impl_name[K_COUNT] = {
     "ringkernel", "ringkernel.batch", "ck_ring", "mutex",  /* SPSC */
-    "ringkernel", "ringkernel.batch", "ck_ring", "mutex"}; /* MPSC: the same names */
-#define K_IS_BATCH(K) ((K) == K_RKB || (K) == K_RKB_MPSC)
-#define K_IS_MPSC(K) ((K) >= K_RK_MPSC)
+    "ringkernel", "ringkernel.batch", "ck_ring", "mutex",  /* MPSC: the same names */
+    "proto.seqslot", "proto.seqslot.batch", "proto.seqslot.line", "proto.seqslot.tail",
+    "ringkernel", "proto.seqslot", "proto.seqslot.tail", /* ring.spsc.msg96 */
+    "floor"};
+#define K_IS_BATCH(K) ((K) == K_RKB || (K) == K_RKB_MPSC || (K) == K_PSB)
+#define K_IS_MPSC(K) ((K) >= K_RK_MPSC && (K) <= K_MX_MPSC)
+#define K_IS_PROTO(K) ((K) >= K_PS && (K) <= K_PST96 && (K) != K_RK96)
+#define K_IS_96(K) ((K) >= K_RK96 && (K) <= K_PST96)
+/* The bench a kind's round trip is reported under. */
+static const char *k_rtt_bench(int K) { return K_IS_96(K) ? "ring.spsc.msg96" : "ring.spsc"; }
+/* Bytes a kind moves per message. */
+#define K_LEN(K) (K_IS_96(K) ? RKB_MSG96 : (K) == K_PSL ? 56u : RK_BENCH_MSG_SIZE)
+
+/* ---- Prototypes (issue 16): ring.h's SPSC ring with the sequence word inside the slot ----
+ * Not library code: a measurement of whether moving the per-slot sequence word from ring.h's
+ * separate array (8 words per line, after the slots) into the slot's own lines pays, before anyone
+ * changes the ring format. Everything but the layout is rk_ring's: the header's lines (producer
+ * line: tail, claim, prod_head; consumer line: head; 128-byte lines, as RK_LINE), the producer's
+ * cached head refreshed only when it says full, publication by a store-release of the word =
+ * position + 1 after the slot is written, the consumer's load-acquire of the word and the signed
+ * difference test (rk_ring_seq_published), the store-release of head after the read, the relaxed
+ * store of tail, the closed check on the producer's own line; the same calls of the bench loops and
+ * the same PAUSE per empty or full poll. The differences: the geometry is a compile-time constant
+ * per kind (rk_ring reads slot_size and the offsets from its configuration line, which stays in
+ * both caches), and the slots are 128 bytes (64 for .line). Layouts (slot bytes):
+ *   proto.seqslot       [word 0..7][message 8..71 | 8..103 for msg96] in 128: the word first, the
+ *                       message spilling into the slot's second line (64-byte message) or filling
+ *                       both (96) — a ring whose slot is word + envelope + payload
+ *   proto.seqslot.line  [word 0..7][message 8..63] in 64: the message shortened to 56 bytes, so
+ *                       word and message are one line (the floor's shape; a 56-byte envelope)
+ *   proto.seqslot.tail  [message 0..63 | 0..95][... word 120..127] in 128: the envelope stays at
+ *                       the slot's start (line-aligned, handed out in place), the word in the
+ *                       slot's last 8 bytes — with a 64-byte message alone in the second line, with
+ *                       96 bytes next to the payload's tail */
+#define P_SLOT(K) ((K) == K_PSL ? 64u : 128u)
+#define P_SEQ(K) (((K) == K_PST || (K) == K_PST96) ? 120u : 0u)
+#define P_MSG(K) (((K) == K_PST || (K) == K_PST96) ? 0u : 8u)
+#define P_CLOSED (1ull << 63) /* RK_RING_CLOSED */
+typedef struct pring {
+  /* line 0: configuration */
+  uint8_t *slots __attribute__((aligned(128))); /* capacity * P_SLOT bytes, 128-byte aligned */
+  uint64_t mask;
+  /* line 1: producer side */
+  volatile uint64_t tail __attribute__((aligned(128))); /* producer's index; relaxed, observers */
+  volatile uint64_t claim;                              /* only its closed bit is read */
+  volatile uint64_t prod_head;                          /* producer's cache of head */
+  /* line 2: consumer side */
+  volatile uint64_t head __attribute__((aligned(128))); /* store-release by the consumer */
+  uint8_t pad2[120];
+} pring;
+
+ALWAYS volatile uint64_t *p_seq(int K, pring *p, uint64_t pos) {
+  return (volatile uint64_t *)(p->slots + (size_t)(pos & p->mask) * P_SLOT(K) + P_SEQ(K));
+}
+ALWAYS uint8_t *p_msg(int K, pring *p, uint64_t pos) {
+  return p->slots + (size_t)(pos & p->mask) * P_SLOT(K) + P_MSG(K);
+}
+/* rk_ring__spsc_free: the acquire pairs with the consumer's store-release of head (p_release). */
+ALWAYS uint64_t p_free(pring *p, uint64_t t, uint64_t want) {
+  uint64_t h = p->prod_head;
+  if (RK_BENCH_CAPACITY - (t - h) < want) {
+    h = __atomic_load_n(&p->head, __ATOMIC_ACQUIRE);
+    p->prod_head = h;
+  }
+  return RK_BENCH_CAPACITY - (t - h);
+}
+/* rk_ring_push / rk_ring_push_n: copy, then publish each word with a store-release (pairs with the
+ * consumer's load-acquire in p_peek: the slot's bytes were written before). */
+ALWAYS int p_push_n(int K, pring *p, const void *msgs, uint32_t n) {
+  uint64_t t = p->tail, avail;
+  uint32_t k, i;
+  if (p->claim & P_CLOSED) return -1;
+  avail = p_free(p, t, n ? n : 1);
+  k = (uint32_t)(avail < n ? avail : n);
+  for (i = 0; i < k; i++)
+    memcpy(p_msg(K, p, t + i), (const uint8_t *)msgs + (size_t)i * K_LEN(K), K_LEN(K));
+  for (i = 0; i < k; i++) __atomic_store_n(p_seq(K, p, t + i), t + i + 1, __ATOMIC_RELEASE);
+  if (k) __atomic_store_n(&p->tail, t + k, __ATOMIC_RELAXED); /* orders nothing: observers */
+  return (int)k;
+}
+/* rk_ring_peek_n: the acquire pairs with the producer's store-release of the word. */
+ALWAYS uint32_t p_peek(int K, pring *p, uint32_t n, uint64_t *pos) {
+  uint64_t h = p->head;
+  uint32_t k = 0;
+  *pos = h;
+  while (k < n && (int64_t)(__atomic_load_n(p_seq(K, p, h + k), __ATOMIC_ACQUIRE) - (h + k + 1)) >= 0)
+    k++;
+  return k;
+}
+/* rk_ring_release_n: pairs with the producer's load-acquire of head (the slots were read). */
+ALWAYS void p_release(pring *p, uint32_t k) { __atomic_store_n(&p->head, p->head + k, __ATOMIC_RELEASE); }
+ALWAYS int p_pop_n(int K, pring *p, void *buf, uint32_t n) {
+  uint64_t pos;
+  uint32_t k = p_peek(K, p, n, &pos), i;
+  for (i = 0; i < k; i++) memcpy((uint8_t *)buf + (size_t)i * K_LEN(K), p_msg(K, p, pos + i), K_LEN(K));
+  if (k) p_release(p, k);
+  return (int)k;
+}
+
+static pring *pring_create(int K) {
+  pring *p = aligned_alloc(128, sizeof *p);
+  uint64_t i;
+  if (!p) return NULL;
+  memset(p, 0, sizeof *p);
+  p->mask = RK_BENCH_CAPACITY - 1;
+  p->slots = aligned_alloc(128, (size_t)RK_BENCH_CAPACITY * P_SLOT(K));
+  if (!p->slots) {
+    free(p);
+    return NULL;
+  }
+  memset(p->slots, 0, (size_t)RK_BENCH_CAPACITY * P_SLOT(K));
+  /* rk_ring_init's rule: position i is published when its word is i + 1; before the first lap the
+   * word of slot i holds i + 1 - capacity ("not yet" by signed difference) */
+  for (i = 0; i < RK_BENCH_CAPACITY; i++) *p_seq(K, p, i) = i + 1 - RK_BENCH_CAPACITY;
+  return p;
+}
+static void pring_destroy(pring *p) {
+  if (!p) return;
+  free(p->slots);
+  free(p);
+}
+
+/* ---- floor: rtt.echo's floor (bench/rtt.c), one line (a word + 32 bytes copied in and back),
+ * run inside ring.spsc's round-trip rounds so that its figure is from the same minutes ---- */
+typedef struct floor_line {
+  volatile uint64_t seq __attribute__((aligned(128))); /* odd: request, even: reply, ~0: stop */
+  uint8_t data[32];
+  uint8_t pad[88];
+} floor_line;
 
 typedef struct queue {
   int kind;
   rk_ring *rk;
+  pring *pr;       /* prototypes */
+  floor_line *fl;  /* floor */
 #if defined(RK_HAVE_CK)
   ckq *ck;
 #endif
@@ -130,6 +279,29 @@ static int queue_create(queue *q, int kind) {
       memset(rk_ring_slot(q->rk, 0), 0, (size_t)RK_BENCH_CAPACITY * RK_BENCH_MSG_SIZE);
       return 0;
     }
+    case K_RK96: {
+      int rc = rk_ring_create(&q->rk, RK_BENCH_CAPACITY, 128, RK_RING_SPSC);
+      if (rc != RK_OK) return rc;
+      memset(rk_ring_slot(q->rk, 0), 0, (size_t)RK_BENCH_CAPACITY * 128);
+      return 0;
+    }
+    case K_PS:
+    case K_PSB:
+    case K_PS96:
+      q->pr = pring_create(K_PS); /* the same layout, message length aside */
+      return q->pr ? 0 : RK_ENOMEM;
+    case K_PSL:
+      q->pr = pring_create(K_PSL);
+      return q->pr ? 0 : RK_ENOMEM;
+    case K_PST:
+    case K_PST96:
+      q->pr = pring_create(K_PST);
+      return q->pr ? 0 : RK_ENOMEM;
+    case K_FLOOR:
+      q->fl = aligned_alloc(128, sizeof *q->fl);
+      if (!q->fl) return RK_ENOMEM;
+      memset(q->fl, 0, sizeof *q->fl);
+      return 0;
 #if defined(RK_HAVE_CK)
     case K_CK:
     case K_CK_MPSC:
@@ -162,6 +334,8 @@ static int queue_create(queue *q, int kind) {
 
 static void queue_destroy(queue *q) {
   if (q->rk) rk_ring_destroy(q->rk);
+  pring_destroy(q->pr);
+  free(q->fl);
 #if defined(RK_HAVE_CK)
   if (q->ck) {
     free(q->ck->buf);
@@ -183,6 +357,14 @@ ALWAYS int op_push(int K, queue *q, const rkb_msg *m) {
   switch (K) {
     case K_RK:
       return rk_ring_push(q->rk, m, RK_BENCH_MSG_SIZE) == RK_OK;
+    case K_RK96:
+      return rk_ring_push(q->rk, m, RKB_MSG96) == RK_OK; /* m points into an rkb_wide */
+    case K_PS:
+    case K_PSL:
+    case K_PST:
+    case K_PS96:
+    case K_PST96:
+      return p_push_n(K, q->pr, m, 1) == 1;
     case K_RK_MPSC:
       return rk_ring_mpsc_push(q->rk, m, RK_BENCH_MSG_SIZE) == RK_OK;
 #if defined(RK_HAVE_CK)
@@ -205,6 +387,14 @@ ALWAYS int op_pop(int K, queue *q, rkb_msg *m) {
     case K_RK:
     case K_RK_MPSC:
       return rk_ring_pop(q->rk, m, RK_BENCH_MSG_SIZE) == RK_OK;
+    case K_RK96:
+      return rk_ring_pop(q->rk, m, RKB_MSG96) == RK_OK; /* m points into an rkb_wide */
+    case K_PS:
+    case K_PSL:
+    case K_PST:
+    case K_PS96:
+    case K_PST96:
+      return p_pop_n(K, q->pr, m, 1) == 1;
 #if defined(RK_HAVE_CK)
     case K_CK:
       return ck_ring_dequeue_spsc_rkb(&q->ck->ring, q->ck->buf, m);
@@ -221,15 +411,15 @@ ALWAYS int op_pop(int K, queue *q, rkb_msg *m) {
 }
 /* Batch in/out (ringkernel.batch only): the number moved, 0 when full/empty. */
 ALWAYS int op_push_n(int K, queue *q, const rkb_msg *m, uint32_t n) {
-  int k = K == K_RKB ? rk_ring_push_n(q->rk, m, RK_BENCH_MSG_SIZE, n)
+  int k = K == K_PSB ? p_push_n(K_PS, q->pr, m, n)
+        : K == K_RKB ? rk_ring_push_n(q->rk, m, RK_BENCH_MSG_SIZE, n)
                      : rk_ring_mpsc_push_n(q->rk, m, RK_BENCH_MSG_SIZE, n);
   if (k < 0) abort(); /* RK_ECLOSED / RK_EMSGSIZE cannot happen here */
   return k;
 }
 ALWAYS int op_pop_n(int K, queue *q, rkb_msg *m, uint32_t n) {
   int k;
-  (void)K;
-  k = rk_ring_pop_n(q->rk, m, RK_BENCH_MSG_SIZE, n);
+  k = K == K_PSB ? p_pop_n(K_PS, q->pr, m, n) : rk_ring_pop_n(q->rk, m, RK_BENCH_MSG_SIZE, n);
   if (k < 0) abort();
   return k;
 }
@@ -373,37 +563,38 @@ typedef struct rtt_worker {
 #define RTT_WARMUP 2000
 
 ALWAYS void ping_body(int K, rtt_worker *w) {
-  rkb_msg m, buf[RK_BENCH_BATCH];
+  rkb_wide mw; /* 96 bytes: the msg96 kinds move all of it, the others its first 64 (or 56) */
+  rkb_msg buf[RK_BENCH_BATCH];
   uint64_t i;
   size_t k = w->count; /* appends to earlier rounds' samples */
-  memset(&m, 0, sizeof m);
+  memset(&mw, 0, sizeof mw);
   rk_bench_barrier_wait(w->start);
   for (i = 0;; i++) {
     uint64_t t0, t1;
-    m.seq = i;
+    mw.m.seq = i;
     t0 = rk_bench_ticks();
     if (K_IS_BATCH(K)) {
-      while (op_push_n(K, w->ping, &m, 1) != 1) rk_bench_relax();
+      while (op_push_n(K, w->ping, &mw.m, 1) != 1) rk_bench_relax();
       while (op_pop_n(K, w->pong, buf, RK_BENCH_BATCH) != 1) rk_bench_relax();
       t1 = rk_bench_ticks();
       if (buf[0].seq != i) w->errors++;
     } else {
-      rkb_msg r;
-      while (!op_push(K, w->ping, &m)) rk_bench_relax();
-      while (!op_pop(K, w->pong, &r)) rk_bench_relax();
+      rkb_wide r;
+      while (!op_push(K, w->ping, &mw.m)) rk_bench_relax();
+      while (!op_pop(K, w->pong, &r.m)) rk_bench_relax();
       t1 = rk_bench_ticks();
-      if (r.seq != i) w->errors++;
+      if (r.m.seq != i) w->errors++;
     }
     if (i < RTT_WARMUP) continue;
     w->samples[k++] = t1 - t0;
     if (k == w->cap || ((k & 255) == 0 && t1 > w->deadline)) break;
   }
   w->count = k;
-  m.stop = 1;
+  mw.m.stop = 1;
   if (K_IS_BATCH(K)) {
-    while (op_push_n(K, w->ping, &m, 1) != 1) rk_bench_relax();
+    while (op_push_n(K, w->ping, &mw.m, 1) != 1) rk_bench_relax();
   } else {
-    while (!op_push(K, w->ping, &m)) rk_bench_relax();
+    while (!op_push(K, w->ping, &mw.m)) rk_bench_relax();
   }
 }
 
@@ -425,13 +616,65 @@ ALWAYS void echo_body(int K, rtt_worker *w) {
       }
     }
   } else {
-    rkb_msg m;
+    rkb_wide m;
     for (;;) {
-      while (!op_pop(K, w->ping, &m)) rk_bench_relax();
-      if (m.stop) break;
-      while (!op_push(K, w->pong, &m)) rk_bench_relax();
+      while (!op_pop(K, w->ping, &m.m)) rk_bench_relax();
+      if (m.m.stop) break;
+      while (!op_push(K, w->pong, &m.m)) rk_bench_relax();
     }
   }
+}
+
+/* The floor's two sides: rtt.echo's floor (bench/rtt.c rtt_floor / floor_echo), the same loop. */
+static void *ping_K_FLOOR(void *a) {
+  rtt_worker *w = (rtt_worker *)a;
+  floor_line *f = w->ping->fl;
+  uint8_t req[32], out[32];
+  uint64_t i, seq = 1;
+  size_t k = w->count;
+  rk_bench_barrier_wait(w->start);
+  for (i = 0;; i++) {
+    uint64_t t0, t1;
+    rk_bench_pattern(req, sizeof req, i);
+    t0 = rk_bench_ticks();
+    memcpy(f->data, req, sizeof req);
+    __atomic_store_n(&f->seq, seq, __ATOMIC_RELEASE); /* pairs with the echo's acquire */
+    while (__atomic_load_n(&f->seq, __ATOMIC_ACQUIRE) != seq + 1) rk_bench_relax();
+    memcpy(out, f->data, sizeof out);
+    t1 = rk_bench_ticks();
+    seq += 2;
+    if (memcmp(out, req, sizeof req) != 0) w->errors++;
+    if (i < RTT_WARMUP) continue;
+    w->samples[k++] = t1 - t0;
+    if (k == w->cap || ((k & 255) == 0 && t1 > w->deadline)) break;
+  }
+  w->count = k;
+  /* the next round starts from a fresh word: the echo resets its expectation on stop */
+  __atomic_store_n(&f->seq, ~0ull, __ATOMIC_RELEASE);
+  return NULL;
+}
+static void *echo_K_FLOOR(void *a) {
+  rtt_worker *w = (rtt_worker *)a;
+  floor_line *f = w->ping->fl;
+  uint64_t expect = 1;
+  uint8_t tmp[32];
+  rk_bench_barrier_wait(w->start);
+  for (;;) {
+    uint64_t v = __atomic_load_n(&f->seq, __ATOMIC_ACQUIRE); /* pairs with the pinger's release */
+    if (v == ~0ull) break;
+    if (v != expect) {
+      rk_bench_relax();
+      continue;
+    }
+    memcpy(tmp, f->data, sizeof tmp); /* read the request, write it back as the reply */
+    memcpy(f->data, tmp, sizeof tmp);
+    __atomic_store_n(&f->seq, expect + 1, __ATOMIC_RELEASE); /* pairs with the pinger's acquire */
+    expect += 2;
+  }
+  /* both threads of this round have left the line's protocol (the pinger stored ~0 last, and it
+   * is joined before the next round): start the next round at seq 1 */
+  __atomic_store_n(&f->seq, 0, __ATOMIC_RELAXED);
+  return NULL;
 }
 
 /* ---- one thread function per impl and role ---- */
@@ -462,6 +705,17 @@ DEF_THREADS(K_MX_MPSC)
 DEF_RTT_THREADS(K_RK)
 DEF_RTT_THREADS(K_RKB)
 DEF_RTT_THREADS(K_MX)
+DEF_THREADS(K_PS)
+DEF_THREADS(K_PSB)
+DEF_THREADS(K_PSL)
+DEF_THREADS(K_PST)
+DEF_RTT_THREADS(K_PS)
+DEF_RTT_THREADS(K_PSB)
+DEF_RTT_THREADS(K_PSL)
+DEF_RTT_THREADS(K_PST)
+DEF_RTT_THREADS(K_RK96)
+DEF_RTT_THREADS(K_PS96)
+DEF_RTT_THREADS(K_PST96)
 #if defined(RK_HAVE_CK)
 DEF_THREADS(K_CK)
 DEF_THREADS(K_CK_MPSC)
@@ -481,6 +735,18 @@ static void init_tables(void) {
   k_ping[K_RK] = ping_K_RK, k_echo[K_RK] = echo_K_RK;
   k_ping[K_RKB] = ping_K_RKB, k_echo[K_RKB] = echo_K_RKB;
   k_ping[K_MX] = ping_K_MX, k_echo[K_MX] = echo_K_MX;
+  k_prod[K_PS] = prod_K_PS, k_cons[K_PS] = cons_K_PS;
+  k_prod[K_PSB] = prod_K_PSB, k_cons[K_PSB] = cons_K_PSB;
+  k_prod[K_PSL] = prod_K_PSL, k_cons[K_PSL] = cons_K_PSL;
+  k_prod[K_PST] = prod_K_PST, k_cons[K_PST] = cons_K_PST;
+  k_ping[K_PS] = ping_K_PS, k_echo[K_PS] = echo_K_PS;
+  k_ping[K_PSB] = ping_K_PSB, k_echo[K_PSB] = echo_K_PSB;
+  k_ping[K_PSL] = ping_K_PSL, k_echo[K_PSL] = echo_K_PSL;
+  k_ping[K_PST] = ping_K_PST, k_echo[K_PST] = echo_K_PST;
+  k_ping[K_RK96] = ping_K_RK96, k_echo[K_RK96] = echo_K_RK96;
+  k_ping[K_PS96] = ping_K_PS96, k_echo[K_PS96] = echo_K_PS96;
+  k_ping[K_PST96] = ping_K_PST96, k_echo[K_PST96] = echo_K_PST96;
+  k_ping[K_FLOOR] = ping_K_FLOOR, k_echo[K_FLOOR] = echo_K_FLOOR;
 #if defined(RK_HAVE_CK)
   k_prod[K_CK] = prod_K_CK, k_cons[K_CK] = cons_K_CK;
   k_prod[K_CK_MPSC] = prod_K_CK_MPSC, k_cons[K_CK_MPSC] = cons_K_CK_MPSC;
@@ -612,8 +878,9 @@ static void measure_rtt(const rk_bench_opts *o, const int *kinds, int nk) {
   if (cap < 4096) cap = 4096;
   for (i = 0; i < nk; i++) {
     memset(&w[i], 0, sizeof w[i]);
-    want[i] = rk_bench_want(o, "ring.spsc", k_impl_name[kinds[i]], "rtt");
+    want[i] = rk_bench_want(o, k_rtt_bench(kinds[i]), k_impl_name[kinds[i]], "rtt");
     if (!want[i]) continue;
+    /* the floor's one line is `ping`'s; its `pong` is unused */
     if (queue_create(&ping[i], kinds[i]) != 0 || queue_create(&pong[i], kinds[i]) != 0 ||
         (w[i].samples = malloc(cap * sizeof *w[i].samples)) == NULL) {
       rk_bench_fail("%s: cannot create the queues", k_impl_name[kinds[i]]);
@@ -653,13 +920,12 @@ static void measure_rtt(const rk_bench_opts *o, const int *kinds, int nk) {
        * error averages out), without the preemption outliers of the last percent */
       for (k = 0; k < w[i].count && w[i].samples[k] <= q99; k++, kept++)
         sum += (double)w[i].samples[k];
+      const char *bench = k_rtt_bench(kinds[i]);
       if (kinds[i] == K_RK) g_rk_rtt_p50 = p50;
-      rk_bench_emit("ring.spsc", k_impl_name[kinds[i]], "rtt_p50_ns", p50, "ns", w[i].count, NAN,
-                    NAN);
-      rk_bench_emit("ring.spsc", k_impl_name[kinds[i]], "rtt_p99_ns", p99, "ns", w[i].count, NAN,
-                    NAN);
-      rk_bench_emit("ring.spsc", k_impl_name[kinds[i]], "rtt_mean_ns", sum / (double)kept / tpn,
-                    "ns", kept, NAN, NAN);
+      rk_bench_emit(bench, k_impl_name[kinds[i]], "rtt_p50_ns", p50, "ns", w[i].count, NAN, NAN);
+      rk_bench_emit(bench, k_impl_name[kinds[i]], "rtt_p99_ns", p99, "ns", w[i].count, NAN, NAN);
+      rk_bench_emit(bench, k_impl_name[kinds[i]], "rtt_mean_ns", sum / (double)kept / tpn, "ns",
+                    kept, NAN, NAN);
     }
     free(w[i].samples);
     queue_destroy(&ping[i]);
@@ -682,7 +948,13 @@ int rk_bench_ring(const rk_bench_opts *o) {
 #if defined(RK_HAVE_CK)
                              K_CK,
 #endif
-                             K_MX};
+                             K_MX, K_PS, K_PSB, K_PSL, K_PST};
+  /* the round trips: ring.spsc's impls, ring.spsc.msg96's and the floor, all in the same rounds */
+  static const int rtt[] = {K_RK, K_RKB,
+#if defined(RK_HAVE_CK)
+                            K_CK,
+#endif
+                            K_MX, K_PS, K_PSB, K_PSL, K_PST, K_RK96, K_PS96, K_PST96, K_FLOOR};
   static const int mpsc[] = {K_RK_MPSC, K_RKB_MPSC,
 #if defined(RK_HAVE_CK)
                              K_CK_MPSC,
@@ -715,7 +987,7 @@ int rk_bench_ring(const rk_bench_opts *o) {
   rk_bench_note("   core-to-core floor (one cache line, CPU %d <-> CPU %d) before: %.0f ns round trip",
                 rk_bench_cpu(0), rk_bench_cpu(1), rk_bench_line_rtt_ns(0.05));
   measure_tput(o, "ring.spsc", spsc, (int)(sizeof spsc / sizeof spsc[0]), 1);
-  measure_rtt(o, spsc, (int)(sizeof spsc / sizeof spsc[0]));
+  measure_rtt(o, rtt, (int)(sizeof rtt / sizeof rtt[0]));
   for (j = 0; j < sizeof nprods / sizeof nprods[0]; j++) {
     char bench[32];
     snprintf(bench, sizeof bench, "ring.mpsc.%up", nprods[j]);
@@ -734,6 +1006,20 @@ int rk_bench_ring(const rk_bench_opts *o) {
   rk_bench_ratio("ring.spsc", "rtt_p99_ns", "ringkernel", "ck_ring", 1.0, 0);
   rk_bench_ratio("ring.spsc", "rtt_mean_ns", "ringkernel", "ck_ring", 0, 0);
   rk_bench_ratio("ring.spsc", "rtt_p50_ns", "ringkernel", "mutex", 0, 0);
+  /* issue 16's prototypes: informative, no target (docs/design-notes.md, "The sequence word in
+   * the slot, measured") */
+  rk_bench_ratio("ring.spsc", "rtt_p50_ns", "ringkernel", "floor", 0, 0);
+  rk_bench_ratio("ring.spsc", "rtt_p50_ns", "proto.seqslot", "floor", 0, 0);
+  rk_bench_ratio("ring.spsc", "rtt_p50_ns", "proto.seqslot.line", "floor", 0, 0);
+  rk_bench_ratio("ring.spsc", "rtt_p50_ns", "proto.seqslot.tail", "floor", 0, 0);
+  rk_bench_ratio("ring.spsc", "rtt_p50_ns", "proto.seqslot", "ringkernel", 0, 0);
+  rk_bench_ratio("ring.spsc", "rtt_mean_ns", "proto.seqslot", "ringkernel", 0, 0);
+  rk_bench_ratio("ring.spsc", "ops_per_s", "proto.seqslot", "ck_ring", 0, 1);
+  rk_bench_ratio("ring.spsc", "ops_per_s", "proto.seqslot.batch", "ck_ring", 0, 1);
+  rk_bench_ratio("ring.spsc", "ops_per_s", "proto.seqslot.line", "ck_ring", 0, 1);
+  rk_bench_ratio("ring.spsc", "ops_per_s", "proto.seqslot.tail", "ck_ring", 0, 1);
+  rk_bench_ratio("ring.spsc.msg96", "rtt_p50_ns", "proto.seqslot", "ringkernel", 0, 0);
+  rk_bench_ratio("ring.spsc.msg96", "rtt_p50_ns", "proto.seqslot.tail", "ringkernel", 0, 0);
   for (j = 0; j < sizeof nprods / sizeof nprods[0]; j++) {
     char bench[32];
     snprintf(bench, sizeof bench, "ring.mpsc.%up", nprods[j]);
