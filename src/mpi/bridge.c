@@ -286,7 +286,8 @@ struct rk_mpi_bridge {
   uint64_t owed_warn_ns;   /* bridge thread: when a request over the bound was last logged (owed_refuse) */
   uint64_t owed_unlogged;  /* such requests refused since, not logged */
   volatile int closing;    /* atomics: the graph is being destroyed (bridge_closing), relaxed: a flag that
-                            * publishes nothing, the thread only has to see it within a pass or two */
+                            * publishes nothing, the thread only has to see it within a pass or two;
+                            * bridge_flush runs in the destroy on the thread that set it */
   int closing_said;        /* bridge thread: closing's answers logged */
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
@@ -2078,6 +2079,15 @@ static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_
       return rk_transport_fail(g, RK_ECLOSED, "mpi bridge: the route to rank %u is broken: the rank is %s (see "
                                "rk_mpi_bridge_stats: dropped, unconfirmed)", to,
                                s == RK_MPI_PEER_LOST ? "lost" : "closed");
+    /* The graph is being destroyed (bridge_closing: its terminate flushes each remote node): no wait
+     * for credits, which a stalled peer may never return (before, 1 s per such node in every
+     * destroy). RK_ECLOSED, the route's close: the destroy ignores the result, and what is not
+     * confirmed is counted by the stop that follows (unconfirmed, dropped; requests answered).
+     * Relaxed: the closing field's comment. */
+    if (__atomic_load_n(&b->closing, __ATOMIC_RELAXED))
+      return rk_transport_fail(g, RK_ECLOSED, "mpi bridge: route to rank %u: %llu envelopes not confirmed when the "
+                               "graph is destroyed: not waited for (the stop counts them: rk_mpi_bridge_stats "
+                               "unconfirmed, dropped)", to, (unsigned long long)pending);
     if (now_ns() > end)
       return rk_transport_fail(g, RK_ETIMEDOUT, "mpi bridge: route to rank %u: %llu envelopes not confirmed in time",
                                to, (unsigned long long)pending);
