@@ -321,7 +321,10 @@ static uint32_t pad8(uint32_t n) { return (n + 7u) & ~7u; }
 
 /* Whether every control message a closed peer's bye counts has been taken (counts mod 2^32): at
  * least that many, since a message its bye did not count (a hand-made one: dev_moved_refused) is
- * taken too; == never matched then, and the close waited peer_timeout_ns for nothing. */
+ * taken too; == never matched then, and the close waited peer_timeout_ns for nothing. A real
+ * bridge never sends a control message its bye does not count, so with >= the drain can end
+ * early (before a counted one came, an uncounted one standing in for it) only in that hand-made
+ * case. */
 static int ctrl_all_in(const peer *p) { return p->bye_got && (int32_t)(p->ctrl_got - p->ctrl_expect) >= 0; }
 
 static int local_node_of(const rk_mpi_bridge *b, uint32_t id, uint32_t *node) {
