@@ -147,6 +147,8 @@ typedef struct route_out {
   volatile uint64_t credited; /* atomics: written by the bridge thread, read by flush */
   volatile uint64_t sent_pub;
   volatile uint64_t refused; /* atomics: the peer's refused count for the route (take_ctrl), read by flush */
+  volatile uint64_t refused_here; /* atomics: requests refused here over the owed bound (owed_refuse), not
+                                   * sent; written by the bridge thread only, read by flush */
   int stalled;            /* counted a credit stall already (until credit comes) */
   uint32_t held_for;      /* 1 + the rank whose full notice queue holds this route back (moved_note), or 0 */
 } route_out;
@@ -284,7 +286,8 @@ struct rk_mpi_bridge {
   uint64_t owed_warn_ns;   /* bridge thread: when a request over the bound was last logged (owed_refuse) */
   uint64_t owed_unlogged;  /* such requests refused since, not logged */
   volatile int closing;    /* atomics: the graph is being destroyed (bridge_closing), relaxed: a flag that
-                            * publishes nothing, the thread only has to see it within a pass or two */
+                            * publishes nothing, the thread only has to see it within a pass or two;
+                            * bridge_flush runs in the destroy on the thread that set it */
   int closing_said;        /* bridge thread: closing's answers logged */
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
@@ -318,7 +321,10 @@ static uint32_t pad8(uint32_t n) { return (n + 7u) & ~7u; }
 
 /* Whether every control message a closed peer's bye counts has been taken (counts mod 2^32): at
  * least that many, since a message its bye did not count (a hand-made one: dev_moved_refused) is
- * taken too; == never matched then, and the close waited peer_timeout_ns for nothing. */
+ * taken too; == never matched then, and the close waited peer_timeout_ns for nothing. A real
+ * bridge never sends a control message its bye does not count, so with >= the drain can end
+ * early (before a counted one came, an uncounted one standing in for it) only in that hand-made
+ * case. */
 static int ctrl_all_in(const peer *p) { return p->bye_got && (int32_t)(p->ctrl_got - p->ctrl_expect) >= 0; }
 
 static int local_node_of(const rk_mpi_bridge *b, uint32_t id, uint32_t *node) {
@@ -562,11 +568,16 @@ static int owed_over(const rk_mpi_bridge *b, uint32_t to) {
 
 /* A request of local kernel e->origin (local node onode) over the owed table's bound, on its way to
  * route o: not sent. Answered at once with RK_ENORESOURCE (as a refused request is: answer_refused),
- * dead-lettered on its origin, counted in owed_refused, logged at most once a second with the
- * count of the ones not logged. Bridge thread. */
-static void owed_refuse(rk_mpi_bridge *b, const route_out *o, uint32_t onode, const rk_envelope *e) {
+ * dead-lettered on its origin, counted in owed_refused and in the route's refused_here (flush reports
+ * it, as a refusal by the peer), logged at most once a second with the count of the ones not
+ * logged. Bridge thread. */
+static void owed_refuse(rk_mpi_bridge *b, route_out *o, uint32_t onode, const rk_envelope *e) {
   uint64_t t = now_ns();
   stat_add(&b->s_owed_refused, 1); /* before the answer: whoever it reaches sees the count */
+  /* counted on the route for flush, which reports it as a refusal. Release, before drain_route
+   * releases the slot (as sent_pub): a flush that sees the slot gone (rk_ring_count, acquire) sees
+   * it counted here; relaxed load: the bridge thread's own word. */
+  __atomic_store_n(&o->refused_here, __atomic_load_n(&o->refused_here, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
   (void)rk_graph_refuse(b->g, onode, e->lane, e, e->payload_len ? (const void *)(e + 1) : NULL, RK_ENORESOURCE,
                         "not sent: the mpi bridge's table of requests waiting for an answer from other ranks is "
                         "full (OWED_MAX)");
@@ -692,7 +703,8 @@ static uint32_t drain_route(rk_mpi_bridge *b, route_out *o) {
     if (k) o->stalled = 0;
     /* sent_pub before the slots go back: flush reads the ring's head (acquire, rk_ring_count) and
      * then sent_pub, so a flush that sees these slots gone sees them counted as sent (or refused
-     * over the bound: gone, never owed a credit). Release: pairs with flush's acquire. */
+     * over the bound: gone, never owed a credit, counted in refused_here, stored before this).
+     * Release: pairs with flush's acquire. */
     __atomic_store_n(&o->sent_pub, o->sent, __ATOMIC_RELEASE);
     rk_ring_release_n(ring, i); /* release: the slots were read (pairs with the senders' reserve) */
     moved += i;
@@ -2037,7 +2049,7 @@ static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_
   if (to == UINT32_MAX || !b->thread_on) return RK_OK;
   for (;;) {
     rk_mpi_peer_state s = get_state(&b->peers[to]);
-    uint64_t pending = 0, refused = 0;
+    uint64_t pending = 0, refused = 0, here = 0;
     for (i = 0; i < b->nout; i++) { /* every lane of the node */
       route_out *o = &b->out[i];
       if (o->node != node) continue;
@@ -2051,7 +2063,16 @@ static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_
       pending += held + (credited > sent ? 1 : sent - credited); /* ahead: sent moved meanwhile, look again */
       /* acquire: pairs with take_ctrl's release (stored before the credit that carried it) */
       refused += __atomic_load_n(&o->refused, __ATOMIC_ACQUIRE);
+      /* acquire: pairs with owed_refuse's release (stored before the slot went back); read after
+       * the ring's head, as sent_pub */
+      here += __atomic_load_n(&o->refused_here, __ATOMIC_ACQUIRE);
     }
+    if (pending == 0 && here)
+      return rk_transport_fail(g, RK_ECLOSED, "mpi bridge: %llu envelopes for remote node %u (rank %u) refused: %llu "
+                               "here, not sent (the table of requests waiting for an answer was full: answered "
+                               "with RK_ENORESOURCE; rk_mpi_bridge_stats owed_refused), %llu by rank %u (its "
+                               "rk_mpi_bridge_stats refused / clock_rejected)", (unsigned long long)(refused + here),
+                               node, to, (unsigned long long)here, (unsigned long long)refused, to);
     if (pending == 0 && refused)
       return rk_transport_fail(g, RK_ECLOSED, "mpi bridge: rank %u refused %llu of the envelopes sent to remote node "
                                "%u (dead-lettered there; requests answered with the error): see its "
@@ -2061,6 +2082,15 @@ static int bridge_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_
       return rk_transport_fail(g, RK_ECLOSED, "mpi bridge: the route to rank %u is broken: the rank is %s (see "
                                "rk_mpi_bridge_stats: dropped, unconfirmed)", to,
                                s == RK_MPI_PEER_LOST ? "lost" : "closed");
+    /* The graph is being destroyed (bridge_closing: its terminate flushes each remote node): no wait
+     * for credits, which a stalled peer may never return (before, 1 s per such node in every
+     * destroy). RK_ECLOSED, the route's close: the destroy ignores the result, and what is not
+     * confirmed is counted by the stop that follows (unconfirmed, dropped; requests answered).
+     * Relaxed: the closing field's comment. */
+    if (__atomic_load_n(&b->closing, __ATOMIC_RELAXED))
+      return rk_transport_fail(g, RK_ECLOSED, "mpi bridge: route to rank %u: %llu envelopes not confirmed when the "
+                               "graph is destroyed: not waited for (the stop counts them: rk_mpi_bridge_stats "
+                               "unconfirmed, dropped)", to, (unsigned long long)pending);
     if (now_ns() > end)
       return rk_transport_fail(g, RK_ETIMEDOUT, "mpi bridge: route to rank %u: %llu envelopes not confirmed in time",
                                to, (unsigned long long)pending);
