@@ -1199,25 +1199,16 @@ static int owed_late_wait(int (*pred)(void *), rk_mpi_bridge *b, rk_kernel *k) {
   return 0;
 }
 
-/* Three ranks: front (rank 0) -> mid (rank 1) -> back (rank 2), back answering front directly.
- * Rank 1 closes its bridge once back (held) has the request. Rank 1's bridge told rank 0 that the
- * request went on to rank 2 (moves), so rank 0's entry is owed from rank 2 now and rank 1's close
- * answers nothing: back, let go after the close, answers front over rank 2's bridge and the
- * caller gets that real answer. (Before the entry followed the request, rank 0's bridge answered
- * the caller with RK_ECLOSED at rank 1's close and dropped back's answer as late: review of
- * issue15-owed, finding 2, the reverse case.) (Rank 1 closes rather than dies: with a dead rank,
- * Open MPI 4.1 without ULFM did not always keep the two others talking: 2 of 7 runs under load
- * failed, and the one that printed what it saw had ranks 0 and 2 each taking the other for
- * lost.) */
-static void test_owed_late(void **state) {
+/* The three-rank chain of test_owed_late and test_owed_moved: front (rank 0) -> mid (rank 1) ->
+ * back (rank 2, deactivated: it holds what it gets), back answering front directly (its route to
+ * front's stand-in), mid naming front as the origin of what it passes on. Launched, activated,
+ * every rank past a barrier. Returns the bridge; *gp the graph, *mep this rank's kernel. */
+static rk_mpi_bridge *chain3_graph(rk_runtime *rt, rk_graph **gp, uint32_t *mep) {
   rk_mpi_options o = RK_MPI_OPTIONS_INIT;
-  rk_runtime *rt = rt_create();
   rk_graph *g;
   rk_mpi_bridge *b;
   rk_kernel_desc dfront = rt_desc("front", front), dmid = rt_desc("mid", front), dback = rt_desc("back", back);
   uint32_t me, n_front, n_mid, n_back;
-  int rc;
-  (void)state;
   o.peer_timeout_ns = 5 * RT_SEC; /* (nobody dies here: no rank is to be taken for lost) */
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, &o);
@@ -1238,6 +1229,29 @@ static void test_owed_late(void **state) {
   RT_OK(rt, rk_graph_activate(g));
   if (g_rank == 2) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me)));
   barrier();
+  *gp = g;
+  *mep = me;
+  return b;
+}
+
+/* Three ranks: front (rank 0) -> mid (rank 1) -> back (rank 2), back answering front directly.
+ * Rank 1 closes its bridge once back (held) has the request. Rank 1's bridge told rank 0 that the
+ * request went on to rank 2 (moves), so rank 0's entry is owed from rank 2 now and rank 1's close
+ * answers nothing: back, let go after the close, answers front over rank 2's bridge and the
+ * caller gets that real answer. (Before the entry followed the request, rank 0's bridge answered
+ * the caller with RK_ECLOSED at rank 1's close and dropped back's answer as late: review of
+ * issue15-owed, finding 2, the reverse case.) (Rank 1 closes rather than dies: with a dead rank,
+ * Open MPI 4.1 without ULFM did not always keep the two others talking: 2 of 7 runs under load
+ * failed, and the one that printed what it saw had ranks 0 and 2 each taking the other for
+ * lost.) */
+static void test_owed_late(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_mpi_bridge *b;
+  uint32_t me;
+  int rc;
+  (void)state;
+  b = chain3_graph(rt, &g, &me);
   if (g_rank == 1) { /* closes its bridge once back has the request */
     wait_signal(2, 88);
     rk_mpi_bridge_destroy(b);
@@ -1900,34 +1914,13 @@ static void test_owed_hol(void **state) {
  * its 20 s out (RK_ETIMEDOUT) (review of issue15-owed, finding 2). */
 static int moves_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).moves_sent >= 1; }
 static void test_owed_moved(void **state) {
-  rk_mpi_options o = RK_MPI_OPTIONS_INIT;
   rk_runtime *rt = rt_create();
   rk_graph *g;
   rk_mpi_bridge *b;
-  rk_kernel_desc dfront = rt_desc("front", front), dmid = rt_desc("mid", front), dback = rt_desc("back", back);
-  uint32_t me, n_front, n_mid, n_back;
+  uint32_t me;
   int rc;
   (void)state;
-  o.peer_timeout_ns = 5 * RT_SEC; /* (nobody dies here: no rank is to be taken for lost) */
-  RT_OK(rt, rk_graph_create(rt, &g));
-  b = bridge_on(rt, g, &o);
-  if (g_rank == 0) {
-    RT_OK(rt, rk_graph_add(g, &dfront, NULL, 0, &me));
-    RT_OK(rt, rk_graph_add_remote(g, 1, "mid", 0, &n_mid));
-    RT_OK(rt, rk_graph_connect(g, me, n_mid, NULL));
-  } else if (g_rank == 1) {
-    RT_OK(rt, rk_graph_add(g, &dmid, NULL, 0, &me));
-    RT_OK(rt, rk_graph_add_remote(g, 2, "back", 0, &n_back));
-    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &n_front)); /* the origin of what it passes on */
-    RT_OK(rt, rk_graph_connect(g, me, n_back, NULL));
-  } else {
-    RT_OK(rt, rk_graph_add(g, &dback, NULL, 0, &me));
-    RT_OK(rt, rk_graph_add_remote(g, 0, "front", 0, &n_front)); /* where its answers go */
-  }
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
-  if (g_rank == 2) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me)));
-  barrier();
+  b = chain3_graph(rt, &g, &me);
   if (g_rank == 0) {
     rk_kernel *k = rk_graph_kernel(g, me);
     rk_mpi_stats st;
