@@ -793,6 +793,34 @@ static void test_send_to_timed_out_kernel(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* rk_graph_terminate reports the first kernel's failure with its text: the kernels after it start
+ * their own terminate by clearing the thread's last error, which left the graph's RK_ETIMEDOUT
+ * with rk_runtime_last_error "no error" (seen in an MPI test under load). The held handler (above)
+ * does not return until the test lets it: the first kernel's terminate times out, the sink's succeeds. */
+static void test_terminate_keeps_first_error(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc ds = desc_of("held", held, 0), dk = desc_of("sink", counter_sink, sizeof(seen_state));
+  uint32_t a, b;
+  int rc;
+  (void)state;
+  __atomic_store_n(&g_hold, 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_held_entered, 0, __ATOMIC_RELEASE);
+  g = two_kernels(rt, &ds, 0, &dk, 0, 0, &a, &b);
+  RT_OK(rt, rk_send(rk_graph_kernel(g, a), T_SLOW, NULL, 0, RK_SEND_NO_REPLY, NULL));
+  assert_true(rt_wait_for(held_entered, NULL, RT_HANG)); /* the handler is running */
+  rc = rk_graph_terminate(g, 100 * RT_MS); /* 100 ms: the held kernel's times out, the sink's does not */
+  assert_int_equal(rc, RK_ETIMEDOUT);
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, b)), RK_STATE_TERMINATED); /* went on after it */
+  assert_non_null(strstr(rk_runtime_last_error(rt), "terminate timed out"));
+  assert_non_null(strstr(rk_runtime_last_error(rt), "rk_graph_terminate: node 0 (held)"));
+  __atomic_store_n(&g_hold, 0, __ATOMIC_RELEASE); /* release: pairs with the handler's acquire */
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG)); /* the lanes leave now */
+  assert_int_equal(rk_kernel_state(rk_graph_kernel(g, a)), RK_STATE_TERMINATED);
+  rk_graph_destroy(g);
+  rk_runtime_destroy(rt);
+}
+
 /* A K2K reply whose origin is another kernel (a damaged or misrouted envelope): refused, counted
  * in k2k_invalid, kept as a dead letter; the lane goes on. */
 static void test_misrouted_reply(void **state) {
@@ -928,6 +956,7 @@ int main(void) {
       cmocka_unit_test(test_runtime_destroy_with_graph),
       cmocka_unit_test(test_cycle_many_in_flight),
       cmocka_unit_test(test_destroy_with_stuck_handler),
+      cmocka_unit_test(test_terminate_keeps_first_error),
       cmocka_unit_test(test_error_answers_not_lost),
       cmocka_unit_test(test_restart_keeps_owed),
       cmocka_unit_test(test_send_to_timed_out_kernel),

@@ -111,7 +111,8 @@ RK_API int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic);
  *  can: docs/mpi.md, "On a device"). */
 RK_API int rk_graph_launch(rk_graph *g);
 /** Activate every kernel, downstream ones first. Errors: RK_ESTATE (not launched), or the first
- *  kernel's error. */
+ *  kernel's error (the others are still activated; rk_runtime_last_error on the graph's runtime
+ *  names that node and gives its kernel's error text). */
 RK_API int rk_graph_activate(rk_graph *g);
 /** The launched kernel of node (NULL before launch or for an unknown node). */
 RK_API rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node);
@@ -120,7 +121,9 @@ RK_API rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node);
  *  topic has been; kernels on a cycle in the order added; remote nodes last, after every local
  *  kernel: their flush and close), each draining its host inbox and its K2K inbox (a device
  *  kernel: its transport inbox too, open until it owes no answer), so what a terminated kernel
- *  sent on is drained by the kernels after it. timeout_ns is per kernel. Returns the first error (every kernel is still terminated). */
+ *  sent on is drained by the kernels after it. timeout_ns is per kernel. Returns the first error
+ *  (every kernel is still terminated); rk_runtime_last_error on the graph's runtime then names
+ *  that node and gives its error text (a kernel's terminate, or the transport's flush). */
 RK_API int rk_graph_terminate(rk_graph *g, int64_t timeout_ns);
 /** Host publish: the message goes to the K2K inbox of every kernel subscribed to topic (lane 0
  *  of each), in order per publisher; a subscriber whose inbox is full misses it (counted in its

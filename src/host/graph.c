@@ -898,18 +898,44 @@ int rk_graph_launch(rk_graph *g) {
   return RK_OK;
 }
 
+/* The first failure of a call that goes on through the graph's nodes (activate, terminate): its
+ * text is kept at once, because the next node's call starts by clearing the thread's last error
+ * (rk__error_clear), and a node on another runtime of the graph records it there; graph_first_end
+ * reports it as the graph call's own error on g->rt. (Before, rk_graph_terminate could return
+ * RK_ETIMEDOUT with rk_runtime_last_error "no error".) */
+typedef struct graph_first {
+  int rc;
+  char msg[400];
+} graph_first;
+
+static void graph_first_note(rk_graph *g, graph_first *f, int rc, const rk_runtime *rt, uint32_t node) {
+  const graph_node *n = &g->node[node];
+  const char *why = rk_runtime_last_error(rt), *code = rk_err_name(rc);
+  size_t cl = strlen(code);
+  if (rc == RK_OK || f->rc != RK_OK) return;
+  f->rc = rc;
+  if (strncmp(why, code, cl) == 0 && why[cl] == ':' && why[cl + 1] == ' ') why += cl + 2; /* named once, by rk__fail */
+  snprintf(f->msg, sizeof f->msg, "node %u (%s): %s", node, n->remote ? n->rname : n->desc.name ? n->desc.name : "?",
+           why);
+}
+
+static int graph_first_end(rk_graph *g, const graph_first *f, const char *what) {
+  if (f->rc == RK_OK) return RK_OK;
+  return rk__fail(g->rt, f->rc, "%s: %s", what, f->msg);
+}
+
 int rk_graph_activate(rk_graph *g) {
   uint32_t i;
-  int rc, first = RK_OK;
+  graph_first first = {RK_OK, ""};
   if (g == NULL) return RK_EINVAL;
   rk__error_clear(g->rt);
   if (!g->launched) return rk__fail(g->rt, RK_ESTATE, "rk_graph_activate: the graph is not launched");
   for (i = g->n; i-- > 0;) { /* downstream first: the first messages find their consumers running */
     rk_kernel *k = g->node[g->order[i]].k;
     if (g->node[g->order[i]].remote || rk_kernel_state(k) == RK_STATE_ACTIVE) continue;
-    if ((rc = rk_kernel_activate(k)) != RK_OK && first == RK_OK) first = rc;
+    graph_first_note(g, &first, rk_kernel_activate(k), k->rt, g->order[i]);
   }
-  return first;
+  return graph_first_end(g, &first, "rk_graph_activate");
 }
 
 rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node) {
@@ -919,7 +945,7 @@ rk_kernel *rk_graph_kernel(rk_graph *g, uint32_t node) {
 
 int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
   uint32_t i;
-  int rc, first = RK_OK;
+  graph_first first = {RK_OK, ""};
   if (g == NULL) return RK_EINVAL;
   rk__error_clear(g->rt);
   if (!g->launched) return rk__fail(g->rt, RK_ESTATE, "rk_graph_terminate: the graph is not launched");
@@ -927,17 +953,18 @@ int rk_graph_terminate(rk_graph *g, int64_t timeout_ns) {
     rk_kernel *k = g->node[g->order[i]].k;
     rk_lifecycle s;
     if (g->node[g->order[i]].remote) { /* what the kernels upstream sent it goes out, then it closes */
-      if (g->tp && g->tp_started && (rc = g->tp->flush(g->tp_self, g, g->order[i], timeout_ns)) != RK_OK &&
-          first == RK_OK)
-        first = rc;
+      if (g->tp && g->tp_started) {
+        rk__error_clear(g->rt); /* the transport reports through rk_transport_fail, or not at all */
+        graph_first_note(g, &first, g->tp->flush(g->tp_self, g, g->order[i], timeout_ns), g->rt, g->order[i]);
+      }
       remote_close(g, g->order[i]);
       continue;
     }
     s = rk_kernel_state(k);
     if (s == RK_STATE_TERMINATED) continue;
-    if ((rc = rk_kernel_terminate(k, timeout_ns)) != RK_OK && first == RK_OK) first = rc;
+    graph_first_note(g, &first, rk_kernel_terminate(k, timeout_ns), k->rt, g->order[i]);
   }
-  return first;
+  return graph_first_end(g, &first, "rk_graph_terminate");
 }
 
 uint32_t rk__graph_subscribers(struct rk_graph *g, uint32_t topic, rk_kernel **out, uint32_t max) {
