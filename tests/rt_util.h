@@ -97,6 +97,7 @@ static inline rk_runtime_options rt_options(void) {
   o.log_user = &rt_the_log;
   o.log_level = RK_LOG_WARN;
   o.watchdog_stall_ns = RT_STALL;
+  o.command_timeout_ns = RT_STALL; /* activate/deactivate: the same reason (test_lifecycle tests the option) */
   if (getenv("RT_LOG")) rt_the_log.echo = 1;
   return o;
 }

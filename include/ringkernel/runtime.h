@@ -102,11 +102,15 @@ typedef struct rk_runtime_options {
    *  (tests/test_mpi.c); the CUDA backend's lanes keep their device timer plus the measured offset. */
   rk_time_source time_source;
   void *time_user; /**< passed to time_source */
+  /** How long rk_kernel_activate and rk_kernel_deactivate wait for every lane to acknowledge the
+   *  command. A lane that does not (a handler that runs longer, or a machine so loaded that the
+   *  lane's thread is not scheduled) faults the kernel with RK_ETIMEDOUT. 0: 5 s. */
+  uint64_t command_timeout_ns;
 } rk_runtime_options;
 
 /** The default runtime options (rk_runtime_options_init as a macro). */
 #define RK_RUNTIME_OPTIONS_INIT \
-  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL }
+  { sizeof(rk_runtime_options), RK_BACKEND_AUTO, 0, 0, 0, NULL, NULL, NULL, RK_LOG_WARN, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL, 0 }
 
 /** What a full inbox does to a sender. */
 typedef enum rk_backpressure {
@@ -302,7 +306,8 @@ RK_API int rk_kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk
 RK_API int rk_kernel_compile(rk_runtime *rt, const rk_kernel_desc *desc, char *log, size_t log_len);
 
 /** LAUNCHED or INACTIVE -> ACTIVE. RK_ESTATE otherwise (FAULTED included); RK_ETIMEDOUT if a lane
- *  did not acknowledge within 5 s (the kernel faults). */
+ *  did not acknowledge within rk_runtime_options.command_timeout_ns (default 5 s; the kernel
+ *  faults). */
 RK_API int rk_kernel_activate(rk_kernel *k);
 /** ACTIVE -> INACTIVE (messages queue up; the state is kept). RK_ESTATE otherwise; RK_ETIMEDOUT
  *  as activate. */

@@ -494,8 +494,13 @@ class Runtime:
                 self._keep.append(b)
                 setattr(o, field, b)
         for field, value in options.items():
-            if field not in dict(_lib.RuntimeOptions._fields_) or field in ("size", "loop", "log", "log_user"):
+            if field not in dict(_lib.RuntimeOptions._fields_) or field in (
+                "size", "loop", "log", "log_user", "time_source", "time_user"
+            ):
                 raise TypeError("unknown runtime option %r" % field)
+            f = getattr(_lib.RuntimeOptions, field)
+            if o.size < f.offset + f.size:  # an older librk: the field is not there
+                raise _lib_missing(field)
             setattr(o, field, value)
         self._rt = ctypes.c_void_p()
         rc = _L.rk_runtime_create(ctypes.byref(self._rt), ctypes.byref(o))

@@ -101,6 +101,9 @@ class RuntimeOptions(Structure):
         ("cc", c_char_p),
         ("cache_dir", c_char_p),
         ("metrics_listen", c_char_p),
+        ("time_source", c_void_p),  # a C function pointer: not settable from Python
+        ("time_user", c_void_p),
+        ("command_timeout_ns", c_uint64),
     ]
 
 

@@ -30,6 +30,17 @@ def test_runtime_bad_arguments():
         rk.Runtime(backend="tpu")
     with pytest.raises(TypeError):
         rk.Runtime(backend="cpu", no_such_option=1)
+    with pytest.raises(TypeError):  # a C function pointer: not an option from Python
+        rk.Runtime(backend="cpu", time_source=1)
+
+
+def test_runtime_command_timeout_option():
+    # rk_runtime_options.command_timeout_ns (its effect is tested in C: test_lifecycle)
+    with rk.Runtime(backend="cpu", command_timeout_ns=2 * 10**9) as r:
+        k = r.launch("vector_add")
+        k.activate()
+        k.deactivate()
+        assert k.state == "INACTIVE"
 
 
 def test_cuda_backend_without_gpu_is_nodevice():

@@ -23,7 +23,7 @@
 #define RK_WARP_THREADS 32u /* the least a CUDA lane runs with by default */
 #define RK_DEFAULT_SEND_TIMEOUT_NS 1000000000ll
 #define RK_DEFAULT_LAUNCH_TIMEOUT_NS 5000000000ull
-#define RK_COMMAND_TIMEOUT_NS 5000000000ull
+#define RK_COMMAND_TIMEOUT_NS 5000000000ull /* rk_runtime_options.command_timeout_ns 0 */
 #define RK_DEFAULT_CLOCK_SYNC_NS 1000000000ull
 #define RK_CLOCK_SYNC_WAIT_NS 200000ull      /* how long the service loop waits for lane 0 */
 #define RK_CLOCK_SYNC_MAX_WINDOW_NS 50000ull /* a slower exchange is dropped: error up to 25 us */
@@ -807,6 +807,7 @@ int rk_kernel_compile(rk_runtime *rt, const rk_kernel_desc *desc, char *log, siz
 static int transition(rk_kernel *k, uint32_t cmd, const char *what) {
   uint32_t s;
   int rc;
+  uint64_t timeout;
   char why[sizeof k->fault_msg];
   if (k == NULL) return RK_EINVAL;
   rk__error_clear(k->rt);
@@ -819,7 +820,8 @@ static int transition(rk_kernel *k, uint32_t cmd, const char *what) {
     rk__unlock(&k->ctl_lock);
     return rc;
   }
-  rc = command(k, cmd, RK_COMMAND_TIMEOUT_NS);
+  timeout = k->rt->opts.command_timeout_ns ? k->rt->opts.command_timeout_ns : RK_COMMAND_TIMEOUT_NS;
+  rc = command(k, cmd, timeout);
   if (rc == RK_OK) {
     set_hstate(k, cmd == RK_CMD_ACTIVATE ? RK_STATE_ACTIVE : RK_STATE_INACTIVE);
   } else if (rc == RK_ECUDA) { /* the lanes died meanwhile */
@@ -827,8 +829,9 @@ static int transition(rk_kernel *k, uint32_t cmd, const char *what) {
     rc = rk__fail(k->rt, rc, "kernel %s: cannot %s: %s", k->name, what, why);
   } else {
     rk__kernel_fault(k, RK_ETIMEDOUT, "a lane did not acknowledge %s within %llu ms", what,
-                     (unsigned long long)(RK_COMMAND_TIMEOUT_NS / 1000000));
-    rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: a lane did not acknowledge %s", k->name, what);
+                     (unsigned long long)(timeout / 1000000));
+    rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: a lane did not acknowledge %s within %llu ms (rk_runtime_options "
+                  "command_timeout_ns)", k->name, what, (unsigned long long)(timeout / 1000000));
   }
   rk__unlock(&k->ctl_lock);
   return rc;
