@@ -246,9 +246,9 @@ static void check_sink(rk_kernel *sink, uint64_t n) {
 /* Lanes of 4 threads, not a warp's 32: the emulated device runs each thread of a lane as a host
  * thread and each __syncthreads as a barrier of them, and mpirun binds a rank to one core, so a
  * barrier costs a context switch per thread (measured with 32: the source lane's threads took
- * ~90% of their core, nearly all of it system time, ~150 context switches per message; the bridge
- * thread under 1%; the test 72 s, and 8.4 s with 4 threads, same load: docs/mpi.md). What it
- * checks, the bridge's order and exactly-once, does not depend on the lane's width; the other
+ * ~90% of their core, nearly all of it system time, over 180 context switches per message; the
+ * bridge thread under 1%; the test 72 s, and 8.4 s with 4 threads, same load: docs/mpi.md). What
+ * it checks, the bridge's order and exactly-once, does not depend on the lane's width; the other
  * scenarios run warps, but for dev_pipeline (500 calls through three lanes: 15 s with 32 threads,
  * 3.5 s with 4). */
 static void test_dev_order(void **state) {
