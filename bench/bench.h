@@ -142,6 +142,12 @@ void rk_bench_barrier_wait(rk_bench_barrier *b);
  * so rk-bench prints it before and after the ring measurements. -1 with fewer than 2 CPUs. */
 double rk_bench_line_rtt_ns(double seconds);
 
+/* The echo side of the round-trip floor (rtt.echo's floor impl, ring.spsc's floor impl): one line
+ * holds a sequence word *seq and len bytes at data; the pinger writes a request there and stores
+ * an odd seq (release), this reads the bytes (acquire), writes them back as the reply and stores
+ * seq + 1. The first request is seq 1; returns when *seq is ~0. */
+void rk_bench_floor_echo(volatile uint64_t *seq, uint8_t *data, size_t len);
+
 /* Pause once (the wait policy of every spinning loop in the ring comparisons). */
 static inline void rk_bench_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

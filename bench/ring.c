@@ -625,7 +625,8 @@ ALWAYS void echo_body(int K, rtt_worker *w) {
   }
 }
 
-/* The floor's two sides: rtt.echo's floor (bench/rtt.c rtt_floor / floor_echo), the same loop. */
+/* The floor's two sides: rtt.echo's floor (bench/rtt.c rtt_floor / floor_echo), the same loop
+ * (the echo's: rk_bench_floor_echo, bench/common.c). */
 static void *ping_K_FLOOR(void *a) {
   rtt_worker *w = (rtt_worker *)a;
   floor_line *f = w->ping->fl;
@@ -656,21 +657,8 @@ static void *ping_K_FLOOR(void *a) {
 static void *echo_K_FLOOR(void *a) {
   rtt_worker *w = (rtt_worker *)a;
   floor_line *f = w->ping->fl;
-  uint64_t expect = 1;
-  uint8_t tmp[32];
   rk_bench_barrier_wait(w->start);
-  for (;;) {
-    uint64_t v = __atomic_load_n(&f->seq, __ATOMIC_ACQUIRE); /* pairs with the pinger's release */
-    if (v == ~0ull) break;
-    if (v != expect) {
-      rk_bench_relax();
-      continue;
-    }
-    memcpy(tmp, f->data, sizeof tmp); /* read the request, write it back as the reply */
-    memcpy(f->data, tmp, sizeof tmp);
-    __atomic_store_n(&f->seq, expect + 1, __ATOMIC_RELEASE); /* pairs with the pinger's acquire */
-    expect += 2;
-  }
+  rk_bench_floor_echo(&f->seq, f->data, sizeof f->data);
   /* both threads of this round have left the line's protocol (the pinger stored ~0 last, and it
    * is joined before the next round): start the next round at seq 1 */
   __atomic_store_n(&f->seq, 0, __ATOMIC_RELAXED);

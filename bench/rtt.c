@@ -334,20 +334,7 @@ typedef struct floor_line {
 
 static void *floor_echo(void *arg) {
   floor_line *f = (floor_line *)arg;
-  uint64_t expect = 1;
-  uint8_t tmp[RTT_PAYLOAD];
-  for (;;) {
-    uint64_t v = __atomic_load_n(&f->seq, __ATOMIC_ACQUIRE); /* pairs with the pinger's release */
-    if (v == ~0ull) break;
-    if (v != expect) {
-      rk_bench_relax();
-      continue;
-    }
-    memcpy(tmp, f->data, RTT_PAYLOAD); /* read the request, write it back as the reply */
-    memcpy(f->data, tmp, RTT_PAYLOAD);
-    __atomic_store_n(&f->seq, expect + 1, __ATOMIC_RELEASE); /* pairs with the pinger's acquire */
-    expect += 2;
-  }
+  rk_bench_floor_echo(&f->seq, f->data, RTT_PAYLOAD);
   return NULL;
 }
 

@@ -74,4 +74,15 @@ static void mpi_pair_graph(rk_runtime *rt, rk_graph *g, int rank, const mpi_pair
   RT_OK(rt, rk_graph_activate(g));
 }
 
+/* mpi_pair_graph for the scenarios that name the nodes by what this rank holds: *mine receives its
+ * own kernel's number (p->from on rank 0, p->to on rank 1), *theirs the remote node's (on rank 1
+ * only with p->answers; left as it was otherwise). */
+static void mpi_pair_graph_mine(rk_runtime *rt, rk_graph *g, int rank, const mpi_pair *p, uint32_t *mine,
+                                uint32_t *theirs) {
+  if (rank == 0)
+    mpi_pair_graph(rt, g, rank, p, mine, theirs);
+  else
+    mpi_pair_graph(rt, g, rank, p, theirs, mine);
+}
+
 #endif /* RK_MPI_UTIL_H */

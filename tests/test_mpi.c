@@ -80,6 +80,19 @@ static rk_mpi_bridge *bridge_on(rk_runtime *rt, rk_graph *g, const rk_mpi_option
   return b;
 }
 
+/* A new graph *g with its bridge *b (options o; NULL: the defaults), p's two-rank graph on it
+ * (mpi_pair_graph_mine: *me is this rank's own kernel). With hold, rank 1's kernel is deactivated
+ * once active: it holds what it is sent (a request delivered to it is not answered) until it is
+ * activated again. No barrier. */
+static void pair_graph_on(rk_runtime *rt, rk_graph **g, rk_mpi_bridge **b, const rk_mpi_options *o, const mpi_pair *p,
+                          int hold, uint32_t *me) {
+  uint32_t other = 0;
+  RT_OK(rt, rk_graph_create(rt, g));
+  *b = bridge_on(rt, *g, o);
+  mpi_pair_graph_mine(rt, *g, g_rank, p, me, &other);
+  if (hold && g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(*g, *me)));
+}
+
 /* Upstream ranks first: rank r terminates its graph once ranks < r have (what they sent is in
  * rank r's inboxes by then: their remote nodes' flush waited for the credits). */
 static void terminate_in_rank_order(rk_runtime *rt, rk_graph *g) {
@@ -498,6 +511,17 @@ static volatile int64_t g_skew_us;
 static uint64_t skewed_time(void *user) {
   (void)user;
   return (uint64_t)((int64_t)rk_realtime_us() + __atomic_load_n(&g_skew_us, __ATOMIC_RELAXED));
+}
+
+/* A runtime whose clock is skew_us off on rank 1 (skewed_time; relaxed store: written before the
+ * runtime that reads it is created, nothing else is published with it), the true time elsewhere. */
+static rk_runtime *rt_create_skewed_on_1(int64_t skew_us) {
+  rk_runtime_options o = rt_options();
+  if (g_rank == 1) {
+    __atomic_store_n(&g_skew_us, skew_us, __ATOMIC_RELAXED);
+    o.time_source = skewed_time;
+  }
+  return rt_create_opts(&o);
 }
 
 static volatile uint64_t g_pongs, g_causal_bad, g_last_pong, g_node_bad;
@@ -939,26 +963,16 @@ static int back(rk_ctx *ctx, const rk_msg *in) { return rk_reply(ctx, T_RESULT, 
  * timeout and rank 0's terminate does not wait for answers it is owed; rank 0's remote node then
  * reports the refusals (flush). */
 static void test_refused(void **state) {
-  rk_runtime_options o = rt_options();
   rk_runtime *rt;
   rk_graph *g;
   rk_mpi_bridge *b;
   rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
-  uint32_t me, other, i;
-  (void)state;
-  if (g_rank == 1) {
-    __atomic_store_n(&g_skew_us, -2000000, __ATOMIC_RELAXED);
-    o.time_source = skewed_time;
-  }
-  rt = rt_create_opts(&o);
-  RT_OK(rt, rk_graph_create(rt, &g));
-  b = bridge_on(rt, g, NULL);
-  RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
   /* rank 1 has rank 0's front as a remote node: the origin, where answers go */
-  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
-  if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  mpi_pair p = {&dfront, &dback, NULL, NULL, 0, 0, 0, 1};
+  uint32_t me, i;
+  (void)state;
+  rt = rt_create_skewed_on_1(-2000000);
+  pair_graph_on(rt, &g, &b, NULL, &p, 0, &me);
   barrier();
   if (g_rank == 0) {
     rk_kernel *k = rk_graph_kernel(g, me);
@@ -1067,15 +1081,8 @@ static int delivered_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).de
  * it is never answered), front as a remote node (the origin). */
 static void owed_graph(rk_runtime *rt, rk_graph **g, rk_mpi_bridge **b, const rk_mpi_options *o, uint32_t *me) {
   rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
-  uint32_t other;
-  RT_OK(rt, rk_graph_create(rt, g));
-  *b = bridge_on(rt, *g, o);
-  RT_OK(rt, rk_graph_add(*g, g_rank == 0 ? &dfront : &dback, NULL, 0, me));
-  RT_OK(rt, rk_graph_add_remote(*g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
-  if (g_rank == 0) RT_OK(rt, rk_graph_connect(*g, *me, other, NULL));
-  RT_OK(rt, rk_graph_launch(*g));
-  RT_OK(rt, rk_graph_activate(*g));
-  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(*g, *me)));
+  mpi_pair p = {&dfront, &dback, NULL, NULL, 0, 0, 0, 1};
+  pair_graph_on(rt, g, b, o, &p, 1, me);
   barrier();
 }
 
@@ -1554,16 +1561,10 @@ static void test_owed_twice(void **state) {
   rk_graph *g;
   rk_mpi_bridge *b;
   rk_kernel_desc dfront = rt_desc("front", front2), dback = rt_desc("back", back);
-  uint32_t me, other;
+  mpi_pair p = {&dfront, &dback, NULL, NULL, 0, 0, 0, 1};
+  uint32_t me;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  b = bridge_on(rt, g, NULL);
-  RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
-  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
-  if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
-  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me))); /* holds what it gets */
+  pair_graph_on(rt, &g, &b, NULL, &p, 1, &me); /* rank 1's back holds what it gets */
   barrier();
   if (g_rank == 0) {
     rk_kernel *k = rk_graph_kernel(g, me);
@@ -1602,6 +1603,16 @@ static int front_hol(rk_ctx *ctx, const rk_msg *in) {
 static int hol_in(void *arg) { (void)arg; return __atomic_load_n(&g_hol_in, __ATOMIC_SEQ_CST); }
 static int delivered_8(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).delivered >= 8; }
 static int sent_8(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= 8; }
+/* Rank 0's fa (ka) passes 8 host requests on to rank 1 (its lane owes their answers) and, once the
+ * bridge sent them all, is made busy in a handler (T_BLOCK: until g_hol_release). */
+static void fa_owes_8_busy(rk_runtime *rt, rk_kernel *ka, rk_mpi_bridge *b) {
+  uint64_t v = 11;
+  int i;
+  for (i = 0; i < 8; i++) RT_OK(rt, rk_send(ka, T_HOP, &v, sizeof v, 0, NULL));
+  assert_true(rt_wait_for(sent_8, b, 30 * RT_SEC));
+  RT_OK(rt, rk_send(ka, T_BLOCK, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
+  assert_true(rt_wait_for(hol_in, NULL, 30 * RT_SEC));
+}
 static void *release_later(void *arg) {
   (void)arg;
   rt_sleep_ms(300); /* stop is retrying by then */
@@ -1614,22 +1625,14 @@ static void test_owed_stopfull(void **state) {
   rk_mpi_bridge *b;
   rk_kernel_desc da = rt_desc("fa", front_hol), dback = rt_desc("back", back);
   mpi_pair p = {&da, &dback, NULL, NULL, 4, 0, 0, 1};
-  uint32_t a = 0, other = 0;
+  uint32_t a = 0;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  b = bridge_on(rt, g, NULL);
-  mpi_pair_graph(rt, g, g_rank, &p, &a, &other); /* a: fa, other: back */
-  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, other))); /* holds what it gets */
+  pair_graph_on(rt, &g, &b, NULL, &p, 1, &a); /* a: fa on rank 0; rank 1's back holds what it gets */
   barrier();
   if (g_rank == 0) {
     rk_kernel *ka = rk_graph_kernel(g, a);
-    uint64_t v = 11;
-    int i;
     pthread_t t;
-    for (i = 0; i < 8; i++) RT_OK(rt, rk_send(ka, T_HOP, &v, sizeof v, 0, NULL));
-    assert_true(rt_wait_for(sent_8, b, 30 * RT_SEC));
-    RT_OK(rt, rk_send(ka, T_BLOCK, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
-    assert_true(rt_wait_for(hol_in, NULL, 30 * RT_SEC)); /* fa is busy: its inbox fills */
+    fa_owes_8_busy(rt, ka, b); /* fa is busy: its inbox fills */
     barrier();
     assert_int_equal(pthread_create(&t, NULL, release_later, NULL), 0);
     rk_mpi_bridge_destroy(b); /* before the graph: stop answers what is owed */
@@ -1659,26 +1662,16 @@ static void test_owed_stopfull(void **state) {
  * answered: the call waited out its 20 s (RK_ETIMEDOUT) and the terminate its own timeout
  * (review of issue15-owed, finding 4). */
 static void test_owed_clock(void **state) {
-  rk_runtime_options o = rt_options();
   rk_runtime *rt;
   rk_graph *g;
   rk_mpi_bridge *b;
   rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
-  uint32_t me, other;
+  mpi_pair p = {&dfront, &dback, NULL, NULL, 0, 0, 0, 1};
+  uint32_t me;
   int rc;
   (void)state;
-  if (g_rank == 1) {
-    __atomic_store_n(&g_skew_us, 2000000, __ATOMIC_RELAXED); /* 2 s ahead of rank 0 */
-    o.time_source = skewed_time;
-  }
-  rt = rt_create_opts(&o);
-  RT_OK(rt, rk_graph_create(rt, &g));
-  b = bridge_on(rt, g, NULL);
-  RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
-  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
-  if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  rt = rt_create_skewed_on_1(2000000); /* 2 s ahead of rank 0 */
+  pair_graph_on(rt, &g, &b, NULL, &p, 0, &me);
   if (g_rank == 1) { /* a host call: back's lane reads its (skewed) clock, its K2K stamps follow it */
     rk_msg m;
     uint64_t v = 1;
@@ -1776,31 +1769,15 @@ static void test_owed_stopstaged(void **state) {
   rk_graph *g;
   rk_mpi_bridge *b;
   rk_kernel_desc da = rt_desc("fa", front_hol), dback = rt_desc("back", back);
-  uint32_t a, other;
+  mpi_pair p = {&da, &dback, NULL, NULL, 4, 0, 0, 1}; /* rank 1 has fa as a remote node: where its answers go */
+  uint32_t a;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  b = bridge_on(rt, g, NULL);
-  if (g_rank == 0) {
-    RT_OK(rt, rk_graph_add(g, &da, NULL, 4, &a));
-    RT_OK(rt, rk_graph_add_remote(g, 1, "back", 0, &other));
-    RT_OK(rt, rk_graph_connect(g, a, other, NULL));
-  } else {
-    RT_OK(rt, rk_graph_add(g, &dback, NULL, 0, &a));
-    RT_OK(rt, rk_graph_add_remote(g, 0, "fa", 0, &other)); /* where its answers go */
-  }
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
-  if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, a))); /* until fa is busy */
+  pair_graph_on(rt, &g, &b, NULL, &p, 1, &a); /* rank 1's back held until fa is busy */
   barrier();
   if (g_rank == 0) {
     rk_kernel *ka = rk_graph_kernel(g, a);
-    uint64_t v = 11;
-    int i;
     pthread_t t;
-    for (i = 0; i < 8; i++) RT_OK(rt, rk_send(ka, T_HOP, &v, sizeof v, 0, NULL));
-    assert_true(rt_wait_for(sent_8, b, 30 * RT_SEC));
-    RT_OK(rt, rk_send(ka, T_BLOCK, &v, sizeof v, RK_SEND_NO_REPLY, NULL));
-    assert_true(rt_wait_for(hol_in, NULL, 30 * RT_SEC)); /* fa is busy */
+    fa_owes_8_busy(rt, ka, b); /* fa is busy */
     barrier(); /* back answers now */
     assert_true(rt_wait_for(staged_4, b, 30 * RT_SEC)); /* 4 in fa's inbox, 4 staged */
     assert_int_equal(pthread_create(&t, NULL, release_later, NULL), 0);
@@ -1980,15 +1957,8 @@ static void test_owed_stalled(void **state) {
   rt = rt_create_opts(&ro);
   {
     rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
-    uint32_t other;
-    RT_OK(rt, rk_graph_create(rt, &g));
-    b = bridge_on(rt, g, &o);
-    RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, g_rank == 0 ? 0 : 2, &me));
-    RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
-    if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
-    RT_OK(rt, rk_graph_launch(g));
-    RT_OK(rt, rk_graph_activate(g));
-    if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me)));
+    mpi_pair p = {&dfront, &dback, NULL, NULL, 0, 2, 0, 1}; /* back: an inbox of 2 */
+    pair_graph_on(rt, &g, &b, &o, &p, 1, &me);
     barrier();
   }
   if (g_rank == 0) {
@@ -2041,14 +2011,8 @@ static void test_owed_closing_stream(void **state) {
   (void)state;
   {
     rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
-    uint32_t other;
-    RT_OK(rt, rk_graph_create(rt, &g));
-    b = bridge_on(rt, g, NULL);
-    RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
-    RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "back" : "front", 0, &other));
-    if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
-    RT_OK(rt, rk_graph_launch(g));
-    RT_OK(rt, rk_graph_activate(g));
+    mpi_pair p = {&dfront, &dback, NULL, NULL, 0, 0, 0, 1};
+    pair_graph_on(rt, &g, &b, NULL, &p, 0, &me);
     barrier();
   }
   if (g_rank == 0) {

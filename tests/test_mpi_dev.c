@@ -85,6 +85,15 @@ static rk_mpi_bridge *bridge_on(rk_runtime *rt, rk_graph *g, const rk_mpi_option
   return b;
 }
 
+/* Upstream first: rank 0 terminates its graph (its remote node's flush waits for the credits), then
+ * rank 1; a barrier after each. */
+static void terminate_upstream_first(rk_runtime *rt, rk_graph *g) {
+  if (g_rank == 0) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+  if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  barrier();
+}
+
 static void finish(rk_runtime *rt, rk_graph *g, rk_mpi_bridge *b) {
   rk_graph_destroy(g);
   rk_mpi_bridge_destroy(b);
@@ -133,11 +142,7 @@ static void test_dev_pipeline(void **state) {
       last = m.env.hlc;
     }
   }
-  /* upstream first: rank 0 (its remote node's flush waits for the credits), then rank 1 */
-  if (g_rank == 0) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
-  barrier();
-  if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
-  barrier();
+  terminate_upstream_first(rt, g);
   if (g_rank == 0) {
     rk_kernel_counters p = rt_stats(rk_graph_kernel(g, parse)), e = rt_stats(rk_graph_kernel(g, enrich));
     rk_mpi_stats st = bridge_stats(b);
@@ -587,6 +592,40 @@ MPI_Comm rk__mpi_bridge_comm(rk_mpi_bridge *b);
 
 static int refused_6(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).probes_refused >= 6; }
 
+/* The graph of the scenarios whose rank 0 sends hand-made control messages to rank 1's bridge, on
+ * a new graph *g with its bridge *b: rank 0's source routed to rank 1's sink (*n_sink: its node; no
+ * answers). Returns the sink's kernel id, which those messages name: rank 1 reads it and sends it
+ * to rank 0 (tag `tag`, MPI_COMM_WORLD); both ranks return it. */
+static uint32_t sink_graph(rk_runtime *rt, rk_graph **g, rk_mpi_bridge **b, int tag, uint32_t *n_sink) {
+  rk_kernel_desc dsrc = k2k_desc("source"), dsink = k2k_desc("sink");
+  mpi_pair pair = {&dsrc, &dsink, NULL, NULL, 0, 0, 0, 0};
+  uint32_t n_src = 0, id = 0;
+  RT_OK(rt, rk_graph_create(rt, g));
+  *b = bridge_on(rt, *g, NULL);
+  mpi_pair_graph(rt, *g, g_rank, &pair, &n_src, n_sink);
+  if (g_rank == 1) {
+    rk_graph_node_info info;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    RT_OK(rt, rk_graph_node(*g, *n_sink, &info));
+    id = info.kernel_id;
+    MPI_Send(&id, 1, MPI_UINT32_T, 0, tag, MPI_COMM_WORLD);
+  } else {
+    MPI_Recv(&id, 1, MPI_UINT32_T, 1, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  }
+  return id;
+}
+
+/* Rank 0's n hand-made control messages w (rows of `stride` bytes; row i's first len[i] bytes) to
+ * rank 1's bridge on the bridge's own communicator, in order: MPI does not overtake on one
+ * communicator and tag. */
+static void send_ctrl(rk_mpi_bridge *b, const uint8_t *w, size_t stride, const int *len, int n) {
+  MPI_Comm c = rk__mpi_bridge_comm(b);
+  int i;
+  for (i = 0; i < n; i++)
+    assert_int_equal(MPI_Send(w + (size_t)i * stride, len[i], MPI_BYTE, 1, 0x5245, c), MPI_SUCCESS);
+}
+
 static void put_probe(uint8_t *w, uint32_t n, uint32_t version, uint32_t init_rank, uint32_t target_id) {
   uint32_t head[10] = {3, n, version, init_rank, 7, 0, 1, target_id, 0, 0}; /* kind, hops, then the head */
   uint32_t h[6] = {init_rank, 7, 0, 0, 0, 0};                          /* rank, kernel, lane, 0, progress */
@@ -598,27 +637,12 @@ static void test_dev_probe_refused(void **state) {
   rk_runtime *rt = emu_runtime();
   rk_graph *g;
   rk_mpi_bridge *b;
-  rk_kernel_desc dsrc = k2k_desc("source"), dsink = k2k_desc("sink");
-  mpi_pair pair = {&dsrc, &dsink, NULL, NULL, 0, 0, 0, 0};
-  uint32_t n_src = 0, n_sink = 0, sink_id = 0;
+  uint32_t n_sink = 0, sink_id;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  b = bridge_on(rt, g, NULL);
-  mpi_pair_graph(rt, g, g_rank, &pair, &n_src, &n_sink);
-  if (g_rank == 1) { /* rank 0 needs the sink's id on rank 1 for its well-formed probe */
-    rk_graph_node_info info;
-    memset(&info, 0, sizeof info);
-    info.size = sizeof info;
-    RT_OK(rt, rk_graph_node(g, n_sink, &info));
-    sink_id = info.kernel_id;
-    MPI_Send(&sink_id, 1, MPI_UINT32_T, 0, 77, MPI_COMM_WORLD);
-  } else {
-    MPI_Recv(&sink_id, 1, MPI_UINT32_T, 1, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-  }
+  sink_id = sink_graph(rt, &g, &b, 77, &n_sink); /* rank 0's well-formed probe names rank 1's sink */
   if (g_rank == 0) {
-    MPI_Comm c = rk__mpi_bridge_comm(b);
     uint8_t w[7][64];
-    int len[7] = {64, 63, 64, 64, 64, 64, 64}, i;
+    int len[7] = {64, 63, 64, 64, 64, 64, 64};
     uint32_t one = 1;
     memset(w, 0, sizeof w);
     put_probe(w[0], 1, 1, 0, sink_id);  /* well formed: the route holds nothing staged */
@@ -630,8 +654,7 @@ static void test_dev_probe_refused(void **state) {
     memcpy(w[5] + 36, &one, 4);
     put_probe(w[6], 1, 1, 0, sink_id);  /* the hop's reserved word not zero */
     memcpy(w[6] + 52, &one, 4);
-    for (i = 0; i < 7; i++) /* in order: MPI does not overtake on one communicator and tag */
-      assert_int_equal(MPI_Send(w[i], len[i], MPI_BYTE, 1, 0x5245, c), MPI_SUCCESS);
+    send_ctrl(b, (const uint8_t *)w, sizeof w[0], len, 7);
   } else {
     rk_mpi_stats st;
     unsigned warns;
@@ -650,10 +673,7 @@ static void test_dev_probe_refused(void **state) {
     assert_int_equal(rk_mpi_bridge_peer(b, 0), RK_MPI_PEER_UP);
   }
   barrier();
-  if (g_rank == 0) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
-  barrier();
-  if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
-  barrier();
+  terminate_upstream_first(rt, g);
   finish(rt, g, b);
 }
 
@@ -675,34 +695,12 @@ static void test_dev_moved_refused(void **state) {
   rk_runtime *rt = emu_runtime();
   rk_graph *g;
   rk_mpi_bridge *b;
-  rk_kernel_desc dsrc = k2k_desc("source"), dsink = k2k_desc("sink");
-  uint32_t n_src, n_sink, sink_id = 0;
+  uint32_t n_sink = 0, sink_id;
   (void)state;
-  RT_OK(rt, rk_graph_create(rt, &g));
-  b = bridge_on(rt, g, NULL);
+  sink_id = sink_graph(rt, &g, &b, 78, &n_sink); /* rank 0 names rank 1's sink as an origin */
   if (g_rank == 0) {
-    RT_OK(rt, rk_graph_add(g, &dsrc, NULL, 0, &n_src));
-    RT_OK(rt, rk_graph_add_remote(g, 1, "sink", 0, &n_sink));
-    RT_OK(rt, rk_graph_connect(g, n_src, n_sink, NULL));
-  } else {
-    RT_OK(rt, rk_graph_add(g, &dsink, NULL, 0, &n_sink));
-  }
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
-  if (g_rank == 1) { /* rank 0 names rank 1's sink as an origin */
-    rk_graph_node_info info;
-    memset(&info, 0, sizeof info);
-    info.size = sizeof info;
-    RT_OK(rt, rk_graph_node(g, n_sink, &info));
-    sink_id = info.kernel_id;
-    MPI_Send(&sink_id, 1, MPI_UINT32_T, 0, 78, MPI_COMM_WORLD);
-  } else {
-    MPI_Recv(&sink_id, 1, MPI_UINT32_T, 1, 78, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-  }
-  if (g_rank == 0) {
-    MPI_Comm c = rk__mpi_bridge_comm(b);
     uint8_t w[6][48];
-    int len[6] = {8, 32, 16, 32, 32, 32}, i;
+    int len[6] = {8, 32, 16, 32, 32, 32};
     memset(w, 0, sizeof w);
     put_moved(w[0], 1, 1, sink_id, 0);  /* 8 bytes: no room for the version */
     put_moved(w[1], 1, 2, sink_id, 0);  /* version 2 */
@@ -710,8 +708,7 @@ static void test_dev_moved_refused(void **state) {
     put_moved(w[3], 2, 1, sink_id, 0);  /* two records said, one sent */
     put_moved(w[4], 1, 1, sink_id, 9);  /* rank 9 of 2 */
     put_moved(w[5], 1, 1, 0xFFFFu, 0);  /* no such kernel on rank 1 (and the sender as next hop) */
-    for (i = 0; i < 6; i++) /* in order: MPI does not overtake on one communicator and tag */
-      assert_int_equal(MPI_Send(w[i], len[i], MPI_BYTE, 1, 0x5245, c), MPI_SUCCESS);
+    send_ctrl(b, (const uint8_t *)w, sizeof w[0], len, 6);
   } else {
     rk_mpi_stats st;
     unsigned warns;
@@ -727,10 +724,7 @@ static void test_dev_moved_refused(void **state) {
     assert_int_equal(rk_mpi_bridge_peer(b, 0), RK_MPI_PEER_UP);
   }
   barrier();
-  if (g_rank == 0) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
-  barrier();
-  if (g_rank == 1) RT_OK(rt, rk_graph_terminate(g, RT_HANG));
-  barrier();
+  terminate_upstream_first(rt, g);
   {
     /* the 6 hand-made notices are control messages rank 0's bye does not count: rank 1 takes at
      * least as many as it counts and stops at once, without a warning (before, ctrl_got ==
@@ -759,16 +753,13 @@ static void test_dev_owed_bound(void **state) {
   rk_graph *g;
   rk_mpi_bridge *b;
   rk_kernel_desc dfront = rt_desc("bfront", bound_front), dback = rt_desc("bback", bound_back);
-  uint32_t me, other;
+  mpi_pair pair = {&dfront, &dback, NULL, NULL, 0, 0, 0, 1}; /* rank 1: bfront, where its answers go */
+  uint32_t me = 0, other = 0;
   (void)state;
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, NULL);
-  rk__mpi_bridge_owed_max(b, 2);
-  RT_OK(rt, rk_graph_add(g, g_rank == 0 ? &dfront : &dback, NULL, 0, &me));
-  RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), g_rank == 0 ? "bback" : "bfront", 0, &other));
-  if (g_rank == 0) RT_OK(rt, rk_graph_connect(g, me, other, NULL));
-  RT_OK(rt, rk_graph_launch(g));
-  RT_OK(rt, rk_graph_activate(g));
+  rk__mpi_bridge_owed_max(b, 2); /* before the graph is built */
+  mpi_pair_graph_mine(rt, g, g_rank, &pair, &me, &other);
   if (g_rank == 1) RT_OK(rt, rk_kernel_deactivate(rk_graph_kernel(g, me))); /* holds what it gets */
   barrier();
   if (g_rank == 0) {
