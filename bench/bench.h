@@ -142,12 +142,6 @@ void rk_bench_barrier_wait(rk_bench_barrier *b);
  * so rk-bench prints it before and after the ring measurements. -1 with fewer than 2 CPUs. */
 double rk_bench_line_rtt_ns(double seconds);
 
-/* The echo side of the round-trip floor (rtt.echo's floor impl, ring.spsc's floor impl): one line
- * holds a sequence word *seq and len bytes at data; the pinger writes a request there and stores
- * an odd seq (release), this reads the bytes (acquire), writes them back as the reply and stores
- * seq + 1. The first request is seq 1; returns when *seq is ~0. */
-void rk_bench_floor_echo(volatile uint64_t *seq, uint8_t *data, size_t len);
-
 /* Pause once (the wait policy of every spinning loop in the ring comparisons). */
 static inline void rk_bench_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -155,6 +149,33 @@ static inline void rk_bench_relax(void) {
 #elif defined(__aarch64__)
   __asm__ __volatile__("yield" ::: "memory");
 #endif
+}
+
+/* The floor's payload: RK_BENCH_FLOOR_BYTES after the sequence word, in its line (rtt.echo's
+ * RTT_PAYLOAD and ring.spsc's floor line; both check it). */
+#define RK_BENCH_FLOOR_BYTES 32u
+
+/* The echo side of the round-trip floor (rtt.echo's floor impl, ring.spsc's floor impl): one line
+ * holds a sequence word *seq and RK_BENCH_FLOOR_BYTES at data; the pinger writes a request there
+ * and stores an odd seq (release), this reads the bytes (acquire), writes them back as the reply
+ * and stores seq + 1. The first request is seq 1; returns when *seq is ~0. Inline, with the size a
+ * constant: the floor is the denominator of issue 16's ratios, so its loop must stay the tight one
+ * the two copies were (a call with a run-time length would add a memcpy call to it). */
+static inline void rk_bench_floor_echo(volatile uint64_t *seq, uint8_t *data) {
+  uint64_t expect = 1;
+  uint8_t tmp[RK_BENCH_FLOOR_BYTES];
+  for (;;) {
+    uint64_t v = __atomic_load_n(seq, __ATOMIC_ACQUIRE); /* pairs with the pinger's release */
+    if (v == ~0ull) break;
+    if (v != expect) {
+      rk_bench_relax();
+      continue;
+    }
+    __builtin_memcpy(tmp, data, sizeof tmp); /* read the request, write it back as the reply */
+    __builtin_memcpy(data, tmp, sizeof tmp);
+    __atomic_store_n(seq, expect + 1, __ATOMIC_RELEASE); /* pairs with the pinger's acquire */
+    expect += 2;
+  }
 }
 
 /* Keep a value alive without a store the compiler could elide. */

@@ -510,27 +510,6 @@ double rk_bench_line_rtt_ns(double seconds) {
   return r;
 }
 
-void rk_bench_floor_echo(volatile uint64_t *seq, uint8_t *data, size_t len) {
-  uint64_t expect = 1;
-  uint8_t tmp[64];
-  size_t off, n;
-  for (;;) {
-    uint64_t v = __atomic_load_n(seq, __ATOMIC_ACQUIRE); /* pairs with the pinger's release */
-    if (v == ~0ull) break;
-    if (v != expect) {
-      rk_bench_relax();
-      continue;
-    }
-    for (off = 0; off < len; off += n) { /* read the request, write it back as the reply */
-      n = len - off < sizeof tmp ? len - off : sizeof tmp;
-      memcpy(tmp, data + off, n);
-      memcpy(data + off, tmp, n);
-    }
-    __atomic_store_n(seq, expect + 1, __ATOMIC_RELEASE); /* pairs with the pinger's acquire */
-    expect += 2;
-  }
-}
-
 void rk_bench_barrier_init(rk_bench_barrier *b, uint32_t parties) {
   b->arrived = 0;
   b->parties = parties;

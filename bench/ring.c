@@ -658,7 +658,8 @@ static void *echo_K_FLOOR(void *a) {
   rtt_worker *w = (rtt_worker *)a;
   floor_line *f = w->ping->fl;
   rk_bench_barrier_wait(w->start);
-  rk_bench_floor_echo(&f->seq, f->data, sizeof f->data);
+  _Static_assert(sizeof f->data == RK_BENCH_FLOOR_BYTES, "the floor line's payload");
+  rk_bench_floor_echo(&f->seq, f->data);
   /* both threads of this round have left the line's protocol (the pinger stored ~0 last, and it
    * is joined before the next round): start the next round at seq 1 */
   __atomic_store_n(&f->seq, 0, __ATOMIC_RELAXED);
