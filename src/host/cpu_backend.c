@@ -828,6 +828,25 @@ static int outbox_ready(void *arg) {
   return rk_ring_reserve_n(w->l->outbox, 1, &pos) > 0;
 }
 
+/* Lane-driven progress (docs/mpi.md, "Lane-driven progress"): an idle lane of a graph whose
+ * transport has the poll hook (remote.h) runs the transport's bounded passes itself between polls
+ * of its inboxes, for as long as the transport says its conversation is live, so that a message
+ * for this lane that the pass receives is in its inbox without a handoff to the transport's
+ * thread (which shares the lane's core under mpirun's binding). This is the lane's worker loop
+ * between messages, never a handler. Returns 1 when the lane has something to do, 0 to wait as
+ * usual. On one CPU the lane yields between passes (its rule: whatever else is runnable on the
+ * core runs), else it pauses. */
+static int lane_drive(rk__lane *l, lane_wait *w) {
+  for (;;) {
+    if (lane_ready(w)) return 1;
+    if (!rk__graph_poll(l->k->graph, l, 0)) return lane_ready(w);
+    if (rk__one_cpu())
+      rk__wait_yield();
+    else
+      rk_cpu_relax();
+  }
+}
+
 /* ---------------------------------------- K2K deadlock ------------------------------------- */
 
 #define RK_K2K_DEADLOCK_NS 100000000ull   /* a lane retrying this long looks for a cycle */
@@ -965,6 +984,9 @@ static void lane_main(void *arg) {
           l->retry_since_ns = now; /* look again later */
         }
       }
+      /* a pass of the graph's transport first (lane-driven progress: it may take what waits in a
+       * full outbound ring, or bring the credits it waits for) */
+      if (k->graph) (void)rk__graph_poll(k->graph, l, 0);
       rk__sleep_ns(RK_LANE_RETRY_NS);
       continue;
     }
@@ -984,9 +1006,11 @@ static void lane_main(void *arg) {
     if (got) continue;
     {
       lane_wait w = {l, ack, clock_seen, state == RK_STATE_ACTIVE || state == RK_STATE_TERMINATING};
+      if (w.consuming && k->graph && lane_drive(l, &w)) continue;
       (void)rk__ring_wait(l->inbox, 1, lane_ready, &w, RK_LANE_PARK_NS);
     }
   }
+  if (k->graph) (void)rk__graph_poll(k->graph, l, 1); /* this lane drives the transport no more */
 
   /* No more replies from this lane: close the outbox so receivers can tell "drained" apart from
    * "not yet", and wake them. */
