@@ -836,11 +836,15 @@ static int outbox_ready(void *arg) {
  * between messages, never a handler. Returns 1 when the lane has something to do, 0 to wait as
  * usual. On one CPU the lane yields between passes (its rule: whatever else is runnable on the
  * core runs), else it pauses. */
+#ifndef RK_LANE_DRIVE_TIGHT
+#define RK_LANE_DRIVE_TIGHT 0 /* passes that pause instead of yielding first on one CPU (experiment) */
+#endif
 static int lane_drive(rk__lane *l, lane_wait *w) {
-  for (;;) {
+  uint32_t i;
+  for (i = 0;; i++) {
     if (lane_ready(w)) return 1;
     if (!rk__graph_poll(l->k->graph, l, 0)) return lane_ready(w);
-    if (rk__one_cpu())
+    if (i + 1u > RK_LANE_DRIVE_TIGHT && rk__one_cpu())
       rk__wait_yield();
     else
       rk_cpu_relax();
