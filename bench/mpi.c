@@ -9,10 +9,14 @@
  *               ringkernel.mpi also reports per round trip (both ranks together) the lane parks
  *               (futex waits), the futex wake-ups, the bridge's sleeps and the processes' context
  *               switches (getrusage: voluntary and involuntary, every thread): parks_per_rt,
- *               wakes_per_rt, bridge_sleeps_per_rt, csw_per_rt.
+ *               wakes_per_rt, bridge_sleeps_per_rt, csw_per_rt, and lane_delivered_per_rt (envelopes
+ *               the idle lanes' own passes delivered: lane-driven progress, docs/mpi.md).
+ *               ringkernel.mpi.nolane: the same with rk_mpi_options.lane_drive = -1 (the bridge
+ *               threads alone, as before lane-driven progress), for A/B in one run.
  *   mpi.stream  msgs_per_s: ringkernel.mpi, a kernel of rank 0 sending to one of rank 1 (fed by
  *               rank 0's host), at most 64 envelopes per MPI message; mpi.raw, MPI_Isend/MPI_Irecv
  *               windows of 64 messages of the same bytes. Timed on rank 1, first to last arrival.
+ *               ringkernel.mpi.nolane: with lane_drive = -1.
  *   mpi.idle    ringkernel.mpi: what an idle bridge costs, after a conversation, for --seconds:
  *               bridge_cpu_pct (its thread's CPU time, the larger of the two ranks) and
  *               bridge_wakeups_per_s (its timed sleeps, each a wake-up that polls MPI).
@@ -250,6 +254,7 @@ static void side_down(rk_side *s) {
  * wake-ups of the whole process, and the bridge's sleeps. */
 typedef struct hop_counts {
   double parks, wakes, sleeps, csw; /* csw: context switches of the processes (voluntary + not) */
+  double lane_delivered;            /* envelopes the lanes' own passes delivered (lane-driven progress) */
 } hop_counts;
 
 /* The process's context switches so far, voluntary and involuntary (every thread: getrusage). */
@@ -259,14 +264,15 @@ static uint64_t csw_now(void) {
   return (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
 }
 
-static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, uint64_t *n, int *threads,
+static int rk_hop(const rk_bench_opts *o, int spin, int lane_drive, double *p50, double *p99, uint64_t *n, int *threads,
                   hop_counts *hc) {
   rk_kernel_desc da = kdesc("hop_a", hop_a), db = kdesc("hop_b", hop_b);
   rk_mpi_options mo = RK_MPI_OPTIONS_INIT;
   rk_side s;
-  uint64_t zero = 0, c0[4], c1[4], sum[4] = {0, 0, 0, 0}, rts = 0;
+  uint64_t zero = 0, c0[5], c1[5], sum[5] = {0, 0, 0, 0, 0}, rts = 0;
   rk_mpi_stats ms;
   mo.spin = spin;
+  mo.lane_drive = lane_drive;
   memset(&g_hop, 0, sizeof g_hop);
   g_hop.cap = (uint64_t)(o->seconds * 1e9 / 1000.0) + 1024;
   if ((g_hop.samples = (uint64_t *)calloc(g_hop.cap, sizeof *g_hop.samples)) == NULL) return -1;
@@ -279,6 +285,7 @@ static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, ui
   ms.size = sizeof ms;
   rk__wait_counts(&c0[0], &c0[1]);
   c0[2] = rk_mpi_bridge_stats(s.b, &ms) == RK_OK ? ms.sleeps : 0;
+  c0[4] = ms.lane_delivered;
   c0[3] = csw_now();
   if (g_rank == 0) {
     g_hop.warm_until = rk_bench_now_ns() + (uint64_t)(0.1 * o->seconds * 1e9);
@@ -296,10 +303,11 @@ static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, ui
   barrier(); /* both ranks count the same stretch (rank 1 waited in the barrier, asleep) */
   rk__wait_counts(&c1[0], &c1[1]);
   c1[2] = rk_mpi_bridge_stats(s.b, &ms) == RK_OK ? ms.sleeps : 0;
+  c1[4] = ms.lane_delivered;
   c1[3] = csw_now();
   {
-    uint64_t mine[4] = {c1[0] - c0[0], c1[1] - c0[1], c1[2] - c0[2], c1[3] - c0[3]};
-    MPI_Reduce(mine, sum, 4, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
+    uint64_t mine[5] = {c1[0] - c0[0], c1[1] - c0[1], c1[2] - c0[2], c1[3] - c0[3], c1[4] - c0[4]};
+    MPI_Reduce(mine, sum, 5, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
   }
   rts = g_hop.n_all;
   if (g_rank == 0 && rts && hc) {
@@ -307,6 +315,7 @@ static int rk_hop(const rk_bench_opts *o, int spin, double *p50, double *p99, ui
     hc->wakes = (double)sum[1] / (double)rts;
     hc->sleeps = (double)sum[2] / (double)rts;
     hc->csw = (double)sum[3] / (double)rts;
+    hc->lane_delivered = (double)sum[4] / (double)rts;
   }
   side_down(&s);
   free(g_hop.samples);
@@ -359,13 +368,14 @@ static int rk_idle(const rk_bench_opts *o, double *cpu_pct, double *sleeps_per_s
   return 0;
 }
 
-static double rk_stream(uint64_t n, int *threads) {
+static double rk_stream(uint64_t n, int lane_drive, int *threads) {
   rk_kernel_desc ds = kdesc("source", source), dk = kdesc("sink", sink);
   rk_mpi_options mo = RK_MPI_OPTIONS_INIT;
   rk_side s;
   double rate = 0;
   static uint8_t payload[WINDOW][PAYLOAD];
   mo.batch_bytes = 8 + WINDOW * (16 + 64 + PAYLOAD); /* at most 64 envelopes per MPI message, as mpi.raw */
+  mo.lane_drive = lane_drive;
   __atomic_store_n(&g_got, 0, __ATOMIC_RELAXED);
   if (side_up(&s, &ds, &dk, 0, &mo) != 0) {
     side_down(&s);
@@ -418,7 +428,7 @@ int rk_bench_mpi(const rk_bench_opts *o) {
   uint64_t n_hop = o->quick ? 5000 : 50000, n_stream = o->quick ? 100000 : 1000000, *samples, n = 0;
   double p50 = NAN, p99 = NAN, raw50, raw99, raw_rate, rk_rate, load = rk_bench_loadavg(), idle_cpu = NAN,
          idle_sleeps = NAN;
-  hop_counts hc = {NAN, NAN, NAN, NAN};
+  hop_counts hc = {NAN, NAN, NAN, NAN, NAN};
   (void)raw50, (void)raw99, (void)raw_rate, (void)rk_rate;
   MPI_Initialized(&inited);
   if (!inited && getenv("OMPI_COMM_WORLD_SIZE") == NULL && getenv("PMIX_RANK") == NULL && getenv("PMI_SIZE") == NULL) {
@@ -452,7 +462,7 @@ int rk_bench_mpi(const rk_bench_opts *o) {
     raw_rate = raw_stream(n_stream);
     if (g_rank == 0) rk_bench_emit("mpi.stream", "mpi.raw", "msgs_per_s", raw_rate, "msgs/s", n_stream, NAN, NAN);
   }
-  if (rk_bench_want(o, "mpi.hop", "ringkernel.mpi", NULL) && rk_hop(o, 0, &p50, &p99, &n, &threads, &hc) == 0 &&
+  if (rk_bench_want(o, "mpi.hop", "ringkernel.mpi", NULL) && rk_hop(o, 0, 0, &p50, &p99, &n, &threads, &hc) == 0 &&
       g_rank == 0 && n) {
     rk_bench_emit("mpi.hop", "ringkernel.mpi", "hop_p50_ns", p50, "ns", n, NAN, NAN);
     rk_bench_emit("mpi.hop", "ringkernel.mpi", "hop_p99_ns", p99, "ns", n, NAN, NAN);
@@ -461,16 +471,30 @@ int rk_bench_mpi(const rk_bench_opts *o) {
     rk_bench_emit("mpi.hop", "ringkernel.mpi", "wakes_per_rt", hc.wakes, "", n, NAN, NAN);
     rk_bench_emit("mpi.hop", "ringkernel.mpi", "bridge_sleeps_per_rt", hc.sleeps, "", n, NAN, NAN);
     rk_bench_emit("mpi.hop", "ringkernel.mpi", "csw_per_rt", hc.csw, "", n, NAN, NAN);
+    /* envelopes the idle lanes' own passes delivered, per round trip (2 when every one was) */
+    rk_bench_emit("mpi.hop", "ringkernel.mpi", "lane_delivered_per_rt", hc.lane_delivered, "", n, NAN, NAN);
   }
   n = 0;
-  if (rk_bench_want(o, "mpi.hop", "ringkernel.mpi.spin", NULL) && rk_hop(o, 1, &p50, &p99, &n, &threads, NULL) == 0 &&
+  /* lane-driven progress off (rk_mpi_options.lane_drive -1): the bridge threads alone, as before */
+  if (rk_bench_want(o, "mpi.hop", "ringkernel.mpi.nolane", NULL) &&
+      rk_hop(o, 0, -1, &p50, &p99, &n, &threads, &hc) == 0 && g_rank == 0 && n) {
+    rk_bench_emit("mpi.hop", "ringkernel.mpi.nolane", "hop_p50_ns", p50, "ns", n, NAN, NAN);
+    rk_bench_emit("mpi.hop", "ringkernel.mpi.nolane", "hop_p99_ns", p99, "ns", n, NAN, NAN);
+    rk_bench_emit("mpi.hop", "ringkernel.mpi.nolane", "csw_per_rt", hc.csw, "", n, NAN, NAN);
+  }
+  n = 0;
+  if (rk_bench_want(o, "mpi.hop", "ringkernel.mpi.spin", NULL) && rk_hop(o, 1, 0, &p50, &p99, &n, &threads, NULL) == 0 &&
       g_rank == 0 && n) {
     rk_bench_emit("mpi.hop", "ringkernel.mpi.spin", "hop_p50_ns", p50, "ns", n, NAN, NAN);
     rk_bench_emit("mpi.hop", "ringkernel.mpi.spin", "hop_p99_ns", p99, "ns", n, NAN, NAN);
   }
   if (rk_bench_want(o, "mpi.stream", "ringkernel.mpi", NULL)) {
-    rk_rate = rk_stream(n_stream, &threads_stream);
+    rk_rate = rk_stream(n_stream, 0, &threads_stream);
     if (g_rank == 0) rk_bench_emit("mpi.stream", "ringkernel.mpi", "msgs_per_s", rk_rate, "msgs/s", n_stream, NAN, NAN);
+  }
+  if (rk_bench_want(o, "mpi.stream", "ringkernel.mpi.nolane", NULL)) {
+    double r = rk_stream(n_stream, -1, &threads_stream);
+    if (g_rank == 0) rk_bench_emit("mpi.stream", "ringkernel.mpi.nolane", "msgs_per_s", r, "msgs/s", n_stream, NAN, NAN);
   }
   if (rk_bench_want(o, "mpi.idle", "ringkernel.mpi", NULL) && rk_idle(o, &idle_cpu, &idle_sleeps) == 0 && g_rank == 0) {
     rk_bench_emit("mpi.idle", "ringkernel.mpi", "bridge_cpu_pct", idle_cpu, "%", 1, NAN, NAN);

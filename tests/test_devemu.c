@@ -1027,7 +1027,7 @@ static int dfake_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_n
   return RK_OK;
 }
 static void dfake_stop(void *self, rk_graph *g) { (void)self, (void)g; }
-static const rk_transport dfake_ops = {sizeof(rk_transport), "fake", 0, 2, dfake_start, dfake_flush, dfake_stop, NULL};
+static const rk_transport dfake_ops = {sizeof(rk_transport), "fake", 0, 2, dfake_start, dfake_flush, dfake_stop, NULL, NULL};
 
 static int ring_holds(void *arg) { return rk_ring_count((rk_ring *)arg) >= 4; }
 static int refused_some(void *arg) { return rt_stats((rk_kernel *)arg).k2k_refused > 0; }

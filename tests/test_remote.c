@@ -53,7 +53,7 @@ static void fake_stop(void *self, rk_graph *g) {
   ((fake *)self)->stops++;
 }
 
-static const rk_transport fake_ops = {sizeof(rk_transport), "fake", 0, 2, fake_start, fake_flush, fake_stop, NULL};
+static const rk_transport fake_ops = {sizeof(rk_transport), "fake", 0, 2, fake_start, fake_flush, fake_stop, NULL, NULL};
 
 static volatile uint64_t g_rc_ok, g_rc_eagain, g_rc_emsgsize, g_rc_eclosed, g_sunk;
 
@@ -490,6 +490,124 @@ static void test_shape_payload_wrap(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* Lane-driven progress (remote.h, the transport's poll): a fake transport whose only progress is
+ * its poll hook, which idle CPU lanes call between messages. It drains the remote node's outbound
+ * ring and delivers what it takes into a local sink, so every message the sender's handler pushes
+ * reaches the sink with no thread of the transport and no help from the test. It checks that no
+ * call comes from inside a handler, none after the transport's stop, and that two lanes never run
+ * it at once (its lock is only tried, as the MPI bridge's). Before the hook, nothing drained the
+ * ring: the sender's handler got RK_EAGAIN for good and nothing was sunk. */
+typedef struct poll_fake {
+  rk_graph *g;
+  uint32_t remote, snk, sink_id, remote_id;
+  pthread_mutex_t lock;
+  uint64_t calls, moved, in_handler, after_stop, busy; /* atomics, relaxed: counters */
+  int inside;                                          /* under lock: a pass runs */
+  int stopped;                                         /* atomics */
+} poll_fake;
+
+static __thread int tl_handler; /* this thread runs a handler of the test */
+static poll_fake g_pf;
+
+static int pf_start(void *self, rk_graph *g) {
+  poll_fake *f = (poll_fake *)self;
+  rk_graph_node_info ri, si;
+  memset(&ri, 0, sizeof ri);
+  ri.size = sizeof ri;
+  si = ri;
+  assert_int_equal(rk_graph_node(g, f->remote, &ri), RK_OK);
+  assert_int_equal(rk_graph_node(g, f->snk, &si), RK_OK);
+  f->remote_id = ri.kernel_id;
+  f->sink_id = si.kernel_id;
+  return RK_OK;
+}
+static int pf_flush(void *self, rk_graph *g, uint32_t node, int64_t timeout_ns) {
+  (void)self, (void)g, (void)node, (void)timeout_ns;
+  return RK_OK;
+}
+static void pf_stop(void *self, rk_graph *g) {
+  (void)g;
+  __atomic_store_n(&((poll_fake *)self)->stopped, 1, __ATOMIC_SEQ_CST);
+}
+static int pf_poll(void *self, rk_graph *g, const void *lane, int stop) {
+  poll_fake *f = (poll_fake *)self;
+  rk_ring *ring;
+  uint64_t pos;
+  uint32_t n, i, moved = 0;
+  __atomic_add_fetch(&f->calls, 1, __ATOMIC_RELAXED);
+  if (tl_handler) __atomic_add_fetch(&f->in_handler, 1, __ATOMIC_RELAXED);
+  if (__atomic_load_n(&f->stopped, __ATOMIC_SEQ_CST)) __atomic_add_fetch(&f->after_stop, 1, __ATOMIC_RELAXED);
+  if (lane == NULL || stop) return 0;
+  if (pthread_mutex_trylock(&f->lock) != 0) return 0;
+  if (f->inside) __atomic_add_fetch(&f->busy, 1, __ATOMIC_RELAXED); /* (never: the lock) */
+  f->inside = 1;
+  ring = rk_graph_remote_ring(g, f->remote, 0);
+  if ((n = rk_ring_peek_n(ring, 16, &pos)) > 0) {
+    for (i = 0; i < n; i++) {
+      rk_envelope e;
+      const uint8_t *slot = (const uint8_t *)rk_ring_slot(ring, pos + i);
+      memcpy(&e, slot, sizeof e);
+      e.dst = f->sink_id;
+      if (rk_graph_deliver(g, f->snk, 0, &e, slot + RK_ENVELOPE_SIZE) != RK_OK) break; /* the sink's inbox is full */
+    }
+    rk_ring_release_n(ring, i);
+    moved = i;
+    __atomic_add_fetch(&f->moved, moved, __ATOMIC_RELAXED);
+  }
+  f->inside = 0;
+  pthread_mutex_unlock(&f->lock);
+  return moved > 0; /* keep polling while there was something */
+}
+static const rk_transport pf_ops = {sizeof(rk_transport), "pollfake", 0, 2, pf_start, pf_flush, pf_stop, NULL, pf_poll};
+
+static int pf_sender(rk_ctx *ctx, const rk_msg *in) {
+  int rc;
+  tl_handler = 1;
+  rc = rk_send_to(ctx, 0, T_ITEM, rk_msg_payload(in), rk_msg_len(in)); /* RK_EAGAIN: run again later */
+  tl_handler = 0;
+  return rc;
+}
+static int pf_sink(rk_ctx *ctx, const rk_msg *in) {
+  tl_handler = 1;
+  sink(ctx, in);
+  tl_handler = 0;
+  return 0;
+}
+
+static void test_lane_poll(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  poll_fake *f = &g_pf;
+  rk_kernel_desc ds = rt_desc("sender", pf_sender), dk = rt_desc("sink", pf_sink);
+  uint32_t local, i;
+  uint64_t n = 2000, want;
+  (void)state;
+  memset(f, 0, sizeof *f);
+  pthread_mutex_init(&f->lock, NULL);
+  __atomic_store_n(&g_sunk, 0, __ATOMIC_RELAXED);
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_set_transport(g, &pf_ops, f));
+  RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
+  RT_OK(rt, rk_graph_add_remote(g, 1, "far", 8, &f->remote)); /* an 8-slot outbound ring: it fills */
+  RT_OK(rt, rk_graph_add(g, &dk, NULL, 0, &f->snk));
+  RT_OK(rt, rk_graph_connect(g, local, f->remote, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  for (i = 0; i < n; i++) RT_OK(rt, rk_send(rk_graph_kernel(g, local), T_ITEM, &i, sizeof i, RK_SEND_NO_REPLY, NULL));
+  want = n;
+  assert_true(rt_wait_for(sunk_n, &want, RT_HANG)); /* the lanes moved every one */
+  assert_int_equal(__atomic_load_n(&f->moved, __ATOMIC_RELAXED), n);
+  assert_true(__atomic_load_n(&f->calls, __ATOMIC_RELAXED) > 0);
+  RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+  rk_graph_destroy(g);
+  assert_int_equal(__atomic_load_n(&f->stopped, __ATOMIC_SEQ_CST), 1);
+  assert_int_equal(__atomic_load_n(&f->in_handler, __ATOMIC_RELAXED), 0);
+  assert_int_equal(__atomic_load_n(&f->after_stop, __ATOMIC_RELAXED), 0);
+  assert_int_equal(__atomic_load_n(&f->busy, __ATOMIC_RELAXED), 0);
+  rk_runtime_destroy(rt);
+  pthread_mutex_destroy(&f->lock);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shape_payload_wrap),
@@ -500,6 +618,7 @@ int main(void) {
       cmocka_unit_test(test_retry_on_remote_route),
       cmocka_unit_test(test_fault_deadlock_vs_terminate),
       cmocka_unit_test(test_lane_wait_during_restart),
+      cmocka_unit_test(test_lane_poll),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -56,10 +56,16 @@ typedef struct rk_mpi_options {
    *  otherwise); then it sleeps on its outbound rings (a local send wakes it at once) with
    *  timeouts of 20 us growing to 200 us, and 1 ms once idle for 10 ms, to poll MPI. */
   int spin;
+  /** Lane-driven progress (docs/mpi.md, "Lane-driven progress"). 0 (default): an idle CPU lane of
+   *  the graph runs the bridge's passes itself while its conversation is live (between messages,
+   *  never in a handler), and the bridge thread backs off meanwhile; -1: only the bridge thread
+   *  does (the behaviour before it; the environment variable RK_MPI_LANE_DRIVE=0 does the same).
+   *  Other values: RK_EINVAL. */
+  int lane_drive;
 } rk_mpi_options;
 
 /** The default options (as a macro). */
-#define RK_MPI_OPTIONS_INIT { sizeof(rk_mpi_options), 0, 0, 0, 0, 0, 0, 0 }
+#define RK_MPI_OPTIONS_INIT { sizeof(rk_mpi_options), 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /** A peer's state (rk_mpi_bridge_peer). */
 typedef enum rk_mpi_peer_state {
@@ -117,6 +123,9 @@ typedef struct rk_mpi_stats {
                                *   job of more than two ranks, half of that from the one peer):
                                *   answered at once with an RK_ENORESOURCE error, dead-lettered on
                                *   their origin (docs/mpi.md, "Answers owed across a lost peer") */
+  uint64_t lane_passes;       /**< passes of the bridge run by idle CPU lanes (docs/mpi.md,
+                               *   "Lane-driven progress"; 0 with lane_drive -1) */
+  uint64_t lane_delivered;    /**< of delivered: envelopes those passes put in local inboxes */
 } rk_mpi_stats;
 
 /** A bridge for graph g over the ranks of comm (which the bridge duplicates; every rank of comm
@@ -140,7 +149,7 @@ RK_API int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options
 RK_API void rk_mpi_bridge_destroy(rk_mpi_bridge *b);
 /** The counters. out->size may be that of an older rk_mpi_stats (without sleeps and woken, or
  *  without the probe counters, or without answers_failed and answers_late, or without the moves
- *  counters and owed_refused): only that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
+ *  counters and owed_refused, or without lane_passes and lane_delivered): only that much is filled. Errors: RK_EINVAL (NULL, out->size too small). Any thread. */
 RK_API int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out);
 /** The state of rank `rank` as this bridge sees it (RK_MPI_PEER_LOST for an unknown rank). Any
  *  thread. */

@@ -45,6 +45,19 @@ typedef struct rk_transport {
    *  the requests of local kernels whose answers it awaits from other processes (a kernel's
    *  terminate waits for what it is owed), and keeps moving what the kernels still send. */
   void (*closing)(void *self, rk_graph *g);
+  /** Optional (NULL, or a transport whose size ends before it): progress driven by an idle CPU
+   *  lane (docs/mpi.md, "Lane-driven progress"). A CPU lane of the launched graph whose inboxes are
+   *  empty calls it from its worker loop, between messages (the runtime's thread, never a handler;
+   *  device lanes never call it), and polls its inbox between calls: the transport runs one bounded,
+   *  non-blocking pass of its own work (take what the outbound rings hold, send, receive, deliver
+   *  into the local inboxes: the caller's own among them) if no other thread is running one, and
+   *  returns 1 (call again while the inbox is still empty) or 0 (stop calling: go wait as usual;
+   *  the transport's own thread has the work). `lane` identifies the caller (an opaque token);
+   *  stop 1: the lane stops calling for good (it leaves), the transport takes its work back. Nothing
+   *  may depend on a lane calling: the transport keeps its own thread for progress, liveness and
+   *  its timeouts. Called until the graph's destroy or rk_graph_set_transport(g, NULL) begins; both
+   *  wait for a call in progress to return before they go on. */
+  int (*poll)(void *self, rk_graph *g, const void *lane, int stop);
 } rk_transport;
 
 /** Attach a transport to a graph that has no remote node yet and is not launched (t NULL: detach;

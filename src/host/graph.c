@@ -101,6 +101,15 @@ struct rk_graph {
   /* 1 while rk_graph_launch runs the transport's start: the only time rk_graph_remote_shape may
    * reshape a remote node (no handler has run; afterwards the lanes push into its rings) */
   int tp_starting;
+  /* lane-driven progress (remote.h, the transport's poll; rk__graph_poll): tp_poll_on is 1 from a
+   * successful launch with a transport that has the hook until the gate closes (poll_gate_close,
+   * before the transport's stop or its detach); tp_poll_in counts the lanes inside the gate.
+   * Atomics, sequentially consistent: a Dekker pair (the lane raises tp_poll_in, then reads
+   * tp_poll_on; the closer clears tp_poll_on, then reads tp_poll_in), so a lane either sees the gate
+   * closed or is seen inside it and waited for; the lane's release decrement pairs with the closer's
+   * acquire read, so its call of the hook (and its reads of tp, tp_self) happen before the closer
+   * goes on to stop or forget the transport. */
+  uint32_t tp_poll_on, tp_poll_in;
   uint32_t nremote;
 };
 
@@ -894,6 +903,10 @@ int rk_graph_launch(rk_graph *g) {
         return rk__fail(g->rt, rc, "rk_graph_launch: cannot write remote node %u's entry of the graph's table", i);
       }
   }
+  /* lanes may drive the transport's progress from now on (rk__graph_poll): every field they read
+   * (tp, tp_self) is written; seq_cst (the gate's Dekker pair, field comment) */
+  if (g->tp && g->tp->size >= offsetof(rk_transport, poll) + sizeof g->tp->poll && g->tp->poll)
+    __atomic_store_n(&g->tp_poll_on, 1, __ATOMIC_SEQ_CST);
   set_watch(g, 1);
   return RK_OK;
 }
@@ -922,6 +935,23 @@ static void graph_first_note(rk_graph *g, graph_first *f, int rc, const rk_runti
 static int graph_first_end(rk_graph *g, const graph_first *f, const char *what) {
   if (f->rc == RK_OK) return RK_OK;
   return rk__fail(g->rt, f->rc, "%s: %s", what, f->msg);
+}
+
+/* Close the lanes' gate to the transport's poll and wait for the lanes inside it (a pass is
+ * bounded: remote.h). Before the transport's stop or detach. */
+static void poll_gate_close(rk_graph *g) {
+  __atomic_store_n(&g->tp_poll_on, 0, __ATOMIC_SEQ_CST); /* the gate's Dekker pair (field comment) */
+  while (__atomic_load_n(&g->tp_poll_in, __ATOMIC_SEQ_CST)) /* (acquire and more: pairs with the lane's release) */
+    rk__sleep_ns(10000);
+}
+
+int rk__graph_poll(rk_graph *g, const void *lane, int stop) {
+  int rc = 0;
+  if (g == NULL || !__atomic_load_n(&g->tp_poll_on, __ATOMIC_RELAXED)) return 0; /* (cheap pre-check) */
+  __atomic_add_fetch(&g->tp_poll_in, 1, __ATOMIC_SEQ_CST); /* the gate's Dekker pair (field comment) */
+  if (__atomic_load_n(&g->tp_poll_on, __ATOMIC_SEQ_CST)) rc = g->tp->poll(g->tp_self, g, lane, stop);
+  __atomic_sub_fetch(&g->tp_poll_in, 1, __ATOMIC_RELEASE); /* pairs with poll_gate_close's read */
+  return rc;
 }
 
 int rk_graph_activate(rk_graph *g) {
@@ -1099,6 +1129,7 @@ static void graph_destroy_claimed(rk_graph *g) {
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
   if (g->tp) { /* the transport stops reading the rings before any is freed (and forgets g) */
+    poll_gate_close(g); /* no lane drives it any more (a lane of a stuck kernel may still run) */
     g->tp->stop(g->tp_self, g);
     g->tp = NULL;
     g->tp_started = 0;
@@ -1332,6 +1363,7 @@ int rk_graph_add_remote(rk_graph *g, uint32_t rank, const char *name, uint32_t k
 int rk_graph_set_transport(rk_graph *g, const rk_transport *t, void *self) {
   if (g == NULL) return RK_EINVAL;
   if (t == NULL) { /* detach: the transport stopped itself (remote.h) */
+    poll_gate_close(g); /* no lane calls it any more */
     g->tp = NULL;
     g->tp_self = NULL;
     g->tp_started = 0;

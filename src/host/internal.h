@@ -505,6 +505,10 @@ int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const 
 uint32_t rk__graph_subscribers(struct rk_graph *g, uint32_t topic, rk_kernel **out, uint32_t max);
 /* graph.c: the graph's kernel with this id (the origin of a forwarded request), or NULL. */
 rk_kernel *rk__graph_kernel(struct rk_graph *g, uint32_t id);
+/* graph.c: an idle CPU lane drives the graph's transport (remote.h, its poll hook; docs/mpi.md,
+ * "Lane-driven progress"): 1 keep polling, 0 go wait (no hook, the gate closed, or the transport
+ * says so). From the lane's worker loop only, never a handler. */
+int rk__graph_poll(struct rk_graph *g, const void *lane, int stop);
 /* graph.c: destroy every graph of rt and its kernels (rk_runtime_destroy, before the kernels). */
 void rk__graphs_destroy(rk_runtime *rt);
 /* kernel.c: rk_kernel_destroy without its refusal of a graph's kernel (rk_graph_destroy); and

@@ -79,6 +79,11 @@
 #define IDLE_LONG_NS 10000000u
 #define NAP_IDLE_NS 1000000u /* (how late the bridge of a long idle rank sees a peer's message, at most) */
 #define WAITV_MAX 128u       /* futex_waitv's limit (FUTEX_WAITV_MAX): more rings nap instead */
+/* Lane-driven progress (bridge_poll; docs/mpi.md, "Lane-driven progress"): while a CPU lane runs
+ * the passes, the bridge thread sleeps, LANE_HOLD_NS at a time, and runs one full pass (heartbeats,
+ * timeouts, everything) each time it wakes; a driver whose last pass is older than LANE_HOLD_NS
+ * (busy in a handler, gone) no longer holds it back. */
+#define LANE_HOLD_NS 200000u
 /* Cycles across ranks (deadlock_scan): a probe's format, and its pace. */
 #define PROBE_VERSION 1u
 #define PROBE_HEAD 32u
@@ -289,10 +294,27 @@ struct rk_mpi_bridge {
                             * publishes nothing, the thread only has to see it within a pass or two;
                             * bridge_flush runs in the destroy on the thread that set it */
   int closing_said;        /* bridge thread: closing's answers logged */
+  /* Lane-driven progress (bridge_poll). Every pass of the bridge's work (the thread's, or a CPU
+   * lane's) runs under pass_lock: the thread takes it per pass, a lane only ever tries it, so the
+   * "bridge thread" state above and below is the pass holder's, and every MPI call of a pass is
+   * serialised by it (stop's own MPI calls come after it set lanes_off under the lock and joined
+   * the thread). */
+  pthread_mutex_t pass_lock;
+  int lanes_off;           /* under pass_lock: lanes run no pass (the option, or the stop began) */
+  uint64_t lw_ns, lw_gap;  /* under pass_lock: the last pass with traffic (anyone's), and the longest
+                            * recent quiet stretch between two such passes of a lane (decays): a
+                            * lane drives while within twice that (LIVE_MIN_NS..LIVE_MAX_NS) */
+  uintptr_t driver;        /* atomics: the lane driving (its token), 0: none. Written under pass_lock;
+                            * read (relaxed) by the bridge thread and lanes to decide who backs off: a
+                            * hint, nothing is published with it (the lock orders the pass's data) */
+  uint64_t drive_ns;       /* atomics, relaxed: when the driver's last pass ran (the same kind of hint) */
+  uint32_t drive_wake;     /* atomics: the bridge thread sleeps on it while a lane drives; a driver
+                            * that stops bumps it (release) and wakes the thread */
   /* statistics (atomics, relaxed) */
   volatile uint64_t s_sent, s_received, s_delivered, s_batches_sent, s_batches_received, s_credit_stalls, s_staged,
       s_clock_rejected, s_refused, s_dropped, s_unconfirmed, s_heartbeats, s_sleeps, s_woken, s_probes,
-      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late, s_moves_sent, s_moves_taken, s_moves_refused, s_owed_refused;
+      s_probes_refused, s_deadlocks, s_answers_failed, s_answers_late, s_moves_sent, s_moves_taken, s_moves_refused, s_owed_refused,
+      s_lane_passes, s_lane_delivered;
   volatile uint32_t s_peers_lost;
 };
 
@@ -1666,11 +1688,28 @@ static int drainable(rk_mpi_bridge *b, route_out *o) {
   return 0;
 }
 
+/* Returns 1 when route o's peer is owed a credit message now: a route earned an eighth of its
+ * window, or the pass is idle, or credits have been owed for CREDIT_AGE_NS (a busy bridge still
+ * returns a small route's last credits). Pass holder. */
+static int credits_due(rk_mpi_bridge *b, peer *p, int idle, uint64_t t) {
+  uint32_t j;
+  for (j = 0; j < b->nin; j++) {
+    route_in *ri = &p->in[j];
+    uint64_t due = ri->consumed - ri->credited;
+    if ((due || ri->refused != ri->refused_told) &&
+        (idle || due * 8 >= ri->window || (int64_t)(t - p->credit_ns) > (int64_t)CREDIT_AGE_NS))
+      return 1;
+  }
+  return 0;
+}
+
 /* The idle bridge waits at most ns for a local send into one of its outbound rings, on the rings'
  * own consumer parking words (the protocol of src/queue/ring_wait.c, whose consumer side this is:
  * the bridge is the rings' only consumer, and every send's rk_ring_notify_consumer wakes it), all
  * at once with futex_waitv (Linux 5.16); without it, or with more than WAITV_MAX rings, it naps.
- * Returns 1 when a route can be drained afterwards (woken by a send). */
+ * Called and returns with pass_lock held; the lock is let go for the sleep itself (a lane may run a
+ * pass meanwhile: it is then the rings' consumer, under the lock). Returns 1 when a route can be
+ * drained afterwards (woken by a send). */
 static int rings_wait(rk_mpi_bridge *b, uint64_t ns) {
   uint32_t i, n = 0;
   int ready = 0;
@@ -1685,7 +1724,7 @@ static int rings_wait(rk_mpi_bridge *b, uint64_t ns) {
       w[n].flags = FUTEX_32 | FUTEX_PRIVATE_FLAG; /* FUTEX2_SIZE_U32 | FUTEX2_PRIVATE */
       w[n].__reserved = 0;
       n++;
-      rk_store_relaxed_sys_u32(&r->cons_sleeping, 1); /* single consumer: a flag */
+      rk_store_relaxed_sys_u32(&r->cons_sleeping, 1); /* single consumer (the pass holder): a flag */
     }
     rk_fence_seq_cst_sys(); /* Dekker pair with the fence in rk_ring_notify_consumer */
     for (i = 0; i < b->nout && !ready; i++) ready = drainable(b, &b->out[i]);
@@ -1698,7 +1737,9 @@ static int rings_wait(rk_mpi_bridge *b, uint64_t ns) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000;
       }
+      pthread_mutex_unlock(&b->pass_lock);
       if (syscall(SYS_futex_waitv, w, n, 0, &ts, CLOCK_MONOTONIC) < 0 && errno == ENOSYS) b->waitv_ok = 0;
+      pthread_mutex_lock(&b->pass_lock);
     }
     for (i = 0; i < b->nout; i++) rk_store_relaxed_sys_u32(&b->out[i].ring->cons_sleeping, 0);
     if (ready) return 1;
@@ -1709,8 +1750,118 @@ static int rings_wait(rk_mpi_bridge *b, uint64_t ns) {
   (void)n;
   ts.tv_sec = 0;
   ts.tv_nsec = (long)ns;
+  pthread_mutex_unlock(&b->pass_lock);
   nanosleep(&ts, NULL);
+  pthread_mutex_lock(&b->pass_lock);
   return 0;
+}
+
+/* A lane drives (bridge_poll): its last pass within LANE_HOLD_NS. (Relaxed: hints, field comments.) */
+static int lane_driving(rk_mpi_bridge *b, uint64_t t) {
+  return __atomic_load_n(&b->driver, __ATOMIC_RELAXED) != 0 &&
+         (int64_t)(t - __atomic_load_n(&b->drive_ns, __ATOMIC_RELAXED)) < (int64_t)LANE_HOLD_NS;
+}
+
+/* The bridge thread backs off while a lane drives: it sleeps on drive_wake, LANE_HOLD_NS at most
+ * (a driver that stops wakes it at once). */
+static void drive_backoff(rk_mpi_bridge *b) {
+  uint32_t w = __atomic_load_n(&b->drive_wake, __ATOMIC_ACQUIRE); /* pairs with drive_stop's release bump */
+  if (!lane_driving(b, now_ns())) return; /* (re-read after w: a stop before this is seen here) */
+#if defined(__linux__)
+  {
+    struct timespec ts = {0, (long)LANE_HOLD_NS};
+    syscall(SYS_futex, &b->drive_wake, FUTEX_WAIT_PRIVATE, w, &ts, NULL, 0);
+  }
+#else
+  {
+    struct timespec ts = {0, (long)LANE_HOLD_NS};
+    (void)w;
+    nanosleep(&ts, NULL);
+  }
+#endif
+}
+
+/* The driving lane `me` stops (it goes to wait, or leaves): the bridge thread takes the work back
+ * now. (No lock needed: driver and drive_wake are atomics; relaxed CAS: a hint, field comment.) */
+static void drive_stop(rk_mpi_bridge *b, uintptr_t me) {
+  uintptr_t want = me;
+  if (!__atomic_compare_exchange_n(&b->driver, &want, 0, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
+  __atomic_add_fetch(&b->drive_wake, 1, __ATOMIC_RELEASE); /* pairs with drive_backoff's acquire */
+#if defined(__linux__)
+  syscall(SYS_futex, &b->drive_wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+#endif
+}
+
+/* A lane's pass (bridge_poll), under pass_lock: the conversation's part of the thread's pass —
+ * take what the outbound rings hold into batches (as far as credits and max_inflight sends allow)
+ * and send them, test the posted receives (one data and one control message per peer at most)
+ * and deliver what came, retry staged messages and waiting error answers, return due credits.
+ * Non-blocking: MPI_Isend / MPI_Test only, a full inbox is staged, nothing waits. Bounded: at most
+ * `window` envelopes per route and max_inflight batches per peer are copied out, one batch
+ * (batch_bytes) and one control message per peer are taken in. Left to the thread (its next pass,
+ * within LANE_HOLD_NS): heartbeats, a silent peer's loss, a closed peer's routes, the closing
+ * answers, the deadlock scan. Returns the work done (0: idle). */
+static uint32_t lane_pass(rk_mpi_bridge *b, uint64_t t) {
+  uint32_t work = 0, r, i;
+  uint64_t delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* (under the lock: its holder's count) */
+  for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
+  for (r = 0; r < b->ranks; r++)
+    if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r) + moved_send(b, r);
+  for (r = 0; r < b->ranks; r++)
+    if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += poll_peer(b, r);
+  work += unstage(b);
+  work += answers_retry(b);
+  stat_add(&b->s_lane_delivered, __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED) - delivered);
+  for (r = 0; r < b->ranks; r++) {
+    peer *p = &b->peers[r];
+    if (r != b->rank && get_state(p) == RK_MPI_PEER_UP && credits_due(b, p, work == 0, t))
+      (void)ctrl_send(b, r, CTRL_CREDIT);
+  }
+  return work;
+}
+
+/* The transport's poll (remote.h): a CPU lane of the graph, idle between messages, runs one pass
+ * if nobody else is running one and no other lane drives, and keeps driving while its conversation
+ * is live (a pass with traffic, its own or the thread's, within twice the longest recent quiet
+ * stretch between a lane's busy passes, LIVE_MIN_NS to LIVE_MAX_NS: the thread's own rule). It never
+ * waits for the lock: a lane that finds it taken calls again (if it drives) or goes to wait. */
+static int bridge_poll(void *self, rk_graph *g, const void *lane, int stop) {
+  rk_mpi_bridge *b = (rk_mpi_bridge *)self;
+  uintptr_t me = (uintptr_t)lane, d = __atomic_load_n(&b->driver, __ATOMIC_RELAXED); /* a hint */
+  uint64_t t = now_ns(), live;
+  uint32_t work;
+  int keep;
+  (void)g;
+  if (lane == NULL) return 0;
+  if (stop) { /* the lane leaves */
+    drive_stop(b, me);
+    return 0;
+  }
+  if (d != 0 && d != me && lane_driving(b, t)) return 0; /* another lane drives */
+  if (pthread_mutex_trylock(&b->pass_lock) != 0) return d == me; /* a pass runs: the driver polls on */
+  if (b->lanes_off) {
+    pthread_mutex_unlock(&b->pass_lock);
+    drive_stop(b, me);
+    return 0;
+  }
+  __atomic_store_n(&b->driver, me, __ATOMIC_RELAXED); /* a hint (field comment) */
+  work = lane_pass(b, t);
+  stat_add(&b->s_lane_passes, 1);
+  if (work) {
+    uint64_t gap = t - b->lw_ns;
+    if (gap < LIVE_MAX_NS && gap > b->lw_gap) b->lw_gap = gap;
+    b->lw_gap -= b->lw_gap >> 4;
+    b->lw_ns = t;
+  }
+  live = 2 * b->lw_gap;
+  if (live < LIVE_MIN_NS) live = LIVE_MIN_NS;
+  if (live > LIVE_MAX_NS) live = LIVE_MAX_NS;
+  keep = t - b->lw_ns < live;
+  if (keep)
+    __atomic_store_n(&b->drive_ns, now_ns(), __ATOMIC_RELAXED); /* a hint (field comment) */
+  pthread_mutex_unlock(&b->pass_lock);
+  if (!keep) drive_stop(b, me); /* the conversation is over: the thread waits for the next one */
+  return keep;
 }
 
 static void *bridge_main(void *arg) {
@@ -1718,10 +1869,11 @@ static void *bridge_main(void *arg) {
   uint32_t idle = 0, r, i;
   uint64_t last_check = now_ns(), last_work = last_check, gap_max = 0, nap = NAP_MIN_NS;
   int lanes_fed = 0; /* the last busy pass delivered into a local inbox: its lane has work */
+  pthread_mutex_lock(&b->pass_lock); /* a pass at a time (the field's comment): let go between passes */
   /* acquire: pairs with stop's release store */
   while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
     uint32_t work = 0, traffic;
-    uint64_t t, delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* this thread's own count */
+    uint64_t t, delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* (under the lock: this pass's count) */
     for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
     for (r = 0; r < b->ranks; r++)
       if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r) + moved_send(b, r);
@@ -1740,18 +1892,8 @@ static void *bridge_main(void *arg) {
     t = now_ns();
     for (r = 0; r < b->ranks; r++) {
       peer *p = &b->peers[r];
-      uint32_t j, owed = 0;
       if (r == b->rank || get_state(p) != RK_MPI_PEER_UP) continue;
-      /* credits: at once when a route earned an eighth of its window, when idle, or when they have
-       * been owed for CREDIT_AGE_NS (a busy bridge still returns a small route's last credits) */
-      for (j = 0; j < b->nin; j++) {
-        route_in *ri = &p->in[j];
-        uint64_t due = ri->consumed - ri->credited;
-        if ((due || ri->refused != ri->refused_told) &&
-            (idle > 0 || due * 8 >= ri->window || (int64_t)(t - p->credit_ns) > (int64_t)CREDIT_AGE_NS))
-          owed = 1;
-      }
-      if (owed) work += (uint32_t)ctrl_send(b, r, CTRL_CREDIT);
+      if (credits_due(b, p, idle > 0, t)) work += (uint32_t)ctrl_send(b, r, CTRL_CREDIT);
       /* signed: told_ns / heard_ns may be later than t (set by ctrl_send and poll_peer after it) */
       if ((int64_t)(t - p->told_ns) > b->o.heartbeat_ns) (void)ctrl_send(b, r, CTRL_HEARTBEAT);
       if ((int64_t)(t - p->heard_ns) > b->o.peer_timeout_ns) peer_down(b, r, RK_MPI_PEER_LOST);
@@ -1774,6 +1916,7 @@ static void *bridge_main(void *arg) {
           }
       }
     }
+    if (traffic) b->lw_ns = t; /* a lane that goes idle now is in this conversation (bridge_poll) */
     if (work) {
       if (idle) { /* the first busy pass after a quiet stretch: how long the peer took */
         uint64_t gap = t - last_work;
@@ -1787,10 +1930,26 @@ static void *bridge_main(void *arg) {
         lanes_fed = 0;
       idle = 0;
       nap = NAP_MIN_NS;
+      pthread_mutex_unlock(&b->pass_lock); /* (a lane's pass may run between two of the thread's) */
+      pthread_mutex_lock(&b->pass_lock);
       continue;
     }
     idle++;
-    if (b->o.spin) continue;
+    if (b->o.spin) {
+      pthread_mutex_unlock(&b->pass_lock);
+      pthread_mutex_lock(&b->pass_lock);
+      continue;
+    }
+    /* A CPU lane drives (bridge_poll): back off, so as not to take the core from it (under mpirun's
+     * binding it is this thread's core), waking every LANE_HOLD_NS for a full pass; its driver
+     * stopping wakes it at once. */
+    if (lane_driving(b, t)) {
+      pthread_mutex_unlock(&b->pass_lock);
+      drive_backoff(b);
+      pthread_mutex_lock(&b->pass_lock);
+      last_work = now_ns(); /* (the conversation the lane drove: live on from here) */
+      continue;
+    }
     /* Idle. While a conversation is live, poll: a peer's next message can only be seen by
      * polling MPI (its shared-memory transport wakes nobody), and a bridge that sleeps in a
      * conversation pays a wake-up per message (tens of microseconds on these VMs). Live: work
@@ -1814,7 +1973,9 @@ static void *bridge_main(void *arg) {
       if (live < LIVE_MIN_NS) live = LIVE_MIN_NS;
       if (live > LIVE_MAX_NS) live = LIVE_MAX_NS;
       if (quiet < live) {
+        pthread_mutex_unlock(&b->pass_lock);
         if (lanes_fed || idle > SPIN_PASSES) sched_yield();
+        pthread_mutex_lock(&b->pass_lock);
         continue;
       }
     }
@@ -1822,6 +1983,7 @@ static void *bridge_main(void *arg) {
     if (rings_wait(b, t - last_work < IDLE_LONG_NS ? nap : NAP_IDLE_NS)) stat_add(&b->s_woken, 1);
     if (nap < NAP_MAX_NS) nap = nap * 2 < NAP_MAX_NS ? nap * 2 : NAP_MAX_NS;
   }
+  pthread_mutex_unlock(&b->pass_lock);
   return NULL;
 }
 
@@ -2204,6 +2366,10 @@ static void bridge_stop(void *self, rk_graph *g) {
     return;
   }
   b->stopped = 1;
+  /* no lane runs a pass from now on (bridge_poll): the MPI calls below are this thread's alone */
+  pthread_mutex_lock(&b->pass_lock);
+  b->lanes_off = 1;
+  pthread_mutex_unlock(&b->pass_lock);
   if (b->thread_on) {
     __atomic_store_n(&b->stop, 1, __ATOMIC_RELEASE); /* pairs with the thread's acquire */
     pthread_join(b->thread, NULL);
@@ -2377,6 +2543,7 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   }
   b->comm = dup;
   b->comm_ok = 1;
+  pthread_mutex_init(&b->pass_lock, NULL); /* (default attributes: nothing to destroy on the error paths) */
   b->answers_tail = &b->answers;
   b->owed_max = OWED_MAX;
   b->o = (rk_mpi_options)RK_MPI_OPTIONS_INIT;
@@ -2388,11 +2555,15 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   if (b->o.peer_timeout_ns <= 0) b->o.peer_timeout_ns = 2000000000;
   if (b->o.start_timeout_ns <= 0) b->o.start_timeout_ns = 30000000000ll;
   if (b->o.batch_bytes < 256 || b->o.batch_bytes > (64u << 20) || b->o.max_inflight > 64 ||
-      b->o.peer_timeout_ns <= b->o.heartbeat_ns) {
+      b->o.peer_timeout_ns <= b->o.heartbeat_ns || (b->o.lane_drive != 0 && b->o.lane_drive != -1)) {
     MPI_Comm_free(&b->comm);
     free(b);
-    return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: batch_bytes in [256, 64 MiB], max_inflight <= 64 "
-                             "and peer_timeout_ns > heartbeat_ns");
+    return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: batch_bytes in [256, 64 MiB], max_inflight <= 64, "
+                             "peer_timeout_ns > heartbeat_ns and lane_drive 0 or -1");
+  }
+  { /* A/B runs without lane-driven progress: RK_MPI_LANE_DRIVE=0 (rk_mpi_options.lane_drive) */
+    const char *env = getenv("RK_MPI_LANE_DRIVE");
+    if (env && env[0] == '0' && env[1] == '\0') b->o.lane_drive = -1;
   }
   MPI_Comm_set_errhandler(b->comm, MPI_ERRORS_RETURN); /* a failed call is an error code, not an abort */
   MPI_Comm_rank(b->comm, &rank);
@@ -2432,6 +2603,7 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   b->tp.flush = bridge_flush;
   b->tp.stop = bridge_stop;
   b->tp.closing = bridge_closing;
+  b->tp.poll = b->o.lane_drive < 0 ? NULL : bridge_poll; /* lane-driven progress unless turned off */
   if ((rc = rk_graph_set_transport(g, &b->tp, b)) != RK_OK) {
     char msg[256];
     snprintf(msg, sizeof msg, "%s", rk_runtime_last_error(b->rt));
@@ -2494,6 +2666,7 @@ void rk_mpi_bridge_destroy(rk_mpi_bridge *b) {
   free(b->out);
   free(b->dl);
   free(b->owed_tab);
+  pthread_mutex_destroy(&b->pass_lock);
   free(b);
 }
 
@@ -2541,6 +2714,8 @@ int rk_mpi_bridge_stats(rk_mpi_bridge *b, rk_mpi_stats *out) {
   s.moves_taken = RK__RD(moves_taken);
   s.moves_refused = RK__RD(moves_refused);
   s.owed_refused = RK__RD(owed_refused);
+  s.lane_passes = RK__RD(lane_passes);
+  s.lane_delivered = RK__RD(lane_delivered);
 #undef RK__RD
   memcpy(out, &s, size);
   return RK_OK;
