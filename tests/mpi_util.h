@@ -30,6 +30,12 @@ static rk_mpi_stats bridge_stats(rk_mpi_bridge *b) {
   return s;
 }
 
+/* The bridge counts a cycle it found (deadlocks) after the kernel's fault is recorded
+ * (probe_closed: rk_graph_fault_deadlock, then the count), so a test that saw the fault waits for
+ * the count (mpi_cycle_3 once read 0 there under load). 1 when it came within 10 s. */
+static int deadlock_counted_p(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).deadlocks >= 1; }
+static int deadlock_counted(rk_mpi_bridge *b) { return rt_wait_for(deadlock_counted_p, b, 10 * RT_SEC); }
+
 /* What the caller of a request finds once the bridge answered it for a closed or lost peer: an
  * error answer with RK_ECLOSED (received on k), and in the bridge's stats one message sent and one
  * answer that failed. Returns the stats for the caller's other checks. */

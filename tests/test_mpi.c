@@ -1377,6 +1377,7 @@ static void test_cycle(void **state) {
     off += (size_t)snprintf(want + off, sizeof want - off, "%srank %u %s lane 0", i ? " -> " : "", r, names[r]);
   }
   if (strstr(why, want) == NULL) fail_msg("rank %d: the fault does not name the cycle (%s): %s", g_rank, want, why);
+  assert_true(deadlock_counted(b));
   st = bridge_stats(b);
   assert_true(st.probes >= 2); /* a candidate and its confirmation, at least */
   assert_int_equal(st.deadlocks, 1);

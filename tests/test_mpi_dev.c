@@ -576,6 +576,7 @@ static void test_dev_cycle(void **state) {
            1 - g_rank, names[1 - g_rank], g_rank, names[g_rank]);
   if (strstr(why, "K2K deadlock across ranks") == NULL || strstr(why, cycle) == NULL)
     fail_msg("rank %d: the fault does not name the cycle (%s): %s", g_rank, cycle, why);
+  assert_true(deadlock_counted(b));
   assert_int_equal(bridge_stats(b).deadlocks, 1);
   barrier(); /* both faulted: terminate both at once (a cycle has no upstream) */
   (void)rk_graph_terminate(g, 1 * RT_SEC); /* aborts the retrying lanes */
