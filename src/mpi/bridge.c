@@ -1845,18 +1845,23 @@ static int bridge_poll(void *self, rk_graph *g, const void *lane, int stop) {
     return 0;
   }
   __atomic_store_n(&b->driver, me, __ATOMIC_RELAXED); /* a hint (field comment) */
+  /* Re-read under the lock: the t above predates the trylock, and a pass with traffic that ended
+   * in between (the thread's: bridge_main sets lw_ns under this lock) left lw_ns later than it; the
+   * differences below are signed all the same (review of lanedrive, finding 1: t - lw_ns wrapped
+   * and a live conversation's lane stopped driving). */
+  t = now_ns();
   work = lane_pass(b, t);
   stat_add(&b->s_lane_passes, 1);
   if (work) {
-    uint64_t gap = t - b->lw_ns;
-    if (gap < LIVE_MAX_NS && gap > b->lw_gap) b->lw_gap = gap;
+    int64_t gap = (int64_t)(t - b->lw_ns);
+    if (gap >= 0 && gap < (int64_t)LIVE_MAX_NS && (uint64_t)gap > b->lw_gap) b->lw_gap = (uint64_t)gap;
     b->lw_gap -= b->lw_gap >> 4;
     b->lw_ns = t;
   }
   live = 2 * b->lw_gap;
   if (live < LIVE_MIN_NS) live = LIVE_MIN_NS;
   if (live > LIVE_MAX_NS) live = LIVE_MAX_NS;
-  keep = t - b->lw_ns < live;
+  keep = (int64_t)(t - b->lw_ns) < (int64_t)live;
   if (keep)
     __atomic_store_n(&b->drive_ns, now_ns(), __ATOMIC_RELAXED); /* a hint (field comment) */
   pthread_mutex_unlock(&b->pass_lock);
