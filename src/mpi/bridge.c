@@ -2560,13 +2560,13 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   if (b->o.peer_timeout_ns <= 0) b->o.peer_timeout_ns = 2000000000;
   if (b->o.start_timeout_ns <= 0) b->o.start_timeout_ns = 30000000000ll;
   if (b->o.batch_bytes < 256 || b->o.batch_bytes > (64u << 20) || b->o.max_inflight > 64 ||
-      b->o.peer_timeout_ns <= b->o.heartbeat_ns || (b->o.lane_drive != 0 && b->o.lane_drive != -1)) {
+      b->o.peer_timeout_ns <= b->o.heartbeat_ns || b->o.lane_drive < -1 || b->o.lane_drive > 1) {
     MPI_Comm_free(&b->comm);
     free(b);
     return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: batch_bytes in [256, 64 MiB], max_inflight <= 64, "
-                             "peer_timeout_ns > heartbeat_ns and lane_drive 0 or -1");
+                             "peer_timeout_ns > heartbeat_ns and lane_drive -1, 0 or 1");
   }
-  { /* A/B runs without lane-driven progress: RK_MPI_LANE_DRIVE=0 (rk_mpi_options.lane_drive) */
+  if (b->o.lane_drive == 0) { /* A/B runs without lane-driven progress: RK_MPI_LANE_DRIVE=0 (rk_mpi_options.lane_drive; 1: on whatever it says) */
     const char *env = getenv("RK_MPI_LANE_DRIVE");
     if (env && env[0] == '0' && env[1] == '\0') b->o.lane_drive = -1;
   }
