@@ -608,6 +608,77 @@ static void test_lane_poll(void **state) {
   pthread_mutex_destroy(&f->lock);
 }
 
+/* The gate (graph.c, poll_gate_close): lanes calling the hook while the transport detaches. Every
+ * lane of three kernels (7 lanes) is idle and calls it over and over (it says the conversation is
+ * live, and spends 100 us in each call), so some are inside when rk_graph_set_transport(g, NULL)
+ * runs: the detach must wait for them (none inside once it returned) and no call may begin after
+ * it (the lanes keep running, idle). test_lane_poll's after_stop / in_handler checks cannot catch a
+ * gate that does not wait (its lanes are terminated before the destroy); this one does: without
+ * the wait, calls are still inside (or read the transport the detach cleared) after it returned.
+ * Review of lanedrive (its test_rv_gate). */
+typedef struct gate_fake {
+  uint64_t calls, after; /* atomics, relaxed: counters */
+  int inside;            /* atomics, seq_cst: calls in progress */
+  int detached;          /* atomics, seq_cst: set by the test once the detach returned */
+} gate_fake;
+static gate_fake g_gf;
+static int gf_poll(void *self, rk_graph *g, const void *lane, int stop) {
+  struct timespec ts = {0, 100000};
+  (void)self, (void)g, (void)lane;
+  __atomic_add_fetch(&g_gf.inside, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&g_gf.detached, __ATOMIC_SEQ_CST)) __atomic_add_fetch(&g_gf.after, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&g_gf.calls, 1, __ATOMIC_RELAXED);
+  if (!stop) nanosleep(&ts, NULL); /* a pass that takes a while: lanes are inside when the gate closes */
+  __atomic_sub_fetch(&g_gf.inside, 1, __ATOMIC_SEQ_CST);
+  return !stop; /* live: call again */
+}
+static const rk_transport gf_ops = {sizeof(rk_transport), "gatefake", 0, 2, pf_start, pf_flush, pf_stop, NULL, gf_poll};
+static int gf_idle(rk_ctx *ctx, const rk_msg *in) {
+  (void)ctx, (void)in;
+  return 0;
+}
+static int gf_called(void *arg) { return __atomic_load_n(&g_gf.calls, __ATOMIC_RELAXED) >= *(uint64_t *)arg; }
+
+static void test_poll_gate_detach(void **state) {
+  int round, inside_at_close = 0;
+  (void)state;
+  for (round = 0; round < 20; round++) {
+    rk_runtime *rt = rt_create();
+    rk_graph *g;
+    poll_fake *f = &g_pf;
+    rk_kernel_desc ds = rt_desc("sender", pf_sender), di = rt_desc("idle", gf_idle);
+    rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+    uint32_t local, idle;
+    uint64_t want = 20;
+    memset(f, 0, sizeof *f);
+    memset(&g_gf, 0, sizeof g_gf); /* (no lane runs: the last round's graph is destroyed) */
+    pthread_mutex_init(&f->lock, NULL);
+    lo.lanes = 3;
+    RT_OK(rt, rk_graph_create(rt, &g));
+    RT_OK(rt, rk_graph_set_transport(g, &gf_ops, f));
+    RT_OK(rt, rk_graph_add(g, &ds, NULL, 0, &local));
+    RT_OK(rt, rk_graph_add_remote(g, 1, "far", 8, &f->remote));
+    RT_OK(rt, rk_graph_add(g, &di, &lo, 0, &idle));
+    RT_OK(rt, rk_graph_add(g, &di, &lo, 0, &f->snk));
+    RT_OK(rt, rk_graph_connect(g, local, f->remote, NULL));
+    RT_OK(rt, rk_graph_launch(g));
+    RT_OK(rt, rk_graph_activate(g));
+    assert_true(rt_wait_for(gf_called, &want, RT_HANG)); /* the lanes are calling it */
+    RT_OK(rt, rk_graph_set_transport(g, NULL, NULL));
+    inside_at_close += __atomic_load_n(&g_gf.inside, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&g_gf.detached, 1, __ATOMIC_SEQ_CST);
+    rt_sleep_ms(20); /* the lanes run on, idle: a call that got through now would be counted */
+    assert_int_equal(__atomic_load_n(&g_gf.after, __ATOMIC_RELAXED), 0);
+    assert_int_equal(__atomic_load_n(&g_gf.inside, __ATOMIC_SEQ_CST), 0);
+    RT_OK(rt, rk_graph_terminate(g, RT_HANG));
+    rk_graph_destroy(g);
+    rk_runtime_destroy(rt);
+    assert_int_equal(__atomic_load_n(&g_gf.after, __ATOMIC_RELAXED), 0); /* (the lanes' last, leaving calls too) */
+    pthread_mutex_destroy(&f->lock);
+  }
+  assert_int_equal(inside_at_close, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shape_payload_wrap),
@@ -619,6 +690,7 @@ int main(void) {
       cmocka_unit_test(test_fault_deadlock_vs_terminate),
       cmocka_unit_test(test_lane_wait_during_restart),
       cmocka_unit_test(test_lane_poll),
+      cmocka_unit_test(test_poll_gate_detach),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

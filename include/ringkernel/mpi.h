@@ -58,9 +58,10 @@ typedef struct rk_mpi_options {
   int spin;
   /** Lane-driven progress (docs/mpi.md, "Lane-driven progress"). 0 (default): an idle CPU lane of
    *  the graph runs the bridge's passes itself while its conversation is live (between messages,
-   *  never in a handler), and the bridge thread backs off meanwhile; -1: only the bridge thread
-   *  does (the behaviour before it; the environment variable RK_MPI_LANE_DRIVE=0 does the same).
-   *  Other values: RK_EINVAL. */
+   *  never in a handler), and the bridge thread backs off meanwhile, unless the environment
+   *  variable RK_MPI_LANE_DRIVE is 0 (then as -1: for A/B runs); 1: on, whatever the environment
+   *  says; -1: off, only the bridge thread does (the behaviour before it). Other values:
+   *  RK_EINVAL. */
   int lane_drive;
 } rk_mpi_options;
 

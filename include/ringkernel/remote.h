@@ -53,10 +53,15 @@ typedef struct rk_transport {
    *  into the local inboxes: the caller's own among them) if no other thread is running one, and
    *  returns 1 (call again while the inbox is still empty) or 0 (stop calling: go wait as usual;
    *  the transport's own thread has the work). `lane` identifies the caller (an opaque token);
-   *  stop 1: the lane stops calling for good (it leaves), the transport takes its work back. Nothing
+   *  stop 1: the lane stops driving for now (it goes to sleep: its handler waits for room in a full
+   *  K2K destination, between two retries; or it leaves), the transport takes its work back; the
+   *  return value is ignored, and the lane may call again later (stop 0) when idle again. Nothing
    *  may depend on a lane calling: the transport keeps its own thread for progress, liveness and
    *  its timeouts. Called until the graph's destroy or rk_graph_set_transport(g, NULL) begins; both
-   *  wait for a call in progress to return before they go on. */
+   *  wait for a call in progress to return before they go on. The graph's destroy closes this gate
+   *  before it calls stop; a transport that detaches itself stops first (see
+   *  rk_graph_set_transport), so lanes may call it after its own stop, until the detach returns:
+   *  from its stop on, it must run nothing there and return 0. */
   int (*poll)(void *self, rk_graph *g, const void *lane, int stop);
 } rk_transport;
 

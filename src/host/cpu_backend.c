@@ -833,10 +833,10 @@ static int outbox_ready(void *arg) {
  * of its inboxes, for as long as the transport says its conversation is live, so that a message
  * for this lane that the pass receives is in its inbox without a handoff to the transport's
  * thread (which shares the lane's core under mpirun's binding). This is the lane's worker loop
- * between messages, never a handler. Returns 1 when the lane has something to do, 0 to wait as
- * usual. Its first RK_LANE_DRIVE_POLLS passes pause between them, the later ones yield where the
- * lane can run on one CPU only (else they pause too): what a driving lane waits for is the peer
- * rank, on another core, so the one-CPU rule of its waits (yield instead of spinning: ring_wait.c)
+ * between messages, never a handler. Returns 1 when the lane has something to do (or its barrier
+ * is broken: the worker loop then leaves), 0 to wait as usual. Its first RK_LANE_DRIVE_POLLS
+ * passes pause between them, the later ones yield where the lane can run on one CPU only (else
+ * they pause too): what a driving lane waits for is the peer rank, on another core, so the one-CPU rule of its waits (yield instead of spinning: ring_wait.c)
  * does not hold for those first passes, as for the bridge thread's own first idle passes
  * (SPIN_PASSES, bridge.c); the yields after them let the rank's other threads (its host feeding a
  * stream) have the core. Measured (docs/mpi.md, "Lane-driven progress"): yielding from the first
@@ -845,7 +845,9 @@ static int outbox_ready(void *arg) {
 static int lane_drive(rk__lane *l, lane_wait *w) {
   uint32_t i;
   for (i = 0;; i++) {
-    if (lane_ready(w)) return 1;
+    /* lane_broken: the worker loop checks it (and leaves) only between messages, and a live
+     * conversation could keep this loop from returning there (review of lanedrive, finding 4) */
+    if (lane_ready(w) || lane_broken(l)) return 1;
     if (!rk__graph_poll(l->k->graph, l, 0)) return lane_ready(w);
     if (i >= RK_LANE_DRIVE_POLLS && rk__one_cpu())
       rk__wait_yield();

@@ -1845,18 +1845,23 @@ static int bridge_poll(void *self, rk_graph *g, const void *lane, int stop) {
     return 0;
   }
   __atomic_store_n(&b->driver, me, __ATOMIC_RELAXED); /* a hint (field comment) */
+  /* Re-read under the lock: the t above predates the trylock, and a pass with traffic that ended
+   * in between (the thread's: bridge_main sets lw_ns under this lock) left lw_ns later than it; the
+   * differences below are signed all the same (review of lanedrive, finding 1: t - lw_ns wrapped
+   * and a live conversation's lane stopped driving). */
+  t = now_ns();
   work = lane_pass(b, t);
   stat_add(&b->s_lane_passes, 1);
   if (work) {
-    uint64_t gap = t - b->lw_ns;
-    if (gap < LIVE_MAX_NS && gap > b->lw_gap) b->lw_gap = gap;
+    int64_t gap = (int64_t)(t - b->lw_ns);
+    if (gap >= 0 && gap < (int64_t)LIVE_MAX_NS && (uint64_t)gap > b->lw_gap) b->lw_gap = (uint64_t)gap;
     b->lw_gap -= b->lw_gap >> 4;
     b->lw_ns = t;
   }
   live = 2 * b->lw_gap;
   if (live < LIVE_MIN_NS) live = LIVE_MIN_NS;
   if (live > LIVE_MAX_NS) live = LIVE_MAX_NS;
-  keep = t - b->lw_ns < live;
+  keep = (int64_t)(t - b->lw_ns) < (int64_t)live;
   if (keep)
     __atomic_store_n(&b->drive_ns, now_ns(), __ATOMIC_RELAXED); /* a hint (field comment) */
   pthread_mutex_unlock(&b->pass_lock);
@@ -2555,13 +2560,13 @@ int rk_mpi_bridge_create(rk_graph *g, MPI_Comm comm, const rk_mpi_options *opts,
   if (b->o.peer_timeout_ns <= 0) b->o.peer_timeout_ns = 2000000000;
   if (b->o.start_timeout_ns <= 0) b->o.start_timeout_ns = 30000000000ll;
   if (b->o.batch_bytes < 256 || b->o.batch_bytes > (64u << 20) || b->o.max_inflight > 64 ||
-      b->o.peer_timeout_ns <= b->o.heartbeat_ns || (b->o.lane_drive != 0 && b->o.lane_drive != -1)) {
+      b->o.peer_timeout_ns <= b->o.heartbeat_ns || b->o.lane_drive < -1 || b->o.lane_drive > 1) {
     MPI_Comm_free(&b->comm);
     free(b);
     return rk_transport_fail(g, RK_EINVAL, "rk_mpi_bridge_create: batch_bytes in [256, 64 MiB], max_inflight <= 64, "
-                             "peer_timeout_ns > heartbeat_ns and lane_drive 0 or -1");
+                             "peer_timeout_ns > heartbeat_ns and lane_drive -1, 0 or 1");
   }
-  { /* A/B runs without lane-driven progress: RK_MPI_LANE_DRIVE=0 (rk_mpi_options.lane_drive) */
+  if (b->o.lane_drive == 0) { /* A/B runs without lane-driven progress: RK_MPI_LANE_DRIVE=0 (rk_mpi_options.lane_drive; 1: on whatever it says) */
     const char *env = getenv("RK_MPI_LANE_DRIVE");
     if (env && env[0] == '0' && env[1] == '\0') b->o.lane_drive = -1;
   }
