@@ -754,10 +754,8 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
  * done), the slot released and a stalled lane woken. Replies published behind it are the next
  * drainer's, as drain_lane leaves them to it when it has the drainer's own. Returns 1 when it
  * delivered; 0, having changed nothing, in every other case (another reply first, a refused one,
- * buffer pins, replies delivered ahead, callbacks on, a damaged header): drain_lane then does it.
- * seen_ns: the latency's end reading (rk__now_ns) taken when the reply was seen published
- * (reply_spin), 0 to take it here. */
-static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint, uint64_t seen_ns) {
+ * buffer pins, replies delivered ahead, callbacks on, a damaged header): drain_lane then does it. */
+static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint) {
   rk_envelope env;
   const uint8_t *slot;
   uint64_t pos;
@@ -783,7 +781,7 @@ static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint, 
   l->drain_blocked = 0;
   to_msg(&env, slot + RK_ENVELOPE_SIZE, w->out, w->buf, w->buf_len, bad);
   device_refusal(k, &env, slot + RK_ENVELOPE_SIZE, l->index);
-  rk__latency_add(l, (seen_ns ? seen_ns : rk__now_ns()) - w->sent_ns);
+  rk__latency_add(l, rk__now_ns() - w->sent_ns);
   rx_add(&l->rx_received, 1); /* before done: a caller's stats after rk_call returns include it */
   /* pairs with the caller's acquire in call_common (the caller itself here): *w->out is written */
   __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
@@ -940,7 +938,7 @@ static void outbox_let_go(rk_kernel *k, rk__lane *l) {
 #ifndef RK_CALL_SPIN_POLLS
 #define RK_CALL_SPIN_POLLS 64
 #endif
-static int reply_spin(rk_kernel *k, rk__lane *l, uint64_t *seen_ns) {
+static int reply_spin(rk_kernel *k, rk__lane *l) {
   rk_ring *r = l->outbox;
   volatile uint64_t *seq;
   uint64_t head;
@@ -953,12 +951,6 @@ static int reply_spin(rk_kernel *k, rk__lane *l, uint64_t *seen_ns) {
     /* pairs with the lane's release of the sequence word (rk_ring__publish): the slot is written */
     if (rk_ring_seq_published(rk_load_acquire_sys_u64(seq), head)) {
       rk__prefetch_slot(r, head); /* envelope and payload lines together (queue/internal.h) */
-      /* The latency's end reading, here, while those lines travel: the clock read (~28 ns on the
-       * EPYC VM; its LFENCE/RDTSCP waits for every earlier instruction, not for a prefetch) then
-       * overlaps their transfer. Taken in drain_own, after the copy, it waited for the lines and
-       * then took its own time on the round trip's critical path (issue 16, fifth step). The
-       * sample ends when the reply was seen published, not after its copy: "host receive". */
-      *seen_ns = rk__now_ns();
       return 1;
     }
     if (one) {
@@ -996,7 +988,6 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   rk_waiter w, **pw;
   rk__lane *l;
   uint64_t deadline, pt = 0, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
-  uint64_t seen_ns = 0; /* reply_spin: when it saw the reply published (the latency's end) */
   int rc, own = 0, registered = 0; /* own: this call holds l->drain_lock; registered: w is on the list */
   if (k == NULL) return RK_EINVAL;
   rk__error_clear(k->rt);
@@ -1047,7 +1038,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
     deadline = timeout_ns < 0 ? UINT64_MAX : add_sat(w.sent_ns, (uint64_t)timeout_ns);
   }
   if (rc == RK_OK && sent) *sent = 1;
-  if (rc == RK_OK && own && reply_spin(k, l, &seen_ns) && drain_own(k, l, &w, pt, seen_ns)) {
+  if (rc == RK_OK && own && reply_spin(k, l) && drain_own(k, l, &w, pt)) {
     /* answered during the fast path's first poll: let go of the outbox as the loop below does */
     __atomic_store_n(&l->fast_call, 0, __ATOMIC_RELAXED); /* answered */
     outbox_let_go(k, l);
@@ -1076,7 +1067,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
            * and the wait below returns at once if it is) */
           if (registered)
             drain_lane(k, l, NULL, NULL, 0, 0, NULL, NULL, 0);
-          else if (!first && !drain_own(k, l, &w, pt, 0))
+          else if (!first && !drain_own(k, l, &w, pt))
             drain_lane(k, l, NULL, NULL, 0, 0, NULL, &w, pt);
           if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) break; /* pairs with the drainer's release */
           if (rk__kernel_faulted(k)) break;
