@@ -1623,6 +1623,16 @@ static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
   uint64_t dropped = 0, unconfirmed = 0, failed, before = __atomic_load_n(&b->s_answers_failed, __ATOMIC_RELAXED);
   int first = !p->settled;
   settle_peer(b, r, &dropped, &unconfirmed);
+  if (why == RK_MPI_PEER_LOST) {
+    b->any_lost = 1;
+    __atomic_add_fetch(&b->s_peers_lost, 1, __ATOMIC_RELAXED); /* statistics (published by set_state's release) */
+  }
+  /* The state before the answers owed: a caller that gets its RK_ECLOSED answer (the push's
+   * release, the lane's acquire, its reply's release, the caller's acquire) sees the peer LOST or
+   * CLOSED and peers_lost counted. After the counters: whoever sees LOST sees them (release).
+   * (Before, the answers went first: mpi_owed_lost once found rank 1 still UP after its answer,
+   * the origin's lane driving the bridge's progress and taking the answer at once.) */
+  set_state(p, why);
   /* a closed peer: once the control messages its bye counts are in (its notices that requests it
    * passed on went on elsewhere: take_moved), or peer_timeout_ns after the bye at most */
   if (why == RK_MPI_PEER_LOST || ctrl_all_in(p) ||
@@ -1630,16 +1640,12 @@ static void peer_down(rk_mpi_bridge *b, uint32_t r, rk_mpi_peer_state why) {
     (void)owed_fail(b, r);
   failed = __atomic_load_n(&b->s_answers_failed, __ATOMIC_RELAXED) - before; /* this thread's own count */
   if (why == RK_MPI_PEER_LOST) {
-    b->any_lost = 1;
-    __atomic_add_fetch(&b->s_peers_lost, 1, __ATOMIC_RELAXED); /* statistics (published by set_state's release) */
-    set_state(p, why); /* after the counters: whoever sees LOST sees them (release) */
     rk_transport_log(b->g, RK_LOG_ERROR, "mpi bridge: rank %u is lost (silent for %lld ms): its routes are closed "
                      "(sends get RK_ECLOSED); %llu accepted envelopes dropped, %llu sent and not confirmed; %llu "
                      "requests waiting for an answer from it answered with RK_ECLOSED",
                      r, (long long)(b->o.peer_timeout_ns / 1000000), (unsigned long long)dropped,
                      (unsigned long long)unconfirmed, (unsigned long long)failed);
   } else {
-    set_state(p, why);
     if (first)
       rk_transport_log(b->g, failed ? RK_LOG_WARN : RK_LOG_INFO, "mpi bridge: rank %u closed its bridge: its routes "
                        "are closed; %llu accepted envelopes dropped, %llu sent and not confirmed; %llu requests "
