@@ -1798,6 +1798,31 @@ static void drive_stop(rk_mpi_bridge *b, uintptr_t me) {
 #endif
 }
 
+/* The conversation's part of a pass, the thread's (bridge_main) and a lane's (lane_pass) alike,
+ * under pass_lock: take what the outbound rings hold into batches and send them (and the notices
+ * of requests passed on), test the posted receives and deliver what came, retry staged messages
+ * and waiting error answers. The thread (closed 1) also reads what a closed peer's bye still
+ * counts (poll_closed). *delivered: the envelopes this pass delivered into local inboxes. Returns
+ * the work done (0: idle). */
+static uint32_t pass_traffic(rk_mpi_bridge *b, int closed, uint64_t *delivered) {
+  uint32_t work = 0, r, i;
+  uint64_t before = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* (under the lock: this pass's count) */
+  for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
+  for (r = 0; r < b->ranks; r++)
+    if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r) + moved_send(b, r);
+  for (r = 0; r < b->ranks; r++) {
+    rk_mpi_peer_state st = r == b->rank ? RK_MPI_PEER_SELF : get_state(&b->peers[r]);
+    if (st == RK_MPI_PEER_UP)
+      work += poll_peer(b, r);
+    else if (closed && st == RK_MPI_PEER_CLOSED && b->peers[r].bye_got && !ctrl_all_in(&b->peers[r]))
+      work += poll_closed(b, r);
+  }
+  work += unstage(b);
+  *delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED) - before; /* (answers_retry delivers none) */
+  work += answers_retry(b);
+  return work;
+}
+
 /* A lane's pass (bridge_poll), under pass_lock: the conversation's part of the thread's pass —
  * take what the outbound rings hold into batches (as far as credits and max_inflight sends allow)
  * and send them, test the posted receives (one data and one control message per peer at most)
@@ -1808,16 +1833,10 @@ static void drive_stop(rk_mpi_bridge *b, uintptr_t me) {
  * within LANE_HOLD_NS): heartbeats, a silent peer's loss, a closed peer's routes, the closing
  * answers, the deadlock scan. Returns the work done (0: idle). */
 static uint32_t lane_pass(rk_mpi_bridge *b, uint64_t t) {
-  uint32_t work = 0, r, i;
-  uint64_t delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* (under the lock: its holder's count) */
-  for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
-  for (r = 0; r < b->ranks; r++)
-    if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r) + moved_send(b, r);
-  for (r = 0; r < b->ranks; r++)
-    if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += poll_peer(b, r);
-  work += unstage(b);
-  work += answers_retry(b);
-  stat_add(&b->s_lane_delivered, __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED) - delivered);
+  uint32_t work, r;
+  uint64_t delivered;
+  work = pass_traffic(b, 0, &delivered);
+  stat_add(&b->s_lane_delivered, delivered);
   for (r = 0; r < b->ranks; r++) {
     peer *p = &b->peers[r];
     if (r != b->rank && get_state(p) == RK_MPI_PEER_UP && credits_due(b, p, work == 0, t))
@@ -1877,27 +1896,15 @@ static int bridge_poll(void *self, rk_graph *g, const void *lane, int stop) {
 
 static void *bridge_main(void *arg) {
   rk_mpi_bridge *b = (rk_mpi_bridge *)arg;
-  uint32_t idle = 0, r, i;
+  uint32_t idle = 0, r;
   uint64_t last_check = now_ns(), last_work = last_check, gap_max = 0, nap = NAP_MIN_NS;
   int lanes_fed = 0; /* the last busy pass delivered into a local inbox: its lane has work */
   pthread_mutex_lock(&b->pass_lock); /* a pass at a time (the field's comment): let go between passes */
   /* acquire: pairs with stop's release store */
   while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
-    uint32_t work = 0, traffic;
-    uint64_t t, delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED); /* (under the lock: this pass's count) */
-    for (i = 0; i < b->nout; i++) work += drain_route(b, &b->out[i]);
-    for (r = 0; r < b->ranks; r++)
-      if (r != b->rank && get_state(&b->peers[r]) == RK_MPI_PEER_UP) work += batch_send(b, r) + moved_send(b, r);
-    for (r = 0; r < b->ranks; r++) {
-      rk_mpi_peer_state st = r == b->rank ? RK_MPI_PEER_SELF : get_state(&b->peers[r]);
-      if (st == RK_MPI_PEER_UP)
-        work += poll_peer(b, r);
-      else if (st == RK_MPI_PEER_CLOSED && b->peers[r].bye_got && !ctrl_all_in(&b->peers[r]))
-        work += poll_closed(b, r);
-    }
-    work += unstage(b);
-    delivered = __atomic_load_n(&b->s_delivered, __ATOMIC_RELAXED) - delivered;
-    work += answers_retry(b);
+    uint32_t work, traffic;
+    uint64_t t, delivered;
+    work = pass_traffic(b, 1, &delivered);
     if (__atomic_load_n(&b->closing, __ATOMIC_RELAXED)) closing_answer(b); /* (relaxed: the field's comment) */
     traffic = work; /* (the credits and heartbeats below are not the conversation's messages) */
     t = now_ns();
