@@ -35,6 +35,10 @@
 #include "ringkernel/graph.h"
 #include "ringkernel/remote.h"
 
+/* An optional hook of the transport t (remote.h): within the size its transport says it has, and
+ * set. */
+#define TP_HOOK(t, hook) ((t)->size >= offsetof(rk_transport, hook) + sizeof(t)->hook && (t)->hook != NULL)
+
 typedef struct graph_node {
   rk_kernel_desc desc;
   rk_launch_options lo;
@@ -786,6 +790,33 @@ static void raise_ids(rk_graph *g) {
   }
 }
 
+/* The first failure of a call that goes through the graph's nodes (launch, activate, terminate):
+ * its text is kept at once, because the next node's call starts by clearing the thread's last
+ * error (rk__error_clear), and a node on another runtime of the graph records it there;
+ * graph_first_end reports it as the graph call's own error on g->rt, "<call>: node N (name):
+ * <its text>". (Before, rk_graph_terminate could return RK_ETIMEDOUT with rk_runtime_last_error
+ * "no error".) */
+typedef struct graph_first {
+  int rc;
+  char msg[400];
+} graph_first;
+
+static void graph_first_note(rk_graph *g, graph_first *f, int rc, const rk_runtime *rt, uint32_t node) {
+  const graph_node *n = &g->node[node];
+  const char *why = rk_runtime_last_error(rt), *code = rk_err_name(rc);
+  size_t cl = strlen(code);
+  if (rc == RK_OK || f->rc != RK_OK) return;
+  f->rc = rc;
+  if (strncmp(why, code, cl) == 0 && why[cl] == ':' && why[cl + 1] == ' ') why += cl + 2; /* named once, by rk__fail */
+  snprintf(f->msg, sizeof f->msg, "node %u (%s): %s", node, n->remote ? n->rname : n->desc.name ? n->desc.name : "?",
+           why);
+}
+
+static int graph_first_end(rk_graph *g, const graph_first *f, const char *what) {
+  if (f->rc == RK_OK) return RK_OK;
+  return rk__fail(g->rt, f->rc, "%s: %s", what, f->msg);
+}
+
 int rk_graph_launch(rk_graph *g) {
   uint32_t i, j, d, slot = 0;
   int rc;
@@ -854,9 +885,10 @@ int rk_graph_launch(rk_graph *g) {
     raise_ids(g);
     rc = rk__kernel_launch(n->rt, &n->desc, n->has_lo ? &n->lo : NULL, prepare, &a, &n->k);
     if (rc != RK_OK) {
-      snprintf(err, sizeof err, "%s", rk_runtime_last_error(n->rt));
+      graph_first first = {RK_OK, ""};
+      graph_first_note(g, &first, rc, n->rt, i);
       unlaunch(g);
-      return rk__fail(g->rt, rc, "rk_graph_launch: node %u (%s): %s", i, n->desc.name ? n->desc.name : "?", err);
+      return graph_first_end(g, &first, "rk_graph_launch");
     }
     if (n->k->slot_size > slot) slot = n->k->slot_size;
   }
@@ -905,36 +937,10 @@ int rk_graph_launch(rk_graph *g) {
   }
   /* lanes may drive the transport's progress from now on (rk__graph_poll): every field they read
    * (tp, tp_self) is written; seq_cst (the gate's Dekker pair, field comment) */
-  if (g->tp && g->tp->size >= offsetof(rk_transport, poll) + sizeof g->tp->poll && g->tp->poll)
+  if (g->tp && TP_HOOK(g->tp, poll))
     __atomic_store_n(&g->tp_poll_on, 1, __ATOMIC_SEQ_CST);
   set_watch(g, 1);
   return RK_OK;
-}
-
-/* The first failure of a call that goes on through the graph's nodes (activate, terminate): its
- * text is kept at once, because the next node's call starts by clearing the thread's last error
- * (rk__error_clear), and a node on another runtime of the graph records it there; graph_first_end
- * reports it as the graph call's own error on g->rt. (Before, rk_graph_terminate could return
- * RK_ETIMEDOUT with rk_runtime_last_error "no error".) */
-typedef struct graph_first {
-  int rc;
-  char msg[400];
-} graph_first;
-
-static void graph_first_note(rk_graph *g, graph_first *f, int rc, const rk_runtime *rt, uint32_t node) {
-  const graph_node *n = &g->node[node];
-  const char *why = rk_runtime_last_error(rt), *code = rk_err_name(rc);
-  size_t cl = strlen(code);
-  if (rc == RK_OK || f->rc != RK_OK) return;
-  f->rc = rc;
-  if (strncmp(why, code, cl) == 0 && why[cl] == ':' && why[cl + 1] == ' ') why += cl + 2; /* named once, by rk__fail */
-  snprintf(f->msg, sizeof f->msg, "node %u (%s): %s", node, n->remote ? n->rname : n->desc.name ? n->desc.name : "?",
-           why);
-}
-
-static int graph_first_end(rk_graph *g, const graph_first *f, const char *what) {
-  if (f->rc == RK_OK) return RK_OK;
-  return rk__fail(g->rt, f->rc, "%s: %s", what, f->msg);
 }
 
 /* Close the lanes' gate to the transport's poll and wait for the lanes inside it (a pass is
@@ -1123,8 +1129,7 @@ static void graph_destroy_claimed(rk_graph *g) {
   set_watch(g, 0); /* no deadlock check follows the kernels any more */
   /* the transport first answers what the kernels await from other processes (those answers
    * cannot come in time: it stops next), so their terminates below do not wait for them */
-  if (g->launched && g->tp && g->tp_started && g->tp->size >= offsetof(rk_transport, closing) + sizeof g->tp->closing &&
-      g->tp->closing)
+  if (g->launched && g->tp && g->tp_started && TP_HOOK(g->tp, closing))
     g->tp->closing(g->tp_self, g);
   /* every lane gone before any K2K inbox is freed: upstream first, each draining (1 s each) */
   if (g->launched) (void)rk_graph_terminate(g, 1000000000);
