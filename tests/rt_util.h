@@ -168,6 +168,31 @@ static inline int rt_wait_for(int (*pred)(void *), void *arg, int64_t ns) {
   }
 }
 
+/* A handler that holds its lane until the test lets it go (a lane that cannot acknowledge a
+ * command or finish a terminate): rt_hold_close() before the message is sent, rt_held_entered as
+ * the rt_wait_for predicate for "the handler is running", rt_hold_open() to let it return. One
+ * gate per test program (its state: rt_hold_state). Atomics: release/acquire pairs between the
+ * test's stores and the handler's loads, and back for "entered". */
+static inline volatile int *rt_hold_state(void) {
+  static volatile int st[2]; /* [0] closed, [1] a handler entered */
+  return st;
+}
+static inline void rt_hold_close(void) {
+  __atomic_store_n(&rt_hold_state()[1], 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&rt_hold_state()[0], 1, __ATOMIC_RELEASE);
+}
+static inline void rt_hold_open(void) { __atomic_store_n(&rt_hold_state()[0], 0, __ATOMIC_RELEASE); }
+static inline int rt_held_entered(void *arg) {
+  (void)arg;
+  return __atomic_load_n(&rt_hold_state()[1], __ATOMIC_ACQUIRE);
+}
+static inline int rt_held(rk_ctx *ctx, const rk_msg *in) {
+  (void)ctx, (void)in;
+  __atomic_store_n(&rt_hold_state()[1], 1, __ATOMIC_RELEASE);
+  while (__atomic_load_n(&rt_hold_state()[0], __ATOMIC_ACQUIRE)) rt_sleep_ms(1);
+  return 0;
+}
+
 /* A terminate on a thread of its own, for a test that does meanwhile what the terminate waits for:
  * rt_terminate_start runs rk_graph_terminate(g, timeout_ns) when g is not NULL, else
  * rk_kernel_terminate(k, timeout_ns); rt_terminate_join waits for it and returns its result. */

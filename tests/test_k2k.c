@@ -759,34 +759,22 @@ static void test_restart_keeps_owed(void **state) {
 
 /* A kernel whose terminate timed out (its handler still running) takes no more K2K messages:
  * sends to it get RK_ECLOSED (counted), rather than being queued for no one. */
-static volatile int g_hold, g_held_entered;
-static int held_entered(void *arg) {
-  (void)arg;
-  return __atomic_load_n(&g_held_entered, __ATOMIC_ACQUIRE);
-}
-static int held(rk_ctx *ctx, const rk_msg *in) {
-  (void)ctx, (void)in;
-  __atomic_store_n(&g_held_entered, 1, __ATOMIC_RELEASE);
-  while (__atomic_load_n(&g_hold, __ATOMIC_ACQUIRE)) rt_sleep_ms(1);
-  return 0;
-}
-
 static void test_send_to_timed_out_kernel(void **state) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
-  rk_kernel_desc dsend = desc_of("sender", sender, 0), dheld = desc_of("held", held, 0);
+  rk_kernel_desc dsend = desc_of("sender", sender, 0), dheld = desc_of("held", rt_held, 0);
   uint32_t a, b;
   rk_kernel *kb;
   (void)state;
   g = two_kernels(rt, &dsend, 0, &dheld, 0, 0, &a, &b);
   kb = rk_graph_kernel(g, b);
-  __atomic_store_n(&g_hold, 1, __ATOMIC_RELEASE);
+  rt_hold_close();
   assert_int_equal(send_via(rt, rk_graph_kernel(g, a), 0, 1), RK_OK); /* b's handler now holds */
-  if (!rt_wait_for(held_entered, NULL, RT_HANG)) fail_msg("the held handler never ran");
+  if (!rt_wait_for(rt_held_entered, NULL, RT_HANG)) fail_msg("the held handler never ran");
   assert_int_equal(rk_kernel_terminate(kb, 50 * RT_MS), RK_ETIMEDOUT); /* lanes still running */
   assert_int_equal(send_via(rt, rk_graph_kernel(g, a), 0, 2), RK_ECLOSED);
   assert_true(rt_stats(rk_graph_kernel(g, a)).k2k_refused >= 1);
-  __atomic_store_n(&g_hold, 0, __ATOMIC_RELEASE);
+  rt_hold_open();
   RT_OK(rt, rk_kernel_terminate(kb, RT_HANG)); /* the handler returned: the lanes leave */
   assert_int_equal(send_via(rt, rk_graph_kernel(g, a), 0, 3), RK_ECLOSED);
   rk_graph_destroy(g);
@@ -795,26 +783,25 @@ static void test_send_to_timed_out_kernel(void **state) {
 
 /* rk_graph_terminate reports the first kernel's failure with its text: the kernels after it start
  * their own terminate by clearing the thread's last error, which left the graph's RK_ETIMEDOUT
- * with rk_runtime_last_error "no error" (seen in an MPI test under load). The held handler (above)
- * does not return until the test lets it: the first kernel's terminate times out, the sink's succeeds. */
+ * with rk_runtime_last_error "no error" (seen in an MPI test under load). The held handler
+ * (rt_held) does not return until the test lets it: the first kernel's terminate times out, the sink's succeeds. */
 static void test_terminate_keeps_first_error(void **state) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
-  rk_kernel_desc ds = desc_of("held", held, 0), dk = desc_of("sink", counter_sink, sizeof(seen_state));
+  rk_kernel_desc ds = desc_of("held", rt_held, 0), dk = desc_of("sink", counter_sink, sizeof(seen_state));
   uint32_t a, b;
   int rc;
   (void)state;
-  __atomic_store_n(&g_hold, 1, __ATOMIC_RELEASE);
-  __atomic_store_n(&g_held_entered, 0, __ATOMIC_RELEASE);
+  rt_hold_close();
   g = two_kernels(rt, &ds, 0, &dk, 0, 0, &a, &b);
   RT_OK(rt, rk_send(rk_graph_kernel(g, a), T_SLOW, NULL, 0, RK_SEND_NO_REPLY, NULL));
-  assert_true(rt_wait_for(held_entered, NULL, RT_HANG)); /* the handler is running */
+  assert_true(rt_wait_for(rt_held_entered, NULL, RT_HANG)); /* the handler is running */
   rc = rk_graph_terminate(g, 100 * RT_MS); /* 100 ms: the held kernel's times out, the sink's does not */
   assert_int_equal(rc, RK_ETIMEDOUT);
   assert_int_equal(rk_kernel_state(rk_graph_kernel(g, b)), RK_STATE_TERMINATED); /* went on after it */
   assert_non_null(strstr(rk_runtime_last_error(rt), "terminate timed out"));
   assert_non_null(strstr(rk_runtime_last_error(rt), "rk_graph_terminate: node 0 (held)"));
-  __atomic_store_n(&g_hold, 0, __ATOMIC_RELEASE); /* release: pairs with the handler's acquire */
+  rt_hold_open();
   RT_OK(rt, rk_graph_terminate(g, RT_HANG)); /* the lanes leave now */
   assert_int_equal(rk_kernel_state(rk_graph_kernel(g, a)), RK_STATE_TERMINATED);
   rk_graph_destroy(g);

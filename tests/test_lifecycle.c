@@ -311,37 +311,23 @@ static void test_terminate_never_activated(void **state) {
  * not return cannot acknowledge the deactivate; with the option at 100 ms the call gives up after
  * 100 ms (not the default 5 s), says so, and faults the kernel. (The message names the bound in
  * force: that is what fails without the option, not a timing.) */
-static volatile int g_cmd_hold, g_cmd_entered;
-static int cmd_held(rk_ctx *ctx, const rk_msg *in) {
-  (void)ctx;
-  (void)in;
-  __atomic_store_n(&g_cmd_entered, 1, __ATOMIC_RELEASE);         /* release: the test's acquire */
-  while (__atomic_load_n(&g_cmd_hold, __ATOMIC_ACQUIRE)) rt_sleep_ms(1); /* acquire: the test's release */
-  return 0;
-}
-static int cmd_entered(void *arg) {
-  (void)arg;
-  return __atomic_load_n(&g_cmd_entered, __ATOMIC_ACQUIRE);
-}
-
 static void test_command_timeout_option(void **state) {
   rk_runtime_options o = rt_options();
   rk_runtime *rt;
   rk_kernel *k;
-  rk_kernel_desc d = rt_desc("held", cmd_held);
+  rk_kernel_desc d = rt_desc("held", rt_held);
   int one = 1;
   (void)state;
   o.command_timeout_ns = 100 * RT_MS;
   rt = rt_create_opts(&o);
-  __atomic_store_n(&g_cmd_hold, 1, __ATOMIC_RELEASE);
-  __atomic_store_n(&g_cmd_entered, 0, __ATOMIC_RELEASE);
+  rt_hold_close();
   k = rt_launch_active(rt, &d, NULL);
   RT_OK(rt, rk_send(k, 1, &one, sizeof one, RK_SEND_NO_REPLY, NULL));
-  assert_true(rt_wait_for(cmd_entered, NULL, RT_HANG)); /* the lane is in the handler */
+  assert_true(rt_wait_for(rt_held_entered, NULL, RT_HANG)); /* the lane is in the handler */
   assert_int_equal(rk_kernel_deactivate(k), RK_ETIMEDOUT);
   assert_non_null(strstr(rk_runtime_last_error(rt), "did not acknowledge deactivate within 100 ms"));
   assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
-  __atomic_store_n(&g_cmd_hold, 0, __ATOMIC_RELEASE);
+  rt_hold_open();
   assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
