@@ -173,6 +173,12 @@ static void test_json_validator(void **state) {
 
 /* ---------------------------------------- stats ---------------------------------------------- */
 
+/* rt_wait_for predicate: kernel arg's two outboxes hold 6 replies between them (at least) */
+static int outbox_holds_6(void *arg) {
+  rk_kernel_counters st = rt_stats((rk_kernel *)arg);
+  return st.outbox_depth[0] + st.outbox_depth[1] >= 6;
+}
+
 static void test_stats_counters(void **state) {
   rk_runtime *rt = rt_create();
   rk_kernel_desc d = rk_builtin_echo;
@@ -246,7 +252,12 @@ static void test_stats_counters(void **state) {
   assert_int_equal(st.state, RK_STATE_INACTIVE);
   assert_int_equal(rk_kernel_activate(k), RK_OK);
   RT_WAIT_STAT(k, msgs_out, 25);
+  /* a lane counts its replies just before it publishes them (flush_replies: a caller holding its
+   * reply sees the count that includes it), so msgs_out can be seen a few instructions before the
+   * last replies are in the outbox (CI, TSan: outbox 3 of 6 read there): wait for the depth too */
+  assert_true(rt_wait_for(outbox_holds_6, k, RT_HANG));
   st = rt_stats(k);
+  assert_int_equal(st.msgs_out, 25);
   assert_int_equal(st.inbox_depth[0] + st.inbox_depth[1], 0);
   assert_int_equal(st.outbox_depth[0] + st.outbox_depth[1], 6);
 

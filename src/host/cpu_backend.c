@@ -132,8 +132,11 @@ static void flush_replies(rk__lane *l, uint64_t pt_us, rk_ring *room_in) {
     rk__clock_tick_n(l->k->clock, n, pt_us ? pt_us : rk_clock_physical_us(l->k->clock), &stamp);
     for (i = 0; i < n; i++) /* tail: the producer's own word, plain read */
       ((rk_envelope *)rk_ring_slot(l->outbox, l->outbox->tail + i))->hlc = stamp + i;
-    /* counted as published: before the commit, so a caller that has its reply sees the count that
-     * includes it, and never before the reply can be seen in the outbox (stats, test_telemetry) */
+    /* counted as published: just before the commit, so a caller that has its reply sees the count
+     * that includes it (tests read msgs_out right after rk_recv). The other way round does not
+     * hold: a stats reader can see the count a few instructions before the replies are in the
+     * outbox (test_telemetry waits for the outbox depth itself). Counting at staging time made
+     * that window a whole batch long. */
     count_add(&l->status->msgs_out, n);
     rk_ring_commit_n(l->outbox, n); /* release: slots before the index */
     l->out_pending = 0;
