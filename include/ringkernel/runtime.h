@@ -553,7 +553,13 @@ typedef struct rk_kernel_counters {
 
 /** Snapshot a kernel's counters. stats->size must be set: a smaller size (a program built with an
  *  older header) gets the fields it knows. Errors: RK_EINVAL (NULL, size below the fields up to
- *  clock_sync_misses). */
+ *  clock_sync_misses).
+ *
+ *  The fields are read one by one while the lanes run, so one snapshot is not a single instant
+ *  across fields: a counter is current as of its own read. The orders that do hold: a reply is
+ *  counted in msgs_out before it can be taken from the outbox, and in received (and the latency
+ *  histogram) before the rk_call or rk_recv that takes it returns. So msgs_out may already include
+ *  replies that outbox_depth does not show yet; wait for the quantity you mean to assert on. */
 RK_API int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *stats);
 
 /* ---------------------------------------- dead letters --------------------------------------- */
