@@ -404,6 +404,9 @@ static void test_order(void **state) {
  * by then): the sleeps counters grow on both ranks while nothing moves, and rank 0's bridge is
  * woken by the sends (woken; a bridge that only napped would count none: without futex_waitv it
  * naps, see docs/mpi.md). */
+static uint64_t g_idle_sleeps, g_idle_sent; /* the counts idle_slept and idle_sent wait for */
+static int idle_slept(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sleeps >= g_idle_sleeps; }
+static int idle_sent(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= g_idle_sent; }
 static void test_idle(void **state) {
   stream_cfg c = {1, 0, 0, RK_MPI_OPTIONS_INIT};
   uint64_t n = 50, i;
@@ -416,9 +419,11 @@ static void test_idle(void **state) {
   c.o.lane_drive = -1;
   s = stream_up(&c);
   a = bridge_stats(s.b);
-  rt_sleep_ms(100); /* nothing moves */
-  z = bridge_stats(s.b);
-  assert_true(z.sleeps >= a.sleeps + 5); /* it sleeps: a polling bridge would count none */
+  /* nothing moves: it sleeps (a polling bridge would count none). Waited for, not timed: 5 sleeps
+   * take about 0.5 ms idle, but a bridge thread descheduled for most of a fixed 100 ms on a loaded
+   * machine counted fewer (the test failed so; shown with a 30 ms delay injected before each sleep) */
+  g_idle_sleeps = a.sleeps + 5;
+  assert_true(rt_wait_for(idle_slept, s.b, 30 * RT_SEC));
   barrier();
   if (g_rank == 0)
     for (i = 0; i < n; i++) {
@@ -433,7 +438,12 @@ static void test_idle(void **state) {
            (unsigned long long)(z.sleeps - a.sleeps), (unsigned long long)z.woken);
     assert_true(z.woken >= 1);
     assert_true(z.woken <= z.sleeps);
-    assert_int_equal(z.sent, n);
+    /* the bridge counts a batch as sent after its MPI_Isend returns, and rank 1 may take it before
+     * that (vader's eager send has delivered it): rank 1 having all n does not mean sent is n yet
+     * (it read 49 with a 30 ms delay injected after the Isend); waited for, then exact */
+    g_idle_sent = n;
+    assert_true(rt_wait_for(idle_sent, s.b, 30 * RT_SEC));
+    assert_int_equal(bridge_stats(s.b).sent, n);
   }
   stream_down(&s, 1);
   if (g_rank == 1) check_sink(n);
