@@ -123,6 +123,16 @@ if(TARGET rk_devemu)
   rk_add_mpi_dev_test(mpi_dev_moved_refused dev_moved_refused 60)
   rk_add_mpi_dev_test(mpi_dev_owed_bound dev_owed_bound 60)
   rk_add_mpi_dev_test(mpi_dev_owed_sym dev_owed_sym 120)
+  rk_add_mpi_dev_test(mpi_dev_owed_never dev_owed_never 60)
+  # the owed table's per-peer share needs three ranks; notices out of order need four
+  function(rk_add_mpi_dev_test_ranks name ranks scenario timeout)
+    add_test(NAME ${name} COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${ranks} --oversubscribe
+             ${MPIEXEC_PREFLAGS} $<TARGET_FILE:test_mpi_dev> ${MPIEXEC_POSTFLAGS} ${scenario})
+    set_tests_properties(${name} PROPERTIES TIMEOUT ${timeout} LABELS "${RK_MPI_TEST_LABELS}"
+                         ENVIRONMENT "${RK_MPI_TEST_ENV}" PROCESSORS ${ranks})
+  endfunction()
+  rk_add_mpi_dev_test_ranks(mpi_dev_owed_share 3 dev_owed_share 60)
+  rk_add_mpi_dev_test_ranks(mpi_dev_owed_disorder 4 dev_owed_disorder 60)
   rk_add_mpi_dev_test(mpi_dev_rank_killed dev_rank_killed 120 --enable-recovery)
   set_tests_properties(mpi_dev_rank_killed PROPERTIES PASS_REGULAR_EXPRESSION "rank 0 survived the loss of rank 1")
   rk_add_mpi_dev_test(mpi_dev_owed_lost dev_owed_lost 120 --enable-recovery)
