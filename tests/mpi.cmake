@@ -30,8 +30,16 @@ target_include_directories(test_mpi PRIVATE ${PROJECT_SOURCE_DIR}/src ${CMAKE_CU
 target_compile_definitions(test_mpi PRIVATE _GNU_SOURCE)
 target_compile_options(test_mpi PRIVATE ${RK_WARNINGS})
 
+# orte_allowed_exit_without_sync: under heavy load (load average 20-30, 3 of about 250 runs), mpirun
+# sometimes failed a job whose ranks had all passed and called MPI_Finalize: "mpiexec has exited due
+# to process rank 1 with PID 0 on node vm exiting improperly" (mpi_cycle_slack_3 twice,
+# mpi_owed_stopstaged once). That line is ORTE's report of a rank that exited with status 0 before
+# its finalize deregistration was recorded (TERM_WO_SYNC: a rank that _exit(0)s without
+# MPI_Finalize gets exactly it); the parameter makes such an exit normal. A rank that fails still
+# fails the job: cmocka's failure exits non-zero (MPI_Abort), a signal is an abort either way.
 set(RK_MPI_TEST_ENV OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-    OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1)
+    OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_btl=self,vader OMPI_MCA_rmaps_base_oversubscribe=1
+    OMPI_MCA_orte_allowed_exit_without_sync=1)
 set(RK_MPI_TEST_LABELS mpi)
 if(RK_SANITIZE MATCHES "address")
   list(APPEND RK_MPI_TEST_ENV
