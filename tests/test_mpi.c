@@ -1639,6 +1639,15 @@ static void *release_later(void *arg) {
   __atomic_store_n(&g_hol_release, 1, __ATOMIC_SEQ_CST);
   return NULL;
 }
+/* The stop retries what finds fa's inbox full for peer_timeout_ns at most (docs/mpi.md): with the
+ * default 2 s, fa had to run and take its answers within 1.7 s of its release, which a loaded
+ * machine need not give (a release 2.5 s later made fa's terminate time out: the stop dropped what
+ * was still waiting). These tests lose no peer, so their bridges wait 30 s for one. */
+static const rk_mpi_options *stop_patient(void) {
+  static rk_mpi_options o = RK_MPI_OPTIONS_INIT;
+  o.peer_timeout_ns = 30 * RT_SEC;
+  return &o;
+}
 static void test_owed_stopfull(void **state) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
@@ -1647,7 +1656,7 @@ static void test_owed_stopfull(void **state) {
   mpi_pair p = {&da, &dback, NULL, NULL, 4, 0, 0, 1};
   uint32_t a = 0;
   (void)state;
-  pair_graph_on(rt, &g, &b, NULL, &p, 1, &a); /* a: fa on rank 0; rank 1's back holds what it gets */
+  pair_graph_on(rt, &g, &b, stop_patient(), &p, 1, &a); /* a: fa on rank 0; rank 1's back holds what it gets */
   barrier();
   if (g_rank == 0) {
     rk_kernel *ka = rk_graph_kernel(g, a);
@@ -1792,7 +1801,7 @@ static void test_owed_stopstaged(void **state) {
   mpi_pair p = {&da, &dback, NULL, NULL, 4, 0, 0, 1}; /* rank 1 has fa as a remote node: where its answers go */
   uint32_t a;
   (void)state;
-  pair_graph_on(rt, &g, &b, NULL, &p, 1, &a); /* rank 1's back held until fa is busy */
+  pair_graph_on(rt, &g, &b, stop_patient(), &p, 1, &a); /* rank 1's back held until fa is busy */
   barrier();
   if (g_rank == 0) {
     rk_kernel *ka = rk_graph_kernel(g, a);
