@@ -73,7 +73,17 @@ static const char *g_scenario;
 
 static rk_mpi_bridge *bridge_on(rk_runtime *rt, rk_graph *g, const rk_mpi_options *o) {
   rk_mpi_bridge *b = NULL;
-  RT_OK(rt, rk_mpi_bridge_create(g, MPI_COMM_WORLD, o, &b));
+  rk_mpi_options patient = RK_MPI_OPTIONS_INIT;
+  if (o) patient = *o;
+  /* A scenario that names no peer timeout loses no peer: 30 s instead of the default 2 s. On the
+   * loaded 2-core machine a rank's bridge thread went without a pass for 1.6 s (measured at load
+   * 60-140), and a live peer was taken for lost (mpi_idle, mpi_comm_reuse, mpi_pipeline_3 failed
+   * so; an injected 2.5 s stall of rank 1's bridge thread fails mpi_idle with the default). It also
+   * bounds the stop's retries of what finds an inbox full: owed_stopfull and owed_stopstaged let
+   * their busy kernel go 300 ms into the stop, which with 2 s left it 1.7 s to run (a release 2.5 s
+   * late made its terminate time out). The scenarios that lose a peer on purpose set their own. */
+  if (patient.peer_timeout_ns == 0) patient.peer_timeout_ns = MPI_UTIL_PATIENT_NS;
+  RT_OK(rt, rk_mpi_bridge_create(g, MPI_COMM_WORLD, &patient, &b));
   assert_non_null(b);
   assert_int_equal(rk_mpi_bridge_rank(b), (uint32_t)g_rank);
   assert_int_equal(rk_mpi_bridge_ranks(b), (uint32_t)g_size);
@@ -1639,15 +1649,6 @@ static void *release_later(void *arg) {
   __atomic_store_n(&g_hol_release, 1, __ATOMIC_SEQ_CST);
   return NULL;
 }
-/* The stop retries what finds fa's inbox full for peer_timeout_ns at most (docs/mpi.md): with the
- * default 2 s, fa had to run and take its answers within 1.7 s of its release, which a loaded
- * machine need not give (a release 2.5 s later made fa's terminate time out: the stop dropped what
- * was still waiting). These tests lose no peer, so their bridges wait 30 s for one. */
-static const rk_mpi_options *stop_patient(void) {
-  static rk_mpi_options o = RK_MPI_OPTIONS_INIT;
-  o.peer_timeout_ns = 30 * RT_SEC;
-  return &o;
-}
 static void test_owed_stopfull(void **state) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
@@ -1656,7 +1657,7 @@ static void test_owed_stopfull(void **state) {
   mpi_pair p = {&da, &dback, NULL, NULL, 4, 0, 0, 1};
   uint32_t a = 0;
   (void)state;
-  pair_graph_on(rt, &g, &b, stop_patient(), &p, 1, &a); /* a: fa on rank 0; rank 1's back holds what it gets */
+  pair_graph_on(rt, &g, &b, NULL, &p, 1, &a); /* a: fa on rank 0; rank 1's back holds what it gets */
   barrier();
   if (g_rank == 0) {
     rk_kernel *ka = rk_graph_kernel(g, a);
@@ -1801,7 +1802,7 @@ static void test_owed_stopstaged(void **state) {
   mpi_pair p = {&da, &dback, NULL, NULL, 4, 0, 0, 1}; /* rank 1 has fa as a remote node: where its answers go */
   uint32_t a;
   (void)state;
-  pair_graph_on(rt, &g, &b, stop_patient(), &p, 1, &a); /* rank 1's back held until fa is busy */
+  pair_graph_on(rt, &g, &b, NULL, &p, 1, &a); /* rank 1's back held until fa is busy */
   barrier();
   if (g_rank == 0) {
     rk_kernel *ka = rk_graph_kernel(g, a);

@@ -80,7 +80,15 @@ static void k2k_state(rk_kernel *k, uint64_t st[16]) {
 
 static rk_mpi_bridge *bridge_on(rk_runtime *rt, rk_graph *g, const rk_mpi_options *o) {
   rk_mpi_bridge *b = NULL;
-  RT_OK(rt, rk_mpi_bridge_create(g, MPI_COMM_WORLD, o, &b));
+  rk_mpi_options patient = RK_MPI_OPTIONS_INIT;
+  if (o) patient = *o;
+  /* A scenario that names no peer timeout loses no peer: 30 s instead of the default 2 s. On the
+   * loaded 2-core machine a rank's bridge thread went without a pass for 1.6 s (measured at load
+   * 60-140), and a live peer was taken for lost (mpi_idle, mpi_comm_reuse, mpi_pipeline_3 failed
+   * so; an injected 2.5 s stall of rank 1's bridge thread fails mpi_idle with the default). The
+   * scenarios that lose a peer on purpose set their own. */
+  if (patient.peer_timeout_ns == 0) patient.peer_timeout_ns = MPI_UTIL_PATIENT_NS;
+  RT_OK(rt, rk_mpi_bridge_create(g, MPI_COMM_WORLD, &patient, &b));
   assert_non_null(b);
   return b;
 }
