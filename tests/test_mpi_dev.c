@@ -74,6 +74,17 @@ static rk_kernel_desc k2k_desc(const char *name) {
   return d;
 }
 
+/* The launch options of the emulated kernels that take the defaults otherwise: their lanes (host
+ * threads, 32 per lane) may check in late on a loaded machine. mpi_dev_late_answer failed so at
+ * load 58 (ASan): rank 0's launch gave up after the default 5 s ("not every lane checked in"), and
+ * rank 1's launch waited its 30 s for rank 0's graph; a 6 s delay injected into the emulated start
+ * fails it the same way. 60 s here. */
+static const rk_launch_options *emu_lo(void) {
+  static rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  lo.launch_timeout_ns = 60 * (uint64_t)RT_SEC;
+  return &lo;
+}
+
 static void k2k_state(rk_kernel *k, uint64_t st[16]) {
   assert_int_equal(rk_kernel_read_state(k, st, 16 * sizeof(uint64_t)), (int)(16 * sizeof(uint64_t)));
 }
@@ -344,7 +355,7 @@ static void test_dev_refused(void **state) {
   rk_mpi_bridge *b;
   uint32_t front = 0, back = 0;
   rk_kernel_desc df = k2k_desc("front"), db = k2k_desc("back");
-  mpi_pair pair = {&df, &db, NULL, NULL, 0, 0, 0, 1};
+  mpi_pair pair = {&df, &db, emu_lo(), emu_lo(), 0, 0, 0, 1};
   (void)state;
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, NULL);
@@ -392,7 +403,7 @@ static void test_dev_late_answer(void **state) {
   rk_mpi_bridge *b;
   uint32_t front = 0, back = 0;
   rk_kernel_desc df = k2k_desc("front"), db = k2k_desc("back");
-  mpi_pair pair = {&df, &db, NULL, NULL, 0, 0, 0, 1};
+  mpi_pair pair = {&df, &db, emu_lo(), emu_lo(), 0, 0, 0, 1};
   (void)state;
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, NULL);
@@ -509,7 +520,7 @@ static void test_dev_owed_lost(void **state) {
   rk_mpi_bridge *b;
   uint32_t front = 0, back = 0;
   rk_kernel_desc df = k2k_desc("front"), db = k2k_desc("back");
-  mpi_pair pair = {&df, &db, NULL, NULL, 0, 0, 0, 1};
+  mpi_pair pair = {&df, &db, emu_lo(), emu_lo(), 0, 0, 0, 1};
   rk_kernel *k;
   uint64_t v = 7;
   rk_mpi_stats st;
@@ -567,7 +578,7 @@ static void test_dev_cycle(void **state) {
   (void)state;
   RT_OK(rt, rk_graph_create(rt, &g));
   b = bridge_on(rt, g, NULL);
-  RT_OK(rt, rk_graph_add(g, &d, NULL, 2, &me));
+  RT_OK(rt, rk_graph_add(g, &d, emu_lo(), 2, &me));
   RT_OK(rt, rk_graph_add_remote(g, (uint32_t)(1 - g_rank), names[1 - g_rank], 2, &other));
   RT_OK(rt, rk_graph_connect(g, me, other, NULL));
   RT_OK(rt, rk_graph_launch(g));
@@ -607,7 +618,7 @@ static int refused_6(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).prob
  * to rank 0 (tag `tag`, MPI_COMM_WORLD); both ranks return it. */
 static uint32_t sink_graph(rk_runtime *rt, rk_graph **g, rk_mpi_bridge **b, int tag, uint32_t *n_sink) {
   rk_kernel_desc dsrc = k2k_desc("source"), dsink = k2k_desc("sink");
-  mpi_pair pair = {&dsrc, &dsink, NULL, NULL, 0, 0, 0, 0};
+  mpi_pair pair = {&dsrc, &dsink, emu_lo(), emu_lo(), 0, 0, 0, 0};
   uint32_t n_src = 0, id = 0;
   RT_OK(rt, rk_graph_create(rt, g));
   *b = bridge_on(rt, *g, NULL);
