@@ -22,6 +22,9 @@ static void barrier(void) {
   }
 }
 
+/* The peer timeout of the scenarios that lose no peer (bridge_on in test_mpi.c, test_mpi_dev.c). */
+#define MPI_UTIL_PATIENT_NS (30 * RT_SEC)
+
 static rk_mpi_stats bridge_stats(rk_mpi_bridge *b) {
   rk_mpi_stats s;
   memset(&s, 0, sizeof s);

@@ -73,7 +73,17 @@ static const char *g_scenario;
 
 static rk_mpi_bridge *bridge_on(rk_runtime *rt, rk_graph *g, const rk_mpi_options *o) {
   rk_mpi_bridge *b = NULL;
-  RT_OK(rt, rk_mpi_bridge_create(g, MPI_COMM_WORLD, o, &b));
+  rk_mpi_options patient = RK_MPI_OPTIONS_INIT;
+  if (o) patient = *o;
+  /* A scenario that names no peer timeout loses no peer: 30 s instead of the default 2 s. On the
+   * loaded 2-core machine a rank's bridge thread went without a pass for 1.6 s (measured at load
+   * 60-140), and a live peer was taken for lost (mpi_idle, mpi_comm_reuse, mpi_pipeline_3 failed
+   * so; an injected 2.5 s stall of rank 1's bridge thread fails mpi_idle with the default). It also
+   * bounds the stop's retries of what finds an inbox full: owed_stopfull and owed_stopstaged let
+   * their busy kernel go 300 ms into the stop, which with 2 s left it 1.7 s to run (a release 2.5 s
+   * late made its terminate time out). The scenarios that lose a peer on purpose set their own. */
+  if (patient.peer_timeout_ns == 0) patient.peer_timeout_ns = MPI_UTIL_PATIENT_NS;
+  RT_OK(rt, rk_mpi_bridge_create(g, MPI_COMM_WORLD, &patient, &b));
   assert_non_null(b);
   assert_int_equal(rk_mpi_bridge_rank(b), (uint32_t)g_rank);
   assert_int_equal(rk_mpi_bridge_ranks(b), (uint32_t)g_size);
@@ -404,6 +414,9 @@ static void test_order(void **state) {
  * by then): the sleeps counters grow on both ranks while nothing moves, and rank 0's bridge is
  * woken by the sends (woken; a bridge that only napped would count none: without futex_waitv it
  * naps, see docs/mpi.md). */
+static uint64_t g_idle_sleeps, g_idle_sent; /* the counts idle_slept and idle_sent wait for */
+static int idle_slept(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sleeps >= g_idle_sleeps; }
+static int idle_sent(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).sent >= g_idle_sent; }
 static void test_idle(void **state) {
   stream_cfg c = {1, 0, 0, RK_MPI_OPTIONS_INIT};
   uint64_t n = 50, i;
@@ -416,9 +429,11 @@ static void test_idle(void **state) {
   c.o.lane_drive = -1;
   s = stream_up(&c);
   a = bridge_stats(s.b);
-  rt_sleep_ms(100); /* nothing moves */
-  z = bridge_stats(s.b);
-  assert_true(z.sleeps >= a.sleeps + 5); /* it sleeps: a polling bridge would count none */
+  /* nothing moves: it sleeps (a polling bridge would count none). Waited for, not timed: 5 sleeps
+   * take about 0.5 ms idle, but a bridge thread descheduled for most of a fixed 100 ms on a loaded
+   * machine counted fewer (the test failed so; shown with a 30 ms delay injected before each sleep) */
+  g_idle_sleeps = a.sleeps + 5;
+  assert_true(rt_wait_for(idle_slept, s.b, 30 * RT_SEC));
   barrier();
   if (g_rank == 0)
     for (i = 0; i < n; i++) {
@@ -433,7 +448,12 @@ static void test_idle(void **state) {
            (unsigned long long)(z.sleeps - a.sleeps), (unsigned long long)z.woken);
     assert_true(z.woken >= 1);
     assert_true(z.woken <= z.sleeps);
-    assert_int_equal(z.sent, n);
+    /* the bridge counts a batch as sent after its MPI_Isend returns, and rank 1 may take it before
+     * that (vader's eager send has delivered it): rank 1 having all n does not mean sent is n yet
+     * (it read 49 with a 30 ms delay injected after the Isend); waited for, then exact */
+    g_idle_sent = n;
+    assert_true(rt_wait_for(idle_sent, s.b, 30 * RT_SEC));
+    assert_int_equal(bridge_stats(s.b).sent, n);
   }
   stream_down(&s, 1);
   if (g_rank == 1) check_sink(n);
