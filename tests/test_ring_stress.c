@@ -551,8 +551,19 @@ static void test_timeouts(void **state) {
 
 /* Ping-pong over two one-slot rings: every message is the only wake-up its receiver will get, so
  * a lost wake-up cannot be covered by a later message — it shows as a timeout. Each side pauses
- * now and then so the other one parks. */
+ * now and then so the other one parks: briefly, and every 100th round trip until the other side
+ * has parked (its cons_sleeping flag), so that the test surely has woken a parked receiver. (It
+ * slept 20 ms there, and at load 70 to 200 on 2 cores the waiting side, whose yields before it
+ * parks each gave the CPU away for long, did not park in any of them: 0 wakes, under TSan.) */
 #define PING_PONGS (RK_TEST_SANITIZED ? 1000u : 4000u)
+
+/* Pause until r's consumer has parked (or 2 s passed: the machine stalls; the count of wakes at
+ * the end says whether parking was exercised at all). Relaxed: a test's look at the flag. */
+static void until_parked(rk_ring *r) {
+  uint64_t t0 = rk_test_now_ns();
+  while (!__atomic_load_n(&r->cons_sleeping, __ATOMIC_RELAXED) && rk_test_now_ns() - t0 < 2000000000ull) usleep(200);
+  usleep(200); /* it raised the flag just before its futex wait: let it get there */
+}
 
 typedef struct {
   rk_ring *in, *out;
@@ -570,7 +581,10 @@ static void *ponger(void *p) {
       return NULL;
     }
     /* short pauses, and now and then a long one so the other side parks even on a busy machine */
-    if (a->done % 3 == 1) usleep(a->done % 100 == 1 ? 20000 : 50);
+    if (a->done % 100 == 1)
+      until_parked(a->out); /* the pinger waits for this pong */
+    else if (a->done % 3 == 1)
+      usleep(50);
     fill(&m, 1, m.seq);
     if ((a->rc = push_waited(a->out, &m)) != RK_OK) return NULL;
   }
@@ -600,7 +614,10 @@ static void test_blocking_ping_pong(void **state) {
       fill(&m, 0, i);
       rc = push_waited(ping, &m);
       if (rc != RK_OK) break;
-      if (i % 5 == 2) usleep(i % 100 == 52 ? 20000 : 50);
+      if (i % 100 == 52)
+        until_parked(ping); /* the ponger, having answered the last ping, waits for this one */
+      else if (i % 5 == 2)
+        usleep(50);
       rc = pop_waited(pong, &m);
       if (rc != RK_OK || m.seq != i || m.producer != 1 || m.check != check_of(1, i)) {
         snprintf(what, sizeof what, "ping %llu: %s", (unsigned long long)i,
