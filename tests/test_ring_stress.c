@@ -419,7 +419,11 @@ typedef struct {
   int rc; /* first failure */
 } wait_producer_arg;
 
-static uint64_t stall_until_ns; /* producers hold off until this time (monotonic ns) */
+/* Producers hold off until the consumer has parked (its cons_sleeping flag; the first to see it
+ * ends the hold for all) or until this time (monotonic ns: a bound for a stalled machine). They
+ * held off 20 ms, and at load 100 on 2 cores the consumer, whose yields before it parks each gave
+ * the CPU away for long, did not park in any of the holds: 0 consumer wakes, under TSan. */
+static uint64_t stall_until_ns;
 
 static void *wait_producer(void *p) {
   wait_producer_arg *a = (wait_producer_arg *)p;
@@ -430,7 +434,13 @@ static void *wait_producer(void *p) {
     fill(&m, a->id, seq);
     /* the consumer asks every producer to hold off now and then, so that it finds the ring
      * empty and parks */
-    while (rk_test_now_ns() < __atomic_load_n(&stall_until_ns, __ATOMIC_RELAXED)) usleep(300);
+    while (rk_test_now_ns() < __atomic_load_n(&stall_until_ns, __ATOMIC_RELAXED)) {
+      if (__atomic_load_n(&a->r->cons_sleeping, __ATOMIC_RELAXED)) { /* a test's look at the flag */
+        __atomic_store_n(&stall_until_ns, 0, __ATOMIC_RELAXED);
+        break;
+      }
+      usleep(300);
+    }
     rc = push_waited(a->r, &m);
     if (rc != RK_OK) {
       a->rc = rc;
@@ -474,11 +484,16 @@ static void run_blocking(uint32_t mode, uint64_t cap, uint32_t nprod) {
       rk_ring_wake_all(r);
       break;
     }
-    /* pause so the producers find the ring full and park */
-    if (k % PAUSE_EVERY == 0) usleep(20000);
+    /* pause so the producers find the ring full and park: until one has (its prod_sleeping
+     * count), at most 2 s (it was 20 ms, which at load 100 a producer's yields outlasted) */
+    if (k % PAUSE_EVERY == 0) {
+      uint64_t t0 = rk_test_now_ns();
+      while (!__atomic_load_n(&r->prod_sleeping, __ATOMIC_RELAXED) && rk_test_now_ns() - t0 < 2000000000ull) usleep(200);
+      usleep(200); /* it raised the count just before its futex wait: let it get there */
+    }
     /* stall the producers so that this consumer finds the ring empty and parks */
     if (k % PAUSE_EVERY == PAUSE_EVERY / 2)
-      __atomic_store_n(&stall_until_ns, rk_test_now_ns() + 20000000u, __ATOMIC_RELAXED);
+      __atomic_store_n(&stall_until_ns, rk_test_now_ns() + 2000000000ull, __ATOMIC_RELAXED);
   }
   for (i = 0; i < nprod; i++) assert_int_equal(pthread_join(th[i], NULL), 0);
   if (t.bad) fail_msg("%s", t.what);
