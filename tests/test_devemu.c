@@ -144,7 +144,8 @@ static int64_t realtime_minus_monotonic(void) {
     }
     if (best_gap <= 5000) break;
   }
-  if (best_gap > 5000) fail_msg("no two CLOCK_REALTIME readings within 5 us in 1000 tries (best %lld ns)", (long long)best_gap);
+  if (best_gap > 5000)
+    fail_msg("no two CLOCK_REALTIME readings within 5 us in 1000 tries (best %lld ns)", (long long)best_gap);
   return best;
 }
 

@@ -488,7 +488,8 @@ static void run_blocking(uint32_t mode, uint64_t cap, uint32_t nprod) {
      * count), at most 2 s (it was 20 ms, which at load 100 a producer's yields outlasted) */
     if (k % PAUSE_EVERY == 0) {
       uint64_t t0 = rk_test_now_ns();
-      while (!__atomic_load_n(&r->prod_sleeping, __ATOMIC_RELAXED) && rk_test_now_ns() - t0 < 2000000000ull) usleep(200);
+      while (!__atomic_load_n(&r->prod_sleeping, __ATOMIC_RELAXED) && rk_test_now_ns() - t0 < 2000000000ull)
+        usleep(200);
       usleep(200); /* it raised the count just before its futex wait: let it get there */
     }
     /* stall the producers so that this consumer finds the ring empty and parks */
