@@ -413,18 +413,27 @@ static void test_restart_thread_fails_with_queue(void **state) {
  * first line of the next second says how many were suppressed. Other lines are not affected. */
 static void test_log_rate_limit(void **state) {
   rk_runtime *rt = rt_create();
-  unsigned errors = rt_log_count(&rt_the_log, RK_LOG_ERROR);
+  unsigned errors = rt_log_count(&rt_the_log, RK_LOG_ERROR), n;
+  uint64_t t0;
   int i;
   (void)state;
+  /* The window is 1 s from the burst's first line: a burst that took longer (this thread not
+   * scheduled for a second, the whole machine stalled) starts a second window and lets 8 more
+   * through. Counted only when it did not (the first 8 always go, whatever the time). */
+  t0 = rt_now_ns();
   for (i = 0; i < 1000; i++) rk__log(rt, RK_LOG_ERROR, "the same trouble, again (%d)", i);
-  assert_int_equal(rt_log_count(&rt_the_log, RK_LOG_ERROR) - errors, 8);
+  n = rt_log_count(&rt_the_log, RK_LOG_ERROR) - errors;
+  if (rt_now_ns() - t0 < 900 * (uint64_t)RT_MS) assert_int_equal(n, 8);
+  else assert_true(n >= 8 && n < 1000);
   rk__log(rt, RK_LOG_ERROR, "another trouble");
-  assert_int_equal(rt_log_count(&rt_the_log, RK_LOG_ERROR) - errors, 9);
+  assert_int_equal(rt_log_count(&rt_the_log, RK_LOG_ERROR) - errors, n + 1);
+  errors += n - 8; /* as if the burst had fitted its window */
   rt_sleep_ms(1100);
   rk__log(rt, RK_LOG_ERROR, "the same trouble, again (%d)", i);
   assert_int_equal(rt_log_count(&rt_the_log, RK_LOG_ERROR) - errors, 10);
   pthread_mutex_lock(&rt_the_log.lock);
-  assert_non_null(strstr(rt_the_log.last, "[992 similar lines suppressed]"));
+  /* (a burst split over two windows said part of its count with the second window's first line) */
+  assert_non_null(strstr(rt_the_log.last, n == 8 ? "[992 similar lines suppressed]" : "similar lines suppressed]"));
   pthread_mutex_unlock(&rt_the_log.lock);
   rk_runtime_destroy(rt);
 }

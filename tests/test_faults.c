@@ -61,6 +61,34 @@ static int send_item(rk_kernel *k, uint32_t who, uint32_t seq) {
   return rk_send(k, RT_ITEM_TYPE, &it, sizeof it, 0, NULL);
 }
 
+/* The gated message (seq) and `behind` more (who 1, seqs next on) with one rk_send_batch: claimed
+ * together, so all are accepted before the lane can be held at the gate. Sent one by one, the
+ * watchdog could fault the held lane (the stall bound after it entered the gate) before the test
+ * thread, not scheduled meanwhile, sent the ones behind it: RK_ESTATE. */
+static void send_gated(rk_runtime *rt, rk_kernel *k, uint32_t seq, uint32_t behind, uint32_t next) {
+  rt_item p[8];
+  rk_send_item b[8];
+  uint32_t i;
+  assert_true(behind < 8);
+  memset(b, 0, sizeof b);
+  for (i = 0; i <= behind; i++) {
+    p[i] = i ? item(1, next + i - 1) : item(GATED, seq);
+    b[i].type = RT_ITEM_TYPE;
+    b[i].len = sizeof p[i];
+    b[i].payload = &p[i];
+  }
+  if (rk_send_batch(k, b, behind + 1) != (int)(behind + 1))
+    fail_msg("the gated message and %u behind it: not all accepted (%s)", behind, rk_runtime_last_error(rt));
+}
+
+/* The watchdog's stall bound in these tests. Every fault here is made by a gate the test holds, so
+ * the bound is how long the test waits for it; but a lane that has work and merely is not
+ * scheduled for that long faults too, and a second fault breaks the test (a RECOVER or RESTART
+ * kernel faulting again while it works off what the stall left, a call after a restart answered
+ * RK_ESTATE). The bounds were 100 to 250 ms; a loaded machine keeps a lane from running longer
+ * than that (test_watchdog: 202 and 268 ms at load 81 on 2 cores). 1 s, as test_watchdog's. */
+#define FAULT_STALL (1000 * RT_MS)
+
 static rk_runtime *watched_runtime(uint64_t stall_ns) {
   rk_runtime_options o = rt_options();
   o.watchdog_interval_ns = 10 * RT_MS;
@@ -114,7 +142,7 @@ static void bg_join(bg *b, pthread_t t, const char *what) {
  * return RK_ESTATE once the watchdog faults the kernel (they used to wait forever, or their whole
  * timeout). Then terminate ends it TERMINATED, the fault still readable. */
 static void test_fault_wakes_waiters(void **state) {
-  rk_runtime *rt = watched_runtime(250 * RT_MS); /* the sends below happen well before the stall */
+  rk_runtime *rt = watched_runtime(FAULT_STALL);
   rk_kernel_desc d = rt_desc("waited", gated_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
@@ -125,16 +153,20 @@ static void test_fault_wakes_waiters(void **state) {
   (void)state;
   lo.inbox_capacity = 8;
   lo.send_timeout_ns = -1; /* a blocked sender waits for room forever */
-  k = rt_launch_active(rt, &d, &lo);
+  /* Every waiter is in place before the kernel is activated: the watchdog's stall clock runs only
+   * while the lane is consuming, so nothing here races the fault (the sends used to follow the
+   * gated message, inside the stall bound: a test thread not scheduled for 250 ms met RK_ESTATE). */
+  k = rt_launch(rt, &d, &lo);
   close_gate();
   RT_OK(rt, send_item(k, GATED, 0));
-  assert_true(rt_wait_for(entered, NULL, RT_HANG));
   for (i = 1; i < 6; i++) RT_OK(rt, send_item(k, 1, i)); /* 6 of 8 slots: the lane holds its batch */
   bg_start(&call, &tc, k, 0, -1); /* the 7th: waits for its reply, forever */
   RT_WAIT_STAT(k, sent, 7);
   RT_OK(rt, send_item(k, 1, 7)); /* full */
   bg_start(&send, &ts, k, 2, 0);   /* blocked: no room, no timeout */
   bg_start(&recv, &tr, k, 1, -1);  /* nothing for it: the replies are the call's and a gated lane's */
+  RT_OK(rt, rk_kernel_activate(k));
+  assert_true(rt_wait_for(entered, NULL, RT_HANG));
   if (!rt_wait_for(is_faulted, k, RT_HANG)) fail_msg("the stalled lane did not fault the kernel");
   bg_join(&call, tc, "rk_call(-1)");
   bg_join(&recv, tr, "rk_recv(-1)");
@@ -346,7 +378,7 @@ static void test_log_callback_calls_back(void **state) {
   rk_kernel *k;
   (void)state;
   o.watchdog_interval_ns = 10 * RT_MS;
-  o.watchdog_stall_ns = 100 * RT_MS;
+  o.watchdog_stall_ns = FAULT_STALL;
   o.log = reentrant_log;
   rt = rt_create_opts(&o);
   k = rt_launch_active(rt, &d, NULL);
@@ -354,8 +386,7 @@ static void test_log_callback_calls_back(void **state) {
   __atomic_store_n(&g_rt, rt, __ATOMIC_RELEASE);
   __atomic_store_n(&g_k, k, __ATOMIC_RELEASE);
   close_gate();
-  RT_OK(rt, send_item(k, GATED, 0));
-  RT_OK(rt, send_item(k, 1, 1)); /* work waiting: a stall */
+  send_gated(rt, k, 0, 1, 1); /* work waiting: a stall */
   if (!rt_wait_for(log_called, NULL, RT_HANG)) fail_msg("the log callback never returned (deadlock)");
   assert_int_equal(__atomic_load_n(&g_log_activate, __ATOMIC_RELAXED), RK_ESTATE); /* FAULTED */
   assert_int_equal(rk_send(k, 1, "x", 1, 0, NULL), RK_ESTATE); /* a failure on this thread: no deadlock */
@@ -436,13 +467,12 @@ static int handled_at_least(void *arg) {
 /* Stall a kernel's only lane at the gate (with work behind it) until the watchdog faults it. */
 static void stall(rk_runtime *rt, rk_kernel *k, uint32_t seq) {
   close_gate();
-  RT_OK(rt, send_item(k, GATED, seq));
-  RT_OK(rt, send_item(k, 1, seq + 1));
+  send_gated(rt, k, seq, 1, seq + 1);
   if (!rt_wait_for(is_faulted, k, RT_HANG)) fail_msg("the stalled lane did not fault the kernel");
 }
 
 static void run_policy(rk_fault_policy policy) {
-  rk_runtime *rt = watched_runtime(100 * RT_MS);
+  rk_runtime *rt = watched_runtime(FAULT_STALL);
   rk_kernel_desc d = rt_desc("policy", gated_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
@@ -532,7 +562,7 @@ static int64_t add(rk_runtime *rt, rk_kernel *k, uint32_t n) {
  * are still inside a handler and says so; then starts new lanes that process what the old ones
  * left, each message once, with the state kept or re-initialised. */
 static void test_restart(void **state) {
-  rk_runtime *rt = watched_runtime(150 * RT_MS);
+  rk_runtime *rt = watched_runtime(FAULT_STALL);
   rk_kernel_desc d = rt_desc("restarted", counting);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
@@ -556,9 +586,7 @@ static void test_restart(void **state) {
 
   /* a stall with three messages behind it */
   close_gate();
-  RT_OK(rt, send_item(k, GATED, 0));
-  assert_true(rt_wait_for(entered, NULL, RT_HANG));
-  for (i = 1; i <= 3; i++) RT_OK(rt, send_item(k, 1, i));
+  send_gated(rt, k, 0, 3, 1);
   if (!rt_wait_for(is_faulted, k, RT_HANG)) fail_msg("no stall fault");
   assert_int_equal(rk_kernel_restart(k, RK_RESTART_KEEP_STATE), RK_ETIMEDOUT); /* the handler holds it */
   assert_non_null(strstr(rk_runtime_last_error(rt), "did not leave"));
@@ -579,8 +607,7 @@ static void test_restart(void **state) {
 
   /* again, re-initialising the state (the initialiser runs again) */
   close_gate();
-  RT_OK(rt, send_item(k, GATED, 0));
-  RT_OK(rt, send_item(k, 1, 0));
+  send_gated(rt, k, 0, 1, 0);
   if (!rt_wait_for(is_faulted, k, RT_HANG)) fail_msg("no stall fault");
   open_gate();
   RT_OK(rt, rk_kernel_restart(k, RK_RESTART_RESET_STATE));
@@ -603,7 +630,7 @@ static int restarts_at_least(void *arg) {
 /* RK_FAULT_RESTART: the runtime restarts the kernel after the back-off, at most max_restarts
  * times; then it stays FAULTED. */
 static void test_auto_restart(void **state) {
-  rk_runtime *rt = watched_runtime(100 * RT_MS);
+  rk_runtime *rt = watched_runtime(FAULT_STALL);
   rk_kernel_desc d = rt_desc("phoenix", gated_echo);
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;

@@ -419,7 +419,11 @@ typedef struct {
   int rc; /* first failure */
 } wait_producer_arg;
 
-static uint64_t stall_until_ns; /* producers hold off until this time (monotonic ns) */
+/* Producers hold off until the consumer has parked (its cons_sleeping flag; the first to see it
+ * ends the hold for all) or until this time (monotonic ns: a bound for a stalled machine). They
+ * held off 20 ms, and at load 100 on 2 cores the consumer, whose yields before it parks each gave
+ * the CPU away for long, did not park in any of the holds: 0 consumer wakes, under TSan. */
+static uint64_t stall_until_ns;
 
 static void *wait_producer(void *p) {
   wait_producer_arg *a = (wait_producer_arg *)p;
@@ -430,7 +434,13 @@ static void *wait_producer(void *p) {
     fill(&m, a->id, seq);
     /* the consumer asks every producer to hold off now and then, so that it finds the ring
      * empty and parks */
-    while (rk_test_now_ns() < __atomic_load_n(&stall_until_ns, __ATOMIC_RELAXED)) usleep(300);
+    while (rk_test_now_ns() < __atomic_load_n(&stall_until_ns, __ATOMIC_RELAXED)) {
+      if (__atomic_load_n(&a->r->cons_sleeping, __ATOMIC_RELAXED)) { /* a test's look at the flag */
+        __atomic_store_n(&stall_until_ns, 0, __ATOMIC_RELAXED);
+        break;
+      }
+      usleep(300);
+    }
     rc = push_waited(a->r, &m);
     if (rc != RK_OK) {
       a->rc = rc;
@@ -474,11 +484,17 @@ static void run_blocking(uint32_t mode, uint64_t cap, uint32_t nprod) {
       rk_ring_wake_all(r);
       break;
     }
-    /* pause so the producers find the ring full and park */
-    if (k % PAUSE_EVERY == 0) usleep(20000);
+    /* pause so the producers find the ring full and park: until one has (its prod_sleeping
+     * count), at most 2 s (it was 20 ms, which at load 100 a producer's yields outlasted) */
+    if (k % PAUSE_EVERY == 0) {
+      uint64_t t0 = rk_test_now_ns();
+      while (!__atomic_load_n(&r->prod_sleeping, __ATOMIC_RELAXED) && rk_test_now_ns() - t0 < 2000000000ull)
+        usleep(200);
+      usleep(200); /* it raised the count just before its futex wait: let it get there */
+    }
     /* stall the producers so that this consumer finds the ring empty and parks */
     if (k % PAUSE_EVERY == PAUSE_EVERY / 2)
-      __atomic_store_n(&stall_until_ns, rk_test_now_ns() + 20000000u, __ATOMIC_RELAXED);
+      __atomic_store_n(&stall_until_ns, rk_test_now_ns() + 2000000000ull, __ATOMIC_RELAXED);
   }
   for (i = 0; i < nprod; i++) assert_int_equal(pthread_join(th[i], NULL), 0);
   if (t.bad) fail_msg("%s", t.what);
@@ -551,8 +567,19 @@ static void test_timeouts(void **state) {
 
 /* Ping-pong over two one-slot rings: every message is the only wake-up its receiver will get, so
  * a lost wake-up cannot be covered by a later message — it shows as a timeout. Each side pauses
- * now and then so the other one parks. */
+ * now and then so the other one parks: briefly, and every 100th round trip until the other side
+ * has parked (its cons_sleeping flag), so that the test surely has woken a parked receiver. (It
+ * slept 20 ms there, and at load 70 to 200 on 2 cores the waiting side, whose yields before it
+ * parks each gave the CPU away for long, did not park in any of them: 0 wakes, under TSan.) */
 #define PING_PONGS (RK_TEST_SANITIZED ? 1000u : 4000u)
+
+/* Pause until r's consumer has parked (or 2 s passed: the machine stalls; the count of wakes at
+ * the end says whether parking was exercised at all). Relaxed: a test's look at the flag. */
+static void until_parked(rk_ring *r) {
+  uint64_t t0 = rk_test_now_ns();
+  while (!__atomic_load_n(&r->cons_sleeping, __ATOMIC_RELAXED) && rk_test_now_ns() - t0 < 2000000000ull) usleep(200);
+  usleep(200); /* it raised the flag just before its futex wait: let it get there */
+}
 
 typedef struct {
   rk_ring *in, *out;
@@ -570,7 +597,10 @@ static void *ponger(void *p) {
       return NULL;
     }
     /* short pauses, and now and then a long one so the other side parks even on a busy machine */
-    if (a->done % 3 == 1) usleep(a->done % 100 == 1 ? 20000 : 50);
+    if (a->done % 100 == 1)
+      until_parked(a->out); /* the pinger waits for this pong */
+    else if (a->done % 3 == 1)
+      usleep(50);
     fill(&m, 1, m.seq);
     if ((a->rc = push_waited(a->out, &m)) != RK_OK) return NULL;
   }
@@ -600,7 +630,10 @@ static void test_blocking_ping_pong(void **state) {
       fill(&m, 0, i);
       rc = push_waited(ping, &m);
       if (rc != RK_OK) break;
-      if (i % 5 == 2) usleep(i % 100 == 52 ? 20000 : 50);
+      if (i % 100 == 52)
+        until_parked(ping); /* the ponger, having answered the last ping, waits for this one */
+      else if (i % 5 == 2)
+        usleep(50);
       rc = pop_waited(pong, &m);
       if (rc != RK_OK || m.seq != i || m.producer != 1 || m.check != check_of(1, i)) {
         snprintf(what, sizeof what, "ping %llu: %s", (unsigned long long)i,

@@ -34,15 +34,6 @@ static int send_item(rk_kernel *k, uint32_t who, uint32_t seq, uint64_t sleep_us
   return rk_send(k, RT_ITEM_TYPE, &it, sizeof it, 0, NULL);
 }
 
-/* send_item to lane `lane` (rk_send_key: lane = key % lanes). */
-static int send_item_to(rk_kernel *k, uint32_t lane, uint32_t who, uint32_t seq) {
-  rt_item it;
-  memset(&it, 0, sizeof it);
-  it.who = who;
-  it.seq = seq;
-  return rk_send_key(k, lane, RT_ITEM_TYPE, &it, sizeof it, 0, NULL);
-}
-
 static int entered(void *unused) {
   (void)unused;
   return __atomic_load_n(&gate_entered, __ATOMIC_ACQUIRE);
@@ -56,12 +47,12 @@ static int logged_more_errors(void *arg) { return rt_log_count(&rt_the_log, RK_L
 /* The stall bounds: every lane that gets work may be kept from running for a while by a loaded
  * machine, and a bound shorter than that faults it (at load 81 on 2 cores, lanes of the tests that
  * must not fault went 202 and 268 ms without a heartbeat under bounds of 200 and 250 ms, and 50 ms
- * under 50 ms). The bounds of test_stalled_lane_faults, test_idle_does_not_fault and
- * test_late_watchdog_tick are 1 s (were 100, 50 and 300 ms), every duration set against them grown
- * alike. test_slow_progress_does_not_fault and test_activation_after_long_inactivity keep theirs
- * (250 and 200 ms) for now: scaled (handlers sleeping 80 and 200 ms), the TSan build twice in 12
- * runs got no reply for 10 s, possibly during the whole-machine stalls of up to a minute also seen
- * on that machine (which fail the unscaled ones too); not settled. */
+ * under 50 ms). Every bound here is 1 s (were 100, 50, 250, 200 and 300 ms), every duration set
+ * against it grown alike. test_slow_progress_does_not_fault and
+ * test_activation_after_long_inactivity were scaled last: scaled once before (handlers sleeping 80
+ * and 200 ms), the TSan build twice in 12 runs got no reply for 10 s, possibly during the
+ * whole-machine stalls of up to a minute also seen on that machine; their first reply now has
+ * RT_STALL (a hang check) rather than RT_HANG, and comes after 2 s and 0.6 s of handler time (the whole batch). */
 static rk_runtime *watchdog_runtime(uint64_t stall_ns) {
   rk_runtime_options o = rt_options();
   o.watchdog_interval_ns = 10 * RT_MS;
@@ -94,9 +85,26 @@ static void test_stalled_lane_faults(void **state) {
    * lane given work can be kept from running past the stall bound, and with lane 0's two messages
    * of the round-robin this test sent before, the watchdog (which looks at the lanes in order) could
    * fault the kernel naming lane 0. */
-  t_send = rt_now_ns();
-  RT_OK(rt, send_item_to(k, 1, 0xbad, 0)); /* lane 1 stops here */
-  for (i = 1; i < 4; i++) RT_OK(rt, send_item_to(k, 1, 1, i)); /* queued behind it on lane 1 */
+  /* One rk_send_batch (one claim): the ones behind the gated message are accepted before the lane
+   * can hold, so no send races the fault (one by one, a test thread not scheduled for the bound
+   * met RK_ESTATE). */
+  {
+    rk_send_item b[4];
+    rt_item p[4];
+    memset(b, 0, sizeof b);
+    memset(p, 0, sizeof p);
+    for (i = 0; i < 4; i++) {
+      p[i].who = i ? 1 : 0xbad; /* lane 1 stops at the first; the others queue behind it */
+      p[i].seq = i;
+      b[i].type = RT_ITEM_TYPE;
+      b[i].len = sizeof p[i];
+      b[i].payload = &p[i];
+      b[i].flags = RK_SEND_KEYED;
+      b[i].key = 1; /* lane = key % lanes */
+    }
+    t_send = rt_now_ns();
+    assert_int_equal(rk_send_batch(k, b, 4), 4);
+  }
   assert_true(rt_wait_for(entered, NULL, RT_HANG));
   if (!rt_wait_for(is_faulted, k, RT_HANG)) fail_msg("a stalled lane did not fault the kernel");
   t_fault = rt_now_ns();
@@ -169,31 +177,32 @@ static void test_idle_does_not_fault(void **state) {
   rk_runtime_destroy(rt);
 }
 
-/* A slow handler that keeps making progress is not a stall: 30 messages of 20 ms each are queued
- * at once (one lane batch holds them all), 600 ms of work under a 250 ms stall bound. */
+/* A slow handler that keeps making progress is not a stall: 40 messages of 50 ms each are queued
+ * at once (one lane batch holds them all: the first reply comes after the last one), 2 s of work
+ * under a 1 s stall bound. */
 static void test_slow_progress_does_not_fault(void **state) {
-  rk_runtime *rt = watchdog_runtime(250 * RT_MS);
+  rk_runtime *rt = watchdog_runtime(1000 * RT_MS);
   rk_kernel_desc d = rt_desc("slow", gated_echo);
   rk_kernel *k = rt_launch(rt, &d, NULL);
-  rk_send_item items[30];
-  rt_item p[30], it;
+  rk_send_item items[40];
+  rt_item p[40], it;
   char err[256];
   rk_msg m;
   uint32_t i;
   (void)state;
-  for (i = 0; i < 30; i++) {
+  for (i = 0; i < 40; i++) {
     memset(&p[i], 0, sizeof p[i]);
     p[i].seq = i;
-    p[i].key = 20000; /* 20 ms */
+    p[i].key = 50000; /* 50 ms */
     memset(&items[i], 0, sizeof items[i]);
     items[i].type = RT_ITEM_TYPE;
     items[i].len = sizeof p[i];
     items[i].payload = &p[i];
   }
-  assert_int_equal(rk_send_batch(k, items, 30), 30);
+  assert_int_equal(rk_send_batch(k, items, 40), 40);
   assert_int_equal(rk_kernel_activate(k), RK_OK);
-  for (i = 0; i < 30; i++) {
-    int rc = rk_recv(k, &m, &it, sizeof it, RT_HANG);
+  for (i = 0; i < 40; i++) {
+    int rc = rk_recv(k, &m, &it, sizeof it, i ? RT_HANG : RT_STALL);
     if (rc != RK_OK) {
       rk_kernel_error(k, err, sizeof err);
       fail_msg("reply %u: %s; kernel %s: %s", i, rk_err_name(rc), rk_state_name(rk_kernel_state(k)), err);
@@ -212,7 +221,7 @@ static void test_slow_progress_does_not_fault(void **state) {
  * handler that takes a while: the stall clock starts when the watchdog first sees it consuming,
  * not at its last look before the deactivation. */
 static void test_activation_after_long_inactivity(void **state) {
-  rk_runtime *rt = watchdog_runtime(200 * RT_MS);
+  rk_runtime *rt = watchdog_runtime(1000 * RT_MS);
   rk_kernel_desc d = rt_desc("sleepy", gated_echo);
   rk_kernel *k = rt_launch_active(rt, &d, NULL);
   char err[256];
@@ -222,12 +231,12 @@ static void test_activation_after_long_inactivity(void **state) {
   (void)state;
   rt_sleep_ms(50); /* the watchdog has seen it active and idle */
   assert_int_equal(rk_kernel_deactivate(k), RK_OK);
-  for (i = 0; i < 3; i++) RT_OK(rt, send_item(k, 1, i, 40000)); /* 40 ms each */
-  rt_sleep_ms(400); /* inactive, with work, twice the stall bound */
+  for (i = 0; i < 3; i++) RT_OK(rt, send_item(k, 1, i, 200000)); /* 200 ms each: 20 watchdog ticks */
+  rt_sleep_ms(2000); /* inactive, with work, twice the stall bound */
   assert_int_equal(rk_kernel_state(k), RK_STATE_INACTIVE);
   assert_int_equal(rk_kernel_activate(k), RK_OK);
   for (i = 0; i < 3; i++) {
-    RT_OK(rt, rk_recv(k, &m, &it, sizeof it, RT_HANG));
+    RT_OK(rt, rk_recv(k, &m, &it, sizeof it, i ? RT_HANG : RT_STALL));
     assert_int_equal(it.seq, i);
   }
   if (rk_kernel_state(k) != RK_STATE_ACTIVE) {
