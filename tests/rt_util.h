@@ -223,19 +223,28 @@ static inline int rt_terminate_join(rt_terminator *t) {
   return t->rc;
 }
 
-/* Wait until a stats field reaches at least `want` (hang-checked). */
-#define RT_WAIT_STAT(k, field, want)                                         \
-  do {                                                                       \
-    uint64_t rt_start_ = rt_now_ns();                                        \
-    for (;;) {                                                               \
-      rk_kernel_counters rt_st_ = rt_stats(k);                                  \
-      if (rt_st_.field >= (uint64_t)(want)) break;                           \
-      if ((int64_t)(rt_now_ns() - rt_start_) > RT_HANG)                      \
-        fail_msg("timed out waiting for %s >= %llu (is %llu)", #field,       \
-                 (unsigned long long)(want), (unsigned long long)rt_st_.field); \
-      rt_sleep_ms(1);                                                        \
-    }                                                                        \
+/* Wait until a stats field reaches at least `want`, failing after `ns` (a hang check). */
+#define RT_WAIT_STAT_NS(k, field, want, ns)                                                      \
+  do {                                                                                           \
+    uint64_t rt_start_ = rt_now_ns();                                                            \
+    for (;;) {                                                                                   \
+      rk_kernel_counters rt_st_ = rt_stats(k);                                                   \
+      if (rt_st_.field >= (uint64_t)(want)) break;                                               \
+      if ((int64_t)(rt_now_ns() - rt_start_) > (int64_t)(ns))                                    \
+        fail_msg("timed out waiting for %s >= %llu (is %llu)", #field, (unsigned long long)(want), \
+                 (unsigned long long)rt_st_.field);                                              \
+      rt_sleep_ms(1);                                                                            \
+    }                                                                                            \
   } while (0)
+
+/* Wait until a stats field reaches at least `want` (hang-checked). */
+#define RT_WAIT_STAT(k, field, want) RT_WAIT_STAT_NS(k, field, want, RT_HANG)
+
+/* The bound for waiting on accepted clock exchanges (clock_syncs). One is accepted only when lane 0
+ * answers within 50 us; on a loaded machine most miss (2 accepted in 10 s under ASan at load average
+ * 30-48; none in 10 s under TSan at load ~21), so the wait is generous (RT_WAIT_STAT's 10 s were
+ * not): a hang still fails, a slow machine does not. */
+#define RT_SYNC_WAIT_NS (12 * RT_HANG)
 
 /* Assert an RK_* result with the runtime's detail on failure. */
 #define RT_OK(rt, call)                                                                      \

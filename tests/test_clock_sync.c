@@ -6,24 +6,6 @@
  * The CUDA backend runs the same host code against %globaltimer. */
 #include "rt_util.h"
 
-/* Wait until a clock statistic reaches at least `want`. An accepted exchange needs lane 0 to answer
- * within 50 us; on a loaded machine most miss (2 accepted in 10 s under ASan at load average
- * 30-48), so the wait is generous (RT_WAIT_STAT's 10 s were not): a hang still fails, a slow
- * machine does not. */
-#define SYNC_WAIT_NS (12 * RT_HANG)
-#define RT_WAIT_STAT_NS(k, field, want, ns)                                                                   \
-  do {                                                                                                        \
-    uint64_t start_ = rt_now_ns();                                                                            \
-    for (;;) {                                                                                                \
-      rk_kernel_counters st_ = rt_stats(k);                                                                   \
-      if (st_.field >= (uint64_t)(want)) break;                                                               \
-      if ((int64_t)(rt_now_ns() - start_) > (int64_t)(ns))                                                    \
-        fail_msg("timed out waiting for %s >= %llu (is %llu)", #field, (unsigned long long)(want),           \
-                 (unsigned long long)st_.field);                                                              \
-      rt_sleep_ms(1);                                                                                         \
-    }                                                                                                         \
-  } while (0)
-
 static void assert_offset_bounded(rk_kernel *k) {
   rk_kernel_counters st = rt_stats(k); /* one exchange's offset and window (read under its lock) */
   int64_t off = st.clock_offset_ns, bound = (int64_t)(st.clock_sync_window_ns / 2) + 1;
@@ -79,7 +61,7 @@ static void test_periodic_in_every_state(void **state) {
   (void)state;
   d.lanes = 2;
   k = rt_launch(rt, &d, NULL);
-  RT_WAIT_STAT_NS(k, clock_syncs, 4, SYNC_WAIT_NS); /* LAUNCHED: lane 0 parked, woken by the request */
+  RT_WAIT_STAT_NS(k, clock_syncs, 4, RT_SYNC_WAIT_NS); /* LAUNCHED: lane 0 parked, woken by the request */
   assert_offset_bounded(k);
 
   assert_int_equal(rk_kernel_activate(k), RK_OK);
@@ -95,7 +77,7 @@ static void test_periodic_in_every_state(void **state) {
 
   assert_int_equal(rk_kernel_deactivate(k), RK_OK);
   n = rt_stats(k).clock_syncs;
-  RT_WAIT_STAT_NS(k, clock_syncs, n + 4, SYNC_WAIT_NS);
+  RT_WAIT_STAT_NS(k, clock_syncs, n + 4, RT_SYNC_WAIT_NS);
   assert_offset_bounded(k);
 
   json = (char *)malloc(1 << 16);
@@ -133,14 +115,14 @@ static void test_busy_lane_misses(void **state) {
   uint64_t n;
   (void)state;
   k = rt_launch_active(rt, &d, NULL);
-  RT_WAIT_STAT_NS(k, clock_syncs, 2, SYNC_WAIT_NS);
+  RT_WAIT_STAT_NS(k, clock_syncs, 2, RT_SYNC_WAIT_NS);
   __atomic_store_n(&g_block, 1, __ATOMIC_RELEASE);
   RT_OK(rt, rk_send(k, 99, NULL, 0, 0, NULL));
   n = rt_stats(k).clock_sync_misses;
-  RT_WAIT_STAT_NS(k, clock_sync_misses, n + 2, SYNC_WAIT_NS);
+  RT_WAIT_STAT_NS(k, clock_sync_misses, n + 2, RT_SYNC_WAIT_NS);
   __atomic_store_n(&g_block, 0, __ATOMIC_RELEASE);
   n = rt_stats(k).clock_syncs;
-  RT_WAIT_STAT_NS(k, clock_syncs, n + 2, SYNC_WAIT_NS);
+  RT_WAIT_STAT_NS(k, clock_syncs, n + 2, RT_SYNC_WAIT_NS);
   assert_offset_bounded(k);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);

@@ -149,20 +149,6 @@ static int64_t realtime_minus_monotonic(void) {
   return best;
 }
 
-/* Wait until k has made `want` accepted clock exchanges. One is accepted only when lane 0 answers
- * within 50 us; under TSan on a loaded machine most miss (none in 10 s at load ~21 in a stress
- * loop: RT_WAIT_STAT timed out with 4 of 6), so the bound is test_clock_sync's SYNC_WAIT_NS
- * (120 s): a hang still fails, a slow machine does not. */
-static void wait_clock_syncs(rk_kernel *k, uint64_t want) {
-  uint64_t start = rt_now_ns();
-  while (rt_stats(k).clock_syncs < want) {
-    if (rt_now_ns() - start > (uint64_t)(12 * RT_HANG))
-      fail_msg("timed out waiting for clock_syncs >= %llu (is %llu)", (unsigned long long)want,
-               (unsigned long long)rt_stats(k).clock_syncs);
-    rt_sleep_ms(1);
-  }
-}
-
 /* The clock exchange against a device clock that really differs from the host's: every accepted
  * offset is CLOCK_REALTIME - CLOCK_MONOTONIC to within half its window (plus a few microseconds
  * for the test's own reading of it). */
@@ -176,7 +162,7 @@ static void test_clock_offset_measured(void **state) {
   for (round = 0; round < 3; round++) {
     int64_t truth, off, bound;
     rk_kernel_counters st;
-    wait_clock_syncs(k, 2 + 2 * round);
+    RT_WAIT_STAT_NS(k, clock_syncs, 2 + 2 * round, RT_SYNC_WAIT_NS);
     truth = realtime_minus_monotonic();
     st = rt_stats(k); /* one exchange's figures (read under the clock lock) */
     off = st.clock_offset_ns;
@@ -248,7 +234,7 @@ static void test_clock_coarse_calibration(void **state) {
   assert_true(rk__failpoint_disarm(RK__FP_CLOCK) >= RK_LAUNCH_CLOCK_TRIES_FOR_TEST + 2);
   /* exchanges answer again: the service loop narrows the window (a loaded machine's slow answers
    * too), and the bound follows one measurement later (it covers the previous offset as well) */
-  wait_clock_syncs(k, 3);
+  RT_WAIT_STAT_NS(k, clock_syncs, 3, RT_SYNC_WAIT_NS);
   st = rt_stats(k);
   assert_true(st.clock_sync_window_ns < RT_SEC);
   /* relaxed: the service loop writes it (a test's reading, no order needed) */
