@@ -25,6 +25,21 @@ static void barrier(void) {
 /* The peer timeout of the scenarios that lose no peer (bridge_on in test_mpi.c, test_mpi_dev.c). */
 #define MPI_UTIL_PATIENT_NS (30 * RT_SEC)
 
+/* The bridge options of a test scenario: o (NULL: the defaults), with a scenario that names no peer
+ * timeout given MPI_UTIL_PATIENT_NS instead of the default 2 s: such a scenario loses no peer. On
+ * the loaded 2-core machine a rank's bridge thread went without a pass for 1.6 s (measured at load
+ * 60-140), and a live peer was taken for lost (mpi_idle, mpi_comm_reuse, mpi_pipeline_3 failed so;
+ * an injected 2.5 s stall of rank 1's bridge thread fails mpi_idle with the default). It also
+ * bounds the stop's retries of what finds an inbox full: owed_stopfull and owed_stopstaged let
+ * their busy kernel go 300 ms into the stop, which with 2 s left it 1.7 s to run (a release 2.5 s
+ * late made its terminate time out). The scenarios that lose a peer on purpose set their own. */
+static rk_mpi_options mpi_patient_options(const rk_mpi_options *o) {
+  rk_mpi_options patient = RK_MPI_OPTIONS_INIT;
+  if (o) patient = *o;
+  if (patient.peer_timeout_ns == 0) patient.peer_timeout_ns = MPI_UTIL_PATIENT_NS;
+  return patient;
+}
+
 static rk_mpi_stats bridge_stats(rk_mpi_bridge *b) {
   rk_mpi_stats s;
   memset(&s, 0, sizeof s);

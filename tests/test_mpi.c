@@ -73,16 +73,7 @@ static const char *g_scenario;
 
 static rk_mpi_bridge *bridge_on(rk_runtime *rt, rk_graph *g, const rk_mpi_options *o) {
   rk_mpi_bridge *b = NULL;
-  rk_mpi_options patient = RK_MPI_OPTIONS_INIT;
-  if (o) patient = *o;
-  /* A scenario that names no peer timeout loses no peer: 30 s instead of the default 2 s. On the
-   * loaded 2-core machine a rank's bridge thread went without a pass for 1.6 s (measured at load
-   * 60-140), and a live peer was taken for lost (mpi_idle, mpi_comm_reuse, mpi_pipeline_3 failed
-   * so; an injected 2.5 s stall of rank 1's bridge thread fails mpi_idle with the default). It also
-   * bounds the stop's retries of what finds an inbox full: owed_stopfull and owed_stopstaged let
-   * their busy kernel go 300 ms into the stop, which with 2 s left it 1.7 s to run (a release 2.5 s
-   * late made its terminate time out). The scenarios that lose a peer on purpose set their own. */
-  if (patient.peer_timeout_ns == 0) patient.peer_timeout_ns = MPI_UTIL_PATIENT_NS;
+  rk_mpi_options patient = mpi_patient_options(o);
   RT_OK(rt, rk_mpi_bridge_create(g, MPI_COMM_WORLD, &patient, &b));
   assert_non_null(b);
   assert_int_equal(rk_mpi_bridge_rank(b), (uint32_t)g_rank);

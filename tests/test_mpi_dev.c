@@ -91,14 +91,7 @@ static void k2k_state(rk_kernel *k, uint64_t st[16]) {
 
 static rk_mpi_bridge *bridge_on(rk_runtime *rt, rk_graph *g, const rk_mpi_options *o) {
   rk_mpi_bridge *b = NULL;
-  rk_mpi_options patient = RK_MPI_OPTIONS_INIT;
-  if (o) patient = *o;
-  /* A scenario that names no peer timeout loses no peer: 30 s instead of the default 2 s. On the
-   * loaded 2-core machine a rank's bridge thread went without a pass for 1.6 s (measured at load
-   * 60-140), and a live peer was taken for lost (mpi_idle, mpi_comm_reuse, mpi_pipeline_3 failed
-   * so; an injected 2.5 s stall of rank 1's bridge thread fails mpi_idle with the default). The
-   * scenarios that lose a peer on purpose set their own. */
-  if (patient.peer_timeout_ns == 0) patient.peer_timeout_ns = MPI_UTIL_PATIENT_NS;
+  rk_mpi_options patient = mpi_patient_options(o);
   RT_OK(rt, rk_mpi_bridge_create(g, MPI_COMM_WORLD, &patient, &b));
   assert_non_null(b);
   return b;
@@ -636,14 +629,14 @@ static uint32_t sink_graph(rk_runtime *rt, rk_graph **g, rk_mpi_bridge **b, int 
   return id;
 }
 
-/* Rank 0's n hand-made control messages w (rows of `stride` bytes; row i's first len[i] bytes) to
- * rank 1's bridge on the bridge's own communicator, in order: MPI does not overtake on one
- * communicator and tag. */
-static void send_ctrl(rk_mpi_bridge *b, const uint8_t *w, size_t stride, const int *len, int n) {
+/* n hand-made control messages w (rows of `stride` bytes; row i's first len[i] bytes) to rank
+ * `to`'s bridge on the bridge's own communicator (the control tag), in order: MPI does not overtake
+ * on one communicator and tag. */
+static void send_ctrl(rk_mpi_bridge *b, int to, const uint8_t *w, size_t stride, const int *len, int n) {
   MPI_Comm c = rk__mpi_bridge_comm(b);
   int i;
   for (i = 0; i < n; i++)
-    assert_int_equal(MPI_Send(w + (size_t)i * stride, len[i], MPI_BYTE, 1, 0x5245, c), MPI_SUCCESS);
+    assert_int_equal(MPI_Send(w + (size_t)i * stride, len[i], MPI_BYTE, to, 0x5245, c), MPI_SUCCESS);
 }
 
 static void put_probe(uint8_t *w, uint32_t n, uint32_t version, uint32_t init_rank, uint32_t target_id) {
@@ -674,7 +667,7 @@ static void test_dev_probe_refused(void **state) {
     memcpy(w[5] + 36, &one, 4);
     put_probe(w[6], 1, 1, 0, sink_id);  /* the hop's reserved word not zero */
     memcpy(w[6] + 52, &one, 4);
-    send_ctrl(b, (const uint8_t *)w, sizeof w[0], len, 7);
+    send_ctrl(b, 1, (const uint8_t *)w, sizeof w[0], len, 7);
   } else {
     rk_mpi_stats st;
     unsigned warns;
@@ -703,9 +696,10 @@ static void test_dev_probe_refused(void **state) {
  * hop). Each is refused (moves_refused), none moves anything (moves_taken), the first is logged,
  * then at most one line a second from rank 0, and the peer stays up. */
 static int moves_refused_6(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).moves_refused >= 6; }
-static void put_moved(uint8_t *w, uint32_t n, uint32_t version, uint32_t origin, uint32_t to) {
+/* A CTRL_MOVED notice of n records saying its first: request corr of kernel `origin` went on to
+ * rank `to`. */
+static void put_moved(uint8_t *w, uint32_t n, uint32_t version, uint32_t origin, uint32_t to, uint64_t corr) {
   uint32_t head[4] = {4u /* CTRL_MOVED */, n, version, 0};
-  uint64_t corr = 42;
   memcpy(w, head, 16);
   memcpy(w + 16, &origin, 4);
   memcpy(w + 20, &to, 4);
@@ -722,13 +716,13 @@ static void test_dev_moved_refused(void **state) {
     uint8_t w[6][48];
     int len[6] = {8, 32, 16, 32, 32, 32};
     memset(w, 0, sizeof w);
-    put_moved(w[0], 1, 1, sink_id, 0);  /* 8 bytes: no room for the version */
-    put_moved(w[1], 1, 2, sink_id, 0);  /* version 2 */
-    put_moved(w[2], 0, 1, sink_id, 0);  /* no record */
-    put_moved(w[3], 2, 1, sink_id, 0);  /* two records said, one sent */
-    put_moved(w[4], 1, 1, sink_id, 9);  /* rank 9 of 2 */
-    put_moved(w[5], 1, 1, 0xFFFFu, 0);  /* no such kernel on rank 1 (and the sender as next hop) */
-    send_ctrl(b, (const uint8_t *)w, sizeof w[0], len, 6);
+    put_moved(w[0], 1, 1, sink_id, 0, 42);  /* 8 bytes: no room for the version */
+    put_moved(w[1], 1, 2, sink_id, 0, 42);  /* version 2 */
+    put_moved(w[2], 0, 1, sink_id, 0, 42);  /* no record */
+    put_moved(w[3], 2, 1, sink_id, 0, 42);  /* two records said, one sent */
+    put_moved(w[4], 1, 1, sink_id, 9, 42);  /* rank 9 of 2 */
+    put_moved(w[5], 1, 1, 0xFFFFu, 0, 42);  /* no such kernel on rank 1 (and the sender as next hop) */
+    send_ctrl(b, 1, (const uint8_t *)w, sizeof w[0], len, 6);
   } else {
     rk_mpi_stats st;
     unsigned warns;
@@ -1042,16 +1036,6 @@ static void test_dev_owed_share(void **state) {
 static int moves_refused_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).moves_refused >= 1; }
 static int moves_taken_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).moves_taken >= 1; }
 static int failed_1(void *arg) { return bridge_stats((rk_mpi_bridge *)arg).answers_failed >= 1; }
-static void send_ctrl_to(rk_mpi_bridge *b, int to, const uint8_t *w, int len) {
-  assert_int_equal(MPI_Send(w, len, MPI_BYTE, to, 0x5245 /* the control tag */, rk__mpi_bridge_comm(b)), MPI_SUCCESS);
-}
-static void put_moved_rec(uint8_t *w, uint32_t version, uint32_t origin, uint32_t to, uint64_t corr) {
-  uint32_t head[4] = {4u /* CTRL_MOVED */, 1, version, 0};
-  memcpy(w, head, 16);
-  memcpy(w + 16, &origin, 4);
-  memcpy(w + 20, &to, 4);
-  memcpy(w + 24, &corr, 8);
-}
 static void test_dev_owed_disorder(void **state) {
   rk_runtime *rt = rt_create();
   rk_graph *g;
@@ -1062,6 +1046,7 @@ static void test_dev_owed_disorder(void **state) {
   uint32_t me = 0, other = 0;
   uint64_t ids[2] = {0, 0}; /* ofront's kernel id on rank 0, the request's correlation id */
   uint8_t w[32];
+  int len32 = 32;
   (void)state;
   assert_int_equal(g_size, 4);
   RT_OK(rt, rk_graph_create(rt, &g));
@@ -1099,18 +1084,18 @@ static void test_dev_owed_disorder(void **state) {
     RT_OK(rt, rk_kernel_terminate(k, RT_HANG)); /* owes nothing */
   } else if (g_rank == 2) {
     MPI_Recv(ids, 2, MPI_UINT64_T, 0, 91, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    put_moved_rec(w, 1, (uint32_t)ids[0], 3, ids[1]); /* "went on to rank 3", first */
-    send_ctrl_to(b, 0, w, 32);
-    put_moved_rec(w, 2, (uint32_t)ids[0], 3, ids[1]); /* version 2: refused, the marker */
-    send_ctrl_to(b, 0, w, 32);
+    put_moved(w, 1, 1, (uint32_t)ids[0], 3, ids[1]); /* "went on to rank 3", first */
+    send_ctrl(b, 0, w, sizeof w, &len32, 1);
+    put_moved(w, 1, 2, (uint32_t)ids[0], 3, ids[1]); /* version 2: refused, the marker */
+    send_ctrl(b, 0, w, sizeof w, &len32, 1);
     barrier();
     barrier();
     rk_graph_destroy(g); /* its bridge stops: closed for rank 0 */
   } else if (g_rank == 1) {
     MPI_Recv(ids, 2, MPI_UINT64_T, 0, 91, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     barrier();
-    put_moved_rec(w, 1, (uint32_t)ids[0], 2, ids[1]); /* "went on to rank 2", second */
-    send_ctrl_to(b, 0, w, 32);
+    put_moved(w, 1, 1, (uint32_t)ids[0], 2, ids[1]); /* "went on to rank 2", second */
+    send_ctrl(b, 0, w, sizeof w, &len32, 1);
     barrier();
   } else {
     barrier();
@@ -1126,7 +1111,7 @@ static void test_dev_owed_disorder(void **state) {
 /* ---------------------------------------- main --------------------------------------------- */
 
 int main(int argc, char **argv) {
-  int provided = 0, rc;
+  int provided = 0, rc, ranks;
   const char *scenario;
   const struct CMUnitTest all[] = {
       cmocka_unit_test(test_dev_pipeline),
@@ -1152,9 +1137,9 @@ int main(int argc, char **argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &g_size);
   scenario = argc > 1 ? argv[1] : "";
-  if (g_size != (strcmp(scenario, "dev_owed_share") == 0 ? 3 : strcmp(scenario, "dev_owed_disorder") == 0 ? 4 : 2)) {
-    fprintf(stderr, "test_mpi_dev: run %s with %d ranks\n", scenario,
-            strcmp(scenario, "dev_owed_share") == 0 ? 3 : strcmp(scenario, "dev_owed_disorder") == 0 ? 4 : 2);
+  ranks = strcmp(scenario, "dev_owed_share") == 0 ? 3 : strcmp(scenario, "dev_owed_disorder") == 0 ? 4 : 2;
+  if (g_size != ranks) {
+    fprintf(stderr, "test_mpi_dev: run %s with %d ranks\n", scenario, ranks);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
   {
