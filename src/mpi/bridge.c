@@ -1853,7 +1853,7 @@ static uint32_t lane_pass(rk_mpi_bridge *b, uint64_t t) {
 static int bridge_poll(void *self, rk_graph *g, const void *lane, int stop) {
   rk_mpi_bridge *b = (rk_mpi_bridge *)self;
   uintptr_t me = (uintptr_t)lane, d = __atomic_load_n(&b->driver, __ATOMIC_RELAXED); /* a hint */
-  uint64_t t = now_ns(), live;
+  uint64_t t, live;
   uint32_t work;
   int keep;
   (void)g;
@@ -1862,7 +1862,7 @@ static int bridge_poll(void *self, rk_graph *g, const void *lane, int stop) {
     drive_stop(b, me);
     return 0;
   }
-  if (d != 0 && d != me && lane_driving(b, t)) return 0; /* another lane drives */
+  if (d != 0 && d != me && lane_driving(b, now_ns())) return 0; /* another lane drives */
   if (pthread_mutex_trylock(&b->pass_lock) != 0) return d == me; /* a pass runs: the driver polls on */
   if (b->lanes_off) {
     pthread_mutex_unlock(&b->pass_lock);
@@ -1870,10 +1870,10 @@ static int bridge_poll(void *self, rk_graph *g, const void *lane, int stop) {
     return 0;
   }
   __atomic_store_n(&b->driver, me, __ATOMIC_RELAXED); /* a hint (field comment) */
-  /* Re-read under the lock: the t above predates the trylock, and a pass with traffic that ended
-   * in between (the thread's: bridge_main sets lw_ns under this lock) left lw_ns later than it; the
-   * differences below are signed all the same (review of lanedrive, finding 1: t - lw_ns wrapped
-   * and a live conversation's lane stopped driving). */
+  /* Read under the lock: a reading from before the trylock could predate the end of a pass with
+   * traffic (the thread's: bridge_main sets lw_ns under this lock), leaving lw_ns later than it;
+   * the differences below are signed all the same (review of lanedrive, finding 1: t - lw_ns
+   * wrapped and a live conversation's lane stopped driving). */
   t = now_ns();
   work = lane_pass(b, t);
   stat_add(&b->s_lane_passes, 1);
