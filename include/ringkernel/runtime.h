@@ -99,7 +99,10 @@ typedef struct rk_runtime_options {
    *  clock (the CPU backend's lanes stamp with their kernel's clock). NULL (default): the host's
    *  CLOCK_REALTIME (rk_realtime_us). Microseconds since the epoch; called from any runtime thread,
    *  so it must be thread-safe. For tests and simulations, e.g. a node whose clock is skewed
-   *  (tests/test_mpi.c); the CUDA backend's lanes keep their device timer plus the measured offset. */
+   *  (tests/test_mpi.c). The CUDA backend's lanes keep their device timer plus an offset measured
+   *  against this source (so they accept the host stamps it makes); the service loop re-measures
+   *  it at once when the source moves against CLOCK_MONOTONIC by more than 1 ms beyond a slew (a
+   *  step), and otherwise every clock_sync_interval_ns. */
   rk_time_source time_source;
   void *time_user; /**< passed to time_source */
   /** How long rk_kernel_activate and rk_kernel_deactivate wait for every lane to acknowledge the

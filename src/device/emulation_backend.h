@@ -153,6 +153,13 @@ static inline uint64_t emu_dev_mapped(rk_runtime *rt, const void *host) {
   return (uint64_t)(uintptr_t)host;
 }
 
+/* rt's kernels run with ops, filled by emu_backend_install (for a program that installs the same
+ * backend in many runtimes, some perhaps still running: the table is written once). */
+static inline void emu_backend_use(rk_runtime *rt, const rk_backend_ops *ops) {
+  rt->ops = ops;
+  rt->backend = RK_BACKEND_CUDA;
+}
+
 /* Make rt's kernels run on the emulated device: *ops becomes the CPU backend's (its allocator:
  * ordinary, zeroed, line-aligned memory stands for the mapped arena) with the given start and
  * join, and lanes that stamp with their own clock plus the measured offset, as on a GPU; rt is
@@ -174,8 +181,7 @@ static inline void emu_backend_install(rk_runtime *rt, rk_backend_ops *ops, int 
   ops->dev_load64 = emu_dev_load64;
   ops->dev_peer = emu_dev_peer;
   ops->dev_mapped = emu_dev_mapped;
-  rt->ops = ops;
-  rt->backend = RK_BACKEND_CUDA;
+  emu_backend_use(rt, ops);
 }
 
 static inline void emu_backend_uninstall(rk_runtime *rt) { rt->backend = RK_BACKEND_CPU; }

@@ -793,14 +793,15 @@ static int signalled(const rk__lane *l, uint32_t clock_seen) {
   return (w & RK_SIGNAL_ABORT) || (l->index == 0 && rk_signals_clock_req(w) != clock_seen);
 }
 
-/* Lane 0 answers a clock request: its clock now, then the ack that publishes it. The CPU lanes
- * stamp with the host clock itself, so they apply no offset; the exchange runs anyway, so the host
+/* Lane 0 answers a clock request: its clock now (the runtime's time source, as the kernel clock's
+ * stamps), then the ack that publishes it. The CPU lanes stamp with the host clock itself, so they
+ * apply no offset; the exchange runs anyway, so the host
  * side of the synchronisation (shared with the CUDA backend) is exercised and its measured offset,
  * near zero here, is a check of it. */
 static uint32_t answer_clock(rk__lane *l, uint64_t sig, uint32_t seen) {
   uint32_t req = rk_signals_clock_req(sig);
   if (l->index != 0 || req == seen) return seen;
-  rk_store_relaxed_sys_u64(&l->status->clock_sample_ns, rk__realtime_ns());
+  rk_store_relaxed_sys_u64(&l->status->clock_sample_ns, rk__host_time_ns(l->k->rt));
   rk_store_release_sys_u32(&l->status->clock_ack, req); /* pairs with rk__clock_sync's acquire */
   return req;
 }
@@ -931,7 +932,7 @@ static void lane_main(void *arg) {
   }
   (void)rk__one_cpu_refresh(); /* its waits yield instead of spinning on one CPU (ring_wait.c) */
   rk_store_relaxed_sys_u32(&st->state, state);
-  rk_store_relaxed_sys_u64(&st->clock_sample_ns, rk__realtime_ns()); /* launch calibration */
+  rk_store_relaxed_sys_u64(&st->clock_sample_ns, rk__host_time_ns(k->rt)); /* launch calibration */
   rk_store_release_sys_u32(&st->checked_in, 1); /* pairs with the host's acquire in launch */
 
   for (;;) {

@@ -650,8 +650,9 @@ static int abandon_job(rk_cuda *c, void *arg) {
 
 static void cuda_abandon(rk_kernel *k) { (void)cuda_run((rk_cuda *)k->rt->backend_data, abandon_job, k); }
 
-/* The device clock (%globaltimer) is calibrated against CLOCK_REALTIME by the shared exchange in
- * kernel.c (rk__clock_sync): at check-in, then periodically from the service loop. */
+/* The device clock (%globaltimer) is calibrated against the runtime's time source (CLOCK_REALTIME
+ * by default) by the shared exchange in kernel.c (rk__clock_sync): at check-in, then periodically
+ * from the service loop, and at once when the host clock steps. */
 static int cuda_dev_alloc(rk_runtime *rt, size_t n, uint64_t *addr);
 static void cuda_dev_free(rk_runtime *rt, uint64_t addr, size_t n);
 static int cuda_dev_write(rk_runtime *rt, uint64_t addr, const void *src, size_t n);

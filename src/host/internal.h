@@ -357,6 +357,9 @@ struct rk_kernel {
   uint64_t clock_next_ns;    /* monotonic time of the next exchange */
   uint64_t clock_unc;        /* uncertainty (ns) of the offset last published (kernel.c clock_accept) */
   uint64_t clock_bound_unc;  /* uncertainty (ns) in the bound last published: >= clock_unc (clock_accept) */
+  uint64_t clock_rm;         /* host time minus monotonic time (ns) when the offset in force was accepted */
+  uint64_t clock_rm_at;      /* monotonic time of that reading (0: none yet) */
+  uint64_t clock_step_seen;  /* clock_rm_at of the last step logged (kernel.c clock_stepped) */
   uv_mutex_t clock_lock;     /* the statistics below, read together by rk_kernel_stats */
   int64_t clock_offset;
   uint64_t clock_window, clock_syncs, clock_misses;
@@ -478,8 +481,12 @@ uint64_t rk__devpoll_scans(rk_runtime *rt); /* passes the poller made (tests: is
 
 /* runtime.c: sleep at least ns nanoseconds (back-off only). */
 void rk__sleep_ns(uint64_t ns);
-/* runtime.c: CLOCK_REALTIME in nanoseconds (device clock calibration). */
+/* runtime.c: CLOCK_REALTIME in nanoseconds. */
 uint64_t rk__realtime_ns(void);
+/* runtime.c: the physical time of rt's clocks in nanoseconds: its time_source (microseconds, times
+ * 1000) when it has one, else CLOCK_REALTIME. What the lanes' clocks are calibrated against: the
+ * host stamps they check are read from it (kernel.c "clock synchronisation"). */
+uint64_t rk__host_time_ns(const rk_runtime *rt);
 
 /* kernel.c: fault k (the first fault while not faulted is recorded; see rk_kernel) and wake every
  * waiter on it: callers, receivers, blocked senders learn RK_ESTATE. soft: a stall the lane may

@@ -28,7 +28,8 @@
 #define RK_CLOCK_SYNC_WAIT_NS 200000ull      /* how long the service loop waits for lane 0 */
 #define RK_CLOCK_SYNC_MAX_WINDOW_NS 50000ull /* a slower exchange is dropped: error up to 25 us */
 #define RK_CLOCK_SYNC_COARSE_WAIT_NS 2000000ull /* the service loop's wait while a coarser one is in force */
-#define RK_CLOCK_SYNC_TIGHTEN_NS 1000000ull /* after a narrowing: the next exchange publishes its narrower bound */
+#define RK_CLOCK_SYNC_TIGHTEN_NS 1000000ull
+#define RK_CLOCK_STEP_NS 1000000ull /* the host clock moved this much more than a slew: exchange now */ /* after a narrowing: the next exchange publishes its narrower bound */
 #define RK_LAUNCH_CLOCK_WAIT_NS 20000000ull  /* a launch exchange's wait (a loaded machine) */
 #define RK_LAUNCH_CLOCK_TRIES 4              /* exchanges tried at launch before the coarse window */
 #define RK_DEFAULT_DEAD_LETTERS 16u
@@ -378,6 +379,13 @@ static uint64_t clock_bound_us(uint64_t max_offset_us, uint64_t unc_ns) {
  * two loads while the host may be writing the next pair, and may pair the previous offset with
  * this bound (until it sees the next request, one poll later); never a bound too small for the
  * offset it holds. */
+/* The host clock minus the monotonic one (ns, modulo 2^64), read back to back; *mono: the latter. */
+static uint64_t host_minus_mono(const rk_kernel *k, uint64_t *mono) {
+  uint64_t t = rk__host_time_ns(k->rt);
+  *mono = rk__now_ns();
+  return t - *mono;
+}
+
 static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample) {
   uint64_t off = r0 + (r1 - r0) / 2 - sample; /* modulo 2^64: the device adds it back */
   uint64_t mo = k->rt->opts.max_offset_us ? k->rt->opts.max_offset_us : RK_HLC_DEFAULT_MAX_OFFSET_US;
@@ -388,6 +396,7 @@ static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample
   k->clock_bound_unc = unc > k->clock_unc ? unc : k->clock_unc; /* (only the one writer reads these) */
   rk_store_relaxed_sys_u64(&k->ctl->host.clock_bound_us, clock_bound_us(mo, k->clock_bound_unc));
   k->clock_unc = unc;
+  k->clock_rm = host_minus_mono(k, &k->clock_rm_at); /* what a step of the host clock moves */
   rk__lock(&k->clock_lock); /* statistics, read together by rk_kernel_stats */
   k->clock_offset = (int64_t)off;
   k->clock_window = r1 - r0;
@@ -418,7 +427,7 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
   uint64_t start = rk__now_ns(), r0, r1, t, sample;
   uint32_t req;
   int answered = 0, fp = rk__failpoint_hit(RK__FP_CLOCK);
-  r0 = rk__realtime_ns();
+  r0 = rk__host_time_ns(k->rt);
   req = clock_request(k);
   /* Wait for lane 0 on the monotonic clock: spin briefly, then yield, so a lane 0 that shares this
    * CPU can run (the window then says how precise the answer is, and a slow one is dropped). */
@@ -433,7 +442,7 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
     if (t < 10000 && !rk__one_cpu()) rk_cpu_relax(); /* (one CPU: lane 0 runs only if this yields) */
     else sched_yield();
   }
-  r1 = rk__realtime_ns();
+  r1 = rk__host_time_ns(k->rt);
   /* r1 < r0: CLOCK_REALTIME stepped back during the exchange; its window means nothing */
   if (answered && r1 >= r0) {
     sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns); /* ordered by the acquire */
@@ -454,11 +463,31 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
   return 0;
 }
 
+/* Has the host clock stepped against the monotonic one since the offset in force was measured (an
+ * NTP step, settimeofday, a virtual machine's clock set after a pause)? Lanes that stamp with an
+ * offset-corrected clock (CUDA) are then off by the step until the next exchange: a step forward
+ * beyond the drift bound made them refuse every host stamp (RK_ECLOCK, accepted messages lost) for
+ * up to a whole interval (1 s by default). Checked on every service tick, two clock reads; the
+ * allowance is RK_CLOCK_STEP_NS plus the largest slew NTP applies (500 ppm) since the measurement.
+ * The service loop is the only caller (as of the exchanges). */
+static int clock_stepped(rk_kernel *k) {
+  uint64_t mono, moved = host_minus_mono(k, &mono) - k->clock_rm, allow;
+  if (k->clock_rm_at == 0) return 0; /* nothing measured yet */
+  allow = RK_CLOCK_STEP_NS + (mono - k->clock_rm_at) / 2000;
+  if ((int64_t)moved >= -(int64_t)allow && (int64_t)moved <= (int64_t)allow) return 0;
+  if (k->clock_step_seen != k->clock_rm_at) { /* once per step, however many exchanges it takes */
+    k->clock_step_seen = k->clock_rm_at;
+    rk__log(k->rt, RK_LOG_INFO, "kernel %s: the host clock moved %+lld us against the monotonic clock since the "
+            "last clock exchange: exchanging now", k->name, (long long)((int64_t)moved / 1000));
+  }
+  return 1;
+}
+
 void rk__clock_sync(rk_kernel *k) {
   uint64_t now = rk__now_ns(), iv = clock_interval(k), cur = k->clock_window; /* (its only writer) */
   uint32_t s = rk_load_acquire_sys_u32(&k->hstate);
   int ok;
-  if (iv == UINT64_MAX || now < k->clock_next_ns) return;
+  if (iv == UINT64_MAX || (now < k->clock_next_ns && !clock_stepped(k))) return;
   if (rk__kernel_faulted(k)) return;
   if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return; /* lanes leaving */
   if (cur <= RK_CLOCK_SYNC_MAX_WINDOW_NS)
@@ -546,7 +575,7 @@ static void calibrate_at_launch(rk_kernel *k, uint64_t t_before) {
    * t_before and read before t_after, so inside the window either way. Ordered after the acquire
    * of checked_in in wait_lanes. */
   sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns);
-  t_after = rk__realtime_ns();
+  t_after = rk__host_time_ns(k->rt);
   t_before = t_before > widen ? t_before - widen : 0; /* a test's slow start (fail point) */
   if (t_after < t_before) t_after = t_before; /* CLOCK_REALTIME stepped back: the midpoint would wrap */
   if (best.r1 - best.r0 < t_after - t_before) /* a slow answer, still narrower than the start */
@@ -747,7 +776,7 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
   if (prepare && (rc = prepare(k, arg)) != RK_OK) goto fail_early;
   set_hstate(k, RK_STATE_LAUNCHED);
 
-  t_before = rk__realtime_ns();
+  t_before = rk__host_time_ns(rt);
   rc = k->ops->start(k);
   if (rc == RK_OK) {
     /* Co-residency is proven, not computed: every lane must check in (ARCHITECTURE §8). A kernel

@@ -37,6 +37,13 @@ uint64_t rk__realtime_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t rk__host_time_ns(const rk_runtime *rt) {
+  uint64_t us;
+  if (rt->opts.time_source == NULL) return rk__realtime_ns();
+  us = rt->opts.time_source(rt->opts.time_user);
+  return us > UINT64_MAX / 1000u ? UINT64_MAX : us * 1000u;
+}
+
 const char *rk_backend_name(rk_backend b) {
   switch (b) {
     case RK_BACKEND_AUTO: return "auto";
