@@ -360,6 +360,7 @@ struct rk_kernel {
   uint64_t clock_rm;         /* host time minus monotonic time (ns) when the offset in force was accepted */
   uint64_t clock_rm_at;      /* monotonic time of that reading (0: none yet) */
   uint64_t clock_step_seen;  /* clock_rm_at of the last step logged (kernel.c clock_stepped) */
+  uint32_t clock_doubt;      /* 1: exchange on the next tick (rk__clock_doubt; relaxed, a hint) */
   uv_mutex_t clock_lock;     /* the statistics below, read together by rk_kernel_stats */
   int64_t clock_offset;
   uint64_t clock_window, clock_syncs, clock_misses;
@@ -596,6 +597,10 @@ void rk__dev_params_fill(const rk_kernel *k, struct rk_dev_params *p, void *(*de
                          uint8_t *devmem, uint32_t batch);
 /* kernel.c: one clock exchange with the kernel's lane 0 when it is due (service loop). */
 void rk__clock_sync(rk_kernel *k);
+/* kernel.c: k's stamps disagree with the host clock beyond the drift bound (a device lane refused a
+ * host stamp, or a reply's stamp was refused): if its lanes stamp with an offset-corrected clock,
+ * the service loop exchanges on its next tick. Any thread; cheap (a relaxed store). */
+void rk__clock_doubt(rk_kernel *k);
 
 /* nvrtc.c: compile handler source (+ the embedded device runtime) into a ring kernel `entry` for
  * `arch` ("compute_75" -> PTX, "sm_90" with cubin != 0 -> CUBIN). The image is owned by the

@@ -379,24 +379,32 @@ static uint64_t clock_bound_us(uint64_t max_offset_us, uint64_t unc_ns) {
  * two loads while the host may be writing the next pair, and may pair the previous offset with
  * this bound (until it sees the next request, one poll later); never a bound too small for the
  * offset it holds. */
-/* The host clock minus the monotonic one (ns, modulo 2^64), read back to back; *mono: the latter. */
-static uint64_t host_minus_mono(const rk_kernel *k, uint64_t *mono) {
-  uint64_t t = rk__host_time_ns(k->rt);
-  *mono = rk__now_ns();
-  return t - *mono;
+/* The host clock minus the monotonic one (ns, modulo 2^64) into *d, the monotonic reading into
+ * *mono: the monotonic clock read between two readings of the host clock, and their midpoint
+ * taken. Returns 0 (nothing stored) when the two host readings are more than 50 us apart (the
+ * thread was preempted between them, or the host clock stepped right then): no reading. */
+static int host_minus_mono(const rk_kernel *k, uint64_t *d, uint64_t *mono) {
+  uint64_t a = rk__host_time_ns(k->rt), m = rk__now_ns(), b = rk__host_time_ns(k->rt);
+  if (b - a > 50000) return 0; /* (b < a too: a step back) */
+  *d = a + (b - a) / 2 - m;
+  *mono = m;
+  return 1;
 }
 
 static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample) {
   uint64_t off = r0 + (r1 - r0) / 2 - sample; /* modulo 2^64: the device adds it back */
   uint64_t mo = k->rt->opts.max_offset_us ? k->rt->opts.max_offset_us : RK_HLC_DEFAULT_MAX_OFFSET_US;
   uint64_t unc = (r1 - r0) / 2 + 1, floor_unc = RK_CLOCK_SYNC_MAX_WINDOW_NS / 2;
+  int i;
   if (unc < floor_unc) unc = floor_unc;
   /* both published by clock_request's release; a lane reloads them together */
   rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, off);
   k->clock_bound_unc = unc > k->clock_unc ? unc : k->clock_unc; /* (only the one writer reads these) */
   rk_store_relaxed_sys_u64(&k->ctl->host.clock_bound_us, clock_bound_us(mo, k->clock_bound_unc));
   k->clock_unc = unc;
-  k->clock_rm = host_minus_mono(k, &k->clock_rm_at); /* what a step of the host clock moves */
+  /* what a step of the host clock moves (clock_stepped); none if no good reading in a few tries */
+  k->clock_rm_at = 0;
+  for (i = 0; i < 4 && !host_minus_mono(k, &k->clock_rm, &k->clock_rm_at); i++) continue;
   rk__lock(&k->clock_lock); /* statistics, read together by rk_kernel_stats */
   k->clock_offset = (int64_t)off;
   k->clock_window = r1 - r0;
@@ -471,8 +479,9 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
  * allowance is RK_CLOCK_STEP_NS plus the largest slew NTP applies (500 ppm) since the measurement.
  * The service loop is the only caller (as of the exchanges). */
 static int clock_stepped(rk_kernel *k) {
-  uint64_t mono, moved = host_minus_mono(k, &mono) - k->clock_rm, allow;
-  if (k->clock_rm_at == 0) return 0; /* nothing measured yet */
+  uint64_t mono, moved, allow;
+  if (k->clock_rm_at == 0 || !host_minus_mono(k, &moved, &mono)) return 0; /* nothing to compare (yet) */
+  moved -= k->clock_rm;
   allow = RK_CLOCK_STEP_NS + (mono - k->clock_rm_at) / 2000;
   if ((int64_t)moved >= -(int64_t)allow && (int64_t)moved <= (int64_t)allow) return 0;
   if (k->clock_step_seen != k->clock_rm_at) { /* once per step, however many exchanges it takes */
@@ -483,11 +492,25 @@ static int clock_stepped(rk_kernel *k) {
   return 1;
 }
 
+void rk__clock_doubt(rk_kernel *k) {
+  /* relaxed: a hint that orders nothing; the exchange reads what it needs itself */
+  if (k->ops->lane_clock_offset && !__atomic_load_n(&k->clock_doubt, __ATOMIC_RELAXED))
+    __atomic_store_n(&k->clock_doubt, 1, __ATOMIC_RELAXED);
+}
+
+/* Doubted since the last tick (rk__clock_doubt)? Clears the doubt. */
+static int clock_doubted(rk_kernel *k) {
+  return __atomic_load_n(&k->clock_doubt, __ATOMIC_RELAXED) && __atomic_exchange_n(&k->clock_doubt, 0, __ATOMIC_RELAXED);
+}
+
 void rk__clock_sync(rk_kernel *k) {
   uint64_t now = rk__now_ns(), iv = clock_interval(k), cur = k->clock_window; /* (its only writer) */
   uint32_t s = rk_load_acquire_sys_u32(&k->hstate);
-  int ok;
-  if (iv == UINT64_MAX || (now < k->clock_next_ns && !clock_stepped(k))) return;
+  int ok, doubt;
+  if (iv == UINT64_MAX) return;
+  /* due, or sooner: the kernel's stamps said its offset is off, or the host clock stepped */
+  doubt = clock_doubted(k);
+  if (now < k->clock_next_ns && !doubt && !clock_stepped(k)) return;
   if (rk__kernel_faulted(k)) return;
   if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return; /* lanes leaving */
   if (cur <= RK_CLOCK_SYNC_MAX_WINDOW_NS)
@@ -498,6 +521,7 @@ void rk__clock_sync(rk_kernel *k) {
   /* a miss (lane 0 busy in a long handler, or a slow exchange) is tried again sooner; so is a
    * narrowing that is still coarse */
   k->clock_next_ns = add_sat(now, ok && k->clock_window <= RK_CLOCK_SYNC_MAX_WINDOW_NS ? iv : iv / 4);
+  if (doubt && !ok) __atomic_store_n(&k->clock_doubt, 1, __ATOMIC_RELAXED); /* again on the next tick */
   /* a narrowing published the previous, wider bound with its offset (clock_accept): the next
    * exchange, soon, publishes the narrow one; until then stamps up to the old bound are admitted
    * (review of clock-calib: a whole interval otherwise) */

@@ -399,8 +399,10 @@ static void device_refusal_slow(rk_kernel *k, const rk_envelope *e, const void *
   memcpy(&c, payload, sizeof c);
   if (c == RK_ECORRUPT)
     rk__dead_letter(k, e, NULL, c, "refused by the device lane: invalid envelope", lane);
-  else if (c == RK_ECLOCK)
+  else if (c == RK_ECLOCK) {
     rk__dead_letter(k, e, NULL, c, "refused by the device lane: stamp too far ahead", lane);
+    rk__clock_doubt(k); /* a host stamp refused: the lanes' offset may be off (kernel.c) */
+  }
 }
 
 /* (the test for an error reply inline: a call per reply otherwise, on every drain; issue 16) */
@@ -572,6 +574,7 @@ static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint
       chk[i] = (uint8_t)rk_envelope_validate_reply(&env[i], slot + RK_ENVELOPE_SIZE, max_payload, k->id);
     }
     any_bad = merge_batch(k, env, chk, n, bad, pt_hint);
+    if (any_bad) rk__clock_doubt(k); /* a reply stamped too far ahead: the same doubt */
     for (i = 0; i < n; i++) {
       const rk_envelope *e = &env[i];
       const void *payload = rk_ring_slot(l->outbox, pos + i) + RK_ENVELOPE_SIZE;
@@ -778,6 +781,7 @@ static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint) 
   /* merge_batch's rule for one sound reply, without its loops and arrays (issue 16): refused
    * (RK_ECLOCK, still delivered) only if the retry refuses too; a zero stamp is not merged */
   bad = env.hlc != 0 && clock_merge(k->rt->clock, env.hlc, pt_hint, NULL);
+  if (RK_UNLIKELY(bad)) rk__clock_doubt(k);
   l->drain_blocked = 0;
   to_msg(&env, slot + RK_ENVELOPE_SIZE, w->out, w->buf, w->buf_len, bad);
   device_refusal(k, &env, slot + RK_ENVELOPE_SIZE, l->index);
