@@ -8,7 +8,7 @@
  * store-releases cmd_seq; a lane load-acquires cmd_seq, applies the command, then store-releases
  * ack_seq = cmd_seq in its own line; the host waits (with a timeout) until every lane acknowledged.
  *
- * Clock synchronisation (the device's %globaltimer against the host's CLOCK_REALTIME) is a second,
+ * Clock synchronisation (the device's %globaltimer against the host's clock: CLOCK_REALTIME or the runtime's time_source) is a second,
  * lighter exchange that never waits for a lane: the host writes clock_offset_ns, then bumps
  * clock_req in `signals` (release); every lane load-acquires `signals` (the abort bit comes with
  * it: one read) and on a new clock_req reloads the offset it stamps with; lane 0 also writes its
@@ -49,7 +49,7 @@ typedef struct rk_control_host {
    *  device); host threads update it with read-modify-writes on host memory (the device only loads
    *  it), release order. */
   volatile uint64_t signals;
-  volatile uint64_t clock_offset_ns;          /**< device: CLOCK_REALTIME - %globaltimer (mod 2^64) */
+  volatile uint64_t clock_offset_ns;          /**< device: host clock - %globaltimer (mod 2^64) */
   /** device: the drift bound (us) for host stamps while clock_offset_ns is in force: max_offset_us
    *  plus the offset's uncertainty (half its measurement's window); written with the offset,
    *  reloaded with it */

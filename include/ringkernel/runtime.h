@@ -70,8 +70,11 @@ typedef struct rk_runtime_options {
   uint64_t watchdog_interval_ns; /**< heartbeat check period; 0: 50 ms */
   uint64_t watchdog_stall_ns;    /**< a lane with work and no heartbeat for this long faults; 0: 2 s */
   /** How often the service loop re-measures each kernel's clock offset (device %globaltimer
-   *  against CLOCK_REALTIME; on the CPU backend a check of the exchange). 0: 1 s; UINT64_MAX:
-   *  only at launch. Checked on the watchdog timer, so never more often than watchdog_interval_ns. */
+   *  against the host clock: time_source, or CLOCK_REALTIME; on the CPU backend a check of the
+   *  exchange). 0: 1 s; UINT64_MAX: only at launch (and no step or disagreement handling).
+   *  Checked on the watchdog timer, so never more often than watchdog_interval_ns, except that a
+   *  step of the host clock or a refused stamp brings an exchange sooner (docs/cuda-backend.md,
+   *  "Steps of the host clock"). */
   uint64_t clock_sync_interval_ns;
   /** Buffer pools (ringkernel/buffer.h), prepared with the runtime: bytes of device memory (0:
    *  64 MiB) and of pinned, mapped host memory (0: 16 MiB). On CUDA both are allocated when the
@@ -100,9 +103,10 @@ typedef struct rk_runtime_options {
    *  CLOCK_REALTIME (rk_realtime_us). Microseconds since the epoch; called from any runtime thread,
    *  so it must be thread-safe. For tests and simulations, e.g. a node whose clock is skewed
    *  (tests/test_mpi.c). The CUDA backend's lanes keep their device timer plus an offset measured
-   *  against this source (so they accept the host stamps it makes); the service loop re-measures
-   *  it at once when the source moves against CLOCK_MONOTONIC by more than 1 ms beyond a slew (a
-   *  step), and otherwise every clock_sync_interval_ns. */
+   *  against this source (so they accept the host stamps it makes), again every
+   *  clock_sync_interval_ns, and sooner when the source moves against CLOCK_MONOTONIC (a step:
+   *  before the next send to the kernel, or on the next watchdog tick). A source that does not run
+   *  at CLOCK_MONOTONIC's rate is a step every 10 ms: an exchange each time. */
   rk_time_source time_source;
   void *time_user; /**< passed to time_source */
   /** How long rk_kernel_activate and rk_kernel_deactivate wait for every lane to acknowledge the
@@ -536,7 +540,7 @@ typedef struct rk_kernel_counters {
   uint64_t latency_p50_ns;     /**< median latency, from the histogram (a bucket upper bound) */
   uint64_t latency_p99_ns;     /**< 99th percentile latency, from the histogram (a bucket upper bound) */
   /* Clock synchronisation (runtime option clock_sync_interval_ns). */
-  int64_t clock_offset_ns;     /**< last accepted measurement: host CLOCK_REALTIME - lane clock
+  int64_t clock_offset_ns;     /**< last accepted measurement: host clock (time_source) - lane clock
                                     (the CUDA lanes stamp with %globaltimer + this; CPU: about 0) */
   uint64_t clock_sync_window_ns; /**< round trip of that measurement; its error is at most half */
   uint64_t clock_syncs;        /**< accepted measurements (the one at launch included) */

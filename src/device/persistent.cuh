@@ -192,7 +192,7 @@ typedef struct rk_dev_lane {
   uint64_t out_head_seen; /* an observation of it, taken before the fence that acquires it */
   uint64_t drain_to;
   uint64_t next_reply_id;
-  uint64_t clock_off;     /* CLOCK_REALTIME - %globaltimer, reloaded on every new clock_req */
+  uint64_t clock_off;     /* host clock - %globaltimer, reloaded on every newer clock_req */
   uint64_t clock_bound;   /* drift bound for host stamps (us): max_offset_us + the offset's uncertainty */
   uint64_t merge;         /* highest stamp admitted and not yet merged into the kernel clock */
   uint64_t last_work_ns;  /* %globaltimer when the lane last took a message */
@@ -352,20 +352,37 @@ RK_INLINE __device__ void rk_dev_fence_lane(rk_dev_lane *L) {
  * acquires it: a new command (its words read now, one round) or clock request is applied and
  * acknowledged; the abort bit ends the lane. The host writes cmd, drain_to and clock_offset_ns
  * before its release of cmd_seq / signals. */
+/* Is clock request req newer than the one the lane applied? (A lane may apply a request ahead of
+ * the control line it polled, rk_dev_clock_reload: an older one seen later is not applied again.) */
+RK_INLINE __device__ int rk_dev_clock_newer(uint32_t req, uint32_t seen) { return (int32_t)(req - seen) > 0; }
+
+/* Thread 0: apply clock request req with the offset and bound read after it; lane 0 answers: its
+ * clock now, then the ack that publishes it. */
+RK_INLINE __device__ void rk_dev_clock_apply(rk_dev_lane *L, uint32_t req, uint64_t off, uint64_t bound) {
+  L->clock_seen = req;
+  L->clock_off = off;
+  L->clock_bound = bound;
+  if (blockIdx.x == 0) {
+    rk_dev_st(&L->status->clock_sample_ns, rk_dev_globaltimer());
+    rk_dev_st_rel32(&L->status->clock_ack, req); /* pairs with rk__clock_sync's acquire */
+  }
+}
+
 RK_INLINE __device__ void rk_dev_control(const rk_dev_params *p, rk_dev_lane *L, int fenced) {
   rk_control_host *h = &p->ctl->host;
   uint32_t seq = L->ctl_seq, req = rk_signals_clock_req(L->ctl_sig), cmd = 0;
   uint64_t drain = 0, off = 0, bound = 0;
+  int clock = rk_dev_clock_newer(req, L->clock_seen);
   L->ctl_seen = 0;
   if (L->ctl_sig & RK_SIGNAL_ABORT) L->exit = 1;
-  if (seq == L->ack && req == L->clock_seen) return;
+  if (seq == L->ack && !clock) return;
   if (!fenced) rk_dev_fence_lane(L); /* pairs with the host's release of cmd_seq / signals */
   RK_DEV_ROUND_BEGIN();
   if (seq != L->ack) {
     cmd = rk_dev_ld32(&h->cmd);
     drain = rk_dev_ld(&rk_control_lane_cmd(p->ctl, blockIdx.x)->drain_to);
   }
-  if (req != L->clock_seen) {
+  if (clock) {
     off = rk_dev_ld(&h->clock_offset_ns);
     bound = rk_dev_ld(&h->clock_bound_us); /* written with the offset (kernel.c clock_accept) */
   }
@@ -380,15 +397,26 @@ RK_INLINE __device__ void rk_dev_control(const rk_dev_params *p, rk_dev_lane *L,
     L->ack = seq;
     rk_dev_st_rel32(&L->status->ack_seq, seq); /* pairs with the host's acquire in command() */
   }
-  if (req != L->clock_seen) {
-    L->clock_seen = req;
-    L->clock_off = off;
-    L->clock_bound = bound;
-    if (blockIdx.x == 0) { /* lane 0 answers: its clock now, then the ack that publishes it */
-      rk_dev_st(&L->status->clock_sample_ns, rk_dev_globaltimer());
-      rk_dev_st_rel32(&L->status->clock_ack, req); /* pairs with rk__clock_sync's acquire */
-    }
-  }
+  if (clock) rk_dev_clock_apply(L, req, off, bound);
+}
+
+/* Thread 0, about to refuse a host stamp as too far ahead of the lane's clock: a clock request it
+ * has not applied yet is applied first (the host exchanges before it sends a message stamped
+ * after a step of its clock, rk__clock_guard, and the lane reads the control line only every few
+ * polls). Returns 1 when a newer offset was loaded (the caller checks the stamp again). The
+ * acquire pairs with the host's release RMW of signals, after the offset and bound it wrote. Only
+ * on a refusal: one round more there. */
+RK_INLINE __device__ int rk_dev_clock_reload(const rk_dev_params *p, rk_dev_lane *L) {
+  rk_control_host *h = &p->ctl->host;
+  uint32_t req = rk_signals_clock_req(rk_dev_ld_acq(&h->signals));
+  uint64_t off, bound;
+  if (!rk_dev_clock_newer(req, L->clock_seen)) return 0;
+  RK_DEV_ROUND_BEGIN();
+  off = rk_dev_ld(&h->clock_offset_ns);
+  bound = rk_dev_ld(&h->clock_bound_us);
+  RK_DEV_ROUND_END();
+  rk_dev_clock_apply(L, req, off, bound);
+  return 1;
 }
 
 /* ---------------------------------------- taking messages (thread 0) ------------------------- */
@@ -1333,7 +1361,8 @@ RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, c
       L->cur.env.payload_len = 0;
       (void)rk_dev_reply_error(p, L, e->type, RK_ECORRUPT);
     }
-  } else if (!L->kin_batch && rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), L->clock_bound)) {
+  } else if (!L->kin_batch && rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), L->clock_bound) &&
+             (!rk_dev_clock_reload(p, L) || rk_hlc_too_far_ahead(e->hlc, rk_dev_physical_us(L), L->clock_bound))) {
     /* (not for K2K messages: stamped by kernels of this device, whose clocks share %globaltimer,
      * or, from a remote rank (the transport inbox), checked by the bridge against the runtime's
      * bound already; a refused answer could not be answered in turn, and its origin would wait

@@ -357,10 +357,14 @@ struct rk_kernel {
   uint64_t clock_next_ns;    /* monotonic time of the next exchange */
   uint64_t clock_unc;        /* uncertainty (ns) of the offset last published (kernel.c clock_accept) */
   uint64_t clock_bound_unc;  /* uncertainty (ns) in the bound last published: >= clock_unc (clock_accept) */
-  uint64_t clock_rm;         /* host time minus monotonic time (ns) when the offset in force was accepted */
-  uint64_t clock_rm_at;      /* monotonic time of that reading (0: none yet) */
-  uint64_t clock_step_seen;  /* clock_rm_at of the last step logged (kernel.c clock_stepped) */
-  uint32_t clock_doubt;      /* 1: exchange on the next tick (rk__clock_doubt; relaxed, a hint) */
+  uv_mutex_t clock_sync_lock; /* one exchanger at a time: the service loop, or a sender (rk__clock_guard);
+                              * held for the fields above from clock_next_ns, and these: */
+  uint64_t clock_rm;         /* host time minus monotonic time (ns) when the offset in force was accepted
+                              * (also read without the lock, relaxed, by rk__clock_guard) */
+  uint64_t clock_rm_at;      /* monotonic time of that reading */
+  uint64_t clock_step_said;  /* monotonic time a step was last logged (0: never) */
+  uint64_t clock_doubt_after; /* monotonic time before which a doubt waits (kernel.c rk__clock_sync) */
+  uint32_t clock_doubt;      /* 1: exchange soon (rk__clock_doubt; any thread, relaxed: a hint) */
   uv_mutex_t clock_lock;     /* the statistics below, read together by rk_kernel_stats */
   int64_t clock_offset;
   uint64_t clock_window, clock_syncs, clock_misses;
@@ -601,6 +605,20 @@ void rk__clock_sync(rk_kernel *k);
  * host stamp, or a reply's stamp was refused): if its lanes stamp with an offset-corrected clock,
  * the service loop exchanges on its next tick. Any thread; cheap (a relaxed store). */
 void rk__clock_doubt(rk_kernel *k);
+/* kernel.c: rk__clock_guard's slow path (a step of the host clock: exchange before sending). */
+void rk__clock_guard_slow(rk_kernel *k);
+/* A sender to k, its stamp read from the time source at pt_us: when k's lanes stamp with an
+ * offset-corrected clock (CUDA) and the host clock moved against the monotonic one since that
+ * offset was measured (a step), exchange now, so that the lanes do not refuse the stamp (kernel.c
+ * "clock synchronisation"). A branch for other kernels; for these one monotonic reading. */
+#define RK_CLOCK_GUARD_NS 10000000ll
+static inline void rk__clock_guard(rk_kernel *k, uint64_t pt_us) {
+  int64_t moved;
+  if (RK_LIKELY(!k->ops->lane_clock_offset)) return;
+  /* relaxed: compared only (a stale value at worst costs one careful look in the slow path) */
+  moved = (int64_t)(pt_us * 1000u - rk__now_ns() - __atomic_load_n(&k->clock_rm, __ATOMIC_RELAXED));
+  if (RK_UNLIKELY(moved > RK_CLOCK_GUARD_NS || moved < -RK_CLOCK_GUARD_NS)) rk__clock_guard_slow(k);
+}
 
 /* nvrtc.c: compile handler source (+ the embedded device runtime) into a ring kernel `entry` for
  * `arch` ("compute_75" -> PTX, "sm_90" with cubin != 0 -> CUBIN). The image is owned by the

@@ -28,8 +28,13 @@
 #define RK_CLOCK_SYNC_WAIT_NS 200000ull      /* how long the service loop waits for lane 0 */
 #define RK_CLOCK_SYNC_MAX_WINDOW_NS 50000ull /* a slower exchange is dropped: error up to 25 us */
 #define RK_CLOCK_SYNC_COARSE_WAIT_NS 2000000ull /* the service loop's wait while a coarser one is in force */
-#define RK_CLOCK_SYNC_TIGHTEN_NS 1000000ull
-#define RK_CLOCK_STEP_NS 1000000ull /* the host clock moved this much more than a slew: exchange now */ /* after a narrowing: the next exchange publishes its narrower bound */
+#define RK_CLOCK_SYNC_TIGHTEN_NS 1000000ull /* after a narrowing: the next exchange publishes its narrower bound */
+#define RK_CLOCK_SYNC_RETRY_MAX_NS 250000000ull /* a miss or a coarse window: tried again within this */
+#define RK_CLOCK_STEP_NS 1000000ull /* the host clock moved this much more than a slew: exchange now */
+#define RK_CLOCK_SLEW_MAX_NS 50000000ull /* at most this much of the step allowance is slew */
+#define RK_CLOCK_DOUBT_GAP_NS 100000000ull /* a doubt after an accepted exchange waits this long */
+#define RK_CLOCK_STEP_LOG_NS 10000000000ull /* a step said at most this often */
+#define RK_CLOCK_GUARD_WINDOW_NS 10000000ull /* the widest window a sender's exchange takes */
 #define RK_LAUNCH_CLOCK_WAIT_NS 20000000ull  /* a launch exchange's wait (a loaded machine) */
 #define RK_LAUNCH_CLOCK_TRIES 4              /* exchanges tried at launch before the coarse window */
 #define RK_DEFAULT_DEAD_LETTERS 16u
@@ -256,6 +261,7 @@ void rk__kernel_free(rk_kernel *k) {
   uv_mutex_destroy(&k->ctl_lock);
   uv_mutex_destroy(&k->fault_lock);
   uv_mutex_destroy(&k->clock_lock);
+  uv_mutex_destroy(&k->clock_sync_lock);
   uv_mutex_destroy(&k->reply_lock);
   uv_cond_destroy(&k->reply_cond);
   uv_mutex_destroy(&k->cb_lock);
@@ -331,7 +337,8 @@ static int command(rk_kernel *k, uint32_t cmd, uint64_t timeout_ns) {
 }
 
 /* ---------------------------------------- clock synchronisation ------------------------------ */
-/* The host measures the offset between a lane's clock and CLOCK_REALTIME by a timed exchange: it
+/* The host measures the offset between a lane's clock and its own (rk__host_time_ns: the runtime's
+ * time source, or CLOCK_REALTIME) by a timed exchange: it
  * reads its clock (r0), bumps the clock request in `signals` (release), and waits for lane 0's
  * clock_ack; lane 0 wrote its own clock (clock_sample_ns) in between, so the sample was taken at
  * some host time in [r0, r1], and offset = midpoint - sample is wrong by at most (r1 - r0) / 2. The device stamps
@@ -372,39 +379,40 @@ static uint64_t clock_bound_us(uint64_t max_offset_us, uint64_t unc_ns) {
   return max_offset_us > UINT64_MAX - u ? UINT64_MAX : max_offset_us + u;
 }
 
+/* The host clock minus the monotonic one (ns, modulo 2^64) into *d, the monotonic reading into
+ * *mono: the monotonic clock read between two readings of the host clock, and their midpoint
+ * taken. Returns 0 when the two host readings are more than 50 us apart (the thread was preempted
+ * between them, or the host clock stepped right then): a reading that may be off by that much. */
+static int host_minus_mono(const rk_kernel *k, uint64_t *d, uint64_t *mono) {
+  uint64_t a = rk__host_time_ns(k->rt), m = rk__now_ns(), b = rk__host_time_ns(k->rt);
+  *d = a + (b - a) / 2 - m;
+  *mono = m;
+  return b - a <= 50000; /* (b < a fails too: a step back) */
+}
+
 /* An exchange that bracketed lane 0's sample between host times r0 <= r1: take the midpoint. Its
  * uncertainty is (r1 - r0) / 2, at least half the largest window accepted without narrowing (so
  * that every accepted measurement's bound covers every other such one). The bound published is
  * the larger of this uncertainty and the previous offset's: a lane reloads offset and bound with
  * two loads while the host may be writing the next pair, and may pair the previous offset with
  * this bound (until it sees the next request, one poll later); never a bound too small for the
- * offset it holds. */
-/* The host clock minus the monotonic one (ns, modulo 2^64) into *d, the monotonic reading into
- * *mono: the monotonic clock read between two readings of the host clock, and their midpoint
- * taken. Returns 0 (nothing stored) when the two host readings are more than 50 us apart (the
- * thread was preempted between them, or the host clock stepped right then): no reading. */
-static int host_minus_mono(const rk_kernel *k, uint64_t *d, uint64_t *mono) {
-  uint64_t a = rk__host_time_ns(k->rt), m = rk__now_ns(), b = rk__host_time_ns(k->rt);
-  if (b - a > 50000) return 0; /* (b < a too: a step back) */
-  *d = a + (b - a) / 2 - m;
-  *mono = m;
-  return 1;
-}
-
-static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample) {
+ * offset it holds. rm, mono: the host clock minus the monotonic one, taken from the exchange's
+ * readings, and when (clock_stepped). */
+static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample, uint64_t rm, uint64_t mono) {
   uint64_t off = r0 + (r1 - r0) / 2 - sample; /* modulo 2^64: the device adds it back */
   uint64_t mo = k->rt->opts.max_offset_us ? k->rt->opts.max_offset_us : RK_HLC_DEFAULT_MAX_OFFSET_US;
   uint64_t unc = (r1 - r0) / 2 + 1, floor_unc = RK_CLOCK_SYNC_MAX_WINDOW_NS / 2;
-  int i;
   if (unc < floor_unc) unc = floor_unc;
   /* both published by clock_request's release; a lane reloads them together */
   rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, off);
   k->clock_bound_unc = unc > k->clock_unc ? unc : k->clock_unc; /* (only the one writer reads these) */
   rk_store_relaxed_sys_u64(&k->ctl->host.clock_bound_us, clock_bound_us(mo, k->clock_bound_unc));
   k->clock_unc = unc;
-  /* what a step of the host clock moves (clock_stepped); none if no good reading in a few tries */
-  k->clock_rm_at = 0;
-  for (i = 0; i < 4 && !host_minus_mono(k, &k->clock_rm, &k->clock_rm_at); i++) continue;
+  /* what a step of the host clock moves (clock_stepped, rk__clock_guard), from the exchange's own
+   * readings (a step after them is then seen). Relaxed store: senders compare with it, it orders
+   * nothing. */
+  __atomic_store_n(&k->clock_rm, rm, __ATOMIC_RELAXED);
+  k->clock_rm_at = mono;
   rk__lock(&k->clock_lock); /* statistics, read together by rk_kernel_stats */
   k->clock_offset = (int64_t)off;
   k->clock_window = r1 - r0;
@@ -424,7 +432,7 @@ static uint64_t clock_interval(const rk_kernel *k) {
 
 /* An answered exchange not accepted (too slow), kept at launch when it beats the coarse window. */
 typedef struct clock_try {
-  uint64_t r0, r1, sample;
+  uint64_t r0, r1, sample, rm, mono;
 } clock_try;
 
 /* One exchange with lane 0, waiting up to wait_ns for its answer: accepted (returns 1) when lane 0
@@ -432,7 +440,7 @@ typedef struct clock_try {
  * answer narrower than *best's window replaces it (best may be NULL). The fail point RK__FP_CLOCK
  * makes it miss (a lane 0 that answers too late). */
 static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, clock_try *best) {
-  uint64_t start = rk__now_ns(), r0, r1, t, sample;
+  uint64_t start = rk__now_ns(), r0, r1, m1, t, sample, rm;
   uint32_t req;
   int answered = 0, fp = rk__failpoint_hit(RK__FP_CLOCK);
   r0 = rk__host_time_ns(k->rt);
@@ -451,11 +459,14 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
     else sched_yield();
   }
   r1 = rk__host_time_ns(k->rt);
-  /* r1 < r0: CLOCK_REALTIME stepped back during the exchange; its window means nothing */
+  m1 = rk__now_ns();
+  /* r1 < r0: the host clock stepped back during the exchange; its window means nothing */
   if (answered && r1 >= r0) {
     sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns); /* ordered by the acquire */
+    /* the host clock against the monotonic one, from the same readings (clock_stepped) */
+    rm = r0 + (r1 - r0) / 2 - (start + (m1 - start) / 2);
     if (r1 - r0 <= accept_ns) {
-      clock_accept(k, r0, r1, sample);
+      clock_accept(k, r0, r1, sample, rm, start + (m1 - start) / 2);
       /* Lanes that stamp with offset-corrected clocks (CUDA) apply it now; this answer is not
        * waited for. CPU lanes stamp with the host clock: nothing to apply, nobody to wake. */
       if (k->ops->lane_clock_offset) (void)clock_request(k);
@@ -465,6 +476,8 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
       best->r0 = r0;
       best->r1 = r1;
       best->sample = sample;
+      best->rm = rm;
+      best->mono = start + (m1 - start) / 2;
     }
   }
   clock_miss(k);
@@ -475,58 +488,109 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
  * NTP step, settimeofday, a virtual machine's clock set after a pause)? Lanes that stamp with an
  * offset-corrected clock (CUDA) are then off by the step until the next exchange: a step forward
  * beyond the drift bound made them refuse every host stamp (RK_ECLOCK, accepted messages lost) for
- * up to a whole interval (1 s by default). Checked on every service tick, two clock reads; the
- * allowance is RK_CLOCK_STEP_NS plus the largest slew NTP applies (500 ppm) since the measurement.
- * The service loop is the only caller (as of the exchanges). */
-static int clock_stepped(rk_kernel *k) {
-  uint64_t mono, moved, allow;
-  if (k->clock_rm_at == 0 || !host_minus_mono(k, &moved, &mono)) return 0; /* nothing to compare (yet) */
-  moved -= k->clock_rm;
-  allow = RK_CLOCK_STEP_NS + (mono - k->clock_rm_at) / 2000;
-  if ((int64_t)moved >= -(int64_t)allow && (int64_t)moved <= (int64_t)allow) return 0;
-  if (k->clock_step_seen != k->clock_rm_at) { /* once per step, however many exchanges it takes */
-    k->clock_step_seen = k->clock_rm_at;
-    rk__log(k->rt, RK_LOG_INFO, "kernel %s: the host clock moved %+lld us against the monotonic clock since the "
-            "last clock exchange: exchanging now", k->name, (long long)((int64_t)moved / 1000));
-  }
-  return 1;
+ * up to a whole interval (1 s by default). CLOCK_REALTIME and CLOCK_MONOTONIC are slewed alike, so
+ * only a step moves their difference; a time_source may drift, so the allowance is
+ * RK_CLOCK_STEP_NS plus 500 ppm of the time since the measurement, that part at most
+ * RK_CLOCK_SLEW_MAX_NS (well under the drift bound). *moved: how far (ns). Other kernels' lanes
+ * stamp with the host clock itself: nothing to correct. Under clock_sync_lock. */
+static int clock_stepped(rk_kernel *k, int64_t *moved) {
+  uint64_t mono, d, allow;
+  if (!k->ops->lane_clock_offset || !host_minus_mono(k, &d, &mono)) return 0; /* (a split reading: not now) */
+  *moved = (int64_t)(d - k->clock_rm);
+  allow = (mono - k->clock_rm_at) / 2000;
+  allow = RK_CLOCK_STEP_NS + (allow < RK_CLOCK_SLEW_MAX_NS ? allow : RK_CLOCK_SLEW_MAX_NS);
+  return *moved < -(int64_t)allow || *moved > (int64_t)allow;
 }
 
 void rk__clock_doubt(rk_kernel *k) {
-  /* relaxed: a hint that orders nothing; the exchange reads what it needs itself */
+  /* relaxed load and store: a hint that orders nothing (the exchange reads what it needs itself);
+   * the load keeps a store off the line while the doubt stands */
   if (k->ops->lane_clock_offset && !__atomic_load_n(&k->clock_doubt, __ATOMIC_RELAXED))
     __atomic_store_n(&k->clock_doubt, 1, __ATOMIC_RELAXED);
 }
 
-/* Doubted since the last tick (rk__clock_doubt)? Clears the doubt. */
-static int clock_doubted(rk_kernel *k) {
-  return __atomic_load_n(&k->clock_doubt, __ATOMIC_RELAXED) && __atomic_exchange_n(&k->clock_doubt, 0, __ATOMIC_RELAXED);
-}
-
-void rk__clock_sync(rk_kernel *k) {
-  uint64_t now = rk__now_ns(), iv = clock_interval(k), cur = k->clock_window; /* (its only writer) */
+/* One exchange now, if k's lanes are there to answer (under clock_sync_lock). Returns 1 when one
+ * was accepted. urgent (a sender waits, rk__clock_guard_slow): a longer wait for lane 0, and a
+ * window up to RK_CLOCK_GUARD_WINDOW_NS taken (its uncertainty goes into the bound, and the
+ * service loop narrows it as it narrows a coarse launch calibration). */
+static int clock_sync_now(rk_kernel *k, uint64_t now, uint64_t iv, int urgent) {
+  uint64_t cur = k->clock_window, retry = iv / 4 < RK_CLOCK_SYNC_RETRY_MAX_NS ? iv / 4 : RK_CLOCK_SYNC_RETRY_MAX_NS;
   uint32_t s = rk_load_acquire_sys_u32(&k->hstate);
-  int ok, doubt;
-  if (iv == UINT64_MAX) return;
-  /* due, or sooner: the kernel's stamps said its offset is off, or the host clock stepped */
-  doubt = clock_doubted(k);
-  if (now < k->clock_next_ns && !doubt && !clock_stepped(k)) return;
-  if (rk__kernel_faulted(k)) return;
-  if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return; /* lanes leaving */
-  if (cur <= RK_CLOCK_SYNC_MAX_WINDOW_NS)
+  int ok;
+  if (rk__kernel_faulted(k)) return 0;
+  if (s != RK_STATE_LAUNCHED && s != RK_STATE_ACTIVE && s != RK_STATE_INACTIVE) return 0; /* lanes leaving */
+  if (urgent)
+    ok = clock_exchange(k, RK_LAUNCH_CLOCK_WAIT_NS, cur > RK_CLOCK_GUARD_WINDOW_NS ? cur - 1 : RK_CLOCK_GUARD_WINDOW_NS, NULL);
+  else if (cur <= RK_CLOCK_SYNC_MAX_WINDOW_NS)
     ok = clock_exchange(k, RK_CLOCK_SYNC_WAIT_NS, RK_CLOCK_SYNC_MAX_WINDOW_NS, NULL);
   else /* a coarse calibration in force (a loaded machine): wait a little longer (the service loop
         * does nothing else meanwhile), take any narrower window */
     ok = clock_exchange(k, cur < RK_CLOCK_SYNC_COARSE_WAIT_NS ? cur : RK_CLOCK_SYNC_COARSE_WAIT_NS, cur - 1, NULL);
   /* a miss (lane 0 busy in a long handler, or a slow exchange) is tried again sooner; so is a
-   * narrowing that is still coarse */
-  k->clock_next_ns = add_sat(now, ok && k->clock_window <= RK_CLOCK_SYNC_MAX_WINDOW_NS ? iv : iv / 4);
-  if (doubt && !ok) __atomic_store_n(&k->clock_doubt, 1, __ATOMIC_RELAXED); /* again on the next tick */
+   * narrowing that is still coarse (within a quarter interval, at most 250 ms) */
+  k->clock_next_ns = add_sat(now, ok && k->clock_window <= RK_CLOCK_SYNC_MAX_WINDOW_NS ? iv : retry);
   /* a narrowing published the previous, wider bound with its offset (clock_accept): the next
    * exchange, soon, publishes the narrow one; until then stamps up to the old bound are admitted
    * (review of clock-calib: a whole interval otherwise) */
   if (ok && k->clock_bound_unc > k->clock_unc && k->clock_next_ns > add_sat(now, RK_CLOCK_SYNC_TIGHTEN_NS))
     k->clock_next_ns = add_sat(now, RK_CLOCK_SYNC_TIGHTEN_NS);
+  return ok;
+}
+
+/* A step seen (under clock_sync_lock): returns 1 when it is to be said, at most once per
+ * RK_CLOCK_STEP_LOG_NS (a time_source that does not run at the monotonic clock's rate is a step
+ * on every tick). */
+static int clock_step_say(rk_kernel *k, uint64_t now) {
+  if (k->clock_step_said != 0 && now - k->clock_step_said < RK_CLOCK_STEP_LOG_NS) return 0;
+  k->clock_step_said = now;
+  return 1;
+}
+
+/* (after clock_sync_lock is released: the log callback is the application's, which may send) */
+static void clock_step_log(rk_kernel *k, int64_t moved) {
+  rk__log(k->rt, RK_LOG_INFO, "kernel %s: the host clock moved %+lld us against the monotonic clock since the last "
+          "clock exchange: exchanging now", k->name, (long long)(moved / 1000));
+}
+
+void rk__clock_sync(rk_kernel *k) {
+  uint64_t now = rk__now_ns(), iv = clock_interval(k);
+  int64_t moved = 0;
+  int doubt = 0, stepped = 0, say = 0, ok;
+  if (iv == UINT64_MAX) return; /* no exchanges at all: the application's choice */
+  rk__lock(&k->clock_sync_lock);
+  /* A doubt (rk__clock_doubt) is acted on once RK_CLOCK_DOUBT_GAP_NS passed since the last exchange
+   * a doubt brought (a stamp that is really ahead, a host clock stepped back, keeps raising it: one
+   * exchange per gap, not one per tick); it stands until an exchange is accepted. Relaxed: a hint. */
+  if (__atomic_load_n(&k->clock_doubt, __ATOMIC_RELAXED) && now >= k->clock_doubt_after) doubt = 1;
+  if (now >= k->clock_next_ns || doubt || (stepped = clock_stepped(k, &moved)) != 0) {
+    if (stepped) say = clock_step_say(k, now);
+    ok = clock_sync_now(k, now, iv, 0);
+    if (ok && doubt) {
+      __atomic_store_n(&k->clock_doubt, 0, __ATOMIC_RELAXED); /* (relaxed: a hint, see above) */
+      k->clock_doubt_after = add_sat(now, RK_CLOCK_DOUBT_GAP_NS);
+    }
+  }
+  rk__unlock(&k->clock_sync_lock);
+  if (say) clock_step_log(k, moved);
+}
+
+/* rk__clock_guard's slow path: the sender's reading says the host clock stepped (or was read
+ * apart); if a careful reading agrees, exchange now, before the message goes out, so that the
+ * lanes do not refuse its stamp (a few tries: lane 0 may be busy). A time_source that does not
+ * run at the monotonic clock's rate comes here once per RK_CLOCK_GUARD_NS of difference. */
+void rk__clock_guard_slow(rk_kernel *k) {
+  uint64_t iv = clock_interval(k);
+  int64_t moved = 0;
+  int tries, say = 0;
+  if (iv == UINT64_MAX) return; /* no exchanges at all: the application's choice */
+  rk__lock(&k->clock_sync_lock);
+  for (tries = 0; tries < 4 && clock_stepped(k, &moved); tries++) {
+    uint64_t now = rk__now_ns();
+    say |= clock_step_say(k, now);
+    if (clock_sync_now(k, now, iv, 1)) break;
+  }
+  rk__unlock(&k->clock_sync_lock);
+  if (say) clock_step_log(k, moved);
 }
 
 static void abort_lanes(rk_kernel *k) {
@@ -585,9 +649,9 @@ static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
  * try, or else the coarse window of the whole start (from before ops->start to now: NVRTC, image
  * load, state copy, launch) is used, with its uncertainty in the lanes' drift bound, and the
  * service loop's first exchange, due at once, refines it. */
-static void calibrate_at_launch(rk_kernel *k, uint64_t t_before) {
-  uint64_t iv = clock_interval(k), t_after, sample, widen = rk__failpoint_clock_widen_ns();
-  clock_try best = {0, UINT64_MAX, 0};
+static void calibrate_at_launch(rk_kernel *k, uint64_t t_before, uint64_t m_before) {
+  uint64_t iv = clock_interval(k), t_after, m_after, sample, widen = rk__failpoint_clock_widen_ns();
+  clock_try best = {0, UINT64_MAX, 0, 0, 0};
   int tries, synced = 0;
   for (tries = 0; tries < RK_LAUNCH_CLOCK_TRIES && !synced; tries++)
     synced = clock_exchange(k, RK_LAUNCH_CLOCK_WAIT_NS, RK_CLOCK_SYNC_MAX_WINDOW_NS, &best);
@@ -600,12 +664,15 @@ static void calibrate_at_launch(rk_kernel *k, uint64_t t_before) {
    * of checked_in in wait_lanes. */
   sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns);
   t_after = rk__host_time_ns(k->rt);
+  m_after = rk__now_ns();
   t_before = t_before > widen ? t_before - widen : 0; /* a test's slow start (fail point) */
-  if (t_after < t_before) t_after = t_before; /* CLOCK_REALTIME stepped back: the midpoint would wrap */
+  m_before = m_before > widen ? m_before - widen : 0;
+  if (t_after < t_before) t_after = t_before; /* the host clock stepped back: the midpoint would wrap */
   if (best.r1 - best.r0 < t_after - t_before) /* a slow answer, still narrower than the start */
-    clock_accept(k, best.r0, best.r1, best.sample);
+    clock_accept(k, best.r0, best.r1, best.sample, best.rm, best.mono);
   else
-    clock_accept(k, t_before, t_after, sample);
+    clock_accept(k, t_before, t_after, sample, t_before + (t_after - t_before) / 2 - (m_before + (m_after - m_before) / 2),
+                 m_before + (m_after - m_before) / 2);
   (void)clock_request(k); /* every lane loads the offset before any command reaches it */
   k->clock_next_ns = iv == UINT64_MAX ? UINT64_MAX : 0;
 }
@@ -623,7 +690,7 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
   uint32_t i;
   int rc;
   size_t csize;
-  uint64_t t_before;
+  uint64_t t_before, m_before;
 
   if (out) *out = NULL;
   if (rt == NULL) return RK_EINVAL;
@@ -700,6 +767,7 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
   uv_mutex_init(&k->cb_lock);
   uv_cond_init(&k->cb_cond);
   uv_mutex_init(&k->clock_lock);
+  uv_mutex_init(&k->clock_sync_lock);
   uv_mutex_init(&k->dead_lock);
 
   if (k->lanes == 0 || k->lanes > RK_MAX_LANES || (desc->max_lanes && k->lanes > desc->max_lanes)) {
@@ -801,6 +869,7 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
   set_hstate(k, RK_STATE_LAUNCHED);
 
   t_before = rk__host_time_ns(rt);
+  m_before = rk__now_ns();
   rc = k->ops->start(k);
   if (rc == RK_OK) {
     /* Co-residency is proven, not computed: every lane must check in (ARCHITECTURE §8). A kernel
@@ -814,7 +883,7 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
       rc = rk__fail(rt, RK_ENORESOURCE, "kernel %s: not every lane checked in within %llu ms", k->name,
                     (unsigned long long)(k->launch_timeout_ns / 1000000));
     else
-      calibrate_at_launch(k, t_before);
+      calibrate_at_launch(k, t_before, m_before);
   }
   if (rc != RK_OK) {
     abort_lanes(k);

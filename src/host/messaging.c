@@ -258,6 +258,7 @@ static int send_on(rk_kernel *k, rk__lane *l, uint32_t type, const void *payload
   flags &= ~RK__SEND_TRY;
   /* send rule on the runtime clock: rk_clock_tick, its reading kept for the caller */
   pt = rk_clock_physical_us(k->rt->clock);
+  rk__clock_guard(k, pt); /* device lanes: their offset still good for this reading? */
   rk__clock_tick_n(k->rt->clock, 1, pt, &stamp);
   if (pt_us) *pt_us = pt;
   fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos), type, payload, len, flags, id, stamp);
@@ -354,7 +355,9 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
        * RMW numbers it (ids as rk__msg_id's, bit 63 clear). */
       rk_hlc stamp;
       uint64_t id = __atomic_add_fetch(&k->rt->next_msg_id, (uint64_t)got, __ATOMIC_RELAXED) - (uint64_t)got + 1;
-      rk__clock_tick_n(k->rt->clock, (uint32_t)got, rk_clock_physical_us(k->rt->clock), &stamp);
+      uint64_t pt = rk_clock_physical_us(k->rt->clock);
+      rk__clock_guard(k, pt); /* device lanes: their offset still good for this reading? */
+      rk__clock_tick_n(k->rt->clock, (uint32_t)got, pt, &stamp);
       /* The claimed slots' lines in exclusive state RK_SEND_AHEAD items ahead of their fill: the
        * lane read them on the last lap, and a store that waits for each line in turn stalls the
        * sender once its store buffer is full (issue 16, docs/design-notes.md "throughput.echo").
