@@ -106,7 +106,8 @@ typedef struct rk_runtime_options {
    *  against this source (so they accept the host stamps it makes), again every
    *  clock_sync_interval_ns, and sooner when the source moves against CLOCK_MONOTONIC (a step:
    *  before the next send to the kernel, or on the next watchdog tick). A source that does not run
-   *  at CLOCK_MONOTONIC's rate is a step every 10 ms: an exchange each time. */
+   *  at CLOCK_MONOTONIC's rate looks like a step once it is 1 ms (plus up to 8 ms of allowed
+   *  drift) off: an exchange each time. */
   rk_time_source time_source;
   void *time_user; /**< passed to time_source */
   /** How long rk_kernel_activate and rk_kernel_deactivate wait for every lane to acknowledge the

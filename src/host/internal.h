@@ -361,7 +361,9 @@ struct rk_kernel {
                               * held for the fields above from clock_next_ns, and these: */
   uint64_t clock_rm;         /* host time minus monotonic time (ns) when the offset in force was accepted
                               * (also read without the lock, relaxed, by rk__clock_guard) */
+  uint64_t clock_rm_next;    /* the same, accepted and not yet published (kernel.c clock_publish_rm) */
   uint64_t clock_rm_at;      /* monotonic time of that reading */
+  uint64_t clock_guard_after; /* monotonic time before which senders do not exchange (all missed) */
   uint64_t clock_step_said;  /* monotonic time a step was last logged (0: never) */
   uint64_t clock_doubt_after; /* monotonic time before which a doubt waits (kernel.c rk__clock_sync) */
   uint32_t clock_doubt;      /* 1: exchange soon (rk__clock_doubt; any thread, relaxed: a hint) */
@@ -615,8 +617,10 @@ void rk__clock_guard_slow(rk_kernel *k);
 static inline void rk__clock_guard(rk_kernel *k, uint64_t pt_us) {
   int64_t moved;
   if (RK_LIKELY(!k->ops->lane_clock_offset)) return;
-  /* relaxed: compared only (a stale value at worst costs one careful look in the slow path) */
-  moved = (int64_t)(pt_us * 1000u - rk__now_ns() - __atomic_load_n(&k->clock_rm, __ATOMIC_RELAXED));
+  /* acquire: pairs with clock_publish_rm's release, after the clock request that applies the
+   * offset measured with it: a message sent after finding no step is published after that request
+   * (a lane about to refuse its stamp finds it, rk_dev_clock_reload). A plain load on x86. */
+  moved = (int64_t)(pt_us * 1000u - rk__now_ns() - __atomic_load_n(&k->clock_rm, __ATOMIC_ACQUIRE));
   if (RK_UNLIKELY(moved > RK_CLOCK_GUARD_NS || moved < -RK_CLOCK_GUARD_NS)) rk__clock_guard_slow(k);
 }
 

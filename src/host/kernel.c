@@ -31,10 +31,12 @@
 #define RK_CLOCK_SYNC_TIGHTEN_NS 1000000ull /* after a narrowing: the next exchange publishes its narrower bound */
 #define RK_CLOCK_SYNC_RETRY_MAX_NS 250000000ull /* a miss or a coarse window: tried again within this */
 #define RK_CLOCK_STEP_NS 1000000ull /* the host clock moved this much more than a slew: exchange now */
-#define RK_CLOCK_SLEW_MAX_NS 50000000ull /* at most this much of the step allowance is slew */
+#define RK_CLOCK_SLEW_MAX_NS 8000000ull /* at most this much of the step allowance is slew (the
+                                           * whole allowance under RK_CLOCK_GUARD_NS, internal.h) */
 #define RK_CLOCK_DOUBT_GAP_NS 100000000ull /* a doubt after an accepted exchange waits this long */
 #define RK_CLOCK_STEP_LOG_NS 10000000000ull /* a step said at most this often */
 #define RK_CLOCK_GUARD_WINDOW_NS 10000000ull /* the widest window a sender's exchange takes */
+#define RK_CLOCK_GUARD_BACKOFF_NS 20000000ull /* after a sender's exchanges all missed: senders skip */
 #define RK_LAUNCH_CLOCK_WAIT_NS 20000000ull  /* a launch exchange's wait (a loaded machine) */
 #define RK_LAUNCH_CLOCK_TRIES 4              /* exchanges tried at launch before the coarse window */
 #define RK_DEFAULT_DEAD_LETTERS 16u
@@ -344,7 +346,8 @@ static int command(rk_kernel *k, uint32_t cmd, uint64_t timeout_ns) {
  * some host time in [r0, r1], and offset = midpoint - sample is wrong by at most (r1 - r0) / 2. The device stamps
  * with %globaltimer + offset (src/device/persistent.cuh); the CPU lanes stamp with the host clock
  * and answer anyway, so this code and its arithmetic are exercised on every machine. One writer at
- * a time: launch, then the service loop.
+ * a time: launch (before the kernel is published), then whoever holds clock_sync_lock: the service
+ * loop, or a sender that saw a step (rk__clock_guard_slow).
  *
  * The offset's uncertainty (half the window of the measurement in force) goes with it: the lanes
  * compare host stamps with their corrected clock, which may be behind the host's by that much, so
@@ -408,16 +411,22 @@ static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample
   k->clock_bound_unc = unc > k->clock_unc ? unc : k->clock_unc; /* (only the one writer reads these) */
   rk_store_relaxed_sys_u64(&k->ctl->host.clock_bound_us, clock_bound_us(mo, k->clock_bound_unc));
   k->clock_unc = unc;
-  /* what a step of the host clock moves (clock_stepped, rk__clock_guard), from the exchange's own
-   * readings (a step after them is then seen). Relaxed store: senders compare with it, it orders
-   * nothing. */
-  __atomic_store_n(&k->clock_rm, rm, __ATOMIC_RELAXED);
+  k->clock_rm_next = rm; /* published by clock_publish_rm, after the request that applies the offset */
   k->clock_rm_at = mono;
   rk__lock(&k->clock_lock); /* statistics, read together by rk_kernel_stats */
   k->clock_offset = (int64_t)off;
   k->clock_window = r1 - r0;
   k->clock_syncs++;
   rk__unlock(&k->clock_lock);
+}
+
+/* What a step of the host clock moves (clock_stepped, rk__clock_guard): the host clock minus the
+ * monotonic one, from the accepted exchange's own readings (a step after them is then seen).
+ * Release, after clock_request: a sender that loads it with acquire (rk__clock_guard) and finds no
+ * step publishes its message after the request that applies the offset measured with it, so a
+ * lane that takes the message can find that request (rk_dev_clock_reload). */
+static void clock_publish_rm(rk_kernel *k) {
+  __atomic_store_n(&k->clock_rm, k->clock_rm_next, __ATOMIC_RELEASE);
 }
 
 static void clock_miss(rk_kernel *k) {
@@ -470,6 +479,7 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
       /* Lanes that stamp with offset-corrected clocks (CUDA) apply it now; this answer is not
        * waited for. CPU lanes stamp with the host clock: nothing to apply, nobody to wake. */
       if (k->ops->lane_clock_offset) (void)clock_request(k);
+      clock_publish_rm(k);
       return 1;
     }
     if (best && r1 - r0 < best->r1 - best->r0) {
@@ -491,12 +501,14 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
  * up to a whole interval (1 s by default). CLOCK_REALTIME and CLOCK_MONOTONIC are slewed alike, so
  * only a step moves their difference; a time_source may drift, so the allowance is
  * RK_CLOCK_STEP_NS plus 500 ppm of the time since the measurement, that part at most
- * RK_CLOCK_SLEW_MAX_NS (well under the drift bound). *moved: how far (ns). Other kernels' lanes
- * stamp with the host clock itself: nothing to correct. Under clock_sync_lock. */
+ * RK_CLOCK_SLEW_MAX_NS. *moved: how far (ns). Returns 1 (stepped), 0, or -1 when the reading
+ * was split (host_minus_mono). Other kernels' lanes stamp with the host clock itself: nothing to
+ * correct (0). Under clock_sync_lock. */
 static int clock_stepped(rk_kernel *k, int64_t *moved) {
   uint64_t mono, d, allow;
-  if (!k->ops->lane_clock_offset || !host_minus_mono(k, &d, &mono)) return 0; /* (a split reading: not now) */
-  *moved = (int64_t)(d - k->clock_rm);
+  if (!k->ops->lane_clock_offset) return 0;
+  if (!host_minus_mono(k, &d, &mono)) return -1;
+  *moved = (int64_t)(d - k->clock_rm_next);
   allow = (mono - k->clock_rm_at) / 2000;
   allow = RK_CLOCK_STEP_NS + (allow < RK_CLOCK_SLEW_MAX_NS ? allow : RK_CLOCK_SLEW_MAX_NS);
   return *moved < -(int64_t)allow || *moved > (int64_t)allow;
@@ -553,16 +565,19 @@ static void clock_step_log(rk_kernel *k, int64_t moved) {
 }
 
 void rk__clock_sync(rk_kernel *k) {
-  uint64_t now = rk__now_ns(), iv = clock_interval(k);
+  uint64_t now, iv = clock_interval(k);
   int64_t moved = 0;
   int doubt = 0, stepped = 0, say = 0, ok;
   if (iv == UINT64_MAX) return; /* no exchanges at all: the application's choice */
-  rk__lock(&k->clock_sync_lock);
+  /* a sender exchanging now (rk__clock_guard_slow): this tick leaves it to them (the service loop
+   * serves every kernel; it does not wait) */
+  if (uv_mutex_trylock(&k->clock_sync_lock) != 0) return;
+  now = rk__now_ns();
   /* A doubt (rk__clock_doubt) is acted on once RK_CLOCK_DOUBT_GAP_NS passed since the last exchange
    * a doubt brought (a stamp that is really ahead, a host clock stepped back, keeps raising it: one
    * exchange per gap, not one per tick); it stands until an exchange is accepted. Relaxed: a hint. */
   if (__atomic_load_n(&k->clock_doubt, __ATOMIC_RELAXED) && now >= k->clock_doubt_after) doubt = 1;
-  if (now >= k->clock_next_ns || doubt || (stepped = clock_stepped(k, &moved)) != 0) {
+  if (now >= k->clock_next_ns || doubt || (stepped = clock_stepped(k, &moved) > 0) != 0) { /* (split: not now) */
     if (stepped) say = clock_step_say(k, now);
     ok = clock_sync_now(k, now, iv, 0);
     if (ok && doubt) {
@@ -575,20 +590,31 @@ void rk__clock_sync(rk_kernel *k) {
 }
 
 /* rk__clock_guard's slow path: the sender's reading says the host clock stepped (or was read
- * apart); if a careful reading agrees, exchange now, before the message goes out, so that the
- * lanes do not refuse its stamp (a few tries: lane 0 may be busy). A time_source that does not
- * run at the monotonic clock's rate comes here once per RK_CLOCK_GUARD_NS of difference. */
+ * apart); if a careful reading agrees (one that a preemption split is taken again; a few splits in
+ * a row count as a step), exchange now, before the message goes out, so that the lanes do not
+ * refuse its stamp. Up to 4 tries of up to 20 ms each (lane 0 may be busy); when all miss, other
+ * senders do not try again for RK_CLOCK_GUARD_BACKOFF_NS (a lane 0 in a long handler cannot answer
+ * any of them; the service loop keeps trying every tick). Senders that come meanwhile wait for the
+ * lock, then find the step gone. The sender holds the slot it claimed meanwhile: lane 0 answers
+ * while it waits for a slot to be published (it polls the control line). A time_source that does
+ * not run at the monotonic clock's rate comes here once per RK_CLOCK_GUARD_NS of difference. */
 void rk__clock_guard_slow(rk_kernel *k) {
-  uint64_t iv = clock_interval(k);
+  uint64_t iv = clock_interval(k), now;
   int64_t moved = 0;
-  int tries, say = 0;
+  int tries, reads, say = 0, stepped = 0;
   if (iv == UINT64_MAX) return; /* no exchanges at all: the application's choice */
   rk__lock(&k->clock_sync_lock);
-  for (tries = 0; tries < 4 && clock_stepped(k, &moved); tries++) {
-    uint64_t now = rk__now_ns();
+  now = rk__now_ns();
+  if (now < k->clock_guard_after) goto out;
+  for (tries = 0; tries < 4; tries++) {
+    for (reads = 0; reads < 8 && (stepped = clock_stepped(k, &moved)) < 0; reads++) continue; /* split: again */
+    if (stepped == 0) break; /* a good reading, and no step (8 split ones: taken for a step) */
     say |= clock_step_say(k, now);
     if (clock_sync_now(k, now, iv, 1)) break;
+    now = rk__now_ns();
   }
+  if (tries == 4) k->clock_guard_after = add_sat(now, RK_CLOCK_GUARD_BACKOFF_NS);
+out:
   rk__unlock(&k->clock_sync_lock);
   if (say) clock_step_log(k, moved);
 }
@@ -674,6 +700,7 @@ static void calibrate_at_launch(rk_kernel *k, uint64_t t_before, uint64_t m_befo
     clock_accept(k, t_before, t_after, sample, t_before + (t_after - t_before) / 2 - (m_before + (m_after - m_before) / 2),
                  m_before + (m_after - m_before) / 2);
   (void)clock_request(k); /* every lane loads the offset before any command reaches it */
+  clock_publish_rm(k);
   k->clock_next_ns = iv == UINT64_MAX ? UINT64_MAX : 0;
 }
 
