@@ -353,14 +353,15 @@ struct rk_kernel {
   volatile int cb_active;
   volatile int refs; /* service-thread passes in progress */
 
-  /* clock synchronisation: driven by launch, then by the service loop only (one at a time) */
+  /* clock synchronisation: driven by launch, then by whoever holds clock_sync_lock (the service
+   * loop, or a sender that saw a step: rk__clock_guard_slow) */
   uint64_t clock_next_ns;    /* monotonic time of the next exchange */
   uint64_t clock_unc;        /* uncertainty (ns) of the offset last published (kernel.c clock_accept) */
   uint64_t clock_bound_unc;  /* uncertainty (ns) in the bound last published: >= clock_unc (clock_accept) */
   uv_mutex_t clock_sync_lock; /* one exchanger at a time: the service loop, or a sender (rk__clock_guard);
                               * held for the fields above from clock_next_ns, and these: */
   uint64_t clock_rm;         /* host time minus monotonic time (ns) when the offset in force was accepted
-                              * (also read without the lock, relaxed, by rk__clock_guard) */
+                              * (also read without the lock, with acquire, by rk__clock_guard) */
   uint64_t clock_rm_next;    /* the same, accepted and not yet published (kernel.c clock_publish_rm) */
   uint64_t clock_rm_at;      /* monotonic time of that reading */
   uint64_t clock_guard_after; /* monotonic time before which senders do not exchange (all missed) */

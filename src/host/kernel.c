@@ -427,6 +427,7 @@ static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample
  * lane that takes the message can find that request (rk_dev_clock_reload). */
 static void clock_publish_rm(rk_kernel *k) {
   __atomic_store_n(&k->clock_rm, k->clock_rm_next, __ATOMIC_RELEASE);
+  k->clock_guard_after = 0; /* an exchange answered: senders may exchange again at the next step */
 }
 
 static void clock_miss(rk_kernel *k) {
@@ -571,13 +572,14 @@ void rk__clock_sync(rk_kernel *k) {
   if (iv == UINT64_MAX) return; /* no exchanges at all: the application's choice */
   /* a sender exchanging now (rk__clock_guard_slow): this tick leaves it to them (the service loop
    * serves every kernel; it does not wait) */
-  if (uv_mutex_trylock(&k->clock_sync_lock) != 0) return;
+  if (rk__trylock(&k->clock_sync_lock) != 0) return;
   now = rk__now_ns();
   /* A doubt (rk__clock_doubt) is acted on once RK_CLOCK_DOUBT_GAP_NS passed since the last exchange
    * a doubt brought (a stamp that is really ahead, a host clock stepped back, keeps raising it: one
    * exchange per gap, not one per tick); it stands until an exchange is accepted. Relaxed: a hint. */
   if (__atomic_load_n(&k->clock_doubt, __ATOMIC_RELAXED) && now >= k->clock_doubt_after) doubt = 1;
-  if (now >= k->clock_next_ns || doubt || (stepped = clock_stepped(k, &moved) > 0) != 0) { /* (split: not now) */
+  if (!(now >= k->clock_next_ns || doubt)) stepped = clock_stepped(k, &moved) > 0; /* (split: not now) */
+  if (now >= k->clock_next_ns || doubt || stepped) {
     if (stepped) say = clock_step_say(k, now);
     ok = clock_sync_now(k, now, iv, 0);
     if (ok && doubt) {
@@ -609,7 +611,7 @@ void rk__clock_guard_slow(rk_kernel *k) {
   for (tries = 0; tries < 4; tries++) {
     for (reads = 0; reads < 8 && (stepped = clock_stepped(k, &moved)) < 0; reads++) continue; /* split: again */
     if (stepped == 0) break; /* a good reading, and no step (8 split ones: taken for a step) */
-    say |= clock_step_say(k, now);
+    if (stepped > 0) say |= clock_step_say(k, now);
     if (clock_sync_now(k, now, iv, 1)) break;
     now = rk__now_ns();
   }
