@@ -47,16 +47,22 @@ static void emu_install(rk_runtime *rt) {
   filled = 1;
 }
 
-/* A runtime whose kernels run on the emulated device (stall_ns: the watchdog's bound, 0 default). */
-static rk_runtime *emu_runtime_wd(uint64_t clock_sync_ns, uint64_t stall_ns) {
+/* A runtime whose kernels run on the emulated device (stall_ns: the watchdog's bound, 0 default;
+ * tick_ns: the service tick; src: the time source, NULL for CLOCK_REALTIME). */
+static rk_runtime *emu_runtime_with(uint64_t clock_sync_ns, uint64_t stall_ns, uint64_t tick_ns, rk_time_source src) {
   rk_runtime_options o = rt_options(); /* CPU backend: no CUDA initialisation */
   rk_runtime *rt;
-  o.watchdog_interval_ns = 1000000;
+  o.watchdog_interval_ns = tick_ns;
   o.watchdog_stall_ns = stall_ns;
   o.clock_sync_interval_ns = clock_sync_ns;
+  o.time_source = src;
   rt = rt_create_opts(&o);
   emu_install(rt);
   return rt;
+}
+
+static rk_runtime *emu_runtime_wd(uint64_t clock_sync_ns, uint64_t stall_ns) {
+  return emu_runtime_with(clock_sync_ns, stall_ns, RT_MS, NULL);
 }
 
 static rk_runtime *emu_runtime(uint64_t clock_sync_ns) { return emu_runtime_wd(clock_sync_ns, EMU_STALL_NS); }
@@ -269,16 +275,9 @@ static uint64_t skewed_time(void *user) {
   return (uint64_t)((int64_t)rk_realtime_us() + __atomic_load_n(&skew_us, __ATOMIC_RELAXED));
 }
 
+/* (tick_ns: how soon the service loop sees a step) */
 static rk_runtime *skewed_runtime_tick(uint64_t clock_sync_ns, uint64_t tick_ns) {
-  rk_runtime_options o = rt_options();
-  rk_runtime *rt;
-  o.watchdog_interval_ns = tick_ns; /* the service tick: how soon the service loop sees a step */
-  o.watchdog_stall_ns = EMU_STALL_NS;
-  o.clock_sync_interval_ns = clock_sync_ns;
-  o.time_source = skewed_time;
-  rt = rt_create_opts(&o);
-  emu_install(rt);
-  return rt;
+  return emu_runtime_with(clock_sync_ns, EMU_STALL_NS, tick_ns, skewed_time);
 }
 
 static rk_runtime *skewed_runtime(uint64_t clock_sync_ns) { return skewed_runtime_tick(clock_sync_ns, RT_MS); }
@@ -339,6 +338,29 @@ static void echo_calls(rk_runtime *rt, rk_kernel *k, uint32_t n, const char *tag
   }
 }
 
+/* The end of a clock test: nothing was refused for its stamp, no dead letter; the skew back to 0. */
+static void clock_finish(rk_runtime *rt, rk_kernel *k) {
+  rk_kernel_counters st = rt_stats(k);
+  assert_int_equal(st.clock_rejected, 0);
+  assert_int_equal(st.dead_letters, 0);
+  emu_finish(rt, k);
+  __atomic_store_n(&skew_us, 0, __ATOMIC_RELAXED);
+}
+
+/* The start of a clock test: the skew 0, a runtime whose periodic exchange is an hour away (tick_ns:
+ * its service tick), an echo kernel of `lanes` lanes, active, answering 10 calls, and the launch's
+ * exchanges over (clock_quiet: *syncs). */
+static rk_kernel *clock_start(rk_runtime **rt, uint64_t tick_ns, uint32_t lanes, uint64_t *syncs) {
+  rk_kernel *k;
+  __atomic_store_n(&skew_us, 0, __ATOMIC_RELAXED);
+  *rt = skewed_runtime_tick(3600 * RT_SEC, tick_ns);
+  k = emu_launch(*rt, &rk_builtin_echo, lanes, 2, 0, 0);
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  echo_calls(*rt, k, 10, "before");
+  *syncs = clock_quiet(k);
+  return k;
+}
+
 /* The lanes' clock is calibrated against the runtime's time source, which stamps the host's
  * messages, not against CLOCK_REALTIME: with a source 5 s ahead, the offset measured is the
  * source's, and no host stamp is refused. (Before: calibrated against CLOCK_REALTIME, the lanes
@@ -360,10 +382,7 @@ static void test_clock_time_source(void **state) {
   if (st.clock_offset_ns - truth < -bound || st.clock_offset_ns - truth > bound)
     fail_msg("measured offset %lld ns, the time source minus CLOCK_MONOTONIC %lld ns (window %llu ns)",
              (long long)st.clock_offset_ns, (long long)truth, (unsigned long long)st.clock_sync_window_ns);
-  assert_int_equal(st.clock_rejected, 0);
-  assert_int_equal(st.dead_letters, 0);
-  emu_finish(rt, k);
-  __atomic_store_n(&skew_us, 0, __ATOMIC_RELAXED);
+  clock_finish(rt, k);
 }
 
 /* The host clock steps (NTP, settimeofday, a virtual machine's clock set after a pause: the CI
@@ -375,16 +394,10 @@ static void test_clock_time_source(void **state) {
 static void test_clock_step_recalibrates(void **state) {
   rk_runtime *rt;
   rk_kernel *k;
-  rk_kernel_counters st;
   uint64_t syncs;
   int64_t off0;
   (void)state;
-  __atomic_store_n(&skew_us, 0, __ATOMIC_RELAXED);
-  rt = skewed_runtime(3600 * RT_SEC);
-  k = emu_launch(rt, &rk_builtin_echo, 1, 2, 0, 0);
-  assert_int_equal(rk_kernel_activate(k), RK_OK);
-  echo_calls(rt, k, 20, "before");
-  syncs = clock_quiet(k);
+  k = clock_start(&rt, RT_MS, 1, &syncs);
   off0 = rt_stats(k).clock_offset_ns;
   __atomic_store_n(&skew_us, 3000000, __ATOMIC_RELAXED);
   RT_WAIT_STAT_NS(k, clock_syncs, syncs + 1, RT_SYNC_WAIT_NS);
@@ -397,10 +410,7 @@ static void test_clock_step_recalibrates(void **state) {
   offset_moved(k, off0, 0);
   /* (no calls now: the runtime clock stays 3 s ahead of the stepped-back time until that catches
    * up, and every receiver, a CPU lane too, refuses its stamps meanwhile: the drift rule) */
-  st = rt_stats(k);
-  assert_int_equal(st.clock_rejected, 0);
-  assert_int_equal(st.dead_letters, 0);
-  emu_finish(rt, k);
+  clock_finish(rt, k);
 }
 
 /* Calls straight across a step of the host clock, none waiting for anything: none is refused. The
@@ -412,21 +422,12 @@ static void test_clock_step_recalibrates(void **state) {
 static void test_clock_step_no_loss(void **state) {
   rk_runtime *rt;
   rk_kernel *k;
-  rk_kernel_counters st;
+  uint64_t syncs;
   (void)state;
-  __atomic_store_n(&skew_us, 0, __ATOMIC_RELAXED);
-  rt = skewed_runtime_tick(3600 * RT_SEC, RT_SEC);
-  k = emu_launch(rt, &rk_builtin_echo, 3, 2, 0, 0); /* (lanes 1 and 2 read the control line only every few polls) */
-  assert_int_equal(rk_kernel_activate(k), RK_OK);
-  echo_calls(rt, k, 20, "before");
-  (void)clock_quiet(k);
+  k = clock_start(&rt, RT_SEC, 3, &syncs); /* (lanes 1 and 2 read the control line only every few polls) */
   __atomic_store_n(&skew_us, 3000000, __ATOMIC_RELAXED);
   echo_calls(rt, k, 50, "across");
-  st = rt_stats(k);
-  assert_int_equal(st.clock_rejected, 0);
-  assert_int_equal(st.dead_letters, 0);
-  emu_finish(rt, k);
-  __atomic_store_n(&skew_us, 0, __ATOMIC_RELAXED);
+  clock_finish(rt, k);
 }
 
 /* The lanes' offset goes wrong with no step of the host clock to see (a device timer that jumped,
@@ -443,12 +444,7 @@ static void test_clock_doubt_recalibrates(void **state) {
   char buf[64];
   rk_msg m;
   (void)state;
-  __atomic_store_n(&skew_us, 0, __ATOMIC_RELAXED);
-  rt = skewed_runtime(3600 * RT_SEC);
-  k = emu_launch(rt, &rk_builtin_echo, 1, 2, 0, 0);
-  assert_int_equal(rk_kernel_activate(k), RK_OK);
-  echo_calls(rt, k, 10, "before");
-  syncs = clock_quiet(k);
+  k = clock_start(&rt, RT_MS, 1, &syncs);
   /* relaxed: the service loop wrote it, and exchanges no more for an hour unless something says so */
   off = rk_load_relaxed_sys_u64(&k->ctl->host.clock_offset_ns);
   rk_store_relaxed_sys_u64(&k->ctl->host.clock_offset_ns, off - 3000000000ull);
