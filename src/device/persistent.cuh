@@ -1528,7 +1528,6 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.stage_cap = p->batch;
     L.next_reply_id = 0;
     L.ack = 0;
-    L.clock_seen = 0; /* below: one before the request in force (0 at launch: the first is 1) */
     L.clock_off = 0;
     L.clock_bound = p->max_offset_us; /* until the first clock_req: its offset's bound */
     L.merge = 0;
@@ -1548,8 +1547,9 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.c[RK_DEV_C_HANDLER_ERRORS] = rk_dev_ld(&L.status->handler_errors);
     L.c[RK_DEV_C_STALLS] = rk_dev_ld(&L.status->outbox_stalls);
     L.heartbeat = rk_dev_ld(&L.status->heartbeat);
-    /* the request in force (relaxed: only compared; the control poll acquires what it applies),
-     * so that a restart's lanes apply it however far the counter went (rk_dev_clock_newer) */
+    /* one before the request in force (0 at launch: the first is 1), so that a restart's lanes
+     * apply it however far the counter went (rk_dev_clock_newer). Relaxed: only compared; the
+     * control poll acquires what it applies */
     L.clock_seen = rk_signals_clock_req(rk_dev_ld(&p->ctl->host.signals));
     RK_DEV_ROUND_END();
     if (L.clock_seen != 0) L.clock_seen--;

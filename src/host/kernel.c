@@ -382,13 +382,16 @@ static uint64_t clock_bound_us(uint64_t max_offset_us, uint64_t unc_ns) {
   return max_offset_us > UINT64_MAX - u ? UINT64_MAX : max_offset_us + u;
 }
 
+/* The midpoint of two readings a <= b of one clock. */
+static uint64_t mid(uint64_t a, uint64_t b) { return a + (b - a) / 2; }
+
 /* The host clock minus the monotonic one (ns, modulo 2^64) into *d, the monotonic reading into
  * *mono: the monotonic clock read between two readings of the host clock, and their midpoint
  * taken. Returns 0 when the two host readings are more than 50 us apart (the thread was preempted
  * between them, or the host clock stepped right then): a reading that may be off by that much. */
 static int host_minus_mono(const rk_kernel *k, uint64_t *d, uint64_t *mono) {
   uint64_t a = rk__host_time_ns(k->rt), m = rk__now_ns(), b = rk__host_time_ns(k->rt);
-  *d = a + (b - a) / 2 - m;
+  *d = mid(a, b) - m;
   *mono = m;
   return b - a <= 50000; /* (b < a fails too: a step back) */
 }
@@ -399,10 +402,10 @@ static int host_minus_mono(const rk_kernel *k, uint64_t *d, uint64_t *mono) {
  * the larger of this uncertainty and the previous offset's: a lane reloads offset and bound with
  * two loads while the host may be writing the next pair, and may pair the previous offset with
  * this bound (until it sees the next request, one poll later); never a bound too small for the
- * offset it holds. rm, mono: the host clock minus the monotonic one, taken from the exchange's
- * readings, and when (clock_stepped). */
-static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample, uint64_t rm, uint64_t mono) {
-  uint64_t off = r0 + (r1 - r0) / 2 - sample; /* modulo 2^64: the device adds it back */
+ * offset it holds. m0 <= m1: monotonic readings around r0 and r1, for the host clock minus the
+ * monotonic one (clock_stepped), taken from the exchange's own readings. */
+static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t m0, uint64_t m1, uint64_t sample) {
+  uint64_t off = mid(r0, r1) - sample; /* modulo 2^64: the device adds it back */
   uint64_t mo = k->rt->opts.max_offset_us ? k->rt->opts.max_offset_us : RK_HLC_DEFAULT_MAX_OFFSET_US;
   uint64_t unc = (r1 - r0) / 2 + 1, floor_unc = RK_CLOCK_SYNC_MAX_WINDOW_NS / 2;
   if (unc < floor_unc) unc = floor_unc;
@@ -411,8 +414,8 @@ static void clock_accept(rk_kernel *k, uint64_t r0, uint64_t r1, uint64_t sample
   k->clock_bound_unc = unc > k->clock_unc ? unc : k->clock_unc; /* (only the one writer reads these) */
   rk_store_relaxed_sys_u64(&k->ctl->host.clock_bound_us, clock_bound_us(mo, k->clock_bound_unc));
   k->clock_unc = unc;
-  k->clock_rm_next = rm; /* published by clock_publish_rm, after the request that applies the offset */
-  k->clock_rm_at = mono;
+  k->clock_rm_next = mid(r0, r1) - mid(m0, m1); /* published by clock_publish_rm, after the request */
+  k->clock_rm_at = mid(m0, m1);
   rk__lock(&k->clock_lock); /* statistics, read together by rk_kernel_stats */
   k->clock_offset = (int64_t)off;
   k->clock_window = r1 - r0;
@@ -442,7 +445,7 @@ static uint64_t clock_interval(const rk_kernel *k) {
 
 /* An answered exchange not accepted (too slow), kept at launch when it beats the coarse window. */
 typedef struct clock_try {
-  uint64_t r0, r1, sample, rm, mono;
+  uint64_t r0, r1, m0, m1, sample;
 } clock_try;
 
 /* One exchange with lane 0, waiting up to wait_ns for its answer: accepted (returns 1) when lane 0
@@ -450,7 +453,7 @@ typedef struct clock_try {
  * answer narrower than *best's window replaces it (best may be NULL). The fail point RK__FP_CLOCK
  * makes it miss (a lane 0 that answers too late). */
 static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, clock_try *best) {
-  uint64_t start = rk__now_ns(), r0, r1, m1, t, sample, rm;
+  uint64_t start = rk__now_ns(), r0, r1, m1, t, sample;
   uint32_t req;
   int answered = 0, fp = rk__failpoint_hit(RK__FP_CLOCK);
   r0 = rk__host_time_ns(k->rt);
@@ -473,10 +476,8 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
   /* r1 < r0: the host clock stepped back during the exchange; its window means nothing */
   if (answered && r1 >= r0) {
     sample = rk_load_relaxed_sys_u64(&k->lane[0].status->clock_sample_ns); /* ordered by the acquire */
-    /* the host clock against the monotonic one, from the same readings (clock_stepped) */
-    rm = r0 + (r1 - r0) / 2 - (start + (m1 - start) / 2);
     if (r1 - r0 <= accept_ns) {
-      clock_accept(k, r0, r1, sample, rm, start + (m1 - start) / 2);
+      clock_accept(k, r0, r1, start, m1, sample);
       /* Lanes that stamp with offset-corrected clocks (CUDA) apply it now; this answer is not
        * waited for. CPU lanes stamp with the host clock: nothing to apply, nobody to wake. */
       if (k->ops->lane_clock_offset) (void)clock_request(k);
@@ -486,9 +487,9 @@ static int clock_exchange(rk_kernel *k, uint64_t wait_ns, uint64_t accept_ns, cl
     if (best && r1 - r0 < best->r1 - best->r0) {
       best->r0 = r0;
       best->r1 = r1;
+      best->m0 = start;
+      best->m1 = m1;
       best->sample = sample;
-      best->rm = rm;
-      best->mono = start + (m1 - start) / 2;
     }
   }
   clock_miss(k);
@@ -568,7 +569,7 @@ static void clock_step_log(rk_kernel *k, int64_t moved) {
 void rk__clock_sync(rk_kernel *k) {
   uint64_t now, iv = clock_interval(k);
   int64_t moved = 0;
-  int doubt = 0, stepped = 0, say = 0, ok;
+  int doubt, due, stepped, say = 0, ok;
   if (iv == UINT64_MAX) return; /* no exchanges at all: the application's choice */
   /* a sender exchanging now (rk__clock_guard_slow): this tick leaves it to them (the service loop
    * serves every kernel; it does not wait) */
@@ -577,9 +578,10 @@ void rk__clock_sync(rk_kernel *k) {
   /* A doubt (rk__clock_doubt) is acted on once RK_CLOCK_DOUBT_GAP_NS passed since the last exchange
    * a doubt brought (a stamp that is really ahead, a host clock stepped back, keeps raising it: one
    * exchange per gap, not one per tick); it stands until an exchange is accepted. Relaxed: a hint. */
-  if (__atomic_load_n(&k->clock_doubt, __ATOMIC_RELAXED) && now >= k->clock_doubt_after) doubt = 1;
-  if (!(now >= k->clock_next_ns || doubt)) stepped = clock_stepped(k, &moved) > 0; /* (split: not now) */
-  if (now >= k->clock_next_ns || doubt || stepped) {
+  doubt = __atomic_load_n(&k->clock_doubt, __ATOMIC_RELAXED) && now >= k->clock_doubt_after;
+  due = now >= k->clock_next_ns || doubt;
+  stepped = !due && clock_stepped(k, &moved) > 0; /* (split: not now) */
+  if (due || stepped) {
     if (stepped) say = clock_step_say(k, now);
     ok = clock_sync_now(k, now, iv, 0);
     if (ok && doubt) {
@@ -697,10 +699,9 @@ static void calibrate_at_launch(rk_kernel *k, uint64_t t_before, uint64_t m_befo
   m_before = m_before > widen ? m_before - widen : 0;
   if (t_after < t_before) t_after = t_before; /* the host clock stepped back: the midpoint would wrap */
   if (best.r1 - best.r0 < t_after - t_before) /* a slow answer, still narrower than the start */
-    clock_accept(k, best.r0, best.r1, best.sample, best.rm, best.mono);
+    clock_accept(k, best.r0, best.r1, best.m0, best.m1, best.sample);
   else
-    clock_accept(k, t_before, t_after, sample, t_before + (t_after - t_before) / 2 - (m_before + (m_after - m_before) / 2),
-                 m_before + (m_after - m_before) / 2);
+    clock_accept(k, t_before, t_after, m_before, m_after, sample);
   (void)clock_request(k); /* every lane loads the offset before any command reaches it */
   clock_publish_rm(k);
   k->clock_next_ns = iv == UINT64_MAX ? UINT64_MAX : 0;
