@@ -15,6 +15,8 @@ rk_add_test(test_replies SOURCES test_replies.c LABELS runtime STATIC TIMEOUT 12
 rk_add_test(test_watchdog SOURCES test_watchdog.c LABELS runtime TIMEOUT 120)
 rk_add_test(test_telemetry SOURCES test_telemetry.c LABELS runtime TIMEOUT 120)
 rk_add_test(test_clock_sync SOURCES test_clock_sync.c LABELS runtime TIMEOUT 120)
+# The TSC as the clock of latency samples and send stamps (src/host/tsc.c; STATIC: internal).
+rk_add_test(test_tsc SOURCES test_tsc.c LABELS runtime STATIC TIMEOUT 120)
 rk_add_test(test_builtins SOURCES test_builtins.c LABELS runtime TIMEOUT 120)
 # The CUDA backend's device loop compiled as host C++ (src/device/emulation.h) and run by host
 # threads: its logic is tested on every machine, GPU or not. (#pragma unroll is nvcc's.)

@@ -59,6 +59,8 @@ int rk_clock_set_time_source(rk_clock *c, rk_time_source fn, void *user) {
 
 uint32_t rk_clock_node(const rk_clock *c) { return c ? c->node : 0; }
 
+int rk__clock_sourced(const rk_clock *c) { return c->time_fn != NULL; }
+
 uint64_t rk_clock_physical_us(const rk_clock *c) { return c ? clock_now(c) : rk_realtime_us(); }
 
 int rk_clock_tick(rk_clock *c, rk_hlc *out) {

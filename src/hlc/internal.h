@@ -10,6 +10,8 @@
  * source, rk_clock_physical_us, taken by the caller; an older reading only makes the physical part
  * lag, never repeats or reorders a stamp). Unique and strictly increasing across threads. */
 void rk__clock_tick_n(rk_clock *clock, uint32_t n, uint64_t pt_us, rk_hlc *first);
+/* Does the clock read a time source of its own (rk_clock_set_time_source) rather than CLOCK_REALTIME? */
+int rk__clock_sourced(const rk_clock *clock);
 
 /* rk_clock_recv with the caller's reading pt_us of the time source. The drift check uses pt_us too,
  * so it must be a reading taken after m was received (an older one could refuse a good stamp).

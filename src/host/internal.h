@@ -217,6 +217,8 @@ struct rk_waiter {
   int done; /* atomics: stored (release) by the drainer, under reply_lock, after *out is written */
   int corrupt; /* *out is an RK_ECORRUPT notice for a refused reply (written before done) */
   uint64_t sent_ns;
+  uint64_t sent_tsc; /* the fast path's latency start (tsc.c), with sent_mult its scale; 0: none */
+  uint64_t sent_mult;
   rk_waiter *next;
 };
 
@@ -583,6 +585,39 @@ void rk__kernel_lanes_dead(rk_kernel *k, const char *msg);
 int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_t buf_len, uint32_t want,
                    uint32_t *got);
 void rk__latency_add(rk__lane *l, uint64_t ns); /* drain_lock of l held */
+
+/* tsc.c: the time-stamp counter as the clock of rk_call's latency samples (issue 16). rk__tsc_mult
+ * is the factor (ns per tick, 32.32) or 0 when samples are to be taken with clock_gettime (no
+ * invariant TSC, the kernel not keeping time with it, or not measured yet); the service loop
+ * measures it (rk__tsc_calibrate); rk__tsc_start decides once per process whether the counter is
+ * used and takes the first anchor (rk_runtime_create). */
+extern uint64_t rk__tsc_mult_word;
+void rk__tsc_start(void);
+void rk__tsc_calibrate(void);
+static inline uint64_t rk__tsc_mult(void) {
+  return __atomic_load_n(&rk__tsc_mult_word, __ATOMIC_RELAXED); /* a statistic's scale (tsc.c) */
+}
+/* The counter: RDTSC, not ordered against the loads before it (the point: tsc.c). 0 elsewhere
+ * (rk__tsc_mult is 0 there too). */
+static inline uint64_t rk__tsc_read(void) {
+#if defined(__x86_64__)
+  return __builtin_ia32_rdtsc();
+#else
+  return 0;
+#endif
+}
+static inline uint64_t rk__tsc_ns(uint64_t ticks, uint64_t mult) {
+  return (uint64_t)(((unsigned __int128)ticks * mult) >> 32);
+}
+/* CLOCK_REALTIME in us, extrapolated from the counter between anchors at most 1 ms apart (tsc.c;
+ * rk_realtime_us itself where the counter is not used). */
+uint64_t rk__tsc_realtime_us(void);
+uint64_t rk__tsc_anchors(void); /* anchors published so far (diagnosis, tests) */
+/* The reading a host send stamps with: the runtime clock's own time source when it has one, else
+ * the extrapolated CLOCK_REALTIME (~10 ns where clock_gettime is ~25-30: issue 16). */
+static inline uint64_t rk__send_pt_us(rk_runtime *rt) {
+  return rk__clock_sourced(rt->clock) ? rk_clock_physical_us(rt->clock) : rk__tsc_realtime_us();
+}
 /* messaging.c: the replies received in all (k->received and every lane's rx_received), and the
  * latency histogram and its sum summed over the lanes (relaxed reads: statistics) */
 uint64_t rk__received(const rk_kernel *k);

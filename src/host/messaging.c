@@ -256,8 +256,9 @@ static int send_on(rk_kernel *k, rk__lane *l, uint32_t type, const void *payload
   if (rc < 0) return rc;
   if (rc == 0) return RK__SEND_FULL; /* RK__SEND_TRY: nothing claimed */
   flags &= ~RK__SEND_TRY;
-  /* send rule on the runtime clock: rk_clock_tick, its reading kept for the caller */
-  pt = rk_clock_physical_us(k->rt->clock);
+  /* send rule on the runtime clock: rk_clock_tick, its reading kept for the caller (the
+   * counter's extrapolation of CLOCK_REALTIME where it is a clock: rk__send_pt_us, tsc.c) */
+  pt = rk__send_pt_us(k->rt);
   rk__clock_guard(k, pt); /* device lanes: their offset still good for this reading? */
   rk__clock_tick_n(k->rt->clock, 1, pt, &stamp);
   if (pt_us) *pt_us = pt;
@@ -355,7 +356,7 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
        * RMW numbers it (ids as rk__msg_id's, bit 63 clear). */
       rk_hlc stamp;
       uint64_t id = __atomic_add_fetch(&k->rt->next_msg_id, (uint64_t)got, __ATOMIC_RELAXED) - (uint64_t)got + 1;
-      uint64_t pt = rk_clock_physical_us(k->rt->clock);
+      uint64_t pt = rk__send_pt_us(k->rt);
       rk__clock_guard(k, pt); /* device lanes: their offset still good for this reading? */
       rk__clock_tick_n(k->rt->clock, (uint32_t)got, pt, &stamp);
       /* The claimed slots' lines in exclusive state RK_SEND_AHEAD items ahead of their fill: the
@@ -788,7 +789,14 @@ static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint) 
   l->drain_blocked = 0;
   to_msg(&env, slot + RK_ENVELOPE_SIZE, w->out, w->buf, w->buf_len, bad);
   device_refusal(k, &env, slot + RK_ENVELOPE_SIZE, l->index);
-  rk__latency_add(l, rk__now_ns() - w->sent_ns);
+  /* the counter where the fast path started it (tsc.c): ~10 ns, not the ~25-30 of an ordered
+   * clock_gettime waiting for the reply's loads before the call can return (issue 16) */
+  if (w->sent_tsc != 0) {
+    uint64_t t = rk__tsc_read();
+    rk__latency_add(l, t > w->sent_tsc ? rk__tsc_ns(t - w->sent_tsc, w->sent_mult) : 0);
+  } else {
+    rk__latency_add(l, rk__now_ns() - w->sent_ns);
+  }
   rx_add(&l->rx_received, 1); /* before done: a caller's stats after rk_call returns include it */
   /* pairs with the caller's acquire in call_common (the caller itself here): *w->out is written */
   __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
@@ -1011,6 +1019,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   w.done = 0;
   w.corrupt = 0;
   w.sent_ns = 0;
+  w.sent_tsc = 0;
   w.next = NULL;
   w.id = id ? id : rk__msg_id(k->rt) | RK__CALL_BIT;
   w.out = reply;
@@ -1026,6 +1035,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
     rc = send_on(k, l, type, req, req_len, RK__SEND_TRY, w.id, UINT64_MAX, &pt);
     if (rc == RK_OK) {
       w.sent_ns = rk__now_ns(); /* the lane is working on the request meanwhile */
+      if ((w.sent_mult = rk__tsc_mult()) != 0) w.sent_tsc = rk__tsc_read(); /* the latency's start (drain_own) */
     } else { /* full (the ordinary way then), or an error: nothing was sent */
       own = 0;
       __atomic_store_n(&l->fast_call, 0, __ATOMIC_RELAXED);

@@ -164,6 +164,7 @@ static void on_timer(uv_timer_t *t) {
   for_each_kernel(rt, rk__clock_sync); /* due exchanges only: a few microseconds each */
   for_each_kernel(rt, rk__dispatch_callbacks); /* anything a coalesced wake-up left behind */
   rk__buffers_service(rt);
+  rk__tsc_calibrate(); /* the latency samples' scale (tsc.c): a pair of readings, no wait */
 }
 
 static void service_main(void *arg) {
@@ -226,6 +227,7 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   if (rt == NULL) return RK_ENOMEM;
   rt->opts = o;
   rt->serial = rk__runtime_serial();
+  rk__tsc_start(); /* once per process: is the TSC a clock here, and its first anchor (tsc.c) */
   rt->refs = 1;
   uv_mutex_init(&rt->lock);
   uv_mutex_init(&rt->log_lock);
