@@ -13,7 +13,10 @@
  *                      once the pool's completion uv_async wakes it) ends the sample and submits
  *                      the next
  *     floor            two threads on two CPUs bouncing one cache line with acquire/release
- *                      atomics (the request is copied into the line and back): the physical floor
+ *                      atomics (the request is copied into the line and back): the physical floor;
+ *                      timed in 10 rounds alternating with ringkernel.cpu's (rtt_rounds)
+ *                    floor_ratio_p50  ringkernel.cpu only: the median over the rounds of the
+ *                      round's ringkernel.cpu p50 / its floor p50 (issue 16's target, <= 2.5)
  *   throughput.echo  msgs_per_s  pipelined echo on ringkernel.cpu: up to RTT_WINDOW messages in
  *                    flight, sent with rk_send_batch and drained with rk_recv_batch; every reply
  *                    checked (payload, order, count). Two configurations are timed — one thread
@@ -58,12 +61,14 @@ typedef struct samples {
   uint64_t errors;
 } samples;
 
-static int samples_init(samples *s, const rk_bench_opts *o) {
+/* room for one sample per ns_each ns of budget, at most 4 M (16 M with ns_each < 100: the floor's
+ * rounds, whose samples take 40-120 ns); touched now, not in the timed loop */
+static int samples_init_each(samples *s, const rk_bench_opts *o, double ns_each) {
   double tpn = rk_bench_ticks_per_ns(), warm_s = o->seconds * 0.1;
+  size_t max = ns_each < 100.0 ? (16u << 20) : (4u << 20);
   memset(s, 0, sizeof *s);
-  /* room for one sample per 100 ns of budget, at most 4 M; touched now, not in the timed loop */
-  s->cap = (size_t)(o->seconds * 1e9 / 100.0);
-  if (s->cap > (4u << 20)) s->cap = 4u << 20;
+  s->cap = (size_t)(o->seconds * 1e9 / ns_each);
+  if (s->cap > max) s->cap = max;
   if (s->cap < 1024) s->cap = 1024;
   s->v = (uint64_t *)malloc(s->cap * sizeof *s->v);
   if (s->v == NULL) return -1;
@@ -74,6 +79,8 @@ static int samples_init(samples *s, const rk_bench_opts *o) {
   s->lim = s->cap;
   return 0;
 }
+
+static int samples_init(samples *s, const rk_bench_opts *o) { return samples_init_each(s, o, 100.0); }
 
 /* Start one of `rounds` rounds of `seconds` on s (samples_init first): its own warm-up (10%, at
  * least 2 ms: a lane parked during the other impl's round wakes up in it) and a share of the room. */
@@ -429,7 +436,7 @@ static void rtt_rounds(const rk_bench_opts *o) {
   r.parked = (uint8_t *)calloc(r.s.cap, 1);
   if (!floor_on) { /* one CPU: the spinning pair would hand over once per time slice */
     rk_bench_note("   floor: skipped (needs 2 CPUs, %d usable)", rk_bench_ncpus());
-  } else if ((fs.f = (floor_line *)aligned_alloc(128, sizeof *fs.f)) == NULL || samples_init(&fs.s, o) != 0) {
+  } else if ((fs.f = (floor_line *)aligned_alloc(128, sizeof *fs.f)) == NULL || samples_init_each(&fs.s, o, 30.0) != 0) {
     rk_bench_fail("rtt.echo floor: setup");
     floor_on = 0;
   }

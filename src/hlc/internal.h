@@ -8,7 +8,9 @@
 /* n (>= 1) send/local-event stamps with one CAS: *first, *first + 1, ..., *first + n - 1 — exactly
  * what n rk_clock_tick calls would return if each read pt_us (a reading of this clock's time
  * source, rk_clock_physical_us, taken by the caller; an older reading only makes the physical part
- * lag, never repeats or reorders a stamp). Unique and strictly increasing across threads. */
+ * lag, and a reading a little ahead of the source (the host sends' extrapolation from the TSC,
+ * src/host/tsc.c: at most ~1 us) only leads it by as much; neither repeats or reorders a stamp).
+ * Unique and strictly increasing across threads. */
 void rk__clock_tick_n(rk_clock *clock, uint32_t n, uint64_t pt_us, rk_hlc *first);
 /* Does the clock read a time source of its own (rk_clock_set_time_source) rather than CLOCK_REALTIME? */
 int rk__clock_sourced(const rk_clock *clock);

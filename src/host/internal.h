@@ -586,28 +586,49 @@ int rk__drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint32_
                    uint32_t *got);
 void rk__latency_add(rk__lane *l, uint64_t ns); /* drain_lock of l held */
 
-/* tsc.c: the time-stamp counter as the clock of rk_call's latency samples (issue 16). rk__tsc_mult
- * is the factor (ns per tick, 32.32) or 0 when samples are to be taken with clock_gettime (no
- * invariant TSC, the kernel not keeping time with it, or not measured yet); the service loop
- * measures it (rk__tsc_calibrate); rk__tsc_start decides once per process whether the counter is
- * used and takes the first anchor (rk_runtime_create). */
+/* tsc.c: the time-stamp counter as the clock of rk_call's latency samples and of the send stamp's
+ * reading (issue 16). rk__tsc_mult is the factor (ns per tick, 32.32) or 0 when clock_gettime is
+ * to be used (no invariant TSC, the kernel not keeping time with it, not measured yet, or not
+ * x86-64); the service loop measures it (rk__tsc_calibrate); rk__tsc_start decides once per
+ * process whether the counter may be used (rk_runtime_create). */
+#if defined(__x86_64__) && defined(__SIZEOF_INT128__)
+#define RK__HAVE_TSC 1
+#else
+#define RK__HAVE_TSC 0
+#endif
 extern uint64_t rk__tsc_mult_word;
+/* this thread's latency samples taken with the counter and send readings extrapolated from it
+ * (tests and diagnosis: a thread-local increment, nothing shared) */
+extern __thread uint64_t rk__tsc_tl_samples, rk__tsc_tl_extrapolated;
 void rk__tsc_start(void);
 void rk__tsc_calibrate(void);
 static inline uint64_t rk__tsc_mult(void) {
   return __atomic_load_n(&rk__tsc_mult_word, __ATOMIC_RELAXED); /* a statistic's scale (tsc.c) */
 }
-/* The counter: RDTSC, not ordered against the loads before it (the point: tsc.c). 0 elsewhere
- * (rk__tsc_mult is 0 there too). */
+/* The counter: RDTSC, not ordered against the loads before it (the point: tsc.c). 0 where there
+ * is none (rk__tsc_mult is 0 there too). */
 static inline uint64_t rk__tsc_read(void) {
-#if defined(__x86_64__)
+#if RK__HAVE_TSC
   return __builtin_ia32_rdtsc();
 #else
   return 0;
 #endif
 }
+/* ticks * mult >> 32 (ns); num << 32 / den (a factor) */
 static inline uint64_t rk__tsc_ns(uint64_t ticks, uint64_t mult) {
+#if RK__HAVE_TSC
   return (uint64_t)(((unsigned __int128)ticks * mult) >> 32);
+#else
+  (void)mult;
+  return ticks;
+#endif
+}
+static inline uint64_t rk__tsc_div(uint64_t num, uint64_t den) {
+#if RK__HAVE_TSC
+  return (uint64_t)(((unsigned __int128)num << 32) / den);
+#else
+  return num / den;
+#endif
 }
 /* CLOCK_REALTIME in us, extrapolated from the counter between anchors at most 1 ms apart (tsc.c;
  * rk_realtime_us itself where the counter is not used). */

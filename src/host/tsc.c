@@ -1,63 +1,77 @@
-/* tsc.c — the time-stamp counter as a clock for rk_call's latency histogram (issue 16).
+/* tsc.c — the time-stamp counter as a clock for rk_call's latency samples and the host send
+ * stamp's reading (issue 16, docs/design-notes.md "An rk_call round trip, eighth step").
  *
- * rk_call's fast path ended every call with a clock_gettime(CLOCK_MONOTONIC) for its latency
- * sample, between the reply's arrival and the call's return: ~25-30 ns of a ~330 ns round trip on
- * the 2-core EPYC VM (docs/design-notes.md, "An rk_call round trip, eighth step"), because the vDSO
- * orders its TSC read (LFENCE;RDTSC or RDTSCP) behind every load before it, the reply's included.
- * A plain RDTSC (~10 ns, not ordered) does the same job for a statistic: the sample is the TSC
- * delta between the request's publication and the reply's arrival, scaled to ns by a factor
- * measured against CLOCK_MONOTONIC.
+ * rk_call read clock_gettime twice on its path: CLOCK_REALTIME for the send stamp and
+ * CLOCK_MONOTONIC for the latency sample after the reply. The vDSO orders its TSC read (RDTSCP or
+ * LFENCE;RDTSC), and each read cost ~25-30 ns of a ~320 ns round trip on the 2-core EPYC VM, the
+ * two together ~9 % (measured with rk-ab). A plain RDTSC (~10 ns, not ordered) does both jobs:
+ *
+ * - the fast path's latency sample is the counter's delta between the request's publication and
+ *   the reply's arrival, scaled to ns by a factor measured against CLOCK_MONOTONIC;
+ * - the send stamp's reading is CLOCK_REALTIME extrapolated from an anchor (a reading of both taken
+ *   together) at most RK_TSC_REAL_MAX_NS old (rk__tsc_realtime_us, below).
  *
  * Used only when it is sound: an x86-64 CPU whose TSC runs at a constant rate in every state
  * (CPUID 0x80000007 EDX bit 8, "invariant TSC") and a kernel that keeps time with it
- * (current_clocksource "tsc": Linux picks the TSC only when the CPUs' counters are in step, and
- * drops it when they drift apart). Anywhere else, and until the factor is measured, the samples
- * are taken with clock_gettime as before.
+ * (current_clocksource "tsc": Linux uses the TSC only while the CPUs' counters agree, and drops it
+ * when its watchdog finds them apart; the calibration reads the file again every
+ * RK_TSC_MAX_WINDOW_NS and stops using the counter when it no longer says "tsc"). Anywhere else,
+ * and until the factor is measured, clock_gettime as before.
  *
  * The factor (ns per tick, 32.32 fixed point) is measured by the service loop (rk__tsc_calibrate,
- * every tick, no lock on any path a call takes) over a window of at least RK_TSC_MIN_WINDOW_NS
- * from an anchor reading, and the anchor moves on every RK_TSC_MAX_WINDOW_NS, so a rate that
- * changes (a VM moved to another host) is followed within that time. A new factor only rescales
- * the samples taken after it: a sample is a difference of two readings of one counter, so the
- * latency never jumps when the factor changes. The factor word is a statistic's scale: relaxed
- * loads and stores, no other data published with it (docs/memory-ordering.md, "Words that are
- * hints"). */
+ * every tick, nothing a call takes waits for it) over a window of at least RK_TSC_MIN_WINDOW_NS
+ * from an anchor pair; the anchor moves on every RK_TSC_MAX_WINDOW_NS, so a rate that changes (a
+ * VM moved to another host) is followed within that time. A factor more than 0.1 % away from the
+ * one in use is published only when a second, independent window agrees with it (a window that
+ * spans a jump of either clock must not scale every later sample); a pair in which either clock
+ * went backwards starts a new window. A new factor rescales only the samples and readings taken
+ * after it: a latency sample is a difference of two readings of one counter, so it never jumps.
+ * The factor word is a statistic's scale: relaxed (docs/memory-ordering.md, "The TSC as a
+ * clock"). */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
 
 #include "host/internal.h"
 
-#define RK_TSC_MIN_WINDOW_NS 10000000ull   /* 10 ms: a factor from a shorter window is not published */
-#define RK_TSC_MAX_WINDOW_NS 10000000000ull /* 10 s: the anchor moves on after this */
+#if RK__HAVE_TSC
+#include <cpuid.h>
+#endif
+
+#define RK_TSC_MIN_WINDOW_NS 10000000ull    /* 10 ms: a factor from a shorter window is not used */
+#define RK_TSC_MAX_WINDOW_NS 10000000000ull /* 10 s: the anchor moves on, the clocksource is read again */
 #define RK_TSC_PAIR_SPREAD 2000u /* ticks (~1 us): a pair whose two counter reads are further apart is retried */
 
 uint64_t rk__tsc_mult_word; /* ns per tick, 32.32; 0: not measured, or the TSC is not used */
+__thread uint64_t rk__tsc_tl_samples, rk__tsc_tl_extrapolated; /* this thread's uses (tests, diagnosis) */
 
 static uv_once_t g_once = UV_ONCE_INIT;
-static uv_mutex_t g_lock; /* the anchor: calibrating service loops of several runtimes */
-static int g_usable;
-static uint64_t g_anchor_tsc, g_anchor_ns;
+static uv_mutex_t g_lock; /* the calibration's state below: the service loops of several runtimes */
+static int g_usable;      /* under g_lock after tsc_init */
+static uint64_t g_anchor_tsc, g_anchor_ns; /* 0: no anchor yet */
+static uint64_t g_pending;                  /* a factor that differed from the one in use, awaiting a second window */
 
-/* A reading of the counter and of CLOCK_MONOTONIC taken together: the counter read on both sides
- * of clock_gettime, the midpoint kept; retried when a preemption split them. 0 when every try was
- * split. */
-static int tsc_pair(uint64_t *tsc, uint64_t *ns) {
+/* A reading of the counter and of clock `id` taken together: the counter read on both sides of
+ * clock_gettime, the midpoint kept (so it is off by at most half of RK_TSC_PAIR_SPREAD); retried
+ * when an interruption split them. 0 when every try was split. */
+static int tsc_pair(clockid_t id, uint64_t *tsc, uint64_t *ns) {
   int i;
   for (i = 0; i < 8; i++) {
-    uint64_t a = rk__tsc_read(), n = rk__now_ns(), b = rk__tsc_read();
+    struct timespec ts;
+    uint64_t a = rk__tsc_read(), b;
+    clock_gettime(id, &ts);
+    b = rk__tsc_read();
     if (b >= a && b - a < RK_TSC_PAIR_SPREAD) {
       *tsc = a + (b - a) / 2;
-      *ns = n;
+      *ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
       return 1;
     }
   }
   return 0;
 }
 
+#if RK__HAVE_TSC
 /* Is the kernel keeping time with the TSC? */
 static int clocksource_is_tsc(void) {
   char buf[32];
@@ -69,42 +83,83 @@ static int clocksource_is_tsc(void) {
   buf[n] = 0;
   return strncmp(buf, "tsc", 3) == 0 && (buf[3] == '\n' || buf[3] == 0);
 }
+#endif
+
+static volatile int g_real_lock; /* below: one anchor writer at a time */
+
+#if RK__HAVE_TSC
+/* A child of fork has one thread: a lock some other thread of the parent held stays held in it. */
+static void tsc_atfork_child(void) {
+  uv_mutex_init(&g_lock);
+  __atomic_store_n(&g_real_lock, 0, __ATOMIC_RELAXED);
+}
+#endif
 
 static void tsc_init(void) {
   uv_mutex_init(&g_lock);
-#if defined(__x86_64__)
+#if RK__HAVE_TSC
   {
     unsigned a, b, c, d;
     if (__get_cpuid(0x80000000u, &a, &b, &c, &d) == 0 || a < 0x80000007u) return;
     if (__get_cpuid(0x80000007u, &a, &b, &c, &d) == 0 || !(d & (1u << 8))) return; /* invariant TSC */
   }
   if (!clocksource_is_tsc()) return;
-  if (!tsc_pair(&g_anchor_tsc, &g_anchor_ns)) return;
-  g_usable = 1;
+  (void)pthread_atfork(NULL, NULL, tsc_atfork_child);
+  g_usable = 1; /* the first anchor: the first calibration (a pair here could be split) */
 #endif
 }
 
 void rk__tsc_start(void) { uv_once(&g_once, tsc_init); }
 
+/* factors a and b within 0.1 % of each other */
+static int mult_agree(uint64_t a, uint64_t b) {
+  uint64_t d = a > b ? a - b : b - a;
+  return d <= a / 1000;
+}
+
 void rk__tsc_calibrate(void) {
-  uint64_t t, n, dt, dn, mult;
+  uint64_t t, n, dt, dn, mult, cur;
   rk__tsc_start();
-  if (!g_usable) return;
   if (uv_mutex_trylock(&g_lock) != 0) return; /* another runtime's loop is at it */
-  if (!tsc_pair(&t, &n) || t <= g_anchor_tsc || n <= g_anchor_ns) {
+  if (!g_usable || !tsc_pair(CLOCK_MONOTONIC, &t, &n)) {
+    uv_mutex_unlock(&g_lock);
+    return;
+  }
+  if (g_anchor_tsc == 0 || t <= g_anchor_tsc || n <= g_anchor_ns) { /* the first pair, or a clock went back */
+    g_anchor_tsc = t;
+    g_anchor_ns = n;
     uv_mutex_unlock(&g_lock);
     return;
   }
   dt = t - g_anchor_tsc;
   dn = n - g_anchor_ns;
-  if (dn >= RK_TSC_MIN_WINDOW_NS) {
-    mult = (uint64_t)(((unsigned __int128)dn << 32) / dt);
-    /* a counter between 50 MHz and 20 GHz; anything else is not a clock to scale samples by */
-    if (mult >= (20ull << 32) / 1000 && mult <= (1000ull << 32) / 50)
+  if (dn < RK_TSC_MIN_WINDOW_NS) {
+    uv_mutex_unlock(&g_lock);
+    return;
+  }
+  mult = rk__tsc_div(dn, dt);
+  cur = rk__tsc_mult();
+  /* a counter between 50 MHz and 20 GHz (20 to 0.05 ns per tick); anything else is no clock */
+  if (mult >= (1ull << 32) / 20 && mult <= 20ull << 32) {
+    if (cur != 0 && mult_agree(cur, mult)) {
       __atomic_store_n(&rk__tsc_mult_word, mult, __ATOMIC_RELAXED); /* a statistic's scale (above) */
-    if (dn >= RK_TSC_MAX_WINDOW_NS) {
-      g_anchor_tsc = t;
-      g_anchor_ns = n;
+      g_pending = 0;
+    } else if (g_pending != 0 && mult_agree(g_pending, mult)) { /* two windows agree: the rate is this */
+      __atomic_store_n(&rk__tsc_mult_word, mult, __ATOMIC_RELAXED);
+      g_pending = 0;
+    } else { /* new, or unlike the last: measure again over a window of its own */
+      g_pending = mult;
+      dn = RK_TSC_MAX_WINDOW_NS; /* (moves the anchor below) */
+    }
+  } else {
+    dn = RK_TSC_MAX_WINDOW_NS; /* a window that gave no clock's rate: start another */
+  }
+  if (dn >= RK_TSC_MAX_WINDOW_NS) {
+    g_anchor_tsc = t;
+    g_anchor_ns = n;
+    if (!clocksource_is_tsc()) { /* the kernel gave up on the counter: so do we, for good */
+      g_usable = 0;
+      __atomic_store_n(&rk__tsc_mult_word, 0, __ATOMIC_RELAXED);
     }
   }
   uv_mutex_unlock(&g_lock);
@@ -112,22 +167,25 @@ void rk__tsc_calibrate(void) {
 
 /* ---------------------------------------- the send stamp's reading ------------------------------ */
 
-/* CLOCK_REALTIME extrapolated from the counter (rk__tsc_realtime_us): a reading of both taken
- * together (an anchor) and the counter's ticks since, scaled by the factor above. An anchor older
- * than RK_TSC_REAL_MAX_NS is replaced by the next reader, so the extrapolation runs over at most
- * that long: with the factor measured against CLOCK_MONOTONIC, which NTP slews as it slews
+/* CLOCK_REALTIME extrapolated from the counter: an anchor (the counter and CLOCK_REALTIME read
+ * together) plus the ticks since, scaled by the factor above. An anchor older than
+ * RK_TSC_REAL_MAX_NS is replaced by the next reader, so the extrapolation runs over at most that
+ * long: with the factor measured against CLOCK_MONOTONIC, which NTP slews as it slews
  * CLOCK_REALTIME, the error is the slew's change over that time (at most 500 ppm of 1 ms, 0.5 us)
- * plus the anchor pair's own spread (a few ns); a step of CLOCK_REALTIME (settimeofday, an NTP
- * step) is seen at the next anchor, at most RK_TSC_REAL_MAX_NS late, as a send stamped just before
- * the step would have been.
+ * plus the anchor pair's spread (at most half of RK_TSC_PAIR_SPREAD, ~0.4 us), either way: a
+ * reading can be a little ahead of clock_gettime's as well as behind (the HLC's drift bound is
+ * 500 ms by default). A step of CLOCK_REALTIME (settimeofday, an NTP step) is seen at the next
+ * anchor, at most RK_TSC_REAL_MAX_NS late, as a send stamped just before the step would have been.
  *
  * The anchors: four slots, the one in force named by a generation word. A writer (one at a time:
- * g_real_lock, tried, never waited for) fills slot (gen + 1) & 3 and publishes gen + 1 with
- * release; a reader loads gen with acquire, reads slot gen & 3, and loads gen again after an
- * acquire fence: the slot it read is rewritten only for generation gen + 4, which a writer starts
- * after publishing gen + 3, so a second load at most gen + 2 proves the slot whole; otherwise it
- * reads again (docs/memory-ordering.md, "The send stamp's anchors"). */
+ * g_real_lock, tried, never waited for) reads the generation under the lock, fills slot
+ * (gen + 1) & 3 and publishes gen + 1 with release; a reader loads gen with acquire, reads slot
+ * gen & 3, and loads gen again after an acquire fence: the slot it read is rewritten only for
+ * generation gen + 4, which a writer starts after publishing gen + 3, so a second load of at most
+ * gen + 2 proves the slot whole; otherwise it reads again (docs/memory-ordering.md, "The TSC as a
+ * clock"). */
 #define RK_TSC_REAL_MAX_NS 1000000ull /* 1 ms */
+#define RK_TSC_BEHIND 4096u           /* ticks: a reading this far before its anchor counts as the anchor's */
 
 typedef struct tsc_anchor {
   uint64_t tsc, real_ns, mult, max_ticks; /* max_ticks: RK_TSC_REAL_MAX_NS in ticks at mult */
@@ -137,37 +195,31 @@ static struct {
   volatile uint64_t gen; /* 0: no anchor yet */
   tsc_anchor a[4];
 } g_real __attribute__((aligned(64)));
-static volatile int g_real_lock;
 
-static uint64_t realtime_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* A new anchor from a fresh pair, when no other thread is making one; the fresh reading (us) in
- * either case. */
-static uint64_t tsc_reanchor(uint64_t gen, uint64_t mult) {
-  uint64_t a, n, b, i;
+/* A new anchor from a fresh pair unless another thread is making one or has just made one; a
+ * fresh reading (us) in every case. seen: the generation the caller found stale. */
+static uint64_t tsc_reanchor(uint64_t seen, uint64_t mult) {
+  uint64_t t, n, gen;
   if (__atomic_exchange_n(&g_real_lock, 1, __ATOMIC_ACQUIRE) != 0) return rk_realtime_us();
-  for (i = 0; i < 4; i++) {
-    a = rk__tsc_read();
-    n = realtime_ns();
-    b = rk__tsc_read();
-    if (b >= a && b - a < RK_TSC_PAIR_SPREAD) break;
+  /* the seqlock writer's order: the slot's stores below after the lock's taking, for a reader that
+   * read one of them (its acquire fence pairs with this) */
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  gen = __atomic_load_n(&g_real.gen, __ATOMIC_RELAXED); /* the writers' own word: under the lock */
+  if (gen != seen || !tsc_pair(CLOCK_REALTIME, &t, &n)) {
+    /* replaced meanwhile (another sender found it stale too), or every pair split: no anchor */
+    __atomic_store_n(&g_real_lock, 0, __ATOMIC_RELEASE);
+    return rk_realtime_us();
   }
-  if (i < 4) {
+  {
     tsc_anchor *s = &g_real.a[(gen + 1) & 3];
     /* relaxed: published by the release store of gen below, read between two loads of gen */
-    __atomic_store_n(&s->tsc, a + (b - a) / 2, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->tsc, t, __ATOMIC_RELAXED);
     __atomic_store_n(&s->real_ns, n, __ATOMIC_RELAXED);
     __atomic_store_n(&s->mult, mult, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->max_ticks, (uint64_t)(((unsigned __int128)RK_TSC_REAL_MAX_NS << 32) / mult), __ATOMIC_RELAXED);
+    __atomic_store_n(&s->max_ticks, rk__tsc_div(RK_TSC_REAL_MAX_NS, mult), __ATOMIC_RELAXED);
     __atomic_store_n(&g_real.gen, gen + 1, __ATOMIC_RELEASE); /* pairs with the readers' acquire */
-  } else {
-    n = realtime_ns(); /* every pair split by a preemption: no anchor this time */
   }
-  __atomic_store_n(&g_real_lock, 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_real_lock, 0, __ATOMIC_RELEASE); /* pairs with the next writer's acquire */
   return n / 1000u;
 }
 
@@ -183,7 +235,15 @@ uint64_t rk__tsc_realtime_us(void) {
     __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the slot's loads before the second load of gen */
     if (__atomic_load_n(&g_real.gen, __ATOMIC_RELAXED) - gen >= 3) continue; /* the slot may be rewritten */
     t = rk__tsc_read();
-    if (gen == 0 || t < t0 || t - t0 > max) return tsc_reanchor(gen, mult);
+    if (gen == 0) return tsc_reanchor(gen, mult);
+    /* RDTSC is not ordered after the loads above: read just after another CPU's anchor, it can
+     * come out a little before the anchor's own reading; that is the anchor's time */
+    if (t < t0) {
+      if (t0 - t > RK_TSC_BEHIND) return tsc_reanchor(gen, mult);
+      t = t0;
+    }
+    if (t - t0 > max) return tsc_reanchor(gen, mult);
+    rk__tsc_tl_extrapolated++;
     return (r0 + rk__tsc_ns(t - t0, m)) / 1000u;
   }
   return rk_realtime_us();
