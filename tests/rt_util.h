@@ -288,4 +288,39 @@ static inline int rt_item_echo(rk_ctx *ctx, const rk_msg *in) {
   return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
 }
 
+/* The latency histogram's check (test_telemetry's test_latency_clock, test_tsc's test_tsc_latency):
+ * a kernel of rt_sleepy_echo, whose handler sleeps 2 ms before it echoes, and n rk_calls on it:
+ * every sample must land at 2^20 ns (1.05 ms) or above, and their sum lie between n * 2 ms and the
+ * calls' own elapsed time by CLOCK_MONOTONIC plus 1 %. A latency clock off by 2x either way, or a
+ * reading taken outside the call, fails it. A lower bound from the handler's own sleep and an
+ * upper bound from the test's clock, never a bound on the library's speed. */
+static inline int rt_sleepy_echo(rk_ctx *ctx, const rk_msg *in) {
+  struct timespec ts = {0, 2000000};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+  return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
+}
+
+static inline void rt_latency_calls(rk_runtime *rt, rk_kernel *k, uint32_t n) {
+  rk_kernel_counters st;
+  uint32_t i, x;
+  uint64_t t0, t1;
+  struct timespec ts;
+  rk_msg m;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  t0 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  for (i = 0; i < n; i++) RT_OK(rt, rk_call(k, 1, &i, sizeof i, &m, &x, sizeof x, RT_HANG));
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  t1 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  st = rt_stats(k);
+  assert_int_equal(st.latency_count, n);
+  for (i = 0; i < 20; i++)
+    if (st.latency_hist[i] != 0) fail_msg("%llu samples below 2^20 ns in bucket %u", (unsigned long long)st.latency_hist[i], i);
+  if (st.latency_sum_ns < (uint64_t)n * 2000000u)
+    fail_msg("latency sum %llu ns below %u calls of a 2 ms handler", (unsigned long long)st.latency_sum_ns, n);
+  if (st.latency_sum_ns > (t1 - t0) + (t1 - t0) / 100)
+    fail_msg("latency sum %llu ns exceeds the calls' elapsed %llu ns", (unsigned long long)st.latency_sum_ns,
+             (unsigned long long)(t1 - t0));
+}
+
 #endif /* RK_RT_UTIL_H */

@@ -156,44 +156,18 @@ static void test_tsc_realtime_threads(void **state) {
 }
 
 /* rk_call's latency samples when the counter is their clock (the fast path's start and end,
- * drain_own): each call sleeps 1 ms in its handler, so every sample lands at 2^19 ns or above and
- * their sum lies between n ms and the calls' own elapsed time by CLOCK_MONOTONIC plus 1 %. A factor
- * off by 2x either way, or ticks counted from the wrong reading, fails it (test_telemetry's
- * test_latency_clock checks the same through the public API, with whatever clock is in use). */
-static int sleepy(rk_ctx *ctx, const rk_msg *in) {
-  struct timespec ts = {0, 1000000};
-  while (nanosleep(&ts, &ts) != 0) {
-  }
-  return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
-}
-
+ * drain_own): rt_latency_calls' bounds (each call's handler sleeps 2 ms; a factor off by 2x either
+ * way, or ticks counted from the wrong reading, fails them), and every sample taken with the
+ * counter where it is in use (each call finds the outbox free: its fast path), none elsewhere. */
 static void test_tsc_latency(void **state) {
   rk_runtime *rt = calibrated();
-  rk_kernel_desc d = rt_desc("sleepy", sleepy);
+  rk_kernel_desc d = rt_desc("sleepy", rt_sleepy_echo);
   rk_kernel *k = rt_launch_active(rt, &d, NULL);
-  rk_kernel_counters st;
-  uint32_t i, n = 40, x;
-  uint64_t t0, t1;
-  rk_msg m;
   uint64_t s0 = rk__tsc_tl_samples;
   int used = rk__tsc_mult() != 0;
   (void)state;
-  t0 = mono_ns();
-  for (i = 0; i < n; i++) RT_OK(rt, rk_call(k, 1, &i, sizeof i, &m, &x, sizeof x, RT_HANG));
-  t1 = mono_ns();
-  st = rt_stats(k);
-  assert_int_equal(st.latency_count, n);
-  /* every call's sample taken with the counter where it is in use (each call finds the outbox
-   * free: its fast path), none elsewhere */
-  assert_int_equal(rk__tsc_tl_samples - s0, used ? n : 0);
-  for (i = 0; i < 19; i++)
-    if (st.latency_hist[i] != 0)
-      fail_msg("%llu samples below 2^19 ns in bucket %u", (unsigned long long)st.latency_hist[i], i);
-  if (st.latency_sum_ns < (uint64_t)n * 1000000u)
-    fail_msg("latency sum %llu ns below %u calls of a 1 ms handler", (unsigned long long)st.latency_sum_ns, n);
-  if (st.latency_sum_ns > (t1 - t0) + (t1 - t0) / 100)
-    fail_msg("latency sum %llu ns exceeds the calls' elapsed %llu ns", (unsigned long long)st.latency_sum_ns,
-             (unsigned long long)(t1 - t0));
+  rt_latency_calls(rt, k, 30);
+  assert_int_equal(rk__tsc_tl_samples - s0, used ? 30 : 0);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }
