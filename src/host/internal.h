@@ -161,6 +161,7 @@ struct rk__lane {
    * an rk_call, or to an rk_recv caller or the callback dispatcher directly); rx_latency_*: the
    * rk_call latency histogram and its sum, every sample of which a drain takes. */
   volatile uint64_t rx_received;
+  volatile uint64_t rx_tsc_samples; /* of rx_latency_*: the samples timed with the TSC (tsc.c; tests) */
   volatile uint64_t rx_latency_sum_ns;
   volatile uint64_t rx_latency_hist[RK_LATENCY_BUCKETS];
   char drain_pad_after[RK_LINE];
@@ -596,14 +597,15 @@ void rk__latency_add(rk__lane *l, uint64_t ns); /* drain_lock of l held */
 #else
 #define RK__HAVE_TSC 0
 #endif
-extern uint64_t rk__tsc_mult_word;
-/* this thread's latency samples taken with the counter and send readings extrapolated from it
- * (tests and diagnosis: a thread-local increment, nothing shared) */
-extern __thread uint64_t rk__tsc_tl_samples, rk__tsc_tl_extrapolated;
+typedef struct rk__tsc_line {
+  uint64_t mult;
+  char pad[56]; /* alone on its line (tsc.c) */
+} rk__tsc_line;
+extern rk__tsc_line rk__tsc_mult_line;
 void rk__tsc_start(void);
 void rk__tsc_calibrate(void);
 static inline uint64_t rk__tsc_mult(void) {
-  return __atomic_load_n(&rk__tsc_mult_word, __ATOMIC_RELAXED); /* a statistic's scale (tsc.c) */
+  return __atomic_load_n(&rk__tsc_mult_line.mult, __ATOMIC_RELAXED); /* a statistic's scale (tsc.c) */
 }
 /* The counter: RDTSC, not ordered against the loads before it (the point: tsc.c). 0 where there
  * is none (rk__tsc_mult is 0 there too). */
@@ -614,20 +616,24 @@ static inline uint64_t rk__tsc_read(void) {
   return 0;
 #endif
 }
-/* ticks * mult >> 32 (ns); num << 32 / den (a factor) */
+/* ticks * mult >> 32 (ns); num << 32 / den (a factor). Without a counter (RK__HAVE_TSC 0) the
+ * factor is always 0 and neither is reached: 0. */
 static inline uint64_t rk__tsc_ns(uint64_t ticks, uint64_t mult) {
 #if RK__HAVE_TSC
   return (uint64_t)(((unsigned __int128)ticks * mult) >> 32);
 #else
+  (void)ticks;
   (void)mult;
-  return ticks;
+  return 0;
 #endif
 }
 static inline uint64_t rk__tsc_div(uint64_t num, uint64_t den) {
 #if RK__HAVE_TSC
   return (uint64_t)(((unsigned __int128)num << 32) / den);
 #else
-  return num / den;
+  (void)num;
+  (void)den;
+  return 0;
 #endif
 }
 /* CLOCK_REALTIME in us, extrapolated from the counter between anchors at most 1 ms apart (tsc.c;

@@ -794,7 +794,7 @@ static int drain_own(rk_kernel *k, rk__lane *l, rk_waiter *w, uint64_t pt_hint) 
   if (w->sent_tsc != 0) {
     uint64_t t = rk__tsc_read();
     rk__latency_add(l, t > w->sent_tsc ? rk__tsc_ns(t - w->sent_tsc, w->sent_mult) : 0);
-    rk__tsc_tl_samples++;
+    rx_add(&l->rx_tsc_samples, 1);
   } else {
     rk__latency_add(l, rk__now_ns() - w->sent_ns);
   }

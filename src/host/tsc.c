@@ -1,10 +1,12 @@
 /* tsc.c — the time-stamp counter as a clock for rk_call's latency samples and the host send
  * stamp's reading (issue 16, docs/design-notes.md "An rk_call round trip, eighth step").
  *
- * rk_call read clock_gettime twice on its path: CLOCK_REALTIME for the send stamp and
- * CLOCK_MONOTONIC for the latency sample after the reply. The vDSO orders its TSC read (RDTSCP or
- * LFENCE;RDTSC), and each read cost ~25-30 ns of a ~320 ns round trip on the 2-core EPYC VM, the
- * two together ~9 % (measured with rk-ab). A plain RDTSC (~10 ns, not ordered) does both jobs:
+ * rk_call read clock_gettime three times: CLOCK_REALTIME for the send stamp, CLOCK_MONOTONIC for
+ * its deadline and the latency's start (after the request's publication, while the lane works:
+ * still read) and CLOCK_MONOTONIC for the latency sample after the reply. The vDSO orders its TSC
+ * read (RDTSCP or LFENCE;RDTSC), and the first and the last each cost ~25-30 ns of a ~320 ns round
+ * trip on the 2-core EPYC VM, the two together ~9 % (measured with rk-ab). A plain RDTSC (~10 ns,
+ * not ordered) does both jobs:
  *
  * - the fast path's latency sample is the counter's delta between the request's publication and
  *   the reply's arrival, scaled to ns by a factor measured against CLOCK_MONOTONIC;
@@ -43,11 +45,14 @@
 #define RK_TSC_MAX_WINDOW_NS 10000000000ull /* 10 s: the anchor moves on, the clocksource is read again */
 #define RK_TSC_PAIR_SPREAD 2000u /* ticks (~1 us): a pair whose two counter reads are further apart is retried */
 
-uint64_t rk__tsc_mult_word; /* ns per tick, 32.32; 0: not measured, or the TSC is not used */
-__thread uint64_t rk__tsc_tl_samples, rk__tsc_tl_extrapolated; /* this thread's uses (tests, diagnosis) */
+/* ns per tick, 32.32; 0: not measured, or the TSC is not used. Read by every send and call: alone
+ * on its line, away from the words written every tick and every millisecond below. */
+rk__tsc_line rk__tsc_mult_line __attribute__((aligned(64)));
 
 static uv_once_t g_once = UV_ONCE_INIT;
-static uv_mutex_t g_lock; /* the calibration's state below: the service loops of several runtimes */
+/* The calibration's state below, taken by the service loops of several runtimes: a flag, only
+ * ever tried (an exchange with acquire, a store with release), so a fork child can reset it. */
+static volatile int g_lock;
 static int g_usable;      /* under g_lock after tsc_init */
 static uint64_t g_anchor_tsc, g_anchor_ns; /* 0: no anchor yet */
 static uint64_t g_pending;                  /* a factor that differed from the one in use, awaiting a second window */
@@ -71,39 +76,43 @@ static int tsc_pair(clockid_t id, uint64_t *tsc, uint64_t *ns) {
   return 0;
 }
 
-#if RK__HAVE_TSC
-/* Is the kernel keeping time with the TSC? */
+/* Is the kernel keeping time with the TSC? 1 yes, 0 no, -1 the file could not be read (no /sys
+ * in a sandbox, the process out of descriptors: tsc_init then does not use the counter, and the
+ * calibration keeps what it decided before). "e": no descriptor leaks into a program another
+ * thread execs meanwhile. */
 static int clocksource_is_tsc(void) {
+#if RK__HAVE_TSC
   char buf[32];
   size_t n;
-  FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
-  if (f == NULL) return 0;
+  FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re");
+  if (f == NULL) return -1;
   n = fread(buf, 1, sizeof buf - 1, f);
   fclose(f);
   buf[n] = 0;
   return strncmp(buf, "tsc", 3) == 0 && (buf[3] == '\n' || buf[3] == 0);
-}
+#else
+  return 0;
 #endif
+}
 
 static volatile int g_real_lock; /* below: one anchor writer at a time */
 
 #if RK__HAVE_TSC
-/* A child of fork has one thread: a lock some other thread of the parent held stays held in it. */
+/* A child of fork has one thread: a flag some other thread of the parent held stays held in it. */
 static void tsc_atfork_child(void) {
-  uv_mutex_init(&g_lock);
+  __atomic_store_n(&g_lock, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&g_real_lock, 0, __ATOMIC_RELAXED);
 }
 #endif
 
 static void tsc_init(void) {
-  uv_mutex_init(&g_lock);
 #if RK__HAVE_TSC
   {
     unsigned a, b, c, d;
     if (__get_cpuid(0x80000000u, &a, &b, &c, &d) == 0 || a < 0x80000007u) return;
     if (__get_cpuid(0x80000007u, &a, &b, &c, &d) == 0 || !(d & (1u << 8))) return; /* invariant TSC */
   }
-  if (!clocksource_is_tsc()) return;
+  if (clocksource_is_tsc() != 1) return;
   (void)pthread_atfork(NULL, NULL, tsc_atfork_child);
   g_usable = 1; /* the first anchor: the first calibration (a pair here could be split) */
 #endif
@@ -120,21 +129,21 @@ static int mult_agree(uint64_t a, uint64_t b) {
 void rk__tsc_calibrate(void) {
   uint64_t t, n, dt, dn, mult, cur;
   rk__tsc_start();
-  if (uv_mutex_trylock(&g_lock) != 0) return; /* another runtime's loop is at it */
+  if (__atomic_exchange_n(&g_lock, 1, __ATOMIC_ACQUIRE) != 0) return; /* another runtime's loop is at it */
   if (!g_usable || !tsc_pair(CLOCK_MONOTONIC, &t, &n)) {
-    uv_mutex_unlock(&g_lock);
+    __atomic_store_n(&g_lock, 0, __ATOMIC_RELEASE);
     return;
   }
   if (g_anchor_tsc == 0 || t <= g_anchor_tsc || n <= g_anchor_ns) { /* the first pair, or a clock went back */
     g_anchor_tsc = t;
     g_anchor_ns = n;
-    uv_mutex_unlock(&g_lock);
+    __atomic_store_n(&g_lock, 0, __ATOMIC_RELEASE);
     return;
   }
   dt = t - g_anchor_tsc;
   dn = n - g_anchor_ns;
   if (dn < RK_TSC_MIN_WINDOW_NS) {
-    uv_mutex_unlock(&g_lock);
+    __atomic_store_n(&g_lock, 0, __ATOMIC_RELEASE);
     return;
   }
   mult = rk__tsc_div(dn, dt);
@@ -142,10 +151,10 @@ void rk__tsc_calibrate(void) {
   /* a counter between 50 MHz and 20 GHz (20 to 0.05 ns per tick); anything else is no clock */
   if (mult >= (1ull << 32) / 20 && mult <= 20ull << 32) {
     if (cur != 0 && mult_agree(cur, mult)) {
-      __atomic_store_n(&rk__tsc_mult_word, mult, __ATOMIC_RELAXED); /* a statistic's scale (above) */
+      if (mult != cur) __atomic_store_n(&rk__tsc_mult_line.mult, mult, __ATOMIC_RELAXED); /* a scale (above) */
       g_pending = 0;
     } else if (g_pending != 0 && mult_agree(g_pending, mult)) { /* two windows agree: the rate is this */
-      __atomic_store_n(&rk__tsc_mult_word, mult, __ATOMIC_RELAXED);
+      __atomic_store_n(&rk__tsc_mult_line.mult, mult, __ATOMIC_RELAXED);
       g_pending = 0;
     } else { /* new, or unlike the last: measure again over a window of its own */
       g_pending = mult;
@@ -157,12 +166,16 @@ void rk__tsc_calibrate(void) {
   if (dn >= RK_TSC_MAX_WINDOW_NS) {
     g_anchor_tsc = t;
     g_anchor_ns = n;
-    if (!clocksource_is_tsc()) { /* the kernel gave up on the counter: so do we, for good */
+    /* the kernel gave up on the counter: so do we, for good (unreadable: no news, as before).
+     * Read here only, every RK_TSC_MAX_WINDOW_NS, and only while some runtime's loop runs: until
+     * then latency samples may scale a counter the kernel no longer trusts (the send readings stay
+     * within their 1 ms anchors) */
+    if (clocksource_is_tsc() == 0) {
       g_usable = 0;
-      __atomic_store_n(&rk__tsc_mult_word, 0, __ATOMIC_RELAXED);
+      __atomic_store_n(&rk__tsc_mult_line.mult, 0, __ATOMIC_RELAXED);
     }
   }
-  uv_mutex_unlock(&g_lock);
+  __atomic_store_n(&g_lock, 0, __ATOMIC_RELEASE);
 }
 
 /* ---------------------------------------- the send stamp's reading ------------------------------ */
@@ -185,7 +198,6 @@ void rk__tsc_calibrate(void) {
  * gen + 2 proves the slot whole; otherwise it reads again (docs/memory-ordering.md, "The TSC as a
  * clock"). */
 #define RK_TSC_REAL_MAX_NS 1000000ull /* 1 ms */
-#define RK_TSC_BEHIND 4096u           /* ticks: a reading this far before its anchor counts as the anchor's */
 
 typedef struct tsc_anchor {
   uint64_t tsc, real_ns, mult, max_ticks; /* max_ticks: RK_TSC_REAL_MAX_NS in ticks at mult */
@@ -200,7 +212,10 @@ static struct {
  * fresh reading (us) in every case. seen: the generation the caller found stale. */
 static uint64_t tsc_reanchor(uint64_t seen, uint64_t mult) {
   uint64_t t, n, gen;
-  if (__atomic_exchange_n(&g_real_lock, 1, __ATOMIC_ACQUIRE) != 0) return rk_realtime_us();
+  /* a plain look first: senders that find a writer at work do not fight over its line */
+  if (__atomic_load_n(&g_real_lock, __ATOMIC_RELAXED) != 0 ||
+      __atomic_exchange_n(&g_real_lock, 1, __ATOMIC_ACQUIRE) != 0)
+    return rk_realtime_us();
   /* the seqlock writer's order: the slot's stores below after the lock's taking, for a reader that
    * read one of them (its acquire fence pairs with this) */
   __atomic_thread_fence(__ATOMIC_RELEASE);
@@ -237,13 +252,18 @@ uint64_t rk__tsc_realtime_us(void) {
     t = rk__tsc_read();
     if (gen == 0) return tsc_reanchor(gen, mult);
     /* RDTSC is not ordered after the loads above: read just after another CPU's anchor, it can
-     * come out a little before the anchor's own reading; that is the anchor's time */
+     * come out a little before the anchor's own reading; that is the anchor's time (within
+     * ~1 us: max / 1024; further is a counter of another CPU out of step, or a stale look) */
     if (t < t0) {
-      if (t0 - t > RK_TSC_BEHIND) return tsc_reanchor(gen, mult);
+      if (t0 - t > max / 1024) return tsc_reanchor(gen, mult);
       t = t0;
     }
-    if (t - t0 > max) return tsc_reanchor(gen, mult);
-    rk__tsc_tl_extrapolated++;
+    if (t - t0 > max) {
+      /* aged: a newer anchor may be in already (read it), or a writer at work (its anchor is due:
+       * extrapolate up to twice the age meanwhile rather than read the clock), or replace it */
+      if (__atomic_load_n(&g_real.gen, __ATOMIC_ACQUIRE) != gen) continue;
+      if (t - t0 > 2 * max || __atomic_load_n(&g_real_lock, __ATOMIC_RELAXED) == 0) return tsc_reanchor(gen, mult);
+    }
     return (r0 + rk__tsc_ns(t - t0, m)) / 1000u;
   }
   return rk_realtime_us();
