@@ -192,8 +192,8 @@ void rk__tsc_calibrate(void) {
  *
  * The anchors: four slots, the one in force named by a generation word. A writer (one at a time:
  * g_real_lock, tried, never waited for) reads the generation under the lock, fills slot
- * (gen + 1) & 3 and publishes gen + 1 with release; a reader loads gen with acquire, reads slot
- * gen & 3, and loads gen again after an acquire fence: the slot it read is rewritten only for
+ * (gen + 1) & 3 with release stores and publishes gen + 1 with release; a reader loads gen with
+ * acquire, reads slot gen & 3 with acquire loads, and loads gen again: the slot it read is rewritten only for
  * generation gen + 4, which a writer starts after publishing gen + 3, so a second load of at most
  * gen + 2 proves the slot whole; otherwise it reads again (docs/memory-ordering.md, "The TSC as a
  * clock"). */
@@ -216,9 +216,6 @@ static uint64_t tsc_reanchor(uint64_t seen, uint64_t mult) {
   if (__atomic_load_n(&g_real_lock, __ATOMIC_RELAXED) != 0 ||
       __atomic_exchange_n(&g_real_lock, 1, __ATOMIC_ACQUIRE) != 0)
     return rk_realtime_us();
-  /* the seqlock writer's order: the slot's stores below after the lock's taking, for a reader that
-   * read one of them (its acquire fence pairs with this) */
-  __atomic_thread_fence(__ATOMIC_RELEASE);
   gen = __atomic_load_n(&g_real.gen, __ATOMIC_RELAXED); /* the writers' own word: under the lock */
   if (gen != seen || !tsc_pair(CLOCK_REALTIME, &t, &n)) {
     /* replaced meanwhile (another sender found it stale too), or every pair split: no anchor */
@@ -227,11 +224,14 @@ static uint64_t tsc_reanchor(uint64_t seen, uint64_t mult) {
   }
   {
     tsc_anchor *s = &g_real.a[(gen + 1) & 3];
-    /* relaxed: published by the release store of gen below, read between two loads of gen */
-    __atomic_store_n(&s->tsc, t, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->real_ns, n, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->mult, mult, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->max_ticks, rk__tsc_div(RK_TSC_REAL_MAX_NS, mult), __ATOMIC_RELAXED);
+    /* release: a reader whose acquire load sees one of these sees the generations published
+     * before them too (the lock orders the last writer's publication before this one's stores), so
+     * its second load of gen tells it the slot was being rewritten (the seqlock's order without
+     * fences, which TSan does not model; plain stores on x86) */
+    __atomic_store_n(&s->tsc, t, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->real_ns, n, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->mult, mult, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->max_ticks, rk__tsc_div(RK_TSC_REAL_MAX_NS, mult), __ATOMIC_RELEASE);
     __atomic_store_n(&g_real.gen, gen + 1, __ATOMIC_RELEASE); /* pairs with the readers' acquire */
   }
   __atomic_store_n(&g_real_lock, 0, __ATOMIC_RELEASE); /* pairs with the next writer's acquire */
@@ -244,10 +244,11 @@ uint64_t rk__tsc_realtime_us(void) {
   for (tries = 0; tries < 4; tries++) {
     uint64_t gen = __atomic_load_n(&g_real.gen, __ATOMIC_ACQUIRE); /* pairs with tsc_reanchor's release */
     const tsc_anchor *s = &g_real.a[gen & 3];
-    uint64_t t0 = __atomic_load_n(&s->tsc, __ATOMIC_RELAXED), r0 = __atomic_load_n(&s->real_ns, __ATOMIC_RELAXED);
-    uint64_t m = __atomic_load_n(&s->mult, __ATOMIC_RELAXED), max = __atomic_load_n(&s->max_ticks, __ATOMIC_RELAXED);
+    /* acquire: pairs with the writer's release stores of the slot (and orders the second load of
+     * gen after these); plain loads on x86 */
+    uint64_t t0 = __atomic_load_n(&s->tsc, __ATOMIC_ACQUIRE), r0 = __atomic_load_n(&s->real_ns, __ATOMIC_ACQUIRE);
+    uint64_t m = __atomic_load_n(&s->mult, __ATOMIC_ACQUIRE), max = __atomic_load_n(&s->max_ticks, __ATOMIC_ACQUIRE);
     uint64_t t;
-    __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the slot's loads before the second load of gen */
     if (__atomic_load_n(&g_real.gen, __ATOMIC_RELAXED) - gen >= 3) continue; /* the slot may be rewritten */
     t = rk__tsc_read();
     if (gen == 0) return tsc_reanchor(gen, mult);
