@@ -61,10 +61,18 @@ typedef struct samples {
   uint64_t errors;
 } samples;
 
+/* The sampling window from now: warm-up of 10 % of `seconds` (at least warm_min s), not recorded,
+ * then `seconds`. */
+static void samples_window(samples *s, double seconds, double warm_min) {
+  double tpn = rk_bench_ticks_per_ns(), warm_s = seconds * 0.1;
+  if (warm_s < warm_min) warm_s = warm_min;
+  s->warm_until = rk_bench_ticks() + (uint64_t)(warm_s * 1e9 * tpn);
+  s->deadline = s->warm_until + (uint64_t)(seconds * 1e9 * tpn);
+}
+
 /* room for one sample per ns_each ns of budget, at most 4 M (16 M with ns_each < 100: the floor's
  * rounds, whose samples take 40-120 ns); touched now, not in the timed loop */
 static int samples_init_each(samples *s, const rk_bench_opts *o, double ns_each) {
-  double tpn = rk_bench_ticks_per_ns(), warm_s = o->seconds * 0.1;
   size_t max = ns_each < 100.0 ? (16u << 20) : (4u << 20);
   memset(s, 0, sizeof *s);
   s->cap = (size_t)(o->seconds * 1e9 / ns_each);
@@ -73,9 +81,7 @@ static int samples_init_each(samples *s, const rk_bench_opts *o, double ns_each)
   s->v = (uint64_t *)malloc(s->cap * sizeof *s->v);
   if (s->v == NULL) return -1;
   memset(s->v, 0, s->cap * sizeof *s->v);
-  if (warm_s < 0.02) warm_s = 0.02;
-  s->warm_until = rk_bench_ticks() + (uint64_t)(warm_s * 1e9 * tpn);
-  s->deadline = s->warm_until + (uint64_t)(o->seconds * 1e9 * tpn);
+  samples_window(s, o->seconds, 0.02);
   s->lim = s->cap;
   return 0;
 }
@@ -85,10 +91,7 @@ static int samples_init(samples *s, const rk_bench_opts *o) { return samples_ini
 /* Start one of `rounds` rounds of `seconds` on s (samples_init first): its own warm-up (10%, at
  * least 2 ms: a lane parked during the other impl's round wakes up in it) and a share of the room. */
 static void samples_round(samples *s, double seconds, int rounds) {
-  double tpn = rk_bench_ticks_per_ns(), warm_s = seconds * 0.1;
-  if (warm_s < 0.002) warm_s = 0.002;
-  s->warm_until = rk_bench_ticks() + (uint64_t)(warm_s * 1e9 * tpn);
-  s->deadline = s->warm_until + (uint64_t)(seconds * 1e9 * tpn);
+  samples_window(s, seconds, 0.002);
   s->lim = s->n + s->cap / (size_t)rounds;
   if (s->lim > s->cap) s->lim = s->cap;
 }
@@ -407,8 +410,8 @@ static int floor_round(floor_side *fs) {
 /* ringkernel.cpu and floor in RTT_ROUNDS alternating rounds over the same seconds. The host can
  * move the two vCPUs of a VM relative to each other at any time (on the 2-core EPYC VMs the floor
  * has modes of ~40, ~80, ~220 and ~500 ns that last seconds to minutes, and rk_call's round trip
- * moves with it: issue 16, docs/design-notes.md "The floor's modes"), so a ratio of figures taken
- * at different seconds compares the host's moods as much as the code. Each round's p50s are taken
+ * moves with it: issue 16, docs/design-notes.md "An rk_call round trip, eighth step"), so a ratio
+ * of figures taken at different seconds compares the host's moods as much as the code. Each round's p50s are taken
  * in the same second, and their ratio's median over the rounds is emitted (ringkernel.cpu
  * floor_ratio_p50) next to the p50 and p99 of all samples of each. */
 #define RTT_ROUNDS 10

@@ -134,11 +134,16 @@ static void realtime_check(rt_check *c) {
   c->elapsed_ms = (now - start) / 1000000u + 1;
 }
 
-static void realtime_verdict(const rt_check *c) {
+/* (on the main thread: fail_msg needs cmocka's jump buffer) who: "" or the thread's name */
+static void realtime_bounds(const rt_check *c, const char *who) {
   if (c->bad)
-    fail_msg("%llu of %llu readings more than 4 us outside their brackets, the first %llu us in [%llu, %llu]",
-             (unsigned long long)c->bad, (unsigned long long)c->n, (unsigned long long)c->first_bad,
+    fail_msg("%s%llu of %llu readings more than 4 us outside their brackets, the first %llu us in [%llu, %llu]",
+             who, (unsigned long long)c->bad, (unsigned long long)c->n, (unsigned long long)c->first_bad,
              (unsigned long long)c->first_before, (unsigned long long)c->first_after);
+}
+
+static void realtime_verdict(const rt_check *c) {
+  realtime_bounds(c, "");
   if (rk__tsc_mult() == 0) return;
   /* the counter in use: anchors replaced as they aged (1 ms each), not on every reading (one per
    * reading would be thousands), and the generation never behind where it started (signed) */
@@ -176,11 +181,9 @@ static void test_tsc_realtime_threads(void **state) {
   }
   for (i = 0; i < 4; i++) pthread_join(t[i], NULL);
   for (i = 0; i < 4; i++) {
-    if (c[i].bad)
-      fail_msg("thread %d: %llu of %llu readings more than 4 us outside their brackets, the first %llu us in "
-               "[%llu, %llu]", i, (unsigned long long)c[i].bad, (unsigned long long)c[i].n,
-               (unsigned long long)c[i].first_bad, (unsigned long long)c[i].first_before,
-               (unsigned long long)c[i].first_after);
+    char who[16];
+    snprintf(who, sizeof who, "thread %d: ", i);
+    realtime_bounds(&c[i], who);
   }
   rk_runtime_destroy(rt);
 }

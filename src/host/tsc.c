@@ -50,8 +50,8 @@
 rk__tsc_line rk__tsc_mult_line __attribute__((aligned(64)));
 
 static uv_once_t g_once = UV_ONCE_INIT;
-/* The calibration's state below, taken by the service loops of several runtimes: a flag, only
- * ever tried (an exchange with acquire, a store with release), so a fork child can reset it. */
+/* The calibration's state below, taken by the service loops of several runtimes: a library flag,
+ * only ever tried (rk__flag_trylock), so a fork child can reset it. */
 static volatile int g_lock;
 static int g_usable;      /* under g_lock after tsc_init */
 static uint64_t g_anchor_tsc, g_anchor_ns; /* 0: no anchor yet */
@@ -126,26 +126,19 @@ static int mult_agree(uint64_t a, uint64_t b) {
   return d <= a / 1000;
 }
 
-void rk__tsc_calibrate(void) {
+/* rk__tsc_calibrate's step (g_lock held): a pair of readings against the anchor. */
+static void tsc_calibrate_locked(void) {
   uint64_t t, n, dt, dn, mult, cur;
-  rk__tsc_start();
-  if (__atomic_exchange_n(&g_lock, 1, __ATOMIC_ACQUIRE) != 0) return; /* another runtime's loop is at it */
-  if (!g_usable || !tsc_pair(CLOCK_MONOTONIC, &t, &n)) {
-    __atomic_store_n(&g_lock, 0, __ATOMIC_RELEASE);
-    return;
-  }
+  int restart = 0; /* a new window from this pair: the factor measured so far is not trusted */
+  if (!g_usable || !tsc_pair(CLOCK_MONOTONIC, &t, &n)) return;
   if (g_anchor_tsc == 0 || t <= g_anchor_tsc || n <= g_anchor_ns) { /* the first pair, or a clock went back */
     g_anchor_tsc = t;
     g_anchor_ns = n;
-    __atomic_store_n(&g_lock, 0, __ATOMIC_RELEASE);
     return;
   }
   dt = t - g_anchor_tsc;
   dn = n - g_anchor_ns;
-  if (dn < RK_TSC_MIN_WINDOW_NS) {
-    __atomic_store_n(&g_lock, 0, __ATOMIC_RELEASE);
-    return;
-  }
+  if (dn < RK_TSC_MIN_WINDOW_NS) return;
   mult = rk__tsc_div(dn, dt);
   cur = rk__tsc_mult();
   /* a counter between 50 MHz and 20 GHz (20 to 0.05 ns per tick); anything else is no clock */
@@ -158,12 +151,12 @@ void rk__tsc_calibrate(void) {
       g_pending = 0;
     } else { /* new, or unlike the last: measure again over a window of its own */
       g_pending = mult;
-      dn = RK_TSC_MAX_WINDOW_NS; /* (moves the anchor below) */
+      restart = 1;
     }
   } else {
-    dn = RK_TSC_MAX_WINDOW_NS; /* a window that gave no clock's rate: start another */
+    restart = 1; /* a window that gave no clock's rate: start another */
   }
-  if (dn >= RK_TSC_MAX_WINDOW_NS) {
+  if (restart || dn >= RK_TSC_MAX_WINDOW_NS) {
     g_anchor_tsc = t;
     g_anchor_ns = n;
     /* the kernel gave up on the counter: so do we, for good (unreadable: no news, as before).
@@ -175,7 +168,13 @@ void rk__tsc_calibrate(void) {
       __atomic_store_n(&rk__tsc_mult_line.mult, 0, __ATOMIC_RELAXED);
     }
   }
-  __atomic_store_n(&g_lock, 0, __ATOMIC_RELEASE);
+}
+
+void rk__tsc_calibrate(void) {
+  rk__tsc_start();
+  if (rk__flag_trylock(&g_lock) != 0) return; /* another runtime's loop is at it */
+  tsc_calibrate_locked();
+  rk__flag_unlock(&g_lock);
 }
 
 /* ---------------------------------------- the send stamp's reading ------------------------------ */
@@ -212,14 +211,12 @@ static struct {
  * fresh reading (us) in every case. seen: the generation the caller found stale. */
 static uint64_t tsc_reanchor(uint64_t seen, uint64_t mult) {
   uint64_t t, n, gen;
-  /* a plain look first: senders that find a writer at work do not fight over its line */
-  if (__atomic_load_n(&g_real_lock, __ATOMIC_RELAXED) != 0 ||
-      __atomic_exchange_n(&g_real_lock, 1, __ATOMIC_ACQUIRE) != 0)
-    return rk_realtime_us();
+  /* (a relaxed look first, inside: senders that find a writer at work do not fight over its line) */
+  if (rk__flag_trylock(&g_real_lock) != 0) return rk_realtime_us();
   gen = __atomic_load_n(&g_real.gen, __ATOMIC_RELAXED); /* the writers' own word: under the lock */
   if (gen != seen || !tsc_pair(CLOCK_REALTIME, &t, &n)) {
     /* replaced meanwhile (another sender found it stale too), or every pair split: no anchor */
-    __atomic_store_n(&g_real_lock, 0, __ATOMIC_RELEASE);
+    rk__flag_unlock(&g_real_lock);
     return rk_realtime_us();
   }
   {
@@ -234,7 +231,7 @@ static uint64_t tsc_reanchor(uint64_t seen, uint64_t mult) {
     __atomic_store_n(&s->max_ticks, rk__tsc_div(RK_TSC_REAL_MAX_NS, mult), __ATOMIC_RELEASE);
     __atomic_store_n(&g_real.gen, gen + 1, __ATOMIC_RELEASE); /* pairs with the readers' acquire */
   }
-  __atomic_store_n(&g_real_lock, 0, __ATOMIC_RELEASE); /* pairs with the next writer's acquire */
+  rk__flag_unlock(&g_real_lock); /* (its release pairs with the next writer's acquire) */
   return n / 1000u;
 }
 
