@@ -4,10 +4,10 @@
 #ifndef RK_INJECT_UTIL_H
 #define RK_INJECT_UTIL_H
 
-/* A slot of the default size: envelope + payload. */
+/* A message of the default slot size (256 bytes less the ring's 16): envelope + payload. */
 typedef struct slot {
   rk_envelope e;
-  uint8_t payload[192];
+  uint8_t payload[176];
 } slot;
 
 /* A well-formed request envelope for kernel k, as rk_send would build it (minus the seal). */

@@ -166,7 +166,7 @@ static void test_launch_bad_arguments(void **state) {
 
   /* A typed kernel whose message does not fit the slot. */
   lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
-  lo.slot_size = 128; /* 64 bytes of payload; rk_vadd_req is 136 */
+  lo.slot_size = 128; /* 48 bytes of payload; rk_vadd_req is 136 */
   expect_launch_fails(rt, &rk_builtin_vector_add, &lo, RK_EMSGSIZE);
 
   /* No handler for the CPU backend. */
@@ -499,11 +499,15 @@ static void test_geometry_limits(void **state) {
   rk_kernel *k;
   rk_msg m;
   uint32_t i, v, seen[RK_MAX_LANES];
-  static uint8_t big[4096 - 64], back[4096 - 64];
+  static uint8_t big[4096 - 80], back[4096 - 80];
+  uint8_t pay[49] = {0};
   (void)state;
   lo.lanes = RK_MAX_LANES;
   lo.inbox_capacity = 2;
-  lo.slot_size = 64; /* envelope only: empty payloads */
+  lo.slot_size = 64; /* a line: the ring's 16 bytes and 48 more, no room for an envelope */
+  assert_int_equal(rk_kernel_launch(rt, &rk_builtin_echo, &lo, &k), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "at least 128"));
+  lo.slot_size = 128; /* the smallest: the ring's 16 bytes, the envelope, 48 payload bytes */
   k = rt_launch_active(rt, &rk_builtin_echo, &lo);
   memset(seen, 0, sizeof seen);
   for (i = 0; i < RK_MAX_LANES; i++) RT_OK(rt, rk_send(k, 1 + i, NULL, 0, 0, NULL)); /* one per lane */
@@ -514,7 +518,9 @@ static void test_geometry_limits(void **state) {
     seen[m.env.lane]++;
   }
   for (i = 0; i < RK_MAX_LANES; i++) assert_int_equal(seen[i], 1);
-  assert_int_equal(rk_send(k, 1, &v, 1, 0, NULL), RK_EMSGSIZE);
+  assert_int_equal(rk_send(k, 1, pay, 49, 0, NULL), RK_EMSGSIZE);
+  RT_OK(rt, rk_call(k, 1, pay, 48, &m, back, 48, RT_HANG));
+  assert_int_equal(m.len, 48);
   rk_kernel_destroy(k);
 
   lo = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;

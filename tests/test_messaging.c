@@ -28,8 +28,8 @@ static rt_item item(uint32_t who, uint32_t seq, uint64_t key) {
 static void test_call_echo(void **state) {
   rk_runtime *rt = rt_create();
   rk_kernel *k = rt_launch_active(rt, &rk_builtin_echo, NULL);
-  uint8_t req[192], buf[256];
-  uint32_t lens[] = {0, 1, 7, 64, 100, 191, 192}; /* 192 = 256-byte slot - 64-byte envelope */
+  uint8_t req[176], buf[256];
+  uint32_t lens[] = {0, 1, 7, 64, 100, 175, 176}; /* 176 = 256-byte slot - 16 (its word) - 64 (envelope) */
   size_t i;
   rk_msg m;
   (void)state;
@@ -977,7 +977,7 @@ static void test_bad_arguments(void **state) {
   assert_int_equal(rk_send(k, 0, big, 1, 0, NULL), RK_EINVAL); /* type 0 is reserved */
   assert_non_null(strstr(rk_runtime_last_error(rt), "RK_EINVAL"));
   assert_int_equal(rk_send(k, 1, NULL, 4, 0, NULL), RK_EINVAL);
-  assert_int_equal(rk_send(k, 1, big, 193, 0, NULL), RK_EMSGSIZE); /* slot payload is 192 */
+  assert_int_equal(rk_send(k, 1, big, 177, 0, NULL), RK_EMSGSIZE); /* slot payload is 176 */
   assert_non_null(strstr(rk_runtime_last_error(rt), "RK_EMSGSIZE"));
   assert_int_equal(rk_send_key(k, 1, 0, big, 1, 0, NULL), RK_EINVAL);
   assert_int_equal(rk_call(k, 1, big, 1, NULL, buf, sizeof buf, 0), RK_EINVAL);

@@ -423,7 +423,6 @@ static uint64_t inflate(rk_ring *r) {
   uint64_t cap = r->capacity;
   r->capacity = cap * 2;
   r->mask = cap * 2 - 1;
-  r->seq_offset = sizeof(rk_ring) + r->capacity * r->slot_size;
   assert_int_equal(rk_ring_check(r), RK_OK);
   return cap;
 }
@@ -431,7 +430,6 @@ static uint64_t inflate(rk_ring *r) {
 static void deflate(rk_ring *r, uint64_t cap) {
   r->capacity = cap;
   r->mask = cap - 1;
-  r->seq_offset = sizeof(rk_ring) + cap * r->slot_size;
 }
 
 /* An outbox whose header claims more than launch allocated: the drain refuses to read it (before

@@ -76,11 +76,11 @@ static void test_memsize_and_init(void **state) {
   rk_ring *r;
   uint64_t i;
   (void)state;
-  assert_int_equal(rk_ring_memsize(1, 64, RK_RING_SPSC), sizeof(rk_ring) + 64 + 8);
-  assert_int_equal(rk_ring_memsize(1, 64, RK_RING_MPSC), sizeof(rk_ring) + 64 + 8);
-  assert_int_equal(rk_ring_memsize(4, 128, RK_RING_MPSC), sizeof(rk_ring) + 4 * 128 + 4 * 8);
-  assert_int_equal(rk_ring_memsize(1024, RK_RING_MAX_SLOT, RK_RING_SPSC),
-                   sizeof(rk_ring) + 1024ull * RK_RING_MAX_SLOT + 1024 * 8);
+  /* header and slots: each slot holds its own sequence word */
+  assert_int_equal(rk_ring_memsize(1, 64, RK_RING_SPSC), sizeof(rk_ring) + 64);
+  assert_int_equal(rk_ring_memsize(1, 64, RK_RING_MPSC), sizeof(rk_ring) + 64);
+  assert_int_equal(rk_ring_memsize(4, 128, RK_RING_MPSC), sizeof(rk_ring) + 4 * 128);
+  assert_int_equal(rk_ring_memsize(1024, RK_RING_MAX_SLOT, RK_RING_SPSC), sizeof(rk_ring) + 1024ull * RK_RING_MAX_SLOT);
   assert_true(rk_ring_memsize(RK_RING_MAX_CAPACITY, 64, RK_RING_SPSC) != 0); /* the largest */
   assert_int_equal(sizeof(rk_ring), 512);
 
@@ -105,7 +105,7 @@ static void test_memsize_and_init(void **state) {
   assert_int_equal(r->capacity, 8);
   assert_int_equal(r->mask, 7);
   assert_int_equal(r->slots_offset, sizeof(rk_ring));
-  assert_int_equal(r->seq_offset, sizeof(rk_ring) + 8 * 128);
+  assert_int_equal(r->seq_offset, sizeof(rk_ring)); /* slot 0's word */
   assert_int_equal(r->head, 0);
   assert_int_equal(r->tail, 0);
   assert_int_equal(r->claim, 0);
@@ -117,16 +117,23 @@ static void test_memsize_and_init(void **state) {
   assert_false(rk_ring_closed(r, NULL));
   /* seq[i] = i + 1 - capacity: "not yet published" for position i */
   for (i = 0; i < 8; i++) assert_int_equal(*rk_ring__seq(r, i), i + 1 - 8);
-  /* slot addressing: masked, slot_size apart, right after the header */
-  assert_ptr_equal(rk_ring_slot(r, 0), mem + 512);
-  assert_ptr_equal(rk_ring_slot(r, 3), mem + 512 + 3 * 128);
+  /* the word is each slot's first 8 bytes, 8 reserved zero bytes follow, then the message */
+  for (i = 0; i < 8; i++) {
+    assert_ptr_equal((const void *)rk_ring__seq(r, i), mem + 512 + i * 128);
+    assert_int_equal(*(const uint64_t *)(mem + 512 + i * 128 + 8), 0);
+  }
+  assert_int_equal(rk_ring_msg_max(r), 128 - RK_RING_MSG_OFFSET);
+  assert_int_equal(RK_RING_MSG_OFFSET, 16);
+  /* message addressing: masked, slot_size apart, 16 bytes into each slot after the header */
+  assert_ptr_equal(rk_ring_slot(r, 0), mem + 512 + 16);
+  assert_ptr_equal(rk_ring_slot(r, 3), mem + 512 + 3 * 128 + 16);
   assert_ptr_equal(rk_ring_slot(r, 8), rk_ring_slot(r, 0));
   assert_ptr_equal(rk_ring_slot(r, UINT64_MAX), rk_ring_slot(r, 7));
   /* the exact size is enough; SPSC rings publish through sequence words too (the same layout) */
   assert_int_equal(rk_ring_memsize(8, 128, RK_RING_SPSC), rk_ring_memsize(8, 128, RK_RING_MPSC));
-  assert_int_equal(rk_ring_memsize(8, 128, RK_RING_SPSC), 512 + 8 * 128 + 8 * 8);
+  assert_int_equal(rk_ring_memsize(8, 128, RK_RING_SPSC), 512 + 8 * 128);
   assert_int_equal(rk_ring_init(mem, rk_ring_memsize(8, 128, RK_RING_SPSC), 8, 128, RK_RING_SPSC), RK_OK);
-  assert_int_equal(r->seq_offset, sizeof(rk_ring) + 8 * 128);
+  assert_int_equal(r->seq_offset, sizeof(rk_ring));
   for (i = 0; i < 8; i++) assert_int_equal(*rk_ring__seq(r, i), i + 1 - 8);
   assert_int_equal(r->mode, RK_RING_SPSC);
 
@@ -137,6 +144,10 @@ static void test_memsize_and_init(void **state) {
   r->mask = 3;
   assert_int_equal(rk_ring_check(r), RK_ECORRUPT);
   r->mask = 7;
+  /* the words anywhere but in the slots (the array after the slots of the old layout) */
+  r->seq_offset = sizeof(rk_ring) + 8 * 128;
+  assert_int_equal(rk_ring_check(r), RK_ECORRUPT);
+  r->seq_offset = sizeof(rk_ring);
   r->capacity = 6;
   assert_int_equal(rk_ring_check(r), RK_ECORRUPT);
   assert_int_equal(rk_ring_check(NULL), RK_EINVAL);
@@ -181,7 +192,6 @@ static void test_check_mem(void **state) {
       r->capacity = lies[i].cap;
       r->mask = lies[i].cap - 1;
       r->slot_size = lies[i].slot;
-      r->seq_offset = sizeof(rk_ring) + lies[i].cap * lies[i].slot;
       assert_int_equal(rk_ring_check(r), RK_OK);
       if (lie > need) {
         if (rk_ring_check_mem(r, need) != RK_ECORRUPT) fail_msg("case %zu: a %zu-byte ring passed in %zu bytes", i, lie, need);
@@ -195,7 +205,7 @@ static void test_check_mem(void **state) {
 }
 
 static void test_ring_in_caller_memory(void **state) {
-  static RK_ALIGNAS(128) uint8_t mem[512 + 4 * 64 + 4 * 8];
+  static RK_ALIGNAS(128) uint8_t mem[512 + 4 * 64];
   rk_ring *r = (rk_ring *)mem;
   uint64_t v;
   (void)state;
@@ -209,7 +219,7 @@ static void test_ring_in_caller_memory(void **state) {
 
 static void test_bad_arguments_of_waits(void **state) {
   rk_ring *r = make_ring(4, 64, RK_RING_SPSC);
-  uint8_t big[65] = {0};
+  uint8_t big[65] = {0}; /* 49 bytes is one too many for a 64-byte slot (48 after its word) */
   (void)state;
   assert_int_equal(rk_ring_push_wait(NULL, big, 8, 0), RK_EINVAL);
   assert_int_equal(rk_ring_pop_wait(NULL, big, 8, 0), RK_EINVAL);
@@ -217,8 +227,8 @@ static void test_bad_arguments_of_waits(void **state) {
   assert_int_equal(rk_ring_wait_writable(NULL, 0), RK_EINVAL);
   assert_int_equal(rk_ring_push_wait(r, NULL, 8, 0), RK_EINVAL);
   assert_int_equal(rk_ring_pop_wait(r, NULL, 8, 0), RK_EINVAL);
-  assert_int_equal(rk_ring_push_wait(r, big, 65, 0), RK_EMSGSIZE);
-  assert_int_equal(rk_ring_pop_wait(r, big, 65, 0), RK_EMSGSIZE);
+  assert_int_equal(rk_ring_push_wait(r, big, 49, 0), RK_EMSGSIZE);
+  assert_int_equal(rk_ring_pop_wait(r, big, 49, 0), RK_EMSGSIZE);
   assert_int_equal(rk_ring_count(r), 0);
   /* try-once semantics of a zero timeout */
   assert_int_equal(rk_ring_pop_wait(r, big, 8, 0), RK_ETIMEDOUT);
@@ -331,17 +341,17 @@ static void test_spsc_reserve_commit_peek_release(void **state) {
   slot = (uint8_t *)rk_ring_reserve(r);
   assert_non_null(slot);
   assert_ptr_equal(slot, rk_ring_slot(r, 0));
-  memset(slot, 0x5a, 128);
+  memset(slot, 0x5a, 112); /* the whole message: rk_ring_msg_max */
   assert_null(rk_ring_peek(r));
   assert_int_equal(rk_ring_count(r), 0);
   rk_ring_commit(r);
   assert_int_equal(rk_ring_count(r), 1);
   /* peek: in place, not consumed until release */
   {
-    uint8_t *p = (uint8_t *)rk_ring_peek(r), want[128];
+    uint8_t *p = (uint8_t *)rk_ring_peek(r), want[112];
     memset(want, 0x5a, sizeof want);
     assert_ptr_equal(p, slot);
-    assert_memory_equal(p, want, 128);
+    assert_memory_equal(p, want, 112);
     assert_ptr_equal(rk_ring_peek(r), p); /* peeking twice gives the same message */
     assert_int_equal(rk_ring_count(r), 1);
     rk_ring_release(r);
@@ -353,21 +363,21 @@ static void test_spsc_reserve_commit_peek_release(void **state) {
   k = rk_ring_reserve_n(r, 3, &pos);
   assert_int_equal(k, 3);
   assert_int_equal(pos, 1);
-  for (i = 0; i < 3; i++) memset(rk_ring_slot(r, pos + i), (int)(0x10 + i), 128);
+  for (i = 0; i < 3; i++) memset(rk_ring_slot(r, pos + i), (int)(0x10 + i), 112);
   rk_ring_commit_n(r, 2); /* only the first two */
   assert_int_equal(rk_ring_peek_n(r, 4, &pos2), 2);
   assert_int_equal(pos2, 1);
   k = rk_ring_reserve_n(r, 8, &pos); /* the third is still ours, plus one free slot */
   assert_int_equal(k, 2);
   assert_int_equal(pos, 3);
-  memset(rk_ring_slot(r, 4), 0x13, 128);
+  memset(rk_ring_slot(r, 4), 0x13, 112);
   rk_ring_commit_n(r, 2);
   assert_null(rk_ring_reserve(r)); /* full */
   assert_int_equal(rk_ring_reserve_n(r, 1, &pos), 0);
   /* peek_n / release_n across the wrap */
   assert_int_equal(rk_ring_peek_n(r, 8, &pos2), 4);
   assert_int_equal(pos2, 1);
-  for (i = 0; i < 4; i++) assert_int_equal(rk_ring_slot(r, pos2 + i)[127], 0x10 + i);
+  for (i = 0; i < 4; i++) assert_int_equal(rk_ring_slot(r, pos2 + i)[111], 0x10 + i);
   rk_ring_release_n(r, 1);
   assert_int_equal(rk_ring_peek_n(r, 8, &pos2), 3);
   assert_int_equal(pos2, 2);
@@ -526,31 +536,32 @@ static void test_message_too_large(void **state) {
   (void)state;
   for (im = 0; im < NELEM(modes); im++) {
     rk_ring *r = make_ring(4, 128, modes[im]);
-    uint8_t msg[256], out[256], want[128];
+    uint8_t msg[256], out[256], want[112];
     uint64_t c;
     int i;
-    for (i = 0; i < 128; i++) want[i] = (uint8_t)(200 - i);
-    /* a message of exactly the slot size fits */
-    assert_int_equal(r->mode == RK_RING_MPSC ? rk_ring_mpsc_push(r, want, 128) : rk_ring_push(r, want, 128),
+    for (i = 0; i < 112; i++) want[i] = (uint8_t)(200 - i);
+    /* a message of exactly the slot's room (the slot less its 16-byte word) fits */
+    assert_int_equal(rk_ring_msg_max(r), 112);
+    assert_int_equal(r->mode == RK_RING_MPSC ? rk_ring_mpsc_push(r, want, 112) : rk_ring_push(r, want, 112),
                      RK_OK);
     memset(msg, 0x77, sizeof msg);
     c = rk_ring_count(r);
-    assert_int_equal(rk_ring_push(r, msg, 129), RK_EMSGSIZE);
-    assert_int_equal(rk_ring_push_n(r, msg, 129, 1), RK_EMSGSIZE);
-    assert_int_equal(rk_ring_mpsc_push(r, msg, 129), RK_EMSGSIZE);
-    assert_int_equal(rk_ring_mpsc_push_n(r, msg, 129, 1), RK_EMSGSIZE);
+    assert_int_equal(rk_ring_push(r, msg, 113), RK_EMSGSIZE);
+    assert_int_equal(rk_ring_push_n(r, msg, 113, 1), RK_EMSGSIZE);
+    assert_int_equal(rk_ring_mpsc_push(r, msg, 113), RK_EMSGSIZE);
+    assert_int_equal(rk_ring_mpsc_push_n(r, msg, 113, 1), RK_EMSGSIZE);
     assert_int_equal(rk_ring_push_wait(r, msg, 256, 1000000), RK_EMSGSIZE);
     assert_int_equal(rk_ring_count(r), c);
     /* the consumer refuses to copy more than a slot, and consumes nothing */
-    assert_int_equal(rk_ring_pop(r, out, 129), RK_EMSGSIZE);
-    assert_int_equal(rk_ring_pop_n(r, out, 129, 1), RK_EMSGSIZE);
-    assert_int_equal(rk_ring_pop_wait(r, out, 129, 1000000), RK_EMSGSIZE);
+    assert_int_equal(rk_ring_pop(r, out, 113), RK_EMSGSIZE);
+    assert_int_equal(rk_ring_pop_n(r, out, 113, 1), RK_EMSGSIZE);
+    assert_int_equal(rk_ring_pop_wait(r, out, 113, 1000000), RK_EMSGSIZE);
     assert_int_equal(rk_ring_count(r), c);
     /* the next pop yields the previous message intact */
     memset(out, 0, sizeof out);
-    assert_int_equal(rk_ring_pop(r, out, 128), RK_OK);
-    assert_memory_equal(out, want, 128);
-    assert_int_equal(rk_ring_pop(r, out, 128), RK_EAGAIN);
+    assert_int_equal(rk_ring_pop(r, out, 112), RK_OK);
+    assert_memory_equal(out, want, 112);
+    assert_int_equal(rk_ring_pop(r, out, 112), RK_EAGAIN);
     rk_ring_destroy(r);
   }
 }

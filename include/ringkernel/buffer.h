@@ -1,6 +1,6 @@
 /** @file ringkernel/buffer.h — bulk data: buffers that kernels read and write in place.
  *
- * A message fits one ring slot (slot_size - 64 bytes of payload). Data larger than that lives in a
+ * A message fits one ring slot (slot_size - 80 bytes of payload). Data larger than that lives in a
  * buffer: a range of one of the runtime's two pools, prepared when the runtime is created (before
  * any kernel is resident: the prepare-then-launch rule), and sub-allocated afterwards without any
  * CUDA allocation call:

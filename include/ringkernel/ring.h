@@ -1,7 +1,10 @@
 /** @file ringkernel/ring.h — lock-free rings that live in any memory, usable from host and device.
  *
- * A ring is a POD header (four 128-byte lines) followed by `capacity` fixed-size slots and one
- * 64-bit sequence word per slot. rk_ring_memsize() + rk_ring_init() place a ring in
+ * A ring is a POD header (four 128-byte lines) followed by `capacity` fixed-size slots. Each slot
+ * starts with its 64-bit sequence word and 8 reserved bytes; the message follows at
+ * RK_RING_MSG_OFFSET (16), so it holds up to slot_size - 16 bytes and the word travels in the same
+ * cache line as the message's first 48 bytes (docs/design-notes.md, "The sequence word in the
+ * slot"). rk_ring_memsize() + rk_ring_init() place a ring in
  * caller memory: ordinary host memory (CPU backend), pinned host-mapped memory (host<->device) or
  * device global memory (K2K). The structure holds offsets, never pointers, so the host and the
  * device address the same ring through their own base pointers.
@@ -13,9 +16,10 @@
  *    by signed 64-bit difference (rk_ring_seq_published), reads the slot, then store-releases `head`;
  *    producers load-acquire `head` before they reuse a slot, through a cache refreshed only when it
  *    says full, so a steady stream touches the consumer's line about once per lap, not per message.
- *    The consumer never polls a producer index: the word it waits on changes line every 8 messages
- *    and the producer's own index stays in the producer's cache (docs/design-notes.md, "Per-slot
- *    publication", has the measurements that chose this over a published `tail`);
+ *    The consumer never polls a producer index: the word it waits on sits in the slot it will read,
+ *    so the line that tells it a message is there also brings the message's first bytes, and the
+ *    producer's own index stays in the producer's cache (docs/design-notes.md, "Per-slot
+ *    publication" and "The sequence word in the slot", has the measurements that chose this);
  *  - SPSC: the producer's position is `tail`, its own word (also stored for rk_ring_count and
  *    rk_ring_close); no read-modify-write anywhere;
  *  - MPSC: producers claim a position by compare-and-swap on `claim` only after they have seen free
@@ -39,7 +43,15 @@ RK_EXTERN_C_BEGIN
 #define RK_RING_SPSC 0u           /**< one producer, one consumer */
 #define RK_RING_MPSC 1u           /**< many producers (of one side), one consumer */
 #define RK_RING_SLOT_ALIGN 64u    /**< slot sizes are multiples of one 64-byte line */
-#define RK_RING_MIN_SLOT 64u      /**< a slot holds at least an envelope */
+#define RK_RING_MIN_SLOT 64u      /**< one line: the sequence word and a message of up to 48 bytes (a
+                                   *   ring of envelopes needs 128: RK_RING_ENVELOPE_SLOT) */
+/** Bytes before a slot's message: its sequence word (0..7) and 8 reserved bytes (8..15, zero).
+ *  rk_ring_slot() returns the message's address; a message holds up to slot_size - 16 bytes. */
+#define RK_RING_MSG_OFFSET 16u
+/** The largest message a slot of slot_size bytes holds. */
+#define RK_RING_MSG_MAX(slot_size) ((slot_size) - RK_RING_MSG_OFFSET)
+/** The smallest slot that holds an envelope (64 bytes) after its sequence word: a kernel's rings. */
+#define RK_RING_ENVELOPE_SLOT 128u
 /** The largest slot size of a ring. */
 #define RK_RING_MAX_SLOT (1u << 24)
 /** The most slots a ring has. */
@@ -64,7 +76,8 @@ typedef struct rk_ring {
   uint64_t capacity; /**< slots (a power of two) */
   uint64_t mask; /**< capacity - 1 */
   uint64_t slots_offset; /**< bytes from the ring's start to slot 0 */
-  uint64_t seq_offset;   /**< bytes from the ring's start to the per-slot sequence words */
+  uint64_t seq_offset;   /**< bytes from the ring's start to slot 0's sequence word (= slots_offset:
+                          *   each slot's first 8 bytes; the words are slot_size bytes apart) */
   uint8_t pad0[RK_LINE - 48];
   /* line 1: producer side */
   volatile uint64_t tail;        /**< SPSC: the producer's index (relaxed store, for observers only) */
@@ -105,21 +118,29 @@ RK_INLINE RK_HD int rk_ring_check_geometry(uint64_t capacity, uint32_t slot_size
   return RK_OK;
 }
 
-/** Bytes a ring of this geometry needs (header + slots + one 8-byte sequence word per slot), or 0
- *  if the geometry is invalid (see rk_ring_check_geometry). */
+/** Bytes a ring of this geometry needs (header + slots; each slot holds its own sequence word), or
+ *  0 if the geometry is invalid (see rk_ring_check_geometry). */
 RK_INLINE RK_HD size_t rk_ring_memsize(uint64_t capacity, uint32_t slot_size, uint32_t mode) {
-  size_t n;
   if (rk_ring_check_geometry(capacity, slot_size, mode) != RK_OK) return 0;
-  n = sizeof(rk_ring) + (size_t)capacity * slot_size;
-  return n + (size_t)capacity * sizeof(uint64_t);
+  return sizeof(rk_ring) + (size_t)capacity * slot_size;
 }
 
-/** The slot of position pos. */
+/** The largest message r's slots hold (slot_size - RK_RING_MSG_OFFSET). */
+RK_INLINE RK_HD uint32_t rk_ring_msg_max(const rk_ring *r) { return RK_RING_MSG_MAX(r->slot_size); }
+/** The message of position pos: RK_RING_MSG_OFFSET bytes into its slot, rk_ring_msg_max bytes. */
 RK_INLINE RK_HD uint8_t *rk_ring_slot(rk_ring *r, uint64_t pos) {
-  return RK_CAST(uint8_t *, r) + r->slots_offset + (size_t)((pos & r->mask) * r->slot_size);
+  return RK_CAST(uint8_t *, r) + r->slots_offset + (size_t)((pos & r->mask) * r->slot_size) + RK_RING_MSG_OFFSET;
+}
+/* The sequence word of position pos, from cached geometry: seq0 is slot 0's word (the ring's start
+ * + seq_offset), the words are slot_size bytes apart. A device lane addresses its rings this way
+ * without reading the header over PCIe. */
+RK_INLINE RK_HD volatile uint64_t *rk_ring__seq_at(volatile uint64_t *seq0, uint32_t slot_size, uint64_t mask,
+                                                   uint64_t pos) {
+  return RK_CAST(volatile uint64_t *, RK_CAST(volatile uint8_t *, seq0) + (size_t)((pos & mask) * slot_size));
 }
 RK_INLINE RK_HD volatile uint64_t *rk_ring__seq(rk_ring *r, uint64_t pos) {
-  return RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset) + (pos & r->mask);
+  return rk_ring__seq_at(RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset), r->slot_size, r->mask,
+                         pos);
 }
 
 /**
@@ -143,10 +164,14 @@ RK_INLINE int rk_ring_init(void *mem, size_t mem_size, uint64_t capacity, uint32
   r->capacity = capacity;
   r->mask = capacity - 1;
   r->slots_offset = sizeof(rk_ring);
-  r->seq_offset = sizeof(rk_ring) + capacity * slot_size;
+  r->seq_offset = sizeof(rk_ring);
   /* Position p is published when seq == p + 1; before the first lap, seq[i] = i + 1 - capacity
-   * (wrapping), which is "not yet" by signed difference for position i. */
-  for (i = 0; i < capacity; i++) *rk_ring__seq(r, i) = i + 1 - capacity;
+   * (wrapping), which is "not yet" by signed difference for position i. The reserved 8 bytes after
+   * each word are zero. */
+  for (i = 0; i < capacity; i++) {
+    *rk_ring__seq(r, i) = i + 1 - capacity;
+    RK_CAST(volatile uint64_t *, rk_ring__seq(r, i))[1] = 0;
+  }
   return RK_OK;
 }
 
@@ -165,7 +190,7 @@ RK_INLINE RK_HD int rk_ring_check(const rk_ring *r) {
   if (r->magic != RK_RING_MAGIC) return RK_ECORRUPT;
   if (rk_ring_check_geometry(r->capacity, r->slot_size, r->mode) != RK_OK) return RK_ECORRUPT;
   if (r->mask != r->capacity - 1) return RK_ECORRUPT;
-  if (r->slots_offset != sizeof(rk_ring) || r->seq_offset != sizeof(rk_ring) + r->capacity * r->slot_size)
+  if (r->slots_offset != sizeof(rk_ring) || r->seq_offset != sizeof(rk_ring))
     return RK_ECORRUPT;
   return RK_OK;
 }
@@ -214,23 +239,27 @@ RK_INLINE RK_HD void rk_ring__copy(void *dst, const void *src, size_t len) {
 #endif
 }
 
-/* Publish positions pos .. pos+k-1 (their slots are written) through the sequence words at `seq`
- * (capacity mask + 1 of them): sequence word = position + 1, the store the consumer's load-acquire
- * in rk_ring_peek_n pairs with. On the host a store-release per word (a plain store on x86); on the
- * device one system-scope fence for the batch, then relaxed stores (the PTX release pattern: the
- * fence orders every earlier write of this thread before them). Taking the array and mask lets a
- * device lane publish from its cached geometry, without reading the ring header over PCIe. */
-RK_INLINE RK_HD void rk_ring__publish_seq(volatile uint64_t *seq, uint64_t mask, uint64_t pos, uint32_t k) {
+/* Publish positions pos .. pos+k-1 (their messages are written) through their slots' sequence
+ * words (seq0: slot 0's word, rk_ring__seq_at): sequence word = position + 1, the store the
+ * consumer's load-acquire in rk_ring_peek_n pairs with. On the host a store-release per word (a
+ * plain store on x86); on the device one system-scope fence for the batch, then relaxed stores (the
+ * PTX release pattern: the fence orders every earlier write of this thread before them). Taking the
+ * geometry lets a device lane publish from its cached copy, without reading the header over PCIe.
+ * The word is written only here (and by rk_ring_init): message writes start RK_RING_MSG_OFFSET
+ * bytes into the slot, so no store of message data covers it (ARCHITECTURE §4: one writer per
+ * word, the device's 16-byte stores included). */
+RK_INLINE RK_HD void rk_ring__publish_seq(volatile uint64_t *seq0, uint32_t slot_size, uint64_t mask, uint64_t pos,
+                                          uint32_t k) {
   uint32_t i;
 #if defined(__CUDA_ARCH__)
   rk_fence_acq_rel_sys();
-  for (i = 0; i < k; i++) rk_store_relaxed_sys_u64(seq + ((pos + i) & mask), pos + i + 1);
+  for (i = 0; i < k; i++) rk_store_relaxed_sys_u64(rk_ring__seq_at(seq0, slot_size, mask, pos + i), pos + i + 1);
 #else
-  for (i = 0; i < k; i++) rk_store_release_sys_u64(seq + ((pos + i) & mask), pos + i + 1);
+  for (i = 0; i < k; i++) rk_store_release_sys_u64(rk_ring__seq_at(seq0, slot_size, mask, pos + i), pos + i + 1);
 #endif
 }
 RK_INLINE RK_HD void rk_ring__publish(rk_ring *r, uint64_t pos, uint32_t k) {
-  rk_ring__publish_seq(rk_ring__seq(r, 0), r->mask, pos, k);
+  rk_ring__publish_seq(rk_ring__seq(r, 0), r->slot_size, r->mask, pos, k);
 }
 
 /* ------------------------------------ SPSC producer ------------------------------------------- */
@@ -280,11 +309,11 @@ RK_INLINE RK_HD void *rk_ring_reserve(rk_ring *r) {
 /** SPSC producer: publish the slot claimed last. */
 RK_INLINE RK_HD void rk_ring_commit(rk_ring *r) { rk_ring_commit_n(r, 1); }
 
-/** SPSC: copy one message of len bytes (len <= slot_size) into the ring.
+/** SPSC: copy one message of len bytes (len <= rk_ring_msg_max) into the ring.
  *  Returns 0, RK_EAGAIN (full), RK_EMSGSIZE, RK_ECLOSED. Single producer only. */
 RK_INLINE RK_HD int rk_ring_push(rk_ring *r, const void *msg, uint32_t len) {
   uint64_t t = r->tail;
-  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  if (RK_UNLIKELY(len > rk_ring_msg_max(r))) return RK_EMSGSIZE;
   if (RK_UNLIKELY(r->claim & RK_RING_CLOSED)) return RK_ECLOSED;
   if (RK_UNLIKELY(rk_ring__spsc_free(r, t, 1) == 0)) return RK_EAGAIN;
   rk_ring__copy(rk_ring_slot(r, t), msg, len);
@@ -298,7 +327,7 @@ RK_INLINE RK_HD int rk_ring_push_n(rk_ring *r, const void *msgs, uint32_t len, u
   uint64_t pos;
   uint32_t k, i;
   const uint8_t *src = RK_CAST(const uint8_t *, msgs);
-  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  if (RK_UNLIKELY(len > rk_ring_msg_max(r))) return RK_EMSGSIZE;
   if (RK_UNLIKELY(r->claim & RK_RING_CLOSED)) return RK_ECLOSED;
   k = rk_ring_reserve_n(r, n, &pos);
   for (i = 0; i < k; i++) rk_ring__copy(rk_ring_slot(r, pos + i), src + (size_t)i * len, len);
@@ -383,7 +412,7 @@ RK_INLINE RK_HD void rk_ring_mpsc_commit(rk_ring *r, uint64_t pos) { rk_ring_mps
 RK_INLINE RK_HD int rk_ring_mpsc_push(rk_ring *r, const void *msg, uint32_t len) {
   uint64_t pos;
   int k;
-  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  if (RK_UNLIKELY(len > rk_ring_msg_max(r))) return RK_EMSGSIZE;
   k = rk_ring_mpsc_reserve_n(r, 1, &pos);
   if (k <= 0) return k == 0 ? RK_EAGAIN : k;
   rk_ring__copy(rk_ring_slot(r, pos), msg, len);
@@ -395,7 +424,7 @@ RK_INLINE RK_HD int rk_ring_mpsc_push_n(rk_ring *r, const void *msgs, uint32_t l
   uint64_t pos;
   int k, i;
   const uint8_t *src = RK_CAST(const uint8_t *, msgs);
-  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  if (RK_UNLIKELY(len > rk_ring_msg_max(r))) return RK_EMSGSIZE;
   if (n == 0) return 0;
   k = rk_ring_mpsc_reserve_n(r, n, &pos);
   if (k <= 0) return k;
@@ -441,11 +470,11 @@ RK_INLINE RK_HD void *rk_ring_peek(rk_ring *r) {
 /** Consumer: release the slot taken last. */
 RK_INLINE RK_HD void rk_ring_release(rk_ring *r) { rk_ring_release_n(r, 1); }
 
-/** Consumer: copy the next message's first len bytes (len <= slot_size) out and consume it.
+/** Consumer: copy the next message's first len bytes (len <= rk_ring_msg_max) out and consume it.
  *  Returns 0, RK_EAGAIN (empty) or RK_EMSGSIZE. */
 RK_INLINE RK_HD int rk_ring_pop(rk_ring *r, void *buf, uint32_t len) {
   uint64_t pos;
-  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  if (RK_UNLIKELY(len > rk_ring_msg_max(r))) return RK_EMSGSIZE;
   if (!rk_ring_peek_n(r, 1, &pos)) return RK_EAGAIN;
   rk_ring__copy(buf, rk_ring_slot(r, pos), len);
   rk_ring_release_n(r, 1);
@@ -457,7 +486,7 @@ RK_INLINE RK_HD int rk_ring_pop_n(rk_ring *r, void *buf, uint32_t len, uint32_t 
   uint64_t pos;
   uint32_t k, i;
   uint8_t *dst = RK_CAST(uint8_t *, buf);
-  if (RK_UNLIKELY(len > r->slot_size)) return RK_EMSGSIZE;
+  if (RK_UNLIKELY(len > rk_ring_msg_max(r))) return RK_EMSGSIZE;
   k = rk_ring_peek_n(r, n, &pos);
   for (i = 0; i < k; i++) rk_ring__copy(dst + (size_t)i * len, rk_ring_slot(r, pos + i), len);
   if (k) rk_ring_release_n(r, k);

@@ -161,7 +161,9 @@ typedef struct rk_kernel_desc {
                                      unless the launch options name a count */
   uint32_t inbox_capacity;      /**< slots per lane inbox (power of two); 0: 1024 */
   uint32_t outbox_capacity;     /**< slots per lane outbox (power of two); 0: inbox_capacity */
-  uint32_t slot_size;           /**< bytes per slot incl. the 64-byte envelope (multiple of 64); 0: 256 */
+  uint32_t slot_size;           /**< bytes per slot (multiple of 64, at least 128; 0: 256): the ring's 16-byte
+                                 *   sequence word, the 64-byte envelope, the payload (so payloads of up to
+                                 *   slot_size - 80 bytes) */
   rk_backpressure backpressure; /**< default BLOCK */
   const rk_msg_type *const *types; /**< accepted message types (NULL: any type, any size) */
   uint32_t n_types; /**< entries in types */
@@ -195,7 +197,7 @@ typedef struct rk_launch_options {
   uint32_t threads_per_lane;    /**< taken as given, on every backend (0: the descriptor's) */
   uint32_t inbox_capacity; /**< slots per lane inbox (power of two) */
   uint32_t outbox_capacity; /**< slots per lane outbox (power of two) */
-  uint32_t slot_size; /**< bytes per slot, the envelope included */
+  uint32_t slot_size; /**< bytes per slot, the ring's 16 bytes and the envelope included */
   rk_backpressure backpressure; /**< what a full inbox does to a sender */
   int64_t send_timeout_ns;      /**< BLOCK policy wait; 0: 1 s; negative: forever */
   uint64_t launch_timeout_ns;   /**< lanes must check in within this; 0: 5 s */

@@ -448,6 +448,24 @@ RK_INLINE __device__ uint32_t rk_dev_run(uint32_t bits) {
   return n;
 }
 
+/* The sequence word of position pos of a ring whose slot 0's word is seq0 (the lane's cached
+ * geometry; each slot's first 8 bytes, ring.h) and the most payload a slot holds. */
+RK_INLINE __device__ volatile uint64_t *rk_dev_seq(const rk_dev_params *p, const volatile uint64_t *seq0, uint64_t mask,
+                                                   uint64_t pos) {
+  return rk_ring__seq_at(RK_CAST(volatile uint64_t *, seq0), p->slot_size, mask, pos);
+}
+RK_INLINE __device__ uint32_t rk_dev_payload_max(const rk_dev_params *p) {
+  return RK_RING_MSG_MAX(p->slot_size) - RK_ENVELOPE_SIZE;
+}
+/* Bytes of an outbox message written when it is `end` bytes long: up to the end of the slot's line
+ * that holds its last byte (the message starts RK_RING_MSG_OFFSET bytes into its 64-byte aligned
+ * slot), so the host reads whole lines, none of them half stale; never into the next slot. A
+ * multiple of 16 (the copy's stores). */
+RK_INLINE __device__ uint32_t rk_dev_out_bytes(const rk_dev_params *p, uint32_t end) {
+  uint32_t b = ((end + RK_RING_MSG_OFFSET + 63u) & ~63u) - RK_RING_MSG_OFFSET;
+  return b > RK_RING_MSG_MAX(p->slot_size) ? RK_RING_MSG_MAX(p->slot_size) : b;
+}
+
 /* Thread 0, nothing known published (or not consuming: the control line alone): one poll, one round. The control line (when due), the next
  * batch's sequence words after the head's (relaxed), and last the head position's word: with an
  * acquire load, so a message found is taken without a fence, the loads before it still in flight
@@ -475,9 +493,12 @@ RK_INLINE __device__ void rk_dev_poll(const rk_dev_params *p, rk_dev_lane *L, ui
   if (head) head_seen = rk_dev_ld_obs(&L->out->head); /* pairs with the drainer's release (a fence after) */
 #pragma unroll
   for (i = 1; i < RK_DEV_MAX_BATCH; i++)
-    if (i < look) w[i] = rk_dev_ld_obs(s + ((L->in_head + i) & L->in_mask));
+    if (i < look) w[i] = rk_dev_ld_obs(rk_dev_seq(p, s, L->in_mask, L->in_head + i));
   /* pairs with the host producers' store-release of each sequence word (rk_ring_mpsc_commit_n) */
-  if (look) w0 = deep ? rk_dev_ld_obs(s + (L->in_head & L->in_mask)) : rk_dev_ld_acq(s + (L->in_head & L->in_mask));
+  if (look) {
+    const volatile uint64_t *s0 = rk_dev_seq(p, s, L->in_mask, L->in_head);
+    w0 = deep ? rk_dev_ld_obs(s0) : rk_dev_ld_acq(s0);
+  }
   RK_DEV_ROUND_END();
   if (ctl) {
     L->ctl_seq = seq;
@@ -531,7 +552,7 @@ RK_INLINE __device__ void rk_dev_poll_ahead(const rk_dev_params *p, rk_dev_lane 
   if (head) head_seen = rk_dev_ld_obs(&L->out->head); /* pairs with the drainer's release (the flush's fence) */
 #pragma unroll
   for (i = 0; i < RK_DEV_MAX_BATCH; i++)
-    if (i < look) w[i] = rk_dev_ld_obs(L->in_seq + ((from + i) & L->in_mask));
+    if (i < look) w[i] = rk_dev_ld_obs(rk_dev_seq(p, L->in_seq, L->in_mask, from + i));
   RK_DEV_ROUND_END();
   if (ctl) {
     L->ctl_seq = seq;
@@ -598,7 +619,7 @@ RK_INLINE __device__ uint8_t *rk_dev_in_slot(const rk_dev_params *p, const rk_de
 RK_INLINE __device__ uint32_t rk_dev_msg_bytes(const rk_dev_params *p, const rk_envelope *e) {
   uint64_t n = (uint64_t)RK_ENVELOPE_SIZE + e->payload_len;
   n = (n + 15u) & ~(uint64_t)15u;
-  return n > p->slot_size ? p->slot_size : (uint32_t)n;
+  return n > RK_RING_MSG_MAX(p->slot_size) ? RK_RING_MSG_MAX(p->slot_size) : (uint32_t)n;
 }
 
 /* All threads: copy the batch's n slots into shared memory: first each slot's first L->prefix
@@ -627,7 +648,7 @@ RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L,
     uint32_t want = s < n ? rk_dev_msg_bytes(p, RK_CAST(const rk_envelope *, dst + (size_t)s * p->slot_size)) : 0;
     extra[s] = want > pre ? (want - pre) / 16u : 0;
     total += extra[s];
-    if (threadIdx.x == 0 && s == 0) L->prefix = RK_DEV_COPY_PREFIX < p->slot_size ? RK_DEV_COPY_PREFIX : p->slot_size;
+    if (threadIdx.x == 0 && s == 0) L->prefix = RK_DEV_COPY_PREFIX < RK_RING_MSG_MAX(p->slot_size) ? RK_DEV_COPY_PREFIX : RK_RING_MSG_MAX(p->slot_size);
     if (threadIdx.x == 0 && want > L->prefix) L->prefix = want;
   }
   if (total == 0) return; /* uniform: every thread read the same envelopes */
@@ -688,12 +709,12 @@ RK_INLINE __device__ rk_envelope *rk_dev_stage_header(const rk_dev_params *p, rk
   return e;
 }
 
-/* Thread 0: a staged reply is complete: zero its last line past the payload (lines go out whole),
- * count it. Staging slots are 64-byte aligned: 8-byte stores, a masked one for a partial word. */
+/* Thread 0: a staged reply is complete: zero what of its last line lies past the payload (lines go
+ * out whole: rk_dev_out_bytes), count it. Staging slots are 64-byte aligned: 8-byte stores, a
+ * masked one for a partial word. */
 RK_INLINE __device__ void rk_dev_stage_done(const rk_dev_params *p, rk_dev_lane *L, rk_envelope *e) {
-  uint32_t end = RK_ENVELOPE_SIZE + e->payload_len, line_end = (end + 63u) & ~63u, i;
+  uint32_t end = RK_ENVELOPE_SIZE + e->payload_len, line_end = rk_dev_out_bytes(p, end), i;
   uint64_t *w = RK_CAST(uint64_t *, e);
-  if (line_end > p->slot_size) line_end = p->slot_size;
   if (end & 7u) w[end / 8u] &= (1ull << (8u * (end & 7u))) - 1u; /* little-endian: keep the low bytes */
   for (i = (end + 7u) / 8u; i < line_end / 8u; i++) w[i] = 0;
   L->staged++;
@@ -741,7 +762,7 @@ RK_INLINE __device__ int rk_dev_k2k_push(const rk_dev_params *p, rk_dev_lane *L,
   rk_envelope *e;
   uint64_t pos;
   int k;
-  if (total > d->slot_size - RK_ENVELOPE_SIZE) return RK_EMSGSIZE;
+  if (total > RK_RING_MSG_MAX(d->slot_size) - RK_ENVELOPE_SIZE) return RK_EMSGSIZE;
   if (L->kpend == RK_DEV_K2K_PENDING) return RK_EAGAIN;
   if (rk_load_relaxed_dev_u64(&d->closed)) return RK_ECLOSED; /* the host's flag; the drain's close is in claim */
   r = rk_dev_k2k_ring(d, lane);
@@ -880,8 +901,8 @@ RK_INLINE __device__ uint32_t rk_dev_k2k_take(const rk_dev_params *p, rk_dev_lan
 #pragma unroll
   for (i = 0; i < RK_DEV_MAX_BATCH; i++)
     if (i < max)
-      w[i] = L->kin_sys ? RK_DEV_K2K_OBS_SYS(L->kin_seq + ((L->kin_head + i) & L->kin_mask))
-                        : RK_DEV_K2K_OBS(L->kin_seq + ((L->kin_head + i) & L->kin_mask));
+      w[i] = L->kin_sys ? RK_DEV_K2K_OBS_SYS(rk_dev_seq(p, L->kin_seq, L->kin_mask, L->kin_head + i))
+                        : RK_DEV_K2K_OBS(rk_dev_seq(p, L->kin_seq, L->kin_mask, L->kin_head + i));
 #pragma unroll
   for (i = 0; i < RK_DEV_MAX_BATCH; i++)
     if (i < max && rk_ring_seq_published(w[i], L->kin_head + i)) bits |= 1u << i;
@@ -905,7 +926,7 @@ RK_INLINE __device__ void rk_dev_k2k_copy_in(const rk_dev_params *p, const rk_de
     uint64_t bytes = (uint64_t)RK_ENVELOPE_SIZE + (w1 >> 32);
     uint32_t words;
     bytes = (bytes + 15u) & ~(uint64_t)15u;
-    words = (uint32_t)((bytes > p->slot_size ? p->slot_size : bytes) / 8u);
+    words = (uint32_t)((bytes > RK_RING_MSG_MAX(p->slot_size) ? RK_RING_MSG_MAX(p->slot_size) : bytes) / 8u);
     for (c = threadIdx.x; c < words; c += blockDim.x)
       RK_CAST(uint64_t *, dst + (size_t)s * p->slot_size)[c] = rk_load_relaxed_dev_u64(src + c);
   }
@@ -1022,7 +1043,7 @@ RK_INLINE __device__ int rk_dev_reply_put(const rk_dev_params *p, rk_dev_lane *L
   rk_envelope *e;
   if (L->cur.env.flags & RK_ENV_F_NO_REPLY) return RK_OK;
   if (L->cur.env.flags & RK_ENV_F_K2K) return rk_dev_k2k_reply(p, L, type, flags, 0, 0, payload, len);
-  if (len > p->slot_size - RK_ENVELOPE_SIZE) return RK_EMSGSIZE;
+  if (len > rk_dev_payload_max(p)) return RK_EMSGSIZE;
   if (L->staged == L->stage_cap || !rk_dev_room(L, 1)) return RK_EAGAIN;
   e = rk_dev_stage_header(p, L, type, len, flags);
   rk_dev_copy_payload(e + 1, payload, len);
@@ -1043,14 +1064,16 @@ RK_INLINE __device__ int rk_dev_reply_error(const rk_dev_params *p, rk_dev_lane 
   return RK_OK;
 }
 
-/* All threads: write the staged replies into their outbox slots, whole 64-byte lines, 16 bytes per
- * thread per store (a warp writes 512 bytes per store instruction). Posted stores: no round. */
+/* All threads: write the staged replies into their outbox slots, whole 64-byte lines of the slot
+ * from the message's start (RK_RING_MSG_OFFSET: the sequence word's 16 bytes are never written
+ * here, only published after the fence), 16 bytes per thread per store (a warp writes 512 bytes
+ * per store instruction). Posted stores: no round. */
 RK_INLINE __device__ void rk_dev_copy_out(const rk_dev_params *p, rk_dev_lane *L) {
   uint32_t chunks[RK_DEV_MAX_BATCH], total = 0, i, c;
 #pragma unroll
   for (i = 0; i < RK_DEV_MAX_BATCH; i++) { /* constant indices: chunks[] stays in registers */
     uint32_t end = i < L->staged ? RK_ENVELOPE_SIZE + rk_dev_staged(p, L, i)->payload_len : 0;
-    chunks[i] = ((end > p->slot_size ? p->slot_size : end) + 63u) / 64u * 4u;
+    chunks[i] = i < L->staged ? rk_dev_out_bytes(p, end) / 16u : 0;
     total += chunks[i];
   }
   for (c = threadIdx.x; c < total; c += blockDim.x) {
@@ -1069,7 +1092,9 @@ RK_INLINE __device__ void rk_dev_copy_out(const rk_dev_params *p, rk_dev_lane *L
                                               k * 16u),
                 src[0], src[1]);
   }
-  RK_DEV_NOTE(threadIdx.x == 0 ? rk_emu_note_replies(L->staged, total / 4u) : (void)0);
+  /* lines of the slots written: the first holds the word and the message's first 48 bytes */
+  RK_DEV_NOTE(threadIdx.x == 0 ? rk_emu_note_replies(L->staged, (total * 16u + L->staged * RK_RING_MSG_OFFSET) / 64u)
+                               : (void)0);
 }
 
 /* All threads (collective): publish. Thread 0 stamps the staged replies with one clock CAS (which
@@ -1122,7 +1147,8 @@ RK_INLINE __device__ void rk_dev_flush(const rk_dev_params *p, rk_dev_lane *L) {
        * producers' load-acquire of head */
       rk_dev_st_pub(&L->in->head, L->in_done);
     }
-    for (i = 0; i < L->staged; i++) rk_dev_st_pub(L->out_seq + ((L->out_tail + i) & L->out_mask), L->out_tail + i + 1);
+    for (i = 0; i < L->staged; i++)
+      rk_dev_st_pub(rk_dev_seq(p, L->out_seq, L->out_mask, L->out_tail + i), L->out_tail + i + 1);
     /* K2K (device memory), after the same fence: the messages' sequence words (pair with the
      * consumer's acquire, rk_dev_k2k_take) and the K2K inbox head (pairs with the producers'
      * acquire of head in rk_ring_mpsc_reserve_n: the slots were copied) */
@@ -1273,7 +1299,7 @@ static __device__ int rk_reply_error(rk_ctx *ctx, int32_t code, const void *payl
       L->coll_rc = RK_ESTATE;
     } else if (L->cur.env.flags & RK_ENV_F_NO_REPLY) {
       L->coll_rc = RK_OK;
-    } else if (len > RK_REPLY_ERROR_MAX || len > ctx->p->slot_size - RK_ENVELOPE_SIZE - (uint32_t)sizeof(int32_t)) {
+    } else if (len > RK_REPLY_ERROR_MAX || len > rk_dev_payload_max(ctx->p) - (uint32_t)sizeof(int32_t)) {
       L->coll_rc = RK_EMSGSIZE;
     } else if (L->cur.env.flags & RK_ENV_F_K2K) {
       L->coll_rc = rk_dev_k2k_reply(ctx->p, L, L->cur.env.type, RK_ENV_F_ERROR, 1, code, payload, len);
@@ -1299,7 +1325,7 @@ static __device__ void *rk_reply_reserve(rk_ctx *ctx, uint32_t type, uint32_t le
   if (threadIdx.x == 0) {
     L->coll_ptr = 0;
     /* (NULL for a K2K message, whose answer goes over K2K: answered with rk_reply, as on the CPU) */
-    if (!(L->cur.env.flags & (RK_ENV_F_NO_REPLY | RK_ENV_F_K2K)) && len <= ctx->p->slot_size - RK_ENVELOPE_SIZE &&
+    if (!(L->cur.env.flags & (RK_ENV_F_NO_REPLY | RK_ENV_F_K2K)) && len <= rk_dev_payload_max(ctx->p) &&
         L->reserved < 0 && L->staged < L->stage_cap && rk_dev_room(L, 1)) {
       rk_envelope *e = rk_dev_stage_header(ctx->p, L, type, len, 0);
       L->reserved = (int32_t)L->staged;
@@ -1350,7 +1376,7 @@ RK_INLINE __device__ void rk_dev_k2k_answer(const rk_dev_params *p, rk_dev_lane 
  * handler; 1: refused (and answered with an error reply when its header is trustworthy enough).
  * The caller made sure a reply fits, so an error reply is never dropped. */
 RK_INLINE __device__ void rk_dev_admit(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
-  int chk = rk_envelope_validate(e, 0, p->slot_size - RK_ENVELOPE_SIZE, p->kernel_id);
+  int chk = rk_envelope_validate(e, 0, rk_dev_payload_max(p), p->kernel_id);
   /* a K2K inbox (the transport inbox too) takes K2K messages only, a host inbox none (as the CPU lane) */
   if (chk == RK_ENV_OK && !(e->flags & RK_ENV_F_K2K) != !L->kin_batch) chk = RK_ENV_BAD_FLAGS;
   L->skip = 1;
@@ -1513,10 +1539,10 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     out_tail = rk_dev_ld(&L.out->tail);
     out_head = rk_dev_ld(&L.out->head);
     RK_DEV_ROUND_END();
-    L.in_slots = RK_CAST(uint8_t *, L.in) + in_so;
+    L.in_slots = RK_CAST(uint8_t *, L.in) + in_so + RK_RING_MSG_OFFSET; /* messages: past each slot's word */
     L.in_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.in) + in_qo);
     L.in_mask = in_mask;
-    L.out_slots = RK_CAST(uint8_t *, L.out) + out_so;
+    L.out_slots = RK_CAST(uint8_t *, L.out) + out_so + RK_RING_MSG_OFFSET;
     L.out_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.out) + out_qo);
     L.out_mask = out_mask;
     L.out_cap = out_mask + 1;
@@ -1524,7 +1550,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.out_tail = out_tail;
     L.out_head = out_head;
     L.stage = rk_smem + (size_t)p->batch * p->slot_size;
-    L.prefix = RK_DEV_COPY_PREFIX < p->slot_size ? RK_DEV_COPY_PREFIX : p->slot_size;
+    L.prefix = RK_DEV_COPY_PREFIX < RK_RING_MSG_MAX(p->slot_size) ? RK_DEV_COPY_PREFIX : RK_RING_MSG_MAX(p->slot_size);
     L.stage_cap = p->batch;
     L.next_reply_id = 0;
     L.ack = 0;
@@ -1576,7 +1602,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     if (p->graph) { /* the K2K inbox (device memory, written before the launch): where the old lanes left it */
       rk_ring *r = rk_dev_k2k_ring(p->graph + p->graph_node, blockIdx.x);
       L.kin = r;
-      L.kin_slots = RK_CAST(uint8_t *, r) + r->slots_offset;
+      L.kin_slots = RK_CAST(uint8_t *, r) + r->slots_offset + RK_RING_MSG_OFFSET;
       L.kin_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset);
       L.kin_mask = r->mask;
       L.kin_head = L.kin_done = L.kin_released = rk_load_relaxed_dev_u64(&r->head);
@@ -1586,7 +1612,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
       if (p->graph[p->graph_node].x_base) { /* the transport inbox: host-mapped, host producers only */
         r = RK_CAST(rk_ring *, p->graph[p->graph_node].x_base + (size_t)blockIdx.x * p->graph[p->graph_node].x_stride);
         L.x = r;
-        L.x_slots = RK_CAST(uint8_t *, r) + r->slots_offset;
+        L.x_slots = RK_CAST(uint8_t *, r) + r->slots_offset + RK_RING_MSG_OFFSET;
         L.x_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset);
         L.x_ask = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + p->graph[p->graph_node].x_stride - RK_LINE);
         L.x_mask = r->mask;

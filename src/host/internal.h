@@ -751,7 +751,10 @@ uint64_t rk__cc_compile_count(void);
 
 /* cpu_backend.c */
 /* The payload bytes a slot of k's rings holds (inline: on every message's path) */
-static inline uint32_t rk__payload_max(const rk_kernel *k) { return k->slot_size - RK_ENVELOPE_SIZE; }
+/* The most payload k's messages carry: a slot less its sequence word's 16 bytes and the envelope. */
+static inline uint32_t rk__payload_max(const rk_kernel *k) {
+  return RK_RING_MSG_MAX(k->slot_size) - RK_ENVELOPE_SIZE;
+}
 /* cpu_backend.c: a lane thread of k is done with it (drops its thread_refs reference). */
 void rk__cpu_thread_done(rk_kernel *k);
 

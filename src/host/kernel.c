@@ -811,16 +811,16 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
                   "threads_per_lane): 1..1024", k->name, k->threads);
     goto fail_early;
   }
-  if (rk_ring_check_geometry(k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||
+  if (k->slot_size < RK_RING_ENVELOPE_SLOT || rk_ring_check_geometry(k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||
       rk_ring_check_geometry(k->outbox_cap, k->slot_size, RK_RING_SPSC) != RK_OK) {
     rc = rk__fail(rt, RK_EINVAL,
                   "kernel %s: bad ring geometry (fields .inbox_capacity %u and .outbox_capacity %u, or the launch "
                   "options of those names, must be powers of two; .slot_size %u must be a multiple of 64, at least "
-                  "64)", k->name, k->inbox_cap, k->outbox_cap, k->slot_size);
+                  "128)", k->name, k->inbox_cap, k->outbox_cap, k->slot_size);
     goto fail_early;
   }
   for (i = 0; i < desc->n_types; i++)
-    if (desc->types[i]->size > k->slot_size - RK_ENVELOPE_SIZE) {
+    if (desc->types[i]->size > rk__payload_max(k)) {
       rc = rk__fail(rt, RK_EMSGSIZE, "kernel %s: message type %s (field .types[%u], %u bytes) does not fit a %u-byte "
                     "slot (field .slot_size, launch option slot_size)", k->name,
                     desc->types[i]->name ? desc->types[i]->name : "?", i, desc->types[i]->size, k->slot_size);

@@ -54,7 +54,7 @@ static inline void add(volatile uint64_t *c, uint64_t n) {
 static int lane_ring_ok(const rk_kernel *k, const rk_ring *r, uint64_t capacity, uint32_t mode) {
   return r->magic == RK_RING_MAGIC && r->mode == mode && r->slot_size == k->slot_size && r->capacity == capacity &&
          r->mask == capacity - 1 && r->slots_offset == sizeof(rk_ring) &&
-         r->seq_offset == sizeof(rk_ring) + capacity * k->slot_size;
+         r->seq_offset == sizeof(rk_ring);
 }
 
 /* A counter of the drainer's (rk__lane.rx_*, drain_lock held): one writer at a time, so a relaxed

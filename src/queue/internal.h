@@ -24,7 +24,8 @@ int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns
  * (outbox) and the room it made (inbox). */
 void rk__ring_notify2(rk_ring *cons, rk_ring *prods);
 
-/* Cache hints for a slot's first two lines (the envelope and the first 64 payload bytes), issued
+/* Cache hints for a slot's first two lines (its sequence word with the message's first 48 bytes,
+ * and the next 64: an envelope and 32 payload bytes need both; pos's message starts at p), issued
  * where a thread knows which slot it will touch next (issue 16, docs/design-notes.md "Where an
  * rk_call round trip goes"). Read: a consumer that has just seen position pos published fetches
  * both lines at once, so their transfers from the producer's core overlap instead of following

@@ -379,7 +379,7 @@ int rk_ring_push_wait(rk_ring *r, const void *msg, uint32_t len, int64_t timeout
   uint64_t start = 0;
   int rc;
   if (rk_ring_check(r) != RK_OK || (msg == NULL && len > 0)) return RK_EINVAL;
-  if (len > r->slot_size) return RK_EMSGSIZE;
+  if (len > rk_ring_msg_max(r)) return RK_EMSGSIZE;
   for (;;) {
     rc = r->mode == RK_RING_MPSC ? rk_ring_mpsc_push(r, msg, len) : rk_ring_push(r, msg, len);
     if (rc == RK_OK) {
@@ -406,7 +406,7 @@ int rk_ring_push_wait(rk_ring *r, const void *msg, uint32_t len, int64_t timeout
 int rk_ring_pop_wait(rk_ring *r, void *buf, uint32_t len, int64_t timeout_ns) {
   int rc;
   if (rk_ring_check(r) != RK_OK || (buf == NULL && len > 0)) return RK_EINVAL;
-  if (len > r->slot_size) return RK_EMSGSIZE;
+  if (len > rk_ring_msg_max(r)) return RK_EMSGSIZE;
   rc = rk_ring_wait_readable(r, timeout_ns);
   if (rc != RK_OK) return rc;
   rc = rk_ring_pop(r, buf, len);

@@ -190,7 +190,7 @@ static void launch(rk_runtime *rt, slot *s, input *in) {
   lo.threads_per_lane = (h % 4) == 2 ? 1 + ((geo >> 2) & 3) : 1; /* several only for the collective handler */
   lo.inbox_capacity = 1u << ((geo >> 4) & 3);                  /* 1..8 */
   lo.outbox_capacity = 1u << ((geo >> 6) & 3);
-  lo.slot_size = 64u * (1 + ((geo >> 8) & 3));                 /* 64..256 */
+  lo.slot_size = 64u * (2 + ((geo >> 8) & 3));                 /* 128..320 */
   lo.backpressure = (rk_backpressure)((geo >> 10) % 3);
   lo.send_timeout_ns = (int64_t)(1 + ((geo >> 12) & 7)) * MS;   /* BLOCK waits 1..8 ms */
   if (((geo >> 15) & 1) && (h & 0x80)) lo.slot_size = 100;       /* an invalid geometry now and then */
@@ -362,7 +362,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       default: { /* a burst of no-reply sends: fill the rings */
         uint32_t j;
         for (j = 0; j < 1 + arg % 32; j++)
-          ONE_OF(rk_send(k, 1, payload, len % (s->slot_size - 63), RK_SEND_NO_REPLY | RK_SEND_NOWAIT, NULL), RK_OK,
+          ONE_OF(rk_send(k, 1, payload, len % (s->slot_size - RK_RING_MSG_OFFSET - RK_ENVELOPE_SIZE + 1), RK_SEND_NO_REPLY | RK_SEND_NOWAIT, NULL), RK_OK,
                  RK_EAGAIN, RK_ECLOSED, RK_ESTATE);
         break;
       }

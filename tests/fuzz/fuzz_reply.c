@@ -34,7 +34,8 @@
 #define LANES 2u
 #define OUTBOX_CAP 16u
 #define SLOT 128u
-#define PAYLOAD_MAX (SLOT - RK_ENVELOPE_SIZE)
+#define MSG (SLOT - RK_RING_MSG_OFFSET) /* a slot's message: after its sequence word */
+#define PAYLOAD_MAX (MSG - RK_ENVELOPE_SIZE)
 #define WAITERS 4u
 #define REPLY_TYPE 9u
 
@@ -99,7 +100,7 @@ typedef struct sent {
   uint32_t w;
   uint32_t lane;
   uint64_t corr;
-  uint8_t bytes[SLOT]; /* the slot as published */
+  uint8_t bytes[MSG]; /* the message as published */
   int delivered;
 } sent;
 
@@ -241,15 +242,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (kind == 2) { /* input bytes over chosen offsets of the slot */
       uint32_t n = 1 + (uint32_t)take(&in, 1) % 8;
       for (j = 0; j < n && in.left; j++) {
-        uint32_t off = (uint32_t)take(&in, 1) % SLOT;
+        uint32_t off = (uint32_t)take(&in, 1) % MSG;
         slot[off] = (uint8_t)take(&in, 1);
       }
       x->good = 0;
     } else if (kind == 3) { /* a whole slot of input bytes */
-      for (j = 0; j < SLOT && in.left; j++) slot[j] = (uint8_t)take(&in, 1);
+      for (j = 0; j < MSG && in.left; j++) slot[j] = (uint8_t)take(&in, 1);
       x->good = 0;
     }
-    memcpy(x->bytes, slot, SLOT);
+    memcpy(x->bytes, slot, MSG);
     rk_ring_commit_n(r, 1);
     count[lane]++;
     nsent++;

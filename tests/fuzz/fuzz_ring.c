@@ -44,12 +44,12 @@ static uint64_t take(input *in, unsigned bytes) {
   return v;
 }
 
-/* Touch every byte of a slot the ring handed out: a read and a write. */
+/* Touch every byte of a message the ring handed out (rk_ring_msg_max of them): a read and a write. */
 static void touch(rk_ring *r, void *slot) {
   volatile uint8_t *s = (volatile uint8_t *)slot;
-  uint32_t i;
-  for (i = 0; i < r->slot_size; i += 8) s[i] = (uint8_t)(s[i] + 1);
-  s[r->slot_size - 1] = s[0];
+  uint32_t i, n = rk_ring_msg_max(r);
+  for (i = 0; i < n; i += 8) s[i] = (uint8_t)(s[i] + 1);
+  s[n - 1] = s[0];
 }
 
 static void run_ops(rk_ring *r, input *in) {
@@ -143,8 +143,8 @@ static void run_ops(rk_ring *r, input *in) {
       default: /* a whole slot of attacker bytes at a position */
         pos = take(in, 8);
         {
-          uint8_t *s = rk_ring_slot(r, pos);
-          for (i = 0; i < slot && in->left; i++) s[i] = (uint8_t)take(in, 1);
+          uint8_t *s = rk_ring_slot(r, pos); /* the word too: it sits just before the message */
+          for (i = 0; i < slot && in->left; i++) s[(int)i - (int)RK_RING_MSG_OFFSET] = (uint8_t)take(in, 1);
         }
         break;
     }
@@ -198,7 +198,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       h->capacity = lcap;
       h->mask = lcap - 1;
       h->slot_size = lslot;
-      h->seq_offset = sizeof(rk_ring) + lcap * lslot;
+      h->seq_offset = sizeof(rk_ring);
       h->mode = (uint32_t)take(&in, 1) & 1;
     }
     patches = (uint32_t)take(&in, 1) % 8;

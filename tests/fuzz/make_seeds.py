@@ -54,7 +54,8 @@ def envelope_seeds():
 
 def ring_header(cap, slot, mode):
     # rk_ring line 0, then three zeroed lines
-    line0 = struct.pack("<IIIIQQQQ", 0x474E4952, mode, slot, 0, cap, cap - 1, 512, 512 + cap * slot)
+    # slots_offset 512, seq_offset 512: each slot starts with its sequence word
+    line0 = struct.pack("<IIIIQQQQ", 0x474E4952, mode, slot, 0, cap, cap - 1, 512, 512)
     return line0.ljust(128, b"\0") + bytes(384)
 
 
@@ -73,8 +74,9 @@ TRAFFIC = ops((0x33, 8), (0x73, 60), (0x15, 0), (0x00, 0), (0x31, 8), (0x72, 16)
 
 def ring_seeds():
     for cap, slot, mode in ((1, 64, 0), (4, 128, 1), (8, 64, 0), (16, 192, 1)):
-        image = ring_header(cap, slot, mode) + bytes(cap * slot) + b"".join(
-            struct.pack("<Q", (i + 1 - cap) & (2**64 - 1)) for i in range(cap))
+        # each slot: its word (i + 1 - cap: not yet published), 8 reserved bytes, the message
+        image = ring_header(cap, slot, mode) + b"".join(
+            struct.pack("<QQ", (i + 1 - cap) & (2**64 - 1), 0) + bytes(slot - 16) for i in range(cap))
         size = len(image)
         write("ring", "raw-%d-%d-%s" % (cap, slot, "mpsc" if mode else "spsc"),
               bytes([0]) + size.to_bytes(3, "little") + image + TRAFFIC)
@@ -92,7 +94,7 @@ def ring_seeds():
 
 def reply_seeds():
     # nwait, buf_len, per waiter (lane, buf_len), then per slot: op (lane bit 0, kind bits 1-2,
-    # waiter bits 3+), len, [kind 2: count, (offset, value)...] [kind 3: 128 bytes]
+    # waiter bits 3+), len, [kind 2: count, (offset, value)...] [kind 3: 112 bytes: the message]
     good = bytes([2, 64, 0, 64, 1, 64])
     good += bytes([0x00, 16, 0x09, 8, 0x02, 10, 0x03, 0, 0x08, 4, 0x01, 32])
     write("reply", "good-both-lanes", good)
@@ -101,7 +103,7 @@ def reply_seeds():
     bad += bytes([0x00, 16])                                  # the waiter's reply
     bad += bytes([0x04, 8, 1, 0, 0x00])                        # damaged magic
     bad += bytes([0x01, 8])                                    # the waiter's reply on the wrong lane
-    bad += bytes([0x06, 8]) + envelope(5, 0x40000000, F_REPLY, corr=5, src=1) + bytes(64)
+    bad += bytes([0x06, 8]) + envelope(5, 0x40000000, F_REPLY, corr=5, src=1) + bytes(48)
     write("reply", "damaged", bad)
     # the first byte: waiters in bits 0-2, the drain mode in bits 3+ (0 rk_recv, 1 a caller first,
     # 2 callbacks)
