@@ -142,7 +142,8 @@ static const char *k_rtt_bench(int K) { return K_IS_96(K) ? "ring.spsc.msg96" : 
  * separate array (8 words per line, after the slots) into the slot's own lines pays, before anyone
  * changed the ring format. ring.h has since taken the word into the slot ([word 0..7][reserved
  * 8..15][message 16..]: `ringkernel` is proto.seqslot's layout with the message 8 bytes later, in
- * 128-byte slots); the prototypes stay as the record of the choice (docs/design-notes.md). Everything but the layout is rk_ring's: the header's lines (producer
+ * 128-byte slots); the prototypes stay as the record of the choice (docs/design-notes.md).
+ * Everything but the layout is rk_ring's: the header's lines (producer
  * line: tail, claim, prod_head; consumer line: head; 128-byte lines, as RK_LINE), the producer's
  * cached head refreshed only when it says full, publication by a store-release of the word =
  * position + 1 after the slot is written, the consumer's load-acquire of the word and the signed

@@ -188,7 +188,8 @@ RK_INLINE RK_HD rk_envelope_check rk_envelope_validate(const rk_envelope *e, con
  * @param e            the envelope (payload_len bytes of payload follow it unless `payload` says)
  * @param payload      the payload (NULL: the bytes right after the envelope); read only after the
  *                     length passed, and only payload_len bytes of it
- * @param max_payload  the most payload the slot can hold (slot size - RK_ENVELOPE_SIZE)
+ * @param max_payload  the most payload the slot can hold (rk_ring_msg_max - RK_ENVELOPE_SIZE: the
+ *                     slot less its sequence word and the envelope)
  * @param expected_src the id of the kernel whose outbox held the reply, or UINT32_MAX to skip
  * @return RK_ENV_OK or the first corruption found. Any thread; pure.
  */

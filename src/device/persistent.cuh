@@ -648,7 +648,8 @@ RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L,
     uint32_t want = s < n ? rk_dev_msg_bytes(p, RK_CAST(const rk_envelope *, dst + (size_t)s * p->slot_size)) : 0;
     extra[s] = want > pre ? (want - pre) / 16u : 0;
     total += extra[s];
-    if (threadIdx.x == 0 && s == 0) L->prefix = RK_DEV_COPY_PREFIX < RK_RING_MSG_MAX(p->slot_size) ? RK_DEV_COPY_PREFIX : RK_RING_MSG_MAX(p->slot_size);
+    if (threadIdx.x == 0 && s == 0)
+      L->prefix = RK_DEV_COPY_PREFIX < RK_RING_MSG_MAX(p->slot_size) ? RK_DEV_COPY_PREFIX : RK_RING_MSG_MAX(p->slot_size);
     if (threadIdx.x == 0 && want > L->prefix) L->prefix = want;
   }
   if (total == 0) return; /* uniform: every thread read the same envelopes */

@@ -811,7 +811,8 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
                   "threads_per_lane): 1..1024", k->name, k->threads);
     goto fail_early;
   }
-  if (k->slot_size < RK_RING_ENVELOPE_SLOT || rk_ring_check_geometry(k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||
+  if (k->slot_size < RK_RING_ENVELOPE_SLOT || /* the ring's 16 bytes and an envelope */
+      rk_ring_check_geometry(k->inbox_cap, k->slot_size, RK_RING_MPSC) != RK_OK ||
       rk_ring_check_geometry(k->outbox_cap, k->slot_size, RK_RING_SPSC) != RK_OK) {
     rc = rk__fail(rt, RK_EINVAL,
                   "kernel %s: bad ring geometry (fields .inbox_capacity %u and .outbox_capacity %u, or the launch "

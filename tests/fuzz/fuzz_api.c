@@ -362,7 +362,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       default: { /* a burst of no-reply sends: fill the rings */
         uint32_t j;
         for (j = 0; j < 1 + arg % 32; j++)
-          ONE_OF(rk_send(k, 1, payload, len % (s->slot_size - RK_RING_MSG_OFFSET - RK_ENVELOPE_SIZE + 1), RK_SEND_NO_REPLY | RK_SEND_NOWAIT, NULL), RK_OK,
+          ONE_OF(rk_send(k, 1, payload, len % (s->slot_size - RK_RING_MSG_OFFSET - RK_ENVELOPE_SIZE + 1),
+                         RK_SEND_NO_REPLY | RK_SEND_NOWAIT, NULL), RK_OK,
                  RK_EAGAIN, RK_ECLOSED, RK_ESTATE);
         break;
       }
