@@ -59,7 +59,7 @@
 
 #define DM_IMPL "ringkernel.cuda.emulated"
 #define DM_PAYLOAD 32u
-#define DM_PAYLOAD_MAX 192u /* a 256-byte slot's payload */
+#define DM_PAYLOAD_MAX 176u /* a 256-byte slot's payload (less the ring's 16 bytes and the envelope) */
 #define DM_TYPE 7u
 #define DM_TIMEOUT_NS 2000000000ll
 

@@ -25,7 +25,7 @@ extern "C" __global__ void rk_test_lane(rk_ring *inbox, rk_ring *outbox, volatil
   k = rk_ring_peek_n(inbox, 4, &pos);
   if (k) {
     rk_envelope *in = RK_CAST(rk_envelope *, rk_ring_slot(inbox, pos));
-    if (rk_envelope_validate(in, NULL, inbox->slot_size - 64, me) == RK_ENV_OK) {
+    if (rk_envelope_validate(in, NULL, rk_ring_msg_max(inbox) - RK_ENVELOPE_SIZE, me) == RK_ENV_OK) {
       uint64_t old = rk_load_acquire_dev_u64(clock), next;
       do {
         next = rk_hlc_recv(old, in->hlc, pt);
@@ -34,14 +34,14 @@ extern "C" __global__ void rk_test_lane(rk_ring *inbox, rk_ring *outbox, volatil
     }
     rk_ring_release_n(inbox, k);
   }
-  rc += rk_ring_pop(inbox, buf, sizeof buf);
+  rc += rk_ring_pop(inbox, buf, 96); /* a 128-byte slot holds 112 */
   rc += rk_ring_pop_n(inbox, buf, 16, 4);
 
   rk_envelope_init(e, 7, 32, RK_ENV_F_REPLY);
   e->hlc = rk_hlc_send(rk_load_relaxed_dev_u64(clock), pt);
   e->node = me;
   rk_envelope_seal(e, e + 1);
-  rc += rk_ring_push(outbox, buf, sizeof buf);
+  rc += rk_ring_push(outbox, buf, 96);
   rc += rk_ring_push_n(outbox, buf, 32, 2);
   {
     void *slot = rk_ring_reserve(outbox);

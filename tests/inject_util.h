@@ -38,4 +38,47 @@ static inline void expect_error_reply(rk_kernel *k, uint64_t id, int code) {
   assert_int_equal(m.env.correlation_id, id);
 }
 
+/* The payload limit of k (echo, default 256-byte slot, lane 0 idle) at the lane: a request of
+ * exactly rk__payload_max bytes (the slot less the ring's 16 and the envelope) is echoed whole;
+ * one byte more, or the limit of the layout before the word moved into the slot (slot - 64), is
+ * refused with RK_ECORRUPT (validation, whatever rk_send would have said). */
+static inline void check_payload_limit(rk_kernel *k) {
+  uint32_t max = rk__payload_max(k);
+  uint8_t buf[256];
+  slot s;
+  rk_msg m;
+  assert_int_equal(max, sizeof s.payload);
+  good_envelope(k, &s, 0x300, max);
+  inject(k, &s);
+  assert_int_equal(rk_recv(k, &m, buf, sizeof buf, RT_HANG), RK_OK);
+  assert_false(rk_msg_is_error(&m));
+  assert_int_equal(m.env.correlation_id, 0x300);
+  assert_int_equal(m.len, max);
+  assert_memory_equal(buf, s.payload, max);
+  good_envelope(k, &s, 0x301, 8);
+  s.e.payload_len = max + 1;
+  inject(k, &s);
+  expect_error_reply(k, 0x301, RK_ECORRUPT);
+  good_envelope(k, &s, 0x302, 8);
+  s.e.payload_len = k->slot_size - RK_ENVELOPE_SIZE;
+  inject(k, &s);
+  expect_error_reply(k, 0x302, RK_ECORRUPT);
+}
+
+/* Lane 0's outbox, every reply received (nothing in flight): each slot's sequence word holds the
+ * last position published in it + 1 (or rk_ring_init's value: no lap reached it), and its reserved
+ * word is still zero. Replies are written from the message's start (CPU lane) or as whole lines
+ * whose first 16 bytes repeat the word's value (device lane): neither may change them. */
+static inline void check_outbox_words(rk_kernel *k) {
+  rk_ring *r = k->lane[0].outbox;
+  uint64_t cap = r->capacity, t = rk_load_relaxed_sys_u64(&r->tail), i;
+  for (i = 0; i < cap; i++) {
+    const volatile uint64_t *w = rk_ring__seq(r, i);
+    uint64_t want = t > i ? i + (t - 1 - i) / cap * cap + 1 : i + 1 - cap;
+    if (w[0] != want || w[1] != 0)
+      fail_msg("outbox slot %llu: word %llu, reserved %llu (want %llu, 0; tail %llu)", (unsigned long long)i,
+               (unsigned long long)w[0], (unsigned long long)w[1], (unsigned long long)want, (unsigned long long)t);
+  }
+}
+
 #endif

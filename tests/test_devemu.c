@@ -679,6 +679,30 @@ static void test_full_outbox_lane_alive(void **state) {
   emu_finish(rt, k);
 }
 
+/* The slot's layout at the device lane: a request of exactly the payload limit (the slot less the
+ * ring's 16 bytes and the envelope) is echoed whole, one byte more (or the limit before the word
+ * moved into the slot) is refused; then replies of every length through a 4-slot outbox, laps
+ * over: each echoed intact, and no slot's sequence word or reserved word changed by the replies'
+ * whole-line writes (rk_dev_copy_out). */
+static void test_slot_layout(void **state) {
+  rk_runtime *rt = emu_runtime(0);
+  rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 2, 0, 4);
+  uint8_t req[256], rep[256];
+  uint32_t len, j;
+  rk_msg m;
+  (void)state;
+  assert_int_equal(rk_kernel_activate(k), RK_OK);
+  check_payload_limit(k);
+  for (len = 0; len <= rk__payload_max(k); len++) {
+    for (j = 0; j < len; j++) req[j] = (uint8_t)(len * 7 + j);
+    RT_OK(rt, rk_call(k, 9, req, len, &m, rep, sizeof rep, RT_HANG));
+    assert_int_equal(m.len, len);
+    if (len) assert_memory_equal(rep, req, len);
+    check_outbox_words(k);
+  }
+  emu_finish(rt, k);
+}
+
 /* Envelopes the device lane must refuse, pushed straight into lane 0's inbox (bypassing rk_send's
  * checks): an untrustworthy header is dropped and counted; a bad body, a wrong destination or a
  * bad checksum is answered with RK_ECORRUPT; a stamp an hour ahead with RK_ECLOCK (the kernel clock
@@ -1980,6 +2004,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_call_and_stamps_threads),
       cmocka_unit_test(test_clock_offset_measured),
       cmocka_unit_test(test_vector_add),
+      cmocka_unit_test(test_slot_layout),
       cmocka_unit_test(test_state_survives),
       cmocka_unit_test(test_backpressure_stall_and_drain),
       cmocka_unit_test(test_abort_while_stalled),

@@ -310,6 +310,31 @@ static int counting_echo(rk_ctx *ctx, const rk_msg *in) {
   return rk_reply(ctx, rk_msg_type_of(in), rk_msg_payload(in), rk_msg_len(in));
 }
 
+/* The slot's layout at the CPU lane: the payload limit (check_payload_limit), then replies of every
+ * length through a 4-slot outbox, laps over, each echoed intact, no slot's sequence word or
+ * reserved word changed by the replies written in place. */
+static void test_slot_layout(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k;
+  uint8_t req[256], rep[256];
+  uint32_t len, j;
+  rk_msg m;
+  (void)state;
+  lo.outbox_capacity = 4;
+  k = rt_launch_active(rt, &rk_builtin_echo, &lo);
+  check_payload_limit(k);
+  for (len = 0; len <= rk__payload_max(k); len++) {
+    for (j = 0; j < len; j++) req[j] = (uint8_t)(len * 7 + j);
+    RT_OK(rt, rk_call(k, 9, req, len, &m, rep, sizeof rep, RT_HANG));
+    assert_int_equal(m.len, len);
+    if (len) assert_memory_equal(rep, req, len);
+    check_outbox_words(k);
+  }
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
 static void test_invalid_envelopes(void **state) {
   rk_runtime *rt = rt_create();
   rk_kernel_desc d = rt_desc("strict", counting_echo);
@@ -760,6 +785,7 @@ int main(void) {
       cmocka_unit_test(test_typed_refused_at_send),
       cmocka_unit_test(test_msg_as),
       cmocka_unit_test(test_custom_typed_kernel),
+      cmocka_unit_test(test_slot_layout),
       cmocka_unit_test(test_invalid_envelopes),
       cmocka_unit_test(test_clock_drift_refused),
       cmocka_unit_test(test_handler_context),

@@ -459,7 +459,7 @@ static void test_lane_wait_during_restart(void **state) {
 }
 
 /* A remote kernel's payload limit near 2^32 (a transport passing on what a peer said) does not
- * wrap the slot size computed from it: payload_max + 64 wrapped to 48, a slot smaller than an
+ * wrap the slot size computed from it: payload_max + 64 (now + 80) wrapped to 48, a slot smaller than an
  * envelope, and the node's payload limit to 2^32 - 16. The limit only ever lowers the slot. */
 static void test_shape_payload_wrap(void **state) {
   rk_runtime *rt = rt_create();

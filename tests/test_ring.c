@@ -165,7 +165,7 @@ static void test_check_mem(void **state) {
   assert_int_equal(rk_ring_init(mem, need, 8, 128, RK_RING_SPSC), RK_OK);
   assert_int_equal(rk_ring_check_mem(r, need), RK_OK);
   assert_int_equal(rk_ring_check_mem(r, need + RK_LINE), RK_OK); /* more memory than needed is fine */
-  assert_int_equal(rk_ring_check_mem(r, need - 1), RK_ECORRUPT); /* the last sequence word is outside */
+  assert_int_equal(rk_ring_check_mem(r, need - 1), RK_ECORRUPT); /* the last slot's last byte is outside */
   assert_int_equal(rk_ring_check_mem(r, sizeof(rk_ring)), RK_ECORRUPT);
   /* the caller's numbers are wrong: the header is not even read */
   assert_int_equal(rk_ring_check_mem(NULL, need), RK_EINVAL);
@@ -186,7 +186,7 @@ static void test_check_mem(void **state) {
     static const struct {
       uint64_t cap;
       uint32_t slot;
-    } lies[] = {{16, 128}, {8, 192}, {8, 256}, {1ull << 32, 64}, {4, 1u << 24}, {16, 64}};
+    } lies[] = {{16, 128}, {8, 192}, {8, 256}, {1ull << 32, 64}, {4, 1u << 24}, {32, 64}};
     for (i = 0; i < NELEM(lies); i++) {
       size_t lie = rk_ring_memsize(lies[i].cap, lies[i].slot, RK_RING_SPSC);
       r->capacity = lies[i].cap;

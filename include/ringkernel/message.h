@@ -20,8 +20,9 @@
 RK_EXTERN_C_BEGIN
 
 /** A message: a copy of its envelope and a view of its payload.
- *  In a handler the payload points into the ring slot (valid until the handler returns); from
- *  rk_recv / rk_call it points into the caller's buffer. */
+ *  In a handler the payload points into the ring slot (valid until the handler returns; 16-byte
+ *  aligned: 80 bytes into a 64-byte aligned slot); from rk_recv / rk_call it points into the
+ *  caller's buffer. */
 typedef struct rk_msg {
   rk_envelope env;     /**< the envelope as received */
   const void *payload; /**< payload bytes (NULL when len is 0) */

@@ -108,7 +108,7 @@ RK_ASSERT_OFFSET(rk_ring, cons_sleeping, 3 * RK_LINE);
 RK_INLINE RK_HD int rk_ring__pow2(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
 /** Check a ring geometry. Returns 0 or RK_EINVAL (capacity zero, not a power of two or above
- *  RK_RING_MAX_CAPACITY; slot smaller than an envelope, not a multiple of 64 or above
+ *  RK_RING_MAX_CAPACITY; slot below RK_RING_MIN_SLOT, not a multiple of 64 or above
  *  RK_RING_MAX_SLOT; unknown mode). */
 RK_INLINE RK_HD int rk_ring_check_geometry(uint64_t capacity, uint32_t slot_size, uint32_t mode) {
   if (!rk_ring__pow2(capacity) || capacity > RK_RING_MAX_CAPACITY) return RK_EINVAL;
@@ -125,8 +125,11 @@ RK_INLINE RK_HD size_t rk_ring_memsize(uint64_t capacity, uint32_t slot_size, ui
   return sizeof(rk_ring) + (size_t)capacity * slot_size;
 }
 
-/** The largest message r's slots hold (slot_size - RK_RING_MSG_OFFSET). */
-RK_INLINE RK_HD uint32_t rk_ring_msg_max(const rk_ring *r) { return RK_RING_MSG_MAX(r->slot_size); }
+/** The largest message r's slots hold (slot_size - RK_RING_MSG_OFFSET; 0 for a header whose
+ *  slot_size is below that, which no checked header has: every length is then refused). */
+RK_INLINE RK_HD uint32_t rk_ring_msg_max(const rk_ring *r) {
+  return r->slot_size > RK_RING_MSG_OFFSET ? RK_RING_MSG_MAX(r->slot_size) : 0;
+}
 /** The message of position pos: RK_RING_MSG_OFFSET bytes into its slot, rk_ring_msg_max bytes. */
 RK_INLINE RK_HD uint8_t *rk_ring_slot(rk_ring *r, uint64_t pos) {
   return RK_CAST(uint8_t *, r) + r->slots_offset + (size_t)((pos & r->mask) * r->slot_size) + RK_RING_MSG_OFFSET;
@@ -217,14 +220,14 @@ RK_INLINE RK_HD int rk_ring_check_mem(const rk_ring *r, size_t mem_size) {
   if (r == NULL || (RK_CAST(uintptr_t, r) & (RK_LINE - 1)) != 0) return RK_EINVAL;
   if (mem_size < sizeof(rk_ring)) return RK_EINVAL;
   if ((rc = rk_ring_check(r)) != RK_OK) return rc;
-  /* The geometry passed rk_ring_check_geometry, so the product below is at most 2^32 * (2^24 + 8)
+  /* The geometry passed rk_ring_check_geometry, so the product below is at most 2^32 * 2^24
    * and cannot overflow 64 bits; rk_ring_memsize computes exactly this sum. */
   if (rk_ring_memsize(r->capacity, r->slot_size, r->mode) > mem_size) return RK_ECORRUPT;
   return RK_OK;
 }
 
 /* Copies within the ring code: memcpy on the host (the compiler inlines fixed sizes), a word loop on
- * the device (no string.h under NVRTC). Slots are 64-byte aligned; callers' buffers may not be. */
+ * the device (no string.h under NVRTC). Messages are 16-byte aligned (64-byte slots, the message at 16); callers' buffers may not be. */
 RK_INLINE RK_HD void rk_ring__copy(void *dst, const void *src, size_t len) {
 #if defined(__CUDA_ARCH__)
   uint8_t *d = RK_CAST(uint8_t *, dst);

@@ -8,8 +8,8 @@
 
 /** Major version (incompatible changes). */
 #define RK_VERSION_MAJOR 0
-/** Minor version. */
-#define RK_VERSION_MINOR 1
+/** Minor version (before 1.0, an incompatible change bumps it: 0.2 moved the rings' sequence words into the slots). */
+#define RK_VERSION_MINOR 2
 /** Patch version. */
 #define RK_VERSION_PATCH 0
 /** The version as one number: major << 16 | minor << 8 | patch. */

@@ -54,7 +54,7 @@ __all__ = [
 
 
 def library_version():
-    """The loaded library's version string, e.g. "0.1.0 (cuda)"."""
+    """The loaded library's version string, e.g. "0.2.0 (cuda)"."""
     return _L.rk_version_string().decode()
 
 

@@ -691,14 +691,25 @@ RK_INLINE __device__ int rk_dev_room(rk_dev_lane *L, uint32_t want) {
   return L->out_cap - (L->out_tail - L->out_head) >= need;
 }
 
+/* Staging slot i: an image of outbox slot out_tail + i, the message RK_RING_MSG_OFFSET bytes in
+ * (rk_dev_copy_out writes the slot's lines whole from it). */
 RK_INLINE __device__ rk_envelope *rk_dev_staged(const rk_dev_params *p, const rk_dev_lane *L, uint32_t i) {
-  return RK_CAST(rk_envelope *, L->stage + (size_t)i * p->slot_size);
+  return RK_CAST(rk_envelope *, L->stage + (size_t)i * p->slot_size + RK_RING_MSG_OFFSET);
+}
+
+/* Thread 0: the next staging slot's envelope. Its first 16 bytes get the outbox word's current
+ * value and the reserved zero (rk_dev_copy_out says why the word may be written with it). */
+RK_INLINE __device__ rk_envelope *rk_dev_stage_next(const rk_dev_params *p, rk_dev_lane *L) {
+  uint64_t *w = RK_CAST(uint64_t *, L->stage + (size_t)L->staged * p->slot_size);
+  w[0] = L->out_tail + L->staged - L->out_mask; /* position + 1 - capacity: not yet published */
+  w[1] = 0;
+  return rk_dev_staged(p, L, L->staged);
 }
 
 /* Thread 0: the next staging slot's envelope, header filled (stamped at publication). */
 RK_INLINE __device__ rk_envelope *rk_dev_stage_header(const rk_dev_params *p, rk_dev_lane *L, uint32_t type,
                                                       uint32_t len, uint16_t flags) {
-  rk_envelope *e = rk_dev_staged(p, L, L->staged);
+  rk_envelope *e = rk_dev_stage_next(p, L);
   rk_envelope_init(e, type, len, (uint16_t)(RK_ENV_F_REPLY | flags));
   e->msg_id = ((uint64_t)(blockIdx.x + 1) << 48) | ++L->next_reply_id;
   e->correlation_id = L->cur.env.msg_id;
@@ -1065,16 +1076,23 @@ RK_INLINE __device__ int rk_dev_reply_error(const rk_dev_params *p, rk_dev_lane 
   return RK_OK;
 }
 
-/* All threads: write the staged replies into their outbox slots, whole 64-byte lines of the slot
- * from the message's start (RK_RING_MSG_OFFSET: the sequence word's 16 bytes are never written
- * here, only published after the fence), 16 bytes per thread per store (a warp writes 512 bytes
- * per store instruction). Posted stores: no round. */
+/* All threads: write the staged replies into their outbox slots as whole 64-byte lines (ARCHITECTURE
+ * §8: no partial line crosses PCIe), from the staging slots' images, 16 bytes per thread per store
+ * (a warp writes 512 bytes per store instruction). Posted stores: no round. A slot's first 16 bytes
+ * are its sequence word and a reserved zero word; the store that covers them writes the word's
+ * current value, not a new one (rk_dev_stage_next): position pos's word holds pos + 1 - capacity
+ * until its publication (the last lap's, or rk_ring_init's), this lane is the outbox's only
+ * producer, and positions from out_tail on are unpublished (the room check keeps them within a lap
+ * of it; the flush stores out_tail after the words it published), so the host's load-acquire of
+ * the word reads the same value before and after this store. The new value is stored only after
+ * the fence (rk_dev_flush), by thread 0, after its own store of the old one if it made it (the
+ * same thread's stores to one word stay in order) or after the barrier that ends this copy. */
 RK_INLINE __device__ void rk_dev_copy_out(const rk_dev_params *p, rk_dev_lane *L) {
   uint32_t chunks[RK_DEV_MAX_BATCH], total = 0, i, c;
 #pragma unroll
   for (i = 0; i < RK_DEV_MAX_BATCH; i++) { /* constant indices: chunks[] stays in registers */
     uint32_t end = i < L->staged ? RK_ENVELOPE_SIZE + rk_dev_staged(p, L, i)->payload_len : 0;
-    chunks[i] = i < L->staged ? rk_dev_out_bytes(p, end) / 16u : 0;
+    chunks[i] = i < L->staged ? (RK_RING_MSG_OFFSET + rk_dev_out_bytes(p, end)) / 16u : 0; /* whole lines */
     total += chunks[i];
   }
   for (c = threadIdx.x; c < total; c += blockDim.x) {
@@ -1093,9 +1111,7 @@ RK_INLINE __device__ void rk_dev_copy_out(const rk_dev_params *p, rk_dev_lane *L
                                               k * 16u),
                 src[0], src[1]);
   }
-  /* lines of the slots written: the first holds the word and the message's first 48 bytes */
-  RK_DEV_NOTE(threadIdx.x == 0 ? rk_emu_note_replies(L->staged, (total * 16u + L->staged * RK_RING_MSG_OFFSET) / 64u)
-                               : (void)0);
+  RK_DEV_NOTE(threadIdx.x == 0 ? rk_emu_note_replies(L->staged, total / 4u) : (void)0);
 }
 
 /* All threads (collective): publish. Thread 0 stamps the staged replies with one clock CAS (which
@@ -1359,7 +1375,7 @@ static __device__ int rk_reply_commit(rk_ctx *ctx) {
  * kernel's reply to the host's request (room was made: rk_dev_prepare). Its stamp, merged already,
  * is exceeded by the one it gets at the publication. */
 RK_INLINE __device__ void rk_dev_k2k_answer(const rk_dev_params *p, rk_dev_lane *L, const rk_envelope *e) {
-  rk_envelope *o = rk_dev_staged(p, L, L->staged);
+  rk_envelope *o = rk_dev_stage_next(p, L);
   if ((int64_t)L->c[RK_DEV_C_K2K_OWED] > 0) rk_dev_count(L, RK_DEV_C_K2K_OWED, ~0ull); /* - 1 */
   rk_dev_copy_payload(o, e, RK_ENVELOPE_SIZE + e->payload_len); /* validated: within the slot */
   o->flags = (uint16_t)(e->flags & RK_ENV_F_REPLY_ALLOWED);
@@ -1543,7 +1559,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.in_slots = RK_CAST(uint8_t *, L.in) + in_so + RK_RING_MSG_OFFSET; /* messages: past each slot's word */
     L.in_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.in) + in_qo);
     L.in_mask = in_mask;
-    L.out_slots = RK_CAST(uint8_t *, L.out) + out_so + RK_RING_MSG_OFFSET;
+    L.out_slots = RK_CAST(uint8_t *, L.out) + out_so; /* whole slots: rk_dev_copy_out */
     L.out_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.out) + out_qo);
     L.out_mask = out_mask;
     L.out_cap = out_mask + 1;

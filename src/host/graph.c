@@ -1431,7 +1431,8 @@ int rk_graph_remote_shape(rk_graph *g, uint32_t node, uint32_t lanes, uint32_t p
    * orders these writes before them) */
   if ((rc = remote_lanes(r, lanes, g->node[node].k2k_cap)) != RK_OK)
     return rk__fail(g->rt, rc, "remote node %u: cannot create the outbound rings of its %u lanes", node, lanes);
-  /* (not payload_max + RK_ENVELOPE_SIZE < slot: a payload_max near 2^32 would wrap it to a tiny slot) */
+  /* (not payload_max + RK_ENVELOPE_SIZE + RK_RING_MSG_OFFSET < slot: a payload_max near 2^32 would
+   * wrap it to a tiny slot) */
   if (payload_max < RK_RING_MSG_MAX(r->slot) - RK_ENVELOPE_SIZE)
     r->k.slot_size = payload_max + RK_ENVELOPE_SIZE + RK_RING_MSG_OFFSET; /* rk__payload_max: payload_max */
   return RK_OK;

@@ -2070,7 +2070,7 @@ static int bridge_start(void *self, rk_graph *g) {
     b->ids[b->nids++].node = i;
   }
   if (REC_HEADER + 8 + max_slot > b->o.batch_bytes) {
-    rc = rk_transport_fail(g, RK_EINVAL, "mpi bridge: batch_bytes %u cannot hold one %u-byte slot", b->o.batch_bytes,
+    rc = rk_transport_fail(g, RK_EINVAL, "mpi bridge: batch_bytes %u cannot hold one %u-byte message", b->o.batch_bytes,
                            max_slot);
     goto out;
   }

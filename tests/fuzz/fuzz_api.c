@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include <ringkernel.h>
+#include <ringkernel/ring.h> /* RK_RING_MSG_OFFSET: a slot's room for the envelope and payload */
 
 #define CHECK(cond)                                                           \
   do {                                                                        \
