@@ -64,14 +64,17 @@ static inline void check_payload_limit(rk_kernel *k) {
   inject(k, &s);
   expect_error_reply(k, 0x302, RK_ECORRUPT);
 }
+#define CHECK_PAYLOAD_LIMIT_REPLIES 3 /* the replies check_payload_limit receives */
 
-/* Lane 0's outbox, every reply received (nothing in flight): each slot's sequence word holds the
- * last position published in it + 1 (or rk_ring_init's value: no lap reached it), and its reserved
- * word is still zero. Replies are written from the message's start (CPU lane) or as whole lines
- * whose first 16 bytes repeat the word's value (device lane): neither may change them. */
-static inline void check_outbox_words(rk_kernel *k) {
+/* Lane 0's outbox after its first n replies were received and nothing more was asked of it: each
+ * slot's sequence word holds the last position published in it + 1 (or rk_ring_init's value: no
+ * lap reached it), and its reserved word is still zero. Replies are written from the message's
+ * start (CPU lane) or as whole lines whose first 16 bytes repeat the word's current value (device
+ * lane): neither may change them. (n, not the ring's tail: the lane stores its tail after the
+ * words, so a received reply's word is final before the tail says so.) */
+static inline void check_outbox_words(rk_kernel *k, uint64_t n) {
   rk_ring *r = k->lane[0].outbox;
-  uint64_t cap = r->capacity, t = rk_load_relaxed_sys_u64(&r->tail), i;
+  uint64_t cap = r->capacity, t = n, i;
   for (i = 0; i < cap; i++) {
     const volatile uint64_t *w = rk_ring__seq(r, i);
     uint64_t want = t > i ? i + (t - 1 - i) / cap * cap + 1 : i + 1 - cap;

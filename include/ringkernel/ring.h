@@ -248,9 +248,9 @@ RK_INLINE RK_HD void rk_ring__copy(void *dst, const void *src, size_t len) {
  * plain store on x86); on the device one system-scope fence for the batch, then relaxed stores (the
  * PTX release pattern: the fence orders every earlier write of this thread before them). Taking the
  * geometry lets a device lane publish from its cached copy, without reading the header over PCIe.
- * The word is written only here (and by rk_ring_init): message writes start RK_RING_MSG_OFFSET
- * bytes into the slot, so no store of message data covers it (ARCHITECTURE §4: one writer per
- * word, the device's 16-byte stores included). */
+ * The word changes only here (and in rk_ring_init): message writes start RK_RING_MSG_OFFSET bytes
+ * into the slot. (A device lane writes its reply slots as whole lines, the word's 8 bytes with the
+ * value they already hold: src/device/persistent.cuh, rk_dev_copy_out.) */
 RK_INLINE RK_HD void rk_ring__publish_seq(volatile uint64_t *seq0, uint32_t slot_size, uint64_t mask, uint64_t pos,
                                           uint32_t k) {
   uint32_t i;

@@ -78,6 +78,7 @@ static inline int emu_device_start(emu_device *d) {
     b->lane = i;
     b->smem = (uint8_t *)rk__cpu_backend.alloc(NULL, d->smem);
     if (b->smem == NULL) return RK_ENOMEM;
+    memset(b->smem, 0xa5, d->smem); /* a GPU's shared memory starts undefined, not zeroed */
     if (uv_thread_create(&b->thread, emu_block_main, b) != 0) {
       rk__cpu_backend.free(NULL, b->smem, 0);
       return RK_ESYS;

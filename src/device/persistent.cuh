@@ -80,6 +80,8 @@
  * follow the fence (releases in the emulation). RK_DEV_ROUND_BEGIN/END mark loads issued back to
  * back, all in flight before any is used: one round trip (the rule in emulation.h). */
 #if defined(RK_DEVICE_EMULATION)
+#include <stdio.h>  /* rk_dev_copy_out's check of the staged word */
+#include <stdlib.h>
 #define RK_DEV_ROUND_BEGIN() rk_emu_round_begin()
 #define RK_DEV_ROUND_END() rk_emu_round_end()
 #define RK_DEV_NOTE(x) (x)
@@ -722,7 +724,7 @@ RK_INLINE __device__ rk_envelope *rk_dev_stage_header(const rk_dev_params *p, rk
 }
 
 /* Thread 0: a staged reply is complete: zero what of its last line lies past the payload (lines go
- * out whole: rk_dev_out_bytes), count it. Staging slots are 64-byte aligned: 8-byte stores, a
+ * out whole: rk_dev_out_bytes), count it. Staged messages are 16-byte aligned: 8-byte stores, a
  * masked one for a partial word. */
 RK_INLINE __device__ void rk_dev_stage_done(const rk_dev_params *p, rk_dev_lane *L, rk_envelope *e) {
   uint32_t end = RK_ENVELOPE_SIZE + e->payload_len, line_end = rk_dev_out_bytes(p, end), i;
@@ -1107,6 +1109,20 @@ RK_INLINE __device__ void rk_dev_copy_out(const rk_dev_params *p, rk_dev_lane *L
       before += chunks[i];
     }
     src = RK_CAST(const uint64_t *, L->stage + (size_t)r * p->slot_size + k * 16u);
+#if defined(RK_DEVICE_EMULATION)
+    /* the emulated device checks the argument above on every reply: the staged word is the
+     * outbox word's current value, unpublished for this position, and the reserved word zero */
+    if (k == 0) {
+      uint64_t cur = rk_load_relaxed_sys_u64(
+          RK_CAST(volatile uint64_t *, L->out_slots + (size_t)(((L->out_tail + r) & L->out_mask) * p->slot_size)));
+      if (src[0] != cur || rk_ring_seq_published(src[0], L->out_tail + r) || src[1] != 0) {
+        fprintf(stderr, "rk_dev_copy_out: staged word %llu/%llu, outbox word %llu, position %llu\n",
+                (unsigned long long)src[0], (unsigned long long)src[1], (unsigned long long)cur,
+                (unsigned long long)(L->out_tail + r));
+        abort();
+      }
+    }
+#endif
     rk_dev_st16(RK_CAST(volatile uint64_t *, L->out_slots + (size_t)(((L->out_tail + r) & L->out_mask) * p->slot_size) +
                                               k * 16u),
                 src[0], src[1]);
