@@ -84,4 +84,21 @@ static inline void check_outbox_words(rk_kernel *k, uint64_t n) {
   }
 }
 
+/* test_slot_layout's body (CPU lane and emulated device): the payload limit, then rk_call with
+ * every payload length up to it, each echoed intact, the outbox's words and reserved words checked
+ * after each reply (k: echo, its lane 0 idle, a small outbox so the replies lap it). */
+static inline void check_slot_layout(rk_runtime *rt, rk_kernel *k) {
+  uint8_t req[256], rep[256];
+  uint32_t len, j;
+  rk_msg m;
+  check_payload_limit(k);
+  for (len = 0; len <= rk__payload_max(k); len++) {
+    for (j = 0; j < len; j++) req[j] = (uint8_t)(len * 7 + j);
+    RT_OK(rt, rk_call(k, 9, req, len, &m, rep, sizeof rep, RT_HANG));
+    assert_int_equal(m.len, len);
+    if (len) assert_memory_equal(rep, req, len);
+    check_outbox_words(k, CHECK_PAYLOAD_LIMIT_REPLIES + len + 1);
+  }
+}
+
 #endif

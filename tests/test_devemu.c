@@ -687,19 +687,9 @@ static void test_full_outbox_lane_alive(void **state) {
 static void test_slot_layout(void **state) {
   rk_runtime *rt = emu_runtime(0);
   rk_kernel *k = emu_launch(rt, &rk_builtin_echo, 1, 2, 0, 4);
-  uint8_t req[256], rep[256];
-  uint32_t len, j;
-  rk_msg m;
   (void)state;
   assert_int_equal(rk_kernel_activate(k), RK_OK);
-  check_payload_limit(k);
-  for (len = 0; len <= rk__payload_max(k); len++) {
-    for (j = 0; j < len; j++) req[j] = (uint8_t)(len * 7 + j);
-    RT_OK(rt, rk_call(k, 9, req, len, &m, rep, sizeof rep, RT_HANG));
-    assert_int_equal(m.len, len);
-    if (len) assert_memory_equal(rep, req, len);
-    check_outbox_words(k, CHECK_PAYLOAD_LIMIT_REPLIES + len + 1);
-  }
+  check_slot_layout(rt, k);
   emu_finish(rt, k);
 }
 

@@ -317,20 +317,10 @@ static void test_slot_layout(void **state) {
   rk_runtime *rt = rt_create();
   rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
   rk_kernel *k;
-  uint8_t req[256], rep[256];
-  uint32_t len, j;
-  rk_msg m;
   (void)state;
   lo.outbox_capacity = 4;
   k = rt_launch_active(rt, &rk_builtin_echo, &lo);
-  check_payload_limit(k);
-  for (len = 0; len <= rk__payload_max(k); len++) {
-    for (j = 0; j < len; j++) req[j] = (uint8_t)(len * 7 + j);
-    RT_OK(rt, rk_call(k, 9, req, len, &m, rep, sizeof rep, RT_HANG));
-    assert_int_equal(m.len, len);
-    if (len) assert_memory_equal(rep, req, len);
-    check_outbox_words(k, CHECK_PAYLOAD_LIMIT_REPLIES + len + 1);
-  }
+  check_slot_layout(rt, k);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }
