@@ -51,11 +51,15 @@ struct rk__devpoll {
 
 /* Does lane l hold a published reply at its outbox head? Read-only: the head (pairs with the
  * consumer's store-release in rk_ring_release_n) and the sequence word there (pairs with the
- * lane's publication). */
+ * lane's publication). The word's address comes from the geometry launch gave the ring, not from
+ * its header, which sits in memory the device writes: a header rewritten by a lane cannot send
+ * this read outside the ring (the drain re-checks the header before it reads a slot). */
 static int reply_waiting(rk__lane *l, uint64_t *head) {
+  const rk_kernel *k = l->k;
   uint64_t h = rk_ring_head(l->outbox);
+  volatile uint64_t *seq0 = (volatile uint64_t *)((uint8_t *)l->outbox + sizeof(rk_ring));
   *head = h;
-  return rk_ring_seq_published(rk_load_acquire_sys_u64(rk_ring__seq(l->outbox, h)), h);
+  return rk_ring_seq_published(rk_load_acquire_sys_u64(rk_ring__seq_at(seq0, k->slot_size, k->outbox_cap - 1, h)), h);
 }
 
 /* A kernel the poller serves: callbacks started (pairs with the release stores of cb_active in
