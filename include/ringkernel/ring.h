@@ -172,8 +172,9 @@ RK_INLINE int rk_ring_init(void *mem, size_t mem_size, uint64_t capacity, uint32
    * (wrapping), which is "not yet" by signed difference for position i. The reserved 8 bytes after
    * each word are zero. */
   for (i = 0; i < capacity; i++) {
-    *rk_ring__seq(r, i) = i + 1 - capacity;
-    RK_CAST(volatile uint64_t *, rk_ring__seq(r, i))[1] = 0;
+    volatile uint64_t *w = rk_ring__seq(r, i);
+    w[0] = i + 1 - capacity;
+    w[1] = 0;
   }
   return RK_OK;
 }
@@ -227,7 +228,8 @@ RK_INLINE RK_HD int rk_ring_check_mem(const rk_ring *r, size_t mem_size) {
 }
 
 /* Copies within the ring code: memcpy on the host (the compiler inlines fixed sizes), a word loop on
- * the device (no string.h under NVRTC). Messages are 16-byte aligned (64-byte slots, the message at 16); callers' buffers may not be. */
+ * the device (no string.h under NVRTC). Messages are 16-byte aligned (64-byte slots, the message at
+ * 16); callers' buffers may not be. */
 RK_INLINE RK_HD void rk_ring__copy(void *dst, const void *src, size_t len) {
 #if defined(__CUDA_ARCH__)
   uint8_t *d = RK_CAST(uint8_t *, dst);

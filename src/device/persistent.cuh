@@ -456,16 +456,22 @@ RK_INLINE __device__ volatile uint64_t *rk_dev_seq(const rk_dev_params *p, const
                                                    uint64_t pos) {
   return rk_ring__seq_at(RK_CAST(volatile uint64_t *, seq0), p->slot_size, mask, pos);
 }
+/* The most message bytes (envelope and payload) a slot holds, n clamped to it, and the copy's
+ * first-round prefix before any message was seen (RK_DEV_COPY_PREFIX, at most a message). */
+RK_INLINE __device__ uint32_t rk_dev_msg_max(const rk_dev_params *p) { return RK_RING_MSG_MAX(p->slot_size); }
+RK_INLINE __device__ uint32_t rk_dev_msg_clamp(const rk_dev_params *p, uint64_t n) {
+  return n > rk_dev_msg_max(p) ? rk_dev_msg_max(p) : (uint32_t)n;
+}
+RK_INLINE __device__ uint32_t rk_dev_prefix0(const rk_dev_params *p) { return rk_dev_msg_clamp(p, RK_DEV_COPY_PREFIX); }
 RK_INLINE __device__ uint32_t rk_dev_payload_max(const rk_dev_params *p) {
-  return RK_RING_MSG_MAX(p->slot_size) - RK_ENVELOPE_SIZE;
+  return rk_dev_msg_max(p) - RK_ENVELOPE_SIZE;
 }
 /* Bytes of an outbox message written when it is `end` bytes long: up to the end of the slot's line
  * that holds its last byte (the message starts RK_RING_MSG_OFFSET bytes into its 64-byte aligned
  * slot), so the host reads whole lines, none of them half stale; never into the next slot. A
  * multiple of 16 (the copy's stores). */
 RK_INLINE __device__ uint32_t rk_dev_out_bytes(const rk_dev_params *p, uint32_t end) {
-  uint32_t b = ((end + RK_RING_MSG_OFFSET + 63u) & ~63u) - RK_RING_MSG_OFFSET;
-  return b > RK_RING_MSG_MAX(p->slot_size) ? RK_RING_MSG_MAX(p->slot_size) : b;
+  return rk_dev_msg_clamp(p, ((end + RK_RING_MSG_OFFSET + 63u) & ~63u) - RK_RING_MSG_OFFSET);
 }
 
 /* Thread 0, nothing known published (or not consuming: the control line alone): one poll, one round. The control line (when due), the next
@@ -621,7 +627,7 @@ RK_INLINE __device__ uint8_t *rk_dev_in_slot(const rk_dev_params *p, const rk_de
 RK_INLINE __device__ uint32_t rk_dev_msg_bytes(const rk_dev_params *p, const rk_envelope *e) {
   uint64_t n = (uint64_t)RK_ENVELOPE_SIZE + e->payload_len;
   n = (n + 15u) & ~(uint64_t)15u;
-  return n > RK_RING_MSG_MAX(p->slot_size) ? RK_RING_MSG_MAX(p->slot_size) : (uint32_t)n;
+  return rk_dev_msg_clamp(p, n);
 }
 
 /* All threads: copy the batch's n slots into shared memory: first each slot's first L->prefix
@@ -650,8 +656,7 @@ RK_INLINE __device__ void rk_dev_copy_in(const rk_dev_params *p, rk_dev_lane *L,
     uint32_t want = s < n ? rk_dev_msg_bytes(p, RK_CAST(const rk_envelope *, dst + (size_t)s * p->slot_size)) : 0;
     extra[s] = want > pre ? (want - pre) / 16u : 0;
     total += extra[s];
-    if (threadIdx.x == 0 && s == 0)
-      L->prefix = RK_DEV_COPY_PREFIX < RK_RING_MSG_MAX(p->slot_size) ? RK_DEV_COPY_PREFIX : RK_RING_MSG_MAX(p->slot_size);
+    if (threadIdx.x == 0 && s == 0) L->prefix = rk_dev_prefix0(p);
     if (threadIdx.x == 0 && want > L->prefix) L->prefix = want;
   }
   if (total == 0) return; /* uniform: every thread read the same envelopes */
@@ -940,7 +945,7 @@ RK_INLINE __device__ void rk_dev_k2k_copy_in(const rk_dev_params *p, const rk_de
     uint64_t bytes = (uint64_t)RK_ENVELOPE_SIZE + (w1 >> 32);
     uint32_t words;
     bytes = (bytes + 15u) & ~(uint64_t)15u;
-    words = (uint32_t)((bytes > RK_RING_MSG_MAX(p->slot_size) ? RK_RING_MSG_MAX(p->slot_size) : bytes) / 8u);
+    words = rk_dev_msg_clamp(p, bytes) / 8u;
     for (c = threadIdx.x; c < words; c += blockDim.x)
       RK_CAST(uint64_t *, dst + (size_t)s * p->slot_size)[c] = rk_load_relaxed_dev_u64(src + c);
   }
@@ -1583,7 +1588,7 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     L.out_tail = out_tail;
     L.out_head = out_head;
     L.stage = rk_smem + (size_t)p->batch * p->slot_size;
-    L.prefix = RK_DEV_COPY_PREFIX < RK_RING_MSG_MAX(p->slot_size) ? RK_DEV_COPY_PREFIX : RK_RING_MSG_MAX(p->slot_size);
+    L.prefix = rk_dev_prefix0(p);
     L.stage_cap = p->batch;
     L.next_reply_id = 0;
     L.ack = 0;

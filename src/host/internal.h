@@ -750,8 +750,8 @@ int rk__cc_compile(rk_runtime *rt, const rk_kernel_desc *d, rk_handler_fn *out, 
 uint64_t rk__cc_compile_count(void);
 
 /* cpu_backend.c */
-/* The payload bytes a slot of k's rings holds (inline: on every message's path) */
-/* The most payload k's messages carry: a slot less its sequence word's 16 bytes and the envelope. */
+/* The payload bytes a slot of k's rings holds: the slot less the ring's 16 bytes (its sequence
+ * word) and the envelope (inline: on every message's path) */
 static inline uint32_t rk__payload_max(const rk_kernel *k) {
   return RK_RING_MSG_MAX(k->slot_size) - RK_ENVELOPE_SIZE;
 }
