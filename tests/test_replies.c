@@ -624,6 +624,92 @@ static void test_call_timeout_late_reply(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* rk_recv_batch takes the replies at the front of a batch straight into the caller's rk_msg array
+ * (drain_direct, issue 16) and leaves the rest, from the first one it must route, to the general
+ * drain. Both ways must agree: order, payloads, statuses (an error reply's code, RK_ECLOCK for a
+ * stamp too far ahead, delivered all the same), a damaged reply refused and counted, a late rk_call
+ * reply kept as a dead letter, the receive's count honoured. The outbox holds, in order: good 1,
+ * good 2 stamped 10 s ahead, an error reply, a late rk_call reply, a damaged magic, good 3 stamped
+ * ahead, good 4. */
+static void put_ahead(rk_kernel *k, uint64_t correlation, uint32_t tag) {
+  uint8_t payload[REPLY_LEN];
+  rk_envelope e = reply_env(k, 0, correlation, REPLY_LEN);
+  rk_hlc now = 0;
+  assert_int_equal(rk_clock_tick(rk_runtime_clock(k->rt), &now), RK_OK);
+  e.hlc = rk_hlc_make(rk_hlc_physical(now) + 10000000u, 0); /* 10 s ahead: beyond the drift bound */
+  fill_payload(payload, tag);
+  put_reply(k, 0, &e, payload, REPLY_LEN);
+}
+
+static void test_recv_batch_mixed(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("inactive", never);
+  rk_kernel *k = rt_launch(rt, &d, NULL); /* never activated: the test answers for the lane */
+  rk_msg m[16];
+  uint8_t bufs[16][REPLY_LEN];
+  uint8_t payload[8], want[REPLY_LEN];
+  int32_t code = RK_EINVAL;
+  rk_envelope e;
+  rk_kernel_counters st;
+  rk_dead_letter dl[2];
+  uint64_t total = 0;
+  int got;
+  (void)state;
+  put_good(k, 0, 11, 1);
+  put_ahead(k, 12, 2);
+  e = reply_env(k, 0, 13, sizeof payload); /* an error reply: its code first */
+  e.flags = (uint16_t)(RK_ENV_F_REPLY | RK_ENV_F_ERROR);
+  memset(payload, 0, sizeof payload);
+  memcpy(payload, &code, sizeof code);
+  put_reply(k, 0, &e, payload, sizeof payload);
+  put_good(k, 0, RK__CALL_BIT | 15, 98); /* an rk_call's, whose caller is gone: late */
+  e = reply_env(k, 0, 14, REPLY_LEN);
+  e.magic ^= 1u; /* damaged: refused, no one told */
+  fill_payload(bufs[0], 99);
+  put_reply(k, 0, &e, bufs[0], REPLY_LEN);
+  put_ahead(k, 16, 3);
+  put_good(k, 0, 17, 4);
+
+  /* a receive of 2 takes 2, however many are published */
+  memset(m, 0, sizeof m);
+  got = rk_recv_batch(k, m, bufs, REPLY_LEN, 2, RT_HANG);
+  assert_int_equal(got, 2);
+  assert_int_equal(m[0].env.correlation_id, 11);
+  expect_good(&m[0], bufs[0], 1);
+  assert_int_equal(m[1].env.correlation_id, 12);
+  assert_int_equal(m[1].status, RK_ECLOCK); /* delivered, marked */
+  assert_int_equal(m[1].len, REPLY_LEN);
+  assert_ptr_equal(m[1].payload, bufs[1]);
+  fill_payload(want, 2);
+  assert_memory_equal(bufs[1], want, REPLY_LEN);
+  assert_int_equal(rk_ring_count(k->lane[0].outbox), 5);
+
+  /* the rest: the error reply, then the general drain's share */
+  memset(m, 0, sizeof m);
+  got = rk_recv_batch(k, m, bufs, REPLY_LEN, 16, RT_HANG);
+  assert_int_equal(got, 3); /* one receive: the direct part stops at the late reply, the drain goes on */
+  assert_int_equal(m[0].env.correlation_id, 13);
+  assert_true(rk_msg_is_error(&m[0]));
+  assert_int_equal(m[0].status, RK_EINVAL);
+  assert_int_equal(m[0].len, 8);
+  assert_int_equal(m[1].env.correlation_id, 16);
+  assert_int_equal(m[1].status, RK_ECLOCK);
+  assert_int_equal(m[2].env.correlation_id, 17);
+  expect_good(&m[2], bufs[2], 4);
+  assert_int_equal(rk_recv(k, &m[0], bufs[0], REPLY_LEN, 0), RK_EAGAIN);
+  assert_int_equal(rk_ring_count(k->lane[0].outbox), 0);
+
+  st = rt_stats(k);
+  assert_int_equal(st.received, 5);
+  assert_int_equal(st.replies_invalid, 1);
+  assert_int_equal(st.late_replies, 1);
+  assert_int_equal(rk_kernel_dead_letters(k, dl, 2, &total), 1);
+  assert_int_equal(dl[0].env.correlation_id, RK__CALL_BIT | 15);
+  assert_int_equal(k->pend_count, 0);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
 /* Which lane holds request id (hang-checked wait for it to arrive), and its index there. */
 typedef struct find_req {
   rk_kernel *k;
@@ -769,6 +855,7 @@ int main(void) {
       cmocka_unit_test(test_outbox_header_beyond_memory),
       cmocka_unit_test(test_inbox_header_beyond_memory),
       cmocka_unit_test(test_call_timeout_late_reply),
+      cmocka_unit_test(test_recv_batch_mixed),
       cmocka_unit_test(test_calls_across_lanes),
       cmocka_unit_test(test_callback_reply_taken_by_call),
   };

@@ -12,6 +12,8 @@
 #include <ringkernel.h>
 #include <ringkernel/internals.h>
 
+#include "queue/internal.h" /* rk__copy_msg, rk__slots (static inline) */
+
 static const uint64_t caps[] = {1, 2, 4};
 static const uint32_t modes[] = {RK_RING_SPSC, RK_RING_MPSC};
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -735,6 +737,46 @@ static void test_mpsc_stale_head_cache(void **state) {
   rk_ring_destroy(r);
 }
 
+/* The message paths' inline copy (issue 16): every length 0..200 (the inline cases up to 64, the
+ * C library beyond), from and to every alignment 0..15, copies exactly n bytes: the bytes before
+ * and after the destination's n are untouched. */
+static void test_copy_msg(void **state) {
+  uint8_t src[256], dst[256 + 64];
+  uint32_t n, so, d0, i;
+  (void)state;
+  for (i = 0; i < sizeof src; i++) src[i] = (uint8_t)(i * 37 + 11);
+  for (n = 0; n <= 200; n++)
+    for (so = 0; so < 16; so++)
+      for (d0 = 0; d0 < 16; d0++) {
+        const uint32_t at = 16 + d0; /* guard bytes in front */
+        memset(dst, 0xcc, sizeof dst);
+        rk__copy_msg(dst + at, src + so, n);
+        for (i = 0; i < at; i++) assert_int_equal(dst[i], 0xcc);
+        assert_memory_equal(dst + at, src + so, n);
+        for (i = at + n; i < sizeof dst; i++) assert_int_equal(dst[i], 0xcc);
+      }
+}
+
+/* The cached slot geometry addresses what rk_ring_slot addresses, over laps and for slot sizes
+ * of one line and more (the prefetches' second line). */
+static void test_slot_geometry(void **state) {
+  static const uint32_t slots[] = {64, 128, 256};
+  uint32_t s;
+  uint64_t pos;
+  (void)state;
+  for (s = 0; s < 3; s++) {
+    rk_ring *r = make_ring(8, slots[s], RK_RING_SPSC);
+    rk__slots g = rk__slots_of(r);
+    assert_int_equal(g.size, slots[s]);
+    for (pos = 0; pos < 40; pos++) {
+      assert_ptr_equal(rk__slot_msg(&g, pos), rk_ring_slot(r, pos));
+      rk__prefetch_at(&g, pos); /* hints: must not fault on any slot */
+      rk__prefetchw_at(&g, pos);
+    }
+    rk_ring_destroy(r);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_geometry),
@@ -754,6 +796,8 @@ int main(void) {
       cmocka_unit_test(test_mpsc_consumer_wrap_2_64),
       cmocka_unit_test(test_mpsc_high_indices),
       cmocka_unit_test(test_mpsc_stale_head_cache),
+      cmocka_unit_test(test_copy_msg),
+      cmocka_unit_test(test_slot_geometry),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -457,9 +457,14 @@ RK_INLINE RK_HD int rk_ring_seq_published(uint64_t seq, uint64_t pos) {
 RK_INLINE RK_HD uint32_t rk_ring_peek_n(rk_ring *r, uint32_t n, uint64_t *pos) {
   uint64_t h = r->head; /**< own word: plain read */
   uint32_t k = 0;
+  /* the geometry read once: each acquire load below would make the compiler read it again */
+  volatile uint64_t *seq0 = rk_ring__seq(r, 0);
+  uint64_t mask = r->mask;
+  uint32_t slot_size = r->slot_size;
   *pos = h;
   /* pairs with the producer's publication (rk_ring__publish): the slot was written before. */
-  while (k < n && rk_ring_seq_published(rk_load_acquire_sys_u64(rk_ring__seq(r, h + k)), h + k)) k++;
+  while (k < n && rk_ring_seq_published(rk_load_acquire_sys_u64(rk_ring__seq_at(seq0, slot_size, mask, h + k)), h + k))
+    k++;
   return k;
 }
 /** Consumer: hand back k slots read since rk_ring_peek_n. */

@@ -96,7 +96,7 @@ static inline __attribute__((always_inline)) int reply_put(rk__lane *l, const rk
   e = (rk_envelope *)reply_slot(l);
   if (e == NULL) return RK_EAGAIN;
   reply_header(l, e, in, type, len, flags);
-  if (len) memcpy(e + 1, payload, len);
+  rk__copy_msg(e + 1, payload, len);
   reply_publish_staged(l, e);
   return RK_OK;
 }

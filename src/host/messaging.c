@@ -163,18 +163,24 @@ static int check_send(rk_kernel *k, uint32_t type, const void *payload, uint32_t
 
 /* Build an envelope in its slot; stamp is a tick of the runtime clock (send rule), taken by the
  * caller (one clock read and one CAS per claim, however many slots it covers). */
-static void fill(rk_kernel *k, rk__lane *l, rk_envelope *e, uint32_t type, const void *payload, uint32_t len,
-                 uint32_t flags, uint64_t id, rk_hlc stamp) {
+/* (fill_at: dst, node and lane given, read once per batch by rk_send_batch) */
+static inline void fill_at(rk_envelope *e, uint32_t type, const void *payload, uint32_t len, uint32_t flags,
+                           uint64_t id, rk_hlc stamp, uint32_t dst, uint32_t node, uint16_t lane) {
   uint16_t f = (uint16_t)(flags & RK_SEND_NO_REPLY ? RK_ENV_F_NO_REPLY : 0);
   rk_envelope_init(e, type, len, f);
   e->msg_id = id;
   e->src = 0;
-  e->dst = k->id;
-  e->node = k->rt->node_id;
-  e->lane = (uint16_t)l->index;
+  e->dst = dst;
+  e->node = node;
+  e->lane = lane;
   e->hlc = stamp;
-  if (len) memcpy(e + 1, payload, len);
+  rk__copy_msg(e + 1, payload, len);
   if (flags & RK_SEND_CHECKSUM) rk_envelope_seal(e, e + 1);
+}
+
+static void fill(rk_kernel *k, rk__lane *l, rk_envelope *e, uint32_t type, const void *payload, uint32_t len,
+                 uint32_t flags, uint64_t id, rk_hlc stamp) {
+  fill_at(e, type, payload, len, flags, id, stamp, k->id, k->rt->node_id, (uint16_t)l->index);
 }
 
 /* Claim n (>= 1) slots of lane l's inbox, honouring the backpressure policy: a BLOCK wait lasts
@@ -312,8 +318,31 @@ int rk_send_key(rk_kernel *k, uint64_t key, uint32_t type, const void *payload, 
   return send_common(k, 1, key, type, payload, len, flags, msg_id);
 }
 
+/* Fill the n claimed slots from pos with items[0..n), ids from id on, stamps from stamp on.
+ * The claimed slots' lines are taken in exclusive state RK_SEND_AHEAD items ahead of their fill:
+ * the lane read them on the last lap, and a store that waits for each line in turn stalls the
+ * sender once its store buffer is full (issue 16, docs/design-notes.md "throughput.echo"). Only
+ * the claimed slots: hints, no effect on correctness. The geometry and the envelope fields common
+ * to the run are read once (claim checked the header just now); out of line, so that the loop
+ * has the registers to itself (issue 16). */
+static __attribute__((noinline)) void fill_run(rk_kernel *k, rk__lane *l, rk_send_item *items, uint32_t n,
+                                               uint64_t pos, uint64_t id, rk_hlc stamp) {
+  rk__slots g = rk__slots_of(l->inbox);
+  uint32_t dst = k->id, node = k->rt->node_id, j;
+  uint16_t lane = (uint16_t)l->index;
+  for (j = 0; j < n && j < RK_SEND_AHEAD; j++) rk__prefetchw_at(&g, pos + j);
+  for (j = 0; j < n; j++) {
+    rk_send_item *it = &items[j];
+    uint64_t msg_id = (id + j) & ~RK__CALL_BIT;
+    if (j + RK_SEND_AHEAD < n) rk__prefetchw_at(&g, pos + j + RK_SEND_AHEAD);
+    it->msg_id = msg_id;
+    fill_at((rk_envelope *)rk__slot_msg(&g, pos + j), it->type, it->payload, it->len, it->flags, msg_id, stamp + j,
+            dst, node, lane);
+  }
+}
+
 int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
-  uint32_t i = 0, j;
+  uint32_t i = 0;
   int rc = RK_OK;
   if (k == NULL) return RK_EINVAL;
   rk__error_clear(k->rt);
@@ -332,6 +361,13 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
     }
     while (i + run < n && run < 64) {
       const rk_send_item *it = &items[i + run];
+      /* the common case first: an item like the run's first, round-robin (issue 16: the checks
+       * below were ~20 instructions of every message of a batch) */
+      if (it->type == items[i].type && it->len == items[i].len && it->flags == items[i].flags &&
+          !(it->flags & RK_SEND_KEYED) && (it->payload != NULL || it->len == 0)) {
+        run++;
+        continue;
+      }
       if ((it->flags & RK_SEND_KEYED) && lane_for(k, 1, it->key) != lane_idx) break;
       /* one claim honours one backpressure policy: a run does not mix NOWAIT and waiting items */
       if ((it->flags & RK_SEND_NOWAIT) != (items[i].flags & RK_SEND_NOWAIT)) break;
@@ -359,18 +395,7 @@ int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
       uint64_t pt = rk__send_pt_us(k->rt);
       rk__clock_guard(k, pt); /* device lanes: their offset still good for this reading? */
       rk__clock_tick_n(k->rt->clock, (uint32_t)got, pt, &stamp);
-      /* The claimed slots' lines in exclusive state RK_SEND_AHEAD items ahead of their fill: the
-       * lane read them on the last lap, and a store that waits for each line in turn stalls the
-       * sender once its store buffer is full (issue 16, docs/design-notes.md "throughput.echo").
-       * Only the claimed slots: hints, no effect on correctness. */
-      for (j = 0; j < (uint32_t)got && j < RK_SEND_AHEAD; j++) rk__prefetchw_slot(l->inbox, pos + j);
-      for (j = 0; j < (uint32_t)got; j++) {
-        rk_send_item *it = &items[i + j];
-        if (j + RK_SEND_AHEAD < (uint32_t)got) rk__prefetchw_slot(l->inbox, pos + j + RK_SEND_AHEAD);
-        it->msg_id = (id + j) & ~RK__CALL_BIT;
-        fill(k, l, (rk_envelope *)rk_ring_slot(l->inbox, pos + j), it->type, it->payload, it->len, it->flags,
-             it->msg_id, stamp + j);
-      }
+      fill_run(k, l, &items[i], (uint32_t)got, pos, id, stamp);
     }
     rk_ring_mpsc_commit_n(l->inbox, pos, (uint32_t)got);
     rk_ring_notify_consumer(l->inbox);
@@ -420,7 +445,7 @@ static inline __attribute__((always_inline)) void to_msg(const rk_envelope *e, c
   m->env = *e;
   m->len = n;
   m->payload = n ? buf : NULL;
-  if (n) memcpy(buf, payload, n);
+  rk__copy_msg(buf, payload, n);
   m->status = reply_status(e, payload, clock_bad);
 }
 
@@ -528,6 +553,61 @@ static int fast_call_elsewhere(const rk_kernel *k, const rk__lane *l, uint64_t i
   return 0;
 }
 
+/* drain_lane's common case for a receive (issue 16: the throughput path): the replies at the
+ * front of the batch that drain_lane would hand straight to the caller, taken without its per-reply
+ * routing and second envelope copy. Each envelope is copied out of its slot once, into the
+ * caller's rk_msg, validated there, and only that copy is used (drain_lane's rule). Takes replies
+ * [0, cnt) of the n published from pos, cnt <= want, and stops before the first one that
+ * drain_lane must route: refused by validation, or naming an rk_call (RK__CALL_BIT: a waiter, a
+ * fast-path caller, or a late reply). Nothing is routed to the pending list, so nothing is taken
+ * when it is not empty (its replies come first; reply_lock held over the batch, as drain_lane's).
+ * The caller (drain_lane) has checked: no rk_call of its own (self), no buffer pins (their
+ * release needs the waiter path), nothing delivered ahead. Stamps: merge_batch's rule, one merge
+ * of the newest, each reply on its own when that is refused. Returns cnt; the caller releases
+ * the slots. */
+/* (out of line: inlined, its loop shared drain_lane's registers and spilled to the stack) */
+static __attribute__((noinline)) uint32_t drain_direct(rk_kernel *k, rk__lane *l, uint64_t pos, uint32_t n,
+                                                       rk_msg *direct, uint8_t *buf, uint32_t buf_len, uint32_t want,
+                                                       uint32_t max_payload) {
+  rk_clock *c = k->rt->clock;
+  rk_hlc newest = 0;
+  uint64_t pt;
+  uint32_t i, cnt, self_id = k->id; /* (read once: the stores into direct[] might alias k) */
+  rk__slots g = rk__slots_of(l->outbox); /* (drain_lane checked the header just now) */
+  if (n > want) n = want;
+  rk__lock(&k->reply_lock);
+  if (k->pend_head != NULL) {
+    rk__unlock(&k->reply_lock);
+    return 0;
+  }
+  for (cnt = 0; cnt < n; cnt++) {
+    const uint8_t *slot = rk__slot_msg(&g, pos + cnt);
+    const uint8_t *payload = slot + RK_ENVELOPE_SIZE;
+    rk_msg *m = &direct[cnt];
+    uint32_t len;
+    memcpy(&m->env, slot, sizeof m->env);
+    if (rk_envelope_validate_reply(&m->env, payload, max_payload, self_id) != RK_ENV_OK ||
+        (m->env.correlation_id & RK__CALL_BIT))
+      break; /* drain_lane's, from here */
+    if (m->env.hlc > newest) newest = m->env.hlc;
+    len = m->env.payload_len < buf_len ? m->env.payload_len : buf_len;
+    m->len = len;
+    m->payload = len ? buf + (size_t)cnt * buf_len : NULL;
+    rk__copy_msg(buf + (size_t)cnt * buf_len, payload, len);
+    m->status = reply_status(&m->env, payload, 0);
+    device_refusal(k, &m->env, payload, l->index);
+  }
+  if (newest != 0 && clock_merge(c, newest, 0, &pt)) { /* merge_batch's rule (pt_hint 0: no false refusal) */
+    rk__clock_doubt(k);
+    for (i = 0; i < cnt; i++)
+      if (rk__clock_recv_at(c, direct[i].env.hlc, pt, NULL) == RK_ECLOCK && direct[i].status == 0)
+        direct[i].status = RK_ECLOCK; /* delivered all the same (reply_status) */
+  }
+  rk__unlock(&k->reply_lock);
+  if (cnt) rx_add(&l->rx_received, cnt);
+  return cnt;
+}
+
 /* Drain the outbox of lane l (drain_lock held). Each reply goes to its rk_call waiter; else, while
  * fewer than `want` went to the caller and nothing is pending, into direct[*got] (its payload into
  * buf + *got * buf_len); else to the pending list. A refused reply (see the top of this file) goes
@@ -569,9 +649,27 @@ static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint
     n = rk_ring_peek_n(l->outbox, RK_DRAIN_BATCH, &pos);
     if (n == 0) break;
     stop = n; /* slots [0, stop) are consumed, in order, and released */
+    {
+      rk__slots g = rk__slots_of(l->outbox); /* all their lines at once */
+      for (i = 0; i < n; i++) rk__prefetch_at(&g, pos + i);
+    }
+    /* A receive's replies, straight to the caller (drain_direct): the front of the batch it takes
+     * is consumed, and the rest, from the first reply it leaves, goes the way below next round.
+     * (relaxed pins: see below) */
+    if (self == NULL && ndirect < want && l->drain_ahead == 0 && !__atomic_load_n(&k->buf_pins, __ATOMIC_RELAXED)) {
+      uint32_t cnt = drain_direct(k, l, pos, n, &direct[ndirect], (uint8_t *)buf + (size_t)ndirect * buf_len,
+                                  buf_len, want - ndirect, max_payload);
+      if (cnt > 0) {
+        ndirect += cnt;
+        rk_ring_release_n(l->outbox, cnt);
+        rk_ring_notify_producers(l->outbox); /* a lane stalled on a full outbox resumes */
+        taken += cnt;
+        if (ndirect == want) break;
+        continue;
+      }
+    }
     /* Copy first, then validate the copy and use only the copy: a lane that rewrote a published
      * slot meanwhile changes payload bytes at worst, never the length the copy was checked with. */
-    for (i = 0; i < n; i++) rk__prefetch_slot(l->outbox, pos + i); /* all their lines at once */
     for (i = 0; i < n; i++) {
       const uint8_t *slot = rk_ring_slot(l->outbox, pos + i);
       memcpy(&env[i], slot, sizeof env[i]);
