@@ -293,6 +293,93 @@ static void test_reply_validation(void **state) {
   assert_true(RK_ENV_BAD_SOURCE > RK_ENV_BAD_LENGTH && RK_ENV_BAD_ERROR > RK_ENV_BAD_LENGTH);
 }
 
+/* The validators' checks written out one by one, in the order of the enum (what they were before
+ * the one-word test of the common case, issue 16), to compare the library's against. */
+static rk_envelope_check ref_validate(const rk_envelope *e, const void *payload, uint32_t max, uint32_t dst) {
+  if (e->magic != RK_ENVELOPE_MAGIC) return RK_ENV_BAD_MAGIC;
+  if (e->version != RK_ENVELOPE_VERSION) return RK_ENV_BAD_VERSION;
+  if (e->flags & ~RK_ENV_F_KNOWN) return RK_ENV_BAD_FLAGS;
+  if (e->origin != 0 && !(e->flags & RK_ENV_F_K2K)) return RK_ENV_BAD_RESERVED;
+  if (e->payload_len > max) return RK_ENV_BAD_LENGTH;
+  if (e->type == 0 && !(e->flags & RK_ENV_F_CONTROL)) return RK_ENV_BAD_TYPE;
+  if (dst != 0xffffffffu && e->dst != dst) return RK_ENV_BAD_DEST;
+  if ((e->flags & RK_ENV_F_CHECKSUM) && rk_envelope__crc(payload, e->payload_len) != e->checksum)
+    return RK_ENV_BAD_CHECKSUM;
+  return RK_ENV_OK;
+}
+
+static rk_envelope_check ref_validate_reply(const rk_envelope *e, const uint8_t *p, uint32_t max, uint32_t src) {
+  if (e->magic != RK_ENVELOPE_MAGIC) return RK_ENV_BAD_MAGIC;
+  if (e->version != RK_ENVELOPE_VERSION) return RK_ENV_BAD_VERSION;
+  if ((e->flags & ~RK_ENV_F_REPLY_ALLOWED) || !(e->flags & RK_ENV_F_REPLY)) return RK_ENV_BAD_FLAGS;
+  if (e->origin != 0) return RK_ENV_BAD_RESERVED;
+  if (e->payload_len > max) return RK_ENV_BAD_LENGTH;
+  if (e->type == 0 && !(e->flags & RK_ENV_F_ERROR)) return RK_ENV_BAD_TYPE;
+  if ((e->flags & RK_ENV_F_CHECKSUM) && rk_envelope__crc(p, e->payload_len) != e->checksum) return RK_ENV_BAD_CHECKSUM;
+  if (src != 0xffffffffu && e->src != src) return RK_ENV_BAD_SOURCE;
+  if (e->flags & RK_ENV_F_ERROR) {
+    int32_t c;
+    if (e->payload_len < 4) return RK_ENV_BAD_ERROR;
+    memcpy(&c, p, sizeof c);
+    if (c >= 0) return RK_ENV_BAD_ERROR;
+  }
+  return RK_ENV_OK;
+}
+
+/* xorshift64*: the fields' values, reproducibly */
+static uint64_t rnd(uint64_t *x) {
+  *x ^= *x >> 12;
+  *x ^= *x << 25;
+  *x ^= *x >> 27;
+  return *x * 0x2545f4914f6cdd1dull;
+}
+
+/* A value for a field: mostly the sound one, else one of a few near it, else anything. */
+static uint32_t pick(uint64_t *x, uint32_t good, uint32_t other) {
+  uint64_t r = rnd(x);
+  switch (r % 8) {
+    case 0: return (uint32_t)(r >> 32);
+    case 1: return other;
+    case 2: return good ^ (1u << ((r >> 8) % 32));
+    default: return good;
+  }
+}
+
+/* Both validators agree with the written-out checks on every envelope: every flags word, and 400k
+ * envelopes whose fields are sound or damaged at random (the one-word test of the common case must
+ * never accept what a check refuses, nor change which corruption is named). */
+static void test_validate_fast_path_agrees(void **state) {
+  slot_t s;
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  uint32_t i, f, code, checks = 0;
+  int32_t neg = RK_EINVAL;
+  (void)state;
+  for (i = 0; i < 400000u + 65536u * 2; i++) {
+    make_message(&s, (uint32_t)(rnd(&x) % 40));
+    s.env.flags = i < 65536u * 2 ? (uint16_t)i : (uint16_t)pick(&x, i & 1 ? RK_ENV_F_REPLY : 0, RK_ENV_F_REPLY | RK_ENV_F_ERROR);
+    f = s.env.flags;
+    s.env.magic = pick(&x, RK_ENVELOPE_MAGIC, RK_ENVELOPE_MAGIC);
+    s.env.version = (uint16_t)pick(&x, RK_ENVELOPE_VERSION, 0);
+    s.env.origin = pick(&x, 0, 5);
+    s.env.payload_len = pick(&x, s.env.payload_len, 33);
+    s.env.type = pick(&x, 7, 0);
+    s.env.src = pick(&x, 3, 4);
+    s.env.dst = pick(&x, 9, 8);
+    if (f & RK_ENV_F_CHECKSUM)
+      s.env.checksum = rk_envelope__crc(s.payload, s.env.payload_len <= 32 ? s.env.payload_len : 0) ^ (uint32_t)(rnd(&x) % 2);
+    if ((f & RK_ENV_F_ERROR) && rnd(&x) % 2) memcpy(s.payload, &neg, sizeof neg);
+    code = s.env.payload_len <= 32; /* max 32: lengths past it must be refused before the payload is read */
+    assert_int_equal(rk_envelope_validate(&s.env, s.payload, 32, 9), ref_validate(&s.env, s.payload, 32, 9));
+    assert_int_equal(rk_envelope_validate(&s.env, s.payload, 32, 0xffffffffu),
+                     ref_validate(&s.env, s.payload, 32, 0xffffffffu));
+    assert_int_equal(rk_envelope_validate_reply(&s.env, s.payload, 32, 3), ref_validate_reply(&s.env, s.payload, 32, 3));
+    assert_int_equal(rk_envelope_validate_reply(&s.env, s.payload, 32, 0xffffffffu),
+                     ref_validate_reply(&s.env, s.payload, 32, 0xffffffffu));
+    checks += code && rk_envelope_validate_reply(&s.env, s.payload, 32, 3) == RK_ENV_OK;
+  }
+  assert_true(checks > 1000); /* the sound replies were among them */
+}
+
 static void test_check_names(void **state) {
   int i, j;
   const char *unknown = rk_envelope_check_name(RK_ENV_CHECK_COUNT);
@@ -440,6 +527,7 @@ int main(void) {
       cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_each_corruption_detected),
       cmocka_unit_test(test_reply_validation),
+      cmocka_unit_test(test_validate_fast_path_agrees),
       cmocka_unit_test(test_check_names),
       cmocka_unit_test(test_crc_known_vectors),
       cmocka_unit_test(test_crc_paths_agree),
