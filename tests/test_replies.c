@@ -11,7 +11,7 @@
  * Corrupt replies come from a handler that writes through its reservation into the envelope in
  * front of it (what a faulty handler or device lane does), or, white-box, from the test publishing
  * into the outbox of a lane that is not consuming (host/internal.h; linked against the static
- * library). */
+ * library). Also white-box: what rk_send_batch writes into an inbox, byte for byte. */
 #include "rt_util.h"
 
 #include "host/internal.h"
@@ -710,6 +710,62 @@ static void test_recv_batch_mixed(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* What rk_send_batch writes into a lane's inbox (fill_run writes each envelope as whole words,
+ * issue 16): byte for byte the envelope rk_envelope_init and the send's fields make (flags: only
+ * RK_ENV_F_NO_REPLY of the send flags, RK_ENV_F_CHECKSUM with the checksum when asked; src 0, dst
+ * the kernel, the runtime's node, the lane, consecutive stamps, the ids handed back), then the
+ * payload, for payloads of 0 to 64 bytes. */
+static void test_send_batch_envelopes(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("inactive", never);
+  rk_kernel *k = rt_launch(rt, &d, NULL); /* never activated: the inbox keeps what was sent */
+  static const uint32_t lens[] = {0, 1, 7, 16, 31, 32, 33, 64};
+  static const uint32_t flags[] = {0, RK_SEND_NO_REPLY, RK_SEND_CHECKSUM, RK_SEND_NO_REPLY | RK_SEND_CHECKSUM};
+  enum { N = 32 };
+  rk_send_item items[N];
+  uint8_t payloads[N][64];
+  rk_ring *in = k->lane[0].inbox;
+  uint64_t pos;
+  uint32_t i, j;
+  (void)state;
+  for (i = 0; i < N; i++) {
+    for (j = 0; j < 64; j++) payloads[i][j] = (uint8_t)(i * 31 + j);
+    memset(&items[i], 0, sizeof items[i]);
+    items[i].type = SCRIBBLE_TYPE + i % 3;
+    items[i].len = lens[i % 8];
+    items[i].payload = items[i].len ? payloads[i] : NULL;
+    items[i].flags = flags[(i / 8) % 4];
+  }
+  assert_int_equal(rk_send_batch(k, items, N), N);
+  assert_int_equal(rk_ring_peek_n(in, N + 1, &pos), N);
+  for (i = 0; i < N; i++) {
+    const uint8_t *slot = rk_ring_slot(in, pos + i);
+    rk_envelope want, got;
+    memcpy(&got, slot, sizeof got);
+    rk_envelope_init(&want, items[i].type, items[i].len,
+                     (uint16_t)(items[i].flags & RK_SEND_NO_REPLY ? RK_ENV_F_NO_REPLY : 0));
+    want.msg_id = items[i].msg_id;
+    want.dst = rk_kernel_id(k);
+    want.node = k->rt->node_id;
+    want.lane = 0;
+    want.hlc = got.hlc;
+    if (items[i].flags & RK_SEND_CHECKSUM) rk_envelope_seal(&want, payloads[i]);
+    assert_memory_equal(&got, &want, sizeof want);
+    assert_memory_equal(slot + RK_ENVELOPE_SIZE, payloads[i], items[i].len);
+    assert_int_equal(rk_envelope_validate(&got, slot + RK_ENVELOPE_SIZE, rk__payload_max(k), rk_kernel_id(k)),
+                     RK_ENV_OK);
+    assert_false(items[i].msg_id & RK__CALL_BIT);
+    if (i > 0) {
+      rk_envelope prev;
+      memcpy(&prev, rk_ring_slot(in, pos + i - 1), sizeof prev);
+      assert_true(got.hlc > prev.hlc); /* in send order */
+      assert_int_equal(items[i].msg_id, items[i - 1].msg_id + 1);
+    }
+  }
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
 /* Which lane holds request id (hang-checked wait for it to arrive), and its index there. */
 typedef struct find_req {
   rk_kernel *k;
@@ -856,6 +912,7 @@ int main(void) {
       cmocka_unit_test(test_inbox_header_beyond_memory),
       cmocka_unit_test(test_call_timeout_late_reply),
       cmocka_unit_test(test_recv_batch_mixed),
+      cmocka_unit_test(test_send_batch_envelopes),
       cmocka_unit_test(test_calls_across_lanes),
       cmocka_unit_test(test_callback_reply_taken_by_call),
   };

@@ -201,19 +201,23 @@ RK_INLINE RK_HD rk_envelope_check rk_envelope_validate(const rk_envelope *e, con
  * @param expected_src the id of the kernel whose outbox held the reply, or UINT32_MAX to skip
  * @return RK_ENV_OK or the first corruption found. Any thread; pure.
  */
+/* (internal) rk_envelope_validate_reply's common case: a sound reply that is neither an error reply
+ * nor checksummed (flags exactly RK_ENV_F_REPLY), with the magic, the version and the flags compared
+ * as one 64-bit word (one load where the compiler merges them). Nonzero: the reply passes every
+ * check of rk_envelope_validate_reply; 0: those checks decide. */
+RK_INLINE RK_HD int rk_envelope__reply_plain(const rk_envelope *e, uint32_t max_payload, uint32_t expected_src) {
+  return (RK_CAST(uint64_t, e->magic) | RK_CAST(uint64_t, e->version) << 32 | RK_CAST(uint64_t, e->flags) << 48) ==
+             (RK_CAST(uint64_t, RK_ENVELOPE_MAGIC) | RK_CAST(uint64_t, RK_ENVELOPE_VERSION) << 32 |
+              RK_CAST(uint64_t, RK_ENV_F_REPLY) << 48) &&
+         e->origin == 0 && e->payload_len <= max_payload && e->type != 0 &&
+         (expected_src == 0xffffffffu || e->src == expected_src);
+}
+
 RK_INLINE RK_HD rk_envelope_check rk_envelope_validate_reply(const rk_envelope *e, const void *payload,
                                                              uint32_t max_payload, uint32_t expected_src) {
   const uint8_t *p = RK_CAST(const uint8_t *, payload ? payload : RK_CAST(const void *, e + 1));
-  /* The common case first: a sound reply that is neither an error reply nor checksummed, with the
-   * magic, the version and the flags (exactly RK_ENV_F_REPLY) compared as one 64-bit word (one load
-   * where the compiler merges them). Whatever passes it passes every check below; anything else
-   * goes through them, which name the first corruption. */
-  if (((RK_CAST(uint64_t, e->magic) | RK_CAST(uint64_t, e->version) << 32 | RK_CAST(uint64_t, e->flags) << 48) ==
-       (RK_CAST(uint64_t, RK_ENVELOPE_MAGIC) | RK_CAST(uint64_t, RK_ENVELOPE_VERSION) << 32 |
-        RK_CAST(uint64_t, RK_ENV_F_REPLY) << 48)) &&
-      e->origin == 0 && e->payload_len <= max_payload && e->type != 0 &&
-      (expected_src == 0xffffffffu || e->src == expected_src))
-    return RK_ENV_OK;
+  /* the common case first; anything else goes through the checks, which name the first corruption */
+  if (rk_envelope__reply_plain(e, max_payload, expected_src)) return RK_ENV_OK;
   if (e->magic != RK_ENVELOPE_MAGIC) return RK_ENV_BAD_MAGIC;
   if (e->version != RK_ENVELOPE_VERSION) return RK_ENV_BAD_VERSION;
   if ((e->flags & ~RK_ENV_F_REPLY_ALLOWED) || !(e->flags & RK_ENV_F_REPLY)) return RK_ENV_BAD_FLAGS;
