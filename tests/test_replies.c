@@ -629,8 +629,8 @@ static void test_call_timeout_late_reply(void **state) {
  * drain. Both ways must agree: order, payloads, statuses (an error reply's code, RK_ECLOCK for a
  * stamp too far ahead, delivered all the same), a damaged reply refused and counted, a late rk_call
  * reply kept as a dead letter, the receive's count honoured. The outbox holds, in order: good 1,
- * good 2 stamped 10 s ahead, an error reply, a late rk_call reply, a damaged magic, good 3 stamped
- * ahead, good 4. */
+ * good 2 stamped 10 s ahead, an error reply, a checksummed good 5, a late rk_call reply, a damaged
+ * magic, a checksummed reply whose checksum is wrong (a notice), good 3 stamped ahead, good 4. */
 static void put_ahead(rk_kernel *k, uint64_t correlation, uint32_t tag) {
   uint8_t payload[REPLY_LEN];
   rk_envelope e = reply_env(k, 0, correlation, REPLY_LEN);
@@ -662,11 +662,19 @@ static void test_recv_batch_mixed(void **state) {
   memset(payload, 0, sizeof payload);
   memcpy(payload, &code, sizeof code);
   put_reply(k, 0, &e, payload, sizeof payload);
+  e = reply_env(k, 0, 18, REPLY_LEN); /* checksummed, sound */
+  fill_payload(want, 5);
+  rk_envelope_seal(&e, want);
+  put_reply(k, 0, &e, want, REPLY_LEN);
   put_good(k, 0, RK__CALL_BIT | 15, 98); /* an rk_call's, whose caller is gone: late */
   e = reply_env(k, 0, 14, REPLY_LEN);
   e.magic ^= 1u; /* damaged: refused, no one told */
   fill_payload(bufs[0], 99);
   put_reply(k, 0, &e, bufs[0], REPLY_LEN);
+  e = reply_env(k, 0, 19, REPLY_LEN); /* checksummed, the checksum wrong: refused, a notice */
+  rk_envelope_seal(&e, want);
+  e.checksum ^= 1u;
+  put_reply(k, 0, &e, want, REPLY_LEN);
   put_ahead(k, 16, 3);
   put_good(k, 0, 17, 4);
 
@@ -682,30 +690,47 @@ static void test_recv_batch_mixed(void **state) {
   assert_ptr_equal(m[1].payload, bufs[1]);
   fill_payload(want, 2);
   assert_memory_equal(bufs[1], want, REPLY_LEN);
-  assert_int_equal(rk_ring_count(k->lane[0].outbox), 5);
+  assert_int_equal(rk_ring_count(k->lane[0].outbox), 7);
 
   /* the rest: the error reply, then the general drain's share */
   memset(m, 0, sizeof m);
   got = rk_recv_batch(k, m, bufs, REPLY_LEN, 16, RT_HANG);
-  assert_int_equal(got, 3); /* one receive: the direct part stops at the late reply, the drain goes on */
+  assert_int_equal(got, 5); /* one receive: the direct part stops at the late reply, the drain goes on */
   assert_int_equal(m[0].env.correlation_id, 13);
   assert_true(rk_msg_is_error(&m[0]));
   assert_int_equal(m[0].status, RK_EINVAL);
   assert_int_equal(m[0].len, 8);
-  assert_int_equal(m[1].env.correlation_id, 16);
-  assert_int_equal(m[1].status, RK_ECLOCK);
-  assert_int_equal(m[2].env.correlation_id, 17);
-  expect_good(&m[2], bufs[2], 4);
+  assert_int_equal(m[1].env.correlation_id, 18);
+  expect_good(&m[1], bufs[1], 5);
+  expect_notice(&m[2], bufs[2], 0, 19);
+  assert_int_equal(m[3].env.correlation_id, 16);
+  assert_int_equal(m[3].status, RK_ECLOCK);
+  assert_int_equal(m[4].env.correlation_id, 17);
+  expect_good(&m[4], bufs[4], 4);
   assert_int_equal(rk_recv(k, &m[0], bufs[0], REPLY_LEN, 0), RK_EAGAIN);
   assert_int_equal(rk_ring_count(k->lane[0].outbox), 0);
 
   st = rt_stats(k);
-  assert_int_equal(st.received, 5);
-  assert_int_equal(st.replies_invalid, 1);
+  assert_int_equal(st.received, 6);
+  assert_int_equal(st.replies_invalid, 2);
   assert_int_equal(st.late_replies, 1);
   assert_int_equal(rk_kernel_dead_letters(k, dl, 2, &total), 1);
   assert_int_equal(dl[0].env.correlation_id, RK__CALL_BIT | 15);
   assert_int_equal(k->pend_count, 0);
+
+  /* A receive that takes nothing leaves no byte of a refused reply in the caller's entry: here a
+   * damaged one alone, then one that names an rk_call (another caller's, late here) */
+  e = reply_env(k, 0, 20, REPLY_LEN);
+  e.version = 7;
+  put_reply(k, 0, &e, bufs[0], REPLY_LEN);
+  put_good(k, 0, RK__CALL_BIT | 21, 97);
+  memset(&m[0], 0xee, sizeof m[0]);
+  assert_int_equal(rk_recv(k, &m[0], bufs[0], REPLY_LEN, 0), RK_EAGAIN);
+  assert_int_equal(m[0].env.magic == RK_ENVELOPE_MAGIC, 0);
+  assert_int_equal(rk_ring_count(k->lane[0].outbox), 0);
+  st = rt_stats(k);
+  assert_int_equal(st.replies_invalid, 3);
+  assert_int_equal(st.late_replies, 2);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }
@@ -713,55 +738,84 @@ static void test_recv_batch_mixed(void **state) {
 /* What rk_send_batch writes into a lane's inbox (fill_run writes each envelope as whole words,
  * issue 16): byte for byte the envelope rk_envelope_init and the send's fields make (flags: only
  * RK_ENV_F_NO_REPLY of the send flags, RK_ENV_F_CHECKSUM with the checksum when asked; src 0, dst
- * the kernel, the runtime's node, the lane, consecutive stamps, the ids handed back), then the
- * payload, for payloads of 0 to 64 bytes. */
+ * the kernel, the runtime's node, the lane it went to, stamps in send order, the ids handed back),
+ * then the payload, for payloads of 0 to 64 bytes, on a kernel of two lanes. Items come in runs of
+ * four alike (one claim each, to one lane: the run detection's common case) and the runs differ. An
+ * item with a NULL payload and a length inside such a run stops the batch there (RK_EINVAL for it;
+ * those before it sent). */
 static void test_send_batch_envelopes(void **state) {
   rk_runtime *rt = rt_create();
   rk_kernel_desc d = rt_desc("inactive", never);
-  rk_kernel *k = rt_launch(rt, &d, NULL); /* never activated: the inbox keeps what was sent */
+  rk_kernel *k;
   static const uint32_t lens[] = {0, 1, 7, 16, 31, 32, 33, 64};
   static const uint32_t flags[] = {0, RK_SEND_NO_REPLY, RK_SEND_CHECKSUM, RK_SEND_NO_REPLY | RK_SEND_CHECKSUM};
-  enum { N = 32 };
+  enum { N = 64, RUN = 4 };
   rk_send_item items[N];
   uint8_t payloads[N][64];
-  rk_ring *in = k->lane[0].inbox;
+  uint32_t i, j, lane, seen = 0;
   uint64_t pos;
-  uint32_t i, j;
   (void)state;
+  d.lanes = 2;
+  k = rt_launch(rt, &d, NULL); /* never activated: the inboxes keep what was sent */
   for (i = 0; i < N; i++) {
+    uint32_t r = i / RUN; /* the run: its items alike, runs unlike */
     for (j = 0; j < 64; j++) payloads[i][j] = (uint8_t)(i * 31 + j);
     memset(&items[i], 0, sizeof items[i]);
-    items[i].type = SCRIBBLE_TYPE + i % 3;
-    items[i].len = lens[i % 8];
+    items[i].type = SCRIBBLE_TYPE + r % 3;
+    items[i].len = lens[r % 8];
     items[i].payload = items[i].len ? payloads[i] : NULL;
-    items[i].flags = flags[(i / 8) % 4];
+    items[i].flags = flags[(r / 2) % 4];
   }
   assert_int_equal(rk_send_batch(k, items, N), N);
-  assert_int_equal(rk_ring_peek_n(in, N + 1, &pos), N);
-  for (i = 0; i < N; i++) {
-    const uint8_t *slot = rk_ring_slot(in, pos + i);
-    rk_envelope want, got;
-    memcpy(&got, slot, sizeof got);
-    rk_envelope_init(&want, items[i].type, items[i].len,
-                     (uint16_t)(items[i].flags & RK_SEND_NO_REPLY ? RK_ENV_F_NO_REPLY : 0));
-    want.msg_id = items[i].msg_id;
-    want.dst = rk_kernel_id(k);
-    want.node = k->rt->node_id;
-    want.lane = 0;
-    want.hlc = got.hlc;
-    if (items[i].flags & RK_SEND_CHECKSUM) rk_envelope_seal(&want, payloads[i]);
-    assert_memory_equal(&got, &want, sizeof want);
-    assert_memory_equal(slot + RK_ENVELOPE_SIZE, payloads[i], items[i].len);
-    assert_int_equal(rk_envelope_validate(&got, slot + RK_ENVELOPE_SIZE, rk__payload_max(k), rk_kernel_id(k)),
-                     RK_ENV_OK);
-    assert_false(items[i].msg_id & RK__CALL_BIT);
-    if (i > 0) {
-      rk_envelope prev;
-      memcpy(&prev, rk_ring_slot(in, pos + i - 1), sizeof prev);
-      assert_true(got.hlc > prev.hlc); /* in send order */
-      assert_int_equal(items[i].msg_id, items[i - 1].msg_id + 1);
+  for (lane = 0; lane < 2; lane++) {
+    rk_ring *in = k->lane[lane].inbox;
+    uint32_t got = rk_ring_peek_n(in, N + 1, &pos);
+    for (j = 0; j < got; j++) {
+      const uint8_t *slot = rk_ring_slot(in, pos + j);
+      rk_envelope want, env;
+      memcpy(&env, slot, sizeof env);
+      for (i = 0; i < N && items[i].msg_id != env.msg_id; i++) {
+      }
+      assert_true(i < N); /* an id handed back */
+      rk_envelope_init(&want, items[i].type, items[i].len,
+                       (uint16_t)(items[i].flags & RK_SEND_NO_REPLY ? RK_ENV_F_NO_REPLY : 0));
+      want.msg_id = items[i].msg_id;
+      want.dst = rk_kernel_id(k);
+      want.node = k->rt->node_id;
+      want.lane = (uint16_t)lane;
+      want.hlc = env.hlc;
+      if (items[i].flags & RK_SEND_CHECKSUM) rk_envelope_seal(&want, payloads[i]);
+      assert_memory_equal(&env, &want, sizeof want);
+      assert_memory_equal(slot + RK_ENVELOPE_SIZE, payloads[i], items[i].len);
+      assert_int_equal(rk_envelope_validate(&env, slot + RK_ENVELOPE_SIZE, rk__payload_max(k), rk_kernel_id(k)),
+                       RK_ENV_OK);
+      assert_false(items[i].msg_id & RK__CALL_BIT);
+      if (j > 0) { /* in send order on its lane: stamps and ids */
+        rk_envelope prev;
+        memcpy(&prev, rk_ring_slot(in, pos + j - 1), sizeof prev);
+        assert_true(env.hlc > prev.hlc);
+        assert_true(env.msg_id > prev.msg_id);
+      }
+      if (j % RUN) { /* a run went to one lane, whole */
+        rk_envelope prev;
+        memcpy(&prev, rk_ring_slot(in, pos + j - 1), sizeof prev);
+        assert_int_equal(env.msg_id, prev.msg_id + 1);
+        assert_int_equal(env.hlc, prev.hlc + 1);
+      }
     }
+    rk_ring_release_n(in, got);
+    seen += got;
   }
+  assert_int_equal(seen, N);
+  /* a NULL payload with a length, third of a run of four: two sent, then RK_EINVAL for it */
+  items[2].payload = NULL;
+  items[0].len = items[1].len = items[2].len = items[3].len = 8;
+  items[0].payload = payloads[0];
+  items[1].payload = payloads[1];
+  items[3].payload = payloads[3];
+  assert_int_equal(rk_send_batch(k, items, 4), 2);
+  assert_int_equal(rk_send_batch(k, &items[2], 2), RK_EINVAL);
+  assert_int_equal(rk_ring_peek_n(k->lane[0].inbox, 8, &pos) + rk_ring_peek_n(k->lane[1].inbox, 8, &pos), 2);
   rk_kernel_destroy(k);
   rk_runtime_destroy(rt);
 }

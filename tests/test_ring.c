@@ -739,7 +739,8 @@ static void test_mpsc_stale_head_cache(void **state) {
 
 /* The message paths' inline copy (issue 16): every length 0..200 (the inline cases up to 64, the
  * C library beyond), from and to every alignment 0..15, copies exactly n bytes: the bytes before
- * and after the destination's n are untouched. */
+ * and after the destination's n are untouched; and it reads and writes nothing outside its n
+ * bytes (heap blocks of exactly n, checked by the sanitizer builds). */
 static void test_copy_msg(void **state) {
   uint8_t src[256], dst[256 + 64];
   uint32_t n, so, d0, i;
@@ -755,6 +756,18 @@ static void test_copy_msg(void **state) {
         assert_memory_equal(dst + at, src + so, n);
         for (i = at + n; i < sizeof dst; i++) assert_int_equal(dst[i], 0xcc);
       }
+  /* from and to blocks of exactly n bytes: under the sanitizers (ASan) a byte read or written past
+   * either end fails the test */
+  for (n = 1; n <= 200; n++) {
+    uint8_t *from = (uint8_t *)malloc(n), *to = (uint8_t *)malloc(n);
+    assert_non_null(from);
+    assert_non_null(to);
+    memcpy(from, src, n);
+    rk__copy_msg(to, from, n);
+    assert_memory_equal(to, src, n);
+    free(from);
+    free(to);
+  }
 }
 
 /* The cached slot geometry addresses what rk_ring_slot addresses, over laps and for slot sizes

@@ -184,6 +184,18 @@ RK_INLINE RK_HD rk_envelope_check rk_envelope_validate(const rk_envelope *e, con
   return RK_ENV_OK;
 }
 
+/* (internal) rk_envelope_validate_reply's common case: a sound reply that is neither an error reply
+ * nor checksummed (flags exactly RK_ENV_F_REPLY), with the magic, the version and the flags compared
+ * as one 64-bit word (one load where the compiler merges them). Nonzero: the reply passes every
+ * check of rk_envelope_validate_reply; 0: those checks decide. */
+RK_INLINE RK_HD int rk_envelope__reply_plain(const rk_envelope *e, uint32_t max_payload, uint32_t expected_src) {
+  return (RK_CAST(uint64_t, e->magic) | RK_CAST(uint64_t, e->version) << 32 | RK_CAST(uint64_t, e->flags) << 48) ==
+             (RK_CAST(uint64_t, RK_ENVELOPE_MAGIC) | RK_CAST(uint64_t, RK_ENVELOPE_VERSION) << 32 |
+              RK_CAST(uint64_t, RK_ENV_F_REPLY) << 48) &&
+         e->origin == 0 && e->payload_len <= max_payload && e->type != 0 &&
+         (expected_src == 0xffffffffu || e->src == expected_src);
+}
+
 /**
  * Validate a reply taken from a kernel's outbox, before anything of it is used: a lane (a device,
  * a handler that writes past its reservation) may have written anything there.
@@ -201,18 +213,6 @@ RK_INLINE RK_HD rk_envelope_check rk_envelope_validate(const rk_envelope *e, con
  * @param expected_src the id of the kernel whose outbox held the reply, or UINT32_MAX to skip
  * @return RK_ENV_OK or the first corruption found. Any thread; pure.
  */
-/* (internal) rk_envelope_validate_reply's common case: a sound reply that is neither an error reply
- * nor checksummed (flags exactly RK_ENV_F_REPLY), with the magic, the version and the flags compared
- * as one 64-bit word (one load where the compiler merges them). Nonzero: the reply passes every
- * check of rk_envelope_validate_reply; 0: those checks decide. */
-RK_INLINE RK_HD int rk_envelope__reply_plain(const rk_envelope *e, uint32_t max_payload, uint32_t expected_src) {
-  return (RK_CAST(uint64_t, e->magic) | RK_CAST(uint64_t, e->version) << 32 | RK_CAST(uint64_t, e->flags) << 48) ==
-             (RK_CAST(uint64_t, RK_ENVELOPE_MAGIC) | RK_CAST(uint64_t, RK_ENVELOPE_VERSION) << 32 |
-              RK_CAST(uint64_t, RK_ENV_F_REPLY) << 48) &&
-         e->origin == 0 && e->payload_len <= max_payload && e->type != 0 &&
-         (expected_src == 0xffffffffu || e->src == expected_src);
-}
-
 RK_INLINE RK_HD rk_envelope_check rk_envelope_validate_reply(const rk_envelope *e, const void *payload,
                                                              uint32_t max_payload, uint32_t expected_src) {
   const uint8_t *p = RK_CAST(const uint8_t *, payload ? payload : RK_CAST(const void *, e + 1));
@@ -233,7 +233,7 @@ RK_INLINE RK_HD rk_envelope_check rk_envelope_validate_reply(const rk_envelope *
     if (e->payload_len < 4) return RK_ENV_BAD_ERROR;
     c = RK_CAST(uint32_t, p[0]) | RK_CAST(uint32_t, p[1]) << 8 | RK_CAST(uint32_t, p[2]) << 16 |
         RK_CAST(uint32_t, p[3]) << 24;
-    if ((c & 0x80000000u) == 0) return RK_ENV_BAD_ERROR; /**< RK_E* codes are negative */
+    if ((c & 0x80000000u) == 0) return RK_ENV_BAD_ERROR; /* RK_E* codes are negative */
   }
   return RK_ENV_OK;
 }

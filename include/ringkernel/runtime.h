@@ -454,10 +454,12 @@ RK_API int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n);
  *  with its payload: when its header was sound enough to trust its ids (a check result from
  *  RK_ENV_BAD_LENGTH on) a notice comes in its place, an error reply (rk_msg_is_error) with status
  *  RK_ECORRUPT, no payload and the refused envelope's ids (correlation_id names the request);
- *  otherwise nothing comes. */
+ *  otherwise nothing comes. On an error *msg and buf hold nothing to use (they may have been
+ *  written). */
 RK_API int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t timeout_ns);
 /** Receive up to n replies at once: msgs[i].payload points into bufs + i * buf_len. Returns the
- *  number received (>= 1) or an error as rk_recv. */
+ *  number received (>= 1) or an error as rk_recv. The entries from the count returned on, and all
+ *  of them on an error, hold nothing to use (they may have been written). */
 RK_API int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint32_t n,
                          int64_t timeout_ns);
 

@@ -335,7 +335,7 @@ static __attribute__((noinline)) void fill_run(rk_kernel *k, rk__lane *l, rk_sen
    * ~25 instructions of each message's ~70 here were separate field stores (issue 16). */
   const uint64_t w0 = (uint64_t)RK_ENVELOPE_MAGIC | (uint64_t)RK_ENVELOPE_VERSION << 32; /* | flags << 48 */
   const uint64_t w4 = (uint64_t)k->id << 32;                 /* src 0, dst */
-  const uint64_t w6 = (uint64_t)k->rt->node_id;              /* node, checksum 0 (rk_envelope_seal sets it) */
+  const uint64_t w6 = (uint64_t)k->rt->node_id;              /* node, checksum (0 unless sealed) */
   const uint64_t w7 = (uint64_t)(uint16_t)l->index << 16;    /* priority 0, lane, origin 0 */
   const uint64_t zero = 0;                                   /* correlation_id */
   for (j = 0; j < n && j < RK_SEND_AHEAD; j++) rk__prefetchw_at(&g, pos + j);
@@ -343,10 +343,14 @@ static __attribute__((noinline)) void fill_run(rk_kernel *k, rk__lane *l, rk_sen
     rk_send_item *it = &items[j];
     uint8_t *e = rk__slot_msg(&g, pos + j);
     uint64_t msg_id = (id + j) & ~RK__CALL_BIT, hlc = stamp + j;
-    uint64_t f = it->flags & RK_SEND_NO_REPLY ? RK_ENV_F_NO_REPLY : 0;
+    uint64_t f = it->flags & RK_SEND_NO_REPLY ? RK_ENV_F_NO_REPLY : 0, w6c = w6;
     uint64_t w1 = (uint64_t)it->type | (uint64_t)it->len << 32;
     if (j + RK_SEND_AHEAD < n) rk__prefetchw_at(&g, pos + j + RK_SEND_AHEAD);
     it->msg_id = msg_id;
+    if (it->flags & RK_SEND_CHECKSUM) { /* rk_envelope_seal's two fields, into the words */
+      f |= RK_ENV_F_CHECKSUM;
+      w6c |= (uint64_t)rk_envelope__crc(it->payload, it->len) << 32;
+    }
     f = w0 | f << 48;
     memcpy(e, &f, 8);
     memcpy(e + 8, &w1, 8);
@@ -354,10 +358,9 @@ static __attribute__((noinline)) void fill_run(rk_kernel *k, rk__lane *l, rk_sen
     memcpy(e + 24, &zero, 8);
     memcpy(e + 32, &w4, 8);
     memcpy(e + 40, &hlc, 8);
-    memcpy(e + 48, &w6, 8);
+    memcpy(e + 48, &w6c, 8);
     memcpy(e + 56, &w7, 8);
     rk__copy_msg(e + RK_ENVELOPE_SIZE, it->payload, it->len);
-    if (it->flags & RK_SEND_CHECKSUM) rk_envelope_seal((rk_envelope *)(void *)e, e + RK_ENVELOPE_SIZE);
   }
 #else
   uint32_t dst = k->id, node = k->rt->node_id;
@@ -590,45 +593,59 @@ static int fast_call_elsewhere(const rk_kernel *k, const rk__lane *l, uint64_t i
 
 /* drain_lane's common case for a receive (issue 16: the throughput path): the replies at the
  * front of the batch that drain_lane would hand straight to the caller, taken without its per-reply
- * routing and second envelope copy. Each envelope is copied out of its slot once, into the
- * caller's rk_msg, validated there, and only that copy is used (drain_lane's rule). Takes replies
- * [0, cnt) of the n published from pos, cnt <= want, and stops before the first one that
- * drain_lane must route: refused by validation, or naming an rk_call (RK__CALL_BIT: a waiter, a
- * fast-path caller, or a late reply). Nothing is routed to the pending list, so nothing is taken
- * when it is not empty (its replies come first; reply_lock held over the batch, as drain_lane's).
- * The caller (drain_lane) has checked: no rk_call of its own (self), no buffer pins (their
- * release needs the waiter path), nothing delivered ahead. Stamps: merge_batch's rule, one merge
- * of the newest, each reply on its own when that is refused. Returns cnt; the caller releases
- * the slots. */
-/* (out of line: inlined, its loop shared drain_lane's registers and spilled to the stack) */
+ * routing. Each envelope is copied out of its slot once, into the caller's rk_msg, validated there,
+ * and only that copy is used (drain_lane's rule); the entry of a reply it does not take is zeroed
+ * (rk_recv_batch: entries past the count returned are unspecified). Takes replies [0, cnt) of the n published from pos, cnt <= want, and
+ * stops before the first one that drain_lane must route: refused by validation, or naming an
+ * rk_call (RK__CALL_BIT: a waiter, a fast-path caller, or a late reply; every waiter's id carries
+ * the bit, so no other reply can be a waiter's). Nothing is routed to the pending list, so nothing
+ * is taken while it is not empty: its replies come first (checked under reply_lock; a reply another
+ * lane's drainer queues just after is not ordered with this lane's, as if this drain had run a
+ * moment earlier, and this lane's own are queued only under its drain_lock, which the caller holds).
+ * The caller (drain_lane) has checked: no rk_call of its own (self), no buffer pins (their release
+ * needs the general drain), nothing delivered ahead. Stamps: merge_batch's rule, one merge of the
+ * newest, each reply on its own when that is refused (RK_ECLOCK, delivered all the same).
+ * *stopped: set when it left a published reply within the caller's count to the general drain (or
+ * took nothing because of the pending list): drain_lane then does the rest of this drain itself.
+ * Returns cnt; the caller releases the slots. Out of line: inlined, its loop shared drain_lane's
+ * registers and spilled to the stack. */
 static __attribute__((noinline)) uint32_t drain_direct(rk_kernel *k, rk__lane *l, uint64_t pos, uint32_t n,
                                                        rk_msg *direct, uint8_t *buf, uint32_t buf_len, uint32_t want,
-                                                       uint32_t max_payload) {
+                                                       uint32_t max_payload, int *stopped) {
   rk_clock *c = k->rt->clock;
   rk_hlc newest = 0;
   uint64_t pt;
   uint32_t i, cnt, self_id = k->id; /* (read once: the stores into direct[] might alias k) */
   rk__slots g = rk__slots_of(l->outbox); /* (drain_lane checked the header just now) */
+  int pending;
   if (n > want) n = want;
   rk__lock(&k->reply_lock);
-  if (k->pend_head != NULL) {
-    rk__unlock(&k->reply_lock);
+  pending = k->pend_head != NULL;
+  rk__unlock(&k->reply_lock);
+  if (pending) {
+    *stopped = 1;
     return 0;
   }
   for (cnt = 0; cnt < n; cnt++) {
     const uint8_t *slot = rk__slot_msg(&g, pos + cnt);
     const uint8_t *payload = slot + RK_ENVELOPE_SIZE;
+    uint8_t *dst = buf + (size_t)cnt * buf_len;
     rk_msg *m = &direct[cnt];
     uint32_t len;
+    /* (the copy in the caller's rk_msg itself: a local copy moved on was ~11 instructions a reply) */
     memcpy(&m->env, slot, sizeof m->env);
     if (rk_envelope_validate_reply(&m->env, payload, max_payload, self_id) != RK_ENV_OK ||
-        (m->env.correlation_id & RK__CALL_BIT))
+        (m->env.correlation_id & RK__CALL_BIT)) {
+      /* not taken: the caller's entry gets no bytes of it (another caller's, or damaged) */
+      memset(&m->env, 0, sizeof m->env);
+      *stopped = 1;
       break; /* drain_lane's, from here */
+    }
     if (m->env.hlc > newest) newest = m->env.hlc;
     len = m->env.payload_len < buf_len ? m->env.payload_len : buf_len;
     m->len = len;
-    m->payload = len ? buf + (size_t)cnt * buf_len : NULL;
-    rk__copy_msg(buf + (size_t)cnt * buf_len, payload, len);
+    m->payload = len ? dst : NULL;
+    rk__copy_msg(dst, payload, len);
     m->status = reply_status(&m->env, payload, 0);
     device_refusal(k, &m->env, payload, l->index);
   }
@@ -638,7 +655,6 @@ static __attribute__((noinline)) uint32_t drain_direct(rk_kernel *k, rk__lane *l
       if (rk__clock_recv_at(c, direct[i].env.hlc, pt, NULL) == RK_ECLOCK && direct[i].status == 0)
         direct[i].status = RK_ECLOCK; /* delivered all the same (reply_status) */
   }
-  rk__unlock(&k->reply_lock);
   if (cnt) rx_add(&l->rx_received, cnt);
   return cnt;
 }
@@ -648,7 +664,9 @@ static __attribute__((noinline)) uint32_t drain_direct(rk_kernel *k, rk__lane *l
  * buf + *got * buf_len); else to the pending list. A refused reply (see the top of this file) goes
  * nowhere, or, when its ids can be believed, goes the same way as an RK_ECORRUPT notice. Per batch
  * of slots: one check of the ring, one copy and validation of each envelope, one clock read and
- * merge (merge_batch), one hold of reply_lock. A reply the pending list cannot take (no memory)
+ * merge (merge_batch), one hold of reply_lock. (A receive's replies at the front of a batch go
+ * through drain_direct instead, with the same per-batch costs; where it stops, the rest of the
+ * drain comes here, and a reply it stopped at is validated here once more.) A reply the pending list cannot take (no memory)
  * stops the drain there (l->drain_blocked): it stays in the ring, and only waiters' and late
  * replies behind it are taken, out of order (l->drain_ahead). Returns the number of slots
  * released, or RK_ECORRUPT when the outbox itself is damaged (the kernel is then FAULTED, nothing
@@ -666,6 +684,7 @@ static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint
   uint64_t pos;
   uint32_t n, i, taken = 0, ndirect = 0, max_payload = rk__payload_max(k);
   int woke = 0, self_done = 0, queued = 0; /* queued: a reply went to the pending list */
+  int direct_ok = 1, stopped = 0;             /* drain_direct: still to be tried; it stopped */
   if (got) *got = 0;
   if (direct == NULL || got == NULL) want = 0;
   l->drain_blocked = 0;
@@ -691,9 +710,11 @@ static int drain_lane(rk_kernel *k, rk__lane *l, rk_msg *direct, void *buf, uint
     /* A receive's replies, straight to the caller (drain_direct): the front of the batch it takes
      * is consumed, and the rest, from the first reply it leaves, goes the way below next round.
      * (relaxed pins: see below) */
-    if (self == NULL && ndirect < want && l->drain_ahead == 0 && !__atomic_load_n(&k->buf_pins, __ATOMIC_RELAXED)) {
+    if (direct_ok && self == NULL && ndirect < want && l->drain_ahead == 0 &&
+        !__atomic_load_n(&k->buf_pins, __ATOMIC_RELAXED)) {
       uint32_t cnt = drain_direct(k, l, pos, n, &direct[ndirect], (uint8_t *)buf + (size_t)ndirect * buf_len,
-                                  buf_len, want - ndirect, max_payload);
+                                  buf_len, want - ndirect, max_payload, &stopped);
+      if (stopped) direct_ok = 0; /* the rest of this drain is the general way's */
       if (cnt > 0) {
         ndirect += cnt;
         rk_ring_release_n(l->outbox, cnt);
