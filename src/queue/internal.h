@@ -26,33 +26,6 @@ int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns
  * (outbox) and the room it made (inbox). */
 void rk__ring_notify2(rk_ring *cons, rk_ring *prods);
 
-/* Cache hints for a slot's first two lines (its sequence word with the message's first 48 bytes,
- * and the next 64: an envelope and 32 payload bytes need both; pos's message starts at p), issued
- * where a thread knows which slot it will touch next (issue 16, docs/design-notes.md "Where an
- * rk_call round trip goes"). Read: a consumer that has just seen position pos published fetches
- * both lines at once, so their transfers from the producer's core overlap instead of following
- * one another (the envelope is read first, the payload only after validation). Write: a producer
- * that is about to wait takes the lines of the slot it will fill next in exclusive state, so the
- * next publication does not wait behind the invalidation of the consumer's copies from the last
- * lap. Hints only: no effect on correctness or ordering. */
-static inline void rk__prefetch_slot(rk_ring *r, uint64_t pos) {
-  const uint8_t *p = rk_ring_slot(r, pos);
-  __builtin_prefetch(p, 0, 3);
-  if (r->slot_size > 64) __builtin_prefetch(p + 64, 0, 3);
-}
-static inline void rk__prefetchw_slot(rk_ring *r, uint64_t pos) {
-  const uint8_t *p = rk_ring_slot(r, pos);
-#if defined(__x86_64__)
-  /* PREFETCHW (3DNow!/PRFCHW: AMD, Intel since Broadwell; an older Intel CPU runs it as a NOP),
-   * written out because GCC emits it only under -mprfchw */
-  __asm__ __volatile__("prefetchw %0" : : "m"(*(const volatile uint8_t *)p));
-  if (r->slot_size > 64) __asm__ __volatile__("prefetchw %0" : : "m"(*(const volatile uint8_t *)(p + 64)));
-#else
-  __builtin_prefetch(p, 1, 3);
-  if (r->slot_size > 64) __builtin_prefetch(p + 64, 1, 3);
-#endif
-}
-
 /* A ring's slot geometry read once (after the caller checked the header), for a loop over many
  * slots: rk_ring_slot reads three header fields per call, again after every store into a slot
  * (which the compiler must assume may alias the header). rk__slot_msg(&g, pos) is
@@ -72,7 +45,16 @@ static inline rk__slots rk__slots_of(rk_ring *r) {
 static inline uint8_t *rk__slot_msg(const rk__slots *g, uint64_t pos) {
   return g->msg0 + (size_t)((pos & g->mask) * g->size);
 }
-/* rk__prefetch_slot and rk__prefetchw_slot from the cached geometry */
+
+/* Cache hints for a slot's first two lines (its sequence word with the message's first 48 bytes,
+ * and the next 64: an envelope and 32 payload bytes need both; pos's message starts at p), issued
+ * where a thread knows which slot it will touch next (issue 16, docs/design-notes.md "Where an
+ * rk_call round trip goes"). Read: a consumer that has just seen position pos published fetches
+ * both lines at once, so their transfers from the producer's core overlap instead of following
+ * one another (the envelope is read first, the payload only after validation). Write: a producer
+ * that is about to wait takes the lines of the slot it will fill next in exclusive state, so the
+ * next publication does not wait behind the invalidation of the consumer's copies from the last
+ * lap. Hints only: no effect on correctness or ordering. */
 static inline void rk__prefetch_at(const rk__slots *g, uint64_t pos) {
   const uint8_t *p = rk__slot_msg(g, pos);
   __builtin_prefetch(p, 0, 3);
@@ -81,12 +63,24 @@ static inline void rk__prefetch_at(const rk__slots *g, uint64_t pos) {
 static inline void rk__prefetchw_at(const rk__slots *g, uint64_t pos) {
   const uint8_t *p = rk__slot_msg(g, pos);
 #if defined(__x86_64__)
+  /* PREFETCHW (3DNow!/PRFCHW: AMD, Intel since Broadwell; an older Intel CPU runs it as a NOP),
+   * written out because GCC emits it only under -mprfchw */
   __asm__ __volatile__("prefetchw %0" : : "m"(*(const volatile uint8_t *)p));
   if (g->size > 64) __asm__ __volatile__("prefetchw %0" : : "m"(*(const volatile uint8_t *)(p + 64)));
 #else
   __builtin_prefetch(p, 1, 3);
   if (g->size > 64) __builtin_prefetch(p + 64, 1, 3);
 #endif
+}
+
+/* (the same from the ring's header) */
+static inline void rk__prefetch_slot(rk_ring *r, uint64_t pos) {
+  rk__slots g = rk__slots_of(r);
+  rk__prefetch_at(&g, pos);
+}
+static inline void rk__prefetchw_slot(rk_ring *r, uint64_t pos) {
+  rk__slots g = rk__slots_of(r);
+  rk__prefetchw_at(&g, pos);
 }
 
 /* memcpy(dst, src, n) for the message paths' payloads, which are short (tens of bytes): up to 64
