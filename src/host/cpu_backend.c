@@ -29,7 +29,9 @@
 #define RK_LANE_PARK_NS 20000000   /* parked lanes re-check their control word this often */
 #define RK_LANE_RETRY_NS 20000     /* back-off before a handler that returned RK_EAGAIN runs again */
 #define RK_LANE_PT_REUSE 64        /* host batches that reuse one clock reading at most (lane_pt) */
-#define RK_LANE_AHEAD 8            /* messages whose lines a batch fetches ahead (process_batch) */
+/* messages whose lines a batch fetches ahead (process_batch); 8 until issue 16's tenth step, where
+ * 24 gave 1.04x in throughput.echo (docs/design-notes.md, "throughput.echo, the caller's side") */
+#define RK_LANE_AHEAD 24
 
 /* Single-writer counters (the lane leader writes, anyone reads): a load and a store, never an
  * RMW, because on the device the same words live across PCIe (ARCHITECTURE §4). Readers pair

@@ -32,7 +32,9 @@
 #include "host/internal.h"
 
 #define RK_DRAIN_BATCH 64
-#define RK_SEND_AHEAD 8 /* rk_send_batch: slots taken in exclusive state this many items ahead of their fill */
+/* rk_send_batch: slots taken in exclusive state this many items ahead of their fill (8 until issue
+ * 16's tenth step; docs/design-notes.md, "throughput.echo, the caller's side") */
+#define RK_SEND_AHEAD 24
 /* claim / send_on, internal: try once, and on a full inbox return having claimed nothing, counted
  * nothing and said nothing (send_on: RK__SEND_FULL); the caller goes the ordinary way instead
  * (rk_call's fast path). Outside RK_SEND_FLAGS_ALL, so no application flag can carry it. */
