@@ -2019,7 +2019,16 @@ static void test_owed_stalled(void **state) {
 /* The closing hook mid-stream while the peer answers normally (review of owed2, finding 5): rank 0
  * forwards 600 host requests, the hook fires after 301; what is owed then and what is forwarded
  * after is answered with RK_ECLOSED, and the real answers that still come are dropped (answers_late
- * >= 1): every forward is answered exactly once (k2k_in == k2k_out). */
+ * >= 1): every forward is answered exactly once (k2k_in == k2k_out). Rank 1 answers each request
+ * 300 us after it came (back_slow), so requests are still owed whenever the bridge answers what
+ * is owed after the hook: with an instant peer, a loaded machine (ctest -j2, the 2-core CI)
+ * sometimes let every answer in before each of the bridge's passes, nothing was ever owed there,
+ * and answers_failed stayed 0 (failed in 2 of ~30 fresh-clone runs). */
+static int back_slow(rk_ctx *ctx, const rk_msg *in) {
+  struct timespec ts = {0, 300000};
+  nanosleep(&ts, NULL);
+  return rk_reply(ctx, T_RESULT, rk_msg_payload(in), rk_msg_len(in));
+}
 static int stream_settled(void *arg) {
   rk_mpi_stats st = bridge_stats((rk_mpi_bridge *)arg);
   return st.delivered + st.answers_late == st.sent;
@@ -2031,7 +2040,7 @@ static void test_owed_closing_stream(void **state) {
   uint32_t me;
   (void)state;
   {
-    rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back);
+    rk_kernel_desc dfront = rt_desc("front", front), dback = rt_desc("back", back_slow);
     mpi_pair p = {&dfront, &dback, NULL, NULL, 0, 0, 0, 1};
     pair_graph_on(rt, &g, &b, NULL, &p, 0, &me);
     barrier();
