@@ -356,7 +356,8 @@ static void test_validate_fast_path_agrees(void **state) {
   (void)state;
   for (i = 0; i < 400000u + 65536u * 2; i++) {
     make_message(&s, (uint32_t)(rnd(&x) % 40));
-    s.env.flags = i < 65536u * 2 ? (uint16_t)i : (uint16_t)pick(&x, i & 1 ? RK_ENV_F_REPLY : 0, RK_ENV_F_REPLY | RK_ENV_F_ERROR);
+    s.env.flags = i < 65536u * 2 ? (uint16_t)i
+                                 : (uint16_t)pick(&x, i & 1 ? RK_ENV_F_REPLY : 0, RK_ENV_F_REPLY | RK_ENV_F_ERROR);
     f = s.env.flags;
     s.env.magic = pick(&x, RK_ENVELOPE_MAGIC, RK_ENVELOPE_MAGIC);
     s.env.version = (uint16_t)pick(&x, RK_ENVELOPE_VERSION, 0);
@@ -366,13 +367,15 @@ static void test_validate_fast_path_agrees(void **state) {
     s.env.src = pick(&x, 3, 4);
     s.env.dst = pick(&x, 9, 8);
     if (f & RK_ENV_F_CHECKSUM)
-      s.env.checksum = rk_envelope__crc(s.payload, s.env.payload_len <= 32 ? s.env.payload_len : 0) ^ (uint32_t)(rnd(&x) % 2);
+      s.env.checksum =
+          rk_envelope__crc(s.payload, s.env.payload_len <= 32 ? s.env.payload_len : 0) ^ (uint32_t)(rnd(&x) % 2);
     if ((f & RK_ENV_F_ERROR) && rnd(&x) % 2) memcpy(s.payload, &neg, sizeof neg);
     code = s.env.payload_len <= 32; /* max 32: lengths past it must be refused before the payload is read */
     assert_int_equal(rk_envelope_validate(&s.env, s.payload, 32, 9), ref_validate(&s.env, s.payload, 32, 9));
     assert_int_equal(rk_envelope_validate(&s.env, s.payload, 32, 0xffffffffu),
                      ref_validate(&s.env, s.payload, 32, 0xffffffffu));
-    assert_int_equal(rk_envelope_validate_reply(&s.env, s.payload, 32, 3), ref_validate_reply(&s.env, s.payload, 32, 3));
+    assert_int_equal(rk_envelope_validate_reply(&s.env, s.payload, 32, 3),
+                     ref_validate_reply(&s.env, s.payload, 32, 3));
     assert_int_equal(rk_envelope_validate_reply(&s.env, s.payload, 32, 0xffffffffu),
                      ref_validate_reply(&s.env, s.payload, 32, 0xffffffffu));
     checks += code && rk_envelope_validate_reply(&s.env, s.payload, 32, 3) == RK_ENV_OK;

@@ -340,43 +340,40 @@ static __attribute__((noinline)) void fill_run(rk_kernel *k, rk__lane *l, rk_sen
   const uint64_t w6 = (uint64_t)k->rt->node_id;              /* node, checksum (0 unless sealed) */
   const uint64_t w7 = (uint64_t)(uint16_t)l->index << 16;    /* priority 0, lane, origin 0 */
   const uint64_t zero = 0;                                   /* correlation_id */
+#else
+  const uint32_t dst = k->id, node = k->rt->node_id;
+  const uint16_t lane = (uint16_t)l->index;
+#endif
   for (j = 0; j < n && j < RK_SEND_AHEAD; j++) rk__prefetchw_at(&g, pos + j);
   for (j = 0; j < n; j++) {
     rk_send_item *it = &items[j];
     uint8_t *e = rk__slot_msg(&g, pos + j);
-    uint64_t msg_id = (id + j) & ~RK__CALL_BIT, hlc = stamp + j;
-    uint64_t f = it->flags & RK_SEND_NO_REPLY ? RK_ENV_F_NO_REPLY : 0, w6c = w6;
-    uint64_t w1 = (uint64_t)it->type | (uint64_t)it->len << 32;
-    if (j + RK_SEND_AHEAD < n) rk__prefetchw_at(&g, pos + j + RK_SEND_AHEAD);
-    it->msg_id = msg_id;
-    if (it->flags & RK_SEND_CHECKSUM) { /* rk_envelope_seal's two fields, into the words */
-      f |= RK_ENV_F_CHECKSUM;
-      w6c |= (uint64_t)rk_envelope__crc(it->payload, it->len) << 32;
-    }
-    f = w0 | f << 48;
-    memcpy(e, &f, 8);
-    memcpy(e + 8, &w1, 8);
-    memcpy(e + 16, &msg_id, 8);
-    memcpy(e + 24, &zero, 8);
-    memcpy(e + 32, &w4, 8);
-    memcpy(e + 40, &hlc, 8);
-    memcpy(e + 48, &w6c, 8);
-    memcpy(e + 56, &w7, 8);
-    rk__copy_msg(e + RK_ENVELOPE_SIZE, it->payload, it->len);
-  }
-#else
-  uint32_t dst = k->id, node = k->rt->node_id;
-  uint16_t lane = (uint16_t)l->index;
-  for (j = 0; j < n && j < RK_SEND_AHEAD; j++) rk__prefetchw_at(&g, pos + j);
-  for (j = 0; j < n; j++) {
-    rk_send_item *it = &items[j];
     uint64_t msg_id = (id + j) & ~RK__CALL_BIT;
     if (j + RK_SEND_AHEAD < n) rk__prefetchw_at(&g, pos + j + RK_SEND_AHEAD);
     it->msg_id = msg_id;
-    fill_at((rk_envelope *)rk__slot_msg(&g, pos + j), it->type, it->payload, it->len, it->flags, msg_id, stamp + j,
-            dst, node, lane);
-  }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    {
+      uint64_t hlc = stamp + j, w6c = w6, w1 = (uint64_t)it->type | (uint64_t)it->len << 32;
+      uint64_t f = it->flags & RK_SEND_NO_REPLY ? RK_ENV_F_NO_REPLY : 0;
+      if (it->flags & RK_SEND_CHECKSUM) { /* rk_envelope_seal's two fields, into the words */
+        f |= RK_ENV_F_CHECKSUM;
+        w6c |= (uint64_t)rk_envelope__crc(it->payload, it->len) << 32;
+      }
+      f = w0 | f << 48;
+      memcpy(e, &f, 8);
+      memcpy(e + 8, &w1, 8);
+      memcpy(e + 16, &msg_id, 8);
+      memcpy(e + 24, &zero, 8);
+      memcpy(e + 32, &w4, 8);
+      memcpy(e + 40, &hlc, 8);
+      memcpy(e + 48, &w6c, 8);
+      memcpy(e + 56, &w7, 8);
+      rk__copy_msg(e + RK_ENVELOPE_SIZE, it->payload, it->len);
+    }
+#else
+    fill_at((rk_envelope *)(void *)e, it->type, it->payload, it->len, it->flags, msg_id, stamp + j, dst, node, lane);
 #endif
+  }
 }
 
 int rk_send_batch(rk_kernel *k, rk_send_item *items, uint32_t n) {
@@ -593,24 +590,24 @@ static int fast_call_elsewhere(const rk_kernel *k, const rk__lane *l, uint64_t i
   return 0;
 }
 
-/* drain_lane's common case for a receive (issue 16: the throughput path): the replies at the
- * front of the batch that drain_lane would hand straight to the caller, taken without its per-reply
+/* drain_lane's common case for a receive (issue 16: the throughput path): the replies at the front
+ * of the batch that drain_lane would hand straight to the caller, taken without its per-reply
  * routing. Each envelope is copied out of its slot once, into the caller's rk_msg, validated there,
  * and only that copy is used (drain_lane's rule); the entry of a reply it does not take is zeroed
- * (rk_recv_batch: entries past the count returned are unspecified). Takes replies [0, cnt) of the n published from pos, cnt <= want, and
- * stops before the first one that drain_lane must route: refused by validation, or naming an
- * rk_call (RK__CALL_BIT: a waiter, a fast-path caller, or a late reply; every waiter's id carries
- * the bit, so no other reply can be a waiter's). Nothing is routed to the pending list, so nothing
- * is taken while it is not empty: its replies come first (checked under reply_lock; a reply another
- * lane's drainer queues just after is not ordered with this lane's, as if this drain had run a
- * moment earlier, and this lane's own are queued only under its drain_lock, which the caller holds).
- * The caller (drain_lane) has checked: no rk_call of its own (self), no buffer pins (their release
- * needs the general drain), nothing delivered ahead. Stamps: merge_batch's rule, one merge of the
- * newest, each reply on its own when that is refused (RK_ECLOCK, delivered all the same).
- * *stopped: set when it left a published reply within the caller's count to the general drain (or
- * took nothing because of the pending list): drain_lane then does the rest of this drain itself.
- * Returns cnt; the caller releases the slots. Out of line: inlined, its loop shared drain_lane's
- * registers and spilled to the stack. */
+ * (rk_recv_batch: entries past the count returned are unspecified). Takes replies [0, cnt) of the n
+ * published from pos, cnt <= want, and stops before the first one that drain_lane must route:
+ * refused by validation, or naming an rk_call (RK__CALL_BIT: a waiter, a fast-path caller, or a
+ * late reply; every waiter's id carries the bit, so no other reply can be a waiter's). Nothing is
+ * routed to the pending list, so nothing is taken while it is not empty: its replies come first
+ * (checked under reply_lock; a reply another lane's drainer queues just after is not ordered with
+ * this lane's, as if this drain had run a moment earlier, and this lane's own are queued only under
+ * its drain_lock, which the caller holds). The caller (drain_lane) has checked: no rk_call of its
+ * own (self), no buffer pins (their release needs the general drain), nothing delivered ahead.
+ * Stamps: merge_batch's rule, one merge of the newest, each reply on its own when that is refused
+ * (RK_ECLOCK, delivered all the same). *stopped: set when it left a published reply within the
+ * caller's count to the general drain (or took nothing because of the pending list): drain_lane
+ * then does the rest of this drain itself. Returns cnt; the caller releases the slots. Out of line:
+ * inlined, its loop shared drain_lane's registers and spilled to the stack. */
 static __attribute__((noinline)) uint32_t drain_direct(rk_kernel *k, rk__lane *l, uint64_t pos, uint32_t n,
                                                        rk_msg *direct, uint8_t *buf, uint32_t buf_len, uint32_t want,
                                                        uint32_t max_payload, int *stopped) {
@@ -668,11 +665,11 @@ static __attribute__((noinline)) uint32_t drain_direct(rk_kernel *k, rk__lane *l
  * of slots: one check of the ring, one copy and validation of each envelope, one clock read and
  * merge (merge_batch), one hold of reply_lock. (A receive's replies at the front of a batch go
  * through drain_direct instead, with the same per-batch costs; where it stops, the rest of the
- * drain comes here, and a reply it stopped at is validated here once more.) A reply the pending list cannot take (no memory)
- * stops the drain there (l->drain_blocked): it stays in the ring, and only waiters' and late
- * replies behind it are taken, out of order (l->drain_ahead). Returns the number of slots
- * released, or RK_ECORRUPT when the outbox itself is damaged (the kernel is then FAULTED, nothing
- * more is read from it, and the rk_call waiters of this lane have their notices).
+ * drain comes here, and a reply it stopped at is validated here once more.) A reply the pending
+ * list cannot take (no memory) stops the drain there (l->drain_blocked): it stays in the ring, and
+ * only waiters' and late replies behind it are taken, out of order (l->drain_ahead). Returns the
+ * number of slots released, or RK_ECORRUPT when the outbox itself is damaged (the kernel is then
+ * FAULTED, nothing more is read from it, and the rk_call waiters of this lane have their notices).
  *
  * self (may be NULL): the drainer's own rk_call waiter, which is on no list (rk_call's fast path:
  * it holds drain_lock from before its send, so no one else can take its reply). Its reply is
