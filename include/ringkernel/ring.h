@@ -344,6 +344,7 @@ RK_INLINE RK_HD int rk_ring_push_n(rk_ring *r, const void *msgs, uint32_t len, u
 
 /* (defined below) */
 RK_INLINE RK_HD int rk_ring__mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos, int sys);
+RK_INLINE RK_HD int rk_ring__mpsc_reserve_cap(rk_ring *r, uint64_t capacity, uint32_t n, uint64_t *pos, int sys);
 /**
  * MPSC: claim up to n consecutive positions. Capacity is checked first and the claim is a single
  * compare-and-swap, so nothing is claimed that cannot be published. On success returns the number
@@ -359,6 +360,12 @@ RK_INLINE RK_HD int rk_ring_mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos
  * RK_DEV_K2K_SYS: a .gpu access does not synchronise with another device's). The claim's
  * compare-and-swap stays at device scope (no system-scope read-modify-write: test_sass.py). */
 RK_INLINE RK_HD int rk_ring__mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *pos, int sys) {
+  return rk_ring__mpsc_reserve_cap(r, r->capacity, n, pos, sys);
+}
+/* rk_ring__mpsc_reserve_n with the ring's capacity from the caller's copy of its geometry: a device
+ * lane pushing into a ring in host-mapped memory (or a peer's) reads no header field with a weak
+ * load (ARCHITECTURE §4; persistent.cuh rk_dev_k2k_push). capacity MUST be the ring's. */
+RK_INLINE RK_HD int rk_ring__mpsc_reserve_cap(rk_ring *r, uint64_t capacity, uint32_t n, uint64_t *pos, int sys) {
   /* claim: relaxed — ordering with the consumer comes from the head acquire and seq release. */
   uint64_t c = rk_load_relaxed_dev_u64(&r->claim);
   uint64_t h, free_slots, k;
@@ -372,15 +379,15 @@ RK_INLINE RK_HD int rk_ring__mpsc_reserve_n(rk_ring *r, uint32_t n, uint64_t *po
      * reading head and storing it below leaves prod_head behind, possibly by more than a lap; then
      * capacity - (c - h) wraps to a huge count that would never call for a refresh and every
      * producer would report "full" forever. */
-    if (c - h > r->capacity || r->capacity - (c - h) < n) {
+    if (c - h > capacity || capacity - (c - h) < n) {
       h = rk_ring_load_acquire_head(r); /**< pairs with the consumer's release of head */
       if (sys)
         rk_store_release_sys_u64(&r->prod_head, h);
       else
         rk_store_release_dev_u64(&r->prod_head, h);
     }
-    free_slots = r->capacity - (c - h);
-    if (free_slots == 0 || free_slots > r->capacity) {
+    free_slots = capacity - (c - h);
+    if (free_slots == 0 || free_slots > capacity) {
       /* full, or our view of claim is older than head (another producer raced ahead): re-read */
       uint64_t c2 = rk_load_relaxed_dev_u64(&r->claim);
       if (c2 == c) return 0;

@@ -53,7 +53,15 @@ typedef struct rk_dev_k2k_node {
    * its last line the word the lane sets to ask the host to close it; 0 otherwise */
   uint64_t x_base;
   uint64_t x_stride;
-  uint8_t pad[24];
+  /* the K2K inboxes' geometry (every lane's is the same): their capacity - 1 and slot size, which
+   * rk_dev_k2k_push takes from here, in the table's device memory, and not from the rings' headers,
+   * which may be in host-mapped memory or a peer's (ARCHITECTURE §4: no weak loads there). The slot
+   * size is the ring's; slot_size above is the destination's message limit, which a remote kernel's
+   * payload limit can make smaller (graph.c remote_entry). */
+  uint32_t k2k_mask; /* (32 bits: a K2K capacity is at most 2^20, graph.c add_node; and 64 cost the
+                        vector_add lane a spill, test_sass) */
+  uint32_t k2k_slot;
+  uint8_t pad[16];
 } rk_dev_k2k_node;
 
 #define RK_DEV_K2K_XWRITERS 2u /* in the node's own device's copy: its inboxes are in this device's memory and lanes of another device (peer access) write them: its lanes observe them and give their head back at system scope */

@@ -777,6 +777,10 @@ RK_INLINE __device__ int rk_dev_k2k_push(const rk_dev_params *p, rk_dev_lane *L,
                                          int32_t code, const void *payload, uint32_t len) {
   const rk_envelope *in = &L->cur.env;
   uint32_t total = len + (has_code ? (uint32_t)sizeof(int32_t) : 0u);
+  uint64_t correlation = 0;
+  uint32_t mask = d->k2k_mask, origin = 0;
+  uint16_t eflags = (uint16_t)(RK_ENV_F_K2K | flags), elane = (uint16_t)blockIdx.x;
+  volatile uint64_t *seq;
   rk_ring *r;
   rk_envelope *e;
   uint64_t pos;
@@ -785,38 +789,54 @@ RK_INLINE __device__ int rk_dev_k2k_push(const rk_dev_params *p, rk_dev_lane *L,
   if (L->kpend == RK_DEV_K2K_PENDING) return RK_EAGAIN;
   if (rk_load_relaxed_dev_u64(&d->closed)) return RK_ECLOSED; /* the host's flag; the drain's close is in claim */
   r = rk_dev_k2k_ring(d, lane);
-  /* a node whose inboxes other devices' lanes also write: the cached head at system scope */
-  k = rk_ring__mpsc_reserve_n(r, 1, &pos, (int)(d->flags & RK_DEV_K2K_SYS));
+#if defined(RK_DEVICE_EMULATION)
+  /* the emulated device checks the table's copy of the geometry against the ring's own header */
+  if (r->mask != mask || r->capacity != (uint64_t)mask + 1u || r->slot_size != d->k2k_slot || r->slots_offset != sizeof(rk_ring) ||
+      r->seq_offset != sizeof(rk_ring)) {
+    fprintf(stderr, "rk_dev_k2k_push: kernel %u's K2K geometry (mask %u, slot %u) is not its ring's\n",
+            d->kernel_id, mask, d->k2k_slot);
+    abort();
+  }
+#endif
+  /* Nothing of the ring is read but its claim, cached head and head, with atomic loads: its
+   * geometry is the table's (device memory), since the ring may be in host-mapped memory or a
+   * peer's, where weak loads are not made (ARCHITECTURE §4). A node whose inboxes other devices'
+   * lanes also write: the cached head at system scope. */
+  k = rk_ring__mpsc_reserve_cap(r, (uint64_t)mask + 1u, 1, &pos, (int)(d->flags & RK_DEV_K2K_SYS));
   if (k <= 0) return k == 0 ? RK_EAGAIN : k;
-  e = RK_CAST(rk_envelope *, rk_ring_slot(r, pos));
-  rk_envelope_init(e, type, total, (uint16_t)(RK_ENV_F_K2K | flags));
+  seq = rk_ring__seq_at(RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + sizeof(rk_ring)), d->k2k_slot, mask, pos);
+  e = RK_CAST(rk_envelope *, RK_CAST(uintptr_t, seq) + RK_RING_MSG_OFFSET);
+  /* The header's fields are decided first and then written, none read back from the slot. */
+  if (flags & RK_ENV_F_REPLY) { /* back to the origin's lane, where the caller waits */
+    origin = d->kernel_id;
+    correlation = in->correlation_id;
+    elane = in->lane;
+  } else if (forward && !(in->flags & (RK_ENV_F_NO_REPLY | RK_ENV_F_REPLY))) {
+    if (in->flags & RK_ENV_F_K2K) { /* passed on again: the origin stays */
+      origin = in->origin;
+      correlation = in->correlation_id;
+      elane = in->lane;
+    } else { /* a host request: this kernel is the origin, the answer comes back to this lane */
+      origin = p->kernel_id;
+      correlation = in->msg_id;
+    }
+  }
+  if (origin == 0) eflags = (uint16_t)(eflags | RK_ENV_F_NO_REPLY);
+  rk_envelope_init(e, type, total, eflags);
   e->msg_id = ((uint64_t)(blockIdx.x + 1) << 48) | ++L->next_reply_id;
+  e->correlation_id = correlation;
   e->src = p->kernel_id;
   e->dst = d->kernel_id;
   e->node = p->kernel_id;
-  e->lane = (uint16_t)blockIdx.x;
   e->priority = in->priority;
-  if (flags & RK_ENV_F_REPLY) { /* back to the origin's lane, where the caller waits */
-    e->origin = d->kernel_id;
-    e->correlation_id = in->correlation_id;
-    e->lane = in->lane;
-  } else if (forward && !(in->flags & (RK_ENV_F_NO_REPLY | RK_ENV_F_REPLY))) {
-    if (in->flags & RK_ENV_F_K2K) { /* passed on again: the origin stays */
-      e->origin = in->origin;
-      e->correlation_id = in->correlation_id;
-      e->lane = in->lane;
-    } else { /* a host request: this kernel is the origin, the answer comes back to this lane */
-      e->origin = p->kernel_id;
-      e->correlation_id = in->msg_id;
-    }
-  }
-  if (e->origin == 0) e->flags = (uint16_t)(e->flags | RK_ENV_F_NO_REPLY);
+  e->lane = elane;
+  e->origin = origin;
   if (has_code) *RK_CAST(int32_t *, e + 1) = code;
   rk_dev_copy_payload(RK_CAST(uint8_t *, e + 1) + (has_code ? sizeof(int32_t) : 0u), payload, len);
   /* Stamped and published with the lane's next publication (rk_dev_flush): one clock CAS and one
    * fence for the batch's replies and K2K messages together. (The caller made sure kpend has room.) */
   L->kp_env[L->kpend] = e;
-  L->kp_seq[L->kpend] = rk_ring__seq(r, pos);
+  L->kp_seq[L->kpend] = seq;
   L->kp_pos[L->kpend] = pos;
   L->kpend++;
   if (d->flags & RK_DEV_K2K_SYS) L->ksys = 1; /* its inbox is host-mapped or a peer's: system scope */
@@ -1575,7 +1595,10 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     out_mask = rk_dev_ld(&L.out->mask);
     in_head = rk_dev_ld(&L.in->head);
     out_tail = rk_dev_ld(&L.out->tail);
-    out_head = rk_dev_ld(&L.out->head);
+    /* acquire (the round's last load): pairs with the host drainer's release of head, so that its
+     * reads of the slots it gave back come before this lane's writes into them (a restart's lanes
+     * start while the host drains) */
+    out_head = rk_dev_ld_acq(&L.out->head);
     RK_DEV_ROUND_END();
     L.in_slots = RK_CAST(uint8_t *, L.in) + in_so + RK_RING_MSG_OFFSET; /* messages: past each slot's word */
     L.in_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, L.in) + in_qo);
@@ -1639,23 +1662,40 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     if (p->graph) rk_dev_st32(&L.status->k2k_waits_on, 0); /* (a restart: the old lanes' word) */
     if (p->graph) { /* the K2K inbox (device memory, written before the launch): where the old lanes left it */
       rk_ring *r = rk_dev_k2k_ring(p->graph + p->graph_node, blockIdx.x);
-      L.kin = r;
-      L.kin_slots = RK_CAST(uint8_t *, r) + r->slots_offset + RK_RING_MSG_OFFSET;
-      L.kin_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset);
-      L.kin_mask = r->mask;
-      L.kin_head = L.kin_done = L.kin_released = rk_load_relaxed_dev_u64(&r->head);
+      uint64_t so, qo, mask, head;
       /* staged in host memory, or written by lanes of another device over peer access (graph.c):
        * observed and acquired, and its head given back, at system scope */
       L.kin_sys = (p->graph[p->graph_node].flags & (RK_DEV_K2K_SYS | RK_DEV_K2K_XWRITERS)) != 0;
+      /* relaxed loads, one round (written before the launch, or by the old lanes, whose exit the
+       * host confirmed): at system scope, as the inbox may be in host-mapped memory (staged), where
+       * weak loads are not made; its head at the scope it is given back at */
+      RK_DEV_ROUND_BEGIN();
+      so = rk_dev_ld(&r->slots_offset);
+      qo = rk_dev_ld(&r->seq_offset);
+      mask = rk_dev_ld(&r->mask);
+      head = L.kin_sys ? rk_dev_ld(&r->head) : rk_load_relaxed_dev_u64(&r->head);
+      RK_DEV_ROUND_END();
+      L.kin = r;
+      L.kin_slots = RK_CAST(uint8_t *, r) + so + RK_RING_MSG_OFFSET;
+      L.kin_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + qo);
+      L.kin_mask = mask;
+      L.kin_head = L.kin_done = L.kin_released = head;
       if (p->graph[p->graph_node].x_base) { /* the transport inbox: host-mapped, host producers only */
         r = RK_CAST(rk_ring *, p->graph[p->graph_node].x_base + (size_t)blockIdx.x * p->graph[p->graph_node].x_stride);
         L.x = r;
-        L.x_slots = RK_CAST(uint8_t *, r) + r->slots_offset + RK_RING_MSG_OFFSET;
-        L.x_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + r->seq_offset);
+        /* host-mapped: relaxed system-scope loads, one round (the head: written before the launch,
+         * or by the old lanes, whose exit the host confirmed) */
+        RK_DEV_ROUND_BEGIN();
+        so = rk_dev_ld(&r->slots_offset);
+        qo = rk_dev_ld(&r->seq_offset);
+        mask = rk_dev_ld(&r->mask);
+        head = rk_dev_ld(&r->head);
+        RK_DEV_ROUND_END();
+        L.x_slots = RK_CAST(uint8_t *, r) + so + RK_RING_MSG_OFFSET;
+        L.x_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + qo);
         L.x_ask = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + p->graph[p->graph_node].x_stride - RK_LINE);
-        L.x_mask = r->mask;
-        /* relaxed: written before the launch, or by the old lanes, whose exit the host confirmed */
-        L.x_head = L.x_done = L.x_released = rk_load_relaxed_sys_u64(&r->head);
+        L.x_mask = mask;
+        L.x_head = L.x_done = L.x_released = head;
         L.x_final = 0;
         L.x_sys = 1; /* observed, and its head given back, at system scope */
       }

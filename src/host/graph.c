@@ -462,6 +462,8 @@ static int prepare_dev(rk_kernel *k, prep_arg *a) {
   e.kernel_id = k->id;
   e.lanes = k->lanes;
   e.slot_size = k->slot_size;
+  e.k2k_mask = gn->k2k_cap - 1u; /* the rings' geometry (rk_ring_init above) */
+  e.k2k_slot = k->slot_size;
   e.nroutes = gn->nroutes;
   for (i = 0; i < gn->nroutes; i++) e.route[i] = (uint8_t)gn->route[i];
   /* a graph with a transport: a peer's kernels may send to this one (even with no remote node here) */
@@ -653,6 +655,8 @@ static int remote_entry(rk_graph *g, uint32_t i) {
   e.kernel_id = r->k.id;
   e.lanes = r->k.lanes;
   e.slot_size = r->k.slot_size; /* the remote kernel's limit (rk_graph_remote_shape) */
+  e.k2k_mask = r->k.k2k_cap - 1u; /* the outbound rings' geometry (remote_lanes) */
+  e.k2k_slot = r->slot;
   e.flags = RK_DEV_K2K_SYS;
   return g->rt->ops->dev_write(g->rt, g->dev_table[0] + (uint64_t)i * sizeof e, &e, sizeof e); /* one runtime */
 }
