@@ -7,7 +7,7 @@ rk_add_test(test_hlc SOURCES test_hlc.c STATIC TIMEOUT 120)
 # STATIC: reaches the internal table path rk__crc32c_table.
 rk_add_test(test_envelope SOURCES test_envelope.c STATIC TIMEOUT 60)
 rk_add_test(test_ring SOURCES test_ring.c TIMEOUT 60)
-rk_add_test(test_ring_stress SOURCES test_ring_stress.c TIMEOUT 300)
+rk_add_test(test_ring_stress SOURCES test_ring_stress.c TIMEOUT 300 STATIC) # STATIC: rk__ring_wait_readable_slice
 # STATIC: the waits' per-thread counts and the one-CPU rule (rk__one_cpu) are internal.
 rk_add_test(test_wait_affinity SOURCES test_wait_affinity.c STATIC TIMEOUT 60)
 

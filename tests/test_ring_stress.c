@@ -15,12 +15,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_util.h"
 
 #include <ringkernel.h>
 #include <ringkernel/internals.h>
+
+#include "queue/internal.h" /* rk__ring_wait_readable_slice */
 
 #define SCALE (RK_TEST_SANITIZED ? 4u : 1u)
 #define SPSC_MESSAGES (4000000u / SCALE)
@@ -852,6 +856,136 @@ static void test_close_wakes_parked_consumer(void **state) {
   }
 }
 
+/* ------------------------------ parking: review findings (issue 16) ------------------------------ */
+
+typedef struct {
+  rk_ring *r;
+  int64_t timeout;
+  int rc;
+  int done; /* atomics */
+} slicer_arg;
+
+static void *slicer(void *p) {
+  slicer_arg *a = (slicer_arg *)p;
+  uint64_t idle = 0;
+  a->rc = rk__ring_wait_readable_slice(a->r, 0, a->timeout, &idle);
+  __atomic_store_n(&a->done, 1, __ATOMIC_RELEASE); /* pairs with the test's acquire */
+  return NULL;
+}
+
+/* A slice wait (rk_recv's and rk_call's park on an outbox) ends at its first wake-up even with
+ * the ring still empty: a fault wakes the outbox's waiters with rk_ring_wake_all (kernel.c
+ * wake_waiters), and the receiver must re-check the kernel then, not sleep again until the
+ * slice's end (it did: a fault reached a parked rk_recv up to 1 ms late). Here the slice is 30 s:
+ * before the change the wait went back to sleep and this test failed at its 5 s bound. */
+static void test_slice_ends_on_wake(void **state) {
+  rk_ring *r;
+  pthread_t th;
+  slicer_arg a = {NULL, 30 * 1000000000ll, 99, 0};
+  uint64_t t0;
+  (void)state;
+  assert_int_equal(rk_ring_create(&r, 4, 64, RK_RING_SPSC), RK_OK);
+  a.r = r;
+  assert_int_equal(pthread_create(&th, NULL, slicer, &a), 0);
+  until_parked(r);
+  assert_true(__atomic_load_n(&r->cons_sleeping, __ATOMIC_RELAXED)); /* parked, not spinning */
+  rk_ring_wake_all(r);
+  t0 = rk_test_now_ns();
+  while (!__atomic_load_n(&a.done, __ATOMIC_ACQUIRE) && rk_test_now_ns() - t0 < 5000000000ull) usleep(100);
+  if (!__atomic_load_n(&a.done, __ATOMIC_ACQUIRE)) fail_msg("a woken slice wait slept on (5 s)");
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_int_equal(a.rc, RK_EAGAIN);
+  /* with a message it returns it, as before */
+  {
+    msg_t m;
+    fill(&m, 0, 0);
+    assert_int_equal(rk_ring_push(r, &m, sizeof m), RK_OK);
+    a.done = 0;
+    assert_int_equal(pthread_create(&th, NULL, slicer, &a), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(a.rc, RK_OK);
+  }
+  rk_ring_destroy(r);
+}
+
+typedef struct {
+  rk_ring *r;
+} waker_arg;
+
+static void *late_pusher(void *p) {
+  waker_arg *a = (waker_arg *)p;
+  msg_t m;
+  until_parked(a->r);
+  fill(&m, 0, 0);
+  (void)rk_ring_push_wait(a->r, &m, sizeof m, -1);
+  return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* A timeout shorter than the spin bounds the spin: a thread just woken from a park spins up to
+ * 50 us on its next wait (the conversation rule, ring_wait.c), and a 5 us wait then took 50 us or
+ * more (and the yields after it, whole time slices on a loaded CPU, came before the first look at
+ * the clock). Median of 11 waits, each right after a woken one; the bound (30 us) is six times the
+ * timeout and well under the old spin alone. */
+static void test_short_timeout_after_wake(void **state) {
+  rk_ring *r;
+  uint64_t took[11];
+  int i;
+  (void)state;
+  assert_int_equal(rk_ring_create(&r, 4, 64, RK_RING_SPSC), RK_OK);
+  for (i = 0; i < 11; i++) {
+    pthread_t th;
+    waker_arg a = {r};
+    msg_t m;
+    uint64_t t0;
+    assert_int_equal(pthread_create(&th, NULL, late_pusher, &a), 0);
+    assert_int_equal(rk_ring_pop_wait(r, &m, sizeof m, 30 * 1000000000ll), RK_OK); /* parked, woken */
+    assert_int_equal(pthread_join(th, NULL), 0);
+    t0 = rk_test_now_ns();
+    assert_int_equal(rk_ring_wait_readable(r, 5000), RK_ETIMEDOUT);
+    took[i] = rk_test_now_ns() - t0;
+    assert_true(took[i] >= 5000);
+  }
+  qsort(took, 11, sizeof took[0], cmp_u64);
+  print_message("      5 us timeout after a wake-up: median %.1f us, max %.1f us\n", (double)took[5] / 1e3,
+                (double)took[10] / 1e3);
+  assert_true(took[5] < 30000);
+  rk_ring_destroy(r);
+}
+
+/* A ring in memory two processes share (queue.h allows it): a consumer parked in one process is
+ * woken by a producer in the other. The parks used private futexes, which another process's wake
+ * never matches: the child slept until its timeout (10 s here; forever without one). */
+static void test_wake_across_processes(void **state) {
+  size_t bytes = rk_ring_memsize(4, 64, RK_RING_SPSC);
+  void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  rk_ring *r = (rk_ring *)mem;
+  pid_t child;
+  int status = 0;
+  msg_t m;
+  (void)state;
+  assert_true(mem != MAP_FAILED);
+  assert_int_equal(rk_ring_init(mem, bytes, 4, 64, RK_RING_SPSC), RK_OK);
+  child = fork();
+  assert_true(child >= 0);
+  if (child == 0) { /* the consumer: parks, must be woken by the parent's push */
+    uint64_t t0 = rk_test_now_ns();
+    int rc = rk_ring_pop_wait(r, &m, sizeof m, 10 * 1000000000ll);
+    _exit(rc != RK_OK ? 1 : m.seq != 42 ? 2 : rk_test_now_ns() - t0 > 5000000000ull ? 3 : 0);
+  }
+  until_parked(r);
+  fill(&m, 0, 42);
+  assert_int_equal(rk_ring_push_wait(r, &m, sizeof m, 1000000000ll), RK_OK);
+  assert_int_equal(waitpid(child, &status, 0), child);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0); /* 1: timed out (never woken); 3: woken only late */
+  munmap(mem, bytes);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_spsc_single),
@@ -868,6 +1002,9 @@ int main(void) {
       cmocka_unit_test(test_no_wake_ring_polls),
       cmocka_unit_test(test_close_wakes_parked_producers),
       cmocka_unit_test(test_close_wakes_parked_consumer),
+      cmocka_unit_test(test_slice_ends_on_wake),
+      cmocka_unit_test(test_short_timeout_after_wake),
+      cmocka_unit_test(test_wake_across_processes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,6 +117,10 @@ RK_INLINE __device__ uint64_t rk_dev_ld_acq(const volatile uint64_t *p) {
   RK_DEV_NOTE(rk_emu_note_load(8, 1));
   return rk_load_acquire_sys_u64(p);
 }
+RK_INLINE __device__ uint32_t rk_dev_ld32_acq(const volatile uint32_t *p) {
+  RK_DEV_NOTE(rk_emu_note_load(4, 1));
+  return rk_load_acquire_sys_u32(p);
+}
 RK_INLINE __device__ void rk_dev_ld16(const volatile uint64_t *p, uint64_t *a, uint64_t *b) {
   RK_DEV_NOTE(rk_emu_note_load(16, 0));
   rk_load_relaxed_sys_v2u64(p, a, b);
@@ -379,11 +383,12 @@ RK_INLINE __device__ void rk_dev_control(const rk_dev_params *p, rk_dev_lane *L,
   if (L->ctl_sig & RK_SIGNAL_ABORT) L->exit = 1;
   if (seq == L->ack && !clock) return;
   if (!fenced) rk_dev_fence_lane(L); /* pairs with the host's release of cmd_seq / signals */
+  /* cmd with acquire, on its own (a round more per command): pairs with the host's release of cmd
+   * (kernel.c command), so drain_to, written before it, is read after it; the fence above acquires
+   * the observed cmd_seq's command, but cmd may already be a later one's */
+  if (seq != L->ack) cmd = rk_dev_ld32_acq(&h->cmd);
   RK_DEV_ROUND_BEGIN();
-  if (seq != L->ack) {
-    cmd = rk_dev_ld32(&h->cmd);
-    drain = rk_dev_ld(&rk_control_lane_cmd(p->ctl, blockIdx.x)->drain_to);
-  }
+  if (seq != L->ack) drain = rk_dev_ld(&rk_control_lane_cmd(p->ctl, blockIdx.x)->drain_to);
   if (clock) {
     off = rk_dev_ld(&h->clock_offset_ns);
     bound = rk_dev_ld(&h->clock_bound_us); /* written with the offset (kernel.c clock_accept) */

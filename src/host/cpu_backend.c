@@ -942,9 +942,11 @@ static void lane_main(void *arg) {
     uint32_t got = 0;
     int stalled = 0;
     if (seq != ack) {
-      uint32_t cmd = rk_load_relaxed_sys_u32(&h->cmd); /* ordered by the acquire of cmd_seq */
+      /* acquire: pairs with the host's release of cmd (kernel.c command), for drain_to below: this
+       * may be a later command than seq's */
+      uint32_t cmd = rk_load_acquire_sys_u32(&h->cmd);
       if (cmd == RK_CMD_TERMINATE)
-        drain_to = rk_load_relaxed_sys_u64(&l->cmd->drain_to); /* ordered by the cmd_seq acquire */
+        drain_to = rk_load_relaxed_sys_u64(&l->cmd->drain_to); /* ordered by cmd's acquire */
       state = rk_lane_after_command(state, cmd); /* the rule both loops share (lane_rules.h) */
       rk_store_relaxed_sys_u32(&st->state, state);
       ack = seq;

@@ -492,6 +492,9 @@ uint64_t rk__devpoll_scans(rk_runtime *rt); /* passes the poller made (tests: is
 
 /* runtime.c: sleep at least ns nanoseconds (back-off only). */
 void rk__sleep_ns(uint64_t ns);
+/* runtime.c: a full memory barrier on every running thread of the process (membarrier); 0, or -1
+ * when the system has none. */
+int rk__process_barrier(void);
 /* runtime.c: CLOCK_REALTIME in nanoseconds. */
 uint64_t rk__realtime_ns(void);
 /* runtime.c: the physical time of rt's clocks in nanoseconds: its time_source (microseconds, times

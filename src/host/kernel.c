@@ -297,8 +297,10 @@ static int wait_lanes(rk_kernel *k, int (*pred)(rk__lane *, uint32_t), uint32_t 
     fault = fault_of(k);
     if (fault != 0 && any_fault) return fault;
     if (rk__now_ns() - start >= timeout_ns) return RK_ETIMEDOUT;
-    if (++spins < 64)
+    if (++spins < 64 && !rk__one_cpu()) /* (one CPU: the lanes answer only if this yields) */
       rk_cpu_relax();
+    else if (spins < 64)
+      rk__wait_yield();
     else
       rk__sleep_ns(spins < 1000 ? 2000 : 50000);
   }
@@ -332,7 +334,12 @@ static void wake_lanes(rk_kernel *k) {
 /* Write a command, publish it, wake the lanes, wait for every acknowledgement. ctl_lock held. */
 static int command(rk_kernel *k, uint32_t cmd, uint64_t timeout_ns) {
   uint32_t seq = ++k->cmd_seq;
-  rk_store_relaxed_sys_u32(&k->ctl->host.cmd, cmd);
+  /* release: pairs with the lanes' acquire of cmd, which orders their read of drain_to (written
+   * before) after it. cmd_seq's acquire alone does not: a lane that read an earlier command's
+   * cmd_seq (say one that timed out while it ran a long handler) may read this cmd and, without
+   * this pair, a stale drain_to (on a weakly ordered CPU or over PCIe), and a TERMINATE that
+   * drains to 0 leaves accepted messages behind. */
+  rk_store_release_sys_u32(&k->ctl->host.cmd, cmd);
   rk_store_release_sys_u32(&k->ctl->host.cmd_seq, seq); /* pairs with the lanes' acquire */
   wake_lanes(k);
   return wait_lanes(k, lane_acked, seq, timeout_ns, 0);
@@ -1082,7 +1089,7 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
   for (i = 0; i < k->lanes; i++) {
     uint64_t fin = 0;
     rk_ring_close(k->lane[i].inbox, &fin);
-    rk_store_relaxed_sys_u64(&k->lane[i].cmd->drain_to, fin); /* published by cmd_seq's release */
+    rk_store_relaxed_sys_u64(&k->lane[i].cmd->drain_to, fin); /* published by cmd's release (command) */
   }
   /* Dead lanes (a sticky CUDA error, before or during the command) acknowledge nothing: join them
    * directly (their stream reports the error, which counts as exited). */
@@ -1247,7 +1254,7 @@ static int restart_locked(rk_kernel *k, void *new_state, uint64_t wait_ns) {
   }
   s = rk_load_acquire_sys_u32(&k->hstate);
   seq = ++k->cmd_seq;
-  rk_store_relaxed_sys_u32(&k->ctl->host.cmd, s == RK_STATE_ACTIVE ? RK_CMD_ACTIVATE : RK_CMD_NONE);
+  rk_store_release_sys_u32(&k->ctl->host.cmd, s == RK_STATE_ACTIVE ? RK_CMD_ACTIVATE : RK_CMD_NONE);
   rk_store_release_sys_u32(&k->ctl->host.cmd_seq, seq); /* pairs with the lanes' acquire */
   (void)rk_host_fetch_and_release_u64(&k->ctl->host.signals, ~RK_SIGNAL_ABORT); /* pairs with the lanes' acquire */
   rc = k->ops->start(k);

@@ -986,6 +986,8 @@ static int all_lanes_done(rk_kernel *k) {
   return 1;
 }
 
+static void outbox_let_go(rk_kernel *k, rk__lane *l);
+
 int rk_recv(rk_kernel *k, rk_msg *msg, void *buf, uint32_t buf_len, int64_t timeout_ns) {
   int rc = rk_recv_batch(k, msg, buf, buf_len, 1, timeout_ns);
   return rc > 0 ? RK_OK : rc; /* 0 on success, as the header promises (the batch returns a count) */
@@ -1023,7 +1025,7 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
         got_total += got;
         blocked |= l->drain_blocked;
       }
-      rk__flag_unlock(&l->drain_lock);
+      outbox_let_go(k, l); /* an rk_call asleep for the lock retries it (its reply may come next) */
     }
     if (got_total > 0) return (int)got_total;
     if (corrupt) return rk__fail(k->rt, RK_ECORRUPT, "rk_recv on %s: a lane's outbox is damaged (kernel FAULTED)", k->name);
@@ -1055,8 +1057,11 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
         uint64_t el = rk__now_ns() - start;
         if ((uint64_t)timeout_ns - el < (uint64_t)left) left = (int64_t)((uint64_t)timeout_ns - el);
       }
-      (void)rk__ring_wait_readable_slice(k->lane[0].outbox, k->outbox_stride, left, &idle_since);
-      rk__flag_unlock(&k->lane[0].drain_lock);
+      int wrc = rk__ring_wait_readable_slice(k->lane[0].outbox, k->outbox_stride, left, &idle_since);
+      outbox_let_go(k, &k->lane[0]); /* an rk_call asleep for the lock retries it */
+      /* The lane closed its outbox and it is drained: the kernel is TERMINATED within moments
+       * (all_lanes_done above ends the receive then); until then the wait would return at once */
+      if (wrc == RK_ECLOSED) rk__sleep_ns(left < 20000 ? (uint64_t)left : 20000);
     } else if (++spins < 256 && !rk__one_cpu()) { /* (one CPU: a spin only delays the lanes; yield) */
       rk_cpu_relax();
     } else if (spins < 512) {
@@ -1082,7 +1087,9 @@ int rk_recv_batch(rk_kernel *k, rk_msg *msgs, void *bufs, uint32_t buf_len, uint
  * for the pending list wake the loop in drain_lane.) */
 static void outbox_let_go(rk_kernel *k, rk__lane *l) {
   rk__flag_unlock(&l->drain_lock);
-  /* acquire: pairs with the release stores of cb_active in rk_recv_start/rk_recv_stop */
+  /* acquire: pairs with the release stores of cb_active in rk_recv_start/rk_recv_stop. No fence
+   * between the unlock and this load (every rk_call comes here): rk_recv_start, rare, puts a
+   * barrier on every thread instead (rk__process_barrier) */
   if (__atomic_load_n(&k->cb_active, __ATOMIC_ACQUIRE)) {
     rk_fence_seq_cst_sys(); /* the Dekker pair above (the dispatcher's fence) */
     if (rk_ring_count(l->outbox) != 0) rk__service_wake(k->rt);
@@ -1217,6 +1224,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   }
   if (rc == RK_OK) {
     int first = 1; /* the first pass follows the send at once: no clock read for the timeout yet */
+    int closed = 0; /* the last wait found the outbox closed and drained */
     for (;;) {
       /* pairs with the drainer's release store of done: *reply is complete */
       if (__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) break;
@@ -1257,6 +1265,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
           first = 0;
           if (rk__ring_wait_readable_slice(l->outbox, k->outbox_stride, left, &idle_since) == RK_ECLOSED) {
             drain_lane(k, l, NULL, NULL, 0, 0, NULL, registered ? NULL : &w, pt);
+            closed = 1;
             break;
           }
         }
@@ -1273,6 +1282,11 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
             rk_ring_count(l->outbox) == 0) {
           rc = RK_ECLOSED; /* the lane exited without answering (aborted) */
           break;
+        }
+        if (closed) { /* the lane closed its outbox, TERMINATED follows within moments: do not spin */
+          uint64_t now = rk__now_ns();
+          closed = 0;
+          if (now < deadline) rk__sleep_ns(deadline - now < 20000 ? deadline - now : 20000);
         }
       } else {
         /* Someone else drains this outbox and will hand us our reply (done is set under
@@ -1360,6 +1374,13 @@ int rk_recv_start(rk_kernel *k, rk_recv_cb cb, void *user) {
   }
   rk__unlock(&k->cb_lock);
   if (rc == RK_OK) {
+    /* An outbox holder that lets go now (outbox_let_go: unlock, then a fence-free load of
+     * cb_active) could read cb_active still 0 while the dispatcher's first pass finds its lock
+     * still taken: a reply published meanwhile would wait for the service timer (50 ms). A barrier
+     * on every thread between this store and the wake-up closes that: either the holder's unlock
+     * is visible to the dispatcher, or its load comes after the barrier and sees 1. Without
+     * membarrier that one-time bound stays. */
+    (void)rk__process_barrier();
     rk__devpoll_kick(k->rt);
     rk__service_wake(k->rt);
   }

@@ -12,6 +12,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#endif
 
 #include "host/internal.h"
 
@@ -29,6 +33,24 @@ void rk__sleep_ns(uint64_t ns) {
   ts.tv_sec = (time_t)(ns / 1000000000u);
   ts.tv_nsec = (long)(ns % 1000000000u);
   nanosleep(&ts, NULL);
+}
+
+/* A full memory barrier on every running thread of the process (membarrier(2), private expedited;
+ * the process registers once, on first use). For the rare side of an asymmetric Dekker pair whose
+ * frequent side must not pay a fence (rk_recv_start against outbox_let_go, messaging.c). Returns 0
+ * when done, -1 when the system offers no such barrier (not Linux, a kernel before 4.14, or a
+ * filter that forbids the call): the caller then keeps the bound it had without it. */
+int rk__process_barrier(void) {
+#if defined(__linux__) && defined(SYS_membarrier)
+  static int registered; /* 1 registered, -1 unavailable (relaxed: a race only registers twice) */
+  int state = __atomic_load_n(&registered, __ATOMIC_RELAXED);
+  if (state == 0) {
+    state = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1;
+    __atomic_store_n(&registered, state, __ATOMIC_RELAXED);
+  }
+  if (state == 1 && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return 0;
+#endif
+  return -1;
 }
 
 uint64_t rk__realtime_ns(void) {

@@ -1727,7 +1727,9 @@ static int rings_wait(rk_mpi_bridge *b, uint64_t ns) {
       rk_ring *r = b->out[i].ring;
       w[n].val = __atomic_load_n(&r->cons_wake, __ATOMIC_ACQUIRE); /* pairs with the producers' release bump */
       w[n].uaddr = (uint64_t)(uintptr_t)&r->cons_wake;
-      w[n].flags = FUTEX_32 | FUTEX_PRIVATE_FLAG; /* FUTEX2_SIZE_U32 | FUTEX2_PRIVATE */
+      /* FUTEX2_SIZE_U32, shared (not FUTEX2_PRIVATE): the producers' wake is ring_wait.c's shared
+       * FUTEX_WAKE, and a private wait is never matched by a shared wake */
+      w[n].flags = FUTEX_32;
       w[n].__reserved = 0;
       n++;
       rk_store_relaxed_sys_u32(&r->cons_sleeping, 1); /* single consumer (the pass holder): a flag */

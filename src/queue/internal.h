@@ -17,7 +17,9 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
  * (they poll at the start of an idle stretch only, and their naps grow with it: ring_wait.c).
  * mem_size: the bytes that really belong to the ring (0: unknown); when given, the header is
  * checked against it on entry and before every poll (RK_ECORRUPT when it no longer fits;
- * RK_EINVAL when r or idle_since is unusable). */
+ * RK_EINVAL when r or idle_since is unusable). A slice ends after its first park that finds
+ * nothing: RK_EAGAIN (woken with the ring still empty, e.g. by rk_ring_wake_all on a fault) or
+ * RK_ETIMEDOUT, so the caller learns of a fault or a terminate at once, not at the slice's end. */
 int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns, uint64_t *idle_since);
 
 /* rk_ring_notify_consumer(cons) and rk_ring_notify_producers(prods) with one full fence for both

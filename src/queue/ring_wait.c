@@ -169,7 +169,11 @@ static void park(volatile uint32_t *word, uint32_t expected, int64_t ns) {
     ts.tv_nsec = ns % 1000000000;
     tsp = &ts;
   }
-  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, tsp, NULL, 0);
+  /* Shared (not FUTEX_WAIT_PRIVATE): a ring may sit in memory another process maps (queue.h), and
+   * a private wait is never matched by that process's wake. Measured on the EPYC VM: a wake with no
+   * waiter costs ~325 ns against ~240 ns private, a parked round trip 32-37 us either way (the
+   * halted vCPU's wake-up); a wake is made only for a waiter that raised its flag. */
+  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expected, tsp, NULL, 0);
 #else
   (void)word;
   (void)expected;
@@ -183,7 +187,7 @@ static void unpark(volatile uint32_t *word, int all) {
   __atomic_fetch_add(word, 1, __ATOMIC_RELEASE);
   __atomic_add_fetch(&g_wakes, 1, __ATOMIC_RELAXED); /* statistics */
 #if defined(__linux__)
-  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, all ? 0x7fffffff : 1, NULL, NULL, 0);
+  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, all ? 0x7fffffff : 1, NULL, NULL, 0); /* shared: park */
 #endif
 }
 
@@ -283,11 +287,14 @@ static int wait_polling(int (*ready)(void *), void *arg, int64_t timeout_ns, uin
 
 /* Spin, yield, park until ready(arg) != 0 or the timeout. `consumer` selects which flag to raise
  * and which wake word to sleep on. since_ns: when the caller's idle stretch began (wait_polling;
- * device rings only), 0 for now. */
+ * device rings only), 0 for now. once: return RK_EAGAIN after the first park that ends with
+ * nothing ready (woken, or its time up), so that a caller whose wait ends on more than the ring
+ * (a fault, a terminate: kernel.c wake_waiters bumps the wake word) re-checks at once instead of
+ * sleeping again until the timeout. */
 static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns,
-                     uint64_t since_ns) {
+                     uint64_t since_ns, int once) {
   uint64_t start = 0, deadline = 0, spin;
-  int i, rc;
+  int i, rc, clamped = 0;
   volatile uint32_t *sleeping = consumer ? &r->cons_sleeping : &r->prod_sleeping;
   volatile uint32_t *wake = consumer ? &r->cons_wake : &r->prod_wake;
 
@@ -296,6 +303,15 @@ static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, 
   if (r->flags & RK_RING_F_NO_WAKE) return wait_polling(ready, arg, timeout_ns, since_ns);
   start = rk__now_ns();
   spin = tl_woken ? RK_SPIN_AFTER_WAKE_NS : RK_SPIN_NS;
+  /* The timeout bounds every phase: a spin longer than it would overshoot a short timeout by up to
+   * the spin (50 µs after a wake-up), the yields by whole time slices on a loaded CPU. */
+  if (timeout_ns > 0) {
+    deadline = start + (uint64_t)timeout_ns;
+    if ((uint64_t)timeout_ns < spin) {
+      spin = (uint64_t)timeout_ns;
+      clamped = 1;
+    }
+  }
   if (rk__one_cpu()) { /* one CPU: yield where the spin would pause (tl_one_cpu above) */
     do {
       rk__wait_yield();
@@ -312,9 +328,10 @@ static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, 
     }
     tl_spin_polls += (uint64_t)i;
   }
-  tl_woken = 0; /* the spin ran out: no conversation (any more) */
-  if (timeout_ns > 0) deadline = start + (uint64_t)timeout_ns;
+  if (!clamped) tl_woken = 0; /* the spin ran out: no conversation (any more); a timeout shorter
+                                * than the spin says nothing of the conversation */
   for (i = 0; i < RK_YIELD_ITERS; i++) {
+    if (timeout_ns > 0 && rk__now_ns() >= deadline) return RK_ETIMEDOUT;
     rk__wait_yield();
     if ((rc = ready(arg)) != 0) return rc < 0 ? rc : RK_OK;
   }
@@ -343,12 +360,13 @@ static int ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, 
       __atomic_fetch_sub(sleeping, 1, __ATOMIC_RELAXED);
     if (rc == 0 && (rc = ready(arg)) > 0) tl_woken = 1; /* woken into a conversation */
     if (rc != 0) return rc < 0 ? rc : RK_OK;
+    if (once) return timeout_ns > 0 && rk__now_ns() >= deadline ? RK_ETIMEDOUT : RK_EAGAIN;
   }
 }
 
 /* Shared with the CPU backend's lane workers (internal.h). */
 int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int64_t timeout_ns) {
-  return ring_wait(r, consumer, ready, arg, timeout_ns, 0);
+  return ring_wait(r, consumer, ready, arg, timeout_ns, 0, 0);
 }
 
 int rk_ring_wait_readable(rk_ring *r, int64_t timeout_ns) {
@@ -367,7 +385,8 @@ int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns
   int rc;
   if (idle_since == NULL) return RK_EINVAL;
   if ((rc = mem_size ? rk_ring_check_mem(r, mem_size) : rk_ring_check(r)) != RK_OK) return rc;
-  rc = ring_wait(r, 1, consumer_ready, &v, timeout_ns, *idle_since);
+  rc = ring_wait(r, 1, consumer_ready, &v, timeout_ns, *idle_since, 1);
+  if (rc == RK_EAGAIN) return rc; /* parked and woken with nothing in the ring: the caller re-checks */
   if (rc != RK_ETIMEDOUT)
     *idle_since = 0; /* a message (or the end): the next wait polls afresh */
   else if (*idle_since == 0 && timeout_ns > 0)
