@@ -47,6 +47,68 @@ static void test_options_init(void **state) {
   }
 }
 
+/* A struct from a newer header (larger than this library's): accepted when every byte past the
+ * library's fields is zero (the newer fields at their defaults), refused with RK_EINVAL when one
+ * is set: the same rule for the runtime options, the launch options and the kernel descriptor
+ * (the runtime options refused any larger size and accepted a size of 1, which dropped the rest;
+ * the other two accepted set fields silently). */
+typedef struct newer_runtime_options {
+  rk_runtime_options o;
+  uint64_t added;
+} newer_runtime_options;
+typedef struct newer_launch_options {
+  rk_launch_options o;
+  uint64_t added;
+} newer_launch_options;
+typedef struct newer_desc {
+  rk_kernel_desc d;
+  uint64_t added;
+} newer_desc;
+
+static void test_newer_structs(void **state) {
+  newer_runtime_options ro;
+  newer_launch_options lo;
+  newer_desc nd;
+  rk_runtime *rt = NULL;
+  rk_kernel *k = NULL;
+  (void)state;
+  memset(&ro, 0, sizeof ro);
+  ro.o = (rk_runtime_options)RK_RUNTIME_OPTIONS_INIT;
+  ro.o.backend = RK_BACKEND_CPU;
+  ro.o.size = (uint32_t)sizeof ro;
+  ro.added = 1;
+  assert_int_equal(rk_runtime_create(&rt, &ro.o), RK_EINVAL);
+  assert_null(rt);
+  assert_non_null(strstr(rk_runtime_last_error(NULL), "newer header"));
+  ro.o.size = 2; /* not even its size field */
+  assert_int_equal(rk_runtime_create(&rt, &ro.o), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(NULL), "size is 2"));
+  ro.o.size = (uint32_t)sizeof ro;
+  ro.added = 0;
+  assert_int_equal(rk_runtime_create(&rt, &ro.o), RK_OK);
+  assert_int_equal(rk_runtime_backend(rt), RK_BACKEND_CPU);
+
+  memset(&lo, 0, sizeof lo);
+  lo.o = (rk_launch_options)RK_LAUNCH_OPTIONS_INIT;
+  lo.o.size = (uint32_t)sizeof lo;
+  memset(&nd, 0, sizeof nd);
+  nd.d = rk_builtin_echo;
+  nd.d.size = (uint32_t)sizeof nd;
+  nd.added = 7;
+  assert_int_equal(rk_kernel_launch(rt, &nd.d, &lo.o, &k), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "newer header"));
+  nd.added = 0;
+  lo.added = 7;
+  assert_int_equal(rk_kernel_launch(rt, &nd.d, &lo.o, &k), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "newer header"));
+  assert_null(k);
+  lo.added = 0;
+  assert_int_equal(rk_kernel_launch(rt, &nd.d, &lo.o, &k), RK_OK);
+  assert_non_null(k);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
 static void test_struct_sizes(void **state) {
   (void)state;
   assert_int_equal(rk_struct_size("runtime_options"), sizeof(rk_runtime_options));
@@ -575,6 +637,7 @@ static void test_metrics_on_application_loop(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_options_init),  cmocka_unit_test(test_struct_sizes),
+      cmocka_unit_test(test_newer_structs),
       cmocka_unit_test(test_msg_type_find), cmocka_unit_test(test_app_error_codes),
       cmocka_unit_test(test_app_error_reply),
       cmocka_unit_test(test_error_reply_payload), cmocka_unit_test(test_prometheus_text),

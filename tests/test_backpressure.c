@@ -171,8 +171,17 @@ static void test_block_timeout(void **state) {
   if (dt < 90 * (uint64_t)RT_MS || dt > (uint64_t)RT_HANG)
     fail_msg("blocked send returned after %llu ms (timeout 100 ms)", (unsigned long long)(dt / 1000000));
   assert_non_null(strstr(rk_runtime_last_error(rt), "RK_ETIMEDOUT"));
+  /* an rk_call whose request never got in says so (it said "no reply within", as if it had been
+   * sent and not answered) */
+  {
+    rk_msg m;
+    rt_item it = item(1, 9), rep;
+    assert_int_equal(rk_call(k, RT_ITEM_TYPE, &it, sizeof it, &m, &rep, sizeof rep, 20 * RT_MS), RK_ETIMEDOUT);
+    assert_null(strstr(rk_runtime_last_error(rt), "no reply"));
+    assert_non_null(strstr(rk_runtime_last_error(rt), "full"));
+  }
   st = rt_stats(k);
-  assert_int_equal(st.send_timeouts, 1);
+  assert_int_equal(st.send_timeouts, 2);
   assert_int_equal(st.send_rejected, 0);
   assert_int_equal(st.sent, 8);
   assert_int_equal(st.msgs_in, 0);

@@ -237,6 +237,16 @@ static void test_compile_errors_refused(void **state) {
   assert_non_null(strstr(rk_runtime_last_error(rt), "defines no handler named 'thrice'"));
   assert_int_equal(rk_kernel_launch(rt, &d, NULL, &k), RK_EINVAL);
   assert_non_null(strstr(rk_runtime_last_error(rt), "thrice"));
+  /* a source that does not compile, with a short handler name that occurs anywhere in the log
+   * ("x"): the compile error, not a missing handler (it was reported as "defines no handler") */
+  d = twice_desc("this is not C", "x");
+  assert_int_equal(rk_kernel_compile(rt, &d, log, sizeof log), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "does not compile"));
+  assert_null(strstr(rk_runtime_last_error(rt), "defines no handler"));
+  /* and a missing handler with a short name is still reported as missing */
+  d = twice_desc(twice_src, "x");
+  assert_int_equal(rk_kernel_compile(rt, &d, log, sizeof log), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "defines no handler named 'x'"));
   /* a handler declared but never defined: the object would not load; refused at compile */
   d = twice_desc("int ghost(rk_ctx *ctx, const rk_msg *in);", "ghost");
   assert_int_equal(rk_kernel_compile(rt, &d, log, sizeof log), RK_EINVAL);

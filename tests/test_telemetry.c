@@ -264,7 +264,13 @@ static void test_stats_counters(void **state) {
   /* stats->size must be set; a program built with an older header (a smaller struct, ending at
    * clock_sync_misses) gets the fields it knows and nothing is written past them */
   st.size = 0;
+  /* an earlier failure's detail is not what the refusal reports (it was: a stale message) */
+  assert_int_equal(rk_send(k, 0, NULL, 0, 0, NULL), RK_EINVAL); /* type 0 is reserved */
   assert_int_equal(rk_kernel_stats(k, &st), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "rk_kernel_stats"));
+  assert_non_null(strstr(rk_runtime_last_error(rt), "size"));
+  assert_int_equal(rk_runtime_stats_json(rt, NULL, 10), RK_EINVAL);
+  assert_non_null(strstr(rk_runtime_last_error(rt), "rk_runtime_stats_json"));
   st.size = (uint32_t)offsetof(rk_kernel_counters, clock_sync_misses);
   assert_int_equal(rk_kernel_stats(k, &st), RK_EINVAL);
   memset(&st, 0xab, sizeof st);

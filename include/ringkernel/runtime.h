@@ -50,7 +50,10 @@ typedef enum rk_log_level { RK_LOG_ERROR = 0, RK_LOG_WARN = 1, RK_LOG_INFO = 2, 
  *  per runtime; the next line after a burst says how many were suppressed. */
 typedef void (*rk_log_fn)(void *user, rk_log_level level, const char *message);
 
-/** Runtime options. Start from RK_RUNTIME_OPTIONS_INIT; fields may be added at the end. */
+/** Runtime options. Start from RK_RUNTIME_OPTIONS_INIT; fields may be added at the end. A size
+ *  from an older header (smaller) gets the defaults for the fields it lacks; one from a newer
+ *  header (larger) is accepted when every byte past this library's fields is zero, and refused
+ *  (RK_EINVAL) when one is set: it asks for something this library cannot do. */
 typedef struct rk_runtime_options {
   uint32_t size;                /**< sizeof(rk_runtime_options) */
   rk_backend backend;           /**< default RK_BACKEND_AUTO */
@@ -130,7 +133,10 @@ typedef enum rk_backpressure {
 /** Initialises a kernel's state at launch: 0, or an RK_E* code (the launch fails). */
 typedef int (*rk_state_init_fn)(void *state, size_t size, void *user);
 
-/** A kernel: its handler(s), state and geometry. Built-ins: rk_builtin_echo, ... (below). */
+/** A kernel: its handler(s), state and geometry. Built-ins: rk_builtin_echo, ... (below). Fields
+ *  may be added at the end (.size says which the caller knows): a descriptor from an older header
+ *  (smaller) reads the fields it lacks as zero; one from a newer header (larger) is accepted when
+ *  every byte past this library's fields is zero, and refused (RK_EINVAL) when one is set. */
 typedef struct rk_kernel_desc {
   uint32_t size;                /**< sizeof(rk_kernel_desc) */
   const char *name;             /**< for telemetry and errors */
@@ -190,7 +196,9 @@ typedef enum rk_fault_policy {
 } rk_fault_policy;
 
 /** Per-launch overrides. Zero fields take the descriptor's values. Start from
- *  RK_LAUNCH_OPTIONS_INIT; fields may be added at the end. */
+ *  RK_LAUNCH_OPTIONS_INIT; fields may be added at the end. A size from an older header (smaller)
+ *  gets the defaults for the fields it lacks; one from a newer header (larger) is accepted when
+ *  every byte past this library's fields is zero, and refused (RK_EINVAL) when one is set. */
 typedef struct rk_launch_options {
   uint32_t size; /**< sizeof(rk_launch_options) */
   uint32_t lanes; /**< lanes (blocks) */

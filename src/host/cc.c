@@ -236,6 +236,36 @@ static void read_log(const char *path, char *log, size_t log_len) {
   fclose(f);
 }
 
+/* Does the compiler's log report an error in the application's own source (a line
+ * "source:LINE:COL: error: ...", the file name the #line directive gives it)? */
+static int source_has_error(const char *log) {
+  const char *p = log;
+  while (p && *p) {
+    const char *eol = strchr(p, '\n');
+    size_t n = eol ? (size_t)(eol - p) : strlen(p);
+    if (n > 7 && strncmp(p, "source:", 7) == 0) {
+      const char *e = strstr(p, " error:");
+      if (e && e < p + n) return 1;
+    }
+    p = eol ? eol + 1 : NULL;
+  }
+  return 0;
+}
+
+/* Does `name` occur in log as a whole identifier (not inside a longer one)? */
+static int mentions_identifier(const char *log, const char *name) {
+  size_t n = strlen(name);
+  const char *p = log;
+#define RK_IDCHAR(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') || ((c) >= '0' && (c) <= '9') || (c) == '_')
+  if (n == 0) return 0;
+  while ((p = strstr(p, name)) != NULL) {
+    if ((p == log || !RK_IDCHAR(p[-1])) && !RK_IDCHAR(p[n])) return 1;
+    p++;
+  }
+#undef RK_IDCHAR
+  return 0;
+}
+
 /* The compiler's first error lines (for the refusal's message), at most `len` bytes. */
 static void first_errors(const char *log, char *out, size_t len) {
   const char *p = log;
@@ -407,8 +437,12 @@ int rk__cc_compile(rk_runtime *rt, const rk_kernel_desc *d, rk_handler_fn *out, 
       snprintf(handler_ref, sizeof handler_ref, "`%s'", d->source_handler);
       if (st < 0) {
         rc = rk__fail(rt, RK_ESYS, "kernel %s: could not run the C compiler %s", kname, cc);
-      } else if ((strstr(full, "ringkernel-glue") && strstr(full, d->source_handler)) ||
+      } else if ((strstr(full, "ringkernel-glue") && !source_has_error(full) &&
+                  mentions_identifier(full, d->source_handler)) ||
                  (strstr(full, "undefined reference to") && strstr(full, handler_ref))) {
+        /* (the glue names the handler; a source that does not compile breaks the glue too, and a
+         * short handler name occurs in any log: only a log with no error in the source, naming the
+         * handler as a whole identifier, says the handler is missing) */
         first_errors(full, first, sizeof first);
         rc = rk__fail(rt, RK_EINVAL, "kernel %s: the source defines no handler named '%s' (descriptor field "
                       ".source_handler): %s", kname, d->source_handler, first);

@@ -1393,7 +1393,11 @@ rk_runtime *rk_graph_runtime(const rk_graph *g) { return g ? g->rt : NULL; }
 
 int rk_graph_node(const rk_graph *g, uint32_t node, rk_graph_node_info *out) {
   const graph_node *n;
-  if (g == NULL || out == NULL || node >= g->n || out->size < sizeof *out) return RK_EINVAL;
+  if (g == NULL) return RK_EINVAL;
+  rk__error_clear(g->rt);
+  if (out == NULL || node >= g->n || out->size < sizeof *out)
+    return rk__fail(g->rt, RK_EINVAL, "rk_graph_node: %s", out == NULL ? "NULL out"
+                    : node >= g->n ? "no such node" : "out->size too small (set it to sizeof(rk_graph_node_info))");
   n = &g->node[node];
   memset(out, 0, sizeof *out);
   out->size = sizeof *out;

@@ -490,6 +490,16 @@ void rk__devpoll_destroy(rk_runtime *rt);
 void rk__devpoll_free(rk_runtime *rt); /* with the runtime's memory (rk__runtime_release) */
 uint64_t rk__devpoll_scans(rk_runtime *rt); /* passes the poller made (tests: is it asleep?) */
 
+/* A struct the application passes with its size (options, descriptors) from a newer header, larger
+ * than this library's: accepted only when every byte past the fields this library knows is zero
+ * (the newer fields at their defaults); a nonzero one asks for something this library lacks. */
+static inline int rk__struct_tail_zero(const void *p, size_t known, size_t given) {
+  const unsigned char *b = (const unsigned char *)p;
+  for (; known < given; known++)
+    if (b[known] != 0) return 0;
+  return 1;
+}
+
 /* runtime.c: sleep at least ns nanoseconds (back-off only). */
 void rk__sleep_ns(uint64_t ns);
 /* runtime.c: a full memory barrier on every running thread of the process (membarrier); 0, or -1

@@ -660,6 +660,12 @@ static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
   if (d->size < RK_OFFSETOF(rk_kernel_desc, max_lanes))
     return rk__fail(rt, RK_EINVAL, "kernel descriptor: field .size is %u, not sizeof(rk_kernel_desc) (%zu)",
                     d->size, sizeof(rk_kernel_desc));
+  /* and one from a newer header: its added fields must be zero (what it asks of them, this library
+   * cannot do) */
+  if (d->size > sizeof(rk_kernel_desc) && !rk__struct_tail_zero(d, sizeof(rk_kernel_desc), d->size))
+    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: .size is %u and fields past this library's %zu bytes are "
+                    "set (built against a newer header? this library is %s)", nm, d->size, sizeof(rk_kernel_desc),
+                    rk_version_string());
   if (d->types == NULL && d->n_types)
     return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .n_types is %u but .types is NULL", nm, d->n_types);
   for (i = 0; i < d->n_types; i++)
@@ -736,6 +742,10 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
   if (opts) {
     if (opts->size < 2 * sizeof(uint32_t))
       return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: launch options size not set");
+    if (opts->size > sizeof o && !rk__struct_tail_zero(opts, sizeof o, opts->size))
+      return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: launch options of %u bytes set fields past this library's "
+                      "%zu (built against a newer header? this library is %s)", opts->size, sizeof o,
+                      rk_version_string());
     memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
   }
   if ((rc = check_desc(rt, desc)) != RK_OK) return rc;

@@ -1165,6 +1165,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   rk__lane *l;
   uint64_t deadline, pt = 0, idle_since = 0; /* idle_since: when the outbox went quiet, 0 if it has not */
   int rc, own = 0, registered = 0; /* own: this call holds l->drain_lock; registered: w is on the list */
+  int published = 0;                /* the request was sent */
   if (k == NULL) return RK_EINVAL;
   rk__error_clear(k->rt);
   if (reply == NULL || (buf == NULL && buf_len > 0))
@@ -1216,6 +1217,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
     deadline = timeout_ns < 0 ? UINT64_MAX : add_sat(w.sent_ns, (uint64_t)timeout_ns);
   }
   if (rc == RK_OK && sent) *sent = 1;
+  published = rc == RK_OK; /* (a send that timed out waiting for room keeps send_on's message) */
   if (rc == RK_OK && own && reply_spin(k, l) && drain_own(k, l, &w, pt)) {
     /* answered during the fast path's first poll: let go of the outbox as the loop below does */
     __atomic_store_n(&l->fast_call, 0, __ATOMIC_RELAXED); /* answered */
@@ -1323,7 +1325,7 @@ static int call_common(rk_kernel *k, int keyed, uint64_t key, uint32_t type, con
   } else if (rc == RK_OK && reply->env.payload_len > reply->len) {
     rc = rk__fail(k->rt, RK_EMSGSIZE, "call to %s: the %u-byte reply was cut to the buffer's %u bytes", k->name,
                   reply->env.payload_len, buf_len);
-  } else if (rc == RK_ETIMEDOUT) {
+  } else if (rc == RK_ETIMEDOUT && published) {
     uint32_t s = rk_load_acquire_sys_u32(&k->hstate); /* for the message only */
     rk__fail(k->rt, RK_ETIMEDOUT, "call to %s: no reply within %lld us%s", k->name, (long long)(timeout_ns / 1000),
              s == RK_STATE_LAUNCHED || s == RK_STATE_INACTIVE

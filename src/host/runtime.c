@@ -221,11 +221,18 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   *out = NULL;
   rk__create_error("%s", "");
   if (opts) {
-    if (opts->size == 0 || opts->size > sizeof o) {
-      rk__create_error("RK_EINVAL: rk_runtime_options.size is %u (this library: 1 .. %zu)", opts->size, sizeof o);
+    if (opts->size < sizeof(uint32_t)) {
+      rk__create_error("RK_EINVAL: rk_runtime_options.size is %u: set it (RK_RUNTIME_OPTIONS_INIT, "
+                       "rk_runtime_options_init)", opts->size);
       return RK_EINVAL;
     }
-    memcpy(&o, opts, opts->size);
+    if (opts->size > sizeof o && !rk__struct_tail_zero(opts, sizeof o, opts->size)) {
+      rk__create_error("RK_EINVAL: rk_runtime_options.size is %u and fields past this library's %zu bytes are set "
+                       "(built against a newer header? this library is %s)", opts->size, sizeof o,
+                       rk_version_string());
+      return RK_EINVAL;
+    }
+    memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
     o.size = sizeof o;
   }
   if (o.backend != RK_BACKEND_AUTO && o.backend != RK_BACKEND_CPU && o.backend != RK_BACKEND_CUDA) {

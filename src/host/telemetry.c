@@ -68,7 +68,12 @@ static void stats_fill(rk_kernel *k, rk_kernel_counters *st);
 int rk_kernel_stats(rk_kernel *k, rk_kernel_counters *out) {
   rk_kernel_counters st;
   uint32_t size;
-  if (k == NULL || out == NULL || out->size < RK_STATS_MIN_SIZE) return RK_EINVAL;
+  if (k == NULL) return RK_EINVAL;
+  rk__error_clear(k->rt);
+  if (out == NULL || out->size < RK_STATS_MIN_SIZE)
+    return rk__fail(k->rt, RK_EINVAL,
+                    "rk_kernel_stats on %s: %s (set out->size = sizeof(rk_kernel_counters) first; at least %u)", k->name,
+                    out == NULL ? "NULL out" : "out->size too small", (unsigned)RK_STATS_MIN_SIZE);
   size = out->size < sizeof st ? out->size : (uint32_t)sizeof st;
   stats_fill(k, &st);
   memcpy(out, &st, size);
@@ -228,7 +233,10 @@ int rk_runtime_stats_json(rk_runtime *rt, char *buf, size_t len) {
   jbuf j;
   rk_kernel *k;
   int first = 1;
-  if (rt == NULL || (buf == NULL && len > 0)) return RK_EINVAL;
+  if (rt == NULL) return RK_EINVAL;
+  rk__error_clear(rt);
+  if (buf == NULL && len > 0)
+    return rk__fail(rt, RK_EINVAL, "rk_runtime_stats_json: NULL buf with len %zu (len 0 asks for the length only)", len);
   j.p = buf;
   j.left = len;
   j.need = 0;
