@@ -15,6 +15,7 @@ at run time by the system C compiler (CPU backend) or NVRTC (CUDA). Timeouts are
 (ringkernel.errors). Asynchronous use with asyncio: ringkernel.aio."""
 
 import ctypes
+import operator
 import weakref
 import json
 import threading
@@ -60,18 +61,81 @@ def library_version():
 
 def app_error(n):
     """The RK_EAPP(n) code a handler returns for its own error n (0 <= n <= 65535)."""
-    if not 0 <= n <= 65535:
-        raise ValueError("application error numbers are 0..65535")
-    return -1000 - n
+    return -1000 - _int("n (an application error number)", n, 0, 65535)
 
 
-def _ns(timeout):
-    """Seconds (float) -> the library's nanoseconds; None -> forever (-1)."""
+# ------------------------------------------------------------------------------------------------
+# Integer arguments: ctypes would wrap a value its C type cannot hold (-1 -> 4294967295 in a
+# uint32_t), so every integer the binding hands the library is checked first: ValueError naming the
+# parameter and its range when it is out of range, TypeError when it is not an integer.
+
+_U32 = 2**32 - 1
+_U64 = 2**64 - 1
+_I64 = 2**63 - 1
+_SIZE_MAX = 2 ** (8 * ctypes.sizeof(ctypes.c_size_t)) - 1
+_INT_CODES = "bBhHiIlLqQ"  # the _type_ of ctypes' integer types (c_int8 .. c_uint64, c_size_t, ...)
+
+
+def _int_range(ctype, bits=None):
+    """(lowest, highest) value of a ctypes integer type (of a bit field of `bits` bits)."""
+    n = bits or 8 * ctypes.sizeof(ctype)
+    if ctype(-1).value < 0:
+        return -(1 << (n - 1)), (1 << (n - 1)) - 1
+    return 0, (1 << n) - 1
+
+
+def _int(name, value, lo, hi, coerce=False):
+    """value as an int in lo .. hi, else ValueError (out of range) or TypeError (not an integer),
+    naming the parameter. coerce: accept what int() accepts (e.g. 4096.0), as sizes always did."""
+    try:
+        if coerce and not isinstance(value, (str, bytes)):
+            v = int(value)
+            if v != value:  # 2.5: no silent truncation either
+                raise ValueError
+        else:
+            v = operator.index(value)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError("%s must be an integer, not %r" % (name, value)) from None
+    if not lo <= v <= hi:
+        raise ValueError("%s must be in %d .. %d, not %d" % (name, lo, hi, v))
+    return v
+
+
+def _type_id(name, value):
+    return _int(name, value, 1, _U32)  # uint32_t; 0 is reserved
+
+
+def _u64(name, value):
+    return _int(name, value, 0, _U64)
+
+
+def _set_field(struct, field, value, what):
+    """struct.field = value, an integer field's value checked against its C type first."""
+    for f in type(struct)._fields_:
+        if f[0] == field:
+            ctype = f[1]
+            if isinstance(getattr(ctype, "_type_", None), str) and ctype._type_ in _INT_CODES:
+                lo, hi = _int_range(ctype, f[2] if len(f) > 2 else None)
+                value = _int("%s %s" % (what, field), value, lo, hi)
+            break
+    setattr(struct, field, value)
+
+
+def _ns(timeout, name="timeout"):
+    """Seconds (float) -> the library's nanoseconds (an int64_t); None (or < 0) -> forever (-1)."""
     if timeout is None:
         return -1
-    if timeout < 0:
-        return -1
-    return int(round(timeout * 1e9))
+    try:
+        if timeout < 0:
+            return -1
+        ns = int(round(timeout * 1e9))
+    except TypeError:
+        raise TypeError("%s must be a number of seconds or None, not %r" % (name, timeout)) from None
+    except (ValueError, OverflowError):  # NaN, infinity
+        ns = None
+    if ns is None or ns > _I64:
+        raise ValueError("%s must be in 0 .. %d seconds (or None: no limit), not %r" % (name, _I64 // 10**9, timeout))
+    return ns
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,7 +151,8 @@ class Message(ctypes.Structure):
 
     Fields that are arrays accept any sequence or NumPy array (shorter ones fill the front), and
     Message.array(name) returns one as a NumPy array. Classes register themselves by type id, so
-    replies of a known type come back decoded (Reply.value)."""
+    replies of a known type come back decoded (Reply.value). Integer fields refuse values their C
+    type cannot hold (ValueError), where ctypes alone would wrap them (-1 -> 4294967295)."""
 
     _type_id_ = 0
     _registry = {}
@@ -95,10 +160,32 @@ class Message(ctypes.Structure):
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         tid = cls.__dict__.get("_type_id_")
-        if tid:
-            if not 0 < tid < 2**32:
-                raise ValueError("%s: message type ids are 1 .. 2^32-1" % cls.__name__)
+        if tid is not None and (tid or not isinstance(tid, int)):
+            tid = _type_id("%s._type_id_" % cls.__name__, tid)
             Message._registry[tid] = cls
+
+    @classmethod
+    def _int_fields(cls):
+        """{field name: (lowest, highest, is_array)} of the class's integer fields and integer
+        arrays (their elements' range), computed once per class."""
+        got = cls.__dict__.get("_rk_int_fields")
+        if got is None:
+            got = {}
+            for c in reversed(cls.__mro__):
+                for f in c.__dict__.get("_fields_", ()) if issubclass(c, ctypes.Structure) else ():
+                    t, is_array = f[1], False
+                    while isinstance(t, type) and issubclass(t, ctypes.Array):
+                        t, is_array = t._type_, True
+                    if isinstance(getattr(t, "_type_", None), str) and t._type_ in _INT_CODES:
+                        got[f[0]] = _int_range(t, f[2] if len(f) > 2 else None) + (is_array,)
+            cls._rk_int_fields = got
+        return got
+
+    def __setattr__(self, name, value):
+        r = type(self)._int_fields().get(name)
+        if r is not None and not r[2]:
+            value = _int("%s.%s" % (type(self).__name__, name), value, r[0], r[1])
+        super().__setattr__(name, value)
 
     def __init__(self, **fields):
         super().__init__()
@@ -110,6 +197,9 @@ class Message(ctypes.Structure):
                 value = list(value)
                 if len(value) > len(cur):
                     raise ValueError("%s.%s holds %d elements, not %d" % (type(self).__name__, name, len(cur), len(value)))
+                r = type(self)._int_fields().get(name)
+                if r is not None:
+                    value = [_int("%s.%s[%d]" % (type(self).__name__, name, i), v, r[0], r[1]) for i, v in enumerate(value)]
                 cur[: len(value)] = value
             else:
                 setattr(self, name, value)
@@ -184,14 +274,21 @@ _builtin_type(CounterAdd, "rk_counter_add")
 _builtin_type(CounterValue, "rk_counter_value")
 
 
+def _key_token(key, token):
+    """A send's key and token (each None or a uint64_t), checked."""
+    return (None if key is None else _u64("key", key)), (None if token is None else _u64("token", token))
+
+
 def _payload(msg, type_id):
     """(type id, ctypes buffer or None, length) of what a send takes: a Message; bytes-like or a
     NumPy array with type_id; or None (an empty payload) with type_id."""
+    if type_id:
+        type_id = _type_id("type_id", type_id)
     if isinstance(msg, Message):
         tid = type_id or type(msg)._type_id_
         if not tid:
             raise ValueError("%s has no _type_id_: declare one or pass type_id" % type(msg).__name__)
-        return tid, ctypes.byref(msg), ctypes.sizeof(msg)
+        return _type_id("%s._type_id_" % type(msg).__name__, tid), ctypes.byref(msg), ctypes.sizeof(msg)
     if not type_id:
         raise ValueError("a raw payload needs type_id")
     if msg is None:
@@ -236,9 +333,18 @@ class Reply:
         return cls(m, data, token)
 
     def as_type(self, cls):
-        """The payload as a cls structure (ValueError when the size differs)."""
-        if len(self.payload) != ctypes.sizeof(cls):
-            raise ValueError("reply of %d bytes is not a %s (%d bytes)" % (len(self.payload), cls.__name__, ctypes.sizeof(cls)))
+        """The payload as a cls structure, checked as RK_MSG_AS checks it: errors.InvalidArgumentError
+        (a ValueError; the Reply in .reply) when cls has a type id (_type_id_) other than the
+        reply's, or when the sizes differ (a truncated reply included)."""
+        tid = getattr(cls, "_type_id_", 0)
+        if tid and self.type != tid:
+            raise errors.InvalidArgumentError(
+                detail="reply of type %d is not a %s (type %d)" % (self.type, cls.__name__, tid), reply=self)
+        if self.truncated or len(self.payload) != ctypes.sizeof(cls):
+            raise errors.InvalidArgumentError(
+                detail="reply of %d bytes%s is not a %s (%d bytes)" % (
+                    len(self.payload), " (truncated)" if self.truncated else "", cls.__name__, ctypes.sizeof(cls)),
+                reply=self)
         return cls.from_buffer_copy(self.payload)
 
     @property
@@ -296,9 +402,11 @@ class KernelDef:
         d.size = ctypes.sizeof(d)
         self._keep = [name.encode(), source.encode(), handler.encode()]
         d.name, d.source, d.source_handler = self._keep
-        d.state_size, d.scratch_size = state_size, scratch_size
-        d.lanes, d.threads_per_lane, d.max_lanes = lanes, threads_per_lane, max_lanes
-        d.inbox_capacity, d.outbox_capacity, d.slot_size = inbox_capacity, outbox_capacity, slot_size
+        for field, value in (("state_size", state_size), ("scratch_size", scratch_size), ("lanes", lanes),
+                             ("threads_per_lane", threads_per_lane), ("max_lanes", max_lanes),
+                             ("inbox_capacity", inbox_capacity), ("outbox_capacity", outbox_capacity),
+                             ("slot_size", slot_size)):
+            _set_field(d, field, value, "kernel")
         if self.types:
             mts = []
             for cls in self.types:
@@ -306,7 +414,7 @@ class KernelDef:
                     raise ValueError("types are Message classes with a _type_id_, not %r" % (cls,))
                 nm = cls.__name__.encode()
                 self._keep.append(nm)
-                mts.append(_lib.MsgType(cls._type_id_, ctypes.sizeof(cls), nm))
+                mts.append(_lib.MsgType(_type_id("%s._type_id_" % cls.__name__, cls._type_id_), ctypes.sizeof(cls), nm))
             arr_t = _lib.MsgType * len(mts)
             store = arr_t(*mts)
             ptrs = (ctypes.POINTER(_lib.MsgType) * len(mts))(*[ctypes.pointer(store[i]) for i in range(len(mts))])
@@ -378,8 +486,9 @@ class Buffer:
         if kind not in _lib.BUFFER_KINDS:
             raise ValueError("kind must be 'device' or 'host'")
         self.runtime = runtime
+        size = _int("size", size, 0, _SIZE_MAX, coerce=True)
         h = ctypes.c_void_p()
-        rc = _L.rk_buffer_alloc(runtime._handle(), _lib.BUFFER_KINDS[kind], int(size), ctypes.byref(h))
+        rc = _L.rk_buffer_alloc(runtime._handle(), _lib.BUFFER_KINDS[kind], size, ctypes.byref(h))
         if rc != 0:
             runtime._fail(rc, "rk_buffer_alloc")
         self._b = h
@@ -399,16 +508,22 @@ class Buffer:
         if rc != 0:
             self.runtime._fail(rc, what)
 
+    def _offset(self, offset):
+        """offset (bytes) checked: 0 .. the buffer's size."""
+        return _int("offset", offset, 0, self.size, coerce=True)
+
     def write(self, data, offset=0):
         """Copy data (a NumPy array or bytes-like) into the buffer at offset; waits until done."""
+        offset = self._offset(offset)
         addr, n, keep = _contiguous(data, writable=False)
-        self._check(_L.rk_buffer_write(self._handle(), int(offset), addr, n, None, None), "rk_buffer_write")
+        self._check(_L.rk_buffer_write(self._handle(), offset, addr, n, None, None), "rk_buffer_write")
         del keep
 
     def read(self, out=None, dtype="float32", count=None, offset=0):
         """Copy from the buffer at offset into out (a writable NumPy array or bytearray, filled in
         place and returned), or into a new NumPy array of count elements of dtype (default: as many
         as fit from offset to the end)."""
+        offset = self._offset(offset)
         if out is None:
             try:
                 import numpy as np
@@ -418,10 +533,10 @@ class Buffer:
 
             dt = np.dtype(dtype)
             if count is None:
-                count = (self.size - int(offset)) // dt.itemsize
-            out = np.empty(int(count), dtype=dt)
+                count = (self.size - offset) // dt.itemsize
+            out = np.empty(_int("count", count, 0, (self.size - offset) // dt.itemsize, coerce=True), dtype=dt)
         addr, n, keep = _contiguous(out, writable=True)
-        self._check(_L.rk_buffer_read(self._handle(), int(offset), addr, n, None, None), "rk_buffer_read")
+        self._check(_L.rk_buffer_read(self._handle(), offset, addr, n, None, None), "rk_buffer_read")
         del keep
         return out
 
@@ -435,10 +550,11 @@ class Buffer:
         if not p:
             raise ValueError("only a 'host' buffer has a host view (use write/read for 'device')")
         dt = np.dtype(dtype)
-        if count is None:
-            count = (self.size - int(offset)) // dt.itemsize
-        raw = (ctypes.c_char * (int(count) * dt.itemsize)).from_address(p + int(offset))
-        arr = np.frombuffer(raw, dtype=dt, count=int(count))
+        offset = self._offset(offset)
+        fit = (self.size - offset) // dt.itemsize  # never a view beyond the buffer
+        count = fit if count is None else _int("count", count, 0, fit, coerce=True)
+        raw = (ctypes.c_char * (count * dt.itemsize)).from_address(p + offset)
+        arr = np.frombuffer(raw, dtype=dt, count=count)
         return arr
 
     def ref(self, offset=0, length=None, access="rw"):
@@ -446,10 +562,12 @@ class Buffer:
         or "rw", for a message's payload."""
         if access not in _lib.BUF_ACCESS:
             raise ValueError("access must be 'r', 'w' or 'rw'")
+        offset = _int("offset", offset, 0, _U64, coerce=True)
         if length is None:
-            length = self.size - int(offset)
+            length = max(self.size - offset, 0)  # beyond the end: the library refuses it
+        length = _int("length", length, 0, _U64, coerce=True)
         r = _lib.BufRef()
-        self._check(_L.rk_buffer_ref(self._handle(), int(offset), int(length), _lib.BUF_ACCESS[access], ctypes.byref(r)),
+        self._check(_L.rk_buffer_ref(self._handle(), offset, length, _lib.BUF_ACCESS[access], ctypes.byref(r)),
                     "rk_buffer_ref")
         return r
 
@@ -484,7 +602,7 @@ class Runtime:
         o = _lib.RuntimeOptions()
         _L.rk_runtime_options_init(ctypes.byref(o), ctypes.sizeof(o))
         o.backend = _lib.BACKENDS[backend]
-        o.device = device
+        _set_field(o, "device", device, "runtime option")
         self._keep = []
         for field, value in (("cc", cc), ("cache_dir", cache_dir), ("metrics_listen", metrics_listen)):
             if value is not None:
@@ -501,7 +619,7 @@ class Runtime:
             f = getattr(_lib.RuntimeOptions, field)
             if o.size < f.offset + f.size:  # an older librk: the field is not there
                 raise _lib_missing(field)
-            setattr(o, field, value)
+            _set_field(o, field, value, "runtime option")
         self._rt = ctypes.c_void_p()
         rc = _L.rk_runtime_create(ctypes.byref(self._rt), ctypes.byref(o))
         if rc != 0:
@@ -538,7 +656,7 @@ class Runtime:
 
     def _handle(self):
         if not self._rt:
-            raise RingKernelError(error_class(-5).code, "the runtime is closed")
+            raise error_class(-5)(-5, "the runtime is closed")  # StateError, as for kernels and buffers
         return self._rt
 
     def _fail(self, rc, what=""):
@@ -624,11 +742,12 @@ class Runtime:
         _L.rk_launch_options_init(ctypes.byref(o), ctypes.sizeof(o))
         for field, value in launch_options.items():
             if field == "send_timeout":
-                o.send_timeout_ns = _ns(value)
+                o.send_timeout_ns = _ns(value, "send_timeout")  # negative: forever
             elif field == "launch_timeout":
-                o.launch_timeout_ns = _ns(value)
+                ns = _ns(value, "launch_timeout")
+                o.launch_timeout_ns = _U64 if ns < 0 else ns  # a uint64_t: forever is its maximum
             elif field in dict(_lib.LaunchOptions._fields_) and field != "size":
-                setattr(o, field, value)
+                _set_field(o, field, value, "launch option")
             else:
                 raise TypeError("unknown launch option %r" % field)
         kp = ctypes.c_void_p()
@@ -748,6 +867,7 @@ class Kernel:
         order). nowait: AgainError at once when the inbox is full. token: a 64-bit value of the
         caller's that comes back as the reply's .token (rk_send_token)."""
         tid, buf, n = _payload(msg, type_id)
+        key, token = _key_token(key, token)
         flags = (_lib.SEND_NO_REPLY if no_reply else 0) | (_lib.SEND_NOWAIT if nowait else 0)
         flags |= _lib.SEND_CHECKSUM if checksum else 0
         mid = ctypes.c_uint64()
@@ -768,10 +888,11 @@ class Kernel:
     def recv(self, timeout=1.0, max_size=None):
         """The next reply not claimed by a call (rk_recv), as a Reply. timeout 0 polls
         (AgainError when none is ready); None waits as long as replies can come."""
-        size = max_size or self._recv_size
+        size = _int("max_size", max_size, 1, _U32) if max_size else self._recv_size
+        ns = _ns(timeout)
         buf = ctypes.create_string_buffer(size)
         m = _lib.Msg()
-        self._check(_L.rk_recv(self._handle(), ctypes.byref(m), buf, size, _ns(timeout)))
+        self._check(_L.rk_recv(self._handle(), ctypes.byref(m), buf, size, ns))
         return Reply._from_msg(m, self._k)
 
     def call(self, msg, type_id=0, reply_type=None, timeout=1.0, key=None, max_size=None, refs=0):
@@ -781,20 +902,24 @@ class Kernel:
         RingKernelError subclass of its code
         (an application code: ApplicationError), the Reply in .reply."""
         tid, buf, n = _payload(msg, type_id)
-        size = max_size or (ctypes.sizeof(reply_type) if reply_type else self._recv_size)
+        key, _ = _key_token(key, None)
+        refs = _int("refs", refs, 0, _U32, coerce=True) if refs else 0
+        size = _int("max_size", max_size, 1, _U32) if max_size else (
+            ctypes.sizeof(reply_type) if reply_type else self._recv_size)
         size = max(size, 64)
-        out = ctypes.create_string_buffer(size)
-        m = _lib.Msg()
         if timeout is not None and timeout == 0:
             raise ValueError("a call cannot complete without waiting: give it a timeout > 0 (or None)")
+        ns = _ns(timeout)
+        out = ctypes.create_string_buffer(size)
+        m = _lib.Msg()
         if refs:
             if key is not None:
                 raise ValueError("a call with buffer references goes by round robin (no key)")
-            rc = _L.rk_call_refs(self._handle(), tid, buf, n, int(refs), ctypes.byref(m), out, size, _ns(timeout))
+            rc = _L.rk_call_refs(self._handle(), tid, buf, n, refs, ctypes.byref(m), out, size, ns)
         elif key is None:
-            rc = _L.rk_call(self._handle(), tid, buf, n, ctypes.byref(m), out, size, _ns(timeout))
+            rc = _L.rk_call(self._handle(), tid, buf, n, ctypes.byref(m), out, size, ns)
         else:
-            rc = _L.rk_call_key(self._handle(), key, tid, buf, n, ctypes.byref(m), out, size, _ns(timeout))
+            rc = _L.rk_call_key(self._handle(), key, tid, buf, n, ctypes.byref(m), out, size, ns)
         if rc == -14:  # RK_EHANDLER: the error reply's own code
             reply = Reply._from_msg(m)
             detail = _L.rk_runtime_last_error(self.runtime._rt).decode()

@@ -27,7 +27,7 @@ import ctypes
 import threading
 
 from . import _lib
-from . import Reply, _L, _payload
+from . import Reply, _L, _key_token, _payload
 from .errors import AgainError, RingKernelError, error_class
 
 __all__ = ["AsyncKernel"]
@@ -104,6 +104,7 @@ class AsyncKernel:
     # -- messages
     async def _send(self, msg, type_id, key, no_reply, fut, token=None):
         tid, buf, n = _payload(msg, type_id)
+        key, token = _key_token(key, token)  # ValueError out of range, as Kernel.send
         flags = _lib.SEND_NOWAIT | (_lib.SEND_NO_REPLY if no_reply else 0)
         wait = _BACKOFF_S
         mid = ctypes.c_uint64()
