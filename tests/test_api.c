@@ -106,6 +106,25 @@ static void test_newer_structs(void **state) {
   assert_int_equal(rk_kernel_launch(rt, &nd.d, &lo.o, &k), RK_OK);
   assert_non_null(k);
   rk_kernel_destroy(k);
+  /* a graph's node: the same rule at rk_graph_add, and the launch takes what was accepted (it used
+   * to look at the node's other fields past the copied descriptor) */
+  {
+    rk_graph *g = NULL;
+    uint32_t node;
+    assert_int_equal(rk_graph_create(rt, &g), RK_OK);
+    nd.added = 7;
+    assert_int_equal(rk_graph_add(g, &nd.d, &lo.o, 0, &node), RK_EINVAL);
+    assert_non_null(strstr(rk_runtime_last_error(rt), "newer header"));
+    nd.added = 0;
+    lo.added = 7;
+    assert_int_equal(rk_graph_add(g, &nd.d, &lo.o, 0, &node), RK_EINVAL);
+    lo.added = 0;
+    assert_int_equal(rk_graph_add(g, &nd.d, &lo.o, 0, &node), RK_OK);
+    assert_int_equal(rk_graph_launch(g), RK_OK);
+    assert_non_null(rk_graph_kernel(g, node));
+    assert_int_equal(rk_graph_terminate(g, 10 * 1000000000ll), RK_OK);
+    rk_graph_destroy(g);
+  }
   rk_runtime_destroy(rt);
 }
 

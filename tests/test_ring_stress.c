@@ -986,6 +986,37 @@ static void test_wake_across_processes(void **state) {
   munmap(mem, bytes);
 }
 
+/* Memory a shared futex cannot key (a driver's pinned memory: every shared call fails with
+ * EFAULT at once) falls back to private futexes on both sides: the consumer still sleeps, and the
+ * producer's wake still reaches it. Without the fallback the wait would return from every park
+ * at once and spin (the parks counted here would run into the thousands). */
+static void test_private_futex_fallback(void **state) {
+  rk_ring *r;
+  pthread_t th;
+  waker_arg a;
+  msg_t m;
+  uint64_t parks0, parks1, wakes0, wakes1;
+  (void)state;
+#if !defined(__linux__)
+  skip();
+#endif
+  assert_int_equal(rk_ring_create(&r, 4, 64, RK_RING_SPSC), RK_OK);
+  a.r = r;
+  __atomic_store_n(&rk__futex_shared_efault, 1, __ATOMIC_RELAXED);
+  rk__wait_counts(&parks0, &wakes0);
+  assert_int_equal(pthread_create(&th, NULL, late_pusher, &a), 0); /* pushes once this side parked */
+  assert_int_equal(rk_ring_pop_wait(r, &m, sizeof m, 30 * 1000000000ll), RK_OK);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  rk__wait_counts(&parks1, &wakes1);
+  __atomic_store_n(&rk__futex_shared_efault, 0, __ATOMIC_RELAXED);
+  print_message("      parks %llu, wakes %llu\n", (unsigned long long)(parks1 - parks0),
+                (unsigned long long)(wakes1 - wakes0));
+  assert_true(parks1 - parks0 >= 1);  /* it slept */
+  assert_true(parks1 - parks0 <= 16); /* and did not spin through parks (a loaded machine: a few) */
+  assert_true(wakes1 - wakes0 >= 1);
+  rk_ring_destroy(r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_spsc_single),
@@ -1005,6 +1036,7 @@ int main(void) {
       cmocka_unit_test(test_slice_ends_on_wake),
       cmocka_unit_test(test_short_timeout_after_wake),
       cmocka_unit_test(test_wake_across_processes),
+      cmocka_unit_test(test_private_futex_fallback),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

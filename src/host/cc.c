@@ -236,17 +236,16 @@ static void read_log(const char *path, char *log, size_t log_len) {
   fclose(f);
 }
 
-/* Does the compiler's log report an error in the application's own source (a line
- * "source:LINE:COL: error: ...", the file name the #line directive gives it)? */
-static int source_has_error(const char *log) {
+/* Does the compiler's log report an error anywhere but in the glue ("ringkernel-glue:LINE:COL:
+ * error: ...", the file name its #line directive gives it): in the application's source
+ * ("source:..."), or in a header the source includes? */
+static int error_outside_glue(const char *log) {
   const char *p = log;
   while (p && *p) {
     const char *eol = strchr(p, '\n');
     size_t n = eol ? (size_t)(eol - p) : strlen(p);
-    if (n > 7 && strncmp(p, "source:", 7) == 0) {
-      const char *e = strstr(p, " error:");
-      if (e && e < p + n) return 1;
-    }
+    const char *e = strstr(p, " error:");
+    if (e && e < p + n && strncmp(p, "ringkernel-glue:", 16) != 0) return 1;
     p = eol ? eol + 1 : NULL;
   }
   return 0;
@@ -437,12 +436,12 @@ int rk__cc_compile(rk_runtime *rt, const rk_kernel_desc *d, rk_handler_fn *out, 
       snprintf(handler_ref, sizeof handler_ref, "`%s'", d->source_handler);
       if (st < 0) {
         rc = rk__fail(rt, RK_ESYS, "kernel %s: could not run the C compiler %s", kname, cc);
-      } else if ((strstr(full, "ringkernel-glue") && !source_has_error(full) &&
+      } else if ((strstr(full, "ringkernel-glue") && !error_outside_glue(full) &&
                   mentions_identifier(full, d->source_handler)) ||
                  (strstr(full, "undefined reference to") && strstr(full, handler_ref))) {
         /* (the glue names the handler; a source that does not compile breaks the glue too, and a
-         * short handler name occurs in any log: only a log with no error in the source, naming the
-         * handler as a whole identifier, says the handler is missing) */
+         * short handler name occurs in any log: only a log whose errors are all in the glue, naming
+         * the handler as a whole identifier, says the handler is missing) */
         first_errors(full, first, sizeof first);
         rc = rk__fail(rt, RK_EINVAL, "kernel %s: the source defines no handler named '%s' (descriptor field "
                       ".source_handler): %s", kname, d->source_handler, first);

@@ -187,6 +187,17 @@ static int add_node(rk_graph *g, rk_runtime *rt, const rk_kernel_desc *desc, con
   if (opts && opts->size < 2 * sizeof(uint32_t))
     return rk__fail(g->rt, RK_EINVAL, "%s: launch options size not set", what);
   if (desc->size == 0) return rk__fail(g->rt, RK_EINVAL, "%s: descriptor field .size not set", what);
+  /* the rule of rk_kernel_launch for structs from a newer header, checked here: the node keeps
+   * copies of this library's size, which is what the launch sees */
+  if (desc->size > sizeof(rk_kernel_desc) && !rk__struct_tail_zero(desc, sizeof(rk_kernel_desc), desc->size))
+    return rk__fail(g->rt, RK_EINVAL, "%s: descriptor %s: .size is %u and fields past this library's %zu bytes are "
+                    "set (built against a newer header? this library is %s)", what, desc->name ? desc->name : "?",
+                    desc->size, sizeof(rk_kernel_desc), rk_version_string());
+  if (opts && opts->size > sizeof(rk_launch_options) &&
+      !rk__struct_tail_zero(opts, sizeof(rk_launch_options), opts->size))
+    return rk__fail(g->rt, RK_EINVAL, "%s: launch options of %u bytes set fields past this library's %zu (built "
+                    "against a newer header? this library is %s)", what, opts->size, sizeof(rk_launch_options),
+                    rk_version_string());
   for (dev = 0; dev < g->ndev && g->dev_rt[dev] != rt; dev++) {
   }
   if (dev == g->ndev) { /* a new runtime of the graph */
@@ -206,6 +217,7 @@ static int add_node(rk_graph *g, rk_runtime *rt, const rk_kernel_desc *desc, con
   memset(n, 0, sizeof *n);
   /* as rk_kernel_launch: a descriptor from an older header is smaller; the rest reads as zero */
   memcpy(&n->desc, desc, desc->size < sizeof n->desc ? desc->size : sizeof n->desc);
+  if (desc->size > sizeof n->desc) n->desc.size = sizeof n->desc; /* (its added fields were zero) */
   if (opts) {
     memcpy(&n->lo, opts, opts->size < sizeof n->lo ? opts->size : sizeof n->lo);
     n->lo.size = sizeof n->lo;

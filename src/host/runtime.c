@@ -13,8 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 #if defined(__linux__)
-#include <linux/membarrier.h>
 #include <sys/syscall.h>
+/* membarrier(2)'s commands (linux/membarrier.h; an enum there, missing from headers before 4.14):
+ * the kernel's ABI values. An older kernel refuses them (EINVAL), and the caller keeps its bound. */
+#define RK_MEMBARRIER_CMD_PRIVATE_EXPEDITED (1 << 3)
+#define RK_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
 #endif
 
 #include "host/internal.h"
@@ -45,10 +48,10 @@ int rk__process_barrier(void) {
   static int registered; /* 1 registered, -1 unavailable (relaxed: a race only registers twice) */
   int state = __atomic_load_n(&registered, __ATOMIC_RELAXED);
   if (state == 0) {
-    state = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1;
+    state = syscall(SYS_membarrier, RK_MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1;
     __atomic_store_n(&registered, state, __ATOMIC_RELAXED);
   }
-  if (state == 1 && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return 0;
+  if (state == 1 && syscall(SYS_membarrier, RK_MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return 0;
 #endif
   return -1;
 }

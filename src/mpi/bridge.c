@@ -279,6 +279,7 @@ struct rk_mpi_bridge {
   int met;                 /* the handshake completed: every peer knows this bridge and will say bye */
   int keep_comm;           /* a peer's last messages may still come: the communicator is never freed */
   int waitv_ok;            /* bridge thread: futex_waitv works here (rings_wait) */
+  int waitv_private;       /* bridge thread: its rings' memory cannot be keyed shared (EFAULT) */
   hello *hello_out;        /* our hello: MPI may own it until the handshake's sends complete */
   int hello_held;          /* a hello send never completed (start timed out): never freed */
   answer *answers, **answers_tail; /* bridge thread: error answers waiting for room */
@@ -1728,8 +1729,10 @@ static int rings_wait(rk_mpi_bridge *b, uint64_t ns) {
       w[n].val = __atomic_load_n(&r->cons_wake, __ATOMIC_ACQUIRE); /* pairs with the producers' release bump */
       w[n].uaddr = (uint64_t)(uintptr_t)&r->cons_wake;
       /* FUTEX2_SIZE_U32, shared (not FUTEX2_PRIVATE): the producers' wake is ring_wait.c's shared
-       * FUTEX_WAKE, and a private wait is never matched by a shared wake */
-      w[n].flags = FUTEX_32;
+       * FUTEX_WAKE, and a private wait is never matched by a shared wake; private on memory a
+       * shared futex cannot key (a driver's pinned memory: EFAULT), where ring_wait.c's wake falls
+       * back to private too */
+      w[n].flags = FUTEX_32 | (b->waitv_private ? FUTEX_PRIVATE_FLAG : 0);
       w[n].__reserved = 0;
       n++;
       rk_store_relaxed_sys_u32(&r->cons_sleeping, 1); /* single consumer (the pass holder): a flag */
@@ -1746,7 +1749,10 @@ static int rings_wait(rk_mpi_bridge *b, uint64_t ns) {
         ts.tv_nsec -= 1000000000;
       }
       pthread_mutex_unlock(&b->pass_lock);
-      if (syscall(SYS_futex_waitv, w, n, 0, &ts, CLOCK_MONOTONIC) < 0 && errno == ENOSYS) b->waitv_ok = 0;
+      if (syscall(SYS_futex_waitv, w, n, 0, &ts, CLOCK_MONOTONIC) < 0) {
+        if (errno == ENOSYS) b->waitv_ok = 0;
+        if (errno == EFAULT && !b->waitv_private) b->waitv_private = 1; /* the next wait is private */
+      }
       pthread_mutex_lock(&b->pass_lock);
     }
     for (i = 0; i < b->nout; i++) rk_store_relaxed_sys_u32(&b->out[i].ring->cons_sleeping, 0);
