@@ -27,7 +27,9 @@ class RingKernelError(Exception):
         self.reply = reply
         msg = "%s: %s" % (self.name, self.strerror)
         if self.detail and self.detail not in ("no error", "no runtime"):
-            msg += " (%s)" % self.detail
+            # the library's detail often starts with the code's name: said once
+            shown = self.detail[len(self.name) + 2:] if self.detail.startswith(self.name + ": ") else self.detail
+            msg += " (%s)" % shown
         super().__init__(msg)
 
 

@@ -126,6 +126,7 @@ def test_errors_map_codes_and_details(rt):
         e = ei.value
         assert isinstance(e, ValueError) and e.code == -1 and e.name == "RK_EINVAL"
         assert "999" in e.detail and "invalid argument" in str(e)
+        assert str(e).count("RK_EINVAL") == 1, str(e)  # the detail's own prefix is not repeated
         with pytest.raises(errors.MessageSizeError):
             k.send(b"short", type_id=rk.VaddReq._type_id_)
         with pytest.raises(ValueError):
