@@ -3,6 +3,8 @@
  * the drain times out; and deactivate keeping the kernel's state. */
 #include "rt_util.h"
 
+#include <unistd.h>
+
 /* Handler: rt_item echo; an item whose `key` is nonzero first sleeps that many microseconds (a
  * busy kernel), and while `gate` is closed the handler of a gated item waits for it. */
 static int gate_closed; /* atomics */
@@ -366,6 +368,78 @@ static void test_terminate_timeout_aborts(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* terminate with a timeout of 0 (or one shorter than the lanes' answer) on a kernel with nothing
+ * to drain: the lanes are aborted, and nothing was left, so RK_OK (it said "timed out before the
+ * inbox drained"). With accepted messages left it is still RK_ETIMEDOUT. */
+static void test_terminate_zero_timeout_idle(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("idle", slow_echo);
+  rk_kernel *k = rt_launch_active(rt, &d, NULL);
+  (void)state;
+  RT_OK(rt, send_item(k, 1, 0, 0));
+  RT_WAIT_STAT(k, msgs_out, 1); /* processed: nothing left in the inbox */
+  assert_int_equal(rk_kernel_terminate(k, 0), RK_OK);
+  assert_int_equal(rk_kernel_state(k), RK_STATE_TERMINATED);
+  rk_kernel_destroy(k);
+  /* a lane held by its handler, a message behind it: RK_ETIMEDOUT, as before */
+  k = rt_launch_active(rt, &d, NULL);
+  close_gate();
+  RT_OK(rt, send_item(k, 0xbad, 0, 0));
+  assert_true(rt_wait_for(gate_was_entered, NULL, RT_HANG));
+  RT_OK(rt, send_item(k, 1, 1, 0));
+  assert_int_equal(rk_kernel_terminate(k, 0), RK_ETIMEDOUT);
+  open_gate();
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
+typedef struct deactivator {
+  rk_kernel *k;
+  int rc;
+} deactivator;
+
+static void *deactivate_main(void *arg) {
+  deactivator *a = (deactivator *)arg;
+  a->rc = rk_kernel_deactivate(a->k); /* waits for the lane, inside its handler (command timeout) */
+  return NULL;
+}
+
+/* terminate's timeout bounds its wait for another lifecycle call holding the kernel: a deactivate
+ * waiting for a lane inside a long handler (up to the command timeout, 5 s) made
+ * terminate(50 ms) return after it. Now RK_ETIMEDOUT within the timeout, nothing closed; a later
+ * terminate drains. */
+static void test_terminate_bounded_by_other_lifecycle_call(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("held", slow_echo);
+  rk_kernel *k = rt_launch_active(rt, &d, NULL);
+  deactivator a;
+  pthread_t t;
+  uint64_t t0, took;
+  (void)state;
+  close_gate();
+  RT_OK(rt, send_item(k, 0xbad, 0, 0));
+  assert_true(rt_wait_for(gate_was_entered, NULL, RT_HANG));
+  a.k = k;
+  a.rc = 1;
+  assert_int_equal(pthread_create(&t, NULL, deactivate_main, &a), 0);
+  usleep(50000); /* (it holds the kernel's lifecycle lock now) */
+  t0 = rt_now_ns();
+  assert_int_equal(rk_kernel_terminate(k, 50 * RT_MS), RK_ETIMEDOUT);
+  took = rt_now_ns() - t0;
+  print_message("terminate(50 ms) beside a deactivate waiting for a handler: %llu ms\n",
+                (unsigned long long)(took / 1000000));
+  assert_non_null(strstr(rk_runtime_last_error(rt), "another lifecycle call"));
+  assert_true(took < 1000 * (uint64_t)RT_MS); /* (was the deactivate's 5 s command timeout) */
+  assert_int_equal(rk_send(k, 1, "x", 1, 0, NULL), RK_OK); /* nothing was closed */
+  open_gate();
+  pthread_join(t, NULL);
+  assert_int_equal(a.rc, RK_OK);
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
 /* Timeouts do not add up: terminate(100 ms) on a lane held by its handler returns within its
  * timeout plus the abort grace (100 ms), not a further second; the destroy that follows waits one
  * more grace, not a further second. Bounds with a wide margin for a loaded machine: the old code
@@ -485,6 +559,8 @@ int main(void) {
       cmocka_unit_test(test_terminate_races_senders),
       cmocka_unit_test(test_terminate_timeout_aborts),
       cmocka_unit_test(test_terminate_timeouts_do_not_add_up),
+      cmocka_unit_test(test_terminate_zero_timeout_idle),
+      cmocka_unit_test(test_terminate_bounded_by_other_lifecycle_call),
       cmocka_unit_test(test_terminate_stuck_handler_then_destroy),
       cmocka_unit_test(test_deactivate_keeps_state),
   };

@@ -363,8 +363,9 @@ RK_API void rk_kernel_destroy(rk_kernel *k);
  *  RK_ETIMEDOUT (the old lanes did not leave: a handler that has not returned; the kernel stays
  *  FAULTED and restart may be tried again), RK_ECUDA (a hard CUDA fault, sticky for the process:
  *  terminate the kernel), RK_ENOTSUP (a backend that cannot start lanes again; both built-in ones can),
- *  RK_ENOMEM / RK_ESYS (the new lanes could not start: the kernel stays FAULTED), or the state
- *  initialiser's error. Any thread but a handler's of k. */
+ *  RK_ENOMEM / RK_ESYS (the new lanes could not start: the kernel stays FAULTED), RK_ENORESOURCE
+ *  (the new lanes did not check in within the launch timeout: the kernel stays FAULTED), or the
+ *  state initialiser's error. Any thread but a handler's of k. */
 RK_API int rk_kernel_restart(rk_kernel *k, uint32_t flags);
 /** Current state (the worst lane's: FAULTED wins). 0 for NULL. */
 RK_API rk_lifecycle rk_kernel_state(const rk_kernel *k);

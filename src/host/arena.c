@@ -75,7 +75,9 @@ void rk__arena_free(rk_arena *a, size_t offset, size_t n) {
   }
   nb = (rk_arena_block *)malloc(sizeof *nb);
   if (nb == NULL) {
-    /* Losing a free range leaks arena space, never memory safety; reported by used. */
+    /* Losing a free range leaks arena space, never memory safety: it stays counted in used, so
+     * the pool's usage shows it (it did not: used went down for a range no allocation can get) */
+    a->used += n;
     return;
   }
   nb->offset = offset;

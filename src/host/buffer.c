@@ -348,6 +348,10 @@ int rk_buffer_alloc(rk_runtime *rt, rk_buffer_kind kind, size_t size, rk_buffer 
     if (rc == RK_ESTATE)
       return rk__fail(rt, RK_ESTATE, "rk_buffer_alloc: the %s pool is empty (size 0 or not prepared when the runtime "
                       "was created)", pi == POOL_DEVICE ? "device" : "host");
+    if (rc == RK_EINVAL) /* (the arena refuses a pool smaller than its alignment: the option is wrong) */
+      return rk__fail(rt, RK_ENOMEM, "rk_buffer_alloc: the %s pool of %zu bytes is too small for any buffer (runtime "
+                      "option buffer_%s_bytes: at least %u)", pi == POOL_DEVICE ? "device" : "host", P->size,
+                      pi == POOL_DEVICE ? "device" : "host", (unsigned)RK__BUF_ALIGN);
     return rk__fail(rt, rc, "rk_buffer_alloc: cannot allocate the %zu-byte %s pool", P->size,
                     pi == POOL_DEVICE ? "device" : "host");
   }

@@ -965,6 +965,10 @@ static void lane_main(void *arg) {
        * A host message that is to run again (RK_EAGAIN: a K2K destination full) does not hold up
        * the K2K inbox: the replies to what this lane passed on come back there, and the kernel
        * that is to send them may be the one whose full inbox the host message waits on. */
+      /* the edge for the K2K deadlock check is this pass's own (a handler that asks to run again
+       * for its own reason after an earlier full send must not publish that old edge: a false
+       * RK_EDEADLK when the lane it named retries into this one) */
+      l->blocked_on = NULL;
       got = process_batch(l, l->inbox, 0, &s_host); /* beats the heartbeat per message */
       if (kin && s_host != 1) got += process_batch(l, kin, 1, &s_k2k);
       stalled = (s_host == 1 || s_k2k == 1) ? 1 : (s_host || s_k2k) ? 2 : 0;

@@ -296,38 +296,82 @@ int rk_graph_subscribe(rk_graph *g, uint32_t node, uint32_t topic) {
   return RK_OK;
 }
 
-/* Upstream first: Kahn's order over the routes and the topics (a kernel subscribed to topic t
- * counts as downstream of every kernel not subscribed to t: any of them may publish to t, and
- * what it publishes while it drains must find the subscriber still open); the nodes left (on or
- * behind a cycle) follow in the order added. */
+uint32_t rk__graph_order(const rk_graph *g, uint32_t *out, uint32_t n) {
+  uint32_t i;
+  for (i = 0; i < n && i < g->n; i++) out[i] = g->order[i];
+  return g->n;
+}
+
+static void topo_order(rk_graph *g);
+
+/* Upstream first: the order of the graph's strongly connected parts over the routes and the
+ * topics (a kernel subscribed to topic t counts as downstream of every kernel not subscribed to t:
+ * any of them may publish to t, and what it publishes while it drains must find the subscriber
+ * still open). A part (a cycle of routes, or kernels tied by topics) is released once every kernel
+ * outside it with an edge into it has been; within it, upstream first by the routes alone (topics
+ * tie two kernels with different subscriptions both ways), then in the order added. It used to be
+ * Kahn's order with every node left over (on a cycle or anywhere behind one) in the order added: a
+ * kernel downstream of a cycle could close before the cycle drained into it, losing what it sent. */
 static void topo_order(rk_graph *g) {
-  uint64_t adj[RK_GRAPH_MAX_KERNELS]; /* bit j of adj[i]: an edge i -> j */
-  uint32_t indeg[RK_GRAPH_MAX_KERNELS], done[RK_GRAPH_MAX_KERNELS], i, j, m = 0;
+  uint64_t adj[RK_GRAPH_MAX_KERNELS];   /* bit j of adj[i]: an edge i -> j (routes and topics) */
+  uint64_t radj[RK_GRAPH_MAX_KERNELS];  /* routes only */
+  uint64_t reach[RK_GRAPH_MAX_KERNELS]; /* bit j: i reaches j */
+  uint64_t part[RK_GRAPH_MAX_KERNELS];  /* i's strongly connected part (i included) */
+  uint32_t ext[RK_GRAPH_MAX_KERNELS];   /* edges into i from outside its part, from kernels not done */
+  uint32_t done[RK_GRAPH_MAX_KERNELS], i, j, u, m = 0, n = g->n;
   int progress = 1;
   memset(adj, 0, sizeof adj);
-  memset(indeg, 0, sizeof indeg);
+  memset(radj, 0, sizeof radj);
+  memset(ext, 0, sizeof ext);
   memset(done, 0, sizeof done);
-  for (i = 0; i < g->n; i++) {
-    for (j = 0; j < g->node[i].nroutes; j++) adj[i] |= 1ull << g->node[i].route[j];
-    for (j = 0; j < g->n; j++)
+  for (i = 0; i < n; i++) {
+    for (j = 0; j < g->node[i].nroutes; j++) radj[i] |= 1ull << g->node[i].route[j];
+    adj[i] = radj[i];
+    for (j = 0; j < n; j++)
       if (j != i && (g->node[j].topics & ~g->node[i].topics) != 0) adj[i] |= 1ull << j;
   }
-  for (i = 0; i < g->n; i++)
-    for (j = 0; j < g->n; j++)
-      if ((adj[i] >> j) & 1u) indeg[j]++;
+  for (i = 0; i < n; i++) reach[i] = adj[i];
+  for (u = 0; u < n; u++) /* transitive closure (Warshall, on bit rows) */
+    for (i = 0; i < n; i++)
+      if ((reach[i] >> u) & 1u) reach[i] |= reach[u];
+  for (i = 0; i < n; i++) {
+    part[i] = 1ull << i;
+    for (j = 0; j < n; j++)
+      if (((reach[i] >> j) & 1u) && ((reach[j] >> i) & 1u)) part[i] |= 1ull << j;
+  }
+  for (i = 0; i < n; i++)
+    for (j = 0; j < n; j++)
+      if (((adj[i] >> j) & 1u) && !((part[j] >> i) & 1u)) ext[j]++;
   while (progress) {
     progress = 0;
-    for (i = 0; i < g->n; i++) {
-      if (done[i] || indeg[i]) continue;
-      done[i] = 1;
-      g->order[m++] = i;
-      for (j = 0; j < g->n; j++)
-        if ((adj[i] >> j) & 1u) indeg[j]--;
+    for (i = 0; i < n; i++) {
+      uint64_t left;
+      int ready = !done[i];
+      for (j = 0; j < n && ready; j++)
+        if (((part[i] >> j) & 1u) && ext[j] != 0) ready = 0;
+      if (!ready) continue;
+      /* release the part: by its routes among themselves (Kahn), the rest in the order added */
+      left = part[i];
+      while (left) {
+        uint32_t pick = n;
+        for (u = 0; u < n && pick == n; u++) {
+          int free_of_routes = (left >> u) & 1u;
+          for (j = 0; j < n && free_of_routes; j++)
+            if (j != u && ((left >> j) & 1u) && ((radj[j] >> u) & 1u)) free_of_routes = 0;
+          if (free_of_routes) pick = u;
+        }
+        if (pick == n) /* a cycle of routes: the first added */
+          for (u = 0; u < n && pick == n; u++)
+            if ((left >> u) & 1u) pick = u;
+        left &= ~(1ull << pick);
+        done[pick] = 1;
+        g->order[m++] = pick;
+        for (j = 0; j < n; j++)
+          if (((adj[pick] >> j) & 1u) && !((part[j] >> pick) & 1u)) ext[j]--;
+      }
       progress = 1;
     }
   }
-  for (i = 0; i < g->n; i++)
-    if (!done[i]) g->order[m++] = i;
   /* Remote (MPI) nodes last, in the order found: their edges from other ranks (what a peer sends
    * into this rank's kernels, and the answers to what those kernels passed on) are not in this
    * graph, so Kahn's order may put one before a local kernel that still sends through it while it
@@ -912,8 +956,12 @@ int rk_graph_launch(rk_graph *g) {
   raise_ids(g);
   for (i = 0; i < g->n; i++)
     if (g->node[i].remote && (rc = remote_make(g, i, slot)) != RK_OK) {
+      const char *why = rk_runtime_last_error(g->rt), *name = rk_err_name(rc);
+      size_t nl = strlen(name);
+      /* (unlaunch's terminates clear it; said again without its code's prefix) */
+      snprintf(err, sizeof err, "%s", strncmp(why, name, nl) == 0 && why[nl] == ':' ? why + nl + 2 : why);
       unlaunch(g);
-      return rc;
+      return rk__fail(g->rt, rc, "%s", err);
     }
   /* the routes, now that every kernel exists (ordered before the handlers by the activation) */
   for (i = 0; i < g->n; i++) {

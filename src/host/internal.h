@@ -536,6 +536,9 @@ int rk__k2k_push(rk_kernel *dst, uint32_t dst_lane, const rk_envelope *e, const 
 uint32_t rk__graph_subscribers(struct rk_graph *g, uint32_t topic, rk_kernel **out, uint32_t max);
 /* graph.c: the graph's kernel with this id (the origin of a forwarded request), or NULL. */
 rk_kernel *rk__graph_kernel(struct rk_graph *g, uint32_t id);
+/* graph.c, tests: the terminate order (upstream first) computed by rk_graph_launch: up to n node
+ * indices into out; returns the graph's node count. */
+uint32_t rk__graph_order(const struct rk_graph *g, uint32_t *out, uint32_t n);
 /* graph.c: an idle CPU lane drives the graph's transport (remote.h, its poll hook; docs/mpi.md,
  * "Lane-driven progress"): 1 keep polling, 0 go wait (no hook, the gate closed, or the transport
  * says so). From the lane's worker loop only, never a handler. */

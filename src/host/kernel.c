@@ -1080,7 +1080,22 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
   rk__error_clear(k->rt);
   /* One deadline for the whole call: the command's acknowledgement and the drain share it. */
   deadline = timeout_ns < 0 ? UINT64_MAX : add_sat(rk__now_ns(), (uint64_t)timeout_ns);
-  rk__lock(&k->ctl_lock);
+  /* ctl_lock within the deadline too: an activate or deactivate waiting for a lane inside a long
+   * handler, or a restart, may hold it for seconds (the wait for it was not bounded) */
+  if (deadline == UINT64_MAX) {
+    rk__lock(&k->ctl_lock);
+  } else {
+    uint32_t tries = 0;
+    while (rk__trylock(&k->ctl_lock) != 0) {
+      if (rk__now_ns() >= deadline)
+        return rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out waiting for another lifecycle call on "
+                        "it (activate, deactivate, restart, terminate) to finish; nothing was closed", k->name);
+      if (++tries < 64 && !rk__one_cpu())
+        rk_cpu_relax();
+      else
+        rk__sleep_ns(tries < 1000 ? 20000 : 200000);
+    }
+  }
   s = rk_load_acquire_sys_u32(&k->hstate);
   if (s == RK_STATE_TERMINATED) {
     rc = rk__fail(k->rt, RK_ESTATE, "kernel %s: already %s", k->name, rk_state_name((rk_lifecycle)s));
@@ -1121,7 +1136,10 @@ int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns) {
       wake_waiters(k);
       return rc;
     }
-    if (rc == RK_OK) {
+    /* Left: only when something was (a timeout of 0, or one shorter than the lanes' answer, on a
+     * kernel with nothing to drain was reported as a drain cut short). A K2K inbox is not counted
+     * by undrained(): a graph's kernel is reported as before. */
+    if (rc == RK_OK && (undrained(k) != 0 || k->graph != NULL)) {
       left = timeout_ns < 0 ? 0 : (uint64_t)timeout_ns;
       rc = rk__fail(k->rt, RK_ETIMEDOUT, "kernel %s: terminate timed out after %llu ms before the inbox drained; "
                     "aborted", k->name, (unsigned long long)(left / 1000000));
@@ -1271,10 +1289,13 @@ static int restart_locked(rk_kernel *k, void *new_state, uint64_t wait_ns) {
   if (rc == RK_OK) rc = wait_lanes(k, lane_checked_in, 0, k->launch_timeout_ns, 0);
   if (rc == RK_OK) rc = wait_lanes(k, lane_acked, seq, k->launch_timeout_ns, 0);
   if (rc != RK_OK) {
+    char why[256]; /* the start's own detail (a thread that could not be made, its errno), kept */
+    snprintf(why, sizeof why, "%s",
+             rc == RK_ETIMEDOUT ? "they did not check in within the launch timeout" : rk_runtime_last_error(k->rt));
     abort_lanes(k);
     (void)join_lanes(k);
     return rk__fail(k->rt, rc == RK_ETIMEDOUT ? RK_ENORESOURCE : rc,
-                    "kernel %s: restart: the new lanes did not start; the kernel stays FAULTED", k->name);
+                    "kernel %s: restart: the new lanes did not start (%s); the kernel stays FAULTED", k->name, why);
   }
   __atomic_add_fetch(&k->restarts, 1, __ATOMIC_RELAXED); /* statistics */
   clear_fault(k);
@@ -1342,18 +1363,34 @@ void rk__kernel_fault_service(rk_kernel *k) {
    * the loop: a terminate in progress holds ctl_lock (try later); lanes that have not left yet
    * (a handler still running) are waited for on later ticks, not here. */
   rk__lock(&k->fault_lock);
-  due = add_sat(k->fault_ns, k->auto_restarts < 63 ? k->restart_backoff_ns << k->auto_restarts : UINT64_MAX);
+  due = add_sat(k->fault_ns, k->auto_restarts < 63 && k->restart_backoff_ns <= UINT64_MAX >> k->auto_restarts
+                                ? k->restart_backoff_ns << k->auto_restarts
+                                : UINT64_MAX); /* (saturating: a large max_restarts) */
   rk__unlock(&k->fault_lock);
   now = rk__now_ns();
   if (k->auto_restarts >= k->max_restarts || now < due) return;
+  /* The abort under ctl_lock (tried: never blocks the loop), after the state is checked there: a
+   * terminate or an rk_kernel_restart of another thread holds it while it runs, and an abort
+   * between a check outside the lock and its own lanes' start hit those new lanes (a restart
+   * reported RK_OK with no lane running, a terminate's drain was cut short). */
+  if (rk__trylock(&k->ctl_lock) != 0) return; /* a lifecycle call has it: the next tick */
   s = rk_load_acquire_sys_u32(&k->hstate);
-  if (s == RK_STATE_TERMINATING || s == RK_STATE_TERMINATED) return; /* terminate has it */
+  if (!rk__kernel_faulted(k) || s == RK_STATE_TERMINATING || s == RK_STATE_TERMINATED) {
+    rk__unlock(&k->ctl_lock); /* restarted meanwhile, or terminate has it */
+    return;
+  }
   abort_lanes(k); /* idempotent: lanes leave as soon as their handlers return */
-  if (wait_lanes(k, lane_terminated, 0, 0, 0) != RK_OK) return;
+  n = wait_lanes(k, lane_terminated, 0, 0, 0) == RK_OK;
+  rk__unlock(&k->ctl_lock);
+  if (!n) return;
+  /* (the state initialiser is the application's code: not under a lock of the library's) */
   if ((k->restart_flags & RK_RESTART_RESET_STATE) && fresh_state(k, &st) != RK_OK) return;
   if (rk__trylock(&k->ctl_lock) == 0) {
     s = rk_load_acquire_sys_u32(&k->hstate);
-    if (rk__kernel_faulted(k) && s != RK_STATE_TERMINATING && s != RK_STATE_TERMINATED) {
+    /* still faulted, not terminating, and no lane started since (a restart of another thread in
+     * between cleared the fault; its lanes are not TERMINATED) */
+    if (rk__kernel_faulted(k) && s != RK_STATE_TERMINATING && s != RK_STATE_TERMINATED &&
+        wait_lanes(k, lane_terminated, 0, 0, 0) == RK_OK) {
       k->auto_restarts++;
       if (restart_locked(k, st, 0) != RK_OK)
         rk__log(k->rt, RK_LOG_ERROR, "kernel %s: automatic restart %u of %u failed: %s", k->name, k->auto_restarts,

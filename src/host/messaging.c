@@ -198,7 +198,9 @@ static int claim(rk_kernel *k, rk__lane *l, uint32_t n, uint32_t flags, uint64_t
   for (;;) {
     int got, rc;
     if (!lane_ring_ok(k, l->inbox, k->inbox_cap, RK_RING_MPSC)) {
-      if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) == 0)
+      /* (not faulted now: fault_code stays set after a fault that was recovered from or cleared by
+       * a restart, and a damage then went unfaulted) */
+      if (!rk__kernel_faulted(k))
         rk__kernel_fault(k, RK_ECORRUPT, "lane %u inbox: ring header damaged (no longer the ring launch made in %zu bytes)",
                          l->index, k->inbox_stride);
       return rk__fail(k->rt, RK_ECORRUPT, "send to %s: lane %u inbox is damaged (kernel FAULTED)", k->name, l->index);
@@ -565,7 +567,7 @@ static void corrupt_notice(rk_kernel *k, rk__lane *l, rk_waiter *w) {
 static void outbox_corrupt(rk_kernel *k, rk__lane *l, rk_waiter *self) {
   rk_waiter *w, **pw;
   int woke = 0;
-  if (__atomic_load_n(&k->fault_code, __ATOMIC_ACQUIRE) == 0) /* once, not at every later drain */
+  if (!rk__kernel_faulted(k)) /* once, not at every later drain (not fault_code: it outlives a restart) */
     rk__kernel_fault(k, RK_ECORRUPT, "lane %u outbox: ring header damaged (no longer the ring launch made in %zu bytes)",
                    l->index, k->outbox_stride);
   if (self) corrupt_notice(k, l, self);

@@ -333,7 +333,10 @@ int rk_runtime_create(rk_runtime **out, const rk_runtime_options *opts) {
   rt->handles->timer.data = rt->handles;
   rt->handles->open = 2;
   interval = o.watchdog_interval_ns ? o.watchdog_interval_ns : RK_DEFAULT_WATCHDOG_INTERVAL_NS;
-  uv_timer_start(&rt->handles->timer, on_timer, (interval + 999999) / 1000000, (interval + 999999) / 1000000);
+  /* in whole milliseconds, rounded up (not (interval + 999999) / 10^6: it wraps to 0 near 2^64, and
+   * a repeat of 0 stops the timer after one tick: no watchdog, restarts or clock sync) */
+  interval = interval / 1000000u + (interval % 1000000u != 0);
+  uv_timer_start(&rt->handles->timer, on_timer, interval, interval);
   if (o.metrics_listen) {
     char why[256];
     if ((rc = rk__metrics_start(rt, o.metrics_listen, why, sizeof why)) != RK_OK) {
