@@ -458,6 +458,45 @@ static void test_callback_calls_back(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* A receive callback of one kernel destroys another, older kernel (the header allows it: only its
+ * own kernel may not be destroyed from its callback). The service thread's pass pins every
+ * kernel of its snapshot before serving any, and the destroy waited for those pins: forever, on
+ * the thread that held them. */
+typedef struct cb_destroy {
+  rk_kernel *victim;
+  int done; /* atomics */
+} cb_destroy;
+
+static void on_reply_destroy_other(rk_kernel *k, const rk_msg *m, void *user) {
+  cb_destroy *s = (cb_destroy *)user;
+  (void)k;
+  (void)m;
+  if (s->victim) {
+    rk_kernel_destroy(s->victim);
+    s->victim = NULL;
+    __atomic_store_n(&s->done, 1, __ATOMIC_RELEASE);
+  }
+}
+
+static int cb_destroy_done(void *arg) { return __atomic_load_n(&((cb_destroy *)arg)->done, __ATOMIC_ACQUIRE); }
+
+static void test_callback_destroys_other_kernel(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("older", gated_echo), e = rt_desc("newer", gated_echo);
+  rk_kernel *older = rt_launch_active(rt, &d, NULL), *newer = rt_launch_active(rt, &e, NULL);
+  cb_destroy s = {older, 0};
+  (void)state;
+  RT_OK(rt, rk_recv_start(newer, on_reply_destroy_other, &s));
+  RT_OK(rt, send_item(newer, 1, 0));
+  if (!rt_wait_for(cb_destroy_done, &s, RT_HANG)) fail_msg("the callback's rk_kernel_destroy never returned");
+  /* the service thread goes on: the newer kernel's callbacks still come */
+  RT_OK(rt, send_item(newer, 1, 1));
+  RT_WAIT_STAT(newer, msgs_out, 2);
+  assert_int_equal(rk_recv_stop(newer), RK_OK);
+  rk_kernel_destroy(newer);
+  rk_runtime_destroy(rt);
+}
+
 /* ---------------------------------------- fault policies -------------------------------------- */
 
 static int handled_at_least(void *arg) {
@@ -671,6 +710,7 @@ int main(void) {
       cmocka_unit_test(test_broken_collective_late_follower),
       cmocka_unit_test(test_log_callback_calls_back),
       cmocka_unit_test(test_callback_calls_back),
+      cmocka_unit_test(test_callback_destroys_other_kernel),
       cmocka_unit_test(test_policy_stop),
       cmocka_unit_test(test_policy_recover),
       cmocka_unit_test(test_restart),

@@ -500,6 +500,10 @@ static inline int rk__struct_tail_zero(const void *p, size_t known, size_t given
   return 1;
 }
 
+/* runtime.c: k is being destroyed on this thread: this thread's passes over kernel lists
+ * (rk__for_each_kernel) that pinned it and have not served it yet let it go. */
+uint32_t rk__for_each_release(rk_kernel *k);
+
 /* runtime.c: sleep at least ns nanoseconds (back-off only). */
 void rk__sleep_ns(uint64_t ns);
 /* runtime.c: a full memory barrier on every running thread of the process (membarrier); 0, or -1

@@ -1181,7 +1181,9 @@ static void unlink_kernel(rk_kernel *k) {
       break;
     }
   rk__unlock(&rt->lock);
-  /* The service thread may be in a pass over this kernel: wait for it to leave. */
+  /* The service thread may be in a pass over this kernel: wait for it to leave. When this is the
+   * service thread (a callback of another kernel), its own passes let k go first. */
+  (void)rk__for_each_release(k);
   while (__atomic_load_n(&k->refs, __ATOMIC_ACQUIRE) != 0) rk__sleep_ns(50000); /* pairs with for_each_kernel */
 }
 

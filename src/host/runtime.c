@@ -125,6 +125,33 @@ size_t rk_struct_size(const char *name) {
 
 /* ---------------------------------------- service loop --------------------------------------- */
 
+/* This thread's passes over kernel lists, innermost first (a pass's fn may start another). */
+typedef struct pass {
+  rk_kernel **ks;
+  size_t n, i; /* ks[i] is being served; ks[i + 1 ..] are pinned, not served yet */
+  struct pass *outer;
+} pass;
+static _Thread_local pass *tl_pass;
+
+/* k is being destroyed on this thread (unlink_kernel, kernel.c): the passes of this thread that
+ * pinned k and have not served it yet let it go, so that the destroy's wait for the pins does not
+ * wait for this thread itself. Destroying an older kernel from a newer kernel's receive callback
+ * (or from the log callback during a watchdog pass) hung the service thread forever: the pass
+ * pins its whole snapshot before serving any. Returns how many pins were let go. */
+uint32_t rk__for_each_release(rk_kernel *k) {
+  pass *p;
+  uint32_t let = 0;
+  size_t j;
+  for (p = tl_pass; p; p = p->outer)
+    for (j = p->i + 1; j < p->n; j++)
+      if (p->ks[j] == k) {
+        p->ks[j] = NULL;
+        __atomic_sub_fetch(&k->refs, 1, __ATOMIC_RELEASE); /* pairs with rk_kernel_destroy */
+        let++;
+      }
+  return let;
+}
+
 /* Run fn over a snapshot of the kernel list; each kernel is pinned by refs while it is used. */
 void rk__for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *, void *), void *arg) {
   rk_kernel *stack[64], **ks = stack, *k;
@@ -145,9 +172,16 @@ void rk__for_each_kernel(rk_runtime *rt, void (*fn)(rk_kernel *, void *), void *
     ks[n++] = k;
   }
   rk__unlock(&rt->lock);
-  for (i = 0; i < n; i++) {
-    fn(ks[i], arg);
-    __atomic_sub_fetch(&ks[i]->refs, 1, __ATOMIC_RELEASE); /* pairs with rk_kernel_destroy */
+  {
+    pass me = {ks, n, 0, tl_pass};
+    tl_pass = &me;
+    for (i = 0; i < n; i++) {
+      me.i = i;
+      if (ks[i] == NULL) continue; /* destroyed by an earlier fn of this pass: let go then */
+      fn(ks[i], arg);
+      __atomic_sub_fetch(&ks[i]->refs, 1, __ATOMIC_RELEASE); /* pairs with rk_kernel_destroy */
+    }
+    tl_pass = me.outer;
   }
   if (ks != stack) free(ks);
 }
