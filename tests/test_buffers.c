@@ -578,11 +578,34 @@ BOTH(exhaustion, exhaustion)
 BOTH(concurrent, concurrent)
 BOTH(resident_state, resident_state)
 
+/* A reference to a buffer of another runtime, sent to a kernel of this one: RK_ENOENT (a reference
+ * is a slot and a generation, and both runtimes' first buffers were slot 0, generation 1: this
+ * runtime's buffer was pinned and used instead, silently). */
+static void test_ref_from_another_runtime(void **state) {
+  rk_runtime *rt0 = make_runtime(ON_CPU, 0, 0, 0), *rt1 = make_runtime(ON_CPU, 0, 0, 0);
+  rk_kernel *k1 = launch_vadd(rt1, 1, 1);
+  rk_buffer *b0 = alloc_ok(rt0, RK_BUFFER_DEVICE, 4096), *b1 = alloc_ok(rt1, RK_BUFFER_DEVICE, 4096);
+  rk_vadd_buf_req req;
+  (void)state;
+  (void)b1; /* rt1's buffer in the same slot */
+  memset(&req, 0, sizeof req);
+  RT_OK(rt0, rk_buffer_ref(b0, 0, 4096, RK_BUF_READ, &req.a));
+  RT_OK(rt0, rk_buffer_ref(b0, 0, 4096, RK_BUF_READ, &req.b));
+  RT_OK(rt0, rk_buffer_ref(b0, 0, 4096, RK_BUF_WRITE, &req.c));
+  req.n = 16;
+  assert_int_equal(rk_send_refs(k1, rk_vadd_buf_req_TYPE, &req, sizeof req, 3, 0, NULL), RK_ENOENT);
+  assert_non_null(strstr(rk_runtime_last_error(rt1), "no live buffer"));
+  rk_kernel_destroy(k1);
+  rk_runtime_destroy(rt1);
+  rk_runtime_destroy(rt0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip_cpu),     cmocka_unit_test(test_round_trip_emu),
       cmocka_unit_test(test_vector_add_cpu),     cmocka_unit_test(test_vector_add_emu),
       cmocka_unit_test(test_refusals_cpu),       cmocka_unit_test(test_refusals_emu),
+      cmocka_unit_test(test_ref_from_another_runtime),
       cmocka_unit_test(test_lifetime_cpu),       cmocka_unit_test(test_lifetime_emu),
       cmocka_unit_test(test_exhaustion_cpu),     cmocka_unit_test(test_exhaustion_emu),
       cmocka_unit_test(test_concurrent_cpu),     cmocka_unit_test(test_concurrent_emu),

@@ -45,7 +45,8 @@ RK_EXTERN_C_BEGIN
  *  message's id: a reference is only valid in the message that declared it. */
 typedef struct rk_buf_ref {
   uint32_t buffer; /**< the buffer's slot in the runtime's table */
-  uint32_t gen;    /**< the slot's generation when the buffer was allocated */
+  uint32_t gen;    /**< the buffer's generation (unique in the process: a reference to another
+                    *   runtime's buffer names none in this one) */
   uint64_t offset; /**< first byte of the range, from the buffer's start */
   uint64_t length; /**< bytes in the range */
   uint64_t msg;    /**< the id of the message that carries it (set by the runtime) */

@@ -300,6 +300,8 @@ static int entry_push(rk__buffers *B, uint32_t i, int wait) {
 
 /* ---------------------------------------- allocation ----------------------------------------- */
 
+static uint32_t g_buffer_gen; /* the process's last buffer generation (relaxed: only unique) */
+
 static int kind_pool(rk_buffer_kind kind) {
   return kind == RK_BUFFER_DEVICE ? POOL_DEVICE : kind == RK_BUFFER_HOST ? POOL_HOST : -1;
 }
@@ -370,7 +372,14 @@ int rk_buffer_alloc(rk_runtime *rt, rk_buffer_kind kind, size_t size, rk_buffer 
   slot = B->free_slots[--B->nfree];
   b->rt = rt;
   b->slot = slot;
-  b->gen = ++B->gens[slot];
+  /* Generations are unique in the process, not per slot: a reference carries only slot and
+   * generation, and every runtime numbers its slots from 0, so a reference to another runtime's
+   * buffer named this runtime's buffer in the same slot (both generation 1) and was accepted.
+   * Now it names no live buffer here (RK_ENOENT). 0 is skipped (a wrap after 2^32 allocations). */
+  do
+    b->gen = __atomic_add_fetch(&g_buffer_gen, 1u, __ATOMIC_RELAXED);
+  while (b->gen == 0);
+  B->gens[slot] = b->gen;
   b->kind = kind;
   b->size = size;
   b->bytes = round_up(size, RK__BUF_ALIGN);
