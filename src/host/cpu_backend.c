@@ -879,32 +879,42 @@ static uint64_t lane_progress(const rk__lane *x) {
  * lanes waiting on the same lanes, with no message finished anywhere on it, is a deadlock; any
  * change is progress. why receives the cycle. (Lanes of a graph are freed only once every lane of
  * the graph has left or was abandoned: the pointers stay valid while l runs.) */
+/* A cycle visits each lane of the graph at most once: up to RK_GRAPH_MAX_KERNELS * RK_MAX_LANES
+ * (the chain was capped at RK_GRAPH_MAX_KERNELS: a keyed cycle through two 64-lane kernels was
+ * longer, and its lanes retried forever instead of faulting). On the heap: a rare path. */
+#define RK_K2K_CHAIN_MAX ((uint32_t)RK_GRAPH_MAX_KERNELS * RK_MAX_LANES)
 static int k2k_deadlocked(rk__lane *l, char *why, size_t len) {
-  rk__lane *chain[RK_GRAPH_MAX_KERNELS];
-  uint64_t prog[RK_GRAPH_MAX_KERNELS];
+  rk__lane **chain = (rk__lane **)malloc(RK_K2K_CHAIN_MAX * sizeof *chain);
+  uint64_t *prog = (uint64_t *)malloc(RK_K2K_CHAIN_MAX * sizeof *prog);
   uint32_t n = 0, i;
   size_t off = 0;
   rk__lane *x = l;
+  int found = 0;
+  if (chain == NULL || prog == NULL) goto out; /* (no memory: looked at again later) */
   do {
-    if (n == RK_GRAPH_MAX_KERNELS) return 0;
+    if (n == RK_K2K_CHAIN_MAX) goto out;
     chain[n] = x;
     prog[n++] = lane_progress(x);
     x = __atomic_load_n(&x->waits_on, __ATOMIC_RELAXED);
-    if (x == NULL) return 0; /* someone on the chain is not waiting: it will make room */
+    if (x == NULL) goto out; /* someone on the chain is not waiting: it will make room */
     for (i = 1; i < n; i++)
-      if (chain[i] == x) return 0; /* a cycle that l only leads into: its own lanes will say */
+      if (chain[i] == x) goto out; /* a cycle that l only leads into: its own lanes will say */
   } while (x != l);
   rk__sleep_ns(RK_K2K_DEADLOCK_CONFIRM_NS);
   for (i = 0; i < n; i++)
     if (__atomic_load_n(&chain[i]->waits_on, __ATOMIC_RELAXED) != chain[(i + 1) % n] ||
         lane_progress(chain[i]) != prog[i])
-      return 0;
+      goto out;
   for (i = 0; i <= n && off + 1 < len; i++) {
     int w = snprintf(why + off, len - off, "%s%s lane %u", i ? " -> " : "", chain[i % n]->k->name, chain[i % n]->index);
     if (w < 0) break;
     off += (size_t)w;
   }
-  return 1;
+  found = 1;
+out:
+  free(chain);
+  free(prog);
+  return found;
 }
 
 static void follower_main(struct rk_ctx *ctx) {

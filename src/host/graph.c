@@ -1675,6 +1675,7 @@ static int dev_running(rk_kernel *k) {
 
 int rk__graph_dev_deadlock(rk_kernel *k) {
   rk_graph *g = k->graph; /* (k is held by the watchdog's reference: g outlives it) */
+  rk__lane **chain;
   uint32_t i;
   int rc = 0;
   if (g == NULL || !dev_running(k)) return 0;
@@ -1683,15 +1684,22 @@ int rk__graph_dev_deadlock(rk_kernel *k) {
     uv_rwlock_rdunlock(&g->watch_lock);
     return 0;
   }
+  /* a cycle visits each lane of the graph at most once (capped at RK_GRAPH_MAX_KERNELS, a cycle
+   * through many lanes of a few kernels went unseen): on the heap, a watchdog pass's path */
+  chain = (rk__lane **)malloc((size_t)RK_GRAPH_MAX_KERNELS * RK_MAX_LANES * sizeof *chain);
+  if (chain == NULL) {
+    uv_rwlock_rdunlock(&g->watch_lock);
+    return 0; /* (no memory: the next pass) */
+  }
   for (i = 0; i < k->lanes && rc == 0; i++) {
-    rk__lane *start = &k->lane[i], *x = start, *chain[RK_GRAPH_MAX_KERNELS];
+    rk__lane *start = &k->lane[i], *x = start;
     uint64_t progress = 0, now;
     uint32_t n = 0, j;
     int cycle = 0;
     for (;;) {
       uint32_t w = rk_load_relaxed_sys_u32(&x->status->k2k_waits_on), node, lane;
       rk_kernel *nk;
-      if (w == 0 || n == RK_GRAPH_MAX_KERNELS) break;
+      if (w == 0 || n == (uint32_t)RK_GRAPH_MAX_KERNELS * RK_MAX_LANES) break;
       chain[n++] = x;
       progress += dev_lane_progress(x);
       node = (w >> 16) - 1;
@@ -1735,5 +1743,6 @@ int rk__graph_dev_deadlock(rk_kernel *k) {
     }
   }
   uv_rwlock_rdunlock(&g->watch_lock);
+  free(chain);
   return rc;
 }
