@@ -438,6 +438,32 @@ static void test_log_rate_limit(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* A hard fault during a soft one (a watchdog stall) replaces it: the RECOVER policy clears a
+ * stall once its lane moves again, and it cleared the hard fault it had never recorded (the
+ * kernel went on ACTIVE with, say, a lane that broke the collective rule). Injected here: the
+ * stall names a heartbeat the lane is not at (so RECOVER would clear it at the next tick), then a
+ * hard fault. */
+static void test_hard_fault_over_stall(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("recovering", rk_builtin_echo.handler);
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k;
+  char err[256];
+  (void)state;
+  lo.fault_policy = RK_FAULT_RECOVER;
+  k = rt_launch_active(rt, &d, &lo);
+  rk__kernel_stall(k, 0, UINT64_MAX, "test: lane 0 stalled");
+  rk__kernel_fault(k, RK_EDEADLK, "test: a hard fault during the stall");
+  rt_sleep_ms(200); /* several service ticks (50 ms): RECOVER would have cleared the stall */
+  assert_int_equal(rk_kernel_state(k), RK_STATE_FAULTED);
+  assert_int_equal(rk_kernel_error(k, err, sizeof err), RK_EDEADLK);
+  assert_non_null(strstr(err, "hard fault"));
+  assert_int_equal(rt_stats(k).recoveries, 0);
+  RT_OK(rt, rk_kernel_terminate(k, RT_HANG));
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lane_thread_fails),
@@ -445,6 +471,7 @@ int main(void) {
       cmocka_unit_test(test_persistent_alloc_failure),
       cmocka_unit_test(test_log_rate_limit),
       cmocka_unit_test(test_restart_thread_fails_with_queue),
+      cmocka_unit_test(test_hard_fault_over_stall),
       cmocka_unit_test(test_sweep),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

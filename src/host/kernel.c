@@ -99,9 +99,13 @@ static int fault_v(rk_kernel *k, int code, int soft, int running, uint32_t lane,
     uint32_t s = rk_load_acquire_sys_u32(&k->hstate);
     skip = s != RK_STATE_ACTIVE && s != RK_STATE_TERMINATING;
   }
-  /* A fault while faulted changes nothing: the first one explains. The message is written before
-   * faulted is published (release), under fault_lock, which readers of the message take. */
-  if (!skip && !__atomic_load_n(&k->faulted, __ATOMIC_RELAXED)) { /* written only under fault_lock */
+  /* A fault while faulted changes nothing: the first one explains; except a hard fault over a soft
+   * one (a watchdog stall), which it replaces: the RECOVER policy clears a soft fault when the lane
+   * moves again, and it cleared the hard one it had never recorded (a lane that broke the
+   * collective rule, or a K2K deadlock, during a stall: the kernel ran on with a dead lane, or in a
+   * deadlock never reported again). The message is written before faulted is published (release),
+   * under fault_lock, which readers of the message take. */
+  if (!skip && (!__atomic_load_n(&k->faulted, __ATOMIC_RELAXED) || (k->fault_soft && !soft))) { /* under fault_lock */
     memcpy(k->fault_msg, msg, sizeof msg);
     k->fault_soft = soft;
     k->stall_lane = lane;
