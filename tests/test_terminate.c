@@ -394,6 +394,34 @@ static void test_terminate_zero_timeout_idle(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* terminate from the only thread that receives, with more replies to come than the outbox holds:
+ * the lane's drain waited for room that only this thread could make (forever with no timeout;
+ * with one, the drain was cut and accepted messages were lost). Now the full outbox's replies go
+ * to the pending list during the drain, in order, and are all received afterwards. */
+static void test_terminate_drains_past_full_outbox(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_kernel_desc d = rt_desc("backlog", slow_echo);
+  rk_launch_options lo = RK_LAUNCH_OPTIONS_INIT;
+  rk_kernel *k;
+  rk_msg m;
+  rt_item it;
+  uint32_t i;
+  (void)state;
+  lo.inbox_capacity = 64;
+  lo.outbox_capacity = 8;
+  k = rt_launch(rt, &d, &lo); /* not activated: everything waits in the inbox */
+  for (i = 0; i < 40; i++) RT_OK(rt, send_item(k, 1, i, 0));
+  assert_int_equal(rk_kernel_terminate(k, RT_HANG), RK_OK); /* drains all 40 */
+  assert_int_equal(rt_stats(k).msgs_in, 40);
+  for (i = 0; i < 40; i++) {
+    RT_OK(rt, rk_recv(k, &m, &it, sizeof it, RT_HANG));
+    assert_int_equal(it.seq, i); /* in order */
+  }
+  assert_int_equal(rk_recv(k, &m, &it, sizeof it, RT_HANG), RK_ECLOSED);
+  rk_kernel_destroy(k);
+  rk_runtime_destroy(rt);
+}
+
 typedef struct deactivator {
   rk_kernel *k;
   int rc;
@@ -560,6 +588,7 @@ int main(void) {
       cmocka_unit_test(test_terminate_timeout_aborts),
       cmocka_unit_test(test_terminate_timeouts_do_not_add_up),
       cmocka_unit_test(test_terminate_zero_timeout_idle),
+      cmocka_unit_test(test_terminate_drains_past_full_outbox),
       cmocka_unit_test(test_terminate_bounded_by_other_lifecycle_call),
       cmocka_unit_test(test_terminate_stuck_handler_then_destroy),
       cmocka_unit_test(test_deactivate_keeps_state),

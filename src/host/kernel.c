@@ -322,7 +322,17 @@ static int lane_acked(rk__lane *l, uint32_t seq) {
 static int lane_terminated(rk__lane *l, uint32_t unused) {
   (void)unused;
   rk__k2k_xin_poll(l->k, l->index); /* a device lane that waits for its transport inbox's close */
-  return rk_load_acquire_sys_u32(&l->status->state) == RK_STATE_TERMINATED;
+  if (rk_load_acquire_sys_u32(&l->status->state) == RK_STATE_TERMINATED) return 1;
+  /* A lane draining into a full outbox waits for room, and the one who would make it may be this
+   * thread: a terminate from a receive callback (the dispatcher is the outbox's consumer) or from
+   * the application's only receiving thread waited forever (or, with a timeout, cut the drain).
+   * So a full outbox's replies go to the pending list, in order (rk_recv and the callbacks take
+   * them from there first), unless another drainer has the outbox. */
+  if (rk_ring_count(l->outbox) >= l->k->outbox_cap && rk__flag_trylock(&l->drain_lock) == 0) {
+    (void)rk__drain_lane(l->k, l, NULL, NULL, 0, 0, NULL);
+    rk__flag_unlock(&l->drain_lock);
+  }
+  return 0;
 }
 
 /* A parked CPU lane waits on its inbox (as the consumer) or, stalled on a full outbox, on the
