@@ -331,15 +331,20 @@ RK_API int rk_kernel_activate(rk_kernel *k);
  *  as activate. */
 RK_API int rk_kernel_deactivate(rk_kernel *k);
 /** Close the kernel to new messages, process everything already accepted, then stop. Replies
- *  produced while draining can still be received. A FAULTED kernel is terminated too: it ends
- *  TERMINATED, its fault still readable with rk_kernel_error. timeout_ns < 0 waits for the drain
- *  however long it takes; otherwise the call returns within timeout_ns plus 100 ms (the lanes
- *  are told to abort when the timeout is spent and given 100 ms to leave).
+ *  produced while draining can still be received (a full outbox's are kept aside while the drain
+ *  runs, so nobody need receive meanwhile: it may be called from the only receiving thread or a
+ *  receive callback). A FAULTED kernel is terminated too: it ends TERMINATED, its fault still
+ *  readable with rk_kernel_error. timeout_ns < 0 waits for the drain however long it takes;
+ *  otherwise the call returns within timeout_ns plus 100 ms (the lanes are told to abort when the
+ *  timeout is spent and given 100 ms to leave), the wait for another lifecycle call on k
+ *  (activate, deactivate, restart) included. A timeout shorter than the lanes' answer on a kernel
+ *  outside a graph with nothing left to drain is RK_OK.
  *  Errors: RK_ESTATE (already terminated), RK_ETIMEDOUT (the drain did not finish: the lanes were
  *  aborted, what they had not taken is not processed; or, CUDA, their exit could not be confirmed
  *  and the memory they address is kept for the runtime's life; or a handler did not return even
  *  after the abort: the kernel stays FAULTED, TERMINATING, and a later rk_kernel_terminate waits
- *  for its lanes again, rk_kernel_destroy abandons them), RK_ECUDA (the lanes died with a CUDA
+ *  for its lanes again, rk_kernel_destroy abandons them; or another lifecycle call held k past
+ *  the timeout: nothing was closed), RK_ECUDA (the lanes died with a CUDA
  *  error: terminated without draining), the fault's code (the lanes had stopped on a fault:
  *  terminated without draining what they had not taken). */
 RK_API int rk_kernel_terminate(rk_kernel *k, int64_t timeout_ns);
