@@ -678,6 +678,46 @@ static void test_destroy_with_stuck_handler(void **state) {
   rk_runtime_destroy(rt);
 }
 
+/* Two kernels stuck at the destroy: the one whose handler returns first was freed by its last
+ * lane thread (abandoned) while the other's handler, returning later, sent into its K2K inbox
+ * (ASan: heap-use-after-free). With two or more stuck, every kernel is left allocated. */
+static int slow_quiet(rk_ctx *ctx, const rk_msg *in) {
+  (void)ctx;
+  (void)in;
+  rt_sleep_ms(3000); /* past the destroy's terminate and graces; returns first */
+  return 0;
+}
+static int slower_sender(rk_ctx *ctx, const rk_msg *in) {
+  uint32_t v[2] = {0, 0};
+  (void)in;
+  rt_sleep_ms(3600); /* returns after the other one did */
+  (void)rk_send_to(ctx, 0, T_ITEM, v, sizeof v);
+  return 0;
+}
+
+static rk_graph *g_leaked_graph2;
+
+static void test_destroy_with_two_stuck_handlers(void **state) {
+  rk_runtime *rt = rt_create();
+  rk_graph *g;
+  rk_kernel_desc d1 = desc_of("stuck first", slow_quiet, 0), d2 = desc_of("stuck later", slower_sender, 0);
+  uint32_t x1, x2;
+  (void)state;
+  RT_OK(rt, rk_graph_create(rt, &g));
+  RT_OK(rt, rk_graph_add(g, &d1, NULL, 0, &x1));
+  RT_OK(rt, rk_graph_add(g, &d2, NULL, 0, &x2));
+  RT_OK(rt, rk_graph_connect(g, x2, x1, NULL));
+  RT_OK(rt, rk_graph_launch(g));
+  RT_OK(rt, rk_graph_activate(g));
+  RT_OK(rt, rk_send(rk_graph_kernel(g, x1), T_SLOW, NULL, 0, RK_SEND_NO_REPLY, NULL));
+  RT_OK(rt, rk_send(rk_graph_kernel(g, x2), T_SLOW, NULL, 0, RK_SEND_NO_REPLY, NULL));
+  rt_sleep_ms(50); /* both handlers are running */
+  g_leaked_graph2 = g; /* left allocated by the destroy: still reachable for LSan */
+  rk_graph_destroy(g);
+  rt_sleep_ms(2000); /* both handlers return, the later one sends to the first one's kernel */
+  rk_runtime_destroy(rt);
+}
+
 /* An error answer (a handler's negative code) to a forwarded request travels back over K2K like
  * a reply: when the origin's K2K inbox is full at that moment it must not be dropped, or the
  * host's call never gets an answer and the origin's terminate waits for it (owed). */
@@ -992,6 +1032,7 @@ int main(void) {
       cmocka_unit_test(test_runtime_destroy_with_graph),
       cmocka_unit_test(test_cycle_many_in_flight),
       cmocka_unit_test(test_destroy_with_stuck_handler),
+      cmocka_unit_test(test_destroy_with_two_stuck_handlers),
       cmocka_unit_test(test_terminate_keeps_first_error),
       cmocka_unit_test(test_error_answers_not_lost),
       cmocka_unit_test(test_restart_keeps_owed),

@@ -1207,17 +1207,25 @@ static void graph_destroy_claimed(rk_graph *g) {
     if (g->node[i].k && !g->node[i].remote && rk_kernel_state(g->node[i].k) != RK_STATE_TERMINATED) stuck++;
   if (stuck) {
     /* A handler that has not returned may still send to any kernel of the graph (its routes, its
-     * topics: this graph) once it does: nothing it can reach is freed. The stuck kernels are
-     * abandoned (freed by their last lane thread), the others and the graph are leaked. */
+     * topics: this graph) once it does: nothing it can reach is freed. One stuck kernel is
+     * abandoned (freed by its last lane thread), the others and the graph are leaked. Two or more
+     * are all leaked too: an abandoned one is freed as soon as its own handler returns, and
+     * another's handler, returning later, sent into its freed inboxes (a use after free). */
     rk__log(g->rt, RK_LOG_ERROR, "rk_graph_destroy: %u kernel(s) of the graph did not stop (a handler that has not "
-            "returned): the graph and its other kernels are left allocated", stuck);
+            "returned): the graph and its %s kernels are left allocated", stuck, stuck > 1 ? "" : "other");
     for (i = 0; i < g->n; i++) {
       rk_kernel *k = g->node[i].k;
       if (k == NULL || g->node[i].remote) continue; /* a stand-in: left allocated with the graph */
-      if (rk_kernel_state(k) == RK_STATE_TERMINATED)
+      if (rk_kernel_state(k) == RK_STATE_TERMINATED) {
         rk__kernel_leak(k);
-      else
+      } else if (stuck > 1) {
+        /* abandoned as one alone is (its lane threads detached, the runtime kept while they run),
+         * with one reference more that nobody drops: its last lane thread does not free it */
+        __atomic_add_fetch(&k->thread_refs, 1, __ATOMIC_RELAXED);
         rk__kernel_destroy_member(k);
+      } else {
+        rk__kernel_destroy_member(k);
+      }
     }
     graph_leave(g); /* (found by no runtime's destroy any more; its memory is kept) */
     return;
