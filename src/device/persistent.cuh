@@ -767,6 +767,23 @@ RK_INLINE __device__ void rk_dev_copy_payload(void *dst, const void *src, uint32
  * compare-and-swap at device scope), write the slot in place, then store-release the slot's
  * sequence word at device scope (.gpu: both sides are lanes of one device). */
 
+/* Thread 0 at lane start: an inbox ring's messages, sequence words, mask and head, as relaxed loads
+ * in one round (written before the launch, or by the old lanes, whose exit the host confirmed).
+ * At system scope, as the ring may be in host-mapped memory (a staged K2K inbox, the transport
+ * inbox), where weak loads are not made; the head at the scope it is given back at (sys). */
+RK_INLINE __device__ void rk_dev_inbox_open(rk_ring *r, int sys, uint8_t **slots, volatile uint64_t **seq,
+                                            uint64_t *mask, uint64_t *head) {
+  uint64_t so, qo;
+  RK_DEV_ROUND_BEGIN();
+  so = rk_dev_ld(&r->slots_offset);
+  qo = rk_dev_ld(&r->seq_offset);
+  *mask = rk_dev_ld(&r->mask);
+  *head = sys ? rk_dev_ld(&r->head) : rk_load_relaxed_dev_u64(&r->head);
+  RK_DEV_ROUND_END();
+  *slots = RK_CAST(uint8_t *, r) + so + RK_RING_MSG_OFFSET; /* messages: past each slot's word */
+  *seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + qo);
+}
+
 RK_INLINE __device__ rk_ring *rk_dev_k2k_ring(const rk_dev_k2k_node *d, uint32_t lane) {
   return RK_CAST(rk_ring *, RK_CAST(uintptr_t, d->k2k_base + (uint64_t)lane * d->k2k_stride));
 }
@@ -1667,39 +1684,18 @@ __device__ void rk_dev_lane_main(const rk_dev_params *p_mapped) {
     if (p->graph) rk_dev_st32(&L.status->k2k_waits_on, 0); /* (a restart: the old lanes' word) */
     if (p->graph) { /* the K2K inbox (device memory, written before the launch): where the old lanes left it */
       rk_ring *r = rk_dev_k2k_ring(p->graph + p->graph_node, blockIdx.x);
-      uint64_t so, qo, mask, head;
+      uint64_t head;
       /* staged in host memory, or written by lanes of another device over peer access (graph.c):
        * observed and acquired, and its head given back, at system scope */
       L.kin_sys = (p->graph[p->graph_node].flags & (RK_DEV_K2K_SYS | RK_DEV_K2K_XWRITERS)) != 0;
-      /* relaxed loads, one round (written before the launch, or by the old lanes, whose exit the
-       * host confirmed): at system scope, as the inbox may be in host-mapped memory (staged), where
-       * weak loads are not made; its head at the scope it is given back at */
-      RK_DEV_ROUND_BEGIN();
-      so = rk_dev_ld(&r->slots_offset);
-      qo = rk_dev_ld(&r->seq_offset);
-      mask = rk_dev_ld(&r->mask);
-      head = L.kin_sys ? rk_dev_ld(&r->head) : rk_load_relaxed_dev_u64(&r->head);
-      RK_DEV_ROUND_END();
       L.kin = r;
-      L.kin_slots = RK_CAST(uint8_t *, r) + so + RK_RING_MSG_OFFSET;
-      L.kin_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + qo);
-      L.kin_mask = mask;
+      rk_dev_inbox_open(r, L.kin_sys, &L.kin_slots, &L.kin_seq, &L.kin_mask, &head);
       L.kin_head = L.kin_done = L.kin_released = head;
       if (p->graph[p->graph_node].x_base) { /* the transport inbox: host-mapped, host producers only */
         r = RK_CAST(rk_ring *, p->graph[p->graph_node].x_base + (size_t)blockIdx.x * p->graph[p->graph_node].x_stride);
         L.x = r;
-        /* host-mapped: relaxed system-scope loads, one round (the head: written before the launch,
-         * or by the old lanes, whose exit the host confirmed) */
-        RK_DEV_ROUND_BEGIN();
-        so = rk_dev_ld(&r->slots_offset);
-        qo = rk_dev_ld(&r->seq_offset);
-        mask = rk_dev_ld(&r->mask);
-        head = rk_dev_ld(&r->head);
-        RK_DEV_ROUND_END();
-        L.x_slots = RK_CAST(uint8_t *, r) + so + RK_RING_MSG_OFFSET;
-        L.x_seq = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + qo);
+        rk_dev_inbox_open(r, 1, &L.x_slots, &L.x_seq, &L.x_mask, &head); /* host-mapped */
         L.x_ask = RK_CAST(volatile uint64_t *, RK_CAST(uint8_t *, r) + p->graph[p->graph_node].x_stride - RK_LINE);
-        L.x_mask = mask;
         L.x_head = L.x_done = L.x_released = head;
         L.x_final = 0;
         L.x_sys = 1; /* observed, and its head given back, at system scope */
