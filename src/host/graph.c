@@ -189,15 +189,14 @@ static int add_node(rk_graph *g, rk_runtime *rt, const rk_kernel_desc *desc, con
   if (desc->size == 0) return rk__fail(g->rt, RK_EINVAL, "%s: descriptor field .size not set", what);
   /* the rule of rk_kernel_launch for structs from a newer header, checked here: the node keeps
    * copies of this library's size, which is what the launch sees */
-  if (desc->size > sizeof(rk_kernel_desc) && !rk__struct_tail_zero(desc, sizeof(rk_kernel_desc), desc->size))
-    return rk__fail(g->rt, RK_EINVAL, "%s: descriptor %s: .size is %u and fields past this library's %zu bytes are "
-                    "set (built against a newer header? this library is %s)", what, desc->name ? desc->name : "?",
-                    desc->size, sizeof(rk_kernel_desc), rk_version_string());
-  if (opts && opts->size > sizeof(rk_launch_options) &&
-      !rk__struct_tail_zero(opts, sizeof(rk_launch_options), opts->size))
-    return rk__fail(g->rt, RK_EINVAL, "%s: launch options of %u bytes set fields past this library's %zu (built "
-                    "against a newer header? this library is %s)", what, opts->size, sizeof(rk_launch_options),
-                    rk_version_string());
+  {
+    char in[96];
+    snprintf(in, sizeof in, "%s: descriptor %.48s", what, desc->name ? desc->name : "?");
+    if ((rc = rk__newer_struct_check(g->rt, desc, sizeof(rk_kernel_desc), desc->size, in)) != RK_OK) return rc;
+    snprintf(in, sizeof in, "%s: launch options", what);
+    if (opts && (rc = rk__newer_struct_check(g->rt, opts, sizeof(rk_launch_options), opts->size, in)) != RK_OK)
+      return rc;
+  }
   for (dev = 0; dev < g->ndev && g->dev_rt[dev] != rt; dev++) {
   }
   if (dev == g->ndev) { /* a new runtime of the graph */
@@ -1209,10 +1208,10 @@ static void graph_destroy_claimed(rk_graph *g) {
     /* A handler that has not returned may still send to any kernel of the graph (its routes, its
      * topics: this graph) once it does: nothing it can reach is freed. One stuck kernel is
      * abandoned (freed by its last lane thread), the others and the graph are leaked. Two or more
-     * are all leaked too: an abandoned one is freed as soon as its own handler returns, and
-     * another's handler, returning later, sent into its freed inboxes (a use after free). */
+     * are abandoned and kept (below): a freed one was freed as soon as its own handler returned,
+     * and another's handler, returning later, sent into its freed inboxes (a use after free). */
     rk__log(g->rt, RK_LOG_ERROR, "rk_graph_destroy: %u kernel(s) of the graph did not stop (a handler that has not "
-            "returned): the graph and its %s kernels are left allocated", stuck, stuck > 1 ? "" : "other");
+            "returned): the graph and its %s are left allocated", stuck, stuck > 1 ? "kernels" : "other kernels");
     for (i = 0; i < g->n; i++) {
       rk_kernel *k = g->node[i].k;
       if (k == NULL || g->node[i].remote) continue; /* a stand-in: left allocated with the graph */

@@ -499,10 +499,13 @@ static inline int rk__struct_tail_zero(const void *p, size_t known, size_t given
     if (b[known] != 0) return 0;
   return 1;
 }
+/* kernel.c: that rule for a launch's struct of `size` bytes at p (this library's: `known`): RK_OK,
+ * or RK_EINVAL with rk__fail's message, which names `what` (the call and the struct). */
+int rk__newer_struct_check(rk_runtime *rt, const void *p, size_t known, uint32_t size, const char *what);
 
 /* runtime.c: k is being destroyed on this thread: this thread's passes over kernel lists
  * (rk__for_each_kernel) that pinned it and have not served it yet let it go. */
-uint32_t rk__for_each_release(rk_kernel *k);
+void rk__for_each_release(rk_kernel *k);
 
 /* runtime.c: sleep at least ns nanoseconds (back-off only). */
 void rk__sleep_ns(uint64_t ns);

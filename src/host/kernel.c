@@ -665,10 +665,18 @@ static int join_lanes(rk_kernel *k) {
   return rc;
 }
 
+int rk__newer_struct_check(rk_runtime *rt, const void *p, size_t known, uint32_t size, const char *what) {
+  if (size <= known || rk__struct_tail_zero(p, known, size)) return RK_OK;
+  return rk__fail(rt, RK_EINVAL, "%s: .size is %u and fields past this library's %zu bytes are set (built against a "
+                  "newer header? this library is %s)", what, size, known, rk_version_string());
+}
+
 /* Every refusal names the descriptor field (and launch option) it is about. */
 static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
   const char *nm = d->name ? d->name : "?";
   uint32_t i;
+  int rc;
+  char what[96];
   /* Descriptors grow at the end: one compiled against an older header (smaller size, up to
    * n_types) is accepted, and the fields it lacks read as zero. */
   if (d->size < RK_OFFSETOF(rk_kernel_desc, max_lanes))
@@ -676,10 +684,8 @@ static int check_desc(rk_runtime *rt, const rk_kernel_desc *d) {
                     d->size, sizeof(rk_kernel_desc));
   /* and one from a newer header: its added fields must be zero (what it asks of them, this library
    * cannot do) */
-  if (d->size > sizeof(rk_kernel_desc) && !rk__struct_tail_zero(d, sizeof(rk_kernel_desc), d->size))
-    return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: .size is %u and fields past this library's %zu bytes are "
-                    "set (built against a newer header? this library is %s)", nm, d->size, sizeof(rk_kernel_desc),
-                    rk_version_string());
+  snprintf(what, sizeof what, "kernel descriptor %.64s", nm);
+  if ((rc = rk__newer_struct_check(rt, d, sizeof(rk_kernel_desc), d->size, what)) != RK_OK) return rc;
   if (d->types == NULL && d->n_types)
     return rk__fail(rt, RK_EINVAL, "kernel descriptor %s: field .n_types is %u but .types is NULL", nm, d->n_types);
   for (i = 0; i < d->n_types; i++)
@@ -756,10 +762,8 @@ int rk__kernel_launch(rk_runtime *rt, const rk_kernel_desc *desc, const rk_launc
   if (opts) {
     if (opts->size < 2 * sizeof(uint32_t))
       return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: launch options size not set");
-    if (opts->size > sizeof o && !rk__struct_tail_zero(opts, sizeof o, opts->size))
-      return rk__fail(rt, RK_EINVAL, "rk_kernel_launch: launch options of %u bytes set fields past this library's "
-                      "%zu (built against a newer header? this library is %s)", opts->size, sizeof o,
-                      rk_version_string());
+    if ((rc = rk__newer_struct_check(rt, opts, sizeof o, opts->size, "rk_kernel_launch: launch options")) != RK_OK)
+      return rc;
     memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
   }
   if ((rc = check_desc(rt, desc)) != RK_OK) return rc;
@@ -1197,7 +1201,7 @@ static void unlink_kernel(rk_kernel *k) {
   rk__unlock(&rt->lock);
   /* The service thread may be in a pass over this kernel: wait for it to leave. When this is the
    * service thread (a callback of another kernel), its own passes let k go first. */
-  (void)rk__for_each_release(k);
+  rk__for_each_release(k);
   while (__atomic_load_n(&k->refs, __ATOMIC_ACQUIRE) != 0) rk__sleep_ns(50000); /* pairs with for_each_kernel */
 }
 

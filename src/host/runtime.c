@@ -137,19 +137,16 @@ static _Thread_local pass *tl_pass;
  * pinned k and have not served it yet let it go, so that the destroy's wait for the pins does not
  * wait for this thread itself. Destroying an older kernel from a newer kernel's receive callback
  * (or from the log callback during a watchdog pass) hung the service thread forever: the pass
- * pins its whole snapshot before serving any. Returns how many pins were let go. */
-uint32_t rk__for_each_release(rk_kernel *k) {
+ * pins its whole snapshot before serving any. */
+void rk__for_each_release(rk_kernel *k) {
   pass *p;
-  uint32_t let = 0;
   size_t j;
   for (p = tl_pass; p; p = p->outer)
     for (j = p->i + 1; j < p->n; j++)
       if (p->ks[j] == k) {
         p->ks[j] = NULL;
         __atomic_sub_fetch(&k->refs, 1, __ATOMIC_RELEASE); /* pairs with rk_kernel_destroy */
-        let++;
       }
-  return let;
 }
 
 /* Run fn over a snapshot of the kernel list; each kernel is pinned by refs while it is used. */

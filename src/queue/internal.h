@@ -20,10 +20,11 @@ int rk__ring_wait(rk_ring *r, int consumer, int (*ready)(void *), void *arg, int
  * RK_EINVAL when r or idle_since is unusable). A slice ends after its first park that finds
  * nothing: RK_EAGAIN (woken with the ring still empty, e.g. by rk_ring_wake_all on a fault) or
  * RK_ETIMEDOUT, so the caller learns of a fault or a terminate at once, not at the slice's end. */
+int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns, uint64_t *idle_since);
+
 /* ring_wait.c, tests only: nonzero makes every shared futex call fail as on memory without
  * ordinary pages (EFAULT), so that its private fallback runs (Linux). */
 extern int rk__futex_shared_efault;
-int rk__ring_wait_readable_slice(rk_ring *r, size_t mem_size, int64_t timeout_ns, uint64_t *idle_since);
 
 /* rk_ring_notify_consumer(cons) and rk_ring_notify_producers(prods) with one full fence for both
  * Dekker pairs (either ring may be NULL), for a caller that publishes on two rings: every
